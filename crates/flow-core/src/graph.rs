@@ -1,0 +1,401 @@
+//! The flow's DAG: built once from a [`FlowDefinition`], validated, and never
+//! mutated during a run.
+//!
+//! Run-time state lives in the engine and the store; the graph only answers
+//! structural questions, with precomputed adjacency lists so the dispatcher
+//! does O(out-degree) work per finished step.
+
+use crate::action::ActionInstance;
+use crate::retry::RetryPolicy;
+use crate::timeperiod::TimeQualifier;
+use petgraph::algo::tarjan_scc;
+use petgraph::graph::{DiGraph, NodeIndex};
+use std::collections::{HashMap, VecDeque};
+use std::fmt::Write as _;
+use std::time::Duration;
+
+/// Step names the engine keeps for itself.
+pub const RESERVED_STEP_NAMES: [&str; 2] = ["start", "finish"];
+
+/// One step as written: its actions, dependencies and options.
+#[derive(Debug, Clone)]
+pub struct StepDefinition {
+    pub name: String,
+    pub depends_on: Vec<String>,
+    pub pre: Vec<ActionInstance>,
+    pub main: ActionInstance,
+    pub post: Vec<ActionInstance>,
+    /// A skipped step does not run and counts as `noop`.
+    pub skip: bool,
+    pub retry: RetryPolicy,
+    /// Limit for one attempt of the whole step.
+    pub timeout: Option<Duration>,
+}
+
+impl StepDefinition {
+    pub fn new(name: impl Into<String>, main: ActionInstance) -> Self {
+        StepDefinition {
+            name: name.into(),
+            depends_on: Vec::new(),
+            pre: Vec::new(),
+            main,
+            post: Vec::new(),
+            skip: false,
+            retry: RetryPolicy::none(),
+            timeout: None,
+        }
+    }
+
+    pub fn depends_on<I, S>(mut self, steps: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.depends_on.extend(steps.into_iter().map(Into::into));
+        self
+    }
+
+    pub fn pre(mut self, action: ActionInstance) -> Self {
+        self.pre.push(action);
+        self
+    }
+
+    pub fn post(mut self, action: ActionInstance) -> Self {
+        self.post.push(action);
+        self
+    }
+
+    pub fn skipped(mut self, skip: bool) -> Self {
+        self.skip = skip;
+        self
+    }
+
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+}
+
+/// A flow as written, before validation.
+#[derive(Debug, Clone)]
+pub struct FlowDefinition {
+    pub name: String,
+    pub time_qualifier: TimeQualifier,
+    pub steps: Vec<StepDefinition>,
+}
+
+impl FlowDefinition {
+    pub fn new(name: impl Into<String>) -> Self {
+        FlowDefinition {
+            name: name.into(),
+            time_qualifier: TimeQualifier::default(),
+            steps: Vec::new(),
+        }
+    }
+
+    pub fn time_qualifier(mut self, q: TimeQualifier) -> Self {
+        self.time_qualifier = q;
+        self
+    }
+
+    pub fn step(mut self, step: StepDefinition) -> Self {
+        self.steps.push(step);
+        self
+    }
+
+    /// Validates the definition into a graph.
+    pub fn build(self) -> Result<FlowGraph, GraphError> {
+        FlowGraph::new(self)
+    }
+}
+
+/// Why a flow's shape was rejected. Each variant names the steps at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GraphError {
+    #[error("flow has no name")]
+    NoName,
+    #[error("flow '{flow}' has no steps")]
+    NoSteps { flow: String },
+    #[error("step name '{step}' is reserved (reserved names: start, finish)")]
+    ReservedName { step: String },
+    #[error("step name '{step}' is not valid: use letters, digits, '_' and '-'")]
+    InvalidName { step: String },
+    #[error("step '{step}' is defined more than once")]
+    DuplicateStep { step: String },
+    #[error("step '{step}' depends on unknown step '{dependency}'")]
+    UnknownDependency { step: String, dependency: String },
+    #[error("dependency cycle among steps: {}", steps.join(" -> "))]
+    Cycle { steps: Vec<String> },
+}
+
+/// A validated, immutable flow DAG.
+#[derive(Debug)]
+pub struct FlowGraph {
+    name: String,
+    time_qualifier: TimeQualifier,
+    steps: Vec<StepDefinition>,
+    index: HashMap<String, usize>,
+    dependencies: Vec<Vec<usize>>,
+    dependants: Vec<Vec<usize>>,
+    topological: Vec<usize>,
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+impl FlowGraph {
+    /// Validates `definition`: names, duplicates, dependencies, cycles.
+    pub fn new(definition: FlowDefinition) -> Result<Self, GraphError> {
+        if definition.name.is_empty() {
+            return Err(GraphError::NoName);
+        }
+        if definition.steps.is_empty() {
+            return Err(GraphError::NoSteps {
+                flow: definition.name,
+            });
+        }
+        let mut index = HashMap::with_capacity(definition.steps.len());
+        for (i, step) in definition.steps.iter().enumerate() {
+            if RESERVED_STEP_NAMES.contains(&step.name.as_str()) {
+                return Err(GraphError::ReservedName {
+                    step: step.name.clone(),
+                });
+            }
+            if !valid_name(&step.name) {
+                return Err(GraphError::InvalidName {
+                    step: step.name.clone(),
+                });
+            }
+            if index.insert(step.name.clone(), i).is_some() {
+                return Err(GraphError::DuplicateStep {
+                    step: step.name.clone(),
+                });
+            }
+        }
+        let n = definition.steps.len();
+        let mut dependencies = vec![Vec::new(); n];
+        let mut dependants = vec![Vec::new(); n];
+        let mut graph: DiGraph<usize, ()> = DiGraph::with_capacity(n, n);
+        for i in 0..n {
+            graph.add_node(i);
+        }
+        for (i, step) in definition.steps.iter().enumerate() {
+            for dep in &step.depends_on {
+                let Some(&d) = index.get(dep) else {
+                    return Err(GraphError::UnknownDependency {
+                        step: step.name.clone(),
+                        dependency: dep.clone(),
+                    });
+                };
+                if dependencies[i].contains(&d) {
+                    continue;
+                }
+                dependencies[i].push(d);
+                dependants[d].push(i);
+                graph.add_edge(NodeIndex::new(d), NodeIndex::new(i), ());
+            }
+        }
+        let topological = match kahn_order(&dependencies, &dependants) {
+            Some(order) => order,
+            None => {
+                // Name one cycle: the first strongly connected component with
+                // more than one node, or a self-loop.
+                let cycle = tarjan_scc(&graph)
+                    .into_iter()
+                    .find(|scc| {
+                        scc.len() > 1 || graph.contains_edge(scc[0], scc[0])
+                    })
+                    .unwrap_or_default();
+                let mut steps: Vec<String> = cycle
+                    .iter()
+                    .map(|n| definition.steps[n.index()].name.clone())
+                    .collect();
+                steps.sort();
+                return Err(GraphError::Cycle { steps });
+            }
+        };
+        Ok(FlowGraph {
+            name: definition.name,
+            time_qualifier: definition.time_qualifier,
+            steps: definition.steps,
+            index,
+            dependencies,
+            dependants,
+            topological,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn time_qualifier(&self) -> TimeQualifier {
+        self.time_qualifier
+    }
+
+    pub fn len(&self) -> usize {
+        self.steps.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.steps.is_empty()
+    }
+
+    pub fn steps(&self) -> &[StepDefinition] {
+        &self.steps
+    }
+
+    pub fn step(&self, index: usize) -> &StepDefinition {
+        &self.steps[index]
+    }
+
+    /// The index of the step called `name`.
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.index.get(name).copied()
+    }
+
+    /// Steps that `index` depends on directly.
+    pub fn dependencies(&self, index: usize) -> &[usize] {
+        &self.dependencies[index]
+    }
+
+    /// Steps that depend on `index` directly.
+    pub fn dependants(&self, index: usize) -> &[usize] {
+        &self.dependants[index]
+    }
+
+    /// Every step in an order where dependencies come first.
+    pub fn topological_order(&self) -> &[usize] {
+        &self.topological
+    }
+
+    /// `index` and every step derived from it, transitively.
+    pub fn derived_from(&self, index: usize) -> Vec<bool> {
+        let mut seen = vec![false; self.len()];
+        let mut queue = VecDeque::from([index]);
+        seen[index] = true;
+        while let Some(i) = queue.pop_front() {
+            for &d in &self.dependants[i] {
+                if !seen[d] {
+                    seen[d] = true;
+                    queue.push_back(d);
+                }
+            }
+        }
+        seen
+    }
+
+    /// The graph in Graphviz dot.
+    pub fn to_dot(&self) -> String {
+        let mut out = format!("digraph \"{}\" {{\n  rankdir=LR;\n", self.name);
+        for &i in &self.topological {
+            let _ = writeln!(out, "  \"{}\";", self.steps[i].name);
+        }
+        for &i in &self.topological {
+            for &d in &self.dependants[i] {
+                let _ = writeln!(
+                    out,
+                    "  \"{}\" -> \"{}\";",
+                    self.steps[i].name, self.steps[d].name
+                );
+            }
+        }
+        out.push_str("}\n");
+        out
+    }
+
+    /// The graph as a Mermaid flowchart.
+    pub fn to_mermaid(&self) -> String {
+        let mut out = String::from("flowchart LR\n");
+        for &i in &self.topological {
+            let _ = writeln!(out, "  {}", self.steps[i].name);
+        }
+        for &i in &self.topological {
+            for &d in &self.dependants[i] {
+                let _ = writeln!(out, "  {} --> {}", self.steps[i].name, self.steps[d].name);
+            }
+        }
+        out
+    }
+}
+
+/// Kahn's algorithm; `None` when there is a cycle.
+fn kahn_order(dependencies: &[Vec<usize>], dependants: &[Vec<usize>]) -> Option<Vec<usize>> {
+    let mut remaining: Vec<usize> = dependencies.iter().map(Vec::len).collect();
+    let mut queue: VecDeque<usize> = (0..remaining.len()).filter(|&i| remaining[i] == 0).collect();
+    let mut order = Vec::with_capacity(remaining.len());
+    while let Some(i) = queue.pop_front() {
+        order.push(i);
+        for &d in &dependants[i] {
+            remaining[d] -= 1;
+            if remaining[d] == 0 {
+                queue.push_back(d);
+            }
+        }
+    }
+    (order.len() == remaining.len()).then_some(order)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::actions::Identity;
+    use std::sync::Arc;
+
+    fn step(name: &str, deps: &[&str]) -> StepDefinition {
+        StepDefinition::new(name, ActionInstance::new(Arc::new(Identity))).depends_on(deps.iter().copied())
+    }
+
+    fn flow(steps: Vec<StepDefinition>) -> Result<FlowGraph, GraphError> {
+        steps.into_iter().fold(FlowDefinition::new("f"), FlowDefinition::step).build()
+    }
+
+    #[test]
+    fn diamond_is_valid() {
+        let g = flow(vec![step("a", &[]), step("b", &["a"]), step("c", &["a"]), step("d", &["b", "c"])]).unwrap();
+        assert_eq!(g.topological_order()[0], 0);
+        assert_eq!(g.dependants(0), &[1, 2]);
+        let derived = g.derived_from(1);
+        assert_eq!(derived, vec![false, true, false, true]);
+        assert!(g.to_dot().contains("\"a\" -> \"b\""));
+        assert!(g.to_mermaid().contains("b --> d"));
+    }
+
+    #[test]
+    fn rejects_bad_shapes_naming_steps() {
+        assert_eq!(
+            flow(vec![step("start", &[])]).unwrap_err(),
+            GraphError::ReservedName { step: "start".into() }
+        );
+        assert_eq!(
+            flow(vec![step("finish", &[])]).unwrap_err(),
+            GraphError::ReservedName { step: "finish".into() }
+        );
+        assert_eq!(
+            flow(vec![step("a", &[]), step("a", &[])]).unwrap_err(),
+            GraphError::DuplicateStep { step: "a".into() }
+        );
+        assert_eq!(
+            flow(vec![step("a", &["ghost"])]).unwrap_err(),
+            GraphError::UnknownDependency { step: "a".into(), dependency: "ghost".into() }
+        );
+        assert_eq!(
+            flow(vec![step("a", &[]), step("b", &["a", "d"]), step("c", &["b"]), step("d", &["c"])]).unwrap_err(),
+            GraphError::Cycle { steps: vec!["b".into(), "c".into(), "d".into()] }
+        );
+        assert_eq!(
+            flow(vec![step("self", &["self"])]).unwrap_err(),
+            GraphError::Cycle { steps: vec!["self".into()] }
+        );
+        assert!(matches!(flow(vec![]).unwrap_err(), GraphError::NoSteps { .. }));
+    }
+}

@@ -1,0 +1,38 @@
+//! The vocabulary of the flow engine.
+//!
+//! `flow-core` holds what every other crate speaks: flow and step records and
+//! their states, run modes, timeperiods, the execution context, the DAG
+//! ([`FlowGraph`]), the traits that backends implement ([`Action`],
+//! [`Cluster`], [`Filesystem`], [`FlowStore`], [`ClusterFactory`]), the
+//! declarative flow-file format and the built-in actions.
+//!
+//! It is *not* an engine and knows no concrete store or cloud: running a flow
+//! lives in `flow-engine`, storage in `flow-store-*`, execution in
+//! `flow-cluster-*`.
+
+pub mod action;
+pub mod actions;
+pub mod cluster;
+pub mod context;
+pub mod filesystem;
+pub mod graph;
+pub mod record;
+pub mod retry;
+pub mod spec;
+pub mod state;
+pub mod store;
+pub mod template;
+pub mod timeperiod;
+
+pub use action::{Action, ActionContext, ActionError, ActionInstance, ActionOutcome};
+pub use cluster::{Cluster, ClusterError, ClusterFactory, Job, JobContext};
+pub use context::{ExecutionContext, Secret, SettingValue, Settings};
+pub use filesystem::{FsError, Filesystem};
+pub use graph::{FlowDefinition, FlowGraph, GraphError, StepDefinition};
+pub use record::{FlowKey, FlowRecord, StepRecord};
+pub use retry::RetryPolicy;
+pub use spec::{ActionRegistry, SpecError};
+pub use state::{ActionSetState, FlowState, RunMode, StepState};
+pub use store::{FlowStore, LeaseOutcome, StoreError};
+pub use template::{Template, TemplateError};
+pub use timeperiod::{TimeQualifier, Timeperiod, TimeperiodError};

@@ -1,0 +1,514 @@
+//! Declarative flow files (TOML) and the registry of action types they name.
+//!
+//! ```toml
+//! name = "daily_report"
+//! time_qualifier = "daily"
+//! [[steps]]
+//! name = "extract"
+//! pre  = [{ action = "mkdir", path = "out/{timeperiod}" }]
+//! main = { action = "shell", command = "echo extracting {start_timeperiod}" }
+//! ```
+//!
+//! Every error carries the file and, where the parser or a span knows it, the
+//! line and column.
+
+use crate::action::{Action, ActionInstance};
+use crate::actions;
+use crate::graph::{FlowDefinition, FlowGraph, GraphError, StepDefinition};
+use crate::retry::RetryPolicy;
+use crate::template::{Template, TemplateError};
+use crate::timeperiod::TimeQualifier;
+use serde::Deserialize;
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use toml::{Spanned, Table, Value};
+
+/// A problem with one action's arguments.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ArgError {
+    #[error("missing required argument '{arg}'")]
+    Missing { arg: String },
+    #[error("argument '{arg}' must be {expected}")]
+    WrongType { arg: String, expected: &'static str },
+    #[error("unknown argument '{arg}' (this action takes: {known})")]
+    Unknown { arg: String, known: String },
+    #[error("argument '{arg}': {source}")]
+    Template {
+        arg: String,
+        #[source]
+        source: TemplateError,
+    },
+    #[error("argument '{arg}': {message}")]
+    Invalid { arg: String, message: String },
+}
+
+/// The arguments of one action in a flow file, with typed getters that
+/// remember which keys were read so unknown ones can be reported.
+#[derive(Debug)]
+pub struct ActionArgs {
+    table: Table,
+    read: BTreeSet<String>,
+}
+
+impl ActionArgs {
+    pub fn new(table: Table) -> Self {
+        ActionArgs {
+            table,
+            read: BTreeSet::new(),
+        }
+    }
+
+    fn get(&mut self, arg: &str) -> Option<&Value> {
+        self.read.insert(arg.to_string());
+        self.table.get(arg)
+    }
+
+    /// A required string argument parsed as a template.
+    pub fn template(&mut self, arg: &str) -> Result<Template, ArgError> {
+        self.opt_template(arg)?.ok_or_else(|| ArgError::Missing { arg: arg.into() })
+    }
+
+    /// An optional string argument parsed as a template.
+    pub fn opt_template(&mut self, arg: &str) -> Result<Option<Template>, ArgError> {
+        match self.opt_string(arg)? {
+            None => Ok(None),
+            Some(text) => Template::parse(&text).map(Some).map_err(|source| ArgError::Template {
+                arg: arg.into(),
+                source,
+            }),
+        }
+    }
+
+    /// An optional plain string.
+    pub fn opt_string(&mut self, arg: &str) -> Result<Option<String>, ArgError> {
+        match self.get(arg) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(ArgError::WrongType {
+                arg: arg.into(),
+                expected: "a string",
+            }),
+        }
+    }
+
+    /// An optional list of string templates (empty when absent).
+    pub fn template_list(&mut self, arg: &str) -> Result<Vec<Template>, ArgError> {
+        let wrong = || ArgError::WrongType {
+            arg: arg.into(),
+            expected: "a list of strings",
+        };
+        match self.get(arg) {
+            None => Ok(Vec::new()),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|v| match v {
+                    Value::String(s) => Template::parse(s).map_err(|source| ArgError::Template {
+                        arg: arg.into(),
+                        source,
+                    }),
+                    _ => Err(wrong()),
+                })
+                .collect(),
+            Some(_) => Err(wrong()),
+        }
+    }
+
+    /// An optional table of string templates, e.g. Spark `conf` (empty when
+    /// absent), in key order.
+    pub fn template_map(&mut self, arg: &str) -> Result<Vec<(String, Template)>, ArgError> {
+        let wrong = || ArgError::WrongType {
+            arg: arg.into(),
+            expected: "a table of strings",
+        };
+        match self.get(arg) {
+            None => Ok(Vec::new()),
+            Some(Value::Table(t)) => {
+                let mut out = Vec::with_capacity(t.len());
+                for (k, v) in t {
+                    let Value::String(s) = v else { return Err(wrong()) };
+                    let t = Template::parse(s).map_err(|source| ArgError::Template {
+                        arg: format!("{arg}.{k}"),
+                        source,
+                    })?;
+                    out.push((k.clone(), t));
+                }
+                Ok(out)
+            }
+            Some(_) => Err(wrong()),
+        }
+    }
+
+    /// An optional duration written like `"90s"` or `"5m"`.
+    pub fn opt_duration(&mut self, arg: &str) -> Result<Option<Duration>, ArgError> {
+        match self.opt_string(arg)? {
+            None => Ok(None),
+            Some(text) => humantime_serde::re::humantime::parse_duration(&text)
+                .map(Some)
+                .map_err(|e| ArgError::Invalid {
+                    arg: arg.into(),
+                    message: format!("'{text}' is not a duration ({e}); write e.g. \"90s\" or \"5m\""),
+                }),
+        }
+    }
+
+    /// Fails on any argument no getter asked for.
+    pub fn finish(self) -> Result<(), ArgError> {
+        if let Some(unknown) = self.table.keys().find(|k| !self.read.contains(*k)) {
+            return Err(ArgError::Unknown {
+                arg: unknown.clone(),
+                known: if self.read.is_empty() {
+                    "no arguments".into()
+                } else {
+                    self.read.iter().cloned().collect::<Vec<_>>().join(", ")
+                },
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Builds an action from its arguments.
+pub type ActionFactory =
+    Arc<dyn Fn(&mut ActionArgs) -> Result<Arc<dyn Action>, ArgError> + Send + Sync>;
+
+/// The action types a flow file may name. Starts with the built-ins; library
+/// users register their own.
+#[derive(Clone)]
+pub struct ActionRegistry {
+    factories: HashMap<String, ActionFactory>,
+}
+
+impl fmt::Debug for ActionRegistry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ActionRegistry")
+            .field("kinds", &self.kinds())
+            .finish()
+    }
+}
+
+impl Default for ActionRegistry {
+    fn default() -> Self {
+        Self::builtin()
+    }
+}
+
+impl ActionRegistry {
+    /// A registry with no action types.
+    pub fn empty() -> Self {
+        ActionRegistry {
+            factories: HashMap::new(),
+        }
+    }
+
+    /// The built-in actions: identity, noop, fail, sleep, shell, spark, pig,
+    /// hadoop, mkdir, rmdir, rm, cp, mv, copy_to_local, copy_from_local.
+    pub fn builtin() -> Self {
+        let mut r = Self::empty();
+        actions::register_builtins(&mut r);
+        r
+    }
+
+    /// Makes `kind` available to flow files.
+    pub fn register<F>(&mut self, kind: &str, factory: F)
+    where
+        F: Fn(&mut ActionArgs) -> Result<Arc<dyn Action>, ArgError> + Send + Sync + 'static,
+    {
+        self.factories.insert(kind.to_string(), Arc::new(factory));
+    }
+
+    /// The registered kinds, sorted.
+    pub fn kinds(&self) -> Vec<&str> {
+        let mut kinds: Vec<&str> = self.factories.keys().map(String::as_str).collect();
+        kinds.sort_unstable();
+        kinds
+    }
+
+    /// Builds one action of `kind` from `args`, rejecting unknown arguments.
+    pub fn build(&self, kind: &str, args: Table) -> Result<Arc<dyn Action>, SpecProblem> {
+        let factory = self.factories.get(kind).ok_or_else(|| SpecProblem::UnknownAction {
+            kind: kind.to_string(),
+            known: self.kinds().join(", "),
+        })?;
+        let mut args = ActionArgs::new(args);
+        match factory(&mut args) {
+            Ok(action) => {
+                args.finish().map_err(SpecProblem::Arg)?;
+                Ok(action)
+            }
+            // A missing argument next to an unknown one is most likely a
+            // typo: name the unknown one.
+            Err(missing @ ArgError::Missing { .. }) => Err(SpecProblem::Arg(args.finish().err().unwrap_or(missing))),
+            Err(e) => Err(SpecProblem::Arg(e)),
+        }
+    }
+
+    /// Reads and validates a flow file.
+    pub fn load_file(&self, path: &Path) -> Result<FlowGraph, SpecError> {
+        let text = std::fs::read_to_string(path).map_err(|e| SpecError {
+            file: path.to_path_buf(),
+            position: None,
+            problem: SpecProblem::Read(e.to_string()),
+        })?;
+        self.parse(&text, path)
+    }
+
+    /// Parses and validates flow-file text; `file` is used in messages.
+    pub fn parse(&self, text: &str, file: &Path) -> Result<FlowGraph, SpecError> {
+        let at = |span: Option<Range<usize>>, problem| SpecError {
+            file: file.to_path_buf(),
+            position: span.map(|s| position(text, s.start)),
+            problem,
+        };
+        let spec: FileSpec = toml::from_str(text)
+            .map_err(|e| at(e.span(), SpecProblem::Syntax(e.message().to_string())))?;
+        let mut name_spans: HashMap<String, Range<usize>> = HashMap::new();
+        let mut definition = FlowDefinition::new(spec.name.get_ref().clone())
+            .time_qualifier(spec.time_qualifier);
+        for step in spec.steps {
+            let step_name = step.name.get_ref().clone();
+            name_spans.entry(step_name.clone()).or_insert(step.name.span());
+            let build = |tables: Vec<Spanned<Table>>| -> Result<Vec<ActionInstance>, SpecError> {
+                tables
+                    .into_iter()
+                    .map(|t| self.instance(t, &step_name).map_err(|(span, p)| at(Some(span), p)))
+                    .collect()
+            };
+            let pre = build(step.pre)?;
+            let main = build(vec![step.main])?.remove(0);
+            let post = build(step.post)?;
+            let retry = RetryPolicy {
+                retries: step.retries,
+                delay: step.retry_delay.unwrap_or(RetryPolicy::none().delay),
+                backoff: step.retry_backoff.unwrap_or(RetryPolicy::none().backoff),
+                max_delay: step.retry_max_delay.unwrap_or(RetryPolicy::none().max_delay),
+            };
+            let mut def = StepDefinition::new(step_name, main)
+                .depends_on(step.depends_on.into_iter().map(Spanned::into_inner))
+                .skipped(step.skip)
+                .with_retry(retry);
+            def.pre = pre;
+            def.post = post;
+            def.timeout = step.timeout;
+            definition = definition.step(def);
+        }
+        FlowGraph::new(definition).map_err(|e| {
+            let span = match &e {
+                GraphError::ReservedName { step }
+                | GraphError::InvalidName { step }
+                | GraphError::UnknownDependency { step, .. } => name_spans.get(step).cloned(),
+                GraphError::DuplicateStep { step } => {
+                    // Point at the second definition.
+                    let needle = format!("\"{step}\"");
+                    let first = name_spans.get(step).map(|s| s.end).unwrap_or(0);
+                    text[first..].find(&needle).map(|i| first + i..first + i + needle.len())
+                }
+                GraphError::Cycle { steps } => steps.first().and_then(|s| name_spans.get(s).cloned()),
+                GraphError::NoName => Some(spec.name.span()),
+                GraphError::NoSteps { .. } => None,
+            };
+            at(span, SpecProblem::Graph(e))
+        })
+    }
+
+    fn instance(
+        &self,
+        table: Spanned<Table>,
+        step: &str,
+    ) -> Result<ActionInstance, (Range<usize>, SpecProblem)> {
+        let span = table.span();
+        let mut table = table.into_inner();
+        let in_step = |p: SpecProblem| (span.clone(), SpecProblem::InStep { step: step.to_string(), problem: Box::new(p) });
+        let kind = match table.remove("action") {
+            Some(Value::String(kind)) => kind,
+            Some(_) => return Err(in_step(SpecProblem::Arg(ArgError::WrongType { arg: "action".into(), expected: "a string" }))),
+            None => return Err(in_step(SpecProblem::Arg(ArgError::Missing { arg: "action".into() }))),
+        };
+        let mut options = ActionArgs::new(Table::new());
+        let name = match table.remove("name") {
+            Some(Value::String(n)) => n,
+            Some(_) => return Err(in_step(SpecProblem::Arg(ArgError::WrongType { arg: "name".into(), expected: "a string" }))),
+            None => kind.clone(),
+        };
+        let skip = match table.remove("skip") {
+            Some(Value::Boolean(b)) => b,
+            Some(_) => return Err(in_step(SpecProblem::Arg(ArgError::WrongType { arg: "skip".into(), expected: "true or false" }))),
+            None => false,
+        };
+        if let Some(t) = table.remove("timeout") {
+            options.table.insert("timeout".into(), t);
+        }
+        let timeout = options.opt_duration("timeout").map_err(|e| in_step(SpecProblem::Arg(e)))?;
+        let action = self.build(&kind, table).map_err(|p| {
+            in_step(SpecProblem::InAction { action: kind.clone(), problem: Box::new(p) })
+        })?;
+        let mut instance = ActionInstance::new(action).named(name).skipped(skip);
+        instance.timeout = timeout;
+        Ok(instance)
+    }
+}
+
+fn position(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+/// What is wrong with a flow file.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecProblem {
+    #[error("cannot read: {0}")]
+    Read(String),
+    #[error("{0}")]
+    Syntax(String),
+    #[error("unknown action type '{kind}' (known: {known})")]
+    UnknownAction { kind: String, known: String },
+    #[error(transparent)]
+    Arg(ArgError),
+    #[error("action '{action}': {problem}")]
+    InAction {
+        action: String,
+        problem: Box<SpecProblem>,
+    },
+    #[error("step '{step}': {problem}")]
+    InStep {
+        step: String,
+        problem: Box<SpecProblem>,
+    },
+    #[error(transparent)]
+    Graph(GraphError),
+}
+
+/// A flow-file error with its file and, where known, line and column.
+#[derive(Debug, thiserror::Error)]
+pub struct SpecError {
+    pub file: PathBuf,
+    /// 1-based line and column.
+    pub position: Option<(usize, usize)>,
+    pub problem: SpecProblem,
+}
+
+impl fmt::Display for SpecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.position {
+            Some((line, column)) => write!(f, "{}:{line}:{column}: {}", self.file.display(), self.problem),
+            None => write!(f, "{}: {}", self.file.display(), self.problem),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSpec {
+    name: Spanned<String>,
+    #[serde(default)]
+    time_qualifier: TimeQualifier,
+    #[serde(default)]
+    #[allow(dead_code)]
+    description: Option<String>,
+    #[serde(default)]
+    steps: Vec<StepFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StepFile {
+    name: Spanned<String>,
+    #[serde(default)]
+    depends_on: Vec<Spanned<String>>,
+    #[serde(default)]
+    pre: Vec<Spanned<Table>>,
+    main: Spanned<Table>,
+    #[serde(default)]
+    post: Vec<Spanned<Table>>,
+    #[serde(default)]
+    skip: bool,
+    #[serde(default)]
+    retries: u32,
+    #[serde(default, with = "humantime_serde")]
+    retry_delay: Option<Duration>,
+    #[serde(default)]
+    retry_backoff: Option<u32>,
+    #[serde(default, with = "humantime_serde")]
+    retry_max_delay: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    timeout: Option<Duration>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<FlowGraph, SpecError> {
+        ActionRegistry::builtin().parse(text, Path::new("f.toml"))
+    }
+
+    #[test]
+    fn parses_the_readme_sketch() {
+        let g = parse(
+            r#"
+name = "daily_report"
+time_qualifier = "daily"
+[[steps]]
+name = "extract"
+pre  = [{ action = "mkdir", path = "out/{timeperiod}" }]
+main = { action = "shell", command = "echo extracting {start_timeperiod} {end_timeperiod}" }
+[[steps]]
+name = "report"
+depends_on = ["extract"]
+retries = 2
+retry_delay = "1s"
+main = { action = "spark", application = "jobs/report.py", args = ["--day", "{timeperiod}"], timeout = "10m" }
+"#,
+        )
+        .unwrap();
+        assert_eq!(g.len(), 2);
+        assert_eq!(g.time_qualifier(), TimeQualifier::Daily);
+        assert_eq!(g.step(1).retry.retries, 2);
+        assert_eq!(g.step(1).main.timeout, Some(Duration::from_secs(600)));
+        assert_eq!(g.step(0).pre[0].name, "mkdir");
+    }
+
+    #[test]
+    fn errors_carry_line_and_column() {
+        let e = parse("name = \"f\"\n[[steps]]\nname = \"a\"\nmain = { action = \"teleport\" }\n").unwrap_err();
+        assert_eq!(e.position, Some((4, 8)));
+        assert!(e.to_string().contains("unknown action type 'teleport'"), "{e}");
+
+        let e = parse("name = \"f\"\n[[steps]]\nname = \"a\"\nmain = { action = \"shell\", comand = \"x\" }\n").unwrap_err();
+        assert!(e.to_string().contains("unknown argument 'comand'"), "{e}");
+        assert!(e.to_string().starts_with("f.toml:4:"), "{e}");
+
+        let e = parse("name = \"f\"\n[[steps]]\nname = \"a\"\nmain = { action = \"mkdir\" }\n").unwrap_err();
+        assert!(e.to_string().contains("missing required argument 'path'"), "{e}");
+
+        let e = parse("name = \"f\"\n[[steps]]\nname = \"a\"\nmain = { action = \"shell\", command = \"echo {today}\" }\n").unwrap_err();
+        assert!(e.to_string().contains("unknown placeholder '{today}'"), "{e}");
+
+        let e = parse("name = \"f\"\n[[steps]]\nname = \"a\"\nmain = { action = \"identity\" }\n[[steps]]\nname = \"a\"\nmain = { action = \"identity\" }\n").unwrap_err();
+        assert_eq!(e.position, Some((6, 8)), "{e}");
+
+        let e = parse("name = \"f\"\nsteps = [\n").unwrap_err();
+        assert!(e.position.is_some(), "{e}");
+
+        let e = parse("name = \"f\"\nbogus = 1\n").unwrap_err();
+        assert!(e.to_string().contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn custom_actions_can_be_registered() {
+        let mut r = ActionRegistry::builtin();
+        r.register("custom", |args| {
+            let _ = args.template("target")?;
+            Ok(Arc::new(crate::actions::Identity))
+        });
+        let g = r
+            .parse("name = \"f\"\n[[steps]]\nname = \"a\"\nmain = { action = \"custom\", target = \"{timeperiod}\" }\n", Path::new("f.toml"))
+            .unwrap();
+        assert_eq!(g.step(0).main.name, "custom");
+    }
+}

@@ -1,0 +1,265 @@
+//! Synergy's `YYYYMMDDHH` timeperiods.
+//!
+//! A timeperiod names the slice of time a flow processes: `2026112807`
+//! (hourly), `2026112800` (daily), `2026110000` (monthly), `2026000000`
+//! (yearly). The qualifier decides which digits must be zero.
+
+use chrono::{Datelike, NaiveDate};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// The length of one period of a flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TimeQualifier {
+    #[default]
+    Hourly,
+    Daily,
+    Monthly,
+    Yearly,
+}
+
+impl TimeQualifier {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TimeQualifier::Hourly => "hourly",
+            TimeQualifier::Daily => "daily",
+            TimeQualifier::Monthly => "monthly",
+            TimeQualifier::Yearly => "yearly",
+        }
+    }
+}
+
+/// Why a timeperiod string was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TimeperiodError {
+    #[error("timeperiod '{text}' is not 10 digits in the form YYYYMMDDHH")]
+    Shape { text: String },
+    #[error("timeperiod '{text}' is not a real date and hour: {reason}")]
+    Calendar { text: String, reason: &'static str },
+    #[error("timeperiod '{text}' is not {qualifier}: {reason}")]
+    Qualifier {
+        text: String,
+        qualifier: &'static str,
+        reason: &'static str,
+    },
+    #[error("window end '{end}' is not after its start '{start}'")]
+    EmptyWindow { start: String, end: String },
+}
+
+/// A point on Synergy's timeperiod grid. Ordering is chronological.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timeperiod {
+    year: u16,
+    month: u8,
+    day: u8,
+    hour: u8,
+}
+
+impl Timeperiod {
+    /// Parses `text` and checks that it fits `qualifier` (e.g. a daily
+    /// timeperiod ends in `00`).
+    pub fn parse_for(text: &str, qualifier: TimeQualifier) -> Result<Self, TimeperiodError> {
+        let tp: Timeperiod = text.parse()?;
+        let bad = |reason| TimeperiodError::Qualifier {
+            text: text.to_string(),
+            qualifier: qualifier.as_str(),
+            reason,
+        };
+        match qualifier {
+            TimeQualifier::Hourly if tp.day == 0 => Err(bad("an hourly timeperiod needs a day")),
+            TimeQualifier::Daily if tp.day == 0 => Err(bad("a daily timeperiod needs a day")),
+            TimeQualifier::Daily if tp.hour != 0 => Err(bad("a daily timeperiod ends in 00")),
+            TimeQualifier::Monthly if tp.month == 0 => {
+                Err(bad("a monthly timeperiod needs a month"))
+            }
+            TimeQualifier::Monthly if tp.day != 0 || tp.hour != 0 => {
+                Err(bad("a monthly timeperiod ends in 0000"))
+            }
+            TimeQualifier::Yearly if tp.month != 0 || tp.day != 0 || tp.hour != 0 => {
+                Err(bad("a yearly timeperiod ends in 000000"))
+            }
+            _ => Ok(tp),
+        }
+    }
+
+    /// The start of the next period of `qualifier` after this one.
+    pub fn next(self, qualifier: TimeQualifier) -> Timeperiod {
+        match qualifier {
+            TimeQualifier::Yearly => Timeperiod {
+                year: self.year + 1,
+                month: 0,
+                day: 0,
+                hour: 0,
+            },
+            TimeQualifier::Monthly => {
+                let (year, month) = if self.month >= 12 {
+                    (self.year + 1, 1)
+                } else {
+                    (self.year, self.month.max(1) + u8::from(self.month != 0))
+                };
+                Timeperiod {
+                    year,
+                    month,
+                    day: 0,
+                    hour: 0,
+                }
+            }
+            TimeQualifier::Daily => self.add_days(1, 0),
+            TimeQualifier::Hourly => {
+                if self.hour >= 23 {
+                    self.add_days(1, 0)
+                } else {
+                    Timeperiod {
+                        hour: self.hour + 1,
+                        ..self
+                    }
+                }
+            }
+        }
+    }
+
+    fn add_days(self, days: u64, hour: u8) -> Timeperiod {
+        let date = NaiveDate::from_ymd_opt(
+            i32::from(self.year),
+            u32::from(self.month.max(1)),
+            u32::from(self.day.max(1)),
+        )
+        .and_then(|d| d.checked_add_days(chrono::Days::new(days)));
+        match date {
+            Some(d) => Timeperiod {
+                year: d.year() as u16,
+                month: d.month() as u8,
+                day: d.day() as u8,
+                hour,
+            },
+            // Only reachable past year 9999; saturate rather than wrap.
+            None => self,
+        }
+    }
+
+    /// Checks that `[start, end)` is a non-empty window.
+    pub fn check_window(start: Timeperiod, end: Timeperiod) -> Result<(), TimeperiodError> {
+        if end <= start {
+            return Err(TimeperiodError::EmptyWindow {
+                start: start.to_string(),
+                end: end.to_string(),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl FromStr for Timeperiod {
+    type Err = TimeperiodError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if text.len() != 10 || !text.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(TimeperiodError::Shape {
+                text: text.to_string(),
+            });
+        }
+        let num = |range: std::ops::Range<usize>| text[range].parse::<u16>().unwrap_or(0);
+        let (year, month, day, hour) = (num(0..4), num(4..6), num(6..8), num(8..10));
+        let bad = |reason| TimeperiodError::Calendar {
+            text: text.to_string(),
+            reason,
+        };
+        if year == 0 {
+            return Err(bad("year 0000 does not exist"));
+        }
+        if month > 12 {
+            return Err(bad("month is above 12"));
+        }
+        if hour > 23 {
+            return Err(bad("hour is above 23"));
+        }
+        if month == 0 && (day != 0 || hour != 0) {
+            return Err(bad("a day or hour without a month"));
+        }
+        if day == 0 && hour != 0 {
+            return Err(bad("an hour without a day"));
+        }
+        if day != 0
+            && NaiveDate::from_ymd_opt(i32::from(year), u32::from(month), u32::from(day)).is_none()
+        {
+            return Err(bad("no such day in that month"));
+        }
+        Ok(Timeperiod {
+            year,
+            month: month as u8,
+            day: day as u8,
+            hour: hour as u8,
+        })
+    }
+}
+
+impl fmt::Display for Timeperiod {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{:04}{:02}{:02}{:02}",
+            self.year, self.month, self.day, self.hour
+        )
+    }
+}
+
+impl Serialize for Timeperiod {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Timeperiod {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tp(s: &str) -> Timeperiod {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn parses_each_qualifier() {
+        assert!(Timeperiod::parse_for("2026112807", TimeQualifier::Hourly).is_ok());
+        assert!(Timeperiod::parse_for("2026112800", TimeQualifier::Daily).is_ok());
+        assert!(Timeperiod::parse_for("2026110000", TimeQualifier::Monthly).is_ok());
+        assert!(Timeperiod::parse_for("2026000000", TimeQualifier::Yearly).is_ok());
+        assert!(Timeperiod::parse_for("2026112807", TimeQualifier::Daily).is_err());
+        assert!(Timeperiod::parse_for("2026110000", TimeQualifier::Daily).is_err());
+    }
+
+    #[test]
+    fn rejects_malformed() {
+        for bad in [
+            "", "202611280", "20261128077", "2026-11-28", "2026133000", "2026023000",
+            "2026112824", "0000010100", "2026000100",
+        ] {
+            assert!(bad.parse::<Timeperiod>().is_err(), "{bad} should be rejected");
+        }
+    }
+
+    #[test]
+    fn next_rolls_over() {
+        assert_eq!(tp("2026112823").next(TimeQualifier::Hourly), tp("2026112900"));
+        assert_eq!(tp("2026123123").next(TimeQualifier::Hourly), tp("2027010100"));
+        assert_eq!(tp("2026022800").next(TimeQualifier::Daily), tp("2026030100"));
+        assert_eq!(tp("2024022800").next(TimeQualifier::Daily), tp("2024022900"));
+        assert_eq!(tp("2026120000").next(TimeQualifier::Monthly), tp("2027010000"));
+        assert_eq!(tp("2026110000").next(TimeQualifier::Monthly), tp("2026120000"));
+        assert_eq!(tp("2026000000").next(TimeQualifier::Yearly), tp("2027000000"));
+    }
+
+    #[test]
+    fn window_must_not_be_empty() {
+        assert!(Timeperiod::check_window(tp("2026112800"), tp("2026112800")).is_err());
+        assert!(Timeperiod::check_window(tp("2026112800"), tp("2026112900")).is_ok());
+    }
+}
