@@ -1,0 +1,22 @@
+//! The flow engine: runs a validated [`FlowGraph`](flow_core::FlowGraph) on
+//! clusters, keeping every state change in a [`FlowStore`](flow_core::FlowStore).
+//!
+//! [`ExecutionEngine`] offers the four run modes (`run`, `recover`,
+//! `run_one`, `run_from`). A run takes a lease on `[flow, timeperiod]`,
+//! launches its clusters concurrently, dispatches each step the moment its
+//! last dependency completes (event-driven, no polling), and terminates every
+//! cluster at the end whatever happened. Logs go to per-flow and per-step
+//! files through [`logging`].
+//!
+//! This crate knows no concrete store or cluster: it depends on `flow-core`
+//! only; backends are chosen by the caller (the `flow` CLI).
+
+mod dispatch;
+mod engine;
+mod error;
+pub mod logging;
+mod plan;
+mod step;
+
+pub use engine::{EngineOptions, ExecutionEngine, RunMetrics, RunObserver, RunReport};
+pub use error::{EngineError, Refusal};

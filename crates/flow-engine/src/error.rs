@@ -1,0 +1,37 @@
+//! Why the engine did not run a flow, or stopped.
+
+use chrono::{DateTime, Utc};
+use flow_core::{FlowKey, FlowState, StoreError};
+
+/// Why a run mode was refused. A refusal changes nothing in the store.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("unknown step '{step}' (steps: {known})")]
+    UnknownStep { step: String, known: String },
+    #[error("step '{step}' is blocked: its dependencies {} are not processed", missing.join(", "))]
+    Blocked { step: String, missing: Vec<String> },
+    #[error("there is nothing to recover: the flow has never run")]
+    NeverRan,
+    #[error("there is nothing to recover: the flow is {state}, not failed")]
+    NotFailed { state: FlowState },
+}
+
+/// An engine failure. A flow whose step failed is not an error: it is a
+/// [`RunReport`](crate::RunReport) whose flow state is `invalid`.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("refused to run {flow}: {reason}")]
+    Refused { flow: FlowKey, reason: Refusal },
+    #[error("flow {flow} is already being run by {owner} (last heartbeat {heartbeat_at})")]
+    LeaseHeld {
+        flow: FlowKey,
+        owner: String,
+        heartbeat_at: DateTime<Utc>,
+    },
+    #[error("store failed for flow {flow}: {source}")]
+    Store {
+        flow: FlowKey,
+        #[source]
+        source: StoreError,
+    },
+}

@@ -1,0 +1,294 @@
+//! Routing of `tracing` events to per-flow and per-step log files.
+//!
+//! The engine opens a `flow` span carrying a `run` id and registers where
+//! that run's logs go; [`FileLogLayer`] finds the run, step and action of
+//! every event from its span scope and appends a line to
+//! `LOG_DIR/FLOW/FLOW.log` or `LOG_DIR/FLOW/STEP.log`:
+//!
+//! ```text
+//! 2026-11-28T08:37:25.123Z extract.shell INFO exit code 0
+//! ```
+//!
+//! Lines are written by one background thread so the engine never waits on
+//! the disk for a log line; [`flush`] waits until everything queued is
+//! written.
+
+use std::collections::HashMap;
+use std::fmt::{self, Write as _};
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id, Record};
+use tracing::{Event, Subscriber};
+use tracing_subscriber::layer::{Context, Layer};
+use tracing_subscriber::registry::LookupSpan;
+
+/// Where one run's lines go.
+struct Route {
+    flow: String,
+    dir: PathBuf,
+}
+
+enum Message {
+    Line { path: PathBuf, line: String },
+    Flush(mpsc::Sender<()>),
+    Close { dir: PathBuf },
+}
+
+fn routes() -> &'static RwLock<HashMap<u64, Arc<Route>>> {
+    static ROUTES: OnceLock<RwLock<HashMap<u64, Arc<Route>>>> = OnceLock::new();
+    ROUTES.get_or_init(Default::default)
+}
+
+fn writer() -> &'static Mutex<Sender<Message>> {
+    static WRITER: OnceLock<Mutex<Sender<Message>>> = OnceLock::new();
+    WRITER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel();
+        // If the thread cannot start, lines are dropped: logging must never
+        // stop a flow.
+        let _ = std::thread::Builder::new()
+            .name("flow-log-writer".into())
+            .spawn(move || write_loop(rx));
+        Mutex::new(tx)
+    })
+}
+
+fn send(message: Message) {
+    if let Ok(tx) = writer().lock() {
+        let _ = tx.send(message);
+    }
+}
+
+fn write_loop(rx: Receiver<Message>) {
+    let mut files: HashMap<PathBuf, BufWriter<File>> = HashMap::new();
+    let mut pending_flushes: Vec<mpsc::Sender<()>> = Vec::new();
+    let mut next = rx.recv().ok();
+    while let Some(message) = next.take() {
+        match message {
+            Message::Line { path, line } => {
+                if !files.contains_key(&path) {
+                    if let Some(parent) = path.parent() {
+                        let _ = std::fs::create_dir_all(parent);
+                    }
+                    match OpenOptions::new().create(true).append(true).open(&path) {
+                        Ok(f) => {
+                            files.insert(path.clone(), BufWriter::new(f));
+                        }
+                        Err(e) => eprintln!("flow: cannot open log file {}: {e}", path.display()),
+                    }
+                }
+                if let Some(f) = files.get_mut(&path) {
+                    let _ = f.write_all(line.as_bytes());
+                }
+            }
+            Message::Flush(done) => pending_flushes.push(done),
+            Message::Close { dir } => {
+                for (path, mut f) in files.extract_if(|p, _| p.starts_with(&dir)) {
+                    if let Err(e) = f.flush() {
+                        eprintln!("flow: cannot write log file {}: {e}", path.display());
+                    }
+                }
+            }
+        }
+        next = match rx.try_recv() {
+            Ok(m) => Some(m),
+            Err(TryRecvError::Empty) => {
+                // The queue is drained: put everything on disk, then answer
+                // whoever waits for a flush.
+                for f in files.values_mut() {
+                    let _ = f.flush();
+                }
+                for done in pending_flushes.drain(..) {
+                    let _ = done.send(());
+                }
+                rx.recv().ok()
+            }
+            Err(TryRecvError::Disconnected) => None,
+        };
+    }
+}
+
+/// Registers a run: events under a span with `run = id` go to
+/// `log_directory/flow/`. Returns the id to put on the flow span.
+pub(crate) fn register_run(flow: &str, log_directory: &Path) -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    let id = NEXT.fetch_add(1, Ordering::Relaxed);
+    let route = Route {
+        flow: flow.to_string(),
+        dir: log_directory.join(flow),
+    };
+    if let Ok(mut r) = routes().write() {
+        r.insert(id, Arc::new(route));
+    }
+    id
+}
+
+/// Unregisters a run, writes out its lines and closes its files.
+pub(crate) fn finish_run(id: u64) {
+    let route = routes().write().ok().and_then(|mut r| r.remove(&id));
+    if let Some(route) = route {
+        send(Message::Close { dir: route.dir.clone() });
+    }
+    flush();
+}
+
+/// Blocks until every line queued so far is written to its file.
+pub fn flush() {
+    let (tx, rx) = mpsc::channel();
+    send(Message::Flush(tx));
+    let _ = rx.recv_timeout(std::time::Duration::from_secs(10));
+}
+
+/// Installs a global subscriber made of [`FileLogLayer`] and, when
+/// `stderr_filter` is given (e.g. `"warn"`), a human-readable layer on stderr.
+/// Returns false if a global subscriber was already set; compose
+/// [`FileLogLayer`] into yours in that case.
+pub fn init(stderr_filter: Option<&str>) -> bool {
+    use tracing_subscriber::prelude::*;
+    let stderr = stderr_filter.map(|filter| {
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_target(false)
+            .with_filter(tracing_subscriber::EnvFilter::new(filter))
+    });
+    let subscriber = tracing_subscriber::registry().with(FileLogLayer).with(stderr);
+    tracing::subscriber::set_global_default(subscriber).is_ok()
+}
+
+/// Makes sure some subscriber routes run logs to files; a no-op if the
+/// program installed its own.
+pub(crate) fn ensure_installed() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        init(None);
+    });
+}
+
+/// What a span tells the router.
+#[derive(Default, Clone)]
+struct SpanTags {
+    run: Option<u64>,
+    step: Option<String>,
+    action: Option<String>,
+}
+
+impl Visit for SpanTags {
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        if field.name() == "run" {
+            self.run = Some(value);
+        }
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        match field.name() {
+            "step" => self.step = Some(value.to_string()),
+            "action" => self.action = Some(value.to_string()),
+            _ => {}
+        }
+    }
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        match field.name() {
+            "step" => self.step = Some(format!("{value:?}").trim_matches('"').to_string()),
+            "action" => self.action = Some(format!("{value:?}").trim_matches('"').to_string()),
+            _ => {}
+        }
+    }
+}
+
+/// Formats an event's message and fields.
+struct LineVisitor<'a>(&'a mut String, bool);
+
+impl Visit for LineVisitor<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            self.0.push_str(value);
+            self.1 = true;
+        } else {
+            let _ = write!(self.0, " {}={}", field.name(), value);
+        }
+    }
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        if field.name() == "message" {
+            let _ = write!(self.0, "{value:?}");
+            self.1 = true;
+        } else {
+            let _ = write!(self.0, " {}={:?}", field.name(), value);
+        }
+    }
+}
+
+/// The `tracing` layer that writes run logs to files.
+pub struct FileLogLayer;
+
+impl<S> Layer<S> for FileLogLayer
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        let mut tags = SpanTags::default();
+        attrs.record(&mut tags);
+        if tags.run.is_some() || tags.step.is_some() || tags.action.is_some() {
+            if let Some(span) = ctx.span(id) {
+                span.extensions_mut().insert(tags);
+            }
+        }
+    }
+
+    fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
+        if let Some(span) = ctx.span(id) {
+            let mut ext = span.extensions_mut();
+            let mut tags = ext.remove::<SpanTags>().unwrap_or_default();
+            values.record(&mut tags);
+            ext.insert(tags);
+        }
+    }
+
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        let Some(scope) = ctx.event_scope(event) else {
+            return;
+        };
+        let mut tags = SpanTags::default();
+        for span in scope {
+            if let Some(t) = span.extensions().get::<SpanTags>() {
+                if tags.action.is_none() {
+                    tags.action.clone_from(&t.action);
+                }
+                if tags.step.is_none() {
+                    tags.step.clone_from(&t.step);
+                }
+                if t.run.is_some() {
+                    tags.run = t.run;
+                    break;
+                }
+            }
+        }
+        let Some(run) = tags.run else { return };
+        let Some(route) = routes().read().ok().and_then(|r| r.get(&run).cloned()) else {
+            return;
+        };
+        let mut line = String::with_capacity(96);
+        let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ");
+        let level = event.metadata().level();
+        let path = match (&tags.step, &tags.action) {
+            (Some(step), Some(action)) => {
+                let _ = write!(line, "{now} {step}.{action} {level} ");
+                route.dir.join(format!("{step}.log"))
+            }
+            (Some(step), None) => {
+                let _ = write!(line, "{now} {step} {level} ");
+                route.dir.join(format!("{step}.log"))
+            }
+            (None, _) => {
+                let _ = write!(line, "{now} {} {level} ", route.flow);
+                route.dir.join(format!("{}.log", route.flow))
+            }
+        };
+        let mut visitor = LineVisitor(&mut line, false);
+        event.record(&mut visitor);
+        line.push('\n');
+        send(Message::Line { path, line });
+    }
+}

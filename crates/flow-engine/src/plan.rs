@@ -1,0 +1,133 @@
+//! Deciding what a run mode will run, before anything is written.
+
+use crate::error::Refusal;
+use chrono::{DateTime, Utc};
+use flow_core::{FlowGraph, FlowRecord, FlowState, RunMode, StepRecord};
+use std::collections::HashMap;
+
+/// What a run will do: which steps run, which records start it.
+#[derive(Debug)]
+pub(crate) struct RunPlan {
+    /// Indexed like the graph's steps.
+    pub to_run: Vec<bool>,
+    pub count: usize,
+    /// Delete every step record first (`run` only).
+    pub purge: bool,
+    /// One record per step of the graph, those to run reset to `embryo`.
+    pub records: Vec<StepRecord>,
+    /// Records to write when the run starts: reset or new ones.
+    pub changed: Vec<usize>,
+    pub clusters: usize,
+}
+
+/// Checks the mode's preconditions and plans the run.
+pub(crate) fn plan(
+    mode: RunMode,
+    target: Option<&str>,
+    graph: &FlowGraph,
+    flow: Option<&FlowRecord>,
+    existing: Vec<StepRecord>,
+    nominal_clusters: usize,
+    now: DateTime<Utc>,
+) -> Result<RunPlan, Refusal> {
+    let n = graph.len();
+    let timeperiod = match flow {
+        Some(f) => f.timeperiod,
+        None => existing
+            .first()
+            .map(|s| s.timeperiod)
+            .unwrap_or_else(|| "1970010100".parse().expect("constant timeperiod")),
+    };
+    let flow_id = flow.and_then(|f| f.id);
+    let mut by_name: HashMap<String, StepRecord> =
+        existing.into_iter().map(|s| (s.step_name.clone(), s)).collect();
+    let mut changed = vec![false; n];
+    let mut records: Vec<StepRecord> = graph
+        .steps()
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            by_name.remove(&s.name).unwrap_or_else(|| {
+                changed[i] = true;
+                StepRecord::embryo(graph.name(), &s.name, timeperiod, flow_id, now)
+            })
+        })
+        .collect();
+    let complete = |i: usize, records: &[StepRecord]| records[i].state.is_complete();
+
+    let target_index = |name: &str| {
+        graph.index_of(name).ok_or_else(|| Refusal::UnknownStep {
+            step: name.to_string(),
+            known: graph
+                .steps()
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
+    };
+    let check_unblocked = |i: usize, records: &[StepRecord]| {
+        let missing: Vec<String> = graph
+            .dependencies(i)
+            .iter()
+            .filter(|&&d| !complete(d, records))
+            .map(|&d| graph.step(d).name.clone())
+            .collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(Refusal::Blocked {
+                step: graph.step(i).name.clone(),
+                missing,
+            })
+        }
+    };
+
+    let (to_run, purge): (Vec<bool>, bool) = match mode {
+        RunMode::Nominal => (vec![true; n], true),
+        RunMode::Recovery => {
+            match flow.map(|f| f.state) {
+                None => return Err(Refusal::NeverRan),
+                Some(FlowState::Invalid | FlowState::InProgress) => {}
+                Some(state) => return Err(Refusal::NotFailed { state }),
+            }
+            ((0..n).map(|i| !complete(i, &records)).collect(), false)
+        }
+        RunMode::RunOne => {
+            let i = target_index(target.unwrap_or_default())?;
+            check_unblocked(i, &records)?;
+            let mut to_run = vec![false; n];
+            to_run[i] = true;
+            (to_run, false)
+        }
+        RunMode::RunFrom => {
+            let i = target_index(target.unwrap_or_default())?;
+            check_unblocked(i, &records)?;
+            let derived = graph.derived_from(i);
+            // The step, everything derived from it, and every step that has
+            // not completed (failed, cancelled or never run).
+            ((0..n).map(|j| derived[j] || !complete(j, &records)).collect(), false)
+        }
+    };
+    let count = to_run.iter().filter(|r| **r).count();
+    for (i, record) in records.iter_mut().enumerate() {
+        if to_run[i] && !changed[i] {
+            record.reset(flow_id);
+            changed[i] = true;
+        }
+    }
+    let changed: Vec<usize> = (0..n).filter(|&i| purge || changed[i]).collect();
+    let clusters = match mode {
+        RunMode::RunOne => 1,
+        RunMode::RunFrom => (count * nominal_clusters / n.max(1)).max(1),
+        RunMode::Nominal | RunMode::Recovery => nominal_clusters.min(count).max(1),
+    };
+    Ok(RunPlan {
+        to_run,
+        count,
+        purge,
+        records,
+        changed,
+        clusters,
+    })
+}
