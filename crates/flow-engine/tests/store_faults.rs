@@ -1,0 +1,149 @@
+//! The store failing mid-run, and the dispatcher's work per event.
+
+mod support;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use flow_core::actions::{Identity, Sleep};
+use flow_core::{
+    ActionInstance, FlowDefinition, FlowKey, FlowRecord, FlowState, FlowStore, LeaseOutcome,
+    StepDefinition, StepRecord, StepState, StoreError,
+};
+use flow_engine::{EngineError, EngineOptions, ExecutionEngine};
+use flow_store_sqlite::{SqliteOptions, SqliteStore};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_store_stops_the_run_and_recover_works_afterwards() {
+    let bench = Bench::new();
+    let db = bench.path("flow.db");
+    let store = Arc::new(
+        SqliteStore::open(&db, SqliteOptions { busy_timeout: Duration::from_millis(200), ..SqliteOptions::default() })
+            .unwrap(),
+    );
+    let graph = Arc::new(
+        FlowDefinition::new("faulty")
+            .step(StepDefinition::new("slow", ActionInstance::new(Arc::new(Sleep { duration: Duration::from_millis(700) }))))
+            .step(StepDefinition::new("after", ActionInstance::new(Arc::new(Identity))).depends_on(["slow"]))
+            .build()
+            .unwrap(),
+    );
+    let options = EngineOptions { lease_ttl: Duration::from_millis(600), heartbeat_interval: Duration::from_millis(100), ..bench.options() };
+    let counting = Arc::new(Counting::new(bench.local()));
+    let engine = ExecutionEngine::new(graph.clone(), bench.context(&graph, TP, 1), store.clone(), counting.clone(), options.clone());
+    let key = FlowKey::new("faulty", tp(TP));
+    let running = tokio::spawn(async move { engine.run().await });
+    loop {
+        if store.get_steps(&key).await.unwrap().iter().any(|s| s.state == StepState::InProgress) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Another process takes the write lock for longer than the busy timeout.
+    let blocker = rusqlite::Connection::open(&db).unwrap();
+    blocker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let result = running.await.unwrap();
+    match &result {
+        Err(EngineError::Store { source: StoreError::Operation { .. }, .. }) => {}
+        other => panic!("expected a store error, got {other:?}"),
+    }
+    assert!(result.unwrap_err().to_string().contains("save_step"));
+    assert_eq!(counting.terminated.load(Ordering::SeqCst), 1, "clusters terminated after a store fault");
+    blocker.execute_batch("ROLLBACK").unwrap();
+    drop(blocker);
+
+    // The record says the flow was in progress; once the dead run's lease is
+    // stale, recover takes over and finishes it.
+    let flow = store.get_flow(&key).await.unwrap().unwrap();
+    assert_eq!(flow.state, FlowState::InProgress);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let engine = ExecutionEngine::new(graph.clone(), bench.context(&graph, TP, 1), store.clone(), bench.local(), options);
+    let report = engine.recover().await.unwrap();
+    assert_eq!(report.state, FlowState::Processed);
+    let states: Vec<_> = store.get_steps(&key).await.unwrap().into_iter().map(|s| s.state).collect();
+    assert_eq!(states, [StepState::Processed, StepState::Processed]);
+}
+
+/// Counts the calls that reach the real store.
+struct CountingStore {
+    inner: Arc<SqliteStore>,
+    save_step: AtomicU64,
+    other: AtomicU64,
+}
+
+#[async_trait]
+impl FlowStore for CountingStore {
+    async fn get_flow(&self, key: &FlowKey) -> Result<Option<FlowRecord>, StoreError> {
+        self.other.fetch_add(1, Ordering::Relaxed);
+        self.inner.get_flow(key).await
+    }
+    async fn get_steps(&self, key: &FlowKey) -> Result<Vec<StepRecord>, StoreError> {
+        self.other.fetch_add(1, Ordering::Relaxed);
+        self.inner.get_steps(key).await
+    }
+    async fn save_flow(&self, flow: &FlowRecord) -> Result<FlowRecord, StoreError> {
+        self.other.fetch_add(1, Ordering::Relaxed);
+        self.inner.save_flow(flow).await
+    }
+    async fn save_step(&self, step: &StepRecord) -> Result<i64, StoreError> {
+        self.save_step.fetch_add(1, Ordering::Relaxed);
+        self.inner.save_step(step).await
+    }
+    async fn begin_run(&self, flow: &FlowRecord, purge: bool, steps: &[StepRecord]) -> Result<FlowRecord, StoreError> {
+        self.other.fetch_add(1, Ordering::Relaxed);
+        self.inner.begin_run(flow, purge, steps).await
+    }
+    async fn list_flows(&self, flow_name: Option<&str>) -> Result<Vec<FlowRecord>, StoreError> {
+        self.other.fetch_add(1, Ordering::Relaxed);
+        self.inner.list_flows(flow_name).await
+    }
+    async fn acquire_lease(&self, key: &FlowKey, owner: &str, now: DateTime<Utc>, ttl: Duration) -> Result<LeaseOutcome, StoreError> {
+        self.other.fetch_add(1, Ordering::Relaxed);
+        self.inner.acquire_lease(key, owner, now, ttl).await
+    }
+    async fn renew_lease(&self, key: &FlowKey, owner: &str, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        self.inner.renew_lease(key, owner, now).await
+    }
+    async fn release_lease(&self, key: &FlowKey, owner: &str) -> Result<(), StoreError> {
+        self.other.fetch_add(1, Ordering::Relaxed);
+        self.inner.release_lease(key, owner).await
+    }
+}
+
+/// (save_step calls, other store calls, dependant visits) for a fan-out /
+/// fan-in of `width` identity steps.
+async fn costs(bench: &Bench, width: usize) -> (u64, u64, u64) {
+    let id = || ActionInstance::new(Arc::new(Identity));
+    let mut flow = FlowDefinition::new(format!("fan{width}")).step(StepDefinition::new("root", id()));
+    let mut leaves = Vec::new();
+    for i in 0..width {
+        leaves.push(format!("leaf{i}"));
+        flow = flow.step(StepDefinition::new(format!("leaf{i}"), id()).depends_on(["root"]));
+    }
+    flow = flow.step(StepDefinition::new("sink", id()).depends_on(leaves));
+    let graph = Arc::new(flow.build().unwrap());
+    let store = Arc::new(CountingStore { inner: bench.store.clone(), save_step: AtomicU64::new(0), other: AtomicU64::new(0) });
+    let engine = ExecutionEngine::new(graph.clone(), bench.context(&graph, TP, 4), store.clone(), bench.local(), EngineOptions::default());
+    let report = engine.run().await.unwrap();
+    assert_eq!(report.state, FlowState::Processed);
+    (store.save_step.load(Ordering::Relaxed), store.other.load(Ordering::Relaxed), report.metrics.graph_visits)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dispatcher_work_per_step_does_not_grow_with_the_graph() {
+    let bench = Bench::new();
+    let (small_saves, small_other, small_visits) = costs(&bench, 50).await;
+    let (large_saves, large_other, large_visits) = costs(&bench, 2000).await;
+    let (small_n, large_n) = (52u64, 2002u64);
+    // Two stored state changes per identity step, whatever the graph size.
+    assert_eq!(small_saves, 2 * small_n);
+    assert_eq!(large_saves, 2 * large_n);
+    // A constant number of other store calls per run (lease, reads, begin, end).
+    assert_eq!(small_other, large_other);
+    // The dispatcher visits each edge once: root→leaf and leaf→sink.
+    assert_eq!(small_visits, 2 * 50);
+    assert_eq!(large_visits, 2 * 2000);
+}

@@ -1,0 +1,272 @@
+//! Shared pieces of the engine's integration tests: real SQLite stores in
+//! temporary directories, the real local cluster, and small actions that
+//! leave evidence on disk.
+#![allow(dead_code)]
+
+use async_trait::async_trait;
+use flow_cluster_local::{LocalClusterFactory, LocalOptions};
+use flow_core::{
+    Action, ActionContext, ActionError, ActionInstance, ActionOutcome, Cluster, ClusterError,
+    ClusterFactory, ExecutionContext, FlowGraph, FlowKey, FlowRecord, FlowStore, Job, JobContext,
+    Settings, StepRecord, Timeperiod, Filesystem,
+};
+use flow_engine::{EngineOptions, ExecutionEngine};
+use flow_store_sqlite::{SqliteOptions, SqliteStore};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const TP: &str = "2026112800";
+
+pub fn tp(text: &str) -> Timeperiod {
+    text.parse().unwrap()
+}
+
+/// A temporary home for one test: store file, logs, work dir.
+pub struct Bench {
+    pub dir: tempfile::TempDir,
+    pub store: Arc<SqliteStore>,
+}
+
+impl Bench {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SqliteStore::open(&dir.path().join("flow.db"), SqliteOptions::default()).unwrap());
+        Bench { dir, store }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn logs(&self) -> PathBuf {
+        self.dir.path().join("logs")
+    }
+
+    pub fn local(&self) -> Arc<LocalClusterFactory> {
+        Arc::new(LocalClusterFactory::new(LocalOptions {
+            root: self.dir.path().to_path_buf(),
+            work_dir: self.dir.path().to_path_buf(),
+            ..LocalOptions::default()
+        }))
+    }
+
+    pub fn context(&self, graph: &FlowGraph, timeperiod: &str, clusters: usize) -> ExecutionContext {
+        let t = tp(timeperiod);
+        ExecutionContext {
+            flow_name: graph.name().to_string(),
+            timeperiod: t,
+            start_timeperiod: t,
+            end_timeperiod: t.next(graph.time_qualifier()),
+            settings: Arc::new(Settings::new()),
+            number_of_clusters: clusters,
+        }
+    }
+
+    pub fn options(&self) -> EngineOptions {
+        EngineOptions {
+            log_directory: Some(self.logs()),
+            cancel_grace: Duration::from_secs(5),
+            ..EngineOptions::default()
+        }
+    }
+
+    /// An engine on the local cluster.
+    pub fn engine(&self, graph: &Arc<FlowGraph>, timeperiod: &str, clusters: usize) -> ExecutionEngine {
+        self.engine_with(graph, timeperiod, clusters, self.local(), self.options())
+    }
+
+    pub fn engine_with(
+        &self,
+        graph: &Arc<FlowGraph>,
+        timeperiod: &str,
+        clusters: usize,
+        factory: Arc<dyn ClusterFactory>,
+        options: EngineOptions,
+    ) -> ExecutionEngine {
+        ExecutionEngine::new(
+            graph.clone(),
+            self.context(graph, timeperiod, clusters),
+            self.store.clone(),
+            factory,
+            options,
+        )
+    }
+
+    /// The flow record and step records, sorted, for before/after checks.
+    pub async fn snapshot(&self, flow: &str, timeperiod: &str) -> (Option<FlowRecord>, Vec<StepRecord>) {
+        let key = FlowKey::new(flow, tp(timeperiod));
+        let f = self.store.get_flow(&key).await.unwrap();
+        let mut s = self.store.get_steps(&key).await.unwrap();
+        s.sort_by(|a, b| a.step_name.cmp(&b.step_name));
+        (f, s)
+    }
+
+    pub async fn step_states(&self, flow: &str, timeperiod: &str) -> Vec<(String, String)> {
+        self.snapshot(flow, timeperiod)
+            .await
+            .1
+            .into_iter()
+            .map(|s| (s.step_name, s.state.as_str().to_string()))
+            .collect()
+    }
+}
+
+/// Appends its step's name to `file`; fails while `fail_while` exists.
+#[derive(Debug)]
+pub struct Append {
+    pub file: PathBuf,
+    pub fail_while: Option<PathBuf>,
+}
+
+#[async_trait]
+impl Action for Append {
+    fn kind(&self) -> &str {
+        "append"
+    }
+    async fn run(&self, cx: &ActionContext<'_>) -> Result<ActionOutcome, ActionError> {
+        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&self.file).unwrap();
+        writeln!(f, "{}", cx.step).unwrap();
+        if self.fail_while.as_ref().is_some_and(|p| p.exists()) {
+            return Err(ActionError::failed(format!("{} exists", self.fail_while.as_ref().unwrap().display())));
+        }
+        Ok(ActionOutcome::Done)
+    }
+}
+
+pub fn append(file: &Path) -> ActionInstance {
+    ActionInstance::new(Arc::new(Append { file: file.to_path_buf(), fail_while: None }))
+}
+
+pub fn append_failing_while(file: &Path, flag: &Path) -> ActionInstance {
+    ActionInstance::new(Arc::new(Append { file: file.to_path_buf(), fail_while: Some(flag.to_path_buf()) }))
+}
+
+/// The lines of a file, empty if it does not exist.
+pub fn lines(file: &Path) -> Vec<String> {
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+pub fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+/// Records when each step ran, to measure overlap.
+#[derive(Debug, Default)]
+pub struct Intervals(pub Mutex<Vec<(String, Instant, Instant)>>);
+
+#[derive(Debug)]
+pub struct Timed {
+    pub intervals: Arc<Intervals>,
+    pub hold: Duration,
+}
+
+#[async_trait]
+impl Action for Timed {
+    fn kind(&self) -> &str {
+        "timed"
+    }
+    async fn run(&self, cx: &ActionContext<'_>) -> Result<ActionOutcome, ActionError> {
+        let start = Instant::now();
+        tokio::time::sleep(self.hold).await;
+        self.intervals.0.lock().unwrap().push((cx.step.to_string(), start, Instant::now()));
+        Ok(ActionOutcome::Done)
+    }
+}
+
+/// The largest number of intervals open at one instant.
+pub fn max_overlap(intervals: &Intervals) -> usize {
+    let v = intervals.0.lock().unwrap();
+    let mut edges: Vec<(Instant, i32)> = v.iter().flat_map(|(_, s, e)| [(*s, 1), (*e, -1)]).collect();
+    edges.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
+    let (mut open, mut max) = (0i32, 0i32);
+    for (_, d) in edges {
+        open += d;
+        max = max.max(open);
+    }
+    max as usize
+}
+
+/// Wraps the real local cluster factory and counts launches and
+/// terminations of the clusters it makes.
+pub struct Counting {
+    pub inner: Arc<dyn ClusterFactory>,
+    pub launched: Arc<AtomicUsize>,
+    pub terminated: Arc<AtomicUsize>,
+    pub created: Arc<AtomicUsize>,
+    /// Clusters with these numbers fail to launch.
+    pub failing: Vec<usize>,
+}
+
+impl Counting {
+    pub fn new(inner: Arc<dyn ClusterFactory>) -> Self {
+        Counting {
+            inner,
+            launched: Default::default(),
+            terminated: Default::default(),
+            created: Default::default(),
+            failing: Vec::new(),
+        }
+    }
+}
+
+struct CountingCluster {
+    inner: Arc<dyn Cluster>,
+    launched: Arc<AtomicUsize>,
+    terminated: Arc<AtomicUsize>,
+    fail_launch: bool,
+}
+
+impl ClusterFactory for Counting {
+    fn kind(&self) -> &'static str {
+        self.inner.kind()
+    }
+    fn create(&self, name: &str, context: &ExecutionContext) -> Result<Arc<dyn Cluster>, ClusterError> {
+        let n = self.created.fetch_add(1, Ordering::SeqCst);
+        Ok(Arc::new(CountingCluster {
+            inner: self.inner.create(name, context)?,
+            launched: self.launched.clone(),
+            terminated: self.terminated.clone(),
+            fail_launch: self.failing.contains(&n),
+        }))
+    }
+}
+
+#[async_trait]
+impl Cluster for CountingCluster {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    fn kind(&self) -> &'static str {
+        self.inner.kind()
+    }
+    async fn launch(&self) -> Result<(), ClusterError> {
+        if self.fail_launch {
+            return Err(ClusterError::Launch {
+                cluster: self.name().to_string(),
+                message: "refused by the test".into(),
+                transient: false,
+            });
+        }
+        self.inner.launch().await?;
+        self.launched.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+    async fn submit(&self, job: &Job, cx: &JobContext<'_>) -> Result<(), ClusterError> {
+        self.inner.submit(job, cx).await
+    }
+    async fn terminate(&self) -> Result<(), ClusterError> {
+        self.terminated.fetch_add(1, Ordering::SeqCst);
+        self.inner.terminate().await
+    }
+    fn filesystem(&self) -> &dyn Filesystem {
+        self.inner.filesystem()
+    }
+}
