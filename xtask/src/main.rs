@@ -1,1 +1,377 @@
-fn main() {}
+//! `cargo xtask`: project automation for the flow workspace.
+//!
+//! Invoked through the alias in `.cargo/config.toml` (`cargo xtask <command>`).
+//!
+//! * `cargo xtask test [ARGS...]` is the test command of the README and of CI
+//!   (`.ci/run`). It makes sure a Python virtual environment holding pyspark
+//!   exists at `<target>/tools/venv` (created once, reused afterwards), points
+//!   the Spark test at its `spark-submit` through `FLOW_SPARK_SUBMIT`, then
+//!   runs `cargo test --workspace ARGS...` and exits with its status. When
+//!   pyspark cannot be installed or Java is missing, the suites still run and
+//!   the Spark test reports itself skipped.
+//!
+//! * `cargo xtask bench [ARGS...]` builds `flow-bench` and `flow` in release,
+//!   makes sure a venv holding Luigi exists at `<target>/tools/bench-venv`,
+//!   and runs `flow-bench` (see `crates/flow-bench`), which prints the table
+//!   and writes `<target>/bench/latest.json`.
+//!
+//! Environment: `CARGO_TARGET_DIR` (where the venv lives; default
+//! `<workspace>/target`) and `FLOW_SKIP_SPARK_INSTALL=1` (never create or
+//! install the venv; an already complete one is still used).
+//!
+//! std only, so that it builds in seconds on a fresh clone.
+
+mod bench;
+
+use std::env;
+use std::ffi::{OsStr, OsString};
+use std::fs;
+use std::io::{self, IsTerminal};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, ExitStatus, Stdio};
+use std::time::Instant;
+
+/// The pyspark release installed into the venv; 3.5.x runs on Java 8, 11 and 17.
+const PYSPARK_VERSION: &str = "3.5.9";
+
+/// Written into the venv once pyspark is installed; holds `pyspark==VERSION`.
+/// A venv without it (or with another version) is deleted and rebuilt.
+const MARKER_FILE: &str = ".flow-pyspark-installed";
+
+const USAGE: &str = "\
+usage: cargo xtask <command> [args...]
+
+commands:
+  test [ARGS...]  install pyspark into <target>/tools/venv (once, then reused)
+                  and run `cargo test --workspace ARGS...`; a package selection
+                  in ARGS (e.g. `-p flow-core`) replaces `--workspace`
+  bench [ARGS...] build flow-bench and flow in release, install luigi into
+                  <target>/tools/bench-venv (once), run every benchmark shape
+                  and Luigi, print the table and the targets, and write
+                  <target>/bench/latest.json (ARGS go to flow-bench, e.g.
+                  `--synchronous full` or `--only chain-1000`)
+  help            print this message
+
+environment:
+  CARGO_TARGET_DIR           target directory (default: <workspace>/target)
+  FLOW_SKIP_SPARK_INSTALL=1  do not create or install the venv
+";
+
+fn main() -> ExitCode {
+    let mut args = env::args_os().skip(1);
+    let command = args.next();
+    let rest: Vec<OsString> = args.collect();
+    match command.as_deref().map(OsStr::to_string_lossy).as_deref() {
+        Some("test") => test(&rest),
+        Some("bench") => bench::bench(&rest),
+        Some("help" | "-h" | "--help") => {
+            print!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        Some(other) => {
+            eprintln!("xtask: unknown command `{other}`\n");
+            eprint!("{USAGE}");
+            ExitCode::from(2)
+        }
+        None => {
+            eprint!("{USAGE}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `cargo xtask test`.
+fn test(args: &[OsString]) -> ExitCode {
+    let root = workspace_root();
+    let target_from_env = env::var_os("CARGO_TARGET_DIR").filter(|dir| !dir.is_empty());
+    let target = match &target_from_env {
+        // cargo resolves a relative CARGO_TARGET_DIR against the working
+        // directory; the child cargo runs in the root, so pass it on absolute.
+        Some(dir) => fs::canonicalize(dir)
+            .or_else(|_| std::path::absolute(dir))
+            .unwrap_or_else(|_| PathBuf::from(dir)),
+        None => root.join("target"),
+    };
+    let venv = target.join("tools").join("venv");
+
+    let spark = if ensure_pyspark(&venv) {
+        Spark::find(&venv)
+    } else {
+        None
+    };
+
+    let mut cargo = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cargo.current_dir(&root).arg("test");
+    if !selects_packages(args) {
+        cargo.arg("--workspace");
+    }
+    cargo.args(args);
+    if target_from_env.is_some() {
+        cargo.env("CARGO_TARGET_DIR", &target);
+    }
+    if let Some(spark) = spark {
+        let path = env::var_os("PATH").unwrap_or_default();
+        let path =
+            env::join_paths(std::iter::once(spark.bin.clone()).chain(env::split_paths(&path)))
+                .expect("the venv path contains no PATH separator");
+        cargo
+            .env("PATH", path)
+            .env("FLOW_SPARK_SUBMIT", spark.bin.join("spark-submit"))
+            .env("PYSPARK_PYTHON", spark.bin.join("python"))
+            // Without it, spark-submit runs `python3` from PATH to find the
+            // pyspark package, and a SPARK_HOME of the user's would win.
+            .env("SPARK_HOME", &spark.home)
+            .env("SPARK_LOCAL_IP", "127.0.0.1");
+    }
+
+    eprintln!("xtask: running {}", display_command(&cargo));
+    match cargo.status() {
+        Ok(status) => exit_code(status),
+        Err(err) => {
+            eprintln!("xtask: cannot run cargo: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root: the parent of this crate's directory.
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives inside the workspace")
+        .to_path_buf()
+}
+
+/// Makes sure `venv` holds pyspark [`PYSPARK_VERSION`]; returns whether it does.
+/// Failures are reported as warnings: the run goes on without Spark.
+fn ensure_pyspark(venv: &Path) -> bool {
+    if venv_complete(venv) {
+        eprintln!(
+            "xtask: reusing pyspark {PYSPARK_VERSION} in {}",
+            venv.display()
+        );
+        return true;
+    }
+    if env::var_os("FLOW_SKIP_SPARK_INSTALL").is_some_and(|v| !v.is_empty() && v != "0") {
+        eprintln!("xtask: FLOW_SKIP_SPARK_INSTALL is set, not installing pyspark; the Spark test will be skipped");
+        return false;
+    }
+    eprintln!(
+        "xtask: installing pyspark {PYSPARK_VERSION} into {}",
+        venv.display()
+    );
+    let started = Instant::now();
+    match install_pyspark(venv) {
+        Ok(()) => {
+            eprintln!(
+                "xtask: installed pyspark {PYSPARK_VERSION} in {:.0?}",
+                started.elapsed()
+            );
+            true
+        }
+        Err(err) => {
+            eprintln!("xtask: warning: could not install pyspark: {err}");
+            eprintln!("xtask: warning: continuing without Spark; the Spark test will be skipped");
+            false
+        }
+    }
+}
+
+fn marker_content() -> String {
+    format!("pyspark=={PYSPARK_VERSION}\n")
+}
+
+/// Whether a previous install into `venv` ran to completion for this version
+/// (and the interpreter it links to still exists).
+fn venv_complete(venv: &Path) -> bool {
+    fs::read_to_string(venv.join(MARKER_FILE)).is_ok_and(|marker| marker == marker_content())
+        && venv.join("bin").join("spark-submit").is_file()
+        && venv.join("bin").join("python").exists()
+}
+
+/// Creates `venv` from scratch and pip-installs pyspark into it.
+fn install_pyspark(venv: &Path) -> Result<(), String> {
+    if venv.exists() {
+        fs::remove_dir_all(venv)
+            .map_err(|err| format!("cannot remove the incomplete {}: {err}", venv.display()))?;
+    }
+    run(Command::new("python3").args(["-m", "venv"]).arg(venv))
+        .map_err(|err| format!("{err} (on Debian/Ubuntu the venv module is in python3-venv)"))?;
+
+    let mut pip = Command::new(venv.join("bin").join("pip"));
+    pip.args(["install", "--disable-pip-version-check"]);
+    if !io::stdout().is_terminal() {
+        // A progress bar for a ~300 MB download floods CI logs.
+        pip.args(["--progress-bar", "off"]);
+    }
+    run(pip.arg(format!("pyspark=={PYSPARK_VERSION}")))?;
+
+    if !venv.join("bin").join("spark-submit").is_file() {
+        return Err("pip succeeded but bin/spark-submit is missing".into());
+    }
+    fs::write(venv.join(MARKER_FILE), marker_content())
+        .map_err(|err| format!("cannot write the marker file: {err}"))
+}
+
+/// Spark as installed by pip into the venv.
+struct Spark {
+    /// `<venv>/bin`: `spark-submit`, `python`.
+    bin: PathBuf,
+    /// `<venv>/lib/pythonX.Y/site-packages/pyspark`, the SPARK_HOME.
+    home: PathBuf,
+}
+
+impl Spark {
+    /// Spark in `venv` if it can run: `spark-submit` and the pyspark package
+    /// are there and Java answers (`$JAVA_HOME/bin/java` if set, else `java`
+    /// on PATH, as `spark-class` does).
+    fn find(venv: &Path) -> Option<Spark> {
+        let bin = venv.join("bin");
+        if !bin.join("spark-submit").is_file() {
+            eprintln!(
+                "xtask: warning: no spark-submit in {}; the Spark test will be skipped",
+                bin.display()
+            );
+            return None;
+        }
+        let Some(home) = pyspark_home(venv) else {
+            eprintln!(
+                "xtask: warning: no pyspark package under {}; the Spark test will be skipped",
+                venv.join("lib").display()
+            );
+            return None;
+        };
+        let java = match env::var_os("JAVA_HOME").filter(|home| !home.is_empty()) {
+            Some(home) => Path::new(&home).join("bin").join("java"),
+            None => PathBuf::from("java"),
+        };
+        let output = Command::new(&java)
+            .arg("-version")
+            .stdin(Stdio::null())
+            .output();
+        match output {
+            Ok(output) if output.status.success() => {
+                let version = String::from_utf8_lossy(&output.stderr);
+                eprintln!(
+                    "xtask: Spark enabled: {} with {}",
+                    bin.join("spark-submit").display(),
+                    version.lines().next().unwrap_or("java").trim()
+                );
+                Some(Spark { bin, home })
+            }
+            Ok(output) => {
+                eprintln!(
+                    "xtask: warning: `{} -version` failed ({}); the Spark test will be skipped",
+                    java.display(),
+                    output.status
+                );
+                None
+            }
+            Err(err) => {
+                eprintln!("xtask: warning: cannot run {} ({err}), pyspark needs Java; the Spark test will be skipped", java.display());
+                None
+            }
+        }
+    }
+}
+
+/// `<venv>/lib/python*/site-packages/pyspark`, if it holds `bin/spark-class`.
+fn pyspark_home(venv: &Path) -> Option<PathBuf> {
+    fs::read_dir(venv.join("lib"))
+        .ok()?
+        .filter_map(Result::ok)
+        .filter(|entry| entry.file_name().to_string_lossy().starts_with("python"))
+        .map(|entry| entry.path().join("site-packages").join("pyspark"))
+        .find(|home| home.join("bin").join("spark-class").is_file())
+}
+
+/// Runs `cmd` with inherited stdout/stderr; Ok if it exits successfully.
+fn run(cmd: &mut Command) -> Result<(), String> {
+    let shown = display_command(cmd);
+    match cmd.stdin(Stdio::null()).status() {
+        Ok(status) if status.success() => Ok(()),
+        Ok(status) => Err(format!("`{shown}` failed ({status})")),
+        Err(err) => Err(format!("cannot run `{shown}`: {err}")),
+    }
+}
+
+fn display_command(cmd: &Command) -> String {
+    std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(OsStr::to_string_lossy)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Whether the cargo arguments (those before any `--`) already choose the
+/// packages. cargo silently ignores `-p` next to `--workspace` and builds
+/// everything, so `--workspace` is only added when they do not.
+fn selects_packages(args: &[OsString]) -> bool {
+    args.iter()
+        .map(|arg| arg.to_string_lossy())
+        .take_while(|arg| arg != "--")
+        .any(|arg| {
+            matches!(&*arg, "-p" | "--package" | "--workspace" | "--all")
+                || arg.starts_with("--package=")
+                || (arg.starts_with("-p") && !arg.starts_with("--"))
+        })
+}
+
+/// Passes the child's exit status on (a signal `n` becomes `128 + n`).
+fn exit_code(status: ExitStatus) -> ExitCode {
+    if let Some(code) = status.code() {
+        return ExitCode::from(u8::try_from(code).unwrap_or(1));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        if let Some(signal) = status.signal() {
+            return ExitCode::from(u8::try_from(signal).map_or(255, |s| s.saturating_add(128)));
+        }
+    }
+    ExitCode::FAILURE
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<OsString> {
+        list.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn workspace_is_added_unless_packages_are_chosen() {
+        assert!(!selects_packages(&args(&[])));
+        assert!(!selects_packages(&args(&["--release", "--no-fail-fast"])));
+        assert!(!selects_packages(&args(&["--", "-p", "--exact"])));
+        for chosen in [
+            &["-p", "flow-core"][..],
+            &["-pflow-core"],
+            &["--package", "flow-core"],
+            &["--package=flow-core"],
+            &["--workspace"],
+            &["--all"],
+            &["--release", "-p", "flow-core", "--", "--nocapture"],
+        ] {
+            assert!(selects_packages(&args(chosen)), "{chosen:?}");
+        }
+    }
+
+    #[test]
+    fn venv_is_reused_only_with_the_pinned_marker() {
+        let venv = env::temp_dir().join(format!("xtask-venv-test-{}", std::process::id()));
+        let bin = venv.join("bin");
+        fs::create_dir_all(&bin).unwrap();
+        fs::write(bin.join("spark-submit"), "").unwrap();
+        fs::write(bin.join("python"), "").unwrap();
+        assert!(!venv_complete(&venv), "no marker");
+        fs::write(venv.join(MARKER_FILE), "pyspark==0.0.1\n").unwrap();
+        assert!(!venv_complete(&venv), "other version");
+        fs::write(venv.join(MARKER_FILE), marker_content()).unwrap();
+        assert!(venv_complete(&venv));
+        fs::remove_file(bin.join("spark-submit")).unwrap();
+        assert!(!venv_complete(&venv), "no spark-submit");
+        fs::remove_dir_all(&venv).unwrap();
+    }
+}

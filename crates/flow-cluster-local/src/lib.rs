@@ -1,0 +1,114 @@
+//! The local execution cluster: jobs run as processes on this machine and
+//! files live on the local filesystem.
+//!
+//! It is what `flow run` uses by default, what the engine's tests run on, and
+//! the way to try a flow before it meets a real cluster.
+//!
+//! - [`LocalCluster`] runs each [`Job`](flow_core::Job) as a child process in
+//!   its own process group: `sh -c` for shell jobs, `spark-submit`, `pig` and
+//!   `hadoop jar` for the others, with their arguments passed as an argument
+//!   vector (never through a shell). The job's stdout and stderr become
+//!   `tracing` events in the caller's span (INFO and WARN), so the engine
+//!   routes them to the step's log. Cancelling a job stops its whole process
+//!   group (SIGTERM, then SIGKILL after [`LocalOptions::kill_grace`]); so does
+//!   dropping the `submit` future, and [`kill_all_jobs`] kills every job of
+//!   the process at once.
+//! - [`LocalFilesystem`] maps `/`-separated keys to paths: absolute keys as
+//!   they are, relative keys under [`LocalOptions::root`].
+//!
+//! What it is not: a sandbox or a scheduler. Jobs run as the current user
+//! with the engine's environment (plus [`LocalOptions::env`]), as many at a
+//! time as the engine submits, with no resource limits; keys may point
+//! anywhere the user may write. It is Unix only. Spark, Pig and Hadoop must be
+//! installed separately; this crate only builds their command lines.
+
+#[cfg(not(unix))]
+compile_error!("flow-cluster-local runs jobs as Unix process groups and needs a Unix system");
+
+mod cluster;
+mod filesystem;
+mod output;
+mod process;
+
+pub use cluster::LocalCluster;
+pub use filesystem::LocalFilesystem;
+pub use process::kill_all_jobs;
+
+use flow_core::{Cluster, ClusterError, ClusterFactory, ExecutionContext};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How local clusters run their jobs and where their files are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalOptions {
+    /// Where relative filesystem keys resolve. Default: the current directory.
+    pub root: PathBuf,
+    /// The working directory of job processes. Default: the current directory.
+    pub work_dir: PathBuf,
+    /// The `spark-submit` to run. Default: the one found on `PATH`.
+    pub spark_submit: Option<PathBuf>,
+    /// The `pig` to run. Default: the one found on `PATH`.
+    pub pig: Option<PathBuf>,
+    /// The `hadoop` to run. Default: the one found on `PATH`.
+    pub hadoop: Option<PathBuf>,
+    /// Extra environment variables for job processes, on top of the engine's.
+    /// A `PATH` here is also where `spark-submit`, `pig` and `hadoop` are
+    /// looked up.
+    pub env: Vec<(String, String)>,
+    /// How long a cancelled job's process group gets between SIGTERM and
+    /// SIGKILL. Default: 5 s. Also how long the job's output is still read
+    /// after it ended, when a process that left its group holds it open.
+    pub kill_grace: Duration,
+}
+
+impl Default for LocalOptions {
+    fn default() -> Self {
+        // Resolved once, so a later chdir of the engine does not move jobs.
+        let here = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+        LocalOptions {
+            root: here.clone(),
+            work_dir: here,
+            spark_submit: None,
+            pig: None,
+            hadoop: None,
+            env: Vec::new(),
+            kill_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Makes [`LocalCluster`]s (kind `local`) that share one set of options.
+#[derive(Debug, Clone)]
+pub struct LocalClusterFactory {
+    options: Arc<LocalOptions>,
+}
+
+impl LocalClusterFactory {
+    pub fn new(options: LocalOptions) -> Self {
+        LocalClusterFactory {
+            options: Arc::new(options),
+        }
+    }
+
+    pub fn options(&self) -> &LocalOptions {
+        &self.options
+    }
+}
+
+impl ClusterFactory for LocalClusterFactory {
+    fn kind(&self) -> &'static str {
+        cluster::KIND
+    }
+
+    fn create(
+        &self,
+        name: &str,
+        _context: &ExecutionContext,
+    ) -> Result<Arc<dyn Cluster>, ClusterError> {
+        Ok(Arc::new(LocalCluster::with_shared_options(
+            name,
+            self.options.clone(),
+        )))
+    }
+}

@@ -22,6 +22,8 @@ pub mod spec;
 pub mod state;
 pub mod store;
 pub mod template;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 pub mod timeperiod;
 
 pub use action::{Action, ActionContext, ActionError, ActionInstance, ActionOutcome};

@@ -222,6 +222,7 @@ impl ExecutionEngine {
             mode,
             target,
             &self.graph,
+            key.timeperiod,
             existing_flow.as_ref(),
             existing_steps,
             self.context.number_of_clusters.max(1),

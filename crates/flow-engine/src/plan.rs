@@ -2,7 +2,7 @@
 
 use crate::error::Refusal;
 use chrono::{DateTime, Utc};
-use flow_core::{FlowGraph, FlowRecord, FlowState, RunMode, StepRecord};
+use flow_core::{FlowGraph, FlowRecord, FlowState, RunMode, StepRecord, Timeperiod};
 use std::collections::HashMap;
 
 /// What a run will do: which steps run, which records start it.
@@ -25,19 +25,13 @@ pub(crate) fn plan(
     mode: RunMode,
     target: Option<&str>,
     graph: &FlowGraph,
+    timeperiod: Timeperiod,
     flow: Option<&FlowRecord>,
     existing: Vec<StepRecord>,
     nominal_clusters: usize,
     now: DateTime<Utc>,
 ) -> Result<RunPlan, Refusal> {
     let n = graph.len();
-    let timeperiod = match flow {
-        Some(f) => f.timeperiod,
-        None => existing
-            .first()
-            .map(|s| s.timeperiod)
-            .unwrap_or_else(|| "1970010100".parse().expect("constant timeperiod")),
-    };
     let flow_id = flow.and_then(|f| f.id);
     let mut by_name: HashMap<String, StepRecord> =
         existing.into_iter().map(|s| (s.step_name.clone(), s)).collect();

@@ -1,0 +1,465 @@
+//! The embedded default [`FlowStore`]: one SQLite file in WAL mode.
+//!
+//! [`SqliteStore`] keeps flow records, step records and run leases in a
+//! single database file next to the engine, with no server to run. Every
+//! call is durable when it returns (see [`Synchronous`] for what that means
+//! on power loss), and `acquire_lease` is one conditional write, so several
+//! engines (threads or processes) on the same file never run the same
+//! `[flow, timeperiod]` at once.
+//!
+//! How it works: SQLite calls block, so they never run on the async runtime.
+//! One dedicated thread owns the connection; calls are sent to it through a
+//! channel and answered through a oneshot. When the thread wakes it takes
+//! every call already queued and runs all the writes among them in one
+//! `BEGIN IMMEDIATE ... COMMIT` (group commit), then answers each caller,
+//! only after the commit succeeded. Reads go through the same thread,
+//! after the group's commit and outside its transaction.
+//!
+//! What it is not: a shared store for engines on different machines (SQLite
+//! locking over network filesystems is unreliable; put the file on a local
+//! disk), a migration tool (it creates schema version 1 and refuses newer
+//! files), or an archive (records are overwritten in place, there is no
+//! history).
+//!
+//! Schema (`PRAGMA user_version = 1`): tables `flow` (unique on `flow_name,
+//! timeperiod`), `step` (unique on `flow_name, timeperiod, step_name`) and
+//! `lease` (primary key `flow_name, timeperiod`). States are stored as their
+//! `as_str()` strings, timeperiods as their 10 digits and timestamps as
+//! RFC 3339 UTC text with microseconds (`2026-11-28T07:00:00.123456Z`);
+//! sub-microsecond precision is dropped on the way in.
+
+mod sql;
+mod writer;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use flow_core::{FlowKey, FlowRecord, FlowStore, LeaseOutcome, StepRecord, StoreError};
+use rusqlite::{Connection, OpenFlags};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+use tracing::{debug, warn};
+use writer::{Call, DbError, Job};
+
+/// How hard SQLite works to make each commit survive power loss.
+///
+/// A process crash (panic, kill -9, OOM) never loses a committed call in
+/// either mode: the data is in the OS page cache, which survives the
+/// process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Synchronous {
+    /// `synchronous=NORMAL`: in WAL mode commits are not fsynced, only
+    /// checkpoints are. On power loss or an OS crash the last transactions
+    /// before it may roll back (calls that had returned are then missing,
+    /// and a run looks like it stopped a little earlier than it did); the
+    /// database is never corrupted. Much cheaper per commit, so the default.
+    #[default]
+    Normal,
+    /// `synchronous=FULL`: fsyncs the WAL on every commit, so a returned
+    /// call survives power loss too, at the cost of one fsync per group
+    /// commit.
+    Full,
+}
+
+impl Synchronous {
+    fn pragma_value(self) -> &'static str {
+        match self {
+            Synchronous::Normal => "NORMAL",
+            Synchronous::Full => "FULL",
+        }
+    }
+}
+
+/// How to open a [`SqliteStore`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SqliteOptions {
+    /// Durability on power loss; see [`Synchronous`].
+    pub synchronous: Synchronous,
+    /// How long a write waits for another connection (another engine, or a
+    /// person in the `sqlite3` shell) to release the write lock before the
+    /// call fails with [`StoreError::Operation`]. Default 5 s.
+    pub busy_timeout: Duration,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        SqliteOptions {
+            synchronous: Synchronous::Normal,
+            busy_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The SQLite [`FlowStore`]. Cheap to clone: clones share one connection and
+/// one writer thread. Dropping the last clone stops the thread after it
+/// answered every queued call, and waits for it, so the file is closed when
+/// the drop returns (at worst that wait is one `busy_timeout`).
+#[derive(Clone)]
+pub struct SqliteStore {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    // Declared before `_writer` so it is dropped first: closing the channel
+    // is what tells the thread to stop before `_writer` joins it.
+    jobs: mpsc::Sender<Box<dyn Job>>,
+    path: PathBuf,
+    _writer: WriterThread,
+}
+
+/// Joins the writer thread on drop, so the database is closed (and its WAL
+/// checkpointed) when the last store handle is gone.
+struct WriterThread(Option<JoinHandle<()>>);
+
+impl Drop for WriterThread {
+    fn drop(&mut self) {
+        if let Some(handle) = self.0.take() {
+            if handle.join().is_err() {
+                warn!("the SQLite store's writer thread panicked");
+            }
+        }
+    }
+}
+
+impl fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.shared.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store at `path`. The directory must
+    /// exist: a mistyped path fails instead of silently starting an empty
+    /// store somewhere else.
+    ///
+    /// Blocking (a few file operations); call it at startup or from a
+    /// blocking context.
+    pub fn open(path: &Path, options: SqliteOptions) -> Result<SqliteStore, StoreError> {
+        let open_error = |message: String| StoreError::Open {
+            location: path.display().to_string(),
+            message,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            if !dir.is_dir() {
+                return Err(open_error(format!(
+                    "directory {} does not exist",
+                    dir.display()
+                )));
+            }
+        }
+        check_header(path).map_err(open_error)?;
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| open_error(e.to_string()))?;
+        let deadline = Instant::now() + options.busy_timeout;
+        loop {
+            match setup(&conn, &options) {
+                Ok(()) => break,
+                Err(e) if e.is_busy() && Instant::now() < deadline => {
+                    let message = e.message(options.busy_timeout);
+                    debug!(path = %path.display(), "store setup busy, retrying: {message}");
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) => return Err(open_error(e.message(options.busy_timeout))),
+            }
+        }
+        // Prepare every statement now: fills the cache, and a file whose
+        // tables are not ours fails here rather than at the first write.
+        conn.set_prepared_statement_cache_capacity(sql::ALL_STATEMENTS.len() + 4);
+        for statement in sql::ALL_STATEMENTS {
+            conn.prepare_cached(statement).map_err(|e| {
+                open_error(format!(
+                    "the file does not hold a flow store this build can use: {e}"
+                ))
+            })?;
+        }
+
+        let (jobs, queue) = mpsc::channel::<Box<dyn Job>>();
+        let busy = options.busy_timeout;
+        let handle = std::thread::Builder::new()
+            .name("flow-store-sqlite".to_string())
+            .spawn(move || writer::serve(conn, queue, busy))
+            .map_err(|e| open_error(format!("cannot start the writer thread: {e}")))?;
+        debug!(path = %path.display(), ?options, "opened SQLite store");
+        Ok(SqliteStore {
+            shared: Arc::new(Shared {
+                jobs,
+                path: path.to_path_buf(),
+                _writer: WriterThread(Some(handle)),
+            }),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.shared.path
+    }
+
+    /// Sends `work` to the writer thread and waits for its answer. Writes
+    /// are committed before the answer comes. If the caller stops waiting,
+    /// the work still runs.
+    async fn call<T, F>(
+        &self,
+        operation: &'static str,
+        key: String,
+        writes: bool,
+        work: F,
+    ) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnMut(&Connection) -> Result<T, DbError> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job = Box::new(Call {
+            operation,
+            key,
+            writes,
+            work,
+            value: None,
+            reply,
+        });
+        self.shared.jobs.send(job).map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn read<T, F>(
+        &self,
+        operation: &'static str,
+        key: String,
+        work: F,
+    ) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnMut(&Connection) -> Result<T, DbError> + Send + 'static,
+    {
+        self.call(operation, key, false, work).await
+    }
+
+    async fn write<T, F>(
+        &self,
+        operation: &'static str,
+        key: String,
+        work: F,
+    ) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnMut(&Connection) -> Result<T, DbError> + Send + 'static,
+    {
+        self.call(operation, key, true, work).await
+    }
+}
+
+/// Rejects an existing non-empty file that does not start with the SQLite
+/// header. SQLite itself would silently overwrite a file of a few bytes
+/// instead of reporting it.
+fn check_header(path: &Path) -> Result<(), String> {
+    const MAGIC: &[u8; 16] = b"SQLite format 3\0";
+    let mut file = match std::fs::File::open(path) {
+        Ok(file) => file,
+        // Missing: SQLite creates it. Anything else: SQLite reports it.
+        Err(_) => return Ok(()),
+    };
+    let mut header = Vec::with_capacity(MAGIC.len());
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(&mut file, MAGIC.len() as u64),
+        &mut header,
+    )
+    .map_err(|e| format!("cannot read the file: {e}"))?;
+    if header.is_empty() || header == MAGIC {
+        Ok(())
+    } else {
+        Err("file is not a database (it has no SQLite header)".to_string())
+    }
+}
+
+/// Why setting up a freshly opened connection failed.
+enum SetupError {
+    Sqlite {
+        step: &'static str,
+        error: rusqlite::Error,
+    },
+    Refused(String),
+}
+
+impl SetupError {
+    /// True for lock contention with another opener, worth retrying.
+    fn is_busy(&self) -> bool {
+        matches!(
+            self,
+            SetupError::Sqlite { error, .. } if matches!(
+                error.sqlite_error_code(),
+                Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+            )
+        )
+    }
+
+    fn message(&self, busy: Duration) -> String {
+        match self {
+            SetupError::Sqlite { step, error } => {
+                format!("{step}: {}", writer::describe(error, busy))
+            }
+            SetupError::Refused(message) => message.clone(),
+        }
+    }
+}
+
+/// Connection settings and schema. Another process opening the same new
+/// file at the same moment can make a step fail with SQLITE_BUSY without
+/// waiting (SQLite skips the busy handler where waiting could deadlock), so
+/// the caller retries the whole setup until `busy_timeout` has passed.
+fn setup(conn: &Connection, options: &SqliteOptions) -> Result<(), SetupError> {
+    fn step(step: &'static str) -> impl Fn(rusqlite::Error) -> SetupError {
+        move |error| SetupError::Sqlite { step, error }
+    }
+    conn.busy_timeout(options.busy_timeout)
+        .map_err(step("setting busy_timeout"))?;
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
+        .map_err(step("switching to WAL"))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(SetupError::Refused(format!(
+            "journal_mode stayed '{mode}' instead of 'wal' (WAL needs a local filesystem with shared memory)"
+        )));
+    }
+    conn.pragma_update(None, "synchronous", options.synchronous.pragma_value())
+        .map_err(step("setting synchronous"))?;
+    // No foreign keys: a step's `related_flow` is informational, steps are
+    // found by flow name and timeperiod.
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .map_err(step("reading the schema version"))?;
+    match version {
+        sql::SCHEMA_VERSION => return Ok(()),
+        0 => {}
+        newer => {
+            return Err(SetupError::Refused(format!(
+                "schema version {newer} is newer than this build understands ({})",
+                sql::SCHEMA_VERSION
+            )))
+        }
+    }
+    let create = format!(
+        "BEGIN IMMEDIATE; {} PRAGMA user_version = {}; COMMIT;",
+        sql::SCHEMA,
+        sql::SCHEMA_VERSION
+    );
+    conn.execute_batch(&create).map_err(|error| {
+        if !conn.is_autocommit() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        SetupError::Sqlite {
+            step: "creating the schema",
+            error,
+        }
+    })
+}
+
+#[async_trait]
+impl FlowStore for SqliteStore {
+    async fn get_flow(&self, key: &FlowKey) -> Result<Option<FlowRecord>, StoreError> {
+        let key = key.clone();
+        self.read("get_flow", key.to_string(), move |conn| {
+            sql::get_flow(conn, &key)
+        })
+        .await
+    }
+
+    async fn get_steps(&self, key: &FlowKey) -> Result<Vec<StepRecord>, StoreError> {
+        let key = key.clone();
+        self.read("get_steps", key.to_string(), move |conn| {
+            sql::get_steps(conn, &key)
+        })
+        .await
+    }
+
+    async fn save_flow(&self, flow: &FlowRecord) -> Result<FlowRecord, StoreError> {
+        let flow = flow.clone();
+        self.write("save_flow", flow.key().to_string(), move |conn| {
+            sql::upsert_flow(conn, &flow)
+        })
+        .await
+    }
+
+    async fn save_step(&self, step: &StepRecord) -> Result<i64, StoreError> {
+        let step = step.clone();
+        self.write("save_step", sql::step_record_key(&step), move |conn| {
+            sql::upsert_step(conn, &step, step.related_flow)
+        })
+        .await
+    }
+
+    /// Also fills in `related_flow` with the flow's id for steps that have
+    /// none (at a flow's first run the caller cannot know the id yet).
+    async fn begin_run(
+        &self,
+        flow: &FlowRecord,
+        purge_steps: bool,
+        steps: &[StepRecord],
+    ) -> Result<FlowRecord, StoreError> {
+        let flow = flow.clone();
+        let steps = steps.to_vec();
+        self.write("begin_run", flow.key().to_string(), move |conn| {
+            sql::begin_run(conn, &flow, purge_steps, &steps)
+        })
+        .await
+    }
+
+    async fn list_flows(&self, flow_name: Option<&str>) -> Result<Vec<FlowRecord>, StoreError> {
+        let flow_name = flow_name.map(str::to_string);
+        let key = match &flow_name {
+            Some(name) => format!("flow '{name}'"),
+            None => "all flows".to_string(),
+        };
+        self.read("list_flows", key, move |conn| {
+            sql::list_flows(conn, flow_name.as_deref())
+        })
+        .await
+    }
+
+    async fn acquire_lease(
+        &self,
+        key: &FlowKey,
+        owner: &str,
+        now: DateTime<Utc>,
+        ttl: Duration,
+    ) -> Result<LeaseOutcome, StoreError> {
+        let key = key.clone();
+        let owner = owner.to_string();
+        self.write("acquire_lease", key.to_string(), move |conn| {
+            sql::acquire_lease(conn, &key, &owner, now, ttl)
+        })
+        .await
+    }
+
+    async fn renew_lease(
+        &self,
+        key: &FlowKey,
+        owner: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let key = key.clone();
+        let owner = owner.to_string();
+        self.write("renew_lease", key.to_string(), move |conn| {
+            sql::renew_lease(conn, &key, &owner, now)
+        })
+        .await
+    }
+
+    async fn release_lease(&self, key: &FlowKey, owner: &str) -> Result<(), StoreError> {
+        let key = key.clone();
+        let owner = owner.to_string();
+        self.write("release_lease", key.to_string(), move |conn| {
+            sql::release_lease(conn, &key, &owner)
+        })
+        .await
+    }
+}

@@ -1,0 +1,319 @@
+//! The benchmark harness of `flow`, run by `cargo xtask bench`.
+//!
+//! It measures the engine on generated flows of `identity` actions (so every
+//! microsecond is engine, store and logging overhead) with the real SQLite
+//! store (WAL, `synchronous` from `--synchronous`), the real local cluster and
+//! per-step log files; graph load and validation of a 100,000-step flow file;
+//! the `flow` binary's start-up; and the same chain and fan-out as Luigi
+//! tasks. It prints a table, checks the targets of the benchmark issue and
+//! writes everything as JSON so runs can be compared.
+//!
+//! Each shape runs in a fresh child process (the binary re-invoked with
+//! `--shape`), so its peak RSS (`VmHWM`) is its own; the child prints its
+//! [`Row`] as one JSON line.
+//!
+//! ```text
+//! flow-bench [--shape NAME] [--synchronous normal|full] [--json PATH]
+//! ```
+//! See [`USAGE`] for the rest.
+
+pub mod luigi;
+pub mod measure;
+pub mod report;
+pub mod shape;
+
+pub use report::{Report, Row};
+pub use shape::Shape;
+
+use measure::{parse_synchronous, synchronous_name, Setup};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// The command line help.
+pub const USAGE: &str = "\
+usage: flow-bench [--shape NAME] [--synchronous normal|full] [--json PATH] [options]
+
+Without --shape, runs every shape (or those of --only), each in a fresh child
+process, then Luigi on the chains and fan-outs among them (with
+--luigi-python), prints the table and the targets, and writes the report as
+JSON (--json PATH, and/or --out-dir DIR for DIR/bench-<UTC timestamp>.json
+and DIR/latest.json).
+With --shape, measures that one shape and prints its row as one JSON line.
+
+shapes: chain-N, fanout-N, lattice-WxL, load-N, cli-version, cli-validate
+        (default: chain-1000 fanout-10000 lattice-100x100 load-100000
+         cli-version cli-validate)
+
+options:
+  --shape NAME            measure one shape in this process
+  --synchronous MODE      SQLite synchronous setting: normal (default) or full
+  --clusters N            clusters for engine shapes (default: chain 1, others 8)
+  --json PATH             write the report (or, with --shape, the row) there
+  --out-dir DIR           also write DIR/bench-<UTC timestamp>.json and DIR/latest.json
+  --only LIST             comma-separated shapes to run instead of the default
+  --flow-bin PATH         the flow binary for the cli shapes (default: next to flow-bench)
+  --validate-file PATH    the file `flow validate` checks (default: a small generated one)
+  --repeat N              runs of each engine and load shape, the median is
+                          reported (default 3)
+  --no-logs               engine shapes without log files (diagnosis only)
+  --luigi-python PATH     run the Luigi comparison with this Python (with luigi installed)
+  --luigi-script PATH     default: bench/luigi_bench.py of this workspace
+  --luigi-timeout SECS    limit for each Luigi run (default 900)
+";
+
+/// The parsed command line.
+#[derive(Debug, Clone)]
+pub struct Args {
+    pub shape: Option<Shape>,
+    pub only: Option<Vec<Shape>>,
+    pub setup: Setup,
+    pub json: Option<PathBuf>,
+    pub out_dir: Option<PathBuf>,
+    pub luigi_python: Option<PathBuf>,
+    pub luigi_script: PathBuf,
+    pub luigi_timeout: Duration,
+}
+
+impl Args {
+    /// Parses the arguments after the program name.
+    pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
+        let default_flow = std::env::current_exe()
+            .ok()
+            .and_then(|exe| exe.parent().map(|d| d.join("flow")))
+            .unwrap_or_else(|| PathBuf::from("flow"));
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let mut parsed = Args {
+            shape: None,
+            only: None,
+            setup: Setup {
+                synchronous: flow_store_sqlite::Synchronous::Normal,
+                clusters: None,
+                flow_bin: default_flow,
+                validate_file: None,
+                no_logs: false,
+                repeat: 3,
+            },
+            json: None,
+            out_dir: None,
+            luigi_python: None,
+            luigi_script: workspace.join("bench/luigi_bench.py"),
+            luigi_timeout: Duration::from_secs(900),
+        };
+        let mut args = args.into_iter();
+        while let Some(flag) = args.next() {
+            if flag == "-h" || flag == "--help" {
+                return Err(USAGE.to_string());
+            }
+            let mut value = || {
+                args.next()
+                    .ok_or_else(|| format!("{flag} needs a value\n\n{USAGE}"))
+            };
+            let number = |v: String| {
+                v.parse::<u64>()
+                    .map_err(|_| format!("{flag} takes a number, not '{v}'"))
+            };
+            match flag.as_str() {
+                "--shape" => parsed.shape = Some(value()?.parse()?),
+                "--synchronous" => parsed.setup.synchronous = parse_synchronous(&value()?)?,
+                "--clusters" => parsed.setup.clusters = Some(number(value()?)? as usize),
+                "--json" => parsed.json = Some(value()?.into()),
+                "--out-dir" => parsed.out_dir = Some(value()?.into()),
+                "--only" => {
+                    parsed.only = Some(
+                        value()?
+                            .split(',')
+                            .filter(|s| !s.is_empty())
+                            .map(str::parse)
+                            .collect::<Result<_, _>>()?,
+                    )
+                }
+                "--flow-bin" => parsed.setup.flow_bin = value()?.into(),
+                "--validate-file" => parsed.setup.validate_file = Some(value()?.into()),
+                "--no-logs" => parsed.setup.no_logs = true,
+                "--repeat" => parsed.setup.repeat = number(value()?)?.max(1) as usize,
+                "--luigi-python" => parsed.luigi_python = Some(value()?.into()),
+                "--luigi-script" => parsed.luigi_script = value()?.into(),
+                "--luigi-timeout" => parsed.luigi_timeout = Duration::from_secs(number(value()?)?),
+                _ => return Err(format!("unknown argument '{flag}'\n\n{USAGE}")),
+            }
+        }
+        Ok(parsed)
+    }
+}
+
+/// Runs `flow-bench` with `args`; the error is for stderr.
+pub fn run(args: Args) -> Result<(), String> {
+    match args.shape {
+        Some(shape) => {
+            let row = measure::measure(shape, &args.setup).map_err(|e| format!("{shape}: {e}"))?;
+            let line = serde_json::to_string(&row).map_err(|e| e.to_string())?;
+            if let Some(path) = &args.json {
+                write_file(path, &line)?;
+            }
+            println!("{line}");
+            Ok(())
+        }
+        None => run_all(&args),
+    }
+}
+
+/// Runs every shape in a child, then Luigi; prints and writes the report.
+fn run_all(args: &Args) -> Result<(), String> {
+    let shapes: Vec<Shape> = match &args.only {
+        Some(list) => list.clone(),
+        None => shape::DEFAULT_SHAPES
+            .iter()
+            .map(|s| s.parse().expect("default shapes parse"))
+            .collect(),
+    };
+    let now = chrono::Utc::now();
+    let mut report = Report {
+        timestamp: now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        machine: report::Machine::describe(),
+        synchronous: synchronous_name(args.setup.synchronous).into(),
+        ..Report::default()
+    };
+    let mut failures = Vec::new();
+    for shape in shapes {
+        if matches!(shape, Shape::CliVersion | Shape::CliValidate) && !args.setup.flow_bin.exists()
+        {
+            eprintln!(
+                "flow-bench: skipping {shape}: no flow binary at {} (build it or pass --flow-bin)",
+                args.setup.flow_bin.display()
+            );
+            continue;
+        }
+        eprintln!("flow-bench: running {shape} ...");
+        match run_child(shape, args) {
+            Ok(row) => {
+                eprintln!("flow-bench: {shape}: {}", report::ms(row.wall_ms));
+                report.rows.push(row);
+            }
+            Err(e) => {
+                eprintln!("flow-bench: {shape} failed: {e}");
+                failures.push(shape.to_string());
+            }
+        }
+    }
+    if let Some(python) = &args.luigi_python {
+        // Luigi runs the chains and fan-outs that were measured.
+        let comparable = report
+            .rows
+            .iter()
+            .filter_map(|r| match r.shape.parse::<Shape>() {
+                Ok(Shape::Chain(n)) => Some(("chain", n)),
+                Ok(Shape::Fanout(n)) => Some(("fanout", n)),
+                _ => None,
+            });
+        for (mode, steps) in comparable.collect::<Vec<_>>() {
+            eprintln!(
+                "flow-bench: running Luigi {mode}-{steps} (limit {} s) ...",
+                args.luigi_timeout.as_secs()
+            );
+            let run = luigi::run(python, &args.luigi_script, mode, steps, args.luigi_timeout);
+            eprintln!(
+                "flow-bench: Luigi {}: {}",
+                run.shape,
+                run.wall_ms
+                    .filter(|_| run.status == "ok")
+                    .map_or_else(|| run.status.clone(), report::ms)
+            );
+            report.luigi.push(run);
+        }
+    }
+    report.attach_luigi();
+    report.check_targets();
+    print!("{}", report.render());
+
+    let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+    if let Some(path) = &args.json {
+        write_file(path, &json)?;
+    }
+    if let Some(dir) = &args.out_dir {
+        let stamped = dir.join(format!("bench-{}.json", now.format("%Y%m%dT%H%M%SZ")));
+        write_file(&stamped, &json)?;
+        write_file(&dir.join("latest.json"), &json)?;
+        println!("\nreport: {}", stamped.display());
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("shapes failed: {}", failures.join(", ")))
+    }
+}
+
+/// Re-invokes this binary with `--shape` and reads the row it prints.
+fn run_child(shape: Shape, args: &Args) -> Result<Row, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find flow-bench itself: {e}"))?;
+    let mut command = Command::new(exe);
+    command
+        .args(["--shape", &shape.to_string()])
+        .args(["--synchronous", synchronous_name(args.setup.synchronous)])
+        .arg("--flow-bin")
+        .arg(&args.setup.flow_bin);
+    if let Some(n) = args.setup.clusters {
+        command.args(["--clusters", &n.to_string()]);
+    }
+    if let Some(file) = &args.setup.validate_file {
+        command.arg("--validate-file").arg(file);
+    }
+    if args.setup.no_logs {
+        command.arg("--no-logs");
+    }
+    command.args(["--repeat", &args.setup.repeat.to_string()]);
+    let out = command
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| format!("cannot start the child: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("child exited with {}", out.status));
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('{'))
+        .ok_or("the child printed no row")?;
+    serde_json::from_str(line).map_err(|e| format!("unreadable row '{line}': {e}"))
+}
+
+fn write_file(path: &Path, text: &str) -> Result<(), String> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    std::fs::write(path, format!("{text}\n"))
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Args, String> {
+        Args::parse(args.iter().map(|s| s.to_string()))
+    }
+
+    #[test]
+    fn parses_flags() {
+        let a = parse(&[
+            "--shape",
+            "chain-20",
+            "--synchronous",
+            "full",
+            "--clusters",
+            "3",
+        ])
+        .unwrap();
+        assert_eq!(a.shape, Some(Shape::Chain(20)));
+        assert_eq!(a.setup.synchronous, flow_store_sqlite::Synchronous::Full);
+        assert_eq!(a.setup.clusters, Some(3));
+        let a = parse(&["--only", "load-10,cli-version"]).unwrap();
+        assert_eq!(a.only, Some(vec![Shape::Load(10), Shape::CliVersion]));
+        assert!(parse(&["--synchronous", "off"]).is_err());
+        assert!(parse(&["--shape"]).is_err());
+        assert!(parse(&["--bogus"]).is_err());
+    }
+}

@@ -1,0 +1,213 @@
+//! Turns settings into a store and a cluster factory. The only module that
+//! knows concrete backends; cloud clusters and other stores come in behind
+//! cargo features (`emr`, `dataproc`, `qubole`, `azure`, `mongo`).
+//!
+//! Everything here is split into a check that touches nothing
+//! ([`plan_store`], [`cluster_factory`]) and the one call that creates
+//! state ([`StorePlan::open`]), so bad settings never leave a database file
+//! behind.
+
+use crate::exit::CliError;
+use crate::settings::{ClusterKind, Settings, StoreKind, SynchronousSetting};
+use flow_cluster_local::{LocalClusterFactory, LocalOptions};
+use flow_core::{ClusterFactory, FlowStore};
+use flow_store_sqlite::{SqliteOptions, SqliteStore, Synchronous};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// The message for a backend this build cannot use.
+fn unavailable(
+    settings: &Settings,
+    setting: &str,
+    what: &str,
+    feature: &str,
+    enabled: bool,
+) -> CliError {
+    let reason = if enabled {
+        format!("{what} support is not implemented yet")
+    } else {
+        format!("this build has no {what} support; rebuild flow-cli with --features {feature}")
+    };
+    CliError::bad_input(format!(
+        "{}: {setting} = \"{feature}\": {reason}",
+        settings.source
+    ))
+}
+
+/// A store that can be opened: decided and checked, not yet touched.
+#[derive(Debug, Clone)]
+pub enum StorePlan {
+    Sqlite {
+        path: PathBuf,
+        options: SqliteOptions,
+        /// The default data directory, created on open if missing. A path
+        /// named in the settings must be in an existing directory instead,
+        /// so a typo fails rather than starting an empty store elsewhere.
+        create_dir: Option<PathBuf>,
+    },
+}
+
+/// Decides the store from the settings, without touching the disk.
+pub fn plan_store(settings: &Settings) -> Result<StorePlan, CliError> {
+    let store = settings.store();
+    match store.kind {
+        StoreKind::Sqlite => {
+            let (path, create_dir) = match store.path {
+                Some(path) => (path, None),
+                None => {
+                    let dir = settings.data_directory()?;
+                    (dir.join("flow.db"), Some(dir))
+                }
+            };
+            let synchronous = match store.synchronous {
+                SynchronousSetting::Normal => Synchronous::Normal,
+                SynchronousSetting::Full => Synchronous::Full,
+            };
+            Ok(StorePlan::Sqlite {
+                path,
+                options: SqliteOptions {
+                    synchronous,
+                    busy_timeout: store.busy_timeout,
+                },
+                create_dir,
+            })
+        }
+        StoreKind::Mongo => Err(unavailable(
+            settings,
+            "[store] kind",
+            "MongoDB",
+            "mongo",
+            cfg!(feature = "mongo"),
+        )),
+    }
+}
+
+impl StorePlan {
+    /// True if the store holds anything yet. Read-only commands and
+    /// refusals decided without a store use it to avoid creating one.
+    pub fn exists(&self) -> bool {
+        match self {
+            StorePlan::Sqlite { path, .. } => path.exists(),
+        }
+    }
+
+    /// Where the store is, for messages.
+    pub fn location(&self) -> String {
+        match self {
+            StorePlan::Sqlite { path, .. } => path.display().to_string(),
+        }
+    }
+
+    /// Opens (creating if needed) the store. Blocking; call it outside the
+    /// async runtime. A store that cannot be opened is bad input (exit 2):
+    /// nothing ran.
+    pub fn open(&self) -> Result<Arc<dyn FlowStore>, CliError> {
+        match self {
+            StorePlan::Sqlite {
+                path,
+                options,
+                create_dir,
+            } => {
+                if path.is_dir() {
+                    return Err(CliError::bad_input(format!(
+                        "cannot open store at {}: it is a directory; [store] path names the database file",
+                        path.display()
+                    )));
+                }
+                if let Some(dir) = create_dir {
+                    std::fs::create_dir_all(dir).map_err(|e| {
+                        CliError::bad_input(format!(
+                            "cannot create the data directory {}: {e}",
+                            dir.display()
+                        ))
+                    })?;
+                }
+                let store = SqliteStore::open(path, options.clone())
+                    .map_err(|e| CliError::bad_input(e.to_string()))?;
+                Ok(Arc::new(store))
+            }
+        }
+    }
+}
+
+/// Makes the cluster factory the settings name. Creates no cluster.
+pub fn cluster_factory(settings: &Settings) -> Result<Arc<dyn ClusterFactory>, CliError> {
+    let cluster = settings.cluster();
+    let setting = "[cluster] kind";
+    match cluster.kind {
+        ClusterKind::Local => {
+            let defaults = LocalOptions::default();
+            let options = LocalOptions {
+                root: cluster.root.unwrap_or(defaults.root),
+                work_dir: cluster.work_dir.unwrap_or(defaults.work_dir),
+                spark_submit: cluster.spark_submit,
+                pig: cluster.pig,
+                hadoop: cluster.hadoop,
+                env: cluster.env,
+                kill_grace: cluster.kill_grace.unwrap_or(defaults.kill_grace),
+            };
+            Ok(Arc::new(LocalClusterFactory::new(options)))
+        }
+        ClusterKind::Emr => Err(unavailable(
+            settings,
+            setting,
+            "EMR",
+            "emr",
+            cfg!(feature = "emr"),
+        )),
+        ClusterKind::Dataproc => Err(unavailable(
+            settings,
+            setting,
+            "Dataproc",
+            "dataproc",
+            cfg!(feature = "dataproc"),
+        )),
+        ClusterKind::Qubole => Err(unavailable(
+            settings,
+            setting,
+            "Qubole",
+            "qubole",
+            cfg!(feature = "qubole"),
+        )),
+        ClusterKind::Azure => Err(unavailable(
+            settings,
+            setting,
+            "Azure HDInsight",
+            "azure",
+            cfg!(feature = "azure"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn a_cloud_kind_without_its_feature_says_how_to_rebuild() {
+        let s = Settings::parse("[cluster]\nkind = \"emr\"\n", Path::new("/x/flow.toml")).unwrap();
+        let e = cluster_factory(&s).err().unwrap();
+        if cfg!(feature = "emr") {
+            assert!(
+                e.message.contains("EMR support is not implemented yet"),
+                "{e}"
+            );
+        } else {
+            assert!(
+                e.message.contains("rebuild flow-cli with --features emr"),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn default_store_is_sqlite_under_the_data_directory() {
+        let s = Settings::parse("data_directory = \"d\"\n", Path::new("/x/flow.toml")).unwrap();
+        let StorePlan::Sqlite {
+            path, create_dir, ..
+        } = plan_store(&s).unwrap();
+        assert_eq!(path, Path::new("/x/d/flow.db"));
+        assert_eq!(create_dir.as_deref(), Some(Path::new("/x/d")));
+    }
+}

@@ -1,0 +1,163 @@
+//! The command line, as clap sees it. Parsing only: no file is read and no
+//! backend is touched here, so `flow --version` and `flow --help` are instant.
+
+use crate::exit::EXIT_CODES_HELP;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+
+/// Runs workflows of steps on clusters, one [flow, timeperiod] at a time.
+///
+/// FLOW is a flow file (a path ending in .toml or containing '/') or a flow
+/// name, looked up as FLOWS_DIR/NAME.toml where FLOWS_DIR is the settings'
+/// `flows_directory`.
+#[derive(Debug, Parser)]
+#[command(name = "flow", version, after_help = EXIT_CODES_HELP)]
+pub struct Cli {
+    /// The settings file (flow.toml). Default: ./flow.toml if it exists,
+    /// otherwise built-in defaults.
+    #[arg(long, global = true, env = "FLOW_SETTINGS", value_name = "FILE")]
+    pub settings: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check flow files: syntax, action types and arguments, placeholders,
+    /// step names, dependencies and cycles.
+    Validate {
+        /// Flow files (or flow names) to check.
+        #[arg(required = true, value_name = "FLOW")]
+        files: Vec<String>,
+    },
+    /// Print a flow's DAG.
+    Graph {
+        #[arg(value_name = "FLOW")]
+        flow: String,
+        #[arg(long, value_enum, default_value_t = GraphFormat::Dot)]
+        format: GraphFormat,
+    },
+    /// Fresh run: forget the flow's previous step records and run every step.
+    Run {
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        window: Window,
+    },
+    /// After a failure or a crash: keep processed/noop steps, run the rest.
+    Recover {
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        window: Window,
+    },
+    /// Run one step alone, on one cluster; its dependencies must be complete.
+    RunOne {
+        #[command(flatten)]
+        target: Target,
+        /// The step to run.
+        #[arg(long, value_name = "STEP")]
+        step: String,
+        #[command(flatten)]
+        window: Window,
+    },
+    /// Run a step, every step derived from it, and every unfinished step.
+    RunFrom {
+        #[command(flatten)]
+        target: Target,
+        /// The step to start from.
+        #[arg(long, value_name = "STEP")]
+        step: String,
+        #[command(flatten)]
+        window: Window,
+    },
+    /// Show a flow run's state and its steps' states, attempts and timings;
+    /// without --timeperiod, list the flow's runs.
+    Status {
+        /// A flow file, a flow name in the flows directory, or a flow name as
+        /// stored.
+        #[arg(value_name = "FLOW")]
+        flow: String,
+        #[arg(long, value_name = "T")]
+        timeperiod: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Mark every unfinished step of a flow that is not running `canceled`
+    /// (and the flow `invalid`).
+    Cancel {
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+/// Which flow run a command is about.
+#[derive(Debug, Args)]
+pub struct Target {
+    #[arg(value_name = "FLOW")]
+    pub flow: String,
+    /// The timeperiod to process: YYYYMMDDHH, e.g. 2026112800 for a daily
+    /// flow.
+    #[arg(long, value_name = "T")]
+    pub timeperiod: String,
+}
+
+/// The processing window and the cluster count of a run.
+#[derive(Debug, Args)]
+pub struct Window {
+    /// Inclusive start of the window. Default: the timeperiod (for recover,
+    /// run-one and run-from: the stored run's window, if any).
+    #[arg(long, value_name = "S")]
+    pub start_timeperiod: Option<String>,
+    /// Exclusive end of the window; must be after its start. Default: the
+    /// period after the timeperiod.
+    #[arg(long, value_name = "E")]
+    pub end_timeperiod: Option<String>,
+    /// How many clusters a full run spawns. Default: the settings'
+    /// `number_of_clusters` (1).
+    #[arg(long, value_name = "N")]
+    pub clusters: Option<NonZeroUsize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GraphFormat {
+    /// Graphviz dot.
+    Dot,
+    /// A Mermaid flowchart.
+    Mermaid,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn parses_run_one() {
+        let cli = Cli::try_parse_from([
+            "flow",
+            "run-one",
+            "f.toml",
+            "--timeperiod",
+            "2026112800",
+            "--step",
+            "b",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::RunOne { target, step, .. } => {
+                assert_eq!(target.flow, "f.toml");
+                assert_eq!(step, "b");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

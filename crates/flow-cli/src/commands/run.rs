@@ -1,0 +1,262 @@
+//! `flow run`, `recover`, `run-one` and `run-from`: check every input, then
+//! open the store, run the engine with live progress, and turn the outcome
+//! into a summary and an exit code. Ctrl-C/SIGTERM cancel the run; a second
+//! one exits at once.
+
+use super::{flow_file, load_graph, parse_timeperiod};
+use crate::backends;
+use crate::cli::{Target, Window};
+use crate::exit::{CliError, Exit};
+use crate::progress::Progress;
+use crate::settings::Settings;
+use flow_core::{ExecutionContext, FlowGraph, FlowKey, FlowState, FlowStore, RunMode, Timeperiod};
+use flow_engine::{EngineError, EngineOptions, ExecutionEngine, Refusal, RunReport};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub fn run(
+    settings_path: Option<&Path>,
+    mode: RunMode,
+    target: &Target,
+    step: Option<&str>,
+    window: &Window,
+) -> Result<Exit, CliError> {
+    // 1. Every input, before anything is opened.
+    let settings = Settings::load(settings_path)?;
+    let graph = Arc::new(load_graph(&flow_file(&target.flow, &settings)?)?);
+    let q = Some(graph.time_qualifier());
+    let timeperiod = parse_timeperiod("timeperiod", &target.timeperiod, q)?;
+    let start = window
+        .start_timeperiod
+        .as_deref()
+        .map(|t| parse_timeperiod("start-timeperiod", t, q))
+        .transpose()?;
+    let end = window
+        .end_timeperiod
+        .as_deref()
+        .map(|t| parse_timeperiod("end-timeperiod", t, q))
+        .transpose()?;
+    let default_window = (
+        start.unwrap_or(timeperiod),
+        end.unwrap_or_else(|| timeperiod.next(graph.time_qualifier())),
+    );
+    Timeperiod::check_window(default_window.0, default_window.1)
+        .map_err(|e| CliError::bad_input(e.to_string()))?;
+    let key = FlowKey::new(graph.name(), timeperiod);
+    if let Some(step) = step {
+        if graph.index_of(step).is_none() {
+            let reason = Refusal::UnknownStep {
+                step: step.to_string(),
+                known: graph
+                    .steps()
+                    .iter()
+                    .map(|s| s.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            };
+            return Err(CliError::bad_input(
+                EngineError::Refused { flow: key, reason }.to_string(),
+            ));
+        }
+    }
+    let clusters = window
+        .clusters
+        .map_or(settings.number_of_clusters(), |n| n.get());
+    let factory = backends::cluster_factory(&settings)?;
+    let store_plan = backends::plan_store(&settings)?;
+    let values = settings.values()?;
+    let log_directory = settings.log_directory()?;
+
+    // 2. Refusals that need no store when there is none yet: an empty store
+    //    would refuse them anyway, so do not create one.
+    if !store_plan.exists() {
+        if let Some(reason) = refusal_on_empty_store(mode, step, &graph) {
+            return Err(CliError::bad_input(
+                EngineError::Refused { flow: key, reason }.to_string(),
+            ));
+        }
+    }
+
+    // 3. Run.
+    crate::logs::init();
+    let store = store_plan.open()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::failed(format!("cannot start the async runtime: {e}")))?;
+    runtime.block_on(async {
+        // recover, run-one and run-from keep the stored run's window unless
+        // one is given.
+        let (start, end) = match (mode, start, end) {
+            (RunMode::Nominal, _, _) | (_, Some(_), _) | (_, _, Some(_)) => default_window,
+            _ => match store.get_flow(&key).await {
+                Ok(Some(flow)) => (flow.start_timeperiod, flow.end_timeperiod),
+                _ => default_window,
+            },
+        };
+        let context = ExecutionContext {
+            flow_name: graph.name().to_string(),
+            timeperiod,
+            start_timeperiod: start,
+            end_timeperiod: end,
+            settings: Arc::new(values),
+            number_of_clusters: clusters,
+        };
+        let progress = Arc::new(Progress::for_stderr());
+        let options = EngineOptions {
+            log_directory: Some(log_directory.clone()),
+            lease_ttl: settings.lease_ttl(),
+            heartbeat_interval: settings.heartbeat_interval(),
+            cancel_grace: settings.cancel_grace(),
+            observer: Some(progress.clone()),
+            ..EngineOptions::default()
+        };
+        let engine = ExecutionEngine::new(graph.clone(), context, store.clone(), factory, options);
+        let (result, signalled) = drive(&engine, mode, step, &store, &progress).await?;
+        progress.finish();
+        let report = match result {
+            Ok(report) => report,
+            Err(e @ (EngineError::Refused { .. } | EngineError::LeaseHeld { .. })) => {
+                return Err(CliError::bad_input(e.to_string()))
+            }
+            Err(e @ EngineError::Store { .. }) => {
+                let logs = log_directory.join(graph.name());
+                return Err(CliError::failed(format!("{e}\nlogs: {}/", logs.display())));
+            }
+        };
+        let errors = step_errors(&store, &key).await;
+        print_summary(&report, &errors, &log_directory, &target.flow);
+        Ok(if signalled {
+            Exit::Cancelled
+        } else if succeeded(&report) {
+            Exit::Success
+        } else {
+            Exit::FlowFailed
+        })
+    })
+}
+
+/// What the engine would refuse on a store with no record of the flow.
+fn refusal_on_empty_store(mode: RunMode, step: Option<&str>, graph: &FlowGraph) -> Option<Refusal> {
+    match mode {
+        RunMode::Nominal => None,
+        RunMode::Recovery => Some(Refusal::NeverRan),
+        RunMode::RunOne | RunMode::RunFrom => {
+            let index = graph.index_of(step?)?;
+            let missing: Vec<String> = graph
+                .dependencies(index)
+                .iter()
+                .map(|&d| graph.step(d).name.clone())
+                .collect();
+            (!missing.is_empty()).then(|| Refusal::Blocked {
+                step: graph.step(index).name.clone(),
+                missing,
+            })
+        }
+    }
+}
+
+/// Runs the engine until it finishes, reacting to SIGINT and SIGTERM: the
+/// first cancels the run (the engine then winds down and reports), the
+/// second releases the lease, kills local jobs and exits 130 at once.
+/// Returns the engine's result and whether a signal came.
+async fn drive(
+    engine: &ExecutionEngine,
+    mode: RunMode,
+    step: Option<&str>,
+    store: &Arc<dyn FlowStore>,
+    progress: &Progress,
+) -> Result<(Result<RunReport, EngineError>, bool), CliError> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let listen = |kind| {
+        signal(kind).map_err(|e| CliError::failed(format!("cannot listen for signals: {e}")))
+    };
+    let mut sigint = listen(SignalKind::interrupt())?;
+    let mut sigterm = listen(SignalKind::terminate())?;
+    let run = engine.execute(mode, step);
+    tokio::pin!(run);
+    let mut signalled = false;
+    loop {
+        tokio::select! {
+            result = &mut run => return Ok((result, signalled)),
+            _ = sigint.recv() => {}
+            _ = sigterm.recv() => {}
+        }
+        if !signalled {
+            signalled = true;
+            progress.line("cancelling… (press Ctrl-C again to exit at once)");
+            engine.cancel_token().cancel();
+        } else {
+            progress.finish();
+            errln!("exiting at once: releasing the lease and killing local jobs");
+            let key = engine.key();
+            let release = store.release_lease(&key, engine.owner());
+            match tokio::time::timeout(Duration::from_secs(2), release).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => errln!("cannot release the run lease: {e}"),
+                Err(_) => errln!("cannot release the run lease: the store did not answer"),
+            }
+            flow_cluster_local::kill_all_jobs();
+            flow_engine::logging::flush();
+            std::process::exit(i32::from(Exit::Interrupted.code()));
+        }
+    }
+}
+
+/// True when every step the run was to run completed and nothing else went
+/// wrong. For run-one the flow itself may stay unfinished.
+fn succeeded(report: &RunReport) -> bool {
+    !report.canceled
+        && report.error.is_none()
+        && report.steps.iter().all(|(_, state)| state.is_complete())
+}
+
+/// The stored error of each failed step, for the summary.
+async fn step_errors(store: &Arc<dyn FlowStore>, key: &FlowKey) -> HashMap<String, String> {
+    match store.get_steps(key).await {
+        Ok(steps) => steps
+            .into_iter()
+            .filter_map(|s| Some((s.step_name, s.error?)))
+            .collect(),
+        Err(_) => HashMap::new(),
+    }
+}
+
+/// The end-of-run summary on stdout: flow state, one line per step run,
+/// where the logs are, and what to do next after a failure.
+fn print_summary(
+    report: &RunReport,
+    errors: &HashMap<String, String>,
+    log_directory: &Path,
+    flow_arg: &str,
+) {
+    let suffix = if report.canceled { " (cancelled)" } else { "" };
+    outln!(
+        "flow {} [{}]: {}{suffix}",
+        report.flow.flow_name,
+        report.flow.timeperiod,
+        report.state
+    );
+    let width = report.steps.iter().map(|(s, _)| s.len()).max().unwrap_or(0);
+    for (step, state) in &report.steps {
+        match errors.get(step).filter(|_| !state.is_complete()) {
+            Some(error) => outln!("  {step:<width$}  {state}  {error}"),
+            None => outln!("  {step:<width$}  {state}"),
+        }
+    }
+    if let Some(error) = &report.error {
+        outln!("error: {error}");
+    }
+    outln!(
+        "logs: {}/",
+        log_directory.join(&report.flow.flow_name).display()
+    );
+    if report.state == FlowState::Invalid {
+        outln!(
+            "after fixing the cause: flow recover {flow_arg} --timeperiod {}",
+            report.flow.timeperiod
+        );
+    }
+}

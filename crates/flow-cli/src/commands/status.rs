@@ -1,0 +1,180 @@
+//! `flow status`: one run's flow and step records, or the list of a flow's
+//! runs. Read-only: a store that does not exist yet is not created.
+
+use super::{elapsed, format_time, parse_timeperiod, small_runtime, table, FlowRef};
+use crate::backends;
+use crate::exit::{CliError, Exit};
+use crate::progress::format_duration;
+use crate::settings::Settings;
+use flow_core::{FlowGraph, FlowKey, FlowRecord, StepRecord};
+use std::path::Path;
+
+pub fn status(
+    settings_path: Option<&Path>,
+    flow: &str,
+    timeperiod: Option<&str>,
+    json: bool,
+) -> Result<Exit, CliError> {
+    let settings = Settings::load(settings_path)?;
+    let flow = FlowRef::resolve(flow, &settings)?;
+    let timeperiod = timeperiod
+        .map(|t| parse_timeperiod("timeperiod", t, flow.qualifier()))
+        .transpose()?;
+    let plan = backends::plan_store(&settings)?;
+    let store_error = |e: flow_core::StoreError| CliError::failed(e.to_string());
+
+    let Some(timeperiod) = timeperiod else {
+        let runs = if plan.exists() {
+            let store = plan.open()?;
+            small_runtime()?
+                .block_on(store.list_flows(Some(&flow.name)))
+                .map_err(store_error)?
+        } else {
+            Vec::new()
+        };
+        print_runs(&flow.name, &runs, json, &plan.location())?;
+        return Ok(Exit::Success);
+    };
+
+    let key = FlowKey::new(flow.name.clone(), timeperiod);
+    let no_record = || {
+        CliError::bad_input(format!(
+            "no record of flow {key} in the store at {}",
+            plan.location()
+        ))
+    };
+    if !plan.exists() {
+        return Err(no_record());
+    }
+    let store = plan.open()?;
+    let (record, steps) = small_runtime()?
+        .block_on(async {
+            let record = store.get_flow(&key).await?;
+            let steps = store.get_steps(&key).await?;
+            Ok((record, steps))
+        })
+        .map_err(store_error)?;
+    let Some(record) = record else {
+        return Err(no_record());
+    };
+    let steps = in_flow_order(steps, flow.graph.as_ref());
+    if json {
+        let value = serde_json::json!({ "flow": record, "steps": steps });
+        let text =
+            serde_json::to_string_pretty(&value).map_err(|e| CliError::failed(e.to_string()))?;
+        outln!("{text}");
+    } else {
+        print_run(&record, &steps);
+    }
+    Ok(Exit::Success)
+}
+
+/// Steps in the flow's topological order when the flow file is known
+/// (steps it no longer has go last), else in the order they started.
+fn in_flow_order(mut steps: Vec<StepRecord>, graph: Option<&FlowGraph>) -> Vec<StepRecord> {
+    let position = |name: &str| -> usize {
+        graph
+            .and_then(|g| {
+                let index = g.index_of(name)?;
+                g.topological_order().iter().position(|&i| i == index)
+            })
+            .unwrap_or(usize::MAX)
+    };
+    steps.sort_by(|a, b| {
+        position(&a.step_name)
+            .cmp(&position(&b.step_name))
+            .then(a.started_at.is_none().cmp(&b.started_at.is_none()))
+            .then(a.started_at.cmp(&b.started_at))
+            .then(a.step_name.cmp(&b.step_name))
+    });
+    steps
+}
+
+fn duration_text(
+    from: Option<chrono::DateTime<chrono::Utc>>,
+    to: Option<chrono::DateTime<chrono::Utc>>,
+) -> String {
+    elapsed(from, to).map_or_else(|| "-".into(), format_duration)
+}
+
+fn print_run(flow: &FlowRecord, steps: &[StepRecord]) {
+    outln!(
+        "flow {} [{}]: {}",
+        flow.flow_name,
+        flow.timeperiod,
+        flow.state
+    );
+    out!(
+        "{}",
+        table(&[
+            vec!["  mode".into(), flow.run_mode.to_string()],
+            vec![
+                "  window".into(),
+                format!("{} .. {}", flow.start_timeperiod, flow.end_timeperiod)
+            ],
+            vec!["  started".into(), format_time(flow.started_at)],
+            vec!["  finished".into(), format_time(flow.finished_at)],
+            vec![
+                "  duration".into(),
+                duration_text(flow.started_at, flow.finished_at)
+            ],
+        ])
+    );
+    if steps.is_empty() {
+        outln!("no step records");
+        return;
+    }
+    outln!();
+    let mut rows = vec![[
+        "step", "state", "attempts", "started", "finished", "duration", "error",
+    ]
+    .map(String::from)
+    .to_vec()];
+    for s in steps {
+        rows.push(vec![
+            s.step_name.clone(),
+            s.state.to_string(),
+            s.attempts.to_string(),
+            format_time(s.started_at),
+            format_time(s.finished_at),
+            duration_text(s.started_at, s.finished_at),
+            s.error.clone().unwrap_or_default().replace('\n', " "),
+        ]);
+    }
+    out!("{}", table(&rows));
+}
+
+fn print_runs(name: &str, runs: &[FlowRecord], json: bool, location: &str) -> Result<(), CliError> {
+    if json {
+        let text =
+            serde_json::to_string_pretty(runs).map_err(|e| CliError::failed(e.to_string()))?;
+        outln!("{text}");
+        return Ok(());
+    }
+    if runs.is_empty() {
+        outln!("no runs of flow '{name}' in the store at {location}");
+        return Ok(());
+    }
+    let mut rows = vec![[
+        "timeperiod",
+        "state",
+        "mode",
+        "started",
+        "finished",
+        "duration",
+    ]
+    .map(String::from)
+    .to_vec()];
+    for r in runs {
+        rows.push(vec![
+            r.timeperiod.to_string(),
+            r.state.to_string(),
+            r.run_mode.to_string(),
+            format_time(r.started_at),
+            format_time(r.finished_at),
+            duration_text(r.started_at, r.finished_at),
+        ]);
+    }
+    out!("{}", table(&rows));
+    Ok(())
+}

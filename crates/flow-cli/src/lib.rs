@@ -1,0 +1,68 @@
+//! The `flow` command line: validate and draw flow files, run them in the
+//! four run modes (`run`, `recover`, `run-one`, `run-from`), show and cancel
+//! runs.
+//!
+//! It is the one place that knows every backend: the settings file
+//! (`flow.toml`, see `docs/settings.md`) picks the store and the cluster
+//! kind, and `backends.rs` builds them (cloud clusters and other stores sit
+//! behind cargo features). It shows progress, maps outcomes to exit codes and
+//! turns Ctrl-C/SIGTERM into a clean cancellation.
+//!
+//! It is not the engine: scheduling, leases, retries and logging live in
+//! `flow-engine`; flow-file parsing and validation in `flow-core`. There is
+//! no daemon or scheduler here either: one invocation runs one
+//! `[flow, timeperiod]` and exits.
+
+// Output that ignores a closed stdout or stderr (`flow status | head`, a
+// terminal that went away): a run must still finish its bookkeeping, release
+// its lease and stop its jobs when nobody reads what it prints, so writes
+// never panic.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout(), $($arg)*);
+    }};
+}
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+macro_rules! errln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+pub mod backends;
+pub mod cli;
+mod commands;
+pub mod exit;
+mod logs;
+pub mod progress;
+pub mod settings;
+
+use clap::Parser;
+use std::process::ExitCode;
+
+/// Parses the command line, runs the command and returns its exit code.
+pub fn main() -> ExitCode {
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // --help and --version print to stdout and exit 0; usage errors
+            // exit 2, like any bad input.
+            let _ = e.print();
+            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
+        }
+    };
+    match commands::execute(cli) {
+        Ok(exit) => exit.into(),
+        Err(e) => {
+            errln!("error: {e}");
+            e.exit.into()
+        }
+    }
+}

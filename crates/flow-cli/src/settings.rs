@@ -1,0 +1,489 @@
+//! The settings file, `flow.toml`: where logs and state go, which store and
+//! cluster kind to use, lease and cancellation timings, and the values of
+//! `{settings.NAME}` placeholders.
+//!
+//! Found by `--settings FILE` / `FLOW_SETTINGS`, else `./flow.toml` if it
+//! exists, else built-in defaults. Unknown keys and wrong types are errors
+//! with `file:line:column`; relative paths resolve against the file's
+//! directory. Defaults are per user (XDG data and state directories), never a
+//! shared system path. The full reference is `docs/settings.md`.
+//!
+//! This module only reads and checks; it opens nothing. Turning the store and
+//! cluster sections into backends is `backends.rs`'s job.
+
+use crate::exit::{line_col, CliError};
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The file name looked for in the current directory.
+pub const DEFAULT_FILE: &str = "flow.toml";
+
+/// Where the settings came from, for messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    File(PathBuf),
+    Defaults,
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::File(path) => write!(f, "{}", path.display()),
+            Source::Defaults => f.write_str("the built-in settings"),
+        }
+    }
+}
+
+/// The store backends a settings file may name.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    #[default]
+    Sqlite,
+    Mongo,
+}
+
+/// The cluster backends a settings file may name.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClusterKind {
+    #[default]
+    Local,
+    Emr,
+    Dataproc,
+    Qubole,
+    Azure,
+}
+
+/// SQLite durability; see `flow_store_sqlite::Synchronous`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SynchronousSetting {
+    #[default]
+    Normal,
+    Full,
+}
+
+/// A `[settings]` value: strings, and numbers and booleans written as
+/// TOML literals (kept as their text), since placeholders substitute text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Scalar(String);
+
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ScalarVisitor;
+        impl Visitor<'_> for ScalarVisitor {
+            type Value = Scalar;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string, a number or a boolean")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+        }
+        deserializer.deserialize_any(ScalarVisitor)
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSpec {
+    log_directory: Option<PathBuf>,
+    data_directory: Option<PathBuf>,
+    flows_directory: Option<PathBuf>,
+    number_of_clusters: Option<NonZeroUsize>,
+    #[serde(default)]
+    store: StoreSpec,
+    #[serde(default)]
+    cluster: ClusterSpec,
+    #[serde(default)]
+    lease: LeaseSpec,
+    #[serde(default)]
+    engine: EngineSpec,
+    #[serde(default)]
+    settings: BTreeMap<String, Scalar>,
+    #[serde(default)]
+    secrets: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoreSpec {
+    #[serde(default)]
+    kind: StoreKind,
+    path: Option<PathBuf>,
+    #[serde(default)]
+    synchronous: SynchronousSetting,
+    #[serde(default, with = "humantime_serde")]
+    busy_timeout: Option<Duration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClusterSpec {
+    #[serde(default)]
+    kind: ClusterKind,
+    root: Option<PathBuf>,
+    work_dir: Option<PathBuf>,
+    spark_submit: Option<PathBuf>,
+    pig: Option<PathBuf>,
+    hadoop: Option<PathBuf>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    #[serde(default, with = "humantime_serde")]
+    kill_grace: Option<Duration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LeaseSpec {
+    #[serde(default, with = "humantime_serde")]
+    ttl: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    heartbeat: Option<Duration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EngineSpec {
+    #[serde(default, with = "humantime_serde")]
+    cancel_grace: Option<Duration>,
+}
+
+/// The `[store]` section with paths resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreSettings {
+    pub kind: StoreKind,
+    /// `None`: `DATA_DIR/flow.db`.
+    pub path: Option<PathBuf>,
+    pub synchronous: SynchronousSetting,
+    pub busy_timeout: Duration,
+}
+
+/// The `[cluster]` section with paths resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterSettings {
+    pub kind: ClusterKind,
+    /// `None`: the current directory.
+    pub root: Option<PathBuf>,
+    /// `None`: the current directory.
+    pub work_dir: Option<PathBuf>,
+    pub spark_submit: Option<PathBuf>,
+    pub pig: Option<PathBuf>,
+    pub hadoop: Option<PathBuf>,
+    pub env: Vec<(String, String)>,
+    pub kill_grace: Option<Duration>,
+}
+
+/// Loaded, checked settings.
+#[derive(Debug)]
+pub struct Settings {
+    pub source: Source,
+    /// Where relative paths resolve: the file's directory.
+    base: PathBuf,
+    spec: FileSpec,
+}
+
+const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(60);
+const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(10);
+const DEFAULT_CANCEL_GRACE: Duration = Duration::from_secs(30);
+const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Settings {
+    /// Finds and loads the settings: `explicit` (the flag or
+    /// `FLOW_SETTINGS`), else `./flow.toml` if it exists, else defaults.
+    pub fn load(explicit: Option<&Path>) -> Result<Settings, CliError> {
+        let path = match explicit {
+            Some(p) => p.to_path_buf(),
+            None if Path::new(DEFAULT_FILE).is_file() => PathBuf::from(DEFAULT_FILE),
+            None => return Ok(Settings::defaults()),
+        };
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            CliError::bad_input(format!("cannot read settings file {}: {e}", path.display()))
+        })?;
+        Settings::parse(&text, &path)
+    }
+
+    /// The built-in settings, as if an empty file were in the current
+    /// directory.
+    pub fn defaults() -> Settings {
+        Settings {
+            source: Source::Defaults,
+            base: current_dir(),
+            spec: FileSpec::default(),
+        }
+    }
+
+    /// Parses and checks settings text; `path` is used in messages and to
+    /// resolve relative paths.
+    pub fn parse(text: &str, path: &Path) -> Result<Settings, CliError> {
+        let spec: FileSpec = toml::from_str(text).map_err(|e| {
+            let message = e.message().trim_end();
+            match e.span() {
+                Some(span) => {
+                    let (line, column) = line_col(text, span.start);
+                    CliError::bad_input(format!("{}:{line}:{column}: {message}", path.display()))
+                }
+                None => CliError::bad_input(format!("{}: {message}", path.display())),
+            }
+        })?;
+        let base = match path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            Some(dir) if dir.is_absolute() => dir.to_path_buf(),
+            Some(dir) => current_dir().join(dir),
+            None => current_dir(),
+        };
+        let settings = Settings {
+            source: Source::File(path.to_path_buf()),
+            base,
+            spec,
+        };
+        settings.check()?;
+        Ok(settings)
+    }
+
+    fn error(&self, message: impl fmt::Display) -> CliError {
+        CliError::bad_input(format!("{}: {message}", self.source))
+    }
+
+    /// Checks what types alone cannot.
+    fn check(&self) -> Result<(), CliError> {
+        if self.heartbeat_interval() >= self.lease_ttl() {
+            return Err(self.error(format!(
+                "lease.heartbeat ({}) must be shorter than lease.ttl ({}), or the lease turns stale between heartbeats",
+                humantime_serde::re::humantime::format_duration(self.heartbeat_interval()),
+                humantime_serde::re::humantime::format_duration(self.lease_ttl()),
+            )));
+        }
+        if self.heartbeat_interval().is_zero() {
+            return Err(self.error("lease.heartbeat must not be zero"));
+        }
+        let valid = |name: &str| {
+            !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        };
+        for name in self.spec.settings.keys().chain(self.spec.secrets.keys()) {
+            if !valid(name) {
+                return Err(self.error(format!(
+                    "setting name '{name}' is not valid: use letters, digits, '_' and '-' (it is written {{settings.{name}}} in flows)"
+                )));
+            }
+        }
+        if let Some(name) = self
+            .spec
+            .settings
+            .keys()
+            .find(|n| self.spec.secrets.contains_key(*n))
+        {
+            return Err(self.error(format!(
+                "'{name}' is defined in both [settings] and [secrets]"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Resolves a path from the file: `~/` is the home directory, relative
+    /// paths are relative to the file's directory.
+    fn resolve(&self, path: &Path) -> PathBuf {
+        if let Ok(rest) = path.strip_prefix("~") {
+            if let Some(home) = directories::BaseDirs::new().map(|b| b.home_dir().to_path_buf()) {
+                return home.join(rest);
+            }
+        }
+        if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            self.base.join(path)
+        }
+    }
+
+    fn project_dirs(&self, what: &str, key: &str) -> Result<directories::ProjectDirs, CliError> {
+        directories::ProjectDirs::from("", "", "flow").ok_or_else(|| {
+            self.error(format!(
+                "cannot find a per-user {what} directory (is HOME set?); set {key} in the settings file"
+            ))
+        })
+    }
+
+    /// Root of the per-flow log directories. Default: the XDG state
+    /// directory's `logs` (`~/.local/state/flow/logs`).
+    pub fn log_directory(&self) -> Result<PathBuf, CliError> {
+        match &self.spec.log_directory {
+            Some(p) => Ok(self.resolve(p)),
+            None => {
+                let dirs = self.project_dirs("state", "log_directory")?;
+                let state = dirs.state_dir().unwrap_or_else(|| dirs.data_local_dir());
+                Ok(state.join("logs"))
+            }
+        }
+    }
+
+    /// Where the default store file lives. Default: the XDG data directory
+    /// (`~/.local/share/flow`).
+    pub fn data_directory(&self) -> Result<PathBuf, CliError> {
+        match &self.spec.data_directory {
+            Some(p) => Ok(self.resolve(p)),
+            None => Ok(self
+                .project_dirs("data", "data_directory")?
+                .data_dir()
+                .to_path_buf()),
+        }
+    }
+
+    /// Where flow names are looked up, if configured.
+    pub fn flows_directory(&self) -> Option<PathBuf> {
+        self.spec
+            .flows_directory
+            .as_deref()
+            .map(|p| self.resolve(p))
+    }
+
+    pub fn number_of_clusters(&self) -> usize {
+        self.spec.number_of_clusters.map_or(1, NonZeroUsize::get)
+    }
+
+    pub fn store(&self) -> StoreSettings {
+        let s = &self.spec.store;
+        StoreSettings {
+            kind: s.kind,
+            path: s.path.as_deref().map(|p| self.resolve(p)),
+            synchronous: s.synchronous,
+            busy_timeout: s.busy_timeout.unwrap_or(DEFAULT_BUSY_TIMEOUT),
+        }
+    }
+
+    pub fn cluster(&self) -> ClusterSettings {
+        let c = &self.spec.cluster;
+        let path = |p: &Option<PathBuf>| p.as_deref().map(|p| self.resolve(p));
+        ClusterSettings {
+            kind: c.kind,
+            root: path(&c.root),
+            work_dir: path(&c.work_dir),
+            spark_submit: path(&c.spark_submit),
+            pig: path(&c.pig),
+            hadoop: path(&c.hadoop),
+            env: c.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            kill_grace: c.kill_grace,
+        }
+    }
+
+    pub fn lease_ttl(&self) -> Duration {
+        self.spec.lease.ttl.unwrap_or(DEFAULT_LEASE_TTL)
+    }
+
+    pub fn heartbeat_interval(&self) -> Duration {
+        self.spec.lease.heartbeat.unwrap_or(DEFAULT_HEARTBEAT)
+    }
+
+    pub fn cancel_grace(&self) -> Duration {
+        self.spec
+            .engine
+            .cancel_grace
+            .unwrap_or(DEFAULT_CANCEL_GRACE)
+    }
+
+    /// The values of `{settings.NAME}` placeholders. Secrets written
+    /// `"env:VAR"` are read from the environment now; all secrets are
+    /// redacted wherever the engine logs.
+    pub fn values(&self) -> Result<flow_core::Settings, CliError> {
+        let mut values = flow_core::Settings::new();
+        for (name, Scalar(value)) in &self.spec.settings {
+            values = values.with_plain(name.clone(), value.clone());
+        }
+        for (name, value) in &self.spec.secrets {
+            let value = match value.strip_prefix("env:") {
+                Some(var) => std::env::var(var).map_err(|_| {
+                    self.error(format!(
+                        "secret '{name}' reads the environment variable {var}, which is not set (or not UTF-8)"
+                    ))
+                })?,
+                None => value.clone(),
+            };
+            values = values.with_secret(name.clone(), value);
+        }
+        Ok(values)
+    }
+}
+
+fn current_dir() -> PathBuf {
+    std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Settings, CliError> {
+        Settings::parse(text, Path::new("/etc/x/flow.toml"))
+    }
+
+    #[test]
+    fn defaults_are_per_user() {
+        let s = Settings::defaults();
+        if let (Ok(data), Ok(logs)) = (s.data_directory(), s.log_directory()) {
+            assert!(data.ends_with("flow"), "{}", data.display());
+            assert!(logs.ends_with("flow/logs"), "{}", logs.display());
+            assert!(!data.starts_with("/tmp") && !logs.starts_with("/tmp"));
+        }
+        assert_eq!(s.store().kind, StoreKind::Sqlite);
+        assert_eq!(s.cluster().kind, ClusterKind::Local);
+        assert_eq!(s.number_of_clusters(), 1);
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_the_file() {
+        let s = parse(
+            "log_directory = \"logs\"\n[store]\npath = \"/var/db/f.db\"\n[cluster]\nroot = \".\"\n",
+        )
+        .unwrap();
+        assert_eq!(s.log_directory().unwrap(), Path::new("/etc/x/logs"));
+        assert_eq!(s.store().path.unwrap(), Path::new("/var/db/f.db"));
+        assert_eq!(s.cluster().root.unwrap(), Path::new("/etc/x/."));
+    }
+
+    #[test]
+    fn errors_have_line_and_column() {
+        let e = parse("log_directory = \"logs\"\n[store]\nkind = \"sqlite\"\npaht = \"x\"\n")
+            .unwrap_err();
+        assert!(e.message.starts_with("/etc/x/flow.toml:4:1: "), "{e}");
+        assert!(e.message.contains("paht"), "{e}");
+        let e = parse("number_of_clusters = \"two\"\n").unwrap_err();
+        assert!(e.message.starts_with("/etc/x/flow.toml:1:22: "), "{e}");
+        let e = parse("[lease]\nttl = \"1s\"\nheartbeat = \"5s\"\n").unwrap_err();
+        assert!(e.message.contains("shorter than lease.ttl"), "{e}");
+    }
+
+    #[test]
+    fn settings_and_secrets() {
+        std::env::set_var("FLOW_CLI_TEST_SECRET", "hunter2");
+        let s = parse("[settings]\nbucket = \"b\"\nnap = 3\n[secrets]\ntoken = \"env:FLOW_CLI_TEST_SECRET\"\n").unwrap();
+        let v = s.values().unwrap();
+        assert_eq!(v.get("nap").unwrap().expose(), "3");
+        assert_eq!(v.get("token").unwrap().expose(), "hunter2");
+        assert!(!format!("{v:?}").contains("hunter2"));
+        let s = parse("[secrets]\ntoken = \"env:FLOW_CLI_TEST_UNSET_VARIABLE\"\n").unwrap();
+        assert!(s
+            .values()
+            .unwrap_err()
+            .message
+            .contains("FLOW_CLI_TEST_UNSET_VARIABLE"));
+    }
+}

@@ -1,0 +1,173 @@
+//! `LocalFilesystem` against the shared conformance suite, plus what is
+//! particular to local paths.
+
+use flow_cluster_local::LocalFilesystem;
+use flow_core::testkit::filesystem_conformance;
+use flow_core::{Filesystem, FsError};
+use std::os::unix::fs::MetadataExt;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_with_relative_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    std::fs::create_dir(&root).unwrap();
+    let fs = LocalFilesystem::new(&root);
+    filesystem_conformance(&fs, &dir.path().join("scratch"), "conformance").await;
+    // The suite cleaned up after itself.
+    assert!(!root.join("conformance").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_with_absolute_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    // The root is elsewhere: absolute keys ignore it.
+    let fs = LocalFilesystem::new(dir.path().join("unused-root"));
+    let prefix = format!("{}/absolute/", dir.path().display());
+    filesystem_conformance(&fs, &dir.path().join("scratch"), &prefix).await;
+    assert!(!dir.path().join("unused-root").exists());
+}
+
+#[tokio::test]
+async fn errors_name_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = LocalFilesystem::new(dir.path());
+    let err = fs.rm("missing/file.txt").await.unwrap_err();
+    assert!(matches!(err, FsError::NotFound { op: "rm", .. }), "{err:?}");
+    let expected = dir.path().join("missing/file.txt").display().to_string();
+    assert!(err.to_string().contains(&expected), "{err}");
+
+    let err = fs.mv("nothing-here", "elsewhere").await.unwrap_err();
+    assert!(matches!(err, FsError::NotFound { op: "mv", .. }), "{err:?}");
+    assert!(err.to_string().contains("nothing-here"), "{err}");
+
+    let err = fs.cp("nothing-here", "elsewhere").await.unwrap_err();
+    assert!(matches!(err, FsError::NotFound { op: "cp", .. }), "{err:?}");
+
+    let err = fs
+        .copy_from_local(&dir.path().join("no-local-file"), "x")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("no-local-file"), "{err}");
+}
+
+#[tokio::test]
+async fn the_root_and_slash_are_never_removed_or_moved() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("keep"), "x").unwrap();
+    let fs = LocalFilesystem::new(dir.path());
+    for key in ["", "/", ".", "./"] {
+        assert!(
+            matches!(fs.rmdir(key).await, Err(FsError::Backend { .. })),
+            "rmdir {key:?}"
+        );
+        assert!(
+            matches!(fs.mv(key, "elsewhere").await, Err(FsError::Backend { .. })),
+            "mv {key:?}"
+        );
+    }
+    assert!(dir.path().join("keep").exists());
+}
+
+#[tokio::test]
+async fn copying_a_file_onto_itself_is_refused_without_losing_it() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("data.txt"), "precious").unwrap();
+    let fs = LocalFilesystem::new(dir.path());
+
+    assert!(fs.cp("data.txt", "data.txt").await.is_err());
+    assert!(fs
+        .copy_to_local("data.txt", &dir.path().join("data.txt"))
+        .await
+        .is_err());
+    assert!(fs
+        .copy_from_local(&dir.path().join("data.txt"), "data.txt")
+        .await
+        .is_err());
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("data.txt")).unwrap(),
+        "precious"
+    );
+}
+
+#[tokio::test]
+async fn trees_keep_symlinks_and_merge_into_existing_directories() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::create_dir_all(root.join("src/sub")).unwrap();
+    std::fs::write(root.join("src/sub/a.txt"), "a").unwrap();
+    std::os::unix::fs::symlink("sub/a.txt", root.join("src/link")).unwrap();
+    std::fs::create_dir_all(root.join("dst/sub")).unwrap();
+    std::fs::write(root.join("dst/sub/old.txt"), "old").unwrap();
+    let fs = LocalFilesystem::new(root);
+
+    fs.cp("src", "dst").await.unwrap();
+    assert_eq!(
+        std::fs::read_to_string(root.join("dst/sub/a.txt")).unwrap(),
+        "a"
+    );
+    assert_eq!(
+        std::fs::read_to_string(root.join("dst/sub/old.txt")).unwrap(),
+        "old"
+    );
+    assert_eq!(
+        std::fs::read_link(root.join("dst/link")).unwrap(),
+        std::path::PathBuf::from("sub/a.txt")
+    );
+
+    // mv onto a non-empty directory merges too, and removes the source.
+    std::fs::create_dir_all(root.join("more")).unwrap();
+    std::fs::write(root.join("more/b.txt"), "b").unwrap();
+    fs.mv("more", "dst").await.unwrap();
+    assert!(!root.join("more").exists());
+    assert_eq!(
+        std::fs::read_to_string(root.join("dst/b.txt")).unwrap(),
+        "b"
+    );
+    assert_eq!(
+        std::fs::read_to_string(root.join("dst/sub/a.txt")).unwrap(),
+        "a"
+    );
+
+    // Copying a tree into a directory inside itself terminates.
+    fs.cp("dst", "dst/nested/copy").await.unwrap();
+    assert_eq!(
+        std::fs::read_to_string(root.join("dst/nested/copy/sub/a.txt")).unwrap(),
+        "a"
+    );
+}
+
+/// mv across filesystems falls back to copy and remove. Runs only where
+/// /dev/shm is a different filesystem from the temp dir.
+#[tokio::test]
+async fn mv_across_filesystems() {
+    let dir = tempfile::tempdir().unwrap();
+    let Ok(shm) = tempfile::tempdir_in("/dev/shm") else {
+        eprintln!("skipped: no /dev/shm");
+        return;
+    };
+    let here = std::fs::metadata(dir.path()).unwrap().dev();
+    let there = std::fs::metadata(shm.path()).unwrap().dev();
+    if here == there {
+        eprintln!("skipped: /dev/shm is on the same filesystem as the temp dir");
+        return;
+    }
+    std::fs::create_dir_all(dir.path().join("tree/sub")).unwrap();
+    std::fs::write(dir.path().join("tree/sub/f.txt"), "f").unwrap();
+    std::fs::write(dir.path().join("single.txt"), "s").unwrap();
+    let fs = LocalFilesystem::new(dir.path());
+
+    let target = shm.path().join("moved-tree");
+    fs.mv("tree", &target.display().to_string()).await.unwrap();
+    assert!(!dir.path().join("tree").exists());
+    assert_eq!(
+        std::fs::read_to_string(target.join("sub/f.txt")).unwrap(),
+        "f"
+    );
+
+    let target = shm.path().join("deeper/single.txt");
+    fs.mv("single.txt", &target.display().to_string())
+        .await
+        .unwrap();
+    assert!(!dir.path().join("single.txt").exists());
+    assert_eq!(std::fs::read_to_string(target).unwrap(), "s");
+}

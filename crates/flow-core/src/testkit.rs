@@ -1,0 +1,363 @@
+//! Conformance suites that every backend runs in its own tests (feature
+//! `testkit`).
+//!
+//! The traits say what an operation means in a sentence; these suites pin
+//! that down, so the local filesystem and the object stores agree on the
+//! details users notice: parents are created, removals are idempotent where
+//! the trait says so, a prefix `tree` never touches its sibling `tree-2`, an
+//! upload replaces the whole object. Each check panics with a message naming
+//! the operation and the key.
+//!
+//! This is test code: it writes its local files with `std::fs` and panics
+//! rather than returning errors.
+
+use crate::filesystem::{Filesystem, FsError};
+use std::fmt::Debug;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Five MiB and an odd tail, so no buffer size divides it.
+const BIG_FILE_LEN: usize = 5 * 1024 * 1024 + 4099;
+
+/// Runs the filesystem conformance suite on `fs`, under the key `prefix`.
+///
+/// `prefix` is owned by the suite: whatever is under it is removed first and
+/// at the end. `scratch_local_dir` is a local directory for the files it
+/// uploads and downloads (created if missing).
+pub async fn filesystem_conformance(fs: &dyn Filesystem, scratch_local_dir: &Path, prefix: &str) {
+    let base = prefix.trim_end_matches('/');
+    assert!(
+        !base.trim_start_matches('/').is_empty(),
+        "filesystem_conformance needs a non-empty prefix, got {prefix:?}: it deletes everything under it"
+    );
+    std::fs::create_dir_all(scratch_local_dir).unwrap_or_else(|e| {
+        panic!(
+            "cannot create the scratch directory {}: {e}",
+            scratch_local_dir.display()
+        )
+    });
+    let suite = Suite {
+        fs,
+        scratch: scratch_local_dir.to_path_buf(),
+        base: base.to_string(),
+        counter: AtomicUsize::new(0),
+    };
+    ok("rmdir (clean start)", base, suite.fs.rmdir(base).await);
+
+    suite.mkdir_and_exists().await;
+    let big = suite.round_trip().await;
+    suite.copy_to_local_of_missing_object().await;
+    suite.single_object_cp_and_mv(&big).await;
+    suite.tree_cp_and_mv().await;
+    suite.rm().await;
+    suite.rmdir().await;
+
+    ok("rmdir (clean up)", base, suite.fs.rmdir(base).await);
+    suite
+        .expect_exists("", false, "after rmdir of the whole prefix")
+        .await;
+}
+
+struct Suite<'a> {
+    fs: &'a dyn Filesystem,
+    scratch: PathBuf,
+    base: String,
+    counter: AtomicUsize,
+}
+
+impl Suite<'_> {
+    /// The full key of `rel` under the suite's prefix.
+    fn key(&self, rel: &str) -> String {
+        if rel.is_empty() {
+            self.base.clone()
+        } else {
+            format!("{}/{rel}", self.base)
+        }
+    }
+
+    fn scratch_path(&self, name: &str) -> PathBuf {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        self.scratch.join(format!("{n}-{name}"))
+    }
+
+    async fn exists(&self, rel: &str) -> bool {
+        let key = self.key(rel);
+        ok("exists", &key, self.fs.exists(&key).await)
+    }
+
+    async fn expect_exists(&self, rel: &str, expected: bool, when: &str) {
+        let key = self.key(rel);
+        let found = self.exists(rel).await;
+        assert_eq!(
+            found, expected,
+            "exists({key:?}) {when}: expected {expected}, got {found}"
+        );
+    }
+
+    /// Writes `bytes` to a local file and uploads it to `rel`.
+    async fn upload(&self, rel: &str, bytes: &[u8]) {
+        let local = self.scratch_path("upload");
+        std::fs::write(&local, bytes)
+            .unwrap_or_else(|e| panic!("cannot write {}: {e}", local.display()));
+        let key = self.key(rel);
+        ok(
+            "copy_from_local",
+            &format!("{} -> {key}", local.display()),
+            self.fs.copy_from_local(&local, &key).await,
+        );
+    }
+
+    /// Downloads `rel` into a local file under directories that do not exist
+    /// yet (copy_to_local creates them) and returns its bytes.
+    async fn download(&self, rel: &str) -> Vec<u8> {
+        let local = self.scratch_path("download").join("nested/dirs/file");
+        let key = self.key(rel);
+        ok(
+            "copy_to_local",
+            &format!("{key} -> {}", local.display()),
+            self.fs.copy_to_local(&key, &local).await,
+        );
+        std::fs::read(&local).unwrap_or_else(|e| {
+            panic!(
+                "copy_to_local({key:?}) succeeded but {} cannot be read: {e}",
+                local.display()
+            )
+        })
+    }
+
+    async fn expect_content(&self, rel: &str, expected: &[u8], when: &str) {
+        let actual = self.download(rel).await;
+        assert_same_bytes(&format!("{} {when}", self.key(rel)), expected, &actual);
+    }
+
+    async fn mkdir_and_exists(&self) {
+        self.expect_exists("dir", false, "before mkdir").await;
+        let deep = self.key("dir/a/b/c");
+        ok("mkdir", &deep, self.fs.mkdir(&deep).await);
+        self.expect_exists("dir/a/b/c", true, "after mkdir").await;
+        self.expect_exists("dir/a", true, "after mkdir of dir/a/b/c (parents)")
+            .await;
+        ok("mkdir (again)", &deep, self.fs.mkdir(&deep).await);
+        let parent = self.key("dir/a");
+        ok(
+            "mkdir (existing parent)",
+            &parent,
+            self.fs.mkdir(&parent).await,
+        );
+        self.expect_exists("dir/a/b/c", true, "after a second mkdir")
+            .await;
+
+        self.expect_exists("missing.txt", false, "for an object never written")
+            .await;
+        self.expect_exists("nowhere/missing.txt", false, "under a missing prefix")
+            .await;
+        self.upload("dir/a/file.txt", b"a file").await;
+        self.expect_exists("dir/a/file.txt", true, "for a file")
+            .await;
+    }
+
+    /// A multi-megabyte upload and download, byte for byte, and an upload
+    /// that replaces a longer object. Returns the big file's bytes.
+    async fn round_trip(&self) -> Vec<u8> {
+        let big = pattern(BIG_FILE_LEN);
+        self.upload("data/big.bin", &big).await;
+        self.expect_exists("data/big.bin", true, "after copy_from_local")
+            .await;
+        self.expect_content("data/big.bin", &big, "after a round trip")
+            .await;
+
+        self.upload("data/replaced.txt", b"the first version, which is longer")
+            .await;
+        self.upload("data/replaced.txt", b"second").await;
+        self.expect_content("data/replaced.txt", b"second", "after being replaced")
+            .await;
+        big
+    }
+
+    async fn copy_to_local_of_missing_object(&self) {
+        let key = self.key("data/missing.bin");
+        let local = self.scratch_path("never-written");
+        let result = self.fs.copy_to_local(&key, &local).await;
+        expect_not_found("copy_to_local", &key, result);
+    }
+
+    async fn single_object_cp_and_mv(&self, big: &[u8]) {
+        let (from, to) = (self.key("data/big.bin"), self.key("copies/big.bin"));
+        ok(
+            "cp",
+            &format!("{from} -> {to}"),
+            self.fs.cp(&from, &to).await,
+        );
+        self.expect_content("copies/big.bin", big, "after cp").await;
+        self.expect_exists("data/big.bin", true, "(the source) after cp")
+            .await;
+
+        let (from, to) = (self.key("copies/big.bin"), self.key("moved/big.bin"));
+        ok(
+            "mv",
+            &format!("{from} -> {to}"),
+            self.fs.mv(&from, &to).await,
+        );
+        self.expect_exists("copies/big.bin", false, "(the source) after mv")
+            .await;
+        self.expect_content("moved/big.bin", big, "after mv").await;
+    }
+
+    async fn write_tree(&self) -> Vec<(&'static str, &'static [u8])> {
+        let files: Vec<(&'static str, &'static [u8])> = vec![
+            ("top.txt", b"top\n"),
+            ("sub/mid.txt", b"mid\n"),
+            ("sub/deeper/low.txt", b"low\n"),
+        ];
+        for (rel, content) in &files {
+            self.upload(&format!("tree/{rel}"), content).await;
+        }
+        // `tree` is a string prefix of `tree-sibling`; a prefix operation on
+        // `tree` must not touch it.
+        self.upload("tree-sibling/other.txt", b"sibling\n").await;
+        files
+    }
+
+    async fn tree_cp_and_mv(&self) {
+        let files = self.write_tree().await;
+
+        let (from, to) = (self.key("tree"), self.key("tree-copy"));
+        ok(
+            "cp (tree)",
+            &format!("{from} -> {to}"),
+            self.fs.cp(&from, &to).await,
+        );
+        for (rel, content) in &files {
+            self.expect_content(&format!("tree-copy/{rel}"), content, "after cp of the tree")
+                .await;
+            self.expect_content(
+                &format!("tree/{rel}"),
+                content,
+                "(the source) after cp of the tree",
+            )
+            .await;
+        }
+        self.expect_exists(
+            "tree-copy-sibling/other.txt",
+            false,
+            "after cp of `tree`: its sibling `tree-sibling` is not part of it",
+        )
+        .await;
+
+        let (from, to) = (self.key("tree-copy"), self.key("tree-moved"));
+        ok(
+            "mv (tree)",
+            &format!("{from} -> {to}"),
+            self.fs.mv(&from, &to).await,
+        );
+        for (rel, content) in &files {
+            self.expect_content(
+                &format!("tree-moved/{rel}"),
+                content,
+                "after mv of the tree",
+            )
+            .await;
+            self.expect_exists(
+                &format!("tree-copy/{rel}"),
+                false,
+                "(the source) after mv of the tree",
+            )
+            .await;
+        }
+        self.expect_exists("tree-copy", false, "(the source) after mv of the tree")
+            .await;
+        self.expect_content(
+            "tree-sibling/other.txt",
+            b"sibling\n",
+            "after cp and mv of `tree`",
+        )
+        .await;
+    }
+
+    async fn rm(&self) {
+        let key = self.key("tree/top.txt");
+        ok("rm", &key, self.fs.rm(&key).await);
+        self.expect_exists("tree/top.txt", false, "after rm").await;
+        self.expect_exists("tree/sub/mid.txt", true, "(a neighbour) after rm")
+            .await;
+        expect_not_found("rm (again)", &key, self.fs.rm(&key).await);
+        let never = self.key("tree/never-written.txt");
+        expect_not_found("rm", &never, self.fs.rm(&never).await);
+    }
+
+    async fn rmdir(&self) {
+        let key = self.key("tree");
+        ok("rmdir", &key, self.fs.rmdir(&key).await);
+        for rel in [
+            "tree/sub/mid.txt",
+            "tree/sub/deeper/low.txt",
+            "tree/sub",
+            "tree",
+        ] {
+            self.expect_exists(rel, false, "after rmdir of tree").await;
+        }
+        self.expect_exists(
+            "tree-sibling/other.txt",
+            true,
+            "after rmdir of `tree`: its sibling `tree-sibling` is not part of it",
+        )
+        .await;
+        self.expect_exists(
+            "tree-moved/sub/deeper/low.txt",
+            true,
+            "after rmdir of `tree`",
+        )
+        .await;
+        ok("rmdir (again)", &key, self.fs.rmdir(&key).await);
+        let never = self.key("never-created");
+        ok("rmdir (never created)", &never, self.fs.rmdir(&never).await);
+    }
+}
+
+/// Unwraps `result`, panicking with the operation and location.
+fn ok<T>(op: &str, location: &str, result: Result<T, FsError>) -> T {
+    result.unwrap_or_else(|e| panic!("{op} {location} failed: {e}"))
+}
+
+fn expect_not_found<T: Debug>(op: &str, key: &str, result: Result<T, FsError>) {
+    match result {
+        Err(e @ FsError::NotFound { .. }) => {
+            let message = e.to_string();
+            assert!(
+                message.contains(key),
+                "{op} {key}: the NotFound error should name the key, got {message:?}"
+            );
+        }
+        Err(other) => panic!("{op} {key}: expected FsError::NotFound, got {other:?}"),
+        Ok(value) => panic!("{op} {key}: expected FsError::NotFound, got Ok({value:?})"),
+    }
+}
+
+fn assert_same_bytes(what: &str, expected: &[u8], actual: &[u8]) {
+    if expected == actual {
+        return;
+    }
+    let first_difference = expected
+        .iter()
+        .zip(actual)
+        .position(|(a, b)| a != b)
+        .unwrap_or(expected.len().min(actual.len()));
+    panic!(
+        "{what}: content differs: expected {} bytes, got {}; first difference at byte {first_difference}",
+        expected.len(),
+        actual.len()
+    );
+}
+
+/// Deterministic bytes that do not repeat with any small period.
+fn pattern(len: usize) -> Vec<u8> {
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state.to_le_bytes()[0]
+        })
+        .collect()
+}

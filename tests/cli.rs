@@ -1,0 +1,542 @@
+//! The `flow` binary end to end: the hello example, the run modes on a
+//! diamond with a failing step, validate and graph, settings and backends.
+//! Real processes and a real SQLite store, each test in its own directory.
+
+mod support;
+
+use support::{repo_root, stderr, stdout, step_states, text, Home};
+
+const TP: &str = "2026112800";
+
+fn hello() -> String {
+    repo_root()
+        .join("examples/hello.toml")
+        .display()
+        .to_string()
+}
+
+/// Log lines look like `<timestamp> LOGGER LEVEL message`; returns the
+/// (logger, level, message) of each, checking the timestamp parses.
+fn log_lines(text: &str) -> Vec<(String, String, String)> {
+    text.lines()
+        .map(|line| {
+            let mut parts = line.splitn(4, ' ');
+            let ts = parts.next().unwrap();
+            assert!(
+                chrono::DateTime::parse_from_rfc3339(ts).is_ok(),
+                "no timestamp at the start of {line:?}"
+            );
+            let logger = parts.next().unwrap_or_default().to_string();
+            let level = parts.next().unwrap_or_default().to_string();
+            let message = parts.next().unwrap_or_default().to_string();
+            (logger, level, message)
+        })
+        .collect()
+}
+
+#[test]
+fn the_hello_example_runs_and_logs() {
+    let home = Home::new();
+    let out = home.expect(0, &["run", &hello(), "--timeperiod", TP]);
+    let summary = stdout(&out);
+    assert!(
+        summary.starts_with("flow hello [2026112800]: state_processed\n"),
+        "{summary}"
+    );
+    assert!(summary.contains("logs: "), "{summary}");
+    // Not a terminal: plain progress lines on stderr.
+    let progress = stderr(&out);
+    assert!(
+        progress.contains("extract started on local-0"),
+        "{progress}"
+    );
+    assert!(
+        progress.contains("report state_processed in "),
+        "{progress}"
+    );
+
+    let status = home.status_json(&hello(), TP);
+    assert_eq!(status["flow"]["state"], "state_processed");
+    assert_eq!(
+        step_states(&status),
+        ["copy", "count", "extract", "report"]
+            .map(|s| (s.to_string(), "state_processed".to_string()))
+    );
+    let table = stdout(&home.expect(0, &["status", &hello(), "--timeperiod", TP]));
+    assert!(
+        table.contains("flow hello [2026112800]: state_processed"),
+        "{table}"
+    );
+    for step in ["extract", "count", "copy", "report"] {
+        assert!(
+            table
+                .lines()
+                .any(|l| l.starts_with(step) && l.contains("state_processed")),
+            "{table}"
+        );
+    }
+
+    let flow_log = home.read("logs/hello/hello.log");
+    assert!(!flow_log.is_empty(), "no flow log");
+    assert!(
+        log_lines(&flow_log)
+            .iter()
+            .all(|(logger, _, _)| logger == "hello"),
+        "{flow_log}"
+    );
+    let extract_log = home.read("logs/hello/extract.log");
+    let lines = log_lines(&extract_log);
+    assert!(
+        lines
+            .iter()
+            .any(|(l, level, m)| l == "extract.shell" && level == "INFO" && m == "exit code 0"),
+        "{extract_log}"
+    );
+    assert!(
+        lines.iter().any(|(l, _, m)| l == "extract.shell"
+            && m == "extracting hello for 2026112800 to 2026112900"),
+        "the shell's echo is in the step log: {extract_log}"
+    );
+    assert!(
+        lines.iter().any(|(l, _, _)| l == "extract"),
+        "{extract_log}"
+    );
+    assert!(home.path("out/2026112800/report.txt").is_file());
+    // Nothing went to the per-user default locations.
+    assert!(!home.path("home/.local").exists());
+
+    // Without a timeperiod, status lists the runs; a bare name works too.
+    let list = stdout(&home.expect(0, &["status", "hello"]));
+    assert!(
+        list.contains("2026112800") && list.contains("state_processed"),
+        "{list}"
+    );
+}
+
+const DIAMOND: &str = r#"
+name = "diamond"
+time_qualifier = "daily"
+
+[[steps]]
+name = "a"
+main = { action = "shell", command = "echo a >> ran.txt" }
+
+[[steps]]
+name = "b"
+depends_on = ["a"]
+main = { action = "shell", command = "echo b >> ran.txt" }
+
+[[steps]]
+name = "c"
+depends_on = ["a"]
+main = { action = "shell", command = "echo c >> ran.txt; test -e marker" }
+
+[[steps]]
+name = "d"
+depends_on = ["b", "c"]
+main = { action = "shell", command = "echo d >> ran.txt" }
+"#;
+
+/// Reads ran.txt; returns the lines added since `seen` lines, sorted.
+fn new_runs(home: &Home, seen: &mut usize) -> Vec<String> {
+    let lines: Vec<String> = home.read("ran.txt").lines().map(str::to_string).collect();
+    let mut new = lines[*seen..].to_vec();
+    *seen = lines.len();
+    new.sort();
+    new
+}
+
+fn state_of(status: &serde_json::Value, step: &str) -> String {
+    step_states(status)
+        .into_iter()
+        .find(|(s, _)| s == step)
+        .map(|(_, st)| st)
+        .unwrap_or_default()
+}
+
+#[test]
+fn run_modes_on_a_diamond_with_a_failing_step() {
+    let home = Home::new();
+    home.write("diamond.toml", DIAMOND);
+    let mut seen = 0;
+
+    let out = home.expect(1, &["run", "diamond.toml", "--timeperiod", TP]);
+    assert_eq!(new_runs(&home, &mut seen), ["a", "b", "c"], "d never runs");
+    assert!(
+        stdout(&out).contains("flow diamond [2026112800]: state_invalid"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        stdout(&out).contains("flow recover diamond.toml --timeperiod 2026112800"),
+        "{}",
+        text(&out)
+    );
+    let status = home.status_json("diamond.toml", TP);
+    assert_eq!(status["flow"]["state"], "state_invalid");
+    assert_eq!(state_of(&status, "c"), "state_invalid");
+    assert_eq!(state_of(&status, "a"), "state_processed");
+    assert_ne!(state_of(&status, "d"), "state_processed");
+
+    // Fix the cause; recover runs only what did not complete.
+    home.write("marker", "");
+    home.expect(0, &["recover", "diamond.toml", "--timeperiod", TP]);
+    assert_eq!(new_runs(&home, &mut seen), ["c", "d"]);
+    let status = home.status_json("diamond.toml", TP);
+    assert_eq!(status["flow"]["state"], "state_processed");
+    assert!(
+        step_states(&status)
+            .iter()
+            .all(|(_, s)| s == "state_processed"),
+        "{status}"
+    );
+
+    // Recovering a processed flow is refused and changes nothing.
+    let out = home.expect(2, &["recover", "diamond.toml", "--timeperiod", TP]);
+    assert!(
+        stderr(&out).contains("nothing to recover"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(home.status_json("diamond.toml", TP), status);
+    assert_eq!(new_runs(&home, &mut seen), Vec::<String>::new());
+
+    home.expect(
+        0,
+        &["run-one", "diamond.toml", "--timeperiod", TP, "--step", "b"],
+    );
+    assert_eq!(new_runs(&home, &mut seen), ["b"]);
+
+    home.expect(
+        0,
+        &[
+            "run-from",
+            "diamond.toml",
+            "--timeperiod",
+            TP,
+            "--step",
+            "b",
+        ],
+    );
+    assert_eq!(
+        new_runs(&home, &mut seen),
+        ["b", "d"],
+        "b and what is derived from it"
+    );
+    assert_eq!(
+        home.status_json("diamond.toml", TP)["flow"]["state"],
+        "state_processed"
+    );
+
+    // run-one on a blocked step of a fresh timeperiod: refused, nothing written.
+    let before = home.status_json("diamond.toml", TP);
+    let out = home.expect(
+        2,
+        &[
+            "run-one",
+            "diamond.toml",
+            "--timeperiod",
+            "2026112900",
+            "--step",
+            "d",
+        ],
+    );
+    let err = stderr(&out);
+    assert!(
+        err.contains("blocked") && err.contains("b, c"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(new_runs(&home, &mut seen), Vec::<String>::new());
+    let out = home.expect(2, &["status", "diamond.toml", "--timeperiod", "2026112900"]);
+    assert!(stderr(&out).contains("no record"), "{}", text(&out));
+    assert_eq!(home.status_json("diamond.toml", TP), before);
+
+    // run-from on a step with no dependencies of a fresh timeperiod runs
+    // the step, its dependants and every step that never ran.
+    home.expect(
+        0,
+        &[
+            "run-from",
+            "diamond.toml",
+            "--timeperiod",
+            "2026112900",
+            "--step",
+            "a",
+        ],
+    );
+    assert_eq!(new_runs(&home, &mut seen), ["a", "b", "c", "d"]);
+}
+
+#[test]
+fn several_clusters_and_a_custom_window() {
+    let home = Home::new();
+    home.write(
+        "window.toml",
+        r#"
+name = "window"
+time_qualifier = "daily"
+[[steps]]
+name = "first"
+main = { action = "shell", command = "echo {start_timeperiod} {end_timeperiod} > window.txt" }
+[[steps]]
+name = "left"
+depends_on = ["first"]
+main = { action = "identity" }
+[[steps]]
+name = "right"
+depends_on = ["first"]
+main = { action = "identity" }
+"#,
+    );
+    let out = home.expect(
+        0,
+        &[
+            "run",
+            "window.toml",
+            "--timeperiod",
+            TP,
+            "--clusters",
+            "2",
+            "--start-timeperiod",
+            "2026112500",
+            "--end-timeperiod",
+            "2026112900",
+        ],
+    );
+    assert!(stderr(&out).contains("on 2 cluster(s)"), "{}", text(&out));
+    assert_eq!(home.read("window.txt").trim(), "2026112500 2026112900");
+    let status = home.status_json("window.toml", TP);
+    assert_eq!(status["flow"]["start_timeperiod"], "2026112500");
+    assert_eq!(status["flow"]["end_timeperiod"], "2026112900");
+}
+
+#[test]
+fn flows_can_be_named_and_settings_found_by_environment() {
+    let home = Home::new();
+    // flows_directory is a top-level key, so it goes before the tables.
+    home.write(
+        "flow.toml",
+        &format!(
+            "flows_directory = {:?}\n{}",
+            repo_root().join("examples").display().to_string(),
+            support::SETTINGS
+        ),
+    );
+    let out = home
+        .bare_command(&["run", "hello", "--timeperiod", TP])
+        .env("FLOW_SETTINGS", home.path("flow.toml"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(home.db().is_file(), "the store is where the settings say");
+    assert!(home.path("logs/hello/hello.log").is_file());
+    let out = home.expect(0, &["graph", "hello"]);
+    assert!(
+        stdout(&out).contains("\"extract\" -> \"count\""),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn validate_reports_each_file() {
+    let home = Home::new();
+    home.write("good.toml", DIAMOND);
+    home.write(
+        "bad.toml",
+        "name = \"bad\"\n[[steps]]\nname = \"a\"\nmain = { action = \"shell\", command = \"echo {today}\" }\n",
+    );
+    let out = home.expect(0, &["validate", "good.toml", &hello()]);
+    let ok = stdout(&out);
+    assert!(ok.contains("good.toml: ok (4 steps)"), "{ok}");
+    assert!(ok.contains("hello.toml: ok (4 steps)"), "{ok}");
+
+    let out = home.expect(2, &["validate", "good.toml", "bad.toml"]);
+    assert!(
+        stdout(&out).contains("good.toml: ok (4 steps)"),
+        "{}",
+        text(&out)
+    );
+    let err = stderr(&out);
+    assert!(err.contains("bad.toml:4:8: "), "file:line:col: {err}");
+    assert!(err.contains("unknown placeholder '{today}'"), "{err}");
+    assert!(
+        !home.db().exists() && !home.path("data").exists(),
+        "validate opens no store"
+    );
+}
+
+#[test]
+fn graph_draws_the_edges() {
+    let home = Home::new();
+    home.write("diamond.toml", DIAMOND);
+    let dot = stdout(&home.expect(0, &["graph", "diamond.toml"]));
+    assert!(dot.starts_with("digraph"), "{dot}");
+    for edge in [
+        "\"a\" -> \"b\"",
+        "\"a\" -> \"c\"",
+        "\"b\" -> \"d\"",
+        "\"c\" -> \"d\"",
+    ] {
+        assert!(dot.contains(edge), "{edge} in {dot}");
+    }
+    let mermaid = stdout(&home.expect(0, &["graph", "diamond.toml", "--format", "mermaid"]));
+    assert!(mermaid.starts_with("flowchart"), "{mermaid}");
+    for edge in ["a --> b", "a --> c", "b --> d", "c --> d"] {
+        assert!(mermaid.contains(edge), "{edge} in {mermaid}");
+    }
+}
+
+#[test]
+fn a_cloud_cluster_without_its_feature_is_refused_before_any_write() {
+    let home = Home::new();
+    home.write(
+        "flow.toml",
+        &support::SETTINGS.replace("kind = \"local\"", "kind = \"emr\""),
+    );
+    let out = home.expect(2, &["run", &hello(), "--timeperiod", TP]);
+    assert!(
+        stderr(&out)
+            .contains("this build has no EMR support; rebuild flow-cli with --features emr"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        !home.db().exists() && !home.path("data").exists(),
+        "no database file created"
+    );
+    assert!(!home.path("logs").exists());
+}
+
+#[test]
+fn version_and_help() {
+    let home = Home::empty();
+    let out = home.bare_command(&["--version"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(stdout(&out).starts_with("flow "), "{}", text(&out));
+    let out = home.bare_command(&["--help"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let help = stdout(&out);
+    for word in [
+        "validate",
+        "graph",
+        "run",
+        "recover",
+        "run-one",
+        "run-from",
+        "status",
+        "cancel",
+        "Exit codes",
+        "130",
+    ] {
+        assert!(help.contains(word), "{word} in {help}");
+    }
+    assert_eq!(
+        home.listing(),
+        ["home"],
+        "--version and --help write nothing"
+    );
+}
+
+/// Runs examples/spark.toml when the test harness provides spark-submit
+/// (`cargo xtask test` sets FLOW_SPARK_SUBMIT); skipped otherwise.
+#[test]
+fn the_spark_example_counts_words() {
+    let Some(spark_submit) = std::env::var_os("FLOW_SPARK_SUBMIT") else {
+        eprintln!("skipped: FLOW_SPARK_SUBMIT is not set (run through `cargo xtask test`)");
+        return;
+    };
+    let home = Home::new();
+    let root = repo_root();
+    home.write(
+        "flow.toml",
+        &format!(
+            "log_directory = \"logs\"\ndata_directory = \"data\"\n[cluster]\nroot = {:?}\nwork_dir = {:?}\nspark_submit = {:?}\n",
+            home.path("work").display().to_string(),
+            root.display().to_string(),
+            std::path::PathBuf::from(spark_submit).display().to_string(),
+        ),
+    );
+    // The job reads examples/ relative to the repository (its work_dir) and
+    // writes out/ there too; point `out` into the test directory instead.
+    let flow = std::fs::read_to_string(root.join("examples/spark.toml"))
+        .unwrap()
+        .replace(
+            "out/spark/",
+            &format!("{}/", home.path("work/spark").display()),
+        );
+    home.write("spark.toml", &flow);
+    let out = home.flow(&["run", "spark.toml", "--timeperiod", TP]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        text(&out),
+        home.read("logs/spark_wordcount/wordcount.log")
+    );
+    let check = home.read("logs/spark_wordcount/check.log");
+    assert!(check.contains("word,count"), "{check}");
+    assert!(check.contains("flow,4"), "{check}");
+}
+
+#[test]
+fn cancel_is_refused_while_an_engine_runs_and_sigterm_cancels_it() {
+    let home = Home::new();
+    home.write(
+        "slow.toml",
+        r#"
+name = "slow"
+time_qualifier = "daily"
+[[steps]]
+name = "first"
+main = { action = "shell", command = "echo $$ > first.pid; sleep 60" }
+[[steps]]
+name = "second"
+depends_on = ["first"]
+main = { action = "shell", command = "echo second >> ran.txt" }
+"#,
+    );
+    let child = home
+        .command(&["run", "slow.toml", "--timeperiod", TP])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while home.read("first.pid").trim().parse::<i32>().is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first step never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+
+    // The run holds the lease: cancel names the holder and changes nothing.
+    let out = home.expect(2, &["cancel", "slow.toml", "--timeperiod", TP]);
+    assert!(stderr(&out).contains("is being run by"), "{}", text(&out));
+    assert_eq!(
+        home.status_json("slow.toml", TP)["flow"]["state"],
+        "state_in_progress"
+    );
+
+    // SIGTERM cancels the run: exit 3, the step canceled, the flow invalid.
+    // SAFETY: kill(2) on the child we started.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(stderr(&out).contains("cancelling"), "{}", text(&out));
+    let status = home.status_json("slow.toml", TP);
+    assert_eq!(status["flow"]["state"], "state_invalid");
+    assert_eq!(state_of(&status, "first"), "state_canceled");
+    assert_eq!(home.read("ran.txt"), "", "no step starts after a cancel");
+
+    // Now nothing runs it: cancel marks the rest canceled.
+    let out = home.expect(0, &["cancel", "slow.toml", "--timeperiod", TP]);
+    assert!(stdout(&out).contains("canceled second"), "{}", text(&out));
+    let status = home.status_json("slow.toml", TP);
+    assert_eq!(state_of(&status, "second"), "state_canceled");
+    assert_eq!(status["flow"]["state"], "state_invalid");
+}

@@ -1,0 +1,281 @@
+//! Crash recovery, signals and `flow cancel`, through the built binary.
+//!
+//! Each test has its own directory with a settings file pointing the store,
+//! the logs and the local cluster there, and a short lease so a killed run's
+//! lease turns stale quickly.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const TP: &str = "2026112800";
+
+struct Home {
+    dir: tempfile::TempDir,
+}
+
+impl Home {
+    fn new(nap: &str) -> Home {
+        let home = Home {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        home.settings(nap);
+        std::fs::write(
+            home.path("chain.toml"),
+            r#"
+name = "chain"
+time_qualifier = "daily"
+
+[[steps]]
+name = "a"
+main = { action = "shell", command = "echo a >> ran.txt" }
+
+[[steps]]
+name = "b"
+depends_on = ["a"]
+main = { action = "shell", command = "echo b >> ran.txt; echo $$ > b.pid; sleep {settings.nap}" }
+
+[[steps]]
+name = "c"
+depends_on = ["b"]
+main = { action = "shell", command = "echo c >> ran.txt" }
+"#,
+        )
+        .unwrap();
+        home
+    }
+
+    fn settings(&self, nap: &str) {
+        std::fs::write(
+            self.path("flow.toml"),
+            format!(
+                r#"
+log_directory = "logs"
+data_directory = "data"
+[cluster]
+kind = "local"
+root = "."
+work_dir = "."
+[lease]
+ttl = "2s"
+heartbeat = "200ms"
+[engine]
+cancel_grace = "20s"
+[settings]
+nap = "{nap}"
+"#
+            ),
+        )
+        .unwrap();
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_flow"));
+        c.current_dir(self.dir.path())
+            .arg("--settings")
+            .arg(self.path("flow.toml"))
+            .args(args)
+            .env_remove("FLOW_SETTINGS")
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    fn spawn(&self, args: &[&str]) -> Child {
+        self.command(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    fn ran(&self) -> Vec<String> {
+        std::fs::read_to_string(self.path("ran.txt"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn status(&self) -> String {
+        let out = self.run(&["status", "chain.toml", "--timeperiod", TP]);
+        assert!(out.status.success(), "status failed: {}", text(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Waits until `path` holds a pid, and returns it.
+    fn wait_for_pid(&self, name: &str) -> i32 {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(text) = std::fs::read_to_string(self.path(name)) {
+                if let Ok(pid) = text.trim().parse() {
+                    return pid;
+                }
+            }
+            assert!(Instant::now() < deadline, "{name} never appeared");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn signal(pid: i32, sig: i32) {
+    // SAFETY: kill(2) with a pid we started; no memory is involved.
+    unsafe {
+        libc::kill(pid, sig);
+    }
+}
+
+fn alive(pid: i32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z ")
+}
+
+fn wait_exit(child: &mut Child, limit: Duration) -> Option<i32> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("flow did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn recover_after_sigkill_reruns_only_the_interrupted_part() {
+    let home = Home::new("30");
+    let mut child = home.spawn(&["run", "chain.toml", "--timeperiod", TP]);
+    let job = home.wait_for_pid("b.pid");
+    // Kill the engine mid-step, as a crash would.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The job's process group outlives a SIGKILLed engine; clean it up so it
+    // cannot write to ran.txt later.
+    signal(-job, libc::SIGKILL);
+    assert_eq!(home.ran(), ["a", "b"]);
+
+    // The store is readable and truthful: the flow and b are in progress.
+    let status = home.status();
+    assert!(status.contains("state_in_progress"), "{status}");
+
+    // While the dead run's lease is live, recover is refused.
+    let out = home.run(&["recover", "chain.toml", "--timeperiod", TP]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("already being run by"),
+        "{}",
+        text(&out)
+    );
+
+    // Once it is stale (ttl 2 s), recover continues the flow.
+    home.settings("0");
+    std::thread::sleep(Duration::from_millis(2500));
+    let out = home.run(&["recover", "chain.toml", "--timeperiod", TP]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(
+        home.ran(),
+        ["a", "b", "b", "c"],
+        "a did not run again; b and c did"
+    );
+    let status = home.status();
+    assert!(status.contains("state_processed"), "{status}");
+    assert!(!status.contains("state_in_progress"), "{status}");
+}
+
+#[test]
+fn sigint_cancels_the_run_and_exits_3() {
+    let home = Home::new("60");
+    let mut child = home.spawn(&["run", "chain.toml", "--timeperiod", TP]);
+    let job = home.wait_for_pid("b.pid");
+    signal(child.id() as i32, libc::SIGINT);
+    let code = wait_exit(&mut child, Duration::from_secs(30));
+    assert_eq!(code, Some(3));
+    assert!(!alive(job), "the job {job} survived cancellation");
+    let status = home.status();
+    assert!(status.contains("state_canceled"), "{status}");
+    assert!(status.contains("state_invalid"), "{status}");
+    assert_eq!(home.ran(), ["a", "b"]);
+    let flow_log = std::fs::read_to_string(home.path("logs/chain/chain.log")).unwrap();
+    assert!(flow_log.contains("terminated"), "{flow_log}");
+
+    // A cancelled flow recovers: b and c run.
+    home.settings("0");
+    let out = home.run(&["recover", "chain.toml", "--timeperiod", TP]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(home.ran(), ["a", "b", "b", "c"]);
+}
+
+#[test]
+fn a_second_sigint_exits_at_once_and_releases_the_lease() {
+    let home = Home::new("60");
+    // b ignores SIGTERM, so the first Ctrl-C leaves it running for the
+    // local cluster's kill grace.
+    let flow = std::fs::read_to_string(home.path("chain.toml"))
+        .unwrap()
+        .replace("echo b >> ran.txt;", "trap '' TERM; echo b >> ran.txt;");
+    std::fs::write(home.path("chain.toml"), flow).unwrap();
+    let mut child = home.spawn(&["run", "chain.toml", "--timeperiod", TP]);
+    let job = home.wait_for_pid("b.pid");
+    signal(child.id() as i32, libc::SIGINT);
+    std::thread::sleep(Duration::from_millis(300));
+    signal(child.id() as i32, libc::SIGINT);
+    let code = wait_exit(&mut child, Duration::from_secs(10));
+    assert_eq!(code, Some(130));
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(!alive(job), "the job {job} survived the second Ctrl-C");
+    // The lease was released: recover is accepted at once (no stale wait).
+    home.settings("0");
+    let out = home.run(&["recover", "chain.toml", "--timeperiod", TP]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(home.ran(), ["a", "b", "b", "c"]);
+}
+
+#[test]
+fn flow_cancel_marks_unfinished_steps_canceled() {
+    let home = Home::new("0");
+    let flow = std::fs::read_to_string(home.path("chain.toml"))
+        .unwrap()
+        .replace("echo b >> ran.txt;", "echo b >> ran.txt; exit 1;");
+    std::fs::write(home.path("chain.toml"), flow).unwrap();
+    let out = home.run(&["run", "chain.toml", "--timeperiod", TP]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let out = home.run(&["cancel", "chain.toml", "--timeperiod", TP]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = home.run(&["status", "chain.toml", "--timeperiod", TP, "--json"]);
+    let json = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        json.matches("state_canceled").count(),
+        2,
+        "b and c canceled: {json}"
+    );
+    assert_eq!(
+        json.matches("state_processed").count(),
+        1,
+        "a stays processed: {json}"
+    );
+    // Cancelling a flow that has no record is refused.
+    let out = home.run(&["cancel", "chain.toml", "--timeperiod", "2026112700"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+}

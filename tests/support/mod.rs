@@ -1,0 +1,178 @@
+//! What the end-to-end tests share: a private directory per test with its own
+//! settings file, and a way to run the built `flow` binary in it.
+//!
+//! Every command runs with `--settings DIR/flow.toml`, its current directory
+//! in DIR, `HOME` pointing inside DIR and the XDG variables removed, so no
+//! test ever touches the user's own store or logs.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// The settings every test starts from: logs, store and cluster files all
+/// inside the test's directory.
+pub const SETTINGS: &str = r#"
+log_directory = "logs"
+data_directory = "data"
+
+[cluster]
+kind = "local"
+root = "."
+work_dir = "."
+
+[lease]
+ttl = "10s"
+heartbeat = "1s"
+
+[engine]
+cancel_grace = "10s"
+"#;
+
+/// The repository root (where `examples/` and `tests/` are).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
+}
+
+/// A test's private directory.
+pub struct Home {
+    dir: tempfile::TempDir,
+}
+
+impl Home {
+    /// A directory with the default test settings in `flow.toml`.
+    pub fn new() -> Home {
+        let home = Home::empty();
+        home.write("flow.toml", SETTINGS);
+        home
+    }
+
+    /// A directory with no settings file yet.
+    pub fn empty() -> Home {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("home")).unwrap();
+        Home { dir }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn write(&self, name: &str, text: &str) {
+        let path = self.path(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).unwrap();
+        }
+        std::fs::write(path, text).unwrap();
+    }
+
+    pub fn read(&self, name: &str) -> String {
+        std::fs::read_to_string(self.path(name)).unwrap_or_default()
+    }
+
+    /// The store file the default settings use.
+    pub fn db(&self) -> PathBuf {
+        self.path("data/flow.db")
+    }
+
+    /// `flow` with this directory's settings, in this directory.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = self.bare_command(args);
+        c.arg("--settings").arg(self.path("flow.toml"));
+        c
+    }
+
+    /// `flow` in this directory with no `--settings` flag.
+    pub fn bare_command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_flow"));
+        c.current_dir(self.dir.path())
+            .args(args)
+            .env_remove("FLOW_SETTINGS")
+            .env_remove("FLOW_LOG")
+            .env_remove("XDG_DATA_HOME")
+            .env_remove("XDG_STATE_HOME")
+            .env("HOME", self.path("home"))
+            .stdin(Stdio::null());
+        c
+    }
+
+    pub fn flow(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    /// Runs `flow` and checks its exit code.
+    pub fn expect(&self, code: i32, args: &[&str]) -> Output {
+        let out = self.flow(args);
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "flow {args:?}\n{}",
+            text(&out)
+        );
+        out
+    }
+
+    /// `flow status FLOW --timeperiod T --json`, parsed.
+    pub fn status_json(&self, flow: &str, timeperiod: &str) -> serde_json::Value {
+        let out = self.expect(0, &["status", flow, "--timeperiod", timeperiod, "--json"]);
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// Every file and directory under this directory, relative, sorted.
+    pub fn listing(&self) -> Vec<String> {
+        fn walk(dir: &Path, base: &Path, out: &mut Vec<String>) {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                return;
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                out.push(path.strip_prefix(base).unwrap().display().to_string());
+                if path.is_dir() {
+                    walk(&path, base, out);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(self.dir.path(), self.dir.path(), &mut out);
+        out.sort();
+        out
+    }
+}
+
+/// The state of every step in a `status --json` document, by name.
+pub fn step_states(status: &serde_json::Value) -> Vec<(String, String)> {
+    let mut states: Vec<(String, String)> = status["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["step_name"].as_str().unwrap().to_string(),
+                s["state"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    states.sort();
+    states
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Everything about a finished command, for assertion messages.
+pub fn text(out: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        stdout(out),
+        stderr(out)
+    )
+}

@@ -1,0 +1,106 @@
+//! `cargo xtask bench`: builds `flow-bench` and `flow` in release, makes sure
+//! a venv with Luigi exists at `<target>/tools/bench-venv`, and runs
+//! `flow-bench`, which measures every shape, runs Luigi for the comparison,
+//! prints the machine, the table and the targets, and writes the report to
+//! `<target>/bench/bench-<UTC timestamp>.json` and `<target>/bench/latest.json`.
+
+use std::env;
+use std::ffi::OsString;
+use std::fs;
+use std::io::{self, IsTerminal};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+/// The Luigi release the comparison runs against.
+const LUIGI_VERSION: &str = "3.8.1";
+
+/// Written into the venv once Luigi is installed; holds `luigi==VERSION`.
+const MARKER_FILE: &str = ".flow-luigi-installed";
+
+/// `cargo xtask bench [FLOW-BENCH ARGS...]`, e.g. `--synchronous full` or
+/// `--only chain-1000`.
+pub fn bench(args: &[OsString]) -> ExitCode {
+    let root = super::workspace_root();
+    let target_from_env = env::var_os("CARGO_TARGET_DIR").filter(|dir| !dir.is_empty());
+    let target = match &target_from_env {
+        Some(dir) => std::path::absolute(dir).unwrap_or_else(|_| PathBuf::from(dir)),
+        None => root.join("target"),
+    };
+
+    let mut build = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    build
+        .current_dir(&root)
+        .args(["build", "--release", "-p", "flow-bench", "-p", "flow-cli"]);
+    if target_from_env.is_some() {
+        build.env("CARGO_TARGET_DIR", &target);
+    }
+    eprintln!("xtask: running {}", super::display_command(&build));
+    if let Err(err) = super::run(&mut build) {
+        eprintln!("xtask: {err}");
+        return ExitCode::FAILURE;
+    }
+
+    let release = target.join("release");
+    let mut flow_bench = Command::new(release.join("flow-bench"));
+    flow_bench
+        .current_dir(&root)
+        .arg("--flow-bin")
+        .arg(release.join("flow"))
+        .arg("--out-dir")
+        .arg(target.join("bench"));
+    let hello = root.join("examples").join("hello.toml");
+    if hello.is_file() {
+        flow_bench.arg("--validate-file").arg(hello);
+    }
+    match ensure_luigi(&target.join("tools").join("bench-venv")) {
+        Ok(python) => {
+            flow_bench
+                .arg("--luigi-python")
+                .arg(python)
+                .arg("--luigi-script")
+                .arg(root.join("bench").join("luigi_bench.py"));
+        }
+        Err(err) => {
+            eprintln!("xtask: warning: no Luigi ({err}); the table will have no Luigi comparison");
+        }
+    }
+    flow_bench.args(args);
+    eprintln!("xtask: running {}", super::display_command(&flow_bench));
+    match flow_bench.status() {
+        Ok(status) => super::exit_code(status),
+        Err(err) => {
+            eprintln!("xtask: cannot run flow-bench: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Makes sure `venv` holds Luigi [`LUIGI_VERSION`] (created once, reused
+/// while its marker matches); returns its Python.
+fn ensure_luigi(venv: &Path) -> Result<PathBuf, String> {
+    let python = venv.join("bin").join("python");
+    let marker = format!("luigi=={LUIGI_VERSION}\n");
+    if fs::read_to_string(venv.join(MARKER_FILE)).is_ok_and(|m| m == marker) && python.exists() {
+        eprintln!("xtask: reusing luigi {LUIGI_VERSION} in {}", venv.display());
+        return Ok(python);
+    }
+    eprintln!(
+        "xtask: installing luigi {LUIGI_VERSION} into {}",
+        venv.display()
+    );
+    if venv.exists() {
+        fs::remove_dir_all(venv)
+            .map_err(|err| format!("cannot remove the incomplete {}: {err}", venv.display()))?;
+    }
+    super::run(Command::new("python3").args(["-m", "venv"]).arg(venv))
+        .map_err(|err| format!("{err} (on Debian/Ubuntu the venv module is in python3-venv)"))?;
+    let mut pip = Command::new(venv.join("bin").join("pip"));
+    pip.args(["install", "--disable-pip-version-check", "--quiet"]);
+    if !io::stdout().is_terminal() {
+        pip.args(["--progress-bar", "off"]);
+    }
+    super::run(pip.arg(format!("luigi=={LUIGI_VERSION}")))?;
+    fs::write(venv.join(MARKER_FILE), marker)
+        .map_err(|err| format!("cannot write the marker file: {err}"))?;
+    Ok(python)
+}
