@@ -439,14 +439,14 @@ fn version_and_help() {
     );
 }
 
-/// Runs examples/spark.toml when the test harness provides spark-submit
-/// (`cargo xtask test` sets FLOW_SPARK_SUBMIT); skipped otherwise.
+/// Runs examples/spark.toml through a real `spark-submit`. Ignored (reported
+/// as such) by a plain `cargo test`; `cargo xtask test` installs pyspark, sets
+/// FLOW_SPARK_SUBMIT and includes it, and leaves it ignored when it cannot.
 #[test]
+#[ignore = "needs spark-submit: run through `cargo xtask test`"]
 fn the_spark_example_counts_words() {
-    let Some(spark_submit) = std::env::var_os("FLOW_SPARK_SUBMIT") else {
-        eprintln!("skipped: FLOW_SPARK_SUBMIT is not set (run through `cargo xtask test`)");
-        return;
-    };
+    let spark_submit = std::env::var_os("FLOW_SPARK_SUBMIT")
+        .expect("FLOW_SPARK_SUBMIT must name spark-submit when this test is included");
     let home = Home::new();
     let root = repo_root();
     home.write(
