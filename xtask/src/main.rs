@@ -179,7 +179,9 @@ fn ensure_pyspark(venv: &Path) -> bool {
         }
         Err(err) => {
             eprintln!("xtask: warning: could not install pyspark: {err}");
-            eprintln!("xtask: warning: continuing without Spark; the Spark test will be reported ignored");
+            eprintln!(
+                "xtask: warning: continuing without Spark; the Spark test will be reported ignored"
+            );
             false
         }
     }

@@ -113,6 +113,9 @@ pub trait ClusterFactory: Send + Sync {
     fn kind(&self) -> &'static str;
 
     /// A new, not yet launched cluster called `name`.
-    fn create(&self, name: &str, context: &ExecutionContext)
-        -> Result<Arc<dyn Cluster>, ClusterError>;
+    fn create(
+        &self,
+        name: &str,
+        context: &ExecutionContext,
+    ) -> Result<Arc<dyn Cluster>, ClusterError>;
 }

@@ -122,6 +122,9 @@ mod tests {
             .with_secret("token", "hunter2")
             .with_plain("bucket", "b");
         assert!(!format!("{s:?}").contains("hunter2"));
-        assert_eq!(s.redact("--token hunter2 --bucket b"), "--token *** --bucket b");
+        assert_eq!(
+            s.redact("--token hunter2 --bucket b"),
+            "--token *** --bucket b"
+        );
     }
 }

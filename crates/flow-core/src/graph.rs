@@ -211,9 +211,7 @@ impl FlowGraph {
                 // more than one node, or a self-loop.
                 let cycle = tarjan_scc(&graph)
                     .into_iter()
-                    .find(|scc| {
-                        scc.len() > 1 || graph.contains_edge(scc[0], scc[0])
-                    })
+                    .find(|scc| scc.len() > 1 || graph.contains_edge(scc[0], scc[0]))
                     .unwrap_or_default();
                 let mut steps: Vec<String> = cycle
                     .iter()
@@ -331,7 +329,9 @@ impl FlowGraph {
 /// Kahn's algorithm; `None` when there is a cycle.
 fn kahn_order(dependencies: &[Vec<usize>], dependants: &[Vec<usize>]) -> Option<Vec<usize>> {
     let mut remaining: Vec<usize> = dependencies.iter().map(Vec::len).collect();
-    let mut queue: VecDeque<usize> = (0..remaining.len()).filter(|&i| remaining[i] == 0).collect();
+    let mut queue: VecDeque<usize> = (0..remaining.len())
+        .filter(|&i| remaining[i] == 0)
+        .collect();
     let mut order = Vec::with_capacity(remaining.len());
     while let Some(i) = queue.pop_front() {
         order.push(i);
@@ -352,16 +352,26 @@ mod tests {
     use std::sync::Arc;
 
     fn step(name: &str, deps: &[&str]) -> StepDefinition {
-        StepDefinition::new(name, ActionInstance::new(Arc::new(Identity))).depends_on(deps.iter().copied())
+        StepDefinition::new(name, ActionInstance::new(Arc::new(Identity)))
+            .depends_on(deps.iter().copied())
     }
 
     fn flow(steps: Vec<StepDefinition>) -> Result<FlowGraph, GraphError> {
-        steps.into_iter().fold(FlowDefinition::new("f"), FlowDefinition::step).build()
+        steps
+            .into_iter()
+            .fold(FlowDefinition::new("f"), FlowDefinition::step)
+            .build()
     }
 
     #[test]
     fn diamond_is_valid() {
-        let g = flow(vec![step("a", &[]), step("b", &["a"]), step("c", &["a"]), step("d", &["b", "c"])]).unwrap();
+        let g = flow(vec![
+            step("a", &[]),
+            step("b", &["a"]),
+            step("c", &["a"]),
+            step("d", &["b", "c"]),
+        ])
+        .unwrap();
         assert_eq!(g.topological_order()[0], 0);
         assert_eq!(g.dependants(0), &[1, 2]);
         let derived = g.derived_from(1);
@@ -374,11 +384,15 @@ mod tests {
     fn rejects_bad_shapes_naming_steps() {
         assert_eq!(
             flow(vec![step("start", &[])]).unwrap_err(),
-            GraphError::ReservedName { step: "start".into() }
+            GraphError::ReservedName {
+                step: "start".into()
+            }
         );
         assert_eq!(
             flow(vec![step("finish", &[])]).unwrap_err(),
-            GraphError::ReservedName { step: "finish".into() }
+            GraphError::ReservedName {
+                step: "finish".into()
+            }
         );
         assert_eq!(
             flow(vec![step("a", &[]), step("a", &[])]).unwrap_err(),
@@ -386,16 +400,32 @@ mod tests {
         );
         assert_eq!(
             flow(vec![step("a", &["ghost"])]).unwrap_err(),
-            GraphError::UnknownDependency { step: "a".into(), dependency: "ghost".into() }
+            GraphError::UnknownDependency {
+                step: "a".into(),
+                dependency: "ghost".into()
+            }
         );
         assert_eq!(
-            flow(vec![step("a", &[]), step("b", &["a", "d"]), step("c", &["b"]), step("d", &["c"])]).unwrap_err(),
-            GraphError::Cycle { steps: vec!["b".into(), "c".into(), "d".into()] }
+            flow(vec![
+                step("a", &[]),
+                step("b", &["a", "d"]),
+                step("c", &["b"]),
+                step("d", &["c"])
+            ])
+            .unwrap_err(),
+            GraphError::Cycle {
+                steps: vec!["b".into(), "c".into(), "d".into()]
+            }
         );
         assert_eq!(
             flow(vec![step("self", &["self"])]).unwrap_err(),
-            GraphError::Cycle { steps: vec!["self".into()] }
+            GraphError::Cycle {
+                steps: vec!["self".into()]
+            }
         );
-        assert!(matches!(flow(vec![]).unwrap_err(), GraphError::NoSteps { .. }));
+        assert!(matches!(
+            flow(vec![]).unwrap_err(),
+            GraphError::NoSteps { .. }
+        ));
     }
 }

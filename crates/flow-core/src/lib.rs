@@ -29,7 +29,7 @@ pub mod timeperiod;
 pub use action::{Action, ActionContext, ActionError, ActionInstance, ActionOutcome};
 pub use cluster::{Cluster, ClusterError, ClusterFactory, Job, JobContext};
 pub use context::{ExecutionContext, Secret, SettingValue, Settings};
-pub use filesystem::{FsError, Filesystem};
+pub use filesystem::{Filesystem, FsError};
 pub use graph::{FlowDefinition, FlowGraph, GraphError, StepDefinition};
 pub use record::{FlowKey, FlowRecord, StepRecord};
 pub use retry::RetryPolicy;

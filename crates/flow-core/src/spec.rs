@@ -69,17 +69,20 @@ impl ActionArgs {
 
     /// A required string argument parsed as a template.
     pub fn template(&mut self, arg: &str) -> Result<Template, ArgError> {
-        self.opt_template(arg)?.ok_or_else(|| ArgError::Missing { arg: arg.into() })
+        self.opt_template(arg)?
+            .ok_or_else(|| ArgError::Missing { arg: arg.into() })
     }
 
     /// An optional string argument parsed as a template.
     pub fn opt_template(&mut self, arg: &str) -> Result<Option<Template>, ArgError> {
         match self.opt_string(arg)? {
             None => Ok(None),
-            Some(text) => Template::parse(&text).map(Some).map_err(|source| ArgError::Template {
-                arg: arg.into(),
-                source,
-            }),
+            Some(text) => Template::parse(&text)
+                .map(Some)
+                .map_err(|source| ArgError::Template {
+                    arg: arg.into(),
+                    source,
+                }),
         }
     }
 
@@ -129,7 +132,9 @@ impl ActionArgs {
             Some(Value::Table(t)) => {
                 let mut out = Vec::with_capacity(t.len());
                 for (k, v) in t {
-                    let Value::String(s) = v else { return Err(wrong()) };
+                    let Value::String(s) = v else {
+                        return Err(wrong());
+                    };
                     let t = Template::parse(s).map_err(|source| ArgError::Template {
                         arg: format!("{arg}.{k}"),
                         source,
@@ -150,7 +155,9 @@ impl ActionArgs {
                 .map(Some)
                 .map_err(|e| ArgError::Invalid {
                     arg: arg.into(),
-                    message: format!("'{text}' is not a duration ({e}); write e.g. \"90s\" or \"5m\""),
+                    message: format!(
+                        "'{text}' is not a duration ({e}); write e.g. \"90s\" or \"5m\""
+                    ),
                 }),
         }
     }
@@ -229,10 +236,13 @@ impl ActionRegistry {
 
     /// Builds one action of `kind` from `args`, rejecting unknown arguments.
     pub fn build(&self, kind: &str, args: Table) -> Result<Arc<dyn Action>, SpecProblem> {
-        let factory = self.factories.get(kind).ok_or_else(|| SpecProblem::UnknownAction {
-            kind: kind.to_string(),
-            known: self.kinds().join(", "),
-        })?;
+        let factory = self
+            .factories
+            .get(kind)
+            .ok_or_else(|| SpecProblem::UnknownAction {
+                kind: kind.to_string(),
+                known: self.kinds().join(", "),
+            })?;
         let mut args = ActionArgs::new(args);
         match factory(&mut args) {
             Ok(action) => {
@@ -241,7 +251,9 @@ impl ActionRegistry {
             }
             // A missing argument next to an unknown one is most likely a
             // typo: name the unknown one.
-            Err(missing @ ArgError::Missing { .. }) => Err(SpecProblem::Arg(args.finish().err().unwrap_or(missing))),
+            Err(missing @ ArgError::Missing { .. }) => {
+                Err(SpecProblem::Arg(args.finish().err().unwrap_or(missing)))
+            }
             Err(e) => Err(SpecProblem::Arg(e)),
         }
     }
@@ -251,30 +263,35 @@ impl ActionRegistry {
         let text = std::fs::read_to_string(path).map_err(|e| SpecError {
             file: path.to_path_buf(),
             position: None,
-            problem: SpecProblem::Read(e.to_string()),
+            problem: Box::new(SpecProblem::Read(e.to_string())),
         })?;
         self.parse(&text, path)
     }
 
     /// Parses and validates flow-file text; `file` is used in messages.
     pub fn parse(&self, text: &str, file: &Path) -> Result<FlowGraph, SpecError> {
-        let at = |span: Option<Range<usize>>, problem| SpecError {
+        let at = |span: Option<Range<usize>>, problem: SpecProblem| SpecError {
             file: file.to_path_buf(),
             position: span.map(|s| position(text, s.start)),
-            problem,
+            problem: Box::new(problem),
         };
         let spec: FileSpec = toml::from_str(text)
             .map_err(|e| at(e.span(), SpecProblem::Syntax(e.message().to_string())))?;
         let mut name_spans: HashMap<String, Range<usize>> = HashMap::new();
-        let mut definition = FlowDefinition::new(spec.name.get_ref().clone())
-            .time_qualifier(spec.time_qualifier);
+        let mut definition =
+            FlowDefinition::new(spec.name.get_ref().clone()).time_qualifier(spec.time_qualifier);
         for step in spec.steps {
             let step_name = step.name.get_ref().clone();
-            name_spans.entry(step_name.clone()).or_insert(step.name.span());
+            name_spans
+                .entry(step_name.clone())
+                .or_insert(step.name.span());
             let build = |tables: Vec<Spanned<Table>>| -> Result<Vec<ActionInstance>, SpecError> {
                 tables
                     .into_iter()
-                    .map(|t| self.instance(t, &step_name).map_err(|(span, p)| at(Some(span), p)))
+                    .map(|t| {
+                        self.instance(t, &step_name)
+                            .map_err(|(span, p)| at(Some(span), p))
+                    })
                     .collect()
             };
             let pre = build(step.pre)?;
@@ -284,7 +301,9 @@ impl ActionRegistry {
                 retries: step.retries,
                 delay: step.retry_delay.unwrap_or(RetryPolicy::none().delay),
                 backoff: step.retry_backoff.unwrap_or(RetryPolicy::none().backoff),
-                max_delay: step.retry_max_delay.unwrap_or(RetryPolicy::none().max_delay),
+                max_delay: step
+                    .retry_max_delay
+                    .unwrap_or(RetryPolicy::none().max_delay),
             };
             let mut def = StepDefinition::new(step_name, main)
                 .depends_on(step.depends_on.into_iter().map(Spanned::into_inner))
@@ -304,9 +323,13 @@ impl ActionRegistry {
                     // Point at the second definition.
                     let needle = format!("\"{step}\"");
                     let first = name_spans.get(step).map(|s| s.end).unwrap_or(0);
-                    text[first..].find(&needle).map(|i| first + i..first + i + needle.len())
+                    text[first..]
+                        .find(&needle)
+                        .map(|i| first + i..first + i + needle.len())
                 }
-                GraphError::Cycle { steps } => steps.first().and_then(|s| name_spans.get(s).cloned()),
+                GraphError::Cycle { steps } => {
+                    steps.first().and_then(|s| name_spans.get(s).cloned())
+                }
                 GraphError::NoName => Some(spec.name.span()),
                 GraphError::NoSteps { .. } => None,
             };
@@ -321,29 +344,61 @@ impl ActionRegistry {
     ) -> Result<ActionInstance, (Range<usize>, SpecProblem)> {
         let span = table.span();
         let mut table = table.into_inner();
-        let in_step = |p: SpecProblem| (span.clone(), SpecProblem::InStep { step: step.to_string(), problem: Box::new(p) });
+        let in_step = |p: SpecProblem| {
+            (
+                span.clone(),
+                SpecProblem::InStep {
+                    step: step.to_string(),
+                    problem: Box::new(p),
+                },
+            )
+        };
         let kind = match table.remove("action") {
             Some(Value::String(kind)) => kind,
-            Some(_) => return Err(in_step(SpecProblem::Arg(ArgError::WrongType { arg: "action".into(), expected: "a string" }))),
-            None => return Err(in_step(SpecProblem::Arg(ArgError::Missing { arg: "action".into() }))),
+            Some(_) => {
+                return Err(in_step(SpecProblem::Arg(ArgError::WrongType {
+                    arg: "action".into(),
+                    expected: "a string",
+                })))
+            }
+            None => {
+                return Err(in_step(SpecProblem::Arg(ArgError::Missing {
+                    arg: "action".into(),
+                })))
+            }
         };
         let mut options = ActionArgs::new(Table::new());
         let name = match table.remove("name") {
             Some(Value::String(n)) => n,
-            Some(_) => return Err(in_step(SpecProblem::Arg(ArgError::WrongType { arg: "name".into(), expected: "a string" }))),
+            Some(_) => {
+                return Err(in_step(SpecProblem::Arg(ArgError::WrongType {
+                    arg: "name".into(),
+                    expected: "a string",
+                })))
+            }
             None => kind.clone(),
         };
         let skip = match table.remove("skip") {
             Some(Value::Boolean(b)) => b,
-            Some(_) => return Err(in_step(SpecProblem::Arg(ArgError::WrongType { arg: "skip".into(), expected: "true or false" }))),
+            Some(_) => {
+                return Err(in_step(SpecProblem::Arg(ArgError::WrongType {
+                    arg: "skip".into(),
+                    expected: "true or false",
+                })))
+            }
             None => false,
         };
         if let Some(t) = table.remove("timeout") {
             options.table.insert("timeout".into(), t);
         }
-        let timeout = options.opt_duration("timeout").map_err(|e| in_step(SpecProblem::Arg(e)))?;
+        let timeout = options
+            .opt_duration("timeout")
+            .map_err(|e| in_step(SpecProblem::Arg(e)))?;
         let action = self.build(&kind, table).map_err(|p| {
-            in_step(SpecProblem::InAction { action: kind.clone(), problem: Box::new(p) })
+            in_step(SpecProblem::InAction {
+                action: kind.clone(),
+                problem: Box::new(p),
+            })
         })?;
         let mut instance = ActionInstance::new(action).named(name).skipped(skip);
         instance.timeout = timeout;
@@ -389,13 +444,19 @@ pub struct SpecError {
     pub file: PathBuf,
     /// 1-based line and column.
     pub position: Option<(usize, usize)>,
-    pub problem: SpecProblem,
+    /// Boxed: keeps `Result<_, SpecError>` small on the happy path.
+    pub problem: Box<SpecProblem>,
 }
 
 impl fmt::Display for SpecError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.position {
-            Some((line, column)) => write!(f, "{}:{line}:{column}: {}", self.file.display(), self.problem),
+            Some((line, column)) => write!(
+                f,
+                "{}:{line}:{column}: {}",
+                self.file.display(),
+                self.problem
+            ),
             None => write!(f, "{}: {}", self.file.display(), self.problem),
         }
     }
@@ -475,19 +536,30 @@ main = { action = "spark", application = "jobs/report.py", args = ["--day", "{ti
 
     #[test]
     fn errors_carry_line_and_column() {
-        let e = parse("name = \"f\"\n[[steps]]\nname = \"a\"\nmain = { action = \"teleport\" }\n").unwrap_err();
+        let e = parse("name = \"f\"\n[[steps]]\nname = \"a\"\nmain = { action = \"teleport\" }\n")
+            .unwrap_err();
         assert_eq!(e.position, Some((4, 8)));
-        assert!(e.to_string().contains("unknown action type 'teleport'"), "{e}");
+        assert!(
+            e.to_string().contains("unknown action type 'teleport'"),
+            "{e}"
+        );
 
         let e = parse("name = \"f\"\n[[steps]]\nname = \"a\"\nmain = { action = \"shell\", comand = \"x\" }\n").unwrap_err();
         assert!(e.to_string().contains("unknown argument 'comand'"), "{e}");
         assert!(e.to_string().starts_with("f.toml:4:"), "{e}");
 
-        let e = parse("name = \"f\"\n[[steps]]\nname = \"a\"\nmain = { action = \"mkdir\" }\n").unwrap_err();
-        assert!(e.to_string().contains("missing required argument 'path'"), "{e}");
+        let e = parse("name = \"f\"\n[[steps]]\nname = \"a\"\nmain = { action = \"mkdir\" }\n")
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("missing required argument 'path'"),
+            "{e}"
+        );
 
         let e = parse("name = \"f\"\n[[steps]]\nname = \"a\"\nmain = { action = \"shell\", command = \"echo {today}\" }\n").unwrap_err();
-        assert!(e.to_string().contains("unknown placeholder '{today}'"), "{e}");
+        assert!(
+            e.to_string().contains("unknown placeholder '{today}'"),
+            "{e}"
+        );
 
         let e = parse("name = \"f\"\n[[steps]]\nname = \"a\"\nmain = { action = \"identity\" }\n[[steps]]\nname = \"a\"\nmain = { action = \"identity\" }\n").unwrap_err();
         assert_eq!(e.position, Some((6, 8)), "{e}");

@@ -84,9 +84,9 @@ impl Template {
                         _ => match name.strip_prefix("settings.") {
                             Some(setting)
                                 if !setting.is_empty()
-                                    && setting
-                                        .chars()
-                                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') =>
+                                    && setting.chars().all(|c| {
+                                        c.is_ascii_alphanumeric() || c == '_' || c == '-'
+                                    }) =>
                             {
                                 Placeholder::Setting(setting.to_string())
                             }
@@ -146,7 +146,8 @@ impl Template {
     ) -> Result<String, TemplateError> {
         self.render_with(cx, step, |name, value| {
             let safe = value.chars().all(|c| {
-                c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/' | ':' | '=' | '@' | '%' | '+' | ',')
+                c.is_ascii_alphanumeric()
+                    || matches!(c, '.' | '_' | '-' | '/' | ':' | '=' | '@' | '%' | '+' | ',')
             });
             if safe {
                 Ok(value.to_string())
@@ -227,7 +228,10 @@ mod tests {
 
     #[test]
     fn renders_placeholders() {
-        let t = Template::parse("s3://{settings.bucket}/{flow_name}/{step_name}/{timeperiod}-{end_timeperiod} {{x}}").unwrap();
+        let t = Template::parse(
+            "s3://{settings.bucket}/{flow_name}/{step_name}/{timeperiod}-{end_timeperiod} {{x}}",
+        )
+        .unwrap();
         assert_eq!(
             t.render(&cx(), "extract").unwrap(),
             "s3://my-bucket/daily/extract/2026112800-2026112900 {x}"
@@ -253,8 +257,14 @@ mod tests {
             Err(TemplateError::UnsafeForShell { .. })
         ));
         let t = Template::parse("echo {settings.bucket} {timeperiod}").unwrap();
-        assert_eq!(t.render_for_shell(&cx(), "s").unwrap(), "echo my-bucket 2026112800");
+        assert_eq!(
+            t.render_for_shell(&cx(), "s").unwrap(),
+            "echo my-bucket 2026112800"
+        );
         let t = Template::parse("echo {settings.missing}").unwrap();
-        assert!(matches!(t.render(&cx(), "s"), Err(TemplateError::MissingSetting { .. })));
+        assert!(matches!(
+            t.render(&cx(), "s"),
+            Err(TemplateError::MissingSetting { .. })
+        ));
     }
 }

@@ -239,22 +239,53 @@ mod tests {
     #[test]
     fn rejects_malformed() {
         for bad in [
-            "", "202611280", "20261128077", "2026-11-28", "2026133000", "2026023000",
-            "2026112824", "0000010100", "2026000100",
+            "",
+            "202611280",
+            "20261128077",
+            "2026-11-28",
+            "2026133000",
+            "2026023000",
+            "2026112824",
+            "0000010100",
+            "2026000100",
         ] {
-            assert!(bad.parse::<Timeperiod>().is_err(), "{bad} should be rejected");
+            assert!(
+                bad.parse::<Timeperiod>().is_err(),
+                "{bad} should be rejected"
+            );
         }
     }
 
     #[test]
     fn next_rolls_over() {
-        assert_eq!(tp("2026112823").next(TimeQualifier::Hourly), tp("2026112900"));
-        assert_eq!(tp("2026123123").next(TimeQualifier::Hourly), tp("2027010100"));
-        assert_eq!(tp("2026022800").next(TimeQualifier::Daily), tp("2026030100"));
-        assert_eq!(tp("2024022800").next(TimeQualifier::Daily), tp("2024022900"));
-        assert_eq!(tp("2026120000").next(TimeQualifier::Monthly), tp("2027010000"));
-        assert_eq!(tp("2026110000").next(TimeQualifier::Monthly), tp("2026120000"));
-        assert_eq!(tp("2026000000").next(TimeQualifier::Yearly), tp("2027000000"));
+        assert_eq!(
+            tp("2026112823").next(TimeQualifier::Hourly),
+            tp("2026112900")
+        );
+        assert_eq!(
+            tp("2026123123").next(TimeQualifier::Hourly),
+            tp("2027010100")
+        );
+        assert_eq!(
+            tp("2026022800").next(TimeQualifier::Daily),
+            tp("2026030100")
+        );
+        assert_eq!(
+            tp("2024022800").next(TimeQualifier::Daily),
+            tp("2024022900")
+        );
+        assert_eq!(
+            tp("2026120000").next(TimeQualifier::Monthly),
+            tp("2027010000")
+        );
+        assert_eq!(
+            tp("2026110000").next(TimeQualifier::Monthly),
+            tp("2026120000")
+        );
+        assert_eq!(
+            tp("2026000000").next(TimeQualifier::Yearly),
+            tp("2027000000")
+        );
     }
 
     #[test]

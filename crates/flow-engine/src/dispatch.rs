@@ -73,7 +73,11 @@ pub(crate) async fn dispatch(
     for &i in graph.topological_order() {
         if to_run[i] && remaining[i] == 0 {
             if let Some(record) = slots[i].take() {
-                let _ = ready_tx.try_send(Ready { index: i, record, released_at: None });
+                let _ = ready_tx.try_send(Ready {
+                    index: i,
+                    record,
+                    released_at: None,
+                });
                 outstanding += 1;
             }
         }
@@ -110,7 +114,12 @@ pub(crate) async fn dispatch(
         outstanding -= 1;
         match event {
             Event::NotStarted { index, record } => slots[index] = Some(record),
-            Event::Finished { index, record, result, at } => {
+            Event::Finished {
+                index,
+                record,
+                result,
+                at,
+            } => {
                 slots[index] = Some(record);
                 match result {
                     Ok(state) if state.is_complete() => {
@@ -125,7 +134,11 @@ pub(crate) async fn dispatch(
                             remaining[d] -= 1;
                             if remaining[d] == 0 {
                                 if let Some(record) = slots[d].take() {
-                                    let _ = ready_tx.try_send(Ready { index: d, record, released_at: Some(at) });
+                                    let _ = ready_tx.try_send(Ready {
+                                        index: d,
+                                        record,
+                                        released_at: Some(at),
+                                    });
                                     outstanding += 1;
                                 }
                             }
@@ -160,7 +173,14 @@ pub(crate) async fn dispatch(
         .enumerate()
         .map(|(i, r)| r.unwrap_or_else(|| panic!("step record {i} was not returned by its worker")))
         .collect();
-    Dispatched { records, failed, canceled, store_error, latencies, graph_visits }
+    Dispatched {
+        records,
+        failed,
+        canceled,
+        store_error,
+        latencies,
+        graph_visits,
+    }
 }
 
 async fn worker(
@@ -171,7 +191,12 @@ async fn worker(
     halted: Arc<AtomicBool>,
 ) -> Vec<Duration> {
     let mut latencies = Vec::new();
-    while let Ok(Ready { index, record, released_at }) = ready.recv().await {
+    while let Ok(Ready {
+        index,
+        record,
+        released_at,
+    }) = ready.recv().await
+    {
         if halted.load(Ordering::SeqCst) {
             let _ = events.send(Event::NotStarted { index, record });
             continue;
@@ -188,7 +213,12 @@ async fn worker(
         let (record, result) = run_step(&shared, index, cluster.as_ref(), record)
             .instrument(span)
             .await;
-        let _ = events.send(Event::Finished { index, record, result, at: Instant::now() });
+        let _ = events.send(Event::Finished {
+            index,
+            record,
+            result,
+            at: Instant::now(),
+        });
     }
     latencies
 }

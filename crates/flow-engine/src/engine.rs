@@ -3,7 +3,7 @@
 use crate::dispatch::{dispatch, Dispatched};
 use crate::error::EngineError;
 use crate::logging;
-use crate::plan::{plan, RunPlan};
+use crate::plan::{plan, RunPlan, Stored};
 use chrono::Utc;
 use flow_core::{
     Cluster, ClusterError, ClusterFactory, ExecutionContext, FlowGraph, FlowKey, FlowRecord,
@@ -19,7 +19,8 @@ use tracing::{error, info, info_span, warn, Instrument, Span};
 /// Hooks for showing progress (the CLI's progress bar). Called from the
 /// engine's tasks; keep them quick.
 pub trait RunObserver: Send + Sync {
-    fn run_started(&self, _flow: &FlowKey, _mode: RunMode, _steps_to_run: usize, _clusters: usize) {}
+    fn run_started(&self, _flow: &FlowKey, _mode: RunMode, _steps_to_run: usize, _clusters: usize) {
+    }
     fn step_started(&self, _step: &str, _cluster: &str) {}
     fn step_finished(&self, _step: &str, _state: StepState, _elapsed: Duration) {}
 }
@@ -167,7 +168,11 @@ impl ExecutionEngine {
     }
 
     /// Runs `mode` under the flow's lease.
-    pub async fn execute(&self, mode: RunMode, step: Option<&str>) -> Result<RunReport, EngineError> {
+    pub async fn execute(
+        &self,
+        mode: RunMode,
+        step: Option<&str>,
+    ) -> Result<RunReport, EngineError> {
         logging::ensure_installed();
         let started = Instant::now();
         let key = self.key();
@@ -175,9 +180,20 @@ impl ExecutionEngine {
             .store
             .acquire_lease(&key, &self.owner, Utc::now(), self.options.lease_ttl)
             .await
-            .map_err(|source| EngineError::Store { flow: key.clone(), source })?;
-        if let LeaseOutcome::HeldBy { owner, heartbeat_at } = lease {
-            return Err(EngineError::LeaseHeld { flow: key, owner, heartbeat_at });
+            .map_err(|source| EngineError::Store {
+                flow: key.clone(),
+                source,
+            })?;
+        if let LeaseOutcome::HeldBy {
+            owner,
+            heartbeat_at,
+        } = lease
+        {
+            return Err(EngineError::LeaseHeld {
+                flow: key,
+                owner,
+                heartbeat_at,
+            });
         }
         let heartbeat = self.spawn_heartbeat(key.clone());
         let result = self.execute_leased(mode, step).await;
@@ -212,23 +228,42 @@ impl ExecutionEngine {
         }))
     }
 
-    async fn execute_leased(&self, mode: RunMode, target: Option<&str>) -> Result<RunReport, EngineError> {
+    async fn execute_leased(
+        &self,
+        mode: RunMode,
+        target: Option<&str>,
+    ) -> Result<RunReport, EngineError> {
         let key = self.key();
-        let store_error = |source| EngineError::Store { flow: key.clone(), source };
+        let store_error = |source| EngineError::Store {
+            flow: key.clone(),
+            source,
+        };
         let existing_flow = self.store.get_flow(&key).await.map_err(store_error)?;
         let existing_steps = self.store.get_steps(&key).await.map_err(store_error)?;
         let now = Utc::now();
-        let RunPlan { to_run, count, purge, mut records, changed, clusters } = plan(
+        let RunPlan {
+            to_run,
+            count,
+            purge,
+            mut records,
+            changed,
+            clusters,
+        } = plan(
             mode,
             target,
             &self.graph,
             key.timeperiod,
-            existing_flow.as_ref(),
-            existing_steps,
+            Stored {
+                flow: existing_flow.as_ref(),
+                steps: existing_steps,
+            },
             self.context.number_of_clusters.max(1),
             now,
         )
-        .map_err(|reason| EngineError::Refused { flow: key.clone(), reason })?;
+        .map_err(|reason| EngineError::Refused {
+            flow: key.clone(),
+            reason,
+        })?;
 
         let previous_state = existing_flow.as_ref().map(|f| f.state);
         let mut flow = existing_flow.unwrap_or_else(|| FlowRecord {
@@ -250,7 +285,11 @@ impl ExecutionEngine {
         flow.started_at = Some(now);
         flow.finished_at = None;
         let to_write: Vec<_> = changed.iter().map(|&i| records[i].clone()).collect();
-        let mut flow = self.store.begin_run(&flow, purge, &to_write).await.map_err(store_error)?;
+        let mut flow = self
+            .store
+            .begin_run(&flow, purge, &to_write)
+            .await
+            .map_err(store_error)?;
         for record in &mut records {
             record.related_flow = flow.id;
         }
@@ -294,8 +333,21 @@ impl ExecutionEngine {
         self.terminate_clusters(created, &flow_span).await;
 
         let (state, canceled, steps, metrics, store_failure) = match outcome {
-            None => (FlowState::Invalid, false, Vec::new(), RunMetrics::default(), None),
-            Some(Dispatched { records, failed, canceled, store_error, latencies, graph_visits }) => {
+            None => (
+                FlowState::Invalid,
+                false,
+                Vec::new(),
+                RunMetrics::default(),
+                None,
+            ),
+            Some(Dispatched {
+                records,
+                failed,
+                canceled,
+                store_error,
+                latencies,
+                graph_visits,
+            }) => {
                 let all_complete = records.iter().all(|r| r.state.is_complete());
                 let state = if store_error.is_some() || failed || canceled {
                     FlowState::Invalid
@@ -316,7 +368,11 @@ impl ExecutionEngine {
                     .filter(|(_, run)| **run)
                     .map(|(r, _)| (r.step_name.clone(), r.state))
                     .collect();
-                let metrics = RunMetrics { wall: Duration::ZERO, dependant_latencies: latencies, graph_visits };
+                let metrics = RunMetrics {
+                    wall: Duration::ZERO,
+                    dependant_latencies: latencies,
+                    graph_visits,
+                };
                 (state, canceled, steps, metrics, store_error)
             }
         };
@@ -333,7 +389,10 @@ impl ExecutionEngine {
         if let Some(source) = store_failure {
             return Err(EngineError::Store { flow: key, source });
         }
-        saved.map_err(|source| EngineError::Store { flow: key.clone(), source })?;
+        saved.map_err(|source| EngineError::Store {
+            flow: key.clone(),
+            source,
+        })?;
         Ok(RunReport {
             flow: key,
             mode,
@@ -359,7 +418,9 @@ impl ExecutionEngine {
             let name = format!("{}-{i}", self.clusters.kind());
             match self.clusters.create(&name, &self.context) {
                 Ok(c) => created.push(c),
-                Err(e) => span.in_scope(|| error!(cluster = name.as_str(), "cannot create cluster: {e}")),
+                Err(e) => {
+                    span.in_scope(|| error!(cluster = name.as_str(), "cannot create cluster: {e}"))
+                }
             }
         }
         let mut launches = JoinSet::new();
@@ -377,12 +438,17 @@ impl ExecutionEngine {
                                 info!("launched");
                                 return (i, true);
                             }
-                            Err(ClusterError::Launch { transient: true, ref message, .. })
-                                if retry < policy.retries && !cancel.is_cancelled() =>
-                            {
+                            Err(ClusterError::Launch {
+                                transient: true,
+                                ref message,
+                                ..
+                            }) if retry < policy.retries && !cancel.is_cancelled() => {
                                 retry += 1;
                                 let delay = policy.delay_before(retry);
-                                warn!("launch failed ({message}); retry {retry} of {} in {delay:?}", policy.retries);
+                                warn!(
+                                    "launch failed ({message}); retry {retry} of {} in {delay:?}",
+                                    policy.retries
+                                );
                                 tokio::select! {
                                     _ = tokio::time::sleep(delay) => {}
                                     _ = cancel.cancelled() => return (i, false),

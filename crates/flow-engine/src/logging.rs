@@ -131,7 +131,9 @@ pub(crate) fn register_run(flow: &str, log_directory: &Path) -> u64 {
 pub(crate) fn finish_run(id: u64) {
     let route = routes().write().ok().and_then(|mut r| r.remove(&id));
     if let Some(route) = route {
-        send(Message::Close { dir: route.dir.clone() });
+        send(Message::Close {
+            dir: route.dir.clone(),
+        });
     }
     flush();
 }
@@ -155,7 +157,9 @@ pub fn init(stderr_filter: Option<&str>) -> bool {
             .with_target(false)
             .with_filter(tracing_subscriber::EnvFilter::new(filter))
     });
-    let subscriber = tracing_subscriber::registry().with(FileLogLayer).with(stderr);
+    let subscriber = tracing_subscriber::registry()
+        .with(FileLogLayer)
+        .with(stderr);
     tracing::subscriber::set_global_default(subscriber).is_ok()
 }
 

@@ -20,21 +20,32 @@ pub(crate) struct RunPlan {
     pub clusters: usize,
 }
 
+/// What the store holds for the flow before the run.
+pub(crate) struct Stored<'a> {
+    pub flow: Option<&'a FlowRecord>,
+    pub steps: Vec<StepRecord>,
+}
+
 /// Checks the mode's preconditions and plans the run.
 pub(crate) fn plan(
     mode: RunMode,
     target: Option<&str>,
     graph: &FlowGraph,
     timeperiod: Timeperiod,
-    flow: Option<&FlowRecord>,
-    existing: Vec<StepRecord>,
+    stored: Stored<'_>,
     nominal_clusters: usize,
     now: DateTime<Utc>,
 ) -> Result<RunPlan, Refusal> {
     let n = graph.len();
+    let Stored {
+        flow,
+        steps: existing,
+    } = stored;
     let flow_id = flow.and_then(|f| f.id);
-    let mut by_name: HashMap<String, StepRecord> =
-        existing.into_iter().map(|s| (s.step_name.clone(), s)).collect();
+    let mut by_name: HashMap<String, StepRecord> = existing
+        .into_iter()
+        .map(|s| (s.step_name.clone(), s))
+        .collect();
     let mut changed = vec![false; n];
     let mut records: Vec<StepRecord> = graph
         .steps()
@@ -100,7 +111,12 @@ pub(crate) fn plan(
             let derived = graph.derived_from(i);
             // The step, everything derived from it, and every step that has
             // not completed (failed, cancelled or never run).
-            ((0..n).map(|j| derived[j] || !complete(j, &records)).collect(), false)
+            (
+                (0..n)
+                    .map(|j| derived[j] || !complete(j, &records))
+                    .collect(),
+                false,
+            )
         }
     };
     let count = to_run.iter().filter(|r| **r).count();

@@ -30,9 +30,15 @@ impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Failure::Action { action, source } => write!(f, "action '{action}' failed: {source}"),
-            Failure::Panicked { action, message } => write!(f, "action '{action}' panicked: {message}"),
-            Failure::Cleanup { action, source } => write!(f, "cleanup of action '{action}' failed: {source}"),
-            Failure::TimedOut { what, after } => write!(f, "{what} timed out after {}", humanize(*after)),
+            Failure::Panicked { action, message } => {
+                write!(f, "action '{action}' panicked: {message}")
+            }
+            Failure::Cleanup { action, source } => {
+                write!(f, "cleanup of action '{action}' failed: {source}")
+            }
+            Failure::TimedOut { what, after } => {
+                write!(f, "{what} timed out after {}", humanize(*after))
+            }
             Failure::Cancelled => f.write_str("cancelled"),
             Failure::Store(e) => write!(f, "{e}"),
         }
@@ -57,9 +63,14 @@ fn panic_message(panic: Box<dyn Any + Send>) -> String {
 
 /// How a guarded future ended.
 enum Guarded<T> {
-    Done { output: T, timed_out: bool },
+    Done {
+        output: T,
+        timed_out: bool,
+    },
     /// Still running a grace period after its token fired; dropped.
-    Abandoned { timed_out: bool },
+    Abandoned {
+        timed_out: bool,
+    },
 }
 
 /// Runs `fut`. When `timeout` passes, fires `token`. Once `token` fired (by
@@ -201,7 +212,10 @@ async fn attempts(
         )
         .await
         {
-            Guarded::Done { output: Err(Failure::Cancelled), timed_out: true }
+            Guarded::Done {
+                output: Err(Failure::Cancelled),
+                timed_out: true,
+            }
             | Guarded::Abandoned { timed_out: true } => Err(Failure::TimedOut {
                 what: "step".into(),
                 after: step.timeout.unwrap_or_default(),
@@ -222,7 +236,10 @@ async fn attempts(
                 record.error = Some(failure.to_string());
                 if attempt < total {
                     let delay = step.retry.delay_before(attempt);
-                    warn!("attempt {attempt} of {total} failed: {failure}; retrying in {}", humanize(delay));
+                    warn!(
+                        "attempt {attempt} of {total} failed: {failure}; retrying in {}",
+                        humanize(delay)
+                    );
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => continue,
                         _ = shared.cancel.cancelled() => {
@@ -297,16 +314,34 @@ async fn run_action(
             cluster,
             cancel: &token,
         };
-        let result = match AssertUnwindSafe(instance.action.run(&cx)).catch_unwind().await {
+        let result = match AssertUnwindSafe(instance.action.run(&cx))
+            .catch_unwind()
+            .await
+        {
             Ok(Ok(outcome)) => Ok(outcome),
             Ok(Err(ActionError::Cancelled)) => Err(Failure::Cancelled),
-            Ok(Err(source)) => Err(Failure::Action { action: name.clone(), source }),
-            Err(panic) => Err(Failure::Panicked { action: name.clone(), message: panic_message(panic) }),
+            Ok(Err(source)) => Err(Failure::Action {
+                action: name.clone(),
+                source,
+            }),
+            Err(panic) => Err(Failure::Panicked {
+                action: name.clone(),
+                message: panic_message(panic),
+            }),
         };
-        let cleanup = match AssertUnwindSafe(instance.action.cleanup(&cx)).catch_unwind().await {
+        let cleanup = match AssertUnwindSafe(instance.action.cleanup(&cx))
+            .catch_unwind()
+            .await
+        {
             Ok(Ok(())) => None,
-            Ok(Err(source)) => Some(Failure::Cleanup { action: name.clone(), source }),
-            Err(panic) => Some(Failure::Panicked { action: format!("{name} (cleanup)"), message: panic_message(panic) }),
+            Ok(Err(source)) => Some(Failure::Cleanup {
+                action: name.clone(),
+                source,
+            }),
+            Err(panic) => Some(Failure::Panicked {
+                action: format!("{name} (cleanup)"),
+                message: panic_message(panic),
+            }),
         };
         match (result, cleanup) {
             (Ok(outcome), None) => Ok(outcome),
@@ -318,8 +353,18 @@ async fn run_action(
             (Err(failure), None) => Err(failure),
         }
     };
-    match guarded(&token, instance.timeout, shared.grace, work.instrument(span)).await {
-        Guarded::Done { output: Err(Failure::Cancelled), timed_out: true }
+    match guarded(
+        &token,
+        instance.timeout,
+        shared.grace,
+        work.instrument(span),
+    )
+    .await
+    {
+        Guarded::Done {
+            output: Err(Failure::Cancelled),
+            timed_out: true,
+        }
         | Guarded::Abandoned { timed_out: true } => Err(Failure::TimedOut {
             what: format!("action '{name}'"),
             after: instance.timeout.unwrap_or_default(),

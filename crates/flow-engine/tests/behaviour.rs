@@ -21,14 +21,21 @@ fn act(a: impl Action + 'static) -> ActionInstance {
 }
 
 fn shell(command: &str) -> ActionInstance {
-    act(Shell { command: Template::parse(command).unwrap() })
+    act(Shell {
+        command: Template::parse(command).unwrap(),
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_clusters_run_independent_steps_concurrently() {
     let bench = Bench::new();
     let intervals = Arc::new(Intervals::default());
-    let timed = || act(Timed { intervals: intervals.clone(), hold: Duration::from_millis(300) });
+    let timed = || {
+        act(Timed {
+            intervals: intervals.clone(),
+            hold: Duration::from_millis(300),
+        })
+    };
     let mut flow = FlowDefinition::new("fan").step(StepDefinition::new("root", act(Identity)));
     for i in 0..4 {
         flow = flow.step(StepDefinition::new(format!("leaf{i}"), timed()).depends_on(["root"]));
@@ -71,8 +78,22 @@ async fn cleanup_runs_and_clusters_terminate_after_success_failure_and_panic() {
     let bench = Bench::new();
     for (case, main, expected) in [
         ("ok", act(Identity), FlowState::Processed),
-        ("fail", act(FailWithCleanup { marker: bench.path("fail.cleanup"), panic: false }), FlowState::Invalid),
-        ("panic", act(FailWithCleanup { marker: bench.path("panic.cleanup"), panic: true }), FlowState::Invalid),
+        (
+            "fail",
+            act(FailWithCleanup {
+                marker: bench.path("fail.cleanup"),
+                panic: false,
+            }),
+            FlowState::Invalid,
+        ),
+        (
+            "panic",
+            act(FailWithCleanup {
+                marker: bench.path("panic.cleanup"),
+                panic: true,
+            }),
+            FlowState::Invalid,
+        ),
     ] {
         let graph = Arc::new(
             FlowDefinition::new(format!("life_{case}"))
@@ -88,14 +109,25 @@ async fn cleanup_runs_and_clusters_terminate_after_success_failure_and_panic() {
         assert_eq!(report.state, expected, "{case}");
         assert_eq!(counting.created.load(Ordering::SeqCst), 3, "{case}");
         assert_eq!(counting.launched.load(Ordering::SeqCst), 3, "{case}");
-        assert_eq!(counting.terminated.load(Ordering::SeqCst), 3, "{case}: every cluster terminated");
+        assert_eq!(
+            counting.terminated.load(Ordering::SeqCst),
+            3,
+            "{case}: every cluster terminated"
+        );
         if case != "ok" {
-            assert_eq!(std::fs::read_to_string(bench.path(&format!("{case}.cleanup"))).unwrap(), "second");
+            assert_eq!(
+                std::fs::read_to_string(bench.path(&format!("{case}.cleanup"))).unwrap(),
+                "second"
+            );
             let steps = bench.snapshot(&format!("life_{case}"), TP).await.1;
             let second = steps.iter().find(|s| s.step_name == "second").unwrap();
             assert_eq!(second.state, StepState::Invalid);
             if case == "panic" {
-                assert!(second.error.as_deref().unwrap().contains("panicked: boom in the action"));
+                assert!(second
+                    .error
+                    .as_deref()
+                    .unwrap()
+                    .contains("panicked: boom in the action"));
             }
         }
     }
@@ -114,7 +146,11 @@ async fn a_cluster_that_fails_to_launch_is_skipped_and_none_fails_the_flow() {
     let mut counting = Counting::new(bench.local());
     counting.failing = vec![0];
     let counting = Arc::new(counting);
-    let report = bench.engine_with(&graph, TP, 2, counting.clone(), bench.options()).run().await.unwrap();
+    let report = bench
+        .engine_with(&graph, TP, 2, counting.clone(), bench.options())
+        .run()
+        .await
+        .unwrap();
     assert_eq!(report.state, FlowState::Processed);
     assert_eq!(report.clusters_launched, 1);
     assert_eq!(counting.terminated.load(Ordering::SeqCst), 2);
@@ -122,10 +158,17 @@ async fn a_cluster_that_fails_to_launch_is_skipped_and_none_fails_the_flow() {
     let mut counting = Counting::new(bench.local());
     counting.failing = vec![0, 1];
     let counting = Arc::new(counting);
-    let report = bench.engine_with(&graph, TP, 2, counting.clone(), bench.options()).run().await.unwrap();
+    let report = bench
+        .engine_with(&graph, TP, 2, counting.clone(), bench.options())
+        .run()
+        .await
+        .unwrap();
     assert_eq!(report.state, FlowState::Invalid);
     assert_eq!(report.clusters_launched, 0);
-    assert!(report.error.unwrap().contains("none of 2 cluster(s) launched"));
+    assert!(report
+        .error
+        .unwrap()
+        .contains("none of 2 cluster(s) launched"));
     assert_eq!(counting.terminated.load(Ordering::SeqCst), 2);
 }
 
@@ -135,8 +178,11 @@ async fn logs_go_to_flow_and_step_files_with_logger_names() {
     let graph = Arc::new(
         FlowDefinition::new("logged")
             .step(
-                StepDefinition::new("extract", shell("echo extracting {timeperiod}; echo oops >&2"))
-                    .pre(act(Identity).named("prepare")),
+                StepDefinition::new(
+                    "extract",
+                    shell("echo extracting {timeperiod}; echo oops >&2"),
+                )
+                .pre(act(Identity).named("prepare")),
             )
             .build()
             .unwrap(),
@@ -145,7 +191,10 @@ async fn logs_go_to_flow_and_step_files_with_logger_names() {
     assert_eq!(report.state, FlowState::Processed);
     let dir = bench.logs().join("logged");
     let flow_log = std::fs::read_to_string(dir.join("logged.log")).unwrap();
-    assert!(flow_log.contains(" logged INFO run_mode_nominal of [logged, 2026112800] started"), "{flow_log}");
+    assert!(
+        flow_log.contains(" logged INFO run_mode_nominal of [logged, 2026112800] started"),
+        "{flow_log}"
+    );
     assert!(flow_log.contains(" logged INFO launched"), "{flow_log}");
     assert!(flow_log.contains(" logged INFO terminated"), "{flow_log}");
     let step_log = std::fs::read_to_string(dir.join("extract.log")).unwrap();
@@ -156,15 +205,28 @@ async fn logs_go_to_flow_and_step_files_with_logger_names() {
         " extract.shell INFO exit code 0",
         " extract INFO state_processed in",
     ] {
-        assert!(step_log.contains(expected), "missing {expected:?} in:\n{step_log}");
+        assert!(
+            step_log.contains(expected),
+            "missing {expected:?} in:\n{step_log}"
+        );
     }
     // Each line: timestamp, logger name, level, message.
     for line in step_log.lines() {
         let mut cols = line.splitn(4, ' ');
-        let (ts, logger, level) = (cols.next().unwrap(), cols.next().unwrap(), cols.next().unwrap());
+        let (ts, logger, level) = (
+            cols.next().unwrap(),
+            cols.next().unwrap(),
+            cols.next().unwrap(),
+        );
         assert!(ts.ends_with('Z') && ts.contains('T'), "{line}");
-        assert!(logger == "extract" || logger.starts_with("extract."), "{line}");
-        assert!(["INFO", "WARN", "ERROR", "DEBUG"].contains(&level), "{line}");
+        assert!(
+            logger == "extract" || logger.starts_with("extract."),
+            "{line}"
+        );
+        assert!(
+            ["INFO", "WARN", "ERROR", "DEBUG"].contains(&level),
+            "{line}"
+        );
     }
 }
 
@@ -192,14 +254,36 @@ impl Action for Flaky {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_timeouts_skip_and_noop() {
     let bench = Bench::new();
-    let quick = RetryPolicy { retries: 2, delay: Duration::from_millis(10), backoff: 2, max_delay: Duration::from_millis(50) };
+    let quick = RetryPolicy {
+        retries: 2,
+        delay: Duration::from_millis(10),
+        backoff: 2,
+        max_delay: Duration::from_millis(50),
+    };
     let graph = Arc::new(
         FlowDefinition::new("retrying")
-            .step(StepDefinition::new("flaky", act(Flaky { calls: AtomicU32::new(0), succeed_on: 3 })).with_retry(quick))
+            .step(
+                StepDefinition::new(
+                    "flaky",
+                    act(Flaky {
+                        calls: AtomicU32::new(0),
+                        succeed_on: 3,
+                    }),
+                )
+                .with_retry(quick),
+            )
             .step(StepDefinition::new("nothing", act(Noop)))
             .step(StepDefinition::new("skipped", act(Fail { message: None })).skipped(true))
-            .step(StepDefinition::new("skipped_action", act(Fail { message: None }).skipped(true)))
-            .step(StepDefinition::new("after", act(Identity)).depends_on(["flaky", "nothing", "skipped", "skipped_action"]))
+            .step(StepDefinition::new(
+                "skipped_action",
+                act(Fail { message: None }).skipped(true),
+            ))
+            .step(StepDefinition::new("after", act(Identity)).depends_on([
+                "flaky",
+                "nothing",
+                "skipped",
+                "skipped_action",
+            ]))
             .build()
             .unwrap(),
     );
@@ -214,18 +298,35 @@ async fn retries_timeouts_skip_and_noop() {
     assert_eq!(get("skipped_action").state, StepState::Processed);
     assert_eq!(get("after").state, StepState::Processed);
     let log = std::fs::read_to_string(bench.logs().join("retrying").join("flaky.log")).unwrap();
-    assert!(log.contains("attempt 1 of 3 failed: action 'flaky' failed: call 1 fails; retrying in 10ms"), "{log}");
+    assert!(
+        log.contains(
+            "attempt 1 of 3 failed: action 'flaky' failed: call 1 fails; retrying in 10ms"
+        ),
+        "{log}"
+    );
     assert!(log.contains("attempt 2 of 3 failed"), "{log}");
 
     // Timeouts: an action's own and a whole step's; both end the step, the
     // local job is killed, the retry count is respected.
     let graph = Arc::new(
         FlowDefinition::new("timeouts")
-            .step(StepDefinition::new("action_limit", shell("sleep 30").with_timeout(Duration::from_millis(300))))
+            .step(StepDefinition::new(
+                "action_limit",
+                shell("sleep 30").with_timeout(Duration::from_millis(300)),
+            ))
             .step(
-                StepDefinition::new("step_limit", act(Sleep { duration: Duration::from_secs(30) }))
-                    .with_timeout(Duration::from_millis(300))
-                    .with_retry(RetryPolicy { retries: 1, delay: Duration::from_millis(10), ..quick }),
+                StepDefinition::new(
+                    "step_limit",
+                    act(Sleep {
+                        duration: Duration::from_secs(30),
+                    }),
+                )
+                .with_timeout(Duration::from_millis(300))
+                .with_retry(RetryPolicy {
+                    retries: 1,
+                    delay: Duration::from_millis(10),
+                    ..quick
+                }),
             )
             .build()
             .unwrap(),
@@ -235,9 +336,15 @@ async fn retries_timeouts_skip_and_noop() {
     let steps = bench.snapshot("timeouts", TP).await.1;
     let get = |n: &str| steps.iter().find(|s| s.step_name == n).unwrap().clone();
     assert_eq!(get("action_limit").state, StepState::Invalid);
-    assert!(get("action_limit").error.unwrap().contains("action 'shell' timed out after 300ms"));
+    assert!(get("action_limit")
+        .error
+        .unwrap()
+        .contains("action 'shell' timed out after 300ms"));
     assert_eq!(get("step_limit").attempts, 2);
-    assert!(get("step_limit").error.unwrap().contains("step timed out after 300ms"));
+    assert!(get("step_limit")
+        .error
+        .unwrap()
+        .contains("step timed out after 300ms"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -247,8 +354,11 @@ async fn cancellation_stops_jobs_runs_cleanups_and_terminates_clusters() {
     let graph = Arc::new(
         FlowDefinition::new("cancelled")
             .step(
-                StepDefinition::new("long", shell(&format!("echo $$ > {}; sleep 60", pid_file.display())))
-                    .post(act(Identity)),
+                StepDefinition::new(
+                    "long",
+                    shell(&format!("echo $$ > {}; sleep 60", pid_file.display())),
+                )
+                .post(act(Identity)),
             )
             .step(StepDefinition::new("never", act(Identity)).depends_on(["long"]))
             .build()
@@ -259,7 +369,10 @@ async fn cancellation_stops_jobs_runs_cleanups_and_terminates_clusters() {
     let cancel = engine.cancel_token();
     let pid_wait = pid_file.clone();
     tokio::spawn(async move {
-        while std::fs::read_to_string(&pid_wait).map(|s| s.trim().is_empty()).unwrap_or(true) {
+        while std::fs::read_to_string(&pid_wait)
+            .map(|s| s.trim().is_empty())
+            .unwrap_or(true)
+        {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         cancel.cancel();
@@ -269,12 +382,22 @@ async fn cancellation_stops_jobs_runs_cleanups_and_terminates_clusters() {
     assert_eq!(report.state, FlowState::Invalid);
     assert_eq!(
         bench.step_states("cancelled", TP).await,
-        [("long".to_string(), "state_canceled".to_string()), ("never".to_string(), "state_embryo".to_string())]
+        [
+            ("long".to_string(), "state_canceled".to_string()),
+            ("never".to_string(), "state_embryo".to_string())
+        ]
     );
     assert_eq!(counting.terminated.load(Ordering::SeqCst), 1);
-    let pid: i32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     // The job's process is gone (kill(pid, 0) fails with ESRCH).
-    assert!(!PathBuf::from(format!("/proc/{pid}")).exists(), "job {pid} still alive");
+    assert!(
+        !PathBuf::from(format!("/proc/{pid}")).exists(),
+        "job {pid} still alive"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -282,7 +405,12 @@ async fn a_second_engine_is_refused_while_the_first_holds_the_lease() {
     let bench = Bench::new();
     let graph = Arc::new(
         FlowDefinition::new("leased")
-            .step(StepDefinition::new("wait", act(Sleep { duration: Duration::from_millis(800) })))
+            .step(StepDefinition::new(
+                "wait",
+                act(Sleep {
+                    duration: Duration::from_millis(800),
+                }),
+            ))
             .build()
             .unwrap(),
     );
@@ -300,7 +428,9 @@ async fn a_second_engine_is_refused_while_the_first_holds_the_lease() {
     }
     let before = bench.snapshot("leased", TP).await;
     match second.run().await {
-        Err(EngineError::LeaseHeld { owner, .. }) => assert!(owner.contains(&std::process::id().to_string())),
+        Err(EngineError::LeaseHeld { owner, .. }) => {
+            assert!(owner.contains(&std::process::id().to_string()))
+        }
         other => panic!("expected LeaseHeld, got {other:?}"),
     }
     assert_eq!(bench.snapshot("leased", TP).await, before);
@@ -310,7 +440,11 @@ async fn a_second_engine_is_refused_while_the_first_holds_the_lease() {
     // A stale lease (heartbeat older than the ttl) is taken over.
     let old = chrono::Utc::now() - chrono::Duration::seconds(3600);
     assert_eq!(
-        bench.store.acquire_lease(&key, "dead-host:1:0", old, Duration::from_secs(60)).await.unwrap(),
+        bench
+            .store
+            .acquire_lease(&key, "dead-host:1:0", old, Duration::from_secs(60))
+            .await
+            .unwrap(),
         LeaseOutcome::Acquired
     );
     assert_eq!(second.run().await.unwrap().state, FlowState::Processed);

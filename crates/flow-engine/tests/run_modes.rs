@@ -24,7 +24,9 @@ fn diamond(ran: &Path, flag: &Path) -> Arc<FlowGraph> {
 }
 
 fn states(list: &[(&str, &str)]) -> Vec<(String, String)> {
-    list.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+    list.iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -43,14 +45,23 @@ async fn every_mode_on_a_diamond_with_a_failing_branch() {
     assert_eq!(sorted(lines(&ran)), ["a", "b", "c"]);
     assert_eq!(
         bench.step_states("diamond", TP).await,
-        states(&[("a", "state_processed"), ("b", "state_processed"), ("c", "state_invalid"), ("d", "state_embryo")])
+        states(&[
+            ("a", "state_processed"),
+            ("b", "state_processed"),
+            ("c", "state_invalid"),
+            ("d", "state_embryo")
+        ])
     );
     let (flow, steps) = bench.snapshot("diamond", TP).await;
     let flow = flow.unwrap();
     assert_eq!(flow.state, FlowState::Invalid);
     assert!(flow.finished_at.is_some());
     let c = steps.iter().find(|s| s.step_name == "c").unwrap();
-    assert!(c.error.as_deref().unwrap().contains("fail-c exists"), "{:?}", c.error);
+    assert!(
+        c.error.as_deref().unwrap().contains("fail-c exists"),
+        "{:?}",
+        c.error
+    );
     assert_eq!(c.main_state, flow_core::ActionSetState::Failed);
     assert_eq!(c.related_flow, flow.id);
 
@@ -60,7 +71,11 @@ async fn every_mode_on_a_diamond_with_a_failing_branch() {
     let report = engine.recover().await.unwrap();
     assert_eq!(report.state, FlowState::Processed);
     assert_eq!(lines(&ran), ["c", "d"]);
-    assert!(bench.step_states("diamond", TP).await.iter().all(|(_, s)| s == "state_processed"));
+    assert!(bench
+        .step_states("diamond", TP)
+        .await
+        .iter()
+        .all(|(_, s)| s == "state_processed"));
 
     // run_one b: only b.
     std::fs::write(&ran, "").unwrap();
@@ -113,19 +128,28 @@ async fn refused_modes_change_nothing() {
     // recover on a flow that never ran.
     let before = bench.snapshot("diamond", TP).await;
     match engine.recover().await {
-        Err(EngineError::Refused { reason: Refusal::NeverRan, .. }) => {}
+        Err(EngineError::Refused {
+            reason: Refusal::NeverRan,
+            ..
+        }) => {}
         other => panic!("expected NeverRan, got {other:?}"),
     }
     // run_one on a blocked step names its unprocessed dependencies.
     match engine.run_one("d").await {
-        Err(EngineError::Refused { reason: Refusal::Blocked { step, missing }, .. }) => {
+        Err(EngineError::Refused {
+            reason: Refusal::Blocked { step, missing },
+            ..
+        }) => {
             assert_eq!(step, "d");
             assert_eq!(sorted(missing), ["b", "c"]);
         }
         other => panic!("expected Blocked, got {other:?}"),
     }
     match engine.run_from("ghost").await {
-        Err(EngineError::Refused { reason: Refusal::UnknownStep { step, .. }, .. }) => assert_eq!(step, "ghost"),
+        Err(EngineError::Refused {
+            reason: Refusal::UnknownStep { step, .. },
+            ..
+        }) => assert_eq!(step, "ghost"),
         other => panic!("expected UnknownStep, got {other:?}"),
     }
     assert_eq!(bench.snapshot("diamond", TP).await, before);

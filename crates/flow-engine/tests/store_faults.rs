@@ -21,23 +21,53 @@ async fn a_locked_store_stops_the_run_and_recover_works_afterwards() {
     let bench = Bench::new();
     let db = bench.path("flow.db");
     let store = Arc::new(
-        SqliteStore::open(&db, SqliteOptions { busy_timeout: Duration::from_millis(200), ..SqliteOptions::default() })
-            .unwrap(),
+        SqliteStore::open(
+            &db,
+            SqliteOptions {
+                busy_timeout: Duration::from_millis(200),
+                ..SqliteOptions::default()
+            },
+        )
+        .unwrap(),
     );
     let graph = Arc::new(
         FlowDefinition::new("faulty")
-            .step(StepDefinition::new("slow", ActionInstance::new(Arc::new(Sleep { duration: Duration::from_millis(700) }))))
-            .step(StepDefinition::new("after", ActionInstance::new(Arc::new(Identity))).depends_on(["slow"]))
+            .step(StepDefinition::new(
+                "slow",
+                ActionInstance::new(Arc::new(Sleep {
+                    duration: Duration::from_millis(700),
+                })),
+            ))
+            .step(
+                StepDefinition::new("after", ActionInstance::new(Arc::new(Identity)))
+                    .depends_on(["slow"]),
+            )
             .build()
             .unwrap(),
     );
-    let options = EngineOptions { lease_ttl: Duration::from_millis(600), heartbeat_interval: Duration::from_millis(100), ..bench.options() };
+    let options = EngineOptions {
+        lease_ttl: Duration::from_millis(600),
+        heartbeat_interval: Duration::from_millis(100),
+        ..bench.options()
+    };
     let counting = Arc::new(Counting::new(bench.local()));
-    let engine = ExecutionEngine::new(graph.clone(), bench.context(&graph, TP, 1), store.clone(), counting.clone(), options.clone());
+    let engine = ExecutionEngine::new(
+        graph.clone(),
+        bench.context(&graph, TP, 1),
+        store.clone(),
+        counting.clone(),
+        options.clone(),
+    );
     let key = FlowKey::new("faulty", tp(TP));
     let running = tokio::spawn(async move { engine.run().await });
     loop {
-        if store.get_steps(&key).await.unwrap().iter().any(|s| s.state == StepState::InProgress) {
+        if store
+            .get_steps(&key)
+            .await
+            .unwrap()
+            .iter()
+            .any(|s| s.state == StepState::InProgress)
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -47,11 +77,18 @@ async fn a_locked_store_stops_the_run_and_recover_works_afterwards() {
     blocker.execute_batch("BEGIN EXCLUSIVE").unwrap();
     let result = running.await.unwrap();
     match &result {
-        Err(EngineError::Store { source: StoreError::Operation { .. }, .. }) => {}
+        Err(EngineError::Store {
+            source: StoreError::Operation { .. },
+            ..
+        }) => {}
         other => panic!("expected a store error, got {other:?}"),
     }
     assert!(result.unwrap_err().to_string().contains("save_step"));
-    assert_eq!(counting.terminated.load(Ordering::SeqCst), 1, "clusters terminated after a store fault");
+    assert_eq!(
+        counting.terminated.load(Ordering::SeqCst),
+        1,
+        "clusters terminated after a store fault"
+    );
     blocker.execute_batch("ROLLBACK").unwrap();
     drop(blocker);
 
@@ -60,10 +97,22 @@ async fn a_locked_store_stops_the_run_and_recover_works_afterwards() {
     let flow = store.get_flow(&key).await.unwrap().unwrap();
     assert_eq!(flow.state, FlowState::InProgress);
     tokio::time::sleep(Duration::from_millis(700)).await;
-    let engine = ExecutionEngine::new(graph.clone(), bench.context(&graph, TP, 1), store.clone(), bench.local(), options);
+    let engine = ExecutionEngine::new(
+        graph.clone(),
+        bench.context(&graph, TP, 1),
+        store.clone(),
+        bench.local(),
+        options,
+    );
     let report = engine.recover().await.unwrap();
     assert_eq!(report.state, FlowState::Processed);
-    let states: Vec<_> = store.get_steps(&key).await.unwrap().into_iter().map(|s| s.state).collect();
+    let states: Vec<_> = store
+        .get_steps(&key)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.state)
+        .collect();
     assert_eq!(states, [StepState::Processed, StepState::Processed]);
 }
 
@@ -92,7 +141,12 @@ impl FlowStore for CountingStore {
         self.save_step.fetch_add(1, Ordering::Relaxed);
         self.inner.save_step(step).await
     }
-    async fn begin_run(&self, flow: &FlowRecord, purge: bool, steps: &[StepRecord]) -> Result<FlowRecord, StoreError> {
+    async fn begin_run(
+        &self,
+        flow: &FlowRecord,
+        purge: bool,
+        steps: &[StepRecord],
+    ) -> Result<FlowRecord, StoreError> {
         self.other.fetch_add(1, Ordering::Relaxed);
         self.inner.begin_run(flow, purge, steps).await
     }
@@ -100,11 +154,22 @@ impl FlowStore for CountingStore {
         self.other.fetch_add(1, Ordering::Relaxed);
         self.inner.list_flows(flow_name).await
     }
-    async fn acquire_lease(&self, key: &FlowKey, owner: &str, now: DateTime<Utc>, ttl: Duration) -> Result<LeaseOutcome, StoreError> {
+    async fn acquire_lease(
+        &self,
+        key: &FlowKey,
+        owner: &str,
+        now: DateTime<Utc>,
+        ttl: Duration,
+    ) -> Result<LeaseOutcome, StoreError> {
         self.other.fetch_add(1, Ordering::Relaxed);
         self.inner.acquire_lease(key, owner, now, ttl).await
     }
-    async fn renew_lease(&self, key: &FlowKey, owner: &str, now: DateTime<Utc>) -> Result<bool, StoreError> {
+    async fn renew_lease(
+        &self,
+        key: &FlowKey,
+        owner: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
         self.inner.renew_lease(key, owner, now).await
     }
     async fn release_lease(&self, key: &FlowKey, owner: &str) -> Result<(), StoreError> {
@@ -117,7 +182,8 @@ impl FlowStore for CountingStore {
 /// fan-in of `width` identity steps.
 async fn costs(bench: &Bench, width: usize) -> (u64, u64, u64) {
     let id = || ActionInstance::new(Arc::new(Identity));
-    let mut flow = FlowDefinition::new(format!("fan{width}")).step(StepDefinition::new("root", id()));
+    let mut flow =
+        FlowDefinition::new(format!("fan{width}")).step(StepDefinition::new("root", id()));
     let mut leaves = Vec::new();
     for i in 0..width {
         leaves.push(format!("leaf{i}"));
@@ -125,11 +191,25 @@ async fn costs(bench: &Bench, width: usize) -> (u64, u64, u64) {
     }
     flow = flow.step(StepDefinition::new("sink", id()).depends_on(leaves));
     let graph = Arc::new(flow.build().unwrap());
-    let store = Arc::new(CountingStore { inner: bench.store.clone(), save_step: AtomicU64::new(0), other: AtomicU64::new(0) });
-    let engine = ExecutionEngine::new(graph.clone(), bench.context(&graph, TP, 4), store.clone(), bench.local(), EngineOptions::default());
+    let store = Arc::new(CountingStore {
+        inner: bench.store.clone(),
+        save_step: AtomicU64::new(0),
+        other: AtomicU64::new(0),
+    });
+    let engine = ExecutionEngine::new(
+        graph.clone(),
+        bench.context(&graph, TP, 4),
+        store.clone(),
+        bench.local(),
+        EngineOptions::default(),
+    );
     let report = engine.run().await.unwrap();
     assert_eq!(report.state, FlowState::Processed);
-    (store.save_step.load(Ordering::Relaxed), store.other.load(Ordering::Relaxed), report.metrics.graph_visits)
+    (
+        store.save_step.load(Ordering::Relaxed),
+        store.other.load(Ordering::Relaxed),
+        report.metrics.graph_visits,
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

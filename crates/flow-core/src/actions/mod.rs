@@ -55,7 +55,9 @@ impl Action for Fail {
     }
     async fn run(&self, _cx: &ActionContext<'_>) -> Result<ActionOutcome, ActionError> {
         Err(ActionError::failed(
-            self.message.clone().unwrap_or_else(|| "failed on purpose".into()),
+            self.message
+                .clone()
+                .unwrap_or_else(|| "failed on purpose".into()),
         ))
     }
 }
@@ -255,14 +257,24 @@ fn opt_plain(args: &mut ActionArgs, arg: &str) -> Result<Option<String>, ArgErro
 pub(crate) fn register_builtins(r: &mut ActionRegistry) {
     r.register("identity", |_| arc(Identity));
     r.register("noop", |_| arc(Noop));
-    r.register("fail", |a| arc(Fail { message: a.opt_string("message")? }));
+    r.register("fail", |a| {
+        arc(Fail {
+            message: a.opt_string("message")?,
+        })
+    });
     r.register("sleep", |a| {
         let duration = a
             .opt_duration("duration")?
-            .ok_or_else(|| ArgError::Missing { arg: "duration".into() })?;
+            .ok_or_else(|| ArgError::Missing {
+                arg: "duration".into(),
+            })?;
         arc(Sleep { duration })
     });
-    r.register("shell", |a| arc(Shell { command: a.template("command")? }));
+    r.register("shell", |a| {
+        arc(Shell {
+            command: a.template("command")?,
+        })
+    });
     r.register("spark", |a| {
         let application = match a.opt_template("application")? {
             Some(t) => t,
@@ -276,7 +288,10 @@ pub(crate) fn register_builtins(r: &mut ActionRegistry) {
         })
     });
     r.register("pig", |a| {
-        arc(Pig { script: a.template("script")?, params: a.template_map("params")? })
+        arc(Pig {
+            script: a.template("script")?,
+            params: a.template_map("params")?,
+        })
     });
     r.register("hadoop", |a| {
         arc(Hadoop {
@@ -286,11 +301,21 @@ pub(crate) fn register_builtins(r: &mut ActionRegistry) {
         })
     });
     for op in [FsOp::Mkdir, FsOp::Rmdir, FsOp::Rm] {
-        r.register(op.kind(), move |a| arc(FsAction { op, path: a.template("path")?, to: None }));
+        r.register(op.kind(), move |a| {
+            arc(FsAction {
+                op,
+                path: a.template("path")?,
+                to: None,
+            })
+        });
     }
     for op in [FsOp::Cp, FsOp::Mv, FsOp::CopyToLocal, FsOp::CopyFromLocal] {
         r.register(op.kind(), move |a| {
-            arc(FsAction { op, path: a.template("from")?, to: Some(a.template("to")?) })
+            arc(FsAction {
+                op,
+                path: a.template("from")?,
+                to: Some(a.template("to")?),
+            })
         });
     }
 }

@@ -7,8 +7,8 @@ use async_trait::async_trait;
 use flow_cluster_local::{LocalClusterFactory, LocalOptions};
 use flow_core::{
     Action, ActionContext, ActionError, ActionInstance, ActionOutcome, Cluster, ClusterError,
-    ClusterFactory, ExecutionContext, FlowGraph, FlowKey, FlowRecord, FlowStore, Job, JobContext,
-    Settings, StepRecord, Timeperiod, Filesystem,
+    ClusterFactory, ExecutionContext, Filesystem, FlowGraph, FlowKey, FlowRecord, FlowStore, Job,
+    JobContext, Settings, StepRecord, Timeperiod,
 };
 use flow_engine::{EngineOptions, ExecutionEngine};
 use flow_store_sqlite::{SqliteOptions, SqliteStore};
@@ -33,7 +33,9 @@ pub struct Bench {
 impl Bench {
     pub fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(SqliteStore::open(&dir.path().join("flow.db"), SqliteOptions::default()).unwrap());
+        let store = Arc::new(
+            SqliteStore::open(&dir.path().join("flow.db"), SqliteOptions::default()).unwrap(),
+        );
         Bench { dir, store }
     }
 
@@ -53,7 +55,12 @@ impl Bench {
         }))
     }
 
-    pub fn context(&self, graph: &FlowGraph, timeperiod: &str, clusters: usize) -> ExecutionContext {
+    pub fn context(
+        &self,
+        graph: &FlowGraph,
+        timeperiod: &str,
+        clusters: usize,
+    ) -> ExecutionContext {
         let t = tp(timeperiod);
         ExecutionContext {
             flow_name: graph.name().to_string(),
@@ -74,7 +81,12 @@ impl Bench {
     }
 
     /// An engine on the local cluster.
-    pub fn engine(&self, graph: &Arc<FlowGraph>, timeperiod: &str, clusters: usize) -> ExecutionEngine {
+    pub fn engine(
+        &self,
+        graph: &Arc<FlowGraph>,
+        timeperiod: &str,
+        clusters: usize,
+    ) -> ExecutionEngine {
         self.engine_with(graph, timeperiod, clusters, self.local(), self.options())
     }
 
@@ -96,7 +108,11 @@ impl Bench {
     }
 
     /// The flow record and step records, sorted, for before/after checks.
-    pub async fn snapshot(&self, flow: &str, timeperiod: &str) -> (Option<FlowRecord>, Vec<StepRecord>) {
+    pub async fn snapshot(
+        &self,
+        flow: &str,
+        timeperiod: &str,
+    ) -> (Option<FlowRecord>, Vec<StepRecord>) {
         let key = FlowKey::new(flow, tp(timeperiod));
         let f = self.store.get_flow(&key).await.unwrap();
         let mut s = self.store.get_steps(&key).await.unwrap();
@@ -127,21 +143,34 @@ impl Action for Append {
         "append"
     }
     async fn run(&self, cx: &ActionContext<'_>) -> Result<ActionOutcome, ActionError> {
-        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&self.file).unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.file)
+            .unwrap();
         writeln!(f, "{}", cx.step).unwrap();
         if self.fail_while.as_ref().is_some_and(|p| p.exists()) {
-            return Err(ActionError::failed(format!("{} exists", self.fail_while.as_ref().unwrap().display())));
+            return Err(ActionError::failed(format!(
+                "{} exists",
+                self.fail_while.as_ref().unwrap().display()
+            )));
         }
         Ok(ActionOutcome::Done)
     }
 }
 
 pub fn append(file: &Path) -> ActionInstance {
-    ActionInstance::new(Arc::new(Append { file: file.to_path_buf(), fail_while: None }))
+    ActionInstance::new(Arc::new(Append {
+        file: file.to_path_buf(),
+        fail_while: None,
+    }))
 }
 
 pub fn append_failing_while(file: &Path, flag: &Path) -> ActionInstance {
-    ActionInstance::new(Arc::new(Append { file: file.to_path_buf(), fail_while: Some(flag.to_path_buf()) }))
+    ActionInstance::new(Arc::new(Append {
+        file: file.to_path_buf(),
+        fail_while: Some(flag.to_path_buf()),
+    }))
 }
 
 /// The lines of a file, empty if it does not exist.
@@ -176,7 +205,11 @@ impl Action for Timed {
     async fn run(&self, cx: &ActionContext<'_>) -> Result<ActionOutcome, ActionError> {
         let start = Instant::now();
         tokio::time::sleep(self.hold).await;
-        self.intervals.0.lock().unwrap().push((cx.step.to_string(), start, Instant::now()));
+        self.intervals
+            .0
+            .lock()
+            .unwrap()
+            .push((cx.step.to_string(), start, Instant::now()));
         Ok(ActionOutcome::Done)
     }
 }
@@ -184,7 +217,8 @@ impl Action for Timed {
 /// The largest number of intervals open at one instant.
 pub fn max_overlap(intervals: &Intervals) -> usize {
     let v = intervals.0.lock().unwrap();
-    let mut edges: Vec<(Instant, i32)> = v.iter().flat_map(|(_, s, e)| [(*s, 1), (*e, -1)]).collect();
+    let mut edges: Vec<(Instant, i32)> =
+        v.iter().flat_map(|(_, s, e)| [(*s, 1), (*e, -1)]).collect();
     edges.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
     let (mut open, mut max) = (0i32, 0i32);
     for (_, d) in edges {
@@ -228,7 +262,11 @@ impl ClusterFactory for Counting {
     fn kind(&self) -> &'static str {
         self.inner.kind()
     }
-    fn create(&self, name: &str, context: &ExecutionContext) -> Result<Arc<dyn Cluster>, ClusterError> {
+    fn create(
+        &self,
+        name: &str,
+        context: &ExecutionContext,
+    ) -> Result<Arc<dyn Cluster>, ClusterError> {
         let n = self.created.fetch_add(1, Ordering::SeqCst);
         Ok(Arc::new(CountingCluster {
             inner: self.inner.create(name, context)?,
