@@ -57,6 +57,9 @@ options:
   --repeat N              runs of each engine and load shape, the median is
                           reported (default 3)
   --no-logs               engine shapes without log files (diagnosis only)
+  --scratch DIR           put stores, logs and flow files under DIR (default:
+                          the system temp directory) and delete them only
+                          when every shape has run (see bench/README.md)
   --luigi-python PATH     run the Luigi comparison with this Python (with luigi installed)
   --luigi-script PATH     default: bench/luigi_bench.py of this workspace
   --luigi-timeout SECS    limit for each Luigi run (default 900)
@@ -93,6 +96,7 @@ impl Args {
                 validate_file: None,
                 no_logs: false,
                 repeat: 3,
+                scratch: None,
             },
             json: None,
             out_dir: None,
@@ -131,6 +135,7 @@ impl Args {
                 "--flow-bin" => parsed.setup.flow_bin = value()?.into(),
                 "--validate-file" => parsed.setup.validate_file = Some(value()?.into()),
                 "--no-logs" => parsed.setup.no_logs = true,
+                "--scratch" => parsed.setup.scratch = Some(value()?.into()),
                 "--repeat" => parsed.setup.repeat = number(value()?)?.max(1) as usize,
                 "--luigi-python" => parsed.luigi_python = Some(value()?.into()),
                 "--luigi-script" => parsed.luigi_script = value()?.into(),
@@ -175,6 +180,23 @@ fn run_all(args: &Args) -> Result<(), String> {
         ..Report::default()
     };
     let mut failures = Vec::new();
+    // Children keep their directories under this run's scratch directory;
+    // it is deleted once every shape has run.
+    let mut setup = args.setup.clone();
+    let scratch_run = match &args.setup.scratch {
+        Some(dir) => {
+            let run = dir.join(format!("run-{}", std::process::id()));
+            std::fs::create_dir_all(&run)
+                .map_err(|e| format!("cannot create {}: {e}", run.display()))?;
+            setup.scratch = Some(run.clone());
+            Some(run)
+        }
+        None => None,
+    };
+    let args = &Args {
+        setup,
+        ..args.clone()
+    };
     for shape in shapes {
         if matches!(shape, Shape::CliVersion | Shape::CliValidate) && !args.setup.flow_bin.exists()
         {
@@ -222,6 +244,11 @@ fn run_all(args: &Args) -> Result<(), String> {
             report.luigi.push(run);
         }
     }
+    if let Some(run) = &scratch_run {
+        if let Err(e) = std::fs::remove_dir_all(run) {
+            eprintln!("flow-bench: cannot remove {}: {e}", run.display());
+        }
+    }
     report.attach_luigi();
     report.check_targets();
     print!("{}", report.render());
@@ -260,6 +287,9 @@ fn run_child(shape: Shape, args: &Args) -> Result<Row, String> {
     }
     if args.setup.no_logs {
         command.arg("--no-logs");
+    }
+    if let Some(dir) = &args.setup.scratch {
+        command.arg("--scratch").arg(dir);
     }
     command.args(["--repeat", &args.setup.repeat.to_string()]);
     let out = command

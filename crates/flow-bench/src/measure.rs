@@ -40,6 +40,39 @@ pub struct Setup {
     /// Run without log files: for diagnosis only, the table's figures
     /// always include logging.
     pub no_logs: bool,
+    /// Where working directories go; kept (the parent deletes them at the
+    /// end) so deleting one run's files cannot slow the next run's file
+    /// creation. `None`: temporary directories deleted after each run.
+    pub scratch: Option<PathBuf>,
+}
+
+/// A working directory: temporary, or kept under [`Setup::scratch`].
+pub enum Workdir {
+    Temp(tempfile::TempDir),
+    Kept(PathBuf),
+}
+
+impl Workdir {
+    pub fn path(&self) -> &std::path::Path {
+        match self {
+            Workdir::Temp(dir) => dir.path(),
+            Workdir::Kept(dir) => dir,
+        }
+    }
+}
+
+impl Setup {
+    /// A fresh working directory for one run.
+    pub fn workdir(&self) -> std::io::Result<Workdir> {
+        match &self.scratch {
+            Some(dir) => {
+                std::fs::create_dir_all(dir)?;
+                let dir = tempfile::Builder::new().prefix("run-").tempdir_in(dir)?;
+                Ok(Workdir::Kept(dir.keep()))
+            }
+            None => tempfile::tempdir().map(Workdir::Temp),
+        }
+    }
 }
 
 /// `normal` or `full`.
@@ -63,7 +96,7 @@ pub fn parse_synchronous(text: &str) -> Result<Synchronous, String> {
 /// (over every repeat, each on a fresh store and directory).
 pub fn measure(shape: Shape, setup: &Setup) -> BenchResult<Row> {
     let once = || match shape {
-        Shape::Load(_) => load(shape),
+        Shape::Load(_) => load(shape, setup),
         _ => run_engine(shape, setup),
     };
     let mut row = match shape {
@@ -79,7 +112,7 @@ pub fn measure(shape: Shape, setup: &Setup) -> BenchResult<Row> {
         }
         Shape::CliVersion => return cli(shape, &setup.flow_bin, &["--version".into()]),
         Shape::CliValidate => {
-            let dir = tempfile::tempdir()?;
+            let dir = setup.workdir()?;
             let file = match &setup.validate_file {
                 Some(f) => f.clone(),
                 None => small_flow_file(dir.path())?,
@@ -98,10 +131,10 @@ pub fn measure(shape: Shape, setup: &Setup) -> BenchResult<Row> {
 }
 
 /// Runs the shape's flow of identity actions on the real SQLite store and
-/// local cluster, with log files, on a 2-worker runtime.
+/// local cluster, with log files, on the current-thread runtime `flow` uses.
 fn run_engine(shape: Shape, setup: &Setup) -> BenchResult<Row> {
     flow_engine::logging::init(Some("warn"));
-    let dir = tempfile::tempdir()?;
+    let dir = setup.workdir()?;
     let clusters = setup.clusters.unwrap_or(shape.default_clusters()).max(1);
     let graph = Arc::new(shape.definition().build()?);
     let db = dir.path().join("flow.db");
@@ -134,8 +167,8 @@ fn run_engine(shape: Shape, setup: &Setup) -> BenchResult<Row> {
         log_directory: (!setup.no_logs).then(|| logs.clone()),
         ..EngineOptions::default()
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // The runtime `flow` itself uses (see flow-cli's run command).
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let engine = ExecutionEngine::new(graph.clone(), context, store.clone(), factory, options);
@@ -215,8 +248,8 @@ fn run_engine(shape: Shape, setup: &Setup) -> BenchResult<Row> {
 }
 
 /// Writes the shape's flow file, then times `load_file` (parse + validate).
-fn load(shape: Shape) -> BenchResult<Row> {
-    let dir = tempfile::tempdir()?;
+fn load(shape: Shape, setup: &Setup) -> BenchResult<Row> {
+    let dir = setup.workdir()?;
     let path = dir.path().join(format!("{}.toml", shape.flow_name()));
     let mut out = BufWriter::new(std::fs::File::create(&path)?);
     shape.write_flow_file(&mut out)?;

@@ -8,6 +8,11 @@
 //! cluster at the end whatever happened. Logs go to per-flow and per-step
 //! files through [`logging`].
 //!
+//! Any tokio runtime works. The engine's own work between steps is a few
+//! microseconds, so a current-thread runtime (what `flow` uses) is the
+//! fastest: no wake-ups across threads. Actions must then not block the
+//! thread: blocking work belongs in `tokio::task::spawn_blocking`.
+//!
 //! This crate knows no concrete store or cluster: it depends on `flow-core`
 //! only; backends are chosen by the caller (the `flow` CLI).
 

@@ -10,17 +10,18 @@
 //! ```
 //!
 //! Lines are written by one background thread so the engine never waits on
-//! the disk for a log line; [`flush`] waits until everything queued is
-//! written.
+//! the disk for a log line (they reach the file within ~10 ms); [`flush`]
+//! waits until everything queued is written.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt::{self, Write as _};
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::Duration;
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Subscriber};
@@ -34,9 +35,21 @@ struct Route {
 }
 
 enum Message {
-    Line { path: PathBuf, line: String },
+    Line {
+        path: PathBuf,
+        line: String,
+    },
     Flush(mpsc::Sender<()>),
-    Close { dir: PathBuf },
+    /// A run ended: close every file under its directory.
+    Close {
+        dir: PathBuf,
+    },
+    /// A step ended: close its file, so a run holds only the files of the
+    /// steps running now (a 10,000-step flow must not need 10,000 open
+    /// files, nor flush them all whenever the queue drains).
+    CloseFile {
+        path: PathBuf,
+    },
 }
 
 fn routes() -> &'static RwLock<HashMap<u64, Arc<Route>>> {
@@ -44,71 +57,137 @@ fn routes() -> &'static RwLock<HashMap<u64, Arc<Route>>> {
     ROUTES.get_or_init(Default::default)
 }
 
-fn writer() -> &'static Mutex<Sender<Message>> {
-    static WRITER: OnceLock<Mutex<Sender<Message>>> = OnceLock::new();
-    WRITER.get_or_init(|| {
+/// The writer thread's inbox: a channel plus a way to wake the thread.
+///
+/// Sending a line does not wake the writer (a futex wake per line would cost
+/// more than formatting it): while lines keep coming the writer drains the
+/// queue every [`TICK`]; once a tick finds nothing it sleeps until the next
+/// message wakes it. Flushes and closes always wake it.
+struct Inbox {
+    tx: Mutex<Sender<Message>>,
+    thread: Option<std::thread::Thread>,
+    sleeping: AtomicBool,
+}
+
+/// How long lines may wait in memory before they are written.
+const TICK: Duration = Duration::from_millis(10);
+
+fn inbox() -> &'static Inbox {
+    static INBOX: OnceLock<Inbox> = OnceLock::new();
+    INBOX.get_or_init(|| {
         let (tx, rx) = mpsc::channel();
         // If the thread cannot start, lines are dropped: logging must never
         // stop a flow.
-        let _ = std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("flow-log-writer".into())
-            .spawn(move || write_loop(rx));
-        Mutex::new(tx)
+            .spawn(move || write_loop(rx))
+            .ok()
+            .map(|handle| handle.thread().clone());
+        Inbox {
+            tx: Mutex::new(tx),
+            thread,
+            sleeping: AtomicBool::new(false),
+        }
     })
 }
 
 fn send(message: Message) {
-    if let Ok(tx) = writer().lock() {
+    let inbox = inbox();
+    let urgent = !matches!(message, Message::Line { .. });
+    if let Ok(tx) = inbox.tx.lock() {
         let _ = tx.send(message);
+    }
+    if urgent || inbox.sleeping.load(Ordering::Acquire) {
+        inbox.sleeping.store(false, Ordering::Release);
+        if let Some(thread) = &inbox.thread {
+            thread.unpark();
+        }
     }
 }
 
 fn write_loop(rx: Receiver<Message>) {
     let mut files: HashMap<PathBuf, BufWriter<File>> = HashMap::new();
+    let mut made_dirs: HashSet<PathBuf> = HashSet::new();
     let mut pending_flushes: Vec<mpsc::Sender<()>> = Vec::new();
-    let mut next = rx.recv().ok();
-    while let Some(message) = next.take() {
-        match message {
-            Message::Line { path, line } => {
-                if !files.contains_key(&path) {
-                    if let Some(parent) = path.parent() {
-                        let _ = std::fs::create_dir_all(parent);
-                    }
-                    match OpenOptions::new().create(true).append(true).open(&path) {
-                        Ok(f) => {
-                            files.insert(path.clone(), BufWriter::new(f));
-                        }
-                        Err(e) => eprintln!("flow: cannot open log file {}: {e}", path.display()),
+    loop {
+        let mut got = 0usize;
+        loop {
+            match rx.try_recv() {
+                Ok(message) => {
+                    got += 1;
+                    handle(message, &mut files, &mut made_dirs, &mut pending_flushes);
+                }
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => return,
+            }
+        }
+        // The queue is drained: put everything on disk, then answer whoever
+        // waits for a flush.
+        for f in files.values_mut() {
+            let _ = f.flush();
+        }
+        for done in pending_flushes.drain(..) {
+            let _ = done.send(());
+        }
+        if got > 0 {
+            std::thread::park_timeout(TICK);
+        } else {
+            let inbox = inbox();
+            inbox.sleeping.store(true, Ordering::Release);
+            // A message sent before `sleeping` was set did not wake us.
+            match rx.try_recv() {
+                Ok(message) => {
+                    inbox.sleeping.store(false, Ordering::Release);
+                    handle(message, &mut files, &mut made_dirs, &mut pending_flushes);
+                }
+                Err(TryRecvError::Empty) => std::thread::park(),
+                Err(TryRecvError::Disconnected) => return,
+            }
+        }
+    }
+}
+
+fn handle(
+    message: Message,
+    files: &mut HashMap<PathBuf, BufWriter<File>>,
+    made_dirs: &mut HashSet<PathBuf>,
+    pending_flushes: &mut Vec<mpsc::Sender<()>>,
+) {
+    match message {
+        Message::Line { path, line } => {
+            if !files.contains_key(&path) {
+                if let Some(parent) = path.parent() {
+                    if !made_dirs.contains(parent) && std::fs::create_dir_all(parent).is_ok() {
+                        made_dirs.insert(parent.to_path_buf());
                     }
                 }
-                if let Some(f) = files.get_mut(&path) {
-                    let _ = f.write_all(line.as_bytes());
+                match OpenOptions::new().create(true).append(true).open(&path) {
+                    Ok(f) => {
+                        files.insert(path.clone(), BufWriter::new(f));
+                    }
+                    Err(e) => eprintln!("flow: cannot open log file {}: {e}", path.display()),
                 }
             }
-            Message::Flush(done) => pending_flushes.push(done),
-            Message::Close { dir } => {
-                for (path, mut f) in files.extract_if(|p, _| p.starts_with(&dir)) {
-                    if let Err(e) = f.flush() {
-                        eprintln!("flow: cannot write log file {}: {e}", path.display());
-                    }
+            if let Some(f) = files.get_mut(&path) {
+                let _ = f.write_all(line.as_bytes());
+            }
+        }
+        Message::Flush(done) => pending_flushes.push(done),
+        Message::CloseFile { path } => {
+            if let Some(mut f) = files.remove(&path) {
+                if let Err(e) = f.flush() {
+                    eprintln!("flow: cannot write log file {}: {e}", path.display());
                 }
             }
         }
-        next = match rx.try_recv() {
-            Ok(m) => Some(m),
-            Err(TryRecvError::Empty) => {
-                // The queue is drained: put everything on disk, then answer
-                // whoever waits for a flush.
-                for f in files.values_mut() {
-                    let _ = f.flush();
+        Message::Close { dir } => {
+            made_dirs.remove(&dir);
+            for (path, mut f) in files.extract_if(|p, _| p.starts_with(&dir)) {
+                if let Err(e) = f.flush() {
+                    eprintln!("flow: cannot write log file {}: {e}", path.display());
                 }
-                for done in pending_flushes.drain(..) {
-                    let _ = done.send(());
-                }
-                rx.recv().ok()
             }
-            Err(TryRecvError::Disconnected) => None,
-        };
+        }
     }
 }
 
@@ -142,7 +221,7 @@ pub(crate) fn finish_run(id: u64) {
 pub fn flush() {
     let (tx, rx) = mpsc::channel();
     send(Message::Flush(tx));
-    let _ = rx.recv_timeout(std::time::Duration::from_secs(10));
+    let _ = rx.recv_timeout(Duration::from_secs(10));
 }
 
 /// Installs a global subscriber made of [`FileLogLayer`] and, when
@@ -250,6 +329,30 @@ where
         }
     }
 
+    /// A step span closing means the step ended: its file can be closed.
+    fn on_close(&self, id: Id, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(&id) else { return };
+        let step = match span.extensions().get::<SpanTags>() {
+            Some(SpanTags {
+                run: None,
+                step: Some(step),
+                action: None,
+            }) => step.clone(),
+            _ => return,
+        };
+        let run = span
+            .scope()
+            .skip(1)
+            .find_map(|s| s.extensions().get::<SpanTags>().and_then(|t| t.run));
+        let Some(run) = run else { return };
+        let Some(route) = routes().read().ok().and_then(|r| r.get(&run).cloned()) else {
+            return;
+        };
+        send(Message::CloseFile {
+            path: route.dir.join(format!("{step}.log")),
+        });
+    }
+
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
         let Some(scope) = ctx.event_scope(event) else {
             return;
@@ -274,7 +377,7 @@ where
             return;
         };
         let mut line = String::with_capacity(96);
-        let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ");
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         let level = event.metadata().level();
         let path = match (&tags.step, &tags.action) {
             (Some(step), Some(action)) => {

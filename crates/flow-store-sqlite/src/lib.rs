@@ -7,8 +7,10 @@
 //! engines (threads or processes) on the same file never run the same
 //! `[flow, timeperiod]` at once.
 //!
-//! How it works: SQLite calls block, so they never run on the async runtime.
-//! One dedicated thread owns the connection; calls are sent to it through a
+//! How it works: a call whose connection is free runs inline on the caller's
+//! thread when no other connection holds the write lock (a commit costs
+//! less than two thread wake-ups; see `writer::run_inline`). Otherwise SQLite
+//! would block, so the call goes to a dedicated thread; calls are sent to it through a
 //! channel and answered through a oneshot. When the thread wakes it takes
 //! every call already queued and runs all the writes among them in one
 //! `BEGIN IMMEDIATE ... COMMIT` (group commit), then answers each caller,
@@ -37,7 +39,7 @@ use flow_core::{FlowKey, FlowRecord, FlowStore, LeaseOutcome, StepRecord, StoreE
 use rusqlite::{Connection, OpenFlags};
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
@@ -106,6 +108,9 @@ struct Shared {
     // Declared before `_writer` so it is dropped first: closing the channel
     // is what tells the thread to stop before `_writer` joins it.
     jobs: mpsc::Sender<Box<dyn Job>>,
+    /// Shared with the writer thread; see [`writer::run_inline`].
+    conn: Arc<Mutex<Connection>>,
+    busy: Duration,
     path: PathBuf,
     _writer: WriterThread,
 }
@@ -185,14 +190,18 @@ impl SqliteStore {
 
         let (jobs, queue) = mpsc::channel::<Box<dyn Job>>();
         let busy = options.busy_timeout;
+        let conn = Arc::new(Mutex::new(conn));
+        let for_writer = Arc::clone(&conn);
         let handle = std::thread::Builder::new()
             .name("flow-store-sqlite".to_string())
-            .spawn(move || writer::serve(conn, queue, busy))
+            .spawn(move || writer::serve(&for_writer, queue, busy))
             .map_err(|e| open_error(format!("cannot start the writer thread: {e}")))?;
         debug!(path = %path.display(), ?options, "opened SQLite store");
         Ok(SqliteStore {
             shared: Arc::new(Shared {
                 jobs,
+                conn,
+                busy,
                 path: path.to_path_buf(),
                 _writer: WriterThread(Some(handle)),
             }),
@@ -204,9 +213,10 @@ impl SqliteStore {
         &self.shared.path
     }
 
-    /// Sends `work` to the writer thread and waits for its answer. Writes
-    /// are committed before the answer comes. If the caller stops waiting,
-    /// the work still runs.
+    /// Runs `work` inline when the connection is free and no other
+    /// connection holds the write lock, else sends it to the writer thread
+    /// and waits for its answer. Writes are committed before the answer
+    /// comes. If the caller stops waiting, the work still runs.
     async fn call<T, F>(
         &self,
         operation: &'static str,
@@ -227,7 +237,16 @@ impl SqliteStore {
             value: None,
             reply,
         });
-        self.shared.jobs.send(job).map_err(|_| StoreError::Closed)?;
+        let job: Box<dyn Job> = job;
+        // While the writer thread holds the connection, calls queue up for
+        // it and share its next group commit.
+        let left = match self.shared.conn.try_lock() {
+            Ok(conn) => writer::run_inline(&conn, job, self.shared.busy),
+            Err(_) => Some(job),
+        };
+        if let Some(job) = left {
+            self.shared.jobs.send(job).map_err(|_| StoreError::Closed)?;
+        }
         answer.await.map_err(|_| StoreError::Closed)?
     }
 

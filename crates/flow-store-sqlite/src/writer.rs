@@ -9,8 +9,9 @@
 
 use flow_core::StoreError;
 use rusqlite::{Connection, ErrorCode};
-use std::sync::mpsc::{Receiver, TryRecvError};
-use std::time::{Duration, Instant};
+use std::sync::mpsc::Receiver;
+use std::sync::Mutex;
+use std::time::Duration;
 use tokio::sync::oneshot;
 use tracing::{trace, warn};
 
@@ -131,11 +132,12 @@ enum Failure {
 }
 
 /// The writer thread's loop; returns when every sender is gone and the queue
-/// is empty. Dropping `conn` afterwards closes the database.
-pub(crate) fn serve(conn: Connection, jobs: Receiver<Box<dyn Job>>, busy: Duration) {
+/// is empty. The connection is shared with callers that run uncontended
+/// calls inline ([`run_inline`]); the thread locks it for each group.
+pub(crate) fn serve(conn: &Mutex<Connection>, jobs: Receiver<Box<dyn Job>>, busy: Duration) {
     let mut writes: Vec<Box<dyn Job>> = Vec::new();
     let mut reads: Vec<Box<dyn Job>> = Vec::new();
-    while let Some(first) = next_job(&jobs) {
+    while let Ok(first) = jobs.recv() {
         let mut queued = Some(first);
         let mut taken = 0;
         while let Some(job) = queued.take() {
@@ -150,6 +152,7 @@ pub(crate) fn serve(conn: Connection, jobs: Receiver<Box<dyn Job>>, busy: Durati
             }
         }
         trace!(writes = writes.len(), reads = reads.len(), "store group");
+        let conn = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         commit_group(&conn, &mut writes, busy);
         // Reads run outside the write transaction, after it committed, so a
         // failed write group does not fail them and they never see
@@ -163,27 +166,63 @@ pub(crate) fn serve(conn: Connection, jobs: Receiver<Box<dyn Job>>, busy: Durati
     }
 }
 
-/// How long the thread stays awake polling for the next job before it
-/// sleeps in `recv`. Waking a sleeping thread costs tens of microseconds on
-/// small VMs, more than a commit; an engine usually sends its next write
-/// within this window, so polling makes back-to-back calls much cheaper.
-/// The poll yields the CPU to any other runnable thread, so it only uses
-/// time nobody else wants.
-const SPIN: Duration = Duration::from_micros(SPIN_US);
-const SPIN_US: u64 = 200;
-
-/// The next job: polled for [`SPIN`], then waited for. `None` once every
-/// sender is gone and the queue is empty.
-fn next_job(jobs: &Receiver<Box<dyn Job>>) -> Option<Box<dyn Job>> {
-    let start = Instant::now();
-    loop {
-        match jobs.try_recv() {
-            Ok(job) => return Some(job),
-            Err(TryRecvError::Disconnected) => return None,
-            Err(TryRecvError::Empty) if start.elapsed() < SPIN => std::thread::yield_now(),
-            Err(TryRecvError::Empty) => return jobs.recv().ok(),
+/// Runs one call on the caller's thread without waiting for any lock: with
+/// SQLite's busy timeout at zero, a write lock held by another connection
+/// fails at once instead of blocking the caller. Returns the job untouched
+/// (rolled back) in that case, so the caller hands it to the writer thread,
+/// which waits up to `busy`. Otherwise the job is answered (committed or
+/// failed) before this returns.
+///
+/// Why: a hop to the writer thread and back costs two thread wake-ups, more
+/// than the commit itself; a serial flow pays that on every state change.
+pub(crate) fn run_inline(
+    conn: &Connection,
+    mut job: Box<dyn Job>,
+    busy: Duration,
+) -> Option<Box<dyn Job>> {
+    if conn.busy_timeout(Duration::ZERO).is_err() {
+        return Some(job);
+    }
+    let outcome = if job.writes() {
+        transaction(conn, std::slice::from_mut(&mut job)).map_err(|f| match f {
+            Failure::Group(e) | Failure::Job(_, e) => e,
+        })
+    } else {
+        job.run(conn)
+    };
+    let restored = conn.busy_timeout(busy);
+    match outcome {
+        Ok(()) if restored.is_ok() => {
+            job.finish(None, busy);
+            None
+        }
+        Ok(()) => {
+            // Committed, but the connection would now fail on contention
+            // instead of waiting; report it rather than hide it.
+            let e = DbError::Internal("cannot restore the SQLite busy timeout".into());
+            job.finish(Some(&e), busy);
+            None
+        }
+        Err(e) => {
+            rollback(conn);
+            if is_busy(&e) {
+                Some(job)
+            } else {
+                job.finish(Some(&e), busy);
+                None
+            }
         }
     }
+}
+
+fn is_busy(e: &DbError) -> bool {
+    matches!(
+        e,
+        DbError::Sqlite(e) if matches!(
+            e.sqlite_error_code(),
+            Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+        )
+    )
 }
 
 /// Runs `jobs` in one transaction and answers them after it committed.

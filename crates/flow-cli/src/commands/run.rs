@@ -82,7 +82,12 @@ pub fn run(
     // 3. Run.
     crate::logs::init();
     let store = store_plan.open()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    // One thread drives the engine: its own work between steps is a few
+    // microseconds, and handing tasks between worker threads costs more
+    // than that (cross-thread wake-ups doubled the per-step overhead in
+    // `cargo xtask bench`). Jobs run in other processes; blocking work in
+    // actions goes to tokio's blocking pool.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| CliError::failed(format!("cannot start the async runtime: {e}")))?;
