@@ -270,6 +270,80 @@ impl ActionRegistry {
 
     /// Parses and validates flow-file text; `file` is used in messages.
     pub fn parse(&self, text: &str, file: &Path) -> Result<FlowGraph, SpecError> {
+        match self.parse_step_by_step(text) {
+            Some(graph) => Ok(graph),
+            None => self.parse_whole(text, file),
+        }
+    }
+
+    /// The memory-lean path for files with many steps. The `toml` crate
+    /// builds a tree of the whole document before deserializing it, about
+    /// 2 KB per step (a 100,000-step file needed 400 MB). Cutting the text
+    /// at each top-level `[[steps]]` header and parsing the pieces one at a
+    /// time keeps one step's tree alive at once.
+    ///
+    /// Returns `None` on any problem, and the caller parses the whole text
+    /// instead, so every error (and its position) comes from one place. A
+    /// cut in the wrong place (a line `[[steps]]` inside a multi-line
+    /// string) leaves an unterminated string in a piece, which fails to
+    /// parse and so also falls back.
+    fn parse_step_by_step(&self, text: &str) -> Option<FlowGraph> {
+        let cuts = step_headers(text);
+        if cuts.len() < 2 {
+            return None;
+        }
+        let head: FileSpec = toml::from_str(&text[..cuts[0]]).ok()?;
+        if !head.steps.is_empty() {
+            return None;
+        }
+        let mut definition =
+            FlowDefinition::new(head.name.into_inner()).time_qualifier(head.time_qualifier);
+        for (i, &start) in cuts.iter().enumerate() {
+            let end = cuts.get(i + 1).copied().unwrap_or(text.len());
+            let piece: StepsOnly = toml::from_str(&text[start..end]).ok()?;
+            for step in piece.steps {
+                definition = definition.step(self.step_definition(step).ok()?);
+            }
+        }
+        FlowGraph::new(definition).ok()
+    }
+
+    /// One step of a file into its definition.
+    fn step_definition(
+        &self,
+        step: StepFile,
+    ) -> Result<StepDefinition, (Range<usize>, SpecProblem)> {
+        let step_name = step.name.into_inner();
+        let build = |tables: Vec<Spanned<Table>>| -> Result<Vec<ActionInstance>, _> {
+            tables
+                .into_iter()
+                .map(|t| self.instance(t, &step_name))
+                .collect()
+        };
+        let pre = build(step.pre)?;
+        let main = self.instance(step.main, &step_name)?;
+        let post = build(step.post)?;
+        let retry = RetryPolicy {
+            retries: step.retries,
+            delay: step.retry_delay.unwrap_or(RetryPolicy::none().delay),
+            backoff: step.retry_backoff.unwrap_or(RetryPolicy::none().backoff),
+            max_delay: step
+                .retry_max_delay
+                .unwrap_or(RetryPolicy::none().max_delay),
+        };
+        let mut def = StepDefinition::new(step_name, main)
+            .depends_on(step.depends_on.into_iter().map(Spanned::into_inner))
+            .skipped(step.skip)
+            .with_retry(retry);
+        def.pre = pre;
+        def.post = post;
+        def.timeout = step.timeout;
+        Ok(def)
+    }
+
+    /// Parses the whole text at once: the reference path, and the one that
+    /// reports errors with their line and column.
+    fn parse_whole(&self, text: &str, file: &Path) -> Result<FlowGraph, SpecError> {
         let at = |span: Option<Range<usize>>, problem: SpecProblem| SpecError {
             file: file.to_path_buf(),
             position: span.map(|s| position(text, s.start)),
@@ -281,37 +355,12 @@ impl ActionRegistry {
         let mut definition =
             FlowDefinition::new(spec.name.get_ref().clone()).time_qualifier(spec.time_qualifier);
         for step in spec.steps {
-            let step_name = step.name.get_ref().clone();
             name_spans
-                .entry(step_name.clone())
+                .entry(step.name.get_ref().clone())
                 .or_insert(step.name.span());
-            let build = |tables: Vec<Spanned<Table>>| -> Result<Vec<ActionInstance>, SpecError> {
-                tables
-                    .into_iter()
-                    .map(|t| {
-                        self.instance(t, &step_name)
-                            .map_err(|(span, p)| at(Some(span), p))
-                    })
-                    .collect()
-            };
-            let pre = build(step.pre)?;
-            let main = build(vec![step.main])?.remove(0);
-            let post = build(step.post)?;
-            let retry = RetryPolicy {
-                retries: step.retries,
-                delay: step.retry_delay.unwrap_or(RetryPolicy::none().delay),
-                backoff: step.retry_backoff.unwrap_or(RetryPolicy::none().backoff),
-                max_delay: step
-                    .retry_max_delay
-                    .unwrap_or(RetryPolicy::none().max_delay),
-            };
-            let mut def = StepDefinition::new(step_name, main)
-                .depends_on(step.depends_on.into_iter().map(Spanned::into_inner))
-                .skipped(step.skip)
-                .with_retry(retry);
-            def.pre = pre;
-            def.post = post;
-            def.timeout = step.timeout;
+            let def = self
+                .step_definition(step)
+                .map_err(|(span, p)| at(Some(span), p))?;
             definition = definition.step(def);
         }
         FlowGraph::new(definition).map_err(|e| {
@@ -475,6 +524,32 @@ struct FileSpec {
     steps: Vec<StepFile>,
 }
 
+/// A piece of a file cut at a `[[steps]]` header (see
+/// `parse_step_by_step`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StepsOnly {
+    steps: Vec<StepFile>,
+}
+
+/// Byte offsets of the lines that are a top-level `[[steps]]` header
+/// (optionally followed by a comment).
+fn step_headers(text: &str) -> Vec<usize> {
+    let mut cuts = Vec::new();
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        let trimmed = line.trim();
+        if let Some(rest) = trimmed.strip_prefix("[[steps]]") {
+            let rest = rest.trim_start();
+            if rest.is_empty() || rest.starts_with('#') {
+                cuts.push(offset);
+            }
+        }
+        offset += line.len();
+    }
+    cuts
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct StepFile {
@@ -582,5 +657,92 @@ main = { action = "spark", application = "jobs/report.py", args = ["--day", "{ti
             .parse("name = \"f\"\n[[steps]]\nname = \"a\"\nmain = { action = \"custom\", target = \"{timeperiod}\" }\n", Path::new("f.toml"))
             .unwrap();
         assert_eq!(g.step(0).main.name, "custom");
+    }
+
+    /// What a graph says about its steps, to compare two parses.
+    fn summary(g: &FlowGraph) -> Vec<String> {
+        let mut out = vec![format!("{} {:?}", g.name(), g.time_qualifier())];
+        for (i, s) in g.steps().iter().enumerate() {
+            let deps: Vec<&str> = g
+                .dependencies(i)
+                .iter()
+                .map(|&d| g.step(d).name.as_str())
+                .collect();
+            let names = |v: &[ActionInstance]| {
+                v.iter()
+                    .map(|a| a.name.clone())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
+            out.push(format!(
+                "{} deps={deps:?} pre={} main={} post={} skip={} retries={} timeout={:?}",
+                s.name,
+                names(&s.pre),
+                s.main.name,
+                names(&s.post),
+                s.skip,
+                s.retry.retries,
+                s.timeout
+            ));
+        }
+        out
+    }
+
+    #[test]
+    fn step_by_step_parse_matches_the_whole_parse() {
+        let text = r#"
+name = "many"   # a comment
+time_qualifier = "daily"
+description = "three steps"
+
+[[steps]]
+name = "a"
+pre = [{ action = "mkdir", path = "out/{timeperiod}" }]
+main = { action = "identity" }
+
+[[steps]]  # the second
+name = "b"
+depends_on = ["a"]
+retries = 2
+timeout = "5s"
+main = { action = "shell", command = "echo b" }
+post = [{ action = "rm", path = "out/x", name = "tidy" }]
+
+  [[steps]]
+name = "c"
+depends_on = ["a", "b"]
+skip = true
+main = { action = "sleep", duration = "1ms" }
+"#;
+        let registry = ActionRegistry::builtin();
+        let lean = registry
+            .parse_step_by_step(text)
+            .expect("the lean path handles a plain file");
+        let whole = registry.parse_whole(text, Path::new("f.toml")).unwrap();
+        assert_eq!(summary(&lean), summary(&whole));
+        assert_eq!(lean.len(), 3);
+    }
+
+    #[test]
+    fn a_header_line_inside_a_string_falls_back_to_the_whole_parse() {
+        let text = "name = \"f\"\ndescription = \"\"\"\n[[steps]]\n\"\"\"\n[[steps]]\nname = \"a\"\nmain = { action = \"identity\" }\n[[steps]]\nname = \"b\"\nmain = { action = \"identity\" }\n";
+        let registry = ActionRegistry::builtin();
+        assert!(registry.parse_step_by_step(text).is_none());
+        let g = parse(text).unwrap();
+        assert_eq!(g.len(), 2);
+    }
+
+    #[test]
+    fn errors_in_large_files_keep_their_position() {
+        let mut text = String::from("name = \"f\"\n");
+        for i in 0..50 {
+            text.push_str(&format!(
+                "[[steps]]\nname = \"s{i}\"\nmain = {{ action = \"identity\" }}\n"
+            ));
+        }
+        text.push_str("[[steps]]\nname = \"bad\"\nmain = { action = \"nope\" }\n");
+        let e = parse(&text).unwrap_err();
+        assert_eq!(e.position, Some((154, 8)), "{e}");
+        assert!(e.to_string().contains("unknown action type 'nope'"), "{e}");
     }
 }
