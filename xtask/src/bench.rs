@@ -48,11 +48,16 @@ pub fn bench(args: &[OsString]) -> ExitCode {
         .arg(release.join("flow"))
         .arg("--out-dir")
         .arg(target.join("bench"))
-        // Not /tmp: on busy machines /tmp's directory churn makes creating a
-        // file there cost far more than on the disk's quieter parts where
-        // users keep their logs (bench/README.md has the figures).
+        // Where stores and logs go: FLOW_BENCH_SCRATCH, else under target/.
+        // Creating files costs very different amounts in different parts of
+        // a busy disk (bench/README.md); the report prints what it cost.
         .arg("--scratch")
-        .arg(target.join("bench").join("scratch"));
+        .arg(
+            env::var_os("FLOW_BENCH_SCRATCH")
+                .filter(|d| !d.is_empty())
+                .map(PathBuf::from)
+                .unwrap_or_else(|| target.join("bench").join("scratch")),
+        );
     let hello = root.join("examples").join("hello.toml");
     if hello.is_file() {
         flow_bench.arg("--validate-file").arg(hello);

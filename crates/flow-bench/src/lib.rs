@@ -197,6 +197,10 @@ fn run_all(args: &Args) -> Result<(), String> {
         setup,
         ..args.clone()
     };
+    if let Some(run) = &scratch_run {
+        report.scratch = args.setup.scratch.as_ref().map(|d| d.display().to_string());
+        report.file_create_us = file_create_us(run);
+    }
     for shape in shapes {
         if matches!(shape, Shape::CliVersion | Shape::CliValidate) && !args.setup.flow_bin.exists()
         {
@@ -268,6 +272,24 @@ fn run_all(args: &Args) -> Result<(), String> {
     } else {
         Err(format!("shapes failed: {}", failures.join(", ")))
     }
+}
+
+/// Mean microseconds to create an empty file under `dir` (200 files, kept
+/// until the scratch directory is deleted: deleting files right away makes
+/// creating the next ones slower on some filesystems).
+fn file_create_us(dir: &Path) -> Option<f64> {
+    let dir = dir.join("calibrate");
+    std::fs::create_dir_all(&dir).ok()?;
+    const FILES: usize = 200;
+    let started = std::time::Instant::now();
+    for i in 0..FILES {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join(format!("f{i}.log")))
+            .ok()?;
+    }
+    Some(started.elapsed().as_secs_f64() * 1e6 / FILES as f64)
 }
 
 /// Re-invokes this binary with `--shape` and reads the row it prints.

@@ -128,6 +128,13 @@ pub struct Report {
     pub timestamp: String,
     pub machine: Machine,
     pub synchronous: String,
+    /// Where the stores and logs were written (`None`: the temp directory).
+    #[serde(default)]
+    pub scratch: Option<String>,
+    /// Mean time to create an empty file there, measured before the shapes:
+    /// every step creates its log file, so this bounds what the disk costs.
+    #[serde(default)]
+    pub file_create_us: Option<f64>,
     pub rows: Vec<Row>,
     pub luigi: Vec<LuigiRun>,
     pub targets: Vec<TargetCheck>,
@@ -273,6 +280,12 @@ impl Report {
             "store: SQLite WAL, synchronous={}; per step = wall / steps for every shape (only the chain runs serially); dep = dependant start latency\n",
             self.synchronous
         );
+        if let (Some(dir), Some(us)) = (&self.scratch, self.file_create_us) {
+            let _ = writeln!(
+                out,
+                "scratch: {dir} (creating a file there: {us:.0} µs)\n"
+            );
+        }
         let header = [
             "shape",
             "steps",
