@@ -1,16 +1,18 @@
 //! Event-driven dispatch: a step is queued the moment its last dependency
 //! completes; one worker per cluster takes steps from the queue.
 //!
-//! Work per finished step is O(its dependants): the dispatcher keeps a count
-//! of unfinished dependencies per step and never scans the graph.
+//! The worker whose step finished releases that step's dependants itself,
+//! right after the step's final state was stored, then takes its next step:
+//! no hop through another task, so a dependant never waits for a scheduler
+//! turn. Work per finished step is O(its dependants): the [`Board`] keeps a
+//! count of unfinished dependencies per step and never scans the graph.
 
 use crate::engine::Shared;
 use crate::step::run_step;
-use flow_core::{Cluster, StepRecord, StepState, StoreError};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use flow_core::{Cluster, FlowGraph, StepRecord, StepState, StoreError};
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
 use tracing::{info_span, Instrument};
 
 struct Ready {
@@ -21,29 +23,138 @@ struct Ready {
     released_at: Option<Instant>,
 }
 
-enum Event {
-    Finished {
-        index: usize,
-        record: StepRecord,
-        result: Result<StepState, StoreError>,
-        at: Instant,
-    },
-    NotStarted {
-        index: usize,
-        record: StepRecord,
-    },
-}
-
 /// What dispatch ended with.
 pub(crate) struct Dispatched {
     pub records: Vec<StepRecord>,
     pub failed: bool,
     pub canceled: bool,
     pub store_error: Option<StoreError>,
-    /// From a dependency's stored finish to its dependant's start.
+    /// From the moment a step could start (dependency stored, cluster free)
+    /// to its start.
     pub latencies: Vec<Duration>,
-    /// Dispatcher bookkeeping per finished step: dependants visited.
+    /// Bookkeeping per finished step: dependants visited.
     pub graph_visits: u64,
+}
+
+/// The run's progress, shared by the workers.
+struct Progress {
+    /// Unfinished dependencies (among the steps to run) per step.
+    remaining: Vec<u32>,
+    /// Each step's record while no worker holds it.
+    slots: Vec<Option<StepRecord>>,
+    /// Steps queued or running.
+    outstanding: usize,
+    /// No new step starts (a failure, a store error or cancellation).
+    halted: bool,
+    failed: bool,
+    canceled: bool,
+    store_error: Option<StoreError>,
+    graph_visits: u64,
+}
+
+/// The ready queue and the progress behind it.
+struct Board {
+    graph: Arc<FlowGraph>,
+    to_run: Vec<bool>,
+    progress: Mutex<Progress>,
+    ready: async_channel::Sender<Ready>,
+}
+
+impl Board {
+    fn progress(&self) -> MutexGuard<'_, Progress> {
+        // A panic while holding the lock leaves counts that are still
+        // consistent enough to wind down with.
+        self.progress.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues `index` with its record.
+    fn push(&self, p: &mut Progress, index: usize, released_at: Option<Instant>) {
+        if let Some(record) = p.slots[index].take() {
+            p.outstanding += 1;
+            let _ = self.ready.try_send(Ready {
+                index,
+                record,
+                released_at,
+            });
+        }
+    }
+
+    /// Closes the queue once nothing is queued or running: the workers end.
+    fn settle(&self, p: &Progress) {
+        if p.outstanding == 0 {
+            self.ready.close();
+        }
+    }
+
+    /// A step ended with its final state stored: release its dependants, or
+    /// halt the run if it did not complete.
+    fn finished(
+        &self,
+        index: usize,
+        record: StepRecord,
+        result: Result<StepState, StoreError>,
+        at: Instant,
+        cancelled: bool,
+    ) {
+        let mut p = self.progress();
+        p.slots[index] = Some(record);
+        p.outstanding -= 1;
+        match result {
+            Ok(state) if state.is_complete() => {
+                if !p.halted {
+                    for &d in self.graph.dependants(index) {
+                        p.graph_visits += 1;
+                        if !self.to_run[d] {
+                            continue;
+                        }
+                        p.remaining[d] -= 1;
+                        if p.remaining[d] == 0 {
+                            self.push(&mut p, d, Some(at));
+                        }
+                    }
+                }
+            }
+            Ok(StepState::Canceled) => {
+                p.canceled |= cancelled;
+                p.failed = true;
+                p.halted = true;
+            }
+            Ok(_) => {
+                p.failed = true;
+                p.halted = true;
+            }
+            Err(e) => {
+                p.store_error.get_or_insert(e);
+                p.halted = true;
+            }
+        }
+        self.settle(&p);
+    }
+
+    /// A queued step was not started because the run halted.
+    fn not_started(&self, index: usize, record: StepRecord) {
+        let mut p = self.progress();
+        p.slots[index] = Some(record);
+        p.outstanding -= 1;
+        self.settle(&p);
+    }
+
+    /// Takes `ready` unless the run halted; then hands it back.
+    fn start(&self, ready: Ready) -> Option<Ready> {
+        if self.progress().halted {
+            self.not_started(ready.index, ready.record);
+            None
+        } else {
+            Some(ready)
+        }
+    }
+
+    /// Stops starting steps; queued ones are handed back by the workers.
+    fn halt(&self, canceled: bool) {
+        let mut p = self.progress();
+        p.halted = true;
+        p.canceled |= canceled;
+    }
 }
 
 /// Runs the steps marked in `to_run` on `clusters`.
@@ -55,7 +166,7 @@ pub(crate) async fn dispatch(
 ) -> Dispatched {
     let graph = shared.graph.clone();
     let n = graph.len();
-    let mut remaining: Vec<u32> = (0..n)
+    let remaining: Vec<u32> = (0..n)
         .map(|i| {
             if to_run[i] {
                 graph.dependencies(i).iter().filter(|&&d| to_run[d]).count() as u32
@@ -64,145 +175,104 @@ pub(crate) async fn dispatch(
             }
         })
         .collect();
-    let mut slots: Vec<Option<StepRecord>> = records.into_iter().map(Some).collect();
     let (ready_tx, ready_rx) = async_channel::unbounded::<Ready>();
-    let (event_tx, mut events) = mpsc::unbounded_channel::<Event>();
-    let halted = Arc::new(AtomicBool::new(false));
-
-    let mut outstanding = 0usize;
-    for &i in graph.topological_order() {
-        if to_run[i] && remaining[i] == 0 {
-            if let Some(record) = slots[i].take() {
-                let _ = ready_tx.try_send(Ready {
-                    index: i,
-                    record,
-                    released_at: None,
-                });
-                outstanding += 1;
+    let board = Arc::new(Board {
+        graph: graph.clone(),
+        to_run: to_run.to_vec(),
+        progress: Mutex::new(Progress {
+            remaining,
+            slots: records.into_iter().map(Some).collect(),
+            outstanding: 0,
+            halted: false,
+            failed: false,
+            canceled: false,
+            store_error: None,
+            graph_visits: 0,
+        }),
+        ready: ready_tx,
+    });
+    {
+        let mut p = board.progress();
+        for &i in graph.topological_order() {
+            if to_run[i] && p.remaining[i] == 0 {
+                board.push(&mut p, i, None);
             }
         }
+        board.settle(&p);
     }
 
-    let workers: Vec<_> = clusters
+    let mut workers: FuturesUnordered<_> = clusters
         .iter()
         .map(|cluster| {
             tokio::spawn(worker(
                 shared.clone(),
+                board.clone(),
                 cluster.clone(),
                 ready_rx.clone(),
-                event_tx.clone(),
-                halted.clone(),
             ))
         })
         .collect();
-    drop(event_tx);
+    drop(ready_rx);
 
-    let mut failed = false;
-    let mut canceled = false;
-    let mut store_error = None;
-    let mut graph_visits = 0u64;
-    while outstanding > 0 {
-        let event = tokio::select! {
-            event = events.recv() => event,
-            _ = shared.cancel.cancelled(), if !canceled => {
-                canceled = true;
-                halted.store(true, Ordering::SeqCst);
-                continue;
-            }
-        };
-        let Some(event) = event else { break };
-        outstanding -= 1;
-        match event {
-            Event::NotStarted { index, record } => slots[index] = Some(record),
-            Event::Finished {
-                index,
-                record,
-                result,
-                at,
-            } => {
-                slots[index] = Some(record);
-                match result {
-                    Ok(state) if state.is_complete() => {
-                        if halted.load(Ordering::SeqCst) {
-                            continue;
-                        }
-                        for &d in graph.dependants(index) {
-                            graph_visits += 1;
-                            if !to_run[d] {
-                                continue;
-                            }
-                            remaining[d] -= 1;
-                            if remaining[d] == 0 {
-                                if let Some(record) = slots[d].take() {
-                                    let _ = ready_tx.try_send(Ready {
-                                        index: d,
-                                        record,
-                                        released_at: Some(at),
-                                    });
-                                    outstanding += 1;
-                                }
-                            }
-                        }
-                    }
-                    Ok(StepState::Canceled) => {
-                        canceled |= shared.cancel.is_cancelled();
-                        failed = true;
-                        halted.store(true, Ordering::SeqCst);
-                    }
-                    Ok(_) => {
-                        failed = true;
-                        halted.store(true, Ordering::SeqCst);
-                    }
-                    Err(e) => {
-                        store_error.get_or_insert(e);
-                        halted.store(true, Ordering::SeqCst);
-                    }
-                }
-            }
-        }
-    }
-    ready_tx.close();
     let mut latencies = Vec::new();
-    for w in workers {
-        if let Ok(mut l) = w.await {
-            latencies.append(&mut l);
+    let mut cancel_seen = false;
+    loop {
+        tokio::select! {
+            joined = workers.next() => match joined {
+                Some(Ok(mut l)) => latencies.append(&mut l),
+                Some(Err(e)) => {
+                    // A worker died (a panic outside any action): stop the
+                    // run and let the others hand back what is queued.
+                    tracing::error!("a cluster worker ended abnormally: {e}");
+                    board.halt(false);
+                    board.ready.close();
+                }
+                None => break,
+            },
+            _ = shared.cancel.cancelled(), if !cancel_seen => {
+                cancel_seen = true;
+                board.halt(true);
+            }
         }
     }
-    let records = slots
+
+    let mut p = board.progress();
+    let records = std::mem::take(&mut p.slots)
         .into_iter()
         .enumerate()
         .map(|(i, r)| r.unwrap_or_else(|| panic!("step record {i} was not returned by its worker")))
         .collect();
     Dispatched {
         records,
-        failed,
-        canceled,
-        store_error,
+        failed: p.failed,
+        canceled: p.canceled,
+        store_error: p.store_error.take(),
         latencies,
-        graph_visits,
+        graph_visits: p.graph_visits,
     }
 }
 
 async fn worker(
     shared: Arc<Shared>,
+    board: Arc<Board>,
     cluster: Arc<dyn Cluster>,
     ready: async_channel::Receiver<Ready>,
-    events: mpsc::UnboundedSender<Event>,
-    halted: Arc<AtomicBool>,
 ) -> Vec<Duration> {
     let mut latencies = Vec::new();
-    while let Ok(Ready {
-        index,
-        record,
-        released_at,
-    }) = ready.recv().await
-    {
-        if halted.load(Ordering::SeqCst) {
-            let _ = events.send(Event::NotStarted { index, record });
+    // When this cluster last became free: a step released earlier could not
+    // start before then, and that wait is not dispatch overhead.
+    let mut idle_since = Instant::now();
+    while let Ok(next) = ready.recv().await {
+        let Some(Ready {
+            index,
+            record,
+            released_at,
+        }) = board.start(next)
+        else {
             continue;
-        }
+        };
         if let Some(at) = released_at {
-            latencies.push(at.elapsed());
+            latencies.push(at.max(idle_since).elapsed());
         }
         let span = info_span!(
             parent: &shared.flow_span,
@@ -213,12 +283,14 @@ async fn worker(
         let (record, result) = run_step(&shared, index, cluster.as_ref(), record)
             .instrument(span)
             .await;
-        let _ = events.send(Event::Finished {
+        idle_since = Instant::now();
+        board.finished(
             index,
             record,
             result,
-            at: Instant::now(),
-        });
+            idle_since,
+            shared.cancel.is_cancelled(),
+        );
     }
     latencies
 }

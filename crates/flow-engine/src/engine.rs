@@ -64,8 +64,10 @@ impl Default for EngineOptions {
 pub struct RunMetrics {
     /// Wall time of the whole run, lease to lease.
     pub wall: Duration,
-    /// For each step started by a finished dependency: from the
-    /// dependency's stored finish to the dependant's start.
+    /// For each step started by a finished dependency: from the moment it
+    /// could start (its last dependency's final state stored, and a cluster
+    /// free) to its start. Waiting for a busy cluster is not the engine's
+    /// overhead, so it is left out.
     pub dependant_latencies: Vec<Duration>,
     /// Dependant edges the dispatcher visited.
     pub graph_visits: u64,

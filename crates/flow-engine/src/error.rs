@@ -1,7 +1,7 @@
 //! Why the engine did not run a flow, or stopped.
 
 use chrono::{DateTime, Utc};
-use flow_core::{FlowKey, FlowState, StoreError};
+use flow_core::{FlowGraph, FlowKey, FlowState, StoreError};
 
 /// Why a run mode was refused. A refusal changes nothing in the store.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -14,6 +14,21 @@ pub enum Refusal {
     NeverRan,
     #[error("there is nothing to recover: the flow is {state}, not failed")]
     NotFailed { state: FlowState },
+}
+
+impl Refusal {
+    /// `step` is not in `graph`; the message lists the steps that are.
+    pub fn unknown_step(graph: &FlowGraph, step: &str) -> Refusal {
+        Refusal::UnknownStep {
+            step: step.to_string(),
+            known: graph
+                .steps()
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        }
+    }
 }
 
 /// An engine failure. A flow whose step failed is not an error: it is a

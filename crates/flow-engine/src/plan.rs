@@ -61,15 +61,9 @@ pub(crate) fn plan(
     let complete = |i: usize, records: &[StepRecord]| records[i].state.is_complete();
 
     let target_index = |name: &str| {
-        graph.index_of(name).ok_or_else(|| Refusal::UnknownStep {
-            step: name.to_string(),
-            known: graph
-                .steps()
-                .iter()
-                .map(|s| s.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
-        })
+        graph
+            .index_of(name)
+            .ok_or_else(|| Refusal::unknown_step(graph, name))
     };
     let check_unblocked = |i: usize, records: &[StepRecord]| {
         let missing: Vec<String> = graph

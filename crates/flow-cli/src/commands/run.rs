@@ -47,15 +47,7 @@ pub fn run(
     let key = FlowKey::new(graph.name(), timeperiod);
     if let Some(step) = step {
         if graph.index_of(step).is_none() {
-            let reason = Refusal::UnknownStep {
-                step: step.to_string(),
-                known: graph
-                    .steps()
-                    .iter()
-                    .map(|s| s.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            };
+            let reason = Refusal::unknown_step(&graph, step);
             return Err(CliError::bad_input(
                 EngineError::Refused { flow: key, reason }.to_string(),
             ));
