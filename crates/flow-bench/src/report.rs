@@ -367,8 +367,10 @@ pub fn ms(v: f64) -> String {
 pub fn us(v: f64) -> String {
     if v >= 1000.0 {
         ms(v / 1e3)
-    } else {
+    } else if v >= 10.0 {
         format!("{v:.0} us")
+    } else {
+        format!("{v:.1} us")
     }
 }
 
