@@ -1,4 +1,5 @@
-//! Crash recovery, signals and `flow cancel`, through the built binary.
+//! Crash recovery, a full disk, signals and `flow cancel`, through the built
+//! binary.
 //!
 //! Each test has its own directory with a settings file pointing the store,
 //! the logs and the local cluster there, and a short lease so a killed run's
@@ -278,4 +279,99 @@ fn flow_cancel_marks_unfinished_steps_canceled() {
     // Cancelling a flow that has no record is refused.
     let out = home.run(&["cancel", "chain.toml", "--timeperiod", "2026112700"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+}
+
+/// A real "disk full": the engine process runs with a file-size limit
+/// (RLIMIT_FSIZE, SIGXFSZ ignored), so once the SQLite WAL reaches it every
+/// write fails with EFBIG, as on a full disk. The run must stop starting
+/// steps and report the store error; `flow recover` without the limit must
+/// finish the flow without rerunning what was stored as processed.
+#[test]
+fn a_full_disk_mid_run_stops_the_flow_and_recover_finishes_it() {
+    use std::os::unix::process::CommandExt;
+    const STEPS: usize = 80;
+    let home = Home::new("0");
+    let mut flow = String::from("name = \"chain\"\ntime_qualifier = \"daily\"\n");
+    for i in 0..STEPS {
+        flow.push_str(&format!("\n[[steps]]\nname = \"s{i}\"\n"));
+        if i > 0 {
+            flow.push_str(&format!("depends_on = [\"s{}\"]\n", i - 1));
+        }
+        flow.push_str(&format!(
+            "main = {{ action = \"shell\", command = \"echo s{i} >> ran.txt\" }}\n"
+        ));
+    }
+    std::fs::write(home.path("chain.toml"), flow).unwrap();
+
+    let mut command = home.command(&["run", "chain.toml", "--timeperiod", TP]);
+    // SAFETY: only async-signal-safe calls (setrlimit, signal) between fork
+    // and exec.
+    unsafe {
+        command.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: 200 * 1024,
+                rlim_max: 200 * 1024,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            Ok(())
+        });
+    }
+    let out = command.output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("store failed") && stderr.contains("disk full"),
+        "the store error is reported with a hint: {}",
+        text(&out)
+    );
+
+    let first = home.ran();
+    assert!(
+        !first.is_empty() && first.len() < STEPS,
+        "the limit must stop the run part way: {} of {STEPS} steps ran\n{}",
+        first.len(),
+        text(&out)
+    );
+    let expected: Vec<String> = (0..first.len()).map(|i| format!("s{i}")).collect();
+    assert_eq!(
+        first, expected,
+        "steps ran in order and none after the fault"
+    );
+
+    // The file is readable afterwards; once the dead run's lease is stale
+    // (ttl 2 s; the full disk may have kept it from being released),
+    // recover runs the rest.
+    let status = home.status();
+    assert!(status.contains("s0"), "{status}");
+    std::thread::sleep(Duration::from_millis(2500));
+    let out = home.run(&["recover", "chain.toml", "--timeperiod", TP]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let all = home.ran();
+    // Only the step whose final write failed may have run twice.
+    let mut seen = std::collections::HashMap::new();
+    for step in &all {
+        *seen.entry(step.as_str()).or_insert(0) += 1;
+    }
+    assert_eq!(seen.len(), STEPS, "every step ran: {all:?}");
+    let twice: Vec<_> = seen.iter().filter(|(_, &n)| n > 1).collect();
+    assert!(
+        twice.len() <= 1,
+        "at most the interrupted step reran: {twice:?}"
+    );
+    if let Some((step, n)) = twice.first() {
+        assert_eq!(**n, 2);
+        assert_eq!(
+            **step,
+            first.last().unwrap(),
+            "only the last step of the first run"
+        );
+    }
+    let status = home.status();
+    assert!(
+        !status.contains("state_invalid") && !status.contains("state_in_progress"),
+        "{status}"
+    );
 }

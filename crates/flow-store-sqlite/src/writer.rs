@@ -66,6 +66,9 @@ pub(crate) fn describe(e: &rusqlite::Error, busy: Duration) -> String {
         Some(ErrorCode::ReadOnly) => {
             format!("{e} (the database file or its directory is not writable)")
         }
+        Some(ErrorCode::DiskFull | ErrorCode::SystemIoFailure) => format!(
+            "{e} (writing the database file failed: is its disk full, or is it over a size limit?)"
+        ),
         _ => e.to_string(),
     }
 }
