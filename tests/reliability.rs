@@ -5,24 +5,32 @@
 //! the logs and the local cluster there, and a short lease so a killed run's
 //! lease turns stale quickly.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+mod support;
+
+use std::path::Path;
+use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
+use support::text;
 
 const TP: &str = "2026112800";
 
-struct Home {
-    dir: tempfile::TempDir,
+/// The shared test directory, with a three-step chain whose middle step
+/// sleeps `{settings.nap}` seconds and a short lease.
+struct Home(support::Home);
+
+impl std::ops::Deref for Home {
+    type Target = support::Home;
+    fn deref(&self) -> &support::Home {
+        &self.0
+    }
 }
 
 impl Home {
     fn new(nap: &str) -> Home {
-        let home = Home {
-            dir: tempfile::tempdir().unwrap(),
-        };
+        let home = Home(support::Home::empty());
         home.settings(nap);
-        std::fs::write(
-            home.path("chain.toml"),
+        home.write(
+            "chain.toml",
             r#"
 name = "chain"
 time_qualifier = "daily"
@@ -41,15 +49,14 @@ name = "c"
 depends_on = ["b"]
 main = { action = "shell", command = "echo c >> ran.txt" }
 "#,
-        )
-        .unwrap();
+        );
         home
     }
 
     fn settings(&self, nap: &str) {
-        std::fs::write(
-            self.path("flow.toml"),
-            format!(
+        self.write(
+            "flow.toml",
+            &format!(
                 r#"
 log_directory = "logs"
 data_directory = "data"
@@ -66,27 +73,11 @@ cancel_grace = "20s"
 nap = "{nap}"
 "#
             ),
-        )
-        .unwrap();
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_flow"));
-        c.current_dir(self.dir.path())
-            .arg("--settings")
-            .arg(self.path("flow.toml"))
-            .args(args)
-            .env_remove("FLOW_SETTINGS")
-            .stdin(Stdio::null());
-        c
+        );
     }
 
     fn run(&self, args: &[&str]) -> Output {
-        self.command(args).output().unwrap()
+        self.flow(args)
     }
 
     fn spawn(&self, args: &[&str]) -> Child {
@@ -124,15 +115,6 @@ nap = "{nap}"
             std::thread::sleep(Duration::from_millis(20));
         }
     }
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 fn signal(pid: i32, sig: i32) {
