@@ -48,16 +48,11 @@ pub fn bench(args: &[OsString]) -> ExitCode {
         .arg(release.join("flow"))
         .arg("--out-dir")
         .arg(target.join("bench"))
-        // Where stores and logs go: FLOW_BENCH_SCRATCH, else under target/.
-        // Creating files costs very different amounts in different parts of
-        // a busy disk (bench/README.md); the report prints what it cost.
+        // Where stores and logs go. Creating files costs very different
+        // amounts in different parts of a busy disk (bench/README.md); the
+        // report prints what it cost.
         .arg("--scratch")
-        .arg(
-            env::var_os("FLOW_BENCH_SCRATCH")
-                .filter(|d| !d.is_empty())
-                .map(PathBuf::from)
-                .unwrap_or_else(|| target.join("bench").join("scratch")),
-        );
+        .arg(scratch_dir(&target));
     let hello = root.join("examples").join("hello.toml");
     if hello.is_file() {
         flow_bench.arg("--validate-file").arg(hello);
@@ -113,4 +108,20 @@ fn ensure_luigi(venv: &Path) -> Result<PathBuf, String> {
     fs::write(venv.join(MARKER_FILE), marker)
         .map_err(|err| format!("cannot write the marker file: {err}"))?;
     Ok(python)
+}
+
+/// `$FLOW_BENCH_SCRATCH`, else `/var/tmp/flow-bench` where `/var/tmp` is
+/// writable, else `<target>/bench/scratch`. Not `target/` first: cargo
+/// deletes files there all the time, and on filesystems without a journal
+/// ext4 makes creating files near recently deleted ones slow, which every
+/// step's log file would pay.
+fn scratch_dir(target: &Path) -> PathBuf {
+    if let Some(dir) = env::var_os("FLOW_BENCH_SCRATCH").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    let var_tmp = Path::new("/var/tmp/flow-bench");
+    if fs::create_dir_all(var_tmp).is_ok() {
+        return var_tmp.to_path_buf();
+    }
+    target.join("bench").join("scratch")
 }
