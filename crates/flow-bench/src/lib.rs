@@ -57,9 +57,9 @@ options:
   --repeat N              runs of each engine and load shape, the median is
                           reported (default 3)
   --no-logs               engine shapes without log files (diagnosis only)
-  --scratch DIR           put stores, logs and flow files under DIR (default:
-                          the system temp directory) and delete them only
-                          when every shape has run (see bench/README.md)
+  --scratch DIR           put stores, logs and flow files under DIR/run-PID and
+                          keep them (default: temporary directories, deleted
+                          after each run; see bench/README.md)
   --luigi-python PATH     run the Luigi comparison with this Python (with luigi installed)
   --luigi-script PATH     default: bench/luigi_bench.py of this workspace
   --luigi-timeout SECS    limit for each Luigi run (default 900)
@@ -180,8 +180,10 @@ fn run_all(args: &Args) -> Result<(), String> {
         ..Report::default()
     };
     let mut failures = Vec::new();
-    // Children keep their directories under this run's scratch directory;
-    // it is deleted once every shape has run.
+    // Children keep their directories under this run's scratch directory,
+    // which is left in place: deleting thousands of files makes creating
+    // files nearby slow for minutes on some filesystems (bench/README.md),
+    // which would skew the next run.
     let mut setup = args.setup.clone();
     let scratch_run = match &args.setup.scratch {
         Some(dir) => {
@@ -249,9 +251,11 @@ fn run_all(args: &Args) -> Result<(), String> {
         }
     }
     if let Some(run) = &scratch_run {
-        if let Err(e) = std::fs::remove_dir_all(run) {
-            eprintln!("flow-bench: cannot remove {}: {e}", run.display());
-        }
+        eprintln!(
+            "flow-bench: kept {} ({}); delete it a few minutes before the next run, not right before",
+            run.display(),
+            disk_usage(run)
+        );
     }
     report.attach_luigi();
     report.check_targets();
@@ -274,13 +278,12 @@ fn run_all(args: &Args) -> Result<(), String> {
     }
 }
 
-/// Mean microseconds to create an empty file under `dir` (200 files, kept
-/// until the scratch directory is deleted: deleting files right away makes
-/// creating the next ones slower on some filesystems).
+/// Mean microseconds to create an empty file under `dir`, over as many files
+/// as the chain creates (fewer can miss a slow stretch of the inode table).
 fn file_create_us(dir: &Path) -> Option<f64> {
     let dir = dir.join("calibrate");
     std::fs::create_dir_all(&dir).ok()?;
-    const FILES: usize = 200;
+    const FILES: usize = 1000;
     let started = std::time::Instant::now();
     for i in 0..FILES {
         std::fs::OpenOptions::new()
@@ -290,6 +293,25 @@ fn file_create_us(dir: &Path) -> Option<f64> {
             .ok()?;
     }
     Some(started.elapsed().as_secs_f64() * 1e6 / FILES as f64)
+}
+
+/// Size of the files under `dir`, for humans.
+fn disk_usage(dir: &Path) -> String {
+    fn walk(dir: &Path, files: &mut u64, bytes: &mut u64) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            match entry.metadata() {
+                Ok(m) if m.is_dir() => walk(&entry.path(), files, bytes),
+                Ok(m) => {
+                    *files += 1;
+                    *bytes += m.len();
+                }
+                Err(_) => {}
+            }
+        }
+    }
+    let (mut files, mut bytes) = (0, 0);
+    walk(dir, &mut files, &mut bytes);
+    format!("{files} files, {:.1} MB", bytes as f64 / 1e6)
 }
 
 /// Re-invokes this binary with `--shape` and reads the row it prints.

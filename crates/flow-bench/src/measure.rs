@@ -40,9 +40,9 @@ pub struct Setup {
     /// Run without log files: for diagnosis only, the table's figures
     /// always include logging.
     pub no_logs: bool,
-    /// Where working directories go; kept (the parent deletes them at the
-    /// end) so deleting one run's files cannot slow the next run's file
-    /// creation. `None`: temporary directories deleted after each run.
+    /// Where working directories go; kept, so deleting one run's files
+    /// cannot slow the next run's file creation. `None`: temporary
+    /// directories deleted after each run.
     pub scratch: Option<PathBuf>,
 }
 
