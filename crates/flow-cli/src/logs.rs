@@ -9,10 +9,8 @@
 //! that fits a command line and does not tear the progress bar.
 
 use crate::progress;
-use std::fmt::Write as _;
+use flow_engine::logging;
 use std::io::IsTerminal;
-use tracing::field::{Field, Visit};
-use tracing::span::{Attributes, Id};
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::filter::{filter_fn, EnvFilter, FilterExt};
 use tracing_subscriber::layer::{Context, Layer};
@@ -35,53 +33,10 @@ pub fn init() {
     }
     .with_filter(filter.or(filter_fn(|meta| meta.is_span())));
     let subscriber = tracing_subscriber::registry()
-        .with(flow_engine::logging::FileLogLayer)
+        .with(logging::FileLogLayer)
         .with(stderr);
     // Only fails if a subscriber is already installed, which then stays.
     let _ = tracing::subscriber::set_global_default(subscriber);
-}
-
-/// The names a span gives to the events below it.
-#[derive(Default)]
-struct Names {
-    flow: Option<String>,
-    step: Option<String>,
-    action: Option<String>,
-}
-
-impl Visit for Names {
-    fn record_str(&mut self, field: &Field, value: &str) {
-        match field.name() {
-            "flow" => self.flow = Some(value.to_string()),
-            "step" => self.step = Some(value.to_string()),
-            "action" => self.action = Some(value.to_string()),
-            _ => {}
-        }
-    }
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        let text = format!("{value:?}");
-        self.record_str(field, text.trim_matches('"'));
-    }
-}
-
-/// An event's message followed by its other fields as ` key=value`.
-struct Message(String, String);
-
-impl Visit for Message {
-    fn record_str(&mut self, field: &Field, value: &str) {
-        if field.name() == "message" {
-            self.0.push_str(value);
-        } else {
-            let _ = write!(self.1, " {}={value}", field.name());
-        }
-    }
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        if field.name() == "message" {
-            let _ = write!(self.0, "{value:?}");
-        } else {
-            let _ = write!(self.1, " {}={value:?}", field.name());
-        }
-    }
 }
 
 /// Prints `LEVEL step.action: message` lines on stderr.
@@ -93,34 +48,11 @@ impl<S> Layer<S> for StderrLayer
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
-    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
-        let mut names = Names::default();
-        attrs.record(&mut names);
-        if names.flow.is_some() || names.step.is_some() || names.action.is_some() {
-            if let Some(span) = ctx.span(id) {
-                span.extensions_mut().insert(names);
-            }
-        }
-    }
-
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
-        let (mut flow, mut step, mut action) = (None, None, None);
-        if let Some(scope) = ctx.event_scope(event) {
-            for span in scope {
-                if let Some(n) = span.extensions().get::<Names>() {
-                    action = action.or_else(|| n.action.clone());
-                    step = step.or_else(|| n.step.clone());
-                    flow = flow.or_else(|| n.flow.clone());
-                }
-            }
-        }
-        let logger = match (step, action) {
-            (Some(step), Some(action)) => Some(format!("{step}.{action}")),
-            (Some(step), None) => Some(step),
-            (None, _) => flow,
-        };
-        let mut message = Message(String::new(), String::new());
-        event.record(&mut message);
+        // The same logger names as the log files, from the tags the file
+        // layer of this subscriber keeps on the spans.
+        let logger = logging::logger_name(event, &ctx);
+        let text = logging::event_text(event);
         let level = *event.metadata().level();
         let level_text = match (self.ansi, level) {
             (true, Level::ERROR) => "\x1b[31mERROR\x1b[0m".to_string(),
@@ -128,8 +60,8 @@ where
             _ => level.to_string(),
         };
         let line = match logger {
-            Some(logger) => format!("{level_text} {logger}: {}{}", message.0, message.1),
-            None => format!("{level_text} {}{}", message.0, message.1),
+            Some(logger) => format!("{level_text} {logger}: {text}"),
+            None => format!("{level_text} {text}"),
         };
         progress::print_line(&line);
     }

@@ -199,7 +199,7 @@ impl ExecutionEngine {
         }
         let heartbeat = self.spawn_heartbeat(key.clone());
         let result = self.execute_leased(mode, step).await;
-        heartbeat.abort();
+        drop(heartbeat); // stops renewing before the lease is released
         if let Err(e) = self.store.release_lease(&key, &self.owner).await {
             warn!(flow = %key, "cannot release the run lease: {e}; it turns stale after {:?}", self.options.lease_ttl);
         }
@@ -501,12 +501,6 @@ impl ExecutionEngine {
 
 /// Aborts a background task when dropped, so no path leaves it running.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl AbortOnDrop {
-    fn abort(&self) {
-        self.0.abort();
-    }
-}
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {

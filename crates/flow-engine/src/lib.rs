@@ -25,3 +25,4 @@ mod step;
 
 pub use engine::{EngineOptions, ExecutionEngine, RunMetrics, RunObserver, RunReport};
 pub use error::{EngineError, Refusal};
+pub use plan::refusal;

@@ -105,30 +105,32 @@ fn send(message: Message) {
     }
 }
 
+/// The writer thread's state.
+#[derive(Default)]
+struct Writer {
+    files: HashMap<PathBuf, BufWriter<File>>,
+    /// Directories known to exist, so a new file costs no `mkdir -p`.
+    made_dirs: HashSet<PathBuf>,
+    /// Files that could not be opened: reported once, not once per line.
+    unopenable: HashSet<PathBuf>,
+    pending_flushes: Vec<mpsc::Sender<()>>,
+}
+
 fn write_loop(rx: Receiver<Message>) {
-    let mut files: HashMap<PathBuf, BufWriter<File>> = HashMap::new();
-    let mut made_dirs: HashSet<PathBuf> = HashSet::new();
-    let mut pending_flushes: Vec<mpsc::Sender<()>> = Vec::new();
+    let mut writer = Writer::default();
     loop {
         let mut got = 0usize;
         loop {
             match rx.try_recv() {
                 Ok(message) => {
                     got += 1;
-                    handle(message, &mut files, &mut made_dirs, &mut pending_flushes);
+                    writer.handle(message);
                 }
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => return,
             }
         }
-        // The queue is drained: put everything on disk, then answer whoever
-        // waits for a flush.
-        for f in files.values_mut() {
-            let _ = f.flush();
-        }
-        for done in pending_flushes.drain(..) {
-            let _ = done.send(());
-        }
+        writer.drained();
         if got > 0 {
             std::thread::park_timeout(TICK);
         } else {
@@ -138,7 +140,7 @@ fn write_loop(rx: Receiver<Message>) {
             match rx.try_recv() {
                 Ok(message) => {
                     inbox.sleeping.store(false, Ordering::Release);
-                    handle(message, &mut files, &mut made_dirs, &mut pending_flushes);
+                    writer.handle(message);
                 }
                 Err(TryRecvError::Empty) => std::thread::park(),
                 Err(TryRecvError::Disconnected) => return,
@@ -147,47 +149,70 @@ fn write_loop(rx: Receiver<Message>) {
     }
 }
 
-fn handle(
-    message: Message,
-    files: &mut HashMap<PathBuf, BufWriter<File>>,
-    made_dirs: &mut HashSet<PathBuf>,
-    pending_flushes: &mut Vec<mpsc::Sender<()>>,
-) {
-    match message {
-        Message::Line { path, line } => {
-            if !files.contains_key(&path) {
-                if let Some(parent) = path.parent() {
-                    if !made_dirs.contains(parent) && std::fs::create_dir_all(parent).is_ok() {
-                        made_dirs.insert(parent.to_path_buf());
-                    }
-                }
-                match OpenOptions::new().create(true).append(true).open(&path) {
-                    Ok(f) => {
-                        files.insert(path.clone(), BufWriter::new(f));
-                    }
-                    Err(e) => eprintln!("flow: cannot open log file {}: {e}", path.display()),
+impl Writer {
+    fn handle(&mut self, message: Message) {
+        match message {
+            Message::Line { path, line } => {
+                if let Some(f) = self.file(path) {
+                    let _ = f.write_all(line.as_bytes());
                 }
             }
-            if let Some(f) = files.get_mut(&path) {
-                let _ = f.write_all(line.as_bytes());
+            Message::Flush(done) => self.pending_flushes.push(done),
+            Message::CloseFile { path } => {
+                if let Some(f) = self.files.remove(&path) {
+                    close(&path, f);
+                }
             }
-        }
-        Message::Flush(done) => pending_flushes.push(done),
-        Message::CloseFile { path } => {
-            if let Some(mut f) = files.remove(&path) {
-                if let Err(e) = f.flush() {
-                    eprintln!("flow: cannot write log file {}: {e}", path.display());
+            Message::Close { dir } => {
+                self.made_dirs.remove(&dir);
+                self.unopenable.retain(|p| !p.starts_with(&dir));
+                for (path, f) in self.files.extract_if(|p, _| p.starts_with(&dir)) {
+                    close(&path, f);
                 }
             }
         }
-        Message::Close { dir } => {
-            made_dirs.remove(&dir);
-            for (path, mut f) in files.extract_if(|p, _| p.starts_with(&dir)) {
-                if let Err(e) = f.flush() {
-                    eprintln!("flow: cannot write log file {}: {e}", path.display());
+    }
+
+    /// The open file at `path`, opened (and its directory made) if needed.
+    fn file(&mut self, path: PathBuf) -> Option<&mut BufWriter<File>> {
+        if !self.files.contains_key(&path) {
+            if self.unopenable.contains(&path) {
+                return None;
+            }
+            if let Some(parent) = path.parent() {
+                if !self.made_dirs.contains(parent) && std::fs::create_dir_all(parent).is_ok() {
+                    self.made_dirs.insert(parent.to_path_buf());
+                }
+            }
+            match OpenOptions::new().create(true).append(true).open(&path) {
+                Ok(f) => {
+                    self.files.insert(path.clone(), BufWriter::new(f));
+                }
+                Err(e) => {
+                    eprintln!("flow: cannot open log file {}: {e}", path.display());
+                    self.unopenable.insert(path);
+                    return None;
                 }
             }
         }
+        self.files.get_mut(&path)
+    }
+
+    /// The queue is drained: put everything on disk, then answer whoever
+    /// waits for a flush.
+    fn drained(&mut self) {
+        for f in self.files.values_mut() {
+            let _ = f.flush();
+        }
+        for done in self.pending_flushes.drain(..) {
+            let _ = done.send(());
+        }
+    }
+}
+
+fn close(path: &Path, mut f: BufWriter<File>) {
+    if let Err(e) = f.flush() {
+        eprintln!("flow: cannot write log file {}: {e}", path.display());
     }
 }
 
@@ -251,12 +276,29 @@ pub(crate) fn ensure_installed() {
     });
 }
 
-/// What a span tells the router.
+/// What a span tells the router: set on the `flow` span (`run`, `flow`),
+/// step spans (`step`) and action spans (`action`).
 #[derive(Default, Clone)]
 struct SpanTags {
     run: Option<u64>,
+    flow: Option<String>,
     step: Option<String>,
     action: Option<String>,
+}
+
+impl SpanTags {
+    fn is_empty(&self) -> bool {
+        self.run.is_none() && self.flow.is_none() && self.step.is_none() && self.action.is_none()
+    }
+
+    /// The logger name: `STEP.ACTION`, `STEP`, else the flow's name.
+    fn logger(&self) -> Option<String> {
+        match (&self.step, &self.action) {
+            (Some(step), Some(action)) => Some(format!("{step}.{action}")),
+            (Some(step), None) => Some(step.clone()),
+            (None, _) => self.flow.clone(),
+        }
+    }
 }
 
 impl Visit for SpanTags {
@@ -266,41 +308,83 @@ impl Visit for SpanTags {
         }
     }
     fn record_str(&mut self, field: &Field, value: &str) {
-        match field.name() {
-            "step" => self.step = Some(value.to_string()),
-            "action" => self.action = Some(value.to_string()),
-            _ => {}
-        }
+        let slot = match field.name() {
+            "flow" => &mut self.flow,
+            "step" => &mut self.step,
+            "action" => &mut self.action,
+            _ => return,
+        };
+        *slot = Some(value.to_string());
     }
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        match field.name() {
-            "step" => self.step = Some(format!("{value:?}").trim_matches('"').to_string()),
-            "action" => self.action = Some(format!("{value:?}").trim_matches('"').to_string()),
-            _ => {}
-        }
+        self.record_str(field, format!("{value:?}").trim_matches('"'));
     }
 }
 
-/// Formats an event's message and fields.
-struct LineVisitor<'a>(&'a mut String, bool);
+/// The nearest step and action above an event, and the run and flow of the
+/// `flow` span enclosing them. Reads the tags [`FileLogLayer`] keeps on the
+/// spans, so that layer must be part of the subscriber.
+fn tags_of<S>(event: &Event<'_>, ctx: &Context<'_, S>) -> SpanTags
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    let mut tags = SpanTags::default();
+    for span in ctx.event_scope(event).into_iter().flatten() {
+        if let Some(t) = span.extensions().get::<SpanTags>() {
+            if tags.action.is_none() {
+                tags.action.clone_from(&t.action);
+            }
+            if tags.step.is_none() {
+                tags.step.clone_from(&t.step);
+            }
+            if t.run.is_some() || t.flow.is_some() {
+                tags.run = t.run;
+                tags.flow.clone_from(&t.flow);
+                break;
+            }
+        }
+    }
+    tags
+}
 
-impl Visit for LineVisitor<'_> {
-    fn record_str(&mut self, field: &Field, value: &str) {
-        if field.name() == "message" {
-            self.0.push_str(value);
-            self.1 = true;
-        } else {
-            let _ = write!(self.0, " {}={}", field.name(), value);
+/// The logger name of an event, as the log files show it: `STEP.ACTION`,
+/// `STEP` or the flow's name; `None` outside a run. For other layers of a
+/// subscriber that includes [`FileLogLayer`] (e.g. a stderr layer).
+pub fn logger_name<S>(event: &Event<'_>, ctx: &Context<'_, S>) -> Option<String>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    tags_of(event, ctx).logger()
+}
+
+/// An event's message followed by its other fields as ` key=value`.
+pub fn event_text(event: &Event<'_>) -> String {
+    struct Text {
+        message: String,
+        fields: String,
+    }
+    impl Visit for Text {
+        fn record_str(&mut self, field: &Field, value: &str) {
+            if field.name() == "message" {
+                self.message.push_str(value);
+            } else {
+                let _ = write!(self.fields, " {}={value}", field.name());
+            }
+        }
+        fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+            if field.name() == "message" {
+                let _ = write!(self.message, "{value:?}");
+            } else {
+                let _ = write!(self.fields, " {}={value:?}", field.name());
+            }
         }
     }
-    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        if field.name() == "message" {
-            let _ = write!(self.0, "{value:?}");
-            self.1 = true;
-        } else {
-            let _ = write!(self.0, " {}={:?}", field.name(), value);
-        }
-    }
+    let mut text = Text {
+        message: String::new(),
+        fields: String::new(),
+    };
+    event.record(&mut text);
+    text.message + &text.fields
 }
 
 /// The `tracing` layer that writes run logs to files.
@@ -313,7 +397,7 @@ where
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
         let mut tags = SpanTags::default();
         attrs.record(&mut tags);
-        if tags.run.is_some() || tags.step.is_some() || tags.action.is_some() {
+        if !tags.is_empty() {
             if let Some(span) = ctx.span(id) {
                 span.extensions_mut().insert(tags);
             }
@@ -337,6 +421,7 @@ where
                 run: None,
                 step: Some(step),
                 action: None,
+                ..
             }) => step.clone(),
             _ => return,
         };
@@ -354,48 +439,17 @@ where
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
-        let Some(scope) = ctx.event_scope(event) else {
-            return;
-        };
-        let mut tags = SpanTags::default();
-        for span in scope {
-            if let Some(t) = span.extensions().get::<SpanTags>() {
-                if tags.action.is_none() {
-                    tags.action.clone_from(&t.action);
-                }
-                if tags.step.is_none() {
-                    tags.step.clone_from(&t.step);
-                }
-                if t.run.is_some() {
-                    tags.run = t.run;
-                    break;
-                }
-            }
-        }
+        let tags = tags_of(event, &ctx);
         let Some(run) = tags.run else { return };
         let Some(route) = routes().read().ok().and_then(|r| r.get(&run).cloned()) else {
             return;
         };
-        let mut line = String::with_capacity(96);
+        let file = tags.step.as_deref().unwrap_or(&route.flow);
+        let path = route.dir.join(format!("{file}.log"));
+        let logger = tags.logger().unwrap_or_else(|| route.flow.clone());
         let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         let level = event.metadata().level();
-        let path = match (&tags.step, &tags.action) {
-            (Some(step), Some(action)) => {
-                let _ = write!(line, "{now} {step}.{action} {level} ");
-                route.dir.join(format!("{step}.log"))
-            }
-            (Some(step), None) => {
-                let _ = write!(line, "{now} {step} {level} ");
-                route.dir.join(format!("{step}.log"))
-            }
-            (None, _) => {
-                let _ = write!(line, "{now} {} {level} ", route.flow);
-                route.dir.join(format!("{}.log", route.flow))
-            }
-        };
-        let mut visitor = LineVisitor(&mut line, false);
-        event.record(&mut visitor);
-        line.push('\n');
+        let line = format!("{now} {logger} {level} {}\n", event_text(event));
         send(Message::Line { path, line });
     }
 }

@@ -135,3 +135,28 @@ pub(crate) fn plan(
         clusters,
     })
 }
+
+/// Why `mode` would be refused for `graph` at `timeperiod`, given what the
+/// store holds for it (`flow` and its `steps`; nothing for a flow that never
+/// ran), or `None` if it would run. Runs no step and touches no store: for
+/// callers that check input before creating a store (the `flow` CLI), with
+/// the engine's own rules.
+pub fn refusal(
+    mode: RunMode,
+    target: Option<&str>,
+    graph: &FlowGraph,
+    timeperiod: Timeperiod,
+    flow: Option<&FlowRecord>,
+    steps: Vec<StepRecord>,
+) -> Option<Refusal> {
+    plan(
+        mode,
+        target,
+        graph,
+        timeperiod,
+        Stored { flow, steps },
+        1,
+        chrono::Utc::now(),
+    )
+    .err()
+}

@@ -73,6 +73,29 @@ enum Guarded<T> {
     },
 }
 
+impl<T> Guarded<Result<T, Failure>> {
+    /// The outcome as a failure: a timed-out `what` (limited to `limit`)
+    /// when the timeout fired, cancelled when the work was dropped.
+    fn into_result(
+        self,
+        what: impl FnOnce() -> String,
+        limit: Option<Duration>,
+    ) -> Result<T, Failure> {
+        match self {
+            Guarded::Done {
+                output: Err(Failure::Cancelled),
+                timed_out: true,
+            }
+            | Guarded::Abandoned { timed_out: true } => Err(Failure::TimedOut {
+                what: what(),
+                after: limit.unwrap_or_default(),
+            }),
+            Guarded::Done { output, .. } => output,
+            Guarded::Abandoned { timed_out: false } => Err(Failure::Cancelled),
+        }
+    }
+}
+
 /// Runs `fut`. When `timeout` passes, fires `token`. Once `token` fired (by
 /// the timeout or a parent's cancellation), gives `fut` `grace` to wind down
 /// (cleanups run in that time), then drops it.
@@ -204,25 +227,14 @@ async fn attempts(
             info!("attempt {attempt} of {total}");
         }
         let token = shared.cancel.child_token();
-        let result = match guarded(
+        let result = guarded(
             &token,
             step.timeout,
             shared.grace,
             run_groups(shared, step, cluster, record, &token),
         )
         .await
-        {
-            Guarded::Done {
-                output: Err(Failure::Cancelled),
-                timed_out: true,
-            }
-            | Guarded::Abandoned { timed_out: true } => Err(Failure::TimedOut {
-                what: "step".into(),
-                after: step.timeout.unwrap_or_default(),
-            }),
-            Guarded::Done { output, .. } => output,
-            Guarded::Abandoned { timed_out: false } => Err(Failure::Cancelled),
-        };
+        .into_result(|| "step".into(), step.timeout);
         match result {
             Ok(ActionOutcome::Done) => return Ok(StepState::Processed),
             Ok(ActionOutcome::NothingToProcess) => return Ok(StepState::Noop),
@@ -353,23 +365,12 @@ async fn run_action(
             (Err(failure), None) => Err(failure),
         }
     };
-    match guarded(
+    guarded(
         &token,
         instance.timeout,
         shared.grace,
         work.instrument(span),
     )
     .await
-    {
-        Guarded::Done {
-            output: Err(Failure::Cancelled),
-            timed_out: true,
-        }
-        | Guarded::Abandoned { timed_out: true } => Err(Failure::TimedOut {
-            what: format!("action '{name}'"),
-            after: instance.timeout.unwrap_or_default(),
-        }),
-        Guarded::Done { output, .. } => output,
-        Guarded::Abandoned { timed_out: false } => Err(Failure::Cancelled),
-    }
+    .into_result(|| format!("action '{name}'"), instance.timeout)
 }

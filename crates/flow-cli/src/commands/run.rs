@@ -9,7 +9,7 @@ use crate::cli::{Target, Window};
 use crate::exit::{CliError, Exit};
 use crate::progress::Progress;
 use crate::settings::Settings;
-use flow_core::{ExecutionContext, FlowGraph, FlowKey, FlowState, FlowStore, RunMode, Timeperiod};
+use flow_core::{ExecutionContext, FlowKey, FlowState, FlowStore, RunMode, Timeperiod};
 use flow_engine::{EngineError, EngineOptions, ExecutionEngine, Refusal, RunReport};
 use std::collections::HashMap;
 use std::path::Path;
@@ -45,14 +45,6 @@ pub fn run(
     Timeperiod::check_window(default_window.0, default_window.1)
         .map_err(|e| CliError::bad_input(e.to_string()))?;
     let key = FlowKey::new(graph.name(), timeperiod);
-    if let Some(step) = step {
-        if graph.index_of(step).is_none() {
-            let reason = Refusal::unknown_step(&graph, step);
-            return Err(CliError::bad_input(
-                EngineError::Refused { flow: key, reason }.to_string(),
-            ));
-        }
-    }
     let clusters = window
         .clusters
         .map_or(settings.number_of_clusters(), |n| n.get());
@@ -61,14 +53,15 @@ pub fn run(
     let values = settings.values()?;
     let log_directory = settings.log_directory()?;
 
-    // 2. Refusals that need no store when there is none yet: an empty store
-    //    would refuse them anyway, so do not create one.
-    if !store_plan.exists() {
-        if let Some(reason) = refusal_on_empty_store(mode, step, &graph) {
-            return Err(CliError::bad_input(
-                EngineError::Refused { flow: key, reason }.to_string(),
-            ));
-        }
+    // 2. Refusals that need no store: an unknown step always, and, when
+    //    there is no store yet, whatever an empty store would refuse (so
+    //    none is created for it). The engine's own rules decide.
+    let refused = flow_engine::refusal(mode, step, &graph, timeperiod, None, Vec::new())
+        .filter(|r| matches!(r, Refusal::UnknownStep { .. }) || !store_plan.exists());
+    if let Some(reason) = refused {
+        return Err(CliError::bad_input(
+            EngineError::Refused { flow: key, reason }.to_string(),
+        ));
     }
 
     // 3. Run.
@@ -133,26 +126,6 @@ pub fn run(
             Exit::FlowFailed
         })
     })
-}
-
-/// What the engine would refuse on a store with no record of the flow.
-fn refusal_on_empty_store(mode: RunMode, step: Option<&str>, graph: &FlowGraph) -> Option<Refusal> {
-    match mode {
-        RunMode::Nominal => None,
-        RunMode::Recovery => Some(Refusal::NeverRan),
-        RunMode::RunOne | RunMode::RunFrom => {
-            let index = graph.index_of(step?)?;
-            let missing: Vec<String> = graph
-                .dependencies(index)
-                .iter()
-                .map(|&d| graph.step(d).name.clone())
-                .collect();
-            (!missing.is_empty()).then(|| Refusal::Blocked {
-                step: graph.step(index).name.clone(),
-                missing,
-            })
-        }
-    }
 }
 
 /// Runs the engine until it finishes, reacting to SIGINT and SIGTERM: the
