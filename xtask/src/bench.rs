@@ -7,7 +7,6 @@
 use std::env;
 use std::ffi::OsString;
 use std::fs;
-use std::io::{self, IsTerminal};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
@@ -21,17 +20,13 @@ const MARKER_FILE: &str = ".flow-luigi-installed";
 /// `--only chain-1000`.
 pub fn bench(args: &[OsString]) -> ExitCode {
     let root = super::workspace_root();
-    let target_from_env = env::var_os("CARGO_TARGET_DIR").filter(|dir| !dir.is_empty());
-    let target = match &target_from_env {
-        Some(dir) => std::path::absolute(dir).unwrap_or_else(|_| PathBuf::from(dir)),
-        None => root.join("target"),
-    };
+    let (target, target_from_env) = super::target_dir(&root);
 
     let mut build = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     build
         .current_dir(&root)
         .args(["build", "--release", "-p", "flow-bench", "-p", "flow-cli"]);
-    if target_from_env.is_some() {
+    if target_from_env {
         build.env("CARGO_TARGET_DIR", &target);
     }
     eprintln!("xtask: running {}", super::display_command(&build));
@@ -84,29 +79,12 @@ pub fn bench(args: &[OsString]) -> ExitCode {
 /// while its marker matches); returns its Python.
 fn ensure_luigi(venv: &Path) -> Result<PathBuf, String> {
     let python = venv.join("bin").join("python");
-    let marker = format!("luigi=={LUIGI_VERSION}\n");
-    if fs::read_to_string(venv.join(MARKER_FILE)).is_ok_and(|m| m == marker) && python.exists() {
-        eprintln!("xtask: reusing luigi {LUIGI_VERSION} in {}", venv.display());
-        return Ok(python);
-    }
-    eprintln!(
-        "xtask: installing luigi {LUIGI_VERSION} into {}",
-        venv.display()
-    );
-    if venv.exists() {
-        fs::remove_dir_all(venv)
-            .map_err(|err| format!("cannot remove the incomplete {}: {err}", venv.display()))?;
-    }
-    super::run(Command::new("python3").args(["-m", "venv"]).arg(venv))
-        .map_err(|err| format!("{err} (on Debian/Ubuntu the venv module is in python3-venv)"))?;
-    let mut pip = Command::new(venv.join("bin").join("pip"));
-    pip.args(["install", "--disable-pip-version-check", "--quiet"]);
-    if !io::stdout().is_terminal() {
-        pip.args(["--progress-bar", "off"]);
-    }
-    super::run(pip.arg(format!("luigi=={LUIGI_VERSION}")))?;
-    fs::write(venv.join(MARKER_FILE), marker)
-        .map_err(|err| format!("cannot write the marker file: {err}"))?;
+    let requirement = format!("luigi=={LUIGI_VERSION}");
+    let reused = super::ensure_venv(venv, &requirement, MARKER_FILE, |v| {
+        v.join("bin").join("python").exists()
+    })?;
+    let verb = if reused { "reusing" } else { "installed" };
+    eprintln!("xtask: {verb} {requirement} in {}", venv.display());
     Ok(python)
 }
 

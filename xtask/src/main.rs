@@ -83,15 +83,7 @@ fn main() -> ExitCode {
 /// `cargo xtask test`.
 fn test(args: &[OsString]) -> ExitCode {
     let root = workspace_root();
-    let target_from_env = env::var_os("CARGO_TARGET_DIR").filter(|dir| !dir.is_empty());
-    let target = match &target_from_env {
-        // cargo resolves a relative CARGO_TARGET_DIR against the working
-        // directory; the child cargo runs in the root, so pass it on absolute.
-        Some(dir) => fs::canonicalize(dir)
-            .or_else(|_| std::path::absolute(dir))
-            .unwrap_or_else(|_| PathBuf::from(dir)),
-        None => root.join("target"),
-    };
+    let (target, target_from_env) = target_dir(&root);
     let venv = target.join("tools").join("venv");
 
     let spark = if ensure_pyspark(&venv) {
@@ -114,7 +106,7 @@ fn test(args: &[OsString]) -> ExitCode {
         }
         cargo.arg("--include-ignored");
     }
-    if target_from_env.is_some() {
+    if target_from_env {
         cargo.env("CARGO_TARGET_DIR", &target);
     }
     if let Some(spark) = &spark {
@@ -142,6 +134,69 @@ fn test(args: &[OsString]) -> ExitCode {
     }
 }
 
+/// The target directory, absolute, and whether it came from
+/// `CARGO_TARGET_DIR` (then child cargos must be given it: cargo resolves
+/// a relative one against its working directory, the workspace root).
+fn target_dir(root: &Path) -> (PathBuf, bool) {
+    match env::var_os("CARGO_TARGET_DIR").filter(|dir| !dir.is_empty()) {
+        Some(dir) => (
+            fs::canonicalize(&dir)
+                .or_else(|_| std::path::absolute(&dir))
+                .unwrap_or_else(|_| PathBuf::from(dir)),
+            true,
+        ),
+        None => (root.join("target"), false),
+    }
+}
+
+/// Makes sure `venv` holds `requirement` (e.g. `luigi==3.8.1`): reused when
+/// a previous install finished (`marker_file` in it names the same
+/// requirement) and `usable(venv)` holds, else created from scratch and
+/// pip-installed. Returns whether it was reused.
+fn ensure_venv(
+    venv: &Path,
+    requirement: &str,
+    marker_file: &str,
+    usable: impl Fn(&Path) -> bool,
+) -> Result<bool, String> {
+    if venv_complete(venv, requirement, marker_file, &usable) {
+        return Ok(true);
+    }
+    if venv.exists() {
+        fs::remove_dir_all(venv)
+            .map_err(|err| format!("cannot remove the incomplete {}: {err}", venv.display()))?;
+    }
+    run(Command::new("python3").args(["-m", "venv"]).arg(venv))
+        .map_err(|err| format!("{err} (on Debian/Ubuntu the venv module is in python3-venv)"))?;
+    let mut pip = Command::new(venv.join("bin").join("pip"));
+    pip.args(["install", "--disable-pip-version-check"]);
+    if !io::stdout().is_terminal() {
+        // A progress bar for a ~300 MB download floods CI logs.
+        pip.args(["--progress-bar", "off"]);
+    }
+    run(pip.arg(requirement))?;
+    if !usable(venv) {
+        return Err(format!(
+            "pip installed {requirement} but the venv is not usable"
+        ));
+    }
+    fs::write(venv.join(marker_file), format!("{requirement}\n"))
+        .map_err(|err| format!("cannot write the marker file: {err}"))?;
+    Ok(false)
+}
+
+/// Whether an install of `requirement` into `venv` ran to completion (its
+/// marker names it) and the venv is still `usable`.
+fn venv_complete(
+    venv: &Path,
+    requirement: &str,
+    marker_file: &str,
+    usable: impl Fn(&Path) -> bool,
+) -> bool {
+    fs::read_to_string(venv.join(marker_file)).is_ok_and(|m| m == format!("{requirement}\n"))
+        && usable(venv)
+}
+
 /// The workspace root: the parent of this crate's directory.
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -153,26 +208,23 @@ fn workspace_root() -> PathBuf {
 /// Makes sure `venv` holds pyspark [`PYSPARK_VERSION`]; returns whether it does.
 /// Failures are reported as warnings: the run goes on without Spark.
 fn ensure_pyspark(venv: &Path) -> bool {
-    if venv_complete(venv) {
-        eprintln!(
-            "xtask: reusing pyspark {PYSPARK_VERSION} in {}",
-            venv.display()
-        );
-        return true;
-    }
-    if env::var_os("FLOW_SKIP_SPARK_INSTALL").is_some_and(|v| !v.is_empty() && v != "0") {
+    let requirement = pyspark_requirement();
+    if env::var_os("FLOW_SKIP_SPARK_INSTALL").is_some_and(|v| !v.is_empty() && v != "0")
+        && !venv_complete(venv, &requirement, MARKER_FILE, pyspark_usable)
+    {
         eprintln!("xtask: FLOW_SKIP_SPARK_INSTALL is set, not installing pyspark; the Spark test will be reported ignored");
         return false;
     }
-    eprintln!(
-        "xtask: installing pyspark {PYSPARK_VERSION} into {}",
-        venv.display()
-    );
     let started = Instant::now();
-    match install_pyspark(venv) {
-        Ok(()) => {
+    match ensure_venv(venv, &requirement, MARKER_FILE, pyspark_usable) {
+        Ok(true) => {
+            eprintln!("xtask: reusing {requirement} in {}", venv.display());
+            true
+        }
+        Ok(false) => {
             eprintln!(
-                "xtask: installed pyspark {PYSPARK_VERSION} in {:.0?}",
+                "xtask: installed {requirement} into {} in {:.0?}",
+                venv.display(),
                 started.elapsed()
             );
             true
@@ -187,40 +239,12 @@ fn ensure_pyspark(venv: &Path) -> bool {
     }
 }
 
-fn marker_content() -> String {
-    format!("pyspark=={PYSPARK_VERSION}\n")
+fn pyspark_requirement() -> String {
+    format!("pyspark=={PYSPARK_VERSION}")
 }
 
-/// Whether a previous install into `venv` ran to completion for this version
-/// (and the interpreter it links to still exists).
-fn venv_complete(venv: &Path) -> bool {
-    fs::read_to_string(venv.join(MARKER_FILE)).is_ok_and(|marker| marker == marker_content())
-        && venv.join("bin").join("spark-submit").is_file()
-        && venv.join("bin").join("python").exists()
-}
-
-/// Creates `venv` from scratch and pip-installs pyspark into it.
-fn install_pyspark(venv: &Path) -> Result<(), String> {
-    if venv.exists() {
-        fs::remove_dir_all(venv)
-            .map_err(|err| format!("cannot remove the incomplete {}: {err}", venv.display()))?;
-    }
-    run(Command::new("python3").args(["-m", "venv"]).arg(venv))
-        .map_err(|err| format!("{err} (on Debian/Ubuntu the venv module is in python3-venv)"))?;
-
-    let mut pip = Command::new(venv.join("bin").join("pip"));
-    pip.args(["install", "--disable-pip-version-check"]);
-    if !io::stdout().is_terminal() {
-        // A progress bar for a ~300 MB download floods CI logs.
-        pip.args(["--progress-bar", "off"]);
-    }
-    run(pip.arg(format!("pyspark=={PYSPARK_VERSION}")))?;
-
-    if !venv.join("bin").join("spark-submit").is_file() {
-        return Err("pip succeeded but bin/spark-submit is missing".into());
-    }
-    fs::write(venv.join(MARKER_FILE), marker_content())
-        .map_err(|err| format!("cannot write the marker file: {err}"))
+fn pyspark_usable(venv: &Path) -> bool {
+    venv.join("bin").join("spark-submit").is_file() && venv.join("bin").join("python").exists()
 }
 
 /// Spark as installed by pip into the venv.
@@ -375,13 +399,19 @@ mod tests {
         fs::create_dir_all(&bin).unwrap();
         fs::write(bin.join("spark-submit"), "").unwrap();
         fs::write(bin.join("python"), "").unwrap();
-        assert!(!venv_complete(&venv), "no marker");
+        let complete =
+            |venv: &Path| venv_complete(venv, &pyspark_requirement(), MARKER_FILE, pyspark_usable);
+        assert!(!complete(&venv), "no marker");
         fs::write(venv.join(MARKER_FILE), "pyspark==0.0.1\n").unwrap();
-        assert!(!venv_complete(&venv), "other version");
-        fs::write(venv.join(MARKER_FILE), marker_content()).unwrap();
-        assert!(venv_complete(&venv));
+        assert!(!complete(&venv), "other version");
+        fs::write(
+            venv.join(MARKER_FILE),
+            format!("{}\n", pyspark_requirement()),
+        )
+        .unwrap();
+        assert!(complete(&venv));
         fs::remove_file(bin.join("spark-submit")).unwrap();
-        assert!(!venv_complete(&venv), "no spark-submit");
+        assert!(!complete(&venv), "no spark-submit");
         fs::remove_dir_all(&venv).unwrap();
     }
 }
