@@ -3,11 +3,14 @@
 //! Actions take `&self` plus a per-execution [`ActionContext`], so one value
 //! serves several steps on several clusters at once: re-entrancy comes from
 //! the types, not from deep copies. Each execution is `run`, then `cleanup`,
-//! which the engine calls whatever `run` returned.
+//! which the engine calls whatever `run` returned. When a step fails for good
+//! (or `flow rollback` undoes it), the engine calls `rollback` on each of its
+//! completed actions, newest first.
 
-use crate::cluster::{Cluster, ClusterError, Job, JobContext};
+use crate::cluster::{Cluster, ClusterError, Job, JobContext, JobHandle};
 use crate::context::ExecutionContext;
 use crate::filesystem::{Filesystem, FsError};
+use crate::store::StoreError;
 use crate::template::{Template, TemplateError};
 use async_trait::async_trait;
 use std::fmt;
@@ -36,6 +39,10 @@ pub enum ActionError {
     Filesystem(#[from] FsError),
     #[error(transparent)]
     Template(#[from] TemplateError),
+    /// Recording a job's handle failed: the engine stops, as for any store
+    /// fault.
+    #[error(transparent)]
+    Store(#[from] StoreError),
     #[error("cancelled")]
     Cancelled,
 }
@@ -48,14 +55,41 @@ impl ActionError {
     }
 }
 
+/// Where the engine keeps the handles of the jobs an action submits.
+///
+/// [`ActionContext::submit`] calls it before it waits for a job, so the
+/// handle is durable while the job runs: a later engine adopts the job
+/// instead of running it a second time.
+#[async_trait]
+pub trait JobRecorder: Send + Sync {
+    /// Stores `handle` as the running action's job; returns once it is
+    /// durable.
+    async fn record(&self, handle: &JobHandle) -> Result<(), ActionError>;
+}
+
+/// A [`JobRecorder`] that keeps nothing, for running an action outside the
+/// engine (tests, tools): its jobs cannot be adopted after a crash.
+pub struct NoJobRecorder;
+
+#[async_trait]
+impl JobRecorder for NoJobRecorder {
+    async fn record(&self, _handle: &JobHandle) -> Result<(), ActionError> {
+        Ok(())
+    }
+}
+
 /// What one execution of an action sees.
 pub struct ActionContext<'a> {
     pub execution: &'a ExecutionContext,
     pub step: &'a str,
     pub action: &'a str,
+    /// The step's attempt, from 1.
+    pub attempt: u32,
     pub cluster: &'a dyn Cluster,
     /// Fires on cancellation or timeout; long actions must watch it.
     pub cancel: &'a CancellationToken,
+    /// Keeps the handles of submitted jobs durable.
+    pub jobs: &'a dyn JobRecorder,
 }
 
 impl ActionContext<'_> {
@@ -69,16 +103,40 @@ impl ActionContext<'_> {
         Ok(template.render(self.execution, self.step)?)
     }
 
-    /// Hands `job` to the cluster, honouring cancellation.
-    pub async fn submit(&self, job: &Job) -> Result<(), ActionError> {
-        let cx = JobContext {
+    /// The context clusters get for this action's jobs.
+    pub fn job_context(&self) -> JobContext<'_> {
+        JobContext {
             cancel: self.cancel,
             execution: self.execution,
-        };
-        match self.cluster.submit(job, &cx).await {
-            Err(ClusterError::Cancelled { .. }) => Err(ActionError::Cancelled),
-            other => Ok(other?),
+            step: self.step,
+            action: self.action,
+            attempt: self.attempt,
         }
+    }
+
+    /// Runs `job` on the cluster to its end, honouring cancellation: names
+    /// it, records its handle, submits it, records the completed handle if
+    /// the backend added ids, and waits for it.
+    pub async fn submit(&self, job: &Job) -> Result<(), ActionError> {
+        let cx = self.job_context();
+        let cancelled = |e: ClusterError| match e {
+            ClusterError::Cancelled { .. } => ActionError::Cancelled,
+            other => ActionError::Cluster(other),
+        };
+        let prepared = self.cluster.prepare(job, &cx)?;
+        self.jobs.record(&prepared).await?;
+        if self.cancel.is_cancelled() {
+            return Err(ActionError::Cancelled);
+        }
+        let handle = self
+            .cluster
+            .submit(&prepared, job, &cx)
+            .await
+            .map_err(cancelled)?;
+        if handle != prepared {
+            self.jobs.record(&handle).await?;
+        }
+        self.cluster.wait(&handle, &cx).await.map_err(cancelled)
     }
 }
 
@@ -96,6 +154,14 @@ pub trait Action: Send + Sync + fmt::Debug {
     async fn cleanup(&self, _cx: &ActionContext<'_>) -> Result<(), ActionError> {
         Ok(())
     }
+
+    /// Undoes what a completed `run` did, when its step failed for good or
+    /// is rolled back on request. Nothing by default: an action that can be
+    /// undone says how (flow files give any action a `rollback` action
+    /// instead, which takes precedence).
+    async fn rollback(&self, _cx: &ActionContext<'_>) -> Result<(), ActionError> {
+        Ok(())
+    }
 }
 
 /// An action placed in a step, with its per-placement options.
@@ -106,6 +172,8 @@ pub struct ActionInstance {
     pub action: Arc<dyn Action>,
     pub skip: bool,
     pub timeout: Option<Duration>,
+    /// Runs instead of `action.rollback` to undo this action.
+    pub rollback: Option<Arc<dyn Action>>,
 }
 
 impl ActionInstance {
@@ -115,6 +183,7 @@ impl ActionInstance {
             action,
             skip: false,
             timeout: None,
+            rollback: None,
         }
     }
 
@@ -130,6 +199,13 @@ impl ActionInstance {
 
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
+        self
+    }
+
+    /// Undo this action with `rollback` (run like an action, logged as
+    /// `STEP.NAME.rollback`).
+    pub fn with_rollback(mut self, rollback: Arc<dyn Action>) -> Self {
+        self.rollback = Some(rollback);
         self
     }
 }

@@ -1,8 +1,30 @@
 //! Execution clusters and the jobs they run.
+//!
+//! A job outlives the engine that started it: submitting yields a
+//! [`JobHandle`], plain data that the engine stores before it waits, and any
+//! later engine can ask the cluster about that handle ([`Cluster::status`]),
+//! wait for it or cancel it. Clusters work the same way: [`Cluster::provision`]
+//! returns a [`ClusterHandle`] that is recorded before the cluster is waited
+//! for, so a crash never leaks one.
+//!
+//! The order of calls for a job, and why:
+//!
+//! 1. [`Cluster::prepare`] names the job before it exists (a job directory,
+//!    a client-chosen job id, a step name). The engine stores that handle.
+//! 2. [`Cluster::submit`] hands the job over and returns the handle, completed
+//!    with ids only the backend knows (the engine stores it again if it
+//!    changed). A crash between 1 and 2 leaves a handle whose status is
+//!    [`JobStatus::NotSubmitted`], so the next engine submits it then, once.
+//! 3. [`Cluster::wait`] follows it to its end, cancelling it on the backend
+//!    when the token fires. Dropping the wait future only stops watching:
+//!    the job goes on, as it would if the engine had died.
 
 use crate::context::ExecutionContext;
 use crate::filesystem::{Filesystem, FsError};
 use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
@@ -52,10 +74,16 @@ pub struct JobContext<'a> {
     pub cancel: &'a CancellationToken,
     /// The run's context, e.g. to redact secrets from logged command lines.
     pub execution: &'a ExecutionContext,
+    /// The step and action the job belongs to, and the step's attempt: for
+    /// naming the job on the backend (`prepare`) and for messages.
+    pub step: &'a str,
+    pub action: &'a str,
+    pub attempt: u32,
 }
 
 /// A cluster failure, naming the cluster.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ClusterError {
     #[error("cluster '{cluster}' failed to launch: {message}")]
     Launch {
@@ -78,13 +106,160 @@ pub enum ClusterError {
     },
     #[error("{job} job on cluster '{cluster}' was cancelled")]
     Cancelled { cluster: String, job: &'static str },
+    /// Asking the backend about a job or a cluster failed (not the job).
+    #[error("cluster '{cluster}': {operation} failed: {message}")]
+    Backend {
+        cluster: String,
+        operation: &'static str,
+        message: String,
+    },
+    /// A handle this cluster cannot read (another kind, missing ids).
+    #[error("cluster '{cluster}' cannot use handle {handle}: {message}")]
+    BadHandle {
+        cluster: String,
+        handle: String,
+        message: String,
+    },
     #[error("cluster '{cluster}' failed to terminate: {message}")]
     Terminate { cluster: String, message: String },
     #[error(transparent)]
     Filesystem(#[from] FsError),
 }
 
+/// The durable identity of a job on a backend: data, not a live object.
+/// Stored in the step record; any engine can rebuild a client from the
+/// settings and ask about it later.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct JobHandle {
+    /// The backend kind, e.g. `local`, `emr`.
+    pub kind: String,
+    /// The run's name for the cluster the job went to, e.g. `emr-0`.
+    pub cluster: String,
+    /// The backend's ids, e.g. `cluster_id` and `step_id` on EMR; what they
+    /// are is the backend's business.
+    pub ids: BTreeMap<String, String>,
+}
+
+impl JobHandle {
+    /// A handle of `kind` on `cluster` with the given ids.
+    pub fn new<K: Into<String>, V: Into<String>>(
+        kind: impl Into<String>,
+        cluster: impl Into<String>,
+        ids: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        JobHandle {
+            kind: kind.into(),
+            cluster: cluster.into(),
+            ids: ids.into_iter().map(|(k, v)| (k.into(), v.into())).collect(),
+        }
+    }
+
+    /// The id called `name`, if present.
+    pub fn id(&self, name: &str) -> Option<&str> {
+        self.ids.get(name).map(String::as_str)
+    }
+}
+
+impl fmt::Display for JobHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} job", self.kind)?;
+        for (k, v) in &self.ids {
+            write!(f, " {k}={v}")?;
+        }
+        write!(f, " on {}", self.cluster)
+    }
+}
+
+/// What a backend says about a job, asked by handle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobStatus {
+    /// The handle was prepared but the backend never received the job (the
+    /// engine died between `prepare` and `submit`): submitting it now runs
+    /// it once.
+    NotSubmitted,
+    /// Queued or running.
+    Running,
+    Succeeded,
+    Failed {
+        message: String,
+    },
+    Cancelled,
+    /// The backend cannot tell (a process gone without leaving its exit
+    /// status, a pid now used by another process, a job the backend forgot).
+    Lost {
+        reason: String,
+    },
+}
+
+impl JobStatus {
+    /// True once the job will not change any more.
+    pub fn is_final(&self) -> bool {
+        !matches!(self, JobStatus::NotSubmitted | JobStatus::Running)
+    }
+}
+
+impl fmt::Display for JobStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            JobStatus::NotSubmitted => f.write_str("not submitted"),
+            JobStatus::Running => f.write_str("running"),
+            JobStatus::Succeeded => f.write_str("succeeded"),
+            JobStatus::Failed { message } => write!(f, "failed: {message}"),
+            JobStatus::Cancelled => f.write_str("cancelled"),
+            JobStatus::Lost { reason } => write!(f, "lost: {reason}"),
+        }
+    }
+}
+
+/// The durable identity of a cluster: recorded by the run that launched or
+/// reused it, so a later engine can adopt it or terminate it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterHandle {
+    /// The backend kind, e.g. `emr`.
+    pub kind: String,
+    /// The run's name for it, e.g. `emr-0`.
+    pub name: String,
+    /// The backend's id for it (an EMR cluster id, a Dataproc cluster name).
+    pub backend_id: String,
+    /// True when the cluster existed before the run and was reused: it is
+    /// left up at the end unless configured otherwise. False when the run
+    /// launched it: the run (or the one that recovers it) terminates it.
+    pub reused: bool,
+    /// Anything else the backend needs to find it again (region, project,
+    /// a state directory), and facts worth showing (master DNS name).
+    pub details: BTreeMap<String, String>,
+}
+
+impl fmt::Display for ClusterHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} cluster {} ({})",
+            self.kind, self.name, self.backend_id
+        )?;
+        if self.reused {
+            f.write_str(", reused")?;
+        }
+        Ok(())
+    }
+}
+
 /// A place where jobs run: processes on this machine, an EMR cluster, ...
+///
+/// What an implementation must guarantee:
+/// - `provision` returns as soon as the backend has named the cluster;
+///   `wait_ready` then waits for it. A cluster that dies while launching is
+///   a [`ClusterError::Launch`] carrying the backend's reason.
+/// - `prepare`, `submit`, `wait`, `status` and `cancel` work on a handle
+///   alone: a handle written by another engine (another process, another
+///   host) works the same as one this value made.
+/// - `wait` honours `cx.cancel` by cancelling the job on the backend before
+///   it returns [`ClusterError::Cancelled`]; dropping it leaves the job
+///   running.
+/// - `terminate` is called once at the end of every run that used the
+///   cluster, whatever happened; it must be safe after a failed or partial
+///   launch, and ends only clusters the run launched (or adopted from a run
+///   that launched them), never reused ones unless configured to.
 #[async_trait]
 pub trait Cluster: Send + Sync {
     /// This cluster's name within the run, e.g. `local-0`.
@@ -93,13 +268,46 @@ pub trait Cluster: Send + Sync {
     /// The backend, e.g. `local` or `emr`.
     fn kind(&self) -> &'static str;
 
-    /// Brings the cluster up. Called once before any job.
-    async fn launch(&self) -> Result<(), ClusterError>;
+    /// Finds a cluster to reuse or asks the backend for a new one, and
+    /// returns as soon as the backend knows it (before it is up).
+    async fn provision(&self) -> Result<ClusterHandle, ClusterError>;
 
-    /// Runs `job` to completion. Honours `cx.cancel`.
-    async fn submit(&self, job: &Job, cx: &JobContext<'_>) -> Result<(), ClusterError>;
+    /// Waits until the provisioned (or adopted) cluster takes jobs.
+    async fn wait_ready(&self) -> Result<(), ClusterError>;
 
-    /// Shuts the cluster down. Called once at the end of every run, whatever
+    /// Takes over a cluster recorded by an earlier run whose engine died.
+    /// True when it is still usable: this value then drives it, and its
+    /// `terminate` ends it unless `handle.reused`. False when it is gone.
+    async fn adopt(&self, handle: &ClusterHandle) -> Result<bool, ClusterError>;
+
+    /// Names `job` before it is submitted, so the engine can store the handle
+    /// first. Must not start anything.
+    fn prepare(&self, job: &Job, cx: &JobContext<'_>) -> Result<JobHandle, ClusterError>;
+
+    /// Hands the prepared job to the backend and returns its handle with any
+    /// ids the backend assigned. Returns once the backend has the job, not
+    /// when it ends.
+    async fn submit(
+        &self,
+        handle: &JobHandle,
+        job: &Job,
+        cx: &JobContext<'_>,
+    ) -> Result<JobHandle, ClusterError>;
+
+    /// Follows the job to its end: `Ok` when it succeeded,
+    /// [`ClusterError::JobFailed`] or [`ClusterError::Cancelled`] otherwise.
+    /// Honours `cx.cancel`. Also used for jobs another engine submitted.
+    async fn wait(&self, handle: &JobHandle, cx: &JobContext<'_>) -> Result<(), ClusterError>;
+
+    /// Asks the backend about the job, without waiting.
+    async fn status(&self, handle: &JobHandle) -> Result<JobStatus, ClusterError>;
+
+    /// Stops the job on the backend (idempotent: a finished job is left as
+    /// it is).
+    async fn cancel(&self, handle: &JobHandle) -> Result<(), ClusterError>;
+
+    /// Shuts the cluster down if this run launched it (or adopted it from a
+    /// run that launched it). Called once at the end of every run, whatever
     /// happened; must be safe after a failed or partial launch.
     async fn terminate(&self) -> Result<(), ClusterError>;
 

@@ -26,15 +26,24 @@ pub mod template;
 pub mod testkit;
 pub mod timeperiod;
 
-pub use action::{Action, ActionContext, ActionError, ActionInstance, ActionOutcome};
-pub use cluster::{Cluster, ClusterError, ClusterFactory, Job, JobContext};
+pub use action::{
+    Action, ActionContext, ActionError, ActionInstance, ActionOutcome, JobRecorder, NoJobRecorder,
+};
+pub use cluster::{
+    Cluster, ClusterError, ClusterFactory, ClusterHandle, Job, JobContext, JobHandle, JobStatus,
+};
 pub use context::{ExecutionContext, Secret, SettingValue, Settings};
 pub use filesystem::{Filesystem, FsError};
 pub use graph::{FlowDefinition, FlowGraph, GraphError, StepDefinition};
-pub use record::{FlowKey, FlowRecord, StepRecord};
+pub use record::{
+    ClusterRecord, ClusterState, FlowKey, FlowRecord, JobRecord, LogLevel, LogLine, RecordId,
+    RollbackCause, RollbackRecord, RunRecord, RunStep, StepRecord, StoredLogLine,
+};
 pub use retry::RetryPolicy;
 pub use spec::{ActionRegistry, SpecError};
 pub use state::{ActionSetState, FlowState, RunMode, StepState};
-pub use store::{FlowStore, LeaseOutcome, StoreError};
+pub use store::{
+    FlowQuery, FlowStore, Lease, LeaseInfo, LeaseOutcome, LogQuery, RunQuery, StoreError,
+};
 pub use template::{Template, TemplateError};
 pub use timeperiod::{TimeQualifier, Timeperiod, TimeperiodError};

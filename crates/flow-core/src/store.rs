@@ -2,14 +2,26 @@
 //!
 //! Every state change goes through here and is durable when the call
 //! returns, so a crash leaves a truthful record for `recover`.
+//!
+//! Writes to flow, step, run and cluster records are *fenced*: each carries
+//! the [`Lease`] its engine holds, and the store applies it only if that
+//! lease's token is still the current one for the flow, atomically with the
+//! write. An engine that stalled (a GC pause, a suspended VM, a partition)
+//! while another took its stale lease over can therefore write nothing when
+//! it wakes: it gets [`StoreError::Fenced`] and stops.
 
-use crate::record::{FlowKey, FlowRecord, StepRecord};
+use crate::record::{
+    ClusterRecord, FlowKey, FlowRecord, LogLine, RecordId, RunRecord, StepRecord, StoredLogLine,
+};
+use crate::state::FlowState;
+use crate::timeperiod::Timeperiod;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use std::time::Duration;
 
 /// A store failure, naming the operation and the flow it concerned.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StoreError {
     #[error("cannot open store at {location}: {message}")]
     Open { location: String, message: String },
@@ -25,15 +37,48 @@ pub enum StoreError {
         key: String,
         message: String,
     },
+    /// The write's lease is no longer the flow's current one: another engine
+    /// took it over. Nothing was written.
+    #[error("lost the run lease of {key}: lease token {token} is no longer current{}", holder_text(.holder))]
+    Fenced {
+        key: String,
+        token: u64,
+        /// Who holds the lease now, if anyone.
+        holder: Option<String>,
+    },
     #[error("store is closed")]
     Closed,
+}
+
+fn holder_text(holder: &Option<String>) -> String {
+    match holder {
+        Some(owner) => format!(" (now held by {owner})"),
+        None => String::new(),
+    }
+}
+
+impl StoreError {
+    /// True when the error means this engine lost its lease.
+    pub fn is_fenced(&self) -> bool {
+        matches!(self, StoreError::Fenced { .. })
+    }
+}
+
+/// A held run lease: the right to write a flow's records. The token grows
+/// with every acquisition of the flow's lease (by anyone, release included),
+/// so a newer holder always has a larger one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub key: FlowKey,
+    pub owner: String,
+    pub token: u64,
 }
 
 /// The answer to a lease request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LeaseOutcome {
     /// The caller now holds the lease.
-    Acquired,
+    Acquired(Lease),
     /// Another live owner holds it.
     HeldBy {
         owner: String,
@@ -41,10 +86,102 @@ pub enum LeaseOutcome {
     },
 }
 
-/// Durable storage of flow and step records and run leases.
+/// A flow's lease as stored, for status and orphan checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseInfo {
+    /// `None` once released.
+    pub owner: Option<String>,
+    pub token: u64,
+    pub acquired_at: DateTime<Utc>,
+    pub heartbeat_at: DateTime<Utc>,
+}
+
+impl LeaseInfo {
+    /// True when a run holds it and its heartbeat is newer than `now - ttl`.
+    pub fn is_live(&self, now: DateTime<Utc>, ttl: Duration) -> bool {
+        self.owner.is_some()
+            && chrono::TimeDelta::from_std(ttl)
+                .ok()
+                .and_then(|ttl| now.checked_sub_signed(ttl))
+                .is_none_or(|cutoff| self.heartbeat_at > cutoff)
+    }
+}
+
+/// Which flow records to list, newest timeperiod first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FlowQuery {
+    pub flow_name: Option<String>,
+    pub state: Option<FlowState>,
+    /// Timeperiods at or after this one.
+    pub from: Option<Timeperiod>,
+    /// Timeperiods before this one.
+    pub to: Option<Timeperiod>,
+    /// At most this many (all when `None`), after skipping `offset`.
+    pub limit: Option<usize>,
+    pub offset: usize,
+}
+
+impl FlowQuery {
+    /// Every flow record of `flow_name`, or of every flow.
+    pub fn named(flow_name: Option<&str>) -> Self {
+        FlowQuery {
+            flow_name: flow_name.map(str::to_string),
+            ..FlowQuery::default()
+        }
+    }
+}
+
+/// Which runs to list, newest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunQuery {
+    pub flow_name: Option<String>,
+    pub timeperiod: Option<Timeperiod>,
+    pub limit: Option<usize>,
+}
+
+/// Which recorded log lines to read, in position order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogQuery {
+    pub key: FlowKey,
+    /// Only this step's lines; `Some("")` is not special.
+    pub step: Option<String>,
+    /// Only this run's lines.
+    pub run: Option<RecordId>,
+    /// Only lines after this position.
+    pub after: Option<u64>,
+    pub limit: usize,
+}
+
+impl LogQuery {
+    /// The first `limit` lines of every run of `key`.
+    pub fn new(key: FlowKey, limit: usize) -> Self {
+        LogQuery {
+            key,
+            step: None,
+            run: None,
+            after: None,
+            limit,
+        }
+    }
+}
+
+/// Durable storage of flow and step records, runs, clusters, log lines and
+/// run leases.
 ///
-/// Implementations must make each call durable before returning and must
-/// make `acquire_lease` atomic (a conditional write, not read-then-write).
+/// What an implementation must guarantee (the conformance suite in
+/// `flow_core::testkit` checks each):
+/// - Every call is durable when it returns.
+/// - `acquire_lease` is atomic (a conditional write, not read-then-write):
+///   among concurrent acquirers of a free or stale lease exactly one wins,
+///   and each acquisition gets a larger token than any before it.
+/// - Writes taking a [`Lease`] are fenced: applied only if that lease's
+///   token is still current, atomically with the write; otherwise they fail
+///   with [`StoreError::Fenced`] and write nothing.
+/// - `begin_run` is atomic, or, where the backend cannot do that, ordered
+///   so that an interruption leaves a state `recover` handles (documented by
+///   the backend).
+/// - Log positions grow in append order within a flow, so paging by
+///   `after` never skips or repeats a line.
 #[async_trait]
 pub trait FlowStore: Send + Sync {
     /// The flow record of `key`, if one exists.
@@ -53,29 +190,12 @@ pub trait FlowStore: Send + Sync {
     /// Every step record of `key`.
     async fn get_steps(&self, key: &FlowKey) -> Result<Vec<StepRecord>, StoreError>;
 
-    /// Inserts or updates the flow record (matched by flow name and
-    /// timeperiod) and returns it with its id.
-    async fn save_flow(&self, flow: &FlowRecord) -> Result<FlowRecord, StoreError>;
-
-    /// Inserts or updates one step record (matched by flow name, timeperiod
-    /// and step name) and returns its id.
-    async fn save_step(&self, step: &StepRecord) -> Result<i64, StoreError>;
-
-    /// Starts a run in one transaction: saves `flow`, deletes every step
-    /// record of the flow when `purge_steps`, then saves `steps`. Returns the
-    /// flow record with its id.
-    async fn begin_run(
-        &self,
-        flow: &FlowRecord,
-        purge_steps: bool,
-        steps: &[StepRecord],
-    ) -> Result<FlowRecord, StoreError>;
-
-    /// Every flow record, newest timeperiod first (for `flow status`).
-    async fn list_flows(&self, flow_name: Option<&str>) -> Result<Vec<FlowRecord>, StoreError>;
+    /// Flow records matching `query`, newest timeperiod first.
+    async fn list_flows(&self, query: &FlowQuery) -> Result<Vec<FlowRecord>, StoreError>;
 
     /// Takes the run lease of `key` for `owner` unless another owner's lease
-    /// has a heartbeat newer than `now - ttl`. Atomic.
+    /// has a heartbeat newer than `now - ttl`. Atomic; the new lease's token
+    /// is larger than every earlier one of `key`.
     async fn acquire_lease(
         &self,
         key: &FlowKey,
@@ -84,15 +204,71 @@ pub trait FlowStore: Send + Sync {
         ttl: Duration,
     ) -> Result<LeaseOutcome, StoreError>;
 
-    /// Moves the heartbeat of `owner`'s lease to `now`. Returns false when
-    /// the lease is no longer `owner`'s.
-    async fn renew_lease(
-        &self,
-        key: &FlowKey,
-        owner: &str,
-        now: DateTime<Utc>,
-    ) -> Result<bool, StoreError>;
+    /// Moves the lease's heartbeat to `now`. False when the lease is no
+    /// longer this one (taken over or released).
+    async fn renew_lease(&self, lease: &Lease, now: DateTime<Utc>) -> Result<bool, StoreError>;
 
-    /// Drops `owner`'s lease; a no-op if someone else holds it.
-    async fn release_lease(&self, key: &FlowKey, owner: &str) -> Result<(), StoreError>;
+    /// Gives the lease up; a no-op if it is no longer this one. The token is
+    /// kept, so the next acquisition still gets a larger one.
+    async fn release_lease(&self, lease: &Lease) -> Result<(), StoreError>;
+
+    /// The lease of `key` as stored, if it was ever taken.
+    async fn get_lease(&self, key: &FlowKey) -> Result<Option<LeaseInfo>, StoreError>;
+
+    /// Starts a run, atomically: saves `flow`, deletes every step record of
+    /// the flow when `purge_steps`, saves `steps` (those without a
+    /// `related_flow` get the flow's id), and inserts `run`. Returns the flow
+    /// and the run with their ids. Fenced.
+    async fn begin_run(
+        &self,
+        lease: &Lease,
+        flow: &FlowRecord,
+        purge_steps: bool,
+        steps: &[StepRecord],
+        run: &RunRecord,
+    ) -> Result<(FlowRecord, RunRecord), StoreError>;
+
+    /// Inserts or updates the flow record (matched by flow name and
+    /// timeperiod) and returns it with its id. Fenced.
+    async fn save_flow(&self, lease: &Lease, flow: &FlowRecord) -> Result<FlowRecord, StoreError>;
+
+    /// Inserts or updates one step record (matched by flow name, timeperiod
+    /// and step name) and returns its id. Fenced.
+    async fn save_step(&self, lease: &Lease, step: &StepRecord) -> Result<RecordId, StoreError>;
+
+    /// Saves the flow record and step records in one atomic write (`flow
+    /// cancel`, `flow rollback`). Fenced.
+    async fn save_flow_and_steps(
+        &self,
+        lease: &Lease,
+        flow: &FlowRecord,
+        steps: &[StepRecord],
+    ) -> Result<FlowRecord, StoreError>;
+
+    /// Updates a run record (matched by id) when the run ends. Fenced.
+    async fn finish_run(&self, lease: &Lease, run: &RunRecord) -> Result<(), StoreError>;
+
+    /// Runs of a flow, newest first.
+    async fn list_runs(&self, query: &RunQuery) -> Result<Vec<RunRecord>, StoreError>;
+
+    /// Inserts (no id) or updates (id) a cluster record. Fenced by the lease
+    /// of the cluster's flow.
+    async fn save_cluster(
+        &self,
+        lease: &Lease,
+        cluster: &ClusterRecord,
+    ) -> Result<RecordId, StoreError>;
+
+    /// Cluster records of `key`, or of every flow, oldest first.
+    async fn list_clusters(&self, key: Option<&FlowKey>) -> Result<Vec<ClusterRecord>, StoreError>;
+
+    /// Appends log lines (in the order given). Not fenced: a line is
+    /// attributed to the run that wrote it.
+    async fn append_logs(&self, lines: &[LogLine]) -> Result<(), StoreError>;
+
+    /// Recorded log lines matching `query`, in position order.
+    async fn read_logs(&self, query: &LogQuery) -> Result<Vec<StoredLogLine>, StoreError>;
+
+    /// Deletes log lines recorded before `before`; returns how many.
+    async fn purge_logs(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
 }
