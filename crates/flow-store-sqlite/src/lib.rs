@@ -19,23 +19,29 @@
 //!
 //! What it is not: a shared store for engines on different machines (SQLite
 //! locking over network filesystems is unreliable; put the file on a local
-//! disk), a migration tool (it creates schema version 1 and refuses newer
-//! files), or an archive (records are overwritten in place, there is no
-//! history).
+//! disk), or a general migration tool (it creates schema version 2, upgrades
+//! a version-1 file in place when it opens one, and refuses newer files).
 //!
-//! Schema (`PRAGMA user_version = 1`): tables `flow` (unique on `flow_name,
-//! timeperiod`), `step` (unique on `flow_name, timeperiod, step_name`) and
-//! `lease` (primary key `flow_name, timeperiod`). States are stored as their
-//! `as_str()` strings, timeperiods as their 10 digits and timestamps as
-//! RFC 3339 UTC text with microseconds (`2026-11-28T07:00:00.123456Z`);
-//! sub-microsecond precision is dropped on the way in.
+//! Schema (`PRAGMA user_version = 2`): tables `flow` (unique on `flow_name,
+//! timeperiod`), `step` (unique on `flow_name, timeperiod, step_name`),
+//! `lease` (primary key `flow_name, timeperiod`; released leases keep their
+//! row with an empty owner, so fencing tokens only grow), `run` (one row per
+//! engine invocation), `cluster` (clusters runs launched) and `log` (recorded
+//! log lines; `position` is `AUTOINCREMENT`, so it never goes back even after
+//! a purge). States are stored as their `as_str()` strings, timeperiods as
+//! their 10 digits and timestamps as RFC 3339 UTC text with microseconds
+//! (`2026-11-28T07:00:00.123456Z`); sub-microsecond precision is dropped on
+//! the way in. Ids are integers, handed out as [`RecordId`] strings.
 
 mod sql;
 mod writer;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use flow_core::{FlowKey, FlowRecord, FlowStore, LeaseOutcome, StepRecord, StoreError};
+use flow_core::{
+    ClusterRecord, FlowKey, FlowQuery, FlowRecord, FlowStore, Lease, LeaseInfo, LeaseOutcome,
+    LogLine, LogQuery, RecordId, RunQuery, RunRecord, StepRecord, StoreError, StoredLogLine,
+};
 use rusqlite::{Connection, OpenFlags};
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -356,27 +362,41 @@ fn setup(conn: &Connection, options: &SqliteOptions) -> Result<(), SetupError> {
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .map_err(step("reading the schema version"))?;
-    match version {
+    let script = match version {
         sql::SCHEMA_VERSION => return Ok(()),
-        0 => {}
+        0 => format!("{}{}", sql::SCHEMA, sql::SCHEMA_V2_TABLES),
+        1 => format!("{}{}", sql::MIGRATE_V1_TO_V2, sql::SCHEMA_V2_TABLES),
         newer => {
             return Err(SetupError::Refused(format!(
                 "schema version {newer} is newer than this build understands ({})",
                 sql::SCHEMA_VERSION
             )))
         }
-    }
-    let create = format!(
-        "BEGIN IMMEDIATE; {} PRAGMA user_version = {}; COMMIT;",
-        sql::SCHEMA,
-        sql::SCHEMA_VERSION
-    );
-    conn.execute_batch(&create).map_err(|error| {
+    };
+    // The version is read again inside the transaction: another opener may
+    // have upgraded the file in between.
+    conn.execute_batch("BEGIN IMMEDIATE")
+        .map_err(step("creating the schema"))?;
+    let result = (|| {
+        let current: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+        if current == version {
+            conn.execute_batch(&format!(
+                "{script} PRAGMA user_version = {};",
+                sql::SCHEMA_VERSION
+            ))?;
+        }
+        conn.execute_batch("COMMIT")
+    })();
+    result.map_err(|error| {
         if !conn.is_autocommit() {
             let _ = conn.execute_batch("ROLLBACK");
         }
         SetupError::Sqlite {
-            step: "creating the schema",
+            step: if version == 1 {
+                "upgrading the schema from version 1"
+            } else {
+                "creating the schema"
+            },
             error,
         }
     })
@@ -400,48 +420,14 @@ impl FlowStore for SqliteStore {
         .await
     }
 
-    async fn save_flow(&self, flow: &FlowRecord) -> Result<FlowRecord, StoreError> {
-        let flow = flow.clone();
-        self.write("save_flow", flow.key().to_string(), move |conn| {
-            sql::upsert_flow(conn, &flow)
-        })
-        .await
-    }
-
-    async fn save_step(&self, step: &StepRecord) -> Result<i64, StoreError> {
-        let step = step.clone();
-        self.write("save_step", sql::step_record_key(&step), move |conn| {
-            sql::upsert_step(conn, &step, step.related_flow)
-        })
-        .await
-    }
-
-    /// Also fills in `related_flow` with the flow's id for steps that have
-    /// none (at a flow's first run the caller cannot know the id yet).
-    async fn begin_run(
-        &self,
-        flow: &FlowRecord,
-        purge_steps: bool,
-        steps: &[StepRecord],
-    ) -> Result<FlowRecord, StoreError> {
-        let flow = flow.clone();
-        let steps = steps.to_vec();
-        self.write("begin_run", flow.key().to_string(), move |conn| {
-            sql::begin_run(conn, &flow, purge_steps, &steps)
-        })
-        .await
-    }
-
-    async fn list_flows(&self, flow_name: Option<&str>) -> Result<Vec<FlowRecord>, StoreError> {
-        let flow_name = flow_name.map(str::to_string);
-        let key = match &flow_name {
+    async fn list_flows(&self, query: &FlowQuery) -> Result<Vec<FlowRecord>, StoreError> {
+        let query = query.clone();
+        let key = match &query.flow_name {
             Some(name) => format!("flow '{name}'"),
             None => "all flows".to_string(),
         };
-        self.read("list_flows", key, move |conn| {
-            sql::list_flows(conn, flow_name.as_deref())
-        })
-        .await
+        self.read("list_flows", key, move |conn| sql::list_flows(conn, &query))
+            .await
     }
 
     async fn acquire_lease(
@@ -459,25 +445,152 @@ impl FlowStore for SqliteStore {
         .await
     }
 
-    async fn renew_lease(
-        &self,
-        key: &FlowKey,
-        owner: &str,
-        now: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
-        let key = key.clone();
-        let owner = owner.to_string();
-        self.write("renew_lease", key.to_string(), move |conn| {
-            sql::renew_lease(conn, &key, &owner, now)
+    async fn renew_lease(&self, lease: &Lease, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        let lease = lease.clone();
+        self.write("renew_lease", lease.key.to_string(), move |conn| {
+            sql::renew_lease(conn, &lease, now)
         })
         .await
     }
 
-    async fn release_lease(&self, key: &FlowKey, owner: &str) -> Result<(), StoreError> {
+    async fn release_lease(&self, lease: &Lease) -> Result<(), StoreError> {
+        let lease = lease.clone();
+        self.write("release_lease", lease.key.to_string(), move |conn| {
+            sql::release_lease(conn, &lease)
+        })
+        .await
+    }
+
+    async fn get_lease(&self, key: &FlowKey) -> Result<Option<LeaseInfo>, StoreError> {
         let key = key.clone();
-        let owner = owner.to_string();
-        self.write("release_lease", key.to_string(), move |conn| {
-            sql::release_lease(conn, &key, &owner)
+        self.read("get_lease", key.to_string(), move |conn| {
+            sql::get_lease(conn, &key)
+        })
+        .await
+    }
+
+    /// Also fills in `related_flow` with the flow's id for steps that have
+    /// none (at a flow's first run the caller cannot know the id yet).
+    async fn begin_run(
+        &self,
+        lease: &Lease,
+        flow: &FlowRecord,
+        purge_steps: bool,
+        steps: &[StepRecord],
+        run: &RunRecord,
+    ) -> Result<(FlowRecord, RunRecord), StoreError> {
+        let lease = lease.clone();
+        let flow = flow.clone();
+        let steps = steps.to_vec();
+        let run = run.clone();
+        self.write("begin_run", flow.key().to_string(), move |conn| {
+            sql::begin_run(conn, &lease, &flow, purge_steps, &steps, &run)
+        })
+        .await
+    }
+
+    async fn save_flow(&self, lease: &Lease, flow: &FlowRecord) -> Result<FlowRecord, StoreError> {
+        let lease = lease.clone();
+        let flow = flow.clone();
+        self.write("save_flow", flow.key().to_string(), move |conn| {
+            sql::check_fence(conn, &lease)?;
+            sql::upsert_flow(conn, &flow)
+        })
+        .await
+    }
+
+    async fn save_step(&self, lease: &Lease, step: &StepRecord) -> Result<RecordId, StoreError> {
+        let lease = lease.clone();
+        let step = step.clone();
+        self.write("save_step", sql::step_record_key(&step), move |conn| {
+            sql::check_fence(conn, &lease)?;
+            sql::upsert_step(conn, &step, step.related_flow.as_ref())
+        })
+        .await
+    }
+
+    async fn save_flow_and_steps(
+        &self,
+        lease: &Lease,
+        flow: &FlowRecord,
+        steps: &[StepRecord],
+    ) -> Result<FlowRecord, StoreError> {
+        let lease = lease.clone();
+        let flow = flow.clone();
+        let steps = steps.to_vec();
+        self.write("save_flow_and_steps", flow.key().to_string(), move |conn| {
+            sql::save_flow_and_steps(conn, &lease, &flow, &steps)
+        })
+        .await
+    }
+
+    async fn finish_run(&self, lease: &Lease, run: &RunRecord) -> Result<(), StoreError> {
+        let lease = lease.clone();
+        let run = run.clone();
+        self.write("finish_run", run.key().to_string(), move |conn| {
+            sql::finish_run(conn, &lease, &run)
+        })
+        .await
+    }
+
+    async fn list_runs(&self, query: &RunQuery) -> Result<Vec<RunRecord>, StoreError> {
+        let query = query.clone();
+        let key = match &query.flow_name {
+            Some(name) => format!("flow '{name}'"),
+            None => "all flows".to_string(),
+        };
+        self.read("list_runs", key, move |conn| sql::list_runs(conn, &query))
+            .await
+    }
+
+    async fn save_cluster(
+        &self,
+        lease: &Lease,
+        cluster: &ClusterRecord,
+    ) -> Result<RecordId, StoreError> {
+        let lease = lease.clone();
+        let cluster = cluster.clone();
+        let key = format!("{} cluster '{}'", cluster.key(), cluster.handle.name);
+        self.write("save_cluster", key, move |conn| {
+            sql::save_cluster(conn, &lease, &cluster)
+        })
+        .await
+    }
+
+    async fn list_clusters(&self, key: Option<&FlowKey>) -> Result<Vec<ClusterRecord>, StoreError> {
+        let key = key.cloned();
+        let name = key
+            .as_ref()
+            .map_or_else(|| "all flows".to_string(), ToString::to_string);
+        self.read("list_clusters", name, move |conn| {
+            sql::list_clusters(conn, key.as_ref())
+        })
+        .await
+    }
+
+    async fn append_logs(&self, lines: &[LogLine]) -> Result<(), StoreError> {
+        let Some(first) = lines.first() else {
+            return Ok(());
+        };
+        let key = FlowKey::new(first.flow_name.clone(), first.timeperiod).to_string();
+        let lines = lines.to_vec();
+        self.write("append_logs", key, move |conn| {
+            sql::append_logs(conn, &lines)
+        })
+        .await
+    }
+
+    async fn read_logs(&self, query: &LogQuery) -> Result<Vec<StoredLogLine>, StoreError> {
+        let query = query.clone();
+        self.read("read_logs", query.key.to_string(), move |conn| {
+            sql::read_logs(conn, &query)
+        })
+        .await
+    }
+
+    async fn purge_logs(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        self.write("purge_logs", "every flow".to_string(), move |conn| {
+            sql::purge_logs(conn, before)
         })
         .await
     }

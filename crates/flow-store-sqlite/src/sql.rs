@@ -5,19 +5,30 @@
 //! timestamps as RFC 3339 UTC with microseconds
 //! (`2026-11-28T07:00:00.123456Z`). That timestamp form has a fixed width, so
 //! text order is time order, which the lease's staleness test relies on.
+//! Nested values (a step's job handle and rollbacks, a run's steps, a
+//! cluster's details) are JSON text.
+//!
+//! Fencing: every write that takes a [`Lease`] first checks, inside the same
+//! transaction, that the flow's lease row still has that owner and token
+//! ([`check_fence`]). The writer runs every write in `BEGIN IMMEDIATE`, so
+//! nobody can take the lease between the check and the write.
 
 use crate::writer::DbError;
 use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use flow_core::{
-    ActionSetState, FlowKey, FlowRecord, FlowState, LeaseOutcome, RunMode, StepRecord, StepState,
+    ActionSetState, ClusterHandle, ClusterRecord, ClusterState, FlowKey, FlowQuery, FlowRecord,
+    FlowState, JobRecord, Lease, LeaseInfo, LeaseOutcome, LogLevel, LogLine, LogQuery, RecordId,
+    RollbackRecord, RunMode, RunQuery, RunRecord, RunStep, StepRecord, StepState, StoredLogLine,
     Timeperiod,
 };
-use rusqlite::{params, Connection, Row};
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// The `user_version` this build writes and reads.
-pub(crate) const SCHEMA_VERSION: i64 = 1;
+pub(crate) const SCHEMA_VERSION: i64 = 2;
 
+/// Schema version 2, created from scratch.
 pub(crate) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS flow (
     id               INTEGER PRIMARY KEY,
@@ -30,6 +41,7 @@ CREATE TABLE IF NOT EXISTS flow (
     created_at       TEXT NOT NULL,
     started_at       TEXT,
     finished_at      TEXT,
+    graph_hash       TEXT,
     UNIQUE (flow_name, timeperiod)
 );
 CREATE TABLE IF NOT EXISTS step (
@@ -47,6 +59,9 @@ CREATE TABLE IF NOT EXISTS step (
     post_state   TEXT    NOT NULL,
     attempts     INTEGER NOT NULL,
     error        TEXT,
+    actions_done INTEGER NOT NULL DEFAULT 0,
+    job          TEXT,
+    rollbacks    TEXT    NOT NULL DEFAULT '[]',
     UNIQUE (flow_name, timeperiod, step_name)
 );
 CREATE TABLE IF NOT EXISTS lease (
@@ -55,15 +70,75 @@ CREATE TABLE IF NOT EXISTS lease (
     owner        TEXT NOT NULL,
     acquired_at  TEXT NOT NULL,
     heartbeat_at TEXT NOT NULL,
+    token        INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (flow_name, timeperiod)
 );
+";
+
+/// What version 2 added, created on a new file and on a version-1 file alike.
+pub(crate) const SCHEMA_V2_TABLES: &str = "
+CREATE TABLE IF NOT EXISTS run (
+    id          INTEGER PRIMARY KEY,
+    flow_name   TEXT    NOT NULL,
+    timeperiod  TEXT    NOT NULL,
+    mode        TEXT    NOT NULL,
+    target      TEXT,
+    owner       TEXT    NOT NULL,
+    token       INTEGER NOT NULL,
+    host        TEXT    NOT NULL,
+    user        TEXT    NOT NULL,
+    started_at  TEXT    NOT NULL,
+    finished_at TEXT,
+    outcome     TEXT,
+    steps       TEXT    NOT NULL,
+    error       TEXT
+);
+CREATE INDEX IF NOT EXISTS run_by_flow ON run (flow_name, timeperiod, id);
+CREATE TABLE IF NOT EXISTS cluster (
+    id          INTEGER PRIMARY KEY,
+    flow_name   TEXT    NOT NULL,
+    timeperiod  TEXT    NOT NULL,
+    run         INTEGER NOT NULL,
+    kind        TEXT    NOT NULL,
+    name        TEXT    NOT NULL,
+    backend_id  TEXT    NOT NULL,
+    reused      INTEGER NOT NULL,
+    details     TEXT    NOT NULL,
+    state       TEXT    NOT NULL,
+    launched_at TEXT    NOT NULL,
+    updated_at  TEXT    NOT NULL,
+    message     TEXT
+);
+CREATE INDEX IF NOT EXISTS cluster_by_flow ON cluster (flow_name, timeperiod, id);
+CREATE TABLE IF NOT EXISTS log (
+    position   INTEGER PRIMARY KEY AUTOINCREMENT,
+    flow_name  TEXT    NOT NULL,
+    timeperiod TEXT    NOT NULL,
+    run        INTEGER NOT NULL,
+    step       TEXT,
+    logger     TEXT    NOT NULL,
+    level      TEXT    NOT NULL,
+    at         TEXT    NOT NULL,
+    message    TEXT    NOT NULL
+);
+CREATE INDEX IF NOT EXISTS log_by_flow ON log (flow_name, timeperiod, position);
+CREATE INDEX IF NOT EXISTS log_by_time ON log (at);
+";
+
+/// Upgrades a version-1 file in place (inside the caller's transaction).
+pub(crate) const MIGRATE_V1_TO_V2: &str = "
+ALTER TABLE flow  ADD COLUMN graph_hash   TEXT;
+ALTER TABLE step  ADD COLUMN actions_done INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE step  ADD COLUMN job          TEXT;
+ALTER TABLE step  ADD COLUMN rollbacks    TEXT NOT NULL DEFAULT '[]';
+ALTER TABLE lease ADD COLUMN token        INTEGER NOT NULL DEFAULT 0;
 ";
 
 /// The columns `decode_flow` reads, in its order.
 macro_rules! flow_columns {
     () => {
         "id, flow_name, timeperiod, start_timeperiod, end_timeperiod, state, run_mode, \
-         created_at, started_at, finished_at"
+         created_at, started_at, finished_at, graph_hash"
     };
 }
 
@@ -73,22 +148,19 @@ const GET_FLOW: &str = concat!(
     " FROM flow WHERE flow_name = ?1 AND timeperiod = ?2"
 );
 
-const LIST_ALL: &str = concat!(
+/// `NULL` parameters match everything; a negative limit is no limit.
+const LIST_FLOWS: &str = concat!(
     "SELECT ",
     flow_columns!(),
-    " FROM flow ORDER BY timeperiod DESC, flow_name, id"
-);
-
-const LIST_NAMED: &str = concat!(
-    "SELECT ",
-    flow_columns!(),
-    " FROM flow WHERE flow_name = ?1 ORDER BY timeperiod DESC, id"
+    " FROM flow WHERE (?1 IS NULL OR flow_name = ?1) AND (?2 IS NULL OR state = ?2) \
+     AND (?3 IS NULL OR timeperiod >= ?3) AND (?4 IS NULL OR timeperiod < ?4) \
+     ORDER BY timeperiod DESC, flow_name, id LIMIT ?5 OFFSET ?6"
 );
 
 const UPSERT_FLOW: &str = "
 INSERT INTO flow (flow_name, timeperiod, start_timeperiod, end_timeperiod, state, run_mode,
-                  created_at, started_at, finished_at)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                  created_at, started_at, finished_at, graph_hash)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
 ON CONFLICT (flow_name, timeperiod) DO UPDATE SET
     start_timeperiod = excluded.start_timeperiod,
     end_timeperiod   = excluded.end_timeperiod,
@@ -96,13 +168,15 @@ ON CONFLICT (flow_name, timeperiod) DO UPDATE SET
     run_mode         = excluded.run_mode,
     created_at       = excluded.created_at,
     started_at       = excluded.started_at,
-    finished_at      = excluded.finished_at
+    finished_at      = excluded.finished_at,
+    graph_hash       = excluded.graph_hash
 RETURNING id";
 
 const UPSERT_STEP: &str = "
 INSERT INTO step (flow_name, step_name, timeperiod, state, created_at, started_at, finished_at,
-                  related_flow, pre_state, main_state, post_state, attempts, error)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+                  related_flow, pre_state, main_state, post_state, attempts, error,
+                  actions_done, job, rollbacks)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
 ON CONFLICT (flow_name, timeperiod, step_name) DO UPDATE SET
     state        = excluded.state,
     created_at   = excluded.created_at,
@@ -113,37 +187,82 @@ ON CONFLICT (flow_name, timeperiod, step_name) DO UPDATE SET
     main_state   = excluded.main_state,
     post_state   = excluded.post_state,
     attempts     = excluded.attempts,
-    error        = excluded.error
+    error        = excluded.error,
+    actions_done = excluded.actions_done,
+    job          = excluded.job,
+    rollbacks    = excluded.rollbacks
 RETURNING id";
 
 const DELETE_STEPS: &str = "DELETE FROM step WHERE flow_name = ?1 AND timeperiod = ?2";
 
 const GET_STEPS: &str = "
 SELECT id, flow_name, step_name, timeperiod, state, created_at, started_at, finished_at,
-       related_flow, pre_state, main_state, post_state, attempts, error
+       related_flow, pre_state, main_state, post_state, attempts, error,
+       actions_done, job, rollbacks
 FROM step WHERE flow_name = ?1 AND timeperiod = ?2 ORDER BY id";
 
 /// One conditional write: inserts, or takes over when the caller already
-/// holds the lease or the holder's heartbeat is at or before the cutoff
-/// (`?5`). Zero changed rows means someone else holds it.
+/// holds the lease, nobody does (released), or the holder's heartbeat is at
+/// or before the cutoff (`?5`). Every acquisition raises the token; no row
+/// back means someone else holds it.
 const ACQUIRE_LEASE: &str = "
-INSERT INTO lease (flow_name, timeperiod, owner, acquired_at, heartbeat_at)
-VALUES (?1, ?2, ?3, ?4, ?4)
+INSERT INTO lease (flow_name, timeperiod, owner, acquired_at, heartbeat_at, token)
+VALUES (?1, ?2, ?3, ?4, ?4, 1)
 ON CONFLICT (flow_name, timeperiod) DO UPDATE SET
     owner        = excluded.owner,
-    acquired_at  = CASE WHEN lease.owner = excluded.owner THEN lease.acquired_at
-                        ELSE excluded.acquired_at END,
-    heartbeat_at = excluded.heartbeat_at
-WHERE lease.owner = excluded.owner OR lease.heartbeat_at <= ?5";
+    acquired_at  = excluded.acquired_at,
+    heartbeat_at = excluded.heartbeat_at,
+    token        = lease.token + 1
+WHERE lease.owner = excluded.owner OR lease.owner = '' OR lease.heartbeat_at <= ?5
+RETURNING token";
 
-const LEASE_HOLDER: &str =
-    "SELECT owner, heartbeat_at FROM lease WHERE flow_name = ?1 AND timeperiod = ?2";
+const GET_LEASE: &str = "SELECT owner, token, acquired_at, heartbeat_at FROM lease \
+     WHERE flow_name = ?1 AND timeperiod = ?2";
 
-const RENEW_LEASE: &str =
-    "UPDATE lease SET heartbeat_at = ?4 WHERE flow_name = ?1 AND timeperiod = ?2 AND owner = ?3";
+const RENEW_LEASE: &str = "UPDATE lease SET heartbeat_at = ?5 \
+     WHERE flow_name = ?1 AND timeperiod = ?2 AND owner = ?3 AND token = ?4";
 
-const RELEASE_LEASE: &str =
-    "DELETE FROM lease WHERE flow_name = ?1 AND timeperiod = ?2 AND owner = ?3";
+/// Keeps the row, so the token keeps growing across releases.
+const RELEASE_LEASE: &str = "UPDATE lease SET owner = '', heartbeat_at = ?5 \
+     WHERE flow_name = ?1 AND timeperiod = ?2 AND owner = ?3 AND token = ?4";
+
+const INSERT_RUN: &str = "
+INSERT INTO run (flow_name, timeperiod, mode, target, owner, token, host, user, started_at,
+                 finished_at, outcome, steps, error)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+RETURNING id";
+
+const FINISH_RUN: &str = "UPDATE run SET finished_at = ?2, outcome = ?3, steps = ?4, error = ?5 \
+     WHERE id = ?1";
+
+const LIST_RUNS: &str = "SELECT id, flow_name, timeperiod, mode, target, owner, token, host, \
+     user, started_at, finished_at, outcome, steps, error FROM run \
+     WHERE (?1 IS NULL OR flow_name = ?1) AND (?2 IS NULL OR timeperiod = ?2) \
+     ORDER BY id DESC LIMIT ?3";
+
+const INSERT_CLUSTER: &str = "
+INSERT INTO cluster (flow_name, timeperiod, run, kind, name, backend_id, reused, details, state,
+                     launched_at, updated_at, message)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+RETURNING id";
+
+const UPDATE_CLUSTER: &str = "
+UPDATE cluster SET run = ?2, kind = ?3, name = ?4, backend_id = ?5, reused = ?6, details = ?7,
+                   state = ?8, launched_at = ?9, updated_at = ?10, message = ?11
+WHERE id = ?1 AND flow_name = ?12 AND timeperiod = ?13";
+
+const LIST_CLUSTERS: &str = "SELECT id, flow_name, timeperiod, run, kind, name, backend_id, \
+     reused, details, state, launched_at, updated_at, message FROM cluster \
+     WHERE (?1 IS NULL OR (flow_name = ?1 AND timeperiod = ?2)) ORDER BY id";
+
+const INSERT_LOG: &str = "INSERT INTO log (flow_name, timeperiod, run, step, logger, level, at, \
+     message) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+
+const READ_LOGS: &str = "SELECT position, flow_name, timeperiod, run, step, logger, level, at, \
+     message FROM log WHERE flow_name = ?1 AND timeperiod = ?2 AND (?3 IS NULL OR step = ?3) \
+     AND (?4 IS NULL OR run = ?4) AND position > ?5 ORDER BY position LIMIT ?6";
+
+const PURGE_LOGS: &str = "DELETE FROM log WHERE at < ?1";
 
 /// Every statement the store runs, so `open` can prepare them all once: that
 /// fills the statement cache and rejects a file whose tables do not match.
@@ -155,12 +274,20 @@ pub(crate) const ALL_STATEMENTS: &[&str] = &[
     DELETE_STEPS,
     GET_STEPS,
     ACQUIRE_LEASE,
-    LEASE_HOLDER,
+    GET_LEASE,
     RENEW_LEASE,
     RELEASE_LEASE,
     GET_FLOW,
-    LIST_ALL,
-    LIST_NAMED,
+    LIST_FLOWS,
+    INSERT_RUN,
+    FINISH_RUN,
+    LIST_RUNS,
+    INSERT_CLUSTER,
+    UPDATE_CLUSTER,
+    LIST_CLUSTERS,
+    INSERT_LOG,
+    READ_LOGS,
+    PURGE_LOGS,
 ];
 
 /// The stored form of a timestamp: RFC 3339, UTC, microseconds.
@@ -185,6 +312,48 @@ pub(crate) fn step_record_key(step: &StepRecord) -> String {
     )
 }
 
+/// This store's ids are integers; anything else was not made here.
+fn row_id(id: &RecordId, what: &str) -> Result<i64, DbError> {
+    id.as_str().parse().map_err(|_| {
+        DbError::Internal(format!(
+            "{what} id '{id}' is not an id of this SQLite store (they are integers)"
+        ))
+    })
+}
+
+fn opt_row_id(id: &Option<RecordId>, what: &str) -> Result<Option<i64>, DbError> {
+    id.as_ref().map(|id| row_id(id, what)).transpose()
+}
+
+fn json<T: serde::Serialize>(value: &T, what: &str) -> Result<String, DbError> {
+    serde_json::to_string(value)
+        .map_err(|e| DbError::Internal(format!("cannot encode {what} as JSON: {e}")))
+}
+
+/// Fails with [`DbError::Fenced`] unless `lease` is the flow's current
+/// lease. Must run inside the write's transaction.
+pub(crate) fn check_fence(conn: &Connection, lease: &Lease) -> Result<(), DbError> {
+    let row: Option<(String, i64)> = conn
+        .prepare_cached(GET_LEASE)?
+        .query_row(
+            params![lease.key.flow_name, lease.key.timeperiod.to_string()],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .optional()?;
+    match row {
+        Some((owner, token)) if owner == lease.owner && u64::try_from(token) == Ok(lease.token) => {
+            Ok(())
+        }
+        other => Err(DbError::Fenced {
+            key: lease.key.to_string(),
+            token: lease.token,
+            holder: other
+                .map(|(owner, _)| owner)
+                .filter(|owner| !owner.is_empty() && *owner != lease.owner),
+        }),
+    }
+}
+
 pub(crate) fn upsert_flow(conn: &Connection, flow: &FlowRecord) -> Result<FlowRecord, DbError> {
     let id: i64 = conn.prepare_cached(UPSERT_FLOW)?.query_row(
         params![
@@ -197,11 +366,12 @@ pub(crate) fn upsert_flow(conn: &Connection, flow: &FlowRecord) -> Result<FlowRe
             timestamp(&flow.created_at),
             opt_timestamp(&flow.started_at),
             opt_timestamp(&flow.finished_at),
+            flow.graph_hash,
         ],
         |row| row.get(0),
     )?;
     Ok(FlowRecord {
-        id: Some(id),
+        id: Some(RecordId::from(id)),
         ..flow.clone()
     })
 }
@@ -209,9 +379,16 @@ pub(crate) fn upsert_flow(conn: &Connection, flow: &FlowRecord) -> Result<FlowRe
 pub(crate) fn upsert_step(
     conn: &Connection,
     step: &StepRecord,
-    related_flow: Option<i64>,
-) -> Result<i64, DbError> {
-    let id = conn.prepare_cached(UPSERT_STEP)?.query_row(
+    related_flow: Option<&RecordId>,
+) -> Result<RecordId, DbError> {
+    let related_flow = related_flow.map(|id| row_id(id, "flow")).transpose()?;
+    let job = step
+        .job
+        .as_ref()
+        .map(|job| json(job, "the job record"))
+        .transpose()?;
+    let rollbacks = json(&step.rollbacks, "the rollbacks")?;
+    let id: i64 = conn.prepare_cached(UPSERT_STEP)?.query_row(
         params![
             step.flow_name,
             step.step_name,
@@ -226,30 +403,243 @@ pub(crate) fn upsert_step(
             step.post_state.as_str(),
             i64::from(step.attempts),
             step.error,
+            i64::from(step.actions_done),
+            job,
+            rollbacks,
         ],
         |row| row.get(0),
     )?;
-    Ok(id)
+    Ok(RecordId::from(id))
 }
 
-/// `begin_run`'s work, inside the group transaction. Steps without a
+/// `begin_run`'s work, inside the write transaction. Steps without a
 /// `related_flow` get the flow's id: at the first run the caller cannot
 /// know it yet.
 pub(crate) fn begin_run(
     conn: &Connection,
+    lease: &Lease,
     flow: &FlowRecord,
     purge_steps: bool,
     steps: &[StepRecord],
-) -> Result<FlowRecord, DbError> {
+    run: &RunRecord,
+) -> Result<(FlowRecord, RunRecord), DbError> {
+    check_fence(conn, lease)?;
     let saved = upsert_flow(conn, flow)?;
     if purge_steps {
         conn.prepare_cached(DELETE_STEPS)?
             .execute(params![flow.flow_name, flow.timeperiod.to_string()])?;
     }
     for step in steps {
-        upsert_step(conn, step, step.related_flow.or(saved.id))?;
+        upsert_step(conn, step, step.related_flow.as_ref().or(saved.id.as_ref()))?;
+    }
+    let run = insert_run(conn, run)?;
+    Ok((saved, run))
+}
+
+pub(crate) fn save_flow_and_steps(
+    conn: &Connection,
+    lease: &Lease,
+    flow: &FlowRecord,
+    steps: &[StepRecord],
+) -> Result<FlowRecord, DbError> {
+    check_fence(conn, lease)?;
+    let saved = upsert_flow(conn, flow)?;
+    for step in steps {
+        upsert_step(conn, step, step.related_flow.as_ref().or(saved.id.as_ref()))?;
     }
     Ok(saved)
+}
+
+fn insert_run(conn: &Connection, run: &RunRecord) -> Result<RunRecord, DbError> {
+    let id: i64 = conn.prepare_cached(INSERT_RUN)?.query_row(
+        params![
+            run.flow_name,
+            run.timeperiod.to_string(),
+            run.mode.as_str(),
+            run.target,
+            run.owner,
+            i64::try_from(run.token).unwrap_or(i64::MAX),
+            run.host,
+            run.user,
+            timestamp(&run.started_at),
+            opt_timestamp(&run.finished_at),
+            run.outcome.map(FlowState::as_str),
+            json(&run.steps, "the run's steps")?,
+            run.error,
+        ],
+        |row| row.get(0),
+    )?;
+    Ok(RunRecord {
+        id: Some(RecordId::from(id)),
+        ..run.clone()
+    })
+}
+
+pub(crate) fn finish_run(conn: &Connection, lease: &Lease, run: &RunRecord) -> Result<(), DbError> {
+    check_fence(conn, lease)?;
+    let Some(id) = &run.id else {
+        return Err(DbError::Internal(
+            "finish_run needs the run's id from begin_run".to_string(),
+        ));
+    };
+    let changed = conn.prepare_cached(FINISH_RUN)?.execute(params![
+        row_id(id, "run")?,
+        opt_timestamp(&run.finished_at),
+        run.outcome.map(FlowState::as_str),
+        json(&run.steps, "the run's steps")?,
+        run.error,
+    ])?;
+    if changed == 0 {
+        return Err(DbError::Internal(format!("there is no run {id}")));
+    }
+    Ok(())
+}
+
+pub(crate) fn list_runs(conn: &Connection, query: &RunQuery) -> Result<Vec<RunRecord>, DbError> {
+    let mut stmt = conn.prepare_cached(LIST_RUNS)?;
+    let mut rows = stmt.query(params![
+        query.flow_name,
+        query.timeperiod.map(|t| t.to_string()),
+        limit(query.limit),
+    ])?;
+    let mut runs = Vec::new();
+    while let Some(row) = rows.next()? {
+        runs.push(decode_run(row)?);
+    }
+    Ok(runs)
+}
+
+pub(crate) fn save_cluster(
+    conn: &Connection,
+    lease: &Lease,
+    cluster: &ClusterRecord,
+) -> Result<RecordId, DbError> {
+    check_fence(conn, lease)?;
+    if cluster.key() != lease.key {
+        return Err(DbError::Internal(format!(
+            "cluster {} belongs to {}, not to the lease's flow {}",
+            cluster.handle.name,
+            cluster.key(),
+            lease.key
+        )));
+    }
+    let h = &cluster.handle;
+    let details = json(&h.details, "the cluster's details")?;
+    let run = row_id(&cluster.run, "run")?;
+    match &cluster.id {
+        None => {
+            let id: i64 = conn.prepare_cached(INSERT_CLUSTER)?.query_row(
+                params![
+                    cluster.flow_name,
+                    cluster.timeperiod.to_string(),
+                    run,
+                    h.kind,
+                    h.name,
+                    h.backend_id,
+                    h.reused,
+                    details,
+                    cluster.state.as_str(),
+                    timestamp(&cluster.launched_at),
+                    timestamp(&cluster.updated_at),
+                    cluster.message,
+                ],
+                |row| row.get(0),
+            )?;
+            Ok(RecordId::from(id))
+        }
+        Some(id) => {
+            let changed = conn.prepare_cached(UPDATE_CLUSTER)?.execute(params![
+                row_id(id, "cluster")?,
+                run,
+                h.kind,
+                h.name,
+                h.backend_id,
+                h.reused,
+                details,
+                cluster.state.as_str(),
+                timestamp(&cluster.launched_at),
+                timestamp(&cluster.updated_at),
+                cluster.message,
+                cluster.flow_name,
+                cluster.timeperiod.to_string(),
+            ])?;
+            if changed == 0 {
+                return Err(DbError::Internal(format!(
+                    "there is no cluster record {id} of {}",
+                    cluster.key()
+                )));
+            }
+            Ok(id.clone())
+        }
+    }
+}
+
+pub(crate) fn list_clusters(
+    conn: &Connection,
+    key: Option<&FlowKey>,
+) -> Result<Vec<ClusterRecord>, DbError> {
+    let mut stmt = conn.prepare_cached(LIST_CLUSTERS)?;
+    let mut rows = stmt.query(params![
+        key.map(|k| k.flow_name.clone()),
+        key.map(|k| k.timeperiod.to_string()),
+    ])?;
+    let mut clusters = Vec::new();
+    while let Some(row) = rows.next()? {
+        clusters.push(decode_cluster(row)?);
+    }
+    Ok(clusters)
+}
+
+pub(crate) fn append_logs(conn: &Connection, lines: &[LogLine]) -> Result<(), DbError> {
+    let mut stmt = conn.prepare_cached(INSERT_LOG)?;
+    for line in lines {
+        stmt.execute(params![
+            line.flow_name,
+            line.timeperiod.to_string(),
+            row_id(&line.run, "run")?,
+            line.step,
+            line.logger,
+            line.level.as_str(),
+            timestamp(&line.at),
+            line.message,
+        ])?;
+    }
+    Ok(())
+}
+
+pub(crate) fn read_logs(
+    conn: &Connection,
+    query: &LogQuery,
+) -> Result<Vec<StoredLogLine>, DbError> {
+    let run = opt_row_id(&query.run, "run")?;
+    let mut stmt = conn.prepare_cached(READ_LOGS)?;
+    let mut rows = stmt.query(params![
+        query.key.flow_name,
+        query.key.timeperiod.to_string(),
+        query.step,
+        run,
+        query
+            .after
+            .map_or(0, |after| i64::try_from(after).unwrap_or(i64::MAX)),
+        i64::try_from(query.limit).unwrap_or(i64::MAX),
+    ])?;
+    let mut lines = Vec::new();
+    while let Some(row) = rows.next()? {
+        lines.push(decode_log(row)?);
+    }
+    Ok(lines)
+}
+
+pub(crate) fn purge_logs(conn: &Connection, before: DateTime<Utc>) -> Result<u64, DbError> {
+    let deleted = conn
+        .prepare_cached(PURGE_LOGS)?
+        .execute(params![timestamp(&before)])?;
+    Ok(deleted as u64)
+}
+
+/// SQLite's "no limit".
+fn limit(limit: Option<usize>) -> i64 {
+    limit.map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX))
 }
 
 pub(crate) fn get_flow(conn: &Connection, key: &FlowKey) -> Result<Option<FlowRecord>, DbError> {
@@ -261,19 +651,16 @@ pub(crate) fn get_flow(conn: &Connection, key: &FlowKey) -> Result<Option<FlowRe
     }
 }
 
-pub(crate) fn list_flows(
-    conn: &Connection,
-    flow_name: Option<&str>,
-) -> Result<Vec<FlowRecord>, DbError> {
-    let mut stmt = conn.prepare_cached(if flow_name.is_some() {
-        LIST_NAMED
-    } else {
-        LIST_ALL
-    })?;
-    let mut rows = match flow_name {
-        Some(name) => stmt.query([name])?,
-        None => stmt.query([])?,
-    };
+pub(crate) fn list_flows(conn: &Connection, query: &FlowQuery) -> Result<Vec<FlowRecord>, DbError> {
+    let mut stmt = conn.prepare_cached(LIST_FLOWS)?;
+    let mut rows = stmt.query(params![
+        query.flow_name,
+        query.state.map(FlowState::as_str),
+        query.from.map(|t| t.to_string()),
+        query.to.map(|t| t.to_string()),
+        limit(query.limit),
+        i64::try_from(query.offset).unwrap_or(i64::MAX),
+    ])?;
     let mut flows = Vec::new();
     while let Some(row) = rows.next()? {
         flows.push(decode_flow(row)?);
@@ -292,7 +679,8 @@ pub(crate) fn get_steps(conn: &Connection, key: &FlowKey) -> Result<Vec<StepReco
 }
 
 /// The earliest stored timestamp, used when `now - ttl` falls off the
-/// calendar: then no heartbeat is stale.
+/// calendar (then no heartbeat is stale) and as a released lease's
+/// heartbeat.
 const BEFORE_EVERYTHING: &str = "0000-01-01T00:00:00.000000Z";
 
 pub(crate) fn acquire_lease(
@@ -302,6 +690,11 @@ pub(crate) fn acquire_lease(
     now: DateTime<Utc>,
     ttl: Duration,
 ) -> Result<LeaseOutcome, DbError> {
+    if owner.is_empty() {
+        return Err(DbError::Internal(
+            "a lease owner must not be empty (it marks a released lease)".to_string(),
+        ));
+    }
     let cutoff = TimeDelta::from_std(ttl)
         .ok()
         .and_then(|ttl| now.checked_sub_signed(ttl))
@@ -309,55 +702,79 @@ pub(crate) fn acquire_lease(
         .filter(|t| t.len() == BEFORE_EVERYTHING.len())
         .unwrap_or_else(|| BEFORE_EVERYTHING.to_string());
     let timeperiod = key.timeperiod.to_string();
-    let changed = conn.prepare_cached(ACQUIRE_LEASE)?.execute(params![
-        key.flow_name,
-        timeperiod,
-        owner,
-        timestamp(&now),
-        cutoff
-    ])?;
-    if changed > 0 {
-        return Ok(LeaseOutcome::Acquired);
+    let token: Option<i64> = conn
+        .prepare_cached(ACQUIRE_LEASE)?
+        .query_row(
+            params![key.flow_name, timeperiod, owner, timestamp(&now), cutoff],
+            |row| row.get(0),
+        )
+        .optional()?;
+    if let Some(token) = token {
+        return Ok(LeaseOutcome::Acquired(Lease {
+            key: key.clone(),
+            owner: owner.to_string(),
+            token: u64::try_from(token).unwrap_or(0),
+        }));
     }
     // Same transaction as the write above: the holder cannot change between.
-    let mut stmt = conn.prepare_cached(LEASE_HOLDER)?;
-    let mut rows = stmt.query(params![key.flow_name, timeperiod])?;
-    let Some(row) = rows.next()? else {
-        return Err(DbError::Internal(
+    match get_lease(conn, key)? {
+        Some(LeaseInfo {
+            owner: Some(owner),
+            heartbeat_at,
+            ..
+        }) => Ok(LeaseOutcome::HeldBy {
+            owner,
+            heartbeat_at,
+        }),
+        _ => Err(DbError::Internal(
             "the lease was neither acquired nor held by anyone".to_string(),
-        ));
+        )),
+    }
+}
+
+pub(crate) fn get_lease(conn: &Connection, key: &FlowKey) -> Result<Option<LeaseInfo>, DbError> {
+    let mut stmt = conn.prepare_cached(GET_LEASE)?;
+    let mut rows = stmt.query(params![key.flow_name, key.timeperiod.to_string()])?;
+    let Some(row) = rows.next()? else {
+        return Ok(None);
     };
-    let fields = Fields {
+    let f = Fields {
         row,
         what: "lease",
         key: key.to_string(),
     };
-    Ok(LeaseOutcome::HeldBy {
-        owner: fields.text(0, "owner")?,
-        heartbeat_at: fields.timestamp(1, "heartbeat_at")?,
-    })
+    let owner = f.text(0, "owner")?;
+    let token = f.int(1, "token")?;
+    Ok(Some(LeaseInfo {
+        owner: Some(owner).filter(|o| !o.is_empty()),
+        token: u64::try_from(token).map_err(|_| f.corrupt("token", "negative"))?,
+        acquired_at: f.timestamp(2, "acquired_at")?,
+        heartbeat_at: f.timestamp(3, "heartbeat_at")?,
+    }))
 }
 
 pub(crate) fn renew_lease(
     conn: &Connection,
-    key: &FlowKey,
-    owner: &str,
+    lease: &Lease,
     now: DateTime<Utc>,
 ) -> Result<bool, DbError> {
     let changed = conn.prepare_cached(RENEW_LEASE)?.execute(params![
-        key.flow_name,
-        key.timeperiod.to_string(),
-        owner,
+        lease.key.flow_name,
+        lease.key.timeperiod.to_string(),
+        lease.owner,
+        i64::try_from(lease.token).unwrap_or(-1),
         timestamp(&now)
     ])?;
     Ok(changed > 0)
 }
 
-pub(crate) fn release_lease(conn: &Connection, key: &FlowKey, owner: &str) -> Result<(), DbError> {
+pub(crate) fn release_lease(conn: &Connection, lease: &Lease) -> Result<(), DbError> {
     conn.prepare_cached(RELEASE_LEASE)?.execute(params![
-        key.flow_name,
-        key.timeperiod.to_string(),
-        owner
+        lease.key.flow_name,
+        lease.key.timeperiod.to_string(),
+        lease.owner,
+        i64::try_from(lease.token).unwrap_or(-1),
+        BEFORE_EVERYTHING,
     ])?;
     Ok(())
 }
@@ -425,6 +842,28 @@ impl Fields<'_> {
         }
     }
 
+    fn opt_json<T: serde::de::DeserializeOwned>(
+        &self,
+        index: usize,
+        column: &str,
+    ) -> Result<Option<T>, DbError> {
+        match self.opt_text(index, column)? {
+            Some(text) => serde_json::from_str(&text)
+                .map(Some)
+                .map_err(|e| self.corrupt(column, format!("not the expected JSON: {e}"))),
+            None => Ok(None),
+        }
+    }
+
+    fn json<T: serde::de::DeserializeOwned>(
+        &self,
+        index: usize,
+        column: &str,
+    ) -> Result<T, DbError> {
+        self.opt_json(index, column)?
+            .ok_or_else(|| self.corrupt(column, "NULL where a value is required"))
+    }
+
     fn state<T>(
         &self,
         index: usize,
@@ -455,7 +894,7 @@ fn decode_flow(row: &Row<'_>) -> Result<FlowRecord, DbError> {
         key: row_key(row, 1, 2, None),
     };
     Ok(FlowRecord {
-        id: Some(f.int(0, "id")?),
+        id: Some(RecordId::from(f.int(0, "id")?)),
         flow_name: f.text(1, "flow_name")?,
         timeperiod: f.timeperiod(2, "timeperiod")?,
         start_timeperiod: f.timeperiod(3, "start_timeperiod")?,
@@ -465,6 +904,7 @@ fn decode_flow(row: &Row<'_>) -> Result<FlowRecord, DbError> {
         created_at: f.timestamp(7, "created_at")?,
         started_at: f.opt_timestamp(8, "started_at")?,
         finished_at: f.opt_timestamp(9, "finished_at")?,
+        graph_hash: f.opt_text(10, "graph_hash")?,
     })
 }
 
@@ -475,8 +915,9 @@ fn decode_step(row: &Row<'_>) -> Result<StepRecord, DbError> {
         key: row_key(row, 1, 3, Some(2)),
     };
     let attempts = f.int(12, "attempts")?;
+    let actions_done = f.int(14, "actions_done")?;
     Ok(StepRecord {
-        id: Some(f.int(0, "id")?),
+        id: Some(RecordId::from(f.int(0, "id")?)),
         flow_name: f.text(1, "flow_name")?,
         step_name: f.text(2, "step_name")?,
         timeperiod: f.timeperiod(3, "timeperiod")?,
@@ -484,12 +925,94 @@ fn decode_step(row: &Row<'_>) -> Result<StepRecord, DbError> {
         created_at: f.timestamp(5, "created_at")?,
         started_at: f.opt_timestamp(6, "started_at")?,
         finished_at: f.opt_timestamp(7, "finished_at")?,
-        related_flow: f.opt_int(8, "related_flow")?,
+        related_flow: f.opt_int(8, "related_flow")?.map(RecordId::from),
         pre_state: f.state(9, "pre_state", ActionSetState::parse)?,
         main_state: f.state(10, "main_state", ActionSetState::parse)?,
         post_state: f.state(11, "post_state", ActionSetState::parse)?,
         attempts: u32::try_from(attempts)
             .map_err(|_| f.corrupt("attempts", format!("{attempts} is not a count")))?,
         error: f.opt_text(13, "error")?,
+        actions_done: u32::try_from(actions_done)
+            .map_err(|_| f.corrupt("actions_done", format!("{actions_done} is not a count")))?,
+        job: f.opt_json::<JobRecord>(15, "job")?,
+        rollbacks: f.json::<Vec<RollbackRecord>>(16, "rollbacks")?,
+    })
+}
+
+fn decode_run(row: &Row<'_>) -> Result<RunRecord, DbError> {
+    let f = Fields {
+        row,
+        what: "run record",
+        key: row_key(row, 1, 2, None),
+    };
+    let token = f.int(6, "token")?;
+    Ok(RunRecord {
+        id: Some(RecordId::from(f.int(0, "id")?)),
+        flow_name: f.text(1, "flow_name")?,
+        timeperiod: f.timeperiod(2, "timeperiod")?,
+        mode: f.state(3, "mode", RunMode::parse)?,
+        target: f.opt_text(4, "target")?,
+        owner: f.text(5, "owner")?,
+        token: u64::try_from(token).map_err(|_| f.corrupt("token", "negative"))?,
+        host: f.text(7, "host")?,
+        user: f.text(8, "user")?,
+        started_at: f.timestamp(9, "started_at")?,
+        finished_at: f.opt_timestamp(10, "finished_at")?,
+        outcome: match f.opt_text(11, "outcome")? {
+            Some(text) => Some(
+                FlowState::parse(&text)
+                    .ok_or_else(|| f.corrupt("outcome", format!("unknown value '{text}'")))?,
+            ),
+            None => None,
+        },
+        steps: f.json::<Vec<RunStep>>(12, "steps")?,
+        error: f.opt_text(13, "error")?,
+    })
+}
+
+fn decode_cluster(row: &Row<'_>) -> Result<ClusterRecord, DbError> {
+    let f = Fields {
+        row,
+        what: "cluster record",
+        key: row_key(row, 1, 2, None),
+    };
+    Ok(ClusterRecord {
+        id: Some(RecordId::from(f.int(0, "id")?)),
+        flow_name: f.text(1, "flow_name")?,
+        timeperiod: f.timeperiod(2, "timeperiod")?,
+        run: RecordId::from(f.int(3, "run")?),
+        handle: ClusterHandle {
+            kind: f.text(4, "kind")?,
+            name: f.text(5, "name")?,
+            backend_id: f.text(6, "backend_id")?,
+            reused: f.int(7, "reused")? != 0,
+            details: f.json::<BTreeMap<String, String>>(8, "details")?,
+        },
+        state: f.state(9, "state", ClusterState::parse)?,
+        launched_at: f.timestamp(10, "launched_at")?,
+        updated_at: f.timestamp(11, "updated_at")?,
+        message: f.opt_text(12, "message")?,
+    })
+}
+
+fn decode_log(row: &Row<'_>) -> Result<StoredLogLine, DbError> {
+    let f = Fields {
+        row,
+        what: "log line",
+        key: row_key(row, 1, 2, None),
+    };
+    let position = f.int(0, "position")?;
+    Ok(StoredLogLine {
+        position: u64::try_from(position).map_err(|_| f.corrupt("position", "negative"))?,
+        line: LogLine {
+            flow_name: f.text(1, "flow_name")?,
+            timeperiod: f.timeperiod(2, "timeperiod")?,
+            run: RecordId::from(f.int(3, "run")?),
+            step: f.opt_text(4, "step")?,
+            logger: f.text(5, "logger")?,
+            level: f.state(6, "level", LogLevel::parse)?,
+            at: f.timestamp(7, "at")?,
+            message: f.text(8, "message")?,
+        },
     })
 }

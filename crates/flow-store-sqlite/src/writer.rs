@@ -32,6 +32,13 @@ pub(crate) enum DbError {
     },
     #[error("{0}")]
     Internal(String),
+    /// The write's lease is no longer current; nothing was written.
+    #[error("lease token {token} of {key} is no longer current")]
+    Fenced {
+        key: String,
+        token: u64,
+        holder: Option<String>,
+    },
 }
 
 impl DbError {
@@ -52,6 +59,11 @@ impl DbError {
                 operation,
                 key: key.to_string(),
                 message: message.clone(),
+            },
+            DbError::Fenced { key, token, holder } => StoreError::Fenced {
+                key: key.clone(),
+                token: *token,
+                holder: holder.clone(),
             },
         }
     }

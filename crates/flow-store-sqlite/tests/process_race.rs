@@ -46,7 +46,7 @@ fn racer() {
         .block_on(store.acquire_lease(&key(), &owner, Utc::now(), Duration::from_secs(600)))
         .unwrap();
     let text = match outcome {
-        LeaseOutcome::Acquired => "acquired".to_string(),
+        LeaseOutcome::Acquired(_) => "acquired".to_string(),
         LeaseOutcome::HeldBy { owner, .. } => format!("held-by {owner}"),
     };
     // Write then rename, so the parent never reads a half-written file.

@@ -2,8 +2,8 @@
 
 use chrono::{DateTime, Utc};
 use flow_core::{
-    ActionSetState, FlowKey, FlowRecord, FlowState, FlowStore, LeaseOutcome, RunMode, StepRecord,
-    StepState, StoreError, Timeperiod,
+    ActionSetState, FlowKey, FlowQuery, FlowRecord, FlowState, FlowStore, Lease, LeaseOutcome,
+    RecordId, RunMode, RunRecord, StepRecord, StepState, StoreError, Timeperiod,
 };
 use flow_store_sqlite::{SqliteOptions, SqliteStore, Synchronous};
 use std::path::{Path, PathBuf};
@@ -35,7 +35,73 @@ fn flow(name: &str, timeperiod: &str) -> FlowRecord {
         created_at: at(0),
         started_at: None,
         finished_at: None,
+        graph_hash: None,
     }
+}
+
+/// The lease of `key` for the owner "test", taken (or taken over) when the
+/// test does not hold it yet.
+async fn lease(store: &SqliteStore, key: &FlowKey) -> Lease {
+    if let Some(info) = store.get_lease(key).await.unwrap() {
+        if info.owner.as_deref() == Some("test") {
+            return Lease {
+                key: key.clone(),
+                owner: "test".to_string(),
+                token: info.token,
+            };
+        }
+    }
+    match store
+        .acquire_lease(key, "test", Utc::now(), Duration::ZERO)
+        .await
+        .unwrap()
+    {
+        LeaseOutcome::Acquired(lease) => lease,
+        other => panic!("cannot take the lease of {key}: {other:?}"),
+    }
+}
+
+async fn save_flow(store: &SqliteStore, flow: &FlowRecord) -> Result<FlowRecord, StoreError> {
+    let lease = lease(store, &flow.key()).await;
+    store.save_flow(&lease, flow).await
+}
+
+async fn save_step(store: &SqliteStore, step: &StepRecord) -> Result<RecordId, StoreError> {
+    let key = FlowKey::new(step.flow_name.clone(), step.timeperiod);
+    let lease = lease(store, &key).await;
+    store.save_step(&lease, step).await
+}
+
+fn run_record(flow: &FlowRecord, lease: &Lease) -> RunRecord {
+    RunRecord {
+        id: None,
+        flow_name: flow.flow_name.clone(),
+        timeperiod: flow.timeperiod,
+        mode: flow.run_mode,
+        target: None,
+        owner: lease.owner.clone(),
+        token: lease.token,
+        host: "host".to_string(),
+        user: "user".to_string(),
+        started_at: at(0),
+        finished_at: None,
+        outcome: None,
+        steps: Vec::new(),
+        error: None,
+    }
+}
+
+async fn begin_run(
+    store: &SqliteStore,
+    flow: &FlowRecord,
+    purge: bool,
+    steps: &[StepRecord],
+) -> Result<FlowRecord, StoreError> {
+    let lease = lease(store, &flow.key()).await;
+    store
+        .begin_run(&lease, flow, purge, steps, &run_record(flow, &lease))
+        .await
+        .map(|(flow, _)| flow)
 }
 
 fn step(flow_name: &str, step_name: &str, timeperiod: &str) -> StepRecord {
@@ -96,7 +162,7 @@ async fn flow_records_round_trip_with_every_state_and_run_mode() {
                 record.started_at = Some(at(100 + j as i64));
                 record.finished_at = Some(at(200 + i as i64));
             }
-            let stored = store.save_flow(&record).await.unwrap();
+            let stored = save_flow(&store, &record).await.unwrap();
             assert!(stored.id.is_some());
             assert_eq!(
                 FlowRecord {
@@ -114,7 +180,10 @@ async fn flow_records_round_trip_with_every_state_and_run_mode() {
         assert_eq!(read.as_ref(), Some(record));
     }
     // Distinct ids, and list_flows returns them all, newest first.
-    let listed = store.list_flows(Some("roundtrip")).await.unwrap();
+    let listed = store
+        .list_flows(&FlowQuery::named(Some("roundtrip")))
+        .await
+        .unwrap();
     let mut expected = saved.clone();
     expected.reverse();
     assert_eq!(listed, expected);
@@ -144,11 +213,11 @@ async fn step_records_round_trip_with_every_state_and_optional_field() {
             if n % 2 == 0 {
                 record.started_at = Some(at(1000 + n as i64));
                 record.finished_at = Some(at(2000 + n as i64));
-                record.related_flow = Some(n as i64 + 7);
+                record.related_flow = Some(RecordId::from(n as i64 + 7));
                 record.error = Some(format!("boom 'quoted' \"{n}\"\nsecond line ü"));
             }
             record.attempts = if n == 3 { u32::MAX } else { n as u32 };
-            let id = store.save_step(&record).await.unwrap();
+            let id = save_step(&store, &record).await.unwrap();
             record.id = Some(id);
             expected.push(record);
             n += 1;
@@ -172,7 +241,7 @@ async fn timestamps_keep_microseconds_and_drop_nanoseconds() {
     let store = dir.open();
     let mut record = flow("precise", TP);
     record.created_at = DateTime::from_timestamp(1_795_000_000, 123_456_789).unwrap();
-    let stored = store.save_flow(&record).await.unwrap();
+    let stored = save_flow(&store, &record).await.unwrap();
     let read = store.get_flow(&stored.key()).await.unwrap().unwrap();
     assert_eq!(
         read.created_at,
@@ -189,29 +258,29 @@ async fn timestamps_keep_microseconds_and_drop_nanoseconds() {
 async fn saves_upsert_by_name_and_keep_their_ids() {
     let dir = Dir::new();
     let store = dir.open();
-    let first = store.save_flow(&flow("f", TP)).await.unwrap();
+    let first = save_flow(&store, &flow("f", TP)).await.unwrap();
     let mut changed = first.clone();
     changed.state = FlowState::Processed;
     changed.finished_at = Some(at(5));
     // The id given by the caller is not what matches: name and timeperiod do.
     changed.id = None;
-    let second = store.save_flow(&changed).await.unwrap();
+    let second = save_flow(&store, &changed).await.unwrap();
     assert_eq!(second.id, first.id);
     assert_eq!(
         store.get_flow(&first.key()).await.unwrap().unwrap().state,
         FlowState::Processed
     );
 
-    let a = store.save_step(&step("f", "a", TP)).await.unwrap();
-    let b = store.save_step(&step("f", "b", TP)).await.unwrap();
+    let a = save_step(&store, &step("f", "a", TP)).await.unwrap();
+    let b = save_step(&store, &step("f", "b", TP)).await.unwrap();
     let mut a_done = step("f", "a", TP);
     a_done.state = StepState::Processed;
     a_done.attempts = 2;
-    assert_eq!(store.save_step(&a_done).await.unwrap(), a);
+    assert_eq!(save_step(&store, &a_done).await.unwrap(), a);
     let steps = store.get_steps(&first.key()).await.unwrap();
     let names: Vec<_> = steps
         .iter()
-        .map(|s| (s.step_name.as_str(), s.id.unwrap()))
+        .map(|s| (s.step_name.as_str(), s.id.clone().unwrap()))
         .collect();
     assert_eq!(names, [("a", a), ("b", b)]);
     assert_eq!(steps[0].state, StepState::Processed);
@@ -229,10 +298,10 @@ async fn list_flows_is_newest_first_and_filters_by_name() {
         ("alpha", "2026112900"),
         ("beta", "2026112700"),
     ] {
-        store.save_flow(&flow(name, period)).await.unwrap();
+        save_flow(&store, &flow(name, period)).await.unwrap();
     }
     let all: Vec<_> = store
-        .list_flows(None)
+        .list_flows(&FlowQuery::named(None))
         .await
         .unwrap()
         .into_iter()
@@ -250,14 +319,18 @@ async fn list_flows_is_newest_first_and_filters_by_name() {
         ]
     );
     let alpha: Vec<_> = store
-        .list_flows(Some("alpha"))
+        .list_flows(&FlowQuery::named(Some("alpha")))
         .await
         .unwrap()
         .into_iter()
         .map(|f| f.timeperiod.to_string())
         .collect();
     assert_eq!(alpha, ["2026113000", "2026112900", "2026112800"]);
-    assert!(store.list_flows(Some("gamma")).await.unwrap().is_empty());
+    assert!(store
+        .list_flows(&FlowQuery::named(Some("gamma")))
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 #[tokio::test]
@@ -265,24 +338,26 @@ async fn begin_run_purges_or_keeps_steps_and_links_them_to_the_flow() {
     let dir = Dir::new();
     let store = dir.open();
     let key = FlowKey::new("run", tp(TP));
-    let first = store
-        .begin_run(
-            &flow("run", TP),
-            false,
-            &[
-                step("run", "a", TP),
-                step("run", "b", TP),
-                step("run", "c", TP),
-            ],
-        )
-        .await
-        .unwrap();
+    let first = begin_run(
+        &store,
+        &flow("run", TP),
+        false,
+        &[
+            step("run", "a", TP),
+            step("run", "b", TP),
+            step("run", "c", TP),
+        ],
+    )
+    .await
+    .unwrap();
     let flow_id = first.id.unwrap();
     let steps = store.get_steps(&key).await.unwrap();
     assert_eq!(steps.len(), 3);
-    assert!(steps.iter().all(|s| s.related_flow == Some(flow_id)));
+    assert!(steps
+        .iter()
+        .all(|s| s.related_flow == Some(flow_id.clone())));
     // Another flow's steps are never touched.
-    store.save_step(&step("other", "x", TP)).await.unwrap();
+    save_step(&store, &step("other", "x", TP)).await.unwrap();
 
     // purge: only the given steps remain, the flow row is updated in place.
     let mut again = flow("run", TP);
@@ -291,12 +366,11 @@ async fn begin_run_purges_or_keeps_steps_and_links_them_to_the_flow() {
     again.started_at = Some(at(50));
     let mut a = step("run", "a", TP);
     a.state = StepState::Processed;
-    a.related_flow = Some(999);
-    let second = store
-        .begin_run(&again, true, &[a.clone(), step("run", "d", TP)])
+    a.related_flow = Some(RecordId::from(999));
+    let second = begin_run(&store, &again, true, &[a.clone(), step("run", "d", TP)])
         .await
         .unwrap();
-    assert_eq!(second.id, Some(flow_id));
+    assert_eq!(second.id, Some(flow_id.clone()));
     assert_eq!(
         FlowRecord {
             id: None,
@@ -306,7 +380,7 @@ async fn begin_run_purges_or_keeps_steps_and_links_them_to_the_flow() {
     );
     let steps = store.get_steps(&key).await.unwrap();
     let mut d = step("run", "d", TP);
-    d.related_flow = Some(flow_id);
+    d.related_flow = Some(flow_id.clone());
     assert_eq!(
         strip_ids(steps),
         [a.clone(), d.clone()],
@@ -317,12 +391,11 @@ async fn begin_run_purges_or_keeps_steps_and_links_them_to_the_flow() {
     let mut d2 = d.clone();
     d2.state = StepState::Invalid;
     d2.error = Some("failed".to_string());
-    store
-        .begin_run(&again, false, &[step("run", "e", TP), d2.clone()])
+    begin_run(&store, &again, false, &[step("run", "e", TP), d2.clone()])
         .await
         .unwrap();
     let mut e = step("run", "e", TP);
-    e.related_flow = Some(flow_id);
+    e.related_flow = Some(flow_id.clone());
     assert_eq!(strip_ids(store.get_steps(&key).await.unwrap()), [a, d2, e]);
     assert_eq!(
         store
@@ -352,14 +425,14 @@ async fn begin_run_is_one_transaction() {
     let dir = Dir::new();
     let store = dir.open();
     let key = FlowKey::new("atomic", tp(TP));
-    let before = store
-        .begin_run(
-            &flow("atomic", TP),
-            false,
-            &[step("atomic", "a", TP), step("atomic", "b", TP)],
-        )
-        .await
-        .unwrap();
+    let before = begin_run(
+        &store,
+        &flow("atomic", TP),
+        false,
+        &[step("atomic", "a", TP), step("atomic", "b", TP)],
+    )
+    .await
+    .unwrap();
     let steps_before = store.get_steps(&key).await.unwrap();
     poison_steps(&dir);
 
@@ -367,14 +440,14 @@ async fn begin_run_is_one_transaction() {
     // step fails; none of it may stay.
     let mut changed = flow("atomic", TP);
     changed.state = FlowState::InProgress;
-    let err = store
-        .begin_run(
-            &changed,
-            true,
-            &[step("atomic", "c", TP), step("atomic", "poison", TP)],
-        )
-        .await
-        .unwrap_err();
+    let err = begin_run(
+        &store,
+        &changed,
+        true,
+        &[step("atomic", "c", TP), step("atomic", "poison", TP)],
+    )
+    .await
+    .unwrap_err();
     match &err {
         StoreError::Operation {
             operation,
@@ -416,7 +489,7 @@ async fn concurrent_saves_all_land_and_one_failure_fails_only_its_caller() {
                 format!("s{round}-{i}")
             };
             tasks.push(tokio::spawn(async move {
-                let result = store.save_step(&step("many", &name, TP)).await;
+                let result = save_step(&store, &step("many", &name, TP)).await;
                 (name, result)
             }));
         }
@@ -426,7 +499,7 @@ async fn concurrent_saves_all_land_and_one_failure_fails_only_its_caller() {
     for task in tasks {
         let (name, result) = task.await.unwrap();
         match result {
-            Ok(id) => assert!(ids.insert(id), "duplicate id {id}"),
+            Ok(id) => assert!(ids.insert(id.clone()), "duplicate id {id}"),
             Err(e) => failures.push((name, e.to_string())),
         }
     }
@@ -446,10 +519,17 @@ async fn concurrent_saves_all_land_and_one_failure_fails_only_its_caller() {
     assert_eq!(
         stored
             .iter()
-            .map(|s| s.id.unwrap())
+            .map(|s| s.id.clone().unwrap())
             .collect::<std::collections::HashSet<_>>(),
         ids
     );
+}
+
+fn acquired(outcome: LeaseOutcome) -> Lease {
+    match outcome {
+        LeaseOutcome::Acquired(lease) => lease,
+        other => panic!("expected the lease, got {other:?}"),
+    }
 }
 
 #[tokio::test]
@@ -459,15 +539,13 @@ async fn lease_acquire_hold_renew_release_and_stale_takeover() {
     let key = FlowKey::new("leased", tp(TP));
     let ttl = Duration::from_secs(60);
 
-    assert_eq!(
-        store.acquire_lease(&key, "a", at(0), ttl).await.unwrap(),
-        LeaseOutcome::Acquired
-    );
-    // The holder may take it again (e.g. a retry after a lost answer).
-    assert_eq!(
-        store.acquire_lease(&key, "a", at(1), ttl).await.unwrap(),
-        LeaseOutcome::Acquired
-    );
+    let a1 = acquired(store.acquire_lease(&key, "a", at(0), ttl).await.unwrap());
+    assert_eq!((a1.owner.as_str(), a1.token), ("a", 1));
+    // The holder may take it again (e.g. a retry after a lost answer); the
+    // token still grows, so the earlier answer's lease is no longer current.
+    let a = acquired(store.acquire_lease(&key, "a", at(1), ttl).await.unwrap());
+    assert_eq!(a.token, 2);
+    assert!(!store.renew_lease(&a1, at(1)).await.unwrap());
     assert_eq!(
         store.acquire_lease(&key, "b", at(30), ttl).await.unwrap(),
         LeaseOutcome::HeldBy {
@@ -477,14 +555,21 @@ async fn lease_acquire_hold_renew_release_and_stale_takeover() {
     );
     // Other keys are independent.
     let other = FlowKey::new("leased", tp("2026112900"));
-    assert_eq!(
-        store.acquire_lease(&other, "b", at(30), ttl).await.unwrap(),
-        LeaseOutcome::Acquired
-    );
+    let b_other = acquired(store.acquire_lease(&other, "b", at(30), ttl).await.unwrap());
+    assert_eq!(b_other.token, 1);
 
     // Renewing moves the heartbeat, so b still cannot take it later on.
-    assert!(store.renew_lease(&key, "a", at(50)).await.unwrap());
-    assert!(!store.renew_lease(&key, "b", at(50)).await.unwrap());
+    assert!(store.renew_lease(&a, at(50)).await.unwrap());
+    assert!(!store
+        .renew_lease(
+            &Lease {
+                owner: "b".to_string(),
+                ..a.clone()
+            },
+            at(50)
+        )
+        .await
+        .unwrap());
     assert_eq!(
         store.acquire_lease(&key, "b", at(100), ttl).await.unwrap(),
         LeaseOutcome::HeldBy {
@@ -494,24 +579,22 @@ async fn lease_acquire_hold_renew_release_and_stale_takeover() {
     );
 
     // Stale: the heartbeat is older than ttl, b takes over; a learns it lost.
-    assert_eq!(
-        store.acquire_lease(&key, "b", at(111), ttl).await.unwrap(),
-        LeaseOutcome::Acquired
-    );
-    assert!(!store.renew_lease(&key, "a", at(112)).await.unwrap());
-    let (owner, acquired): (String, String) = dir
+    let b = acquired(store.acquire_lease(&key, "b", at(111), ttl).await.unwrap());
+    assert_eq!(b.token, 3);
+    assert!(!store.renew_lease(&a, at(112)).await.unwrap());
+    let (owner, acquired_at, token): (String, String, i64) = dir
         .other_connection()
         .query_row(
-            "SELECT owner, acquired_at FROM lease WHERE flow_name = 'leased' AND timeperiod = ?1",
+            "SELECT owner, acquired_at, token FROM lease WHERE flow_name = 'leased' AND timeperiod = ?1",
             [TP],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .unwrap();
-    assert_eq!(owner, "b");
-    assert_eq!(acquired, "2026-11-18T11:08:31.123456Z");
+    assert_eq!((owner.as_str(), token), ("b", 3));
+    assert_eq!(acquired_at, "2026-11-18T11:08:31.123456Z");
 
     // Release by a non-holder is a no-op; by the holder frees the key.
-    store.release_lease(&key, "a").await.unwrap();
+    store.release_lease(&a).await.unwrap();
     assert_eq!(
         store.acquire_lease(&key, "c", at(112), ttl).await.unwrap(),
         LeaseOutcome::HeldBy {
@@ -519,12 +602,12 @@ async fn lease_acquire_hold_renew_release_and_stale_takeover() {
             heartbeat_at: at(111)
         }
     );
-    store.release_lease(&key, "b").await.unwrap();
-    assert!(!store.renew_lease(&key, "b", at(113)).await.unwrap());
-    assert_eq!(
-        store.acquire_lease(&key, "c", at(113), ttl).await.unwrap(),
-        LeaseOutcome::Acquired
-    );
+    store.release_lease(&b).await.unwrap();
+    assert!(!store.renew_lease(&b, at(113)).await.unwrap());
+    let info = store.get_lease(&key).await.unwrap().unwrap();
+    assert_eq!((info.owner, info.token), (None, 3), "released, token kept");
+    let c = acquired(store.acquire_lease(&key, "c", at(113), ttl).await.unwrap());
+    assert_eq!(c.token, 4, "the token grows across a release");
 
     // A ttl too large for the calendar means nothing is ever stale.
     assert_eq!(
@@ -537,6 +620,99 @@ async fn lease_acquire_hold_renew_release_and_stale_takeover() {
             heartbeat_at: at(113)
         }
     );
+}
+
+#[tokio::test]
+async fn writes_with_an_old_lease_are_fenced_and_write_nothing() {
+    let dir = Dir::new();
+    let store = dir.open();
+    let key = FlowKey::new("fenced", tp(TP));
+    let ttl = Duration::from_secs(60);
+    let old = acquired(store.acquire_lease(&key, "old", at(0), ttl).await.unwrap());
+    let (first, run) = store
+        .begin_run(
+            &old,
+            &flow("fenced", TP),
+            false,
+            &[step("fenced", "a", TP)],
+            &run_record(&flow("fenced", TP), &old),
+        )
+        .await
+        .unwrap();
+    // The old owner stalls; its lease turns stale and "new" takes it over.
+    let new = acquired(store.acquire_lease(&key, "new", at(61), ttl).await.unwrap());
+    assert!(new.token > old.token);
+    let flow_before = store.get_flow(&key).await.unwrap();
+    let steps_before = store.get_steps(&key).await.unwrap();
+
+    let mut changed = first.clone();
+    changed.state = FlowState::Invalid;
+    let mut a = step("fenced", "a", TP);
+    a.state = StepState::Canceled;
+    let cluster = flow_core::ClusterRecord {
+        id: None,
+        flow_name: "fenced".into(),
+        timeperiod: tp(TP),
+        run: run.id.clone().unwrap(),
+        handle: flow_core::ClusterHandle {
+            kind: "local".into(),
+            name: "local-0".into(),
+            backend_id: "x".into(),
+            reused: false,
+            details: Default::default(),
+        },
+        state: flow_core::ClusterState::Up,
+        launched_at: at(1),
+        updated_at: at(1),
+        message: None,
+    };
+    let mut finished = run.clone();
+    finished.outcome = Some(FlowState::Invalid);
+    let results = [
+        ("save_flow", store.save_flow(&old, &changed).await.err()),
+        ("save_step", store.save_step(&old, &a).await.err()),
+        (
+            "save_flow_and_steps",
+            store
+                .save_flow_and_steps(&old, &changed, std::slice::from_ref(&a))
+                .await
+                .err(),
+        ),
+        (
+            "begin_run",
+            store
+                .begin_run(&old, &changed, true, &[], &run_record(&changed, &old))
+                .await
+                .err(),
+        ),
+        ("finish_run", store.finish_run(&old, &finished).await.err()),
+        (
+            "save_cluster",
+            store.save_cluster(&old, &cluster).await.err(),
+        ),
+    ];
+    for (operation, error) in results {
+        match error {
+            Some(StoreError::Fenced { key, token, holder }) => {
+                assert_eq!(key, "[fenced, 2026112800]", "{operation}");
+                assert_eq!(token, old.token, "{operation}");
+                assert_eq!(holder.as_deref(), Some("new"), "{operation}");
+            }
+            other => panic!("{operation} with the old lease: expected Fenced, got {other:?}"),
+        }
+    }
+    assert_eq!(store.get_flow(&key).await.unwrap(), flow_before);
+    assert_eq!(store.get_steps(&key).await.unwrap(), steps_before);
+    assert!(store.list_clusters(Some(&key)).await.unwrap().is_empty());
+    let runs = store
+        .list_runs(&flow_core::RunQuery::default())
+        .await
+        .unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].outcome, None);
+    // The new holder writes fine.
+    store.save_flow(&new, &changed).await.unwrap();
+    store.save_step(&new, &a).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -564,18 +740,19 @@ async fn lease_race_between_stores_on_one_file_has_one_winner() {
         let mut holders = Vec::new();
         for task in tasks {
             match task.await.unwrap() {
-                (owner, LeaseOutcome::Acquired) => winners.push(owner),
+                (_, LeaseOutcome::Acquired(lease)) => winners.push(lease),
                 (_, LeaseOutcome::HeldBy { owner, .. }) => holders.push(owner),
             }
         }
         assert_eq!(winners.len(), 1, "round {round}: {winners:?}");
         assert_eq!(holders.len(), 31);
         assert!(
-            holders.iter().all(|h| *h == winners[0]),
+            holders.iter().all(|h| *h == winners[0].owner),
             "{holders:?} vs {winners:?}"
         );
+        assert_eq!(winners[0].token, round + 1, "one acquisition per round");
         let store = dir.open();
-        store.release_lease(&key, &winners[0]).await.unwrap();
+        store.release_lease(&winners[0]).await.unwrap();
     }
 }
 
@@ -587,15 +764,13 @@ async fn a_locked_database_fails_the_call_by_name_and_the_store_recovers() {
         ..SqliteOptions::default()
     });
     let key = FlowKey::new("locked", tp(TP));
-    store
-        .save_step(&step("locked", "before", TP))
+    save_step(&store, &step("locked", "before", TP))
         .await
         .unwrap();
 
     let blocker = dir.other_connection();
     blocker.execute_batch("BEGIN EXCLUSIVE").unwrap();
-    let err = store
-        .save_step(&step("locked", "during", TP))
+    let err = save_step(&store, &step("locked", "during", TP))
         .await
         .unwrap_err();
     match &err {
@@ -624,7 +799,9 @@ async fn a_locked_database_fails_the_call_by_name_and_the_store_recovers() {
     assert_eq!(store.get_steps(&key).await.unwrap().len(), 1);
     blocker.execute_batch("ROLLBACK").unwrap();
 
-    store.save_step(&step("locked", "after", TP)).await.unwrap();
+    save_step(&store, &step("locked", "after", TP))
+        .await
+        .unwrap();
     let names: Vec<_> = store
         .get_steps(&key)
         .await
@@ -636,12 +813,11 @@ async fn a_locked_database_fails_the_call_by_name_and_the_store_recovers() {
 
     // Same after the other connection commits instead of rolling back.
     blocker.execute_batch("BEGIN EXCLUSIVE").unwrap();
-    assert!(store.save_flow(&flow("locked", TP)).await.is_err());
+    assert!(save_flow(&store, &flow("locked", TP)).await.is_err());
     blocker
-        .execute_batch("INSERT INTO lease VALUES ('x', '2026112800', 'o', 'a', 'b'); COMMIT")
+        .execute_batch("INSERT INTO lease VALUES ('x', '2026112800', 'o', 'a', 'b', 1); COMMIT")
         .unwrap();
-    assert!(store
-        .save_flow(&flow("locked", TP))
+    assert!(save_flow(&store, &flow("locked", TP))
         .await
         .unwrap()
         .id
@@ -709,13 +885,13 @@ fn open_refuses_a_newer_schema_and_foreign_tables() {
     let dir = Dir::new();
     drop(dir.open());
     dir.other_connection()
-        .execute_batch("PRAGMA user_version = 2")
+        .execute_batch("PRAGMA user_version = 3")
         .unwrap();
     let message = expect_open_error(
         &dir.db(),
         SqliteStore::open(&dir.db(), SqliteOptions::default()),
     );
-    assert!(message.contains("schema version 2"), "{message}");
+    assert!(message.contains("schema version 3"), "{message}");
 
     let path = dir.dir.path().join("foreign.db");
     rusqlite::Connection::open(&path)
@@ -734,7 +910,7 @@ async fn wal_is_on_and_the_schema_is_versioned() {
             synchronous,
             ..SqliteOptions::default()
         });
-        store.save_flow(&flow("wal", TP)).await.unwrap();
+        save_flow(&store, &flow("wal", TP)).await.unwrap();
         let conn = dir.other_connection();
         let mode: String = conn
             .query_row("PRAGMA journal_mode", [], |r| r.get(0))
@@ -743,7 +919,7 @@ async fn wal_is_on_and_the_schema_is_versioned() {
         let version: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(version, 1);
+        assert_eq!(version, 2);
         let tables: Vec<String> = conn
             .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
             .unwrap()
@@ -751,7 +927,18 @@ async fn wal_is_on_and_the_schema_is_versioned() {
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap();
-        assert_eq!(tables, ["flow", "lease", "step"]);
+        assert_eq!(
+            tables,
+            [
+                "cluster",
+                "flow",
+                "lease",
+                "log",
+                "run",
+                "sqlite_sequence",
+                "step"
+            ]
+        );
         let state: String = conn
             .query_row("SELECT state || ' ' || run_mode FROM flow", [], |r| {
                 r.get(0)
@@ -766,8 +953,8 @@ async fn unreadable_rows_are_reported_as_corrupt() {
     let dir = Dir::new();
     let store = dir.open();
     let key = FlowKey::new("bad", tp(TP));
-    store.save_flow(&flow("bad", TP)).await.unwrap();
-    store.save_step(&step("bad", "s", TP)).await.unwrap();
+    save_flow(&store, &flow("bad", TP)).await.unwrap();
+    save_step(&store, &step("bad", "s", TP)).await.unwrap();
     store
         .acquire_lease(&key, "a", at(0), Duration::from_secs(1))
         .await
@@ -787,7 +974,7 @@ async fn unreadable_rows_are_reported_as_corrupt() {
     let (what, k, message) = corrupt(store.get_flow(&key).await.unwrap_err());
     assert_eq!((what, k.as_str()), ("flow record", "[bad, 2026112800]"));
     assert!(message.contains("state_bogus"), "{message}");
-    corrupt(store.list_flows(None).await.unwrap_err());
+    corrupt(store.list_flows(&FlowQuery::named(None)).await.unwrap_err());
     let (what, k, message) = corrupt(store.get_steps(&key).await.unwrap_err());
     assert_eq!(
         (what, k.as_str()),
@@ -815,10 +1002,15 @@ async fn unreadable_rows_are_reported_as_corrupt() {
     corrupt(store.get_steps(&key).await.unwrap_err());
     conn.execute_batch("UPDATE flow SET state = 'state_noop', timeperiod = '2026133000'")
         .unwrap();
-    corrupt(store.list_flows(Some("bad")).await.unwrap_err());
+    corrupt(
+        store
+            .list_flows(&FlowQuery::named(Some("bad")))
+            .await
+            .unwrap_err(),
+    );
 
     // The store keeps working for healthy rows.
-    store.save_flow(&flow("good", TP)).await.unwrap();
+    save_flow(&store, &flow("good", TP)).await.unwrap();
     assert!(store
         .get_flow(&FlowKey::new("good", tp(TP)))
         .await
@@ -831,10 +1023,10 @@ async fn data_survives_reopening_and_dropping_the_last_handle_closes_the_file() 
     let dir = Dir::new();
     let store = dir.open();
     let clone = store.clone();
-    let saved = store.save_flow(&flow("durable", TP)).await.unwrap();
+    let saved = save_flow(&store, &flow("durable", TP)).await.unwrap();
     drop(store);
     // The clone still works: same connection, same thread.
-    clone.save_step(&step("durable", "s", TP)).await.unwrap();
+    save_step(&clone, &step("durable", "s", TP)).await.unwrap();
     let wal = PathBuf::from(format!("{}-wal", dir.db().display()));
     assert!(wal.exists());
     drop(clone);
@@ -871,4 +1063,66 @@ fn concurrent_opens_of_a_new_file_all_succeed() {
     for thread in threads {
         thread.join().unwrap().unwrap();
     }
+}
+
+/// A file written by the previous release (schema version 1) opens, is
+/// upgraded in place, reads back unchanged, and takes the new records.
+#[tokio::test]
+async fn a_version_1_file_is_upgraded_in_place() {
+    let dir = Dir::new();
+    {
+        let conn = rusqlite::Connection::open(dir.db()).unwrap();
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             CREATE TABLE flow (id INTEGER PRIMARY KEY, flow_name TEXT NOT NULL,
+                 timeperiod TEXT NOT NULL, start_timeperiod TEXT NOT NULL,
+                 end_timeperiod TEXT NOT NULL, state TEXT NOT NULL, run_mode TEXT NOT NULL,
+                 created_at TEXT NOT NULL, started_at TEXT, finished_at TEXT,
+                 UNIQUE (flow_name, timeperiod));
+             CREATE TABLE step (id INTEGER PRIMARY KEY, flow_name TEXT NOT NULL,
+                 step_name TEXT NOT NULL, timeperiod TEXT NOT NULL, state TEXT NOT NULL,
+                 created_at TEXT NOT NULL, started_at TEXT, finished_at TEXT,
+                 related_flow INTEGER, pre_state TEXT NOT NULL, main_state TEXT NOT NULL,
+                 post_state TEXT NOT NULL, attempts INTEGER NOT NULL, error TEXT,
+                 UNIQUE (flow_name, timeperiod, step_name));
+             CREATE TABLE lease (flow_name TEXT NOT NULL, timeperiod TEXT NOT NULL,
+                 owner TEXT NOT NULL, acquired_at TEXT NOT NULL, heartbeat_at TEXT NOT NULL,
+                 PRIMARY KEY (flow_name, timeperiod));
+             INSERT INTO flow VALUES (7, 'old', '2026112800', '2026112800', '2026112900',
+                 'state_processed', 'run_mode_nominal', '2026-11-28T07:00:00.000000Z',
+                 '2026-11-28T07:00:01.000000Z', '2026-11-28T07:00:02.000000Z');
+             INSERT INTO step VALUES (3, 'old', 'a', '2026112800', 'state_processed',
+                 '2026-11-28T07:00:00.000000Z', NULL, NULL, 7, 'complete', 'complete',
+                 'complete', 1, NULL);
+             INSERT INTO lease VALUES ('old', '2026112800', 'gone', '2026-11-28T07:00:00.000000Z',
+                 '2026-11-28T07:00:00.000000Z');
+             PRAGMA user_version = 1;",
+        )
+        .unwrap();
+    }
+    let store = dir.open();
+    let key = FlowKey::new("old", tp(TP));
+    let flow = store.get_flow(&key).await.unwrap().unwrap();
+    assert_eq!(flow.id, Some(RecordId::new("7")));
+    assert_eq!(flow.state, FlowState::Processed);
+    assert_eq!(flow.graph_hash, None);
+    let steps = store.get_steps(&key).await.unwrap();
+    assert_eq!(steps.len(), 1);
+    assert_eq!(steps[0].related_flow, Some(RecordId::new("7")));
+    assert_eq!((steps[0].actions_done, &steps[0].job), (0, &None));
+    assert!(steps[0].rollbacks.is_empty());
+    // The old lease row gets a token of 0; the next acquisition gets 1.
+    assert_eq!(store.get_lease(&key).await.unwrap().unwrap().token, 0);
+    let lease = acquired(
+        store
+            .acquire_lease(&key, "new", Utc::now(), Duration::from_secs(1))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(lease.token, 1);
+    let version: i64 = dir
+        .other_connection()
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 2);
 }
