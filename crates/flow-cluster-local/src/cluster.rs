@@ -1,20 +1,23 @@
-//! [`LocalCluster`]: jobs as process groups on this machine.
+//! [`LocalCluster`]: jobs as process groups on this machine, each with a
+//! job directory that outlives the engine (see `jobdir.rs`).
 
 use crate::filesystem::LocalFilesystem;
-use crate::output::{forward_lines, Stream};
-use crate::process::{lock, Pgid, ProcessGroup};
+use crate::jobdir::{self, Identity, JobDir, Liveness};
+use crate::output::{Stream, Tail};
+use crate::process::{lock, signal_group, Pgid, ProcessGroup};
 use crate::LocalOptions;
 use async_trait::async_trait;
-use flow_core::{Cluster, ClusterError, Filesystem, Job, JobContext, Settings};
+use flow_core::{
+    Cluster, ClusterError, ClusterHandle, Filesystem, Job, JobContext, JobHandle, JobStatus,
+    Settings,
+};
 use std::borrow::Cow;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ffi::OsString;
-use std::future::Future;
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::pin::{pin, Pin};
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -22,20 +25,37 @@ use tokio::process::{Child, Command};
 
 pub(crate) const KIND: &str = "local";
 
-/// The shell for [`Job::Shell`]; an absolute path so a `PATH` in
-/// [`LocalOptions::env`] cannot take it away.
+/// The shell for [`Job::Shell`] and for the job wrapper; an absolute path so
+/// a `PATH` in [`LocalOptions::env`] cannot take it away.
 const SHELL: &str = "/bin/sh";
 
+/// How often a running job's output files are read into the log.
+const OUTPUT_TICK: Duration = Duration::from_millis(100);
+
+/// Polling an adopted job (not this process's child) starts here and backs
+/// off to [`ADOPTED_POLL_MAX`].
+const ADOPTED_POLL_MIN: Duration = Duration::from_millis(100);
+const ADOPTED_POLL_MAX: Duration = Duration::from_secs(1);
+
+/// Marks a cluster directory whose cluster was terminated: it is not
+/// adopted again.
+const TERMINATED_MARK: &str = "terminated";
+
 /// A cluster that runs jobs as local processes and stores files on the
-/// local filesystem. Cheap: launching checks the work directory, nothing is
-/// started until a job is submitted.
+/// local filesystem. Cheap: provisioning makes a directory, nothing runs
+/// until a job is submitted.
 #[derive(Debug)]
 pub struct LocalCluster {
     name: String,
     options: Arc<LocalOptions>,
     filesystem: LocalFilesystem,
-    /// Process groups of this cluster's running jobs, for `terminate`.
+    /// This cluster's directory under the state directory: its jobs'
+    /// directories live in `jobs/`. Replaced by `adopt`.
+    dir: Mutex<PathBuf>,
+    /// Process groups of running jobs this value started, for `terminate`.
     jobs: Arc<Mutex<BTreeSet<Pgid>>>,
+    /// Jobs submitted here and not yet waited for, by job directory.
+    started: Mutex<HashMap<PathBuf, RunningJob>>,
 }
 
 /// An external program a job kind needs, and how to tell the user to get it.
@@ -46,9 +66,8 @@ struct Tool<'a> {
     configured: Option<&'a Path>,
 }
 
-/// A job's child process with its group guard. The guard is the first
-/// field so that, when dropped, it kills the group before the `Child` handle
-/// goes away.
+/// A job this process started: its wrapper's child handle and group.
+#[derive(Debug)]
 struct RunningJob {
     group: ProcessGroup,
     child: Child,
@@ -60,11 +79,20 @@ impl LocalCluster {
     }
 
     pub(crate) fn with_shared_options(name: impl Into<String>, options: Arc<LocalOptions>) -> Self {
+        let name = name.into();
+        let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S");
+        let dir = options.state_dir.join("clusters").join(format!(
+            "{}-{stamp}-{:08x}",
+            safe_component(&name),
+            fastrand::u32(..)
+        ));
         LocalCluster {
-            name: name.into(),
             filesystem: LocalFilesystem::new(options.root.clone()),
+            name,
             options,
+            dir: Mutex::new(dir),
             jobs: Arc::default(),
+            started: Mutex::default(),
         }
     }
 
@@ -72,19 +100,113 @@ impl LocalCluster {
         &self.options
     }
 
-    fn job_failed(&self, job: &Job, message: impl Into<String>) -> ClusterError {
+    /// The directory holding this cluster's job directories.
+    pub fn directory(&self) -> PathBuf {
+        self.dir
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn job_failed(&self, job: &'static str, message: impl Into<String>) -> ClusterError {
         ClusterError::JobFailed {
             cluster: self.name.clone(),
-            job: job.kind(),
+            job,
             message: message.into(),
         }
     }
 
-    fn cancelled(&self, job: &Job) -> ClusterError {
+    fn cancelled(&self, job: &'static str) -> ClusterError {
         ClusterError::Cancelled {
             cluster: self.name.clone(),
-            job: job.kind(),
+            job,
         }
+    }
+
+    fn bad_handle(&self, handle: &JobHandle, message: impl Into<String>) -> ClusterError {
+        ClusterError::BadHandle {
+            cluster: self.name.clone(),
+            handle: handle.to_string(),
+            message: message.into(),
+        }
+    }
+
+    /// The job directory of `handle`, checked to be a local job's.
+    fn job_dir(&self, handle: &JobHandle) -> Result<JobDir, ClusterError> {
+        if handle.kind != KIND {
+            return Err(self.bad_handle(handle, "not a local job"));
+        }
+        let dir = handle
+            .id("dir")
+            .ok_or_else(|| self.bad_handle(handle, "it has no job directory"))?;
+        Ok(JobDir::new(PathBuf::from(dir)))
+    }
+
+    /// The job's process as the handle recorded it, when it has one.
+    fn handle_identity(&self, handle: &JobHandle) -> Result<Option<Identity>, ClusterError> {
+        let (Some(pgid), Some(start)) = (handle.id("pgid"), handle.id("start_time")) else {
+            return Ok(None);
+        };
+        let pid = pgid
+            .parse()
+            .map_err(|_| self.bad_handle(handle, format!("pgid '{pgid}' is not a number")))?;
+        let start_time = start.parse().map_err(|_| {
+            self.bad_handle(handle, format!("start_time '{start}' is not a number"))
+        })?;
+        Ok(Some(Identity {
+            pid,
+            start_time,
+            boot_id: handle.id("boot_id").unwrap_or("unknown").to_string(),
+        }))
+    }
+
+    /// What the job's directory and the process table say about it, checked
+    /// against the identity the handle recorded: a handle whose process is
+    /// not the one that wrote the directory is never taken for the job.
+    async fn job_status(&self, handle: &JobHandle) -> Result<JobStatus, ClusterError> {
+        let dir = self.job_dir(handle)?;
+        let recorded = self.handle_identity(handle)?;
+        let cluster = self.name.clone();
+        blocking(&cluster, "reading the job's status", move || {
+            if let Some(code) = dir.exit_code()? {
+                return Ok(jobdir::status_of_exit(code));
+            }
+            let written = dir.identity()?;
+            let identity = match (recorded, written) {
+                (None, None) => return Ok(JobStatus::NotSubmitted),
+                // A start time of 0: the wrapper could not read its own.
+                (Some(r), Some(w))
+                    if r.pid != w.pid || (w.start_time != 0 && r.start_time != w.start_time) =>
+                {
+                    return Ok(JobStatus::Lost {
+                        reason: format!(
+                            "the handle names process {} (started at tick {}) but the job directory {} was written by process {} (tick {})",
+                            r.pid,
+                            r.start_time,
+                            dir.path().display(),
+                            w.pid,
+                            w.start_time
+                        ),
+                    })
+                }
+                (Some(r), _) => r,
+                (None, Some(w)) => w,
+            };
+            Ok(match jobdir::liveness(&identity) {
+                Liveness::Alive => JobStatus::Running,
+                Liveness::NotTheJob(reason) => JobStatus::Lost { reason },
+                Liveness::Gone => match dir.exit_code()? {
+                    Some(code) => jobdir::status_of_exit(code),
+                    None => JobStatus::Lost {
+                        reason: format!(
+                            "its process {} ended without recording an exit status",
+                            identity.pid
+                        ),
+                    },
+                },
+            })
+        })
+        .await
     }
 
     /// The program to run for `job` and its arguments.
@@ -113,7 +235,7 @@ impl LocalCluster {
         let program = self
             .find_tool(&tool)
             .await
-            .map_err(|message| self.job_failed(job, message))?;
+            .map_err(|message| self.job_failed(job.kind(), message))?;
         Ok((program, job_args(job)))
     }
 
@@ -170,15 +292,21 @@ impl LocalCluster {
             .or_else(|| std::env::var_os("PATH"))
     }
 
-    fn command(&self, program: &Path, args: &[String]) -> Command {
-        let mut command = Command::new(program);
+    /// The wrapper running `program args` for the job directory `dir`.
+    fn command(&self, dir: &Path, program: &Path, args: &[String]) -> Command {
+        let mut command = Command::new(SHELL);
         command
+            .arg("-c")
+            .arg(jobdir::WRAPPER)
+            .arg("flow-job")
+            .arg(dir)
+            .arg(program)
             .args(args)
             .current_dir(&self.options.work_dir)
             .envs(self.options.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
             // Its own group, so cancelling reaches everything it starts.
             .process_group(0);
         command
@@ -197,39 +325,35 @@ impl LocalCluster {
         }
     }
 
-    /// Runs the started job to its end, logging its output, and stops its
-    /// whole process group if `cx.cancel` fires.
+    /// Follows a job this process started to its end, logging its output,
+    /// and stops its whole process group if `cx.cancel` fires.
     async fn supervise(
         &self,
-        job: &Job,
+        kind: &'static str,
+        dir: &JobDir,
         mut running: RunningJob,
         cx: &JobContext<'_>,
     ) -> Result<(), ClusterError> {
         let settings: &Settings = &cx.execution.settings;
         let pgid = running.group.pgid();
-        let stdout = running.child.stdout.take();
-        let stderr = running.child.stderr.take();
-        // Polled from this future, so the lines keep the caller's span.
-        let mut output = pin!(async {
-            tokio::join!(
-                forward_lines(stdout, Stream::Stdout, settings),
-                forward_lines(stderr, Stream::Stderr, settings),
-            );
-        });
-        let mut output_done = false;
-
-        let cancelled;
-        let status = tokio::select! {
-            status = wait_draining(&mut running.child, &mut output, &mut output_done) => {
-                cancelled = false;
-                status
-            }
-            () = cx.cancel.cancelled() => {
-                cancelled = true;
-                self.stop(&mut running, &mut output, &mut output_done).await
+        let mut out = Tail::new(dir.stdout(), Stream::Stdout);
+        let mut err = Tail::new(dir.stderr(), Stream::Stderr);
+        let mut tick = tokio::time::interval(OUTPUT_TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut cancelled = false;
+        let status = loop {
+            tokio::select! {
+                status = running.child.wait() => break status,
+                () = cx.cancel.cancelled(), if !cancelled => {
+                    cancelled = true;
+                    break self.stop(&mut running).await;
+                }
+                _ = tick.tick() => {
+                    out.poll(settings).await;
+                    err.poll(settings).await;
+                }
             }
         };
-
         // The leader has been reaped: nothing of the job may stay behind.
         match running.group.finish() {
             Ok(true) if !cancelled => {
@@ -238,58 +362,103 @@ impl LocalCluster {
             Ok(_) => {}
             Err(e) => tracing::warn!("cannot kill what is left of process group {pgid}: {e}"),
         }
-        if !output_done {
-            let grace = self.options.kill_grace;
-            if tokio::time::timeout(grace, output.as_mut()).await.is_err() {
-                tracing::warn!(
-                    "the job's output is still open {grace:?} after it ended (held by a process that left its process group); no longer reading it"
-                );
-            }
-        }
-
+        out.finish(settings).await;
+        err.finish(settings).await;
         let status = match status {
             Ok(status) => status,
             Err(e) if cancelled => {
                 tracing::warn!("cannot wait for the cancelled job: {e}");
-                return Err(self.cancelled(job));
+                return Err(self.cancelled(kind));
             }
-            Err(e) => return Err(self.job_failed(job, format!("cannot wait for the job: {e}"))),
+            Err(e) => return Err(self.job_failed(kind, format!("cannot wait for the job: {e}"))),
         };
-        let ending = describe(status);
-        if status.code().is_some() {
-            tracing::info!("{ending}");
-        } else {
-            tracing::warn!("{ending}");
-        }
         if cancelled {
-            Err(self.cancelled(job))
-        } else if status.success() {
-            Ok(())
-        } else {
-            Err(self.job_failed(job, ending))
+            tracing::warn!("{}", describe(status));
+            return Err(self.cancelled(kind));
         }
+        self.outcome(kind, wrapper_status(status))
+    }
+
+    /// Logs how the job ended and turns it into the result of `wait`.
+    fn outcome(&self, kind: &'static str, status: JobStatus) -> Result<(), ClusterError> {
+        match status {
+            JobStatus::Succeeded => {
+                tracing::info!("exit code 0");
+                Ok(())
+            }
+            JobStatus::Failed { message } => {
+                if message.starts_with("exit code") {
+                    tracing::info!("{message}");
+                } else {
+                    tracing::warn!("{message}");
+                }
+                Err(self.job_failed(kind, message))
+            }
+            JobStatus::Cancelled => Err(self.cancelled(kind)),
+            JobStatus::Lost { reason } => {
+                tracing::warn!("the job is lost: {reason}");
+                Err(self.job_failed(kind, format!("the job is lost: {reason}")))
+            }
+            JobStatus::NotSubmitted | JobStatus::Running => Err(self.job_failed(
+                kind,
+                "internal error: asked for the outcome of a job that has not ended",
+            )),
+        }
+    }
+
+    /// Follows a job another engine started (found through its handle) to
+    /// its end, reading its output files into the log.
+    async fn follow(
+        &self,
+        kind: &'static str,
+        handle: &JobHandle,
+        dir: &JobDir,
+        cx: &JobContext<'_>,
+    ) -> Result<(), ClusterError> {
+        let settings = &cx.execution.settings;
+        tracing::info!(
+            "following {handle} started by another engine; its output from the start follows"
+        );
+        let mut out = Tail::new(dir.stdout(), Stream::Stdout);
+        let mut err = Tail::new(dir.stderr(), Stream::Stderr);
+        let mut delay = ADOPTED_POLL_MIN;
+        let status = loop {
+            out.poll(settings).await;
+            err.poll(settings).await;
+            let status = self.job_status(handle).await?;
+            match status {
+                JobStatus::Running => {}
+                JobStatus::NotSubmitted => {
+                    return Err(self.job_failed(kind, "the job was never started"))
+                }
+                other => break other,
+            }
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = cx.cancel.cancelled() => {
+                    self.cancel(handle).await?;
+                    out.finish(settings).await;
+                    err.finish(settings).await;
+                    return Err(self.cancelled(kind));
+                }
+            }
+            delay = (delay * 2).min(ADOPTED_POLL_MAX);
+        };
+        out.finish(settings).await;
+        err.finish(settings).await;
+        self.outcome(kind, status)
     }
 
     /// SIGTERM to the group, SIGKILL after the grace period; returns the
     /// leader's status once it is reaped.
-    async fn stop<F: Future<Output = ()>>(
-        &self,
-        running: &mut RunningJob,
-        output: &mut Pin<&mut F>,
-        output_done: &mut bool,
-    ) -> io::Result<ExitStatus> {
+    async fn stop(&self, running: &mut RunningJob) -> io::Result<ExitStatus> {
         let pgid = running.group.pgid();
         let grace = self.options.kill_grace;
         tracing::info!("cancelled: sending SIGTERM to process group {pgid}");
         if let Err(e) = running.group.signal(libc::SIGTERM) {
             tracing::warn!("cannot send SIGTERM to process group {pgid}: {e}");
         }
-        let waited = tokio::time::timeout(
-            grace,
-            wait_draining(&mut running.child, output, output_done),
-        )
-        .await;
-        if let Ok(status) = waited {
+        if let Ok(status) = tokio::time::timeout(grace, running.child.wait()).await {
             return status;
         }
         tracing::warn!(
@@ -298,8 +467,70 @@ impl LocalCluster {
         if let Err(e) = running.group.signal(libc::SIGKILL) {
             tracing::warn!("cannot send SIGKILL to process group {pgid}: {e}");
         }
-        wait_draining(&mut running.child, output, output_done).await
+        running.child.wait().await
     }
+
+    /// Kills (SIGKILL) every job of the cluster directory `dir` whose
+    /// process is still the job's. Returns the failures.
+    async fn kill_jobs_in(&self, dir: PathBuf) -> Vec<String> {
+        let cluster = self.name.clone();
+        let scan = blocking(&cluster, "scanning the job directories", move || {
+            let mut live = Vec::new();
+            let entries = match std::fs::read_dir(dir.join("jobs")) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(live),
+                Err(e) => return Err(e),
+            };
+            for entry in entries {
+                let job = JobDir::new(entry?.path());
+                if job.exit_code()?.is_some() {
+                    continue;
+                }
+                if let Some(identity) = job.identity()? {
+                    if jobdir::liveness(&identity) == Liveness::Alive {
+                        live.push((identity.pid, job.path().to_path_buf()));
+                    }
+                }
+            }
+            Ok(live)
+        })
+        .await;
+        let live = match scan {
+            Ok(live) => live,
+            Err(e) => return vec![e.to_string()],
+        };
+        let mut failures = Vec::new();
+        for (pgid, path) in live {
+            match signal_group(pgid, libc::SIGKILL) {
+                Ok(true) => tracing::warn!(
+                    cluster = %self.name,
+                    "killed process group {pgid} of the job in {} still running at terminate",
+                    path.display()
+                ),
+                Ok(false) => {}
+                Err(e) => failures.push(format!("cannot kill process group {pgid}: {e}")),
+            }
+        }
+        failures
+    }
+}
+
+/// Runs blocking file work off the runtime's threads, naming the cluster
+/// and what it did in errors.
+async fn blocking<T: Send + 'static>(
+    cluster: &str,
+    operation: &'static str,
+    work: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> Result<T, ClusterError> {
+    let backend = |message: String| ClusterError::Backend {
+        cluster: cluster.to_string(),
+        operation,
+        message,
+    };
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| backend(format!("the worker thread failed: {e}")))?
+        .map_err(|e| backend(e.to_string()))
 }
 
 #[async_trait]
@@ -312,7 +543,27 @@ impl Cluster for LocalCluster {
         KIND
     }
 
-    async fn launch(&self) -> Result<(), ClusterError> {
+    /// Makes the cluster's directory under the state directory.
+    async fn provision(&self) -> Result<ClusterHandle, ClusterError> {
+        let dir = self.directory();
+        let create = dir.join("jobs");
+        blocking(&self.name, "creating the cluster directory", move || {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&create)
+        })
+        .await
+        .map_err(|e| ClusterError::Launch {
+            cluster: self.name.clone(),
+            message: e.to_string(),
+            transient: false,
+        })?;
+        Ok(self.handle(&dir))
+    }
+
+    async fn wait_ready(&self) -> Result<(), ClusterError> {
         let work_dir = &self.options.work_dir;
         let problem = match tokio::fs::metadata(work_dir).await {
             Ok(meta) if meta.is_dir() => None,
@@ -336,46 +587,173 @@ impl Cluster for LocalCluster {
         Ok(())
     }
 
-    async fn submit(&self, job: &Job, cx: &JobContext<'_>) -> Result<(), ClusterError> {
-        if cx.cancel.is_cancelled() {
-            return Err(self.cancelled(job));
+    /// Usable when its directory is on this host and was not terminated.
+    async fn adopt(&self, handle: &ClusterHandle) -> Result<bool, ClusterError> {
+        if handle.kind != KIND {
+            return Ok(false);
         }
+        if handle.details.get("host").map(String::as_str) != Some(hostname().as_str()) {
+            return Ok(false);
+        }
+        let Some(dir) = handle.details.get("dir").map(PathBuf::from) else {
+            return Ok(false);
+        };
+        let usable = dir.join("jobs").is_dir() && !dir.join(TERMINATED_MARK).exists();
+        if usable {
+            *self
+                .dir
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = dir;
+        }
+        Ok(usable)
+    }
+
+    /// A directory for the job under the cluster's; nothing is created yet.
+    fn prepare(&self, job: &Job, cx: &JobContext<'_>) -> Result<JobHandle, ClusterError> {
+        let name = format!(
+            "{}.{}.{}.{:08x}",
+            safe_component(cx.step),
+            safe_component(cx.action),
+            cx.attempt,
+            fastrand::u32(..)
+        );
+        let dir = self.directory().join("jobs").join(name);
+        Ok(JobHandle::new(
+            KIND,
+            self.name.clone(),
+            [
+                ("dir", dir.to_string_lossy().into_owned()),
+                ("job", job.kind().to_string()),
+            ],
+        ))
+    }
+
+    async fn submit(
+        &self,
+        handle: &JobHandle,
+        job: &Job,
+        cx: &JobContext<'_>,
+    ) -> Result<JobHandle, ClusterError> {
+        let kind = job.kind();
+        if cx.cancel.is_cancelled() {
+            return Err(self.cancelled(kind));
+        }
+        let dir = self.job_dir(handle)?;
         let (program, args) = self.command_line(job).await?;
+        let to_create = dir.clone();
+        blocking(&self.name, "creating the job directory", move || {
+            to_create.create()
+        })
+        .await?;
         tracing::info!(
             "running: {}",
             display_command(&program, &args, &cx.execution.settings)
         );
-        let mut command = self.command(&program, &args);
-        let mut child = match spawn(&mut command).await {
+        let mut command = self.command(dir.path(), &program, &args);
+        let child = match spawn(&mut command).await {
             Ok(child) => child,
-            Err(e) => return Err(self.job_failed(job, self.start_error(&program, &e).await)),
+            Err(e) => return Err(self.job_failed(kind, self.start_error(&program, &e).await)),
         };
         let Some(pgid) = child.id().and_then(|pid| Pgid::try_from(pid).ok()) else {
-            // Not reaped yet, so this cannot happen; if it does, the child
-            // is already gone and there is nothing to supervise.
-            let _ = child.start_kill();
-            return Err(self.job_failed(job, "the job's process id is not available"));
+            // Not reaped yet, so this cannot happen.
+            return Err(self.job_failed(kind, "the job's process id is not available"));
         };
-        // No await between spawn and here: the group is guarded from its
-        // first instant.
-        let running = RunningJob {
-            group: ProcessGroup::register(pgid, self.jobs.clone()),
-            child,
-        };
-        self.supervise(job, running, cx).await
+        // No await between spawn and here: the group is registered from its
+        // first instant (for `kill_all_jobs` and `terminate`).
+        let group = ProcessGroup::register(pgid, self.jobs.clone());
+        let start_time = jobdir::start_time(pgid).unwrap_or(0);
+        let mut handle = handle.clone();
+        handle.ids.insert("pgid".into(), pgid.to_string());
+        handle
+            .ids
+            .insert("start_time".into(), start_time.to_string());
+        handle.ids.insert("boot_id".into(), jobdir::boot_id());
+        lock_started(&self.started).insert(dir.path().to_path_buf(), RunningJob { group, child });
+        Ok(handle)
     }
 
+    async fn wait(&self, handle: &JobHandle, cx: &JobContext<'_>) -> Result<(), ClusterError> {
+        let dir = self.job_dir(handle)?;
+        let kind = job_kind(handle);
+        let running = lock_started(&self.started).remove(dir.path());
+        match running {
+            Some(running) => self.supervise(kind, &dir, running, cx).await,
+            None => self.follow(kind, handle, &dir, cx).await,
+        }
+    }
+
+    async fn status(&self, handle: &JobHandle) -> Result<JobStatus, ClusterError> {
+        self.job_status(handle).await
+    }
+
+    async fn cancel(&self, handle: &JobHandle) -> Result<(), ClusterError> {
+        let kind = job_kind(handle);
+        let started = lock_started(&self.started).remove(self.job_dir(handle)?.path());
+        if let Some(mut running) = started {
+            let _ = self.stop(&mut running).await;
+            let _ = running.group.finish();
+            return Ok(());
+        }
+        if self.job_status(handle).await? != JobStatus::Running {
+            return Ok(());
+        }
+        let dir = self.job_dir(handle)?;
+        let identity = match self.handle_identity(handle)? {
+            Some(identity) => identity,
+            None => {
+                let reader = dir.clone();
+                match blocking(&self.name, "reading the job's pid", move || {
+                    reader.identity()
+                })
+                .await?
+                {
+                    Some(identity) => identity,
+                    None => return Ok(()),
+                }
+            }
+        };
+        let pgid = identity.pid;
+        tracing::info!("cancelling {handle}: sending SIGTERM to process group {pgid}");
+        signal_group(pgid, libc::SIGTERM).map_err(|e| {
+            self.job_failed(kind, format!("cannot signal process group {pgid}: {e}"))
+        })?;
+        let deadline = tokio::time::Instant::now() + self.options.kill_grace;
+        while tokio::time::Instant::now() < deadline {
+            if jobdir::liveness(&identity) != Liveness::Alive {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if jobdir::liveness(&identity) == Liveness::Alive {
+            tracing::warn!("still running after SIGTERM: sending SIGKILL to process group {pgid}");
+            signal_group(pgid, libc::SIGKILL).map_err(|e| {
+                self.job_failed(kind, format!("cannot kill process group {pgid}: {e}"))
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Kills every job of this cluster still running (those this value
+    /// started, and, for an adopted cluster, those of the run that started
+    /// it), and marks the directory terminated.
     async fn terminate(&self) -> Result<(), ClusterError> {
         let leftovers: Vec<Pgid> = lock(&self.jobs).iter().copied().collect();
         let mut failures = Vec::new();
         for pgid in leftovers {
-            match crate::process::signal_group(pgid, libc::SIGKILL) {
+            match signal_group(pgid, libc::SIGKILL) {
                 Ok(true) => tracing::warn!(
                     cluster = %self.name,
                     "killed process group {pgid} of a job still running at terminate"
                 ),
                 Ok(false) => {}
                 Err(e) => failures.push(format!("cannot kill process group {pgid}: {e}")),
+            }
+        }
+        let dir = self.directory();
+        failures.extend(self.kill_jobs_in(dir.clone()).await);
+        if dir.is_dir() {
+            if let Err(e) = std::fs::write(dir.join(TERMINATED_MARK), b"") {
+                failures.push(format!("cannot mark {} terminated: {e}", dir.display()));
             }
         }
         if !failures.is_empty() {
@@ -390,6 +768,92 @@ impl Cluster for LocalCluster {
 
     fn filesystem(&self) -> &dyn Filesystem {
         &self.filesystem
+    }
+}
+
+impl LocalCluster {
+    fn handle(&self, dir: &Path) -> ClusterHandle {
+        ClusterHandle {
+            kind: KIND.to_string(),
+            name: self.name.clone(),
+            backend_id: dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            reused: false,
+            details: BTreeMap::from([
+                ("dir".to_string(), dir.to_string_lossy().into_owned()),
+                ("host".to_string(), hostname()),
+            ]),
+        }
+    }
+}
+
+fn lock_started(
+    started: &Mutex<HashMap<PathBuf, RunningJob>>,
+) -> std::sync::MutexGuard<'_, HashMap<PathBuf, RunningJob>> {
+    started
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The job's kind as `prepare` recorded it, for messages.
+fn job_kind(handle: &JobHandle) -> &'static str {
+    match handle.id("job") {
+        Some("shell") => "shell",
+        Some("spark") => "spark",
+        Some("pig") => "pig",
+        Some("hadoop") => "hadoop",
+        _ => "local",
+    }
+}
+
+/// This machine's name, to keep a cluster directory to its host.
+pub(crate) fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+/// `name` made safe as one path component: anything but letters, digits,
+/// `_` and `-` becomes `_`.
+fn safe_component(name: &str) -> String {
+    let safe: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(64)
+        .collect();
+    if safe.is_empty() {
+        "_".to_string()
+    } else {
+        safe
+    }
+}
+
+/// The wrapper's exit as the job's status: it exits with the job's code.
+fn wrapper_status(status: ExitStatus) -> JobStatus {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => jobdir::status_of_exit(code),
+        (None, Some(signal)) => JobStatus::Failed {
+            message: format!("killed by signal {signal}"),
+        },
+        _ => JobStatus::Failed {
+            message: format!("ended with {status}"),
+        },
+    }
+}
+
+fn describe(status: ExitStatus) -> String {
+    match wrapper_status(status) {
+        JobStatus::Succeeded => "exit code 0".to_string(),
+        JobStatus::Failed { message } => message,
+        other => other.to_string(),
     }
 }
 
@@ -458,31 +922,6 @@ fn quote(word: &str) -> Cow<'_, str> {
         Cow::Borrowed(word)
     } else {
         Cow::Owned(format!("'{}'", word.replace('\'', r"'\''")))
-    }
-}
-
-fn describe(status: ExitStatus) -> String {
-    if let Some(code) = status.code() {
-        format!("exit code {code}")
-    } else if let Some(signal) = status.signal() {
-        format!("killed by signal {signal}")
-    } else {
-        format!("ended with {status}")
-    }
-}
-
-/// Waits for the leader to exit while the job's output keeps flowing (a
-/// job blocked on a full pipe would never exit otherwise).
-async fn wait_draining<F: Future<Output = ()>>(
-    child: &mut Child,
-    output: &mut Pin<&mut F>,
-    output_done: &mut bool,
-) -> io::Result<ExitStatus> {
-    loop {
-        tokio::select! {
-            status = child.wait() => return status,
-            () = output.as_mut(), if !*output_done => *output_done = true,
-        }
     }
 }
 

@@ -7,12 +7,17 @@
 //! - [`LocalCluster`] runs each [`Job`](flow_core::Job) as a child process in
 //!   its own process group: `sh -c` for shell jobs, `spark-submit`, `pig` and
 //!   `hadoop jar` for the others, with their arguments passed as an argument
-//!   vector (never through a shell). The job's stdout and stderr become
-//!   `tracing` events in the caller's span (INFO and WARN), so the engine
-//!   routes them to the step's log. Cancelling a job stops its whole process
-//!   group (SIGTERM, then SIGKILL after [`LocalOptions::kill_grace`]); so does
-//!   dropping the `submit` future, and [`kill_all_jobs`] kills every job of
-//!   the process at once.
+//!   vector (never through a shell). Jobs outlive the engine: each runs under
+//!   a small wrapper in a job directory under [`LocalOptions::state_dir`]
+//!   that records its pid (with its start time and the boot id, so a reused
+//!   pid is never mistaken for it), its output and its exit status, so
+//!   another engine can adopt a running job or learn how a finished one
+//!   ended. The job's stdout and stderr become `tracing` events in the
+//!   caller's span (INFO and WARN), so the engine routes them to the step's
+//!   log. Cancelling a job stops its whole process group (SIGTERM, then
+//!   SIGKILL after [`LocalOptions::kill_grace`]); dropping the wait only
+//!   stops watching; `terminate` kills whatever of the cluster still runs,
+//!   and [`kill_all_jobs`] kills every job of the process at once.
 //! - [`LocalFilesystem`] maps `/`-separated keys to paths: absolute keys as
 //!   they are, relative keys under [`LocalOptions::root`].
 //!
@@ -30,6 +35,8 @@ mod filesystem;
 mod output;
 mod process;
 
+mod jobdir;
+
 pub use cluster::LocalCluster;
 pub use filesystem::LocalFilesystem;
 pub use process::kill_all_jobs;
@@ -44,6 +51,10 @@ use std::time::Duration;
 pub struct LocalOptions {
     /// Where relative filesystem keys resolve. Default: the current directory.
     pub root: PathBuf,
+    /// Where cluster and job directories live (job pids, output and exit
+    /// statuses, kept so a job outlives the engine). Default:
+    /// `$TMPDIR/flow-local-UID`; `flow` uses `DATA_DIR/local`.
+    pub state_dir: PathBuf,
     /// The working directory of job processes. Default: the current directory.
     pub work_dir: PathBuf,
     /// The `spark-submit` to run. Default: the one found on `PATH`.
@@ -66,8 +77,11 @@ impl Default for LocalOptions {
     fn default() -> Self {
         // Resolved once, so a later chdir of the engine does not move jobs.
         let here = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+        // SAFETY: getuid has no preconditions and cannot fail.
+        let uid = unsafe { libc::getuid() };
         LocalOptions {
             root: here.clone(),
+            state_dir: std::env::temp_dir().join(format!("flow-local-{uid}")),
             work_dir: here,
             spark_submit: None,
             pig: None,

@@ -4,9 +4,9 @@
 //! Every job is the leader of its own process group, so one `killpg` reaches
 //! everything it started (a `sh -c` line's background children included).
 //! A [`ProcessGroup`] is registered in a process-wide set while its job runs;
-//! [`kill_all_jobs`] uses that set, and the guard's `Drop` kills the group if
-//! the future that ran the job is dropped half-way (panic, abort, timeout of
-//! an action that ignored its token).
+//! [`kill_all_jobs`] uses that set. Dropping the guard does not kill the
+//! group: a job outlives the code that waited for it (as it outlives an
+//! engine that dies); the cluster's `terminate` ends what is left.
 
 use std::collections::BTreeSet;
 use std::io;
@@ -63,7 +63,7 @@ pub(crate) fn signal_group(pgid: Pgid, signal: libc::c_int) -> io::Result<bool> 
 }
 
 /// A running job's process group, registered process-wide and with its
-/// cluster; killed with SIGKILL if dropped before [`ProcessGroup::finish`].
+/// cluster while this process supervises it.
 ///
 /// A pgid stays reserved while any process of the group exists, so
 /// signalling it cannot hit an unrelated process until the job's leader has
@@ -118,19 +118,8 @@ impl ProcessGroup {
 }
 
 impl Drop for ProcessGroup {
+    /// Stops tracking the group; the job goes on (see the module comment).
     fn drop(&mut self) {
-        if self.live {
-            match self.signal(libc::SIGKILL) {
-                Ok(_) => tracing::warn!(
-                    "job abandoned while running: killed its process group {}",
-                    self.pgid
-                ),
-                Err(e) => tracing::warn!(
-                    "job abandoned while running, but its process group {} cannot be killed: {e}",
-                    self.pgid
-                ),
-            }
-            self.forget();
-        }
+        self.forget();
     }
 }

@@ -27,10 +27,12 @@ async fn kill_all_jobs_kills_every_running_job_group() {
         async {
             let mut pids = parse_pids(&wait_for_file(&a.join("pids")).await);
             pids.extend(parse_pids(&wait_for_file(&b.join("pids")).await));
+            let groups = [pgid_of(pids[0]), pgid_of(pids[2])];
             kill_all_jobs();
-            pids
+            (groups, pids)
         }
     );
+    let (groups, pids) = pids;
 
     for result in [one, two] {
         match result {
@@ -40,8 +42,8 @@ async fn kill_all_jobs_kills_every_running_job_group() {
             other => panic!("expected the job to be killed, got {other:?}"),
         }
     }
-    assert_all_gone(pids[0], &pids[..2]).await;
-    assert_all_gone(pids[2], &pids[2..]).await;
+    assert_all_gone(groups[0], &pids[..2]).await;
+    assert_all_gone(groups[1], &pids[2..]).await;
     // Nothing is left to kill, and calling it again is harmless.
     kill_all_jobs();
 }

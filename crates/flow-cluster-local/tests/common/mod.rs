@@ -109,29 +109,63 @@ pub fn context(settings: Settings) -> ExecutionContext {
     }
 }
 
-/// A launched cluster working in `dir`.
+/// A launched cluster working in `dir`, keeping its job directories in
+/// `dir/.state`.
 pub async fn cluster_in(dir: &Path, tweak: impl FnOnce(&mut LocalOptions)) -> LocalCluster {
     let mut options = LocalOptions {
         root: dir.to_path_buf(),
         work_dir: dir.to_path_buf(),
+        state_dir: dir.join(".state"),
         ..LocalOptions::default()
     };
     tweak(&mut options);
     let cluster = LocalCluster::new("local-test", options);
-    cluster.launch().await.unwrap();
+    launch(&cluster).await.unwrap();
     cluster
 }
 
-/// Submits `job` inside a span named [`STEP_SPAN`].
+/// Provisions and waits for `cluster`, as the engine launches one.
+pub async fn launch(cluster: &dyn Cluster) -> Result<(), ClusterError> {
+    cluster.provision().await?;
+    cluster.wait_ready().await
+}
+
+/// The context of a job of step `s`, action `a`, attempt 1.
+pub fn job_context<'a>(
+    cancel: &'a CancellationToken,
+    execution: &'a ExecutionContext,
+) -> JobContext<'a> {
+    JobContext {
+        cancel,
+        execution,
+        step: "s",
+        action: "a",
+        attempt: 1,
+    }
+}
+
+/// Prepares, submits and waits for `job` as the engine does (without
+/// recording the handle anywhere).
+pub async fn run_job(
+    cluster: &dyn Cluster,
+    job: &Job,
+    execution: &ExecutionContext,
+    cancel: &CancellationToken,
+) -> Result<(), ClusterError> {
+    let cx = job_context(cancel, execution);
+    let prepared = cluster.prepare(job, &cx)?;
+    let handle = cluster.submit(&prepared, job, &cx).await?;
+    cluster.wait(&handle, &cx).await
+}
+
+/// Runs `job` inside a span named [`STEP_SPAN`].
 pub async fn submit_in_span(
     cluster: &LocalCluster,
     job: &Job,
     execution: &ExecutionContext,
     cancel: &CancellationToken,
 ) -> Result<(), ClusterError> {
-    let cx = JobContext { cancel, execution };
-    cluster
-        .submit(job, &cx)
+    run_job(cluster, job, execution, cancel)
         .instrument(tracing::info_span!(STEP_SPAN))
         .await
 }
