@@ -28,6 +28,15 @@ pub enum ActionOutcome {
     NothingToProcess,
 }
 
+/// What an action's rollback did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rollback {
+    /// It undid the action's work.
+    Undone,
+    /// The action has nothing to undo (the default): not logged or recorded.
+    NothingToUndo,
+}
+
 /// Why an action failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ActionError {
@@ -159,8 +168,8 @@ pub trait Action: Send + Sync + fmt::Debug {
     /// is rolled back on request. Nothing by default: an action that can be
     /// undone says how (flow files give any action a `rollback` action
     /// instead, which takes precedence).
-    async fn rollback(&self, _cx: &ActionContext<'_>) -> Result<(), ActionError> {
-        Ok(())
+    async fn rollback(&self, _cx: &ActionContext<'_>) -> Result<Rollback, ActionError> {
+        Ok(Rollback::NothingToUndo)
     }
 }
 

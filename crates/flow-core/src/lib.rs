@@ -28,6 +28,7 @@ pub mod timeperiod;
 
 pub use action::{
     Action, ActionContext, ActionError, ActionInstance, ActionOutcome, JobRecorder, NoJobRecorder,
+    Rollback,
 };
 pub use cluster::{
     Cluster, ClusterError, ClusterFactory, ClusterHandle, Job, JobContext, JobHandle, JobStatus,

@@ -25,6 +25,8 @@ struct Ready {
 
 /// What dispatch ended with.
 pub(crate) struct Dispatched {
+    /// Each step's record; a step abandoned when the lease was lost has
+    /// none (nothing more is written then).
     pub records: Vec<StepRecord>,
     pub failed: bool,
     pub canceled: bool,
@@ -131,6 +133,14 @@ impl Board {
         self.settle(&p);
     }
 
+    /// A running step was dropped because the lease was lost.
+    fn abandoned(&self) {
+        let mut p = self.progress();
+        p.outstanding -= 1;
+        p.halted = true;
+        self.settle(&p);
+    }
+
     /// A queued step was not started because the run halted.
     fn not_started(&self, index: usize, record: StepRecord) {
         let mut p = self.progress();
@@ -216,6 +226,7 @@ pub(crate) async fn dispatch(
 
     let mut latencies = Vec::new();
     let mut cancel_seen = false;
+    let mut lost_seen = false;
     loop {
         tokio::select! {
             joined = workers.next() => match joined {
@@ -233,14 +244,26 @@ pub(crate) async fn dispatch(
                 cancel_seen = true;
                 board.halt(true);
             }
+            _ = shared.lost.cancelled(), if !lost_seen => {
+                // The workers abandon their steps; nothing queued starts.
+                lost_seen = true;
+                board.halt(false);
+                board.ready.close();
+            }
         }
     }
 
     let mut p = board.progress();
+    let lost = shared.lost.is_cancelled();
     let records = std::mem::take(&mut p.slots)
         .into_iter()
         .enumerate()
-        .map(|(i, r)| r.unwrap_or_else(|| panic!("step record {i} was not returned by its worker")))
+        .filter_map(|(i, r)| {
+            if r.is_none() && !lost {
+                panic!("step record {i} was not returned by its worker")
+            }
+            r
+        })
         .collect();
     Dispatched {
         records,
@@ -280,9 +303,17 @@ async fn worker(
             step = shared.graph.step(index).name.as_str(),
             cluster = cluster.name()
         );
-        let (record, result) = run_step(&shared, index, cluster.as_ref(), record)
-            .instrument(span)
-            .await;
+        let step = run_step(&shared, index, cluster.as_ref(), record).instrument(span);
+        // Losing the lease abandons the step where it is: its job (if any)
+        // runs on for the new holder to adopt; nothing more is written.
+        let (record, result) = tokio::select! {
+            biased;
+            _ = shared.lost.cancelled() => {
+                board.abandoned();
+                break;
+            }
+            done = step => done,
+        };
         idle_since = Instant::now();
         board.finished(
             index,

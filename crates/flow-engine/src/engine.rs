@@ -1,20 +1,20 @@
 //! `ExecutionEngine`: the four run modes around one shared run procedure.
 
+use crate::clusters::{self, Launch};
 use crate::dispatch::{dispatch, Dispatched};
 use crate::error::EngineError;
 use crate::logging;
 use crate::plan::{plan, RunPlan, Stored};
 use chrono::Utc;
 use flow_core::{
-    Cluster, ClusterError, ClusterFactory, ExecutionContext, FlowGraph, FlowKey, FlowRecord,
-    FlowState, FlowStore, LeaseOutcome, RetryPolicy, RunMode, StepState,
+    ClusterFactory, ExecutionContext, FlowGraph, FlowKey, FlowRecord, FlowState, FlowStore, Lease,
+    LeaseOutcome, RecordId, RetryPolicy, RunMode, RunRecord, RunStep, StepState, StoreError,
 };
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, info_span, warn, Instrument, Span};
+use tracing::{error, info, info_span, warn, Span};
 
 /// Hooks for showing progress (the CLI's progress bar). Called from the
 /// engine's tasks; keep them quick.
@@ -22,6 +22,8 @@ pub trait RunObserver: Send + Sync {
     fn run_started(&self, _flow: &FlowKey, _mode: RunMode, _steps_to_run: usize, _clusters: usize) {
     }
     fn step_started(&self, _step: &str, _cluster: &str) {}
+    /// A job a dead run started was taken over instead of started again.
+    fn job_adopted(&self, _step: &str, _job: &flow_core::JobHandle) {}
     fn step_finished(&self, _step: &str, _state: StepState, _elapsed: Duration) {}
 }
 
@@ -77,6 +79,8 @@ pub struct RunMetrics {
 #[derive(Debug, Clone)]
 pub struct RunReport {
     pub flow: FlowKey,
+    /// The run record's id (`flow history`, `flow logs --run`).
+    pub run: RecordId,
     pub mode: RunMode,
     pub state: FlowState,
     /// The steps this run was to run, with their final states.
@@ -93,10 +97,29 @@ pub(crate) struct Shared {
     pub graph: Arc<FlowGraph>,
     pub context: Arc<ExecutionContext>,
     pub store: Arc<dyn FlowStore>,
+    /// Every write of the run carries it (fencing).
+    pub lease: Lease,
+    /// The run record's id.
+    pub run: RecordId,
     pub cancel: CancellationToken,
+    /// Fires when this engine lost its lease (taken over by another after a
+    /// stall, or a write was fenced): it stops at once, writes nothing more,
+    /// and leaves running jobs and clusters to the new holder.
+    pub lost: CancellationToken,
     pub grace: Duration,
     pub observer: Option<Arc<dyn RunObserver>>,
     pub flow_span: Span,
+}
+
+impl Shared {
+    /// Notes a store failure: a fenced write means the lease is lost.
+    pub(crate) fn store_failed(&self, e: &StoreError) {
+        if e.is_fenced() && !self.lost.is_cancelled() {
+            self.flow_span
+                .in_scope(|| error!("{e}; stopping at once, leaving running jobs to the new holder"));
+            self.lost.cancel();
+        }
+    }
 }
 
 /// Runs one flow for one timeperiod. One engine value serves one
@@ -119,10 +142,12 @@ impl ExecutionEngine {
         clusters: Arc<dyn ClusterFactory>,
         options: EngineOptions,
     ) -> Self {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_string())
-            .unwrap_or_else(|_| "localhost".into());
-        let owner = format!("{host}:{}:{:08x}", std::process::id(), fastrand::u32(..));
+        let owner = format!(
+            "{}:{}:{:08x}",
+            hostname(),
+            std::process::id(),
+            fastrand::u32(..)
+        );
         ExecutionEngine {
             graph,
             context: Arc::new(context),
@@ -169,14 +194,13 @@ impl ExecutionEngine {
         self.execute(RunMode::RunFrom, Some(step)).await
     }
 
-    /// Runs `mode` under the flow's lease.
-    pub async fn execute(
+    /// Takes the flow's lease, runs `work` with it, and releases it, unless
+    /// the lease was lost (then it is not ours to release).
+    async fn leased<T>(
         &self,
-        mode: RunMode,
-        step: Option<&str>,
-    ) -> Result<RunReport, EngineError> {
+        work: impl AsyncFnOnce(&Lease, &CancellationToken) -> Result<T, EngineError>,
+    ) -> Result<T, EngineError> {
         logging::ensure_installed();
-        let started = Instant::now();
         let key = self.key();
         let lease = self
             .store
@@ -186,45 +210,77 @@ impl ExecutionEngine {
                 flow: key.clone(),
                 source,
             })?;
-        if let LeaseOutcome::HeldBy {
-            owner,
-            heartbeat_at,
-        } = lease
-        {
-            return Err(EngineError::LeaseHeld {
-                flow: key,
+        let lease = match lease {
+            LeaseOutcome::Acquired(lease) => lease,
+            LeaseOutcome::HeldBy {
                 owner,
                 heartbeat_at,
-            });
-        }
-        let heartbeat = self.spawn_heartbeat(key.clone());
-        let result = self.execute_leased(mode, step).await;
+            } => {
+                return Err(EngineError::LeaseHeld {
+                    flow: key,
+                    owner,
+                    heartbeat_at,
+                    ttl: self.options.lease_ttl,
+                })
+            }
+        };
+        let lost = CancellationToken::new();
+        let heartbeat = self.spawn_heartbeat(lease.clone(), lost.clone());
+        let result = work(&lease, &lost).await;
         drop(heartbeat); // stops renewing before the lease is released
-        if let Err(e) = self.store.release_lease(&key, &self.owner).await {
+        if lost.is_cancelled() {
+            return match result {
+                Err(e @ EngineError::LeaseLost { .. }) => Err(e),
+                _ => Err(self.lease_lost(&lease).await),
+            };
+        }
+        if let Err(e) = self.store.release_lease(&lease).await {
             warn!(flow = %key, "cannot release the run lease: {e}; it turns stale after {:?}", self.options.lease_ttl);
         }
-        result.map(|mut report| {
-            report.metrics.wall = started.elapsed();
-            report
-        })
+        result
     }
 
-    fn spawn_heartbeat(&self, key: FlowKey) -> AbortOnDrop {
+    /// The error of a run that lost its lease, naming the new holder.
+    async fn lease_lost(&self, lease: &Lease) -> EngineError {
+        let holder = match self.store.get_lease(&lease.key).await {
+            Ok(Some(info)) => info.owner,
+            _ => None,
+        };
+        EngineError::LeaseLost {
+            flow: lease.key.clone(),
+            holder,
+        }
+    }
+
+    /// Runs `mode` under the flow's lease.
+    pub async fn execute(
+        &self,
+        mode: RunMode,
+        step: Option<&str>,
+    ) -> Result<RunReport, EngineError> {
+        let started = Instant::now();
+        self.leased(async |lease, lost| self.execute_leased(mode, step, lease, lost).await)
+            .await
+            .map(|mut report| {
+                report.metrics.wall = started.elapsed();
+                report
+            })
+    }
+
+    fn spawn_heartbeat(&self, lease: Lease, lost: CancellationToken) -> AbortOnDrop {
         let store = self.store.clone();
-        let owner = self.owner.clone();
         let interval = self.options.heartbeat_interval;
-        let cancel = self.cancel.clone();
         AbortOnDrop(tokio::spawn(async move {
             loop {
                 tokio::time::sleep(interval).await;
-                match store.renew_lease(&key, &owner, Utc::now()).await {
+                match store.renew_lease(&lease, Utc::now()).await {
                     Ok(true) => {}
                     Ok(false) => {
-                        error!(flow = %key, "lost the run lease to another engine; cancelling this run");
-                        cancel.cancel();
+                        error!(flow = %lease.key, "lost the run lease to another engine; stopping at once, leaving running jobs to it");
+                        lost.cancel();
                         return;
                     }
-                    Err(e) => warn!(flow = %key, "cannot renew the run lease: {e}"),
+                    Err(e) => warn!(flow = %lease.key, "cannot renew the run lease: {e}"),
                 }
             }
         }))
@@ -234,11 +290,26 @@ impl ExecutionEngine {
         &self,
         mode: RunMode,
         target: Option<&str>,
+        lease: &Lease,
+        lost: &CancellationToken,
     ) -> Result<RunReport, EngineError> {
         let key = self.key();
-        let store_error = |source| EngineError::Store {
-            flow: key.clone(),
-            source,
+        let store_error = |source: StoreError| {
+            if source.is_fenced() {
+                lost.cancel();
+                EngineError::LeaseLost {
+                    flow: key.clone(),
+                    holder: match &source {
+                        StoreError::Fenced { holder, .. } => holder.clone(),
+                        _ => None,
+                    },
+                }
+            } else {
+                EngineError::Store {
+                    flow: key.clone(),
+                    source,
+                }
+            }
         };
         let existing_flow = self.store.get_flow(&key).await.map_err(store_error)?;
         let existing_steps = self.store.get_steps(&key).await.map_err(store_error)?;
@@ -250,6 +321,7 @@ impl ExecutionEngine {
             mut records,
             changed,
             clusters,
+            orphan_jobs,
         } = plan(
             mode,
             target,
@@ -279,6 +351,7 @@ impl ExecutionEngine {
             created_at: now,
             started_at: None,
             finished_at: None,
+            graph_hash: None,
         });
         flow.start_timeperiod = self.context.start_timeperiod;
         flow.end_timeperiod = self.context.end_timeperiod;
@@ -286,24 +359,49 @@ impl ExecutionEngine {
         flow.run_mode = mode;
         flow.started_at = Some(now);
         flow.finished_at = None;
+        let run = RunRecord {
+            id: None,
+            flow_name: key.flow_name.clone(),
+            timeperiod: key.timeperiod,
+            mode,
+            target: target.map(str::to_string),
+            owner: self.owner.clone(),
+            token: lease.token,
+            host: hostname(),
+            user: username(),
+            started_at: now,
+            finished_at: None,
+            outcome: None,
+            steps: records
+                .iter()
+                .zip(&to_run)
+                .filter(|(_, run)| **run)
+                .map(|(r, _)| RunStep {
+                    step_name: r.step_name.clone(),
+                    state: r.state,
+                })
+                .collect(),
+            error: None,
+        };
         let to_write: Vec<_> = changed.iter().map(|&i| records[i].clone()).collect();
-        let mut flow = self
+        let (mut flow, mut run) = self
             .store
-            .begin_run(&flow, purge, &to_write)
+            .begin_run(lease, &flow, purge, &to_write, &run)
             .await
             .map_err(store_error)?;
         for record in &mut records {
-            record.related_flow = flow.id;
+            record.related_flow = flow.id.clone();
         }
+        let run_id = run.id.clone().unwrap_or_else(|| RecordId::new(""));
 
-        let run_id = match &self.options.log_directory {
+        let log_run = match &self.options.log_directory {
             Some(dir) => logging::register_run(&key.flow_name, dir),
             None => 0,
         };
-        let flow_span = info_span!("flow", run = run_id, flow = key.flow_name.as_str());
+        let flow_span = info_span!("flow", run = log_run, flow = key.flow_name.as_str());
         flow_span.in_scope(|| {
             info!(
-                "{mode} of {key} started: {count} of {} steps on {clusters} {} cluster(s)",
+                "{mode} of {key} started (run {run_id}): {count} of {} steps on {clusters} {} cluster(s)",
                 self.graph.len(),
                 self.clusters.kind()
             )
@@ -316,23 +414,56 @@ impl ExecutionEngine {
             graph: self.graph.clone(),
             context: self.context.clone(),
             store: self.store.clone(),
+            lease: lease.clone(),
+            run: run_id.clone(),
             cancel: self.cancel.clone(),
+            lost: lost.clone(),
             grace: self.options.cancel_grace,
             observer: self.options.observer.clone(),
             flow_span: flow_span.clone(),
         });
-        let (launched, created) = self.launch_clusters(clusters, &flow_span).await;
-        let clusters_launched = launched.len();
+        if !orphan_jobs.is_empty() {
+            clusters::cancel_orphan_jobs(&shared, &self.clusters, orphan_jobs, &flow_span).await;
+        }
+        let launched = clusters::launch(
+            &shared,
+            Launch {
+                factory: &self.clusters,
+                retry: self.options.launch_retry,
+                span: &flow_span,
+            },
+            clusters,
+        )
+        .await;
+        let set = match launched {
+            Ok(set) => set,
+            Err(e) => {
+                logging::finish_run(log_run);
+                return Err(store_error(e));
+            }
+        };
+        let clusters_launched = set.workers.len();
         let mut error = None;
-        let outcome = if launched.is_empty() {
+        let outcome = if set.workers.is_empty() {
             let message = format!("none of {clusters} cluster(s) launched");
             flow_span.in_scope(|| error!("{message}"));
             error = Some(message);
             None
         } else {
-            Some(dispatch(shared, &to_run, records, &launched).await)
+            Some(dispatch(shared.clone(), &to_run, records, &set.workers).await)
         };
-        self.terminate_clusters(created, &flow_span).await;
+        if lost.is_cancelled() {
+            // The new holder adopts or terminates them.
+            flow_span.in_scope(|| {
+                warn!(
+                    "lost the lease: leaving {} cluster(s) and any running job to the new holder",
+                    set.owned.len()
+                )
+            });
+            logging::finish_run(log_run);
+            return Err(self.lease_lost(lease).await);
+        }
+        clusters::terminate(&shared, set.owned, &flow_span).await;
 
         let (state, canceled, steps, metrics, store_failure) = match outcome {
             None => (
@@ -380,23 +511,43 @@ impl ExecutionEngine {
         };
         flow.state = state;
         flow.finished_at = Some(Utc::now());
-        let saved = self.store.save_flow(&flow).await;
-        flow_span.in_scope(|| match (&store_failure, &saved) {
-            (Some(e), _) => error!("stopped: the store failed: {e}"),
-            (None, Err(e)) => error!("cannot store the final flow state: {e}"),
-            (None, Ok(_)) if canceled => warn!("{mode} of {key} cancelled: flow is {state}"),
-            (None, Ok(_)) => info!("{mode} of {key} finished: flow is {state}"),
+        let saved = self.store.save_flow(lease, &flow).await;
+        run.finished_at = flow.finished_at;
+        run.outcome = Some(state);
+        run.steps = steps
+            .iter()
+            .map(|(step_name, state): &(String, StepState)| RunStep {
+                step_name: step_name.clone(),
+                state: *state,
+            })
+            .collect();
+        run.error = match (&store_failure, &error) {
+            (Some(e), _) => Some(e.to_string()),
+            (None, Some(message)) => Some(message.clone()),
+            (None, None) => None,
+        };
+        let finished = match &saved {
+            Ok(_) => self.store.finish_run(lease, &run).await,
+            Err(_) => Ok(()),
+        };
+        flow_span.in_scope(|| match (&store_failure, &saved, &finished) {
+            (Some(e), _, _) => error!("stopped: the store failed: {e}"),
+            (None, Err(e), _) => error!("cannot store the final flow state: {e}"),
+            (None, Ok(_), Err(e)) => error!("cannot store the end of the run: {e}"),
+            (None, Ok(_), Ok(())) if canceled => {
+                warn!("{mode} of {key} cancelled: flow is {state}")
+            }
+            (None, Ok(_), Ok(())) => info!("{mode} of {key} finished: flow is {state}"),
         });
-        logging::finish_run(run_id);
+        logging::finish_run(log_run);
         if let Some(source) = store_failure {
-            return Err(EngineError::Store { flow: key, source });
+            return Err(store_error(source));
         }
-        saved.map_err(|source| EngineError::Store {
-            flow: key.clone(),
-            source,
-        })?;
+        saved.map_err(store_error)?;
+        finished.map_err(store_error)?;
         Ok(RunReport {
             flow: key,
+            run: run_id,
             mode,
             state,
             steps,
@@ -406,97 +557,23 @@ impl ExecutionEngine {
             metrics,
         })
     }
+}
 
-    /// Creates and launches `count` clusters concurrently, retrying
-    /// transient failures. Returns the launched ones and every created one
-    /// (all of which get terminated).
-    async fn launch_clusters(
-        &self,
-        count: usize,
-        span: &Span,
-    ) -> (Vec<Arc<dyn Cluster>>, Vec<Arc<dyn Cluster>>) {
-        let mut created = Vec::with_capacity(count);
-        for i in 0..count {
-            let name = format!("{}-{i}", self.clusters.kind());
-            match self.clusters.create(&name, &self.context) {
-                Ok(c) => created.push(c),
-                Err(e) => {
-                    span.in_scope(|| error!(cluster = name.as_str(), "cannot create cluster: {e}"))
-                }
-            }
-        }
-        let mut launches = JoinSet::new();
-        for (i, cluster) in created.iter().enumerate() {
-            let cluster = cluster.clone();
-            let policy = self.options.launch_retry;
-            let cancel = self.cancel.clone();
-            let cluster_span = info_span!(parent: span, "cluster", cluster = cluster.name());
-            launches.spawn(
-                async move {
-                    let mut retry = 0;
-                    loop {
-                        match cluster.launch().await {
-                            Ok(()) => {
-                                info!("launched");
-                                return (i, true);
-                            }
-                            Err(ClusterError::Launch {
-                                transient: true,
-                                ref message,
-                                ..
-                            }) if retry < policy.retries && !cancel.is_cancelled() => {
-                                retry += 1;
-                                let delay = policy.delay_before(retry);
-                                warn!(
-                                    "launch failed ({message}); retry {retry} of {} in {delay:?}",
-                                    policy.retries
-                                );
-                                tokio::select! {
-                                    _ = tokio::time::sleep(delay) => {}
-                                    _ = cancel.cancelled() => return (i, false),
-                                }
-                            }
-                            Err(e) => {
-                                error!("launch failed: {e}");
-                                return (i, false);
-                            }
-                        }
-                    }
-                }
-                .instrument(cluster_span),
-            );
-        }
-        let mut ok = vec![false; created.len()];
-        while let Some(joined) = launches.join_next().await {
-            if let Ok((i, launched)) = joined {
-                ok[i] = launched;
-            }
-        }
-        let launched = created
-            .iter()
-            .zip(&ok)
-            .filter(|(_, ok)| **ok)
-            .map(|(c, _)| c.clone())
-            .collect();
-        (launched, created)
-    }
+/// This machine's name, for lease owners and run records.
+pub(crate) fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
+}
 
-    async fn terminate_clusters(&self, clusters: Vec<Arc<dyn Cluster>>, span: &Span) {
-        let mut terminations = JoinSet::new();
-        for cluster in clusters {
-            let cluster_span = info_span!(parent: span, "cluster", cluster = cluster.name());
-            terminations.spawn(
-                async move {
-                    match cluster.terminate().await {
-                        Ok(()) => info!("terminated"),
-                        Err(e) => error!("terminate failed: {e}"),
-                    }
-                }
-                .instrument(cluster_span),
-            );
-        }
-        while terminations.join_next().await.is_some() {}
-    }
+/// Who started the run, for run records.
+fn username() -> String {
+    std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| {
+            // SAFETY: getuid has no preconditions and cannot fail.
+            format!("uid {}", unsafe { libc::getuid() })
+        })
 }
 
 /// Aborts a background task when dropped, so no path leaves it running.

@@ -31,17 +31,45 @@ impl Refusal {
     }
 }
 
+fn humantime_ttl(ttl: std::time::Duration) -> String {
+    let secs = ttl.as_secs_f64();
+    if secs >= 1.0 {
+        format!("{secs}s")
+    } else {
+        format!("{}ms", ttl.as_millis())
+    }
+}
+
+fn holder_text(holder: &Option<String>) -> String {
+    match holder {
+        Some(owner) => format!(" to {owner}"),
+        None => String::new(),
+    }
+}
+
 /// An engine failure. A flow whose step failed is not an error: it is a
 /// [`RunReport`](crate::RunReport) whose flow state is `invalid`.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum EngineError {
     #[error("refused to run {flow}: {reason}")]
     Refused { flow: FlowKey, reason: Refusal },
-    #[error("flow {flow} is already being run by {owner} (last heartbeat {heartbeat_at})")]
+    #[error("flow {flow} is already being run by {owner} (last heartbeat {heartbeat_at}); if that engine died, its lease turns stale {} after that heartbeat", humantime_ttl(*.ttl))]
     LeaseHeld {
         flow: FlowKey,
         owner: String,
         heartbeat_at: DateTime<Utc>,
+        /// How long a lease lives without a heartbeat.
+        ttl: std::time::Duration,
+    },
+    /// Another engine took the lease over (this one stalled past the
+    /// lease's time to live): this one stopped at once and wrote nothing
+    /// more; the new holder adopts its running jobs and clusters.
+    #[error("lost the run lease of {flow}{}: stopped without writing anything more; running jobs and clusters are left to the new holder", holder_text(.holder))]
+    LeaseLost {
+        flow: FlowKey,
+        /// Who holds it now, if anyone.
+        holder: Option<String>,
     },
     #[error("store failed for flow {flow}: {source}")]
     Store {

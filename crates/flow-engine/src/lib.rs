@@ -16,6 +16,7 @@
 //! This crate knows no concrete store or cluster: it depends on `flow-core`
 //! only; backends are chosen by the caller (the `flow` CLI).
 
+mod clusters;
 mod dispatch;
 mod engine;
 mod error;
@@ -23,6 +24,7 @@ pub mod logging;
 mod plan;
 mod step;
 
+pub use clusters::{terminate_orphans, OrphanOutcome};
 pub use engine::{EngineOptions, ExecutionEngine, RunMetrics, RunObserver, RunReport};
 pub use error::{EngineError, Refusal};
 pub use plan::refusal;

@@ -2,7 +2,7 @@
 
 use crate::error::Refusal;
 use chrono::{DateTime, Utc};
-use flow_core::{FlowGraph, FlowRecord, FlowState, RunMode, StepRecord, Timeperiod};
+use flow_core::{FlowGraph, FlowRecord, FlowState, JobRecord, RunMode, StepRecord, Timeperiod};
 use std::collections::HashMap;
 
 /// What a run will do: which steps run, which records start it.
@@ -18,6 +18,10 @@ pub(crate) struct RunPlan {
     /// Records to write when the run starts: reset or new ones.
     pub changed: Vec<usize>,
     pub clusters: usize,
+    /// Jobs that steps of a dead run left, of steps this run starts afresh
+    /// (instead of adopting them): cancelled before anything runs, so no job
+    /// runs twice at once.
+    pub orphan_jobs: Vec<(String, JobRecord)>,
 }
 
 /// What the store holds for the flow before the run.
@@ -41,7 +45,7 @@ pub(crate) fn plan(
         flow,
         steps: existing,
     } = stored;
-    let flow_id = flow.and_then(|f| f.id);
+    let flow_id = flow.and_then(|f| f.id.clone());
     let mut by_name: HashMap<String, StepRecord> = existing
         .into_iter()
         .map(|s| (s.step_name.clone(), s))
@@ -54,7 +58,7 @@ pub(crate) fn plan(
         .map(|(i, s)| {
             by_name.remove(&s.name).unwrap_or_else(|| {
                 changed[i] = true;
-                StepRecord::embryo(graph.name(), &s.name, timeperiod, flow_id, now)
+                StepRecord::embryo(graph.name(), &s.name, timeperiod, flow_id.clone(), now)
             })
         })
         .collect();
@@ -114,9 +118,18 @@ pub(crate) fn plan(
         }
     };
     let count = to_run.iter().filter(|r| **r).count();
+    let mut orphan_jobs = Vec::new();
     for (i, record) in records.iter_mut().enumerate() {
-        if to_run[i] && !changed[i] {
-            record.reset(flow_id);
+        // A step a dead run left half-way goes on where it stopped (its job
+        // adopted), unless this is a fresh run or the step changed since.
+        let resume = !purge && record.is_resumable() && fits(graph, i, record);
+        if record.state == flow_core::StepState::InProgress && !resume && (purge || to_run[i]) {
+            if let Some(job) = record.job.take() {
+                orphan_jobs.push((record.step_name.clone(), job));
+            }
+        }
+        if to_run[i] && !changed[i] && !resume {
+            record.reset(flow_id.clone());
             changed[i] = true;
         }
     }
@@ -133,7 +146,21 @@ pub(crate) fn plan(
         records,
         changed,
         clusters,
+        orphan_jobs,
     })
+}
+
+/// True when a stored step's progress still fits the step as defined now
+/// (the flow file may have changed between the runs).
+fn fits(graph: &FlowGraph, index: usize, record: &StepRecord) -> bool {
+    let step = graph.step(index);
+    let actions = step.pre.len() + 1 + step.post.len();
+    let done = record.actions_done as usize;
+    done < actions
+        && record.job.as_ref().is_none_or(|job| {
+            job.action_index as usize == done
+                && crate::step::action_at(step, done).is_some_and(|a| a.name == job.action)
+        })
 }
 
 /// Why `mode` would be refused for `graph` at `timeperiod`, given what the

@@ -1,16 +1,28 @@
 //! Running one step: `pre` → `main` → `post`, with retries, timeouts,
-//! cleanup after every action, and a store write at each phase change.
+//! cleanup after every action, and the step's record saved when it starts,
+//! when an action hands a job to a cluster (the job's handle, before the
+//! engine waits for it), after each action but the last, and when it ends.
+//!
+//! A step a dead run left half-way goes on where it stopped: the actions it
+//! completed are not run again, and the job it was waiting for is adopted
+//! (waited for, or taken as done if it succeeded meanwhile) instead of
+//! submitted a second time. When a step fails for good, the actions it
+//! completed are rolled back, newest first.
 
 use crate::engine::Shared;
+use async_trait::async_trait;
+use chrono::Utc;
 use flow_core::{
     ActionContext, ActionError, ActionInstance, ActionOutcome, ActionSetState, Cluster,
-    StepDefinition, StepRecord, StepState, StoreError,
+    ClusterError, JobHandle, JobRecord, JobRecorder, JobStatus, NoJobRecorder, Rollback,
+    RollbackCause, RollbackRecord, StepDefinition, StepRecord, StepState, StoreError,
 };
 use futures_util::FutureExt;
 use std::any::Any;
 use std::fmt;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, info_span, warn, Instrument};
@@ -22,6 +34,8 @@ enum Failure {
     Panicked { action: String, message: String },
     Cleanup { action: String, source: ActionError },
     TimedOut { what: String, after: Duration },
+    /// A job a dead run started ended badly while no engine watched.
+    Adopted { action: String, message: String },
     Cancelled,
     Store(StoreError),
 }
@@ -39,6 +53,7 @@ impl fmt::Display for Failure {
             Failure::TimedOut { what, after } => {
                 write!(f, "{what} timed out after {}", humanize(*after))
             }
+            Failure::Adopted { action, message } => write!(f, "action '{action}' failed: {message}"),
             Failure::Cancelled => f.write_str("cancelled"),
             Failure::Store(e) => write!(f, "{e}"),
         }
@@ -128,6 +143,36 @@ async fn guarded<T>(
     }
 }
 
+/// The step's actions in the order they run: `pre`, `main`, `post`, each
+/// with its group (0, 1, 2).
+fn actions(step: &StepDefinition) -> impl Iterator<Item = (usize, &ActionInstance)> {
+    step.pre
+        .iter()
+        .map(|a| (0, a))
+        .chain(std::iter::once((1, &step.main)))
+        .chain(step.post.iter().map(|a| (2, a)))
+}
+
+/// The action at `index` in running order, if the step has that many.
+pub(crate) fn action_at(step: &StepDefinition, index: usize) -> Option<&ActionInstance> {
+    actions(step).nth(index).map(|(_, a)| a)
+}
+
+fn action_count(step: &StepDefinition) -> usize {
+    step.pre.len() + 1 + step.post.len()
+}
+
+/// The group (0 pre, 1 main, 2 post) of the action at `index`.
+fn group_of(step: &StepDefinition, index: usize) -> usize {
+    if index < step.pre.len() {
+        0
+    } else if index == step.pre.len() {
+        1
+    } else {
+        2
+    }
+}
+
 fn group_states(record: &mut StepRecord) -> [&mut ActionSetState; 3] {
     [
         &mut record.pre_state,
@@ -136,7 +181,7 @@ fn group_states(record: &mut StepRecord) -> [&mut ActionSetState; 3] {
     ]
 }
 
-/// Marks empty groups before `group` complete, `group` running, the rest
+/// Marks groups before `group` complete, `group` running, the rest
 /// pending.
 fn enter_group(record: &mut StepRecord, group: usize) {
     for (i, state) in group_states(record).into_iter().enumerate() {
@@ -150,47 +195,132 @@ fn enter_group(record: &mut StepRecord, group: usize) {
     }
 }
 
-/// Runs step `index` on `cluster`, saving its record at each phase change.
-/// Returns the final record and state, or the store error that stopped it.
+/// The step's record while the step runs: changed in place, saved as a
+/// whole. Actions reach it through [`JobSlot`] to record their jobs.
+struct StepWriter<'a> {
+    shared: &'a Shared,
+    record: Mutex<StepRecord>,
+}
+
+impl<'a> StepWriter<'a> {
+    fn new(shared: &'a Shared, record: StepRecord) -> Self {
+        StepWriter {
+            shared,
+            record: Mutex::new(record),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, StepRecord> {
+        self.record.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn update<R>(&self, change: impl FnOnce(&mut StepRecord) -> R) -> R {
+        change(&mut self.lock())
+    }
+
+    /// Saves the record under the run's lease; a fenced write means the
+    /// lease is lost, which stops the run.
+    async fn save(&self) -> Result<(), StoreError> {
+        let snapshot = self.lock().clone();
+        match self
+            .shared
+            .store
+            .save_step(&self.shared.lease, &snapshot)
+            .await
+        {
+            Ok(id) => {
+                self.lock().id = Some(id);
+                Ok(())
+            }
+            Err(e) => {
+                self.shared.store_failed(&e);
+                Err(e)
+            }
+        }
+    }
+
+    fn into_record(self) -> StepRecord {
+        self.record.into_inner().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Records the jobs one action submits in the step's record.
+struct JobSlot<'a> {
+    writer: &'a StepWriter<'a>,
+    index: u32,
+    action: &'a str,
+    attempt: u32,
+}
+
+#[async_trait]
+impl JobRecorder for JobSlot<'_> {
+    async fn record(&self, handle: &JobHandle) -> Result<(), ActionError> {
+        self.writer.update(|r| {
+            r.job = Some(JobRecord {
+                action_index: self.index,
+                action: self.action.to_string(),
+                attempt: self.attempt,
+                handle: handle.clone(),
+                submitted_at: Utc::now(),
+                adopted: false,
+            })
+        });
+        self.writer.save().await.map_err(ActionError::Store)
+    }
+}
+
+/// Runs step `index` on `cluster`, saving its record as it goes. Returns
+/// the final record and state, or the store error that stopped it.
 pub(crate) async fn run_step(
     shared: &Shared,
     index: usize,
     cluster: &dyn Cluster,
-    mut record: StepRecord,
+    record: StepRecord,
 ) -> (StepRecord, Result<StepState, StoreError>) {
     let step = shared.graph.step(index);
     let started = Instant::now();
-    let now = chrono::Utc::now();
-    record.started_at = Some(now);
-    record.finished_at = None;
-    record.error = None;
-    record.attempts = 0;
+    let resume = record.is_resumable();
+    let writer = StepWriter::new(shared, record);
+    writer.update(|r| {
+        r.finished_at = None;
+        r.error = None;
+        if !resume {
+            r.started_at = Some(Utc::now());
+            r.attempts = 0;
+            r.actions_done = 0;
+            r.job = None;
+        }
+    });
     if let Some(o) = &shared.observer {
         o.step_started(&step.name, cluster.name());
     }
 
     let state = if step.skip {
         info!("skipped");
-        for s in group_states(&mut record) {
-            *s = ActionSetState::Complete;
-        }
+        writer.update(|r| {
+            for s in group_states(r) {
+                *s = ActionSetState::Complete;
+            }
+        });
         StepState::Noop
     } else {
         info!(cluster = cluster.name(), "started");
-        record.state = StepState::InProgress;
-        match attempts(shared, step, cluster, &mut record).await {
+        writer.update(|r| r.state = StepState::InProgress);
+        match attempts(shared, step, cluster, &writer, resume).await {
             Ok(state) => state,
             Err(e) => {
                 error!("store failed: {e}");
-                return (record, Err(e));
+                return (writer.into_record(), Err(e));
             }
         }
     };
-    record.state = state;
-    record.finished_at = Some(chrono::Utc::now());
-    if let Err(e) = save(shared, &mut record).await {
+    writer.update(|r| {
+        r.state = state;
+        r.finished_at = Some(Utc::now());
+    });
+    if let Err(e) = writer.save().await {
         error!("store failed: {e}");
-        return (record, Err(e));
+        return (writer.into_record(), Err(e));
     }
     let elapsed = started.elapsed();
     match state {
@@ -200,38 +330,61 @@ pub(crate) async fn run_step(
     if let Some(o) = &shared.observer {
         o.step_finished(&step.name, state, elapsed);
     }
-    (record, Ok(state))
-}
-
-async fn save(shared: &Shared, record: &mut StepRecord) -> Result<(), StoreError> {
-    let id = shared.store.save_step(record).await?;
-    record.id = Some(id);
-    Ok(())
+    (writer.into_record(), Ok(state))
 }
 
 /// Attempts the step until it succeeds, runs out of retries or is cancelled.
+/// `resume`: the first attempt goes on with a dead run's attempt.
 async fn attempts(
     shared: &Shared,
     step: &StepDefinition,
     cluster: &dyn Cluster,
-    record: &mut StepRecord,
+    writer: &StepWriter<'_>,
+    mut resume: bool,
 ) -> Result<StepState, StoreError> {
     let total = step.retry.retries + 1;
     loop {
-        record.attempts += 1;
-        let attempt = record.attempts;
-        let first_group = if step.pre.is_empty() { 1 } else { 0 };
-        enter_group(record, first_group);
-        save(shared, record).await?;
-        if total > 1 {
-            info!("attempt {attempt} of {total}");
-        }
+        let (attempt, adopt) = if resume {
+            resume = false;
+            let (attempt, done, job) = writer.update(|r| {
+                r.attempts = r.attempts.max(1);
+                enter_group(r, group_of(step, r.actions_done as usize));
+                let job = r
+                    .job
+                    .clone()
+                    .filter(|job| job.action_index == r.actions_done);
+                (r.attempts, r.actions_done, job)
+            });
+            match &job {
+                Some(job) => info!(
+                    "resuming attempt {attempt} of a run that stopped: {done} action(s) done, {} was running",
+                    job.handle
+                ),
+                None => info!(
+                    "resuming attempt {attempt} of a run that stopped: {done} action(s) done"
+                ),
+            }
+            (attempt, job)
+        } else {
+            let attempt = writer.update(|r| {
+                r.attempts += 1;
+                r.actions_done = 0;
+                r.job = None;
+                enter_group(r, group_of(step, 0));
+                r.attempts
+            });
+            writer.save().await?;
+            if total > 1 {
+                info!("attempt {attempt} of {total}");
+            }
+            (attempt, None)
+        };
         let token = shared.cancel.child_token();
         let result = guarded(
             &token,
             step.timeout,
             shared.grace,
-            run_groups(shared, step, cluster, record, &token),
+            run_actions(shared, step, cluster, writer, &token, attempt, adopt),
         )
         .await
         .into_result(|| "step".into(), step.timeout);
@@ -240,12 +393,12 @@ async fn attempts(
             Ok(ActionOutcome::NothingToProcess) => return Ok(StepState::Noop),
             Err(Failure::Store(e)) => return Err(e),
             Err(_) if shared.cancel.is_cancelled() => {
-                record.error = Some("cancelled".into());
+                writer.update(|r| r.error = Some("cancelled".into()));
                 warn!("cancelled");
                 return Ok(StepState::Canceled);
             }
             Err(failure) => {
-                record.error = Some(failure.to_string());
+                writer.update(|r| r.error = Some(failure.to_string()));
                 if attempt < total {
                     let delay = step.retry.delay_before(attempt);
                     warn!(
@@ -255,53 +408,161 @@ async fn attempts(
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => continue,
                         _ = shared.cancel.cancelled() => {
-                            record.error = Some("cancelled".into());
+                            writer.update(|r| r.error = Some("cancelled".into()));
                             return Ok(StepState::Canceled);
                         }
                     }
                 }
                 error!("{failure}");
+                let done = writer.update(|r| r.actions_done) as usize;
+                let (records, rollback_error) = roll_back(
+                    shared,
+                    step,
+                    cluster,
+                    done,
+                    RollbackCause::StepFailed,
+                )
+                .await;
+                writer.update(|r| {
+                    r.rollbacks.extend(records);
+                    if let Some(e) = rollback_error {
+                        r.error = Some(format!("{failure}; {e}"));
+                    }
+                });
                 return Ok(StepState::Invalid);
             }
         }
     }
 }
 
-async fn run_groups(
+/// Runs the step's actions from the first one not done yet. `adopt`: the
+/// job of that action a dead run left, to take over instead of running the
+/// action again.
+async fn run_actions(
     shared: &Shared,
     step: &StepDefinition,
     cluster: &dyn Cluster,
-    record: &mut StepRecord,
+    writer: &StepWriter<'_>,
     token: &CancellationToken,
+    attempt: u32,
+    mut adopt: Option<JobRecord>,
 ) -> Result<ActionOutcome, Failure> {
-    let groups: [&[ActionInstance]; 3] = [&step.pre, std::slice::from_ref(&step.main), &step.post];
-    let first = if step.pre.is_empty() { 1 } else { 0 };
-    for (g, actions) in groups.into_iter().enumerate() {
-        if actions.is_empty() {
-            *group_states(record)[g] = ActionSetState::Complete;
-            continue;
-        }
-        if g != first {
-            enter_group(record, g);
-            save(shared, record).await.map_err(Failure::Store)?;
-        }
-        for instance in actions {
-            match run_action(shared, step, instance, cluster, token).await {
-                Ok(ActionOutcome::Done) => {}
-                Ok(ActionOutcome::NothingToProcess) => {
-                    *group_states(record)[g] = ActionSetState::Complete;
-                    info!(action = instance.name.as_str(), "nothing to process");
-                    return Ok(ActionOutcome::NothingToProcess);
-                }
-                Err(failure) => {
-                    *group_states(record)[g] = ActionSetState::Failed;
-                    return Err(failure);
+    let total = action_count(step);
+    let start = writer.update(|r| r.actions_done as usize);
+    for (index, (group, instance)) in actions(step).enumerate().skip(start) {
+        let slot = JobSlot {
+            writer,
+            index: index as u32,
+            action: &instance.name,
+            attempt,
+        };
+        let outcome = run_action(
+            shared,
+            step,
+            instance,
+            cluster,
+            token,
+            &slot,
+            adopt.take(),
+        )
+        .await;
+        match outcome {
+            Ok(ActionOutcome::Done) => {
+                let next = index + 1;
+                writer.update(|r| {
+                    r.actions_done = next as u32;
+                    if next < total {
+                        enter_group(r, group_of(step, next));
+                    } else {
+                        for s in group_states(r) {
+                            *s = ActionSetState::Complete;
+                        }
+                    }
+                });
+                // The last action's completion is saved with the step's end.
+                if next < total {
+                    writer.save().await.map_err(Failure::Store)?;
                 }
             }
+            Ok(ActionOutcome::NothingToProcess) => {
+                writer.update(|r| {
+                    *group_states(r)[group] = ActionSetState::Complete;
+                    r.actions_done = index as u32 + 1;
+                });
+                info!(action = instance.name.as_str(), "nothing to process");
+                return Ok(ActionOutcome::NothingToProcess);
+            }
+            Err(failure) => {
+                writer.update(|r| *group_states(r)[group] = ActionSetState::Failed);
+                return Err(failure);
+            }
         }
-        *group_states(record)[g] = ActionSetState::Complete;
     }
     Ok(ActionOutcome::Done)
+}
+
+/// Turns a cluster error of a job into the action's failure.
+fn job_failure(action: &str, e: ClusterError) -> Failure {
+    match e {
+        ClusterError::Cancelled { .. } => Failure::Cancelled,
+        other => Failure::Action {
+            action: action.to_string(),
+            source: ActionError::Cluster(other),
+        },
+    }
+}
+
+/// Takes over the job a dead run's engine left for this action: waits for
+/// it if it runs, takes it as done if it succeeded meanwhile, counts a
+/// failed attempt if it failed or is lost. `None`: it was never submitted,
+/// so the action runs as usual.
+async fn adopt_job(
+    shared: &Shared,
+    cx: &ActionContext<'_>,
+    slot: &JobSlot<'_>,
+    job: &JobRecord,
+) -> Option<Result<ActionOutcome, Failure>> {
+    let name = &job.action;
+    let handle = &job.handle;
+    let status = match cx.cluster.status(handle).await {
+        Ok(status) => status,
+        Err(e) => return Some(Err(job_failure(name, e))),
+    };
+    if status == JobStatus::NotSubmitted {
+        info!("{handle} was prepared but never submitted: submitting it now");
+        return None;
+    }
+    slot.writer.update(|r| {
+        if let Some(job) = &mut r.job {
+            job.adopted = true;
+        }
+    });
+    if let Err(e) = slot.writer.save().await {
+        return Some(Err(Failure::Store(e)));
+    }
+    if let Some(o) = &shared.observer {
+        o.job_adopted(cx.step, handle);
+    }
+    Some(match status {
+        JobStatus::Running => {
+            info!("adopted {handle}: still running after the engine that started it stopped; waiting for it");
+            match cx.cluster.wait(handle, &cx.job_context()).await {
+                Ok(()) => Ok(ActionOutcome::Done),
+                Err(e) => Err(job_failure(name, e)),
+            }
+        }
+        JobStatus::Succeeded => {
+            info!("adopted {handle}: it succeeded while no engine watched; not running it again");
+            Ok(ActionOutcome::Done)
+        }
+        other => {
+            warn!("adopted {handle}: {other} while no engine watched");
+            Err(Failure::Adopted {
+                action: name.clone(),
+                message: format!("its job {handle} {other} while no engine watched"),
+            })
+        }
+    })
 }
 
 async fn run_action(
@@ -310,6 +571,8 @@ async fn run_action(
     instance: &ActionInstance,
     cluster: &dyn Cluster,
     step_token: &CancellationToken,
+    slot: &JobSlot<'_>,
+    adopt: Option<JobRecord>,
 ) -> Result<ActionOutcome, Failure> {
     let span = info_span!("action", action = instance.name.as_str());
     if instance.skip {
@@ -323,24 +586,38 @@ async fn run_action(
             execution: &shared.context,
             step: &step.name,
             action: name,
+            attempt: slot.attempt,
             cluster,
             cancel: &token,
+            jobs: slot,
         };
-        let result = match AssertUnwindSafe(instance.action.run(&cx))
-            .catch_unwind()
-            .await
-        {
-            Ok(Ok(outcome)) => Ok(outcome),
-            Ok(Err(ActionError::Cancelled)) => Err(Failure::Cancelled),
-            Ok(Err(source)) => Err(Failure::Action {
-                action: name.clone(),
-                source,
-            }),
-            Err(panic) => Err(Failure::Panicked {
-                action: name.clone(),
-                message: panic_message(panic),
-            }),
+        let adopted = match &adopt {
+            Some(job) => adopt_job(shared, &cx, slot, job).await,
+            None => None,
         };
+        let result = match adopted {
+            Some(result) => result,
+            None => match AssertUnwindSafe(instance.action.run(&cx))
+                .catch_unwind()
+                .await
+            {
+                Ok(Ok(outcome)) => Ok(outcome),
+                Ok(Err(ActionError::Cancelled)) => Err(Failure::Cancelled),
+                Ok(Err(ActionError::Store(e))) => Err(Failure::Store(e)),
+                Ok(Err(source)) => Err(Failure::Action {
+                    action: name.clone(),
+                    source,
+                }),
+                Err(panic) => Err(Failure::Panicked {
+                    action: name.clone(),
+                    message: panic_message(panic),
+                }),
+            },
+        };
+        if let Err(Failure::Store(_)) = &result {
+            // The lease may be lost: no cleanup, nothing more.
+            return result;
+        }
         let cleanup = match AssertUnwindSafe(instance.action.cleanup(&cx))
             .catch_unwind()
             .await
@@ -373,4 +650,92 @@ async fn run_action(
     )
     .await
     .into_result(|| format!("action '{name}'"), instance.timeout)
+}
+
+/// Rolls back the first `done` actions of `step` (those that completed),
+/// newest first, logging each under `STEP.ACTION.rollback`. Stops at the
+/// first rollback that fails (undoing further on an inconsistent state
+/// could do harm). Returns what ran and, if one failed, why.
+pub(crate) async fn roll_back(
+    shared: &Shared,
+    step: &StepDefinition,
+    cluster: &dyn Cluster,
+    done: usize,
+    cause: RollbackCause,
+) -> (Vec<RollbackRecord>, Option<String>) {
+    let mut records = Vec::new();
+    let completed: Vec<&ActionInstance> = actions(step).take(done).map(|(_, a)| a).collect();
+    for instance in completed.into_iter().rev() {
+        if instance.skip {
+            continue;
+        }
+        let label = format!("{}.rollback", instance.name);
+        let span = info_span!("action", action = label.as_str());
+        let token = shared.cancel.child_token();
+        let work = async {
+            let cx = ActionContext {
+                execution: &shared.context,
+                step: &step.name,
+                action: &label,
+                attempt: 1,
+                cluster,
+                cancel: &token,
+                jobs: &NoJobRecorder,
+            };
+            let result = match &instance.rollback {
+                Some(undo) => {
+                    let ran = AssertUnwindSafe(undo.run(&cx)).catch_unwind().await;
+                    let cleaned = AssertUnwindSafe(undo.cleanup(&cx)).catch_unwind().await;
+                    match (ran, cleaned) {
+                        (Ok(Ok(_)), Ok(Ok(()))) => Ok(Rollback::Undone),
+                        (Ok(Err(e)), _) | (Ok(Ok(_)), Ok(Err(e))) => Err(e.to_string()),
+                        (Err(panic), _) | (_, Err(panic)) => {
+                            Err(format!("panicked: {}", panic_message(panic)))
+                        }
+                    }
+                }
+                None => match AssertUnwindSafe(instance.action.rollback(&cx))
+                    .catch_unwind()
+                    .await
+                {
+                    Ok(Ok(outcome)) => Ok(outcome),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(panic) => Err(format!("panicked: {}", panic_message(panic))),
+                },
+            };
+            match &result {
+                Ok(Rollback::Undone) => info!("rolled back"),
+                Ok(Rollback::NothingToUndo) => {}
+                Err(e) => error!("rollback failed: {e}"),
+            }
+            result
+        };
+        let result = guarded(&token, instance.timeout, shared.grace, work.instrument(span)).await;
+        let result = match result {
+            Guarded::Done { output, .. } => output,
+            Guarded::Abandoned { .. } => Err("did not finish in its grace period".to_string()),
+        };
+        match result {
+            Ok(Rollback::NothingToUndo) => {}
+            Ok(Rollback::Undone) => records.push(RollbackRecord {
+                action: instance.name.clone(),
+                cause,
+                at: Utc::now(),
+                error: None,
+            }),
+            Err(e) => {
+                records.push(RollbackRecord {
+                    action: instance.name.clone(),
+                    cause,
+                    at: Utc::now(),
+                    error: Some(e.clone()),
+                });
+                return (
+                    records,
+                    Some(format!("rollback of action '{}' failed: {e}", instance.name)),
+                );
+            }
+        }
+    }
+    (records, None)
 }

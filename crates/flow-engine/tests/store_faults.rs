@@ -6,8 +6,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use flow_core::actions::{Identity, Sleep};
 use flow_core::{
-    ActionInstance, FlowDefinition, FlowKey, FlowRecord, FlowState, FlowStore, LeaseOutcome,
-    StepDefinition, StepRecord, StepState, StoreError,
+    ActionInstance, ClusterRecord, FlowDefinition, FlowKey, FlowQuery, FlowRecord, FlowState,
+    FlowStore, Lease, LeaseInfo, LeaseOutcome, LogLine, LogQuery, RecordId, RunQuery, RunRecord,
+    StepDefinition, StepRecord, StepState, StoreError, StoredLogLine,
 };
 use flow_engine::{EngineError, EngineOptions, ExecutionEngine};
 use flow_store_sqlite::{SqliteOptions, SqliteStore};
@@ -133,26 +134,9 @@ impl FlowStore for CountingStore {
         self.other.fetch_add(1, Ordering::Relaxed);
         self.inner.get_steps(key).await
     }
-    async fn save_flow(&self, flow: &FlowRecord) -> Result<FlowRecord, StoreError> {
+    async fn list_flows(&self, query: &FlowQuery) -> Result<Vec<FlowRecord>, StoreError> {
         self.other.fetch_add(1, Ordering::Relaxed);
-        self.inner.save_flow(flow).await
-    }
-    async fn save_step(&self, step: &StepRecord) -> Result<i64, StoreError> {
-        self.save_step.fetch_add(1, Ordering::Relaxed);
-        self.inner.save_step(step).await
-    }
-    async fn begin_run(
-        &self,
-        flow: &FlowRecord,
-        purge: bool,
-        steps: &[StepRecord],
-    ) -> Result<FlowRecord, StoreError> {
-        self.other.fetch_add(1, Ordering::Relaxed);
-        self.inner.begin_run(flow, purge, steps).await
-    }
-    async fn list_flows(&self, flow_name: Option<&str>) -> Result<Vec<FlowRecord>, StoreError> {
-        self.other.fetch_add(1, Ordering::Relaxed);
-        self.inner.list_flows(flow_name).await
+        self.inner.list_flows(query).await
     }
     async fn acquire_lease(
         &self,
@@ -164,17 +148,76 @@ impl FlowStore for CountingStore {
         self.other.fetch_add(1, Ordering::Relaxed);
         self.inner.acquire_lease(key, owner, now, ttl).await
     }
-    async fn renew_lease(
-        &self,
-        key: &FlowKey,
-        owner: &str,
-        now: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
-        self.inner.renew_lease(key, owner, now).await
+    async fn renew_lease(&self, lease: &Lease, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        self.inner.renew_lease(lease, now).await
     }
-    async fn release_lease(&self, key: &FlowKey, owner: &str) -> Result<(), StoreError> {
+    async fn release_lease(&self, lease: &Lease) -> Result<(), StoreError> {
         self.other.fetch_add(1, Ordering::Relaxed);
-        self.inner.release_lease(key, owner).await
+        self.inner.release_lease(lease).await
+    }
+    async fn get_lease(&self, key: &FlowKey) -> Result<Option<LeaseInfo>, StoreError> {
+        self.other.fetch_add(1, Ordering::Relaxed);
+        self.inner.get_lease(key).await
+    }
+    async fn begin_run(
+        &self,
+        lease: &Lease,
+        flow: &FlowRecord,
+        purge: bool,
+        steps: &[StepRecord],
+        run: &RunRecord,
+    ) -> Result<(FlowRecord, RunRecord), StoreError> {
+        self.other.fetch_add(1, Ordering::Relaxed);
+        self.inner.begin_run(lease, flow, purge, steps, run).await
+    }
+    async fn save_flow(&self, lease: &Lease, flow: &FlowRecord) -> Result<FlowRecord, StoreError> {
+        self.other.fetch_add(1, Ordering::Relaxed);
+        self.inner.save_flow(lease, flow).await
+    }
+    async fn save_step(&self, lease: &Lease, step: &StepRecord) -> Result<RecordId, StoreError> {
+        self.save_step.fetch_add(1, Ordering::Relaxed);
+        self.inner.save_step(lease, step).await
+    }
+    async fn save_flow_and_steps(
+        &self,
+        lease: &Lease,
+        flow: &FlowRecord,
+        steps: &[StepRecord],
+    ) -> Result<FlowRecord, StoreError> {
+        self.other.fetch_add(1, Ordering::Relaxed);
+        self.inner.save_flow_and_steps(lease, flow, steps).await
+    }
+    async fn finish_run(&self, lease: &Lease, run: &RunRecord) -> Result<(), StoreError> {
+        self.other.fetch_add(1, Ordering::Relaxed);
+        self.inner.finish_run(lease, run).await
+    }
+    async fn list_runs(&self, query: &RunQuery) -> Result<Vec<RunRecord>, StoreError> {
+        self.other.fetch_add(1, Ordering::Relaxed);
+        self.inner.list_runs(query).await
+    }
+    async fn save_cluster(
+        &self,
+        lease: &Lease,
+        cluster: &ClusterRecord,
+    ) -> Result<RecordId, StoreError> {
+        self.other.fetch_add(1, Ordering::Relaxed);
+        self.inner.save_cluster(lease, cluster).await
+    }
+    async fn list_clusters(&self, key: Option<&FlowKey>) -> Result<Vec<ClusterRecord>, StoreError> {
+        self.other.fetch_add(1, Ordering::Relaxed);
+        self.inner.list_clusters(key).await
+    }
+    async fn append_logs(&self, lines: &[LogLine]) -> Result<(), StoreError> {
+        self.other.fetch_add(1, Ordering::Relaxed);
+        self.inner.append_logs(lines).await
+    }
+    async fn read_logs(&self, query: &LogQuery) -> Result<Vec<StoredLogLine>, StoreError> {
+        self.other.fetch_add(1, Ordering::Relaxed);
+        self.inner.read_logs(query).await
+    }
+    async fn purge_logs(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        self.other.fetch_add(1, Ordering::Relaxed);
+        self.inner.purge_logs(before).await
     }
 }
 

@@ -7,8 +7,8 @@ use async_trait::async_trait;
 use flow_cluster_local::{LocalClusterFactory, LocalOptions};
 use flow_core::{
     Action, ActionContext, ActionError, ActionInstance, ActionOutcome, Cluster, ClusterError,
-    ClusterFactory, ExecutionContext, Filesystem, FlowGraph, FlowKey, FlowRecord, FlowStore, Job,
-    JobContext, Settings, StepRecord, Timeperiod,
+    ClusterFactory, ClusterHandle, ExecutionContext, Filesystem, FlowGraph, FlowKey, FlowRecord,
+    FlowStore, Job, JobContext, JobHandle, JobStatus, Settings, StepRecord, Timeperiod,
 };
 use flow_engine::{EngineOptions, ExecutionEngine};
 use flow_store_sqlite::{SqliteOptions, SqliteStore};
@@ -51,6 +51,7 @@ impl Bench {
         Arc::new(LocalClusterFactory::new(LocalOptions {
             root: self.dir.path().to_path_buf(),
             work_dir: self.dir.path().to_path_buf(),
+            state_dir: self.dir.path().join(".state"),
             ..LocalOptions::default()
         }))
     }
@@ -285,7 +286,7 @@ impl Cluster for CountingCluster {
     fn kind(&self) -> &'static str {
         self.inner.kind()
     }
-    async fn launch(&self) -> Result<(), ClusterError> {
+    async fn provision(&self) -> Result<ClusterHandle, ClusterError> {
         if self.fail_launch {
             return Err(ClusterError::Launch {
                 cluster: self.name().to_string(),
@@ -293,12 +294,35 @@ impl Cluster for CountingCluster {
                 transient: false,
             });
         }
-        self.inner.launch().await?;
+        self.inner.provision().await
+    }
+    async fn wait_ready(&self) -> Result<(), ClusterError> {
+        self.inner.wait_ready().await?;
         self.launched.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
-    async fn submit(&self, job: &Job, cx: &JobContext<'_>) -> Result<(), ClusterError> {
-        self.inner.submit(job, cx).await
+    async fn adopt(&self, handle: &ClusterHandle) -> Result<bool, ClusterError> {
+        self.inner.adopt(handle).await
+    }
+    fn prepare(&self, job: &Job, cx: &JobContext<'_>) -> Result<JobHandle, ClusterError> {
+        self.inner.prepare(job, cx)
+    }
+    async fn submit(
+        &self,
+        handle: &JobHandle,
+        job: &Job,
+        cx: &JobContext<'_>,
+    ) -> Result<JobHandle, ClusterError> {
+        self.inner.submit(handle, job, cx).await
+    }
+    async fn wait(&self, handle: &JobHandle, cx: &JobContext<'_>) -> Result<(), ClusterError> {
+        self.inner.wait(handle, cx).await
+    }
+    async fn status(&self, handle: &JobHandle) -> Result<JobStatus, ClusterError> {
+        self.inner.status(handle).await
+    }
+    async fn cancel(&self, handle: &JobHandle) -> Result<(), ClusterError> {
+        self.inner.cancel(handle).await
     }
     async fn terminate(&self) -> Result<(), ClusterError> {
         self.terminated.fetch_add(1, Ordering::SeqCst);
