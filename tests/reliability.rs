@@ -146,44 +146,41 @@ fn wait_exit(child: &mut Child, limit: Duration) -> Option<i32> {
 }
 
 #[test]
-fn recover_after_sigkill_reruns_only_the_interrupted_part() {
-    let home = Home::new("30");
+fn recover_after_sigkill_adopts_the_running_job_instead_of_running_it_again() {
+    let home = Home::new("3");
     let mut child = home.spawn(&["run", "chain.toml", "--timeperiod", TP]);
     let job = home.wait_for_pid("b.pid");
     // Kill the engine mid-step, as a crash would.
     child.kill().unwrap();
     child.wait().unwrap();
-    // The job's process group outlives a SIGKILLed engine; clean it up so it
-    // cannot write to ran.txt later.
-    signal(-job, libc::SIGKILL);
+    // The job outlives the engine.
+    assert!(alive(job), "the job {job} died with its engine");
     assert_eq!(home.ran(), ["a", "b"]);
 
     // The store is readable and truthful: the flow and b are in progress.
     let status = home.status();
     assert!(status.contains("state_in_progress"), "{status}");
 
-    // While the dead run's lease is live, recover is refused.
+    // While the dead run's lease is live, recover is refused, saying the
+    // holder may be dead and when its lease turns stale.
     let out = home.run(&["recover", "chain.toml", "--timeperiod", TP]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("already being run by"),
-        "{}",
-        text(&out)
-    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("already being run by"), "{}", text(&out));
+    assert!(stderr.contains("turns stale"), "{}", text(&out));
 
-    // Once it is stale (ttl 2 s), recover continues the flow.
-    home.settings("0");
+    // Once it is stale (ttl 2 s), recover adopts b's job, waits for it, and
+    // runs c: a and b do not run again.
     std::thread::sleep(Duration::from_millis(2500));
     let out = home.run(&["recover", "chain.toml", "--timeperiod", TP]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert_eq!(
-        home.ran(),
-        ["a", "b", "b", "c"],
-        "a did not run again; b and c did"
-    );
+    assert_eq!(home.ran(), ["a", "b", "c"], "b ran once, c once");
     let status = home.status();
     assert!(status.contains("state_processed"), "{status}");
     assert!(!status.contains("state_in_progress"), "{status}");
+    assert!(status.contains("adopted"), "{status}");
+    let log = std::fs::read_to_string(home.path("logs/chain/b.log")).unwrap();
+    assert!(log.contains("adopted local job"), "{log}");
 }
 
 #[test]
@@ -228,7 +225,17 @@ fn a_second_sigint_exits_at_once_and_releases_the_lease() {
     std::thread::sleep(Duration::from_millis(200));
     assert!(!alive(job), "the job {job} survived the second Ctrl-C");
     // The lease was released: recover is accepted at once (no stale wait).
+    // b's job was killed without recording how it ended: the attempt it was
+    // counts as failed (no retries here), so this recover fails b...
     home.settings("0");
+    let out = home.run(&["recover", "chain.toml", "--timeperiod", TP]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("without recording an exit status"),
+        "{}",
+        text(&out)
+    );
+    // ...and the next one runs it again.
     let out = home.run(&["recover", "chain.toml", "--timeperiod", TP]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(home.ran(), ["a", "b", "b", "c"]);

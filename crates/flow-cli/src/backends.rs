@@ -139,6 +139,9 @@ pub fn cluster_factory(settings: &Settings) -> Result<Arc<dyn ClusterFactory>, C
             let defaults = LocalOptions::default();
             let options = LocalOptions {
                 root: cluster.root.unwrap_or(defaults.root),
+                // Job directories outlive the engine: keep them with the
+                // store, per user.
+                state_dir: settings.data_directory()?.join("local"),
                 work_dir: cluster.work_dir.unwrap_or(defaults.work_dir),
                 spark_submit: cluster.spark_submit,
                 pig: cluster.pig,

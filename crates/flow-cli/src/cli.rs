@@ -87,10 +87,41 @@ pub enum Command {
         json: bool,
     },
     /// Mark every unfinished step of a flow that is not running `canceled`
-    /// (and the flow `invalid`).
+    /// (and the flow `invalid`), cancelling jobs a dead run left running.
     Cancel {
         #[command(flatten)]
         target: Target,
+    },
+    /// Undo a processed step: run the rollbacks of its actions, newest
+    /// first, and put it back to `embryo` so `recover` runs it again.
+    Rollback {
+        #[command(flatten)]
+        target: Target,
+        /// The step to undo.
+        #[arg(long, value_name = "STEP")]
+        step: String,
+        /// Also undo the step's processed dependants (first, in reverse
+        /// dependency order); without it, they make the rollback refused.
+        #[arg(long)]
+        cascade: bool,
+    },
+    /// List the clusters runs launched or reused, as recorded in the store;
+    /// with --terminate-orphans, terminate those whose run is no longer
+    /// alive (its lease is stale).
+    Clusters {
+        /// Only this flow's clusters.
+        #[arg(value_name = "FLOW")]
+        flow: Option<String>,
+        /// Only this timeperiod's (with FLOW).
+        #[arg(long, value_name = "T")]
+        timeperiod: Option<String>,
+        /// Terminate every recorded cluster that may be up and whose flow is
+        /// not being run (its lease is stale or released), and record it.
+        #[arg(long)]
+        terminate_orphans: bool,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
     },
 }
 

@@ -93,6 +93,7 @@ pub fn mode_word(mode: RunMode) -> &'static str {
         RunMode::Recovery => "recover",
         RunMode::RunOne => "run-one",
         RunMode::RunFrom => "run-from",
+        RunMode::Rollback => "rollback",
     }
 }
 

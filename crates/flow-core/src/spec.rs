@@ -443,6 +443,39 @@ impl ActionRegistry {
         let timeout = options
             .opt_duration("timeout")
             .map_err(|e| in_step(SpecProblem::Arg(e)))?;
+        // `rollback = { action = ..., ... }`: an action that undoes this one.
+        let rollback = match table.remove("rollback") {
+            None => None,
+            Some(Value::Table(mut undo)) => {
+                let undo_kind = match undo.remove("action") {
+                    Some(Value::String(k)) => k,
+                    Some(_) => {
+                        return Err(in_step(SpecProblem::Arg(ArgError::WrongType {
+                            arg: "rollback.action".into(),
+                            expected: "a string",
+                        })))
+                    }
+                    None => {
+                        return Err(in_step(SpecProblem::Arg(ArgError::Missing {
+                            arg: "rollback.action".into(),
+                        })))
+                    }
+                };
+                let built = self.build(&undo_kind, undo).map_err(|p| {
+                    in_step(SpecProblem::InAction {
+                        action: format!("{kind} rollback {undo_kind}"),
+                        problem: Box::new(p),
+                    })
+                })?;
+                Some(built)
+            }
+            Some(_) => {
+                return Err(in_step(SpecProblem::Arg(ArgError::WrongType {
+                    arg: "rollback".into(),
+                    expected: "a table such as { action = \"rmdir\", path = \"...\" }",
+                })))
+            }
+        };
         let action = self.build(&kind, table).map_err(|p| {
             in_step(SpecProblem::InAction {
                 action: kind.clone(),
@@ -451,6 +484,7 @@ impl ActionRegistry {
         })?;
         let mut instance = ActionInstance::new(action).named(name).skipped(skip);
         instance.timeout = timeout;
+        instance.rollback = rollback;
         Ok(instance)
     }
 }

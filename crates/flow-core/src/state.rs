@@ -61,12 +61,15 @@ string_enum! {
 }
 
 string_enum! {
-    /// How the engine was asked to run the flow.
+    /// How the engine was asked to run the flow. `Rollback` (`flow
+    /// rollback`, undoing processed steps) appears only in run records,
+    /// never as a flow's mode.
     RunMode {
         Nominal => "run_mode_nominal",
         Recovery => "run_mode_recovery",
         RunOne => "run_mode_run_one",
         RunFrom => "run_mode_run_from",
+        Rollback => "run_mode_rollback",
     }
 }
 

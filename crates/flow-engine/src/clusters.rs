@@ -141,9 +141,7 @@ pub(crate) async fn launch(
                 if provisioned {
                     // Nobody else knows of it: end it here.
                     if let Err(e) = cluster.terminate().await {
-                        span.in_scope(|| {
-                            error!(cluster = cluster.name(), "terminate failed: {e}")
-                        });
+                        span.in_scope(|| error!(cluster = cluster.name(), "terminate failed: {e}"));
                     }
                 }
                 fenced.get_or_insert(e);
@@ -168,7 +166,11 @@ enum LaunchOutcome {
 
 /// Provisions (retrying transient failures), records, waits until ready,
 /// records again.
-async fn launch_one(shared: &Shared, cluster: &Arc<dyn Cluster>, policy: RetryPolicy) -> LaunchOutcome {
+async fn launch_one(
+    shared: &Shared,
+    cluster: &Arc<dyn Cluster>,
+    policy: RetryPolicy,
+) -> LaunchOutcome {
     let mut retry = 0;
     let handle = loop {
         match cluster.provision().await {
@@ -197,7 +199,15 @@ async fn launch_one(shared: &Shared, cluster: &Arc<dyn Cluster>, policy: RetryPo
     };
     info!("provisioned {handle}");
     let mut record = record_for(shared, handle, ClusterState::Launching);
-    if let Err(e) = save(&shared.store, &shared.lease, &mut record, ClusterState::Launching, None).await {
+    if let Err(e) = save(
+        &shared.store,
+        &shared.lease,
+        &mut record,
+        ClusterState::Launching,
+        None,
+    )
+    .await
+    {
         error!("cannot record the cluster: {e}");
         return if e.is_fenced() {
             LaunchOutcome::Fenced(e, true)
@@ -209,7 +219,15 @@ async fn launch_one(shared: &Shared, cluster: &Arc<dyn Cluster>, policy: RetryPo
     match cluster.wait_ready().await {
         Ok(()) => {
             info!("launched");
-            match save(&shared.store, &shared.lease, &mut record, ClusterState::Up, None).await {
+            match save(
+                &shared.store,
+                &shared.lease,
+                &mut record,
+                ClusterState::Up,
+                None,
+            )
+            .await
+            {
                 Ok(()) => LaunchOutcome::Up(record),
                 Err(e) if e.is_fenced() => LaunchOutcome::Fenced(e, false),
                 Err(e) => {
@@ -221,7 +239,15 @@ async fn launch_one(shared: &Shared, cluster: &Arc<dyn Cluster>, policy: RetryPo
         Err(e) => {
             error!("launch failed: {e}");
             let message = Some(e.to_string());
-            match save(&shared.store, &shared.lease, &mut record, ClusterState::LaunchFailed, message).await {
+            match save(
+                &shared.store,
+                &shared.lease,
+                &mut record,
+                ClusterState::LaunchFailed,
+                message,
+            )
+            .await
+            {
                 Err(e) if e.is_fenced() => LaunchOutcome::Fenced(e, false),
                 _ => LaunchOutcome::Failed(Some(record)),
             }
@@ -259,7 +285,11 @@ async fn adopt_previous(
                 continue;
             }
         };
-        match cluster.adopt(&record.handle).instrument(Span::current()).await {
+        match cluster
+            .adopt(&record.handle)
+            .instrument(Span::current())
+            .await
+        {
             Ok(true) => {
                 info!("adopted {} left up by run {}", record.handle, record.run);
                 let from = record.run.clone();
@@ -347,18 +377,24 @@ pub struct OrphanOutcome {
 }
 
 /// Terminates the clusters whose runs are no longer alive: for each flow
-/// with clusters that may be up, takes the flow's lease (refused while a
-/// live run holds it: those are left alone), terminates them through
-/// `factory`, records it and releases the lease. Clusters of another kind
-/// than `factory`'s are reported and left alone.
+/// (of `flow_name`, or every flow) with clusters that may be up, takes the
+/// flow's lease (refused while a live run holds it: those are left alone),
+/// terminates them through `factory`, records it and releases the lease.
+/// Clusters of another kind than `factory`'s are reported and left alone.
 pub async fn terminate_orphans(
     store: Arc<dyn FlowStore>,
     factory: Arc<dyn ClusterFactory>,
+    flow_name: Option<&str>,
     context_for: impl Fn(&ClusterRecord) -> ExecutionContext,
     owner: &str,
     ttl: std::time::Duration,
 ) -> Result<Vec<OrphanOutcome>, StoreError> {
-    let records = store.list_clusters(None).await?;
+    let records: Vec<ClusterRecord> = store
+        .list_clusters(None)
+        .await?
+        .into_iter()
+        .filter(|r| flow_name.is_none_or(|name| r.flow_name == name))
+        .collect();
     let mut outcomes = Vec::new();
     let mut keys: Vec<_> = records
         .iter()
@@ -374,7 +410,10 @@ pub async fn terminate_orphans(
         let lease = match store.acquire_lease(&key, owner, Utc::now(), ttl).await? {
             flow_core::LeaseOutcome::Acquired(lease) => Some(lease),
             flow_core::LeaseOutcome::HeldBy { owner, .. } => {
-                for record in records.iter().filter(|r| r.key() == key && r.state.may_be_up()) {
+                for record in records
+                    .iter()
+                    .filter(|r| r.key() == key && r.state.may_be_up())
+                {
                     outcomes.push(OrphanOutcome {
                         record: record.clone(),
                         result: Err(format!("its flow is being run by {owner}")),
@@ -394,8 +433,14 @@ pub async fn terminate_orphans(
                     factory.kind()
                 ))
             } else {
-                terminate_recorded(&*store, &lease, &*factory, &context_for(&record), &mut record)
-                    .await
+                terminate_recorded(
+                    &*store,
+                    &lease,
+                    &*factory,
+                    &context_for(&record),
+                    &mut record,
+                )
+                .await
             };
             outcomes.push(OrphanOutcome { record, result });
         }
@@ -447,37 +492,57 @@ pub(crate) async fn cancel_orphan_jobs(
     jobs: Vec<(String, flow_core::JobRecord)>,
     span: &Span,
 ) {
+    let _ = cancel_jobs(factory, &shared.context, jobs)
+        .instrument(span.clone())
+        .await;
+}
+
+/// Cancels the jobs (step name, job) that a dead run's steps left, if they
+/// still run, through clusters made by `factory`; logs what it did and
+/// returns one line per job it could not cancel or reach. For a new run
+/// that starts those steps afresh, and for `flow cancel`.
+pub async fn cancel_jobs(
+    factory: &Arc<dyn ClusterFactory>,
+    context: &ExecutionContext,
+    jobs: Vec<(String, flow_core::JobRecord)>,
+) -> Vec<String> {
+    let mut problems = Vec::new();
     for (step, job) in jobs {
-        let _entered = span.enter();
-        if job.handle.kind != factory.kind() {
-            warn!(
-                "step {step} has {} of a dead run that this configuration cannot reach; it may still be running",
-                job.handle
+        let handle = &job.handle;
+        if handle.kind != factory.kind() {
+            let problem = format!(
+                "step {step}: {handle} is not reachable from this configuration ({} clusters); it may still be running",
+                factory.kind()
             );
+            warn!("{problem}");
+            problems.push(problem);
             continue;
         }
-        let cluster = match factory.create(&job.handle.cluster, &shared.context) {
+        let cluster = match factory.create(&handle.cluster, context) {
             Ok(c) => c,
             Err(e) => {
-                warn!("cannot cancel {} of step {step}: {e}", job.handle);
+                let problem = format!("step {step}: cannot cancel {handle}: {e}");
+                warn!("{problem}");
+                problems.push(problem);
                 continue;
             }
         };
-        drop(_entered);
-        match cluster.status(&job.handle).await {
+        match cluster.status(handle).await {
             Ok(flow_core::JobStatus::Running) => {
-                span.in_scope(|| {
-                    warn!(
-                        "cancelling {} that step {step} left running in a dead run",
-                        job.handle
-                    )
-                });
-                if let Err(e) = cluster.cancel(&job.handle).await {
-                    span.in_scope(|| error!("cannot cancel {}: {e}", job.handle));
+                warn!("cancelling {handle} that step {step} left running in a dead run");
+                if let Err(e) = cluster.cancel(handle).await {
+                    let problem = format!("step {step}: cannot cancel {handle}: {e}");
+                    error!("{problem}");
+                    problems.push(problem);
                 }
             }
             Ok(_) => {}
-            Err(e) => span.in_scope(|| warn!("cannot ask about {}: {e}", job.handle)),
+            Err(e) => {
+                let problem = format!("step {step}: cannot ask about {handle}: {e}");
+                warn!("{problem}");
+                problems.push(problem);
+            }
         }
     }
+    problems
 }

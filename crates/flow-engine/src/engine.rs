@@ -115,8 +115,9 @@ impl Shared {
     /// Notes a store failure: a fenced write means the lease is lost.
     pub(crate) fn store_failed(&self, e: &StoreError) {
         if e.is_fenced() && !self.lost.is_cancelled() {
-            self.flow_span
-                .in_scope(|| error!("{e}; stopping at once, leaving running jobs to the new holder"));
+            self.flow_span.in_scope(|| {
+                error!("{e}; stopping at once, leaving running jobs to the new holder")
+            });
             self.lost.cancel();
         }
     }
@@ -125,13 +126,15 @@ impl Shared {
 /// Runs one flow for one timeperiod. One engine value serves one
 /// `[flow, timeperiod]`; it may be used for several modes one after another.
 pub struct ExecutionEngine {
-    graph: Arc<FlowGraph>,
-    context: Arc<ExecutionContext>,
-    store: Arc<dyn FlowStore>,
-    clusters: Arc<dyn ClusterFactory>,
-    options: EngineOptions,
+    pub(crate) graph: Arc<FlowGraph>,
+    pub(crate) context: Arc<ExecutionContext>,
+    pub(crate) store: Arc<dyn FlowStore>,
+    pub(crate) clusters: Arc<dyn ClusterFactory>,
+    pub(crate) options: EngineOptions,
     owner: String,
-    cancel: CancellationToken,
+    pub(crate) cancel: CancellationToken,
+    /// The lease while a mode runs, for [`ExecutionEngine::lease`].
+    lease: std::sync::Mutex<Option<Lease>>,
 }
 
 impl ExecutionEngine {
@@ -156,7 +159,24 @@ impl ExecutionEngine {
             options,
             owner,
             cancel: CancellationToken::new(),
+            lease: std::sync::Mutex::new(None),
         }
+    }
+
+    /// The lease a running mode holds, e.g. to release it when the program
+    /// must exit at once (a second Ctrl-C).
+    pub fn lease(&self) -> Option<Lease> {
+        self.lease
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set_lease(&self, lease: Option<Lease>) {
+        *self
+            .lease
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = lease;
     }
 
     /// Fire it to cancel a run: no new steps start, running jobs are
@@ -196,7 +216,7 @@ impl ExecutionEngine {
 
     /// Takes the flow's lease, runs `work` with it, and releases it, unless
     /// the lease was lost (then it is not ours to release).
-    async fn leased<T>(
+    pub(crate) async fn leased<T>(
         &self,
         work: impl AsyncFnOnce(&Lease, &CancellationToken) -> Result<T, EngineError>,
     ) -> Result<T, EngineError> {
@@ -225,9 +245,11 @@ impl ExecutionEngine {
             }
         };
         let lost = CancellationToken::new();
+        self.set_lease(Some(lease.clone()));
         let heartbeat = self.spawn_heartbeat(lease.clone(), lost.clone());
         let result = work(&lease, &lost).await;
         drop(heartbeat); // stops renewing before the lease is released
+        self.set_lease(None);
         if lost.is_cancelled() {
             return match result {
                 Err(e @ EngineError::LeaseLost { .. }) => Err(e),
@@ -241,7 +263,7 @@ impl ExecutionEngine {
     }
 
     /// The error of a run that lost its lease, naming the new holder.
-    async fn lease_lost(&self, lease: &Lease) -> EngineError {
+    pub(crate) async fn lease_lost(&self, lease: &Lease) -> EngineError {
         let holder = match self.store.get_lease(&lease.key).await {
             Ok(Some(info)) => info.owner,
             _ => None,
@@ -567,7 +589,7 @@ pub(crate) fn hostname() -> String {
 }
 
 /// Who started the run, for run records.
-fn username() -> String {
+pub(crate) fn username() -> String {
     std::env::var("USER")
         .or_else(|_| std::env::var("LOGNAME"))
         .unwrap_or_else(|_| {

@@ -5,6 +5,7 @@ use flow_core::{FlowGraph, FlowKey, FlowState, StoreError};
 
 /// Why a run mode was refused. A refusal changes nothing in the store.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum Refusal {
     #[error("unknown step '{step}' (steps: {known})")]
     UnknownStep { step: String, known: String },
@@ -14,6 +15,20 @@ pub enum Refusal {
     NeverRan,
     #[error("there is nothing to recover: the flow is {state}, not failed")]
     NotFailed { state: FlowState },
+    #[error("{mode} is not a mode that runs steps")]
+    NotARunMode { mode: flow_core::RunMode },
+    #[error("there is nothing to roll back: the flow has never run")]
+    NothingToRollBack,
+    #[error("step '{step}' is {state}: only a processed (or noop) step can be rolled back")]
+    NotProcessed {
+        step: String,
+        state: flow_core::StepState,
+    },
+    #[error("step '{step}' has processed dependants ({}): roll them back first, or pass --cascade to roll them back with it", dependants.join(", "))]
+    ProcessedDependants {
+        step: String,
+        dependants: Vec<String>,
+    },
 }
 
 impl Refusal {

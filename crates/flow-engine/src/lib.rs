@@ -22,9 +22,11 @@ mod engine;
 mod error;
 pub mod logging;
 mod plan;
+mod rollback;
 mod step;
 
-pub use clusters::{terminate_orphans, OrphanOutcome};
+pub use clusters::{cancel_jobs, terminate_orphans, OrphanOutcome};
 pub use engine::{EngineOptions, ExecutionEngine, RunMetrics, RunObserver, RunReport};
 pub use error::{EngineError, Refusal};
 pub use plan::refusal;
+pub use rollback::RollbackReport;

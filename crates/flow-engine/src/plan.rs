@@ -103,6 +103,7 @@ pub(crate) fn plan(
             to_run[i] = true;
             (to_run, false)
         }
+        RunMode::Rollback => return Err(Refusal::NotARunMode { mode }),
         RunMode::RunFrom => {
             let i = target_index(target.unwrap_or_default())?;
             check_unblocked(i, &records)?;
@@ -137,7 +138,9 @@ pub(crate) fn plan(
     let clusters = match mode {
         RunMode::RunOne => 1,
         RunMode::RunFrom => (count * nominal_clusters / n.max(1)).max(1),
-        RunMode::Nominal | RunMode::Recovery => nominal_clusters.min(count).max(1),
+        RunMode::Nominal | RunMode::Recovery | RunMode::Rollback => {
+            nominal_clusters.min(count).max(1)
+        }
     };
     Ok(RunPlan {
         to_run,

@@ -30,12 +30,27 @@ use tracing::{error, info, info_span, warn, Instrument};
 /// Why one attempt of a step failed.
 #[derive(Debug)]
 enum Failure {
-    Action { action: String, source: ActionError },
-    Panicked { action: String, message: String },
-    Cleanup { action: String, source: ActionError },
-    TimedOut { what: String, after: Duration },
+    Action {
+        action: String,
+        source: ActionError,
+    },
+    Panicked {
+        action: String,
+        message: String,
+    },
+    Cleanup {
+        action: String,
+        source: ActionError,
+    },
+    TimedOut {
+        what: String,
+        after: Duration,
+    },
     /// A job a dead run started ended badly while no engine watched.
-    Adopted { action: String, message: String },
+    Adopted {
+        action: String,
+        message: String,
+    },
     Cancelled,
     Store(StoreError),
 }
@@ -53,7 +68,9 @@ impl fmt::Display for Failure {
             Failure::TimedOut { what, after } => {
                 write!(f, "{what} timed out after {}", humanize(*after))
             }
-            Failure::Adopted { action, message } => write!(f, "action '{action}' failed: {message}"),
+            Failure::Adopted { action, message } => {
+                write!(f, "action '{action}' failed: {message}")
+            }
             Failure::Cancelled => f.write_str("cancelled"),
             Failure::Store(e) => write!(f, "{e}"),
         }
@@ -240,7 +257,9 @@ impl<'a> StepWriter<'a> {
     }
 
     fn into_record(self) -> StepRecord {
-        self.record.into_inner().unwrap_or_else(PoisonError::into_inner)
+        self.record
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -415,14 +434,8 @@ async fn attempts(
                 }
                 error!("{failure}");
                 let done = writer.update(|r| r.actions_done) as usize;
-                let (records, rollback_error) = roll_back(
-                    shared,
-                    step,
-                    cluster,
-                    done,
-                    RollbackCause::StepFailed,
-                )
-                .await;
+                let (records, rollback_error) =
+                    roll_back(shared, step, cluster, done, RollbackCause::StepFailed).await;
                 writer.update(|r| {
                     r.rollbacks.extend(records);
                     if let Some(e) = rollback_error {
@@ -456,16 +469,7 @@ async fn run_actions(
             action: &instance.name,
             attempt,
         };
-        let outcome = run_action(
-            shared,
-            step,
-            instance,
-            cluster,
-            token,
-            &slot,
-            adopt.take(),
-        )
-        .await;
+        let outcome = run_action(shared, step, instance, cluster, token, &slot, adopt.take()).await;
         match outcome {
             Ok(ActionOutcome::Done) => {
                 let next = index + 1;
@@ -710,7 +714,13 @@ pub(crate) async fn roll_back(
             }
             result
         };
-        let result = guarded(&token, instance.timeout, shared.grace, work.instrument(span)).await;
+        let result = guarded(
+            &token,
+            instance.timeout,
+            shared.grace,
+            work.instrument(span),
+        )
+        .await;
         let result = match result {
             Guarded::Done { output, .. } => output,
             Guarded::Abandoned { .. } => Err("did not finish in its grace period".to_string()),
@@ -732,7 +742,10 @@ pub(crate) async fn roll_back(
                 });
                 return (
                     records,
-                    Some(format!("rollback of action '{}' failed: {e}", instance.name)),
+                    Some(format!(
+                        "rollback of action '{}' failed: {e}",
+                        instance.name
+                    )),
                 );
             }
         }

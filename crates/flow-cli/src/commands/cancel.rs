@@ -1,6 +1,8 @@
 //! `flow cancel`: give up on the unfinished steps of a flow that is not
 //! running (Synergy's "skip job"). Takes the run lease so it cannot race a
-//! live engine, and writes the flow and its steps in one transaction.
+//! live engine, cancels the jobs a dead run's steps left running (they
+//! outlive their engine), and writes the flow and its steps in one
+//! transaction.
 
 use super::{hostname, parse_timeperiod, small_runtime, FlowRef};
 use crate::backends;
@@ -8,7 +10,9 @@ use crate::cli::Target;
 use crate::exit::{CliError, Exit};
 use crate::settings::Settings;
 use chrono::Utc;
-use flow_core::{FlowKey, FlowState, FlowStore, LeaseOutcome, StepRecord, StepState, StoreError};
+use flow_core::{
+    FlowKey, FlowState, FlowStore, Lease, LeaseOutcome, StepRecord, StepState, StoreError,
+};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -26,6 +30,8 @@ pub fn cancel(settings_path: Option<&Path>, target: &Target) -> Result<Exit, Cli
     if !plan.exists() {
         return Err(no_record(&plan.location()));
     }
+    let factory = backends::cluster_factory(&settings)?;
+    let values = Arc::new(settings.values()?);
     let store = plan.open()?;
     let owner = format!("flow-cancel:{}:{}", hostname(), std::process::id());
     let ttl = settings.lease_ttl();
@@ -34,12 +40,12 @@ pub fn cancel(settings_path: Option<&Path>, target: &Target) -> Result<Exit, Cli
         if store.get_flow(&key).await.map_err(store_error)?.is_none() {
             return Err(no_record(&plan.location()));
         }
-        match store
+        let lease = match store
             .acquire_lease(&key, &owner, Utc::now(), ttl)
             .await
             .map_err(store_error)?
         {
-            LeaseOutcome::Acquired => {}
+            LeaseOutcome::Acquired(lease) => lease,
             LeaseOutcome::HeldBy {
                 owner,
                 heartbeat_at,
@@ -51,9 +57,17 @@ pub fn cancel(settings_path: Option<&Path>, target: &Target) -> Result<Exit, Cli
                     humantime_serde::re::humantime::format_duration(ttl)
                 )))
             }
-        }
-        let result = cancel_leased(&store, &key, flow.graph.as_ref()).await;
-        if let Err(e) = store.release_lease(&key, &owner).await {
+        };
+        let context = flow_core::ExecutionContext {
+            flow_name: key.flow_name.clone(),
+            timeperiod,
+            start_timeperiod: timeperiod,
+            end_timeperiod: timeperiod,
+            settings: values.clone(),
+            number_of_clusters: 1,
+        };
+        let result = cancel_leased(&store, &lease, flow.graph.as_ref(), &factory, &context).await;
+        if let Err(e) = store.release_lease(&lease).await {
             errln!("warning: cannot release the lease of {key}: {e}");
         }
         let (state, canceled) = result.map_err(store_error)?;
@@ -81,9 +95,12 @@ pub fn cancel(settings_path: Option<&Path>, target: &Target) -> Result<Exit, Cli
 /// steps canceled now.
 async fn cancel_leased(
     store: &Arc<dyn FlowStore>,
-    key: &FlowKey,
+    lease: &Lease,
     graph: Option<&flow_core::FlowGraph>,
+    factory: &Arc<dyn flow_core::ClusterFactory>,
+    context: &flow_core::ExecutionContext,
 ) -> Result<(FlowState, Vec<String>), StoreError> {
+    let key = &lease.key;
     let Some(mut flow) = store.get_flow(key).await? else {
         return Err(StoreError::Operation {
             operation: "cancel",
@@ -100,16 +117,22 @@ async fn cancel_leased(
                     &key.flow_name,
                     &s.name,
                     key.timeperiod,
-                    flow.id,
+                    flow.id.clone(),
                     now,
                 ));
             }
         }
     }
     let mut changed = Vec::new();
+    let mut orphans = Vec::new();
     for mut step in steps {
         if step.state.is_complete() || step.state == StepState::Canceled {
             continue;
+        }
+        if step.state == StepState::InProgress {
+            if let Some(job) = &step.job {
+                orphans.push((step.step_name.clone(), job.clone()));
+            }
         }
         step.state = StepState::Canceled;
         step.finished_at = Some(now);
@@ -122,7 +145,10 @@ async fn cancel_leased(
         flow.state = FlowState::Invalid;
         flow.finished_at = Some(now);
     }
+    for problem in flow_engine::cancel_jobs(factory, context, orphans).await {
+        errln!("warning: {problem}");
+    }
     let names = changed.iter().map(|s| s.step_name.clone()).collect();
-    let saved = store.begin_run(&flow, false, &changed).await?;
+    let saved = store.save_flow_and_steps(lease, &flow, &changed).await?;
     Ok((saved.state, names))
 }

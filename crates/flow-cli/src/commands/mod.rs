@@ -5,6 +5,8 @@
 //! input writes nothing, not even a new database file.
 
 mod cancel;
+mod clusters;
+mod rollback;
 mod run;
 mod status;
 mod validate;
@@ -43,6 +45,23 @@ pub fn execute(cli: Cli) -> Result<Exit, CliError> {
             json,
         } => status::status(settings, &flow, timeperiod.as_deref(), json),
         Command::Cancel { target } => cancel::cancel(settings, &target),
+        Command::Rollback {
+            target,
+            step,
+            cascade,
+        } => rollback::rollback(settings, &target, &step, cascade),
+        Command::Clusters {
+            flow,
+            timeperiod,
+            terminate_orphans,
+            json,
+        } => clusters::clusters(
+            settings,
+            flow.as_deref(),
+            timeperiod.as_deref(),
+            terminate_orphans,
+            json,
+        ),
     }
 }
 

@@ -111,7 +111,7 @@ pub fn run(
             Err(e @ (EngineError::Refused { .. } | EngineError::LeaseHeld { .. })) => {
                 return Err(CliError::bad_input(e.to_string()))
             }
-            Err(e @ EngineError::Store { .. }) => {
+            Err(e) => {
                 let logs = log_directory.join(graph.name());
                 return Err(CliError::failed(format!("{e}\nlogs: {}/", logs.display())));
             }
@@ -161,12 +161,13 @@ async fn drive(
         } else {
             progress.finish();
             errln!("exiting at once: releasing the lease and killing local jobs");
-            let key = engine.key();
-            let release = store.release_lease(&key, engine.owner());
-            match tokio::time::timeout(Duration::from_secs(2), release).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => errln!("cannot release the run lease: {e}"),
-                Err(_) => errln!("cannot release the run lease: the store did not answer"),
+            if let Some(lease) = engine.lease() {
+                let release = store.release_lease(&lease);
+                match tokio::time::timeout(Duration::from_secs(2), release).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => errln!("cannot release the run lease: {e}"),
+                    Err(_) => errln!("cannot release the run lease: the store did not answer"),
+                }
             }
             flow_cluster_local::kill_all_jobs();
             flow_engine::logging::flush();

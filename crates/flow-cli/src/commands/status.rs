@@ -27,7 +27,7 @@ pub fn status(
         let runs = if plan.exists() {
             let store = plan.open()?;
             small_runtime()?
-                .block_on(store.list_flows(Some(&flow.name)))
+                .block_on(store.list_flows(&flow_core::FlowQuery::named(Some(&flow.name))))
                 .map_err(store_error)?
         } else {
             Vec::new()
@@ -126,7 +126,7 @@ fn print_run(flow: &FlowRecord, steps: &[StepRecord]) {
     }
     outln!();
     let mut rows = vec![[
-        "step", "state", "attempts", "started", "finished", "duration", "error",
+        "step", "state", "attempts", "started", "finished", "duration", "job", "error",
     ]
     .map(String::from)
     .to_vec()];
@@ -138,10 +138,23 @@ fn print_run(flow: &FlowRecord, steps: &[StepRecord]) {
             format_time(s.started_at),
             format_time(s.finished_at),
             duration_text(s.started_at, s.finished_at),
+            job_text(s),
             s.error.clone().unwrap_or_default().replace('\n', " "),
         ]);
     }
     out!("{}", table(&rows));
+}
+
+/// The step's latest job, and whether a later engine adopted it.
+fn job_text(step: &StepRecord) -> String {
+    match &step.job {
+        None => "-".to_string(),
+        Some(job) => {
+            let h = &job.handle;
+            let adopted = if job.adopted { ", adopted" } else { "" };
+            format!("{} on {} ({}{adopted})", h.kind, h.cluster, job.action)
+        }
+    }
 }
 
 fn print_runs(name: &str, runs: &[FlowRecord], json: bool, location: &str) -> Result<(), CliError> {
