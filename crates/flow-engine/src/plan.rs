@@ -161,8 +161,8 @@ fn fits(graph: &FlowGraph, index: usize, record: &StepRecord) -> bool {
     let done = record.actions_done as usize;
     done < actions
         && record.job.as_ref().is_none_or(|job| {
-            job.action_index as usize == done
-                && crate::step::action_at(step, done).is_some_and(|a| a.name == job.action)
+            let at = job.action_index as usize;
+            at <= done && crate::step::action_at(step, at).is_some_and(|a| a.name == job.action)
         })
 }
 

@@ -102,8 +102,8 @@ impl ExecutionEngine {
             }));
         }
         // Reverse dependency order: dependants first, the step last.
-        let mut order: Vec<usize> = dependants;
-        order.push(index);
+        let mut order = vec![index];
+        order.extend(dependants);
         order.reverse();
 
         let now = Utc::now();

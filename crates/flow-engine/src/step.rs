@@ -536,16 +536,19 @@ async fn adopt_job(
         info!("{handle} was prepared but never submitted: submitting it now");
         return None;
     }
-    slot.writer.update(|r| {
-        if let Some(job) = &mut r.job {
-            job.adopted = true;
+    let adopted = matches!(status, JobStatus::Running | JobStatus::Succeeded);
+    if adopted {
+        slot.writer.update(|r| {
+            if let Some(job) = &mut r.job {
+                job.adopted = true;
+            }
+        });
+        if let Err(e) = slot.writer.save().await {
+            return Some(Err(Failure::Store(e)));
         }
-    });
-    if let Err(e) = slot.writer.save().await {
-        return Some(Err(Failure::Store(e)));
-    }
-    if let Some(o) = &shared.observer {
-        o.job_adopted(cx.step, handle);
+        if let Some(o) = &shared.observer {
+            o.job_adopted(cx.step, handle);
+        }
     }
     Some(match status {
         JobStatus::Running => {
@@ -560,7 +563,7 @@ async fn adopt_job(
             Ok(ActionOutcome::Done)
         }
         other => {
-            warn!("adopted {handle}: {other} while no engine watched");
+            warn!("{handle} {other} while no engine watched");
             Err(Failure::Adopted {
                 action: name.clone(),
                 message: format!("its job {handle} {other} while no engine watched"),

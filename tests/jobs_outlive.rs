@@ -1,0 +1,641 @@
+//! Jobs outlive the engine (through the built binary, real processes, the
+//! SQLite file): a run killed with SIGKILL at any point is recovered with
+//! every job run exactly once, jobs that ended while no engine was alive
+//! are not rerun (or are retried per policy when they failed), a pid now
+//! used by another process is never adopted, clusters of a crashed run are
+//! terminated, and steps are rolled back.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+use support::text;
+
+const TP: &str = "2026112800";
+
+/// A test directory with a short lease, so a killed run's lease turns stale
+/// within a second.
+struct Home(support::Home);
+
+impl std::ops::Deref for Home {
+    type Target = support::Home;
+    fn deref(&self) -> &support::Home {
+        &self.0
+    }
+}
+
+impl Home {
+    fn new(clusters: usize) -> Home {
+        let home = Home(support::Home::empty());
+        home.write(
+            "flow.toml",
+            &format!(
+                r#"
+log_directory = "logs"
+data_directory = "data"
+number_of_clusters = {clusters}
+
+[cluster]
+kind = "local"
+root = "."
+work_dir = "."
+kill_grace = "1s"
+
+[lease]
+ttl = "1s"
+heartbeat = "200ms"
+
+[engine]
+cancel_grace = "5s"
+"#
+            ),
+        );
+        home
+    }
+
+    fn spawn(&self, args: &[&str]) -> Child {
+        self.command(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
+    /// Lines of `ran.txt`, where steps write what they did.
+    fn ran(&self) -> Vec<String> {
+        self.read("ran.txt").lines().map(str::to_string).collect()
+    }
+
+    /// Runs `recover` until it is accepted and finishes (a dead run's lease
+    /// must turn stale first); returns its exit code, after printing what it
+    /// said (shown when the test fails).
+    fn recover_until_accepted(&self, flow: &str) -> i32 {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let out = self.flow(&["recover", flow, "--timeperiod", TP]);
+            let code = out.status.code().unwrap_or(-1);
+            let refused_for_lease =
+                code == 2 && String::from_utf8_lossy(&out.stderr).contains("already being run by");
+            if !refused_for_lease {
+                println!("recover: {}", text(&out));
+                return code;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "recover never accepted: {}",
+                text(&out)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn wait_for(&self, what: &str, mut ready: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !ready() {
+            assert!(Instant::now() < deadline, "waited too long for {what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn step_state(&self, flow: &str, step: &str) -> String {
+        let status = self.status_json(flow, TP);
+        status["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["step_name"] == step)
+            .map(|s| s["state"].as_str().unwrap().to_string())
+            .unwrap_or_default()
+    }
+
+    /// Processes whose command line mentions this test's directory (job
+    /// wrappers and their children), alive and not zombies.
+    fn live_processes(&self) -> Vec<(i32, String)> {
+        let me = self.path("");
+        let needle = me.to_string_lossy().trim_end_matches('/').to_string();
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let zombie = stat
+                .rfind(')')
+                .is_some_and(|i| stat[i + 1..].trim_start().starts_with('Z'));
+            if cmdline.contains(&needle) && !zombie {
+                found.push((pid, cmdline));
+            }
+        }
+        found
+    }
+
+    fn assert_no_process_left(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = self.live_processes();
+            if left.is_empty() {
+                return;
+            }
+            assert!(Instant::now() < deadline, "processes left behind: {left:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn kill9(child: &mut Child) {
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+/// `s1 -> s2 -> s3`; s2 has a `pre` job, a `main` job, a pause (an action
+/// without a job) and a `post` job, each writing one line when it ends.
+const PHASES: &str = r#"
+name = "phases"
+time_qualifier = "daily"
+
+[[steps]]
+name = "s1"
+main = { action = "shell", command = "echo s1 >> ran.txt" }
+
+[[steps]]
+name = "s2"
+depends_on = ["s1"]
+pre = [{ action = "shell", name = "pre", command = "touch pre.started; sleep 1; echo s2-pre >> ran.txt" }]
+main = { action = "shell", command = "touch main.started; sleep 1.5; echo s2-main >> ran.txt" }
+post = [
+  { action = "sleep", name = "gap", duration = "1s" },
+  { action = "shell", name = "post", command = "touch post.started; sleep 0.5; echo s2-post >> ran.txt" },
+]
+
+[[steps]]
+name = "s3"
+depends_on = ["s2"]
+main = { action = "shell", command = "sleep 0.5; echo s3 >> ran.txt" }
+"#;
+
+const PHASE_LINES: [&str; 5] = ["s1", "s2-pre", "s2-main", "s2-post", "s3"];
+
+fn crash_at(point: &str, ready: impl Fn(&Home) -> bool) {
+    let home = Home::new(1);
+    home.write("phases.toml", PHASES);
+    let mut engine = home.spawn(&["run", "phases.toml", "--timeperiod", TP]);
+    home.wait_for(point, || ready(&home));
+    kill9(&mut engine);
+    assert_eq!(home.recover_until_accepted("phases.toml"), 0, "{point}");
+    let mut ran = home.ran();
+    ran.sort();
+    let mut expected = PHASE_LINES.map(String::from).to_vec();
+    expected.sort();
+    assert_eq!(ran, expected, "killed {point}: every job exactly once");
+    assert_eq!(
+        home.status_json("phases.toml", TP)["flow"]["state"],
+        "state_processed"
+    );
+    home.assert_no_process_left();
+}
+
+#[test]
+fn a_kill_during_pre_adopts_the_pre_job() {
+    crash_at("during pre", |h| h.path("pre.started").exists());
+}
+
+#[test]
+fn a_kill_during_main_adopts_the_main_job() {
+    crash_at("during main", |h| {
+        h.path("main.started").exists() && !h.ran().contains(&"s2-main".to_string())
+    });
+}
+
+#[test]
+fn a_kill_between_main_and_post_goes_on_with_post() {
+    crash_at("between main and post", |h| {
+        h.ran().contains(&"s2-main".to_string()) && !h.path("post.started").exists()
+    });
+}
+
+#[test]
+fn a_kill_after_the_steps_final_write_does_not_run_it_again() {
+    crash_at("after s2's final write", |h| {
+        h.db().exists() && h.step_state("phases.toml", "s2") == "state_processed"
+    });
+}
+
+#[test]
+fn a_job_that_finishes_while_no_engine_is_alive_is_not_run_again() {
+    let home = Home::new(1);
+    home.write(
+        "once.toml",
+        r#"
+name = "once"
+[[steps]]
+name = "only"
+main = { action = "shell", command = "touch started; sleep 0.5; echo done >> ran.txt" }
+"#,
+    );
+    let mut engine = home.spawn(&["run", "once.toml", "--timeperiod", TP]);
+    home.wait_for("the job to start", || home.path("started").exists());
+    kill9(&mut engine);
+    home.wait_for("the job to end", || !home.ran().is_empty());
+    std::thread::sleep(Duration::from_millis(1200)); // the lease turns stale
+    assert_eq!(home.recover_until_accepted("once.toml"), 0);
+    assert_eq!(home.ran(), ["done"]);
+    let log = home.read("logs/once/only.log");
+    assert!(log.contains("succeeded while no engine watched"), "{log}");
+    let status = home.status_json("once.toml", TP);
+    assert_eq!(status["steps"][0]["job"]["adopted"], true, "{status}");
+}
+
+#[test]
+fn a_job_that_fails_while_no_engine_is_alive_is_retried_per_policy() {
+    let home = Home::new(1);
+    // The first attempt fails, the second succeeds (a counter on disk).
+    home.write(
+        "flaky.toml",
+        r#"
+name = "flaky"
+[[steps]]
+name = "only"
+retries = 1
+retry_delay = "1s"
+main = { action = "shell", command = "n=$(cat n 2>/dev/null || echo 0); n=$((n+1)); echo $n > n; touch started; sleep 0.5; [ $n -ge 2 ]" }
+"#,
+    );
+    let mut engine = home.spawn(&["run", "flaky.toml", "--timeperiod", TP]);
+    home.wait_for("the first attempt", || home.path("started").exists());
+    kill9(&mut engine);
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(home.recover_until_accepted("flaky.toml"), 0);
+    assert_eq!(home.read("n").trim(), "2", "one failed attempt, one retry");
+    let status = home.status_json("flaky.toml", TP);
+    assert_eq!(status["steps"][0]["attempts"], 2, "{status}");
+    assert_eq!(status["steps"][0]["state"], "state_processed");
+    let log = home.read("logs/flaky/only.log");
+    assert!(log.contains("exit code 1 while no engine watched"), "{log}");
+}
+
+/// The step record's stored job handle, changed by `edit` directly in the
+/// store file.
+fn edit_stored_handle(db: &Path, step: &str, edit: impl FnOnce(&mut serde_json::Value)) {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let job: String = conn
+        .query_row("SELECT job FROM step WHERE step_name = ?1", [step], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    let mut job: serde_json::Value = serde_json::from_str(&job).unwrap();
+    edit(&mut job);
+    conn.execute(
+        "UPDATE step SET job = ?1 WHERE step_name = ?2",
+        rusqlite::params![job.to_string(), step],
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_pid_reused_by_another_process_is_not_adopted() {
+    let home = Home::new(1);
+    home.write(
+        "reused.toml",
+        r#"
+name = "reused"
+[[steps]]
+name = "only"
+main = { action = "shell", command = "echo $$ > job.pid; sleep 30" }
+"#,
+    );
+    let mut engine = home.spawn(&["run", "reused.toml", "--timeperiod", TP]);
+    home.wait_for("the job", || !home.read("job.pid").trim().is_empty());
+    kill9(&mut engine);
+    // The pid in the handle is alive, but the process holding it now is not
+    // the one that started the job: same pid, another start time.
+    edit_stored_handle(&home.db(), "only", |job| {
+        let start: u64 = job["handle"]["ids"]["start_time"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        job["handle"]["ids"]["start_time"] = serde_json::json!((start + 7).to_string());
+    });
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(home.recover_until_accepted("reused.toml"), 1);
+    let status = home.status_json("reused.toml", TP);
+    let step = &status["steps"][0];
+    assert_eq!(step["state"], "state_invalid", "{status}");
+    assert_eq!(step["job"]["adopted"], false, "{status}");
+    let error = step["error"].as_str().unwrap();
+    assert!(error.contains("lost"), "{error}");
+    // Clean up the real job, which nothing adopted.
+    let out = home.flow(&["clusters", "--terminate-orphans"]);
+    assert!(out.status.success(), "{}", text(&out));
+    home.assert_no_process_left();
+}
+
+fn cluster_states(home: &Home) -> Vec<(String, String)> {
+    let out = home.expect(0, &["clusters", "--json"]);
+    let records: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    records
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["run"].as_str().unwrap().to_string(),
+                r["state"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+const LONG: &str = r#"
+name = "long"
+[[steps]]
+name = "only"
+main = { action = "shell", command = "echo $$ > job.pid; sleep 2; echo done >> ran.txt" }
+"#;
+
+#[test]
+fn recover_terminates_the_clusters_of_the_run_it_recovers() {
+    let home = Home::new(1);
+    home.write("long.toml", LONG);
+    let mut engine = home.spawn(&["run", "long.toml", "--timeperiod", TP]);
+    home.wait_for("the job", || !home.read("job.pid").trim().is_empty());
+    kill9(&mut engine);
+    let before = cluster_states(&home);
+    assert_eq!(before.len(), 1, "{before:?}");
+    assert_eq!(before[0].1, "up", "recorded as it launched");
+    assert_eq!(home.recover_until_accepted("long.toml"), 0);
+    assert_eq!(home.ran(), ["done"]);
+    let after = cluster_states(&home);
+    // The crashed run's cluster was adopted (its job ran on it) and
+    // terminated at the end of the recovery: nothing may be up.
+    assert!(!after.is_empty());
+    assert!(
+        after.iter().all(|(_, state)| state == "terminated"),
+        "{after:?}"
+    );
+    home.assert_no_process_left();
+}
+
+#[test]
+fn terminate_orphans_ends_a_crashed_runs_cluster_but_not_a_live_ones() {
+    let home = Home::new(1);
+    home.write("long.toml", &LONG.replace("sleep 2", "sleep 30"));
+    let mut engine = home.spawn(&["run", "long.toml", "--timeperiod", TP]);
+    home.wait_for("the job", || !home.read("job.pid").trim().is_empty());
+    let job: i32 = home.read("job.pid").trim().parse().unwrap();
+
+    // The run is alive: its lease is fresh, its cluster is left alone.
+    let out = home.expect(0, &["clusters", "--terminate-orphans"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("left alone: its flow is being run by"),
+        "{said}"
+    );
+    assert_eq!(cluster_states(&home)[0].1, "up");
+    assert!(Path::new(&format!("/proc/{job}")).exists());
+
+    // Crash; once the lease is stale, the cluster and its job are ended.
+    kill9(&mut engine);
+    std::thread::sleep(Duration::from_millis(1200));
+    let out = home.expect(0, &["clusters", "--terminate-orphans"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains(": terminated"), "{said}");
+    assert_eq!(cluster_states(&home)[0].1, "terminated");
+    home.assert_no_process_left();
+    assert!(
+        home.ran().is_empty(),
+        "the orphaned job was killed, not finished"
+    );
+}
+
+#[test]
+fn a_step_that_fails_for_good_rolls_back_its_completed_actions() {
+    let home = Home::new(1);
+    home.write(
+        "undo.toml",
+        r#"
+name = "undo"
+[[steps]]
+name = "s"
+pre = [{ action = "mkdir", path = "out/made", rollback = { action = "rmdir", path = "out/made" } }]
+main = { action = "fail", message = "boom" }
+post = [{ action = "identity" }]
+"#,
+    );
+    home.expect(1, &["run", "undo.toml", "--timeperiod", TP]);
+    assert!(
+        !home.path("out/made").exists(),
+        "the directory was rolled back"
+    );
+    let log = home.read("logs/undo/s.log");
+    assert!(log.contains(" s.mkdir.rollback INFO rolled back"), "{log}");
+    let status = home.status_json("undo.toml", TP);
+    let rollbacks = &status["steps"][0]["rollbacks"];
+    assert_eq!(rollbacks[0]["action"], "mkdir", "{status}");
+    assert_eq!(rollbacks[0]["cause"], "step_failed", "{status}");
+    assert_eq!(rollbacks[0]["error"], serde_json::Value::Null);
+}
+
+#[test]
+fn a_failing_rollback_leaves_the_step_invalid_naming_both_errors() {
+    let home = Home::new(1);
+    home.write(
+        "undo.toml",
+        r#"
+name = "undo"
+[[steps]]
+name = "s"
+pre = [{ action = "mkdir", path = "out/made", rollback = { action = "fail", message = "cannot undo" } }]
+main = { action = "fail", message = "boom" }
+"#,
+    );
+    home.expect(1, &["run", "undo.toml", "--timeperiod", TP]);
+    let status = home.status_json("undo.toml", TP);
+    let error = status["steps"][0]["error"].as_str().unwrap();
+    assert!(error.contains("boom"), "{error}");
+    assert!(
+        error.contains("rollback of action 'mkdir' failed: cannot undo"),
+        "{error}"
+    );
+    assert_eq!(status["steps"][0]["state"], "state_invalid");
+}
+
+const DIAMOND: &str = r#"
+name = "diamond"
+[[steps]]
+name = "a"
+main = { action = "shell", command = "touch a.out", rollback = { action = "rm", path = "a.out" } }
+[[steps]]
+name = "b"
+depends_on = ["a"]
+main = { action = "shell", command = "touch b.out", rollback = { action = "rm", path = "b.out" } }
+[[steps]]
+name = "c"
+depends_on = ["a"]
+main = { action = "shell", command = "touch c.out", rollback = { action = "rm", path = "c.out" } }
+[[steps]]
+name = "d"
+depends_on = ["b", "c"]
+main = { action = "shell", command = "touch d.out", rollback = { action = "rm", path = "d.out" } }
+"#;
+
+#[test]
+fn flow_rollback_refuses_a_step_with_processed_dependants_and_cascades_on_request() {
+    let home = Home::new(1);
+    home.write("diamond.toml", DIAMOND);
+    home.expect(0, &["run", "diamond.toml", "--timeperiod", TP]);
+
+    // d depends on b and is processed: refused, nothing changes.
+    let before = home.status_json("diamond.toml", TP);
+    let out = home.expect(
+        2,
+        &[
+            "rollback",
+            "diamond.toml",
+            "--timeperiod",
+            TP,
+            "--step",
+            "b",
+        ],
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("processed dependants (d)"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(home.status_json("diamond.toml", TP), before);
+    assert!(home.path("b.out").exists() && home.path("d.out").exists());
+
+    // A leaf rolls back alone.
+    home.expect(
+        0,
+        &[
+            "rollback",
+            "diamond.toml",
+            "--timeperiod",
+            TP,
+            "--step",
+            "d",
+        ],
+    );
+    assert!(!home.path("d.out").exists());
+    assert_eq!(home.step_state("diamond.toml", "d"), "state_embryo");
+
+    // With --cascade, the processed dependants go first, in reverse
+    // dependency order, and the step itself last.
+    home.expect(0, &["run", "diamond.toml", "--timeperiod", TP]);
+    let out = home.expect(
+        0,
+        &[
+            "rollback",
+            "diamond.toml",
+            "--timeperiod",
+            TP,
+            "--step",
+            "a",
+            "--cascade",
+        ],
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    let order: Vec<&str> = said
+        .lines()
+        .filter(|l| l.ends_with("rolled back"))
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    assert_eq!(order.len(), 4, "{said}");
+    assert_eq!(order[0], "d", "dependants first: {said}");
+    assert_eq!(order[3], "a", "the step last: {said}");
+    for f in ["a.out", "b.out", "c.out", "d.out"] {
+        assert!(!home.path(f).exists(), "{f} was not rolled back");
+    }
+    let status = home.status_json("diamond.toml", TP);
+    assert_eq!(status["flow"]["state"], "state_invalid");
+    for step in status["steps"].as_array().unwrap() {
+        assert_eq!(step["state"], "state_embryo", "{status}");
+        // d was rolled back twice: alone, then in the cascade.
+        let times = if step["step_name"] == "d" { 2 } else { 1 };
+        assert_eq!(
+            step["rollbacks"].as_array().unwrap().len(),
+            times,
+            "{status}"
+        );
+    }
+    // And recover runs them all again.
+    home.expect(0, &["recover", "diamond.toml", "--timeperiod", TP]);
+    for f in ["a.out", "b.out", "c.out", "d.out"] {
+        assert!(home.path(f).exists(), "{f} was not made again");
+    }
+}
+
+/// A 30-step flow (a chain of fan-outs) on three clusters, killed with
+/// SIGKILL at twenty pseudo-random moments and recovered until processed:
+/// every step's side effect happens exactly once. A round is a fresh `run`
+/// then kills and `recover`s until the flow is processed; rounds repeat
+/// until twenty kills were made, and each round is checked on its own.
+#[test]
+fn twenty_kills_at_random_moments_leave_every_step_run_exactly_once() {
+    let home = Home::new(3);
+    let mut flow = String::from("name = \"many\"\n");
+    for i in 0..30 {
+        let deps = if i < 3 {
+            String::new()
+        } else {
+            format!("depends_on = [\"s{}\", \"s{}\"]\n", i - 3, i - 1 - (i % 3))
+        };
+        let nap = 0.2 + f64::from(i % 4) * 0.1;
+        flow.push_str(&format!(
+            "[[steps]]\nname = \"s{i}\"\n{deps}main = {{ action = \"shell\", command = \"sleep {nap:.1}; echo s{i} >> ran.txt\" }}\n"
+        ));
+    }
+    home.write("many.toml", &flow);
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let processed = |home: &Home| {
+        home.db().exists()
+            && home.status_json("many.toml", TP)["flow"]["state"] == "state_processed"
+    };
+    let mut kills = 0;
+    let mut rounds = 0;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while kills < 20 {
+        rounds += 1;
+        let _ = std::fs::remove_file(home.path("ran.txt"));
+        let mut args: &[&str] = &["run", "many.toml", "--timeperiod", TP];
+        loop {
+            assert!(
+                Instant::now() < deadline,
+                "round {rounds} never got processed ({kills} kills): {}",
+                home.read("ran.txt")
+            );
+            let mut engine = home.spawn(args);
+            std::thread::sleep(Duration::from_millis(50 + next() % 450));
+            if engine.try_wait().unwrap().is_none() {
+                kill9(&mut engine);
+                kills += 1;
+                args = &["recover", "many.toml", "--timeperiod", TP];
+            } else if processed(&home) {
+                break;
+            } else {
+                // Refused while the killed run's lease was live.
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+        let mut ran = home.ran();
+        ran.sort();
+        let mut expected: Vec<String> = (0..30).map(|i| format!("s{i}")).collect();
+        expected.sort();
+        assert_eq!(
+            ran, expected,
+            "round {rounds} ({kills} kills so far): each step exactly once"
+        );
+    }
+    home.assert_no_process_left();
+}
