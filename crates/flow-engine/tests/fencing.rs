@@ -1,0 +1,107 @@
+//! Fencing inside the engine: a write with a lease that another owner took
+//! over fails, and the engine stops at once without writing anything more,
+//! also when its heartbeat has not noticed yet (here it never renews during
+//! the test).
+
+mod support;
+
+use async_trait::async_trait;
+use flow_core::actions::Identity;
+use flow_core::{
+    Action, ActionContext, ActionError, ActionInstance, ActionOutcome, FlowDefinition, FlowKey,
+    FlowStore, StepDefinition,
+};
+use flow_engine::{EngineError, EngineOptions};
+use std::sync::Arc;
+use std::time::Duration;
+use support::*;
+
+/// Takes the flow's lease over from under the running engine (as a second
+/// engine would after this one stalled past the ttl), then succeeds.
+#[derive(Debug)]
+struct StealLease;
+
+#[async_trait]
+impl Action for StealLease {
+    fn kind(&self) -> &str {
+        "steal"
+    }
+    async fn run(&self, cx: &ActionContext<'_>) -> Result<ActionOutcome, ActionError> {
+        // A clock an hour ahead makes the engine's lease stale for it.
+        STORE
+            .with(|s| s.borrow().clone())
+            .expect("the test sets the store")
+            .acquire_lease(
+                &FlowKey::new(cx.execution.flow_name.clone(), cx.execution.timeperiod),
+                "thief",
+                chrono::Utc::now() + chrono::Duration::hours(1),
+                Duration::from_secs(1),
+            )
+            .await
+            .map_err(ActionError::Store)?;
+        Ok(ActionOutcome::Done)
+    }
+}
+
+// The test's store, for the action (the test runs on one thread).
+thread_local! {
+    static STORE: std::cell::RefCell<Option<Arc<dyn FlowStore>>> = const { std::cell::RefCell::new(None) };
+}
+
+#[tokio::test]
+async fn a_fenced_write_stops_the_run_at_once_and_writes_nothing_more() {
+    let bench = Bench::new();
+    STORE.with(|s| *s.borrow_mut() = Some(bench.store.clone()));
+    let id = || ActionInstance::new(Arc::new(Identity));
+    let graph = Arc::new(
+        FlowDefinition::new("fenced")
+            .step(StepDefinition::new(
+                "first",
+                ActionInstance::new(Arc::new(StealLease)),
+            ))
+            .step(StepDefinition::new("second", id()).depends_on(["first"]))
+            .build()
+            .unwrap(),
+    );
+    let options = EngineOptions {
+        // Long enough that only the fence can notice the loss.
+        lease_ttl: Duration::from_secs(3600),
+        heartbeat_interval: Duration::from_secs(1800),
+        ..bench.options()
+    };
+    let engine = bench.engine_with(&graph, TP, 1, bench.local(), options);
+    let result = engine.run().await;
+    match result {
+        Err(EngineError::LeaseLost { holder, .. }) => {
+            assert_eq!(holder.as_deref(), Some("thief"))
+        }
+        other => panic!("expected LeaseLost, got {other:?}"),
+    }
+    // The first step's end could not be written, and nothing after it:
+    // the records are as they were when the lease changed hands.
+    let (flow, steps) = bench.snapshot("fenced", TP).await;
+    assert_eq!(
+        flow.unwrap().state,
+        flow_core::FlowState::InProgress,
+        "the final flow state was not written"
+    );
+    let states: Vec<_> = steps
+        .iter()
+        .map(|s| (s.step_name.as_str(), s.state))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("first", flow_core::StepState::InProgress),
+            ("second", flow_core::StepState::Embryo)
+        ]
+    );
+    // The thief's lease is untouched: the engine did not release it.
+    let lease = bench
+        .store
+        .get_lease(&FlowKey::new("fenced", tp(TP)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(lease.owner.as_deref(), Some("thief"));
+}
