@@ -98,8 +98,13 @@ cancel_grace = "5s"
         }
     }
 
+    /// The step's stored state; empty while the flow has no record yet.
     fn step_state(&self, flow: &str, step: &str) -> String {
-        let status = self.status_json(flow, TP);
+        let out = self.flow(&["status", flow, "--timeperiod", TP, "--json"]);
+        if !out.status.success() {
+            return String::new();
+        }
+        let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         status["steps"]
             .as_array()
             .unwrap()
@@ -219,7 +224,7 @@ fn a_kill_between_main_and_post_goes_on_with_post() {
 #[test]
 fn a_kill_after_the_steps_final_write_does_not_run_it_again() {
     crash_at("after s2's final write", |h| {
-        h.db().exists() && h.step_state("phases.toml", "s2") == "state_processed"
+        h.step_state("phases.toml", "s2") == "state_processed"
     });
 }
 
