@@ -1,56 +1,82 @@
 //! [`LocalFilesystem`]: the `Filesystem` trait on local paths.
 
 use async_trait::async_trait;
-use flow_core::{Filesystem, FsError};
+use flow_core::filesystem::normalize_lexically;
+use flow_core::{Filesystem, FsError, KeyProblem};
 use std::io;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use tokio::io::{AsyncWriteExt, BufReader};
 
 /// Copies move this much per read/write, each a trip to tokio's blocking
 /// pool; bigger than `tokio::io::copy`'s 8 KiB to make fewer trips.
 const COPY_BUFFER: usize = 256 * 1024;
 
-/// Files on this machine. A key starting with `/` is an absolute path;
-/// any other key is relative to `root`. Like an object store, writes create
-/// the parent directories they need.
+/// Files on this machine, confined to `root`.
+///
+/// A relative key is under `root`. An absolute key (`/data/out`) is accepted
+/// when it lies inside `root` after `.`/`..` are resolved, and refused
+/// otherwise: set the root to `/` to allow any path on the machine. Keys that
+/// climb above the root (`../x`, `a/../..`) or name the root itself (empty,
+/// `.`, `x/..`) are refused for every operation ([`flow_core::normalize_key`]).
+/// The check is lexical: a symbolic link inside the root is followed.
+///
+/// Like an object store, writes create the parent directories they need.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalFilesystem {
-    pub root: PathBuf,
+    root: PathBuf,
+    /// `root` as a normalized key from `/` (empty for `/` itself).
+    root_key: String,
 }
 
 impl LocalFilesystem {
+    /// A filesystem confined to `root`, made absolute against the current
+    /// directory (lexically, without following links).
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        LocalFilesystem { root: root.into() }
-    }
-
-    /// The local path of `key`.
-    pub fn resolve(&self, key: &str) -> PathBuf {
-        if key.starts_with('/') {
-            PathBuf::from(key)
-        } else {
-            self.root.join(key)
+        let root = root.into();
+        let absolute = std::path::absolute(&root).unwrap_or(root);
+        let text = absolute.to_string_lossy();
+        // A root that climbs above `/` (`/..`) is `/` itself.
+        let root_key = normalize_lexically("root", &text).unwrap_or_default();
+        LocalFilesystem {
+            root: PathBuf::from(format!("/{root_key}")),
+            root_key,
         }
     }
 
-    /// Refuses a removal or move of `/` or of the root itself: an empty
-    /// setting in a template (`{settings.dir}/`) must not wipe a disk.
-    fn refuse_root(&self, op: &'static str, key: &str) -> Result<(), FsError> {
-        let only_root = Path::new(key)
-            .components()
-            .all(|c| matches!(c, Component::RootDir | Component::CurDir));
-        if only_root {
-            let what = if key.starts_with('/') {
-                "/".to_string()
+    /// The root every key is confined to, absolute and normalized.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The local path of `key`, or why it is refused.
+    pub fn resolve(&self, op: &'static str, key: &str) -> Result<PathBuf, FsError> {
+        let relative = if key.starts_with('/') {
+            let absolute = normalize_lexically(op, key)?;
+            if self.root_key.is_empty() {
+                absolute
+            } else if absolute == self.root_key {
+                String::new()
+            } else if let Some(rest) = absolute
+                .strip_prefix(self.root_key.as_str())
+                .and_then(|rest| rest.strip_prefix('/'))
+            {
+                rest.to_string()
             } else {
-                self.root.display().to_string()
-            };
-            return Err(FsError::Backend {
-                op,
-                location: what,
-                message: format!("refusing to {op} the root (key {key:?})"),
-            });
+                return Err(FsError::invalid_key(
+                    op,
+                    key,
+                    KeyProblem::OutsideRoot {
+                        root: self.root.display().to_string(),
+                    },
+                ));
+            }
+        } else {
+            normalize_lexically(op, key)?
+        };
+        if relative.is_empty() {
+            return Err(FsError::invalid_key(op, key, KeyProblem::IsRoot));
         }
-        Ok(())
+        Ok(self.root.join(relative))
     }
 }
 
@@ -234,15 +260,14 @@ fn needs_copy(e: &io::Error, source_is_dir: bool) -> bool {
 #[async_trait]
 impl Filesystem for LocalFilesystem {
     async fn mkdir(&self, path: &str) -> Result<(), FsError> {
-        let dir = self.resolve(path);
+        let dir = self.resolve("mkdir", path)?;
         tokio::fs::create_dir_all(&dir)
             .await
             .map_err(|e| FsError::io("mkdir", shown(&dir), e))
     }
 
     async fn rmdir(&self, path: &str) -> Result<(), FsError> {
-        self.refuse_root("rmdir", path)?;
-        let dir = self.resolve(path);
+        let dir = self.resolve("rmdir", path)?;
         match tokio::fs::remove_dir_all(&dir).await {
             Err(e) if e.kind() != io::ErrorKind::NotFound => {
                 Err(FsError::io("rmdir", shown(&dir), e))
@@ -252,20 +277,19 @@ impl Filesystem for LocalFilesystem {
     }
 
     async fn rm(&self, path: &str) -> Result<(), FsError> {
-        let file = self.resolve(path);
+        let file = self.resolve("rm", path)?;
         tokio::fs::remove_file(&file)
             .await
             .map_err(|e| FsError::io("rm", shown(&file), e))
     }
 
     async fn cp(&self, from: &str, to: &str) -> Result<(), FsError> {
-        let (from, to) = (self.resolve(from), self.resolve(to));
+        let (from, to) = (self.resolve("cp", from)?, self.resolve("cp", to)?);
         blocking("cp", pair(&from, &to), move || copy_any("cp", &from, &to)).await
     }
 
     async fn mv(&self, from: &str, to: &str) -> Result<(), FsError> {
-        self.refuse_root("mv", from)?;
-        let (from, to) = (self.resolve(from), self.resolve(to));
+        let (from, to) = (self.resolve("mv", from)?, self.resolve("mv", to)?);
         let meta = tokio::fs::symlink_metadata(&from)
             .await
             .map_err(|e| FsError::io("mv", shown(&from), e))?;
@@ -284,15 +308,17 @@ impl Filesystem for LocalFilesystem {
     }
 
     async fn copy_to_local(&self, remote: &str, local: &Path) -> Result<(), FsError> {
-        stream_copy("copy_to_local", &self.resolve(remote), local).await
+        let remote = self.resolve("copy_to_local", remote)?;
+        stream_copy("copy_to_local", &remote, local).await
     }
 
     async fn copy_from_local(&self, local: &Path, remote: &str) -> Result<(), FsError> {
-        stream_copy("copy_from_local", local, &self.resolve(remote)).await
+        let remote = self.resolve("copy_from_local", remote)?;
+        stream_copy("copy_from_local", local, &remote).await
     }
 
     async fn exists(&self, path: &str) -> Result<bool, FsError> {
-        let path = self.resolve(path);
+        let path = self.resolve("exists", path)?;
         tokio::fs::try_exists(&path)
             .await
             .map_err(|e| FsError::io("exists", shown(&path), e))
@@ -303,23 +329,62 @@ impl Filesystem for LocalFilesystem {
 mod tests {
     use super::*;
 
-    #[test]
-    fn keys_resolve_against_the_root_unless_absolute() {
-        let fs = LocalFilesystem::new("/data");
-        assert_eq!(fs.resolve("a/b.txt"), PathBuf::from("/data/a/b.txt"));
-        assert_eq!(fs.resolve("/tmp/x"), PathBuf::from("/tmp/x"));
+    fn refused(fs: &LocalFilesystem, key: &str) -> KeyProblem {
+        match fs.resolve("rmdir", key) {
+            Err(FsError::InvalidKey { problem, .. }) => problem,
+            other => panic!("{key:?}: expected a refusal, got {other:?}"),
+        }
     }
 
     #[test]
-    fn the_root_is_never_removed() {
-        let fs = LocalFilesystem::new("/data");
-        for key in ["", "/", ".", "./", "//"] {
-            assert!(
-                matches!(fs.refuse_root("rmdir", key), Err(FsError::Backend { .. })),
+    fn keys_resolve_inside_the_root() {
+        let fs = LocalFilesystem::new("/data/./x/..");
+        assert_eq!(fs.root(), Path::new("/data"));
+        for (key, path) in [
+            ("a/b.txt", "/data/a/b.txt"),
+            ("a/../b", "/data/b"),
+            ("/data/a", "/data/a"),
+            ("/data//a/./b/..", "/data/a"),
+            ("/data/../data/c", "/data/c"),
+        ] {
+            assert_eq!(
+                fs.resolve("op", key).unwrap(),
+                PathBuf::from(path),
                 "{key:?}"
             );
         }
-        assert!(fs.refuse_root("rmdir", "a").is_ok());
-        assert!(fs.refuse_root("rmdir", "/tmp/a").is_ok());
+    }
+
+    #[test]
+    fn keys_that_leave_or_name_the_root_are_refused() {
+        let fs = LocalFilesystem::new("/data");
+        for key in ["", ".", "./", "x/..", "/data", "/data/x/.."] {
+            assert_eq!(refused(&fs, key), KeyProblem::IsRoot, "{key:?}");
+        }
+        for key in ["..", "../data2", "a/../..", "/..", "/data/../.."] {
+            assert_eq!(refused(&fs, key), KeyProblem::LeavesRoot, "{key:?}");
+        }
+        for key in ["/", "//", "/tmp/x", "/data2/x", "/data/../etc"] {
+            assert!(
+                matches!(refused(&fs, key), KeyProblem::OutsideRoot { .. }),
+                "{key:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_root_of_slash_allows_any_absolute_path_but_not_slash_itself() {
+        let fs = LocalFilesystem::new("/");
+        assert_eq!(fs.resolve("op", "/tmp/x").unwrap(), PathBuf::from("/tmp/x"));
+        assert_eq!(fs.resolve("op", "tmp/x").unwrap(), PathBuf::from("/tmp/x"));
+        assert_eq!(refused(&fs, "/"), KeyProblem::IsRoot);
+        assert_eq!(refused(&fs, "/.."), KeyProblem::LeavesRoot);
+    }
+
+    #[test]
+    fn a_relative_root_is_made_absolute() {
+        let fs = LocalFilesystem::new("rel");
+        assert!(fs.root().is_absolute());
+        assert!(fs.root().ends_with("rel"));
     }
 }

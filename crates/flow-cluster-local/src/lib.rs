@@ -18,13 +18,16 @@
 //!   SIGKILL after [`LocalOptions::kill_grace`]); dropping the wait only
 //!   stops watching; `terminate` kills whatever of the cluster still runs,
 //!   and [`kill_all_jobs`] kills every job of the process at once.
-//! - [`LocalFilesystem`] maps `/`-separated keys to paths: absolute keys as
-//!   they are, relative keys under [`LocalOptions::root`].
+//! - [`LocalFilesystem`] maps `/`-separated keys to paths under
+//!   [`LocalOptions::root`]: relative keys below it, absolute keys only when
+//!   they lie inside it (a root of `/` allows any path). Keys that climb out
+//!   of the root or name the root itself are refused.
 //!
 //! What it is not: a sandbox or a scheduler. Jobs run as the current user
 //! with the engine's environment (plus [`LocalOptions::env`]), as many at a
-//! time as the engine submits, with no resource limits; keys may point
-//! anywhere the user may write. It is Unix only. Spark, Pig and Hadoop must be
+//! time as the engine submits, with no resource limits. The root confines
+//! filesystem keys lexically, not jobs (and a symbolic link inside the root
+//! is followed). It is Unix only. Spark, Pig and Hadoop must be
 //! installed separately; this crate only builds their command lines.
 
 #[cfg(not(unix))]
@@ -49,7 +52,8 @@ use std::time::Duration;
 /// How local clusters run their jobs and where their files are.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalOptions {
-    /// Where relative filesystem keys resolve. Default: the current directory.
+    /// Where filesystem keys resolve, and the boundary they may not leave
+    /// (`/` allows any absolute path). Default: the current directory.
     pub root: PathBuf,
     /// Where cluster and job directories live (job pids, output and exit
     /// statuses, kept so a job outlives the engine). Default:

@@ -3,7 +3,7 @@
 
 use flow_cluster_local::LocalFilesystem;
 use flow_core::testkit::filesystem_conformance;
-use flow_core::{Filesystem, FsError};
+use flow_core::{Filesystem, FsError, KeyProblem};
 use std::os::unix::fs::MetadataExt;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -20,11 +20,61 @@ async fn conformance_with_relative_keys() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_with_absolute_keys() {
     let dir = tempfile::tempdir().unwrap();
-    // The root is elsewhere: absolute keys ignore it.
-    let fs = LocalFilesystem::new(dir.path().join("unused-root"));
+    // Absolute keys are accepted inside the root.
+    let fs = LocalFilesystem::new(dir.path());
     let prefix = format!("{}/absolute/", dir.path().display());
     filesystem_conformance(&fs, &dir.path().join("scratch"), &prefix).await;
-    assert!(!dir.path().join("unused-root").exists());
+    assert!(!dir.path().join("absolute").exists());
+}
+
+#[tokio::test]
+async fn absolute_keys_outside_the_root_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    std::fs::create_dir(&root).unwrap();
+    std::fs::write(dir.path().join("outside.txt"), "x").unwrap();
+    let fs = LocalFilesystem::new(&root);
+    let outside = dir.path().join("outside.txt").display().to_string();
+    for result in [
+        fs.rm(&outside).await,
+        fs.rmdir(&outside).await,
+        fs.cp(&outside, "copy.txt").await,
+        fs.mv(&outside, "moved.txt").await,
+    ] {
+        let err = result.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                FsError::InvalidKey {
+                    problem: KeyProblem::OutsideRoot { .. },
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains(&outside), "{err}");
+    }
+    assert!(dir.path().join("outside.txt").exists());
+}
+
+/// The case of the hardening issue: `[cluster] root = "../root"`, an empty
+/// `{settings.sub}` and `rmdir "{settings.sub}x/.."` deleted the whole root.
+#[tokio::test]
+async fn an_empty_setting_cannot_remove_the_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::create_dir_all(dir.path().join("root/data")).unwrap();
+    std::fs::write(dir.path().join("root/data/keep.txt"), "keep").unwrap();
+    let fs = LocalFilesystem::new(work.join("../root"));
+    for key in ["x/..", "/..", "", "data/../.."] {
+        let err = fs.rmdir(key).await.unwrap_err();
+        assert!(
+            matches!(err, FsError::InvalidKey { op: "rmdir", .. }),
+            "{key:?}: {err:?}"
+        );
+    }
+    assert!(dir.path().join("root/data/keep.txt").exists());
 }
 
 #[tokio::test]
@@ -55,13 +105,17 @@ async fn the_root_and_slash_are_never_removed_or_moved() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("keep"), "x").unwrap();
     let fs = LocalFilesystem::new(dir.path());
-    for key in ["", "/", ".", "./"] {
+    let root = dir.path().display().to_string();
+    for key in ["", "/", ".", "./", root.as_str()] {
         assert!(
-            matches!(fs.rmdir(key).await, Err(FsError::Backend { .. })),
+            matches!(fs.rmdir(key).await, Err(FsError::InvalidKey { .. })),
             "rmdir {key:?}"
         );
         assert!(
-            matches!(fs.mv(key, "elsewhere").await, Err(FsError::Backend { .. })),
+            matches!(
+                fs.mv(key, "elsewhere").await,
+                Err(FsError::InvalidKey { .. })
+            ),
             "mv {key:?}"
         );
     }
@@ -152,10 +206,13 @@ async fn mv_across_filesystems() {
     std::fs::create_dir_all(dir.path().join("tree/sub")).unwrap();
     std::fs::write(dir.path().join("tree/sub/f.txt"), "f").unwrap();
     std::fs::write(dir.path().join("single.txt"), "s").unwrap();
-    let fs = LocalFilesystem::new(dir.path());
+    // Both sides are absolute paths: a root of `/` allows them.
+    let fs = LocalFilesystem::new("/");
+    let tree = dir.path().join("tree").display().to_string();
+    let single = dir.path().join("single.txt").display().to_string();
 
     let target = shm.path().join("moved-tree");
-    fs.mv("tree", &target.display().to_string()).await.unwrap();
+    fs.mv(&tree, &target.display().to_string()).await.unwrap();
     assert!(!dir.path().join("tree").exists());
     assert_eq!(
         std::fs::read_to_string(target.join("sub/f.txt")).unwrap(),
@@ -163,9 +220,7 @@ async fn mv_across_filesystems() {
     );
 
     let target = shm.path().join("deeper/single.txt");
-    fs.mv("single.txt", &target.display().to_string())
-        .await
-        .unwrap();
+    fs.mv(&single, &target.display().to_string()).await.unwrap();
     assert!(!dir.path().join("single.txt").exists());
     assert_eq!(std::fs::read_to_string(target).unwrap(), "s");
 }

@@ -1,11 +1,20 @@
-//! The `Filesystem` trait every cluster brings.
+//! The `Filesystem` trait every cluster brings, and the key rules every
+//! backend applies.
 //!
 //! Paths are `/`-separated keys. `mkdir` creates parents; `rmdir` removes a
 //! prefix recursively; `cp`/`mv` take an object or a prefix;
 //! `copy_to_local`/`copy_from_local` stream. Errors name the operation, the
 //! bucket (where there is one) and the key.
+//!
+//! **Keys are confined to their root.** Every backend passes every key it is
+//! given through [`normalize_key`] before using it: `.`, `..` and repeated
+//! slashes are resolved lexically, and a key that would leave its root (the
+//! local cluster's root directory, a bucket or a bucket prefix) or that names
+//! the root itself is refused with [`FsError::InvalidKey`]. So an empty
+//! setting in `rmdir "{settings.dir}x/.."` cannot remove a whole root.
 
 use async_trait::async_trait;
+use std::fmt;
 use std::path::Path;
 
 /// A filesystem failure with its operation and location.
@@ -26,6 +35,43 @@ pub enum FsError {
         location: String,
         message: String,
     },
+    /// A key refused before anything was touched.
+    #[error("{op} {key:?}: refused: {problem}")]
+    InvalidKey {
+        op: &'static str,
+        key: String,
+        problem: KeyProblem,
+    },
+}
+
+/// Why a key was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyProblem {
+    /// `..` climbs above the root (`../x`, `a/../..`, `/..`).
+    LeavesRoot,
+    /// The key resolves to the root itself (empty, `.`, `/`, `x/..`): no
+    /// operation may act on a whole root.
+    IsRoot,
+    /// An absolute local path outside the local filesystem's root.
+    OutsideRoot { root: String },
+    /// A NUL byte: no filesystem or object store takes it.
+    Nul,
+}
+
+impl fmt::Display for KeyProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeyProblem::LeavesRoot => f.write_str("the key leaves its root (`..` above the top)"),
+            KeyProblem::IsRoot => f.write_str(
+                "the key names the root itself (empty, `.`, `/` or `x/..`); \
+                 an empty setting in a template is the usual cause",
+            ),
+            KeyProblem::OutsideRoot { root } => {
+                write!(f, "an absolute path outside the root {root}")
+            }
+            KeyProblem::Nul => f.write_str("the key contains a NUL byte"),
+        }
+    }
 }
 
 impl FsError {
@@ -42,9 +88,73 @@ impl FsError {
             }
         }
     }
+
+    /// A refused key.
+    pub fn invalid_key(op: &'static str, key: &str, problem: KeyProblem) -> Self {
+        FsError::InvalidKey {
+            op,
+            key: key.to_string(),
+            problem,
+        }
+    }
+}
+
+/// Resolves `key` lexically against its root and returns it relative to
+/// that root: no leading or trailing `/`, no empty, `.` or `..` segment.
+///
+/// A leading `/` means the root (object-store keys are relative to their
+/// bucket whatever they start with). Refused, with `op` and the key named:
+/// a key that climbs above the root ([`KeyProblem::LeavesRoot`]), one that
+/// is the root itself ([`KeyProblem::IsRoot`]), one with a NUL byte.
+///
+/// ```
+/// use flow_core::filesystem::{normalize_key, FsError, KeyProblem};
+/// assert_eq!(normalize_key("rm", "a//b/./c/../d/").unwrap(), "a/b/d");
+/// assert_eq!(normalize_key("rm", "/a/b").unwrap(), "a/b");
+/// assert!(matches!(
+///     normalize_key("rmdir", "x/.."),
+///     Err(FsError::InvalidKey { problem: KeyProblem::IsRoot, .. })
+/// ));
+/// assert!(matches!(
+///     normalize_key("cp", "../root"),
+///     Err(FsError::InvalidKey { problem: KeyProblem::LeavesRoot, .. })
+/// ));
+/// ```
+pub fn normalize_key(op: &'static str, key: &str) -> Result<String, FsError> {
+    let relative = normalize_lexically(op, key)?;
+    if relative.is_empty() {
+        return Err(FsError::invalid_key(op, key, KeyProblem::IsRoot));
+    }
+    Ok(relative)
+}
+
+/// Like [`normalize_key`], but the root itself (an empty result) is
+/// accepted. For backends that resolve a key against a sub-root first.
+pub fn normalize_lexically(op: &'static str, key: &str) -> Result<String, FsError> {
+    if key.contains('\0') {
+        return Err(FsError::invalid_key(op, key, KeyProblem::Nul));
+    }
+    let mut segments: Vec<&str> = Vec::new();
+    for segment in key.split('/') {
+        match segment {
+            "" | "." => {}
+            ".." => {
+                if segments.pop().is_none() {
+                    return Err(FsError::invalid_key(op, key, KeyProblem::LeavesRoot));
+                }
+            }
+            other => segments.push(other),
+        }
+    }
+    Ok(segments.join("/"))
 }
 
 /// File operations on a cluster's storage.
+///
+/// Every key argument goes through [`normalize_key`] (or the backend's
+/// equivalent for its own address forms) before anything is touched; the
+/// local paths of `copy_to_local`/`copy_from_local` are the caller's and are
+/// used as given.
 #[async_trait]
 pub trait Filesystem: Send + Sync {
     /// Creates `path` and its parents. Succeeds if it exists.
@@ -63,4 +173,56 @@ pub trait Filesystem: Send + Sync {
     async fn copy_from_local(&self, local: &Path, remote: &str) -> Result<(), FsError>;
     /// True for an object, a file or a directory (folder marker).
     async fn exists(&self, path: &str) -> Result<bool, FsError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problem(key: &str) -> Option<KeyProblem> {
+        match normalize_key("op", key) {
+            Ok(_) => None,
+            Err(FsError::InvalidKey { problem, .. }) => Some(problem),
+            Err(other) => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn keys_resolve_lexically() {
+        for (key, expected) in [
+            ("a", "a"),
+            ("a/b", "a/b"),
+            ("/a/b/", "a/b"),
+            ("a//b", "a/b"),
+            ("./a/./b", "a/b"),
+            ("a/b/../c", "a/c"),
+            ("a/b/c/../../d", "a/d"),
+            ("a/..b", "a/..b"),
+            ("a/...", "a/..."),
+            ("a_$folder$", "a_$folder$"),
+        ] {
+            assert_eq!(normalize_key("op", key).unwrap(), expected, "{key:?}");
+        }
+    }
+
+    #[test]
+    fn keys_that_leave_or_name_the_root_are_refused() {
+        for key in ["..", "../root", "/..", "a/../..", "a/b/../../../c", "./.."] {
+            assert_eq!(problem(key), Some(KeyProblem::LeavesRoot), "{key:?}");
+        }
+        for key in ["", ".", "/", "//", "x/..", "./x/../", "a/b/../.."] {
+            assert_eq!(problem(key), Some(KeyProblem::IsRoot), "{key:?}");
+        }
+        assert_eq!(problem("a\0b"), Some(KeyProblem::Nul));
+    }
+
+    #[test]
+    fn the_error_names_the_operation_and_the_key() {
+        let e = normalize_key("rmdir", "x/..").unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.starts_with("rmdir \"x/..\": refused: the key names the root"),
+            "{text}"
+        );
+    }
 }

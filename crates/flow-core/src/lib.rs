@@ -34,7 +34,7 @@ pub use cluster::{
     Cluster, ClusterError, ClusterFactory, ClusterHandle, Job, JobContext, JobHandle, JobStatus,
 };
 pub use context::{ExecutionContext, Secret, SettingValue, Settings};
-pub use filesystem::{Filesystem, FsError};
+pub use filesystem::{normalize_key, Filesystem, FsError, KeyProblem};
 pub use graph::{FlowDefinition, FlowGraph, GraphError, StepDefinition};
 pub use record::{
     ClusterRecord, ClusterState, FlowKey, FlowRecord, JobRecord, LogLevel, LogLine, RecordId,

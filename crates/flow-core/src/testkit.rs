@@ -5,13 +5,16 @@
 //! that down, so the local filesystem and the object stores agree on the
 //! details users notice: parents are created, removals are idempotent where
 //! the trait says so, a prefix `tree` never touches its sibling `tree-2`, an
-//! upload replaces the whole object. Each check panics with a message naming
-//! the operation and the key.
+//! upload replaces the whole object, and every operation refuses a key that
+//! leaves the backend's root or names the root itself (`x/..`, `../root`,
+//! `/..`, empty, `PREFIX/..`), on both sides of `cp`/`mv`, without touching
+//! anything. Each check panics with a message naming the operation and the
+//! key.
 //!
 //! This is test code: it writes its local files with `std::fs` and panics
 //! rather than returning errors.
 
-use crate::filesystem::{Filesystem, FsError};
+use crate::filesystem::{Filesystem, FsError, KeyProblem};
 use std::fmt::Debug;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -45,6 +48,8 @@ pub async fn filesystem_conformance(fs: &dyn Filesystem, scratch_local_dir: &Pat
     ok("rmdir (clean start)", base, suite.fs.rmdir(base).await);
 
     suite.mkdir_and_exists().await;
+    suite.keys_are_normalized().await;
+    suite.escaping_keys_are_refused().await;
     let big = suite.round_trip().await;
     suite.copy_to_local_of_missing_object().await;
     suite.single_object_cp_and_mv(&big).await;
@@ -154,6 +159,82 @@ impl Suite<'_> {
         self.upload("dir/a/file.txt", b"a file").await;
         self.expect_exists("dir/a/file.txt", true, "for a file")
             .await;
+    }
+
+    /// `.`, `..` and repeated slashes inside the prefix resolve lexically.
+    async fn keys_are_normalized(&self) {
+        self.upload("norm/a/../b.txt", b"b").await;
+        self.expect_exists("norm/b.txt", true, "after an upload to norm/a/../b.txt")
+            .await;
+        self.upload("norm//./c.txt", b"c").await;
+        self.expect_content("norm/c.txt", b"c", "after an upload to norm//./c.txt")
+            .await;
+        let weird = self.key("norm/x/../d");
+        ok("mkdir", &weird, self.fs.mkdir(&weird).await);
+        self.expect_exists("norm/d", true, "after mkdir of norm/x/../d")
+            .await;
+        let whole = self.key("norm/./");
+        ok("rmdir", &whole, self.fs.rmdir(&whole).await);
+        self.expect_exists("norm/c.txt", false, "after rmdir of norm/./")
+            .await;
+    }
+
+    /// Every operation refuses keys that leave the root or name it, on both
+    /// sides of cp and mv, and changes nothing.
+    async fn escaping_keys_are_refused(&self) {
+        self.upload("canary/keep.txt", b"keep").await;
+        let canary = self.key("canary/keep.txt");
+        let target = self.key("canary/never-written.txt");
+        let local_source = self.scratch_path("escape-source");
+        std::fs::write(&local_source, b"must not be uploaded")
+            .unwrap_or_else(|e| panic!("cannot write {}: {e}", local_source.display()));
+        let local_target = self.scratch_path("escape-target");
+
+        let escapes = [
+            "x/..".to_string(),
+            "../root".to_string(),
+            "/..".to_string(),
+            String::new(),
+            ".".to_string(),
+            "/".to_string(),
+            format!("{}/..", self.base),
+            format!("{}/../..", self.base),
+            format!("{}/x/../../../y", self.base),
+        ];
+        for key in &escapes {
+            let k = key.as_str();
+            expect_refused("mkdir", k, self.fs.mkdir(k).await);
+            expect_refused("rmdir", k, self.fs.rmdir(k).await);
+            expect_refused("rm", k, self.fs.rm(k).await);
+            expect_refused("exists", k, self.fs.exists(k).await);
+            expect_refused("cp", k, self.fs.cp(k, &target).await);
+            expect_refused("cp", k, self.fs.cp(&canary, k).await);
+            expect_refused("mv", k, self.fs.mv(k, &target).await);
+            expect_refused("mv", k, self.fs.mv(&canary, k).await);
+            expect_refused(
+                "copy_to_local",
+                k,
+                self.fs.copy_to_local(k, &local_target).await,
+            );
+            expect_refused(
+                "copy_from_local",
+                k,
+                self.fs.copy_from_local(&local_source, k).await,
+            );
+        }
+        self.expect_content("canary/keep.txt", b"keep", "after the refused keys")
+            .await;
+        self.expect_exists(
+            "canary/never-written.txt",
+            false,
+            "after cp/mv from refused keys",
+        )
+        .await;
+        assert!(
+            !local_target.exists(),
+            "copy_to_local of a refused key created {}",
+            local_target.display()
+        );
     }
 
     /// A multi-megabyte upload and download, byte for byte, and an upload
@@ -330,6 +411,33 @@ fn expect_not_found<T: Debug>(op: &str, key: &str, result: Result<T, FsError>) {
         }
         Err(other) => panic!("{op} {key}: expected FsError::NotFound, got {other:?}"),
         Ok(value) => panic!("{op} {key}: expected FsError::NotFound, got Ok({value:?})"),
+    }
+}
+
+/// `result` must be [`FsError::InvalidKey`] for `op`, naming `key`.
+fn expect_refused<T: Debug>(op: &str, key: &str, result: Result<T, FsError>) {
+    match result {
+        Err(FsError::InvalidKey {
+            op: actual_op,
+            key: actual_key,
+            problem,
+        }) => {
+            assert_eq!(
+                actual_op, op,
+                "{op} {key:?}: the refusal names another operation"
+            );
+            assert_eq!(
+                actual_key, key,
+                "{op} {key:?}: the refusal names another key"
+            );
+            assert_ne!(
+                problem,
+                KeyProblem::Nul,
+                "{op} {key:?}: refused for a NUL byte?"
+            );
+        }
+        Err(other) => panic!("{op} {key:?}: expected FsError::InvalidKey, got {other:?}"),
+        Ok(value) => panic!("{op} {key:?}: expected FsError::InvalidKey, got Ok({value:?})"),
     }
 }
 
