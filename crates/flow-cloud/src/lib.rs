@@ -1,0 +1,36 @@
+//! What the cloud clusters share, written once instead of four times.
+//!
+//! Every cloud cluster (EMR, Dataproc, Qubole, HDInsight) launches or reuses
+//! a cluster, submits a job, waits for it, cancels it and terminates. The
+//! waiting and the retrying are not cloud-specific, so they live here:
+//!
+//! - [`poll::Poller`]: waits for many jobs of one cluster with **one backend
+//!   request per tick** for all of them, a floor (1 s by default), backoff
+//!   for long jobs up to a cap, an overall timeout, and a request counter
+//!   tests read. A cloud crate supplies only a [`poll::JobSource`]: "ask the
+//!   backend about these ids" and "what its states mean".
+//! - [`outcome`]: a backend's terminal states mapped onto
+//!   [`Outcome::Succeeded`], [`Outcome::Failed`] and [`Outcome::Cancelled`]
+//!   ([`StateTable`]).
+//! - [`retry`]: the retry policy for transient errors (through `backon`),
+//!   honouring `Retry-After`.
+//! - [`tail`]: the last bytes of a remote log object, gzip-aware, waiting a
+//!   bounded time for objects that appear late (EMR uploads step logs
+//!   minutes after the step ends).
+//! - [`clock`]: time as a trait, so tests assert polling and retry figures
+//!   by counting requests, never by sleeping.
+//!
+//! What it is not: a cloud client. It speaks no HTTP and knows no SDK; it
+//! depends on no AWS or GCP crate, so a cluster crate adds only its own.
+
+pub mod clock;
+pub mod outcome;
+pub mod poll;
+pub mod retry;
+pub mod tail;
+
+pub use clock::{Clock, ManualClock, TokioClock};
+pub use outcome::{Outcome, Phase, StateTable};
+pub use poll::{Finished, JobSource, PollConfig, PollError, Poller};
+pub use retry::{retry, RetryConfig, Transient};
+pub use tail::{tail, RemoteObjects, Tail, TailError, TailOptions};

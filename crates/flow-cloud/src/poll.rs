@@ -1,0 +1,438 @@
+//! Waiting for many jobs of one cluster with one backend request per tick.
+//!
+//! A [`Poller`] belongs to one cluster (one backend connection). Callers
+//! [`Poller::wait`] for a job id; a background task asks the backend about
+//! **all** watched ids in one request per tick ([`JobSource::statuses`]:
+//! EMR's `ListSteps` with step ids, a Dataproc `jobs.list` with a filter,
+//! ...) and hands each waiter its job's terminal status.
+//!
+//! Timing ([`PollConfig`]): the first tick comes `floor` after the first
+//! wait; ticks are `floor` apart while every watched job is younger than
+//! `backoff_after`; after that each long job's interval grows by `factor`
+//! per tick up to `cap`, and a tick happens when the shortest interval among
+//! the watched jobs has passed, so a new job brings the floor back. Each wait
+//! has an overall timeout. The number of backend requests so far is
+//! [`Poller::requests`]; time comes from a [`Clock`], so tests count requests
+//! instead of sleeping.
+
+use crate::clock::Clock;
+use crate::outcome::{Outcome, Phase};
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::Hash;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+use tokio::sync::{oneshot, Notify};
+
+/// What a cloud crate supplies: one request about many jobs, and what the
+/// answers mean.
+#[async_trait]
+pub trait JobSource: Send + Sync + 'static {
+    /// A job's backend id (EMR step id, Dataproc job id, ...).
+    type Id: Clone + Eq + Hash + fmt::Display + Send + Sync + 'static;
+    /// What the backend says about a job (its state and any details).
+    type Status: Clone + fmt::Debug + Send + 'static;
+    /// A failed request (after the source's own retries of transient
+    /// failures).
+    type Error: fmt::Display + Send + 'static;
+
+    /// ONE backend request about all of `ids`. Ids missing from the answer
+    /// are asked about again next tick (and fail the wait after
+    /// [`PollConfig::max_failed_requests`] answers without them).
+    async fn statuses(
+        &self,
+        ids: &[Self::Id],
+    ) -> Result<Vec<(Self::Id, Self::Status)>, Self::Error>;
+
+    /// Where a status stands; usually a [`StateTable`](crate::StateTable)
+    /// lookup of its state name.
+    fn phase(&self, status: &Self::Status) -> Phase;
+}
+
+/// How often to ask and for how long.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PollConfig {
+    /// The shortest time between two requests (and from the first wait to
+    /// the first request).
+    #[serde(with = "humantime_serde")]
+    pub floor: Duration,
+    /// A job watched for this long starts backing off.
+    #[serde(with = "humantime_serde")]
+    pub backoff_after: Duration,
+    /// A backing-off job's interval is multiplied by this after each tick.
+    pub factor: f64,
+    /// No job's interval grows beyond this.
+    #[serde(with = "humantime_serde")]
+    pub cap: Duration,
+    /// A wait gives up after this long ([`PollError::Timeout`]); `None`
+    /// waits forever.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+    /// Requests failing in a row (or answers missing a job in a row) before
+    /// the waits concerned fail.
+    pub max_failed_requests: u32,
+}
+
+impl Default for PollConfig {
+    fn default() -> Self {
+        PollConfig {
+            floor: Duration::from_secs(1),
+            backoff_after: Duration::from_secs(60),
+            factor: 1.5,
+            cap: Duration::from_secs(5),
+            timeout: Some(Duration::from_secs(24 * 3600)),
+            max_failed_requests: 5,
+        }
+    }
+}
+
+/// A job's end as the backend reported it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finished<T> {
+    pub outcome: Outcome,
+    /// The backend's last status of the job (with its failure details).
+    pub status: T,
+}
+
+/// Why a wait ended without a terminal state.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PollError {
+    #[error("job {job}: not finished after {waited:?} (the wait timed out)")]
+    Timeout { job: String, waited: Duration },
+    #[error("job {job}: {failures} status requests failed in a row; the last: {message}")]
+    Backend {
+        job: String,
+        failures: u32,
+        message: String,
+    },
+    #[error("job {job}: the backend's last {answers} answers did not mention it")]
+    Missing { job: String, answers: u32 },
+    #[error("job {job}: the poller stopped before the job finished")]
+    Stopped { job: String },
+}
+
+/// What one [`JobSource::statuses`] request returned.
+type Answer<S> =
+    Result<Vec<(<S as JobSource>::Id, <S as JobSource>::Status)>, <S as JobSource>::Error>;
+
+type Reply<T> = oneshot::Sender<Result<Finished<T>, PollError>>;
+
+struct Waiter<T> {
+    reply: Reply<T>,
+    started: Duration,
+    deadline: Option<Duration>,
+}
+
+struct Watch<T> {
+    waiters: Vec<Waiter<T>>,
+    since: Duration,
+    interval: Duration,
+    missing: u32,
+}
+
+struct State<S: JobSource> {
+    jobs: HashMap<S::Id, Watch<S::Status>>,
+    driver_running: bool,
+    last_tick: Option<Duration>,
+    failed_requests: u32,
+}
+
+struct Shared<S: JobSource> {
+    source: S,
+    config: PollConfig,
+    clock: Arc<dyn Clock>,
+    state: Mutex<State<S>>,
+    wake: Notify,
+    requests: AtomicU64,
+}
+
+/// Waits for the jobs of one cluster; cheap to clone (clones share the
+/// poller). Needs a tokio runtime: the polling runs in a task spawned on the
+/// first wait, which ends when nothing is watched.
+pub struct Poller<S: JobSource> {
+    shared: Arc<Shared<S>>,
+}
+
+impl<S: JobSource> Clone for Poller<S> {
+    fn clone(&self) -> Self {
+        Poller {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<S: JobSource> fmt::Debug for Poller<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Poller")
+            .field("config", &self.shared.config)
+            .field("requests", &self.requests())
+            .field("watched", &self.watched())
+            .finish()
+    }
+}
+
+impl<S: JobSource> Poller<S> {
+    pub fn new(source: S, config: PollConfig, clock: Arc<dyn Clock>) -> Self {
+        Poller {
+            shared: Arc::new(Shared {
+                source,
+                config,
+                clock,
+                state: Mutex::new(State {
+                    jobs: HashMap::new(),
+                    driver_running: false,
+                    last_tick: None,
+                    failed_requests: 0,
+                }),
+                wake: Notify::new(),
+                requests: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// The source, e.g. for its own counters in tests.
+    pub fn source(&self) -> &S {
+        &self.shared.source
+    }
+
+    /// Backend requests made so far.
+    pub fn requests(&self) -> u64 {
+        self.shared.requests.load(Ordering::SeqCst)
+    }
+
+    /// Jobs being watched now.
+    pub fn watched(&self) -> usize {
+        self.shared.lock().jobs.len()
+    }
+
+    /// Waits for `id` to reach a terminal state, with the configured
+    /// timeout. Dropping the future stops watching the job (if no one else
+    /// waits for it).
+    pub async fn wait(&self, id: S::Id) -> Result<Finished<S::Status>, PollError> {
+        self.wait_for(id, self.shared.config.timeout).await
+    }
+
+    /// [`Poller::wait`] with its own timeout.
+    pub async fn wait_for(
+        &self,
+        id: S::Id,
+        timeout: Option<Duration>,
+    ) -> Result<Finished<S::Status>, PollError> {
+        let job = id.to_string();
+        let (reply, answer) = oneshot::channel();
+        {
+            let mut state = self.shared.lock();
+            let now = self.shared.clock.now();
+            let floor = self.shared.config.floor;
+            state
+                .jobs
+                .entry(id)
+                .or_insert_with(|| Watch {
+                    waiters: Vec::new(),
+                    since: now,
+                    interval: floor,
+                    missing: 0,
+                })
+                .waiters
+                .push(Waiter {
+                    reply,
+                    started: now,
+                    deadline: timeout.map(|t| now + t),
+                });
+            if !state.driver_running {
+                state.driver_running = true;
+                tokio::spawn(drive(self.shared.clone()));
+            }
+        }
+        self.shared.wake.notify_one();
+        answer.await.unwrap_or(Err(PollError::Stopped { job }))
+    }
+}
+
+impl<S: JobSource> Shared<S> {
+    fn lock(&self) -> MutexGuard<'_, State<S>> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Stops watching jobs whose every waiter went away (a dropped wait).
+fn prune<S: JobSource>(state: &mut State<S>) {
+    state.jobs.retain(|_, watch| {
+        watch.waiters.retain(|w| !w.reply.is_closed());
+        !watch.waiters.is_empty()
+    });
+}
+
+/// When the next request is due: the shortest interval among the watched
+/// jobs after the last tick (or after the first wait). `None` when nothing
+/// is watched.
+fn next_tick<S: JobSource>(state: &State<S>, config: &PollConfig) -> Option<Duration> {
+    let shortest = state.jobs.values().map(|w| w.interval).min()?;
+    let base = match state.last_tick {
+        Some(tick) => tick,
+        None => state.jobs.values().map(|w| w.since).min()?,
+    };
+    Some(base + shortest.max(config.floor))
+}
+
+fn next_deadline<S: JobSource>(state: &State<S>) -> Option<Duration> {
+    state
+        .jobs
+        .values()
+        .flat_map(|w| w.waiters.iter().filter_map(|x| x.deadline))
+        .min()
+}
+
+async fn drive<S: JobSource>(shared: Arc<Shared<S>>) {
+    loop {
+        let wake_at = {
+            let mut state = shared.lock();
+            prune(&mut state);
+            let Some(tick) = next_tick(&state, &shared.config) else {
+                state.driver_running = false;
+                state.last_tick = None;
+                return;
+            };
+            next_deadline(&state).map_or(tick, |d| d.min(tick))
+        };
+        let now = shared.clock.now();
+        if wake_at > now {
+            tokio::select! {
+                _ = shared.clock.sleep(wake_at - now) => {}
+                // A new wait may bring the next tick forward.
+                _ = shared.wake.notified() => continue,
+            }
+        }
+        let now = shared.clock.now();
+        let ids = {
+            let mut state = shared.lock();
+            expire(&mut state, now);
+            prune(&mut state);
+            match next_tick(&state, &shared.config) {
+                Some(tick) if tick <= now => {
+                    state.last_tick = Some(now);
+                    state.jobs.keys().cloned().collect::<Vec<_>>()
+                }
+                _ => continue,
+            }
+        };
+        shared.requests.fetch_add(1, Ordering::SeqCst);
+        let answer = shared.source.statuses(&ids).await;
+        let mut state = shared.lock();
+        settle(&shared, &mut state, &ids, answer, now);
+    }
+}
+
+/// Ends the waits whose deadline has passed.
+fn expire<S: JobSource>(state: &mut State<S>, now: Duration) {
+    for (id, watch) in state.jobs.iter_mut() {
+        let (expired, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut watch.waiters)
+            .into_iter()
+            .partition(|w| w.deadline.is_some_and(|d| d <= now));
+        watch.waiters = kept;
+        for waiter in expired {
+            let _ = waiter.reply.send(Err(PollError::Timeout {
+                job: id.to_string(),
+                waited: now.saturating_sub(waiter.started),
+            }));
+        }
+    }
+    state.jobs.retain(|_, watch| !watch.waiters.is_empty());
+}
+
+/// Applies one answer: finished jobs get their reply, running ones back
+/// off, failures are counted.
+fn settle<S: JobSource>(
+    shared: &Shared<S>,
+    state: &mut State<S>,
+    asked: &[S::Id],
+    answer: Answer<S>,
+    now: Duration,
+) {
+    let config = &shared.config;
+    let statuses = match answer {
+        Ok(statuses) => {
+            state.failed_requests = 0;
+            statuses
+        }
+        Err(e) => {
+            state.failed_requests += 1;
+            let failures = state.failed_requests;
+            tracing::warn!(failures, "job status request failed: {e}");
+            if failures >= config.max_failed_requests {
+                let message = e.to_string();
+                for id in asked {
+                    finish(state, id, |job| {
+                        Err(PollError::Backend {
+                            job,
+                            failures,
+                            message: message.clone(),
+                        })
+                    });
+                }
+                state.failed_requests = 0;
+            }
+            return;
+        }
+    };
+    let mut answered: HashMap<&S::Id, &S::Status> = HashMap::new();
+    for (id, status) in &statuses {
+        answered.insert(id, status);
+    }
+    for id in asked {
+        match answered.get(id) {
+            Some(status) => match shared.source.phase(status) {
+                Phase::Finished(outcome) => {
+                    let status = (*status).clone();
+                    finish(state, id, |_| {
+                        Ok(Finished {
+                            outcome,
+                            status: status.clone(),
+                        })
+                    });
+                }
+                Phase::Running => {
+                    if let Some(watch) = state.jobs.get_mut(id) {
+                        watch.missing = 0;
+                        back_off(watch, config, now);
+                    }
+                }
+            },
+            None => {
+                let Some(watch) = state.jobs.get_mut(id) else {
+                    continue;
+                };
+                watch.missing += 1;
+                back_off(watch, config, now);
+                let answers = watch.missing;
+                if answers >= config.max_failed_requests {
+                    finish(state, id, |job| Err(PollError::Missing { job, answers }));
+                }
+            }
+        }
+    }
+}
+
+fn back_off<T>(watch: &mut Watch<T>, config: &PollConfig, now: Duration) {
+    if now.saturating_sub(watch.since) >= config.backoff_after {
+        let grown = watch.interval.mul_f64(config.factor.max(1.0));
+        watch.interval = grown.min(config.cap.max(config.floor));
+    }
+}
+
+/// Removes `id` and sends every waiter the reply `make` builds.
+fn finish<S: JobSource>(
+    state: &mut State<S>,
+    id: &S::Id,
+    make: impl Fn(String) -> Result<Finished<S::Status>, PollError>,
+) {
+    if let Some(watch) = state.jobs.remove(id) {
+        for waiter in watch.waiters {
+            let _ = waiter.reply.send(make(id.to_string()));
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! The last bytes of a remote log object, for failure messages.
+//!
+//! [`tail`] reads a bounded suffix of an object through any
+//! [`RemoteObjects`] (the S3 and GCS filesystems implement it). A plain
+//! object is read from `size - max_bytes`; a `.gz` object (EMR's step logs)
+//! cannot be entered in the middle, so it is streamed through a decoder and
+//! only the last `max_bytes` of the text are kept: memory stays bounded,
+//! the work is the object's size. Objects that appear late (EMR uploads
+//! logs minutes after a step ends) are waited for, up to
+//! [`TailOptions::wait`].
+
+use crate::clock::Clock;
+use async_compression::tokio::bufread::GzipDecoder;
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, BufReader};
+
+/// A byte stream from a remote object.
+pub type ObjectStream = Box<dyn AsyncRead + Send + Unpin>;
+
+/// Reading remote objects by location (`s3://bucket/key`, a key, ...).
+#[async_trait]
+pub trait RemoteObjects: Send + Sync {
+    /// The object's size, or `None` when it does not exist (yet).
+    async fn size(&self, location: &str) -> Result<Option<u64>, TailError>;
+    /// The object's bytes from `offset` to its end.
+    async fn read_from(&self, location: &str, offset: u64) -> Result<ObjectStream, TailError>;
+}
+
+/// A failed read, naming the object.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot read the log {location}: {message}")]
+pub struct TailError {
+    pub location: String,
+    pub message: String,
+}
+
+/// How much to read and how long to wait for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TailOptions {
+    /// At most this many bytes of text are returned (after decompression).
+    pub max_bytes: usize,
+    /// How long to wait for an object that does not exist yet.
+    #[serde(with = "humantime_serde")]
+    pub wait: Duration,
+    /// How often to look for it meanwhile.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+}
+
+impl Default for TailOptions {
+    fn default() -> Self {
+        TailOptions {
+            max_bytes: 16 * 1024,
+            wait: Duration::from_secs(300),
+            interval: Duration::from_secs(15),
+        }
+    }
+}
+
+/// The end of a log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tail {
+    /// The last lines, lossily decoded as UTF-8. When the log was longer
+    /// than `max_bytes`, it starts at a line boundary.
+    pub text: String,
+    /// The log was longer than what `text` holds.
+    pub truncated: bool,
+}
+
+/// The last `options.max_bytes` of `location`, or `None` if it did not
+/// appear within `options.wait`. A location ending in `.gz` is decompressed.
+pub async fn tail(
+    objects: &dyn RemoteObjects,
+    location: &str,
+    options: &TailOptions,
+    clock: &Arc<dyn Clock>,
+) -> Result<Option<Tail>, TailError> {
+    let started = clock.now();
+    let size = loop {
+        if let Some(size) = objects.size(location).await? {
+            break size;
+        }
+        let waited = clock.now().saturating_sub(started);
+        if waited >= options.wait {
+            return Ok(None);
+        }
+        tracing::debug!(location, ?waited, "log not there yet");
+        clock
+            .sleep(options.interval.min(options.wait - waited))
+            .await;
+    };
+    let max = options.max_bytes;
+    let (bytes, truncated) = if location.ends_with(".gz") {
+        let compressed = objects.read_from(location, 0).await?;
+        let mut decoder = GzipDecoder::new(BufReader::new(compressed));
+        decoder.multiple_members(true);
+        keep_last(decoder, max, location).await?
+    } else {
+        let offset = size.saturating_sub(max as u64);
+        let stream = objects.read_from(location, offset).await?;
+        let (bytes, more) = keep_last(stream, max, location).await?;
+        (bytes, more || offset > 0)
+    };
+    let mut text = String::from_utf8_lossy(&bytes).into_owned();
+    if truncated {
+        // Drop the partial first line.
+        if let Some(newline) = text.find('\n') {
+            text.drain(..=newline);
+        }
+    }
+    Ok(Some(Tail { text, truncated }))
+}
+
+/// Reads `stream` to its end keeping its last `max` bytes; returns them and
+/// whether anything was dropped.
+async fn keep_last(
+    mut stream: impl AsyncRead + Unpin,
+    max: usize,
+    location: &str,
+) -> Result<(Vec<u8>, bool), TailError> {
+    let mut kept: VecDeque<u8> = VecDeque::with_capacity(max.min(1 << 20));
+    let mut dropped = false;
+    let mut buffer = vec![0u8; 64 * 1024];
+    loop {
+        let n = stream.read(&mut buffer).await.map_err(|e| TailError {
+            location: location.to_string(),
+            message: e.to_string(),
+        })?;
+        if n == 0 {
+            break;
+        }
+        kept.extend(&buffer[..n]);
+        if kept.len() > max {
+            dropped = true;
+            let excess = kept.len() - max;
+            kept.drain(..excess);
+        }
+    }
+    Ok((kept.into(), dropped))
+}
