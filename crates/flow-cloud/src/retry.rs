@@ -9,7 +9,7 @@
 //! check the sequence without waiting.
 
 use crate::clock::Clock;
-use backon::{ExponentialBuilder, Retryable};
+use backon::{BackoffBuilder, ExponentialBuilder};
 use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::sync::Arc;
@@ -86,37 +86,39 @@ pub trait Transient {
 /// Runs `attempt` until it succeeds, fails with an error that is not
 /// transient, or `config.max_retries` retries are spent. `what` names the
 /// call in the warning logged before each retry.
+///
+/// The delays come from backon's exponential backoff; the loop is written
+/// out (rather than backon's `Retryable` with its closure adaptors) so the
+/// returned future is plainly `Send` when the attempt's future is.
 pub async fn retry<T, E, F, Fut>(
     config: &RetryConfig,
     clock: &Arc<dyn Clock>,
     what: &str,
-    attempt: F,
+    mut attempt: F,
 ) -> Result<T, E>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, E>>,
     E: Transient + std::fmt::Display,
 {
-    let sleeper = {
-        let clock = clock.clone();
-        move |delay: Duration| clock.sleep(delay)
-    };
-    let max_retry_after = config.max_retry_after;
-    attempt
-        .retry(config.backoff())
-        .sleep(sleeper)
-        .when(|e: &E| e.is_transient())
-        .adjust(move |e: &E, delay: Option<Duration>| {
-            // `None` means the retries are spent: keep it so.
-            delay.map(|computed| {
-                e.retry_after()
-                    .map_or(computed, |asked| asked.min(max_retry_after))
-            })
-        })
-        .notify(|e: &E, delay: Duration| {
-            tracing::warn!(call = what, retry_in = ?delay, "transient failure, retrying: {e}");
-        })
-        .await
+    let mut delays = config.backoff().build();
+    loop {
+        let e = match attempt().await {
+            Ok(value) => return Ok(value),
+            Err(e) => e,
+        };
+        if !e.is_transient() {
+            return Err(e);
+        }
+        let Some(computed) = delays.next() else {
+            return Err(e);
+        };
+        let delay = e
+            .retry_after()
+            .map_or(computed, |asked| asked.min(config.max_retry_after));
+        tracing::warn!(call = what, retry_in = ?delay, "transient failure, retrying: {e}");
+        clock.sleep(delay).await;
+    }
 }
 
 /// True for HTTP statuses worth retrying: 408, 429, 500, 502, 503, 504.
