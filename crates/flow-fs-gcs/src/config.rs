@@ -1,0 +1,316 @@
+//! [`GcsConfig`] and the builder that turns it into a [`GcsFilesystem`].
+
+use crate::filesystem::{Auth, GcsFilesystem};
+use flow_cloud::RetryConfig;
+use flow_core::filesystem::normalize_lexically;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+const KIB: u64 = 1024;
+const MIB: u64 = 1024 * KIB;
+/// Resumable upload chunks must be multiples of this (except the last).
+const CHUNK_QUANTUM: u64 = 256 * KIB;
+const PUBLIC_ENDPOINT: &str = "https://storage.googleapis.com";
+
+/// Settings of the GCS filesystem. Holds a path to a key file, never a key
+/// or a token, so it is safe to `Debug`.
+///
+/// ```toml
+/// bucket = "my-data"
+/// prefix = "flows"
+/// credentials_file = "~/keys/etl.json"    # default: Application Default Credentials
+/// endpoint = "http://127.0.0.1:4443"      # an emulator: no auth for it
+/// upload_chunk_size = 16777216
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GcsConfig {
+    /// The bucket of keys without `gs://`.
+    pub bucket: Option<String>,
+    /// A prefix in the default bucket that keys resolve under and may not
+    /// leave.
+    pub prefix: Option<String>,
+    /// An emulator's base URL (`http://127.0.0.1:4443`); requests to it
+    /// carry no credentials. Default: `STORAGE_EMULATOR_HOST`, else the
+    /// public endpoint with auth.
+    pub endpoint: Option<String>,
+    /// A service-account key file. Default: Application Default
+    /// Credentials (`GOOGLE_APPLICATION_CREDENTIALS`, gcloud, metadata
+    /// server).
+    pub credentials_file: Option<PathBuf>,
+    /// Files larger than this are uploaded with a resumable upload.
+    /// Default 8 MiB.
+    pub resumable_threshold: u64,
+    /// Bytes per resumable-upload request, a multiple of 256 KiB; the
+    /// memory an upload holds. Default 16 MiB.
+    pub upload_chunk_size: u64,
+    /// Objects per listing page, 1 to 1,000. Default 1,000.
+    pub list_page_size: u32,
+    /// `maxBytesRewrittenPerCall` for copies (a multiple of 1 MiB); default
+    /// none: the service decides.
+    pub rewrite_max_bytes_per_call: Option<u64>,
+    /// Objects copied or deleted at the same time. Default 8.
+    pub concurrency: usize,
+    /// Retries of transient failures.
+    pub retry: RetryConfig,
+}
+
+impl Default for GcsConfig {
+    fn default() -> Self {
+        GcsConfig {
+            bucket: None,
+            prefix: None,
+            endpoint: None,
+            credentials_file: None,
+            resumable_threshold: 8 * MIB,
+            upload_chunk_size: 16 * MIB,
+            list_page_size: 1000,
+            rewrite_max_bytes_per_call: None,
+            concurrency: 8,
+            retry: RetryConfig::default(),
+        }
+    }
+}
+
+/// Why a [`GcsFilesystem`] could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum GcsError {
+    #[error("GCS filesystem setting `{field}`: {message}")]
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
+    #[error("GCS filesystem: no credentials: {message}")]
+    Auth { message: String },
+    #[error("GCS filesystem: cannot make the HTTP client: {message}")]
+    Client { message: String },
+}
+
+impl GcsConfig {
+    pub fn builder(self) -> GcsFilesystemBuilder {
+        GcsFilesystemBuilder { config: self }
+    }
+
+    /// Checks the values; called by [`GcsFilesystemBuilder::build`].
+    pub fn validate(&self) -> Result<(), GcsError> {
+        let invalid = |field, message: String| Err(GcsError::Invalid { field, message });
+        if let Some(bucket) = &self.bucket {
+            if bucket.len() < 3 || bucket.contains('/') {
+                return invalid("bucket", format!("{bucket:?} is not a bucket name"));
+            }
+        }
+        if self.upload_chunk_size == 0 || !self.upload_chunk_size.is_multiple_of(CHUNK_QUANTUM) {
+            return invalid(
+                "upload_chunk_size",
+                format!(
+                    "{} bytes: must be a positive multiple of 256 KiB",
+                    self.upload_chunk_size
+                ),
+            );
+        }
+        if !(1..=1000).contains(&self.list_page_size) {
+            return invalid(
+                "list_page_size",
+                format!("{}: must be 1 to 1000", self.list_page_size),
+            );
+        }
+        if let Some(n) = self.rewrite_max_bytes_per_call {
+            if n == 0 || !n.is_multiple_of(MIB) {
+                return invalid(
+                    "rewrite_max_bytes_per_call",
+                    format!("{n} bytes: must be a positive multiple of 1 MiB"),
+                );
+            }
+        }
+        if self.concurrency == 0 {
+            return invalid("concurrency", "must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// The endpoint and whether it is an emulator (no auth): the setting, else
+/// `STORAGE_EMULATOR_HOST` (`host:port` or a URL), else the public one.
+pub(crate) fn resolve_endpoint(
+    setting: Option<&str>,
+    emulator_host: Option<&str>,
+) -> (String, bool) {
+    let emulator = setting
+        .or(emulator_host)
+        .map(str::trim)
+        .filter(|s| !s.is_empty());
+    match emulator {
+        Some(url) if url.contains("://") => (url.trim_end_matches('/').to_string(), true),
+        Some(host) => (format!("http://{}", host.trim_end_matches('/')), true),
+        None => (PUBLIC_ENDPOINT.to_string(), false),
+    }
+}
+
+/// Builds a [`GcsFilesystem`]; every `with_*` sets one [`GcsConfig`] field.
+#[derive(Debug, Clone, Default)]
+pub struct GcsFilesystemBuilder {
+    config: GcsConfig,
+}
+
+impl GcsFilesystemBuilder {
+    pub fn new() -> Self {
+        GcsFilesystemBuilder::default()
+    }
+    pub fn with_bucket(mut self, bucket: impl Into<String>) -> Self {
+        self.config.bucket = Some(bucket.into());
+        self
+    }
+    pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.config.prefix = Some(prefix.into());
+        self
+    }
+    pub fn with_endpoint(mut self, url: impl Into<String>) -> Self {
+        self.config.endpoint = Some(url.into());
+        self
+    }
+    pub fn with_credentials_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.config.credentials_file = Some(path.into());
+        self
+    }
+    pub fn with_resumable_threshold(mut self, bytes: u64) -> Self {
+        self.config.resumable_threshold = bytes;
+        self
+    }
+    pub fn with_upload_chunk_size(mut self, bytes: u64) -> Self {
+        self.config.upload_chunk_size = bytes;
+        self
+    }
+    pub fn with_list_page_size(mut self, n: u32) -> Self {
+        self.config.list_page_size = n;
+        self
+    }
+    pub fn with_rewrite_max_bytes_per_call(mut self, bytes: u64) -> Self {
+        self.config.rewrite_max_bytes_per_call = Some(bytes);
+        self
+    }
+    pub fn with_concurrency(mut self, n: usize) -> Self {
+        self.config.concurrency = n;
+        self
+    }
+    pub fn with_retry(mut self, retry: RetryConfig) -> Self {
+        self.config.retry = retry;
+        self
+    }
+
+    pub fn config(&self) -> &GcsConfig {
+        &self.config
+    }
+
+    /// Makes the client and, unless the endpoint is an emulator, the token
+    /// provider (which reads the key file or finds ADC; no token is fetched
+    /// until the first request).
+    pub async fn build(self) -> Result<GcsFilesystem, GcsError> {
+        let config = self.config;
+        config.validate()?;
+        let prefix = match &config.prefix {
+            Some(p) => normalize_lexically("prefix", p).map_err(|e| GcsError::Invalid {
+                field: "prefix",
+                message: e.to_string(),
+            })?,
+            None => String::new(),
+        };
+        let emulator_host = std::env::var("STORAGE_EMULATOR_HOST").ok();
+        let (endpoint, emulator) =
+            resolve_endpoint(config.endpoint.as_deref(), emulator_host.as_deref());
+        let auth = if emulator {
+            Auth::None
+        } else if let Some(path) = &config.credentials_file {
+            let account =
+                gcp_auth::CustomServiceAccount::from_file(path).map_err(|e| GcsError::Auth {
+                    message: format!("{}: {e}", path.display()),
+                })?;
+            Auth::Token(Arc::new(account))
+        } else {
+            let provider = gcp_auth::provider().await.map_err(|e| GcsError::Auth {
+                message: format!(
+                    "{e} (set credentials_file, GOOGLE_APPLICATION_CREDENTIALS, or log in with gcloud)"
+                ),
+            })?;
+            Auth::Token(provider)
+        };
+        let http = reqwest::Client::builder()
+            .build()
+            .map_err(|e| GcsError::Client {
+                message: e.to_string(),
+            })?;
+        Ok(GcsFilesystem::new(http, auth, endpoint, config, prefix))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_emulator_endpoint_comes_from_the_setting_or_the_environment() {
+        assert_eq!(
+            resolve_endpoint(Some("http://127.0.0.1:4443/"), Some("other:1")),
+            ("http://127.0.0.1:4443".to_string(), true)
+        );
+        assert_eq!(
+            resolve_endpoint(None, Some("localhost:9023")),
+            ("http://localhost:9023".to_string(), true)
+        );
+        assert_eq!(
+            resolve_endpoint(None, Some("")),
+            (PUBLIC_ENDPOINT.to_string(), false)
+        );
+        assert_eq!(
+            resolve_endpoint(None, None),
+            (PUBLIC_ENDPOINT.to_string(), false)
+        );
+    }
+
+    #[test]
+    fn settings_parse_and_bad_values_name_their_field() {
+        let c: GcsConfig = toml::from_str(
+            "bucket = \"data\"\nupload_chunk_size = 524288\n[retry]\nmax_retries = 2\n",
+        )
+        .unwrap();
+        assert_eq!(c.upload_chunk_size, 512 * KIB);
+        assert_eq!(c.retry.max_retries, 2);
+        assert!(c.validate().is_ok());
+        for (config, field) in [
+            (
+                GcsConfig {
+                    upload_chunk_size: 1000,
+                    ..GcsConfig::default()
+                },
+                "upload_chunk_size",
+            ),
+            (
+                GcsConfig {
+                    list_page_size: 0,
+                    ..GcsConfig::default()
+                },
+                "list_page_size",
+            ),
+            (
+                GcsConfig {
+                    rewrite_max_bytes_per_call: Some(5),
+                    ..GcsConfig::default()
+                },
+                "rewrite_max_bytes_per_call",
+            ),
+            (
+                GcsConfig {
+                    bucket: Some("x".into()),
+                    ..GcsConfig::default()
+                },
+                "bucket",
+            ),
+        ] {
+            match config.validate() {
+                Err(GcsError::Invalid { field: f, .. }) => assert_eq!(f, field),
+                other => panic!("{field}: {other:?}"),
+            }
+        }
+        assert!(toml::from_str::<GcsConfig>("token = \"x\"\n").is_err());
+    }
+}
