@@ -1,0 +1,76 @@
+//! A realistic-size transfer keeps memory bounded: 256 MiB up (resumable,
+//! 8 MiB chunks) and down through fake-gcs-server, while this process's peak
+//! RSS grows by far less than the file. Alone in its own test binary.
+
+use flow_core::Filesystem;
+use flow_fs_gcs::GcsFilesystemBuilder;
+use std::io::Write;
+
+const MIB: u64 = 1024 * 1024;
+
+fn peak_rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("Linux /proc");
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .expect("VmHWM in /proc/self/status");
+    let kb: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .expect("a number of kB");
+    kb * 1024
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs fake-gcs-server: run through `cargo xtask test`"]
+async fn a_256_mib_file_streams_up_and_down_in_bounded_memory_on_fake_gcs() {
+    let endpoint = std::env::var("FLOW_TEST_GCS_ENDPOINT").unwrap_or_else(|_| {
+        panic!("FLOW_TEST_GCS_ENDPOINT is not set: run through `cargo xtask test`")
+    });
+    let bucket = format!("flow-memory-{}", std::process::id());
+    let created = reqwest::Client::new()
+        .post(format!("{endpoint}/storage/v1/b"))
+        .json(&serde_json::json!({ "name": bucket }))
+        .send()
+        .await
+        .unwrap();
+    assert!(created.status().is_success());
+    let fs = GcsFilesystemBuilder::new()
+        .with_endpoint(&endpoint)
+        .with_bucket(&bucket)
+        .with_upload_chunk_size(8 * MIB)
+        .build()
+        .await
+        .unwrap();
+    let size = 256 * MIB;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.bin");
+    {
+        let mut file = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+        let block: Vec<u8> = (0..MIB).map(|i| (i % 251) as u8).collect();
+        for _ in 0..(size / MIB) {
+            file.write_all(&block).unwrap();
+        }
+        file.flush().unwrap();
+    }
+    let before = peak_rss();
+    fs.copy_from_local(&path, "big/file.bin").await.unwrap();
+    fs.copy_to_local("big/file.bin", &dir.path().join("back.bin"))
+        .await
+        .unwrap();
+    let grown = peak_rss().saturating_sub(before);
+    assert_eq!(
+        std::fs::metadata(dir.path().join("back.bin"))
+            .unwrap()
+            .len(),
+        size
+    );
+    assert!(
+        grown < 64 * MIB,
+        "peak RSS grew by {} MiB for a {} MiB file",
+        grown / MIB,
+        size / MIB
+    );
+    fs.rmdir("big").await.unwrap();
+}
