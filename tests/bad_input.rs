@@ -172,14 +172,19 @@ fn every_bad_input_is_refused_with_exit_2_and_writes_nothing() {
 fn every_fixture_is_used() {
     let fixtures = fixtures();
     let manifest = std::fs::read_to_string(fixtures.join("cases.toml")).unwrap();
-    for dir in [fixtures.clone(), fixtures.join("settings")] {
+    let mut dirs = vec![fixtures.clone()];
+    while let Some(dir) = dirs.pop() {
         for entry in std::fs::read_dir(&dir).unwrap().flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.ends_with(".toml") && name != "cases.toml" {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+                continue;
+            }
+            let relative = path.strip_prefix(&fixtures).unwrap().display().to_string();
+            if relative.ends_with(".toml") && relative != "cases.toml" {
                 assert!(
-                    manifest.contains(&name),
-                    "{} is not used by cases.toml",
-                    entry.path().display()
+                    manifest.contains(&relative),
+                    "{relative} is not used by cases.toml"
                 );
             }
         }

@@ -17,6 +17,39 @@ use std::time::Duration;
 /// Step names the engine keeps for itself.
 pub const RESERVED_STEP_NAMES: [&str; 2] = ["start", "finish"];
 
+/// The longest flow or step name. Names become file names (`FLOW/STEP.log`)
+/// and must fit in one path component with room to spare.
+pub const MAX_NAME_LEN: usize = 100;
+
+/// The rule flow and step names follow, as error messages state it.
+pub const NAME_RULE: &str = "use 1 to 100 ASCII letters, digits, '_' and '-'";
+
+/// True for a valid flow or step name: 1 to [`MAX_NAME_LEN`] ASCII letters,
+/// digits, `_` and `-`. Such a name is a single plain path component (no
+/// `/`, no `..`, no NUL, no newline), so a log file named after it stays in
+/// its directory and a log line naming it cannot be forged.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && name
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-')
+}
+
+/// A name for an error message: quoted with control characters escaped, and
+/// cut short when long, so a hostile name cannot forge lines or flood a
+/// terminal.
+pub fn shown_name(name: &str) -> String {
+    const SHOWN: usize = 40;
+    let count = name.chars().count();
+    if count <= SHOWN {
+        format!("{name:?}")
+    } else {
+        let head: String = name.chars().take(SHOWN).collect();
+        format!("{head:?}... ({count} characters)")
+    }
+}
+
 /// One step as written: its actions, dependencies and options.
 #[derive(Debug, Clone)]
 pub struct StepDefinition {
@@ -123,7 +156,9 @@ pub enum GraphError {
     NoSteps { flow: String },
     #[error("step name '{step}' is reserved (reserved names: start, finish)")]
     ReservedName { step: String },
-    #[error("step name '{step}' is not valid: use letters, digits, '_' and '-'")]
+    #[error("flow name {} is not valid: {NAME_RULE}", shown_name(flow))]
+    InvalidFlowName { flow: String },
+    #[error("step name {} is not valid: {NAME_RULE}", shown_name(step))]
     InvalidName { step: String },
     #[error("step '{step}' is defined more than once")]
     DuplicateStep { step: String },
@@ -145,18 +180,16 @@ pub struct FlowGraph {
     topological: Vec<usize>,
 }
 
-fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-}
-
 impl FlowGraph {
     /// Validates `definition`: names, duplicates, dependencies, cycles.
     pub fn new(definition: FlowDefinition) -> Result<Self, GraphError> {
         if definition.name.is_empty() {
             return Err(GraphError::NoName);
+        }
+        if !valid_name(&definition.name) {
+            return Err(GraphError::InvalidFlowName {
+                flow: definition.name,
+            });
         }
         if definition.steps.is_empty() {
             return Err(GraphError::NoSteps {

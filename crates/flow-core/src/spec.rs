@@ -379,8 +379,10 @@ impl ActionRegistry {
                 GraphError::Cycle { steps } => {
                     steps.first().and_then(|s| name_spans.get(s).cloned())
                 }
-                GraphError::NoName => Some(spec.name.span()),
-                GraphError::NoSteps { .. } => None,
+                // Both are about the flow as a whole: point at its name.
+                GraphError::NoName
+                | GraphError::InvalidFlowName { .. }
+                | GraphError::NoSteps { .. } => Some(spec.name.span()),
             };
             at(span, SpecProblem::Graph(e))
         })
