@@ -98,7 +98,10 @@ fn run_case(case: &Case, fixtures: &Path) -> Result<(), String> {
     if let Some(settings) = &case.settings {
         let text = std::fs::read_to_string(fixtures.join(settings))
             .map_err(|e| format!("{settings}: {e}"))?;
-        home.write("flow.toml", &text);
+        home.write(
+            "flow.toml",
+            &text.replace("{fixtures}", &fixtures.display().to_string()),
+        );
     }
     for p in &case.prepare {
         let args = expand(&p.args, fixtures);

@@ -286,6 +286,11 @@ async fn worker(
     // start before then, and that wait is not dispatch overhead.
     let mut idle_since = Instant::now();
     while let Ok(next) = ready.recv().await {
+        if shared.run_log.has_failed() {
+            // A log line was lost: start nothing more; the engine fails
+            // the run with the reason.
+            board.halt(false);
+        }
         let Some(Ready {
             index,
             record,

@@ -109,6 +109,8 @@ pub(crate) struct Shared {
     pub grace: Duration,
     pub observer: Option<Arc<dyn RunObserver>>,
     pub flow_span: Span,
+    /// The run's log files; a line that cannot be written stops the run.
+    pub run_log: Arc<logging::RunLog>,
 }
 
 impl Shared {
@@ -222,6 +224,14 @@ impl ExecutionEngine {
     ) -> Result<T, EngineError> {
         logging::ensure_installed();
         let key = self.key();
+        if let Some(dir) = &self.options.log_directory {
+            logging::check_log_directory(dir, &key.flow_name).map_err(|source| {
+                EngineError::Logs {
+                    flow: key.clone(),
+                    source,
+                }
+            })?;
+        }
         let lease = self
             .store
             .acquire_lease(&key, &self.owner, Utc::now(), self.options.lease_ttl)
@@ -361,6 +371,18 @@ impl ExecutionEngine {
             reason,
         })?;
 
+        // The log files before any record: a log directory that cannot be
+        // written refuses the run with nothing written to the store.
+        let run_log = Arc::new(match &self.options.log_directory {
+            Some(dir) => logging::register_run(&key.flow_name, dir).map_err(|source| {
+                EngineError::Logs {
+                    flow: key.clone(),
+                    source,
+                }
+            })?,
+            None => logging::RunLog::none(),
+        });
+
         let previous_state = existing_flow.as_ref().map(|f| f.state);
         let mut flow = existing_flow.unwrap_or_else(|| FlowRecord {
             id: None,
@@ -406,21 +428,23 @@ impl ExecutionEngine {
             error: None,
         };
         let to_write: Vec<_> = changed.iter().map(|&i| records[i].clone()).collect();
-        let (mut flow, mut run) = self
+        let begun = self
             .store
             .begin_run(lease, &flow, purge, &to_write, &run)
-            .await
-            .map_err(store_error)?;
+            .await;
+        let (mut flow, mut run) = match begun {
+            Ok(begun) => begun,
+            Err(e) => {
+                run_log.finish();
+                return Err(store_error(e));
+            }
+        };
         for record in &mut records {
             record.related_flow = flow.id.clone();
         }
         let run_id = run.id.clone().unwrap_or_else(|| RecordId::new(""));
 
-        let log_run = match &self.options.log_directory {
-            Some(dir) => logging::register_run(&key.flow_name, dir),
-            None => 0,
-        };
-        let flow_span = info_span!("flow", run = log_run, flow = key.flow_name.as_str());
+        let flow_span = info_span!("flow", run = run_log.id(), flow = key.flow_name.as_str());
         flow_span.in_scope(|| {
             info!(
                 "{mode} of {key} started (run {run_id}): {count} of {} steps on {clusters} {} cluster(s)",
@@ -443,6 +467,7 @@ impl ExecutionEngine {
             grace: self.options.cancel_grace,
             observer: self.options.observer.clone(),
             flow_span: flow_span.clone(),
+            run_log: run_log.clone(),
         });
         if !orphan_jobs.is_empty() {
             clusters::cancel_orphan_jobs(&shared, &self.clusters, orphan_jobs, &flow_span).await;
@@ -460,7 +485,7 @@ impl ExecutionEngine {
         let set = match launched {
             Ok(set) => set,
             Err(e) => {
-                logging::finish_run(log_run);
+                run_log.finish();
                 return Err(store_error(e));
             }
         };
@@ -482,10 +507,22 @@ impl ExecutionEngine {
                     set.owned.len()
                 )
             });
-            logging::finish_run(log_run);
+            run_log.finish();
             return Err(self.lease_lost(lease).await);
         }
         clusters::terminate(&shared, set.owned, &flow_span).await;
+
+        // Lines that could not be written make the run a failure: a run
+        // whose logs are lost must not look like a success.
+        let log_failure = run_log.flushed_failure();
+        if let Some(failure) = &log_failure {
+            let message = format!("the run's logs are incomplete: {failure}");
+            flow_span.in_scope(|| error!("{message}"));
+            error = Some(match error {
+                Some(e) => format!("{e}; {message}"),
+                None => message,
+            });
+        }
 
         let (state, canceled, steps, metrics, store_failure) = match outcome {
             None => (
@@ -504,7 +541,7 @@ impl ExecutionEngine {
                 graph_visits,
             }) => {
                 let all_complete = records.iter().all(|r| r.state.is_complete());
-                let state = if store_error.is_some() || failed || canceled {
+                let state = if store_error.is_some() || failed || canceled || log_failure.is_some() {
                     FlowState::Invalid
                 } else if all_complete && records.iter().all(|r| r.state == StepState::Noop) {
                     FlowState::Noop
@@ -561,7 +598,10 @@ impl ExecutionEngine {
             }
             (None, Ok(_), Ok(())) => info!("{mode} of {key} finished: flow is {state}"),
         });
-        logging::finish_run(log_run);
+        if let Some(late) = run_log.finish().filter(|_| log_failure.is_none()) {
+            // The last lines of the run could not be written.
+            error = Some(format!("the run's logs are incomplete: {late}"));
+        }
         if let Some(source) = store_failure {
             return Err(store_error(source));
         }

@@ -1,6 +1,7 @@
 //! Why the engine did not run a flow, or stopped.
 
 use chrono::{DateTime, Utc};
+use crate::logging::LogDirectoryError;
 use flow_core::{FlowGraph, FlowKey, FlowState, StoreError};
 
 /// Why a run mode was refused. A refusal changes nothing in the store.
@@ -85,6 +86,14 @@ pub enum EngineError {
         flow: FlowKey,
         /// Who holds it now, if anyone.
         holder: Option<String>,
+    },
+    /// The run's logs could not be written; nothing ran and nothing was
+    /// stored.
+    #[error("refused to run {flow}: {source}")]
+    Logs {
+        flow: FlowKey,
+        #[source]
+        source: LogDirectoryError,
     },
     #[error("store failed for flow {flow}: {source}")]
     Store {

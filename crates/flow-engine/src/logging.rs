@@ -12,11 +12,25 @@
 //! Lines are written by one background thread so the engine never waits on
 //! the disk for a log line (they reach the file within ~10 ms); [`flush`]
 //! waits until everything queued is written.
+//!
+//! Confinement: a log file is only ever named after a valid flow or step
+//! name ([`flow_core::graph::valid_name`]: one plain path component), so no
+//! name can put a file outside `LOG_DIR/FLOW/`. Directories are created
+//! 0700 and files 0600 whatever the umask: logs can hold what jobs print.
+//!
+//! A line that cannot be written (the file cannot be created, the disk is
+//! full) is not a warning lost on stderr: the run's [`RunLog`] records the
+//! first such failure and the engine fails the run with it.
+//!
+//! [`event_text`] is the one function both the files and the CLI's stderr
+//! use to turn an event into text.
 
+use flow_core::graph::valid_name;
 use std::collections::{HashMap, HashSet};
 use std::fmt::{self, Write as _};
-use std::fs::{File, OpenOptions};
+use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::{BufWriter, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
@@ -28,14 +42,34 @@ use tracing::{Event, Subscriber};
 use tracing_subscriber::layer::{Context, Layer};
 use tracing_subscriber::registry::LookupSpan;
 
-/// Where one run's lines go.
+/// Where one run's lines go, and the first line that could not be written.
 struct Route {
     flow: String,
     dir: PathBuf,
+    failed: AtomicBool,
+    failure: Mutex<Option<String>>,
+}
+
+impl Route {
+    fn fail(&self, message: String) {
+        let mut failure = self.failure.lock().unwrap_or_else(|p| p.into_inner());
+        if failure.is_none() {
+            *failure = Some(message);
+            self.failed.store(true, Ordering::Release);
+        }
+    }
+
+    /// The file for `name` (a step, or the flow itself): `DIR/NAME.log`, or
+    /// the flow's own file when `name` is not a valid name.
+    fn file(&self, name: &str) -> PathBuf {
+        let name = if valid_name(name) { name } else { &self.flow };
+        self.dir.join(format!("{name}.log"))
+    }
 }
 
 enum Message {
     Line {
+        route: Arc<Route>,
         path: PathBuf,
         line: String,
     },
@@ -105,13 +139,28 @@ fn send(message: Message) {
     }
 }
 
+/// An open log file and the run it belongs to.
+struct OpenFile {
+    out: BufWriter<File>,
+    route: Arc<Route>,
+}
+
+impl OpenFile {
+    fn flush(&mut self, path: &Path) {
+        if let Err(e) = self.out.flush() {
+            self.route
+                .fail(format!("cannot write log file {}: {e}", path.display()));
+        }
+    }
+}
+
 /// The writer thread's state.
 #[derive(Default)]
 struct Writer {
-    files: HashMap<PathBuf, BufWriter<File>>,
+    files: HashMap<PathBuf, OpenFile>,
     /// Directories known to exist, so a new file costs no `mkdir -p`.
     made_dirs: HashSet<PathBuf>,
-    /// Files that could not be opened: reported once, not once per line.
+    /// Files that could not be opened: tried once, not once per line.
     unopenable: HashSet<PathBuf>,
     pending_flushes: Vec<mpsc::Sender<()>>,
 }
@@ -152,44 +201,51 @@ fn write_loop(rx: Receiver<Message>) {
 impl Writer {
     fn handle(&mut self, message: Message) {
         match message {
-            Message::Line { path, line } => {
-                if let Some(f) = self.file(path) {
-                    let _ = f.write_all(line.as_bytes());
+            Message::Line { route, path, line } => {
+                if let Some(f) = self.file(path.clone(), &route) {
+                    if let Err(e) = f.out.write_all(line.as_bytes()) {
+                        route.fail(format!("cannot write log file {}: {e}", path.display()));
+                    }
                 }
             }
             Message::Flush(done) => self.pending_flushes.push(done),
             Message::CloseFile { path } => {
-                if let Some(f) = self.files.remove(&path) {
-                    close(&path, f);
+                if let Some(mut f) = self.files.remove(&path) {
+                    f.flush(&path);
                 }
             }
             Message::Close { dir } => {
                 self.made_dirs.remove(&dir);
                 self.unopenable.retain(|p| !p.starts_with(&dir));
-                for (path, f) in self.files.extract_if(|p, _| p.starts_with(&dir)) {
-                    close(&path, f);
+                for (path, mut f) in self.files.extract_if(|p, _| p.starts_with(&dir)) {
+                    f.flush(&path);
                 }
             }
         }
     }
 
     /// The open file at `path`, opened (and its directory made) if needed.
-    fn file(&mut self, path: PathBuf) -> Option<&mut BufWriter<File>> {
+    /// A file that cannot be opened fails `route`.
+    fn file(&mut self, path: PathBuf, route: &Arc<Route>) -> Option<&mut OpenFile> {
         if !self.files.contains_key(&path) {
             if self.unopenable.contains(&path) {
                 return None;
             }
             if let Some(parent) = path.parent() {
-                if !self.made_dirs.contains(parent) && std::fs::create_dir_all(parent).is_ok() {
+                if !self.made_dirs.contains(parent) && create_private_dir(parent).is_ok() {
                     self.made_dirs.insert(parent.to_path_buf());
                 }
             }
-            match OpenOptions::new().create(true).append(true).open(&path) {
+            match open_private_append(&path) {
                 Ok(f) => {
-                    self.files.insert(path.clone(), BufWriter::new(f));
+                    let file = OpenFile {
+                        out: BufWriter::new(f),
+                        route: route.clone(),
+                    };
+                    self.files.insert(path.clone(), file);
                 }
                 Err(e) => {
-                    eprintln!("flow: cannot open log file {}: {e}", path.display());
+                    route.fail(format!("cannot open log file {}: {e}", path.display()));
                     self.unopenable.insert(path);
                     return None;
                 }
@@ -201,8 +257,8 @@ impl Writer {
     /// The queue is drained: put everything on disk, then answer whoever
     /// waits for a flush.
     fn drained(&mut self) {
-        for f in self.files.values_mut() {
-            let _ = f.flush();
+        for (path, f) in self.files.iter_mut() {
+            f.flush(path);
         }
         for done in self.pending_flushes.drain(..) {
             let _ = done.send(());
@@ -210,36 +266,203 @@ impl Writer {
     }
 }
 
-fn close(path: &Path, mut f: BufWriter<File>) {
-    if let Err(e) = f.flush() {
-        eprintln!("flow: cannot write log file {}: {e}", path.display());
+/// Creates `dir` and its missing parents, each 0700 (before the umask, which
+/// can only take permissions away).
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    DirBuilder::new().recursive(true).mode(0o700).create(dir)
+}
+
+/// Opens `path` for appending, creating it 0600.
+fn open_private_append(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+}
+
+/// Why a run's logs cannot be written, found before the run starts.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("log directory: {path}: {problem}")]
+pub struct LogDirectoryError {
+    pub path: PathBuf,
+    pub problem: String,
+}
+
+/// Checks, without creating anything, that the logs of `flow` can be
+/// written under `log_directory`: the directory (or its nearest existing
+/// ancestor) and `FLOW/` are directories this process may write in, and
+/// `FLOW/FLOW.log` is a regular file or can be created. For callers that
+/// must refuse a run before it writes anything (the `flow` CLI); the engine
+/// makes the same check before it takes the lease.
+pub fn check_log_directory(log_directory: &Path, flow: &str) -> Result<(), LogDirectoryError> {
+    let bad = |path: &Path, problem: String| LogDirectoryError {
+        path: path.to_path_buf(),
+        problem,
+    };
+    if !valid_name(flow) {
+        return Err(bad(
+            log_directory,
+            format!(
+                "flow name {} cannot name a log directory: {}",
+                flow_core::graph::shown_name(flow),
+                flow_core::graph::NAME_RULE
+            ),
+        ));
+    }
+    let flow_dir = log_directory.join(flow);
+    let flow_log = flow_dir.join(format!("{flow}.log"));
+    for (path, directory) in [(log_directory, true), (&flow_dir, true), (&flow_log, false)] {
+        match std::fs::metadata(path) {
+            Ok(m) if directory && !m.is_dir() => {
+                return Err(bad(path, "is not a directory".into()));
+            }
+            Ok(m) if !directory && !m.is_file() => {
+                return Err(bad(path, "is not a regular file".into()));
+            }
+            Ok(_) => {
+                let what = if directory { libc::W_OK | libc::X_OK } else { libc::W_OK };
+                may_access(path, what).map_err(|e| bad(path, format!("cannot be written: {e}")))?;
+            }
+            Err(e) if missing(&e) => {
+                // Created at run time: the nearest existing ancestor must be
+                // a directory this process can create entries in.
+                let mut ancestor = path.parent();
+                while let Some(a) = ancestor {
+                    let a = if a.as_os_str().is_empty() { Path::new(".") } else { a };
+                    match std::fs::metadata(a) {
+                        Ok(m) if m.is_dir() => {
+                            return may_access(a, libc::W_OK | libc::X_OK).map_err(|e| {
+                                bad(path, format!("cannot be created in {}: {e}", a.display()))
+                            });
+                        }
+                        Ok(_) => {
+                            return Err(bad(
+                                path,
+                                format!("cannot be created: {} is not a directory", a.display()),
+                            ))
+                        }
+                        Err(e) if missing(&e) => {
+                            ancestor = a.parent();
+                        }
+                        Err(e) => return Err(bad(a, e.to_string())),
+                    }
+                }
+                return Ok(());
+            }
+            Err(e) => return Err(bad(path, e.to_string())),
+        }
+    }
+    Ok(())
+}
+
+/// The path does not exist (also when a file stands where a directory on
+/// the way should be: the walk up then finds that file).
+fn missing(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+    )
+}
+
+/// `access(2)`: may this process (its real ids) do `mode` on `path`?
+fn may_access(path: &Path, mode: libc::c_int) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "path contains NUL"))?;
+    // SAFETY: `c` is a valid NUL-terminated string that outlives the call.
+    if unsafe { libc::access(c.as_ptr(), mode) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// One run's log files, from [`register_run`] to [`RunLog::finish`].
+pub(crate) struct RunLog {
+    id: u64,
+    route: Option<Arc<Route>>,
+}
+
+impl RunLog {
+    /// No log files (the engine was given no log directory).
+    pub(crate) fn none() -> RunLog {
+        RunLog { id: 0, route: None }
+    }
+
+    /// The id to put on the run's `flow` span.
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Whether a line of this run could not be written so far. Cheap: one
+    /// atomic load.
+    pub(crate) fn has_failed(&self) -> bool {
+        self.route
+            .as_ref()
+            .is_some_and(|r| r.failed.load(Ordering::Acquire))
+    }
+
+    /// Writes out every line queued so far and returns the first write
+    /// failure of the run, if any.
+    pub(crate) fn flushed_failure(&self) -> Option<String> {
+        let route = self.route.as_ref()?;
+        flush();
+        route
+            .failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Unregisters the run, writes out its lines and closes its files;
+    /// returns the first write failure of the run, if any.
+    pub(crate) fn finish(&self) -> Option<String> {
+        let route = routes().write().ok().and_then(|mut r| r.remove(&self.id))?;
+        send(Message::Close {
+            dir: route.dir.clone(),
+        });
+        flush();
+        let failure = route
+            .failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        failure
     }
 }
 
 /// Registers a run: events under a span with `run = id` go to
-/// `log_directory/flow/`. Returns the id to put on the flow span.
-pub(crate) fn register_run(flow: &str, log_directory: &Path) -> u64 {
+/// `log_directory/flow/`. Creates that directory (0700) and the flow's log
+/// file (0600) now, so a log directory that cannot be written stops the run
+/// before it starts.
+pub(crate) fn register_run(flow: &str, log_directory: &Path) -> Result<RunLog, LogDirectoryError> {
     static NEXT: AtomicU64 = AtomicU64::new(1);
+    check_log_directory(log_directory, flow)?;
+    let dir = log_directory.join(flow);
+    let flow_log = dir.join(format!("{flow}.log"));
+    create_private_dir(&dir).map_err(|e| LogDirectoryError {
+        path: dir.clone(),
+        problem: format!("cannot be created: {e}"),
+    })?;
+    open_private_append(&flow_log).map_err(|e| LogDirectoryError {
+        path: flow_log.clone(),
+        problem: format!("cannot be created: {e}"),
+    })?;
     let id = NEXT.fetch_add(1, Ordering::Relaxed);
-    let route = Route {
+    let route = Arc::new(Route {
         flow: flow.to_string(),
-        dir: log_directory.join(flow),
-    };
+        dir,
+        failed: AtomicBool::new(false),
+        failure: Mutex::new(None),
+    });
     if let Ok(mut r) = routes().write() {
-        r.insert(id, Arc::new(route));
+        r.insert(id, route.clone());
     }
-    id
-}
-
-/// Unregisters a run, writes out its lines and closes its files.
-pub(crate) fn finish_run(id: u64) {
-    let route = routes().write().ok().and_then(|mut r| r.remove(&id));
-    if let Some(route) = route {
-        send(Message::Close {
-            dir: route.dir.clone(),
-        });
-    }
-    flush();
+    Ok(RunLog {
+        id,
+        route: Some(route),
+    })
 }
 
 /// Blocks until every line queued so far is written to its file.
@@ -384,7 +607,13 @@ pub fn event_text(event: &Event<'_>) -> String {
         fields: String::new(),
     };
     event.record(&mut text);
-    text.message + &text.fields
+    let mut out = text.message + &text.fields;
+    // One event is one line: a newline inside a message must not forge
+    // another line in the file.
+    if out.contains(['\n', '\r']) {
+        out = out.replace('\n', "\\n").replace('\r', "\\r");
+    }
+    out
 }
 
 /// The `tracing` layer that writes run logs to files.
@@ -434,7 +663,7 @@ where
             return;
         };
         send(Message::CloseFile {
-            path: route.dir.join(format!("{step}.log")),
+            path: route.file(&step),
         });
     }
 
@@ -444,12 +673,11 @@ where
         let Some(route) = routes().read().ok().and_then(|r| r.get(&run).cloned()) else {
             return;
         };
-        let file = tags.step.as_deref().unwrap_or(&route.flow);
-        let path = route.dir.join(format!("{file}.log"));
+        let path = route.file(tags.step.as_deref().unwrap_or(&route.flow));
         let logger = tags.logger().unwrap_or_else(|| route.flow.clone());
         let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         let level = event.metadata().level();
         let line = format!("{now} {logger} {level} {}\n", event_text(event));
-        send(Message::Line { path, line });
+        send(Message::Line { route, path, line });
     }
 }

@@ -129,17 +129,29 @@ impl ExecutionEngine {
                 .collect(),
             error: None,
         };
-        let (mut flow, mut run) = self
+        // The log files before any record, as for a run.
+        let run_log = Arc::new(match &self.options.log_directory {
+            Some(dir) => logging::register_run(&key.flow_name, dir).map_err(|source| {
+                EngineError::Logs {
+                    flow: key.clone(),
+                    source,
+                }
+            })?,
+            None => logging::RunLog::none(),
+        });
+        let begun = self
             .store
             .begin_run(lease, &flow, false, &[], &run)
-            .await
-            .map_err(store_error)?;
-        let run_id = run.id.clone().unwrap_or_else(|| RecordId::new(""));
-        let log_run = match &self.options.log_directory {
-            Some(dir) => logging::register_run(&key.flow_name, dir),
-            None => 0,
+            .await;
+        let (mut flow, mut run) = match begun {
+            Ok(begun) => begun,
+            Err(e) => {
+                run_log.finish();
+                return Err(store_error(e));
+            }
         };
-        let flow_span = info_span!("flow", run = log_run, flow = key.flow_name.as_str());
+        let run_id = run.id.clone().unwrap_or_else(|| RecordId::new(""));
+        let flow_span = info_span!("flow", run = run_log.id(), flow = key.flow_name.as_str());
         flow_span.in_scope(|| info!("rollback of {key} from step {target} started (run {run_id})"));
         let shared = Arc::new(Shared {
             graph: self.graph.clone(),
@@ -152,6 +164,7 @@ impl ExecutionEngine {
             grace: self.options.cancel_grace,
             observer: None,
             flow_span: flow_span.clone(),
+            run_log: run_log.clone(),
         });
         let set = match clusters::launch(
             &shared,
@@ -166,7 +179,7 @@ impl ExecutionEngine {
         {
             Ok(set) => set,
             Err(e) => {
-                logging::finish_run(log_run);
+                run_log.finish();
                 return Err(store_error(e));
             }
         };
@@ -230,10 +243,15 @@ impl ExecutionEngine {
             }
         }
         if lost.is_cancelled() {
-            logging::finish_run(log_run);
+            run_log.finish();
             return Err(self.lease_lost(lease).await);
         }
         clusters::terminate(&shared, set.owned, &flow_span).await;
+        if let Some(lost_lines) = run_log.flushed_failure() {
+            let message = format!("the run's logs are incomplete: {lost_lines}");
+            flow_span.in_scope(|| error!("{message}"));
+            failure.get_or_insert(message);
+        }
         if !done.is_empty() && flow.state.is_complete() {
             // Not every step is done any more: `recover` runs them again.
             flow.state = FlowState::Invalid;
@@ -259,7 +277,7 @@ impl ExecutionEngine {
             Some(e) => error!("rollback of {key} stopped: {e}"),
             None => info!("rollback of {key} finished: flow is {}", flow.state),
         });
-        logging::finish_run(log_run);
+        run_log.finish();
         saved.map_err(store_error)?;
         Ok(RollbackReport {
             run: run_id,

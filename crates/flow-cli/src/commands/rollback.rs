@@ -44,6 +44,8 @@ pub fn rollback(
     }
     let values = settings.values()?;
     let log_directory = settings.log_directory()?;
+    flow_engine::logging::check_log_directory(&log_directory, graph.name())
+        .map_err(|e| CliError::bad_input(e.to_string()))?;
 
     crate::logs::init();
     let store = store_plan.open()?;
@@ -74,7 +76,11 @@ pub fn rollback(
         let engine = ExecutionEngine::new(graph.clone(), context, store.clone(), factory, options);
         let report = match engine.rollback(step, cascade).await {
             Ok(report) => report,
-            Err(e @ (EngineError::Refused { .. } | EngineError::LeaseHeld { .. })) => {
+            Err(
+                e @ (EngineError::Refused { .. }
+                | EngineError::LeaseHeld { .. }
+                | EngineError::Logs { .. }),
+            ) => {
                 return Err(CliError::bad_input(e.to_string()))
             }
             Err(e) => return Err(CliError::failed(e.to_string())),

@@ -52,6 +52,10 @@ pub fn run(
     let store_plan = backends::plan_store(&settings)?;
     let values = settings.values()?;
     let log_directory = settings.log_directory()?;
+    // Logs that cannot be written would be lost while the run reports
+    // success: refuse now, before the store is created or opened.
+    flow_engine::logging::check_log_directory(&log_directory, graph.name())
+        .map_err(|e| CliError::bad_input(e.to_string()))?;
 
     // 2. Refusals that need no store: an unknown step always, and, when
     //    there is no store yet, whatever an empty store would refuse (so
@@ -108,7 +112,11 @@ pub fn run(
         progress.finish();
         let report = match result {
             Ok(report) => report,
-            Err(e @ (EngineError::Refused { .. } | EngineError::LeaseHeld { .. })) => {
+            Err(
+                e @ (EngineError::Refused { .. }
+                | EngineError::LeaseHeld { .. }
+                | EngineError::Logs { .. }),
+            ) => {
                 return Err(CliError::bad_input(e.to_string()))
             }
             Err(e) => {

@@ -1,0 +1,159 @@
+//! Hardening of the engine against hostile names and unwritable logs, on
+//! the real local cluster and the real SQLite store.
+
+mod support;
+
+use flow_core::actions::{Identity, Shell};
+use flow_core::{
+    Action, ActionInstance, FlowDefinition, FlowKey, FlowState, FlowStore, StepDefinition,
+    StepState, Template,
+};
+use flow_engine::EngineError;
+use std::sync::Arc;
+use support::*;
+
+fn act(a: impl Action + 'static) -> ActionInstance {
+    ActionInstance::new(Arc::new(a))
+}
+
+fn shell(command: &str) -> ActionInstance {
+    act(Shell {
+        command: Template::parse(command).unwrap(),
+    })
+}
+
+/// Every file and directory under `dir`, relative, sorted.
+fn listing(dir: &std::path::Path) -> Vec<String> {
+    fn walk(dir: &std::path::Path, base: &std::path::Path, out: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            out.push(path.strip_prefix(base).unwrap().display().to_string());
+            if path.is_dir() {
+                walk(&path, base, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+/// A library user can give the engine any flow name in its context; no
+/// name puts a log file (or a directory) outside the log directory, and the
+/// refusal writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_flow_name_puts_logs_outside_the_log_directory() {
+    let bench = Bench::new();
+    // Logs two levels down, so "../../x" would land inside the bench dir
+    // where the test can see it.
+    let logs = bench.path("a/b/logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let graph = Arc::new(
+        FlowDefinition::new("named")
+            .step(StepDefinition::new("s", act(Identity)))
+            .build()
+            .unwrap(),
+    );
+    let before = listing(bench.dir.path());
+    for name in [
+        "../../escape",
+        "/absolute/elsewhere/victim",
+        "forged\nline",
+        "nul\0byte",
+        &"x".repeat(10_000),
+        "..",
+        "",
+    ] {
+        let mut context = bench.context(&graph, TP, 1);
+        context.flow_name = name.to_string();
+        let mut options = bench.options();
+        options.log_directory = Some(logs.clone());
+        let engine = flow_engine::ExecutionEngine::new(
+            graph.clone(),
+            context,
+            bench.store.clone(),
+            bench.local(),
+            options,
+        );
+        match engine.run().await {
+            Err(EngineError::Logs { source, .. }) => {
+                assert!(
+                    source.problem.contains("cannot name a log directory"),
+                    "{source}"
+                );
+            }
+            other => panic!("{name:?}: expected a refusal, got {other:?}"),
+        }
+        let key = FlowKey::new(name, tp(TP));
+        assert_eq!(bench.store.get_flow(&key).await.unwrap(), None);
+    }
+    assert_eq!(listing(bench.dir.path()), before, "something was written");
+    assert!(!std::path::Path::new("/absolute/elsewhere").exists());
+}
+
+/// A log file that cannot be created in the middle of a run (here: a step
+/// puts a directory where the next step's log file goes) is a run failure
+/// that names the file, not a warning lost on stderr.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_file_that_cannot_be_written_mid_run_fails_the_run() {
+    let bench = Bench::new();
+    let graph = Arc::new(
+        FlowDefinition::new("lossy")
+            .step(StepDefinition::new(
+                "a",
+                shell("mkdir -p logs/lossy/b.log && echo blocked"),
+            ))
+            .step(StepDefinition::new("b", act(Identity)).depends_on(["a"]))
+            .build()
+            .unwrap(),
+    );
+    let report = bench.engine(&graph, TP, 1).run().await.unwrap();
+    assert_eq!(report.state, FlowState::Invalid, "{report:?}");
+    let error = report.error.clone().unwrap_or_default();
+    assert!(
+        error.contains("the run's logs are incomplete")
+            && error.contains("cannot open log file")
+            && error.contains("lossy/b.log"),
+        "{report:?}"
+    );
+    let flow = bench
+        .store
+        .get_flow(&FlowKey::new("lossy", tp(TP)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(flow.state, FlowState::Invalid);
+    // The flow's own log says why.
+    let flow_log = std::fs::read_to_string(bench.logs().join("lossy/lossy.log")).unwrap();
+    assert!(
+        flow_log.contains("the run's logs are incomplete"),
+        "{flow_log}"
+    );
+    // The step that ran is still recorded as it ended.
+    let states = bench.step_states("lossy", TP).await;
+    assert_eq!(states[0], ("a".into(), StepState::Processed.as_str().into()));
+}
+
+/// A log directory that is a file is refused before the lease and before
+/// any record is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_directory_that_is_a_file_refuses_the_run() {
+    let bench = Bench::new();
+    std::fs::write(bench.logs(), "not a directory").unwrap();
+    let graph = Arc::new(
+        FlowDefinition::new("nologs")
+            .step(StepDefinition::new("s", act(Identity)))
+            .build()
+            .unwrap(),
+    );
+    match bench.engine(&graph, TP, 1).run().await {
+        Err(EngineError::Logs { source, .. }) => {
+            assert_eq!(source.path, bench.logs());
+            assert!(source.problem.contains("is not a directory"), "{source}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    let key = FlowKey::new("nologs", tp(TP));
+    assert_eq!(bench.store.get_flow(&key).await.unwrap(), None);
+}
