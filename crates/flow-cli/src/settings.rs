@@ -215,8 +215,23 @@ impl Settings {
             None if Path::new(DEFAULT_FILE).is_file() => PathBuf::from(DEFAULT_FILE),
             None => return Ok(Settings::defaults()),
         };
-        let text = std::fs::read_to_string(&path).map_err(|e| {
-            CliError::bad_input(format!("cannot read settings file {}: {e}", path.display()))
+        let text = flow_core::spec::read_capped(&path, MAX_SETTINGS_FILE).map_err(|e| {
+            let (position, problem) = *e;
+            let place = match position {
+                Some((line, column)) => format!("{}:{line}:{column}", path.display()),
+                None => path.display().to_string(),
+            };
+            let problem = match problem {
+                flow_core::spec::SpecProblem::Read(e) => {
+                    return CliError::bad_input(format!("cannot read settings file {place}: {e}"))
+                }
+                flow_core::spec::SpecProblem::TooLarge { .. } => format!(
+                    "the file is larger than {} KiB; a settings file is text of at most that size",
+                    MAX_SETTINGS_FILE / 1024
+                ),
+                other => other.to_string(),
+            };
+            CliError::bad_input(format!("settings file {place}: {problem}"))
         })?;
         Settings::parse(&text, &path)
     }
@@ -235,14 +250,9 @@ impl Settings {
     /// resolve relative paths.
     pub fn parse(text: &str, path: &Path) -> Result<Settings, CliError> {
         let spec: FileSpec = toml::from_str(text).map_err(|e| {
-            let message = e.message().trim_end();
-            match e.span() {
-                Some(span) => {
-                    let (line, column) = line_col(text, span.start);
-                    CliError::bad_input(format!("{}:{line}:{column}: {message}", path.display()))
-                }
-                None => CliError::bad_input(format!("{}: {message}", path.display())),
-            }
+            let message = flow_core::spec::toml_message(text, &e);
+            let (line, column) = e.span().map_or((1, 1), |s| line_col(text, s.start));
+            CliError::bad_input(format!("{}:{line}:{column}: {message}", path.display()))
         })?;
         let base = match path.parent().filter(|p| !p.as_os_str().is_empty()) {
             Some(dir) if dir.is_absolute() => dir.to_path_buf(),
@@ -254,7 +264,7 @@ impl Settings {
             base,
             spec,
         };
-        settings.check()?;
+        settings.check(text)?;
         Ok(settings)
     }
 
@@ -262,29 +272,57 @@ impl Settings {
         CliError::bad_input(format!("{}: {message}", self.source))
     }
 
-    /// Checks what types alone cannot.
-    fn check(&self) -> Result<(), CliError> {
+    /// An error at `keys` (a path of tables and a key, e.g. `["lease",
+    /// "ttl"]`) in `text`: `FILE:LINE:COL: message`. Points at the key
+    /// itself when `at_key`, else at its value.
+    fn error_at(
+        &self,
+        text: &str,
+        keys: &[&str],
+        at_key: bool,
+        message: impl fmt::Display,
+    ) -> CliError {
+        match locate(text, keys, at_key) {
+            Some(offset) => {
+                let (line, column) = line_col(text, offset);
+                CliError::bad_input(format!("{}:{line}:{column}: {message}", self.source))
+            }
+            None => self.error(message),
+        }
+    }
+
+    /// Checks what types alone cannot; errors point at the key at fault.
+    fn check(&self, text: &str) -> Result<(), CliError> {
+        let lease_key = if self.spec.lease.heartbeat.is_some() {
+            "heartbeat"
+        } else {
+            "ttl"
+        };
         if self.heartbeat_interval() >= self.lease_ttl() {
-            return Err(self.error(format!(
+            return Err(self.error_at(text, &["lease", lease_key], false, format!(
                 "lease.heartbeat ({}) must be shorter than lease.ttl ({}), or the lease turns stale between heartbeats",
                 humantime_serde::re::humantime::format_duration(self.heartbeat_interval()),
                 humantime_serde::re::humantime::format_duration(self.lease_ttl()),
             )));
         }
         if self.heartbeat_interval().is_zero() {
-            return Err(self.error("lease.heartbeat must not be zero"));
+            return Err(self.error_at(
+                text,
+                &["lease", "heartbeat"],
+                false,
+                "lease.heartbeat must not be zero",
+            ));
         }
-        let valid = |name: &str| {
-            !name.is_empty()
-                && name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-        };
-        for name in self.spec.settings.keys().chain(self.spec.secrets.keys()) {
-            if !valid(name) {
-                return Err(self.error(format!(
-                    "setting name '{name}' is not valid: use letters, digits, '_' and '-' (it is written {{settings.{name}}} in flows)"
-                )));
+        for (table, names) in [
+            ("settings", self.spec.settings.keys().collect::<Vec<_>>()),
+            ("secrets", self.spec.secrets.keys().collect()),
+        ] {
+            for name in names {
+                if !valid_setting_name(name) {
+                    return Err(self.error_at(text, &[table, name], true, format!(
+                        "setting name {name:?} is not valid: use letters, digits, '_' and '-' (it is written {{settings.NAME}} in flows)"
+                    )));
+                }
             }
         }
         if let Some(name) = self
@@ -293,9 +331,12 @@ impl Settings {
             .keys()
             .find(|n| self.spec.secrets.contains_key(*n))
         {
-            return Err(self.error(format!(
-                "'{name}' is defined in both [settings] and [secrets]"
-            )));
+            return Err(self.error_at(
+                text,
+                &["secrets", name],
+                true,
+                format!("'{name}' is defined in both [settings] and [secrets]"),
+            ));
         }
         Ok(())
     }
@@ -423,6 +464,35 @@ impl Settings {
     }
 }
 
+/// The largest settings file read: 1 MiB.
+pub const MAX_SETTINGS_FILE: u64 = 1024 * 1024;
+
+fn valid_setting_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// The byte offset of `keys` (tables, then a key) in `text`: of the key when
+/// `at_key`, else of its value.
+fn locate(text: &str, keys: &[&str], at_key: bool) -> Option<usize> {
+    use toml::de::{DeTable, DeValue};
+    let root = DeTable::parse(text).ok()?;
+    let mut table = root.get_ref();
+    for (i, key) in keys.iter().enumerate() {
+        let (k, v) = table.iter().find(|(k, _)| k.get_ref().as_ref() == *key)?;
+        if i + 1 == keys.len() {
+            return Some(if at_key { k.span().start } else { v.span().start });
+        }
+        match v.get_ref() {
+            DeValue::Table(t) => table = t,
+            _ => return None,
+        }
+    }
+    None
+}
+
 fn current_dir() -> PathBuf {
     std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."))
 }
@@ -469,6 +539,20 @@ mod tests {
         assert!(e.message.starts_with("/etc/x/flow.toml:1:22: "), "{e}");
         let e = parse("[lease]\nttl = \"1s\"\nheartbeat = \"5s\"\n").unwrap_err();
         assert!(e.message.contains("shorter than lease.ttl"), "{e}");
+        assert!(e.message.starts_with("/etc/x/flow.toml:3:13: "), "{e}");
+        let e = parse("[lease]\nttl = \"5s\"\n").unwrap_err();
+        assert!(e.message.starts_with("/etc/x/flow.toml:2:7: "), "{e}");
+        let e = parse("[settings]\nok = 1\n\"b d\" = 2\n").unwrap_err();
+        assert!(e.message.starts_with("/etc/x/flow.toml:3:1: "), "{e}");
+        assert!(e.message.contains("\"b d\" is not valid"), "{e}");
+        let e = parse("[settings]\nx = 1\n[secrets]\nx = \"abcdefgh\"\n").unwrap_err();
+        assert!(e.message.starts_with("/etc/x/flow.toml:4:1: "), "{e}");
+        let e = parse("log_directory = \"a\"\nlog_directory = \"b\"\n").unwrap_err();
+        assert!(
+            e.message
+                .starts_with("/etc/x/flow.toml:2:1: duplicate key `log_directory`"),
+            "{e}"
+        );
     }
 
     #[test]

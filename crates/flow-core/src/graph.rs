@@ -166,6 +166,10 @@ pub enum GraphError {
     UnknownDependency { step: String, dependency: String },
     #[error("dependency cycle among steps: {}", steps.join(" -> "))]
     Cycle { steps: Vec<String> },
+    #[error("step '{step}' has {retries} retries; at most {} are allowed", crate::retry::MAX_RETRIES)]
+    TooManyRetries { step: String, retries: u32 },
+    #[error("step '{step}' has a timeout of 0s (on the step or one of its actions), which fails every attempt at once")]
+    ZeroTimeout { step: String },
 }
 
 /// A validated, immutable flow DAG.
@@ -210,6 +214,25 @@ impl FlowGraph {
             }
             if index.insert(step.name.clone(), i).is_some() {
                 return Err(GraphError::DuplicateStep {
+                    step: step.name.clone(),
+                });
+            }
+            if step.retry.retries > crate::retry::MAX_RETRIES {
+                return Err(GraphError::TooManyRetries {
+                    step: step.name.clone(),
+                    retries: step.retry.retries,
+                });
+            }
+            let zero = |t: Option<Duration>| t.is_some_and(|t| t.is_zero());
+            if zero(step.timeout)
+                || step
+                    .pre
+                    .iter()
+                    .chain(std::iter::once(&step.main))
+                    .chain(&step.post)
+                    .any(|a| zero(a.timeout))
+            {
+                return Err(GraphError::ZeroTimeout {
                     step: step.name.clone(),
                 });
             }
@@ -325,18 +348,20 @@ impl FlowGraph {
         seen
     }
 
-    /// The graph in Graphviz dot.
+    /// The graph in Graphviz dot. Every name is a quoted ID with `"` and
+    /// `\` escaped, so no name can break the syntax.
     pub fn to_dot(&self) -> String {
-        let mut out = format!("digraph \"{}\" {{\n  rankdir=LR;\n", self.name);
+        let mut out = format!("digraph {} {{\n  rankdir=LR;\n", dot_id(&self.name));
         for &i in &self.topological {
-            let _ = writeln!(out, "  \"{}\";", self.steps[i].name);
+            let _ = writeln!(out, "  {};", dot_id(&self.steps[i].name));
         }
         for &i in &self.topological {
             for &d in &self.dependants[i] {
                 let _ = writeln!(
                     out,
-                    "  \"{}\" -> \"{}\";",
-                    self.steps[i].name, self.steps[d].name
+                    "  {} -> {};",
+                    dot_id(&self.steps[i].name),
+                    dot_id(&self.steps[d].name)
                 );
             }
         }
@@ -344,19 +369,42 @@ impl FlowGraph {
         out
     }
 
-    /// The graph as a Mermaid flowchart.
+    /// The graph as a Mermaid flowchart. Node ids are `s0`, `s1`, ... (a
+    /// step called `end`, `graph` or `subgraph` would otherwise end the
+    /// chart); the step names are the quoted labels.
     pub fn to_mermaid(&self) -> String {
         let mut out = String::from("flowchart LR\n");
         for &i in &self.topological {
-            let _ = writeln!(out, "  {}", self.steps[i].name);
+            let _ = writeln!(out, "  s{i}[{}]", mermaid_label(&self.steps[i].name));
         }
         for &i in &self.topological {
             for &d in &self.dependants[i] {
-                let _ = writeln!(out, "  {} --> {}", self.steps[i].name, self.steps[d].name);
+                let _ = writeln!(out, "  s{i} --> s{d}");
             }
         }
         out
     }
+}
+
+/// A Graphviz double-quoted ID.
+fn dot_id(name: &str) -> String {
+    let mut out = String::with_capacity(name.len() + 2);
+    out.push('"');
+    for c in name.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// A Mermaid quoted label; `"` becomes the entity `#quot;`.
+fn mermaid_label(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "#quot;"))
 }
 
 /// Kahn's algorithm; `None` when there is a cycle.
@@ -410,7 +458,20 @@ mod tests {
         let derived = g.derived_from(1);
         assert_eq!(derived, vec![false, true, false, true]);
         assert!(g.to_dot().contains("\"a\" -> \"b\""));
-        assert!(g.to_mermaid().contains("b --> d"));
+        assert!(g.to_mermaid().contains("s1 --> s3"));
+        assert!(g.to_mermaid().contains("s3[\"d\"]"));
+    }
+
+    #[test]
+    fn drawings_escape_names_and_avoid_reserved_ids() {
+        assert_eq!(dot_id(r#"a"b\c"#), r#""a\"b\\c""#);
+        assert_eq!(mermaid_label("say \"hi\""), "\"say #quot;hi#quot;\"");
+        let g = flow(vec![step("end", &[]), step("graph", &["end"])]).unwrap();
+        let mermaid = g.to_mermaid();
+        assert_eq!(
+            mermaid,
+            "flowchart LR\n  s0[\"end\"]\n  s1[\"graph\"]\n  s0 --> s1\n"
+        );
     }
 
     #[test]

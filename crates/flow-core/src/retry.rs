@@ -4,11 +4,17 @@
 use serde::Deserialize;
 use std::time::Duration;
 
+/// The most retries a step may have. With a zero delay, more would spin
+/// through attempts as fast as the store can write them; a hundred keeps a
+/// runaway retry loop short whatever the delay.
+pub const MAX_RETRIES: u32 = 100;
+
 /// How often and how patiently to try again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RetryPolicy {
-    /// Extra attempts after the first one.
+    /// Extra attempts after the first one; at most [`MAX_RETRIES`] for a
+    /// step (a flow file or a graph with more is refused).
     pub retries: u32,
     /// Delay before the first retry.
     #[serde(with = "humantime_serde")]

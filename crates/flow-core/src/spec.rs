@@ -15,7 +15,7 @@
 use crate::action::{Action, ActionInstance};
 use crate::actions;
 use crate::graph::{FlowDefinition, FlowGraph, GraphError, StepDefinition};
-use crate::retry::RetryPolicy;
+use crate::retry::{RetryPolicy, MAX_RETRIES};
 use crate::template::{Template, TemplateError};
 use crate::timeperiod::TimeQualifier;
 use serde::Deserialize;
@@ -258,12 +258,17 @@ impl ActionRegistry {
         }
     }
 
-    /// Reads and validates a flow file.
+    /// Reads and validates a flow file. Files larger than
+    /// [`MAX_FLOW_FILE`] are refused without reading them whole (`/dev/zero`
+    /// is not a flow).
     pub fn load_file(&self, path: &Path) -> Result<FlowGraph, SpecError> {
-        let text = std::fs::read_to_string(path).map_err(|e| SpecError {
-            file: path.to_path_buf(),
-            position: None,
-            problem: Box::new(SpecProblem::Read(e.to_string())),
+        let text = read_capped(path, MAX_FLOW_FILE).map_err(|e| {
+            let (position, problem) = *e;
+            SpecError {
+                file: path.to_path_buf(),
+                position,
+                problem: Box::new(problem),
+            }
         })?;
         self.parse(&text, path)
     }
@@ -344,13 +349,14 @@ impl ActionRegistry {
     /// Parses the whole text at once: the reference path, and the one that
     /// reports errors with their line and column.
     fn parse_whole(&self, text: &str, file: &Path) -> Result<FlowGraph, SpecError> {
+        // Every problem has a place: the parser's span, else the start.
         let at = |span: Option<Range<usize>>, problem: SpecProblem| SpecError {
             file: file.to_path_buf(),
-            position: span.map(|s| position(text, s.start)),
+            position: Some(span.map_or((1, 1), |s| position(text, s.start))),
             problem: Box::new(problem),
         };
         let spec: FileSpec = toml::from_str(text)
-            .map_err(|e| at(e.span(), SpecProblem::Syntax(e.message().to_string())))?;
+            .map_err(|e| at(e.span(), SpecProblem::Syntax(toml_message(text, &e))))?;
         let mut name_spans: HashMap<String, Range<usize>> = HashMap::new();
         let mut definition =
             FlowDefinition::new(spec.name.get_ref().clone()).time_qualifier(spec.time_qualifier);
@@ -367,6 +373,8 @@ impl ActionRegistry {
             let span = match &e {
                 GraphError::ReservedName { step }
                 | GraphError::InvalidName { step }
+                | GraphError::TooManyRetries { step, .. }
+                | GraphError::ZeroTimeout { step }
                 | GraphError::UnknownDependency { step, .. } => name_spans.get(step).cloned(),
                 GraphError::DuplicateStep { step } => {
                     // Point at the second definition.
@@ -444,6 +452,13 @@ impl ActionRegistry {
         }
         let timeout = options
             .opt_duration("timeout")
+            .and_then(|t| match t {
+                Some(t) if t.is_zero() => Err(ArgError::Invalid {
+                    arg: "timeout".into(),
+                    message: ZERO_TIMEOUT.into(),
+                }),
+                t => Ok(t),
+            })
             .map_err(|e| in_step(SpecProblem::Arg(e)))?;
         // `rollback = { action = ..., ... }`: an action that undoes this one.
         let rollback = match table.remove("rollback") {
@@ -491,6 +506,55 @@ impl ActionRegistry {
     }
 }
 
+/// The largest flow file read: 64 MiB, room for several hundred thousand
+/// steps.
+pub const MAX_FLOW_FILE: u64 = 64 * 1024 * 1024;
+
+/// Reads a text file of at most `limit` bytes, never holding more than
+/// `limit + 1` bytes of it. A file that is not UTF-8 is refused at the
+/// line and column of its first bad byte.
+#[allow(clippy::type_complexity)]
+pub fn read_capped(
+    path: &Path,
+    limit: u64,
+) -> Result<String, Box<(Option<(usize, usize)>, SpecProblem)>> {
+    use std::io::Read;
+    let read_error = |e: std::io::Error| Box::new((None, SpecProblem::Read(e.to_string())));
+    let file = std::fs::File::open(path).map_err(read_error)?;
+    let mut bytes = Vec::new();
+    file.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(read_error)?;
+    if bytes.len() as u64 > limit {
+        return Err(Box::new((None, SpecProblem::TooLarge { limit })));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        let valid = e.utf8_error().valid_up_to();
+        let bytes = e.into_bytes();
+        // Valid up to there, so this cannot fail; the position is what matters.
+        let before = String::from_utf8_lossy(&bytes[..valid]);
+        Box::new((
+            Some(position(&before, before.len())),
+            SpecProblem::Syntax("the file is not UTF-8 text".into()),
+        ))
+    })
+}
+
+/// A TOML parse error's message, completed where the parser leaves out
+/// what it is about ("duplicate key" names the key).
+pub fn toml_message(text: &str, error: &toml::de::Error) -> String {
+    let message = error.message().trim_end();
+    if message == "duplicate key" {
+        if let Some(key) = error.span().and_then(|s| text.get(s)) {
+            let key = key.trim();
+            if !key.is_empty() {
+                return format!("duplicate key `{key}`");
+            }
+        }
+    }
+    message.to_string()
+}
+
 fn position(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
@@ -503,6 +567,8 @@ fn position(text: &str, offset: usize) -> (usize, usize) {
 pub enum SpecProblem {
     #[error("cannot read: {0}")]
     Read(String),
+    #[error("the file is larger than {} MiB; a flow file is text of at most that size", limit / (1024 * 1024))]
+    TooLarge { limit: u64 },
     #[error("{0}")]
     Syntax(String),
     #[error("unknown action type '{kind}' (known: {known})")]
@@ -599,7 +665,7 @@ struct StepFile {
     post: Vec<Spanned<Table>>,
     #[serde(default)]
     skip: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "capped_retries")]
     retries: u32,
     #[serde(default, with = "humantime_serde")]
     retry_delay: Option<Duration>,
@@ -607,8 +673,31 @@ struct StepFile {
     retry_backoff: Option<u32>,
     #[serde(default, with = "humantime_serde")]
     retry_max_delay: Option<Duration>,
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, deserialize_with = "nonzero_timeout")]
     timeout: Option<Duration>,
+}
+
+const ZERO_TIMEOUT: &str =
+    "a timeout of 0s would fail every attempt at once; leave `timeout` out for no limit";
+
+/// `retries`, at most [`MAX_RETRIES`]; errors get the value's position.
+fn capped_retries<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let retries = u32::deserialize(d)?;
+    if retries > MAX_RETRIES {
+        return Err(serde::de::Error::custom(format!(
+            "retries = {retries} is more than {MAX_RETRIES}, the most a step may retry"
+        )));
+    }
+    Ok(retries)
+}
+
+/// A step `timeout`, which must not be zero.
+fn nonzero_timeout<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let timeout: Option<Duration> = humantime_serde::deserialize(d)?;
+    if timeout.is_some_and(|t| t.is_zero()) {
+        return Err(serde::de::Error::custom(ZERO_TIMEOUT));
+    }
+    Ok(timeout)
 }
 
 #[cfg(test)]

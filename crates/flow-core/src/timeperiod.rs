@@ -46,6 +46,11 @@ pub enum TimeperiodError {
     },
     #[error("window end '{end}' is not after its start '{start}'")]
     EmptyWindow { start: String, end: String },
+    #[error("the {qualifier} period after '{text}' starts in year 10000, which a timeperiod (YYYYMMDDHH) cannot represent; the last period that can be processed ends before 9999-12-31 23:00")]
+    Unrepresentable {
+        text: String,
+        qualifier: &'static str,
+    },
 }
 
 /// A point on Synergy's timeperiod grid. Ordering is chronological.
@@ -84,8 +89,28 @@ impl Timeperiod {
         }
     }
 
-    /// The start of the next period of `qualifier` after this one.
+    /// The start of the next period of `qualifier` after this one. Past
+    /// the last representable period (year 9999) it returns `self`, which
+    /// makes an empty window that [`Timeperiod::check_window`] refuses; use
+    /// [`Timeperiod::checked_next`] to say why.
     pub fn next(self, qualifier: TimeQualifier) -> Timeperiod {
+        self.checked_next(qualifier).unwrap_or(self)
+    }
+
+    /// The start of the next period of `qualifier` after this one, or an
+    /// error when it would be in year 10000 (11 digits, not a timeperiod).
+    pub fn checked_next(self, qualifier: TimeQualifier) -> Result<Timeperiod, TimeperiodError> {
+        let next = self.unchecked_next(qualifier);
+        if next.year > 9999 || next <= self {
+            return Err(TimeperiodError::Unrepresentable {
+                text: self.to_string(),
+                qualifier: qualifier.as_str(),
+            });
+        }
+        Ok(next)
+    }
+
+    fn unchecked_next(self, qualifier: TimeQualifier) -> Timeperiod {
         match qualifier {
             TimeQualifier::Yearly => Timeperiod {
                 year: self.year + 1,
@@ -285,6 +310,28 @@ mod tests {
         assert_eq!(
             tp("2026000000").next(TimeQualifier::Yearly),
             tp("2027000000")
+        );
+    }
+
+    #[test]
+    fn the_last_periods_have_no_representable_end() {
+        for (t, q) in [
+            ("9999000000", TimeQualifier::Yearly),
+            ("9999120000", TimeQualifier::Monthly),
+            ("9999123100", TimeQualifier::Daily),
+            ("9999123123", TimeQualifier::Hourly),
+        ] {
+            let e = tp(t).checked_next(q).unwrap_err();
+            assert!(e.to_string().contains("year 10000"), "{e}");
+            assert_eq!(tp(t).next(q), tp(t), "next saturates instead");
+        }
+        assert_eq!(
+            tp("9999123022").checked_next(TimeQualifier::Hourly),
+            Ok(tp("9999123023"))
+        );
+        assert_eq!(
+            tp("9998000000").checked_next(TimeQualifier::Yearly),
+            Ok(tp("9999000000"))
         );
     }
 

@@ -135,7 +135,9 @@ async fn cancel_leased(
             }
         }
         step.state = StepState::Canceled;
-        step.finished_at = Some(now);
+        // A failed step keeps the time it ended; only a step that never
+        // ended ends now.
+        step.finished_at.get_or_insert(now);
         changed.push(step);
     }
     if changed.is_empty() && (flow.state.is_complete() || flow.state == FlowState::Invalid) {

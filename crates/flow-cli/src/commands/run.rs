@@ -38,10 +38,14 @@ pub fn run(
         .as_deref()
         .map(|t| parse_timeperiod("end-timeperiod", t, q))
         .transpose()?;
-    let default_window = (
-        start.unwrap_or(timeperiod),
-        end.unwrap_or_else(|| timeperiod.next(graph.time_qualifier())),
-    );
+    let end_or_next = match end {
+        Some(end) => end,
+        // Year 9999's last period has no end a timeperiod can hold.
+        None => timeperiod
+            .checked_next(graph.time_qualifier())
+            .map_err(|e| CliError::bad_input(format!("--timeperiod: {e}")))?,
+    };
+    let default_window = (start.unwrap_or(timeperiod), end_or_next);
     Timeperiod::check_window(default_window.0, default_window.1)
         .map_err(|e| CliError::bad_input(e.to_string()))?;
     let key = FlowKey::new(graph.name(), timeperiod);

@@ -32,7 +32,16 @@ pub fn status(
         } else {
             Vec::new()
         };
-        print_runs(&flow.name, &runs, json, &plan.location())?;
+        if runs.is_empty() {
+            // Nothing known about it: a typo, or the wrong store. Exit 2
+            // like a missing record of one run.
+            return Err(CliError::bad_input(format!(
+                "no runs of flow '{}' in the store at {}",
+                flow.name,
+                plan.location()
+            )));
+        }
+        print_runs(&runs, json)?;
         return Ok(Exit::Success);
     };
 
@@ -157,15 +166,11 @@ fn job_text(step: &StepRecord) -> String {
     }
 }
 
-fn print_runs(name: &str, runs: &[FlowRecord], json: bool, location: &str) -> Result<(), CliError> {
+fn print_runs(runs: &[FlowRecord], json: bool) -> Result<(), CliError> {
     if json {
         let text =
             serde_json::to_string_pretty(runs).map_err(|e| CliError::failed(e.to_string()))?;
         outln!("{text}");
-        return Ok(());
-    }
-    if runs.is_empty() {
-        outln!("no runs of flow '{name}' in the store at {location}");
         return Ok(());
     }
     let mut rows = vec![[

@@ -42,10 +42,11 @@ impl Action for Noop {
     }
 }
 
-/// Always fails. For tests and for rehearsing recovery.
+/// Always fails. For tests and for rehearsing recovery. Its `message` is a
+/// template like any other argument.
 #[derive(Debug, Clone, Default)]
 pub struct Fail {
-    pub message: Option<String>,
+    pub message: Option<Template>,
 }
 
 #[async_trait]
@@ -53,12 +54,12 @@ impl Action for Fail {
     fn kind(&self) -> &str {
         "fail"
     }
-    async fn run(&self, _cx: &ActionContext<'_>) -> Result<ActionOutcome, ActionError> {
-        Err(ActionError::failed(
-            self.message
-                .clone()
-                .unwrap_or_else(|| "failed on purpose".into()),
-        ))
+    async fn run(&self, cx: &ActionContext<'_>) -> Result<ActionOutcome, ActionError> {
+        let message = match &self.message {
+            Some(t) => cx.render(t)?,
+            None => "failed on purpose".into(),
+        };
+        Err(ActionError::failed(message))
     }
 }
 
@@ -259,7 +260,7 @@ pub(crate) fn register_builtins(r: &mut ActionRegistry) {
     r.register("noop", |_| arc(Noop));
     r.register("fail", |a| {
         arc(Fail {
-            message: a.opt_string("message")?,
+            message: a.opt_template("message")?,
         })
     });
     r.register("sleep", |a| {
