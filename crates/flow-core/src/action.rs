@@ -11,7 +11,7 @@ use crate::cluster::{Cluster, ClusterError, Job, JobContext, JobHandle};
 use crate::context::ExecutionContext;
 use crate::filesystem::{Filesystem, FsError};
 use crate::store::StoreError;
-use crate::template::{Template, TemplateError};
+use crate::template::{Template, TemplateError, Usage};
 use async_trait::async_trait;
 use std::fmt;
 use std::sync::Arc;
@@ -170,6 +170,33 @@ pub trait Action: Send + Sync + fmt::Debug {
     /// instead, which takes precedence).
     async fn rollback(&self, _cx: &ActionContext<'_>) -> Result<Rollback, ActionError> {
         Ok(Rollback::NothingToUndo)
+    }
+
+    /// The action's argument templates and how each reaches the job, so
+    /// undefined or unsafe substitutions are found when the flow is loaded
+    /// with its settings, before anything runs. The default (none) leaves an
+    /// action's templates to be checked when they are rendered.
+    fn templates(&self) -> Vec<TemplateUse<'_>> {
+        Vec::new()
+    }
+}
+
+/// One argument template of an action and how the job receives it.
+#[derive(Debug, Clone)]
+pub struct TemplateUse<'a> {
+    /// The argument's name in the flow file, e.g. `command` or `conf.k`.
+    pub arg: String,
+    pub template: &'a Template,
+    pub usage: Usage,
+}
+
+impl<'a> TemplateUse<'a> {
+    pub fn new(arg: impl Into<String>, template: &'a Template, usage: Usage) -> Self {
+        TemplateUse {
+            arg: arg.into(),
+            template,
+            usage,
+        }
     }
 }
 

@@ -19,7 +19,7 @@
 //!    when the token fires. Dropping the wait future only stops watching:
 //!    the job goes on, as it would if the engine had died.
 
-use crate::context::ExecutionContext;
+use crate::context::{ExecutionContext, Secret};
 use crate::filesystem::{Filesystem, FsError};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -31,21 +31,37 @@ use tokio_util::sync::CancellationToken;
 /// A job handed to a cluster. One entry point over an enum keeps every
 /// cluster's surface small; a cluster returns [`ClusterError::Unsupported`]
 /// for a kind it cannot run.
+///
+/// Secret values never go into a job's argument vector, which every user of
+/// the machine can read (`ps`): a shell line refers to them as environment
+/// variables listed in `env`; Spark `conf` and Pig `params` that hold a
+/// secret are kept apart (`secret_conf`, `secret_params`) for the cluster to
+/// deliver privately ([`Job::secret_file`] on a local machine, the
+/// backend's own secret mechanism on a cloud).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Job {
     /// A line for `sh -c`. Its substituted values were validated first.
-    Shell { command: String },
+    Shell {
+        command: String,
+        /// Environment variables the line refers to, carrying secret values
+        /// (`FLOW_SECRET_NAME`).
+        env: Vec<(String, Secret)>,
+    },
     /// `spark-submit [--class C] [--conf k=v]... APPLICATION ARGS...`
     Spark {
         application: String,
         main_class: Option<String>,
         conf: Vec<(String, String)>,
+        /// Conf entries whose values hold a secret.
+        secret_conf: Vec<(String, Secret)>,
         args: Vec<String>,
     },
     /// `pig [-param k=v]... -f SCRIPT`
     Pig {
         script: String,
         params: Vec<(String, String)>,
+        /// Params whose values hold a secret.
+        secret_params: Vec<(String, Secret)>,
     },
     /// `hadoop jar JAR [MAIN_CLASS] ARGS...`
     HadoopJar {
@@ -53,6 +69,16 @@ pub enum Job {
         main_class: Option<String>,
         args: Vec<String>,
     },
+}
+
+/// A file a job reads its secret values from: the cluster writes `contents`
+/// to a file only the owner can read and passes `flag FILE` before the
+/// other arguments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretFile {
+    /// `--properties-file` for spark-submit, `-param_file` for pig.
+    pub flag: &'static str,
+    pub contents: Secret,
 }
 
 impl Job {
@@ -65,6 +91,73 @@ impl Job {
             Job::HadoopJar { .. } => "hadoop",
         }
     }
+
+    /// Environment variables carrying secret values, to set for the job's
+    /// process (not in its arguments).
+    pub fn secret_env(&self) -> &[(String, Secret)] {
+        match self {
+            Job::Shell { env, .. } => env,
+            _ => &[],
+        }
+    }
+
+    /// The secret entries of a Spark or Pig job as the file its tool reads
+    /// them from: a Java properties file for `spark-submit
+    /// --properties-file` (which then reads it instead of
+    /// `spark-defaults.conf`), a parameter file for `pig -param_file`.
+    /// `None` when the job has no secret entries.
+    pub fn secret_file(&self) -> Option<SecretFile> {
+        let (flag, entries, line): (_, _, fn(&str, &str) -> String) = match self {
+            Job::Spark { secret_conf, .. } => ("--properties-file", secret_conf, properties_line),
+            Job::Pig { secret_params, .. } => ("-param_file", secret_params, pig_param_line),
+            _ => return None,
+        };
+        if entries.is_empty() {
+            return None;
+        }
+        let contents: String = entries
+            .iter()
+            .map(|(key, value)| line(key, value.expose()))
+            .collect();
+        Some(SecretFile {
+            flag,
+            contents: Secret::new(contents),
+        })
+    }
+}
+
+/// `key=value\n` in Java properties syntax (what `spark-submit
+/// --properties-file` reads, as UTF-8).
+fn properties_line(key: &str, value: &str) -> String {
+    fn escape(text: &str, is_key: bool, out: &mut String) {
+        for (i, c) in text.chars().enumerate() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                '\t' => out.push_str("\\t"),
+                '\u{c}' => out.push_str("\\f"),
+                ' ' if is_key || i == 0 => out.push_str("\\ "),
+                '=' | ':' | '#' | '!' if is_key => {
+                    out.push('\\');
+                    out.push(c);
+                }
+                c => out.push(c),
+            }
+        }
+    }
+    let mut line = String::new();
+    escape(key, true, &mut line);
+    line.push('=');
+    escape(value, false, &mut line);
+    line.push('\n');
+    line
+}
+
+/// `key=value\n` for `pig -param_file`; a value is one line (a newline in
+/// it would end the entry, so it is written as a space).
+fn pig_param_line(key: &str, value: &str) -> String {
+    format!("{key}={}\n", value.replace(['\n', '\r'], " "))
 }
 
 /// What a job needs from its caller besides the job itself.
@@ -326,4 +419,41 @@ pub trait ClusterFactory: Send + Sync {
         name: &str,
         context: &ExecutionContext,
     ) -> Result<Arc<dyn Cluster>, ClusterError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_files_escape_their_entries() {
+        let job = Job::Spark {
+            application: "a.py".into(),
+            main_class: None,
+            conf: vec![],
+            secret_conf: vec![
+                ("spark.k".into(), Secret::new(" lead\\ing=x:y#z\nnext")),
+                ("odd key=1".into(), Secret::new("v")),
+            ],
+            args: vec![],
+        };
+        let file = job.secret_file().unwrap();
+        assert_eq!(file.flag, "--properties-file");
+        assert_eq!(
+            file.contents.expose(),
+            "spark.k=\\ lead\\\\ing=x:y#z\\nnext\nodd\\ key\\=1=v\n"
+        );
+        let pig = Job::Pig {
+            script: "s.pig".into(),
+            params: vec![],
+            secret_params: vec![("token".into(), Secret::new("a b\nc"))],
+        };
+        assert_eq!(pig.secret_file().unwrap().contents.expose(), "token=a b c\n");
+        assert_eq!(pig.secret_file().unwrap().flag, "-param_file");
+        let plain = Job::Shell {
+            command: "true".into(),
+            env: vec![],
+        };
+        assert!(plain.secret_file().is_none());
+    }
 }

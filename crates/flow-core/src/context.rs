@@ -1,23 +1,92 @@
-//! The execution context: what one run of `[flow_name, timeperiod]` knows.
+//! The execution context: what one run of `[flow_name, timeperiod]` knows,
+//! and the secrets it carries.
+//!
+//! Masking happens in one place: every [`Secret`] registers its value in a
+//! process-wide list when it is made, and [`mask`] replaces each registered
+//! value with `***`. The places where text leaves the process call it: the
+//! engine's log lines (files and stderr), step records' error messages
+//! before they are stored, and the CLI's own output. No call site has to
+//! remember which settings are secret.
 
 use crate::timeperiod::Timeperiod;
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 
-/// A credential. Its `Debug` and `Display` never show the value.
+/// The shortest secret the `flow` CLI accepts. Masking a shorter value (one
+/// letter, a common word) would replace its every occurrence in ordinary
+/// text and so tell a reader what it is.
+pub const MIN_SECRET_LEN: usize = 8;
+
+/// A credential. Its `Debug` and `Display` never show the value, and its
+/// value is masked by [`mask`] from the moment it exists.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
 
 impl Secret {
+    /// Wraps `value` and registers it for [`mask`]. Library users should
+    /// keep secrets at least [`MIN_SECRET_LEN`] long, as the CLI requires:
+    /// a short one is still masked, but its masks reveal it.
     pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
+        let value = value.into();
+        register(&value);
+        Secret(value)
     }
 
     /// The secret value, for the one place that must hand it on.
     pub fn expose(&self) -> &str {
         &self.0
     }
+}
+
+/// Secret values to mask, longest first (so a secret that contains another
+/// is masked whole).
+static MASKED: RwLock<Vec<String>> = RwLock::new(Vec::new());
+/// True once any secret exists: [`mask`] costs one atomic load until then.
+static ANY_MASKED: AtomicBool = AtomicBool::new(false);
+
+fn register(value: &str) {
+    if value.is_empty() {
+        return;
+    }
+    let mut masked = MASKED.write().unwrap_or_else(|p| p.into_inner());
+    if let Err(at) = masked.binary_search_by(|v| value.len().cmp(&v.len()).then(v.as_str().cmp(value)))
+    {
+        masked.insert(at, value.to_string());
+    }
+    ANY_MASKED.store(true, Ordering::Release);
+}
+
+/// `text` with the value of every [`Secret`] of this process replaced by
+/// `***`. The one masking function: logs, stored error messages and the
+/// CLI's output all go through it.
+pub fn mask(text: &str) -> Cow<'_, str> {
+    if !ANY_MASKED.load(Ordering::Acquire) {
+        return Cow::Borrowed(text);
+    }
+    let masked = MASKED.read().unwrap_or_else(|p| p.into_inner());
+    let mut out = Cow::Borrowed(text);
+    for value in masked.iter() {
+        if out.contains(value.as_str()) {
+            out = Cow::Owned(out.replace(value.as_str(), "***"));
+        }
+    }
+    out
+}
+
+/// The environment variable that carries secret `name` to a job:
+/// `FLOW_SECRET_` and the name in upper case with `-` as `_`
+/// (`api-token` → `FLOW_SECRET_API_TOKEN`).
+pub fn secret_env_var(name: &str) -> String {
+    let mut var = String::with_capacity(12 + name.len());
+    var.push_str("FLOW_SECRET_");
+    var.extend(name.chars().map(|c| match c {
+        '-' => '_',
+        c => c.to_ascii_uppercase(),
+    }));
+    var
 }
 
 impl fmt::Debug for Secret {
@@ -83,18 +152,16 @@ impl Settings {
         self.values.keys().map(String::as_str)
     }
 
-    /// Replaces every secret value found in `text` with `***`, so a command
-    /// line can be logged.
+    /// Replaces every secret value found in `text` with `***`. The same as
+    /// [`mask`] (which also knows these settings' secrets), kept for callers
+    /// that hold settings.
     pub fn redact(&self, text: &str) -> String {
-        let mut out = text.to_string();
-        for value in self.values.values() {
-            if let SettingValue::Secret(secret) = value {
-                if !secret.expose().is_empty() {
-                    out = out.replace(secret.expose(), "***");
-                }
-            }
-        }
-        out
+        mask(text).into_owned()
+    }
+
+    /// Is `name` a secret?
+    pub fn is_secret(&self, name: &str) -> bool {
+        matches!(self.values.get(name), Some(SettingValue::Secret(_)))
     }
 }
 
@@ -115,6 +182,18 @@ pub struct ExecutionContext {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mask_replaces_every_secret_longest_first() {
+        let _outer = Secret::new("mask-test-outer-value-mask-test-inner");
+        let _inner = Secret::new("mask-test-inner");
+        assert_eq!(
+            mask("a mask-test-outer-value-mask-test-inner b mask-test-inner c"),
+            "a *** b *** c"
+        );
+        assert!(matches!(mask("nothing here"), Cow::Borrowed(_)));
+        assert_eq!(secret_env_var("api-token_2"), "FLOW_SECRET_API_TOKEN_2");
+    }
 
     #[test]
     fn secrets_never_print() {

@@ -28,12 +28,13 @@ pub mod timeperiod;
 
 pub use action::{
     Action, ActionContext, ActionError, ActionInstance, ActionOutcome, JobRecorder, NoJobRecorder,
-    Rollback,
+    Rollback, TemplateUse,
 };
 pub use cluster::{
     Cluster, ClusterError, ClusterFactory, ClusterHandle, Job, JobContext, JobHandle, JobStatus,
+    SecretFile,
 };
-pub use context::{ExecutionContext, Secret, SettingValue, Settings};
+pub use context::{mask, secret_env_var, ExecutionContext, Secret, SettingValue, Settings};
 pub use filesystem::{normalize_key, Filesystem, FsError, KeyProblem};
 pub use graph::{FlowDefinition, FlowGraph, GraphError, StepDefinition};
 pub use record::{
@@ -46,5 +47,5 @@ pub use state::{ActionSetState, FlowState, RunMode, StepState};
 pub use store::{
     FlowQuery, FlowStore, Lease, LeaseInfo, LeaseOutcome, LogQuery, RunQuery, StoreError,
 };
-pub use template::{Template, TemplateError};
+pub use template::{ShellCommand, Template, TemplateError, Usage};
 pub use timeperiod::{TimeQualifier, Timeperiod, TimeperiodError};

@@ -14,6 +14,7 @@
 
 use crate::action::{Action, ActionInstance};
 use crate::actions;
+use crate::context::Settings;
 use crate::graph::{FlowDefinition, FlowGraph, GraphError, StepDefinition};
 use crate::retry::{RetryPolicy, MAX_RETRIES};
 use crate::template::{Template, TemplateError};
@@ -187,6 +188,9 @@ pub type ActionFactory =
 #[derive(Clone)]
 pub struct ActionRegistry {
     factories: HashMap<String, ActionFactory>,
+    /// When set, every action's templates are checked against these
+    /// settings as the file is loaded.
+    settings: Option<Arc<Settings>>,
 }
 
 impl fmt::Debug for ActionRegistry {
@@ -208,7 +212,18 @@ impl ActionRegistry {
     pub fn empty() -> Self {
         ActionRegistry {
             factories: HashMap::new(),
+            settings: None,
         }
+    }
+
+    /// Checks, as files are loaded, every action's templates against
+    /// `settings` (see [`Action::templates`]): a `{settings.NAME}` that is
+    /// not defined, a plain value that is not shell-safe in a `shell`
+    /// command, or a secret in a job's argument vector is a load error at
+    /// the action's `file:line:col`, found before anything runs.
+    pub fn checking_settings(mut self, settings: Arc<Settings>) -> Self {
+        self.settings = Some(settings);
+        self
     }
 
     /// The built-in actions: identity, noop, fail, sleep, shell, spark, pig,
@@ -499,6 +514,29 @@ impl ActionRegistry {
                 problem: Box::new(p),
             })
         })?;
+        if let Some(settings) = &self.settings {
+            // The action and the one that would undo it.
+            let checked = std::iter::once((kind.clone(), &action)).chain(
+                rollback
+                    .as_ref()
+                    .map(|undo| (format!("{kind} rollback {}", undo.kind()), undo)),
+            );
+            for (label, checked) in checked {
+                for used in checked.templates() {
+                    used.template
+                        .check(settings, &used.usage)
+                        .map_err(|source| {
+                            in_step(SpecProblem::InAction {
+                                action: label.clone(),
+                                problem: Box::new(SpecProblem::Arg(ArgError::Template {
+                                    arg: used.arg.clone(),
+                                    source,
+                                })),
+                            })
+                        })?;
+                }
+            }
+        }
         let mut instance = ActionInstance::new(action).named(name).skipped(skip);
         instance.timeout = timeout;
         instance.rollback = rollback;
@@ -769,6 +807,47 @@ main = { action = "spark", application = "jobs/report.py", args = ["--day", "{ti
 
         let e = parse("name = \"f\"\nbogus = 1\n").unwrap_err();
         assert!(e.to_string().contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn settings_are_checked_at_load_time_with_a_position() {
+        let settings = Arc::new(
+            Settings::new()
+                .with_plain("evil", "x; rm -rf /")
+                .with_plain("ok", "fine")
+                .with_secret("token", "a-long-secret"),
+        );
+        let registry = ActionRegistry::builtin().checking_settings(settings);
+        let load = |main: &str| {
+            registry.parse(
+                &format!("name = \"f\"\n[[steps]]\nname = \"a\"\nmain = {main}\n"),
+                Path::new("f.toml"),
+            )
+        };
+        let e = load(r#"{ action = "shell", command = "echo {settings.missing}" }"#).unwrap_err();
+        assert_eq!(e.position, Some((4, 8)), "{e}");
+        assert!(e.to_string().contains("setting 'missing' used in"), "{e}");
+        let e = load(r#"{ action = "shell", command = "echo {settings.evil}" }"#).unwrap_err();
+        assert!(e.to_string().contains("not safe to put into a shell command"), "{e}");
+        let e = load(r#"{ action = "spark", application = "a.py", args = ["{settings.token}"] }"#)
+            .unwrap_err();
+        assert!(e.to_string().contains("is a secret and cannot be put into spark `args`"), "{e}");
+        // Fine: a secret in a shell line, in spark conf, in a path.
+        for ok in [
+            r#"{ action = "shell", command = "echo {settings.token} {settings.ok}" }"#,
+            r#"{ action = "spark", application = "a.py", conf = { "spark.k" = "{settings.token}" } }"#,
+            r#"{ action = "mkdir", path = "d/{settings.token}" }"#,
+        ] {
+            load(ok).unwrap();
+        }
+        // A rollback action is checked too.
+        let e = load(r#"{ action = "mkdir", path = "d", rollback = { action = "shell", command = "echo {settings.evil}" } }"#).unwrap_err();
+        assert!(e.to_string().contains("action 'mkdir rollback shell'"), "{e}");
+        assert!(e.to_string().contains("not safe to put into a shell command"), "{e}");
+        // Without settings to check against, only the syntax is checked.
+        ActionRegistry::builtin()
+            .parse("name = \"f\"\n[[steps]]\nname = \"a\"\nmain = { action = \"shell\", command = \"echo {settings.missing}\" }\n", Path::new("f.toml"))
+            .unwrap();
     }
 
     #[test]

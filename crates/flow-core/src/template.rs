@@ -4,7 +4,7 @@
 //! validation error long before anything runs. `{{` and `}}` stand for
 //! literal braces.
 
-use crate::context::ExecutionContext;
+use crate::context::{secret_env_var, ExecutionContext, Secret, SettingValue, Settings};
 use std::fmt;
 
 /// A placeholder that a template can name.
@@ -29,14 +29,92 @@ enum Segment {
 pub enum TemplateError {
     #[error("unknown placeholder '{{{name}}}' in '{template}' (known: flow_name, step_name, timeperiod, start_timeperiod, end_timeperiod, settings.NAME)")]
     UnknownPlaceholder { template: String, name: String },
+    #[error("'${{{name}}}' in '{template}' is read as the placeholder '{{{name}}}'; for the shell variable write ${name} or ${{{{{name}}}}} ('{{{{' and '}}}}' are literal braces)")]
+    ShellVariable { template: String, name: String },
     #[error("unclosed '{{' in '{template}'")]
     Unclosed { template: String },
     #[error("stray '}}' in '{template}' (write '}}}}' for a literal brace)")]
     StrayBrace { template: String },
-    #[error("setting '{name}' used in '{template}' is not defined")]
+    #[error("setting '{name}' used in '{template}' is not defined in [settings] or [secrets]")]
     MissingSetting { template: String, name: String },
-    #[error("value of '{{{name}}}' ({value:?}) is not safe to put into a shell command; only letters, digits and . _ - / : = @ % + , are allowed")]
+    #[error("value of '{{{name}}}' ({value:?}) is not safe to put into a shell command; only letters, digits and . _ - / : = @ % + , are allowed (a value that needs more belongs in [secrets], which reach the command as an environment variable)")]
     UnsafeForShell { name: String, value: String },
+    #[error("'{{settings.{name}}}' is a secret and cannot be put into {place}: a process's arguments are visible to every user of the machine (ps); {hint}")]
+    SecretInArgument {
+        name: String,
+        place: String,
+        hint: String,
+    },
+}
+
+/// How a job receives a rendered argument, which decides what may be
+/// substituted into it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Usage {
+    /// Stays in this process or reaches the job by a private channel (a
+    /// filesystem path, a message, Spark `conf`, Pig `params`): any value.
+    Private,
+    /// A `sh -c` line: plain values must be shell-safe; secrets become
+    /// references to environment variables.
+    Shell,
+    /// A word of a job's argument vector, readable by anyone on the machine:
+    /// no secrets. `hint` says where a secret can go instead.
+    Argument { place: String, hint: String },
+}
+
+/// A rendered `sh -c` line and the secret values its references need in the
+/// job's environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShellCommand {
+    pub command: String,
+    /// `(VARIABLE, value)` for every secret the line refers to.
+    pub env: Vec<(String, Secret)>,
+}
+
+/// Where the shell is inside a `sh -c` line, as far as quoting goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Quoting {
+    None,
+    Single,
+    Double,
+}
+
+impl Quoting {
+    /// The quoting after `text`, starting from `self`.
+    fn after(mut self, text: &str) -> Quoting {
+        let mut chars = text.chars();
+        while let Some(c) = chars.next() {
+            self = match (self, c) {
+                (Quoting::None, '\\') | (Quoting::Double, '\\') => {
+                    chars.next();
+                    self
+                }
+                (Quoting::None, '\'') => Quoting::Single,
+                (Quoting::None, '"') => Quoting::Double,
+                (Quoting::Single, '\'') | (Quoting::Double, '"') => Quoting::None,
+                (q, _) => q,
+            };
+        }
+        self
+    }
+
+    /// A reference to `variable` that expands to its value as it is, one
+    /// word, never split or globbed, wherever it stands.
+    fn reference(self, variable: &str) -> String {
+        match self {
+            Quoting::None => format!("\"${{{variable}}}\""),
+            Quoting::Double => format!("${{{variable}}}"),
+            // Close the single quotes, expand in double quotes, reopen.
+            Quoting::Single => format!("'\"${{{variable}}}\"'"),
+        }
+    }
+}
+
+fn shell_safe(value: &str) -> bool {
+    value.chars().all(|c| {
+        c.is_ascii_alphanumeric()
+            || matches!(c, '.' | '_' | '-' | '/' | ':' | '=' | '@' | '%' | '+' | ',')
+    })
 }
 
 /// A parsed argument template.
@@ -90,6 +168,12 @@ impl Template {
                             {
                                 Placeholder::Setting(setting.to_string())
                             }
+                            _ if source[..i].ends_with('$') => {
+                                return Err(TemplateError::ShellVariable {
+                                    template: source.to_string(),
+                                    name: name.to_string(),
+                                })
+                            }
                             _ => {
                                 return Err(TemplateError::UnknownPlaceholder {
                                     template: source.to_string(),
@@ -132,66 +216,156 @@ impl Template {
         })
     }
 
-    /// Substitutes every placeholder.
+    /// Substitutes every placeholder, secrets included: for values that
+    /// stay in this process or reach the job privately ([`Usage::Private`]).
     pub fn render(&self, cx: &ExecutionContext, step: &str) -> Result<String, TemplateError> {
-        self.render_with(cx, step, |_, v| Ok(v.to_string()))
+        self.render_with(cx, step, |_, _, value| Ok(value.expose().to_string()))
     }
 
-    /// Substitutes every placeholder for a `sh -c` line: each substituted value
-    /// must consist of characters that the shell treats literally.
+    /// Substitutes every placeholder for a word of a job's argument vector
+    /// ([`Usage::Argument`]): a secret is refused, since every user of the
+    /// machine can read the arguments of a process.
+    pub fn render_argument(
+        &self,
+        cx: &ExecutionContext,
+        step: &str,
+        place: &str,
+        hint: &str,
+    ) -> Result<String, TemplateError> {
+        self.render_with(cx, step, |name, _, value| match value {
+            SettingValue::Secret(_) => Err(TemplateError::SecretInArgument {
+                name: name.trim_start_matches("settings.").to_string(),
+                place: place.to_string(),
+                hint: hint.to_string(),
+            }),
+            plain => Ok(plain.expose().to_string()),
+        })
+    }
+
+    /// True when rendering would substitute a secret.
+    pub fn uses_secret(&self, settings: &Settings) -> bool {
+        self.settings_used().any(|name| settings.is_secret(name))
+    }
+
+    /// Substitutes every placeholder for a `sh -c` line. Each plain value
+    /// must consist of characters that the shell treats literally; each
+    /// secret becomes a reference to the environment variable
+    /// [`secret_env_var`]`(NAME)` (quoted so it expands to one word, inside
+    /// or outside quotes), and the value goes into [`ShellCommand::env`], so
+    /// it never appears in the command line.
     pub fn render_for_shell(
         &self,
         cx: &ExecutionContext,
         step: &str,
-    ) -> Result<String, TemplateError> {
-        self.render_with(cx, step, |name, value| {
-            let safe = value.chars().all(|c| {
-                c.is_ascii_alphanumeric()
-                    || matches!(c, '.' | '_' | '-' | '/' | ':' | '=' | '@' | '%' | '+' | ',')
-            });
-            if safe {
-                Ok(value.to_string())
-            } else {
-                Err(TemplateError::UnsafeForShell {
-                    name: name.to_string(),
-                    value: cx.settings.redact(value),
-                })
+    ) -> Result<ShellCommand, TemplateError> {
+        let mut env: Vec<(String, Secret)> = Vec::new();
+        let mut quoting = Quoting::None;
+        let mut command = String::with_capacity(self.source.len() + 16);
+        for segment in &self.segments {
+            match segment {
+                Segment::Literal(text) => {
+                    quoting = quoting.after(text);
+                    command.push_str(text);
+                }
+                Segment::Value(p) => {
+                    let (name, value) = self.value(cx, step, p)?;
+                    match (p, value) {
+                        (Placeholder::Setting(setting), SettingValue::Secret(secret)) => {
+                            let variable = secret_env_var(setting);
+                            command.push_str(&quoting.reference(&variable));
+                            if !env.iter().any(|(v, _)| *v == variable) {
+                                env.push((variable, secret));
+                            }
+                        }
+                        (_, value) if shell_safe(value.expose()) => {
+                            command.push_str(value.expose())
+                        }
+                        (_, value) => {
+                            return Err(TemplateError::UnsafeForShell {
+                                name,
+                                value: value.expose().to_string(),
+                            })
+                        }
+                    }
+                }
             }
-        })
+        }
+        Ok(ShellCommand { command, env })
+    }
+
+    /// Checks, before anything runs, that rendering with `settings` can
+    /// succeed for `usage`: every setting is defined, plain values in a
+    /// shell line are shell-safe, no secret lands in an argument.
+    pub fn check(&self, settings: &Settings, usage: &Usage) -> Result<(), TemplateError> {
+        for name in self.settings_used() {
+            let value = settings
+                .get(name)
+                .ok_or_else(|| TemplateError::MissingSetting {
+                    template: self.source.clone(),
+                    name: name.to_string(),
+                })?;
+            match (usage, value) {
+                (Usage::Shell, SettingValue::Plain(v)) if !shell_safe(v) => {
+                    return Err(TemplateError::UnsafeForShell {
+                        name: format!("settings.{name}"),
+                        value: v.clone(),
+                    })
+                }
+                (Usage::Argument { place, hint }, SettingValue::Secret(_)) => {
+                    return Err(TemplateError::SecretInArgument {
+                        name: name.to_string(),
+                        place: place.clone(),
+                        hint: hint.clone(),
+                    })
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The name (as messages write it) and value of one placeholder.
+    fn value(
+        &self,
+        cx: &ExecutionContext,
+        step: &str,
+        p: &Placeholder,
+    ) -> Result<(String, SettingValue), TemplateError> {
+        let plain = |name: &str, v: String| Ok((name.to_string(), SettingValue::Plain(v)));
+        match p {
+            Placeholder::FlowName => plain("flow_name", cx.flow_name.clone()),
+            Placeholder::StepName => plain("step_name", step.to_string()),
+            Placeholder::Timeperiod => plain("timeperiod", cx.timeperiod.to_string()),
+            Placeholder::StartTimeperiod => {
+                plain("start_timeperiod", cx.start_timeperiod.to_string())
+            }
+            Placeholder::EndTimeperiod => plain("end_timeperiod", cx.end_timeperiod.to_string()),
+            Placeholder::Setting(setting) => {
+                let value =
+                    cx.settings
+                        .get(setting)
+                        .ok_or_else(|| TemplateError::MissingSetting {
+                            template: self.source.clone(),
+                            name: setting.clone(),
+                        })?;
+                Ok((format!("settings.{setting}"), value.clone()))
+            }
+        }
     }
 
     fn render_with(
         &self,
         cx: &ExecutionContext,
         step: &str,
-        check: impl Fn(&str, &str) -> Result<String, TemplateError>,
+        check: impl Fn(&str, &Placeholder, &SettingValue) -> Result<String, TemplateError>,
     ) -> Result<String, TemplateError> {
         let mut out = String::with_capacity(self.source.len() + 16);
         for segment in &self.segments {
             match segment {
                 Segment::Literal(text) => out.push_str(text),
                 Segment::Value(p) => {
-                    let (name, value): (String, String) = match p {
-                        Placeholder::FlowName => ("flow_name".into(), cx.flow_name.clone()),
-                        Placeholder::StepName => ("step_name".into(), step.to_string()),
-                        Placeholder::Timeperiod => ("timeperiod".into(), cx.timeperiod.to_string()),
-                        Placeholder::StartTimeperiod => {
-                            ("start_timeperiod".into(), cx.start_timeperiod.to_string())
-                        }
-                        Placeholder::EndTimeperiod => {
-                            ("end_timeperiod".into(), cx.end_timeperiod.to_string())
-                        }
-                        Placeholder::Setting(setting) => {
-                            let value = cx.settings.get(setting).ok_or_else(|| {
-                                TemplateError::MissingSetting {
-                                    template: self.source.clone(),
-                                    name: setting.clone(),
-                                }
-                            })?;
-                            (format!("settings.{setting}"), value.expose().to_string())
-                        }
-                    };
-                    out.push_str(&check(&name, &value)?);
+                    let (name, value) = self.value(cx, step, p)?;
+                    out.push_str(&check(&name, p, &value)?);
                 }
             }
         }
@@ -256,9 +430,14 @@ mod tests {
             t.render_for_shell(&cx(), "s"),
             Err(TemplateError::UnsafeForShell { .. })
         ));
+        assert!(matches!(
+            t.check(&cx().settings, &Usage::Shell),
+            Err(TemplateError::UnsafeForShell { .. })
+        ));
+        assert_eq!(t.check(&cx().settings, &Usage::Private), Ok(()));
         let t = Template::parse("echo {settings.bucket} {timeperiod}").unwrap();
         assert_eq!(
-            t.render_for_shell(&cx(), "s").unwrap(),
+            t.render_for_shell(&cx(), "s").unwrap().command,
             "echo my-bucket 2026112800"
         );
         let t = Template::parse("echo {settings.missing}").unwrap();
@@ -266,5 +445,65 @@ mod tests {
             t.render(&cx(), "s"),
             Err(TemplateError::MissingSetting { .. })
         ));
+        assert!(matches!(
+            t.check(&cx().settings, &Usage::Private),
+            Err(TemplateError::MissingSetting { .. })
+        ));
+    }
+
+    fn with_secret() -> ExecutionContext {
+        let mut cx = cx();
+        cx.settings = Arc::new(
+            Settings::new()
+                .with_plain("bucket", "my-bucket")
+                .with_secret("api-token", "it's \"$(secret)\" value"),
+        );
+        cx
+    }
+
+    #[test]
+    fn secrets_reach_shell_lines_as_quoted_environment_references() {
+        let t = Template::parse(
+            "curl -H x-{settings.api-token}-y \"in {settings.api-token} dq\" 'in {settings.api-token} sq' \\'{settings.api-token}",
+        )
+        .unwrap();
+        let rendered = t.render_for_shell(&with_secret(), "s").unwrap();
+        assert_eq!(
+            rendered.command,
+            "curl -H x-\"${FLOW_SECRET_API_TOKEN}\"-y \"in ${FLOW_SECRET_API_TOKEN} dq\" 'in '\"${FLOW_SECRET_API_TOKEN}\"' sq' \\'\"${FLOW_SECRET_API_TOKEN}\""
+        );
+        assert_eq!(rendered.env.len(), 1);
+        assert_eq!(rendered.env[0].0, "FLOW_SECRET_API_TOKEN");
+        assert_eq!(rendered.env[0].1.expose(), "it's \"$(secret)\" value");
+        // Any secret value is fine in a shell line: it is never parsed.
+        assert_eq!(t.check(&with_secret().settings, &Usage::Shell), Ok(()));
+    }
+
+    #[test]
+    fn secrets_are_refused_in_arguments() {
+        let t = Template::parse("--token={settings.api-token}").unwrap();
+        let usage = Usage::Argument {
+            place: "spark `args`".into(),
+            hint: "use conf".into(),
+        };
+        let e = t.check(&with_secret().settings, &usage).unwrap_err();
+        assert!(e.to_string().contains("'{settings.api-token}' is a secret and cannot be put into spark `args`"), "{e}");
+        assert!(matches!(
+            t.render_argument(&with_secret(), "s", "spark `args`", "use conf"),
+            Err(TemplateError::SecretInArgument { .. })
+        ));
+        assert!(t.uses_secret(&with_secret().settings));
+        assert!(!t.uses_secret(&cx().settings));
+    }
+
+    #[test]
+    fn a_shell_variable_gets_a_hint() {
+        let e = Template::parse("echo ${HOME}").unwrap_err();
+        assert!(matches!(e, TemplateError::ShellVariable { .. }));
+        assert!(e.to_string().contains("write $HOME or ${{HOME}}"), "{e}");
+        assert_eq!(
+            Template::parse("echo ${{HOME}} $HOME").unwrap().source(),
+            "echo ${{HOME}} $HOME"
+        );
     }
 }

@@ -4,11 +4,18 @@
 //! hand a typed [`Job`] to the cluster; filesystem actions call the
 //! cluster's [`Filesystem`](crate::Filesystem). Arguments are argument vectors;
 //! only `shell` goes through `sh -c`, with its substituted values checked.
+//!
+//! Secrets never enter an argument vector: a shell line refers to them as
+//! environment variables, Spark `conf` and Pig `params` holding one are
+//! handed over privately, and a secret anywhere else in a job's arguments is
+//! refused (when the flow is checked with its settings, and again when the
+//! job is built).
 
-use crate::action::{Action, ActionContext, ActionError, ActionOutcome};
+use crate::action::{Action, ActionContext, ActionError, ActionOutcome, TemplateUse};
 use crate::cluster::Job;
+use crate::context::Secret;
 use crate::spec::{ActionArgs, ActionRegistry, ArgError};
-use crate::template::Template;
+use crate::template::{Template, Usage};
 use async_trait::async_trait;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -61,6 +68,12 @@ impl Action for Fail {
         };
         Err(ActionError::failed(message))
     }
+    fn templates(&self) -> Vec<TemplateUse<'_>> {
+        self.message
+            .iter()
+            .map(|t| TemplateUse::new("message", t, Usage::Private))
+            .collect()
+    }
 }
 
 /// Waits, unless cancelled.
@@ -94,24 +107,81 @@ impl Action for Shell {
         "shell"
     }
     async fn run(&self, cx: &ActionContext<'_>) -> Result<ActionOutcome, ActionError> {
-        let command = self.command.render_for_shell(cx.execution, cx.step)?;
-        cx.submit(&Job::Shell { command }).await?;
+        let rendered = self.command.render_for_shell(cx.execution, cx.step)?;
+        cx.submit(&Job::Shell {
+            command: rendered.command,
+            env: rendered.env,
+        })
+        .await?;
         Ok(ActionOutcome::Done)
+    }
+    fn templates(&self) -> Vec<TemplateUse<'_>> {
+        vec![TemplateUse::new("command", &self.command, Usage::Shell)]
     }
 }
 
-fn render_all(cx: &ActionContext<'_>, items: &[Template]) -> Result<Vec<String>, ActionError> {
-    items.iter().map(|t| cx.render(t)).collect()
+/// Where a secret can go instead of the arguments of a job kind.
+const SPARK_HINT: &str = "put it in `conf` (a `spark.*` key), which reaches spark-submit through a file only you can read, and read it from the Spark configuration";
+const PIG_HINT: &str = "put it in `params`, which reach pig through a file only you can read";
+const HADOOP_HINT: &str = "hadoop jar has no private channel here: let the job read the secret itself (e.g. from a Hadoop credential provider)";
+
+fn argument_usage(kind: &str, arg: &str, hint: &str) -> Usage {
+    Usage::Argument {
+        place: format!("{kind} `{arg}`"),
+        hint: hint.to_string(),
+    }
 }
 
-fn render_pairs(
+fn render_args(
     cx: &ActionContext<'_>,
-    items: &[(String, Template)],
-) -> Result<Vec<(String, String)>, ActionError> {
+    kind: &str,
+    arg: &str,
+    hint: &str,
+    items: &[Template],
+) -> Result<Vec<String>, ActionError> {
     items
         .iter()
-        .map(|(k, t)| Ok((k.clone(), cx.render(t)?)))
+        .map(|t| render_arg(cx, kind, arg, hint, t))
         .collect()
+}
+
+fn render_arg(
+    cx: &ActionContext<'_>,
+    kind: &str,
+    arg: &str,
+    hint: &str,
+    t: &Template,
+) -> Result<String, ActionError> {
+    Ok(t.render_argument(cx.execution, cx.step, &format!("{kind} `{arg}`"), hint)?)
+}
+
+/// Renders key/value templates, keeping those that hold a secret apart.
+#[allow(clippy::type_complexity)]
+fn render_split(
+    cx: &ActionContext<'_>,
+    items: &[(String, Template)],
+) -> Result<(Vec<(String, String)>, Vec<(String, Secret)>), ActionError> {
+    let mut plain = Vec::new();
+    let mut secret = Vec::new();
+    for (k, t) in items {
+        let value = cx.render(t)?;
+        if t.uses_secret(&cx.execution.settings) {
+            secret.push((k.clone(), Secret::new(value)));
+        } else {
+            plain.push((k.clone(), value));
+        }
+    }
+    Ok((plain, secret))
+}
+
+fn pair_uses<'a>(
+    arg: &str,
+    items: &'a [(String, Template)],
+) -> impl Iterator<Item = TemplateUse<'a>> + 'a {
+    let arg = arg.to_string();
+    items
+        .iter()
+        .map(move |(k, t)| TemplateUse::new(format!("{arg}.{k}"), t, Usage::Private))
 }
 
 /// Submits a Spark application (`.py` or `.jar`).
@@ -129,14 +199,30 @@ impl Action for Spark {
         "spark"
     }
     async fn run(&self, cx: &ActionContext<'_>) -> Result<ActionOutcome, ActionError> {
+        let (conf, secret_conf) = render_split(cx, &self.conf)?;
         let job = Job::Spark {
-            application: cx.render(&self.application)?,
+            application: render_arg(cx, "spark", "application", SPARK_HINT, &self.application)?,
             main_class: self.main_class.clone(),
-            conf: render_pairs(cx, &self.conf)?,
-            args: render_all(cx, &self.args)?,
+            conf,
+            secret_conf,
+            args: render_args(cx, "spark", "args", SPARK_HINT, &self.args)?,
         };
         cx.submit(&job).await?;
         Ok(ActionOutcome::Done)
+    }
+    fn templates(&self) -> Vec<TemplateUse<'_>> {
+        let mut uses = vec![TemplateUse::new(
+            "application",
+            &self.application,
+            argument_usage("spark", "application", SPARK_HINT),
+        )];
+        uses.extend(pair_uses("conf", &self.conf));
+        uses.extend(
+            self.args
+                .iter()
+                .map(|t| TemplateUse::new("args", t, argument_usage("spark", "args", SPARK_HINT))),
+        );
+        uses
     }
 }
 
@@ -153,12 +239,23 @@ impl Action for Pig {
         "pig"
     }
     async fn run(&self, cx: &ActionContext<'_>) -> Result<ActionOutcome, ActionError> {
+        let (params, secret_params) = render_split(cx, &self.params)?;
         let job = Job::Pig {
-            script: cx.render(&self.script)?,
-            params: render_pairs(cx, &self.params)?,
+            script: render_arg(cx, "pig", "script", PIG_HINT, &self.script)?,
+            params,
+            secret_params,
         };
         cx.submit(&job).await?;
         Ok(ActionOutcome::Done)
+    }
+    fn templates(&self) -> Vec<TemplateUse<'_>> {
+        let mut uses = vec![TemplateUse::new(
+            "script",
+            &self.script,
+            argument_usage("pig", "script", PIG_HINT),
+        )];
+        uses.extend(pair_uses("params", &self.params));
+        uses
     }
 }
 
@@ -177,12 +274,25 @@ impl Action for Hadoop {
     }
     async fn run(&self, cx: &ActionContext<'_>) -> Result<ActionOutcome, ActionError> {
         let job = Job::HadoopJar {
-            jar: cx.render(&self.jar)?,
+            jar: render_arg(cx, "hadoop", "jar", HADOOP_HINT, &self.jar)?,
             main_class: self.main_class.clone(),
-            args: render_all(cx, &self.args)?,
+            args: render_args(cx, "hadoop", "args", HADOOP_HINT, &self.args)?,
         };
         cx.submit(&job).await?;
         Ok(ActionOutcome::Done)
+    }
+    fn templates(&self) -> Vec<TemplateUse<'_>> {
+        let mut uses = vec![TemplateUse::new(
+            "jar",
+            &self.jar,
+            argument_usage("hadoop", "jar", HADOOP_HINT),
+        )];
+        uses.extend(
+            self.args
+                .iter()
+                .map(|t| TemplateUse::new("args", t, argument_usage("hadoop", "args", HADOOP_HINT))),
+        );
+        uses
     }
 }
 
@@ -244,6 +354,19 @@ impl Action for FsAction {
         }
         tracing::info!(op = self.op.kind(), path = %path, to = %to, "done");
         Ok(ActionOutcome::Done)
+    }
+    fn templates(&self) -> Vec<TemplateUse<'_>> {
+        let (first, second) = match self.op {
+            FsOp::Mkdir | FsOp::Rmdir | FsOp::Rm => ("path", "to"),
+            _ => ("from", "to"),
+        };
+        let mut uses = vec![TemplateUse::new(first, &self.path, Usage::Private)];
+        uses.extend(
+            self.to
+                .iter()
+                .map(|t| TemplateUse::new(second, t, Usage::Private)),
+        );
+        uses
     }
 }
 
