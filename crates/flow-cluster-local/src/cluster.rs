@@ -355,6 +355,7 @@ impl LocalCluster {
             }
         };
         // The leader has been reaped: nothing of the job may stay behind.
+        remove_secret_file(dir).await;
         match running.group.finish() {
             Ok(true) if !cancelled => {
                 tracing::warn!("killed processes the job left running in its process group {pgid}")
@@ -444,6 +445,7 @@ impl LocalCluster {
             }
             delay = (delay * 2).min(ADOPTED_POLL_MAX);
         };
+        remove_secret_file(dir).await;
         out.finish(settings).await;
         err.finish(settings).await;
         self.outcome(kind, status)
@@ -639,17 +641,34 @@ impl Cluster for LocalCluster {
             return Err(self.cancelled(kind));
         }
         let dir = self.job_dir(handle)?;
-        let (program, args) = self.command_line(job).await?;
+        let (program, mut args) = self.command_line(job).await?;
         let to_create = dir.clone();
         blocking(&self.name, "creating the job directory", move || {
             to_create.create()
         })
         .await?;
+        // Secret entries go into an owner-only file in the (owner-only) job
+        // directory, passed by path, never into argv; removed once the job
+        // is seen to end.
+        if let Some(file) = job.secret_file() {
+            let path = secret_file(&dir);
+            let (to_write, contents) = (path.clone(), file.contents.clone());
+            blocking(&self.name, "writing the job's secret file", move || {
+                write_private(&to_write, contents.expose())
+            })
+            .await?;
+            args.splice(
+                0..0,
+                [file.flag.to_string(), path.to_string_lossy().into_owned()],
+            );
+        }
         tracing::info!(
             "running: {}",
             display_command(&program, &args, &cx.execution.settings)
         );
         let mut command = self.command(dir.path(), &program, &args);
+        // Secret values a shell line refers to, as environment variables.
+        command.envs(job.secret_env().iter().map(|(k, v)| (k, v.expose())));
         let child = match spawn(&mut command).await {
             Ok(child) => child,
             Err(e) => return Err(self.job_failed(kind, self.start_error(&program, &e).await)),
@@ -857,11 +876,39 @@ fn describe(status: ExitStatus) -> String {
     }
 }
 
+/// Where a job's secret file goes: in its job directory.
+fn secret_file(dir: &JobDir) -> PathBuf {
+    dir.path().join("secrets")
+}
+
+/// Writes `contents` to `path`, readable only by its owner (0600).
+fn write_private(path: &Path, contents: &str) -> io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(contents.as_bytes())
+}
+
+/// Removes the job's secret file once the job has ended (if it had one).
+async fn remove_secret_file(dir: &JobDir) {
+    let path = secret_file(dir);
+    match tokio::fs::remove_file(&path).await {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => tracing::warn!("cannot remove the job's secret file {}: {e}", path.display()),
+    }
+}
+
 /// The arguments after the program, in the order each tool expects.
 fn job_args(job: &Job) -> Vec<String> {
     let mut args = Vec::new();
     match job {
-        Job::Shell { command } => {
+        Job::Shell { command, .. } => {
             args.push("-c".to_string());
             args.push(command.clone());
         }
@@ -870,6 +917,7 @@ fn job_args(job: &Job) -> Vec<String> {
             main_class,
             conf,
             args: app_args,
+            ..
         } => {
             if let Some(class) = main_class {
                 args.push("--class".to_string());
@@ -882,7 +930,7 @@ fn job_args(job: &Job) -> Vec<String> {
             args.push(application.clone());
             args.extend(app_args.iter().cloned());
         }
-        Job::Pig { script, params } => {
+        Job::Pig { script, params, .. } => {
             for (key, value) in params {
                 args.push("-param".to_string());
                 args.push(format!("{key}={value}"));
@@ -976,7 +1024,8 @@ mod tests {
     fn argv_of_each_kind() {
         assert_eq!(
             job_args(&Job::Shell {
-                command: "echo hi".into()
+                command: "echo hi".into(),
+                env: vec![],
             }),
             strings(&["-c", "echo hi"])
         );
@@ -985,6 +1034,7 @@ mod tests {
                 application: "app.py".into(),
                 main_class: None,
                 conf: vec![],
+                secret_conf: vec![],
                 args: strings(&["a"]),
             }),
             strings(&["app.py", "a"])
@@ -993,6 +1043,7 @@ mod tests {
             job_args(&Job::Pig {
                 script: "s.pig".into(),
                 params: vec![("a".into(), "1".into()), ("b".into(), "x y".into())],
+                secret_params: vec![],
             }),
             strings(&["-param", "a=1", "-param", "b=x y", "-f", "s.pig"])
         );

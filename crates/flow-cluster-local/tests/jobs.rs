@@ -424,6 +424,7 @@ async fn spark_jobs_get_their_argv_in_spark_submit_order() {
                 "two words; $(touch injected)".into(),
             ),
         ],
+        secret_conf: vec![],
         args: strings(&["--day", "2026112800", "a b", "", "*"]),
     };
     submit_in_span(
@@ -482,6 +483,7 @@ async fn spark_jobs_without_a_main_class_start_with_their_conf() {
         application: "app.jar".into(),
         main_class: None,
         conf: vec![("k".into(), "v".into())],
+        secret_conf: vec![],
         args: vec![],
     };
     submit_in_span(
@@ -499,10 +501,22 @@ async fn spark_jobs_without_a_main_class_start_with_their_conf() {
     );
 }
 
+/// Like `FAKE_TOOL`, and when its first argument is `--properties-file` or
+/// `-param_file`, also copies that file and its mode next to the argv.
+const FAKE_TOOL_WITH_FILE: &str = r#"#!/bin/sh
+for a in "$@"; do printf '[%s]\n' "$a"; done > "$FAKE_ARGV_OUT"
+if [ "$1" = "--properties-file" ] || [ "$1" = "-param_file" ]; then
+  stat -c %a "$2" > "$FAKE_ARGV_OUT.mode"
+  cat "$2" > "$FAKE_ARGV_OUT.file"
+fi
+"#;
+
+/// Secret conf entries reach spark-submit in an owner-only properties file
+/// that is gone after the job; neither the argv nor the logs hold them.
 #[tokio::test]
-async fn secrets_in_a_spark_command_line_are_logged_as_stars() {
+async fn secret_spark_conf_goes_to_an_owner_only_properties_file() {
     let dir = tempfile::tempdir().unwrap();
-    let fake = write_script(dir.path(), "fake-spark-submit", FAKE_TOOL);
+    let fake = write_script(dir.path(), "fake-spark-submit", FAKE_TOOL_WITH_FILE);
     let argv_out = dir.path().join("argv");
     let cluster = cluster_in(dir.path(), |o| {
         o.spark_submit = Some(fake.clone());
@@ -514,8 +528,12 @@ async fn secrets_in_a_spark_command_line_are_logged_as_stars() {
     let job = Job::Spark {
         application: "app.py".into(),
         main_class: None,
-        conf: vec![("spark.hadoop.fs.s3a.secret.key".into(), SECRET.into())],
-        args: strings(&["--token", SECRET]),
+        conf: vec![("spark.executor.memory".into(), "2g".into())],
+        secret_conf: vec![(
+            "spark.hadoop.fs.s3a.secret.key".into(),
+            flow_core::Secret::new(SECRET),
+        )],
+        args: strings(&["--day", "2026112800"]),
     };
     submit_in_span(
         &cluster,
@@ -526,26 +544,108 @@ async fn secrets_in_a_spark_command_line_are_logged_as_stars() {
     .await
     .unwrap();
 
+    let argv = recorded_argv(&argv_out);
+    assert_eq!(argv[0], "--properties-file");
     assert_eq!(
-        recorded_argv(&argv_out),
+        argv[2..],
         strings(&[
             "--conf",
-            &format!("spark.hadoop.fs.s3a.secret.key={SECRET}"),
+            "spark.executor.memory=2g",
             "app.py",
-            "--token",
-            SECRET
+            "--day",
+            "2026112800"
         ])
+    );
+    assert!(argv.iter().all(|a| !a.contains(SECRET)), "{argv:?}");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("argv.file")).unwrap(),
+        format!("spark.hadoop.fs.s3a.secret.key={SECRET}\n")
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("argv.mode"))
+            .unwrap()
+            .trim(),
+        "600"
+    );
+    assert!(
+        !Path::new(&argv[1]).exists(),
+        "the properties file outlived the job"
     );
     let events = capture.events();
     assert!(
         events.iter().all(|e| !e.message.contains(SECRET)),
         "a secret reached the logs: {events:?}"
     );
-    let running = capture.find("running: ").unwrap().message;
-    assert!(
-        running.ends_with("'spark.hadoop.fs.s3a.secret.key=***' app.py --token '***'"),
-        "{running}"
+}
+
+/// Secret pig params reach pig in an owner-only `-param_file`.
+#[tokio::test]
+async fn secret_pig_params_go_to_an_owner_only_param_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = write_script(dir.path(), "fake-pig", FAKE_TOOL_WITH_FILE);
+    let argv_out = dir.path().join("argv");
+    let cluster = cluster_in(dir.path(), |o| {
+        o.pig = Some(fake.clone());
+        o.env = vec![("FAKE_ARGV_OUT".into(), argv_out.display().to_string())];
+    })
+    .await;
+    let job = Job::Pig {
+        script: "s.pig".into(),
+        params: vec![("day".into(), "2026112800".into())],
+        secret_params: vec![("token".into(), flow_core::Secret::new(SECRET))],
+    };
+    submit_in_span(
+        &cluster,
+        &job,
+        &context(Settings::new()),
+        &CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    let argv = recorded_argv(&argv_out);
+    assert_eq!(argv[0], "-param_file");
+    assert_eq!(
+        argv[2..],
+        strings(&["-param", "day=2026112800", "-f", "s.pig"])
     );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("argv.file")).unwrap(),
+        format!("token={SECRET}\n")
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("argv.mode"))
+            .unwrap()
+            .trim(),
+        "600"
+    );
+}
+
+/// A shell job gets its secrets as environment variables: `sh`'s own
+/// argument vector (what `ps` shows) does not hold them.
+#[tokio::test]
+async fn shell_secrets_are_environment_variables_not_arguments() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = cluster_in(dir.path(), |_| {}).await;
+    let job = Job::Shell {
+        command: "tr '\\0' ' ' < /proc/$$/cmdline > cmdline; printf %s \"${FLOW_SECRET_TOKEN}\" > seen"
+            .into(),
+        env: vec![("FLOW_SECRET_TOKEN".into(), flow_core::Secret::new(SECRET))],
+    };
+    submit_in_span(
+        &cluster,
+        &job,
+        &context(Settings::new()),
+        &CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("seen")).unwrap(),
+        SECRET
+    );
+    let cmdline = std::fs::read_to_string(dir.path().join("cmdline")).unwrap();
+    assert!(cmdline.starts_with("/bin/sh -c "), "{cmdline}");
+    assert!(!cmdline.contains(SECRET), "{cmdline}");
 }
 
 #[tokio::test]
@@ -569,7 +669,8 @@ async fn pig_and_hadoop_jobs_get_their_argv() {
             ("day".into(), "2026112800".into()),
             ("out".into(), "a b".into()),
         ],
-    };
+        secret_params: vec![],
+};
     submit_in_span(&cluster, &pig, &execution, &cancel)
         .await
         .unwrap();
@@ -619,6 +720,7 @@ async fn tools_are_looked_up_on_the_path_from_the_options() {
         application: "app.py".into(),
         main_class: None,
         conf: vec![],
+        secret_conf: vec![],
         args: vec![],
     };
     submit_in_span(
@@ -648,6 +750,7 @@ async fn a_missing_tool_gives_a_clear_message() {
         application: "app.py".into(),
         main_class: None,
         conf: vec![],
+        secret_conf: vec![],
         args: vec![],
     };
     let (_, job, message) =
@@ -661,7 +764,8 @@ async fn a_missing_tool_gives_a_clear_message() {
     let pig = Job::Pig {
         script: "s.pig".into(),
         params: vec![],
-    };
+        secret_params: vec![],
+};
     let message = expect_job_failed(submit_in_span(&cluster, &pig, &execution, &cancel).await).2;
     assert!(
         message.starts_with("pig not found: install Pig or set `pig`"),

@@ -173,6 +173,7 @@ pub async fn submit_in_span(
 pub fn shell(command: &str) -> Job {
     Job::Shell {
         command: command.to_string(),
+        env: Vec::new(),
     }
 }
 
