@@ -21,6 +21,9 @@ struct Case {
     args: Vec<String>,
     exit: i32,
     stderr: Vec<String>,
+    /// Substrings stderr must not contain (secret values).
+    #[serde(default)]
+    stderr_lacks: Vec<String>,
     /// A settings file under the fixtures directory, used as `flow.toml`.
     settings: Option<String>,
     #[serde(default)]
@@ -130,6 +133,11 @@ fn run_case(case: &Case, fixtures: &Path) -> Result<(), String> {
     for needle in expected {
         if !err.contains(needle.as_str()) {
             problems.push(format!("stderr lacks {needle:?}"));
+        }
+    }
+    for needle in &case.stderr_lacks {
+        if err.contains(needle.as_str()) {
+            problems.push(format!("stderr shows {needle:?}"));
         }
     }
     if err.lines().count() == 0 || err.contains("panicked") {

@@ -325,6 +325,20 @@ impl Settings {
                 }
             }
         }
+        let mut variables: BTreeMap<String, &str> = BTreeMap::new();
+        for (name, value) in &self.spec.secrets {
+            if !value.starts_with("env:") && value.chars().count() < MIN_SECRET_LEN {
+                return Err(self.error_at(text, &["secrets", name], false, format!(
+                    "secret '{name}' is shorter than {MIN_SECRET_LEN} characters: masking it as *** wherever it appears would reveal it (use a real credential)"
+                )));
+            }
+            let variable = flow_core::secret_env_var(name);
+            if let Some(other) = variables.insert(variable.clone(), name) {
+                return Err(self.error_at(text, &["secrets", name], true, format!(
+                    "secrets '{other}' and '{name}' would both reach jobs as the environment variable {variable}; rename one"
+                )));
+            }
+        }
         if let Some(name) = self
             .spec
             .settings
@@ -443,7 +457,8 @@ impl Settings {
 
     /// The values of `{settings.NAME}` placeholders. Secrets written
     /// `"env:VAR"` are read from the environment now; all secrets are
-    /// redacted wherever the engine logs.
+    /// masked wherever text leaves the process (`flow_core::mask`). A secret
+    /// shorter than `MIN_SECRET_LEN` is refused.
     pub fn values(&self) -> Result<flow_core::Settings, CliError> {
         let mut values = flow_core::Settings::new();
         for (name, Scalar(value)) in &self.spec.settings {
@@ -458,9 +473,25 @@ impl Settings {
                 })?,
                 None => value.clone(),
             };
+            if value.chars().count() < MIN_SECRET_LEN {
+                return Err(self.error(format!(
+                    "secret '{name}' (from {}) is shorter than {MIN_SECRET_LEN} characters: masking it as *** wherever it appears would reveal it (use a real credential)",
+                    value_source(&self.spec.secrets[name])
+                )));
+            }
             values = values.with_secret(name.clone(), value);
         }
         Ok(values)
+    }
+}
+
+use flow_core::context::MIN_SECRET_LEN;
+
+/// Where a secret's value comes from, for messages (never the value).
+fn value_source(written: &str) -> String {
+    match written.strip_prefix("env:") {
+        Some(var) => format!("the environment variable {var}"),
+        None => "the settings file".into(),
     }
 }
 
@@ -556,12 +587,29 @@ mod tests {
     }
 
     #[test]
+    fn short_and_colliding_secrets_are_refused() {
+        let e = parse("[secrets]\npin = \"1234\"\n").unwrap_err();
+        assert!(e.message.starts_with("/etc/x/flow.toml:2:7: "), "{e}");
+        assert!(e.message.contains("shorter than 8 characters"), "{e}");
+        assert!(!e.message.contains("1234"), "{e}");
+        let e = parse("[secrets]\na-b = \"12345678\"\na_b = \"abcdefgh\"\n").unwrap_err();
+        assert!(e.message.contains("FLOW_SECRET_A_B"), "{e}");
+        std::env::set_var("FLOW_CLI_TEST_SHORT_SECRET", "abc");
+        let s = parse("[secrets]\npin = \"env:FLOW_CLI_TEST_SHORT_SECRET\"\n").unwrap();
+        let e = s.values().unwrap_err();
+        assert!(
+            e.message.contains("FLOW_CLI_TEST_SHORT_SECRET) is shorter than 8"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn settings_and_secrets() {
-        std::env::set_var("FLOW_CLI_TEST_SECRET", "hunter2");
+        std::env::set_var("FLOW_CLI_TEST_SECRET", "hunter2-hunter2");
         let s = parse("[settings]\nbucket = \"b\"\nnap = 3\n[secrets]\ntoken = \"env:FLOW_CLI_TEST_SECRET\"\n").unwrap();
         let v = s.values().unwrap();
         assert_eq!(v.get("nap").unwrap().expose(), "3");
-        assert_eq!(v.get("token").unwrap().expose(), "hunter2");
+        assert_eq!(v.get("token").unwrap().expose(), "hunter2-hunter2");
         assert!(!format!("{v:?}").contains("hunter2"));
         let s = parse("[secrets]\ntoken = \"env:FLOW_CLI_TEST_UNSET_VARIABLE\"\n").unwrap();
         assert!(s

@@ -16,6 +16,7 @@ use crate::exit::{CliError, Exit};
 use crate::settings::Settings;
 use flow_core::{ActionRegistry, FlowGraph, RunMode, TimeQualifier, Timeperiod};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Runs the parsed command line; returns the exit code to use.
 pub fn execute(cli: Cli) -> Result<Exit, CliError> {
@@ -88,6 +89,16 @@ fn flow_file(arg: &str, settings: &Settings) -> Result<PathBuf, CliError> {
 /// Reads and validates a flow file; errors carry `file:line:column`.
 fn load_graph(path: &Path) -> Result<FlowGraph, CliError> {
     ActionRegistry::builtin()
+        .load_file(path)
+        .map_err(|e| CliError::bad_input(e.to_string()))
+}
+
+/// Reads and validates a flow file and checks its substitutions against
+/// `values` (every `{settings.NAME}` defined, shell-safe where it must be,
+/// no secret in an argument vector), so none fails at run time.
+fn load_graph_with(path: &Path, values: &Arc<flow_core::Settings>) -> Result<FlowGraph, CliError> {
+    ActionRegistry::builtin()
+        .checking_settings(values.clone())
         .load_file(path)
         .map_err(|e| CliError::bad_input(e.to_string()))
 }

@@ -1,7 +1,7 @@
 //! `flow rollback`: undo a processed step (and, with `--cascade`, its
 //! processed dependants) by running its actions' rollbacks, newest first.
 
-use super::{flow_file, load_graph, parse_timeperiod};
+use super::{flow_file, load_graph_with, parse_timeperiod};
 use crate::backends;
 use crate::cli::Target;
 use crate::exit::{CliError, Exit};
@@ -18,7 +18,12 @@ pub fn rollback(
     cascade: bool,
 ) -> Result<Exit, CliError> {
     let settings = Settings::load(settings_path)?;
-    let graph = Arc::new(load_graph(&flow_file(&target.flow, &settings)?)?);
+    // Rollback actions render templates too: checked like a run's.
+    let values = Arc::new(settings.values()?);
+    let graph = Arc::new(load_graph_with(
+        &flow_file(&target.flow, &settings)?,
+        &values,
+    )?);
     let timeperiod = parse_timeperiod(
         "timeperiod",
         &target.timeperiod,
@@ -42,7 +47,6 @@ pub fn rollback(
             store_plan.location()
         )));
     }
-    let values = settings.values()?;
     let log_directory = settings.log_directory()?;
     flow_engine::logging::check_log_directory(&log_directory, graph.name())
         .map_err(|e| CliError::bad_input(e.to_string()))?;
@@ -63,7 +67,7 @@ pub fn rollback(
             timeperiod,
             start_timeperiod: start,
             end_timeperiod: end,
-            settings: Arc::new(values),
+            settings: values.clone(),
             number_of_clusters: 1,
         };
         let options = EngineOptions {

@@ -3,7 +3,7 @@
 //! into a summary and an exit code. Ctrl-C/SIGTERM cancel the run; a second
 //! one exits at once.
 
-use super::{flow_file, load_graph, parse_timeperiod};
+use super::{flow_file, load_graph_with, parse_timeperiod};
 use crate::backends;
 use crate::cli::{Target, Window};
 use crate::exit::{CliError, Exit};
@@ -23,9 +23,14 @@ pub fn run(
     step: Option<&str>,
     window: &Window,
 ) -> Result<Exit, CliError> {
-    // 1. Every input, before anything is opened.
+    // 1. Every input, before anything is opened: the settings, then the
+    //    flow with its substitutions checked against them.
     let settings = Settings::load(settings_path)?;
-    let graph = Arc::new(load_graph(&flow_file(&target.flow, &settings)?)?);
+    let values = Arc::new(settings.values()?);
+    let graph = Arc::new(load_graph_with(
+        &flow_file(&target.flow, &settings)?,
+        &values,
+    )?);
     let q = Some(graph.time_qualifier());
     let timeperiod = parse_timeperiod("timeperiod", &target.timeperiod, q)?;
     let start = window
@@ -54,7 +59,6 @@ pub fn run(
         .map_or(settings.number_of_clusters(), |n| n.get());
     let factory = backends::cluster_factory(&settings)?;
     let store_plan = backends::plan_store(&settings)?;
-    let values = settings.values()?;
     let log_directory = settings.log_directory()?;
     // Logs that cannot be written would be lost while the run reports
     // success: refuse now, before the store is created or opened.
@@ -99,7 +103,7 @@ pub fn run(
             timeperiod,
             start_timeperiod: start,
             end_timeperiod: end,
-            settings: Arc::new(values),
+            settings: values.clone(),
             number_of_clusters: clusters,
         };
         let progress = Arc::new(Progress::for_stderr());

@@ -1,33 +1,49 @@
 //! `flow validate` and `flow graph`: read flow files, touch nothing else.
-//! The settings are read only when a flow is named rather than given as a
-//! path, since only then are they needed.
+//! `validate` also reads the settings (`--settings`, `FLOW_SETTINGS` or
+//! `./flow.toml`) and checks every substitution against them, as a run
+//! would before it starts; `graph` reads them only to find a flow by name.
 
-use super::{flow_file, is_path, load_graph};
+use super::{flow_file, is_path, load_graph, load_graph_with};
 use crate::cli::GraphFormat;
 use crate::exit::{CliError, Exit};
-use crate::settings::Settings;
+use crate::settings::{Settings, Source};
 use std::path::Path;
+use std::sync::Arc;
 
 /// Checks each file; prints `FILE: ok (N steps)` or `FILE:LINE:COL: problem`.
+/// A settings file in effect is checked too, and every flow against it.
 pub fn validate(settings_path: Option<&Path>, files: &[String]) -> Result<Exit, CliError> {
-    let mut settings: Option<Settings> = None;
+    let settings = Settings::load(settings_path)?;
+    let values = match settings.source {
+        Source::File(_) => Some(Arc::new(settings.values()?)),
+        Source::Defaults => None,
+    };
     let mut failed = 0;
     for arg in files {
         let path = if is_path(arg) {
             Ok(std::path::PathBuf::from(arg))
         } else {
-            let loaded = match settings.take() {
-                Some(s) => Ok(s),
-                None => Settings::load(settings_path),
-            };
-            loaded.and_then(|s| {
-                let path = flow_file(arg, &s);
-                settings = Some(s);
-                path
-            })
+            flow_file(arg, &settings)
         };
-        match path.and_then(|p| load_graph(&p).map(|g| (p, g))) {
-            Ok((path, graph)) => outln!("{}: ok ({} steps)", path.display(), graph.len()),
+        let loaded = path.and_then(|p| {
+            let graph = match &values {
+                Some(values) => load_graph_with(&p, values),
+                None => load_graph(&p),
+            };
+            graph.map(|g| (p, g))
+        });
+        match loaded {
+            Ok((path, graph)) if values.is_some() => outln!(
+                "{}: ok ({} steps; settings from {})",
+                path.display(),
+                graph.len(),
+                settings.source
+            ),
+            Ok((path, graph)) => outln!(
+                "{}: ok ({} steps; no settings file, so {{settings.NAME}} values were not checked)",
+                path.display(),
+                graph.len()
+            ),
             Err(e) => {
                 failed += 1;
                 errln!("{e}");
