@@ -115,7 +115,12 @@ impl StorePlan {
                     )));
                 }
                 if let Some(dir) = create_dir {
-                    std::fs::create_dir_all(dir).map_err(|e| {
+                    // Private (0700, also for parents it creates): the
+                    // store holds every run's records.
+                    use std::os::unix::fs::DirBuilderExt;
+                    let mut builder = std::fs::DirBuilder::new();
+                    builder.recursive(true).mode(0o700);
+                    builder.create(dir).map_err(|e| {
                         CliError::bad_input(format!(
                             "cannot create the data directory {}: {e}",
                             dir.display()

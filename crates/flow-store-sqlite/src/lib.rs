@@ -163,6 +163,7 @@ impl SqliteStore {
                 )));
             }
         }
+        create_private(path).map_err(open_error)?;
         check_header(path).map_err(open_error)?;
         let conn = Connection::open_with_flags(
             path,
@@ -280,6 +281,24 @@ impl SqliteStore {
         F: FnMut(&Connection) -> Result<T, DbError> + Send + 'static,
     {
         self.call(operation, key, true, work).await
+    }
+}
+
+/// Creates the database file, empty and readable only by its owner (0600
+/// whatever the umask), unless it exists. SQLite gives its `-wal` and
+/// `-shm` files the database file's permissions, so they are private too;
+/// left to SQLite, all three would be 0644 (0666 under `umask 000`).
+fn create_private(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(format!("cannot create the file: {e}")),
     }
 }
 

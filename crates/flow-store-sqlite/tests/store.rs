@@ -1126,3 +1126,40 @@ async fn a_version_1_file_is_upgraded_in_place() {
         .unwrap();
     assert_eq!(version, 2);
 }
+
+/// The database file and its WAL and shared-memory files are readable by
+/// their owner only (SQLite alone would make them 0644).
+#[tokio::test]
+async fn the_store_file_and_its_wal_are_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = Dir::new();
+    let store = dir.open();
+    // A write, so the WAL and the shared memory exist while it is open.
+    let key = FlowKey::new("private", tp(TP));
+    let lease = acquired(
+        store
+            .acquire_lease(&key, "me", Utc::now(), Duration::from_secs(60))
+            .await
+            .unwrap(),
+    );
+    store
+        .save_step(&lease, &step("private", "a", TP))
+        .await
+        .unwrap();
+    let mode = |suffix: &str| {
+        let path = PathBuf::from(format!("{}{suffix}", dir.db().display()));
+        std::fs::metadata(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode(""), 0o600);
+    assert_eq!(mode("-wal"), 0o600);
+    assert_eq!(mode("-shm"), 0o600);
+    drop(store);
+    // An existing file keeps the mode its owner gave it.
+    std::fs::set_permissions(dir.db(), std::fs::Permissions::from_mode(0o640)).unwrap();
+    let _again = dir.open();
+    assert_eq!(mode(""), 0o640);
+}
