@@ -150,3 +150,302 @@ main = { action = "identity" }
     assert!(dot.contains("  \"end\" -> \"subgraph\";"), "{dot}");
     assert!(!stderr(&home.flow(&["graph", "keywords.toml"])).contains("error"));
 }
+
+const SECRET: &str = "TOPSECRET123";
+
+/// The test settings plus one secret.
+fn with_secret(home: &Home) {
+    let settings = home.read("flow.toml") + &format!("\n[secrets]\ntok = \"{SECRET}\"\n");
+    home.write("flow.toml", &settings);
+}
+
+/// Waits (up to a minute) until `name` exists in `home`.
+fn wait_for(home: &Home, name: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !home.path(name).exists() {
+        assert!(std::time::Instant::now() < deadline, "{name} never appeared");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// The command line of every process on the machine, as `ps` shows them.
+fn every_command_line() -> Vec<String> {
+    let mut lines = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(bytes) = std::fs::read(entry.path().join("cmdline")) {
+            lines.push(String::from_utf8_lossy(&bytes).replace('\0', " "));
+        }
+    }
+    assert!(lines.len() > 1, "cannot read /proc");
+    lines
+}
+
+/// Every file under `dir` with its content, for "is the secret anywhere?".
+fn every_file(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(every_file(&path));
+        } else if let Ok(bytes) = std::fs::read(&path) {
+            out.push((path, bytes));
+        }
+    }
+    out
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
+
+/// A secret used in a filesystem path, a shell command and a failing
+/// action's error reaches the job (the directory is made, the shell prints
+/// it) but never a log file, stdout, stderr, `status` (table or JSON), the
+/// store's files, or any process's argument vector while the job runs.
+#[test]
+fn a_secret_reaches_the_job_and_nothing_else() {
+    let home = Home::new();
+    with_secret(&home);
+    home.write(
+        "secretive.toml",
+        r#"
+name = "secretive"
+time_qualifier = "daily"
+[[steps]]
+name = "dirs"
+main = { action = "mkdir", path = "made/{settings.tok}" }
+[[steps]]
+name = "shell"
+depends_on = ["dirs"]
+main = { action = "shell", command = "printf %s x-{settings.tok}-y > out.txt; echo 'said {settings.tok}'; tr '\\0' ' ' < /proc/$$/cmdline > cmdline.txt; touch started; while [ ! -e release ]; do sleep 0.02; done" }
+[[steps]]
+name = "failing"
+depends_on = ["shell"]
+main = { action = "rm", path = "missing/{settings.tok}/file" }
+"#,
+    );
+    let child = home
+        .command(&["run", "secretive.toml", "--timeperiod", TP])
+        .env("FLOW_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(&home, "started");
+    let leaks: Vec<String> = every_command_line()
+        .into_iter()
+        .filter(|l| l.contains(SECRET))
+        .collect();
+    home.write("release", "");
+    let out = child.wait_with_output().unwrap();
+    assert!(leaks.is_empty(), "visible in ps: {leaks:?}");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+
+    // The job got the real value.
+    assert_eq!(home.read("out.txt"), format!("x-{SECRET}-y"));
+    assert!(home.path(&format!("made/{SECRET}")).is_dir());
+    assert!(!home.read("cmdline.txt").contains(SECRET));
+    assert!(home.read("cmdline.txt").contains("x-\"${FLOW_SECRET_TOK}\"-y"));
+
+    // Nowhere else.
+    let (out_text, err_text) = (stdout(&out), stderr(&out));
+    assert!(!out_text.contains(SECRET), "stdout: {out_text}");
+    assert!(!err_text.contains(SECRET), "stderr: {err_text}");
+    assert!(out_text.contains("missing/***/file"), "summary: {out_text}");
+    assert!(err_text.contains("said ***"), "stderr: {err_text}");
+    assert!(err_text.contains("made/***"), "stderr: {err_text}");
+    let logs = every_file(&home.path("logs"));
+    assert!(!logs.is_empty());
+    for (path, bytes) in &logs {
+        assert!(!contains(bytes, SECRET), "{} shows the secret", path.display());
+    }
+    let step_log = home.read("logs/secretive/shell.log");
+    assert!(step_log.contains("shell.shell INFO said ***"), "{step_log}");
+    let json = home.status_json("secretive.toml", TP).to_string();
+    assert!(!json.contains(SECRET), "{json}");
+    assert!(json.contains("missing/***/file"), "{json}");
+    let table = stdout(&home.expect(0, &["status", "secretive.toml", "--timeperiod", TP]));
+    assert!(!table.contains(SECRET) && table.contains("***"), "{table}");
+    let store_files: Vec<_> = every_file(&home.path("data"))
+        .into_iter()
+        .filter(|(path, _)| {
+            path.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("flow.db"))
+        })
+        .collect();
+    assert!(!store_files.is_empty());
+    for (path, bytes) in store_files {
+        assert!(!contains(&bytes, SECRET), "{} holds the secret", path.display());
+    }
+    // What the job itself printed is kept as it printed it, in its job
+    // directory, which only the owner can enter.
+    for (path, bytes) in every_file(&home.path("data")) {
+        if contains(&bytes, SECRET) {
+            let mut dir = path.parent().unwrap();
+            assert!(dir.starts_with(home.path("data/local")), "{}", path.display());
+            while dir != home.path("data") {
+                assert_eq!(mode(dir), 0o700, "{} is not private", dir.display());
+                dir = dir.parent().unwrap();
+            }
+        }
+    }
+
+    // A `fail` message quoting the secret, through run-one on another flow.
+    home.write(
+        "loud.toml",
+        "name = \"loud\"\n[[steps]]\nname = \"a\"\nmain = { action = \"fail\", message = \"token {settings.tok} rejected\" }\n",
+    );
+    let out = home.flow(&["run", "loud.toml", "--timeperiod", "2026112807"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(stdout(&out).contains("token *** rejected"), "{}", text(&out));
+    assert!(!text(&out).contains(SECRET), "{}", text(&out));
+    let json = home.status_json("loud.toml", "2026112807").to_string();
+    assert!(!json.contains(SECRET) && json.contains("token *** rejected"), "{json}");
+}
+
+/// A fake spark-submit that records its arguments and, when given
+/// `--properties-file F`, F's content and mode.
+const FAKE_SPARK: &str = r#"#!/bin/sh
+for a in "$@"; do printf '[%s]\n' "$a"; done > argv.txt
+if [ "$1" = "--properties-file" ]; then
+  stat -c %a "$2" > properties.mode
+  cat "$2" > properties.txt
+fi
+"#;
+
+/// A secret in Spark `conf` reaches spark-submit in an owner-only
+/// properties file, never in its arguments.
+#[test]
+fn a_secret_in_spark_conf_goes_through_a_private_properties_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let home = Home::new();
+    home.write("fake-spark-submit", FAKE_SPARK);
+    std::fs::set_permissions(
+        home.path("fake-spark-submit"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    let settings = home.read("flow.toml").replace(
+        "[cluster]\n",
+        "[cluster]\nspark_submit = \"fake-spark-submit\"\n",
+    ) + &format!("\n[secrets]\ntok = \"{SECRET}\"\n");
+    home.write("flow.toml", &settings);
+    home.write(
+        "sparky.toml",
+        r#"
+name = "sparky"
+time_qualifier = "daily"
+[[steps]]
+name = "job"
+main = { action = "spark", application = "app.py", args = ["--day", "{timeperiod}"], conf = { "spark.flow.auth" = "Bearer {settings.tok}", "spark.ui.enabled" = "false" } }
+"#,
+    );
+    home.expect(0, &["run", "sparky.toml", "--timeperiod", TP]);
+    let argv = home.read("argv.txt");
+    assert!(!argv.contains(SECRET), "{argv}");
+    let lines: Vec<&str> = argv.lines().collect();
+    assert_eq!(lines[0], "[--properties-file]");
+    assert_eq!(
+        lines[2..],
+        [
+            "[--conf]",
+            "[spark.ui.enabled=false]",
+            "[app.py]",
+            "[--day]",
+            "[2026112800]"
+        ]
+    );
+    assert_eq!(
+        home.read("properties.txt"),
+        format!("spark.flow.auth=Bearer {SECRET}\n")
+    );
+    assert_eq!(home.read("properties.mode").trim(), "600");
+    let file = lines[1].trim_matches(['[', ']']);
+    assert!(!std::path::Path::new(file).exists(), "{file} outlived the job");
+    for (path, bytes) in every_file(&home.path("logs")) {
+        assert!(!contains(&bytes, SECRET), "{} shows the secret", path.display());
+    }
+}
+
+/// `flow` with `umask 000` in effect.
+fn under_umask_000(home: &Home, args: &[&str]) -> std::process::Command {
+    let flow = home.command(args);
+    let mut sh = std::process::Command::new("/bin/sh");
+    sh.arg("-c")
+        .arg("umask 000 && exec \"$0\" \"$@\"")
+        .arg(flow.get_program())
+        .args(flow.get_args());
+    for (key, value) in flow.get_envs() {
+        match value {
+            Some(value) => sh.env(key, value),
+            None => sh.env_remove(key),
+        };
+    }
+    if let Some(dir) = flow.get_current_dir() {
+        sh.current_dir(dir);
+    }
+    sh
+}
+
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+/// Whatever the umask (here 000, which would make files 0666 and
+/// directories 0777), the data and log directories are 0700 and the store,
+/// its WAL and shared memory, and the log files are 0600.
+#[test]
+fn store_and_logs_are_private_whatever_the_umask() {
+    let home = Home::new();
+    home.write(
+        "private.toml",
+        r#"
+name = "private"
+time_qualifier = "daily"
+[[steps]]
+name = "wait"
+main = { action = "shell", command = "echo waiting; touch started; while [ ! -e release ]; do sleep 0.02; done" }
+"#,
+    );
+    let child = under_umask_000(&home, &["run", "private.toml", "--timeperiod", TP])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(&home, "started");
+    // While the run is live: the store's three files exist.
+    let db = home.db();
+    let during = [
+        ("data", mode(&home.path("data"))),
+        ("flow.db", mode(&db)),
+        ("flow.db-wal", mode(&home.path("data/flow.db-wal"))),
+        ("flow.db-shm", mode(&home.path("data/flow.db-shm"))),
+    ];
+    home.write("release", "");
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(
+        during,
+        [
+            ("data", 0o700),
+            ("flow.db", 0o600),
+            ("flow.db-wal", 0o600),
+            ("flow.db-shm", 0o600)
+        ]
+    );
+    // The job itself ran with the umask it was given: only flow's own files
+    // are made private.
+    assert_eq!(mode(&home.path("started")), 0o666);
+    assert_eq!(mode(&home.path("logs")), 0o700);
+    assert_eq!(mode(&home.path("logs/private")), 0o700);
+    assert_eq!(mode(&home.path("logs/private/private.log")), 0o600);
+    assert_eq!(mode(&home.path("logs/private/wait.log")), 0o600);
+    assert!(home.read("logs/private/wait.log").contains("waiting"));
+}

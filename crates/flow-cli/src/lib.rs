@@ -13,26 +13,37 @@
 //! no daemon or scheduler here either: one invocation runs one
 //! `[flow, timeperiod]` and exits.
 
-// Output that ignores a closed stdout or stderr (`flow status | head`, a
-// terminal that went away): a run must still finish its bookkeeping, release
-// its lease and stop its jobs when nobody reads what it prints, so writes
-// never panic.
+// Everything `flow` prints goes through these three macros, and they mask
+// every secret value (`flow_core::mask`): summaries, errors, `status` and
+// its JSON never show one. Output also ignores a closed stdout or stderr
+// (`flow status | head`, a terminal that went away): a run must still finish
+// its bookkeeping, release its lease and stop its jobs when nobody reads
+// what it prints, so writes never panic.
 macro_rules! out {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
-        let _ = write!(std::io::stdout(), $($arg)*);
+        let text = format!($($arg)*);
+        let _ = std::io::stdout().write_all(flow_core::mask(&text).as_bytes());
     }};
 }
 macro_rules! outln {
+    () => {{
+        use std::io::Write as _;
+        let _ = std::io::stdout().write_all(b"\n");
+    }};
     ($($arg:tt)*) => {{
         use std::io::Write as _;
-        let _ = writeln!(std::io::stdout(), $($arg)*);
+        let mut text = format!($($arg)*);
+        text.push('\n');
+        let _ = std::io::stdout().write_all(flow_core::mask(&text).as_bytes());
     }};
 }
 macro_rules! errln {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), $($arg)*);
+        let mut text = format!($($arg)*);
+        text.push('\n');
+        let _ = std::io::stderr().write_all(flow_core::mask(&text).as_bytes());
     }};
 }
 

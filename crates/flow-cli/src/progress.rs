@@ -22,7 +22,7 @@ fn active_bar() -> std::sync::MutexGuard<'static, Option<ProgressBar>> {
 pub fn print_line(text: &str) {
     let bar = active_bar().clone();
     match bar {
-        Some(bar) => bar.println(text),
+        Some(bar) => bar.println(flow_core::mask(text)),
         None => errln!("{text}"),
     }
 }

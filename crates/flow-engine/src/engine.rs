@@ -156,7 +156,8 @@ impl ExecutionEngine {
         ExecutionEngine {
             graph,
             context: Arc::new(context),
-            store,
+            // Every record the engine writes has its texts masked here.
+            store: Arc::new(crate::masked::MaskedStore(store)),
             clusters,
             options,
             owner,
@@ -615,7 +616,7 @@ impl ExecutionEngine {
             steps,
             canceled,
             clusters_launched,
-            error,
+            error: error.map(|e| flow_core::mask(&e).into_owned()),
             metrics,
         })
     }

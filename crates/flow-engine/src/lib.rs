@@ -21,6 +21,7 @@ mod dispatch;
 mod engine;
 mod error;
 pub mod logging;
+mod masked;
 mod plan;
 mod rollback;
 mod step;

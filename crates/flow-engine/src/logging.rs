@@ -23,7 +23,8 @@
 //! first such failure and the engine fails the run with it.
 //!
 //! [`event_text`] is the one function both the files and the CLI's stderr
-//! use to turn an event into text.
+//! use to turn an event into text, and it masks every secret value
+//! ([`flow_core::mask`]): no log line shows one, whoever logged it.
 
 use flow_core::graph::valid_name;
 use std::collections::{HashMap, HashSet};
@@ -477,17 +478,37 @@ pub fn flush() {
 /// Returns false if a global subscriber was already set; compose
 /// [`FileLogLayer`] into yours in that case.
 pub fn init(stderr_filter: Option<&str>) -> bool {
+    use tracing_subscriber::filter::FilterExt;
     use tracing_subscriber::prelude::*;
     let stderr = stderr_filter.map(|filter| {
-        tracing_subscriber::fmt::layer()
-            .with_writer(std::io::stderr)
-            .with_target(false)
-            .with_filter(tracing_subscriber::EnvFilter::new(filter))
+        StderrLines.with_filter(
+            tracing_subscriber::EnvFilter::new(filter)
+                .or(tracing_subscriber::filter::filter_fn(|m| m.is_span())),
+        )
     });
     let subscriber = tracing_subscriber::registry()
         .with(FileLogLayer)
         .with(stderr);
     tracing::subscriber::set_global_default(subscriber).is_ok()
+}
+
+/// `LEVEL logger: message` on stderr, with the same text (masked) as the
+/// files.
+struct StderrLines;
+
+impl<S> Layer<S> for StderrLines
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        let level = event.metadata().level();
+        let text = event_text(event);
+        let line = match logger_name(event, &ctx) {
+            Some(logger) => format!("{level} {logger}: {text}\n"),
+            None => format!("{level} {text}\n"),
+        };
+        let _ = std::io::stderr().write_all(line.as_bytes());
+    }
 }
 
 /// Makes sure some subscriber routes run logs to files; a no-op if the
@@ -608,6 +629,9 @@ pub fn event_text(event: &Event<'_>) -> String {
     };
     event.record(&mut text);
     let mut out = text.message + &text.fields;
+    if let std::borrow::Cow::Owned(masked) = flow_core::mask(&out) {
+        out = masked;
+    }
     // One event is one line: a newline inside a message must not forge
     // another line in the file.
     if out.contains(['\n', '\r']) {
