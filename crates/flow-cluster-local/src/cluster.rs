@@ -59,6 +59,8 @@ pub struct LocalCluster {
 }
 
 /// An external program a job kind needs, and how to tell the user to get it.
+/// Messages name the setting as `flow.toml` spells it (`[cluster] OPTION`),
+/// which is also the [`LocalOptions`] field of the same name.
 struct Tool<'a> {
     name: &'static str,
     product: &'static str,
@@ -254,7 +256,7 @@ impl LocalCluster {
             Some(bare) if bare.components().count() == 1 && !bare.is_absolute() => {
                 find_on_path(bare, search_path.as_deref()).await.ok_or_else(|| {
                     format!(
-                        "{name} not found: `{}` (from `{option}` in the local cluster options) is not on PATH; install {product} or set `{option}` to its path",
+                        "{name} not found: `{}` (from `[cluster] {option}` in flow.toml) is not on PATH; install {product} or set `[cluster] {option}` to its path",
                         bare.display()
                     )
                 })
@@ -266,7 +268,7 @@ impl LocalCluster {
                     Ok(path)
                 } else {
                     Err(format!(
-                        "{name} not found: {} (from `{option}` in the local cluster options) is not an executable file; install {product} or fix `{option}`",
+                        "{name} not found: {} (from `[cluster] {option}` in flow.toml) is not an executable file; install {product} or fix `[cluster] {option}`",
                         path.display()
                     ))
                 }
@@ -275,7 +277,7 @@ impl LocalCluster {
                 .await
                 .ok_or_else(|| {
                     format!(
-                        "{name} not found: install {product} or set `{option}` in the local cluster options (or put {name} on PATH)"
+                        "{name} not found: install {product}, or set `[cluster] {option}` in flow.toml to its path (or put {name} on PATH)"
                     )
                 }),
         }

@@ -757,7 +757,7 @@ async fn a_missing_tool_gives_a_clear_message() {
         expect_job_failed(submit_in_span(&cluster, &spark, &execution, &cancel).await);
     assert_eq!(job, "spark");
     assert!(
-        message.starts_with("spark-submit not found: install Spark or set `spark_submit`"),
+        message.starts_with("spark-submit not found: install Spark, or set `[cluster] spark_submit` in flow.toml"),
         "{message}"
     );
 
@@ -768,7 +768,7 @@ async fn a_missing_tool_gives_a_clear_message() {
 };
     let message = expect_job_failed(submit_in_span(&cluster, &pig, &execution, &cancel).await).2;
     assert!(
-        message.starts_with("pig not found: install Pig or set `pig`"),
+        message.starts_with("pig not found: install Pig, or set `[cluster] pig` in flow.toml"),
         "{message}"
     );
 
@@ -779,7 +779,7 @@ async fn a_missing_tool_gives_a_clear_message() {
     };
     let message = expect_job_failed(submit_in_span(&cluster, &hadoop, &execution, &cancel).await).2;
     assert!(
-        message.starts_with("hadoop not found: install Hadoop or set `hadoop`"),
+        message.starts_with("hadoop not found: install Hadoop, or set `[cluster] hadoop` in flow.toml"),
         "{message}"
     );
 
