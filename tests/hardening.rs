@@ -449,3 +449,188 @@ main = { action = "shell", command = "echo waiting; touch started; while [ ! -e 
     assert_eq!(mode(&home.path("logs/private/wait.log")), 0o600);
     assert!(home.read("logs/private/wait.log").contains("waiting"));
 }
+
+/// The same through a real `spark-submit` (pyspark): the application reads
+/// the secret from its Spark configuration, and while it runs no process on
+/// the machine (spark-submit's JVM, the Python driver) has it in its
+/// arguments. Ignored (reported as such) by a plain `cargo test`; `cargo
+/// xtask test` installs pyspark, sets FLOW_SPARK_SUBMIT and includes it.
+#[test]
+#[ignore = "needs spark-submit: run through `cargo xtask test`"]
+fn a_secret_reaches_a_real_spark_application_through_its_conf() {
+    let spark_submit = std::env::var_os("FLOW_SPARK_SUBMIT")
+        .expect("FLOW_SPARK_SUBMIT must name spark-submit when this test is included");
+    let home = Home::new();
+    let settings = home.read("flow.toml").replace(
+        "[cluster]\n",
+        &format!(
+            "[cluster]\nspark_submit = {:?}\n",
+            std::path::PathBuf::from(spark_submit).display().to_string()
+        ),
+    ) + &format!("\n[secrets]\ntok = \"{SECRET}\"\n");
+    home.write("flow.toml", &settings);
+    home.write(
+        "app.py",
+        r#"
+import os, sys, time
+from pyspark.sql import SparkSession
+
+here = sys.argv[1]
+spark = SparkSession.builder.appName("secret").getOrCreate()
+with open(os.path.join(here, "token.txt"), "w") as f:
+    f.write(spark.sparkContext.getConf().get("spark.flow.token"))
+open(os.path.join(here, "started"), "w").close()
+while not os.path.exists(os.path.join(here, "release")):
+    time.sleep(0.05)
+spark.stop()
+"#,
+    );
+    let here = home.path("").display().to_string();
+    home.write(
+        "secret_spark.toml",
+        &format!(
+            r#"
+name = "secret_spark"
+time_qualifier = "daily"
+[[steps]]
+name = "job"
+timeout = "10m"
+main = {{ action = "spark", application = "{here}/app.py", args = ["{here}"], conf = {{ "spark.master" = "local[1]", "spark.ui.enabled" = "false", "spark.flow.token" = "{{settings.tok}}" }} }}
+"#
+        ),
+    );
+    let child = home
+        .command(&["run", "secret_spark.toml", "--timeperiod", TP])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(&home, "started");
+    let leaks: Vec<String> = every_command_line()
+        .into_iter()
+        .filter(|l| l.contains(SECRET))
+        .collect();
+    home.write("release", "");
+    let out = child.wait_with_output().unwrap();
+    assert!(leaks.is_empty(), "visible in ps: {leaks:?}");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        text(&out),
+        home.read("logs/secret_spark/job.log")
+    );
+    assert_eq!(home.read("token.txt"), SECRET);
+    for (path, bytes) in every_file(&home.path("logs")) {
+        assert!(!contains(&bytes, SECRET), "{} shows the secret", path.display());
+    }
+}
+
+/// A run-one or run-from that did its job does not tell the user to
+/// recover; a failed run does.
+#[test]
+fn only_a_failure_suggests_recover() {
+    let home = Home::new();
+    home.write(
+        "pair.toml",
+        r#"
+name = "pair"
+time_qualifier = "daily"
+[[steps]]
+name = "a"
+main = { action = "identity" }
+[[steps]]
+name = "b"
+depends_on = ["a"]
+main = { action = "shell", command = "test ! -e broken" }
+[[steps]]
+name = "c"
+depends_on = ["a"]
+main = { action = "identity" }
+"#,
+    );
+    home.write("broken", "");
+    let out = home.flow(&["run", "pair.toml", "--timeperiod", TP]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        stdout(&out).contains("after fixing the cause: flow recover pair.toml --timeperiod 2026112800"),
+        "{}",
+        text(&out)
+    );
+    std::fs::remove_file(home.path("broken")).unwrap();
+    for mode in ["run-one", "run-from"] {
+        let out = home.expect(0, &[mode, "pair.toml", "--timeperiod", TP, "--step", "b"]);
+        assert!(!stdout(&out).contains("flow recover"), "{mode}: {}", text(&out));
+    }
+    home.write("broken", "");
+    let out = home.flow(&["run-one", "pair.toml", "--timeperiod", TP, "--step", "b"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(stdout(&out).contains("flow recover"), "{}", text(&out));
+}
+
+/// After `kill -9` of an engine its lease is still live: recover is
+/// refused, and the refusal says the holder may be dead and when the lease
+/// turns stale.
+#[test]
+fn the_lease_refusal_after_a_crash_says_when_it_turns_stale() {
+    let home = Home::new();
+    home.write(
+        "crashy.toml",
+        r#"
+name = "crashy"
+time_qualifier = "daily"
+[[steps]]
+name = "long"
+main = { action = "shell", command = "read -r l < /proc/$$/stat; set -- $l; echo $5 > job.pgid; touch started; sleep 60" }
+"#,
+    );
+    let mut engine = home
+        .command(&["run", "crashy.toml", "--timeperiod", TP])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(&home, "started");
+    engine.kill().unwrap(); // SIGKILL
+    engine.wait().unwrap();
+    let out = home.flow(&["recover", "crashy.toml", "--timeperiod", TP]);
+    // The job's process group outlived the engine; stop it.
+    let pgid: i32 = home.read("job.pgid").trim().parse().unwrap();
+    // SAFETY: killpg(2) on the process group of the job this test started.
+    let killed = unsafe { libc::killpg(pgid, libc::SIGKILL) };
+    assert_eq!(killed, 0, "the job's process group {pgid} was not there");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let err = stderr(&out);
+    for expected in [
+        "flow [crashy, 2026112800] is being run by ",
+        "If that engine is dead (killed, crashed, its machine down), its lease turns stale at ",
+        "10s after its last heartbeat",
+        "run `flow recover` again then",
+    ] {
+        assert!(err.contains(expected), "{expected:?} in {err}");
+    }
+}
+
+/// A missing spark-submit is explained in terms of flow.toml.
+#[test]
+fn the_spark_hint_names_the_setting_in_flow_toml() {
+    let home = Home::new();
+    let settings = home.read("flow.toml").replace(
+        "[cluster]\n",
+        "[cluster]\nspark_submit = \"no-such-spark-submit\"\n",
+    );
+    home.write("flow.toml", &settings);
+    home.write(
+        "sparky.toml",
+        "name = \"sparky\"\n[[steps]]\nname = \"job\"\nmain = { action = \"spark\", application = \"app.py\" }\n",
+    );
+    let out = home.flow(&["run", "sparky.toml", "--timeperiod", "2026112807"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        stdout(&out).contains(
+            "no-such-spark-submit (from `[cluster] spark_submit` in flow.toml) is not an executable file; install Spark or fix `[cluster] spark_submit`"
+        ),
+        "{}",
+        text(&out)
+    );
+}

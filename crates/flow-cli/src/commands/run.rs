@@ -120,11 +120,21 @@ pub fn run(
         progress.finish();
         let report = match result {
             Ok(report) => report,
-            Err(
-                e @ (EngineError::Refused { .. }
-                | EngineError::LeaseHeld { .. }
-                | EngineError::Logs { .. }),
-            ) => {
+            Err(EngineError::LeaseHeld {
+                flow,
+                owner,
+                heartbeat_at,
+                ttl,
+            }) => {
+                return Err(CliError::bad_input(lease_held(
+                    &flow,
+                    &owner,
+                    heartbeat_at,
+                    ttl,
+                    mode,
+                )))
+            }
+            Err(e @ (EngineError::Refused { .. } | EngineError::Logs { .. })) => {
                 return Err(CliError::bad_input(e.to_string()))
             }
             Err(e) => {
@@ -240,10 +250,49 @@ fn print_summary(
         "logs: {}/",
         log_directory.join(&report.flow.flow_name).display()
     );
-    if report.state == FlowState::Invalid {
+    // Only after a failure: a run-one or run-from that did its job leaves
+    // a failed flow failed, but there is nothing of its own to fix.
+    if report.state == FlowState::Invalid && !succeeded(report) {
         outln!(
             "after fixing the cause: flow recover {flow_arg} --timeperiod {}",
             report.flow.timeperiod
         );
     }
+}
+
+/// The refusal when another engine holds the lease. After a crash the
+/// holder is dead but its lease stays live until it turns stale: say so, and
+/// when.
+fn lease_held(
+    flow: &FlowKey,
+    owner: &str,
+    heartbeat_at: chrono::DateTime<chrono::Utc>,
+    ttl: Duration,
+    mode: RunMode,
+) -> String {
+    let stale_at = chrono::TimeDelta::from_std(ttl)
+        .ok()
+        .and_then(|ttl| heartbeat_at.checked_add_signed(ttl));
+    let when = match stale_at {
+        Some(at) => {
+            let left = (at - chrono::Utc::now()).to_std().unwrap_or_default();
+            format!(
+                "at {} (in {}, {} after its last heartbeat)",
+                at.format("%Y-%m-%d %H:%M:%SZ"),
+                crate::progress::format_duration(left),
+                humantime_serde::re::humantime::format_duration(ttl)
+            )
+        }
+        None => format!(
+            "{} after its last heartbeat",
+            humantime_serde::re::humantime::format_duration(ttl)
+        ),
+    };
+    format!(
+        "flow {flow} is being run by {owner} (last heartbeat {}). If that engine is dead \
+         (killed, crashed, its machine down), its lease turns stale {when}; run `flow {}` \
+         again then. If it is alive, wait for it or stop it with Ctrl-C or SIGTERM.",
+        heartbeat_at.format("%Y-%m-%d %H:%M:%SZ"),
+        crate::progress::mode_word(mode),
+    )
 }
