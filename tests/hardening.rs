@@ -602,7 +602,7 @@ main = { action = "shell", command = "read -r l < /proc/$$/stat; set -- $l; echo
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     let err = stderr(&out);
     for expected in [
-        "flow [crashy, 2026112800] is being run by ",
+        "flow [crashy, 2026112800] is already being run by ",
         "If that engine is dead (killed, crashed, its machine down), its lease turns stale at ",
         "10s after its last heartbeat",
         "run `flow recover` again then",
@@ -630,6 +630,80 @@ fn the_spark_hint_names_the_setting_in_flow_toml() {
         stdout(&out).contains(
             "no-such-spark-submit (from `[cluster] spark_submit` in flow.toml) is not an executable file; install Spark or fix `[cluster] spark_submit`"
         ),
+        "{}",
+        text(&out)
+    );
+}
+
+/// A flow file edited between a run and its recovery: the stored graph hash
+/// tells, recover says what it does with added and removed steps, runs the
+/// added ones and leaves the removed ones' records alone; a completed flow
+/// with an added step can be recovered too.
+#[test]
+fn recover_says_what_it_does_with_added_and_removed_steps() {
+    let home = Home::new();
+    let before = r#"
+name = "edited"
+time_qualifier = "daily"
+[[steps]]
+name = "a"
+main = { action = "shell", command = "echo a >> ran.txt" }
+[[steps]]
+name = "b"
+depends_on = ["a"]
+main = { action = "shell", command = "echo b >> ran.txt; test ! -e broken" }
+[[steps]]
+name = "old"
+depends_on = ["a"]
+main = { action = "shell", command = "echo old >> ran.txt" }
+"#;
+    home.write("edited.toml", before);
+    home.write("broken", "");
+    home.expect(1, &["run", "edited.toml", "--timeperiod", TP]);
+    let stored = home.status_json("edited.toml", TP);
+    let first_hash = stored["flow"]["graph_hash"].as_str().unwrap().to_string();
+    assert_eq!(first_hash.len(), 16, "{stored}");
+
+    // Edit: "old" removed, "new" added after b.
+    let after = before.replace(
+        "[[steps]]\nname = \"old\"\ndepends_on = [\"a\"]\nmain = { action = \"shell\", command = \"echo old >> ran.txt\" }\n",
+        "[[steps]]\nname = \"new\"\ndepends_on = [\"b\"]\nmain = { action = \"shell\", command = \"echo new >> ran.txt\" }\n",
+    );
+    assert_ne!(after, before);
+    home.write("edited.toml", &after);
+    std::fs::remove_file(home.path("broken")).unwrap();
+    std::fs::write(home.path("ran.txt"), "").unwrap();
+    let out = home.expect(0, &["recover", "edited.toml", "--timeperiod", TP]);
+    let err = stderr(&out);
+    assert!(
+        err.contains("note: edited [2026112800]: the flow definition changed since its stored run; added step(s) new: they count as never run, so recover, run-from and run-one run them like unfinished steps; removed step(s) old: never run again; their records are kept (an unfinished one is closed as state_canceled, 'removed from the flow definition')"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(home.read("ran.txt"), "b\nnew\n");
+    let flow_log = home.read("logs/edited/edited.log");
+    assert!(flow_log.contains("WARN the flow definition changed"), "{flow_log}");
+    let status = home.status_json("edited.toml", TP);
+    assert_eq!(status["flow"]["state"], "state_processed");
+    assert_ne!(status["flow"]["graph_hash"].as_str().unwrap(), first_hash);
+    let states = support::step_states(&status);
+    assert!(states.contains(&("new".into(), "state_processed".into())), "{states:?}");
+    // "old" never ran (b failed first); it is closed, not left pending.
+    assert!(states.contains(&("old".into(), "state_canceled".into())), "{states:?}");
+
+    // Processed, then a step added: recover runs just that step.
+    let more = after.clone()
+        + "[[steps]]\nname = \"extra\"\ndepends_on = [\"new\"]\nmain = { action = \"shell\", command = \"echo extra >> ran.txt\" }\n";
+    home.write("edited.toml", &more);
+    std::fs::write(home.path("ran.txt"), "").unwrap();
+    let out = home.expect(0, &["recover", "edited.toml", "--timeperiod", TP]);
+    assert!(stderr(&out).contains("added step(s) extra"), "{}", text(&out));
+    assert_eq!(home.read("ran.txt"), "extra\n");
+    // Unchanged and complete: nothing to recover, and no note.
+    let out = home.expect(2, &["recover", "edited.toml", "--timeperiod", TP]);
+    assert!(!stderr(&out).contains("note:"), "{}", text(&out));
+    assert!(
+        stderr(&out).contains("nothing to recover: the flow is state_processed"),
         "{}",
         text(&out)
     );

@@ -98,6 +98,13 @@ pub fn mode_word(mode: RunMode) -> &'static str {
 }
 
 impl RunObserver for Progress {
+    fn definition_changed(&self, flow: &FlowKey, change: &flow_engine::DefinitionChange) {
+        print_line(&format!(
+            "note: {} [{}]: {change}",
+            flow.flow_name, flow.timeperiod
+        ));
+    }
+
     fn run_started(&self, flow: &FlowKey, mode: RunMode, steps_to_run: usize, clusters: usize) {
         let text = format!(
             "{} [{}]: {} of {steps_to_run} step(s) on {clusters} cluster(s)",

@@ -348,6 +348,45 @@ impl FlowGraph {
         seen
     }
 
+    /// A fingerprint of the graph's shape: its steps and their dependencies
+    /// (not their actions), independent of the order of the file. Stored
+    /// with the flow record, so a recovery can tell that steps were added or
+    /// removed since the run it continues. 16 hex digits of 64-bit FNV-1a:
+    /// change detection, not security.
+    pub fn shape_hash(&self) -> String {
+        let mut steps: Vec<(&str, Vec<&str>)> = self
+            .steps
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let mut deps: Vec<&str> = self.dependencies[i]
+                    .iter()
+                    .map(|&d| self.steps[d].name.as_str())
+                    .collect();
+                deps.sort_unstable();
+                (s.name.as_str(), deps)
+            })
+            .collect();
+        steps.sort_unstable();
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut feed = |bytes: &[u8]| {
+            for &b in bytes {
+                hash ^= u64::from(b);
+                hash = hash.wrapping_mul(0x0100_0000_01b3);
+            }
+        };
+        for (name, deps) in &steps {
+            feed(name.as_bytes());
+            feed(b"<");
+            for dep in deps {
+                feed(dep.as_bytes());
+                feed(b",");
+            }
+            feed(b";");
+        }
+        format!("{hash:016x}")
+    }
+
     /// The graph in Graphviz dot. Every name is a quoted ID with `"` and
     /// `\` escaped, so no name can break the syntax.
     pub fn to_dot(&self) -> String {
@@ -460,6 +499,18 @@ mod tests {
         assert!(g.to_dot().contains("\"a\" -> \"b\""));
         assert!(g.to_mermaid().contains("s1 --> s3"));
         assert!(g.to_mermaid().contains("s3[\"d\"]"));
+    }
+
+    #[test]
+    fn the_shape_hash_sees_steps_and_edges_not_order() {
+        let a = flow(vec![step("a", &[]), step("b", &["a"])]).unwrap();
+        let reordered = flow(vec![step("b", &["a"]), step("a", &[])]).unwrap();
+        let added = flow(vec![step("a", &[]), step("b", &["a"]), step("c", &[])]).unwrap();
+        let rewired = flow(vec![step("a", &[]), step("b", &[])]).unwrap();
+        assert_eq!(a.shape_hash(), reordered.shape_hash());
+        assert_eq!(a.shape_hash().len(), 16);
+        assert_ne!(a.shape_hash(), added.shape_hash());
+        assert_ne!(a.shape_hash(), rewired.shape_hash());
     }
 
     #[test]

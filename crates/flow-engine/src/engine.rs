@@ -25,6 +25,85 @@ pub trait RunObserver: Send + Sync {
     /// A job a dead run started was taken over instead of started again.
     fn job_adopted(&self, _step: &str, _job: &flow_core::JobHandle) {}
     fn step_finished(&self, _step: &str, _state: StepState, _elapsed: Duration) {}
+    /// The flow's definition differs from the one its stored run used
+    /// (called before the mode's preconditions are checked, so also before
+    /// a refusal).
+    fn definition_changed(&self, _flow: &FlowKey, _change: &DefinitionChange) {}
+}
+
+/// How the flow definition differs from the one the stored run used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DefinitionChange {
+    /// Steps of the definition that the stored run never had: `recover`,
+    /// `run-from` and `run-one` treat them as never run.
+    pub added: Vec<String>,
+    /// Steps the stored run had that the definition no longer has: never
+    /// run again; their records are kept, an unfinished one closed as
+    /// `canceled`.
+    pub removed: Vec<String>,
+    /// The dependencies differ too (or only they do).
+    pub rewired: bool,
+}
+
+impl std::fmt::Display for DefinitionChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the flow definition changed since its stored run")?;
+        if !self.added.is_empty() {
+            write!(
+                f,
+                "; added step(s) {}: they count as never run, so recover, run-from and run-one run them like unfinished steps",
+                self.added.join(", ")
+            )?;
+        }
+        if !self.removed.is_empty() {
+            write!(
+                f,
+                "; removed step(s) {}: never run again; their records are kept (an unfinished one is closed as state_canceled, 'removed from the flow definition')",
+                self.removed.join(", ")
+            )?;
+        }
+        if self.rewired && self.added.is_empty() && self.removed.is_empty() {
+            f.write_str("; its dependencies differ: this run follows the new ones")?;
+        }
+        Ok(())
+    }
+}
+
+/// What changed between the stored run and `graph`, if anything. The
+/// stored shape hash decides whether the definition changed (a record from
+/// before hashes existed counts as changed when its steps differ); the
+/// step records say what changed: steps without a record (every step of a
+/// run gets one) were added, records of steps the graph lacks were removed.
+fn definition_change(
+    graph: &FlowGraph,
+    stored: Option<&FlowRecord>,
+    steps: &[flow_core::StepRecord],
+    shape: &str,
+) -> Option<DefinitionChange> {
+    let stored = stored?;
+    if steps.is_empty() || stored.graph_hash.as_deref() == Some(shape) {
+        return None;
+    }
+    let known: std::collections::HashSet<&str> =
+        steps.iter().map(|s| s.step_name.as_str()).collect();
+    let added: Vec<String> = graph
+        .steps()
+        .iter()
+        .filter(|s| !known.contains(s.name.as_str()))
+        .map(|s| s.name.clone())
+        .collect();
+    let mut removed: Vec<String> = steps
+        .iter()
+        .filter(|s| graph.index_of(&s.step_name).is_none())
+        .map(|s| s.step_name.clone())
+        .collect();
+    removed.sort();
+    let rewired = stored.graph_hash.as_deref().is_some_and(|h| h != shape);
+    (rewired || !added.is_empty() || !removed.is_empty()).then_some(DefinitionChange {
+        added,
+        removed,
+        rewired,
+    })
 }
 
 /// Tunables of a run.
@@ -346,6 +425,16 @@ impl ExecutionEngine {
         };
         let existing_flow = self.store.get_flow(&key).await.map_err(store_error)?;
         let existing_steps = self.store.get_steps(&key).await.map_err(store_error)?;
+        let shape = self.graph.shape_hash();
+        // A fresh run starts over; the other modes continue a stored run,
+        // which may have used another version of the flow file.
+        let change = match mode {
+            RunMode::Nominal => None,
+            _ => definition_change(&self.graph, existing_flow.as_ref(), &existing_steps, &shape),
+        };
+        if let (Some(change), Some(o)) = (&change, &self.options.observer) {
+            o.definition_changed(&key, change);
+        }
         let now = Utc::now();
         let RunPlan {
             to_run,
@@ -353,6 +442,7 @@ impl ExecutionEngine {
             purge,
             mut records,
             changed,
+            retired,
             clusters,
             orphan_jobs,
         } = plan(
@@ -398,6 +488,7 @@ impl ExecutionEngine {
             finished_at: None,
             graph_hash: None,
         });
+        flow.graph_hash = Some(shape);
         flow.start_timeperiod = self.context.start_timeperiod;
         flow.end_timeperiod = self.context.end_timeperiod;
         flow.state = FlowState::InProgress;
@@ -428,7 +519,11 @@ impl ExecutionEngine {
                 .collect(),
             error: None,
         };
-        let to_write: Vec<_> = changed.iter().map(|&i| records[i].clone()).collect();
+        let to_write: Vec<_> = changed
+            .iter()
+            .map(|&i| records[i].clone())
+            .chain(retired)
+            .collect();
         let begun = self
             .store
             .begin_run(lease, &flow, purge, &to_write, &run)
@@ -453,6 +548,9 @@ impl ExecutionEngine {
                 self.clusters.kind()
             )
         });
+        if let Some(change) = &change {
+            flow_span.in_scope(|| warn!("{change}"));
+        }
         if let Some(o) = &self.options.observer {
             o.run_started(&key, mode, count, clusters);
         }

@@ -27,7 +27,9 @@ mod rollback;
 mod step;
 
 pub use clusters::{cancel_jobs, terminate_orphans, OrphanOutcome};
-pub use engine::{EngineOptions, ExecutionEngine, RunMetrics, RunObserver, RunReport};
+pub use engine::{
+    DefinitionChange, EngineOptions, ExecutionEngine, RunMetrics, RunObserver, RunReport,
+};
 pub use error::{EngineError, Refusal};
 pub use plan::refusal;
 pub use rollback::RollbackReport;

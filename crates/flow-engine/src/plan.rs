@@ -2,7 +2,9 @@
 
 use crate::error::Refusal;
 use chrono::{DateTime, Utc};
-use flow_core::{FlowGraph, FlowRecord, FlowState, JobRecord, RunMode, StepRecord, Timeperiod};
+use flow_core::{
+    FlowGraph, FlowRecord, FlowState, JobRecord, RunMode, StepRecord, StepState, Timeperiod,
+};
 use std::collections::HashMap;
 
 /// What a run will do: which steps run, which records start it.
@@ -17,6 +19,9 @@ pub(crate) struct RunPlan {
     pub records: Vec<StepRecord>,
     /// Records to write when the run starts: reset or new ones.
     pub changed: Vec<usize>,
+    /// Unfinished records of steps the definition no longer has, marked
+    /// `canceled`; written when the run starts.
+    pub retired: Vec<StepRecord>,
     pub clusters: usize,
     /// Jobs that steps of a dead run left, of steps this run starts afresh
     /// (instead of adopting them): cancelled before anything runs, so no job
@@ -89,12 +94,16 @@ pub(crate) fn plan(
     let (to_run, purge): (Vec<bool>, bool) = match mode {
         RunMode::Nominal => (vec![true; n], true),
         RunMode::Recovery => {
+            let unfinished: Vec<bool> = (0..n).map(|i| !complete(i, &records)).collect();
             match flow.map(|f| f.state) {
                 None => return Err(Refusal::NeverRan),
                 Some(FlowState::Invalid | FlowState::InProgress) => {}
+                // A completed flow has nothing to recover, unless steps were
+                // added to its definition since: those it runs.
+                Some(FlowState::Processed | FlowState::Noop) if unfinished.contains(&true) => {}
                 Some(state) => return Err(Refusal::NotFailed { state }),
             }
-            ((0..n).map(|i| !complete(i, &records)).collect(), false)
+            (unfinished, false)
         }
         RunMode::RunOne => {
             let i = target_index(target.unwrap_or_default())?;
@@ -120,6 +129,30 @@ pub(crate) fn plan(
     };
     let count = to_run.iter().filter(|r| **r).count();
     let mut orphan_jobs = Vec::new();
+    // Records left in `by_name` are of steps the definition no longer has
+    // (it was edited since the stored run). A job a dead run left running
+    // for one is cancelled; the record is kept as history, and an unfinished
+    // one, which would look pending forever, is closed as canceled (a fresh
+    // run purges them all).
+    let mut retired: Vec<StepRecord> = Vec::new();
+    let mut removed: Vec<StepRecord> = by_name.into_values().collect();
+    removed.sort_by(|a, b| a.step_name.cmp(&b.step_name));
+    for mut record in removed {
+        if record.state == StepState::InProgress {
+            if let Some(job) = record.job.take() {
+                orphan_jobs.push((record.step_name.clone(), job));
+            }
+        }
+        if mode != RunMode::Nominal
+            && !record.state.is_complete()
+            && record.state != StepState::Canceled
+        {
+            record.state = StepState::Canceled;
+            record.finished_at.get_or_insert(now);
+            record.error = Some("removed from the flow definition".into());
+            retired.push(record);
+        }
+    }
     for (i, record) in records.iter_mut().enumerate() {
         // A step a dead run left half-way goes on where it stopped (its job
         // adopted), unless this is a fresh run or the step changed since.
@@ -148,6 +181,7 @@ pub(crate) fn plan(
         purge,
         records,
         changed,
+        retired,
         clusters,
         orphan_jobs,
     })

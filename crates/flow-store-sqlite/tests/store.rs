@@ -161,6 +161,7 @@ async fn flow_records_round_trip_with_every_state_and_run_mode() {
             if (i + j) % 2 == 0 {
                 record.started_at = Some(at(100 + j as i64));
                 record.finished_at = Some(at(200 + i as i64));
+                record.graph_hash = Some(format!("{i:08x}{j:08x}"));
             }
             let stored = save_flow(&store, &record).await.unwrap();
             assert!(stored.id.is_some());

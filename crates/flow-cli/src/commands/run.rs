@@ -289,7 +289,7 @@ fn lease_held(
         ),
     };
     format!(
-        "flow {flow} is being run by {owner} (last heartbeat {}). If that engine is dead \
+        "flow {flow} is already being run by {owner} (last heartbeat {}). If that engine is dead \
          (killed, crashed, its machine down), its lease turns stale {when}; run `flow {}` \
          again then. If it is alive, wait for it or stop it with Ctrl-C or SIGTERM.",
         heartbeat_at.format("%Y-%m-%d %H:%M:%SZ"),
