@@ -349,8 +349,14 @@ fn validate_reports_each_file() {
     );
     let out = home.expect(0, &["validate", "good.toml", &hello()]);
     let ok = stdout(&out);
-    assert!(ok.contains("good.toml: ok (4 steps; settings from "), "{ok}");
-    assert!(ok.contains("hello.toml: ok (4 steps; settings from "), "{ok}");
+    assert!(
+        ok.contains("good.toml: ok (4 steps; settings from "),
+        "{ok}"
+    );
+    assert!(
+        ok.contains("hello.toml: ok (4 steps; settings from "),
+        "{ok}"
+    );
 
     let out = home.expect(2, &["validate", "good.toml", "bad.toml"]);
     assert!(

@@ -514,7 +514,11 @@ fn locate(text: &str, keys: &[&str], at_key: bool) -> Option<usize> {
     for (i, key) in keys.iter().enumerate() {
         let (k, v) = table.iter().find(|(k, _)| k.get_ref().as_ref() == *key)?;
         if i + 1 == keys.len() {
-            return Some(if at_key { k.span().start } else { v.span().start });
+            return Some(if at_key {
+                k.span().start
+            } else {
+                v.span().start
+            });
         }
         match v.get_ref() {
             DeValue::Table(t) => table = t,
@@ -598,7 +602,8 @@ mod tests {
         let s = parse("[secrets]\npin = \"env:FLOW_CLI_TEST_SHORT_SECRET\"\n").unwrap();
         let e = s.values().unwrap_err();
         assert!(
-            e.message.contains("FLOW_CLI_TEST_SHORT_SECRET) is shorter than 8"),
+            e.message
+                .contains("FLOW_CLI_TEST_SHORT_SECRET) is shorter than 8"),
             "{e}"
         );
     }

@@ -627,8 +627,9 @@ async fn shell_secrets_are_environment_variables_not_arguments() {
     let dir = tempfile::tempdir().unwrap();
     let cluster = cluster_in(dir.path(), |_| {}).await;
     let job = Job::Shell {
-        command: "tr '\\0' ' ' < /proc/$$/cmdline > cmdline; printf %s \"${FLOW_SECRET_TOKEN}\" > seen"
-            .into(),
+        command:
+            "tr '\\0' ' ' < /proc/$$/cmdline > cmdline; printf %s \"${FLOW_SECRET_TOKEN}\" > seen"
+                .into(),
         env: vec![("FLOW_SECRET_TOKEN".into(), flow_core::Secret::new(SECRET))],
     };
     submit_in_span(
@@ -670,7 +671,7 @@ async fn pig_and_hadoop_jobs_get_their_argv() {
             ("out".into(), "a b".into()),
         ],
         secret_params: vec![],
-};
+    };
     submit_in_span(&cluster, &pig, &execution, &cancel)
         .await
         .unwrap();
@@ -757,7 +758,9 @@ async fn a_missing_tool_gives_a_clear_message() {
         expect_job_failed(submit_in_span(&cluster, &spark, &execution, &cancel).await);
     assert_eq!(job, "spark");
     assert!(
-        message.starts_with("spark-submit not found: install Spark, or set `[cluster] spark_submit` in flow.toml"),
+        message.starts_with(
+            "spark-submit not found: install Spark, or set `[cluster] spark_submit` in flow.toml"
+        ),
         "{message}"
     );
 
@@ -765,7 +768,7 @@ async fn a_missing_tool_gives_a_clear_message() {
         script: "s.pig".into(),
         params: vec![],
         secret_params: vec![],
-};
+    };
     let message = expect_job_failed(submit_in_span(&cluster, &pig, &execution, &cancel).await).2;
     assert!(
         message.starts_with("pig not found: install Pig, or set `[cluster] pig` in flow.toml"),
@@ -779,7 +782,9 @@ async fn a_missing_tool_gives_a_clear_message() {
     };
     let message = expect_job_failed(submit_in_span(&cluster, &hadoop, &execution, &cancel).await).2;
     assert!(
-        message.starts_with("hadoop not found: install Hadoop, or set `[cluster] hadoop` in flow.toml"),
+        message.starts_with(
+            "hadoop not found: install Hadoop, or set `[cluster] hadoop` in flow.toml"
+        ),
         "{message}"
     );
 

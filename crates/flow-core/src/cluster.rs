@@ -448,7 +448,10 @@ mod tests {
             params: vec![],
             secret_params: vec![("token".into(), Secret::new("a b\nc"))],
         };
-        assert_eq!(pig.secret_file().unwrap().contents.expose(), "token=a b c\n");
+        assert_eq!(
+            pig.secret_file().unwrap().contents.expose(),
+            "token=a b c\n"
+        );
         assert_eq!(pig.secret_file().unwrap().flag, "-param_file");
         let plain = Job::Shell {
             command: "true".into(),

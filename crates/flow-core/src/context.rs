@@ -52,7 +52,8 @@ fn register(value: &str) {
         return;
     }
     let mut masked = MASKED.write().unwrap_or_else(|p| p.into_inner());
-    if let Err(at) = masked.binary_search_by(|v| value.len().cmp(&v.len()).then(v.as_str().cmp(value)))
+    if let Err(at) =
+        masked.binary_search_by(|v| value.len().cmp(&v.len()).then(v.as_str().cmp(value)))
     {
         masked.insert(at, value.to_string());
     }

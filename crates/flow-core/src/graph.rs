@@ -166,7 +166,10 @@ pub enum GraphError {
     UnknownDependency { step: String, dependency: String },
     #[error("dependency cycle among steps: {}", steps.join(" -> "))]
     Cycle { steps: Vec<String> },
-    #[error("step '{step}' has {retries} retries; at most {} are allowed", crate::retry::MAX_RETRIES)]
+    #[error(
+        "step '{step}' has {retries} retries; at most {} are allowed",
+        crate::retry::MAX_RETRIES
+    )]
     TooManyRetries { step: String, retries: u32 },
     #[error("step '{step}' has a timeout of 0s (on the step or one of its actions), which fails every attempt at once")]
     ZeroTimeout { step: String },

@@ -828,10 +828,18 @@ main = { action = "spark", application = "jobs/report.py", args = ["--day", "{ti
         assert_eq!(e.position, Some((4, 8)), "{e}");
         assert!(e.to_string().contains("setting 'missing' used in"), "{e}");
         let e = load(r#"{ action = "shell", command = "echo {settings.evil}" }"#).unwrap_err();
-        assert!(e.to_string().contains("not safe to put into a shell command"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("not safe to put into a shell command"),
+            "{e}"
+        );
         let e = load(r#"{ action = "spark", application = "a.py", args = ["{settings.token}"] }"#)
             .unwrap_err();
-        assert!(e.to_string().contains("is a secret and cannot be put into spark `args`"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("is a secret and cannot be put into spark `args`"),
+            "{e}"
+        );
         // Fine: a secret in a shell line, in spark conf, in a path.
         for ok in [
             r#"{ action = "shell", command = "echo {settings.token} {settings.ok}" }"#,

@@ -487,7 +487,11 @@ mod tests {
             hint: "use conf".into(),
         };
         let e = t.check(&with_secret().settings, &usage).unwrap_err();
-        assert!(e.to_string().contains("'{settings.api-token}' is a secret and cannot be put into spark `args`"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("'{settings.api-token}' is a secret and cannot be put into spark `args`"),
+            "{e}"
+        );
         assert!(matches!(
             t.render_argument(&with_secret(), "s", "spark `args`", "use conf"),
             Err(TemplateError::SecretInArgument { .. })

@@ -465,12 +465,12 @@ impl ExecutionEngine {
         // The log files before any record: a log directory that cannot be
         // written refuses the run with nothing written to the store.
         let run_log = Arc::new(match &self.options.log_directory {
-            Some(dir) => logging::register_run(&key.flow_name, dir).map_err(|source| {
-                EngineError::Logs {
+            Some(dir) => {
+                logging::register_run(&key.flow_name, dir).map_err(|source| EngineError::Logs {
                     flow: key.clone(),
                     source,
-                }
-            })?,
+                })?
+            }
             None => logging::RunLog::none(),
         });
 
@@ -640,7 +640,8 @@ impl ExecutionEngine {
                 graph_visits,
             }) => {
                 let all_complete = records.iter().all(|r| r.state.is_complete());
-                let state = if store_error.is_some() || failed || canceled || log_failure.is_some() {
+                let state = if store_error.is_some() || failed || canceled || log_failure.is_some()
+                {
                     FlowState::Invalid
                 } else if all_complete && records.iter().all(|r| r.state == StepState::Noop) {
                     FlowState::Noop

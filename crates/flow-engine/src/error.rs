@@ -1,7 +1,7 @@
 //! Why the engine did not run a flow, or stopped.
 
-use chrono::{DateTime, Utc};
 use crate::logging::LogDirectoryError;
+use chrono::{DateTime, Utc};
 use flow_core::{FlowGraph, FlowKey, FlowState, StoreError};
 
 /// Why a run mode was refused. A refusal changes nothing in the store.

@@ -322,7 +322,11 @@ pub fn check_log_directory(log_directory: &Path, flow: &str) -> Result<(), LogDi
                 return Err(bad(path, "is not a regular file".into()));
             }
             Ok(_) => {
-                let what = if directory { libc::W_OK | libc::X_OK } else { libc::W_OK };
+                let what = if directory {
+                    libc::W_OK | libc::X_OK
+                } else {
+                    libc::W_OK
+                };
                 may_access(path, what).map_err(|e| bad(path, format!("cannot be written: {e}")))?;
             }
             Err(e) if missing(&e) => {
@@ -330,7 +334,11 @@ pub fn check_log_directory(log_directory: &Path, flow: &str) -> Result<(), LogDi
                 // a directory this process can create entries in.
                 let mut ancestor = path.parent();
                 while let Some(a) = ancestor {
-                    let a = if a.as_os_str().is_empty() { Path::new(".") } else { a };
+                    let a = if a.as_os_str().is_empty() {
+                        Path::new(".")
+                    } else {
+                        a
+                    };
                     match std::fs::metadata(a) {
                         Ok(m) if m.is_dir() => {
                             return may_access(a, libc::W_OK | libc::X_OK).map_err(|e| {

@@ -132,7 +132,10 @@ async fn a_log_file_that_cannot_be_written_mid_run_fails_the_run() {
     );
     // The step that ran is still recorded as it ended.
     let states = bench.step_states("lossy", TP).await;
-    assert_eq!(states[0], ("a".into(), StepState::Processed.as_str().into()));
+    assert_eq!(
+        states[0],
+        ("a".into(), StepState::Processed.as_str().into())
+    );
 }
 
 /// A log directory that is a file is refused before the lease and before

@@ -288,9 +288,9 @@ impl Action for Hadoop {
             argument_usage("hadoop", "jar", HADOOP_HINT),
         )];
         uses.extend(
-            self.args
-                .iter()
-                .map(|t| TemplateUse::new("args", t, argument_usage("hadoop", "args", HADOOP_HINT))),
+            self.args.iter().map(|t| {
+                TemplateUse::new("args", t, argument_usage("hadoop", "args", HADOOP_HINT))
+            }),
         );
         uses
     }
