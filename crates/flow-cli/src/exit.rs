@@ -48,7 +48,8 @@ impl From<Exit> for ExitCode {
 pub const EXIT_CODES_HELP: &str = "\
 Exit codes:
   0    success (for a run: every step it ran completed)
-  1    the flow failed: a step failed, no cluster launched, or the store failed mid-run
+  1    the flow failed: a step failed, no cluster launched, the store failed mid-run,
+       or a log line could not be written
   2    bad input (flow file, settings, arguments) or a refused mode (blocked step,
        nothing to recover, flow being run by another engine); nothing was written
   3    cancelled by Ctrl-C (SIGINT) or SIGTERM
