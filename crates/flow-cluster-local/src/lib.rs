@@ -7,7 +7,12 @@
 //! - [`LocalCluster`] runs each [`Job`](flow_core::Job) as a child process in
 //!   its own process group: `sh -c` for shell jobs, `spark-submit`, `pig` and
 //!   `hadoop jar` for the others, with their arguments passed as an argument
-//!   vector (never through a shell). Jobs outlive the engine: each runs under
+//!   vector (never through a shell). Secret values never enter that
+//!   vector: a job gets them as environment variables
+//!   ([`Job::secret_env`](flow_core::Job::secret_env)) or as a file only its
+//!   owner can read in its job directory, passed by path and removed once
+//!   the job has ended ([`Job::secret_file`](flow_core::Job::secret_file)).
+//!   Jobs outlive the engine: each runs under
 //!   a small wrapper in a job directory under [`LocalOptions::state_dir`]
 //!   that records its pid (with its start time and the boot id, so a reused
 //!   pid is never mistaken for it), its output and its exit status, so

@@ -19,7 +19,7 @@
 //! 0700 and files 0600 whatever the umask: logs can hold what jobs print.
 //!
 //! A line that cannot be written (the file cannot be created, the disk is
-//! full) is not a warning lost on stderr: the run's [`RunLog`] records the
+//! full) is not a warning lost on stderr: the run's `RunLog` records the
 //! first such failure and the engine fails the run with it.
 //!
 //! [`event_text`] is the one function both the files and the CLI's stderr
