@@ -39,6 +39,12 @@ pub enum TemplateError {
     MissingSetting { template: String, name: String },
     #[error("value of '{{{name}}}' ({value:?}) is not safe to put into a shell command; only letters, digits and . _ - / : = @ % + , are allowed (a value that needs more belongs in [secrets], which reach the command as an environment variable)")]
     UnsafeForShell { name: String, value: String },
+    #[error("'{template}' gives the key {key:?} with these settings: {problem}")]
+    UnsafeKey {
+        template: String,
+        key: String,
+        problem: String,
+    },
     #[error("'{{settings.{name}}}' is a secret and cannot be put into {place}: a process's arguments are visible to every user of the machine (ps); {hint}")]
     SecretInArgument {
         name: String,
@@ -60,7 +66,16 @@ pub enum Usage {
     /// A word of a job's argument vector, readable by anyone on the machine:
     /// no secrets. `hint` says where a secret can go instead.
     Argument { place: String, hint: String },
+    /// A key of a cluster's storage for the filesystem operation `op`: with
+    /// the settings substituted it must stay inside its root and not be the
+    /// root itself ([`normalize_key`](crate::filesystem::normalize_key)),
+    /// so an empty setting cannot turn `{settings.dir}/x/..` into a whole
+    /// root. Otherwise like `Private`.
+    Key { op: &'static str },
 }
+
+/// Any timeperiod: for rendering a key's shape at load time.
+const SAMPLE_TIMEPERIOD: crate::timeperiod::Timeperiod = crate::timeperiod::Timeperiod::SAMPLE;
 
 /// A rendered `sh -c` line and the secret values its references need in the
 /// job's environment.
@@ -295,8 +310,37 @@ impl Template {
 
     /// Checks, before anything runs, that rendering with `settings` can
     /// succeed for `usage`: every setting is defined, plain values in a
-    /// shell line are shell-safe, no secret lands in an argument.
+    /// shell line are shell-safe, no secret lands in an argument, a
+    /// filesystem key stays inside its root.
     pub fn check(&self, settings: &Settings, usage: &Usage) -> Result<(), TemplateError> {
+        self.check_settings(settings, usage)?;
+        if let Usage::Key { op } = usage {
+            // The other placeholders are names (letters, digits, `_`, `-`)
+            // and timeperiods (digits): they cannot add a `..` or empty a
+            // key, so any values show the key's shape.
+            let sample = ExecutionContext {
+                flow_name: "flow".into(),
+                timeperiod: SAMPLE_TIMEPERIOD,
+                start_timeperiod: SAMPLE_TIMEPERIOD,
+                end_timeperiod: SAMPLE_TIMEPERIOD,
+                settings: std::sync::Arc::new(settings.clone()),
+                number_of_clusters: 1,
+            };
+            let key = self.render(&sample, "step")?;
+            if let Err(crate::filesystem::FsError::InvalidKey { problem, .. }) =
+                crate::filesystem::normalize_key(op, &key)
+            {
+                return Err(TemplateError::UnsafeKey {
+                    template: self.source.clone(),
+                    key: crate::context::mask(&key).into_owned(),
+                    problem: problem.to_string(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn check_settings(&self, settings: &Settings, usage: &Usage) -> Result<(), TemplateError> {
         for name in self.settings_used() {
             let value = settings
                 .get(name)
@@ -498,6 +542,42 @@ mod tests {
         ));
         assert!(t.uses_secret(&with_secret().settings));
         assert!(!t.uses_secret(&cx().settings));
+    }
+
+    #[test]
+    fn keys_that_leave_their_root_with_the_settings_are_refused() {
+        let settings = Settings::new()
+            .with_plain("empty", "")
+            .with_plain("sub", "data");
+        let key = Usage::Key { op: "rmdir" };
+        for bad in [
+            "{settings.empty}x/..",
+            "{settings.empty}/..",
+            "{settings.empty}",
+            "{settings.sub}/../..",
+        ] {
+            let e = Template::parse(bad)
+                .unwrap()
+                .check(&settings, &key)
+                .unwrap_err();
+            assert!(matches!(e, TemplateError::UnsafeKey { .. }), "{bad}: {e}");
+        }
+        for good in [
+            "{settings.sub}/x/..",
+            "out/{flow_name}/{timeperiod}",
+            "/abs/{settings.sub}",
+        ] {
+            Template::parse(good)
+                .unwrap()
+                .check(&settings, &key)
+                .unwrap();
+        }
+        let e = Template::parse("{settings.empty}/..")
+            .unwrap()
+            .check(&settings, &key)
+            .unwrap_err();
+        assert!(e.to_string().contains("gives the key \"/..\""), "{e}");
+        assert!(e.to_string().contains("leaves its root"), "{e}");
     }
 
     #[test]

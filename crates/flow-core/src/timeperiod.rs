@@ -63,6 +63,15 @@ pub struct Timeperiod {
 }
 
 impl Timeperiod {
+    /// A valid timeperiod (2026010100), for rendering templates whose
+    /// shape does not depend on the value.
+    pub const SAMPLE: Timeperiod = Timeperiod {
+        year: 2026,
+        month: 1,
+        day: 1,
+        hour: 0,
+    };
+
     /// Parses `text` and checks that it fits `qualifier` (e.g. a daily
     /// timeperiod ends in `00`).
     pub fn parse_for(text: &str, qualifier: TimeQualifier) -> Result<Self, TimeperiodError> {

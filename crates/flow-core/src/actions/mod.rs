@@ -356,15 +356,21 @@ impl Action for FsAction {
         Ok(ActionOutcome::Done)
     }
     fn templates(&self) -> Vec<TemplateUse<'_>> {
-        let (first, second) = match self.op {
-            FsOp::Mkdir | FsOp::Rmdir | FsOp::Rm => ("path", "to"),
-            _ => ("from", "to"),
+        let op = self.op.kind();
+        let key = Usage::Key { op };
+        // Each argument is a key of the cluster's storage, except the local
+        // side of copy_to_local / copy_from_local.
+        let (first, first_usage, second_usage) = match self.op {
+            FsOp::Mkdir | FsOp::Rmdir | FsOp::Rm => ("path", key, Usage::Private),
+            FsOp::Cp | FsOp::Mv => ("from", key.clone(), key),
+            FsOp::CopyToLocal => ("from", key, Usage::Private),
+            FsOp::CopyFromLocal => ("from", Usage::Private, key),
         };
-        let mut uses = vec![TemplateUse::new(first, &self.path, Usage::Private)];
+        let mut uses = vec![TemplateUse::new(first, &self.path, first_usage)];
         uses.extend(
             self.to
                 .iter()
-                .map(|t| TemplateUse::new(second, t, Usage::Private)),
+                .map(|t| TemplateUse::new("to", t, second_usage.clone())),
         );
         uses
     }
