@@ -163,7 +163,10 @@ fn with_secret(home: &Home) {
 fn wait_for(home: &Home, name: &str) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while !home.path(name).exists() {
-        assert!(std::time::Instant::now() < deadline, "{name} never appeared");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{name} never appeared"
+        );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
@@ -247,7 +250,9 @@ main = { action = "rm", path = "missing/{settings.tok}/file" }
     assert_eq!(home.read("out.txt"), format!("x-{SECRET}-y"));
     assert!(home.path(&format!("made/{SECRET}")).is_dir());
     assert!(!home.read("cmdline.txt").contains(SECRET));
-    assert!(home.read("cmdline.txt").contains("x-\"${FLOW_SECRET_TOK}\"-y"));
+    assert!(home
+        .read("cmdline.txt")
+        .contains("x-\"${FLOW_SECRET_TOK}\"-y"));
 
     // Nowhere else.
     let (out_text, err_text) = (stdout(&out), stderr(&out));
@@ -259,7 +264,11 @@ main = { action = "rm", path = "missing/{settings.tok}/file" }
     let logs = every_file(&home.path("logs"));
     assert!(!logs.is_empty());
     for (path, bytes) in &logs {
-        assert!(!contains(bytes, SECRET), "{} shows the secret", path.display());
+        assert!(
+            !contains(bytes, SECRET),
+            "{} shows the secret",
+            path.display()
+        );
     }
     let step_log = home.read("logs/secretive/shell.log");
     assert!(step_log.contains("shell.shell INFO said ***"), "{step_log}");
@@ -277,14 +286,22 @@ main = { action = "rm", path = "missing/{settings.tok}/file" }
         .collect();
     assert!(!store_files.is_empty());
     for (path, bytes) in store_files {
-        assert!(!contains(&bytes, SECRET), "{} holds the secret", path.display());
+        assert!(
+            !contains(&bytes, SECRET),
+            "{} holds the secret",
+            path.display()
+        );
     }
     // What the job itself printed is kept as it printed it, in its job
     // directory, which only the owner can enter.
     for (path, bytes) in every_file(&home.path("data")) {
         if contains(&bytes, SECRET) {
             let mut dir = path.parent().unwrap();
-            assert!(dir.starts_with(home.path("data/local")), "{}", path.display());
+            assert!(
+                dir.starts_with(home.path("data/local")),
+                "{}",
+                path.display()
+            );
             while dir != home.path("data") {
                 assert_eq!(mode(dir), 0o700, "{} is not private", dir.display());
                 dir = dir.parent().unwrap();
@@ -299,10 +316,17 @@ main = { action = "rm", path = "missing/{settings.tok}/file" }
     );
     let out = home.flow(&["run", "loud.toml", "--timeperiod", "2026112807"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(stdout(&out).contains("token *** rejected"), "{}", text(&out));
+    assert!(
+        stdout(&out).contains("token *** rejected"),
+        "{}",
+        text(&out)
+    );
     assert!(!text(&out).contains(SECRET), "{}", text(&out));
     let json = home.status_json("loud.toml", "2026112807").to_string();
-    assert!(!json.contains(SECRET) && json.contains("token *** rejected"), "{json}");
+    assert!(
+        !json.contains(SECRET) && json.contains("token *** rejected"),
+        "{json}"
+    );
 }
 
 /// A fake spark-submit that records its arguments and, when given
@@ -363,9 +387,16 @@ main = { action = "spark", application = "app.py", args = ["--day", "{timeperiod
     );
     assert_eq!(home.read("properties.mode").trim(), "600");
     let file = lines[1].trim_matches(['[', ']']);
-    assert!(!std::path::Path::new(file).exists(), "{file} outlived the job");
+    assert!(
+        !std::path::Path::new(file).exists(),
+        "{file} outlived the job"
+    );
     for (path, bytes) in every_file(&home.path("logs")) {
-        assert!(!contains(&bytes, SECRET), "{} shows the secret", path.display());
+        assert!(
+            !contains(&bytes, SECRET),
+            "{} shows the secret",
+            path.display()
+        );
     }
 }
 
@@ -522,7 +553,11 @@ main = {{ action = "spark", application = "{here}/app.py", args = ["{here}"], co
     );
     assert_eq!(home.read("token.txt"), SECRET);
     for (path, bytes) in every_file(&home.path("logs")) {
-        assert!(!contains(&bytes, SECRET), "{} shows the secret", path.display());
+        assert!(
+            !contains(&bytes, SECRET),
+            "{} shows the secret",
+            path.display()
+        );
     }
 }
 
@@ -553,14 +588,19 @@ main = { action = "identity" }
     let out = home.flow(&["run", "pair.toml", "--timeperiod", TP]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(
-        stdout(&out).contains("after fixing the cause: flow recover pair.toml --timeperiod 2026112800"),
+        stdout(&out)
+            .contains("after fixing the cause: flow recover pair.toml --timeperiod 2026112800"),
         "{}",
         text(&out)
     );
     std::fs::remove_file(home.path("broken")).unwrap();
     for mode in ["run-one", "run-from"] {
         let out = home.expect(0, &[mode, "pair.toml", "--timeperiod", TP, "--step", "b"]);
-        assert!(!stdout(&out).contains("flow recover"), "{mode}: {}", text(&out));
+        assert!(
+            !stdout(&out).contains("flow recover"),
+            "{mode}: {}",
+            text(&out)
+        );
     }
     home.write("broken", "");
     let out = home.flow(&["run-one", "pair.toml", "--timeperiod", TP, "--step", "b"]);
@@ -682,14 +722,23 @@ main = { action = "shell", command = "echo old >> ran.txt" }
     );
     assert_eq!(home.read("ran.txt"), "b\nnew\n");
     let flow_log = home.read("logs/edited/edited.log");
-    assert!(flow_log.contains("WARN the flow definition changed"), "{flow_log}");
+    assert!(
+        flow_log.contains("WARN the flow definition changed"),
+        "{flow_log}"
+    );
     let status = home.status_json("edited.toml", TP);
     assert_eq!(status["flow"]["state"], "state_processed");
     assert_ne!(status["flow"]["graph_hash"].as_str().unwrap(), first_hash);
     let states = support::step_states(&status);
-    assert!(states.contains(&("new".into(), "state_processed".into())), "{states:?}");
+    assert!(
+        states.contains(&("new".into(), "state_processed".into())),
+        "{states:?}"
+    );
     // "old" never ran (b failed first); it is closed, not left pending.
-    assert!(states.contains(&("old".into(), "state_canceled".into())), "{states:?}");
+    assert!(
+        states.contains(&("old".into(), "state_canceled".into())),
+        "{states:?}"
+    );
 
     // Processed, then a step added: recover runs just that step.
     let more = after.clone()
@@ -697,7 +746,11 @@ main = { action = "shell", command = "echo old >> ran.txt" }
     home.write("edited.toml", &more);
     std::fs::write(home.path("ran.txt"), "").unwrap();
     let out = home.expect(0, &["recover", "edited.toml", "--timeperiod", TP]);
-    assert!(stderr(&out).contains("added step(s) extra"), "{}", text(&out));
+    assert!(
+        stderr(&out).contains("added step(s) extra"),
+        "{}",
+        text(&out)
+    );
     assert_eq!(home.read("ran.txt"), "extra\n");
     // Unchanged and complete: nothing to recover, and no note.
     let out = home.expect(2, &["recover", "edited.toml", "--timeperiod", TP]);

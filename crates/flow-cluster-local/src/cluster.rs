@@ -902,7 +902,10 @@ async fn remove_secret_file(dir: &JobDir) {
     match tokio::fs::remove_file(&path).await {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => tracing::warn!("cannot remove the job's secret file {}: {e}", path.display()),
+        Err(e) => tracing::warn!(
+            "cannot remove the job's secret file {}: {e}",
+            path.display()
+        ),
     }
 }
 

@@ -850,8 +850,15 @@ main = { action = "spark", application = "jobs/report.py", args = ["--day", "{ti
         }
         // A rollback action is checked too.
         let e = load(r#"{ action = "mkdir", path = "d", rollback = { action = "shell", command = "echo {settings.evil}" } }"#).unwrap_err();
-        assert!(e.to_string().contains("action 'mkdir rollback shell'"), "{e}");
-        assert!(e.to_string().contains("not safe to put into a shell command"), "{e}");
+        assert!(
+            e.to_string().contains("action 'mkdir rollback shell'"),
+            "{e}"
+        );
+        assert!(
+            e.to_string()
+                .contains("not safe to put into a shell command"),
+            "{e}"
+        );
         // Without settings to check against, only the syntax is checked.
         ActionRegistry::builtin()
             .parse("name = \"f\"\n[[steps]]\nname = \"a\"\nmain = { action = \"shell\", command = \"echo {settings.missing}\" }\n", Path::new("f.toml"))

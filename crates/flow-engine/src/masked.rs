@@ -10,8 +10,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use flow_core::record::{ClusterRecord, LogLine, RecordId, RunRecord, StoredLogLine};
 use flow_core::{
-    FlowKey, FlowQuery, FlowRecord, FlowStore, Lease, LeaseInfo, LeaseOutcome, LogQuery,
-    RunQuery, StepRecord, StoreError,
+    FlowKey, FlowQuery, FlowRecord, FlowStore, Lease, LeaseInfo, LeaseOutcome, LogQuery, RunQuery,
+    StepRecord, StoreError,
 };
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -122,7 +122,9 @@ impl FlowStore for MaskedStore {
         flow: &FlowRecord,
         steps_: &[StepRecord],
     ) -> Result<FlowRecord, StoreError> {
-        self.0.save_flow_and_steps(lease, flow, &steps(steps_)).await
+        self.0
+            .save_flow_and_steps(lease, flow, &steps(steps_))
+            .await
     }
 
     async fn finish_run(&self, lease: &Lease, run_: &RunRecord) -> Result<(), StoreError> {

@@ -131,18 +131,15 @@ impl ExecutionEngine {
         };
         // The log files before any record, as for a run.
         let run_log = Arc::new(match &self.options.log_directory {
-            Some(dir) => logging::register_run(&key.flow_name, dir).map_err(|source| {
-                EngineError::Logs {
+            Some(dir) => {
+                logging::register_run(&key.flow_name, dir).map_err(|source| EngineError::Logs {
                     flow: key.clone(),
                     source,
-                }
-            })?,
+                })?
+            }
             None => logging::RunLog::none(),
         });
-        let begun = self
-            .store
-            .begin_run(lease, &flow, false, &[], &run)
-            .await;
+        let begun = self.store.begin_run(lease, &flow, false, &[], &run).await;
         let (mut flow, mut run) = match begun {
             Ok(begun) => begun,
             Err(e) => {

@@ -84,9 +84,7 @@ pub fn rollback(
                 e @ (EngineError::Refused { .. }
                 | EngineError::LeaseHeld { .. }
                 | EngineError::Logs { .. }),
-            ) => {
-                return Err(CliError::bad_input(e.to_string()))
-            }
+            ) => return Err(CliError::bad_input(e.to_string())),
             Err(e) => return Err(CliError::failed(e.to_string())),
         };
         outln!(
