@@ -1,0 +1,280 @@
+//! A small object-document mapping: one typed [`Model`] per collection,
+//! knowing its collection name, its key fields and its indexes, and a
+//! [`Collection`] wrapper whose methods speak records rather than
+//! hand-built documents (`flows.upsert_fenced(&doc, token, ..)`).
+//!
+//! Documents are encoded with serde + bson. Field order is fixed by the
+//! model structs (alphabetical, `_id` first: what Synergy Flow's ODM
+//! writes), so encoding a record read from a Synergy document gives the same
+//! bytes back.
+
+use bson::oid::ObjectId;
+use bson::{doc, Bson, Document};
+use mongodb::options::{IndexOptions, ReturnDocument};
+use mongodb::{ClientSession, IndexModel};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::marker::PhantomData;
+
+/// The field every fenced document carries: the largest lease token that
+/// wrote it or was raised onto it. A write with token `T` applies only where
+/// `fence_token` is missing or `<= T`.
+pub const FENCE: &str = "fence_token";
+
+/// One collection's typed mapping.
+pub trait Model: Serialize + DeserializeOwned + Send + Sync + Unpin {
+    /// The collection's name.
+    const COLLECTION: &'static str;
+    /// The fields that identify a document (a unique index).
+    const KEY: &'static [&'static str];
+
+    /// Indexes besides the unique key index.
+    fn extra_indexes() -> Vec<IndexModel> {
+        Vec::new()
+    }
+}
+
+/// Why an ODM call failed.
+#[derive(Debug)]
+pub enum OdmError {
+    /// The document exists with a larger fence token: the write was refused.
+    Fenced,
+    Driver(mongodb::error::Error),
+    Encode(String),
+}
+
+impl From<mongodb::error::Error> for OdmError {
+    fn from(e: mongodb::error::Error) -> Self {
+        OdmError::Driver(e)
+    }
+}
+
+/// True for MongoDB's duplicate-key error (E11000).
+pub fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
+    use mongodb::error::{ErrorKind, WriteFailure};
+    match &*e.kind {
+        ErrorKind::Write(WriteFailure::WriteError(w)) => w.code == 11000,
+        ErrorKind::Command(c) => c.code == 11000,
+        ErrorKind::InsertMany(i) => i
+            .write_errors
+            .as_ref()
+            .is_some_and(|errors| errors.iter().any(|w| w.code == 11000)),
+        _ => e.to_string().contains("E11000"),
+    }
+}
+
+/// A typed collection.
+pub struct Collection<M: Model> {
+    pub inner: mongodb::Collection<Document>,
+    model: PhantomData<M>,
+}
+
+impl<M: Model> Clone for Collection<M> {
+    fn clone(&self) -> Self {
+        Collection {
+            inner: self.inner.clone(),
+            model: PhantomData,
+        }
+    }
+}
+
+/// The result of a fenced upsert.
+pub struct Upserted {
+    pub id: ObjectId,
+    /// True when the document did not exist and was created.
+    pub inserted: bool,
+}
+
+/// Encodes a model as its document.
+pub fn encode<M: Model>(model: &M) -> Result<Document, OdmError> {
+    bson::serialize_to_document(model).map_err(|e| OdmError::Encode(e.to_string()))
+}
+
+/// Decodes a document as a model.
+pub fn decode<M: Model>(document: Document) -> Result<M, String> {
+    bson::deserialize_from_document(document).map_err(|e| e.to_string())
+}
+
+/// The filter "stamped with at most `token`". Every document of a flow is
+/// stamped when a lease of it is acquired, so none lacks the field.
+pub fn fence_ok(token: u64) -> Document {
+    doc! { FENCE: { "$lte": token_bson(token) } }
+}
+
+/// A document's fence stamp, whatever integer width it was stored in.
+pub fn stamp(document: &Document) -> Option<i64> {
+    match document.get(FENCE)? {
+        Bson::Int64(n) => Some(*n),
+        Bson::Int32(n) => Some(i64::from(*n)),
+        Bson::Double(f) => Some(*f as i64),
+        _ => None,
+    }
+}
+
+fn token_i64(token: u64) -> i64 {
+    i64::try_from(token).unwrap_or(i64::MAX)
+}
+
+/// Tokens are stored as BSON int64.
+pub fn token_bson(token: u64) -> Bson {
+    Bson::Int64(token_i64(token))
+}
+
+impl<M: Model> Collection<M> {
+    pub fn new(db: &mongodb::Database) -> Self {
+        Collection {
+            inner: db.collection(M::COLLECTION),
+            model: PhantomData,
+        }
+    }
+
+    /// The model's indexes: the unique key index, then the others. Names are
+    /// left to the server, so an index Synergy Flow created with the same
+    /// keys is the same index.
+    pub fn indexes() -> Vec<IndexModel> {
+        let mut keys = Document::new();
+        for field in M::KEY {
+            keys.insert(*field, 1);
+        }
+        let mut all = vec![IndexModel::builder()
+            .keys(keys)
+            .options(IndexOptions::builder().unique(true).build())
+            .build()];
+        all.extend(M::extra_indexes());
+        all
+    }
+
+    /// The key filter of an encoded document.
+    pub fn key_filter(document: &Document) -> Document {
+        let mut filter = Document::new();
+        for field in M::KEY {
+            filter.insert(*field, document.get(*field).cloned().unwrap_or(Bson::Null));
+        }
+        filter
+    }
+
+    /// Inserts or replaces `model` by key, only where the stored document's
+    /// fence token is at most `token`, and stamps it with `token`. A
+    /// document that exists with a larger token is [`OdmError::Fenced`].
+    ///
+    /// An update is one conditional `findOneAndReplace`; only when it
+    /// matches nothing does a second call tell a newer stamp (fenced) from
+    /// a missing document (inserted, with the unique key index settling a
+    /// race). No upsert: an upsert's query-to-document rules differ between
+    /// MongoDB and other wire-protocol servers.
+    pub async fn upsert_fenced(
+        &self,
+        model: &M,
+        token: u64,
+        new_id: ObjectId,
+        mut session: Option<&mut ClientSession>,
+    ) -> Result<Upserted, OdmError> {
+        let mut document = encode(model)?;
+        let id = document.remove("_id");
+        let key = Self::key_filter(&document);
+        let mut filter = key.clone();
+        filter.extend(fence_ok(token));
+        document.insert(FENCE, token_bson(token));
+        let insert_id = match id {
+            Some(Bson::ObjectId(id)) => id,
+            _ => new_id,
+        };
+        for _ in 0..4 {
+            // A replacement, not `$set`: the document becomes exactly the
+            // record (empty fields go), and servers that store `$set` dates
+            // as text keep BSON dates.
+            let action = self
+                .inner
+                .find_one_and_replace(filter.clone(), document.clone())
+                .return_document(ReturnDocument::Before);
+            let before = match session.as_deref_mut() {
+                Some(s) => action.session(s).await,
+                None => action.await,
+            }?;
+            if let Some(before) = before {
+                let id = before.get_object_id("_id").map_err(|e| {
+                    OdmError::Encode(format!(
+                        "{} document without an ObjectId: {e}",
+                        M::COLLECTION
+                    ))
+                })?;
+                return Ok(Upserted {
+                    id,
+                    inserted: false,
+                });
+            }
+            let action = self.inner.find_one(key.clone());
+            let existing = match session.as_deref_mut() {
+                Some(s) => action.session(s).await,
+                None => action.await,
+            }?;
+            match existing {
+                Some(existing) => match stamp(&existing) {
+                    Some(stamp) if stamp > token_i64(token) => return Err(OdmError::Fenced),
+                    // Written meanwhile with an older stamp, or never
+                    // stamped (a document another program added): stamp
+                    // it as old and try again.
+                    Some(_) => continue,
+                    None => {
+                        let action = self.inner.update_one(
+                            doc! { "_id": existing.get("_id").cloned().unwrap_or(Bson::Null), FENCE: { "$exists": false } },
+                            doc! { "$set": { FENCE: 0_i64 } },
+                        );
+                        match session.as_deref_mut() {
+                            Some(s) => action.session(s).await,
+                            None => action.await,
+                        }?;
+                        continue;
+                    }
+                },
+                None => {
+                    let mut insert = document.clone();
+                    insert.insert("_id", insert_id);
+                    let action = self.inner.insert_one(insert);
+                    let inserted = match session.as_deref_mut() {
+                        Some(s) => action.session(s).await,
+                        None => action.await,
+                    };
+                    match inserted {
+                        Ok(_) => {
+                            return Ok(Upserted {
+                                id: insert_id,
+                                inserted: true,
+                            })
+                        }
+                        Err(e) if is_duplicate_key(&e) => continue,
+                        Err(e) => return Err(OdmError::Driver(e)),
+                    }
+                }
+            }
+        }
+        Err(OdmError::Encode(format!(
+            "{}: the document kept changing under the write",
+            M::COLLECTION
+        )))
+    }
+
+    /// Documents matching `filter`, sorted, decoded. A document that does
+    /// not decode is an error naming it.
+    pub async fn find_all(
+        &self,
+        filter: Document,
+        sort: Document,
+        skip: Option<u64>,
+        limit: Option<i64>,
+    ) -> Result<Vec<Result<M, (Document, String)>>, mongodb::error::Error> {
+        use futures_util::TryStreamExt;
+        let mut action = self.inner.find(filter).sort(sort);
+        if let Some(skip) = skip {
+            action = action.skip(skip);
+        }
+        if let Some(limit) = limit {
+            action = action.limit(limit);
+        }
+        let documents: Vec<Document> = action.await?.try_collect().await?;
+        Ok(documents
+            .into_iter()
+            .map(|d| decode::<M>(d.clone()).map_err(|e| (d, e)))
+            .collect())
+    }
+}
