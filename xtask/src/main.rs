@@ -18,6 +18,9 @@
 //!   and runs `flow-bench` (see `crates/flow-bench`), which prints the table
 //!   and writes `<target>/bench/latest.json`.
 //!
+//!   It also installs `nx-27017` (a MongoDB wire-protocol server) and starts
+//!   it for the MongoDB store's tests, or uses `FLOW_MONGO_URI` (`mongo.rs`).
+//!
 //! Environment: `CARGO_TARGET_DIR` (where the venv lives; default
 //! `<workspace>/target`) and `FLOW_SKIP_SPARK_INSTALL=1` (never create or
 //! install the venv; an already complete one is still used) and
@@ -27,6 +30,7 @@
 
 mod bench;
 mod emulators;
+mod mongo;
 mod services;
 
 use std::env;
@@ -66,8 +70,12 @@ commands:
 environment:
   CARGO_TARGET_DIR           target directory (default: <workspace>/target)
   FLOW_SKIP_SPARK_INSTALL=1  do not create or install the venv
-  FLOW_SKIP_EMULATORS=1      do not install or start moto and fake-gcs-server
-                             (their tests are reported skipped)
+  FLOW_SKIP_EMULATORS=1      do not install or start moto, fake-gcs-server and
+                             nx-27017 (their tests are reported skipped)
+  FLOW_MONGO_URI             run the MongoDB store tests against this server
+                             instead of nx-27017 (installed into
+                             <target>/tools/nx27017-venv and started on a free
+                             loopback port for the run) (xtask: install nx-27017 (pinned) into <target>/tools/nx27017-venv, start it on a free loopback port for the test run and stop it after (FLOW_MONGO_URI runs the MongoDB tests against another server; without a server they are skipped, said so))
 ";
 
 fn main() -> ExitCode {
@@ -122,6 +130,13 @@ fn test(args: &[OsString]) -> ExitCode {
         available: p.available.clone(),
         ..*p
     }));
+    // Stopped when dropped, like the emulators.
+    let mongo = mongo::start(&target.join("tools"), &target.join("tools").join("logs"));
+    peers.push(emulators::Peer {
+        env: mongo.peer.env.clone(),
+        available: mongo.peer.available.clone(),
+        ..mongo.peer
+    });
 
     let mut cargo = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     cargo.current_dir(&root).arg("test");
@@ -166,6 +181,7 @@ fn test(args: &[OsString]) -> ExitCode {
         }
     };
     drop(emulators);
+    drop(mongo);
     code
 }
 

@@ -23,8 +23,7 @@ pub enum Ready {
     /// An HTTP GET of this path gets any HTTP answer.
     Http(&'static str),
     /// A TCP connection is accepted (for non-HTTP protocols such as the
-    /// MongoDB wire protocol; no service here uses it yet).
-    #[allow(dead_code)]
+    /// MongoDB wire protocol: nx-27017).
     Tcp,
 }
 
