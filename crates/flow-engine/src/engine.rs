@@ -120,6 +120,9 @@ pub struct EngineOptions {
     /// Time a cancelled or timed-out action gets to stop and clean up.
     pub cancel_grace: Duration,
     pub observer: Option<Arc<dyn RunObserver>>,
+    /// Also record every log-file line in the store (`append_logs`, in
+    /// batches; see `logging`). Needs `log_directory`.
+    pub record_logs: bool,
 }
 
 impl Default for EngineOptions {
@@ -136,6 +139,7 @@ impl Default for EngineOptions {
             },
             cancel_grace: Duration::from_secs(30),
             observer: None,
+            record_logs: true,
         }
     }
 }
@@ -531,7 +535,7 @@ impl ExecutionEngine {
         let (mut flow, mut run) = match begun {
             Ok(begun) => begun,
             Err(e) => {
-                run_log.finish();
+                run_log.finish().await;
                 return Err(store_error(e));
             }
         };
@@ -540,6 +544,9 @@ impl ExecutionEngine {
         }
         let run_id = run.id.clone().unwrap_or_else(|| RecordId::new(""));
 
+        if self.options.record_logs {
+            run_log.record_to_store(&key, &run_id, self.store.clone());
+        }
         let flow_span = info_span!("flow", run = run_log.id(), flow = key.flow_name.as_str());
         flow_span.in_scope(|| {
             info!(
@@ -584,7 +591,7 @@ impl ExecutionEngine {
         let set = match launched {
             Ok(set) => set,
             Err(e) => {
-                run_log.finish();
+                run_log.finish().await;
                 return Err(store_error(e));
             }
         };
@@ -606,7 +613,7 @@ impl ExecutionEngine {
                     set.owned.len()
                 )
             });
-            run_log.finish();
+            run_log.finish().await;
             return Err(self.lease_lost(lease).await);
         }
         clusters::terminate(&shared, set.owned, &flow_span).await;
@@ -698,7 +705,7 @@ impl ExecutionEngine {
             }
             (None, Ok(_), Ok(())) => info!("{mode} of {key} finished: flow is {state}"),
         });
-        if let Some(late) = run_log.finish().filter(|_| log_failure.is_none()) {
+        if let Some(late) = run_log.finish().await.filter(|_| log_failure.is_none()) {
             // The last lines of the run could not be written.
             error = Some(format!("the run's logs are incomplete: {late}"));
         }

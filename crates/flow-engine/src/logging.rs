@@ -22,11 +22,23 @@
 //! full) is not a warning lost on stderr: the run's `RunLog` records the
 //! first such failure and the engine fails the run with it.
 //!
+//! When the engine also records a run's logs in the store
+//! ([`record_run_to_store`], Synergy Flow's log recording), every line that
+//! goes to one of the run's files is also queued, as a [`LogLine`], in the
+//! run's [`StoreSink`]: a bounded buffer that a task on the engine's runtime
+//! appends to the store in batches (every [`RECORD_EVERY`], or sooner once
+//! [`RECORD_BATCH`] lines wait), never one write per line. If the store
+//! falls [`RECORD_LIMIT`] lines behind, further lines are counted instead of
+//! kept, and a line saying how many were dropped is recorded once it catches
+//! up. `RunLog::finish` appends what is left before it returns, so a run's
+//! lines are in the store when the engine returns, whatever the outcome.
+//!
 //! [`event_text`] is the one function both the files and the CLI's stderr
 //! use to turn an event into text, and it masks every secret value
 //! ([`flow_core::mask`]): no log line shows one, whoever logged it.
 
 use flow_core::graph::valid_name;
+use flow_core::{FlowKey, FlowStore, LogLevel, LogLine, RecordId};
 use std::collections::{HashMap, HashSet};
 use std::fmt::{self, Write as _};
 use std::fs::{DirBuilder, File, OpenOptions};
@@ -49,6 +61,195 @@ struct Route {
     dir: PathBuf,
     failed: AtomicBool,
     failure: Mutex<Option<String>>,
+    /// Set when the run's lines are also recorded in the store.
+    sink: OnceLock<Arc<StoreSink>>,
+}
+
+/// How often a run's recorded lines are appended to the store.
+pub const RECORD_EVERY: Duration = Duration::from_millis(200);
+/// Lines waiting that make the recorder append at once.
+pub const RECORD_BATCH: usize = 2_000;
+/// Lines kept in memory while the store is slow; more are dropped (and
+/// counted).
+pub const RECORD_LIMIT: usize = 50_000;
+/// How long the end of a run waits for its last lines to reach the store.
+pub const RECORD_DRAIN: Duration = Duration::from_secs(10);
+
+/// A run's lines on their way to the store.
+pub struct StoreSink {
+    key: FlowKey,
+    run: RecordId,
+    buffer: Mutex<SinkBuffer>,
+    wake: tokio::sync::Notify,
+    closed: AtomicBool,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+#[derive(Default)]
+struct SinkBuffer {
+    lines: Vec<LogLine>,
+    dropped: u64,
+}
+
+impl StoreSink {
+    /// Queues one line; never waits for the store.
+    fn push(
+        &self,
+        step: Option<&str>,
+        logger: String,
+        level: LogLevel,
+        at: chrono::DateTime<chrono::Utc>,
+        message: String,
+    ) {
+        let Ok(mut buffer) = self.buffer.lock() else {
+            return;
+        };
+        if buffer.lines.len() >= RECORD_LIMIT {
+            buffer.dropped += 1;
+            return;
+        }
+        buffer.lines.push(LogLine {
+            flow_name: self.key.flow_name.clone(),
+            timeperiod: self.key.timeperiod,
+            run: self.run.clone(),
+            step: step.map(str::to_string),
+            logger,
+            level,
+            at,
+            message,
+        });
+        if buffer.lines.len() == RECORD_BATCH {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Everything queued so far, plus a line for what was dropped.
+    fn take(&self) -> Vec<LogLine> {
+        let Ok(mut buffer) = self.buffer.lock() else {
+            return Vec::new();
+        };
+        let mut lines = std::mem::take(&mut buffer.lines);
+        if buffer.dropped > 0 {
+            lines.push(LogLine {
+                flow_name: self.key.flow_name.clone(),
+                timeperiod: self.key.timeperiod,
+                run: self.run.clone(),
+                step: None,
+                logger: self.key.flow_name.clone(),
+                level: LogLevel::Warn,
+                at: chrono::Utc::now(),
+                message: format!(
+                    "{} log line(s) were not recorded in the store: it fell {RECORD_LIMIT} lines behind (the log files have them)",
+                    buffer.dropped
+                ),
+            });
+            buffer.dropped = 0;
+        }
+        lines
+    }
+
+    /// Stops the recorder once it has appended everything queued; waits
+    /// for it at most [`RECORD_DRAIN`].
+    async fn drain(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.wake.notify_one();
+        let task = self.task.lock().ok().and_then(|mut t| t.take());
+        if let Some(task) = task {
+            if tokio::time::timeout(RECORD_DRAIN, task).await.is_err() {
+                tracing::warn!(flow = %self.key, "the store did not take the run's last log lines within {RECORD_DRAIN:?} (the log files have them)");
+            }
+        }
+    }
+}
+
+/// Appends a sink's lines in batches until it is closed and empty.
+async fn record_loop(sink: Arc<StoreSink>, store: Arc<dyn FlowStore>) {
+    let mut reported = false;
+    loop {
+        let closed = sink.closed.load(Ordering::Acquire);
+        let lines = sink.take();
+        for batch in lines.chunks(RECORD_BATCH) {
+            if let Err(e) = store.append_logs(batch).await {
+                if !reported {
+                    // Outside the run's spans: reaches stderr, not the files.
+                    tracing::warn!(flow = %sink.key, "cannot record log lines in the store (the log files have them): {e}");
+                    reported = true;
+                }
+            }
+        }
+        if closed {
+            return;
+        }
+        tokio::select! {
+            _ = sink.wake.notified() => {}
+            _ = tokio::time::sleep(RECORD_EVERY) => {}
+        }
+    }
+}
+
+/// Records the lines of the registered run `id` (see `register_run`) in
+/// `store` too, attributed to the run record `run` of `key`. Needs a tokio
+/// runtime (the engine's): the appends run on it, off the logging path.
+/// Returns false when there is no such run or no runtime.
+pub fn record_run_to_store(
+    id: u64,
+    key: &FlowKey,
+    run: &RecordId,
+    store: Arc<dyn FlowStore>,
+) -> bool {
+    let Ok(handle) = tokio::runtime::Handle::try_current() else {
+        return false;
+    };
+    let Some(route) = routes().read().ok().and_then(|r| r.get(&id).cloned()) else {
+        return false;
+    };
+    let sink = Arc::new(StoreSink {
+        key: key.clone(),
+        run: run.clone(),
+        buffer: Mutex::new(SinkBuffer::default()),
+        wake: tokio::sync::Notify::new(),
+        closed: AtomicBool::new(false),
+        task: Mutex::new(None),
+    });
+    if route.sink.set(sink.clone()).is_err() {
+        return false;
+    }
+    let task = handle.spawn(record_loop(sink.clone(), store));
+    if let Ok(mut slot) = sink.task.lock() {
+        *slot = Some(task);
+    }
+    true
+}
+
+/// Appends the queued lines of every run still recording to the store,
+/// waiting at most `limit`: for a program about to exit at once (a second
+/// Ctrl-C) without ending its runs.
+pub async fn flush_recordings(limit: Duration) {
+    flush();
+    let sinks: Vec<Arc<StoreSink>> = routes()
+        .read()
+        .map(|r| {
+            r.values()
+                .filter_map(|route| route.sink.get().cloned())
+                .collect()
+        })
+        .unwrap_or_default();
+    let _ = tokio::time::timeout(limit, async {
+        for sink in sinks {
+            sink.drain().await;
+        }
+    })
+    .await;
+}
+
+fn log_level(level: &tracing::Level) -> LogLevel {
+    match *level {
+        tracing::Level::TRACE => LogLevel::Trace,
+        tracing::Level::DEBUG => LogLevel::Debug,
+        tracing::Level::INFO => LogLevel::Info,
+        tracing::Level::WARN => LogLevel::Warn,
+        tracing::Level::ERROR => LogLevel::Error,
+    }
 }
 
 impl Route {
@@ -424,14 +625,28 @@ impl RunLog {
             .clone()
     }
 
-    /// Unregisters the run, writes out its lines and closes its files;
-    /// returns the first write failure of the run, if any.
-    pub(crate) fn finish(&self) -> Option<String> {
+    /// Also records the run's lines in `store` (see [`record_run_to_store`]).
+    pub(crate) fn record_to_store(
+        &self,
+        key: &FlowKey,
+        run: &RecordId,
+        store: Arc<dyn FlowStore>,
+    ) -> bool {
+        self.route.is_some() && record_run_to_store(self.id, key, run, store)
+    }
+
+    /// Unregisters the run, writes out its lines and closes its files, and
+    /// appends its last recorded lines to the store; returns the first
+    /// write failure of the run's files, if any.
+    pub(crate) async fn finish(&self) -> Option<String> {
         let route = routes().write().ok().and_then(|mut r| r.remove(&self.id))?;
         send(Message::Close {
             dir: route.dir.clone(),
         });
         flush();
+        if let Some(sink) = route.sink.get() {
+            sink.drain().await;
+        }
         let failure = route
             .failure
             .lock()
@@ -464,6 +679,7 @@ pub(crate) fn register_run(flow: &str, log_directory: &Path) -> Result<RunLog, L
         dir,
         failed: AtomicBool::new(false),
         failure: Mutex::new(None),
+        sink: OnceLock::new(),
     });
     if let Ok(mut r) = routes().write() {
         r.insert(id, route.clone());
@@ -707,9 +923,14 @@ where
         };
         let path = route.file(tags.step.as_deref().unwrap_or(&route.flow));
         let logger = tags.logger().unwrap_or_else(|| route.flow.clone());
-        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let at = chrono::Utc::now();
+        let now = at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         let level = event.metadata().level();
-        let line = format!("{now} {logger} {level} {}\n", event_text(event));
+        let text = event_text(event);
+        let line = format!("{now} {logger} {level} {text}\n");
+        if let Some(sink) = route.sink.get() {
+            sink.push(tags.step.as_deref(), logger, log_level(level), at, text);
+        }
         send(Message::Line { route, path, line });
     }
 }

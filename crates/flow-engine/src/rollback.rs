@@ -143,7 +143,7 @@ impl ExecutionEngine {
         let (mut flow, mut run) = match begun {
             Ok(begun) => begun,
             Err(e) => {
-                run_log.finish();
+                run_log.finish().await;
                 return Err(store_error(e));
             }
         };
@@ -176,7 +176,7 @@ impl ExecutionEngine {
         {
             Ok(set) => set,
             Err(e) => {
-                run_log.finish();
+                run_log.finish().await;
                 return Err(store_error(e));
             }
         };
@@ -240,7 +240,7 @@ impl ExecutionEngine {
             }
         }
         if lost.is_cancelled() {
-            run_log.finish();
+            run_log.finish().await;
             return Err(self.lease_lost(lease).await);
         }
         clusters::terminate(&shared, set.owned, &flow_span).await;
@@ -274,7 +274,7 @@ impl ExecutionEngine {
             Some(e) => error!("rollback of {key} stopped: {e}"),
             None => info!("rollback of {key} finished: flow is {}", flow.state),
         });
-        run_log.finish();
+        run_log.finish().await;
         saved.map_err(store_error)?;
         Ok(RollbackReport {
             run: run_id,
