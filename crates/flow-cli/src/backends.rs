@@ -45,6 +45,11 @@ pub enum StorePlan {
         /// so a typo fails rather than starting an empty store elsewhere.
         create_dir: Option<PathBuf>,
     },
+    /// A MongoDB database (build with `--features mongo`).
+    #[cfg(feature = "mongo")]
+    Mongo {
+        options: flow_store_mongo::MongoOptions,
+    },
 }
 
 /// Decides the store from the settings, without touching the disk.
@@ -72,12 +77,43 @@ pub fn plan_store(settings: &Settings) -> Result<StorePlan, CliError> {
                 create_dir,
             })
         }
+        #[cfg(feature = "mongo")]
+        StoreKind::Mongo => {
+            let written = store.uri.clone().ok_or_else(|| {
+                CliError::bad_input(format!(
+                    "{}: [store] kind = \"mongo\" needs a uri",
+                    settings.source
+                ))
+            })?;
+            let uri = match written.strip_prefix("env:") {
+                Some(var) => {
+                    let uri = std::env::var(var).map_err(|_| {
+                        CliError::bad_input(format!(
+                            "{}: [store] uri reads the environment variable {var}, which is not set (or not UTF-8)",
+                            settings.source
+                        ))
+                    })?;
+                    flow_store_mongo::validate_uri(&uri).map_err(|e| {
+                        CliError::bad_input(format!(
+                            "{}: [store] uri from {var}: {e}",
+                            settings.source
+                        ))
+                    })?;
+                    uri
+                }
+                None => written,
+            };
+            let mut options = flow_store_mongo::MongoOptions::new(uri, store.database.clone());
+            options.server_selection_timeout = store.server_selection_timeout;
+            Ok(StorePlan::Mongo { options })
+        }
+        #[cfg(not(feature = "mongo"))]
         StoreKind::Mongo => Err(unavailable(
             settings,
             "[store] kind",
             "MongoDB",
             "mongo",
-            cfg!(feature = "mongo"),
+            false,
         )),
     }
 }
@@ -88,6 +124,10 @@ impl StorePlan {
     pub fn exists(&self) -> bool {
         match self {
             StorePlan::Sqlite { path, .. } => path.exists(),
+            // A server: asking costs a connection, and opening creates
+            // nothing but indexes.
+            #[cfg(feature = "mongo")]
+            StorePlan::Mongo { .. } => true,
         }
     }
 
@@ -95,6 +135,12 @@ impl StorePlan {
     pub fn location(&self) -> String {
         match self {
             StorePlan::Sqlite { path, .. } => path.display().to_string(),
+            #[cfg(feature = "mongo")]
+            StorePlan::Mongo { options } => format!(
+                "{} (database {})",
+                flow_store_mongo::redact_uri(&options.uri),
+                options.database
+            ),
         }
     }
 
@@ -131,6 +177,12 @@ impl StorePlan {
                     .map_err(|e| CliError::bad_input(e.to_string()))?;
                 Ok(Arc::new(store))
             }
+            // Unreachable server, bad credentials: exit 2, naming the
+            // host, never the password.
+            #[cfg(feature = "mongo")]
+            StorePlan::Mongo { options } => flow_store_mongo::DetachedMongoStore::open(options)
+                .map(|store| Arc::new(store) as Arc<dyn FlowStore>)
+                .map_err(|e| CliError::bad_input(format!("cannot open the store: {e}"))),
         }
     }
 }
@@ -210,12 +262,72 @@ mod tests {
     }
 
     #[test]
+    #[allow(irrefutable_let_patterns)]
     fn default_store_is_sqlite_under_the_data_directory() {
         let s = Settings::parse("data_directory = \"d\"\n", Path::new("/x/flow.toml")).unwrap();
+        let plan = plan_store(&s).unwrap();
         let StorePlan::Sqlite {
             path, create_dir, ..
-        } = plan_store(&s).unwrap();
+        } = &plan
+        else {
+            panic!("{plan:?}");
+        };
         assert_eq!(path, Path::new("/x/d/flow.db"));
         assert_eq!(create_dir.as_deref(), Some(Path::new("/x/d")));
+    }
+
+    #[test]
+    fn mongo_settings_are_checked_where_they_are_written() {
+        let parse = |text: &str| Settings::parse(text, Path::new("/x/flow.toml"));
+        let e = parse("[store]\nkind = \"sqlite\"\nuri = \"mongodb://db:27017\"\n").unwrap_err();
+        assert!(
+            e.message
+                .starts_with("/x/flow.toml:3:7: [store] uri is a setting of kind = \"mongo\""),
+            "{e}"
+        );
+        if !cfg!(feature = "mongo") {
+            let s = parse("[store]\nkind = \"mongo\"\nuri = \"mongodb://db:27017\"\n").unwrap();
+            let e = plan_store(&s).unwrap_err();
+            assert!(
+                e.message.contains("rebuild flow-cli with --features mongo"),
+                "{e}"
+            );
+            return;
+        }
+        let e = parse("[store]\nkind = \"mongo\"\n").unwrap_err();
+        assert!(e.message.contains("needs uri"), "{e}");
+        let e = parse("[store]\nkind = \"mongo\"\nuri = \"mongodb://flow:hunter22@db:http/\"\n")
+            .unwrap_err();
+        assert!(
+            e.message.starts_with("/x/flow.toml:3:7: [store] uri: "),
+            "{e}"
+        );
+        assert!(
+            e.message.contains("db:http") && !e.message.contains("hunter22"),
+            "{e}"
+        );
+        let e = parse("[store]\nkind = \"mongo\"\nuri = \"mongodb://db\"\ndatabase = \"a.b\"\n")
+            .unwrap_err();
+        assert!(
+            e.message
+                .starts_with("/x/flow.toml:4:12: [store] database: "),
+            "{e}"
+        );
+        std::env::remove_var("FLOW_TEST_UNSET_MONGO_URI");
+        let s =
+            parse("[store]\nkind = \"mongo\"\nuri = \"env:FLOW_TEST_UNSET_MONGO_URI\"\n").unwrap();
+        let e = plan_store(&s).unwrap_err();
+        assert!(e.message.contains("FLOW_TEST_UNSET_MONGO_URI"), "{e}");
+        std::env::set_var(
+            "FLOW_TEST_MONGO_URI",
+            "mongodb://flow:hunter22@db1,db2:27018/?replicaSet=rs",
+        );
+        let s = parse("[store]\nkind = \"mongo\"\nuri = \"env:FLOW_TEST_MONGO_URI\"\ndatabase = \"synergy\"\n").unwrap();
+        let plan = plan_store(&s).unwrap();
+        assert_eq!(
+            plan.location(),
+            "mongodb://flow:***@db1,db2:27018/?replicaSet=rs (database synergy)"
+        );
+        assert!(!format!("{plan:?}").contains("hunter22"), "{plan:?}");
     }
 }

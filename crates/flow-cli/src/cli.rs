@@ -105,6 +105,40 @@ pub enum Command {
         #[arg(long)]
         cascade: bool,
     },
+    /// List a flow's runs (one per engine invocation), newest first: mode,
+    /// host and user, start, duration, outcome and the steps each ran.
+    History {
+        /// A flow file, a flow name in the flows directory, or a flow name as
+        /// stored.
+        #[arg(value_name = "FLOW")]
+        flow: String,
+        /// Only this timeperiod's runs.
+        #[arg(long, value_name = "T")]
+        timeperiod: Option<String>,
+        /// At most this many runs.
+        #[arg(long, value_name = "N")]
+        limit: Option<usize>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a flow run's log lines as recorded in the store, in the log
+    /// files' format; --follow keeps printing while the flow runs.
+    Logs {
+        #[arg(value_name = "FLOW")]
+        flow: String,
+        #[arg(long, value_name = "T")]
+        timeperiod: String,
+        /// Only this step's lines.
+        #[arg(long, value_name = "STEP")]
+        step: Option<String>,
+        /// Only this run's lines (a run id from `flow history`).
+        #[arg(long, value_name = "RUN")]
+        run: Option<String>,
+        /// Keep printing new lines until the running flow's run ends.
+        #[arg(long)]
+        follow: bool,
+    },
     /// List the clusters runs launched or reused, as recorded in the store;
     /// with --terminate-orphans, terminate those whose run is no longer
     /// alive (its lease is stale).

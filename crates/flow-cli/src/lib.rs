@@ -54,6 +54,7 @@ pub mod exit;
 mod logs;
 pub mod progress;
 pub mod settings;
+mod store_uri;
 
 use clap::Parser;
 use std::process::ExitCode;

@@ -133,6 +133,16 @@ struct StoreSpec {
     synchronous: SynchronousSetting,
     #[serde(default, with = "humantime_serde")]
     busy_timeout: Option<Duration>,
+    /// MongoDB: `mongodb://...` or `env:VAR`.
+    uri: Option<toml::Spanned<String>>,
+    database: Option<toml::Spanned<String>>,
+    #[serde(default, with = "humantime_serde")]
+    server_selection_timeout: Option<Duration>,
+    /// Recorded log lines older than this are deleted when a run starts.
+    #[serde(default, with = "humantime_serde")]
+    log_retention: Option<Duration>,
+    /// Record every log-file line in the store too (default true).
+    record_logs: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -175,6 +185,13 @@ pub struct StoreSettings {
     pub path: Option<PathBuf>,
     pub synchronous: SynchronousSetting,
     pub busy_timeout: Duration,
+    /// The MongoDB URI as written (`env:VAR` not yet read); a secret.
+    pub uri: Option<String>,
+    pub database: String,
+    pub server_selection_timeout: Duration,
+    /// Recorded log lines are kept this long.
+    pub log_retention: Duration,
+    pub record_logs: bool,
 }
 
 /// The `[cluster]` section with paths resolved.
@@ -205,6 +222,9 @@ const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(60);
 const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(10);
 const DEFAULT_CANCEL_GRACE: Duration = Duration::from_secs(30);
 const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+const DEFAULT_DATABASE: &str = "flow";
+const DEFAULT_SERVER_SELECTION_TIMEOUT: Duration = Duration::from_secs(5);
+const DEFAULT_LOG_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
 
 impl Settings {
     /// Finds and loads the settings: `explicit` (the flag or
@@ -265,11 +285,54 @@ impl Settings {
             spec,
         };
         settings.check(text)?;
+        settings.check_store(text)?;
         Ok(settings)
     }
 
     fn error(&self, message: impl fmt::Display) -> CliError {
         CliError::bad_input(format!("{}: {message}", self.source))
+    }
+
+    /// Checks the `[store]` section: the MongoDB keys only with `kind =
+    /// "mongo"`, a URI that parses (unless it is read from the environment
+    /// at run time), a valid database name. Errors carry `file:line:col`
+    /// and never the URI's password.
+    fn check_store(&self, text: &str) -> Result<(), CliError> {
+        let store = &self.spec.store;
+        let at = |span: std::ops::Range<usize>, message: String| {
+            let (line, column) = line_col(text, span.start);
+            CliError::bad_input(format!("{}:{line}:{column}: {message}", self.source))
+        };
+        if store.kind != StoreKind::Mongo {
+            for (key, spanned) in [("uri", &store.uri), ("database", &store.database)] {
+                if let Some(value) = spanned {
+                    return Err(at(
+                        value.span(),
+                        format!("[store] {key} is a setting of kind = \"mongo\", not of kind = \"sqlite\""),
+                    ));
+                }
+            }
+            return Ok(());
+        }
+        let Some(uri) = &store.uri else {
+            return Err(self.error(
+                "[store] kind = \"mongo\" needs uri = \"mongodb://HOST:PORT\" (or \"env:VARIABLE\")",
+            ));
+        };
+        if !uri.get_ref().starts_with("env:") {
+            if let Err(e) = crate::store_uri::check(uri.get_ref()) {
+                return Err(at(uri.span(), format!("[store] {e}")));
+            }
+        }
+        if let Some(database) = &store.database {
+            if let Err(e) = crate::store_uri::check_database(database.get_ref()) {
+                return Err(at(database.span(), format!("[store] {e}")));
+            }
+        }
+        if store.server_selection_timeout.is_some_and(|t| t.is_zero()) {
+            return Err(self.error("[store] server_selection_timeout must not be zero"));
+        }
+        Ok(())
     }
 
     /// An error at `keys` (a path of tables and a key, e.g. `["lease",
@@ -422,6 +485,16 @@ impl Settings {
             path: s.path.as_deref().map(|p| self.resolve(p)),
             synchronous: s.synchronous,
             busy_timeout: s.busy_timeout.unwrap_or(DEFAULT_BUSY_TIMEOUT),
+            uri: s.uri.as_ref().map(|u| u.get_ref().clone()),
+            database: s
+                .database
+                .as_ref()
+                .map_or_else(|| DEFAULT_DATABASE.to_string(), |d| d.get_ref().clone()),
+            server_selection_timeout: s
+                .server_selection_timeout
+                .unwrap_or(DEFAULT_SERVER_SELECTION_TIMEOUT),
+            log_retention: s.log_retention.unwrap_or(DEFAULT_LOG_RETENTION),
+            record_logs: s.record_logs.unwrap_or(true),
         }
     }
 

@@ -53,9 +53,12 @@
 //! they are and writes the current shape), nor a client of `mongodb+srv://`
 //! URIs (no DNS SRV resolution in this build: list the hosts).
 
+mod detached;
 mod model;
 mod odm;
 mod settings;
+
+pub use detached::DetachedMongoStore;
 
 pub use model::{ClusterDoc, FlowDoc, LogDoc, RunDoc, StepDoc};
 pub use settings::{

@@ -6,6 +6,8 @@
 
 mod cancel;
 mod clusters;
+mod history;
+mod logs;
 mod rollback;
 mod run;
 mod status;
@@ -51,6 +53,28 @@ pub fn execute(cli: Cli) -> Result<Exit, CliError> {
             step,
             cascade,
         } => rollback::rollback(settings, &target, &step, cascade),
+        Command::History {
+            flow,
+            timeperiod,
+            limit,
+            json,
+        } => history::history(settings, &flow, timeperiod.as_deref(), limit, json),
+        Command::Logs {
+            flow,
+            timeperiod,
+            step,
+            run,
+            follow,
+        } => logs::logs(
+            settings,
+            logs::LogsArgs {
+                flow: &flow,
+                timeperiod: &timeperiod,
+                step: step.as_deref(),
+                run: run.as_deref(),
+                follow,
+            },
+        ),
         Command::Clusters {
             flow,
             timeperiod,

@@ -88,7 +88,11 @@ pub fn run(
         .enable_all()
         .build()
         .map_err(|e| CliError::failed(format!("cannot start the async runtime: {e}")))?;
+    let store_settings = settings.store();
     runtime.block_on(async {
+        // Log retention: recorded lines older than `[store] log_retention`
+        // go when a run starts (a failure to purge does not stop the run).
+        super::logs::purge_old_lines(&store, store_settings.log_retention).await;
         // recover, run-one and run-from keep the stored run's window unless
         // one is given.
         let (start, end) = match (mode, start, end) {
@@ -113,6 +117,7 @@ pub fn run(
             heartbeat_interval: settings.heartbeat_interval(),
             cancel_grace: settings.cancel_grace(),
             observer: Some(progress.clone()),
+            record_logs: store_settings.record_logs,
             ..EngineOptions::default()
         };
         let engine = ExecutionEngine::new(graph.clone(), context, store.clone(), factory, options);
@@ -196,7 +201,7 @@ async fn drive(
                 }
             }
             flow_cluster_local::kill_all_jobs();
-            flow_engine::logging::flush();
+            flow_engine::logging::flush_recordings(Duration::from_secs(2)).await;
             std::process::exit(i32::from(Exit::Interrupted.code()));
         }
     }
