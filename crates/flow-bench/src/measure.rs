@@ -100,7 +100,11 @@ pub fn measure(shape: Shape, setup: &Setup) -> BenchResult<Row> {
         _ => run_engine(shape, setup),
     };
     let mut row = match shape {
-        Shape::Chain(_) | Shape::Fanout(_) | Shape::Lattice { .. } | Shape::Load(_) => {
+        Shape::Chain(_)
+        | Shape::RecordedChain(_)
+        | Shape::Fanout(_)
+        | Shape::Lattice { .. }
+        | Shape::Load(_) => {
             let mut rows = (0..setup.repeat.max(1))
                 .map(|_| once())
                 .collect::<BenchResult<Vec<_>>>()?;
@@ -163,8 +167,10 @@ fn run_engine(shape: Shape, setup: &Setup) -> BenchResult<Row> {
         number_of_clusters: clusters,
     };
     let logs = dir.path().join("logs");
+    let recorded = matches!(shape, Shape::RecordedChain(_));
     let options = EngineOptions {
         log_directory: (!setup.no_logs).then(|| logs.clone()),
+        record_logs: recorded,
         ..EngineOptions::default()
     };
     // The runtime `flow` itself uses (see flow-cli's run command).
@@ -238,6 +244,19 @@ fn run_engine(shape: Shape, setup: &Setup) -> BenchResult<Row> {
     row.detail("dependant_latency_samples", latencies.len());
     row.detail("graph_visits", report.metrics.graph_visits);
     row.detail("stored_steps_processed", stored);
+    if recorded {
+        // Every line of the log files is in the store when the run returns.
+        let conn = rusqlite::Connection::open(&db)?;
+        let lines: usize = conn.query_row("SELECT count(*) FROM log", [], |r| r.get(0))?;
+        if lines < graph.len() {
+            return Err(format!(
+                "{shape}: only {lines} log lines recorded for {} steps",
+                graph.len()
+            )
+            .into());
+        }
+        row.detail("recorded_log_lines", lines);
+    }
     row.detail("get_steps_processed", by_key);
     row.detail("journal_mode", journal_mode);
     row.detail("log_files", count_files(&logs));

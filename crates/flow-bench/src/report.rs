@@ -204,6 +204,23 @@ impl Report {
             }),
         ));
         out.push(check(
+            "recorded-chain-1000: with log recording in the store, wall <= 1.5x chain-1000's"
+                .into(),
+            row("recorded-chain-1000")
+                .zip(row("chain-1000"))
+                .map(|(recorded, plain)| {
+                    let ratio = recorded.wall_ms / plain.wall_ms.max(f64::MIN_POSITIVE);
+                    (
+                        ratio <= 1.5,
+                        format!(
+                            "{} vs {} ({ratio:.2}x)",
+                            ms(recorded.wall_ms),
+                            ms(plain.wall_ms)
+                        ),
+                    )
+                }),
+        ));
+        out.push(check(
             "fanout-10000 on 8 clusters: wall <= 2 s".into(),
             row("fanout-10000").map(|r| {
                 (

@@ -9,8 +9,9 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 /// The shapes `flow-bench` runs when none is named, in order.
-pub const DEFAULT_SHAPES: [&str; 6] = [
+pub const DEFAULT_SHAPES: [&str; 7] = [
     "chain-1000",
+    "recorded-chain-1000",
     "fanout-10000",
     "lattice-100x100",
     "load-100000",
@@ -24,6 +25,10 @@ pub const DEFAULT_SHAPES: [&str; 6] = [
 pub enum Shape {
     /// `chain-N`: step i depends on step i-1.
     Chain(usize),
+    /// `recorded-chain-N`: the chain with every log line also recorded in
+    /// the store (the other shapes record none, so their figures stay
+    /// comparable across versions).
+    RecordedChain(usize),
     /// `fanout-N`: a root, N-2 leaves that depend on it, and a sink that
     /// depends on every leaf.
     Fanout(usize),
@@ -44,7 +49,7 @@ impl FromStr for Shape {
     fn from_str(text: &str) -> Result<Self, String> {
         let bad = || {
             format!(
-                "unknown shape '{text}': use chain-N, fanout-N, lattice-WxL, load-N, cli-version or cli-validate"
+                "unknown shape '{text}': use chain-N, recorded-chain-N, fanout-N, lattice-WxL, load-N, cli-version or cli-validate"
             )
         };
         let number = |s: &str| s.parse::<usize>().map_err(|_| bad());
@@ -52,6 +57,10 @@ impl FromStr for Shape {
             Some(("cli", "version")) => Shape::CliVersion,
             Some(("cli", "validate")) => Shape::CliValidate,
             Some(("chain", n)) => Shape::Chain(number(n)?),
+            Some(("recorded", rest)) => match rest.split_once('-') {
+                Some(("chain", n)) => Shape::RecordedChain(number(n)?),
+                _ => return Err(bad()),
+            },
             Some(("fanout", n)) => Shape::Fanout(number(n)?),
             Some(("load", n)) => Shape::Load(number(n)?),
             Some(("lattice", wl)) => {
@@ -64,7 +73,7 @@ impl FromStr for Shape {
             _ => return Err(bad()),
         };
         let too_small = match shape {
-            Shape::Chain(n) | Shape::Load(n) => n < 1,
+            Shape::Chain(n) | Shape::RecordedChain(n) | Shape::Load(n) => n < 1,
             Shape::Fanout(n) => n < 3,
             Shape::Lattice { width, layers } => width < 2 || layers < 1,
             Shape::CliVersion | Shape::CliValidate => false,
@@ -80,6 +89,7 @@ impl fmt::Display for Shape {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Shape::Chain(n) => write!(f, "chain-{n}"),
+            Shape::RecordedChain(n) => write!(f, "recorded-chain-{n}"),
             Shape::Fanout(n) => write!(f, "fanout-{n}"),
             Shape::Lattice { width, layers } => write!(f, "lattice-{width}x{layers}"),
             Shape::Load(n) => write!(f, "load-{n}"),
@@ -93,7 +103,7 @@ impl Shape {
     /// How many steps the shape has (0 for the CLI shapes).
     pub fn len(&self) -> usize {
         match *self {
-            Shape::Chain(n) | Shape::Fanout(n) | Shape::Load(n) => n,
+            Shape::Chain(n) | Shape::RecordedChain(n) | Shape::Fanout(n) | Shape::Load(n) => n,
             Shape::Lattice { width, layers } => width * layers,
             Shape::CliVersion | Shape::CliValidate => 0,
         }
@@ -108,7 +118,7 @@ impl Shape {
     pub fn runs_engine(&self) -> bool {
         matches!(
             self,
-            Shape::Chain(_) | Shape::Fanout(_) | Shape::Lattice { .. }
+            Shape::Chain(_) | Shape::RecordedChain(_) | Shape::Fanout(_) | Shape::Lattice { .. }
         )
     }
 
@@ -117,7 +127,7 @@ impl Shape {
     /// does not run.
     pub fn default_clusters(&self) -> usize {
         match self {
-            Shape::Chain(_) => 1,
+            Shape::Chain(_) | Shape::RecordedChain(_) => 1,
             Shape::Fanout(_) | Shape::Lattice { .. } => 8,
             _ => 0,
         }
@@ -126,7 +136,7 @@ impl Shape {
     /// The steps that step `i` depends on, all lower than `i`.
     pub fn dependencies_of(&self, i: usize) -> Vec<usize> {
         match *self {
-            Shape::Chain(_) => i.checked_sub(1).into_iter().collect(),
+            Shape::Chain(_) | Shape::RecordedChain(_) => i.checked_sub(1).into_iter().collect(),
             Shape::Fanout(n) => match i {
                 0 => Vec::new(),
                 i if i == n - 1 => (1..n - 1).collect(),
