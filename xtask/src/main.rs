@@ -142,6 +142,8 @@ fn test(args: &[OsString]) -> ExitCode {
     cargo.current_dir(&root).arg("test");
     if !selects_packages(args) {
         cargo.arg("--workspace");
+        // The MongoDB store's end-to-end tests go through the binary.
+        cargo.args(["--features", "flow-cli/mongo"]);
     }
     cargo.args(args);
     // Tests that need a peer are #[ignore]d, so a run without it reports

@@ -16,21 +16,23 @@
 //! - **Lease**: one conditional `findOneAndUpdate` with `upsert` on
 //!   `flow_lease` (free, stale, or ours → take it and `$inc` the token). Two
 //!   engines upserting a missing lease at once both try an insert; the
-//!   unique index lets one through and the other gets a duplicate-key error,
-//!   answered as "held by" the winner. Exactly one wins, and the token only
-//!   grows (a release keeps it).
+//!   unique index lets one through and the other gets a duplicate-key error
+//!   (or, from some wire-protocol servers, no document), answered as "held
+//!   by" the winner after reading it. Exactly one wins, and the token only
+//!   grows (a release keeps it). Lease times are int64 milliseconds.
 //! - **Fencing**, the same with or without transactions: every flow, step,
-//!   run and cluster document carries `fence_token`, the largest token that
-//!   wrote it. A write with token `T` is one conditional update
-//!   (`fence_token` missing or `<= T`; it stamps `T`); a document with a
-//!   larger stamp makes it fail with [`StoreError::Fenced`]. A new holder
-//!   raises the stamp of every document of the flow to its token
-//!   (`$max`) inside `acquire_lease`, before it returns, so once the new
-//!   holder can read anything, no write of the old one lands; a write that
-//!   landed before the raise is one the new holder then reads. A write that
-//!   *creates* a document (nothing to carry a stamp yet) re-reads the lease
-//!   afterwards and, if the token moved on, deletes what it created and
-//!   fails with `Fenced`.
+//!   run and cluster document carries `fence_token`, the largest lease token
+//!   that wrote it. `acquire_lease` raises the stamp of every document of
+//!   the flow to the new token (`$max`, Synergy's documents included)
+//!   before it returns, so once the new holder can read anything, no write
+//!   of the old holder lands. A write with token `T` is one conditional
+//!   `findOneAndReplace` (key and `fence_token <= T`; the replacement
+//!   stamps `T`); when it matches nothing, a read tells a newer stamp
+//!   ([`StoreError::Fenced`], nothing written) from a missing document,
+//!   which is then inserted (the unique key index settles a race). A write
+//!   that *creates* a document re-reads the lease afterwards and, if the
+//!   token moved on, deletes what it created and fails with `Fenced`. A
+//!   write that landed before the raise is one the new holder then reads.
 //! - **`begin_run`** (purge steps, save steps, save the flow, insert the
 //!   run) runs in one transaction where the server supports them (a replica
 //!   set or a sharded cluster: `hello` reports `setName` or `isdbgrid`).
@@ -48,6 +50,12 @@
 //!   at the same instant could see the later reservation's insert first
 //!   (one engine writes a flow's lines in order, so this needs a lease
 //!   takeover in progress).
+//!
+//! Written so that it also runs on `nx-27017`, the wire-protocol server the
+//! tests use where MongoDB cannot be installed: no `$not`, `$and` spelled
+//! out next to `$or` in `findAndModify`, replacements rather than `$set`
+//! for documents with dates (it stores `$set` dates as text), and run ids
+//! in log lines as hex text (it matches ObjectIds only in `_id`).
 //!
 //! What it is not: a migration tool (it reads older Synergy documents as
 //! they are and writes the current shape), nor a client of `mongodb+srv://`
