@@ -483,7 +483,7 @@ impl MongoStore {
                 .map_err(|e| self.odm_error("begin_run", key, e))?;
         document.insert(FENCE, token_bson(token));
         let action = self.runs.inner.insert_one(document);
-        match session.as_deref_mut() {
+        match session {
             Some(s) => action.session(s).await,
             None => action.await,
         }
@@ -638,15 +638,18 @@ impl MongoStore {
     async fn read_all<M: Model, R>(
         &self,
         collection: &Collection<M>,
-        operation: &'static str,
-        what: &'static str,
-        key: &str,
-        filter: Document,
-        sort: Document,
-        skip: Option<u64>,
-        limit: Option<i64>,
+        listing: Listing<'_>,
         convert: impl Fn(&M) -> Result<R, String>,
     ) -> Result<Vec<R>, StoreError> {
+        let Listing {
+            operation,
+            what,
+            key,
+            filter,
+            sort,
+            skip,
+            limit,
+        } = listing;
         let found = collection
             .find_all(filter, sort, skip, limit)
             .await
@@ -681,6 +684,17 @@ fn integer(document: &Document, field: &str) -> Option<i64> {
 
 fn millis(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+/// What `read_all` reads, and how to name it in errors.
+struct Listing<'a> {
+    operation: &'static str,
+    what: &'static str,
+    key: &'a str,
+    filter: Document,
+    sort: Document,
+    skip: Option<u64>,
+    limit: Option<i64>,
 }
 
 fn token_i64(token: u64) -> i64 {
@@ -724,13 +738,15 @@ impl FlowStore for MongoStore {
     async fn get_steps(&self, key: &FlowKey) -> Result<Vec<StepRecord>, StoreError> {
         self.read_all(
             &self.steps,
-            "get_steps",
-            "step record",
-            &key.to_string(),
-            key_doc(key),
-            doc! { "_id": 1 },
-            None,
-            None,
+            Listing {
+                operation: "get_steps",
+                what: "step record",
+                key: &key.to_string(),
+                filter: key_doc(key),
+                sort: doc! { "_id": 1 },
+                skip: None,
+                limit: None,
+            },
             StepDoc::to_record,
         )
         .await
@@ -760,13 +776,15 @@ impl FlowStore for MongoStore {
             .unwrap_or_else(|| "every flow".into());
         self.read_all(
             &self.flows,
-            "list_flows",
-            "flow record",
-            &what,
-            filter,
-            doc! { "timeperiod": -1, "flow_name": 1 },
-            Some(query.offset as u64),
-            limit_i64(query.limit),
+            Listing {
+                operation: "list_flows",
+                what: "flow record",
+                key: &what,
+                filter,
+                sort: doc! { "timeperiod": -1, "flow_name": 1 },
+                skip: Some(query.offset as u64),
+                limit: limit_i64(query.limit),
+            },
             FlowDoc::to_record,
         )
         .await
@@ -1082,13 +1100,15 @@ impl FlowStore for MongoStore {
             .unwrap_or_else(|| "every flow".into());
         self.read_all(
             &self.runs,
-            "list_runs",
-            "run record",
-            &what,
-            filter,
-            doc! { "started_at": -1, "_id": -1 },
-            None,
-            limit_i64(query.limit),
+            Listing {
+                operation: "list_runs",
+                what: "run record",
+                key: &what,
+                filter,
+                sort: doc! { "started_at": -1, "_id": -1 },
+                skip: None,
+                limit: limit_i64(query.limit),
+            },
             RunDoc::to_record,
         )
         .await
@@ -1131,13 +1151,15 @@ impl FlowStore for MongoStore {
         };
         self.read_all(
             &self.clusters,
-            "list_clusters",
-            "cluster record",
-            &what,
-            filter,
-            doc! { "launched_at": 1, "_id": 1 },
-            None,
-            None,
+            Listing {
+                operation: "list_clusters",
+                what: "cluster record",
+                key: &what,
+                filter,
+                sort: doc! { "launched_at": 1, "_id": 1 },
+                skip: None,
+                limit: None,
+            },
             ClusterDoc::to_record,
         )
         .await
@@ -1202,13 +1224,15 @@ impl FlowStore for MongoStore {
         }
         self.read_all(
             &self.logs,
-            "read_logs",
-            "log line",
-            &query.key.to_string(),
-            filter,
-            doc! { "position": 1 },
-            None,
-            limit_i64(Some(query.limit)),
+            Listing {
+                operation: "read_logs",
+                what: "log line",
+                key: &query.key.to_string(),
+                filter,
+                sort: doc! { "position": 1 },
+                skip: None,
+                limit: limit_i64(Some(query.limit)),
+            },
             LogDoc::to_line,
         )
         .await
