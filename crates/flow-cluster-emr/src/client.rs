@@ -1,0 +1,323 @@
+//! What the clusters of one factory share: the AWS clients (made on first
+//! use, since the AWS chain is resolved asynchronously), one step poller per
+//! EMR cluster id, the clock, and the S3 filesystem wrapper.
+
+use crate::config::EmrConfig;
+use crate::steps::StepInfo;
+use async_trait::async_trait;
+use aws_config::retry::RetryConfig;
+use aws_config::{BehaviorVersion, Region};
+use aws_sdk_emr::config::http::HttpResponse;
+use aws_sdk_emr::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
+use flow_cloud::{Clock, JobSource, Phase, Poller};
+use flow_core::{Filesystem, FsError};
+use flow_fs_s3::S3Filesystem;
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
+use tokio::sync::OnceCell;
+
+/// Why the AWS clients could not be made.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ClientError {
+    #[error(
+        "EMR: no AWS region; set `region` in [cluster.emr], AWS_REGION, or a profile's region"
+    )]
+    NoRegion,
+    #[error("EMR cluster filesystem (S3): {0}")]
+    S3(String),
+}
+
+/// The SDK clients.
+#[derive(Clone)]
+pub(crate) struct Clients {
+    pub emr: aws_sdk_emr::Client,
+    pub s3: S3Filesystem,
+}
+
+/// State shared by a factory and its clusters.
+pub(crate) struct Shared {
+    pub config: EmrConfig,
+    pub clock: Arc<dyn Clock>,
+    clients: OnceCell<Clients>,
+    pollers: Mutex<HashMap<String, Poller<StepSource>>>,
+}
+
+impl Shared {
+    pub fn new(config: EmrConfig, clock: Arc<dyn Clock>) -> Self {
+        Shared {
+            config,
+            clock,
+            clients: OnceCell::new(),
+            pollers: Mutex::default(),
+        }
+    }
+
+    /// The clients, made once: credentials, region and endpoints from the
+    /// settings and the AWS chain. Makes no request.
+    pub async fn clients(&self) -> Result<&Clients, ClientError> {
+        self.clients.get_or_try_init(|| self.connect()).await
+    }
+
+    async fn connect(&self) -> Result<Clients, ClientError> {
+        let config = &self.config;
+        // One TLS stack for the workspace: rustls on ring.
+        let http_client = aws_smithy_http_client::Builder::new()
+            .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
+            .build_https();
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .http_client(http_client)
+            .retry_config(
+                RetryConfig::standard()
+                    .with_max_attempts(config.max_attempts)
+                    .with_initial_backoff(config.initial_backoff),
+            );
+        if let Some(region) = &config.region {
+            loader = loader.region(Region::new(region.clone()));
+        }
+        if let Some(profile) = &config.profile {
+            loader = loader.profile_name(profile);
+        }
+        if let Some(url) = &config.endpoint_url {
+            loader = loader.endpoint_url(url);
+        }
+        let sdk = loader.load().await;
+        if sdk.region().is_none() {
+            return Err(ClientError::NoRegion);
+        }
+        let emr = aws_sdk_emr::Client::new(&sdk);
+        let s3 = config
+            .s3_config()
+            .builder()
+            .build()
+            .await
+            .map_err(|e| ClientError::S3(e.to_string()))?;
+        Ok(Clients { emr, s3 })
+    }
+
+    /// The poller of EMR cluster `cluster_id`, shared by every cluster
+    /// value of this factory: one `ListSteps` per tick for all of that
+    /// cluster's watched steps.
+    pub fn poller(&self, emr: &aws_sdk_emr::Client, cluster_id: &str) -> Poller<StepSource> {
+        let mut pollers = self.pollers.lock().unwrap_or_else(PoisonError::into_inner);
+        pollers
+            .entry(cluster_id.to_string())
+            .or_insert_with(|| {
+                Poller::new(
+                    StepSource {
+                        emr: emr.clone(),
+                        cluster_id: cluster_id.to_string(),
+                    },
+                    self.config.poll,
+                    self.clock.clone(),
+                )
+            })
+            .clone()
+    }
+
+    /// Status requests made by every poller so far (for tests and logs).
+    pub fn poll_requests(&self) -> u64 {
+        self.pollers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .map(Poller::requests)
+            .sum()
+    }
+}
+
+/// A failed SDK call as text with its context (code, message, request id).
+pub(crate) fn sdk_message<E>(e: &SdkError<E, HttpResponse>) -> String
+where
+    E: std::error::Error + 'static,
+{
+    DisplayErrorContext(e).to_string()
+}
+
+/// Worth another try: throttling, server errors, timeouts, connections.
+pub(crate) fn is_transient<E>(e: &SdkError<E, HttpResponse>) -> bool
+where
+    E: ProvideErrorMetadata,
+{
+    match e {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            true
+        }
+        SdkError::ServiceError(service) => {
+            let status = service.raw().status().as_u16();
+            flow_cloud::retry::is_transient_status(status)
+                || matches!(
+                    e.code(),
+                    Some(
+                        "ThrottlingException"
+                            | "Throttling"
+                            | "RequestLimitExceeded"
+                            | "InternalServerError"
+                            | "InternalFailure"
+                            | "ServiceUnavailable"
+                    )
+                )
+        }
+        _ => false,
+    }
+}
+
+/// True when EMR says the cluster id is unknown.
+pub(crate) fn is_unknown_cluster<E>(e: &SdkError<E, HttpResponse>) -> bool
+where
+    E: ProvideErrorMetadata,
+{
+    matches!(e, SdkError::ServiceError(_))
+        && (matches!(e.code(), Some("ResourceNotFoundException"))
+            || (matches!(
+                e.code(),
+                Some("InvalidRequestException" | "ValidationException")
+            ) && e.message().is_some_and(|m| {
+                let m = m.to_ascii_lowercase();
+                m.contains("not found") || m.contains("does not exist") || m.contains("not valid")
+            })))
+}
+
+/// "ask EMR about these steps": one `ListSteps` filtered by the step ids
+/// (EMR takes at most ten ids per request, so more than ten watched steps
+/// on one cluster cost one request per ten).
+pub(crate) struct StepSource {
+    emr: aws_sdk_emr::Client,
+    cluster_id: String,
+}
+
+#[async_trait]
+impl JobSource for StepSource {
+    type Id = String;
+    type Status = StepInfo;
+    type Error = String;
+
+    async fn statuses(&self, ids: &[String]) -> Result<Vec<(String, StepInfo)>, String> {
+        let mut found = Vec::new();
+        for chunk in ids.chunks(10) {
+            let steps = list_steps(&self.emr, &self.cluster_id, Some(chunk)).await?;
+            for step in steps {
+                if crate::steps::STEP_STATES.phase(&step.state).is_none() {
+                    tracing::warn!(
+                        "step {} of cluster {} is in state {} that flow does not know; waiting on",
+                        step.id,
+                        self.cluster_id,
+                        step.state
+                    );
+                }
+                found.push((step.id.clone(), step));
+            }
+        }
+        Ok(found)
+    }
+
+    fn phase(&self, status: &StepInfo) -> Phase {
+        status.phase()
+    }
+}
+
+/// Every step of `cluster_id` (newest first), or those with `ids`, paging
+/// through the answer.
+pub(crate) async fn list_steps(
+    emr: &aws_sdk_emr::Client,
+    cluster_id: &str,
+    ids: Option<&[String]>,
+) -> Result<Vec<StepInfo>, String> {
+    let mut steps = Vec::new();
+    let mut marker: Option<String> = None;
+    loop {
+        let answer = emr
+            .list_steps()
+            .cluster_id(cluster_id)
+            .set_step_ids(ids.map(<[String]>::to_vec))
+            .set_marker(marker.take())
+            .send()
+            .await
+            .map_err(|e| format!("ListSteps on {cluster_id}: {}", sdk_message(&e)))?;
+        steps.extend(answer.steps().iter().map(StepInfo::from_summary));
+        match answer.marker() {
+            Some(next) if !next.is_empty() => marker = Some(next.to_string()),
+            _ => return Ok(steps),
+        }
+    }
+}
+
+/// The step named `name` on `cluster_id`, paging through its steps (newest
+/// first) until it is found.
+pub(crate) async fn find_step_by_name(
+    emr: &aws_sdk_emr::Client,
+    cluster_id: &str,
+    name: &str,
+) -> Result<Option<StepInfo>, String> {
+    let mut marker: Option<String> = None;
+    loop {
+        let answer = emr
+            .list_steps()
+            .cluster_id(cluster_id)
+            .set_marker(marker.take())
+            .send()
+            .await
+            .map_err(|e| format!("ListSteps on {cluster_id}: {}", sdk_message(&e)))?;
+        if let Some(step) = answer.steps().iter().find(|s| s.name() == Some(name)) {
+            return Ok(Some(StepInfo::from_summary(step)));
+        }
+        match answer.marker() {
+            Some(next) if !next.is_empty() => marker = Some(next.to_string()),
+            _ => return Ok(None),
+        }
+    }
+}
+
+/// The cluster's S3 filesystem, made with the clients on first use (the
+/// `Cluster` trait hands out its filesystem synchronously).
+pub(crate) struct LazyS3 {
+    pub shared: Arc<Shared>,
+}
+
+impl LazyS3 {
+    async fn fs(&self, op: &'static str, location: &str) -> Result<&S3Filesystem, FsError> {
+        match self.shared.clients().await {
+            Ok(clients) => Ok(&clients.s3),
+            Err(e) => Err(FsError::Backend {
+                op,
+                location: location.to_string(),
+                message: e.to_string(),
+            }),
+        }
+    }
+}
+
+#[async_trait]
+impl Filesystem for LazyS3 {
+    async fn mkdir(&self, path: &str) -> Result<(), FsError> {
+        self.fs("mkdir", path).await?.mkdir(path).await
+    }
+    async fn rmdir(&self, path: &str) -> Result<(), FsError> {
+        self.fs("rmdir", path).await?.rmdir(path).await
+    }
+    async fn rm(&self, path: &str) -> Result<(), FsError> {
+        self.fs("rm", path).await?.rm(path).await
+    }
+    async fn cp(&self, from: &str, to: &str) -> Result<(), FsError> {
+        self.fs("cp", from).await?.cp(from, to).await
+    }
+    async fn mv(&self, from: &str, to: &str) -> Result<(), FsError> {
+        self.fs("mv", from).await?.mv(from, to).await
+    }
+    async fn copy_to_local(&self, remote: &str, local: &Path) -> Result<(), FsError> {
+        self.fs("copy_to_local", remote)
+            .await?
+            .copy_to_local(remote, local)
+            .await
+    }
+    async fn copy_from_local(&self, local: &Path, remote: &str) -> Result<(), FsError> {
+        self.fs("copy_from_local", remote)
+            .await?
+            .copy_from_local(local, remote)
+            .await
+    }
+    async fn exists(&self, path: &str) -> Result<bool, FsError> {
+        self.fs("exists", path).await?.exists(path).await
+    }
+}

@@ -1,0 +1,632 @@
+//! [`EmrConfig`]: the `[cluster.emr]` settings, and [`EmrClusterBuilder`]
+//! for library users. Plain serde data holding no credential (those come
+//! from the AWS chain), so `Debug` and logs can show it.
+
+use flow_cloud::{Clock, PollConfig, TailOptions, TokioClock};
+use flow_fs_s3::S3Config;
+use serde::{Deserialize, Deserializer, Serialize};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Settings of the EMR cluster, as written under `[cluster.emr]`:
+///
+/// ```toml
+/// [cluster.emr]
+/// name = "etl"                     # the run's clusters are etl-0, etl-1, ...
+/// release_label = "emr-7.5.0"
+/// applications = ["Spark", "Pig", "Hadoop"]
+/// log_uri = "s3://my-logs/emr/"
+/// service_role = "EMR_DefaultRole"
+/// job_flow_role = "EMR_EC2_DefaultRole"
+/// instance_groups = [
+///   { role = "MASTER", instance_type = "m5.xlarge", count = 1 },
+///   { role = "CORE", instance_type = "m5.xlarge", count = 2 },
+/// ]
+/// [cluster.emr.s3]                 # the cluster's filesystem (flow_fs_s3::S3Config)
+/// bucket = "my-data"
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmrConfig {
+    /// The EMR name of the run's clusters: cluster `N` of a run is
+    /// `NAME-N`, so N clusters really are N.
+    pub name: String,
+    /// Reuse a cluster of that name when one is `STARTING`, `BOOTSTRAPPING`,
+    /// `RUNNING` or `WAITING`, instead of launching one.
+    pub reuse: bool,
+    /// Terminate a reused cluster at the end of the run too (default: it is
+    /// left up, as it was found).
+    pub terminate_reused: bool,
+    /// Default: the AWS chain (`AWS_REGION`, the profile's region).
+    pub region: Option<String>,
+    /// A named profile of the shared AWS config files.
+    pub profile: Option<String>,
+    /// EMR's endpoint. Default: `AWS_ENDPOINT_URL_EMR`, `AWS_ENDPOINT_URL`,
+    /// then the region's.
+    pub endpoint_url: Option<String>,
+
+    // RunJobFlow
+    pub release_label: Option<String>,
+    /// `Spark`, `Pig`, `Hadoop`, ...
+    pub applications: Vec<String>,
+    pub instance_groups: Vec<InstanceGroup>,
+    pub instance_fleets: Vec<InstanceFleet>,
+    pub bootstrap_actions: Vec<BootstrapAction>,
+    pub configurations: Vec<Configuration>,
+    /// The service role (`EMR_DefaultRole`).
+    pub service_role: Option<String>,
+    /// The EC2 instance profile (`EMR_EC2_DefaultRole`).
+    pub job_flow_role: Option<String>,
+    pub ec2_key_name: Option<String>,
+    pub ec2_subnet_id: Option<String>,
+    /// Where EMR writes logs (`s3://bucket/prefix/`); step logs are read
+    /// from there for failure messages.
+    pub log_uri: Option<String>,
+    pub tags: BTreeMap<String, String>,
+    /// `KeepJobFlowAliveWhenNoSteps`: true, or the cluster ends before the
+    /// first step arrives.
+    pub keep_alive: bool,
+    /// Launch with termination protection; `terminate` lifts it first.
+    pub termination_protected: bool,
+    pub visible_to_all_users: bool,
+    /// Steps EMR runs at once on one cluster (EMR's default: 1).
+    pub step_concurrency_level: Option<i32>,
+
+    // Waiting
+    /// How often `DescribeCluster` is asked while a cluster comes up.
+    #[serde(with = "humantime_serde")]
+    pub launch_poll: Duration,
+    /// A launch not `WAITING` after this long fails.
+    #[serde(with = "humantime_serde")]
+    pub launch_timeout: Duration,
+    /// How long a cancelled step may take to leave `RUNNING`.
+    #[serde(with = "humantime_serde")]
+    pub cancel_timeout: Duration,
+    /// How often steps are asked about (one `ListSteps` per cluster per
+    /// tick for all its running steps), the backoff and the wait's timeout.
+    pub poll: PollConfig,
+    /// Attempts per EMR request, with the SDK's standard retry mode
+    /// (throttling and transient errors, exponential backoff with jitter).
+    pub max_attempts: u32,
+    /// The first retry's delay (the SDK doubles it up to 20 s).
+    #[serde(with = "humantime_serde")]
+    pub initial_backoff: Duration,
+    /// Step logs in the step log and the error of a failed step.
+    pub step_logs: StepLogs,
+    /// The cluster's filesystem. Its region and profile default to the
+    /// ones above.
+    pub s3: S3Config,
+}
+
+impl Default for EmrConfig {
+    fn default() -> Self {
+        EmrConfig {
+            name: "flow".into(),
+            reuse: true,
+            terminate_reused: false,
+            region: None,
+            profile: None,
+            endpoint_url: None,
+            release_label: None,
+            applications: vec!["Hadoop".into(), "Spark".into(), "Pig".into()],
+            instance_groups: Vec::new(),
+            instance_fleets: Vec::new(),
+            bootstrap_actions: Vec::new(),
+            configurations: Vec::new(),
+            service_role: None,
+            job_flow_role: None,
+            ec2_key_name: None,
+            ec2_subnet_id: None,
+            log_uri: None,
+            tags: BTreeMap::new(),
+            keep_alive: true,
+            termination_protected: false,
+            visible_to_all_users: true,
+            step_concurrency_level: None,
+            launch_poll: Duration::from_secs(15),
+            launch_timeout: Duration::from_secs(3600),
+            cancel_timeout: Duration::from_secs(600),
+            poll: PollConfig::default(),
+            max_attempts: 5,
+            initial_backoff: Duration::from_secs(1),
+            step_logs: StepLogs::default(),
+            s3: S3Config::default(),
+        }
+    }
+}
+
+/// The logs of a failed step (`LOG_URI/CLUSTER/steps/STEP/{stderr,stdout,controller}.gz`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StepLogs {
+    /// Fetch them at all (needs `log_uri`).
+    pub enabled: bool,
+    /// How much of each log (after decompression) goes into the step log.
+    pub max_bytes: usize,
+    /// How long to wait for EMR to upload a log (it does so minutes after
+    /// the step ended).
+    #[serde(with = "humantime_serde")]
+    pub wait: Duration,
+    /// How often to look for it meanwhile.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// How much of each log the error message carries.
+    pub error_bytes: usize,
+}
+
+impl Default for StepLogs {
+    fn default() -> Self {
+        let tail = TailOptions::default();
+        StepLogs {
+            enabled: true,
+            max_bytes: tail.max_bytes,
+            wait: tail.wait,
+            interval: tail.interval,
+            error_bytes: 2048,
+        }
+    }
+}
+
+impl StepLogs {
+    pub(crate) fn tail_options(&self) -> TailOptions {
+        TailOptions {
+            max_bytes: self.max_bytes,
+            wait: self.wait,
+            interval: self.interval,
+        }
+    }
+}
+
+/// `MASTER`, `CORE` or `TASK`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum InstanceRole {
+    Master,
+    Core,
+    Task,
+}
+
+impl InstanceRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InstanceRole::Master => "MASTER",
+            InstanceRole::Core => "CORE",
+            InstanceRole::Task => "TASK",
+        }
+    }
+}
+
+/// `ON_DEMAND` or `SPOT`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Market {
+    #[default]
+    OnDemand,
+    Spot,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceGroup {
+    pub role: InstanceRole,
+    pub instance_type: String,
+    pub count: i32,
+    #[serde(default)]
+    pub market: Market,
+    pub bid_price: Option<String>,
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceFleet {
+    pub role: InstanceRole,
+    #[serde(default)]
+    pub target_on_demand_capacity: i32,
+    #[serde(default)]
+    pub target_spot_capacity: i32,
+    pub instance_types: Vec<FleetInstanceType>,
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetInstanceType {
+    pub instance_type: String,
+    pub weighted_capacity: Option<i32>,
+    pub bid_price_as_percentage_of_on_demand_price: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootstrapAction {
+    pub name: String,
+    /// The script, e.g. `s3://my-bucket/bootstrap.sh`.
+    pub path: String,
+    #[serde(default)]
+    pub args: Vec<String>,
+}
+
+/// An EMR configuration object (`spark-defaults`, ...), nested as EMR nests them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Configuration {
+    pub classification: String,
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+    #[serde(default)]
+    pub configurations: Vec<Configuration>,
+}
+
+/// Why settings were refused, naming the setting.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("[cluster.emr] {field}: {message}")]
+pub struct ConfigError {
+    pub field: &'static str,
+    pub message: String,
+}
+
+impl EmrConfig {
+    /// A builder starting from these settings.
+    pub fn builder(self) -> EmrClusterBuilder {
+        EmrClusterBuilder {
+            config: self,
+            clock: None,
+        }
+    }
+
+    /// Checks what types cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |field, message: &str| {
+            Err(ConfigError {
+                field,
+                message: message.to_string(),
+            })
+        };
+        // EMR names: up to 256 characters; ours gets "-N" appended.
+        if self.name.is_empty() || self.name.len() > 240 {
+            return invalid("name", "must be 1 to 240 characters");
+        }
+        if self.name.chars().any(char::is_control) {
+            return invalid("name", "must not contain control characters");
+        }
+        if !self.instance_groups.is_empty() && !self.instance_fleets.is_empty() {
+            return invalid(
+                "instance_groups",
+                "set instance_groups or instance_fleets, not both",
+            );
+        }
+        for group in &self.instance_groups {
+            if group.count < 1 {
+                return invalid("instance_groups", "every group needs count >= 1");
+            }
+        }
+        let masters = self
+            .instance_groups
+            .iter()
+            .filter(|g| g.role == InstanceRole::Master)
+            .count()
+            + self
+                .instance_fleets
+                .iter()
+                .filter(|f| f.role == InstanceRole::Master)
+                .count();
+        if (!self.instance_groups.is_empty() || !self.instance_fleets.is_empty()) && masters != 1 {
+            return invalid(
+                "instance_groups",
+                "exactly one MASTER group (or fleet) is needed",
+            );
+        }
+        if let Some(uri) = &self.log_uri {
+            if !["s3://", "s3n://", "s3a://"]
+                .iter()
+                .any(|s| uri.starts_with(s))
+            {
+                return invalid("log_uri", "must be an s3:// address");
+            }
+        }
+        if self.max_attempts == 0 {
+            return invalid("max_attempts", "must be at least 1");
+        }
+        if self.launch_poll.is_zero() {
+            return invalid("launch_poll", "must not be zero");
+        }
+        if self.poll.floor.is_zero() {
+            return invalid("poll.floor", "must not be zero");
+        }
+        if self.poll.cap < self.poll.floor {
+            return invalid("poll.cap", "must not be shorter than poll.floor");
+        }
+        if let Some(level) = self.step_concurrency_level {
+            if !(1..=256).contains(&level) {
+                return invalid("step_concurrency_level", "must be 1 to 256");
+            }
+        }
+        self.s3.validate().map_err(|e| ConfigError {
+            field: "s3",
+            message: e.to_string(),
+        })
+    }
+
+    /// The S3 settings with the region and profile filled in from EMR's.
+    pub(crate) fn s3_config(&self) -> S3Config {
+        let mut s3 = self.s3.clone();
+        if s3.region.is_none() {
+            s3.region = self.region.clone();
+        }
+        if s3.profile.is_none() {
+            s3.profile = self.profile.clone();
+        }
+        s3
+    }
+}
+
+/// [`EmrConfig`] checked while it is deserialized, so a settings loader
+/// reports a bad value with the position of the `[cluster.emr]` table.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(transparent)]
+pub struct ValidatedEmrConfig(pub EmrConfig);
+
+impl<'de> Deserialize<'de> for ValidatedEmrConfig {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let config = EmrConfig::deserialize(deserializer)?;
+        config.validate().map_err(serde::de::Error::custom)?;
+        Ok(ValidatedEmrConfig(config))
+    }
+}
+
+/// Builds an [`EmrClusterFactory`](crate::EmrClusterFactory) (object_store's
+/// habit: settings in, a client out). Every `with_*` sets one field of
+/// [`EmrConfig`].
+#[derive(Debug, Clone, Default)]
+pub struct EmrClusterBuilder {
+    config: EmrConfig,
+    clock: Option<Arc<dyn Clock>>,
+}
+
+impl EmrClusterBuilder {
+    pub fn new() -> Self {
+        EmrClusterBuilder::default()
+    }
+    /// Starts from `config` (e.g. read from a settings file).
+    pub fn with_config(mut self, config: EmrConfig) -> Self {
+        self.config = config;
+        self
+    }
+    pub fn with_name(mut self, name: impl Into<String>) -> Self {
+        self.config.name = name.into();
+        self
+    }
+    pub fn with_reuse(mut self, reuse: bool) -> Self {
+        self.config.reuse = reuse;
+        self
+    }
+    pub fn with_terminate_reused(mut self, on: bool) -> Self {
+        self.config.terminate_reused = on;
+        self
+    }
+    pub fn with_region(mut self, region: impl Into<String>) -> Self {
+        self.config.region = Some(region.into());
+        self
+    }
+    pub fn with_profile(mut self, profile: impl Into<String>) -> Self {
+        self.config.profile = Some(profile.into());
+        self
+    }
+    pub fn with_endpoint_url(mut self, url: impl Into<String>) -> Self {
+        self.config.endpoint_url = Some(url.into());
+        self
+    }
+    pub fn with_release_label(mut self, label: impl Into<String>) -> Self {
+        self.config.release_label = Some(label.into());
+        self
+    }
+    pub fn with_applications<S: Into<String>>(mut self, apps: impl IntoIterator<Item = S>) -> Self {
+        self.config.applications = apps.into_iter().map(Into::into).collect();
+        self
+    }
+    pub fn with_instance_group(mut self, group: InstanceGroup) -> Self {
+        self.config.instance_groups.push(group);
+        self
+    }
+    pub fn with_instance_fleet(mut self, fleet: InstanceFleet) -> Self {
+        self.config.instance_fleets.push(fleet);
+        self
+    }
+    pub fn with_bootstrap_action(mut self, action: BootstrapAction) -> Self {
+        self.config.bootstrap_actions.push(action);
+        self
+    }
+    pub fn with_configuration(mut self, configuration: Configuration) -> Self {
+        self.config.configurations.push(configuration);
+        self
+    }
+    pub fn with_roles(mut self, service: impl Into<String>, job_flow: impl Into<String>) -> Self {
+        self.config.service_role = Some(service.into());
+        self.config.job_flow_role = Some(job_flow.into());
+        self
+    }
+    pub fn with_ec2_key_name(mut self, key: impl Into<String>) -> Self {
+        self.config.ec2_key_name = Some(key.into());
+        self
+    }
+    pub fn with_ec2_subnet_id(mut self, subnet: impl Into<String>) -> Self {
+        self.config.ec2_subnet_id = Some(subnet.into());
+        self
+    }
+    pub fn with_log_uri(mut self, uri: impl Into<String>) -> Self {
+        self.config.log_uri = Some(uri.into());
+        self
+    }
+    pub fn with_tag(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.config.tags.insert(key.into(), value.into());
+        self
+    }
+    pub fn with_keep_alive(mut self, on: bool) -> Self {
+        self.config.keep_alive = on;
+        self
+    }
+    pub fn with_termination_protected(mut self, on: bool) -> Self {
+        self.config.termination_protected = on;
+        self
+    }
+    pub fn with_launch_poll(mut self, every: Duration) -> Self {
+        self.config.launch_poll = every;
+        self
+    }
+    pub fn with_launch_timeout(mut self, timeout: Duration) -> Self {
+        self.config.launch_timeout = timeout;
+        self
+    }
+    pub fn with_cancel_timeout(mut self, timeout: Duration) -> Self {
+        self.config.cancel_timeout = timeout;
+        self
+    }
+    pub fn with_poll(mut self, poll: PollConfig) -> Self {
+        self.config.poll = poll;
+        self
+    }
+    pub fn with_max_attempts(mut self, attempts: u32) -> Self {
+        self.config.max_attempts = attempts;
+        self
+    }
+    pub fn with_initial_backoff(mut self, delay: Duration) -> Self {
+        self.config.initial_backoff = delay;
+        self
+    }
+    pub fn with_step_logs(mut self, logs: StepLogs) -> Self {
+        self.config.step_logs = logs;
+        self
+    }
+    pub fn with_s3(mut self, s3: S3Config) -> Self {
+        self.config.s3 = s3;
+        self
+    }
+    /// The clock of polling and waiting (tests use a manual one).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// The settings so far.
+    pub fn config(&self) -> &EmrConfig {
+        &self.config
+    }
+
+    /// Checks the settings and makes the factory. Makes no request: the
+    /// AWS clients are made (credentials and region resolved) on first use.
+    pub fn build(self) -> Result<crate::EmrClusterFactory, ConfigError> {
+        self.config.validate()?;
+        let clock = self.clock.unwrap_or_else(|| Arc::new(TokioClock::new()));
+        Ok(crate::EmrClusterFactory::from_parts(self.config, clock))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_parse_with_defaults_and_refuse_unknown_fields() {
+        let c: EmrConfig = toml::from_str(
+            r#"
+name = "etl"
+release_label = "emr-7.5.0"
+log_uri = "s3://logs/emr/"
+instance_groups = [
+  { role = "MASTER", instance_type = "m5.xlarge", count = 1 },
+  { role = "CORE", instance_type = "m5.xlarge", count = 2, market = "SPOT", bid_price = "0.1" },
+]
+bootstrap_actions = [{ name = "deps", path = "s3://b/deps.sh", args = ["-x"] }]
+configurations = [{ classification = "spark-defaults", properties = { "spark.executor.memory" = "4g" } }]
+tags = { team = "data" }
+[poll]
+floor = "2s"
+cap = "30s"
+[step_logs]
+enabled = false
+max_bytes = 1024
+[s3]
+bucket = "data"
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.name, "etl");
+        assert_eq!(c.instance_groups[1].market, Market::Spot);
+        assert_eq!(c.poll.floor, Duration::from_secs(2));
+        assert!(!c.step_logs.enabled);
+        assert_eq!(c.step_logs.max_bytes, 1024);
+        assert_eq!(c.s3.bucket.as_deref(), Some("data"));
+        assert!(c.keep_alive && c.reuse);
+        c.validate().unwrap();
+        let e = toml::from_str::<EmrConfig>("nmae = \"x\"\n").unwrap_err();
+        assert!(e.to_string().contains("unknown field `nmae`"), "{e}");
+        let e = toml::from_str::<EmrConfig>(
+            "instance_groups = [{ role = \"BOSS\", instance_type = \"x\", count = 1 }]\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("BOSS"), "{e}");
+    }
+
+    #[test]
+    fn validation_names_the_field_and_runs_while_deserializing() {
+        let e = toml::from_str::<ValidatedEmrConfig>("log_uri = \"/var/log\"\n").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("[cluster.emr] log_uri: must be an s3:// address"),
+            "{e}"
+        );
+        let both = EmrConfig {
+            instance_groups: vec![InstanceGroup {
+                role: InstanceRole::Master,
+                instance_type: "m5.xlarge".into(),
+                count: 1,
+                market: Market::OnDemand,
+                bid_price: None,
+                name: None,
+            }],
+            instance_fleets: vec![InstanceFleet {
+                role: InstanceRole::Master,
+                target_on_demand_capacity: 1,
+                target_spot_capacity: 0,
+                instance_types: vec![],
+                name: None,
+            }],
+            ..EmrConfig::default()
+        };
+        assert_eq!(both.validate().unwrap_err().field, "instance_groups");
+        let no_master = EmrConfig {
+            instance_groups: vec![InstanceGroup {
+                role: InstanceRole::Core,
+                instance_type: "m5.xlarge".into(),
+                count: 2,
+                market: Market::OnDemand,
+                bid_price: None,
+                name: None,
+            }],
+            ..EmrConfig::default()
+        };
+        assert!(no_master.validate().unwrap_err().message.contains("MASTER"));
+        let bad_s3 = EmrConfig {
+            s3: S3Config {
+                part_size: 1,
+                ..S3Config::default()
+            },
+            ..EmrConfig::default()
+        };
+        assert_eq!(bad_s3.validate().unwrap_err().field, "s3");
+    }
+
+    #[test]
+    fn s3_inherits_region_and_profile() {
+        let c = EmrClusterBuilder::new()
+            .with_region("eu-west-1")
+            .with_profile("etl")
+            .config()
+            .clone();
+        let s3 = c.s3_config();
+        assert_eq!(s3.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(s3.profile.as_deref(), Some("etl"));
+    }
+}
