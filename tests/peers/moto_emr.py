@@ -1,0 +1,366 @@
+"""moto, with a test-only handle on EMR steps.
+
+Runs moto's ThreadedMotoServer (S3, EMR and the rest: one real moto) with a
+small WSGI layer in front of it, because moto never moves an EMR step (the
+first stays RUNNING, the others PENDING, forever), answers CancelSteps with
+500 and gives no FailureDetails. The layer adds, and only adds:
+
+- CancelSteps: PENDING/RUNNING steps become CANCEL_PENDING, then CANCELLED
+  a moment later, answered like EMR (CancelStepsInfoList).
+- FailureDetails on steps and a Code on cluster state-change reasons, set
+  through the control endpoints below.
+- Request counting per EMR action and cluster, throttling injection
+  (ThrottlingException), and "lost answers" (the request takes effect, the
+  client gets a 500), so tests count requests instead of timing them.
+
+Control endpoints (JSON; test-only, under /_flow_test/):
+  GET  /_flow_test/requests[?cluster=ID]    {"counts": {"ListSteps": 3, ...}}
+  GET  /_flow_test/clusters                  [{"id", "name", "state"}]
+  GET  /_flow_test/steps?cluster=ID          [{"id", "name", "state", "jar", "args", "action_on_failure"}]
+  POST /_flow_test/step     {"cluster_id", "step_id", "state", "failure": {...}, "logs": {"stderr": "..."}}
+  POST /_flow_test/cluster  {"cluster_id", "state", "code", "message"}
+  POST /_flow_test/throttle {"action", "count", "cluster_id"?}
+  POST /_flow_test/lose_answer {"action", "count", "cluster_id"?}
+
+Usage: python moto_emr.py [-H 127.0.0.1] [-p PORT]
+"""
+
+import argparse
+import gzip
+import io
+import json
+import os
+import sys
+import threading
+import time
+from collections import defaultdict
+
+from moto.emr import models as emr_models
+from moto.emr.models import emr_backends
+from moto.moto_server.threaded_moto_server import ThreadedMotoServer
+from moto.moto_server.werkzeug_app import (
+    DomainDispatcherApplication,
+    MotoRequestHandler,
+    create_backend_app,
+)
+from moto.s3.models import s3_backends
+from werkzeug.serving import make_server
+
+TERMINAL_STEP_STATES = {"COMPLETED", "FAILED", "CANCELLED", "INTERRUPTED"}
+
+
+# --- What moto's EMR models lack -------------------------------------------
+
+_step_status = emr_models.Step.status.fget
+_cluster_status = emr_models.Cluster.status.fget
+
+
+def step_status(self):
+    status = _step_status(self)
+    details = getattr(self, "flow_failure_details", None)
+    if details:
+        status["FailureDetails"] = details
+    return status
+
+
+def cluster_status(self):
+    status = _cluster_status(self)
+    code = getattr(self, "flow_reason_code", None)
+    if code:
+        status["StateChangeReason"]["Code"] = code
+    return status
+
+
+emr_models.Step.status = property(step_status)
+emr_models.Cluster.status = property(cluster_status)
+
+
+def find_cluster(cluster_id):
+    for account_id, regions in dict.items(emr_backends):
+        for _region, backend in dict.items(regions):
+            if cluster_id in backend.clusters:
+                return account_id, backend.clusters[cluster_id]
+    return None, None
+
+
+def all_clusters():
+    for _account_id, regions in dict.items(emr_backends):
+        for _region, backend in dict.items(regions):
+            yield from backend.clusters.values()
+
+
+def find_step(cluster, step_id):
+    for step in cluster.steps:
+        if step.id == step_id:
+            return step
+    return None
+
+
+def promote_next(cluster):
+    """EMR starts the next pending step once one ends (moto never does)."""
+    if any(s.state == "RUNNING" for s in cluster.steps):
+        return
+    pending = sorted(
+        (s for s in cluster.steps if s.state == "PENDING"),
+        key=lambda s: s.creation_date_time,
+    )
+    if pending:
+        pending[0].state = "RUNNING"
+
+
+# --- The layer ---------------------------------------------------------------
+
+
+class Layer:
+    def __init__(self, app):
+        self.app = app
+        self.lock = threading.Lock()
+        # (action, cluster_id or "") -> count
+        self.counts = defaultdict(int)
+        # action -> list of [remaining, cluster_id or None]
+        self.throttles = defaultdict(list)
+        self.lost = defaultdict(list)
+
+    def __call__(self, environ, start_response):
+        path = environ.get("PATH_INFO", "")
+        if path.startswith("/_flow_test/"):
+            return self.control(environ, start_response)
+        target = environ.get("HTTP_X_AMZ_TARGET", "")
+        if not target.startswith("ElasticMapReduce."):
+            return self.app(environ, start_response)
+        action = target.split(".", 1)[1]
+        body = read_body(environ)
+        environ["wsgi.input"] = io.BytesIO(body)
+        try:
+            data = json.loads(body or b"{}")
+        except ValueError:
+            data = {}
+        clusters = request_clusters(data)
+        with self.lock:
+            self.counts[(action, "")] += 1
+            for cluster_id in clusters:
+                self.counts[(action, cluster_id)] += 1
+            throttled = self.take(self.throttles, action, clusters)
+            lose = self.take(self.lost, action, clusters)
+        if throttled:
+            return json_answer(
+                start_response,
+                "400 Bad Request",
+                {"__type": "ThrottlingException", "message": "Rate exceeded (flow test)"},
+            )
+        if action == "CancelSteps":
+            answer = cancel_steps(data)
+        else:
+            answer = None
+        if answer is not None:
+            return json_answer(start_response, "200 OK", answer)
+        if lose:
+            # Let moto do it, then lose the answer.
+            drain(self.app(environ, lambda *a, **k: None))
+            return json_answer(
+                start_response,
+                "500 Internal Server Error",
+                {"__type": "InternalServerError", "message": "answer lost (flow test)"},
+            )
+        return self.app(environ, start_response)
+
+    @staticmethod
+    def take(table, action, clusters):
+        for entry in table.get(action, []):
+            remaining, cluster_id = entry
+            if remaining > 0 and (cluster_id is None or cluster_id in clusters):
+                entry[0] -= 1
+                return True
+        return False
+
+    def control(self, environ, start_response):
+        path = environ["PATH_INFO"][len("/_flow_test/"):]
+        query = dict(
+            part.split("=", 1)
+            for part in environ.get("QUERY_STRING", "").split("&")
+            if "=" in part
+        )
+        method = environ.get("REQUEST_METHOD", "GET")
+        data = json.loads(read_body(environ) or b"{}") if method == "POST" else {}
+        try:
+            answer = self.route(method, path, query, data)
+        except LookupError as e:
+            return json_answer(start_response, "404 Not Found", {"error": str(e)})
+        except (KeyError, ValueError, TypeError) as e:
+            return json_answer(start_response, "400 Bad Request", {"error": repr(e)})
+        return json_answer(start_response, "200 OK", answer)
+
+    def route(self, method, path, query, data):
+        if method == "GET" and path == "requests":
+            cluster_id = query.get("cluster", "")
+            with self.lock:
+                counts = {a: n for (a, c), n in self.counts.items() if c == cluster_id}
+            return {"counts": counts}
+        if method == "GET" and path == "clusters":
+            return [
+                {"id": c.id, "name": c.name, "state": c.state}
+                for c in all_clusters()
+            ]
+        if method == "GET" and path == "steps":
+            _, cluster = find_cluster(query["cluster"])
+            if cluster is None:
+                raise LookupError(f"no cluster {query['cluster']}")
+            return [
+                {
+                    "id": s.id,
+                    "name": s.name,
+                    "state": s.state,
+                    "jar": s.jar,
+                    "main_class": s.hadoop_jar_step.get("MainClass"),
+                    "args": s.args,
+                    "action_on_failure": s.action_on_failure,
+                }
+                for s in sorted(cluster.steps, key=lambda s: s.creation_date_time)
+            ]
+        if method == "POST" and path == "step":
+            return set_step(data)
+        if method == "POST" and path == "cluster":
+            account_id, cluster = find_cluster(data["cluster_id"])
+            if cluster is None:
+                raise LookupError(f"no cluster {data['cluster_id']}")
+            cluster.state = data["state"]
+            cluster.last_state_change_reason = data.get("message")
+            cluster.flow_reason_code = data.get("code")
+            return {"ok": True}
+        if method == "POST" and path in ("throttle", "lose_answer"):
+            table = self.throttles if path == "throttle" else self.lost
+            with self.lock:
+                table[data["action"]].append([int(data["count"]), data.get("cluster_id")])
+            return {"ok": True}
+        raise LookupError(f"no control endpoint {method} {path}")
+
+
+def set_step(data):
+    account_id, cluster = find_cluster(data["cluster_id"])
+    if cluster is None:
+        raise LookupError(f"no cluster {data['cluster_id']}")
+    step = find_step(cluster, data["step_id"])
+    if step is None:
+        raise LookupError(f"no step {data['step_id']}")
+    step.state = data["state"]
+    if data.get("failure"):
+        failure = data["failure"]
+        step.flow_failure_details = {
+            key: failure[name]
+            for key, name in (("Reason", "reason"), ("Message", "message"), ("LogFile", "log_file"))
+            if failure.get(name)
+        }
+    if data.get("reason"):
+        step.last_state_change_reason = data["reason"]
+    logs = data.get("logs") or {}
+    if logs:
+        if not cluster.log_uri:
+            raise ValueError("the cluster has no log URI")
+        bucket, _, prefix = cluster.log_uri.split("://", 1)[1].partition("/")
+        if prefix and not prefix.endswith("/"):
+            prefix += "/"
+        backend = s3_backends[account_id]["global"]
+        for name, text in logs.items():
+            key = f"{prefix}{cluster.id}/steps/{step.id}/{name}.gz"
+            backend.put_object(bucket, key, gzip.compress(text.encode()))
+    if step.state in TERMINAL_STEP_STATES:
+        promote_next(cluster)
+    return {"ok": True}
+
+
+def cancel_steps(data):
+    _, cluster = find_cluster(data.get("ClusterId", ""))
+    if cluster is None:
+        return None  # moto answers for an unknown cluster
+    infos = []
+    for step_id in data.get("StepIds", []):
+        step = find_step(cluster, step_id)
+        if step is None:
+            infos.append({"StepId": step_id, "Status": "FAILED", "Reason": "no such step"})
+        elif step.state in ("PENDING", "RUNNING"):
+            step.state = "CANCEL_PENDING"
+            threading.Timer(0.3, finish_cancel, (cluster, step)).start()
+            infos.append({"StepId": step_id, "Status": "SUBMITTED", "Reason": ""})
+        else:
+            infos.append(
+                {"StepId": step_id, "Status": "FAILED", "Reason": f"the step is {step.state}"}
+            )
+    return {"CancelStepsInfoList": infos}
+
+
+def finish_cancel(cluster, step):
+    if step.state == "CANCEL_PENDING":
+        step.state = "CANCELLED"
+        promote_next(cluster)
+
+
+def request_clusters(data):
+    ids = [data.get("ClusterId"), data.get("JobFlowId")] + list(data.get("JobFlowIds") or [])
+    return {i for i in ids if i}
+
+
+def read_body(environ):
+    try:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        length = 0
+    return environ["wsgi.input"].read(length) if length else b""
+
+
+def drain(iterable):
+    try:
+        for _ in iterable:
+            pass
+    finally:
+        close = getattr(iterable, "close", None)
+        if close:
+            close()
+
+
+def json_answer(start_response, status, value):
+    body = json.dumps(value, default=str).encode()
+    start_response(
+        status,
+        [
+            ("Content-Type", "application/x-amz-json-1.1"),
+            ("Content-Length", str(len(body))),
+        ],
+    )
+    return [body]
+
+
+class Server(ThreadedMotoServer):
+    """ThreadedMotoServer with the layer in front of moto's application."""
+
+    def _server_entry(self):
+        app = Layer(DomainDispatcherApplication(create_backend_app))
+        try:
+            self._server = make_server(
+                self._ip_address, self._port, app, True, request_handler=MotoRequestHandler
+            )
+        except OSError as e:
+            # A port taken meanwhile: exit, so the harness tries another.
+            print(f"cannot listen on {self._ip_address}:{self._port}: {e}", file=sys.stderr)
+            os._exit(1)
+        self._server_ready_event.set()
+        self._server.serve_forever()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-H", "--host", default="127.0.0.1")
+    parser.add_argument("-p", "--port", type=int, default=5000)
+    args = parser.parse_args()
+    server = Server(ip_address=args.host, port=args.port, verbose=False)
+    server.start()
+    print(f"moto with the EMR test layer on http://{args.host}:{args.port}", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        server.stop()
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
