@@ -410,10 +410,10 @@ fn a_cloud_cluster_without_its_feature_is_refused_before_any_write() {
         &support::SETTINGS.replace("kind = \"local\"", "kind = \"emr\""),
     );
     let out = home.expect(2, &["run", &hello(), "--timeperiod", TP]);
-    // A build with the feature (`--all-features`) has the EMR filesystem
-    // but no EMR cluster yet, and says that instead.
+    // A build with the feature (`--all-features`) refuses settings that
+    // cannot launch a cluster, also before any write.
     let expected = if cfg!(feature = "emr") {
-        "EMR support is not implemented yet"
+        "needs [cluster.emr] release_label"
     } else {
         "this build has no EMR support; rebuild flow-cli with --features emr"
     };

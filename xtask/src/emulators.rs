@@ -11,7 +11,7 @@
 //!
 //! | peer | installed into | tests get |
 //! |---|---|---|
-//! | moto (S3) | `<target>/tools/moto-venv` | `FLOW_TEST_S3_ENDPOINT`, test credentials in `AWS_*` |
+//! | moto (S3, EMR) | `<target>/tools/moto-venv`, started through `tests/peers/moto_emr.py` | `FLOW_TEST_S3_ENDPOINT`, `FLOW_TEST_EMR_ENDPOINT`, test credentials in `AWS_*` |
 //! | fake-gcs-server | `<target>/tools/fake-gcs-venv` | `FLOW_TEST_GCS_ENDPOINT` |
 //!
 //! `FLOW_SKIP_EMULATORS=1` starts none of them (their tests are skipped).
@@ -158,12 +158,21 @@ fn moto(tools: &Path) -> Emulator {
             install(&venv, MOTO_REQUIREMENT, MOTO_MARKER, |v| {
                 v.join("bin").join("moto_server").is_file()
             })?;
+            // moto's own server, with the EMR test layer in front of it
+            // (see tests/peers/moto_emr.py): S3 tests see plain moto.
+            let launcher = crate::workspace_root().join("tests/peers/moto_emr.py");
             Ok(ServiceSpec {
                 name: "moto",
-                program: venv.join("bin").join("moto_server"),
-                args: ["-H", "127.0.0.1", "-p", "{port}"]
-                    .map(String::from)
-                    .to_vec(),
+                program: venv.join("bin").join("python"),
+                args: [
+                    launcher.to_string_lossy().as_ref(),
+                    "-H",
+                    "127.0.0.1",
+                    "-p",
+                    "{port}",
+                ]
+                .map(String::from)
+                .to_vec(),
                 env: Vec::new(),
                 ready: Ready::Http("/"),
                 startup_timeout: Duration::from_secs(60),
@@ -172,6 +181,7 @@ fn moto(tools: &Path) -> Emulator {
         env: |url| {
             [
                 ("FLOW_TEST_S3_ENDPOINT", url),
+                ("FLOW_TEST_EMR_ENDPOINT", url),
                 // moto takes any credentials; these keep the SDK's chain
                 // from looking further (profiles, instance metadata).
                 ("AWS_ACCESS_KEY_ID", "flow-test"),

@@ -142,8 +142,9 @@ fn test(args: &[OsString]) -> ExitCode {
     cargo.current_dir(&root).arg("test");
     if !selects_packages(args) {
         cargo.arg("--workspace");
-        // The MongoDB store's end-to-end tests go through the binary.
-        cargo.args(["--features", "flow-cli/mongo"]);
+        // The MongoDB store's and the EMR cluster's end-to-end tests go
+        // through the binary.
+        cargo.args(["--features", "flow-cli/mongo,flow-cli/emr"]);
     }
     cargo.args(args);
     // Tests that need a peer are #[ignore]d, so a run without it reports

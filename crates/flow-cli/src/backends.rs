@@ -208,13 +208,10 @@ pub fn cluster_factory(settings: &Settings) -> Result<Arc<dyn ClusterFactory>, C
             };
             Ok(Arc::new(LocalClusterFactory::new(options)))
         }
-        ClusterKind::Emr => Err(unavailable(
-            settings,
-            setting,
-            "EMR",
-            "emr",
-            cfg!(feature = "emr"),
-        )),
+        #[cfg(feature = "emr")]
+        ClusterKind::Emr => emr_factory(settings),
+        #[cfg(not(feature = "emr"))]
+        ClusterKind::Emr => Err(unavailable(settings, setting, "EMR", "emr", false)),
         ClusterKind::Dataproc => Err(unavailable(
             settings,
             setting,
@@ -239,6 +236,22 @@ pub fn cluster_factory(settings: &Settings) -> Result<Arc<dyn ClusterFactory>, C
     }
 }
 
+/// The EMR cluster factory from `[cluster.emr]` (checked when the file
+/// was read). Makes no request: AWS credentials are resolved on first use.
+#[cfg(feature = "emr")]
+fn emr_factory(settings: &Settings) -> Result<Arc<dyn ClusterFactory>, CliError> {
+    let config = settings.emr();
+    if config.release_label.is_none() {
+        return Err(CliError::bad_input(format!(
+            "{}: [cluster] kind = \"emr\" needs [cluster.emr] release_label (e.g. \"emr-7.5.0\") to launch clusters",
+            settings.source
+        )));
+    }
+    let factory = flow_cluster_emr::EmrClusterFactory::new(config)
+        .map_err(|e| CliError::bad_input(format!("{}: {e}", settings.source)))?;
+    Ok(Arc::new(factory))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -249,10 +262,13 @@ mod tests {
         let s = Settings::parse("[cluster]\nkind = \"emr\"\n", Path::new("/x/flow.toml")).unwrap();
         let e = cluster_factory(&s).err().unwrap();
         if cfg!(feature = "emr") {
-            assert!(
-                e.message.contains("EMR support is not implemented yet"),
-                "{e}"
-            );
+            assert!(e.message.contains("needs [cluster.emr] release_label"), "{e}");
+            let s = Settings::parse(
+                "[cluster]\nkind = \"emr\"\n[cluster.emr]\nname = \"etl\"\nrelease_label = \"emr-7.5.0\"\n",
+                Path::new("/x/flow.toml"),
+            )
+            .unwrap();
+            assert_eq!(cluster_factory(&s).unwrap().kind(), "emr");
         } else {
             assert!(
                 e.message.contains("rebuild flow-cli with --features emr"),

@@ -159,6 +159,15 @@ struct ClusterSpec {
     env: BTreeMap<String, String>,
     #[serde(default, with = "humantime_serde")]
     kill_grace: Option<Duration>,
+    /// `[cluster.emr]`, read (and checked, with line:col) by the EMR
+    /// crate's own serde type.
+    #[cfg(feature = "emr")]
+    emr: Option<flow_cluster_emr::ValidatedEmrConfig>,
+    /// Without the feature the table is kept unread, so the error is the
+    /// one about rebuilding, not an unknown key.
+    #[cfg(not(feature = "emr"))]
+    #[allow(dead_code)]
+    emr: Option<toml::Table>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -515,6 +524,17 @@ impl Settings {
             env: c.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             kill_grace: c.kill_grace,
         }
+    }
+
+    /// The `[cluster.emr]` settings (defaults when the table is absent).
+    #[cfg(feature = "emr")]
+    pub fn emr(&self) -> flow_cluster_emr::EmrConfig {
+        self.spec
+            .cluster
+            .emr
+            .as_ref()
+            .map(|c| c.0.clone())
+            .unwrap_or_default()
     }
 
     pub fn lease_ttl(&self) -> Duration {
