@@ -1,0 +1,450 @@
+//! The `flow` binary with `[cluster] kind = "emr"` against moto (through
+//! `tests/peers/moto_emr.py`, which lets a test finish EMR steps and counts
+//! requests). A driver thread plays EMR's part of running steps: it finishes
+//! them as the test says. Built only with the `emr` feature; `#[ignore]`d,
+//! so `cargo xtask test` runs them when moto is up.
+
+#[path = "peers/moto_emr.rs"]
+mod moto_emr;
+mod support;
+
+use moto_emr::MotoEmr;
+use serde_json::json;
+use std::process::{Child, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use support::{step_states, text};
+
+const TP: &str = "2026112800";
+
+/// What the driver does with steps that are PENDING or RUNNING.
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum Mode {
+    /// Leave them running.
+    Hold = 0,
+    Complete = 1,
+    /// FAILED, with failure details and a stderr log uploaded to S3.
+    Fail = 2,
+}
+
+/// Finishes the EMR steps of the test's clusters as `mode` says.
+struct Driver {
+    mode: Arc<AtomicU8>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Driver {
+    fn start(moto: &MotoEmr, prefix: &str) -> Driver {
+        let mode = Arc::new(AtomicU8::new(Mode::Hold as u8));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (moto, prefix, mode, stop) =
+                (moto.clone(), prefix.to_string(), mode.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    let current = mode.load(Ordering::SeqCst);
+                    if current != Mode::Hold as u8 {
+                        for cluster in moto.clusters_named(&prefix) {
+                            let cid = cluster["id"].as_str().unwrap();
+                            for step in moto.steps(cid) {
+                                let state = step["state"].as_str().unwrap();
+                                if state != "RUNNING" && state != "PENDING" {
+                                    continue;
+                                }
+                                let sid = step["id"].as_str().unwrap();
+                                if current == Mode::Complete as u8 {
+                                    moto.set_step(cid, sid, "COMPLETED");
+                                } else {
+                                    moto.fail_step(
+                                        cid,
+                                        sid,
+                                        json!({"reason": "Unknown Error.", "message": "Step failed with exitCode 1"}),
+                                        json!({
+                                            "stderr": "Traceback (most recent call last):\n  File \"report.py\", line 3\nValueError: bad input for 2026112800\n",
+                                            "controller": "INFO startExec 'spark-submit'\nWARN Step failed with exitCode 1\n",
+                                        }),
+                                    );
+                                }
+                            }
+                        }
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            })
+        };
+        Driver {
+            mode,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn set(&self, mode: Mode) {
+        self.mode.store(mode as u8, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A test directory whose settings point the EMR cluster and its S3
+/// filesystem at moto, with a unique cluster name and bucket.
+struct Emr {
+    home: support::Home,
+    moto: MotoEmr,
+    name: String,
+}
+
+impl Emr {
+    fn new(test: &str) -> Emr {
+        let moto = MotoEmr::from_env();
+        let name = format!("e2e-{test}-{}", std::process::id());
+        moto.create_bucket(&name);
+        let home = support::Home::empty();
+        home.write(
+            "flow.toml",
+            &format!(
+                r#"
+log_directory = "logs"
+data_directory = "data"
+
+[cluster]
+kind = "emr"
+
+[cluster.emr]
+name = "{name}"
+region = "us-east-1"
+endpoint_url = "{endpoint}"
+release_label = "emr-7.5.0"
+applications = ["Spark"]
+log_uri = "s3://{name}/emr/"
+instance_groups = [{{ role = "MASTER", instance_type = "m5.xlarge", count = 1 }}]
+launch_poll = "50ms"
+initial_backoff = "10ms"
+
+[cluster.emr.poll]
+floor = "200ms"
+
+[cluster.emr.step_logs]
+wait = "5s"
+interval = "200ms"
+
+[cluster.emr.s3]
+bucket = "{name}"
+endpoint_url = "{endpoint}"
+force_path_style = true
+
+[lease]
+ttl = "2s"
+heartbeat = "500ms"
+
+[engine]
+cancel_grace = "5s"
+"#,
+                endpoint = moto.endpoint
+            ),
+        );
+        Emr { home, moto, name }
+    }
+
+    fn spawn(&self, args: &[&str]) -> Child {
+        self.home
+            .command(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
+    /// The test's EMR clusters: `(id, state)`.
+    fn clusters(&self) -> Vec<(String, String)> {
+        self.moto
+            .clusters_named(&self.name)
+            .iter()
+            .map(|c| {
+                (
+                    c["id"].as_str().unwrap().to_string(),
+                    c["state"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    }
+
+    /// Waits until one of the test's clusters has a RUNNING step; returns
+    /// the cluster id.
+    fn wait_for_running_step(&self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            for (id, _) in self.clusters() {
+                if self.moto.steps(&id).iter().any(|s| s["state"] == "RUNNING") {
+                    return id;
+                }
+            }
+            assert!(Instant::now() < deadline, "no EMR step started");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `recover` until it is accepted (the killed run's lease must turn
+    /// stale first); its exit code.
+    fn recover_until_accepted(&self, flow: &str) -> i32 {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let out = self.home.flow(&["recover", flow, "--timeperiod", TP]);
+            let code = out.status.code().unwrap_or(-1);
+            if !(code == 2 && String::from_utf8_lossy(&out.stderr).contains("already being run by"))
+            {
+                println!("recover: {}", text(&out));
+                return code;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "recover never accepted: {}",
+                text(&out)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+fn kill9(child: &mut Child) {
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+const REPORT: &str = r#"
+name = "emr_report"
+time_qualifier = "daily"
+
+[[steps]]
+name = "prepare"
+main = { action = "mkdir", path = "out/{timeperiod}" }
+
+[[steps]]
+name = "compute"
+depends_on = ["prepare"]
+main = { action = "spark", application = "s3://jobs/report.py", main_class = "Report", args = ["--day", "{timeperiod}"], conf = { "spark.executor.memory" = "2g" } }
+
+[[steps]]
+name = "publish"
+depends_on = ["compute"]
+main = { action = "mkdir", path = "published/{timeperiod}" }
+"#;
+
+#[test]
+#[ignore = "needs moto with the EMR layer: run through `cargo xtask test`"]
+fn a_flow_with_spark_and_s3_steps_ends_processed_on_moto() {
+    let emr = Emr::new("ok");
+    emr.home.write("report.toml", REPORT);
+    let driver = Driver::start(&emr.moto, &emr.name);
+    driver.set(Mode::Complete);
+    let out = emr.home.flow(&["run", "report.toml", "--timeperiod", TP]);
+    drop(driver);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let status = emr.home.status_json("emr_report", TP);
+    assert_eq!(status["flow"]["state"], "state_processed", "{status}");
+    assert!(
+        step_states(&status)
+            .iter()
+            .all(|(_, s)| s == "state_processed"),
+        "{status}"
+    );
+    // The S3 steps wrote Hadoop's folder markers; the spark step ran on EMR.
+    let objects = emr.moto.objects(&emr.name);
+    assert!(
+        objects.contains(&format!("out/{TP}_$folder$")),
+        "{objects:?}"
+    );
+    assert!(
+        objects.contains(&format!("published/{TP}_$folder$")),
+        "{objects:?}"
+    );
+    let clusters = emr.clusters();
+    assert_eq!(clusters.len(), 1, "{clusters:?}");
+    let (id, state) = &clusters[0];
+    assert_eq!(
+        state, "TERMINATED",
+        "the run's cluster is terminated at its end"
+    );
+    let steps = emr.moto.steps(id);
+    assert_eq!(steps.len(), 1);
+    let args: Vec<&str> = steps[0]["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        args,
+        [
+            "spark-submit",
+            "--deploy-mode",
+            "cluster",
+            "--class",
+            "Report",
+            "--conf",
+            "spark.executor.memory=2g",
+            "s3://jobs/report.py",
+            "--day",
+            TP
+        ]
+    );
+    let log = emr.home.read("logs/emr_report/compute.log");
+    assert!(log.contains("COMPLETED"), "{log}");
+    let flow_log = emr.home.read("logs/emr_report/emr_report.log");
+    assert!(
+        flow_log.contains("master node"),
+        "the master DNS name is logged: {flow_log}"
+    );
+}
+
+const FAILING: &str = r#"
+name = "emr_failing"
+time_qualifier = "daily"
+
+[[steps]]
+name = "compute"
+main = { action = "spark", application = "s3://jobs/report.py", args = ["{timeperiod}"] }
+"#;
+
+#[test]
+#[ignore = "needs moto with the EMR layer: run through `cargo xtask test`"]
+fn a_failing_step_ends_invalid_with_its_stderr_tail_and_recover_completes_it_on_moto() {
+    let emr = Emr::new("fail");
+    emr.home.write("failing.toml", FAILING);
+    let driver = Driver::start(&emr.moto, &emr.name);
+    driver.set(Mode::Fail);
+    let out = emr.home.flow(&["run", "failing.toml", "--timeperiod", TP]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let status = emr.home.status_json("emr_failing", TP);
+    assert_eq!(status["flow"]["state"], "state_invalid", "{status}");
+    let log = emr.home.read("logs/emr_failing/compute.log");
+    assert!(
+        log.contains("ValueError: bad input for 2026112800"),
+        "the stderr tail is in the step log: {log}"
+    );
+    assert!(
+        log.contains("Unknown Error.: Step failed with exitCode 1"),
+        "{log}"
+    );
+    assert!(
+        log.contains("WARN Step failed with exitCode 1"),
+        "the controller log too: {log}"
+    );
+
+    driver.set(Mode::Complete);
+    let out = emr
+        .home
+        .flow(&["recover", "failing.toml", "--timeperiod", TP]);
+    drop(driver);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let status = emr.home.status_json("emr_failing", TP);
+    assert_eq!(status["flow"]["state"], "state_processed", "{status}");
+    assert!(
+        emr.clusters().iter().all(|(_, s)| s == "TERMINATED"),
+        "{:?}",
+        emr.clusters()
+    );
+}
+
+const LONG: &str = r#"
+name = "emr_long"
+time_qualifier = "daily"
+
+[[steps]]
+name = "compute"
+main = { action = "spark", application = "s3://jobs/long.py" }
+"#;
+
+#[test]
+#[ignore = "needs moto with the EMR layer: run through `cargo xtask test`"]
+fn recover_adopts_the_step_of_a_killed_engine_and_terminates_its_cluster_on_moto() {
+    let emr = Emr::new("adopt");
+    emr.home.write("long.toml", LONG);
+    let driver = Driver::start(&emr.moto, &emr.name);
+    let mut engine = emr.spawn(&["run", "long.toml", "--timeperiod", TP]);
+    let cid = emr.wait_for_running_step();
+    kill9(&mut engine);
+    assert_eq!(emr.moto.count(&cid, "AddJobFlowSteps"), 1);
+    let asked = emr.moto.count(&cid, "ListSteps");
+
+    // Recover in the background; once it asks EMR about the step (it
+    // adopted it and waits), the step ends.
+    let recovering = {
+        std::thread::scope(|scope| {
+            let recover = scope.spawn(|| emr.recover_until_accepted("long.toml"));
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while emr.moto.count(&cid, "ListSteps") < asked + 2 {
+                assert!(
+                    Instant::now() < deadline,
+                    "recover never asked about the step"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            driver.set(Mode::Complete);
+            recover.join().unwrap()
+        })
+    };
+    drop(driver);
+    assert_eq!(recovering, 0);
+    assert_eq!(
+        emr.moto.count(&cid, "AddJobFlowSteps"),
+        1,
+        "the step was adopted, not added again"
+    );
+    assert_eq!(emr.moto.steps(&cid).len(), 1);
+    let status = emr.home.status_json("emr_long", TP);
+    assert_eq!(status["flow"]["state"], "state_processed", "{status}");
+    let log = emr.home.read("logs/emr_long/compute.log");
+    assert!(log.contains("adopted"), "{log}");
+    let clusters = emr.clusters();
+    assert_eq!(
+        clusters,
+        [(cid.clone(), "TERMINATED".to_string())],
+        "recover adopted the cluster and terminated it"
+    );
+}
+
+#[test]
+#[ignore = "needs moto with the EMR layer: run through `cargo xtask test`"]
+fn terminate_orphans_ends_the_cluster_of_a_crashed_run_on_moto() {
+    let emr = Emr::new("orphan");
+    emr.home.write("long.toml", LONG);
+    let _driver = Driver::start(&emr.moto, &emr.name);
+    let mut engine = emr.spawn(&["run", "long.toml", "--timeperiod", TP]);
+    let cid = emr.wait_for_running_step();
+    kill9(&mut engine);
+    assert_eq!(emr.clusters(), [(cid.clone(), "RUNNING".to_string())]);
+    // Once the dead run's lease is stale, the orphan is found and ended.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = emr.home.flow(&["clusters", "--terminate-orphans"]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        if emr.clusters()[0].1 == "TERMINATED" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never terminated: {}",
+            text(&out)
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert_eq!(emr.moto.count(&cid, "TerminateJobFlows"), 1);
+    let out = emr.home.flow(&["clusters", "--json"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("terminated"),
+        "{}",
+        text(&out)
+    );
+}

@@ -17,6 +17,8 @@ Control endpoints (JSON; test-only, under /_flow_test/):
   GET  /_flow_test/requests[?cluster=ID]    {"counts": {"ListSteps": 3, ...}}
   GET  /_flow_test/clusters                  [{"id", "name", "state"}]
   GET  /_flow_test/steps?cluster=ID          [{"id", "name", "state", "jar", "args", "action_on_failure"}]
+  POST /_flow_test/bucket   {"name"}         creates an S3 bucket
+  GET  /_flow_test/objects?bucket=B          [keys]
   POST /_flow_test/step     {"cluster_id", "step_id", "state", "failure": {...}, "logs": {"stderr": "..."}}
   POST /_flow_test/cluster  {"cluster_id", "state", "code", "message"}
   POST /_flow_test/throttle {"action", "count", "cluster_id"?}
@@ -45,6 +47,9 @@ from moto.moto_server.werkzeug_app import (
 )
 from moto.s3.models import s3_backends
 from werkzeug.serving import make_server
+
+# moto's account when clients send test credentials.
+DEFAULT_ACCOUNT = "123456789012"
 
 TERMINAL_STEP_STATES = {"COMPLETED", "FAILED", "CANCELLED", "INTERRUPTED"}
 
@@ -217,6 +222,14 @@ class Layer:
                 }
                 for s in sorted(cluster.steps, key=lambda s: s.creation_date_time)
             ]
+        if method == "POST" and path == "bucket":
+            backend = s3_backends[DEFAULT_ACCOUNT]["global"]
+            if data["name"] not in backend.buckets:
+                backend.create_bucket(data["name"], "us-east-1")
+            return {"ok": True}
+        if method == "GET" and path == "objects":
+            backend = s3_backends[DEFAULT_ACCOUNT]["global"]
+            return sorted(backend.get_bucket(query["bucket"]).keys.keys())
         if method == "POST" and path == "step":
             return set_step(data)
         if method == "POST" and path == "cluster":

@@ -141,4 +141,19 @@ impl MotoEmr {
             Some(&json!({"action": action, "count": count, "cluster_id": cluster_id})),
         );
     }
+
+    /// Creates an S3 bucket in moto.
+    pub fn create_bucket(&self, name: &str) {
+        self.request("POST", "bucket", Some(&json!({"name": name})));
+    }
+
+    /// The keys of a bucket.
+    pub fn objects(&self, bucket: &str) -> Vec<String> {
+        self.request("GET", &format!("objects?bucket={bucket}"), None)
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k.as_str().unwrap().to_string())
+            .collect()
+    }
 }

@@ -262,7 +262,10 @@ mod tests {
         let s = Settings::parse("[cluster]\nkind = \"emr\"\n", Path::new("/x/flow.toml")).unwrap();
         let e = cluster_factory(&s).err().unwrap();
         if cfg!(feature = "emr") {
-            assert!(e.message.contains("needs [cluster.emr] release_label"), "{e}");
+            assert!(
+                e.message.contains("needs [cluster.emr] release_label"),
+                "{e}"
+            );
             let s = Settings::parse(
                 "[cluster]\nkind = \"emr\"\n[cluster.emr]\nname = \"etl\"\nrelease_label = \"emr-7.5.0\"\n",
                 Path::new("/x/flow.toml"),
