@@ -819,6 +819,14 @@ impl Cluster for EmrCluster {
                 job: job.kind(),
             });
         }
+        // A step's arguments are visible to anyone who may list the
+        // cluster's steps: secret values have no safe way onto EMR here.
+        if !job.secret_env().is_empty() || job.secret_file().is_some() {
+            return Err(self.job_failed(
+                job.kind(),
+                "the job uses secret values, and EMR shows a step's arguments to anyone who may list its steps: pass secrets through the cluster's own configuration (e.g. a bootstrap action or an instance role) instead",
+            ));
+        }
         let step = self.step_ref(handle)?;
         let emr = &self.clients("AddJobFlowSteps").await?.emr;
         let jar = jar_step(job);
@@ -1035,6 +1043,42 @@ impl Default for EmrClusterFactory {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn jobs_with_secret_values_are_refused_before_any_request() {
+        let cluster = EmrClusterFactory::default().cluster("emr-0");
+        let timeperiod: flow_core::Timeperiod = "2026112800".parse().unwrap();
+        let execution = ExecutionContext {
+            flow_name: "f".into(),
+            timeperiod,
+            start_timeperiod: timeperiod,
+            end_timeperiod: timeperiod,
+            settings: Arc::new(flow_core::Settings::new()),
+            number_of_clusters: 1,
+        };
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let cx = JobContext {
+            cancel: &cancel,
+            execution: &execution,
+            step: "s",
+            action: "shell",
+            attempt: 1,
+        };
+        let job = Job::Shell {
+            command: "curl -H \"$FLOW_SECRET_TOKEN\" x".into(),
+            env: vec![(
+                "FLOW_SECRET_TOKEN".into(),
+                flow_core::Secret::new("hunter2"),
+            )],
+        };
+        let handle = JobHandle::new(KIND, "emr-0", [("cluster_id", "j-1"), ("step_name", "n")]);
+        let e = cluster.submit(&handle, &job, &cx).await.unwrap_err();
+        assert!(
+            matches!(&e, ClusterError::JobFailed { message, .. } if message.contains("secret values")),
+            "{e}"
+        );
+        assert!(!e.to_string().contains("hunter2"));
+    }
 
     #[test]
     fn emr_names_follow_the_run_index() {

@@ -45,12 +45,13 @@ pub fn jar_step(job: &Job) -> JarStep {
         args,
     };
     match job {
-        Job::Shell { command } => runner(vec!["bash".into(), "-c".into(), command.clone()]),
+        Job::Shell { command, .. } => runner(vec!["bash".into(), "-c".into(), command.clone()]),
         Job::Spark {
             application,
             main_class,
             conf,
             args,
+            ..
         } => {
             let mut argv: Vec<String> = vec![
                 "spark-submit".into(),
@@ -69,7 +70,7 @@ pub fn jar_step(job: &Job) -> JarStep {
             argv.extend(args.iter().cloned());
             runner(argv)
         }
-        Job::Pig { script, params } => {
+        Job::Pig { script, params, .. } => {
             let mut argv: Vec<String> = vec![
                 "pig-script".into(),
                 "--run-pig-script".into(),
@@ -243,6 +244,7 @@ mod tests {
                 ("spark.a".into(), "1".into()),
                 ("spark.b".into(), "x y".into()),
             ],
+            secret_conf: vec![],
             args: s(&["--day", "2026112800"]),
         });
         assert_eq!(spark.jar, "command-runner.jar");
@@ -268,6 +270,7 @@ mod tests {
             application: "app.py".into(),
             main_class: None,
             conf: vec![],
+            secret_conf: vec![],
             args: vec![],
         });
         assert_eq!(
@@ -277,6 +280,7 @@ mod tests {
         let pig = jar_step(&Job::Pig {
             script: "s3://b/s.pig".into(),
             params: vec![("IN".into(), "s3://b/in".into()), ("N".into(), "3".into())],
+            secret_params: vec![],
         });
         assert_eq!(
             pig.args,
@@ -307,6 +311,7 @@ mod tests {
         );
         let shell = jar_step(&Job::Shell {
             command: "echo hi > /tmp/x".into(),
+            env: vec![],
         });
         assert_eq!(shell.jar, "command-runner.jar");
         assert_eq!(shell.args, s(&["bash", "-c", "echo hi > /tmp/x"]));

@@ -134,6 +134,7 @@ fn cx<'a>(
 fn shell(command: &str) -> Job {
     Job::Shell {
         command: command.into(),
+        env: vec![],
     }
 }
 
@@ -363,11 +364,13 @@ async fn the_hadoop_jar_step_of_each_kind_on_moto() {
             application: "s3://b/app.py".into(),
             main_class: Some("org.Main".into()),
             conf: vec![("spark.a".into(), "1".into())],
+            secret_conf: vec![],
             args: vec!["--day".into(), "2026112800".into()],
         },
         Job::Pig {
             script: "s3://b/s.pig".into(),
             params: vec![("IN".into(), "s3://b/in".into())],
+            secret_params: vec![],
         },
         Job::HadoopJar {
             jar: "s3://b/wc.jar".into(),
