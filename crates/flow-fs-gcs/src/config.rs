@@ -206,6 +206,27 @@ impl GcsFilesystemBuilder {
     /// provider (which reads the key file or finds ADC; no token is fetched
     /// until the first request).
     pub async fn build(self) -> Result<GcsFilesystem, GcsError> {
+        let provider = match (&self.config.credentials_file, self.emulator().is_some()) {
+            (None, false) => Some(gcp_auth::provider().await.map_err(|e| GcsError::Auth {
+                message: format!(
+                    "{e} (set credentials_file, GOOGLE_APPLICATION_CREDENTIALS, or log in with gcloud)"
+                ),
+            })?),
+            _ => None,
+        };
+        self.build_with_credentials(provider)
+    }
+
+    /// Like [`build`](Self::build), without a runtime: `credentials` (shared
+    /// with another Google client, e.g. the Dataproc cluster's) or else
+    /// [`auth::token_provider`](crate::auth::token_provider) of the
+    /// configured key file, ADC being looked up on the first request. An
+    /// emulator endpoint gets no credentials whatever is passed.
+    pub fn build_with_credentials(
+        self,
+        credentials: Option<Arc<dyn gcp_auth::TokenProvider>>,
+    ) -> Result<GcsFilesystem, GcsError> {
+        let emulator = self.emulator();
         let config = self.config;
         config.validate()?;
         let prefix = match &config.prefix {
@@ -215,24 +236,15 @@ impl GcsFilesystemBuilder {
             })?,
             None => String::new(),
         };
-        let emulator_host = std::env::var("STORAGE_EMULATOR_HOST").ok();
-        let (endpoint, emulator) =
-            resolve_endpoint(config.endpoint.as_deref(), emulator_host.as_deref());
-        let auth = if emulator {
-            Auth::None
-        } else if let Some(path) = &config.credentials_file {
-            let account =
-                gcp_auth::CustomServiceAccount::from_file(path).map_err(|e| GcsError::Auth {
-                    message: format!("{}: {e}", path.display()),
-                })?;
-            Auth::Token(Arc::new(account))
-        } else {
-            let provider = gcp_auth::provider().await.map_err(|e| GcsError::Auth {
-                message: format!(
-                    "{e} (set credentials_file, GOOGLE_APPLICATION_CREDENTIALS, or log in with gcloud)"
-                ),
-            })?;
-            Auth::Token(provider)
+        let (endpoint, auth) = match emulator {
+            Some(endpoint) => (endpoint, Auth::None),
+            None => {
+                let provider = match credentials {
+                    Some(provider) => provider,
+                    None => crate::auth::token_provider(config.credentials_file.as_deref())?,
+                };
+                (PUBLIC_ENDPOINT.to_string(), Auth::Token(provider))
+            }
         };
         let http = reqwest::Client::builder()
             .build()
@@ -240,6 +252,16 @@ impl GcsFilesystemBuilder {
                 message: e.to_string(),
             })?;
         Ok(GcsFilesystem::new(http, auth, endpoint, config, prefix))
+    }
+
+    /// The emulator's URL when the settings or `STORAGE_EMULATOR_HOST`
+    /// name one.
+    fn emulator(&self) -> Option<String> {
+        let emulator_host = std::env::var("STORAGE_EMULATOR_HOST").ok();
+        match resolve_endpoint(self.config.endpoint.as_deref(), emulator_host.as_deref()) {
+            (endpoint, true) => Some(endpoint),
+            (_, false) => None,
+        }
     }
 }
 

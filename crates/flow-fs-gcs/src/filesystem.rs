@@ -366,6 +366,29 @@ impl GcsFilesystem {
         .await
     }
 
+    /// Every object whose name starts with `location`'s name (a plain
+    /// prefix, not only a folder), as `gs://bucket/name`, in name order,
+    /// paging through the listing. For logs written in numbered parts,
+    /// such as Dataproc's `driveroutput.000000000`, `.000000001`, ...
+    pub async fn list_prefix(&self, location: &str) -> Result<Vec<String>, FsError> {
+        let op = "list";
+        let at = self.locate(op, location)?;
+        let mut names = Vec::new();
+        let mut token = None;
+        loop {
+            let (page, next) = self
+                .list_page(op, &at, &at.name, token, self.inner.config.list_page_size)
+                .await?;
+            names.extend(page.into_iter().map(|name| at.child(name).to_string()));
+            match next {
+                Some(next) => token = Some(next),
+                None => break,
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
     /// The object's size, or `None` when there is no such object.
     async fn size_of(&self, op: &'static str, at: &GcsLocation) -> Result<Option<u64>, FsError> {
         let url = self.object_url(at);

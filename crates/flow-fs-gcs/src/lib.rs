@@ -28,6 +28,7 @@
 //! a cluster. Deletions of a prefix are one request per object, run
 //! concurrently (the JSON API's batch endpoint is not used).
 
+pub mod auth;
 mod config;
 mod filesystem;
 

@@ -1,0 +1,398 @@
+//! The Dataproc REST v1 calls this crate makes, and the parts of their
+//! answers it reads. Every call is authorized (unless the endpoint is a
+//! fake), retried on 429/5xx/connection failures with `flow_cloud`'s policy
+//! (honouring `Retry-After`), and counted.
+
+use crate::error::ApiError;
+use flow_cloud::retry::parse_retry_after;
+use flow_cloud::{Clock, RetryConfig};
+use reqwest::{header, Method, Response};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::Value;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+const SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
+
+/// The most jobs asked for per `jobs.list` page (the API's own limit).
+const LIST_PAGE_SIZE: &str = "100";
+
+/// `projects/P/regions/R`: where a cluster or a job lives.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct Location {
+    pub project: String,
+    pub region: String,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "projects/{}/regions/{}", self.project, self.region)
+    }
+}
+
+/// `Job` (the fields read).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct JobInfo {
+    pub reference: JobReference,
+    pub placement: Option<JobPlacement>,
+    pub status: Option<JobStatusInfo>,
+    pub status_history: Vec<JobStatusInfo>,
+    pub driver_output_resource_uri: Option<String>,
+    pub done: bool,
+}
+
+impl JobInfo {
+    /// `status.state`, or `""` when the answer has none.
+    pub fn state(&self) -> &str {
+        self.status.as_ref().map_or("", |s| s.state.as_str())
+    }
+    /// `status.details`, or `""`.
+    pub fn details(&self) -> &str {
+        self.status.as_ref().map_or("", |s| s.details.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct JobReference {
+    pub project_id: String,
+    pub job_id: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct JobPlacement {
+    pub cluster_name: String,
+    pub cluster_uuid: String,
+}
+
+/// `JobStatus`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct JobStatusInfo {
+    pub state: String,
+    pub details: String,
+    pub state_start_time: String,
+    pub substate: String,
+}
+
+/// `Cluster` (the fields read).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub(crate) struct ClusterInfo {
+    pub cluster_name: String,
+    pub cluster_uuid: String,
+    pub status: Option<ClusterStatusInfo>,
+}
+
+impl ClusterInfo {
+    pub fn state(&self) -> &str {
+        self.status.as_ref().map_or("", |s| s.state.as_str())
+    }
+    pub fn detail(&self) -> &str {
+        self.status.as_ref().map_or("", |s| s.detail.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub(crate) struct ClusterStatusInfo {
+    pub state: String,
+    pub detail: String,
+}
+
+/// A long-running `Operation`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub(crate) struct Operation {
+    pub name: String,
+    pub done: bool,
+    pub error: Option<RpcStatus>,
+}
+
+/// `google.rpc.Status`, a failed operation's error.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub(crate) struct RpcStatus {
+    pub code: i32,
+    pub message: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+struct JobList {
+    jobs: Vec<JobInfo>,
+    next_page_token: Option<String>,
+}
+
+/// The `{"error": {...}}` body of a failed call.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct ErrorDetail {
+    message: String,
+    status: String,
+}
+
+/// The client. Cheap to share behind an `Arc`.
+pub(crate) struct Api {
+    http: reqwest::Client,
+    base: String,
+    /// `None` for a fake endpoint.
+    auth: Option<Arc<dyn gcp_auth::TokenProvider>>,
+    retry: RetryConfig,
+    clock: Arc<dyn Clock>,
+    requests: AtomicU64,
+}
+
+impl fmt::Debug for Api {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Api")
+            .field("base", &self.base)
+            .field(
+                "auth",
+                &if self.auth.is_some() {
+                    "OAuth token provider"
+                } else {
+                    "none (fake endpoint)"
+                },
+            )
+            .field("requests", &self.requests())
+            .finish()
+    }
+}
+
+impl Api {
+    pub fn new(
+        http: reqwest::Client,
+        base: String,
+        auth: Option<Arc<dyn gcp_auth::TokenProvider>>,
+        retry: RetryConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Api {
+            http,
+            base,
+            auth,
+            retry,
+            clock,
+            requests: AtomicU64::new(0),
+        }
+    }
+
+    /// HTTP requests sent so far (retries included).
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    /// One call, retried while it fails transiently; the answer's JSON.
+    async fn call<T: DeserializeOwned>(
+        &self,
+        what: &str,
+        method: Method,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<&Value>,
+    ) -> Result<T, ApiError> {
+        let url = format!("{}/v1/{path}", self.base);
+        let response = flow_cloud::retry(&self.retry, &self.clock, what, || async {
+            let mut request = self.http.request(method.clone(), &url).query(query);
+            if let Some(body) = body {
+                request = request.json(body);
+            }
+            if let Some(provider) = &self.auth {
+                let token = provider
+                    .token(&[SCOPE])
+                    .await
+                    .map_err(|e| ApiError::Auth(e.to_string()))?;
+                request = request.bearer_auth(token.as_str());
+            }
+            self.requests.fetch_add(1, Ordering::Relaxed);
+            let response = request.send().await.map_err(transport)?;
+            check(response).await
+        })
+        .await?;
+        let bytes = response.bytes().await.map_err(transport)?;
+        serde_json::from_slice(&bytes).map_err(|e| ApiError::Decode(format!("{what}: {e}")))
+    }
+
+    pub async fn get_cluster(
+        &self,
+        at: &Location,
+        name: &str,
+    ) -> Result<Option<ClusterInfo>, ApiError> {
+        let path = format!("{at}/clusters/{name}");
+        match self
+            .call("clusters.get", Method::GET, &path, &[], None)
+            .await
+        {
+            Ok(cluster) => Ok(Some(cluster)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn create_cluster(
+        &self,
+        at: &Location,
+        cluster: &Value,
+        request_id: &str,
+    ) -> Result<Operation, ApiError> {
+        let path = format!("{at}/clusters");
+        self.call(
+            "clusters.create",
+            Method::POST,
+            &path,
+            &[("requestId", request_id)],
+            Some(cluster),
+        )
+        .await
+    }
+
+    /// `None` when there is no such cluster.
+    pub async fn delete_cluster(
+        &self,
+        at: &Location,
+        name: &str,
+        request_id: &str,
+    ) -> Result<Option<Operation>, ApiError> {
+        let path = format!("{at}/clusters/{name}");
+        match self
+            .call(
+                "clusters.delete",
+                Method::DELETE,
+                &path,
+                &[("requestId", request_id)],
+                None,
+            )
+            .await
+        {
+            Ok(op) => Ok(Some(op)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `operations.get`; `name` is the operation's full name.
+    pub async fn get_operation(&self, name: &str) -> Result<Operation, ApiError> {
+        self.call("operations.get", Method::GET, name, &[], None)
+            .await
+    }
+
+    pub async fn submit_job(
+        &self,
+        at: &Location,
+        job: Value,
+        request_id: &str,
+    ) -> Result<JobInfo, ApiError> {
+        let path = format!("{at}/jobs:submit");
+        let body = serde_json::json!({ "job": job, "requestId": request_id });
+        self.call("jobs.submit", Method::POST, &path, &[], Some(&body))
+            .await
+    }
+
+    /// `None` when there is no such job.
+    pub async fn get_job(&self, at: &Location, id: &str) -> Result<Option<JobInfo>, ApiError> {
+        let path = format!("{at}/jobs/{id}");
+        match self.call("jobs.get", Method::GET, &path, &[], None).await {
+            Ok(job) => Ok(Some(job)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The jobs of `cluster` that are not finished (`jobStateMatcher =
+    /// ACTIVE`), every page.
+    pub async fn list_active_jobs(
+        &self,
+        at: &Location,
+        cluster: &str,
+    ) -> Result<Vec<JobInfo>, ApiError> {
+        let path = format!("{at}/jobs");
+        let mut jobs = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut query = vec![
+                ("clusterName", cluster),
+                ("jobStateMatcher", "ACTIVE"),
+                ("pageSize", LIST_PAGE_SIZE),
+            ];
+            if let Some(token) = &token {
+                query.push(("pageToken", token));
+            }
+            let page: JobList = self
+                .call("jobs.list", Method::GET, &path, &query, None)
+                .await?;
+            jobs.extend(page.jobs);
+            match page.next_page_token.filter(|t| !t.is_empty()) {
+                Some(next) => token = Some(next),
+                None => return Ok(jobs),
+            }
+        }
+    }
+
+    pub async fn cancel_job(&self, at: &Location, id: &str) -> Result<JobInfo, ApiError> {
+        let path = format!("{at}/jobs/{id}:cancel");
+        self.call(
+            "jobs.cancel",
+            Method::POST,
+            &path,
+            &[],
+            Some(&serde_json::json!({})),
+        )
+        .await
+    }
+}
+
+fn transport(e: reqwest::Error) -> ApiError {
+    let transient = e.is_connect() || e.is_timeout() || e.is_request() || e.is_body();
+    let mut causes = String::new();
+    let mut source = std::error::Error::source(&e);
+    while let Some(cause) = source {
+        causes.push_str(": ");
+        causes.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    // Without the URL: long, and the caller names the resource.
+    let message = format!("{}{causes}", e.without_url());
+    ApiError::Transport { message, transient }
+}
+
+/// A non-success answer becomes an [`ApiError`] with the API's reason.
+async fn check(response: Response) -> Result<Response, ApiError> {
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response);
+    }
+    let retry_after = response
+        .headers()
+        .get(header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| parse_retry_after(v, SystemTime::now()));
+    let text = response.text().await.unwrap_or_default();
+    let (code, message) = match serde_json::from_str::<ErrorBody>(&text) {
+        Ok(body) if !body.error.message.is_empty() || !body.error.status.is_empty() => {
+            (body.error.status, body.error.message)
+        }
+        _ => {
+            let mut text = text;
+            text.truncate(500);
+            (String::new(), text)
+        }
+    };
+    Err(ApiError::Status {
+        status: status.as_u16(),
+        code,
+        message,
+        retry_after,
+    })
+}

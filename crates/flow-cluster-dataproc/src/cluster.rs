@@ -1,0 +1,889 @@
+//! [`DataprocCluster`]: flow's [`Cluster`] on Dataproc, and the factory
+//! that makes them.
+
+use crate::api::{Api, ClusterInfo, JobInfo, Location, Operation};
+use crate::config::{DataprocConfig, InstanceGroup};
+use crate::driver::{driver_output, last_lines};
+use crate::error::DataprocError;
+use crate::jobs::{self, ids, job_payload, job_resource, label_value, DataprocJobs, JobRef, KIND};
+use async_trait::async_trait;
+use flow_cloud::{Clock, Outcome, PollError, Poller, Transient};
+use flow_core::{
+    Cluster, ClusterError, ClusterFactory, ClusterHandle, ExecutionContext, Filesystem, Job,
+    JobContext, JobHandle, JobStatus,
+};
+use flow_fs_gcs::GcsFilesystem;
+use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+use tracing::{error, info, warn};
+
+/// What a failed job's error keeps of its driver output (the step log gets
+/// up to [`DataprocConfig::driver_output`]'s `max_bytes`).
+const ERROR_OUTPUT_BYTES: usize = 2048;
+
+/// What every cluster of a factory shares.
+struct Shared {
+    config: DataprocConfig,
+    api: Arc<Api>,
+    fs: GcsFilesystem,
+    clock: Arc<dyn Clock>,
+}
+
+/// Makes [`DataprocCluster`]s (kind `dataproc`) from one [`DataprocConfig`].
+/// Build it with [`DataprocConfig::builder`] or
+/// [`DataprocClusterFactoryBuilder`](crate::DataprocClusterFactoryBuilder).
+#[derive(Clone)]
+pub struct DataprocClusterFactory {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for DataprocClusterFactory {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DataprocClusterFactory")
+            .field("config", &self.shared.config)
+            .field("api", &self.shared.api)
+            .field("fs", &self.shared.fs)
+            .finish()
+    }
+}
+
+impl DataprocClusterFactory {
+    pub(crate) fn new(
+        config: DataprocConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<DataprocClusterFactory, DataprocError> {
+        let (base, with_credentials) = config.api_endpoint();
+        let credentials = if with_credentials {
+            Some(
+                flow_fs_gcs::auth::token_provider(config.credentials_file.as_deref()).map_err(
+                    |e| DataprocError::Auth {
+                        message: e.to_string(),
+                    },
+                )?,
+            )
+        } else {
+            None
+        };
+        let gcs_credentials = match &config.gcs.credentials_file {
+            Some(_) => None,
+            None if config.credentials_file.is_some() => match &credentials {
+                Some(shared) => Some(shared.clone()),
+                None => Some(
+                    flow_fs_gcs::auth::token_provider(config.credentials_file.as_deref())
+                        .map_err(|e| DataprocError::Auth {
+                            message: e.to_string(),
+                        })?,
+                ),
+            },
+            None => credentials.clone(),
+        };
+        let fs = config
+            .gcs
+            .clone()
+            .builder()
+            .build_with_credentials(gcs_credentials)?;
+        let http = reqwest::Client::builder()
+            .build()
+            .map_err(|e| DataprocError::Client {
+                message: e.to_string(),
+            })?;
+        let api = Arc::new(Api::new(
+            http,
+            base,
+            credentials,
+            config.retry,
+            clock.clone(),
+        ));
+        Ok(DataprocClusterFactory {
+            shared: Arc::new(Shared {
+                config,
+                api,
+                fs,
+                clock,
+            }),
+        })
+    }
+
+    pub fn config(&self) -> &DataprocConfig {
+        &self.shared.config
+    }
+
+    /// Dataproc API requests sent so far by every cluster of this factory
+    /// (retries included).
+    pub fn requests(&self) -> u64 {
+        self.shared.api.requests()
+    }
+
+    /// The clusters' GCS filesystem.
+    pub fn filesystem(&self) -> &GcsFilesystem {
+        &self.shared.fs
+    }
+
+    /// A cluster called `name` in the run, without the trait object.
+    pub fn cluster(&self, name: &str, context: &ExecutionContext) -> DataprocCluster {
+        DataprocCluster::new(name, backend_name(&self.shared.config, name, context), self.shared.clone())
+    }
+}
+
+impl ClusterFactory for DataprocClusterFactory {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    fn create(
+        &self,
+        name: &str,
+        context: &ExecutionContext,
+    ) -> Result<Arc<dyn Cluster>, ClusterError> {
+        Ok(Arc::new(self.cluster(name, context)))
+    }
+}
+
+/// The Dataproc name of the run's cluster `name` (`dataproc-0` →
+/// `BASE-0`), BASE being `cluster_name` or `flow-FLOW-TIMEPERIOD`.
+fn backend_name(config: &DataprocConfig, name: &str, context: &ExecutionContext) -> String {
+    let base = match &config.cluster_name {
+        Some(base) => base.clone(),
+        None => {
+            let mut base = label_value(&format!("flow-{}-{}", context.flow_name, context.timeperiod))
+                .replace('_', "-");
+            base.truncate(48);
+            base.trim_end_matches('-').to_string()
+        }
+    };
+    let suffix = match name.rsplit_once('-') {
+        Some((_, n)) if !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()) => n.to_string(),
+        _ => label_value(name).replace('_', "-"),
+    };
+    format!("{base}-{suffix}")
+}
+
+/// Where a cluster stands in this value's hands.
+#[derive(Debug, Clone)]
+struct Launch {
+    /// The Dataproc cluster's name and place (from the settings, or from
+    /// the handle of an adopted cluster).
+    backend: String,
+    location: Location,
+    /// Set once provisioned or adopted.
+    handle: Option<ClusterHandle>,
+    /// The create operation to wait on.
+    operation: Option<String>,
+    /// Deleted (or found gone) already.
+    ended: bool,
+}
+
+/// A Dataproc cluster of a run.
+///
+/// `provision` reuses a cluster of its name that exists (`RUNNING`, or on
+/// its way there), else creates it and returns with the create operation;
+/// `wait_ready` waits on the operation and then for `RUNNING` (`ERROR` or a
+/// failed operation is a launch failure with Dataproc's message).
+/// `terminate` deletes the cluster and waits on the delete operation,
+/// unless it was reused (and `delete_reused` is off).
+pub struct DataprocCluster {
+    name: String,
+    shared: Arc<Shared>,
+    poller: Poller<DataprocJobs>,
+    launch: Mutex<Launch>,
+}
+
+impl fmt::Debug for DataprocCluster {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DataprocCluster")
+            .field("name", &self.name)
+            .field("launch", &*self.state())
+            .finish()
+    }
+}
+
+impl DataprocCluster {
+    fn new(name: &str, backend: String, shared: Arc<Shared>) -> Self {
+        let poller = Poller::new(
+            DataprocJobs::new(shared.api.clone()),
+            shared.config.poll,
+            shared.clock.clone(),
+        );
+        let location = Location {
+            project: shared.config.project.clone(),
+            region: shared.config.region.clone(),
+        };
+        DataprocCluster {
+            name: name.to_string(),
+            shared,
+            poller,
+            launch: Mutex::new(Launch {
+                backend,
+                location,
+                handle: None,
+                operation: None,
+                ended: false,
+            }),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, Launch> {
+        self.launch.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The Dataproc cluster's name.
+    pub fn backend_name(&self) -> String {
+        self.state().backend.clone()
+    }
+
+    /// Job status requests the poller made so far (one per tick).
+    pub fn poll_requests(&self) -> u64 {
+        self.poller.requests()
+    }
+
+    fn config(&self) -> &DataprocConfig {
+        &self.shared.config
+    }
+
+    fn api(&self) -> &Api {
+        &self.shared.api
+    }
+
+    fn launch_error(&self, message: impl Into<String>, transient: bool) -> ClusterError {
+        ClusterError::Launch {
+            cluster: self.name.clone(),
+            message: message.into(),
+            transient,
+        }
+    }
+
+    fn backend_error(&self, operation: &'static str, e: impl fmt::Display) -> ClusterError {
+        ClusterError::Backend {
+            cluster: self.name.clone(),
+            operation,
+            message: e.to_string(),
+        }
+    }
+
+    /// The `Cluster` resource for `clusters.create`.
+    fn cluster_resource(&self, backend: &str) -> Value {
+        let c = self.config();
+        let group = |g: &InstanceGroup| {
+            let mut group = json!({ "numInstances": g.count, "machineTypeUri": g.machine_type });
+            if let Some(gb) = g.boot_disk_gb {
+                group["diskConfig"] = json!({ "bootDiskSizeGb": gb });
+            }
+            group
+        };
+        let mut gce = Map::new();
+        if let Some(zone) = &c.zone {
+            gce.insert("zoneUri".into(), json!(zone));
+        }
+        if let Some(account) = &c.service_account {
+            gce.insert("serviceAccount".into(), json!(account));
+        }
+        if let Some(subnetwork) = &c.subnetwork {
+            gce.insert("subnetworkUri".into(), json!(subnetwork));
+        }
+        let mut software = Map::new();
+        if let Some(version) = &c.image_version {
+            software.insert("imageVersion".into(), json!(version));
+        }
+        let mut properties = c.properties.clone();
+        if c.workers.count == 0 {
+            properties
+                .entry("dataproc:dataproc.allow.zero.workers".into())
+                .or_insert_with(|| "true".into());
+        }
+        if !properties.is_empty() {
+            software.insert("properties".into(), json!(properties));
+        }
+        let mut config = json!({
+            "gceClusterConfig": gce,
+            "masterConfig": group(&c.master),
+            "softwareConfig": software,
+        });
+        if c.workers.count > 0 {
+            config["workerConfig"] = group(&c.workers);
+        }
+        if !c.init_actions.is_empty() {
+            let actions: Vec<Value> = c
+                .init_actions
+                .iter()
+                .map(|action| {
+                    // Validated with the settings.
+                    let file = jobs::resolve_uri(action, c.code_bucket.as_deref())
+                        .unwrap_or_else(|_| action.clone());
+                    let mut action = json!({ "executableFile": file });
+                    if let Some(timeout) = c.init_action_timeout {
+                        action["executionTimeout"] = json!(format!("{}s", timeout.as_secs()));
+                    }
+                    action
+                })
+                .collect();
+            config["initializationActions"] = json!(actions);
+        }
+        if let Some(ttl) = c.idle_delete_ttl {
+            config["lifecycleConfig"] =
+                json!({ "idleDeleteTtl": format!("{}s", ttl.as_secs()) });
+        }
+        let mut labels = c.labels.clone();
+        labels.insert("flow-cluster".into(), label_value(&self.name));
+        json!({
+            "projectId": c.project,
+            "clusterName": backend,
+            "labels": labels,
+            "config": config,
+        })
+    }
+
+    /// Asks about a long-running operation every `cluster_poll_interval`
+    /// until it is done; `Err` with its message when it failed or `timeout`
+    /// passed.
+    async fn wait_operation(&self, name: &str, timeout: Duration) -> Result<(), String> {
+        let clock = &self.shared.clock;
+        let deadline = clock.now() + timeout;
+        loop {
+            let op: Operation = self
+                .api()
+                .get_operation(name)
+                .await
+                .map_err(|e| format!("operations.get {name}: {e}"))?;
+            if op.done {
+                return match op.error {
+                    Some(e) => Err(format!("{} (code {})", e.message, e.code)),
+                    None => Ok(()),
+                };
+            }
+            if clock.now() >= deadline {
+                return Err(format!(
+                    "operation {name} not done after {}",
+                    humantime_serde::re::humantime::format_duration(timeout)
+                ));
+            }
+            clock.sleep(self.config().cluster_poll_interval).await;
+        }
+    }
+
+    /// Waits until the cluster is `RUNNING`. `Err(message)` when it is in
+    /// `ERROR` (with Dataproc's detail), gone, or not up in time.
+    async fn wait_running(&self, at: &Location, backend: &str) -> Result<ClusterInfo, String> {
+        let clock = &self.shared.clock;
+        let timeout = self.config().launch_timeout;
+        let deadline = clock.now() + timeout;
+        loop {
+            let cluster = self
+                .api()
+                .get_cluster(at, backend)
+                .await
+                .map_err(|e| format!("clusters.get {backend}: {e}"))?
+                .ok_or_else(|| format!("{backend} disappeared while launching"))?;
+            match cluster.state() {
+                "RUNNING" => return Ok(cluster),
+                "ERROR" | "ERROR_DUE_TO_UPDATE" | "DELETING" | "STOPPING" | "STOPPED" => {
+                    return Err(format!(
+                        "{backend} is {}: {}",
+                        cluster.state(),
+                        cluster.detail()
+                    ))
+                }
+                _ => {}
+            }
+            if clock.now() >= deadline {
+                return Err(format!(
+                    "{backend} is still {} after {}",
+                    cluster.state(),
+                    humantime_serde::re::humantime::format_duration(timeout)
+                ));
+            }
+            clock.sleep(self.config().cluster_poll_interval).await;
+        }
+    }
+
+    /// `clusters.delete`, then waits on its operation. A cluster that is
+    /// not there is fine; one that cannot be deleted yet (still creating)
+    /// is asked again until `terminate_timeout`.
+    async fn delete(&self, at: &Location, backend: &str) -> Result<(), String> {
+        let clock = &self.shared.clock;
+        let timeout = self.config().terminate_timeout;
+        let deadline = clock.now() + timeout;
+        let request_id = jobs::new_request_id();
+        let op = loop {
+            match self.api().delete_cluster(at, backend, &request_id).await {
+                Ok(Some(op)) => break op,
+                Ok(None) => {
+                    info!("{backend} is already gone");
+                    return Ok(());
+                }
+                Err(e) if e.is_failed_precondition() && clock.now() < deadline => {
+                    info!("{backend} cannot be deleted yet ({e}); asking again");
+                    clock.sleep(self.config().cluster_poll_interval).await;
+                }
+                Err(e) => return Err(format!("clusters.delete {backend}: {e}")),
+            }
+        };
+        info!("deleting {backend} (operation {})", op.name);
+        if op.done {
+            return op.error.map_or(Ok(()), |e| Err(e.message));
+        }
+        let left = deadline.saturating_sub(clock.now());
+        self.wait_operation(&op.name, left).await
+    }
+
+    fn set_handle(&self, handle: ClusterHandle, operation: Option<String>) {
+        let mut state = self.state();
+        state.handle = Some(handle);
+        state.operation = operation;
+        state.ended = false;
+    }
+
+    fn handle_for(&self, launch: &Launch, reused: bool, info: Option<&ClusterInfo>) -> ClusterHandle {
+        let mut details = BTreeMap::from([
+            ("project".to_string(), launch.location.project.clone()),
+            ("region".to_string(), launch.location.region.clone()),
+        ]);
+        if let Some(zone) = &self.config().zone {
+            details.insert("zone".into(), zone.clone());
+        }
+        if let Some(uuid) = info.map(|i| i.cluster_uuid.as_str()).filter(|u| !u.is_empty()) {
+            details.insert("cluster_uuid".into(), uuid.to_string());
+        }
+        ClusterHandle {
+            kind: KIND.into(),
+            name: self.name.clone(),
+            backend_id: launch.backend.clone(),
+            reused,
+            details,
+        }
+    }
+
+    /// Tails the driver output into the step log (INFO after success, WARN
+    /// after a failure) and returns its last lines for an error.
+    async fn log_driver_output(&self, job: &JobInfo, failed: bool) -> Option<String> {
+        let uri = job.driver_output_resource_uri.as_deref().filter(|u| !u.is_empty())?;
+        let options = &self.config().driver_output;
+        if options.max_bytes == 0 {
+            return None;
+        }
+        match driver_output(&self.shared.fs, uri, options, &self.shared.clock).await {
+            Ok(Some(tail)) => {
+                let what = if tail.truncated {
+                    "the end of the driver output"
+                } else {
+                    "driver output"
+                };
+                if failed {
+                    warn!("{what} ({uri}):");
+                } else {
+                    info!("{what} ({uri}):");
+                }
+                for line in tail.text.lines() {
+                    if failed {
+                        warn!("{line}");
+                    } else {
+                        info!("{line}");
+                    }
+                }
+                Some(last_lines(&tail.text, ERROR_OUTPUT_BYTES).trim_end().to_string())
+            }
+            Ok(None) => {
+                warn!("no driver output appeared at {uri}");
+                None
+            }
+            Err(e) => {
+                warn!("cannot read the driver output: {e}");
+                None
+            }
+        }
+    }
+
+    /// Cancels the job and waits (up to `cancel_timeout`) for it to end.
+    async fn cancel_and_wait(&self, job: &JobRef) -> Result<Option<Outcome>, ClusterError> {
+        match self.api().cancel_job(&job.location, &job.job_id).await {
+            Ok(_) => info!("cancelling Dataproc job {job}"),
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) if e.is_failed_precondition() => {
+                info!("Dataproc job {job} already ended ({e})");
+            }
+            Err(e) => return Err(self.backend_error("jobs.cancel", e)),
+        }
+        match self
+            .poller
+            .wait_for(job.clone(), Some(self.config().cancel_timeout))
+            .await
+        {
+            Ok(finished) => Ok(Some(finished.outcome)),
+            Err(e) => Err(self.backend_error("jobs.cancel", format!("{e}"))),
+        }
+    }
+}
+
+fn job_status(job: &JobInfo) -> JobStatus {
+    match crate::jobs::JOB_STATES.phase(job.state()) {
+        Some(flow_cloud::Phase::Finished(Outcome::Succeeded)) => JobStatus::Succeeded,
+        Some(flow_cloud::Phase::Finished(Outcome::Failed)) => JobStatus::Failed {
+            message: format!("{}: {}", job.state(), job.details()),
+        },
+        Some(flow_cloud::Phase::Finished(Outcome::Cancelled)) => JobStatus::Cancelled,
+        _ => JobStatus::Running,
+    }
+}
+
+#[async_trait]
+impl Cluster for DataprocCluster {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    async fn provision(&self) -> Result<ClusterHandle, ClusterError> {
+        let launch = self.state().clone();
+        let (at, backend) = (&launch.location, launch.backend.as_str());
+        let existing = self
+            .api()
+            .get_cluster(at, backend)
+            .await
+            .map_err(|e| self.launch_error(format!("clusters.get {backend}: {e}"), e.is_transient()))?;
+        if let Some(cluster) = existing {
+            return match cluster.state() {
+                "RUNNING" | "CREATING" | "STARTING" | "UPDATING" | "REPAIRING" => {
+                    info!("reusing {backend} ({})", cluster.state());
+                    let handle = self.handle_for(&launch, true, Some(&cluster));
+                    self.set_handle(handle.clone(), None);
+                    Ok(handle)
+                }
+                "DELETING" | "STOPPING" => Err(self.launch_error(
+                    format!("{backend} exists and is {}; try again once it is gone", cluster.state()),
+                    true,
+                )),
+                state => Err(self.launch_error(
+                    format!(
+                        "{backend} exists and is {state} ({}); delete or start it, or configure another cluster_name",
+                        cluster.detail()
+                    ),
+                    false,
+                )),
+            };
+        }
+        let request_id = jobs::new_request_id();
+        let body = self.cluster_resource(backend);
+        let op = match self.api().create_cluster(at, &body, &request_id).await {
+            Ok(op) => op,
+            Err(e) if e.is_conflict() => {
+                return Err(self.launch_error(
+                    format!("{backend} was created by someone else meanwhile ({e})"),
+                    true,
+                ))
+            }
+            Err(e) => {
+                return Err(self.launch_error(
+                    format!("clusters.create {backend}: {e}"),
+                    e.is_transient(),
+                ))
+            }
+        };
+        info!("creating {backend} (operation {})", op.name);
+        let mut handle = self.handle_for(&launch, false, None);
+        handle.details.insert("operation".into(), op.name.clone());
+        self.set_handle(handle.clone(), Some(op.name));
+        Ok(handle)
+    }
+
+    async fn wait_ready(&self) -> Result<(), ClusterError> {
+        let launch = self.state().clone();
+        if launch.handle.is_none() {
+            return Err(self.launch_error("not provisioned", false));
+        }
+        if let Some(op) = &launch.operation {
+            self.wait_operation(op, self.config().launch_timeout)
+                .await
+                .map_err(|message| {
+                    self.launch_error(format!("creating {} failed: {message}", launch.backend), false)
+                })?;
+        }
+        let cluster = self
+            .wait_running(&launch.location, &launch.backend)
+            .await
+            .map_err(|message| self.launch_error(message, false))?;
+        info!("{} is RUNNING", launch.backend);
+        let mut state = self.state();
+        if let Some(handle) = &mut state.handle {
+            if !cluster.cluster_uuid.is_empty() {
+                handle
+                    .details
+                    .insert("cluster_uuid".into(), cluster.cluster_uuid.clone());
+            }
+        }
+        state.operation = None;
+        Ok(())
+    }
+
+    async fn adopt(&self, handle: &ClusterHandle) -> Result<bool, ClusterError> {
+        if handle.kind != KIND {
+            return Ok(false);
+        }
+        let location = Location {
+            project: handle
+                .details
+                .get("project")
+                .cloned()
+                .unwrap_or_else(|| self.config().project.clone()),
+            region: handle
+                .details
+                .get("region")
+                .cloned()
+                .unwrap_or_else(|| self.config().region.clone()),
+        };
+        let backend = handle.backend_id.clone();
+        {
+            let mut state = self.state();
+            state.backend = backend.clone();
+            state.location = location.clone();
+        }
+        let cluster = self
+            .api()
+            .get_cluster(&location, &backend)
+            .await
+            .map_err(|e| self.backend_error("clusters.get", e))?;
+        let Some(cluster) = cluster else {
+            return Ok(false);
+        };
+        match cluster.state() {
+            "RUNNING" => {
+                self.set_handle(handle.clone(), None);
+                Ok(true)
+            }
+            "CREATING" | "STARTING" | "UPDATING" | "REPAIRING" | "UNKNOWN" => {
+                self.set_handle(handle.clone(), None);
+                match self.wait_running(&location, &backend).await {
+                    Ok(_) => Ok(true),
+                    Err(message) => {
+                        warn!("adopted {backend} did not come up: {message}");
+                        if !handle.reused {
+                            self.terminate().await?;
+                        }
+                        Ok(false)
+                    }
+                }
+            }
+            "DELETING" => Ok(false),
+            state => {
+                // ERROR, STOPPED, ...: it takes no jobs, and costs money if
+                // this run's predecessor made it.
+                if !handle.reused {
+                    warn!("adopted {backend} is {state} ({}): deleting it", cluster.detail());
+                    self.set_handle(handle.clone(), None);
+                    self.terminate().await?;
+                }
+                Ok(false)
+            }
+        }
+    }
+
+    fn prepare(&self, job: &Job, cx: &JobContext<'_>) -> Result<JobHandle, ClusterError> {
+        let (kind, _) = job_payload(job, self.config()).map_err(|message| {
+            if matches!(job, Job::Shell { .. }) {
+                warn!(
+                    "Dataproc runs no shell jobs: write the command as a pyspark, spark, pig or hadoop job, or run it on the local cluster"
+                );
+                ClusterError::Unsupported {
+                    cluster: self.name.clone(),
+                    kind: KIND,
+                    job: job.kind(),
+                }
+            } else {
+                ClusterError::JobFailed {
+                    cluster: self.name.clone(),
+                    job: job.kind(),
+                    message,
+                }
+            }
+        })?;
+        let state = self.state();
+        Ok(JobHandle::new(
+            KIND,
+            self.name.clone(),
+            [
+                (ids::PROJECT, state.location.project.clone()),
+                (ids::REGION, state.location.region.clone()),
+                (ids::CLUSTER, state.backend.clone()),
+                (ids::JOB_ID, jobs::new_job_id(cx)),
+                (ids::REQUEST_ID, jobs::new_request_id()),
+                (ids::TYPE, kind.to_string()),
+            ],
+        ))
+    }
+
+    async fn submit(
+        &self,
+        handle: &JobHandle,
+        job: &Job,
+        cx: &JobContext<'_>,
+    ) -> Result<JobHandle, ClusterError> {
+        let mut job_ref = JobRef::from_handle(handle, &self.name)?;
+        let request_id = handle
+            .id(ids::REQUEST_ID)
+            .map(str::to_string)
+            .unwrap_or_else(jobs::new_request_id);
+        // A handle prepared for another cluster (a dead run's) goes to this one.
+        let backend = self.backend_name();
+        let mut handle = handle.clone();
+        if job_ref.cluster != backend {
+            job_ref.cluster = backend.clone();
+            handle.ids.insert(ids::CLUSTER.into(), backend);
+        }
+        handle.cluster = self.name.clone();
+        let (_, payload) = job_payload(job, self.config()).map_err(|message| ClusterError::JobFailed {
+            cluster: self.name.clone(),
+            job: job.kind(),
+            message,
+        })?;
+        let mut labels = self.config().labels.clone();
+        labels.insert("flow-name".into(), label_value(&cx.execution.flow_name));
+        labels.insert("flow-step".into(), label_value(cx.step));
+        let resource = job_resource(&job_ref, payload, &labels);
+        match self
+            .api()
+            .submit_job(&job_ref.location, resource, &request_id)
+            .await
+        {
+            Ok(info) => info!(
+                "submitted Dataproc job {} to {} ({})",
+                job_ref.job_id,
+                job_ref.cluster,
+                info.state()
+            ),
+            // The id is taken: an earlier submission of this very handle
+            // (its request id expired meanwhile) made it.
+            Err(e) if e.is_conflict() => {
+                info!("Dataproc job {} was already submitted ({e})", job_ref.job_id)
+            }
+            Err(e) => return Err(self.backend_error("jobs.submit", e)),
+        }
+        Ok(handle)
+    }
+
+    async fn wait(&self, handle: &JobHandle, cx: &JobContext<'_>) -> Result<(), ClusterError> {
+        let job = JobRef::from_handle(handle, &self.name)?;
+        let kind = jobs::job_type(handle);
+        let finished = tokio::select! {
+            finished = self.poller.wait(job.clone()) => finished,
+            _ = cx.cancel.cancelled() => {
+                self.cancel_and_wait(&job).await?;
+                return Err(ClusterError::Cancelled { cluster: self.name.clone(), job: kind });
+            }
+        };
+        let finished = finished.map_err(|e| match e {
+            PollError::Missing { .. } => ClusterError::JobFailed {
+                cluster: self.name.clone(),
+                job: kind,
+                message: format!("Dataproc does not know job {job} ({e})"),
+            },
+            other => self.backend_error("jobs.get", other),
+        })?;
+        let info = finished.status;
+        match finished.outcome {
+            Outcome::Succeeded => {
+                info!("Dataproc job {job} is DONE");
+                self.log_driver_output(&info, false).await;
+                Ok(())
+            }
+            Outcome::Failed => {
+                error!("Dataproc job {job} is {}: {}", info.state(), info.details());
+                let mut message = format!("Dataproc job {job} is {}", info.state());
+                if !info.details().is_empty() {
+                    message.push_str(": ");
+                    message.push_str(info.details().trim_end());
+                }
+                if let Some(output) = self.log_driver_output(&info, true).await {
+                    message.push_str("\ndriver output (last lines):\n");
+                    message.push_str(&output);
+                }
+                Err(ClusterError::JobFailed {
+                    cluster: self.name.clone(),
+                    job: kind,
+                    message,
+                })
+            }
+            Outcome::Cancelled => {
+                warn!("Dataproc job {job} was cancelled");
+                Err(ClusterError::Cancelled {
+                    cluster: self.name.clone(),
+                    job: kind,
+                })
+            }
+        }
+    }
+
+    async fn status(&self, handle: &JobHandle) -> Result<JobStatus, ClusterError> {
+        let job = JobRef::from_handle(handle, &self.name)?;
+        match self.api().get_job(&job.location, &job.job_id).await {
+            Ok(None) => Ok(JobStatus::NotSubmitted),
+            Ok(Some(info)) => Ok(job_status(&info)),
+            Err(e) => Err(self.backend_error("jobs.get", e)),
+        }
+    }
+
+    async fn cancel(&self, handle: &JobHandle) -> Result<(), ClusterError> {
+        let job = JobRef::from_handle(handle, &self.name)?;
+        self.cancel_and_wait(&job).await.map(|_| ())
+    }
+
+    async fn terminate(&self) -> Result<(), ClusterError> {
+        let launch = self.state().clone();
+        let Some(handle) = &launch.handle else {
+            return Ok(());
+        };
+        if launch.ended {
+            return Ok(());
+        }
+        if handle.reused && !self.config().delete_reused {
+            info!("leaving {} up: it was there before this run", launch.backend);
+            return Ok(());
+        }
+        self.delete(&launch.location, &launch.backend)
+            .await
+            .map_err(|message| ClusterError::Terminate {
+                cluster: self.name.clone(),
+                message,
+            })?;
+        info!("deleted {}", launch.backend);
+        self.state().ended = true;
+        Ok(())
+    }
+
+    fn filesystem(&self) -> &dyn Filesystem {
+        &self.shared.fs
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flow_core::Timeperiod;
+
+    #[test]
+    fn clusters_of_a_run_get_distinct_names() {
+        let timeperiod = "2026112800".parse::<Timeperiod>().unwrap();
+        let context = ExecutionContext {
+            flow_name: "Daily_Report".into(),
+            timeperiod,
+            start_timeperiod: timeperiod,
+            end_timeperiod: timeperiod,
+            settings: Default::default(),
+            number_of_clusters: 1,
+        };
+        let mut config = DataprocConfig::default();
+        assert_eq!(
+            backend_name(&config, "dataproc-0", &context),
+            "flow-daily-report-2026112800-0"
+        );
+        assert_eq!(
+            backend_name(&config, "dataproc-12", &context),
+            "flow-daily-report-2026112800-12"
+        );
+        config.cluster_name = Some("etl".into());
+        assert_eq!(backend_name(&config, "dataproc-1", &context), "etl-1");
+    }
+}

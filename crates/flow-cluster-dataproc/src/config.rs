@@ -1,0 +1,536 @@
+//! [`DataprocConfig`] (the `[cluster.dataproc]` section of `flow.toml`) and
+//! its builder.
+
+use crate::cluster::DataprocClusterFactory;
+use crate::error::DataprocError;
+use flow_cloud::{Clock, PollConfig, RetryConfig, TailOptions, TokioClock};
+use flow_fs_gcs::GcsConfig;
+use serde::{Deserialize, Deserializer, Serialize};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The longest base name: Dataproc allows 52 characters and `-NN` is added.
+const MAX_BASE_NAME: usize = 48;
+
+/// One group of machines (the master or the workers).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InstanceGroup {
+    /// `machineTypeUri`, e.g. `n2-standard-4`.
+    pub machine_type: String,
+    /// `numInstances`.
+    pub count: u32,
+    /// `diskConfig.bootDiskSizeGb`; default: Dataproc's.
+    pub boot_disk_gb: Option<u32>,
+}
+
+impl InstanceGroup {
+    fn new(count: u32) -> Self {
+        InstanceGroup {
+            machine_type: "n2-standard-4".into(),
+            count,
+            boot_disk_gb: None,
+        }
+    }
+}
+
+impl Default for InstanceGroup {
+    fn default() -> Self {
+        InstanceGroup::new(2)
+    }
+}
+
+fn default_master() -> InstanceGroup {
+    InstanceGroup::new(1)
+}
+
+/// Settings of the Dataproc cluster. Holds a path to a key file, never a
+/// key or a token, so it is safe to `Debug` and to log.
+///
+/// ```toml
+/// [cluster.dataproc]
+/// project = "my-project"
+/// region = "europe-west1"
+/// zone = "europe-west1-b"
+/// code_bucket = "my-code"                # application = "jobs/x.py" → gs://my-code/jobs/x.py
+/// image_version = "2.2-debian12"
+/// idle_delete_ttl = "2h"
+/// master = { machine_type = "n2-standard-4" }
+/// workers = { machine_type = "n2-standard-8", count = 4 }
+/// [cluster.dataproc.gcs]
+/// bucket = "my-data"
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataprocConfig {
+    /// The Google Cloud project (required).
+    pub project: String,
+    /// The Dataproc region, e.g. `europe-west1` (required).
+    pub region: String,
+    /// `gceClusterConfig.zoneUri`; default: Dataproc's auto zone placement.
+    pub zone: Option<String>,
+    /// Clusters are named `NAME-0`, `NAME-1`, ...; default
+    /// `flow-FLOW-TIMEPERIOD`, so concurrent runs never share one. An
+    /// existing `RUNNING` cluster of that name is reused (and left up).
+    pub cluster_name: Option<String>,
+    /// Job files (applications, scripts, jars) and initialization actions
+    /// written without a scheme are `gs://CODE_BUCKET/PATH`.
+    pub code_bucket: Option<String>,
+    /// A fake or an emulator of the Dataproc API (`http://127.0.0.1:PORT`):
+    /// requests to it carry no credentials. Default: the regional endpoint
+    /// `https://REGION-dataproc.googleapis.com`, with credentials.
+    pub endpoint: Option<String>,
+    /// A service-account key file. Default: Application Default Credentials
+    /// (`GOOGLE_APPLICATION_CREDENTIALS`, gcloud, the metadata server). Also
+    /// used by the GCS filesystem unless `gcs.credentials_file` is set.
+    pub credentials_file: Option<PathBuf>,
+    #[serde(default = "default_master")]
+    pub master: InstanceGroup,
+    pub workers: InstanceGroup,
+    /// `softwareConfig.imageVersion`, e.g. `2.2-debian12`; default: Dataproc's.
+    pub image_version: Option<String>,
+    /// `softwareConfig.properties`, e.g. `"spark:spark.executor.memory" = "4g"`.
+    pub properties: BTreeMap<String, String>,
+    /// Initialization actions (executables run on every node).
+    pub init_actions: Vec<String>,
+    /// `executionTimeout` of each initialization action.
+    #[serde(with = "humantime_serde")]
+    pub init_action_timeout: Option<Duration>,
+    /// Labels of the clusters (and, with the flow's, of the jobs).
+    pub labels: BTreeMap<String, String>,
+    /// `lifecycleConfig.idleDeleteTtl`: Dataproc deletes a cluster idle this
+    /// long, a safety net if no engine ever terminates it.
+    #[serde(with = "humantime_serde")]
+    pub idle_delete_ttl: Option<Duration>,
+    /// `gceClusterConfig.serviceAccount` of the cluster's machines.
+    pub service_account: Option<String>,
+    /// `gceClusterConfig.subnetworkUri`.
+    pub subnetwork: Option<String>,
+    /// Also delete reused clusters (those found `RUNNING` before the run) at
+    /// the end. Default: they are left up.
+    pub delete_reused: bool,
+    /// `jarFileUris` of every Pig job (UDF jars).
+    pub pig_jar_uris: Vec<String>,
+    /// How jobs are polled: floor, backoff, cap, timeout of one wait.
+    pub poll: PollConfig,
+    /// How often a launching or deleting cluster (its operation) is asked.
+    #[serde(with = "humantime_serde")]
+    pub cluster_poll_interval: Duration,
+    /// The longest wait for a cluster to be `RUNNING`.
+    #[serde(with = "humantime_serde")]
+    pub launch_timeout: Duration,
+    /// The longest wait for a cluster's deletion.
+    #[serde(with = "humantime_serde")]
+    pub terminate_timeout: Duration,
+    /// The longest wait for a cancelled job to be `CANCELLED`.
+    #[serde(with = "humantime_serde")]
+    pub cancel_timeout: Duration,
+    /// Retries of 429, 5xx and connection failures (`Retry-After` honoured).
+    pub retry: RetryConfig,
+    /// How much of a job's driver output goes to the step log (and its last
+    /// lines into a failed job's error), and how long to wait for it.
+    pub driver_output: TailOptions,
+    /// The cluster's filesystem (`mkdir`, `cp`, ... actions).
+    pub gcs: GcsConfig,
+}
+
+impl Default for DataprocConfig {
+    fn default() -> Self {
+        DataprocConfig {
+            project: String::new(),
+            region: String::new(),
+            zone: None,
+            cluster_name: None,
+            code_bucket: None,
+            endpoint: None,
+            credentials_file: None,
+            master: default_master(),
+            workers: InstanceGroup::default(),
+            image_version: None,
+            properties: BTreeMap::new(),
+            init_actions: Vec::new(),
+            init_action_timeout: None,
+            labels: BTreeMap::new(),
+            idle_delete_ttl: None,
+            service_account: None,
+            subnetwork: None,
+            delete_reused: false,
+            pig_jar_uris: Vec::new(),
+            poll: default_poll(),
+            cluster_poll_interval: Duration::from_secs(10),
+            launch_timeout: Duration::from_secs(30 * 60),
+            terminate_timeout: Duration::from_secs(30 * 60),
+            cancel_timeout: Duration::from_secs(5 * 60),
+            retry: RetryConfig::default(),
+            driver_output: TailOptions {
+                max_bytes: 16 * 1024,
+                wait: Duration::from_secs(30),
+                interval: Duration::from_secs(5),
+            },
+            gcs: GcsConfig::default(),
+        }
+    }
+}
+
+/// A 1 s floor and a 3 s cap: a job that ends is noticed 0.5 s after its
+/// end on average (1.5 s once it runs long), with one request per second
+/// at most.
+fn default_poll() -> PollConfig {
+    PollConfig {
+        cap: Duration::from_secs(3),
+        ..PollConfig::default()
+    }
+}
+
+fn invalid(field: &'static str, message: impl Into<String>) -> Result<(), DataprocError> {
+    Err(DataprocError::Invalid {
+        field,
+        message: message.into(),
+    })
+}
+
+/// Dataproc resource names: a lowercase letter, then lowercase letters,
+/// digits and hyphens, not ending with a hyphen.
+pub(crate) fn is_resource_name(name: &str) -> bool {
+    name.starts_with(|c: char| c.is_ascii_lowercase())
+        && !name.ends_with('-')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+fn is_label(text: &str, key: bool) -> bool {
+    text.len() <= 63
+        && (!key || text.starts_with(|c: char| c.is_ascii_lowercase()))
+        && text
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+}
+
+impl DataprocConfig {
+    /// A builder starting from these settings.
+    pub fn builder(self) -> DataprocClusterFactoryBuilder {
+        DataprocClusterFactoryBuilder {
+            config: self,
+            clock: None,
+        }
+    }
+
+    /// Checks what types alone cannot; called when the settings are loaded
+    /// ([`deserialize_validated`]) and by the builder.
+    pub fn validate(&self) -> Result<(), DataprocError> {
+        if self.project.trim().is_empty() {
+            return invalid("project", "required: the Google Cloud project");
+        }
+        if !self
+            .project
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | ':'))
+        {
+            return invalid("project", format!("{:?} is not a project id", self.project));
+        }
+        if self.region.trim().is_empty() {
+            return invalid("region", "required: a Dataproc region, e.g. europe-west1");
+        }
+        if !is_resource_name(&self.region) {
+            return invalid("region", format!("{:?} is not a region", self.region));
+        }
+        if let Some(zone) = &self.zone {
+            if !zone.starts_with(&self.region) && !zone.contains('/') {
+                return invalid(
+                    "zone",
+                    format!("{zone:?} is not in region {:?}", self.region),
+                );
+            }
+        }
+        if let Some(name) = &self.cluster_name {
+            if !is_resource_name(name) || name.len() > MAX_BASE_NAME {
+                return invalid(
+                    "cluster_name",
+                    format!(
+                        "{name:?}: use a lowercase letter, then up to {} lowercase letters, digits or hyphens (not ending with one); -0, -1, ... are added",
+                        MAX_BASE_NAME - 1
+                    ),
+                );
+            }
+        }
+        if let Some(bucket) = &self.code_bucket {
+            if bucket.len() < 3 || bucket.contains('/') || bucket.contains(':') {
+                return invalid(
+                    "code_bucket",
+                    format!("{bucket:?} is a bucket name (without gs://)"),
+                );
+            }
+        }
+        if let Some(endpoint) = &self.endpoint {
+            if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+                return invalid(
+                    "endpoint",
+                    format!("{endpoint:?} is not an http:// or https:// URL"),
+                );
+            }
+        }
+        if !matches!(self.master.count, 1 | 3) {
+            return invalid(
+                "master.count",
+                format!("{}: Dataproc has 1 or 3 masters", self.master.count),
+            );
+        }
+        if self.workers.count == 1 {
+            return invalid(
+                "workers.count",
+                "1: Dataproc needs 0 (a single-node cluster) or at least 2 workers",
+            );
+        }
+        for (field, group) in [
+            ("master.machine_type", &self.master),
+            ("workers.machine_type", &self.workers),
+        ] {
+            if group.machine_type.trim().is_empty() {
+                return invalid(field, "must not be empty");
+            }
+        }
+        for (key, value) in &self.labels {
+            if !is_label(key, true) || !is_label(value, false) {
+                return invalid(
+                    "labels",
+                    format!("{key:?} = {value:?}: keys and values are lowercase letters, digits, '-' and '_' (keys start with a letter), at most 63 characters"),
+                );
+            }
+        }
+        for (field, uris) in [
+            ("init_actions", &self.init_actions),
+            ("pig_jar_uris", &self.pig_jar_uris),
+        ] {
+            for uri in uris {
+                crate::jobs::resolve_uri(uri, self.code_bucket.as_deref())
+                    .map_err(|message| DataprocError::Invalid { field, message })?;
+            }
+        }
+        if self.poll.floor.is_zero() {
+            return invalid("poll.floor", "must not be zero");
+        }
+        if self.poll.cap < self.poll.floor {
+            return invalid("poll.cap", "must not be shorter than poll.floor");
+        }
+        if self.cluster_poll_interval.is_zero() {
+            return invalid("cluster_poll_interval", "must not be zero");
+        }
+        if self.idle_delete_ttl.is_some_and(|t| t < Duration::from_secs(600)) {
+            return invalid("idle_delete_ttl", "Dataproc's minimum is 10 minutes");
+        }
+        self.gcs.validate().map_err(|e| DataprocError::Invalid {
+            field: "gcs",
+            message: e.to_string(),
+        })?;
+        Ok(())
+    }
+
+    /// The API's base URL and whether requests to it carry credentials.
+    pub(crate) fn api_endpoint(&self) -> (String, bool) {
+        match &self.endpoint {
+            Some(url) => (url.trim_end_matches('/').to_string(), false),
+            None if self.region == "global" => ("https://dataproc.googleapis.com".into(), true),
+            None => (format!("https://{}-dataproc.googleapis.com", self.region), true),
+        }
+    }
+}
+
+/// For a settings file: deserializes a [`DataprocConfig`] and validates it,
+/// so a bad value is reported where the section is (the TOML parser adds
+/// the line and column).
+///
+/// ```ignore
+/// #[serde(default, deserialize_with = "flow_cluster_dataproc::deserialize_validated")]
+/// dataproc: Option<DataprocConfig>,
+/// ```
+pub fn deserialize_validated<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<DataprocConfig>, D::Error> {
+    let config = DataprocConfig::deserialize(deserializer)?;
+    config.validate().map_err(serde::de::Error::custom)?;
+    Ok(Some(config))
+}
+
+/// Builds a [`DataprocClusterFactory`]; every `with_*` sets one
+/// [`DataprocConfig`] field.
+///
+/// ```no_run
+/// use flow_cluster_dataproc::DataprocClusterFactoryBuilder;
+/// let factory = DataprocClusterFactoryBuilder::new("my-project", "europe-west1")
+///     .with_code_bucket("my-code")
+///     .with_workers("n2-standard-8", 4)
+///     .build()?;
+/// # Ok::<(), flow_cluster_dataproc::DataprocError>(())
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct DataprocClusterFactoryBuilder {
+    config: DataprocConfig,
+    clock: Option<Arc<dyn Clock>>,
+}
+
+impl DataprocClusterFactoryBuilder {
+    pub fn new(project: impl Into<String>, region: impl Into<String>) -> Self {
+        DataprocConfig {
+            project: project.into(),
+            region: region.into(),
+            ..DataprocConfig::default()
+        }
+        .builder()
+    }
+    pub fn with_zone(mut self, zone: impl Into<String>) -> Self {
+        self.config.zone = Some(zone.into());
+        self
+    }
+    pub fn with_cluster_name(mut self, name: impl Into<String>) -> Self {
+        self.config.cluster_name = Some(name.into());
+        self
+    }
+    pub fn with_code_bucket(mut self, bucket: impl Into<String>) -> Self {
+        self.config.code_bucket = Some(bucket.into());
+        self
+    }
+    pub fn with_endpoint(mut self, url: impl Into<String>) -> Self {
+        self.config.endpoint = Some(url.into());
+        self
+    }
+    pub fn with_credentials_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.config.credentials_file = Some(path.into());
+        self
+    }
+    pub fn with_master(mut self, machine_type: impl Into<String>, count: u32) -> Self {
+        self.config.master.machine_type = machine_type.into();
+        self.config.master.count = count;
+        self
+    }
+    pub fn with_workers(mut self, machine_type: impl Into<String>, count: u32) -> Self {
+        self.config.workers.machine_type = machine_type.into();
+        self.config.workers.count = count;
+        self
+    }
+    pub fn with_image_version(mut self, version: impl Into<String>) -> Self {
+        self.config.image_version = Some(version.into());
+        self
+    }
+    pub fn with_init_action(mut self, uri: impl Into<String>) -> Self {
+        self.config.init_actions.push(uri.into());
+        self
+    }
+    pub fn with_label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.config.labels.insert(key.into(), value.into());
+        self
+    }
+    pub fn with_idle_delete_ttl(mut self, ttl: Duration) -> Self {
+        self.config.idle_delete_ttl = Some(ttl);
+        self
+    }
+    pub fn with_delete_reused(mut self, delete: bool) -> Self {
+        self.config.delete_reused = delete;
+        self
+    }
+    pub fn with_poll(mut self, poll: PollConfig) -> Self {
+        self.config.poll = poll;
+        self
+    }
+    pub fn with_cluster_poll_interval(mut self, interval: Duration) -> Self {
+        self.config.cluster_poll_interval = interval;
+        self
+    }
+    pub fn with_retry(mut self, retry: RetryConfig) -> Self {
+        self.config.retry = retry;
+        self
+    }
+    pub fn with_driver_output(mut self, options: TailOptions) -> Self {
+        self.config.driver_output = options;
+        self
+    }
+    pub fn with_gcs(mut self, gcs: GcsConfig) -> Self {
+        self.config.gcs = gcs;
+        self
+    }
+    /// The clock polls and retries sleep on (tests pass a
+    /// [`ManualClock`](flow_cloud::ManualClock)); default tokio's.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    pub fn config(&self) -> &DataprocConfig {
+        &self.config
+    }
+
+    /// Validates the settings and makes the HTTP client, the credentials (a
+    /// key file is read now; Application Default Credentials are looked up
+    /// on the first request) and the GCS filesystem. Needs no runtime and
+    /// sends no request.
+    pub fn build(self) -> Result<DataprocClusterFactory, DataprocError> {
+        self.config.validate()?;
+        let clock = self.clock.unwrap_or_else(|| Arc::new(TokioClock::new()));
+        DataprocClusterFactory::new(self.config, clock)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<DataprocConfig, String> {
+        #[derive(Deserialize)]
+        struct Wrapper {
+            #[serde(default, deserialize_with = "deserialize_validated")]
+            dataproc: Option<DataprocConfig>,
+        }
+        toml::from_str::<Wrapper>(text)
+            .map(|w| w.dataproc.unwrap())
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn settings_parse_with_defaults() {
+        let c = parse(
+            "[dataproc]\nproject = \"p\"\nregion = \"europe-west1\"\nworkers = { count = 4 }\nidle_delete_ttl = \"2h\"\n[dataproc.poll]\nfloor = \"2s\"\ncap = \"10s\"\n[dataproc.gcs]\nbucket = \"data\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.workers.count, 4);
+        assert_eq!(c.workers.machine_type, "n2-standard-4");
+        assert_eq!(c.master.count, 1);
+        assert_eq!(c.idle_delete_ttl, Some(Duration::from_secs(7200)));
+        assert_eq!(c.poll.floor, Duration::from_secs(2));
+        assert_eq!(c.gcs.bucket.as_deref(), Some("data"));
+        assert_eq!(
+            c.api_endpoint(),
+            ("https://europe-west1-dataproc.googleapis.com".into(), true)
+        );
+    }
+
+    #[test]
+    fn bad_values_are_named_with_their_place() {
+        let e = parse("[dataproc]\nregion = \"europe-west1\"\n").unwrap_err();
+        assert!(e.contains("line 1") && e.contains("project"), "{e}");
+        let e = parse("[dataproc]\nproject = \"p\"\nregion = \"eu\"\nworkers = { count = 1 }\n")
+            .unwrap_err();
+        assert!(e.contains("workers.count"), "{e}");
+        let e = parse("[dataproc]\nproject = \"p\"\nregion = \"eu\"\ncluster_name = \"Big_One\"\n")
+            .unwrap_err();
+        assert!(e.contains("cluster_name"), "{e}");
+        let e = parse("[dataproc]\nproject = \"p\"\nregion = \"eu\"\ntoken = \"x\"\n").unwrap_err();
+        assert!(e.contains("line 4") && e.contains("token"), "{e}");
+        let e = parse("[dataproc]\nproject = \"p\"\nregion = \"eu\"\nendpoint = \"127.0.0.1:1\"\n")
+            .unwrap_err();
+        assert!(e.contains("endpoint"), "{e}");
+        let e = parse("[dataproc]\nproject = \"p\"\nregion = \"eu\"\n[dataproc.gcs]\nupload_chunk_size = 1\n")
+            .unwrap_err();
+        assert!(e.contains("upload_chunk_size"), "{e}");
+    }
+
+    #[test]
+    fn an_endpoint_is_a_fake_without_credentials() {
+        let c = DataprocConfig {
+            endpoint: Some("http://127.0.0.1:9/".into()),
+            ..DataprocConfig::default()
+        };
+        assert_eq!(c.api_endpoint(), ("http://127.0.0.1:9".into(), false));
+    }
+}

@@ -1,0 +1,97 @@
+//! Errors of this crate: bad settings, and failed API calls before they
+//! become [`ClusterError`](flow_core::ClusterError)s naming the cluster.
+
+use flow_cloud::Transient;
+use std::fmt;
+use std::time::Duration;
+
+/// Why a [`DataprocClusterFactory`](crate::DataprocClusterFactory) could not
+/// be made.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DataprocError {
+    #[error("Dataproc setting `{field}`: {message}")]
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
+    #[error("Dataproc: no credentials: {message}")]
+    Auth { message: String },
+    #[error("Dataproc: cannot make the HTTP client: {message}")]
+    Client { message: String },
+    #[error("Dataproc: the GCS filesystem: {0}")]
+    Gcs(#[from] flow_fs_gcs::GcsError),
+}
+
+/// A failed Dataproc API call. Holds no header of the request, so no token
+/// can leak through it.
+#[derive(Debug, Clone)]
+pub(crate) enum ApiError {
+    /// An HTTP error answer: its status, the `error.status` name
+    /// (`NOT_FOUND`, `ALREADY_EXISTS`, ...) and `error.message`.
+    Status {
+        status: u16,
+        code: String,
+        message: String,
+        retry_after: Option<Duration>,
+    },
+    /// No answer (connection refused, reset, timed out).
+    Transport { message: String, transient: bool },
+    Auth(String),
+    /// An answer that is not the expected JSON.
+    Decode(String),
+}
+
+impl ApiError {
+    pub(crate) fn is_not_found(&self) -> bool {
+        matches!(self, ApiError::Status { status: 404, .. })
+    }
+    pub(crate) fn is_conflict(&self) -> bool {
+        matches!(self, ApiError::Status { status: 409, .. })
+    }
+    /// 400 `FAILED_PRECONDITION`: e.g. cancelling a job that already ended.
+    pub(crate) fn is_failed_precondition(&self) -> bool {
+        matches!(self, ApiError::Status { code, .. } if code == "FAILED_PRECONDITION")
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ApiError::Status {
+                status,
+                code,
+                message,
+                ..
+            } => {
+                write!(f, "HTTP {status}")?;
+                if !code.is_empty() {
+                    write!(f, " {code}")?;
+                }
+                if !message.is_empty() {
+                    write!(f, ": {message}")?;
+                }
+                Ok(())
+            }
+            ApiError::Transport { message, .. } => f.write_str(message),
+            ApiError::Auth(message) => write!(f, "cannot get an access token: {message}"),
+            ApiError::Decode(message) => write!(f, "unexpected answer: {message}"),
+        }
+    }
+}
+
+impl Transient for ApiError {
+    fn is_transient(&self) -> bool {
+        match self {
+            ApiError::Status { status, .. } => flow_cloud::retry::is_transient_status(*status),
+            ApiError::Transport { transient, .. } => *transient,
+            ApiError::Auth(_) | ApiError::Decode(_) => false,
+        }
+    }
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ApiError::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}

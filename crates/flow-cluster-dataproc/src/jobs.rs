@@ -1,0 +1,461 @@
+//! Jobs on Dataproc: the durable handle, the `jobs.submit` body built from
+//! a flow [`Job`], and the poller's [`JobSource`] (one request per tick for
+//! all the watched jobs of a cluster).
+
+use crate::api::{Api, JobInfo, Location};
+use crate::config::DataprocConfig;
+use crate::error::ApiError;
+use async_trait::async_trait;
+use flow_cloud::{JobSource, Phase, StateTable};
+use flow_core::{normalize_key, ClusterError, Job, JobContext, JobHandle};
+use serde_json::{json, Map, Value};
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
+
+/// The backend kind in handles and records.
+pub const KIND: &str = "dataproc";
+
+/// Dataproc's job states by meaning. `ATTEMPT_FAILURE` is a failed attempt
+/// of a restartable job that Dataproc may still retry: not the end.
+pub const JOB_STATES: StateTable = StateTable {
+    running: &[
+        "STATE_UNSPECIFIED",
+        "PENDING",
+        "SETUP_DONE",
+        "RUNNING",
+        "CANCEL_PENDING",
+        "CANCEL_STARTED",
+        "ATTEMPT_FAILURE",
+    ],
+    succeeded: &["DONE"],
+    failed: &["ERROR"],
+    cancelled: &["CANCELLED"],
+};
+
+/// The ids a Dataproc job handle holds.
+pub(crate) mod ids {
+    pub const PROJECT: &str = "project";
+    pub const REGION: &str = "region";
+    /// The Dataproc cluster's name (the handle's `cluster` is the run's).
+    pub const CLUSTER: &str = "cluster_name";
+    pub const JOB_ID: &str = "job_id";
+    pub const REQUEST_ID: &str = "request_id";
+    /// `spark`, `pig` or `hadoop`, for messages.
+    pub const TYPE: &str = "type";
+}
+
+/// A job on Dataproc, as the poller knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct JobRef {
+    pub location: Location,
+    /// The Dataproc cluster it runs on.
+    pub cluster: String,
+    pub job_id: String,
+}
+
+impl fmt::Display for JobRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.job_id)
+    }
+}
+
+impl JobRef {
+    /// Reads a handle; `cluster` names the run's cluster in errors.
+    pub fn from_handle(handle: &JobHandle, cluster: &str) -> Result<JobRef, ClusterError> {
+        let bad = |message: String| ClusterError::BadHandle {
+            cluster: cluster.to_string(),
+            handle: handle.to_string(),
+            message,
+        };
+        if handle.kind != KIND {
+            return Err(bad(format!("a {} handle, not a {KIND} one", handle.kind)));
+        }
+        let id = |name: &str| {
+            handle
+                .id(name)
+                .filter(|v| !v.is_empty())
+                .map(str::to_string)
+                .ok_or_else(|| bad(format!("no {name}")))
+        };
+        Ok(JobRef {
+            location: Location {
+                project: id(ids::PROJECT)?,
+                region: id(ids::REGION)?,
+            },
+            cluster: id(ids::CLUSTER)?,
+            job_id: id(ids::JOB_ID)?,
+        })
+    }
+}
+
+/// The job's type as recorded in its handle (`spark`, `pig`, `hadoop`).
+pub(crate) fn job_type(handle: &JobHandle) -> &'static str {
+    match handle.id(ids::TYPE) {
+        Some("pig") => "pig",
+        Some("hadoop") => "hadoop",
+        _ => "spark",
+    }
+}
+
+/// Letters, digits, `_` and `-` only (what job ids and labels allow).
+fn sanitize(text: &str, lowercase: bool) -> String {
+    text.chars()
+        .map(|c| {
+            let c = if lowercase { c.to_ascii_lowercase() } else { c };
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect()
+}
+
+/// A client-chosen job id, unique per attempt:
+/// `FLOW-STEP-ACTION-ATTEMPT-RANDOM`, at most 100 characters.
+pub(crate) fn new_job_id(cx: &JobContext<'_>) -> String {
+    let random = format!("{:08x}", fastrand::u32(..));
+    let mut name = sanitize(
+        &format!(
+            "{}-{}-{}-{}",
+            cx.execution.flow_name, cx.step, cx.action, cx.attempt
+        ),
+        false,
+    );
+    name.truncate(100 - random.len() - 1);
+    format!("{name}-{random}")
+}
+
+/// A `requestId`: 32 hex digits (the API allows up to 40 of `[a-zA-Z0-9_-]`).
+pub(crate) fn new_request_id() -> String {
+    format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
+}
+
+/// A Dataproc label value (lowercase, at most 63 characters).
+pub(crate) fn label_value(text: &str) -> String {
+    let mut value = sanitize(text, true);
+    value.truncate(63);
+    value
+}
+
+/// Where a job file is: as written when it has a scheme (`gs://`,
+/// `file://`, `hdfs://`), else `gs://CODE_BUCKET/PATH`.
+pub(crate) fn resolve_uri(path: &str, code_bucket: Option<&str>) -> Result<String, String> {
+    if path.contains("://") || path.starts_with("file:") {
+        return Ok(path.to_string());
+    }
+    let Some(bucket) = code_bucket else {
+        return Err(format!(
+            "{path:?} has no scheme and no code_bucket is configured: write gs://BUCKET/{path} or set code_bucket in [cluster.dataproc]"
+        ));
+    };
+    let key = normalize_key("resolve", path).map_err(|e| e.to_string())?;
+    Ok(format!("gs://{bucket}/{key}"))
+}
+
+fn properties(conf: &[(String, String)]) -> Value {
+    Value::Object(
+        conf.iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect(),
+    )
+}
+
+/// The job's type and its part of the `Job` resource (`pysparkJob`,
+/// `sparkJob`, `pigJob`, `hadoopJob`). A shell job is
+/// [`ClusterError::Unsupported`]; a file that cannot be resolved is a
+/// message.
+pub(crate) fn job_payload(
+    job: &Job,
+    config: &DataprocConfig,
+) -> Result<(&'static str, Map<String, Value>), String> {
+    let code = config.code_bucket.as_deref();
+    let mut payload = Map::new();
+    let kind = match job {
+        Job::Shell { .. } => return Err("shell".into()),
+        Job::Spark {
+            application,
+            main_class,
+            conf,
+            args,
+        } => {
+            let uri = resolve_uri(application, code)?;
+            if application.ends_with(".py") {
+                if main_class.is_some() {
+                    return Err(format!(
+                        "main_class is for JVM applications; {application} is a Python file"
+                    ));
+                }
+                payload.insert(
+                    "pysparkJob".into(),
+                    json!({ "mainPythonFileUri": uri, "args": args, "properties": properties(conf) }),
+                );
+            } else {
+                let body = match main_class {
+                    Some(class) => json!({
+                        "mainClass": class, "jarFileUris": [uri], "args": args,
+                        "properties": properties(conf),
+                    }),
+                    None => json!({ "mainJarFileUri": uri, "args": args, "properties": properties(conf) }),
+                };
+                payload.insert("sparkJob".into(), body);
+            }
+            "spark"
+        }
+        Job::Pig { script, params } => {
+            let jars = config
+                .pig_jar_uris
+                .iter()
+                .map(|jar| resolve_uri(jar, code))
+                .collect::<Result<Vec<_>, _>>()?;
+            payload.insert(
+                "pigJob".into(),
+                json!({
+                    "queryFileUri": resolve_uri(script, code)?,
+                    "scriptVariables": properties(params),
+                    "jarFileUris": jars,
+                }),
+            );
+            "pig"
+        }
+        Job::HadoopJar {
+            jar,
+            main_class,
+            args,
+        } => {
+            let uri = resolve_uri(jar, code)?;
+            let body = match main_class {
+                Some(class) => json!({ "mainClass": class, "jarFileUris": [uri], "args": args }),
+                None => json!({ "mainJarFileUri": uri, "args": args }),
+            };
+            payload.insert("hadoopJob".into(), body);
+            "hadoop"
+        }
+    };
+    Ok((kind, payload))
+}
+
+/// The whole `Job` resource for `jobs.submit`.
+pub(crate) fn job_resource(
+    job: &JobRef,
+    payload: Map<String, Value>,
+    labels: &BTreeMap<String, String>,
+) -> Value {
+    let mut resource = payload;
+    resource.insert(
+        "reference".into(),
+        json!({ "projectId": job.location.project, "jobId": job.job_id }),
+    );
+    resource.insert("placement".into(), json!({ "clusterName": job.cluster }));
+    resource.insert("labels".into(), json!(labels));
+    Value::Object(resource)
+}
+
+/// The poller's view of Dataproc: one request per tick for all the watched
+/// jobs of a cluster.
+///
+/// - One job watched: `jobs.get` (the whole answer, details included).
+/// - Several: one `jobs.list` of the cluster's `ACTIVE` jobs. A watched job
+///   missing from it has ended (or is on another cluster); its final state
+///   is then read with one `jobs.get` on a later tick, one job per tick, so
+///   a tick never costs more than one request (a job is noticed one tick
+///   later than with a `get` of its own). Until then it counts as running.
+pub(crate) struct DataprocJobs {
+    api: Arc<Api>,
+    /// Jobs the last listing did not show, to be read one per tick.
+    unconfirmed: Mutex<VecDeque<JobRef>>,
+}
+
+impl DataprocJobs {
+    pub fn new(api: Arc<Api>) -> Self {
+        DataprocJobs {
+            api,
+            unconfirmed: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    fn unconfirmed(&self) -> std::sync::MutexGuard<'_, VecDeque<JobRef>> {
+        self.unconfirmed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A status that says nothing yet (counts as running, logs nothing).
+fn not_yet_known(id: &JobRef) -> JobInfo {
+    let mut info = JobInfo::default();
+    info.reference.job_id = id.job_id.clone();
+    info
+}
+
+#[async_trait]
+impl JobSource for DataprocJobs {
+    type Id = JobRef;
+    type Status = JobInfo;
+    type Error = ApiError;
+
+    async fn statuses(&self, ids: &[JobRef]) -> Result<Vec<(JobRef, JobInfo)>, ApiError> {
+        let get = |id: JobRef| async move {
+            let job = self.api.get_job(&id.location, &id.job_id).await?;
+            Ok::<_, ApiError>(job.map(|job| (id, job)))
+        };
+        if let [only] = ids {
+            self.unconfirmed().clear();
+            return Ok(get(only.clone()).await?.into_iter().collect());
+        }
+        let next = {
+            let mut queue = self.unconfirmed();
+            queue.retain(|id| ids.contains(id));
+            queue.pop_front()
+        };
+        if let Some(id) = next {
+            let mut answer: Vec<_> = ids
+                .iter()
+                .filter(|other| **other != id)
+                .map(|other| (other.clone(), not_yet_known(other)))
+                .collect();
+            answer.extend(get(id).await?);
+            return Ok(answer);
+        }
+        let first = &ids[0];
+        let active = self
+            .api
+            .list_active_jobs(&first.location, &first.cluster)
+            .await?;
+        let mut answer = Vec::with_capacity(ids.len());
+        let mut queue = self.unconfirmed();
+        for id in ids {
+            let listed = (id.location == first.location && id.cluster == first.cluster)
+                .then(|| active.iter().find(|job| job.reference.job_id == id.job_id))
+                .flatten();
+            match listed {
+                Some(job) => answer.push((id.clone(), job.clone())),
+                None => {
+                    if !queue.contains(id) {
+                        queue.push_back(id.clone());
+                    }
+                    answer.push((id.clone(), not_yet_known(id)));
+                }
+            }
+        }
+        Ok(answer)
+    }
+
+    fn phase(&self, status: &JobInfo) -> Phase {
+        let state = status.state();
+        if state.is_empty() {
+            return Phase::Running;
+        }
+        JOB_STATES.phase(state).unwrap_or_else(|| {
+            tracing::warn!(
+                job = status.reference.job_id.as_str(),
+                "unknown Dataproc job state {state}; still waiting"
+            );
+            Phase::Running
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> DataprocConfig {
+        DataprocConfig {
+            project: "p".into(),
+            region: "r".into(),
+            code_bucket: Some("code".into()),
+            pig_jar_uris: vec!["udf/piggybank.jar".into()],
+            ..DataprocConfig::default()
+        }
+    }
+
+    #[test]
+    fn job_files_without_a_scheme_resolve_against_the_code_bucket() {
+        assert_eq!(
+            resolve_uri("jobs/x.py", Some("code")).unwrap(),
+            "gs://code/jobs/x.py"
+        );
+        assert_eq!(
+            resolve_uri("/jobs//a/../x.py", Some("code")).unwrap(),
+            "gs://code/jobs/x.py"
+        );
+        assert_eq!(
+            resolve_uri("gs://other/x.py", None).unwrap(),
+            "gs://other/x.py"
+        );
+        assert_eq!(
+            resolve_uri("file:///usr/lib/spark/examples/jars/spark-examples.jar", None).unwrap(),
+            "file:///usr/lib/spark/examples/jars/spark-examples.jar"
+        );
+        assert!(resolve_uri("jobs/x.py", None)
+            .unwrap_err()
+            .contains("code_bucket"));
+        assert!(resolve_uri("../x.py", Some("code")).is_err());
+    }
+
+    #[test]
+    fn each_job_kind_has_its_body() {
+        let c = config();
+        let spark = |application: &str, main_class: Option<&str>| Job::Spark {
+            application: application.into(),
+            main_class: main_class.map(String::from),
+            conf: vec![("spark.executor.memory".into(), "4g".into())],
+            args: vec!["--day".into(), "2026112800".into()],
+        };
+        let (kind, body) = job_payload(&spark("jobs/wc.py", None), &c).unwrap();
+        assert_eq!(kind, "spark");
+        assert_eq!(
+            Value::Object(body),
+            json!({"pysparkJob": {
+                "mainPythonFileUri": "gs://code/jobs/wc.py",
+                "args": ["--day", "2026112800"],
+                "properties": {"spark.executor.memory": "4g"},
+            }})
+        );
+        let (_, body) = job_payload(&spark("lib/app.jar", Some("com.x.Main")), &c).unwrap();
+        assert_eq!(body["sparkJob"]["mainClass"], "com.x.Main");
+        assert_eq!(body["sparkJob"]["jarFileUris"], json!(["gs://code/lib/app.jar"]));
+        let (_, body) = job_payload(&spark("lib/app.jar", None), &c).unwrap();
+        assert_eq!(body["sparkJob"]["mainJarFileUri"], "gs://code/lib/app.jar");
+        assert!(job_payload(&spark("x.py", Some("Main")), &c).is_err());
+
+        let pig = Job::Pig {
+            script: "pig/report.pig".into(),
+            params: vec![("day".into(), "2026112800".into())],
+        };
+        let (kind, body) = job_payload(&pig, &c).unwrap();
+        assert_eq!(kind, "pig");
+        assert_eq!(
+            Value::Object(body),
+            json!({"pigJob": {
+                "queryFileUri": "gs://code/pig/report.pig",
+                "scriptVariables": {"day": "2026112800"},
+                "jarFileUris": ["gs://code/udf/piggybank.jar"],
+            }})
+        );
+        let hadoop = Job::HadoopJar {
+            jar: "gs://jars/wc.jar".into(),
+            main_class: None,
+            args: vec!["in".into()],
+        };
+        let (kind, body) = job_payload(&hadoop, &c).unwrap();
+        assert_eq!(kind, "hadoop");
+        assert_eq!(
+            body["hadoopJob"],
+            json!({"mainJarFileUri": "gs://jars/wc.jar", "args": ["in"]})
+        );
+        let shell = Job::Shell {
+            command: "ls".into(),
+        };
+        assert_eq!(job_payload(&shell, &c).unwrap_err(), "shell");
+    }
+
+    #[test]
+    fn attempt_failure_is_not_the_end() {
+        assert_eq!(JOB_STATES.phase("ATTEMPT_FAILURE"), Some(Phase::Running));
+        assert!(JOB_STATES.is_terminal("ERROR"));
+        assert!(!JOB_STATES.is_terminal("CANCEL_STARTED"));
+    }
+}
