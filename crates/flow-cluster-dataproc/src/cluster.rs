@@ -502,6 +502,7 @@ impl DataprocCluster {
             Err(e) if e.is_not_found() => return Ok(None),
             Err(e) if e.is_failed_precondition() => {
                 info!("Dataproc job {job} already ended ({e})");
+                return Ok(None);
             }
             Err(e) => return Err(self.backend_error("jobs.cancel", e)),
         }

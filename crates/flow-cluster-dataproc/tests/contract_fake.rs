@@ -1,0 +1,567 @@
+//! The Dataproc cluster against the loopback contract fake
+//! (`dataproc-contract-fake`): launch, reuse, a failed create, delete, jobs
+//! to their end, the poll budget and notice delay, 429 with `Retry-After`,
+//! duplicate submissions, cancel, adoption by another engine.
+//!
+//! Time is a `ManualClock` shared by the fake (which computes every state
+//! from it) and the cluster (whose polls and retries sleep on it): the
+//! figures are asserted by counting requests at the fake at known instants,
+//! never by sleeping. The `_on_fake_gcs` test also needs fake-gcs-server
+//! (started by `cargo xtask test`).
+
+use dataproc_contract_fake::{FakeDataproc, FakeOptions};
+use flow_cloud::{Clock, ManualClock, PollConfig, RetryConfig};
+use flow_cluster_dataproc::{DataprocCluster, DataprocClusterFactory, DataprocClusterFactoryBuilder};
+use flow_core::{
+    Cluster, ClusterError, ExecutionContext, Job, JobContext, JobHandle, JobStatus, Settings,
+    Timeperiod,
+};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+const SECOND: Duration = Duration::from_secs(1);
+
+struct Setup {
+    clock: ManualClock,
+    fake: FakeDataproc,
+    factory: DataprocClusterFactory,
+    context: ExecutionContext,
+}
+
+fn context() -> ExecutionContext {
+    let timeperiod: Timeperiod = "2026112800".parse().unwrap();
+    ExecutionContext {
+        flow_name: "daily".into(),
+        timeperiod,
+        start_timeperiod: timeperiod,
+        end_timeperiod: timeperiod,
+        settings: Arc::new(Settings::new()),
+        number_of_clusters: 1,
+    }
+}
+
+fn retry() -> RetryConfig {
+    RetryConfig {
+        jitter: false,
+        ..RetryConfig::default()
+    }
+}
+
+async fn setup_with(tweak: impl FnOnce(&mut FakeOptions), gcs: Option<&str>) -> Setup {
+    let clock = ManualClock::new();
+    let shared: Arc<dyn Clock> = Arc::new(clock.clone());
+    let mut options = FakeOptions::new(shared.clone());
+    options.gcs_endpoint = gcs.map(str::to_string);
+    tweak(&mut options);
+    let fake = FakeDataproc::start(options, 0).await.unwrap();
+    let mut builder = DataprocClusterFactoryBuilder::new("proj", "europe-west1")
+        .with_endpoint(fake.url())
+        .with_code_bucket("code")
+        .with_cluster_poll_interval(Duration::from_secs(10))
+        .with_retry(retry())
+        .with_clock(shared);
+    if let Some(gcs) = gcs {
+        builder = builder.with_gcs(flow_fs_gcs::GcsConfig {
+            endpoint: Some(gcs.to_string()),
+            bucket: Some("data".into()),
+            ..Default::default()
+        });
+    }
+    let factory = builder.build().unwrap();
+    Setup {
+        clock,
+        fake,
+        factory,
+        context: context(),
+    }
+}
+
+async fn setup() -> Setup {
+    setup_with(|_| {}, None).await
+}
+
+/// Runs `task` to its end, moving the clock to the next pending sleep's
+/// deadline each time the code under test is asleep (one sleeper).
+async fn drive<T: Send + 'static>(clock: &ManualClock, mut task: JoinHandle<T>) -> T {
+    loop {
+        tokio::select! {
+            out = &mut task => return out.unwrap(),
+            _ = clock.wait_for_sleepers(1) => {
+                if let Some(deadline) = clock.next_deadline() {
+                    clock.advance(deadline.saturating_sub(clock.now()));
+                }
+            }
+        }
+    }
+}
+
+fn pyspark(conf: &[(&str, &str)]) -> Job {
+    Job::Spark {
+        application: "jobs/count.py".into(),
+        main_class: None,
+        conf: conf
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        args: vec!["--day".into(), "2026112800".into()],
+    }
+}
+
+impl Setup {
+    fn cluster(&self, name: &str) -> Arc<DataprocCluster> {
+        Arc::new(self.factory.cluster(name, &self.context))
+    }
+
+    /// Provisions and waits until it is up.
+    async fn launch(&self, name: &str) -> Arc<DataprocCluster> {
+        let cluster = self.cluster(name);
+        let handle = cluster.provision().await.unwrap();
+        assert!(!handle.reused);
+        let c = cluster.clone();
+        drive(&self.clock, tokio::spawn(async move { c.wait_ready().await }))
+            .await
+            .unwrap();
+        cluster
+    }
+
+    /// Prepares and submits `job` (attempt 1 of step `s`).
+    async fn submit(&self, cluster: &DataprocCluster, job: &Job) -> JobHandle {
+        let cancel = CancellationToken::new();
+        let cx = job_context(&cancel, &self.context);
+        let handle = cluster.prepare(job, &cx).unwrap();
+        cluster.submit(&handle, job, &cx).await.unwrap()
+    }
+}
+
+fn job_context<'a>(cancel: &'a CancellationToken, execution: &'a ExecutionContext) -> JobContext<'a> {
+    JobContext {
+        cancel,
+        execution,
+        step: "s",
+        action: "spark",
+        attempt: 1,
+    }
+}
+
+/// Waits for the job in a task (so the test can move the clock meanwhile).
+fn wait_task(
+    cluster: &Arc<DataprocCluster>,
+    handle: &JobHandle,
+    cancel: CancellationToken,
+    context: &ExecutionContext,
+) -> JoinHandle<Result<(), ClusterError>> {
+    let (cluster, handle, context) = (cluster.clone(), handle.clone(), context.clone());
+    tokio::spawn(async move {
+        let cx = job_context(&cancel, &context);
+        cluster.wait(&handle, &cx).await
+    })
+}
+
+#[tokio::test]
+async fn launch_creates_then_waits_on_the_operation_and_running_on_contract_fake() {
+    let s = setup().await;
+    let cluster = s.cluster("dataproc-0");
+    let handle = cluster.provision().await.unwrap();
+    assert_eq!(handle.backend_id, "flow-daily-2026112800-0");
+    assert!(!handle.reused);
+    assert!(handle.details["operation"].contains("/operations/"));
+    assert_eq!(s.fake.count("clusters.create"), 1);
+    assert_eq!(
+        s.fake.cluster_state("flow-daily-2026112800-0").as_deref(),
+        Some("CREATING")
+    );
+    let c = cluster.clone();
+    drive(&s.clock, tokio::spawn(async move { c.wait_ready().await }))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.fake.cluster_state("flow-daily-2026112800-0").as_deref(),
+        Some("RUNNING")
+    );
+    // 90 s of creation asked about every 10 s: the operation, then the
+    // cluster once.
+    assert_eq!(s.fake.count("operations.get"), 10);
+    assert_eq!(s.fake.count("clusters.get"), 2);
+    // The second cluster of the run has its own name.
+    let second = s.cluster("dataproc-1").provision().await.unwrap();
+    assert_eq!(second.backend_id, "flow-daily-2026112800-1");
+}
+
+#[tokio::test]
+async fn a_running_cluster_is_reused_and_left_up_on_contract_fake() {
+    let s = setup().await;
+    s.launch("dataproc-0").await;
+    let again = s.cluster("dataproc-0");
+    let handle = again.provision().await.unwrap();
+    assert!(handle.reused, "{handle:?}");
+    again.wait_ready().await.unwrap();
+    again.terminate().await.unwrap();
+    assert_eq!(s.fake.count("clusters.create"), 1);
+    assert_eq!(s.fake.count("clusters.delete"), 0);
+    assert_eq!(
+        s.fake.cluster_state("flow-daily-2026112800-0").as_deref(),
+        Some("RUNNING")
+    );
+}
+
+#[tokio::test]
+async fn a_cluster_that_fails_to_create_is_a_launch_failure_with_its_message_on_contract_fake() {
+    let s = setup().await;
+    s.fake.fail_create(
+        "flow-daily-2026112800-0",
+        "Insufficient 'CPUS' quota. Requested 24.0, available 8.0.",
+    );
+    let cluster = s.cluster("dataproc-0");
+    cluster.provision().await.unwrap();
+    let c = cluster.clone();
+    let e = drive(&s.clock, tokio::spawn(async move { c.wait_ready().await }))
+        .await
+        .unwrap_err();
+    match &e {
+        ClusterError::Launch {
+            message, transient, ..
+        } => {
+            assert!(message.contains("Insufficient 'CPUS' quota"), "{message}");
+            assert!(!transient);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        s.fake.cluster_state("flow-daily-2026112800-0").as_deref(),
+        Some("ERROR")
+    );
+    // It exists (and costs): terminate deletes it.
+    let c = cluster.clone();
+    drive(&s.clock, tokio::spawn(async move { c.terminate().await }))
+        .await
+        .unwrap();
+    assert_eq!(s.fake.deleted(), ["flow-daily-2026112800-0"]);
+}
+
+#[tokio::test]
+async fn terminate_deletes_and_waits_on_the_operation_on_contract_fake() {
+    let s = setup().await;
+    let cluster = s.launch("dataproc-0").await;
+    let c = cluster.clone();
+    drive(&s.clock, tokio::spawn(async move { c.terminate().await }))
+        .await
+        .unwrap();
+    assert_eq!(s.fake.count("clusters.delete"), 1);
+    assert_eq!(s.fake.deleted(), ["flow-daily-2026112800-0"]);
+    // Once is enough.
+    cluster.terminate().await.unwrap();
+    assert_eq!(s.fake.count("clusters.delete"), 1);
+}
+
+#[tokio::test]
+async fn jobs_are_noticed_within_two_seconds_median_at_one_request_per_second_on_contract_fake() {
+    let s = setup_with(|o| o.job_pending = Duration::ZERO, None).await;
+    let cluster = s.launch("dataproc-0").await;
+    let mut delays = Vec::new();
+    // Jobs of many lengths, ending at every phase of the polling.
+    let lengths: Vec<Duration> = (0..24)
+        .map(|i| Duration::from_millis(700 + i * 9_130))
+        .collect();
+    for length in &lengths {
+        let run_for = format!("{}ms", length.as_millis());
+        let handle = s
+            .submit(&cluster, &pyspark(&[("fake.run_for", run_for.as_str())]))
+            .await;
+        let submitted = s.clock.now();
+        let before = s.fake.count("jobs.get");
+        let task = wait_task(&cluster, &handle, CancellationToken::new(), &s.context);
+        drive(&s.clock, task).await.unwrap();
+        let ended = submitted + *length;
+        let noticed = s.clock.now();
+        assert!(noticed >= ended);
+        let delay = noticed - ended;
+        let requests = s.fake.count("jobs.get") - before;
+        let waited = noticed - submitted;
+        // One request per tick, ticks at least a second apart.
+        assert!(
+            requests as f64 <= waited.as_secs_f64() + 1.0,
+            "{requests} requests in {waited:?}"
+        );
+        // The 3 s cap bounds every delay.
+        assert!(delay <= Duration::from_secs(3), "{length:?}: {delay:?}");
+        delays.push(delay);
+    }
+    delays.sort();
+    let median = delays[delays.len() / 2];
+    assert!(median <= Duration::from_secs(2), "median {median:?}: {delays:?}");
+    println!("notice delays: {delays:?}");
+}
+
+#[tokio::test]
+async fn many_jobs_of_one_cluster_cost_one_request_per_tick_on_contract_fake() {
+    let s = setup_with(
+        |o| {
+            o.job_pending = Duration::ZERO;
+            o.job_run = None;
+        },
+        None,
+    )
+    .await;
+    let cluster = s.launch("dataproc-0").await;
+    let mut handles = Vec::new();
+    for _ in 0..6 {
+        handles.push(s.submit(&cluster, &pyspark(&[])).await);
+    }
+    let start = s.clock.now();
+    let before = s.fake.count("jobs.get") + s.fake.count("jobs.list");
+    let tasks: Vec<_> = handles
+        .iter()
+        .map(|h| wait_task(&cluster, h, CancellationToken::new(), &s.context))
+        .collect();
+    // Twenty seconds with all six running: one request a second.
+    for _ in 0..20 {
+        s.clock.wait_for_sleepers(1).await;
+        s.clock.advance(SECOND);
+    }
+    s.clock.wait_for_sleepers(1).await;
+    let after = s.fake.count("jobs.get") + s.fake.count("jobs.list");
+    assert_eq!(after - before, 20, "{:?}", s.fake.requests());
+    assert_eq!(s.fake.count("jobs.get"), 0, "one jobs.list per tick");
+    // They end together; each is confirmed with one jobs.get on a later tick.
+    let ids: Vec<String> = handles
+        .iter()
+        .map(|h| h.ids["job_id"].clone())
+        .collect();
+    for (i, id) in ids.iter().enumerate() {
+        let state = if i == 0 { "ERROR" } else { "DONE" };
+        assert!(s.fake.finish_job(id, state, "it broke"));
+    }
+    let mut results = Vec::new();
+    for task in tasks {
+        results.push(drive(&s.clock, task).await);
+    }
+    assert!(matches!(&results[0], Err(ClusterError::JobFailed { message, .. }) if message.contains("it broke")));
+    assert!(results[1..].iter().all(Result::is_ok), "{results:?}");
+    let requests = s.fake.count("jobs.get") + s.fake.count("jobs.list") - before;
+    let ticks = (s.clock.now() - start).as_secs();
+    assert!(
+        requests <= ticks + 1,
+        "{requests} requests in {ticks} s: {:?}",
+        s.fake.requests()
+    );
+}
+
+#[tokio::test]
+async fn a_429_with_retry_after_is_retried_on_contract_fake() {
+    let s = setup().await;
+    let cluster = s.launch("dataproc-0").await;
+    s.fake.throttle("jobs.submit", 1, 7);
+    let cancel = CancellationToken::new();
+    let cx = job_context(&cancel, &s.context);
+    let job = pyspark(&[]);
+    let handle = cluster.prepare(&job, &cx).unwrap();
+    let (c, h, j, context) = (cluster.clone(), handle.clone(), job.clone(), s.context.clone());
+    let task = tokio::spawn(async move {
+        let cancel = CancellationToken::new();
+        let cx = job_context(&cancel, &context);
+        c.submit(&h, &j, &cx).await
+    });
+    s.clock.wait_for_sleepers(1).await;
+    assert_eq!(s.fake.count("jobs.submit"), 1);
+    assert_eq!(s.clock.sleeps().last(), Some(&Duration::from_secs(7)), "Retry-After honoured");
+    s.clock.advance(Duration::from_secs(7));
+    task.await.unwrap().unwrap();
+    assert_eq!(s.fake.count("jobs.submit"), 2);
+    assert_eq!(s.fake.jobs().len(), 1);
+}
+
+#[tokio::test]
+async fn a_duplicate_submit_with_the_same_request_id_makes_one_job_on_contract_fake() {
+    let s = setup().await;
+    let cluster = s.launch("dataproc-0").await;
+    let cancel = CancellationToken::new();
+    let cx = job_context(&cancel, &s.context);
+    let job = pyspark(&[]);
+    let handle = cluster.prepare(&job, &cx).unwrap();
+    assert_eq!(s.fake.count("jobs.submit"), 0, "prepare sends nothing");
+    assert_eq!(cluster.status(&handle).await.unwrap(), JobStatus::NotSubmitted);
+    cluster.submit(&handle, &job, &cx).await.unwrap();
+    cluster.submit(&handle, &job, &cx).await.unwrap();
+    assert_eq!(s.fake.count("jobs.submit"), 2);
+    let jobs = s.fake.jobs();
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    assert_eq!(jobs[0]["reference"]["jobId"], handle.ids["job_id"]);
+    assert_eq!(
+        jobs[0]["pysparkJob"]["mainPythonFileUri"],
+        "gs://code/jobs/count.py"
+    );
+    assert_eq!(cluster.status(&handle).await.unwrap(), JobStatus::Running);
+    // A new handle for the same step is a new job.
+    let other = cluster.prepare(&job, &cx).unwrap();
+    assert_ne!(other.ids["job_id"], handle.ids["job_id"]);
+    assert_ne!(other.ids["request_id"], handle.ids["request_id"]);
+}
+
+#[tokio::test]
+async fn a_failed_job_reports_its_details_on_contract_fake() {
+    let s = setup().await;
+    let cluster = s.launch("dataproc-0").await;
+    let handle = s
+        .submit(&cluster, &pyspark(&[("fake.outcome", "ERROR"), ("fake.run_for", "5s")]))
+        .await;
+    let e = drive(
+        &s.clock,
+        wait_task(&cluster, &handle, CancellationToken::new(), &s.context),
+    )
+    .await
+    .unwrap_err();
+    let message = e.to_string();
+    assert!(message.contains("is ERROR"), "{message}");
+    assert!(message.contains("Dataproc Agent reports job failure"), "{message}");
+    assert!(matches!(
+        cluster.status(&handle).await.unwrap(),
+        JobStatus::Failed { .. }
+    ));
+}
+
+#[tokio::test]
+async fn attempt_failure_is_not_the_end_on_contract_fake() {
+    let s = setup().await;
+    let cluster = s.launch("dataproc-0").await;
+    let handle = s
+        .submit(
+            &cluster,
+            &pyspark(&[("fake.attempt_failure", "true"), ("fake.run_for", "20s")]),
+        )
+        .await;
+    drive(
+        &s.clock,
+        wait_task(&cluster, &handle, CancellationToken::new(), &s.context),
+    )
+    .await
+    .unwrap();
+    let job = &s.fake.jobs()[0];
+    let history: Vec<&str> = job["statusHistory"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["state"].as_str().unwrap())
+        .collect();
+    assert!(history.contains(&"ATTEMPT_FAILURE"), "{history:?}");
+    assert_eq!(job["status"]["state"], "DONE");
+}
+
+#[tokio::test]
+async fn cancelling_a_wait_cancels_the_job_and_waits_for_cancelled_on_contract_fake() {
+    let s = setup_with(|o| o.job_run = None, None).await;
+    let cluster = s.launch("dataproc-0").await;
+    let handle = s.submit(&cluster, &pyspark(&[])).await;
+    let cancel = CancellationToken::new();
+    let task = wait_task(&cluster, &handle, cancel.clone(), &s.context);
+    s.clock.wait_for_sleepers(1).await;
+    s.clock.advance(SECOND);
+    s.clock.wait_for_sleepers(1).await;
+    cancel.cancel();
+    let e = drive(&s.clock, task).await.unwrap_err();
+    assert!(matches!(e, ClusterError::Cancelled { .. }), "{e:?}");
+    assert_eq!(s.fake.count("jobs.cancel"), 1);
+    assert_eq!(s.fake.jobs()[0]["status"]["state"], "CANCELLED");
+    assert_eq!(cluster.status(&handle).await.unwrap(), JobStatus::Cancelled);
+    // Cancelling a finished job is fine.
+    cluster.cancel(&handle).await.unwrap();
+}
+
+#[tokio::test]
+async fn another_engine_adopts_the_cluster_and_the_job_from_their_handles_on_contract_fake() {
+    let s = setup_with(|o| o.job_run = Some(Duration::from_secs(30)), None).await;
+    let first = s.cluster("dataproc-0");
+    let cluster_handle = first.provision().await.unwrap();
+    let c = first.clone();
+    drive(&s.clock, tokio::spawn(async move { c.wait_ready().await }))
+        .await
+        .unwrap();
+    let job_handle = s.submit(&first, &pyspark(&[])).await;
+    drop(first);
+
+    // A new engine: a new factory (same settings), the stored handles only.
+    let later = DataprocClusterFactoryBuilder::new("proj", "europe-west1")
+        .with_endpoint(s.fake.url())
+        .with_code_bucket("code")
+        .with_clock(Arc::new(s.clock.clone()))
+        .with_poll(PollConfig::default())
+        .build()
+        .unwrap();
+    let adopter = Arc::new(later.cluster("dataproc-0", &s.context));
+    assert!(adopter.adopt(&cluster_handle).await.unwrap());
+    assert_eq!(adopter.status(&job_handle).await.unwrap(), JobStatus::Running);
+    drive(
+        &s.clock,
+        wait_task(&adopter, &job_handle, CancellationToken::new(), &s.context),
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.fake.count("jobs.submit"), 1);
+    let a = adopter.clone();
+    drive(&s.clock, tokio::spawn(async move { a.terminate().await }))
+        .await
+        .unwrap();
+    assert_eq!(s.fake.deleted(), ["flow-daily-2026112800-0"]);
+    // Gone now: adopting it again says so.
+    assert!(!later.cluster("dataproc-0", &s.context).adopt(&cluster_handle).await.unwrap());
+}
+
+#[tokio::test]
+async fn shell_jobs_are_unsupported_with_a_clear_message() {
+    let s = setup().await;
+    let cluster = s.cluster("dataproc-0");
+    let cancel = CancellationToken::new();
+    let cx = job_context(&cancel, &s.context);
+    let e = cluster
+        .prepare(&Job::Shell { command: "ls".into() }, &cx)
+        .unwrap_err();
+    assert!(matches!(e, ClusterError::Unsupported { job: "shell", .. }), "{e:?}");
+    assert!(e.to_string().contains("cannot run shell jobs"), "{e}");
+    assert_eq!(s.fake.total(), 0);
+}
+
+/// Driver output written to fake-gcs-server (by the fake, as Dataproc
+/// would) reaches a failed job's error.
+#[tokio::test]
+#[ignore = "needs fake-gcs-server: run through `cargo xtask test`"]
+async fn a_failed_job_carries_its_driver_output_on_contract_fake_on_fake_gcs() {
+    let gcs = std::env::var("FLOW_TEST_GCS_ENDPOINT").unwrap_or_else(|_| {
+        panic!("FLOW_TEST_GCS_ENDPOINT is not set: run the fake-gcs-server tests through `cargo xtask test`")
+    });
+    let s = setup_with(|_| {}, Some(&gcs)).await;
+    // The code bucket and the application exist, so only the job's own
+    // failure counts.
+    let http = reqwest::Client::new();
+    let _ = http
+        .post(format!("{gcs}/storage/v1/b?project=fake"))
+        .body(r#"{"name": "code"}"#)
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .unwrap();
+    http.post(format!("{gcs}/upload/storage/v1/b/code/o?uploadType=media&name=jobs%2Fcount.py"))
+        .body("print('hi')\n")
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap();
+    let cluster = s.launch("dataproc-0").await;
+    let output = "line 1\nTraceback (most recent call last):\nValueError: no input for 2026112800\n";
+    let handle = s
+        .submit(
+            &cluster,
+            &pyspark(&[("fake.outcome", "ERROR"), ("fake.driver_output", output)]),
+        )
+        .await;
+    let e = drive(
+        &s.clock,
+        wait_task(&cluster, &handle, CancellationToken::new(), &s.context),
+    )
+    .await
+    .unwrap_err();
+    let message = e.to_string();
+    assert!(message.contains("ValueError: no input for 2026112800"), "{message}");
+    assert!(message.contains("driver output"), "{message}");
+}
