@@ -212,13 +212,7 @@ pub fn cluster_factory(settings: &Settings) -> Result<Arc<dyn ClusterFactory>, C
         ClusterKind::Emr => emr_factory(settings),
         #[cfg(not(feature = "emr"))]
         ClusterKind::Emr => Err(unavailable(settings, setting, "EMR", "emr", false)),
-        ClusterKind::Dataproc => Err(unavailable(
-            settings,
-            setting,
-            "Dataproc",
-            "dataproc",
-            cfg!(feature = "dataproc"),
-        )),
+        ClusterKind::Dataproc => dataproc_factory(settings),
         ClusterKind::Qubole => Err(unavailable(
             settings,
             setting,
@@ -250,6 +244,34 @@ fn emr_factory(settings: &Settings) -> Result<Arc<dyn ClusterFactory>, CliError>
     let factory = flow_cluster_emr::EmrClusterFactory::new(config)
         .map_err(|e| CliError::bad_input(format!("{}: {e}", settings.source)))?;
     Ok(Arc::new(factory))
+}
+
+/// The Dataproc clusters of `[cluster.dataproc]`: no request is sent and no
+/// token fetched here (a key file is read).
+#[cfg(feature = "dataproc")]
+fn dataproc_factory(settings: &Settings) -> Result<Arc<dyn ClusterFactory>, CliError> {
+    let config = settings.dataproc().ok_or_else(|| {
+        CliError::bad_input(format!(
+            "{}: [cluster] kind = \"dataproc\" needs a [cluster.dataproc] section (project, region, ...); see docs/settings.md",
+            settings.source
+        ))
+    })?;
+    let factory = config
+        .builder()
+        .build()
+        .map_err(|e| CliError::bad_input(format!("{}: [cluster.dataproc]: {e}", settings.source)))?;
+    Ok(Arc::new(factory))
+}
+
+#[cfg(not(feature = "dataproc"))]
+fn dataproc_factory(settings: &Settings) -> Result<Arc<dyn ClusterFactory>, CliError> {
+    Err(unavailable(
+        settings,
+        "[cluster] kind",
+        "Dataproc",
+        "dataproc",
+        false,
+    ))
 }
 
 #[cfg(test)]

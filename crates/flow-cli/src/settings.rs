@@ -168,6 +168,14 @@ struct ClusterSpec {
     #[cfg(not(feature = "emr"))]
     #[allow(dead_code)]
     emr: Option<toml::Table>,
+    /// `[cluster.dataproc]`, checked by the Dataproc crate's own serde type.
+    #[cfg(feature = "dataproc")]
+    #[serde(default, deserialize_with = "flow_cluster_dataproc::deserialize_validated")]
+    dataproc: Option<flow_cluster_dataproc::DataprocConfig>,
+    /// Kept (unread) so one settings file serves builds with and without it.
+    #[cfg(not(feature = "dataproc"))]
+    #[serde(default, rename = "dataproc")]
+    _dataproc: Option<toml::Table>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -535,6 +543,20 @@ impl Settings {
             .as_ref()
             .map(|c| c.0.clone())
             .unwrap_or_default()
+    }
+
+    /// `[cluster.dataproc]`, validated, with its key files resolved
+    /// against the settings file's directory.
+    #[cfg(feature = "dataproc")]
+    pub fn dataproc(&self) -> Option<flow_cluster_dataproc::DataprocConfig> {
+        let mut config = self.spec.cluster.dataproc.clone()?;
+        for path in [&mut config.credentials_file, &mut config.gcs.credentials_file]
+            .into_iter()
+            .flatten()
+        {
+            *path = self.resolve(path);
+        }
+        Some(config)
     }
 
     pub fn lease_ttl(&self) -> Duration {

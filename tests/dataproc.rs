@@ -1,0 +1,463 @@
+//! The `flow` binary on Dataproc (`[cluster] kind = "dataproc"`), end to
+//! end, against two peers: the Dataproc **contract fake** (the
+//! `dataproc-contract-fake` binary, run as its own process so it outlives a
+//! killed engine; real time, short durations) and **fake-gcs-server** (the
+//! GCS emulator `cargo xtask test` starts; the steps' filesystem, the job
+//! files, and the driver output the fake writes there as Dataproc would).
+//!
+//! Built only with `--features dataproc` (xtask tests with all features).
+//! The fake's binary comes from `FLOW_TEST_DATAPROC_FAKE` (xtask builds it)
+//! or from next to this test's executable.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use support::text;
+
+const TP: &str = "2026112800";
+const CLUSTER: &str = "flow-dp-2026112800-0";
+
+fn gcs_endpoint() -> String {
+    std::env::var("FLOW_TEST_GCS_ENDPOINT").unwrap_or_else(|_| {
+        panic!("FLOW_TEST_GCS_ENDPOINT is not set: run the fake-gcs-server tests through `cargo xtask test`")
+    })
+}
+
+fn fake_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("FLOW_TEST_DATAPROC_FAKE") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().unwrap();
+    let beside = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|dir| dir.join("dataproc-contract-fake"))
+        .unwrap();
+    assert!(
+        beside.is_file(),
+        "no {}: run through `cargo xtask test`, or `cargo build -p dataproc-contract-fake` first",
+        beside.display()
+    );
+    beside
+}
+
+/// One HTTP/1.1 request with std only (the test has no HTTP client):
+/// the status and the body.
+fn http(method: &str, url: &str, body: &str) -> (u16, String) {
+    let rest = url.strip_prefix("http://").expect("an http:// URL");
+    let (host, path) = rest.split_once('/').map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
+    let mut stream = TcpStream::connect(host).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let status = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn encode(name: &str) -> String {
+    name.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}
+
+/// The contract fake, stopped (by closing its stdin, then killing it) when
+/// dropped.
+struct Fake {
+    child: Child,
+    url: String,
+}
+
+impl Fake {
+    fn start(gcs: &str, staging: &str) -> Fake {
+        let mut child = Command::new(fake_binary())
+            .args(["--gcs-endpoint", gcs, "--staging-bucket", staging])
+            .args(["--cluster-create", "300ms", "--cluster-delete", "200ms"])
+            .args(["--job-pending", "100ms", "--job-run", "500ms", "--job-cancel", "200ms"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("the fake said {line:?}"))
+            .to_string();
+        Fake { child, url }
+    }
+
+    fn get(&self, what: &str) -> serde_json::Value {
+        let (status, body) = http("GET", &format!("{}/fake/{what}", self.url), "");
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    /// Requests of one API method so far.
+    fn count(&self, method: &str) -> u64 {
+        self.get("requests")["methods"][method].as_u64().unwrap_or(0)
+    }
+
+    fn jobs(&self) -> Vec<serde_json::Value> {
+        self.get("jobs")["jobs"].as_array().unwrap().clone()
+    }
+
+    fn deleted(&self) -> Vec<String> {
+        self.get("clusters")["deleted"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect()
+    }
+}
+
+impl Drop for Fake {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A test directory with Dataproc settings pointing at both fakes, its own
+/// buckets, and a short lease.
+struct Home {
+    home: support::Home,
+    fake: Fake,
+    gcs: String,
+    code: String,
+    data: String,
+}
+
+impl std::ops::Deref for Home {
+    type Target = support::Home;
+    fn deref(&self) -> &support::Home {
+        &self.home
+    }
+}
+
+impl Home {
+    fn new(test: &str) -> Home {
+        let gcs = gcs_endpoint();
+        let unique = format!("{test}-{}", std::process::id());
+        let (code, data, staging) = (
+            format!("dp-code-{unique}"),
+            format!("dp-data-{unique}"),
+            format!("dp-staging-{unique}"),
+        );
+        for bucket in [&code, &data] {
+            let (status, body) = http(
+                "POST",
+                &format!("{gcs}/storage/v1/b?project=test"),
+                &format!(r#"{{"name": "{bucket}"}}"#),
+            );
+            assert!(status == 200 || status == 409, "{status} {body}");
+        }
+        let fake = Fake::start(&gcs, &staging);
+        let home = support::Home::empty();
+        home.write(
+            "flow.toml",
+            &format!(
+                r#"
+log_directory = "logs"
+data_directory = "data"
+
+[cluster]
+kind = "dataproc"
+
+[cluster.dataproc]
+project = "flow-test"
+region = "europe-west1"
+zone = "europe-west1-b"
+endpoint = "{fake}"
+code_bucket = "{code}"
+image_version = "2.2-debian12"
+labels = {{ team = "data" }}
+cluster_poll_interval = "100ms"
+cancel_timeout = "10s"
+
+[cluster.dataproc.poll]
+floor = "200ms"
+cap = "500ms"
+
+[cluster.dataproc.driver_output]
+wait = "2s"
+interval = "200ms"
+
+[cluster.dataproc.gcs]
+bucket = "{data}"
+endpoint = "{gcs}"
+
+[lease]
+ttl = "2s"
+heartbeat = "500ms"
+
+[engine]
+cancel_grace = "10s"
+"#,
+                fake = fake.url
+            ),
+        );
+        home.write("count.py", "print('counting')\n");
+        Home {
+            home,
+            fake,
+            gcs,
+            code,
+            data,
+        }
+    }
+
+    fn object_exists(&self, bucket: &str, name: &str) -> bool {
+        let (status, _) = http(
+            "GET",
+            &format!("{}/storage/v1/b/{bucket}/o/{}", self.gcs, encode(name)),
+            "",
+        );
+        status == 200
+    }
+
+    fn put_object(&self, bucket: &str, name: &str, content: &str) {
+        let (status, body) = http(
+            "POST",
+            &format!(
+                "{}/upload/storage/v1/b/{bucket}/o?uploadType=media&name={}",
+                self.gcs,
+                encode(name)
+            ),
+            content,
+        );
+        assert_eq!(status, 200, "{body}");
+    }
+
+    fn delete_object(&self, bucket: &str, name: &str) {
+        let (status, body) = http(
+            "DELETE",
+            &format!("{}/storage/v1/b/{bucket}/o/{}", self.gcs, encode(name)),
+            "",
+        );
+        assert!(status == 200 || status == 204, "{status} {body}");
+    }
+
+    /// A flow: `stage` uploads the job file and makes the input folder,
+    /// `count` runs it as a pyspark job (with `conf`), `publish` copies its
+    /// result marker.
+    fn write_flow(&self, conf: &str) {
+        self.write(
+            "dp.toml",
+            &format!(
+                r#"
+name = "dp"
+time_qualifier = "daily"
+
+[[steps]]
+name = "stage"
+pre = [{{ action = "mkdir", path = "in/{{timeperiod}}" }}]
+main = {{ action = "copy_from_local", from = "count.py", to = "gs://{code}/jobs/count.py" }}
+
+[[steps]]
+name = "count"
+depends_on = ["stage"]
+main = {{ action = "spark", application = "jobs/count.py", args = ["--day", "{{timeperiod}}"], conf = {{ {conf} }} }}
+post = [{{ action = "copy_from_local", from = "count.py", to = "out/{{timeperiod}}/done.txt" }}]
+
+[[steps]]
+name = "publish"
+depends_on = ["count"]
+main = {{ action = "cp", from = "out/{{timeperiod}}/done.txt", to = "published/{{timeperiod}}/done.txt" }}
+"#,
+                code = self.code
+            ),
+        );
+    }
+
+    fn states(&self) -> (String, Vec<(String, String)>) {
+        let status = self.status_json("dp.toml", TP);
+        (
+            status["flow"]["state"].as_str().unwrap_or_default().to_string(),
+            support::step_states(&status),
+        )
+    }
+
+    fn recover_until_accepted(&self) -> i32 {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let out = self.flow(&["recover", "dp.toml", "--timeperiod", TP]);
+            let code = out.status.code().unwrap_or(-1);
+            let refused =
+                code == 2 && String::from_utf8_lossy(&out.stderr).contains("already being run by");
+            if !refused {
+                println!("recover: {}", text(&out));
+                return code;
+            }
+            assert!(Instant::now() < deadline, "recover never accepted: {}", text(&out));
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+fn steps(states: &[(&str, &str)]) -> Vec<(String, String)> {
+    states
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect()
+}
+
+#[test]
+#[ignore = "needs fake-gcs-server: run through `cargo xtask test`"]
+fn a_pyspark_flow_with_gcs_steps_ends_processed_on_contract_fake_on_fake_gcs() {
+    let home = Home::new("ok");
+    home.write_flow("");
+    let out = home.expect(0, &["run", "dp.toml", "--timeperiod", TP]);
+    println!("{}", text(&out));
+    let (flow, states) = home.states();
+    assert_eq!(flow, "state_processed");
+    assert_eq!(
+        states,
+        steps(&[
+            ("count", "state_processed"),
+            ("publish", "state_processed"),
+            ("stage", "state_processed"),
+        ])
+    );
+    // The GCS steps did their work in fake-gcs-server.
+    assert!(home.object_exists(&home.data, "in/2026112800_$folder$"));
+    assert!(home.object_exists(&home.code, "jobs/count.py"));
+    assert!(home.object_exists(&home.data, "published/2026112800/done.txt"));
+    // One job, shaped as the flow said, on the run's cluster.
+    assert_eq!(home.fake.count("jobs.submit"), 1);
+    let jobs = home.fake.jobs();
+    assert_eq!(jobs.len(), 1);
+    let job = &jobs[0];
+    assert_eq!(job["status"]["state"], "DONE");
+    assert_eq!(job["placement"]["clusterName"], CLUSTER);
+    assert_eq!(
+        job["pysparkJob"]["mainPythonFileUri"],
+        format!("gs://{}/jobs/count.py", home.code)
+    );
+    assert_eq!(job["pysparkJob"]["args"], serde_json::json!(["--day", TP]));
+    assert_eq!(job["labels"]["flow-step"], "count");
+    // The cluster was created with the settings and deleted at the end.
+    assert_eq!(home.fake.count("clusters.create"), 1);
+    assert_eq!(home.fake.deleted(), [CLUSTER]);
+    let log = home.read("logs/dp/count.log");
+    assert!(log.contains("submitted Dataproc job"), "{log}");
+    assert!(log.contains("fake driver of job"), "driver output in the step log: {log}");
+}
+
+#[test]
+#[ignore = "needs fake-gcs-server: run through `cargo xtask test`"]
+fn a_failing_job_makes_the_flow_invalid_with_its_driver_output_and_recover_completes_it_on_contract_fake_on_fake_gcs(
+) {
+    let home = Home::new("fail");
+    // The job fails while this object exists (its input is "bad").
+    home.put_object(&home.data, "control/bad-input", "x");
+    home.write_flow(&format!(
+        r#""fake.fail_if_exists" = "gs://{}/control/bad-input""#,
+        home.data
+    ));
+    let out = home.expect(1, &["run", "dp.toml", "--timeperiod", TP]);
+    let (flow, states) = home.states();
+    assert_eq!(flow, "state_invalid", "{}", text(&out));
+    assert_eq!(
+        states,
+        steps(&[
+            ("count", "state_invalid"),
+            ("publish", "state_embryo"),
+            ("stage", "state_processed"),
+        ])
+    );
+    let log = home.read("logs/dp/count.log");
+    assert!(log.contains("is ERROR"), "{log}");
+    assert!(log.contains("Dataproc Agent reports job failure"), "status.details: {log}");
+    assert!(
+        log.contains("RuntimeError: gs://"),
+        "the driver output is in the step log: {log}"
+    );
+    assert_eq!(home.fake.deleted(), [CLUSTER], "the cluster is deleted after a failure too");
+
+    // Fix the input; recover runs what is left.
+    home.delete_object(&home.data, "control/bad-input");
+    let out = home.expect(0, &["recover", "dp.toml", "--timeperiod", TP]);
+    let (flow, states) = home.states();
+    assert_eq!(flow, "state_processed", "{}", text(&out));
+    assert!(states.iter().all(|(_, s)| s == "state_processed"), "{states:?}");
+    assert_eq!(home.fake.count("jobs.submit"), 2, "one failed job, one that worked");
+    assert_eq!(home.fake.deleted(), [CLUSTER, CLUSTER]);
+}
+
+#[test]
+#[ignore = "needs fake-gcs-server: run through `cargo xtask test`"]
+fn recover_adopts_a_job_that_outlived_a_killed_engine_and_deletes_its_cluster_on_contract_fake_on_fake_gcs(
+) {
+    let home = Home::new("kill");
+    home.write_flow(r#""fake.run_for" = "6s""#);
+    let mut engine = home
+        .command(&["run", "dp.toml", "--timeperiod", TP])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let running = home
+            .fake
+            .jobs()
+            .iter()
+            .any(|j| j["status"]["state"] == "RUNNING");
+        if running {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the job never ran: {:?}", home.fake.jobs());
+        assert!(engine.try_wait().unwrap().is_none(), "the engine ended early");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    engine.kill().unwrap(); // SIGKILL
+    engine.wait().unwrap();
+    assert_eq!(home.fake.deleted(), Vec::<String>::new(), "a killed engine deletes nothing");
+
+    assert_eq!(home.recover_until_accepted(), 0);
+    let (flow, states) = home.states();
+    assert_eq!(flow, "state_processed");
+    assert!(states.iter().all(|(_, s)| s == "state_processed"), "{states:?}");
+    // The job was adopted, not submitted again; the cluster was adopted,
+    // not created again, and deleted at the end.
+    assert_eq!(home.fake.count("jobs.submit"), 1);
+    assert_eq!(home.fake.jobs().len(), 1);
+    assert_eq!(home.fake.jobs()[0]["status"]["state"], "DONE");
+    assert_eq!(home.fake.count("clusters.create"), 1);
+    assert_eq!(home.fake.deleted(), [CLUSTER]);
+    let status = home.status_json("dp.toml", TP);
+    println!("{status:#}");
+}
