@@ -49,9 +49,13 @@ fn fake_binary() -> PathBuf {
 /// the status and the body.
 fn http(method: &str, url: &str, body: &str) -> (u16, String) {
     let rest = url.strip_prefix("http://").expect("an http:// URL");
-    let (host, path) = rest.split_once('/').map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
+    let (host, path) = rest
+        .split_once('/')
+        .map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
     let mut stream = TcpStream::connect(host).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
     write!(
         stream,
         "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
@@ -93,7 +97,14 @@ impl Fake {
         let mut child = Command::new(fake_binary())
             .args(["--gcs-endpoint", gcs, "--staging-bucket", staging])
             .args(["--cluster-create", "300ms", "--cluster-delete", "200ms"])
-            .args(["--job-pending", "100ms", "--job-run", "500ms", "--job-cancel", "200ms"])
+            .args([
+                "--job-pending",
+                "100ms",
+                "--job-run",
+                "500ms",
+                "--job-cancel",
+                "200ms",
+            ])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -118,7 +129,9 @@ impl Fake {
 
     /// Requests of one API method so far.
     fn count(&self, method: &str) -> u64 {
-        self.get("requests")["methods"][method].as_u64().unwrap_or(0)
+        self.get("requests")["methods"][method]
+            .as_u64()
+            .unwrap_or(0)
     }
 
     fn jobs(&self) -> Vec<serde_json::Value> {
@@ -305,7 +318,10 @@ main = {{ action = "cp", from = "out/{{timeperiod}}/done.txt", to = "published/{
     fn states(&self) -> (String, Vec<(String, String)>) {
         let status = self.status_json("dp.toml", TP);
         (
-            status["flow"]["state"].as_str().unwrap_or_default().to_string(),
+            status["flow"]["state"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
             support::step_states(&status),
         )
     }
@@ -321,7 +337,11 @@ main = {{ action = "cp", from = "out/{{timeperiod}}/done.txt", to = "published/{
                 println!("recover: {}", text(&out));
                 return code;
             }
-            assert!(Instant::now() < deadline, "recover never accepted: {}", text(&out));
+            assert!(
+                Instant::now() < deadline,
+                "recover never accepted: {}",
+                text(&out)
+            );
             std::thread::sleep(Duration::from_millis(200));
         }
     }
@@ -373,7 +393,10 @@ fn a_pyspark_flow_with_gcs_steps_ends_processed_on_contract_fake_on_fake_gcs() {
     assert_eq!(home.fake.deleted(), [CLUSTER]);
     let log = home.read("logs/dp/count.log");
     assert!(log.contains("submitted Dataproc job"), "{log}");
-    assert!(log.contains("fake driver of job"), "driver output in the step log: {log}");
+    assert!(
+        log.contains("fake driver of job"),
+        "driver output in the step log: {log}"
+    );
 }
 
 #[test]
@@ -400,20 +423,34 @@ fn a_failing_job_makes_the_flow_invalid_with_its_driver_output_and_recover_compl
     );
     let log = home.read("logs/dp/count.log");
     assert!(log.contains("is ERROR"), "{log}");
-    assert!(log.contains("Dataproc Agent reports job failure"), "status.details: {log}");
+    assert!(
+        log.contains("Dataproc Agent reports job failure"),
+        "status.details: {log}"
+    );
     assert!(
         log.contains("RuntimeError: gs://"),
         "the driver output is in the step log: {log}"
     );
-    assert_eq!(home.fake.deleted(), [CLUSTER], "the cluster is deleted after a failure too");
+    assert_eq!(
+        home.fake.deleted(),
+        [CLUSTER],
+        "the cluster is deleted after a failure too"
+    );
 
     // Fix the input; recover runs what is left.
     home.delete_object(&home.data, "control/bad-input");
     let out = home.expect(0, &["recover", "dp.toml", "--timeperiod", TP]);
     let (flow, states) = home.states();
     assert_eq!(flow, "state_processed", "{}", text(&out));
-    assert!(states.iter().all(|(_, s)| s == "state_processed"), "{states:?}");
-    assert_eq!(home.fake.count("jobs.submit"), 2, "one failed job, one that worked");
+    assert!(
+        states.iter().all(|(_, s)| s == "state_processed"),
+        "{states:?}"
+    );
+    assert_eq!(
+        home.fake.count("jobs.submit"),
+        2,
+        "one failed job, one that worked"
+    );
     assert_eq!(home.fake.deleted(), [CLUSTER, CLUSTER]);
 }
 
@@ -439,18 +476,32 @@ fn recover_adopts_a_job_that_outlived_a_killed_engine_and_deletes_its_cluster_on
         if running {
             break;
         }
-        assert!(Instant::now() < deadline, "the job never ran: {:?}", home.fake.jobs());
-        assert!(engine.try_wait().unwrap().is_none(), "the engine ended early");
+        assert!(
+            Instant::now() < deadline,
+            "the job never ran: {:?}",
+            home.fake.jobs()
+        );
+        assert!(
+            engine.try_wait().unwrap().is_none(),
+            "the engine ended early"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     engine.kill().unwrap(); // SIGKILL
     engine.wait().unwrap();
-    assert_eq!(home.fake.deleted(), Vec::<String>::new(), "a killed engine deletes nothing");
+    assert_eq!(
+        home.fake.deleted(),
+        Vec::<String>::new(),
+        "a killed engine deletes nothing"
+    );
 
     assert_eq!(home.recover_until_accepted(), 0);
     let (flow, states) = home.states();
     assert_eq!(flow, "state_processed");
-    assert!(states.iter().all(|(_, s)| s == "state_processed"), "{states:?}");
+    assert!(
+        states.iter().all(|(_, s)| s == "state_processed"),
+        "{states:?}"
+    );
     // The job was adopted, not submitted again; the cluster was adopted,
     // not created again, and deleted at the end.
     assert_eq!(home.fake.count("jobs.submit"), 1);

@@ -330,7 +330,11 @@ fn query(uri: &Uri) -> HashMap<String, String> {
         .filter(|p| !p.is_empty())
         .map(|pair| {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            let decode = |s: &str| percent_decode_str(&s.replace('+', " ")).decode_utf8_lossy().into_owned();
+            let decode = |s: &str| {
+                percent_decode_str(&s.replace('+', " "))
+                    .decode_utf8_lossy()
+                    .into_owned()
+            };
             (decode(k), decode(v))
         })
         .collect()
@@ -377,7 +381,9 @@ impl Route {
             ("POST", ["clusters"]) => Route::ClusterCreate(p, r),
             ("GET", ["clusters", name]) => Route::ClusterGet(p, r, name.to_string()),
             ("DELETE", ["clusters", name]) => Route::ClusterDelete(p, r, name.to_string()),
-            ("GET", ["operations", _]) => Route::OperationGet(path.trim_start_matches("/v1/").to_string()),
+            ("GET", ["operations", _]) => {
+                Route::OperationGet(path.trim_start_matches("/v1/").to_string())
+            }
             ("POST", ["jobs:submit"]) => Route::JobSubmit(p, r),
             ("GET", ["jobs"]) => Route::JobList(p, r),
             ("GET", ["jobs", id]) => Route::JobGet(p, r, id.to_string()),
@@ -425,7 +431,10 @@ async fn handle(
             );
             response.headers_mut().insert(
                 header::RETRY_AFTER,
-                retry_after.to_string().parse().expect("digits are a header value"),
+                retry_after
+                    .to_string()
+                    .parse()
+                    .expect("digits are a header value"),
             );
             return response;
         }
@@ -482,7 +491,10 @@ fn control_request(
         ("POST", "throttle") => {
             let method = q.get("method").cloned().unwrap_or_default();
             let times = q.get("times").and_then(|t| t.parse().ok()).unwrap_or(1);
-            let after = q.get("retry_after").and_then(|t| t.parse().ok()).unwrap_or(1);
+            let after = q
+                .get("retry_after")
+                .and_then(|t| t.parse().ok())
+                .unwrap_or(1);
             world
                 .throttles
                 .entry(method)
@@ -576,9 +588,17 @@ fn cluster_json(shared: &Shared, c: &FakeCluster, now: Duration) -> Value {
     };
     let current = history.last().map(status).unwrap_or(Value::Null);
     let previous: Vec<Value> = history[..history.len() - 1].iter().map(status).collect();
-    let mut config = c.resource.get("config").cloned().unwrap_or_else(|| json!({}));
+    let mut config = c
+        .resource
+        .get("config")
+        .cloned()
+        .unwrap_or_else(|| json!({}));
     config["configBucket"] = json!(shared.options.staging_bucket);
-    let mut labels = c.resource.get("labels").cloned().unwrap_or_else(|| json!({}));
+    let mut labels = c
+        .resource
+        .get("labels")
+        .cloned()
+        .unwrap_or_else(|| json!({}));
     labels["goog-dataproc-cluster-name"] = json!(c.name);
     labels["goog-dataproc-cluster-uuid"] = json!(c.uuid);
     labels["goog-dataproc-location"] = json!(c.region);
@@ -644,7 +664,10 @@ fn create_cluster(
         return error(
             StatusCode::CONFLICT,
             "ALREADY_EXISTS",
-            format!("Already exists: Failed to create cluster: Cluster {}", cluster_path(&key)),
+            format!(
+                "Already exists: Failed to create cluster: Cluster {}",
+                cluster_path(&key)
+            ),
         );
     }
     let fail = world.fail_creates.remove(&name);
@@ -663,7 +686,10 @@ fn create_cluster(
         },
     );
     let op = FakeOp {
-        name: format!("projects/{project}/regions/{region}/operations/{}", self::uuid()),
+        name: format!(
+            "projects/{project}/regions/{region}/operations/{}",
+            self::uuid()
+        ),
         cluster: key,
         uuid,
         kind: OpKind::Create,
@@ -762,7 +788,8 @@ fn operation_json(shared: &Shared, world: &World, op: &FakeOp, now: Duration) ->
                 answer["response"] = response;
             }
             (OpKind::Delete, None) => {
-                answer["response"] = json!({ "@type": "type.googleapis.com/google.protobuf.Empty" });
+                answer["response"] =
+                    json!({ "@type": "type.googleapis.com/google.protobuf.Empty" });
             }
         }
     }
@@ -784,23 +811,29 @@ fn job_path(key: &Key) -> String {
     format!("projects/{}/regions/{}/jobs/{}", key.0, key.1, key.2)
 }
 
-/// The job's events up to `now`: (state, details, time).
-fn job_events(shared: &Shared, j: &FakeJob, now: Duration) -> Vec<(String, String, Duration)> {
+/// A job status event: state, details, when.
+type Event = (String, String, Duration);
+
+/// The job's events up to `now`.
+fn job_events(shared: &Shared, j: &FakeJob, now: Duration) -> Vec<Event> {
     let o = &shared.options;
     let mut events = vec![("PENDING".to_string(), String::new(), j.submitted)];
     let start = j.submitted + o.job_pending;
     events.push(("SETUP_DONE".into(), String::new(), start));
     events.push(("RUNNING".into(), String::new(), start));
     // The earliest of: its natural end, a forced end, a cancellation.
-    let mut end: Option<(Duration, Vec<(String, String, Duration)>)> = None;
-    let mut consider = |at: Duration, tail: Vec<(String, String, Duration)>| {
+    let mut end: Option<(Duration, Vec<Event>)> = None;
+    let mut consider = |at: Duration, tail: Vec<Event>| {
         if end.as_ref().is_none_or(|(e, _)| at < *e) {
             end = Some((at, tail));
         }
     };
     if let Some(run) = j.plan.run {
         let at = start + run;
-        consider(at, vec![(j.plan.outcome.clone(), j.plan.details.clone(), at)]);
+        consider(
+            at,
+            vec![(j.plan.outcome.clone(), j.plan.details.clone(), at)],
+        );
         if j.plan.attempt_failure {
             let mid = start + run / 2;
             events.push((
@@ -808,7 +841,11 @@ fn job_events(shared: &Shared, j: &FakeJob, now: Duration) -> Vec<(String, Strin
                 "Job attempt failed; the job will be restarted".into(),
                 mid,
             ));
-            events.push(("RUNNING".into(), String::new(), mid + Duration::from_millis(100).min(run / 4)));
+            events.push((
+                "RUNNING".into(),
+                String::new(),
+                mid + Duration::from_millis(100).min(run / 4),
+            ));
         }
     }
     if let Some((at, state, details)) = &j.forced {
@@ -925,11 +962,20 @@ async fn gcs_write(shared: &Shared, uri: &str, text: String) {
     let _ = shared.http.post(url).body(text).send().await;
 }
 
-async fn submit_job(shared: &Arc<Shared>, project: String, region: String, body: Value) -> Response {
+async fn submit_job(
+    shared: &Arc<Shared>,
+    project: String,
+    region: String,
+    body: Value,
+) -> Response {
     let request_id = body["requestId"].as_str().unwrap_or("").to_string();
     let mut job = body["job"].clone();
     if !job.is_object() {
-        return error(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", "job is required".into());
+        return error(
+            StatusCode::BAD_REQUEST,
+            "INVALID_ARGUMENT",
+            "job is required".into(),
+        );
     }
     let now = shared.now();
     let id = job["reference"]["jobId"]
@@ -937,7 +983,10 @@ async fn submit_job(shared: &Arc<Shared>, project: String, region: String, body:
         .map(str::to_string)
         .unwrap_or_else(|| uuid().replace('-', ""));
     let key = (project.clone(), region.clone(), id.clone());
-    let cluster_name = job["placement"]["clusterName"].as_str().unwrap_or("").to_string();
+    let cluster_name = job["placement"]["clusterName"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
     let cluster_uuid = {
         let mut world = shared.world();
         sweep(shared, &mut world, now);
@@ -950,7 +999,10 @@ async fn submit_job(shared: &Arc<Shared>, project: String, region: String, body:
             return error(
                 StatusCode::CONFLICT,
                 "ALREADY_EXISTS",
-                format!("Already exists: Failed to submit job: Job {}", job_path(&key)),
+                format!(
+                    "Already exists: Failed to submit job: Job {}",
+                    job_path(&key)
+                ),
             );
         }
         if JOB_TYPES.iter().filter(|t| job[**t].is_object()).count() != 1 {
@@ -965,13 +1017,13 @@ async fn submit_job(shared: &Arc<Shared>, project: String, region: String, body:
             None => return not_found("Cluster", cluster_path(&ckey)),
             Some(c) => match cluster_state(shared, c, now) {
                 Some((state, _)) if state == "RUNNING" => c.uuid.clone(),
-                Some((state, _)) => {
-                    return error(
-                        StatusCode::BAD_REQUEST,
-                        "FAILED_PRECONDITION",
-                        format!("Cluster '{cluster_name}' must be RUNNING to accept jobs; it is {state}"),
-                    )
-                }
+                Some((state, _)) => return error(
+                    StatusCode::BAD_REQUEST,
+                    "FAILED_PRECONDITION",
+                    format!(
+                        "Cluster '{cluster_name}' must be RUNNING to accept jobs; it is {state}"
+                    ),
+                ),
                 None => return not_found("Cluster", cluster_path(&ckey)),
             },
         }
@@ -990,17 +1042,26 @@ async fn submit_job(shared: &Arc<Shared>, project: String, region: String, body:
     };
     let mut output = property(&job, "fake.driver_output")
         .map(str::to_string)
-        .unwrap_or_else(|| format!("fake driver of job {id}: running {}\n", main_file(&job).unwrap_or_default()));
+        .unwrap_or_else(|| {
+            format!(
+                "fake driver of job {id}: running {}\n",
+                main_file(&job).unwrap_or_default()
+            )
+        });
     if let Some(marker) = property(&job, "fake.fail_if_exists") {
         if gcs_exists(shared, marker).await {
             plan.outcome = "ERROR".into();
-            output.push_str(&format!("Traceback (most recent call last):\nRuntimeError: {marker} exists\n"));
+            output.push_str(&format!(
+                "Traceback (most recent call last):\nRuntimeError: {marker} exists\n"
+            ));
         }
     }
     if let (Some(_), Some(file)) = (&o.gcs_endpoint, main_file(&job)) {
         if file.starts_with("gs://") && !gcs_exists(shared, &file).await {
             plan.outcome = "ERROR".into();
-            output.push_str(&format!("java.io.FileNotFoundException: File not found : {file}\n"));
+            output.push_str(&format!(
+                "java.io.FileNotFoundException: File not found : {file}\n"
+            ));
         }
     }
     if plan.outcome == "ERROR" && plan.details.is_empty() {
@@ -1024,10 +1085,19 @@ async fn submit_job(shared: &Arc<Shared>, project: String, region: String, body:
         cancel_at: None,
         forced: None,
     };
-    gcs_write(shared, &format!("{}driveroutput.000000000", driver_prefix(shared, &fake)), output).await;
+    gcs_write(
+        shared,
+        &format!("{}driveroutput.000000000", driver_prefix(shared, &fake)),
+        output,
+    )
+    .await;
     let mut world = shared.world();
     // A concurrent duplicate may have won meanwhile.
-    if let Some(existing) = world.jobs.iter().find(|j| j.request_id == fake.request_id && !fake.request_id.is_empty()) {
+    if let Some(existing) = world
+        .jobs
+        .iter()
+        .find(|j| j.request_id == fake.request_id && !fake.request_id.is_empty())
+    {
         return ok(job_json(shared, existing, now));
     }
     let answer = job_json(shared, &fake, now);
@@ -1044,7 +1114,12 @@ fn get_job(shared: &Arc<Shared>, key: &Key) -> Response {
     }
 }
 
-fn list_jobs(shared: &Arc<Shared>, project: &str, region: &str, q: &HashMap<String, String>) -> Response {
+fn list_jobs(
+    shared: &Arc<Shared>,
+    project: &str,
+    region: &str,
+    q: &HashMap<String, String>,
+) -> Response {
     let now = shared.now();
     let world = shared.world();
     let cluster = q.get("clusterName");
@@ -1054,7 +1129,9 @@ fn list_jobs(shared: &Arc<Shared>, project: &str, region: &str, q: &HashMap<Stri
     } else if filter.contains("status.state = ACTIVE") {
         "ACTIVE"
     } else if filter.is_empty() {
-        q.get("jobStateMatcher").map(String::as_str).unwrap_or("ALL")
+        q.get("jobStateMatcher")
+            .map(String::as_str)
+            .unwrap_or("ALL")
     } else {
         "ALL"
     };
@@ -1106,7 +1183,10 @@ fn cancel_job(shared: &Arc<Shared>, key: &Key) -> Response {
         return error(
             StatusCode::BAD_REQUEST,
             "FAILED_PRECONDITION",
-            format!("Cannot cancel jobId '{}' in projectId '{}' in state: '{state}'", key.2, key.0),
+            format!(
+                "Cannot cancel jobId '{}' in projectId '{}' in state: '{state}'",
+                key.2, key.0
+            ),
         );
     }
     let job = &mut world.jobs[index];

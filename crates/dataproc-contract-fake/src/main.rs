@@ -34,8 +34,12 @@ fn parse() -> Result<(FakeOptions, u16), String> {
                     .and_then(|p| p.parse().ok())
                     .ok_or("--port needs a number")?
             }
-            "--gcs-endpoint" => options.gcs_endpoint = Some(args.next().ok_or("--gcs-endpoint needs a URL")?),
-            "--staging-bucket" => options.staging_bucket = args.next().ok_or("--staging-bucket needs a name")?,
+            "--gcs-endpoint" => {
+                options.gcs_endpoint = Some(args.next().ok_or("--gcs-endpoint needs a URL")?)
+            }
+            "--staging-bucket" => {
+                options.staging_bucket = args.next().ok_or("--staging-bucket needs a name")?
+            }
             "--cluster-create" => options.cluster_create = duration(&flag, args.next())?,
             "--cluster-delete" => options.cluster_delete = duration(&flag, args.next())?,
             "--job-pending" => options.job_pending = duration(&flag, args.next())?,

@@ -256,10 +256,9 @@ fn dataproc_factory(settings: &Settings) -> Result<Arc<dyn ClusterFactory>, CliE
             settings.source
         ))
     })?;
-    let factory = config
-        .builder()
-        .build()
-        .map_err(|e| CliError::bad_input(format!("{}: [cluster.dataproc]: {e}", settings.source)))?;
+    let factory = config.builder().build().map_err(|e| {
+        CliError::bad_input(format!("{}: [cluster.dataproc]: {e}", settings.source))
+    })?;
     Ok(Arc::new(factory))
 }
 
@@ -300,6 +299,54 @@ mod tests {
                 "{e}"
             );
         }
+    }
+
+    #[test]
+    fn dataproc_needs_its_feature_and_its_section() {
+        let s = Settings::parse(
+            "[cluster]\nkind = \"dataproc\"\n",
+            Path::new("/x/flow.toml"),
+        )
+        .unwrap();
+        let e = cluster_factory(&s).err().unwrap();
+        if cfg!(feature = "dataproc") {
+            assert!(
+                e.message.contains("needs a [cluster.dataproc] section"),
+                "{e}"
+            );
+        } else {
+            assert!(
+                e.message
+                    .contains("rebuild flow-cli with --features dataproc"),
+                "{e}"
+            );
+        }
+    }
+
+    #[cfg(feature = "dataproc")]
+    #[test]
+    fn dataproc_settings_make_a_factory_and_bad_ones_name_their_place() {
+        let ok = "[cluster]\nkind = \"dataproc\"\n[cluster.dataproc]\nproject = \"p\"\nregion = \"europe-west1\"\nendpoint = \"http://127.0.0.1:9\"\ncredentials_file = \"keys/sa.json\"\n[cluster.dataproc.gcs]\nbucket = \"data\"\nendpoint = \"http://127.0.0.1:9\"\n";
+        let s = Settings::parse(ok, Path::new("/x/flow.toml")).unwrap();
+        assert_eq!(
+            s.dataproc().unwrap().credentials_file.as_deref(),
+            Some(Path::new("/x/keys/sa.json"))
+        );
+        assert_eq!(cluster_factory(&s).unwrap().kind(), "dataproc");
+        let e = Settings::parse(
+            "[cluster]\nkind = \"dataproc\"\n\n[cluster.dataproc]\nproject = \"p\"\nregion = \"europe-west1\"\nworkers = { count = 1 }\n",
+            Path::new("/x/flow.toml"),
+        )
+        .unwrap_err();
+        // Where the section starts.
+        assert!(e.message.starts_with("/x/flow.toml:4:1: "), "{e}");
+        assert!(e.message.contains("workers.count"), "{e}");
+        let e = Settings::parse(
+            "[cluster.dataproc]\nproject = \"p\"\nregion = \"r\"\nsecret_key = \"x\"\n",
+            Path::new("/x/flow.toml"),
+        )
+        .unwrap_err();
+        assert!(e.message.starts_with("/x/flow.toml:4:1: "), "{e}");
     }
 
     #[test]

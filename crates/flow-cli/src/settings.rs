@@ -170,7 +170,10 @@ struct ClusterSpec {
     emr: Option<toml::Table>,
     /// `[cluster.dataproc]`, checked by the Dataproc crate's own serde type.
     #[cfg(feature = "dataproc")]
-    #[serde(default, deserialize_with = "flow_cluster_dataproc::deserialize_validated")]
+    #[serde(
+        default,
+        deserialize_with = "flow_cluster_dataproc::deserialize_validated"
+    )]
     dataproc: Option<flow_cluster_dataproc::DataprocConfig>,
     /// Kept (unread) so one settings file serves builds with and without it.
     #[cfg(not(feature = "dataproc"))]
@@ -550,9 +553,12 @@ impl Settings {
     #[cfg(feature = "dataproc")]
     pub fn dataproc(&self) -> Option<flow_cluster_dataproc::DataprocConfig> {
         let mut config = self.spec.cluster.dataproc.clone()?;
-        for path in [&mut config.credentials_file, &mut config.gcs.credentials_file]
-            .into_iter()
-            .flatten()
+        for path in [
+            &mut config.credentials_file,
+            &mut config.gcs.credentials_file,
+        ]
+        .into_iter()
+        .flatten()
         {
             *path = self.resolve(path);
         }

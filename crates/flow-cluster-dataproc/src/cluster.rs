@@ -56,35 +56,32 @@ impl DataprocClusterFactory {
         clock: Arc<dyn Clock>,
     ) -> Result<DataprocClusterFactory, DataprocError> {
         let (base, with_credentials) = config.api_endpoint();
+        let auth_error = |e: flow_fs_gcs::GcsError| DataprocError::Auth {
+            message: match e {
+                flow_fs_gcs::GcsError::Auth { message } => message,
+                other => other.to_string(),
+            },
+        };
         let credentials = if with_credentials {
             Some(
-                flow_fs_gcs::auth::token_provider(config.credentials_file.as_deref()).map_err(
-                    |e| DataprocError::Auth {
-                        message: e.to_string(),
-                    },
-                )?,
+                flow_fs_gcs::auth::token_provider(config.credentials_file.as_deref())
+                    .map_err(auth_error)?,
             )
         } else {
             None
         };
-        let gcs_credentials = match &config.gcs.credentials_file {
+        // The filesystem uses its own key file if it has one, else the
+        // cluster's (shared, when already loaded). An emulator endpoint
+        // reads none.
+        let mut gcs = config.gcs.clone();
+        let shared = match gcs.credentials_file {
             Some(_) => None,
-            None if config.credentials_file.is_some() => match &credentials {
-                Some(shared) => Some(shared.clone()),
-                None => Some(
-                    flow_fs_gcs::auth::token_provider(config.credentials_file.as_deref())
-                        .map_err(|e| DataprocError::Auth {
-                            message: e.to_string(),
-                        })?,
-                ),
-            },
-            None => credentials.clone(),
+            None => {
+                gcs.credentials_file = config.credentials_file.clone();
+                credentials.clone()
+            }
         };
-        let fs = config
-            .gcs
-            .clone()
-            .builder()
-            .build_with_credentials(gcs_credentials)?;
+        let fs = gcs.builder().build_with_credentials(shared)?;
         let http = reqwest::Client::builder()
             .build()
             .map_err(|e| DataprocError::Client {
@@ -124,7 +121,11 @@ impl DataprocClusterFactory {
 
     /// A cluster called `name` in the run, without the trait object.
     pub fn cluster(&self, name: &str, context: &ExecutionContext) -> DataprocCluster {
-        DataprocCluster::new(name, backend_name(&self.shared.config, name, context), self.shared.clone())
+        DataprocCluster::new(
+            name,
+            backend_name(&self.shared.config, name, context),
+            self.shared.clone(),
+        )
     }
 }
 
@@ -148,8 +149,11 @@ fn backend_name(config: &DataprocConfig, name: &str, context: &ExecutionContext)
     let base = match &config.cluster_name {
         Some(base) => base.clone(),
         None => {
-            let mut base = label_value(&format!("flow-{}-{}", context.flow_name, context.timeperiod))
-                .replace('_', "-");
+            let mut base = label_value(&format!(
+                "flow-{}-{}",
+                context.flow_name, context.timeperiod
+            ))
+            .replace('_', "-");
             base.truncate(48);
             base.trim_end_matches('-').to_string()
         }
@@ -322,8 +326,7 @@ impl DataprocCluster {
             config["initializationActions"] = json!(actions);
         }
         if let Some(ttl) = c.idle_delete_ttl {
-            config["lifecycleConfig"] =
-                json!({ "idleDeleteTtl": format!("{}s", ttl.as_secs()) });
+            config["lifecycleConfig"] = json!({ "idleDeleteTtl": format!("{}s", ttl.as_secs()) });
         }
         let mut labels = c.labels.clone();
         labels.insert("flow-cluster".into(), label_value(&self.name));
@@ -435,7 +438,12 @@ impl DataprocCluster {
         state.ended = false;
     }
 
-    fn handle_for(&self, launch: &Launch, reused: bool, info: Option<&ClusterInfo>) -> ClusterHandle {
+    fn handle_for(
+        &self,
+        launch: &Launch,
+        reused: bool,
+        info: Option<&ClusterInfo>,
+    ) -> ClusterHandle {
         let mut details = BTreeMap::from([
             ("project".to_string(), launch.location.project.clone()),
             ("region".to_string(), launch.location.region.clone()),
@@ -443,7 +451,10 @@ impl DataprocCluster {
         if let Some(zone) = &self.config().zone {
             details.insert("zone".into(), zone.clone());
         }
-        if let Some(uuid) = info.map(|i| i.cluster_uuid.as_str()).filter(|u| !u.is_empty()) {
+        if let Some(uuid) = info
+            .map(|i| i.cluster_uuid.as_str())
+            .filter(|u| !u.is_empty())
+        {
             details.insert("cluster_uuid".into(), uuid.to_string());
         }
         ClusterHandle {
@@ -458,7 +469,10 @@ impl DataprocCluster {
     /// Tails the driver output into the step log (INFO after success, WARN
     /// after a failure) and returns its last lines for an error.
     async fn log_driver_output(&self, job: &JobInfo, failed: bool) -> Option<String> {
-        let uri = job.driver_output_resource_uri.as_deref().filter(|u| !u.is_empty())?;
+        let uri = job
+            .driver_output_resource_uri
+            .as_deref()
+            .filter(|u| !u.is_empty())?;
         let options = &self.config().driver_output;
         if options.max_bytes == 0 {
             return None;
@@ -482,7 +496,11 @@ impl DataprocCluster {
                         info!("{line}");
                     }
                 }
-                Some(last_lines(&tail.text, ERROR_OUTPUT_BYTES).trim_end().to_string())
+                Some(
+                    last_lines(&tail.text, ERROR_OUTPUT_BYTES)
+                        .trim_end()
+                        .to_string(),
+                )
             }
             Ok(None) => {
                 warn!("no driver output appeared at {uri}");
@@ -541,11 +559,9 @@ impl Cluster for DataprocCluster {
     async fn provision(&self) -> Result<ClusterHandle, ClusterError> {
         let launch = self.state().clone();
         let (at, backend) = (&launch.location, launch.backend.as_str());
-        let existing = self
-            .api()
-            .get_cluster(at, backend)
-            .await
-            .map_err(|e| self.launch_error(format!("clusters.get {backend}: {e}"), e.is_transient()))?;
+        let existing = self.api().get_cluster(at, backend).await.map_err(|e| {
+            self.launch_error(format!("clusters.get {backend}: {e}"), e.is_transient())
+        })?;
         if let Some(cluster) = existing {
             return match cluster.state() {
                 "RUNNING" | "CREATING" | "STARTING" | "UPDATING" | "REPAIRING" => {
@@ -578,10 +594,9 @@ impl Cluster for DataprocCluster {
                 ))
             }
             Err(e) => {
-                return Err(self.launch_error(
-                    format!("clusters.create {backend}: {e}"),
-                    e.is_transient(),
-                ))
+                return Err(
+                    self.launch_error(format!("clusters.create {backend}: {e}"), e.is_transient())
+                )
             }
         };
         info!("creating {backend} (operation {})", op.name);
@@ -600,7 +615,10 @@ impl Cluster for DataprocCluster {
             self.wait_operation(op, self.config().launch_timeout)
                 .await
                 .map_err(|message| {
-                    self.launch_error(format!("creating {} failed: {message}", launch.backend), false)
+                    self.launch_error(
+                        format!("creating {} failed: {message}", launch.backend),
+                        false,
+                    )
                 })?;
         }
         let cluster = self
@@ -673,7 +691,10 @@ impl Cluster for DataprocCluster {
                 // ERROR, STOPPED, ...: it takes no jobs, and costs money if
                 // this run's predecessor made it.
                 if !handle.reused {
-                    warn!("adopted {backend} is {state} ({}): deleting it", cluster.detail());
+                    warn!(
+                        "adopted {backend} is {state} ({}): deleting it",
+                        cluster.detail()
+                    );
                     self.set_handle(handle.clone(), None);
                     self.terminate().await?;
                 }
@@ -735,11 +756,12 @@ impl Cluster for DataprocCluster {
             handle.ids.insert(ids::CLUSTER.into(), backend);
         }
         handle.cluster = self.name.clone();
-        let (_, payload) = job_payload(job, self.config()).map_err(|message| ClusterError::JobFailed {
-            cluster: self.name.clone(),
-            job: job.kind(),
-            message,
-        })?;
+        let (_, payload) =
+            job_payload(job, self.config()).map_err(|message| ClusterError::JobFailed {
+                cluster: self.name.clone(),
+                job: job.kind(),
+                message,
+            })?;
         let mut labels = self.config().labels.clone();
         labels.insert("flow-name".into(), label_value(&cx.execution.flow_name));
         labels.insert("flow-step".into(), label_value(cx.step));
@@ -758,7 +780,10 @@ impl Cluster for DataprocCluster {
             // The id is taken: an earlier submission of this very handle
             // (its request id expired meanwhile) made it.
             Err(e) if e.is_conflict() => {
-                info!("Dataproc job {} was already submitted ({e})", job_ref.job_id)
+                info!(
+                    "Dataproc job {} was already submitted ({e})",
+                    job_ref.job_id
+                )
             }
             Err(e) => return Err(self.backend_error("jobs.submit", e)),
         }
@@ -840,7 +865,10 @@ impl Cluster for DataprocCluster {
             return Ok(());
         }
         if handle.reused && !self.config().delete_reused {
-            info!("leaving {} up: it was there before this run", launch.backend);
+            info!(
+                "leaving {} up: it was there before this run",
+                launch.backend
+            );
             return Ok(());
         }
         self.delete(&launch.location, &launch.backend)

@@ -318,7 +318,10 @@ impl DataprocConfig {
         if self.cluster_poll_interval.is_zero() {
             return invalid("cluster_poll_interval", "must not be zero");
         }
-        if self.idle_delete_ttl.is_some_and(|t| t < Duration::from_secs(600)) {
+        if self
+            .idle_delete_ttl
+            .is_some_and(|t| t < Duration::from_secs(600))
+        {
             return invalid("idle_delete_ttl", "Dataproc's minimum is 10 minutes");
         }
         self.gcs.validate().map_err(|e| DataprocError::Invalid {
@@ -333,7 +336,10 @@ impl DataprocConfig {
         match &self.endpoint {
             Some(url) => (url.trim_end_matches('/').to_string(), false),
             None if self.region == "global" => ("https://dataproc.googleapis.com".into(), true),
-            None => (format!("https://{}-dataproc.googleapis.com", self.region), true),
+            None => (
+                format!("https://{}-dataproc.googleapis.com", self.region),
+                true,
+            ),
         }
     }
 }
@@ -520,8 +526,10 @@ mod tests {
         let e = parse("[dataproc]\nproject = \"p\"\nregion = \"eu\"\nendpoint = \"127.0.0.1:1\"\n")
             .unwrap_err();
         assert!(e.contains("endpoint"), "{e}");
-        let e = parse("[dataproc]\nproject = \"p\"\nregion = \"eu\"\n[dataproc.gcs]\nupload_chunk_size = 1\n")
-            .unwrap_err();
+        let e = parse(
+            "[dataproc]\nproject = \"p\"\nregion = \"eu\"\n[dataproc.gcs]\nupload_chunk_size = 1\n",
+        )
+        .unwrap_err();
         assert!(e.contains("upload_chunk_size"), "{e}");
     }
 

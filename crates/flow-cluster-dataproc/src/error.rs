@@ -36,7 +36,10 @@ pub(crate) enum ApiError {
         retry_after: Option<Duration>,
     },
     /// No answer (connection refused, reset, timed out).
-    Transport { message: String, transient: bool },
+    Transport {
+        message: String,
+        transient: bool,
+    },
     Auth(String),
     /// An answer that is not the expected JSON.
     Decode(String),

@@ -197,7 +197,9 @@ pub(crate) fn job_payload(
                         "mainClass": class, "jarFileUris": [uri], "args": args,
                         "properties": properties(conf),
                     }),
-                    None => json!({ "mainJarFileUri": uri, "args": args, "properties": properties(conf) }),
+                    None => {
+                        json!({ "mainJarFileUri": uri, "args": args, "properties": properties(conf) })
+                    }
                 };
                 payload.insert("sparkJob".into(), body);
             }
@@ -386,7 +388,11 @@ mod tests {
             "gs://other/x.py"
         );
         assert_eq!(
-            resolve_uri("file:///usr/lib/spark/examples/jars/spark-examples.jar", None).unwrap(),
+            resolve_uri(
+                "file:///usr/lib/spark/examples/jars/spark-examples.jar",
+                None
+            )
+            .unwrap(),
             "file:///usr/lib/spark/examples/jars/spark-examples.jar"
         );
         assert!(resolve_uri("jobs/x.py", None)
@@ -416,7 +422,10 @@ mod tests {
         );
         let (_, body) = job_payload(&spark("lib/app.jar", Some("com.x.Main")), &c).unwrap();
         assert_eq!(body["sparkJob"]["mainClass"], "com.x.Main");
-        assert_eq!(body["sparkJob"]["jarFileUris"], json!(["gs://code/lib/app.jar"]));
+        assert_eq!(
+            body["sparkJob"]["jarFileUris"],
+            json!(["gs://code/lib/app.jar"])
+        );
         let (_, body) = job_payload(&spark("lib/app.jar", None), &c).unwrap();
         assert_eq!(body["sparkJob"]["mainJarFileUri"], "gs://code/lib/app.jar");
         assert!(job_payload(&spark("x.py", Some("Main")), &c).is_err());

@@ -55,6 +55,8 @@ mod jobs;
 
 pub use api::{JobInfo, JobPlacement, JobReference, JobStatusInfo};
 pub use cluster::{DataprocCluster, DataprocClusterFactory};
-pub use config::{deserialize_validated, DataprocClusterFactoryBuilder, DataprocConfig, InstanceGroup};
+pub use config::{
+    deserialize_validated, DataprocClusterFactoryBuilder, DataprocConfig, InstanceGroup,
+};
 pub use error::DataprocError;
 pub use jobs::{JOB_STATES, KIND};

@@ -11,7 +11,9 @@
 
 use dataproc_contract_fake::{FakeDataproc, FakeOptions};
 use flow_cloud::{Clock, ManualClock, PollConfig, RetryConfig};
-use flow_cluster_dataproc::{DataprocCluster, DataprocClusterFactory, DataprocClusterFactoryBuilder};
+use flow_cluster_dataproc::{
+    DataprocCluster, DataprocClusterFactory, DataprocClusterFactoryBuilder,
+};
 use flow_core::{
     Cluster, ClusterError, ExecutionContext, Job, JobContext, JobHandle, JobStatus, Settings,
     Timeperiod,
@@ -120,9 +122,12 @@ impl Setup {
         let handle = cluster.provision().await.unwrap();
         assert!(!handle.reused);
         let c = cluster.clone();
-        drive(&self.clock, tokio::spawn(async move { c.wait_ready().await }))
-            .await
-            .unwrap();
+        drive(
+            &self.clock,
+            tokio::spawn(async move { c.wait_ready().await }),
+        )
+        .await
+        .unwrap();
         cluster
     }
 
@@ -135,7 +140,10 @@ impl Setup {
     }
 }
 
-fn job_context<'a>(cancel: &'a CancellationToken, execution: &'a ExecutionContext) -> JobContext<'a> {
+fn job_context<'a>(
+    cancel: &'a CancellationToken,
+    execution: &'a ExecutionContext,
+) -> JobContext<'a> {
     JobContext {
         cancel,
         execution,
@@ -290,7 +298,10 @@ async fn jobs_are_noticed_within_two_seconds_median_at_one_request_per_second_on
     }
     delays.sort();
     let median = delays[delays.len() / 2];
-    assert!(median <= Duration::from_secs(2), "median {median:?}: {delays:?}");
+    assert!(
+        median <= Duration::from_secs(2),
+        "median {median:?}: {delays:?}"
+    );
     println!("notice delays: {delays:?}");
 }
 
@@ -325,10 +336,7 @@ async fn many_jobs_of_one_cluster_cost_one_request_per_tick_on_contract_fake() {
     assert_eq!(after - before, 20, "{:?}", s.fake.requests());
     assert_eq!(s.fake.count("jobs.get"), 0, "one jobs.list per tick");
     // They end together; each is confirmed with one jobs.get on a later tick.
-    let ids: Vec<String> = handles
-        .iter()
-        .map(|h| h.ids["job_id"].clone())
-        .collect();
+    let ids: Vec<String> = handles.iter().map(|h| h.ids["job_id"].clone()).collect();
     for (i, id) in ids.iter().enumerate() {
         let state = if i == 0 { "ERROR" } else { "DONE" };
         assert!(s.fake.finish_job(id, state, "it broke"));
@@ -337,7 +345,9 @@ async fn many_jobs_of_one_cluster_cost_one_request_per_tick_on_contract_fake() {
     for task in tasks {
         results.push(drive(&s.clock, task).await);
     }
-    assert!(matches!(&results[0], Err(ClusterError::JobFailed { message, .. }) if message.contains("it broke")));
+    assert!(
+        matches!(&results[0], Err(ClusterError::JobFailed { message, .. }) if message.contains("it broke"))
+    );
     assert!(results[1..].iter().all(Result::is_ok), "{results:?}");
     let requests = s.fake.count("jobs.get") + s.fake.count("jobs.list") - before;
     let ticks = (s.clock.now() - start).as_secs();
@@ -357,7 +367,12 @@ async fn a_429_with_retry_after_is_retried_on_contract_fake() {
     let cx = job_context(&cancel, &s.context);
     let job = pyspark(&[]);
     let handle = cluster.prepare(&job, &cx).unwrap();
-    let (c, h, j, context) = (cluster.clone(), handle.clone(), job.clone(), s.context.clone());
+    let (c, h, j, context) = (
+        cluster.clone(),
+        handle.clone(),
+        job.clone(),
+        s.context.clone(),
+    );
     let task = tokio::spawn(async move {
         let cancel = CancellationToken::new();
         let cx = job_context(&cancel, &context);
@@ -365,7 +380,11 @@ async fn a_429_with_retry_after_is_retried_on_contract_fake() {
     });
     s.clock.wait_for_sleepers(1).await;
     assert_eq!(s.fake.count("jobs.submit"), 1);
-    assert_eq!(s.clock.sleeps().last(), Some(&Duration::from_secs(7)), "Retry-After honoured");
+    assert_eq!(
+        s.clock.sleeps().last(),
+        Some(&Duration::from_secs(7)),
+        "Retry-After honoured"
+    );
     s.clock.advance(Duration::from_secs(7));
     task.await.unwrap().unwrap();
     assert_eq!(s.fake.count("jobs.submit"), 2);
@@ -381,7 +400,10 @@ async fn a_duplicate_submit_with_the_same_request_id_makes_one_job_on_contract_f
     let job = pyspark(&[]);
     let handle = cluster.prepare(&job, &cx).unwrap();
     assert_eq!(s.fake.count("jobs.submit"), 0, "prepare sends nothing");
-    assert_eq!(cluster.status(&handle).await.unwrap(), JobStatus::NotSubmitted);
+    assert_eq!(
+        cluster.status(&handle).await.unwrap(),
+        JobStatus::NotSubmitted
+    );
     cluster.submit(&handle, &job, &cx).await.unwrap();
     cluster.submit(&handle, &job, &cx).await.unwrap();
     assert_eq!(s.fake.count("jobs.submit"), 2);
@@ -404,7 +426,10 @@ async fn a_failed_job_reports_its_details_on_contract_fake() {
     let s = setup().await;
     let cluster = s.launch("dataproc-0").await;
     let handle = s
-        .submit(&cluster, &pyspark(&[("fake.outcome", "ERROR"), ("fake.run_for", "5s")]))
+        .submit(
+            &cluster,
+            &pyspark(&[("fake.outcome", "ERROR"), ("fake.run_for", "5s")]),
+        )
         .await;
     let e = drive(
         &s.clock,
@@ -414,7 +439,10 @@ async fn a_failed_job_reports_its_details_on_contract_fake() {
     .unwrap_err();
     let message = e.to_string();
     assert!(message.contains("is ERROR"), "{message}");
-    assert!(message.contains("Dataproc Agent reports job failure"), "{message}");
+    assert!(
+        message.contains("Dataproc Agent reports job failure"),
+        "{message}"
+    );
     assert!(matches!(
         cluster.status(&handle).await.unwrap(),
         JobStatus::Failed { .. }
@@ -490,7 +518,10 @@ async fn another_engine_adopts_the_cluster_and_the_job_from_their_handles_on_con
         .unwrap();
     let adopter = Arc::new(later.cluster("dataproc-0", &s.context));
     assert!(adopter.adopt(&cluster_handle).await.unwrap());
-    assert_eq!(adopter.status(&job_handle).await.unwrap(), JobStatus::Running);
+    assert_eq!(
+        adopter.status(&job_handle).await.unwrap(),
+        JobStatus::Running
+    );
     drive(
         &s.clock,
         wait_task(&adopter, &job_handle, CancellationToken::new(), &s.context),
@@ -504,7 +535,11 @@ async fn another_engine_adopts_the_cluster_and_the_job_from_their_handles_on_con
         .unwrap();
     assert_eq!(s.fake.deleted(), ["flow-daily-2026112800-0"]);
     // Gone now: adopting it again says so.
-    assert!(!later.cluster("dataproc-0", &s.context).adopt(&cluster_handle).await.unwrap());
+    assert!(!later
+        .cluster("dataproc-0", &s.context)
+        .adopt(&cluster_handle)
+        .await
+        .unwrap());
 }
 
 #[tokio::test]
@@ -514,9 +549,17 @@ async fn shell_jobs_are_unsupported_with_a_clear_message() {
     let cancel = CancellationToken::new();
     let cx = job_context(&cancel, &s.context);
     let e = cluster
-        .prepare(&Job::Shell { command: "ls".into() }, &cx)
+        .prepare(
+            &Job::Shell {
+                command: "ls".into(),
+            },
+            &cx,
+        )
         .unwrap_err();
-    assert!(matches!(e, ClusterError::Unsupported { job: "shell", .. }), "{e:?}");
+    assert!(
+        matches!(e, ClusterError::Unsupported { job: "shell", .. }),
+        "{e:?}"
+    );
     assert!(e.to_string().contains("cannot run shell jobs"), "{e}");
     assert_eq!(s.fake.total(), 0);
 }
@@ -540,15 +583,18 @@ async fn a_failed_job_carries_its_driver_output_on_contract_fake_on_fake_gcs() {
         .send()
         .await
         .unwrap();
-    http.post(format!("{gcs}/upload/storage/v1/b/code/o?uploadType=media&name=jobs%2Fcount.py"))
-        .body("print('hi')\n")
-        .send()
-        .await
-        .unwrap()
-        .error_for_status()
-        .unwrap();
+    http.post(format!(
+        "{gcs}/upload/storage/v1/b/code/o?uploadType=media&name=jobs%2Fcount.py"
+    ))
+    .body("print('hi')\n")
+    .send()
+    .await
+    .unwrap()
+    .error_for_status()
+    .unwrap();
     let cluster = s.launch("dataproc-0").await;
-    let output = "line 1\nTraceback (most recent call last):\nValueError: no input for 2026112800\n";
+    let output =
+        "line 1\nTraceback (most recent call last):\nValueError: no input for 2026112800\n";
     let handle = s
         .submit(
             &cluster,
@@ -562,6 +608,9 @@ async fn a_failed_job_carries_its_driver_output_on_contract_fake_on_fake_gcs() {
     .await
     .unwrap_err();
     let message = e.to_string();
-    assert!(message.contains("ValueError: no input for 2026112800"), "{message}");
+    assert!(
+        message.contains("ValueError: no input for 2026112800"),
+        "{message}"
+    );
     assert!(message.contains("driver output"), "{message}");
 }

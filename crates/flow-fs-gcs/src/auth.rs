@@ -18,9 +18,7 @@ use tokio::sync::OnceCell;
 
 /// The credentials for `credentials_file`, or Application Default
 /// Credentials found on first use when it is `None`.
-pub fn token_provider(
-    credentials_file: Option<&Path>,
-) -> Result<Arc<dyn TokenProvider>, GcsError> {
+pub fn token_provider(credentials_file: Option<&Path>) -> Result<Arc<dyn TokenProvider>, GcsError> {
     match credentials_file {
         Some(path) => {
             let account =
