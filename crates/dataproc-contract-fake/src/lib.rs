@@ -1017,13 +1017,15 @@ async fn submit_job(
             None => return not_found("Cluster", cluster_path(&ckey)),
             Some(c) => match cluster_state(shared, c, now) {
                 Some((state, _)) if state == "RUNNING" => c.uuid.clone(),
-                Some((state, _)) => return error(
-                    StatusCode::BAD_REQUEST,
-                    "FAILED_PRECONDITION",
-                    format!(
+                Some((state, _)) => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        "FAILED_PRECONDITION",
+                        format!(
                         "Cluster '{cluster_name}' must be RUNNING to accept jobs; it is {state}"
                     ),
-                ),
+                    )
+                }
                 None => return not_found("Cluster", cluster_path(&ckey)),
             },
         }

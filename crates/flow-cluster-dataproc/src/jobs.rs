@@ -162,6 +162,19 @@ fn properties(conf: &[(String, String)]) -> Value {
     )
 }
 
+/// Dataproc has no private channel for job properties or script
+/// variables: whoever may view the job (`jobs.get`, the console) reads them.
+/// So a secret there is refused, naming only the keys.
+fn refuse_secrets(field: &str, secrets: &[(String, flow_core::Secret)]) -> Result<(), String> {
+    if secrets.is_empty() {
+        return Ok(());
+    }
+    let keys: Vec<&str> = secrets.iter().map(|(k, _)| k.as_str()).collect();
+    Err(format!(
+        "{field} {keys:?} hold secrets, and Dataproc shows a job's properties and script variables to anyone who can view the job: have the job read them from Secret Manager instead"
+    ))
+}
+
 /// The job's type and its part of the `Job` resource (`pysparkJob`,
 /// `sparkJob`, `pigJob`, `hadoopJob`). A shell job is
 /// [`ClusterError::Unsupported`]; a file that cannot be resolved is a
@@ -178,8 +191,10 @@ pub(crate) fn job_payload(
             application,
             main_class,
             conf,
+            secret_conf,
             args,
         } => {
+            refuse_secrets("conf", secret_conf)?;
             let uri = resolve_uri(application, code)?;
             if application.ends_with(".py") {
                 if main_class.is_some() {
@@ -205,7 +220,12 @@ pub(crate) fn job_payload(
             }
             "spark"
         }
-        Job::Pig { script, params } => {
+        Job::Pig {
+            script,
+            params,
+            secret_params,
+        } => {
+            refuse_secrets("params", secret_params)?;
             let jars = config
                 .pig_jar_uris
                 .iter()
@@ -408,6 +428,7 @@ mod tests {
             application: application.into(),
             main_class: main_class.map(String::from),
             conf: vec![("spark.executor.memory".into(), "4g".into())],
+            secret_conf: vec![],
             args: vec!["--day".into(), "2026112800".into()],
         };
         let (kind, body) = job_payload(&spark("jobs/wc.py", None), &c).unwrap();
@@ -433,6 +454,7 @@ mod tests {
         let pig = Job::Pig {
             script: "pig/report.pig".into(),
             params: vec![("day".into(), "2026112800".into())],
+            secret_params: vec![],
         };
         let (kind, body) = job_payload(&pig, &c).unwrap();
         assert_eq!(kind, "pig");
@@ -457,8 +479,20 @@ mod tests {
         );
         let shell = Job::Shell {
             command: "ls".into(),
+            env: vec![],
         };
         assert_eq!(job_payload(&shell, &c).unwrap_err(), "shell");
+        let secret = Job::Pig {
+            script: "pig/report.pig".into(),
+            params: vec![],
+            secret_params: vec![("token".into(), flow_core::Secret::new("hunter2"))],
+        };
+        let e = job_payload(&secret, &c).unwrap_err();
+        assert!(
+            e.contains("\"token\"") && e.contains("Secret Manager"),
+            "{e}"
+        );
+        assert!(!e.contains("hunter2"), "{e}");
     }
 
     #[test]

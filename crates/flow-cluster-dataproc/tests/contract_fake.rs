@@ -107,6 +107,7 @@ fn pyspark(conf: &[(&str, &str)]) -> Job {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
+        secret_conf: vec![],
         args: vec!["--day".into(), "2026112800".into()],
     }
 }
