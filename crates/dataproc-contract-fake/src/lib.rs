@@ -28,7 +28,9 @@
 //! Tests read and steer it in process ([`FakeDataproc`]'s methods) or over
 //! HTTP (`/fake/...`, for the binary): request counts per method, a 429
 //! with `Retry-After` for the next calls of a method, a cluster whose
-//! creation fails, finishing a job by hand.
+//! creation fails, finishing a job by hand, the `Authorization` headers
+//! received. `POST /token` is an OAuth token endpoint for a test
+//! service-account key whose `token_uri` points at the fake.
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -133,6 +135,9 @@ struct World {
     requests: BTreeMap<String, u64>,
     throttles: HashMap<String, VecDeque<u64>>,
     fail_creates: HashMap<String, String>,
+    /// Each API request's `Authorization` header ("" without one).
+    authorizations: Vec<String>,
+    tokens_issued: u64,
 }
 
 struct Shared {
@@ -295,6 +300,18 @@ impl FakeDataproc {
             .map(|(state, _)| state)
     }
 
+    /// Each API request's `Authorization` header so far, in order (`""`
+    /// for none).
+    pub fn authorizations(&self) -> Vec<String> {
+        self.shared.world().authorizations.clone()
+    }
+
+    /// Access tokens handed out by `POST /token` (an OAuth token endpoint
+    /// for service-account key files whose `token_uri` points here).
+    pub fn tokens_issued(&self) -> u64 {
+        self.shared.world().tokens_issued
+    }
+
     /// Names of the clusters whose deletion finished.
     pub fn deleted(&self) -> Vec<String> {
         let now = self.shared.now();
@@ -399,10 +416,16 @@ async fn handle(
     State(shared): State<Arc<Shared>>,
     method: Method,
     uri: Uri,
-    _headers: HeaderMap,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let path = uri.path().to_string();
+    if method == Method::POST && path == "/token" {
+        let mut world = shared.world();
+        world.tokens_issued += 1;
+        let token = format!("ya29.fake-access-token-{}", world.tokens_issued);
+        return ok(json!({ "access_token": token, "expires_in": 3600, "token_type": "Bearer" }));
+    }
     if let Some(control) = path.strip_prefix("/fake/") {
         return control_request(&shared, &method, control, &query(&uri));
     }
@@ -419,6 +442,12 @@ async fn handle(
             .requests
             .entry(route.method_name().to_string())
             .or_default() += 1;
+        let authorization = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        world.authorizations.push(authorization);
         if let Some(retry_after) = world
             .throttles
             .get_mut(route.method_name())

@@ -87,6 +87,7 @@ pub(crate) struct ClusterInfo {
     pub cluster_name: String,
     pub cluster_uuid: String,
     pub status: Option<ClusterStatusInfo>,
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 impl ClusterInfo {

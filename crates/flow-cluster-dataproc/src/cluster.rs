@@ -124,6 +124,7 @@ impl DataprocClusterFactory {
         DataprocCluster::new(
             name,
             backend_name(&self.shared.config, name, context),
+            owner_label(context),
             self.shared.clone(),
         )
     }
@@ -165,6 +166,13 @@ fn backend_name(config: &DataprocConfig, name: &str, context: &ExecutionContext)
     format!("{base}-{suffix}")
 }
 
+/// The label saying which run key (`FLOW-TIMEPERIOD`) made a cluster.
+const OWNER_LABEL: &str = "flow-run-key";
+
+fn owner_label(context: &ExecutionContext) -> String {
+    label_value(&format!("{}-{}", context.flow_name, context.timeperiod))
+}
+
 /// Where a cluster stands in this value's hands.
 #[derive(Debug, Clone)]
 struct Launch {
@@ -190,6 +198,8 @@ struct Launch {
 /// unless it was reused (and `delete_reused` is off).
 pub struct DataprocCluster {
     name: String,
+    /// [`OWNER_LABEL`]'s value for this run.
+    owner: String,
     shared: Arc<Shared>,
     poller: Poller<DataprocJobs>,
     launch: Mutex<Launch>,
@@ -205,7 +215,7 @@ impl fmt::Debug for DataprocCluster {
 }
 
 impl DataprocCluster {
-    fn new(name: &str, backend: String, shared: Arc<Shared>) -> Self {
+    fn new(name: &str, backend: String, owner: String, shared: Arc<Shared>) -> Self {
         let poller = Poller::new(
             DataprocJobs::new(shared.api.clone()),
             shared.config.poll,
@@ -217,6 +227,7 @@ impl DataprocCluster {
         };
         DataprocCluster {
             name: name.to_string(),
+            owner,
             shared,
             poller,
             launch: Mutex::new(Launch {
@@ -330,6 +341,7 @@ impl DataprocCluster {
         }
         let mut labels = c.labels.clone();
         labels.insert("flow-cluster".into(), label_value(&self.name));
+        labels.insert(OWNER_LABEL.into(), self.owner.clone());
         json!({
             "projectId": c.project,
             "clusterName": backend,
@@ -565,8 +577,18 @@ impl Cluster for DataprocCluster {
         if let Some(cluster) = existing {
             return match cluster.state() {
                 "RUNNING" | "CREATING" | "STARTING" | "UPDATING" | "REPAIRING" => {
-                    info!("reusing {backend} ({})", cluster.state());
-                    let handle = self.handle_for(&launch, true, Some(&cluster));
+                    // Made by an earlier run of this flow and timeperiod
+                    // that died before recording it: this run's to delete.
+                    let ours = cluster.labels.get(OWNER_LABEL) == Some(&self.owner);
+                    if ours {
+                        info!(
+                            "taking over {backend} ({}), left by an earlier run of this flow; it is deleted at the end",
+                            cluster.state()
+                        );
+                    } else {
+                        info!("reusing {backend} ({})", cluster.state());
+                    }
+                    let handle = self.handle_for(&launch, !ours, Some(&cluster));
                     self.set_handle(handle.clone(), None);
                     Ok(handle)
                 }

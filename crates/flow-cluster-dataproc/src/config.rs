@@ -82,6 +82,9 @@ pub struct DataprocConfig {
     /// requests to it carry no credentials. Default: the regional endpoint
     /// `https://REGION-dataproc.googleapis.com`, with credentials.
     pub endpoint: Option<String>,
+    /// Send credentials to `endpoint` too: it is a private or proxy
+    /// endpoint of the real API rather than a fake.
+    pub endpoint_auth: bool,
     /// A service-account key file. Default: Application Default Credentials
     /// (`GOOGLE_APPLICATION_CREDENTIALS`, gcloud, the metadata server). Also
     /// used by the GCS filesystem unless `gcs.credentials_file` is set.
@@ -145,6 +148,7 @@ impl Default for DataprocConfig {
             cluster_name: None,
             code_bucket: None,
             endpoint: None,
+            endpoint_auth: false,
             credentials_file: None,
             master: default_master(),
             workers: InstanceGroup::default(),
@@ -334,7 +338,7 @@ impl DataprocConfig {
     /// The API's base URL and whether requests to it carry credentials.
     pub(crate) fn api_endpoint(&self) -> (String, bool) {
         match &self.endpoint {
-            Some(url) => (url.trim_end_matches('/').to_string(), false),
+            Some(url) => (url.trim_end_matches('/').to_string(), self.endpoint_auth),
             None if self.region == "global" => ("https://dataproc.googleapis.com".into(), true),
             None => (
                 format!("https://{}-dataproc.googleapis.com", self.region),
@@ -348,7 +352,7 @@ impl DataprocConfig {
 /// so a bad value is reported where the section is (the TOML parser adds
 /// the line and column).
 ///
-/// ```ignore
+/// ```text
 /// #[serde(default, deserialize_with = "flow_cluster_dataproc::deserialize_validated")]
 /// dataproc: Option<DataprocConfig>,
 /// ```
@@ -400,6 +404,11 @@ impl DataprocClusterFactoryBuilder {
     }
     pub fn with_endpoint(mut self, url: impl Into<String>) -> Self {
         self.config.endpoint = Some(url.into());
+        self
+    }
+    /// Credentials go to the `endpoint` too (not a fake).
+    pub fn with_endpoint_auth(mut self, auth: bool) -> Self {
+        self.config.endpoint_auth = auth;
         self
     }
     pub fn with_credentials_file(mut self, path: impl Into<PathBuf>) -> Self {

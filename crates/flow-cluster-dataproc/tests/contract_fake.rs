@@ -199,10 +199,28 @@ async fn launch_creates_then_waits_on_the_operation_and_running_on_contract_fake
 }
 
 #[tokio::test]
-async fn a_running_cluster_is_reused_and_left_up_on_contract_fake() {
+async fn a_running_cluster_of_another_flow_is_reused_and_left_up_on_contract_fake() {
     let s = setup().await;
-    s.launch("dataproc-0").await;
-    let again = s.cluster("dataproc-0");
+    let shared = |flow: &str| {
+        let factory = DataprocClusterFactoryBuilder::new("proj", "europe-west1")
+            .with_endpoint(s.fake.url())
+            .with_cluster_name("shared-etl")
+            .with_clock(Arc::new(s.clock.clone()))
+            .build()
+            .unwrap();
+        let context = ExecutionContext {
+            flow_name: flow.into(),
+            ..context()
+        };
+        Arc::new(factory.cluster("dataproc-0", &context))
+    };
+    let first = shared("other");
+    assert!(!first.provision().await.unwrap().reused);
+    let c = first.clone();
+    drive(&s.clock, tokio::spawn(async move { c.wait_ready().await }))
+        .await
+        .unwrap();
+    let again = shared("daily");
     let handle = again.provision().await.unwrap();
     assert!(handle.reused, "{handle:?}");
     again.wait_ready().await.unwrap();
@@ -210,9 +228,27 @@ async fn a_running_cluster_is_reused_and_left_up_on_contract_fake() {
     assert_eq!(s.fake.count("clusters.create"), 1);
     assert_eq!(s.fake.count("clusters.delete"), 0);
     assert_eq!(
-        s.fake.cluster_state("flow-daily-2026112800-0").as_deref(),
+        s.fake.cluster_state("shared-etl-0").as_deref(),
         Some("RUNNING")
     );
+}
+
+#[tokio::test]
+async fn a_cluster_left_unrecorded_by_a_dead_run_of_the_flow_is_taken_over_and_deleted_on_contract_fake(
+) {
+    let s = setup().await;
+    // The dead run's create went through; its record never did.
+    s.launch("dataproc-0").await;
+    let next = s.cluster("dataproc-0");
+    let handle = next.provision().await.unwrap();
+    assert!(!handle.reused, "{handle:?}");
+    next.wait_ready().await.unwrap();
+    let c = next.clone();
+    drive(&s.clock, tokio::spawn(async move { c.terminate().await }))
+        .await
+        .unwrap();
+    assert_eq!(s.fake.count("clusters.create"), 1);
+    assert_eq!(s.fake.deleted(), ["flow-daily-2026112800-0"]);
 }
 
 #[tokio::test]
@@ -553,6 +589,7 @@ async fn shell_jobs_are_unsupported_with_a_clear_message() {
         .prepare(
             &Job::Shell {
                 command: "ls".into(),
+                env: vec![],
             },
             &cx,
         )
@@ -614,4 +651,59 @@ async fn a_failed_job_carries_its_driver_output_on_contract_fake_on_fake_gcs() {
         "{message}"
     );
     assert!(message.contains("driver output"), "{message}");
+}
+
+/// A throwaway RSA key made for this test only (it signs the JWT the
+/// service-account flow sends to the fake's token endpoint).
+const TEST_KEY: &str = "-----BEGIN PRIVATE KEY-----\nMIIEvAIBADANBgkqhkiG9w0BAQEFAASCBKYwggSiAgEAAoIBAQCaR3bLTxFIoQ0z\nmOgvTh53UIhbERupsIBmAn/Gr1tpOXkg1mCQrWEhSKBoQioDJWApdD5tM7SsP/EO\nmacxEbJ/TIMrybvoPmZ+qnUgFV8BBo0nI49e3wotoHHcRn9C1HzkvwskhKgxwZbN\n0BfX5dpSGOZO0B/7cnIAWk2SGmLkP+m5KX5Sh2473vTilZgehkiw/3kLElqukSn3\ncvd0llr7ro22WWWEPZ/XzI0HCpcIUi97aPCVaxOlTRw9lsbyw3l37F1arzz9e9J1\nWxhH6yES/g7LlSAO2YLJK/xeayMIvWwwVCMslxziSwTInU9hFvkZ/x4aAcj839S6\nu9aRfoj7AgMBAAECggEABjpLR9K1wmZJ56LNAJfZL/zOvEpZAQUQcc25BbavbHR2\n+MXemQh+qr7JRtwg4QahtpqsKHFVYjykiO/X6Wmq+GuIwfw/OxVFwugzmStzrdFr\nYkCTuYMsYIIhBoDMA1Ebh4pUs1EtjvCfG0jCpaLwKK87oMPS/q30fyImDndFNax0\nwVHE1pSuebJ09eo5pvh4wt7fEoa2esraS0aNvQOd3Pwes1L0PQFvKJRwRx846Yfm\nVgR0+DY5ZkQgBwixNOz5TiMVtzlzZdEOSAjJZsQUte4nvR8omRMyvoSCvl7shy5+\ntJgz0kOuj6vpyEbAbse1E+l/8qJb+JDDU4Oq84zx0QKBgQDKFwAY3U4vTUUjDcxo\nnHZSSLz7dBiR0QeyXx5lri7JiUlboOiVQT4Rcfn0ZwjVw4NAhL5ODxze88IWATIk\nmA9hwEYXPPUudgollV8F5GUaaZiHOmRU/zy7HfaGx1hEY4PBNuHvcyJ/z9v4mvME\n6eAUDzYzejiE70Jar1PCBtvtsQKBgQDDb2eN+EtJovuvcUpQ7CgVb8t4qhuzhwri\n2Z17m8rQ0fSWiNJZh/orc3UhybbBoaCLyMUmjGIUtm1u7HD/SeWRMvFU8KpFkHKu\nj0YCRZNVem29DZiORJzYiK+zVvLZaONclWWU+sYPkBbx1tACnL800NyS8HYI+8mE\nRm+I4lEwawKBgAE6+J4uIr64+rXG7LqqUTIZDUV+pHOm0SQt3hKCZ/iEJHUxWpkm\nB4m1pu7s/anHgfIPnNT+1I8q7sCRi0ubvWQ79nFHxrpcr50g9q4jgNYTVIFmQpwd\n3bHJ8elKJ2hrLq8rdV6u1cPvcQhncRlTjzCwEwVnNhbhGgdRT/I7dnVRAoGAJ+Zi\nufVrSYlg4Ry8E3FjbZz5aZUxOqHjcxUCte3EpoV27hTY/TZpuN1FmLRZ/4ZEBMXk\nmk4m6Bumk/LpzvUDTXWdF75axQEMqN7PaD9UKStppCNWdhVEAGFHndGumvxzDr/h\nkVzxetPsG0vEBASEdP//SHCXaJYfOkY3Fzc9ZCkCgYBRsaIowpleGPiH8ZgHBZnW\n9HGuGnKfb0VNsXjrem6RD6briPBOxqCnyBRApYBn1UMLwIsE+A7npLxg4kOkNI0h\n5K0gZvH3YD7RDdVtSV3kSe0Z7cKNZgrFcaQ+Dvke4Mg3NjuBhKc7ePAsElnEJx/e\nxykQRV9I/srA5gzgiqW21A==\n-----END PRIVATE KEY-----\n";
+
+#[tokio::test]
+async fn a_key_file_s_tokens_are_sent_cached_and_never_shown_on_contract_fake() {
+    let s = setup().await;
+    let dir = std::env::temp_dir().join(format!("flow-dataproc-key-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key_file = dir.join("sa.json");
+    let key = serde_json::json!({
+        "type": "service_account",
+        "project_id": "proj",
+        "private_key_id": "test",
+        "private_key": TEST_KEY,
+        "client_email": "flow@proj.iam.gserviceaccount.com",
+        "client_id": "1",
+        "token_uri": format!("{}/token", s.fake.url()),
+    });
+    std::fs::write(&key_file, key.to_string()).unwrap();
+    let factory = DataprocClusterFactoryBuilder::new("proj", "europe-west1")
+        .with_endpoint(s.fake.url())
+        .with_endpoint_auth(true)
+        .with_credentials_file(&key_file)
+        .with_code_bucket("code")
+        .with_clock(Arc::new(s.clock.clone()))
+        .build()
+        .unwrap();
+    let cluster = Arc::new(factory.cluster("dataproc-0", &s.context));
+    cluster.provision().await.unwrap();
+    let c = cluster.clone();
+    drive(&s.clock, tokio::spawn(async move { c.wait_ready().await }))
+        .await
+        .unwrap();
+    let handle = s.submit(&cluster, &pyspark(&[])).await;
+    assert_eq!(cluster.status(&handle).await.unwrap(), JobStatus::Running);
+    let seen = s.fake.authorizations();
+    assert!(seen.len() > 5, "{seen:?}");
+    assert!(
+        seen.iter().all(|a| a == "Bearer ya29.fake-access-token-1"),
+        "{seen:?}"
+    );
+    assert_eq!(s.fake.tokens_issued(), 1, "the token is cached");
+    let shown = format!("{factory:?} {cluster:?}");
+    assert!(!shown.contains("ya29."), "{shown}");
+    assert!(!shown.contains("PRIVATE KEY"), "{shown}");
+    assert!(!shown.contains(&TEST_KEY[40..80]), "{shown}");
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    // Without endpoint_auth the fake gets no credentials at all.
+    let before = s.fake.authorizations().len();
+    s.cluster("dataproc-0").status(&handle).await.unwrap();
+    assert_eq!(s.fake.authorizations()[before..], [String::new()]);
 }
