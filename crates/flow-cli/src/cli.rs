@@ -157,6 +157,23 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Serve the workflow viewer: a web page with each flow run's live DAG,
+    /// step details and logs, and buttons for the run modes.
+    ///
+    /// Shows the flows given as arguments and every flow file in the
+    /// settings' `flows_directory`. Runs started from the page execute in
+    /// this process, through the store's lease like `flow run`.
+    Serve {
+        /// Flow files (or flow names in the flows directory) to show, in
+        /// addition to the flows directory's.
+        #[arg(value_name = "FLOW")]
+        flows: Vec<String>,
+        /// The address to listen on. Default: the settings' `[serve] bind`,
+        /// else 127.0.0.1:8080. A non-loopback address needs `[serve]
+        /// token`; port 0 picks a free port.
+        #[arg(long, value_name = "ADDR")]
+        bind: Option<std::net::SocketAddr>,
+    },
 }
 
 /// Which flow run a command is about.

@@ -118,6 +118,8 @@ struct FileSpec {
     #[serde(default)]
     engine: EngineSpec,
     #[serde(default)]
+    serve: ServeSpec,
+    #[serde(default)]
     settings: BTreeMap<String, Scalar>,
     #[serde(default)]
     secrets: BTreeMap<String, String>,
@@ -195,6 +197,28 @@ struct LeaseSpec {
 struct EngineSpec {
     #[serde(default, with = "humantime_serde")]
     cancel_grace: Option<Duration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServeSpec {
+    bind: Option<std::net::SocketAddr>,
+    token: Option<TokenText>,
+}
+
+/// The `[serve] token` as written: `"env:VAR"` or the token itself, which
+/// `Debug` must not show.
+#[derive(Deserialize)]
+#[serde(transparent)]
+struct TokenText(String);
+
+impl fmt::Debug for TokenText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.strip_prefix("env:") {
+            Some(var) => write!(f, "env:{var}"),
+            None => f.write_str("***"),
+        }
+    }
 }
 
 /// The `[store]` section with paths resolved.
@@ -580,6 +604,36 @@ impl Settings {
             .unwrap_or(DEFAULT_CANCEL_GRACE)
     }
 
+    /// Where `flow serve` listens unless `--bind` says otherwise. Default:
+    /// `127.0.0.1:8080`.
+    pub fn serve_bind(&self) -> std::net::SocketAddr {
+        self.spec
+            .serve
+            .bind
+            .unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 8080)))
+    }
+
+    /// The token `flow serve` requires on requests that change state
+    /// (`[serve] token`, `"env:VAR"` read from the environment now), if
+    /// one is set.
+    pub fn serve_token(&self) -> Result<Option<flow_core::Secret>, CliError> {
+        let Some(TokenText(value)) = &self.spec.serve.token else {
+            return Ok(None);
+        };
+        let token = match value.strip_prefix("env:") {
+            Some(var) => std::env::var(var).map_err(|_| {
+                self.error(format!(
+                    "[serve] token reads the environment variable {var}, which is not set (or not UTF-8)"
+                ))
+            })?,
+            None => value.clone(),
+        };
+        if token.trim().is_empty() {
+            return Err(self.error("[serve] token is empty"));
+        }
+        Ok(Some(flow_core::Secret::new(token)))
+    }
+
     /// The values of `{settings.NAME}` placeholders. Secrets written
     /// `"env:VAR"` are read from the environment now; all secrets are
     /// masked wherever text leaves the process (`flow_core::mask`). A secret
@@ -731,6 +785,23 @@ mod tests {
                 .contains("FLOW_CLI_TEST_SHORT_SECRET) is shorter than 8"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn serve_token_and_bind() {
+        std::env::set_var("FLOW_CLI_TEST_TOKEN", "t0k3n");
+        let s = parse("[serve]\nbind = \"0.0.0.0:9000\"\ntoken = \"env:FLOW_CLI_TEST_TOKEN\"\n").unwrap();
+        assert_eq!(s.serve_bind().port(), 9000);
+        assert_eq!(s.serve_token().unwrap().unwrap().expose(), "t0k3n");
+        assert!(!format!("{s:?}").contains("t0k3n"));
+        let s = parse("[serve]\ntoken = \"literal-token\"\n").unwrap();
+        assert!(!format!("{s:?}").contains("literal-token"));
+        assert_eq!(s.serve_token().unwrap().unwrap().expose(), "literal-token");
+        let e = parse("[serve]\nbind = \"nowhere\"\n").unwrap_err();
+        assert!(e.message.starts_with("/etc/x/flow.toml:2:8: "), "{e}");
+        let s = parse("[serve]\ntoken = \"env:FLOW_CLI_TEST_UNSET_TOKEN\"\n").unwrap();
+        assert!(s.serve_token().unwrap_err().message.contains("FLOW_CLI_TEST_UNSET_TOKEN"));
+        assert_eq!(Settings::defaults().serve_bind().to_string(), "127.0.0.1:8080");
     }
 
     #[test]

@@ -10,6 +10,8 @@ mod history;
 mod logs;
 mod rollback;
 mod run;
+#[cfg(feature = "serve")]
+mod serve;
 mod status;
 mod validate;
 
@@ -87,6 +89,12 @@ pub fn execute(cli: Cli) -> Result<Exit, CliError> {
             terminate_orphans,
             json,
         ),
+        #[cfg(feature = "serve")]
+        Command::Serve { flows, bind } => serve::serve(settings, &flows, bind),
+        #[cfg(not(feature = "serve"))]
+        Command::Serve { .. } => Err(CliError::bad_input(
+            "this build has no viewer; rebuild flow-cli with --features serve (on by default)",
+        )),
     }
 }
 

@@ -1,0 +1,239 @@
+//! `flow serve`: the workflow viewer. Checks every input (settings, token,
+//! flow files, address) before it opens the store, then serves until
+//! Ctrl-C/SIGTERM, which cancel the runs started from the page and wait for
+//! them to wind down; a second signal kills local jobs and exits 130.
+//!
+//! The server (`flow-server`) knows no backend: [`CliLauncher`] builds its
+//! engines with the cluster factory and settings of this program.
+
+use super::cancel::{cancel_flow, CancelError};
+use super::{flow_file, hostname, is_path, load_graph};
+use crate::backends;
+use crate::exit::{CliError, Exit};
+use crate::settings::Settings;
+use async_trait::async_trait;
+use flow_core::{ClusterFactory, ExecutionContext, FlowGraph, FlowKey, FlowStore};
+use flow_engine::{EngineOptions, ExecutionEngine};
+use flow_server::{
+    CancelOutcome, EngineRequest, FlowFile, LaunchError, RunLauncher, Server, ServerError,
+    ServerOptions,
+};
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub fn serve(
+    settings_path: Option<&Path>,
+    flows: &[String],
+    bind: Option<SocketAddr>,
+) -> Result<Exit, CliError> {
+    // 1. Every input, before anything is opened.
+    let settings = Settings::load(settings_path)?;
+    let bind = bind.unwrap_or_else(|| settings.serve_bind());
+    let token = settings.serve_token()?;
+    if !bind.ip().is_loopback() && token.is_none() {
+        return Err(CliError::bad_input(
+            ServerError::TokenRequired { addr: bind }.to_string(),
+        ));
+    }
+    let files = flow_files(&settings, flows)?;
+    if files.is_empty() {
+        return Err(CliError::bad_input(format!(
+            "no flows to show: name flow files (flow serve FLOW.toml...) or set flows_directory in {}",
+            settings.source
+        )));
+    }
+    let mut loaded = Vec::with_capacity(files.len());
+    for path in &files {
+        loaded.push(FlowFile {
+            graph: Arc::new(load_graph(path)?),
+            origin: path.display().to_string(),
+        });
+    }
+    let factory = backends::cluster_factory(&settings)?;
+    let store_plan = backends::plan_store(&settings)?;
+    let values = Arc::new(settings.values()?);
+    let log_directory = settings.log_directory()?;
+
+    // 2. Serve.
+    crate::logs::init();
+    let store = store_plan.open()?;
+    let launcher = Arc::new(CliLauncher {
+        factory,
+        values: values.clone(),
+        log_directory: log_directory.clone(),
+        lease_ttl: settings.lease_ttl(),
+        heartbeat: settings.heartbeat_interval(),
+        cancel_grace: settings.cancel_grace(),
+        clusters: settings.number_of_clusters(),
+        owner: format!("flow-serve-cancel:{}:{}", hostname(), std::process::id()),
+    });
+    let names: Vec<String> = loaded.iter().map(|f| f.graph.name().to_string()).collect();
+    let mut options = ServerOptions::new(store, loaded);
+    options.bind = bind;
+    options.token = token;
+    options.launcher = Some(launcher);
+    options.log_directory = Some(log_directory);
+    options.secrets = values;
+    options.lease_ttl = settings.lease_ttl();
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::failed(format!("cannot start the async runtime: {e}")))?;
+    runtime.block_on(async move {
+        let server = Server::bind(options)
+            .await
+            .map_err(|e| CliError::bad_input(e.to_string()))?;
+        let addr = server.local_addr();
+        let shown = if addr.ip().is_unspecified() {
+            format!("http://127.0.0.1:{}/", addr.port())
+        } else {
+            format!("http://{addr}/")
+        };
+        outln!(
+            "flow serve: {shown} ({} flow{}: {})",
+            names.len(),
+            if names.len() == 1 { "" } else { "s" },
+            names.join(", ")
+        );
+        outln!("press Ctrl-C to stop");
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let signals = tokio::spawn(watch_signals(stop_tx));
+        let result = server
+            .run(async move {
+                let _ = stop_rx.await;
+            })
+            .await;
+        signals.abort();
+        flow_engine::logging::flush();
+        result
+            .map(|()| Exit::Success)
+            .map_err(|e| CliError::failed(e.to_string()))
+    })
+}
+
+/// The first SIGINT/SIGTERM stops the server (which cancels its runs and
+/// waits for them); the second kills local jobs and exits 130 at once.
+async fn watch_signals(stop: tokio::sync::oneshot::Sender<()>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut sigint), Ok(mut sigterm)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        errln!("warning: cannot listen for signals; stop the server with SIGKILL");
+        return;
+    };
+    tokio::select! {
+        _ = sigint.recv() => {}
+        _ = sigterm.recv() => {}
+    }
+    errln!("stopping: cancelling the runs started here (press Ctrl-C again to exit at once)");
+    let _ = stop.send(());
+    tokio::select! {
+        _ = sigint.recv() => {}
+        _ = sigterm.recv() => {}
+    }
+    errln!("exiting at once: killing local jobs");
+    flow_cluster_local::kill_all_jobs();
+    flow_engine::logging::flush();
+    std::process::exit(i32::from(Exit::Interrupted.code()));
+}
+
+/// The flow files to show: those named, then every `*.toml` of the flows
+/// directory, each once.
+fn flow_files(settings: &Settings, args: &[String]) -> Result<Vec<PathBuf>, CliError> {
+    let mut files = Vec::new();
+    for arg in args {
+        let path = flow_file(arg, settings)?;
+        if !path.is_file() {
+            let hint = if is_path(arg) { "" } else { " (looked up in the flows directory)" };
+            return Err(CliError::bad_input(format!(
+                "flow file {} does not exist{hint}",
+                path.display()
+            )));
+        }
+        files.push(path);
+    }
+    if let Some(dir) = settings.flows_directory() {
+        let entries = std::fs::read_dir(&dir).map_err(|e| {
+            CliError::bad_input(format!(
+                "cannot read the flows directory {} (flows_directory in {}): {e}",
+                dir.display(),
+                settings.source
+            ))
+        })?;
+        let mut found: Vec<PathBuf> = entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "toml") && p.is_file())
+            .collect();
+        found.sort();
+        files.extend(found);
+    }
+    let mut seen = HashSet::new();
+    files.retain(|p| seen.insert(std::fs::canonicalize(p).unwrap_or_else(|_| p.clone())));
+    Ok(files)
+}
+
+/// Builds engines for the server with this program's backends and
+/// settings.
+struct CliLauncher {
+    factory: Arc<dyn ClusterFactory>,
+    values: Arc<flow_core::Settings>,
+    log_directory: PathBuf,
+    lease_ttl: Duration,
+    heartbeat: Duration,
+    cancel_grace: Duration,
+    clusters: usize,
+    owner: String,
+}
+
+#[async_trait]
+impl RunLauncher for CliLauncher {
+    fn engine(&self, request: EngineRequest) -> Result<ExecutionEngine, LaunchError> {
+        let context = ExecutionContext {
+            flow_name: request.graph.name().to_string(),
+            timeperiod: request.timeperiod,
+            start_timeperiod: request.start_timeperiod,
+            end_timeperiod: request.end_timeperiod,
+            settings: self.values.clone(),
+            number_of_clusters: self.clusters,
+        };
+        let options = EngineOptions {
+            log_directory: Some(self.log_directory.clone()),
+            lease_ttl: self.lease_ttl,
+            heartbeat_interval: self.heartbeat,
+            cancel_grace: self.cancel_grace,
+            observer: Some(request.observer),
+            ..EngineOptions::default()
+        };
+        Ok(ExecutionEngine::new(
+            request.graph,
+            context,
+            request.store,
+            self.factory.clone(),
+            options,
+        ))
+    }
+
+    async fn cancel_stored(
+        &self,
+        key: &FlowKey,
+        graph: &FlowGraph,
+        store: Arc<dyn FlowStore>,
+    ) -> Result<CancelOutcome, LaunchError> {
+        let owner = format!("{}:{:08x}", self.owner, fastrand::u32(..));
+        match cancel_flow(&store, key, Some(graph), &owner, self.lease_ttl).await {
+            Ok((state, canceled)) => Ok(CancelOutcome { state, canceled }),
+            Err(CancelError::NoRecord) => Err(LaunchError::Refused(format!(
+                "no record of flow {key}: nothing to cancel"
+            ))),
+            Err(e @ CancelError::Held { .. }) => Err(LaunchError::Refused(e.to_string())),
+            Err(CancelError::Store(e)) => Err(LaunchError::Failed(e.to_string())),
+        }
+    }
+}

@@ -1,0 +1,833 @@
+//! The JSON API and the page's files. Every handler checks the flow name,
+//! timeperiod and step against the known flows before it reads or writes
+//! anything; GET handlers never write.
+
+use crate::catalog::{clip, Catalog, FlowEntry, StepActions};
+use crate::error::ApiError;
+use crate::events::Hub;
+use crate::layout::NodeKind;
+use crate::runs::{EngineRequest, LaunchError, Observer, Registry, RunStatus, RunView};
+use crate::source::Source;
+use crate::views::{FlowView, StepStateView};
+use axum::body::Bytes;
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::sse::{KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::Utc;
+use flow_core::{
+    FlowKey, FlowState, FlowStore, LeaseOutcome, RunMode, Settings, StepRecord, StepState,
+    Timeperiod,
+};
+use flow_engine::EngineError;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+/// What the handlers share.
+pub struct AppState {
+    pub catalog: Catalog,
+    /// Reads.
+    pub store: Arc<dyn FlowStore>,
+    /// Writes of this server (they publish events).
+    pub observed: Arc<dyn FlowStore>,
+    pub hub: Hub,
+    pub registry: Arc<Registry>,
+    pub launcher: Option<Arc<dyn crate::RunLauncher>>,
+    pub source: Arc<dyn Source>,
+    pub redact: Arc<Settings>,
+    pub lease_ttl: Duration,
+    /// This server's lease owner id (for run-mode writes).
+    pub owner: String,
+    pub shutdown: CancellationToken,
+}
+
+type Shared = State<Arc<AppState>>;
+
+/// The API's routes and the page's files.
+pub fn routes(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/", get(crate::assets::index))
+        .route("/assets/{file}", get(crate::assets::asset))
+        .route("/api/definitions", get(definitions))
+        .route("/api/flows", get(list_flows))
+        .route("/api/flows/{name}/run-mode", post(set_run_mode))
+        .route("/api/flows/{name}/{timeperiod}", get(flow_detail))
+        .route("/api/flows/{name}/{timeperiod}/steps/{step}", get(step_detail))
+        .route("/api/flows/{name}/{timeperiod}/logs", get(logs))
+        .route("/api/flows/{name}/{timeperiod}/events", get(events))
+        .route("/api/flows/{name}/{timeperiod}/runs", get(runs))
+        .route("/api/flows/{name}/{timeperiod}/run", post(run))
+        .route("/api/flows/{name}/{timeperiod}/recover", post(recover))
+        .route("/api/flows/{name}/{timeperiod}/run-one", post(run_one))
+        .route("/api/flows/{name}/{timeperiod}/run-from", post(run_from))
+        .route("/api/flows/{name}/{timeperiod}/cancel", post(cancel))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::NotFound(format!("no such page or API path: {}", clip(uri.path())))
+}
+
+/// Path parameters with a JSON 400 instead of axum's plain-text rejection.
+struct ApiPath<T>(T);
+
+impl<T, S> FromRequestParts<S> for ApiPath<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Path(t)| ApiPath(t))
+            .map_err(|e| ApiError::BadRequest(e.body_text()))
+    }
+}
+
+/// Query parameters with a JSON 400.
+struct ApiQuery<T>(T);
+
+impl<T, S> FromRequestParts<S> for ApiQuery<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(t)| ApiQuery(t))
+            .map_err(|e| ApiError::BadRequest(e.body_text()))
+    }
+}
+
+/// A JSON body (an empty one reads as `{}`), with a JSON 400 naming the
+/// problem.
+fn body<T: DeserializeOwned + Default>(headers: &HeaderMap, bytes: &Bytes) -> Result<T, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|c| c.to_str().ok())
+        .is_some_and(|c| c.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json")));
+    if !json {
+        return Err(ApiError::BadRequest(
+            "send the body as JSON with Content-Type: application/json".into(),
+        ));
+    }
+    serde_json::from_slice(bytes).map_err(|e| ApiError::BadRequest(format!("malformed JSON body: {e}")))
+}
+
+#[derive(Deserialize)]
+struct FlowPath {
+    name: String,
+    timeperiod: String,
+}
+
+impl FlowPath {
+    /// The known flow and its parsed timeperiod, or 404/400.
+    fn resolve(&self, state: &AppState) -> Result<(Arc<FlowEntry>, FlowKey), ApiError> {
+        let flow = state.catalog.get(&self.name)?;
+        let tp = flow.timeperiod(&self.timeperiod)?;
+        let key = FlowKey::new(flow.graph.name(), tp);
+        Ok((flow, key))
+    }
+}
+
+// ---------------------------------------------------------------- reads --
+
+#[derive(Serialize)]
+struct Definition {
+    name: String,
+    time_qualifier: &'static str,
+    steps: usize,
+    latest: Option<FlowView>,
+}
+
+/// `GET /api/definitions`: the flows this server knows, each with its
+/// newest record.
+async fn definitions(State(state): Shared) -> Result<Json<serde_json::Value>, ApiError> {
+    let records = state.store.list_flows(None).await?;
+    let mut latest: HashMap<&str, &flow_core::FlowRecord> = HashMap::new();
+    for r in &records {
+        latest.entry(r.flow_name.as_str()).or_insert(r);
+    }
+    let flows: Vec<Definition> = state
+        .catalog
+        .entries()
+        .map(|f| Definition {
+            name: f.graph.name().to_string(),
+            time_qualifier: f.graph.time_qualifier().as_str(),
+            steps: f.graph.len(),
+            latest: latest.get(f.graph.name()).map(|r| FlowView::new(r)),
+        })
+        .collect();
+    Ok(Json(serde_json::json!({ "flows": flows })))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    name: Option<String>,
+    state: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    page: Option<String>,
+    per_page: Option<String>,
+}
+
+fn number(field: &str, text: Option<&str>, default: usize, max: usize) -> Result<usize, ApiError> {
+    match text.filter(|t| !t.is_empty()) {
+        None => Ok(default),
+        Some(t) => match t.parse::<usize>() {
+            Ok(n) if (1..=max).contains(&n) => Ok(n),
+            _ => Err(ApiError::BadRequest(format!(
+                "{field} must be a number from 1 to {max}, not '{}'",
+                clip(t)
+            ))),
+        },
+    }
+}
+
+/// `GET /api/flows?name=&state=&from=&to=&page=&per_page=`: flow records of
+/// the known flows, newest timeperiod first, paged.
+async fn list_flows(
+    State(state): Shared,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let name = q.name.as_deref().filter(|n| !n.is_empty());
+    if let Some(name) = name {
+        state.catalog.get(name)?;
+    }
+    let wanted_state = match q.state.as_deref().filter(|s| !s.is_empty()) {
+        None => None,
+        Some(s) => Some(FlowState::parse(s).ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "state '{}' is not a flow state ({})",
+                clip(s),
+                FlowState::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+            ))
+        })?),
+    };
+    let bound = |field: &str, text: Option<&str>| -> Result<Option<Timeperiod>, ApiError> {
+        text.filter(|t| !t.is_empty())
+            .map(|t| {
+                t.parse::<Timeperiod>()
+                    .map_err(|e| ApiError::BadRequest(format!("{field}: {e}")))
+            })
+            .transpose()
+    };
+    let from = bound("from", q.from.as_deref())?;
+    let to = bound("to", q.to.as_deref())?;
+    let page = number("page", q.page.as_deref(), 1, 1_000_000)?;
+    let per_page = number("per_page", q.per_page.as_deref(), 50, 500)?;
+    let records = state.store.list_flows(name).await?;
+    let matching: Vec<FlowView> = records
+        .iter()
+        .filter(|r| state.catalog.contains(&r.flow_name))
+        .filter(|r| wanted_state.is_none_or(|s| r.state == s))
+        .filter(|r| from.is_none_or(|f| r.timeperiod >= f))
+        .filter(|r| to.is_none_or(|t| r.timeperiod < t))
+        .map(FlowView::new)
+        .collect();
+    let total = matching.len();
+    let flows: Vec<&FlowView> = matching.iter().skip((page - 1) * per_page).take(per_page).collect();
+    Ok(Json(serde_json::json!({
+        "flows": flows,
+        "page": page,
+        "per_page": per_page,
+        "total": total,
+        "pages": total.div_ceil(per_page),
+    })))
+}
+
+/// One node of the drawn graph with its state.
+#[derive(Serialize)]
+struct NodeOut<'a> {
+    name: &'a str,
+    kind: NodeKind,
+    x: f64,
+    y: f64,
+    w: f64,
+    h: f64,
+    layer: u32,
+    #[serde(flatten)]
+    state: StepStateView,
+    /// Action names of each phase.
+    actions: Option<ActionNames<'a>>,
+}
+
+#[derive(Serialize)]
+struct ActionNames<'a> {
+    pre: Vec<&'a str>,
+    main: Vec<&'a str>,
+    post: Vec<&'a str>,
+}
+
+fn names(v: &[crate::catalog::ActionView]) -> Vec<&str> {
+    v.iter().map(|a| a.name.as_str()).collect()
+}
+
+fn action_names(a: &StepActions) -> ActionNames<'_> {
+    ActionNames {
+        pre: names(&a.pre),
+        main: names(&a.main),
+        post: names(&a.post),
+    }
+}
+
+/// The synthetic nodes' states: `start` has run once the flow started,
+/// `finish` once it finished.
+fn synthetic(name: &str, kind: NodeKind, flow: Option<&flow_core::FlowRecord>) -> StepStateView {
+    let mut view = StepStateView::none(name);
+    let Some(flow) = flow else { return view };
+    match kind {
+        NodeKind::Start if flow.started_at.is_some() => {
+            view.state = Some(StepState::Processed);
+            view.started_at = flow.started_at;
+            view.finished_at = flow.started_at;
+        }
+        NodeKind::Finish if flow.finished_at.is_some() && flow.state != FlowState::InProgress => {
+            view.state = Some(match flow.state {
+                FlowState::Processed => StepState::Processed,
+                FlowState::Noop => StepState::Noop,
+                FlowState::Invalid => StepState::Invalid,
+                FlowState::Embryo => StepState::Embryo,
+                FlowState::InProgress => StepState::InProgress,
+            });
+            view.started_at = flow.finished_at;
+            view.finished_at = flow.finished_at;
+        }
+        _ => {}
+    }
+    view
+}
+
+/// `GET /api/flows/{name}/{timeperiod}`: the flow record (null if it never
+/// ran) and its graph with every node's state, plus `start` and `finish`.
+async fn flow_detail(State(state): Shared, ApiPath(path): ApiPath<FlowPath>) -> Result<Response, ApiError> {
+    let (flow, key) = path.resolve(&state)?;
+    let layout = Catalog::layout(&flow).await;
+    let actions = flow.actions();
+    let record = state.store.get_flow(&key).await?;
+    let steps = state.store.get_steps(&key).await?;
+    let mut by_name: HashMap<String, StepRecord> =
+        steps.into_iter().map(|s| (s.step_name.clone(), s)).collect();
+    let nodes: Vec<NodeOut> = layout
+        .nodes
+        .iter()
+        .map(|n| {
+            let (state_view, names) = match n.index {
+                Some(i) => (
+                    by_name
+                        .remove(&n.name)
+                        .map_or_else(|| StepStateView::none(&n.name), |r| StepStateView::new(&r, &state.redact)),
+                    Some(action_names(&actions[i])),
+                ),
+                None => (synthetic(&n.name, n.kind, record.as_ref()), None),
+            };
+            NodeOut {
+                name: &n.name,
+                kind: n.kind,
+                x: n.x,
+                y: n.y,
+                w: n.w,
+                h: n.h,
+                layer: n.layer,
+                state: state_view,
+                actions: names,
+            }
+        })
+        .collect();
+    let active_run = state
+        .registry
+        .active(&key)
+        .and_then(|(id, _)| state.registry.get(&id));
+    let body = serde_json::to_vec(&serde_json::json!({
+        "flow": record.as_ref().map(FlowView::new),
+        "definition": {
+            "name": flow.graph.name(),
+            "time_qualifier": flow.graph.time_qualifier().as_str(),
+            "steps": flow.graph.len(),
+        },
+        "timeperiod": key.timeperiod.to_string(),
+        "graph": {
+            "width": layout.width,
+            "height": layout.height,
+            "nodes": nodes,
+            "edges": layout.edges,
+        },
+        "active_run": active_run,
+        "can_run": state.launcher.is_some(),
+    }))
+    .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+#[derive(Deserialize)]
+struct StepPath {
+    name: String,
+    timeperiod: String,
+    step: String,
+}
+
+/// `GET /api/flows/{name}/{timeperiod}/steps/{step}`: one step in detail.
+async fn step_detail(State(state): Shared, ApiPath(path): ApiPath<StepPath>) -> Result<Json<serde_json::Value>, ApiError> {
+    let (flow, key) = FlowPath {
+        name: path.name,
+        timeperiod: path.timeperiod,
+    }
+    .resolve(&state)?;
+    let index = flow.step(&path.step)?;
+    let actions = flow.actions();
+    let record = state
+        .store
+        .get_steps(&key)
+        .await?
+        .into_iter()
+        .find(|s| s.step_name == path.step);
+    let view = record
+        .as_ref()
+        .map_or_else(|| StepStateView::none(&path.step), |r| StepStateView::new(r, &state.redact));
+    let dependants: Vec<&str> = flow
+        .graph
+        .dependants(index)
+        .iter()
+        .map(|&d| flow.graph.step(d).name.as_str())
+        .collect();
+    Ok(Json(serde_json::json!({
+        "flow_name": flow.graph.name(),
+        "timeperiod": key.timeperiod.to_string(),
+        "step": view,
+        "definition": actions[index],
+        "dependants": dependants,
+        "log": format!("/api/flows/{}/{}/logs?step={}", flow.graph.name(), key.timeperiod, path.step),
+    })))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct LogQueryParams {
+    step: Option<String>,
+    after: Option<String>,
+    limit: Option<String>,
+}
+
+/// `GET /api/flows/{name}/{timeperiod}/logs?step=&after=&limit=`: the
+/// flow's log (or the step's) after a position.
+async fn logs(
+    State(state): Shared,
+    ApiPath(path): ApiPath<FlowPath>,
+    ApiQuery(q): ApiQuery<LogQueryParams>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let (flow, key) = path.resolve(&state)?;
+    let step = q.step.as_deref().filter(|s| !s.is_empty());
+    if let Some(step) = step {
+        flow.step(step)?;
+    }
+    let after = match q.after.as_deref().filter(|a| !a.is_empty()) {
+        None => 0,
+        Some(a) => a.parse::<u64>().map_err(|_| {
+            ApiError::BadRequest(format!("after must be a line position (a number), not '{}'", clip(a)))
+        })?,
+    };
+    let limit = number("limit", q.limit.as_deref(), 500, 10_000)?;
+    let page = state.source.logs(&key, step, after, limit).await?;
+    Ok(Json(serde_json::json!({
+        "flow_name": key.flow_name,
+        "timeperiod": key.timeperiod.to_string(),
+        "step": step,
+        "lines": page.lines,
+        "next_after": page.next_after,
+        "more": page.more,
+        "source": page.source,
+    })))
+}
+
+#[derive(Deserialize, Default)]
+struct EventQuery {
+    last_event_id: Option<String>,
+}
+
+/// `GET /api/flows/{name}/{timeperiod}/events`: server-sent events
+/// (`flow`, `step`, `log`, `run`, `snapshot`), resumable with
+/// `Last-Event-ID`.
+async fn events(
+    State(state): Shared,
+    ApiPath(path): ApiPath<FlowPath>,
+    ApiQuery(q): ApiQuery<EventQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let (_, key) = path.resolve(&state)?;
+    let last = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .or(q.last_event_id);
+    let stream = state.hub.subscribe(&key, last.as_deref()).await;
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response())
+}
+
+/// `GET /api/flows/{name}/{timeperiod}/runs`: run history, newest first.
+async fn runs(State(state): Shared, ApiPath(path): ApiPath<FlowPath>) -> Result<Json<serde_json::Value>, ApiError> {
+    let (_, key) = path.resolve(&state)?;
+    let runs = state.source.runs(&key).await?;
+    Ok(Json(serde_json::json!({
+        "flow_name": key.flow_name,
+        "timeperiod": key.timeperiod.to_string(),
+        "runs": runs,
+        "history": "runs started by this server since it started, and the latest run of the flow record",
+    })))
+}
+
+// --------------------------------------------------------------- writes --
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct StepBody {
+    step: Option<String>,
+}
+
+async fn run(
+    State(state): Shared,
+    ApiPath(path): ApiPath<FlowPath>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Result<Response, ApiError> {
+    start(state, path, RunMode::Nominal, &headers, &bytes).await
+}
+
+async fn recover(
+    State(state): Shared,
+    ApiPath(path): ApiPath<FlowPath>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Result<Response, ApiError> {
+    start(state, path, RunMode::Recovery, &headers, &bytes).await
+}
+
+async fn run_one(
+    State(state): Shared,
+    ApiPath(path): ApiPath<FlowPath>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Result<Response, ApiError> {
+    start(state, path, RunMode::RunOne, &headers, &bytes).await
+}
+
+async fn run_from(
+    State(state): Shared,
+    ApiPath(path): ApiPath<FlowPath>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Result<Response, ApiError> {
+    start(state, path, RunMode::RunFrom, &headers, &bytes).await
+}
+
+/// Starts the engine in this process for one run mode and answers as soon
+/// as it took the lease and accepted the mode (202 with the run), or
+/// refused (409 with the engine's reason).
+async fn start(
+    state: Arc<AppState>,
+    path: FlowPath,
+    mode: RunMode,
+    headers: &HeaderMap,
+    bytes: &Bytes,
+) -> Result<Response, ApiError> {
+    let (flow, key) = path.resolve(&state)?;
+    let body: StepBody = body(headers, bytes)?;
+    let needs_step = matches!(mode, RunMode::RunOne | RunMode::RunFrom);
+    let step = match (needs_step, body.step) {
+        (true, Some(step)) => {
+            flow.step(&step)?;
+            Some(step)
+        }
+        (true, None) => {
+            return Err(ApiError::BadRequest(format!(
+                "{} needs the step in the body: {{\"step\": \"NAME\"}}",
+                mode_name(mode)
+            )))
+        }
+        (false, Some(_)) => {
+            return Err(ApiError::BadRequest(format!(
+                "{} runs the whole flow and takes no step",
+                mode_name(mode)
+            )))
+        }
+        (false, None) => None,
+    };
+    let Some(launcher) = state.launcher.clone() else {
+        return Err(ApiError::Unavailable("this server was started without a way to run flows".into()));
+    };
+    if state.shutdown.is_cancelled() {
+        return Err(ApiError::Unavailable("the server is shutting down".into()));
+    }
+
+    let id = state.registry.new_id();
+    let cancel = CancellationToken::new();
+    let slot = state.registry.reserve(&key, &id, cancel.clone()).map_err(|holder| {
+        ApiError::Conflict(format!(
+            "flow {key} is being run by this server (run {holder}); cancel it or wait for it to end"
+        ))
+    })?;
+
+    // recover, run-one and run-from keep the stored run's window, like the
+    // CLI.
+    let q = flow.graph.time_qualifier();
+    let stored = state.store.get_flow(&key).await?;
+    let (start_tp, end_tp) = match (&stored, mode) {
+        (Some(f), RunMode::Recovery | RunMode::RunOne | RunMode::RunFrom) => {
+            (f.start_timeperiod, f.end_timeperiod)
+        }
+        _ => (key.timeperiod, key.timeperiod.next(q)),
+    };
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+    let observer = Arc::new(Observer {
+        started: Mutex::new(Some(started_tx)),
+    });
+    let engine = launcher
+        .engine(EngineRequest {
+            graph: flow.graph.clone(),
+            timeperiod: key.timeperiod,
+            start_timeperiod: start_tp,
+            end_timeperiod: end_tp,
+            store: state.observed.clone(),
+            observer,
+        })
+        .map_err(|e| match e {
+            LaunchError::Refused(m) => ApiError::Conflict(m),
+            LaunchError::Failed(m) => ApiError::Internal(m),
+        })?;
+    let now = Utc::now();
+    let mut view = RunView {
+        id: id.clone(),
+        flow_name: key.flow_name.clone(),
+        timeperiod: key.timeperiod.to_string(),
+        mode,
+        step: step.clone(),
+        status: RunStatus::Starting,
+        source: "server",
+        requested_at: Some(now),
+        started_at: None,
+        finished_at: None,
+        outcome: None,
+        steps_to_run: None,
+        clusters: None,
+        steps: Vec::new(),
+        error: None,
+    };
+    state.registry.record(&view);
+    slot.keep();
+
+    let (done_tx, mut done_rx) = tokio::sync::oneshot::channel::<Result<(), EngineError>>();
+    let task_state = state.clone();
+    let task_key = key.clone();
+    let task_id = id.clone();
+    let guard = state.hub.run_guard(&key);
+    tokio::spawn(async move {
+        let engine_cancel = engine.cancel_token();
+        let run = engine.execute(mode, step.as_deref());
+        tokio::pin!(run);
+        let mut fired = false;
+        let result = loop {
+            tokio::select! {
+                result = &mut run => break result,
+                _ = cancel.cancelled(), if !fired => {
+                    fired = true;
+                    engine_cancel.cancel();
+                }
+            }
+        };
+        let finished = task_state.registry.update(&task_id, |r| {
+            r.finished_at = Some(Utc::now());
+            match &result {
+                Ok(report) => {
+                    r.status = RunStatus::Finished;
+                    r.outcome = Some(report.state);
+                    r.steps = report.steps.clone();
+                    r.error = report.error.clone();
+                }
+                Err(e @ (EngineError::Refused { .. } | EngineError::LeaseHeld { .. })) => {
+                    r.status = RunStatus::Refused;
+                    r.error = Some(task_state.redact.redact(&e.to_string()));
+                }
+                Err(e) => {
+                    r.status = RunStatus::Failed;
+                    r.error = Some(task_state.redact.redact(&e.to_string()));
+                }
+            }
+        });
+        task_state.registry.finish(&task_key);
+        drop(guard);
+        if let Some(view) = finished {
+            task_state.hub.run_event(&task_key, &view);
+        }
+        let _ = done_tx.send(result.map(|_| ()));
+    });
+
+    tokio::select! {
+        started = started_rx => {
+            if let Ok((steps_to_run, clusters)) = started {
+                if let Some(v) = state.registry.update(&id, |r| {
+                    if r.status == RunStatus::Starting {
+                        r.status = RunStatus::Running;
+                    }
+                    r.started_at = Some(Utc::now());
+                    r.steps_to_run = Some(steps_to_run);
+                    r.clusters = Some(clusters);
+                }) {
+                    view = v;
+                }
+                state.hub.run_event(&key, &view);
+                info!(flow = %key, run = %id, "{} started over HTTP", mode_name(mode));
+                return Ok((StatusCode::ACCEPTED, Json(view)).into_response());
+            }
+            // The observer was dropped without a start: the engine ended
+            // first; its result says why.
+            match done_rx.await {
+                Ok(Err(e)) => Err(engine_error(e, &state.redact)),
+                _ => Ok((StatusCode::ACCEPTED, Json(state.registry.get(&id).unwrap_or(view))).into_response()),
+            }
+        }
+        done = &mut done_rx => match done {
+            Ok(Err(e)) => Err(engine_error(e, &state.redact)),
+            _ => Ok((StatusCode::ACCEPTED, Json(state.registry.get(&id).unwrap_or(view))).into_response()),
+        }
+    }
+}
+
+fn engine_error(e: EngineError, redact: &Settings) -> ApiError {
+    let message = redact.redact(&e.to_string());
+    match e {
+        EngineError::Refused { .. } | EngineError::LeaseHeld { .. } => ApiError::Conflict(message),
+        EngineError::Store { .. } => ApiError::Internal(message),
+    }
+}
+
+fn mode_name(mode: RunMode) -> &'static str {
+    match mode {
+        RunMode::Nominal => "run",
+        RunMode::Recovery => "recover",
+        RunMode::RunOne => "run-one",
+        RunMode::RunFrom => "run-from",
+    }
+}
+
+/// `POST .../cancel`: a run of this server is cancelled (like Ctrl-C: no
+/// new step starts, running jobs stop, the flow ends `invalid`; 202); a
+/// flow no engine runs gets its unfinished steps marked `canceled` (like
+/// `flow cancel`; 200); a flow another engine runs is refused (409).
+async fn cancel(
+    State(state): Shared,
+    ApiPath(path): ApiPath<FlowPath>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Result<Response, ApiError> {
+    let (flow, key) = path.resolve(&state)?;
+    let _: StepBody = body(&headers, &bytes)?;
+    if let Some((id, token)) = state.registry.active(&key) {
+        token.cancel();
+        let view = state.registry.update(&id, |r| {
+            if matches!(r.status, RunStatus::Starting | RunStatus::Running) {
+                r.status = RunStatus::Cancelling;
+            }
+        });
+        if let Some(view) = &view {
+            state.hub.run_event(&key, view);
+        }
+        return Ok((StatusCode::ACCEPTED, Json(view)).into_response());
+    }
+    let Some(launcher) = state.launcher.clone() else {
+        return Err(ApiError::Unavailable("this server was started without a way to run flows".into()));
+    };
+    match launcher.cancel_stored(&key, &flow.graph, state.observed.clone()).await {
+        Ok(outcome) => Ok((StatusCode::OK, Json(outcome)).into_response()),
+        Err(LaunchError::Refused(m)) => Err(ApiError::Conflict(state.redact.redact(&m))),
+        Err(LaunchError::Failed(m)) => Err(ApiError::Internal(state.redact.redact(&m))),
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RunModeBody {
+    run_mode: Option<String>,
+    timeperiod: Option<String>,
+}
+
+/// `POST /api/flows/{name}/run-mode` `{"run_mode": "run_mode_nominal" |
+/// "run_mode_recovery", "timeperiod": "..."}`: stores the managed run mode
+/// on the flow record of that timeperiod (the newest one when none is
+/// given), under the flow's lease so it cannot race a running engine.
+async fn set_run_mode(
+    State(state): Shared,
+    ApiPath(name): ApiPath<String>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let flow = state.catalog.get(&name)?;
+    let body: RunModeBody = body(&headers, &bytes)?;
+    let mode = match body.run_mode.as_deref() {
+        Some(m) => match RunMode::parse(m) {
+            Some(mode @ (RunMode::Nominal | RunMode::Recovery)) => mode,
+            _ => {
+                return Err(ApiError::BadRequest(format!(
+                    "run_mode must be \"run_mode_nominal\" or \"run_mode_recovery\", not '{}'",
+                    clip(m)
+                )))
+            }
+        },
+        None => return Err(ApiError::BadRequest("the body needs \"run_mode\"".into())),
+    };
+    let key = match body.timeperiod.as_deref() {
+        Some(tp) => FlowKey::new(flow.graph.name(), flow.timeperiod(tp)?),
+        None => match state.store.list_flows(Some(flow.graph.name())).await?.first() {
+            Some(r) => r.key(),
+            None => {
+                return Err(ApiError::NotFound(format!(
+                    "flow '{}' has no record yet to store a run mode on",
+                    flow.graph.name()
+                )))
+            }
+        },
+    };
+    if state.store.get_flow(&key).await?.is_none() {
+        return Err(ApiError::NotFound(format!("no record of flow {key} to store a run mode on")));
+    }
+    let owner = format!("{}:{}", state.owner, fastrand::u32(..));
+    match state.store.acquire_lease(&key, &owner, Utc::now(), state.lease_ttl).await? {
+        LeaseOutcome::Acquired => {}
+        LeaseOutcome::HeldBy { owner, heartbeat_at } => {
+            return Err(ApiError::Conflict(format!(
+                "flow {key} is being run by {owner} (last heartbeat {heartbeat_at}); set the run mode when it has ended"
+            )))
+        }
+    }
+    let result = async {
+        let Some(mut record) = state.store.get_flow(&key).await? else {
+            return Err(ApiError::NotFound(format!("no record of flow {key}")));
+        };
+        record.run_mode = mode;
+        Ok(state.observed.save_flow(&record).await?)
+    }
+    .await;
+    if let Err(e) = state.store.release_lease(&key, &owner).await {
+        warn!(flow = %key, "cannot release the lease taken to set the run mode: {e}");
+    }
+    let saved = result?;
+    Ok(Json(serde_json::json!({ "flow": FlowView::new(&saved) })))
+}
