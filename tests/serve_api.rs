@@ -148,24 +148,41 @@ async fn every_endpoint_answers_with_the_right_codes() {
     // The page and its files, with the security headers.
     let page = c.get(s.url("/")).send().await.unwrap();
     assert_eq!(page.status(), 200);
-    let csp = page.headers()["content-security-policy"].to_str().unwrap().to_string();
-    assert!(csp.contains("default-src 'none'") && csp.contains("script-src 'self'"), "{csp}");
+    let csp = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("script-src 'self'"),
+        "{csp}"
+    );
     assert!(page.text().await.unwrap().contains("/assets/app.js"));
     let js = c.get(s.url("/assets/app.js")).send().await.unwrap();
-    assert_eq!(js.headers()["content-type"], "text/javascript; charset=utf-8");
+    assert_eq!(
+        js.headers()["content-type"],
+        "text/javascript; charset=utf-8"
+    );
     assert_eq!(get(&c, &s.url("/assets/nope.js")).await.0, 404);
 
     // Nothing ran yet.
     let (status, defs) = get(&c, &s.url("/api/definitions")).await;
     assert_eq!(status, 200);
-    let names: Vec<&str> = defs["flows"].as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = defs["flows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["hello", "slow"]);
     let (status, detail) = get(&c, &s.url(&format!("/api/flows/hello/{TP}"))).await;
     assert_eq!(status, 200);
     assert!(detail["flow"].is_null());
     let nodes = detail["graph"]["nodes"].as_array().unwrap();
     let node_names: Vec<&str> = nodes.iter().map(|n| n["name"].as_str().unwrap()).collect();
-    assert_eq!(node_names, ["start", "extract", "count", "copy", "report", "finish"]);
+    assert_eq!(
+        node_names,
+        ["start", "extract", "count", "copy", "report", "finish"]
+    );
     assert!(nodes.iter().all(|n| n["state"].is_null()));
     assert_eq!(detail["graph"]["edges"].as_array().unwrap().len(), 6);
 
@@ -189,7 +206,11 @@ async fn every_endpoint_answers_with_the_right_codes() {
     assert!(report["duration_ms"].is_number());
 
     // List, filtered and paged.
-    let (status, list) = get(&c, &s.url("/api/flows?name=hello&state=state_processed&page=1&per_page=1")).await;
+    let (status, list) = get(
+        &c,
+        &s.url("/api/flows?name=hello&state=state_processed&page=1&per_page=1"),
+    )
+    .await;
     assert_eq!(status, 200, "{list}");
     assert_eq!(list["total"], 1);
     assert_eq!(list["flows"][0]["timeperiod"], TP);
@@ -204,17 +225,50 @@ async fn every_endpoint_answers_with_the_right_codes() {
     assert_eq!(step["step"]["state"], "state_processed");
     assert_eq!(step["definition"]["post"][0]["kind"], "rm");
     assert_eq!(step["definition"]["depends_on"], json!(["count", "copy"]));
-    let (status, log) = get(&c, &s.url(&format!("/api/flows/hello/{TP}/logs?step=extract&limit=2"))).await;
+    let (status, log) = get(
+        &c,
+        &s.url(&format!("/api/flows/hello/{TP}/logs?step=extract&limit=2")),
+    )
+    .await;
     assert_eq!(status, 200, "{log}");
-    let first: Vec<u64> = log["lines"].as_array().unwrap().iter().map(|l| l["position"].as_u64().unwrap()).collect();
+    let first: Vec<u64> = log["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["position"].as_u64().unwrap())
+        .collect();
     assert_eq!(first, [1, 2]);
     assert_eq!(log["more"], true);
-    let (_, rest) = get(&c, &s.url(&format!("/api/flows/hello/{TP}/logs?step=extract&after={}", log["next_after"]))).await;
+    let (_, rest) = get(
+        &c,
+        &s.url(&format!(
+            "/api/flows/hello/{TP}/logs?step=extract&after={}",
+            log["next_after"]
+        )),
+    )
+    .await;
     let rest_lines = rest["lines"].as_array().unwrap();
-    assert!(rest_lines.iter().all(|l| l["position"].as_u64().unwrap() > 2));
-    assert!(rest_lines.iter().any(|l| l["message"].as_str().unwrap().contains("extracting hello")), "{rest}");
+    assert!(rest_lines
+        .iter()
+        .all(|l| l["position"].as_u64().unwrap() > 2));
+    assert!(
+        rest_lines
+            .iter()
+            .any(|l| l["message"].as_str().unwrap().contains("extracting hello")),
+        "{rest}"
+    );
     let (_, flow_log) = get(&c, &s.url(&format!("/api/flows/hello/{TP}/logs"))).await;
-    assert!(flow_log["lines"].as_array().unwrap().iter().any(|l| l["message"].as_str().unwrap().contains("finished: flow is state_processed")), "{flow_log}");
+    assert!(
+        flow_log["lines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["message"]
+                .as_str()
+                .unwrap()
+                .contains("finished: flow is state_processed")),
+        "{flow_log}"
+    );
     let (_, runs) = get(&c, &s.url(&format!("/api/flows/hello/{TP}/runs"))).await;
     assert_eq!(runs["runs"][0]["id"], run_id.as_str());
     assert_eq!(runs["runs"][0]["outcome"], "state_processed");
@@ -232,9 +286,17 @@ async fn every_endpoint_answers_with_the_right_codes() {
         assert_eq!(status, 404, "{path}: {body}");
         assert!(body["error"].is_string(), "{path}: {body}");
     }
-    let (status, body) = post(&c, &s.url(&format!("/api/flows/hello/{TP}/run-one")), json!({"step": "nope"})).await;
+    let (status, body) = post(
+        &c,
+        &s.url(&format!("/api/flows/hello/{TP}/run-one")),
+        json!({"step": "nope"}),
+    )
+    .await;
     assert_eq!(status, 404, "{body}");
-    assert!(body["error"].as_str().unwrap().contains("no step 'nope'"), "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("no step 'nope'"),
+        "{body}"
+    );
 
     // 400: malformed timeperiods, queries and bodies.
     for path in [
@@ -257,31 +319,84 @@ async fn every_endpoint_answers_with_the_right_codes() {
         .await
         .unwrap();
     assert_eq!(bad.status(), 400);
-    let (status, body) = post(&c, &s.url(&format!("/api/flows/hello/{TP}/run-from")), json!({})).await;
+    let (status, body) = post(
+        &c,
+        &s.url(&format!("/api/flows/hello/{TP}/run-from")),
+        json!({}),
+    )
+    .await;
     assert_eq!(status, 400, "{body}");
-    let (status, _) = post(&c, &s.url(&format!("/api/flows/hello/{TP}/run")), json!({"step": "count"})).await;
+    let (status, _) = post(
+        &c,
+        &s.url(&format!("/api/flows/hello/{TP}/run")),
+        json!({"step": "count"}),
+    )
+    .await;
     assert_eq!(status, 400);
-    let (status, _) = post(&c, &s.url(&format!("/api/flows/hello/{TP}/run")), json!({"bogus": 1})).await;
+    let (status, _) = post(
+        &c,
+        &s.url(&format!("/api/flows/hello/{TP}/run")),
+        json!({"bogus": 1}),
+    )
+    .await;
     assert_eq!(status, 400);
-    let (status, _) = post(&c, &s.url("/api/flows/hello/run-mode"), json!({"run_mode": "run_mode_run_one", "timeperiod": TP})).await;
+    let (status, _) = post(
+        &c,
+        &s.url("/api/flows/hello/run-mode"),
+        json!({"run_mode": "run_mode_run_one", "timeperiod": TP}),
+    )
+    .await;
     assert_eq!(status, 400);
 
     // 409: a refused mode, with the engine's reason; nothing changes.
-    let (status, body) = post(&c, &s.url(&format!("/api/flows/hello/{TP}/recover")), json!({})).await;
+    let (status, body) = post(
+        &c,
+        &s.url(&format!("/api/flows/hello/{TP}/recover")),
+        json!({}),
+    )
+    .await;
     assert_eq!(status, 409, "{body}");
-    assert!(body["error"].as_str().unwrap().contains("nothing to recover"), "{body}");
-    let (status, body) = post(&c, &s.url(&format!("/api/flows/slow/{TP}/run-one")), json!({"step": "second"})).await;
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("nothing to recover"),
+        "{body}"
+    );
+    let (status, body) = post(
+        &c,
+        &s.url(&format!("/api/flows/slow/{TP}/run-one")),
+        json!({"step": "second"}),
+    )
+    .await;
     assert_eq!(status, 409, "{body}");
-    assert!(body["error"].as_str().unwrap().contains("blocked"), "{body}");
-    assert_eq!(flow_state(&c, &s, "slow").await, None, "a refusal wrote a record");
+    assert!(
+        body["error"].as_str().unwrap().contains("blocked"),
+        "{body}"
+    );
+    assert_eq!(
+        flow_state(&c, &s, "slow").await,
+        None,
+        "a refusal wrote a record"
+    );
 
     // The managed run mode.
-    let (status, body) = post(&c, &s.url("/api/flows/hello/run-mode"), json!({"run_mode": "run_mode_recovery", "timeperiod": TP})).await;
+    let (status, body) = post(
+        &c,
+        &s.url("/api/flows/hello/run-mode"),
+        json!({"run_mode": "run_mode_recovery", "timeperiod": TP}),
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["flow"]["run_mode"], "run_mode_recovery");
     let (_, detail) = get(&c, &s.url(&format!("/api/flows/hello/{TP}"))).await;
     assert_eq!(detail["flow"]["run_mode"], "run_mode_recovery");
-    let (status, _) = post(&c, &s.url("/api/flows/slow/run-mode"), json!({"run_mode": "run_mode_nominal"})).await;
+    let (status, _) = post(
+        &c,
+        &s.url("/api/flows/slow/run-mode"),
+        json!({"run_mode": "run_mode_nominal"}),
+    )
+    .await;
     assert_eq!(status, 404, "no record to store it on");
 
     // One run per flow and timeperiod: a second one is refused while the
@@ -291,16 +406,35 @@ async fn every_endpoint_answers_with_the_right_codes() {
     assert_eq!(status, 202, "{first}");
     let (status, body) = post(&c, &s.url(&format!("/api/flows/slow/{TP}/run")), json!({})).await;
     assert_eq!(status, 409, "{body}");
-    assert!(body["error"].as_str().unwrap().contains(first["id"].as_str().unwrap()), "{body}");
-    let (status, body) = post(&c, &s.url(&format!("/api/flows/slow/{TP}/cancel")), json!({})).await;
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains(first["id"].as_str().unwrap()),
+        "{body}"
+    );
+    let (status, body) = post(
+        &c,
+        &s.url(&format!("/api/flows/slow/{TP}/cancel")),
+        json!({}),
+    )
+    .await;
     assert_eq!(status, 202, "{body}");
     wait_for("slow to be cancelled", || async {
         flow_state(&c, &s, "slow").await.as_deref() == Some("state_invalid")
     })
     .await;
     let (_, detail) = get(&c, &s.url(&format!("/api/flows/slow/{TP}"))).await;
-    assert_eq!(detail["graph"]["nodes"][1]["state"], "state_canceled", "{detail}");
-    let (status, body) = post(&c, &s.url(&format!("/api/flows/slow/{TP}/cancel")), json!({})).await;
+    assert_eq!(
+        detail["graph"]["nodes"][1]["state"], "state_canceled",
+        "{detail}"
+    );
+    let (status, body) = post(
+        &c,
+        &s.url(&format!("/api/flows/slow/{TP}/cancel")),
+        json!({}),
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["canceled"], json!(["second"]));
     assert_eq!(body["state"], "state_invalid");
@@ -312,7 +446,12 @@ async fn every_endpoint_answers_with_the_right_codes() {
 async fn a_run_held_by_another_engine_is_refused_with_409() {
     let home = Home::new();
     home.write("slow.toml", SLOW);
-    let mut cli = home.command(&["run", "slow.toml", "--timeperiod", TP]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut cli = home
+        .command(&["run", "slow.toml", "--timeperiod", TP])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let s = Served::start(&home, &["slow.toml"], &[]);
     let c = client();
     wait_for("the CLI's run to start", || async {
@@ -321,16 +460,35 @@ async fn a_run_held_by_another_engine_is_refused_with_409() {
     .await;
     let (status, body) = post(&c, &s.url(&format!("/api/flows/slow/{TP}/run")), json!({})).await;
     assert_eq!(status, 409, "{body}");
-    assert!(body["error"].as_str().unwrap().contains("already being run by"), "{body}");
-    let (status, body) = post(&c, &s.url(&format!("/api/flows/slow/{TP}/cancel")), json!({})).await;
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("already being run by"),
+        "{body}"
+    );
+    let (status, body) = post(
+        &c,
+        &s.url(&format!("/api/flows/slow/{TP}/cancel")),
+        json!({}),
+    )
+    .await;
     assert_eq!(status, 409, "{body}");
     unsafe { libc::kill(cli.id() as i32, libc::SIGTERM) };
     assert_eq!(cli.wait().unwrap().code(), Some(3));
     // The CLI's run, seen by polling the store, is the flow record's run.
     let (_, runs) = get(&c, &s.url(&format!("/api/flows/slow/{TP}/runs"))).await;
     let runs = runs["runs"].as_array().unwrap();
-    assert!(runs.iter().any(|r| r["source"] == "flow_record" && r["mode"] == "run_mode_nominal"), "{runs:?}");
-    assert!(runs.iter().any(|r| r["source"] == "server" && r["status"] == "refused"), "{runs:?}");
+    assert!(
+        runs.iter()
+            .any(|r| r["source"] == "flow_record" && r["mode"] == "run_mode_nominal"),
+        "{runs:?}"
+    );
+    assert!(
+        runs.iter()
+            .any(|r| r["source"] == "server" && r["status"] == "refused"),
+        "{runs:?}"
+    );
 }
 
 /// One server-sent event.
@@ -368,7 +526,11 @@ async fn read_events(
         buffer.push_str(&String::from_utf8_lossy(&chunk));
         while let Some(end) = buffer.find("\n\n") {
             let frame: String = buffer.drain(..end + 2).collect();
-            let mut e = Sse { id: String::new(), event: String::new(), data: Value::Null };
+            let mut e = Sse {
+                id: String::new(),
+                event: String::new(),
+                data: Value::Null,
+            };
             let mut data = String::new();
             for line in frame.lines() {
                 if let Some(v) = line.strip_prefix("id:") {
@@ -434,7 +596,10 @@ async fn a_run_streams_its_state_changes_in_order_and_a_reconnect_misses_nothing
     tokio::time::sleep(Duration::from_millis(400)).await;
     let last = interrupted.last().unwrap().id.clone();
     let resumed = read_events(&c, &events_url, Some(&last), is_flow_done).await;
-    assert_ne!(resumed[0].event, "snapshot", "a resumable id must not get a snapshot");
+    assert_ne!(
+        resumed[0].event, "snapshot",
+        "a resumable id must not get a snapshot"
+    );
     interrupted.extend(resumed);
     let steady = steady.await.unwrap();
 
@@ -443,7 +608,10 @@ async fn a_run_streams_its_state_changes_in_order_and_a_reconnect_misses_nothing
     assert_eq!(steady[0].event, "snapshot");
     assert_eq!(&steady[1..], &interrupted[1..]);
     let ids: Vec<u64> = steady.iter().map(|e| e.id.parse().unwrap()).collect();
-    assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids must grow: {ids:?}");
+    assert!(
+        ids.windows(2).all(|w| w[0] < w[1]),
+        "ids must grow: {ids:?}"
+    );
 
     // In order: each step embryo → in progress → processed, each finishing
     // before its dependant starts, the flow processed last.
@@ -451,7 +619,11 @@ async fn a_run_streams_its_state_changes_in_order_and_a_reconnect_misses_nothing
         .iter()
         .filter(|e| e.event == "step" || e.event == "flow")
         .map(|e| {
-            let who = if e.event == "flow" { "flow".to_string() } else { e.data["name"].as_str().unwrap().to_string() };
+            let who = if e.event == "flow" {
+                "flow".to_string()
+            } else {
+                e.data["name"].as_str().unwrap().to_string()
+            };
             (who, e.data["state"].as_str().unwrap().to_string())
         })
         .collect();
@@ -461,8 +633,14 @@ async fn a_run_streams_its_state_changes_in_order_and_a_reconnect_misses_nothing
             .position(|(w, s)| w == who && s == state)
             .unwrap_or_else(|| panic!("no {who} {state} in {states:?}"))
     };
-    assert_eq!(states.first().unwrap(), &("flow".into(), "state_in_progress".into()));
-    assert_eq!(states.last().unwrap(), &("flow".into(), "state_processed".into()));
+    assert_eq!(
+        states.first().unwrap(),
+        &("flow".into(), "state_in_progress".into())
+    );
+    assert_eq!(
+        states.last().unwrap(),
+        &("flow".into(), "state_processed".into())
+    );
     for step in ["a", "b", "c"] {
         assert!(position(step, "state_embryo") < position(step, "state_in_progress"));
         assert!(position(step, "state_in_progress") < position(step, "state_processed"));
@@ -470,15 +648,28 @@ async fn a_run_streams_its_state_changes_in_order_and_a_reconnect_misses_nothing
     assert!(position("a", "state_processed") < position("b", "state_in_progress"));
     assert!(position("b", "state_processed") < position("c", "state_in_progress"));
     // Phase changes are events too.
-    assert!(steady.iter().any(|e| e.event == "step" && e.data["name"] == "b" && e.data["pre"] == "running"));
+    assert!(steady
+        .iter()
+        .any(|e| e.event == "step" && e.data["name"] == "b" && e.data["pre"] == "running"));
     // Log lines of the steps came through, each step's in position order.
     for (step, text) in [("a", "a-out"), ("b", "b-out")] {
-        let lines: Vec<&Sse> = steady.iter().filter(|e| e.event == "log" && e.data["step"] == step).collect();
-        assert!(lines.iter().any(|e| e.data["message"] == text), "{step}: {lines:?}");
-        let positions: Vec<u64> = lines.iter().map(|e| e.data["position"].as_u64().unwrap()).collect();
+        let lines: Vec<&Sse> = steady
+            .iter()
+            .filter(|e| e.event == "log" && e.data["step"] == step)
+            .collect();
+        assert!(
+            lines.iter().any(|e| e.data["message"] == text),
+            "{step}: {lines:?}"
+        );
+        let positions: Vec<u64> = lines
+            .iter()
+            .map(|e| e.data["position"].as_u64().unwrap())
+            .collect();
         assert!(positions.windows(2).all(|w| w[0] < w[1]), "{positions:?}");
     }
-    assert!(steady.iter().any(|e| e.event == "run" && e.data["id"] == run["id"]));
+    assert!(steady
+        .iter()
+        .any(|e| e.event == "run" && e.data["id"] == run["id"]));
 
     // An id the server cannot resume from gets the current state first.
     let stale = read_events(&c, &events_url, Some("12"), |_| true).await;
@@ -507,7 +698,10 @@ name = "talk"
 main = { action = "shell", command = "echo the password is {settings.password}; echo {settings.password} >&2; exit 3" }
 "#,
     );
-    let env = [("FLOW_TEST_TOKEN", "tok-123"), ("FLOW_TEST_PASSWORD", "hunter2hunter2")];
+    let env = [
+        ("FLOW_TEST_TOKEN", "tok-123"),
+        ("FLOW_TEST_PASSWORD", "hunter2hunter2"),
+    ];
     let s = Served::start(&home, &["leaky.toml"], &env);
     let c = client();
     let run = s.url(&format!("/api/flows/leaky/{TP}/run"));
@@ -517,22 +711,57 @@ main = { action = "shell", command = "echo the password is {settings.password}; 
     let r = c.post(&run).json(&json!({})).send().await.unwrap();
     assert_eq!(r.status(), 401);
     assert_eq!(r.headers()["www-authenticate"], "Bearer realm=\"flow\"");
-    let r = c.post(&run).bearer_auth("tok-124").json(&json!({})).send().await.unwrap();
+    let r = c
+        .post(&run)
+        .bearer_auth("tok-124")
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
-    let r = c.post(&run).bearer_auth("tok-123").header("origin", "http://evil.example").json(&json!({})).send().await.unwrap();
+    let r = c
+        .post(&run)
+        .bearer_auth("tok-123")
+        .header("origin", "http://evil.example")
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 403);
     let body: Value = r.json().await.unwrap();
-    assert!(body["error"].as_str().unwrap().contains("evil.example"), "{body}");
-    let r = c.post(&run).bearer_auth("tok-123").header("sec-fetch-site", "cross-site").json(&json!({})).send().await.unwrap();
+    assert!(
+        body["error"].as_str().unwrap().contains("evil.example"),
+        "{body}"
+    );
+    let r = c
+        .post(&run)
+        .bearer_auth("tok-123")
+        .header("sec-fetch-site", "cross-site")
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 403);
-    let r = c.get(s.url(&format!("/api/flows/leaky/{TP}"))).header("host", "rebound.example:80").send().await.unwrap();
+    let r = c
+        .get(s.url(&format!("/api/flows/leaky/{TP}")))
+        .header("host", "rebound.example:80")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 403, "a foreign Host (DNS rebinding) is refused");
     assert_eq!(flow_state(&c, &s, "leaky").await, None);
 
     // Reads need no token; the own page with the token may act.
     let (status, _) = get(&c, &s.url("/api/definitions")).await;
     assert_eq!(status, 200);
-    let r = c.post(&run).bearer_auth("tok-123").header("origin", &own).json(&json!({})).send().await.unwrap();
+    let r = c
+        .post(&run)
+        .bearer_auth("tok-123")
+        .header("origin", &own)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 202);
     wait_for("leaky to fail", || async {
         flow_state(&c, &s, "leaky").await.as_deref() == Some("state_invalid")
@@ -540,7 +769,13 @@ main = { action = "shell", command = "echo the password is {settings.password}; 
     .await;
 
     // The secret reached the job, never an answer.
-    let events = read_events(&c, &s.url(&format!("/api/flows/leaky/{TP}/events")), None, |_| true).await;
+    let events = read_events(
+        &c,
+        &s.url(&format!("/api/flows/leaky/{TP}/events")),
+        None,
+        |_| true,
+    )
+    .await;
     let mut answers = vec![serde_json::to_string(&events[0].data).unwrap()];
     for path in [
         format!("/api/flows/leaky/{TP}"),
@@ -550,7 +785,15 @@ main = { action = "shell", command = "echo the password is {settings.password}; 
         format!("/api/flows/leaky/{TP}/runs"),
         "/api/flows".into(),
     ] {
-        answers.push(c.get(s.url(&path)).send().await.unwrap().text().await.unwrap());
+        answers.push(
+            c.get(s.url(&path))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap(),
+        );
     }
     let all = answers.join("\n");
     assert!(all.contains("the password is ***"), "{all}");
@@ -565,9 +808,16 @@ fn a_public_address_without_a_token_is_refused() {
     let out = home.flow(&["serve", "--bind", "0.0.0.0:0", "slow.toml"]);
     assert_eq!(out.status.code(), Some(2), "{}", support::text(&out));
     let err = support::stderr(&out);
-    assert!(err.contains("not a loopback address") && err.contains("[serve] token"), "{err}");
+    assert!(
+        err.contains("not a loopback address") && err.contains("[serve] token"),
+        "{err}"
+    );
     let out = home.flow(&["serve", "--bind", "127.0.0.1:0", "missing.toml"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(support::stderr(&out).contains("missing.toml"), "{}", support::text(&out));
+    assert!(
+        support::stderr(&out).contains("missing.toml"),
+        "{}",
+        support::text(&out)
+    );
     assert!(!home.db().exists(), "bad input created a store");
 }

@@ -11,6 +11,7 @@ mod support;
 use fantoccini::{ClientBuilder, Locator};
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -18,12 +19,14 @@ use support::Home;
 
 const TP: &str = "2026112800";
 
-/// A child process killed on drop.
-struct Killed(Child);
+/// A child process killed on drop (with its process group when it leads
+/// one: chromedriver and the browser it started).
+struct Killed(Child, bool);
 
 impl Drop for Killed {
     fn drop(&mut self) {
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        let pid = self.0.id() as i32;
+        unsafe { libc::kill(if self.1 { -pid } else { pid }, libc::SIGTERM) };
         for _ in 0..60 {
             if let Ok(Some(_)) = self.0.try_wait() {
                 return;
@@ -36,7 +39,11 @@ impl Drop for Killed {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn env_path(name: &str) -> PathBuf {
@@ -64,8 +71,10 @@ async fn the_flow_page_runs_fails_and_recovers_in_chromium() {
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(serve.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let _serve = Killed(serve);
+    BufReader::new(serve.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let _serve = Killed(serve, false);
     let base = line
         .split_whitespace()
         .find(|w| w.starts_with("http://"))
@@ -77,10 +86,13 @@ async fn the_flow_page_runs_fails_and_recovers_in_chromium() {
     let _driver = Killed(
         Command::new(&chromedriver)
             .arg(format!("--port={port}"))
+            // Its own process group, so the browser it starts goes with it.
+            .process_group(0)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap(),
+        true,
     );
     let profile = tempfile::tempdir().unwrap();
     let mut caps = serde_json::Map::new();
@@ -116,7 +128,10 @@ async fn the_flow_page_runs_fails_and_recovers_in_chromium() {
     // Polls `script` (a JS expression) until it is true.
     async fn until(b: &fantoccini::Client, script: &str, what: &str) {
         for _ in 0..600 {
-            let v = b.execute(&format!("return !!({script});"), vec![]).await.unwrap();
+            let v = b
+                .execute(&format!("return !!({script});"), vec![])
+                .await
+                .unwrap();
             if v.as_bool() == Some(true) {
                 return;
             }
@@ -148,33 +163,92 @@ async fn the_flow_page_runs_fails_and_recovers_in_chromium() {
     assert!(node_state(&b, "load").await.contains("st-none"));
 
     // Run with the button: the confirmation names the flow and timeperiod.
-    b.find(Locator::Id("btn-run")).await.unwrap().click().await.unwrap();
-    let text = b.find(Locator::Id("confirm-text")).await.unwrap().text().await.unwrap();
+    b.find(Locator::Id("btn-run"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let text = b
+        .find(Locator::Id("confirm-text"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(text.contains("flaky") && text.contains(TP), "{text}");
-    b.find(Locator::Id("confirm-ok")).await.unwrap().click().await.unwrap();
+    b.find(Locator::Id("confirm-ok"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     until(
         &b,
         "document.querySelector('g.node[data-name=\"load\"]').classList.contains('st-invalid')",
         "load to turn red",
     )
     .await;
-    until(&b, "document.querySelector('#flow-state').dataset.state === 'state_invalid'", "the flow to be invalid").await;
+    until(
+        &b,
+        "document.querySelector('#flow-state').dataset.state === 'state_invalid'",
+        "the flow to be invalid",
+    )
+    .await;
     assert!(node_state(&b, "prepare").await.contains("st-processed"));
     assert!(node_state(&b, "publish").await.contains("st-embryo"));
     // The failed step's details and its log, from the page.
-    b.find(Locator::Css("g.node[data-name=\"load\"]")).await.unwrap().click().await.unwrap();
+    b.find(Locator::Css("g.node[data-name=\"load\"]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     until(&b, "document.querySelector('#step-state') && document.querySelector('#step-state').dataset.state === 'state_invalid'", "load's details").await;
-    until(&b, "document.querySelector('#log').textContent.includes('ready is missing')", "load's log").await;
-    std::fs::write(shots.join("01-load-failed.png"), b.screenshot().await.unwrap()).unwrap();
+    until(
+        &b,
+        "document.querySelector('#log').textContent.includes('ready is missing')",
+        "load's log",
+    )
+    .await;
+    std::fs::write(
+        shots.join("01-load-failed.png"),
+        b.screenshot().await.unwrap(),
+    )
+    .unwrap();
 
     // Fix the input, then "run from" on the failed step.
     std::fs::create_dir_all(home.path(&format!("out/flaky/{TP}"))).unwrap();
     std::fs::write(home.path(&format!("out/flaky/{TP}/ready")), "").unwrap();
-    b.find(Locator::Id("btn-run-from")).await.unwrap().click().await.unwrap();
-    let text = b.find(Locator::Id("confirm-text")).await.unwrap().text().await.unwrap();
-    assert!(text.contains("flaky") && text.contains(TP) && text.contains("load"), "{text}");
-    b.find(Locator::Id("confirm-ok")).await.unwrap().click().await.unwrap();
-    until(&b, "document.querySelector('#flow-state').dataset.state === 'state_processed'", "the flow to be processed").await;
+    b.find(Locator::Id("btn-run-from"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let text = b
+        .find(Locator::Id("confirm-text"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("flaky") && text.contains(TP) && text.contains("load"),
+        "{text}"
+    );
+    b.find(Locator::Id("confirm-ok"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until(
+        &b,
+        "document.querySelector('#flow-state').dataset.state === 'state_processed'",
+        "the flow to be processed",
+    )
+    .await;
     for step in ["prepare", "load", "publish", "finish"] {
         until(
             &b,
@@ -183,7 +257,16 @@ async fn the_flow_page_runs_fails_and_recovers_in_chromium() {
         )
         .await;
     }
-    until(&b, "document.querySelector('#log').textContent.includes('loading 2026112800')", "load's new log lines").await;
-    std::fs::write(shots.join("02-processed.png"), b.screenshot().await.unwrap()).unwrap();
+    until(
+        &b,
+        "document.querySelector('#log').textContent.includes('loading 2026112800')",
+        "load's new log lines",
+    )
+    .await;
+    std::fs::write(
+        shots.join("02-processed.png"),
+        b.screenshot().await.unwrap(),
+    )
+    .unwrap();
     b.close().await.unwrap();
 }

@@ -790,7 +790,8 @@ mod tests {
     #[test]
     fn serve_token_and_bind() {
         std::env::set_var("FLOW_CLI_TEST_TOKEN", "t0k3n");
-        let s = parse("[serve]\nbind = \"0.0.0.0:9000\"\ntoken = \"env:FLOW_CLI_TEST_TOKEN\"\n").unwrap();
+        let s = parse("[serve]\nbind = \"0.0.0.0:9000\"\ntoken = \"env:FLOW_CLI_TEST_TOKEN\"\n")
+            .unwrap();
         assert_eq!(s.serve_bind().port(), 9000);
         assert_eq!(s.serve_token().unwrap().unwrap().expose(), "t0k3n");
         assert!(!format!("{s:?}").contains("t0k3n"));
@@ -800,8 +801,15 @@ mod tests {
         let e = parse("[serve]\nbind = \"nowhere\"\n").unwrap_err();
         assert!(e.message.starts_with("/etc/x/flow.toml:2:8: "), "{e}");
         let s = parse("[serve]\ntoken = \"env:FLOW_CLI_TEST_UNSET_TOKEN\"\n").unwrap();
-        assert!(s.serve_token().unwrap_err().message.contains("FLOW_CLI_TEST_UNSET_TOKEN"));
-        assert_eq!(Settings::defaults().serve_bind().to_string(), "127.0.0.1:8080");
+        assert!(s
+            .serve_token()
+            .unwrap_err()
+            .message
+            .contains("FLOW_CLI_TEST_UNSET_TOKEN"));
+        assert_eq!(
+            Settings::defaults().serve_bind().to_string(),
+            "127.0.0.1:8080"
+        );
     }
 
     #[test]

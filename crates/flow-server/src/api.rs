@@ -60,7 +60,10 @@ pub fn routes(state: Arc<AppState>) -> Router {
         .route("/api/flows", get(list_flows))
         .route("/api/flows/{name}/run-mode", post(set_run_mode))
         .route("/api/flows/{name}/{timeperiod}", get(flow_detail))
-        .route("/api/flows/{name}/{timeperiod}/steps/{step}", get(step_detail))
+        .route(
+            "/api/flows/{name}/{timeperiod}/steps/{step}",
+            get(step_detail),
+        )
         .route("/api/flows/{name}/{timeperiod}/logs", get(logs))
         .route("/api/flows/{name}/{timeperiod}/events", get(events))
         .route("/api/flows/{name}/{timeperiod}/runs", get(runs))
@@ -122,13 +125,18 @@ fn body<T: DeserializeOwned + Default>(headers: &HeaderMap, bytes: &Bytes) -> Re
     let json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|c| c.to_str().ok())
-        .is_some_and(|c| c.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json")));
+        .is_some_and(|c| {
+            c.split(';')
+                .next()
+                .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+        });
     if !json {
         return Err(ApiError::BadRequest(
             "send the body as JSON with Content-Type: application/json".into(),
         ));
     }
-    serde_json::from_slice(bytes).map_err(|e| ApiError::BadRequest(format!("malformed JSON body: {e}")))
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::BadRequest(format!("malformed JSON body: {e}")))
 }
 
 #[derive(Deserialize)]
@@ -218,7 +226,11 @@ async fn list_flows(
             ApiError::BadRequest(format!(
                 "state '{}' is not a flow state ({})",
                 clip(s),
-                FlowState::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                FlowState::ALL
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ))
         })?),
     };
@@ -244,7 +256,11 @@ async fn list_flows(
         .map(FlowView::new)
         .collect();
     let total = matching.len();
-    let flows: Vec<&FlowView> = matching.iter().skip((page - 1) * per_page).take(per_page).collect();
+    let flows: Vec<&FlowView> = matching
+        .iter()
+        .skip((page - 1) * per_page)
+        .take(per_page)
+        .collect();
     Ok(Json(serde_json::json!({
         "flows": flows,
         "page": page,
@@ -254,7 +270,9 @@ async fn list_flows(
     })))
 }
 
-/// One node of the drawn graph with its state.
+/// One node of the drawn graph with its state. Fields are spelled out (no
+/// `flatten`) and serialized straight to bytes: a 10,000-step graph must be
+/// answered in well under 100 ms.
 #[derive(Serialize)]
 struct NodeOut<'a> {
     name: &'a str,
@@ -264,10 +282,43 @@ struct NodeOut<'a> {
     w: f64,
     h: f64,
     layer: u32,
-    #[serde(flatten)]
-    state: StepStateView,
+    state: Option<StepState>,
+    pre: Option<flow_core::ActionSetState>,
+    main: Option<flow_core::ActionSetState>,
+    post: Option<flow_core::ActionSetState>,
+    attempts: u32,
+    started_at: Option<chrono::DateTime<Utc>>,
+    finished_at: Option<chrono::DateTime<Utc>>,
+    duration_ms: Option<i64>,
+    error: Option<String>,
+    job: Option<serde_json::Value>,
     /// Action names of each phase.
     actions: Option<ActionNames<'a>>,
+}
+
+#[derive(Serialize)]
+struct GraphOut<'a> {
+    width: f64,
+    height: f64,
+    nodes: Vec<NodeOut<'a>>,
+    edges: &'a [[u32; 2]],
+}
+
+#[derive(Serialize)]
+struct DefinitionOut<'a> {
+    name: &'a str,
+    time_qualifier: &'static str,
+    steps: usize,
+}
+
+#[derive(Serialize)]
+struct FlowDetail<'a> {
+    flow: Option<FlowView>,
+    definition: DefinitionOut<'a>,
+    timeperiod: String,
+    graph: GraphOut<'a>,
+    active_run: Option<RunView>,
+    can_run: bool,
 }
 
 #[derive(Serialize)]
@@ -318,23 +369,29 @@ fn synthetic(name: &str, kind: NodeKind, flow: Option<&flow_core::FlowRecord>) -
 
 /// `GET /api/flows/{name}/{timeperiod}`: the flow record (null if it never
 /// ran) and its graph with every node's state, plus `start` and `finish`.
-async fn flow_detail(State(state): Shared, ApiPath(path): ApiPath<FlowPath>) -> Result<Response, ApiError> {
+async fn flow_detail(
+    State(state): Shared,
+    ApiPath(path): ApiPath<FlowPath>,
+) -> Result<Response, ApiError> {
     let (flow, key) = path.resolve(&state)?;
     let layout = Catalog::layout(&flow).await;
     let actions = flow.actions();
     let record = state.store.get_flow(&key).await?;
     let steps = state.store.get_steps(&key).await?;
-    let mut by_name: HashMap<String, StepRecord> =
-        steps.into_iter().map(|s| (s.step_name.clone(), s)).collect();
+    let mut by_name: HashMap<String, StepRecord> = steps
+        .into_iter()
+        .map(|s| (s.step_name.clone(), s))
+        .collect();
     let nodes: Vec<NodeOut> = layout
         .nodes
         .iter()
         .map(|n| {
             let (state_view, names) = match n.index {
                 Some(i) => (
-                    by_name
-                        .remove(&n.name)
-                        .map_or_else(|| StepStateView::none(&n.name), |r| StepStateView::new(&r, &state.redact)),
+                    by_name.remove(&n.name).map_or_else(
+                        || StepStateView::none(&n.name),
+                        |r| StepStateView::new(&r, &state.redact),
+                    ),
                     Some(action_names(&actions[i])),
                 ),
                 None => (synthetic(&n.name, n.kind, record.as_ref()), None),
@@ -347,7 +404,16 @@ async fn flow_detail(State(state): Shared, ApiPath(path): ApiPath<FlowPath>) -> 
                 w: n.w,
                 h: n.h,
                 layer: n.layer,
-                state: state_view,
+                state: state_view.state,
+                pre: state_view.pre,
+                main: state_view.main,
+                post: state_view.post,
+                attempts: state_view.attempts,
+                started_at: state_view.started_at,
+                finished_at: state_view.finished_at,
+                duration_ms: state_view.duration_ms,
+                error: state_view.error,
+                job: state_view.job,
                 actions: names,
             }
         })
@@ -356,24 +422,25 @@ async fn flow_detail(State(state): Shared, ApiPath(path): ApiPath<FlowPath>) -> 
         .registry
         .active(&key)
         .and_then(|(id, _)| state.registry.get(&id));
-    let body = serde_json::to_vec(&serde_json::json!({
-        "flow": record.as_ref().map(FlowView::new),
-        "definition": {
-            "name": flow.graph.name(),
-            "time_qualifier": flow.graph.time_qualifier().as_str(),
-            "steps": flow.graph.len(),
+    let detail = FlowDetail {
+        flow: record.as_ref().map(FlowView::new),
+        definition: DefinitionOut {
+            name: flow.graph.name(),
+            time_qualifier: flow.graph.time_qualifier().as_str(),
+            steps: flow.graph.len(),
         },
-        "timeperiod": key.timeperiod.to_string(),
-        "graph": {
-            "width": layout.width,
-            "height": layout.height,
-            "nodes": nodes,
-            "edges": layout.edges,
+        timeperiod: key.timeperiod.to_string(),
+        graph: GraphOut {
+            width: layout.width,
+            height: layout.height,
+            nodes,
+            edges: &layout.edges,
         },
-        "active_run": active_run,
-        "can_run": state.launcher.is_some(),
-    }))
-    .map_err(|e| ApiError::Internal(e.to_string()))?;
+        active_run,
+        can_run: state.launcher.is_some(),
+    };
+    let mut body = Vec::with_capacity(400 * layout.nodes.len() + 1024);
+    serde_json::to_writer(&mut body, &detail).map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
@@ -385,7 +452,10 @@ struct StepPath {
 }
 
 /// `GET /api/flows/{name}/{timeperiod}/steps/{step}`: one step in detail.
-async fn step_detail(State(state): Shared, ApiPath(path): ApiPath<StepPath>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn step_detail(
+    State(state): Shared,
+    ApiPath(path): ApiPath<StepPath>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let (flow, key) = FlowPath {
         name: path.name,
         timeperiod: path.timeperiod,
@@ -399,9 +469,10 @@ async fn step_detail(State(state): Shared, ApiPath(path): ApiPath<StepPath>) -> 
         .await?
         .into_iter()
         .find(|s| s.step_name == path.step);
-    let view = record
-        .as_ref()
-        .map_or_else(|| StepStateView::none(&path.step), |r| StepStateView::new(r, &state.redact));
+    let view = record.as_ref().map_or_else(
+        || StepStateView::none(&path.step),
+        |r| StepStateView::new(r, &state.redact),
+    );
     let dependants: Vec<&str> = flow
         .graph
         .dependants(index)
@@ -441,7 +512,10 @@ async fn logs(
     let after = match q.after.as_deref().filter(|a| !a.is_empty()) {
         None => 0,
         Some(a) => a.parse::<u64>().map_err(|_| {
-            ApiError::BadRequest(format!("after must be a line position (a number), not '{}'", clip(a)))
+            ApiError::BadRequest(format!(
+                "after must be a line position (a number), not '{}'",
+                clip(a)
+            ))
         })?,
     };
     let limit = number("limit", q.limit.as_deref(), 500, 10_000)?;
@@ -484,7 +558,10 @@ async fn events(
 }
 
 /// `GET /api/flows/{name}/{timeperiod}/runs`: run history, newest first.
-async fn runs(State(state): Shared, ApiPath(path): ApiPath<FlowPath>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn runs(
+    State(state): Shared,
+    ApiPath(path): ApiPath<FlowPath>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let (_, key) = path.resolve(&state)?;
     let runs = state.source.runs(&key).await?;
     Ok(Json(serde_json::json!({
@@ -572,7 +649,9 @@ async fn start(
         (false, None) => None,
     };
     let Some(launcher) = state.launcher.clone() else {
-        return Err(ApiError::Unavailable("this server was started without a way to run flows".into()));
+        return Err(ApiError::Unavailable(
+            "this server was started without a way to run flows".into(),
+        ));
     };
     if state.shutdown.is_cancelled() {
         return Err(ApiError::Unavailable("the server is shutting down".into()));
@@ -580,11 +659,14 @@ async fn start(
 
     let id = state.registry.new_id();
     let cancel = CancellationToken::new();
-    let slot = state.registry.reserve(&key, &id, cancel.clone()).map_err(|holder| {
-        ApiError::Conflict(format!(
+    let slot = state
+        .registry
+        .reserve(&key, &id, cancel.clone())
+        .map_err(|holder| {
+            ApiError::Conflict(format!(
             "flow {key} is being run by this server (run {holder}); cancel it or wait for it to end"
         ))
-    })?;
+        })?;
 
     // recover, run-one and run-from keep the stored run's window, like the
     // CLI.
@@ -753,9 +835,14 @@ async fn cancel(
         return Ok((StatusCode::ACCEPTED, Json(view)).into_response());
     }
     let Some(launcher) = state.launcher.clone() else {
-        return Err(ApiError::Unavailable("this server was started without a way to run flows".into()));
+        return Err(ApiError::Unavailable(
+            "this server was started without a way to run flows".into(),
+        ));
     };
-    match launcher.cancel_stored(&key, &flow.graph, state.observed.clone()).await {
+    match launcher
+        .cancel_stored(&key, &flow.graph, state.observed.clone())
+        .await
+    {
         Ok(outcome) => Ok((StatusCode::OK, Json(outcome)).into_response()),
         Err(LaunchError::Refused(m)) => Err(ApiError::Conflict(state.redact.redact(&m))),
         Err(LaunchError::Failed(m)) => Err(ApiError::Internal(state.redact.redact(&m))),
@@ -795,7 +882,12 @@ async fn set_run_mode(
     };
     let key = match body.timeperiod.as_deref() {
         Some(tp) => FlowKey::new(flow.graph.name(), flow.timeperiod(tp)?),
-        None => match state.store.list_flows(Some(flow.graph.name())).await?.first() {
+        None => match state
+            .store
+            .list_flows(Some(flow.graph.name()))
+            .await?
+            .first()
+        {
             Some(r) => r.key(),
             None => {
                 return Err(ApiError::NotFound(format!(
@@ -806,7 +898,9 @@ async fn set_run_mode(
         },
     };
     if state.store.get_flow(&key).await?.is_none() {
-        return Err(ApiError::NotFound(format!("no record of flow {key} to store a run mode on")));
+        return Err(ApiError::NotFound(format!(
+            "no record of flow {key} to store a run mode on"
+        )));
     }
     let owner = format!("{}:{}", state.owner, fastrand::u32(..));
     match state.store.acquire_lease(&key, &owner, Utc::now(), state.lease_ttl).await? {

@@ -15,9 +15,21 @@ const INDEX: &str = include_str!("../web/index.html");
 
 /// `(name, content type, content)` of every file under `/assets/`.
 const ASSETS: &[(&str, &str, &str)] = &[
-    ("app.js", "text/javascript; charset=utf-8", include_str!("../web/app.js")),
-    ("app.css", "text/css; charset=utf-8", include_str!("../web/app.css")),
-    ("favicon.svg", "image/svg+xml", include_str!("../web/favicon.svg")),
+    (
+        "app.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../web/app.js"),
+    ),
+    (
+        "app.css",
+        "text/css; charset=utf-8",
+        include_str!("../web/app.css"),
+    ),
+    (
+        "favicon.svg",
+        "image/svg+xml",
+        include_str!("../web/favicon.svg"),
+    ),
 ];
 
 pub async fn index() -> Response {

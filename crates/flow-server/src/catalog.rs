@@ -101,7 +101,13 @@ impl FlowEntry {
     /// The index of step `name`, or 404 naming the flow's steps.
     pub fn step(&self, name: &str) -> Result<usize, ApiError> {
         self.graph.index_of(name).ok_or_else(|| {
-            let known: Vec<&str> = self.graph.steps().iter().map(|s| s.name.as_str()).take(20).collect();
+            let known: Vec<&str> = self
+                .graph
+                .steps()
+                .iter()
+                .map(|s| s.name.as_str())
+                .take(20)
+                .collect();
             let more = if self.graph.len() > 20 { ", ..." } else { "" };
             ApiError::NotFound(format!(
                 "flow '{}' has no step '{}' (steps: {}{more})",
@@ -119,7 +125,9 @@ pub fn clip(text: &str) -> String {
     if out.len() < text.len() {
         out.push('…');
     }
-    out.chars().map(|c| if c.is_control() { '?' } else { c }).collect()
+    out.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
 }
 
 /// Every flow the server knows, by name.

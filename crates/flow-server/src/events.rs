@@ -185,7 +185,13 @@ impl Hub {
         channel.notify.send_replace(id);
     }
 
-    fn push_json<T: Serialize>(&self, channel: &Channel, state: &mut State, kind: &'static str, value: &T) {
+    fn push_json<T: Serialize>(
+        &self,
+        channel: &Channel,
+        state: &mut State,
+        kind: &'static str,
+        value: &T,
+    ) {
         match serde_json::to_string(value) {
             Ok(data) => self.push(channel, state, kind, data),
             Err(e) => warn!("cannot encode a {kind} event: {e}"),
@@ -462,7 +468,10 @@ impl Hub {
                 let live = step.state == StepState::InProgress
                     || step.finished_at.is_some_and(|f| now - f < TRAILING);
                 if live && step.started_at.is_some() {
-                    targets.push((Some(step.step_name.clone()), Window::new(step.started_at, None)));
+                    targets.push((
+                        Some(step.step_name.clone()),
+                        Window::new(step.started_at, None),
+                    ));
                 }
             }
             targets
@@ -559,7 +568,10 @@ impl Subscriber {
                 SseEvent::default()
                     .id(at.to_string())
                     .event("snapshot")
-                    .data(self.hub.snapshot(&state, "events were dropped: here is the current state")),
+                    .data(
+                        self.hub
+                            .snapshot(&state, "events were dropped: here is the current state"),
+                    ),
             );
             self.cursor = at;
             return;

@@ -110,7 +110,10 @@ pub fn layout(graph: &FlowGraph) -> Layout {
     let mut offset = 0.0;
     let layer_step = NODE_HEIGHT + NODE_GAP;
     for (placed, _, _) in &components {
-        let min_x = placed.iter().map(|(_, (x, _))| *x).fold(f64::INFINITY, f64::min);
+        let min_x = placed
+            .iter()
+            .map(|(_, (x, _))| *x)
+            .fold(f64::INFINITY, f64::min);
         let mut max_y = 0.0f64;
         for &(v, (x, y)) in placed {
             let layer = (y / layer_step).round().max(0.0) as u32;
@@ -141,7 +144,11 @@ pub fn layout(graph: &FlowGraph) -> Layout {
             )
         };
         // Pills sit centred in their column.
-        let x = if w < NODE_WIDTH { x + (NODE_WIDTH - w) / 2.0 } else { x };
+        let x = if w < NODE_WIDTH {
+            x + (NODE_WIDTH - w) / 2.0
+        } else {
+            x
+        };
         width = width.max(x + w);
         height = height.max(y + NODE_HEIGHT);
         nodes.push(PlacedNode {

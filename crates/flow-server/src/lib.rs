@@ -126,7 +126,8 @@ impl Server {
             shutdown.clone(),
         );
         let registry = Arc::new(Registry::default());
-        let observed: Arc<dyn FlowStore> = Arc::new(ObservedStore::new(options.store.clone(), hub.clone()));
+        let observed: Arc<dyn FlowStore> =
+            Arc::new(ObservedStore::new(options.store.clone(), hub.clone()));
         let source = Arc::new(FileSource {
             store: options.store.clone(),
             log_directory: options.log_directory.clone(),
@@ -174,10 +175,15 @@ impl Server {
     /// event streams, cancels this server's runs and waits for them to wind
     /// down (their engines terminate their clusters and record the
     /// outcome).
-    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServerError> {
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServerError> {
         let state = self.state.clone();
-        let app = api::routes(self.state.clone())
-            .layer(axum::middleware::from_fn_with_state(self.guard.clone(), security::guard));
+        let app = api::routes(self.state.clone()).layer(axum::middleware::from_fn_with_state(
+            self.guard.clone(),
+            security::guard,
+        ));
         let stop = state.shutdown.clone();
         let registry = state.registry.clone();
         let served = axum::serve(self.listener, app)
@@ -193,7 +199,10 @@ impl Server {
         let mut waited = 0;
         while state.registry.active_count() > 0 {
             if waited % 50 == 0 {
-                info!("waiting for {} run(s) to wind down", state.registry.active_count());
+                info!(
+                    "waiting for {} run(s) to wind down",
+                    state.registry.active_count()
+                );
             }
             waited += 1;
             tokio::time::sleep(Duration::from_millis(100)).await;

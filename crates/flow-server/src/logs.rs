@@ -40,9 +40,8 @@ pub struct Window {
 impl Window {
     pub fn new(from: Option<DateTime<Utc>>, to: Option<DateTime<Utc>>) -> Self {
         // Log lines carry milliseconds; records carry more.
-        let ms = |t: DateTime<Utc>| {
-            DateTime::from_timestamp_millis(t.timestamp_millis()).unwrap_or(t)
-        };
+        let ms =
+            |t: DateTime<Utc>| DateTime::from_timestamp_millis(t.timestamp_millis()).unwrap_or(t);
         Window {
             from: from.map(ms),
             to: to.map(|t| ms(t) + TimeDelta::seconds(1)),
@@ -57,21 +56,22 @@ impl Window {
 
 /// True for names that are safe as one path component.
 pub fn safe_name(name: &str) -> bool {
-    !name.is_empty()
-        && name != "."
-        && name != ".."
-        && !name.contains(['/', '\\', '\0'])
+    !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\\', '\0'])
 }
 
 /// The log file of `step` of `flow` (the flow's own log for `None`).
 pub fn log_path(log_directory: &Path, flow: &str, step: Option<&str>) -> Option<PathBuf> {
     let file = step.unwrap_or(flow);
-    (safe_name(flow) && safe_name(file)).then(|| log_directory.join(flow).join(format!("{file}.log")))
+    (safe_name(flow) && safe_name(file))
+        .then(|| log_directory.join(flow).join(format!("{file}.log")))
 }
 
 /// Splits `timestamp logger LEVEL message`. A line that does not start with
 /// a timestamp is a continuation and inherits `previous`.
-fn parse(text: &str, previous: Option<DateTime<Utc>>) -> (Option<DateTime<Utc>>, String, String, String) {
+fn parse(
+    text: &str,
+    previous: Option<DateTime<Utc>>,
+) -> (Option<DateTime<Utc>>, String, String, String) {
     let mut parts = text.splitn(4, ' ');
     let first = parts.next().unwrap_or_default();
     match DateTime::parse_from_rfc3339(first) {
@@ -272,7 +272,10 @@ continued
         assert_eq!(page.lines[1].logger, "a.shell");
         let page = read_page(&path, Some("a"), window, page.next_after, 10, &secrets).unwrap();
         assert_eq!(
-            page.lines.iter().map(|l| (l.position, l.message.as_str())).collect::<Vec<_>>(),
+            page.lines
+                .iter()
+                .map(|l| (l.position, l.message.as_str()))
+                .collect::<Vec<_>>(),
             [(4, "continued"), (5, "finished")]
         );
         assert!(!page.more);
@@ -291,7 +294,11 @@ continued
         let none = Settings::new();
         let mut tail = Tail::new(path.clone(), None, Window::default());
         assert!(tail.read_new(&none, 100).unwrap().is_empty());
-        std::fs::write(&path, "2026-11-28T09:00:00.000Z f INFO one\n2026-11-28T09:00").unwrap();
+        std::fs::write(
+            &path,
+            "2026-11-28T09:00:00.000Z f INFO one\n2026-11-28T09:00",
+        )
+        .unwrap();
         let lines = tail.read_new(&none, 100).unwrap();
         assert_eq!(lines.len(), 1);
         assert_eq!(lines[0].position, 1);
@@ -302,7 +309,10 @@ continued
         .unwrap();
         let lines = tail.read_new(&none, 100).unwrap();
         assert_eq!(
-            lines.iter().map(|l| (l.position, l.message.as_str())).collect::<Vec<_>>(),
+            lines
+                .iter()
+                .map(|l| (l.position, l.message.as_str()))
+                .collect::<Vec<_>>(),
             [(2, "two")]
         );
     }

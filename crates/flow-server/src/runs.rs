@@ -6,7 +6,9 @@
 use crate::events::{Hub, RunGuard};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use flow_core::{FlowGraph, FlowKey, FlowRecord, FlowState, FlowStore, RunMode, StepState, Timeperiod};
+use flow_core::{
+    FlowGraph, FlowKey, FlowRecord, FlowState, FlowStore, RunMode, StepState, Timeperiod,
+};
 use flow_engine::{ExecutionEngine, RunObserver};
 use serde::Serialize;
 use std::collections::HashMap;
@@ -114,7 +116,11 @@ impl RunView {
             timeperiod: flow.timeperiod.to_string(),
             mode: flow.run_mode,
             step: None,
-            status: if running { RunStatus::Running } else { RunStatus::Finished },
+            status: if running {
+                RunStatus::Running
+            } else {
+                RunStatus::Finished
+            },
             source: "flow_record",
             requested_at: None,
             started_at: flow.started_at,
@@ -176,11 +182,20 @@ impl Drop for Slot<'_> {
 impl Registry {
     /// A new run id: unique across restarts of the server.
     pub fn new_id(&self) -> String {
-        format!("{}-{}", self.epoch, self.counter.fetch_add(1, Ordering::Relaxed))
+        format!(
+            "{}-{}",
+            self.epoch,
+            self.counter.fetch_add(1, Ordering::Relaxed)
+        )
     }
 
     /// Takes the slot of `key` for run `id`, or says which run holds it.
-    pub fn reserve(&self, key: &FlowKey, id: &str, cancel: CancellationToken) -> Result<Slot<'_>, String> {
+    pub fn reserve(
+        &self,
+        key: &FlowKey,
+        id: &str,
+        cancel: CancellationToken,
+    ) -> Result<Slot<'_>, String> {
         let mut active = self.active.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(a) = active.get(key) {
             return Err(a.id.clone());

@@ -131,8 +131,14 @@ pub async fn guard(State(guard): State<Arc<Guard>>, request: Request, next: Next
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(CONTENT_SECURITY_POLICY),
     );
-    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     headers.insert(
         "cross-origin-resource-policy",
@@ -159,8 +165,12 @@ mod tests {
     #[test]
     fn loopback_servers_answer_to_their_own_names_only() {
         let g = Guard::new(None, "127.0.0.1:8080".parse().unwrap());
-        assert!(g.check(&Method::GET, &headers(&[("host", "localhost:8080")])).is_ok());
-        assert!(g.check(&Method::GET, &headers(&[("host", "127.0.0.1:8080")])).is_ok());
+        assert!(g
+            .check(&Method::GET, &headers(&[("host", "localhost:8080")]))
+            .is_ok());
+        assert!(g
+            .check(&Method::GET, &headers(&[("host", "127.0.0.1:8080")]))
+            .is_ok());
         let e = g
             .check(&Method::GET, &headers(&[("host", "evil.example:8080")]))
             .unwrap_err();
@@ -170,8 +180,14 @@ mod tests {
 
     #[test]
     fn posts_need_the_own_origin_and_the_token() {
-        let g = Guard::new(Some(Secret::new("s3cret")), "127.0.0.1:9000".parse().unwrap());
-        let own = [("host", "127.0.0.1:9000"), ("authorization", "Bearer s3cret")];
+        let g = Guard::new(
+            Some(Secret::new("s3cret")),
+            "127.0.0.1:9000".parse().unwrap(),
+        );
+        let own = [
+            ("host", "127.0.0.1:9000"),
+            ("authorization", "Bearer s3cret"),
+        ];
         assert!(g.check(&Method::POST, &headers(&own)).is_ok());
         let mut with_origin = own.to_vec();
         with_origin.push(("origin", "http://127.0.0.1:9000"));
@@ -204,6 +220,8 @@ mod tests {
         assert!(matches!(e, ApiError::Unauthorized(_)));
         assert!(!e.to_string().contains("s3cret"));
         // Reads need no token.
-        assert!(g.check(&Method::GET, &headers(&[("host", "127.0.0.1:9000")])).is_ok());
+        assert!(g
+            .check(&Method::GET, &headers(&[("host", "127.0.0.1:9000")]))
+            .is_ok());
     }
 }

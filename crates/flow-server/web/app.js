@@ -255,6 +255,7 @@
       main.className = 'flow';
       main.innerHTML = '<p class="muted">Loading…</p>';
       let data;
+      const t0 = performance.now();
       try {
         data = await api(this.base);
       } catch (e) {
@@ -291,7 +292,9 @@
           <aside id="side" class="side"></aside>
         </section>`;
       if (!data.can_run) main.querySelectorAll('.actions button').forEach((b) => { b.disabled = true; });
+      const t1 = performance.now();
       this.draw();
+      const t2 = performance.now();
       this.showFlow(data.flow);
       this.wire();
       this.select(null);
@@ -300,6 +303,7 @@
       this.ticker = setInterval(() => this.tick(), 1000);
       // Ready once the graph has been painted.
       requestAnimationFrame(() => requestAnimationFrame(() => {
+        window.__flowTimes = { start: t0, fetched: t1, drawn: t2, ready: performance.now() };
         window.__flowReady = performance.now();
         document.body.dataset.ready = '1';
       }));
@@ -323,18 +327,21 @@
         const mx = (x1 + x2) / 2;
         d += `M${x1} ${y1}C${mx} ${y1} ${mx} ${y2} ${x2} ${y2}`;
       }
-      const titles = nodes.length <= 2000;
+      // Large graphs get their labels drawn only for the nodes in view,
+      // and only when zoomed in enough to read them (see `labels`).
+      this.large = nodes.length > 1500;
+      const titles = !this.large;
       const parts = nodes.map((n, i) => {
         const label = n.name.length > 22 ? `${n.name.slice(0, 21)}…` : n.name;
         const shape = n.kind === 'step'
           ? `<rect width="${n.w}" height="${n.h}" rx="6"/>`
           : `<rect width="${n.w}" height="${n.h}" rx="${n.h / 2}"/>`;
-        const text = n.kind === 'step'
+        const text = this.large ? '' : n.kind === 'step'
           ? `<text x="10" y="16" class="name">${esc(label)}</text><text x="10" y="32" class="dur">${esc(this.nodeLabel(n))}</text>`
           : `<text x="${n.w / 2}" y="${n.h / 2 + 4}" class="name pill">${esc(n.name)}</text>`;
         return `<g class="node k-${n.kind} st-${stateClass(n.state)}" data-i="${i}" data-name="${esc(n.name)}" transform="translate(${n.x},${n.y})">${titles ? `<title>${esc(n.name)}</title>` : ''}${shape}${text}</g>`;
       });
-      svg.innerHTML = `<g id="viewport"><path class="edges" d="${d}"/>${parts.join('')}</g>`;
+      svg.innerHTML = `<g id="viewport"><path class="edges" d="${d}"/>${parts.join('')}<g id="labels"></g></g>`;
       const els = svg.querySelectorAll('g.node');
       els.forEach((el, i) => { nodes[i].el = el; });
       this.fit();
@@ -344,6 +351,29 @@
       const { x, y, k } = this.view;
       $('#viewport').setAttribute('transform', `translate(${x},${y}) scale(${k})`);
       $('#graph').classList.toggle('far', k < 0.45);
+      if (this.large && !this.labelsQueued) {
+        this.labelsQueued = true;
+        requestAnimationFrame(() => { this.labelsQueued = false; this.labels(); });
+      }
+    }
+
+    // The labels of the nodes in view, for large graphs.
+    labels() {
+      const layer = $('#labels');
+      if (!layer) return;
+      const { x, y, k } = this.view;
+      if (k < 0.45) { layer.textContent = ''; return; }
+      const box = $('#canvas').getBoundingClientRect();
+      const x0 = -x / k; const y0 = -y / k; const x1 = x0 + box.width / k; const y1 = y0 + box.height / k;
+      const parts = [];
+      for (const n of this.nodes) {
+        if (n.x + n.w < x0 || n.x > x1 || n.y + n.h < y0 || n.y > y1) continue;
+        const label = n.name.length > 22 ? `${n.name.slice(0, 21)}…` : n.name;
+        parts.push(n.kind === 'step'
+          ? `<text x="${n.x + 10}" y="${n.y + 16}" class="name">${esc(label)}</text><text x="${n.x + 10}" y="${n.y + 32}" class="dur" data-i="${this.byName.get(n.name)}">${esc(this.nodeLabel(n))}</text>`
+          : `<text x="${n.x + n.w / 2}" y="${n.y + n.h / 2 + 4}" class="name pill">${esc(n.name)}</text>`);
+      }
+      layer.innerHTML = parts.join('');
     }
 
     fit() {
@@ -438,12 +468,13 @@
       const node = this.nodes[i];
       Object.assign(node, view);
       this.paint(node, view.state);
-      const dur = node.el && node.el.querySelector('.dur');
+      const dur = this.large ? document.querySelector(`#labels .dur[data-i="${i}"]`) : node.el && node.el.querySelector('.dur');
       if (dur) dur.textContent = this.nodeLabel(node);
       if (this.selected === i) this.renderSide();
     }
 
     tick() {
+      if (this.large) { this.labels(); return; }
       for (const n of this.nodes) {
         if (n.state === 'state_in_progress' && n.el) {
           const dur = n.el.querySelector('.dur');

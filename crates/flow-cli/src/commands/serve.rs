@@ -150,7 +150,11 @@ fn flow_files(settings: &Settings, args: &[String]) -> Result<Vec<PathBuf>, CliE
     for arg in args {
         let path = flow_file(arg, settings)?;
         if !path.is_file() {
-            let hint = if is_path(arg) { "" } else { " (looked up in the flows directory)" };
+            let hint = if is_path(arg) {
+                ""
+            } else {
+                " (looked up in the flows directory)"
+            };
             return Err(CliError::bad_input(format!(
                 "flow file {} does not exist{hint}",
                 path.display()
