@@ -386,7 +386,7 @@ impl Hub {
             // Large flows are polled less often: reading 10,000 step
             // records costs milliseconds.
             let every = (size / 1000).max(1) as u64;
-            if runs == 0 && ticks % every == 0 {
+            if runs == 0 && ticks.is_multiple_of(every) {
                 self.poll(&channel, generation).await;
             }
             self.follow_logs(&channel, &mut tails, &mut emitted).await;

@@ -129,8 +129,7 @@ pub fn layout(graph: &FlowGraph) -> Layout {
     let mut nodes = Vec::with_capacity(finish as usize + 1);
     let mut width = 0.0f64;
     let mut height = 0.0f64;
-    for v in 0..=finish as usize {
-        let (x, y, layer) = position[v];
+    for (v, &(x, y, layer)) in position.iter().enumerate() {
         let (name, kind, index, w) = if v == 0 {
             ("start".to_string(), NodeKind::Start, None, PILL_WIDTH)
         } else if v == finish as usize {
