@@ -17,8 +17,9 @@ use chrono::Utc;
 use fantoccini::ClientBuilder;
 use flow_core::actions::Identity;
 use flow_core::{
-    ActionInstance, FlowDefinition, FlowKey, FlowRecord, FlowState, FlowStore, RunMode,
-    StepDefinition, StepRecord, StepState, TimeQualifier, Timeperiod,
+    ActionInstance, FlowDefinition, FlowKey, FlowRecord, FlowState, FlowStore, JobHandle,
+    JobRecord, LeaseOutcome, RunMode, RunRecord, StepDefinition, StepRecord, StepState,
+    TimeQualifier, Timeperiod,
 };
 use flow_server::{FlowFile, Server, ServerOptions};
 use flow_store_sqlite::{SqliteOptions, SqliteStore};
@@ -87,6 +88,7 @@ async fn main() {
         created_at: now,
         started_at: Some(now),
         finished_at: None,
+        graph_hash: None,
     };
     let records: Vec<StepRecord> = graph
         .steps()
@@ -102,11 +104,46 @@ async fn main() {
             } else if layer == layers / 2 {
                 r.state = StepState::InProgress;
                 r.started_at = Some(now);
+                r.job = Some(JobRecord {
+                    action_index: 0,
+                    action: "identity".into(),
+                    attempt: 1,
+                    handle: JobHandle::new("local", "local-0", [("job", format!("job-{i}"))]),
+                    submitted_at: now,
+                    adopted: false,
+                });
             }
             r
         })
         .collect();
-    store.begin_run(&flow, true, &records).await.unwrap();
+    let key = FlowKey::new("lattice", tp);
+    let LeaseOutcome::Acquired(lease) = store
+        .acquire_lease(&key, "viewer-bench", now, Duration::from_secs(3600))
+        .await
+        .unwrap()
+    else {
+        panic!("a fresh store has no lease holder");
+    };
+    let run = RunRecord {
+        id: None,
+        flow_name: "lattice".into(),
+        timeperiod: tp,
+        mode: RunMode::Nominal,
+        target: None,
+        owner: "viewer-bench".into(),
+        token: lease.token,
+        host: "localhost".into(),
+        user: "bench".into(),
+        started_at: now,
+        finished_at: None,
+        outcome: None,
+        steps: Vec::new(),
+        error: None,
+    };
+    store
+        .begin_run(&lease, &flow, true, &records, &run)
+        .await
+        .unwrap();
 
     let store_for_timing = store.clone();
     let mut options = ServerOptions::new(
@@ -125,7 +162,6 @@ async fn main() {
 
     // The graph JSON, and what reading the records alone costs.
     let t = Instant::now();
-    let key = FlowKey::new("lattice", tp);
     let _ = store_for_timing.get_steps(&key).await.unwrap();
     let read_ms = t.elapsed().as_secs_f64() * 1e3;
     let http = reqwest::Client::new();

@@ -6,9 +6,8 @@ use crate::catalog::{clip, Catalog, FlowEntry, StepActions};
 use crate::error::ApiError;
 use crate::events::Hub;
 use crate::layout::NodeKind;
-use crate::runs::{EngineRequest, LaunchError, Observer, Registry, RunStatus, RunView};
-use crate::source::Source;
-use crate::views::{FlowView, StepStateView};
+use crate::runs::{EngineRequest, LaunchError, Observer, Registry};
+use crate::views::{FlowView, JobView, LogView, RollbackView, RunStatus, RunView, StepStateView};
 use axum::body::Bytes;
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
@@ -19,8 +18,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::Utc;
 use flow_core::{
-    FlowKey, FlowState, FlowStore, LeaseOutcome, RunMode, Settings, StepRecord, StepState,
-    Timeperiod,
+    FlowKey, FlowQuery, FlowState, FlowStore, LeaseOutcome, LogQuery, RecordId, RunMode, RunQuery,
+    Settings, StepRecord, StepState, Timeperiod,
 };
 use flow_engine::EngineError;
 use serde::de::DeserializeOwned;
@@ -41,7 +40,6 @@ pub struct AppState {
     pub hub: Hub,
     pub registry: Arc<Registry>,
     pub launcher: Option<Arc<dyn crate::RunLauncher>>,
-    pub source: Arc<dyn Source>,
     pub redact: Arc<Settings>,
     pub lease_ttl: Duration,
     /// This server's lease owner id (for run-mode writes).
@@ -168,22 +166,29 @@ struct Definition {
 /// `GET /api/definitions`: the flows this server knows, each with its
 /// newest record.
 async fn definitions(State(state): Shared) -> Result<Json<serde_json::Value>, ApiError> {
-    let records = state.store.list_flows(None).await?;
-    let mut latest: HashMap<&str, &flow_core::FlowRecord> = HashMap::new();
-    for r in &records {
-        latest.entry(r.flow_name.as_str()).or_insert(r);
-    }
-    let flows: Vec<Definition> = state
-        .catalog
-        .entries()
-        .map(|f| Definition {
+    let mut flows = Vec::new();
+    for f in state.catalog.entries() {
+        let latest = newest_record(&state, f.graph.name()).await?;
+        flows.push(Definition {
             name: f.graph.name().to_string(),
             time_qualifier: f.graph.time_qualifier().as_str(),
             steps: f.graph.len(),
-            latest: latest.get(f.graph.name()).map(|r| FlowView::new(r)),
-        })
-        .collect();
+            latest: latest.as_ref().map(FlowView::new),
+        });
+    }
     Ok(Json(serde_json::json!({ "flows": flows })))
+}
+
+/// The record of `flow`'s newest timeperiod, if it ever ran.
+async fn newest_record(
+    state: &AppState,
+    flow: &str,
+) -> Result<Option<flow_core::FlowRecord>, ApiError> {
+    let query = FlowQuery {
+        limit: Some(1),
+        ..FlowQuery::named(Some(flow))
+    };
+    Ok(state.store.list_flows(&query).await?.into_iter().next())
 }
 
 #[derive(Deserialize, Default)]
@@ -210,8 +215,18 @@ fn number(field: &str, text: Option<&str>, default: usize, max: usize) -> Result
     }
 }
 
-/// `GET /api/flows?name=&state=&from=&to=&page=&per_page=`: flow records of
-/// the known flows, newest timeperiod first, paged.
+/// A flow record in the list, and whether this server has its flow file
+/// (only those have a flow page).
+#[derive(Serialize)]
+struct ListedFlow {
+    #[serde(flatten)]
+    flow: FlowView,
+    served: bool,
+}
+
+/// `GET /api/flows?name=&state=&from=&to=&page=&per_page=`: the store's
+/// flow records, newest timeperiod first, filtered and paged by the store
+/// (`list_flows`).
 async fn list_flows(
     State(state): Shared,
     ApiQuery(q): ApiQuery<ListQuery>,
@@ -246,27 +261,30 @@ async fn list_flows(
     let to = bound("to", q.to.as_deref())?;
     let page = number("page", q.page.as_deref(), 1, 1_000_000)?;
     let per_page = number("per_page", q.per_page.as_deref(), 50, 500)?;
-    let records = state.store.list_flows(name).await?;
-    let matching: Vec<FlowView> = records
+    // One more than a page: whether an older page exists.
+    let query = FlowQuery {
+        flow_name: name.map(str::to_string),
+        state: wanted_state,
+        from,
+        to,
+        limit: Some(per_page + 1),
+        offset: (page - 1) * per_page,
+    };
+    let mut records = state.store.list_flows(&query).await?;
+    let more = records.len() > per_page;
+    records.truncate(per_page);
+    let flows: Vec<ListedFlow> = records
         .iter()
-        .filter(|r| state.catalog.contains(&r.flow_name))
-        .filter(|r| wanted_state.is_none_or(|s| r.state == s))
-        .filter(|r| from.is_none_or(|f| r.timeperiod >= f))
-        .filter(|r| to.is_none_or(|t| r.timeperiod < t))
-        .map(FlowView::new)
-        .collect();
-    let total = matching.len();
-    let flows: Vec<&FlowView> = matching
-        .iter()
-        .skip((page - 1) * per_page)
-        .take(per_page)
+        .map(|r| ListedFlow {
+            flow: FlowView::new(r),
+            served: state.catalog.contains(&r.flow_name),
+        })
         .collect();
     Ok(Json(serde_json::json!({
         "flows": flows,
         "page": page,
         "per_page": per_page,
-        "total": total,
-        "pages": total.div_ceil(per_page),
+        "more": more,
     })))
 }
 
@@ -287,11 +305,16 @@ struct NodeOut<'a> {
     main: Option<flow_core::ActionSetState>,
     post: Option<flow_core::ActionSetState>,
     attempts: u32,
+    actions_done: u32,
     started_at: Option<chrono::DateTime<Utc>>,
     finished_at: Option<chrono::DateTime<Utc>>,
     duration_ms: Option<i64>,
     error: Option<String>,
-    job: Option<serde_json::Value>,
+    /// The job handle of the current attempt (left out when none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    job: Option<JobView>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    rollbacks: Vec<RollbackView>,
     /// Action names of each phase.
     actions: Option<ActionNames<'a>>,
 }
@@ -317,7 +340,8 @@ struct FlowDetail<'a> {
     definition: DefinitionOut<'a>,
     timeperiod: String,
     graph: GraphOut<'a>,
-    active_run: Option<RunView>,
+    /// The latest run of this flow run (any process's).
+    run: Option<RunView>,
     can_run: bool,
 }
 
@@ -409,19 +433,18 @@ async fn flow_detail(
                 main: state_view.main,
                 post: state_view.post,
                 attempts: state_view.attempts,
+                actions_done: state_view.actions_done,
                 started_at: state_view.started_at,
                 finished_at: state_view.finished_at,
                 duration_ms: state_view.duration_ms,
                 error: state_view.error,
                 job: state_view.job,
+                rollbacks: state_view.rollbacks,
                 actions: names,
             }
         })
         .collect();
-    let active_run = state
-        .registry
-        .active(&key)
-        .and_then(|(id, _)| state.registry.get(&id));
+    let run = runs_of(&state, &key, 1).await?.into_iter().next();
     let detail = FlowDetail {
         flow: record.as_ref().map(FlowView::new),
         definition: DefinitionOut {
@@ -436,7 +459,7 @@ async fn flow_detail(
             nodes,
             edges: &layout.edges,
         },
-        active_run,
+        run,
         can_run: state.launcher.is_some(),
     };
     let mut body = Vec::with_capacity(400 * layout.nodes.len() + 1024);
@@ -493,12 +516,14 @@ async fn step_detail(
 #[serde(deny_unknown_fields)]
 struct LogQueryParams {
     step: Option<String>,
+    run: Option<String>,
     after: Option<String>,
     limit: Option<String>,
 }
 
-/// `GET /api/flows/{name}/{timeperiod}/logs?step=&after=&limit=`: the
-/// flow's log (or the step's) after a position.
+/// `GET /api/flows/{name}/{timeperiod}/logs?step=&run=&after=&limit=`: the
+/// flow run's recorded log lines (every run's, the flow's and its steps';
+/// or one step's, or one run's) after a store position, in position order.
 async fn logs(
     State(state): Shared,
     ApiPath(path): ApiPath<FlowPath>,
@@ -509,36 +534,53 @@ async fn logs(
     if let Some(step) = step {
         flow.step(step)?;
     }
+    let run = q.run.as_deref().filter(|r| !r.is_empty());
     let after = match q.after.as_deref().filter(|a| !a.is_empty()) {
         None => 0,
         Some(a) => a.parse::<u64>().map_err(|_| {
             ApiError::BadRequest(format!(
-                "after must be a line position (a number), not '{}'",
+                "after must be a log position (a number), not '{}'",
                 clip(a)
             ))
         })?,
     };
     let limit = number("limit", q.limit.as_deref(), 500, 10_000)?;
-    let page = state.source.logs(&key, step, after, limit).await?;
+    // One more than asked: whether more lines follow.
+    let query = LogQuery {
+        key: key.clone(),
+        step: step.map(str::to_string),
+        run: run.map(RecordId::new),
+        after: Some(after),
+        limit: limit + 1,
+    };
+    let mut lines = state.store.read_logs(&query).await?;
+    let more = lines.len() > limit;
+    lines.truncate(limit);
+    let next_after = lines.last().map_or(after, |l| l.position);
+    let lines: Vec<LogView> = lines
+        .iter()
+        .map(|l| LogView::new(l, &state.redact))
+        .collect();
     Ok(Json(serde_json::json!({
         "flow_name": key.flow_name,
         "timeperiod": key.timeperiod.to_string(),
         "step": step,
-        "lines": page.lines,
-        "next_after": page.next_after,
-        "more": page.more,
-        "source": page.source,
+        "run": run,
+        "lines": lines,
+        "next_after": next_after,
+        "more": more,
     })))
 }
 
 #[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 struct EventQuery {
     last_event_id: Option<String>,
 }
 
 /// `GET /api/flows/{name}/{timeperiod}/events`: server-sent events
 /// (`flow`, `step`, `log`, `run`, `snapshot`), resumable with
-/// `Last-Event-ID`.
+/// `Last-Event-ID` (see [`crate::events`]).
 async fn events(
     State(state): Shared,
     ApiPath(path): ApiPath<FlowPath>,
@@ -551,24 +593,68 @@ async fn events(
         .and_then(|v| v.to_str().ok())
         .map(str::to_string)
         .or(q.last_event_id);
-    let stream = state.hub.subscribe(&key, last.as_deref()).await;
+    let stream = state
+        .hub
+        .subscribe(&key, last.as_deref())
+        .await
+        .map_err(ApiError::Internal)?;
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response())
 }
 
-/// `GET /api/flows/{name}/{timeperiod}/runs`: run history, newest first.
+/// The runs of `key`, newest first, at most `limit`, each with its status:
+/// its record's end, or the flow's lease (and this server's cancel).
+async fn runs_of(state: &AppState, key: &FlowKey, limit: usize) -> Result<Vec<RunView>, ApiError> {
+    let records = state
+        .store
+        .list_runs(&RunQuery {
+            flow_name: Some(key.flow_name.clone()),
+            timeperiod: Some(key.timeperiod),
+            limit: Some(limit),
+        })
+        .await?;
+    if records.is_empty() {
+        return Ok(Vec::new());
+    }
+    let lease = state.store.get_lease(key).await?;
+    let active = state.registry.active(key);
+    let now = Utc::now();
+    Ok(records
+        .iter()
+        .map(|r| {
+            let mut view = RunView::new(r, lease.as_ref(), now, state.lease_ttl, &state.redact);
+            let cancelling = active
+                .as_ref()
+                .is_some_and(|a| a.cancelling && a.owner == r.owner);
+            if view.status == RunStatus::Running && cancelling {
+                view.status = RunStatus::Cancelling;
+            }
+            view
+        })
+        .collect())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RunsQuery {
+    limit: Option<String>,
+}
+
+/// `GET /api/flows/{name}/{timeperiod}/runs?limit=`: run history from the
+/// store (every process's runs), newest first.
 async fn runs(
     State(state): Shared,
     ApiPath(path): ApiPath<FlowPath>,
+    ApiQuery(q): ApiQuery<RunsQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let (_, key) = path.resolve(&state)?;
-    let runs = state.source.runs(&key).await?;
+    let limit = number("limit", q.limit.as_deref(), 50, 1_000)?;
+    let runs = runs_of(&state, &key, limit).await?;
     Ok(Json(serde_json::json!({
         "flow_name": key.flow_name,
         "timeperiod": key.timeperiod.to_string(),
         "runs": runs,
-        "history": "runs started by this server since it started, and the latest run of the flow record",
     })))
 }
 
@@ -616,9 +702,18 @@ async fn run_from(
     start(state, path, RunMode::RunFrom, &headers, &bytes).await
 }
 
+/// The answer to an accepted run mode: the run as the store recorded it.
+#[derive(Serialize)]
+struct Accepted {
+    #[serde(flatten)]
+    run: RunView,
+    steps_to_run: usize,
+    clusters: usize,
+}
+
 /// Starts the engine in this process for one run mode and answers as soon
-/// as it took the lease and accepted the mode (202 with the run), or
-/// refused (409 with the engine's reason).
+/// as it took the lease, accepted the mode and recorded the run (202 with
+/// the run and its store id), or refused (409 with the engine's reason).
 async fn start(
     state: Arc<AppState>,
     path: FlowPath,
@@ -657,17 +752,6 @@ async fn start(
         return Err(ApiError::Unavailable("the server is shutting down".into()));
     }
 
-    let id = state.registry.new_id();
-    let cancel = CancellationToken::new();
-    let slot = state
-        .registry
-        .reserve(&key, &id, cancel.clone())
-        .map_err(|holder| {
-            ApiError::Conflict(format!(
-            "flow {key} is being run by this server (run {holder}); cancel it or wait for it to end"
-        ))
-        })?;
-
     // recover, run-one and run-from keep the stored run's window, like the
     // CLI.
     let q = flow.graph.time_qualifier();
@@ -676,7 +760,14 @@ async fn start(
         (Some(f), RunMode::Recovery | RunMode::RunOne | RunMode::RunFrom) => {
             (f.start_timeperiod, f.end_timeperiod)
         }
-        _ => (key.timeperiod, key.timeperiod.next(q)),
+        _ => {
+            // Year 9999's last period has no end a timeperiod can hold.
+            let end = key
+                .timeperiod
+                .checked_next(q)
+                .map_err(|e| ApiError::BadRequest(format!("flow '{}': {e}", flow.graph.name())))?;
+            (key.timeperiod, end)
+        }
     };
     let (started_tx, started_rx) = tokio::sync::oneshot::channel();
     let observer = Arc::new(Observer {
@@ -691,35 +782,27 @@ async fn start(
             store: state.observed.clone(),
             observer,
         })
+        .await
         .map_err(|e| match e {
-            LaunchError::Refused(m) => ApiError::Conflict(m),
-            LaunchError::Failed(m) => ApiError::Internal(m),
+            LaunchError::Refused(m) => ApiError::Conflict(state.redact.redact(&m)),
+            LaunchError::Failed(m) => ApiError::Internal(state.redact.redact(&m)),
         })?;
-    let now = Utc::now();
-    let mut view = RunView {
-        id: id.clone(),
-        flow_name: key.flow_name.clone(),
-        timeperiod: key.timeperiod.to_string(),
-        mode,
-        step: step.clone(),
-        status: RunStatus::Starting,
-        source: "server",
-        requested_at: Some(now),
-        started_at: None,
-        finished_at: None,
-        outcome: None,
-        steps_to_run: None,
-        clusters: None,
-        steps: Vec::new(),
-        error: None,
-    };
-    state.registry.record(&view);
+    let owner = engine.owner().to_string();
+    let cancel = CancellationToken::new();
+    let slot = state
+        .registry
+        .reserve(&key, &owner, cancel.clone())
+        .map_err(|holder| {
+            ApiError::Conflict(format!(
+                "flow {key} is being run by this server (run {holder}); cancel it or wait for it to end"
+            ))
+        })?;
     slot.keep();
 
     let (done_tx, mut done_rx) = tokio::sync::oneshot::channel::<Result<(), EngineError>>();
     let task_state = state.clone();
     let task_key = key.clone();
-    let task_id = id.clone();
+    let task_owner = owner.clone();
     let guard = state.hub.run_guard(&key);
     tokio::spawn(async move {
         let engine_cancel = engine.cancel_token();
@@ -735,29 +818,20 @@ async fn start(
                 }
             }
         };
-        let finished = task_state.registry.update(&task_id, |r| {
-            r.finished_at = Some(Utc::now());
-            match &result {
-                Ok(report) => {
-                    r.status = RunStatus::Finished;
-                    r.outcome = Some(report.state);
-                    r.steps = report.steps.clone();
-                    r.error = report.error.clone();
-                }
-                Err(e @ (EngineError::Refused { .. } | EngineError::LeaseHeld { .. })) => {
-                    r.status = RunStatus::Refused;
-                    r.error = Some(task_state.redact.redact(&e.to_string()));
-                }
-                Err(e) => {
-                    r.status = RunStatus::Failed;
-                    r.error = Some(task_state.redact.redact(&e.to_string()));
-                }
-            }
-        });
         task_state.registry.finish(&task_key);
         drop(guard);
-        if let Some(view) = finished {
-            task_state.hub.run_event(&task_key, &view);
+        // A run that began and then failed (store, lost lease) left its
+        // record open: say why on the stream.
+        if let Err(e) = &result {
+            let begun = task_state
+                .hub
+                .current_run(&task_key)
+                .filter(|r| r.owner == task_owner && r.finished_at.is_none());
+            if let Some(run) = begun {
+                let mut view = RunView::with_status(&run, RunStatus::Failed, &task_state.redact);
+                view.error = Some(task_state.redact.redact(&e.to_string()));
+                task_state.hub.run_notice(&task_key, &view);
+            }
         }
         let _ = done_tx.send(result.map(|_| ()));
     });
@@ -765,39 +839,55 @@ async fn start(
     tokio::select! {
         started = started_rx => {
             if let Ok((steps_to_run, clusters)) = started {
-                if let Some(v) = state.registry.update(&id, |r| {
-                    if r.status == RunStatus::Starting {
-                        r.status = RunStatus::Running;
-                    }
-                    r.started_at = Some(Utc::now());
-                    r.steps_to_run = Some(steps_to_run);
-                    r.clusters = Some(clusters);
-                }) {
-                    view = v;
+                // begin_run came before run_started: the hub has the run.
+                let run = state
+                    .hub
+                    .current_run(&key)
+                    .filter(|r| r.owner == owner)
+                    .ok_or_else(|| ApiError::Internal(format!("the run of {key} started without a run record")))?;
+                if let Some(id) = &run.id {
+                    state.registry.begun(&key, id.clone());
                 }
-                state.hub.run_event(&key, &view);
-                info!(flow = %key, run = %id, "{} started over HTTP", mode_name(mode));
-                return Ok((StatusCode::ACCEPTED, Json(view)).into_response());
+                let run = RunView::with_status(&run, RunStatus::Running, &state.redact);
+                info!(flow = %key, run = %run.id, "{} started over HTTP", mode_name(mode));
+                return Ok((StatusCode::ACCEPTED, Json(Accepted { run, steps_to_run, clusters })).into_response());
             }
             // The observer was dropped without a start: the engine ended
             // first; its result says why.
-            match done_rx.await {
-                Ok(Err(e)) => Err(engine_error(e, &state.redact)),
-                _ => Ok((StatusCode::ACCEPTED, Json(state.registry.get(&id).unwrap_or(view))).into_response()),
-            }
+            finished_early(&state, &key, done_rx.await)
         }
-        done = &mut done_rx => match done {
-            Ok(Err(e)) => Err(engine_error(e, &state.redact)),
-            _ => Ok((StatusCode::ACCEPTED, Json(state.registry.get(&id).unwrap_or(view))).into_response()),
-        }
+        done = &mut done_rx => finished_early(&state, &key, done),
+    }
+}
+
+/// The answer when the engine ended before it started the run: its refusal
+/// (409), its failure (500), or, when it ended well without starting
+/// anything, its record.
+fn finished_early(
+    state: &AppState,
+    key: &FlowKey,
+    done: Result<Result<(), EngineError>, tokio::sync::oneshot::error::RecvError>,
+) -> Result<Response, ApiError> {
+    match done {
+        Ok(Err(e)) => Err(engine_error(e, &state.redact)),
+        Ok(Ok(())) => Ok((
+            StatusCode::OK,
+            Json(serde_json::json!({ "flow": key.to_string() })),
+        )
+            .into_response()),
+        Err(_) => Err(ApiError::Internal(format!(
+            "the engine of {key} stopped without an answer"
+        ))),
     }
 }
 
 fn engine_error(e: EngineError, redact: &Settings) -> ApiError {
     let message = redact.redact(&e.to_string());
     match e {
-        EngineError::Refused { .. } | EngineError::LeaseHeld { .. } => ApiError::Conflict(message),
-        EngineError::Store { .. } => ApiError::Internal(message),
+        EngineError::Refused { .. } | EngineError::LeaseHeld { .. } | EngineError::Logs { .. } => {
+            ApiError::Conflict(message)
+        }
+        _ => ApiError::Internal(message),
     }
 }
 
@@ -807,13 +897,15 @@ fn mode_name(mode: RunMode) -> &'static str {
         RunMode::Recovery => "recover",
         RunMode::RunOne => "run-one",
         RunMode::RunFrom => "run-from",
+        RunMode::Rollback => "rollback",
     }
 }
 
 /// `POST .../cancel`: a run of this server is cancelled (like Ctrl-C: no
 /// new step starts, running jobs stop, the flow ends `invalid`; 202); a
-/// flow no engine runs gets its unfinished steps marked `canceled` (like
-/// `flow cancel`; 200); a flow another engine runs is refused (409).
+/// flow no engine runs gets what `flow cancel` does (the jobs a dead run
+/// left are cancelled, unfinished steps marked `canceled`; 200); a flow
+/// another engine runs is refused (409).
 async fn cancel(
     State(state): Shared,
     ApiPath(path): ApiPath<FlowPath>,
@@ -822,17 +914,20 @@ async fn cancel(
 ) -> Result<Response, ApiError> {
     let (flow, key) = path.resolve(&state)?;
     let _: StepBody = body(&headers, &bytes)?;
-    if let Some((id, token)) = state.registry.active(&key) {
-        token.cancel();
-        let view = state.registry.update(&id, |r| {
-            if matches!(r.status, RunStatus::Starting | RunStatus::Running) {
-                r.status = RunStatus::Cancelling;
-            }
-        });
+    if let Some(active) = state.registry.cancel(&key) {
+        let run = state
+            .hub
+            .current_run(&key)
+            .filter(|r| r.owner == active.owner && r.finished_at.is_none());
+        let view = run.map(|r| RunView::with_status(&r, RunStatus::Cancelling, &state.redact));
         if let Some(view) = &view {
-            state.hub.run_event(&key, view);
+            state.hub.run_notice(&key, view);
         }
-        return Ok((StatusCode::ACCEPTED, Json(view)).into_response());
+        return Ok((
+            StatusCode::ACCEPTED,
+            Json(serde_json::json!({ "cancelling": true, "run": view })),
+        )
+            .into_response());
     }
     let Some(launcher) = state.launcher.clone() else {
         return Err(ApiError::Unavailable(
@@ -843,7 +938,12 @@ async fn cancel(
         .cancel_stored(&key, &flow.graph, state.observed.clone())
         .await
     {
-        Ok(outcome) => Ok((StatusCode::OK, Json(outcome)).into_response()),
+        Ok(mut outcome) => {
+            for p in &mut outcome.problems {
+                *p = state.redact.redact(p);
+            }
+            Ok((StatusCode::OK, Json(outcome)).into_response())
+        }
         Err(LaunchError::Refused(m)) => Err(ApiError::Conflict(state.redact.redact(&m))),
         Err(LaunchError::Failed(m)) => Err(ApiError::Internal(state.redact.redact(&m))),
     }
@@ -859,7 +959,8 @@ struct RunModeBody {
 /// `POST /api/flows/{name}/run-mode` `{"run_mode": "run_mode_nominal" |
 /// "run_mode_recovery", "timeperiod": "..."}`: stores the managed run mode
 /// on the flow record of that timeperiod (the newest one when none is
-/// given), under the flow's lease so it cannot race a running engine.
+/// given), under the flow's lease so it cannot race a running engine (the
+/// write is fenced by it).
 async fn set_run_mode(
     State(state): Shared,
     ApiPath(name): ApiPath<String>,
@@ -882,12 +983,7 @@ async fn set_run_mode(
     };
     let key = match body.timeperiod.as_deref() {
         Some(tp) => FlowKey::new(flow.graph.name(), flow.timeperiod(tp)?),
-        None => match state
-            .store
-            .list_flows(Some(flow.graph.name()))
-            .await?
-            .first()
-        {
+        None => match newest_record(&state, flow.graph.name()).await? {
             Some(r) => r.key(),
             None => {
                 return Err(ApiError::NotFound(format!(
@@ -902,24 +998,31 @@ async fn set_run_mode(
             "no record of flow {key} to store a run mode on"
         )));
     }
-    let owner = format!("{}:{}", state.owner, fastrand::u32(..));
-    match state.store.acquire_lease(&key, &owner, Utc::now(), state.lease_ttl).await? {
-        LeaseOutcome::Acquired => {}
-        LeaseOutcome::HeldBy { owner, heartbeat_at } => {
+    let owner = format!("{}:{:08x}", state.owner, fastrand::u32(..));
+    let lease = match state
+        .store
+        .acquire_lease(&key, &owner, Utc::now(), state.lease_ttl)
+        .await?
+    {
+        LeaseOutcome::Acquired(lease) => lease,
+        LeaseOutcome::HeldBy {
+            owner,
+            heartbeat_at,
+        } => {
             return Err(ApiError::Conflict(format!(
                 "flow {key} is being run by {owner} (last heartbeat {heartbeat_at}); set the run mode when it has ended"
             )))
         }
-    }
+    };
     let result = async {
         let Some(mut record) = state.store.get_flow(&key).await? else {
             return Err(ApiError::NotFound(format!("no record of flow {key}")));
         };
         record.run_mode = mode;
-        Ok(state.observed.save_flow(&record).await?)
+        Ok(state.observed.save_flow(&lease, &record).await?)
     }
     .await;
-    if let Err(e) = state.store.release_lease(&key, &owner).await {
+    if let Err(e) = state.store.release_lease(&lease).await {
         warn!(flow = %key, "cannot release the lease taken to set the run mode: {e}");
     }
     let saved = result?;

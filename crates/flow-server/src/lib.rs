@@ -12,12 +12,17 @@
 //! show as validated graphs, and a [`RunLauncher`] from its caller (the
 //! `flow` CLI), which alone knows clusters and settings.
 //!
-//! Map: [`api`] (routes and handlers), [`events`] (per-run event journals
-//! and the SSE stream), [`observed`] (the store wrapper that publishes this
-//! server's writes), [`source`] (run history and log lines: today from the
-//! log files, [`logs`]), [`layout`] (server-side DAG layout), [`runs`] (the
-//! launcher trait and this server's runs), [`security`] (host, origin and
-//! token checks, security headers), [`assets`] (the embedded page).
+//! Everything it shows comes from the store: flow and step records, run
+//! history (`list_runs`) and the log lines the engine records there
+//! (`read_logs`, paged and resumed by store position), so it shows runs of
+//! any process or host that shares the store, not only its own.
+//!
+//! Map: [`api`] (routes and handlers), [`events`] (per-run event journals,
+//! the SSE stream and its resumable ids), [`observed`] (the store wrapper
+//! that publishes this server's writes), [`views`] (the JSON shapes),
+//! [`layout`] (server-side DAG layout), [`runs`] (the launcher trait and
+//! this server's runs going on), [`security`] (host, origin and token
+//! checks, security headers), [`assets`] (the embedded page).
 
 pub mod api;
 pub mod assets;
@@ -25,11 +30,9 @@ pub mod catalog;
 mod error;
 pub mod events;
 pub mod layout;
-pub mod logs;
 pub mod observed;
 pub mod runs;
 pub mod security;
-pub mod source;
 pub mod views;
 
 pub use catalog::FlowFile;
@@ -42,11 +45,9 @@ use crate::events::Hub;
 use crate::observed::ObservedStore;
 use crate::runs::Registry;
 use crate::security::Guard;
-use crate::source::FileSource;
 use flow_core::{FlowStore, Secret, Settings};
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -62,20 +63,18 @@ pub struct ServerOptions {
     pub store: Arc<dyn FlowStore>,
     /// `None`: a read-only viewer (POSTs answer 503).
     pub launcher: Option<Arc<dyn RunLauncher>>,
-    /// Where the engine writes `FLOW/FLOW.log` and `FLOW/STEP.log`.
-    pub log_directory: Option<PathBuf>,
     /// Secret values to blank out of every answer (errors, log lines).
     pub secrets: Arc<Settings>,
     /// The lease TTL of the settings, for the leases the server takes
     /// itself (setting the run mode).
     pub lease_ttl: Duration,
-    /// How often watched runs are polled and log files followed.
+    /// How often watched flow runs are polled for records and log lines.
     pub tick: Duration,
 }
 
 impl ServerOptions {
-    /// Options with the defaults: loopback port 8080, no token, no log
-    /// directory, 60 s lease TTL, 250 ms tick.
+    /// Options with the defaults: loopback port 8080, no token, 60 s lease
+    /// TTL, 250 ms tick.
     pub fn new(store: Arc<dyn FlowStore>, flows: Vec<FlowFile>) -> Self {
         ServerOptions {
             bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
@@ -83,7 +82,6 @@ impl ServerOptions {
             flows,
             store,
             launcher: None,
-            log_directory: None,
             secrets: Arc::new(Settings::new()),
             lease_ttl: Duration::from_secs(60),
             tick: Duration::from_millis(250),
@@ -120,7 +118,6 @@ impl Server {
         let shutdown = CancellationToken::new();
         let hub = Hub::new(
             options.store.clone(),
-            options.log_directory.clone(),
             options.secrets.clone(),
             options.tick,
             shutdown.clone(),
@@ -128,12 +125,6 @@ impl Server {
         let registry = Arc::new(Registry::default());
         let observed: Arc<dyn FlowStore> =
             Arc::new(ObservedStore::new(options.store.clone(), hub.clone()));
-        let source = Arc::new(FileSource {
-            store: options.store.clone(),
-            log_directory: options.log_directory.clone(),
-            registry: registry.clone(),
-            redact: options.secrets.clone(),
-        });
         // Lay out every flow now, in the background: the first page of a
         // 10,000-step flow then costs no layout.
         for flow in catalog.entries() {
@@ -150,7 +141,6 @@ impl Server {
             hub,
             registry,
             launcher: options.launcher,
-            source,
             redact: options.secrets,
             lease_ttl: options.lease_ttl,
             owner: format!("flow-serve:{host}:{}", std::process::id()),

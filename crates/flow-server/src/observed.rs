@@ -1,13 +1,22 @@
-//! The store the server's own runs write through: every write is passed to
-//! the real store and, once it returned (durable), published to the event
-//! hub. So the event stream shows every state change of a run started here,
-//! in the order each record was written, with nothing lost to polling.
-//! Runs started elsewhere (another `flow` process) are seen by polling.
+//! The store the server's own runs (and its own writes: cancel, the managed
+//! run mode) write through: every call goes to the real store, and each
+//! write that changes what the page shows is, once it returned (durable),
+//! published to the event hub. So the event stream shows every state change
+//! of a run started here, in the order each record was written, with
+//! nothing lost to polling. Runs started elsewhere (another `flow`
+//! process) are seen by polling the store; log lines always come from the
+//! store's recorded lines (`read_logs`), whoever wrote them.
+//!
+//! The engine wraps this store in its own `MaskedStore`, so what reaches it
+//! (and so the events) is already masked.
 
 use crate::events::Hub;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use flow_core::{FlowKey, FlowRecord, FlowStore, LeaseOutcome, StepRecord, StoreError};
+use flow_core::{
+    ClusterRecord, FlowKey, FlowQuery, FlowRecord, FlowStore, Lease, LeaseInfo, LeaseOutcome,
+    LogLine, LogQuery, RecordId, RunQuery, RunRecord, StepRecord, StoreError, StoredLogLine,
+};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,34 +42,8 @@ impl FlowStore for ObservedStore {
         self.inner.get_steps(key).await
     }
 
-    async fn save_flow(&self, flow: &FlowRecord) -> Result<FlowRecord, StoreError> {
-        let saved = self.inner.save_flow(flow).await?;
-        self.hub.written(&flow.key(), Some(&saved), &[]);
-        Ok(saved)
-    }
-
-    async fn save_step(&self, step: &StepRecord) -> Result<i64, StoreError> {
-        let id = self.inner.save_step(step).await?;
-        let mut saved = step.clone();
-        saved.id = Some(id);
-        let key = FlowKey::new(step.flow_name.clone(), step.timeperiod);
-        self.hub.written(&key, None, std::slice::from_ref(&saved));
-        Ok(id)
-    }
-
-    async fn begin_run(
-        &self,
-        flow: &FlowRecord,
-        purge_steps: bool,
-        steps: &[StepRecord],
-    ) -> Result<FlowRecord, StoreError> {
-        let saved = self.inner.begin_run(flow, purge_steps, steps).await?;
-        self.hub.written(&flow.key(), Some(&saved), steps);
-        Ok(saved)
-    }
-
-    async fn list_flows(&self, flow_name: Option<&str>) -> Result<Vec<FlowRecord>, StoreError> {
-        self.inner.list_flows(flow_name).await
+    async fn list_flows(&self, query: &FlowQuery) -> Result<Vec<FlowRecord>, StoreError> {
+        self.inner.list_flows(query).await
     }
 
     async fn acquire_lease(
@@ -73,16 +56,112 @@ impl FlowStore for ObservedStore {
         self.inner.acquire_lease(key, owner, now, ttl).await
     }
 
-    async fn renew_lease(
-        &self,
-        key: &FlowKey,
-        owner: &str,
-        now: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
-        self.inner.renew_lease(key, owner, now).await
+    async fn renew_lease(&self, lease: &Lease, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        self.inner.renew_lease(lease, now).await
     }
 
-    async fn release_lease(&self, key: &FlowKey, owner: &str) -> Result<(), StoreError> {
-        self.inner.release_lease(key, owner).await
+    async fn release_lease(&self, lease: &Lease) -> Result<(), StoreError> {
+        self.inner.release_lease(lease).await
+    }
+
+    async fn get_lease(&self, key: &FlowKey) -> Result<Option<LeaseInfo>, StoreError> {
+        self.inner.get_lease(key).await
+    }
+
+    async fn begin_run(
+        &self,
+        lease: &Lease,
+        flow: &FlowRecord,
+        purge_steps: bool,
+        steps: &[StepRecord],
+        run: &RunRecord,
+    ) -> Result<(FlowRecord, RunRecord), StoreError> {
+        let (saved, run) = self
+            .inner
+            .begin_run(lease, flow, purge_steps, steps, run)
+            .await?;
+        // As the store keeps them: steps without a flow id got the flow's.
+        let steps: Vec<StepRecord> = steps
+            .iter()
+            .map(|s| {
+                let mut s = s.clone();
+                if s.related_flow.is_none() {
+                    s.related_flow = saved.id.clone();
+                }
+                s
+            })
+            .collect();
+        self.hub
+            .begun(&lease.key, &saved, purge_steps, &steps, &run);
+        Ok((saved, run))
+    }
+
+    async fn save_flow(&self, lease: &Lease, flow: &FlowRecord) -> Result<FlowRecord, StoreError> {
+        let saved = self.inner.save_flow(lease, flow).await?;
+        self.hub.written(&lease.key, Some(&saved), &[]);
+        Ok(saved)
+    }
+
+    async fn save_step(&self, lease: &Lease, step: &StepRecord) -> Result<RecordId, StoreError> {
+        let id = self.inner.save_step(lease, step).await?;
+        let mut saved = step.clone();
+        saved.id = Some(id.clone());
+        self.hub
+            .written(&lease.key, None, std::slice::from_ref(&saved));
+        Ok(id)
+    }
+
+    async fn save_flow_and_steps(
+        &self,
+        lease: &Lease,
+        flow: &FlowRecord,
+        steps: &[StepRecord],
+    ) -> Result<FlowRecord, StoreError> {
+        let saved = self.inner.save_flow_and_steps(lease, flow, steps).await?;
+        self.hub.written(&lease.key, Some(&saved), steps);
+        Ok(saved)
+    }
+
+    async fn finish_run(&self, lease: &Lease, run: &RunRecord) -> Result<(), StoreError> {
+        self.inner.finish_run(lease, run).await?;
+        self.hub.run_written(&lease.key, run);
+        Ok(())
+    }
+
+    async fn list_runs(&self, query: &RunQuery) -> Result<Vec<RunRecord>, StoreError> {
+        self.inner.list_runs(query).await
+    }
+
+    /// Clusters are not drawn by the page: forwarded, not published.
+    async fn save_cluster(
+        &self,
+        lease: &Lease,
+        cluster: &ClusterRecord,
+    ) -> Result<RecordId, StoreError> {
+        self.inner.save_cluster(lease, cluster).await
+    }
+
+    async fn list_clusters(&self, key: Option<&FlowKey>) -> Result<Vec<ClusterRecord>, StoreError> {
+        self.inner.list_clusters(key).await
+    }
+
+    /// Log lines are read back with their positions by the hub's watcher
+    /// (`read_logs`), the same way for every writer, so a client resumes
+    /// by store position whichever process wrote them.
+    async fn append_logs(&self, lines: &[LogLine]) -> Result<(), StoreError> {
+        self.inner.append_logs(lines).await?;
+        if let Some(first) = lines.first() {
+            self.hub
+                .logs_appended(&FlowKey::new(first.flow_name.clone(), first.timeperiod));
+        }
+        Ok(())
+    }
+
+    async fn read_logs(&self, query: &LogQuery) -> Result<Vec<StoredLogLine>, StoreError> {
+        self.inner.read_logs(query).await
+    }
+
+    async fn purge_logs(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        self.inner.purge_logs(before).await
     }
 }

@@ -3,8 +3,12 @@
 //! that reached a record never reaches a response.
 
 use chrono::{DateTime, Utc};
-use flow_core::{ActionSetState, FlowRecord, FlowState, RunMode, Settings, StepRecord, StepState};
+use flow_core::{
+    ActionSetState, FlowRecord, FlowState, JobRecord, LeaseInfo, RollbackCause, RollbackRecord,
+    RunMode, RunRecord, RunStep, Settings, StepRecord, StepState, StoredLogLine,
+};
 use serde::Serialize;
+use std::collections::BTreeMap;
 
 /// A flow record.
 #[derive(Debug, Clone, Serialize)]
@@ -26,7 +30,7 @@ pub struct FlowView {
 impl FlowView {
     pub fn new(r: &FlowRecord) -> Self {
         FlowView {
-            id: r.id.map(|id| id.to_string()),
+            id: r.id.as_ref().map(|id| id.to_string()),
             flow_name: r.flow_name.clone(),
             timeperiod: r.timeperiod.to_string(),
             start_timeperiod: r.start_timeperiod.to_string(),
@@ -46,6 +50,68 @@ pub fn duration_ms(started: Option<DateTime<Utc>>, finished: Option<DateTime<Utc
     Some((finished? - started?).num_milliseconds())
 }
 
+/// The job a step's current attempt handed to a cluster (its durable
+/// handle), as the step record keeps it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct JobView {
+    /// The backend kind, e.g. `local`.
+    pub kind: String,
+    /// The run's name for the cluster, e.g. `local-0`.
+    pub cluster: String,
+    /// The backend's ids (job directory, process group, step id...).
+    pub ids: BTreeMap<String, String>,
+    /// The action that submitted it, and its place in the step.
+    pub action: String,
+    pub action_index: u32,
+    /// The step attempt it belongs to.
+    pub attempt: u32,
+    pub submitted_at: DateTime<Utc>,
+    /// True when a later engine took the job over after its own engine
+    /// died, instead of submitting it again.
+    pub adopted: bool,
+}
+
+impl JobView {
+    fn new(j: &JobRecord, redact: &Settings) -> Self {
+        JobView {
+            kind: j.handle.kind.clone(),
+            cluster: redact.redact(&j.handle.cluster),
+            ids: j
+                .handle
+                .ids
+                .iter()
+                .map(|(k, v)| (k.clone(), redact.redact(v)))
+                .collect(),
+            action: j.action.clone(),
+            action_index: j.action_index,
+            attempt: j.attempt,
+            submitted_at: j.submitted_at,
+            adopted: j.adopted,
+        }
+    }
+}
+
+/// One rollback run on a step.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct RollbackView {
+    pub action: String,
+    pub cause: RollbackCause,
+    pub at: DateTime<Utc>,
+    /// Why it failed; `None` when it succeeded.
+    pub error: Option<String>,
+}
+
+impl RollbackView {
+    fn new(r: &RollbackRecord, redact: &Settings) -> Self {
+        RollbackView {
+            action: r.action.clone(),
+            cause: r.cause,
+            at: r.at,
+            error: r.error.as_deref().map(|e| redact.redact(e)),
+        }
+    }
+}
+
 /// What a step record says, as node fields: `None` everywhere for a step
 /// that has no record for this timeperiod.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -56,13 +122,17 @@ pub struct StepStateView {
     pub main: Option<ActionSetState>,
     pub post: Option<ActionSetState>,
     pub attempts: u32,
+    /// Actions of the current attempt that completed (pre, main, post in
+    /// order): where a run that adopts the step goes on from.
+    pub actions_done: u32,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     pub duration_ms: Option<i64>,
     pub error: Option<String>,
-    /// Durable job handles arrive with the store's job records; until then
-    /// there are none to show.
-    pub job: Option<serde_json::Value>,
+    /// The current attempt's job, if it handed one to a cluster.
+    pub job: Option<JobView>,
+    /// Rollbacks run on this step, oldest first.
+    pub rollbacks: Vec<RollbackView>,
 }
 
 impl StepStateView {
@@ -74,11 +144,17 @@ impl StepStateView {
             main: Some(r.main_state),
             post: Some(r.post_state),
             attempts: r.attempts,
+            actions_done: r.actions_done,
             started_at: r.started_at,
             finished_at: r.finished_at,
             duration_ms: duration_ms(r.started_at, r.finished_at),
             error: r.error.as_deref().map(|e| redact.redact(e)),
-            job: None,
+            job: r.job.as_ref().map(|j| JobView::new(j, redact)),
+            rollbacks: r
+                .rollbacks
+                .iter()
+                .map(|b| RollbackView::new(b, redact))
+                .collect(),
         }
     }
 
@@ -91,11 +167,131 @@ impl StepStateView {
             main: None,
             post: None,
             attempts: 0,
+            actions_done: 0,
             started_at: None,
             finished_at: None,
             duration_ms: None,
             error: None,
             job: None,
+            rollbacks: Vec::new(),
+        }
+    }
+}
+
+/// Where a run is, as far as the store and this server know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Its engine holds the flow's lease.
+    Running,
+    /// This server's run, asked to stop; its engine is winding down.
+    Cancelling,
+    /// Its end is recorded.
+    Finished,
+    /// Its engine stopped without recording the end (killed, or the store
+    /// failed) and no longer holds the lease.
+    Abandoned,
+    /// This server's run whose engine returned an error (a store failure,
+    /// a lost lease): `error` says which.
+    Failed,
+}
+
+/// A run (one engine invocation) as `/runs` and `run` events show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunView {
+    /// The store's run id (the one `flow history` and `flow logs --run`
+    /// use).
+    pub id: String,
+    pub flow_name: String,
+    pub timeperiod: String,
+    pub mode: RunMode,
+    /// The step `run-one` / `run-from` was given.
+    pub target: Option<String>,
+    pub status: RunStatus,
+    /// The engine's lease owner id, host and user.
+    pub owner: String,
+    pub host: String,
+    pub user: String,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub duration_ms: Option<i64>,
+    /// The flow's state when the run ended.
+    pub outcome: Option<FlowState>,
+    /// The steps the run set out to run, with their states when it ended.
+    pub steps: Vec<RunStep>,
+    pub error: Option<String>,
+}
+
+impl RunView {
+    /// `run` with the status its record and the flow's lease imply: open
+    /// runs are running while their engine holds a live lease.
+    pub fn new(
+        run: &RunRecord,
+        lease: Option<&LeaseInfo>,
+        now: DateTime<Utc>,
+        ttl: std::time::Duration,
+        redact: &Settings,
+    ) -> Self {
+        let status = if run.finished_at.is_some() {
+            RunStatus::Finished
+        } else if lease
+            .is_some_and(|l| l.owner.as_deref() == Some(run.owner.as_str()) && l.is_live(now, ttl))
+        {
+            RunStatus::Running
+        } else {
+            RunStatus::Abandoned
+        };
+        Self::with_status(run, status, redact)
+    }
+
+    /// `run` with a status this server knows.
+    pub fn with_status(run: &RunRecord, status: RunStatus, redact: &Settings) -> Self {
+        RunView {
+            id: run.id.as_ref().map(ToString::to_string).unwrap_or_default(),
+            flow_name: run.flow_name.clone(),
+            timeperiod: run.timeperiod.to_string(),
+            mode: run.mode,
+            target: run.target.clone(),
+            status,
+            owner: run.owner.clone(),
+            host: run.host.clone(),
+            user: run.user.clone(),
+            started_at: run.started_at,
+            finished_at: run.finished_at,
+            duration_ms: duration_ms(Some(run.started_at), run.finished_at),
+            outcome: run.outcome,
+            steps: run.steps.clone(),
+            error: run.error.as_deref().map(|e| redact.redact(e)),
+        }
+    }
+}
+
+/// One recorded log line.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct LogView {
+    /// Its position in the store: grows in append order within the flow
+    /// run, so `after` pages without gaps.
+    pub position: u64,
+    /// The run that wrote it.
+    pub run: String,
+    /// `None` for the flow's own log (`FLOW.log`).
+    pub step: Option<String>,
+    pub logger: String,
+    pub level: String,
+    pub at: DateTime<Utc>,
+    pub message: String,
+}
+
+impl LogView {
+    pub fn new(l: &StoredLogLine, redact: &Settings) -> Self {
+        LogView {
+            position: l.position,
+            run: l.line.run.to_string(),
+            step: l.line.step.clone(),
+            logger: l.line.logger.clone(),
+            level: l.line.level.as_str().to_string(),
+            at: l.line.at,
+            message: redact.redact(&l.line.message),
         }
     }
 }

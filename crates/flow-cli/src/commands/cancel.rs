@@ -36,70 +36,145 @@ pub fn cancel(settings_path: Option<&Path>, target: &Target) -> Result<Exit, Cli
     let owner = format!("flow-cancel:{}:{}", hostname(), std::process::id());
     let ttl = settings.lease_ttl();
     small_runtime()?.block_on(async {
-        let store_error = |e: StoreError| CliError::failed(e.to_string());
-        if store.get_flow(&key).await.map_err(store_error)?.is_none() {
-            return Err(no_record(&plan.location()));
-        }
-        let lease = match store
-            .acquire_lease(&key, &owner, Utc::now(), ttl)
-            .await
-            .map_err(store_error)?
-        {
-            LeaseOutcome::Acquired(lease) => lease,
-            LeaseOutcome::HeldBy {
-                owner,
-                heartbeat_at,
-            } => {
-                return Err(CliError::bad_input(format!(
-                    "flow {key} is being run by {owner} (last heartbeat {heartbeat_at}); \
-                     stop that run with Ctrl-C or SIGTERM instead, or wait until its lease \
-                     turns stale ({} without a heartbeat)",
-                    humantime_serde::re::humantime::format_duration(ttl)
-                )))
-            }
+        let request = CancelRequest {
+            key: &key,
+            graph: flow.graph.as_ref(),
+            factory: &factory,
+            values: &values,
+            owner: &owner,
+            ttl,
         };
-        let context = flow_core::ExecutionContext {
-            flow_name: key.flow_name.clone(),
-            timeperiod,
-            start_timeperiod: timeperiod,
-            end_timeperiod: timeperiod,
-            settings: values.clone(),
-            number_of_clusters: 1,
+        let outcome = match cancel_flow(&store, request).await {
+            Ok(outcome) => outcome,
+            Err(CancelError::NoRecord) => return Err(no_record(&plan.location())),
+            Err(e @ CancelError::Held { .. }) => return Err(CliError::bad_input(e.to_string())),
+            Err(e @ CancelError::Store(_)) => return Err(CliError::failed(e.to_string())),
         };
-        let result = cancel_leased(&store, &lease, flow.graph.as_ref(), &factory, &context).await;
-        if let Err(e) = store.release_lease(&lease).await {
-            errln!("warning: cannot release the lease of {key}: {e}");
+        for problem in &outcome.problems {
+            errln!("warning: {problem}");
         }
-        let (state, canceled) = result.map_err(store_error)?;
-        if canceled.is_empty() {
+        if outcome.canceled.is_empty() {
             outln!(
-                "flow {} [{}]: {state}; no unfinished step to cancel",
+                "flow {} [{}]: {}; no unfinished step to cancel",
                 key.flow_name,
-                key.timeperiod
+                key.timeperiod,
+                outcome.state
             );
         } else {
             outln!(
-                "flow {} [{}]: {state}; canceled {}",
+                "flow {} [{}]: {}; canceled {}",
                 key.flow_name,
                 key.timeperiod,
-                canceled.join(", ")
+                outcome.state,
+                outcome.canceled.join(", ")
             );
         }
         Ok(Exit::Success)
     })
 }
 
+/// What to cancel, and with what: shared by `flow cancel` and the viewer
+/// (`flow serve`'s launcher), so both cancel the jobs a dead run left.
+pub(crate) struct CancelRequest<'a> {
+    pub key: &'a FlowKey,
+    /// The flow file's graph, when known: steps without a record are
+    /// canceled too.
+    pub graph: Option<&'a flow_core::FlowGraph>,
+    pub factory: &'a Arc<dyn flow_core::ClusterFactory>,
+    pub values: &'a Arc<flow_core::Settings>,
+    /// The lease owner id to take the flow's lease as.
+    pub owner: &'a str,
+    pub ttl: std::time::Duration,
+}
+
+/// What a cancel did.
+#[derive(Debug)]
+pub(crate) struct CancelOutcome {
+    pub state: FlowState,
+    /// The steps marked `state_canceled` now.
+    pub canceled: Vec<String>,
+    /// Jobs of a dead run that could not be cancelled (warnings).
+    pub problems: Vec<String>,
+}
+
+/// Why a flow could not be cancelled.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CancelError {
+    #[error("no record of the flow: nothing to cancel")]
+    NoRecord,
+    #[error(
+        "flow {key} is being run by {owner} (last heartbeat {heartbeat_at}); stop that run \
+         with Ctrl-C or SIGTERM instead, or wait until its lease turns stale ({} without a heartbeat)",
+        humantime_serde::re::humantime::format_duration(*ttl)
+    )]
+    Held {
+        key: FlowKey,
+        owner: String,
+        heartbeat_at: chrono::DateTime<Utc>,
+        ttl: std::time::Duration,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Cancels `request.key` under its lease (refused while another engine
+/// holds it): the jobs a dead run's steps left running are cancelled, every
+/// unfinished step is marked `canceled` and the flow `invalid`, in one
+/// write through `store`.
+pub(crate) async fn cancel_flow(
+    store: &Arc<dyn FlowStore>,
+    request: CancelRequest<'_>,
+) -> Result<CancelOutcome, CancelError> {
+    let key = request.key;
+    if store.get_flow(key).await?.is_none() {
+        return Err(CancelError::NoRecord);
+    }
+    let lease = match store
+        .acquire_lease(key, request.owner, Utc::now(), request.ttl)
+        .await?
+    {
+        LeaseOutcome::Acquired(lease) => lease,
+        LeaseOutcome::HeldBy {
+            owner,
+            heartbeat_at,
+        } => {
+            return Err(CancelError::Held {
+                key: key.clone(),
+                owner,
+                heartbeat_at,
+                ttl: request.ttl,
+            })
+        }
+    };
+    let context = flow_core::ExecutionContext {
+        flow_name: key.flow_name.clone(),
+        timeperiod: key.timeperiod,
+        start_timeperiod: key.timeperiod,
+        end_timeperiod: key.timeperiod,
+        settings: request.values.clone(),
+        number_of_clusters: 1,
+    };
+    let result = cancel_leased(store, &lease, request.graph, request.factory, &context).await;
+    let released = store.release_lease(&lease).await;
+    let mut outcome = result?;
+    if let Err(e) = released {
+        outcome
+            .problems
+            .push(format!("cannot release the lease of {key}: {e}"));
+    }
+    Ok(outcome)
+}
+
 /// Under the lease: marks every step that is not processed or noop (and,
 /// when the flow file is known, every step without a record) `canceled`, and
-/// the flow `invalid` unless it completed. Returns the flow's state and the
-/// steps canceled now.
+/// the flow `invalid` unless it completed.
 async fn cancel_leased(
     store: &Arc<dyn FlowStore>,
     lease: &Lease,
     graph: Option<&flow_core::FlowGraph>,
     factory: &Arc<dyn flow_core::ClusterFactory>,
     context: &flow_core::ExecutionContext,
-) -> Result<(FlowState, Vec<String>), StoreError> {
+) -> Result<CancelOutcome, StoreError> {
     let key = &lease.key;
     let Some(mut flow) = store.get_flow(key).await? else {
         return Err(StoreError::Operation {
@@ -141,16 +216,22 @@ async fn cancel_leased(
         changed.push(step);
     }
     if changed.is_empty() && (flow.state.is_complete() || flow.state == FlowState::Invalid) {
-        return Ok((flow.state, Vec::new()));
+        return Ok(CancelOutcome {
+            state: flow.state,
+            canceled: Vec::new(),
+            problems: Vec::new(),
+        });
     }
     if !flow.state.is_complete() {
         flow.state = FlowState::Invalid;
         flow.finished_at = Some(now);
     }
-    for problem in flow_engine::cancel_jobs(factory, context, orphans).await {
-        errln!("warning: {problem}");
-    }
-    let names = changed.iter().map(|s| s.step_name.clone()).collect();
+    let problems = flow_engine::cancel_jobs(factory, context, orphans).await;
+    let canceled = changed.iter().map(|s| s.step_name.clone()).collect();
     let saved = store.save_flow_and_steps(lease, &flow, &changed).await?;
-    Ok((saved.state, names))
+    Ok(CancelOutcome {
+        state: saved.state,
+        canceled,
+        problems,
+    })
 }

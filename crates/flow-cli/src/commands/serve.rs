@@ -6,7 +6,7 @@
 //! The server (`flow-server`) knows no backend: [`CliLauncher`] builds its
 //! engines with the cluster factory and settings of this program.
 
-use super::cancel::{cancel_flow, CancelError};
+use super::cancel::{cancel_flow, CancelError, CancelRequest};
 use super::{flow_file, hostname, is_path, load_graph};
 use crate::backends;
 use crate::exit::{CliError, Exit};
@@ -60,10 +60,13 @@ pub fn serve(
     // 2. Serve.
     crate::logs::init();
     let store = store_plan.open()?;
+    let store_settings = settings.store();
     let launcher = Arc::new(CliLauncher {
         factory,
         values: values.clone(),
-        log_directory: log_directory.clone(),
+        log_directory,
+        record_logs: store_settings.record_logs,
+        log_retention: store_settings.log_retention,
         lease_ttl: settings.lease_ttl(),
         heartbeat: settings.heartbeat_interval(),
         cancel_grace: settings.cancel_grace(),
@@ -75,7 +78,6 @@ pub fn serve(
     options.bind = bind;
     options.token = token;
     options.launcher = Some(launcher);
-    options.log_directory = Some(log_directory);
     options.secrets = values;
     options.lease_ttl = settings.lease_ttl();
 
@@ -189,6 +191,10 @@ struct CliLauncher {
     factory: Arc<dyn ClusterFactory>,
     values: Arc<flow_core::Settings>,
     log_directory: PathBuf,
+    /// `[store] record_logs`: the viewer reads log lines from the store, so
+    /// with it off the page shows none.
+    record_logs: bool,
+    log_retention: Duration,
     lease_ttl: Duration,
     heartbeat: Duration,
     cancel_grace: Duration,
@@ -198,7 +204,9 @@ struct CliLauncher {
 
 #[async_trait]
 impl RunLauncher for CliLauncher {
-    fn engine(&self, request: EngineRequest) -> Result<ExecutionEngine, LaunchError> {
+    async fn engine(&self, request: EngineRequest) -> Result<ExecutionEngine, LaunchError> {
+        // What `flow run` does before every run.
+        super::logs::purge_old_lines(&request.store, self.log_retention).await;
         let context = ExecutionContext {
             flow_name: request.graph.name().to_string(),
             timeperiod: request.timeperiod,
@@ -213,6 +221,7 @@ impl RunLauncher for CliLauncher {
             heartbeat_interval: self.heartbeat,
             cancel_grace: self.cancel_grace,
             observer: Some(request.observer),
+            record_logs: self.record_logs,
             ..EngineOptions::default()
         };
         Ok(ExecutionEngine::new(
@@ -231,8 +240,20 @@ impl RunLauncher for CliLauncher {
         store: Arc<dyn FlowStore>,
     ) -> Result<CancelOutcome, LaunchError> {
         let owner = format!("{}:{:08x}", self.owner, fastrand::u32(..));
-        match cancel_flow(&store, key, Some(graph), &owner, self.lease_ttl).await {
-            Ok((state, canceled)) => Ok(CancelOutcome { state, canceled }),
+        let request = CancelRequest {
+            key,
+            graph: Some(graph),
+            factory: &self.factory,
+            values: &self.values,
+            owner: &owner,
+            ttl: self.lease_ttl,
+        };
+        match cancel_flow(&store, request).await {
+            Ok(outcome) => Ok(CancelOutcome {
+                state: outcome.state,
+                canceled: outcome.canceled,
+                problems: outcome.problems,
+            }),
             Err(CancelError::NoRecord) => Err(LaunchError::Refused(format!(
                 "no record of flow {key}: nothing to cancel"
             ))),
