@@ -1,6 +1,8 @@
 //! `flow serve` end to end: the real binary on a loopback port, driven by a
 //! real HTTP client (reqwest) and a real SQLite store, local cluster and
-//! log files in each test's own directory.
+//! log files in each test's own directory. Runs, log lines and their
+//! positions come from the store, so a second server (or the CLI) on the
+//! same store sees the same.
 
 mod support;
 
@@ -212,15 +214,29 @@ async fn every_endpoint_answers_with_the_right_codes() {
     )
     .await;
     assert_eq!(status, 200, "{list}");
-    assert_eq!(list["total"], 1);
+    assert_eq!(list["flows"].as_array().unwrap().len(), 1, "{list}");
     assert_eq!(list["flows"][0]["timeperiod"], TP);
+    assert_eq!(list["flows"][0]["served"], true);
+    assert_eq!(list["more"], false);
     let (_, none) = get(&c, &s.url("/api/flows?state=state_invalid")).await;
-    assert_eq!(none["total"], 0);
+    assert!(none["flows"].as_array().unwrap().is_empty(), "{none}");
     let (_, later) = get(&c, &s.url("/api/flows?from=2026112900")).await;
-    assert_eq!(later["total"], 0);
+    assert!(later["flows"].as_array().unwrap().is_empty(), "{later}");
+    let (_, earlier) = get(&c, &s.url("/api/flows?to=2026112900&state=state_processed")).await;
+    assert_eq!(earlier["flows"].as_array().unwrap().len(), 1, "{earlier}");
 
     // One step, its log paged by position, the run history.
     let (status, step) = get(&c, &s.url(&format!("/api/flows/hello/{TP}/steps/report"))).await;
+    assert_eq!(step["step"]["rollbacks"], json!([]));
+    let (_, extract) = get(&c, &s.url(&format!("/api/flows/hello/{TP}/steps/extract"))).await;
+    let job = &extract["step"]["job"];
+    assert_eq!(
+        job["kind"], "local",
+        "the shell job's durable handle: {extract}"
+    );
+    assert_eq!(job["action"], "shell");
+    assert_eq!(job["attempt"], 1);
+    assert_eq!(job["adopted"], false);
     assert_eq!(status, 200);
     assert_eq!(step["step"]["state"], "state_processed");
     assert_eq!(step["definition"]["post"][0]["kind"], "rm");
@@ -237,8 +253,11 @@ async fn every_endpoint_answers_with_the_right_codes() {
         .iter()
         .map(|l| l["position"].as_u64().unwrap())
         .collect();
-    assert_eq!(first, [1, 2]);
+    assert_eq!(first.len(), 2, "{log}");
+    assert!(first[0] < first[1], "{log}");
+    assert_eq!(log["next_after"], first[1]);
     assert_eq!(log["more"], true);
+    assert_eq!(log["lines"][0]["run"], run_id.as_str());
     let (_, rest) = get(
         &c,
         &s.url(&format!(
@@ -250,28 +269,33 @@ async fn every_endpoint_answers_with_the_right_codes() {
     let rest_lines = rest["lines"].as_array().unwrap();
     assert!(rest_lines
         .iter()
-        .all(|l| l["position"].as_u64().unwrap() > 2));
+        .all(|l| l["position"].as_u64().unwrap() > first[1] && l["step"] == "extract"));
     assert!(
         rest_lines
             .iter()
             .any(|l| l["message"].as_str().unwrap().contains("extracting hello")),
         "{rest}"
     );
-    let (_, flow_log) = get(&c, &s.url(&format!("/api/flows/hello/{TP}/logs"))).await;
-    assert!(
-        flow_log["lines"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|l| l["message"]
+    // The run's last lines are stored when it has ended.
+    wait_for("the run's last log line", || async {
+        let (_, flow_log) = get(
+            &c,
+            &s.url(&format!("/api/flows/hello/{TP}/logs?limit=10000")),
+        )
+        .await;
+        flow_log["lines"].as_array().unwrap().iter().any(|l| {
+            l["message"]
                 .as_str()
                 .unwrap()
-                .contains("finished: flow is state_processed")),
-        "{flow_log}"
-    );
+                .contains("finished: flow is state_processed")
+        })
+    })
+    .await;
     let (_, runs) = get(&c, &s.url(&format!("/api/flows/hello/{TP}/runs"))).await;
     assert_eq!(runs["runs"][0]["id"], run_id.as_str());
     assert_eq!(runs["runs"][0]["outcome"], "state_processed");
+    assert_eq!(runs["runs"][0]["status"], "finished");
+    assert_eq!(runs["runs"][0]["mode"], "run_mode_nominal");
     assert_eq!(runs["runs"].as_array().unwrap().len(), 1, "{runs}");
 
     // 404: unknown flow, step, path.
@@ -307,6 +331,7 @@ async fn every_endpoint_answers_with_the_right_codes() {
         "/api/flows?from=2026".into(),
         format!("/api/flows/hello/{TP}/logs?after=x"),
         format!("/api/flows/hello/{TP}/logs?bogus=1"),
+        format!("/api/flows/hello/{TP}/runs?limit=0"),
     ] {
         let (status, body) = get(&c, &s.url(&path)).await;
         assert_eq!(status, 400, "{path}: {body}");
@@ -404,6 +429,15 @@ async fn every_endpoint_answers_with_the_right_codes() {
     // its unfinished steps.
     let (status, first) = post(&c, &s.url(&format!("/api/flows/slow/{TP}/run")), json!({})).await;
     assert_eq!(status, 202, "{first}");
+    wait_for("the running node's job handle", || async {
+        let (_, detail) = get(&c, &s.url(&format!("/api/flows/slow/{TP}"))).await;
+        let node = &detail["graph"]["nodes"][1];
+        node["state"] == "state_in_progress" && node["job"]["kind"] == "local"
+    })
+    .await;
+    let (_, detail) = get(&c, &s.url(&format!("/api/flows/slow/{TP}"))).await;
+    assert_eq!(detail["run"]["id"], first["id"], "{detail}");
+    assert_eq!(detail["run"]["status"], "running", "{detail}");
     let (status, body) = post(&c, &s.url(&format!("/api/flows/slow/{TP}/run")), json!({})).await;
     assert_eq!(status, 409, "{body}");
     assert!(
@@ -438,6 +472,7 @@ async fn every_endpoint_answers_with_the_right_codes() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["canceled"], json!(["second"]));
     assert_eq!(body["state"], "state_invalid");
+    assert_eq!(body["problems"], json!([]));
 }
 
 /// Another process (the CLI) runs the flow: the server's run is refused
@@ -476,18 +511,99 @@ async fn a_run_held_by_another_engine_is_refused_with_409() {
     assert_eq!(status, 409, "{body}");
     unsafe { libc::kill(cli.id() as i32, libc::SIGTERM) };
     assert_eq!(cli.wait().unwrap().code(), Some(3));
-    // The CLI's run, seen by polling the store, is the flow record's run.
+    // The history is the store's: the CLI's run, ended by its SIGTERM; the
+    // refused request left none.
     let (_, runs) = get(&c, &s.url(&format!("/api/flows/slow/{TP}/runs"))).await;
     let runs = runs["runs"].as_array().unwrap();
-    assert!(
-        runs.iter()
-            .any(|r| r["source"] == "flow_record" && r["mode"] == "run_mode_nominal"),
-        "{runs:?}"
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0]["mode"], "run_mode_nominal", "{runs:?}");
+    assert_eq!(runs[0]["status"], "finished", "{runs:?}");
+    assert_eq!(runs[0]["outcome"], "state_invalid", "{runs:?}");
+}
+
+/// A run killed with SIGKILL leaves its job running (jobs outlive their
+/// engine). Cancel over HTTP is `flow cancel`: refused while the dead
+/// run's lease is live, then it cancels that job and marks the step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_over_http_cancels_the_job_a_dead_run_left() {
+    let home = Home::new();
+    let settings = support::SETTINGS.replace("ttl = \"10s\"", "ttl = \"2s\"");
+    assert_ne!(settings, support::SETTINGS, "the test settings changed");
+    home.write(
+        "flow.toml",
+        &settings.replace("heartbeat = \"1s\"", "heartbeat = \"500ms\""),
     );
-    assert!(
-        runs.iter()
-            .any(|r| r["source"] == "server" && r["status"] == "refused"),
-        "{runs:?}"
+    home.write(
+        "orphan.toml",
+        r#"
+name = "orphan"
+time_qualifier = "daily"
+[[steps]]
+name = "work"
+main = { action = "shell", command = "echo $$ > job.pid; sleep 120" }
+"#,
+    );
+    let mut cli = home
+        .command(&["run", "orphan.toml", "--timeperiod", TP])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid_file = home.path("job.pid");
+    let mut job = None;
+    wait_for("the job to start", || {
+        job = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|t| t.trim().parse::<i32>().ok());
+        std::future::ready(job.is_some())
+    })
+    .await;
+    let job = job.unwrap();
+    cli.kill().unwrap();
+    cli.wait().unwrap();
+    // A zombie (ended, not yet reaped by whoever inherited it) is gone.
+    let alive = |pid: i32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+            stat.rsplit(')')
+                .next()
+                .is_some_and(|rest| !rest.trim_start().starts_with('Z'))
+        })
+    };
+    assert!(alive(job), "the job outlives its engine");
+
+    let s = Served::start(&home, &["orphan.toml"], &[]);
+    let c = client();
+    let cancel_url = s.url(&format!("/api/flows/orphan/{TP}/cancel"));
+    let (_, runs) = get(&c, &s.url(&format!("/api/flows/orphan/{TP}/runs"))).await;
+    assert_eq!(runs["runs"][0]["finished_at"], Value::Null, "{runs}");
+    // Refused while the dead run's lease is live, accepted once stale.
+    let mut answer = None;
+    for _ in 0..1200 {
+        let (status, body) = post(&c, &cancel_url, json!({})).await;
+        if status == 200 {
+            answer = Some(body);
+            break;
+        }
+        assert_eq!(status, 409, "{body}");
+        assert!(
+            body["error"].as_str().unwrap().contains("is being run by"),
+            "{body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let body = answer.expect("the dead run's lease never turned stale");
+    assert_eq!(body["canceled"], json!(["work"]), "{body}");
+    assert_eq!(body["state"], "state_invalid", "{body}");
+    wait_for("the orphaned job to be gone", || {
+        std::future::ready(!alive(job))
+    })
+    .await;
+    let (_, runs) = get(&c, &s.url(&format!("/api/flows/orphan/{TP}/runs"))).await;
+    assert_eq!(runs["runs"][0]["status"], "abandoned", "{runs}");
+    let (_, detail) = get(&c, &s.url(&format!("/api/flows/orphan/{TP}"))).await;
+    assert_eq!(
+        detail["graph"]["nodes"][1]["state"], "state_canceled",
+        "{detail}"
     );
 }
 
@@ -554,8 +670,25 @@ async fn read_events(
     }
 }
 
-fn is_flow_done(e: &Sse) -> bool {
-    e.event == "flow" && e.data["state"] == "state_processed"
+/// The run's last log line: it is stored after the flow's final state and
+/// the end of the run, so every event of the run came before it.
+fn is_run_done(e: &Sse) -> bool {
+    e.event == "log"
+        && e.data["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("finished: flow is state_processed"))
+}
+
+/// An event id `I-S-P`: the server instance, the journal sequence, the
+/// store log position.
+fn id_parts(id: &str) -> (String, u64, u64) {
+    let parts: Vec<&str> = id.split('-').collect();
+    assert_eq!(parts.len(), 3, "an event id is I-S-P: {id}");
+    (
+        parts[0].to_string(),
+        parts[1].parse().unwrap(),
+        parts[2].parse().unwrap(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -570,7 +703,7 @@ async fn a_run_streams_its_state_changes_in_order_and_a_reconnect_misses_nothing
     // events and comes back with Last-Event-ID.
     let steady = tokio::spawn({
         let (c, url) = (c.clone(), events_url.clone());
-        async move { read_events(&c, &url, None, is_flow_done).await }
+        async move { read_events(&c, &url, None, is_run_done).await }
     });
     let mut seen = 0;
     let first_part = read_events(&c, &events_url, None, |e| {
@@ -595,7 +728,7 @@ async fn a_run_streams_its_state_changes_in_order_and_a_reconnect_misses_nothing
     // Away for a while: the run goes on meanwhile.
     tokio::time::sleep(Duration::from_millis(400)).await;
     let last = interrupted.last().unwrap().id.clone();
-    let resumed = read_events(&c, &events_url, Some(&last), is_flow_done).await;
+    let resumed = read_events(&c, &events_url, Some(&last), is_run_done).await;
     assert_ne!(
         resumed[0].event, "snapshot",
         "a resumable id must not get a snapshot"
@@ -607,11 +740,19 @@ async fn a_run_streams_its_state_changes_in_order_and_a_reconnect_misses_nothing
     // not.
     assert_eq!(steady[0].event, "snapshot");
     assert_eq!(&steady[1..], &interrupted[1..]);
-    let ids: Vec<u64> = steady.iter().map(|e| e.id.parse().unwrap()).collect();
+    // One instance; the sequence grows with every event, the log position
+    // never goes back and is a log event's own position.
+    let ids: Vec<(String, u64, u64)> = steady.iter().map(|e| id_parts(&e.id)).collect();
+    assert!(ids.iter().all(|(i, _, _)| *i == ids[0].0), "{ids:?}");
     assert!(
-        ids.windows(2).all(|w| w[0] < w[1]),
+        ids.windows(2).all(|w| w[0].1 < w[1].1 && w[0].2 <= w[1].2),
         "ids must grow: {ids:?}"
     );
+    for (e, (_, _, position)) in steady.iter().zip(&ids) {
+        if e.event == "log" {
+            assert_eq!(e.data["position"], *position, "{e:?}");
+        }
+    }
 
     // In order: each step embryo → in progress → processed, each finishing
     // before its dependant starts, the flow processed last.
@@ -671,11 +812,134 @@ async fn a_run_streams_its_state_changes_in_order_and_a_reconnect_misses_nothing
         .iter()
         .any(|e| e.event == "run" && e.data["id"] == run["id"]));
 
+    // The log events are every recorded line of the run, as `/logs` has
+    // them.
+    let (_, all) = get(
+        &c,
+        &s.url(&format!("/api/flows/chain/{TP}/logs?limit=10000")),
+    )
+    .await;
+    let stored: Vec<u64> = all["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["position"].as_u64().unwrap())
+        .collect();
+    let streamed: Vec<u64> = steady
+        .iter()
+        .filter(|e| e.event == "log")
+        .map(|e| e.data["position"].as_u64().unwrap())
+        .collect();
+    assert_eq!(streamed, stored);
+
     // An id the server cannot resume from gets the current state first.
     let stale = read_events(&c, &events_url, Some("12"), |_| true).await;
     assert_eq!(stale[0].event, "snapshot");
     assert_eq!(stale[0].data["flow"]["state"], "state_processed");
     assert_eq!(stale[0].data["steps"].as_array().unwrap().len(), 3);
+    assert_eq!(stale[0].data["run"]["id"], run["id"]);
+    assert_eq!(stale[0].data["log_position"], *stored.last().unwrap());
+}
+
+/// The ids resume across processes: a client of one server, dropped
+/// mid-run, reconnects to another server on the same store (say, after a
+/// restart) with its Last-Event-ID. The new server has no journal of those
+/// events, so it sends the log lines after the id's store position, read
+/// from the store (none missed, none repeated), then the current state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconnect_to_another_server_gets_the_missed_log_lines_from_the_store() {
+    let home = Home::new();
+    home.write("chain.toml", CHAIN);
+    let first = Served::start(&home, &["chain.toml"], &[]);
+    let c = client();
+    let path = format!("/api/flows/chain/{TP}/events");
+    // Listen until the first step's output arrives, then drop.
+    let listening = tokio::spawn({
+        let (c, url) = (c.clone(), first.url(&path));
+        async move {
+            read_events(&c, &url, None, |e| {
+                e.event == "log" && e.data["message"] == "a-out"
+            })
+            .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, run) = post(
+        &c,
+        &first.url(&format!("/api/flows/chain/{TP}/run")),
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, 202, "{run}");
+    let before = listening.await.unwrap();
+    let last = before.last().unwrap().id.clone();
+    let (instance, _, position) = id_parts(&last);
+    assert_eq!(before.last().unwrap().data["position"], position);
+    wait_for("the run to end", || async {
+        let (_, runs) = get(&c, &first.url(&format!("/api/flows/chain/{TP}/runs"))).await;
+        runs["runs"][0]["status"] == "finished"
+    })
+    .await;
+    let (_, all) = get(
+        &c,
+        &first.url(&format!("/api/flows/chain/{TP}/logs?limit=10000")),
+    )
+    .await;
+    let lines = all["lines"].as_array().unwrap();
+    let missed: Vec<u64> = lines
+        .iter()
+        .map(|l| l["position"].as_u64().unwrap())
+        .filter(|p| *p > position)
+        .collect();
+    assert!(
+        lines.iter().any(|l| l["message"]
+            .as_str()
+            .unwrap()
+            .contains("finished: flow is state_processed")),
+        "the run's lines are all stored once its end is: {all}"
+    );
+    drop(first);
+
+    let second = Served::start(&home, &["chain.toml"], &[]);
+    let after = read_events(&c, &second.url(&path), Some(&last), |e| {
+        e.event == "snapshot"
+    })
+    .await;
+    let (snapshot, logs) = after.split_last().unwrap();
+    let got: Vec<u64> = logs
+        .iter()
+        .map(|e| {
+            assert_eq!(e.event, "log", "{e:?}");
+            let (i, seq, p) = id_parts(&e.id);
+            assert_ne!(i, instance, "another server instance");
+            assert_eq!(seq, 0, "backlog ids resume through the store: {e:?}");
+            assert_eq!(e.data["position"], p);
+            p
+        })
+        .collect();
+    assert_eq!(got, missed, "exactly the lines after the id's position");
+    assert_eq!(snapshot.data["flow"]["state"], "state_processed");
+    assert_eq!(snapshot.data["run"]["id"], run["id"]);
+    assert_eq!(snapshot.data["run"]["status"], "finished");
+    let (_, seq, p) = id_parts(&snapshot.id);
+    assert!(
+        seq > 0,
+        "the snapshot's id resumes from the new server's journal"
+    );
+    assert_eq!(p, *missed.last().unwrap());
+    // A client that dropped half-way through that backlog resumes from the
+    // last line it got, again through the store.
+    let half = &logs[logs.len() / 2];
+    let rest = read_events(&c, &second.url(&path), Some(&half.id), |e| {
+        e.event == "snapshot"
+    })
+    .await;
+    let rest: Vec<u64> = rest
+        .iter()
+        .filter(|e| e.event == "log")
+        .map(|e| e.data["position"].as_u64().unwrap())
+        .collect();
+    assert_eq!(rest, missed[logs.len() / 2 + 1..]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -40,6 +40,16 @@
     return null;
   }
 
+  // A step's job handle: where it runs, its backend ids, which action and
+  // attempt submitted it, and whether a later engine adopted it.
+  function jobText(job) {
+    if (!job) return '<span class="muted">none recorded</span>';
+    const ids = Object.entries(job.ids || {}).map(([k, v]) => `${esc(k)}=<code>${esc(v)}</code>`).join(' ');
+    return `<code>${esc(job.kind)}</code> on <code>${esc(job.cluster)}</code>, action <code>${esc(job.action)}</code>,
+      attempt ${job.attempt}${job.adopted ? ' <span class="badge adopted" title="taken over by a later engine after its own died">adopted</span>' : ''}
+      <div class="ids">${ids}</div>`;
+  }
+
   function notice(text, kind = 'info') {
     const n = $('#notice');
     n.textContent = text;
@@ -175,8 +185,9 @@
         </tr>`).join('');
       const states = ['', 'state_embryo', 'state_in_progress', 'state_processed', 'state_noop', 'state_invalid'];
       const recordRows = records.flows.map((r) => `
-        <tr class="rec" data-href="#/flows/${encodeURIComponent(r.flow_name)}/${r.timeperiod}">
-          <td><a href="#/flows/${encodeURIComponent(r.flow_name)}/${r.timeperiod}">${esc(r.flow_name)}</a></td>
+        <tr class="rec">
+          <td>${r.served ? `<a href="#/flows/${encodeURIComponent(r.flow_name)}/${r.timeperiod}">${esc(r.flow_name)}</a>`
+            : `<span class="muted" title="no flow file for it is served here">${esc(r.flow_name)}</span>`}</td>
           <td>${r.timeperiod}</td>
           <td><span class="badge st-${stateClass(r.state)}">${stateText(r.state)}</span></td>
           <td>${esc(r.run_mode.replace('run_mode_', ''))}</td>
@@ -201,8 +212,8 @@
           <table class="grid"><thead><tr><th>flow</th><th>timeperiod</th><th>state</th><th>mode</th><th>started</th><th>finished</th><th>duration</th></tr></thead>
           <tbody>${recordRows || '<tr><td colspan="7" class="muted">no runs</td></tr>'}</tbody></table>
           <div class="pager">${records.page > 1 ? '<button type="button" id="p-prev">‹ newer</button>' : ''}
-            page ${records.page} of ${Math.max(1, records.pages)} (${records.total} runs)
-            ${records.page < records.pages ? '<button type="button" id="p-next">older ›</button>' : ''}</div>
+            page ${records.page}
+            ${records.more ? '<button type="button" id="p-next">older ›</button>' : ''}</div>
         </section>`;
       main.querySelectorAll('tr[data-flow]').forEach((row) => {
         const open = () => {
@@ -314,7 +325,8 @@
     nodeLabel(n) {
       const d = duration(elapsedOf(n));
       const tries = n.attempts > 1 ? ` · try ${n.attempts}` : '';
-      return (n.kind === 'step' ? d + tries : '');
+      const adopted = n.job && n.job.adopted ? ' · adopted' : '';
+      return (n.kind === 'step' ? d + tries + adopted : '');
     }
 
     draw() {
@@ -491,6 +503,7 @@
       const on = (kind, f) => this.events.addEventListener(kind, (e) => { if (!this.closed) f(JSON.parse(e.data)); });
       on('snapshot', (s) => {
         this.showFlow(s.flow);
+        this.loadRuns();
         const known = new Set(s.steps.map((v) => v.name));
         for (const v of s.steps) this.updateStep(v);
         for (const n of this.nodes) {
@@ -503,8 +516,10 @@
       on('log', (line) => this.appendLog(line));
       on('run', (run) => {
         this.loadRuns();
-        if (run.status === 'refused' || run.status === 'failed') notice(`${run.mode.replace('run_mode_', '')} ${run.status}: ${run.error || ''}`, 'error');
-        if (run.status === 'finished') notice(`run ${run.id} finished: ${stateText(run.outcome)}`, run.outcome === 'state_invalid' ? 'error' : 'ok');
+        const mode = run.mode.replace('run_mode_', '');
+        if (run.status === 'failed') notice(`${mode} (run ${run.id}) failed: ${run.error || ''}`, 'error');
+        if (run.status === 'cancelling') notice(`cancelling run ${run.id}…`, 'ok');
+        if (run.status === 'finished') notice(`${mode} (run ${run.id}) finished: ${stateText(run.outcome)}`, run.outcome === 'state_invalid' ? 'error' : 'ok');
       });
     }
 
@@ -550,9 +565,10 @@
             <dt>started</dt><dd>${time(n.started_at)}</dd>
             <dt>finished</dt><dd>${time(n.finished_at)}</dd>
             <dt>duration</dt><dd>${duration(elapsedOf(n)) || '–'}</dd>
-            <dt>job</dt><dd>${n.job ? `<code>${esc(JSON.stringify(n.job))}</code>` : '<span class="muted">none recorded</span>'}</dd>
+            <dt>job</dt><dd id="step-job">${jobText(n.job)}</dd>
           </dl>
           ${n.error ? `<p class="error" id="step-error">${esc(n.error)}</p>` : ''}
+          ${n.rollbacks && n.rollbacks.length ? `<h3>Rollbacks</h3><ul class="rollbacks">${n.rollbacks.map((r) => `<li><code>${esc(r.action)}</code> ${esc(r.cause.replace('_', ' '))} ${time(r.at)}${r.error ? ` <span class="error">${esc(r.error)}</span>` : ' <span class="muted">ok</span>'}</li>`).join('')}</ul>` : ''}
           <div class="phases">${phase('pre')}${phase('main')}${phase('post')}</div>
           <div class="actions">
             <button type="button" id="btn-run-one" ${this.data.can_run ? '' : 'disabled'}>Run one</button>
@@ -564,13 +580,14 @@
         if (!def) this.loadStepDefinition(n.name);
       } else {
         const runs = (this.runs || []).slice(0, 10).map((r) => `
-          <tr><td>${esc(r.mode.replace('run_mode_', ''))}${r.step ? ` <code>${esc(r.step)}</code>` : ''}</td>
-          <td>${esc(r.status)}${r.outcome ? ` · ${stateText(r.outcome)}` : ''}</td><td>${time(r.started_at || r.requested_at)}</td></tr>`).join('');
+          <tr title="run ${esc(r.id)} by ${esc(r.user)}@${esc(r.host)}"><td>${esc(r.mode.replace('run_mode_', ''))}${r.target ? ` <code>${esc(r.target)}</code>` : ''}</td>
+          <td>${esc(r.status)}${r.outcome ? ` · ${stateText(r.outcome)}` : ''}</td><td>${time(r.started_at)}</td>
+          <td class="num">${duration(r.duration_ms)}</td><td class="muted">${esc(r.host)}</td></tr>`).join('');
         side.innerHTML = `
           <h2>Runs</h2>
           <table class="grid small"><tbody>${runs || '<tr><td class="muted">no runs yet</td></tr>'}</tbody></table>
           <p class="muted">Click a step to see its actions, attempts and log.</p>
-          <h3>Log <span class="muted">${esc(this.name)}.log</span></h3>`;
+          <h3>Log <span class="muted">every line of this flow run</span></h3>`;
       }
       if (keepLog) {
         side.appendChild(keepLog);
@@ -608,7 +625,7 @@
 
     appendLog(line) {
       const target = this.logTarget();
-      if ((line.step || null) !== target || line.position <= this.logAfter) return;
+      if ((target !== null && line.step !== target) || line.position <= this.logAfter) return;
       const log = $('#log');
       if (!log) return;
       this.logAfter = line.position;
@@ -637,7 +654,7 @@
       try {
         const result = await api(`${this.base}/${mode}`, { method: 'POST', body: step ? { step } : {} });
         if (mode === 'cancel') {
-          notice(result && result.canceled ? `canceled: ${result.canceled.join(', ') || 'nothing unfinished'}` : 'cancelling…', 'ok');
+          notice(result && result.canceled ? `canceled: ${result.canceled.join(', ') || 'nothing unfinished'}${result.problems.length ? ` (${result.problems.join('; ')})` : ''}` : 'cancelling…', 'ok');
         } else {
           notice(`${mode} started (run ${result.id}): ${result.steps_to_run} step(s) on ${result.clusters} cluster(s)`, 'ok');
         }
