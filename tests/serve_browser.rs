@@ -211,6 +211,13 @@ async fn the_flow_page_runs_fails_and_recovers_in_chromium() {
         "load's log",
     )
     .await;
+    // Its job handle, from the step record: the local cluster's job.
+    until(
+        &b,
+        "document.querySelector('#step-job').textContent.includes('local-0') && document.querySelector('#step-job').textContent.includes('shell')",
+        "load's job handle",
+    )
+    .await;
     std::fs::write(
         shots.join("01-load-failed.png"),
         b.screenshot().await.unwrap(),

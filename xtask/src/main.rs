@@ -13,12 +13,15 @@
 //!   emulators (moto for S3, fake-gcs-server for GCS) on free loopback ports
 //!   and stops them afterwards; see `emulators.rs` for how tests that need
 //!   a peer are included or skipped. It builds the Dataproc contract fake's
-//!   binary first (`dataproc.rs`).
+//!   binary first (`dataproc.rs`). Headless Chromium for the viewer's
+//!   browser test is such a peer too (`viewer.rs`: Debian's `chromium` and
+//!   `chromium-driver`, installed with apt where missing).
 //!
 //! * `cargo xtask bench [ARGS...]` builds `flow-bench` and `flow` in release,
 //!   makes sure a venv holding Luigi exists at `<target>/tools/bench-venv`,
 //!   and runs `flow-bench` (see `crates/flow-bench`), which prints the table
-//!   and writes `<target>/bench/latest.json`.
+//!   and writes `<target>/bench/latest.json`; then, unless the arguments
+//!   pick other shapes, the viewer's page benchmark (`viewer.rs`).
 //!
 //!   It also installs `nx-27017` (a MongoDB wire-protocol server) and starts
 //!   it for the MongoDB store's tests, or uses `FLOW_MONGO_URI` (`mongo.rs`).
@@ -35,6 +38,7 @@ mod dataproc;
 mod emulators;
 mod mongo;
 mod services;
+mod viewer;
 
 use std::env;
 use std::ffi::{OsStr, OsString};
@@ -67,7 +71,9 @@ commands:
                   <target>/tools/bench-venv (once), run every benchmark shape
                   and Luigi, print the table and the targets, and write
                   <target>/bench/latest.json (ARGS go to flow-bench, e.g.
-                  `--synchronous full` or `--only chain-1000`)
+                  `--synchronous full` or `--only chain-1000`); then, unless
+                  ARGS pick other shapes, the viewer's page benchmark (a
+                  10,000-step flow in headless Chromium; <target>/bench/viewer.json)
   help            print this message
 
 environment:
@@ -75,6 +81,10 @@ environment:
   FLOW_SKIP_SPARK_INSTALL=1  do not create or install the venv
   FLOW_SKIP_EMULATORS=1      do not install or start moto, fake-gcs-server and
                              nx-27017 (their tests are reported skipped)
+  FLOW_SKIP_BROWSER_INSTALL=1  do not apt-get install chromium and chromium-driver
+                             (the browser test is skipped unless they are there)
+  FLOW_CHROMIUM, FLOW_CHROMEDRIVER  the browser and driver to use
+                             (default /usr/bin/chromium, /usr/bin/chromedriver)
   FLOW_MONGO_URI             run the MongoDB store tests against this server
                              instead of nx-27017 (installed into
                              <target>/tools/nx27017-venv and started on a free
@@ -87,7 +97,20 @@ fn main() -> ExitCode {
     let rest: Vec<OsString> = args.collect();
     match command.as_deref().map(OsStr::to_string_lossy).as_deref() {
         Some("test") => test(&rest),
-        Some("bench") => bench::bench(&rest),
+        Some("bench") => {
+            let engine = bench::bench(&rest);
+            // The viewer's page benchmark, unless a subset of other shapes
+            // was asked for.
+            if rest.is_empty() || rest.iter().any(|a| a.to_string_lossy().contains("viewer")) {
+                let root = workspace_root();
+                let (target, from_env) = target_dir(&root);
+                let viewer = viewer::bench(&root, &target, from_env);
+                if viewer != ExitCode::SUCCESS {
+                    return viewer;
+                }
+            }
+            engine
+        }
         Some("help" | "-h" | "--help") => {
             print!("{USAGE}");
             ExitCode::SUCCESS
@@ -140,6 +163,8 @@ fn test(args: &[OsString]) -> ExitCode {
         available: mongo.peer.available.clone(),
         ..mongo.peer
     });
+    // Headless Chromium for the viewer's browser test.
+    peers.push(viewer::peer());
 
     let dataproc_env = dataproc::prepare(&root, &target, target_from_env);
 

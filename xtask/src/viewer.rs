@@ -1,25 +1,27 @@
-//! The viewer's part of `cargo xtask`: a headless browser for its browser
-//! test and its page benchmark.
+//! The viewer's part of `cargo xtask`: headless Chromium, a peer like the
+//! emulators, for its browser test and its page benchmark.
 //!
-//! * [`ensure_browser`] finds Debian's Chromium and ChromeDriver
-//!   (`/usr/bin/chromium`, `/usr/bin/chromedriver`, or `FLOW_CHROMIUM` and
-//!   `FLOW_CHROMEDRIVER`), installing the packages `chromium` and
-//!   `chromium-driver` with apt where they are missing and apt can be used
-//!   (as root). No browser is downloaded from anywhere else. Where there is
-//!   none, the browser test is left out and reported skipped.
+//! * [`peer`] finds Debian's Chromium and ChromeDriver (`/usr/bin/chromium`,
+//!   `/usr/bin/chromedriver`, or `FLOW_CHROMIUM` and `FLOW_CHROMEDRIVER`),
+//!   installing the packages `chromium` and `chromium-driver` with apt
+//!   where they are missing and apt can be used (as root). No browser is
+//!   downloaded from anywhere else. It is an [`emulators::Peer`] like moto
+//!   or nx-27017: its tests are `#[ignore]`d and named `..._in_chromium`,
+//!   included when the browser is there (`FLOW_CHROMIUM` and
+//!   `FLOW_CHROMEDRIVER` passed to them), and skipped with a `SKIPPED` line
+//!   otherwise. Chromium starts per test (the test runs chromedriver on a
+//!   free port), so there is no service to start here.
 //! * [`bench`] builds and runs `crates/flow-server/examples/viewer_bench.rs`
 //!   in release: layout, graph JSON and page-interactive figures for a
 //!   10,000-step flow, written to `<target>/bench/viewer.json`.
-//!
-//! Self-contained (std only) so that it can be merged with other service
-//! helpers later.
 
+use crate::emulators::Peer;
 use std::env;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 
-/// The browser test, as `cargo test` names it (for `--skip`).
-pub const BROWSER_TEST: &str = "the_flow_page_runs_fails_and_recovers_in_chromium";
+/// The name filter of the tests that need the browser.
+pub const TESTS: &str = "_in_chromium";
 
 /// A usable headless browser and its WebDriver.
 pub struct Browser {
@@ -27,11 +29,30 @@ pub struct Browser {
     pub chromedriver: PathBuf,
 }
 
-impl Browser {
-    /// The environment the browser test and the benchmark read.
-    pub fn apply(&self, cmd: &mut Command) {
-        cmd.env("FLOW_CHROMIUM", &self.chromium)
-            .env("FLOW_CHROMEDRIVER", &self.chromedriver);
+/// The browser peer: available with its paths in the tests' environment,
+/// or not, with why.
+pub fn peer() -> Peer {
+    let (available, env) = match ensure_browser() {
+        Ok(b) => (
+            Ok(()),
+            vec![
+                (
+                    "FLOW_CHROMIUM".to_string(),
+                    b.chromium.display().to_string(),
+                ),
+                (
+                    "FLOW_CHROMEDRIVER".to_string(),
+                    b.chromedriver.display().to_string(),
+                ),
+            ],
+        ),
+        Err(why) => (Err(why), Vec::new()),
+    };
+    Peer {
+        name: "chromium",
+        tests: TESTS,
+        available,
+        env,
     }
 }
 
@@ -60,9 +81,9 @@ fn is_root() -> bool {
 }
 
 /// Chromium and ChromeDriver, installed with apt when missing (unless
-/// `FLOW_SKIP_BROWSER_INSTALL=1`). `None`, with a warning saying why, when
-/// there is no usable pair.
-pub fn ensure_browser() -> Option<Browser> {
+/// `FLOW_SKIP_BROWSER_INSTALL=1`). `Err(why)`, with a warning, when there is
+/// no usable pair.
+fn ensure_browser() -> Result<Browser, String> {
     let browser = Browser {
         chromium: configured("FLOW_CHROMIUM", "/usr/bin/chromium"),
         chromedriver: configured("FLOW_CHROMEDRIVER", "/usr/bin/chromedriver"),
@@ -74,7 +95,7 @@ pub fn ensure_browser() -> Option<Browser> {
             browser.chromium.display(),
             browser.chromedriver.display()
         );
-        return Some(browser);
+        return Ok(browser);
     }
     let skip = env::var_os("FLOW_SKIP_BROWSER_INSTALL").is_some_and(|v| !v.is_empty() && v != "0");
     let why = if skip {
@@ -96,38 +117,14 @@ pub fn ensure_browser() -> Option<Browser> {
         match installed {
             Ok(status) if status.success() && usable(&browser) => {
                 eprintln!("xtask: installed chromium and chromium-driver");
-                return Some(browser);
+                return Ok(browser);
             }
             Ok(status) => format!("apt-get install chromium chromium-driver failed ({status})"),
             Err(e) => format!("cannot run apt-get: {e}"),
         }
     };
-    eprintln!(
-        "xtask: warning: no headless browser ({why}); the browser test will be reported skipped"
-    );
-    None
-}
-
-/// Adds the `cargo test` arguments for optional, `#[ignore]`d tests: when
-/// any of `gates` (available, test name) is available, ignored tests are
-/// included and those whose gate is closed are left out with `--skip` (they
-/// then count as filtered out, never as passed).
-pub fn ignored_test_args(args: &[std::ffi::OsString], gates: &[(bool, &str)]) -> Vec<String> {
-    let mut out = Vec::new();
-    if !gates.iter().any(|(open, _)| *open) {
-        return out;
-    }
-    if !args.iter().any(|a| a == "--") {
-        out.push("--".into());
-    }
-    out.push("--include-ignored".into());
-    for (open, name) in gates {
-        if !open {
-            out.push("--skip".into());
-            out.push((*name).into());
-        }
-    }
-    out
+    eprintln!("xtask: warning: no headless browser: {why}");
+    Err(why)
 }
 
 /// `cargo xtask bench`'s viewer part.
@@ -155,14 +152,14 @@ pub fn bench(root: &Path, target: &Path, target_from_env: bool) -> ExitCode {
         .arg("--out-dir")
         .arg(target.join("bench"));
     match ensure_browser() {
-        Some(b) => {
+        Ok(b) => {
             bench
                 .arg("--chromium")
                 .arg(&b.chromium)
                 .arg("--chromedriver")
                 .arg(&b.chromedriver);
         }
-        None => eprintln!("xtask: warning: the viewer page will not be measured"),
+        Err(_) => eprintln!("xtask: warning: the viewer page will not be measured"),
     }
     eprintln!("xtask: running {}", super::display_command(&bench));
     match bench.status() {
@@ -171,26 +168,5 @@ pub fn bench(root: &Path, target: &Path, target_from_env: bool) -> ExitCode {
             eprintln!("xtask: cannot run viewer_bench: {err}");
             ExitCode::FAILURE
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::ffi::OsString;
-
-    #[test]
-    fn closed_gates_are_skipped_and_no_gate_includes_nothing() {
-        let none: Vec<OsString> = Vec::new();
-        assert!(ignored_test_args(&none, &[(false, "a"), (false, "b")]).is_empty());
-        assert_eq!(
-            ignored_test_args(&none, &[(true, "a"), (false, "b")]),
-            ["--", "--include-ignored", "--skip", "b"]
-        );
-        let dashed = vec![OsString::from("--"), OsString::from("--nocapture")];
-        assert_eq!(
-            ignored_test_args(&dashed, &[(true, "a"), (true, "b")]),
-            ["--include-ignored"]
-        );
     }
 }
