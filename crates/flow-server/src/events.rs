@@ -566,6 +566,12 @@ impl Hub {
             if !nudged {
                 ticks += 1;
             }
+            // A run of this server may start the watcher before anyone
+            // subscribed: learn where the recorded lines end first, so the
+            // lines of earlier runs are not published as news.
+            if channel.seeded.get().is_none() && !self.seed(&channel).await {
+                continue;
+            }
             let (subscribers, runs, generation, idle, size) = {
                 let mut state = channel.lock();
                 if state.subscribers > 0 || state.runs > 0 {
