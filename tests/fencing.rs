@@ -40,6 +40,29 @@ fn signal(child: &Child, sig: i32) {
     }
 }
 
+/// Stops `child` at a moment it holds no SQLite write lock. A process
+/// stalled inside a write transaction blocks every writer of the file until
+/// it resumes (SQLite has one writer at a time; that hazard is SQLite's, not
+/// the lease's): this test is about the lease, so it stops the engine
+/// between two of its transactions, as a GC pause mostly would.
+fn stop_outside_a_transaction(child: &Child, db: &std::path::Path) {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        signal(child, libc::SIGSTOP);
+        std::thread::sleep(Duration::from_millis(20));
+        if conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK").is_ok() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the engine never stopped outside a transaction"
+        );
+        signal(child, libc::SIGCONT);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 fn wait_for(what: &str, ready: impl Fn() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while !ready() {
@@ -63,7 +86,7 @@ fn stall_and_recover(
         .spawn()
         .unwrap();
     wait_for("the first engine to get going", started);
-    signal(&first, libc::SIGSTOP);
+    stop_outside_a_transaction(&first, &home.db());
     std::thread::sleep(Duration::from_millis(3000));
     let recovered = home.flow(&["recover", file, "--timeperiod", TP]);
     assert_eq!(recovered.status.code(), Some(0), "{}", text(&recovered));
