@@ -26,6 +26,8 @@
 //!   It also installs `nx-27017` (a MongoDB wire-protocol server) and starts
 //!   it for the MongoDB store's tests, or uses `FLOW_MONGO_URI` (`mongo.rs`).
 //!
+//! * `cargo xtask mutants [ARGS...]` runs mutation testing (see `mutants.rs`).
+//!
 //! Environment: `CARGO_TARGET_DIR` (where the venv lives; default
 //! `<workspace>/target`) and `FLOW_SKIP_SPARK_INSTALL=1` (never create or
 //! install the venv; an already complete one is still used) and
@@ -37,6 +39,7 @@ mod bench;
 mod dataproc;
 mod emulators;
 mod mongo;
+mod mutants;
 mod services;
 mod viewer;
 
@@ -74,6 +77,11 @@ commands:
                   `--synchronous full` or `--only chain-1000`); then, unless
                   ARGS pick other shapes, the viewer's page benchmark (a
                   10,000-step flow in headless Chromium; <target>/bench/viewer.json)
+  mutants [ARGS...]
+                  install cargo-mutants into <target>/tools/cargo-mutants (once),
+                  mutate the engine's core and the SQLite store, run the engine
+                  and store tests against each mutant, print the caught share
+                  per file (slow: hours; ARGS go to cargo-mutants)
   help            print this message
 
 environment:
@@ -111,6 +119,7 @@ fn main() -> ExitCode {
             }
             engine
         }
+        Some("mutants") => mutants::mutants(&rest),
         Some("help" | "-h" | "--help") => {
             print!("{USAGE}");
             ExitCode::SUCCESS
