@@ -121,6 +121,36 @@ impl Home {
         serde_json::from_slice(&out.stdout).unwrap()
     }
 
+    /// Everything a command could have written: every file and directory
+    /// (relative, sorted), the content of every file that is not the store,
+    /// and every row of every table of the store (see [`dump_store`]).
+    /// Taken before and after a command that must write nothing.
+    pub fn everything(&self) -> Vec<String> {
+        // The listing first: reading the store creates its -wal/-shm files
+        // for as long as the connection is open.
+        let listing = self.listing();
+        let mut out = Vec::new();
+        for name in &listing {
+            let path = self.path(name);
+            if name.ends_with(".db") || name.ends_with(".db-wal") || name.ends_with(".db-shm") {
+                out.push(format!("{name}: store file"));
+            } else if path.is_file() {
+                let bytes = std::fs::read(&path).unwrap();
+                out.push(format!("{name}: {}", String::from_utf8_lossy(&bytes)));
+            } else {
+                out.push(format!("{name}/"));
+            }
+        }
+        for name in listing.iter().filter(|n| n.ends_with(".db")) {
+            out.extend(
+                dump_store(&self.path(name))
+                    .into_iter()
+                    .map(|row| format!("{name}: {row}")),
+            );
+        }
+        out
+    }
+
     /// Every file and directory under this directory, relative, sorted.
     pub fn listing(&self) -> Vec<String> {
         fn walk(dir: &Path, base: &Path, out: &mut Vec<String>) {
@@ -140,6 +170,55 @@ impl Home {
         out.sort();
         out
     }
+}
+
+/// Every row of every table of the SQLite file at `db`, in a stable order,
+/// with the schema and `user_version`, as text.
+pub fn dump_store(db: &Path) -> Vec<String> {
+    let conn = rusqlite::Connection::open_with_flags(
+        db,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .unwrap();
+    conn.busy_timeout(std::time::Duration::from_secs(10))
+        .unwrap();
+    let mut out = Vec::new();
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    out.push(format!("user_version {version}"));
+    let schema: Vec<(String, String, Option<String>)> = conn
+        .prepare("SELECT type, name, sql FROM sqlite_master ORDER BY type, name")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    for (kind, name, sql) in &schema {
+        out.push(format!("{kind} {name}: {}", sql.as_deref().unwrap_or("")));
+    }
+    for (_, table, _) in schema.iter().filter(|(kind, ..)| kind == "table") {
+        let mut stmt = conn
+            .prepare(&format!("SELECT * FROM \"{table}\""))
+            .unwrap();
+        let columns = stmt.column_count();
+        let mut rows: Vec<String> = stmt
+            .query_map([], |row| {
+                let mut cells = Vec::with_capacity(columns);
+                for i in 0..columns {
+                    let cell: rusqlite::types::Value = row.get(i)?;
+                    cells.push(format!("{cell:?}"));
+                }
+                Ok(cells.join(" | "))
+            })
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        rows.sort();
+        out.push(format!("table {table}: {} row(s)", rows.len()));
+        out.extend(rows.into_iter().map(|r| format!("{table}: {r}")));
+    }
+    out
 }
 
 /// The state of every step in a `status --json` document, by name.

@@ -239,8 +239,14 @@ mod tests {
         ];
         let report = Report::parse(&lists);
         assert_eq!(report.files["crates/flow-engine/src/plan.rs"], [2, 0, 1, 0]);
-        assert_eq!(report.files["crates/flow-engine/src/engine.rs"], [0, 1, 0, 0]);
-        assert_eq!(report.files["crates/flow-store-sqlite/src/sql.rs"], [0, 0, 0, 1]);
+        assert_eq!(
+            report.files["crates/flow-engine/src/engine.rs"],
+            [0, 1, 0, 0]
+        );
+        assert_eq!(
+            report.files["crates/flow-store-sqlite/src/sql.rs"],
+            [0, 0, 0, 1]
+        );
         assert_eq!(report.files["crates/flow-engine/src/step.rs"], [0, 0, 0, 0]);
         assert_eq!(
             report.missed,
@@ -252,6 +258,9 @@ mod tests {
             "{table}"
         );
         assert!(table.contains("total"), "{table}");
-        assert!(table.contains("75.0%"), "3 of 4 viable caught overall: {table}");
+        assert!(
+            table.contains("75.0%"),
+            "3 of 4 viable caught overall: {table}"
+        );
     }
 }
