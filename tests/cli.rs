@@ -67,14 +67,24 @@ fn the_hello_example_runs_and_logs() {
         table.contains("flow hello [2026112800]: state_processed"),
         "{table}"
     );
-    for step in ["extract", "count", "copy", "report"] {
-        assert!(
-            table
-                .lines()
-                .any(|l| l.starts_with(step) && l.contains("state_processed")),
-            "{table}"
-        );
-    }
+    // One row per step: name, state, attempts, ...
+    let rows: Vec<Vec<&str>> = table
+        .lines()
+        .skip_while(|l| !l.starts_with("step "))
+        .skip(1)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    let rows: Vec<(&str, &str, &str)> = rows.iter().map(|r| (r[0], r[1], r[2])).collect();
+    assert_eq!(
+        rows,
+        [
+            ("extract", "state_processed", "1"),
+            ("count", "state_processed", "1"),
+            ("copy", "state_processed", "1"),
+            ("report", "state_processed", "1"),
+        ],
+        "{table}"
+    );
 
     let flow_log = home.read("logs/hello/hello.log");
     assert!(!flow_log.is_empty(), "no flow log");
@@ -101,14 +111,45 @@ fn the_hello_example_runs_and_logs() {
         lines.iter().any(|(l, _, _)| l == "extract"),
         "{extract_log}"
     );
-    assert!(home.path("out/2026112800/report.txt").is_file());
+    // The report holds the count and the copied lines; the `tidy` post
+    // action removed the copy; the report step's log shows both.
+    assert_eq!(
+        home.read("out/2026112800/report.txt"),
+        "3\napples\npears\nplums\n"
+    );
+    assert!(home.path("out/2026112800/raw.txt").is_file());
+    assert!(
+        !home.path("out/2026112800/raw-copy.txt").exists(),
+        "the tidy post action removed the copy"
+    );
+    let report_log = home.read("logs/hello/report.log");
+    let report_lines = log_lines(&report_log);
+    assert!(
+        report_lines.iter().any(|(l, _, m)| l == "report.shell"
+            && m == "report for 2026112800 written to out/2026112800/report.txt"),
+        "{report_log}"
+    );
+    assert!(
+        report_lines.iter().any(|(l, _, _)| l == "report.tidy"),
+        "the tidy action logged under its name: {report_log}"
+    );
+    let report_step = &status["steps"].as_array().unwrap()[3];
+    assert_eq!(report_step["step_name"], "report");
+    assert_eq!(report_step["post_state"], "complete", "{report_step}");
     // Nothing went to the per-user default locations.
     assert!(!home.path("home/.local").exists());
 
     // Without a timeperiod, status lists the runs; a bare name works too.
     let list = stdout(&home.expect(0, &["status", "hello"]));
-    assert!(
-        list.contains("2026112800") && list.contains("state_processed"),
+    let runs: Vec<Vec<&str>> = list
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(runs.len(), 1, "{list}");
+    assert_eq!(
+        runs[0][..3],
+        ["2026112800", "state_processed", "run_mode_nominal"],
         "{list}"
     );
 }
@@ -146,14 +187,6 @@ fn new_runs(home: &Home, seen: &mut usize) -> Vec<String> {
     new
 }
 
-fn state_of(status: &serde_json::Value, step: &str) -> String {
-    step_states(status)
-        .into_iter()
-        .find(|(s, _)| s == step)
-        .map(|(_, st)| st)
-        .unwrap_or_default()
-}
-
 #[test]
 fn run_modes_on_a_diamond_with_a_failing_step() {
     let home = Home::new();
@@ -174,9 +207,16 @@ fn run_modes_on_a_diamond_with_a_failing_step() {
     );
     let status = home.status_json("diamond.toml", TP);
     assert_eq!(status["flow"]["state"], "state_invalid");
-    assert_eq!(state_of(&status, "c"), "state_invalid");
-    assert_eq!(state_of(&status, "a"), "state_processed");
-    assert_ne!(state_of(&status, "d"), "state_processed");
+    assert_eq!(
+        step_states(&status),
+        [
+            ("a", "state_processed"),
+            ("b", "state_processed"),
+            ("c", "state_invalid"),
+            ("d", "state_embryo")
+        ]
+        .map(|(s, t)| (s.to_string(), t.to_string()))
+    );
 
     // Fix the cause; recover runs only what did not complete.
     home.write("marker", "");
@@ -506,7 +546,7 @@ name = "slow"
 time_qualifier = "daily"
 [[steps]]
 name = "first"
-main = { action = "shell", command = "echo $$ > first.pid; sleep 60" }
+main = { action = "shell", command = "echo $$ > first.pid; sleep 60 & sleep 60; wait" }
 [[steps]]
 name = "second"
 depends_on = ["first"]
@@ -520,13 +560,16 @@ main = { action = "shell", command = "echo second >> ran.txt" }
         .spawn()
         .unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while home.read("first.pid").trim().parse::<i32>().is_err() {
+    let job = loop {
+        if let Ok(pid) = home.read("first.pid").trim().parse::<i32>() {
+            break pid;
+        }
         assert!(
             std::time::Instant::now() < deadline,
             "the first step never started"
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    };
 
     // The run holds the lease: cancel names the holder and changes nothing.
     let out = home.expect(2, &["cancel", "slow.toml", "--timeperiod", TP]);
@@ -544,15 +587,29 @@ main = { action = "shell", command = "echo second >> ran.txt" }
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     assert!(stderr(&out).contains("cancelling"), "{}", text(&out));
+    support::assert_group_gone(job, "after SIGTERM");
     let status = home.status_json("slow.toml", TP);
     assert_eq!(status["flow"]["state"], "state_invalid");
-    assert_eq!(state_of(&status, "first"), "state_canceled");
+    assert_eq!(
+        step_states(&status),
+        [("first", "state_canceled"), ("second", "state_embryo")]
+            .map(|(s, t)| (s.to_string(), t.to_string()))
+    );
     assert_eq!(home.read("ran.txt"), "", "no step starts after a cancel");
+    let flow_log = home.read("logs/slow/slow.log");
+    assert!(
+        flow_log.contains(" slow INFO terminated"),
+        "the cluster was terminated: {flow_log}"
+    );
 
     // Now nothing runs it: cancel marks the rest canceled.
     let out = home.expect(0, &["cancel", "slow.toml", "--timeperiod", TP]);
     assert!(stdout(&out).contains("canceled second"), "{}", text(&out));
     let status = home.status_json("slow.toml", TP);
-    assert_eq!(state_of(&status, "second"), "state_canceled");
     assert_eq!(status["flow"]["state"], "state_invalid");
+    assert_eq!(
+        step_states(&status),
+        [("first", "state_canceled"), ("second", "state_canceled")]
+            .map(|(s, t)| (s.to_string(), t.to_string()))
+    );
 }

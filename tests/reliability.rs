@@ -2,20 +2,21 @@
 //! binary.
 //!
 //! Each test has its own directory with a settings file pointing the store,
-//! the logs and the local cluster there, and a short lease so a killed run's
-//! lease turns stale quickly.
+//! the logs and the local cluster there. The lease ttl is long (a minute), so
+//! a lease never turns stale by itself during a test: where a test needs the
+//! lease released, only a release makes it pass; where it needs a dead run's
+//! lease stale, it ages that lease explicitly in the store.
 
 mod support;
 
-use std::path::Path;
 use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
-use support::text;
+use support::{step_states, text};
 
 const TP: &str = "2026112800";
 
 /// The shared test directory, with a three-step chain whose middle step
-/// sleeps `{settings.nap}` seconds and a short lease.
+/// sleeps `{settings.nap}` seconds.
 struct Home(support::Home);
 
 impl std::ops::Deref for Home {
@@ -42,7 +43,7 @@ main = { action = "shell", command = "echo a >> ran.txt" }
 [[steps]]
 name = "b"
 depends_on = ["a"]
-main = { action = "shell", command = "echo b >> ran.txt; echo $$ > b.pid; sleep {settings.nap}" }
+main = { action = "shell", command = "echo b >> ran.txt; echo $$ > b.pid; sleep {settings.nap} & sleep {settings.nap}; wait" }
 
 [[steps]]
 name = "c"
@@ -65,7 +66,7 @@ kind = "local"
 root = "."
 work_dir = "."
 [lease]
-ttl = "2s"
+ttl = "60s"
 heartbeat = "200ms"
 [engine]
 cancel_grace = "20s"
@@ -96,10 +97,33 @@ nap = "{nap}"
             .collect()
     }
 
-    fn status(&self) -> String {
+    /// `flow status` as printed.
+    fn status_text(&self) -> String {
         let out = self.run(&["status", "chain.toml", "--timeperiod", TP]);
         assert!(out.status.success(), "status failed: {}", text(&out));
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The stored flow state and each step's state, by step name.
+    fn states(&self) -> (String, Vec<(String, String)>) {
+        let status = self.status_json("chain.toml", TP);
+        let flow = status["flow"]["state"].as_str().unwrap().to_string();
+        (flow, step_states(&status))
+    }
+
+    /// Makes the dead run's lease stale, as the passing of its ttl would:
+    /// its heartbeat moves a day back. Returns whether there was one.
+    fn age_lease(&self) -> bool {
+        let conn = rusqlite::Connection::open(self.db()).unwrap();
+        conn.busy_timeout(Duration::from_secs(10)).unwrap();
+        let aged = conn
+            .execute(
+                "UPDATE lease SET heartbeat_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-1 day') \
+                 WHERE flow_name = 'chain'",
+                [],
+            )
+            .unwrap();
+        aged > 0
     }
 
     /// Waits until `path` holds a pid, and returns it.
@@ -124,11 +148,23 @@ fn signal(pid: i32, sig: i32) {
     }
 }
 
+/// True while `pid` runs (a zombie only waits to be collected).
 fn alive(pid: i32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
         && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
             .unwrap_or_default()
             .contains(") Z ")
+}
+
+/// Expected (flow state, step states) from literals.
+fn expect_states(flow: &str, steps: &[(&str, &str)]) -> (String, Vec<(String, String)>) {
+    (
+        flow.to_string(),
+        steps
+            .iter()
+            .map(|(s, t)| (s.to_string(), t.to_string()))
+            .collect(),
+    )
 }
 
 fn wait_exit(child: &mut Child, limit: Duration) -> Option<i32> {
@@ -158,8 +194,17 @@ fn recover_after_sigkill_adopts_the_running_job_instead_of_running_it_again() {
     assert_eq!(home.ran(), ["a", "b"]);
 
     // The store is readable and truthful: the flow and b are in progress.
-    let status = home.status();
-    assert!(status.contains("state_in_progress"), "{status}");
+    assert_eq!(
+        home.states(),
+        expect_states(
+            "state_in_progress",
+            &[
+                ("a", "state_processed"),
+                ("b", "state_in_progress"),
+                ("c", "state_embryo")
+            ]
+        )
+    );
 
     // While the dead run's lease is live, recover is refused, saying the
     // holder may be dead and when its lease turns stale.
@@ -169,18 +214,28 @@ fn recover_after_sigkill_adopts_the_running_job_instead_of_running_it_again() {
     assert!(stderr.contains("already being run by"), "{}", text(&out));
     assert!(stderr.contains("turns stale"), "{}", text(&out));
 
-    // Once it is stale (ttl 2 s), recover adopts b's job, waits for it, and
-    // runs c: a and b do not run again.
-    std::thread::sleep(Duration::from_millis(2500));
+    // Once it is stale, recover adopts b's job, waits for it, and runs c:
+    // a and b do not run again.
+    assert!(home.age_lease(), "the killed run left its lease");
     let out = home.run(&["recover", "chain.toml", "--timeperiod", TP]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(home.ran(), ["a", "b", "c"], "b ran once, c once");
-    let status = home.status();
-    assert!(status.contains("state_processed"), "{status}");
-    assert!(!status.contains("state_in_progress"), "{status}");
+    assert_eq!(
+        home.states(),
+        expect_states(
+            "state_processed",
+            &[
+                ("a", "state_processed"),
+                ("b", "state_processed"),
+                ("c", "state_processed")
+            ]
+        )
+    );
+    let status = home.status_text();
     assert!(status.contains("adopted"), "{status}");
     let log = std::fs::read_to_string(home.path("logs/chain/b.log")).unwrap();
     assert!(log.contains("adopted local job"), "{log}");
+    support::assert_group_gone(job, "after the adopted job ended");
 }
 
 #[test]
@@ -191,15 +246,24 @@ fn sigint_cancels_the_run_and_exits_3() {
     signal(child.id() as i32, libc::SIGINT);
     let code = wait_exit(&mut child, Duration::from_secs(30));
     assert_eq!(code, Some(3));
-    assert!(!alive(job), "the job {job} survived cancellation");
-    let status = home.status();
-    assert!(status.contains("state_canceled"), "{status}");
-    assert!(status.contains("state_invalid"), "{status}");
+    support::assert_group_gone(job, "after Ctrl-C");
+    assert_eq!(
+        home.states(),
+        expect_states(
+            "state_invalid",
+            &[
+                ("a", "state_processed"),
+                ("b", "state_canceled"),
+                ("c", "state_embryo")
+            ]
+        )
+    );
     assert_eq!(home.ran(), ["a", "b"]);
     let flow_log = std::fs::read_to_string(home.path("logs/chain/chain.log")).unwrap();
     assert!(flow_log.contains("terminated"), "{flow_log}");
 
-    // A cancelled flow recovers: b and c run.
+    // A cancelled flow recovers at once (the lease was released): b and c
+    // run.
     home.settings("0");
     let out = home.run(&["recover", "chain.toml", "--timeperiod", TP]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
@@ -222,11 +286,11 @@ fn a_second_sigint_exits_at_once_and_releases_the_lease() {
     signal(child.id() as i32, libc::SIGINT);
     let code = wait_exit(&mut child, Duration::from_secs(10));
     assert_eq!(code, Some(130));
-    std::thread::sleep(Duration::from_millis(200));
-    assert!(!alive(job), "the job {job} survived the second Ctrl-C");
-    // The lease was released: recover is accepted at once (no stale wait).
-    // b's job was killed without recording how it ended: the attempt it was
-    // counts as failed (no retries here), so this recover fails b...
+    support::assert_group_gone(job, "after the second Ctrl-C");
+    // The lease was released (it would stay live for a minute otherwise):
+    // recover is accepted at once. b's job was killed without recording how
+    // it ended: the attempt it was counts as failed (no retries here), so
+    // this recover fails b...
     home.settings("0");
     let out = home.run(&["recover", "chain.toml", "--timeperiod", TP]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
@@ -252,18 +316,16 @@ fn flow_cancel_marks_unfinished_steps_canceled() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let out = home.run(&["cancel", "chain.toml", "--timeperiod", TP]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let out = home.run(&["status", "chain.toml", "--timeperiod", TP, "--json"]);
-    let json = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", text(&out));
     assert_eq!(
-        json.matches("state_canceled").count(),
-        2,
-        "b and c canceled: {json}"
-    );
-    assert_eq!(
-        json.matches("state_processed").count(),
-        1,
-        "a stays processed: {json}"
+        home.states(),
+        expect_states(
+            "state_invalid",
+            &[
+                ("a", "state_processed"),
+                ("b", "state_canceled"),
+                ("c", "state_canceled")
+            ]
+        )
     );
     // Cancelling a flow that has no record is refused.
     let out = home.run(&["cancel", "chain.toml", "--timeperiod", "2026112700"]);
@@ -330,12 +392,23 @@ fn a_full_disk_mid_run_stops_the_flow_and_recover_finishes_it() {
         "steps ran in order and none after the fault"
     );
 
-    // The file is readable afterwards; once the dead run's lease is stale
-    // (ttl 2 s; the full disk may have kept it from being released),
-    // recover runs the rest.
-    let status = home.status();
-    assert!(status.contains("s0"), "{status}");
-    std::thread::sleep(Duration::from_millis(2500));
+    // The file is readable afterwards and says where the run stopped: the
+    // steps that ran before the fault are processed, except possibly the
+    // last one, whose final write may have failed.
+    let (flow, steps) = home.states();
+    assert!(
+        flow == "state_in_progress" || flow == "state_invalid",
+        "{flow}"
+    );
+    let processed = steps.iter().filter(|(_, s)| s == "state_processed").count();
+    assert!(
+        processed + 1 >= first.len() && processed <= first.len(),
+        "{processed} processed after {} ran: {steps:?}",
+        first.len()
+    );
+    // The full disk may have kept the lease from being released; once it
+    // is stale, recover runs the rest.
+    home.age_lease();
     let out = home.run(&["recover", "chain.toml", "--timeperiod", TP]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let all = home.ran();
@@ -358,9 +431,10 @@ fn a_full_disk_mid_run_stops_the_flow_and_recover_finishes_it() {
             "only the last step of the first run"
         );
     }
-    let status = home.status();
+    let (flow, steps) = home.states();
+    assert_eq!(flow, "state_processed");
     assert!(
-        !status.contains("state_invalid") && !status.contains("state_in_progress"),
-        "{status}"
+        steps.iter().all(|(_, s)| s == "state_processed"),
+        "{steps:?}"
     );
 }

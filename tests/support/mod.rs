@@ -198,9 +198,7 @@ pub fn dump_store(db: &Path) -> Vec<String> {
         out.push(format!("{kind} {name}: {}", sql.as_deref().unwrap_or("")));
     }
     for (_, table, _) in schema.iter().filter(|(kind, ..)| kind == "table") {
-        let mut stmt = conn
-            .prepare(&format!("SELECT * FROM \"{table}\""))
-            .unwrap();
+        let mut stmt = conn.prepare(&format!("SELECT * FROM \"{table}\"")).unwrap();
         let columns = stmt.column_count();
         let mut rows: Vec<String> = stmt
             .query_map([], |row| {
@@ -219,6 +217,46 @@ pub fn dump_store(db: &Path) -> Vec<String> {
         out.extend(rows.into_iter().map(|r| format!("{table}: {r}")));
     }
     out
+}
+
+/// The processes of process group `pgid` that still run (zombies, which
+/// only wait for their parent to collect them, do not count).
+pub fn live_group_members(pgid: i32) -> Vec<i32> {
+    let mut members = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid pgrp ...`; comm may hold spaces and ')'.
+        let Some(after) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+            continue;
+        };
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        if fields.len() > 2 && fields[2] == pgid.to_string() && fields[0] != "Z" {
+            members.push(pid);
+        }
+    }
+    members
+}
+
+/// Asserts that no process of the job whose process group is `pgid` still
+/// runs, allowing a moment for a SIGKILL sent just before to land.
+pub fn assert_group_gone(pgid: i32, what: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let left = live_group_members(pgid);
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: processes {left:?} of the job's process group {pgid} still run"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
 /// The state of every step in a `status --json` document, by name.
