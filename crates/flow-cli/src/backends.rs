@@ -350,6 +350,26 @@ mod tests {
     }
 
     #[test]
+    fn store_durability_and_busy_timeout_reach_the_store_options() {
+        let plan = |text: &str| {
+            let s = Settings::parse(text, Path::new("/x/flow.toml")).unwrap();
+            match plan_store(&s).unwrap() {
+                StorePlan::Sqlite { options, .. } => options,
+                #[allow(unreachable_patterns)]
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(plan("").synchronous, Synchronous::Normal);
+        let full = plan("[store]\nsynchronous = \"full\"\nbusy_timeout = \"750ms\"\n");
+        assert_eq!(full.synchronous, Synchronous::Full);
+        assert_eq!(full.busy_timeout, std::time::Duration::from_millis(750));
+        assert_eq!(
+            plan("[store]\nsynchronous = \"normal\"\n").synchronous,
+            Synchronous::Normal
+        );
+    }
+
+    #[test]
     #[allow(irrefutable_let_patterns)]
     fn default_store_is_sqlite_under_the_data_directory() {
         let s = Settings::parse("data_directory = \"d\"\n", Path::new("/x/flow.toml")).unwrap();

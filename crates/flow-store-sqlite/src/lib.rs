@@ -614,3 +614,6 @@ impl FlowStore for SqliteStore {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests;
