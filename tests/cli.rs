@@ -613,3 +613,155 @@ main = { action = "shell", command = "echo second >> ran.txt" }
             .map(|(s, t)| (s.to_string(), t.to_string()))
     );
 }
+
+/// The timeperiods of the flow records in the store file `db`.
+fn stored_timeperiods(db: &std::path::Path) -> Vec<String> {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let mut stmt = conn
+        .prepare("SELECT timeperiod FROM flow ORDER BY timeperiod")
+        .unwrap();
+    let rows = stmt.query_map([], |r| r.get(0)).unwrap();
+    rows.collect::<Result<_, _>>().unwrap()
+}
+
+#[test]
+fn without_settings_state_and_logs_go_to_the_xdg_directories() {
+    let home = Home::empty();
+    // No --settings, no FLOW_SETTINGS, no ./flow.toml, XDG variables unset:
+    // HOME's XDG defaults.
+    let out = home
+        .bare_command(&["run", &hello(), "--timeperiod", TP])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let data = home.path("home/.local/share/flow");
+    let logs = home.path("home/.local/state/flow/logs/hello");
+    assert!(data.join("flow.db").is_file(), "{:?}", home.listing());
+    for file in ["hello.log", "extract.log", "report.log"] {
+        assert!(logs.join(file).is_file(), "{file}: {:?}", home.listing());
+    }
+    assert!(
+        stdout(&out).contains(&format!("logs: {}/", logs.display())),
+        "{}",
+        text(&out)
+    );
+    // Nothing else but the flow's own output in the current directory.
+    let top: Vec<String> = home
+        .listing()
+        .into_iter()
+        .filter(|p| !p.contains('/'))
+        .collect();
+    assert_eq!(top, ["home", "out"]);
+    let status = home
+        .bare_command(&["status", &hello(), "--timeperiod", TP, "--json"])
+        .output()
+        .unwrap();
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["flow"]["state"], "state_processed");
+
+    // XDG_DATA_HOME and XDG_STATE_HOME move them.
+    let out = home
+        .bare_command(&["run", &hello(), "--timeperiod", "2026112900"])
+        .env("XDG_DATA_HOME", home.path("xdg-data"))
+        .env("XDG_STATE_HOME", home.path("xdg-state"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(home.path("xdg-data/flow/flow.db").is_file());
+    assert!(home.path("xdg-state/flow/logs/hello/hello.log").is_file());
+    assert_eq!(
+        stored_timeperiods(&home.path("xdg-data/flow/flow.db")),
+        ["2026112900"]
+    );
+    assert_eq!(
+        stored_timeperiods(&data.join("flow.db")),
+        [TP],
+        "the HOME store is untouched"
+    );
+}
+
+#[test]
+fn settings_are_found_in_the_current_directory_unless_named() {
+    let home = Home::empty();
+    let settings = |name: &str| {
+        format!(
+            "log_directory = \"{name}-logs\"\ndata_directory = \"{name}-data\"\n[cluster]\nroot = \".\"\nwork_dir = \".\"\n"
+        )
+    };
+    home.write("flow.toml", &settings("found"));
+    home.write("named.toml", &settings("named"));
+    let run = |timeperiod: &str, env: Option<&str>, flag: Option<&str>| {
+        let mut args = Vec::new();
+        if let Some(flag) = flag {
+            args.extend(["--settings", flag]);
+        }
+        args.extend(["run", "examples-hello.toml", "--timeperiod", timeperiod]);
+        let mut command = home.bare_command(&args);
+        if let Some(env) = env {
+            command.env("FLOW_SETTINGS", env);
+        }
+        let out = command.output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    };
+    home.write(
+        "examples-hello.toml",
+        &std::fs::read_to_string(repo_root().join("examples/hello.toml")).unwrap(),
+    );
+    let timeperiods_in = |store: &str| stored_timeperiods(&home.path(store));
+
+    // ./flow.toml is found.
+    run("2026112700", None, None);
+    // FLOW_SETTINGS wins over ./flow.toml; --settings over FLOW_SETTINGS.
+    run("2026112800", Some("named.toml"), None);
+    run("2026112900", Some("flow.toml"), Some("named.toml"));
+    assert_eq!(timeperiods_in("found-data/flow.db"), ["2026112700"]);
+    assert_eq!(
+        timeperiods_in("named-data/flow.db"),
+        ["2026112800", "2026112900"]
+    );
+    assert!(home.path("found-logs/hello/hello.log").is_file());
+    assert!(home.path("named-logs/hello/hello.log").is_file());
+    assert!(
+        !home.path("home/.local").exists(),
+        "no per-user default was used"
+    );
+}
+
+#[test]
+fn a_log_file_that_cannot_be_opened_is_reported_once_and_the_run_goes_on() {
+    let home = Home::new();
+    home.write(
+        "noisy.toml",
+        r#"
+name = "noisy"
+[[steps]]
+name = "chatty"
+main = { action = "shell", command = "for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do echo line $i; echo warning $i >&2; done" }
+[[steps]]
+name = "quiet"
+depends_on = ["chatty"]
+main = { action = "shell", command = "echo done" }
+"#,
+    );
+    // Where chatty's log file would go there is a directory.
+    std::fs::create_dir_all(home.path("logs/noisy/chatty.log")).unwrap();
+    let out = home.expect(0, &["run", "noisy.toml", "--timeperiod", TP]);
+    let err = stderr(&out);
+    let reports: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("cannot open log file"))
+        .collect();
+    assert_eq!(reports.len(), 1, "reported once: {}", text(&out));
+    assert!(
+        reports[0].contains("logs/noisy/chatty.log"),
+        "{}",
+        reports[0]
+    );
+    // The other files are written as usual.
+    assert!(home
+        .read("logs/noisy/quiet.log")
+        .contains(" quiet.shell INFO done"));
+    assert!(home
+        .read("logs/noisy/noisy.log")
+        .contains("finished: flow is state_processed"));
+}
