@@ -15,7 +15,9 @@
 //!   a peer are included or skipped. It builds the Dataproc contract fake's
 //!   binary first (`dataproc.rs`). Headless Chromium for the viewer's
 //!   browser test is such a peer too (`viewer.rs`: Debian's `chromium` and
-//!   `chromium-driver`, installed with apt where missing).
+//!   `chromium-driver`, installed with apt where missing). Before running,
+//!   it lists the ignored tests: each must belong to a peer or be a known
+//!   helper (`ignored.rs`), or the run fails.
 //!
 //! * `cargo xtask bench [ARGS...]` builds `flow-bench` and `flow` in release,
 //!   makes sure a venv holding Luigi exists at `<target>/tools/bench-venv`,
@@ -38,6 +40,7 @@
 mod bench;
 mod dataproc;
 mod emulators;
+mod ignored;
 mod mongo;
 mod mutants;
 mod services;
@@ -216,6 +219,18 @@ fn test(args: &[OsString]) -> ExitCode {
             // pyspark package, and a SPARK_HOME of the user's would win.
             .env("SPARK_HOME", &spark.home)
             .env("SPARK_LOCAL_IP", "127.0.0.1");
+    }
+
+    // Only the ignored tests of peers that are here run: check that every
+    // ignored test belongs to a peer or is a helper, and leave helpers out.
+    match ignored::check(&cargo, &peers) {
+        Ok(extra) => {
+            cargo.args(extra);
+        }
+        Err(err) => {
+            eprintln!("xtask: {err}");
+            return ExitCode::FAILURE;
+        }
     }
 
     eprintln!("xtask: running {}", display_command(&cargo));
