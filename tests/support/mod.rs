@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 /// The settings every test starts from: logs, store and cluster files all
-/// inside the test's directory.
+/// inside the test's directory. The lease ttl is long, so a test never
+/// passes because a lease went stale instead of being released.
 pub const SETTINGS: &str = r#"
 log_directory = "logs"
 data_directory = "data"
@@ -22,7 +23,7 @@ root = "."
 work_dir = "."
 
 [lease]
-ttl = "10s"
+ttl = "60s"
 heartbeat = "1s"
 
 [engine]

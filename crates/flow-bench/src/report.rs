@@ -229,6 +229,22 @@ impl Report {
                 )
             }),
         ));
+        // The dispatcher's work per finished step is O(its dependants): a
+        // graph ten times larger must not cost more per step. A scan of the
+        // graph per event would make the larger fan-out's steps dearer.
+        out.push(check(
+            format!("dispatch: per-step cost of fanout-10000 <= {GROWTH_LIMIT}x fanout-1000's"),
+            row("fanout-1000")
+                .zip(row("fanout-10000"))
+                .and_then(|(small, large)| {
+                    let (s, l) = (small.overhead_per_step_ms?, large.overhead_per_step_ms?);
+                    let ratio = l / s;
+                    Some((
+                        ratio <= GROWTH_LIMIT,
+                        format!("{l:.4} vs {s:.4} ms/step = {ratio:.2}x"),
+                    ))
+                }),
+        ));
         out.push(check(
             "flow --version: wall <= 50 ms".into(),
             row("cli-version").map(|r| r.wall_ms).map(at_most(50.0, ms)),
@@ -369,6 +385,11 @@ impl Report {
     }
 }
 
+/// How much dearer per step a fan-out ten times larger may be before the
+/// dispatch target counts as missed: room for noise, far below the 10x a
+/// scan of the graph per finished step would approach.
+pub const GROWTH_LIMIT: f64 = 1.5;
+
 /// Milliseconds for people: `0.84 ms`, `123.4 ms`, `12.35 s`.
 pub fn ms(v: f64) -> String {
     if v >= 10_000.0 {
@@ -451,6 +472,33 @@ mod tests {
     }
 
     #[test]
+    fn dispatch_growth_compares_the_two_fan_outs() {
+        let verdict = |small_ms: u64, large_ms: u64| {
+            let mut report = Report {
+                rows: vec![
+                    Row::timed("fanout-1000", 1000, 8, Duration::from_millis(small_ms)),
+                    Row::timed("fanout-10000", 10_000, 8, Duration::from_millis(large_ms)),
+                ],
+                ..Report::default()
+            };
+            report.check_targets();
+            let t = report
+                .targets
+                .into_iter()
+                .find(|t| t.target.starts_with("dispatch: per-step"))
+                .unwrap();
+            (t.met, t.figure)
+        };
+        // 0.05 ms/step on both: flat.
+        assert_eq!(
+            verdict(50, 500),
+            (Some(true), "0.0500 vs 0.0500 ms/step = 1.00x".into())
+        );
+        // Twice as dear per step on the larger graph: missed.
+        assert_eq!(verdict(50, 1000).0, Some(false));
+    }
+
+    #[test]
     fn table_and_targets() {
         let mut chain = Row::timed("chain-1000", 1000, 1, Duration::from_millis(80));
         chain.dependant_latency_p99_us = Some(1500.0);
@@ -493,6 +541,7 @@ mod tests {
         assert_eq!(verdict("chain-1000: faster"), Some(true));
         assert_eq!(verdict("fanout-10000: faster"), Some(true));
         assert_eq!(verdict("flow --version"), None);
+        assert_eq!(verdict("dispatch: per-step"), None, "no fanout-1000 row");
         // Figures are right-aligned, so every table line ends in the same column.
         let table: Vec<usize> = text
             .lines()

@@ -9,9 +9,10 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 /// The shapes `flow-bench` runs when none is named, in order.
-pub const DEFAULT_SHAPES: [&str; 7] = [
+pub const DEFAULT_SHAPES: [&str; 8] = [
     "chain-1000",
     "recorded-chain-1000",
+    "fanout-1000",
     "fanout-10000",
     "lattice-100x100",
     "load-100000",

@@ -1,4 +1,4 @@
-//! The store failing mid-run, and the dispatcher's work per event.
+//! The store failing mid-run, and the store calls per step.
 
 mod support;
 
@@ -46,8 +46,9 @@ async fn a_locked_store_stops_the_run_and_recover_works_afterwards() {
             .build()
             .unwrap(),
     );
+    // A long ttl: the dead run's lease turns stale only when the test ages it.
     let options = EngineOptions {
-        lease_ttl: Duration::from_millis(600),
+        lease_ttl: Duration::from_secs(600),
         heartbeat_interval: Duration::from_millis(100),
         ..bench.options()
     };
@@ -93,11 +94,10 @@ async fn a_locked_store_stops_the_run_and_recover_works_afterwards() {
     blocker.execute_batch("ROLLBACK").unwrap();
     drop(blocker);
 
-    // The record says the flow was in progress; once the dead run's lease is
-    // stale, recover takes over and finishes it.
+    // The record says the flow was in progress. The locked store kept the
+    // run from releasing its lease: recover is refused while it is live...
     let flow = store.get_flow(&key).await.unwrap().unwrap();
     assert_eq!(flow.state, FlowState::InProgress);
-    tokio::time::sleep(Duration::from_millis(700)).await;
     let engine = ExecutionEngine::new(
         graph.clone(),
         bench.context(&graph, TP, 1),
@@ -105,6 +105,20 @@ async fn a_locked_store_stops_the_run_and_recover_works_afterwards() {
         bench.local(),
         options,
     );
+    match engine.recover().await {
+        Err(EngineError::LeaseHeld { .. }) => {}
+        other => panic!("expected the dead run's lease to hold, got {other:?}"),
+    }
+    // ...and takes over and finishes the flow once it is stale (its
+    // heartbeat a day old, as if the ttl had passed).
+    let aged = rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute(
+            "UPDATE lease SET heartbeat_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-1 day')",
+            [],
+        )
+        .unwrap();
+    assert_eq!(aged, 1);
     let report = engine.recover().await.unwrap();
     assert_eq!(report.state, FlowState::Processed);
     let states: Vec<_> = store
@@ -221,9 +235,9 @@ impl FlowStore for CountingStore {
     }
 }
 
-/// (save_step calls, other store calls, dependant visits) for a fan-out /
-/// fan-in of `width` identity steps.
-async fn costs(bench: &Bench, width: usize) -> (u64, u64, u64) {
+/// (save_step calls, other store calls) for a fan-out / fan-in of `width`
+/// identity steps, counted by a wrapper around the real store.
+async fn costs(bench: &Bench, width: usize) -> (u64, u64) {
     let id = || ActionInstance::new(Arc::new(Identity));
     let mut flow =
         FlowDefinition::new(format!("fan{width}")).step(StepDefinition::new("root", id()));
@@ -251,22 +265,22 @@ async fn costs(bench: &Bench, width: usize) -> (u64, u64, u64) {
     (
         store.save_step.load(Ordering::Relaxed),
         store.other.load(Ordering::Relaxed),
-        report.metrics.graph_visits,
     )
 }
 
+/// Store calls seen from outside the engine. The dispatcher's own work per
+/// step (no graph scans) is timed on two graph sizes by `cargo xtask bench`
+/// (target "dispatch: per-step cost of fanout-10000 <= 1.5x fanout-1000's"):
+/// timing has no place in a test.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dispatcher_work_per_step_does_not_grow_with_the_graph() {
+async fn store_calls_per_step_do_not_grow_with_the_graph() {
     let bench = Bench::new();
-    let (small_saves, small_other, small_visits) = costs(&bench, 50).await;
-    let (large_saves, large_other, large_visits) = costs(&bench, 2000).await;
+    let (small_saves, small_other) = costs(&bench, 50).await;
+    let (large_saves, large_other) = costs(&bench, 2000).await;
     let (small_n, large_n) = (52u64, 2002u64);
     // Two stored state changes per identity step, whatever the graph size.
     assert_eq!(small_saves, 2 * small_n);
     assert_eq!(large_saves, 2 * large_n);
     // A constant number of other store calls per run (lease, reads, begin, end).
     assert_eq!(small_other, large_other);
-    // The dispatcher visits each edge once: root→leaf and leaf→sink.
-    assert_eq!(small_visits, 2 * 50);
-    assert_eq!(large_visits, 2 * 2000);
 }
