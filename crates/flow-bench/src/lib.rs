@@ -42,8 +42,8 @@ and DIR/latest.json).
 With --shape, measures that one shape and prints its row as one JSON line.
 
 shapes: chain-N, fanout-N, lattice-WxL, load-N, cli-version, cli-validate
-        (default: chain-1000 fanout-10000 lattice-100x100 load-100000
-         cli-version cli-validate)
+        (default: chain-1000 recorded-chain-1000 fanout-1000 fanout-10000
+         lattice-100x100 load-100000 cli-version cli-validate)
 
 options:
   --shape NAME            measure one shape in this process
