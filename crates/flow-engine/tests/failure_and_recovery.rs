@@ -126,12 +126,13 @@ fn step_log(bench: &Bench, flow: &str, step: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_living_several_ttls_keeps_its_lease() {
     let bench = Bench::new();
-    let ttl = Duration::from_millis(1000);
+    // The heartbeat comes every 100 ms; the ttl leaves 1.4 s for a late one.
+    let ttl = Duration::from_millis(1500);
     let graph = Arc::new(
         FlowDefinition::new("long_lived")
             .step(StepDefinition::new(
                 "wait",
-                act(Sleep { duration: 4 * ttl }),
+                act(Sleep { duration: 3 * ttl }),
             ))
             .build()
             .unwrap(),
@@ -201,14 +202,13 @@ async fn a_run_living_several_ttls_keeps_its_lease() {
     assert_eq!(report.state, FlowState::Processed);
     assert!(!report.canceled);
     assert!(
-        challenges_after_ttl >= 10,
+        challenges_after_ttl >= 5,
         "the run must be challenged well past its ttl ({challenges_after_ttl} challenges)"
     );
     assert!(
-        heartbeats.len() >= 10,
-        "the heartbeat moved only {} times in {} ttls",
-        heartbeats.len(),
-        4
+        heartbeats.len() >= 5,
+        "the heartbeat moved only {} times in 3 ttls",
+        heartbeats.len()
     );
     assert!(!flow_log(&bench, "long_lived").contains("lost the run lease"));
 }
