@@ -210,7 +210,6 @@ async fn a_run_living_several_ttls_keeps_its_lease() {
         "the heartbeat moved only {} times in 3 ttls",
         heartbeats.len()
     );
-    assert!(!flow_log(&bench, "long_lived").contains("lost the run lease"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
