@@ -748,6 +748,11 @@ async fn step_retry_delays_double_up_to_the_cap() {
         );
         assert!(log.contains(&line), "missing {line:?} in:\n{log}");
     }
+    // Each attempt is logged.
+    for attempt in 1..=5 {
+        let line = format!(" flaky INFO attempt {attempt} of 5\n");
+        assert!(log.contains(&line), "missing {line:?} in:\n{log}");
+    }
     // Each wait really happened (a sleep never ends early).
     let gaps = gaps(&calls.lock().unwrap());
     assert_eq!(gaps.len(), 4);
@@ -949,10 +954,12 @@ async fn failing_steps_leave_the_error_and_the_attempt_count() {
                     max_delay: Duration::from_millis(2),
                 }),
             )
+            .step(StepDefinition::new("once", act(Identity)))
             .build()
             .unwrap(),
     );
-    let report = bench.engine(&graph, TP, 1).run().await.unwrap();
+    // Two clusters: `once` runs next to `f`, not after its failure.
+    let report = bench.engine(&graph, TP, 2).run().await.unwrap();
     assert_eq!(report.state, FlowState::Invalid);
     let step = bench.snapshot("counted", TP).await.1.remove(0);
     assert_eq!(step.state, StepState::Invalid);
@@ -968,4 +975,246 @@ async fn failing_steps_leave_the_error_and_the_attempt_count() {
             "{log}"
         );
     }
+    assert!(log.contains(" f INFO attempt 3 of 3\n"), "{log}");
+    // A step without retries has a single attempt, not worth a line.
+    let log = step_log(&bench, "counted", "once");
+    assert!(log.contains("state_processed"), "{log}");
+    assert!(!log.contains("attempt"), "{log}");
+}
+
+// ---------------------------------------------------------------------------
+// Every state change is stored before the engine moves on.
+
+/// Records the stored state of step `of` as this action's step starts.
+struct SawStored {
+    store: Arc<dyn FlowStore>,
+    key: FlowKey,
+    of: String,
+    out: PathBuf,
+}
+
+impl std::fmt::Debug for SawStored {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SawStored").field("of", &self.of).finish()
+    }
+}
+
+#[async_trait]
+impl Action for SawStored {
+    fn kind(&self) -> &str {
+        "saw_stored"
+    }
+    async fn run(&self, _cx: &ActionContext<'_>) -> Result<ActionOutcome, ActionError> {
+        let steps = self.store.get_steps(&self.key).await.unwrap();
+        let seen = steps
+            .iter()
+            .find(|s| s.step_name == self.of)
+            .map_or("missing".to_string(), |s| s.state.as_str().to_string());
+        append_line(&self.out, &seen);
+        Ok(ActionOutcome::Done)
+    }
+}
+
+/// A shell job that announces `phase` in `dir/phase` and waits for
+/// `dir/go-<phase>`.
+fn phase_job(dir: &Path, phase: &str) -> ActionInstance {
+    shell(&format!(
+        "echo {phase} > {dir}/phase.tmp && mv {dir}/phase.tmp {dir}/phase; \
+         while [ ! -e {dir}/go-{phase} ]; do sleep 0.01; done",
+        dir = dir.display()
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_phase_change_is_stored_before_the_engine_moves_on() {
+    use flow_core::ActionSetState::{Complete, Failed, Pending, Running};
+    let bench = Bench::new();
+    let dir = bench.dir.path();
+    let key = FlowKey::new("phases", tp(TP));
+    let seen = bench.path("seen.txt");
+    let graph = Arc::new(
+        FlowDefinition::new("phases")
+            .step(
+                StepDefinition::new("s", phase_job(dir, "main"))
+                    .pre(phase_job(dir, "pre"))
+                    .post(phase_job(dir, "post")),
+            )
+            .step(
+                StepDefinition::new(
+                    "t",
+                    act(SawStored {
+                        store: bench.store.clone(),
+                        key: key.clone(),
+                        of: "s".into(),
+                        out: seen.clone(),
+                    }),
+                )
+                .depends_on(["s"]),
+            )
+            .build()
+            .unwrap(),
+    );
+    let engine = bench.engine(&graph, TP, 1);
+    let running = tokio::spawn(async move { engine.run().await });
+    for (phase, groups) in [
+        ("pre", [Running, Pending, Pending]),
+        ("main", [Complete, Running, Pending]),
+        ("post", [Complete, Complete, Running]),
+    ] {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while std::fs::read_to_string(bench.path("phase"))
+            .unwrap_or_default()
+            .trim()
+            != phase
+        {
+            assert!(Instant::now() < deadline, "phase {phase} never began");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // While the phase's job runs, the store already says so.
+        let s = bench.snapshot("phases", TP).await.1.remove(0);
+        assert_eq!(s.state, StepState::InProgress, "{phase}");
+        assert_eq!(s.attempts, 1, "{phase}");
+        assert!(s.started_at.is_some() && s.finished_at.is_none(), "{phase}");
+        assert_eq!(
+            [s.pre_state, s.main_state, s.post_state],
+            groups,
+            "during {phase}"
+        );
+        std::fs::write(bench.path(&format!("go-{phase}")), "").unwrap();
+    }
+    let report = running.await.unwrap().unwrap();
+    assert_eq!(report.state, FlowState::Processed);
+    let s = bench.snapshot("phases", TP).await.1.remove(0);
+    assert_eq!(s.state, StepState::Processed);
+    assert_eq!([s.pre_state, s.main_state, s.post_state], [Complete; 3]);
+    assert!(s.finished_at.is_some());
+    // The dependant started only after s's final state was stored.
+    assert_eq!(lines(&seen), ["state_processed"]);
+
+    // A failed main: its group failed, post never entered, the error and
+    // the end stored.
+    let graph = Arc::new(
+        FlowDefinition::new("phases_failing")
+            .step(
+                StepDefinition::new(
+                    "s",
+                    act(Fail {
+                        message: Some("no".into()),
+                    }),
+                )
+                .pre(act(Identity))
+                .post(act(Identity)),
+            )
+            .build()
+            .unwrap(),
+    );
+    bench.engine(&graph, TP, 1).run().await.unwrap();
+    let s = bench.snapshot("phases_failing", TP).await.1.remove(0);
+    assert_eq!(s.state, StepState::Invalid);
+    assert_eq!(
+        [s.pre_state, s.main_state, s.post_state],
+        [Complete, Failed, Pending]
+    );
+    assert_eq!(s.error.as_deref(), Some("action 'fail' failed: no"));
+    assert!(s.finished_at.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn steps_a_mode_resets_but_never_starts_are_stored_as_embryo() {
+    let bench = Bench::new();
+    let ran = bench.path("ran.txt");
+    let (p_fails, q_fails) = (bench.path("p-fails"), bench.path("q-fails"));
+    let graph = Arc::new(
+        FlowDefinition::new("resets")
+            .step(StepDefinition::new(
+                "p",
+                append_failing_while(&ran, &p_fails),
+            ))
+            .step(StepDefinition::new("q", append_failing_while(&ran, &q_fails)).depends_on(["p"]))
+            .build()
+            .unwrap(),
+    );
+    let engine = bench.engine(&graph, TP, 1);
+    std::fs::write(&q_fails, "").unwrap();
+    engine.run().await.unwrap();
+    let q = bench.snapshot("resets", TP).await.1.remove(1);
+    assert_eq!((q.state, q.attempts), (StepState::Invalid, 1));
+    assert!(q.error.is_some());
+
+    // run-from p reruns p and q; p fails now, so q never starts: its record
+    // is the reset one, not the old failure.
+    std::fs::remove_file(&q_fails).unwrap();
+    std::fs::write(&p_fails, "").unwrap();
+    let report = engine.run_from("p").await.unwrap();
+    assert_eq!(report.state, FlowState::Invalid);
+    let steps = bench.snapshot("resets", TP).await.1;
+    let (p, q) = (&steps[0], &steps[1]);
+    assert_eq!(p.state, StepState::Invalid);
+    assert_eq!(q.state, StepState::Embryo);
+    assert_eq!(q.attempts, 0);
+    assert_eq!(q.error, None);
+    assert_eq!(q.started_at, None);
+    assert_eq!(q.finished_at, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_engine_runs_several_modes_one_after_another() {
+    let bench = Bench::new();
+    let ran = bench.path("ran.txt");
+    let graph = Arc::new(
+        FlowDefinition::new("reused")
+            .step(StepDefinition::new("a", append(&ran)))
+            .step(StepDefinition::new("b", append(&ran)).depends_on(["a"]))
+            .step(StepDefinition::new("c", append(&ran)).depends_on(["b"]))
+            .build()
+            .unwrap(),
+    );
+    let options = EngineOptions {
+        heartbeat_interval: Duration::from_millis(20),
+        ..bench.options()
+    };
+    let engine = bench.engine_with(&graph, TP, 1, bench.local(), options);
+    let report = engine.run().await.unwrap();
+    assert_eq!(report.state, FlowState::Processed);
+    // b and c were started by their finished dependency.
+    assert_eq!(report.metrics.dependant_latencies.len(), 2);
+    // The run's heartbeat stops with it: many intervals later, the next
+    // mode on the same engine is not cancelled by a leftover one.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let report = engine.run_from("b").await.unwrap();
+    assert!(!report.canceled, "{report:?}");
+    assert_eq!(report.state, FlowState::Processed);
+    assert_eq!(lines(&ran), ["a", "b", "c", "b", "c"]);
+    let log = flow_log(&bench, "reused");
+    assert!(
+        log.contains("run_mode_nominal of [reused, 2026112800] finished: flow is state_processed"),
+        "{log}"
+    );
+    assert!(!log.contains("cancelled"), "{log}");
+}
+
+#[test]
+fn refusal_answers_with_the_engine_rules_without_a_store() {
+    use flow_core::RunMode;
+    use flow_engine::Refusal;
+    let graph = FlowDefinition::new("asked")
+        .step(StepDefinition::new("a", act(Identity)))
+        .step(StepDefinition::new("b", act(Identity)).depends_on(["a"]))
+        .build()
+        .unwrap();
+    let ask = |mode, step| flow_engine::refusal(mode, step, &graph, tp(TP), None, Vec::new());
+    assert_eq!(ask(RunMode::Nominal, None), None);
+    assert_eq!(ask(RunMode::RunOne, Some("a")), None);
+    assert_eq!(ask(RunMode::Recovery, None), Some(Refusal::NeverRan));
+    assert_eq!(
+        ask(RunMode::RunFrom, Some("b")),
+        Some(Refusal::Blocked {
+            step: "b".into(),
+            missing: vec!["a".into()]
+        })
+    );
+    assert!(matches!(
+        ask(RunMode::RunOne, Some("ghost")),
+        Some(Refusal::UnknownStep { step, .. }) if step == "ghost"
+    ));
 }
