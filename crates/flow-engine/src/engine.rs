@@ -375,12 +375,35 @@ impl ExecutionEngine {
         step: Option<&str>,
     ) -> Result<RunReport, EngineError> {
         let started = Instant::now();
+        if let Some(refused) = self.refused_before_lease(mode, step).await {
+            return Err(refused);
+        }
         self.leased(async |lease, lost| self.execute_leased(mode, step, lease, lost).await)
             .await
             .map(|mut report| {
                 report.metrics.wall = started.elapsed();
                 report
             })
+    }
+
+    /// The refusal of `mode` by what the store holds now, checked before the
+    /// lease is taken: taking it writes (a new token), and a refused mode
+    /// changes nothing. The plan is checked again under the lease, since
+    /// the records may change in between; a store that cannot be read here
+    /// is reported by that path.
+    async fn refused_before_lease(&self, mode: RunMode, step: Option<&str>) -> Option<EngineError> {
+        let key = self.key();
+        let flow = self.store.get_flow(&key).await.ok()?;
+        let steps = self.store.get_steps(&key).await.ok()?;
+        crate::plan::refusal(
+            mode,
+            step,
+            &self.graph,
+            key.timeperiod,
+            flow.as_ref(),
+            steps,
+        )
+        .map(|reason| EngineError::Refused { flow: key, reason })
     }
 
     fn spawn_heartbeat(&self, lease: Lease, lost: CancellationToken) -> AbortOnDrop {
