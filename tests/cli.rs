@@ -560,9 +560,10 @@ main = { action = "shell", command = "echo second >> ran.txt" }
         .spawn()
         .unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    // The job's process group (led by the local cluster's job wrapper).
     let job = loop {
         if let Ok(pid) = home.read("first.pid").trim().parse::<i32>() {
-            break pid;
+            break support::pgid_of(pid);
         }
         assert!(
             std::time::Instant::now() < deadline,

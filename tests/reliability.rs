@@ -186,6 +186,7 @@ fn recover_after_sigkill_adopts_the_running_job_instead_of_running_it_again() {
     let home = Home::new("3");
     let mut child = home.spawn(&["run", "chain.toml", "--timeperiod", TP]);
     let job = home.wait_for_pid("b.pid");
+    let group = support::pgid_of(job);
     // Kill the engine mid-step, as a crash would.
     child.kill().unwrap();
     child.wait().unwrap();
@@ -235,7 +236,7 @@ fn recover_after_sigkill_adopts_the_running_job_instead_of_running_it_again() {
     assert!(status.contains("adopted"), "{status}");
     let log = std::fs::read_to_string(home.path("logs/chain/b.log")).unwrap();
     assert!(log.contains("adopted local job"), "{log}");
-    support::assert_group_gone(job, "after the adopted job ended");
+    support::assert_group_gone(group, "after the adopted job ended");
 }
 
 #[test]
@@ -243,10 +244,11 @@ fn sigint_cancels_the_run_and_exits_3() {
     let home = Home::new("60");
     let mut child = home.spawn(&["run", "chain.toml", "--timeperiod", TP]);
     let job = home.wait_for_pid("b.pid");
+    let group = support::pgid_of(job);
     signal(child.id() as i32, libc::SIGINT);
     let code = wait_exit(&mut child, Duration::from_secs(30));
     assert_eq!(code, Some(3));
-    support::assert_group_gone(job, "after Ctrl-C");
+    support::assert_group_gone(group, "after Ctrl-C");
     assert_eq!(
         home.states(),
         expect_states(
@@ -281,12 +283,13 @@ fn a_second_sigint_exits_at_once_and_releases_the_lease() {
     std::fs::write(home.path("chain.toml"), flow).unwrap();
     let mut child = home.spawn(&["run", "chain.toml", "--timeperiod", TP]);
     let job = home.wait_for_pid("b.pid");
+    let group = support::pgid_of(job);
     signal(child.id() as i32, libc::SIGINT);
     std::thread::sleep(Duration::from_millis(300));
     signal(child.id() as i32, libc::SIGINT);
     let code = wait_exit(&mut child, Duration::from_secs(10));
     assert_eq!(code, Some(130));
-    support::assert_group_gone(job, "after the second Ctrl-C");
+    support::assert_group_gone(group, "after the second Ctrl-C");
     // The lease was released (it would stay live for a minute otherwise):
     // recover is accepted at once. b's job was killed without recording how
     // it ended: the attempt it was counts as failed (no retries here), so

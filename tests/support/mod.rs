@@ -243,6 +243,20 @@ pub fn live_group_members(pgid: i32) -> Vec<i32> {
     members
 }
 
+/// The process group of the running process `pid`. A local job's own `$$`
+/// is not its group: the cluster's job wrapper leads the group.
+pub fn pgid_of(pid: i32) -> i32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .unwrap_or_else(|e| panic!("process {pid} is gone already: {e}"));
+    let after = &stat[stat.rfind(')').unwrap() + 1..];
+    let pgid = after.split_whitespace().nth(2).unwrap().parse().unwrap();
+    assert!(
+        live_group_members(pgid).contains(&pid),
+        "{pid} runs in its group {pgid}"
+    );
+    pgid
+}
+
 /// Asserts that no process of the job whose process group is `pgid` still
 /// runs, allowing a moment for a SIGKILL sent just before to land.
 pub fn assert_group_gone(pgid: i32, what: &str) {
