@@ -1299,3 +1299,64 @@ async fn a_refused_mode_leaves_the_lease_alone() {
     assert_eq!(bench.store.get_lease(&other).await.unwrap(), None);
     assert_eq!(fenced_rows(&bench), records);
 }
+
+/// Ignores its token and completes after `hold` (well within the grace).
+#[derive(Debug)]
+struct Unhurried {
+    hold: Duration,
+    started: Arc<AtomicBool>,
+}
+
+#[async_trait]
+impl Action for Unhurried {
+    fn kind(&self) -> &str {
+        "unhurried"
+    }
+    async fn run(&self, _cx: &ActionContext<'_>) -> Result<ActionOutcome, ActionError> {
+        self.started.store(true, Ordering::SeqCst);
+        tokio::time::sleep(self.hold).await;
+        Ok(ActionOutcome::Done)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancellation_starts_no_new_step_even_when_the_running_one_completes() {
+    let bench = Bench::new();
+    let ran = bench.path("ran.txt");
+    let started = Arc::new(AtomicBool::new(false));
+    // One cluster: `first` runs, `second` (independent) waits in the queue.
+    // `first` ignores the cancellation and ends well; `second` must still
+    // never start, and the run counts as cancelled.
+    let graph = Arc::new(
+        FlowDefinition::new("stopping")
+            .step(StepDefinition::new(
+                "first",
+                act(Unhurried {
+                    hold: Duration::from_millis(300),
+                    started: started.clone(),
+                }),
+            ))
+            .step(StepDefinition::new("second", append(&ran)))
+            .build()
+            .unwrap(),
+    );
+    let engine = bench.engine(&graph, TP, 1);
+    let cancel = engine.cancel_token();
+    tokio::spawn(async move {
+        while !started.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        cancel.cancel();
+    });
+    let report = engine.run().await.unwrap();
+    assert!(report.canceled, "{report:?}");
+    assert_eq!(report.state, FlowState::Invalid);
+    assert!(lines(&ran).is_empty(), "second started after the cancel");
+    assert_eq!(
+        bench.step_states("stopping", TP).await,
+        [
+            ("first".to_string(), "state_processed".to_string()),
+            ("second".to_string(), "state_embryo".to_string())
+        ]
+    );
+}
