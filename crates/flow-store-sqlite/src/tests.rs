@@ -49,3 +49,14 @@ fn the_synchronous_option_is_applied_to_the_store_connection() {
         );
     }
 }
+
+#[test]
+fn debug_output_names_the_file_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("flow.db");
+    let store = SqliteStore::open(&path, SqliteOptions::default()).unwrap();
+    assert_eq!(
+        format!("{store:?}"),
+        format!("SqliteStore {{ path: {path:?}, .. }}")
+    );
+}
