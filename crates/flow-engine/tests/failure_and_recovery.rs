@@ -995,7 +995,7 @@ async fn failing_steps_leave_the_error_and_the_attempt_count() {
                 StepDefinition::new(
                     "f",
                     act(Fail {
-                        message: Some("broken on purpose".into()),
+                        message: Some(Template::parse("broken on purpose").unwrap()),
                     }),
                 )
                 .with_retry(RetryPolicy {
@@ -1150,7 +1150,7 @@ async fn every_phase_change_is_stored_before_the_engine_moves_on() {
                 StepDefinition::new(
                     "s",
                     act(Fail {
-                        message: Some("no".into()),
+                        message: Some(Template::parse("no").unwrap()),
                     }),
                 )
                 .pre(act(Identity))
