@@ -500,7 +500,7 @@ fn version_and_help() {
 /// FLOW_SPARK_SUBMIT and includes it, and leaves it ignored when it cannot.
 #[test]
 #[ignore = "needs spark-submit: run through `cargo xtask test`"]
-fn the_spark_example_counts_words() {
+fn the_spark_example_counts_words_on_spark() {
     let spark_submit = std::env::var_os("FLOW_SPARK_SUBMIT")
         .expect("FLOW_SPARK_SUBMIT must name spark-submit when this test is included");
     let home = Home::new();

@@ -488,7 +488,7 @@ main = { action = "shell", command = "echo waiting; touch started; while [ ! -e 
 /// xtask test` installs pyspark, sets FLOW_SPARK_SUBMIT and includes it.
 #[test]
 #[ignore = "needs spark-submit: run through `cargo xtask test`"]
-fn a_secret_reaches_a_real_spark_application_through_its_conf() {
+fn a_secret_reaches_a_real_spark_application_through_its_conf_on_spark() {
     let spark_submit = std::env::var_os("FLOW_SPARK_SUBMIT")
         .expect("FLOW_SPARK_SUBMIT must name spark-submit when this test is included");
     let home = Home::new();

@@ -57,8 +57,9 @@ use std::time::Instant;
 /// The pyspark release installed into the venv; 3.5.x runs on Java 8, 11 and 17.
 const PYSPARK_VERSION: &str = "3.5.9";
 
-/// A `cargo test` filter matching the tests that need spark-submit.
-const SPARK_TESTS: &str = "the_spark_example_counts_words";
+/// A `cargo test` filter matching the tests that need spark-submit (named
+/// `..._on_spark` like the emulators' tests).
+const SPARK_TESTS: &str = "_on_spark";
 
 /// Written into the venv once pyspark is installed; holds `pyspark==VERSION`.
 /// A venv without it (or with another version) is deleted and rebuilt.
