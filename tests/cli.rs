@@ -729,7 +729,7 @@ fn settings_are_found_in_the_current_directory_unless_named() {
 }
 
 #[test]
-fn a_log_file_that_cannot_be_opened_is_reported_once_and_the_run_goes_on() {
+fn a_log_file_that_cannot_be_opened_is_reported_once_and_fails_the_run() {
     let home = Home::new();
     home.write(
         "noisy.toml",
@@ -746,7 +746,8 @@ main = { action = "shell", command = "echo done" }
     );
     // Where chatty's log file would go there is a directory.
     std::fs::create_dir_all(home.path("logs/noisy/chatty.log")).unwrap();
-    let out = home.expect(0, &["run", "noisy.toml", "--timeperiod", TP]);
+    // A lost log line stops new steps and fails the run, naming the file.
+    let out = home.expect(1, &["run", "noisy.toml", "--timeperiod", TP]);
     let err = stderr(&out);
     let reports: Vec<&str> = err
         .lines()
@@ -758,11 +759,23 @@ main = { action = "shell", command = "echo done" }
         "{}",
         reports[0]
     );
-    // The other files are written as usual.
-    assert!(home
-        .read("logs/noisy/quiet.log")
-        .contains(" quiet.shell INFO done"));
-    assert!(home
-        .read("logs/noisy/noisy.log")
-        .contains("finished: flow is state_processed"));
+    assert!(
+        stdout(&out).contains("cannot open log file") && stdout(&out).contains("chatty.log"),
+        "{}",
+        text(&out)
+    );
+    let status = home.status_json("noisy.toml", TP);
+    assert_eq!(status["flow"]["state"], "state_invalid");
+    assert_eq!(
+        step_states(&status),
+        [("chatty", "state_processed"), ("quiet", "state_embryo")]
+            .map(|(s, t)| (s.to_string(), t.to_string()))
+    );
+    // The flow's own log is written as usual.
+    assert!(
+        home.read("logs/noisy/noisy.log")
+            .contains("flow is state_invalid"),
+        "{}",
+        home.read("logs/noisy/noisy.log")
+    );
 }
