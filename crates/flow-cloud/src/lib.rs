@@ -22,6 +22,7 @@
 //!
 //! What it is not: a cloud client. It speaks no HTTP and knows no SDK; it
 //! depends on no AWS or GCP crate, so a cluster crate adds only its own.
+#![warn(missing_docs)]
 
 pub mod clock;
 pub mod outcome;

@@ -34,6 +34,7 @@
 //! filesystem keys lexically, not jobs (and a symbolic link inside the root
 //! is followed). It is Unix only. Spark, Pig and Hadoop must be
 //! installed separately; this crate only builds their command lines.
+#![warn(missing_docs)]
 
 #[cfg(not(unix))]
 compile_error!("flow-cluster-local runs jobs as Unix process groups and needs a Unix system");

@@ -9,6 +9,7 @@
 //! It is *not* an engine and knows no concrete store or cloud: running a flow
 //! lives in `flow-engine`, storage in `flow-store-*`, execution in
 //! `flow-cluster-*`.
+#![warn(missing_docs)]
 
 pub mod action;
 pub mod actions;

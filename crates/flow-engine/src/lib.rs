@@ -15,6 +15,7 @@
 //!
 //! This crate knows no concrete store or cluster: it depends on `flow-core`
 //! only; backends are chosen by the caller (the `flow` CLI).
+#![warn(missing_docs)]
 
 mod clusters;
 mod dispatch;

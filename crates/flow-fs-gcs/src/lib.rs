@@ -27,6 +27,7 @@
 //! What it is not: a general GCS client (no ACLs, versions or metadata), or
 //! a cluster. Deletions of a prefix are one request per object, run
 //! concurrently (the JSON API's batch endpoint is not used).
+#![warn(missing_docs)]
 
 pub mod auth;
 mod config;

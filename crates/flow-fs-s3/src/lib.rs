@@ -31,6 +31,7 @@
 //!
 //! What it is not: a general S3 client (no versioning, ACLs, storage classes
 //! or encryption settings) or a cluster.
+#![warn(missing_docs)]
 
 mod config;
 mod filesystem;

@@ -60,6 +60,7 @@
 //! What it is not: a migration tool (it reads older Synergy documents as
 //! they are and writes the current shape), nor a client of `mongodb+srv://`
 //! URIs (no DNS SRV resolution in this build: list the hosts).
+#![warn(missing_docs)]
 
 mod detached;
 mod model;

@@ -32,6 +32,7 @@
 //! their 10 digits and timestamps as RFC 3339 UTC text with microseconds
 //! (`2026-11-28T07:00:00.123456Z`); sub-microsecond precision is dropped on
 //! the way in. Ids are integers, handed out as [`RecordId`] strings.
+#![warn(missing_docs)]
 
 mod sql;
 mod writer;
