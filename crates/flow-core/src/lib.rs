@@ -50,3 +50,9 @@ pub use store::{
 };
 pub use template::{ShellCommand, Template, TemplateError, Usage};
 pub use timeperiod::{TimeQualifier, Timeperiod, TimeperiodError};
+
+/// The `toml` crate whose [`Table`](toml::Table) carries an action's
+/// arguments ([`ActionRegistry::build`], [`spec::ActionArgs::new`]),
+/// re-exported so callers use the same version.
+pub use toml;
+
