@@ -55,7 +55,13 @@ impl MemoryFilesystem {
 
     /// Copies the object `from`, or every object and directory under it, to
     /// `to`; both keys already normalized.
-    fn copy(&self, op: &'static str, from: &str, to: &str, remove_source: bool) -> Result<(), FsError> {
+    fn copy(
+        &self,
+        op: &'static str,
+        from: &str,
+        to: &str,
+        remove_source: bool,
+    ) -> Result<(), FsError> {
         let mut state = self.lock();
         let (objects, dirs) = state.under(from);
         if objects.is_empty() && dirs.is_empty() {

@@ -55,4 +55,3 @@ pub use timeperiod::{TimeQualifier, Timeperiod, TimeperiodError};
 /// arguments ([`ActionRegistry::build`], [`spec::ActionArgs::new`]),
 /// re-exported so callers use the same version.
 pub use toml;
-

@@ -45,11 +45,10 @@ impl Action for CheckRows {
     }
 
     async fn run(&self, cx: &ActionContext<'_>) -> Result<ActionOutcome, ActionError> {
-        let value = cx
-            .execution
-            .settings
-            .get(&self.setting)
-            .ok_or_else(|| ActionError::failed(format!("setting '{}' is not set", self.setting)))?;
+        let value =
+            cx.execution.settings.get(&self.setting).ok_or_else(|| {
+                ActionError::failed(format!("setting '{}' is not set", self.setting))
+            })?;
         let rows: u64 = value.expose().parse().map_err(|_| {
             ActionError::failed(format!(
                 "setting '{}' is not a row count: {:?}",
@@ -101,7 +100,11 @@ fn diamond(registry: &ActionRegistry) -> Result<FlowGraph, Box<dyn Error>> {
         .time_qualifier(TimeQualifier::Daily)
         .step(StepDefinition::new(
             "extract",
-            action(registry, "shell", &[("command", "echo extracting {timeperiod}")])?,
+            action(
+                registry,
+                "shell",
+                &[("command", "echo extracting {timeperiod}")],
+            )?,
         ))
         .step(StepDefinition::new("clean_a", check("a_rows")?).depends_on(["extract"]))
         .step(StepDefinition::new("clean_b", check("b_rows")?).depends_on(["extract"]))
@@ -125,7 +128,10 @@ fn context(graph: &FlowGraph, timeperiod: Timeperiod, settings: Settings) -> Exe
 }
 
 async fn print_steps(store: &dyn FlowStore, key: &FlowKey) -> Result<(), Box<dyn Error>> {
-    let flow = store.get_flow(key).await?.ok_or("the run left no flow record")?;
+    let flow = store
+        .get_flow(key)
+        .await?
+        .ok_or("the run left no flow record")?;
     println!("  flow {}: {}", key, flow.state);
     let mut steps = store.get_steps(key).await?;
     steps.sort_by(|a, b| a.step_name.cmp(&b.step_name));

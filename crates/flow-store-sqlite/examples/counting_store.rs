@@ -1,0 +1,218 @@
+//! A custom [`FlowStore`]: a wrapper that counts the calls it forwards to
+//! the SQLite store, proven by the store conformance suite every backend of
+//! flow runs ([`flow_core::testkit::store::store_conformance`]).
+//!
+//! ```sh
+//! cargo run -p flow-store-sqlite --example counting_store
+//! ```
+//!
+//! A store of your own (another database, a service) implements the same
+//! trait and runs the same suite in its tests (enable `flow-core`'s
+//! `testkit` feature in your dev-dependencies). What the suite checks, and
+//! [`FlowStore`]'s docs spell out: every call is durable when it returns;
+//! `acquire_lease` is one conditional write (one winner among racing
+//! engines, a larger token each time); writes that take a [`Lease`] are
+//! fenced (refused with [`StoreError::Fenced`] once a newer lease exists,
+//! atomically with the write); `begin_run` is atomic, or ordered so an
+//! interruption leaves a state `recover` handles
+//! ([`BeginRunKind::Ordered`], with an [`Interrupt`](flow_core::testkit::store::Interrupt)
+//! hook that the suite uses to stop it after each write); log positions grow in append
+//! order.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use flow_core::testkit::store::{store_conformance, BeginRunKind, StoreUnderTest};
+use flow_core::{
+    ClusterRecord, FlowKey, FlowQuery, FlowRecord, FlowStore, Lease, LeaseInfo, LeaseOutcome,
+    LogLine, LogQuery, RecordId, RunQuery, RunRecord, StepRecord, StoreError, StoredLogLine,
+};
+use flow_store_sqlite::{SqliteOptions, SqliteStore};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Calls per operation, shared by every handle of one store.
+#[derive(Default)]
+struct Counts(Mutex<BTreeMap<&'static str, u64>>);
+
+impl Counts {
+    fn add(&self, operation: &'static str) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(operation)
+            .or_default() += 1;
+    }
+}
+
+/// Forwards every call to `inner`, counting it first.
+struct CountingStore {
+    inner: SqliteStore,
+    counts: Arc<Counts>,
+}
+
+#[async_trait]
+impl FlowStore for CountingStore {
+    async fn get_flow(&self, key: &FlowKey) -> Result<Option<FlowRecord>, StoreError> {
+        self.counts.add("get_flow");
+        self.inner.get_flow(key).await
+    }
+
+    async fn get_steps(&self, key: &FlowKey) -> Result<Vec<StepRecord>, StoreError> {
+        self.counts.add("get_steps");
+        self.inner.get_steps(key).await
+    }
+
+    async fn list_flows(&self, query: &FlowQuery) -> Result<Vec<FlowRecord>, StoreError> {
+        self.counts.add("list_flows");
+        self.inner.list_flows(query).await
+    }
+
+    async fn acquire_lease(
+        &self,
+        key: &FlowKey,
+        owner: &str,
+        now: DateTime<Utc>,
+        ttl: Duration,
+    ) -> Result<LeaseOutcome, StoreError> {
+        self.counts.add("acquire_lease");
+        self.inner.acquire_lease(key, owner, now, ttl).await
+    }
+
+    async fn renew_lease(&self, lease: &Lease, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        self.counts.add("renew_lease");
+        self.inner.renew_lease(lease, now).await
+    }
+
+    async fn release_lease(&self, lease: &Lease) -> Result<(), StoreError> {
+        self.counts.add("release_lease");
+        self.inner.release_lease(lease).await
+    }
+
+    async fn get_lease(&self, key: &FlowKey) -> Result<Option<LeaseInfo>, StoreError> {
+        self.counts.add("get_lease");
+        self.inner.get_lease(key).await
+    }
+
+    async fn begin_run(
+        &self,
+        lease: &Lease,
+        flow: &FlowRecord,
+        purge_steps: bool,
+        steps: &[StepRecord],
+        run: &RunRecord,
+    ) -> Result<(FlowRecord, RunRecord), StoreError> {
+        self.counts.add("begin_run");
+        self.inner
+            .begin_run(lease, flow, purge_steps, steps, run)
+            .await
+    }
+
+    async fn save_flow(&self, lease: &Lease, flow: &FlowRecord) -> Result<FlowRecord, StoreError> {
+        self.counts.add("save_flow");
+        self.inner.save_flow(lease, flow).await
+    }
+
+    async fn save_step(&self, lease: &Lease, step: &StepRecord) -> Result<RecordId, StoreError> {
+        self.counts.add("save_step");
+        self.inner.save_step(lease, step).await
+    }
+
+    async fn save_flow_and_steps(
+        &self,
+        lease: &Lease,
+        flow: &FlowRecord,
+        steps: &[StepRecord],
+    ) -> Result<FlowRecord, StoreError> {
+        self.counts.add("save_flow_and_steps");
+        self.inner.save_flow_and_steps(lease, flow, steps).await
+    }
+
+    async fn finish_run(&self, lease: &Lease, run: &RunRecord) -> Result<(), StoreError> {
+        self.counts.add("finish_run");
+        self.inner.finish_run(lease, run).await
+    }
+
+    async fn list_runs(&self, query: &RunQuery) -> Result<Vec<RunRecord>, StoreError> {
+        self.counts.add("list_runs");
+        self.inner.list_runs(query).await
+    }
+
+    async fn save_cluster(
+        &self,
+        lease: &Lease,
+        cluster: &ClusterRecord,
+    ) -> Result<RecordId, StoreError> {
+        self.counts.add("save_cluster");
+        self.inner.save_cluster(lease, cluster).await
+    }
+
+    async fn list_clusters(&self, key: Option<&FlowKey>) -> Result<Vec<ClusterRecord>, StoreError> {
+        self.counts.add("list_clusters");
+        self.inner.list_clusters(key).await
+    }
+
+    async fn append_logs(&self, lines: &[LogLine]) -> Result<(), StoreError> {
+        self.counts.add("append_logs");
+        self.inner.append_logs(lines).await
+    }
+
+    async fn read_logs(&self, query: &LogQuery) -> Result<Vec<StoredLogLine>, StoreError> {
+        self.counts.add("read_logs");
+        self.inner.read_logs(query).await
+    }
+
+    async fn purge_logs(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        self.counts.add("purge_logs");
+        self.inner.purge_logs(before).await
+    }
+}
+
+// The suite races spawned tasks for the lease and the log order: it needs
+// several worker threads to race for real.
+#[tokio::main(flavor = "multi_thread", worker_threads = 4)]
+async fn main() -> Result<(), StoreError> {
+    let dir = std::env::temp_dir().join(format!("flow-counting-store-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| StoreError::Open {
+        location: dir.display().to_string(),
+        message: e.to_string(),
+    })?;
+    let path = dir.join("flow.db");
+    let counts = Arc::new(Counts::default());
+    // Several handles on one file, as several engines on one host.
+    let mut handles: Vec<Arc<dyn FlowStore>> = Vec::new();
+    for _ in 0..4 {
+        handles.push(Arc::new(CountingStore {
+            inner: SqliteStore::open(&path, SqliteOptions::default())?,
+            counts: counts.clone(),
+        }));
+    }
+    store_conformance(StoreUnderTest {
+        handles,
+        // SQLite's begin_run is one transaction.
+        begin_run: BeginRunKind::Atomic,
+        // No fault hook: the suite reports the interruption checks skipped.
+        interrupt: None,
+        legacy: Vec::new(),
+    })
+    .await;
+    let _ = std::fs::remove_dir_all(&dir);
+
+    println!("CountingStore passes the store conformance suite; calls forwarded:");
+    for (operation, n) in counts
+        .0
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .iter()
+    {
+        println!("  {operation:<20} {n}");
+    }
+    Ok(())
+}
+
+// `cargo test` runs the example too (see `test = true` in Cargo.toml).
+#[test]
+fn example_runs() {
+    main().expect("the example runs");
+}
