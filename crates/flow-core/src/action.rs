@@ -39,24 +39,34 @@ pub enum Rollback {
 
 /// Why an action failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ActionError {
     #[error("{message}")]
-    Failed { message: String },
+    /// The action's own failure, in its words.
+    Failed {
+        /// What went wrong.
+        message: String,
+    },
+    /// A job or cluster call failed.
     #[error(transparent)]
     Cluster(#[from] ClusterError),
+    /// A filesystem call failed.
     #[error(transparent)]
     Filesystem(#[from] FsError),
+    /// An argument template could not be rendered.
     #[error(transparent)]
     Template(#[from] TemplateError),
     /// Recording a job's handle failed: the engine stops, as for any store
     /// fault.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The action stopped because its cancellation token fired (cancellation or timeout).
     #[error("cancelled")]
     Cancelled,
 }
 
 impl ActionError {
+    /// An [`ActionError::Failed`] with `message`.
     pub fn failed(message: impl Into<String>) -> Self {
         ActionError::Failed {
             message: message.into(),
@@ -89,11 +99,15 @@ impl JobRecorder for NoJobRecorder {
 
 /// What one execution of an action sees.
 pub struct ActionContext<'a> {
+    /// The run's context: flow, timeperiod, window, settings.
     pub execution: &'a ExecutionContext,
+    /// The step the action belongs to.
     pub step: &'a str,
+    /// The action's name within the step (the logger name's second part).
     pub action: &'a str,
     /// The step's attempt, from 1.
     pub attempt: u32,
+    /// The cluster the step runs on; jobs go through [`ActionContext::submit`].
     pub cluster: &'a dyn Cluster,
     /// Fires on cancellation or timeout; long actions must watch it.
     pub cancel: &'a CancellationToken,
@@ -186,11 +200,14 @@ pub trait Action: Send + Sync + fmt::Debug {
 pub struct TemplateUse<'a> {
     /// The argument's name in the flow file, e.g. `command` or `conf.k`.
     pub arg: String,
+    /// The template itself.
     pub template: &'a Template,
+    /// How the rendered value reaches the job, which decides what it may hold.
     pub usage: Usage,
 }
 
 impl<'a> TemplateUse<'a> {
+    /// Describes `template`, the argument `arg`, used as `usage`.
     pub fn new(arg: impl Into<String>, template: &'a Template, usage: Usage) -> Self {
         TemplateUse {
             arg: arg.into(),
@@ -205,14 +222,18 @@ impl<'a> TemplateUse<'a> {
 pub struct ActionInstance {
     /// The logger name's second part: `STEP.NAME`. Defaults to the kind.
     pub name: String,
+    /// The action to run.
     pub action: Arc<dyn Action>,
+    /// A skipped action does not run (its step goes on).
     pub skip: bool,
+    /// Limit for one run of the action; `None` for no limit.
     pub timeout: Option<Duration>,
     /// Runs instead of `action.rollback` to undo this action.
     pub rollback: Option<Arc<dyn Action>>,
 }
 
 impl ActionInstance {
+    /// The action placed as it is, named after its kind.
     pub fn new(action: Arc<dyn Action>) -> Self {
         ActionInstance {
             name: action.kind().to_string(),
@@ -223,16 +244,19 @@ impl ActionInstance {
         }
     }
 
+    /// Names it (`STEP.NAME` in logs) instead of after its kind.
     pub fn named(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
         self
     }
 
+    /// Skips it (`true`) or runs it.
     pub fn skipped(mut self, skip: bool) -> Self {
         self.skip = skip;
         self
     }
 
+    /// Limits one run of it to `timeout`.
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self

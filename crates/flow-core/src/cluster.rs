@@ -42,6 +42,7 @@ use tokio_util::sync::CancellationToken;
 pub enum Job {
     /// A line for `sh -c`. Its substituted values were validated first.
     Shell {
+        /// The line, with secrets as `"${FLOW_SECRET_NAME}"` references.
         command: String,
         /// Environment variables the line refers to, carrying secret values
         /// (`FLOW_SECRET_NAME`).
@@ -49,24 +50,33 @@ pub enum Job {
     },
     /// `spark-submit [--class C] [--conf k=v]... APPLICATION ARGS...`
     Spark {
+        /// The application (`.py`, `.jar`) to submit.
         application: String,
+        /// `--class`, for JVM applications.
         main_class: Option<String>,
+        /// `--conf k=v` entries without secrets.
         conf: Vec<(String, String)>,
         /// Conf entries whose values hold a secret.
         secret_conf: Vec<(String, Secret)>,
+        /// Arguments after the application.
         args: Vec<String>,
     },
     /// `pig [-param k=v]... -f SCRIPT`
     Pig {
+        /// The Pig script.
         script: String,
+        /// `-param k=v` entries without secrets.
         params: Vec<(String, String)>,
         /// Params whose values hold a secret.
         secret_params: Vec<(String, Secret)>,
     },
     /// `hadoop jar JAR [MAIN_CLASS] ARGS...`
     HadoopJar {
+        /// The jar to run.
         jar: String,
+        /// The main class, when the jar's manifest names none.
         main_class: Option<String>,
+        /// Arguments after the main class.
         args: Vec<String>,
     },
 }
@@ -78,6 +88,7 @@ pub enum Job {
 pub struct SecretFile {
     /// `--properties-file` for spark-submit, `-param_file` for pig.
     pub flag: &'static str,
+    /// The file's text: secret values, kept out of `Debug`.
     pub contents: Secret,
 }
 
@@ -170,7 +181,9 @@ pub struct JobContext<'a> {
     /// The step and action the job belongs to, and the step's attempt: for
     /// naming the job on the backend (`prepare`) and for messages.
     pub step: &'a str,
+    /// The action the job belongs to.
     pub action: &'a str,
+    /// The step's attempt, from 1.
     pub attempt: u32,
 }
 
@@ -178,43 +191,73 @@ pub struct JobContext<'a> {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClusterError {
+    /// The cluster could not be launched or found.
     #[error("cluster '{cluster}' failed to launch: {message}")]
     Launch {
+        /// The cluster's name within the run, e.g. `emr-0`.
         cluster: String,
+        /// What went wrong, as the backend reported it.
         message: String,
         /// A transient failure is worth retrying.
         transient: bool,
     },
+    /// The cluster cannot run this kind of job.
     #[error("cluster '{cluster}' ({kind}) cannot run {job} jobs")]
     Unsupported {
+        /// The cluster's name within the run, e.g. `emr-0`.
         cluster: String,
+        /// The cluster's backend kind.
         kind: &'static str,
+        /// The job's kind (`shell`, `spark`, ...).
         job: &'static str,
     },
+    /// The job ran and failed.
     #[error("{job} job on cluster '{cluster}' failed: {message}")]
     JobFailed {
+        /// The cluster's name within the run, e.g. `emr-0`.
         cluster: String,
+        /// The job's kind (`shell`, `spark`, ...).
         job: &'static str,
+        /// What went wrong, as the backend reported it.
         message: String,
     },
     #[error("{job} job on cluster '{cluster}' was cancelled")]
-    Cancelled { cluster: String, job: &'static str },
+    /// The job was cancelled (by the token or on the backend).
+    Cancelled {
+        /// The cluster's name within the run, e.g. `emr-0`.
+        cluster: String,
+        /// The job's kind (`shell`, `spark`, ...).
+        job: &'static str,
+    },
     /// Asking the backend about a job or a cluster failed (not the job).
     #[error("cluster '{cluster}': {operation} failed: {message}")]
     Backend {
+        /// The cluster's name within the run, e.g. `emr-0`.
         cluster: String,
+        /// The backend call, e.g. `describe_step`.
         operation: &'static str,
+        /// What went wrong, as the backend reported it.
         message: String,
     },
     /// A handle this cluster cannot read (another kind, missing ids).
     #[error("cluster '{cluster}' cannot use handle {handle}: {message}")]
     BadHandle {
+        /// The cluster's name within the run, e.g. `emr-0`.
         cluster: String,
+        /// The handle, as shown by its `Display`.
         handle: String,
+        /// What went wrong, as the backend reported it.
         message: String,
     },
     #[error("cluster '{cluster}' failed to terminate: {message}")]
-    Terminate { cluster: String, message: String },
+    /// Shutting the cluster down failed: it may still be up.
+    Terminate {
+        /// The cluster's name within the run, e.g. `emr-0`.
+        cluster: String,
+        /// What went wrong, as the backend reported it.
+        message: String,
+    },
+    /// The cluster's filesystem failed.
     #[error(transparent)]
     Filesystem(#[from] FsError),
 }
@@ -272,14 +315,19 @@ pub enum JobStatus {
     NotSubmitted,
     /// Queued or running.
     Running,
+    /// Ended successfully.
     Succeeded,
+    /// Ended with a failure.
     Failed {
+        /// The backend's reason.
         message: String,
     },
+    /// Cancelled (by an engine or on the backend).
     Cancelled,
     /// The backend cannot tell (a process gone without leaving its exit
     /// status, a pid now used by another process, a job the backend forgot).
     Lost {
+        /// Why the job cannot be followed.
         reason: String,
     },
 }
@@ -339,6 +387,14 @@ impl fmt::Display for ClusterHandle {
 
 /// A place where jobs run: processes on this machine, an EMR cluster, ...
 ///
+/// The engine gets clusters from a [`ClusterFactory`], `provision`s each and
+/// records the [`ClusterHandle`] before `wait_ready`; for every job an
+/// action submits ([`ActionContext::submit`](crate::ActionContext::submit))
+/// it calls `prepare`, records the [`JobHandle`], then `submit` and `wait`;
+/// `recover` asks `status` about the handles a dead run left and `wait`s
+/// for (or submits) them; at the end it calls `terminate`. `flow-engine`'s
+/// example `dry_run_cluster` is a complete implementation.
+///
 /// What an implementation must guarantee:
 /// - `provision` returns as soon as the backend has named the cluster;
 ///   `wait_ready` then waits for it. A cluster that dies while launching is
@@ -353,6 +409,12 @@ impl fmt::Display for ClusterHandle {
 ///   cluster, whatever happened; it must be safe after a failed or partial
 ///   launch, and ends only clusters the run launched (or adopted from a run
 ///   that launched them), never reused ones unless configured to.
+/// - `prepare` starts nothing and derives the job's name from data the
+///   handle keeps, so a job submitted twice under one handle runs once;
+///   `status` says [`JobStatus::NotSubmitted`] for a handle the backend
+///   never received, so a later engine submits it then.
+/// - Secret values never reach a job's argument vector or a log line (see
+///   [`Job`]).
 #[async_trait]
 pub trait Cluster: Send + Sync {
     /// This cluster's name within the run, e.g. `local-0`.

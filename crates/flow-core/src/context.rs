@@ -105,7 +105,9 @@ impl fmt::Display for Secret {
 /// One user setting: a plain value or a secret.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SettingValue {
+    /// A value that may be shown and logged.
     Plain(String),
+    /// A value that is masked wherever text leaves the process.
     Secret(Secret),
 }
 
@@ -127,28 +129,34 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// No settings.
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// Sets `name` to `value`, replacing an earlier value.
     pub fn insert(&mut self, name: impl Into<String>, value: SettingValue) {
         self.values.insert(name.into(), value);
     }
 
+    /// With `name` set to a plain value.
     pub fn with_plain(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.insert(name, SettingValue::Plain(value.into()));
         self
     }
 
+    /// With `name` set to a secret (registered with [`mask`]).
     pub fn with_secret(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.insert(name, SettingValue::Secret(Secret::new(value)));
         self
     }
 
+    /// The value of `name`, if set.
     pub fn get(&self, name: &str) -> Option<&SettingValue> {
         self.values.get(name)
     }
 
+    /// The names that are set.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.values.keys().map(String::as_str)
     }
@@ -169,12 +177,15 @@ impl Settings {
 /// Everything one run of `[flow_name, timeperiod]` knows about itself.
 #[derive(Clone, Debug)]
 pub struct ExecutionContext {
+    /// The flow's name.
     pub flow_name: String,
+    /// The timeperiod being processed (the run's identity with the flow name).
     pub timeperiod: Timeperiod,
     /// Inclusive start of the processing window.
     pub start_timeperiod: Timeperiod,
     /// Exclusive end of the processing window.
     pub end_timeperiod: Timeperiod,
+    /// The values of `{settings.NAME}` and what actions read.
     pub settings: Arc<Settings>,
     /// How many clusters a full `run` spawns.
     pub number_of_clusters: usize,

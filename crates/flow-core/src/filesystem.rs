@@ -19,27 +19,45 @@ use std::path::Path;
 
 /// A filesystem failure with its operation and location.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum FsError {
     #[error("{op} {location}: not found")]
-    NotFound { op: &'static str, location: String },
+    /// The object, file or prefix is not there.
+    NotFound {
+        /// The operation, e.g. `rm` or `copy_to_local`.
+        op: &'static str,
+        /// The key (with its bucket where there is one) or local path.
+        location: String,
+    },
+    /// A local or backend I/O error.
     #[error("{op} {location}: {source}")]
     Io {
+        /// The operation, e.g. `rm` or `copy_to_local`.
         op: &'static str,
+        /// The key (with its bucket where there is one) or local path.
         location: String,
+        /// The underlying error.
         #[source]
         source: std::io::Error,
     },
+    /// The backend refused or failed the call.
     #[error("{op} {location}: {message}")]
     Backend {
+        /// The operation, e.g. `rm` or `copy_to_local`.
         op: &'static str,
+        /// The key (with its bucket where there is one) or local path.
         location: String,
+        /// The backend's reason.
         message: String,
     },
     /// A key refused before anything was touched.
     #[error("{op} {key:?}: refused: {problem}")]
     InvalidKey {
+        /// The operation, e.g. `rm` or `copy_to_local`.
         op: &'static str,
+        /// The key as given.
         key: String,
+        /// Why it was refused.
         problem: KeyProblem,
     },
 }
@@ -53,7 +71,11 @@ pub enum KeyProblem {
     /// operation may act on a whole root.
     IsRoot,
     /// An absolute local path outside the local filesystem's root.
-    OutsideRoot { root: String },
+    /// An absolute path outside the local filesystem's root.
+    OutsideRoot {
+        /// The root, as configured.
+        root: String,
+    },
     /// A NUL byte: no filesystem or object store takes it.
     Nul,
 }
@@ -151,10 +173,29 @@ pub fn normalize_lexically(op: &'static str, key: &str) -> Result<String, FsErro
 
 /// File operations on a cluster's storage.
 ///
-/// Every key argument goes through [`normalize_key`] (or the backend's
-/// equivalent for its own address forms) before anything is touched; the
-/// local paths of `copy_to_local`/`copy_from_local` are the caller's and are
-/// used as given.
+/// What an implementation must guarantee (the conformance suite
+/// `flow_core::testkit::filesystem_conformance`, feature `testkit`, checks
+/// each; every backend of flow runs it in its tests):
+/// - Every key argument goes through [`normalize_key`] (or the backend's
+///   equivalent for its own address forms) before anything is touched: a
+///   key that leaves the root or names it is refused with
+///   [`FsError::InvalidKey`] naming the operation and the key as given, on
+///   both sides of `cp`/`mv`, and nothing changes.
+/// - `mkdir` creates parents and succeeds when the directory exists;
+///   `rmdir` removes everything under the key and succeeds when it is
+///   absent; `rm` of a missing object and `copy_to_local` of one are
+///   [`FsError::NotFound`] naming the key.
+/// - `cp`/`mv` take one object or a whole prefix; a prefix `tree` never
+///   includes its sibling `tree-2`.
+/// - `copy_from_local` replaces the whole object; `copy_to_local` creates
+///   the local file's parent directories. Both stream: a file is never held
+///   in memory whole.
+/// - `exists` is true for an object, a file or a directory (folder marker).
+/// - Blocking I/O stays off the async runtime's threads.
+///
+/// The local paths of `copy_to_local`/`copy_from_local` are the caller's
+/// and are used as given. `flow-core`'s example `memory_filesystem` is a
+/// complete implementation run through the suite.
 #[async_trait]
 pub trait Filesystem: Send + Sync {
     /// Creates `path` and its parents. Succeeds if it exists.

@@ -53,19 +53,26 @@ pub fn shown_name(name: &str) -> String {
 /// One step as written: its actions, dependencies and options.
 #[derive(Debug, Clone)]
 pub struct StepDefinition {
+    /// The step's name: unique in the flow, [`valid_name`].
     pub name: String,
+    /// Steps that must be complete (processed or noop) before this one starts.
     pub depends_on: Vec<String>,
+    /// Actions run before `main`, in order.
     pub pre: Vec<ActionInstance>,
+    /// The step's one main action.
     pub main: ActionInstance,
+    /// Actions run after `main`, in order.
     pub post: Vec<ActionInstance>,
     /// A skipped step does not run and counts as `noop`.
     pub skip: bool,
+    /// Extra attempts after a failure, and the delays between them.
     pub retry: RetryPolicy,
     /// Limit for one attempt of the whole step.
     pub timeout: Option<Duration>,
 }
 
 impl StepDefinition {
+    /// A step named `name` whose main action is `main`, with no dependencies, retries or timeout.
     pub fn new(name: impl Into<String>, main: ActionInstance) -> Self {
         StepDefinition {
             name: name.into(),
@@ -79,6 +86,7 @@ impl StepDefinition {
         }
     }
 
+    /// Adds dependencies on the steps named.
     pub fn depends_on<I, S>(mut self, steps: I) -> Self
     where
         I: IntoIterator<Item = S>,
@@ -88,41 +96,97 @@ impl StepDefinition {
         self
     }
 
+    /// Adds a `pre` action (after those already added).
     pub fn pre(mut self, action: ActionInstance) -> Self {
         self.pre.push(action);
         self
     }
 
+    /// Adds a `post` action (after those already added).
     pub fn post(mut self, action: ActionInstance) -> Self {
         self.post.push(action);
         self
     }
 
+    /// Marks the step skipped (`true`): it counts as `noop` without running.
     pub fn skipped(mut self, skip: bool) -> Self {
         self.skip = skip;
         self
     }
 
+    /// Retries failed attempts as `retry` says.
     pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
         self.retry = retry;
         self
     }
 
+    /// Limits one attempt of the whole step to `timeout`.
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self
     }
 }
 
-/// A flow as written, before validation.
+/// A flow as written, before validation: the builder library users write
+/// flows with (flow files give the same through
+/// [`ActionRegistry::parse`](crate::ActionRegistry::parse)).
+///
+/// [`build`](FlowDefinition::build) validates it into a [`FlowGraph`]:
+///
+/// ```
+/// use flow_core::actions::{Identity, Noop};
+/// use flow_core::{
+///     ActionInstance, FlowDefinition, GraphError, RetryPolicy, StepDefinition, TimeQualifier,
+/// };
+/// use std::sync::Arc;
+/// use std::time::Duration;
+///
+/// let identity = || ActionInstance::new(Arc::new(Identity));
+/// let graph = FlowDefinition::new("diamond")
+///     .time_qualifier(TimeQualifier::Daily)
+///     .step(StepDefinition::new("extract", identity()))
+///     .step(StepDefinition::new("left", identity()).depends_on(["extract"]))
+///     .step(
+///         StepDefinition::new("right", ActionInstance::new(Arc::new(Noop)))
+///             .depends_on(["extract"])
+///             .with_timeout(Duration::from_secs(3600)),
+///     )
+///     .step(
+///         StepDefinition::new("report", identity())
+///             .depends_on(["left", "right"])
+///             .with_retry(RetryPolicy::none()),
+///     )
+///     .build()?;
+///
+/// // Every step comes after its dependencies.
+/// let order: Vec<&str> = graph
+///     .topological_order()
+///     .iter()
+///     .map(|&i| graph.step(i).name.as_str())
+///     .collect();
+/// assert_eq!(order.first(), Some(&"extract"));
+/// assert_eq!(order.last(), Some(&"report"));
+///
+/// // Validation names the steps at fault.
+/// let broken = FlowDefinition::new("broken")
+///     .step(StepDefinition::new("a", identity()).depends_on(["b"]))
+///     .step(StepDefinition::new("b", identity()).depends_on(["a"]))
+///     .build();
+/// assert!(matches!(broken, Err(GraphError::Cycle { .. })));
+/// # Ok::<(), GraphError>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct FlowDefinition {
+    /// The flow's name: [`valid_name`].
     pub name: String,
+    /// The length of one timeperiod of the flow (hourly by default).
     pub time_qualifier: TimeQualifier,
+    /// The steps, in the order written.
     pub steps: Vec<StepDefinition>,
 }
 
 impl FlowDefinition {
+    /// An empty flow called `name`, hourly.
     pub fn new(name: impl Into<String>) -> Self {
         FlowDefinition {
             name: name.into(),
@@ -131,11 +195,13 @@ impl FlowDefinition {
         }
     }
 
+    /// Sets the flow's time qualifier.
     pub fn time_qualifier(mut self, q: TimeQualifier) -> Self {
         self.time_qualifier = q;
         self
     }
 
+    /// Adds a step.
     pub fn step(mut self, step: StepDefinition) -> Self {
         self.steps.push(step);
         self
@@ -149,30 +215,72 @@ impl FlowDefinition {
 
 /// Why a flow's shape was rejected. Each variant names the steps at fault.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum GraphError {
+    /// The flow has an empty name.
     #[error("flow has no name")]
     NoName,
     #[error("flow '{flow}' has no steps")]
-    NoSteps { flow: String },
+    /// The flow has no steps.
+    NoSteps {
+        /// The flow's name.
+        flow: String,
+    },
     #[error("step name '{step}' is reserved (reserved names: start, finish)")]
-    ReservedName { step: String },
+    /// A step is named `start` or `finish`.
+    ReservedName {
+        /// The step's name.
+        step: String,
+    },
     #[error("flow name {} is not valid: {NAME_RULE}", shown_name(flow))]
-    InvalidFlowName { flow: String },
+    /// The flow name breaks [`NAME_RULE`].
+    InvalidFlowName {
+        /// The name as given.
+        flow: String,
+    },
     #[error("step name {} is not valid: {NAME_RULE}", shown_name(step))]
-    InvalidName { step: String },
+    /// A step name breaks [`NAME_RULE`].
+    InvalidName {
+        /// The name as given.
+        step: String,
+    },
     #[error("step '{step}' is defined more than once")]
-    DuplicateStep { step: String },
+    /// Two steps have the same name.
+    DuplicateStep {
+        /// The step's name.
+        step: String,
+    },
     #[error("step '{step}' depends on unknown step '{dependency}'")]
-    UnknownDependency { step: String, dependency: String },
+    /// A step depends on a step the flow does not have.
+    UnknownDependency {
+        /// The step's name.
+        step: String,
+        /// The unknown name.
+        dependency: String,
+    },
     #[error("dependency cycle among steps: {}", steps.join(" -> "))]
-    Cycle { steps: Vec<String> },
+    /// Dependencies form a cycle.
+    Cycle {
+        /// The steps of the cycle, in order.
+        steps: Vec<String>,
+    },
     #[error(
         "step '{step}' has {retries} retries; at most {} are allowed",
         crate::retry::MAX_RETRIES
     )]
-    TooManyRetries { step: String, retries: u32 },
+    /// A step asks for more than [`MAX_RETRIES`](crate::retry::MAX_RETRIES) retries.
+    TooManyRetries {
+        /// The step's name.
+        step: String,
+        /// The retries asked for.
+        retries: u32,
+    },
     #[error("step '{step}' has a timeout of 0s (on the step or one of its actions), which fails every attempt at once")]
-    ZeroTimeout { step: String },
+    /// A step or one of its actions has a `0s` timeout.
+    ZeroTimeout {
+        /// The step's name.
+        step: String,
+    },
 }
 
 /// A validated, immutable flow DAG.
@@ -291,26 +399,32 @@ impl FlowGraph {
         })
     }
 
+    /// The flow's name.
     pub fn name(&self) -> &str {
         &self.name
     }
 
+    /// The length of one timeperiod of the flow.
     pub fn time_qualifier(&self) -> TimeQualifier {
         self.time_qualifier
     }
 
+    /// The number of steps.
     pub fn len(&self) -> usize {
         self.steps.len()
     }
 
+    /// True for a flow without steps (never, once validated).
     pub fn is_empty(&self) -> bool {
         self.steps.is_empty()
     }
 
+    /// The steps; a step's index is its position here.
     pub fn steps(&self) -> &[StepDefinition] {
         &self.steps
     }
 
+    /// The step at `index`.
     pub fn step(&self, index: usize) -> &StepDefinition {
         &self.steps[index]
     }

@@ -46,11 +46,14 @@ impl fmt::Display for RecordId {
 /// The identity of a flow run: `[flow_name, timeperiod]`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct FlowKey {
+    /// The flow's name.
     pub flow_name: String,
+    /// The processing timeperiod.
     pub timeperiod: Timeperiod,
 }
 
 impl FlowKey {
+    /// The key of `flow_name` at `timeperiod`.
     pub fn new(flow_name: impl Into<String>, timeperiod: Timeperiod) -> Self {
         FlowKey {
             flow_name: flow_name.into(),
@@ -70,15 +73,23 @@ impl fmt::Display for FlowKey {
 pub struct FlowRecord {
     /// Assigned by the store; `None` until first saved.
     pub id: Option<RecordId>,
+    /// The flow's name.
     pub flow_name: String,
+    /// The processing timeperiod (the run's identity with the name).
     pub timeperiod: Timeperiod,
+    /// Inclusive start of the processing window.
     pub start_timeperiod: Timeperiod,
+    /// Exclusive end of the processing window.
     pub end_timeperiod: Timeperiod,
+    /// The flow's state.
     pub state: FlowState,
     /// The mode of the latest run; also the managed mode a viewer sets.
     pub run_mode: RunMode,
+    /// When the record was first written.
     pub created_at: DateTime<Utc>,
+    /// When the latest run started.
     pub started_at: Option<DateTime<Utc>>,
+    /// When the latest run ended; `None` while it runs.
     pub finished_at: Option<DateTime<Utc>>,
     /// A digest of the flow definition the latest run used, so a later run
     /// can tell that the file changed in between. `None` in records written
@@ -87,6 +98,7 @@ pub struct FlowRecord {
 }
 
 impl FlowRecord {
+    /// The record's `[flow_name, timeperiod]`.
     pub fn key(&self) -> FlowKey {
         FlowKey::new(self.flow_name.clone(), self.timeperiod)
     }
@@ -97,17 +109,27 @@ impl FlowRecord {
 pub struct StepRecord {
     /// Assigned by the store; `None` until first saved.
     pub id: Option<RecordId>,
+    /// The flow's name.
     pub flow_name: String,
+    /// The step's name.
     pub step_name: String,
+    /// The flow's processing timeperiod.
     pub timeperiod: Timeperiod,
+    /// The step's state.
     pub state: StepState,
+    /// When the record was first written.
     pub created_at: DateTime<Utc>,
+    /// When the latest attempt started.
     pub started_at: Option<DateTime<Utc>>,
+    /// When the step reached its final state.
     pub finished_at: Option<DateTime<Utc>>,
     /// Id of the flow record this step belongs to.
     pub related_flow: Option<RecordId>,
+    /// Progress of the `pre` actions.
     pub pre_state: ActionSetState,
+    /// Progress of the `main` action.
     pub main_state: ActionSetState,
+    /// Progress of the `post` actions.
     pub post_state: ActionSetState,
     /// How many times the step was attempted in its latest run.
     pub attempts: u32,
@@ -186,7 +208,9 @@ pub struct JobRecord {
     pub action: String,
     /// The step attempt the job belongs to.
     pub attempt: u32,
+    /// The job's durable handle, as the cluster returned it.
     pub handle: JobHandle,
+    /// When the handle was recorded.
     pub submitted_at: DateTime<Utc>,
     /// Set when a later engine took the job over instead of submitting it
     /// again.
@@ -206,8 +230,11 @@ pub enum RollbackCause {
 /// One action's rollback.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RollbackRecord {
+    /// The action's name within the step.
     pub action: String,
+    /// Why the rollback ran.
     pub cause: RollbackCause,
+    /// When it ran.
     pub at: DateTime<Utc>,
     /// Why the rollback failed; `None` when it succeeded.
     pub error: Option<String>,
@@ -218,8 +245,11 @@ pub struct RollbackRecord {
 pub struct RunRecord {
     /// Assigned by the store in `begin_run`.
     pub id: Option<RecordId>,
+    /// The flow's name.
     pub flow_name: String,
+    /// The processing timeperiod.
     pub timeperiod: Timeperiod,
+    /// The mode the run was asked for.
     pub mode: RunMode,
     /// The step `run_one` / `run_from` was given.
     pub target: Option<String>,
@@ -227,8 +257,11 @@ pub struct RunRecord {
     pub owner: String,
     /// The lease's fencing token.
     pub token: u64,
+    /// The host the engine ran on.
     pub host: String,
+    /// The user the engine ran as.
     pub user: String,
+    /// When the run took its lease.
     pub started_at: DateTime<Utc>,
     /// `None` while the run goes on, or forever if its engine died.
     pub finished_at: Option<DateTime<Utc>>,
@@ -242,6 +275,7 @@ pub struct RunRecord {
 }
 
 impl RunRecord {
+    /// The run's `[flow_name, timeperiod]`.
     pub fn key(&self) -> FlowKey {
         FlowKey::new(self.flow_name.clone(), self.timeperiod)
     }
@@ -250,7 +284,9 @@ impl RunRecord {
 /// A step of a run and the state the run left it in.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunStep {
+    /// The step's name.
     pub step_name: String,
+    /// The state the run left it in.
     pub state: StepState,
 }
 
@@ -264,6 +300,7 @@ pub enum ClusterState {
     Up,
     /// Never came up.
     LaunchFailed,
+    /// Terminated by the run (or a later one).
     Terminated,
     /// Terminating failed: it may still be up (and billing).
     TerminateFailed,
@@ -320,19 +357,26 @@ impl fmt::Display for ClusterState {
 pub struct ClusterRecord {
     /// Assigned by the store; `None` until first saved.
     pub id: Option<RecordId>,
+    /// The flow's name.
     pub flow_name: String,
+    /// The processing timeperiod.
     pub timeperiod: Timeperiod,
     /// The run that launched (or adopted) it.
     pub run: RecordId,
+    /// The cluster's durable handle, as the backend named it.
     pub handle: ClusterHandle,
+    /// What happened to it.
     pub state: ClusterState,
+    /// When it was asked for.
     pub launched_at: DateTime<Utc>,
+    /// When the record last changed.
     pub updated_at: DateTime<Utc>,
     /// The latest problem (launch or termination failure), if any.
     pub message: Option<String>,
 }
 
 impl ClusterRecord {
+    /// The cluster's flow: `[flow_name, timeperiod]`.
     pub fn key(&self) -> FlowKey {
         FlowKey::new(self.flow_name.clone(), self.timeperiod)
     }
@@ -342,14 +386,20 @@ impl ClusterRecord {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum LogLevel {
+    /// Finest detail.
     Trace,
+    /// Detail for debugging.
     Debug,
+    /// Progress.
     Info,
+    /// Something worth a look.
     Warn,
+    /// A failure.
     Error,
 }
 
 impl LogLevel {
+    /// The name as log files write it (`INFO`).
     pub fn as_str(self) -> &'static str {
         match self {
             LogLevel::Trace => "TRACE",
@@ -360,6 +410,7 @@ impl LogLevel {
         }
     }
 
+    /// Parses the name as log files write it.
     pub fn parse(text: &str) -> Option<Self> {
         Some(match text {
             "TRACE" => LogLevel::Trace,
@@ -382,7 +433,9 @@ impl fmt::Display for LogLevel {
 /// Flow's `log_recording`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogLine {
+    /// The flow's name.
     pub flow_name: String,
+    /// The processing timeperiod.
     pub timeperiod: Timeperiod,
     /// The run that wrote it.
     pub run: RecordId,
@@ -390,8 +443,11 @@ pub struct LogLine {
     pub step: Option<String>,
     /// `STEP`, `STEP.ACTION`, or the flow name.
     pub logger: String,
+    /// The line's severity.
     pub level: LogLevel,
+    /// When it was logged.
     pub at: DateTime<Utc>,
+    /// The text, masked.
     pub message: String,
 }
 
@@ -399,7 +455,9 @@ pub struct LogLine {
 /// were appended, so `after` pages through a log without gaps.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredLogLine {
+    /// Its place in the flow's log; grows in append order.
     pub position: u64,
+    /// The line.
     #[serde(flatten)]
     pub line: LogLine,
 }

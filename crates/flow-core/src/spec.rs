@@ -30,21 +30,47 @@ use toml::{Spanned, Table, Value};
 
 /// A problem with one action's arguments.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ArgError {
     #[error("missing required argument '{arg}'")]
-    Missing { arg: String },
+    /// A required argument is absent.
+    Missing {
+        /// The argument's name.
+        arg: String,
+    },
     #[error("argument '{arg}' must be {expected}")]
-    WrongType { arg: String, expected: &'static str },
+    /// An argument has the wrong type.
+    WrongType {
+        /// The argument's name.
+        arg: String,
+        /// What it should be, e.g. `a string`.
+        expected: &'static str,
+    },
     #[error("unknown argument '{arg}' (this action takes: {known})")]
-    Unknown { arg: String, known: String },
+    /// An argument the action does not take (often a typo).
+    Unknown {
+        /// The argument's name.
+        arg: String,
+        /// The arguments it takes.
+        known: String,
+    },
+    /// An argument's template does not parse.
     #[error("argument '{arg}': {source}")]
     Template {
+        /// The argument's name.
         arg: String,
+        /// Why.
         #[source]
         source: TemplateError,
     },
     #[error("argument '{arg}': {message}")]
-    Invalid { arg: String, message: String },
+    /// An argument's value is not acceptable.
+    Invalid {
+        /// The argument's name.
+        arg: String,
+        /// Why.
+        message: String,
+    },
 }
 
 /// The arguments of one action in a flow file, with typed getters that
@@ -56,6 +82,7 @@ pub struct ActionArgs {
 }
 
 impl ActionArgs {
+    /// The arguments in `table`, none read yet.
     pub fn new(table: Table) -> Self {
         ActionArgs {
             table,
@@ -185,6 +212,64 @@ pub type ActionFactory =
 
 /// The action types a flow file may name. Starts with the built-ins; library
 /// users register their own.
+///
+/// A factory gets the action's arguments from the file ([`ActionArgs`],
+/// which rejects arguments the factory did not read) and returns the
+/// action:
+///
+/// ```
+/// use async_trait::async_trait;
+/// use flow_core::{Action, ActionContext, ActionError, ActionOutcome, ActionRegistry};
+/// use std::path::Path;
+/// use std::sync::Arc;
+///
+/// /// Reports "nothing to process" when the setting it names is `0`.
+/// #[derive(Debug)]
+/// struct CheckRows {
+///     setting: String,
+/// }
+///
+/// #[async_trait]
+/// impl Action for CheckRows {
+///     fn kind(&self) -> &str {
+///         "check_rows"
+///     }
+///     async fn run(&self, cx: &ActionContext<'_>) -> Result<ActionOutcome, ActionError> {
+///         match cx.execution.settings.get(&self.setting) {
+///             Some(value) if value.expose() == "0" => Ok(ActionOutcome::NothingToProcess),
+///             Some(_) => Ok(ActionOutcome::Done),
+///             None => Err(ActionError::failed(format!("'{}' is not set", self.setting))),
+///         }
+///     }
+/// }
+///
+/// let mut registry = ActionRegistry::builtin();
+/// registry.register("check_rows", |args| {
+///     let setting = args.template("setting")?.source().to_string();
+///     Ok(Arc::new(CheckRows { setting }) as Arc<dyn Action>)
+/// });
+///
+/// let graph = registry.parse(
+///     r#"
+///     name = "rows"
+///     [[steps]]
+///     name = "check"
+///     main = { action = "check_rows", setting = "rows" }
+///     "#,
+///     Path::new("rows.toml"),
+/// )?;
+/// assert_eq!(graph.step(0).main.action.kind(), "check_rows");
+///
+/// // An argument the action does not take is a load error with its place.
+/// let typo = registry.parse(
+///     "name = \"rows\"\n[[steps]]\nname = \"check\"\nmain = { action = \"check_rows\", setting = \"rows\", setings = 1 }\n",
+///     Path::new("typo.toml"),
+/// );
+/// let message = typo.unwrap_err().to_string();
+/// assert!(message.starts_with("typo.toml:4:"), "{message}");
+/// assert!(message.contains("setings"), "{message}");
+/// # Ok::<(), flow_core::SpecError>(())
+/// ```
 #[derive(Clone)]
 pub struct ActionRegistry {
     factories: HashMap<String, ActionFactory>,
@@ -602,27 +687,48 @@ fn position(text: &str, offset: usize) -> (usize, usize) {
 
 /// What is wrong with a flow file.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SpecProblem {
+    /// The file cannot be read.
     #[error("cannot read: {0}")]
     Read(String),
     #[error("the file is larger than {} MiB; a flow file is text of at most that size", limit / (1024 * 1024))]
-    TooLarge { limit: u64 },
+    /// The file is larger than the limit.
+    TooLarge {
+        /// The limit, in bytes.
+        limit: u64,
+    },
+    /// The file is not valid TOML or not the flow-file format.
     #[error("{0}")]
     Syntax(String),
     #[error("unknown action type '{kind}' (known: {known})")]
-    UnknownAction { kind: String, known: String },
+    /// An action type the registry does not know.
+    UnknownAction {
+        /// The type as written.
+        kind: String,
+        /// The registered types.
+        known: String,
+    },
+    /// An action's arguments are wrong.
     #[error(transparent)]
     Arg(ArgError),
+    /// A problem inside an action.
     #[error("action '{action}': {problem}")]
     InAction {
+        /// The action's name or type.
         action: String,
+        /// The problem.
         problem: Box<SpecProblem>,
     },
+    /// A problem inside a step.
     #[error("step '{step}': {problem}")]
     InStep {
+        /// The step's name.
         step: String,
+        /// The problem.
         problem: Box<SpecProblem>,
     },
+    /// The flow's shape is wrong (names, dependencies, cycles, limits).
     #[error(transparent)]
     Graph(GraphError),
 }
@@ -630,6 +736,7 @@ pub enum SpecProblem {
 /// A flow-file error with its file and, where known, line and column.
 #[derive(Debug, thiserror::Error)]
 pub struct SpecError {
+    /// The file, as given.
     pub file: PathBuf,
     /// 1-based line and column.
     pub position: Option<(usize, usize)>,

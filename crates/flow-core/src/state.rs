@@ -7,11 +7,11 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 macro_rules! string_enum {
-    ($(#[$meta:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
         $(#[$meta])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
         pub enum $name {
-            $(#[serde(rename = $text)] $variant),+
+            $($(#[$vmeta])* #[serde(rename = $text)] $variant),+
         }
 
         impl $name {
@@ -40,10 +40,15 @@ macro_rules! string_enum {
 string_enum! {
     /// The state of a whole flow run.
     FlowState {
+        /// Created, not started yet.
         Embryo => "state_embryo",
+        /// A run is at work on it (or died at work: `recover` takes over).
         InProgress => "state_in_progress",
+        /// Every step completed.
         Processed => "state_processed",
+        /// Every step completed and none had anything to process.
         Noop => "state_noop",
+        /// A step failed (or the run could not go on): `recover` after fixing the cause.
         Invalid => "state_invalid",
     }
 }
@@ -51,11 +56,17 @@ string_enum! {
 string_enum! {
     /// The state of one step.
     StepState {
+        /// Not started yet.
         Embryo => "state_embryo",
+        /// Running (or its engine died while it ran).
         InProgress => "state_in_progress",
+        /// Done; dependants may run.
         Processed => "state_processed",
+        /// Nothing to process (or skipped); counts as complete for dependants.
         Noop => "state_noop",
+        /// Failed, retries exhausted.
         Invalid => "state_invalid",
+        /// Stopped by cancellation, or left unfinished by a failed run.
         Canceled => "state_canceled",
     }
 }
@@ -65,10 +76,15 @@ string_enum! {
     /// rollback`, undoing processed steps) appears only in run records,
     /// never as a flow's mode.
     RunMode {
+        /// `run`: a fresh run of every step.
         Nominal => "run_mode_nominal",
+        /// `recover`: keep completed steps, run the rest.
         Recovery => "run_mode_recovery",
+        /// `run_one`: one step alone.
         RunOne => "run_mode_run_one",
+        /// `run_from`: a step, what derives from it and every unfinished step.
         RunFrom => "run_mode_run_from",
+        /// `flow rollback`: undo processed steps (run records only).
         Rollback => "run_mode_rollback",
     }
 }
@@ -76,9 +92,13 @@ string_enum! {
 string_enum! {
     /// Progress of one group of actions (`pre`, `main` or `post`) of a step.
     ActionSetState {
+        /// Not started.
         Pending => "pending",
+        /// Its actions are running.
         Running => "running",
+        /// Every action of the group succeeded (or was skipped).
         Complete => "complete",
+        /// An action of the group failed.
         Failed => "failed",
     }
 }

@@ -24,28 +24,45 @@ use std::time::Duration;
 #[non_exhaustive]
 pub enum StoreError {
     #[error("cannot open store at {location}: {message}")]
-    Open { location: String, message: String },
-    #[error("store operation '{operation}' failed for {key}: {message}")]
-    Operation {
-        operation: &'static str,
-        key: String,
+    /// The store cannot be opened or created.
+    Open {
+        /// The file or server.
+        location: String,
+        /// Why.
         message: String,
     },
+    /// A call failed.
+    #[error("store operation '{operation}' failed for {key}: {message}")]
+    Operation {
+        /// The store call, e.g. `save_step`.
+        operation: &'static str,
+        /// The flow (`[name, timeperiod]`) or record concerned.
+        key: String,
+        /// The backend's reason.
+        message: String,
+    },
+    /// A stored record cannot be read back.
     #[error("store holds an unreadable {what} for {key}: {message}")]
     Corrupt {
+        /// What was being read, e.g. `step record`.
         what: &'static str,
+        /// The flow (`[name, timeperiod]`) or record concerned.
         key: String,
+        /// Why.
         message: String,
     },
     /// The write's lease is no longer the flow's current one: another engine
     /// took it over. Nothing was written.
     #[error("lost the run lease of {key}: lease token {token} is no longer current{}", holder_text(.holder))]
     Fenced {
+        /// The flow whose lease was lost.
         key: String,
+        /// The token the write carried.
         token: u64,
         /// Who holds the lease now, if anyone.
         holder: Option<String>,
     },
+    /// The store was closed.
     #[error("store is closed")]
     Closed,
 }
@@ -69,8 +86,11 @@ impl StoreError {
 /// so a newer holder always has a larger one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {
+    /// The flow the lease is for.
     pub key: FlowKey,
+    /// The owner id (host, pid, random part).
     pub owner: String,
+    /// The fencing token; larger for every newer acquisition.
     pub token: u64,
 }
 
@@ -81,7 +101,9 @@ pub enum LeaseOutcome {
     Acquired(Lease),
     /// Another live owner holds it.
     HeldBy {
+        /// The owner id of the live holder.
         owner: String,
+        /// The holder's latest heartbeat.
         heartbeat_at: DateTime<Utc>,
     },
 }
@@ -91,8 +113,11 @@ pub enum LeaseOutcome {
 pub struct LeaseInfo {
     /// `None` once released.
     pub owner: Option<String>,
+    /// The latest token.
     pub token: u64,
+    /// When the latest holder took it.
     pub acquired_at: DateTime<Utc>,
+    /// The latest holder's heartbeat.
     pub heartbeat_at: DateTime<Utc>,
 }
 
@@ -110,7 +135,9 @@ impl LeaseInfo {
 /// Which flow records to list, newest timeperiod first.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FlowQuery {
+    /// Only this flow's records.
     pub flow_name: Option<String>,
+    /// Only records in this state.
     pub state: Option<FlowState>,
     /// Timeperiods at or after this one.
     pub from: Option<Timeperiod>,
@@ -118,6 +145,7 @@ pub struct FlowQuery {
     pub to: Option<Timeperiod>,
     /// At most this many (all when `None`), after skipping `offset`.
     pub limit: Option<usize>,
+    /// Records to skip before the first returned.
     pub offset: usize,
 }
 
@@ -134,14 +162,18 @@ impl FlowQuery {
 /// Which runs to list, newest first.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RunQuery {
+    /// Only this flow's runs.
     pub flow_name: Option<String>,
+    /// Only runs of this timeperiod.
     pub timeperiod: Option<Timeperiod>,
+    /// At most this many (all when `None`).
     pub limit: Option<usize>,
 }
 
 /// Which recorded log lines to read, in position order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogQuery {
+    /// The flow whose lines to read.
     pub key: FlowKey,
     /// Only this step's lines; `Some("")` is not special.
     pub step: Option<String>,
@@ -149,6 +181,7 @@ pub struct LogQuery {
     pub run: Option<RecordId>,
     /// Only lines after this position.
     pub after: Option<u64>,
+    /// At most this many lines.
     pub limit: usize,
 }
 
@@ -182,6 +215,12 @@ impl LogQuery {
 ///   the backend).
 /// - Log positions grow in append order within a flow, so paging by
 ///   `after` never skips or repeats a line.
+/// - Records read back as written (timestamps to the millisecond, ids as
+///   strings), including records an older version of the store wrote.
+///
+/// The suite is `flow_core::testkit::store::store_conformance` (feature
+/// `testkit`); `flow-store-sqlite`'s example `counting_store` runs it on a
+/// store of its own.
 #[async_trait]
 pub trait FlowStore: Send + Sync {
     /// The flow record of `key`, if one exists.

@@ -10,11 +10,17 @@ use std::fmt;
 /// A placeholder that a template can name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Placeholder {
+    /// `{flow_name}`
     FlowName,
+    /// `{step_name}`
     StepName,
+    /// `{timeperiod}`
     Timeperiod,
+    /// `{start_timeperiod}`
     StartTimeperiod,
+    /// `{end_timeperiod}`
     EndTimeperiod,
+    /// `{settings.NAME}`, with the name.
     Setting(String),
 }
 
@@ -26,29 +32,70 @@ enum Segment {
 
 /// Why a template could not be parsed or rendered.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum TemplateError {
     #[error("unknown placeholder '{{{name}}}' in '{template}' (known: flow_name, step_name, timeperiod, start_timeperiod, end_timeperiod, settings.NAME)")]
-    UnknownPlaceholder { template: String, name: String },
+    /// A `{name}` that is not a known placeholder.
+    UnknownPlaceholder {
+        /// The template as written.
+        template: String,
+        /// The placeholder's or setting's name.
+        name: String,
+    },
     #[error("'${{{name}}}' in '{template}' is read as the placeholder '{{{name}}}'; for the shell variable write ${name} or ${{{{{name}}}}} ('{{{{' and '}}}}' are literal braces)")]
-    ShellVariable { template: String, name: String },
+    /// `${name}`: a shell variable written as a placeholder.
+    ShellVariable {
+        /// The template as written.
+        template: String,
+        /// The placeholder's or setting's name.
+        name: String,
+    },
     #[error("unclosed '{{' in '{template}'")]
-    Unclosed { template: String },
+    /// A `{` without its `}`.
+    Unclosed {
+        /// The template as written.
+        template: String,
+    },
     #[error("stray '}}' in '{template}' (write '}}}}' for a literal brace)")]
-    StrayBrace { template: String },
+    /// A `}` without its `{`.
+    StrayBrace {
+        /// The template as written.
+        template: String,
+    },
     #[error("setting '{name}' used in '{template}' is not defined in [settings] or [secrets]")]
-    MissingSetting { template: String, name: String },
+    /// A `{settings.NAME}` the settings do not define.
+    MissingSetting {
+        /// The template as written.
+        template: String,
+        /// The placeholder's or setting's name.
+        name: String,
+    },
     #[error("value of '{{{name}}}' ({value:?}) is not safe to put into a shell command; only letters, digits and . _ - / : = @ % + , are allowed (a value that needs more belongs in [secrets], which reach the command as an environment variable)")]
-    UnsafeForShell { name: String, value: String },
+    /// A plain value that is not shell-safe, substituted into a shell line.
+    UnsafeForShell {
+        /// The placeholder's or setting's name.
+        name: String,
+        /// The value.
+        value: String,
+    },
+    /// A filesystem key that leaves its root (or names it) once the settings are substituted.
     #[error("'{template}' gives the key {key:?} with these settings: {problem}")]
     UnsafeKey {
+        /// The template as written.
         template: String,
+        /// The key it renders to.
         key: String,
+        /// Why the key is refused.
         problem: String,
     },
+    /// A secret where a process's arguments would show it.
     #[error("'{{settings.{name}}}' is a secret and cannot be put into {place}: a process's arguments are visible to every user of the machine (ps); {hint}")]
     SecretInArgument {
+        /// The secret setting's name.
         name: String,
+        /// Where it was put, e.g. `spark args`.
         place: String,
+        /// Where a secret can go instead.
         hint: String,
     },
 }
@@ -65,13 +112,23 @@ pub enum Usage {
     Shell,
     /// A word of a job's argument vector, readable by anyone on the machine:
     /// no secrets. `hint` says where a secret can go instead.
-    Argument { place: String, hint: String },
+    /// A word of a job's argument vector.
+    Argument {
+        /// Where, for messages (e.g. `spark args`).
+        place: String,
+        /// Where a secret can go instead.
+        hint: String,
+    },
     /// A key of a cluster's storage for the filesystem operation `op`: with
     /// the settings substituted it must stay inside its root and not be the
     /// root itself ([`normalize_key`](crate::filesystem::normalize_key)),
     /// so an empty setting cannot turn `{settings.dir}/x/..` into a whole
     /// root. Otherwise like `Private`.
-    Key { op: &'static str },
+    /// A filesystem key.
+    Key {
+        /// The filesystem operation, e.g. `rmdir`.
+        op: &'static str,
+    },
 }
 
 /// Any timeperiod: for rendering a key's shape at load time.
@@ -81,6 +138,7 @@ const SAMPLE_TIMEPERIOD: crate::timeperiod::Timeperiod = crate::timeperiod::Time
 /// job's environment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShellCommand {
+    /// The line, with secrets as `"${FLOW_SECRET_NAME}"` references.
     pub command: String,
     /// `(VARIABLE, value)` for every secret the line refers to.
     pub env: Vec<(String, Secret)>,

@@ -60,7 +60,9 @@ pub struct Interrupt {
 pub struct LegacyFixture {
     /// Where the fixture came from, for messages.
     pub name: String,
+    /// The flow record as it must read back.
     pub flow: FlowRecord,
+    /// The step records as they must read back.
     pub steps: Vec<StepRecord>,
 }
 
@@ -70,6 +72,7 @@ pub struct StoreUnderTest {
     /// than one connection (each acts as one engine in the races). At
     /// least one.
     pub handles: Vec<Arc<dyn FlowStore>>,
+    /// How the backend makes `begin_run` safe.
     pub begin_run: BeginRunKind,
     /// `None` when the backend has no fault hook; the interruption checks
     /// are then reported skipped.

@@ -13,14 +13,19 @@ use std::str::FromStr;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TimeQualifier {
+    /// One hour: `YYYYMMDDHH`.
     #[default]
     Hourly,
+    /// One day: `YYYYMMDD00`.
     Daily,
+    /// One month: `YYYYMM0000`.
     Monthly,
+    /// One year: `YYYY000000`.
     Yearly,
 }
 
 impl TimeQualifier {
+    /// The name flow files use: `hourly`, `daily`, `monthly`, `yearly`.
     pub fn as_str(self) -> &'static str {
         match self {
             TimeQualifier::Hourly => "hourly",
@@ -33,27 +38,78 @@ impl TimeQualifier {
 
 /// Why a timeperiod string was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum TimeperiodError {
     #[error("timeperiod '{text}' is not 10 digits in the form YYYYMMDDHH")]
-    Shape { text: String },
+    /// Not ten digits.
+    Shape {
+        /// The timeperiod as given.
+        text: String,
+    },
     #[error("timeperiod '{text}' is not a real date and hour: {reason}")]
-    Calendar { text: String, reason: &'static str },
+    /// Not a real date and hour.
+    Calendar {
+        /// The timeperiod as given.
+        text: String,
+        /// Why.
+        reason: &'static str,
+    },
+    /// Not on the qualifier's grid (e.g. a daily one with an hour).
     #[error("timeperiod '{text}' is not {qualifier}: {reason}")]
     Qualifier {
+        /// The timeperiod as given.
         text: String,
+        /// The time qualifier, e.g. `daily`.
         qualifier: &'static str,
+        /// Why.
         reason: &'static str,
     },
     #[error("window end '{end}' is not after its start '{start}'")]
-    EmptyWindow { start: String, end: String },
+    /// A window whose end is not after its start.
+    EmptyWindow {
+        /// The start.
+        start: String,
+        /// The end.
+        end: String,
+    },
+    /// The next period would start in year 10000.
     #[error("the {qualifier} period after '{text}' starts in year 10000, which a timeperiod (YYYYMMDDHH) cannot represent; the last period that can be processed ends before 9999-12-31 23:00")]
     Unrepresentable {
+        /// The timeperiod as given.
         text: String,
+        /// The time qualifier, e.g. `daily`.
         qualifier: &'static str,
     },
 }
 
 /// A point on Synergy's timeperiod grid. Ordering is chronological.
+///
+/// Written `YYYYMMDDHH`: `2026112807` (hourly), `2026112800` (daily),
+/// `2026110000` (monthly), `2026000000` (yearly). A run processes the
+/// window `[start, end)`, by default one period of the flow's
+/// [`TimeQualifier`]:
+///
+/// ```
+/// use flow_core::{TimeQualifier, Timeperiod};
+///
+/// let day: Timeperiod = "2026112800".parse()?;
+/// assert_eq!(day.next(TimeQualifier::Daily).to_string(), "2026112900");
+/// // Periods roll over months and years.
+/// let last: Timeperiod = "2026123123".parse()?;
+/// assert_eq!(last.next(TimeQualifier::Hourly).to_string(), "2027010100");
+/// let month = Timeperiod::parse_for("2026110000", TimeQualifier::Monthly)?;
+/// assert_eq!(month.next(TimeQualifier::Monthly).to_string(), "2026120000");
+///
+/// // A daily timeperiod ends in 00; an impossible date is refused.
+/// assert!(Timeperiod::parse_for("2026112807", TimeQualifier::Daily).is_err());
+/// assert!("2026023000".parse::<Timeperiod>().is_err());
+///
+/// // A window must end after it starts.
+/// let end = day.next(TimeQualifier::Daily);
+/// assert!(Timeperiod::check_window(day, end).is_ok());
+/// assert!(Timeperiod::check_window(end, day).is_err());
+/// # Ok::<(), flow_core::TimeperiodError>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Timeperiod {
     year: u16,

@@ -53,6 +53,7 @@ impl Action for Noop {
 /// template like any other argument.
 #[derive(Debug, Clone, Default)]
 pub struct Fail {
+    /// The failure message, a template; a fixed text when absent.
     pub message: Option<Template>,
 }
 
@@ -79,6 +80,7 @@ impl Action for Fail {
 /// Waits, unless cancelled.
 #[derive(Debug, Clone, Copy)]
 pub struct Sleep {
+    /// How long to sleep; honours cancellation.
     pub duration: Duration,
 }
 
@@ -98,6 +100,7 @@ impl Action for Sleep {
 /// Runs a line through `sh -c` on the cluster.
 #[derive(Debug, Clone)]
 pub struct Shell {
+    /// The `sh -c` line, rendered with shell-safe values.
     pub command: Template,
 }
 
@@ -187,9 +190,13 @@ fn pair_uses<'a>(
 /// Submits a Spark application (`.py` or `.jar`).
 #[derive(Debug, Clone)]
 pub struct Spark {
+    /// The application (a `.py` or `.jar`), rendered.
     pub application: Template,
+    /// `--class` for JVM applications.
     pub main_class: Option<String>,
+    /// `--conf k=v` entries; values are templates (secrets go to a private file).
     pub conf: Vec<(String, Template)>,
+    /// Arguments after the application.
     pub args: Vec<Template>,
 }
 
@@ -229,7 +236,9 @@ impl Action for Spark {
 /// Runs a Pig script.
 #[derive(Debug, Clone)]
 pub struct Pig {
+    /// The Pig script, rendered.
     pub script: Template,
+    /// `-param k=v` entries; values are templates (secrets go to a private file).
     pub params: Vec<(String, Template)>,
 }
 
@@ -262,8 +271,11 @@ impl Action for Pig {
 /// Runs `hadoop jar`.
 #[derive(Debug, Clone)]
 pub struct Hadoop {
+    /// The jar, rendered.
     pub jar: Template,
+    /// The main class, when the jar's manifest names none.
     pub main_class: Option<String>,
+    /// Arguments after the main class.
     pub args: Vec<Template>,
 }
 
@@ -299,12 +311,19 @@ impl Action for Hadoop {
 /// Which filesystem call a [`FsAction`] makes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FsOp {
+    /// `mkdir`: create a directory and its parents.
     Mkdir,
+    /// `rmdir`: remove a directory or prefix and everything under it.
     Rmdir,
+    /// `rm`: remove one object or file.
     Rm,
+    /// `cp`: copy an object or a prefix.
     Cp,
+    /// `mv`: move an object or a prefix.
     Mv,
+    /// `copy_to_local`: download to a path on the engine's machine.
     CopyToLocal,
+    /// `copy_from_local`: upload from a path on the engine's machine.
     CopyFromLocal,
 }
 
@@ -326,8 +345,11 @@ impl FsOp {
 /// `path`; two-path ones use `from` and `to`.
 #[derive(Debug, Clone)]
 pub struct FsAction {
+    /// The call to make.
     pub op: FsOp,
+    /// The key (`path`), or the source (`from`) of a two-path call.
     pub path: Template,
+    /// The destination (`to`) of a two-path call.
     pub to: Option<Template>,
 }
 
