@@ -371,6 +371,7 @@ pub(crate) async fn terminate(shared: &Arc<Shared>, owned: Vec<Owned>, span: &Sp
 /// What `terminate_orphans` did with one recorded cluster.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OrphanOutcome {
+    /// The cluster as recorded.
     pub record: ClusterRecord,
     /// `Ok` with the new state, or why it was left alone or failed.
     pub result: Result<ClusterState, String>,

@@ -19,11 +19,14 @@ use tracing::{error, info, info_span, warn, Span};
 /// Hooks for showing progress (the CLI's progress bar). Called from the
 /// engine's tasks; keep them quick.
 pub trait RunObserver: Send + Sync {
+    /// A mode took the lease and is about to run `steps_to_run` steps on `clusters` clusters.
     fn run_started(&self, _flow: &FlowKey, _mode: RunMode, _steps_to_run: usize, _clusters: usize) {
     }
+    /// A step started on `cluster`.
     fn step_started(&self, _step: &str, _cluster: &str) {}
     /// A job a dead run started was taken over instead of started again.
     fn job_adopted(&self, _step: &str, _job: &flow_core::JobHandle) {}
+    /// A step reached its final state after `elapsed`.
     fn step_finished(&self, _step: &str, _state: StepState, _elapsed: Duration) {}
     /// The flow's definition differs from the one its stored run used
     /// (called before the mode's preconditions are checked, so also before
@@ -119,6 +122,7 @@ pub struct EngineOptions {
     pub launch_retry: RetryPolicy,
     /// Time a cancelled or timed-out action gets to stop and clean up.
     pub cancel_grace: Duration,
+    /// Progress hooks (the CLI's progress bar); `None` for none.
     pub observer: Option<Arc<dyn RunObserver>>,
     /// Also record every log-file line in the store (`append_logs`, in
     /// batches; see `logging`). Needs `log_directory`.
@@ -161,17 +165,23 @@ pub struct RunMetrics {
 /// How a run ended.
 #[derive(Debug, Clone)]
 pub struct RunReport {
+    /// The run's `[flow, timeperiod]`.
     pub flow: FlowKey,
     /// The run record's id (`flow history`, `flow logs --run`).
     pub run: RecordId,
+    /// The mode that ran.
     pub mode: RunMode,
+    /// The flow's state at the end.
     pub state: FlowState,
     /// The steps this run was to run, with their final states.
     pub steps: Vec<(String, StepState)>,
+    /// True when the run was cancelled (its token fired).
     pub canceled: bool,
+    /// Clusters the run launched (or adopted).
     pub clusters_launched: usize,
     /// Why the flow failed without a failed step, e.g. no cluster launched.
     pub error: Option<String>,
+    /// Figures about the run.
     pub metrics: RunMetrics,
 }
 
@@ -223,6 +233,7 @@ pub struct ExecutionEngine {
 }
 
 impl ExecutionEngine {
+    /// An engine for one `[flow, timeperiod]`: `graph` run in `context`, its state kept in `store`, its clusters made by `clusters`. Nothing happens until a run mode is called.
     pub fn new(
         graph: Arc<FlowGraph>,
         context: ExecutionContext,
@@ -276,6 +287,7 @@ impl ExecutionEngine {
         &self.owner
     }
 
+    /// The `[flow, timeperiod]` this engine runs.
     pub fn key(&self) -> FlowKey {
         FlowKey::new(self.context.flow_name.clone(), self.context.timeperiod)
     }

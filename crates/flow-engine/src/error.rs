@@ -9,25 +9,53 @@ use flow_core::{FlowGraph, FlowKey, FlowState, StoreError};
 #[non_exhaustive]
 pub enum Refusal {
     #[error("unknown step '{step}' (steps: {known})")]
-    UnknownStep { step: String, known: String },
+    /// The step is not in the flow.
+    UnknownStep {
+        /// The name as given.
+        step: String,
+        /// The flow's steps.
+        known: String,
+    },
     #[error("step '{step}' is blocked: its dependencies {} are not processed", missing.join(", "))]
-    Blocked { step: String, missing: Vec<String> },
+    /// `run_one`: the step's dependencies are not complete.
+    Blocked {
+        /// The step.
+        step: String,
+        /// Dependencies that are not processed (or noop).
+        missing: Vec<String>,
+    },
+    /// `recover`: the flow has never run.
     #[error("there is nothing to recover: the flow has never run")]
     NeverRan,
     #[error("there is nothing to recover: the flow is {state}, not failed")]
-    NotFailed { state: FlowState },
+    /// `recover`: the flow has not failed (it is complete or still running).
+    NotFailed {
+        /// Its state.
+        state: FlowState,
+    },
     #[error("{mode} is not a mode that runs steps")]
-    NotARunMode { mode: flow_core::RunMode },
+    /// The mode does not run steps (`Rollback`).
+    NotARunMode {
+        /// The mode given.
+        mode: flow_core::RunMode,
+    },
+    /// `flow rollback`: the flow has never run.
     #[error("there is nothing to roll back: the flow has never run")]
     NothingToRollBack,
+    /// `flow rollback`: the step is not processed (or noop).
     #[error("step '{step}' is {state}: only a processed (or noop) step can be rolled back")]
     NotProcessed {
+        /// The step.
         step: String,
+        /// Its state.
         state: flow_core::StepState,
     },
+    /// `flow rollback` without cascade: the step has processed dependants.
     #[error("step '{step}' has processed dependants ({}): roll them back first, or pass --cascade to roll them back with it", dependants.join(", "))]
     ProcessedDependants {
+        /// The step.
         step: String,
+        /// Its processed dependants.
         dependants: Vec<String>,
     },
 }
@@ -69,11 +97,21 @@ fn holder_text(holder: &Option<String>) -> String {
 #[non_exhaustive]
 pub enum EngineError {
     #[error("refused to run {flow}: {reason}")]
-    Refused { flow: FlowKey, reason: Refusal },
+    /// The mode's precondition failed; nothing was written.
+    Refused {
+        /// The flow.
+        flow: FlowKey,
+        /// Why.
+        reason: Refusal,
+    },
+    /// Another live engine holds the flow's lease.
     #[error("flow {flow} is already being run by {owner} (last heartbeat {heartbeat_at}); if that engine died, its lease turns stale {} after that heartbeat", humantime_ttl(*.ttl))]
     LeaseHeld {
+        /// The flow.
         flow: FlowKey,
+        /// The holder's owner id (host, pid, random part).
         owner: String,
+        /// The holder's latest heartbeat.
         heartbeat_at: DateTime<Utc>,
         /// How long a lease lives without a heartbeat.
         ttl: std::time::Duration,
@@ -83,6 +121,7 @@ pub enum EngineError {
     /// more; the new holder adopts its running jobs and clusters.
     #[error("lost the run lease of {flow}{}: stopped without writing anything more; running jobs and clusters are left to the new holder", holder_text(.holder))]
     LeaseLost {
+        /// The flow.
         flow: FlowKey,
         /// Who holds it now, if anyone.
         holder: Option<String>,
@@ -91,13 +130,18 @@ pub enum EngineError {
     /// stored.
     #[error("refused to run {flow}: {source}")]
     Logs {
+        /// The flow.
         flow: FlowKey,
+        /// Why.
         #[source]
         source: LogDirectoryError,
     },
+    /// The store failed; the run stopped where it was (`recover` goes on from there).
     #[error("store failed for flow {flow}: {source}")]
     Store {
+        /// The flow.
         flow: FlowKey,
+        /// The store's error.
         #[source]
         source: StoreError,
     },

@@ -487,7 +487,9 @@ fn open_private_append(path: &Path) -> std::io::Result<File> {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("log directory: {path}: {problem}")]
 pub struct LogDirectoryError {
+    /// The directory (or the flow's directory in it).
     pub path: PathBuf,
+    /// What is wrong with it.
     pub problem: String,
 }
 
