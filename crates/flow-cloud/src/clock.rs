@@ -29,6 +29,7 @@ pub struct TokioClock {
 }
 
 impl TokioClock {
+    /// A clock whose zero is now.
     pub fn new() -> Self {
         TokioClock {
             start: tokio::time::Instant::now(),
@@ -77,6 +78,7 @@ struct ManualState {
 }
 
 impl ManualClock {
+    /// A clock at zero that moves only when the test advances it.
     pub fn new() -> Self {
         ManualClock::default()
     }

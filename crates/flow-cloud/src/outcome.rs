@@ -5,8 +5,11 @@ use std::fmt;
 /// How a finished job ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Outcome {
+    /// The job did its work.
     Succeeded,
+    /// The job failed.
     Failed,
+    /// The job was cancelled.
     Cancelled,
 }
 
@@ -26,6 +29,7 @@ pub enum Phase {
     /// Not finished (queued, starting, running, being cancelled, or a
     /// restartable failure the backend may still retry).
     Running,
+    /// Done, with how it ended.
     Finished(Outcome),
 }
 
@@ -48,9 +52,13 @@ pub enum Phase {
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StateTable {
+    /// States of a job not finished yet.
     pub running: &'static [&'static str],
+    /// States of a job that succeeded.
     pub succeeded: &'static [&'static str],
+    /// States of a job that failed.
     pub failed: &'static [&'static str],
+    /// States of a job that was cancelled.
     pub cancelled: &'static [&'static str],
 }
 

@@ -93,6 +93,7 @@ impl Default for PollConfig {
 /// A job's end as the backend reported it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Finished<T> {
+    /// How the job ended.
     pub outcome: Outcome,
     /// The backend's last status of the job (with its failure details).
     pub status: T,
@@ -102,17 +103,37 @@ pub struct Finished<T> {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PollError {
     #[error("job {job}: not finished after {waited:?} (the wait timed out)")]
-    Timeout { job: String, waited: Duration },
+    /// The job did not finish within the configured time.
+    Timeout {
+        /// The job, as the source names it.
+        job: String,
+        /// How long the poller waited.
+        waited: Duration,
+    },
+    /// Status requests kept failing.
     #[error("job {job}: {failures} status requests failed in a row; the last: {message}")]
     Backend {
+        /// The job, as the source names it.
         job: String,
+        /// Requests that failed in a row.
         failures: u32,
+        /// The last failure.
         message: String,
     },
     #[error("job {job}: the backend's last {answers} answers did not mention it")]
-    Missing { job: String, answers: u32 },
+    /// The backend stopped mentioning the job.
+    Missing {
+        /// The job, as the source names it.
+        job: String,
+        /// Answers in a row without it.
+        answers: u32,
+    },
     #[error("job {job}: the poller stopped before the job finished")]
-    Stopped { job: String },
+    /// The poller was dropped first.
+    Stopped {
+        /// The job, as the source names it.
+        job: String,
+    },
 }
 
 /// What one [`JobSource::statuses`] request returned.
@@ -176,6 +197,7 @@ impl<S: JobSource> fmt::Debug for Poller<S> {
 }
 
 impl<S: JobSource> Poller<S> {
+    /// A poller asking `source` about its jobs, paced by `config` on `clock`.
     pub fn new(source: S, config: PollConfig, clock: Arc<dyn Clock>) -> Self {
         Poller {
             shared: Arc::new(Shared {

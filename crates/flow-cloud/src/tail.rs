@@ -34,7 +34,9 @@ pub trait RemoteObjects: Send + Sync {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("cannot read the log {location}: {message}")]
 pub struct TailError {
+    /// The object, e.g. `s3://bucket/key`.
     pub location: String,
+    /// Why the read failed.
     pub message: String,
 }
 
