@@ -76,6 +76,7 @@ struct RunningJob {
 }
 
 impl LocalCluster {
+    /// A cluster called `name` (e.g. `local-0`) run as `options` say.
     pub fn new(name: impl Into<String>, options: LocalOptions) -> Self {
         Self::with_shared_options(name, Arc::new(options))
     }
@@ -98,6 +99,7 @@ impl LocalCluster {
         }
     }
 
+    /// How it runs jobs and where its files are.
     pub fn options(&self) -> &LocalOptions {
         &self.options
     }

@@ -109,12 +109,14 @@ pub struct LocalClusterFactory {
 }
 
 impl LocalClusterFactory {
+    /// A factory of local clusters sharing `options`.
     pub fn new(options: LocalOptions) -> Self {
         LocalClusterFactory {
             options: Arc::new(options),
         }
     }
 
+    /// The options every cluster it makes gets.
     pub fn options(&self) -> &LocalOptions {
         &self.options
     }
