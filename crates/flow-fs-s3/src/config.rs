@@ -92,14 +92,18 @@ impl Default for S3Config {
 /// Why an [`S3Filesystem`] could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum S3Error {
+    /// A setting is out of range or malformed.
     #[error("S3 filesystem setting `{field}`: {message}")]
     Invalid {
+        /// The setting's name.
         field: &'static str,
+        /// What is wrong with it.
         message: String,
     },
     #[error(
         "S3 filesystem: no AWS region; set `region` in the settings, AWS_REGION, or a profile's region"
     )]
+    /// No region in the settings, the environment or the profile.
     NoRegion,
 }
 
@@ -167,61 +171,76 @@ pub struct S3FilesystemBuilder {
 }
 
 impl S3FilesystemBuilder {
+    /// A builder with the default settings.
     pub fn new() -> Self {
         S3FilesystemBuilder::default()
     }
+    /// Sets [`S3Config::bucket`].
     pub fn with_bucket(mut self, bucket: impl Into<String>) -> Self {
         self.config.bucket = Some(bucket.into());
         self
     }
+    /// Sets [`S3Config::prefix`].
     pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.config.prefix = Some(prefix.into());
         self
     }
+    /// Sets [`S3Config::region`].
     pub fn with_region(mut self, region: impl Into<String>) -> Self {
         self.config.region = Some(region.into());
         self
     }
+    /// Sets [`S3Config::profile`].
     pub fn with_profile(mut self, profile: impl Into<String>) -> Self {
         self.config.profile = Some(profile.into());
         self
     }
+    /// Sets [`S3Config::endpoint_url`].
     pub fn with_endpoint_url(mut self, url: impl Into<String>) -> Self {
         self.config.endpoint_url = Some(url.into());
         self
     }
+    /// Sets [`S3Config::force_path_style`].
     pub fn with_force_path_style(mut self, on: bool) -> Self {
         self.config.force_path_style = on;
         self
     }
+    /// Sets [`S3Config::multipart_threshold`].
     pub fn with_multipart_threshold(mut self, bytes: u64) -> Self {
         self.config.multipart_threshold = bytes;
         self
     }
+    /// Sets [`S3Config::part_size`].
     pub fn with_part_size(mut self, bytes: u64) -> Self {
         self.config.part_size = bytes;
         self
     }
+    /// Sets [`S3Config::copy_threshold`].
     pub fn with_copy_threshold(mut self, bytes: u64) -> Self {
         self.config.copy_threshold = bytes;
         self
     }
+    /// Sets [`S3Config::copy_part_size`].
     pub fn with_copy_part_size(mut self, bytes: u64) -> Self {
         self.config.copy_part_size = bytes;
         self
     }
+    /// Sets [`S3Config::list_page_size`].
     pub fn with_list_page_size(mut self, keys: u32) -> Self {
         self.config.list_page_size = keys;
         self
     }
+    /// Sets [`S3Config::delete_batch`].
     pub fn with_delete_batch(mut self, keys: usize) -> Self {
         self.config.delete_batch = keys;
         self
     }
+    /// Sets [`S3Config::concurrency`].
     pub fn with_concurrency(mut self, n: usize) -> Self {
         self.config.concurrency = n;
         self
     }
+    /// Sets [`S3Config::max_attempts`].
     pub fn with_max_attempts(mut self, n: u32) -> Self {
         self.config.max_attempts = n;
         self

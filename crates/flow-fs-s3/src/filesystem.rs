@@ -32,7 +32,9 @@ const COPY_SOURCE: &AsciiSet = &NON_ALPHANUMERIC
 /// A bucket and a key, shown as `s3://bucket/key` in every error.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct S3Location {
+    /// The bucket.
     pub bucket: String,
+    /// The key (or prefix) within it.
     pub key: String,
 }
 
