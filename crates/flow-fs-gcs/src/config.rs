@@ -76,18 +76,30 @@ impl Default for GcsConfig {
 /// Why a [`GcsFilesystem`] could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum GcsError {
+    /// A setting is out of range or malformed.
     #[error("GCS filesystem setting `{field}`: {message}")]
     Invalid {
+        /// The setting's name.
         field: &'static str,
+        /// What is wrong with it.
         message: String,
     },
     #[error("GCS filesystem: no credentials: {message}")]
-    Auth { message: String },
+    /// No credentials could be found or read.
+    Auth {
+        /// Why.
+        message: String,
+    },
     #[error("GCS filesystem: cannot make the HTTP client: {message}")]
-    Client { message: String },
+    /// The HTTP client could not be made.
+    Client {
+        /// Why.
+        message: String,
+    },
 }
 
 impl GcsConfig {
+    /// A builder starting from these settings.
     pub fn builder(self) -> GcsFilesystemBuilder {
         GcsFilesystemBuilder { config: self }
     }
@@ -154,50 +166,62 @@ pub struct GcsFilesystemBuilder {
 }
 
 impl GcsFilesystemBuilder {
+    /// A builder with the default settings.
     pub fn new() -> Self {
         GcsFilesystemBuilder::default()
     }
+    /// Sets [`GcsConfig::bucket`].
     pub fn with_bucket(mut self, bucket: impl Into<String>) -> Self {
         self.config.bucket = Some(bucket.into());
         self
     }
+    /// Sets [`GcsConfig::prefix`].
     pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.config.prefix = Some(prefix.into());
         self
     }
+    /// Sets [`GcsConfig::endpoint`].
     pub fn with_endpoint(mut self, url: impl Into<String>) -> Self {
         self.config.endpoint = Some(url.into());
         self
     }
+    /// Sets [`GcsConfig::credentials_file`].
     pub fn with_credentials_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.config.credentials_file = Some(path.into());
         self
     }
+    /// Sets [`GcsConfig::resumable_threshold`].
     pub fn with_resumable_threshold(mut self, bytes: u64) -> Self {
         self.config.resumable_threshold = bytes;
         self
     }
+    /// Sets [`GcsConfig::upload_chunk_size`].
     pub fn with_upload_chunk_size(mut self, bytes: u64) -> Self {
         self.config.upload_chunk_size = bytes;
         self
     }
+    /// Sets [`GcsConfig::list_page_size`].
     pub fn with_list_page_size(mut self, n: u32) -> Self {
         self.config.list_page_size = n;
         self
     }
+    /// Sets [`GcsConfig::rewrite_max_bytes_per_call`].
     pub fn with_rewrite_max_bytes_per_call(mut self, bytes: u64) -> Self {
         self.config.rewrite_max_bytes_per_call = Some(bytes);
         self
     }
+    /// Sets [`GcsConfig::concurrency`].
     pub fn with_concurrency(mut self, n: usize) -> Self {
         self.config.concurrency = n;
         self
     }
+    /// Sets [`GcsConfig::retry`].
     pub fn with_retry(mut self, retry: RetryConfig) -> Self {
         self.config.retry = retry;
         self
     }
 
+    /// The settings so far.
     pub fn config(&self) -> &GcsConfig {
         &self.config
     }

@@ -50,7 +50,9 @@ impl fmt::Debug for Auth {
 /// A bucket and an object name, shown as `gs://bucket/name`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct GcsLocation {
+    /// The bucket.
     pub bucket: String,
+    /// The object name (or prefix) within it.
     pub name: String,
 }
 
@@ -269,6 +271,7 @@ impl GcsFilesystem {
         }
     }
 
+    /// The settings it was built with.
     pub fn config(&self) -> &GcsConfig {
         &self.inner.config
     }
