@@ -70,6 +70,13 @@ mod settings;
 pub use detached::DetachedMongoStore;
 
 pub use model::{ClusterDoc, FlowDoc, LogDoc, RunDoc, StepDoc};
+
+/// The `bson` crate the document types ([`FlowDoc`], ...) are made of,
+/// re-exported so callers use the same version.
+pub use bson;
+/// The driver [`MongoStore::database`] hands out, re-exported so callers
+/// use the same version.
+pub use mongodb;
 pub use settings::{
     redact_uri, validate_database, validate_uri, InvalidSetting, MongoOptions, Transactions,
     DEFAULT_SERVER_SELECTION_TIMEOUT,
@@ -96,19 +103,27 @@ use tracing::{debug, warn};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum MongoError {
+    /// A setting (URI or database name) is invalid.
     #[error("[store] {0}")]
     Setting(#[from] InvalidSetting),
     /// No server answered within the server selection timeout.
     #[error("cannot reach MongoDB at {hosts} within {timeout:?}: {message}")]
     Unreachable {
+        /// The hosts of the URI (without credentials).
         hosts: String,
+        /// The server selection timeout that passed.
         timeout: Duration,
+        /// The driver's reason.
         message: String,
     },
+    /// A start-up call (ping, `hello`, index creation) failed.
     #[error("MongoDB at {hosts}: {operation} failed: {message}")]
     Setup {
+        /// The hosts of the URI (without credentials).
         hosts: String,
+        /// The call, e.g. `create index`.
         operation: &'static str,
+        /// The driver's reason.
         message: String,
     },
 }

@@ -120,23 +120,33 @@ fn created(value: &Option<DateValue>, id: &Option<ObjectId>) -> Result<DateTime<
 /// A document of Synergy Flow's `flow` collection.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FlowDoc {
+    /// The document's `_id`.
     #[serde(rename = "_id", skip_serializing_if = "Option::is_none", default)]
     pub id: Option<ObjectId>,
+    /// When the record was first written.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub created_at: Option<DateValue>,
+    /// Exclusive end of the processing window.
     pub end_timeperiod: String,
+    /// When it ended.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub finished_at: Option<DateValue>,
+    /// The flow's name.
     pub flow_name: String,
     /// Ours: a digest of the flow definition.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub graph_hash: Option<String>,
+    /// The run mode's stored string (Synergy's old spellings are read too).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub run_mode: Option<String>,
+    /// Inclusive start of the processing window.
     pub start_timeperiod: String,
+    /// When it started.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub started_at: Option<DateValue>,
+    /// The state's stored string, e.g. `state_processed`.
     pub state: String,
+    /// The processing timeperiod, `YYYYMMDDHH`.
     pub timeperiod: String,
 }
 
@@ -155,6 +165,7 @@ fn run_mode(text: Option<&str>) -> Result<RunMode, Unreadable> {
 }
 
 impl FlowDoc {
+    /// The document for `r`.
     pub fn from_record(r: &FlowRecord) -> Result<Self, Unreadable> {
         Ok(FlowDoc {
             id: r.id.as_ref().map(object_id).transpose()?,
@@ -171,6 +182,7 @@ impl FlowDoc {
         })
     }
 
+    /// The record this document stands for.
     pub fn to_record(&self) -> Result<FlowRecord, Unreadable> {
         Ok(FlowRecord {
             id: self.id.map(|oid| RecordId::new(oid.to_hex())),
@@ -222,36 +234,52 @@ pub struct RollbackDoc {
 /// A document of Synergy Flow's `step` collection.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepDoc {
+    /// The document's `_id`.
     #[serde(rename = "_id", skip_serializing_if = "Option::is_none", default)]
     pub id: Option<ObjectId>,
     /// Ours, like every field not in Synergy's model.
     #[serde(skip_serializing_if = "is_zero", default)]
     pub actions_done: i32,
+    /// Attempts so far.
     #[serde(skip_serializing_if = "is_zero", default)]
     pub attempts: i32,
+    /// When the record was first written.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub created_at: Option<DateValue>,
+    /// The last error, masked.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub error: Option<String>,
+    /// When it ended.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub finished_at: Option<DateValue>,
+    /// The flow's name.
     pub flow_name: String,
+    /// The durable handle of the running action's job.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub job: Option<JobDoc>,
+    /// Progress of the `main` action.
     #[serde(skip_serializing_if = "is_pending", default = "pending")]
     pub main_state: String,
+    /// Progress of the `post` actions.
     #[serde(skip_serializing_if = "is_pending", default = "pending")]
     pub post_state: String,
+    /// Progress of the `pre` actions.
     #[serde(skip_serializing_if = "is_pending", default = "pending")]
     pub pre_state: String,
+    /// The `_id` of the flow document it belongs to.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub related_flow: Option<IdValue>,
+    /// The rollbacks that ran for it.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub rollbacks: Vec<RollbackDoc>,
+    /// When it started.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub started_at: Option<DateValue>,
+    /// The state's stored string, e.g. `state_processed`.
     pub state: String,
+    /// The step's name.
     pub step_name: String,
+    /// The processing timeperiod, `YYYYMMDDHH`.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub timeperiod: Option<String>,
 }
@@ -262,6 +290,7 @@ impl Model for StepDoc {
 }
 
 impl StepDoc {
+    /// The document for `r`.
     pub fn from_record(r: &StepRecord) -> Result<Self, Unreadable> {
         Ok(StepDoc {
             id: r.id.as_ref().map(object_id).transpose()?,
@@ -304,6 +333,7 @@ impl StepDoc {
         })
     }
 
+    /// The record this document stands for.
     pub fn to_record(&self) -> Result<StepRecord, Unreadable> {
         let state = match self.state.as_str() {
             // Synergy Flow's first releases called a new step "requested".
@@ -396,25 +426,39 @@ impl LeaseDoc {
 /// One engine invocation (ours: `flow_run`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunDoc {
+    /// The document's `_id`.
     #[serde(rename = "_id", skip_serializing_if = "Option::is_none", default)]
     pub id: Option<ObjectId>,
+    /// The last error, masked.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub error: Option<String>,
+    /// When it ended.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub finished_at: Option<BsonDate>,
+    /// The flow's name.
     pub flow_name: String,
+    /// The host the engine ran on.
     pub host: String,
+    /// The run mode's stored string.
     pub mode: String,
+    /// The flow's state when the run ended.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub outcome: Option<String>,
+    /// The lease owner id.
     pub owner: String,
+    /// When it started.
     pub started_at: BsonDate,
+    /// The steps the run set out to run, with their final states.
     #[serde(default)]
     pub steps: Vec<RunStep>,
+    /// The step `run_one` / `run_from` was given.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub target: Option<String>,
+    /// The processing timeperiod, `YYYYMMDDHH`.
     pub timeperiod: String,
+    /// The lease's fencing token.
     pub token: i64,
+    /// The user the engine ran as.
     pub user: String,
 }
 
@@ -430,6 +474,7 @@ impl Model for RunDoc {
 }
 
 impl RunDoc {
+    /// The document for `r`.
     pub fn from_record(r: &RunRecord) -> Result<Self, Unreadable> {
         Ok(RunDoc {
             id: r.id.as_ref().map(object_id).transpose()?,
@@ -449,6 +494,7 @@ impl RunDoc {
         })
     }
 
+    /// The record this document stands for.
     pub fn to_record(&self) -> Result<RunRecord, Unreadable> {
         Ok(RunRecord {
             id: self.id.map(|oid| RecordId::new(oid.to_hex())),
@@ -479,16 +525,25 @@ impl RunDoc {
 /// A cluster a run launched (ours: `flow_cluster`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClusterDoc {
+    /// The document's `_id`.
     #[serde(rename = "_id", skip_serializing_if = "Option::is_none", default)]
     pub id: Option<ObjectId>,
+    /// The flow's name.
     pub flow_name: String,
+    /// The cluster's durable handle.
     pub handle: ClusterHandle,
+    /// When it was asked for.
     pub launched_at: BsonDate,
+    /// The text (masked).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub message: Option<String>,
+    /// The `_id` of the run that launched it.
     pub run: ObjectId,
+    /// The state's stored string, e.g. `state_processed`.
     pub state: String,
+    /// The processing timeperiod, `YYYYMMDDHH`.
     pub timeperiod: String,
+    /// When the record last changed.
     pub updated_at: BsonDate,
 }
 
@@ -503,6 +558,7 @@ impl Model for ClusterDoc {
 }
 
 impl ClusterDoc {
+    /// The document for `r`.
     pub fn from_record(r: &ClusterRecord) -> Result<Self, Unreadable> {
         Ok(ClusterDoc {
             id: r.id.as_ref().map(object_id).transpose()?,
@@ -517,6 +573,7 @@ impl ClusterDoc {
         })
     }
 
+    /// The record this document stands for.
     pub fn to_record(&self) -> Result<ClusterRecord, Unreadable> {
         Ok(ClusterRecord {
             id: self.id.map(|oid| RecordId::new(oid.to_hex())),
@@ -542,20 +599,30 @@ impl ClusterDoc {
 /// these lines too.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LogDoc {
+    /// The document's `_id`.
     #[serde(rename = "_id")]
     pub id: ObjectId,
+    /// When the record was first written.
     pub created_at: BsonDate,
+    /// The flow's name.
     pub flow_name: String,
+    /// The severity, e.g. `INFO`.
     pub level: String,
+    /// `STEP`, `STEP.ACTION`, or the flow name.
     pub logger: String,
+    /// The text (masked).
     pub message: String,
+    /// This line's own id (the collection's unique key; see above).
     pub parent_object_id: ObjectId,
+    /// Its place in the flow's log.
     pub position: i64,
     /// The run's id as hex text: log lines are filtered by it, and some
     /// wire-protocol servers cannot match ObjectIds outside `_id`.
     pub run: String,
+    /// The step's name.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub step_name: Option<String>,
+    /// The processing timeperiod, `YYYYMMDDHH`.
     pub timeperiod: String,
 }
 
@@ -568,6 +635,7 @@ impl Model for LogDoc {
 }
 
 impl LogDoc {
+    /// The document for `line` at `position`.
     pub fn from_line(line: &LogLine, position: u64) -> Result<Self, Unreadable> {
         let id = ObjectId::new();
         Ok(LogDoc {
@@ -585,6 +653,7 @@ impl LogDoc {
         })
     }
 
+    /// The line this document stands for, with its position.
     pub fn to_line(&self) -> Result<StoredLogLine, Unreadable> {
         Ok(StoredLogLine {
             position: u64::try_from(self.position)

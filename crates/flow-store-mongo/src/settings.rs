@@ -26,12 +26,16 @@ pub enum Transactions {
 pub struct MongoOptions {
     /// `mongodb://[user:password@]host[:port][,host...]/[?options]`.
     pub uri: String,
+    /// The database holding the collections (Synergy Flow's, to share its records).
     pub database: String,
+    /// How long to wait for a server before giving up.
     pub server_selection_timeout: Duration,
+    /// Whether `begin_run` uses transactions.
     pub transactions: Transactions,
 }
 
 impl MongoOptions {
+    /// Options for `uri` and `database`, with the default timeout and transactions where the server has them.
     pub fn new(uri: impl Into<String>, database: impl Into<String>) -> Self {
         MongoOptions {
             uri: uri.into(),
@@ -59,6 +63,7 @@ impl fmt::Debug for MongoOptions {
 pub struct InvalidSetting {
     /// `uri` or `database`.
     pub what: &'static str,
+    /// What is wrong.
     pub message: String,
 }
 
