@@ -12,9 +12,9 @@
 //! - [`outcome`]: a backend's terminal states mapped onto
 //!   [`Outcome::Succeeded`], [`Outcome::Failed`] and [`Outcome::Cancelled`]
 //!   ([`StateTable`]).
-//! - [`retry`]: the retry policy for transient errors (through `backon`),
+//! - [`mod@retry`]: the retry policy for transient errors (through `backon`),
 //!   honouring `Retry-After`.
-//! - [`tail`]: the last bytes of a remote log object, gzip-aware, waiting a
+//! - [`mod@tail`]: the last bytes of a remote log object, gzip-aware, waiting a
 //!   bounded time for objects that appear late (EMR uploads step logs
 //!   minutes after the step ends).
 //! - [`clock`]: time as a trait, so tests assert polling and retry figures

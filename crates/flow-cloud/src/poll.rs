@@ -101,6 +101,7 @@ pub struct Finished<T> {
 
 /// Why a wait ended without a terminal state.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum PollError {
     #[error("job {job}: not finished after {waited:?} (the wait timed out)")]
     /// The job did not finish within the configured time.

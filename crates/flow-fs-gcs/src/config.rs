@@ -75,6 +75,7 @@ impl Default for GcsConfig {
 
 /// Why a [`GcsFilesystem`] could not be built.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum GcsError {
     /// A setting is out of range or malformed.
     #[error("GCS filesystem setting `{field}`: {message}")]

@@ -91,6 +91,7 @@ impl Default for S3Config {
 
 /// Why an [`S3Filesystem`] could not be built.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum S3Error {
     /// A setting is out of range or malformed.
     #[error("S3 filesystem setting `{field}`: {message}")]

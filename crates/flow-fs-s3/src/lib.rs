@@ -38,3 +38,7 @@ mod filesystem;
 
 pub use config::{S3Config, S3Error, S3FilesystemBuilder};
 pub use filesystem::{S3Filesystem, S3Location};
+
+/// The SDK whose client [`S3Filesystem::client`] hands out, re-exported so
+/// callers use the same version.
+pub use aws_sdk_s3;
