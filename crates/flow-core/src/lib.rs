@@ -9,6 +9,22 @@
 //! It is *not* an engine and knows no concrete store or cloud: running a flow
 //! lives in `flow-engine`, storage in `flow-store-*`, execution in
 //! `flow-cluster-*`.
+//!
+//! Where to start as a library user:
+//! - build flows with [`FlowDefinition`] (builder) or load flow files with
+//!   [`ActionRegistry`] (which also takes your own action types);
+//! - implement [`Action`] for work of your own, [`Cluster`] +
+//!   [`ClusterFactory`] for a place to run jobs, [`Filesystem`] for its
+//!   storage, [`FlowStore`] for where state lives; each trait says what an
+//!   implementation must guarantee, and the `testkit` feature holds the
+//!   conformance suites that prove it (`testkit::filesystem_conformance`,
+//!   `testkit::store::store_conformance`);
+//! - run flows with the `flow-engine` crate.
+//!
+//! Examples (`cargo run -p flow-core --example NAME`): `load_flow` (load,
+//! validate, walk in dependency order, draw as Mermaid) and
+//! `memory_filesystem` (a custom filesystem through the conformance suite;
+//! `--features testkit`).
 #![warn(missing_docs)]
 
 pub mod action;
@@ -55,3 +71,18 @@ pub use timeperiod::{TimeQualifier, Timeperiod, TimeperiodError};
 /// arguments ([`ActionRegistry::build`], [`spec::ActionArgs::new`]),
 /// re-exported so callers use the same version.
 pub use toml;
+
+// Deliberate re-exports of the crates whose items appear in the traits and
+// records, so an implementation outside the workspace uses the same
+// versions without naming them in its own Cargo.toml.
+
+/// The attribute the traits ([`Action`], [`Cluster`], [`Filesystem`],
+/// [`FlowStore`], [`JobRecorder`]) are written with; implementations use it
+/// too: `#[flow_core::async_trait]`.
+pub use async_trait::async_trait;
+/// The `chrono` crate whose `DateTime<Utc>` the records and the lease
+/// calls carry.
+pub use chrono;
+/// The token that cancels actions and jobs ([`ActionContext::cancel`],
+/// [`JobContext::cancel`]).
+pub use tokio_util::sync::CancellationToken;
