@@ -220,6 +220,77 @@ impl Shared {
 
 /// Runs one flow for one timeperiod. One engine value serves one
 /// `[flow, timeperiod]`; it may be used for several modes one after another.
+///
+/// Every mode takes the flow's lease in the store first (another engine
+/// running the flow makes it [`EngineError::LeaseHeld`]), checks its
+/// precondition (a failed one is [`EngineError::Refused`] and writes
+/// nothing), and ends with a [`RunReport`]. A flow whose step failed is not
+/// an error: the report's state is `invalid`.
+///
+/// The run modes, on the local cluster with the SQLite store:
+///
+/// ```
+/// use flow_cluster_local::{LocalClusterFactory, LocalOptions};
+/// use flow_core::actions::Identity;
+/// use flow_core::{
+///     ActionInstance, ExecutionContext, FlowDefinition, FlowState, Settings, StepDefinition,
+///     Timeperiod,
+/// };
+/// use flow_engine::{EngineError, EngineOptions, ExecutionEngine, Refusal};
+/// use flow_store_sqlite::{SqliteOptions, SqliteStore};
+/// use std::sync::Arc;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let dir = tempfile::tempdir()?;
+/// let store = SqliteStore::open(&dir.path().join("flow.db"), SqliteOptions::default())?;
+/// let clusters = LocalClusterFactory::new(LocalOptions {
+///     root: dir.path().to_path_buf(),
+///     work_dir: dir.path().to_path_buf(),
+///     state_dir: dir.path().join("state"),
+///     ..LocalOptions::default()
+/// });
+/// let step = |name| StepDefinition::new(name, ActionInstance::new(Arc::new(Identity)));
+/// let graph = FlowDefinition::new("chain")
+///     .step(step("a"))
+///     .step(step("b").depends_on(["a"]))
+///     .step(step("c").depends_on(["b"]))
+///     .build()?;
+/// let timeperiod: Timeperiod = "2026112807".parse()?;
+/// let context = ExecutionContext {
+///     flow_name: graph.name().to_string(),
+///     timeperiod,
+///     start_timeperiod: timeperiod,
+///     end_timeperiod: timeperiod.next(graph.time_qualifier()),
+///     settings: Arc::new(Settings::new()),
+///     number_of_clusters: 1,
+/// };
+/// let engine = ExecutionEngine::new(
+///     Arc::new(graph),
+///     context,
+///     Arc::new(store),
+///     Arc::new(clusters),
+///     EngineOptions::default(),
+/// );
+///
+/// // `recover` needs a run to recover: refused, nothing written.
+/// let refused = engine.recover().await;
+/// assert!(matches!(
+///     refused,
+///     Err(EngineError::Refused { reason: Refusal::NeverRan, .. })
+/// ));
+/// // `run`: every step, afresh.
+/// assert_eq!(engine.run().await?.state, FlowState::Processed);
+/// // `run_one`: one step alone; its dependencies are complete.
+/// assert_eq!(engine.run_one("b").await?.steps.len(), 1);
+/// // `run_from`: a step and everything derived from it.
+/// let report = engine.run_from("b").await?;
+/// let mut ran: Vec<&str> = report.steps.iter().map(|(s, _)| s.as_str()).collect();
+/// ran.sort();
+/// assert_eq!(ran, ["b", "c"]);
+/// # Ok(())
+/// # }
+/// ```
 pub struct ExecutionEngine {
     pub(crate) graph: Arc<FlowGraph>,
     pub(crate) context: Arc<ExecutionContext>,

@@ -15,6 +15,13 @@
 //!
 //! This crate knows no concrete store or cluster: it depends on `flow-core`
 //! only; backends are chosen by the caller (the `flow` CLI).
+//!
+//! Examples (`cargo run -p flow-engine --example NAME`): `diamond` (a flow
+//! built in code with a custom action, run on the local cluster with the
+//! SQLite store, then recovered after a failure) and `dry_run_cluster` (a
+//! custom [`Cluster`](flow_core::Cluster) plugged in through a
+//! [`ClusterFactory`](flow_core::ClusterFactory), with adoptable job
+//! handles).
 #![warn(missing_docs)]
 
 mod clusters;
