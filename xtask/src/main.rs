@@ -17,7 +17,10 @@
 //!   browser test is such a peer too (`viewer.rs`: Debian's `chromium` and
 //!   `chromium-driver`, installed with apt where missing). Before running,
 //!   it lists the ignored tests: each must belong to a peer or be a known
-//!   helper (`ignored.rs`), or the run fails.
+//!   helper (`ignored.rs`), or the run fails. Every example must be a test
+//!   (`test = true` and a `#[test]` calling its `main`), so `cargo test`
+//!   runs it; a full run then builds the docs with warnings as errors
+//!   (`library.rs`).
 //!
 //! * `cargo xtask bench [ARGS...]` builds `flow-bench` and `flow` in release,
 //!   makes sure a venv holding Luigi exists at `<target>/tools/bench-venv`,
@@ -41,6 +44,7 @@ mod bench;
 mod dataproc;
 mod emulators;
 mod ignored;
+mod library;
 mod mongo;
 mod mutants;
 mod services;
@@ -146,6 +150,15 @@ fn test(args: &[OsString]) -> ExitCode {
     let (target, target_from_env) = target_dir(&root);
     let venv = target.join("tools").join("venv");
 
+    // Every example must run as a test (library.rs); say so before building.
+    let unrun = library::unrun_examples(&root);
+    if !unrun.is_empty() {
+        for problem in &unrun {
+            eprintln!("xtask: example not run by the tests: {problem}");
+        }
+        return ExitCode::FAILURE;
+    }
+
     let spark = if ensure_pyspark(&venv) {
         Spark::find(&venv)
     } else {
@@ -244,6 +257,10 @@ fn test(args: &[OsString]) -> ExitCode {
     };
     drop(emulators);
     drop(mongo);
+    // The docs of the whole workspace, warning-free (library.rs).
+    if !selects_packages(args) && code == ExitCode::SUCCESS {
+        return library::doc(&root, target_from_env.then_some(target.as_path()));
+    }
     code
 }
 
