@@ -16,6 +16,7 @@
 //! flow-bench [--shape NAME] [--synchronous normal|full] [--json PATH]
 //! ```
 //! See [`USAGE`] for the rest.
+#![warn(missing_docs)]
 
 pub mod luigi;
 pub mod measure;
@@ -68,13 +69,21 @@ options:
 /// The parsed command line.
 #[derive(Debug, Clone)]
 pub struct Args {
+    /// `--shape`: run this one shape (a child process does).
     pub shape: Option<Shape>,
+    /// `--only`: measure only these shapes.
     pub only: Option<Vec<Shape>>,
+    /// How children measure.
     pub setup: Setup,
+    /// `--json`: where to write the report.
     pub json: Option<PathBuf>,
+    /// `--out-dir`: where to write a time-stamped report and `latest.json`.
     pub out_dir: Option<PathBuf>,
+    /// `--luigi-python`: the Python that runs the Luigi comparison.
     pub luigi_python: Option<PathBuf>,
+    /// `--luigi-script`: the Luigi benchmark script.
     pub luigi_script: PathBuf,
+    /// `--luigi-timeout`: the limit for each Luigi run.
     pub luigi_timeout: Duration,
 }
 

@@ -28,6 +28,7 @@ pub const CLI_RUNS: usize = 20;
 /// How a child measures: the knobs from the command line.
 #[derive(Debug, Clone)]
 pub struct Setup {
+    /// The SQLite `synchronous` setting of the stores.
     pub synchronous: Synchronous,
     /// Overrides the shape's default number of clusters.
     pub clusters: Option<usize>,
@@ -48,11 +49,14 @@ pub struct Setup {
 
 /// A working directory: temporary, or kept under [`Setup::scratch`].
 pub enum Workdir {
+    /// A temporary directory, deleted when dropped.
     Temp(tempfile::TempDir),
+    /// A directory under the scratch directory, kept.
     Kept(PathBuf),
 }
 
 impl Workdir {
+    /// The directory.
     pub fn path(&self) -> &std::path::Path {
         match self {
             Workdir::Temp(dir) => dir.path(),

@@ -8,6 +8,7 @@ use std::time::Duration;
 /// One measured shape: what a child process prints as one JSON line.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Row {
+    /// The shape's name, e.g. `chain-1000`.
     pub shape: String,
     /// Steps in the flow; 0 for the CLI rows.
     pub steps: usize,
@@ -18,6 +19,7 @@ pub struct Row {
     pub wall_ms: f64,
     /// `wall_ms / steps`, for every shape (only the chain runs serially).
     pub overhead_per_step_ms: Option<f64>,
+    /// `steps / wall`.
     pub steps_per_s: Option<f64>,
     /// `VmHWM` of the child at its end; for CLI rows the largest `flow`
     /// process (`ru_maxrss` of the children).
@@ -25,6 +27,7 @@ pub struct Row {
     /// From a dependency's stored finish to its dependant's start, measured
     /// inside the engine.
     pub dependant_latency_p50_us: Option<f64>,
+    /// As `dependant_latency_p50_us`, the 99th percentile.
     pub dependant_latency_p99_us: Option<f64>,
     /// SQLite `synchronous` setting of the store, for engine rows.
     pub synchronous: Option<String>,
@@ -64,9 +67,13 @@ impl Row {
 /// The machine the figures come from.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Machine {
+    /// CPUs.
     pub nproc: usize,
+    /// The CPU's model name.
     pub cpu_model: String,
+    /// Memory, in MiB.
     pub memory_mb: u64,
+    /// The kernel's release.
     pub kernel: String,
 }
 
@@ -99,7 +106,9 @@ impl Machine {
 /// One of the issue's targets, checked against the figures.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TargetCheck {
+    /// The target, as the issue states it.
     pub target: String,
+    /// The figure it is checked against.
     pub figure: String,
     /// `None` when the figure was not measured in this run.
     pub met: Option<bool>,
@@ -108,14 +117,19 @@ pub struct TargetCheck {
 /// What Luigi did on one shape.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct LuigiRun {
+    /// The shape's name.
     pub shape: String,
+    /// Steps in the flow.
     pub steps: usize,
     /// From just before `luigi.build` to its return.
     pub wall_ms: Option<f64>,
     /// Importing Luigi, not part of `wall_ms`.
     pub import_ms: Option<f64>,
+    /// Luigi workers.
     pub workers: Option<u64>,
+    /// Where the Luigi tasks keep their targets: `memory` or `file`.
     pub target: Option<String>,
+    /// Luigi's version.
     pub luigi_version: Option<String>,
     /// `ok`, `timed out after N s` or `failed: ...`.
     pub status: String,
@@ -126,7 +140,9 @@ pub struct LuigiRun {
 pub struct Report {
     /// UTC, RFC 3339.
     pub timestamp: String,
+    /// The machine the figures come from.
     pub machine: Machine,
+    /// The SQLite `synchronous` setting of the engine rows.
     pub synchronous: String,
     /// Where the stores and logs were written (`None`: the temp directory).
     #[serde(default)]
@@ -135,8 +151,11 @@ pub struct Report {
     /// every step creates its log file, so this bounds what the disk costs.
     #[serde(default)]
     pub file_create_us: Option<f64>,
+    /// The measured shapes.
     pub rows: Vec<Row>,
+    /// Luigi's runs.
     pub luigi: Vec<LuigiRun>,
+    /// The targets, checked.
     pub targets: Vec<TargetCheck>,
 }
 

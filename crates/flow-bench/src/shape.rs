@@ -35,7 +35,12 @@ pub enum Shape {
     Fanout(usize),
     /// `lattice-WxL`: L layers of W steps; step j of layer i depends on
     /// steps j and (j+1) mod W of layer i-1.
-    Lattice { width: usize, layers: usize },
+    Lattice {
+        /// Steps per layer.
+        width: usize,
+        /// Layers.
+        layers: usize,
+    },
     /// `load-N`: a flow file of N identity steps, parsed and validated.
     Load(usize),
     /// `cli-version`: `flow --version`.
