@@ -12,6 +12,11 @@
 //! `flow-engine`; flow-file parsing and validation in `flow-core`. There is
 //! no daemon or scheduler here either: one invocation runs one
 //! `[flow, timeperiod]` and exits.
+//!
+//! Its library target exists for the binary and the end-to-end tests; it is
+//! not an API for other programs (no semver promise). A program that runs
+//! flows depends on `flow-engine` and the backend crates instead (see
+//! "Using flow as a library" in the README).
 
 // Everything `flow` prints goes through these three macros, and they mask
 // every secret value (`flow_core::mask`): summaries, errors, `status` and
