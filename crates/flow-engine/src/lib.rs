@@ -41,3 +41,11 @@ pub use engine::{
 pub use error::{EngineError, Refusal};
 pub use plan::refusal;
 pub use rollback::RollbackReport;
+
+/// The `tracing` crate actions log through (events in a step's span land in
+/// its log file), re-exported so callers use the same version.
+pub use tracing;
+/// The subscriber crate [`logging`]'s layer and helpers are written for
+/// (`logging::FileLogLayer`, `logging::logger_name`), re-exported so
+/// callers use the same version.
+pub use tracing_subscriber;
