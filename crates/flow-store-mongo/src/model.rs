@@ -429,7 +429,7 @@ pub struct RunDoc {
     /// The document's `_id`.
     #[serde(rename = "_id", skip_serializing_if = "Option::is_none", default)]
     pub id: Option<ObjectId>,
-    /// The last error, masked.
+    /// Why the run stopped without a failed step, masked.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub error: Option<String>,
     /// When it ended.
@@ -534,12 +534,12 @@ pub struct ClusterDoc {
     pub handle: ClusterHandle,
     /// When it was asked for.
     pub launched_at: BsonDate,
-    /// The text (masked).
+    /// The latest problem (launch or termination failure), masked.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub message: Option<String>,
     /// The `_id` of the run that launched it.
     pub run: ObjectId,
-    /// The state's stored string, e.g. `state_processed`.
+    /// The cluster's state, e.g. `up` or `terminated`.
     pub state: String,
     /// The processing timeperiod, `YYYYMMDDHH`.
     pub timeperiod: String,
