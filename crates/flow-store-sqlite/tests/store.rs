@@ -480,6 +480,10 @@ async fn concurrent_saves_all_land_and_one_failure_fails_only_its_caller() {
     let dir = Dir::new();
     let store = Arc::new(dir.open());
     poison_steps(&dir);
+    // Take the lease before the tasks start: each task's `save_step` reuses
+    // it. Left to the tasks, several could find no lease and acquire one
+    // each (a loaded machine makes that likely), fencing each other's writes.
+    lease(&store, &FlowKey::new("many", tp(TP))).await;
     let mut tasks = Vec::new();
     for round in 0..4 {
         for i in 0..100 {
