@@ -123,6 +123,19 @@ impl SettingValue {
 
 /// Names, credentials and environment values for a run, as `{settings.NAME}`
 /// placeholders see them.
+///
+/// ```
+/// use flow_core::{mask, Settings};
+///
+/// let settings = Settings::new()
+///     .with_plain("bucket", "reports")
+///     .with_secret("token", "s3cr3t-t0ken-value");
+/// assert_eq!(settings.get("bucket").map(|v| v.expose()), Some("reports"));
+/// assert!(settings.is_secret("token"));
+/// // A secret never prints, and is masked in any text from then on.
+/// assert!(!format!("{settings:?}").contains("s3cr3t"));
+/// assert_eq!(mask("--token s3cr3t-t0ken-value"), "--token ***");
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Settings {
     values: BTreeMap<String, SettingValue>,

@@ -190,7 +190,28 @@ fn shell_safe(value: &str) -> bool {
     })
 }
 
-/// A parsed argument template.
+/// A parsed argument template: text with `{placeholder}`s, checked when a
+/// flow loads and rendered for each step.
+///
+/// ```
+/// use flow_core::{ExecutionContext, Settings, Template, TimeQualifier, Timeperiod};
+/// use std::sync::Arc;
+///
+/// let template = Template::parse("out/{settings.dir}/{step_name}/{timeperiod}")?;
+/// let day: Timeperiod = "2026112800".parse()?;
+/// let cx = ExecutionContext {
+///     flow_name: "daily".into(),
+///     timeperiod: day,
+///     start_timeperiod: day,
+///     end_timeperiod: day.next(TimeQualifier::Daily),
+///     settings: Arc::new(Settings::new().with_plain("dir", "reports")),
+///     number_of_clusters: 1,
+/// };
+/// assert_eq!(template.render(&cx, "load")?, "out/reports/load/2026112800");
+/// // Unknown placeholders are refused when the template is parsed.
+/// assert!(Template::parse("{tomorrow}").is_err());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Template {
     source: String,
