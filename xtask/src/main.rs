@@ -46,6 +46,7 @@ mod emulators;
 mod ignored;
 mod library;
 mod mongo;
+mod msrv;
 mod mutants;
 mod services;
 mod viewer;
@@ -90,6 +91,9 @@ commands:
                   mutate the engine's core and the SQLite store, run the engine
                   and store tests against each mutant, print the caught share
                   per file (slow: hours; ARGS go to cargo-mutants)
+  msrv            check every crate with the Rust version it declares
+                  (rust-version), installing each toolchain with rustup
+                  (minimal profile) and building into <target>/msrv
   help            print this message
 
 environment:
@@ -128,6 +132,10 @@ fn main() -> ExitCode {
             engine
         }
         Some("mutants") => mutants::mutants(&rest),
+        Some("msrv") => {
+            let root = workspace_root();
+            msrv::msrv(&root, &target_dir(&root).0)
+        }
         Some("help" | "-h" | "--help") => {
             print!("{USAGE}");
             ExitCode::SUCCESS
