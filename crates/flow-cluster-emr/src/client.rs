@@ -20,11 +20,14 @@ use tokio::sync::OnceCell;
 
 /// Why the AWS clients could not be made.
 #[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
 pub enum ClientError {
     #[error(
         "EMR: no AWS region; set `region` in [cluster.emr], AWS_REGION, or a profile's region"
     )]
+    /// No region in the settings, the environment or the profile.
     NoRegion,
+    /// The cluster's S3 filesystem could not be made.
     #[error("EMR cluster filesystem (S3): {0}")]
     S3(String),
 }

@@ -64,6 +64,7 @@ impl EmrClusterFactory {
         }
     }
 
+    /// The settings it was built with.
     pub fn config(&self) -> &EmrConfig {
         &self.shared.config
     }

@@ -47,28 +47,37 @@ pub struct EmrConfig {
     pub endpoint_url: Option<String>,
 
     // RunJobFlow
+    /// EMR's release, e.g. `emr-7.5.0` (required to launch).
     pub release_label: Option<String>,
     /// `Spark`, `Pig`, `Hadoop`, ...
     pub applications: Vec<String>,
+    /// Instance groups (or fleets, not both).
     pub instance_groups: Vec<InstanceGroup>,
+    /// Instance fleets (or groups, not both).
     pub instance_fleets: Vec<InstanceFleet>,
+    /// Scripts EMR runs on every node before it takes steps.
     pub bootstrap_actions: Vec<BootstrapAction>,
+    /// Configuration objects, e.g. `spark-defaults`.
     pub configurations: Vec<Configuration>,
     /// The service role (`EMR_DefaultRole`).
     pub service_role: Option<String>,
     /// The EC2 instance profile (`EMR_EC2_DefaultRole`).
     pub job_flow_role: Option<String>,
+    /// The EC2 key pair for SSH to the nodes.
     pub ec2_key_name: Option<String>,
+    /// The subnet to launch in.
     pub ec2_subnet_id: Option<String>,
     /// Where EMR writes logs (`s3://bucket/prefix/`); step logs are read
     /// from there for failure messages.
     pub log_uri: Option<String>,
+    /// Tags on the cluster (flow adds its own for the run).
     pub tags: BTreeMap<String, String>,
     /// `KeepJobFlowAliveWhenNoSteps`: true, or the cluster ends before the
     /// first step arrives.
     pub keep_alive: bool,
     /// Launch with termination protection; `terminate` lifts it first.
     pub termination_protected: bool,
+    /// `VisibleToAllUsers`.
     pub visible_to_all_users: bool,
     /// Steps EMR runs at once on one cluster (EMR's default: 1).
     pub step_concurrency_level: Option<i32>,
@@ -182,12 +191,16 @@ impl StepLogs {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum InstanceRole {
+    /// The master node.
     Master,
+    /// Core nodes: HDFS and tasks.
     Core,
+    /// Task nodes: tasks only.
     Task,
 }
 
 impl InstanceRole {
+    /// The name EMR uses.
     pub fn as_str(self) -> &'static str {
         match self {
             InstanceRole::Master => "MASTER",
@@ -201,49 +214,71 @@ impl InstanceRole {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Market {
+    /// On-demand instances.
     #[default]
     OnDemand,
+    /// Spot instances.
     Spot,
 }
 
+/// One instance group of `RunJobFlow`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InstanceGroup {
+    /// The group's role.
     pub role: InstanceRole,
+    /// The EC2 instance type, e.g. `m5.xlarge`.
     pub instance_type: String,
+    /// How many instances.
     pub count: i32,
+    /// On-demand or spot.
     #[serde(default)]
     pub market: Market,
+    /// The spot bid, in USD.
     pub bid_price: Option<String>,
+    /// The group's name.
     pub name: Option<String>,
 }
 
+/// One instance fleet of `RunJobFlow`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InstanceFleet {
+    /// The fleet's role.
     pub role: InstanceRole,
+    /// On-demand capacity units.
     #[serde(default)]
     pub target_on_demand_capacity: i32,
+    /// Spot capacity units.
     #[serde(default)]
     pub target_spot_capacity: i32,
+    /// The instance types the fleet may use.
     pub instance_types: Vec<FleetInstanceType>,
+    /// The fleet's name.
     pub name: Option<String>,
 }
 
+/// One instance type of a fleet.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FleetInstanceType {
+    /// The EC2 instance type.
     pub instance_type: String,
+    /// Capacity units one instance counts for.
     pub weighted_capacity: Option<i32>,
+    /// The spot bid as a percentage of the on-demand price.
     pub bid_price_as_percentage_of_on_demand_price: Option<f64>,
 }
 
+/// A bootstrap action of `RunJobFlow`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BootstrapAction {
+    /// Its name.
     pub name: String,
     /// The script, e.g. `s3://my-bucket/bootstrap.sh`.
     pub path: String,
+    /// The script's arguments.
     #[serde(default)]
     pub args: Vec<String>,
 }
@@ -252,9 +287,12 @@ pub struct BootstrapAction {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Configuration {
+    /// The classification, e.g. `spark-defaults`.
     pub classification: String,
+    /// Its properties.
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
+    /// Nested configuration objects.
     #[serde(default)]
     pub configurations: Vec<Configuration>,
 }
@@ -263,7 +301,9 @@ pub struct Configuration {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("[cluster.emr] {field}: {message}")]
 pub struct ConfigError {
+    /// The setting, e.g. `release_label`.
     pub field: &'static str,
+    /// What is wrong with it.
     pub message: String,
 }
 
@@ -386,6 +426,7 @@ pub struct EmrClusterBuilder {
 }
 
 impl EmrClusterBuilder {
+    /// A builder with the default settings.
     pub fn new() -> Self {
         EmrClusterBuilder::default()
     }
@@ -394,111 +435,138 @@ impl EmrClusterBuilder {
         self.config = config;
         self
     }
+    /// Sets [`EmrConfig::name`].
     pub fn with_name(mut self, name: impl Into<String>) -> Self {
         self.config.name = name.into();
         self
     }
+    /// Sets [`EmrConfig::reuse`].
     pub fn with_reuse(mut self, reuse: bool) -> Self {
         self.config.reuse = reuse;
         self
     }
+    /// Sets [`EmrConfig::terminate_reused`].
     pub fn with_terminate_reused(mut self, on: bool) -> Self {
         self.config.terminate_reused = on;
         self
     }
+    /// Sets [`EmrConfig::region`].
     pub fn with_region(mut self, region: impl Into<String>) -> Self {
         self.config.region = Some(region.into());
         self
     }
+    /// Sets [`EmrConfig::profile`].
     pub fn with_profile(mut self, profile: impl Into<String>) -> Self {
         self.config.profile = Some(profile.into());
         self
     }
+    /// Sets [`EmrConfig::endpoint_url`].
     pub fn with_endpoint_url(mut self, url: impl Into<String>) -> Self {
         self.config.endpoint_url = Some(url.into());
         self
     }
+    /// Sets [`EmrConfig::release_label`].
     pub fn with_release_label(mut self, label: impl Into<String>) -> Self {
         self.config.release_label = Some(label.into());
         self
     }
+    /// Sets [`EmrConfig::applications`].
     pub fn with_applications<S: Into<String>>(mut self, apps: impl IntoIterator<Item = S>) -> Self {
         self.config.applications = apps.into_iter().map(Into::into).collect();
         self
     }
+    /// Adds to [`EmrConfig::instance_groups`].
     pub fn with_instance_group(mut self, group: InstanceGroup) -> Self {
         self.config.instance_groups.push(group);
         self
     }
+    /// Adds to [`EmrConfig::instance_fleets`].
     pub fn with_instance_fleet(mut self, fleet: InstanceFleet) -> Self {
         self.config.instance_fleets.push(fleet);
         self
     }
+    /// Adds to [`EmrConfig::bootstrap_actions`].
     pub fn with_bootstrap_action(mut self, action: BootstrapAction) -> Self {
         self.config.bootstrap_actions.push(action);
         self
     }
+    /// Adds to [`EmrConfig::configurations`].
     pub fn with_configuration(mut self, configuration: Configuration) -> Self {
         self.config.configurations.push(configuration);
         self
     }
+    /// Sets [`EmrConfig::service_role`] and [`EmrConfig::job_flow_role`].
     pub fn with_roles(mut self, service: impl Into<String>, job_flow: impl Into<String>) -> Self {
         self.config.service_role = Some(service.into());
         self.config.job_flow_role = Some(job_flow.into());
         self
     }
+    /// Sets [`EmrConfig::ec2_key_name`].
     pub fn with_ec2_key_name(mut self, key: impl Into<String>) -> Self {
         self.config.ec2_key_name = Some(key.into());
         self
     }
+    /// Sets [`EmrConfig::ec2_subnet_id`].
     pub fn with_ec2_subnet_id(mut self, subnet: impl Into<String>) -> Self {
         self.config.ec2_subnet_id = Some(subnet.into());
         self
     }
+    /// Sets [`EmrConfig::log_uri`].
     pub fn with_log_uri(mut self, uri: impl Into<String>) -> Self {
         self.config.log_uri = Some(uri.into());
         self
     }
+    /// Adds to [`EmrConfig::tags`].
     pub fn with_tag(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.config.tags.insert(key.into(), value.into());
         self
     }
+    /// Sets [`EmrConfig::keep_alive`].
     pub fn with_keep_alive(mut self, on: bool) -> Self {
         self.config.keep_alive = on;
         self
     }
+    /// Sets [`EmrConfig::termination_protected`].
     pub fn with_termination_protected(mut self, on: bool) -> Self {
         self.config.termination_protected = on;
         self
     }
+    /// Sets [`EmrConfig::launch_poll`].
     pub fn with_launch_poll(mut self, every: Duration) -> Self {
         self.config.launch_poll = every;
         self
     }
+    /// Sets [`EmrConfig::launch_timeout`].
     pub fn with_launch_timeout(mut self, timeout: Duration) -> Self {
         self.config.launch_timeout = timeout;
         self
     }
+    /// Sets [`EmrConfig::cancel_timeout`].
     pub fn with_cancel_timeout(mut self, timeout: Duration) -> Self {
         self.config.cancel_timeout = timeout;
         self
     }
+    /// Sets [`EmrConfig::poll`].
     pub fn with_poll(mut self, poll: PollConfig) -> Self {
         self.config.poll = poll;
         self
     }
+    /// Sets [`EmrConfig::max_attempts`].
     pub fn with_max_attempts(mut self, attempts: u32) -> Self {
         self.config.max_attempts = attempts;
         self
     }
+    /// Sets [`EmrConfig::initial_backoff`].
     pub fn with_initial_backoff(mut self, delay: Duration) -> Self {
         self.config.initial_backoff = delay;
         self
     }
+    /// Sets [`EmrConfig::step_logs`].
     pub fn with_step_logs(mut self, logs: StepLogs) -> Self {
         self.config.step_logs = logs;
         self
     }
+    /// Sets [`EmrConfig::s3`].
     pub fn with_s3(mut self, s3: S3Config) -> Self {
         self.config.s3 = s3;
         self

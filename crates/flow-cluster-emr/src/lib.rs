@@ -38,6 +38,7 @@
 //!
 //! What it is not: an EMR administration tool (no scaling, security
 //! configurations, notebooks or Studio), or a scheduler of its own.
+#![warn(missing_docs)]
 
 mod client;
 mod cluster;
@@ -45,6 +46,10 @@ mod config;
 pub mod steps;
 
 pub use client::ClientError;
+
+/// The SDK whose types [`steps::StepInfo::from_summary`] reads, re-exported
+/// so callers use the same version.
+pub use aws_sdk_emr;
 pub use cluster::{EmrCluster, EmrClusterFactory, KIND};
 pub use config::{
     BootstrapAction, ConfigError, Configuration, EmrClusterBuilder, EmrConfig, FleetInstanceType,

@@ -26,8 +26,11 @@ pub const COMMAND_RUNNER: &str = "command-runner.jar";
 /// class and arguments.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JarStep {
+    /// The jar: `command-runner.jar` for spark-submit, pig and shell lines, or the job's own.
     pub jar: String,
+    /// The main class, for a job's own jar.
     pub main_class: Option<String>,
+    /// The arguments.
     pub args: Vec<String>,
 }
 
@@ -127,18 +130,24 @@ fn clean(part: &str) -> String {
 /// What one `ListSteps` entry says about a step.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct StepInfo {
+    /// The step's id (`s-...`).
     pub id: String,
+    /// The step's name: the client-chosen job name.
     pub name: String,
+    /// EMR's state, e.g. `RUNNING`.
     pub state: String,
     /// `StateChangeReason.Message`.
     pub reason: Option<String>,
     /// `FailureDetails`.
     pub failure_reason: Option<String>,
+    /// `FailureDetails.Message`.
     pub failure_message: Option<String>,
+    /// `FailureDetails.LogFile`.
     pub failure_log_file: Option<String>,
 }
 
 impl StepInfo {
+    /// The step as a `ListSteps` summary describes it.
     pub fn from_summary(s: &aws_sdk_emr::types::StepSummary) -> StepInfo {
         let status = s.status();
         let details = status.and_then(|st| st.failure_details());
@@ -192,6 +201,7 @@ impl StepInfo {
         text
     }
 
+    /// How the step ended, or `None` while it runs (or for a state flow does not know).
     pub fn outcome(&self) -> Option<Outcome> {
         match self.phase() {
             Phase::Finished(o) => Some(o),
