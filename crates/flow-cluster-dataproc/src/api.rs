@@ -37,11 +37,17 @@ impl fmt::Display for Location {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct JobInfo {
+    /// `reference`: the job's project and id.
     pub reference: JobReference,
+    /// `placement`: the cluster it runs on.
     pub placement: Option<JobPlacement>,
+    /// `status`: its current state.
     pub status: Option<JobStatusInfo>,
+    /// `statusHistory`: its earlier states.
     pub status_history: Vec<JobStatusInfo>,
+    /// `driverOutputResourceUri`: where its driver output goes (a GCS prefix).
     pub driver_output_resource_uri: Option<String>,
+    /// `done`: true once it will not change.
     pub done: bool,
 }
 
@@ -56,17 +62,23 @@ impl JobInfo {
     }
 }
 
+/// `JobReference`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct JobReference {
+    /// `projectId`.
     pub project_id: String,
+    /// `jobId`: the client-chosen job id.
     pub job_id: String,
 }
 
+/// `JobPlacement`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct JobPlacement {
+    /// `clusterName`.
     pub cluster_name: String,
+    /// `clusterUuid`.
     pub cluster_uuid: String,
 }
 
@@ -74,9 +86,13 @@ pub struct JobPlacement {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct JobStatusInfo {
+    /// `state`, e.g. `RUNNING` or `DONE`.
     pub state: String,
+    /// `details`: the failure message, if any.
     pub details: String,
+    /// `stateStartTime` (RFC 3339).
     pub state_start_time: String,
+    /// `substate`, e.g. `QUEUED`.
     pub substate: String,
 }
 

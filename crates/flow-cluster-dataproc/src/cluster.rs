@@ -104,6 +104,7 @@ impl DataprocClusterFactory {
         })
     }
 
+    /// The settings it was built with.
     pub fn config(&self) -> &DataprocConfig {
         &self.shared.config
     }

@@ -89,8 +89,10 @@ pub struct DataprocConfig {
     /// (`GOOGLE_APPLICATION_CREDENTIALS`, gcloud, the metadata server). Also
     /// used by the GCS filesystem unless `gcs.credentials_file` is set.
     pub credentials_file: Option<PathBuf>,
+    /// The master node group: machine type and count.
     #[serde(default = "default_master")]
     pub master: InstanceGroup,
+    /// The worker node group: machine type and count.
     pub workers: InstanceGroup,
     /// `softwareConfig.imageVersion`, e.g. `2.2-debian12`; default: Dataproc's.
     pub image_version: Option<String>,
@@ -382,6 +384,7 @@ pub struct DataprocClusterFactoryBuilder {
 }
 
 impl DataprocClusterFactoryBuilder {
+    /// A builder for a cluster in `project` and `region`, with the default settings.
     pub fn new(project: impl Into<String>, region: impl Into<String>) -> Self {
         DataprocConfig {
             project: project.into(),
@@ -390,18 +393,22 @@ impl DataprocClusterFactoryBuilder {
         }
         .builder()
     }
+    /// Sets [`DataprocConfig::zone`].
     pub fn with_zone(mut self, zone: impl Into<String>) -> Self {
         self.config.zone = Some(zone.into());
         self
     }
+    /// Sets [`DataprocConfig::cluster_name`].
     pub fn with_cluster_name(mut self, name: impl Into<String>) -> Self {
         self.config.cluster_name = Some(name.into());
         self
     }
+    /// Sets [`DataprocConfig::code_bucket`].
     pub fn with_code_bucket(mut self, bucket: impl Into<String>) -> Self {
         self.config.code_bucket = Some(bucket.into());
         self
     }
+    /// Sets [`DataprocConfig::endpoint`].
     pub fn with_endpoint(mut self, url: impl Into<String>) -> Self {
         self.config.endpoint = Some(url.into());
         self
@@ -411,56 +418,69 @@ impl DataprocClusterFactoryBuilder {
         self.config.endpoint_auth = auth;
         self
     }
+    /// Sets [`DataprocConfig::credentials_file`].
     pub fn with_credentials_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.config.credentials_file = Some(path.into());
         self
     }
+    /// Sets [`DataprocConfig::master`].
     pub fn with_master(mut self, machine_type: impl Into<String>, count: u32) -> Self {
         self.config.master.machine_type = machine_type.into();
         self.config.master.count = count;
         self
     }
+    /// Sets [`DataprocConfig::workers`].
     pub fn with_workers(mut self, machine_type: impl Into<String>, count: u32) -> Self {
         self.config.workers.machine_type = machine_type.into();
         self.config.workers.count = count;
         self
     }
+    /// Sets [`DataprocConfig::image_version`].
     pub fn with_image_version(mut self, version: impl Into<String>) -> Self {
         self.config.image_version = Some(version.into());
         self
     }
+    /// Adds to [`DataprocConfig::init_actions`].
     pub fn with_init_action(mut self, uri: impl Into<String>) -> Self {
         self.config.init_actions.push(uri.into());
         self
     }
+    /// Adds to [`DataprocConfig::labels`].
     pub fn with_label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.config.labels.insert(key.into(), value.into());
         self
     }
+    /// Sets [`DataprocConfig::idle_delete_ttl`].
     pub fn with_idle_delete_ttl(mut self, ttl: Duration) -> Self {
         self.config.idle_delete_ttl = Some(ttl);
         self
     }
+    /// Sets [`DataprocConfig::delete_reused`].
     pub fn with_delete_reused(mut self, delete: bool) -> Self {
         self.config.delete_reused = delete;
         self
     }
+    /// Sets [`DataprocConfig::poll`].
     pub fn with_poll(mut self, poll: PollConfig) -> Self {
         self.config.poll = poll;
         self
     }
+    /// Sets [`DataprocConfig::cluster_poll_interval`].
     pub fn with_cluster_poll_interval(mut self, interval: Duration) -> Self {
         self.config.cluster_poll_interval = interval;
         self
     }
+    /// Sets [`DataprocConfig::retry`].
     pub fn with_retry(mut self, retry: RetryConfig) -> Self {
         self.config.retry = retry;
         self
     }
+    /// Sets [`DataprocConfig::driver_output`].
     pub fn with_driver_output(mut self, options: TailOptions) -> Self {
         self.config.driver_output = options;
         self
     }
+    /// Sets [`DataprocConfig::gcs`].
     pub fn with_gcs(mut self, gcs: GcsConfig) -> Self {
         self.config.gcs = gcs;
         self
@@ -472,6 +492,7 @@ impl DataprocClusterFactoryBuilder {
         self
     }
 
+    /// The settings so far.
     pub fn config(&self) -> &DataprocConfig {
         &self.config
     }

@@ -10,15 +10,27 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DataprocError {
+    /// A setting is out of range or malformed.
     #[error("Dataproc setting `{field}`: {message}")]
     Invalid {
+        /// The setting's name.
         field: &'static str,
+        /// What is wrong with it.
         message: String,
     },
     #[error("Dataproc: no credentials: {message}")]
-    Auth { message: String },
+    /// No credentials could be found or read.
+    Auth {
+        /// Why.
+        message: String,
+    },
     #[error("Dataproc: cannot make the HTTP client: {message}")]
-    Client { message: String },
+    /// The HTTP client could not be made.
+    Client {
+        /// Why.
+        message: String,
+    },
+    /// The cluster's GCS filesystem could not be made.
     #[error("Dataproc: the GCS filesystem: {0}")]
     Gcs(#[from] flow_fs_gcs::GcsError),
 }

@@ -45,6 +45,7 @@
 //! What it is not: a general Dataproc client (no autoscaling policies,
 //! workflow templates, batches or Hive/SparkSQL/Presto jobs), and it does not
 //! upload job files: they must already be in GCS.
+#![warn(missing_docs)]
 
 mod api;
 mod cluster;
