@@ -3,7 +3,10 @@
 //! * every example (`crates/*/examples/*.rs`) is declared in its crate's
 //!   `Cargo.toml` with `test = true` and holds a `#[test]` (which calls its
 //!   `main`), so `cargo test` builds *and runs* it; an example that would
-//!   only be compiled fails the run before any test starts;
+//!   only be compiled fails the run before any test starts. A program in
+//!   `examples/` that is a tool, not a documentation example (the viewer's
+//!   page benchmark, run by `cargo xtask bench`), says so with an explicit
+//!   `test = false`;
 //! * `cargo doc --workspace --no-deps --all-features` is free of warnings
 //!   (broken intra-doc links included): it runs with `RUSTDOCFLAGS=-D
 //!   warnings` after the tests.
@@ -27,7 +30,8 @@ pub fn unrun_examples(root: &Path) -> Vec<String> {
             continue;
         };
         let manifest = fs::read_to_string(krate.join("Cargo.toml")).unwrap_or_default();
-        let declared = tested_examples(&manifest);
+        let declared = tested_examples(&manifest, "true");
+        let tools = tested_examples(&manifest, "false");
         let mut files: Vec<_> = examples.filter_map(Result::ok).map(|e| e.path()).collect();
         files.sort();
         for file in files {
@@ -40,6 +44,9 @@ pub fn unrun_examples(root: &Path) -> Vec<String> {
             };
             let name = name.unwrap_or_default().to_string_lossy().into_owned();
             let shown = source.strip_prefix(root).unwrap_or(&source).display();
+            if tools.contains(&name) {
+                continue;
+            }
             if !declared.contains(&name) {
                 problems.push(format!(
                     "{shown}: declare it in {} as [[example]] name = \"{name}\" with test = true",
@@ -60,8 +67,9 @@ pub fn unrun_examples(root: &Path) -> Vec<String> {
     problems
 }
 
-/// The names of the `[[example]]` tables of `manifest` that say `test = true`.
-fn tested_examples(manifest: &str) -> Vec<String> {
+/// The names of the `[[example]]` tables of `manifest` that say `test =
+/// VALUE`.
+fn tested_examples(manifest: &str, value_wanted: &str) -> Vec<String> {
     let mut tested = Vec::new();
     for table in manifest.split("[[example]]").skip(1) {
         let table = table.split("\n[").next().unwrap_or(table);
@@ -72,7 +80,7 @@ fn tested_examples(manifest: &str) -> Vec<String> {
             })
         };
         if let (Some(name), Some(test)) = (value("name"), value("test")) {
-            if test == "true" {
+            if test == value_wanted {
                 tested.push(name);
             }
         }
@@ -119,7 +127,8 @@ mod tests {
     #[test]
     fn only_examples_with_test_true_count() {
         let manifest = "[package]\nname = \"x\"\n\n[[example]]\nname = \"a\"\ntest = true\n\n[[example]]\nname = \"b\"\n\n[[example]]\nname = \"c\"\nrequired-features = [\"t\"]\ntest = true\n\n[dev-dependencies]\ntest = true\n";
-        assert_eq!(tested_examples(manifest), ["a", "c"]);
+        assert_eq!(tested_examples(manifest, "true"), ["a", "c"]);
+        assert!(tested_examples(manifest, "false").is_empty());
     }
 
     #[test]
