@@ -20,7 +20,9 @@
 //!   helper (`ignored.rs`), or the run fails. Every example must be a test
 //!   (`test = true` and a `#[test]` calling its `main`), so `cargo test`
 //!   runs it; a full run then builds the docs with warnings as errors
-//!   (`library.rs`).
+//!   (`library.rs`). Before building, `cargo tree` of each feature
+//!   combination of flow-cli must hold only what its features bring
+//!   (`features.rs`; `cargo xtask features` also compiles each).
 //!
 //! * `cargo xtask bench [ARGS...]` builds `flow-bench` and `flow` in release,
 //!   makes sure a venv holding Luigi exists at `<target>/tools/bench-venv`,
@@ -43,6 +45,7 @@
 mod bench;
 mod dataproc;
 mod emulators;
+mod features;
 mod ignored;
 mod library;
 mod mongo;
@@ -91,6 +94,10 @@ commands:
                   mutate the engine's core and the SQLite store, run the engine
                   and store tests against each mutant, print the caught share
                   per file (slow: hours; ARGS go to cargo-mutants)
+  features        check that each feature combination of flow-cli users build
+                  holds only the crates its features bring (cargo tree; also
+                  part of `test`) and compiles (cargo check into
+                  <target>/features)
   msrv            check every crate with the Rust version it declares
                   (rust-version), installing each toolchain with rustup
                   (minimal profile) and building into <target>/msrv
@@ -132,6 +139,10 @@ fn main() -> ExitCode {
             engine
         }
         Some("mutants") => mutants::mutants(&rest),
+        Some("features") => {
+            let root = workspace_root();
+            features::features(&root, &target_dir(&root).0)
+        }
         Some("msrv") => {
             let root = workspace_root();
             msrv::msrv(&root, &target_dir(&root).0)
@@ -163,6 +174,14 @@ fn test(args: &[OsString]) -> ExitCode {
     if !unrun.is_empty() {
         for problem in &unrun {
             eprintln!("xtask: example not run by the tests: {problem}");
+        }
+        return ExitCode::FAILURE;
+    }
+    // Each feature combination holds only what its features bring.
+    let trees = features::tree_problems(&root);
+    if !trees.is_empty() {
+        for problem in &trees {
+            eprintln!("xtask: {problem}");
         }
         return ExitCode::FAILURE;
     }
