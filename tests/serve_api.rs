@@ -527,7 +527,7 @@ async fn a_run_held_by_another_engine_is_refused_with_409() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_over_http_cancels_the_job_a_dead_run_left() {
     let home = Home::new();
-    let settings = support::SETTINGS.replace("ttl = \"10s\"", "ttl = \"2s\"");
+    let settings = support::SETTINGS.replace("ttl = \"60s\"", "ttl = \"2s\"");
     assert_ne!(settings, support::SETTINGS, "the test settings changed");
     home.write(
         "flow.toml",

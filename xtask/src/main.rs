@@ -351,7 +351,26 @@ fn venv_complete(
     usable: impl Fn(&Path) -> bool,
 ) -> bool {
     fs::read_to_string(venv.join(marker_file)).is_ok_and(|m| m == format!("{requirement}\n"))
+        && venv_in_place(venv)
         && usable(venv)
+}
+
+/// Whether the venv's scripts run this venv's Python: a venv copied or
+/// moved from another directory keeps shebangs naming the old place and
+/// its tools fail with "required file not found".
+fn venv_in_place(venv: &Path) -> bool {
+    let Ok(pip) = fs::read_to_string(venv.join("bin").join("pip")) else {
+        return false;
+    };
+    let interpreter = pip
+        .lines()
+        .next()
+        .and_then(|line| line.strip_prefix("#!"))
+        .map(|line| PathBuf::from(line.trim()));
+    let canonical = fs::canonicalize(venv).unwrap_or_else(|_| venv.to_path_buf());
+    interpreter.is_some_and(|python| {
+        (python.starts_with(venv) || python.starts_with(&canonical)) && python.exists()
+    })
 }
 
 /// The workspace root: the parent of this crate's directory.
