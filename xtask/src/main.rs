@@ -575,6 +575,8 @@ mod tests {
         fs::create_dir_all(&bin).unwrap();
         fs::write(bin.join("spark-submit"), "").unwrap();
         fs::write(bin.join("python"), "").unwrap();
+        let pip = |python: &Path| format!("#!{}\nimport pip\n", python.display());
+        fs::write(bin.join("pip"), pip(&bin.join("python"))).unwrap();
         let complete =
             |venv: &Path| venv_complete(venv, &pyspark_requirement(), MARKER_FILE, pyspark_usable);
         assert!(!complete(&venv), "no marker");
@@ -585,6 +587,12 @@ mod tests {
             format!("{}\n", pyspark_requirement()),
         )
         .unwrap();
+        assert!(complete(&venv));
+        // Copied from another directory: its scripts run that one's Python.
+        let elsewhere = env::temp_dir().join("xtask-venv-moved-away/bin/python");
+        fs::write(bin.join("pip"), pip(&elsewhere)).unwrap();
+        assert!(!complete(&venv), "scripts name another venv");
+        fs::write(bin.join("pip"), pip(&bin.join("python"))).unwrap();
         assert!(complete(&venv));
         fs::remove_file(bin.join("spark-submit")).unwrap();
         assert!(!complete(&venv), "no spark-submit");
