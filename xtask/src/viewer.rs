@@ -5,13 +5,13 @@
 //!   `/usr/bin/chromedriver`, or `FLOW_CHROMIUM` and `FLOW_CHROMEDRIVER`),
 //!   installing the packages `chromium` and `chromium-driver` with apt
 //!   where they are missing and apt can be used (as root). No browser is
-//!   downloaded from anywhere else. It is an [`emulators::Peer`] like moto
+//!   downloaded from anywhere else. It is an [`crate::emulators::Peer`] like moto
 //!   or nx-27017: its tests are `#[ignore]`d and named `..._in_chromium`,
 //!   included when the browser is there (`FLOW_CHROMIUM` and
 //!   `FLOW_CHROMEDRIVER` passed to them), and skipped with a `SKIPPED` line
 //!   otherwise. Chromium starts per test (the test runs chromedriver on a
 //!   free port), so there is no service to start here.
-//! * [`bench`] builds and runs `crates/flow-server/examples/viewer_bench.rs`
+//! * [`bench()`] builds and runs `crates/flow-server/examples/viewer_bench.rs`
 //!   in release: layout, graph JSON and page-interactive figures for a
 //!   10,000-step flow, written to `<target>/bench/viewer.json`.
 
