@@ -133,14 +133,6 @@ impl Board {
         self.settle(&p);
     }
 
-    /// A running step was dropped because the lease was lost.
-    fn abandoned(&self) {
-        let mut p = self.progress();
-        p.outstanding -= 1;
-        p.halted = true;
-        self.settle(&p);
-    }
-
     /// A queued step was not started because the run halted.
     fn not_started(&self, index: usize, record: StepRecord) {
         let mut p = self.progress();
@@ -310,13 +302,12 @@ async fn worker(
         );
         let step = run_step(&shared, index, cluster.as_ref(), record).instrument(span);
         // Losing the lease abandons the step where it is: its job (if any)
-        // runs on for the new holder to adopt; nothing more is written.
+        // runs on for the new holder to adopt; nothing more is written. The
+        // dispatcher has halted the board and closed the queue already (it
+        // watches the same token), so there is no count to settle.
         let (record, result) = tokio::select! {
             biased;
-            _ = shared.lost.cancelled() => {
-                board.abandoned();
-                break;
-            }
+            _ = shared.lost.cancelled() => break,
             done = step => done,
         };
         idle_since = Instant::now();
