@@ -859,3 +859,148 @@ impl Drop for AbortOnDrop {
         self.0.abort();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flow_core::actions::Identity;
+    use flow_core::{ActionInstance, FlowDefinition, StepDefinition, StepRecord, Timeperiod};
+
+    /// A flow of `steps` (name, dependencies).
+    fn graph(steps: &[(&str, &[&str])]) -> FlowGraph {
+        steps
+            .iter()
+            .fold(FlowDefinition::new("f"), |flow, (name, deps)| {
+                flow.step(
+                    StepDefinition::new(*name, ActionInstance::new(Arc::new(Identity)))
+                        .depends_on(deps.iter().copied()),
+                )
+            })
+            .build()
+            .expect("a valid flow")
+    }
+
+    fn timeperiod() -> Timeperiod {
+        "2026112900".parse().expect("a timeperiod")
+    }
+
+    fn stored(hash: Option<&str>) -> FlowRecord {
+        FlowRecord {
+            id: None,
+            flow_name: "f".into(),
+            timeperiod: timeperiod(),
+            start_timeperiod: timeperiod(),
+            end_timeperiod: timeperiod(),
+            state: FlowState::Invalid,
+            run_mode: RunMode::Nominal,
+            created_at: Utc::now(),
+            started_at: None,
+            finished_at: None,
+            graph_hash: hash.map(str::to_string),
+        }
+    }
+
+    fn records(names: &[&str]) -> Vec<StepRecord> {
+        names
+            .iter()
+            .map(|n| StepRecord::embryo("f", n, timeperiod(), None, Utc::now()))
+            .collect()
+    }
+
+    #[test]
+    fn an_unchanged_or_new_flow_has_no_definition_change() {
+        let g = graph(&[("a", &[]), ("b", &["a"])]);
+        let shape = g.shape_hash();
+        let steps = records(&["a", "b"]);
+        assert!(
+            definition_change(&g, None, &steps, &shape).is_none(),
+            "never stored"
+        );
+        let same = stored(Some(&shape));
+        assert!(
+            definition_change(&g, Some(&same), &steps, &shape).is_none(),
+            "same hash"
+        );
+        let other = stored(Some("other"));
+        assert!(
+            definition_change(&g, Some(&other), &[], &shape).is_none(),
+            "no step records"
+        );
+        // A record from before hashes existed, with the same steps.
+        let old = stored(None);
+        assert!(
+            definition_change(&g, Some(&old), &steps, &shape).is_none(),
+            "old record, same steps"
+        );
+    }
+
+    #[test]
+    fn added_removed_and_rewired_steps_are_named() {
+        let g = graph(&[("a", &[]), ("c", &["a"]), ("d", &["a"])]);
+        let shape = g.shape_hash();
+        let before = stored(Some("before"));
+        let change = definition_change(&g, Some(&before), &records(&["z", "a", "b"]), &shape)
+            .expect("a change");
+        assert_eq!(change.added, ["c", "d"]);
+        assert_eq!(change.removed, ["b", "z"], "sorted");
+        assert!(change.rewired);
+        let text = change.to_string();
+        assert!(
+            text.starts_with("the flow definition changed since its stored run"),
+            "{text}"
+        );
+        assert!(
+            text.contains("; added step(s) c, d: they count as never run"),
+            "{text}"
+        );
+        assert!(
+            text.contains("; removed step(s) b, z: never run again"),
+            "{text}"
+        );
+        assert!(!text.contains("dependencies differ"), "{text}");
+
+        // Only the dependencies changed.
+        let rewired = definition_change(&g, Some(&before), &records(&["a", "c", "d"]), &shape)
+            .expect("a change");
+        assert!(rewired.added.is_empty() && rewired.removed.is_empty() && rewired.rewired);
+        assert_eq!(
+            rewired.to_string(),
+            "the flow definition changed since its stored run; its dependencies differ: this run follows the new ones"
+        );
+
+        // A record from before hashes existed, with other steps: changed, not rewired.
+        let old = stored(None);
+        let change =
+            definition_change(&g, Some(&old), &records(&["a", "c"]), &shape).expect("a change");
+        assert_eq!(change.added, ["d"]);
+        assert!(change.removed.is_empty());
+        assert!(!change.rewired);
+        let text = change.to_string();
+        assert!(
+            text.contains("added step(s) d") && !text.contains("removed"),
+            "{text}"
+        );
+        assert!(!text.contains("dependencies differ"), "{text}");
+        // Another hash and an added step: the added step explains it.
+        let added =
+            definition_change(&g, Some(&before), &records(&["a", "c"]), &shape).expect("a change");
+        assert!(added.rewired);
+        let text = added.to_string();
+        assert!(
+            text.contains("added step(s) d") && !text.contains("removed"),
+            "{text}"
+        );
+        assert!(!text.contains("dependencies differ"), "{text}");
+        let removed_only =
+            definition_change(&g, Some(&old), &records(&["a", "c", "d", "e"]), &shape)
+                .expect("a change");
+        assert!(removed_only.added.is_empty());
+        assert_eq!(removed_only.removed, ["e"]);
+        let text = removed_only.to_string();
+        assert!(
+            text.contains("removed step(s) e") && !text.contains("added"),
+            "{text}"
+        );
+        assert!(!text.contains("dependencies differ"), "{text}");
+    }
+}
