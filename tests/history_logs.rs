@@ -249,6 +249,78 @@ fn old_lines_go_at_the_next_run_and_recording_can_be_off() {
     assert!(quiet.read("logs/recorded/a.log").contains("alpha one"));
 }
 
+/// A run id the store cannot hold is the caller's mistake: exit 2, naming
+/// the id, nothing printed on stdout.
+#[test]
+fn a_malformed_run_id_is_bad_input_naming_it() {
+    let home = Home::new();
+    home.write("recorded.toml", FLOW);
+    home.expect(0, &["run", "recorded.toml", "--timeperiod", TP]);
+    let out = home.expect(
+        2,
+        &[
+            "logs",
+            "recorded.toml",
+            "--timeperiod",
+            TP,
+            "--run",
+            "r-17x",
+        ],
+    );
+    assert!(
+        stderr(&out).contains("--run: run id 'r-17x' is not an id of this store"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(stdout(&out), "");
+}
+
+/// Ctrl-C (exit 3) still leaves every line in the store, including the
+/// ones written while the run was being cancelled.
+#[test]
+fn lines_reach_the_store_when_a_run_is_cancelled() {
+    let home = Home::new();
+    home.write(
+        "slow.toml",
+        r#"
+name = "slow"
+time_qualifier = "daily"
+
+[[steps]]
+name = "wait"
+main = { action = "shell", command = "echo before the signal; touch started; sleep 60" }
+"#,
+    );
+    let mut run = home
+        .command(&["run", "slow.toml", "--timeperiod", TP])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !home.path("started").exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the step never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // SAFETY: kill(2) on the child we started; no memory is involved.
+    unsafe {
+        libc::kill(run.id() as i32, libc::SIGINT);
+    }
+    assert_eq!(run.wait().unwrap().code(), Some(3), "a cancelled run");
+    let all = stdout(&home.expect(0, &["logs", "slow.toml", "--timeperiod", TP]));
+    assert!(all.contains("wait.shell INFO before the signal"), "{all}");
+    let files = home.read("logs/slow/slow.log") + &home.read("logs/slow/wait.log");
+    assert!(files.contains("terminated"), "{files}");
+    assert_eq!(
+        triples(&all),
+        triples(&files),
+        "the store has every line of the files"
+    );
+}
+
 #[cfg(feature = "mongo")]
 mod mongo {
     use super::*;
@@ -291,6 +363,22 @@ mod mongo {
             + &home.read("logs/recorded/a.log")
             + &home.read("logs/recorded/b.log");
         assert_eq!(triples(&all), triples(&files));
+        let out = home.expect(
+            2,
+            &[
+                "logs",
+                "recorded.toml",
+                "--timeperiod",
+                TP,
+                "--run",
+                "r-17x",
+            ],
+        );
+        assert!(
+            stderr(&out).contains("--run: run id 'r-17x' is not an id of this store"),
+            "{}",
+            text(&out)
+        );
         // A second engine is refused while the first holds the lease; a
         // recover after success has nothing to do: exit 2 either way.
         home.expect(2, &["recover", "recorded.toml", "--timeperiod", TP]);

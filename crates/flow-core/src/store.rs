@@ -65,6 +65,18 @@ pub enum StoreError {
     /// The store was closed.
     #[error("store is closed")]
     Closed,
+    /// The caller named a record by an id this store cannot hold (a
+    /// malformed run id, say): bad input rather than a store failure.
+    /// Nothing was read or written.
+    #[error("{what} id '{id}' is not an id of this store: {message}")]
+    InvalidId {
+        /// What the id names, e.g. `run`.
+        what: &'static str,
+        /// The id as given.
+        id: String,
+        /// The form this store's ids take.
+        message: String,
+    },
 }
 
 fn holder_text(holder: &Option<String>) -> String {

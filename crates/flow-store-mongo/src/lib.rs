@@ -9,6 +9,9 @@
 //! (clusters a run launched), `log_recording` (log lines, shared with
 //! Synergy's scheduler) and `flow_log_counter` (log positions). Unique
 //! indexes are created at start-up; creating one that exists is a no-op.
+//! Those on `log_recording` are partial (documents with a `position`), so
+//! Synergy's recordings, which have none of the key fields, are outside
+//! them.
 //!
 //! Several engines on several hosts share one database; the lease is the
 //! only coordination:
@@ -90,9 +93,10 @@ use flow_core::{
     ClusterRecord, FlowKey, FlowQuery, FlowRecord, FlowStore, Lease, LeaseInfo, LeaseOutcome,
     LogLine, LogQuery, RecordId, RunQuery, RunRecord, StepRecord, StoreError, StoredLogLine,
 };
+use futures_util::TryStreamExt;
 use model::{CounterDoc, LeaseDoc};
 use mongodb::options::{ClientOptions, FindOneAndUpdateOptions, ReturnDocument};
-use mongodb::{Client, ClientSession, Database};
+use mongodb::{Client, ClientSession, Database, IndexModel};
 use odm::{decode, encode, fence_ok, token_bson, Collection, Model, OdmError, FENCE};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -116,6 +120,16 @@ pub enum MongoError {
         /// The driver's reason.
         message: String,
     },
+    /// The server refused the URI's credentials.
+    #[error("authentication failed {} on {hosts}: {message}", user_text(.user))]
+    Authentication {
+        /// The URI's user name, if it has one (never the password).
+        user: Option<String>,
+        /// The hosts of the URI (without credentials).
+        hosts: String,
+        /// The driver's reason.
+        message: String,
+    },
     /// A start-up call (ping, `hello`, index creation) failed.
     #[error("MongoDB at {hosts}: {operation} failed: {message}")]
     Setup {
@@ -126,6 +140,67 @@ pub enum MongoError {
         /// The driver's reason.
         message: String,
     },
+}
+
+fn user_text(user: &Option<String>) -> String {
+    match user {
+        Some(user) => format!("for user {user}"),
+        None => "(no user name in the URI)".to_string(),
+    }
+}
+
+/// True when the driver says the server refused the credentials: its
+/// authentication error, or a command failing with `AuthenticationFailed`
+/// (code 18).
+fn is_auth_failure(e: &mongodb::error::Error) -> bool {
+    matches!(&*e.kind, mongodb::error::ErrorKind::Authentication { .. })
+        || command_code(e) == Some(18)
+}
+
+/// The error for a failed first call to the server: a refused login when
+/// the driver says so (`auth_failed`), else an unreachable server.
+/// `message` is the driver's, already scrubbed of the password.
+fn first_call_failed(
+    auth_failed: bool,
+    user: Option<&str>,
+    hosts: &str,
+    timeout: Duration,
+    message: String,
+) -> MongoError {
+    if auth_failed {
+        MongoError::Authentication {
+            user: user.map(str::to_string),
+            hosts: hosts.to_string(),
+            message,
+        }
+    } else {
+        MongoError::Unreachable {
+            hosts: hosts.to_string(),
+            timeout,
+            message,
+        }
+    }
+}
+
+/// For a unique index limited by a partial filter (this engine's key index
+/// on `log_recording`): the name of an existing unique index on the same
+/// keys without a filter, which earlier versions created and which stops
+/// Synergy's recordings (all with the null key) from being added. Never an
+/// index that is not unique, such as Synergy's TTL index.
+fn unfiltered_predecessor(requested: &IndexModel, existing: &[IndexModel]) -> Option<String> {
+    let options = requested.options.as_ref()?;
+    if options.unique != Some(true) || options.partial_filter_expression.is_none() {
+        return None;
+    }
+    existing
+        .iter()
+        .find(|i| {
+            i.keys == requested.keys
+                && i.options.as_ref().is_some_and(|o| {
+                    o.unique == Some(true) && o.partial_filter_expression.is_none()
+                })
+        })
+        .and_then(|i| i.options.as_ref()?.name.clone())
 }
 
 /// The MongoDB [`FlowStore`]. Cheap to clone (the driver's client is a
@@ -183,20 +258,26 @@ impl MongoStore {
         client_options
             .app_name
             .get_or_insert_with(|| "flow".to_string());
+        let user = client_options
+            .credential
+            .as_ref()
+            .and_then(|c| c.username.clone());
         let client = Client::with_options(client_options).map_err(|e| MongoError::Setup {
             hosts: hosts.clone(),
             operation: "creating the client",
             message: scrub(e.to_string()),
         })?;
         let db = client.database(&options.database);
-        let hello =
-            db.run_command(doc! { "hello": 1 })
-                .await
-                .map_err(|e| MongoError::Unreachable {
-                    hosts: hosts.clone(),
-                    timeout: options.server_selection_timeout,
-                    message: scrub(e.to_string()),
-                })?;
+        // The first call on a pooled connection is where the driver logs in.
+        let hello = db.run_command(doc! { "hello": 1 }).await.map_err(|e| {
+            first_call_failed(
+                is_auth_failure(&e),
+                user.as_deref(),
+                &hosts,
+                options.server_selection_timeout,
+                scrub(e.to_string()),
+            )
+        })?;
         let replicated =
             hello.contains_key("setName") || hello.get_str("msg").is_ok_and(|m| m == "isdbgrid");
         let transactions = options.transactions == Transactions::Auto && replicated;
@@ -243,26 +324,39 @@ impl MongoStore {
         for (collection, indexes) in model::all_indexes() {
             for index in indexes {
                 let keys = index.keys.clone();
-                match self
-                    .db
-                    .collection::<Document>(collection)
-                    .create_index(index)
-                    .await
-                {
+                let setup = |e: mongodb::error::Error| MongoError::Setup {
+                    hosts: self.hosts.clone(),
+                    operation: "creating indexes",
+                    message: format!("{collection} {keys}: {}", self.scrub(e.to_string())),
+                };
+                let target = self.db.collection::<Document>(collection);
+                match target.create_index(index.clone()).await {
                     Ok(_) => {}
                     // An index on the same keys exists with other options or
                     // another name (e.g. Synergy's TTL index on created_at):
-                    // it serves as well.
+                    // it serves as well, unless it is an earlier version's
+                    // unique index without the partial filter, which
+                    // Synergy's recordings cannot live with: replace it.
                     Err(e) if matches!(command_code(&e), Some(85 | 86)) => {
-                        debug!(collection, %keys, "keeping the existing index: {e}");
+                        let existing: Vec<IndexModel> = target
+                            .list_indexes()
+                            .await
+                            .map_err(setup)?
+                            .try_collect()
+                            .await
+                            .map_err(setup)?;
+                        match unfiltered_predecessor(&index, &existing) {
+                            Some(name) => {
+                                warn!(collection, %keys, name, "replacing this engine's earlier index, which lacks the partial filter");
+                                target.drop_index(&name).await.map_err(setup)?;
+                                target.create_index(index).await.map_err(setup)?;
+                            }
+                            None => {
+                                debug!(collection, %keys, "keeping the existing index: {e}")
+                            }
+                        }
                     }
-                    Err(e) => {
-                        return Err(MongoError::Setup {
-                            hosts: self.hosts.clone(),
-                            operation: "creating indexes",
-                            message: format!("{collection} {keys}: {}", self.scrub(e.to_string())),
-                        })
-                    }
+                    Err(e) => return Err(setup(e)),
                 }
             }
         }
@@ -1234,8 +1328,11 @@ impl FlowStore for MongoStore {
             filter.insert("step_name", step);
         }
         if let Some(run) = &query.run {
-            let run =
-                model::object_id(run).map_err(|m| self.op_error("read_logs", &query.key, m))?;
+            let run = model::object_id(run).map_err(|_| StoreError::InvalidId {
+                what: "run",
+                id: run.to_string(),
+                message: "ids of a MongoDB store are ObjectIds (24 hexadecimal digits)".into(),
+            })?;
             filter.insert("run", run.to_hex());
         }
         self.read_all(
@@ -1268,5 +1365,155 @@ impl FlowStore for MongoStore {
             .await
             .map_err(|e| self.op_error("purge_logs", "log_recording", e))?;
         Ok(result.deleted_count)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_login_names_the_user_and_the_hosts() {
+        let e = first_call_failed(
+            true,
+            Some("flow"),
+            "db1:27017, db2:27017",
+            Duration::from_secs(5),
+            "SCRAM failure: Authentication failed.".into(),
+        );
+        assert!(matches!(e, MongoError::Authentication { .. }), "{e:?}");
+        assert_eq!(
+            e.to_string(),
+            "authentication failed for user flow on db1:27017, db2:27017: \
+             SCRAM failure: Authentication failed."
+        );
+        let e = first_call_failed(true, None, "db1:27017", Duration::from_secs(5), "x".into());
+        assert_eq!(
+            e.to_string(),
+            "authentication failed (no user name in the URI) on db1:27017: x"
+        );
+    }
+
+    #[test]
+    fn any_other_first_failure_is_an_unreachable_server() {
+        let e = first_call_failed(
+            false,
+            Some("flow"),
+            "db1:27017",
+            Duration::from_secs(5),
+            "Server selection timeout".into(),
+        );
+        assert!(matches!(e, MongoError::Unreachable { .. }), "{e:?}");
+        assert!(
+            e.to_string()
+                .starts_with("cannot reach MongoDB at db1:27017"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn authentication_failed_command_errors_count_as_refused_logins() {
+        // The driver's own authentication error kind cannot be built outside
+        // it (the nx-27017 test gets a real one); a server's
+        // `AuthenticationFailed` command error (code 18) can.
+        let reply = doc! { "ok": 0, "code": 18, "codeName": "AuthenticationFailed", "errmsg": "Authentication failed." };
+        let command: mongodb::error::CommandError =
+            bson::deserialize_from_document(reply).expect("a command error");
+        let e = mongodb::error::Error::from(mongodb::error::ErrorKind::Command(command));
+        assert!(is_auth_failure(&e), "{e}");
+        let reply =
+            doc! { "ok": 0, "code": 13, "codeName": "Unauthorized", "errmsg": "not authorized" };
+        let command: mongodb::error::CommandError =
+            bson::deserialize_from_document(reply).expect("a command error");
+        let e = mongodb::error::Error::from(mongodb::error::ErrorKind::Command(command));
+        assert!(!is_auth_failure(&e), "{e}");
+    }
+
+    fn listed(keys: Document, name: &str, unique: bool, filter: Option<Document>) -> IndexModel {
+        IndexModel::builder()
+            .keys(keys)
+            .options(
+                mongodb::options::IndexOptions::builder()
+                    .name(name.to_string())
+                    .unique(unique.then_some(true))
+                    .partial_filter_expression(filter)
+                    .build(),
+            )
+            .build()
+    }
+
+    #[test]
+    fn only_an_earlier_unfiltered_key_index_is_replaced() {
+        let (_, ours) = model::all_indexes()
+            .into_iter()
+            .find(|(c, _)| *c == "log_recording")
+            .expect("log_recording indexes");
+        let (key_index, created_at) = (&ours[0], &ours[1]);
+        let keys = doc! { "flow_name": 1, "timeperiod": 1, "position": 1 };
+        let synergy = [
+            listed(doc! { "_id": 1 }, "_id_", false, None),
+            listed(
+                doc! { "parent_object_id": 1 },
+                "parent_object_id_1",
+                true,
+                None,
+            ),
+            listed(doc! { "created_at": 1 }, "created_at_1", false, None),
+        ];
+        let mut earlier = synergy.to_vec();
+        earlier.push(listed(
+            keys.clone(),
+            "flow_name_1_timeperiod_1_position_1",
+            true,
+            None,
+        ));
+        assert_eq!(
+            unfiltered_predecessor(key_index, &earlier).as_deref(),
+            Some("flow_name_1_timeperiod_1_position_1")
+        );
+        // Synergy's own (TTL) index on created_at stays.
+        assert_eq!(unfiltered_predecessor(created_at, &earlier), None);
+        assert_eq!(unfiltered_predecessor(key_index, &synergy), None);
+        // Already filtered, or another engine's index on other options: kept.
+        let mut filtered = synergy.to_vec();
+        filtered.push(listed(
+            keys.clone(),
+            "k",
+            true,
+            Some(doc! { "position": { "$exists": true } }),
+        ));
+        assert_eq!(unfiltered_predecessor(key_index, &filtered), None);
+        let mut not_unique = synergy.to_vec();
+        not_unique.push(listed(keys, "k", false, None));
+        assert_eq!(unfiltered_predecessor(key_index, &not_unique), None);
+    }
+
+    #[test]
+    fn the_log_indexes_cover_only_this_engines_lines() {
+        let (_, indexes) = model::all_indexes()
+            .into_iter()
+            .find(|(c, _)| *c == "log_recording")
+            .expect("log_recording indexes");
+        assert_eq!(indexes.len(), 2);
+        for index in indexes {
+            let options = index.options.expect("options");
+            assert_eq!(
+                options.partial_filter_expression,
+                Some(doc! { "position": { "$exists": true } }),
+                "{:?}",
+                index.keys
+            );
+        }
+        // Nowhere else: every other collection is this engine's or holds
+        // Synergy documents with the key fields.
+        for (collection, indexes) in model::all_indexes() {
+            if collection == "log_recording" {
+                continue;
+            }
+            for index in indexes {
+                let filter = index.options.and_then(|o| o.partial_filter_expression);
+                assert_eq!(filter, None, "{collection} {:?}", index.keys);
+            }
+        }
     }
 }

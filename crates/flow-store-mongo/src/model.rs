@@ -24,6 +24,7 @@ use flow_core::{
     LogLevel, LogLine, RecordId, RollbackRecord, RunMode, RunRecord, RunStep, StepRecord,
     StepState, StoredLogLine, Timeperiod,
 };
+use mongodb::options::IndexOptions;
 use mongodb::IndexModel;
 use serde::{Deserialize, Serialize};
 
@@ -630,7 +631,21 @@ impl Model for LogDoc {
     const COLLECTION: &'static str = "log_recording";
     const KEY: &'static [&'static str] = &["flow_name", "timeperiod", "position"];
     fn extra_indexes() -> Vec<IndexModel> {
-        vec![IndexModel::builder().keys(doc! { "created_at": 1 }).build()]
+        vec![IndexModel::builder()
+            .keys(doc! { "created_at": 1 })
+            .options(
+                IndexOptions::builder()
+                    .partial_filter_expression(Self::partial_filter())
+                    .build(),
+            )
+            .build()]
+    }
+    /// Only this engine's lines carry `position`; Synergy's recordings
+    /// (`parent_object_id`, `log`, `details`, `created_at`) never do.
+    /// (`$exists: true` is what partial indexes accept; `$exists: false`
+    /// is not.)
+    fn partial_filter() -> Option<bson::Document> {
+        Some(doc! { "position": { "$exists": true } })
     }
 }
 

@@ -32,6 +32,15 @@ pub trait Model: Serialize + DeserializeOwned + Send + Sync + Unpin {
     fn extra_indexes() -> Vec<IndexModel> {
         Vec::new()
     }
+
+    /// For a collection shared with documents of another shape (Synergy's
+    /// `log_recording`): the filter selecting this model's documents, which
+    /// the key index is limited to (a partial index). Without it, the other
+    /// documents, which lack the key fields, would all share the null key
+    /// and a unique index could neither be built nor take a second one.
+    fn partial_filter() -> Option<Document> {
+        None
+    }
 }
 
 /// Why an ODM call failed.
@@ -138,7 +147,12 @@ impl<M: Model> Collection<M> {
         }
         let mut all = vec![IndexModel::builder()
             .keys(keys)
-            .options(IndexOptions::builder().unique(true).build())
+            .options(
+                IndexOptions::builder()
+                    .unique(true)
+                    .partial_filter_expression(M::partial_filter())
+                    .build(),
+            )
             .build()];
         all.extend(M::extra_indexes());
         all

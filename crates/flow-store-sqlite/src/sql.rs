@@ -313,15 +313,15 @@ pub(crate) fn step_record_key(step: &StepRecord) -> String {
 }
 
 /// This store's ids are integers; anything else was not made here.
-fn row_id(id: &RecordId, what: &str) -> Result<i64, DbError> {
-    id.as_str().parse().map_err(|_| {
-        DbError::Internal(format!(
-            "{what} id '{id}' is not an id of this SQLite store (they are integers)"
-        ))
+fn row_id(id: &RecordId, what: &'static str) -> Result<i64, DbError> {
+    id.as_str().parse().map_err(|_| DbError::InvalidId {
+        what,
+        id: id.to_string(),
+        message: "ids of a SQLite store are integers".into(),
     })
 }
 
-fn opt_row_id(id: &Option<RecordId>, what: &str) -> Result<Option<i64>, DbError> {
+fn opt_row_id(id: &Option<RecordId>, what: &'static str) -> Result<Option<i64>, DbError> {
     id.as_ref().map(|id| row_id(id, what)).transpose()
 }
 

@@ -39,6 +39,13 @@ pub(crate) enum DbError {
         token: u64,
         holder: Option<String>,
     },
+    /// The caller gave an id this store cannot hold.
+    #[error("{what} id '{id}' is not an id of this store: {message}")]
+    InvalidId {
+        what: &'static str,
+        id: String,
+        message: String,
+    },
 }
 
 impl DbError {
@@ -64,6 +71,11 @@ impl DbError {
                 key: key.clone(),
                 token: *token,
                 holder: holder.clone(),
+            },
+            DbError::InvalidId { what, id, message } => StoreError::InvalidId {
+                what,
+                id: id.clone(),
+                message: message.clone(),
             },
         }
     }

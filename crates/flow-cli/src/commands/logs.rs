@@ -57,7 +57,12 @@ pub fn logs(settings_path: Option<&Path>, args: LogsArgs<'_>) -> Result<Exit, Cl
     }
     let store = plan.open()?;
     let ttl = settings.lease_ttl();
-    let store_error = |e: StoreError| CliError::failed(e.to_string());
+    // An id the store cannot hold is the caller's mistake (exit 2), not
+    // a store failure.
+    let store_error = |e: StoreError| match e {
+        StoreError::InvalidId { .. } => CliError::bad_input(format!("--run: {e}")),
+        e => CliError::failed(e.to_string()),
+    };
     small_runtime()?.block_on(async {
         if store.get_flow(&key).await.map_err(store_error)?.is_none() {
             return Err(no_record());
