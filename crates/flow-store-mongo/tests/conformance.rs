@@ -380,7 +380,10 @@ async fn a_synergy_log_recording_collection_is_shared_on_nx27017() {
     }
     let after = synergy_documents(&db).await;
     assert_eq!(after.len(), 7);
-    assert_eq!(after[..4], before[..], "the first four are unchanged");
+    for document in &before {
+        // (By content: ids the server generates need not sort after ours.)
+        assert!(after.contains(document), "changed or gone: {document}");
+    }
 
     // Connecting again (index creation with all of them present), and the
     // retention purge, leave them alone too.
