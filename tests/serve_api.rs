@@ -331,6 +331,7 @@ async fn every_endpoint_answers_with_the_right_codes() {
         "/api/flows?from=2026".into(),
         format!("/api/flows/hello/{TP}/logs?after=x"),
         format!("/api/flows/hello/{TP}/logs?bogus=1"),
+        format!("/api/flows/hello/{TP}/logs?run=r-17x"),
         format!("/api/flows/hello/{TP}/runs?limit=0"),
     ] {
         let (status, body) = get(&c, &s.url(&path)).await;

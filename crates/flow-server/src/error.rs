@@ -52,7 +52,11 @@ impl ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        ApiError::Internal(e.to_string())
+        match e {
+            // A malformed run id in the query: the caller's mistake.
+            StoreError::InvalidId { .. } => ApiError::BadRequest(e.to_string()),
+            e => ApiError::Internal(e.to_string()),
+        }
     }
 }
 
