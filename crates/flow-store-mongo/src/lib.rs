@@ -58,7 +58,10 @@
 //! tests use where MongoDB cannot be installed: no `$not`, `$and` spelled
 //! out next to `$or` in `findAndModify`, replacements rather than `$set`
 //! for documents with dates (it stores `$set` dates as text), and run ids
-//! in log lines as hex text (it matches ObjectIds only in `_id`).
+//! in log lines as hex text (it matches ObjectIds only in `_id`). It
+//! accepts `partialFilterExpression` and drops it; its unique indexes (in
+//! SQLite) never collide on missing fields, so the partial indexes on
+//! `log_recording` matter on MongoDB only.
 //!
 //! What it is not: a migration tool (it reads older Synergy documents as
 //! they are and writes the current shape), nor a client of `mongodb+srv://`
