@@ -13,7 +13,7 @@ use serde_json::Value;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 const SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
 
@@ -168,6 +168,8 @@ pub(crate) struct Api {
     auth: Option<Arc<dyn gcp_auth::TokenProvider>>,
     retry: RetryConfig,
     clock: Arc<dyn Clock>,
+    /// The client's connect and request timeouts, for messages.
+    timeouts: (Duration, Duration),
     requests: AtomicU64,
 }
 
@@ -195,6 +197,7 @@ impl Api {
         auth: Option<Arc<dyn gcp_auth::TokenProvider>>,
         retry: RetryConfig,
         clock: Arc<dyn Clock>,
+        timeouts: (Duration, Duration),
     ) -> Self {
         Api {
             http,
@@ -202,6 +205,7 @@ impl Api {
             auth,
             retry,
             clock,
+            timeouts,
             requests: AtomicU64::new(0),
         }
     }
@@ -234,11 +238,17 @@ impl Api {
                 request = request.bearer_auth(token.as_str());
             }
             self.requests.fetch_add(1, Ordering::Relaxed);
-            let response = request.send().await.map_err(transport)?;
+            let response = request
+                .send()
+                .await
+                .map_err(|e| self.transport(what, e))?;
             check(response).await
         })
         .await?;
-        let bytes = response.bytes().await.map_err(transport)?;
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| self.transport(what, e))?;
         serde_json::from_slice(&bytes).map_err(|e| ApiError::Decode(format!("{what}: {e}")))
     }
 
@@ -370,18 +380,35 @@ impl Api {
     }
 }
 
-fn transport(e: reqwest::Error) -> ApiError {
-    let transient = e.is_connect() || e.is_timeout() || e.is_request() || e.is_body();
-    let mut causes = String::new();
-    let mut source = std::error::Error::source(&e);
-    while let Some(cause) = source {
-        causes.push_str(": ");
-        causes.push_str(&cause.to_string());
-        source = cause.source();
+impl Api {
+    /// No answer: the reqwest error with its causes, a timeout naming the
+    /// call and the setting that bounded it.
+    fn transport(&self, what: &str, e: reqwest::Error) -> ApiError {
+        let transient = e.is_connect() || e.is_timeout() || e.is_request() || e.is_body();
+        let mut causes = String::new();
+        let mut source = std::error::Error::source(&e);
+        while let Some(cause) = source {
+            causes.push_str(": ");
+            causes.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        let timed_out = e.is_timeout();
+        let connecting = e.is_connect();
+        // Without the URL: long, and the caller names the resource.
+        let mut message = format!("{}{causes}", e.without_url());
+        if timed_out {
+            let (setting, limit) = if connecting {
+                ("connect_timeout: no connection", self.timeouts.0)
+            } else {
+                ("request_timeout: no complete answer", self.timeouts.1)
+            };
+            message = format!(
+                "{what} timed out ({setting} within {}): {message}",
+                humantime_serde::re::humantime::format_duration(limit)
+            );
+        }
+        ApiError::Transport { message, transient }
     }
-    // Without the URL: long, and the caller names the resource.
-    let message = format!("{}{causes}", e.without_url());
-    ApiError::Transport { message, transient }
 }
 
 /// A non-success answer becomes an [`ApiError`] with the API's reason.

@@ -83,6 +83,8 @@ impl DataprocClusterFactory {
         };
         let fs = gcs.builder().build_with_credentials(shared)?;
         let http = reqwest::Client::builder()
+            .connect_timeout(config.connect_timeout)
+            .timeout(config.request_timeout)
             .build()
             .map_err(|e| DataprocError::Client {
                 message: e.to_string(),
@@ -93,6 +95,7 @@ impl DataprocClusterFactory {
             credentials,
             config.retry,
             clock.clone(),
+            (config.connect_timeout, config.request_timeout),
         ));
         Ok(DataprocClusterFactory {
             shared: Arc::new(Shared {

@@ -134,6 +134,14 @@ pub struct DataprocConfig {
     pub cancel_timeout: Duration,
     /// Retries of 429, 5xx and connection failures (`Retry-After` honoured).
     pub retry: RetryConfig,
+    /// The longest wait for a TCP (and TLS) connection to the API.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// The longest whole API request (every Dataproc answer is small): a
+    /// connection that hangs fails, and is retried, instead of blocking a
+    /// poll, a launch or a deletion past its own timeout.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
     /// How much of a job's driver output goes to the step log (and its last
     /// lines into a failed job's error), and how long to wait for it.
     pub driver_output: TailOptions,
@@ -170,6 +178,8 @@ impl Default for DataprocConfig {
             terminate_timeout: Duration::from_secs(30 * 60),
             cancel_timeout: Duration::from_secs(5 * 60),
             retry: RetryConfig::default(),
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(60),
             driver_output: TailOptions {
                 max_bytes: 16 * 1024,
                 wait: Duration::from_secs(30),
@@ -320,6 +330,12 @@ impl DataprocConfig {
         }
         if self.poll.cap < self.poll.floor {
             return invalid("poll.cap", "must not be shorter than poll.floor");
+        }
+        if self.connect_timeout.is_zero() {
+            return invalid("connect_timeout", "must not be zero");
+        }
+        if self.request_timeout.is_zero() {
+            return invalid("request_timeout", "must not be zero");
         }
         if self.cluster_poll_interval.is_zero() {
             return invalid("cluster_poll_interval", "must not be zero");
@@ -473,6 +489,13 @@ impl DataprocClusterFactoryBuilder {
     /// Sets [`DataprocConfig::retry`].
     pub fn with_retry(mut self, retry: RetryConfig) -> Self {
         self.config.retry = retry;
+        self
+    }
+    /// Sets [`DataprocConfig::connect_timeout`] and
+    /// [`DataprocConfig::request_timeout`].
+    pub fn with_timeouts(mut self, connect: Duration, request: Duration) -> Self {
+        self.config.connect_timeout = connect;
+        self.config.request_timeout = request;
         self
     }
     /// Sets [`DataprocConfig::driver_output`].

@@ -707,3 +707,68 @@ async fn a_key_file_s_tokens_are_sent_cached_and_never_shown_on_contract_fake() 
     s.cluster("dataproc-0").status(&handle).await.unwrap();
     assert_eq!(s.fake.authorizations()[before..], [String::new()]);
 }
+
+/// A loopback TCP server that accepts connections and never answers.
+async fn silent_server() -> (String, JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    (url, task)
+}
+
+/// Without the client's timeouts these calls would hang forever; the
+/// test's own bound turns that into a failure.
+async fn bounded<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(20), f)
+        .await
+        .expect("the call hung: no timeout fired")
+}
+
+#[tokio::test]
+async fn a_hung_connection_fails_with_a_timeout_naming_the_call_on_a_silent_loopback_server() {
+    let (url, _server) = silent_server().await;
+    let factory = DataprocClusterFactoryBuilder::new("proj", "europe-west1")
+        .with_endpoint(&url)
+        .with_code_bucket("code")
+        .with_retry(RetryConfig {
+            max_retries: 1,
+            initial_delay: Duration::from_millis(10),
+            jitter: false,
+            ..RetryConfig::default()
+        })
+        .with_timeouts(Duration::from_millis(200), Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let context = context();
+    let cluster = factory.cluster("dataproc-0", &context);
+    match bounded(cluster.provision()).await.unwrap_err() {
+        ClusterError::Launch {
+            message, transient, ..
+        } => {
+            assert!(
+                message.contains(
+                    "clusters.get timed out (request_timeout: no complete answer within 300ms)"
+                ),
+                "{message}"
+            );
+            assert!(transient, "a timeout is worth another launch attempt");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(factory.requests(), 2, "retried once");
+    // A job's status (what the poller asks) fails the same way.
+    let cancel = CancellationToken::new();
+    let cx = job_context(&cancel, &context);
+    let handle = cluster.prepare(&pyspark(&[]), &cx).unwrap();
+    let e = bounded(cluster.status(&handle)).await.unwrap_err();
+    assert!(
+        matches!(&e, ClusterError::Backend { operation: "jobs.get", message, .. }
+            if message.contains("jobs.get timed out (request_timeout")),
+        "{e:?}"
+    );
+}

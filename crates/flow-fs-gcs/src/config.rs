@@ -6,6 +6,7 @@ use flow_core::filesystem::normalize_lexically;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 const KIB: u64 = 1024;
 const MIB: u64 = 1024 * KIB;
@@ -54,6 +55,20 @@ pub struct GcsConfig {
     pub concurrency: usize,
     /// Retries of transient failures.
     pub retry: RetryConfig,
+    /// The longest wait for a TCP (and TLS) connection. Default 10 s.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// The longest whole request of the API calls (metadata, listing,
+    /// delete, rewrite, starting a resumable upload), so a connection that
+    /// hangs fails (and is retried) instead of blocking. Not applied to
+    /// transfers, whose length depends on their size. Default 60 s.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// The longest wait for the next bytes of any answer, transfers
+    /// included: an idle timeout, reset by every read, so a multi-GB
+    /// download is never cut while data flows. Default 60 s.
+    #[serde(with = "humantime_serde")]
+    pub read_timeout: Duration,
 }
 
 impl Default for GcsConfig {
@@ -69,6 +84,9 @@ impl Default for GcsConfig {
             rewrite_max_bytes_per_call: None,
             concurrency: 8,
             retry: RetryConfig::default(),
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(60),
+            read_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -138,6 +156,15 @@ impl GcsConfig {
         }
         if self.concurrency == 0 {
             return invalid("concurrency", "must be at least 1".into());
+        }
+        for (field, value) in [
+            ("connect_timeout", self.connect_timeout),
+            ("request_timeout", self.request_timeout),
+            ("read_timeout", self.read_timeout),
+        ] {
+            if value.is_zero() {
+                return invalid(field, "must not be zero".into());
+            }
         }
         Ok(())
     }
@@ -221,6 +248,14 @@ impl GcsFilesystemBuilder {
         self.config.retry = retry;
         self
     }
+    /// Sets [`GcsConfig::connect_timeout`], [`GcsConfig::request_timeout`]
+    /// and [`GcsConfig::read_timeout`].
+    pub fn with_timeouts(mut self, connect: Duration, request: Duration, read: Duration) -> Self {
+        self.config.connect_timeout = connect;
+        self.config.request_timeout = request;
+        self.config.read_timeout = read;
+        self
+    }
 
     /// The settings so far.
     pub fn config(&self) -> &GcsConfig {
@@ -271,7 +306,11 @@ impl GcsFilesystemBuilder {
                 (PUBLIC_ENDPOINT.to_string(), Auth::Token(provider))
             }
         };
+        // No total timeout on the client: transfers may take hours. API
+        // calls get `request_timeout` per request (`GcsFilesystem::send`).
         let http = reqwest::Client::builder()
+            .connect_timeout(config.connect_timeout)
+            .read_timeout(config.read_timeout)
             .build()
             .map_err(|e| GcsError::Client {
                 message: e.to_string(),

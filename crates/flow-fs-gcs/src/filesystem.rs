@@ -113,6 +113,8 @@ enum CallError {
         retry_after: Option<Duration>,
     },
     Transport(reqwest::Error),
+    /// A connect, request or read timeout, with the limit that fired.
+    TimedOut(String),
     Auth(String),
 }
 
@@ -123,6 +125,7 @@ impl fmt::Display for CallError {
             // Without the URL: it holds nothing secret, but it is long and
             // the caller names the object already.
             CallError::Transport(e) => write!(f, "{}", e.without_url_ref()),
+            CallError::TimedOut(message) => f.write_str(message),
             CallError::Auth(message) => write!(f, "cannot get an access token: {message}"),
         }
     }
@@ -153,6 +156,7 @@ impl Transient for CallError {
         match self {
             CallError::Status { status, .. } => is_transient_status(status.as_u16()),
             CallError::Transport(e) => e.is_connect() || e.is_timeout() || e.is_request(),
+            CallError::TimedOut(_) => true,
             CallError::Auth(_) => false,
         }
     }
@@ -344,17 +348,64 @@ impl GcsFilesystem {
         )
     }
 
-    /// Sends the request `make` builds, authorized, retrying transient
-    /// failures. `make` is called again for each attempt.
+    /// Sends the API request `make` builds (bounded by `request_timeout`),
+    /// authorized, retrying transient failures. `make` is called again for
+    /// each attempt.
     async fn send(
         &self,
         what: &str,
+        make: impl Fn(reqwest::Client) -> RequestBuilder + Send + Sync,
+    ) -> Result<Response, CallError> {
+        self.send_with(what, Some(self.inner.config.request_timeout), make)
+            .await
+    }
+
+    /// Like [`send`](Self::send) for a transfer: no total timeout, only the
+    /// client's idle `read_timeout`, so a large object is never cut.
+    async fn send_transfer(
+        &self,
+        what: &str,
+        make: impl Fn(reqwest::Client) -> RequestBuilder + Send + Sync,
+    ) -> Result<Response, CallError> {
+        self.send_with(what, None, make).await
+    }
+
+    /// A failed request or body read, a timeout named with its setting.
+    fn transport(&self, e: reqwest::Error, total: Option<Duration>) -> CallError {
+        if !e.is_timeout() {
+            return CallError::Transport(e);
+        }
+        let config = &self.inner.config;
+        let (limit, setting) = if e.is_connect() {
+            (config.connect_timeout, "connect_timeout: no connection")
+        } else {
+            match total {
+                Some(total) if total <= config.read_timeout => {
+                    (total, "request_timeout: no complete answer")
+                }
+                _ => (config.read_timeout, "read_timeout: no data"),
+            }
+        };
+        CallError::TimedOut(format!(
+            "timed out ({setting} within {}): {}",
+            humantime_serde::re::humantime::format_duration(limit),
+            e.without_url_ref()
+        ))
+    }
+
+    async fn send_with(
+        &self,
+        what: &str,
+        total: Option<Duration>,
         make: impl Fn(reqwest::Client) -> RequestBuilder + Send + Sync,
     ) -> Result<Response, CallError> {
         let inner = &self.inner;
         let make = &make;
         flow_cloud::retry(&inner.config.retry, &inner.clock, what, || async move {
             let mut request = make(inner.http.clone());
+            if let Some(total) = total {
+                request = request.timeout(total);
+            }
             if let Auth::Token(provider) = &inner.auth {
                 let token = provider
                     .token(&[SCOPE])
@@ -363,7 +414,10 @@ impl GcsFilesystem {
                 request = request.bearer_auth(token.as_str());
             }
             inner.requests.fetch_add(1, Ordering::Relaxed);
-            let response = request.send().await.map_err(CallError::Transport)?;
+            let response = request
+                .send()
+                .await
+                .map_err(|e| self.transport(e, total))?;
             check(response).await
         })
         .await
@@ -491,7 +545,7 @@ impl GcsFilesystem {
         body: Bytes,
     ) -> Result<(), FsError> {
         let url = self.upload_url(&at.bucket);
-        self.send(op, |http| {
+        self.send_transfer(op, |http| {
             http.post(&url)
                 .query(&[("uploadType", "media"), ("name", at.name.as_str())])
                 .header(header::CONTENT_TYPE, "application/octet-stream")
@@ -551,7 +605,7 @@ impl GcsFilesystem {
             let end = offset + len - 1;
             let range = format!("bytes {offset}-{end}/{size}");
             let answer = self
-                .send(op, |http| {
+                .send_transfer(op, |http| {
                     http.put(&session)
                         .header(header::CONTENT_RANGE, &range)
                         .body(body.clone())
@@ -704,7 +758,7 @@ impl GcsFilesystem {
         offset: u64,
     ) -> Result<Response, FsError> {
         let url = self.object_url(at);
-        self.send(op, |http| {
+        self.send_transfer(op, |http| {
             let request = http.get(&url).query(&[("alt", "media")]);
             if offset > 0 {
                 request.header(header::RANGE, format!("bytes={offset}-"))
@@ -797,7 +851,7 @@ impl Filesystem for GcsFilesystem {
                 .map_err(|e| FsError::io(op, partial.display().to_string(), e))?;
             let mut body = response.bytes_stream();
             while let Some(piece) = body.next().await {
-                let piece = piece.map_err(|e| CallError::Transport(e).into_fs(op, &at))?;
+                let piece = piece.map_err(|e| self.transport(e, None).into_fs(op, &at))?;
                 file.write_all(&piece)
                     .await
                     .map_err(|e| FsError::io(op, partial.display().to_string(), e))?;
@@ -950,5 +1004,133 @@ mod tests {
             utf8_percent_encode("a/b c_$folder$", SEGMENT).to_string(),
             "a%2Fb%20c_%24folder%24"
         );
+    }
+
+    /// How the loopback server of the timeout tests answers.
+    #[derive(Clone, Copy)]
+    enum Peer {
+        /// Accepts, reads the request, never answers.
+        Silent,
+        /// Sends the headers of a 1,000-byte object and 10 bytes, then
+        /// nothing.
+        Stalls,
+        /// Sends a 1,000-byte object 50 bytes at a time, 50 ms apart.
+        Trickles,
+    }
+
+    /// A raw HTTP/1.1 server on a free loopback port (no emulator answers
+    /// wrongly on purpose); its connections live as long as the task.
+    async fn peer(mode: Peer) -> (String, tokio::task::JoinHandle<()>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((mut socket, _)) = listener.accept().await {
+                held.push(tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        if socket.read(&mut byte).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        head.push(byte[0]);
+                    }
+                    let headers = "HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ncontent-length: 1000\r\n\r\n";
+                    match mode {
+                        Peer::Silent => {}
+                        Peer::Stalls => {
+                            let _ = socket.write_all(headers.as_bytes()).await;
+                            let _ = socket.write_all(&[b'x'; 10]).await;
+                        }
+                        Peer::Trickles => {
+                            let _ = socket.write_all(headers.as_bytes()).await;
+                            for _ in 0..20 {
+                                tokio::time::sleep(Duration::from_millis(50)).await;
+                                let _ = socket.write_all(&[b'x'; 50]).await;
+                            }
+                        }
+                    }
+                    std::future::pending::<()>().await;
+                }));
+            }
+        });
+        (url, task)
+    }
+
+    /// Short limits: a 200 ms connect and request timeout, a 1 s idle
+    /// read timeout, one retry.
+    fn against(url: &str) -> GcsFilesystem {
+        crate::GcsFilesystemBuilder::new()
+            .with_endpoint(url)
+            .with_bucket("data")
+            .with_retry(flow_cloud::RetryConfig {
+                max_retries: 1,
+                initial_delay: Duration::from_millis(10),
+                jitter: false,
+                ..Default::default()
+            })
+            .with_timeouts(
+                Duration::from_millis(200),
+                Duration::from_millis(200),
+                Duration::from_secs(1),
+            )
+            .build_with_credentials(None)
+            .unwrap()
+    }
+
+    /// The test's own bound: without the client's timeouts the call would
+    /// hang forever; this turns that into a failure.
+    async fn bounded<T>(f: impl Future<Output = T>) -> T {
+        tokio::time::timeout(Duration::from_secs(20), f)
+            .await
+            .expect("the call hung: no timeout fired")
+    }
+
+    #[tokio::test]
+    async fn an_api_call_on_a_hung_connection_fails_naming_the_timeout_on_a_silent_loopback_peer()
+    {
+        let (url, _server) = peer(Peer::Silent).await;
+        let fs = against(&url);
+        let e = bounded(fs.exists("reports/day.csv")).await.unwrap_err();
+        let message = e.to_string();
+        assert!(message.contains("exists"), "{message}");
+        assert!(
+            message.contains("timed out (request_timeout: no complete answer within 200ms)"),
+            "{message}"
+        );
+        assert_eq!(fs.requests_made(), 2, "retried once");
+    }
+
+    #[tokio::test]
+    async fn a_download_that_stalls_fails_on_the_read_timeout_and_leaves_no_file_on_a_stalling_loopback_peer(
+    ) {
+        let (url, _server) = peer(Peer::Stalls).await;
+        let fs = against(&url);
+        let dir = tempfile::tempdir().unwrap();
+        let local = dir.path().join("day.csv");
+        let e = bounded(fs.copy_to_local("reports/day.csv", &local))
+            .await
+            .unwrap_err();
+        let message = e.to_string();
+        assert!(message.contains("copy_to_local"), "{message}");
+        assert!(
+            message.contains("timed out (read_timeout: no data within 1s)"),
+            "{message}"
+        );
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_download_longer_than_the_request_timeout_is_not_cut_while_data_flows_on_a_trickling_loopback_peer(
+    ) {
+        let (url, _server) = peer(Peer::Trickles).await;
+        let fs = against(&url);
+        let dir = tempfile::tempdir().unwrap();
+        let local = dir.path().join("day.csv");
+        bounded(fs.copy_to_local("reports/day.csv", &local))
+            .await
+            .unwrap();
+        assert_eq!(std::fs::read(&local).unwrap(), vec![b'x'; 1000]);
     }
 }
