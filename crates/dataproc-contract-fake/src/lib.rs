@@ -27,9 +27,13 @@
 //!
 //! Tests read and steer it in process ([`FakeDataproc`]'s methods) or over
 //! HTTP (`/fake/...`, for the binary): request counts per method, a 429
-//! with `Retry-After` for the next calls of a method, a cluster whose
-//! creation fails, finishing a job by hand, the `Authorization` headers
-//! received. `POST /token` is an OAuth token endpoint for a test
+//! with `Retry-After` for the next calls of a method, a 503 before a call
+//! is carried out or after (a lost answer), a cluster whose creation fails,
+//! finishing a job by hand, the `Authorization` headers, the create bodies,
+//! the submitted `requestId`s and the answers' statuses received. A second
+//! `jobs.submit` or `clusters.create` with the same `requestId` answers the
+//! first one's job or operation (200), as the API does; the same job id
+//! under another or no `requestId` is 409 `ALREADY_EXISTS`. `POST /token` is an OAuth token endpoint for a test
 //! service-account key whose `token_uri` points at the fake.
 
 use axum::body::Bytes;
@@ -134,6 +138,17 @@ struct World {
     deleted: Vec<String>,
     requests: BTreeMap<String, u64>,
     throttles: HashMap<String, VecDeque<u64>>,
+    /// Methods whose next calls are done, then answered 503 (a lost
+    /// answer), by count.
+    lost_answers: HashMap<String, usize>,
+    /// Methods whose next calls are refused with 503 before anything is
+    /// done, by count.
+    unavailable: HashMap<String, usize>,
+    /// Each API request's answer status, by method, in order.
+    answers: BTreeMap<String, Vec<u16>>,
+    /// The `requestId` of each `jobs.submit` received, in order (`""` for
+    /// none).
+    submit_request_ids: Vec<String>,
     fail_creates: HashMap<String, String>,
     /// Each API request's `Authorization` header ("" without one).
     authorizations: Vec<String>,
@@ -253,6 +268,55 @@ impl FakeDataproc {
             .entry(method.to_string())
             .or_default()
             .extend(std::iter::repeat_n(retry_after_secs, times));
+    }
+
+    /// The next `times` calls of `method` are carried out, then answered
+    /// 503 `UNAVAILABLE`: the answer is lost, what was asked is done.
+    pub fn lose_answers(&self, method: &str, times: usize) {
+        *self
+            .shared
+            .world()
+            .lost_answers
+            .entry(method.to_string())
+            .or_default() += times;
+    }
+
+    /// The next `times` calls of `method` are refused with 503
+    /// `UNAVAILABLE` before anything is done.
+    pub fn unavailable(&self, method: &str, times: usize) {
+        *self
+            .shared
+            .world()
+            .unavailable
+            .entry(method.to_string())
+            .or_default() += times;
+    }
+
+    /// The HTTP status of each answer to `method` so far, in order (the
+    /// 429s of [`throttle`](Self::throttle) aside).
+    pub fn answers(&self, method: &str) -> Vec<u16> {
+        self.shared
+            .world()
+            .answers
+            .get(method)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The `requestId` of each `jobs.submit` received, in order (`""` for
+    /// none).
+    pub fn submit_request_ids(&self) -> Vec<String> {
+        self.shared.world().submit_request_ids.clone()
+    }
+
+    /// The `Cluster` body `clusters.create` received for `name`, as sent.
+    pub fn create_body(&self, name: &str) -> Option<Value> {
+        self.shared
+            .world()
+            .clusters
+            .values()
+            .find(|c| c.name == name)
+            .map(|c| c.resource.clone())
     }
 
     /// The next creation of cluster `name` fails with `message` (its
@@ -483,13 +547,62 @@ async fn handle(
             }
         }
     };
+    let method_name = route.method_name();
+    if let Route::JobSubmit(..) = route {
+        let id = body["requestId"].as_str().unwrap_or("").to_string();
+        shared.world().submit_request_ids.push(id);
+    }
+    let refused = take_one(&mut shared.world().unavailable, method_name);
+    let mut response = if refused {
+        unavailable()
+    } else {
+        dispatch(&shared, route, body, &q).await
+    };
+    if !refused && take_one(&mut shared.world().lost_answers, method_name) {
+        response = unavailable();
+    }
+    shared
+        .world()
+        .answers
+        .entry(method_name.to_string())
+        .or_default()
+        .push(response.status().as_u16());
+    response
+}
+
+/// Takes one from `method`'s count; true when there was one.
+fn take_one(counts: &mut HashMap<String, usize>, method: &str) -> bool {
+    match counts.get_mut(method) {
+        Some(n) if *n > 0 => {
+            *n -= 1;
+            true
+        }
+        _ => false,
+    }
+}
+
+fn unavailable() -> Response {
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "UNAVAILABLE",
+        "The service is currently unavailable.".into(),
+    )
+}
+
+async fn dispatch(
+    shared: &Arc<Shared>,
+    route: Route,
+    body: Value,
+    q: &HashMap<String, String>,
+) -> Response {
+    let shared = shared.clone();
     match route {
-        Route::ClusterCreate(p, r) => create_cluster(&shared, p, r, body, &q),
+        Route::ClusterCreate(p, r) => create_cluster(&shared, p, r, body, q),
         Route::ClusterGet(p, r, name) => get_cluster(&shared, &(p, r, name)),
-        Route::ClusterDelete(p, r, name) => delete_cluster(&shared, (p, r, name), &q),
+        Route::ClusterDelete(p, r, name) => delete_cluster(&shared, (p, r, name), q),
         Route::OperationGet(name) => get_operation(&shared, &name),
         Route::JobSubmit(p, r) => submit_job(&shared, p, r, body).await,
-        Route::JobList(p, r) => list_jobs(&shared, &p, &r, &q),
+        Route::JobList(p, r) => list_jobs(&shared, &p, &r, q),
         Route::JobGet(p, r, id) => get_job(&shared, &(p, r, id)),
         Route::JobCancel(p, r, id) => cancel_job(&shared, &(p, r, id)),
     }

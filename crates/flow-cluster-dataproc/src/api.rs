@@ -367,6 +367,43 @@ impl Api {
         }
     }
 
+    /// The finished jobs of `cluster` (`filter = status.state =
+    /// NON_ACTIVE`) among `wanted`, newest first, paging only until every
+    /// one of `wanted` is found: the jobs that just ended are on the first
+    /// page.
+    pub async fn list_finished_jobs(
+        &self,
+        at: &Location,
+        cluster: &str,
+        wanted: &[&str],
+    ) -> Result<Vec<JobInfo>, ApiError> {
+        let path = format!("{at}/jobs");
+        let mut found = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut query = vec![
+                ("clusterName", cluster),
+                ("filter", "status.state = NON_ACTIVE"),
+                ("pageSize", LIST_PAGE_SIZE),
+            ];
+            if let Some(token) = &token {
+                query.push(("pageToken", token));
+            }
+            let page: JobList = self
+                .call("jobs.list", Method::GET, &path, &query, None)
+                .await?;
+            found.extend(
+                page.jobs
+                    .into_iter()
+                    .filter(|job| wanted.contains(&job.reference.job_id.as_str())),
+            );
+            match page.next_page_token.filter(|t| !t.is_empty()) {
+                Some(next) if found.len() < wanted.len() => token = Some(next),
+                _ => return Ok(found),
+            }
+        }
+    }
+
     pub async fn cancel_job(&self, at: &Location, id: &str) -> Result<JobInfo, ApiError> {
         let path = format!("{at}/jobs/{id}:cancel");
         self.call(

@@ -278,29 +278,38 @@ pub(crate) fn job_resource(
 /// jobs of a cluster.
 ///
 /// - One job watched: `jobs.get` (the whole answer, details included).
-/// - Several: one `jobs.list` of the cluster's `ACTIVE` jobs. A watched job
-///   missing from it has ended (or is on another cluster); its final state
-///   is then read with one `jobs.get` on a later tick, one job per tick, so
-///   a tick never costs more than one request (a job is noticed one tick
-///   later than with a `get` of its own). Until then it counts as running.
+/// - Several: one `jobs.list` of the cluster's `ACTIVE` jobs. The watched
+///   jobs missing from it have ended (or are on another cluster); on the
+///   next tick one `jobs.list` of the cluster's finished jobs (`filter =
+///   status.state = NON_ACTIVE`, newest first, whose entries carry their
+///   final status) confirms all of them at once, so jobs ending together
+///   are noticed together, one tick after their end. A job that listing
+///   does not show either (another cluster, or gone) is read with
+///   `jobs.get`, one per tick. Until confirmed a job counts as running.
 pub(crate) struct DataprocJobs {
     api: Arc<Api>,
-    /// Jobs the last listing did not show, to be read one per tick.
-    unconfirmed: Mutex<VecDeque<JobRef>>,
+    queues: Mutex<Queues>,
+}
+
+#[derive(Default)]
+struct Queues {
+    /// Jobs the last `ACTIVE` listing did not show, for the next tick's
+    /// listing of finished jobs.
+    unlisted: Vec<JobRef>,
+    /// Jobs no listing showed, to be read one per tick.
+    to_get: VecDeque<JobRef>,
 }
 
 impl DataprocJobs {
     pub fn new(api: Arc<Api>) -> Self {
         DataprocJobs {
             api,
-            unconfirmed: Mutex::new(VecDeque::new()),
+            queues: Mutex::new(Queues::default()),
         }
     }
 
-    fn unconfirmed(&self) -> std::sync::MutexGuard<'_, VecDeque<JobRef>> {
-        self.unconfirmed
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+    fn queues(&self) -> std::sync::MutexGuard<'_, Queues> {
+        self.queues.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -309,6 +318,17 @@ fn not_yet_known(id: &JobRef) -> JobInfo {
     let mut info = JobInfo::default();
     info.reference.job_id = id.job_id.clone();
     info
+}
+
+/// `found` for the ids it has, "not yet known" for the others.
+fn answer_with(ids: &[JobRef], found: Vec<(JobRef, JobInfo)>) -> Vec<(JobRef, JobInfo)> {
+    let mut answer: Vec<_> = ids
+        .iter()
+        .filter(|id| !found.iter().any(|(f, _)| f == *id))
+        .map(|id| (id.clone(), not_yet_known(id)))
+        .collect();
+    answer.extend(found);
+    answer
 }
 
 #[async_trait]
@@ -323,22 +343,53 @@ impl JobSource for DataprocJobs {
             Ok::<_, ApiError>(job.map(|job| (id, job)))
         };
         if let [only] = ids {
-            self.unconfirmed().clear();
+            *self.queues() = Queues::default();
             return Ok(get(only.clone()).await?.into_iter().collect());
         }
-        let next = {
-            let mut queue = self.unconfirmed();
-            queue.retain(|id| ids.contains(id));
-            queue.pop_front()
+        let (next_get, unlisted) = {
+            let mut queues = self.queues();
+            queues.to_get.retain(|id| ids.contains(id));
+            queues.unlisted.retain(|id| ids.contains(id));
+            match queues.to_get.pop_front() {
+                Some(id) => (Some(id), Vec::new()),
+                None => (None, std::mem::take(&mut queues.unlisted)),
+            }
         };
-        if let Some(id) = next {
-            let mut answer: Vec<_> = ids
-                .iter()
-                .filter(|other| **other != id)
-                .map(|other| (other.clone(), not_yet_known(other)))
-                .collect();
-            answer.extend(get(id).await?);
-            return Ok(answer);
+        if let Some(id) = next_get {
+            return Ok(answer_with(ids, get(id).await?.into_iter().collect()));
+        }
+        if let Some(first) = unlisted.first() {
+            // One listing of the first one's cluster; the others (another
+            // cluster) and any it does not show go to `jobs.get`.
+            let (location, cluster) = (first.location.clone(), first.cluster.clone());
+            let (here, elsewhere): (Vec<JobRef>, Vec<JobRef>) = unlisted
+                .into_iter()
+                .partition(|id| id.location == location && id.cluster == cluster);
+            let wanted: Vec<&str> = here.iter().map(|id| id.job_id.as_str()).collect();
+            let finished = self
+                .api
+                .list_finished_jobs(&location, &cluster, &wanted)
+                .await;
+            let finished = match finished {
+                Ok(finished) => finished,
+                Err(e) => {
+                    // Asked again on the next tick.
+                    let mut queues = self.queues();
+                    queues.unlisted.extend(here);
+                    queues.unlisted.extend(elsewhere);
+                    return Err(e);
+                }
+            };
+            let mut found = Vec::new();
+            let mut queues = self.queues();
+            for id in here {
+                match finished.iter().find(|job| job.reference.job_id == id.job_id) {
+                    Some(job) => found.push((id, job.clone())),
+                    None => queues.to_get.push_back(id),
+                }
+            }
+            queues.to_get.extend(elsewhere);
+            return Ok(answer_with(ids, found));
         }
         let first = &ids[0];
         let active = self
@@ -346,7 +397,7 @@ impl JobSource for DataprocJobs {
             .list_active_jobs(&first.location, &first.cluster)
             .await?;
         let mut answer = Vec::with_capacity(ids.len());
-        let mut queue = self.unconfirmed();
+        let mut queues = self.queues();
         for id in ids {
             let listed = (id.location == first.location && id.cluster == first.cluster)
                 .then(|| active.iter().find(|job| job.reference.job_id == id.job_id))
@@ -354,8 +405,8 @@ impl JobSource for DataprocJobs {
             match listed {
                 Some(job) => answer.push((id.clone(), job.clone())),
                 None => {
-                    if !queue.contains(id) {
-                        queue.push_back(id.clone());
+                    if !queues.unlisted.contains(id) && !queues.to_get.contains(id) {
+                        queues.unlisted.push(id.clone());
                     }
                     answer.push((id.clone(), not_yet_known(id)));
                 }

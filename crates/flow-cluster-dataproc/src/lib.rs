@@ -26,8 +26,10 @@
 //!   about, wait for or cancel a job from its handle alone.
 //! - **Waiting**: `flow_cloud`'s poller, one request per tick per cluster
 //!   whatever the number of jobs (`jobs.get` for one, one `jobs.list` of the
-//!   cluster's active jobs for several), floor 1 s, backoff to a 3 s cap for
-//!   long jobs, overall timeouts. `DONE` is success; `ERROR` and `CANCELLED`
+//!   cluster's active jobs for several; the jobs gone from it are all
+//!   confirmed on the next tick by one `jobs.list` of its finished jobs),
+//!   floor 1 s, backoff to a 3 s cap for long jobs, overall timeouts. Every
+//!   request is bounded by `connect_timeout` and `request_timeout`. `DONE` is success; `ERROR` and `CANCELLED`
 //!   end the job (`ATTEMPT_FAILURE` does not: Dataproc may still retry it);
 //!   the driver output's tail (`driverOutputResourceUri`) goes to the step
 //!   log and, for a failure, its last lines into the error with

@@ -1,7 +1,9 @@
 //! The Dataproc cluster against the loopback contract fake
 //! (`dataproc-contract-fake`): launch, reuse, a failed create, delete, jobs
 //! to their end, the poll budget and notice delay, 429 with `Retry-After`,
-//! duplicate submissions, cancel, adoption by another engine.
+//! duplicate submissions and a lost submit answer, 5xx retries, the create
+//! body, jobs ending together, cancel, adoption by another engine, and
+//! timeouts on a loopback server that never answers.
 //!
 //! Time is a `ManualClock` shared by the fake (which computes every state
 //! from it) and the cluster (whose polls and retries sleep on it): the
@@ -372,7 +374,7 @@ async fn many_jobs_of_one_cluster_cost_one_request_per_tick_on_contract_fake() {
     let after = s.fake.count("jobs.get") + s.fake.count("jobs.list");
     assert_eq!(after - before, 20, "{:?}", s.fake.requests());
     assert_eq!(s.fake.count("jobs.get"), 0, "one jobs.list per tick");
-    // They end together; each is confirmed with one jobs.get on a later tick.
+    // They end together; one listing of the finished jobs confirms them.
     let ids: Vec<String> = handles.iter().map(|h| h.ids["job_id"].clone()).collect();
     for (i, id) in ids.iter().enumerate() {
         let state = if i == 0 { "ERROR" } else { "DONE" };
@@ -444,6 +446,13 @@ async fn a_duplicate_submit_with_the_same_request_id_makes_one_job_on_contract_f
     cluster.submit(&handle, &job, &cx).await.unwrap();
     cluster.submit(&handle, &job, &cx).await.unwrap();
     assert_eq!(s.fake.count("jobs.submit"), 2);
+    // The second is answered from its request id (the first job, 200), not
+    // refused as a taken job id (409).
+    assert_eq!(s.fake.answers("jobs.submit"), [200, 200]);
+    assert_eq!(
+        s.fake.submit_request_ids(),
+        [handle.ids["request_id"].clone(), handle.ids["request_id"].clone()]
+    );
     let jobs = s.fake.jobs();
     assert_eq!(jobs.len(), 1, "{jobs:?}");
     assert_eq!(jobs[0]["reference"]["jobId"], handle.ids["job_id"]);
@@ -452,6 +461,15 @@ async fn a_duplicate_submit_with_the_same_request_id_makes_one_job_on_contract_f
         "gs://code/jobs/count.py"
     );
     assert_eq!(cluster.status(&handle).await.unwrap(), JobStatus::Running);
+    // The same job id under another request id (an expired one) is 409
+    // ALREADY_EXISTS, which submit takes as "already submitted".
+    let mut expired = handle.clone();
+    expired
+        .ids
+        .insert("request_id".into(), "another-request-id".into());
+    cluster.submit(&expired, &job, &cx).await.unwrap();
+    assert_eq!(s.fake.answers("jobs.submit"), [200, 200, 409]);
+    assert_eq!(s.fake.jobs().len(), 1);
     // A new handle for the same step is a new job.
     let other = cluster.prepare(&job, &cx).unwrap();
     assert_ne!(other.ids["job_id"], handle.ids["job_id"]);
@@ -771,4 +789,190 @@ async fn a_hung_connection_fails_with_a_timeout_naming_the_call_on_a_silent_loop
             if message.contains("jobs.get timed out (request_timeout")),
         "{e:?}"
     );
+}
+
+#[tokio::test]
+async fn a_submit_whose_answer_is_lost_is_retried_with_its_request_id_and_makes_one_job_on_contract_fake(
+) {
+    let s = setup().await;
+    let cluster = s.launch("dataproc-0").await;
+    // The job is made, the answer lost (503): the retry must be answered
+    // from the request id, not refused as a taken job id.
+    s.fake.lose_answers("jobs.submit", 1);
+    let job = pyspark(&[]);
+    let handle = {
+        let cancel = CancellationToken::new();
+        cluster
+            .prepare(&job, &job_context(&cancel, &s.context))
+            .unwrap()
+    };
+    let (c, h, context) = (cluster.clone(), handle.clone(), s.context.clone());
+    let task = tokio::spawn(async move {
+        let cancel = CancellationToken::new();
+        c.submit(&h, &job, &job_context(&cancel, &context)).await
+    });
+    drive(&s.clock, task).await.unwrap();
+    assert_eq!(s.fake.answers("jobs.submit"), [503, 200]);
+    let request_id = handle.ids["request_id"].clone();
+    assert!(!request_id.is_empty());
+    assert_eq!(s.fake.submit_request_ids(), [request_id.clone(), request_id]);
+    let jobs = s.fake.jobs();
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    assert_eq!(jobs[0]["reference"]["jobId"], handle.ids["job_id"]);
+}
+
+#[tokio::test]
+async fn the_create_body_carries_the_settings_on_contract_fake() {
+    let s = setup().await;
+    let factory = DataprocClusterFactoryBuilder::new("proj", "europe-west1")
+        .with_endpoint(s.fake.url())
+        .with_code_bucket("code")
+        .with_zone("europe-west1-b")
+        .with_master("n2-highmem-4", 3)
+        .with_workers("n2-standard-8", 5)
+        .with_image_version("2.2-debian12")
+        .with_init_action("init/install deps.sh")
+        .with_init_action("gs://tools/setup.sh")
+        .with_label("team", "data")
+        .with_idle_delete_ttl(Duration::from_secs(2 * 3600))
+        .with_clock(Arc::new(s.clock.clone()))
+        .build()
+        .unwrap();
+    let cluster = factory.cluster("dataproc-0", &s.context);
+    cluster.provision().await.unwrap();
+    let body = s.fake.create_body("flow-daily-2026112800-0").unwrap();
+    assert_eq!(body["projectId"], "proj");
+    assert_eq!(body["clusterName"], "flow-daily-2026112800-0");
+    let config = &body["config"];
+    assert_eq!(config["gceClusterConfig"]["zoneUri"], "europe-west1-b");
+    assert_eq!(
+        config["masterConfig"],
+        serde_json::json!({"numInstances": 3, "machineTypeUri": "n2-highmem-4"})
+    );
+    assert_eq!(
+        config["workerConfig"],
+        serde_json::json!({"numInstances": 5, "machineTypeUri": "n2-standard-8"})
+    );
+    assert_eq!(config["softwareConfig"]["imageVersion"], "2.2-debian12");
+    assert_eq!(
+        config["initializationActions"],
+        serde_json::json!([
+            {"executableFile": "gs://code/init/install deps.sh"},
+            {"executableFile": "gs://tools/setup.sh"},
+        ])
+    );
+    assert_eq!(config["lifecycleConfig"]["idleDeleteTtl"], "7200s");
+    assert_eq!(
+        body["labels"],
+        serde_json::json!({
+            "team": "data",
+            "flow-cluster": "dataproc-0",
+            "flow-run-key": "daily-2026112800",
+        })
+    );
+}
+
+#[tokio::test]
+async fn jobs_ending_together_are_all_confirmed_on_one_tick_on_contract_fake() {
+    let s = setup_with(
+        |o| {
+            o.job_pending = Duration::ZERO;
+            o.job_run = None;
+        },
+        None,
+    )
+    .await;
+    let cluster = s.launch("dataproc-0").await;
+    let mut handles = Vec::new();
+    for _ in 0..6 {
+        handles.push(s.submit(&cluster, &pyspark(&[])).await);
+    }
+    let tasks: Vec<_> = handles
+        .iter()
+        .map(|h| wait_task(&cluster, h, CancellationToken::new(), &s.context))
+        .collect();
+    for _ in 0..5 {
+        s.clock.wait_for_sleepers(1).await;
+        s.clock.advance(SECOND);
+    }
+    s.clock.wait_for_sleepers(1).await;
+    // All six end now, between two ticks.
+    let ended = s.clock.now();
+    let (lists, gets) = (s.fake.count("jobs.list"), s.fake.count("jobs.get"));
+    for (i, h) in handles.iter().enumerate() {
+        let state = if i == 2 { "ERROR" } else { "DONE" };
+        assert!(s.fake.finish_job(&h.ids["job_id"], state, "it broke"));
+    }
+    let mut results = Vec::new();
+    for task in tasks {
+        results.push(drive(&s.clock, task).await);
+    }
+    assert!(
+        matches!(&results[2], Err(ClusterError::JobFailed { message, .. }) if message.contains("it broke")),
+        "{results:?}"
+    );
+    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 5);
+    // One listing of the active jobs misses them, the next tick's listing
+    // of the finished ones confirms all six: two requests, two ticks.
+    assert_eq!(
+        (
+            s.fake.count("jobs.list") - lists,
+            s.fake.count("jobs.get") - gets
+        ),
+        (2, 0),
+        "{:?}",
+        s.fake.requests()
+    );
+    assert_eq!(s.clock.now() - ended, 2 * SECOND);
+}
+
+#[tokio::test]
+async fn a_reused_cluster_is_deleted_with_delete_reused_on_contract_fake() {
+    let s = setup().await;
+    let shared = |flow: &str, delete_reused: bool| {
+        let factory = DataprocClusterFactoryBuilder::new("proj", "europe-west1")
+            .with_endpoint(s.fake.url())
+            .with_cluster_name("shared-etl")
+            .with_delete_reused(delete_reused)
+            .with_clock(Arc::new(s.clock.clone()))
+            .build()
+            .unwrap();
+        let context = ExecutionContext {
+            flow_name: flow.into(),
+            ..context()
+        };
+        Arc::new(factory.cluster("dataproc-0", &context))
+    };
+    let first = shared("other", false);
+    first.provision().await.unwrap();
+    let c = first.clone();
+    drive(&s.clock, tokio::spawn(async move { c.wait_ready().await }))
+        .await
+        .unwrap();
+    let again = shared("daily", true);
+    assert!(again.provision().await.unwrap().reused);
+    again.wait_ready().await.unwrap();
+    let a = again.clone();
+    drive(&s.clock, tokio::spawn(async move { a.terminate().await }))
+        .await
+        .unwrap();
+    assert_eq!(s.fake.count("clusters.delete"), 1);
+    assert_eq!(s.fake.deleted(), ["shared-etl-0"]);
+}
+
+#[tokio::test]
+async fn a_503_is_retried_on_contract_fake() {
+    let s = setup().await;
+    let cluster = s.launch("dataproc-0").await;
+    let handle = s.submit(&cluster, &pyspark(&[])).await;
+    s.fake.unavailable("jobs.get", 2);
+    let c = cluster.clone();
+    let status = drive(
+        &s.clock,
+        tokio::spawn(async move { c.status(&handle).await }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, JobStatus::Running);
+    assert_eq!(s.fake.answers("jobs.get"), [503, 503, 200]);
 }
