@@ -238,10 +238,7 @@ impl Api {
                 request = request.bearer_auth(token.as_str());
             }
             self.requests.fetch_add(1, Ordering::Relaxed);
-            let response = request
-                .send()
-                .await
-                .map_err(|e| self.transport(what, e))?;
+            let response = request.send().await.map_err(|e| self.transport(what, e))?;
             check(response).await
         })
         .await?;

@@ -383,7 +383,10 @@ impl JobSource for DataprocJobs {
             let mut found = Vec::new();
             let mut queues = self.queues();
             for id in here {
-                match finished.iter().find(|job| job.reference.job_id == id.job_id) {
+                match finished
+                    .iter()
+                    .find(|job| job.reference.job_id == id.job_id)
+                {
                     Some(job) => found.push((id, job.clone())),
                     None => queues.to_get.push_back(id),
                 }

@@ -451,7 +451,10 @@ async fn a_duplicate_submit_with_the_same_request_id_makes_one_job_on_contract_f
     assert_eq!(s.fake.answers("jobs.submit"), [200, 200]);
     assert_eq!(
         s.fake.submit_request_ids(),
-        [handle.ids["request_id"].clone(), handle.ids["request_id"].clone()]
+        [
+            handle.ids["request_id"].clone(),
+            handle.ids["request_id"].clone()
+        ]
     );
     let jobs = s.fake.jobs();
     assert_eq!(jobs.len(), 1, "{jobs:?}");
@@ -815,7 +818,10 @@ async fn a_submit_whose_answer_is_lost_is_retried_with_its_request_id_and_makes_
     assert_eq!(s.fake.answers("jobs.submit"), [503, 200]);
     let request_id = handle.ids["request_id"].clone();
     assert!(!request_id.is_empty());
-    assert_eq!(s.fake.submit_request_ids(), [request_id.clone(), request_id]);
+    assert_eq!(
+        s.fake.submit_request_ids(),
+        [request_id.clone(), request_id]
+    );
     let jobs = s.fake.jobs();
     assert_eq!(jobs.len(), 1, "{jobs:?}");
     assert_eq!(jobs[0]["reference"]["jobId"], handle.ids["job_id"]);

@@ -414,10 +414,7 @@ impl GcsFilesystem {
                 request = request.bearer_auth(token.as_str());
             }
             inner.requests.fetch_add(1, Ordering::Relaxed);
-            let response = request
-                .send()
-                .await
-                .map_err(|e| self.transport(e, total))?;
+            let response = request.send().await.map_err(|e| self.transport(e, total))?;
             check(response).await
         })
         .await
@@ -1088,8 +1085,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_api_call_on_a_hung_connection_fails_naming_the_timeout_on_a_silent_loopback_peer()
-    {
+    async fn an_api_call_on_a_hung_connection_fails_naming_the_timeout_on_a_silent_loopback_peer() {
         let (url, _server) = peer(Peer::Silent).await;
         let fs = against(&url);
         let e = bounded(fs.exists("reports/day.csv")).await.unwrap_err();
