@@ -1016,9 +1016,30 @@ main = { action = "shell", command = "echo the password is {settings.password}; 
     assert_eq!(r.status(), 403, "a foreign Host (DNS rebinding) is refused");
     assert_eq!(flow_state(&c, &s, "leaky").await, None);
 
-    // Reads need no token; the own page with the token may act.
+    // Reads need no token; the own page with the token may act. A watcher
+    // on the event stream sees the whole run, from before it starts to its
+    // last log line.
     let (status, _) = get(&c, &s.url("/api/definitions")).await;
     assert_eq!(status, 200);
+    let events_url = s.url(&format!("/api/flows/leaky/{TP}/events"));
+    let (connected_tx, connected_rx) = tokio::sync::oneshot::channel();
+    let watcher = tokio::spawn({
+        let (c, url) = (c.clone(), events_url.clone());
+        async move {
+            let mut connected = Some(connected_tx);
+            read_events(&c, &url, None, |e| {
+                if let Some(tx) = connected.take() {
+                    let _ = tx.send(());
+                }
+                e.event == "log"
+                    && e.data["message"]
+                        .as_str()
+                        .is_some_and(|m| m.contains("finished: flow is state_invalid"))
+            })
+            .await
+        }
+    });
+    connected_rx.await.unwrap();
     let r = c
         .post(&run)
         .bearer_auth("tok-123")
@@ -1028,20 +1049,76 @@ main = { action = "shell", command = "echo the password is {settings.password}; 
         .await
         .unwrap();
     assert_eq!(r.status(), 202);
-    wait_for("leaky to fail", || async {
-        flow_state(&c, &s, "leaky").await.as_deref() == Some("state_invalid")
-    })
-    .await;
+    let streamed = watcher.await.unwrap();
+    assert_eq!(
+        flow_state(&c, &s, "leaky").await.as_deref(),
+        Some("state_invalid")
+    );
 
-    // The secret reached the job, never an answer.
-    let events = read_events(
-        &c,
-        &s.url(&format!("/api/flows/leaky/{TP}/events")),
-        None,
-        |_| true,
-    )
-    .await;
-    let mut answers = vec![serde_json::to_string(&events[0].data).unwrap()];
+    // With a record to change, still no state-changing request passes
+    // without the right token, and nothing changes.
+    for (path, body) in [
+        (format!("/api/flows/leaky/{TP}/cancel"), json!({})),
+        (
+            "/api/flows/leaky/run-mode".to_string(),
+            json!({"run_mode": "run_mode_recovery", "timeperiod": TP}),
+        ),
+        (format!("/api/flows/leaky/{TP}/recover"), json!({})),
+        (
+            format!("/api/flows/leaky/{TP}/run-one"),
+            json!({"step": "talk"}),
+        ),
+        (
+            format!("/api/flows/leaky/{TP}/run-from"),
+            json!({"step": "talk"}),
+        ),
+        (format!("/api/flows/leaky/{TP}/run"), json!({})),
+    ] {
+        for token in [None, Some("tok-124"), Some("")] {
+            let mut request = c.post(s.url(&path)).header("origin", &own).json(&body);
+            if let Some(token) = token {
+                request = request.bearer_auth(token);
+            }
+            let r = request.send().await.unwrap();
+            assert_eq!(r.status(), 401, "{path} with token {token:?}");
+            assert_eq!(r.headers()["www-authenticate"], "Bearer realm=\"flow\"");
+            assert_security_headers(&r, &path);
+            let answer: Value = r.json().await.unwrap();
+            assert!(answer["error"].is_string(), "{path}: {answer}");
+        }
+    }
+    let (_, detail) = get(&c, &s.url(&format!("/api/flows/leaky/{TP}"))).await;
+    assert_eq!(detail["flow"]["run_mode"], "run_mode_nominal", "{detail}");
+    assert_eq!(detail["flow"]["state"], "state_invalid", "{detail}");
+    assert_eq!(
+        detail["graph"]["nodes"][1]["state"], "state_invalid",
+        "{detail}"
+    );
+    let (_, runs) = get(&c, &s.url(&format!("/api/flows/leaky/{TP}/runs"))).await;
+    assert_eq!(runs["runs"].as_array().unwrap().len(), 1, "{runs}");
+
+    // The secret reached the job, never an answer: not one event of the
+    // run's stream (ids, names and data), not a later snapshot, not a read.
+    assert_eq!(streamed[0].event, "snapshot");
+    assert!(
+        streamed.iter().any(|e| e.event == "log"
+            && e.data["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("the password is ***"))),
+        "the job's output is in the stream: {streamed:?}"
+    );
+    assert!(
+        streamed
+            .iter()
+            .any(|e| e.event == "step" && e.data["state"] == "state_invalid"),
+        "{streamed:?}"
+    );
+    let mut answers: Vec<String> = streamed
+        .iter()
+        .map(|e| format!("{} {} {}", e.id, e.event, e.data))
+        .collect();
+    let events = read_events(&c, &events_url, None, |_| true).await;
+    answers.push(serde_json::to_string(&events[0].data).unwrap());
     for path in [
         format!("/api/flows/leaky/{TP}"),
         format!("/api/flows/leaky/{TP}/steps/talk"),
@@ -1085,4 +1162,383 @@ fn a_public_address_without_a_token_is_refused() {
         support::text(&out)
     );
     assert!(!home.db().exists(), "bad input created a store");
+}
+
+/// tests/cli.rs's diamond: every step appends its name to `ran.txt`, and
+/// `c` fails until `marker` exists.
+const DIAMOND: &str = r#"
+name = "diamond"
+time_qualifier = "daily"
+[[steps]]
+name = "a"
+main = { action = "shell", command = "echo a >> ran.txt" }
+[[steps]]
+name = "b"
+depends_on = ["a"]
+main = { action = "shell", command = "echo b >> ran.txt" }
+[[steps]]
+name = "c"
+depends_on = ["a"]
+main = { action = "shell", command = "echo c >> ran.txt; test -e marker" }
+[[steps]]
+name = "d"
+depends_on = ["b", "c"]
+main = { action = "shell", command = "echo d >> ran.txt" }
+"#;
+
+/// The lines the steps appended to ran.txt since `seen` lines, sorted.
+fn new_runs(home: &Home, seen: &mut usize) -> Vec<String> {
+    let lines: Vec<String> = home.read("ran.txt").lines().map(str::to_string).collect();
+    let mut new = lines[*seen..].to_vec();
+    *seen = lines.len();
+    new.sort();
+    new
+}
+
+/// POSTs a run mode of `flow` at [`TP`], expects 202 with a running run,
+/// and waits until the store has that run finished; returns the answer.
+async fn run_to_end(c: &Client, s: &Served, flow: &str, mode: &str, body: Value) -> Value {
+    let (status, run) = post(c, &s.url(&format!("/api/flows/{flow}/{TP}/{mode}")), body).await;
+    assert_eq!(status, 202, "{mode}: {run}");
+    assert_eq!(run["status"], "running", "{mode}: {run}");
+    let id = run["id"].as_str().unwrap().to_string();
+    let runs_url = s.url(&format!("/api/flows/{flow}/{TP}/runs"));
+    wait_for(&format!("the {mode} run to end"), || async {
+        let (_, runs) = get(c, &runs_url).await;
+        runs["runs"][0]["id"] == id.as_str() && runs["runs"][0]["status"] == "finished"
+    })
+    .await;
+    run
+}
+
+/// recover, run-one and run-from started over HTTP (202 at once, like
+/// run), each ending with the states the CLI's run modes leave, and only
+/// the steps its mode names ran (tests/cli.rs's diamond, over the API).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recover_run_one_and_run_from_over_http_run_only_their_steps() {
+    let home = Home::new();
+    home.write("diamond.toml", DIAMOND);
+    let s = Served::start(&home, &["diamond.toml"], &[]);
+    let c = client();
+    let mut seen = 0;
+    let states = |list: &[(&str, &str)]| -> Vec<(String, String)> {
+        list.iter()
+            .map(|(s, t)| (s.to_string(), t.to_string()))
+            .collect()
+    };
+    let all_processed = states(&[
+        ("a", "state_processed"),
+        ("b", "state_processed"),
+        ("c", "state_processed"),
+        ("d", "state_processed"),
+    ]);
+
+    let first = run_to_end(&c, &s, "diamond", "run", json!({})).await;
+    assert_eq!(new_runs(&home, &mut seen), ["a", "b", "c"], "d never runs");
+    let status = home.status_json("diamond.toml", TP);
+    assert_eq!(status["flow"]["state"], "state_invalid");
+    assert_eq!(
+        support::step_states(&status),
+        states(&[
+            ("a", "state_processed"),
+            ("b", "state_processed"),
+            ("c", "state_invalid"),
+            ("d", "state_embryo"),
+        ])
+    );
+
+    // Fix the cause; recover runs only what did not complete.
+    home.write("marker", "");
+    let recovered = run_to_end(&c, &s, "diamond", "recover", json!({})).await;
+    assert_eq!(recovered["steps_to_run"], 2, "{recovered}");
+    assert_eq!(new_runs(&home, &mut seen), ["c", "d"]);
+    let status = home.status_json("diamond.toml", TP);
+    assert_eq!(status["flow"]["state"], "state_processed");
+    assert_eq!(support::step_states(&status), all_processed);
+    // The API answers what the store holds.
+    let (_, detail) = get(&c, &s.url(&format!("/api/flows/diamond/{TP}"))).await;
+    assert_eq!(detail["flow"]["state"], "state_processed", "{detail}");
+    for n in detail["graph"]["nodes"].as_array().unwrap() {
+        assert_eq!(n["state"], "state_processed", "{n}");
+    }
+
+    // run-one on a step whose dependencies are done: that step alone.
+    let one = run_to_end(&c, &s, "diamond", "run-one", json!({"step": "b"})).await;
+    assert_eq!(one["steps_to_run"], 1, "{one}");
+    assert_eq!(new_runs(&home, &mut seen), ["b"], "d depends on b: not run");
+    let status = home.status_json("diamond.toml", TP);
+    assert_eq!(status["flow"]["state"], "state_processed");
+    assert_eq!(support::step_states(&status), all_processed);
+
+    // run-from: the step and what depends on it, not its siblings or
+    // dependencies.
+    let from = run_to_end(&c, &s, "diamond", "run-from", json!({"step": "b"})).await;
+    assert_eq!(from["steps_to_run"], 2, "{from}");
+    assert_eq!(new_runs(&home, &mut seen), ["b", "d"]);
+    let status = home.status_json("diamond.toml", TP);
+    assert_eq!(status["flow"]["state"], "state_processed");
+    assert_eq!(support::step_states(&status), all_processed);
+
+    // The history has the four runs, newest first, each with its mode and
+    // outcome.
+    let (_, runs) = get(&c, &s.url(&format!("/api/flows/diamond/{TP}/runs"))).await;
+    let got: Vec<(&str, &str, &str)> = runs["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["id"].as_str().unwrap(),
+                r["mode"].as_str().unwrap(),
+                r["outcome"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    let id = |run: &Value| run["id"].as_str().unwrap().to_string();
+    let (from, one, recovered, first) = (id(&from), id(&one), id(&recovered), id(&first));
+    assert_eq!(
+        got,
+        [
+            (from.as_str(), "run_mode_run_from", "state_processed"),
+            (one.as_str(), "run_mode_run_one", "state_processed"),
+            (recovered.as_str(), "run_mode_recovery", "state_processed"),
+            (first.as_str(), "run_mode_nominal", "state_invalid"),
+        ]
+    );
+}
+
+/// A flow of one step that does nothing, named `name`.
+fn tiny(name: &str) -> String {
+    format!(
+        "name = \"{name}\"\ntime_qualifier = \"daily\"\n[[steps]]\nname = \"only\"\nmain = {{ action = \"identity\" }}\n"
+    )
+}
+
+/// The (flow, timeperiod) pairs of a `/api/flows` answer, in its order.
+fn listed(list: &Value) -> Vec<(String, String)> {
+    list["flows"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no flows: {list}"))
+        .iter()
+        .map(|f| {
+            (
+                f["flow_name"].as_str().unwrap().to_string(),
+                f["timeperiod"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Two flows, four timeperiods, recorded in an order that is neither
+/// theirs nor its reverse: the list is newest timeperiod first (then by
+/// name), and its pages split that order with `more` true up to the last.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_flow_list_is_newest_first_and_paged() {
+    let home = Home::new();
+    home.write("one.toml", &tiny("one"));
+    home.write("two.toml", &tiny("two"));
+    for (flow, tp) in [
+        ("two", "2026112800"),
+        ("one", "2026112900"),
+        ("one", "2026112700"),
+        ("two", "2026112900"),
+    ] {
+        home.expect(0, &["run", &format!("{flow}.toml"), "--timeperiod", tp]);
+    }
+    let s = Served::start(&home, &["one.toml", "two.toml"], &[]);
+    let c = client();
+    let pairs = |list: &[(&str, &str)]| -> Vec<(String, String)> {
+        list.iter()
+            .map(|(f, t)| (f.to_string(), t.to_string()))
+            .collect()
+    };
+    let newest_first = pairs(&[
+        ("one", "2026112900"),
+        ("two", "2026112900"),
+        ("two", "2026112800"),
+        ("one", "2026112700"),
+    ]);
+
+    let (status, all) = get(&c, &s.url("/api/flows")).await;
+    assert_eq!(status, 200, "{all}");
+    assert_eq!(listed(&all), newest_first, "{all}");
+    assert_eq!(all["more"], false, "{all}");
+
+    // One a page: each page the next record, `more` until the last.
+    let mut paged = Vec::new();
+    for page in 1..=4 {
+        let (status, list) = get(&c, &s.url(&format!("/api/flows?per_page=1&page={page}"))).await;
+        assert_eq!(status, 200, "{list}");
+        assert_eq!(list["page"], page, "{list}");
+        assert_eq!(list["per_page"], 1, "{list}");
+        assert_eq!(list["more"], page < 4, "page {page}: {list}");
+        let got = listed(&list);
+        assert_eq!(got.len(), 1, "{list}");
+        paged.extend(got);
+    }
+    assert_eq!(paged, newest_first);
+    let (_, past) = get(&c, &s.url("/api/flows?per_page=1&page=5")).await;
+    assert!(listed(&past).is_empty(), "{past}");
+    assert_eq!(past["more"], false, "{past}");
+    let (_, second) = get(&c, &s.url("/api/flows?per_page=3&page=2")).await;
+    assert_eq!(listed(&second), newest_first[3..], "{second}");
+    assert_eq!(second["more"], false, "{second}");
+
+    // Filtered by name, paged the same way.
+    let (_, first) = get(&c, &s.url("/api/flows?name=one&per_page=1")).await;
+    assert_eq!(listed(&first), pairs(&[("one", "2026112900")]), "{first}");
+    assert_eq!(first["more"], true, "{first}");
+    let (_, second) = get(&c, &s.url("/api/flows?name=one&per_page=1&page=2")).await;
+    assert_eq!(listed(&second), pairs(&[("one", "2026112700")]), "{second}");
+    assert_eq!(second["more"], false, "{second}");
+}
+
+/// The headers security.rs promises on every answer (and `no-store` on
+/// the API's), checked on `response`.
+fn assert_security_headers(response: &reqwest::Response, what: &str) {
+    let h = response.headers();
+    let header = |name: &str| {
+        h.get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_else(|| panic!("{what}: no {name} header: {h:?}"))
+            .to_string()
+    };
+    let csp = header("content-security-policy");
+    for directive in [
+        "default-src 'none'",
+        "script-src 'self'",
+        "connect-src 'self'",
+        "form-action 'none'",
+        "frame-ancestors 'none'",
+    ] {
+        assert!(csp.contains(directive), "{what}: {directive} in {csp}");
+    }
+    assert!(!csp.contains("unsafe"), "{what}: {csp}");
+    for (name, value) in [
+        ("x-content-type-options", "nosniff"),
+        ("referrer-policy", "no-referrer"),
+        ("x-frame-options", "DENY"),
+        ("cross-origin-resource-policy", "same-origin"),
+        ("cache-control", "no-store"),
+    ] {
+        assert_eq!(header(name), value, "{what}: {name}");
+    }
+}
+
+/// The security headers are on every API answer, not only the page's:
+/// a JSON answer, the event stream, and errors from a handler, from the
+/// router's fallback and from the request guard itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn security_headers_are_on_api_answers_and_errors() {
+    let home = Home::new();
+    home.write("slow.toml", SLOW);
+    let s = Served::start(&home, &["slow.toml"], &[]);
+    let c = client();
+    for (path, code) in [
+        ("/api/definitions".to_string(), 200),
+        (format!("/api/flows/slow/{TP}"), 200),
+        (format!("/api/flows/slow/{TP}/events"), 200),
+        (format!("/api/flows/nope/{TP}"), 404),
+        ("/api/flows/slow/tomorrow".into(), 400),
+        ("/api/nothing".into(), 404),
+    ] {
+        let r = c.get(s.url(&path)).send().await.unwrap();
+        assert_eq!(r.status(), code, "{path}");
+        assert_security_headers(&r, &path);
+    }
+    // A refused mode (409 from the engine) and a foreign page (403 from
+    // the guard, before any handler).
+    let path = format!("/api/flows/slow/{TP}/recover");
+    let r = c.post(s.url(&path)).json(&json!({})).send().await.unwrap();
+    assert_eq!(r.status(), 409, "{path}");
+    assert_security_headers(&r, &path);
+    let r = c
+        .post(s.url(&path))
+        .header("origin", "http://evil.example")
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "{path}");
+    assert_security_headers(&r, "403 from the guard");
+    assert_eq!(flow_state(&c, &s, "slow").await, None);
+}
+
+/// Flow and step names are ASCII letters, digits, '_' and '-'
+/// (`flow_core::valid_name`), so none needs encoding. A percent-encoded
+/// segment is decoded before it is looked up; one that decodes to no UTF-8
+/// is a JSON 400 naming the segment; one that decodes to a character no
+/// name holds is an unknown flow or step (404), shown escaped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn url_encoded_path_segments_decode_and_malformed_ones_are_400() {
+    let home = Home::new();
+    home.write("slow.toml", SLOW);
+    let s = Served::start(&home, &["slow.toml"], &[]);
+    let c = client();
+
+    // Encoded characters that need no encoding are the same flow, step and
+    // timeperiod.
+    let (status, detail) = get(&c, &s.url("/api/flows/sl%6Fw/%32026112800")).await;
+    assert_eq!(status, 200, "{detail}");
+    assert_eq!(detail["definition"]["name"], "slow", "{detail}");
+    assert_eq!(detail["timeperiod"], TP, "{detail}");
+    let (status, step) = get(&c, &s.url(&format!("/api/flows/slow/{TP}/steps/s%65cond"))).await;
+    assert_eq!(status, 200, "{step}");
+    assert_eq!(step["definition"]["depends_on"], json!(["first"]), "{step}");
+
+    // Not UTF-8 once decoded: 400 JSON naming the segment, reads and
+    // writes alike, and nothing runs.
+    for (path, segment) in [
+        (format!("/api/flows/sl%FFow/{TP}"), "name"),
+        ("/api/flows/slow/%FF".to_string(), "timeperiod"),
+        (format!("/api/flows/slow/{TP}/steps/%C3%28"), "step"),
+        (format!("/api/flows/sl%FFow/{TP}/logs"), "name"),
+        (format!("/api/flows/sl%FFow/{TP}/events"), "name"),
+        (format!("/api/flows/sl%FFow/{TP}/runs"), "name"),
+    ] {
+        let (status, body) = get(&c, &s.url(&path)).await;
+        assert_eq!(status, 400, "{path}: {body}");
+        let error = body["error"].as_str().unwrap_or_default();
+        assert!(error.contains(&format!("`{segment}`")), "{path}: {body}");
+    }
+    for (path, body) in [
+        (format!("/api/flows/sl%FFow/{TP}/run"), json!({})),
+        ("/api/flows/slow/%E2%82/run".to_string(), json!({})),
+        (
+            format!("/api/flows/sl%FFow/{TP}/run-one"),
+            json!({"step": "first"}),
+        ),
+        (
+            "/api/flows/sl%FFow/run-mode".to_string(),
+            json!({"run_mode": "run_mode_recovery", "timeperiod": TP}),
+        ),
+    ] {
+        let (status, answer) = post(&c, &s.url(&path), body).await;
+        assert_eq!(status, 400, "{path}: {answer}");
+        assert!(answer["error"].is_string(), "{path}: {answer}");
+    }
+    assert_eq!(flow_state(&c, &s, "slow").await, None, "a 400 ran the flow");
+
+    // Decoded to characters no name holds: unknown, and shown escaped.
+    for (path, shown) in [
+        (format!("/api/flows/sl%2Fow/{TP}"), "sl/ow"),
+        (
+            format!("/api/flows/slow/{TP}/steps/fir%2E%2E%2Fst"),
+            "fir../st",
+        ),
+    ] {
+        let (status, body) = get(&c, &s.url(&path)).await;
+        assert_eq!(status, 404, "{path}: {body}");
+        assert!(
+            body["error"].as_str().unwrap().contains(shown),
+            "{path}: {body}"
+        );
+    }
+    let (status, body) = get(&c, &s.url(&format!("/api/flows/sl%0A%1Bow/{TP}"))).await;
+    assert_eq!(status, 404, "{body}");
+    let error = body["error"].as_str().unwrap();
+    assert!(
+        !error.contains('\n') && !error.contains('\u{1b}'),
+        "control characters reach the message: {error:?}"
+    );
 }
