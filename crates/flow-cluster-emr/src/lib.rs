@@ -16,9 +16,12 @@
 //!   before it exists, so after a crash between `AddJobFlowSteps` and storing
 //!   the step id, `status` finds the step by name (`NotSubmitted` when EMR has
 //!   none), and a retried `AddJobFlowSteps` never adds it twice.
-//! - **Waiting** goes through `flow_cloud`'s poller: ONE `ListSteps` per EMR
-//!   cluster per tick for all its watched steps (shared by every cluster
-//!   value of a factory), a 1 s floor, backoff to a cap, an overall timeout.
+//! - **Waiting** goes through `flow_cloud`'s poller: one `ListSteps` per EMR
+//!   cluster per tick for all its watched steps, up to ten (EMR filters by
+//!   at most ten step ids: more steps cost one request per ten), shared by
+//!   every cluster value of a factory; a 1 s floor, backoff to a 3 s cap (a
+//!   long step is noticed 1.5 s after its end on average), an overall
+//!   timeout.
 //!   A failed step's error carries EMR's failure details and the tails of
 //!   its `stderr`, `stdout` and `controller` logs from S3 (waited for a
 //!   bounded time, since EMR uploads them late), which also go into the step
