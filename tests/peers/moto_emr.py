@@ -10,12 +10,14 @@ first stays RUNNING, the others PENDING, forever), answers CancelSteps with
 - FailureDetails on steps and a Code on cluster state-change reasons, set
   through the control endpoints below.
 - Request counting per EMR action and cluster, throttling injection
-  (ThrottlingException), and "lost answers" (the request takes effect, the
-  client gets a 500), so tests count requests instead of timing them.
+  (ThrottlingException), "lost answers" (the request takes effect, the
+  client gets a 500), and refusals (the request does not take effect, the
+  client gets the error named), so tests count requests instead of timing
+  them.
 
 Control endpoints (JSON; test-only, under /_flow_test/):
   GET  /_flow_test/requests[?cluster=ID]    {"counts": {"ListSteps": 3, ...}}
-  GET  /_flow_test/clusters                  [{"id", "name", "state"}]
+  GET  /_flow_test/clusters                  [{"id", "name", "state", "master_dns"}]
   GET  /_flow_test/steps?cluster=ID          [{"id", "name", "state", "jar", "args", "action_on_failure"}]
   POST /_flow_test/bucket   {"name"}         creates an S3 bucket
   GET  /_flow_test/objects?bucket=B          [keys]
@@ -23,6 +25,7 @@ Control endpoints (JSON; test-only, under /_flow_test/):
   POST /_flow_test/cluster  {"cluster_id", "state", "code", "message"}
   POST /_flow_test/throttle {"action", "count", "cluster_id"?}
   POST /_flow_test/lose_answer {"action", "count", "cluster_id"?}
+  POST /_flow_test/fail     {"action", "count", "cluster_id"?, "status"?, "code", "message"}
 
 Usage: python moto_emr.py [-H 127.0.0.1] [-p PORT]
 """
@@ -125,6 +128,8 @@ class Layer:
         # action -> list of [remaining, cluster_id or None]
         self.throttles = defaultdict(list)
         self.lost = defaultdict(list)
+        # action -> list of [remaining, cluster_id or None, (status, code, message)]
+        self.failures = defaultdict(list)
 
     def __call__(self, environ, start_response):
         path = environ.get("PATH_INFO", "")
@@ -147,6 +152,10 @@ class Layer:
                 self.counts[(action, cluster_id)] += 1
             throttled = self.take(self.throttles, action, clusters)
             lose = self.take(self.lost, action, clusters)
+            refusal = self.take(self.failures, action, clusters)
+        if refusal:
+            status, code, message = refusal
+            return json_answer(start_response, status, {"__type": code, "message": message})
         if throttled:
             return json_answer(
                 start_response,
@@ -171,12 +180,13 @@ class Layer:
 
     @staticmethod
     def take(table, action, clusters):
+        """Uses up one injection of `action`: its payload (or True), or None."""
         for entry in table.get(action, []):
-            remaining, cluster_id = entry
+            remaining, cluster_id = entry[0], entry[1]
             if remaining > 0 and (cluster_id is None or cluster_id in clusters):
                 entry[0] -= 1
-                return True
-        return False
+                return entry[2] if len(entry) > 2 else True
+        return None
 
     def control(self, environ, start_response):
         path = environ["PATH_INFO"][len("/_flow_test/"):]
@@ -203,7 +213,12 @@ class Layer:
             return {"counts": counts}
         if method == "GET" and path == "clusters":
             return [
-                {"id": c.id, "name": c.name, "state": c.state}
+                {
+                    "id": c.id,
+                    "name": c.name,
+                    "state": c.state,
+                    "master_dns": c.master_public_dns_name,
+                }
                 for c in all_clusters()
             ]
         if method == "GET" and path == "steps":
@@ -244,6 +259,15 @@ class Layer:
             table = self.throttles if path == "throttle" else self.lost
             with self.lock:
                 table[data["action"]].append([int(data["count"]), data.get("cluster_id")])
+            return {"ok": True}
+        if method == "POST" and path == "fail":
+            status = int(data.get("status", 400))
+            reason = {400: "Bad Request", 403: "Forbidden", 500: "Internal Server Error"}
+            refusal = (f"{status} {reason.get(status, 'Error')}", data["code"], data["message"])
+            with self.lock:
+                self.failures[data["action"]].append(
+                    [int(data["count"]), data.get("cluster_id"), refusal]
+                )
             return {"ok": True}
         raise LookupError(f"no control endpoint {method} {path}")
 

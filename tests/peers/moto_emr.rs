@@ -69,7 +69,7 @@ impl MotoEmr {
         self.requests(cluster_id).get(action).copied().unwrap_or(0)
     }
 
-    /// Every cluster: `{id, name, state}`.
+    /// Every cluster: `{id, name, state, master_dns}`.
     pub fn clusters(&self) -> Vec<Value> {
         self.request("GET", "clusters", None)
             .as_array()
@@ -139,6 +139,26 @@ impl MotoEmr {
             "POST",
             "lose_answer",
             Some(&json!({"action": action, "count": count, "cluster_id": cluster_id})),
+        );
+    }
+
+    /// The next `count` requests of `action` (for `cluster_id`, if given)
+    /// are refused, without effect, with HTTP 400 and EMR error `code`.
+    pub fn fail(
+        &self,
+        action: &str,
+        count: u32,
+        cluster_id: Option<&str>,
+        code: &str,
+        message: &str,
+    ) {
+        self.request(
+            "POST",
+            "fail",
+            Some(&json!({
+                "action": action, "count": count, "cluster_id": cluster_id,
+                "code": code, "message": message,
+            })),
         );
     }
 

@@ -1081,6 +1081,102 @@ mod tests {
         assert!(!e.to_string().contains("hunter2"));
     }
 
+    /// moto keeps no instance fleets (it has no ListInstanceFleets), so the
+    /// request is checked here, as the SDK would serialize it.
+    #[test]
+    fn instance_fleets_are_sent_with_run_job_flow() {
+        use crate::config::FleetInstanceType;
+        let config = EmrConfig {
+            instance_fleets: vec![
+                InstanceFleet {
+                    role: InstanceRole::Master,
+                    target_on_demand_capacity: 1,
+                    target_spot_capacity: 0,
+                    instance_types: vec![FleetInstanceType {
+                        instance_type: "m5.xlarge".into(),
+                        weighted_capacity: None,
+                        bid_price_as_percentage_of_on_demand_price: None,
+                    }],
+                    name: Some("master".into()),
+                },
+                InstanceFleet {
+                    role: InstanceRole::Core,
+                    target_on_demand_capacity: 0,
+                    target_spot_capacity: 8,
+                    instance_types: vec![
+                        FleetInstanceType {
+                            instance_type: "m5.2xlarge".into(),
+                            weighted_capacity: Some(2),
+                            bid_price_as_percentage_of_on_demand_price: Some(60.0),
+                        },
+                        FleetInstanceType {
+                            instance_type: "r5.2xlarge".into(),
+                            weighted_capacity: Some(2),
+                            bid_price_as_percentage_of_on_demand_price: None,
+                        },
+                    ],
+                    name: None,
+                },
+            ],
+            ..EmrConfig::default()
+        };
+        config.validate().unwrap();
+        let factory = EmrClusterFactory::new(config).unwrap();
+        let emr = aws_sdk_emr::Client::from_conf(
+            aws_sdk_emr::Config::builder()
+                .behavior_version(aws_config::BehaviorVersion::latest())
+                .region(aws_config::Region::new("us-east-1"))
+                .build(),
+        );
+        let request = factory.cluster("emr-0").run_job_flow_request(&emr, "t");
+        let instances = request.as_input().get_instances().clone().unwrap();
+        assert!(instances.instance_groups().is_empty(), "fleets, not groups");
+        let fleets: Vec<_> = instances
+            .instance_fleets()
+            .iter()
+            .map(|f| {
+                (
+                    f.instance_fleet_type().unwrap().as_str().to_string(),
+                    f.name().map(str::to_string),
+                    f.target_on_demand_capacity(),
+                    f.target_spot_capacity(),
+                    f.instance_type_configs()
+                        .iter()
+                        .map(|t| {
+                            (
+                                t.instance_type().unwrap().to_string(),
+                                t.weighted_capacity(),
+                                t.bid_price_as_percentage_of_on_demand_price(),
+                            )
+                        })
+                        .collect::<Vec<_>>(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            fleets,
+            [
+                (
+                    "MASTER".to_string(),
+                    Some("master".to_string()),
+                    Some(1),
+                    Some(0),
+                    vec![("m5.xlarge".to_string(), None, None)]
+                ),
+                (
+                    "CORE".to_string(),
+                    None,
+                    Some(0),
+                    Some(8),
+                    vec![
+                        ("m5.2xlarge".to_string(), Some(2), Some(60.0)),
+                        ("r5.2xlarge".to_string(), Some(2), None)
+                    ]
+                ),
+            ]
+        );
+    }
+
     #[test]
     fn emr_names_follow_the_run_index() {
         assert_eq!(emr_name("etl", "emr-0"), "etl-0");

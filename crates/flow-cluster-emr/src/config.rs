@@ -342,6 +342,23 @@ impl EmrConfig {
                 return invalid("instance_groups", "every group needs count >= 1");
             }
         }
+        for fleet in &self.instance_fleets {
+            if fleet.instance_types.is_empty() {
+                return invalid(
+                    "instance_fleets",
+                    "every fleet needs at least one entry in instance_types",
+                );
+            }
+            if fleet.target_on_demand_capacity < 0
+                || fleet.target_spot_capacity < 0
+                || fleet.target_on_demand_capacity + fleet.target_spot_capacity < 1
+            {
+                return invalid(
+                    "instance_fleets",
+                    "every fleet needs target_on_demand_capacity + target_spot_capacity >= 1",
+                );
+            }
+        }
         let masters = self
             .instance_groups
             .iter()
@@ -663,7 +680,31 @@ bucket = "data"
             }],
             ..EmrConfig::default()
         };
-        assert_eq!(both.validate().unwrap_err().field, "instance_groups");
+        let e = both.validate().unwrap_err();
+        assert_eq!(e.field, "instance_groups");
+        assert_eq!(
+            e.to_string(),
+            "[cluster.emr] instance_groups: set instance_groups or instance_fleets, not both"
+        );
+        let e = toml::from_str::<ValidatedEmrConfig>(
+            "instance_fleets = [{ role = \"MASTER\", target_on_demand_capacity = 1, instance_types = [] }]\n",
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("[cluster.emr] instance_fleets: every fleet needs at least one entry in instance_types"),
+            "{e}"
+        );
+        let e = toml::from_str::<ValidatedEmrConfig>(
+            "instance_fleets = [{ role = \"MASTER\", instance_types = [{ instance_type = \"m5.xlarge\" }] }]\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("target_spot_capacity >= 1"), "{e}");
+        let fleets: ValidatedEmrConfig = toml::from_str(
+            "instance_fleets = [{ role = \"MASTER\", target_spot_capacity = 1, instance_types = [{ instance_type = \"m5.xlarge\", bid_price_as_percentage_of_on_demand_price = 50.0 }] }]\n",
+        )
+        .unwrap();
+        assert_eq!(fleets.0.instance_fleets[0].target_spot_capacity, 1);
         let no_master = EmrConfig {
             instance_groups: vec![InstanceGroup {
                 role: InstanceRole::Core,

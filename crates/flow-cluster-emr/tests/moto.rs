@@ -201,6 +201,18 @@ async fn launch_new_with_the_settings_and_wait_for_waiting_on_moto() {
             properties: BTreeMap::from([("spark.executor.memory".into(), "4g".into())]),
             configurations: vec![],
         })
+        .with_instance_group(InstanceGroup {
+            role: InstanceRole::Core,
+            instance_type: "m5.2xlarge".into(),
+            count: 2,
+            market: Market::Spot,
+            bid_price: Some("0.25".into()),
+            name: Some("workers".into()),
+        })
+        .with_roles("EMR_TestRole", "EMR_EC2_TestRole")
+        .with_ec2_key_name("etl-key")
+        .with_ec2_subnet_id("subnet-0abc1234")
+        .with_termination_protected(true)
         .build()
         .unwrap();
     let cluster = factory.cluster("emr-0");
@@ -230,13 +242,87 @@ async fn launch_new_with_the_settings_and_wait_for_waiting_on_moto() {
         .collect();
     assert!(tags.contains(&("team", "data")), "{tags:?}");
     assert!(tags.iter().any(|(k, _)| *k == "flow-launch"), "{tags:?}");
+    assert_eq!(c.termination_protected(), Some(true));
+    assert_eq!(c.service_role(), Some("EMR_TestRole"));
+    let ec2 = c.ec2_instance_attributes().expect("Ec2InstanceAttributes");
+    assert_eq!(ec2.ec2_key_name(), Some("etl-key"));
+    assert_eq!(ec2.ec2_subnet_id(), Some("subnet-0abc1234"));
+    assert_eq!(ec2.iam_instance_profile(), Some("EMR_EC2_TestRole"));
+    let configurations: Vec<_> = c
+        .configurations()
+        .iter()
+        .map(|c| (c.classification().unwrap(), c.properties().cloned()))
+        .collect();
+    assert_eq!(
+        configurations,
+        [(
+            "spark-defaults",
+            Some(std::collections::HashMap::from([(
+                "spark.executor.memory".to_string(),
+                "4g".to_string()
+            )]))
+        )]
+    );
+    let groups = emr
+        .list_instance_groups()
+        .cluster_id(&id)
+        .send()
+        .await
+        .unwrap();
+    let mut groups: Vec<_> = groups
+        .instance_groups()
+        .iter()
+        .map(|g| {
+            (
+                g.instance_group_type().unwrap().as_str().to_string(),
+                g.instance_type().unwrap().to_string(),
+                g.requested_instance_count().unwrap(),
+                g.market().unwrap().as_str().to_string(),
+                g.bid_price().map(str::to_string),
+            )
+        })
+        .collect();
+    groups.sort();
+    assert_eq!(
+        groups,
+        [
+            (
+                "CORE".into(),
+                "m5.2xlarge".into(),
+                2,
+                "SPOT".into(),
+                Some("0.25".into())
+            ),
+            (
+                "MASTER".into(),
+                "m5.xlarge".into(),
+                1,
+                "ON_DEMAND".into(),
+                None
+            ),
+        ]
+    );
     let bootstrap = emr
         .list_bootstrap_actions()
         .cluster_id(&id)
         .send()
         .await
         .unwrap();
-    assert_eq!(bootstrap.bootstrap_actions()[0].name(), Some("deps"));
+    let bootstrap: Vec<_> = bootstrap
+        .bootstrap_actions()
+        .iter()
+        .map(|a| {
+            (
+                a.name().unwrap(),
+                a.script_path().unwrap(),
+                a.args().to_vec(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        bootstrap,
+        [("deps", "s3://b/deps.sh", vec!["-x".to_string()])]
+    );
 
     // moto is WAITING at once: put it back to STARTING and walk it up.
     moto.set_cluster(&id, "STARTING", "", "");
@@ -839,4 +925,49 @@ async fn polling_costs_one_list_steps_per_tick_for_all_steps_on_moto() {
         "one request for both steps"
     );
     cluster.terminate().await.unwrap();
+}
+
+#[tokio::test]
+#[ignore = "needs moto with the EMR layer: run through `cargo xtask test`"]
+async fn a_refused_terminate_is_returned_not_swallowed_on_moto() {
+    let moto = MotoEmr::from_env();
+    let factory = builder(&moto, &unique("refused"))
+        .with_max_attempts(1)
+        .build()
+        .unwrap();
+    let cluster = launched(&factory, "emr-0").await;
+    let id = cluster.cluster_id().unwrap();
+    moto.fail(
+        "TerminateJobFlows",
+        1,
+        Some(&id),
+        "AccessDeniedException",
+        "not authorized to perform elasticmapreduce:TerminateJobFlows (flow test)",
+    );
+    let e = cluster.terminate().await.unwrap_err();
+    let ClusterError::Terminate {
+        cluster: name,
+        message,
+    } = &e
+    else {
+        panic!("{e:?}")
+    };
+    assert_eq!(name, "emr-0");
+    assert!(
+        message.contains(&format!("TerminateJobFlows {id}")),
+        "{message}"
+    );
+    assert!(message.contains("AccessDeniedException"), "{message}");
+    assert!(message.contains("not authorized"), "{message}");
+    assert_eq!(moto.count(&id, "TerminateJobFlows"), 1);
+    let state = |id: &str| {
+        moto.clusters().into_iter().find(|c| c["id"] == id).unwrap()["state"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(state(&id), "WAITING", "the refused request had no effect");
+    // Once EMR accepts it, the same cluster is terminated.
+    cluster.terminate().await.unwrap();
+    assert_eq!(state(&id), "TERMINATED");
 }

@@ -56,8 +56,8 @@ fn ms(n: u64) -> Duration {
 }
 
 #[tokio::test]
-async fn long_steps_are_noticed_within_2s_median_with_the_default_polling_on_a_scripted_list_steps(
-) {
+async fn long_steps_are_noticed_within_2s_median_with_the_default_polling_on_a_scripted_list_steps()
+{
     let config = EmrConfig::default().poll;
     assert_eq!(config.floor, Duration::from_secs(1), "the 1 s floor");
     let manual = ManualClock::new();
