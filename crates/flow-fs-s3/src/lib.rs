@@ -16,8 +16,10 @@
 //!   [`S3Config::copy_threshold`] (5 GiB, S3's limit for one `CopyObject`)
 //!   with multipart `UploadPartCopy`.
 //! - `copy_from_local` uploads a file above
-//!   [`S3Config::multipart_threshold`] in parts streamed from the file (one
-//!   part in flight: memory stays bounded for files of any size);
+//!   [`S3Config::multipart_threshold`] in parts streamed from the file, up
+//!   to [`S3Config::concurrency`] parts at once (8 by default), each read
+//!   from its range of the file as it is sent and never held in memory
+//!   whole, so memory stays bounded for files of any size;
 //!   `copy_to_local` streams into a temporary file renamed at the end.
 //! - Errors name the operation, the bucket and the key.
 //!
