@@ -302,9 +302,19 @@ fn a_flow_with_spark_and_s3_steps_ends_processed_on_moto() {
     let log = emr.home.read("logs/emr_report/compute.log");
     assert!(log.contains("COMPLETED"), "{log}");
     let flow_log = emr.home.read("logs/emr_report/emr_report.log");
+    let master_dns = emr
+        .moto
+        .clusters()
+        .into_iter()
+        .find(|c| c["id"] == id.as_str())
+        .unwrap()["master_dns"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(!master_dns.is_empty());
     assert!(
-        flow_log.contains("master node"),
-        "the master DNS name is logged: {flow_log}"
+        flow_log.contains(&format!("master node {master_dns}")),
+        "the master DNS name moto reports ({master_dns}) is logged: {flow_log}"
     );
 }
 
@@ -447,4 +457,58 @@ fn terminate_orphans_ends_the_cluster_of_a_crashed_run_on_moto() {
         "{}",
         text(&out)
     );
+}
+
+#[test]
+#[ignore = "needs moto with the EMR layer: run through `cargo xtask test`"]
+fn a_refused_terminate_is_logged_and_recorded_on_moto() {
+    let emr = Emr::new("refused");
+    emr.home.write("long.toml", LONG);
+    let driver = Driver::start(&emr.moto, &emr.name);
+    let mut engine = emr.spawn(&["run", "long.toml", "--timeperiod", TP]);
+    let cid = emr.wait_for_running_step();
+    // EMR refuses to end this cluster (only this one: other tests share moto).
+    emr.moto.fail(
+        "TerminateJobFlows",
+        1,
+        Some(&cid),
+        "AccessDeniedException",
+        "not authorized to perform elasticmapreduce:TerminateJobFlows (flow test)",
+    );
+    driver.set(Mode::Complete);
+    let code = engine.wait().unwrap().code();
+    drop(driver);
+    assert_eq!(emr.moto.count(&cid, "TerminateJobFlows"), 1);
+    let clusters = emr.clusters();
+    assert!(
+        clusters.len() == 1 && ["RUNNING", "WAITING"].contains(&clusters[0].1.as_str()),
+        "the refused request had no effect: {clusters:?}"
+    );
+    let status = emr.home.status_json("emr_long", TP);
+    assert_eq!(status["flow"]["state"], "state_processed", "{status}");
+    // Reported, not swallowed: in the run's log and in the cluster record.
+    let flow_log = emr.home.read("logs/emr_long/emr_long.log");
+    assert!(
+        flow_log.contains("terminate failed")
+            && flow_log.contains(&format!("TerminateJobFlows {cid}"))
+            && flow_log.contains("AccessDeniedException"),
+        "exit {code:?}: {flow_log}"
+    );
+    let out = emr.home.flow(&["clusters", "--json"]);
+    let records = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        records.contains("terminate_failed") && records.contains("AccessDeniedException"),
+        "{records}"
+    );
+    // The record lets `flow clusters --terminate-orphans` finish the job.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while emr.clusters()[0].1 != "TERMINATED" {
+        let out = emr.home.flow(&["clusters", "--terminate-orphans"]);
+        assert!(
+            Instant::now() < deadline,
+            "never terminated: {}",
+            text(&out)
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
 }
