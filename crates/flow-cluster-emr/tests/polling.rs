@@ -63,10 +63,11 @@ async fn long_steps_are_noticed_within_2s_median_with_the_default_polling_on_a_s
     let manual = ManualClock::new();
     let clock: Arc<dyn Clock> = Arc::new(manual.clone());
     // Steps started together at 0 that end 10 minutes later, at instants
-    // 50 ms apart over 6 s (two cap periods and more, so every phase of
-    // the tick cycle is sampled evenly), and one that runs an hour.
-    let mut ends: HashMap<String, Duration> = (0..120)
-        .map(|k| (format!("s-{k}"), ms(600_000 + 50 * k)))
+    // 100 ms apart over a minute (a whole number of tick cycles for any
+    // cap of 1 to 6 s, so every phase of the cycle is sampled evenly), and
+    // one that runs an hour.
+    let mut ends: HashMap<String, Duration> = (0..600)
+        .map(|k| (format!("s-{k}"), ms(600_000 + 100 * k)))
         .collect();
     ends.insert("s-hour".into(), ms(3_600_000));
     let source = ScriptedListSteps {
