@@ -59,7 +59,11 @@ async fn aws_endpoint_url_emr_and_s3_reach_the_endpoint_on_moto() {
         .into_iter()
         .map(|c| c["id"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(launched, [id.clone()], "RunJobFlow reached moto");
+    assert_eq!(
+        launched,
+        std::slice::from_ref(&id),
+        "RunJobFlow reached moto"
+    );
     cluster.filesystem().mkdir("through/env").await.unwrap();
     let objects = moto.objects(&name);
     assert!(
