@@ -486,7 +486,9 @@ fn a_refused_terminate_is_logged_and_recorded_on_moto() {
     );
     let status = emr.home.status_json("emr_long", TP);
     assert_eq!(status["flow"]["state"], "state_processed", "{status}");
-    // Reported, not swallowed: in the run's log and in the cluster record.
+    // Reported, not swallowed: exit 4 (steps done, a cluster left up), in
+    // the run's log and in the cluster record.
+    assert_eq!(code, Some(4), "a run that left a cluster up exits 4");
     let flow_log = emr.home.read("logs/emr_long/emr_long.log");
     assert!(
         flow_log.contains("terminate failed")

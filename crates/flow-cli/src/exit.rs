@@ -21,6 +21,10 @@ pub enum Exit {
     BadInput,
     /// The run was cancelled by SIGINT or SIGTERM and wound down cleanly.
     Cancelled,
+    /// The steps completed, but a cluster the run launched could not be
+    /// terminated: it may still be up and billing. Not 0, so schedulers
+    /// notice; not 1, because the flow's work is done.
+    ClustersLeftUp,
     /// A second Ctrl-C: the lease was released and local jobs killed, and
     /// the process exited at once.
     Interrupted,
@@ -33,6 +37,7 @@ impl Exit {
             Exit::FlowFailed => 1,
             Exit::BadInput => 2,
             Exit::Cancelled => 3,
+            Exit::ClustersLeftUp => 4,
             Exit::Interrupted => 130,
         }
     }
@@ -53,6 +58,8 @@ Exit codes:
   2    bad input (flow file, settings, arguments) or a refused mode (blocked step,
        nothing to recover, flow being run by another engine); nothing was written
   3    cancelled by Ctrl-C (SIGINT) or SIGTERM
+  4    the steps completed, but a cluster the run launched could not be terminated
+       (it may still be up and billing; flow clusters --terminate-orphans retries)
   130  a second Ctrl-C: lease released, local jobs killed, exited at once
 
 Settings: --settings FILE, else $FLOW_SETTINGS, else ./flow.toml if it exists,

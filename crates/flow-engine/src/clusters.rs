@@ -330,10 +330,14 @@ async fn adopt_previous(
 /// Terminates every owned cluster concurrently and records how it went.
 /// Store failures here are logged, not returned: the clusters are what
 /// matters at this point.
-pub(crate) async fn terminate(shared: &Arc<Shared>, owned: Vec<Owned>, span: &Span) {
+///
+/// Returns the clusters that could not be terminated, each as "NAME: why":
+/// they may still be up (and billing), so the run must say so.
+pub(crate) async fn terminate(shared: &Arc<Shared>, owned: Vec<Owned>, span: &Span) -> Vec<String> {
     let mut terminations = JoinSet::new();
     for Owned { cluster, record } in owned {
         let cluster_span = info_span!(parent: span, "cluster", cluster = cluster.name());
+        let name = cluster.name().to_string();
         let shared = shared.clone();
         terminations.spawn(
             async move {
@@ -354,6 +358,7 @@ pub(crate) async fn terminate(shared: &Arc<Shared>, owned: Vec<Owned>, span: &Sp
                         (ClusterState::TerminateFailed, Some(e.to_string()))
                     }
                 };
+                let failure = message.as_ref().map(|why| format!("{name}: {why}"));
                 if let Some(mut record) = record {
                     if let Err(e) =
                         save(&shared.store, &shared.lease, &mut record, state, message).await
@@ -361,11 +366,21 @@ pub(crate) async fn terminate(shared: &Arc<Shared>, owned: Vec<Owned>, span: &Sp
                         error!("cannot record the termination: {e}");
                     }
                 }
+                failure
             }
             .instrument(cluster_span),
         );
     }
-    while terminations.join_next().await.is_some() {}
+    let mut failures = Vec::new();
+    while let Some(joined) = terminations.join_next().await {
+        match joined {
+            Ok(Some(failure)) => failures.push(failure),
+            Ok(None) => {}
+            Err(e) => failures.push(format!("a termination ended abnormally: {e}")),
+        }
+    }
+    failures.sort();
+    failures
 }
 
 /// What `terminate_orphans` did with one recorded cluster.

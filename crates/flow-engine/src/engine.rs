@@ -179,6 +179,10 @@ pub struct RunReport {
     pub canceled: bool,
     /// Clusters the run launched (or adopted).
     pub clusters_launched: usize,
+    /// Clusters the run launched but could not terminate, each as "NAME:
+    /// why": they may still be up (and billing). Their records say
+    /// `terminate_failed`; `flow clusters --terminate-orphans` retries.
+    pub clusters_left_up: Vec<String>,
     /// Why the flow failed without a failed step, e.g. no cluster launched.
     pub error: Option<String>,
     /// Figures about the run.
@@ -722,7 +726,7 @@ impl ExecutionEngine {
             run_log.finish().await;
             return Err(self.lease_lost(lease).await);
         }
-        clusters::terminate(&shared, set.owned, &flow_span).await;
+        let clusters_left_up = clusters::terminate(&shared, set.owned, &flow_span).await;
 
         // Lines that could not be written make the run a failure: a run
         // whose logs are lost must not look like a success.
@@ -828,6 +832,7 @@ impl ExecutionEngine {
             steps,
             canceled,
             clusters_launched,
+            clusters_left_up,
             error: error.map(|e| flow_core::mask(&e).into_owned()),
             metrics,
         })

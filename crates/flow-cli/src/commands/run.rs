@@ -151,6 +151,8 @@ pub fn run(
         print_summary(&report, &errors, &log_directory, &target.flow);
         Ok(if signalled {
             Exit::Cancelled
+        } else if succeeded(&report) && !report.clusters_left_up.is_empty() {
+            Exit::ClustersLeftUp
         } else if succeeded(&report) {
             Exit::Success
         } else {
@@ -250,6 +252,12 @@ fn print_summary(
     }
     if let Some(error) = &report.error {
         outln!("error: {error}");
+    }
+    for cluster in &report.clusters_left_up {
+        outln!("error: cluster not terminated, it may still be up (and billing): {cluster}");
+    }
+    if !report.clusters_left_up.is_empty() {
+        outln!("to retry: flow clusters --terminate-orphans");
     }
     outln!(
         "logs: {}/",
