@@ -7,6 +7,12 @@
 //! engine's log lines (files and stderr), step records' error messages
 //! before they are stored, and the CLI's own output. No call site has to
 //! remember which settings are secret.
+//!
+//! A value is registered in every form our output can give it, not only as
+//! written: `{:?}`/`escape_debug` escaped (errors quote keys that way),
+//! JSON-escaped, and as a filesystem key resolves it (`a//b` is printed as
+//! `a/b` once [`normalize_key`](crate::filesystem::normalize_key) has seen
+//! it), so no call site has to remember how it formats a value either.
 
 use crate::timeperiod::Timeperiod;
 use std::borrow::Cow;
@@ -52,16 +58,75 @@ fn register(value: &str) {
         return;
     }
     let mut masked = MASKED.write().unwrap_or_else(|p| p.into_inner());
-    if let Err(at) =
-        masked.binary_search_by(|v| value.len().cmp(&v.len()).then(v.as_str().cmp(value)))
-    {
-        masked.insert(at, value.to_string());
+    for form in forms(value) {
+        if let Err(at) = masked
+            .binary_search_by(|v| form.len().cmp(&v.len()).then(v.as_str().cmp(form.as_str())))
+        {
+            masked.insert(at, form);
+        }
     }
     ANY_MASKED.store(true, Ordering::Release);
 }
 
-/// `text` with the value of every [`Secret`] of this process replaced by
-/// `***`. The one masking function: logs, stored error messages and the
+/// Every form `value` can take in our output: as written, resolved as a
+/// filesystem key, and each of these `{:?}`-, `escape_debug`- and
+/// JSON-escaped (and JSON of `{:?}`, for a JSON answer quoting an error).
+/// Forms other than the value itself that are shorter than
+/// [`MIN_SECRET_LEN`] are left out: masking them would replace ordinary
+/// text (a key `a//b` resolves to `a/b`).
+fn forms(value: &str) -> Vec<String> {
+    let mut bases = vec![value.to_string()];
+    let key = key_form(value);
+    if key != value {
+        bases.push(key);
+    }
+    let mut out = Vec::new();
+    for base in bases {
+        let debug = format!("{base:?}");
+        let debug = debug[1..debug.len() - 1].to_string();
+        let escaped = base.escape_debug().to_string();
+        let json_debug = json_escaped(&debug);
+        let json = json_escaped(&base);
+        out.extend([base, debug, escaped, json, json_debug]);
+    }
+    let first = out[0].clone();
+    out.sort();
+    out.dedup();
+    out.retain(|f| *f == first || f.chars().count() >= MIN_SECRET_LEN);
+    out
+}
+
+/// `value` as it survives inside a key resolved by
+/// [`normalize_key`](crate::filesystem::normalize_key): empty and `.`
+/// segments dropped, `..` taking the segment before it. A leading `..`
+/// climbs into the text around the value, so it is dropped too.
+fn key_form(value: &str) -> String {
+    let mut segments: Vec<&str> = Vec::new();
+    for segment in value.split('/') {
+        match segment {
+            "" | "." => {}
+            ".." => {
+                segments.pop();
+            }
+            other => segments.push(other),
+        }
+    }
+    segments.join("/")
+}
+
+/// `text` escaped as inside a JSON string (what `serde_json` writes).
+fn json_escaped(text: &str) -> String {
+    let quoted = serde_json::to_string(text).unwrap_or_default();
+    quoted
+        .strip_prefix('"')
+        .and_then(|q| q.strip_suffix('"'))
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// `text` with the value of every [`Secret`] of this process, in any of
+/// its forms (as written, escaped, resolved as a key), replaced by `***`.
+/// The one masking function: logs, stored error messages and the
 /// CLI's output all go through it.
 pub fn mask(text: &str) -> Cow<'_, str> {
     if !ANY_MASKED.load(Ordering::Acquire) {
@@ -218,6 +283,29 @@ mod tests {
         );
         assert!(matches!(mask("nothing here"), Cow::Borrowed(_)));
         assert_eq!(secret_env_var("api-token_2"), "FLOW_SECRET_API_TOKEN_2");
+    }
+
+    #[test]
+    fn mask_knows_every_form_a_secret_takes_in_output() {
+        let _quoted = Secret::new("forms-ab\"cd\\efgh12");
+        let _slashes = Secret::new("/Forms-Abcd//Efgh1234/./");
+        let _short = Secret::new("x//../yz/./");
+        for text in [
+            format!("{:?}", "/etc/forms-ab\"cd\\efgh12"),
+            "/etc/forms-ab\\\"cd\\\\efgh12".to_string(),
+            "forms-ab\"cd\\efgh12".escape_debug().to_string(),
+            serde_json::to_string("at forms-ab\"cd\\efgh12").unwrap(),
+            serde_json::to_string(&format!("{:?}", "forms-ab\"cd\\efgh12")).unwrap(),
+            "rm bucket/Forms-Abcd/Efgh1234/x: not found".to_string(),
+            format!("{:?}", "Forms-Abcd/Efgh1234"),
+        ] {
+            assert!(!mask(&text).contains("efgh") && !mask(&text).contains("Efgh"), "{text} -> {}", mask(&text));
+            assert!(mask(&text).contains("***"), "{text}");
+        }
+        // The short key form `yz` of the short secret is not masked: that
+        // would replace ordinary text.
+        assert_eq!(mask("lazy"), "lazy");
+        assert_eq!(key_form("../a/./b//c/../d/"), "a/b/d");
     }
 
     #[test]

@@ -71,7 +71,6 @@ pub enum KeyProblem {
     /// operation may act on a whole root.
     IsRoot,
     /// An absolute local path outside the local filesystem's root.
-    /// An absolute path outside the local filesystem's root.
     OutsideRoot {
         /// The root, as configured.
         root: String,

@@ -112,7 +112,6 @@ pub enum Usage {
     Shell,
     /// A word of a job's argument vector, readable by anyone on the machine:
     /// no secrets. `hint` says where a secret can go instead.
-    /// A word of a job's argument vector.
     Argument {
         /// Where, for messages (e.g. `spark args`).
         place: String,
@@ -124,7 +123,6 @@ pub enum Usage {
     /// root itself ([`normalize_key`](crate::filesystem::normalize_key)),
     /// so an empty setting cannot turn `{settings.dir}/x/..` into a whole
     /// root. Otherwise like `Private`.
-    /// A filesystem key.
     Key {
         /// The filesystem operation, e.g. `rmdir`.
         op: &'static str,
