@@ -329,6 +329,111 @@ main = { action = "rm", path = "missing/{settings.tok}/file" }
     );
 }
 
+/// Secrets whose printed forms differ from their values: one that `{:?}`
+/// and JSON escape (`"` and `\`), two that a filesystem key resolves
+/// (`//`, `/./`, a trailing `/`). Each reaches an error of a filesystem
+/// action (mkdir of a refused key, rm and cp of missing ones); none of the
+/// forms reaches stdout, stderr, a log file, `status` (JSON or table) or
+/// the store. The probes are fragments every form of a secret contains.
+#[test]
+fn a_secret_is_masked_in_every_form_errors_print_it() {
+    const QUOTED: &str = r#"ab"cd\efgh12"#;
+    const SLASHED: &str = "Abcd//Efgh1234";
+    const DOTTED: &str = "Ijkl/./Mnop5678/";
+    let probes = ["efgh12", "Efgh1234", "Mnop5678"];
+    let home = Home::new();
+    let settings = home.read("flow.toml")
+        + &format!(
+            "\n[secrets]\nquoted = '{QUOTED}'\nslashed = '{SLASHED}'\ndotted = '{DOTTED}'\n"
+        );
+    home.write("flow.toml", &settings);
+    // One flow per operation: a run stops at its first failed step.
+    let cases = [
+        (
+            "mkdir",
+            r#"path = "/etc/{settings.quoted}""#,
+            "mkdir \"/etc/***\": refused",
+        ),
+        (
+            "rm",
+            r#"path = "missing/{settings.slashed}/file""#,
+            "missing/***/file",
+        ),
+        (
+            "cp",
+            r#"from = "gone/{settings.dotted}", to = "kept/{settings.quoted}""#,
+            "gone/***",
+        ),
+    ];
+    let mut outputs = Vec::new();
+    for (op, args, expected) in cases {
+        home.write(
+            &format!("{op}.toml"),
+            &format!("name = \"forms_{op}\"\n[[steps]]\nname = \"{op}\"\nmain = {{ action = \"{op}\", {args} }}\n"),
+        );
+        let out = home
+            .command(&["run", &format!("{op}.toml"), "--timeperiod", TP])
+            .env("FLOW_LOG", "debug")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        assert!(
+            stdout(&out).contains(expected),
+            "summary lacks {expected}: {}",
+            text(&out)
+        );
+        let json = home.status_json(&format!("{op}.toml"), TP);
+        let error = json["steps"][0]["error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(error.contains(expected), "{json}");
+        assert!(
+            home.read(&format!("logs/forms_{op}/{op}.log"))
+                .contains(expected),
+            "{op}.log"
+        );
+        let table = home.expect(0, &["status", &format!("{op}.toml"), "--timeperiod", TP]);
+        outputs.push((format!("{op}: stdout"), out.stdout));
+        outputs.push((format!("{op}: stderr"), out.stderr));
+        outputs.push((
+            format!("{op}: status --json"),
+            json.to_string().into_bytes(),
+        ));
+        outputs.push((format!("{op}: status"), table.stdout));
+    }
+    assert!(!home.path("kept").exists());
+
+    let leaks = |what: &str, bytes: &[u8]| {
+        for probe in probes {
+            assert!(
+                !contains(bytes, probe),
+                "{what} shows {probe}: {}",
+                String::from_utf8_lossy(bytes)
+            );
+        }
+    };
+    for (what, bytes) in &outputs {
+        leaks(what, bytes);
+    }
+    let logs = every_file(&home.path("logs"));
+    assert!(logs.len() >= 3, "{logs:?}");
+    for (path, bytes) in &logs {
+        leaks(&path.display().to_string(), bytes);
+    }
+    let store_files: Vec<_> = every_file(&home.path("data"))
+        .into_iter()
+        .filter(|(path, _)| {
+            path.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("flow.db"))
+        })
+        .collect();
+    assert!(!store_files.is_empty());
+    for (path, bytes) in &store_files {
+        leaks(&path.display().to_string(), bytes);
+    }
+}
+
 /// A fake spark-submit that records its arguments and, when given
 /// `--properties-file F`, F's content and mode.
 const FAKE_SPARK: &str = r#"#!/bin/sh

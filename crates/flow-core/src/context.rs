@@ -299,7 +299,11 @@ mod tests {
             "rm bucket/Forms-Abcd/Efgh1234/x: not found".to_string(),
             format!("{:?}", "Forms-Abcd/Efgh1234"),
         ] {
-            assert!(!mask(&text).contains("efgh") && !mask(&text).contains("Efgh"), "{text} -> {}", mask(&text));
+            assert!(
+                !mask(&text).contains("efgh") && !mask(&text).contains("Efgh"),
+                "{text} -> {}",
+                mask(&text)
+            );
             assert!(mask(&text).contains("***"), "{text}");
         }
         // The short key form `yz` of the short secret is not masked: that
