@@ -964,7 +964,7 @@ main = { action = "shell", command = "echo the password is {settings.password}; 
 "#,
     );
     let env = [
-        ("FLOW_TEST_TOKEN", "tok-123"),
+        ("FLOW_TEST_TOKEN", "tok-12345"),
         ("FLOW_TEST_PASSWORD", "hunter2hunter2"),
     ];
     let s = Served::start(&home, &["leaky.toml"], &env);
@@ -978,7 +978,7 @@ main = { action = "shell", command = "echo the password is {settings.password}; 
     assert_eq!(r.headers()["www-authenticate"], "Bearer realm=\"flow\"");
     let r = c
         .post(&run)
-        .bearer_auth("tok-124")
+        .bearer_auth("tok-12346")
         .json(&json!({}))
         .send()
         .await
@@ -986,7 +986,7 @@ main = { action = "shell", command = "echo the password is {settings.password}; 
     assert_eq!(r.status(), 401);
     let r = c
         .post(&run)
-        .bearer_auth("tok-123")
+        .bearer_auth("tok-12345")
         .header("origin", "http://evil.example")
         .json(&json!({}))
         .send()
@@ -1000,7 +1000,7 @@ main = { action = "shell", command = "echo the password is {settings.password}; 
     );
     let r = c
         .post(&run)
-        .bearer_auth("tok-123")
+        .bearer_auth("tok-12345")
         .header("sec-fetch-site", "cross-site")
         .json(&json!({}))
         .send()
@@ -1042,7 +1042,7 @@ main = { action = "shell", command = "echo the password is {settings.password}; 
     connected_rx.await.unwrap();
     let r = c
         .post(&run)
-        .bearer_auth("tok-123")
+        .bearer_auth("tok-12345")
         .header("origin", &own)
         .json(&json!({}))
         .send()
@@ -1074,7 +1074,7 @@ main = { action = "shell", command = "echo the password is {settings.password}; 
         ),
         (format!("/api/flows/leaky/{TP}/run"), json!({})),
     ] {
-        for token in [None, Some("tok-124"), Some("")] {
+        for token in [None, Some("tok-12346"), Some("")] {
             let mut request = c.post(s.url(&path)).header("origin", &own).json(&body);
             if let Some(token) = token {
                 request = request.bearer_auth(token);
@@ -1140,7 +1140,7 @@ main = { action = "shell", command = "echo the password is {settings.password}; 
     let all = answers.join("\n");
     assert!(all.contains("the password is ***"), "{all}");
     assert!(!all.contains("hunter2hunter2"), "a secret leaked: {all}");
-    assert!(!all.contains("tok-123"), "the token leaked: {all}");
+    assert!(!all.contains("tok-12345"), "the token leaked: {all}");
 }
 
 #[test]
@@ -1541,4 +1541,116 @@ async fn url_encoded_path_segments_decode_and_malformed_ones_are_400() {
         !error.contains('\n') && !error.contains('\u{1b}'),
         "control characters reach the message: {error:?}"
     );
+}
+
+/// Runs `flow serve ARGS` on a loopback port and expects it to refuse to
+/// start. A server that starts anyway is stopped and the test fails (it
+/// does not wait on a server that never exits).
+fn refused_to_serve(home: &Home, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut all = vec!["serve", "--bind", "127.0.0.1:0"];
+    all.extend_from_slice(args);
+    let mut command = home.command(&all);
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut line = String::new();
+    BufReader::new(&mut stdout).read_line(&mut line).unwrap();
+    if line.contains("http://") {
+        let _ = child.kill();
+        let out = child.wait_with_output().unwrap();
+        panic!(
+            "flow serve {args:?} started: {line}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let mut out = child.wait_with_output().unwrap();
+    out.stdout = line.into_bytes();
+    out
+}
+
+/// The flows a server shows are checked against the settings as every run
+/// mode checks them: a setting that is not defined, a value that is not
+/// shell-safe in a shell command, a secret in an argument vector. `flow
+/// serve` refuses to start (exit 2, file:line:col, the secret masked)
+/// rather than show a flow whose runs could only fail, and opens no store.
+#[test]
+fn serve_refuses_flows_whose_substitutions_would_fail_at_run_time() {
+    let home = Home::new();
+    home.write(
+        "flow.toml",
+        &format!(
+            "{}\n[settings]\nevil = \"a; touch pwned\"\n[secrets]\ntoken = \"TOPSECRET123\"\n",
+            support::SETTINGS
+        ),
+    );
+    home.write("slow.toml", SLOW);
+    let cases = [
+        (
+            "missing",
+            "command = \"echo {settings.nowhere}\"",
+            "setting 'nowhere' used in 'echo {settings.nowhere}' is not defined",
+        ),
+        (
+            "unsafe",
+            "command = \"echo {settings.evil}\"",
+            "is not safe to put into a shell command",
+        ),
+    ];
+    for (name, args, expected) in cases {
+        home.write(
+            &format!("{name}.toml"),
+            &format!("name = \"{name}\"\n[[steps]]\nname = \"a\"\nmain = {{ action = \"shell\", {args} }}\n"),
+        );
+        let out = refused_to_serve(&home, &["slow.toml", &format!("{name}.toml")], &[]);
+        assert_eq!(out.status.code(), Some(2), "{}", support::text(&out));
+        let err = support::stderr(&out);
+        assert!(
+            err.contains(&format!("{name}.toml:4:8: ")) && err.contains(expected),
+            "{err}"
+        );
+    }
+    home.write(
+        "spark.toml",
+        "name = \"spark\"\n[[steps]]\nname = \"a\"\nmain = { action = \"spark\", application = \"app.py\", args = [\"--token\", \"{settings.token}\"] }\n",
+    );
+    let out = refused_to_serve(&home, &["spark.toml"], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", support::text(&out));
+    let err = support::stderr(&out);
+    assert!(
+        err.contains("spark.toml:4:8: ") && err.contains("cannot be put into spark `args`"),
+        "{err}"
+    );
+    assert!(!err.contains("TOPSECRET123"), "{err}");
+    assert!(!home.db().exists(), "bad input created a store");
+}
+
+/// `[serve] token` is masked like a secret, so it has a secret's minimum
+/// length, also when it comes from the environment.
+#[test]
+fn serve_refuses_a_token_shorter_than_a_secret() {
+    let home = Home::new();
+    home.write(
+        "flow.toml",
+        &format!(
+            "{}\n[serve]\ntoken = \"env:FLOW_TEST_TOKEN\"\n",
+            support::SETTINGS
+        ),
+    );
+    home.write("slow.toml", SLOW);
+    let out = refused_to_serve(&home, &["slow.toml"], &[("FLOW_TEST_TOKEN", "tok-123")]);
+    assert_eq!(out.status.code(), Some(2), "{}", support::text(&out));
+    let err = support::stderr(&out);
+    assert!(
+        err.contains("[serve] token is shorter than 8 characters")
+            && err.contains("FLOW_TEST_TOKEN")
+            && !err.contains("tok-123"),
+        "{err}"
+    );
+    assert!(!home.db().exists(), "bad input created a store");
 }

@@ -436,6 +436,11 @@ impl Settings {
                 }
             }
         }
+        if let Some(TokenText(token)) = &self.spec.serve.token {
+            if !token.starts_with("env:") && token.chars().count() < MIN_SECRET_LEN {
+                return Err(self.error_at(text, &["serve", "token"], false, short_token()));
+            }
+        }
         let mut variables: BTreeMap<String, &str> = BTreeMap::new();
         for (name, value) in &self.spec.secrets {
             if !value.starts_with("env:") && value.chars().count() < MIN_SECRET_LEN {
@@ -631,6 +636,10 @@ impl Settings {
         if token.trim().is_empty() {
             return Err(self.error("[serve] token is empty"));
         }
+        // Checked again here: a token from the environment is only known now.
+        if token.chars().count() < MIN_SECRET_LEN {
+            return Err(self.error(format!("{} (from {})", short_token(), value_source(value))));
+        }
         Ok(Some(flow_core::Secret::new(token)))
     }
 
@@ -665,6 +674,14 @@ impl Settings {
 }
 
 use flow_core::context::MIN_SECRET_LEN;
+
+/// Why a `[serve] token` is refused as too short: it is masked like any
+/// secret, so the same minimum applies.
+fn short_token() -> String {
+    format!(
+        "[serve] token is shorter than {MIN_SECRET_LEN} characters: it is masked as *** wherever it appears, which would reveal a short one (and a short token is easy to guess)"
+    )
+}
 
 /// Where a secret's value comes from, for messages (never the value).
 fn value_source(written: &str) -> String {
@@ -793,11 +810,11 @@ mod tests {
 
     #[test]
     fn serve_token_and_bind() {
-        std::env::set_var("FLOW_CLI_TEST_TOKEN", "t0k3n");
+        std::env::set_var("FLOW_CLI_TEST_TOKEN", "t0k3n-t0k3n");
         let s = parse("[serve]\nbind = \"0.0.0.0:9000\"\ntoken = \"env:FLOW_CLI_TEST_TOKEN\"\n")
             .unwrap();
         assert_eq!(s.serve_bind().port(), 9000);
-        assert_eq!(s.serve_token().unwrap().unwrap().expose(), "t0k3n");
+        assert_eq!(s.serve_token().unwrap().unwrap().expose(), "t0k3n-t0k3n");
         assert!(!format!("{s:?}").contains("t0k3n"));
         let s = parse("[serve]\ntoken = \"literal-token\"\n").unwrap();
         assert!(!format!("{s:?}").contains("literal-token"));
@@ -813,6 +830,27 @@ mod tests {
         assert_eq!(
             Settings::defaults().serve_bind().to_string(),
             "127.0.0.1:8080"
+        );
+    }
+
+    #[test]
+    fn a_short_serve_token_is_refused() {
+        let e = parse("[serve]\ntoken = \"tok-123\"\n").unwrap_err();
+        assert!(
+            e.message.starts_with("/etc/x/flow.toml:2:9: ")
+                && e.message.contains("[serve] token is shorter than 8")
+                && !e.message.contains("tok-123"),
+            "{e}"
+        );
+        assert!(parse("[serve]\ntoken = \"tok-1234\"\n").is_ok());
+        std::env::set_var("FLOW_CLI_TEST_SHORT_TOKEN", "tok-123");
+        let s = parse("[serve]\ntoken = \"env:FLOW_CLI_TEST_SHORT_TOKEN\"\n").unwrap();
+        let e = s.serve_token().unwrap_err();
+        assert!(
+            e.message.contains("[serve] token is shorter than 8")
+                && e.message.contains("FLOW_CLI_TEST_SHORT_TOKEN")
+                && !e.message.contains("tok-123"),
+            "{e}"
         );
     }
 

@@ -1,13 +1,14 @@
 //! `flow serve`: the workflow viewer. Checks every input (settings, token,
-//! flow files, address) before it opens the store, then serves until
-//! Ctrl-C/SIGTERM, which cancel the runs started from the page and wait for
-//! them to wind down; a second signal kills local jobs and exits 130.
+//! flow files and their substitutions, address) before it opens the store,
+//! then serves until Ctrl-C/SIGTERM, which cancel the runs started from the
+//! page and wait for them to wind down; a second signal kills local jobs
+//! and exits 130.
 //!
 //! The server (`flow-server`) knows no backend: [`CliLauncher`] builds its
 //! engines with the cluster factory and settings of this program.
 
 use super::cancel::{cancel_flow, CancelError, CancelRequest};
-use super::{flow_file, hostname, is_path, load_graph};
+use super::{flow_file, hostname, is_path, load_graph_with};
 use crate::backends;
 use crate::exit::{CliError, Exit};
 use crate::settings::Settings;
@@ -45,16 +46,20 @@ pub fn serve(
             settings.source
         )));
     }
+    // Each flow's substitutions are checked against the settings as every
+    // run mode checks them: a flow that would fail at run time (a setting
+    // not defined, a value not shell-safe, a secret in an argument vector)
+    // is refused now, naming file:line:col, not when the page starts it.
+    let values = Arc::new(settings.values()?);
     let mut loaded = Vec::with_capacity(files.len());
     for path in &files {
         loaded.push(FlowFile {
-            graph: Arc::new(load_graph(path)?),
+            graph: Arc::new(load_graph_with(path, &values)?),
             origin: path.display().to_string(),
         });
     }
     let factory = backends::cluster_factory(&settings)?;
     let store_plan = backends::plan_store(&settings)?;
-    let values = Arc::new(settings.values()?);
     let log_directory = settings.log_directory()?;
 
     // 2. Serve.
