@@ -224,3 +224,180 @@ pub fn refusal(
     )
     .err()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flow_core::actions::Identity;
+    use flow_core::{ActionInstance, FlowDefinition, JobHandle, StepDefinition};
+    use std::sync::Arc;
+
+    /// A flow `f` of independent one-action steps called `names`; the main
+    /// action of each is named `main`.
+    fn graph(names: &[&str]) -> FlowGraph {
+        names
+            .iter()
+            .fold(FlowDefinition::new("f"), |flow, name| {
+                flow.step(StepDefinition::new(
+                    *name,
+                    ActionInstance::new(Arc::new(Identity)).named("main"),
+                ))
+            })
+            .build()
+            .expect("a valid flow")
+    }
+
+    fn timeperiod() -> Timeperiod {
+        "2026112900".parse().expect("a timeperiod")
+    }
+
+    fn flow(state: FlowState) -> FlowRecord {
+        FlowRecord {
+            id: None,
+            flow_name: "f".into(),
+            timeperiod: timeperiod(),
+            start_timeperiod: timeperiod(),
+            end_timeperiod: timeperiod(),
+            state,
+            run_mode: RunMode::Nominal,
+            created_at: Utc::now(),
+            started_at: None,
+            finished_at: None,
+            graph_hash: None,
+        }
+    }
+
+    fn record(name: &str, state: StepState) -> StepRecord {
+        let mut record = StepRecord::embryo("f", name, timeperiod(), None, Utc::now());
+        record.state = state;
+        record
+    }
+
+    /// An `in_progress` record whose job (of the action `action`, index 0)
+    /// is on record.
+    fn with_job(name: &str, state: StepState, action: &str) -> StepRecord {
+        let mut record = record(name, state);
+        record.job = Some(JobRecord {
+            action_index: 0,
+            action: action.into(),
+            attempt: 1,
+            handle: JobHandle::new("local", "local-0", [("pid", name)]),
+            submitted_at: Utc::now(),
+            adopted: false,
+        });
+        record
+    }
+
+    fn planned(
+        mode: RunMode,
+        graph: &FlowGraph,
+        state: FlowState,
+        steps: Vec<StepRecord>,
+    ) -> Result<RunPlan, Refusal> {
+        let flow = flow(state);
+        plan(
+            mode,
+            None,
+            graph,
+            timeperiod(),
+            Stored {
+                flow: Some(&flow),
+                steps,
+            },
+            1,
+            Utc::now(),
+        )
+    }
+
+    fn orphans(plan: &RunPlan) -> Vec<&str> {
+        plan.orphan_jobs.iter().map(|(s, _)| s.as_str()).collect()
+    }
+
+    #[test]
+    fn recover_of_a_processed_flow_runs_only_the_steps_added_since() {
+        let g = graph(&["a", "b"]);
+        let done = vec![record("a", StepState::Processed)];
+        let plan = planned(RunMode::Recovery, &g, FlowState::Processed, done.clone())
+            .expect("an added step to run");
+        assert_eq!(plan.to_run, [false, true]);
+        assert_eq!(plan.count, 1);
+        // Nothing added: nothing to recover.
+        let all = vec![
+            record("a", StepState::Processed),
+            record("b", StepState::Noop),
+        ];
+        let refused = planned(RunMode::Recovery, &g, FlowState::Processed, all).unwrap_err();
+        assert!(
+            matches!(
+                refused,
+                Refusal::NotFailed {
+                    state: FlowState::Processed
+                }
+            ),
+            "{refused:?}"
+        );
+    }
+
+    #[test]
+    fn records_of_removed_steps_are_closed_and_their_jobs_cancelled() {
+        let g = graph(&["a"]);
+        let stored = vec![
+            record("a", StepState::Invalid),
+            with_job("gone_running", StepState::InProgress, "main"),
+            record("gone_pending", StepState::Embryo),
+            with_job("gone_done", StepState::Processed, "main"),
+            record("gone_canceled", StepState::Canceled),
+        ];
+        let plan =
+            planned(RunMode::Recovery, &g, FlowState::Invalid, stored.clone()).expect("a recovery");
+        assert_eq!(orphans(&plan), ["gone_running"], "only the running job");
+        let retired: Vec<&str> = plan.retired.iter().map(|r| r.step_name.as_str()).collect();
+        assert_eq!(
+            retired,
+            ["gone_pending", "gone_running"],
+            "the unfinished ones"
+        );
+        for record in &plan.retired {
+            assert_eq!(record.state, StepState::Canceled);
+            assert!(record.finished_at.is_some());
+            assert_eq!(
+                record.error.as_deref(),
+                Some("removed from the flow definition")
+            );
+            assert!(record.job.is_none(), "its job went to the orphans");
+        }
+
+        // `run` purges every record: it closes none, but still cancels the job.
+        let plan = planned(RunMode::Nominal, &g, FlowState::Invalid, stored).expect("a run");
+        assert!(plan.purge);
+        assert_eq!(orphans(&plan), ["gone_running"]);
+        assert!(plan.retired.is_empty(), "{:?}", plan.retired);
+    }
+
+    #[test]
+    fn a_half_done_step_resumes_only_where_its_progress_still_fits() {
+        let g = graph(&["a", "b", "c"]);
+        let stored = vec![
+            // Its job is of the action the step still has: adopted.
+            with_job("a", StepState::InProgress, "main"),
+            // Its job is of an action the step no longer has: started afresh.
+            with_job("b", StepState::InProgress, "renamed"),
+            // A finished attempt's job is history, not an orphan.
+            with_job("c", StepState::Invalid, "main"),
+        ];
+        let plan =
+            planned(RunMode::Recovery, &g, FlowState::Invalid, stored.clone()).expect("a recovery");
+        assert_eq!(plan.to_run, [true, true, true]);
+        assert_eq!(orphans(&plan), ["b"]);
+        assert_eq!(plan.records[0].state, StepState::InProgress, "resumed");
+        assert!(plan.records[0].job.is_some(), "to be adopted");
+        assert_eq!(plan.records[1].state, StepState::Embryo, "reset");
+        assert_eq!(plan.records[2].state, StepState::Embryo, "reset");
+        assert!(!plan.changed.contains(&0) && plan.changed.contains(&1));
+
+        // `run` resumes nothing: every running job is cancelled.
+        let plan = planned(RunMode::Nominal, &g, FlowState::Invalid, stored).expect("a run");
+        assert_eq!(orphans(&plan), ["a", "b"]);
+        assert!(plan.records.iter().all(|r| r.state == StepState::Embryo));
+    }
+}
