@@ -388,6 +388,15 @@ async fn cancellation_stops_jobs_runs_cleanups_and_terminates_clusters() {
         ]
     );
     assert_eq!(counting.terminated.load(Ordering::SeqCst), 1);
+    let log = std::fs::read_to_string(bench.logs().join("cancelled").join("cancelled.log"))
+        .unwrap_or_default();
+    assert!(
+        log.contains(
+            "run_mode_nominal of [cancelled, 2026112800] cancelled: flow is state_invalid"
+        ),
+        "{log}"
+    );
+    assert!(!log.contains("finished: flow is"), "{log}");
     let pid: i32 = std::fs::read_to_string(&pid_file)
         .unwrap()
         .trim()

@@ -69,7 +69,8 @@ async fn a_fenced_write_stops_the_run_at_once_and_writes_nothing_more() {
         heartbeat_interval: Duration::from_secs(1800),
         ..bench.options()
     };
-    let engine = bench.engine_with(&graph, TP, 1, bench.local(), options);
+    let counting = Arc::new(Counting::new(bench.local()));
+    let engine = bench.engine_with(&graph, TP, 1, counting.clone(), options);
     let result = engine.run().await;
     match result {
         Err(EngineError::LeaseLost { holder, .. }) => {
@@ -77,6 +78,19 @@ async fn a_fenced_write_stops_the_run_at_once_and_writes_nothing_more() {
         }
         other => panic!("expected LeaseLost, got {other:?}"),
     }
+    // The cluster is left to the new holder (the fenced step write alone
+    // stopped the run: the heartbeat never noticed).
+    assert_eq!(
+        counting.launched.load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+    assert_eq!(
+        counting
+            .terminated
+            .load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "a run that lost its lease terminates no cluster"
+    );
     // The first step's end could not be written, and nothing after it:
     // the records are as they were when the lease changed hands.
     let (flow, steps) = bench.snapshot("fenced", TP).await;
@@ -104,4 +118,51 @@ async fn a_fenced_write_stops_the_run_at_once_and_writes_nothing_more() {
         .unwrap()
         .unwrap();
     assert_eq!(lease.owner.as_deref(), Some("thief"));
+}
+
+/// Takes the lease over in the store file itself as soon as the run has
+/// started, before its clusters are recorded (as another process's engine
+/// would after this one stalled).
+struct StealOnStart(std::path::PathBuf);
+
+impl flow_engine::RunObserver for StealOnStart {
+    fn run_started(&self, _: &FlowKey, _: flow_core::RunMode, _: usize, _: usize) {
+        let taken = rusqlite::Connection::open(&self.0)
+            .unwrap()
+            .execute("UPDATE lease SET owner = 'thief', token = token + 1", [])
+            .unwrap();
+        assert_eq!(taken, 1);
+    }
+}
+
+#[tokio::test]
+async fn a_fenced_cluster_record_names_the_new_holder() {
+    let bench = Bench::new();
+    let graph = Arc::new(
+        FlowDefinition::new("fenced")
+            .step(StepDefinition::new(
+                "only",
+                ActionInstance::new(Arc::new(Identity)),
+            ))
+            .build()
+            .unwrap(),
+    );
+    let options = EngineOptions {
+        lease_ttl: Duration::from_secs(3600),
+        heartbeat_interval: Duration::from_secs(1800),
+        observer: Some(Arc::new(StealOnStart(bench.path("flow.db")))),
+        ..bench.options()
+    };
+    let engine = bench.engine_with(&graph, TP, 1, bench.local(), options);
+    match engine.run().await {
+        Err(EngineError::LeaseLost { holder, .. }) => {
+            assert_eq!(holder.as_deref(), Some("thief"))
+        }
+        other => panic!("expected LeaseLost, got {other:?}"),
+    }
+    let (flow, steps) = bench.snapshot("fenced", TP).await;
+    assert_eq!(flow.unwrap().state, flow_core::FlowState::InProgress);
+    assert!(steps
+        .iter()
+        .all(|s| s.state == flow_core::StepState::Embryo));
 }

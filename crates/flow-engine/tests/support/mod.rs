@@ -229,12 +229,14 @@ pub fn max_overlap(intervals: &Intervals) -> usize {
     max as usize
 }
 
-/// Wraps the real local cluster factory and counts launches and
-/// terminations of the clusters it makes.
+/// Wraps the real local cluster factory and counts launches, terminations
+/// and the job status queries and cancellations of the clusters it makes.
 pub struct Counting {
     pub inner: Arc<dyn ClusterFactory>,
     pub launched: Arc<AtomicUsize>,
     pub terminated: Arc<AtomicUsize>,
+    pub cancelled: Arc<AtomicUsize>,
+    pub queried: Arc<AtomicUsize>,
     pub created: Arc<AtomicUsize>,
     /// Clusters with these numbers fail to launch.
     pub failing: Vec<usize>,
@@ -246,6 +248,8 @@ impl Counting {
             inner,
             launched: Default::default(),
             terminated: Default::default(),
+            cancelled: Default::default(),
+            queried: Default::default(),
             created: Default::default(),
             failing: Vec::new(),
         }
@@ -256,6 +260,8 @@ struct CountingCluster {
     inner: Arc<dyn Cluster>,
     launched: Arc<AtomicUsize>,
     terminated: Arc<AtomicUsize>,
+    cancelled: Arc<AtomicUsize>,
+    queried: Arc<AtomicUsize>,
     fail_launch: bool,
 }
 
@@ -273,6 +279,8 @@ impl ClusterFactory for Counting {
             inner: self.inner.create(name, context)?,
             launched: self.launched.clone(),
             terminated: self.terminated.clone(),
+            cancelled: self.cancelled.clone(),
+            queried: self.queried.clone(),
             fail_launch: self.failing.contains(&n),
         }))
     }
@@ -319,9 +327,11 @@ impl Cluster for CountingCluster {
         self.inner.wait(handle, cx).await
     }
     async fn status(&self, handle: &JobHandle) -> Result<JobStatus, ClusterError> {
+        self.queried.fetch_add(1, Ordering::SeqCst);
         self.inner.status(handle).await
     }
     async fn cancel(&self, handle: &JobHandle) -> Result<(), ClusterError> {
+        self.cancelled.fetch_add(1, Ordering::SeqCst);
         self.inner.cancel(handle).await
     }
     async fn terminate(&self) -> Result<(), ClusterError> {
