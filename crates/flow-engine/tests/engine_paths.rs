@@ -1,7 +1,7 @@
 //! Engine paths that only the binary's end-to-end tests used to show: the
 //! lease a running mode exposes and who the run record names, the
 //! definition-change notice (not for a fresh `run`), and the jobs of steps
-//! removed from the definition, looked up as orphans.
+//! removed from the definition, looked up as orphans; the graph-visit metric.
 
 mod support;
 
@@ -201,4 +201,26 @@ async fn the_job_of_a_step_removed_from_the_definition_is_looked_up_as_an_orphan
     assert_eq!(b.state, StepState::Canceled);
     assert_eq!(b.error.as_deref(), Some("removed from the flow definition"));
     assert!(b.job.is_none());
+}
+
+#[tokio::test]
+async fn the_run_metrics_count_each_dependant_visited_once() {
+    let bench = Bench::new();
+    let id = || ActionInstance::new(Arc::new(Identity));
+    // A diamond: four dependency edges.
+    let graph = Arc::new(
+        FlowDefinition::new("diamond")
+            .step(StepDefinition::new("a", id()))
+            .step(StepDefinition::new("b", id()).depends_on(["a"]))
+            .step(StepDefinition::new("c", id()).depends_on(["a"]))
+            .step(StepDefinition::new("d", id()).depends_on(["b", "c"]))
+            .build()
+            .unwrap(),
+    );
+    let report = bench.engine(&graph, TP, 2).run().await.unwrap();
+    assert_eq!(report.state, FlowState::Processed);
+    assert_eq!(report.metrics.graph_visits, 4);
+    // `run_one` visits the dependants of its step without releasing them.
+    let report = bench.engine(&graph, TP, 1).run_one("a").await.unwrap();
+    assert_eq!(report.metrics.graph_visits, 2);
 }
