@@ -374,8 +374,17 @@ fn venv_in_place(venv: &Path) -> bool {
 }
 
 /// The workspace root: the parent of this crate's directory.
+///
+/// `cargo xtask` (`cargo run`) sets `CARGO_MANIFEST_DIR` for the process
+/// too, and that one names the checkout being tested. The value compiled in
+/// is only the fallback: with a target directory shared by two checkouts
+/// (CI's reusable one), cargo may reuse an xtask binary built in the other
+/// checkout, whose compiled-in path would test that tree instead.
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    let manifest_dir = env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    manifest_dir
         .parent()
         .expect("xtask lives inside the workspace")
         .to_path_buf()
