@@ -766,10 +766,18 @@ main = { action = "shell", command = "echo done" }
     );
     let status = home.status_json("noisy.toml", TP);
     assert_eq!(status["flow"]["state"], "state_invalid");
+    // The log writer notices the failure on its own thread, so `quiet`,
+    // released the moment `chatty` ended, may have started before it was
+    // noticed (README, "Logs"); whatever it did, the run is a failure.
+    let states = step_states(&status);
     assert_eq!(
-        step_states(&status),
-        [("chatty", "state_processed"), ("quiet", "state_embryo")]
-            .map(|(s, t)| (s.to_string(), t.to_string()))
+        states[0],
+        ("chatty".to_string(), "state_processed".to_string())
+    );
+    assert!(
+        states[1] == ("quiet".to_string(), "state_embryo".to_string())
+            || states[1] == ("quiet".to_string(), "state_processed".to_string()),
+        "{states:?}"
     );
     // The flow's own log is written as usual.
     assert!(
