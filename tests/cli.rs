@@ -768,7 +768,7 @@ main = { action = "shell", command = "echo done" }
     assert_eq!(status["flow"]["state"], "state_invalid");
     // The log writer notices the failure on its own thread, so `quiet`,
     // released the moment `chatty` ended, may have started before it was
-    // noticed (README, "Logs"); whatever it did, the run is a failure.
+    // noticed (docs/src/guide/logs.md); whatever it did, the run is a failure.
     let states = step_states(&status);
     assert_eq!(
         states[0],

@@ -252,7 +252,7 @@ fn emr_factory(settings: &Settings) -> Result<Arc<dyn ClusterFactory>, CliError>
 fn dataproc_factory(settings: &Settings) -> Result<Arc<dyn ClusterFactory>, CliError> {
     let config = settings.dataproc().ok_or_else(|| {
         CliError::bad_input(format!(
-            "{}: [cluster] kind = \"dataproc\" needs a [cluster.dataproc] section (project, region, ...); see docs/settings.md",
+            "{}: [cluster] kind = \"dataproc\" needs a [cluster.dataproc] section (project, region, ...); see docs/src/reference/settings.md",
             settings.source
         ))
     })?;

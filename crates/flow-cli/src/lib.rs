@@ -3,7 +3,7 @@
 //! runs.
 //!
 //! It is the one place that knows every backend: the settings file
-//! (`flow.toml`, see `docs/settings.md`) picks the store and the cluster
+//! (`flow.toml`, see `docs/src/reference/settings.md`) picks the store and the cluster
 //! kind, and `backends.rs` builds them (cloud clusters and other stores sit
 //! behind cargo features). It shows progress, maps outcomes to exit codes and
 //! turns Ctrl-C/SIGTERM into a clean cancellation.
@@ -16,7 +16,7 @@
 //! Its library target exists for the binary and the end-to-end tests; it is
 //! not an API for other programs (no semver promise). A program that runs
 //! flows depends on `flow-engine` and the backend crates instead (see
-//! "Using flow as a library" in the README).
+//! `flow-engine`'s crate docs and docs/src/guide/library.md).
 
 // Everything `flow` prints goes through these three macros, and they mask
 // every secret value (`flow_core::mask`): summaries, errors, `status` and

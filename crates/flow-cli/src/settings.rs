@@ -6,7 +6,7 @@
 //! exists, else built-in defaults. Unknown keys and wrong types are errors
 //! with `file:line:column`; relative paths resolve against the file's
 //! directory. Defaults are per user (XDG data and state directories), never a
-//! shared system path. The full reference is `docs/settings.md`.
+//! shared system path. The full reference is `docs/src/reference/settings.md`.
 //!
 //! This module only reads and checks; it opens nothing. Turning the store and
 //! cluster sections into backends is `backends.rs`'s job.

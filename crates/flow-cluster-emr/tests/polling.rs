@@ -4,8 +4,8 @@
 //! at most one EMR request per second per cluster on average". The backend
 //! is a scripted `ListSteps` (steps end at chosen instants, each answer
 //! says when it was given), so every figure is an instant of the manual
-//! clock, never a measured time. The cost figures of README's table come
-//! from here too.
+//! clock, never a measured time. The cost figures of the book's EMR page
+//! (docs/src/reference/clusters/emr.md) come from here too.
 
 use async_trait::async_trait;
 use flow_cloud::{Clock, JobSource, ManualClock, Phase, Poller};
@@ -115,7 +115,7 @@ async fn long_steps_are_noticed_within_2s_median_with_the_default_polling_on_a_s
     );
     assert!(longest <= config.cap, "{longest:?} beyond the cap");
 
-    // What README's cost table says: about 240 requests for a 10-minute
+    // What the EMR page's cost table says: about 240 requests for a 10-minute
     // step, 1,240 for an hour, 1,200 an hour once backed off; on average
     // never more than one a second.
     let asked = poller.source().asked_at.lock().unwrap().clone();

@@ -16,6 +16,60 @@
 //! This crate knows no concrete store or cluster: it depends on `flow-core`
 //! only; backends are chosen by the caller (the `flow` CLI).
 //!
+//! # Using flow as a library
+//!
+//! A program that runs flows depends on `flow-core` (flows, traits), this
+//! crate (the run modes), a store (`flow-store-sqlite`) and a cluster
+//! (`flow-cluster-local`), plus `tokio`. The shortest complete program
+//! (`cargo test` compiles and runs it):
+//!
+//! ```rust
+//! use flow_cluster_local::{LocalClusterFactory, LocalOptions};
+//! use flow_core::{ActionRegistry, ExecutionContext, Settings, Timeperiod};
+//! use flow_engine::{EngineOptions, ExecutionEngine};
+//! use flow_store_sqlite::{SqliteOptions, SqliteStore};
+//! use std::sync::Arc;
+//!
+//! #[tokio::main(flavor = "current_thread")]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let flow = r#"
+//!         name = "hello"
+//!         [[steps]]
+//!         name = "greet"
+//!         main = { action = "shell", command = "echo hello {timeperiod}" }
+//!     "#;
+//!     let graph = ActionRegistry::builtin().parse(flow, "hello.toml".as_ref())?;
+//!     let timeperiod: Timeperiod = "2026112807".parse()?;
+//!     let context = ExecutionContext {
+//!         flow_name: graph.name().to_string(),
+//!         timeperiod,
+//!         start_timeperiod: timeperiod,
+//!         end_timeperiod: timeperiod.next(graph.time_qualifier()),
+//!         settings: Arc::new(Settings::new()),
+//!         number_of_clusters: 1,
+//!     };
+//!     let store = SqliteStore::open(
+//!         &std::env::temp_dir().join("hello-flow.db"),
+//!         SqliteOptions::default(),
+//!     )?;
+//!     let clusters = LocalClusterFactory::new(LocalOptions::default());
+//!     let engine = ExecutionEngine::new(
+//!         Arc::new(graph),
+//!         context,
+//!         Arc::new(store),
+//!         Arc::new(clusters),
+//!         EngineOptions::default(),
+//!     );
+//!     let report = engine.run().await?;
+//!     println!("{}: {}", report.flow, report.state); // [hello, 2026112807]: state_processed
+//!     assert!(report.state.is_complete());
+//!     Ok(())
+//! }
+//! ```
+//!
+//! Which crate to depend on for what, and every runnable example: the
+//! book's "Using flow as a library" (`docs/src/guide/library.md`).
+//!
 //! Examples (`cargo run -p flow-engine --example NAME`): `diamond` (a flow
 //! built in code with a custom action, run on the local cluster with the
 //! SQLite store, then recovered after a failure) and `dry_run_cluster` (a

@@ -1,4 +1,5 @@
-//! The promises of README "Failure and recovery" that need the engine's
+//! The promises of the book's "Failure and recovery"
+//! (docs/src/guide/failure-and-recovery.md) that need the engine's
 //! inside view: leases kept alive and lost, a failure halting independent
 //! branches, cleanups after every ending with the job's processes really
 //! gone, launch and step retries with their backoff, and the cancellation
