@@ -35,3 +35,9 @@ pub use outcome::{Outcome, Phase, StateTable};
 pub use poll::{Finished, JobSource, PollConfig, PollError, Poller};
 pub use retry::{retry, RetryConfig, Transient};
 pub use tail::{tail, RemoteObjects, Tail, TailError, TailOptions};
+
+/// The README's examples, compiled (and run unless they say otherwise) as
+/// doctests, so the crate page shows code that builds.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -63,3 +63,9 @@ pub use config::{
 };
 pub use error::DataprocError;
 pub use jobs::{JOB_STATES, KIND};
+
+/// The README's examples, compiled (and run unless they say otherwise) as
+/// doctests, so the crate page shows code that builds.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

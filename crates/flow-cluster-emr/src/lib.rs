@@ -58,3 +58,9 @@ pub use config::{
     BootstrapAction, ConfigError, Configuration, EmrClusterBuilder, EmrConfig, FleetInstanceType,
     InstanceFleet, InstanceGroup, InstanceRole, Market, StepLogs, ValidatedEmrConfig,
 };
+
+/// The README's examples, compiled (and run unless they say otherwise) as
+/// doctests, so the crate page shows code that builds.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

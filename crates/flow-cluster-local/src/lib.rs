@@ -138,3 +138,9 @@ impl ClusterFactory for LocalClusterFactory {
         )))
     }
 }
+
+/// The README's examples, compiled (and run unless they say otherwise) as
+/// doctests, so the crate page shows code that builds.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -86,3 +86,9 @@ pub use chrono;
 /// The token that cancels actions and jobs ([`ActionContext::cancel`],
 /// [`JobContext::cancel`]).
 pub use tokio_util::sync::CancellationToken;
+
+/// The README's examples, compiled (and run unless they say otherwise) as
+/// doctests, so the crate page shows code that builds.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

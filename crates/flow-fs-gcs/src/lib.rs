@@ -35,3 +35,9 @@ mod filesystem;
 
 pub use config::{GcsConfig, GcsError, GcsFilesystemBuilder};
 pub use filesystem::{GcsFilesystem, GcsLocation};
+
+/// The README's examples, compiled (and run unless they say otherwise) as
+/// doctests, so the crate page shows code that builds.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

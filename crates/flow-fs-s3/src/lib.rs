@@ -44,3 +44,9 @@ pub use filesystem::{S3Filesystem, S3Location};
 /// The SDK whose client [`S3Filesystem::client`] hands out, re-exported so
 /// callers use the same version.
 pub use aws_sdk_s3;
+
+/// The README's examples, compiled (and run unless they say otherwise) as
+/// doctests, so the crate page shows code that builds.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -203,3 +203,9 @@ impl Server {
         served.map_err(|source| ServerError::Serve { source })
     }
 }
+
+/// The README's examples, compiled (and run unless they say otherwise) as
+/// doctests, so the crate page shows code that builds.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
