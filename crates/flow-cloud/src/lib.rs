@@ -1,8 +1,9 @@
-//! What the cloud clusters share, written once instead of four times.
+//! What the cloud clusters share, written once instead of once per cloud.
 //!
-//! Every cloud cluster (EMR, Dataproc, Qubole, HDInsight) launches or reuses
-//! a cluster, submits a job, waits for it, cancels it and terminates. The
-//! waiting and the retrying are not cloud-specific, so they live here:
+//! Every cloud cluster (EMR and Dataproc; Qubole and HDInsight are planned)
+//! launches or reuses a cluster, submits a job, waits for it, cancels it and
+//! terminates. The waiting and the retrying are not cloud-specific, so they
+//! live here:
 //!
 //! - [`poll::Poller`]: waits for many jobs of one cluster with **one backend
 //!   request per tick** for all of them, a floor (1 s by default), backoff

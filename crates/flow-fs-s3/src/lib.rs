@@ -1,8 +1,8 @@
 //! The S3 filesystem: flow's [`Filesystem`](flow_core::Filesystem) on Amazon
 //! S3 (and S3-compatible stores) through `aws-sdk-s3`.
 //!
-//! Its own crate because two clusters use it (EMR and Qubole) and cluster
-//! crates never depend on each other. It follows the filesystem semantics of
+//! Its own crate because two clusters are to use it (EMR today, Qubole
+//! planned) and cluster crates never depend on each other. It follows the filesystem semantics of
 //! the design notes, as Synergy Flow's S3 filesystem did:
 //!
 //! - Keys name objects in the default bucket (settings), optionally under a
