@@ -320,6 +320,12 @@ pub trait FlowStore: Send + Sync {
     /// Recorded log lines matching `query`, in position order.
     async fn read_logs(&self, query: &LogQuery) -> Result<Vec<StoredLogLine>, StoreError>;
 
+    /// The position of the last log line recorded for `key` (0 when it
+    /// has none): where a reader that wants only lines still to come
+    /// starts. Found through an index, never by reading the lines, so it
+    /// costs the same for a run of a million lines as for one of ten.
+    async fn last_log_position(&self, key: &FlowKey) -> Result<u64, StoreError>;
+
     /// Deletes log lines recorded before `before`; returns how many.
     async fn purge_logs(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
 }

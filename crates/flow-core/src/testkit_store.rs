@@ -1460,6 +1460,15 @@ impl Suite {
             paged, all,
             "read_logs of {key}: paging by after differs from one read"
         );
+        assert_eq!(
+            ok(
+                "last_log_position",
+                &key,
+                self.store().last_log_position(&key).await
+            ),
+            all.last().map_or(0, |l| l.position),
+            "last_log_position of {key}: not the last line read_logs gives"
+        );
         // Appending more continues after the last position.
         let more = line(&key, &run_id, None, "the end".into(), 99_999);
         ok(
@@ -1474,6 +1483,15 @@ impl Suite {
             tail.iter().map(|l| &l.line).collect::<Vec<_>>(),
             vec![&more],
             "read_logs of {key} after the last position"
+        );
+        assert_eq!(
+            ok(
+                "last_log_position",
+                &key,
+                self.store().last_log_position(&key).await
+            ),
+            tail[0].position,
+            "last_log_position of {key}: not the line appended last"
         );
         ok(
             "append_logs (empty)",
@@ -1569,10 +1587,26 @@ impl Suite {
             read(q).await.is_empty(),
             "read_logs of {key} for step \"\" (not special)"
         );
+        let others = read(LogQuery::new(other.clone(), 100)).await;
+        assert_eq!(others.len(), 1, "read_logs of {other}: sees {key}'s lines");
+
+        // The last position is the flow run's own, whatever another flow
+        // run appended later; 0 for one without lines.
+        let last = |k: FlowKey| async move {
+            ok("last_log_position", &k, store.last_log_position(&k).await)
+        };
+        let own = all.last().map_or(0, |l| l.position);
+        assert_eq!(last(key.clone()).await, own, "last_log_position of {key}");
         assert_eq!(
-            read(LogQuery::new(other.clone(), 100)).await.len(),
-            1,
-            "read_logs of {other}: sees {key}'s lines"
+            last(other.clone()).await,
+            others[0].position,
+            "last_log_position of {other}"
+        );
+        let silent = FlowKey::new(key.flow_name.clone(), tp("2026113000"));
+        assert_eq!(
+            last(silent.clone()).await,
+            0,
+            "last_log_position of {silent}, which has no lines"
         );
 
         // Retention: lines before the cutoff go, later ones stay.
@@ -1592,6 +1626,11 @@ impl Suite {
         assert!(
             purged >= 3,
             "purge_logs: reported {purged} deleted lines, at least 3 were older"
+        );
+        assert_eq!(
+            last(key.clone()).await,
+            own,
+            "last_log_position of {key} after purging older lines"
         );
     }
 

@@ -167,6 +167,10 @@ impl FlowStore for MaskedStore {
         self.0.read_logs(query).await
     }
 
+    async fn last_log_position(&self, key: &FlowKey) -> Result<u64, StoreError> {
+        self.0.last_log_position(key).await
+    }
+
     async fn purge_logs(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
         self.0.purge_logs(before).await
     }

@@ -229,6 +229,10 @@ impl FlowStore for CountingStore {
         self.other.fetch_add(1, Ordering::Relaxed);
         self.inner.read_logs(query).await
     }
+    async fn last_log_position(&self, key: &FlowKey) -> Result<u64, StoreError> {
+        self.other.fetch_add(1, Ordering::Relaxed);
+        self.inner.last_log_position(key).await
+    }
     async fn purge_logs(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
         self.other.fetch_add(1, Ordering::Relaxed);
         self.inner.purge_logs(before).await

@@ -402,18 +402,9 @@ impl Hub {
                     .into_iter()
                     .next();
                 // Where the recorded lines end: what is already there is
-                // the past (`/logs` serves it), not news.
-                let mut query = LogQuery::new(key.clone(), 10 * LOG_PAGE);
-                let mut log = 0;
-                loop {
-                    let page = store.read_logs(&query).await?;
-                    let Some(last) = page.last() else { break };
-                    log = last.position;
-                    if page.len() < query.limit {
-                        break;
-                    }
-                    query.after = Some(log);
-                }
+                // the past (`/logs` serves it), not news. One indexed
+                // lookup, however many lines the run has.
+                let log = store.last_log_position(key).await?;
                 let mut state = channel.lock();
                 if state.flow.is_none() {
                     state.flow = flow;

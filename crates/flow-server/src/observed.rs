@@ -161,6 +161,10 @@ impl FlowStore for ObservedStore {
         self.inner.read_logs(query).await
     }
 
+    async fn last_log_position(&self, key: &FlowKey) -> Result<u64, StoreError> {
+        self.inner.last_log_position(key).await
+    }
+
     async fn purge_logs(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
         self.inner.purge_logs(before).await
     }

@@ -181,6 +181,11 @@ impl FlowStore for DetachedMongoStore {
         let query = query.clone();
         self.run(|s| async move { s.read_logs(&query).await }).await
     }
+    async fn last_log_position(&self, key: &FlowKey) -> Result<u64, StoreError> {
+        let key = key.clone();
+        self.run(|s| async move { s.last_log_position(&key).await })
+            .await
+    }
     async fn purge_logs(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
         self.run(|s| async move { s.purge_logs(before).await })
             .await

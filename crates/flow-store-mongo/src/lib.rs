@@ -1354,6 +1354,30 @@ impl FlowStore for MongoStore {
         .await
     }
 
+    async fn last_log_position(&self, key: &FlowKey) -> Result<u64, StoreError> {
+        // The `flow_name_1_timeperiod_1_position_1` index, read backwards
+        // for one document (not the counter: it runs ahead of a batch
+        // still being inserted).
+        let mut filter = key_doc(key);
+        filter.insert("position", doc! { "$gt": 0_i64 });
+        let last = self
+            .read_all(
+                &self.logs,
+                Listing {
+                    operation: "last_log_position",
+                    what: "log line",
+                    key: &key.to_string(),
+                    filter,
+                    sort: doc! { "position": -1 },
+                    skip: None,
+                    limit: Some(1),
+                },
+                LogDoc::to_line,
+            )
+            .await?;
+        Ok(last.first().map_or(0, |line| line.position))
+    }
+
     async fn purge_logs(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
         // Only this engine's lines (they have a position), never the
         // scheduler's recordings that share the collection.

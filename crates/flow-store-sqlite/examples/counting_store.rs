@@ -163,6 +163,11 @@ impl FlowStore for CountingStore {
         self.inner.read_logs(query).await
     }
 
+    async fn last_log_position(&self, key: &FlowKey) -> Result<u64, StoreError> {
+        self.counts.add("last_log_position");
+        self.inner.last_log_position(key).await
+    }
+
     async fn purge_logs(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
         self.counts.add("purge_logs");
         self.inner.purge_logs(before).await

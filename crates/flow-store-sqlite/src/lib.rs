@@ -608,6 +608,14 @@ impl FlowStore for SqliteStore {
         .await
     }
 
+    async fn last_log_position(&self, key: &FlowKey) -> Result<u64, StoreError> {
+        let key = key.clone();
+        self.read("last_log_position", key.to_string(), move |conn| {
+            sql::last_log_position(conn, &key)
+        })
+        .await
+    }
+
     async fn purge_logs(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
         self.write("purge_logs", "every flow".to_string(), move |conn| {
             sql::purge_logs(conn, before)

@@ -262,6 +262,11 @@ const READ_LOGS: &str = "SELECT position, flow_name, timeperiod, run, step, logg
      message FROM log WHERE flow_name = ?1 AND timeperiod = ?2 AND (?3 IS NULL OR step = ?3) \
      AND (?4 IS NULL OR run = ?4) AND position > ?5 ORDER BY position LIMIT ?6";
 
+/// One row through `log_by_flow`, read backwards.
+const LAST_LOG_POSITION: &str =
+    "SELECT position FROM log WHERE flow_name = ?1 AND timeperiod = ?2 \
+     ORDER BY position DESC LIMIT 1";
+
 const PURGE_LOGS: &str = "DELETE FROM log WHERE at < ?1";
 
 /// Every statement the store runs, so `open` can prepare them all once: that
@@ -287,6 +292,7 @@ pub(crate) const ALL_STATEMENTS: &[&str] = &[
     LIST_CLUSTERS,
     INSERT_LOG,
     READ_LOGS,
+    LAST_LOG_POSITION,
     PURGE_LOGS,
 ];
 
@@ -628,6 +634,16 @@ pub(crate) fn read_logs(
         lines.push(decode_log(row)?);
     }
     Ok(lines)
+}
+
+pub(crate) fn last_log_position(conn: &Connection, key: &FlowKey) -> Result<u64, DbError> {
+    let position: Option<i64> = conn
+        .prepare_cached(LAST_LOG_POSITION)?
+        .query_row(params![key.flow_name, key.timeperiod.to_string()], |row| {
+            row.get(0)
+        })
+        .optional()?;
+    Ok(position.map_or(0, |p| u64::try_from(p).unwrap_or(0)))
 }
 
 pub(crate) fn purge_logs(conn: &Connection, before: DateTime<Utc>) -> Result<u64, DbError> {
