@@ -74,6 +74,16 @@ fn history_lists_runs_and_logs_prints_what_the_files_have() {
         "newest first"
     );
     assert_eq!(runs_json(&home, &["--limit", "1"]).len(), 1);
+    // `--limit 0` would list nothing while runs exist: refused, as the
+    // API refuses `?limit=0`.
+    for args in [
+        &["history", "recorded", "--limit", "0"][..],
+        &["history", "recorded", "--limit", "0", "--json"],
+    ] {
+        let out = home.expect(2, args);
+        assert!(stdout(&out).is_empty(), "{}", text(&out));
+        assert!(stderr(&out).contains("--limit"), "{}", text(&out));
+    }
     let table = stdout(&home.expect(0, &["history", "recorded", "--timeperiod", TP]));
     assert!(table.starts_with("run "), "{table}");
     assert_eq!(

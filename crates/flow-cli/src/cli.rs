@@ -115,9 +115,9 @@ pub enum Command {
         /// Only this timeperiod's runs.
         #[arg(long, value_name = "T")]
         timeperiod: Option<String>,
-        /// At most this many runs.
+        /// At most this many runs (1 or more).
         #[arg(long, value_name = "N")]
-        limit: Option<usize>,
+        limit: Option<NonZeroUsize>,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,

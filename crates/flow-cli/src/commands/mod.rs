@@ -19,6 +19,7 @@ use crate::cli::{Cli, Command};
 use crate::exit::{CliError, Exit};
 use crate::settings::Settings;
 use flow_core::{ActionRegistry, FlowGraph, RunMode, TimeQualifier, Timeperiod};
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -60,7 +61,13 @@ pub fn execute(cli: Cli) -> Result<Exit, CliError> {
             timeperiod,
             limit,
             json,
-        } => history::history(settings, &flow, timeperiod.as_deref(), limit, json),
+        } => history::history(
+            settings,
+            &flow,
+            timeperiod.as_deref(),
+            limit.map(NonZeroUsize::get),
+            json,
+        ),
         Command::Logs {
             flow,
             timeperiod,
