@@ -434,6 +434,73 @@ fn a_secret_is_masked_in_every_form_errors_print_it() {
     }
 }
 
+/// A job that prints secrets the way Python (`repr`, a list, `shlex.quote`)
+/// and bash (`printf %q`, `${S@Q}`, `$'...'`) quote them: each printed form
+/// is masked whole in the log files, `flow logs`, stdout, stderr and the
+/// store. The probes are fragments of the secrets that every form holds.
+#[test]
+fn a_secret_a_job_prints_quoted_by_python_or_the_shell_is_masked() {
+    const DOUBLE: &str = r#"Py$ecret"q\z1"#;
+    const SINGLE: &str = r"it's-Pr1vate\w";
+    let probes = ["ecret", "Pr1vate"];
+    let home = Home::new();
+    let settings = home.read("flow.toml")
+        + &format!(
+            "\n[secrets]\ndouble = '{DOUBLE}'\nsingle = \"{}\"\n",
+            SINGLE.replace('\\', "\\\\")
+        );
+    home.write("flow.toml", &settings);
+    home.write(
+        "show.sh",
+        r#"printf '%q %q\n' "$S" "$T"
+printf '%q\n' "$(printf 'line\n%s' "$S")"
+echo "${S@Q} ${T@Q}"
+python3 -c 'import os, shlex; s, t = os.environ["S"], os.environ["T"]; print(repr(s), repr(t), [s, t], shlex.quote(t))'
+"#,
+    );
+    home.write(
+        "quoting.toml",
+        "name = \"quoting\"\n[[steps]]\nname = \"show\"\nmain = { action = \"shell\", command = \"S={settings.double} T={settings.single} bash show.sh\" }\n",
+    );
+    let out = home.flow(&["run", "quoting.toml", "--timeperiod", TP]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let log = home.read("logs/quoting/show.log");
+    for masked in [
+        "*** ***",
+        "$'line\\n***'",
+        "'***' '***'",
+        "'***' \"***\" ['***', \"***\"] '***'",
+    ] {
+        assert!(log.contains(masked), "show.log lacks {masked}: {log}");
+    }
+    let logs = stdout(&home.expect(0, &["logs", "quoting.toml", "--timeperiod", TP]));
+    let mut outputs = vec![
+        ("stdout".to_string(), out.stdout.clone()),
+        ("stderr".to_string(), out.stderr.clone()),
+        ("flow logs".to_string(), logs.into_bytes()),
+    ];
+    for (path, bytes) in every_file(&home.path("logs")) {
+        outputs.push((path.display().to_string(), bytes));
+    }
+    for (path, bytes) in every_file(&home.path("data")) {
+        if path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("flow.db"))
+        {
+            outputs.push((path.display().to_string(), bytes));
+        }
+    }
+    for (what, bytes) in &outputs {
+        for probe in probes {
+            assert!(
+                !contains(bytes, probe),
+                "{what} shows {probe}: {}",
+                String::from_utf8_lossy(bytes)
+            );
+        }
+    }
+}
+
 /// A fake spark-submit that records its arguments and, when given
 /// `--properties-file F`, F's content and mode.
 const FAKE_SPARK: &str = r#"#!/bin/sh

@@ -70,7 +70,9 @@ fn register(value: &str) {
 
 /// Every form `value` can take in our output: as written, resolved as a
 /// filesystem key, and each of these `{:?}`-, `escape_debug`- and
-/// JSON-escaped (and JSON of `{:?}`, for a JSON answer quoting an error).
+/// JSON-escaped (and JSON of `{:?}`, for a JSON answer quoting an error),
+/// and as the common quoting of other languages writes it inside a job's
+/// output (Python `repr`, shell `printf %q` and single quotes).
 /// Forms other than the value itself that are shorter than
 /// [`MIN_SECRET_LEN`] are left out: masking them would replace ordinary
 /// text (a key `a//b` resolves to `a/b`).
@@ -87,12 +89,89 @@ fn forms(value: &str) -> Vec<String> {
         let escaped = base.escape_debug().to_string();
         let json_debug = json_escaped(&debug);
         let json = json_escaped(&base);
+        // Other languages' quoting: Python's `repr` (either quote), bash's
+        // `printf %q` (backslashes, or `$'...'`), and shell single quotes
+        // with an embedded `'` as `'\''` (`${VAR@Q}`) or `'"'"'`
+        // (`shlex.quote`).
+        let others = [
+            python_repr(&base, Some('\'')),
+            python_repr(&base, None),
+            shell_backslashed(&base),
+            ansi_c_quoted(&base),
+            base.replace('\'', r"'\''"),
+            base.replace('\'', r#"'"'"'"#),
+        ];
         out.extend([base, debug, escaped, json, json_debug]);
+        out.extend(others);
     }
     let first = out[0].clone();
     out.sort();
     out.dedup();
     out.retain(|f| *f == first || f.chars().count() >= MIN_SECRET_LEN);
+    out
+}
+
+/// `text` as inside Python's `repr` of a string quoted with `quote`
+/// (`'`, or `"` when the string holds a `'` and no `"`: then no quote in
+/// it is escaped, `None`): backslashes doubled, `\n`, `\r`, `\t`, other
+/// control characters as `\xNN`/`\uNNNN`.
+fn python_repr(text: &str, quote: Option<char>) -> String {
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str(r"\\"),
+            '\n' => out.push_str(r"\n"),
+            '\r' => out.push_str(r"\r"),
+            '\t' => out.push_str(r"\t"),
+            c if Some(c) == quote => {
+                out.push('\\');
+                out.push(c);
+            }
+            c if c.is_control() && u32::from(c) < 0x100 => {
+                out.push_str(&format!("\\x{:02x}", u32::from(c)))
+            }
+            c if c.is_control() => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// `text` as bash's `printf %q` writes a printable string: a backslash
+/// before each character the shell would read specially. (A leading `#`
+/// or `~` gets one too; the rest of the form still matches.)
+fn shell_backslashed(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if " \t\n!\"$&'()*,;<>?[\\]^`{|}".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// `text` inside bash's `$'...'` quoting (what `printf %q` writes for a
+/// string with control characters): `\\`, `\'`, `\n`-style escapes,
+/// other control characters in octal.
+fn ansi_c_quoted(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str(r"\\"),
+            '\'' => out.push_str(r"\'"),
+            '\n' => out.push_str(r"\n"),
+            '\r' => out.push_str(r"\r"),
+            '\t' => out.push_str(r"\t"),
+            '\u{7}' => out.push_str(r"\a"),
+            '\u{8}' => out.push_str(r"\b"),
+            '\u{b}' => out.push_str(r"\v"),
+            '\u{c}' => out.push_str(r"\f"),
+            '\u{1b}' => out.push_str(r"\E"),
+            c if c.is_ascii_control() => out.push_str(&format!("\\{:03o}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
     out
 }
 
@@ -310,6 +389,30 @@ mod tests {
         // would replace ordinary text.
         assert_eq!(mask("lazy"), "lazy");
         assert_eq!(key_form("../a/./b//c/../d/"), "a/b/d");
+    }
+
+    /// What Python and bash print for three secrets (copied from
+    /// `python3 -c 'print(repr(s))'`, `shlex.quote`, `printf %q` and
+    /// `${S@Q}` of bash 5.2): every one is masked whole.
+    #[test]
+    fn mask_knows_how_python_and_the_shell_quote_a_secret() {
+        let _double = Secret::new(r#"Py$ecret"q\z1"#);
+        let _single = Secret::new(r"it's-Pr1vate\w");
+        let _control = Secret::new("ctl\u{1b}s3cret\tx");
+        for (printed, expected) in [
+            (r#"'Py$ecret"q\\z1'"#, "'***'"),
+            (r#"['Py$ecret"q\\z1', 2]"#, "['***', 2]"),
+            (r#""it's-Pr1vate\\w""#, "\"***\""),
+            (r#"'it'"'"'s-Pr1vate\w'"#, "'***'"),
+            (r"'ctl\x1bs3cret\tx'", "'***'"),
+            (r#"Py\$ecret\"q\\z1"#, "***"),
+            (r"it\'s-Pr1vate\\w", "***"),
+            (r"'it'\''s-Pr1vate\w'", "'***'"),
+            (r"$'ctl\Es3cret\tx'", "$'***'"),
+            (r#"$'line\nPy$ecret"q\\z1'"#, "$'line\\n***'"),
+        ] {
+            assert_eq!(mask(printed), expected, "{printed}");
+        }
     }
 
     #[test]
