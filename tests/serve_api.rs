@@ -1464,6 +1464,148 @@ async fn security_headers_are_on_api_answers_and_errors() {
     assert_eq!(flow_state(&c, &s, "slow").await, None);
 }
 
+/// POSTs a JSON body of `len` bytes the way curl does, reading the answer
+/// while the body is still being sent (a server that refuses a body over
+/// its limit answers and closes the connection before it has all of it,
+/// which reqwest reports as a broken pipe). Returns the status, the head
+/// and the body of the answer.
+fn post_without_waiting(base: &str, path: &str, len: usize) -> (u16, String, String) {
+    use std::io::{Read, Write};
+    let addr = base.trim_start_matches("http://");
+    let stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {len}\r\n\r\n"
+    );
+    let sender = std::thread::spawn(move || {
+        writer.write_all(head.as_bytes())?;
+        let chunk = vec![b' '; 64 * 1024];
+        let mut left = len;
+        while left > 0 {
+            let n = left.min(chunk.len());
+            writer.write_all(&chunk[..n])?;
+            left -= n;
+        }
+        Ok::<_, std::io::Error>(())
+    });
+    let mut reader = BufReader::new(stream);
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        head.push_str(&line);
+        if line == "\r\n" || line.is_empty() {
+            break;
+        }
+    }
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status line: {head:?}"));
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .unwrap_or_else(|| panic!("no content-length: {head}"));
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).unwrap();
+    // The server may close before the whole body went out: that is the
+    // point, not an error.
+    let _ = sender.join();
+    (code, head, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// Every answer under `/api` is JSON, errors with the `{"error": ...}`
+/// shape, also those axum gives itself: a wrong method (405, with
+/// `Allow`), a body over the limit (413), an unknown path (404).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_api_answer_is_json_even_axums_own_refusals() {
+    let home = Home::new();
+    home.write("slow.toml", SLOW);
+    let s = Served::start(&home, &["slow.toml"], &[]);
+    let c = client();
+    async fn json_error(
+        r: reqwest::Response,
+        what: &str,
+        code: u16,
+    ) -> (reqwest::header::HeaderMap, String) {
+        assert_eq!(r.status(), code, "{what}");
+        assert_security_headers(&r, what);
+        let headers = r.headers().clone();
+        let kind = headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        assert!(
+            kind.starts_with("application/json"),
+            "{what}: content-type {kind:?}"
+        );
+        let text = r.text().await.unwrap();
+        let body: Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{what}: not JSON ({e}): {text:?}"));
+        let error = body["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{what}: no error message: {body}"))
+            .to_string();
+        assert_eq!(body.as_object().map(|o| o.len()), Some(1), "{what}: {body}");
+        (headers, error)
+    }
+    let run = s.url(&format!("/api/flows/slow/{TP}/run"));
+    for method in [
+        reqwest::Method::GET,
+        reqwest::Method::PUT,
+        reqwest::Method::DELETE,
+    ] {
+        let what = format!("{method} .../run");
+        let r = c.request(method.clone(), &run).send().await.unwrap();
+        let (headers, error) = json_error(r, &what, 405).await;
+        let allow = headers
+            .get("allow")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        assert!(allow.contains("POST"), "{what}: Allow {allow:?}");
+        assert!(
+            error.contains(method.as_str()) && error.contains("/run") && error.contains("Allow"),
+            "{what}: {error}"
+        );
+    }
+    let r = c.post(s.url("/api/flows")).send().await.unwrap();
+    let (headers, _) = json_error(r, "POST /api/flows", 405).await;
+    assert!(headers
+        .get("allow")
+        .is_some_and(|a| a.to_str().unwrap().contains("GET")));
+    // A body over the limit (the docs' 64 KiB): 413, and nothing runs.
+    let path = format!("/api/flows/slow/{TP}/run");
+    let base = s.base.clone();
+    let (code, head, body) =
+        tokio::task::spawn_blocking(move || post_without_waiting(&base, &path, 10 << 20))
+            .await
+            .unwrap();
+    assert_eq!(code, 413, "{head}{body}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/json"),
+        "{head}"
+    );
+    let error: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body:?}"));
+    assert!(
+        error["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("64 KiB")),
+        "{error}"
+    );
+    let r = c.get(s.url("/api/no/such/path/here")).send().await.unwrap();
+    json_error(r, "an unknown path", 404).await;
+    assert_eq!(flow_state(&c, &s, "slow").await, None);
+}
+
 /// Flow and step names are ASCII letters, digits, '_' and '-'
 /// (`flow_core::valid_name`), so none needs encoding. A percent-encoded
 /// segment is decoded before it is looked up; one that decodes to no UTF-8
@@ -1652,5 +1794,67 @@ fn serve_refuses_a_token_shorter_than_a_secret() {
             && !err.contains("tok-123"),
         "{err}"
     );
+    assert!(!home.db().exists(), "bad input created a store");
+}
+
+/// A token no request can carry is refused at start (exit 2, saying why,
+/// without the value), from the environment and from the settings file
+/// (with its line and column): HTTP strips the whitespace around a header
+/// value, and a header with non-ASCII bytes reads as absent, so every POST
+/// would answer 401 even with the exact token.
+#[test]
+fn serve_refuses_tokens_no_request_can_carry() {
+    let home = Home::new();
+    home.write("slow.toml", SLOW);
+    home.write(
+        "flow.toml",
+        &format!(
+            "{}\n[serve]\ntoken = \"env:FLOW_TEST_TOKEN\"\n",
+            support::SETTINGS
+        ),
+    );
+    for (token, why) in [
+        (" abcdefg", "whitespace"),
+        ("abc     ", "whitespace"),
+        ("pässwörd1", "non-ASCII"),
+        ("abc\tdefgh", "control character"),
+    ] {
+        let out = refused_to_serve(&home, &["slow.toml"], &[("FLOW_TEST_TOKEN", token)]);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{token:?}: {}",
+            support::text(&out)
+        );
+        let err = support::stderr(&out);
+        assert!(
+            err.contains("[serve] token could never match a request")
+                && err.contains(why)
+                && err.contains("FLOW_TEST_TOKEN")
+                && !err.contains(token.trim()),
+            "{token:?}: {err}"
+        );
+    }
+    let settings_lines = support::SETTINGS.lines().count();
+    for token in [" abcdefgh", "pässwörd1"] {
+        home.write(
+            "flow.toml",
+            &format!("{}\n[serve]\ntoken = \"{token}\"\n", support::SETTINGS),
+        );
+        let out = refused_to_serve(&home, &["slow.toml"], &[]);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{token:?}: {}",
+            support::text(&out)
+        );
+        let err = support::stderr(&out);
+        assert!(
+            err.contains(&format!("flow.toml:{}:9: ", settings_lines + 3))
+                && err.contains("[serve] token could never match a request")
+                && !err.contains(token.trim()),
+            "{token:?}: {err}"
+        );
+    }
     assert!(!home.db().exists(), "bad input created a store");
 }

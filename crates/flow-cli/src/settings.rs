@@ -437,8 +437,13 @@ impl Settings {
             }
         }
         if let Some(TokenText(token)) = &self.spec.serve.token {
-            if !token.starts_with("env:") && token.chars().count() < MIN_SECRET_LEN {
-                return Err(self.error_at(text, &["serve", "token"], false, short_token()));
+            if !token.starts_with("env:") {
+                if let Some(why) = token_problem(token) {
+                    return Err(self.error_at(text, &["serve", "token"], false, why));
+                }
+                if token.chars().count() < MIN_SECRET_LEN {
+                    return Err(self.error_at(text, &["serve", "token"], false, short_token()));
+                }
             }
         }
         let mut variables: BTreeMap<String, &str> = BTreeMap::new();
@@ -637,6 +642,9 @@ impl Settings {
             return Err(self.error("[serve] token is empty"));
         }
         // Checked again here: a token from the environment is only known now.
+        if let Some(why) = token_problem(&token) {
+            return Err(self.error(format!("{why} (from {})", value_source(value))));
+        }
         if token.chars().count() < MIN_SECRET_LEN {
             return Err(self.error(format!("{} (from {})", short_token(), value_source(value))));
         }
@@ -681,6 +689,21 @@ fn short_token() -> String {
     format!(
         "[serve] token is shorter than {MIN_SECRET_LEN} characters: it is masked as *** wherever it appears, which would reveal a short one (and a short token is easy to guess)"
     )
+}
+
+/// Why a `[serve] token` could never match a request (whitespace around
+/// it, a character no HTTP header carries as text), if it could not: the
+/// viewer's rule, checked here so the settings file's line is named.
+fn token_problem(token: &str) -> Option<String> {
+    #[cfg(feature = "serve")]
+    let why = flow_server::security::token_problem(token);
+    // Without the viewer no request ever reads the token.
+    #[cfg(not(feature = "serve"))]
+    let why: Option<&str> = {
+        let _ = token;
+        None
+    };
+    why.map(|why| format!("[serve] token could never match a request: {why}"))
 }
 
 /// Where a secret's value comes from, for messages (never the value).

@@ -9,7 +9,7 @@ use crate::layout::NodeKind;
 use crate::runs::{EngineRequest, LaunchError, Observer, Registry};
 use crate::views::{FlowView, JobView, LogView, RollbackView, RunStatus, RunView, StepStateView};
 use axum::body::Bytes;
-use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::sse::{KeepAlive, Sse};
@@ -71,8 +71,13 @@ pub fn routes(state: Arc<AppState>) -> Router {
         .route("/api/flows/{name}/{timeperiod}/run-from", post(run_from))
         .route("/api/flows/{name}/{timeperiod}/cancel", post(cancel))
         .fallback(not_found)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
 }
+
+/// The largest request body read (a run mode's body names one step):
+/// 64 KiB; a larger one is answered 413.
+pub const BODY_LIMIT: usize = 64 * 1024;
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {
     ApiError::NotFound(format!("no such page or API path: {}", clip(uri.path())))

@@ -60,14 +60,15 @@ impl From<StoreError> for ApiError {
     }
 }
 
+/// The API's error answer: `status` with `{"error": message}`.
+pub(crate) fn json_error(status: StatusCode, message: &str) -> Response {
+    (status, Json(serde_json::json!({ "error": message }))).into_response()
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        let mut response = (
-            status,
-            Json(serde_json::json!({ "error": self.to_string() })),
-        )
-            .into_response();
+        let mut response = json_error(status, &self.to_string());
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,
@@ -87,6 +88,8 @@ pub enum ServerError {
          `Authorization: Bearer TOKEN`), or bind to 127.0.0.1"
     )]
     TokenRequired { addr: SocketAddr },
+    #[error("the token could never match a request: {why}")]
+    UnusableToken { why: &'static str },
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,

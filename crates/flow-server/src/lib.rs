@@ -99,10 +99,18 @@ pub struct Server {
 
 impl Server {
     /// Checks the options and binds the address. A non-loopback address
-    /// without a token is refused.
+    /// without a token is refused, and so is a token no request could
+    /// carry ([`security::token_problem`]).
     pub async fn bind(options: ServerOptions) -> Result<Server, ServerError> {
         if !options.bind.ip().is_loopback() && options.token.is_none() {
             return Err(ServerError::TokenRequired { addr: options.bind });
+        }
+        if let Some(why) = options
+            .token
+            .as_ref()
+            .and_then(|t| security::token_problem(t.expose()))
+        {
+            return Err(ServerError::UnusableToken { why });
         }
         let catalog = Catalog::new(options.flows)?;
         let listener = tokio::net::TcpListener::bind(options.bind)

@@ -2,21 +2,24 @@
 //! response carries.
 //!
 //! - **Host**: a server on a loopback address answers only to
-//!   `localhost`, `127.0.0.1` and `[::1]` on its port, so a web page that
+//!   `localhost`, `127.0.0.1` and `[::1]` on its port (without the port
+//!   too on port 80, where clients leave it out), so a web page that
 //!   points its own host name at 127.0.0.1 (DNS rebinding) is refused.
 //! - **Origin** (every request but GET and HEAD): a browser's `Origin` must
 //!   be this server's own (`http://HOST`), and `Sec-Fetch-Site`, when sent,
 //!   `same-origin` or `none`; so a page elsewhere cannot drive a local
 //!   server. Clients that are not browsers send neither and pass.
 //! - **Token** (every request but GET and HEAD, when one is configured):
-//!   `Authorization: Bearer TOKEN`, compared in constant time.
+//!   `Authorization: Bearer TOKEN`, compared in constant time (also when
+//!   the lengths differ). A token no header can carry (see
+//!   [`token_problem`]) is refused at start.
 //! - **Headers**: a strict Content-Security-Policy (only this server's own
 //!   scripts, styles and connections; no inline code, no frames, no forms),
 //!   `nosniff`, no referrer, no framing, and no caching of API answers.
 
 use crate::error::ApiError;
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use flow_core::Secret;
@@ -48,6 +51,15 @@ impl Guard {
             let own = addr.to_string();
             if !hosts.contains(&own) {
                 hosts.push(own);
+            }
+            // HTTP's default port: clients leave it out of `Host`.
+            if port == 80 {
+                hosts.extend(["localhost".into(), "127.0.0.1".into(), "[::1]".into()]);
+                if let std::net::IpAddr::V4(ip) = addr.ip() {
+                    if !hosts.contains(&ip.to_string()) {
+                        hosts.push(ip.to_string());
+                    }
+                }
             }
             hosts
         });
@@ -113,19 +125,49 @@ impl Guard {
     }
 }
 
-/// Equal in time independent of where the inputs differ.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// Equal in time independent of where, and whether in length, the inputs
+/// differ: both are hashed to 32 bytes, which are compared in constant
+/// time.
+fn same(given: &[u8], expected: &[u8]) -> bool {
+    use sha2::{Digest, Sha256};
+    use subtle::ConstantTimeEq;
+    Sha256::digest(given)
+        .as_slice()
+        .ct_eq(Sha256::digest(expected).as_slice())
+        .into()
+}
+
+/// Why `token` could never match a request, if it could not: the guard
+/// reads `Authorization` as visible ASCII (a value with other bytes reads
+/// as absent) and HTTP strips the whitespace around a header value.
+/// [`Server::bind`](crate::Server::bind) refuses such a token; `flow serve`
+/// checks it with the settings.
+pub fn token_problem(token: &str) -> Option<&'static str> {
+    if token.trim() != token {
+        return Some("it begins or ends with whitespace, which HTTP strips from a header value");
+    }
+    if !token.is_ascii() {
+        return Some("it holds a non-ASCII character, which an HTTP header does not carry as text");
+    }
+    if token.bytes().any(|b| !(b.is_ascii_graphic() || b == b' ')) {
+        return Some("it holds a control character, which an HTTP header cannot carry");
+    }
+    None
 }
 
 /// The middleware: checks the request, then adds the security headers to
 /// whatever the handler answered.
 pub async fn guard(State(guard): State<Arc<Guard>>, request: Request, next: Next) -> Response {
     let is_api = request.uri().path().starts_with("/api/");
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
     let mut response = match guard.check(request.method(), request.headers()) {
         Ok(()) => next.run(request).await,
         Err(e) => e.into_response(),
     };
+    if is_api {
+        response = as_json_error(&method, &path, response).await;
+    }
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
@@ -148,6 +190,52 @@ pub async fn guard(State(guard): State<Arc<Guard>>, request: Request, next: Next
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
     response
+}
+
+/// Gives an error answer that is not JSON the API's `{"error": ...}`
+/// shape, keeping its status and headers: axum's own answers (405 from
+/// the router, 413 from the body limit, a body that cannot be read) are
+/// plain text or empty.
+async fn as_json_error(method: &Method, path: &str, response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|c| c.to_str().ok())
+        .is_some_and(|c| c.starts_with("application/json"));
+    if is_json || !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let path = crate::catalog::clip(path);
+    let message = match status {
+        // The router adds `Allow` after this layer.
+        StatusCode::METHOD_NOT_ALLOWED => {
+            format!(
+                "{method} is not allowed on {path}: the Allow header names the methods it takes"
+            )
+        }
+        StatusCode::PAYLOAD_TOO_LARGE => format!(
+            "the request body is larger than the API's limit of {} KiB",
+            crate::api::BODY_LIMIT / 1024
+        ),
+        _ => {
+            let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+            let text = String::from_utf8_lossy(&text);
+            let text = text.trim();
+            if text.is_empty() {
+                status.canonical_reason().unwrap_or("error").to_string()
+            } else {
+                crate::catalog::clip(text)
+            }
+        }
+    };
+    let json = crate::error::json_error(status, &message);
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts
+        .headers
+        .extend(json.headers().iter().map(|(k, v)| (k.clone(), v.clone())));
+    Response::from_parts(parts, json.into_body())
 }
 
 #[cfg(test)]
@@ -176,6 +264,43 @@ mod tests {
             .unwrap_err();
         assert!(matches!(e, ApiError::Forbidden(_)));
         assert!(g.check(&Method::GET, &HeaderMap::new()).is_err());
+        // Without the port only on HTTP's default port.
+        assert!(g
+            .check(&Method::GET, &headers(&[("host", "localhost")]))
+            .is_err());
+    }
+
+    /// On port 80 clients send `Host: localhost` (curl, browsers): accepted,
+    /// with the port or without, and a POST's `Origin` (also port-less)
+    /// matches; other hosts are still refused.
+    #[test]
+    fn port_80_accepts_hosts_without_the_port() {
+        for bind in ["127.0.0.1:80", "127.0.0.2:80", "[::1]:80"] {
+            let addr: SocketAddr = bind.parse().unwrap();
+            let g = Guard::new(None, addr);
+            let mut names = vec!["localhost", "127.0.0.1", "[::1]", "localhost:80"];
+            let own = addr.ip().to_string();
+            if addr.is_ipv4() {
+                names.push(&own);
+            }
+            for host in names {
+                assert!(
+                    g.check(&Method::GET, &headers(&[("host", host)])).is_ok(),
+                    "{bind}: {host}"
+                );
+                let post = [("host", host), ("origin", &format!("http://{host}"))];
+                assert!(
+                    g.check(&Method::POST, &headers(&post)).is_ok(),
+                    "{bind}: {host}"
+                );
+            }
+            for host in ["evil.example", "evil.example:80", "localhost:8080"] {
+                assert!(
+                    g.check(&Method::GET, &headers(&[("host", host)])).is_err(),
+                    "{bind}: {host}"
+                );
+            }
+        }
     }
 
     #[test]
@@ -223,5 +348,30 @@ mod tests {
         assert!(g
             .check(&Method::GET, &headers(&[("host", "127.0.0.1:9000")]))
             .is_ok());
+    }
+
+    #[test]
+    fn tokens_no_header_can_carry_are_named() {
+        for bad in [
+            " abcdefgh",
+            "abcdefgh ",
+            "abc\tdefgh",
+            "pässwörd1",
+            "abc\u{7f}defgh",
+        ] {
+            assert!(token_problem(bad).is_some(), "{bad:?}");
+        }
+        for good in [
+            "abcdefgh",
+            "a-b_c.d~e+f/g=",
+            "with inner space",
+            "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~",
+        ] {
+            assert_eq!(token_problem(good), None, "{good:?}");
+        }
+        assert!(same(b"s3cret-token", b"s3cret-token"));
+        for other in [&b"s3cret-toke"[..], b"s3cret-token2", b"", b"S3cret-token"] {
+            assert!(!same(other, b"s3cret-token"));
+        }
     }
 }
