@@ -14,7 +14,6 @@
 //! This is test code: it writes its local files with `std::fs` and panics
 //! rather than returning errors.
 
-#[path = "testkit_store.rs"]
 pub mod store;
 
 use crate::filesystem::{Filesystem, FsError, KeyProblem};
