@@ -40,6 +40,7 @@
 compile_error!("flow-cluster-local runs jobs as Unix process groups and needs a Unix system");
 
 mod cluster;
+mod command;
 mod filesystem;
 mod output;
 mod process;
