@@ -406,7 +406,23 @@ fn opt_plain(args: &mut ActionArgs, arg: &str) -> Result<Option<String>, ArgErro
     args.opt_string(arg)
 }
 
-pub(crate) fn register_builtins(r: &mut ActionRegistry) {
+impl ActionRegistry {
+    /// The built-in actions: identity, noop, fail, sleep, shell, spark, pig,
+    /// hadoop, mkdir, rmdir, rm, cp, mv, copy_to_local, copy_from_local.
+    pub fn builtin() -> Self {
+        let mut r = Self::empty();
+        register_builtins(&mut r);
+        r
+    }
+}
+
+impl Default for ActionRegistry {
+    fn default() -> Self {
+        Self::builtin()
+    }
+}
+
+fn register_builtins(r: &mut ActionRegistry) {
     r.register("identity", |_| arc(Identity));
     r.register("noop", |_| arc(Noop));
     r.register("fail", |a| {

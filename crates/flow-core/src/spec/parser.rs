@@ -1,363 +1,55 @@
-//! Declarative flow files (TOML) and the registry of action types they name.
-//!
-//! ```toml
-//! name = "daily_report"
-//! time_qualifier = "daily"
-//! [[steps]]
-//! name = "extract"
-//! pre  = [{ action = "mkdir", path = "out/{timeperiod}" }]
-//! main = { action = "shell", command = "echo extracting {start_timeperiod}" }
-//! ```
-//!
-//! Every error carries the file and, where the parser or a span knows it, the
-//! line and column.
+//! The flow-file parser: TOML text into a validated [`FlowGraph`], every
+//! error with its file, line and column. Actions are built through the
+//! [`ActionRegistry`] it is given.
 
-use crate::action::{Action, ActionInstance};
-use crate::actions;
-use crate::context::Settings;
+use super::error::position;
+use super::{toml_message, ActionArgs, ActionRegistry, ArgError, SpecError, SpecProblem};
+use crate::action::ActionInstance;
 use crate::graph::{FlowDefinition, FlowGraph, GraphError, StepDefinition};
 use crate::retry::{RetryPolicy, MAX_RETRIES};
-use crate::template::{Template, TemplateError};
 use crate::timeperiod::TimeQualifier;
 use serde::Deserialize;
-use std::collections::{BTreeSet, HashMap};
-use std::fmt;
+use std::collections::HashMap;
 use std::ops::Range;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::Path;
 use std::time::Duration;
 use toml::{Spanned, Table, Value};
 
-/// A problem with one action's arguments.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum ArgError {
-    #[error("missing required argument '{arg}'")]
-    /// A required argument is absent.
-    Missing {
-        /// The argument's name.
-        arg: String,
-    },
-    #[error("argument '{arg}' must be {expected}")]
-    /// An argument has the wrong type.
-    WrongType {
-        /// The argument's name.
-        arg: String,
-        /// What it should be, e.g. `a string`.
-        expected: &'static str,
-    },
-    #[error("unknown argument '{arg}' (this action takes: {known})")]
-    /// An argument the action does not take (often a typo).
-    Unknown {
-        /// The argument's name.
-        arg: String,
-        /// The arguments it takes.
-        known: String,
-    },
-    /// An argument's template does not parse.
-    #[error("argument '{arg}': {source}")]
-    Template {
-        /// The argument's name.
-        arg: String,
-        /// Why.
-        #[source]
-        source: TemplateError,
-    },
-    #[error("argument '{arg}': {message}")]
-    /// An argument's value is not acceptable.
-    Invalid {
-        /// The argument's name.
-        arg: String,
-        /// Why.
-        message: String,
-    },
-}
+/// The largest flow file read: 64 MiB, room for several hundred thousand
+/// steps.
+pub const MAX_FLOW_FILE: u64 = 64 * 1024 * 1024;
 
-/// The arguments of one action in a flow file, with typed getters that
-/// remember which keys were read so unknown ones can be reported.
-#[derive(Debug)]
-pub struct ActionArgs {
-    table: Table,
-    read: BTreeSet<String>,
-}
-
-impl ActionArgs {
-    /// The arguments in `table`, none read yet.
-    pub fn new(table: Table) -> Self {
-        ActionArgs {
-            table,
-            read: BTreeSet::new(),
-        }
+/// Reads a text file of at most `limit` bytes, never holding more than
+/// `limit + 1` bytes of it. A file that is not UTF-8 is refused at the
+/// line and column of its first bad byte.
+#[allow(clippy::type_complexity)]
+pub fn read_capped(
+    path: &Path,
+    limit: u64,
+) -> Result<String, Box<(Option<(usize, usize)>, SpecProblem)>> {
+    use std::io::Read;
+    let read_error = |e: std::io::Error| Box::new((None, SpecProblem::Read(e.to_string())));
+    let file = std::fs::File::open(path).map_err(read_error)?;
+    let mut bytes = Vec::new();
+    file.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(read_error)?;
+    if bytes.len() as u64 > limit {
+        return Err(Box::new((None, SpecProblem::TooLarge { limit })));
     }
-
-    fn get(&mut self, arg: &str) -> Option<&Value> {
-        self.read.insert(arg.to_string());
-        self.table.get(arg)
-    }
-
-    /// A required string argument parsed as a template.
-    pub fn template(&mut self, arg: &str) -> Result<Template, ArgError> {
-        self.opt_template(arg)?
-            .ok_or_else(|| ArgError::Missing { arg: arg.into() })
-    }
-
-    /// An optional string argument parsed as a template.
-    pub fn opt_template(&mut self, arg: &str) -> Result<Option<Template>, ArgError> {
-        match self.opt_string(arg)? {
-            None => Ok(None),
-            Some(text) => Template::parse(&text)
-                .map(Some)
-                .map_err(|source| ArgError::Template {
-                    arg: arg.into(),
-                    source,
-                }),
-        }
-    }
-
-    /// An optional plain string.
-    pub fn opt_string(&mut self, arg: &str) -> Result<Option<String>, ArgError> {
-        match self.get(arg) {
-            None => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(_) => Err(ArgError::WrongType {
-                arg: arg.into(),
-                expected: "a string",
-            }),
-        }
-    }
-
-    /// An optional list of string templates (empty when absent).
-    pub fn template_list(&mut self, arg: &str) -> Result<Vec<Template>, ArgError> {
-        let wrong = || ArgError::WrongType {
-            arg: arg.into(),
-            expected: "a list of strings",
-        };
-        match self.get(arg) {
-            None => Ok(Vec::new()),
-            Some(Value::Array(items)) => items
-                .iter()
-                .map(|v| match v {
-                    Value::String(s) => Template::parse(s).map_err(|source| ArgError::Template {
-                        arg: arg.into(),
-                        source,
-                    }),
-                    _ => Err(wrong()),
-                })
-                .collect(),
-            Some(_) => Err(wrong()),
-        }
-    }
-
-    /// An optional table of string templates, e.g. Spark `conf` (empty when
-    /// absent), in key order.
-    pub fn template_map(&mut self, arg: &str) -> Result<Vec<(String, Template)>, ArgError> {
-        let wrong = || ArgError::WrongType {
-            arg: arg.into(),
-            expected: "a table of strings",
-        };
-        match self.get(arg) {
-            None => Ok(Vec::new()),
-            Some(Value::Table(t)) => {
-                let mut out = Vec::with_capacity(t.len());
-                for (k, v) in t {
-                    let Value::String(s) = v else {
-                        return Err(wrong());
-                    };
-                    let t = Template::parse(s).map_err(|source| ArgError::Template {
-                        arg: format!("{arg}.{k}"),
-                        source,
-                    })?;
-                    out.push((k.clone(), t));
-                }
-                Ok(out)
-            }
-            Some(_) => Err(wrong()),
-        }
-    }
-
-    /// An optional duration written like `"90s"` or `"5m"`.
-    pub fn opt_duration(&mut self, arg: &str) -> Result<Option<Duration>, ArgError> {
-        match self.opt_string(arg)? {
-            None => Ok(None),
-            Some(text) => humantime_serde::re::humantime::parse_duration(&text)
-                .map(Some)
-                .map_err(|e| ArgError::Invalid {
-                    arg: arg.into(),
-                    message: format!(
-                        "'{text}' is not a duration ({e}); write e.g. \"90s\" or \"5m\""
-                    ),
-                }),
-        }
-    }
-
-    /// Fails on any argument no getter asked for.
-    pub fn finish(self) -> Result<(), ArgError> {
-        if let Some(unknown) = self.table.keys().find(|k| !self.read.contains(*k)) {
-            return Err(ArgError::Unknown {
-                arg: unknown.clone(),
-                known: if self.read.is_empty() {
-                    "no arguments".into()
-                } else {
-                    self.read.iter().cloned().collect::<Vec<_>>().join(", ")
-                },
-            });
-        }
-        Ok(())
-    }
-}
-
-/// Builds an action from its arguments.
-pub type ActionFactory =
-    Arc<dyn Fn(&mut ActionArgs) -> Result<Arc<dyn Action>, ArgError> + Send + Sync>;
-
-/// The action types a flow file may name. Starts with the built-ins; library
-/// users register their own.
-///
-/// A factory gets the action's arguments from the file ([`ActionArgs`],
-/// which rejects arguments the factory did not read) and returns the
-/// action:
-///
-/// ```
-/// use async_trait::async_trait;
-/// use flow_core::{Action, ActionContext, ActionError, ActionOutcome, ActionRegistry};
-/// use std::path::Path;
-/// use std::sync::Arc;
-///
-/// /// Reports "nothing to process" when the setting it names is `0`.
-/// #[derive(Debug)]
-/// struct CheckRows {
-///     setting: String,
-/// }
-///
-/// #[async_trait]
-/// impl Action for CheckRows {
-///     fn kind(&self) -> &str {
-///         "check_rows"
-///     }
-///     async fn run(&self, cx: &ActionContext<'_>) -> Result<ActionOutcome, ActionError> {
-///         match cx.execution.settings.get(&self.setting) {
-///             Some(value) if value.expose() == "0" => Ok(ActionOutcome::NothingToProcess),
-///             Some(_) => Ok(ActionOutcome::Done),
-///             None => Err(ActionError::failed(format!("'{}' is not set", self.setting))),
-///         }
-///     }
-/// }
-///
-/// let mut registry = ActionRegistry::builtin();
-/// registry.register("check_rows", |args| {
-///     let setting = args.template("setting")?.source().to_string();
-///     Ok(Arc::new(CheckRows { setting }) as Arc<dyn Action>)
-/// });
-///
-/// let graph = registry.parse(
-///     r#"
-///     name = "rows"
-///     [[steps]]
-///     name = "check"
-///     main = { action = "check_rows", setting = "rows" }
-///     "#,
-///     Path::new("rows.toml"),
-/// )?;
-/// assert_eq!(graph.step(0).main.action.kind(), "check_rows");
-///
-/// // An argument the action does not take is a load error with its place.
-/// let typo = registry.parse(
-///     "name = \"rows\"\n[[steps]]\nname = \"check\"\nmain = { action = \"check_rows\", setting = \"rows\", setings = 1 }\n",
-///     Path::new("typo.toml"),
-/// );
-/// let message = typo.unwrap_err().to_string();
-/// assert!(message.starts_with("typo.toml:4:"), "{message}");
-/// assert!(message.contains("setings"), "{message}");
-/// # Ok::<(), flow_core::SpecError>(())
-/// ```
-#[derive(Clone)]
-pub struct ActionRegistry {
-    factories: HashMap<String, ActionFactory>,
-    /// When set, every action's templates are checked against these
-    /// settings as the file is loaded.
-    settings: Option<Arc<Settings>>,
-}
-
-impl fmt::Debug for ActionRegistry {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ActionRegistry")
-            .field("kinds", &self.kinds())
-            .finish()
-    }
-}
-
-impl Default for ActionRegistry {
-    fn default() -> Self {
-        Self::builtin()
-    }
+    String::from_utf8(bytes).map_err(|e| {
+        let valid = e.utf8_error().valid_up_to();
+        let bytes = e.into_bytes();
+        // Valid up to there, so this cannot fail; the position is what matters.
+        let before = String::from_utf8_lossy(&bytes[..valid]);
+        Box::new((
+            Some(position(&before, before.len())),
+            SpecProblem::Syntax("the file is not UTF-8 text".into()),
+        ))
+    })
 }
 
 impl ActionRegistry {
-    /// A registry with no action types.
-    pub fn empty() -> Self {
-        ActionRegistry {
-            factories: HashMap::new(),
-            settings: None,
-        }
-    }
-
-    /// Checks, as files are loaded, every action's templates against
-    /// `settings` (see [`Action::templates`]): a `{settings.NAME}` that is
-    /// not defined, a plain value that is not shell-safe in a `shell`
-    /// command, or a secret in a job's argument vector is a load error at
-    /// the action's `file:line:col`, found before anything runs.
-    pub fn checking_settings(mut self, settings: Arc<Settings>) -> Self {
-        self.settings = Some(settings);
-        self
-    }
-
-    /// The built-in actions: identity, noop, fail, sleep, shell, spark, pig,
-    /// hadoop, mkdir, rmdir, rm, cp, mv, copy_to_local, copy_from_local.
-    pub fn builtin() -> Self {
-        let mut r = Self::empty();
-        actions::register_builtins(&mut r);
-        r
-    }
-
-    /// Makes `kind` available to flow files.
-    pub fn register<F>(&mut self, kind: &str, factory: F)
-    where
-        F: Fn(&mut ActionArgs) -> Result<Arc<dyn Action>, ArgError> + Send + Sync + 'static,
-    {
-        self.factories.insert(kind.to_string(), Arc::new(factory));
-    }
-
-    /// The registered kinds, sorted.
-    pub fn kinds(&self) -> Vec<&str> {
-        let mut kinds: Vec<&str> = self.factories.keys().map(String::as_str).collect();
-        kinds.sort_unstable();
-        kinds
-    }
-
-    /// Builds one action of `kind` from `args`, rejecting unknown arguments.
-    pub fn build(&self, kind: &str, args: Table) -> Result<Arc<dyn Action>, SpecProblem> {
-        let factory = self
-            .factories
-            .get(kind)
-            .ok_or_else(|| SpecProblem::UnknownAction {
-                kind: kind.to_string(),
-                known: self.kinds().join(", "),
-            })?;
-        let mut args = ActionArgs::new(args);
-        match factory(&mut args) {
-            Ok(action) => {
-                args.finish().map_err(SpecProblem::Arg)?;
-                Ok(action)
-            }
-            // A missing argument next to an unknown one is most likely a
-            // typo: name the unknown one.
-            Err(missing @ ArgError::Missing { .. }) => {
-                Err(SpecProblem::Arg(args.finish().err().unwrap_or(missing)))
-            }
-            Err(e) => Err(SpecProblem::Arg(e)),
-        }
-    }
-
     /// Reads and validates a flow file. Files larger than
     /// [`MAX_FLOW_FILE`] are refused without reading them whole (`/dev/zero`
     /// is not a flow).
@@ -375,12 +67,20 @@ impl ActionRegistry {
 
     /// Parses and validates flow-file text; `file` is used in messages.
     pub fn parse(&self, text: &str, file: &Path) -> Result<FlowGraph, SpecError> {
-        match self.parse_step_by_step(text) {
+        let parser = Parser { registry: self };
+        match parser.parse_step_by_step(text) {
             Some(graph) => Ok(graph),
-            None => self.parse_whole(text, file),
+            None => parser.parse_whole(text, file),
         }
     }
+}
 
+/// Parses one flow file's text with the actions of `registry`.
+struct Parser<'a> {
+    registry: &'a ActionRegistry,
+}
+
+impl Parser<'_> {
     /// The memory-lean path for files with many steps. The `toml` crate
     /// builds a tree of the whole document before deserializing it, about
     /// 2 KB per step (a 100,000-step file needed 400 MB). Cutting the text
@@ -578,7 +278,7 @@ impl ActionRegistry {
                         })))
                     }
                 };
-                let built = self.build(&undo_kind, undo).map_err(|p| {
+                let built = self.registry.build(&undo_kind, undo).map_err(|p| {
                     in_step(SpecProblem::InAction {
                         action: format!("{kind} rollback {undo_kind}"),
                         problem: Box::new(p),
@@ -593,13 +293,13 @@ impl ActionRegistry {
                 })))
             }
         };
-        let action = self.build(&kind, table).map_err(|p| {
+        let action = self.registry.build(&kind, table).map_err(|p| {
             in_step(SpecProblem::InAction {
                 action: kind.clone(),
                 problem: Box::new(p),
             })
         })?;
-        if let Some(settings) = &self.settings {
+        if let Some(settings) = self.registry.checked_settings() {
             // The action and the one that would undo it.
             let checked = std::iter::once((kind.clone(), &action)).chain(
                 rollback
@@ -626,135 +326,6 @@ impl ActionRegistry {
         instance.timeout = timeout;
         instance.rollback = rollback;
         Ok(instance)
-    }
-}
-
-/// The largest flow file read: 64 MiB, room for several hundred thousand
-/// steps.
-pub const MAX_FLOW_FILE: u64 = 64 * 1024 * 1024;
-
-/// Reads a text file of at most `limit` bytes, never holding more than
-/// `limit + 1` bytes of it. A file that is not UTF-8 is refused at the
-/// line and column of its first bad byte.
-#[allow(clippy::type_complexity)]
-pub fn read_capped(
-    path: &Path,
-    limit: u64,
-) -> Result<String, Box<(Option<(usize, usize)>, SpecProblem)>> {
-    use std::io::Read;
-    let read_error = |e: std::io::Error| Box::new((None, SpecProblem::Read(e.to_string())));
-    let file = std::fs::File::open(path).map_err(read_error)?;
-    let mut bytes = Vec::new();
-    file.take(limit + 1)
-        .read_to_end(&mut bytes)
-        .map_err(read_error)?;
-    if bytes.len() as u64 > limit {
-        return Err(Box::new((None, SpecProblem::TooLarge { limit })));
-    }
-    String::from_utf8(bytes).map_err(|e| {
-        let valid = e.utf8_error().valid_up_to();
-        let bytes = e.into_bytes();
-        // Valid up to there, so this cannot fail; the position is what matters.
-        let before = String::from_utf8_lossy(&bytes[..valid]);
-        Box::new((
-            Some(position(&before, before.len())),
-            SpecProblem::Syntax("the file is not UTF-8 text".into()),
-        ))
-    })
-}
-
-/// A TOML parse error's message, completed where the parser leaves out
-/// what it is about ("duplicate key" names the key).
-pub fn toml_message(text: &str, error: &toml::de::Error) -> String {
-    let message = error.message().trim_end();
-    if message == "duplicate key" {
-        if let Some(key) = error.span().and_then(|s| text.get(s)) {
-            let key = key.trim();
-            if !key.is_empty() {
-                return format!("duplicate key `{key}`");
-            }
-        }
-    }
-    message.to_string()
-}
-
-fn position(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    (line, column)
-}
-
-/// What is wrong with a flow file.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum SpecProblem {
-    /// The file cannot be read.
-    #[error("cannot read: {0}")]
-    Read(String),
-    #[error("the file is larger than {} MiB; a flow file is text of at most that size", limit / (1024 * 1024))]
-    /// The file is larger than the limit.
-    TooLarge {
-        /// The limit, in bytes.
-        limit: u64,
-    },
-    /// The file is not valid TOML or not the flow-file format.
-    #[error("{0}")]
-    Syntax(String),
-    #[error("unknown action type '{kind}' (known: {known})")]
-    /// An action type the registry does not know.
-    UnknownAction {
-        /// The type as written.
-        kind: String,
-        /// The registered types.
-        known: String,
-    },
-    /// An action's arguments are wrong.
-    #[error(transparent)]
-    Arg(ArgError),
-    /// A problem inside an action.
-    #[error("action '{action}': {problem}")]
-    InAction {
-        /// The action's name or type.
-        action: String,
-        /// The problem.
-        problem: Box<SpecProblem>,
-    },
-    /// A problem inside a step.
-    #[error("step '{step}': {problem}")]
-    InStep {
-        /// The step's name.
-        step: String,
-        /// The problem.
-        problem: Box<SpecProblem>,
-    },
-    /// The flow's shape is wrong (names, dependencies, cycles, limits).
-    #[error(transparent)]
-    Graph(GraphError),
-}
-
-/// A flow-file error with its file and, where known, line and column.
-#[derive(Debug, thiserror::Error)]
-pub struct SpecError {
-    /// The file, as given.
-    pub file: PathBuf,
-    /// 1-based line and column.
-    pub position: Option<(usize, usize)>,
-    /// Boxed: keeps `Result<_, SpecError>` small on the happy path.
-    pub problem: Box<SpecProblem>,
-}
-
-impl fmt::Display for SpecError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.position {
-            Some((line, column)) => write!(
-                f,
-                "{}:{line}:{column}: {}",
-                self.file.display(),
-                self.problem
-            ),
-            None => write!(f, "{}: {}", self.file.display(), self.problem),
-        }
     }
 }
 
@@ -848,6 +419,8 @@ fn nonzero_timeout<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Dura
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::context::Settings;
+    use std::sync::Arc;
 
     fn parse(text: &str) -> Result<FlowGraph, SpecError> {
         ActionRegistry::builtin().parse(text, Path::new("f.toml"))
@@ -1041,10 +614,13 @@ skip = true
 main = { action = "sleep", duration = "1ms" }
 "#;
         let registry = ActionRegistry::builtin();
-        let lean = registry
+        let parser = Parser {
+            registry: &registry,
+        };
+        let lean = parser
             .parse_step_by_step(text)
             .expect("the lean path handles a plain file");
-        let whole = registry.parse_whole(text, Path::new("f.toml")).unwrap();
+        let whole = parser.parse_whole(text, Path::new("f.toml")).unwrap();
         assert_eq!(summary(&lean), summary(&whole));
         assert_eq!(lean.len(), 3);
     }
@@ -1053,7 +629,10 @@ main = { action = "sleep", duration = "1ms" }
     fn a_header_line_inside_a_string_falls_back_to_the_whole_parse() {
         let text = "name = \"f\"\ndescription = \"\"\"\n[[steps]]\n\"\"\"\n[[steps]]\nname = \"a\"\nmain = { action = \"identity\" }\n[[steps]]\nname = \"b\"\nmain = { action = \"identity\" }\n";
         let registry = ActionRegistry::builtin();
-        assert!(registry.parse_step_by_step(text).is_none());
+        let parser = Parser {
+            registry: &registry,
+        };
+        assert!(parser.parse_step_by_step(text).is_none());
         let g = parse(text).unwrap();
         assert_eq!(g.len(), 2);
     }
