@@ -7,7 +7,7 @@
 //! jobs that run adopts) and terminates them at its end, and `flow clusters
 //! --terminate-orphans` ends those of flows nobody runs any more.
 
-use crate::engine::Shared;
+use crate::run_context::Shared;
 use chrono::Utc;
 use flow_core::{
     Cluster, ClusterError, ClusterFactory, ClusterHandle, ClusterRecord, ClusterState,

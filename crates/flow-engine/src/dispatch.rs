@@ -7,7 +7,7 @@
 //! turn. Work per finished step is O(its dependants): the [`Board`] keeps a
 //! count of unfinished dependencies per step and never scans the graph.
 
-use crate::engine::Shared;
+use crate::run_context::Shared;
 use crate::step::run_step;
 use flow_core::{Cluster, FlowGraph, StepRecord, StepState, StoreError};
 use futures_util::stream::{FuturesUnordered, StreamExt};

@@ -4,7 +4,9 @@ use crate::clusters::{self, Launch};
 use crate::dispatch::{dispatch, Dispatched};
 use crate::error::EngineError;
 use crate::logging;
+use crate::observer::{DefinitionChange, RunObserver};
 use crate::plan::{plan, RunPlan, Stored};
+use crate::run_context::Shared;
 use chrono::Utc;
 use flow_core::{
     ClusterFactory, ExecutionContext, FlowGraph, FlowKey, FlowRecord, FlowState, FlowStore, Lease,
@@ -14,63 +16,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, info_span, warn, Span};
-
-/// Hooks for showing progress (the CLI's progress bar). Called from the
-/// engine's tasks; keep them quick.
-pub trait RunObserver: Send + Sync {
-    /// A mode took the lease and is about to run `steps_to_run` steps on `clusters` clusters.
-    fn run_started(&self, _flow: &FlowKey, _mode: RunMode, _steps_to_run: usize, _clusters: usize) {
-    }
-    /// A step started on `cluster`.
-    fn step_started(&self, _step: &str, _cluster: &str) {}
-    /// A job a dead run started was taken over instead of started again.
-    fn job_adopted(&self, _step: &str, _job: &flow_core::JobHandle) {}
-    /// A step reached its final state after `elapsed`.
-    fn step_finished(&self, _step: &str, _state: StepState, _elapsed: Duration) {}
-    /// The flow's definition differs from the one its stored run used
-    /// (called before the mode's preconditions are checked, so also before
-    /// a refusal).
-    fn definition_changed(&self, _flow: &FlowKey, _change: &DefinitionChange) {}
-}
-
-/// How the flow definition differs from the one the stored run used.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DefinitionChange {
-    /// Steps of the definition that the stored run never had: `recover`,
-    /// `run-from` and `run-one` treat them as never run.
-    pub added: Vec<String>,
-    /// Steps the stored run had that the definition no longer has: never
-    /// run again; their records are kept, an unfinished one closed as
-    /// `canceled`.
-    pub removed: Vec<String>,
-    /// The dependencies differ too (or only they do).
-    pub rewired: bool,
-}
-
-impl std::fmt::Display for DefinitionChange {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("the flow definition changed since its stored run")?;
-        if !self.added.is_empty() {
-            write!(
-                f,
-                "; added step(s) {}: they count as never run, so recover, run-from and run-one run them like unfinished steps",
-                self.added.join(", ")
-            )?;
-        }
-        if !self.removed.is_empty() {
-            write!(
-                f,
-                "; removed step(s) {}: never run again; their records are kept (an unfinished one is closed as state_canceled, 'removed from the flow definition')",
-                self.removed.join(", ")
-            )?;
-        }
-        if self.rewired && self.added.is_empty() && self.removed.is_empty() {
-            f.write_str("; its dependencies differ: this run follows the new ones")?;
-        }
-        Ok(())
-    }
-}
+use tracing::{error, info, info_span, warn};
 
 /// What changed between the stored run and `graph`, if anything. The
 /// stored shape hash decides whether the definition changed (a record from
@@ -187,39 +133,6 @@ pub struct RunReport {
     pub error: Option<String>,
     /// Figures about the run.
     pub metrics: RunMetrics,
-}
-
-/// What the dispatcher and step runner share.
-pub(crate) struct Shared {
-    pub graph: Arc<FlowGraph>,
-    pub context: Arc<ExecutionContext>,
-    pub store: Arc<dyn FlowStore>,
-    /// Every write of the run carries it (fencing).
-    pub lease: Lease,
-    /// The run record's id.
-    pub run: RecordId,
-    pub cancel: CancellationToken,
-    /// Fires when this engine lost its lease (taken over by another after a
-    /// stall, or a write was fenced): it stops at once, writes nothing more,
-    /// and leaves running jobs and clusters to the new holder.
-    pub lost: CancellationToken,
-    pub grace: Duration,
-    pub observer: Option<Arc<dyn RunObserver>>,
-    pub flow_span: Span,
-    /// The run's log files; a line that cannot be written stops the run.
-    pub run_log: Arc<logging::RunLog>,
-}
-
-impl Shared {
-    /// Notes a store failure: a fenced write means the lease is lost.
-    pub(crate) fn store_failed(&self, e: &StoreError) {
-        if e.is_fenced() && !self.lost.is_cancelled() {
-            self.flow_span.in_scope(|| {
-                error!("{e}; stopping at once, leaving running jobs to the new holder")
-            });
-            self.lost.cancel();
-        }
-    }
 }
 
 /// Runs one flow for one timeperiod. One engine value serves one

@@ -84,15 +84,16 @@ mod engine;
 mod error;
 pub mod logging;
 mod masked;
+mod observer;
 mod plan;
 mod rollback;
+mod run_context;
 mod step;
 
 pub use clusters::{cancel_jobs, terminate_orphans, OrphanOutcome};
-pub use engine::{
-    DefinitionChange, EngineOptions, ExecutionEngine, RunMetrics, RunObserver, RunReport,
-};
+pub use engine::{EngineOptions, ExecutionEngine, RunMetrics, RunReport};
 pub use error::{EngineError, Refusal};
+pub use observer::{DefinitionChange, RunObserver};
 pub use plan::refusal;
 pub use rollback::RollbackReport;
 

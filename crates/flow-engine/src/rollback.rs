@@ -1,9 +1,10 @@
 //! `ExecutionEngine::rollback`: undoing processed steps on request.
 
 use crate::clusters::{self, Launch};
-use crate::engine::{hostname, username, ExecutionEngine, Shared};
+use crate::engine::{hostname, username, ExecutionEngine};
 use crate::error::{EngineError, Refusal};
 use crate::logging;
+use crate::run_context::Shared;
 use crate::step::roll_back;
 use chrono::Utc;
 use flow_core::{

@@ -9,7 +9,7 @@
 //! submitted a second time. When a step fails for good, the actions it
 //! completed are rolled back, newest first.
 
-use crate::engine::Shared;
+use crate::run_context::Shared;
 use async_trait::async_trait;
 use chrono::Utc;
 use flow_core::{

@@ -1,0 +1,44 @@
+//! The per-run context every task of a run shares: the graph, the store
+//! and the lease its writes carry, the run's id, its cancellation tokens,
+//! the observer and the run's log.
+
+use crate::logging;
+use crate::observer::RunObserver;
+use flow_core::{ExecutionContext, FlowGraph, FlowStore, Lease, RecordId, StoreError};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, Span};
+
+/// What the dispatcher and step runner share.
+pub(crate) struct Shared {
+    pub graph: Arc<FlowGraph>,
+    pub context: Arc<ExecutionContext>,
+    pub store: Arc<dyn FlowStore>,
+    /// Every write of the run carries it (fencing).
+    pub lease: Lease,
+    /// The run record's id.
+    pub run: RecordId,
+    pub cancel: CancellationToken,
+    /// Fires when this engine lost its lease (taken over by another after a
+    /// stall, or a write was fenced): it stops at once, writes nothing more,
+    /// and leaves running jobs and clusters to the new holder.
+    pub lost: CancellationToken,
+    pub grace: Duration,
+    pub observer: Option<Arc<dyn RunObserver>>,
+    pub flow_span: Span,
+    /// The run's log files; a line that cannot be written stops the run.
+    pub run_log: Arc<logging::RunLog>,
+}
+
+impl Shared {
+    /// Notes a store failure: a fenced write means the lease is lost.
+    pub(crate) fn store_failed(&self, e: &StoreError) {
+        if e.is_fenced() && !self.lost.is_cancelled() {
+            self.flow_span.in_scope(|| {
+                error!("{e}; stopping at once, leaving running jobs to the new holder")
+            });
+            self.lost.cancel();
+        }
+    }
+}
