@@ -3,7 +3,8 @@
 //! * [`tree_problems`] (run by `cargo xtask test`, seconds, no compiling):
 //!   `cargo tree` of each combination must hold none of the crates a
 //!   feature left out brings (no AWS crate without `emr`, no GCP crate
-//!   without `dataproc`, no MongoDB driver without `mongo`, no web server
+//!   without `dataproc`, no shared cloud crate (`flow-cloud`,
+//!   `flow-fs-object`) without a cloud, no MongoDB driver without `mongo`, no web server
 //!   without `serve`), and the whole workspace has one TLS stack (rustls
 //!   with ring: no `aws-lc-rs`, no OpenSSL, no native-tls).
 //! * `cargo xtask features` compiles each combination (`cargo check` into
@@ -26,6 +27,9 @@ struct Combination {
 
 const AWS: &[&str] = &["aws-", "flow-cluster-emr", "flow-fs-s3"];
 const GCP: &[&str] = &["gcp_auth", "flow-cluster-dataproc", "flow-fs-gcs"];
+/// What every cloud shares (the lifecycle machinery, the object
+/// filesystem): absent from a build without a cloud.
+const CLOUD: &[&str] = &["flow-cloud", "flow-fs-object"];
 const MONGO: &[&str] = &["mongodb", "bson", "flow-store-mongo"];
 const SERVE: &[&str] = &["axum", "flow-server"];
 
@@ -36,11 +40,11 @@ fn combinations() -> Vec<Combination> {
     vec![
         Combination {
             features: "",
-            absent: without(&[AWS, GCP, MONGO, SERVE]),
+            absent: without(&[AWS, GCP, CLOUD, MONGO, SERVE]),
         },
         Combination {
             features: "serve",
-            absent: without(&[AWS, GCP, MONGO]),
+            absent: without(&[AWS, GCP, CLOUD, MONGO]),
         },
         Combination {
             features: "emr",
@@ -52,7 +56,7 @@ fn combinations() -> Vec<Combination> {
         },
         Combination {
             features: "mongo",
-            absent: without(&[AWS, GCP, SERVE]),
+            absent: without(&[AWS, GCP, CLOUD, SERVE]),
         },
         Combination {
             features: "serve,emr,dataproc,mongo,qubole,azure",

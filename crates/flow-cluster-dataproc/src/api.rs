@@ -4,16 +4,15 @@
 //! (honouring `Retry-After`), and counted.
 
 use crate::error::ApiError;
-use flow_cloud::retry::parse_retry_after;
 use flow_cloud::{Clock, RetryConfig};
-use reqwest::{header, Method, Response};
+use flow_fs_gcs::google::{GoogleClient, NoToken, Refusal};
+use reqwest::Method;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::Value;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 const SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
 
@@ -162,29 +161,18 @@ struct ErrorDetail {
 
 /// The client. Cheap to share behind an `Arc`.
 pub(crate) struct Api {
-    http: reqwest::Client,
+    /// The authorised, retried, counted call (no token for a fake endpoint).
+    google: GoogleClient,
     base: String,
-    /// `None` for a fake endpoint.
-    auth: Option<Arc<dyn gcp_auth::TokenProvider>>,
-    retry: RetryConfig,
-    clock: Arc<dyn Clock>,
     /// The client's connect and request timeouts, for messages.
     timeouts: (Duration, Duration),
-    requests: AtomicU64,
 }
 
 impl fmt::Debug for Api {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Api")
             .field("base", &self.base)
-            .field(
-                "auth",
-                &if self.auth.is_some() {
-                    "OAuth token provider"
-                } else {
-                    "none (fake endpoint)"
-                },
-            )
+            .field("auth", &self.google)
             .field("requests", &self.requests())
             .finish()
     }
@@ -200,19 +188,15 @@ impl Api {
         timeouts: (Duration, Duration),
     ) -> Self {
         Api {
-            http,
+            google: GoogleClient::new(http, auth, SCOPE, retry, clock),
             base,
-            auth,
-            retry,
-            clock,
             timeouts,
-            requests: AtomicU64::new(0),
         }
     }
 
     /// HTTP requests sent so far (retries included).
     pub fn requests(&self) -> u64 {
-        self.requests.load(Ordering::Relaxed)
+        self.google.requests()
     }
 
     /// One call, retried while it fails transiently; the answer's JSON.
@@ -225,23 +209,20 @@ impl Api {
         body: Option<&Value>,
     ) -> Result<T, ApiError> {
         let url = format!("{}/v1/{path}", self.base);
-        let response = flow_cloud::retry(&self.retry, &self.clock, what, || async {
-            let mut request = self.http.request(method.clone(), &url).query(query);
-            if let Some(body) = body {
-                request = request.json(body);
-            }
-            if let Some(provider) = &self.auth {
-                let token = provider
-                    .token(&[SCOPE])
-                    .await
-                    .map_err(|e| ApiError::Auth(e.to_string()))?;
-                request = request.bearer_auth(token.as_str());
-            }
-            self.requests.fetch_add(1, Ordering::Relaxed);
-            let response = request.send().await.map_err(|e| self.transport(what, e))?;
-            check(response).await
-        })
-        .await?;
+        let response = self
+            .google
+            .send(
+                what,
+                |http| {
+                    let request = http.request(method.clone(), &url).query(query);
+                    match body {
+                        Some(body) => request.json(body),
+                        None => request,
+                    }
+                },
+                |e| self.transport(what, e),
+            )
+            .await?;
         let bytes = response
             .bytes()
             .await
@@ -445,32 +426,26 @@ impl Api {
     }
 }
 
-/// A non-success answer becomes an [`ApiError`] with the API's reason.
-async fn check(response: Response) -> Result<Response, ApiError> {
-    let status = response.status();
-    if status.is_success() {
-        return Ok(response);
+/// A refused answer becomes an [`ApiError`] with the API's reason.
+impl From<Refusal> for ApiError {
+    fn from(refusal: Refusal) -> Self {
+        let (code, message) = match serde_json::from_str::<ErrorBody>(&refusal.body) {
+            Ok(body) if !body.error.message.is_empty() || !body.error.status.is_empty() => {
+                (body.error.status, body.error.message)
+            }
+            _ => (String::new(), refusal.body_prefix(500).to_string()),
+        };
+        ApiError::Status {
+            status: refusal.status.as_u16(),
+            code,
+            message,
+            retry_after: refusal.retry_after,
+        }
     }
-    let retry_after = response
-        .headers()
-        .get(header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| parse_retry_after(v, SystemTime::now()));
-    let text = response.text().await.unwrap_or_default();
-    let (code, message) = match serde_json::from_str::<ErrorBody>(&text) {
-        Ok(body) if !body.error.message.is_empty() || !body.error.status.is_empty() => {
-            (body.error.status, body.error.message)
-        }
-        _ => {
-            let mut text = text;
-            text.truncate(500);
-            (String::new(), text)
-        }
-    };
-    Err(ApiError::Status {
-        status: status.as_u16(),
-        code,
-        message,
-        retry_after,
-    })
+}
+
+impl From<NoToken> for ApiError {
+    fn from(NoToken(message): NoToken) -> Self {
+        ApiError::Auth(message)
+    }
 }

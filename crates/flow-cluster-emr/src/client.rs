@@ -5,13 +5,11 @@
 use crate::config::EmrConfig;
 use crate::steps::StepInfo;
 use async_trait::async_trait;
-use aws_config::retry::RetryConfig;
-use aws_config::{BehaviorVersion, Region};
 use aws_sdk_emr::config::http::HttpResponse;
 use aws_sdk_emr::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
-use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
 use flow_cloud::{Clock, JobSource, Phase, Poller};
 use flow_core::{Filesystem, FsError};
+use flow_fs_s3::aws::{self, AwsSettings};
 use flow_fs_s3::S3Filesystem;
 use std::collections::HashMap;
 use std::path::Path;
@@ -65,30 +63,15 @@ impl Shared {
 
     async fn connect(&self) -> Result<Clients, ClientError> {
         let config = &self.config;
-        // One TLS stack for the workspace: rustls on ring.
-        let http_client = aws_smithy_http_client::Builder::new()
-            .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
-            .build_https();
-        let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            .http_client(http_client)
-            .retry_config(
-                RetryConfig::standard()
-                    .with_max_attempts(config.max_attempts)
-                    .with_initial_backoff(config.initial_backoff),
-            );
-        if let Some(region) = &config.region {
-            loader = loader.region(Region::new(region.clone()));
-        }
-        if let Some(profile) = &config.profile {
-            loader = loader.profile_name(profile);
-        }
-        if let Some(url) = &config.endpoint_url {
-            loader = loader.endpoint_url(url);
-        }
-        let sdk = loader.load().await;
-        if sdk.region().is_none() {
-            return Err(ClientError::NoRegion);
-        }
+        let sdk = aws::load(&AwsSettings {
+            region: config.region.as_deref(),
+            profile: config.profile.as_deref(),
+            endpoint_url: config.endpoint_url.as_deref(),
+            max_attempts: config.max_attempts,
+            initial_backoff: Some(config.initial_backoff),
+        })
+        .await
+        .map_err(|aws::NoRegion| ClientError::NoRegion)?;
         let emr = aws_sdk_emr::Client::new(&sdk);
         let s3 = config
             .s3_config()

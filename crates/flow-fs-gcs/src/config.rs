@@ -1,8 +1,11 @@
 //! [`GcsConfig`] and the builder that turns it into a [`GcsFilesystem`].
 
-use crate::filesystem::{Auth, GcsFilesystem};
-use flow_cloud::RetryConfig;
-use flow_core::filesystem::normalize_lexically;
+use crate::google::GoogleClient;
+use crate::objects::GcsBackend;
+use crate::transport::{Timeouts, Transport, SCOPE};
+use crate::GcsFilesystem;
+use flow_cloud::{RetryConfig, TokioClock};
+use flow_fs_object::{ObjectFilesystem, ObjectSettings};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -289,25 +292,28 @@ impl GcsFilesystemBuilder {
         let emulator = self.emulator();
         let config = self.config;
         config.validate()?;
-        let prefix = match &config.prefix {
-            Some(p) => normalize_lexically("prefix", p).map_err(|e| GcsError::Invalid {
-                field: "prefix",
-                message: e.to_string(),
-            })?,
-            None => String::new(),
-        };
-        let (endpoint, auth) = match emulator {
-            Some(endpoint) => (endpoint, Auth::None),
+        let settings = ObjectSettings::new(
+            config.bucket.clone(),
+            config.prefix.as_deref(),
+            config.list_page_size,
+            config.concurrency,
+        )
+        .map_err(|e| GcsError::Invalid {
+            field: "prefix",
+            message: e.to_string(),
+        })?;
+        let (endpoint, credentials) = match emulator {
+            Some(endpoint) => (endpoint, None),
             None => {
                 let provider = match credentials {
                     Some(provider) => provider,
                     None => crate::auth::token_provider(config.credentials_file.as_deref())?,
                 };
-                (PUBLIC_ENDPOINT.to_string(), Auth::Token(provider))
+                (PUBLIC_ENDPOINT.to_string(), Some(provider))
             }
         };
         // No total timeout on the client: transfers may take hours. API
-        // calls get `request_timeout` per request (`GcsFilesystem::send`).
+        // calls get `request_timeout` per request (`Transport::send`).
         let http = reqwest::Client::builder()
             .connect_timeout(config.connect_timeout)
             .read_timeout(config.read_timeout)
@@ -315,7 +321,18 @@ impl GcsFilesystemBuilder {
             .map_err(|e| GcsError::Client {
                 message: e.to_string(),
             })?;
-        Ok(GcsFilesystem::new(http, auth, endpoint, config, prefix))
+        let google = GoogleClient::new(
+            http,
+            credentials,
+            SCOPE,
+            config.retry,
+            Arc::new(TokioClock::new()),
+        );
+        let transport = Transport::new(google, endpoint, Timeouts::of(&config));
+        Ok(ObjectFilesystem::new(
+            GcsBackend::new(transport, config),
+            settings,
+        ))
     }
 
     /// The emulator's URL when the settings or `STORAGE_EMULATOR_HOST`

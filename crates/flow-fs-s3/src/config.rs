@@ -1,11 +1,10 @@
 //! [`S3Config`]: the `[filesystem]`-style settings of the S3 filesystem, and
 //! the builder that turns them into an [`S3Filesystem`].
 
-use crate::filesystem::S3Filesystem;
-use aws_config::retry::RetryConfig;
-use aws_config::{BehaviorVersion, Region};
-use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
-use flow_core::filesystem::normalize_lexically;
+use crate::aws::{self, AwsSettings};
+use crate::backend::S3Backend;
+use crate::S3Filesystem;
+use flow_fs_object::{ObjectFilesystem, ObjectSettings};
 use serde::{Deserialize, Serialize};
 
 const MIB: u64 = 1024 * 1024;
@@ -257,43 +256,30 @@ impl S3FilesystemBuilder {
     pub async fn build(self) -> Result<S3Filesystem, S3Error> {
         let config = self.config;
         config.validate()?;
-        let prefix = match &config.prefix {
-            Some(prefix) => {
-                normalize_lexically("prefix", prefix).map_err(|e| S3Error::Invalid {
-                    field: "prefix",
-                    message: e.to_string(),
-                })?
-            }
-            None => String::new(),
-        };
-        // One TLS stack for the workspace: rustls on ring.
-        let http_client = aws_smithy_http_client::Builder::new()
-            .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
-            .build_https();
-        let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            .http_client(http_client)
-            .retry_config(RetryConfig::standard().with_max_attempts(config.max_attempts));
-        if let Some(region) = &config.region {
-            loader = loader.region(Region::new(region.clone()));
-        }
-        if let Some(profile) = &config.profile {
-            loader = loader.profile_name(profile);
-        }
-        if let Some(url) = &config.endpoint_url {
-            loader = loader.endpoint_url(url);
-        }
-        let shared = loader.load().await;
-        if shared.region().is_none() {
-            return Err(S3Error::NoRegion);
-        }
+        let settings = ObjectSettings::new(
+            config.bucket.clone(),
+            config.prefix.as_deref(),
+            config.list_page_size,
+            config.concurrency,
+        )
+        .map_err(|e| S3Error::Invalid {
+            field: "prefix",
+            message: e.to_string(),
+        })?;
+        let shared = aws::load(&AwsSettings {
+            region: config.region.as_deref(),
+            profile: config.profile.as_deref(),
+            endpoint_url: config.endpoint_url.as_deref(),
+            max_attempts: config.max_attempts,
+            initial_backoff: None,
+        })
+        .await
+        .map_err(|aws::NoRegion| S3Error::NoRegion)?;
         let s3 = aws_sdk_s3::config::Builder::from(&shared)
             .force_path_style(config.force_path_style)
             .build();
-        Ok(S3Filesystem::new(
-            aws_sdk_s3::Client::from_conf(s3),
-            config,
-            prefix,
-        ))
+        let backend = S3Backend::new(aws_sdk_s3::Client::from_conf(s3), config);
+        Ok(ObjectFilesystem::new(backend, settings))
     }
 }
 

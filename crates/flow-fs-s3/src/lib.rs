@@ -1,6 +1,11 @@
 //! The S3 filesystem: flow's [`Filesystem`](flow_core::Filesystem) on Amazon
 //! S3 (and S3-compatible stores) through `aws-sdk-s3`.
 //!
+//! Its own crate because two clusters use it (EMR and Qubole) and cluster
+//! crates never depend on each other. The filesystem semantics of the design
+//! notes are `flow_fs_object`'s, written once for every object store; this
+//! crate is their S3 backend ([`S3Backend`]: the wire code) and the AWS
+//! configuration every AWS client of flow loads ([`aws`]):
 //! Its own crate because two clusters are to use it (EMR today, Qubole
 //! planned) and cluster crates never depend on each other. It follows the filesystem semantics of
 //! the design notes, as Synergy Flow's S3 filesystem did:
@@ -35,15 +40,28 @@
 //! or encryption settings) or a cluster.
 #![warn(missing_docs)]
 
+pub mod aws;
+mod backend;
 mod config;
-mod filesystem;
 
+pub use backend::S3Backend;
 pub use config::{S3Config, S3Error, S3FilesystemBuilder};
-pub use filesystem::{S3Filesystem, S3Location};
 
-/// The SDK whose client [`S3Filesystem::client`] hands out, re-exported so
+/// The S3 filesystem: the shared object filesystem on [`S3Backend`]. Cheap
+/// to clone; [`S3Backend`]'s accessors (`config`, `client`) are called on
+/// it directly.
+pub type S3Filesystem = flow_fs_object::ObjectFilesystem<S3Backend>;
+
+/// A bucket and a key, shown as `s3://bucket/key` in every error.
+pub type S3Location = flow_fs_object::ObjectLocation;
+
+/// The SDK whose client [`S3Backend::client`] hands out, re-exported so
 /// callers use the same version.
 pub use aws_sdk_s3;
+
+/// The shared object filesystem this crate is a backend of, re-exported so
+/// callers use the same version.
+pub use flow_fs_object;
 
 /// The README's examples, compiled (and run unless they say otherwise) as
 /// doctests, so the crate page shows code that builds.
