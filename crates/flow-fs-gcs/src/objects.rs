@@ -219,25 +219,18 @@ impl ObjectBackend for GcsBackend {
         &["gs"]
     }
 
-    async fn head(&self, op: &'static str, at: &ObjectLocation) -> Result<Option<u64>, FsError> {
+    async fn head(&self, op: &'static str, at: &ObjectLocation) -> Result<u64, FsError> {
         let url = self.transport.object_url(&at.bucket, &at.key);
-        match self
+        let response = self
             .transport
             .send(op, |http| http.get(&url).query(&[("fields", "size")]))
             .await
-        {
-            Ok(response) => {
-                let meta: ObjectMeta = response
-                    .json()
-                    .await
-                    .map_err(|e| CallError::Transport(e).into_fs(op, at))?;
-                Ok(Some(meta.bytes()))
-            }
-            Err(e) => match e.into_fs(op, at) {
-                FsError::NotFound { .. } => Ok(None),
-                other => Err(other),
-            },
-        }
+            .map_err(|e| e.into_fs(op, at))?;
+        let meta: ObjectMeta = response
+            .json()
+            .await
+            .map_err(|e| CallError::Transport(e).into_fs(op, at))?;
+        Ok(meta.bytes())
     }
 
     async fn list_page(

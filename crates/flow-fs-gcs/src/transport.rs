@@ -8,6 +8,7 @@ use crate::google::{without_url, GoogleClient, NoToken, Refusal};
 use flow_cloud::retry::is_transient_status;
 use flow_cloud::Transient;
 use flow_core::FsError;
+use flow_fs_object::store_error;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use reqwest::{RequestBuilder, Response, StatusCode};
 use std::fmt;
@@ -85,19 +86,9 @@ impl Transient for CallError {
 impl CallError {
     /// The filesystem error of `op` on `location`; 404 is `NotFound`.
     pub(crate) fn into_fs(self, op: &'static str, location: &impl fmt::Display) -> FsError {
-        if let CallError::Status { status, .. } = &self {
-            if *status == StatusCode::NOT_FOUND {
-                return FsError::NotFound {
-                    op,
-                    location: location.to_string(),
-                };
-            }
-        }
-        FsError::Backend {
-            op,
-            location: location.to_string(),
-            message: self.to_string(),
-        }
+        let missing =
+            matches!(&self, CallError::Status { status, .. } if *status == StatusCode::NOT_FOUND);
+        store_error(op, location, missing, self)
     }
 }
 

@@ -50,6 +50,27 @@ impl fmt::Display for ObjectLocation {
     }
 }
 
+/// A failed primitive as the filesystem error of `op` on `location`:
+/// [`FsError::NotFound`] when the store said the object is `missing`, else
+/// [`FsError::Backend`] with the store's `message`.
+pub fn store_error(
+    op: &'static str,
+    location: &impl fmt::Display,
+    missing: bool,
+    message: impl fmt::Display,
+) -> FsError {
+    let location = location.to_string();
+    if missing {
+        FsError::NotFound { op, location }
+    } else {
+        FsError::Backend {
+            op,
+            location,
+            message: message.to_string(),
+        }
+    }
+}
+
 /// An object of a listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectInfo {
@@ -82,8 +103,9 @@ pub trait ObjectBackend: Send + Sync {
     /// first is how locations are shown.
     fn schemes(&self) -> &'static [&'static str];
 
-    /// The object's size, or `None` when there is no such object.
-    async fn head(&self, op: &'static str, at: &ObjectLocation) -> Result<Option<u64>, FsError>;
+    /// The object's size; [`FsError::NotFound`] when there is no such
+    /// object.
+    async fn head(&self, op: &'static str, at: &ObjectLocation) -> Result<u64, FsError>;
 
     /// Up to `max` objects of `at.bucket` whose keys start with `prefix` (a
     /// plain string prefix), from the page `token` names.

@@ -177,6 +177,15 @@ impl<B: ObjectBackend> ObjectFilesystem<B> {
         })
     }
 
+    /// The object's size, or `None` when there is no such object.
+    async fn size_of(&self, op: &'static str, at: &ObjectLocation) -> Result<Option<u64>, FsError> {
+        match self.backend.head(op, at).await {
+            Ok(size) => Ok(Some(size)),
+            Err(FsError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Every object whose key starts with `location`'s key (a plain
     /// prefix, not only a folder), as `SCHEME://bucket/key`, in key order,
     /// paging through the listing. For logs written in numbered parts,
@@ -249,7 +258,7 @@ impl<B: ObjectBackend> ObjectFilesystem<B> {
                 "source and destination are the same object",
             ));
         }
-        if let Some(size) = self.backend.head(op, &from).await? {
+        if let Some(size) = self.size_of(op, &from).await? {
             self.backend.copy(op, &from, &to, size).await?;
             if remove {
                 self.backend.delete(op, &from).await?;
@@ -285,7 +294,7 @@ impl<B: ObjectBackend> ObjectFilesystem<B> {
             }
         }
         let marker = from.marker();
-        if let Some(size) = self.backend.head(op, &marker).await? {
+        if let Some(size) = self.size_of(op, &marker).await? {
             found = true;
             self.backend.copy(op, &marker, &to.marker(), size).await?;
             if remove {
@@ -343,7 +352,7 @@ impl<B: ObjectBackend> Filesystem for ObjectFilesystem<B> {
     async fn rm(&self, path: &str) -> Result<(), FsError> {
         let at = self.locate("rm", path)?;
         // Asked first: not every store says when a deleted key was absent.
-        if self.backend.head("rm", &at).await?.is_none() {
+        if self.size_of("rm", &at).await?.is_none() {
             return Err(FsError::NotFound {
                 op: "rm",
                 location: at.to_string(),
@@ -410,8 +419,7 @@ impl<B: ObjectBackend> Filesystem for ObjectFilesystem<B> {
     async fn exists(&self, path: &str) -> Result<bool, FsError> {
         let op = "exists";
         let at = self.locate(op, path)?;
-        if self.backend.head(op, &at).await?.is_some()
-            || self.backend.head(op, &at.marker()).await?.is_some()
+        if self.size_of(op, &at).await?.is_some() || self.size_of(op, &at.marker()).await?.is_some()
         {
             return Ok(true);
         }
@@ -431,8 +439,7 @@ impl<B: ObjectBackend> RemoteObjects for ObjectFilesystem<B> {
         let at = self
             .locate("tail", location)
             .map_err(|e| tail_error(location, e))?;
-        self.backend
-            .head("tail", &at)
+        self.size_of("tail", &at)
             .await
             .map_err(|e| tail_error(location, e))
     }

@@ -29,5 +29,13 @@
 mod backend;
 mod filesystem;
 
-pub use backend::{ListPage, ObjectBackend, ObjectInfo, ObjectLocation, FOLDER_MARKER};
+pub use backend::{
+    store_error, ListPage, ObjectBackend, ObjectInfo, ObjectLocation, FOLDER_MARKER,
+};
 pub use filesystem::{ObjectFilesystem, ObjectSettings};
+
+/// The README's examples, compiled (and run unless they say otherwise) as
+/// doctests, so the crate page shows code that builds.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

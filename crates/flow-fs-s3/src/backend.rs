@@ -11,7 +11,7 @@ use aws_sdk_s3::Client;
 use bytes::Bytes;
 use flow_cloud::tail::ObjectStream;
 use flow_core::FsError;
-use flow_fs_object::{ListPage, ObjectBackend, ObjectInfo, ObjectLocation};
+use flow_fs_object::{store_error, ListPage, ObjectBackend, ObjectInfo, ObjectLocation};
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use std::fmt;
@@ -57,17 +57,8 @@ where
 {
     let not_found = matches!(e.code(), Some("NoSuchKey" | "NotFound" | "NoSuchBucket"))
         || e.raw_response().is_some_and(|r| r.status().as_u16() == 404);
-    if not_found && e.code() != Some("NoSuchBucket") {
-        return FsError::NotFound {
-            op,
-            location: location.to_string(),
-        };
-    }
-    FsError::Backend {
-        op,
-        location: location.to_string(),
-        message: DisplayErrorContext(&e).to_string(),
-    }
+    let missing = not_found && e.code() != Some("NoSuchBucket");
+    store_error(op, location, missing, DisplayErrorContext(&e))
 }
 
 fn backend(op: &'static str, location: &impl fmt::Display, message: impl Into<String>) -> FsError {
@@ -235,21 +226,16 @@ impl ObjectBackend for S3Backend {
         &["s3", "s3a", "s3n"]
     }
 
-    async fn head(&self, op: &'static str, at: &ObjectLocation) -> Result<Option<u64>, FsError> {
-        match self
+    async fn head(&self, op: &'static str, at: &ObjectLocation) -> Result<u64, FsError> {
+        let head = self
             .client
             .head_object()
             .bucket(&at.bucket)
             .key(&at.key)
             .send()
             .await
-        {
-            Ok(head) => Ok(Some(head.content_length().unwrap_or(0).max(0) as u64)),
-            Err(e) => match sdk_error(op, at, e) {
-                FsError::NotFound { .. } => Ok(None),
-                other => Err(other),
-            },
-        }
+            .map_err(|e| sdk_error(op, at, e))?;
+        Ok(head.content_length().unwrap_or(0).max(0) as u64)
     }
 
     async fn list_page(
