@@ -23,9 +23,8 @@ use chrono::Utc;
 use fantoccini::ClientBuilder;
 use flow_core::actions::Identity;
 use flow_core::{
-    ActionInstance, FlowDefinition, FlowKey, FlowRecord, FlowState, FlowStore, JobHandle,
-    JobRecord, LeaseOutcome, LogLevel, LogLine, RunMode, RunRecord, StepDefinition, StepRecord,
-    StepState, TimeQualifier, Timeperiod,
+    ActionInstance, FlowDefinition, FlowKey, FlowState, FlowStore, JobHandle, JobRecord,
+    StepDefinition, StepRecord, StepState, TimeQualifier, Timeperiod,
 };
 use flow_server::{FlowFile, Server, ServerOptions};
 use flow_store_sqlite::{SqliteOptions, SqliteStore};
@@ -34,6 +33,9 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+#[path = "support/recorded.rs"]
+mod recorded;
 
 const TP: &str = "2026112800";
 /// The log lines of the chatty flow's run.
@@ -85,19 +87,6 @@ async fn main() {
         Arc::new(SqliteStore::open(&dir.path().join("flow.db"), SqliteOptions::default()).unwrap());
     let tp: Timeperiod = TP.parse().unwrap();
     let now = Utc::now();
-    let flow = FlowRecord {
-        id: None,
-        flow_name: "lattice".into(),
-        timeperiod: tp,
-        start_timeperiod: tp,
-        end_timeperiod: tp.next(TimeQualifier::Daily),
-        state: FlowState::InProgress,
-        run_mode: RunMode::Nominal,
-        created_at: now,
-        started_at: Some(now),
-        finished_at: None,
-        graph_hash: None,
-    };
     let records: Vec<StepRecord> = graph
         .steps()
         .iter()
@@ -124,34 +113,9 @@ async fn main() {
             r
         })
         .collect();
+    // The lease stays held: the lattice is being run.
     let key = FlowKey::new("lattice", tp);
-    let LeaseOutcome::Acquired(lease) = store
-        .acquire_lease(&key, "viewer-bench", now, Duration::from_secs(3600))
-        .await
-        .unwrap()
-    else {
-        panic!("a fresh store has no lease holder");
-    };
-    let run = RunRecord {
-        id: None,
-        flow_name: "lattice".into(),
-        timeperiod: tp,
-        mode: RunMode::Nominal,
-        target: None,
-        owner: "viewer-bench".into(),
-        token: lease.token,
-        host: "localhost".into(),
-        user: "bench".into(),
-        started_at: now,
-        finished_at: None,
-        outcome: None,
-        steps: Vec::new(),
-        error: None,
-    };
-    store
-        .begin_run(&lease, &flow, true, &records, &run)
-        .await
-        .unwrap();
+    let _lease = recorded::record_run(&*store, &key, FlowState::InProgress, &records).await;
     let (chatty, record_s) = chatty_run(&store, tp).await;
 
     let store_for_timing = store.clone();
@@ -311,75 +275,13 @@ async fn chatty_run(
     store: &Arc<dyn FlowStore>,
     tp: Timeperiod,
 ) -> (Arc<flow_core::FlowGraph>, f64) {
-    let graph = FlowDefinition::new("chatty")
-        .time_qualifier(TimeQualifier::Daily)
-        .step(StepDefinition::new(
-            "talk",
-            ActionInstance::new(Arc::new(Identity)),
-        ))
-        .build()
-        .expect("a valid flow");
     let key = FlowKey::new("chatty", tp);
-    let now = Utc::now();
-    let LeaseOutcome::Acquired(lease) = store
-        .acquire_lease(&key, "viewer-bench", now, Duration::from_secs(3600))
-        .await
-        .unwrap()
-    else {
-        panic!("a fresh store has no lease holder");
-    };
-    let flow = FlowRecord {
-        id: None,
-        flow_name: "chatty".into(),
-        timeperiod: tp,
-        start_timeperiod: tp,
-        end_timeperiod: tp.next(TimeQualifier::Daily),
-        state: FlowState::Processed,
-        run_mode: RunMode::Nominal,
-        created_at: now,
-        started_at: Some(now),
-        finished_at: Some(now),
-        graph_hash: None,
-    };
-    let run = RunRecord {
-        id: None,
-        flow_name: "chatty".into(),
-        timeperiod: tp,
-        mode: RunMode::Nominal,
-        target: None,
-        owner: "viewer-bench".into(),
-        token: lease.token,
-        host: "localhost".into(),
-        user: "bench".into(),
-        started_at: now,
-        finished_at: Some(now),
-        outcome: Some(FlowState::Processed),
-        steps: Vec::new(),
-        error: None,
-    };
-    let (_, run) = store
-        .begin_run(&lease, &flow, true, &[], &run)
-        .await
-        .unwrap();
-    let run_id = run.id.expect("a stored run has an id");
+    let (lease, run) = recorded::record_run(&**store, &key, FlowState::Processed, &[]).await;
     let started = Instant::now();
-    for batch in 0..LOG_LINES / 10_000 {
-        let lines: Vec<LogLine> = (0..10_000)
-            .map(|i| LogLine {
-                flow_name: "chatty".into(),
-                timeperiod: tp,
-                run: run_id.clone(),
-                step: Some("talk".into()),
-                logger: "talk.identity".into(),
-                level: LogLevel::Info,
-                at: now,
-                message: format!("line {} of a step that talks a lot", batch * 10_000 + i),
-            })
-            .collect();
-        store.append_logs(&lines).await.unwrap();
-    }
+    recorded::record_lines(&**store, &key, &run, "talk", LOG_LINES).await;
+    let record_s = started.elapsed().as_secs_f64();
     store.release_lease(&lease).await.unwrap();
-    (Arc::new(graph), started.elapsed().as_secs_f64())
+    (recorded::one_step_flow("chatty", "talk"), record_s)
 }
 
 /// Loads the flow page three times; returns the median time to

@@ -7,12 +7,10 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use flow_core::actions::Identity;
 use flow_core::{
-    ActionInstance, ClusterRecord, FlowDefinition, FlowKey, FlowQuery, FlowRecord, FlowState,
-    FlowStore, Lease, LeaseInfo, LeaseOutcome, LogLevel, LogLine, LogQuery, RecordId, RunMode,
-    RunQuery, RunRecord, StepDefinition, StepRecord, StoreError, StoredLogLine, TimeQualifier,
-    Timeperiod,
+    ClusterRecord, FlowKey, FlowQuery, FlowRecord, FlowState, FlowStore, Lease, LeaseInfo,
+    LeaseOutcome, LogLine, LogQuery, RecordId, RunQuery, RunRecord, StepRecord, StoreError,
+    StoredLogLine, Timeperiod,
 };
 use flow_server::{FlowFile, Server, ServerOptions};
 use flow_store_sqlite::{SqliteOptions, SqliteStore};
@@ -111,6 +109,9 @@ impl FlowStore for NotingReads {
     }
 }
 
+#[path = "../examples/support/recorded.rs"]
+mod recorded;
+
 const TP: &str = "2026112800";
 /// More lines than the server ever reads in one call (10,000 for the old
 /// seed), so reading them all would show as several calls.
@@ -123,63 +124,8 @@ async fn the_first_event_reads_no_recorded_line() {
         Arc::new(SqliteStore::open(&dir.path().join("flow.db"), SqliteOptions::default()).unwrap());
     let tp: Timeperiod = TP.parse().unwrap();
     let key = FlowKey::new("logged", tp);
-    let now = Utc::now();
-    let LeaseOutcome::Acquired(lease) = sqlite
-        .acquire_lease(&key, "test", now, Duration::from_secs(3600))
-        .await
-        .unwrap()
-    else {
-        panic!("a fresh store has no lease holder");
-    };
-    let flow = FlowRecord {
-        id: None,
-        flow_name: "logged".into(),
-        timeperiod: tp,
-        start_timeperiod: tp,
-        end_timeperiod: tp.next(TimeQualifier::Daily),
-        state: FlowState::Processed,
-        run_mode: RunMode::Nominal,
-        created_at: now,
-        started_at: Some(now),
-        finished_at: Some(now),
-        graph_hash: None,
-    };
-    let run = RunRecord {
-        id: None,
-        flow_name: "logged".into(),
-        timeperiod: tp,
-        mode: RunMode::Nominal,
-        target: None,
-        owner: "test".into(),
-        token: lease.token,
-        host: "localhost".into(),
-        user: "test".into(),
-        started_at: now,
-        finished_at: None,
-        outcome: None,
-        steps: Vec::new(),
-        error: None,
-    };
-    let (_, run) = sqlite
-        .begin_run(&lease, &flow, true, &[], &run)
-        .await
-        .unwrap();
-    let run_id = run.id.unwrap();
-    for batch in 0..LINES / 5_000 {
-        let lines: Vec<LogLine> = (0..5_000)
-            .map(|i| LogLine {
-                flow_name: "logged".into(),
-                timeperiod: tp,
-                run: run_id.clone(),
-                step: Some("a".into()),
-                logger: "a.shell".into(),
-                level: LogLevel::Info,
-                at: now,
-                message: format!("line {}", batch * 5_000 + i),
-            })
-            .collect();
-        sqlite.append_logs(&lines).await.unwrap();
-    }
+    let (_, run) = recorded::record_run(&*sqlite, &key, FlowState::Processed, &[]).await;
+    recorded::record_lines(&*sqlite, &key, &run, "a", LINES).await;
     let last = sqlite.last_log_position(&key).await.unwrap();
     assert!(last >= LINES as u64, "{last}");
 
@@ -187,18 +133,10 @@ async fn the_first_event_reads_no_recorded_line() {
         inner: sqlite,
         reads: Mutex::new(Vec::new()),
     });
-    let graph = FlowDefinition::new("logged")
-        .time_qualifier(TimeQualifier::Daily)
-        .step(StepDefinition::new(
-            "a",
-            ActionInstance::new(Arc::new(Identity)),
-        ))
-        .build()
-        .unwrap();
     let mut options = ServerOptions::new(
         store.clone(),
         vec![FlowFile {
-            graph: Arc::new(graph),
+            graph: recorded::one_step_flow("logged", "a"),
             origin: "test".into(),
         }],
     );
