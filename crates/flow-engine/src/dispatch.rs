@@ -310,6 +310,12 @@ async fn worker(
             _ = shared.lost.cancelled() => break,
             done = step => done,
         };
+        // A line of this step that could not be written stops the run
+        // before the step releases anything (README, "Logs").
+        shared.run_log.settle().await;
+        if shared.run_log.has_failed() {
+            board.halt(false);
+        }
         idle_since = Instant::now();
         board.finished(
             index,

@@ -20,7 +20,13 @@
 //!
 //! A line that cannot be written (the file cannot be created, the disk is
 //! full) is not a warning lost on stderr: the run's `RunLog` records the
-//! first such failure and the engine fails the run with it.
+//! first such failure and the engine fails the run with it. A step's line
+//! to another file than the run's previous step line wakes the writer at
+//! once (it may need to open that file), and before a step's end releases anything
+//! the engine makes sure the writer has handled every such line
+//! (`RunLog::settle`, which waits only when the writer is behind): a step
+//! whose log file cannot be opened is known to have failed before any
+//! other step starts.
 //!
 //! When the engine also records a run's logs in the store
 //! ([`record_run_to_store`], Synergy Flow's log recording), every line that
@@ -59,6 +65,13 @@ use tracing_subscriber::registry::LookupSpan;
 struct Route {
     flow: String,
     dir: PathBuf,
+    /// The step file of the run's last step line: a step line to another
+    /// one is an "opening" line (its file may need opening).
+    last_file: Mutex<PathBuf>,
+    /// Opening lines sent to the writer, and those it has handled: equal
+    /// when `RunLog::settle` has nothing to wait for.
+    opening_sent: AtomicU64,
+    opening_handled: AtomicU64,
     failed: AtomicBool,
     failure: Mutex<Option<String>>,
     /// Set when the run's lines are also recorded in the store.
@@ -274,8 +287,13 @@ enum Message {
         route: Arc<Route>,
         path: PathBuf,
         line: String,
+        /// An opening line: wakes the writer, and is counted when handled.
+        opening: bool,
     },
     Flush(mpsc::Sender<()>),
+    /// Answered as soon as the writer reaches it: every line sent before it
+    /// has been handled (its file opened, or its run failed).
+    Settle(tokio::sync::oneshot::Sender<()>),
     /// A run ended: close every file under its directory.
     Close {
         dir: PathBuf,
@@ -329,7 +347,7 @@ fn inbox() -> &'static Inbox {
 
 fn send(message: Message) {
     let inbox = inbox();
-    let urgent = !matches!(message, Message::Line { .. });
+    let urgent = !matches!(message, Message::Line { opening: false, .. });
     if let Ok(tx) = inbox.tx.lock() {
         let _ = tx.send(message);
     }
@@ -403,14 +421,25 @@ fn write_loop(rx: Receiver<Message>) {
 impl Writer {
     fn handle(&mut self, message: Message) {
         match message {
-            Message::Line { route, path, line } => {
+            Message::Line {
+                route,
+                path,
+                line,
+                opening,
+            } => {
                 if let Some(f) = self.file(path.clone(), &route) {
                     if let Err(e) = f.out.write_all(line.as_bytes()) {
                         route.fail(format!("cannot write log file {}: {e}", path.display()));
                     }
                 }
+                if opening {
+                    route.opening_handled.fetch_add(1, Ordering::Release);
+                }
             }
             Message::Flush(done) => self.pending_flushes.push(done),
+            Message::Settle(done) => {
+                let _ = done.send(());
+            }
             Message::CloseFile { path } => {
                 if let Some(mut f) = self.files.remove(&path) {
                     f.flush(&path);
@@ -615,6 +644,26 @@ impl RunLog {
             .is_some_and(|r| r.failed.load(Ordering::Acquire))
     }
 
+    /// Waits until the writer has handled every opening line of this run
+    /// sent so far (each line's file opened, or the run failed because it
+    /// could not be), so [`RunLog::has_failed`] then knows about every file
+    /// that could not be opened. Does not wait for the disk; returns at once
+    /// when the writer is caught up (as it usually is: opening lines wake
+    /// it).
+    pub(crate) async fn settle(&self) {
+        let Some(route) = &self.route else { return };
+        if route.opening_handled.load(Ordering::Acquire)
+            >= route.opening_sent.load(Ordering::Acquire)
+        {
+            return;
+        }
+        let (done, settled) = tokio::sync::oneshot::channel();
+        send(Message::Settle(done));
+        // The writer answers unless it is gone (then lines are dropped and
+        // nothing more can fail); the limit is only a safety net.
+        let _ = tokio::time::timeout(Duration::from_secs(10), settled).await;
+    }
+
     /// Writes out every line queued so far and returns the first write
     /// failure of the run, if any.
     pub(crate) fn flushed_failure(&self) -> Option<String> {
@@ -679,6 +728,9 @@ pub(crate) fn register_run(flow: &str, log_directory: &Path) -> Result<RunLog, L
     let route = Arc::new(Route {
         flow: flow.to_string(),
         dir,
+        last_file: Mutex::new(PathBuf::new()),
+        opening_sent: AtomicU64::new(0),
+        opening_handled: AtomicU64::new(0),
         failed: AtomicBool::new(false),
         failure: Mutex::new(None),
         sink: OnceLock::new(),
@@ -933,6 +985,24 @@ where
         if let Some(sink) = route.sink.get() {
             sink.push(tags.step.as_deref(), logger, log_level(level), at, text);
         }
-        send(Message::Line { route, path, line });
+        // The flow's own file was created when the run was registered.
+        let opening = tags.step.is_some() && {
+            let mut last = route.last_file.lock().unwrap_or_else(|p| p.into_inner());
+            if *last == path {
+                false
+            } else {
+                last.clone_from(&path);
+                true
+            }
+        };
+        if opening {
+            route.opening_sent.fetch_add(1, Ordering::Release);
+        }
+        send(Message::Line {
+            route,
+            path,
+            line,
+            opening,
+        });
     }
 }
