@@ -3,7 +3,8 @@
 //! An error says whether it is worth another try ([`Transient`]) and, when
 //! the server said so, how long to wait (`Retry-After`). Delays grow
 //! exponentially from [`RetryConfig::initial_delay`] up to
-//! [`RetryConfig::max_delay`], with jitter unless turned off; a
+//! [`RetryConfig::max_delay`], with jitter unless turned off (jitter adds
+//! up to the delay again, but never beyond `max_delay`); a
 //! `Retry-After` replaces the computed delay (capped by
 //! [`RetryConfig::max_retry_after`]). Sleeps go through a [`Clock`], so tests
 //! check the sequence without waiting.
@@ -24,7 +25,7 @@ pub struct RetryConfig {
     /// The delay before the first retry.
     #[serde(with = "humantime_serde")]
     pub initial_delay: Duration,
-    /// No computed delay is longer.
+    /// No computed delay is longer, jitter included.
     #[serde(with = "humantime_serde")]
     pub max_delay: Duration,
     /// Each delay is the previous one times this.
@@ -113,6 +114,8 @@ where
         let Some(computed) = delays.next() else {
             return Err(e);
         };
+        // backon adds its jitter after applying its cap.
+        let computed = computed.min(config.max_delay);
         let delay = e
             .retry_after()
             .map_or(computed, |asked| asked.min(config.max_retry_after));
@@ -246,6 +249,33 @@ mod tests {
         assert!(result.is_err(), "4 retries are spent");
         assert_eq!(calls, 5, "the first attempt and max_retries = 4 retries");
         assert_eq!(millis(&manual), [100, 200, 400, 500]);
+    }
+
+    #[tokio::test]
+    async fn jittered_delays_never_exceed_the_cap() {
+        let config = RetryConfig {
+            max_retries: 8,
+            jitter: true,
+            ..config()
+        };
+        for _ in 0..20 {
+            let (manual, clock) = instant_clock();
+            let result: Result<(), TestError> =
+                retry(&config, &clock, "test", || async { Err(transient(None)) }).await;
+            assert!(result.is_err(), "8 retries are spent");
+            let sleeps = manual.sleeps();
+            assert_eq!(sleeps.len(), 8);
+            // Jitter only lengthens: each delay is at least the computed
+            // one (100, 200, 400, then the cap), and none is longer than
+            // the cap.
+            for (sleep, floor) in sleeps.iter().zip([100, 200, 400, 500, 500, 500, 500, 500]) {
+                assert!(
+                    *sleep >= Duration::from_millis(floor) - Duration::from_micros(1),
+                    "{sleeps:?}"
+                );
+                assert!(*sleep <= config.max_delay, "{sleeps:?}");
+            }
+        }
     }
 
     #[tokio::test]

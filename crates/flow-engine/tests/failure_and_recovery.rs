@@ -44,9 +44,24 @@ fn shell(command: &str) -> ActionInstance {
 /// sleeps: several processes to kill.
 fn long_job(pid_file: &Path) -> String {
     format!(
-        "read -r l < /proc/$$/stat && set -- $l && echo $5 > {}; sleep 60 & sleep 60; wait",
+        "sleep 60 & sleep 60 & read -r l < /proc/$$/stat && set -- $l && echo $5 > {}; wait",
         pid_file.display()
     )
+}
+
+/// Keeps tokio's paused clock still until `file` holds a pid (the job is
+/// running, its children started): a task that is always ready keeps the
+/// runtime from ever idling, and a paused clock moves only when it idles.
+/// So a timeout cannot fire before the job is under way, however slowly
+/// the machine starts it.
+async fn hold_the_clock_until_pid(file: &Path) {
+    while std::fs::read_to_string(file)
+        .ok()
+        .and_then(|t| t.trim().parse::<i32>().ok())
+        .is_none()
+    {
+        tokio::task::yield_now().await;
+    }
 }
 
 /// Waits until `file` holds a number (a job wrote its pid), and returns it.
@@ -516,7 +531,7 @@ async fn run_one_step(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cleanups_run_after_success_failure_timeout_and_cancellation() {
+async fn cleanups_run_after_success_failure_and_cancellation() {
     let bench = Bench::new();
     // Success: every action ran, each followed by its cleanup, in order.
     let log = bench.path("success.txt");
@@ -543,12 +558,44 @@ async fn cleanups_run_after_success_failure_timeout_and_cancellation() {
         ["run s.pre", "cleanup s.pre", "run s.main", "cleanup s.main"]
     );
 
+    // Cancellation (Ctrl-C and SIGTERM fire this token in `flow`).
+    let log = bench.path("cancel.txt");
+    let pid_file = bench.path("cancel.pid");
+    let report = run_one_step(
+        &bench,
+        "cancel",
+        three_phase(&log, shell(&long_job(&pid_file))),
+        Some(pid_file.clone()),
+    )
+    .await;
+    assert!(report.canceled);
+    assert_eq!(report.state, FlowState::Invalid);
+    assert_eq!(
+        lines(&log),
+        ["run s.pre", "cleanup s.pre", "run s.main", "cleanup s.main"]
+    );
+    assert_group_gone(wait_for_pid(&pid_file).await, "after cancellation").await;
+    assert_eq!(
+        bench.step_states("cancel", TP).await,
+        [("s".to_string(), "state_canceled".to_string())]
+    );
+}
+
+/// On tokio's paused clock, held still until the job wrote its pid: the
+/// timeouts (the engine's timers are tokio's) fire while the job runs,
+/// never before it started, however slow the machine.
+#[tokio::test(start_paused = true)]
+async fn timeouts_stop_the_whole_job_and_run_its_cleanup() {
+    let bench = Bench::new();
     // Timeout of the main action: the job is stopped, its whole process
     // group is gone, the cleanup ran.
     let log = bench.path("timeout.txt");
     let pid_file = bench.path("timeout.pid");
     let main = shell(&long_job(&pid_file)).with_timeout(Duration::from_millis(500));
-    let report = run_one_step(&bench, "timeout", three_phase(&log, main), None).await;
+    let (report, ()) = tokio::join!(
+        run_one_step(&bench, "timeout", three_phase(&log, main), None),
+        hold_the_clock_until_pid(&pid_file)
+    );
     assert_eq!(report.state, FlowState::Invalid);
     assert_eq!(
         lines(&log),
@@ -572,35 +619,16 @@ async fn cleanups_run_after_success_failure_timeout_and_cancellation() {
     let pid_file = bench.path("step_timeout.pid");
     let step =
         three_phase(&log, shell(&long_job(&pid_file))).with_timeout(Duration::from_millis(500));
-    let report = run_one_step(&bench, "step_timeout", step, None).await;
+    let (report, ()) = tokio::join!(
+        run_one_step(&bench, "step_timeout", step, None),
+        hold_the_clock_until_pid(&pid_file)
+    );
     assert_eq!(report.state, FlowState::Invalid);
     assert_eq!(
         lines(&log),
         ["run s.pre", "cleanup s.pre", "run s.main", "cleanup s.main"]
     );
     assert_group_gone(wait_for_pid(&pid_file).await, "after the step's timeout").await;
-
-    // Cancellation (Ctrl-C and SIGTERM fire this token in `flow`).
-    let log = bench.path("cancel.txt");
-    let pid_file = bench.path("cancel.pid");
-    let report = run_one_step(
-        &bench,
-        "cancel",
-        three_phase(&log, shell(&long_job(&pid_file))),
-        Some(pid_file.clone()),
-    )
-    .await;
-    assert!(report.canceled);
-    assert_eq!(report.state, FlowState::Invalid);
-    assert_eq!(
-        lines(&log),
-        ["run s.pre", "cleanup s.pre", "run s.main", "cleanup s.main"]
-    );
-    assert_group_gone(wait_for_pid(&pid_file).await, "after cancellation").await;
-    assert_eq!(
-        bench.step_states("cancel", TP).await,
-        [("s".to_string(), "state_canceled".to_string())]
-    );
 }
 
 // ---------------------------------------------------------------------------
@@ -714,7 +742,7 @@ async fn cancel_grace_drops_an_action_that_ignores_its_token() {
 #[derive(Debug)]
 struct FailsFirst {
     failures: usize,
-    calls: Arc<Mutex<Vec<Instant>>>,
+    calls: Arc<Mutex<Vec<tokio::time::Instant>>>,
 }
 
 #[async_trait]
@@ -724,7 +752,7 @@ impl Action for FailsFirst {
     }
     async fn run(&self, _cx: &ActionContext<'_>) -> Result<ActionOutcome, ActionError> {
         let mut calls = self.calls.lock().unwrap();
-        calls.push(Instant::now());
+        calls.push(tokio::time::Instant::now());
         if calls.len() <= self.failures {
             return Err(ActionError::failed(format!("call {} fails", calls.len())));
         }
@@ -732,12 +760,16 @@ impl Action for FailsFirst {
     }
 }
 
-/// The gaps between consecutive instants.
-fn gaps(instants: &[Instant]) -> Vec<Duration> {
+/// The gaps between consecutive instants (tokio's: on a paused clock, the
+/// time the engine's sleeps took, exactly).
+fn gaps(instants: &[tokio::time::Instant]) -> Vec<Duration> {
     instants.windows(2).map(|w| w[1] - w[0]).collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// On tokio's paused clock: time moves only when every task waits, to the
+/// next timer due, so each gap between attempts is exactly the sleep the
+/// engine took: the cap is checked as an upper bound too.
+#[tokio::test(start_paused = true)]
 async fn step_retry_delays_double_up_to_the_cap() {
     let bench = Bench::new();
     let calls = Arc::new(Mutex::new(Vec::new()));
@@ -782,15 +814,8 @@ async fn step_retry_delays_double_up_to_the_cap() {
         let line = format!(" flaky INFO attempt {attempt} of 5\n");
         assert!(log.contains(&line), "missing {line:?} in:\n{log}");
     }
-    // Each wait really happened (a sleep never ends early).
-    let gaps = gaps(&calls.lock().unwrap());
-    assert_eq!(gaps.len(), 4);
-    for (gap, delay) in gaps.iter().zip(expected) {
-        assert!(
-            *gap >= delay,
-            "waited {gap:?} where {delay:?} was due: {gaps:?}"
-        );
-    }
+    // Each wait was the delay logged: never shorter, never longer.
+    assert_eq!(gaps(&calls.lock().unwrap()), expected);
 }
 
 /// A factory whose clusters fail to launch, transiently, `failures` times
@@ -799,7 +824,7 @@ struct FlakyLaunch {
     inner: Arc<dyn ClusterFactory>,
     failures: Vec<usize>,
     created: AtomicUsize,
-    attempts: Arc<Mutex<Vec<Vec<Instant>>>>,
+    attempts: Arc<Mutex<Vec<Vec<tokio::time::Instant>>>>,
     terminated: Arc<AtomicUsize>,
 }
 
@@ -807,7 +832,7 @@ struct FlakyCluster {
     inner: Arc<dyn Cluster>,
     number: usize,
     failures: usize,
-    attempts: Arc<Mutex<Vec<Vec<Instant>>>>,
+    attempts: Arc<Mutex<Vec<Vec<tokio::time::Instant>>>>,
     terminated: Arc<AtomicUsize>,
 }
 
@@ -843,7 +868,7 @@ impl Cluster for FlakyCluster {
     async fn provision(&self) -> Result<ClusterHandle, ClusterError> {
         let attempt = {
             let mut attempts = self.attempts.lock().unwrap();
-            attempts[self.number].push(Instant::now());
+            attempts[self.number].push(tokio::time::Instant::now());
             attempts[self.number].len()
         };
         if attempt <= self.failures {
@@ -890,7 +915,8 @@ impl Cluster for FlakyCluster {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// On tokio's paused clock, like the step retries above.
+#[tokio::test(start_paused = true)]
 async fn transient_launch_failures_are_retried_with_backoff() {
     let bench = Bench::new();
     let ran = bench.path("ran.txt");
@@ -938,13 +964,7 @@ async fn transient_launch_failures_are_retried_with_backoff() {
     assert_eq!(attempts[1].len(), 4, "three retries, then given up");
     let expected = [50, 100, 120].map(Duration::from_millis);
     for (cluster, times) in attempts.iter().enumerate() {
-        let gaps = gaps(times);
-        for (gap, delay) in gaps.iter().zip(expected) {
-            assert!(
-                *gap >= delay,
-                "cluster {cluster} retried after {gap:?} where {delay:?} was due: {gaps:?}"
-            );
-        }
+        assert_eq!(gaps(times), expected, "cluster {cluster}");
     }
     let log = flow_log(&bench, "launching");
     for (retry, delay) in expected.iter().enumerate() {
@@ -1301,42 +1321,17 @@ async fn a_refused_mode_leaves_the_lease_alone() {
     assert_eq!(fenced_rows(&bench), records);
 }
 
-/// Ignores its token and completes after `hold` (well within the grace).
-#[derive(Debug)]
-struct Unhurried {
-    hold: Duration,
-    started: Arc<AtomicBool>,
-}
-
-#[async_trait]
-impl Action for Unhurried {
-    fn kind(&self) -> &str {
-        "unhurried"
-    }
-    async fn run(&self, _cx: &ActionContext<'_>) -> Result<ActionOutcome, ActionError> {
-        self.started.store(true, Ordering::SeqCst);
-        tokio::time::sleep(self.hold).await;
-        Ok(ActionOutcome::Done)
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancellation_starts_no_new_step_even_when_the_running_one_completes() {
     let bench = Bench::new();
     let ran = bench.path("ran.txt");
-    let started = Arc::new(AtomicBool::new(false));
     // One cluster: `first` runs, `second` (independent) waits in the queue.
-    // `first` ignores the cancellation and ends well; `second` must still
-    // never start, and the run counts as cancelled.
+    // `first` ignores the cancellation and ends well, after it; `second`
+    // must still never start, and the run counts as cancelled.
+    let hold = Hold::default();
     let graph = Arc::new(
         FlowDefinition::new("stopping")
-            .step(StepDefinition::new(
-                "first",
-                act(Unhurried {
-                    hold: Duration::from_millis(300),
-                    started: started.clone(),
-                }),
-            ))
+            .step(StepDefinition::new("first", hold.action()))
             .step(StepDefinition::new("second", append(&ran)))
             .build()
             .unwrap(),
@@ -1344,10 +1339,9 @@ async fn cancellation_starts_no_new_step_even_when_the_running_one_completes() {
     let engine = bench.engine(&graph, TP, 1);
     let cancel = engine.cancel_token();
     tokio::spawn(async move {
-        while !started.load(Ordering::SeqCst) {
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
+        hold.started.cancelled().await;
         cancel.cancel();
+        hold.release.cancel();
     });
     let report = engine.run().await.unwrap();
     assert!(report.canceled, "{report:?}");
