@@ -129,6 +129,36 @@ async fn a_handle_whose_process_is_another_one_is_lost_not_running() {
 }
 
 #[tokio::test]
+async fn a_job_from_before_a_reboot_is_lost_not_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = cluster_in(dir.path(), |_| {}).await;
+    let mut handle = start(&first, "sleep 30").await;
+    // Everything about the process matches (pid, start time), as it can
+    // after a reboot, where pids and start ticks begin again: only the boot
+    // id, in the handle and in the job directory, is another one.
+    handle.ids.insert("boot_id".into(), "another-boot".into());
+    let pid_file = Path::new(handle.id("dir").unwrap()).join("pid");
+    let written = std::fs::read_to_string(&pid_file).unwrap();
+    let mut words: Vec<&str> = written.split_whitespace().collect();
+    assert_eq!(words.len(), 3, "pid, start time, boot id: {written:?}");
+    words[2] = "another-boot";
+    std::fs::write(&pid_file, words.join(" ") + "\n").unwrap();
+    let second = LocalCluster::new("local-0", options(dir.path()));
+    match second.status(&handle).await.unwrap() {
+        JobStatus::Lost { reason } => assert!(reason.contains("rebooted"), "{reason}"),
+        other => panic!("expected a lost job, got {other:?}"),
+    }
+    let execution = context(Settings::new());
+    let cancel = CancellationToken::new();
+    let cx = job_context(&cancel, &execution);
+    match second.wait(&handle, &cx).await {
+        Err(e) => assert!(e.to_string().contains("rebooted"), "{e}"),
+        Ok(()) => panic!("a job from another boot was waited for as if it ran"),
+    }
+    first.terminate().await.unwrap();
+}
+
+#[tokio::test]
 async fn another_cluster_cancels_a_job_by_its_handle() {
     let dir = tempfile::tempdir().unwrap();
     let first = cluster_in(dir.path(), |_| {}).await;
