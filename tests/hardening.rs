@@ -294,8 +294,10 @@ main = { action = "rm", path = "missing/{settings.tok}/file" }
     }
     // What the job itself printed is kept as it printed it, in its job
     // directory, which only the owner can enter.
+    let mut kept = 0;
     for (path, bytes) in every_file(&home.path("data")) {
         if contains(&bytes, SECRET) {
+            kept += 1;
             let mut dir = path.parent().unwrap();
             assert!(
                 dir.starts_with(home.path("data/local")),
@@ -308,6 +310,10 @@ main = { action = "rm", path = "missing/{settings.tok}/file" }
             }
         }
     }
+    assert!(
+        kept > 0,
+        "no job output holds the secret: nothing was checked"
+    );
 
     // A `fail` message quoting the secret, through run-one on another flow.
     home.write(
@@ -651,6 +657,30 @@ main = { action = "shell", command = "echo waiting; touch started; while [ ! -e 
     assert_eq!(mode(&home.path("logs/private/private.log")), 0o600);
     assert_eq!(mode(&home.path("logs/private/wait.log")), 0o600);
     assert!(home.read("logs/private/wait.log").contains("waiting"));
+    // The job's directory (its output, its pid, its status) and every
+    // directory above it up to the data directory.
+    let entries = |dir: std::path::PathBuf| -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .map(|entry| entry.unwrap().path())
+            .collect()
+    };
+    let clusters = entries(home.path("data/local/clusters"));
+    assert_eq!(clusters.len(), 1, "one cluster: {clusters:?}");
+    let jobs = entries(clusters[0].join("jobs"));
+    assert_eq!(jobs.len(), 1, "one job ran: {jobs:?}");
+    let mut dir = jobs[0].as_path();
+    let mut checked = Vec::new();
+    while dir != home.path("data") {
+        assert_eq!(mode(dir), 0o700, "{} is not private", dir.display());
+        checked.push(dir.to_path_buf());
+        dir = dir.parent().unwrap();
+    }
+    assert_eq!(
+        checked.len(),
+        5,
+        "JOB, jobs, CLUSTER, clusters, local: {checked:?}"
+    );
 }
 
 /// The same through a real `spark-submit` (pyspark): the application reads
