@@ -43,7 +43,7 @@ main = { action = "shell", command = "echo a >> ran.txt" }
 [[steps]]
 name = "b"
 depends_on = ["a"]
-main = { action = "shell", command = "echo b >> ran.txt; echo $$ > b.pid; sleep {settings.nap} & sleep {settings.nap}; wait" }
+main = { action = "shell", command = "echo b >> ran.txt; echo $$ > b.pid; sleep {settings.nap} & sleep {settings.nap}; wait; echo $$ >> b.ended" }
 
 [[steps]]
 name = "c"
@@ -234,6 +234,28 @@ fn recover_after_sigkill_adopts_the_running_job_instead_of_running_it_again() {
     );
     let status = home.status_text();
     assert!(status.contains("adopted"), "{status}");
+    // The stored handle says so, and it is the orphan's: the process the
+    // killed engine started ran to its end (it was neither killed nor
+    // started again), and nothing else wrote b's pid.
+    let json = home.status_json("chain.toml", TP);
+    let b = json["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["step_name"] == "b")
+        .unwrap();
+    assert_eq!(b["job"]["adopted"], true, "{json}");
+    assert_eq!(
+        b["job"]["handle"]["ids"]["pgid"],
+        group.to_string(),
+        "{json}"
+    );
+    assert_eq!(home.read("b.pid").trim(), job.to_string());
+    assert_eq!(
+        home.read("b.ended").lines().collect::<Vec<_>>(),
+        [job.to_string()],
+        "the orphan itself finished b"
+    );
     let log = std::fs::read_to_string(home.path("logs/chain/b.log")).unwrap();
     assert!(log.contains("adopted local job"), "{log}");
     support::assert_group_gone(group, "after the adopted job ended");
