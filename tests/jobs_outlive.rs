@@ -90,6 +90,21 @@ cancel_grace = "5s"
         }
     }
 
+    /// Makes the dead run's lease of `flow` stale, as the passing of its
+    /// ttl would: its heartbeat moves a day back.
+    fn age_lease(&self, flow: &str) {
+        let conn = rusqlite::Connection::open(self.db()).unwrap();
+        conn.busy_timeout(Duration::from_secs(10)).unwrap();
+        let aged = conn
+            .execute(
+                "UPDATE lease SET heartbeat_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-1 day') \
+                 WHERE flow_name = ?1",
+                [flow],
+            )
+            .unwrap();
+        assert_eq!(aged, 1, "the killed run left its lease");
+    }
+
     fn wait_for(&self, what: &str, mut ready: impl FnMut() -> bool) {
         let deadline = Instant::now() + Duration::from_secs(60);
         while !ready() {
@@ -168,11 +183,11 @@ main = { action = "shell", command = "echo s1 >> ran.txt" }
 [[steps]]
 name = "s2"
 depends_on = ["s1"]
-pre = [{ action = "shell", name = "pre", command = "touch pre.started; sleep 1; echo s2-pre >> ran.txt" }]
-main = { action = "shell", command = "touch main.started; sleep 1.5; echo s2-main >> ran.txt" }
+pre = [{ action = "shell", name = "pre", command = "echo $$ >> pre.started; sleep 1; echo s2-pre >> ran.txt" }]
+main = { action = "shell", command = "echo $$ >> main.started; sleep 1.5; echo s2-main >> ran.txt" }
 post = [
   { action = "sleep", name = "gap", duration = "1s" },
-  { action = "shell", name = "post", command = "touch post.started; sleep 0.5; echo s2-post >> ran.txt" },
+  { action = "shell", name = "post", command = "echo $$ >> post.started; sleep 0.5; echo s2-post >> ran.txt" },
 ]
 
 [[steps]]
@@ -195,6 +210,16 @@ fn crash_at(point: &str, ready: impl Fn(&Home) -> bool) {
     let mut expected = PHASE_LINES.map(String::from).to_vec();
     expected.sort();
     assert_eq!(ran, expected, "killed {point}: every job exactly once");
+    // A job the kill interrupted was adopted, not killed and started again:
+    // each job that began says so once.
+    for phase in ["pre", "main", "post"] {
+        let started = home.read(&format!("{phase}.started"));
+        assert_eq!(
+            started.lines().count(),
+            1,
+            "killed {point}: {phase} began {started:?}"
+        );
+    }
     assert_eq!(
         home.status_json("phases.toml", TP)["flow"]["state"],
         "state_processed"
@@ -244,7 +269,6 @@ main = { action = "shell", command = "touch started; sleep 0.5; echo done >> ran
     home.wait_for("the job to start", || home.path("started").exists());
     kill9(&mut engine);
     home.wait_for("the job to end", || !home.ran().is_empty());
-    std::thread::sleep(Duration::from_millis(1200)); // the lease turns stale
     assert_eq!(home.recover_until_accepted("once.toml"), 0);
     assert_eq!(home.ran(), ["done"]);
     let log = home.read("logs/once/only.log");
@@ -265,13 +289,13 @@ name = "flaky"
 name = "only"
 retries = 1
 retry_delay = "1s"
-main = { action = "shell", command = "n=$(cat n 2>/dev/null || echo 0); n=$((n+1)); echo $n > n; touch started; sleep 0.5; [ $n -ge 2 ]" }
+main = { action = "shell", command = "n=$(cat n 2>/dev/null || echo 0); n=$((n+1)); echo $n > n; touch started; sleep 0.5; touch ended$n; [ $n -ge 2 ]" }
 "#,
     );
     let mut engine = home.spawn(&["run", "flaky.toml", "--timeperiod", TP]);
     home.wait_for("the first attempt", || home.path("started").exists());
     kill9(&mut engine);
-    std::thread::sleep(Duration::from_millis(1200));
+    home.wait_for("the first attempt to end", || home.path("ended1").exists());
     assert_eq!(home.recover_until_accepted("flaky.toml"), 0);
     assert_eq!(home.read("n").trim(), "2", "one failed attempt, one retry");
     let status = home.status_json("flaky.toml", TP);
@@ -324,7 +348,6 @@ main = { action = "shell", command = "echo $$ > job.pid; sleep 30" }
             .unwrap();
         job["handle"]["ids"]["start_time"] = serde_json::json!((start + 7).to_string());
     });
-    std::thread::sleep(Duration::from_millis(1200));
     assert_eq!(home.recover_until_accepted("reused.toml"), 1);
     let status = home.status_json("reused.toml", TP);
     let step = &status["steps"][0];
@@ -402,9 +425,10 @@ fn terminate_orphans_ends_a_crashed_runs_cluster_but_not_a_live_ones() {
     assert_eq!(cluster_states(&home)[0].1, "up");
     assert!(Path::new(&format!("/proc/{job}")).exists());
 
-    // Crash; once the lease is stale, the cluster and its job are ended.
+    // Crash; once the lease is stale (aged in the store, as the passing
+    // of its ttl would), the cluster and its job are ended.
     kill9(&mut engine);
-    std::thread::sleep(Duration::from_millis(1200));
+    home.age_lease("long");
     let out = home.expect(0, &["clusters", "--terminate-orphans"]);
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(said.contains(": terminated"), "{said}");
@@ -576,10 +600,12 @@ fn flow_rollback_refuses_a_step_with_processed_dependants_and_cascades_on_reques
 }
 
 /// A 30-step flow (a chain of fan-outs) on three clusters, killed with
-/// SIGKILL at twenty pseudo-random moments and recovered until processed:
-/// every step's side effect happens exactly once. A round is a fresh `run`
-/// then kills and `recover`s until the flow is processed; rounds repeat
-/// until twenty kills were made, and each round is checked on its own.
+/// SIGKILL twenty times, each time mid-step (right after a pseudo-random
+/// number of further steps recorded their start: each step's job writes
+/// its name to `started.txt` first), and recovered until processed: every
+/// step's side effect happens exactly once. A round is a fresh `run` then
+/// kills and `recover`s until the flow is processed; rounds repeat until
+/// twenty kills were made, and each round is checked on its own.
 #[test]
 fn twenty_kills_at_random_moments_leave_every_step_run_exactly_once() {
     let home = Home::new(3);
@@ -592,7 +618,7 @@ fn twenty_kills_at_random_moments_leave_every_step_run_exactly_once() {
         };
         let nap = 0.2 + f64::from(i % 4) * 0.1;
         flow.push_str(&format!(
-            "[[steps]]\nname = \"s{i}\"\n{deps}main = {{ action = \"shell\", command = \"sleep {nap:.1}; echo s{i} >> ran.txt\" }}\n"
+            "[[steps]]\nname = \"s{i}\"\n{deps}main = {{ action = \"shell\", command = \"echo s{i} >> started.txt; sleep {nap:.1}; echo s{i} >> ran.txt\" }}\n"
         ));
     }
     home.write("many.toml", &flow);
@@ -622,6 +648,7 @@ fn twenty_kills_at_random_moments_leave_every_step_run_exactly_once() {
     while kills < 20 {
         rounds += 1;
         let _ = std::fs::remove_file(home.path("ran.txt"));
+        let _ = std::fs::remove_file(home.path("started.txt"));
         let mut args: &[&str] = &["run", "many.toml", "--timeperiod", TP];
         loop {
             assert!(
@@ -629,8 +656,14 @@ fn twenty_kills_at_random_moments_leave_every_step_run_exactly_once() {
                 "round {rounds} never got processed ({kills} kills): {}",
                 home.read("ran.txt")
             );
+            // Kill once 1 to 3 more steps have started (a step started
+            // twice would show in ran.txt), unless the engine ends first.
+            let target = home.read("started.txt").lines().count() + 1 + (next() % 3) as usize;
             let mut engine = home.spawn(args);
-            std::thread::sleep(Duration::from_millis(50 + next() % 450));
+            home.wait_for("a step to start or the engine to end", || {
+                home.read("started.txt").lines().count() >= target
+                    || engine.try_wait().unwrap().is_some()
+            });
             if engine.try_wait().unwrap().is_none() {
                 kill9(&mut engine);
                 kills += 1;
@@ -655,6 +688,12 @@ fn twenty_kills_at_random_moments_leave_every_step_run_exactly_once() {
         assert_eq!(
             ran, expected,
             "round {rounds} ({kills} kills so far): each step exactly once"
+        );
+        let mut started: Vec<String> = home.read("started.txt").lines().map(String::from).collect();
+        started.sort();
+        assert_eq!(
+            started, expected,
+            "round {rounds} ({kills} kills so far): each job started once (adopted, not rerun)"
         );
     }
     home.assert_no_process_left();

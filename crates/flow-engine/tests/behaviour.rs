@@ -412,14 +412,11 @@ async fn cancellation_stops_jobs_runs_cleanups_and_terminates_clusters() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_engine_is_refused_while_the_first_holds_the_lease() {
     let bench = Bench::new();
+    // The first engine's step runs until the checks below are done.
+    let hold = Hold::default();
     let graph = Arc::new(
         FlowDefinition::new("leased")
-            .step(StepDefinition::new(
-                "wait",
-                act(Sleep {
-                    duration: Duration::from_millis(800),
-                }),
-            ))
+            .step(StepDefinition::new("wait", hold.action()))
             .build()
             .unwrap(),
     );
@@ -443,6 +440,7 @@ async fn a_second_engine_is_refused_while_the_first_holds_the_lease() {
         other => panic!("expected LeaseHeld, got {other:?}"),
     }
     assert_eq!(bench.snapshot("leased", TP).await, before);
+    hold.release.cancel();
     assert_eq!(running.await.unwrap().unwrap().state, FlowState::Processed);
     // Released at the end: the second engine may run now.
     assert_eq!(second.run().await.unwrap().state, FlowState::Processed);

@@ -4,7 +4,7 @@ mod support;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use flow_core::actions::{Identity, Sleep};
+use flow_core::actions::Identity;
 use flow_core::{
     ActionInstance, ClusterRecord, FlowDefinition, FlowKey, FlowQuery, FlowRecord, FlowState,
     FlowStore, Lease, LeaseInfo, LeaseOutcome, LogLine, LogQuery, RecordId, RunQuery, RunRecord,
@@ -31,14 +31,11 @@ async fn a_locked_store_stops_the_run_and_recover_works_afterwards() {
         )
         .unwrap(),
     );
+    // `slow` runs until the store is locked.
+    let hold = Hold::default();
     let graph = Arc::new(
         FlowDefinition::new("faulty")
-            .step(StepDefinition::new(
-                "slow",
-                ActionInstance::new(Arc::new(Sleep {
-                    duration: Duration::from_millis(700),
-                })),
-            ))
+            .step(StepDefinition::new("slow", hold.action()))
             .step(
                 StepDefinition::new("after", ActionInstance::new(Arc::new(Identity)))
                     .depends_on(["slow"]),
@@ -77,6 +74,7 @@ async fn a_locked_store_stops_the_run_and_recover_works_afterwards() {
     // Another process takes the write lock for longer than the busy timeout.
     let blocker = rusqlite::Connection::open(&db).unwrap();
     blocker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    hold.release.cancel();
     let result = running.await.unwrap();
     match &result {
         Err(EngineError::Store {

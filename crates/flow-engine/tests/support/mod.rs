@@ -188,6 +188,36 @@ pub fn sorted(mut v: Vec<String>) -> Vec<String> {
     v
 }
 
+/// Runs until the test releases it (and says when it has started): a step
+/// that is running for exactly as long as the test needs, where a sleep
+/// would have to guess a length long enough. Ignores the step's
+/// cancellation.
+#[derive(Debug, Clone, Default)]
+pub struct Hold {
+    /// Cancelled by the test to let the action end.
+    pub release: flow_core::CancellationToken,
+    /// Cancelled by the action when it starts.
+    pub started: flow_core::CancellationToken,
+}
+
+#[async_trait]
+impl Action for Hold {
+    fn kind(&self) -> &str {
+        "hold"
+    }
+    async fn run(&self, _cx: &ActionContext<'_>) -> Result<ActionOutcome, ActionError> {
+        self.started.cancel();
+        self.release.cancelled().await;
+        Ok(ActionOutcome::Done)
+    }
+}
+
+impl Hold {
+    pub fn action(&self) -> ActionInstance {
+        ActionInstance::new(Arc::new(self.clone()))
+    }
+}
+
 /// Records when each step ran, to measure overlap.
 #[derive(Debug, Default)]
 pub struct Intervals(pub Mutex<Vec<(String, Instant, Instant)>>);
