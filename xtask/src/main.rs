@@ -98,11 +98,15 @@ commands:
   docs            install mdBook into <target>/tools/mdbook-venv (once), build
                   the book under docs/ into <target>/book and check its links
                   and anchors (also part of `test`)
-  mutants [ARGS...]
+  mutants [--only FILE]... [ARGS...]
                   install cargo-mutants into <target>/tools/cargo-mutants (once),
-                  mutate the engine's core and the SQLite store, run the engine
-                  and store tests against each mutant, print the caught share
-                  per file (slow: hours; ARGS go to cargo-mutants)
+                  mutate the files where the promises live (engine, stores,
+                  masking, key confinement, local job identity, Mongo fences,
+                  the viewer's checks), run the tests that exercise each group
+                  of files (the binary's too; MongoDB's on nx-27017) against
+                  each mutant, print the caught share per file and fail when a
+                  file drops below its recorded figure (slow: hours; --only
+                  narrows to some files; other ARGS go to cargo-mutants)
   features        check that each feature combination of flow-cli users build
                   holds only the crates its features bring (cargo tree; also
                   part of `test`) and compiles (cargo check into

@@ -1,18 +1,28 @@
-//! `cargo xtask mutants`: mutation testing of the engine's core and the
-//! SQLite store with `cargo-mutants`.
+//! `cargo xtask mutants`: mutation testing, with `cargo-mutants`, of the
+//! files where the engine's promises live.
 //!
 //! Installs the pinned `cargo-mutants` into `<target>/tools/cargo-mutants`
-//! (`cargo install --root`, once, reused while its version matches), then
-//! mutates [`FILES`] one mutant at a time and runs the tests of
-//! [`TEST_PACKAGES`] against each. It ends with a table of the caught share
-//! per file (caught or timed out, out of the viable mutants) and the list of
-//! survivors. Slow (hours on 2 cores): not part of `cargo xtask test` or CI.
+//! (`cargo install --root`, once, reused while its version matches). The
+//! files are mutated in [`GROUPS`]: each group names the tests that
+//! exercise its files (the binary's end-to-end tests too, where a promise
+//! is only visible through `flow`), the features they need, whether they
+//! need the MongoDB peer (started as `cargo xtask test` starts it), and how
+//! long one mutant's tests may take. cargo-mutants runs once per group,
+//! one mutant at a time. The run ends with the caught share per file
+//! (caught or timed out, of the viable mutants), each file's recorded
+//! figure ([`RECORDED`]), and the survivors; it fails when a file's share
+//! drops below its recorded figure (on a complete run: a run narrowed by
+//! `-F`, `--shard`, `--iterate` or `--only` is reported, not judged), or
+//! when cargo-mutants itself fails. Slow (hours on 2 cores): not part of
+//! `cargo xtask test` or CI.
 //!
 //! Builds go to `<target>/mutants-build` (their own directory: cargo-mutants
 //! builds a copy of the tree, whose fingerprints would thrash the normal
-//! build), results to `<target>/mutants/mutants.out`. Extra arguments go to
-//! cargo-mutants, e.g. `-F 'dispatch'` (only mutants whose name matches),
-//! `--shard 1/4`, `--iterate` (skip mutants caught by the previous run).
+//! build), results to `<target>/mutants/GROUP/mutants.out`. Arguments:
+//! `--only FILE` (repeatable) mutates only those files (of their groups);
+//! anything else goes to cargo-mutants, e.g. `-F 'dispatch'` (only mutants
+//! whose name matches), `--shard 1/4`, `--iterate` (skip mutants caught by
+//! the previous run), `--list` (list the mutants, test nothing).
 
 use std::collections::BTreeMap;
 use std::env;
@@ -20,40 +30,140 @@ use std::ffi::OsString;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
+use std::time::Instant;
 
 /// The cargo-mutants release `cargo xtask mutants` installs.
 const CARGO_MUTANTS_VERSION: &str = "27.1.0";
 
-/// The files whose mutants are tested (issue 15).
-pub const FILES: &[&str] = &[
-    "crates/flow-engine/src/dispatch.rs",
-    "crates/flow-engine/src/engine.rs",
-    "crates/flow-engine/src/step.rs",
-    "crates/flow-engine/src/plan.rs",
-    "crates/flow-store-sqlite/src/sql.rs",
-    "crates/flow-store-sqlite/src/lib.rs",
+/// Files mutated together, and what runs against each of their mutants.
+pub struct Group {
+    pub name: &'static str,
+    pub files: &'static [&'static str],
+    /// Packages whose tests run (the binary's end-to-end tests are
+    /// `flow-cli`'s).
+    pub packages: &'static [&'static str],
+    /// Cargo features those tests need.
+    pub features: &'static [&'static str],
+    /// Runs the ignored `_on_nx27017` tests against the MongoDB peer.
+    pub mongo: bool,
+    /// Seconds one mutant's tests may take before it counts as a hang
+    /// (caught, as a timeout). The tests' own waits for evidence give up
+    /// after 20 to 60 s, so a mutant that hangs the engine is cut short
+    /// here, not there; where the binary's suite runs (minutes on a busy
+    /// 2-core machine), its unmutated time with room to spare.
+    pub timeout_secs: u32,
+}
+
+/// The files of issues 15 and 22, by the tests that exercise them.
+pub const GROUPS: &[Group] = &[
+    // The engine's core and the store's file format: the engine's tests run
+    // on the real store and the real local cluster; everything the binary's
+    // tests check about these files is checked faster there.
+    Group {
+        name: "engine",
+        files: &[
+            "crates/flow-engine/src/dispatch.rs",
+            "crates/flow-engine/src/engine.rs",
+            "crates/flow-engine/src/step.rs",
+            "crates/flow-engine/src/plan.rs",
+            "crates/flow-store-sqlite/src/sql.rs",
+            "crates/flow-store-sqlite/src/lib.rs",
+        ],
+        packages: &["flow-engine", "flow-store-sqlite"],
+        features: &[],
+        mongo: false,
+        timeout_secs: 60,
+    },
+    // Cluster launch, adoption and termination, rollback, the log writer,
+    // the masked store and the SQLite writer thread: promises the binary's
+    // tests show (lost log lines, secrets in output, crashes mid-run).
+    Group {
+        name: "engine-edges",
+        files: &[
+            "crates/flow-engine/src/clusters.rs",
+            "crates/flow-engine/src/rollback.rs",
+            "crates/flow-engine/src/logging.rs",
+            "crates/flow-engine/src/masked.rs",
+            "crates/flow-store-sqlite/src/writer.rs",
+        ],
+        packages: &["flow-engine", "flow-store-sqlite", "flow-cli"],
+        features: &[],
+        mongo: false,
+        timeout_secs: 900,
+    },
+    // Masking (`mask` and the secret forms, in context.rs) and key
+    // confinement (`normalize_key`, in filesystem.rs).
+    Group {
+        name: "core",
+        files: &[
+            "crates/flow-core/src/context.rs",
+            "crates/flow-core/src/filesystem.rs",
+        ],
+        packages: &["flow-core", "flow-cluster-local", "flow-engine", "flow-cli"],
+        features: &[],
+        mongo: false,
+        timeout_secs: 900,
+    },
+    // The local cluster's job identity (pid, start time, boot id) and its
+    // process-group kill.
+    Group {
+        name: "local",
+        files: &[
+            "crates/flow-cluster-local/src/jobdir.rs",
+            "crates/flow-cluster-local/src/process.rs",
+        ],
+        packages: &["flow-cluster-local", "flow-cli"],
+        features: &[],
+        mongo: false,
+        timeout_secs: 900,
+    },
+    // The Mongo store's fence stamps and fenced upserts, on the peer.
+    Group {
+        name: "mongo",
+        files: &[
+            "crates/flow-store-mongo/src/lib.rs",
+            "crates/flow-store-mongo/src/odm.rs",
+        ],
+        packages: &["flow-store-mongo"],
+        features: &[],
+        mongo: true,
+        timeout_secs: 300,
+    },
+    // The viewer's token, Origin and Host checks and security headers.
+    Group {
+        name: "viewer",
+        files: &["crates/flow-server/src/security.rs"],
+        packages: &["flow-server", "flow-cli"],
+        features: &["flow-cli/serve"],
+        mongo: false,
+        timeout_secs: 900,
+    },
 ];
 
-/// Whose tests run against every mutant: the engine's tests use the real
-/// store and the real local cluster, the store's own tests cover its file
-/// format and leases. The binary's end-to-end tests (`tests/`) are left out:
-/// they take minutes, and everything they check about these files is
-/// checked faster here.
-const TEST_PACKAGES: &[&str] = &["flow-engine", "flow-store-sqlite"];
-
-/// Seconds one mutant's test run may take before it counts as a hang
-/// (caught as a timeout). The unmutated suite takes ~12 s of tests; a busy
-/// 2-core machine can double that. The tests' own waits for evidence give
-/// up after 20 to 60 s, so a mutant that hangs the engine is cut short
-/// here, not there.
-const TEST_TIMEOUT_SECS: &str = "60";
-
-/// Seconds one mutant's incremental build may take.
-const BUILD_TIMEOUT_SECS: &str = "900";
+/// The caught share (percent of the viable mutants) each file had when it
+/// was last measured on the whole file with this tool (ARCHITECTURE.md,
+/// "Mutation testing"); a complete run fails when a file drops below it.
+/// Files not listed are not yet measured: reported, never judged.
+pub const RECORDED: &[(&str, f64)] = &[];
 
 pub fn mutants(args: &[OsString]) -> ExitCode {
     let root = super::workspace_root();
     let (target, _) = super::target_dir(&root);
+    let (only, passed) = match split_args(args) {
+        Ok(split) => split,
+        Err(err) => {
+            eprintln!("xtask: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let unknown: Vec<&String> = only
+        .iter()
+        .filter(|f| !GROUPS.iter().any(|g| g.files.contains(&f.as_str())))
+        .collect();
+    if !unknown.is_empty() {
+        eprintln!("xtask: --only names files no group mutates: {unknown:?}");
+        return ExitCode::FAILURE;
+    }
     let tool = match ensure_cargo_mutants(&target.join("tools").join("cargo-mutants")) {
         Ok(tool) => tool,
         Err(err) => {
@@ -61,52 +171,170 @@ pub fn mutants(args: &[OsString]) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let output = target.join("mutants");
-    let mut command = Command::new(&tool);
+    let listing = passed.iter().any(|a| a == "--list");
+    let mut report = Report::default();
+    let mut failed = false;
+    // Started on first need, stopped when this function returns.
+    let mut mongo = None;
+    for group in GROUPS {
+        let files: Vec<&str> = group
+            .files
+            .iter()
+            .copied()
+            .filter(|f| only.is_empty() || only.iter().any(|o| o == f))
+            .collect();
+        if files.is_empty() {
+            continue;
+        }
+        let mut env = Vec::new();
+        if group.mongo && !listing {
+            let peer = &mongo
+                .get_or_insert_with(|| {
+                    let tools = target.join("tools");
+                    super::mongo::start(&tools, &tools.join("logs"))
+                })
+                .peer;
+            if let Err(why) = &peer.available {
+                eprintln!(
+                    "xtask: group {}: the MongoDB peer is missing ({why}): its files cannot be tested",
+                    group.name
+                );
+                failed = true;
+                continue;
+            }
+            env.clone_from(&peer.env);
+        }
+        let output = target.join("mutants").join(group.name);
+        let mut command = group_command(&tool, &root, &target, group, &files, &output);
+        command.args(&passed).envs(env);
+        if group.mongo {
+            // cargo test's own arguments, then the test binaries'.
+            command.args(["--", "--", "--include-ignored"]);
+        }
+        eprintln!(
+            "xtask: group {}: running {}",
+            group.name,
+            super::display_command(&command)
+        );
+        let started = Instant::now();
+        let status = match command.status() {
+            Ok(status) => status,
+            Err(err) => {
+                eprintln!("xtask: cannot run cargo-mutants: {err}");
+                return ExitCode::FAILURE;
+            }
+        };
+        eprintln!(
+            "xtask: group {} took {:.0?} ({status})",
+            group.name,
+            started.elapsed()
+        );
+        // cargo-mutants exits 2 when mutants were missed and 3 on
+        // timeouts: the report says which; other codes are failures of
+        // the tool (or of the unmutated tree's tests).
+        if !matches!(status.code(), Some(0 | 2 | 3)) {
+            eprintln!("xtask: cargo-mutants failed for group {}", group.name);
+            failed = true;
+            continue;
+        }
+        if listing {
+            continue;
+        }
+        let out = output.join("mutants.out");
+        match Report::read(&out, &files) {
+            Ok(part) => report.merge(part),
+            Err(err) => {
+                eprintln!("xtask: no report in {}: {err}", out.display());
+                failed = true;
+            }
+        }
+    }
+    if listing {
+        return if failed {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        };
+    }
+    print!("{}", report.render(RECORDED));
+    eprintln!(
+        "xtask: details in {}",
+        target
+            .join("mutants")
+            .join("GROUP")
+            .join("mutants.out")
+            .display()
+    );
+    let partial = !only.is_empty() || !passed.is_empty();
+    let below = report.below(RECORDED);
+    if partial {
+        eprintln!("xtask: a partial run (--only or cargo-mutants arguments): not compared with the recorded figures");
+    } else {
+        for (file, share, recorded) in &below {
+            eprintln!("xtask: {file}: {share:.1}% caught, below its recorded {recorded:.1}%");
+        }
+    }
+    if failed || (!partial && !below.is_empty()) {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// `--only FILE` (repeatable) apart from the arguments for cargo-mutants.
+fn split_args(args: &[OsString]) -> Result<(Vec<String>, Vec<OsString>), String> {
+    let mut only = Vec::new();
+    let mut passed = Vec::new();
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        let text = arg.to_string_lossy();
+        if text == "--only" {
+            let file = args.next().ok_or("--only needs a file")?;
+            only.push(file.to_string_lossy().into_owned());
+        } else if let Some(file) = text.strip_prefix("--only=") {
+            only.push(file.to_string());
+        } else {
+            passed.push(arg.clone());
+        }
+    }
+    Ok((only, passed))
+}
+
+/// The cargo-mutants command for `files` of `group`.
+fn group_command(
+    tool: &Path,
+    root: &Path,
+    target: &Path,
+    group: &Group,
+    files: &[&str],
+    output: &Path,
+) -> Command {
+    let mut command = Command::new(tool);
     command
-        .current_dir(&root)
+        .current_dir(root)
         .arg("mutants")
         .arg("--dir")
-        .arg(&root)
+        .arg(root)
         .arg("--output")
-        .arg(&output)
+        .arg(output)
         // One mutant at a time: each build already uses both cores.
         .args(["--jobs", "1", "--no-shuffle", "--colors", "never"])
-        .args(["--timeout", TEST_TIMEOUT_SECS])
-        .args(["--build-timeout", BUILD_TIMEOUT_SECS])
+        .arg("--timeout")
+        .arg(group.timeout_secs.to_string())
+        .args(["--build-timeout", "900"])
         // A mutant that only trips a lint is still a behaviour change.
-        .args(["--cap-lints", "true"]);
-    for package in TEST_PACKAGES {
+        .args(["--cap-lints", "true"])
+        .env("CARGO_TARGET_DIR", target.join("mutants-build"));
+    for package in group.packages {
         command.args(["--test-package", package]);
     }
-    for file in FILES {
+    for feature in group.features {
+        command.args(["--features", feature]);
+    }
+    for file in files {
         command.args(["--file", file]);
     }
     command
-        .args(args)
-        .env("CARGO_TARGET_DIR", target.join("mutants-build"));
-    eprintln!("xtask: running {}", super::display_command(&command));
-    let status = match command.status() {
-        Ok(status) => status,
-        Err(err) => {
-            eprintln!("xtask: cannot run cargo-mutants: {err}");
-            return ExitCode::FAILURE;
-        }
-    };
-    // cargo-mutants exits 2 when mutants were missed and 3 on timeouts:
-    // the report below says which; other codes are failures of the tool.
-    let out = output.join("mutants.out");
-    match Report::read(&out) {
-        Ok(report) => {
-            print!("{}", report.render());
-            eprintln!("xtask: details in {}", out.display());
-        }
-        Err(err) => eprintln!("xtask: no report in {}: {err}", out.display()),
-    }
-    match status.code() {
-        Some(0 | 2 | 3) => ExitCode::SUCCESS,
-        _ => super::exit_code(status),
-    }
 }
 
 /// Makes sure `root/bin/cargo-mutants` is [`CARGO_MUTANTS_VERSION`];
@@ -166,20 +394,21 @@ struct Report {
 const OUTCOME_FILES: [&str; 4] = ["caught.txt", "timeout.txt", "missed.txt", "unviable.txt"];
 
 impl Report {
-    fn read(out: &Path) -> Result<Report, String> {
+    fn read(out: &Path, files: &[&str]) -> Result<Report, String> {
         let mut lists = Vec::new();
         for name in OUTCOME_FILES {
             let path = out.join(name);
             lists.push(fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?);
         }
-        Ok(Report::parse(&lists))
+        Ok(Report::parse(&lists, files))
     }
 
     /// `lists[i]` is the content of `OUTCOME_FILES[i]`: one mutant per line,
-    /// `FILE:LINE:COL: description`.
-    fn parse(lists: &[String]) -> Report {
+    /// `FILE:LINE:COL: description`; `files` are those mutated (listed
+    /// even when they had no mutant).
+    fn parse(lists: &[String], files: &[&str]) -> Report {
         let mut report = Report::default();
-        for file in FILES {
+        for file in files {
             report.files.insert((*file).to_string(), [0; 4]);
         }
         for (kind, list) in lists.iter().enumerate() {
@@ -194,18 +423,45 @@ impl Report {
         report
     }
 
-    fn render(&self) -> String {
-        let mut out = String::from(
-            "\nfile                                      caught  timeout  missed  unviable  caught share\n",
+    fn merge(&mut self, other: Report) {
+        for (file, counts) in other.files {
+            let mine = self.files.entry(file).or_insert([0; 4]);
+            for (m, c) in mine.iter_mut().zip(counts) {
+                *m += c;
+            }
+        }
+        self.missed.extend(other.missed);
+    }
+
+    /// Files whose caught share is below their recorded figure: (file,
+    /// share, recorded).
+    fn below(&self, recorded: &[(&str, f64)]) -> Vec<(String, f64, f64)> {
+        recorded
+            .iter()
+            .filter_map(|(file, figure)| {
+                let share = share(self.files.get(*file)?)?;
+                (share + 0.05 < *figure).then(|| (file.to_string(), share, *figure))
+            })
+            .collect()
+    }
+
+    fn render(&self, recorded: &[(&str, f64)]) -> String {
+        let mut out = format!(
+            "\n{:<41} {:>7} {:>8} {:>7} {:>9}  {:>12}  {:>8}\n",
+            "file", "caught", "timeout", "missed", "unviable", "caught share", "recorded"
         );
         let mut total = [0usize; 4];
         for (file, counts) in &self.files {
             for (t, c) in total.iter_mut().zip(counts) {
                 *t += c;
             }
-            out.push_str(&row(file, counts));
+            let figure = recorded
+                .iter()
+                .find(|(f, _)| f == file)
+                .map_or("-".to_string(), |(_, r)| format!("{r:.1}%"));
+            out.push_str(&row(file, counts, &figure));
         }
-        out.push_str(&row("total", &total));
+        out.push_str(&row("total", &total, ""));
         if !self.missed.is_empty() {
             out.push_str("\nsurvivors (missed):\n");
             for line in &self.missed {
@@ -216,53 +472,117 @@ impl Report {
     }
 }
 
-fn row(name: &str, [caught, timeout, missed, unviable]: &[usize; 4]) -> String {
+/// Caught or timed out, of the viable mutants, in percent; `None` without
+/// a viable mutant.
+fn share([caught, timeout, missed, _]: &[usize; 4]) -> Option<f64> {
     let viable = caught + timeout + missed;
-    let share = if viable == 0 {
-        "-".to_string()
-    } else {
-        format!("{:.1}%", 100.0 * (caught + timeout) as f64 / viable as f64)
-    };
-    format!("{name:<41} {caught:>7} {timeout:>8} {missed:>7} {unviable:>9}  {share:>12}\n")
+    (viable > 0).then(|| 100.0 * (caught + timeout) as f64 / viable as f64)
+}
+
+fn row(name: &str, counts: &[usize; 4], recorded: &str) -> String {
+    let [caught, timeout, missed, unviable] = counts;
+    let share = share(counts).map_or("-".to_string(), |s| format!("{s:.1}%"));
+    format!(
+        "{name:<41} {caught:>7} {timeout:>8} {missed:>7} {unviable:>9}  {share:>12}  {recorded:>8}\n"
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    const PLAN: &str = "crates/flow-engine/src/plan.rs";
+    const ENGINE: &str = "crates/flow-engine/src/engine.rs";
+    const SQL: &str = "crates/flow-store-sqlite/src/sql.rs";
+    const STEP: &str = "crates/flow-engine/src/step.rs";
+
+    fn lists() -> [String; 4] {
+        [
+            format!("{PLAN}:10:5: replace a with b\n{PLAN}:11:5: replace c with d\n"),
+            format!("{ENGINE}:1:1: replace spawn_heartbeat with ()\n"),
+            format!("{PLAN}:12:5: replace < with <=\n"),
+            format!("{SQL}:3:3: replace x -> T with Default::default()\n"),
+        ]
+    }
+
     #[test]
     fn report_counts_per_file_and_lists_survivors() {
-        let lists = [
-            "crates/flow-engine/src/plan.rs:10:5: replace a with b\ncrates/flow-engine/src/plan.rs:11:5: replace c with d\n".to_string(),
-            "crates/flow-engine/src/engine.rs:1:1: replace spawn_heartbeat with ()\n".to_string(),
-            "crates/flow-engine/src/plan.rs:12:5: replace < with <=\n".to_string(),
-            "crates/flow-store-sqlite/src/sql.rs:3:3: replace x -> T with Default::default()\n"
-                .to_string(),
-        ];
-        let report = Report::parse(&lists);
-        assert_eq!(report.files["crates/flow-engine/src/plan.rs"], [2, 0, 1, 0]);
-        assert_eq!(
-            report.files["crates/flow-engine/src/engine.rs"],
-            [0, 1, 0, 0]
-        );
-        assert_eq!(
-            report.files["crates/flow-store-sqlite/src/sql.rs"],
-            [0, 0, 0, 1]
-        );
-        assert_eq!(report.files["crates/flow-engine/src/step.rs"], [0, 0, 0, 0]);
-        assert_eq!(
-            report.missed,
-            ["crates/flow-engine/src/plan.rs:12:5: replace < with <="]
-        );
-        let table = report.render();
-        assert!(
-            table.contains("crates/flow-engine/src/plan.rs") && table.contains("66.7%"),
-            "{table}"
-        );
+        let report = Report::parse(&lists(), &[PLAN, ENGINE, SQL, STEP]);
+        assert_eq!(report.files[PLAN], [2, 0, 1, 0]);
+        assert_eq!(report.files[ENGINE], [0, 1, 0, 0]);
+        assert_eq!(report.files[SQL], [0, 0, 0, 1]);
+        assert_eq!(report.files[STEP], [0, 0, 0, 0]);
+        assert_eq!(report.missed, [format!("{PLAN}:12:5: replace < with <=")]);
+        let table = report.render(&[(PLAN, 90.0)]);
+        assert!(table.contains(PLAN) && table.contains("66.7%"), "{table}");
+        assert!(table.contains("90.0%"), "the recorded figure: {table}");
         assert!(table.contains("total"), "{table}");
         assert!(
             table.contains("75.0%"),
             "3 of 4 viable caught overall: {table}"
         );
+    }
+
+    #[test]
+    fn a_file_below_its_recorded_share_is_named_and_others_are_not() {
+        let report = Report::parse(&lists(), &[PLAN, ENGINE, SQL, STEP]);
+        let below = report.below(&[(PLAN, 70.0), (ENGINE, 100.0), (STEP, 90.0)]);
+        // plan.rs: 66.7% < 70%; engine.rs: 100% holds; step.rs and sql.rs
+        // have no viable mutant: nothing to judge.
+        assert_eq!(below.len(), 1, "{below:?}");
+        assert_eq!(below[0].0, PLAN);
+        assert!((below[0].1 - 66.7).abs() < 0.1 && below[0].2 == 70.0);
+        assert!(report.below(&[(PLAN, 66.6)]).is_empty(), "rounding");
+    }
+
+    #[test]
+    fn groups_merge_into_one_report() {
+        let mut report = Report::parse(&lists(), &[PLAN]);
+        report.merge(Report::parse(
+            &[
+                format!("{PLAN}:20:1: replace x with y\n"),
+                String::new(),
+                String::new(),
+                String::new(),
+            ],
+            &[PLAN],
+        ));
+        assert_eq!(report.files[PLAN], [3, 0, 1, 0]);
+    }
+
+    #[test]
+    fn every_group_is_well_formed_and_no_file_is_in_two() {
+        let root = crate::workspace_root();
+        let mut seen = std::collections::HashSet::new();
+        for group in GROUPS {
+            assert!(!group.packages.is_empty(), "{}", group.name);
+            for file in group.files {
+                assert!(
+                    root.join(file).is_file(),
+                    "{file} (group {}) is gone",
+                    group.name
+                );
+                assert!(seen.insert(*file), "{file} is in two groups");
+            }
+        }
+        for (file, figure) in RECORDED {
+            assert!(
+                seen.contains(file),
+                "{file} is recorded but mutated by no group"
+            );
+            assert!((0.0..=100.0).contains(figure));
+        }
+    }
+
+    #[test]
+    fn only_is_taken_out_of_the_arguments() {
+        let args: Vec<OsString> = ["--only", PLAN, "-F", "x", "--only=a.rs"]
+            .iter()
+            .map(OsString::from)
+            .collect();
+        let (only, passed) = split_args(&args).unwrap();
+        assert_eq!(only, [PLAN, "a.rs"]);
+        assert_eq!(passed, ["-F", "x"].map(OsString::from));
+        assert!(split_args(&[OsString::from("--only")]).is_err());
     }
 }
