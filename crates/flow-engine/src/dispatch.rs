@@ -283,6 +283,12 @@ async fn worker(
             // the run with the reason.
             board.halt(false);
         }
+        if shared.cancel.is_cancelled() {
+            // The dispatcher halts the board when it sees the token, but a
+            // step that ended right after the cancel must not start the
+            // next one before it does.
+            board.halt(true);
+        }
         let Some(Ready {
             index,
             record,
