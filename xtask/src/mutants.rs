@@ -117,11 +117,14 @@ pub const GROUPS: &[Group] = &[
         mongo: false,
         timeout_secs: 900,
     },
-    // The Mongo store's fence stamps and fenced upserts, on the peer.
+    // The Mongo store's fence stamps, fenced upserts, lease and begin_run,
+    // on the peer.
     Group {
         name: "mongo",
         files: &[
-            "crates/flow-store-mongo/src/lib.rs",
+            "crates/flow-store-mongo/src/fence.rs",
+            "crates/flow-store-mongo/src/lease.rs",
+            "crates/flow-store-mongo/src/begin_run.rs",
             "crates/flow-store-mongo/src/odm.rs",
         ],
         packages: &["flow-store-mongo"],
@@ -205,6 +208,10 @@ pub fn mutants(args: &[OsString]) -> ExitCode {
             env.clone_from(&peer.env);
         }
         let output = target.join("mutants").join(group.name);
+        if let Err(err) = fs::create_dir_all(&output) {
+            eprintln!("xtask: cannot create {}: {err}", output.display());
+            return ExitCode::FAILURE;
+        }
         let mut command = group_command(&tool, &root, &target, group, &files, &output);
         command.args(&passed).envs(env);
         if group.mongo {
