@@ -7,8 +7,10 @@
 //! exercise its files (the binary's end-to-end tests too, where a promise
 //! is only visible through `flow`), the features they need, whether they
 //! need the MongoDB peer (started as `cargo xtask test` starts it), and how
-//! long one mutant's tests may take. cargo-mutants runs once per group,
-//! one mutant at a time. The run ends with the caught share per file
+//! long one mutant's tests may take. Each group's tests first run
+//! unmutated (cargo-mutants' own baseline covers only the mutated
+//! packages, and a test failing anyway would make every mutant look
+//! caught); then cargo-mutants runs once per group, one mutant at a time. The run ends with the caught share per file
 //! (caught or timed out, of the viable mutants), each file's recorded
 //! figure ([`RECORDED`]), and the survivors; it fails when a file's share
 //! drops below its recorded figure (on a complete run: a run narrowed by
@@ -207,6 +209,26 @@ pub fn mutants(args: &[OsString]) -> ExitCode {
             }
             env.clone_from(&peer.env);
         }
+        // cargo-mutants' baseline runs only the mutated packages' tests; a
+        // failing test of the other packages would make every mutant look
+        // caught.
+        if !listing {
+            let mut unmutated = unmutated_tests(&root, group);
+            unmutated.envs(env.clone());
+            eprintln!(
+                "xtask: group {}: the unmutated tests first: {}",
+                group.name,
+                super::display_command(&unmutated)
+            );
+            if let Err(err) = super::run(&mut unmutated) {
+                eprintln!(
+                    "xtask: group {}: {err}: its mutants are not tested",
+                    group.name
+                );
+                failed = true;
+                continue;
+            }
+        }
         let output = target.join("mutants").join(group.name);
         if let Err(err) = fs::create_dir_all(&output) {
             eprintln!("xtask: cannot create {}: {err}", output.display());
@@ -305,6 +327,23 @@ fn split_args(args: &[OsString]) -> Result<(Vec<String>, Vec<OsString>), String>
         }
     }
     Ok((only, passed))
+}
+
+/// `cargo test` of the group's packages, unmutated (in the normal target
+/// directory).
+fn unmutated_tests(root: &Path, group: &Group) -> Command {
+    let mut command = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    command.current_dir(root).arg("test");
+    for package in group.packages {
+        command.args(["-p", package]);
+    }
+    for feature in group.features {
+        command.args(["--features", feature]);
+    }
+    if group.mongo {
+        command.args(["--", "--include-ignored"]);
+    }
+    command
 }
 
 /// The cargo-mutants command for `files` of `group`.
