@@ -698,3 +698,277 @@ fn twenty_kills_at_random_moments_leave_every_step_run_exactly_once() {
     }
     home.assert_no_process_left();
 }
+
+/// A job whose first run leaves a child that ignores SIGTERM and writes
+/// `old` to `lines` forever; a later run writes `start N`, waits for the
+/// test's `go`, and ends with `end N` a second later (time in which a
+/// surviving old child would write).
+const STUBBORN: &str = r#"
+name = "stubborn"
+[[steps]]
+name = "only"
+main = { action = "shell", command = "n=$(cat n 2>/dev/null || echo 0); n=$((n+1)); echo $n > n; if [ $n = 1 ]; then echo $$ > old.pid; echo 'start 1' >> lines; (trap '' TERM; while :; do echo old >> lines; sleep 0.1; done) & wait $!; else echo \"start $n\" >> lines; touch new.started; while [ ! -e go ]; do sleep 0.02; done; sleep 1; echo \"end $n\" >> lines; fi" }
+"#;
+
+/// Starts `stubborn.toml`, kills the engine with SIGKILL once the job (and
+/// its SIGTERM-proof child) runs, and returns the job's process group.
+fn crash_with_a_stubborn_job(home: &Home) -> i32 {
+    home.write("stubborn.toml", STUBBORN);
+    let mut engine = home.spawn(&["run", "stubborn.toml", "--timeperiod", TP]);
+    home.wait_for("the old job's child", || home.read("lines").contains("old"));
+    let pid: i32 = home.read("old.pid").trim().parse().unwrap();
+    let pgid = support::pgid_of(pid);
+    kill9(&mut engine);
+    assert!(
+        !support::live_group_members(pgid).is_empty(),
+        "the job outlives its engine"
+    );
+    pgid
+}
+
+impl Home {
+    /// Runs `flow ARGS` until the dead run's lease is stale and it is
+    /// accepted (a run mode is refused, `clusters --terminate-orphans`
+    /// leaves the cluster alone while it is live); returns what it said.
+    fn once_accepted(&self, args: &[&str]) -> std::process::Output {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let out = self.flow(args);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let held = (out.status.code() == Some(2)
+                && (stderr.contains("already being run by") || stderr.contains("is being run by")))
+                || String::from_utf8_lossy(&out.stdout).contains("its flow is being run by");
+            if !held {
+                return out;
+            }
+            assert!(Instant::now() < deadline, "never accepted: {}", text(&out));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+#[test]
+fn run_after_a_crash_ends_the_old_jobs_whole_process_group_before_starting_its_replacement() {
+    let home = Home::new(1);
+    let old = crash_with_a_stubborn_job(&home);
+    let mut run = std::thread::scope(|scope| {
+        let run = scope.spawn(|| home.once_accepted(&["run", "stubborn.toml", "--timeperiod", TP]));
+        home.wait_for("the new job", || home.path("new.started").exists());
+        // The new job has started: nothing of the old one may run.
+        let left = support::live_group_members(old);
+        home.write("go", "");
+        (run.join().unwrap(), left)
+    });
+    assert_eq!(run.0.status.code(), Some(0), "{}", text(&run.0));
+    assert!(
+        run.1.is_empty(),
+        "processes {:?} of the old job ran beside the new one",
+        std::mem::take(&mut run.1)
+    );
+    let lines = home.read("lines");
+    let start = lines.find("start 2").expect("the new job started");
+    assert!(
+        !lines[start..].contains("old"),
+        "the old job wrote after the new one started:\n{lines}"
+    );
+    assert!(lines.ends_with("end 2\n"), "{lines}");
+    home.assert_no_process_left();
+}
+
+#[test]
+fn flow_cancel_returns_once_the_dead_runs_job_group_is_gone() {
+    let home = Home::new(1);
+    let old = crash_with_a_stubborn_job(&home);
+    let out = home.once_accepted(&["cancel", "stubborn.toml", "--timeperiod", TP]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    // No waiting here: the command returned, so the group is gone.
+    assert_eq!(support::live_group_members(old), Vec::<i32>::new());
+}
+
+#[test]
+fn terminate_orphans_returns_once_the_dead_runs_job_group_is_gone() {
+    let home = Home::new(1);
+    let old = crash_with_a_stubborn_job(&home);
+    let out = home.once_accepted(&["clusters", "--terminate-orphans"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains(": terminated"), "{said}");
+    assert_eq!(support::live_group_members(old), Vec::<i32>::new());
+}
+
+#[test]
+fn recover_that_finds_a_job_lost_ends_what_it_left_before_retrying() {
+    let home = Home::new(1);
+    home.write(
+        "lost.toml",
+        &STUBBORN
+            .replace("name = \"stubborn\"", "name = \"lost\"")
+            .replace("name = \"only\"", "name = \"only\"\nretries = 1"),
+    );
+    let mut engine = home.spawn(&["run", "lost.toml", "--timeperiod", TP]);
+    home.wait_for("the old job's child", || home.read("lines").contains("old"));
+    let pid: i32 = home.read("old.pid").trim().parse().unwrap();
+    let old = support::pgid_of(pid);
+    kill9(&mut engine);
+    // The wrapper dies without recording a status: the job is lost, but
+    // its child runs on.
+    unsafe { libc::kill(old, libc::SIGKILL) };
+    home.wait_for("the wrapper to go", || {
+        !support::live_group_members(old).contains(&old)
+    });
+    assert!(!support::live_group_members(old).is_empty());
+    let left = std::thread::scope(|scope| {
+        let run = scope.spawn(|| home.once_accepted(&["recover", "lost.toml", "--timeperiod", TP]));
+        home.wait_for("the retry", || home.path("new.started").exists());
+        let left = support::live_group_members(old);
+        home.write("go", "");
+        let out = run.join().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        left
+    });
+    let log = home.read("logs/lost/only.log");
+    assert!(
+        left.is_empty(),
+        "the lost job's processes {left:?} ran beside the retry:\n{log}"
+    );
+    assert!(
+        log.contains("ended without recording an exit status"),
+        "{log}"
+    );
+    home.assert_no_process_left();
+}
+
+#[test]
+fn run_refuses_to_start_anything_while_a_dead_runs_job_cannot_be_stopped() {
+    let home = Home::new(1);
+    let old = crash_with_a_stubborn_job(&home);
+    // A new job, were one started, would not wait for the test.
+    home.write("go", "");
+    // The recorded job is one this configuration cannot reach (as after a
+    // switch of cluster kind): it cannot be stopped from here.
+    edit_stored_handle(&home.db(), "only", |job| {
+        job["handle"]["kind"] = serde_json::json!("emr");
+    });
+    let steps_before: Vec<String> = support::dump_store(&home.db())
+        .into_iter()
+        .filter(|row| row.starts_with("step:") || row.starts_with("cluster:"))
+        .collect();
+    let out = home.once_accepted(&["run", "stubborn.toml", "--timeperiod", TP]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let said = support::stderr(&out);
+    assert!(
+        said.contains("nothing was started") && said.contains("step only"),
+        "{said}"
+    );
+    assert!(!home.path("new.started").exists(), "a new job started");
+    assert_eq!(home.read("n").trim(), "1");
+    let steps_after: Vec<String> = support::dump_store(&home.db())
+        .into_iter()
+        .filter(|row| row.starts_with("step:") || row.starts_with("cluster:"))
+        .collect();
+    assert_eq!(steps_after, steps_before, "the records still name the job");
+    // Clean up the job nothing could reach.
+    unsafe { libc::killpg(old, libc::SIGKILL) };
+    support::assert_group_gone(old, "cleanup");
+}
+
+#[test]
+fn terminate_orphans_with_a_timeperiod_touches_only_that_timeperiods_clusters() {
+    const OTHER: &str = "2026112900";
+    let home = Home::new(1);
+    home.write(
+        "two.toml",
+        r#"
+name = "two"
+[[steps]]
+name = "only"
+main = { action = "shell", command = "echo $$ > job-{timeperiod}.pid; sleep 30" }
+"#,
+    );
+    let mut pgids = Vec::new();
+    for tp in [TP, OTHER] {
+        let mut engine = home.spawn(&["run", "two.toml", "--timeperiod", tp]);
+        let pid_file = format!("job-{tp}.pid");
+        home.wait_for("the job", || !home.read(&pid_file).trim().is_empty());
+        pgids.push(support::pgid_of(
+            home.read(&pid_file).trim().parse().unwrap(),
+        ));
+        kill9(&mut engine);
+    }
+    let out = home.once_accepted(&[
+        "clusters",
+        "two.toml",
+        "--timeperiod",
+        TP,
+        "--terminate-orphans",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains(&format!("two [{TP}]")), "{said}");
+    assert!(
+        !said.contains(OTHER),
+        "the other timeperiod was touched: {said}"
+    );
+    assert_eq!(support::live_group_members(pgids[0]), Vec::<i32>::new());
+    assert!(
+        !support::live_group_members(pgids[1]).is_empty(),
+        "the other timeperiod's job was killed"
+    );
+    let out = home.expect(0, &["clusters", "--json"]);
+    let records: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for record in records.as_array().unwrap() {
+        let expected = if record["timeperiod"] == TP {
+            "terminated"
+        } else {
+            "up"
+        };
+        assert_eq!(record["state"], expected, "{records}");
+    }
+    // Clean up the other one.
+    home.expect(0, &["clusters", "--terminate-orphans"]);
+    home.assert_no_process_left();
+}
+
+#[test]
+fn run_from_an_upstream_step_reruns_a_downstream_job_a_dead_run_left_in_flight() {
+    let home = Home::new(1);
+    home.write(
+        "chain.toml",
+        r#"
+name = "chain"
+[[steps]]
+name = "first"
+main = { action = "shell", command = "echo first >> order" }
+[[steps]]
+name = "big"
+depends_on = ["first"]
+main = { action = "shell", command = "n=$(cat bn 2>/dev/null || echo 0); n=$((n+1)); echo $n > bn; echo $$ > big.pid; echo \"big-start $n\" >> order; if [ $n = 1 ]; then sleep 30; fi; echo \"big-end $n\" >> order" }
+"#,
+    );
+    let mut engine = home.spawn(&["run", "chain.toml", "--timeperiod", TP]);
+    home.wait_for("big's job", || home.read("order").contains("big-start 1"));
+    let old = support::pgid_of(home.read("big.pid").trim().parse().unwrap());
+    kill9(&mut engine);
+    let out = home.once_accepted(&[
+        "run-from",
+        "chain.toml",
+        "--timeperiod",
+        TP,
+        "--step",
+        "first",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    // big's old job worked on first's old output: cancelled, not adopted;
+    // big ran again after first was redone.
+    assert_eq!(
+        home.read("order"),
+        "first\nbig-start 1\nfirst\nbig-start 2\nbig-end 2\n"
+    );
+    assert_eq!(support::live_group_members(old), Vec::<i32>::new());
+    let status = home.status_json("chain.toml", TP);
+    let big = &status["steps"][1];
+    assert_eq!(big["step_name"], "big");
+    assert_eq!(big["state"], "state_processed", "{status}");
+    assert_eq!(big["job"]["adopted"], false, "{status}");
+    home.assert_no_process_left();
+}

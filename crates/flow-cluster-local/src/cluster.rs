@@ -5,7 +5,7 @@ use crate::command::display_command;
 use crate::filesystem::LocalFilesystem;
 use crate::jobdir::{self, Identity, JobDir, Liveness};
 use crate::output::{Stream, Tail};
-use crate::process::{lock, signal_group, Pgid, ProcessGroup};
+use crate::process::{self, lock, signal_group, Pgid, ProcessGroup};
 use crate::LocalOptions;
 use async_trait::async_trait;
 use flow_core::{
@@ -229,10 +229,17 @@ impl LocalCluster {
         // The leader has been reaped: nothing of the job may stay behind.
         remove_secret_file(dir).await;
         match running.group.finish() {
-            Ok(true) if !cancelled => {
-                tracing::warn!("killed processes the job left running in its process group {pgid}")
+            Ok(true) => {
+                if !cancelled {
+                    tracing::warn!(
+                        "killed processes the job left running in its process group {pgid}"
+                    );
+                }
+                if let Err(e) = process::wait_gone(pgid).await {
+                    tracing::warn!("{e}");
+                }
             }
-            Ok(_) => {}
+            Ok(false) => {}
             Err(e) => tracing::warn!("cannot kill what is left of process group {pgid}: {e}"),
         }
         out.finish(settings).await;
@@ -317,35 +324,40 @@ impl LocalCluster {
             }
             delay = (delay * 2).min(ADOPTED_POLL_MAX);
         };
+        // Its leader ended (or is lost): nothing it started may stay behind,
+        // least of all beside a retry.
+        self.cancel(handle).await?;
         remove_secret_file(dir).await;
         out.finish(settings).await;
         err.finish(settings).await;
         self.outcome(kind, status)
     }
 
-    /// SIGTERM to the group, SIGKILL after the grace period; returns the
-    /// leader's status once it is reaped.
+    /// Ends the job's whole process group (SIGTERM, the grace period,
+    /// SIGKILL, then until `/proc` shows no member); returns the leader's
+    /// status once it is reaped. The leader, a zombie until reaped, keeps
+    /// the group id reserved meanwhile.
     async fn stop(&self, running: &mut RunningJob) -> io::Result<ExitStatus> {
         let pgid = running.group.pgid();
-        let grace = self.options.kill_grace;
-        tracing::info!("cancelled: sending SIGTERM to process group {pgid}");
-        if let Err(e) = running.group.signal(libc::SIGTERM) {
-            tracing::warn!("cannot send SIGTERM to process group {pgid}: {e}");
-        }
-        if let Ok(status) = tokio::time::timeout(grace, running.child.wait()).await {
-            return status;
-        }
-        tracing::warn!(
-            "still running {grace:?} after SIGTERM: sending SIGKILL to process group {pgid}"
-        );
-        if let Err(e) = running.group.signal(libc::SIGKILL) {
-            tracing::warn!("cannot send SIGKILL to process group {pgid}: {e}");
+        tracing::info!("cancelled: ending process group {pgid}");
+        if let Err(e) = process::end_group(pgid, self.options.kill_grace).await {
+            tracing::warn!("cannot end process group {pgid}: {e}");
         }
         running.child.wait().await
     }
 
-    /// Kills (SIGKILL) every job of the cluster directory `dir` whose
-    /// process is still the job's. Returns the failures.
+    /// Ends what is left of the job `identity` names (another engine's
+    /// job, or one whose wrapper is gone), if its group is still the
+    /// job's: SIGTERM, grace, SIGKILL, then until no member is left.
+    async fn end_job_group(&self, identity: &Identity) -> io::Result<()> {
+        if !jobdir::group_is_jobs(identity) {
+            return Ok(());
+        }
+        process::end_group(identity.pid, self.options.kill_grace).await
+    }
+
+    /// Ends (as `cancel` does) every job of the cluster directory `dir`
+    /// whose process group still has members. Returns the failures.
     async fn kill_jobs_in(&self, dir: PathBuf) -> Vec<String> {
         let cluster = self.name.clone();
         let scan = blocking(&cluster, "scanning the job directories", move || {
@@ -357,12 +369,12 @@ impl LocalCluster {
             };
             for entry in entries {
                 let job = JobDir::new(entry?.path());
-                if job.exit_code()?.is_some() {
-                    continue;
-                }
+                // A job that ended may have left processes in its group.
                 if let Some(identity) = job.identity()? {
-                    if jobdir::liveness(&identity) == Liveness::Alive {
-                        live.push((identity.pid, job.path().to_path_buf()));
+                    if jobdir::group_is_jobs(&identity)
+                        && !process::live_members(identity.pid).is_empty()
+                    {
+                        live.push((identity, job.path().to_path_buf()));
                     }
                 }
             }
@@ -373,19 +385,23 @@ impl LocalCluster {
             Ok(live) => live,
             Err(e) => return vec![e.to_string()],
         };
-        let mut failures = Vec::new();
-        for (pgid, path) in live {
-            match signal_group(pgid, libc::SIGKILL) {
-                Ok(true) => tracing::warn!(
-                    cluster = %self.name,
-                    "killed process group {pgid} of the job in {} still running at terminate",
-                    path.display()
-                ),
-                Ok(false) => {}
-                Err(e) => failures.push(format!("cannot kill process group {pgid}: {e}")),
-            }
-        }
-        failures
+        let ends = live.into_iter().map(|(identity, path)| async move {
+            let pgid = identity.pid;
+            tracing::warn!(
+                cluster = %self.name,
+                "ending process group {pgid} of the job in {} still running at terminate",
+                path.display()
+            );
+            self.end_job_group(&identity)
+                .await
+                .err()
+                .map(|e| format!("cannot end process group {pgid}: {e}"))
+        });
+        futures_util::future::join_all(ends)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
     }
 }
 
@@ -577,18 +593,19 @@ impl Cluster for LocalCluster {
         self.job_status(handle).await
     }
 
+    /// Ends the job's whole process group and returns once `/proc` shows
+    /// no member of it: SIGTERM, `kill_grace`, SIGKILL. For a job another
+    /// engine started (or whose wrapper died) too, as long as the group is
+    /// still the job's; a finished job's leftovers are ended the same way.
     async fn cancel(&self, handle: &JobHandle) -> Result<(), ClusterError> {
         let kind = job_kind(handle);
-        let started = lock_started(&self.started).remove(self.job_dir(handle)?.path());
+        let dir = self.job_dir(handle)?;
+        let started = lock_started(&self.started).remove(dir.path());
         if let Some(mut running) = started {
             let _ = self.stop(&mut running).await;
             let _ = running.group.finish();
             return Ok(());
         }
-        if self.job_status(handle).await? != JobStatus::Running {
-            return Ok(());
-        }
-        let dir = self.job_dir(handle)?;
         let identity = match self.handle_identity(handle)? {
             Some(identity) => identity,
             None => {
@@ -599,29 +616,18 @@ impl Cluster for LocalCluster {
                 .await?
                 {
                     Some(identity) => identity,
+                    // Never started.
                     None => return Ok(()),
                 }
             }
         };
-        let pgid = identity.pid;
-        tracing::info!("cancelling {handle}: sending SIGTERM to process group {pgid}");
-        signal_group(pgid, libc::SIGTERM).map_err(|e| {
-            self.job_failed(kind, format!("cannot signal process group {pgid}: {e}"))
-        })?;
-        let deadline = tokio::time::Instant::now() + self.options.kill_grace;
-        while tokio::time::Instant::now() < deadline {
-            if jobdir::liveness(&identity) != Liveness::Alive {
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        if jobdir::liveness(&identity) == Liveness::Alive {
-            tracing::warn!("still running after SIGTERM: sending SIGKILL to process group {pgid}");
-            signal_group(pgid, libc::SIGKILL).map_err(|e| {
-                self.job_failed(kind, format!("cannot kill process group {pgid}: {e}"))
-            })?;
-        }
-        Ok(())
+        tracing::info!("cancelling {handle}");
+        self.end_job_group(&identity).await.map_err(|e| {
+            self.job_failed(
+                kind,
+                format!("cannot end process group {}: {e}", identity.pid),
+            )
+        })
     }
 
     /// Kills every job of this cluster still running (those this value
@@ -632,10 +638,15 @@ impl Cluster for LocalCluster {
         let mut failures = Vec::new();
         for pgid in leftovers {
             match signal_group(pgid, libc::SIGKILL) {
-                Ok(true) => tracing::warn!(
-                    cluster = %self.name,
-                    "killed process group {pgid} of a job still running at terminate"
-                ),
+                Ok(true) => {
+                    tracing::warn!(
+                        cluster = %self.name,
+                        "killed process group {pgid} of a job still running at terminate"
+                    );
+                    if let Err(e) = process::wait_gone(pgid).await {
+                        failures.push(e.to_string());
+                    }
+                }
                 Ok(false) => {}
                 Err(e) => failures.push(format!("cannot kill process group {pgid}: {e}")),
             }

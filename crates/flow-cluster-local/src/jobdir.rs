@@ -177,11 +177,28 @@ pub(crate) fn boot_id() -> String {
 
 /// The start time (clock ticks after boot) of process `pid`, if it exists.
 pub(crate) fn start_time(pid: libc::pid_t) -> Option<u64> {
+    stat_of(pid).map(|(_, start)| start)
+}
+
+/// The state letter and start time of process `pid`, if it exists.
+fn stat_of(pid: libc::pid_t) -> Option<(String, u64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name is in parentheses and may hold spaces: count fields
     // after its closing parenthesis (field 3 is the first one after it).
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(22 - 3)?.parse().ok()
+    let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace();
+    let state = fields.next()?.to_string();
+    let start = fields.nth(22 - 4)?.parse().ok()?;
+    Some((state, start))
+}
+
+/// Whether process group `identity.pid` is still the job's group (so
+/// signalling it reaches the job's processes and nothing else): on this
+/// boot, and its leader either gone (a pgid stays reserved while any
+/// member lives, so the members left are the job's) or still the wrapper.
+pub(crate) fn group_is_jobs(identity: &Identity) -> bool {
+    identity.boot_id == boot_id()
+        && start_time(identity.pid)
+            .is_none_or(|t| identity.start_time == 0 || t == identity.start_time)
 }
 
 /// Whether the process the wrapper described is still that process.
@@ -193,10 +210,13 @@ pub(crate) fn liveness(identity: &Identity) -> Liveness {
             identity.boot_id
         ));
     }
-    match start_time(identity.pid) {
+    match stat_of(identity.pid) {
         None => Liveness::Gone,
-        Some(t) if t == identity.start_time => Liveness::Alive,
-        Some(t) => Liveness::NotTheJob(format!(
+        // A zombie has ended; only its parent (whoever adopted the wrapper
+        // after its engine died) has not collected it yet.
+        Some((state, t)) if t == identity.start_time && state == "Z" => Liveness::Gone,
+        Some((_, t)) if t == identity.start_time => Liveness::Alive,
+        Some((_, t)) => Liveness::NotTheJob(format!(
             "process {} is not the job: it started at tick {t}, the job at tick {}",
             identity.pid, identity.start_time
         )),

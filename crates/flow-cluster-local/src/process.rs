@@ -11,6 +11,7 @@
 use std::collections::BTreeSet;
 use std::io;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 /// A process group id (the pid of the job's first process).
 pub(crate) type Pgid = libc::pid_t;
@@ -59,6 +60,93 @@ pub(crate) fn signal_group(pgid: Pgid, signal: libc::c_int) -> io::Result<bool> 
         Ok(false)
     } else {
         Err(err)
+    }
+}
+
+/// How often [`end_group`] looks at `/proc` while it waits.
+const GROUP_POLL: Duration = Duration::from_millis(20);
+
+/// How long [`end_group`] waits for the kernel to take SIGKILLed processes
+/// away (a process in uninterruptible sleep dies only when its I/O ends).
+const AFTER_KILL: Duration = Duration::from_secs(30);
+
+/// The processes of group `pgid` that still run, from `/proc`. Zombies
+/// (dead, waiting to be collected by their parent) do not count: they run
+/// nothing.
+pub(crate) fn live_members(pgid: Pgid) -> Vec<libc::pid_t> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut members = Vec::new();
+    for entry in entries.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<libc::pid_t>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid pgrp ...`; comm may hold spaces and ')'.
+        let Some(after) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+            continue;
+        };
+        let mut fields = after.split_whitespace();
+        let state = fields.next().unwrap_or("Z");
+        let group = fields.nth(1).and_then(|g| g.parse::<Pgid>().ok());
+        if group == Some(pgid) && state != "Z" && state != "X" {
+            members.push(pid);
+        }
+    }
+    members
+}
+
+/// Ends process group `pgid` for good: SIGTERM, up to `grace` for every
+/// member to exit, SIGKILL to what is left, then waits until `/proc` shows
+/// no live member. Only then may something be started in the job's place:
+/// a child that ignores SIGTERM must not run beside its replacement.
+///
+/// The caller makes sure `pgid` is still the job's group (a pgid stays
+/// reserved while any member exists, so a non-empty group is the job's).
+pub(crate) async fn end_group(pgid: Pgid, grace: Duration) -> io::Result<()> {
+    if pgid <= 1 || live_members(pgid).is_empty() {
+        return Ok(());
+    }
+    tracing::info!("sending SIGTERM to process group {pgid}");
+    signal_group(pgid, libc::SIGTERM)?;
+    if wait_empty(pgid, grace).await {
+        return Ok(());
+    }
+    tracing::warn!("process group {pgid} still runs {grace:?} after SIGTERM: sending SIGKILL");
+    kill_and_wait(pgid).await
+}
+
+/// SIGKILL to group `pgid`, then waits until no member is alive.
+pub(crate) async fn kill_and_wait(pgid: Pgid) -> io::Result<()> {
+    signal_group(pgid, libc::SIGKILL)?;
+    wait_gone(pgid).await
+}
+
+/// Waits until group `pgid`, already sent SIGKILL, has no live member.
+pub(crate) async fn wait_gone(pgid: Pgid) -> io::Result<()> {
+    if wait_empty(pgid, AFTER_KILL).await {
+        return Ok(());
+    }
+    Err(io::Error::other(format!(
+        "processes {:?} of process group {pgid} still run {AFTER_KILL:?} after SIGKILL",
+        live_members(pgid)
+    )))
+}
+
+/// Waits up to `limit` for group `pgid` to have no live member.
+async fn wait_empty(pgid: Pgid, limit: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if live_members(pgid).is_empty() {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(GROUP_POLL).await;
     }
 }
 

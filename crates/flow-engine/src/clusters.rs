@@ -393,7 +393,8 @@ pub struct OrphanOutcome {
 }
 
 /// Terminates the clusters whose runs are no longer alive: for each flow
-/// (of `flow_name`, or every flow) with clusters that may be up, takes the
+/// (of `flow_name` and `timeperiod` where given, else every one: nothing
+/// else is touched) with clusters that may be up, takes the
 /// flow's lease (refused while a live run holds it: those are left alone),
 /// terminates them through `factory`, records it and releases the lease.
 /// Clusters of another kind than `factory`'s are reported and left alone.
@@ -401,6 +402,7 @@ pub async fn terminate_orphans(
     store: Arc<dyn FlowStore>,
     factory: Arc<dyn ClusterFactory>,
     flow_name: Option<&str>,
+    timeperiod: Option<flow_core::Timeperiod>,
     context_for: impl Fn(&ClusterRecord) -> ExecutionContext,
     owner: &str,
     ttl: std::time::Duration,
@@ -410,6 +412,7 @@ pub async fn terminate_orphans(
         .await?
         .into_iter()
         .filter(|r| flow_name.is_none_or(|name| r.flow_name == name))
+        .filter(|r| timeperiod.is_none_or(|t| r.timeperiod == t))
         .collect();
     let mut outcomes = Vec::new();
     let mut keys: Vec<_> = records
@@ -501,16 +504,17 @@ async fn terminate_recorded(
 }
 
 /// Cancels jobs that steps of a dead run left running, when this run is
-/// going to run those steps afresh instead of adopting them.
+/// going to run those steps afresh instead of adopting them; returns one
+/// line per job it could not stop (the run must then start nothing).
 pub(crate) async fn cancel_orphan_jobs(
-    shared: &Shared,
     factory: &Arc<dyn ClusterFactory>,
+    context: &ExecutionContext,
     jobs: Vec<(String, flow_core::JobRecord)>,
     span: &Span,
-) {
-    let _ = cancel_jobs(factory, &shared.context, jobs)
+) -> Vec<String> {
+    cancel_jobs(factory, context, jobs)
         .instrument(span.clone())
-        .await;
+        .await
 }
 
 /// Cancels the jobs (step name, job) that a dead run's steps left, if they
@@ -544,7 +548,8 @@ pub async fn cancel_jobs(
             }
         };
         match cluster.status(handle).await {
-            Ok(flow_core::JobStatus::Running) => {
+            // Lost: its leader is gone, what it started may not be.
+            Ok(flow_core::JobStatus::Running | flow_core::JobStatus::Lost { .. }) => {
                 warn!("cancelling {handle} that step {step} left running in a dead run");
                 if let Err(e) = cluster.cancel(handle).await {
                     let problem = format!("step {step}: cannot cancel {handle}: {e}");

@@ -501,6 +501,24 @@ impl ExecutionEngine {
             None => logging::RunLog::none(),
         });
 
+        // Jobs a dead run left for steps this run starts afresh end before
+        // anything is written or started: one that cannot be stopped
+        // refuses the run (the records keep its handle for the next try).
+        if !orphan_jobs.is_empty() {
+            let span = info_span!("flow", run = run_log.id(), flow = key.flow_name.as_str());
+            let problems =
+                clusters::cancel_orphan_jobs(&self.clusters, &self.context, orphan_jobs, &span)
+                    .await;
+            if !problems.is_empty() {
+                span.in_scope(|| error!("nothing started: {}", problems.join("; ")));
+                run_log.finish().await;
+                return Err(EngineError::OrphansLeft {
+                    flow: key.clone(),
+                    problems,
+                });
+            }
+        }
+
         let previous_state = existing_flow.as_ref().map(|f| f.state);
         let mut flow = existing_flow.unwrap_or_else(|| FlowRecord {
             id: None,
@@ -598,9 +616,6 @@ impl ExecutionEngine {
             flow_span: flow_span.clone(),
             run_log: run_log.clone(),
         });
-        if !orphan_jobs.is_empty() {
-            clusters::cancel_orphan_jobs(&shared, &self.clusters, orphan_jobs, &flow_span).await;
-        }
         let launched = clusters::launch(
             &shared,
             Launch {

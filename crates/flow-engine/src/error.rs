@@ -136,6 +136,16 @@ pub enum EngineError {
         #[source]
         source: LogDirectoryError,
     },
+    /// Jobs a dead run left running could not be stopped, so the run
+    /// started nothing (it would have run them twice at once) and wrote
+    /// nothing: the records still name the jobs for the next try.
+    #[error("refused to run {flow}: cannot stop the jobs a dead run left running, so nothing was started: {}", .problems.join("; "))]
+    OrphansLeft {
+        /// The flow.
+        flow: FlowKey,
+        /// One line per job not stopped, naming its step and handle.
+        problems: Vec<String>,
+    },
     /// The store failed; the run stopped where it was (`recover` goes on from there).
     #[error("store failed for flow {flow}: {source}")]
     Store {

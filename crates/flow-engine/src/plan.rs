@@ -153,10 +153,26 @@ pub(crate) fn plan(
             retired.push(record);
         }
     }
+    // A step a dead run left half-way goes on where it stopped (its job
+    // adopted), unless this is a fresh run, the step changed since, or a
+    // step it depends on (directly or not) runs again in this run: its job
+    // then worked on outputs about to be redone, so it is cancelled and the
+    // step runs again after them. (`recover` reruns nothing complete, so it
+    // adopts every such job; `run-from S` adopts none downstream of S.)
+    let mut resumes = vec![false; n];
+    let mut rerun_upstream = vec![false; n];
+    for &i in graph.topological_order() {
+        rerun_upstream[i] = graph
+            .dependencies(i)
+            .iter()
+            .any(|&d| (to_run[d] && !resumes[d]) || rerun_upstream[d]);
+        resumes[i] = !purge
+            && !rerun_upstream[i]
+            && records[i].is_resumable()
+            && fits(graph, i, &records[i]);
+    }
     for (i, record) in records.iter_mut().enumerate() {
-        // A step a dead run left half-way goes on where it stopped (its job
-        // adopted), unless this is a fresh run or the step changed since.
-        let resume = !purge && record.is_resumable() && fits(graph, i, record);
+        let resume = resumes[i];
         if record.state == flow_core::StepState::InProgress && !resume && (purge || to_run[i]) {
             if let Some(job) = record.job.take() {
                 orphan_jobs.push((record.step_name.clone(), job));

@@ -51,6 +51,12 @@ enum Failure {
         action: String,
         message: String,
     },
+    /// A dead run's job that may still run and could not be stopped: the
+    /// step is not retried (the job would run twice at once).
+    Unstoppable {
+        action: String,
+        message: String,
+    },
     Cancelled,
     Store(StoreError),
 }
@@ -68,7 +74,7 @@ impl fmt::Display for Failure {
             Failure::TimedOut { what, after } => {
                 write!(f, "{what} timed out after {}", humanize(*after))
             }
-            Failure::Adopted { action, message } => {
+            Failure::Adopted { action, message } | Failure::Unstoppable { action, message } => {
                 write!(f, "action '{action}' failed: {message}")
             }
             Failure::Cancelled => f.write_str("cancelled"),
@@ -418,7 +424,7 @@ async fn attempts(
             }
             Err(failure) => {
                 writer.update(|r| r.error = Some(failure.to_string()));
-                if attempt < total {
+                if attempt < total && !matches!(failure, Failure::Unstoppable { .. }) {
                     let delay = step.retry.delay_before(attempt);
                     warn!(
                         "attempt {attempt} of {total} failed: {failure}; retrying in {}",
@@ -564,9 +570,23 @@ async fn adopt_job(
         }
         other => {
             warn!("{handle} {other} while no engine watched");
+            let mut message = format!("its job {handle} {other} while no engine watched");
+            if matches!(other, JobStatus::Lost { .. }) {
+                // What the lost job started may still run: it must be gone
+                // before the retry starts the job again.
+                if let Err(e) = cx.cluster.cancel(handle).await {
+                    message = format!(
+                        "{message}, and what is left of it could not be ended ({e}): not retried, so it cannot run twice"
+                    );
+                    return Some(Err(Failure::Unstoppable {
+                        action: name.clone(),
+                        message,
+                    }));
+                }
+            }
             Err(Failure::Adopted {
                 action: name.clone(),
-                message: format!("its job {handle} {other} while no engine watched"),
+                message,
             })
         }
     })

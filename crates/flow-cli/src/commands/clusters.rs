@@ -68,6 +68,7 @@ pub fn clusters(
             store,
             factory,
             name.as_deref(),
+            timeperiod,
             |record| ExecutionContext {
                 flow_name: record.flow_name.clone(),
                 timeperiod: record.timeperiod,
