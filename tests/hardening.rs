@@ -963,3 +963,60 @@ main = { action = "shell", command = "echo old >> ran.txt" }
         text(&out)
     );
 }
+
+/// Jobs get a scrubbed environment: the variables secrets are read from
+/// (`env:` in `[secrets]`, `[serve] token`) are not inherited, nor is an
+/// engine's own `FLOW_SECRET_*`; a job gets only the `FLOW_SECRET_*` its
+/// command refers to.
+#[test]
+fn jobs_see_no_secret_source_and_only_the_secrets_they_refer_to() {
+    let home = Home::new();
+    let settings = home.read("flow.toml")
+        + "\n[secrets]\napi = \"env:XSEC\"\nother = \"env:XOTHER\"\n[serve]\ntoken = \"env:FT\"\n";
+    home.write("flow.toml", &settings);
+    home.write(
+        "envs.toml",
+        r#"
+name = "envs"
+[[steps]]
+name = "plain"
+main = { action = "shell", command = "env > plain.env" }
+[[steps]]
+name = "user"
+main = { action = "shell", command = "echo {settings.api} > /dev/null; env > user.env" }
+"#,
+    );
+    let out = home
+        .command(&["run", "envs.toml", "--timeperiod", TP])
+        .env("XSEC", "api-secret-value-1")
+        .env("XOTHER", "other-secret-value-2")
+        .env("FT", "serve-token-value-3")
+        .env("FLOW_SECRET_INHERITED", "inherited-secret-4")
+        .env("UNRELATED_VARIABLE", "kept")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let plain = home.read("plain.env");
+    let user = home.read("user.env");
+    for env in [&plain, &user] {
+        assert!(env.contains("UNRELATED_VARIABLE=kept"), "{env}");
+        for leaked in [
+            "XSEC=",
+            "XOTHER=",
+            "FT=",
+            "FLOW_SECRET_INHERITED=",
+            "FLOW_SECRET_OTHER=",
+        ] {
+            assert!(
+                !env.lines().any(|l| l.starts_with(leaked)),
+                "{leaked} reached a job:\n{env}"
+            );
+        }
+    }
+    assert!(!plain.contains("FLOW_SECRET_API="), "{plain}");
+    assert!(
+        user.lines()
+            .any(|l| l == "FLOW_SECRET_API=api-secret-value-1"),
+        "{user}"
+    );
+}

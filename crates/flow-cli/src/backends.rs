@@ -204,6 +204,7 @@ pub fn cluster_factory(settings: &Settings) -> Result<Arc<dyn ClusterFactory>, C
                 pig: cluster.pig,
                 hadoop: cluster.hadoop,
                 env: cluster.env,
+                scrub_env: settings.secret_sources(),
                 kill_grace: cluster.kill_grace.unwrap_or(defaults.kill_grace),
             };
             Ok(Arc::new(LocalClusterFactory::new(options)))

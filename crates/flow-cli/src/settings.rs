@@ -651,6 +651,26 @@ impl Settings {
         Ok(Some(flow_core::Secret::new(token)))
     }
 
+    /// The environment variables secrets are read from (`"env:VAR"` in
+    /// `[secrets]`, `[serve] token` and `[store] uri`): removed from every
+    /// job's environment, so a job sees a secret only through the
+    /// `FLOW_SECRET_*` its command refers to.
+    pub fn secret_sources(&self) -> Vec<String> {
+        let mut vars: Vec<String> = self
+            .spec
+            .secrets
+            .values()
+            .map(String::as_str)
+            .chain(self.spec.serve.token.as_ref().map(|t| t.0.as_str()))
+            .chain(self.spec.store.uri.as_ref().map(|u| u.get_ref().as_str()))
+            .filter_map(|written| written.strip_prefix("env:"))
+            .map(str::to_string)
+            .collect();
+        vars.sort();
+        vars.dedup();
+        vars
+    }
+
     /// The values of `{settings.NAME}` placeholders. Secrets written
     /// `"env:VAR"` are read from the environment now; all secrets are
     /// masked wherever text leaves the process (`flow_core::mask`). A secret

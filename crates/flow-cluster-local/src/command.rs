@@ -18,6 +18,10 @@ use tokio::process::Command;
 /// a `PATH` in [`LocalOptions::env`] cannot take it away.
 const SHELL: &str = "/bin/sh";
 
+/// The prefix of the variables that carry secrets to jobs
+/// ([`flow_core::context::secret_env_var`]).
+const SECRET_ENV_PREFIX: &str = "FLOW_SECRET_";
+
 /// An external program a job kind needs, and how to tell the user to get it.
 /// Messages name the setting as `flow.toml` spells it (`[cluster] OPTION`),
 /// which is also the [`LocalOptions`] field of the same name.
@@ -125,7 +129,18 @@ impl LocalCluster {
             .arg(dir)
             .arg(program)
             .args(args)
-            .current_dir(&self.options().work_dir)
+            .current_dir(&self.options().work_dir);
+        // The engine's environment minus where secrets come from; the
+        // secrets a command refers to are added by `submit`.
+        for name in &self.options().scrub_env {
+            command.env_remove(name);
+        }
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with(SECRET_ENV_PREFIX) {
+                command.env_remove(name);
+            }
+        }
+        command
             .envs(self.options().env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())

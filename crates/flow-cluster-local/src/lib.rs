@@ -78,6 +78,12 @@ pub struct LocalOptions {
     /// A `PATH` here is also where `spark-submit`, `pig` and `hadoop` are
     /// looked up.
     pub env: Vec<(String, String)>,
+    /// Variables of the engine's environment that jobs must not see: where
+    /// secrets come from (`flow` lists the `env:` sources of `[secrets]`,
+    /// of the `[serve] token` and of the store URI). Jobs never inherit
+    /// the engine's own `FLOW_SECRET_*` either: a job gets exactly the
+    /// `FLOW_SECRET_*` its command refers to ([`flow_core::Job::secret_env`]).
+    pub scrub_env: Vec<String>,
     /// How long a cancelled job's process group gets between SIGTERM and
     /// SIGKILL. Default: 5 s. Also how long the job's output is still read
     /// after it ended, when a process that left its group holds it open.
@@ -98,6 +104,7 @@ impl Default for LocalOptions {
             pig: None,
             hadoop: None,
             env: Vec::new(),
+            scrub_env: Vec::new(),
             kill_grace: Duration::from_secs(5),
         }
     }
