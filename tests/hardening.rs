@@ -1020,3 +1020,26 @@ main = { action = "shell", command = "echo {settings.api} > /dev/null; env > use
         "{user}"
     );
 }
+
+/// An action's name is half of its logger name: a flow file gets the
+/// step-name rule for it, refused at load with file:line:col, so no name
+/// can put a forged line into the logs.
+#[test]
+fn an_action_name_that_could_forge_log_lines_is_refused_at_load() {
+    let home = Home::new();
+    home.write(
+        "forge.toml",
+        "name = \"forge\"\n[[steps]]\nname = \"a\"\nmain = { action = \"shell\", name = \"sh INFO ok\\n2026-01-01T00:00:00.000Z b.shell INFO FORGED LINE\\nb\", command = \"echo hi\" }\n",
+    );
+    for args in [
+        &["validate", "forge.toml"][..],
+        &["run", "forge.toml", "--timeperiod", TP],
+    ] {
+        let out = home.expect(2, args);
+        let said = stderr(&out);
+        assert!(said.contains("forge.toml:4:8:"), "{said}");
+        assert!(said.contains("not a valid action name"), "{said}");
+        assert!(!said.contains("\nb\""), "the name is shown escaped: {said}");
+    }
+    assert!(!home.path("logs").exists(), "nothing was written");
+}

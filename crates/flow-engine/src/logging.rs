@@ -876,7 +876,7 @@ pub fn logger_name<S>(event: &Event<'_>, ctx: &Context<'_, S>) -> Option<String>
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
-    tags_of(event, ctx).logger()
+    tags_of(event, ctx).logger().map(plain_logger)
 }
 
 /// An event's message followed by its other fields as ` key=value`.
@@ -916,6 +916,18 @@ pub fn event_text(event: &Event<'_>) -> String {
         out = out.replace('\n', "\\n").replace('\r', "\\r");
     }
     out
+}
+
+/// A logger name as a line shows it: as it is when it is made of valid
+/// names joined by `.` (what flow files allow), else quoted with every
+/// control character escaped (names from library code or from spans this
+/// module did not make), so no name can end a line or pass for a level.
+fn plain_logger(logger: String) -> String {
+    if logger.split('.').all(valid_name) {
+        logger
+    } else {
+        format!("{logger:?}")
+    }
 }
 
 /// The `tracing` layer that writes run logs to files.
@@ -976,7 +988,7 @@ where
             return;
         };
         let path = route.file(tags.step.as_deref().unwrap_or(&route.flow));
-        let logger = tags.logger().unwrap_or_else(|| route.flow.clone());
+        let logger = plain_logger(tags.logger().unwrap_or_else(|| route.flow.clone()));
         let at = chrono::Utc::now();
         let now = at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         let level = event.metadata().level();

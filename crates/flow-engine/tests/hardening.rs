@@ -160,3 +160,54 @@ async fn a_log_directory_that_is_a_file_refuses_the_run() {
     let key = FlowKey::new("nologs", tp(TP));
     assert_eq!(bench.store.get_flow(&key).await.unwrap(), None);
 }
+
+/// An action name from library code is not checked like a flow file's:
+/// the log writer escapes it (and any logger name it did not make), so a
+/// newline in it cannot forge a line in the files or the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_action_name_cannot_forge_log_lines() {
+    let bench = Bench::new();
+    let forged = "sh INFO ok\n2026-01-01T00:00:00.000Z b.shell INFO FORGED LINE\nb";
+    let graph = Arc::new(
+        FlowDefinition::new("forge")
+            .step(StepDefinition::new("a", shell("echo hi").named(forged)))
+            .build()
+            .unwrap(),
+    );
+    let logs = bench.path("logs");
+    let mut options = bench.options();
+    options.log_directory = Some(logs.clone());
+    options.record_logs = true;
+    let engine = flow_engine::ExecutionEngine::new(
+        graph.clone(),
+        bench.context(&graph, TP, 1),
+        bench.store.clone(),
+        bench.local(),
+        options,
+    );
+    let report = engine.run().await.unwrap();
+    assert_eq!(report.state, FlowState::Processed);
+    let file = std::fs::read_to_string(logs.join("forge/a.log")).unwrap();
+    assert!(file.contains("hi"), "{file}");
+    for line in file.lines() {
+        assert!(
+            line.starts_with("20") && !line.starts_with("2026-01-01T00:00:00.000Z"),
+            "a forged line: {line:?}\n{file}"
+        );
+    }
+    assert!(file.contains(r#" "a.sh INFO ok\n2026"#), "{file}");
+    let key = FlowKey::new("forge", tp(TP));
+    let recorded = bench
+        .store
+        .read_logs(&flow_core::LogQuery::new(key, 1000))
+        .await
+        .unwrap();
+    assert!(!recorded.is_empty());
+    for stored in &recorded {
+        assert!(
+            !stored.line.logger.contains('\n'),
+            "{:?}",
+            stored.line.logger
+        );
+    }
+}

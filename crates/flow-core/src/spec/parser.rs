@@ -237,6 +237,18 @@ impl Parser<'_> {
             }
             None => kind.clone(),
         };
+        // The name is half of the action's logger name (`STEP.ACTION`):
+        // the step-name rule keeps it one plain word in every log line.
+        if !crate::graph::valid_name(&name) {
+            return Err(in_step(SpecProblem::Arg(ArgError::Invalid {
+                arg: "name".into(),
+                message: format!(
+                    "{} is not a valid action name: {}",
+                    crate::graph::shown_name(&name),
+                    crate::graph::NAME_RULE
+                ),
+            })));
+        }
         let skip = match table.remove("skip") {
             Some(Value::Boolean(b)) => b,
             Some(_) => {
