@@ -14,6 +14,10 @@
 //! * no page has a `rust` code block: Rust code lives where `cargo test`
 //!   compiles and runs it (doctests and examples), and the book names it.
 //!
+//! The Markdown files outside the book that link into it (the README,
+//! `ARCHITECTURE.md`, each crate's README) are checked too: every relative
+//! link names a file of the repository.
+//!
 //! Links with a scheme (`https:`, `mailto:`) are not followed.
 
 use std::fs;
@@ -53,7 +57,8 @@ pub fn docs(root: &Path, target: &Path) -> ExitCode {
         eprintln!("xtask: the book does not build: {err}");
         return ExitCode::FAILURE;
     }
-    let problems = check(&book.join("src"), &out);
+    let mut problems = check(&book.join("src"), &out);
+    problems.extend(pointers_into_the_book(root));
     if problems.is_empty() {
         eprintln!("xtask: the book is in {} (no broken link)", out.display());
         return ExitCode::SUCCESS;
@@ -124,6 +129,77 @@ pub fn check(src: &Path, out: &Path) -> Vec<String> {
         }
     }
     problems
+}
+
+/// The broken relative links of the Markdown files outside the book:
+/// `README.md`, `ARCHITECTURE.md` and `crates/*/README.md`.
+fn pointers_into_the_book(root: &Path) -> Vec<String> {
+    let mut files = vec![root.join("README.md"), root.join("ARCHITECTURE.md")];
+    if let Ok(crates) = fs::read_dir(root.join("crates")) {
+        files.extend(
+            crates
+                .filter_map(Result::ok)
+                .map(|e| e.path().join("README.md")),
+        );
+    }
+    files.sort();
+    let mut problems = Vec::new();
+    for file in files {
+        let Ok(text) = fs::read_to_string(&file) else {
+            continue;
+        };
+        let shown = file
+            .strip_prefix(root)
+            .unwrap_or(&file)
+            .display()
+            .to_string();
+        let dir = file.parent().unwrap_or(root);
+        for (line, link) in markdown_links(&text) {
+            let path = link.split('#').next().unwrap_or_default();
+            if path.is_empty() || has_scheme(&link) {
+                continue;
+            }
+            if !resolve(dir, path).is_some_and(|target| target.exists()) {
+                problems.push(format!("{shown}:{line}: link `{link}`: no such file"));
+            }
+        }
+    }
+    problems
+}
+
+/// The targets of the inline links `[text](target)` and images of a
+/// Markdown text, with their line numbers, outside code blocks and code
+/// spans.
+fn markdown_links(markdown: &str) -> Vec<(usize, String)> {
+    let mut links = Vec::new();
+    let mut fenced = false;
+    for (n, line) in markdown.lines().enumerate() {
+        let trimmed = line.trim_start();
+        if trimmed.starts_with("```") || trimmed.starts_with("~~~") {
+            fenced = !fenced;
+            continue;
+        }
+        if fenced {
+            continue;
+        }
+        // Code spans hold no links: drop them (every other backtick run).
+        let text: String = line
+            .split('`')
+            .enumerate()
+            .filter(|(i, _)| i % 2 == 0)
+            .map(|(_, part)| part)
+            .collect::<Vec<_>>()
+            .join(" ");
+        let mut rest = text.as_str();
+        while let Some(at) = rest.find("](") {
+            rest = &rest[at + 2..];
+            let end = rest.find(')').unwrap_or(rest.len());
+            let target = rest[..end].split_whitespace().next().unwrap_or_default();
+            links.push((n + 1, target.trim_matches(['<', '>']).to_string()));
+            rest = &rest[end..];
+        }
+    }
+    links
 }
 
 /// The `.md` files under `dir`, recursively.
@@ -375,6 +451,29 @@ mod tests {
         assert_eq!(
             problems[1],
             "docs/src/lost.md: not listed in docs/src/SUMMARY.md, so never built"
+        );
+    }
+
+    #[test]
+    fn links_outside_the_book_must_name_files_of_the_repository() {
+        let scratch = Scratch::new("pointers");
+        scratch.write(
+            "README.md",
+            "# x\n\n[book](docs/src/a.md#part) [gone](docs/src/gone.md) `[code](span.md)` \
+             ![pic](docs/src/pic.png) [site](https://example.invalid/)\n\n```md\n[in](block.md)\n```\n",
+        );
+        scratch.write("docs/src/a.md", "# A\n");
+        scratch.write(
+            "crates/one/README.md",
+            "[up](../../README.md) [lost](../../LOST.md)\n",
+        );
+        assert_eq!(
+            pointers_into_the_book(&scratch.0),
+            [
+                "README.md:3: link `docs/src/gone.md`: no such file",
+                "README.md:3: link `docs/src/pic.png`: no such file",
+                "crates/one/README.md:1: link `../../LOST.md`: no such file",
+            ]
         );
     }
 
