@@ -10,6 +10,11 @@
 //!   for long jobs up to a cap, an overall timeout, and a request counter
 //!   tests read. A cloud crate supplies only a [`poll::JobSource`]: "ask the
 //!   backend about these ids" and "what its states mean".
+//! - [`lifecycle`]: [`wait_until`] a cluster or an operation reaches a
+//!   state (or a failure state, or a deadline), and [`retry_with_lookup`]
+//!   for calls that must not take effect twice (a launch, a step
+//!   submission): after a transient failure the resource is looked up
+//!   before the call is sent again.
 //! - [`outcome`]: a backend's terminal states mapped onto
 //!   [`Outcome::Succeeded`], [`Outcome::Failed`] and [`Outcome::Cancelled`]
 //!   ([`StateTable`]).
@@ -26,12 +31,14 @@
 #![warn(missing_docs)]
 
 pub mod clock;
+pub mod lifecycle;
 pub mod outcome;
 pub mod poll;
 pub mod retry;
 pub mod tail;
 
 pub use clock::{Clock, ManualClock, TokioClock};
+pub use lifecycle::{retry_with_lookup, wait_until, Look, Requests, Wait, WaitError};
 pub use outcome::{Outcome, Phase, StateTable};
 pub use poll::{Finished, JobSource, PollConfig, PollError, Poller};
 pub use retry::{retry, RetryConfig, Transient};

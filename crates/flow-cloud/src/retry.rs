@@ -59,6 +59,27 @@ impl RetryConfig {
         }
     }
 
+    /// The computed delays of one retried call, in order.
+    pub(crate) fn delays(&self) -> impl Iterator<Item = Duration> {
+        self.backoff().build()
+    }
+
+    /// The delay before the next retry after `e`: its `Retry-After`
+    /// (capped) or the next computed delay; `None` once the retries are
+    /// spent.
+    pub(crate) fn next_delay<E: Transient>(
+        &self,
+        delays: &mut impl Iterator<Item = Duration>,
+        e: &E,
+    ) -> Option<Duration> {
+        // backon adds its jitter after applying its cap.
+        let computed = delays.next()?.min(self.max_delay);
+        Some(
+            e.retry_after()
+                .map_or(computed, |asked| asked.min(self.max_retry_after)),
+        )
+    }
+
     fn backoff(&self) -> ExponentialBuilder {
         let builder = ExponentialBuilder::default()
             .with_min_delay(self.initial_delay)
@@ -102,7 +123,7 @@ where
     Fut: Future<Output = Result<T, E>>,
     E: Transient + std::fmt::Display,
 {
-    let mut delays = config.backoff().build();
+    let mut delays = config.delays();
     loop {
         let e = match attempt().await {
             Ok(value) => return Ok(value),
@@ -111,14 +132,9 @@ where
         if !e.is_transient() {
             return Err(e);
         }
-        let Some(computed) = delays.next() else {
+        let Some(delay) = config.next_delay(&mut delays, &e) else {
             return Err(e);
         };
-        // backon adds its jitter after applying its cap.
-        let computed = computed.min(config.max_delay);
-        let delay = e
-            .retry_after()
-            .map_or(computed, |asked| asked.min(config.max_retry_after));
         tracing::warn!(call = what, retry_in = ?delay, "transient failure, retrying: {e}");
         clock.sleep(delay).await;
     }

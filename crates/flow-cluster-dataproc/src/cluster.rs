@@ -7,7 +7,9 @@ use crate::driver::{driver_output, last_lines};
 use crate::error::DataprocError;
 use crate::jobs::{self, ids, job_payload, job_resource, label_value, DataprocJobs, JobRef, KIND};
 use async_trait::async_trait;
-use flow_cloud::{Clock, Outcome, PollError, Poller, Transient};
+use flow_cloud::{
+    wait_until, Clock, Look, Outcome, PollError, Poller, Requests, Transient, Wait, WaitError,
+};
 use flow_core::{
     Cluster, ClusterError, ClusterFactory, ClusterHandle, ExecutionContext, Filesystem, Job,
     JobContext, JobHandle, JobStatus,
@@ -30,6 +32,8 @@ struct Shared {
     api: Arc<Api>,
     fs: GcsFilesystem,
     clock: Arc<dyn Clock>,
+    /// Cluster and operation requests of launch and delete waits.
+    lifecycle_requests: Requests,
 }
 
 /// Makes [`DataprocCluster`]s (kind `dataproc`) from one [`DataprocConfig`].
@@ -103,6 +107,7 @@ impl DataprocClusterFactory {
                 api,
                 fs,
                 clock,
+                lifecycle_requests: Requests::new(),
             }),
         })
     }
@@ -116,6 +121,12 @@ impl DataprocClusterFactory {
     /// (retries included).
     pub fn requests(&self) -> u64 {
         self.shared.api.requests()
+    }
+
+    /// Cluster and operation requests sent while waiting for clusters to
+    /// come up or go (a share of [`requests`](Self::requests)).
+    pub fn lifecycle_requests(&self) -> u64 {
+        self.shared.lifecycle_requests.get()
     }
 
     /// The clusters' GCS filesystem.
@@ -354,67 +365,82 @@ impl DataprocCluster {
         })
     }
 
+    /// How often and how long to ask about a cluster or an operation.
+    fn wait(&self, timeout: Duration) -> Wait {
+        Wait {
+            interval: self.config().cluster_poll_interval,
+            timeout,
+        }
+    }
+
     /// Asks about a long-running operation every `cluster_poll_interval`
     /// until it is done; `Err` with its message when it failed or `timeout`
     /// passed.
     async fn wait_operation(&self, name: &str, timeout: Duration) -> Result<(), String> {
-        let clock = &self.shared.clock;
-        let deadline = clock.now() + timeout;
-        loop {
-            let op: Operation = self
-                .api()
-                .get_operation(name)
-                .await
-                .map_err(|e| format!("operations.get {name}: {e}"))?;
-            if op.done {
-                return match op.error {
-                    Some(e) => Err(format!("{} (code {})", e.message, e.code)),
-                    None => Ok(()),
-                };
-            }
-            if clock.now() >= deadline {
-                return Err(format!(
-                    "operation {name} not done after {}",
-                    humantime_serde::re::humantime::format_duration(timeout)
-                ));
-            }
-            clock.sleep(self.config().cluster_poll_interval).await;
-        }
+        let done = wait_until(
+            &self.shared.clock,
+            self.wait(timeout),
+            &self.shared.lifecycle_requests,
+            || async {
+                let op: Operation = self
+                    .api()
+                    .get_operation(name)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok::<_, String>(match (op.done, op.error) {
+                    (false, _) => Look::Pending("running".into()),
+                    (true, None) => Look::Ready(()),
+                    (true, Some(e)) => Look::Failed(format!("{} (code {})", e.message, e.code)),
+                })
+            },
+        )
+        .await;
+        done.map_err(|e| match e {
+            WaitError::Failed(message) => message,
+            WaitError::Timeout { .. } => format!(
+                "operation {name} not done after {}",
+                humantime_serde::re::humantime::format_duration(timeout)
+            ),
+            WaitError::Request(e) => format!("operations.get {name}: {e}"),
+        })
     }
 
     /// Waits until the cluster is `RUNNING`. `Err(message)` when it is in
     /// `ERROR` (with Dataproc's detail), gone, or not up in time.
     async fn wait_running(&self, at: &Location, backend: &str) -> Result<ClusterInfo, String> {
-        let clock = &self.shared.clock;
         let timeout = self.config().launch_timeout;
-        let deadline = clock.now() + timeout;
-        loop {
-            let cluster = self
-                .api()
-                .get_cluster(at, backend)
-                .await
-                .map_err(|e| format!("clusters.get {backend}: {e}"))?
-                .ok_or_else(|| format!("{backend} disappeared while launching"))?;
-            match cluster.state() {
-                "RUNNING" => return Ok(cluster),
-                "ERROR" | "ERROR_DUE_TO_UPDATE" | "DELETING" | "STOPPING" | "STOPPED" => {
-                    return Err(format!(
-                        "{backend} is {}: {}",
-                        cluster.state(),
-                        cluster.detail()
-                    ))
-                }
-                _ => {}
-            }
-            if clock.now() >= deadline {
-                return Err(format!(
-                    "{backend} is still {} after {}",
-                    cluster.state(),
-                    humantime_serde::re::humantime::format_duration(timeout)
-                ));
-            }
-            clock.sleep(self.config().cluster_poll_interval).await;
-        }
+        let running = wait_until(
+            &self.shared.clock,
+            self.wait(timeout),
+            &self.shared.lifecycle_requests,
+            || async {
+                let cluster = self
+                    .api()
+                    .get_cluster(at, backend)
+                    .await
+                    .map_err(|e| format!("clusters.get {backend}: {e}"))?
+                    .ok_or_else(|| format!("{backend} disappeared while launching"))?;
+                Ok(match cluster.state() {
+                    "RUNNING" => Look::Ready(cluster),
+                    "ERROR" | "ERROR_DUE_TO_UPDATE" | "DELETING" | "STOPPING" | "STOPPED" => {
+                        Look::Failed(format!(
+                            "{backend} is {}: {}",
+                            cluster.state(),
+                            cluster.detail()
+                        ))
+                    }
+                    state => Look::Pending(state.to_string()),
+                })
+            },
+        )
+        .await;
+        running.map_err(|e| match e {
+            WaitError::Failed(message) | WaitError::Request(message) => message,
+            WaitError::Timeout { last, .. } => format!(
+                "{backend} is still {last} after {}",
+                humantime_serde::re::humantime::format_duration(timeout)
+            ),
+        })
     }
 
     /// `clusters.delete`, then waits on its operation. A cluster that is
@@ -425,18 +451,31 @@ impl DataprocCluster {
         let timeout = self.config().terminate_timeout;
         let deadline = clock.now() + timeout;
         let request_id = jobs::new_request_id();
-        let op = loop {
-            match self.api().delete_cluster(at, backend, &request_id).await {
-                Ok(Some(op)) => break op,
-                Ok(None) => {
-                    info!("{backend} is already gone");
-                    return Ok(());
+        let sent = wait_until(
+            clock,
+            self.wait(timeout),
+            &self.shared.lifecycle_requests,
+            || async {
+                match self.api().delete_cluster(at, backend, &request_id).await {
+                    Ok(op) => Ok(Look::Ready(op)),
+                    Err(e) if e.is_failed_precondition() => {
+                        info!("{backend} cannot be deleted yet ({e}); asking again");
+                        Ok(Look::Pending(e.to_string()))
+                    }
+                    Err(e) => Err(e.to_string()),
                 }
-                Err(e) if e.is_failed_precondition() && clock.now() < deadline => {
-                    info!("{backend} cannot be deleted yet ({e}); asking again");
-                    clock.sleep(self.config().cluster_poll_interval).await;
-                }
-                Err(e) => return Err(format!("clusters.delete {backend}: {e}")),
+            },
+        )
+        .await;
+        let op = match sent {
+            Ok(Some(op)) => op,
+            Ok(None) => {
+                info!("{backend} is already gone");
+                return Ok(());
+            }
+            Err(WaitError::Request(e) | WaitError::Failed(e))
+            | Err(WaitError::Timeout { last: e, .. }) => {
+                return Err(format!("clusters.delete {backend}: {e}"))
             }
         };
         info!("deleting {backend} (operation {})", op.name);

@@ -7,7 +7,7 @@ use crate::steps::StepInfo;
 use async_trait::async_trait;
 use aws_sdk_emr::config::http::HttpResponse;
 use aws_sdk_emr::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
-use flow_cloud::{Clock, JobSource, Phase, Poller};
+use flow_cloud::{Clock, JobSource, Phase, Poller, Requests};
 use flow_core::{Filesystem, FsError};
 use flow_fs_s3::aws::{self, AwsSettings};
 use flow_fs_s3::S3Filesystem;
@@ -43,6 +43,8 @@ pub(crate) struct Shared {
     pub clock: Arc<dyn Clock>,
     clients: OnceCell<Clients>,
     pollers: Mutex<HashMap<String, Poller<StepSource>>>,
+    /// `DescribeCluster` requests of launch waits.
+    pub lifecycle_requests: Requests,
 }
 
 impl Shared {
@@ -52,6 +54,7 @@ impl Shared {
             clock,
             clients: OnceCell::new(),
             pollers: Mutex::default(),
+            lifecycle_requests: Requests::new(),
         }
     }
 
@@ -146,6 +149,67 @@ where
                 )
         }
         _ => false,
+    }
+}
+
+/// The `Retry-After` EMR's answer carried, if any.
+pub(crate) fn retry_after<E>(e: &SdkError<E, HttpResponse>) -> Option<std::time::Duration> {
+    let value = e.raw_response()?.headers().get("retry-after")?;
+    flow_cloud::retry::parse_retry_after(value, std::time::SystemTime::now())
+}
+
+/// A failed call that flow retries itself ([`flow_cloud::retry_with_lookup`]):
+/// the SDK's error as text with what the retry needs, or an error that ends
+/// the call as it is.
+#[derive(Debug)]
+pub(crate) enum CallError<E> {
+    /// EMR refused or did not answer.
+    Sdk {
+        message: String,
+        transient: bool,
+        retry_after: Option<std::time::Duration>,
+    },
+    /// Not worth another try, whatever it is.
+    Final(E),
+}
+
+impl<E> CallError<E> {
+    pub fn sdk<S>(call: &str, e: &SdkError<S, HttpResponse>) -> Self
+    where
+        S: std::error::Error + ProvideErrorMetadata + 'static,
+    {
+        CallError::Sdk {
+            message: format!("{call}: {}", sdk_message(e)),
+            transient: is_transient(e),
+            retry_after: retry_after(e),
+        }
+    }
+}
+
+impl<E: std::fmt::Display> std::fmt::Display for CallError<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CallError::Sdk { message, .. } => f.write_str(message),
+            CallError::Final(e) => e.fmt(f),
+        }
+    }
+}
+
+impl<E> flow_cloud::Transient for CallError<E> {
+    fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            CallError::Sdk {
+                transient: true,
+                ..
+            }
+        )
+    }
+    fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            CallError::Sdk { retry_after, .. } => *retry_after,
+            CallError::Final(_) => None,
+        }
     }
 }
 

@@ -1,8 +1,8 @@
 //! [`EmrCluster`]: the `Cluster` trait on EMR, and its factory.
 
 use crate::client::{
-    find_step_by_name, is_transient, is_unknown_cluster, list_steps, sdk_message, ClientError,
-    Clients, LazyS3, Shared,
+    find_step_by_name, is_transient, is_unknown_cluster, list_steps, sdk_message, CallError,
+    ClientError, Clients, LazyS3, Shared,
 };
 use crate::config::{
     BootstrapAction, ConfigError, Configuration, EmrClusterBuilder, EmrConfig, InstanceFleet,
@@ -15,7 +15,9 @@ use crate::steps::{
 use async_trait::async_trait;
 use aws_config::retry::RetryConfig;
 use aws_sdk_emr::types as emr;
-use flow_cloud::{Clock, Outcome, PollError, TokioClock};
+use flow_cloud::{
+    retry_with_lookup, wait_until, Clock, Look, Outcome, PollError, TokioClock, Wait, WaitError,
+};
 use flow_core::{
     Cluster, ClusterError, ClusterFactory, ClusterHandle, ExecutionContext, Filesystem, Job,
     JobContext, JobHandle, JobStatus,
@@ -23,7 +25,6 @@ use flow_core::{
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
 use tracing::{error, info, warn};
 
 /// The backend kind in handles and records.
@@ -32,9 +33,6 @@ pub const KIND: &str = "emr";
 /// The tag that marks a cluster with the launch that created it, so a
 /// `RunJobFlow` whose answer was lost is found instead of launched twice.
 const LAUNCH_TAG: &str = "flow-launch";
-
-/// The longest delay between two tries of a call flow retries itself.
-const MAX_BACKOFF: Duration = Duration::from_secs(20);
 
 /// Makes [`EmrCluster`]s (kind `emr`) that share settings, AWS clients and
 /// step pollers. Creating it makes no request.
@@ -92,6 +90,12 @@ impl EmrClusterFactory {
     /// The S3 filesystem the clusters use.
     pub async fn s3(&self) -> Result<flow_fs_s3::S3Filesystem, ClientError> {
         Ok(self.shared.clients().await?.s3.clone())
+    }
+
+    /// `DescribeCluster` requests made while waiting for clusters to come
+    /// up.
+    pub fn launch_requests(&self) -> u64 {
+        self.shared.lifecycle_requests.get()
     }
 
     /// `ListSteps` requests the step pollers made so far.
@@ -306,44 +310,43 @@ impl EmrCluster {
     async fn run_job_flow(&self, emr: &aws_sdk_emr::Client) -> Result<String, ClusterError> {
         let token = format!("{:016x}", fastrand::u64(..));
         let request = self.run_job_flow_request(emr, &token);
-        let config = &self.shared.config;
-        let mut delay = config.initial_backoff;
-        let mut attempt = 1;
-        loop {
-            let sent = request
-                .clone()
-                .customize()
-                .config_override(
-                    aws_sdk_emr::config::Builder::default().retry_config(RetryConfig::disabled()),
-                )
-                .send()
-                .await;
-            let e = match sent {
-                Ok(answer) => {
-                    return answer.job_flow_id().map(str::to_string).ok_or_else(|| {
-                        self.launch_error("RunJobFlow answered without a cluster id", true)
+        let sent = retry_with_lookup(
+            &self.shared.config.call_retry(),
+            &self.shared.clock,
+            "RunJobFlow",
+            || {
+                let request = request.clone();
+                async move {
+                    let answer = request
+                        .customize()
+                        .config_override(
+                            aws_sdk_emr::config::Builder::default()
+                                .retry_config(RetryConfig::disabled()),
+                        )
+                        .send()
+                        .await
+                        .map_err(|e| CallError::sdk("RunJobFlow", &e))?;
+                    answer.job_flow_id().map(str::to_string).ok_or_else(|| {
+                        CallError::Final(
+                            self.launch_error("RunJobFlow answered without a cluster id", true),
+                        )
                     })
                 }
-                Err(e) => e,
-            };
-            let transient = is_transient(&e);
-            let message = format!("RunJobFlow: {}", sdk_message(&e));
-            if !transient {
-                return Err(self.launch_error(message, false));
-            }
+            },
             // The cluster may have been created although the answer failed.
-            if let Some(id) = self.find_by_launch_tag(emr, &token).await? {
-                info!("RunJobFlow failed ({message}) but cluster {id} of this launch exists; using it");
-                return Ok(id);
-            }
-            if attempt >= config.max_attempts {
-                return Err(self.launch_error(message, true));
-            }
-            warn!("{message}; retry {attempt} in {delay:?}");
-            self.shared.clock.sleep(delay).await;
-            delay = (delay * 2).min(MAX_BACKOFF);
-            attempt += 1;
-        }
+            || async {
+                self.find_by_launch_tag(emr, &token)
+                    .await
+                    .map_err(CallError::Final)
+            },
+        )
+        .await;
+        sent.map_err(|e| match e {
+            CallError::Sdk {
+                message, transient, ..
+            } => self.launch_error(message, transient),
+            CallError::Final(e) => e,
+        })
     }
 
     async fn find_by_launch_tag(
@@ -428,51 +431,51 @@ impl EmrCluster {
             .action_on_failure(emr::ActionOnFailure::Continue)
             .hadoop_jar_step(hadoop)
             .build();
-        let settings = &self.shared.config;
-        let mut delay = settings.initial_backoff;
-        let mut attempt = 1;
-        loop {
-            let sent = emr
-                .add_job_flow_steps()
-                .job_flow_id(&step.cluster_id)
-                .steps(config.clone())
-                .customize()
-                .config_override(
-                    aws_sdk_emr::config::Builder::default().retry_config(RetryConfig::disabled()),
-                )
-                .send()
-                .await;
-            let e = match sent {
-                Ok(answer) => {
-                    return answer.step_ids().first().cloned().ok_or_else(|| {
-                        self.backend("AddJobFlowSteps", "the answer names no step id")
-                    })
+        let sent = retry_with_lookup(
+            &self.shared.config.call_retry(),
+            &self.shared.clock,
+            "AddJobFlowSteps",
+            || async {
+                let answer = emr
+                    .add_job_flow_steps()
+                    .job_flow_id(&step.cluster_id)
+                    .steps(config.clone())
+                    .customize()
+                    .config_override(
+                        aws_sdk_emr::config::Builder::default()
+                            .retry_config(RetryConfig::disabled()),
+                    )
+                    .send()
+                    .await
+                    .map_err(|e| CallError::sdk("AddJobFlowSteps", &e))?;
+                answer.step_ids().first().cloned().ok_or_else(|| {
+                    CallError::Final(self.backend("AddJobFlowSteps", "the answer names no step id"))
+                })
+            },
+            // The step may have been added although the answer failed.
+            || async {
+                match find_step_by_name(emr, &step.cluster_id, &step.step_name).await {
+                    Ok(found) => Ok(found.map(|found| {
+                        info!("step {} named {} was added", found.id, step.step_name);
+                        found.id
+                    })),
+                    Err(e) => {
+                        warn!("cannot look the step up by name: {e}");
+                        Ok(None)
+                    }
                 }
-                Err(e) => e,
-            };
-            let message = format!("AddJobFlowSteps: {}", sdk_message(&e));
-            if !is_transient(&e) {
-                return Err(self.job_failed(job.kind(), message));
-            }
-            match find_step_by_name(emr, &step.cluster_id, &step.step_name).await {
-                Ok(Some(found)) => {
-                    info!(
-                        "{message}; but step {} named {} was added, using it",
-                        found.id, step.step_name
-                    );
-                    return Ok(found.id);
-                }
-                Ok(None) => {}
-                Err(e) => warn!("cannot look the step up by name: {e}"),
-            }
-            if attempt >= settings.max_attempts {
-                return Err(self.backend("AddJobFlowSteps", message));
-            }
-            warn!("{message}; retry {attempt} in {delay:?}");
-            self.shared.clock.sleep(delay).await;
-            delay = (delay * 2).min(MAX_BACKOFF);
-            attempt += 1;
-        }
+            },
+        )
+        .await;
+        sent.map_err(|e| match e {
+            CallError::Sdk {
+                message,
+                transient: false,
+                ..
+            } => self.job_failed(job.kind(), message),
+            CallError::Sdk { message, .. } => self.backend("AddJobFlowSteps", message),
+            CallError::Final(e) => e,
+        })
     }
 
     fn job_failed(&self, job: &'static str, message: impl Into<String>) -> ClusterError {
@@ -722,53 +725,63 @@ impl Cluster for EmrCluster {
         let Some(id) = self.known().id else {
             return Err(self.launch_error("wait_ready before provision", false));
         };
-        let clock = &self.shared.clock;
-        let started = clock.now();
-        let mut last = String::new();
-        loop {
-            let cluster = self
-                .describe(&id)
-                .await
-                .map_err(|e| self.launch_error(e.to_string(), true))?
-                .ok_or_else(|| {
+        let config = &self.shared.config;
+        let wait = Wait {
+            interval: config.launch_poll,
+            timeout: config.launch_timeout,
+        };
+        let last = Mutex::new(String::new());
+        let ready = wait_until(
+            &self.shared.clock,
+            wait,
+            &self.shared.lifecycle_requests,
+            || async {
+                let cluster = self.describe(&id).await?.ok_or_else(|| {
                     self.launch_error(format!("EMR does not know cluster {id}"), false)
                 })?;
-            let state = state_of(&cluster);
-            if state != last {
-                info!("EMR cluster {id} is {state}");
-                last = state.clone();
-            }
-            if state == "WAITING" || state == "RUNNING" {
-                info!(
-                    "EMR cluster {id} ({}) is up; master node {}",
-                    self.emr_name,
-                    cluster.master_public_dns_name().unwrap_or("unknown")
-                );
-                let mut known = self.known();
-                if known.log_uri.is_none() {
-                    known.log_uri = cluster.log_uri().map(str::to_string);
-                    self.set_known(known);
+                let state = state_of(&cluster);
+                {
+                    let mut last = last.lock().unwrap_or_else(PoisonError::into_inner);
+                    if state != *last {
+                        info!("EMR cluster {id} is {state}");
+                        last.clone_from(&state);
+                    }
                 }
-                return Ok(());
-            }
-            if ENDED_CLUSTER_STATES.contains(&state.as_str()) {
-                return Err(self.launch_error(
-                    format!(
+                Ok(if state == "WAITING" || state == "RUNNING" {
+                    Look::Ready(cluster)
+                } else if ENDED_CLUSTER_STATES.contains(&state.as_str()) {
+                    Look::Failed(format!(
                         "EMR cluster {id} became {state} while launching: {}",
                         reason_of(&cluster)
-                    ),
-                    false,
-                ));
+                    ))
+                } else {
+                    Look::Pending(state)
+                })
+            },
+        )
+        .await;
+        let cluster = ready.map_err(|e| match e {
+            WaitError::Failed(message) => self.launch_error(message, false),
+            WaitError::Timeout { last, waited } => self.launch_error(
+                format!("EMR cluster {id} is still {last} after {waited:?} (launch_timeout)"),
+                false,
+            ),
+            WaitError::Request(ClusterError::Launch { message, .. }) => {
+                self.launch_error(message, false)
             }
-            let waited = clock.now().saturating_sub(started);
-            if waited >= self.shared.config.launch_timeout {
-                return Err(self.launch_error(
-                    format!("EMR cluster {id} is still {state} after {waited:?} (launch_timeout)"),
-                    false,
-                ));
-            }
-            clock.sleep(self.shared.config.launch_poll).await;
+            WaitError::Request(e) => self.launch_error(e.to_string(), true),
+        })?;
+        info!(
+            "EMR cluster {id} ({}) is up; master node {}",
+            self.emr_name,
+            cluster.master_public_dns_name().unwrap_or("unknown")
+        );
+        let mut known = self.known();
+        if known.log_uri.is_none() {
+            known.log_uri = cluster.log_uri().map(str::to_string);
+            self.set_known(known);
         }
+        Ok(())
     }
 
     async fn adopt(&self, handle: &ClusterHandle) -> Result<bool, ClusterError> {

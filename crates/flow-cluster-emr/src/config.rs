@@ -316,6 +316,20 @@ impl EmrConfig {
         }
     }
 
+    /// How flow retries the calls it must not send twice (`RunJobFlow`,
+    /// `AddJobFlowSteps`): `max_attempts` tries, from `initial_backoff`
+    /// doubling up to 20 s, a `Retry-After` honoured.
+    pub(crate) fn call_retry(&self) -> flow_cloud::RetryConfig {
+        flow_cloud::RetryConfig {
+            max_retries: self.max_attempts.saturating_sub(1) as usize,
+            initial_delay: self.initial_backoff,
+            max_delay: Duration::from_secs(20),
+            factor: 2.0,
+            jitter: false,
+            ..flow_cloud::RetryConfig::default()
+        }
+    }
+
     /// Checks what types cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |field, message: &str| {
