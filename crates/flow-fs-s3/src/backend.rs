@@ -15,6 +15,7 @@ use flow_fs_object::{store_error, ListPage, ObjectBackend, ObjectInfo, ObjectLoc
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use std::fmt;
+use std::future::Future;
 use std::path::Path;
 
 /// S3 allows at most this many parts per upload.
@@ -100,51 +101,70 @@ impl S3Backend {
             .ok_or_else(|| backend(op, to, "CreateMultipartUpload returned no upload id"))
     }
 
-    async fn complete_upload(
+    /// A multipart upload of `size` bytes to `to` in parts of about
+    /// `part_size`: `part(upload id, part number, start, end)` sends one part
+    /// (bytes `start..end`) and answers its ETag; at most `concurrency`
+    /// parts are in flight. On failure the upload is aborted, so no parts
+    /// are left billed.
+    async fn multipart<F, Fut>(
         &self,
         op: &'static str,
         to: &ObjectLocation,
-        upload: &str,
-        parts: Vec<CompletedPart>,
-    ) -> Result<(), FsError> {
-        self.client
-            .complete_multipart_upload()
-            .bucket(&to.bucket)
-            .key(&to.key)
-            .upload_id(upload)
-            .multipart_upload(
-                CompletedMultipartUpload::builder()
-                    .set_parts(Some(parts))
-                    .build(),
-            )
-            .send()
-            .await
-            .map_err(|e| sdk_error(op, to, e))?;
-        Ok(())
-    }
-
-    /// Aborts the upload when `result` failed, so no parts are left billed.
-    async fn finish_upload(
-        &self,
-        op: &'static str,
-        to: &ObjectLocation,
-        upload: &str,
-        result: Result<(), FsError>,
-    ) -> Result<(), FsError> {
-        if result.is_err() {
+        size: u64,
+        part_size: u64,
+        part: F,
+    ) -> Result<(), FsError>
+    where
+        F: Fn(String, i32, u64, u64) -> Fut,
+        Fut: Future<Output = Result<String, FsError>>,
+    {
+        let upload = self.start_upload(op, to).await?;
+        let sent = async {
+            let parts: Vec<CompletedPart> = stream::iter(part_ranges(size, part_size))
+                .map(|(number, start, end)| {
+                    let etag = part(upload.clone(), number, start, end);
+                    async move {
+                        Ok::<_, FsError>(
+                            CompletedPart::builder()
+                                .part_number(number)
+                                .e_tag(etag.await?)
+                                .build(),
+                        )
+                    }
+                })
+                .buffered(self.config.concurrency)
+                .try_collect()
+                .await?;
+            self.client
+                .complete_multipart_upload()
+                .bucket(&to.bucket)
+                .key(&to.key)
+                .upload_id(&upload)
+                .multipart_upload(
+                    CompletedMultipartUpload::builder()
+                        .set_parts(Some(parts))
+                        .build(),
+                )
+                .send()
+                .await
+                .map_err(|e| sdk_error(op, to, e))?;
+            Ok(())
+        }
+        .await;
+        if sent.is_err() {
             if let Err(e) = self
                 .client
                 .abort_multipart_upload()
                 .bucket(&to.bucket)
                 .key(&to.key)
-                .upload_id(upload)
+                .upload_id(&upload)
                 .send()
                 .await
             {
                 tracing::warn!(op, location = %to, "cannot abort the multipart upload: {}", DisplayErrorContext(&e));
             }
         }
-        result
+        sent
     }
 
     /// A single `PutObject` of a small file, or a multipart upload whose
@@ -172,51 +192,35 @@ impl S3Backend {
             return Ok(());
         }
         let part_size = part_size(self.config.part_size, size);
-        let upload = self.start_upload(op, at).await?;
-        let uploaded = async {
-            // Each part streams from its range of the file: at most
-            // `concurrency` parts in flight, none held in memory whole.
-            let parts: Vec<CompletedPart> = stream::iter(part_ranges(size, part_size))
-                .map(|(number, start, end)| {
-                    let shown = &shown;
-                    let upload = &upload;
-                    async move {
-                        let body = ByteStream::read_from()
-                            .path(local)
-                            .offset(start)
-                            .length(Length::Exact(end - start))
-                            .build()
-                            .await
-                            .map_err(|e| backend(op, shown, e.to_string()))?;
-                        let part = self
-                            .client
-                            .upload_part()
-                            .bucket(&at.bucket)
-                            .key(&at.key)
-                            .upload_id(upload)
-                            .part_number(number)
-                            .body(body)
-                            .send()
-                            .await
-                            .map_err(|e| sdk_error(op, at, e))?;
-                        let etag = part
-                            .e_tag()
-                            .ok_or_else(|| backend(op, at, "UploadPart returned no ETag"))?;
-                        Ok::<_, FsError>(
-                            CompletedPart::builder()
-                                .part_number(number)
-                                .e_tag(etag)
-                                .build(),
-                        )
-                    }
-                })
-                .buffered(self.config.concurrency)
-                .try_collect()
-                .await?;
-            self.complete_upload(op, at, &upload, parts).await
-        }
-        .await;
-        self.finish_upload(op, at, &upload, uploaded).await
+        // Each part streams from its range of the file: none is held in
+        // memory whole.
+        self.multipart(op, at, size, part_size, |upload, number, start, end| {
+            let shown = &shown;
+            async move {
+                let body = ByteStream::read_from()
+                    .path(local)
+                    .offset(start)
+                    .length(Length::Exact(end - start))
+                    .build()
+                    .await
+                    .map_err(|e| backend(op, shown, e.to_string()))?;
+                let part = self
+                    .client
+                    .upload_part()
+                    .bucket(&at.bucket)
+                    .key(&at.key)
+                    .upload_id(upload)
+                    .part_number(number)
+                    .body(body)
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error(op, at, e))?;
+                part.e_tag()
+                    .map(str::to_string)
+                    .ok_or_else(|| backend(op, at, "UploadPart returned no ETag"))
+            }
+        })
+        .await
     }
 }
 
@@ -393,46 +397,28 @@ impl ObjectBackend for S3Backend {
             return Ok(());
         }
         let part_size = part_size(self.config.copy_part_size, size);
-        let upload = self.start_upload(op, to).await?;
-        let copied = async {
-            let ranges: Vec<(i32, u64, u64)> = part_ranges(size, part_size);
-            let parts: Vec<CompletedPart> = stream::iter(ranges)
-                .map(|(number, start, end)| {
-                    let source = source.clone();
-                    let shown = &shown;
-                    let upload = &upload;
-                    async move {
-                        let part = self
-                            .client
-                            .upload_part_copy()
-                            .bucket(&to.bucket)
-                            .key(&to.key)
-                            .upload_id(upload)
-                            .part_number(number)
-                            .copy_source(source)
-                            .copy_source_range(format!("bytes={start}-{}", end - 1))
-                            .send()
-                            .await
-                            .map_err(|e| sdk_error(op, shown, e))?;
-                        let etag = part
-                            .copy_part_result()
-                            .and_then(|r| r.e_tag())
-                            .ok_or_else(|| backend(op, shown, "UploadPartCopy returned no ETag"))?;
-                        Ok::<_, FsError>(
-                            CompletedPart::builder()
-                                .part_number(number)
-                                .e_tag(etag)
-                                .build(),
-                        )
-                    }
-                })
-                .buffered(self.config.concurrency)
-                .try_collect()
-                .await?;
-            self.complete_upload(op, to, &upload, parts).await
-        }
-        .await;
-        self.finish_upload(op, to, &upload, copied).await
+        self.multipart(op, to, size, part_size, |upload, number, start, end| {
+            let (source, shown) = (&source, &shown);
+            async move {
+                let part = self
+                    .client
+                    .upload_part_copy()
+                    .bucket(&to.bucket)
+                    .key(&to.key)
+                    .upload_id(upload)
+                    .part_number(number)
+                    .copy_source(source)
+                    .copy_source_range(format!("bytes={start}-{}", end - 1))
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error(op, shown, e))?;
+                part.copy_part_result()
+                    .and_then(|r| r.e_tag())
+                    .map(str::to_string)
+                    .ok_or_else(|| backend(op, shown, "UploadPartCopy returned no ETag"))
+            }
+        })
+        .await
     }
 }
 
