@@ -6,8 +6,8 @@
 //! files, and the driver output the fake writes there as Dataproc would).
 //!
 //! Built only with `--features dataproc` (xtask tests with all features).
-//! The fake's binary comes from `FLOW_TEST_DATAPROC_FAKE` (xtask builds it)
-//! or from next to this test's executable.
+//! The fake's binary comes from `FLOW_TEST_DATAPROC_FAKE` (xtask builds it
+//! from the tree being tested), never from a binary left in `target/`.
 
 mod support;
 
@@ -27,22 +27,18 @@ fn gcs_endpoint() -> String {
     })
 }
 
+/// The fake xtask built from this tree. No fallback on a binary found in
+/// `target/`: it could be left there by an older tree.
 fn fake_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("FLOW_TEST_DATAPROC_FAKE") {
-        return PathBuf::from(path);
-    }
-    let exe = std::env::current_exe().unwrap();
-    let beside = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .map(|dir| dir.join("dataproc-contract-fake"))
-        .unwrap();
+    let path = std::env::var_os("FLOW_TEST_DATAPROC_FAKE").map(PathBuf::from).unwrap_or_else(|| {
+        panic!("FLOW_TEST_DATAPROC_FAKE is not set: run through `cargo xtask test`, which builds the Dataproc contract fake from this tree")
+    });
     assert!(
-        beside.is_file(),
-        "no {}: run through `cargo xtask test`, or `cargo build -p dataproc-contract-fake` first",
-        beside.display()
+        path.is_file(),
+        "FLOW_TEST_DATAPROC_FAKE names no file: {}",
+        path.display()
     );
-    beside
+    path
 }
 
 /// One HTTP/1.1 request with std only (the test has no HTTP client):
@@ -93,9 +89,15 @@ struct Fake {
 }
 
 impl Fake {
-    fn start(gcs: &str, staging: &str) -> Fake {
-        let mut child = Command::new(fake_binary())
-            .args(["--gcs-endpoint", gcs, "--staging-bucket", staging])
+    /// Without `gcs`, the fake writes no driver output (a flow without GCS
+    /// steps needs no GCS server).
+    fn start(gcs: Option<&str>, staging: &str) -> Fake {
+        let mut command = Command::new(fake_binary());
+        if let Some(gcs) = gcs {
+            command.args(["--gcs-endpoint", gcs]);
+        }
+        let mut child = command
+            .args(["--staging-bucket", staging])
             .args(["--cluster-create", "300ms", "--cluster-delete", "200ms"])
             .args([
                 "--job-pending",
@@ -181,23 +183,46 @@ impl std::ops::Deref for Home {
 }
 
 impl Home {
+    /// On fake-gcs-server: the buckets exist there, the fake writes driver
+    /// output there.
     fn new(test: &str) -> Home {
-        let gcs = gcs_endpoint();
+        Home::on(test, Some(gcs_endpoint()))
+    }
+
+    /// Without a GCS server: the GCS endpoint is a loopback port where
+    /// nothing listens, so any GCS call the flow made would fail it.
+    fn without_gcs(test: &str) -> Home {
+        Home::on(test, None)
+    }
+
+    fn on(test: &str, gcs_server: Option<String>) -> Home {
         let unique = format!("{test}-{}", std::process::id());
         let (code, data, staging) = (
             format!("dp-code-{unique}"),
             format!("dp-data-{unique}"),
             format!("dp-staging-{unique}"),
         );
-        for bucket in [&code, &data] {
-            let (status, body) = http(
-                "POST",
-                &format!("{gcs}/storage/v1/b?project=test"),
-                &format!(r#"{{"name": "{bucket}"}}"#),
-            );
-            assert!(status == 200 || status == 409, "{status} {body}");
-        }
-        let fake = Fake::start(&gcs, &staging);
+        let gcs = match &gcs_server {
+            Some(gcs) => {
+                for bucket in [&code, &data] {
+                    let (status, body) = http(
+                        "POST",
+                        &format!("{gcs}/storage/v1/b?project=test"),
+                        &format!(r#"{{"name": "{bucket}"}}"#),
+                    );
+                    assert!(status == 200 || status == 409, "{status} {body}");
+                }
+                gcs.clone()
+            }
+            None => {
+                let port = std::net::TcpListener::bind("127.0.0.1:0")
+                    .and_then(|l| l.local_addr())
+                    .map(|a| a.port())
+                    .expect("a free port");
+                format!("http://127.0.0.1:{port}")
+            }
+        };
+        let fake = Fake::start(gcs_server.as_deref(), &staging);
         let home = support::Home::empty();
         home.write(
             "flow.toml",
@@ -311,6 +336,23 @@ depends_on = ["count"]
 main = {{ action = "cp", from = "out/{{timeperiod}}/done.txt", to = "published/{{timeperiod}}/done.txt" }}
 "#,
                 code = self.code
+            ),
+        );
+    }
+
+    /// A flow of one Spark job and no GCS step.
+    fn write_spark_only_flow(&self, conf: &str) {
+        self.write(
+            "dp.toml",
+            &format!(
+                r#"
+name = "dp"
+time_qualifier = "daily"
+
+[[steps]]
+name = "count"
+main = {{ action = "spark", application = "jobs/count.py", args = ["--day", "{{timeperiod}}"], conf = {{ {conf} }} }}
+"#
             ),
         );
     }
@@ -454,12 +496,13 @@ fn a_failing_job_makes_the_flow_invalid_with_its_driver_output_and_recover_compl
     assert_eq!(home.fake.deleted(), [CLUSTER, CLUSTER]);
 }
 
+/// Needs only the fake (the flow has no GCS step): Dataproc end to end
+/// does not depend on fake-gcs-server.
 #[test]
-#[ignore = "needs fake-gcs-server: run through `cargo xtask test`"]
-fn recover_adopts_a_job_that_outlived_a_killed_engine_and_deletes_its_cluster_on_contract_fake_on_fake_gcs(
-) {
-    let home = Home::new("kill");
-    home.write_flow(r#""fake.run_for" = "6s""#);
+#[ignore = "needs the Dataproc contract fake built from this tree: run through `cargo xtask test`"]
+fn recover_adopts_a_job_that_outlived_a_killed_engine_and_deletes_its_cluster_on_fake_dataproc() {
+    let home = Home::without_gcs("kill");
+    home.write_spark_only_flow(r#""fake.run_for" = "6s""#);
     let mut engine = home
         .command(&["run", "dp.toml", "--timeperiod", TP])
         .stdout(Stdio::null())

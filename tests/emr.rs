@@ -243,7 +243,7 @@ main = { action = "mkdir", path = "published/{timeperiod}" }
 
 #[test]
 #[ignore = "needs moto with the EMR layer: run through `cargo xtask test`"]
-fn a_flow_with_spark_and_s3_steps_ends_processed_on_moto() {
+fn a_flow_with_spark_and_s3_steps_ends_processed_on_emr_moto() {
     let emr = Emr::new("ok");
     emr.home.write("report.toml", REPORT);
     let driver = Driver::start(&emr.moto, &emr.name);
@@ -329,7 +329,7 @@ main = { action = "spark", application = "s3://jobs/report.py", args = ["{timepe
 
 #[test]
 #[ignore = "needs moto with the EMR layer: run through `cargo xtask test`"]
-fn a_failing_step_ends_invalid_with_its_stderr_tail_and_recover_completes_it_on_moto() {
+fn a_failing_step_ends_invalid_with_its_stderr_tail_and_recover_completes_it_on_emr_moto() {
     let emr = Emr::new("fail");
     emr.home.write("failing.toml", FAILING);
     let driver = Driver::start(&emr.moto, &emr.name);
@@ -378,7 +378,7 @@ main = { action = "spark", application = "s3://jobs/long.py" }
 
 #[test]
 #[ignore = "needs moto with the EMR layer: run through `cargo xtask test`"]
-fn recover_adopts_the_step_of_a_killed_engine_and_terminates_its_cluster_on_moto() {
+fn recover_adopts_the_step_of_a_killed_engine_and_terminates_its_cluster_on_emr_moto() {
     let emr = Emr::new("adopt");
     emr.home.write("long.toml", LONG);
     let driver = Driver::start(&emr.moto, &emr.name);
@@ -427,7 +427,7 @@ fn recover_adopts_the_step_of_a_killed_engine_and_terminates_its_cluster_on_moto
 
 #[test]
 #[ignore = "needs moto with the EMR layer: run through `cargo xtask test`"]
-fn terminate_orphans_ends_the_cluster_of_a_crashed_run_on_moto() {
+fn terminate_orphans_ends_the_cluster_of_a_crashed_run_on_emr_moto() {
     let emr = Emr::new("orphan");
     emr.home.write("long.toml", LONG);
     let _driver = Driver::start(&emr.moto, &emr.name);
@@ -461,7 +461,7 @@ fn terminate_orphans_ends_the_cluster_of_a_crashed_run_on_moto() {
 
 #[test]
 #[ignore = "needs moto with the EMR layer: run through `cargo xtask test`"]
-fn a_refused_terminate_is_logged_and_recorded_on_moto() {
+fn a_refused_terminate_is_logged_and_recorded_on_emr_moto() {
     let emr = Emr::new("refused");
     emr.home.write("long.toml", LONG);
     let driver = Driver::start(&emr.moto, &emr.name);

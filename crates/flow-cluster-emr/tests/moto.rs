@@ -185,7 +185,7 @@ impl Captured {
 
 #[tokio::test]
 #[ignore = "needs moto with the EMR layer: run through `cargo xtask test`"]
-async fn launch_new_with_the_settings_and_wait_for_waiting_on_moto() {
+async fn launch_new_with_the_settings_and_wait_for_waiting_on_emr_moto() {
     let moto = MotoEmr::from_env();
     let name = unique("launch");
     let factory = builder(&moto, &name)
@@ -343,7 +343,7 @@ async fn launch_new_with_the_settings_and_wait_for_waiting_on_moto() {
 
 #[tokio::test]
 #[ignore = "needs moto with the EMR layer: run through `cargo xtask test`"]
-async fn reuse_by_name_and_distinct_names_for_n_clusters_on_moto() {
+async fn reuse_by_name_and_distinct_names_for_n_clusters_on_emr_moto() {
     let moto = MotoEmr::from_env();
     let name = unique("reuse");
     let first = builder(&moto, &name).build().unwrap();
@@ -408,7 +408,7 @@ async fn futures_join<F: std::future::Future>(futures: impl Iterator<Item = F>) 
 
 #[tokio::test]
 #[ignore = "needs moto with the EMR layer: run through `cargo xtask test`"]
-async fn a_cluster_that_dies_while_launching_fails_with_the_reason_on_moto() {
+async fn a_cluster_that_dies_while_launching_fails_with_the_reason_on_emr_moto() {
     let moto = MotoEmr::from_env();
     let factory = builder(&moto, &unique("dies")).build().unwrap();
     let cluster = factory.cluster("emr-0");
@@ -440,7 +440,7 @@ async fn a_cluster_that_dies_while_launching_fails_with_the_reason_on_moto() {
 
 #[tokio::test]
 #[ignore = "needs moto with the EMR layer: run through `cargo xtask test`"]
-async fn the_hadoop_jar_step_of_each_kind_on_moto() {
+async fn the_hadoop_jar_step_of_each_kind_on_emr_moto() {
     let moto = MotoEmr::from_env();
     let factory = builder(&moto, &unique("args")).build().unwrap();
     let cluster = launched(&factory, "emr-0").await;
@@ -539,7 +539,7 @@ async fn the_hadoop_jar_step_of_each_kind_on_moto() {
 
 #[tokio::test]
 #[ignore = "needs moto with the EMR layer: run through `cargo xtask test`"]
-async fn completed_failed_with_details_and_log_tails_and_cancelled_steps_on_moto() {
+async fn completed_failed_with_details_and_log_tails_and_cancelled_steps_on_emr_moto() {
     let moto = MotoEmr::from_env();
     let name = unique("outcomes");
     let factory = builder(&moto, &name).build().unwrap();
@@ -662,7 +662,7 @@ async fn completed_failed_with_details_and_log_tails_and_cancelled_steps_on_moto
 
 #[tokio::test]
 #[ignore = "needs moto with the EMR layer: run through `cargo xtask test`"]
-async fn cancelling_a_wait_cancels_the_step_on_moto() {
+async fn cancelling_a_wait_cancels_the_step_on_emr_moto() {
     let moto = MotoEmr::from_env();
     let factory = builder(&moto, &unique("cancel")).build().unwrap();
     let cluster = Arc::new(launched(&factory, "emr-0").await);
@@ -703,7 +703,7 @@ async fn cancelling_a_wait_cancels_the_step_on_moto() {
 
 #[tokio::test]
 #[ignore = "needs moto with the EMR layer: run through `cargo xtask test`"]
-async fn terminate_lifts_termination_protection_on_moto() {
+async fn terminate_lifts_termination_protection_on_emr_moto() {
     let moto = MotoEmr::from_env();
     let factory = builder(&moto, &unique("protected"))
         .with_termination_protected(true)
@@ -744,7 +744,7 @@ async fn terminate_lifts_termination_protection_on_moto() {
 
 #[tokio::test]
 #[ignore = "needs moto with the EMR layer: run through `cargo xtask test`"]
-async fn throttling_is_retried_and_a_step_is_never_added_twice_on_moto() {
+async fn throttling_is_retried_and_a_step_is_never_added_twice_on_emr_moto() {
     let moto = MotoEmr::from_env();
     let factory = builder(&moto, &unique("throttle")).build().unwrap();
     let cluster = launched(&factory, "emr-0").await;
@@ -778,7 +778,7 @@ async fn throttling_is_retried_and_a_step_is_never_added_twice_on_moto() {
 
 #[tokio::test]
 #[ignore = "needs moto with the EMR layer: run through `cargo xtask test`"]
-async fn prepare_status_not_submitted_and_a_lost_submit_found_by_name_on_moto() {
+async fn prepare_status_not_submitted_and_a_lost_submit_found_by_name_on_emr_moto() {
     let moto = MotoEmr::from_env();
     let factory = builder(&moto, &unique("byname")).build().unwrap();
     let cluster = launched(&factory, "emr-0").await;
@@ -828,7 +828,7 @@ async fn prepare_status_not_submitted_and_a_lost_submit_found_by_name_on_moto() 
 
 #[tokio::test]
 #[ignore = "needs moto with the EMR layer: run through `cargo xtask test`"]
-async fn polling_costs_one_list_steps_per_tick_for_all_steps_on_moto() {
+async fn polling_costs_one_list_steps_per_tick_for_all_steps_on_emr_moto() {
     let moto = MotoEmr::from_env();
     let clock = ManualClock::new();
     let factory = builder(&moto, &unique("budget"))
@@ -929,7 +929,7 @@ async fn polling_costs_one_list_steps_per_tick_for_all_steps_on_moto() {
 
 #[tokio::test]
 #[ignore = "needs moto with the EMR layer: run through `cargo xtask test`"]
-async fn a_refused_terminate_is_returned_not_swallowed_on_moto() {
+async fn a_refused_terminate_is_returned_not_swallowed_on_emr_moto() {
     let moto = MotoEmr::from_env();
     let factory = builder(&moto, &unique("refused"))
         .with_max_attempts(1)

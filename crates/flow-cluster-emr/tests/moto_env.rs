@@ -16,7 +16,7 @@ use std::time::Duration;
 
 #[tokio::test]
 #[ignore = "needs moto with the EMR layer: run through `cargo xtask test`"]
-async fn aws_endpoint_url_emr_and_s3_reach_the_endpoint_on_moto() {
+async fn aws_endpoint_url_emr_and_s3_reach_the_endpoint_on_emr_moto() {
     let moto = MotoEmr::from_env();
     // Only the per-service variables name moto: without them the SDK would
     // go to AWS's own endpoints (unreachable here) and fail.
