@@ -21,6 +21,26 @@ use std::fmt::Debug;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+/// The environment variable naming the in-test checks a run allows to skip
+/// (comma-separated; `cargo xtask test --allow-skip CHECK` sets it).
+pub const ALLOW_SKIP_ENV: &str = "FLOW_TEST_ALLOW_SKIP";
+
+/// A check the backend under test cannot take. A skipped check must never
+/// pass silently: this panics (the test fails, naming the check and why)
+/// unless [`ALLOW_SKIP_ENV`] names `check`; then it prints a `SKIPPED` line
+/// and the caller leaves the check out.
+pub fn skip_check(check: &str, why: &str) {
+    let allowed = std::env::var(ALLOW_SKIP_ENV).unwrap_or_default();
+    if allowed.split(',').any(|name| name.trim() == check) {
+        eprintln!("SKIPPED (allowed by {ALLOW_SKIP_ENV}): {check}: {why}");
+    } else {
+        panic!(
+            "the check {check} cannot run: {why} (a partial run may allow it: \
+             `cargo xtask test --allow-skip {check}`, or {ALLOW_SKIP_ENV}={check})"
+        );
+    }
+}
+
 /// Five MiB and an odd tail, so no buffer size divides it.
 const BIG_FILE_LEN: usize = 5 * 1024 * 1024 + 4099;
 

@@ -21,13 +21,17 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use flow_core::testkit::store::{store_conformance, BeginRunKind, StoreUnderTest};
+use flow_core::testkit::store::{store_conformance, BeginRunKind, Interrupt, StoreUnderTest};
 use flow_core::{
     ClusterRecord, FlowKey, FlowQuery, FlowRecord, FlowStore, Lease, LeaseInfo, LeaseOutcome,
     LogLine, LogQuery, RecordId, RunQuery, RunRecord, StepRecord, StoreError, StoredLogLine,
 };
 use flow_store_sqlite::{SqliteOptions, SqliteStore};
 use std::collections::BTreeMap;
+
+// The older-schema fixture the SQLite store's own conformance test uses.
+#[path = "../tests/fixtures/v1.rs"]
+mod v1;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -184,22 +188,31 @@ async fn main() -> Result<(), StoreError> {
         message: e.to_string(),
     })?;
     let path = dir.join("flow.db");
+    v1::create_v1_database(&path);
     let counts = Arc::new(Counts::default());
     // Several handles on one file, as several engines on one host.
     let mut handles: Vec<Arc<dyn FlowStore>> = Vec::new();
+    let mut hook = None;
     for _ in 0..4 {
+        let inner = SqliteStore::open(&path, SqliteOptions::default())?;
+        hook.get_or_insert_with(|| inner.clone());
         handles.push(Arc::new(CountingStore {
-            inner: SqliteStore::open(&path, SqliteOptions::default())?,
+            inner,
             counts: counts.clone(),
         }));
     }
+    let hook = hook.expect("four handles");
     store_conformance(StoreUnderTest {
         handles,
         // SQLite's begin_run is one transaction.
         begin_run: BeginRunKind::Atomic,
-        // No fault hook: the suite reports the interruption checks skipped.
-        interrupt: None,
-        legacy: Vec::new(),
+        // The inner store's fault hook: the suite stops begin_run after each write.
+        interrupt: Some(Interrupt {
+            writes: 5,
+            arm: Arc::new(move |n| hook.interrupt_next_begin_run_after(n)),
+        }),
+        // A schema-version-1 file, read through the wrapper.
+        legacy: vec![v1::v1_fixture()],
     })
     .await;
     let _ = std::fs::remove_dir_all(&dir);

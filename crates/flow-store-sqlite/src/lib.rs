@@ -46,6 +46,7 @@ use flow_core::{
 use rusqlite::{Connection, OpenFlags};
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -119,8 +120,14 @@ struct Shared {
     conn: Arc<Mutex<Connection>>,
     busy: Duration,
     path: PathBuf,
+    /// The test fault hook: `begin_run` fails after this many writes
+    /// ([`SqliteStore::interrupt_next_begin_run_after`]); [`DISARMED`] when off.
+    interrupt: Arc<AtomicUsize>,
     _writer: WriterThread,
 }
+
+/// The fault hook's resting value.
+const DISARMED: usize = usize::MAX;
 
 /// Joins the writer thread on drop, so the database is closed (and its WAL
 /// checkpointed) when the last store handle is gone.
@@ -145,6 +152,14 @@ impl fmt::Debug for SqliteStore {
 }
 
 impl SqliteStore {
+    /// Test fault hook: the next `begin_run` stops after `writes` of its
+    /// writes and fails, as if the engine died there. Its writes are one
+    /// transaction, so nothing of it is kept (the conformance suite checks).
+    #[doc(hidden)]
+    pub fn interrupt_next_begin_run_after(&self, writes: usize) {
+        self.shared.interrupt.store(writes, Ordering::SeqCst);
+    }
+
     /// Opens (creating if needed) the store at `path`. The directory must
     /// exist: a mistyped path fails instead of silently starting an empty
     /// store somewhere else.
@@ -211,6 +226,7 @@ impl SqliteStore {
                 conn,
                 busy,
                 path: path.to_path_buf(),
+                interrupt: Arc::new(AtomicUsize::new(DISARMED)),
                 _writer: WriterThread(Some(handle)),
             }),
         })
@@ -503,8 +519,30 @@ impl FlowStore for SqliteStore {
         let flow = flow.clone();
         let steps = steps.to_vec();
         let run = run.clone();
+        let interrupt = self.shared.interrupt.clone();
         self.write("begin_run", flow.key().to_string(), move |conn| {
-            sql::begin_run(conn, &lease, &flow, purge_steps, &steps, &run)
+            let mut done = 0;
+            let mut count_write = || {
+                if interrupt
+                    .compare_exchange(done, DISARMED, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_ok()
+                {
+                    return Err(DbError::Internal(format!(
+                        "interrupted after {done} write(s) by the test fault hook"
+                    )));
+                }
+                done += 1;
+                Ok(())
+            };
+            sql::begin_run(
+                conn,
+                &lease,
+                &flow,
+                purge_steps,
+                &steps,
+                &run,
+                &mut count_write,
+            )
         })
         .await
     }

@@ -421,6 +421,7 @@ pub(crate) fn upsert_step(
 /// `begin_run`'s work, inside the write transaction. Steps without a
 /// `related_flow` get the flow's id: at the first run the caller cannot
 /// know it yet.
+/// `count_write` runs before each write (the test fault hook).
 pub(crate) fn begin_run(
     conn: &Connection,
     lease: &Lease,
@@ -428,16 +429,21 @@ pub(crate) fn begin_run(
     purge_steps: bool,
     steps: &[StepRecord],
     run: &RunRecord,
+    count_write: &mut dyn FnMut() -> Result<(), DbError>,
 ) -> Result<(FlowRecord, RunRecord), DbError> {
     check_fence(conn, lease)?;
+    count_write()?;
     let saved = upsert_flow(conn, flow)?;
     if purge_steps {
+        count_write()?;
         conn.prepare_cached(DELETE_STEPS)?
             .execute(params![flow.flow_name, flow.timeperiod.to_string()])?;
     }
     for step in steps {
+        count_write()?;
         upsert_step(conn, step, step.related_flow.as_ref().or(saved.id.as_ref()))?;
     }
+    count_write()?;
     let run = insert_run(conn, run)?;
     Ok((saved, run))
 }

@@ -149,7 +149,10 @@ impl Suite {
 
     pub(super) async fn begin_run_interrupted(&self) {
         let Some(interrupt) = self.s.interrupt.clone() else {
-            eprintln!("SKIPPED: store conformance: begin_run interrupted between writes (the backend has no fault hook)");
+            crate::testkit::skip_check(
+                "store-interrupt",
+                "store conformance: begin_run interrupted between writes (the backend has no fault hook)",
+            );
             return;
         };
         let store = self.store();

@@ -3,9 +3,10 @@
 //!
 //! A backend's test opens an empty store (a fresh file, a fresh database),
 //! describes it in a [`StoreUnderTest`] and calls [`store_conformance`]. Each
-//! check panics with a message naming the operation; checks a backend cannot
-//! run (no fault hook for `begin_run`) print `SKIPPED: ...` on stderr, so a
-//! reader of the test output sees what did not run.
+//! check panics with a message naming the operation; a check a backend
+//! cannot take (no fault hook for `begin_run`, no older-schema fixtures)
+//! fails the suite too, unless the run allows it to skip
+//! ([`crate::testkit::skip_check`]): then it prints `SKIPPED: ...`.
 //!
 //! Run it on a multi-threaded tokio runtime: the lease race and the
 //! concurrent log writers are spawned tasks, and only several worker
@@ -79,11 +80,13 @@ pub struct StoreUnderTest {
     pub handles: Vec<Arc<dyn FlowStore>>,
     /// How the backend makes `begin_run` safe.
     pub begin_run: BeginRunKind,
-    /// `None` when the backend has no fault hook; the interruption checks
-    /// are then reported skipped.
+    /// `None` when the backend has no fault hook: the interruption checks
+    /// then fail the suite unless the run allows `store-interrupt` to skip
+    /// ([`crate::testkit::skip_check`]).
     pub interrupt: Option<Interrupt>,
     /// Older-schema records the backend loaded before the suite (they must
-    /// not share a flow name with the suite's `conformance-*` flows).
+    /// not share a flow name with the suite's `conformance-*` flows). Empty
+    /// fails the suite unless the run allows `store-legacy` to skip.
     pub legacy: Vec<LegacyFixture>,
 }
 

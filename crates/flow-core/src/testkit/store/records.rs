@@ -6,8 +6,9 @@ use super::*;
 impl Suite {
     pub(super) async fn legacy_fixtures_read_back(&self) {
         if self.s.legacy.is_empty() {
-            eprintln!(
-                "SKIPPED: store conformance: older-schema fixtures (the backend supplied none)"
+            crate::testkit::skip_check(
+                "store-legacy",
+                "store conformance: older-schema fixtures (the backend supplied none)",
             );
         }
         for fixture in &self.s.legacy {
