@@ -354,14 +354,23 @@ mod mongo {
         home
     }
 
+    /// nx-27017 (standalone: `begin_run`'s ordered fallback) and SecantusDB
+    /// (a replica set with users: `begin_run` in a transaction), each
+    /// started by `cargo xtask test`; the variable names its URI.
+    const NX27017: &str = "FLOW_MONGO_URI";
+    const SECANTUSDB: &str = "FLOW_TEST_SECANTUSDB_URI";
+
+    fn server_uri(variable: &str) -> String {
+        std::env::var(variable).unwrap_or_else(|_| {
+            panic!("{variable} must name a server when this test is included (`cargo xtask test` sets it)")
+        })
+    }
+
     /// The binary on the MongoDB store: run, status, history, logs; the
     /// URI read from the environment.
-    #[test]
-    #[ignore = "needs a MongoDB server: `cargo xtask test` starts nx-27017, or set FLOW_MONGO_URI"]
-    fn run_history_and_logs_on_nx27017() {
-        std::env::var("FLOW_MONGO_URI")
-            .expect("FLOW_MONGO_URI must name a server when this test is included");
-        let home = mongo_home("env:FLOW_MONGO_URI", "");
+    fn run_history_and_logs(variable: &str) {
+        server_uri(variable);
+        let home = mongo_home(&format!("env:{variable}"), "");
         home.expect(0, &["run", "recorded.toml", "--timeperiod", TP]);
         let status = home.status_json("recorded.toml", TP);
         assert_eq!(status["flow"]["state"], "state_processed");
@@ -398,14 +407,21 @@ mod mongo {
         home.expect(2, &["recover", "recorded.toml", "--timeperiod", TP]);
     }
 
-    /// A server that refuses the login: exit 2, "authentication failed"
-    /// naming the user and the host, never the password. (nx-27017 has no
-    /// users: it refuses every login.)
     #[test]
-    #[ignore = "needs a MongoDB server: `cargo xtask test` starts nx-27017, or set FLOW_MONGO_URI"]
-    fn a_refused_login_is_bad_input_naming_the_user_on_nx27017() {
-        let uri = std::env::var("FLOW_MONGO_URI")
-            .expect("FLOW_MONGO_URI must name a server when this test is included");
+    #[ignore = "needs nx-27017: `cargo xtask test` starts it, or set FLOW_MONGO_URI"]
+    fn run_history_and_logs_on_nx27017() {
+        run_history_and_logs(NX27017);
+    }
+
+    #[test]
+    #[ignore = "needs SecantusDB: `cargo xtask test` starts it, or set FLOW_TEST_SECANTUSDB_URI"]
+    fn run_history_and_logs_on_secantusdb() {
+        run_history_and_logs(SECANTUSDB);
+    }
+
+    /// A server that refuses the login of `user`: exit 2, "authentication
+    /// failed" naming the user and the host, never the password.
+    fn a_refused_login_is_bad_input(uri: &str, user: &str, password: &str) {
         let rest = uri
             .strip_prefix("mongodb://")
             .expect("a mongodb:// URI")
@@ -414,15 +430,37 @@ mod mongo {
             .unwrap_or_default()
             .to_string();
         let host = rest.split('/').next().unwrap_or_default().to_string();
-        let home = mongo_home(&format!("mongodb://nobody:hunter22@{rest}"), "");
+        let home = mongo_home(&format!("mongodb://{user}:{password}@{rest}"), "");
         let out = home.expect(2, &["run", "recorded.toml", "--timeperiod", TP]);
         let all = text(&out);
         assert!(
-            all.contains(&format!("authentication failed for user nobody on {host}")),
+            all.contains(&format!("authentication failed for user {user} on {host}")),
             "{all}"
         );
-        assert!(!all.contains("hunter22"), "{all}");
+        assert!(!all.contains(password), "{all}");
         assert!(!home.path("logs/recorded").exists(), "nothing may run");
+    }
+
+    /// nx-27017 has no users: it refuses every login.
+    #[test]
+    #[ignore = "needs nx-27017: `cargo xtask test` starts it, or set FLOW_MONGO_URI"]
+    fn a_refused_login_is_bad_input_naming_the_user_on_nx27017() {
+        a_refused_login_is_bad_input(&server_uri(NX27017), "nobody", "hunter22");
+    }
+
+    /// SecantusDB has the URI's user (`--auth`): a wrong password is
+    /// refused by its SCRAM check.
+    #[test]
+    #[ignore = "needs SecantusDB: `cargo xtask test` starts it, or set FLOW_TEST_SECANTUSDB_URI"]
+    fn a_wrong_password_is_bad_input_naming_the_user_on_secantusdb() {
+        let uri = server_uri(SECANTUSDB);
+        let user = uri
+            .strip_prefix("mongodb://")
+            .and_then(|rest| rest.split_once('@'))
+            .and_then(|(userinfo, _)| userinfo.split_once(':'))
+            .map(|(user, _)| user.to_string())
+            .expect("FLOW_TEST_SECANTUSDB_URI names a user and password");
+        a_refused_login_is_bad_input(&uri, &user, "hunter22-wrong");
     }
 
     /// A server that does not answer: exit 2 within the selection timeout,

@@ -175,6 +175,9 @@ pub(crate) async fn begin_run(
             match result {
                 Ok(value) => {
                     if store.commit(&mut session, &lease.key, "begin_run").await? {
+                        store
+                            .committed
+                            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                         return Ok(value);
                     }
                 }

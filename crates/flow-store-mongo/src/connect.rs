@@ -12,7 +12,7 @@ use bson::{doc, Document};
 use futures_util::TryStreamExt;
 use mongodb::options::ClientOptions;
 use mongodb::{Client, IndexModel};
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::Arc;
 use tracing::{debug, warn};
 
@@ -76,6 +76,7 @@ impl MongoStore {
             hosts,
             password,
             interrupt: Arc::new(AtomicUsize::new(DISARMED)),
+            committed: Arc::new(AtomicU64::new(0)),
         };
         store.ensure_indexes().await?;
         debug!(hosts = %store.hosts, transactions, "MongoDB store ready");

@@ -1,6 +1,6 @@
 //! Log lines in `log_recording`, shared with Synergy's scheduler: a batch
-//! reserves its positions with one counter bump and lands in one
-//! `insertMany`.
+//! reserves its positions with one counter bump (two more writes the first
+//! time, see [`reserve_positions`]) and lands in one `insertMany`.
 
 use crate::odm::encode;
 use crate::store::{integer, key_doc, limit_i64, token_i64, Listing};
@@ -23,18 +23,7 @@ pub(crate) async fn append(store: &MongoStore, lines: &[LogLine]) -> Result<(), 
     }
     for (key, group) in groups {
         let n = group.len() as i64;
-        let counter = store
-            .counters
-            .inner
-            .find_one_and_update(key_doc(&key), doc! { "$inc": { "position": n } })
-            .upsert(true)
-            .return_document(ReturnDocument::After)
-            .await
-            .map_err(|e| store.op_error("append_logs", &key, e))?
-            .and_then(|d| integer(&d, "position"))
-            .ok_or_else(|| {
-                store.op_error("append_logs", &key, "the position counter returned nothing")
-            })?;
+        let counter = reserve_positions(store, &key, n).await?;
         let first = u64::try_from(counter - n + 1).unwrap_or(1);
         let documents = group
             .iter()
@@ -53,6 +42,50 @@ pub(crate) async fn append(store: &MongoStore, lines: &[LogLine]) -> Result<(), 
             .map_err(|e| store.op_error("append_logs", &key, e))?;
     }
     Ok(())
+}
+
+/// Bumps the flow's position counter by `n` and returns its new value.
+///
+/// No upsert in the bump: when the first appends of a flow race, an
+/// upserting `findAndModify` of the loser is answered with a duplicate-key
+/// error by MongoDB, and with *no document* by some wire-compatible servers
+/// (SecantusDB) although its increment was applied, so a retry would skip
+/// positions and a caller could not know its own. So the bump only updates
+/// an existing counter; when there is none, the counter is created with
+/// `$setOnInsert` (a racing creator's duplicate-key error means it exists
+/// now) and the bump runs again. A bump that matched nothing changed
+/// nothing, so retrying it is safe.
+async fn reserve_positions(store: &MongoStore, key: &FlowKey, n: i64) -> Result<i64, StoreError> {
+    for _ in 0..5 {
+        let bumped = store
+            .counters
+            .inner
+            .find_one_and_update(key_doc(key), doc! { "$inc": { "position": n } })
+            .return_document(ReturnDocument::After)
+            .await
+            .map_err(|e| store.op_error("append_logs", key, e))?;
+        if let Some(counter) = bumped {
+            return integer(&counter, "position").ok_or_else(|| {
+                store.op_error("append_logs", key, "the position counter is not an integer")
+            });
+        }
+        let created = store
+            .counters
+            .inner
+            .update_one(key_doc(key), doc! { "$setOnInsert": { "position": 0_i64 } })
+            .upsert(true)
+            .await;
+        match created {
+            Ok(_) => {}
+            Err(e) if crate::odm::is_duplicate_key(&e) => {}
+            Err(e) => return Err(store.op_error("append_logs", key, e)),
+        }
+    }
+    Err(store.op_error(
+        "append_logs",
+        key,
+        "the position counter could not be created",
+    ))
 }
 
 pub(crate) async fn read(

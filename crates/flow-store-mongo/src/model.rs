@@ -288,6 +288,14 @@ pub struct StepDoc {
 impl Model for StepDoc {
     const COLLECTION: &'static str = "step";
     const KEY: &'static [&'static str] = &["flow_name", "step_name", "timeperiod"];
+    /// A run reads, fences and purges its steps by flow and timeperiod: the
+    /// key index's prefix would be the flow name alone, every step of the
+    /// flow's history (and SecantusDB uses no index for it at all).
+    fn extra_indexes() -> Vec<IndexModel> {
+        vec![IndexModel::builder()
+            .keys(doc! { "flow_name": 1, "timeperiod": 1 })
+            .build()]
+    }
 }
 
 impl StepDoc {

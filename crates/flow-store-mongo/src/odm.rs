@@ -10,7 +10,7 @@
 
 use bson::oid::ObjectId;
 use bson::{doc, Bson, Document};
-use mongodb::options::{IndexOptions, ReturnDocument};
+use mongodb::options::IndexOptions;
 use mongodb::{ClientSession, IndexModel};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -196,17 +196,27 @@ impl<M: Model> Collection<M> {
         for _ in 0..4 {
             // A replacement, not `$set`: the document becomes exactly the
             // record (empty fields go), and servers that store `$set` dates
-            // as text keep BSON dates.
-            let action = self
-                .inner
-                .find_one_and_replace(filter.clone(), document.clone())
-                .return_document(ReturnDocument::Before);
-            let before = match session.as_deref_mut() {
+            // as text keep BSON dates. `replaceOne`, not `findAndModify`:
+            // SecantusDB runs the write of a matching `findAndModify` as a
+            // collection scan, so a step's cost grew with the collection;
+            // the id is read back by the key (an index lookup everywhere).
+            let action = self.inner.replace_one(filter.clone(), document.clone());
+            let replaced = match session.as_deref_mut() {
                 Some(s) => action.session(s).await,
                 None => action.await,
             }?;
-            if let Some(before) = before {
-                let id = before.get_object_id("_id").map_err(|e| {
+            if replaced.matched_count == 1 {
+                let action = self
+                    .inner
+                    .find_one(key.clone())
+                    .projection(doc! { "_id": 1 });
+                let found = match session.as_deref_mut() {
+                    Some(s) => action.session(s).await,
+                    None => action.await,
+                }?;
+                // Gone meanwhile (a purge by the lease's holder): try again.
+                let Some(found) = found else { continue };
+                let id = found.get_object_id("_id").map_err(|e| {
                     OdmError::Encode(format!(
                         "{} document without an ObjectId: {e}",
                         M::COLLECTION

@@ -14,7 +14,7 @@ use flow_core::{
     LogLine, LogQuery, RecordId, RunQuery, RunRecord, StepRecord, StoreError, StoredLogLine,
 };
 use mongodb::{Client, ClientSession, Database};
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,6 +36,9 @@ pub struct MongoStore {
     pub(crate) password: Option<String>,
     /// Test fault hook: stop the next `begin_run` after this many writes.
     pub(crate) interrupt: Arc<AtomicUsize>,
+    /// `begin_run` transactions committed through this handle and its
+    /// clones ([`MongoStore::transactions_committed`]).
+    pub(crate) committed: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for MongoStore {
@@ -55,6 +58,13 @@ impl MongoStore {
     /// (false: the ordered fallback).
     pub fn uses_transactions(&self) -> bool {
         self.transactions
+    }
+
+    /// How many `begin_run` transactions this handle (and its clones)
+    /// committed: what shows a test that the transactional path ran, not
+    /// just that the server offered it.
+    pub fn transactions_committed(&self) -> u64 {
+        self.committed.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The database, for tests and tools that load fixtures.

@@ -1,10 +1,20 @@
-//! The store conformance suite on a MongoDB wire-protocol server.
+//! The store conformance suite on MongoDB wire-protocol servers.
 //!
-//! `cargo xtask test` starts `nx-27017` on a free loopback port and sets
-//! `FLOW_MONGO_URI`; set it yourself to run the same tests against any
-//! other server (a real MongoDB 6+, standalone or replica set). Without a
-//! server these tests are ignored (reported so, never passed). Each run
-//! works in a fresh database and drops it at the end.
+//! `cargo xtask test` starts two (see `xtask/src/mongo.rs`), and each test
+//! names the one it runs on:
+//!
+//! * nx-27017 (`..._on_nx27017`, `FLOW_MONGO_URI`): standalone, no
+//!   transactions, indexes kept in SQLite: the ordered `begin_run`
+//!   fallback;
+//! * SecantusDB (`..._on_secantusdb`, `FLOW_TEST_SECANTUSDB_URI`, with a
+//!   SCRAM user): a single-node replica set on WiredTiger: `begin_run` in a
+//!   transaction (asserted by the store's commit counter), unique indexes
+//!   where nulls collide, partial filters kept, `explain` answered, a
+//!   refused login of a user the server has.
+//!
+//! Set the variable yourself to run a group against another server (a
+//! real MongoDB 6+). Without a server these tests are ignored (reported
+//! so, never passed). Each test works in a fresh database and drops it.
 
 use bson::{doc, Bson, Document};
 use flow_core::testkit::store::{
@@ -18,9 +28,31 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-fn server_uri() -> String {
-    std::env::var("FLOW_MONGO_URI")
-        .expect("FLOW_MONGO_URI must name a MongoDB server when this test is included")
+/// The server a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Server {
+    /// Standalone, no transactions, SQLite indexes.
+    Nx27017,
+    /// A single-node replica set with users, WiredTiger indexes.
+    SecantusDb,
+}
+
+impl Server {
+    fn variable(self) -> &'static str {
+        match self {
+            Server::Nx27017 => "FLOW_MONGO_URI",
+            Server::SecantusDb => "FLOW_TEST_SECANTUSDB_URI",
+        }
+    }
+
+    fn uri(self) -> String {
+        std::env::var(self.variable()).unwrap_or_else(|_| {
+            panic!(
+                "{} must name the {self:?} server when this test is included (`cargo xtask test` sets it)",
+                self.variable()
+            )
+        })
+    }
 }
 
 fn fresh_database(tag: &str) -> String {
@@ -123,8 +155,8 @@ async fn load_synergy_fixtures(store: &MongoStore) -> Vec<LegacyFixture> {
     legacy
 }
 
-async fn run_suite(transactions: Transactions, tag: &str) {
-    let uri = server_uri();
+async fn run_suite(server: Server, transactions: Transactions, tag: &str) {
+    let uri = server.uri();
     let mut options = MongoOptions::new(&uri, fresh_database(tag));
     options.transactions = transactions;
     let first = MongoStore::connect(&options)
@@ -159,17 +191,21 @@ async fn run_suite(transactions: Transactions, tag: &str) {
         ));
     }
     let atomic = first.uses_transactions();
+    // Which path runs is the point of each test: never a silent change.
+    let expected = server == Server::SecantusDb && transactions == Transactions::Auto;
+    assert_eq!(
+        atomic,
+        expected,
+        "{server:?} with {transactions:?}: begin_run in transactions is {atomic}, expected {expected}"
+    );
     eprintln!(
-        "MongoDB store conformance at {} (database {}): begin_run {}",
+        "MongoDB store conformance on {server:?} at {} (database {}): begin_run {}",
         redact_uri(&uri),
         options.database,
         if atomic {
-            "in transactions".to_string()
-        } else if transactions == Transactions::Never {
-            "in the ordered fallback (transactions turned off)".to_string()
+            "in transactions"
         } else {
-            "in the ordered fallback: this server offers no transactions (not a replica set)"
-                .to_string()
+            "in the ordered fallback"
         }
     );
     let hook = first.clone();
@@ -187,6 +223,17 @@ async fn run_suite(transactions: Transactions, tag: &str) {
         legacy,
     })
     .await;
+    // The transactional path really ran: begin_run committed transactions
+    // on this handle (the suite's begin_run calls go through the first).
+    let committed = first.transactions_committed();
+    if atomic {
+        assert!(
+            committed > 0,
+            "begin_run committed no transaction on {server:?}"
+        );
+    } else {
+        assert_eq!(committed, 0, "a transaction on the fallback path");
+    }
     first
         .database()
         .drop()
@@ -194,18 +241,26 @@ async fn run_suite(transactions: Transactions, tag: &str) {
         .expect("drop the test database");
 }
 
+/// nx-27017 offers no transactions: the ordered fallback.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "needs a MongoDB server: `cargo xtask test` starts nx-27017, or set FLOW_MONGO_URI"]
+#[ignore = "needs nx-27017: `cargo xtask test` starts it, or set FLOW_MONGO_URI"]
 async fn store_conformance_on_nx27017() {
-    run_suite(Transactions::Auto, "auto").await;
+    run_suite(Server::Nx27017, Transactions::Auto, "auto").await;
 }
 
-/// On a server with transactions the suite above ran them; this runs the
-/// ordered fallback there too. On a server without, both are the fallback.
+/// SecantusDB is a replica set: begin_run in transactions.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "needs a MongoDB server: `cargo xtask test` starts nx-27017, or set FLOW_MONGO_URI"]
-async fn store_conformance_without_transactions_on_nx27017() {
-    run_suite(Transactions::Never, "fallback").await;
+#[ignore = "needs SecantusDB: `cargo xtask test` starts it, or set FLOW_TEST_SECANTUSDB_URI"]
+async fn store_conformance_on_secantusdb() {
+    run_suite(Server::SecantusDb, Transactions::Auto, "auto").await;
+}
+
+/// The ordered fallback on a server with transactions and real index
+/// semantics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs SecantusDB: `cargo xtask test` starts it, or set FLOW_TEST_SECANTUSDB_URI"]
+async fn store_conformance_without_transactions_on_secantusdb() {
+    run_suite(Server::SecantusDb, Transactions::Never, "fallback").await;
 }
 
 /// A host where nothing listens fails within the server selection timeout,
@@ -282,15 +337,13 @@ async fn synergy_documents(db: &mongodb::Database) -> Vec<Document> {
 /// as they were, and Synergy can still add more afterwards.
 ///
 /// On MongoDB, a unique index on this engine's key fields without a partial
-/// filter cannot be built here (every Synergy document has the null key);
-/// nx-27017 keeps its indexes in SQLite, where nulls never collide, so
-/// there this test checks the rest and `listIndexes` below checks the
-/// filter where the server keeps it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs a MongoDB server: `cargo xtask test` starts nx-27017, or set FLOW_MONGO_URI"]
-async fn a_synergy_log_recording_collection_is_shared_on_nx27017() {
+/// filter cannot be built here (every Synergy document has the null key,
+/// and nulls collide in a unique index): SecantusDB treats nulls so, and
+/// this test proves the partial filter there. nx-27017 keeps its indexes
+/// in SQLite, where nulls never collide: there it checks the rest.
+async fn synergy_log_recording_is_shared(server: Server) {
     use flow_core::{FlowKey, LogLevel, LogLine, LogQuery, RecordId};
-    let uri = server_uri();
+    let uri = server.uri();
     let options = MongoOptions::new(&uri, fresh_database("synergy_logs"));
     let client = mongodb::Client::with_uri_str(&uri).await.expect("client");
     let db = client.database(&options.database);
@@ -399,6 +452,50 @@ async fn a_synergy_log_recording_collection_is_shared_on_nx27017() {
     db.drop().await.expect("drop the test database");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs nx-27017: `cargo xtask test` starts it, or set FLOW_MONGO_URI"]
+async fn a_synergy_log_recording_collection_is_shared_on_nx27017() {
+    synergy_log_recording_is_shared(Server::Nx27017).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs SecantusDB: `cargo xtask test` starts it, or set FLOW_TEST_SECANTUSDB_URI"]
+async fn a_synergy_log_recording_collection_is_shared_on_secantusdb() {
+    synergy_log_recording_is_shared(Server::SecantusDb).await;
+}
+
+/// Nulls collide in a unique index (as MongoDB treats them) on SecantusDB:
+/// the premise of the partial filters above. Two documents without the
+/// key field cannot both be in a unique index without one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs SecantusDB: `cargo xtask test` starts it, or set FLOW_TEST_SECANTUSDB_URI"]
+async fn nulls_collide_in_a_unique_index_on_secantusdb() {
+    let uri = Server::SecantusDb.uri();
+    let client = mongodb::Client::with_uri_str(&uri).await.expect("client");
+    let db = client.database(&fresh_database("nulls"));
+    let probe = db.collection::<Document>("probe");
+    probe
+        .create_index(
+            mongodb::IndexModel::builder()
+                .keys(doc! { "k": 1 })
+                .options(
+                    mongodb::options::IndexOptions::builder()
+                        .unique(true)
+                        .build(),
+                )
+                .build(),
+        )
+        .await
+        .expect("a unique index");
+    probe.insert_one(doc! { "a": 1 }).await.expect("first null");
+    let second = probe.insert_one(doc! { "a": 2 }).await;
+    assert!(
+        second.is_err(),
+        "a second document with a null key went into a unique index"
+    );
+    db.drop().await.expect("drop the test database");
+}
+
 /// Whether the server keeps `partialFilterExpression` (nx-27017 accepts
 /// and drops it), found by trying on a scratch collection.
 async fn keeps_partial_filters(db: &mongodb::Database) -> bool {
@@ -437,14 +534,15 @@ async fn keeps_partial_filters(db: &mongodb::Database) -> bool {
 }
 
 /// Every collection has its indexes after `connect`: the keys, which are
-/// unique, and the partial filter of the ones on `log_recording` (where the
-/// server keeps partial filters; nx-27017 does not, and that part reports
-/// itself skipped).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs a MongoDB server: `cargo xtask test` starts nx-27017, or set FLOW_MONGO_URI"]
-async fn indexes_exist_and_are_unique_on_nx27017() {
+/// unique, and the partial filter of the ones on `log_recording`. The
+/// filter is checked on SecantusDB, which must keep it; nx-27017 accepts
+/// and drops partial filters (a property of that server, so its test
+/// checks keys and uniqueness only, and the unit test
+/// the_log_indexes_cover_only_this_engines_lines checks what connect asks
+/// for).
+async fn indexes_exist_and_are_unique(server: Server) {
     use futures_util::TryStreamExt;
-    let uri = server_uri();
+    let uri = server.uri();
     let options = MongoOptions::new(&uri, fresh_database("indexes"));
     let store = MongoStore::connect(&options)
         .await
@@ -452,7 +550,7 @@ async fn indexes_exist_and_are_unique_on_nx27017() {
     let db = store.database();
     let ours = Some(doc! { "position": { "$exists": true } });
     // (collection, key fields in order, unique, partial filter)
-    let expected: [(&str, &[&str], bool, Option<Document>); 8] = [
+    let expected: [(&str, &[&str], bool, Option<Document>); 9] = [
         ("flow", &["flow_name", "timeperiod"], true, None),
         (
             "step",
@@ -460,6 +558,7 @@ async fn indexes_exist_and_are_unique_on_nx27017() {
             true,
             None,
         ),
+        ("step", &["flow_name", "timeperiod"], false, None),
         ("flow_lease", &["flow_name", "timeperiod"], true, None),
         (
             "flow_run",
@@ -483,13 +582,16 @@ async fn indexes_exist_and_are_unique_on_nx27017() {
         ("flow_log_counter", &["flow_name", "timeperiod"], true, None),
     ];
     let partial = keeps_partial_filters(db).await;
-    if !partial {
-        eprintln!(
-            "SKIPPED: the partial filter check: this server ({}) does not keep \
-             partialFilterExpression (the unit test \
-             the_log_indexes_cover_only_this_engines_lines checks what connect asks for)",
+    match server {
+        Server::SecantusDb => assert!(
+            partial,
+            "SecantusDB at {} dropped a partialFilterExpression",
             redact_uri(&uri)
-        );
+        ),
+        Server::Nx27017 => assert!(
+            !partial,
+            "nx-27017 now keeps partial filters: check them here too"
+        ),
     }
     for (collection, keys, unique, filter) in expected {
         let indexes = db
@@ -520,16 +622,52 @@ async fn indexes_exist_and_are_unique_on_nx27017() {
     db.drop().await.expect("drop the test database");
 }
 
-/// A server that refuses the login: the error says so, naming the user and
-/// the host, never the password. nx-27017 has no users, so it fails every
-/// login (the driver's SCRAM exchange gets no valid answer): the same
-/// driver error a wrong password gets from MongoDB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs nx-27017: `cargo xtask test` starts it, or set FLOW_MONGO_URI"]
+async fn indexes_exist_and_are_unique_on_nx27017() {
+    indexes_exist_and_are_unique(Server::Nx27017).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs SecantusDB: `cargo xtask test` starts it, or set FLOW_TEST_SECANTUSDB_URI"]
+async fn indexes_exist_and_are_unique_on_secantusdb() {
+    indexes_exist_and_are_unique(Server::SecantusDb).await;
+}
+
+/// nx-27017 has no users, so it fails every login (the driver's SCRAM
+/// exchange gets no valid answer): the driver error a wrong password gets.
 #[tokio::test]
-#[ignore = "needs a MongoDB server: `cargo xtask test` starts nx-27017, or set FLOW_MONGO_URI"]
+#[ignore = "needs nx-27017: `cargo xtask test` starts it, or set FLOW_MONGO_URI"]
 async fn a_refused_login_names_the_user_and_host_on_nx27017() {
-    let uri = server_uri();
-    let hosts = flow_store_mongo::validate_uri(&uri)
-        .expect("FLOW_MONGO_URI")
+    let uri = Server::Nx27017.uri();
+    refused_login(&uri, "nobody", "hunter22").await;
+}
+
+/// SecantusDB runs with `--auth` and has the URI's user: the login of that
+/// user with a wrong password is refused by the server's SCRAM check (and
+/// the right one works: the store connects).
+#[tokio::test]
+#[ignore = "needs SecantusDB: `cargo xtask test` starts it, or set FLOW_TEST_SECANTUSDB_URI"]
+async fn a_wrong_password_names_the_user_and_host_on_secantusdb() {
+    let uri = Server::SecantusDb.uri();
+    let user = uri
+        .strip_prefix("mongodb://")
+        .and_then(|rest| rest.split_once('@'))
+        .and_then(|(userinfo, _)| userinfo.split_once(':'))
+        .map(|(user, _)| user.to_string())
+        .expect("FLOW_TEST_SECANTUSDB_URI names a user and password");
+    let right = MongoStore::connect(&MongoOptions::new(&uri, fresh_database("auth_ok")))
+        .await
+        .unwrap_or_else(|e| panic!("the right password is refused: {e}"));
+    right.database().drop().await.expect("drop");
+    refused_login(&uri, &user, "hunter22-wrong").await;
+}
+
+/// A server that refuses the login of `user` with `password`: the error
+/// says so, naming the user and the host, never the password.
+async fn refused_login(uri: &str, user: &str, password: &str) {
+    let hosts = flow_store_mongo::validate_uri(uri)
+        .expect("a valid server URI")
         .join(", ");
     let rest = uri
         .strip_prefix("mongodb://")
@@ -539,7 +677,7 @@ async fn a_refused_login_names_the_user_and_host_on_nx27017() {
         .unwrap_or_default()
         .to_string();
     let mut options = MongoOptions::new(
-        format!("mongodb://nobody:hunter22@{rest}"),
+        format!("mongodb://{user}:{password}@{rest}"),
         fresh_database("auth"),
     );
     options.server_selection_timeout = Duration::from_secs(5);
@@ -550,9 +688,158 @@ async fn a_refused_login_names_the_user_and_host_on_nx27017() {
     eprintln!("{text}");
     assert!(matches!(e, MongoError::Authentication { .. }), "{text}");
     assert!(
-        text.starts_with(&format!("authentication failed for user nobody on {hosts}")),
+        text.starts_with(&format!("authentication failed for user {user} on {hosts}")),
         "{text}"
     );
-    assert!(!text.contains("hunter22"), "{text}");
-    assert!(!format!("{e:?}").contains("hunter22"), "{e:?}");
+    assert!(!text.contains(password), "{text}");
+    assert!(!format!("{e:?}").contains(password), "{e:?}");
+}
+
+/// The first appends of a flow key, racing: several engines (clients)
+/// append at once to a key whose position counter does not exist yet, so
+/// their counter upserts race to insert it. Some servers answer the loser
+/// with a duplicate-key error, others with no document; the store retries
+/// either way. Every call succeeds and the lines get positions 1..=N, each
+/// once. Ten fresh keys per run.
+async fn concurrent_first_appends(server: Server) {
+    use flow_core::{FlowKey, LogLevel, LogLine, LogQuery, RecordId};
+    const ENGINES: usize = 6;
+    const LINES: usize = 3;
+    let uri = server.uri();
+    let options = MongoOptions::new(&uri, fresh_database("counter_race"));
+    let mut stores = Vec::new();
+    for _ in 0..ENGINES {
+        stores.push(
+            MongoStore::connect(&options)
+                .await
+                .unwrap_or_else(|e| panic!("{e}")),
+        );
+    }
+    for round in 0..10 {
+        let key = FlowKey::new(
+            format!("counter_race_{round}"),
+            "2026112800".parse().unwrap(),
+        );
+        let run = RecordId::new(bson::oid::ObjectId::new().to_hex());
+        let barrier = Arc::new(tokio::sync::Barrier::new(ENGINES));
+        let mut tasks = Vec::new();
+        for (engine, store) in stores.iter().enumerate() {
+            let lines: Vec<LogLine> = (0..LINES)
+                .map(|i| LogLine {
+                    flow_name: key.flow_name.clone(),
+                    timeperiod: key.timeperiod,
+                    run: run.clone(),
+                    step: Some(format!("engine{engine}")),
+                    logger: "race".into(),
+                    level: LogLevel::Info,
+                    at: chrono::DateTime::from_timestamp_millis(1_795_849_300_000 + i as i64)
+                        .unwrap(),
+                    message: format!("engine {engine} line {i}"),
+                })
+                .collect();
+            let store = store.clone();
+            let barrier = barrier.clone();
+            tasks.push(tokio::spawn(async move {
+                barrier.wait().await;
+                store.append_logs(&lines).await
+            }));
+        }
+        for (engine, task) in tasks.into_iter().enumerate() {
+            task.await
+                .expect("the append task")
+                .unwrap_or_else(|e| panic!("round {round}, engine {engine}: {e}"));
+        }
+        let read = stores[0]
+            .read_logs(&LogQuery::new(key.clone(), 1000))
+            .await
+            .expect("read");
+        let positions: Vec<u64> = read.iter().map(|l| l.position).collect();
+        let expected: Vec<u64> = (1..=(ENGINES * LINES) as u64).collect();
+        assert_eq!(positions, expected, "round {round}: positions");
+        let mut messages: Vec<String> = read.iter().map(|l| l.line.message.clone()).collect();
+        messages.sort();
+        messages.dedup();
+        assert_eq!(
+            messages.len(),
+            ENGINES * LINES,
+            "round {round}: a line lost or doubled"
+        );
+    }
+    stores[0]
+        .database()
+        .drop()
+        .await
+        .expect("drop the test database");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs nx-27017: `cargo xtask test` starts it, or set FLOW_MONGO_URI"]
+async fn concurrent_first_appends_get_every_position_once_on_nx27017() {
+    concurrent_first_appends(Server::Nx27017).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs SecantusDB: `cargo xtask test` starts it, or set FLOW_TEST_SECANTUSDB_URI"]
+async fn concurrent_first_appends_get_every_position_once_on_secantusdb() {
+    concurrent_first_appends(Server::SecantusDb).await;
+}
+
+/// The filters the store reads with, per step and per run, each with the
+/// collection and sort: (collection, filter, sort).
+fn read_shapes() -> Vec<(&'static str, Document, Option<Document>)> {
+    let key = doc! { "flow_name": "f", "timeperiod": "2026112800" };
+    let mut step = key.clone();
+    step.insert("step_name", "s");
+    vec![
+        // The id read back after a fenced replace (every step write).
+        ("step", step, None),
+        // A run's steps: read, fenced on a takeover, purged.
+        ("step", key.clone(), None),
+        ("flow", key.clone(), None),
+        // lease_current, before and in every begin_run and fenced write.
+        ("flow_lease", key.clone(), None),
+        ("flow_log_counter", key.clone(), None),
+        ("flow_run", key.clone(), Some(doc! { "started_at": -1 })),
+    ]
+}
+
+/// Every read shape of the store uses an index: the server's `explain`
+/// shows an index scan for each, never a collection scan. (The writes'
+/// filters are measured instead, by `cargo xtask bench`'s
+/// mongo-crowded-chain-1000: a write that missed an index would make the
+/// chain dearer on a crowded database.)
+async fn reads_use_indexes(server: Server) {
+    let uri = server.uri();
+    let store = MongoStore::connect(&MongoOptions::new(&uri, fresh_database("explain")))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let db = store.database();
+    for (collection, filter, sort) in read_shapes() {
+        let mut find = doc! { "find": collection, "filter": filter.clone() };
+        if let Some(sort) = &sort {
+            find.insert("sort", sort.clone());
+        }
+        let explained = db
+            .run_command(doc! { "explain": find, "verbosity": "queryPlanner" })
+            .await
+            .unwrap_or_else(|e| panic!("{server:?}: explain find {collection} {filter}: {e}"));
+        let plan = explained
+            .get_document("queryPlanner")
+            .and_then(|q| q.get_document("winningPlan"))
+            .unwrap_or_else(|e| {
+                panic!("{server:?}: no winning plan for {collection} {filter}: {e}: {explained}")
+            })
+            .to_string();
+        assert!(
+            plan.contains("IXSCAN") && !plan.contains("COLLSCAN"),
+            "{server:?}: {collection} {filter} sort {sort:?} scans the collection: {plan}"
+        );
+    }
+    db.drop().await.expect("drop the test database");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs SecantusDB: `cargo xtask test` starts it, or set FLOW_TEST_SECANTUSDB_URI"]
+async fn reads_use_indexes_on_secantusdb() {
+    reads_use_indexes(Server::SecantusDb).await;
 }
