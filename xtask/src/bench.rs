@@ -64,6 +64,35 @@ pub fn bench(args: &[OsString]) -> ExitCode {
             eprintln!("xtask: warning: no Luigi ({err}); the table will have no Luigi comparison");
         }
     }
+    // The MongoDB shapes run on both servers of the tests (mongo.rs),
+    // started for the run (stopped when `_mongo` is dropped), unless the
+    // arguments pick other shapes.
+    let wants_mongo = !args.iter().any(|a| a == "--only" || a == "--shape")
+        || args.iter().any(|a| a.to_string_lossy().contains("mongo"));
+    let _mongo = wants_mongo.then(|| {
+        let tools = target.join("tools");
+        let mongo = crate::mongo::start(&tools, &tools.join("logs"));
+        let servers: Vec<String> = mongo
+            .peers
+            .iter()
+            .filter_map(|peer| match &peer.available {
+                Ok(()) => peer
+                    .env
+                    .first()
+                    .map(|(_, uri)| format!("{}={uri}", peer.name)),
+                Err(why) => {
+                    eprintln!(
+                        "xtask: warning: the MongoDB shapes are not measured on {}: {why}",
+                        peer.name
+                    );
+                    None
+                }
+            })
+            .collect();
+        // In the environment: a URI may carry a password.
+        flow_bench.env("FLOW_BENCH_MONGO", servers.join(" "));
+        mongo
+    });
     flow_bench.args(args);
     eprintln!("xtask: running {}", super::display_command(&flow_bench));
     match flow_bench.status() {

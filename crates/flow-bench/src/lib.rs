@@ -20,6 +20,7 @@
 
 pub mod luigi;
 pub mod measure;
+pub mod mongo;
 pub mod report;
 pub mod shape;
 
@@ -42,9 +43,15 @@ JSON (--json PATH, and/or --out-dir DIR for DIR/bench-<UTC timestamp>.json
 and DIR/latest.json).
 With --shape, measures that one shape and prints its row as one JSON line.
 
-shapes: chain-N, fanout-N, lattice-WxL, load-N, cli-version, cli-validate
-        (default: chain-1000 recorded-chain-1000 fanout-1000 fanout-10000
-         lattice-100x100 load-100000 cli-version cli-validate)
+shapes: chain-N, recorded-chain-N, mongo-chain-N, mongo-crowded-chain-N,
+        fanout-N, lattice-WxL, load-N, cli-version, cli-validate
+        (default: chain-1000 recorded-chain-1000 mongo-chain-1000
+         mongo-crowded-chain-1000 fanout-1000 fanout-10000 lattice-100x100
+         load-100000 cli-version cli-validate)
+        The MongoDB shapes run once on each server of FLOW_BENCH_MONGO
+        (\"NAME=URI NAME=URI\", set by `cargo xtask bench`), the row named
+        \"SHAPE on NAME\"; mongo-crowded-chain-N's database already holds
+        100,000 step documents of the flow's earlier days.
 
 options:
   --shape NAME            measure one shape in this process
@@ -58,6 +65,7 @@ options:
   --repeat N              runs of each engine and load shape, the median is
                           reported (default 3)
   --no-logs               engine shapes without log files (diagnosis only)
+  --mongo-server NAME     the FLOW_BENCH_MONGO server of a MongoDB --shape
   --scratch DIR           put stores, logs and flow files under DIR/run-PID and
                           keep them (default: temporary directories, deleted
                           after each run; see bench/README.md)
@@ -106,6 +114,7 @@ impl Args {
                 no_logs: false,
                 repeat: 3,
                 scratch: None,
+                mongo_server: None,
             },
             json: None,
             out_dir: None,
@@ -145,6 +154,7 @@ impl Args {
                 "--validate-file" => parsed.setup.validate_file = Some(value()?.into()),
                 "--no-logs" => parsed.setup.no_logs = true,
                 "--scratch" => parsed.setup.scratch = Some(value()?.into()),
+                "--mongo-server" => parsed.setup.mongo_server = Some(value()?),
                 "--repeat" => parsed.setup.repeat = number(value()?)?.max(1) as usize,
                 "--luigi-python" => parsed.luigi_python = Some(value()?.into()),
                 "--luigi-script" => parsed.luigi_script = value()?.into(),
@@ -221,15 +231,35 @@ fn run_all(args: &Args) -> Result<(), String> {
             );
             continue;
         }
-        eprintln!("flow-bench: running {shape} ...");
-        match run_child(shape, args) {
-            Ok(row) => {
-                eprintln!("flow-bench: {shape}: {}", report::ms(row.wall_ms));
-                report.rows.push(row);
+        let servers: Vec<Option<String>> = match shape {
+            Shape::MongoChain { .. } => {
+                let servers = mongo::servers()?;
+                if servers.is_empty() {
+                    eprintln!(
+                        "flow-bench: {shape} failed: no MongoDB server in {} (`cargo xtask bench` starts them)",
+                        mongo::SERVERS_ENV
+                    );
+                    failures.push(shape.to_string());
+                }
+                servers.into_iter().map(|(name, _)| Some(name)).collect()
             }
-            Err(e) => {
-                eprintln!("flow-bench: {shape} failed: {e}");
-                failures.push(shape.to_string());
+            _ => vec![None],
+        };
+        for server in servers {
+            let name = match &server {
+                Some(server) => format!("{shape} on {server}"),
+                None => shape.to_string(),
+            };
+            eprintln!("flow-bench: running {name} ...");
+            match run_child(shape, server.as_deref(), args) {
+                Ok(row) => {
+                    eprintln!("flow-bench: {name}: {}", report::ms(row.wall_ms));
+                    report.rows.push(row);
+                }
+                Err(e) => {
+                    eprintln!("flow-bench: {name} failed: {e}");
+                    failures.push(name);
+                }
             }
         }
     }
@@ -324,7 +354,7 @@ fn disk_usage(dir: &Path) -> String {
 }
 
 /// Re-invokes this binary with `--shape` and reads the row it prints.
-fn run_child(shape: Shape, args: &Args) -> Result<Row, String> {
+fn run_child(shape: Shape, server: Option<&str>, args: &Args) -> Result<Row, String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find flow-bench itself: {e}"))?;
     let mut command = Command::new(exe);
     command
@@ -345,6 +375,9 @@ fn run_child(shape: Shape, args: &Args) -> Result<Row, String> {
         command.arg("--scratch").arg(dir);
     }
     command.args(["--repeat", &args.setup.repeat.to_string()]);
+    if let Some(server) = server {
+        command.args(["--mongo-server", server]);
+    }
     let out = command
         .stdin(Stdio::null())
         .stderr(Stdio::inherit())

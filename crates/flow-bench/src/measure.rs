@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 pub type BenchResult<T> = Result<T, Box<dyn Error + Send + Sync>>;
 
 /// The timeperiod every engine run uses.
-const TIMEPERIOD: &str = "2026112800";
+pub(crate) const TIMEPERIOD: &str = "2026112800";
 
 /// Runs of each CLI command; the row reports their median.
 pub const CLI_RUNS: usize = 20;
@@ -45,6 +45,9 @@ pub struct Setup {
     /// cannot slow the next run's file creation. `None`: temporary
     /// directories deleted after each run.
     pub scratch: Option<PathBuf>,
+    /// `--mongo-server`: the server of [`crate::mongo::servers`] a MongoDB
+    /// shape runs on (the parent runs one child per server).
+    pub mongo_server: Option<String>,
 }
 
 /// A working directory: temporary, or kept under [`Setup::scratch`].
@@ -104,6 +107,14 @@ pub fn measure(shape: Shape, setup: &Setup) -> BenchResult<Row> {
         _ => run_engine(shape, setup),
     };
     let mut row = match shape {
+        // Once: the crowded database takes long to fill.
+        Shape::MongoChain { .. } => {
+            let server = setup
+                .mongo_server
+                .as_deref()
+                .ok_or("a MongoDB shape needs --mongo-server NAME")?;
+            crate::mongo::measure(shape, setup, server)?
+        }
         Shape::Chain(_)
         | Shape::RecordedChain(_)
         | Shape::Fanout(_)
@@ -138,22 +149,32 @@ pub fn measure(shape: Shape, setup: &Setup) -> BenchResult<Row> {
     Ok(row)
 }
 
-/// Runs the shape's flow of identity actions on the real SQLite store and
-/// local cluster, with log files, on the current-thread runtime `flow` uses.
-fn run_engine(shape: Shape, setup: &Setup) -> BenchResult<Row> {
-    flow_engine::logging::init(Some("warn"));
-    let dir = setup.workdir()?;
+/// One engine run of a shape's flow: what the SQLite and MongoDB
+/// measurements share.
+pub(crate) struct EngineRun {
+    pub graph: Arc<flow_core::FlowGraph>,
+    pub timeperiod: Timeperiod,
+    pub report: flow_engine::RunReport,
+    pub wall: Duration,
+    /// Where the log files went.
+    pub logs: PathBuf,
+    /// The runtime the run used (the store's clients live on it).
+    pub runtime: tokio::runtime::Runtime,
+}
+
+/// Runs the shape's flow of identity actions on `store` and the real local
+/// cluster, with log files under `dir`, on the current-thread runtime
+/// `flow` uses; fails unless every step ended processed.
+pub(crate) fn engine_run(
+    shape: Shape,
+    setup: &Setup,
+    dir: &Path,
+    runtime: tokio::runtime::Runtime,
+    store: Arc<dyn FlowStore>,
+) -> BenchResult<EngineRun> {
     let clusters = setup.clusters.unwrap_or(shape.default_clusters()).max(1);
     let graph = Arc::new(shape.definition().build()?);
-    let db = dir.path().join("flow.db");
-    let store = Arc::new(SqliteStore::open(
-        &db,
-        SqliteOptions {
-            synchronous: setup.synchronous,
-            ..SqliteOptions::default()
-        },
-    )?);
-    let (root, work) = (dir.path().join("fs"), dir.path().join("work"));
+    let (root, work) = (dir.join("fs"), dir.join("work"));
     std::fs::create_dir_all(&root)?;
     std::fs::create_dir_all(&work)?;
     let factory = Arc::new(LocalClusterFactory::new(LocalOptions {
@@ -170,18 +191,13 @@ fn run_engine(shape: Shape, setup: &Setup) -> BenchResult<Row> {
         settings: Arc::new(Settings::new()),
         number_of_clusters: clusters,
     };
-    let logs = dir.path().join("logs");
-    let recorded = matches!(shape, Shape::RecordedChain(_));
+    let logs = dir.join("logs");
     let options = EngineOptions {
         log_directory: (!setup.no_logs).then(|| logs.clone()),
-        record_logs: recorded,
+        record_logs: matches!(shape, Shape::RecordedChain(_)),
         ..EngineOptions::default()
     };
-    // The runtime `flow` itself uses (see flow-cli's run command).
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let engine = ExecutionEngine::new(graph.clone(), context, store.clone(), factory, options);
+    let engine = ExecutionEngine::new(graph.clone(), context, store, factory, options);
 
     let started = Instant::now();
     let report = runtime.block_on(engine.run())?;
@@ -198,6 +214,65 @@ fn run_engine(shape: Shape, setup: &Setup) -> BenchResult<Row> {
     if processed != graph.len() {
         return Err(format!("{shape}: {processed} of {} steps processed", graph.len()).into());
     }
+    Ok(EngineRun {
+        graph,
+        timeperiod,
+        report,
+        wall,
+        logs,
+        runtime,
+    })
+}
+
+/// The runtime `flow` itself uses (see flow-cli's run command).
+pub(crate) fn flow_runtime() -> BenchResult<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+impl EngineRun {
+    /// The row of the run: wall, clusters, dependant latencies.
+    pub(crate) fn row(&self, shape: &str) -> Row {
+        let mut latencies = self.report.metrics.dependant_latencies.clone();
+        latencies.sort_unstable();
+        let us = |d: Option<Duration>| d.map(|d| d.as_secs_f64() * 1e6);
+        let mut row = Row::timed(
+            shape,
+            self.graph.len(),
+            self.report.clusters_launched,
+            self.wall,
+        );
+        row.dependant_latency_p50_us = us(quantile(&latencies, 0.5));
+        row.dependant_latency_p99_us = us(quantile(&latencies, 0.99));
+        row.detail(
+            "engine_wall_ms",
+            self.report.metrics.wall.as_secs_f64() * 1e3,
+        );
+        row.detail("dependant_latency_max_us", us(latencies.last().copied()));
+        row.detail("dependant_latency_samples", latencies.len());
+        row.detail("graph_visits", self.report.metrics.graph_visits);
+        row
+    }
+}
+
+/// Runs the shape's flow of identity actions on the real SQLite store and
+/// local cluster, with log files, on the current-thread runtime `flow` uses.
+fn run_engine(shape: Shape, setup: &Setup) -> BenchResult<Row> {
+    flow_engine::logging::init(Some("warn"));
+    let dir = setup.workdir()?;
+    let db = dir.path().join("flow.db");
+    let store = Arc::new(SqliteStore::open(
+        &db,
+        SqliteOptions {
+            synchronous: setup.synchronous,
+            ..SqliteOptions::default()
+        },
+    )?);
+    let recorded = matches!(shape, Shape::RecordedChain(_));
+    let run = engine_run(shape, setup, dir.path(), flow_runtime()?, store.clone())?;
+    let (graph, timeperiod, runtime, logs) = (&run.graph, run.timeperiod, &run.runtime, &run.logs);
+
     // Every step's final state is in the database file (read with a fresh
     // connection, after the store is closed).
     let key = FlowKey::new(graph.name(), timeperiod);
@@ -206,7 +281,6 @@ fn run_engine(shape: Shape, setup: &Setup) -> BenchResult<Row> {
         .iter()
         .filter(|s| s.state == StepState::Processed)
         .count();
-    drop(engine);
     drop(store);
     let conn = rusqlite::Connection::open(&db)?;
     let journal_mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
@@ -231,22 +305,8 @@ fn run_engine(shape: Shape, setup: &Setup) -> BenchResult<Row> {
         );
     }
 
-    let mut latencies = report.metrics.dependant_latencies.clone();
-    latencies.sort_unstable();
-    let us = |d: Option<Duration>| d.map(|d| d.as_secs_f64() * 1e6);
-    let mut row = Row::timed(
-        &shape.to_string(),
-        graph.len(),
-        report.clusters_launched,
-        wall,
-    );
+    let mut row = run.row(&shape.to_string());
     row.synchronous = Some(synchronous_name(setup.synchronous).into());
-    row.dependant_latency_p50_us = us(quantile(&latencies, 0.5));
-    row.dependant_latency_p99_us = us(quantile(&latencies, 0.99));
-    row.detail("engine_wall_ms", report.metrics.wall.as_secs_f64() * 1e3);
-    row.detail("dependant_latency_max_us", us(latencies.last().copied()));
-    row.detail("dependant_latency_samples", latencies.len());
-    row.detail("graph_visits", report.metrics.graph_visits);
     row.detail("stored_steps_processed", stored);
     if recorded {
         // Every line of the log files is in the store when the run returns.
@@ -263,7 +323,7 @@ fn run_engine(shape: Shape, setup: &Setup) -> BenchResult<Row> {
     }
     row.detail("get_steps_processed", by_key);
     row.detail("journal_mode", journal_mode);
-    row.detail("log_files", count_files(&logs));
+    row.detail("log_files", count_files(logs));
     if setup.no_logs {
         row.note = Some("no log files (diagnosis)".into());
     }

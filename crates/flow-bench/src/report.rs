@@ -1,5 +1,6 @@
 //! Rows, the whole report, the printed table and the targets.
 
+use crate::shape::CROWD;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -239,6 +240,40 @@ impl Report {
                     )
                 }),
         ));
+        // The MongoDB store: a step's cost must not grow with the
+        // collection (every hot operation on an index), on every server.
+        let mut servers: Vec<&str> = self
+            .rows
+            .iter()
+            .filter_map(|r| r.shape.strip_prefix("mongo-chain-1000 on "))
+            .collect();
+        servers.sort_unstable();
+        servers.dedup();
+        let ratio_check = |a: Option<&Row>, b: Option<&Row>, limit: f64| {
+            a.zip(b).map(|(a, b)| {
+                let ratio = a.wall_ms / b.wall_ms.max(f64::MIN_POSITIVE);
+                (
+                    ratio <= limit,
+                    format!("{} vs {} ({ratio:.2}x)", ms(a.wall_ms), ms(b.wall_ms)),
+                )
+            })
+        };
+        for server in servers {
+            let fresh = row(&format!("mongo-chain-1000 on {server}"));
+            let crowded = row(&format!("mongo-crowded-chain-1000 on {server}"));
+            out.push(check(
+                format!(
+                    "mongo-crowded-chain-1000 on {server}: with {CROWD} other step documents, wall <= {CROWDED_LIMIT}x mongo-chain-1000's"
+                ),
+                ratio_check(crowded, fresh, CROWDED_LIMIT),
+            ));
+            out.push(check(
+                format!(
+                    "mongo-chain-1000 on {server}: wall <= {MONGO_LIMIT}x chain-1000's (SQLite)"
+                ),
+                ratio_check(fresh, row("chain-1000"), MONGO_LIMIT),
+            ));
+        }
         out.push(check(
             "fanout-10000 on 8 clusters: wall <= 2 s".into(),
             row("fanout-10000").map(|r| {
@@ -408,6 +443,12 @@ impl Report {
 /// dispatch target counts as missed: room for noise, far below the 10x a
 /// scan of the graph per finished step would approach.
 pub const GROWTH_LIMIT: f64 = 1.5;
+
+/// `mongo-crowded-chain-1000`'s wall over `mongo-chain-1000`'s, at most.
+pub const CROWDED_LIMIT: f64 = 1.2;
+
+/// `mongo-chain-1000`'s wall over the SQLite `chain-1000`'s, at most.
+pub const MONGO_LIMIT: f64 = 3.0;
 
 /// Milliseconds for people: `0.84 ms`, `123.4 ms`, `12.35 s`.
 pub fn ms(v: f64) -> String {

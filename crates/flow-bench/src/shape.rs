@@ -9,9 +9,11 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 /// The shapes `flow-bench` runs when none is named, in order.
-pub const DEFAULT_SHAPES: [&str; 8] = [
+pub const DEFAULT_SHAPES: [&str; 10] = [
     "chain-1000",
     "recorded-chain-1000",
+    "mongo-chain-1000",
+    "mongo-crowded-chain-1000",
     "fanout-1000",
     "fanout-10000",
     "lattice-100x100",
@@ -19,6 +21,9 @@ pub const DEFAULT_SHAPES: [&str; 8] = [
     "cli-version",
     "cli-validate",
 ];
+
+/// How many other step documents `mongo-crowded-chain-N`'s database holds.
+pub const CROWD: usize = 100_000;
 
 /// One benchmark. Sizes are part of the name, so a smaller one can be run
 /// for profiling (`--shape chain-200`).
@@ -43,6 +48,17 @@ pub enum Shape {
     },
     /// `load-N`: a flow file of N identity steps, parsed and validated.
     Load(usize),
+    /// `mongo-chain-N`: the chain on the MongoDB store, on a fresh
+    /// database; `mongo-crowded-chain-N`: on one already holding
+    /// [`CROWD`] step documents of the same flow's other timeperiods (its
+    /// history), so a per-step operation that misses an index costs more.
+    /// Run on each server given with `--mongo NAME=URI`.
+    MongoChain {
+        /// Steps.
+        steps: usize,
+        /// Whether the database holds [`CROWD`] other step documents.
+        crowded: bool,
+    },
     /// `cli-version`: `flow --version`.
     CliVersion,
     /// `cli-validate`: `flow validate FILE` of a small file.
@@ -55,7 +71,7 @@ impl FromStr for Shape {
     fn from_str(text: &str) -> Result<Self, String> {
         let bad = || {
             format!(
-                "unknown shape '{text}': use chain-N, recorded-chain-N, fanout-N, lattice-WxL, load-N, cli-version or cli-validate"
+                "unknown shape '{text}': use chain-N, recorded-chain-N, mongo-chain-N, mongo-crowded-chain-N, fanout-N, lattice-WxL, load-N, cli-version or cli-validate"
             )
         };
         let number = |s: &str| s.parse::<usize>().map_err(|_| bad());
@@ -65,6 +81,20 @@ impl FromStr for Shape {
             Some(("chain", n)) => Shape::Chain(number(n)?),
             Some(("recorded", rest)) => match rest.split_once('-') {
                 Some(("chain", n)) => Shape::RecordedChain(number(n)?),
+                _ => return Err(bad()),
+            },
+            Some(("mongo", rest)) => match rest.split_once('-') {
+                Some(("chain", n)) => Shape::MongoChain {
+                    steps: number(n)?,
+                    crowded: false,
+                },
+                Some(("crowded", rest)) => match rest.split_once('-') {
+                    Some(("chain", n)) => Shape::MongoChain {
+                        steps: number(n)?,
+                        crowded: true,
+                    },
+                    _ => return Err(bad()),
+                },
                 _ => return Err(bad()),
             },
             Some(("fanout", n)) => Shape::Fanout(number(n)?),
@@ -79,7 +109,10 @@ impl FromStr for Shape {
             _ => return Err(bad()),
         };
         let too_small = match shape {
-            Shape::Chain(n) | Shape::RecordedChain(n) | Shape::Load(n) => n < 1,
+            Shape::Chain(n)
+            | Shape::RecordedChain(n)
+            | Shape::Load(n)
+            | Shape::MongoChain { steps: n, .. } => n < 1,
             Shape::Fanout(n) => n < 3,
             Shape::Lattice { width, layers } => width < 2 || layers < 1,
             Shape::CliVersion | Shape::CliValidate => false,
@@ -96,6 +129,14 @@ impl fmt::Display for Shape {
         match self {
             Shape::Chain(n) => write!(f, "chain-{n}"),
             Shape::RecordedChain(n) => write!(f, "recorded-chain-{n}"),
+            Shape::MongoChain {
+                steps,
+                crowded: false,
+            } => write!(f, "mongo-chain-{steps}"),
+            Shape::MongoChain {
+                steps,
+                crowded: true,
+            } => write!(f, "mongo-crowded-chain-{steps}"),
             Shape::Fanout(n) => write!(f, "fanout-{n}"),
             Shape::Lattice { width, layers } => write!(f, "lattice-{width}x{layers}"),
             Shape::Load(n) => write!(f, "load-{n}"),
@@ -109,7 +150,11 @@ impl Shape {
     /// How many steps the shape has (0 for the CLI shapes).
     pub fn len(&self) -> usize {
         match *self {
-            Shape::Chain(n) | Shape::RecordedChain(n) | Shape::Fanout(n) | Shape::Load(n) => n,
+            Shape::Chain(n)
+            | Shape::RecordedChain(n)
+            | Shape::Fanout(n)
+            | Shape::Load(n)
+            | Shape::MongoChain { steps: n, .. } => n,
             Shape::Lattice { width, layers } => width * layers,
             Shape::CliVersion | Shape::CliValidate => 0,
         }
@@ -124,7 +169,11 @@ impl Shape {
     pub fn runs_engine(&self) -> bool {
         matches!(
             self,
-            Shape::Chain(_) | Shape::RecordedChain(_) | Shape::Fanout(_) | Shape::Lattice { .. }
+            Shape::Chain(_)
+                | Shape::RecordedChain(_)
+                | Shape::MongoChain { .. }
+                | Shape::Fanout(_)
+                | Shape::Lattice { .. }
         )
     }
 
@@ -133,7 +182,7 @@ impl Shape {
     /// does not run.
     pub fn default_clusters(&self) -> usize {
         match self {
-            Shape::Chain(_) | Shape::RecordedChain(_) => 1,
+            Shape::Chain(_) | Shape::RecordedChain(_) | Shape::MongoChain { .. } => 1,
             Shape::Fanout(_) | Shape::Lattice { .. } => 8,
             _ => 0,
         }
@@ -142,7 +191,9 @@ impl Shape {
     /// The steps that step `i` depends on, all lower than `i`.
     pub fn dependencies_of(&self, i: usize) -> Vec<usize> {
         match *self {
-            Shape::Chain(_) | Shape::RecordedChain(_) => i.checked_sub(1).into_iter().collect(),
+            Shape::Chain(_) | Shape::RecordedChain(_) | Shape::MongoChain { .. } => {
+                i.checked_sub(1).into_iter().collect()
+            }
             Shape::Fanout(n) => match i {
                 0 => Vec::new(),
                 i if i == n - 1 => (1..n - 1).collect(),
@@ -242,6 +293,14 @@ mod tests {
                 layers: 4
             }
         );
+        assert_eq!(
+            "mongo-crowded-chain-7".parse::<Shape>().unwrap(),
+            Shape::MongoChain {
+                steps: 7,
+                crowded: true
+            }
+        );
+        assert!("mongo-fanout-7".parse::<Shape>().is_err());
         assert!("chain-x".parse::<Shape>().is_err());
         assert!("fanout-2".parse::<Shape>().is_err());
         assert!("ring-5".parse::<Shape>().is_err());
