@@ -154,6 +154,23 @@ pub struct FlowDoc {
 impl Model for FlowDoc {
     const COLLECTION: &'static str = "flow";
     const KEY: &'static [&'static str] = &["flow_name", "timeperiod"];
+    fn extra_indexes() -> Vec<IndexModel> {
+        vec![fence_index(Self::KEY)]
+    }
+}
+
+/// The key and the fence stamp: the filter of a fenced write (key, and
+/// `fence_token <= T`). MongoDB serves it from the unique key index too;
+/// SecantusDB uses an index for an equality prefix and a range only when
+/// the index holds the range's field next, and scans the collection
+/// otherwise.
+fn fence_index(key: &[&str]) -> IndexModel {
+    let mut keys = bson::Document::new();
+    for field in key {
+        keys.insert(*field, 1);
+    }
+    keys.insert(crate::odm::FENCE, 1);
+    IndexModel::builder().keys(keys).build()
 }
 
 /// Parses a stored run mode, Synergy's old spelling included.
@@ -292,9 +309,12 @@ impl Model for StepDoc {
     /// key index's prefix would be the flow name alone, every step of the
     /// flow's history (and SecantusDB uses no index for it at all).
     fn extra_indexes() -> Vec<IndexModel> {
-        vec![IndexModel::builder()
-            .keys(doc! { "flow_name": 1, "timeperiod": 1 })
-            .build()]
+        vec![
+            IndexModel::builder()
+                .keys(doc! { "flow_name": 1, "timeperiod": 1 })
+                .build(),
+            fence_index(Self::KEY),
+        ]
     }
 }
 
