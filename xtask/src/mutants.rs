@@ -46,7 +46,8 @@ pub struct Group {
     pub packages: &'static [&'static str],
     /// Cargo features those tests need.
     pub features: &'static [&'static str],
-    /// Runs the ignored `_on_nx27017` tests against the MongoDB peer.
+    /// Runs the ignored `_on_nx27017` and `_on_secantusdb` tests against
+    /// the MongoDB peers.
     pub mongo: bool,
     /// Seconds one mutant's tests may take before it counts as a hang
     /// (caught, as a timeout). The tests' own waits for evidence give up
@@ -193,21 +194,24 @@ pub fn mutants(args: &[OsString]) -> ExitCode {
         }
         let mut env = Vec::new();
         if group.mongo && !listing {
-            let peer = &mongo
+            let peers = &mongo
                 .get_or_insert_with(|| {
                     let tools = target.join("tools");
                     super::mongo::start(&tools, &tools.join("logs"))
                 })
-                .peer;
-            if let Err(why) = &peer.available {
+                .peers;
+            let missing = peers
+                .iter()
+                .find_map(|p| p.available.as_ref().err().map(|why| (p.name, why)));
+            if let Some((name, why)) = missing {
                 eprintln!(
-                    "xtask: group {}: the MongoDB peer is missing ({why}): its files cannot be tested",
+                    "xtask: group {}: the MongoDB peer {name} is missing ({why}): its files cannot be tested",
                     group.name
                 );
                 failed = true;
                 continue;
             }
-            env.clone_from(&peer.env);
+            env = peers.iter().flat_map(|p| p.env.clone()).collect();
         }
         // cargo-mutants' baseline runs only the mutated packages' tests; a
         // failing test of the other packages would make every mutant look
