@@ -38,6 +38,7 @@ pub mod retry;
 pub mod spec;
 pub mod state;
 pub mod store;
+pub mod store_layer;
 pub mod template;
 #[cfg(feature = "testkit")]
 pub mod testkit;
@@ -64,6 +65,7 @@ pub use state::{ActionSetState, FlowState, RunMode, StepState};
 pub use store::{
     FlowQuery, FlowStore, Lease, LeaseInfo, LeaseOutcome, LogQuery, RunQuery, StoreError,
 };
+pub use store_layer::StoreLayer;
 pub use template::{ShellCommand, Template, TemplateError, Usage};
 pub use timeperiod::{TimeQualifier, Timeperiod, TimeperiodError};
 

@@ -7,15 +7,10 @@
 //! it a secret value. Reads pass through untouched.
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
-use flow_core::record::{ClusterRecord, LogLine, RecordId, RunRecord, StoredLogLine};
-use flow_core::{
-    FlowKey, FlowQuery, FlowRecord, FlowStore, Lease, LeaseInfo, LeaseOutcome, LogQuery, RunQuery,
-    StepRecord, StoreError,
-};
+use flow_core::record::{ClusterRecord, LogLine, RecordId, RunRecord};
+use flow_core::{FlowRecord, FlowStore, Lease, StepRecord, StoreError, StoreLayer};
 use std::borrow::Cow;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// Masks what is written, delegates everything to the store it wraps.
 pub(crate) struct MaskedStore(pub Arc<dyn FlowStore>);
@@ -60,39 +55,9 @@ fn run(run: &RunRecord) -> Cow<'_, RunRecord> {
 }
 
 #[async_trait]
-impl FlowStore for MaskedStore {
-    async fn get_flow(&self, key: &FlowKey) -> Result<Option<FlowRecord>, StoreError> {
-        self.0.get_flow(key).await
-    }
-
-    async fn get_steps(&self, key: &FlowKey) -> Result<Vec<StepRecord>, StoreError> {
-        self.0.get_steps(key).await
-    }
-
-    async fn list_flows(&self, query: &FlowQuery) -> Result<Vec<FlowRecord>, StoreError> {
-        self.0.list_flows(query).await
-    }
-
-    async fn acquire_lease(
-        &self,
-        key: &FlowKey,
-        owner: &str,
-        now: DateTime<Utc>,
-        ttl: Duration,
-    ) -> Result<LeaseOutcome, StoreError> {
-        self.0.acquire_lease(key, owner, now, ttl).await
-    }
-
-    async fn renew_lease(&self, lease: &Lease, now: DateTime<Utc>) -> Result<bool, StoreError> {
-        self.0.renew_lease(lease, now).await
-    }
-
-    async fn release_lease(&self, lease: &Lease) -> Result<(), StoreError> {
-        self.0.release_lease(lease).await
-    }
-
-    async fn get_lease(&self, key: &FlowKey) -> Result<Option<LeaseInfo>, StoreError> {
-        self.0.get_lease(key).await
+impl StoreLayer for MaskedStore {
+    fn inner(&self) -> &dyn FlowStore {
+        &*self.0
     }
 
     async fn begin_run(
@@ -106,10 +71,6 @@ impl FlowStore for MaskedStore {
         self.0
             .begin_run(lease, flow, purge_steps, &steps(steps_), &run(run_))
             .await
-    }
-
-    async fn save_flow(&self, lease: &Lease, flow: &FlowRecord) -> Result<FlowRecord, StoreError> {
-        self.0.save_flow(lease, flow).await
     }
 
     async fn save_step(&self, lease: &Lease, record: &StepRecord) -> Result<RecordId, StoreError> {
@@ -131,10 +92,6 @@ impl FlowStore for MaskedStore {
         self.0.finish_run(lease, &run(run_)).await
     }
 
-    async fn list_runs(&self, query: &RunQuery) -> Result<Vec<RunRecord>, StoreError> {
-        self.0.list_runs(query).await
-    }
-
     async fn save_cluster(
         &self,
         lease: &Lease,
@@ -148,10 +105,6 @@ impl FlowStore for MaskedStore {
         }
     }
 
-    async fn list_clusters(&self, key: Option<&FlowKey>) -> Result<Vec<ClusterRecord>, StoreError> {
-        self.0.list_clusters(key).await
-    }
-
     async fn append_logs(&self, lines: &[LogLine]) -> Result<(), StoreError> {
         let lines: Vec<LogLine> = lines
             .iter()
@@ -161,17 +114,5 @@ impl FlowStore for MaskedStore {
             })
             .collect();
         self.0.append_logs(&lines).await
-    }
-
-    async fn read_logs(&self, query: &LogQuery) -> Result<Vec<StoredLogLine>, StoreError> {
-        self.0.read_logs(query).await
-    }
-
-    async fn last_log_position(&self, key: &FlowKey) -> Result<u64, StoreError> {
-        self.0.last_log_position(key).await
-    }
-
-    async fn purge_logs(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
-        self.0.purge_logs(before).await
     }
 }

@@ -12,13 +12,11 @@
 
 use crate::events::Hub;
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use flow_core::{
-    ClusterRecord, FlowKey, FlowQuery, FlowRecord, FlowStore, Lease, LeaseInfo, LeaseOutcome,
-    LogLine, LogQuery, RecordId, RunQuery, RunRecord, StepRecord, StoreError, StoredLogLine,
+    FlowKey, FlowRecord, FlowStore, Lease, LogLine, RecordId, RunRecord, StepRecord, StoreError,
+    StoreLayer,
 };
 use std::sync::Arc;
-use std::time::Duration;
 
 /// A [`FlowStore`] that publishes what it wrote.
 pub struct ObservedStore {
@@ -33,39 +31,11 @@ impl ObservedStore {
 }
 
 #[async_trait]
-impl FlowStore for ObservedStore {
-    async fn get_flow(&self, key: &FlowKey) -> Result<Option<FlowRecord>, StoreError> {
-        self.inner.get_flow(key).await
-    }
-
-    async fn get_steps(&self, key: &FlowKey) -> Result<Vec<StepRecord>, StoreError> {
-        self.inner.get_steps(key).await
-    }
-
-    async fn list_flows(&self, query: &FlowQuery) -> Result<Vec<FlowRecord>, StoreError> {
-        self.inner.list_flows(query).await
-    }
-
-    async fn acquire_lease(
-        &self,
-        key: &FlowKey,
-        owner: &str,
-        now: DateTime<Utc>,
-        ttl: Duration,
-    ) -> Result<LeaseOutcome, StoreError> {
-        self.inner.acquire_lease(key, owner, now, ttl).await
-    }
-
-    async fn renew_lease(&self, lease: &Lease, now: DateTime<Utc>) -> Result<bool, StoreError> {
-        self.inner.renew_lease(lease, now).await
-    }
-
-    async fn release_lease(&self, lease: &Lease) -> Result<(), StoreError> {
-        self.inner.release_lease(lease).await
-    }
-
-    async fn get_lease(&self, key: &FlowKey) -> Result<Option<LeaseInfo>, StoreError> {
-        self.inner.get_lease(key).await
+impl StoreLayer for ObservedStore {
+    /// Reads, leases and clusters (the page does not draw them) go straight
+    /// to the inner store; the writes below are published.
+    fn inner(&self) -> &dyn FlowStore {
+        &*self.inner
     }
 
     async fn begin_run(
@@ -128,23 +98,6 @@ impl FlowStore for ObservedStore {
         Ok(())
     }
 
-    async fn list_runs(&self, query: &RunQuery) -> Result<Vec<RunRecord>, StoreError> {
-        self.inner.list_runs(query).await
-    }
-
-    /// Clusters are not drawn by the page: forwarded, not published.
-    async fn save_cluster(
-        &self,
-        lease: &Lease,
-        cluster: &ClusterRecord,
-    ) -> Result<RecordId, StoreError> {
-        self.inner.save_cluster(lease, cluster).await
-    }
-
-    async fn list_clusters(&self, key: Option<&FlowKey>) -> Result<Vec<ClusterRecord>, StoreError> {
-        self.inner.list_clusters(key).await
-    }
-
     /// Log lines are read back with their positions by the hub's watcher
     /// (`read_logs`), the same way for every writer, so a client resumes
     /// by store position whichever process wrote them.
@@ -155,17 +108,5 @@ impl FlowStore for ObservedStore {
                 .logs_appended(&FlowKey::new(first.flow_name.clone(), first.timeperiod));
         }
         Ok(())
-    }
-
-    async fn read_logs(&self, query: &LogQuery) -> Result<Vec<StoredLogLine>, StoreError> {
-        self.inner.read_logs(query).await
-    }
-
-    async fn last_log_position(&self, key: &FlowKey) -> Result<u64, StoreError> {
-        self.inner.last_log_position(key).await
-    }
-
-    async fn purge_logs(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
-        self.inner.purge_logs(before).await
     }
 }

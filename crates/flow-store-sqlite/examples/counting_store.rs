@@ -20,12 +20,8 @@
 //! order.
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use flow_core::testkit::store::{store_conformance, BeginRunKind, Interrupt, StoreUnderTest};
-use flow_core::{
-    ClusterRecord, FlowKey, FlowQuery, FlowRecord, FlowStore, Lease, LeaseInfo, LeaseOutcome,
-    LogLine, LogQuery, RecordId, RunQuery, RunRecord, StepRecord, StoreError, StoredLogLine,
-};
+use flow_core::{FlowStore, StoreError, StoreLayer};
 use flow_store_sqlite::{SqliteOptions, SqliteStore};
 use std::collections::BTreeMap;
 
@@ -33,7 +29,6 @@ use std::collections::BTreeMap;
 #[path = "../tests/fixtures/v1.rs"]
 mod v1;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 /// Calls per operation, shared by every handle of one store.
 #[derive(Default)]
@@ -57,124 +52,13 @@ struct CountingStore {
 }
 
 #[async_trait]
-impl FlowStore for CountingStore {
-    async fn get_flow(&self, key: &FlowKey) -> Result<Option<FlowRecord>, StoreError> {
-        self.counts.add("get_flow");
-        self.inner.get_flow(key).await
+impl StoreLayer for CountingStore {
+    fn inner(&self) -> &dyn FlowStore {
+        &self.inner
     }
 
-    async fn get_steps(&self, key: &FlowKey) -> Result<Vec<StepRecord>, StoreError> {
-        self.counts.add("get_steps");
-        self.inner.get_steps(key).await
-    }
-
-    async fn list_flows(&self, query: &FlowQuery) -> Result<Vec<FlowRecord>, StoreError> {
-        self.counts.add("list_flows");
-        self.inner.list_flows(query).await
-    }
-
-    async fn acquire_lease(
-        &self,
-        key: &FlowKey,
-        owner: &str,
-        now: DateTime<Utc>,
-        ttl: Duration,
-    ) -> Result<LeaseOutcome, StoreError> {
-        self.counts.add("acquire_lease");
-        self.inner.acquire_lease(key, owner, now, ttl).await
-    }
-
-    async fn renew_lease(&self, lease: &Lease, now: DateTime<Utc>) -> Result<bool, StoreError> {
-        self.counts.add("renew_lease");
-        self.inner.renew_lease(lease, now).await
-    }
-
-    async fn release_lease(&self, lease: &Lease) -> Result<(), StoreError> {
-        self.counts.add("release_lease");
-        self.inner.release_lease(lease).await
-    }
-
-    async fn get_lease(&self, key: &FlowKey) -> Result<Option<LeaseInfo>, StoreError> {
-        self.counts.add("get_lease");
-        self.inner.get_lease(key).await
-    }
-
-    async fn begin_run(
-        &self,
-        lease: &Lease,
-        flow: &FlowRecord,
-        purge_steps: bool,
-        steps: &[StepRecord],
-        run: &RunRecord,
-    ) -> Result<(FlowRecord, RunRecord), StoreError> {
-        self.counts.add("begin_run");
-        self.inner
-            .begin_run(lease, flow, purge_steps, steps, run)
-            .await
-    }
-
-    async fn save_flow(&self, lease: &Lease, flow: &FlowRecord) -> Result<FlowRecord, StoreError> {
-        self.counts.add("save_flow");
-        self.inner.save_flow(lease, flow).await
-    }
-
-    async fn save_step(&self, lease: &Lease, step: &StepRecord) -> Result<RecordId, StoreError> {
-        self.counts.add("save_step");
-        self.inner.save_step(lease, step).await
-    }
-
-    async fn save_flow_and_steps(
-        &self,
-        lease: &Lease,
-        flow: &FlowRecord,
-        steps: &[StepRecord],
-    ) -> Result<FlowRecord, StoreError> {
-        self.counts.add("save_flow_and_steps");
-        self.inner.save_flow_and_steps(lease, flow, steps).await
-    }
-
-    async fn finish_run(&self, lease: &Lease, run: &RunRecord) -> Result<(), StoreError> {
-        self.counts.add("finish_run");
-        self.inner.finish_run(lease, run).await
-    }
-
-    async fn list_runs(&self, query: &RunQuery) -> Result<Vec<RunRecord>, StoreError> {
-        self.counts.add("list_runs");
-        self.inner.list_runs(query).await
-    }
-
-    async fn save_cluster(
-        &self,
-        lease: &Lease,
-        cluster: &ClusterRecord,
-    ) -> Result<RecordId, StoreError> {
-        self.counts.add("save_cluster");
-        self.inner.save_cluster(lease, cluster).await
-    }
-
-    async fn list_clusters(&self, key: Option<&FlowKey>) -> Result<Vec<ClusterRecord>, StoreError> {
-        self.counts.add("list_clusters");
-        self.inner.list_clusters(key).await
-    }
-
-    async fn append_logs(&self, lines: &[LogLine]) -> Result<(), StoreError> {
-        self.counts.add("append_logs");
-        self.inner.append_logs(lines).await
-    }
-
-    async fn read_logs(&self, query: &LogQuery) -> Result<Vec<StoredLogLine>, StoreError> {
-        self.counts.add("read_logs");
-        self.inner.read_logs(query).await
-    }
-
-    async fn last_log_position(&self, key: &FlowKey) -> Result<u64, StoreError> {
-        self.counts.add("last_log_position");
-        self.inner.last_log_position(key).await
-    }
-
-    async fn purge_logs(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
-        self.counts.add("purge_logs");
-        self.inner.purge_logs(before).await
+    fn called(&self, method: &'static str) {
+        self.counts.add(method);
     }
 }
 
