@@ -3,6 +3,7 @@
 use crate::clusters::{self, Launch};
 use crate::dispatch::{dispatch, Dispatched};
 use crate::error::EngineError;
+use crate::lease::{take_lease, NotTaken};
 use crate::logging;
 use crate::observer::{DefinitionChange, RunObserver};
 use crate::plan::{plan, RunPlan, Stored};
@@ -10,7 +11,7 @@ use crate::run_context::Shared;
 use chrono::Utc;
 use flow_core::{
     ClusterFactory, ExecutionContext, FlowGraph, FlowKey, FlowRecord, FlowState, FlowStore, Lease,
-    LeaseOutcome, RecordId, RetryPolicy, RunMode, RunRecord, RunStep, StepState, StoreError,
+    RecordId, RetryPolicy, RunMode, RunRecord, RunStep, StepState, StoreError,
 };
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -316,25 +317,19 @@ impl ExecutionEngine {
                 }
             })?;
         }
-        let lease = self
-            .store
-            .acquire_lease(&key, &self.owner, Utc::now(), self.options.lease_ttl)
-            .await
-            .map_err(|source| EngineError::Store {
-                flow: key.clone(),
-                source,
-            })?;
-        let lease = match lease {
-            LeaseOutcome::Acquired(lease) => lease,
-            LeaseOutcome::HeldBy {
+        let ttl = self.options.lease_ttl;
+        let lease = match take_lease(self.store.as_ref(), &key, &self.owner, ttl).await {
+            Ok(lease) => lease,
+            Err(NotTaken::Store(source)) => return Err(EngineError::Store { flow: key, source }),
+            Err(NotTaken::Held {
                 owner,
                 heartbeat_at,
-            } => {
+            }) => {
                 return Err(EngineError::LeaseHeld {
                     flow: key,
                     owner,
                     heartbeat_at,
-                    ttl: self.options.lease_ttl,
+                    ttl,
                 })
             }
         };

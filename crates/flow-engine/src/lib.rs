@@ -78,10 +78,12 @@
 //! handles).
 #![warn(missing_docs)]
 
+mod cancel;
 mod clusters;
 mod dispatch;
 mod engine;
 mod error;
+mod lease;
 pub mod logging;
 mod masked;
 mod observer;
@@ -90,6 +92,7 @@ mod rollback;
 mod run_context;
 mod step;
 
+pub use cancel::{cancel_flow, CancelError, CancelOutcome, CancelRequest};
 pub use clusters::{cancel_jobs, terminate_orphans, OrphanOutcome};
 pub use engine::{EngineOptions, ExecutionEngine, RunMetrics, RunReport};
 pub use error::{EngineError, Refusal};

@@ -6,7 +6,7 @@ use crate::catalog::{clip, Catalog, FlowEntry, StepActions};
 use crate::error::ApiError;
 use crate::events::Hub;
 use crate::layout::NodeKind;
-use crate::runs::{EngineRequest, LaunchError, Observer, Registry};
+use crate::runs::{CancelOutcome, EngineRequest, LaunchError, Observer, Registry};
 use crate::views::{FlowView, JobView, LogView, RollbackView, RunStatus, RunView, StepStateView};
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
@@ -21,7 +21,7 @@ use flow_core::{
     FlowKey, FlowQuery, FlowState, FlowStore, LeaseOutcome, LogQuery, RecordId, RunMode, RunQuery,
     Settings, StepRecord, StepState, Timeperiod,
 };
-use flow_engine::EngineError;
+use flow_engine::{CancelError, CancelRequest, EngineError};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -939,18 +939,37 @@ async fn cancel(
             "this server was started without a way to run flows".into(),
         ));
     };
-    match launcher
-        .cancel_stored(&key, &flow.graph, state.observed.clone())
-        .await
-    {
-        Ok(mut outcome) => {
-            for p in &mut outcome.problems {
-                *p = state.redact.redact(p);
-            }
+    let backends = launcher.cancel_backends();
+    let request = CancelRequest {
+        key: &key,
+        graph: Some(&flow.graph),
+        factory: &backends.factory,
+        values: &backends.values,
+        owner: &backends.owner,
+        ttl: backends.lease_ttl,
+    };
+    match flow_engine::cancel_flow(&state.observed, request).await {
+        Ok(outcome) => {
+            let outcome = CancelOutcome {
+                state: outcome.state,
+                canceled: outcome.canceled,
+                problems: outcome
+                    .problems
+                    .iter()
+                    .map(|p| state.redact.redact(p))
+                    .collect(),
+            };
             Ok((StatusCode::OK, Json(outcome)).into_response())
         }
-        Err(LaunchError::Refused(m)) => Err(ApiError::Conflict(state.redact.redact(&m))),
-        Err(LaunchError::Failed(m)) => Err(ApiError::Internal(state.redact.redact(&m))),
+        Err(CancelError::NoRecord) => {
+            Err(ApiError::Conflict(state.redact.redact(&format!(
+                "no record of flow {key}: nothing to cancel"
+            ))))
+        }
+        Err(e @ CancelError::Held { .. }) => {
+            Err(ApiError::Conflict(state.redact.redact(&e.to_string())))
+        }
+        Err(e) => Err(ApiError::Internal(state.redact.redact(&e.to_string()))),
     }
 }
 

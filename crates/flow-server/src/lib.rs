@@ -37,7 +37,7 @@ pub mod views;
 
 pub use catalog::FlowFile;
 pub use error::{ApiError, ServerError};
-pub use runs::{CancelOutcome, EngineRequest, LaunchError, RunLauncher};
+pub use runs::{CancelBackends, CancelOutcome, EngineRequest, LaunchError, RunLauncher};
 
 use crate::api::AppState;
 use crate::catalog::Catalog;

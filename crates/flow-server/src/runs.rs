@@ -4,11 +4,14 @@
 //! CLI). Run history itself is the store's (`list_runs`).
 
 use async_trait::async_trait;
-use flow_core::{FlowGraph, FlowKey, FlowState, FlowStore, RecordId, RunMode, Timeperiod};
+use flow_core::{
+    ClusterFactory, FlowGraph, FlowKey, FlowState, FlowStore, RecordId, RunMode, Timeperiod,
+};
 use flow_engine::{ExecutionEngine, RunObserver};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// What the server asks a launcher for: an engine for one flow run.
@@ -45,9 +48,9 @@ pub struct CancelOutcome {
     pub problems: Vec<String>,
 }
 
-/// Builds engines and cancels stored flows for the server, so that which
-/// cluster and which settings a run uses stays with the program that knows
-/// the backends (the `flow` CLI).
+/// Builds engines, and lends what cancelling a stored flow needs, for the
+/// server, so that which cluster and which settings a run uses stays with
+/// the program that knows the backends (the `flow` CLI).
 #[async_trait]
 pub trait RunLauncher: Send + Sync {
     /// An engine for `request`, not started yet. May do what the program
@@ -55,16 +58,21 @@ pub trait RunLauncher: Send + Sync {
     /// retention).
     async fn engine(&self, request: EngineRequest) -> Result<ExecutionEngine, LaunchError>;
 
-    /// For a flow that no engine runs, what `flow cancel` does: under the
-    /// flow's lease (refused while an engine holds it), cancels the jobs a
-    /// dead run left and marks every unfinished step `state_canceled` and
-    /// the flow `state_invalid`, writing through `store`.
-    async fn cancel_stored(
-        &self,
-        key: &FlowKey,
-        graph: &FlowGraph,
-        store: Arc<dyn FlowStore>,
-    ) -> Result<CancelOutcome, LaunchError>;
+    /// What [`flow_engine::cancel_flow`] needs to cancel a flow that no
+    /// engine runs, as `flow cancel` does: the clusters that reach the jobs
+    /// a dead run left, and the lease to take.
+    fn cancel_backends(&self) -> CancelBackends;
+}
+
+/// The backends and lease settings of a cancel (see
+/// [`RunLauncher::cancel_backends`]).
+pub struct CancelBackends {
+    pub factory: Arc<dyn ClusterFactory>,
+    /// The settings values clusters are made with.
+    pub values: Arc<flow_core::Settings>,
+    /// The lease owner id to take the flow's lease as.
+    pub owner: String,
+    pub lease_ttl: Duration,
 }
 
 /// A run of this server that is going on.

@@ -7,16 +7,15 @@
 //! The server (`flow-server`) knows no backend: [`CliLauncher`] builds its
 //! engines with the cluster factory and settings of this program.
 
-use super::cancel::{cancel_flow, CancelError, CancelRequest};
 use super::{flow_file, hostname, is_path, load_graph_with};
 use crate::backends;
 use crate::exit::{CliError, Exit};
 use crate::settings::Settings;
 use async_trait::async_trait;
-use flow_core::{ClusterFactory, ExecutionContext, FlowGraph, FlowKey, FlowStore};
+use flow_core::{ClusterFactory, ExecutionContext};
 use flow_engine::{EngineOptions, ExecutionEngine};
 use flow_server::{
-    CancelOutcome, EngineRequest, FlowFile, LaunchError, RunLauncher, Server, ServerError,
+    CancelBackends, EngineRequest, FlowFile, LaunchError, RunLauncher, Server, ServerError,
     ServerOptions,
 };
 use std::collections::HashSet;
@@ -238,32 +237,12 @@ impl RunLauncher for CliLauncher {
         ))
     }
 
-    async fn cancel_stored(
-        &self,
-        key: &FlowKey,
-        graph: &FlowGraph,
-        store: Arc<dyn FlowStore>,
-    ) -> Result<CancelOutcome, LaunchError> {
-        let owner = format!("{}:{:08x}", self.owner, fastrand::u32(..));
-        let request = CancelRequest {
-            key,
-            graph: Some(graph),
-            factory: &self.factory,
-            values: &self.values,
-            owner: &owner,
-            ttl: self.lease_ttl,
-        };
-        match cancel_flow(&store, request).await {
-            Ok(outcome) => Ok(CancelOutcome {
-                state: outcome.state,
-                canceled: outcome.canceled,
-                problems: outcome.problems,
-            }),
-            Err(CancelError::NoRecord) => Err(LaunchError::Refused(format!(
-                "no record of flow {key}: nothing to cancel"
-            ))),
-            Err(e @ CancelError::Held { .. }) => Err(LaunchError::Refused(e.to_string())),
-            Err(CancelError::Store(e)) => Err(LaunchError::Failed(e.to_string())),
+    fn cancel_backends(&self) -> CancelBackends {
+        CancelBackends {
+            factory: self.factory.clone(),
+            values: self.values.clone(),
+            owner: format!("{}:{:08x}", self.owner, fastrand::u32(..)),
+            lease_ttl: self.lease_ttl,
         }
     }
 }
