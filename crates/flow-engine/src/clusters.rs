@@ -7,7 +7,7 @@
 //! jobs that run adopts) and terminates them at its end, and `flow clusters
 //! --terminate-orphans` ends those of flows nobody runs any more.
 
-use crate::run_context::Shared;
+use crate::run_context::RunContext;
 use chrono::Utc;
 use flow_core::{
     Cluster, ClusterError, ClusterFactory, ClusterHandle, ClusterRecord, ClusterState,
@@ -40,7 +40,7 @@ pub(crate) struct Launch<'a> {
     pub span: &'a Span,
 }
 
-fn record_for(shared: &Shared, handle: ClusterHandle, state: ClusterState) -> ClusterRecord {
+fn record_for(shared: &RunContext, handle: ClusterHandle, state: ClusterState) -> ClusterRecord {
     let now = Utc::now();
     ClusterRecord {
         id: None,
@@ -76,7 +76,7 @@ async fn save(
 /// concurrently. A fenced store write stops it: clusters nobody else knows
 /// of are then terminated here.
 pub(crate) async fn launch(
-    shared: &Arc<Shared>,
+    shared: &Arc<RunContext>,
     launch: Launch<'_>,
     count: usize,
 ) -> Result<ClusterSet, StoreError> {
@@ -167,7 +167,7 @@ enum LaunchOutcome {
 /// Provisions (retrying transient failures), records, waits until ready,
 /// records again.
 async fn launch_one(
-    shared: &Shared,
+    shared: &RunContext,
     cluster: &Arc<dyn Cluster>,
     policy: RetryPolicy,
 ) -> LaunchOutcome {
@@ -257,7 +257,7 @@ async fn launch_one(
 
 /// Adopts the clusters that runs of this flow whose engines died left up.
 async fn adopt_previous(
-    shared: &Arc<Shared>,
+    shared: &Arc<RunContext>,
     factory: &Arc<dyn ClusterFactory>,
     count: usize,
     span: &Span,
@@ -333,7 +333,11 @@ async fn adopt_previous(
 ///
 /// Returns the clusters that could not be terminated, each as "NAME: why":
 /// they may still be up (and billing), so the run must say so.
-pub(crate) async fn terminate(shared: &Arc<Shared>, owned: Vec<Owned>, span: &Span) -> Vec<String> {
+pub(crate) async fn terminate(
+    shared: &Arc<RunContext>,
+    owned: Vec<Owned>,
+    span: &Span,
+) -> Vec<String> {
     let mut terminations = JoinSet::new();
     for Owned { cluster, record } in owned {
         let cluster_span = info_span!(parent: span, "cluster", cluster = cluster.name());

@@ -7,7 +7,7 @@
 //! turn. Work per finished step is O(its dependants): the [`Board`] keeps a
 //! count of unfinished dependencies per step and never scans the graph.
 
-use crate::run_context::Shared;
+use crate::run_context::RunContext;
 use crate::step::run_step;
 use flow_core::{Cluster, FlowGraph, StepRecord, StepState, StoreError};
 use futures_util::stream::{FuturesUnordered, StreamExt};
@@ -161,7 +161,7 @@ impl Board {
 
 /// Runs the steps marked in `to_run` on `clusters`.
 pub(crate) async fn dispatch(
-    shared: Arc<Shared>,
+    shared: Arc<RunContext>,
     to_run: &[bool],
     records: Vec<StepRecord>,
     clusters: &[Arc<dyn Cluster>],
@@ -268,7 +268,7 @@ pub(crate) async fn dispatch(
 }
 
 async fn worker(
-    shared: Arc<Shared>,
+    shared: Arc<RunContext>,
     board: Arc<Board>,
     cluster: Arc<dyn Cluster>,
     ready: async_channel::Receiver<Ready>,

@@ -7,7 +7,7 @@ use crate::lease::{take_lease, NotTaken};
 use crate::logging;
 use crate::observer::{DefinitionChange, RunObserver};
 use crate::plan::{plan, RunPlan, Stored};
-use crate::run_context::Shared;
+use crate::run_context::RunContext;
 use chrono::Utc;
 use flow_core::{
     ClusterFactory, ExecutionContext, FlowGraph, FlowKey, FlowRecord, FlowState, FlowStore, Lease,
@@ -598,7 +598,7 @@ impl ExecutionEngine {
             o.run_started(&key, mode, count, clusters);
         }
 
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(RunContext {
             graph: self.graph.clone(),
             context: self.context.clone(),
             store: self.store.clone(),

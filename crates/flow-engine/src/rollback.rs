@@ -4,7 +4,7 @@ use crate::clusters::{self, Launch};
 use crate::engine::{hostname, username, ExecutionEngine};
 use crate::error::{EngineError, Refusal};
 use crate::logging;
-use crate::run_context::Shared;
+use crate::run_context::RunContext;
 use crate::step::roll_back;
 use chrono::Utc;
 use flow_core::{
@@ -151,7 +151,7 @@ impl ExecutionEngine {
         let run_id = run.id.clone().unwrap_or_else(|| RecordId::new(""));
         let flow_span = info_span!("flow", run = run_log.id(), flow = key.flow_name.as_str());
         flow_span.in_scope(|| info!("rollback of {key} from step {target} started (run {run_id})"));
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(RunContext {
             graph: self.graph.clone(),
             context: self.context.clone(),
             store: self.store.clone(),

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, Span};
 
 /// What the dispatcher and step runner share.
-pub(crate) struct Shared {
+pub(crate) struct RunContext {
     pub graph: Arc<FlowGraph>,
     pub context: Arc<ExecutionContext>,
     pub store: Arc<dyn FlowStore>,
@@ -31,7 +31,7 @@ pub(crate) struct Shared {
     pub run_log: Arc<logging::RunLog>,
 }
 
-impl Shared {
+impl RunContext {
     /// Notes a store failure: a fenced write means the lease is lost.
     pub(crate) fn store_failed(&self, e: &StoreError) {
         if e.is_fenced() && !self.lost.is_cancelled() {

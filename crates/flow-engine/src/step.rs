@@ -9,7 +9,7 @@
 //! submitted a second time. When a step fails for good, the actions it
 //! completed are rolled back, newest first.
 
-use crate::run_context::Shared;
+use crate::run_context::RunContext;
 use async_trait::async_trait;
 use chrono::Utc;
 use flow_core::{
@@ -221,12 +221,12 @@ fn enter_group(record: &mut StepRecord, group: usize) {
 /// The step's record while the step runs: changed in place, saved as a
 /// whole. Actions reach it through [`JobSlot`] to record their jobs.
 struct StepWriter<'a> {
-    shared: &'a Shared,
+    shared: &'a RunContext,
     record: Mutex<StepRecord>,
 }
 
 impl<'a> StepWriter<'a> {
-    fn new(shared: &'a Shared, record: StepRecord) -> Self {
+    fn new(shared: &'a RunContext, record: StepRecord) -> Self {
         StepWriter {
             shared,
             record: Mutex::new(record),
@@ -297,7 +297,7 @@ impl JobRecorder for JobSlot<'_> {
 /// Runs step `index` on `cluster`, saving its record as it goes. Returns
 /// the final record and state, or the store error that stopped it.
 pub(crate) async fn run_step(
-    shared: &Shared,
+    shared: &RunContext,
     index: usize,
     cluster: &dyn Cluster,
     record: StepRecord,
@@ -361,7 +361,7 @@ pub(crate) async fn run_step(
 /// Attempts the step until it succeeds, runs out of retries or is cancelled.
 /// `resume`: the first attempt goes on with a dead run's attempt.
 async fn attempts(
-    shared: &Shared,
+    shared: &RunContext,
     step: &StepDefinition,
     cluster: &dyn Cluster,
     writer: &StepWriter<'_>,
@@ -458,7 +458,7 @@ async fn attempts(
 /// job of that action a dead run left, to take over instead of running the
 /// action again.
 async fn run_actions(
-    shared: &Shared,
+    shared: &RunContext,
     step: &StepDefinition,
     cluster: &dyn Cluster,
     writer: &StepWriter<'_>,
@@ -527,7 +527,7 @@ fn job_failure(action: &str, e: ClusterError) -> Failure {
 /// failed attempt if it failed or is lost. `None`: it was never submitted,
 /// so the action runs as usual.
 async fn adopt_job(
-    shared: &Shared,
+    shared: &RunContext,
     cx: &ActionContext<'_>,
     slot: &JobSlot<'_>,
     job: &JobRecord,
@@ -593,7 +593,7 @@ async fn adopt_job(
 }
 
 async fn run_action(
-    shared: &Shared,
+    shared: &RunContext,
     step: &StepDefinition,
     instance: &ActionInstance,
     cluster: &dyn Cluster,
@@ -684,7 +684,7 @@ async fn run_action(
 /// first rollback that fails (undoing further on an inconsistent state
 /// could do harm). Returns what ran and, if one failed, why.
 pub(crate) async fn roll_back(
-    shared: &Shared,
+    shared: &RunContext,
     step: &StepDefinition,
     cluster: &dyn Cluster,
     done: usize,
