@@ -129,7 +129,7 @@ fn emr_name(configured: &str, run_name: &str) -> String {
 
 /// What this value knows of its EMR cluster.
 #[derive(Debug, Default, Clone)]
-struct Known {
+struct ClusterFacts {
     id: Option<String>,
     reused: bool,
     log_uri: Option<String>,
@@ -142,7 +142,7 @@ pub struct EmrCluster {
     emr_name: String,
     shared: Arc<Shared>,
     fs: LazyS3,
-    state: Mutex<Known>,
+    state: Mutex<ClusterFacts>,
 }
 
 impl fmt::Debug for EmrCluster {
@@ -173,14 +173,14 @@ impl EmrCluster {
         self.known().id
     }
 
-    fn known(&self) -> Known {
+    fn known(&self) -> ClusterFacts {
         self.state
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
     }
 
-    fn set_known(&self, known: Known) {
+    fn set_known(&self, known: ClusterFacts) {
         *self.state.lock().unwrap_or_else(PoisonError::into_inner) = known;
     }
 
@@ -215,7 +215,7 @@ impl EmrCluster {
         }
     }
 
-    fn handle(&self, known: &Known) -> ClusterHandle {
+    fn handle(&self, known: &ClusterFacts) -> ClusterHandle {
         let mut details = BTreeMap::from([("emr_name".to_string(), self.emr_name.clone())]);
         if let Some(uri) = &known.log_uri {
             details.insert("log_uri".into(), uri.clone());
@@ -698,7 +698,7 @@ impl Cluster for EmrCluster {
                     .await?
                     .and_then(|c| c.log_uri().map(str::to_string));
                 info!("reusing EMR cluster {id} named {}", self.emr_name);
-                let known = Known {
+                let known = ClusterFacts {
                     id: Some(id),
                     reused: true,
                     log_uri,
@@ -709,7 +709,7 @@ impl Cluster for EmrCluster {
         }
         let id = self.run_job_flow(emr).await?;
         info!("launched EMR cluster {id} named {}", self.emr_name);
-        let known = Known {
+        let known = ClusterFacts {
             id: Some(id),
             reused: false,
             log_uri: config.log_uri.clone(),
@@ -796,7 +796,7 @@ impl Cluster for EmrCluster {
             info!("EMR cluster {} is {state}", handle.backend_id);
             return Ok(false);
         }
-        self.set_known(Known {
+        self.set_known(ClusterFacts {
             id: Some(handle.backend_id.clone()),
             reused: handle.reused,
             log_uri: cluster.log_uri().map(str::to_string),
