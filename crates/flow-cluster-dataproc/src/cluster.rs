@@ -27,7 +27,7 @@ use tracing::{error, info, warn};
 const ERROR_OUTPUT_BYTES: usize = 2048;
 
 /// What every cluster of a factory shares.
-struct Shared {
+struct DataprocBackend {
     config: DataprocConfig,
     api: Arc<Api>,
     fs: GcsFilesystem,
@@ -41,7 +41,7 @@ struct Shared {
 /// [`DataprocClusterFactoryBuilder`](crate::DataprocClusterFactoryBuilder).
 #[derive(Clone)]
 pub struct DataprocClusterFactory {
-    shared: Arc<Shared>,
+    shared: Arc<DataprocBackend>,
 }
 
 impl fmt::Debug for DataprocClusterFactory {
@@ -102,7 +102,7 @@ impl DataprocClusterFactory {
             (config.connect_timeout, config.request_timeout),
         ));
         Ok(DataprocClusterFactory {
-            shared: Arc::new(Shared {
+            shared: Arc::new(DataprocBackend {
                 config,
                 api,
                 fs,
@@ -215,7 +215,7 @@ pub struct DataprocCluster {
     name: String,
     /// [`OWNER_LABEL`]'s value for this run.
     owner: String,
-    shared: Arc<Shared>,
+    shared: Arc<DataprocBackend>,
     poller: Poller<DataprocJobs>,
     launch: Mutex<Launch>,
 }
@@ -230,7 +230,7 @@ impl fmt::Debug for DataprocCluster {
 }
 
 impl DataprocCluster {
-    fn new(name: &str, backend: String, owner: String, shared: Arc<Shared>) -> Self {
+    fn new(name: &str, backend: String, owner: String, shared: Arc<DataprocBackend>) -> Self {
         let poller = Poller::new(
             DataprocJobs::new(shared.api.clone()),
             shared.config.poll,

@@ -38,7 +38,7 @@ pub(crate) struct Clients {
 }
 
 /// State shared by a factory and its clusters.
-pub(crate) struct Shared {
+pub(crate) struct EmrBackend {
     pub config: EmrConfig,
     pub clock: Arc<dyn Clock>,
     clients: OnceCell<Clients>,
@@ -47,9 +47,9 @@ pub(crate) struct Shared {
     pub lifecycle_requests: Requests,
 }
 
-impl Shared {
+impl EmrBackend {
     pub fn new(config: EmrConfig, clock: Arc<dyn Clock>) -> Self {
-        Shared {
+        EmrBackend {
             config,
             clock,
             clients: OnceCell::new(),
@@ -322,7 +322,7 @@ pub(crate) async fn find_step_by_name(
 /// The cluster's S3 filesystem, made with the clients on first use (the
 /// `Cluster` trait hands out its filesystem synchronously).
 pub(crate) struct LazyS3 {
-    pub shared: Arc<Shared>,
+    pub shared: Arc<EmrBackend>,
 }
 
 impl LazyS3 {

@@ -2,7 +2,7 @@
 
 use crate::client::{
     find_step_by_name, is_transient, is_unknown_cluster, list_steps, sdk_message, CallError,
-    ClientError, Clients, LazyS3, Shared,
+    ClientError, Clients, EmrBackend, LazyS3,
 };
 use crate::config::{
     BootstrapAction, ConfigError, Configuration, EmrClusterBuilder, EmrConfig, InstanceFleet,
@@ -38,7 +38,7 @@ const LAUNCH_TAG: &str = "flow-launch";
 /// step pollers. Creating it makes no request.
 #[derive(Clone)]
 pub struct EmrClusterFactory {
-    shared: Arc<Shared>,
+    shared: Arc<EmrBackend>,
 }
 
 impl fmt::Debug for EmrClusterFactory {
@@ -58,7 +58,7 @@ impl EmrClusterFactory {
 
     pub(crate) fn from_parts(config: EmrConfig, clock: Arc<dyn Clock>) -> Self {
         EmrClusterFactory {
-            shared: Arc::new(Shared::new(config, clock)),
+            shared: Arc::new(EmrBackend::new(config, clock)),
         }
     }
 
@@ -140,7 +140,7 @@ struct ClusterFacts {
 pub struct EmrCluster {
     name: String,
     emr_name: String,
-    shared: Arc<Shared>,
+    shared: Arc<EmrBackend>,
     fs: LazyS3,
     state: Mutex<ClusterFacts>,
 }
