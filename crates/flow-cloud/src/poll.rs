@@ -166,7 +166,7 @@ struct State<S: JobSource> {
     failed_requests: u32,
 }
 
-struct Shared<S: JobSource> {
+struct PollerCore<S: JobSource> {
     source: S,
     config: PollConfig,
     clock: Arc<dyn Clock>,
@@ -179,7 +179,7 @@ struct Shared<S: JobSource> {
 /// poller). Needs a tokio runtime: the polling runs in a task spawned on the
 /// first wait, which ends when nothing is watched.
 pub struct Poller<S: JobSource> {
-    shared: Arc<Shared<S>>,
+    shared: Arc<PollerCore<S>>,
 }
 
 impl<S: JobSource> Clone for Poller<S> {
@@ -204,7 +204,7 @@ impl<S: JobSource> Poller<S> {
     /// A poller asking `source` about its jobs, paced by `config` on `clock`.
     pub fn new(source: S, config: PollConfig, clock: Arc<dyn Clock>) -> Self {
         Poller {
-            shared: Arc::new(Shared {
+            shared: Arc::new(PollerCore {
                 source,
                 config,
                 clock,
@@ -279,7 +279,7 @@ impl<S: JobSource> Poller<S> {
     }
 }
 
-impl<S: JobSource> Shared<S> {
+impl<S: JobSource> PollerCore<S> {
     fn lock(&self) -> MutexGuard<'_, State<S>> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -313,7 +313,7 @@ fn next_deadline<S: JobSource>(state: &State<S>) -> Option<Duration> {
         .min()
 }
 
-async fn drive<S: JobSource>(shared: Arc<Shared<S>>) {
+async fn drive<S: JobSource>(shared: Arc<PollerCore<S>>) {
     loop {
         let wake_at = {
             let mut state = shared.lock();
@@ -373,7 +373,7 @@ fn expire<S: JobSource>(state: &mut State<S>, now: Duration) {
 /// Applies one answer: finished jobs get their reply, running ones back
 /// off, failures are counted.
 fn settle<S: JobSource>(
-    shared: &Shared<S>,
+    shared: &PollerCore<S>,
     state: &mut State<S>,
     asked: &[S::Id],
     answer: Answer<S>,
