@@ -109,10 +109,10 @@ impl Default for SqliteOptions {
 /// the drop returns (at worst that wait is one `busy_timeout`).
 #[derive(Clone)]
 pub struct SqliteStore {
-    shared: Arc<Shared>,
+    shared: Arc<Database>,
 }
 
-struct Shared {
+struct Database {
     // Declared before `_writer` so it is dropped first: closing the channel
     // is what tells the thread to stop before `_writer` joins it.
     jobs: mpsc::Sender<Box<dyn Job>>,
@@ -221,7 +221,7 @@ impl SqliteStore {
             .map_err(|e| open_error(format!("cannot start the writer thread: {e}")))?;
         debug!(path = %path.display(), ?options, "opened SQLite store");
         Ok(SqliteStore {
-            shared: Arc::new(Shared {
+            shared: Arc::new(Database {
                 jobs,
                 conn,
                 busy,
