@@ -165,7 +165,7 @@ impl Channel {
     }
 }
 
-struct Inner {
+struct HubState {
     instance: u32,
     channels: Mutex<HashMap<FlowKey, Arc<Channel>>>,
     next_seq: AtomicU64,
@@ -177,7 +177,7 @@ struct Inner {
 
 /// The channels of one server. Cheap to clone.
 #[derive(Clone)]
-pub struct Hub(Arc<Inner>);
+pub struct Hub(Arc<HubState>);
 
 impl Hub {
     pub fn new(
@@ -186,7 +186,7 @@ impl Hub {
         tick: Duration,
         shutdown: CancellationToken,
     ) -> Hub {
-        Hub(Arc::new(Inner {
+        Hub(Arc::new(HubState {
             instance: fastrand::u32(..),
             channels: Mutex::new(HashMap::new()),
             next_seq: AtomicU64::new(1),
