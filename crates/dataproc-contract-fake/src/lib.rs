@@ -130,7 +130,7 @@ struct FakeJob {
 }
 
 #[derive(Default)]
-struct World {
+struct ServiceState {
     clusters: HashMap<Key, FakeCluster>,
     operations: Vec<FakeOp>,
     jobs: Vec<FakeJob>,
@@ -155,16 +155,16 @@ struct World {
     tokens_issued: u64,
 }
 
-struct Shared {
+struct Service {
     options: FakeOptions,
     /// Wall time of clock zero, for timestamps.
     epoch: DateTime<Utc>,
-    world: Mutex<World>,
+    world: Mutex<ServiceState>,
     http: reqwest::Client,
 }
 
-impl Shared {
-    fn world(&self) -> MutexGuard<'_, World> {
+impl Service {
+    fn world(&self) -> MutexGuard<'_, ServiceState> {
         self.world.lock().unwrap_or_else(PoisonError::into_inner)
     }
     fn now(&self) -> Duration {
@@ -179,7 +179,7 @@ impl Shared {
 /// A running fake, stopped when dropped.
 pub struct FakeDataproc {
     url: String,
-    shared: Arc<Shared>,
+    shared: Arc<Service>,
     server: tokio::task::JoinHandle<()>,
 }
 
@@ -207,10 +207,10 @@ impl FakeDataproc {
     pub async fn start(options: FakeOptions, port: u16) -> std::io::Result<FakeDataproc> {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
         let url = format!("http://{}", listener.local_addr()?);
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(Service {
             epoch: Utc::now() - chrono::Duration::from_std(options.clock.now()).unwrap_or_default(),
             options,
-            world: Mutex::new(World::default()),
+            world: Mutex::new(ServiceState::default()),
             http: reqwest::Client::new(),
         });
         if let Some(gcs) = &shared.options.gcs_endpoint {
@@ -477,7 +477,7 @@ impl Route {
 }
 
 async fn handle(
-    State(shared): State<Arc<Shared>>,
+    State(shared): State<Arc<Service>>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -590,7 +590,7 @@ fn unavailable() -> Response {
 }
 
 async fn dispatch(
-    shared: &Arc<Shared>,
+    shared: &Arc<Service>,
     route: Route,
     body: Value,
     q: &HashMap<String, String>,
@@ -609,7 +609,7 @@ async fn dispatch(
 }
 
 fn control_request(
-    shared: &Arc<Shared>,
+    shared: &Arc<Service>,
     method: &Method,
     path: &str,
     q: &HashMap<String, String>,
@@ -674,7 +674,7 @@ fn control_request(
 }
 
 /// Moves clusters whose deletion finished out of the world.
-fn sweep(shared: &Shared, world: &mut World, now: Duration) {
+fn sweep(shared: &Service, world: &mut ServiceState, now: Duration) {
     let gone: Vec<Key> = world
         .clusters
         .iter()
@@ -689,7 +689,7 @@ fn sweep(shared: &Shared, world: &mut World, now: Duration) {
 }
 
 /// The state and the time it began; `None` once deleted.
-fn cluster_state(shared: &Shared, c: &FakeCluster, now: Duration) -> Option<(String, Duration)> {
+fn cluster_state(shared: &Service, c: &FakeCluster, now: Duration) -> Option<(String, Duration)> {
     let o = &shared.options;
     if let Some(d) = c.delete_at {
         if now >= d + o.cluster_delete {
@@ -707,7 +707,7 @@ fn cluster_state(shared: &Shared, c: &FakeCluster, now: Duration) -> Option<(Str
     ))
 }
 
-fn cluster_json(shared: &Shared, c: &FakeCluster, now: Duration) -> Value {
+fn cluster_json(shared: &Service, c: &FakeCluster, now: Duration) -> Value {
     let o = &shared.options;
     let mut history = vec![("CREATING", c.created, String::new())];
     let up = c.created + o.cluster_create;
@@ -768,7 +768,7 @@ fn cluster_path(key: &Key) -> String {
 }
 
 fn create_cluster(
-    shared: &Arc<Shared>,
+    shared: &Arc<Service>,
     project: String,
     region: String,
     body: Value,
@@ -843,7 +843,7 @@ fn create_cluster(
     ok(answer)
 }
 
-fn get_cluster(shared: &Arc<Shared>, key: &Key) -> Response {
+fn get_cluster(shared: &Arc<Service>, key: &Key) -> Response {
     let now = shared.now();
     let mut world = shared.world();
     sweep(shared, &mut world, now);
@@ -853,7 +853,7 @@ fn get_cluster(shared: &Arc<Shared>, key: &Key) -> Response {
     }
 }
 
-fn delete_cluster(shared: &Arc<Shared>, key: Key, q: &HashMap<String, String>) -> Response {
+fn delete_cluster(shared: &Arc<Service>, key: Key, q: &HashMap<String, String>) -> Response {
     let now = shared.now();
     let request_id = q.get("requestId").cloned().unwrap_or_default();
     let mut world = shared.world();
@@ -886,7 +886,7 @@ fn delete_cluster(shared: &Arc<Shared>, key: Key, q: &HashMap<String, String>) -
     ok(answer)
 }
 
-fn operation_json(shared: &Shared, world: &World, op: &FakeOp, now: Duration) -> Value {
+fn operation_json(shared: &Service, world: &ServiceState, op: &FakeOp, now: Duration) -> Value {
     let o = &shared.options;
     let (kind, ends) = match op.kind {
         OpKind::Create => ("CREATE", op.started + o.cluster_create),
@@ -938,7 +938,7 @@ fn operation_json(shared: &Shared, world: &World, op: &FakeOp, now: Duration) ->
     answer
 }
 
-fn get_operation(shared: &Arc<Shared>, name: &str) -> Response {
+fn get_operation(shared: &Arc<Service>, name: &str) -> Response {
     let now = shared.now();
     let world = shared.world();
     match world.operations.iter().find(|op| op.name == name) {
@@ -957,7 +957,7 @@ fn job_path(key: &Key) -> String {
 type Event = (String, String, Duration);
 
 /// The job's events up to `now`.
-fn job_events(shared: &Shared, j: &FakeJob, now: Duration) -> Vec<Event> {
+fn job_events(shared: &Service, j: &FakeJob, now: Duration) -> Vec<Event> {
     let o = &shared.options;
     let mut events = vec![("PENDING".to_string(), String::new(), j.submitted)];
     let start = j.submitted + o.job_pending;
@@ -1012,7 +1012,7 @@ fn job_events(shared: &Shared, j: &FakeJob, now: Duration) -> Vec<Event> {
     events
 }
 
-fn job_state(shared: &Shared, j: &FakeJob, now: Duration) -> String {
+fn job_state(shared: &Service, j: &FakeJob, now: Duration) -> String {
     job_events(shared, j, now)
         .last()
         .map(|e| e.0.clone())
@@ -1023,14 +1023,14 @@ fn is_active(state: &str) -> bool {
     !matches!(state, "DONE" | "ERROR" | "CANCELLED")
 }
 
-fn driver_prefix(shared: &Shared, j: &FakeJob) -> String {
+fn driver_prefix(shared: &Service, j: &FakeJob) -> String {
     format!(
         "gs://{}/google-cloud-dataproc-metainfo/{}/jobs/{}/",
         shared.options.staging_bucket, j.cluster_uuid, j.key.2
     )
 }
 
-fn job_json(shared: &Shared, j: &FakeJob, now: Duration) -> Value {
+fn job_json(shared: &Service, j: &FakeJob, now: Duration) -> Value {
     let events = job_events(shared, j, now);
     let status = |(state, details, at): &(String, String, Duration)| {
         let mut s = json!({ "state": state, "stateStartTime": shared.time(*at) });
@@ -1080,7 +1080,7 @@ fn split_gs(uri: &str) -> Option<(&str, &str)> {
     uri.strip_prefix("gs://")?.split_once('/')
 }
 
-async fn gcs_exists(shared: &Shared, uri: &str) -> bool {
+async fn gcs_exists(shared: &Service, uri: &str) -> bool {
     let (Some(gcs), Some((bucket, name))) = (&shared.options.gcs_endpoint, split_gs(uri)) else {
         return false;
     };
@@ -1092,7 +1092,7 @@ async fn gcs_exists(shared: &Shared, uri: &str) -> bool {
     matches!(shared.http.get(url).send().await, Ok(r) if r.status().is_success())
 }
 
-async fn gcs_write(shared: &Shared, uri: &str, text: String) {
+async fn gcs_write(shared: &Service, uri: &str, text: String) {
     let (Some(gcs), Some((bucket, name))) = (&shared.options.gcs_endpoint, split_gs(uri)) else {
         return;
     };
@@ -1105,7 +1105,7 @@ async fn gcs_write(shared: &Shared, uri: &str, text: String) {
 }
 
 async fn submit_job(
-    shared: &Arc<Shared>,
+    shared: &Arc<Service>,
     project: String,
     region: String,
     body: Value,
@@ -1249,7 +1249,7 @@ async fn submit_job(
     ok(answer)
 }
 
-fn get_job(shared: &Arc<Shared>, key: &Key) -> Response {
+fn get_job(shared: &Arc<Service>, key: &Key) -> Response {
     let now = shared.now();
     let world = shared.world();
     match world.jobs.iter().find(|j| &j.key == key) {
@@ -1259,7 +1259,7 @@ fn get_job(shared: &Arc<Shared>, key: &Key) -> Response {
 }
 
 fn list_jobs(
-    shared: &Arc<Shared>,
+    shared: &Arc<Service>,
     project: &str,
     region: &str,
     q: &HashMap<String, String>,
@@ -1316,7 +1316,7 @@ fn list_jobs(
     ok(answer)
 }
 
-fn cancel_job(shared: &Arc<Shared>, key: &Key) -> Response {
+fn cancel_job(shared: &Arc<Service>, key: &Key) -> Response {
     let now = shared.now();
     let mut world = shared.world();
     let Some(index) = world.jobs.iter().position(|j| &j.key == key) else {
