@@ -180,7 +180,7 @@ impl StorePlan {
             // Unreachable server, bad credentials: exit 2, naming the
             // host, never the password.
             #[cfg(feature = "mongo")]
-            StorePlan::Mongo { options } => flow_store_mongo::DetachedMongoStore::open(options)
+            StorePlan::Mongo { options } => flow_store_mongo::MongoStoreWithRuntime::open(options)
                 .map(|store| Arc::new(store) as Arc<dyn FlowStore>)
                 .map_err(|e| CliError::bad_input(format!("cannot open the store: {e}"))),
         }

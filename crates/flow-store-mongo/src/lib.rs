@@ -70,7 +70,6 @@
 
 mod begin_run;
 mod connect;
-mod detached;
 mod error;
 mod fence;
 mod lease;
@@ -80,10 +79,11 @@ mod odm;
 mod settings;
 mod store;
 mod transaction;
+mod with_runtime;
 
-pub use detached::DetachedMongoStore;
 pub use error::MongoError;
 pub use store::MongoStore;
+pub use with_runtime::MongoStoreWithRuntime;
 
 pub use model::{ClusterDoc, FlowDoc, LogDoc, RunDoc, StepDoc};
 

@@ -1,4 +1,4 @@
-//! [`DetachedMongoStore`]: the store on a runtime of its own, for callers
+//! [`MongoStoreWithRuntime`]: the store on a runtime of its own, for callers
 //! that open it before (or outside) their async runtime, as the `flow`
 //! command does. The driver's connection pool lives on the runtime that
 //! created the client, so the client gets one that lives as long as the
@@ -15,18 +15,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// A [`MongoStore`] with its own two-thread runtime.
-pub struct DetachedMongoStore {
+pub struct MongoStoreWithRuntime {
     store: MongoStore,
     runtime: Arc<tokio::runtime::Runtime>,
 }
 
-impl std::fmt::Debug for DetachedMongoStore {
+impl std::fmt::Debug for MongoStoreWithRuntime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         self.store.fmt(f)
     }
 }
 
-impl DetachedMongoStore {
+impl MongoStoreWithRuntime {
     /// Connects (see [`MongoStore::connect`]); blocking. Call it outside an
     /// async runtime.
     pub fn open(options: &MongoOptions) -> Result<Self, MongoError> {
@@ -43,7 +43,7 @@ impl DetachedMongoStore {
                 message: e.to_string(),
             })?;
         let store = runtime.block_on(MongoStore::connect(options))?;
-        Ok(DetachedMongoStore {
+        Ok(MongoStoreWithRuntime {
             store,
             runtime: Arc::new(runtime),
         })
@@ -64,7 +64,7 @@ impl DetachedMongoStore {
     }
 }
 
-impl Drop for DetachedMongoStore {
+impl Drop for MongoStoreWithRuntime {
     fn drop(&mut self) {
         // Dropping a runtime inside another one's async context panics:
         // hand it to a thread that may block.
@@ -78,7 +78,7 @@ impl Drop for DetachedMongoStore {
 }
 
 #[async_trait]
-impl FlowStore for DetachedMongoStore {
+impl FlowStore for MongoStoreWithRuntime {
     async fn get_flow(&self, key: &FlowKey) -> Result<Option<FlowRecord>, StoreError> {
         let key = key.clone();
         self.run(|s| async move { s.get_flow(&key).await }).await
