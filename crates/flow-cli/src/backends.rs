@@ -8,7 +8,7 @@
 //! behind.
 
 use crate::exit::CliError;
-use crate::settings::{ClusterKind, Settings, StoreKind, SynchronousSetting};
+use crate::settings::{ClusterKind, SettingsFile, StoreKind, SynchronousSetting};
 use flow_cluster_local::{LocalClusterFactory, LocalOptions};
 use flow_core::{ClusterFactory, FlowStore};
 use flow_store_sqlite::{SqliteOptions, SqliteStore, Synchronous};
@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 /// The message for a backend this build cannot use.
 fn unavailable(
-    settings: &Settings,
+    settings: &SettingsFile,
     setting: &str,
     what: &str,
     feature: &str,
@@ -53,7 +53,7 @@ pub enum StorePlan {
 }
 
 /// Decides the store from the settings, without touching the disk.
-pub fn plan_store(settings: &Settings) -> Result<StorePlan, CliError> {
+pub fn plan_store(settings: &SettingsFile) -> Result<StorePlan, CliError> {
     let store = settings.store();
     match store.kind {
         StoreKind::Sqlite => {
@@ -188,7 +188,7 @@ impl StorePlan {
 }
 
 /// Makes the cluster factory the settings name. Creates no cluster.
-pub fn cluster_factory(settings: &Settings) -> Result<Arc<dyn ClusterFactory>, CliError> {
+pub fn cluster_factory(settings: &SettingsFile) -> Result<Arc<dyn ClusterFactory>, CliError> {
     let cluster = settings.cluster();
     let setting = "[cluster] kind";
     match cluster.kind {
@@ -234,7 +234,7 @@ pub fn cluster_factory(settings: &Settings) -> Result<Arc<dyn ClusterFactory>, C
 /// The EMR cluster factory from `[cluster.emr]` (checked when the file
 /// was read). Makes no request: AWS credentials are resolved on first use.
 #[cfg(feature = "emr")]
-fn emr_factory(settings: &Settings) -> Result<Arc<dyn ClusterFactory>, CliError> {
+fn emr_factory(settings: &SettingsFile) -> Result<Arc<dyn ClusterFactory>, CliError> {
     let config = settings.emr();
     if config.release_label.is_none() {
         return Err(CliError::bad_input(format!(
@@ -250,7 +250,7 @@ fn emr_factory(settings: &Settings) -> Result<Arc<dyn ClusterFactory>, CliError>
 /// The Dataproc clusters of `[cluster.dataproc]`: no request is sent and no
 /// token fetched here (a key file is read).
 #[cfg(feature = "dataproc")]
-fn dataproc_factory(settings: &Settings) -> Result<Arc<dyn ClusterFactory>, CliError> {
+fn dataproc_factory(settings: &SettingsFile) -> Result<Arc<dyn ClusterFactory>, CliError> {
     let config = settings.dataproc().ok_or_else(|| {
         CliError::bad_input(format!(
             "{}: [cluster] kind = \"dataproc\" needs a [cluster.dataproc] section (project, region, ...); see docs/src/reference/settings.md",
@@ -264,7 +264,7 @@ fn dataproc_factory(settings: &Settings) -> Result<Arc<dyn ClusterFactory>, CliE
 }
 
 #[cfg(not(feature = "dataproc"))]
-fn dataproc_factory(settings: &Settings) -> Result<Arc<dyn ClusterFactory>, CliError> {
+fn dataproc_factory(settings: &SettingsFile) -> Result<Arc<dyn ClusterFactory>, CliError> {
     Err(unavailable(
         settings,
         "[cluster] kind",
@@ -281,14 +281,14 @@ mod tests {
 
     #[test]
     fn a_cloud_kind_without_its_feature_says_how_to_rebuild() {
-        let s = Settings::parse("[cluster]\nkind = \"emr\"\n", Path::new("/x/flow.toml")).unwrap();
+        let s = SettingsFile::parse("[cluster]\nkind = \"emr\"\n", Path::new("/x/flow.toml")).unwrap();
         let e = cluster_factory(&s).err().unwrap();
         if cfg!(feature = "emr") {
             assert!(
                 e.message.contains("needs [cluster.emr] release_label"),
                 "{e}"
             );
-            let s = Settings::parse(
+            let s = SettingsFile::parse(
                 "[cluster]\nkind = \"emr\"\n[cluster.emr]\nname = \"etl\"\nrelease_label = \"emr-7.5.0\"\n",
                 Path::new("/x/flow.toml"),
             )
@@ -304,7 +304,7 @@ mod tests {
 
     #[test]
     fn dataproc_needs_its_feature_and_its_section() {
-        let s = Settings::parse(
+        let s = SettingsFile::parse(
             "[cluster]\nkind = \"dataproc\"\n",
             Path::new("/x/flow.toml"),
         )
@@ -328,13 +328,13 @@ mod tests {
     #[test]
     fn dataproc_settings_make_a_factory_and_bad_ones_name_their_place() {
         let ok = "[cluster]\nkind = \"dataproc\"\n[cluster.dataproc]\nproject = \"p\"\nregion = \"europe-west1\"\nendpoint = \"http://127.0.0.1:9\"\ncredentials_file = \"keys/sa.json\"\n[cluster.dataproc.gcs]\nbucket = \"data\"\nendpoint = \"http://127.0.0.1:9\"\n";
-        let s = Settings::parse(ok, Path::new("/x/flow.toml")).unwrap();
+        let s = SettingsFile::parse(ok, Path::new("/x/flow.toml")).unwrap();
         assert_eq!(
             s.dataproc().unwrap().credentials_file.as_deref(),
             Some(Path::new("/x/keys/sa.json"))
         );
         assert_eq!(cluster_factory(&s).unwrap().kind(), "dataproc");
-        let e = Settings::parse(
+        let e = SettingsFile::parse(
             "[cluster]\nkind = \"dataproc\"\n\n[cluster.dataproc]\nproject = \"p\"\nregion = \"europe-west1\"\nworkers = { count = 1 }\n",
             Path::new("/x/flow.toml"),
         )
@@ -342,7 +342,7 @@ mod tests {
         // Where the section starts.
         assert!(e.message.starts_with("/x/flow.toml:4:1: "), "{e}");
         assert!(e.message.contains("workers.count"), "{e}");
-        let e = Settings::parse(
+        let e = SettingsFile::parse(
             "[cluster.dataproc]\nproject = \"p\"\nregion = \"r\"\nsecret_key = \"x\"\n",
             Path::new("/x/flow.toml"),
         )
@@ -353,7 +353,7 @@ mod tests {
     #[test]
     fn store_durability_and_busy_timeout_reach_the_store_options() {
         let plan = |text: &str| {
-            let s = Settings::parse(text, Path::new("/x/flow.toml")).unwrap();
+            let s = SettingsFile::parse(text, Path::new("/x/flow.toml")).unwrap();
             match plan_store(&s).unwrap() {
                 StorePlan::Sqlite { options, .. } => options,
                 #[allow(unreachable_patterns)]
@@ -373,7 +373,7 @@ mod tests {
     #[test]
     #[allow(irrefutable_let_patterns)]
     fn default_store_is_sqlite_under_the_data_directory() {
-        let s = Settings::parse("data_directory = \"d\"\n", Path::new("/x/flow.toml")).unwrap();
+        let s = SettingsFile::parse("data_directory = \"d\"\n", Path::new("/x/flow.toml")).unwrap();
         let plan = plan_store(&s).unwrap();
         let StorePlan::Sqlite {
             path, create_dir, ..
@@ -387,7 +387,7 @@ mod tests {
 
     #[test]
     fn mongo_settings_are_checked_where_they_are_written() {
-        let parse = |text: &str| Settings::parse(text, Path::new("/x/flow.toml"));
+        let parse = |text: &str| SettingsFile::parse(text, Path::new("/x/flow.toml"));
         let e = parse("[store]\nkind = \"sqlite\"\nuri = \"mongodb://db:27017\"\n").unwrap_err();
         assert!(
             e.message

@@ -62,7 +62,7 @@ Exit codes:
        (it may still be up and billing; flow clusters --terminate-orphans retries)
   130  a second Ctrl-C: lease released, local jobs killed, exited at once
 
-Settings: --settings FILE, else $FLOW_SETTINGS, else ./flow.toml if it exists,
+SettingsFile: --settings FILE, else $FLOW_SETTINGS, else ./flow.toml if it exists,
 else built-in defaults (store and logs under the per-user XDG directories).
 Log level on stderr: $FLOW_LOG (default \"error\"); log files get everything.";
 

@@ -255,7 +255,7 @@ pub struct ClusterSettings {
 
 /// Loaded, checked settings.
 #[derive(Debug)]
-pub struct Settings {
+pub struct SettingsFile {
     pub source: Source,
     /// Where relative paths resolve: the file's directory.
     base: PathBuf,
@@ -270,14 +270,14 @@ const DEFAULT_DATABASE: &str = "flow";
 const DEFAULT_SERVER_SELECTION_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_LOG_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
 
-impl Settings {
+impl SettingsFile {
     /// Finds and loads the settings: `explicit` (the flag or
     /// `FLOW_SETTINGS`), else `./flow.toml` if it exists, else defaults.
-    pub fn load(explicit: Option<&Path>) -> Result<Settings, CliError> {
+    pub fn load(explicit: Option<&Path>) -> Result<SettingsFile, CliError> {
         let path = match explicit {
             Some(p) => p.to_path_buf(),
             None if Path::new(DEFAULT_FILE).is_file() => PathBuf::from(DEFAULT_FILE),
-            None => return Ok(Settings::defaults()),
+            None => return Ok(SettingsFile::defaults()),
         };
         let text = flow_core::spec::read_capped(&path, MAX_SETTINGS_FILE).map_err(|e| {
             let (position, problem) = *e;
@@ -297,13 +297,13 @@ impl Settings {
             };
             CliError::bad_input(format!("settings file {place}: {problem}"))
         })?;
-        Settings::parse(&text, &path)
+        SettingsFile::parse(&text, &path)
     }
 
     /// The built-in settings, as if an empty file were in the current
     /// directory.
-    pub fn defaults() -> Settings {
-        Settings {
+    pub fn defaults() -> SettingsFile {
+        SettingsFile {
             source: Source::Defaults,
             base: current_dir(),
             spec: FileSpec::default(),
@@ -312,7 +312,7 @@ impl Settings {
 
     /// Parses and checks settings text; `path` is used in messages and to
     /// resolve relative paths.
-    pub fn parse(text: &str, path: &Path) -> Result<Settings, CliError> {
+    pub fn parse(text: &str, path: &Path) -> Result<SettingsFile, CliError> {
         let spec: FileSpec = toml::from_str(text).map_err(|e| {
             let message = flow_core::spec::toml_message(text, &e);
             let (line, column) = e.span().map_or((1, 1), |s| line_col(text, s.start));
@@ -323,7 +323,7 @@ impl Settings {
             Some(dir) => current_dir().join(dir),
             None => current_dir(),
         };
-        let settings = Settings {
+        let settings = SettingsFile {
             source: Source::File(path.to_path_buf()),
             base,
             spec,
@@ -775,8 +775,8 @@ fn current_dir() -> PathBuf {
 mod tests {
     use super::*;
 
-    fn parse(text: &str) -> Result<Settings, CliError> {
-        Settings::parse(text, Path::new("/etc/x/flow.toml"))
+    fn parse(text: &str) -> Result<SettingsFile, CliError> {
+        SettingsFile::parse(text, Path::new("/etc/x/flow.toml"))
     }
 
     #[test]
@@ -785,7 +785,7 @@ mod tests {
         // end-to-end test checks them with a HOME of its own.
         let base = directories::BaseDirs::new()
             .expect("the tests need a HOME to resolve per-user directories");
-        let s = Settings::defaults();
+        let s = SettingsFile::defaults();
         let data = s.data_directory().expect("a default data directory");
         let logs = s.log_directory().expect("a default log directory");
         assert_eq!(data, base.data_dir().join("flow"));
@@ -871,7 +871,7 @@ mod tests {
             .message
             .contains("FLOW_CLI_TEST_UNSET_TOKEN"));
         assert_eq!(
-            Settings::defaults().serve_bind().to_string(),
+            SettingsFile::defaults().serve_bind().to_string(),
             "127.0.0.1:8080"
         );
     }

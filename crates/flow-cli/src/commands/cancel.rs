@@ -5,14 +5,14 @@ use super::{hostname, parse_timeperiod, small_runtime, FlowRef};
 use crate::backends;
 use crate::cli::Target;
 use crate::exit::{CliError, Exit};
-use crate::settings::Settings;
+use crate::settings::SettingsFile;
 use flow_core::FlowKey;
 use flow_engine::{cancel_flow, CancelError, CancelRequest};
 use std::path::Path;
 use std::sync::Arc;
 
 pub fn cancel(settings_path: Option<&Path>, target: &Target) -> Result<Exit, CliError> {
-    let settings = Settings::load(settings_path)?;
+    let settings = SettingsFile::load(settings_path)?;
     let flow = FlowRef::resolve(&target.flow, &settings)?;
     let timeperiod = parse_timeperiod("timeperiod", &target.timeperiod, flow.qualifier())?;
     let key = FlowKey::new(flow.name.clone(), timeperiod);

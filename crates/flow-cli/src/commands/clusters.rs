@@ -4,7 +4,7 @@
 use super::{format_time, hostname, parse_timeperiod, small_runtime, table, FlowRef};
 use crate::backends;
 use crate::exit::{CliError, Exit};
-use crate::settings::Settings;
+use crate::settings::SettingsFile;
 use flow_core::{ClusterRecord, ClusterState, ExecutionContext, FlowKey};
 use std::path::Path;
 use std::sync::Arc;
@@ -16,7 +16,7 @@ pub fn clusters(
     terminate_orphans: bool,
     json: bool,
 ) -> Result<Exit, CliError> {
-    let settings = Settings::load(settings_path)?;
+    let settings = SettingsFile::load(settings_path)?;
     let flow = flow.map(|f| FlowRef::resolve(f, &settings)).transpose()?;
     let timeperiod = match (timeperiod, &flow) {
         (Some(t), Some(flow)) => Some(parse_timeperiod("timeperiod", t, flow.qualifier())?),

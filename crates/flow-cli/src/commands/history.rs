@@ -5,7 +5,7 @@ use super::{elapsed, format_time, parse_timeperiod, small_runtime, table, FlowRe
 use crate::backends;
 use crate::exit::{CliError, Exit};
 use crate::progress::format_duration;
-use crate::settings::Settings;
+use crate::settings::SettingsFile;
 use flow_core::{RunQuery, RunRecord, StepState};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -17,7 +17,7 @@ pub fn history(
     limit: Option<usize>,
     json: bool,
 ) -> Result<Exit, CliError> {
-    let settings = Settings::load(settings_path)?;
+    let settings = SettingsFile::load(settings_path)?;
     let flow = FlowRef::resolve(flow, &settings)?;
     let timeperiod = timeperiod
         .map(|t| parse_timeperiod("timeperiod", t, flow.qualifier()))

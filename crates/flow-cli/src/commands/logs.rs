@@ -7,7 +7,7 @@
 use super::{parse_timeperiod, small_runtime, FlowRef};
 use crate::backends;
 use crate::exit::{CliError, Exit};
-use crate::settings::Settings;
+use crate::settings::SettingsFile;
 use chrono::Utc;
 use flow_core::{FlowKey, FlowStore, LogQuery, RecordId, StoreError, StoredLogLine};
 use std::path::Path;
@@ -28,7 +28,7 @@ pub struct LogsArgs<'a> {
 }
 
 pub fn logs(settings_path: Option<&Path>, args: LogsArgs<'_>) -> Result<Exit, CliError> {
-    let settings = Settings::load(settings_path)?;
+    let settings = SettingsFile::load(settings_path)?;
     let flow = FlowRef::resolve(args.flow, &settings)?;
     let timeperiod = parse_timeperiod("timeperiod", args.timeperiod, flow.qualifier())?;
     if let Some(step) = args.step {

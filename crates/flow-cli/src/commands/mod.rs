@@ -17,7 +17,7 @@ mod validate;
 
 use crate::cli::{Cli, Command};
 use crate::exit::{CliError, Exit};
-use crate::settings::Settings;
+use crate::settings::SettingsFile;
 use flow_core::{ActionRegistry, FlowGraph, RunMode, TimeQualifier, Timeperiod};
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
@@ -112,7 +112,7 @@ fn is_path(arg: &str) -> bool {
 
 /// The flow file `arg` stands for: the path itself, or
 /// `FLOWS_DIR/NAME.toml`.
-fn flow_file(arg: &str, settings: &Settings) -> Result<PathBuf, CliError> {
+fn flow_file(arg: &str, settings: &SettingsFile) -> Result<PathBuf, CliError> {
     if is_path(arg) {
         return Ok(PathBuf::from(arg));
     }
@@ -164,7 +164,7 @@ struct FlowRef {
 }
 
 impl FlowRef {
-    fn resolve(arg: &str, settings: &Settings) -> Result<FlowRef, CliError> {
+    fn resolve(arg: &str, settings: &SettingsFile) -> Result<FlowRef, CliError> {
         let in_flows_dir = !is_path(arg)
             && settings
                 .flows_directory()

@@ -5,7 +5,7 @@ use super::{flow_file, load_graph_with, parse_timeperiod};
 use crate::backends;
 use crate::cli::Target;
 use crate::exit::{CliError, Exit};
-use crate::settings::Settings;
+use crate::settings::SettingsFile;
 use flow_core::{ExecutionContext, FlowKey, StepState};
 use flow_engine::{EngineError, EngineOptions, ExecutionEngine};
 use std::path::Path;
@@ -17,7 +17,7 @@ pub fn rollback(
     step: &str,
     cascade: bool,
 ) -> Result<Exit, CliError> {
-    let settings = Settings::load(settings_path)?;
+    let settings = SettingsFile::load(settings_path)?;
     // Rollback actions render templates too: checked like a run's.
     let values = Arc::new(settings.values()?);
     let graph = Arc::new(load_graph_with(

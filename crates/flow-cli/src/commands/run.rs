@@ -8,7 +8,7 @@ use crate::backends;
 use crate::cli::{Target, Window};
 use crate::exit::{CliError, Exit};
 use crate::progress::Progress;
-use crate::settings::Settings;
+use crate::settings::SettingsFile;
 use flow_core::{ExecutionContext, FlowKey, FlowState, FlowStore, RunMode, Timeperiod};
 use flow_engine::{EngineError, EngineOptions, ExecutionEngine, Refusal, RunReport};
 use std::collections::HashMap;
@@ -25,7 +25,7 @@ pub fn run(
 ) -> Result<Exit, CliError> {
     // 1. Every input, before anything is opened: the settings, then the
     //    flow with its substitutions checked against them.
-    let settings = Settings::load(settings_path)?;
+    let settings = SettingsFile::load(settings_path)?;
     let values = Arc::new(settings.values()?);
     let graph = Arc::new(load_graph_with(
         &flow_file(&target.flow, &settings)?,

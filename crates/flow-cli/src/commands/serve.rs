@@ -10,7 +10,7 @@
 use super::{flow_file, hostname, is_path, load_graph_with};
 use crate::backends;
 use crate::exit::{CliError, Exit};
-use crate::settings::Settings;
+use crate::settings::SettingsFile;
 use async_trait::async_trait;
 use flow_core::{ClusterFactory, ExecutionContext};
 use flow_engine::{EngineOptions, ExecutionEngine};
@@ -30,7 +30,7 @@ pub fn serve(
     bind: Option<SocketAddr>,
 ) -> Result<Exit, CliError> {
     // 1. Every input, before anything is opened.
-    let settings = Settings::load(settings_path)?;
+    let settings = SettingsFile::load(settings_path)?;
     let bind = bind.unwrap_or_else(|| settings.serve_bind());
     let token = settings.serve_token()?;
     if !bind.ip().is_loopback() && token.is_none() {
@@ -151,7 +151,7 @@ async fn watch_signals(stop: tokio::sync::oneshot::Sender<()>) {
 
 /// The flow files to show: those named, then every `*.toml` of the flows
 /// directory, each once.
-fn flow_files(settings: &Settings, args: &[String]) -> Result<Vec<PathBuf>, CliError> {
+fn flow_files(settings: &SettingsFile, args: &[String]) -> Result<Vec<PathBuf>, CliError> {
     let mut files = Vec::new();
     for arg in args {
         let path = flow_file(arg, settings)?;

@@ -6,14 +6,14 @@
 use super::{flow_file, is_path, load_graph, load_graph_with};
 use crate::cli::GraphFormat;
 use crate::exit::{CliError, Exit};
-use crate::settings::{Settings, Source};
+use crate::settings::{SettingsFile, Source};
 use std::path::Path;
 use std::sync::Arc;
 
 /// Checks each file; prints `FILE: ok (N steps)` or `FILE:LINE:COL: problem`.
 /// A settings file in effect is checked too, and every flow against it.
 pub fn validate(settings_path: Option<&Path>, files: &[String]) -> Result<Exit, CliError> {
-    let settings = Settings::load(settings_path)?;
+    let settings = SettingsFile::load(settings_path)?;
     let values = match settings.source {
         Source::File(_) => Some(Arc::new(settings.values()?)),
         Source::Defaults => None,
@@ -66,7 +66,7 @@ pub fn graph(
     let path = if is_path(flow) {
         std::path::PathBuf::from(flow)
     } else {
-        flow_file(flow, &Settings::load(settings_path)?)?
+        flow_file(flow, &SettingsFile::load(settings_path)?)?
     };
     let graph = load_graph(&path)?;
     match format {
