@@ -56,8 +56,6 @@ fn feature_enabled(name: &str) -> bool {
     match name {
         "emr" => cfg!(feature = "emr"),
         "dataproc" => cfg!(feature = "dataproc"),
-        "qubole" => cfg!(feature = "qubole"),
-        "azure" => cfg!(feature = "azure"),
         "mongo" => cfg!(feature = "mongo"),
         other => panic!("unknown feature {other} in cases.toml"),
     }

@@ -59,7 +59,7 @@ fn combinations() -> Vec<Combination> {
             absent: without(&[AWS, GCP, CLOUD, SERVE]),
         },
         Combination {
-            features: "serve,emr,dataproc,mongo,qubole,azure",
+            features: "serve,emr,dataproc,mongo",
             absent: Vec::new(),
         },
     ]
