@@ -6,16 +6,12 @@
 //! first event of a 1 M-line run.
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use flow_core::{
-    ClusterRecord, FlowKey, FlowQuery, FlowRecord, FlowState, FlowStore, Lease, LeaseInfo,
-    LeaseOutcome, LogLine, LogQuery, RecordId, RunQuery, RunRecord, StepRecord, StoreError,
-    StoredLogLine, Timeperiod,
+    FlowKey, FlowState, FlowStore, LogQuery, StoreError, StoreLayer, StoredLogLine, Timeperiod,
 };
 use flow_server::{FlowFile, Server, ServerOptions};
 use flow_store_sqlite::{SqliteOptions, SqliteStore};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 /// The store, with the `after` of every `read_logs` call noted.
 struct NotingReads {
@@ -24,88 +20,14 @@ struct NotingReads {
 }
 
 #[async_trait]
-impl FlowStore for NotingReads {
-    async fn get_flow(&self, key: &FlowKey) -> Result<Option<FlowRecord>, StoreError> {
-        self.inner.get_flow(key).await
+impl StoreLayer for NotingReads {
+    fn inner(&self) -> &dyn FlowStore {
+        &*self.inner
     }
-    async fn get_steps(&self, key: &FlowKey) -> Result<Vec<StepRecord>, StoreError> {
-        self.inner.get_steps(key).await
-    }
-    async fn list_flows(&self, query: &FlowQuery) -> Result<Vec<FlowRecord>, StoreError> {
-        self.inner.list_flows(query).await
-    }
-    async fn acquire_lease(
-        &self,
-        key: &FlowKey,
-        owner: &str,
-        now: DateTime<Utc>,
-        ttl: Duration,
-    ) -> Result<LeaseOutcome, StoreError> {
-        self.inner.acquire_lease(key, owner, now, ttl).await
-    }
-    async fn renew_lease(&self, lease: &Lease, now: DateTime<Utc>) -> Result<bool, StoreError> {
-        self.inner.renew_lease(lease, now).await
-    }
-    async fn release_lease(&self, lease: &Lease) -> Result<(), StoreError> {
-        self.inner.release_lease(lease).await
-    }
-    async fn get_lease(&self, key: &FlowKey) -> Result<Option<LeaseInfo>, StoreError> {
-        self.inner.get_lease(key).await
-    }
-    async fn begin_run(
-        &self,
-        lease: &Lease,
-        flow: &FlowRecord,
-        purge_steps: bool,
-        steps: &[StepRecord],
-        run: &RunRecord,
-    ) -> Result<(FlowRecord, RunRecord), StoreError> {
-        self.inner
-            .begin_run(lease, flow, purge_steps, steps, run)
-            .await
-    }
-    async fn save_flow(&self, lease: &Lease, flow: &FlowRecord) -> Result<FlowRecord, StoreError> {
-        self.inner.save_flow(lease, flow).await
-    }
-    async fn save_step(&self, lease: &Lease, step: &StepRecord) -> Result<RecordId, StoreError> {
-        self.inner.save_step(lease, step).await
-    }
-    async fn save_flow_and_steps(
-        &self,
-        lease: &Lease,
-        flow: &FlowRecord,
-        steps: &[StepRecord],
-    ) -> Result<FlowRecord, StoreError> {
-        self.inner.save_flow_and_steps(lease, flow, steps).await
-    }
-    async fn finish_run(&self, lease: &Lease, run: &RunRecord) -> Result<(), StoreError> {
-        self.inner.finish_run(lease, run).await
-    }
-    async fn list_runs(&self, query: &RunQuery) -> Result<Vec<RunRecord>, StoreError> {
-        self.inner.list_runs(query).await
-    }
-    async fn save_cluster(
-        &self,
-        lease: &Lease,
-        cluster: &ClusterRecord,
-    ) -> Result<RecordId, StoreError> {
-        self.inner.save_cluster(lease, cluster).await
-    }
-    async fn list_clusters(&self, key: Option<&FlowKey>) -> Result<Vec<ClusterRecord>, StoreError> {
-        self.inner.list_clusters(key).await
-    }
-    async fn append_logs(&self, lines: &[LogLine]) -> Result<(), StoreError> {
-        self.inner.append_logs(lines).await
-    }
+
     async fn read_logs(&self, query: &LogQuery) -> Result<Vec<StoredLogLine>, StoreError> {
         self.reads.lock().unwrap().push(query.after);
         self.inner.read_logs(query).await
-    }
-    async fn last_log_position(&self, key: &FlowKey) -> Result<u64, StoreError> {
-        self.inner.last_log_position(key).await
-    }
-    async fn purge_logs(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
-        self.inner.purge_logs(before).await
     }
 }
 
