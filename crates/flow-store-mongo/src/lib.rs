@@ -1,4 +1,4 @@
-//! A [`FlowStore`] on MongoDB, for teams that run flows from several hosts
+//! A [`FlowStore`](flow_core::FlowStore) on MongoDB, for teams that run flows from several hosts
 //! and for Synergy Flow deployments that keep their state there.
 //!
 //! [`MongoStore`] reads and writes Synergy Flow's `flow` and `step`
@@ -31,7 +31,7 @@
 //!   of the old holder lands. A write with token `T` is one conditional
 //!   `findOneAndReplace` (key and `fence_token <= T`; the replacement
 //!   stamps `T`); when it matches nothing, a read tells a newer stamp
-//!   ([`StoreError::Fenced`], nothing written) from a missing document,
+//!   ([`StoreError::Fenced`](flow_core::StoreError::Fenced), nothing written) from a missing document,
 //!   which is then inserted (the unique key index settles a race). A write
 //!   that *creates* a document re-reads the lease afterwards and, if the
 //!   token moved on, deletes what it created and fails with `Fenced`. A
