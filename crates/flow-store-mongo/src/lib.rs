@@ -76,6 +76,7 @@ mod lease;
 mod logs;
 mod model;
 mod odm;
+mod records;
 mod settings;
 mod store;
 mod transaction;
