@@ -150,7 +150,10 @@ pub const GROUPS: &[Group] = &[
 /// was last measured on the whole file with this tool (ARCHITECTURE.md,
 /// "Mutation testing"); a complete run fails when a file drops below it.
 /// Files not listed are not yet measured: reported, never judged.
-pub const RECORDED: &[(&str, f64)] = &[];
+pub const RECORDED: &[(&str, f64)] = &[
+    // 2026-12-07: 8 mutants, 6 caught, 2 unviable (37 min, `--only`).
+    ("crates/flow-core/src/filesystem.rs", 100.0),
+];
 
 pub fn mutants(args: &[OsString]) -> ExitCode {
     let root = super::workspace_root();
