@@ -34,6 +34,40 @@ fn log_lines(text: &str) -> Vec<(String, String, String)> {
         .collect()
 }
 
+/// The first flow of the README survives every run mode, each twice in a
+/// row: run, run-one and run-from of every step, and recover after a
+/// rollback (a mode that reruns a step must find its inputs).
+#[test]
+fn the_hello_example_survives_every_run_mode_twice() {
+    let home = Home::new();
+    let hello = hello();
+    let steps = ["extract", "count", "copy", "report"];
+    let report = "3\napples\npears\nplums\n";
+    let mut commands: Vec<Vec<&str>> = vec![vec!["run"], vec!["run"]];
+    for step in steps {
+        for mode in ["run-one", "run-one", "run-from", "run-from"] {
+            commands.push(vec![mode, "--step", step]);
+        }
+    }
+    for _ in 0..2 {
+        commands.push(vec!["rollback", "--step", "report"]);
+        commands.push(vec!["recover"]);
+    }
+    for command in commands {
+        let mut args = vec![command[0], hello.as_str(), "--timeperiod", TP];
+        args.extend(&command[1..]);
+        home.expect(0, &args);
+        assert_eq!(home.read("out/2026112800/report.txt"), report, "{args:?}");
+        if command[0] != "rollback" {
+            assert_eq!(
+                home.status_json(&hello, TP)["flow"]["state"],
+                "state_processed",
+                "{args:?}"
+            );
+        }
+    }
+}
+
 #[test]
 fn the_hello_example_runs_and_logs() {
     let home = Home::new();
@@ -111,16 +145,18 @@ fn the_hello_example_runs_and_logs() {
         lines.iter().any(|(l, _, _)| l == "extract"),
         "{extract_log}"
     );
-    // The report holds the count and the copied lines; the `tidy` post
-    // action removed the copy; the report step's log shows both.
+    // The report holds the count and the copied lines, sorted; the `tidy`
+    // post action removed the report's scratch file; the report step's log
+    // shows both.
     assert_eq!(
         home.read("out/2026112800/report.txt"),
         "3\napples\npears\nplums\n"
     );
     assert!(home.path("out/2026112800/raw.txt").is_file());
+    assert!(home.path("out/2026112800/raw-copy.txt").is_file());
     assert!(
-        !home.path("out/2026112800/raw-copy.txt").exists(),
-        "the tidy post action removed the copy"
+        !home.path("out/2026112800/sorted.tmp").exists(),
+        "the tidy post action removed the scratch file"
     );
     let report_log = home.read("logs/hello/report.log");
     let report_lines = log_lines(&report_log);
