@@ -163,17 +163,19 @@ fn a_stalled_engine_on_a_30_step_flow_writes_nothing_after_its_lease_is_taken_ov
     let mut expected: Vec<String> = (0..30).map(|i| format!("s{i}")).collect();
     expected.sort();
     assert_eq!(ran, expected, "every step exactly once");
-    // The run history says who did what: the first run never finished.
+    // The run history says who did what: the first run never recorded its
+    // end; the recover closed it as abandoned.
     let history: Vec<serde_json::Value> = {
         let conn = rusqlite::Connection::open(home.db()).unwrap();
         let mut stmt = conn
-            .prepare("SELECT mode, outcome, token FROM run ORDER BY id")
+            .prepare("SELECT mode, outcome, token, error FROM run ORDER BY id")
             .unwrap();
         stmt.query_map([], |r| {
             Ok(serde_json::json!({
                 "mode": r.get::<_, String>(0)?,
                 "outcome": r.get::<_, Option<String>>(1)?,
                 "token": r.get::<_, i64>(2)?,
+                "error": r.get::<_, Option<String>>(3)?,
             }))
         })
         .unwrap()
@@ -181,9 +183,10 @@ fn a_stalled_engine_on_a_30_step_flow_writes_nothing_after_its_lease_is_taken_ov
         .unwrap()
     };
     assert_eq!(history.len(), 2, "{history:?}");
-    assert_eq!(
-        history[0]["outcome"],
-        serde_json::Value::Null,
+    assert_eq!(history[0]["outcome"], "state_invalid", "{history:?}");
+    let closed = history[0]["error"].as_str().unwrap_or_default();
+    assert!(
+        closed.starts_with("abandoned") && closed.ends_with("closed by run 2"),
         "{history:?}"
     );
     assert_eq!(history[1]["outcome"], "state_processed", "{history:?}");

@@ -972,3 +972,51 @@ main = { action = "shell", command = "n=$(cat bn 2>/dev/null || echo 0); n=$((n+
     assert_eq!(big["job"]["adopted"], false, "{status}");
     home.assert_no_process_left();
 }
+
+#[test]
+fn a_dead_runs_history_says_abandoned_and_the_next_run_closes_it() {
+    let home = Home::new(1);
+    home.write(
+        "held.toml",
+        r#"
+name = "held"
+[[steps]]
+name = "only"
+main = { action = "shell", command = "touch started; while [ ! -e release ]; do sleep 0.05; done" }
+"#,
+    );
+    let mut engine = home.spawn(&["run", "held.toml", "--timeperiod", TP]);
+    home.wait_for("the job", || home.path("started").exists());
+    kill9(&mut engine);
+    let out = home.once_accepted(&["cancel", "held.toml", "--timeperiod", TP]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    // The engine died and its flow was cancelled: the run is abandoned, in
+    // the same word the viewer's API uses.
+    let table = support::stdout(&home.expect(0, &["history", "held.toml"]));
+    assert!(table.contains("abandoned"), "{table}");
+    assert!(!table.contains("running"), "{table}");
+    let history = |home: &Home| -> serde_json::Value {
+        serde_json::from_slice(&home.expect(0, &["history", "held.toml", "--json"]).stdout).unwrap()
+    };
+    assert_eq!(history(&home)[0]["status"], "abandoned");
+
+    // The next run of the flow closes the dead run's record.
+    home.write("release", "");
+    home.expect(0, &["recover", "held.toml", "--timeperiod", TP]);
+    let runs = history(&home);
+    assert_eq!(runs[0]["mode"], "run_mode_recovery", "{runs}");
+    assert_eq!(runs[0]["status"], "finished", "{runs}");
+    let dead = &runs[1];
+    assert_eq!(dead["status"], "finished", "{runs}");
+    assert_eq!(dead["outcome"], "state_invalid", "{runs}");
+    assert!(
+        dead["error"].as_str().unwrap().starts_with("abandoned"),
+        "{runs}"
+    );
+    assert_eq!(dead["steps"][0]["state"], "state_canceled", "{runs}");
+    let table = support::stdout(&home.expect(0, &["history", "held.toml"]));
+    assert!(
+        !table.contains("in_progress") && !table.contains("running"),
+        "{table}"
+    );
+}

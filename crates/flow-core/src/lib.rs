@@ -63,7 +63,8 @@ pub use retry::RetryPolicy;
 pub use spec::{ActionRegistry, SpecError};
 pub use state::{ActionSetState, FlowState, RunMode, StepState};
 pub use store::{
-    FlowQuery, FlowStore, Lease, LeaseInfo, LeaseOutcome, LogQuery, RunQuery, StoreError,
+    FlowQuery, FlowStore, Lease, LeaseInfo, LeaseOutcome, LogQuery, RunQuery, RunStanding,
+    StoreError,
 };
 pub use store_layer::StoreLayer;
 pub use template::{ShellCommand, Template, TemplateError, Usage};

@@ -144,6 +144,51 @@ impl LeaseInfo {
     }
 }
 
+/// Where a run stands, as its record and its flow's lease tell: the one
+/// rule every reader (`flow history`, the viewer) applies, so one fact has
+/// one word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStanding {
+    /// Its engine holds the flow's lease.
+    Running,
+    /// Its end is recorded.
+    Finished,
+    /// Its engine stopped without recording the end (killed, fenced, or the
+    /// store failed) and no longer holds the lease.
+    Abandoned,
+}
+
+impl RunStanding {
+    /// `run`'s standing given its flow's `lease` (as stored, if any) at
+    /// `now`, leases living `ttl` without a heartbeat.
+    pub fn of(
+        run: &RunRecord,
+        lease: Option<&LeaseInfo>,
+        now: DateTime<Utc>,
+        ttl: Duration,
+    ) -> Self {
+        if run.finished_at.is_some() {
+            RunStanding::Finished
+        } else if lease
+            .is_some_and(|l| l.owner.as_deref() == Some(run.owner.as_str()) && l.is_live(now, ttl))
+        {
+            RunStanding::Running
+        } else {
+            RunStanding::Abandoned
+        }
+    }
+
+    /// The word for it, as JSON spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStanding::Running => "running",
+            RunStanding::Finished => "finished",
+            RunStanding::Abandoned => "abandoned",
+        }
+    }
+}
+
 /// Which flow records to list, newest timeperiod first.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FlowQuery {

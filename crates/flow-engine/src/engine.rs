@@ -11,13 +11,14 @@ use crate::run_context::RunContext;
 use chrono::Utc;
 use flow_core::{
     ClusterFactory, ExecutionContext, FlowGraph, FlowKey, FlowRecord, FlowState, FlowStore, Lease,
-    RecordId, RetryPolicy, RunMode, RunRecord, RunStep, StepState, StoreError,
+    RecordId, RetryPolicy, RunMode, RunQuery, RunRecord, RunStep, StepState, StoreError,
 };
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, info_span, warn};
+use tracing::{error, info, info_span, warn, Instrument};
 
 /// What changed between the stored run and `graph`, if anything. The
 /// stored shape hash decides whether the definition changed (a record from
@@ -447,6 +448,12 @@ impl ExecutionEngine {
         };
         let existing_flow = self.store.get_flow(&key).await.map_err(store_error)?;
         let existing_steps = self.store.get_steps(&key).await.map_err(store_error)?;
+        // What the records said before this run: how a dead run's steps
+        // ended, for closing its run record.
+        let stored_states: HashMap<String, StepState> = existing_steps
+            .iter()
+            .map(|s| (s.step_name.clone(), s.state))
+            .collect();
         let shape = self.graph.shape_hash();
         // A fresh run starts over; the other modes continue a stored run,
         // which may have used another version of the flow file.
@@ -594,6 +601,9 @@ impl ExecutionEngine {
         if let Some(change) = &change {
             flow_span.in_scope(|| warn!("{change}"));
         }
+        self.close_abandoned_runs(lease, &key, &run_id, &stored_states)
+            .instrument(flow_span.clone())
+            .await;
         if let Some(o) = &self.options.observer {
             o.run_started(&key, mode, count, clusters);
         }
@@ -761,6 +771,64 @@ impl ExecutionEngine {
         })
     }
 }
+
+impl ExecutionEngine {
+    /// Closes the run records of this flow's earlier runs whose engines
+    /// stopped without recording their end (killed, fenced, or the store
+    /// failed): this run holds the lease, so none of them runs. Each gets
+    /// an end, `state_invalid`, an error saying so, and its steps as the
+    /// records left them (a step it left in progress is `canceled`), so
+    /// history never shows a dead run as running or a step as in progress.
+    /// A failure here is logged: it loses no work.
+    async fn close_abandoned_runs(
+        &self,
+        lease: &Lease,
+        key: &FlowKey,
+        current: &RecordId,
+        stored: &HashMap<String, StepState>,
+    ) {
+        let query = RunQuery {
+            flow_name: Some(key.flow_name.clone()),
+            timeperiod: Some(key.timeperiod),
+            limit: Some(ABANDONED_RUNS_CLOSED),
+        };
+        let runs = match self.store.list_runs(&query).await {
+            Ok(runs) => runs,
+            Err(e) => {
+                warn!("cannot list earlier runs to close abandoned ones: {e}");
+                return;
+            }
+        };
+        let now = Utc::now();
+        for mut run in runs {
+            if run.finished_at.is_some() || run.id.as_ref() == Some(current) {
+                continue;
+            }
+            let id = run.id.clone().map(|id| id.to_string()).unwrap_or_default();
+            run.finished_at = Some(now);
+            run.outcome = Some(FlowState::Invalid);
+            run.error = Some(format!(
+                "abandoned: its engine ({}) stopped without recording the end; closed by run {current}",
+                run.owner
+            ));
+            for step in &mut run.steps {
+                step.state = match stored.get(&step.step_name).copied() {
+                    Some(StepState::InProgress) => StepState::Canceled,
+                    Some(state) => state,
+                    None => step.state,
+                };
+            }
+            match self.store.finish_run(lease, &run).await {
+                Ok(()) => info!("closed run {id}, abandoned by its engine"),
+                Err(e) => warn!("cannot close abandoned run {id}: {e}"),
+            }
+        }
+    }
+}
+
+/// How many of a flow's latest runs a new run looks at to close the ones
+/// dead engines left open (each run closes those before it, so a few do).
+const ABANDONED_RUNS_CLOSED: usize = 20;
 
 /// This machine's name, for lease owners and run records.
 pub(crate) fn hostname() -> String {

@@ -232,14 +232,10 @@ impl RunView {
         ttl: std::time::Duration,
         redact: &Settings,
     ) -> Self {
-        let status = if run.finished_at.is_some() {
-            RunStatus::Finished
-        } else if lease
-            .is_some_and(|l| l.owner.as_deref() == Some(run.owner.as_str()) && l.is_live(now, ttl))
-        {
-            RunStatus::Running
-        } else {
-            RunStatus::Abandoned
+        let status = match flow_core::RunStanding::of(run, lease, now, ttl) {
+            flow_core::RunStanding::Finished => RunStatus::Finished,
+            flow_core::RunStanding::Running => RunStatus::Running,
+            flow_core::RunStanding::Abandoned => RunStatus::Abandoned,
         };
         Self::with_status(run, status, redact)
     }

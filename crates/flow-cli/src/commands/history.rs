@@ -6,8 +6,8 @@ use crate::backends;
 use crate::exit::{CliError, Exit};
 use crate::progress::format_duration;
 use crate::settings::SettingsFile;
-use flow_core::{RunQuery, RunRecord, StepState};
-use std::collections::BTreeMap;
+use flow_core::{FlowKey, LeaseInfo, RunQuery, RunRecord, RunStanding, StepState};
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 pub fn history(
@@ -23,21 +23,50 @@ pub fn history(
         .map(|t| parse_timeperiod("timeperiod", t, flow.qualifier()))
         .transpose()?;
     let plan = backends::plan_store(&settings)?;
-    let runs = if plan.exists() {
+    let runs: Vec<(RunRecord, RunStanding)> = if plan.exists() {
         let store = plan.open()?;
-        small_runtime()?
-            .block_on(store.list_runs(&RunQuery {
-                flow_name: Some(flow.name.clone()),
-                timeperiod,
-                limit,
-            }))
-            .map_err(|e| CliError::failed(e.to_string()))?
+        let failed = |e: flow_core::StoreError| CliError::failed(e.to_string());
+        small_runtime()?.block_on(async {
+            let runs = store
+                .list_runs(&RunQuery {
+                    flow_name: Some(flow.name.clone()),
+                    timeperiod,
+                    limit,
+                })
+                .await
+                .map_err(failed)?;
+            // An open run is running only while its engine holds the
+            // flow's lease: the rule the viewer applies too.
+            let mut leases: HashMap<FlowKey, Option<LeaseInfo>> = HashMap::new();
+            let now = chrono::Utc::now();
+            let mut standings = Vec::with_capacity(runs.len());
+            for run in runs {
+                let key = FlowKey::new(run.flow_name.clone(), run.timeperiod);
+                if !leases.contains_key(&key) {
+                    let lease = store.get_lease(&key).await.map_err(failed)?;
+                    leases.insert(key.clone(), lease);
+                }
+                let lease = leases.get(&key).and_then(Option::as_ref);
+                let standing = RunStanding::of(&run, lease, now, settings.lease_ttl());
+                standings.push((run, standing));
+            }
+            Ok::<_, CliError>(standings)
+        })?
     } else {
         Vec::new()
     };
     if json {
+        let mut values = Vec::with_capacity(runs.len());
+        for (run, standing) in &runs {
+            let mut value =
+                serde_json::to_value(run).map_err(|e| CliError::failed(e.to_string()))?;
+            if let Some(fields) = value.as_object_mut() {
+                fields.insert("status".into(), standing.as_str().into());
+            }
+            values.push(value);
+        }
         let text =
-            serde_json::to_string_pretty(&runs).map_err(|e| CliError::failed(e.to_string()))?;
+            serde_json::to_string_pretty(&values).map_err(|e| CliError::failed(e.to_string()))?;
         outln!("{text}");
         return Ok(Exit::Success);
     }
@@ -54,7 +83,7 @@ pub fn history(
 }
 
 /// The runs as a table: id, timeperiod, mode, who, when, how it ended.
-fn history_table(runs: &[RunRecord]) -> String {
+fn history_table(runs: &[(RunRecord, RunStanding)]) -> String {
     let mut rows = vec![[
         "run",
         "timeperiod",
@@ -69,15 +98,14 @@ fn history_table(runs: &[RunRecord]) -> String {
     ]
     .map(String::from)
     .to_vec()];
-    for r in runs {
+    for (r, standing) in runs {
         let mode = match &r.target {
             Some(step) => format!("{} {step}", r.mode),
             None => r.mode.to_string(),
         };
-        let outcome = match (r.outcome, r.finished_at) {
-            (Some(state), _) => state.to_string(),
-            (None, None) => "running (or its engine died)".into(),
-            (None, Some(_)) => "-".into(),
+        let outcome = match r.outcome {
+            Some(state) => state.to_string(),
+            None => standing.as_str().to_string(),
         };
         rows.push(vec![
             r.id.as_ref()
