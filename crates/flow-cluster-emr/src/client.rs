@@ -3,7 +3,7 @@
 //! EMR cluster id, the clock, and the S3 filesystem wrapper.
 
 use crate::config::EmrConfig;
-use crate::steps::StepInfo;
+use crate::steps::EmrStepInfo;
 use async_trait::async_trait;
 use aws_sdk_emr::config::http::HttpResponse;
 use aws_sdk_emr::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
@@ -42,7 +42,7 @@ pub(crate) struct EmrBackend {
     pub config: EmrConfig,
     pub clock: Arc<dyn Clock>,
     clients: OnceCell<Clients>,
-    pollers: Mutex<HashMap<String, Poller<StepSource>>>,
+    pollers: Mutex<HashMap<String, Poller<EmrStepSource>>>,
     /// `DescribeCluster` requests of launch waits.
     pub lifecycle_requests: Requests,
 }
@@ -88,13 +88,13 @@ impl EmrBackend {
     /// The poller of EMR cluster `cluster_id`, shared by every cluster
     /// value of this factory: one `ListSteps` per tick for all of that
     /// cluster's watched steps.
-    pub fn poller(&self, emr: &aws_sdk_emr::Client, cluster_id: &str) -> Poller<StepSource> {
+    pub fn poller(&self, emr: &aws_sdk_emr::Client, cluster_id: &str) -> Poller<EmrStepSource> {
         let mut pollers = self.pollers.lock().unwrap_or_else(PoisonError::into_inner);
         pollers
             .entry(cluster_id.to_string())
             .or_insert_with(|| {
                 Poller::new(
-                    StepSource {
+                    EmrStepSource {
                         emr: emr.clone(),
                         cluster_id: cluster_id.to_string(),
                     },
@@ -232,23 +232,23 @@ where
 /// "ask EMR about these steps": one `ListSteps` filtered by the step ids
 /// (EMR takes at most ten ids per request, so more than ten watched steps
 /// on one cluster cost one request per ten).
-pub(crate) struct StepSource {
+pub(crate) struct EmrStepSource {
     emr: aws_sdk_emr::Client,
     cluster_id: String,
 }
 
 #[async_trait]
-impl JobSource for StepSource {
+impl JobSource for EmrStepSource {
     type Id = String;
-    type Status = StepInfo;
+    type Status = EmrStepInfo;
     type Error = String;
 
-    async fn statuses(&self, ids: &[String]) -> Result<Vec<(String, StepInfo)>, String> {
+    async fn statuses(&self, ids: &[String]) -> Result<Vec<(String, EmrStepInfo)>, String> {
         let mut found = Vec::new();
         for chunk in ids.chunks(10) {
             let steps = list_steps(&self.emr, &self.cluster_id, Some(chunk)).await?;
             for step in steps {
-                if crate::steps::STEP_STATES.phase(&step.state).is_none() {
+                if crate::steps::EMR_STEP_STATES.phase(&step.state).is_none() {
                     tracing::warn!(
                         "step {} of cluster {} is in state {} that flow does not know; waiting on",
                         step.id,
@@ -262,7 +262,7 @@ impl JobSource for StepSource {
         Ok(found)
     }
 
-    fn phase(&self, status: &StepInfo) -> Phase {
+    fn phase(&self, status: &EmrStepInfo) -> Phase {
         status.phase()
     }
 }
@@ -273,7 +273,7 @@ pub(crate) async fn list_steps(
     emr: &aws_sdk_emr::Client,
     cluster_id: &str,
     ids: Option<&[String]>,
-) -> Result<Vec<StepInfo>, String> {
+) -> Result<Vec<EmrStepInfo>, String> {
     let mut steps = Vec::new();
     let mut marker: Option<String> = None;
     loop {
@@ -285,7 +285,7 @@ pub(crate) async fn list_steps(
             .send()
             .await
             .map_err(|e| format!("ListSteps on {cluster_id}: {}", sdk_message(&e)))?;
-        steps.extend(answer.steps().iter().map(StepInfo::from_summary));
+        steps.extend(answer.steps().iter().map(EmrStepInfo::from_summary));
         match answer.marker() {
             Some(next) if !next.is_empty() => marker = Some(next.to_string()),
             _ => return Ok(steps),
@@ -299,7 +299,7 @@ pub(crate) async fn find_step_by_name(
     emr: &aws_sdk_emr::Client,
     cluster_id: &str,
     name: &str,
-) -> Result<Option<StepInfo>, String> {
+) -> Result<Option<EmrStepInfo>, String> {
     let mut marker: Option<String> = None;
     loop {
         let answer = emr
@@ -310,7 +310,7 @@ pub(crate) async fn find_step_by_name(
             .await
             .map_err(|e| format!("ListSteps on {cluster_id}: {}", sdk_message(&e)))?;
         if let Some(step) = answer.steps().iter().find(|s| s.name() == Some(name)) {
-            return Ok(Some(StepInfo::from_summary(step)));
+            return Ok(Some(EmrStepInfo::from_summary(step)));
         }
         match answer.marker() {
             Some(next) if !next.is_empty() => marker = Some(next.to_string()),

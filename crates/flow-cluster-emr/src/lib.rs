@@ -46,18 +46,22 @@
 mod client;
 mod cluster;
 mod config;
+mod emr_steps;
+mod factory;
+mod launch;
 pub mod steps;
 
 pub use client::ClientError;
 
-/// The SDK whose types [`steps::StepInfo::from_summary`] reads, re-exported
+/// The SDK whose types [`steps::EmrStepInfo::from_summary`] reads, re-exported
 /// so callers use the same version.
 pub use aws_sdk_emr;
-pub use cluster::{EmrCluster, EmrClusterFactory, KIND};
+pub use cluster::{EmrCluster, KIND};
 pub use config::{
     BootstrapAction, ConfigError, Configuration, EmrClusterBuilder, EmrConfig, FleetInstanceType,
     InstanceFleet, InstanceGroup, InstanceRole, Market, StepLogs, ValidatedEmrConfig,
 };
+pub use factory::EmrClusterFactory;
 
 /// The README's examples, compiled (and run unless they say otherwise) as
 /// doctests, so the crate page shows code that builds.

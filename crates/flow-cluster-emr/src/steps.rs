@@ -6,7 +6,7 @@ use flow_cloud::{Outcome, Phase, StateTable};
 use flow_core::{Job, JobContext};
 
 /// EMR's step states by meaning.
-pub const STEP_STATES: StateTable = StateTable {
+pub const EMR_STEP_STATES: StateTable = StateTable {
     running: &["PENDING", "CANCEL_PENDING", "RUNNING"],
     succeeded: &["COMPLETED"],
     failed: &["FAILED", "INTERRUPTED"],
@@ -106,7 +106,7 @@ const MAX_STEP_NAME: usize = 256;
 /// `FLOW/TIMEPERIOD/STEP/ACTION/aATTEMPT/RANDOM`. Stored in the handle
 /// before the step is added, so a later engine finds the step by name when
 /// the answer to `AddJobFlowSteps` was lost.
-pub fn step_name(cx: &JobContext<'_>, random: u64) -> String {
+pub fn emr_step_name(cx: &JobContext<'_>, random: u64) -> String {
     let tail = format!("/a{}/{random:016x}", cx.attempt);
     let head = format!(
         "{}/{}/{}/{}",
@@ -129,7 +129,7 @@ fn clean(part: &str) -> String {
 
 /// What one `ListSteps` entry says about a step.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct StepInfo {
+pub struct EmrStepInfo {
     /// The step's id (`s-...`).
     pub id: String,
     /// The step's name: the client-chosen job name.
@@ -146,12 +146,12 @@ pub struct StepInfo {
     pub failure_log_file: Option<String>,
 }
 
-impl StepInfo {
+impl EmrStepInfo {
     /// The step as a `ListSteps` summary describes it.
-    pub fn from_summary(s: &aws_sdk_emr::types::StepSummary) -> StepInfo {
+    pub fn from_summary(s: &aws_sdk_emr::types::StepSummary) -> EmrStepInfo {
         let status = s.status();
         let details = status.and_then(|st| st.failure_details());
-        StepInfo {
+        EmrStepInfo {
             id: s.id().unwrap_or_default().to_string(),
             name: s.name().unwrap_or_default().to_string(),
             state: status
@@ -172,7 +172,7 @@ impl StepInfo {
     /// Where the step stands; an unknown state counts as still running
     /// (clouds add states), and is logged by the caller.
     pub fn phase(&self) -> Phase {
-        STEP_STATES.phase(&self.state).unwrap_or(Phase::Running)
+        EMR_STEP_STATES.phase(&self.state).unwrap_or(Phase::Running)
     }
 
     /// `step s-123 FAILED: reason: message (log: s3://...)`, with what EMR
@@ -346,38 +346,38 @@ mod tests {
             action: "spark",
             attempt: 2,
         };
-        let name = step_name(&cx, 0xabc);
+        let name = emr_step_name(&cx, 0xabc);
         assert_eq!(
             name,
             "daily_report/2026112800/extract/spark/a2/0000000000000abc"
         );
         let long = "x".repeat(400);
         let cx = JobContext { step: &long, ..cx };
-        let name = step_name(&cx, 7);
+        let name = emr_step_name(&cx, 7);
         assert_eq!(name.len(), 256);
         assert!(name.ends_with("/a2/0000000000000007"));
     }
 
     #[test]
     fn states_and_failure_messages() {
-        let failed = StepInfo {
+        let failed = EmrStepInfo {
             id: "s-1".into(),
             state: "FAILED".into(),
             failure_reason: Some("Unknown Error".into()),
             failure_message: Some("Exception in thread main".into()),
             failure_log_file: Some("s3://logs/j-1/steps/s-1/stderr.gz".into()),
-            ..StepInfo::default()
+            ..EmrStepInfo::default()
         };
         assert_eq!(failed.outcome(), Some(Outcome::Failed));
         assert_eq!(
             failed.describe(),
             "step s-1 FAILED: Unknown Error: Exception in thread main (log: s3://logs/j-1/steps/s-1/stderr.gz)"
         );
-        let interrupted = StepInfo {
+        let interrupted = EmrStepInfo {
             id: "s-2".into(),
             state: "INTERRUPTED".into(),
             reason: Some("cluster terminated".into()),
-            ..StepInfo::default()
+            ..EmrStepInfo::default()
         };
         assert_eq!(interrupted.outcome(), Some(Outcome::Failed));
         assert_eq!(
@@ -392,9 +392,9 @@ mod tests {
             ("COMPLETED", Some(Outcome::Succeeded)),
             ("CANCELLED", Some(Outcome::Cancelled)),
         ] {
-            let info = StepInfo {
+            let info = EmrStepInfo {
                 state: state.into(),
-                ..StepInfo::default()
+                ..EmrStepInfo::default()
             };
             assert_eq!(info.outcome(), outcome, "{state}");
         }

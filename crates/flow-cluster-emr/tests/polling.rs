@@ -9,7 +9,7 @@
 
 use async_trait::async_trait;
 use flow_cloud::{Clock, JobSource, ManualClock, Phase, Poller};
-use flow_cluster_emr::steps::STEP_STATES;
+use flow_cluster_emr::steps::EMR_STEP_STATES;
 use flow_cluster_emr::EmrConfig;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -47,7 +47,7 @@ impl JobSource for ScriptedListSteps {
     }
 
     fn phase(&self, status: &Self::Status) -> Phase {
-        STEP_STATES.phase(status.0).unwrap_or(Phase::Running)
+        EMR_STEP_STATES.phase(status.0).unwrap_or(Phase::Running)
     }
 }
 
