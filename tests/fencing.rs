@@ -91,6 +91,8 @@ fn stall_and_recover(
     let recovered = home.flow(&["recover", file, "--timeperiod", TP]);
     assert_eq!(recovered.status.code(), Some(0), "{}", text(&recovered));
     let after_recover = home.status_json(file, TP);
+    let store_after_recover = support::dump_store(&home.db());
+    let woken_at = chrono::Utc::now();
     signal(&first, libc::SIGCONT);
     let first = first.wait_with_output().unwrap();
     let after_wake = home.status_json(file, TP);
@@ -98,6 +100,22 @@ fn stall_and_recover(
         after_wake, after_recover,
         "the woken engine wrote over the recovery"
     );
+    // Log lines: what it logged once awake (its "lost the run lease" line
+    // among them) stays in its log file, out of the store. Lines it had
+    // queued before the stall may still land (the limit the fencing page
+    // states).
+    let store_after_wake = support::dump_store(&home.db());
+    let late: Vec<&String> = store_after_wake
+        .iter()
+        .filter(|row| row.starts_with("log: ") && !store_after_recover.contains(row))
+        .filter(|row| {
+            row.split("Text(\"")
+                .filter_map(|field| field.split('"').next())
+                .filter_map(|field| chrono::DateTime::parse_from_rfc3339(field).ok())
+                .any(|at| at >= woken_at)
+        })
+        .collect();
+    assert!(late.is_empty(), "the woken engine recorded {late:#?}");
     (first, after_wake)
 }
 

@@ -588,7 +588,7 @@ impl ExecutionEngine {
         let run_id = run.id.clone().unwrap_or_else(|| RecordId::new(""));
 
         if self.options.record_logs {
-            run_log.record_to_store(&key, &run_id, self.store.clone());
+            run_log.record_to_store(&key, &run_id, self.store.clone(), lost.clone());
         }
         let flow_span = info_span!("flow", run = run_log.id(), flow = key.flow_name.as_str());
         flow_span.in_scope(|| {

@@ -44,7 +44,7 @@
 //! ([`flow_core::mask`]): no log line shows one, whoever logged it.
 
 use flow_core::graph::valid_name;
-use flow_core::{FlowKey, FlowStore, LogLevel, LogLine, RecordId};
+use flow_core::{CancellationToken, FlowKey, FlowStore, LogLevel, LogLine, RecordId};
 use std::collections::{HashMap, HashSet};
 use std::fmt::{self, Write as _};
 use std::fs::{DirBuilder, File, OpenOptions};
@@ -95,6 +95,9 @@ pub struct StoreSink {
     buffer: Mutex<SinkBuffer>,
     wake: tokio::sync::Notify,
     closed: AtomicBool,
+    /// Fires when the run lost its lease: from then on nothing is appended
+    /// (a fenced engine writes nothing more, log lines included).
+    fence: CancellationToken,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
@@ -182,6 +185,10 @@ async fn record_loop(sink: Arc<StoreSink>, store: Arc<dyn FlowStore>) {
         let closed = sink.closed.load(Ordering::Acquire);
         let lines = sink.take();
         for batch in lines.chunks(RECORD_BATCH) {
+            if sink.fence.is_cancelled() {
+                // The lease is another engine's now: its run's log, not ours.
+                return;
+            }
             if let Err(e) = store.append_logs(batch).await {
                 if !reported {
                     // Outside the run's spans: reaches stderr, not the files.
@@ -203,12 +210,14 @@ async fn record_loop(sink: Arc<StoreSink>, store: Arc<dyn FlowStore>) {
 /// Records the lines of the registered run `id` (see `register_run`) in
 /// `store` too, attributed to the run record `run` of `key`. Needs a tokio
 /// runtime (the engine's): the appends run on it, off the logging path.
+/// Nothing more is appended once `fence` fires (the run lost its lease).
 /// Returns false when there is no such run or no runtime.
 pub fn record_run_to_store(
     id: u64,
     key: &FlowKey,
     run: &RecordId,
     store: Arc<dyn FlowStore>,
+    fence: CancellationToken,
 ) -> bool {
     let Ok(handle) = tokio::runtime::Handle::try_current() else {
         return false;
@@ -222,6 +231,7 @@ pub fn record_run_to_store(
         buffer: Mutex::new(SinkBuffer::default()),
         wake: tokio::sync::Notify::new(),
         closed: AtomicBool::new(false),
+        fence,
         task: Mutex::new(None),
     });
     if route.sink.set(sink.clone()).is_err() {
@@ -682,8 +692,9 @@ impl RunLog {
         key: &FlowKey,
         run: &RecordId,
         store: Arc<dyn FlowStore>,
+        fence: CancellationToken,
     ) -> bool {
-        self.route.is_some() && record_run_to_store(self.id, key, run, store)
+        self.route.is_some() && record_run_to_store(self.id, key, run, store, fence)
     }
 
     /// Unregisters the run, writes out its lines and closes its files, and
