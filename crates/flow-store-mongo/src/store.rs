@@ -12,7 +12,7 @@ use mongodb::{Client, ClientSession, Database};
 use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::Arc;
 
-/// The MongoDB [`FlowStore`]. Cheap to clone (the driver's client is a
+/// The MongoDB [`FlowStore`](flow_core::FlowStore). Cheap to clone (the driver's client is a
 /// handle on one connection pool).
 #[derive(Clone)]
 pub struct MongoStore {
