@@ -4,6 +4,27 @@
 use super::*;
 
 impl Suite {
+    /// What an earlier run left: the flow record in `state` and two
+    /// processed steps, `extract` and `obsolete` (which a purge removes).
+    async fn earlier_run(&self, key: &FlowKey, lease: &Lease, state: FlowState) -> FlowRecord {
+        let store = self.store();
+        let flow = ok(
+            "save_flow",
+            key,
+            store.save_flow(lease, &flow_record(key, state, 0)).await,
+        );
+        for step in ["extract", "obsolete"] {
+            ok(
+                "save_step",
+                key,
+                store
+                    .save_step(lease, &step_record(key, step, StepState::Processed, 1))
+                    .await,
+            );
+        }
+        flow
+    }
+
     pub(super) async fn begin_run_and_purge(&self) {
         let store = self.store();
         let key = key("begin");
@@ -22,22 +43,7 @@ impl Suite {
         );
 
         let lease = self.lease(&key, "begin-owner", 0).await;
-        let old_flow = ok(
-            "save_flow",
-            &key,
-            store
-                .save_flow(&lease, &flow_record(&key, FlowState::Processed, 0))
-                .await,
-        );
-        for step in ["extract", "obsolete"] {
-            ok(
-                "save_step",
-                &key,
-                store
-                    .save_step(&lease, &step_record(&key, step, StepState::Processed, 1))
-                    .await,
-            );
-        }
+        let old_flow = self.earlier_run(&key, &lease, FlowState::Processed).await;
         let mut flow = flow_record(&key, FlowState::InProgress, 0);
         flow.started_at = Some(at(100));
         let steps = vec![
@@ -159,22 +165,7 @@ impl Suite {
         for point in 0..interrupt.writes {
             let key = key(&format!("interrupt-{point}"));
             let lease = self.lease(&key, "interrupted", 0).await;
-            let old = ok(
-                "save_flow",
-                &key,
-                store
-                    .save_flow(&lease, &flow_record(&key, FlowState::Invalid, 0))
-                    .await,
-            );
-            for step in ["extract", "obsolete"] {
-                ok(
-                    "save_step",
-                    &key,
-                    store
-                        .save_step(&lease, &step_record(&key, step, StepState::Processed, 1))
-                        .await,
-                );
-            }
+            let old = self.earlier_run(&key, &lease, FlowState::Invalid).await;
             let before = self.snapshot(&key).await;
             let mut flow = flow_record(&key, FlowState::InProgress, 0);
             flow.started_at = Some(at(100));
