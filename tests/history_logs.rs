@@ -311,14 +311,7 @@ main = { action = "shell", command = "echo before the signal; touch started; sle
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while !home.path("started").exists() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the step never started"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    home.wait_for_file("started");
     // SAFETY: kill(2) on the child we started; no memory is involved.
     unsafe {
         libc::kill(run.id() as i32, libc::SIGINT);

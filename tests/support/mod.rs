@@ -70,6 +70,19 @@ impl Home {
         std::fs::write(path, text).unwrap();
     }
 
+    /// Waits (up to a minute) until the file `name` exists: a step's sign
+    /// that it started.
+    pub fn wait_for_file(&self, name: &str) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !self.path(name).exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{name} never appeared"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
     pub fn read(&self, name: &str) -> String {
         std::fs::read_to_string(self.path(name)).unwrap_or_default()
     }

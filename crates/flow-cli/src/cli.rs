@@ -73,6 +73,16 @@ pub enum Command {
         #[command(flatten)]
         window: Window,
     },
+    /// Run one unit of work for a scheduler and answer one JSON object on
+    /// stdout: outcome (processed, noop, invalid), run id, the run mode
+    /// chosen and why. Without FLOW, the unit is read as JSON from stdin.
+    ///
+    /// A managed unit (the default) runs run_mode_nominal unless the flow
+    /// record stores run_mode_recovery (the viewer's run-mode button), unless
+    /// --run-mode asks otherwise. A freerun unit runs run_mode_run_one or
+    /// run_mode_run_from on --step. Exit codes: 0 processed or noop, 1
+    /// invalid, 2 bad unit (nothing written), 3 cancelled, 4 clusters left up.
+    Drive(DriveArgs),
     /// Show a flow run's state and its steps' states, attempts and timings;
     /// without --timeperiod, list the flow's runs.
     Status {
@@ -174,6 +184,41 @@ pub enum Command {
         #[arg(long, value_name = "ADDR")]
         bind: Option<std::net::SocketAddr>,
     },
+}
+
+/// `flow drive`'s unit, as flags.
+#[derive(Debug, Args)]
+pub struct DriveArgs {
+    /// The flow file or name; omit it to read the unit as JSON from stdin.
+    #[arg(value_name = "FLOW")]
+    pub flow: Option<String>,
+    /// The timeperiod to process (with FLOW).
+    #[arg(long, value_name = "T")]
+    pub timeperiod: Option<String>,
+    #[command(flatten)]
+    pub window: Window,
+    /// managed (a scheduler's run) or freerun (the user's); default: from
+    /// --run-mode, else managed.
+    #[arg(long, value_enum)]
+    pub kind: Option<UnitKind>,
+    /// run_mode_nominal or run_mode_recovery (managed: overrides the stored
+    /// and default modes), run_mode_run_one or run_mode_run_from (freerun);
+    /// the run_mode_ prefix may be left out.
+    #[arg(long, value_name = "MODE")]
+    pub run_mode: Option<String>,
+    /// The step of a freerun unit.
+    #[arg(long, value_name = "STEP")]
+    pub step: Option<String>,
+}
+
+/// The two groups of run modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnitKind {
+    /// nominal or recovery: moves the scheduler's Job.
+    Managed,
+    /// run_one or run_from: the user's, invisible to the Job.
+    Freerun,
 }
 
 /// Which flow run a command is about.

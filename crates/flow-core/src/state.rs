@@ -115,6 +115,20 @@ impl StepState {
     }
 }
 
+impl RunMode {
+    /// True for the managed modes (`nominal`, `recovery`): a scheduler's Job
+    /// follows them, and only they may be stored as a flow's managed mode.
+    pub fn is_managed(self) -> bool {
+        matches!(self, RunMode::Nominal | RunMode::Recovery)
+    }
+
+    /// True for the freerun modes (`run_one`, `run_from`): the user's
+    /// responsibility, invisible to a scheduler's Job.
+    pub fn is_freerun(self) -> bool {
+        matches!(self, RunMode::RunOne | RunMode::RunFrom)
+    }
+}
+
 impl FlowState {
     /// True once the flow finished successfully.
     pub fn is_complete(self) -> bool {

@@ -81,6 +81,7 @@
 mod cancel;
 mod clusters;
 mod dispatch;
+pub mod drive;
 mod engine;
 mod error;
 mod lease;

@@ -6,6 +6,7 @@
 
 mod cancel;
 mod clusters;
+mod drive;
 mod history;
 mod logs;
 mod rollback;
@@ -45,6 +46,7 @@ pub fn execute(cli: Cli) -> Result<Exit, CliError> {
             step,
             window,
         } => run::run(settings, RunMode::RunFrom, &target, Some(&step), &window),
+        Command::Drive(args) => drive::drive(settings, &args),
         Command::Status {
             flow,
             timeperiod,

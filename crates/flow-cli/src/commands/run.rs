@@ -9,30 +9,47 @@ use crate::cli::{Target, Window};
 use crate::exit::{CliError, Exit};
 use crate::progress::Progress;
 use crate::settings::SettingsFile;
-use flow_core::{ExecutionContext, FlowKey, FlowState, FlowStore, RunMode, Timeperiod};
+use flow_core::{
+    ClusterFactory, ExecutionContext, FlowGraph, FlowKey, FlowState, FlowStore, RunMode, Timeperiod,
+};
 use flow_engine::{EngineError, EngineOptions, ExecutionEngine, Refusal, RunReport};
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub fn run(
+/// Everything a run needs that can be checked before the store is opened:
+/// the settings, the flow (substitutions checked), the timeperiod and its
+/// window, the clusters and the store to use. Shared by the run modes and
+/// `flow drive`.
+pub(super) struct Prepared {
+    pub settings: SettingsFile,
+    pub values: Arc<flow_core::Settings>,
+    pub graph: Arc<FlowGraph>,
+    pub key: FlowKey,
+    /// The window given, or the timeperiod and the period after it.
+    pub default_window: (Timeperiod, Timeperiod),
+    /// True when --start-timeperiod or --end-timeperiod was given.
+    pub window_given: bool,
+    pub clusters: usize,
+    pub factory: Arc<dyn ClusterFactory>,
+    pub store_plan: backends::StorePlan,
+    pub log_directory: PathBuf,
+}
+
+/// Loads and checks every input of a run of `flow` at `timeperiod`, before
+/// anything is opened.
+pub(super) fn prepare(
     settings_path: Option<&Path>,
-    mode: RunMode,
-    target: &Target,
-    step: Option<&str>,
+    flow: &str,
+    timeperiod: &str,
     window: &Window,
-) -> Result<Exit, CliError> {
-    // 1. Every input, before anything is opened: the settings, then the
-    //    flow with its substitutions checked against them.
+) -> Result<Prepared, CliError> {
     let settings = SettingsFile::load(settings_path)?;
     let values = Arc::new(settings.values()?);
-    let graph = Arc::new(load_graph_with(
-        &flow_file(&target.flow, &settings)?,
-        &values,
-    )?);
+    let graph = Arc::new(load_graph_with(&flow_file(flow, &settings)?, &values)?);
     let q = Some(graph.time_qualifier());
-    let timeperiod = parse_timeperiod("timeperiod", &target.timeperiod, q)?;
+    let timeperiod = parse_timeperiod("timeperiod", timeperiod, q)?;
     let start = window
         .start_timeperiod
         .as_deref()
@@ -64,91 +81,154 @@ pub fn run(
     // success: refuse now, before the store is created or opened.
     flow_engine::logging::check_log_directory(&log_directory, graph.name())
         .map_err(|e| CliError::bad_input(e.to_string()))?;
+    Ok(Prepared {
+        settings,
+        values,
+        graph,
+        key,
+        default_window,
+        window_given: start.is_some() || end.is_some(),
+        clusters,
+        factory,
+        store_plan,
+        log_directory,
+    })
+}
 
-    // 2. Refusals that need no store: an unknown step always, and, when
-    //    there is no store yet, whatever an empty store would refuse (so
-    //    none is created for it). The engine's own rules decide.
-    let refused = flow_engine::refusal(mode, step, &graph, timeperiod, None, Vec::new())
-        .filter(|r| matches!(r, Refusal::UnknownStep { .. }) || !store_plan.exists());
-    if let Some(reason) = refused {
-        return Err(CliError::bad_input(
-            EngineError::Refused { flow: key, reason }.to_string(),
-        ));
+impl Prepared {
+    /// Refusals that need no store: an unknown step always, and, when
+    /// there is no store yet, whatever an empty store would refuse (so none
+    /// is created for it). The engine's own rules decide.
+    pub fn refuse_early(&self, mode: RunMode, step: Option<&str>) -> Result<(), CliError> {
+        let refused = flow_engine::refusal(
+            mode,
+            step,
+            &self.graph,
+            self.key.timeperiod,
+            None,
+            Vec::new(),
+        )
+        .filter(|r| matches!(r, Refusal::UnknownStep { .. }) || !self.store_plan.exists());
+        match refused {
+            Some(reason) => Err(CliError::bad_input(
+                EngineError::Refused {
+                    flow: self.key.clone(),
+                    reason,
+                }
+                .to_string(),
+            )),
+            None => Ok(()),
+        }
     }
 
-    // 3. Run.
-    crate::logs::init();
-    let store = store_plan.open()?;
-    // One thread drives the engine: its own work between steps is a few
-    // microseconds, and handing tasks between worker threads costs more
-    // than that (cross-thread wake-ups doubled the per-step overhead in
-    // `cargo xtask bench`). Jobs run in other processes; blocking work in
-    // actions goes to tokio's blocking pool.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| CliError::failed(format!("cannot start the async runtime: {e}")))?;
-    let store_settings = settings.store();
-    runtime.block_on(async {
-        // Log retention: recorded lines older than `[store] log_retention`
-        // go when a run starts (a failure to purge does not stop the run).
-        super::logs::purge_old_lines(&store, store_settings.log_retention).await;
-        // recover, run-one and run-from keep the stored run's window unless
-        // one is given.
-        let (start, end) = match (mode, start, end) {
-            (RunMode::Nominal, _, _) | (_, Some(_), _) | (_, _, Some(_)) => default_window,
-            _ => match store.get_flow(&key).await {
+    /// The engine for this run. A nominal run uses the given (or default)
+    /// window; the other modes keep the stored run's window unless one is
+    /// given.
+    pub async fn engine(
+        &self,
+        store: &Arc<dyn FlowStore>,
+        keeps_stored_window: bool,
+        observer: Arc<dyn flow_engine::RunObserver>,
+    ) -> ExecutionEngine {
+        let (start, end) = if !keeps_stored_window || self.window_given {
+            self.default_window
+        } else {
+            match store.get_flow(&self.key).await {
                 Ok(Some(flow)) => (flow.start_timeperiod, flow.end_timeperiod),
-                _ => default_window,
-            },
+                _ => self.default_window,
+            }
         };
         let context = ExecutionContext {
-            flow_name: graph.name().to_string(),
-            timeperiod,
+            flow_name: self.graph.name().to_string(),
+            timeperiod: self.key.timeperiod,
             start_timeperiod: start,
             end_timeperiod: end,
-            settings: values.clone(),
-            number_of_clusters: clusters,
+            settings: self.values.clone(),
+            number_of_clusters: self.clusters,
         };
-        let progress = Arc::new(Progress::for_stderr());
         let options = EngineOptions {
-            log_directory: Some(log_directory.clone()),
-            lease_ttl: settings.lease_ttl(),
-            heartbeat_interval: settings.heartbeat_interval(),
-            cancel_grace: settings.cancel_grace(),
-            observer: Some(progress.clone()),
-            record_logs: store_settings.record_logs,
+            log_directory: Some(self.log_directory.clone()),
+            lease_ttl: self.settings.lease_ttl(),
+            heartbeat_interval: self.settings.heartbeat_interval(),
+            cancel_grace: self.settings.cancel_grace(),
+            observer: Some(observer),
+            record_logs: self.settings.store().record_logs,
             ..EngineOptions::default()
         };
-        let engine = ExecutionEngine::new(graph.clone(), context, store.clone(), factory, options);
-        let (result, signalled) = drive(&engine, mode, step, &store, &progress).await?;
-        progress.finish();
-        let report = match result {
-            Ok(report) => report,
-            Err(EngineError::LeaseHeld {
+        ExecutionEngine::new(
+            self.graph.clone(),
+            context,
+            store.clone(),
+            self.factory.clone(),
+            options,
+        )
+    }
+
+    /// The message and exit code of an engine error: a held lease, a
+    /// refusal or unwritable logs are refused input (2), the rest a failed
+    /// flow (1).
+    pub fn engine_error(&self, error: EngineError, mode: RunMode) -> CliError {
+        match error {
+            EngineError::LeaseHeld {
                 flow,
                 owner,
                 heartbeat_at,
                 ttl,
-            }) => {
-                return Err(CliError::bad_input(lease_held(
-                    &flow,
-                    &owner,
-                    heartbeat_at,
-                    ttl,
-                    mode,
-                )))
+            } => CliError::bad_input(lease_held(&flow, &owner, heartbeat_at, ttl, mode)),
+            e @ (EngineError::Refused { .. } | EngineError::Logs { .. }) => {
+                CliError::bad_input(e.to_string())
             }
-            Err(e @ (EngineError::Refused { .. } | EngineError::Logs { .. })) => {
-                return Err(CliError::bad_input(e.to_string()))
+            e => {
+                let logs = self.log_directory.join(self.graph.name());
+                CliError::failed(format!("{e}\nlogs: {}/", logs.display()))
             }
-            Err(e) => {
-                let logs = log_directory.join(graph.name());
-                return Err(CliError::failed(format!("{e}\nlogs: {}/", logs.display())));
-            }
-        };
+        }
+    }
+}
+
+/// A current-thread runtime for a run. One thread drives the engine: its
+/// own work between steps is a few microseconds, and handing tasks between
+/// worker threads costs more than that (cross-thread wake-ups doubled the
+/// per-step overhead in `cargo xtask bench`). Jobs run in other processes;
+/// blocking work in actions goes to tokio's blocking pool.
+pub(super) fn run_runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::failed(format!("cannot start the async runtime: {e}")))
+}
+
+pub fn run(
+    settings_path: Option<&Path>,
+    mode: RunMode,
+    target: &Target,
+    step: Option<&str>,
+    window: &Window,
+) -> Result<Exit, CliError> {
+    // 1. Every input, before anything is opened.
+    let prepared = prepare(settings_path, &target.flow, &target.timeperiod, window)?;
+    // 2. Refusals that need no store.
+    prepared.refuse_early(mode, step)?;
+
+    // 3. Run.
+    crate::logs::init();
+    let store = prepared.store_plan.open()?;
+    let runtime = run_runtime()?;
+    let key = prepared.key.clone();
+    runtime.block_on(async {
+        // Log retention: recorded lines older than `[store] log_retention`
+        // go when a run starts (a failure to purge does not stop the run).
+        super::logs::purge_old_lines(&store, prepared.settings.store().log_retention).await;
+        let progress = Arc::new(Progress::for_stderr());
+        let engine = prepared
+            .engine(&store, mode != RunMode::Nominal, progress.clone())
+            .await;
+        let (result, signalled) =
+            with_signals(&engine, engine.execute(mode, step), &store, &progress).await?;
+        progress.finish();
+        let report = result.map_err(|e| prepared.engine_error(e, mode))?;
         let errors = step_errors(&store, &key).await;
-        print_summary(&report, &errors, &log_directory, &target.flow);
+        print_summary(&report, &errors, &prepared.log_directory, &target.flow);
         Ok(if signalled {
             Exit::Cancelled
         } else if succeeded(&report) && !report.clusters_left_up.is_empty() {
@@ -161,29 +241,27 @@ pub fn run(
     })
 }
 
-/// Runs the engine until it finishes, reacting to SIGINT and SIGTERM: the
+/// Awaits `work` (the engine's run), reacting to SIGINT and SIGTERM: the
 /// first cancels the run (the engine then winds down and reports), the
 /// second releases the lease, kills local jobs and exits 130 at once.
-/// Returns the engine's result and whether a signal came.
-async fn drive(
+/// Returns `work`'s result and whether a signal came.
+pub(super) async fn with_signals<T>(
     engine: &ExecutionEngine,
-    mode: RunMode,
-    step: Option<&str>,
+    work: impl std::future::Future<Output = T>,
     store: &Arc<dyn FlowStore>,
     progress: &Progress,
-) -> Result<(Result<RunReport, EngineError>, bool), CliError> {
+) -> Result<(T, bool), CliError> {
     use tokio::signal::unix::{signal, SignalKind};
     let listen = |kind| {
         signal(kind).map_err(|e| CliError::failed(format!("cannot listen for signals: {e}")))
     };
     let mut sigint = listen(SignalKind::interrupt())?;
     let mut sigterm = listen(SignalKind::terminate())?;
-    let run = engine.execute(mode, step);
-    tokio::pin!(run);
+    tokio::pin!(work);
     let mut signalled = false;
     loop {
         tokio::select! {
-            result = &mut run => return Ok((result, signalled)),
+            result = &mut work => return Ok((result, signalled)),
             _ = sigint.recv() => {}
             _ = sigterm.recv() => {}
         }
