@@ -1858,3 +1858,131 @@ fn serve_refuses_tokens_no_request_can_carry() {
     }
     assert!(!home.db().exists(), "bad input created a store");
 }
+
+/// `/metrics` scraped by Debian's real Prometheus (started by xtask on a
+/// loopback port, with a file-based target list this test adds
+/// `flow serve` to): after a run over HTTP, Prometheus's query API answers
+/// the run, step and store-write series with this run's figures, and
+/// `promtool check metrics` accepts the classic exposition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Prometheus and promtool: run by cargo xtask test"]
+async fn metrics_are_scraped_and_linted_on_prometheus() {
+    let prometheus = std::env::var("FLOW_TEST_PROMETHEUS_URL").expect("FLOW_TEST_PROMETHEUS_URL");
+    let targets =
+        std::env::var("FLOW_TEST_PROMETHEUS_TARGETS").expect("FLOW_TEST_PROMETHEUS_TARGETS");
+    let promtool = std::env::var("FLOW_PROMTOOL").expect("FLOW_PROMTOOL");
+    let home = Home::new();
+    home.write("chain.toml", CHAIN);
+    let s = Served::start(&home, &["chain.toml"], &[]);
+    let c = client();
+    run_to_end(&c, &s, "chain", "run", json!({})).await;
+
+    // The classic text: the series are there, and promtool lints it clean.
+    let runs_line =
+        "flow_runs_total{flow=\"chain\",mode=\"run_mode_nominal\",state=\"state_processed\"} 1";
+    let scrape = || {
+        let (c, url) = (c.clone(), s.url("/metrics"));
+        async move {
+            let r = c.get(url).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            assert!(r.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/plain; version=0.0.4"));
+            r.text().await.unwrap()
+        }
+    };
+    wait_for("the run's series on /metrics", || {
+        let text = scrape();
+        async move { text.await.contains(runs_line) }
+    })
+    .await;
+    let text = scrape().await;
+    for series in [
+        "flow_steps_total{flow=\"chain\",state=\"state_processed\"} 3",
+        "flow_step_duration_seconds_count{flow=\"chain\"} 3",
+        "flow_run_duration_seconds_count{flow=\"chain\",mode=\"run_mode_nominal\"} 1",
+        "flow_runs_running{flow=\"chain\"} 0",
+        "flow_store_write_duration_seconds_count{call=\"save_step\"}",
+        "flow_signals_dropped_total 0",
+    ] {
+        assert!(text.contains(series), "{series} missing from:\n{text}");
+    }
+    let mut lint = std::process::Command::new(&promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut lint.stdin.take().unwrap(), text.as_bytes()).unwrap();
+    let lint = lint.wait_with_output().unwrap();
+    assert!(
+        lint.status.success(),
+        "promtool check metrics: {}{}\n{text}",
+        String::from_utf8_lossy(&lint.stdout),
+        String::from_utf8_lossy(&lint.stderr)
+    );
+
+    // OpenMetrics for scrapers that ask for it.
+    let r = c
+        .get(s.url("/metrics"))
+        .header("accept", "application/openmetrics-text; version=1.0.0")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/openmetrics-text"));
+    assert!(r.text().await.unwrap().ends_with("# EOF\n"));
+
+    // Prometheus scrapes this server (its target file names it, with a
+    // label of this test) and answers for the series.
+    let port = s.base.rsplit(':').next().unwrap().to_string();
+    let job = format!("flow-serve-{port}");
+    std::fs::write(
+        std::path::Path::new(&targets).join(format!("{job}.json")),
+        json!([{ "targets": [format!("127.0.0.1:{port}")], "labels": { "flow_test": job } }])
+            .to_string(),
+    )
+    .unwrap();
+    let query = |expr: String| {
+        let (c, url) = (c.clone(), format!("{prometheus}/api/v1/query"));
+        async move {
+            let r = c.get(url).query(&[("query", expr)]).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            let v: Value = r.json().await.unwrap();
+            assert_eq!(v["status"], "success", "{v}");
+            v["data"]["result"].as_array().cloned().unwrap_or_default()
+        }
+    };
+    let runs =
+        format!("flow_runs_total{{flow_test=\"{job}\",flow=\"chain\",state=\"state_processed\"}}");
+    wait_for("Prometheus to scrape flow serve", || {
+        let q = query(runs.clone());
+        async move { !q.await.is_empty() }
+    })
+    .await;
+    let answer = query(runs).await;
+    assert_eq!(answer.len(), 1, "{answer:?}");
+    assert_eq!(answer[0]["metric"]["mode"], "run_mode_nominal");
+    assert_eq!(answer[0]["value"][1], "1");
+    let steps = query(format!(
+        "flow_step_duration_seconds_count{{flow_test=\"{job}\",flow=\"chain\"}}"
+    ))
+    .await;
+    assert_eq!(steps.first().map(|s| &s["value"][1]), Some(&json!("3")));
+    let writes = query(format!(
+        "sum(flow_store_write_duration_seconds_count{{flow_test=\"{job}\"}})"
+    ))
+    .await;
+    let writes: f64 = writes[0]["value"][1].as_str().unwrap().parse().unwrap();
+    assert!(
+        writes >= 4.0,
+        "begin_run, a save_step per step, finish_run: {writes}"
+    );
+    // Prometheus kept what it parsed: the scrape itself succeeded.
+    let up = query(format!("up{{flow_test=\"{job}\"}}")).await;
+    assert_eq!(up[0]["value"][1], "1");
+}

@@ -6,7 +6,8 @@
 //!   of the README, of the book's Testing page and of CI (`.ci/run`). It installs and starts every peer
 //!   the tests need (pyspark with Java for the Spark tests; moto and
 //!   fake-gcs-server, `emulators.rs`; nx-27017 and SecantusDB, the two
-//!   MongoDB wire servers, `mongo.rs`; headless Chromium, `viewer.rs`),
+//!   MongoDB wire servers, `mongo.rs`; headless Chromium, `viewer.rs`;
+//!   Debian's Prometheus scraping `flow serve`, `prometheus.rs`),
 //!   builds the Dataproc contract fake from this tree (`dataproc.rs`), and
 //!   runs `cargo test --workspace ARGS...` with flow-cli's `mongo`, `emr`
 //!   and `dataproc` features (a `-p` selection holding flow-cli keeps
@@ -38,13 +39,15 @@
 //!
 //! Environment: `CARGO_TARGET_DIR` (where the venvs live; default
 //! `<workspace>/target`); `FLOW_SKIP_SPARK_INSTALL=1`,
-//! `FLOW_SKIP_EMULATORS=1` and `FLOW_SKIP_BROWSER_INSTALL=1` install or
+//! `FLOW_SKIP_EMULATORS=1`, `FLOW_SKIP_BROWSER_INSTALL=1` and
+//! `FLOW_SKIP_PROMETHEUS_INSTALL=1` install or
 //! start none of those peers (so the run fails unless they are allowed to
 //! skip); `FLOW_TEST_FAIL_PEER=NAME` marks a peer missing, to try the
 //! strictness.
 //!
 //! std only, so that it builds in seconds on a fresh clone.
 
+mod apt;
 mod bench;
 mod book;
 mod dataproc;
@@ -55,6 +58,7 @@ mod library;
 mod mongo;
 mod msrv;
 mod mutants;
+mod prometheus;
 mod services;
 mod strict;
 mod viewer;
@@ -130,6 +134,9 @@ environment:
   FLOW_SKIP_BROWSER_INSTALL=1  do not apt-get install chromium and chromium-driver
   FLOW_CHROMIUM, FLOW_CHROMEDRIVER  the browser and driver to use
                              (default /usr/bin/chromium, /usr/bin/chromedriver)
+  FLOW_SKIP_PROMETHEUS_INSTALL=1  do not apt-get install prometheus
+  FLOW_PROMETHEUS, FLOW_PROMTOOL  Prometheus and promtool to use
+                             (default /usr/bin/prometheus, /usr/bin/promtool)
   FLOW_MONGO_URI             run the nx-27017 tests against this server instead
   FLOW_TEST_SECANTUSDB_URI   run the SecantusDB tests against this server
                              instead (a replica set, with a user in the URI)
@@ -261,6 +268,10 @@ fn test(args: &[OsString]) -> ExitCode {
     }));
     // Headless Chromium for the viewer's browser test.
     peers.push(viewer::peer());
+    // Prometheus scraping `flow serve` (stopped when dropped).
+    let (peer, prometheus) =
+        prometheus::start(&target.join("tools"), &target.join("tools").join("logs"));
+    peers.push(peer);
     // The Dataproc contract fake, built from this tree, or the run fails
     // (never a stale binary). Its end-to-end tests that need no GCS server
     // are its own (`..._on_fake_dataproc`).
@@ -377,6 +388,7 @@ fn test(args: &[OsString]) -> ExitCode {
     };
     drop(emulators);
     drop(mongo);
+    drop(prometheus);
     strict::summary(&peers, &ignored, &verdict, &parsed.allow_skip);
     // The docs of the whole workspace, warning-free (library.rs).
     if !selects_packages(args) && code == ExitCode::SUCCESS {

@@ -15,10 +15,11 @@
 //!   in release: layout, graph JSON and page-interactive figures for a
 //!   10,000-step flow, written to `<target>/bench/viewer.json`.
 
+use crate::apt::{answers, configured};
 use crate::emulators::Peer;
 use std::env;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Stdio};
+use std::process::{Command, ExitCode};
 
 /// The name filter of the tests that need the browser.
 pub const TESTS: &str = "_in_chromium";
@@ -56,30 +57,6 @@ pub fn peer() -> Peer {
     }
 }
 
-fn configured(var: &str, default: &str) -> PathBuf {
-    env::var_os(var)
-        .filter(|v| !v.is_empty())
-        .map_or_else(|| PathBuf::from(default), PathBuf::from)
-}
-
-/// `program --version` succeeds.
-fn answers(program: &Path) -> bool {
-    Command::new(program)
-        .arg("--version")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-}
-
 /// Chromium and ChromeDriver, installed with apt when missing (unless
 /// `FLOW_SKIP_BROWSER_INSTALL=1`). `Err(why)`, with a warning, when there is
 /// no usable pair.
@@ -97,31 +74,13 @@ fn ensure_browser() -> Result<Browser, String> {
         );
         return Ok(browser);
     }
-    let skip = env::var_os("FLOW_SKIP_BROWSER_INSTALL").is_some_and(|v| !v.is_empty() && v != "0");
-    let why = if skip {
-        "FLOW_SKIP_BROWSER_INSTALL is set".to_string()
-    } else if !is_root() {
-        "not root, so apt cannot install chromium and chromium-driver".to_string()
-    } else {
-        eprintln!("xtask: installing chromium and chromium-driver with apt");
-        let quiet = |args: &[&str]| {
-            Command::new("apt-get")
-                .args(args)
-                .env("DEBIAN_FRONTEND", "noninteractive")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .status()
-        };
-        let installed = quiet(&["-qq", "update"])
-            .and_then(|_| quiet(&["install", "-y", "-qq", "chromium", "chromium-driver"]));
-        match installed {
-            Ok(status) if status.success() && usable(&browser) => {
-                eprintln!("xtask: installed chromium and chromium-driver");
-                return Ok(browser);
-            }
-            Ok(status) => format!("apt-get install chromium chromium-driver failed ({status})"),
-            Err(e) => format!("cannot run apt-get: {e}"),
-        }
+    let why = match crate::apt::install(
+        &["chromium", "chromium-driver"],
+        "FLOW_SKIP_BROWSER_INSTALL",
+    ) {
+        Ok(()) if usable(&browser) => return Ok(browser),
+        Ok(()) => "chromium and chromium-driver were installed but do not answer".to_string(),
+        Err(why) => why,
     };
     eprintln!("xtask: warning: no headless browser: {why}");
     Err(why)

@@ -204,6 +204,7 @@ struct EngineSpec {
 struct ServeSpec {
     bind: Option<std::net::SocketAddr>,
     token: Option<TokenText>,
+    metrics: Option<bool>,
 }
 
 /// The `[serve] token` as written: `"env:VAR"` or the token itself, which
@@ -621,6 +622,12 @@ impl SettingsFile {
             .serve
             .bind
             .unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 8080)))
+    }
+
+    /// Whether `flow serve` exports Prometheus series at `/metrics`
+    /// (`[serve] metrics`, default on).
+    pub fn serve_metrics(&self) -> bool {
+        self.spec.serve.metrics.unwrap_or(true)
     }
 
     /// The token `flow serve` requires on requests that change state

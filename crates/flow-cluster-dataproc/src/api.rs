@@ -214,6 +214,8 @@ impl Api {
             .send(
                 what,
                 |http| {
+                    // Each attempt is a request.
+                    flow_core::meter::cloud_request("dataproc", what);
                     let request = http.request(method.clone(), &url).query(query);
                     match body {
                         Some(body) => request.json(body),

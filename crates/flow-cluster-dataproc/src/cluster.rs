@@ -874,6 +874,7 @@ impl Cluster for DataprocCluster {
             other => self.backend_error("jobs.get", other),
         })?;
         let info = finished.status;
+        notice_delay(&info);
         match finished.outcome {
             Outcome::Succeeded => {
                 info!("Dataproc job {job} is DONE");
@@ -949,6 +950,21 @@ impl Cluster for DataprocCluster {
 
     fn filesystem(&self) -> &dyn Filesystem {
         &self.shared.fs
+    }
+}
+
+/// Reports how late the job's end was noticed: from the terminal state's
+/// `stateStartTime` to now ([`flow_core::meter::job_noticed`]).
+fn notice_delay(info: &JobInfo) {
+    let Some(ended) = info
+        .status
+        .as_ref()
+        .and_then(|s| flow_core::chrono::DateTime::parse_from_rfc3339(&s.state_start_time).ok())
+    else {
+        return;
+    };
+    if let Ok(delay) = (flow_core::chrono::Utc::now() - ended.to_utc()).to_std() {
+        flow_core::meter::job_noticed("dataproc", delay);
     }
 }
 

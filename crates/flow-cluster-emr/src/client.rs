@@ -75,7 +75,11 @@ impl EmrBackend {
         })
         .await
         .map_err(|aws::NoRegion| ClientError::NoRegion)?;
-        let emr = aws_sdk_emr::Client::new(&sdk);
+        let emr = aws_sdk_emr::Client::from_conf(
+            aws_sdk_emr::config::Builder::from(&sdk)
+                .interceptor(crate::metered::MeteredCalls)
+                .build(),
+        );
         let s3 = config
             .s3_config()
             .builder()

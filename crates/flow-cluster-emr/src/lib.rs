@@ -49,6 +49,7 @@ mod config;
 mod emr_steps;
 mod factory;
 mod launch;
+mod metered;
 pub mod steps;
 
 pub use client::ClientError;

@@ -33,6 +33,7 @@ pub mod cluster;
 pub mod context;
 pub mod filesystem;
 pub mod graph;
+pub mod meter;
 pub mod record;
 pub mod retry;
 pub mod spec;

@@ -374,12 +374,17 @@ impl ExecutionEngine {
         if let Some(refused) = self.refused_before_lease(mode, step).await {
             return Err(refused);
         }
-        self.leased(async |lease, lost| self.execute_leased(mode, step, lease, lost).await)
+        let result = self
+            .leased(async |lease, lost| self.execute_leased(mode, step, lease, lost).await)
             .await
             .map(|mut report| {
                 report.metrics.wall = started.elapsed();
                 report
-            })
+            });
+        if let Some(o) = &self.options.observer {
+            o.run_finished(&self.key(), mode, &result);
+        }
+        result
     }
 
     /// The refusal of `mode` by what the store holds now, checked before the

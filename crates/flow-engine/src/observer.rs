@@ -1,6 +1,7 @@
 //! [`RunObserver`]: hooks a caller gives the engine to show a run's
 //! progress, and the [`DefinitionChange`] they may be told about.
 
+use crate::{EngineError, RunReport};
 use flow_core::{FlowKey, RunMode, StepState};
 use std::time::Duration;
 
@@ -20,6 +21,16 @@ pub trait RunObserver: Send + Sync {
     /// (called before the mode's preconditions are checked, so also before
     /// a refusal).
     fn definition_changed(&self, _flow: &FlowKey, _change: &DefinitionChange) {}
+    /// A mode ended: its report, or why it stopped (a lost lease, a store
+    /// failure, the lease held by another run). Not called for a mode
+    /// refused before it took the lease.
+    fn run_finished(
+        &self,
+        _flow: &FlowKey,
+        _mode: RunMode,
+        _result: &Result<RunReport, EngineError>,
+    ) {
+    }
 }
 
 /// How the flow definition differs from the one the stored run used.

@@ -186,7 +186,10 @@ impl Transport {
         self.google
             .send(
                 what,
-                |http| make(http).timeout(total),
+                |http| {
+                    flow_core::meter::cloud_request("gcs", what);
+                    make(http).timeout(total)
+                },
                 |e| self.timeouts.failed(e, Some(total)),
             )
             .await
@@ -200,7 +203,14 @@ impl Transport {
         make: impl Fn(&reqwest::Client) -> RequestBuilder + Send + Sync,
     ) -> Result<Response, CallError> {
         self.google
-            .send(what, make, |e| self.timeouts.failed(e, None))
+            .send(
+                what,
+                |http| {
+                    flow_core::meter::cloud_request("gcs", what);
+                    make(http)
+                },
+                |e| self.timeouts.failed(e, None),
+            )
             .await
     }
 

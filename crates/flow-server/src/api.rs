@@ -45,6 +45,8 @@ pub struct AppState {
     /// This server's lease owner id (for run-mode writes).
     pub owner: String,
     pub shutdown: CancellationToken,
+    /// The series `/metrics` shows; `None` answers it 404.
+    pub metrics: Option<flow_signals::MetricsRegistry>,
 }
 
 type Shared = State<Arc<AppState>>;
@@ -54,6 +56,7 @@ pub fn routes(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/", get(crate::assets::index))
         .route("/assets/{file}", get(crate::assets::asset))
+        .route("/metrics", get(crate::metrics::metrics))
         .route("/api/definitions", get(definitions))
         .route("/api/flows", get(list_flows))
         .route("/api/flows/{name}/run-mode", post(set_run_mode))

@@ -17,7 +17,7 @@
 //! (`read_logs`, paged and resumed by store position), so it shows runs of
 //! any process or host that shares the store, not only its own.
 //!
-//! Map: [`api`] (routes and handlers), [`events`] (per-run event journals,
+//! Map: [`api`] (routes and handlers), [`metrics`] (`GET /metrics`), [`events`] (per-run event journals,
 //! the SSE stream and its resumable ids), [`observed`] (the store wrapper
 //! that publishes this server's writes), [`views`] (the JSON shapes),
 //! [`layout`] (server-side DAG layout), [`runs`] (the launcher trait and
@@ -30,6 +30,7 @@ pub mod catalog;
 mod error;
 pub mod events;
 pub mod layout;
+pub mod metrics;
 pub mod observed;
 pub mod runs;
 pub mod security;
@@ -70,6 +71,8 @@ pub struct ServerOptions {
     pub lease_ttl: Duration,
     /// How often watched flow runs are polled for records and log lines.
     pub tick: Duration,
+    /// The Prometheus series `GET /metrics` shows (`None`: no `/metrics`).
+    pub metrics: Option<flow_signals::MetricsRegistry>,
 }
 
 impl ServerOptions {
@@ -85,6 +88,7 @@ impl ServerOptions {
             secrets: Arc::new(Settings::new()),
             lease_ttl: Duration::from_secs(60),
             tick: Duration::from_millis(250),
+            metrics: None,
         }
     }
 }
@@ -153,6 +157,7 @@ impl Server {
             lease_ttl: options.lease_ttl,
             owner: format!("flow-serve:{host}:{}", std::process::id()),
             shutdown,
+            metrics: options.metrics,
         });
         let guard = Arc::new(Guard::new(options.token, addr));
         Ok(Server {

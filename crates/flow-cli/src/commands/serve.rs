@@ -63,9 +63,31 @@ pub fn serve(
 
     // 2. Serve.
     crate::logs::init();
-    let store = store_plan.open()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::failed(format!("cannot start the async runtime: {e}")))?;
+    let _entered = runtime.enter();
+    // `/metrics`: the signals of this process's runs, store and cloud
+    // calls; with it off nothing is emitted.
+    let metrics = settings
+        .serve_metrics()
+        .then(flow_signals::MetricsRegistry::default);
+    let signals = metrics.as_ref().map(|registry| {
+        let signals = flow_signals::Signals::start(flow_signals::Exporters {
+            metrics: Some(registry.clone()),
+        });
+        signals.install_meter();
+        signals
+    });
+    let mut store = store_plan.open()?;
+    if let Some(signals) = &signals {
+        store = signals.store(store);
+    }
     let store_settings = settings.store();
     let launcher = Arc::new(CliLauncher {
+        signals: signals.as_ref().map(flow_signals::Signals::emitter),
         factory,
         values: values.clone(),
         log_directory,
@@ -84,12 +106,8 @@ pub fn serve(
     options.launcher = Some(launcher);
     options.secrets = values;
     options.lease_ttl = settings.lease_ttl();
+    options.metrics = metrics;
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| CliError::failed(format!("cannot start the async runtime: {e}")))?;
     runtime.block_on(async move {
         let server = Server::bind(options)
             .await
@@ -192,6 +210,8 @@ fn flow_files(settings: &SettingsFile, args: &[String]) -> Result<Vec<PathBuf>, 
 /// Builds engines for the server with this program's backends and
 /// settings.
 struct CliLauncher {
+    /// Where run signals go (`/metrics`), if anywhere.
+    signals: Option<flow_signals::Emitter>,
     factory: Arc<dyn ClusterFactory>,
     values: Arc<flow_core::Settings>,
     log_directory: PathBuf,
@@ -224,7 +244,13 @@ impl RunLauncher for CliLauncher {
             lease_ttl: self.lease_ttl,
             heartbeat_interval: self.heartbeat,
             cancel_grace: self.cancel_grace,
-            observer: Some(request.observer),
+            observer: Some(match &self.signals {
+                Some(emitter) => Arc::new(flow_signals::SignalObserver::new(
+                    emitter.clone(),
+                    Some(request.observer),
+                )),
+                None => request.observer,
+            }),
             record_logs: self.record_logs,
             ..EngineOptions::default()
         };

@@ -1,0 +1,92 @@
+//! [`SignalObserver`]: the engine's run observer that turns a run's
+//! progress into [`Signal`]s, passing every hook on to the observer it
+//! wraps (the CLI's progress bar, the viewer's run registry).
+
+use crate::signal::{Emitter, RunEnd, Signal};
+use flow_core::{FlowKey, JobHandle, RunMode, StepState};
+use flow_engine::{DefinitionChange, EngineError, RunObserver, RunReport};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+/// One run's observer (the flow's name is learnt at `run_started`).
+pub struct SignalObserver {
+    emitter: Emitter,
+    inner: Option<Arc<dyn RunObserver>>,
+    flow: OnceLock<String>,
+}
+
+impl SignalObserver {
+    /// Emits into `emitter`, then calls `inner`'s hooks.
+    pub fn new(emitter: Emitter, inner: Option<Arc<dyn RunObserver>>) -> SignalObserver {
+        SignalObserver {
+            emitter,
+            inner,
+            flow: OnceLock::new(),
+        }
+    }
+
+    fn flow(&self) -> String {
+        self.flow.get().cloned().unwrap_or_default()
+    }
+}
+
+impl RunObserver for SignalObserver {
+    fn run_started(&self, flow: &FlowKey, mode: RunMode, steps_to_run: usize, clusters: usize) {
+        let _ = self.flow.set(flow.flow_name.clone());
+        self.emitter.emit(Signal::RunStarted {
+            flow: flow.clone(),
+            mode,
+        });
+        if let Some(o) = &self.inner {
+            o.run_started(flow, mode, steps_to_run, clusters);
+        }
+    }
+
+    fn step_started(&self, step: &str, cluster: &str) {
+        self.emitter.emit(Signal::StepStarted { flow: self.flow() });
+        if let Some(o) = &self.inner {
+            o.step_started(step, cluster);
+        }
+    }
+
+    fn job_adopted(&self, step: &str, job: &JobHandle) {
+        if let Some(o) = &self.inner {
+            o.job_adopted(step, job);
+        }
+    }
+
+    fn step_finished(&self, step: &str, state: StepState, elapsed: Duration) {
+        self.emitter.emit(Signal::StepFinished {
+            flow: self.flow(),
+            step: step.to_string(),
+            state,
+            elapsed,
+        });
+        if let Some(o) = &self.inner {
+            o.step_finished(step, state, elapsed);
+        }
+    }
+
+    fn definition_changed(&self, flow: &FlowKey, change: &DefinitionChange) {
+        if let Some(o) = &self.inner {
+            o.definition_changed(flow, change);
+        }
+    }
+
+    fn run_finished(&self, flow: &FlowKey, mode: RunMode, result: &Result<RunReport, EngineError>) {
+        let (report, error) = match result {
+            Ok(report) => (Some(report.clone()), None),
+            Err(e) => (None, Some(flow_core::mask(&e.to_string()).into_owned())),
+        };
+        self.emitter.emit(Signal::RunFinished(Box::new(RunEnd {
+            flow: flow.clone(),
+            mode,
+            started: self.flow.get().is_some(),
+            report,
+            error,
+        })));
+        if let Some(o) = &self.inner {
+            o.run_finished(flow, mode, result);
+        }
+    }
+}
