@@ -1,12 +1,12 @@
 //! The `flow` binary on Dataproc (`[cluster] kind = "dataproc"`), end to
 //! end, against two peers: the Dataproc **contract fake** (the
-//! `dataproc-contract-fake` binary, run as its own process so it outlives a
-//! killed engine; real time, short durations) and **fake-gcs-server** (the
+//! `contract-fakes dataproc` binary, run as its own process so it outlives
+//! a killed engine; real time, short durations) and **fake-gcs-server** (the
 //! GCS emulator `cargo xtask test` starts; the steps' filesystem, the job
 //! files, and the driver output the fake writes there as Dataproc would).
 //!
 //! Built only with `--features dataproc` (xtask tests with all features).
-//! The fake's binary comes from `FLOW_TEST_DATAPROC_FAKE` (xtask builds it
+//! The fake's binary comes from `FLOW_TEST_CONTRACT_FAKES` (xtask builds it
 //! from the tree being tested), never from a binary left in `target/`.
 
 mod support;
@@ -30,12 +30,12 @@ fn gcs_endpoint() -> String {
 /// The fake xtask built from this tree. No fallback on a binary found in
 /// `target/`: it could be left there by an older tree.
 fn fake_binary() -> PathBuf {
-    let path = std::env::var_os("FLOW_TEST_DATAPROC_FAKE").map(PathBuf::from).unwrap_or_else(|| {
-        panic!("FLOW_TEST_DATAPROC_FAKE is not set: run through `cargo xtask test`, which builds the Dataproc contract fake from this tree")
+    let path = std::env::var_os("FLOW_TEST_CONTRACT_FAKES").map(PathBuf::from).unwrap_or_else(|| {
+        panic!("FLOW_TEST_CONTRACT_FAKES is not set: run through `cargo xtask test`, which builds the contract fakes from this tree")
     });
     assert!(
         path.is_file(),
-        "FLOW_TEST_DATAPROC_FAKE names no file: {}",
+        "FLOW_TEST_CONTRACT_FAKES names no file: {}",
         path.display()
     );
     path
@@ -93,6 +93,7 @@ impl Fake {
     /// steps needs no GCS server).
     fn start(gcs: Option<&str>, staging: &str) -> Fake {
         let mut command = Command::new(fake_binary());
+        command.arg("dataproc");
         if let Some(gcs) = gcs {
             command.args(["--gcs-endpoint", gcs]);
         }

@@ -8,7 +8,7 @@
 //!   fake-gcs-server, `emulators.rs`; nx-27017 and SecantusDB, the two
 //!   MongoDB wire servers, `mongo.rs`; headless Chromium, `viewer.rs`;
 //!   Debian's Prometheus scraping `flow serve`, `prometheus.rs`),
-//!   builds the Dataproc contract fake from this tree (`dataproc.rs`), and
+//!   builds the contract fakes from this tree (`contract_fakes.rs`), and
 //!   runs `cargo test --workspace ARGS...` with flow-cli's `mongo`, `emr`
 //!   and `dataproc` features (a `-p` selection holding flow-cli keeps
 //!   them). Strict (`strict.rs`): a peer that is missing while the run
@@ -50,7 +50,7 @@
 mod apt;
 mod bench;
 mod book;
-mod dataproc;
+mod contract_fakes;
 mod emulators;
 mod features;
 mod ignored;
@@ -272,16 +272,20 @@ fn test(args: &[OsString]) -> ExitCode {
     let (peer, prometheus) =
         prometheus::start(&target.join("tools"), &target.join("tools").join("logs"));
     peers.push(peer);
-    // The Dataproc contract fake, built from this tree, or the run fails
-    // (never a stale binary). Its end-to-end tests that need no GCS server
+    // The contract fakes, built from this tree, or the run fails (never a
+    // stale binary). Each API's end-to-end tests that need no other peer
     // are its own (`..._on_fake_dataproc`).
-    match dataproc::prepare(&root, &target, target_from_env) {
-        Ok(env) => peers.push(emulators::Peer {
-            name: "dataproc-contract-fake",
-            tests: dataproc::TESTS,
-            available: Ok(()),
-            env,
-        }),
+    match contract_fakes::prepare(&root, &target, target_from_env) {
+        Ok(env) => peers.extend(
+            contract_fakes::APIS
+                .iter()
+                .map(|(name, tests)| emulators::Peer {
+                    name,
+                    tests,
+                    available: Ok(()),
+                    env: env.clone(),
+                }),
+        ),
         Err(why) => {
             eprintln!("xtask: FAILED: {why}");
             return ExitCode::FAILURE;

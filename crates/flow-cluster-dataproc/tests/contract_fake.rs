@@ -1,5 +1,5 @@
 //! The Dataproc cluster against the loopback contract fake
-//! (`dataproc-contract-fake`): launch, reuse, a failed create, delete, jobs
+//! (`contract-fakes`, its `dataproc` module): launch, reuse, a failed create, delete, jobs
 //! to their end, the poll budget and notice delay, 429 with `Retry-After`,
 //! duplicate submissions and a lost submit answer, 5xx retries, the create
 //! body, jobs ending together, cancel, adoption by another engine, and
@@ -11,7 +11,7 @@
 //! never by sleeping. The `_on_fake_gcs` test also needs fake-gcs-server
 //! (started by `cargo xtask test`).
 
-use dataproc_contract_fake::{FakeDataproc, FakeOptions};
+use contract_fakes::dataproc::{FakeDataproc, FakeOptions};
 use flow_cloud::{Clock, ManualClock, PollConfig, RetryConfig};
 use flow_cluster_dataproc::{
     DataprocCluster, DataprocClusterFactory, DataprocClusterFactoryBuilder,

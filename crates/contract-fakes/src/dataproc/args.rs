@@ -1,23 +1,21 @@
-//! `dataproc-contract-fake [--port N] [--gcs-endpoint URL] [--staging-bucket B]
-//! [--cluster-create D] [--cluster-delete D] [--job-pending D] [--job-run D|forever]
-//! [--job-cancel D]`: serves the contract fake on 127.0.0.1 in real time,
-//! prints `listening on http://127.0.0.1:PORT` on stdout, and exits when its
-//! standard input closes (so it never outlives the test that started it).
-//! For end-to-end tests, where the fake must outlive a killed engine.
+//! The binary's Dataproc flags: `contract-fakes dataproc [--port N]
+//! [--gcs-endpoint URL] [--staging-bucket B] [--cluster-create D]
+//! [--cluster-delete D] [--job-pending D] [--job-run D|forever]
+//! [--job-cancel D] [--token-lifetime D]`, on real time with short
+//! durations by default.
 
-use dataproc_contract_fake::{FakeDataproc, FakeOptions};
+use super::FakeOptions;
 use flow_cloud::TokioClock;
-use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::AsyncReadExt;
 
 fn duration(flag: &str, value: Option<String>) -> Result<Duration, String> {
     let value = value.ok_or(format!("{flag} needs a value"))?;
     humantime::parse_duration(&value).map_err(|e| format!("{flag} {value}: {e}"))
 }
 
-fn parse() -> Result<(FakeOptions, u16), String> {
+/// The options and the port (`0`: a free one).
+pub fn parse(args: Vec<String>) -> Result<(FakeOptions, u16), String> {
     let mut options = FakeOptions::new(Arc::new(TokioClock::new()));
     options.cluster_create = Duration::from_millis(500);
     options.cluster_delete = Duration::from_millis(200);
@@ -25,7 +23,7 @@ fn parse() -> Result<(FakeOptions, u16), String> {
     options.job_run = Some(Duration::from_secs(1));
     options.job_cancel = Duration::from_millis(200);
     let mut port = 0;
-    let mut args = std::env::args().skip(1);
+    let mut args = args.into_iter();
     while let Some(flag) = args.next() {
         match flag.as_str() {
             "--port" => {
@@ -51,35 +49,9 @@ fn parse() -> Result<(FakeOptions, u16), String> {
                 }
             }
             "--job-cancel" => options.job_cancel = duration(&flag, args.next())?,
+            "--token-lifetime" => options.token_lifetime = duration(&flag, args.next())?,
             other => return Err(format!("unknown argument {other}")),
         }
     }
     Ok((options, port))
-}
-
-#[tokio::main(flavor = "current_thread")]
-async fn main() {
-    let (options, port) = match parse() {
-        Ok(parsed) => parsed,
-        Err(e) => {
-            eprintln!("dataproc-contract-fake: {e}");
-            std::process::exit(2);
-        }
-    };
-    let fake = match FakeDataproc::start(options, port).await {
-        Ok(fake) => fake,
-        Err(e) => {
-            eprintln!("dataproc-contract-fake: cannot listen: {e}");
-            std::process::exit(1);
-        }
-    };
-    println!("listening on {}", fake.url());
-    let _ = std::io::stdout().flush();
-    let mut stdin = tokio::io::stdin();
-    let mut buffer = [0u8; 64];
-    while let Ok(n) = stdin.read(&mut buffer).await {
-        if n == 0 {
-            break;
-        }
-    }
 }

@@ -1,0 +1,303 @@
+//! A loopback **contract fake** of the Dataproc REST v1 resources flow
+//! uses, for tests only: Dataproc has no emulator.
+//!
+//! Served: `clusters.create/get/delete`, `operations.get`,
+//! `jobs.submit/get/list/cancel` under `/v1/projects/P/regions/R/...`, with
+//! bodies shaped like the published reference (long-running `Operation`s
+//! with `ClusterOperationMetadata`, `Cluster.status`/`statusHistory`,
+//! `Job.status`/`statusHistory`, `driverOutputResourceUri`, errors as
+//! `{"error": {"code", "message", "status"}}`). Nothing else.
+//!
+//! Time comes from a [`Clock`]: states are computed from it on every
+//! request (a cluster is `CREATING` for [`FakeOptions::cluster_create`],
+//! then `RUNNING`; a job `PENDING` for [`FakeOptions::job_pending`], then
+//! `RUNNING` for [`FakeOptions::job_run`], then `DONE`), so a test with a
+//! [`ManualClock`](flow_cloud::ManualClock) moves every state by advancing
+//! it, and the binary (`contract-fakes dataproc`, flags in `args.rs`) runs on
+//! real time (moved on by `POST /fake/clock?advance=D`).
+//!
+//! What a job does is read from its properties (the flow's `conf`):
+//! `fake.run_for` (a duration, or `forever`), `fake.outcome` (`DONE` or
+//! `ERROR`), `fake.details`, `fake.driver_output` (its text),
+//! `fake.fail_if_exists` (`gs://B/O`: the job ends in `ERROR` when that
+//! object exists at submission), `fake.attempt_failure` (`true`: an
+//! `ATTEMPT_FAILURE` half-way, then `RUNNING` again). With a GCS endpoint
+//! (fake-gcs-server), a job whose main file is a `gs://` object that does
+//! not exist fails like on Dataproc, and the driver output is written there
+//! at submission, as `driverOutputResourceUri` + `.000000000`.
+//!
+//! Tests read and steer it in process ([`FakeDataproc`]'s methods) or over
+//! HTTP (`/fake/...`, for the binary): request counts per method, a 429
+//! with `Retry-After` for the next calls of a method, a 503 before a call
+//! is carried out or after (a lost answer), a cluster whose creation fails,
+//! finishing a job by hand, the `Authorization` headers, the create bodies,
+//! the submitted `requestId`s and the answers' statuses received. A second
+//! `jobs.submit` or `clusters.create` with the same `requestId` answers the
+//! first one's job or operation (200), as the API does; the same job id
+//! under another or no `requestId` is 409 `ALREADY_EXISTS`. `POST /token`
+//! is an OAuth token endpoint for a test service-account key whose
+//! `token_uri` points at the fake.
+//!
+//! Files: `routes.rs` (which API method a request is, the `/fake/` control
+//! paths), `clusters.rs` and `jobs.rs` (the methods), `state.rs` (the
+//! world and its clock-driven states), `json.rs` (the resources as the API
+//! answers them), `gcs.rs` (job files and driver output on fake-gcs-server).
+
+mod clusters;
+mod gcs;
+mod jobs;
+mod json;
+mod routes;
+mod state;
+
+pub mod args;
+
+use crate::auth::{IssuedToken, Tokens};
+use crate::clock::FakeClock;
+use crate::errors;
+use crate::faults::Faults;
+use crate::server::{serve, Served};
+use axum::http::header;
+use axum::Router;
+use chrono::{DateTime, SecondsFormat, Utc};
+use flow_cloud::Clock;
+use serde_json::{json, Value};
+use state::ServiceState;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+/// How the fake behaves.
+#[derive(Debug, Clone)]
+pub struct FakeOptions {
+    pub clock: Arc<dyn Clock>,
+    /// fake-gcs-server's URL: job files are checked there and driver output
+    /// is written there. `None`: neither.
+    pub gcs_endpoint: Option<String>,
+    /// The bucket of `driverOutputResourceUri` (created at start if GCS is
+    /// configured).
+    pub staging_bucket: String,
+    pub cluster_create: Duration,
+    pub cluster_delete: Duration,
+    pub job_pending: Duration,
+    /// `None`: jobs run until finished by hand (or cancelled).
+    pub job_run: Option<Duration>,
+    pub job_cancel: Duration,
+    /// How long an access token from `POST /token` lives (Google's: an
+    /// hour).
+    pub token_lifetime: Duration,
+}
+
+impl FakeOptions {
+    pub fn new(clock: Arc<dyn Clock>) -> Self {
+        FakeOptions {
+            clock,
+            gcs_endpoint: None,
+            staging_bucket: "dataproc-staging-fake".into(),
+            cluster_create: Duration::from_secs(90),
+            cluster_delete: Duration::from_secs(30),
+            job_pending: Duration::from_secs(5),
+            job_run: Some(Duration::from_secs(60)),
+            job_cancel: Duration::from_secs(2),
+            token_lifetime: Duration::from_secs(3600),
+        }
+    }
+}
+
+struct Service {
+    options: FakeOptions,
+    clock: FakeClock,
+    /// Wall time of clock zero, for timestamps.
+    epoch: DateTime<Utc>,
+    world: Mutex<ServiceState>,
+    faults: Faults,
+    tokens: Tokens,
+    http: reqwest::Client,
+}
+
+impl Service {
+    fn world(&self) -> MutexGuard<'_, ServiceState> {
+        self.world.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+    fn now(&self) -> Duration {
+        self.clock.now()
+    }
+    fn time(&self, at: Duration) -> String {
+        let at = self.epoch + chrono::Duration::from_std(at).unwrap_or_default();
+        at.to_rfc3339_opts(SecondsFormat::Micros, true)
+    }
+}
+
+/// A running fake, stopped when dropped.
+pub struct FakeDataproc {
+    served: Served,
+    shared: Arc<Service>,
+}
+
+impl FakeDataproc {
+    /// Starts on a free loopback port (`port` 0) or the given one.
+    pub async fn start(options: FakeOptions, port: u16) -> std::io::Result<FakeDataproc> {
+        let clock = FakeClock::new(options.clock.clone());
+        let shared = Arc::new(Service {
+            epoch: Utc::now() - chrono::Duration::from_std(clock.now()).unwrap_or_default(),
+            tokens: Tokens::new(clock.clone(), options.token_lifetime),
+            clock,
+            options,
+            world: Mutex::new(ServiceState::default()),
+            faults: Faults::new(errors::google),
+            http: reqwest::Client::new(),
+        });
+        if let Some(gcs) = &shared.options.gcs_endpoint {
+            // 409 (it exists) is fine.
+            let _ = shared
+                .http
+                .post(format!("{gcs}/storage/v1/b?project=fake"))
+                .body(json!({ "name": shared.options.staging_bucket }).to_string())
+                .header(header::CONTENT_TYPE, "application/json")
+                .send()
+                .await;
+        }
+        let app = Router::new()
+            .fallback(routes::handle)
+            .with_state(shared.clone());
+        Ok(FakeDataproc {
+            served: serve(app, port).await?,
+            shared,
+        })
+    }
+
+    /// `http://127.0.0.1:PORT`, the `endpoint` to configure.
+    pub fn url(&self) -> &str {
+        self.served.url()
+    }
+
+    /// The service's clock (advance it to move the fake alone).
+    pub fn clock(&self) -> &FakeClock {
+        &self.shared.clock
+    }
+
+    /// Requests so far by method (`jobs.get`, `clusters.create`, ...).
+    pub fn requests(&self) -> BTreeMap<String, u64> {
+        self.shared.faults.requests()
+    }
+
+    /// Requests of one method so far.
+    pub fn count(&self, method: &str) -> u64 {
+        self.shared.faults.count(method)
+    }
+
+    /// All API requests so far.
+    pub fn total(&self) -> u64 {
+        self.shared.faults.total()
+    }
+
+    /// The next `times` calls of `method` answer 429 with `Retry-After:
+    /// retry_after_secs`.
+    pub fn throttle(&self, method: &str, times: usize, retry_after_secs: u64) {
+        self.shared.faults.throttle(method, times, retry_after_secs);
+    }
+
+    /// The next `times` calls of `method` are carried out, then answered
+    /// 503 `UNAVAILABLE`: the answer is lost, what was asked is done.
+    pub fn lose_answers(&self, method: &str, times: usize) {
+        self.shared.faults.lose_answers(method, times);
+    }
+
+    /// The next `times` calls of `method` are refused with 503
+    /// `UNAVAILABLE` before anything is done.
+    pub fn unavailable(&self, method: &str, times: usize) {
+        self.shared.faults.unavailable(method, times);
+    }
+
+    /// The HTTP status of each answer to `method` so far, in order (the
+    /// 429s of [`throttle`](Self::throttle) aside).
+    pub fn answers(&self, method: &str) -> Vec<u16> {
+        self.shared.faults.answers(method)
+    }
+
+    /// The `requestId` of each `jobs.submit` received, in order (`""` for
+    /// none).
+    pub fn submit_request_ids(&self) -> Vec<String> {
+        self.shared.world().submit_request_ids.clone()
+    }
+
+    /// The `Cluster` body `clusters.create` received for `name`, as sent.
+    pub fn create_body(&self, name: &str) -> Option<Value> {
+        self.shared
+            .world()
+            .clusters
+            .values()
+            .find(|c| c.name == name)
+            .map(|c| c.resource.clone())
+    }
+
+    /// The next creation of cluster `name` fails with `message` (its
+    /// operation's error; the cluster goes to `ERROR`).
+    pub fn fail_create(&self, name: &str, message: &str) {
+        self.shared
+            .world()
+            .fail_creates
+            .insert(name.to_string(), message.to_string());
+    }
+
+    /// Ends a job now with `state` (`DONE`, `ERROR`) and `details`.
+    pub fn finish_job(&self, job_id: &str, state: &str, details: &str) -> bool {
+        let now = self.shared.now();
+        let mut world = self.shared.world();
+        match world.jobs.iter_mut().find(|j| j.key.2 == job_id) {
+            Some(job) => {
+                job.forced = Some((now, state.to_string(), details.to_string()));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Every job as `jobs.get` would answer now, oldest first.
+    pub fn jobs(&self) -> Vec<Value> {
+        let now = self.shared.now();
+        let world = self.shared.world();
+        world
+            .jobs
+            .iter()
+            .map(|j| json::job_json(&self.shared, j, now))
+            .collect()
+    }
+
+    /// A cluster's state now (`None`: no such cluster, or deleted).
+    pub fn cluster_state(&self, name: &str) -> Option<String> {
+        let now = self.shared.now();
+        let world = self.shared.world();
+        world
+            .clusters
+            .values()
+            .find(|c| c.name == name)
+            .and_then(|c| state::cluster_state(&self.shared, c, now))
+            .map(|(state, _)| state)
+    }
+
+    /// Each API request's `Authorization` header so far, in order (`""`
+    /// for none).
+    pub fn authorizations(&self) -> Vec<String> {
+        self.shared.tokens.authorizations()
+    }
+
+    /// Access tokens handed out by `POST /token` (an OAuth token endpoint
+    /// for service-account key files whose `token_uri` points here).
+    pub fn tokens_issued(&self) -> u64 {
+        self.shared.tokens.issued().len() as u64
+    }
+
+    /// Every access token handed out, with its issue and expiry times.
+    pub fn tokens(&self) -> Vec<IssuedToken> {
+        self.shared.tokens.issued()
+    }
+
+    /// Names of the clusters whose deletion finished.
+    pub fn deleted(&self) -> Vec<String> {
+        let now = self.shared.now();
+        let mut world = self.shared.world();
+        state::sweep(&self.shared, &mut world, now);
+        world.deleted.clone()
+    }
+}

@@ -1,0 +1,47 @@
+//! `contract-fakes API [--port N] [API flags]`: serves one API's contract
+//! fake on 127.0.0.1 in real time, prints `listening on
+//! http://127.0.0.1:PORT` on stdout, and exits when its standard input
+//! closes (so it never outlives the test that started it). For end-to-end
+//! tests, where the fake must outlive a killed engine. APIs: `dataproc`
+//! (flags: `src/dataproc/args.rs`).
+
+use contract_fakes::{dataproc, server};
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let mut args = std::env::args().skip(1);
+    let api = args.next().unwrap_or_default();
+    let rest: Vec<String> = args.collect();
+    let served = match api.as_str() {
+        "dataproc" => match dataproc::args::parse(rest) {
+            Ok((options, port)) => dataproc::FakeDataproc::start(options, port)
+                .await
+                .map(|fake| Box::new(fake) as Box<dyn Fake>),
+            Err(e) => usage(&e),
+        },
+        other => usage(&format!("unknown API {other:?} (APIs: dataproc)")),
+    };
+    match served {
+        Ok(fake) => server::until_stdin_closes(fake.url()).await,
+        Err(e) => {
+            eprintln!("contract-fakes: cannot listen: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// What the binary needs of a started fake.
+trait Fake {
+    fn url(&self) -> &str;
+}
+
+impl Fake for dataproc::FakeDataproc {
+    fn url(&self) -> &str {
+        dataproc::FakeDataproc::url(self)
+    }
+}
+
+fn usage(message: &str) -> ! {
+    eprintln!("contract-fakes: {message}\nusage: contract-fakes API [--port N] [API flags]");
+    std::process::exit(2);
+}
