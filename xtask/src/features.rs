@@ -3,7 +3,7 @@
 //! * [`tree_problems`] (run by `cargo xtask test`, seconds, no compiling):
 //!   `cargo tree` of each combination must hold none of the crates a
 //!   feature left out brings (no AWS crate without `emr`, no GCP crate
-//!   without `dataproc`, no shared cloud crate (`flow-cloud`,
+//!   without `dataproc`, no Qubole crate without `qubole`, no shared cloud crate (`flow-cloud`,
 //!   `flow-fs-object`) without a cloud, no MongoDB driver without `mongo`, no web server
 //!   without `serve`), and the whole workspace has one TLS stack (rustls
 //!   with ring: no `aws-lc-rs`, no OpenSSL, no native-tls).
@@ -27,6 +27,9 @@ struct Combination {
 
 const AWS: &[&str] = &["aws-", "flow-cluster-emr", "flow-fs-s3"];
 const GCP: &[&str] = &["gcp_auth", "flow-cluster-dataproc", "flow-fs-gcs"];
+const QUBOLE: &[&str] = &["flow-cluster-qubole"];
+/// The EMR cluster alone: `qubole` brings the rest of [`AWS`] (S3).
+const EMR: &[&str] = &["flow-cluster-emr"];
 /// What every cloud shares (the lifecycle machinery, the object
 /// filesystem): absent from a build without a cloud.
 const CLOUD: &[&str] = &["flow-cloud", "flow-fs-object"];
@@ -40,26 +43,30 @@ fn combinations() -> Vec<Combination> {
     vec![
         Combination {
             features: "",
-            absent: without(&[AWS, GCP, CLOUD, MONGO, SERVE]),
+            absent: without(&[AWS, GCP, QUBOLE, CLOUD, MONGO, SERVE]),
         },
         Combination {
             features: "serve",
-            absent: without(&[AWS, GCP, CLOUD, MONGO]),
+            absent: without(&[AWS, GCP, QUBOLE, CLOUD, MONGO]),
         },
         Combination {
             features: "emr",
-            absent: without(&[GCP, MONGO, SERVE]),
+            absent: without(&[GCP, QUBOLE, MONGO, SERVE]),
         },
         Combination {
             features: "dataproc",
-            absent: without(&[AWS, MONGO, SERVE]),
+            absent: without(&[AWS, QUBOLE, MONGO, SERVE]),
+        },
+        Combination {
+            features: "qubole",
+            absent: without(&[EMR, GCP, MONGO, SERVE]),
         },
         Combination {
             features: "mongo",
-            absent: without(&[AWS, GCP, CLOUD, SERVE]),
+            absent: without(&[AWS, GCP, QUBOLE, CLOUD, SERVE]),
         },
         Combination {
-            features: "serve,emr,dataproc,mongo",
+            features: "serve,emr,dataproc,qubole,mongo",
             absent: Vec::new(),
         },
     ]

@@ -1,6 +1,6 @@
 //! Turns settings into a store and a cluster factory. The only module that
 //! knows concrete backends; cloud clusters and other stores come in behind
-//! cargo features (`emr`, `dataproc`, `mongo`); Qubole and Azure HDInsight
+//! cargo features (`emr`, `dataproc`, `qubole`, `mongo`); Azure HDInsight
 //! clusters are named in settings but not implemented.
 //!
 //! Everything here is split into a check that touches nothing
@@ -17,7 +17,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 /// The message for a backend this build was compiled without.
-#[cfg(not(all(feature = "emr", feature = "dataproc", feature = "mongo")))]
+#[cfg(not(all(
+    feature = "emr",
+    feature = "dataproc",
+    feature = "qubole",
+    feature = "mongo"
+)))]
 fn unavailable(settings: &SettingsFile, setting: &str, what: &str, feature: &str) -> CliError {
     CliError::bad_input(format!(
         "{}: {setting} = \"{feature}\": this build has no {what} support; rebuild flow-cli with --features {feature}",
@@ -207,7 +212,7 @@ pub fn cluster_factory(settings: &SettingsFile) -> Result<Arc<dyn ClusterFactory
         #[cfg(not(feature = "emr"))]
         ClusterKind::Emr => Err(unavailable(settings, setting, "EMR", "emr")),
         ClusterKind::Dataproc => dataproc_factory(settings),
-        ClusterKind::Qubole => Err(not_implemented(settings, setting, "Qubole", "qubole")),
+        ClusterKind::Qubole => qubole_factory(settings),
         ClusterKind::Azure => Err(not_implemented(
             settings,
             setting,
@@ -257,6 +262,28 @@ fn dataproc_factory(settings: &SettingsFile) -> Result<Arc<dyn ClusterFactory>, 
         "Dataproc",
         "dataproc",
     ))
+}
+
+/// The Qubole clusters of `[cluster.qubole]`: the API token is read from
+/// its environment variable now; no request is sent.
+#[cfg(feature = "qubole")]
+fn qubole_factory(settings: &SettingsFile) -> Result<Arc<dyn ClusterFactory>, CliError> {
+    let config = settings.qubole().ok_or_else(|| {
+        CliError::bad_input(format!(
+            "{}: [cluster] kind = \"qubole\" needs a [cluster.qubole] section (cluster_label, token, ...); see docs/src/reference/settings.md",
+            settings.source
+        ))
+    })?;
+    let factory = config
+        .builder()
+        .build()
+        .map_err(|e| CliError::bad_input(format!("{}: [cluster.qubole]: {e}", settings.source)))?;
+    Ok(Arc::new(factory))
+}
+
+#[cfg(not(feature = "qubole"))]
+fn qubole_factory(settings: &SettingsFile) -> Result<Arc<dyn ClusterFactory>, CliError> {
+    Err(unavailable(settings, "[cluster] kind", "Qubole", "qubole"))
 }
 
 #[cfg(test)]
@@ -334,6 +361,41 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.message.starts_with("/x/flow.toml:4:1: "), "{e}");
+    }
+
+    #[test]
+    fn qubole_needs_its_feature_its_section_and_its_token() {
+        let s = SettingsFile::parse("[cluster]\nkind = \"qubole\"\n", Path::new("/x/flow.toml"))
+            .unwrap();
+        let e = cluster_factory(&s).err().unwrap();
+        if !cfg!(feature = "qubole") {
+            assert!(
+                e.message
+                    .contains("rebuild flow-cli with --features qubole"),
+                "{e}"
+            );
+            return;
+        }
+        assert!(
+            e.message.contains("needs a [cluster.qubole] section"),
+            "{e}"
+        );
+        let text = "[cluster]\nkind = \"qubole\"\n[cluster.qubole]\ncluster_label = \"etl\"\ntoken = \"env:FLOW_CLI_TEST_QDS_TOKEN\"\nendpoint = \"http://127.0.0.1:9\"\n";
+        let s = SettingsFile::parse(text, Path::new("/x/flow.toml")).unwrap();
+        let e = cluster_factory(&s).err().unwrap();
+        assert!(e.message.contains("FLOW_CLI_TEST_QDS_TOKEN"), "{e}");
+        std::env::set_var("FLOW_CLI_TEST_QDS_TOKEN", "qds-cli-test-token");
+        assert_eq!(cluster_factory(&s).unwrap().kind(), "qubole");
+        assert!(s
+            .secret_sources()
+            .contains(&"FLOW_CLI_TEST_QDS_TOKEN".to_string()));
+        let e = SettingsFile::parse(
+            "[cluster.qubole]\ncluster_label = \"etl\"\ntoken = \"qds-plain-token\"\n",
+            Path::new("/x/flow.toml"),
+        )
+        .unwrap_err();
+        assert!(e.message.starts_with("/x/flow.toml:1:1: "), "{e}");
+        assert!(!e.message.contains("qds-plain-token"), "{e}");
     }
 
     #[test]

@@ -181,6 +181,17 @@ struct ClusterSpec {
     #[cfg(not(feature = "dataproc"))]
     #[serde(default, rename = "dataproc")]
     _dataproc: Option<toml::Table>,
+    /// `[cluster.qubole]`, checked by the Qubole crate's own serde type.
+    #[cfg(feature = "qubole")]
+    #[serde(
+        default,
+        deserialize_with = "flow_cluster_qubole::deserialize_validated"
+    )]
+    qubole: Option<flow_cluster_qubole::QuboleConfig>,
+    /// Kept (unread) so one settings file serves builds with and without it.
+    #[cfg(not(feature = "qubole"))]
+    #[serde(default, rename = "qubole")]
+    _qubole: Option<toml::Table>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -600,6 +611,12 @@ impl SettingsFile {
         Some(config)
     }
 
+    /// `[cluster.qubole]`, validated (its token not read yet).
+    #[cfg(feature = "qubole")]
+    pub fn qubole(&self) -> Option<flow_cluster_qubole::QuboleConfig> {
+        self.spec.cluster.qubole.clone()
+    }
+
     pub fn lease_ttl(&self) -> Duration {
         self.spec.lease.ttl.unwrap_or(DEFAULT_LEASE_TTL)
     }
@@ -670,12 +687,21 @@ impl SettingsFile {
             .map(String::as_str)
             .chain(self.spec.serve.token.as_ref().map(|t| t.0.as_str()))
             .chain(self.spec.store.uri.as_ref().map(|u| u.get_ref().as_str()))
+            .chain(self.qubole_token_source())
             .filter_map(|written| written.strip_prefix("env:"))
             .map(str::to_string)
             .collect();
         vars.sort();
         vars.dedup();
         vars
+    }
+
+    /// `[cluster.qubole] token` as written (`env:VAR`).
+    fn qubole_token_source(&self) -> Option<&str> {
+        #[cfg(feature = "qubole")]
+        return self.spec.cluster.qubole.as_ref().map(|q| q.token.as_str());
+        #[cfg(not(feature = "qubole"))]
+        return None;
     }
 
     /// The values of `{settings.NAME}` placeholders. Secrets written

@@ -64,6 +64,51 @@ impl Default for TailOptions {
     }
 }
 
+/// A job's logs copied into its step log: the `[cluster.KIND.job_logs]`
+/// table of every cloud cluster (one vocabulary). `max_bytes`, `wait` and
+/// `interval` bound the read ([`TailOptions`]); `error_bytes` is how much of
+/// the end goes into a failed job's error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JobLogs {
+    /// Copy the logs at all.
+    pub enabled: bool,
+    /// At most this many bytes of the log's end go to the step log.
+    pub max_bytes: usize,
+    /// How long to wait for a log that is not there yet.
+    #[serde(with = "humantime_serde")]
+    pub wait: Duration,
+    /// How often to look for it meanwhile.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// At most this many bytes of the end go into a failed job's error.
+    pub error_bytes: usize,
+}
+
+impl Default for JobLogs {
+    fn default() -> Self {
+        let tail = TailOptions::default();
+        JobLogs {
+            enabled: true,
+            max_bytes: tail.max_bytes,
+            wait: tail.wait,
+            interval: tail.interval,
+            error_bytes: 2048,
+        }
+    }
+}
+
+impl JobLogs {
+    /// The read's bounds.
+    pub fn tail_options(&self) -> TailOptions {
+        TailOptions {
+            max_bytes: self.max_bytes,
+            wait: self.wait,
+            interval: self.interval,
+        }
+    }
+}
+
 /// The end of a log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tail {
@@ -118,6 +163,48 @@ pub async fn tail(
     Ok(Some(Tail { text, truncated }))
 }
 
+impl Tail {
+    /// Writes the text into the log line by line under a heading naming
+    /// `what` (INFO, or WARN after a failure), and returns its last
+    /// `error_bytes`, starting at a line, for an error message.
+    pub fn log(&self, what: &str, failed: bool, error_bytes: usize) -> String {
+        let heading = if self.truncated {
+            format!("the end of {what}:")
+        } else {
+            format!("{what}:")
+        };
+        for line in std::iter::once(heading.as_str()).chain(self.text.lines()) {
+            if failed {
+                tracing::warn!("{line}");
+            } else {
+                tracing::info!("{line}");
+            }
+        }
+        last_lines(&self.text, error_bytes).trim_end().to_string()
+    }
+}
+
+/// The last `max` bytes of `text`, starting at a line (for the lines of a
+/// log's tail that go into an error message).
+///
+/// ```
+/// assert_eq!(flow_cloud::tail::last_lines("first line\nsecond\nthird\n", 10), "third\n");
+/// ```
+pub fn last_lines(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut start = text.len() - max;
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    let tail = &text[start..];
+    match tail.find('\n') {
+        Some(newline) if newline + 1 < tail.len() => &tail[newline + 1..],
+        _ => tail,
+    }
+}
+
 /// Reads `stream` to its end keeping its last `max` bytes; returns them and
 /// whether anything was dropped.
 async fn keep_last(
@@ -144,4 +231,16 @@ async fn keep_last(
         }
     }
     Ok((kept.into(), dropped))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_lines_start_at_a_line() {
+        assert_eq!(last_lines("a\nb\nc\n", 100), "a\nb\nc\n");
+        assert_eq!(last_lines("first line\nsecond\nthird\n", 10), "third\n");
+        assert_eq!(last_lines("ééé", 3), "é");
+    }
 }

@@ -3,7 +3,7 @@
 
 use crate::api::{Api, ClusterInfo, JobInfo, Location, Operation};
 use crate::config::{DataprocConfig, InstanceGroup};
-use crate::driver::{driver_output, last_lines};
+use crate::driver::driver_output;
 use crate::error::DataprocError;
 use crate::jobs::{self, ids, job_payload, job_resource, label_value, DataprocJobs, JobRef, KIND};
 use async_trait::async_trait;
@@ -533,30 +533,11 @@ impl DataprocCluster {
             return None;
         }
         match driver_output(&self.shared.fs, uri, options, &self.shared.clock).await {
-            Ok(Some(tail)) => {
-                let what = if tail.truncated {
-                    "the end of the driver output"
-                } else {
-                    "driver output"
-                };
-                if failed {
-                    warn!("{what} ({uri}):");
-                } else {
-                    info!("{what} ({uri}):");
-                }
-                for line in tail.text.lines() {
-                    if failed {
-                        warn!("{line}");
-                    } else {
-                        info!("{line}");
-                    }
-                }
-                Some(
-                    last_lines(&tail.text, ERROR_OUTPUT_BYTES)
-                        .trim_end()
-                        .to_string(),
-                )
-            }
+            Ok(Some(tail)) => Some(tail.log(
+                &format!("the driver output ({uri})"),
+                failed,
+                ERROR_OUTPUT_BYTES,
+            )),
             Ok(None) => {
                 warn!("no driver output appeared at {uri}");
                 None

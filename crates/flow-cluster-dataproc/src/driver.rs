@@ -66,31 +66,3 @@ pub(crate) async fn driver_output(
     }
     Ok(Some(Tail { text, truncated }))
 }
-
-/// The last `max` bytes of `text`, starting at a line.
-pub(crate) fn last_lines(text: &str, max: usize) -> &str {
-    if text.len() <= max {
-        return text;
-    }
-    let mut start = text.len() - max;
-    while !text.is_char_boundary(start) {
-        start += 1;
-    }
-    let tail = &text[start..];
-    match tail.find('\n') {
-        Some(newline) if newline + 1 < tail.len() => &tail[newline + 1..],
-        _ => tail,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn last_lines_start_at_a_line() {
-        assert_eq!(last_lines("a\nb\nc\n", 100), "a\nb\nc\n");
-        assert_eq!(last_lines("first line\nsecond\nthird\n", 10), "third\n");
-        assert_eq!(last_lines("ééé", 3), "é");
-    }
-}

@@ -5,10 +5,10 @@
 //! crates never depend on each other. The filesystem semantics of the design
 //! notes are `flow_fs_object`'s, written once for every object store; this
 //! crate is their S3 backend ([`S3Backend`]: the wire code) and the AWS
-//! configuration every AWS client of flow loads ([`aws`]):
-//! Its own crate because two clusters are to use it (EMR today, Qubole
-//! planned) and cluster crates never depend on each other. It follows the filesystem semantics of
-//! the design notes, as Synergy Flow's S3 filesystem did:
+//! configuration every AWS client of flow loads ([`aws`]), with
+//! [`LazyS3Filesystem`] for clusters that make it on first use. It follows
+//! the filesystem semantics of the design notes, as Synergy Flow's S3
+//! filesystem did:
 //!
 //! - Keys name objects in the default bucket (settings), optionally under a
 //!   prefix; `s3://bucket/key` (also `s3a://`, `s3n://`) names another
@@ -43,9 +43,11 @@
 pub mod aws;
 mod backend;
 mod config;
+mod lazy;
 
 pub use backend::S3Backend;
 pub use config::{S3Config, S3Error, S3FilesystemBuilder};
+pub use lazy::LazyS3Filesystem;
 
 /// The S3 filesystem: the shared object filesystem on [`S3Backend`]. Cheap
 /// to clone; [`S3Backend`]'s accessors (`config`, `client`) are called on
