@@ -61,6 +61,7 @@ mod mutants;
 mod prometheus;
 mod services;
 mod strict;
+mod synergy;
 mod viewer;
 
 use std::env;
@@ -272,6 +273,8 @@ fn test(args: &[OsString]) -> ExitCode {
     let (peer, prometheus) =
         prometheus::start(&target.join("tools"), &target.join("tools").join("logs"));
     peers.push(peer);
+    // Synergy Scheduler's model classes, for the Job documents' test.
+    peers.push(synergy::peer(&target.join("tools")));
     // The contract fakes, built from this tree, or the run fails (never a
     // stale binary). Each API's end-to-end tests that need no other peer
     // are its own (`..._on_fake_dataproc`).
@@ -508,7 +511,8 @@ fn ensure_venv(
         // A progress bar for a ~300 MB download floods CI logs.
         pip.args(["--progress-bar", "off"]);
     }
-    run(pip.arg(requirement))?;
+    // Several pip arguments may be given (`--no-deps a==1 b==2`).
+    run(pip.args(requirement.split_whitespace()))?;
     if !usable(venv) {
         return Err(format!(
             "pip installed {requirement} but the venv is not usable"

@@ -83,6 +83,59 @@ pub enum Command {
     /// run_mode_run_from on --step. Exit codes: 0 processed or noop, 1
     /// invalid, 2 bad unit (nothing written), 3 cancelled, 4 clusters left up.
     Drive(DriveArgs),
+    /// Run the timetable of flows with a [schedule] section: a Job per
+    /// period, its managed run started when the period closes (plus lag),
+    /// failed runs retried in recovery mode with backoff, missed periods
+    /// caught up oldest first. Any number of `flow schedule` processes may
+    /// share a store; each Job runs once. SIGTERM or Ctrl-C: no new runs,
+    /// running ones get the settings' cancel_grace to finish, then are
+    /// cancelled.
+    Schedule {
+        /// Flow files (or names in the flows directory), each with
+        /// [schedule]; every flow one depends on must be among them.
+        #[arg(required = true, value_name = "FLOW")]
+        flows: Vec<String>,
+        /// Managed runs at once, in this process.
+        #[arg(long, value_name = "N", default_value = "4")]
+        concurrency: NonZeroUsize,
+        /// Exit 0 once no Job can make progress any more (every Job up to
+        /// now finished, or blocked by a skipped upstream Job).
+        #[arg(long)]
+        until_caught_up: bool,
+        /// How often to look for due Jobs (also after every run that ends).
+        #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+        poll: std::time::Duration,
+    },
+    /// Show a scheduled flow's timetable: each period's Job state, failures,
+    /// latest run, and what an unstarted Job waits for.
+    Jobs {
+        #[arg(value_name = "FLOW")]
+        flow: String,
+        /// Periods at or after this one.
+        #[arg(long, value_name = "T")]
+        from: Option<String>,
+        /// Periods before this one.
+        #[arg(long, value_name = "T")]
+        to: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Mark a scheduled flow's Job skipped (no managed run will start for
+    /// it) and cancel its flow's unfinished steps.
+    Skip {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Send a finished Job back through a managed (nominal) run; with
+    /// --cascade, also the finished Jobs of the flows in the flows
+    /// directory that depend on it.
+    Reprocess {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        cascade: bool,
+    },
     /// Show a flow run's state and its steps' states, attempts and timings;
     /// without --timeperiod, list the flow's runs.
     Status {
@@ -184,6 +237,10 @@ pub enum Command {
         #[arg(long, value_name = "ADDR")]
         bind: Option<std::net::SocketAddr>,
     },
+}
+
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    humantime_serde::re::humantime::parse_duration(text).map_err(|e| e.to_string())
 }
 
 /// `flow drive`'s unit, as flags.

@@ -183,6 +183,9 @@ pub struct FlowDefinition {
     pub time_qualifier: TimeQualifier,
     /// The steps, in the order written.
     pub steps: Vec<StepDefinition>,
+    /// How `flow schedule` runs it; `None` for a flow run by hand or by
+    /// another scheduler.
+    pub schedule: Option<crate::schedule::Schedule>,
 }
 
 impl FlowDefinition {
@@ -192,7 +195,14 @@ impl FlowDefinition {
             name: name.into(),
             time_qualifier: TimeQualifier::default(),
             steps: Vec::new(),
+            schedule: None,
         }
+    }
+
+    /// Sets the flow's schedule.
+    pub fn schedule(mut self, schedule: Option<crate::schedule::Schedule>) -> Self {
+        self.schedule = schedule;
+        self
     }
 
     /// Sets the flow's time qualifier.
@@ -288,6 +298,7 @@ pub enum GraphError {
 pub struct FlowGraph {
     name: String,
     time_qualifier: TimeQualifier,
+    schedule: Option<crate::schedule::Schedule>,
     steps: Vec<StepDefinition>,
     index: HashMap<String, usize>,
     dependencies: Vec<Vec<usize>>,
@@ -391,6 +402,7 @@ impl FlowGraph {
         Ok(FlowGraph {
             name: definition.name,
             time_qualifier: definition.time_qualifier,
+            schedule: definition.schedule,
             steps: definition.steps,
             index,
             dependencies,
@@ -407,6 +419,11 @@ impl FlowGraph {
     /// The length of one timeperiod of the flow.
     pub fn time_qualifier(&self) -> TimeQualifier {
         self.time_qualifier
+    }
+
+    /// The flow file's `[schedule]`, if it has one.
+    pub fn schedule(&self) -> Option<&crate::schedule::Schedule> {
+        self.schedule.as_ref()
     }
 
     /// The number of steps.

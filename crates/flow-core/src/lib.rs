@@ -29,13 +29,16 @@
 
 pub mod action;
 pub mod actions;
+pub mod clock;
 pub mod cluster;
 pub mod context;
 pub mod filesystem;
 pub mod graph;
+pub mod job;
 pub mod meter;
 pub mod record;
 pub mod retry;
+pub mod schedule;
 pub mod spec;
 pub mod state;
 pub mod store;
@@ -56,13 +59,15 @@ pub use cluster::{
 pub use context::{mask, secret_env_var, ExecutionContext, Secret, SettingValue, Settings};
 pub use filesystem::{normalize_key, Filesystem, FsError, KeyProblem};
 pub use graph::{FlowDefinition, FlowGraph, GraphError, StepDefinition};
+pub use job::{JobKey, JobQuery, TimetableJob};
 pub use record::{
     ClusterRecord, ClusterState, FlowKey, FlowRecord, JobRecord, LogLevel, LogLine, RecordId,
     RollbackCause, RollbackRecord, RunRecord, RunStep, StepRecord, StoredLogLine,
 };
 pub use retry::RetryPolicy;
+pub use schedule::Schedule;
 pub use spec::{ActionRegistry, SpecError};
-pub use state::{ActionSetState, FlowState, RunMode, StepState};
+pub use state::{ActionSetState, FlowState, JobState, RunMode, StepState};
 pub use store::{
     FlowQuery, FlowStore, Lease, LeaseInfo, LeaseOutcome, LogQuery, RunQuery, RunStanding,
     StoreError,

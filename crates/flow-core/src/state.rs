@@ -90,6 +90,43 @@ string_enum! {
 }
 
 string_enum! {
+    /// The state of a scheduler's Job (one per flow and timeperiod): the
+    /// Synergy Scheduler 2.3's strings (`synergy/db/model/job.py`).
+    JobState {
+        /// Waiting for its period to close (and its dependencies).
+        Embryo => "state_embryo",
+        /// A managed run is at work on it, or failed and waits for the
+        /// garbage collector's retry.
+        InProgress => "state_in_progress",
+        /// Synergy's "final run" of an aggregation; `flow` treats it as
+        /// `in_progress` (it never writes it).
+        FinalRun => "state_final_run",
+        /// A managed run processed the period.
+        Processed => "state_processed",
+        /// A managed run found nothing to process.
+        Noop => "state_noop",
+        /// Muted: skipped by a person, or given up after the retry limit.
+        /// Only reprocessing runs it again.
+        Skipped => "state_skipped",
+    }
+}
+
+impl JobState {
+    /// Synergy's `is_finished`: processed, noop or skipped.
+    pub fn is_finished(self) -> bool {
+        matches!(
+            self,
+            JobState::Processed | JobState::Noop | JobState::Skipped
+        )
+    }
+
+    /// True for the states dependants may start after: processed or noop.
+    pub fn is_complete(self) -> bool {
+        matches!(self, JobState::Processed | JobState::Noop)
+    }
+}
+
+string_enum! {
     /// Progress of one group of actions (`pre`, `main` or `post`) of a step.
     ActionSetState {
         /// Not started.

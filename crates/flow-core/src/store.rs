@@ -10,6 +10,7 @@
 //! while another took its stale lease over can therefore write nothing when
 //! it wakes: it gets [`StoreError::Fenced`] and stops.
 
+use crate::job::{JobKey, JobQuery, TimetableJob};
 use crate::record::{
     ClusterRecord, FlowKey, FlowRecord, LogLine, RecordId, RunRecord, StepRecord, StoredLogLine,
 };
@@ -373,4 +374,22 @@ pub trait FlowStore: Send + Sync {
 
     /// Deletes log lines recorded before `before`; returns how many.
     async fn purge_logs(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
+
+    /// Inserts `job` unless a Job of its key exists; returns the stored one
+    /// either way (several schedulers may create the same `embryo` at once:
+    /// one insert wins, all get it). Not fenced: creating is idempotent.
+    async fn create_job(&self, job: &TimetableJob) -> Result<TimetableJob, StoreError>;
+
+    /// The Job of `key`, if one exists.
+    async fn get_job(&self, key: &JobKey) -> Result<Option<TimetableJob>, StoreError>;
+
+    /// Updates a Job (matched by its key) and returns it. Fenced by the
+    /// lease of the Job's claim key ([`JobKey::claim_key`]): only the
+    /// current claimant moves a Job.
+    async fn save_job(&self, lease: &Lease, job: &TimetableJob)
+        -> Result<TimetableJob, StoreError>;
+
+    /// Jobs matching `query`, oldest timeperiod first (newest first when
+    /// it asks), then by flow name.
+    async fn list_jobs(&self, query: &JobQuery) -> Result<Vec<TimetableJob>, StoreError>;
 }

@@ -15,6 +15,7 @@
 //! The forwarding is written twice here (the defaults, and the blanket
 //! impl calling them), once for every wrapper there is and will be.
 
+use crate::job::{JobKey, JobQuery, TimetableJob};
 use crate::record::{
     ClusterRecord, FlowKey, FlowRecord, LogLine, RecordId, RunRecord, StepRecord, StoredLogLine,
 };
@@ -198,6 +199,34 @@ pub trait StoreLayer: Send + Sync {
         self.called("purge_logs");
         self.inner().purge_logs(before).await
     }
+
+    /// See [`FlowStore::create_job`].
+    async fn create_job(&self, job: &TimetableJob) -> Result<TimetableJob, StoreError> {
+        self.called("create_job");
+        self.inner().create_job(job).await
+    }
+
+    /// See [`FlowStore::get_job`].
+    async fn get_job(&self, key: &JobKey) -> Result<Option<TimetableJob>, StoreError> {
+        self.called("get_job");
+        self.inner().get_job(key).await
+    }
+
+    /// See [`FlowStore::save_job`].
+    async fn save_job(
+        &self,
+        lease: &Lease,
+        job: &TimetableJob,
+    ) -> Result<TimetableJob, StoreError> {
+        self.called("save_job");
+        self.inner().save_job(lease, job).await
+    }
+
+    /// See [`FlowStore::list_jobs`].
+    async fn list_jobs(&self, query: &JobQuery) -> Result<Vec<TimetableJob>, StoreError> {
+        self.called("list_jobs");
+        self.inner().list_jobs(query).await
+    }
 }
 
 #[async_trait]
@@ -280,5 +309,21 @@ impl<T: StoreLayer> FlowStore for T {
     }
     async fn purge_logs(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
         StoreLayer::purge_logs(self, before).await
+    }
+    async fn create_job(&self, job: &TimetableJob) -> Result<TimetableJob, StoreError> {
+        StoreLayer::create_job(self, job).await
+    }
+    async fn get_job(&self, key: &JobKey) -> Result<Option<TimetableJob>, StoreError> {
+        StoreLayer::get_job(self, key).await
+    }
+    async fn save_job(
+        &self,
+        lease: &Lease,
+        job: &TimetableJob,
+    ) -> Result<TimetableJob, StoreError> {
+        StoreLayer::save_job(self, lease, job).await
+    }
+    async fn list_jobs(&self, query: &JobQuery) -> Result<Vec<TimetableJob>, StoreError> {
+        StoreLayer::list_jobs(self, query).await
     }
 }

@@ -229,6 +229,69 @@ impl Timeperiod {
         }
     }
 
+    /// The instant this timeperiod starts, in UTC (`2026112807` is
+    /// 2026-11-28T07:00:00Z; a month or day of `00` counts as the first).
+    pub fn start(self) -> chrono::DateTime<chrono::Utc> {
+        NaiveDate::from_ymd_opt(
+            i32::from(self.year),
+            u32::from(self.month.max(1)),
+            u32::from(self.day.max(1)),
+        )
+        .and_then(|d| d.and_hms_opt(u32::from(self.hour), 0, 0))
+        .map(|t| t.and_utc())
+        .unwrap_or_default()
+    }
+
+    /// The period of `qualifier` that holds this timeperiod's start (the day
+    /// `2026112800` of the hour `2026112807`, say).
+    pub fn within(self, qualifier: TimeQualifier) -> Timeperiod {
+        match qualifier {
+            TimeQualifier::Hourly => self,
+            TimeQualifier::Daily => Timeperiod { hour: 0, ..self },
+            TimeQualifier::Monthly => Timeperiod {
+                day: 0,
+                hour: 0,
+                ..self
+            },
+            TimeQualifier::Yearly => Timeperiod {
+                month: 0,
+                day: 0,
+                hour: 0,
+                ..self
+            },
+        }
+        .at_least(qualifier)
+    }
+
+    /// The period of `qualifier` that holds the instant `at`.
+    pub fn containing(at: chrono::DateTime<chrono::Utc>, qualifier: TimeQualifier) -> Timeperiod {
+        use chrono::Timelike;
+        Timeperiod {
+            year: at.year().clamp(1, 9999) as u16,
+            month: at.month() as u8,
+            day: at.day() as u8,
+            hour: at.hour() as u8,
+        }
+        .within(qualifier)
+    }
+
+    /// An hourly or daily period needs a day and a month, a monthly one a
+    /// month: fills in the first where a coarser timeperiod left `00`.
+    fn at_least(self, qualifier: TimeQualifier) -> Timeperiod {
+        match qualifier {
+            TimeQualifier::Hourly | TimeQualifier::Daily => Timeperiod {
+                month: self.month.max(1),
+                day: self.day.max(1),
+                ..self
+            },
+            TimeQualifier::Monthly => Timeperiod {
+                month: self.month.max(1),
+                ..self
+            },
+            TimeQualifier::Yearly => self,
+        }
+    }
+
     /// Checks that `[start, end)` is a non-empty window.
     pub fn check_window(start: Timeperiod, end: Timeperiod) -> Result<(), TimeperiodError> {
         if end <= start {
@@ -311,6 +374,27 @@ impl<'de> Deserialize<'de> for Timeperiod {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn periods_start_and_contain() {
+        let hour: Timeperiod = "2026112807".parse().unwrap();
+        assert_eq!(hour.start().to_rfc3339(), "2026-11-28T07:00:00+00:00");
+        assert_eq!(hour.within(TimeQualifier::Daily).to_string(), "2026112800");
+        assert_eq!(
+            hour.within(TimeQualifier::Monthly).to_string(),
+            "2026110000"
+        );
+        assert_eq!(hour.within(TimeQualifier::Yearly).to_string(), "2026000000");
+        let year: Timeperiod = "2026000000".parse().unwrap();
+        assert_eq!(year.within(TimeQualifier::Hourly).to_string(), "2026010100");
+        assert_eq!(year.start().to_rfc3339(), "2026-01-01T00:00:00+00:00");
+        let at = hour.start() + chrono::TimeDelta::minutes(59);
+        assert_eq!(Timeperiod::containing(at, TimeQualifier::Hourly), hour);
+        assert_eq!(
+            Timeperiod::containing(at, TimeQualifier::Daily).to_string(),
+            "2026112800"
+        );
+    }
 
     fn tp(s: &str) -> Timeperiod {
         s.parse().unwrap()

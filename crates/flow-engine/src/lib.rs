@@ -92,6 +92,7 @@ mod plan;
 mod rollback;
 mod run_context;
 mod step;
+pub mod timetable;
 
 pub use cancel::{cancel_flow, CancelError, CancelOutcome, CancelRequest};
 pub use clusters::{cancel_jobs, terminate_orphans, OrphanOutcome};

@@ -760,6 +760,20 @@ async fn start(
         return Err(ApiError::Unavailable("the server is shutting down".into()));
     }
 
+    // A freerun mode on a scheduled flow needs its Job finished, like the
+    // CLI's.
+    if mode.is_freerun() {
+        if let Some(why) = flow_engine::timetable::freerun_refusal(
+            state.store.as_ref(),
+            &flow.graph,
+            key.timeperiod,
+        )
+        .await?
+        {
+            return Err(ApiError::Conflict(why));
+        }
+    }
+
     // recover, run-one and run-from keep the stored run's window, like the
     // CLI.
     let q = flow.graph.time_qualifier();

@@ -64,6 +64,7 @@ pub(crate) async fn acquire(
                         store.corrupt("lease", key, "token is not a positive integer".into())
                     })?;
                 store.raise_fences(key, token).await?;
+                store.raise_job_fence(key, token).await?;
                 return Ok(LeaseOutcome::Acquired(Lease {
                     key: key.clone(),
                     owner: owner.to_string(),

@@ -748,4 +748,7 @@ pub fn all_indexes() -> Vec<(&'static str, Vec<IndexModel>)> {
         (LogDoc::COLLECTION, Collection::<LogDoc>::indexes()),
         (CounterDoc::COLLECTION, Collection::<CounterDoc>::indexes()),
     ]
+    .into_iter()
+    .chain(crate::jobs::job_indexes())
+    .collect()
 }

@@ -10,8 +10,9 @@ use bson::oid::ObjectId;
 use bson::{doc, Document};
 use chrono::{DateTime, Utc};
 use flow_core::{
-    ClusterRecord, FlowKey, FlowQuery, FlowRecord, FlowStore, Lease, LeaseInfo, LeaseOutcome,
-    LogLine, LogQuery, RecordId, RunQuery, RunRecord, StepRecord, StoreError, StoredLogLine,
+    ClusterRecord, FlowKey, FlowQuery, FlowRecord, FlowStore, JobKey, JobQuery, Lease, LeaseInfo,
+    LeaseOutcome, LogLine, LogQuery, RecordId, RunQuery, RunRecord, StepRecord, StoreError,
+    StoredLogLine, TimetableJob,
 };
 use std::time::Duration;
 
@@ -57,16 +58,7 @@ impl FlowStore for MongoStore {
         if let Some(state) = query.state {
             filter.insert("state", state.as_str());
         }
-        let mut range = Document::new();
-        if let Some(from) = query.from {
-            range.insert("$gte", from.to_string());
-        }
-        if let Some(to) = query.to {
-            range.insert("$lt", to.to_string());
-        }
-        if !range.is_empty() {
-            filter.insert("timeperiod", range);
-        }
+        crate::store::timeperiod_range(&mut filter, query.from, query.to);
         let what = query
             .flow_name
             .clone()
@@ -314,5 +306,25 @@ impl FlowStore for MongoStore {
 
     async fn purge_logs(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
         logs::purge(self, before).await
+    }
+
+    async fn create_job(&self, job: &TimetableJob) -> Result<TimetableJob, StoreError> {
+        self.job_create(job).await
+    }
+
+    async fn get_job(&self, key: &JobKey) -> Result<Option<TimetableJob>, StoreError> {
+        self.job_get(key).await
+    }
+
+    async fn save_job(
+        &self,
+        lease: &Lease,
+        job: &TimetableJob,
+    ) -> Result<TimetableJob, StoreError> {
+        self.job_save(lease, job).await
+    }
+
+    async fn list_jobs(&self, query: &JobQuery) -> Result<Vec<TimetableJob>, StoreError> {
+        self.job_list(query).await
     }
 }

@@ -167,6 +167,24 @@ pub(crate) fn key_doc(key: &FlowKey) -> Document {
     doc! { "flow_name": &key.flow_name, "timeperiod": key.timeperiod.to_string() }
 }
 
+/// Adds `timeperiod` in `[from, to)` to `filter`, for the bounds given.
+pub(crate) fn timeperiod_range(
+    filter: &mut Document,
+    from: Option<flow_core::Timeperiod>,
+    to: Option<flow_core::Timeperiod>,
+) {
+    let mut range = Document::new();
+    if let Some(from) = from {
+        range.insert("$gte", from.to_string());
+    }
+    if let Some(to) = to {
+        range.insert("$lt", to.to_string());
+    }
+    if !range.is_empty() {
+        filter.insert("timeperiod", range);
+    }
+}
+
 pub(crate) fn limit_i64(limit: Option<usize>) -> Option<i64> {
     limit.map(|l| i64::try_from(l).unwrap_or(i64::MAX))
 }

@@ -8,8 +8,9 @@ use crate::{MongoError, MongoOptions, MongoStore};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use flow_core::{
-    ClusterRecord, FlowKey, FlowQuery, FlowRecord, FlowStore, Lease, LeaseInfo, LeaseOutcome,
-    LogLine, LogQuery, RecordId, RunQuery, RunRecord, StepRecord, StoreError, StoredLogLine,
+    ClusterRecord, FlowKey, FlowQuery, FlowRecord, FlowStore, JobKey, JobQuery, Lease, LeaseInfo,
+    LeaseOutcome, LogLine, LogQuery, RecordId, RunQuery, RunRecord, StepRecord, StoreError,
+    StoredLogLine, TimetableJob,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -189,5 +190,26 @@ impl FlowStore for MongoStoreWithRuntime {
     async fn purge_logs(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
         self.run(|s| async move { s.purge_logs(before).await })
             .await
+    }
+    async fn create_job(&self, job: &TimetableJob) -> Result<TimetableJob, StoreError> {
+        let job = job.clone();
+        self.run(|s| async move { s.create_job(&job).await }).await
+    }
+    async fn get_job(&self, key: &JobKey) -> Result<Option<TimetableJob>, StoreError> {
+        let key = key.clone();
+        self.run(|s| async move { s.get_job(&key).await }).await
+    }
+    async fn save_job(
+        &self,
+        lease: &Lease,
+        job: &TimetableJob,
+    ) -> Result<TimetableJob, StoreError> {
+        let (lease, job) = (lease.clone(), job.clone());
+        self.run(|s| async move { s.save_job(&lease, &job).await })
+            .await
+    }
+    async fn list_jobs(&self, query: &JobQuery) -> Result<Vec<TimetableJob>, StoreError> {
+        let query = query.clone();
+        self.run(|s| async move { s.list_jobs(&query).await }).await
     }
 }

@@ -19,14 +19,16 @@
 //!
 //! What it is not: a shared store for engines on different machines (SQLite
 //! locking over network filesystems is unreliable; put the file on a local
-//! disk), or a general migration tool (it creates schema version 2, upgrades
-//! a version-1 file in place when it opens one, and refuses newer files).
+//! disk), or a general migration tool (it creates schema version 3, upgrades
+//! a version-1 or -2 file in place when it opens one, and refuses newer files).
 //!
-//! Schema (`PRAGMA user_version = 2`): tables `flow` (unique on `flow_name,
+//! Schema (`PRAGMA user_version = 3`; version 3 added `job`): tables `flow` (unique on `flow_name,
 //! timeperiod`), `step` (unique on `flow_name, timeperiod, step_name`),
 //! `lease` (primary key `flow_name, timeperiod`; released leases keep their
 //! row with an empty owner, so fencing tokens only grow), `run` (one row per
-//! engine invocation), `cluster` (clusters runs launched) and `log` (recorded
+//! engine invocation), `cluster` (clusters runs launched), `job` (the
+//! scheduler's Jobs, unique on `process_name, time_qualifier, timeperiod`;
+//! written under the lease of the Job's claim key) and `log` (recorded
 //! log lines; `position` is `AUTOINCREMENT`, so it never goes back even after
 //! a purge). States are stored as their `as_str()` strings, timeperiods as
 //! their 10 digits and timestamps as RFC 3339 UTC text with microseconds
@@ -40,8 +42,9 @@ mod writer;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use flow_core::{
-    ClusterRecord, FlowKey, FlowQuery, FlowRecord, FlowStore, Lease, LeaseInfo, LeaseOutcome,
-    LogLine, LogQuery, RecordId, RunQuery, RunRecord, StepRecord, StoreError, StoredLogLine,
+    ClusterRecord, FlowKey, FlowQuery, FlowRecord, FlowStore, JobKey, JobQuery, Lease, LeaseInfo,
+    LeaseOutcome, LogLine, LogQuery, RecordId, RunQuery, RunRecord, StepRecord, StoreError,
+    StoredLogLine, TimetableJob,
 };
 use rusqlite::{Connection, OpenFlags};
 use std::fmt;
@@ -400,8 +403,19 @@ fn setup(conn: &Connection, options: &SqliteOptions) -> Result<(), SetupError> {
         .map_err(step("reading the schema version"))?;
     let script = match version {
         sql::SCHEMA_VERSION => return Ok(()),
-        0 => format!("{}{}", sql::SCHEMA, sql::SCHEMA_V2_TABLES),
-        1 => format!("{}{}", sql::MIGRATE_V1_TO_V2, sql::SCHEMA_V2_TABLES),
+        0 => format!(
+            "{}{}{}",
+            sql::SCHEMA,
+            sql::SCHEMA_V2_TABLES,
+            sql::SCHEMA_V3_TABLES
+        ),
+        1 => format!(
+            "{}{}{}",
+            sql::MIGRATE_V1_TO_V2,
+            sql::SCHEMA_V2_TABLES,
+            sql::SCHEMA_V3_TABLES
+        ),
+        2 => sql::SCHEMA_V3_TABLES.to_string(),
         newer => {
             return Err(SetupError::Refused(format!(
                 "schema version {newer} is newer than this build understands ({})",
@@ -430,6 +444,8 @@ fn setup(conn: &Connection, options: &SqliteOptions) -> Result<(), SetupError> {
         SetupError::Sqlite {
             step: if version == 1 {
                 "upgrading the schema from version 1"
+            } else if version == 2 {
+                "upgrading the schema from version 2"
             } else {
                 "creating the schema"
             },
@@ -659,6 +675,45 @@ impl FlowStore for SqliteStore {
             sql::purge_logs(conn, before)
         })
         .await
+    }
+
+    async fn create_job(&self, job: &TimetableJob) -> Result<TimetableJob, StoreError> {
+        let job = job.clone();
+        self.write("create_job", job.key().to_string(), move |conn| {
+            sql::create_job(conn, &job)
+        })
+        .await
+    }
+
+    async fn get_job(&self, key: &JobKey) -> Result<Option<TimetableJob>, StoreError> {
+        let key = key.clone();
+        self.read("get_job", key.to_string(), move |conn| {
+            sql::get_job(conn, &key)
+        })
+        .await
+    }
+
+    async fn save_job(
+        &self,
+        lease: &Lease,
+        job: &TimetableJob,
+    ) -> Result<TimetableJob, StoreError> {
+        let lease = lease.clone();
+        let job = job.clone();
+        self.write("save_job", job.key().to_string(), move |conn| {
+            sql::save_job(conn, &lease, &job)
+        })
+        .await
+    }
+
+    async fn list_jobs(&self, query: &JobQuery) -> Result<Vec<TimetableJob>, StoreError> {
+        let query = query.clone();
+        let key = match &query.process_name {
+            Some(name) => format!("flow '{name}'"),
+            None => "all flows".to_string(),
+        };
+        self.read("list_jobs", key, move |conn| sql::list_jobs(conn, &query))
+            .await
     }
 }
 

@@ -17,16 +17,16 @@ use crate::writer::DbError;
 use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use flow_core::{
     ActionSetState, ClusterHandle, ClusterRecord, ClusterState, FlowKey, FlowQuery, FlowRecord,
-    FlowState, JobRecord, Lease, LeaseInfo, LeaseOutcome, LogLevel, LogLine, LogQuery, RecordId,
-    RollbackRecord, RunMode, RunQuery, RunRecord, RunStep, StepRecord, StepState, StoredLogLine,
-    Timeperiod,
+    FlowState, JobKey, JobQuery, JobRecord, JobState, Lease, LeaseInfo, LeaseOutcome, LogLevel,
+    LogLine, LogQuery, RecordId, RollbackRecord, RunMode, RunQuery, RunRecord, RunStep, StepRecord,
+    StepState, StoredLogLine, TimeQualifier, Timeperiod, TimetableJob,
 };
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// The `user_version` this build writes and reads.
-pub(crate) const SCHEMA_VERSION: i64 = 2;
+pub(crate) const SCHEMA_VERSION: i64 = 3;
 
 /// Schema version 2, created from scratch.
 pub(crate) const SCHEMA: &str = "
@@ -123,6 +123,27 @@ CREATE TABLE IF NOT EXISTS log (
 );
 CREATE INDEX IF NOT EXISTS log_by_flow ON log (flow_name, timeperiod, position);
 CREATE INDEX IF NOT EXISTS log_by_time ON log (at);
+";
+
+/// What version 3 added: the scheduler's Jobs (Synergy Scheduler's Job
+/// shape; `event_log` is a JSON array of strings).
+pub(crate) const SCHEMA_V3_TABLES: &str = "
+CREATE TABLE IF NOT EXISTS job (
+    id                   INTEGER PRIMARY KEY,
+    process_name         TEXT    NOT NULL,
+    time_qualifier       TEXT    NOT NULL,
+    timeperiod           TEXT    NOT NULL,
+    state                TEXT    NOT NULL,
+    related_unit_of_work TEXT,
+    event_log            TEXT    NOT NULL,
+    number_of_failures   INTEGER NOT NULL,
+    run_mode             TEXT,
+    not_before           TEXT,
+    updated_at           TEXT,
+    UNIQUE (process_name, time_qualifier, timeperiod)
+);
+CREATE INDEX IF NOT EXISTS job_by_state ON job (state, timeperiod);
+CREATE INDEX IF NOT EXISTS job_by_timeperiod ON job (timeperiod, process_name);
 ";
 
 /// Upgrades a version-1 file in place (inside the caller's transaction).
@@ -799,6 +820,169 @@ pub(crate) fn release_lease(conn: &Connection, lease: &Lease) -> Result<(), DbEr
         BEFORE_EVERYTHING,
     ])?;
     Ok(())
+}
+
+macro_rules! job_columns {
+    () => {
+        "id, process_name, time_qualifier, timeperiod, state, related_unit_of_work, event_log, \
+         number_of_failures, run_mode, not_before, updated_at"
+    };
+}
+
+const GET_JOB: &str = concat!(
+    "SELECT ",
+    job_columns!(),
+    " FROM job WHERE process_name = ?1 AND time_qualifier = ?2 AND timeperiod = ?3"
+);
+
+/// `NULL` parameters match everything; `?3` is a JSON array of states.
+const LIST_JOBS: &str = concat!(
+    "SELECT ",
+    job_columns!(),
+    " FROM job WHERE (?1 IS NULL OR process_name = ?1) AND (?2 IS NULL OR time_qualifier = ?2) \
+     AND (?3 IS NULL OR state IN (SELECT value FROM json_each(?3))) \
+     AND (?4 IS NULL OR timeperiod >= ?4) AND (?5 IS NULL OR timeperiod < ?5) \
+     ORDER BY CASE WHEN ?7 THEN timeperiod END DESC, timeperiod, process_name LIMIT ?6"
+);
+
+const INSERT_JOB: &str = "
+INSERT INTO job (process_name, time_qualifier, timeperiod, state, related_unit_of_work, event_log,
+                 number_of_failures, run_mode, not_before, updated_at)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+ON CONFLICT (process_name, time_qualifier, timeperiod) DO NOTHING";
+
+const UPSERT_JOB: &str = "
+INSERT INTO job (process_name, time_qualifier, timeperiod, state, related_unit_of_work, event_log,
+                 number_of_failures, run_mode, not_before, updated_at)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+ON CONFLICT (process_name, time_qualifier, timeperiod) DO UPDATE SET
+    state                = excluded.state,
+    related_unit_of_work = excluded.related_unit_of_work,
+    event_log            = excluded.event_log,
+    number_of_failures   = excluded.number_of_failures,
+    run_mode             = excluded.run_mode,
+    not_before           = excluded.not_before,
+    updated_at           = excluded.updated_at";
+
+fn write_job(conn: &Connection, statement: &str, job: &TimetableJob) -> Result<(), DbError> {
+    conn.prepare_cached(statement)?.execute(params![
+        job.process_name,
+        job.time_qualifier.as_str(),
+        job.timeperiod.to_string(),
+        job.state.as_str(),
+        job.related_unit_of_work.as_ref().map(RecordId::as_str),
+        json(&job.event_log, "the job's event log")?,
+        job.number_of_failures,
+        job.run_mode.map(RunMode::as_str),
+        opt_timestamp(&job.not_before),
+        opt_timestamp(&job.updated_at),
+    ])?;
+    Ok(())
+}
+
+pub(crate) fn get_job(conn: &Connection, key: &JobKey) -> Result<Option<TimetableJob>, DbError> {
+    let mut stmt = conn.prepare_cached(GET_JOB)?;
+    let mut rows = stmt.query(params![
+        key.process_name,
+        key.time_qualifier.as_str(),
+        key.timeperiod.to_string()
+    ])?;
+    match rows.next()? {
+        Some(row) => decode_job(row).map(Some),
+        None => Ok(None),
+    }
+}
+
+pub(crate) fn create_job(conn: &Connection, job: &TimetableJob) -> Result<TimetableJob, DbError> {
+    write_job(conn, INSERT_JOB, job)?;
+    get_job(conn, &job.key())?
+        .ok_or_else(|| DbError::Internal(format!("{} vanished after its insert", job.key())))
+}
+
+pub(crate) fn save_job(
+    conn: &Connection,
+    lease: &Lease,
+    job: &TimetableJob,
+) -> Result<TimetableJob, DbError> {
+    check_fence(conn, lease)?;
+    if job.key().claim_key() != lease.key {
+        return Err(DbError::Internal(format!(
+            "{} is not claimed by the lease of {}",
+            job.key(),
+            lease.key
+        )));
+    }
+    write_job(conn, UPSERT_JOB, job)?;
+    get_job(conn, &job.key())?
+        .ok_or_else(|| DbError::Internal(format!("{} vanished after its write", job.key())))
+}
+
+pub(crate) fn list_jobs(conn: &Connection, query: &JobQuery) -> Result<Vec<TimetableJob>, DbError> {
+    let states = (!query.states.is_empty())
+        .then(|| {
+            json(
+                &query.states.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+                "states",
+            )
+        })
+        .transpose()?;
+    let mut stmt = conn.prepare_cached(LIST_JOBS)?;
+    let mut rows = stmt.query(params![
+        query.process_name,
+        query.time_qualifier.map(TimeQualifier::as_str),
+        states,
+        query.from.map(|t| t.to_string()),
+        query.to.map(|t| t.to_string()),
+        query
+            .limit
+            .map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX)),
+        query.newest_first,
+    ])?;
+    let mut jobs = Vec::new();
+    while let Some(row) = rows.next()? {
+        jobs.push(decode_job(row)?);
+    }
+    Ok(jobs)
+}
+
+fn decode_job(row: &Row<'_>) -> Result<TimetableJob, DbError> {
+    let f = Fields {
+        row,
+        what: "job record",
+        key: row_key(row, 1, 3, None),
+    };
+    let failures = f.int(7, "number_of_failures")?;
+    Ok(TimetableJob {
+        id: Some(RecordId::from(f.int(0, "id")?)),
+        process_name: f.text(1, "process_name")?,
+        time_qualifier: f.state(2, "time_qualifier", parse_qualifier)?,
+        timeperiod: f.timeperiod(3, "timeperiod")?,
+        state: f.state(4, "state", JobState::parse)?,
+        related_unit_of_work: f.opt_text(5, "related_unit_of_work")?.map(RecordId::new),
+        event_log: f.json::<Vec<String>>(6, "event_log")?,
+        number_of_failures: u32::try_from(failures)
+            .map_err(|_| f.corrupt("number_of_failures", format!("{failures} is not a count")))?,
+        run_mode: match f.opt_text(8, "run_mode")? {
+            Some(text) => Some(
+                RunMode::parse(&text)
+                    .ok_or_else(|| f.corrupt("run_mode", format!("unknown value '{text}'")))?,
+            ),
+            None => None,
+        },
+        not_before: f.opt_timestamp(9, "not_before")?,
+        updated_at: f.opt_timestamp(10, "updated_at")?,
+    })
+}
+
+fn parse_qualifier(text: &str) -> Option<TimeQualifier> {
+    [
+        TimeQualifier::Hourly,
+        TimeQualifier::Daily,
+        TimeQualifier::Monthly,
+        TimeQualifier::Yearly,
+    ]
+    .into_iter()
+    .find(|q| q.as_str() == text)
 }
 
 /// Reads the columns of one row, reporting anything unreadable as

@@ -890,13 +890,13 @@ fn open_refuses_a_newer_schema_and_foreign_tables() {
     let dir = Dir::new();
     drop(dir.open());
     dir.other_connection()
-        .execute_batch("PRAGMA user_version = 3")
+        .execute_batch("PRAGMA user_version = 4")
         .unwrap();
     let message = expect_open_error(
         &dir.db(),
         SqliteStore::open(&dir.db(), SqliteOptions::default()),
     );
-    assert!(message.contains("schema version 3"), "{message}");
+    assert!(message.contains("schema version 4"), "{message}");
 
     let path = dir.dir.path().join("foreign.db");
     rusqlite::Connection::open(&path)
@@ -924,7 +924,7 @@ async fn wal_is_on_and_the_schema_is_versioned() {
         let version: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(version, 2);
+        assert_eq!(version, 3);
         let tables: Vec<String> = conn
             .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
             .unwrap()
@@ -937,6 +937,7 @@ async fn wal_is_on_and_the_schema_is_versioned() {
             [
                 "cluster",
                 "flow",
+                "job",
                 "lease",
                 "log",
                 "run",
@@ -1129,7 +1130,29 @@ async fn a_version_1_file_is_upgraded_in_place() {
         .other_connection()
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 2);
+    assert_eq!(version, 3);
+}
+
+/// A version-2 file (before Jobs) gets the `job` table when opened.
+#[tokio::test]
+async fn a_version_2_file_is_upgraded_with_the_job_table() {
+    let dir = Dir::new();
+    drop(dir.open());
+    dir.other_connection()
+        .execute_batch("DROP TABLE job; PRAGMA user_version = 2;")
+        .unwrap();
+    let store = dir.open();
+    let key = flow_core::JobKey::new("old", flow_core::TimeQualifier::Daily, tp(TP));
+    let job = store
+        .create_job(&flow_core::TimetableJob::embryo(&key, Utc::now()))
+        .await
+        .unwrap();
+    assert_eq!(job.state, flow_core::JobState::Embryo);
+    let version: i64 = dir
+        .other_connection()
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 3);
 }
 
 /// The database file and its WAL and shared-memory files are readable by

@@ -78,6 +78,9 @@ fn drive_inner(
     let runtime = run_runtime()?;
     runtime.block_on(async {
         super::logs::purge_old_lines(&store, prepared.settings.store().log_retention).await;
+        if matches!(mode, UnitMode::Freerun { .. }) {
+            prepared.refuse_freerun(&store).await?;
+        }
         let progress = Arc::new(Progress::for_stderr());
         // A managed nominal run takes the given window; the others keep the
         // stored run's (the mode is resolved inside, so ask for the stored

@@ -8,9 +8,11 @@ mod cancel;
 mod clusters;
 mod drive;
 mod history;
+mod jobs;
 mod logs;
 mod rollback;
 mod run;
+mod schedule;
 #[cfg(feature = "serve")]
 mod serve;
 mod status;
@@ -47,6 +49,28 @@ pub fn execute(cli: Cli) -> Result<Exit, CliError> {
             window,
         } => run::run(settings, RunMode::RunFrom, &target, Some(&step), &window),
         Command::Drive(args) => drive::drive(settings, &args),
+        Command::Schedule {
+            flows,
+            concurrency,
+            until_caught_up,
+            poll,
+        } => schedule::schedule(
+            settings,
+            &flows,
+            schedule::Options {
+                concurrency: concurrency.get(),
+                until_caught_up,
+                poll,
+            },
+        ),
+        Command::Jobs {
+            flow,
+            from,
+            to,
+            json,
+        } => jobs::jobs(settings, &flow, from.as_deref(), to.as_deref(), json),
+        Command::Skip { target } => jobs::skip(settings, &target),
+        Command::Reprocess { target, cascade } => jobs::reprocess(settings, &target, cascade),
         Command::Status {
             flow,
             timeperiod,

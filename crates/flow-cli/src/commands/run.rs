@@ -121,6 +121,22 @@ impl Prepared {
         }
     }
 
+    /// A freerun mode on a scheduled flow needs its Job finished
+    /// ([`flow_engine::timetable::freerun_refusal`]); exit 2 otherwise.
+    pub async fn refuse_freerun(&self, store: &Arc<dyn FlowStore>) -> Result<(), CliError> {
+        match flow_engine::timetable::freerun_refusal(
+            store.as_ref(),
+            &self.graph,
+            self.key.timeperiod,
+        )
+        .await
+        {
+            Ok(None) => Ok(()),
+            Ok(Some(why)) => Err(CliError::bad_input(why)),
+            Err(e) => Err(CliError::failed(e.to_string())),
+        }
+    }
+
     /// The engine for this run. A nominal run uses the given (or default)
     /// window; the other modes keep the stored run's window unless one is
     /// given.
@@ -146,15 +162,7 @@ impl Prepared {
             settings: self.values.clone(),
             number_of_clusters: self.clusters,
         };
-        let options = EngineOptions {
-            log_directory: Some(self.log_directory.clone()),
-            lease_ttl: self.settings.lease_ttl(),
-            heartbeat_interval: self.settings.heartbeat_interval(),
-            cancel_grace: self.settings.cancel_grace(),
-            observer: Some(observer),
-            record_logs: self.settings.store().record_logs,
-            ..EngineOptions::default()
-        };
+        let options = engine_options(&self.settings, &self.log_directory, Some(observer));
         ExecutionEngine::new(
             self.graph.clone(),
             context,
@@ -183,6 +191,23 @@ impl Prepared {
                 CliError::failed(format!("{e}\nlogs: {}/", logs.display()))
             }
         }
+    }
+}
+
+/// The engine options the settings give (leases, cancel grace, logs).
+pub(super) fn engine_options(
+    settings: &SettingsFile,
+    log_directory: &Path,
+    observer: Option<Arc<dyn flow_engine::RunObserver>>,
+) -> EngineOptions {
+    EngineOptions {
+        log_directory: Some(log_directory.to_path_buf()),
+        lease_ttl: settings.lease_ttl(),
+        heartbeat_interval: settings.heartbeat_interval(),
+        cancel_grace: settings.cancel_grace(),
+        observer,
+        record_logs: settings.store().record_logs,
+        ..EngineOptions::default()
     }
 }
 
@@ -219,6 +244,9 @@ pub fn run(
         // Log retention: recorded lines older than `[store] log_retention`
         // go when a run starts (a failure to purge does not stop the run).
         super::logs::purge_old_lines(&store, prepared.settings.store().log_retention).await;
+        if mode.is_freerun() {
+            prepared.refuse_freerun(&store).await?;
+        }
         let progress = Arc::new(Progress::for_stderr());
         let engine = prepared
             .engine(&store, mode != RunMode::Nominal, progress.clone())

@@ -74,6 +74,9 @@ pub enum SpecProblem {
     /// The flow's shape is wrong (names, dependencies, cycles, limits).
     #[error(transparent)]
     Graph(GraphError),
+    /// A value of `[schedule]` is wrong.
+    #[error("[schedule]: {0}")]
+    Schedule(String),
 }
 
 /// A flow-file error with its file and, where known, line and column.

@@ -101,8 +101,14 @@ impl Parser<'_> {
         if !head.steps.is_empty() {
             return None;
         }
-        let mut definition =
-            FlowDefinition::new(head.name.into_inner()).time_qualifier(head.time_qualifier);
+        let schedule = head
+            .schedule
+            .map(|s| s.check(head.time_qualifier, head.name.get_ref()))
+            .transpose()
+            .ok()?;
+        let mut definition = FlowDefinition::new(head.name.into_inner())
+            .time_qualifier(head.time_qualifier)
+            .schedule(schedule);
         for (i, &start) in cuts.iter().enumerate() {
             let end = cuts.get(i + 1).copied().unwrap_or(text.len());
             let piece: StepsOnly = toml::from_str(&text[start..end]).ok()?;
@@ -158,8 +164,14 @@ impl Parser<'_> {
         let spec: FileSpec = toml::from_str(text)
             .map_err(|e| at(e.span(), SpecProblem::Syntax(toml_message(text, &e))))?;
         let mut name_spans: HashMap<String, Range<usize>> = HashMap::new();
-        let mut definition =
-            FlowDefinition::new(spec.name.get_ref().clone()).time_qualifier(spec.time_qualifier);
+        let schedule = spec
+            .schedule
+            .map(|s| s.check(spec.time_qualifier, spec.name.get_ref()))
+            .transpose()
+            .map_err(|(span, p)| at(Some(span), p))?;
+        let mut definition = FlowDefinition::new(spec.name.get_ref().clone())
+            .time_qualifier(spec.time_qualifier)
+            .schedule(schedule);
         for step in spec.steps {
             name_spans
                 .entry(step.name.get_ref().clone())
@@ -352,6 +364,80 @@ struct FileSpec {
     description: Option<String>,
     #[serde(default)]
     steps: Vec<StepFile>,
+    #[serde(default)]
+    schedule: Option<ScheduleFile>,
+}
+
+/// `[schedule]` as written; [`ScheduleFile::check`] makes it a
+/// [`Schedule`](crate::Schedule).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScheduleFile {
+    #[serde(default, with = "humantime_serde")]
+    lag: Option<Duration>,
+    #[serde(default)]
+    earliest_timeperiod: Option<Spanned<String>>,
+    #[serde(default)]
+    retry_limit: Option<u32>,
+    #[serde(default, with = "humantime_serde")]
+    retry_delay: Option<Duration>,
+    #[serde(default)]
+    retry_backoff: Option<u32>,
+    #[serde(default, with = "humantime_serde")]
+    retry_max_delay: Option<Duration>,
+    #[serde(default)]
+    depends_on_flows: Vec<Spanned<String>>,
+}
+
+impl ScheduleFile {
+    /// The schedule of the flow `name` of `qualifier`, or what is wrong and
+    /// where.
+    fn check(
+        self,
+        qualifier: TimeQualifier,
+        name: &str,
+    ) -> Result<crate::Schedule, (Range<usize>, SpecProblem)> {
+        let defaults = crate::Schedule::default();
+        let earliest = self
+            .earliest_timeperiod
+            .map(|t| {
+                crate::Timeperiod::parse_for(t.get_ref(), qualifier).map_err(|e| {
+                    (
+                        t.span(),
+                        SpecProblem::Schedule(format!("earliest_timeperiod: {e}")),
+                    )
+                })
+            })
+            .transpose()?;
+        let mut depends_on_flows = Vec::new();
+        for flow in self.depends_on_flows {
+            let problem = if !crate::graph::valid_name(flow.get_ref()) {
+                Some(format!(
+                    "depends_on_flows: {} is not a flow name",
+                    crate::graph::shown_name(flow.get_ref())
+                ))
+            } else if flow.get_ref() == name {
+                Some(format!(
+                    "depends_on_flows: flow '{name}' cannot wait for itself"
+                ))
+            } else {
+                None
+            };
+            if let Some(problem) = problem {
+                return Err((flow.span(), SpecProblem::Schedule(problem)));
+            }
+            depends_on_flows.push(flow.into_inner());
+        }
+        Ok(crate::Schedule {
+            lag: self.lag.unwrap_or(defaults.lag),
+            earliest_timeperiod: earliest,
+            retry_limit: self.retry_limit.unwrap_or(defaults.retry_limit),
+            retry_delay: self.retry_delay.unwrap_or(defaults.retry_delay),
+            retry_backoff: self.retry_backoff.unwrap_or(defaults.retry_backoff),
+            retry_max_delay: self.retry_max_delay.unwrap_or(defaults.retry_max_delay),
+            depends_on_flows,
+        })
+    }
 }
 
 /// A piece of a file cut at a `[[steps]]` header (see
@@ -436,6 +522,52 @@ mod tests {
 
     fn parse(text: &str) -> Result<FlowGraph, SpecError> {
         ActionRegistry::builtin().parse(text, Path::new("f.toml"))
+    }
+
+    #[test]
+    fn schedules_are_read_and_checked_with_their_position() {
+        let steps = "\n[[steps]]\nname = \"a\"\nmain = { action = \"noop\" }\n[[steps]]\nname = \"b\"\nmain = { action = \"noop\" }\n";
+        let head = "name = \"report\"\ntime_qualifier = \"daily\"\n";
+        let good = format!(
+            "{head}[schedule]\nlag = \"15m\"\nearliest_timeperiod = \"2026112000\"\nretry_limit = 5\ndepends_on_flows = [\"hourly_load\"]\n{steps}"
+        );
+        let g = parse(&good).unwrap();
+        let s = g.schedule().unwrap();
+        assert_eq!(s.lag, Duration::from_secs(900));
+        assert_eq!(s.earliest_timeperiod.unwrap().to_string(), "2026112000");
+        assert_eq!(s.retry_limit, 5);
+        assert_eq!(s.retry_delay, crate::Schedule::default().retry_delay);
+        assert_eq!(s.depends_on_flows, ["hourly_load"]);
+        assert!(parse(&format!("{head}{steps}"))
+            .unwrap()
+            .schedule()
+            .is_none());
+
+        let cases = [
+            (
+                "earliest_timeperiod = \"2026112007\"",
+                (4, 23),
+                "a daily timeperiod ends in 00",
+            ),
+            ("lag = \"soon\"", (4, 7), "expected a duration"),
+            ("retry_limt = 3", (4, 1), "unknown field `retry_limt`"),
+            (
+                "depends_on_flows = [\"report\"]",
+                (4, 21),
+                "cannot wait for itself",
+            ),
+            (
+                "depends_on_flows = [\"no/such\"]",
+                (4, 21),
+                "is not a flow name",
+            ),
+        ];
+        for (line, position, says) in cases {
+            let text = format!("{head}[schedule]\n{line}\n{steps}");
+            let e = parse(&text).unwrap_err();
+            assert_eq!(e.position, Some(position), "{line}: {e}");
+            assert!(e.to_string().contains(says), "{line}: {e}");
+        }
     }
 
     #[test]

@@ -16,6 +16,7 @@
 //! keep), so every backend can return them exactly.
 
 mod begin_run;
+mod jobs;
 mod lease;
 mod logs;
 mod records;
@@ -113,6 +114,7 @@ pub async fn store_conformance(store: StoreUnderTest) {
     suite.logs_in_order_under_concurrent_writers().await;
     suite.log_filters_and_purge().await;
     suite.ids_round_trip_as_strings().await;
+    suite.jobs().await;
 }
 
 struct Suite {
