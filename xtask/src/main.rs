@@ -89,8 +89,8 @@ usage: cargo xtask <command> [args...]
 commands:
   test [--allow-skip NAME]... [ARGS...]
                   install pyspark into <target>/tools/venv and the peers
-                  (moto, fake-gcs-server, nx-27017, SecantusDB) into
-                  <target>/tools/*-venv (once, then reused), start them on
+                  (moto, fake-gcs-server, Azurite, nx-27017, SecantusDB) into
+                  <target>/tools/ (once, then reused), start them on
                   free loopback ports, run `cargo test --workspace ARGS...`
                   and stop them; a package selection in ARGS (e.g.
                   `-p flow-core`) replaces `--workspace`. A peer missing
@@ -131,7 +131,7 @@ environment:
   CARGO_TARGET_DIR           target directory (default: <workspace>/target)
   FLOW_SKIP_SPARK_INSTALL=1  do not create or install the venv
   FLOW_SKIP_EMULATORS=1      do not install or start moto, fake-gcs-server,
-                             nx-27017 and SecantusDB
+                             Azurite, nx-27017 and SecantusDB
   FLOW_SKIP_BROWSER_INSTALL=1  do not apt-get install chromium and chromium-driver
   FLOW_CHROMIUM, FLOW_CHROMEDRIVER  the browser and driver to use
                              (default /usr/bin/chromium, /usr/bin/chromedriver)

@@ -491,3 +491,32 @@ fn pattern(len: usize) -> Vec<u8> {
         })
         .collect()
 }
+
+/// This process's peak resident set size in bytes (`VmHWM` of
+/// `/proc/self/status`, Linux): what the filesystems' bounded-memory tests
+/// compare before and after a large transfer.
+pub fn peak_rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("Linux /proc");
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .expect("VmHWM in /proc/self/status");
+    let kb: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .expect("a number of kB");
+    kb * 1024
+}
+
+/// Writes `mib` MiB of a repeating byte pattern to `path` (a large local
+/// file for transfer tests, written 1 MiB at a time).
+pub fn write_large_file(path: &Path, mib: u64) {
+    use std::io::Write;
+    let mut file = std::io::BufWriter::new(std::fs::File::create(path).expect("create the file"));
+    let block: Vec<u8> = (0..1024 * 1024).map(|i| (i % 251) as u8).collect();
+    for _ in 0..mib {
+        file.write_all(&block).expect("write the file");
+    }
+    file.flush().expect("flush the file");
+}

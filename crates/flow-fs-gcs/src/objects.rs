@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use flow_cloud::tail::ObjectStream;
 use flow_core::FsError;
-use flow_fs_object::{ListPage, ObjectBackend, ObjectInfo, ObjectLocation};
-use futures_util::stream::{self, StreamExt, TryStreamExt};
+use flow_fs_object::{delete_each, ListPage, ObjectBackend, ObjectInfo, ObjectLocation};
+use futures_util::stream::TryStreamExt;
 use percent_encoding::utf8_percent_encode;
 use reqwest::{header, Method, StatusCode};
 use serde::Deserialize;
@@ -341,20 +341,7 @@ impl ObjectBackend for GcsBackend {
         at: &ObjectLocation,
         keys: Vec<String>,
     ) -> Result<(), FsError> {
-        stream::iter(keys)
-            .map(|key| {
-                let target = at.child(key);
-                async move {
-                    match self.delete(op, &target).await {
-                        Err(FsError::NotFound { .. }) => Ok(()),
-                        other => other,
-                    }
-                }
-            })
-            .buffer_unordered(self.config.concurrency)
-            .try_collect::<Vec<()>>()
-            .await?;
-        Ok(())
+        delete_each(self, op, at, keys, self.config.concurrency).await
     }
 
     /// `rewriteTo`, following `rewriteToken` until the service is done

@@ -2,25 +2,11 @@
 //! 8 MiB chunks) and down through fake-gcs-server, while this process's peak
 //! RSS grows by far less than the file. Alone in its own test binary.
 
+use flow_core::testkit::{peak_rss, write_large_file};
 use flow_core::Filesystem;
 use flow_fs_gcs::GcsFilesystemBuilder;
-use std::io::Write;
 
 const MIB: u64 = 1024 * 1024;
-
-fn peak_rss() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("Linux /proc");
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .expect("VmHWM in /proc/self/status");
-    let kb: u64 = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|v| v.parse().ok())
-        .expect("a number of kB");
-    kb * 1024
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs fake-gcs-server: run through `cargo xtask test`"]
@@ -46,14 +32,7 @@ async fn a_256_mib_file_streams_up_and_down_in_bounded_memory_on_fake_gcs() {
     let size = 256 * MIB;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("big.bin");
-    {
-        let mut file = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
-        let block: Vec<u8> = (0..MIB).map(|i| (i % 251) as u8).collect();
-        for _ in 0..(size / MIB) {
-            file.write_all(&block).unwrap();
-        }
-        file.flush().unwrap();
-    }
+    write_large_file(&path, size / MIB);
     let before = peak_rss();
     fs.copy_from_local(&path, "big/file.bin").await.unwrap();
     fs.copy_to_local("big/file.bin", &dir.path().join("back.bin"))

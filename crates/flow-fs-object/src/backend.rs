@@ -103,6 +103,14 @@ pub trait ObjectBackend: Send + Sync {
     /// first is how locations are shown.
     fn schemes(&self) -> &'static [&'static str];
 
+    /// The bucket an address's authority (what follows `SCHEME://`, up to
+    /// the first `/`) names, or why it names none this store reaches.
+    /// Default: the authority itself. Azure's Hadoop addresses write
+    /// `container@account.blob.core.windows.net`.
+    fn bucket_of(&self, authority: &str) -> Result<String, String> {
+        Ok(authority.to_string())
+    }
+
     /// The object's size; [`FsError::NotFound`] when there is no such
     /// object.
     async fn head(&self, op: &'static str, at: &ObjectLocation) -> Result<u64, FsError>;
@@ -162,4 +170,32 @@ pub trait ObjectBackend: Send + Sync {
         to: &ObjectLocation,
         size: u64,
     ) -> Result<(), FsError>;
+}
+
+/// Deletes `keys` of `at`'s bucket one request each, `concurrency` at a
+/// time, a missing one being fine: [`ObjectBackend::delete_many`] for
+/// stores without a batch delete (GCS's JSON API batch endpoint and Azure's
+/// Blob Batch are not used).
+pub async fn delete_each<B: ObjectBackend + ?Sized>(
+    backend: &B,
+    op: &'static str,
+    at: &ObjectLocation,
+    keys: Vec<String>,
+    concurrency: usize,
+) -> Result<(), FsError> {
+    use futures_util::stream::{self, StreamExt, TryStreamExt};
+    stream::iter(keys)
+        .map(|key| {
+            let target = at.child(key);
+            async move {
+                match backend.delete(op, &target).await {
+                    Err(FsError::NotFound { .. }) => Ok(()),
+                    other => other,
+                }
+            }
+        })
+        .buffer_unordered(concurrency.max(1))
+        .try_collect::<Vec<()>>()
+        .await?;
+    Ok(())
 }

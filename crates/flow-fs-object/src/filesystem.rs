@@ -145,13 +145,17 @@ impl<B: ObjectBackend> ObjectFilesystem<B> {
             if bucket.is_empty() {
                 return Err(backend_error(op, &key, "the address names no bucket"));
             }
+            let bucket = self
+                .backend
+                .bucket_of(bucket)
+                .map_err(|why| backend_error(op, &key, &why))?;
             let object = normalize_key(op, object).map_err(|e| match e {
                 FsError::InvalidKey { problem, .. } => FsError::invalid_key(op, key, problem),
                 other => other,
             })?;
             return Ok(ObjectLocation {
                 scheme,
-                bucket: bucket.to_string(),
+                bucket,
                 key: object,
             });
         }

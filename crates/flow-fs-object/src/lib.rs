@@ -30,7 +30,7 @@ mod backend;
 mod filesystem;
 
 pub use backend::{
-    store_error, ListPage, ObjectBackend, ObjectInfo, ObjectLocation, FOLDER_MARKER,
+    delete_each, store_error, ListPage, ObjectBackend, ObjectInfo, ObjectLocation, FOLDER_MARKER,
 };
 pub use filesystem::{ObjectFilesystem, ObjectSettings};
 
