@@ -821,3 +821,48 @@ main = { action = "shell", command = "echo done > quiet.ran" }
         home.read("logs/noisy/noisy.log")
     );
 }
+
+/// A local cluster runs `jobs_per_cluster` steps at once: three independent
+/// steps each wait until all three have started (a file barrier), so they
+/// finish only if the one cluster runs them together. Unset, it runs one
+/// step at a time (the first step's wait then times out).
+#[test]
+fn a_local_cluster_runs_jobs_per_cluster_steps_at_once() {
+    let home = Home::empty();
+    home.write(
+        "flow.toml",
+        &support::SETTINGS.replace("work_dir = \".\"", "work_dir = \".\"\njobs_per_cluster = 3"),
+    );
+    let step = |name: &str| {
+        format!(
+            r#"
+[[steps]]
+name = "{name}"
+main = {{ action = "shell", command = "touch started.{name}; for i in $(seq 300); do [ -e started.a ] && [ -e started.b ] && [ -e started.c ] && exit 0; sleep 0.1; done; exit 1" }}
+"#
+        )
+    };
+    home.write(
+        "together.toml",
+        &format!(
+            "name = \"together\"\ntime_qualifier = \"daily\"\n{}{}{}",
+            step("a"),
+            step("b"),
+            step("c")
+        ),
+    );
+    let out = home.expect(0, &["run", "together.toml", "--timeperiod", TP]);
+    assert!(stdout(&out).contains("state_processed"), "{}", text(&out));
+
+    // 0 is refused where it is written.
+    home.write(
+        "flow.toml",
+        &support::SETTINGS.replace("work_dir = \".\"", "work_dir = \".\"\njobs_per_cluster = 0"),
+    );
+    let out = home.expect(2, &["validate", "together.toml"]);
+    assert!(
+        stderr(&out).contains("flow.toml:9:20") && stderr(&out).contains("nonzero"),
+        "{}",
+        text(&out)
+    );
+}

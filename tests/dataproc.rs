@@ -556,3 +556,64 @@ fn recover_adopts_a_job_that_outlived_a_killed_engine_and_deletes_its_cluster_on
     let status = home.status_json("dp.toml", TP);
     println!("{status:#}");
 }
+
+/// Giving up on polling is not a failed attempt: `jobs.list` and `jobs.get`
+/// answering 429 (`Retry-After: 0`) past every retry make the run fail with
+/// the step left in progress and its cluster left up; `recover` adopts the
+/// job: one job runs, not two.
+#[test]
+#[ignore = "needs the Dataproc contract fake built from this tree: run through `cargo xtask test`"]
+fn a_job_whose_polling_gave_up_is_adopted_by_recover_not_submitted_again_on_contract_fake() {
+    let home = Home::without_gcs("unknown");
+    home.write_spark_only_flow(r#""fake.run_for" = "4s""#);
+    let mut engine = home
+        .command(&["run", "dp.toml", "--timeperiod", TP])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while home.fake.count("jobs.submit") == 0 {
+        assert!(Instant::now() < deadline, "the job was never submitted");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for method in ["jobs.list", "jobs.get"] {
+        let (status, body) = http(
+            "POST",
+            &format!(
+                "{}/fake/throttle?method={method}&times=1000000&retry_after=0",
+                home.fake.url
+            ),
+            "",
+        );
+        assert_eq!(status, 200, "{body}");
+    }
+    let code = engine.wait().unwrap().code();
+    assert_eq!(code, Some(1), "the run fails");
+    let (flow, states) = home.states();
+    assert_eq!(flow, "state_invalid");
+    assert_eq!(
+        states,
+        steps(&[("count", "state_in_progress")]),
+        "the step is left for the next engine, not failed"
+    );
+    assert_eq!(
+        home.fake.deleted(),
+        Vec::<String>::new(),
+        "the cluster running the job is left up"
+    );
+    let log = home.read("logs/dp/count.log");
+    assert!(log.contains("outcome unknown"), "{log}");
+
+    let (status, body) = http("POST", &format!("{}/fake/unthrottle", home.fake.url), "");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(home.recover_until_accepted(), 0);
+    let (flow, states) = home.states();
+    assert_eq!(flow, "state_processed");
+    assert_eq!(states, steps(&[("count", "state_processed")]));
+    assert_eq!(home.fake.count("jobs.submit"), 1, "one job, not two");
+    assert_eq!(home.fake.jobs().len(), 1);
+    assert_eq!(home.fake.jobs()[0]["status"]["state"], "DONE");
+    assert_eq!(home.fake.count("clusters.create"), 1);
+    assert_eq!(home.fake.deleted(), [CLUSTER]);
+}

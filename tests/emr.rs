@@ -301,6 +301,25 @@ fn a_flow_with_spark_and_s3_steps_ends_processed_on_emr_moto() {
     );
     let log = emr.home.read("logs/emr_report/compute.log");
     assert!(log.contains("COMPLETED"), "{log}");
+    // The AWS SDK's and hyper's debug events stay out of the step log and
+    // the store (FLOW_LOG does not ask for them).
+    let recorded = emr.home.flow(&[
+        "logs",
+        "emr_report",
+        "--timeperiod",
+        TP,
+        "--step",
+        "compute",
+    ]);
+    let recorded = String::from_utf8_lossy(&recorded.stdout).to_string();
+    assert!(recorded.contains("COMPLETED"), "{recorded}");
+    for text in [&log, &recorded] {
+        let debug: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains(" DEBUG ") || l.contains(" TRACE "))
+            .collect();
+        assert!(debug.is_empty(), "dependencies' debug lines: {debug:#?}");
+    }
     let flow_log = emr.home.read("logs/emr_report/emr_report.log");
     let master_dns = emr
         .moto
@@ -315,6 +334,30 @@ fn a_flow_with_spark_and_s3_steps_ends_processed_on_emr_moto() {
     assert!(
         flow_log.contains(&format!("master node {master_dns}")),
         "the master DNS name moto reports ({master_dns}) is logged: {flow_log}"
+    );
+}
+
+/// `FLOW_LOG` asks for a dependency's debug events: then they are in the
+/// step log (the filter above is the only thing keeping them out).
+#[test]
+#[ignore = "needs moto with the EMR layer: run through `cargo xtask test`"]
+fn flow_log_brings_a_dependencys_debug_events_into_the_step_log_on_emr_moto() {
+    let emr = Emr::new("flowlog");
+    emr.home.write("long.toml", LONG);
+    let driver = Driver::start(&emr.moto, &emr.name);
+    driver.set(Mode::Complete);
+    let out = emr
+        .home
+        .command(&["run", "long.toml", "--timeperiod", TP])
+        .env("FLOW_LOG", "error,aws_smithy_runtime=debug")
+        .output()
+        .unwrap();
+    drop(driver);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let log = emr.home.read("logs/emr_long/compute.log");
+    assert!(
+        log.lines().any(|l| l.contains(" DEBUG ")),
+        "FLOW_LOG asked for aws_smithy_runtime's debug events: {log}"
     );
 }
 
@@ -423,6 +466,126 @@ fn recover_adopts_the_step_of_a_killed_engine_and_terminates_its_cluster_on_emr_
         [(cid.clone(), "TERMINATED".to_string())],
         "recover adopted the cluster and terminated it"
     );
+}
+
+/// Giving up on polling is not a failed attempt: ListSteps throttled past
+/// every retry makes the run fail with the step left in progress, its
+/// handle kept and its cluster left up; `recover` then adopts the step
+/// instead of adding a second copy of it.
+#[test]
+#[ignore = "needs moto with the EMR layer: run through `cargo xtask test`"]
+fn a_step_whose_polling_gave_up_is_adopted_by_recover_not_added_again_on_emr_moto() {
+    let emr = Emr::new("unknown");
+    emr.home.write("long.toml", LONG);
+    let driver = Driver::start(&emr.moto, &emr.name);
+    let mut engine = emr.spawn(&["run", "long.toml", "--timeperiod", TP]);
+    let cid = emr.wait_for_running_step();
+    // EMR throttles every ListSteps of this cluster from now on.
+    emr.moto.throttle("ListSteps", 1_000_000, Some(&cid));
+    let code = engine.wait().unwrap().code();
+    assert_eq!(code, Some(1), "the run fails");
+    assert_eq!(emr.moto.count(&cid, "AddJobFlowSteps"), 1);
+    let status = emr.home.status_json("emr_long", TP);
+    assert_eq!(status["flow"]["state"], "state_invalid", "{status}");
+    assert_eq!(
+        step_states(&status),
+        [("compute".to_string(), "state_in_progress".to_string())],
+        "the step is left for the next engine, not failed: {status}"
+    );
+    let log = emr.home.read("logs/emr_long/compute.log");
+    assert!(log.contains("outcome unknown"), "{log}");
+    assert!(
+        ["RUNNING", "WAITING"].contains(&emr.clusters()[0].1.as_str()),
+        "the cluster running the step is left up: {:?}",
+        emr.clusters()
+    );
+
+    emr.moto.heal(Some(&cid));
+    let asked = emr.moto.count(&cid, "ListSteps");
+    let recovering = std::thread::scope(|scope| {
+        let recover = scope.spawn(|| emr.recover_until_accepted("long.toml"));
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while emr.moto.count(&cid, "ListSteps") < asked + 2 {
+            assert!(
+                Instant::now() < deadline,
+                "recover never asked about the step"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        driver.set(Mode::Complete);
+        recover.join().unwrap()
+    });
+    drop(driver);
+    assert_eq!(recovering, 0);
+    assert_eq!(
+        emr.moto.count(&cid, "AddJobFlowSteps"),
+        1,
+        "the step was adopted, not added again"
+    );
+    assert_eq!(emr.moto.steps(&cid).len(), 1);
+    let status = emr.home.status_json("emr_long", TP);
+    assert_eq!(status["flow"]["state"], "state_processed", "{status}");
+    assert_eq!(
+        emr.clusters(),
+        [(cid.clone(), "TERMINATED".to_string())],
+        "recover adopted the cluster and terminated it"
+    );
+}
+
+/// A cluster has slots: with `step_concurrency_level = 14`, fourteen
+/// independent steps on one cluster are all added to it before any of them
+/// ends (one step at a time, only the first would be).
+#[test]
+#[ignore = "needs moto with the EMR layer: run through `cargo xtask test`"]
+fn fourteen_independent_steps_run_together_on_one_cluster_with_14_slots_on_emr_moto() {
+    let emr = Emr::new("slots");
+    let settings = emr.home.read("flow.toml");
+    emr.home.write(
+        "flow.toml",
+        &settings.replace(
+            "[cluster.emr.poll]",
+            "step_concurrency_level = 14\n\n[cluster.emr.poll]",
+        ),
+    );
+    let steps: String = (0..14)
+        .map(|i| {
+            format!(
+                "\n[[steps]]\nname = \"s{i}\"\nmain = {{ action = \"spark\", application = \"s3://jobs/s{i}.py\" }}\n"
+            )
+        })
+        .collect();
+    emr.home.write(
+        "wide.toml",
+        &format!("name = \"emr_wide\"\ntime_qualifier = \"daily\"\n{steps}"),
+    );
+    let driver = Driver::start(&emr.moto, &emr.name);
+    let mut engine = emr.spawn(&["run", "wide.toml", "--timeperiod", TP]);
+    let cid = emr.wait_for_running_step();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while emr.moto.steps(&cid).len() < 14 {
+        assert!(
+            Instant::now() < deadline,
+            "the steps were not added together: {} of 14",
+            emr.moto.steps(&cid).len()
+        );
+        assert!(engine.try_wait().unwrap().is_none(), "the run ended early");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        emr.moto
+            .steps(&cid)
+            .iter()
+            .all(|s| s["state"] == "RUNNING" || s["state"] == "PENDING"),
+        "none ended before all were added"
+    );
+    driver.set(Mode::Complete);
+    let code = engine.wait().unwrap().code();
+    drop(driver);
+    assert_eq!(code, Some(0));
+    assert_eq!(emr.clusters().len(), 1);
+    assert_eq!(emr.moto.count(&cid, "AddJobFlowSteps"), 14);
+    let status = emr.home.status_json("emr_wide", TP);
+    assert_eq!(status["flow"]["state"], "state_processed", "{status}");
 }
 
 #[test]

@@ -26,6 +26,7 @@ Control endpoints (JSON; test-only, under /_flow_test/):
   POST /_flow_test/throttle {"action", "count", "cluster_id"?}
   POST /_flow_test/lose_answer {"action", "count", "cluster_id"?}
   POST /_flow_test/fail     {"action", "count", "cluster_id"?, "status"?, "code", "message"}
+  POST /_flow_test/heal     {"cluster_id"?}   drops the injections above not used up yet
 
 Usage: python moto_emr.py [-H 127.0.0.1] [-p PORT]
 """
@@ -259,6 +260,13 @@ class Layer:
             table = self.throttles if path == "throttle" else self.lost
             with self.lock:
                 table[data["action"]].append([int(data["count"]), data.get("cluster_id")])
+            return {"ok": True}
+        if method == "POST" and path == "heal":
+            cluster_id = data.get("cluster_id")
+            with self.lock:
+                for table in (self.throttles, self.lost, self.failures):
+                    for entries in table.values():
+                        entries[:] = [e for e in entries if cluster_id not in (None, e[1])]
             return {"ok": True}
         if method == "POST" and path == "fail":
             status = int(data.get("status", 400))

@@ -162,6 +162,12 @@ impl MotoEmr {
         );
     }
 
+    /// Drops the throttles, lost answers and refusals not used up yet (for
+    /// `cluster_id`, if given): the endpoint works again.
+    pub fn heal(&self, cluster_id: Option<&str>) {
+        self.request("POST", "heal", Some(&json!({"cluster_id": cluster_id})));
+    }
+
     /// Creates an S3 bucket in moto.
     pub fn create_bucket(&self, name: &str) {
         self.request("POST", "bucket", Some(&json!({"name": name})));

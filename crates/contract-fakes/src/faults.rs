@@ -54,6 +54,12 @@ impl Faults {
             .extend(std::iter::repeat_n(retry_after_secs, times));
     }
 
+    /// Drops the 429s of [`throttle`](Self::throttle) not used up yet, for
+    /// every method: the service answers again.
+    pub fn unthrottle(&self) {
+        self.record().throttles.clear();
+    }
+
     /// The next `times` calls of `method` are carried out, then answered
     /// 503 `UNAVAILABLE`: the answer is lost, what was asked is done.
     pub fn lose_answers(&self, method: &str, times: usize) {
@@ -169,6 +175,7 @@ fn take_one(counts: &mut HashMap<String, usize>, method: &str) -> bool {
 /// The control paths under `/fake/` every fake serves for its faults:
 /// `GET requests` (`{"total", "methods": {method: count}}`), `GET
 /// answers?method=M`, `POST throttle?method=M&times=N&retry_after=S`,
+/// `POST unthrottle` (drops the 429s not used up yet),
 /// `POST lose_answers?method=M&times=N`, `POST unavailable?method=M&times=N`.
 /// `None` for another path.
 pub fn control(
@@ -192,6 +199,10 @@ pub fn control(
                 .and_then(|t| t.parse().ok())
                 .unwrap_or(1);
             faults.throttle(&name, times, after);
+            Some(ok(json!({})))
+        }
+        ("POST", "unthrottle") => {
+            faults.unthrottle();
             Some(ok(json!({})))
         }
         ("POST", "lose_answers") => {

@@ -204,6 +204,9 @@ pub fn cluster_factory(settings: &SettingsFile) -> Result<Arc<dyn ClusterFactory
                 env: cluster.env,
                 scrub_env: settings.secret_sources(),
                 kill_grace: cluster.kill_grace.unwrap_or(defaults.kill_grace),
+                jobs_per_cluster: cluster
+                    .jobs_per_cluster
+                    .unwrap_or(defaults.jobs_per_cluster),
             };
             Ok(Arc::new(LocalClusterFactory::new(options)))
         }

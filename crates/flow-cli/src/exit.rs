@@ -64,7 +64,7 @@ Exit codes:
 
 SettingsFile: --settings FILE, else $FLOW_SETTINGS, else ./flow.toml if it exists,
 else built-in defaults (store and logs under the per-user XDG directories).
-Log level on stderr: $FLOW_LOG (default \"error\"); log files get everything.";
+Log level on stderr: $FLOW_LOG (default \"error\"); log files get flow's events and other crates' INFO and above, plus what $FLOW_LOG adds.";
 
 /// A command's failure: the message for stderr and the exit code.
 #[derive(Debug)]

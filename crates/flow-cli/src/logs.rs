@@ -1,5 +1,7 @@
-//! Where a run's `tracing` events go: all of them to the engine's per-flow
-//! and per-step log files ([`flow_engine::logging::FileLogLayer`]), and those
+//! Where a run's `tracing` events go: flow's own and other crates' `INFO`
+//! and above (`logging::kept_in_files`, plus what `FLOW_LOG` asks for) to
+//! the engine's per-flow and per-step log files
+//! ([`flow_engine::logging::FileLogLayer`]), and those
 //! that pass `FLOW_LOG` (default `error`) to stderr as short lines naming the
 //! step and action, e.g. `ERROR load.shell: exit code 1`.
 //!
@@ -27,14 +29,19 @@ pub fn init() {
         errln!("warning: FLOW_LOG={directives:?} is not a valid log filter ({e}); using \"{DEFAULT_FILTER}\"");
         EnvFilter::new(DEFAULT_FILTER)
     });
+    // The files (and the store) get flow's own events and what others log
+    // at INFO and above, plus whatever FLOW_LOG asks for (e.g. a
+    // dependency's debug events).
+    let files = logging::FileLogLayer
+        .with_filter(filter_fn(logging::kept_in_files).or(
+            EnvFilter::try_new(&directives).unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER)),
+        ));
     // Spans always pass, so events below them can name their step.
     let stderr = StderrLayer {
         ansi: std::io::stderr().is_terminal(),
     }
     .with_filter(filter.or(filter_fn(|meta| meta.is_span())));
-    let subscriber = tracing_subscriber::registry()
-        .with(logging::FileLogLayer)
-        .with(stderr);
+    let subscriber = tracing_subscriber::registry().with(files).with(stderr);
     // Only fails if a subscriber is already installed, which then stays.
     let _ = tracing::subscriber::set_global_default(subscriber);
 }

@@ -161,6 +161,8 @@ struct ClusterSpec {
     env: BTreeMap<String, String>,
     #[serde(default, with = "humantime_serde")]
     kill_grace: Option<Duration>,
+    /// Jobs a local cluster runs at once (1 unless set).
+    jobs_per_cluster: Option<std::num::NonZeroUsize>,
     /// `[cluster.emr]`, read (and checked, with line:col) by the EMR
     /// crate's own serde type.
     #[cfg(feature = "emr")]
@@ -263,6 +265,7 @@ pub struct ClusterSettings {
     pub hadoop: Option<PathBuf>,
     pub env: Vec<(String, String)>,
     pub kill_grace: Option<Duration>,
+    pub jobs_per_cluster: Option<std::num::NonZeroUsize>,
 }
 
 /// Loaded, checked settings.
@@ -580,6 +583,7 @@ impl SettingsFile {
             hadoop: path(&c.hadoop),
             env: c.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             kill_grace: c.kill_grace,
+            jobs_per_cluster: c.jobs_per_cluster,
         }
     }
 

@@ -140,6 +140,20 @@ pub enum PollError {
     },
 }
 
+impl PollError {
+    /// True when giving up leaves the job's outcome unknown: it may still
+    /// run (requests kept failing or were throttled past their retries, the
+    /// wait timed out, the poller stopped). Such a wait is not a failed
+    /// attempt: a cluster reports it as `flow_core`'s
+    /// `ClusterError::OutcomeUnknown`, so the engine keeps the job's handle
+    /// and the next engine adopts the job or cancels it before anything is
+    /// submitted again. False for [`PollError::Missing`]: the backend
+    /// answered, without the job (it is lost, and that is an outcome).
+    pub fn leaves_outcome_unknown(&self) -> bool {
+        !matches!(self, PollError::Missing { .. })
+    }
+}
+
 /// What one [`JobSource::statuses`] request returned.
 type Answer<S> =
     Result<Vec<(<S as JobSource>::Id, <S as JobSource>::Status)>, <S as JobSource>::Error>;

@@ -852,7 +852,13 @@ impl Cluster for DataprocCluster {
                 job: kind,
                 message: format!("Dataproc does not know job {job} ({e})"),
             },
-            other => self.backend_error("jobs.get", other),
+            e => ClusterError::OutcomeUnknown {
+                cluster: self.name.clone(),
+                job: kind,
+                message: format!(
+                    "Dataproc job {job}: {e}; the job is left as it is for the next engine to adopt or cancel"
+                ),
+            },
         })?;
         let info = finished.status;
         notice_delay(&info);
@@ -931,6 +937,10 @@ impl Cluster for DataprocCluster {
 
     fn filesystem(&self) -> &dyn Filesystem {
         &self.shared.fs
+    }
+
+    fn slots(&self) -> usize {
+        self.config().jobs_per_cluster.get()
     }
 }
 

@@ -118,6 +118,9 @@ pub struct DataprocConfig {
     pub delete_reused: bool,
     /// `jarFileUris` of every Pig job (UDF jars).
     pub pig_jar_uris: Vec<String>,
+    /// Jobs a cluster runs at once: the engine gives each cluster this many
+    /// steps at a time (YARN shares the cluster among them). Default 1.
+    pub jobs_per_cluster: std::num::NonZeroUsize,
     /// How jobs are polled: floor, backoff, cap, timeout of one wait.
     pub poll: PollConfig,
     /// How often a launching or deleting cluster (its operation) is asked.
@@ -172,6 +175,7 @@ impl Default for DataprocConfig {
             subnetwork: None,
             delete_reused: false,
             pig_jar_uris: Vec::new(),
+            jobs_per_cluster: std::num::NonZeroUsize::MIN,
             poll: default_poll(),
             cluster_poll_interval: Duration::from_secs(10),
             launch_timeout: Duration::from_secs(30 * 60),
@@ -417,6 +421,11 @@ impl DataprocClusterFactoryBuilder {
     /// Sets [`DataprocConfig::cluster_name`].
     pub fn with_cluster_name(mut self, name: impl Into<String>) -> Self {
         self.config.cluster_name = Some(name.into());
+        self
+    }
+    /// Sets [`DataprocConfig::jobs_per_cluster`].
+    pub fn with_jobs_per_cluster(mut self, jobs: std::num::NonZeroUsize) -> Self {
+        self.config.jobs_per_cluster = jobs;
         self
     }
     /// Sets [`DataprocConfig::code_bucket`].

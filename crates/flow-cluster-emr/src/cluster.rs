@@ -356,11 +356,19 @@ impl Cluster for EmrCluster {
         };
         let finished = match finished {
             Ok(finished) => finished,
-            Err(e @ PollError::Timeout { .. }) => {
-                return Err(self.job_failed(
-                    kind,
-                    format!("{e} (poll.timeout); the step is left running"),
-                ))
+            Err(e) if e.leaves_outcome_unknown() => {
+                let why = match e {
+                    PollError::Timeout { .. } => "poll.timeout",
+                    _ => "ListSteps",
+                };
+                return Err(ClusterError::OutcomeUnknown {
+                    cluster: self.name.clone(),
+                    job: kind,
+                    message: format!(
+                        "EMR step {step_id} on {}: {e} ({why}); the step is left as it is for the next engine to adopt or cancel",
+                        step.cluster_id
+                    ),
+                });
             }
             Err(e) => return Err(self.backend("ListSteps", e.to_string())),
         };
@@ -498,6 +506,14 @@ impl Cluster for EmrCluster {
 
     fn filesystem(&self) -> &dyn Filesystem {
         &self.fs
+    }
+
+    /// EMR runs `step_concurrency_level` steps at once (1 unless set).
+    fn slots(&self) -> usize {
+        self.shared
+            .config
+            .step_concurrency_level
+            .map_or(1, |level| level.max(1) as usize)
     }
 }
 

@@ -671,6 +671,10 @@ impl Cluster for LocalCluster {
     fn filesystem(&self) -> &dyn Filesystem {
         &self.filesystem
     }
+
+    fn slots(&self) -> usize {
+        self.options.jobs_per_cluster.get()
+    }
 }
 
 impl LocalCluster {

@@ -52,6 +52,7 @@ pub use filesystem::LocalFilesystem;
 pub use process::kill_all_jobs;
 
 use flow_core::{Cluster, ClusterError, ClusterFactory, ExecutionContext};
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -88,6 +89,9 @@ pub struct LocalOptions {
     /// SIGKILL. Default: 5 s. Also how long the job's output is still read
     /// after it ended, when a process that left its group holds it open.
     pub kill_grace: Duration,
+    /// Jobs a cluster runs at once (`[cluster] jobs_per_cluster`): the
+    /// engine gives each local cluster this many steps at a time. Default 1.
+    pub jobs_per_cluster: NonZeroUsize,
 }
 
 impl Default for LocalOptions {
@@ -106,6 +110,7 @@ impl Default for LocalOptions {
             env: Vec::new(),
             scrub_env: Vec::new(),
             kill_grace: Duration::from_secs(5),
+            jobs_per_cluster: NonZeroUsize::MIN,
         }
     }
 }

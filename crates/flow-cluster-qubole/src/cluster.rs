@@ -621,7 +621,13 @@ impl Cluster for QuboleCluster {
                 job: kind,
                 message: format!("QDS does not know {command} ({e})"),
             },
-            other => self.backend_error("view command status", other),
+            e => ClusterError::OutcomeUnknown {
+                cluster: self.name.clone(),
+                job: kind,
+                message: format!(
+                    "QDS {command}: {e}; the command is left as it is for the next engine to adopt or cancel"
+                ),
+            },
         })?;
         match finished.outcome {
             Outcome::Succeeded => {

@@ -229,6 +229,20 @@ pub enum ClusterError {
         /// The job's kind (`shell`, `spark`, ...).
         job: &'static str,
     },
+    /// Following a job was given up (status requests kept failing or were
+    /// throttled past their retries, or the wait timed out): the job may
+    /// still run, or may have ended either way. Not a failed attempt: the
+    /// engine keeps its handle and submits nothing for the step; the next
+    /// engine adopts the job or cancels it, as after a crash.
+    #[error("{job} job on cluster '{cluster}': outcome unknown: {message}")]
+    OutcomeUnknown {
+        /// The cluster's name within the run, e.g. `emr-0`.
+        cluster: String,
+        /// The job's kind (`shell`, `spark`, ...).
+        job: &'static str,
+        /// Why following it was given up, as the backend reported it.
+        message: String,
+    },
     /// Asking the backend about a job or a cluster failed (not the job).
     #[error("cluster '{cluster}': {operation} failed: {message}")]
     Backend {
@@ -260,6 +274,15 @@ pub enum ClusterError {
     /// The cluster's filesystem failed.
     #[error(transparent)]
     Filesystem(#[from] FsError),
+}
+
+impl ClusterError {
+    /// True when the error leaves a job's outcome unknown
+    /// ([`ClusterError::OutcomeUnknown`]): its handle must be kept and the
+    /// job adopted or cancelled before anything is submitted in its place.
+    pub fn is_outcome_unknown(&self) -> bool {
+        matches!(self, ClusterError::OutcomeUnknown { .. })
+    }
 }
 
 /// The durable identity of a job on a backend: data, not a live object.
@@ -468,6 +491,13 @@ pub trait Cluster: Send + Sync {
 
     /// The storage this cluster reads and writes.
     fn filesystem(&self) -> &dyn Filesystem;
+
+    /// How many jobs the cluster runs at once: the engine gives it that
+    /// many steps at a time (EMR: `step_concurrency_level`; Dataproc and
+    /// the local cluster: `jobs_per_cluster`). At least 1; 1 by default.
+    fn slots(&self) -> usize {
+        1
+    }
 }
 
 /// Makes clusters of one kind; the engine asks it for as many as a run needs.

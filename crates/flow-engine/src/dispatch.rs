@@ -1,5 +1,7 @@
 //! Event-driven dispatch: a step is queued the moment its last dependency
-//! completes; one worker per cluster takes steps from the queue.
+//! completes; one worker per slot of each cluster (`Cluster::slots`: 1 on
+//! most, EMR's `step_concurrency_level`, `jobs_per_cluster`) takes steps
+//! from the queue.
 //!
 //! The worker whose step finished releases that step's dependants itself,
 //! right after the step's final state was stored, then takes its next step:
@@ -203,8 +205,10 @@ pub(crate) async fn dispatch(
         board.settle(&p);
     }
 
+    // One worker per slot: a cluster with N slots runs N steps at once.
     let mut workers: FuturesUnordered<_> = clusters
         .iter()
+        .flat_map(|cluster| std::iter::repeat_n(cluster, cluster.slots().max(1)))
         .map(|cluster| {
             tokio::spawn(worker(
                 shared.clone(),

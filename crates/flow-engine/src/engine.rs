@@ -625,6 +625,7 @@ impl ExecutionEngine {
             observer: self.options.observer.clone(),
             flow_span: flow_span.clone(),
             run_log: run_log.clone(),
+            keep_up: Default::default(),
         });
         let launched = clusters::launch(
             &shared,
@@ -664,7 +665,23 @@ impl ExecutionEngine {
             run_log.finish().await;
             return Err(self.lease_lost(lease).await);
         }
-        let clusters_left_up = clusters::terminate(&shared, set.owned, &flow_span).await;
+        // A cluster running a job whose outcome is unknown stays up, its
+        // record saying so: the next run adopts it with the job.
+        let kept_up = shared.kept_up();
+        let (keep, owned): (Vec<_>, Vec<_>) = set
+            .owned
+            .into_iter()
+            .partition(|o| kept_up.contains(o.cluster.name()));
+        if !keep.is_empty() {
+            let names: Vec<&str> = keep.iter().map(|o| o.cluster.name()).collect();
+            let message = format!(
+                "left cluster(s) {} up: a job on it has an unknown outcome; `flow recover` adopts or cancels it (or `flow clusters --terminate-orphans` ends the cluster)",
+                names.join(", ")
+            );
+            flow_span.in_scope(|| error!("{message}"));
+            error = Some(message);
+        }
+        let clusters_left_up = clusters::terminate(&shared, owned, &flow_span).await;
 
         // Lines that could not be written make the run a failure: a run
         // whose logs are lost must not look like a success.

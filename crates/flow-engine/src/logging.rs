@@ -776,7 +776,7 @@ pub fn init(stderr_filter: Option<&str>) -> bool {
         )
     });
     let subscriber = tracing_subscriber::registry()
-        .with(FileLogLayer)
+        .with(FileLogLayer.with_filter(tracing_subscriber::filter::filter_fn(kept_in_files)))
         .with(stderr);
     tracing::subscriber::set_global_default(subscriber).is_ok()
 }
@@ -941,7 +941,26 @@ fn plain_logger(logger: String) -> String {
     }
 }
 
-/// The `tracing` layer that writes run logs to files.
+/// True for what the log files (and the store) get by default: every event
+/// of flow's own crates (targets `flow` and `flow_*`), and the events of
+/// any other crate at `INFO` and above. Dependencies' debug and trace
+/// events (hyper's "pooling idle connection", h2, rustls, aws-smithy's
+/// attempts, the MongoDB driver's topology) would otherwise fill step logs
+/// and the store; `flow` adds `FLOW_LOG`'s directives to this filter, so
+/// `FLOW_LOG=hyper_util=debug` brings them back. Use it as the
+/// [`FileLogLayer`]'s per-layer filter (`filter_fn(logging::kept_in_files)`).
+pub fn kept_in_files(meta: &tracing::Metadata<'_>) -> bool {
+    let target = meta.target();
+    let crate_name = target.split("::").next().unwrap_or(target);
+    meta.is_span()
+        || crate_name == "flow"
+        || crate_name.starts_with("flow_")
+        || *meta.level() <= tracing::Level::INFO
+}
+
+/// The `tracing` layer that writes run logs to files. Compose it with the
+/// [`kept_in_files`] filter (as [`init`] does): without it, every event of
+/// every dependency is written.
 pub struct FileLogLayer;
 
 impl<S> Layer<S> for FileLogLayer

@@ -163,6 +163,7 @@ impl ExecutionEngine {
             observer: None,
             flow_span: flow_span.clone(),
             run_log: run_log.clone(),
+            keep_up: Default::default(),
         });
         let set = match clusters::launch(
             &shared,

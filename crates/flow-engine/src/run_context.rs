@@ -5,7 +5,8 @@
 use crate::logging;
 use crate::observer::RunObserver;
 use flow_core::{ExecutionContext, FlowGraph, FlowStore, Lease, RecordId, StoreError};
-use std::sync::Arc;
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, Span};
@@ -29,9 +30,29 @@ pub(crate) struct RunContext {
     pub flow_span: Span,
     /// The run's log files; a line that cannot be written stops the run.
     pub run_log: Arc<logging::RunLog>,
+    /// Clusters (by name) running a job whose outcome is unknown: left up
+    /// at the end, recorded, for the next engine to adopt with the job.
+    pub keep_up: Mutex<BTreeSet<String>>,
 }
 
 impl RunContext {
+    /// Notes that a job on `cluster` was given up with its outcome unknown:
+    /// the cluster is left up for the next engine.
+    pub(crate) fn outcome_unknown(&self, cluster: &str) {
+        self.keep_up
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(cluster.to_string());
+    }
+
+    /// The clusters [`RunContext::outcome_unknown`] named.
+    pub(crate) fn kept_up(&self) -> BTreeSet<String> {
+        self.keep_up
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     /// Notes a store failure: a fenced write means the lease is lost.
     pub(crate) fn store_failed(&self, e: &StoreError) {
         if e.is_fenced() && !self.lost.is_cancelled() {

@@ -57,6 +57,15 @@ enum Failure {
         action: String,
         message: String,
     },
+    /// Following a job was given up ([`ClusterError::OutcomeUnknown`], or
+    /// a dead run's job could not be asked about): not a failed attempt.
+    /// The step stays in progress with the job's handle, nothing more is
+    /// submitted for it, and the next engine adopts or cancels the job, as
+    /// after a crash.
+    Unknown {
+        action: String,
+        message: String,
+    },
     Cancelled,
     Store(StoreError),
 }
@@ -77,6 +86,7 @@ impl fmt::Display for Failure {
             Failure::Adopted { action, message } | Failure::Unstoppable { action, message } => {
                 write!(f, "action '{action}' failed: {message}")
             }
+            Failure::Unknown { action, message } => write!(f, "action '{action}': {message}"),
             Failure::Cancelled => f.write_str("cancelled"),
             Failure::Store(e) => write!(f, "{e}"),
         }
@@ -341,7 +351,9 @@ pub(crate) async fn run_step(
     };
     writer.update(|r| {
         r.state = state;
-        r.finished_at = Some(Utc::now());
+        // A step left in progress (its job's outcome unknown) has not
+        // finished: the next engine takes it over.
+        r.finished_at = (state != StepState::InProgress).then(Utc::now);
     });
     if let Err(e) = writer.save().await {
         error!("store failed: {e}");
@@ -350,6 +362,10 @@ pub(crate) async fn run_step(
     let elapsed = started.elapsed();
     match state {
         StepState::Processed | StepState::Noop => info!("{state} in {}", humanize(elapsed)),
+        StepState::InProgress => error!(
+            "left {state} after {}: its job's outcome is unknown; `flow recover` (or any next run) adopts or cancels the job before submitting anything for this step",
+            humanize(elapsed)
+        ),
         _ => error!("{state} after {}", humanize(elapsed)),
     }
     if let Some(o) = &shared.observer {
@@ -417,6 +433,13 @@ async fn attempts(
             Ok(ActionOutcome::Done) => return Ok(StepState::Processed),
             Ok(ActionOutcome::NothingToProcess) => return Ok(StepState::Noop),
             Err(Failure::Store(e)) => return Err(e),
+            Err(failure @ Failure::Unknown { .. }) => {
+                // Not retried and not rolled back: the job may still run.
+                error!("{failure}");
+                writer.update(|r| r.error = Some(failure.to_string()));
+                shared.outcome_unknown(cluster.name());
+                return Ok(StepState::InProgress);
+            }
             Err(_) if shared.cancel.is_cancelled() => {
                 writer.update(|r| r.error = Some("cancelled".into()));
                 warn!("cancelled");
@@ -502,6 +525,7 @@ async fn run_actions(
                 info!(action = instance.name.as_str(), "nothing to process");
                 return Ok(ActionOutcome::NothingToProcess);
             }
+            Err(failure @ Failure::Unknown { .. }) => return Err(failure),
             Err(failure) => {
                 writer.update(|r| *group_states(r)[group] = ActionSetState::Failed);
                 return Err(failure);
@@ -515,6 +539,10 @@ async fn run_actions(
 fn job_failure(action: &str, e: ClusterError) -> Failure {
     match e {
         ClusterError::Cancelled { .. } => Failure::Cancelled,
+        e @ ClusterError::OutcomeUnknown { .. } => Failure::Unknown {
+            action: action.to_string(),
+            message: e.to_string(),
+        },
         other => Failure::Action {
             action: action.to_string(),
             source: ActionError::Cluster(other),
@@ -536,7 +564,14 @@ async fn adopt_job(
     let handle = &job.handle;
     let status = match cx.cluster.status(handle).await {
         Ok(status) => status,
-        Err(e) => return Some(Err(job_failure(name, e))),
+        // Not knowing is no failure of the job: it may run, so nothing is
+        // submitted in its place.
+        Err(e) => {
+            return Some(Err(Failure::Unknown {
+                action: name.clone(),
+                message: format!("outcome unknown: cannot ask about {handle}: {e}"),
+            }))
+        }
     };
     if status == JobStatus::NotSubmitted {
         info!("{handle} was prepared but never submitted: submitting it now");
@@ -631,6 +666,9 @@ async fn run_action(
                 Ok(Ok(outcome)) => Ok(outcome),
                 Ok(Err(ActionError::Cancelled)) => Err(Failure::Cancelled),
                 Ok(Err(ActionError::Store(e))) => Err(Failure::Store(e)),
+                Ok(Err(ActionError::Cluster(e))) if e.is_outcome_unknown() => {
+                    Err(job_failure(name, e))
+                }
                 Ok(Err(source)) => Err(Failure::Action {
                     action: name.clone(),
                     source,
@@ -641,8 +679,10 @@ async fn run_action(
                 }),
             },
         };
-        if let Err(Failure::Store(_)) = &result {
-            // The lease may be lost: no cleanup, nothing more.
+        if let Err(Failure::Store(_) | Failure::Unknown { .. }) = &result {
+            // The lease may be lost: no cleanup, nothing more. A job whose
+            // outcome is unknown may still need what cleanup would remove:
+            // as after a crash, nothing is cleaned up.
             return result;
         }
         let cleanup = match AssertUnwindSafe(instance.action.cleanup(&cx))
