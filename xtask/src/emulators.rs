@@ -49,6 +49,32 @@ pub struct Peer {
     pub env: Vec<(String, String)>,
 }
 
+/// A peer from how starting its server went: available with its
+/// environment, or missing with why (said as a warning), and the server to
+/// stop when dropped.
+pub fn started_peer(
+    name: &'static str,
+    tests: &'static str,
+    started: Result<(Vec<(String, String)>, Service), String>,
+) -> (Peer, Option<Service>) {
+    let (available, env, service) = match started {
+        Ok((env, service)) => (Ok(()), env, Some(service)),
+        Err(why) => {
+            eprintln!("xtask: warning: {name} is not available: {why}");
+            (Err(why), Vec::new(), None)
+        }
+    };
+    (
+        Peer {
+            name,
+            tests,
+            available,
+            env,
+        },
+        service,
+    )
+}
+
 /// The started emulators (stopped when dropped) and their peers.
 pub struct Emulators {
     pub peers: Vec<Peer>,
@@ -144,7 +170,9 @@ struct Emulator {
     env: fn(&str) -> Vec<(String, String)>,
 }
 
-fn install(
+/// Installs `requirement` into `venv` once (see `ensure_venv`), saying
+/// whether it was reused.
+pub fn install(
     venv: &Path,
     requirement: &str,
     marker: &str,

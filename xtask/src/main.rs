@@ -7,7 +7,8 @@
 //!   the tests need (pyspark with Java for the Spark tests; moto and
 //!   fake-gcs-server, `emulators.rs`; nx-27017 and SecantusDB, the two
 //!   MongoDB wire servers, `mongo.rs`; headless Chromium, `viewer.rs`;
-//!   Debian's Prometheus scraping `flow serve`, `prometheus.rs`),
+//!   Debian's Prometheus scraping `flow serve`, `prometheus.rs`; the SMTP
+//!   server aiosmtpd for email notifications, `smtp.rs`),
 //!   builds the contract fakes from this tree (`contract_fakes.rs`), and
 //!   runs `cargo test --workspace ARGS...` with flow-cli's `mongo`, `emr`
 //!   and `dataproc` features (a `-p` selection holding flow-cli keeps
@@ -60,6 +61,7 @@ mod msrv;
 mod mutants;
 mod prometheus;
 mod services;
+mod smtp;
 mod strict;
 mod synergy;
 mod viewer;
@@ -275,6 +277,9 @@ fn test(args: &[OsString]) -> ExitCode {
     peers.push(peer);
     // Synergy Scheduler's model classes, for the Job documents' test.
     peers.push(synergy::peer(&target.join("tools")));
+    // An SMTP server for the email notifications (stopped when dropped).
+    let (peer, smtp) = smtp::start(&target.join("tools"), &target.join("tools").join("logs"));
+    peers.push(peer);
     // The contract fakes, built from this tree, or the run fails (never a
     // stale binary). Each API's end-to-end tests that need no other peer
     // are its own (`..._on_fake_dataproc`).
@@ -396,6 +401,7 @@ fn test(args: &[OsString]) -> ExitCode {
     drop(emulators);
     drop(mongo);
     drop(prometheus);
+    drop(smtp);
     strict::summary(&peers, &ignored, &verdict, &parsed.allow_skip);
     // The docs of the whole workspace, warning-free (library.rs).
     if !selects_packages(args) && code == ExitCode::SUCCESS {

@@ -23,22 +23,8 @@ pub const TESTS: &str = "_on_prometheus";
 
 /// The peer, and the running server (stopped when dropped).
 pub fn start(tools: &Path, logs: &Path) -> (Peer, Option<Service>) {
-    let (available, env, service) = match launch(tools, logs) {
-        Ok((env, service)) => (Ok(()), env, Some(service)),
-        Err(why) => {
-            eprintln!("xtask: warning: prometheus is not available: {why}");
-            (Err(why), Vec::new(), None)
-        }
-    };
-    (
-        Peer {
-            name: "prometheus",
-            tests: TESTS,
-            available,
-            env,
-        },
-        service,
-    )
+    let started = launch(tools, logs);
+    crate::emulators::started_peer("prometheus", TESTS, started)
 }
 
 type Env = Vec<(String, String)>;

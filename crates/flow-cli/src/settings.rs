@@ -123,6 +123,11 @@ struct FileSpec {
     settings: BTreeMap<String, Scalar>,
     #[serde(default)]
     secrets: BTreeMap<String, String>,
+    /// Who is told what about every flow's runs (guide/signals.md).
+    #[serde(default)]
+    notify: Vec<toml::Spanned<flow_core::notify::NotifySpec>>,
+    /// Where the viewer is reached, for links in notifications.
+    viewer_url: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -345,6 +350,7 @@ impl SettingsFile {
         };
         settings.check(text)?;
         settings.check_store(text)?;
+        settings.check_notify(text)?;
         Ok(settings)
     }
 
@@ -415,6 +421,35 @@ impl SettingsFile {
             }
             None => self.error(message),
         }
+    }
+
+    /// Checks each `[[notify]]` entry (what types alone cannot), at its
+    /// place.
+    fn check_notify(&self, text: &str) -> Result<(), CliError> {
+        for entry in &self.spec.notify {
+            if let Some(problem) = entry.get_ref().problem() {
+                let (line, column) = line_col(text, entry.span().start);
+                return Err(CliError::bad_input(format!(
+                    "{}:{line}:{column}: {problem}",
+                    self.source
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The `[[notify]]` entries of the settings.
+    pub fn notify(&self) -> Vec<flow_core::notify::NotifySpec> {
+        self.spec
+            .notify
+            .iter()
+            .map(|n| n.get_ref().clone())
+            .collect()
+    }
+
+    /// `viewer_url`: where the viewer is reached (links in notifications).
+    pub fn viewer_url(&self) -> Option<&str> {
+        self.spec.viewer_url.as_deref()
     }
 
     /// Checks what types alone cannot; errors point at the key at fault.

@@ -304,9 +304,22 @@ pub struct FlowGraph {
     dependencies: Vec<Vec<usize>>,
     dependants: Vec<Vec<usize>>,
     topological: Vec<usize>,
+    signals: crate::notify::FlowSignals,
 }
 
 impl FlowGraph {
+    /// The graph with the flow file's `[[notify]]` and `sla`.
+    pub fn with_signals(mut self, signals: crate::notify::FlowSignals) -> Self {
+        self.signals = signals;
+        self
+    }
+
+    /// The flow file's `[[notify]]` and `sla` (none for a flow built in
+    /// code unless [`FlowGraph::with_signals`] set them).
+    pub fn signals(&self) -> &crate::notify::FlowSignals {
+        &self.signals
+    }
+
     /// Validates `definition`: names, duplicates, dependencies, cycles.
     pub fn new(definition: FlowDefinition) -> Result<Self, GraphError> {
         if definition.name.is_empty() {
@@ -408,6 +421,7 @@ impl FlowGraph {
             dependencies,
             dependants,
             topological,
+            signals: crate::notify::FlowSignals::default(),
         })
     }
 

@@ -36,6 +36,7 @@ pub mod filesystem;
 pub mod graph;
 pub mod job;
 pub mod meter;
+pub mod notify;
 pub mod record;
 pub mod retry;
 pub mod schedule;

@@ -49,13 +49,21 @@
 //! which exporters run).
 #![warn(missing_docs)]
 
+mod deliver;
 mod metrics;
+mod notify;
 mod observer;
+mod record;
 mod signal;
 mod store;
 
+pub use deliver::{
+    deliver, signature, Outcome, EVENT_HEADER, IDEMPOTENCY_HEADER, SIGNATURE_HEADER,
+};
 pub use metrics::{Metrics, MetricsRegistry, OPENMETRICS_CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE};
+pub use notify::{FailedStep, Notice, NotifyConfig};
 pub use observer::SignalObserver;
+use signal::Queued;
 pub use signal::{Emitter, RunEnd, Signal};
 pub use store::TimedStore;
 
@@ -77,12 +85,14 @@ pub struct Exporters {
     /// Prometheus series are kept in this registry (which `/metrics`
     /// shows).
     pub metrics: Option<MetricsRegistry>,
+    /// Notifications (`[[notify]]`).
+    pub notify: Option<NotifyConfig>,
 }
 
 impl Exporters {
     /// Whether any exporter is configured (else start no [`Signals`]).
     pub fn any(&self) -> bool {
-        self.metrics.is_some()
+        self.metrics.is_some() || self.notify.as_ref().is_some_and(NotifyConfig::any)
     }
 }
 
@@ -100,10 +110,32 @@ impl Signals {
             .metrics
             .as_ref()
             .map(|registry| Metrics::register(registry, emitter.dropped_counter()));
+        let notify = exporters.notify.filter(NotifyConfig::any).map(Arc::new);
         tokio::spawn(async move {
-            while let Some(signal) = queue.recv().await {
+            let http = reqwest::Client::new();
+            let mut deliveries: Vec<tokio::task::JoinHandle<()>> = Vec::new();
+            while let Some(item) = queue.recv().await {
+                deliveries.retain(|d| !d.is_finished());
+                let signal = match item {
+                    Queued::Signal(signal) => signal,
+                    Queued::Flush(done) => {
+                        for delivery in deliveries.drain(..) {
+                            let _ = delivery.await;
+                        }
+                        let _ = done.send(());
+                        continue;
+                    }
+                };
                 if let Some(metrics) = &metrics {
                     metrics.record(&signal);
+                }
+                if let (Some(config), Signal::RunFinished(end)) = (&notify, &signal) {
+                    deliveries.push(tokio::spawn(notify_run_end(
+                        config.clone(),
+                        (**end).clone(),
+                        http.clone(),
+                        metrics.clone(),
+                    )));
                 }
             }
         });
@@ -125,10 +157,61 @@ impl Signals {
         Arc::new(TimedStore::new(store, self.emitter()))
     }
 
+    /// Waits until every signal emitted so far reached the exporters and
+    /// every notification they called for was delivered or gave up (a
+    /// `flow run` calls it before it exits).
+    pub async fn finish(&self) {
+        self.emitter.flush().await;
+    }
+
     /// Routes the cloud backends' measurements ([`flow_core::meter`]) into
     /// this queue, for the life of the process.
     pub fn install_meter(&self) {
         flow_core::meter::install(Some(Arc::new(signal::QueueMeter(self.emitter()))));
+    }
+}
+
+/// Sends the notifications a run's end calls for, each on its own task,
+/// and records each outcome.
+async fn notify_run_end(
+    config: Arc<NotifyConfig>,
+    end: RunEnd,
+    http: reqwest::Client,
+    metrics: Option<Metrics>,
+) {
+    let events = notify::events(&end, &*config.store).await;
+    let mut sent = Vec::new();
+    for event in events {
+        let entries: Vec<(usize, flow_core::notify::NotifySpec)> = config
+            .entries(&end.flow.flow_name)
+            .enumerate()
+            .filter(|(_, e)| e.on().contains(&event))
+            .map(|(i, e)| (i + 1, e.clone()))
+            .collect();
+        if entries.is_empty() {
+            continue;
+        }
+        let notice = notify::notice(event, &end, &config).await;
+        for (number, entry) in entries {
+            let (config, notice, http, metrics, run) = (
+                config.clone(),
+                notice.clone(),
+                http.clone(),
+                metrics.clone(),
+                end.report.as_ref().map(|r| r.run.clone()),
+            );
+            let key = end.flow.clone();
+            sent.push(tokio::spawn(async move {
+                let outcome = deliver(&entry, &notice, &http).await;
+                if let Some(metrics) = &metrics {
+                    metrics.delivered(entry.kind(), outcome.delivered);
+                }
+                record::outcome(&config, &key, run, number, &entry, &notice, &outcome).await;
+            }));
+        }
+    }
+    for delivery in sent {
+        let _ = delivery.await;
     }
 }
 

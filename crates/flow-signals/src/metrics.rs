@@ -142,9 +142,9 @@ struct CallLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub(crate) struct DeliveryLabels {
-    pub(crate) kind: String,
-    pub(crate) outcome: String,
+struct DeliveryLabels {
+    kind: String,
+    outcome: String,
 }
 
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
@@ -175,7 +175,7 @@ pub struct Metrics {
     step_seconds: Histograms<FlowLabels>,
     cloud_requests: Family<CloudLabels, Counter>,
     notice_delay: Histograms<BackendLabels>,
-    pub(crate) deliveries: Family<DeliveryLabels, Counter>,
+    deliveries: Family<DeliveryLabels, Counter>,
     store_writes: Histograms<CallLabels>,
 }
 
@@ -272,6 +272,16 @@ impl Metrics {
             Dropped(dropped),
         );
         metrics
+    }
+
+    /// Counts one notification delivery.
+    pub(crate) fn delivered(&self, kind: &str, delivered: bool) {
+        self.deliveries
+            .get_or_create(&DeliveryLabels {
+                kind: kind.to_string(),
+                outcome: if delivered { "delivered" } else { "failed" }.to_string(),
+            })
+            .inc();
     }
 
     /// Updates the series a signal concerns.

@@ -82,6 +82,7 @@ impl RunObserver for SignalObserver {
             flow: flow.clone(),
             mode,
             started: self.flow.get().is_some(),
+            lease_lost: matches!(result, Err(EngineError::LeaseLost { .. })),
             report,
             error,
         })));

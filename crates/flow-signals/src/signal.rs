@@ -70,6 +70,8 @@ pub struct RunEnd {
     /// Whether it took the lease and started (a run refused at the lease
     /// did not).
     pub started: bool,
+    /// Whether it stopped because another engine took its lease.
+    pub lease_lost: bool,
     /// The report, when the mode ran to its end.
     pub report: Option<RunReport>,
     /// Why it stopped without a report.
@@ -91,12 +93,20 @@ impl RunEnd {
 /// slow exporter can never slow a step.
 #[derive(Clone, Debug)]
 pub struct Emitter {
-    queue: mpsc::Sender<Signal>,
+    queue: mpsc::Sender<Queued>,
     dropped: Arc<AtomicU64>,
 }
 
+/// What the queue carries: signals, and a request to report once every
+/// signal before it was handled (deliveries included).
+#[derive(Debug)]
+pub(crate) enum Queued {
+    Signal(Signal),
+    Flush(tokio::sync::oneshot::Sender<()>),
+}
+
 impl Emitter {
-    pub(crate) fn channel(capacity: usize) -> (Emitter, mpsc::Receiver<Signal>) {
+    pub(crate) fn channel(capacity: usize) -> (Emitter, mpsc::Receiver<Queued>) {
         let (queue, receiver) = mpsc::channel(capacity);
         (
             Emitter {
@@ -109,7 +119,7 @@ impl Emitter {
 
     /// Queues `signal` if there is room.
     pub fn emit(&self, signal: Signal) {
-        if self.queue.try_send(signal).is_err() {
+        if self.queue.try_send(Queued::Signal(signal)).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -117,6 +127,14 @@ impl Emitter {
     /// Signals dropped because the queue was full (or closed).
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Waits until everything queued before this call was handled.
+    pub(crate) async fn flush(&self) {
+        let (done, wait) = tokio::sync::oneshot::channel();
+        if self.queue.send(Queued::Flush(done)).await.is_ok() {
+            let _ = wait.await;
+        }
     }
 
     pub(crate) fn dropped_counter(&self) -> Arc<AtomicU64> {

@@ -97,6 +97,7 @@ fn drive_inner(
         let (result, signalled) =
             with_signals(&engine, drive_unit(&engine, &mode), &store, &progress).await?;
         progress.finish();
+        prepared.finish_signals().await;
         let driven = result.map_err(|e| prepared.engine_error(e, early_mode))?;
         let report = &driven.report;
         let exit = if signalled || report.canceled {

@@ -35,6 +35,9 @@ pub(super) struct Prepared {
     pub factory: Arc<dyn ClusterFactory>,
     pub store_plan: backends::StorePlan,
     pub log_directory: PathBuf,
+    /// The notifications of this run, started with its engine when any
+    /// `[[notify]]` entry concerns the flow ([`Prepared::finish_signals`]).
+    signals: std::sync::OnceLock<flow_signals::Signals>,
 }
 
 /// Loads and checks every input of a run of `flow` at `timeperiod`, before
@@ -92,6 +95,7 @@ pub(super) fn prepare(
         factory,
         store_plan,
         log_directory,
+        signals: std::sync::OnceLock::new(),
     })
 }
 
@@ -162,6 +166,10 @@ impl Prepared {
             settings: self.values.clone(),
             number_of_clusters: self.clusters,
         };
+        let observer = match self.start_signals(store) {
+            Some(signals) => signals.observer(Some(observer)),
+            None => observer,
+        };
         let options = engine_options(&self.settings, &self.log_directory, Some(observer));
         ExecutionEngine::new(
             self.graph.clone(),
@@ -170,6 +178,39 @@ impl Prepared {
             self.factory.clone(),
             options,
         )
+    }
+
+    /// Starts the run's notifications when an entry of the settings or of
+    /// the flow file exists (else nothing is emitted).
+    fn start_signals(&self, store: &Arc<dyn FlowStore>) -> Option<&flow_signals::Signals> {
+        let config = flow_signals::NotifyConfig {
+            global: self.settings.notify(),
+            per_flow: [(
+                self.graph.name().to_string(),
+                self.graph.signals().notify.clone(),
+            )]
+            .into(),
+            viewer_url: self.settings.viewer_url().map(str::to_string),
+            store: store.clone(),
+            log_directory: Some(self.log_directory.clone()),
+        };
+        if !config.any() {
+            return None;
+        }
+        Some(self.signals.get_or_init(|| {
+            flow_signals::Signals::start(flow_signals::Exporters {
+                notify: Some(config),
+                ..flow_signals::Exporters::default()
+            })
+        }))
+    }
+
+    /// Waits for the run's notifications (delivered or given up) before
+    /// the process goes on to exit.
+    pub async fn finish_signals(&self) {
+        if let Some(signals) = self.signals.get() {
+            signals.finish().await;
+        }
     }
 
     /// The message and exit code of an engine error: a held lease, a
@@ -254,6 +295,7 @@ pub fn run(
         let (result, signalled) =
             with_signals(&engine, engine.execute(mode, step), &store, &progress).await?;
         progress.finish();
+        prepared.finish_signals().await;
         let report = result.map_err(|e| prepared.engine_error(e, mode))?;
         let errors = step_errors(&store, &key).await;
         print_summary(&report, &errors, &prepared.log_directory, &target.flow);

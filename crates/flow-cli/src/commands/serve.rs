@@ -69,22 +69,34 @@ pub fn serve(
         .build()
         .map_err(|e| CliError::failed(format!("cannot start the async runtime: {e}")))?;
     let _entered = runtime.enter();
+    let mut store = store_plan.open()?;
     // `/metrics`: the signals of this process's runs, store and cloud
-    // calls; with it off nothing is emitted.
+    // calls; notifications of the runs started here. With neither nothing
+    // is emitted.
     let metrics = settings
         .serve_metrics()
         .then(flow_signals::MetricsRegistry::default);
-    let signals = metrics.as_ref().map(|registry| {
-        let signals = flow_signals::Signals::start(flow_signals::Exporters {
-            metrics: Some(registry.clone()),
-        });
-        signals.install_meter();
+    let exporters = flow_signals::Exporters {
+        metrics: metrics.clone(),
+        notify: Some(flow_signals::NotifyConfig {
+            global: settings.notify(),
+            per_flow: loaded
+                .iter()
+                .map(|f| (f.graph.name().to_string(), f.graph.signals().notify.clone()))
+                .collect(),
+            viewer_url: settings.viewer_url().map(str::to_string),
+            store: store.clone(),
+            log_directory: Some(log_directory.clone()),
+        }),
+    };
+    let signals = exporters.any().then(|| {
+        let signals = flow_signals::Signals::start(exporters);
+        if metrics.is_some() {
+            signals.install_meter();
+            store = signals.store(store.clone());
+        }
         signals
     });
-    let mut store = store_plan.open()?;
-    if let Some(signals) = &signals {
-        store = signals.store(store);
-    }
     let store_settings = settings.store();
     let launcher = Arc::new(CliLauncher {
         signals: signals.as_ref().map(flow_signals::Signals::emitter),

@@ -77,6 +77,9 @@ pub enum SpecProblem {
     /// A value of `[schedule]` is wrong.
     #[error("[schedule]: {0}")]
     Schedule(String),
+    /// A `[[notify]]` entry or the `sla` is wrong.
+    #[error("{0}")]
+    Signals(String),
 }
 
 /// A flow-file error with its file and, where known, line and column.

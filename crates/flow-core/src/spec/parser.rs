@@ -6,6 +6,7 @@ use super::error::position;
 use super::{toml_message, ActionArgs, ActionRegistry, ArgError, SpecError, SpecProblem};
 use crate::action::ActionInstance;
 use crate::graph::{FlowDefinition, FlowGraph, GraphError, StepDefinition};
+use crate::notify::{FlowSignals, NotifySpec, Sla, SlaFrom};
 use crate::retry::{RetryPolicy, MAX_RETRIES};
 use crate::timeperiod::TimeQualifier;
 use serde::Deserialize;
@@ -101,6 +102,7 @@ impl Parser<'_> {
         if !head.steps.is_empty() {
             return None;
         }
+        let signals = head.signals().ok()?;
         let schedule = head
             .schedule
             .map(|s| s.check(head.time_qualifier, head.name.get_ref()))
@@ -116,7 +118,9 @@ impl Parser<'_> {
                 definition = definition.step(self.step_definition(step).ok()?);
             }
         }
-        FlowGraph::new(definition).ok()
+        FlowGraph::new(definition)
+            .ok()
+            .map(|graph| graph.with_signals(signals))
     }
 
     /// One step of a file into its definition.
@@ -163,6 +167,7 @@ impl Parser<'_> {
         };
         let spec: FileSpec = toml::from_str(text)
             .map_err(|e| at(e.span(), SpecProblem::Syntax(toml_message(text, &e))))?;
+        let signals = spec.signals().map_err(|(span, p)| at(Some(span), p))?;
         let mut name_spans: HashMap<String, Range<usize>> = HashMap::new();
         let schedule = spec
             .schedule
@@ -181,31 +186,33 @@ impl Parser<'_> {
                 .map_err(|(span, p)| at(Some(span), p))?;
             definition = definition.step(def);
         }
-        FlowGraph::new(definition).map_err(|e| {
-            let span = match &e {
-                GraphError::ReservedName { step }
-                | GraphError::InvalidName { step }
-                | GraphError::TooManyRetries { step, .. }
-                | GraphError::ZeroTimeout { step }
-                | GraphError::UnknownDependency { step, .. } => name_spans.get(step).cloned(),
-                GraphError::DuplicateStep { step } => {
-                    // Point at the second definition.
-                    let needle = format!("\"{step}\"");
-                    let first = name_spans.get(step).map(|s| s.end).unwrap_or(0);
-                    text[first..]
-                        .find(&needle)
-                        .map(|i| first + i..first + i + needle.len())
-                }
-                GraphError::Cycle { steps } => {
-                    steps.first().and_then(|s| name_spans.get(s).cloned())
-                }
-                // Both are about the flow as a whole: point at its name.
-                GraphError::NoName
-                | GraphError::InvalidFlowName { .. }
-                | GraphError::NoSteps { .. } => Some(spec.name.span()),
-            };
-            at(span, SpecProblem::Graph(e))
-        })
+        FlowGraph::new(definition)
+            .map(|graph| graph.with_signals(signals))
+            .map_err(|e| {
+                let span = match &e {
+                    GraphError::ReservedName { step }
+                    | GraphError::InvalidName { step }
+                    | GraphError::TooManyRetries { step, .. }
+                    | GraphError::ZeroTimeout { step }
+                    | GraphError::UnknownDependency { step, .. } => name_spans.get(step).cloned(),
+                    GraphError::DuplicateStep { step } => {
+                        // Point at the second definition.
+                        let needle = format!("\"{step}\"");
+                        let first = name_spans.get(step).map(|s| s.end).unwrap_or(0);
+                        text[first..]
+                            .find(&needle)
+                            .map(|i| first + i..first + i + needle.len())
+                    }
+                    GraphError::Cycle { steps } => {
+                        steps.first().and_then(|s| name_spans.get(s).cloned())
+                    }
+                    // Both are about the flow as a whole: point at its name.
+                    GraphError::NoName
+                    | GraphError::InvalidFlowName { .. }
+                    | GraphError::NoSteps { .. } => Some(spec.name.span()),
+                };
+                at(span, SpecProblem::Graph(e))
+            })
     }
 
     fn instance(
@@ -366,6 +373,14 @@ struct FileSpec {
     steps: Vec<StepFile>,
     #[serde(default)]
     schedule: Option<ScheduleFile>,
+    /// Who is told what about this flow's runs (besides the settings').
+    #[serde(default)]
+    notify: Vec<Spanned<NotifySpec>>,
+    /// When a run is due processed ([`Sla`]).
+    #[serde(default)]
+    sla: Option<Spanned<String>>,
+    #[serde(default)]
+    sla_from: SlaFrom,
 }
 
 /// `[schedule]` as written; [`ScheduleFile::check`] makes it a
@@ -437,6 +452,41 @@ impl ScheduleFile {
             retry_max_delay: self.retry_max_delay.unwrap_or(defaults.retry_max_delay),
             depends_on_flows,
         })
+    }
+}
+
+impl FileSpec {
+    /// The file's `[[notify]]` and `sla`, checked; a problem with its span.
+    fn signals(&self) -> Result<FlowSignals, (Range<usize>, SpecProblem)> {
+        let mut notify = Vec::with_capacity(self.notify.len());
+        for entry in &self.notify {
+            if let Some(problem) = entry.get_ref().problem() {
+                return Err((entry.span(), SpecProblem::Signals(problem)));
+            }
+            notify.push(entry.get_ref().clone());
+        }
+        let sla = match &self.sla {
+            None => None,
+            Some(text) => {
+                let within = humantime_serde::re::humantime::parse_duration(text.get_ref())
+                    .ok()
+                    .filter(|d| !d.is_zero())
+                    .ok_or_else(|| {
+                        (
+                            text.span(),
+                            SpecProblem::Signals(format!(
+                                "sla = {:?} is not a duration such as \"2h\" or \"90m\" (greater than zero)",
+                                text.get_ref()
+                            )),
+                        )
+                    })?;
+                Some(Sla {
+                    within,
+                    from: self.sla_from,
+                })
+            }
+        };
+        Ok(FlowSignals { notify, sla })
     }
 }
 

@@ -1,0 +1,339 @@
+//! Notifications end to end: `[[notify]]` in the settings and in flow
+//! files, delivered by the real `flow` binary to real receivers on
+//! loopback (an HTTP receiver in this test that checks the signature and
+//! answers the first attempt with a 500; aiosmtpd, started by xtask, for
+//! mail), and checked at load with `file:line:col`.
+
+mod support;
+
+use hmac::{Hmac, KeyInit, Mac};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+use support::{stdout, text, Home};
+
+const TP: &str = "2026112800";
+const HOOK_KEY: &str = "hook-signing-key-0123";
+
+/// A flow whose step `b` fails until the file `fixed` exists.
+fn flow(home: &Home) -> String {
+    format!(
+        r#"
+name = "notified"
+time_qualifier = "daily"
+[[steps]]
+name = "a"
+main = {{ action = "shell", command = "echo a" }}
+[[steps]]
+name = "b"
+depends_on = ["a"]
+main = {{ action = "shell", command = "test -f {} || (echo broken >&2; exit 3)" }}
+"#,
+        home.path("fixed").display()
+    )
+}
+
+/// One request the receiver got.
+#[derive(Debug, Clone)]
+struct Received {
+    path: String,
+    headers: HashMap<String, String>,
+    body: Vec<u8>,
+}
+
+/// An HTTP/1.1 receiver on a loopback port: answers `statuses` in turn
+/// (then 200), keeping every request.
+struct Receiver {
+    port: u16,
+    got: Arc<Mutex<Vec<Received>>>,
+}
+
+impl Receiver {
+    fn start(statuses: &[u16]) -> Receiver {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let statuses: Vec<u16> = statuses.to_vec();
+        let (kept, mut statuses) = (got.clone(), statuses.into_iter());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                if reader.read_line(&mut line).is_err() || line.is_empty() {
+                    continue;
+                }
+                let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+                let mut headers = HashMap::new();
+                loop {
+                    let mut header = String::new();
+                    reader.read_line(&mut header).unwrap();
+                    let header = header.trim_end();
+                    if header.is_empty() {
+                        break;
+                    }
+                    let (name, value) = header.split_once(':').unwrap();
+                    headers.insert(name.trim().to_ascii_lowercase(), value.trim().to_string());
+                }
+                let length: usize = headers
+                    .get("content-length")
+                    .map_or(0, |l| l.parse().unwrap());
+                let mut body = vec![0; length];
+                reader.read_exact(&mut body).unwrap();
+                kept.lock().unwrap().push(Received {
+                    path,
+                    headers,
+                    body,
+                });
+                let status = statuses.next().unwrap_or(200);
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                );
+            }
+        });
+        Receiver { port, got }
+    }
+
+    fn got(&self) -> Vec<Received> {
+        self.got.lock().unwrap().clone()
+    }
+}
+
+fn verify(received: &Received, key: &str) {
+    let mut mac = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(key.as_bytes()).unwrap();
+    mac.update(&received.body);
+    let expected: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(
+        received.headers.get("x-flow-signature-256"),
+        Some(&format!("sha256={expected}")),
+        "the signature is the body's HMAC-SHA256 under the secret"
+    );
+}
+
+/// A failed run is posted, signed, to the webhook; the first attempt gets
+/// a 500 and the retry carries the same body and idempotency key; the
+/// outcome is in the run's log (store and file); the fix and `recover`
+/// post `recovered`; the secret is in no payload and no log.
+#[test]
+fn a_failure_is_posted_signed_retried_with_one_key_and_recorded() {
+    let home = Home::new();
+    let hook = Receiver::start(&[500]);
+    home.write(
+        "flow.toml",
+        &format!(
+            "viewer_url = \"http://flow.example:8080/\"\n{}\n[[notify]]\nkind = \"webhook\"\non = [\"failure\", \"recovered\"]\nurl = \"http://127.0.0.1:{}/hook\"\nsecret = \"env:FLOW_TEST_HOOK_KEY\"\nretry_delay = \"50ms\"\n",
+            support::SETTINGS,
+            hook.port
+        ),
+    );
+    home.write("notified.toml", &flow(&home));
+    let run = |args: &[&str]| {
+        home.command(args)
+            .env("FLOW_TEST_HOOK_KEY", HOOK_KEY)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["run", "notified.toml", "--timeperiod", TP]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+
+    let got = hook.got();
+    assert_eq!(got.len(), 2, "one 500, one retry: {got:?}");
+    for attempt in &got {
+        assert_eq!(attempt.path, "/hook");
+        assert_eq!(attempt.headers["content-type"], "application/json");
+        assert_eq!(attempt.headers["x-flow-event"], "failure");
+        verify(attempt, HOOK_KEY);
+    }
+    assert_eq!(got[0].body, got[1].body, "a retry sends the same body");
+    let key = &got[0].headers["idempotency-key"];
+    assert_eq!(&got[1].headers["idempotency-key"], key);
+    let body: Value = serde_json::from_slice(&got[0].body).unwrap();
+    assert_eq!(body["event"], "failure");
+    assert_eq!(body["flow"], "notified");
+    assert_eq!(body["timeperiod"], TP);
+    assert_eq!(body["mode"], "run_mode_nominal");
+    assert_eq!(body["state"], "state_invalid");
+    assert_eq!(body["idempotency_key"], key.as_str());
+    assert_eq!(
+        body["url"],
+        format!("http://flow.example:8080/#/flows/notified/{TP}")
+    );
+    assert_eq!(body["failed_steps"][0]["step"], "b");
+    assert!(
+        body["failed_steps"][0]["error"]
+            .as_str()
+            .is_some_and(|e| !e.is_empty()),
+        "{body}"
+    );
+    let history = stdout(&home.expect(0, &["history", "notified.toml", "--timeperiod", TP]));
+    let run_id = body["run"].as_str().unwrap();
+    assert!(
+        history.contains(run_id),
+        "the run id is the history's: {history}"
+    );
+
+    // The outcome, in the store's log of the run and in the flow log file.
+    let logs = stdout(&home.expect(0, &["logs", "notified.toml", "--timeperiod", TP]));
+    let line = "notification 1 (webhook, failure): delivered after 2 attempt(s): HTTP 200";
+    assert!(logs.contains(line), "{logs}");
+    let file = home.read("logs/notified/notified.log");
+    assert!(file.contains(line), "{file}");
+
+    // Fixed, recovered: `recovered` is posted (not `success`: not asked for).
+    home.write("fixed", "");
+    let out = run(&["recover", "notified.toml", "--timeperiod", TP]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let got = hook.got();
+    assert_eq!(got.len(), 3, "{got:?}");
+    assert_eq!(got[2].headers["x-flow-event"], "recovered");
+    verify(&got[2], HOOK_KEY);
+    let body: Value = serde_json::from_slice(&got[2].body).unwrap();
+    assert_eq!(body["event"], "recovered");
+    assert_eq!(body["mode"], "run_mode_recovery");
+    assert_eq!(body["state"], "state_processed");
+    assert_ne!(&got[2].headers["idempotency-key"], key);
+
+    // The secret is in no payload and no log.
+    for request in &got {
+        assert!(!String::from_utf8_lossy(&request.body).contains(HOOK_KEY));
+    }
+    let logs = stdout(&home.expect(0, &["logs", "notified.toml", "--timeperiod", TP]));
+    assert!(
+        !logs.contains(HOOK_KEY) && !home.read("logs/notified/notified.log").contains(HOOK_KEY)
+    );
+}
+
+/// A receiver that never accepts (the port closed) costs the run nothing:
+/// the run's outcome and exit code are its own, and the failed delivery
+/// is recorded after its retries.
+#[test]
+fn an_unreachable_receiver_never_fails_a_run() {
+    let home = Home::new();
+    let closed = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    home.write(
+        "flow.toml",
+        &format!(
+            "{}\n[[notify]]\nkind = \"webhook\"\non = [\"success\"]\nurl = \"http://127.0.0.1:{port}/hook\"\nretries = 1\nretry_delay = \"10ms\"\n",
+            support::SETTINGS
+        ),
+    );
+    home.write("notified.toml", &flow(&home));
+    home.write("fixed", "");
+    home.expect(0, &["run", "notified.toml", "--timeperiod", TP]);
+    let logs = stdout(&home.expect(0, &["logs", "notified.toml", "--timeperiod", TP]));
+    assert!(
+        logs.contains("notification 1 (webhook, success): failed after 2 attempt(s)"),
+        "{logs}"
+    );
+}
+
+/// Wrong entries are refused before anything runs, at their place, in the
+/// settings and in a flow file; nothing is written.
+#[test]
+fn notify_entries_are_checked_at_load_with_their_place() {
+    let home = Home::new();
+    home.write("notified.toml", &flow(&home));
+    home.write(
+        "flow.toml",
+        &format!(
+            "{}\n[[notify]]\nkind = \"webhook\"\non = [\"failur\"]\nurl = \"http://127.0.0.1:9/\"\n",
+            support::SETTINGS
+        ),
+    );
+    let out = home.expect(2, &["run", "notified.toml", "--timeperiod", TP]);
+    let message = text(&out);
+    assert!(
+        message.contains("flow.toml:") && message.contains("failur"),
+        "{message}"
+    );
+
+    home.write(
+        "flow.toml",
+        &format!(
+            "{}\n[[notify]]\nkind = \"email\"\non = [\"failure\"]\nhost = \"127.0.0.1\"\nfrom = \"flow@example.org\"\nto = []\n",
+            support::SETTINGS
+        ),
+    );
+    let message = text(&home.expect(2, &["run", "notified.toml", "--timeperiod", TP]));
+    // The entry's header: the line after the settings and a blank line.
+    let at = format!(
+        "flow.toml:{}:1",
+        support::SETTINGS.matches('\n').count() + 2
+    );
+    assert!(
+        message.contains(&at) && message.contains("no recipients"),
+        "{at}: {message}"
+    );
+
+    home.write("flow.toml", support::SETTINGS);
+    home.write(
+        "bad.toml",
+        &format!(
+            "{}\n[[notify]]\nkind = \"slack\"\non = [\"failure\"]\nurl = \"env:SLACK_HOOK\"\nchannel = \"#ops\"\n",
+            flow(&home).replace("name = \"notified\"", "name = \"bad\"")
+        ),
+    );
+    let message = text(&home.expect(2, &["validate", "bad.toml"]));
+    assert!(
+        message.contains("bad.toml:") && message.contains("channel"),
+        "{message}"
+    );
+    assert!(!home.db().exists(), "nothing was written");
+}
+
+/// A failure mailed through a real SMTP server (aiosmtpd, plain SMTP on
+/// loopback): the mail arrives with the run's facts.
+#[test]
+#[ignore = "needs aiosmtpd: run by cargo xtask test"]
+fn a_failure_is_mailed_on_aiosmtpd() {
+    let port = std::env::var("FLOW_TEST_SMTP_PORT").expect("FLOW_TEST_SMTP_PORT");
+    let maildir = std::env::var("FLOW_TEST_SMTP_MAILDIR").expect("FLOW_TEST_SMTP_MAILDIR");
+    let home = Home::new();
+    let flow_name = format!("mailed{}", std::process::id());
+    home.write(
+        "flow.toml",
+        &format!(
+            "{}\n[[notify]]\nkind = \"email\"\non = [\"failure\"]\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\nfrom = \"flow@example.org\"\nto = [\"ops@example.org\", \"oncall@example.org\"]\n",
+            support::SETTINGS
+        ),
+    );
+    home.write(
+        "mailed.toml",
+        &flow(&home).replace("name = \"notified\"", &format!("name = \"{flow_name}\"")),
+    );
+    let out = home.flow(&["run", "mailed.toml", "--timeperiod", TP]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let mails: Vec<String> = std::fs::read_dir(std::path::Path::new(&maildir).join("new"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .filter(|m| m.contains(&flow_name))
+        .collect();
+    assert_eq!(mails.len(), 1, "{mails:?}");
+    let mail = &mails[0];
+    assert!(
+        mail.contains(&format!(
+            "Subject: [flow] flow {flow_name} {TP}: failure (state_invalid)"
+        )),
+        "{mail}"
+    );
+    assert!(mail.contains("step b failed:"), "{mail}");
+    assert!(
+        mail.contains("To: ops@example.org, oncall@example.org"),
+        "{mail}"
+    );
+    let logs = stdout(&home.expect(0, &["logs", "mailed.toml", "--timeperiod", TP]));
+    assert!(
+        logs.contains("notification 1 (email, failure): delivered after 1 attempt(s): SMTP 250"),
+        "{logs}"
+    );
+}
