@@ -1,5 +1,5 @@
 //! Loopback **contract fakes** of the cloud APIs flow calls that have no
-//! emulator, for tests only: one module per API ([`dataproc`] today), on
+//! emulator, for tests only: one module per API ([`dataproc`], [`livy`]), on
 //! shared scaffolding. Each fake is shaped from the published API
 //! reference and refuses what the service refuses; it is named a fake
 //! everywhere it is used.
@@ -58,4 +58,5 @@ pub mod clock;
 pub mod dataproc;
 pub mod errors;
 pub mod faults;
+pub mod livy;
 pub mod server;

@@ -73,6 +73,11 @@ impl AzureBackend {
         &self.config
     }
 
+    /// The storage account's name.
+    pub fn account(&self) -> &str {
+        self.store.account()
+    }
+
     /// HTTP requests sent so far (retries included).
     pub fn requests_made(&self) -> u64 {
         self.store.requests()

@@ -37,8 +37,9 @@ impl SecretRef {
         }
     }
 
-    /// The variable's value, registered for masking.
-    fn read(&self, field: &'static str) -> Result<Secret, AzureBlobError> {
+    /// The variable's value, registered for masking; `field` names the
+    /// setting in the error when the variable is not set.
+    pub fn read(&self, field: &'static str) -> Result<Secret, AzureBlobError> {
         let var = &self.0["env:".len()..];
         match std::env::var(var) {
             Ok(value) if !value.is_empty() => Ok(Secret::new(value)),

@@ -1,0 +1,693 @@
+//! [`AzureCluster`]: flow's [`Cluster`] on an HDInsight cluster (Livy for
+//! Spark, WebHCat for Pig and Hadoop jars), and the factory that makes them.
+
+use crate::config::AzureConfig;
+use crate::error::AzureError;
+use crate::gateway::{CallError, Gateway};
+use crate::jobs::{self, ids, Api, AzureJobs, JobRef, Payload, Status, KIND};
+use crate::livy::Livy;
+use crate::webhcat::WebHcat;
+use async_trait::async_trait;
+use flow_cloud::tail::last_lines;
+use flow_cloud::{retry_with_lookup, Clock, Outcome, PollError, Poller, TailOptions, Transient};
+use flow_core::{
+    Cluster, ClusterError, ClusterFactory, ClusterHandle, ExecutionContext, Filesystem, Job,
+    JobContext, JobHandle, JobStatus,
+};
+use flow_fs_azure::AzureBlobFilesystem;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
+use tracing::{error, info, warn};
+
+/// What every cluster of a factory shares.
+struct AzureBackend {
+    config: AzureConfig,
+    gateway: Arc<Gateway>,
+    fs: AzureBlobFilesystem,
+    clock: Arc<dyn Clock>,
+    livy: Option<String>,
+    webhcat: Option<String>,
+    /// `wasbs://CONTAINER@ACCOUNT.blob.core.windows.net[/PREFIX]`: where job
+    /// files without a scheme are; `None` without a default container.
+    code_root: Option<String>,
+    /// Where WebHCat status directories go (one per job).
+    statusdir_root: Option<String>,
+}
+
+/// Makes [`AzureCluster`]s (kind `azure`) from one [`AzureConfig`]. Build it
+/// with [`AzureConfig::builder`] or
+/// [`AzureClusterFactoryBuilder`](crate::AzureClusterFactoryBuilder).
+#[derive(Clone)]
+pub struct AzureClusterFactory {
+    shared: Arc<AzureBackend>,
+}
+
+impl fmt::Debug for AzureClusterFactory {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AzureClusterFactory")
+            .field("config", &self.shared.config)
+            .field("gateway", &self.shared.gateway)
+            .finish()
+    }
+}
+
+impl AzureClusterFactory {
+    pub(crate) fn new(config: AzureConfig, clock: Arc<dyn Clock>) -> Result<Self, AzureError> {
+        let password = match &config.password {
+            Some(written) => Some(written.read("password").map_err(|e| AzureError::Invalid {
+                field: "password",
+                message: e.to_string(),
+            })?),
+            None => None,
+        };
+        let fs = config.blob.clone().builder().build()?;
+        let code_root = match &config.blob.container {
+            Some(container) => {
+                let mut root =
+                    format!("wasbs://{container}@{}.blob.core.windows.net", fs.account());
+                if let Some(prefix) = config.blob.prefix.as_deref().filter(|p| !p.is_empty()) {
+                    root.push('/');
+                    root.push_str(prefix.trim_matches('/'));
+                }
+                Some(root)
+            }
+            None => None,
+        };
+        let statusdir_root = if config.statusdir.contains("://") {
+            Some(config.statusdir.trim_end_matches('/').to_string())
+        } else {
+            code_root
+                .as_ref()
+                .map(|root| format!("{root}/{}", config.statusdir.trim_matches('/')))
+        };
+        let http = reqwest::Client::builder()
+            .connect_timeout(config.connect_timeout)
+            .timeout(config.request_timeout)
+            .build()
+            .map_err(|e| AzureError::Client {
+                message: e.to_string(),
+            })?;
+        let gateway = Arc::new(Gateway::new(
+            http,
+            config.username.clone(),
+            password,
+            config.retry,
+            clock.clone(),
+        ));
+        Ok(AzureClusterFactory {
+            shared: Arc::new(AzureBackend {
+                livy: config.livy(),
+                webhcat: config.webhcat(),
+                config,
+                gateway,
+                fs,
+                clock,
+                code_root,
+                statusdir_root,
+            }),
+        })
+    }
+
+    /// The settings it was built with.
+    pub fn config(&self) -> &AzureConfig {
+        &self.shared.config
+    }
+
+    /// Gateway requests sent so far by every cluster of this factory
+    /// (retries included).
+    pub fn requests(&self) -> u64 {
+        self.shared.gateway.requests()
+    }
+
+    /// The clusters' Blob filesystem.
+    pub fn filesystem(&self) -> &AzureBlobFilesystem {
+        &self.shared.fs
+    }
+
+    /// A cluster called `name` in the run, without the trait object.
+    pub fn cluster(&self, name: &str, _context: &ExecutionContext) -> AzureCluster {
+        AzureCluster::new(name, self.shared.clone())
+    }
+}
+
+impl ClusterFactory for AzureClusterFactory {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    fn create(
+        &self,
+        name: &str,
+        context: &ExecutionContext,
+    ) -> Result<Arc<dyn Cluster>, ClusterError> {
+        Ok(Arc::new(self.cluster(name, context)))
+    }
+}
+
+/// The cluster a gateway URL names (`etl` of
+/// `https://etl.azurehdinsight.net`), else the URL's host.
+fn cluster_of(url: &str) -> String {
+    let host = url
+        .split("://")
+        .nth(1)
+        .unwrap_or(url)
+        .split(['/', ':'])
+        .next()
+        .unwrap_or(url);
+    host.strip_suffix(".azurehdinsight.net")
+        .unwrap_or(host)
+        .to_string()
+}
+
+/// An HDInsight cluster of a run, reached through its gateway.
+///
+/// Without `[cluster.azure.arm]` the gateway names a cluster managed
+/// outside the flow: `provision` records it as reused, `wait_ready` checks
+/// that the gateway answers, `terminate` leaves it up.
+pub struct AzureCluster {
+    name: String,
+    shared: Arc<AzureBackend>,
+    poller: Poller<AzureJobs>,
+    handle: Mutex<Option<ClusterHandle>>,
+}
+
+impl fmt::Debug for AzureCluster {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AzureCluster")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AzureCluster {
+    fn new(name: &str, shared: Arc<AzureBackend>) -> Self {
+        let poller = Poller::new(
+            AzureJobs::new(
+                shared.gateway.clone(),
+                shared.config.webhcat_user().to_string(),
+            ),
+            shared.config.poll,
+            shared.clock.clone(),
+        );
+        AzureCluster {
+            name: name.to_string(),
+            shared,
+            poller,
+            handle: Mutex::new(None),
+        }
+    }
+
+    /// Job status requests the poller made so far (one per tick per API).
+    pub fn poll_requests(&self) -> u64 {
+        self.poller.requests()
+    }
+
+    fn config(&self) -> &AzureConfig {
+        &self.shared.config
+    }
+
+    fn gateway(&self) -> &Gateway {
+        &self.shared.gateway
+    }
+
+    fn user(&self) -> &str {
+        self.config().webhcat_user()
+    }
+
+    fn backend_id(&self) -> String {
+        let url = self
+            .config()
+            .gateway
+            .clone()
+            .or_else(|| self.shared.livy.clone())
+            .or_else(|| self.shared.webhcat.clone())
+            .unwrap_or_default();
+        cluster_of(&url)
+    }
+
+    fn backend_error(&self, operation: &'static str, e: impl fmt::Display) -> ClusterError {
+        ClusterError::Backend {
+            cluster: self.name.clone(),
+            operation,
+            message: e.to_string(),
+        }
+    }
+
+    fn job_failed(&self, job: &'static str, message: impl Into<String>) -> ClusterError {
+        ClusterError::JobFailed {
+            cluster: self.name.clone(),
+            job,
+            message: message.into(),
+        }
+    }
+
+    /// The backend's id of `job`: the handle's, else one listing looking
+    /// for its name; `None` when the backend never took it.
+    async fn resolve(&self, job: &JobRef) -> Result<Option<JobRef>, ClusterError> {
+        if job.id.is_some() {
+            return Ok(Some(job.clone()));
+        }
+        let found = jobs::look_up(self.gateway(), job, self.user())
+            .await
+            .map_err(|e| self.backend_error("look up a job by name", e))?;
+        Ok(found.map(|id| JobRef {
+            id: Some(id),
+            ..job.clone()
+        }))
+    }
+
+    /// Kills the job and waits (up to `cancel_timeout`) for it to end.
+    async fn cancel_and_wait(&self, job: &JobRef) -> Result<(), ClusterError> {
+        let Some(id) = job.id.as_deref() else {
+            return Ok(());
+        };
+        let killed = match job.api {
+            Api::Livy => {
+                let id = id.parse().map_err(|_| {
+                    self.backend_error("DELETE /batches/ID", format!("{id} is not a batch id"))
+                })?;
+                Livy {
+                    gateway: self.gateway(),
+                    url: &job.url,
+                }
+                .delete(id)
+                .await
+            }
+            Api::WebHcat => {
+                WebHcat {
+                    gateway: self.gateway(),
+                    url: &job.url,
+                    user: self.user(),
+                }
+                .kill(id)
+                .await
+            }
+        };
+        killed.map_err(|e| self.backend_error("cancel", e))?;
+        info!("cancelling {job}");
+        match self
+            .poller
+            .wait_for(job.clone(), Some(self.config().cancel_timeout))
+            .await
+        {
+            Ok(_) | Err(PollError::Missing { .. }) => Ok(()),
+            Err(e) => Err(self.backend_error("cancel", e)),
+        }
+    }
+
+    /// Copies the end of the job's log into the step log (INFO after
+    /// success, WARN after a failure) and returns its last lines for an
+    /// error: Livy's batch log, or WebHCat's `stderr` from the status
+    /// directory on Blob storage.
+    async fn log_job_output(&self, job: &JobRef, failed: bool) -> Option<String> {
+        let options = &self.config().job_logs;
+        if !options.enabled || options.max_bytes == 0 {
+            return None;
+        }
+        let (what, text) = match job.api {
+            Api::Livy => {
+                let id = job.id.as_deref()?.parse().ok()?;
+                let lines = (options.max_bytes / 80).max(10);
+                match (Livy {
+                    gateway: self.gateway(),
+                    url: &job.url,
+                })
+                .log_tail(id, lines)
+                .await
+                {
+                    Ok(lines) if !lines.is_empty() => {
+                        let text = lines.join("\n");
+                        (
+                            "the end of the batch log".to_string(),
+                            last_lines(&text, options.max_bytes).to_string(),
+                        )
+                    }
+                    Ok(_) => return None,
+                    Err(e) => {
+                        warn!("cannot read the log of {job}: {e}");
+                        return None;
+                    }
+                }
+            }
+            Api::WebHcat => {
+                let stderr = format!("{}/stderr", job.name);
+                let tail_options = TailOptions {
+                    max_bytes: options.max_bytes,
+                    wait: options.wait,
+                    interval: options.interval,
+                };
+                match flow_cloud::tail(&self.shared.fs, &stderr, &tail_options, &self.shared.clock)
+                    .await
+                {
+                    Ok(Some(tail)) => (format!("the end of {stderr}"), tail.text),
+                    Ok(None) => {
+                        warn!("no stderr appeared at {stderr}");
+                        return None;
+                    }
+                    Err(e) => {
+                        warn!("cannot read {stderr}: {e}");
+                        return None;
+                    }
+                }
+            }
+        };
+        if failed {
+            warn!("{what}:");
+        } else {
+            info!("{what}:");
+        }
+        for line in text.lines() {
+            if failed {
+                warn!("{line}");
+            } else {
+                info!("{line}");
+            }
+        }
+        Some(
+            last_lines(&text, options.error_bytes)
+                .trim_end()
+                .to_string(),
+        )
+    }
+}
+
+fn job_status(outcome: Option<Outcome>, status: &Status) -> JobStatus {
+    match outcome {
+        Some(Outcome::Succeeded) => JobStatus::Succeeded,
+        Some(Outcome::Failed) => JobStatus::Failed {
+            message: status.state(),
+        },
+        Some(Outcome::Cancelled) => JobStatus::Cancelled,
+        None => JobStatus::Running,
+    }
+}
+
+#[async_trait]
+impl Cluster for AzureCluster {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    async fn provision(&self) -> Result<ClusterHandle, ClusterError> {
+        let backend = self.backend_id();
+        info!("{backend} is managed outside the flow: it is used as it is and left up");
+        let mut details = BTreeMap::new();
+        if let Some(livy) = &self.shared.livy {
+            details.insert("livy_url".to_string(), livy.clone());
+        }
+        if let Some(webhcat) = &self.shared.webhcat {
+            details.insert("webhcat_url".to_string(), webhcat.clone());
+        }
+        let handle = ClusterHandle {
+            kind: KIND.into(),
+            name: self.name.clone(),
+            backend_id: backend,
+            reused: true,
+            details,
+        };
+        *self.handle.lock().unwrap_or_else(PoisonError::into_inner) = Some(handle.clone());
+        Ok(handle)
+    }
+
+    async fn wait_ready(&self) -> Result<(), ClusterError> {
+        // The gateway answers and takes the login: one listing of each API.
+        let launch_error = |e: CallError| ClusterError::Launch {
+            cluster: self.name.clone(),
+            transient: e.is_transient(),
+            message: format!("the gateway does not answer as expected: {e}"),
+        };
+        if let Some(url) = &self.shared.livy {
+            Livy {
+                gateway: self.gateway(),
+                url,
+            }
+            .list(|_| true)
+            .await
+            .map_err(launch_error)?;
+        }
+        if self.shared.livy.is_none() {
+            if let Some(url) = &self.shared.webhcat {
+                WebHcat {
+                    gateway: self.gateway(),
+                    url,
+                    user: self.user(),
+                }
+                .list()
+                .await
+                .map_err(launch_error)?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn adopt(&self, handle: &ClusterHandle) -> Result<bool, ClusterError> {
+        if handle.kind != KIND {
+            return Ok(false);
+        }
+        *self.handle.lock().unwrap_or_else(PoisonError::into_inner) = Some(handle.clone());
+        Ok(true)
+    }
+
+    fn prepare(&self, job: &Job, cx: &JobContext<'_>) -> Result<JobHandle, ClusterError> {
+        let name = jobs::new_job_name(cx);
+        let payload = jobs::payload(job, &name, self.shared.code_root.as_deref()).map_err(
+            |why| match why {
+                None => {
+                    warn!(
+                        "HDInsight's gateways run no shell jobs: write the command as a spark, pig or hadoop job, or run it on the local cluster"
+                    );
+                    ClusterError::Unsupported {
+                        cluster: self.name.clone(),
+                        kind: KIND,
+                        job: job.kind(),
+                    }
+                }
+                Some(message) => self.job_failed(job.kind(), message),
+            },
+        )?;
+        let (url, name) = match payload.api() {
+            Api::Livy => (
+                self.shared.livy.clone().ok_or_else(|| {
+                    self.job_failed(
+                        job.kind(),
+                        "no Livy: set gateway or livy_url in [cluster.azure]",
+                    )
+                })?,
+                name,
+            ),
+            Api::WebHcat => {
+                let url = self.shared.webhcat.clone().ok_or_else(|| {
+                    self.job_failed(
+                        job.kind(),
+                        "no WebHCat: set gateway or webhcat_url in [cluster.azure]",
+                    )
+                })?;
+                let root = self.shared.statusdir_root.as_ref().ok_or_else(|| {
+                    self.job_failed(
+                        job.kind(),
+                        "no status directory: set [cluster.azure] statusdir to an address, or [cluster.azure.blob] container",
+                    )
+                })?;
+                (url, format!("{root}/{name}"))
+            }
+        };
+        Ok(JobHandle::new(
+            KIND,
+            self.name.clone(),
+            [
+                (ids::API, payload.api().as_str().to_string()),
+                (ids::URL, url),
+                (ids::NAME, name),
+                (ids::TYPE, job.kind().to_string()),
+            ],
+        ))
+    }
+
+    async fn submit(
+        &self,
+        handle: &JobHandle,
+        job: &Job,
+        _cx: &JobContext<'_>,
+    ) -> Result<JobHandle, ClusterError> {
+        let job_ref = JobRef::from_handle(handle, &self.name)?;
+        let mut handle = handle.clone();
+        handle.cluster = self.name.clone();
+        if job_ref.id.is_some() {
+            return Ok(handle);
+        }
+        let base = match job_ref.api {
+            Api::Livy => job_ref.name.clone(),
+            Api::WebHcat => job_ref
+                .name
+                .rsplit('/')
+                .next()
+                .unwrap_or(&job_ref.name)
+                .to_string(),
+        };
+        let payload: Payload = jobs::payload(job, &base, self.shared.code_root.as_deref())
+            .map_err(|why| self.job_failed(job.kind(), why.unwrap_or_else(|| "shell".into())))?;
+        let (gateway, user) = (self.gateway(), self.user());
+        let sent = retry_with_lookup(
+            &self.config().retry,
+            &self.shared.clock,
+            "submit",
+            || jobs::submit_once(gateway, &job_ref, user, &payload),
+            || jobs::look_up(gateway, &job_ref, user),
+        )
+        .await;
+        let id = match sent {
+            Ok(id) => id,
+            // Livy refuses a second batch of the same name: this handle's
+            // job is there already (its answer was lost before it was
+            // recorded).
+            Err(e) if e.is_status(400) && e.to_string().contains("Duplicate session name") => {
+                jobs::look_up(gateway, &job_ref, user)
+                    .await
+                    .map_err(|e| self.backend_error("submit", e))?
+                    .ok_or_else(|| self.backend_error("submit", e))?
+            }
+            Err(e) => return Err(self.backend_error("submit", e)),
+        };
+        info!(
+            "submitted {}",
+            JobRef {
+                id: Some(id.clone()),
+                ..job_ref.clone()
+            }
+        );
+        handle.ids.insert(ids::ID.into(), id);
+        Ok(handle)
+    }
+
+    async fn wait(&self, handle: &JobHandle, cx: &JobContext<'_>) -> Result<(), ClusterError> {
+        let kind = jobs::job_type(handle);
+        let job = JobRef::from_handle(handle, &self.name)?;
+        let Some(job) = self.resolve(&job).await? else {
+            return Err(self.job_failed(kind, format!("{job} was never submitted")));
+        };
+        let finished = tokio::select! {
+            finished = self.poller.wait(job.clone()) => finished,
+            _ = cx.cancel.cancelled() => {
+                self.cancel_and_wait(&job).await?;
+                return Err(ClusterError::Cancelled { cluster: self.name.clone(), job: kind });
+            }
+        };
+        let finished = finished.map_err(|e| match e {
+            PollError::Missing { .. } => {
+                self.job_failed(kind, format!("the gateway no longer knows {job} ({e})"))
+            }
+            other => self.backend_error("poll", other),
+        })?;
+        match finished.outcome {
+            Outcome::Succeeded => {
+                info!("{job} is {}", finished.status.state());
+                self.log_job_output(&job, false).await;
+                Ok(())
+            }
+            Outcome::Failed => {
+                let state = finished.status.state();
+                error!("{job} is {state}");
+                let mut message = format!("{job} is {state}");
+                if let Status::WebHcat(j) = &finished.status {
+                    if let Some(info) = j.status.failure_info.as_deref().filter(|i| !i.is_empty()) {
+                        message.push_str(": ");
+                        message.push_str(info);
+                    }
+                }
+                if let Some(output) = self.log_job_output(&job, true).await {
+                    message.push_str("\nits log (last lines):\n");
+                    message.push_str(&output);
+                }
+                Err(self.job_failed(kind, message))
+            }
+            Outcome::Cancelled => {
+                warn!("{job} was killed");
+                Err(ClusterError::Cancelled {
+                    cluster: self.name.clone(),
+                    job: kind,
+                })
+            }
+        }
+    }
+
+    async fn status(&self, handle: &JobHandle) -> Result<JobStatus, ClusterError> {
+        let job = JobRef::from_handle(handle, &self.name)?;
+        let Some(job) = self.resolve(&job).await? else {
+            return Ok(JobStatus::NotSubmitted);
+        };
+        let id = job.id.clone().unwrap_or_default();
+        let status = match job.api {
+            Api::Livy => {
+                let id = id
+                    .parse()
+                    .map_err(|_| self.backend_error("status", format!("{id} is not a batch id")))?;
+                Livy {
+                    gateway: self.gateway(),
+                    url: &job.url,
+                }
+                .get(id)
+                .await
+                .map_err(|e| self.backend_error("GET /batches/ID", e))?
+                .map(Status::Livy)
+            }
+            Api::WebHcat => WebHcat {
+                gateway: self.gateway(),
+                url: &job.url,
+                user: self.user(),
+            }
+            .get(&id)
+            .await
+            .map_err(|e| self.backend_error("GET /jobs/ID", e))?
+            .map(Status::WebHcat),
+        };
+        let Some(status) = status else {
+            return Ok(JobStatus::Lost {
+                reason: format!("the gateway no longer knows {job}"),
+            });
+        };
+        let source = AzureJobs::new(self.shared.gateway.clone(), self.user().to_string());
+        let outcome = match flow_cloud::JobSource::phase(&source, &status) {
+            flow_cloud::Phase::Finished(outcome) => Some(outcome),
+            _ => None,
+        };
+        Ok(job_status(outcome, &status))
+    }
+
+    async fn cancel(&self, handle: &JobHandle) -> Result<(), ClusterError> {
+        let job = JobRef::from_handle(handle, &self.name)?;
+        match self.resolve(&job).await? {
+            Some(job) => self.cancel_and_wait(&job).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn terminate(&self) -> Result<(), ClusterError> {
+        if let Some(handle) = &*self.handle.lock().unwrap_or_else(PoisonError::into_inner) {
+            info!(
+                "leaving {} up: it is managed outside the flow",
+                handle.backend_id
+            );
+        }
+        Ok(())
+    }
+
+    fn filesystem(&self) -> &dyn Filesystem {
+        &self.shared.fs
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_gateway_names_its_cluster() {
+        assert_eq!(cluster_of("https://etl.azurehdinsight.net"), "etl");
+        assert_eq!(cluster_of("http://127.0.0.1:8998/livy"), "127.0.0.1");
+    }
+}

@@ -1,0 +1,277 @@
+//! [`AzureConfig`] (the `[cluster.azure]` section of `flow.toml`) and its
+//! builder.
+
+use crate::cluster::AzureClusterFactory;
+use crate::error::AzureError;
+use flow_cloud::{Clock, JobLogs, PollConfig, RetryConfig, TokioClock};
+use flow_fs_azure::{AzureBlobConfig, SecretRef};
+use serde::{Deserialize, Deserializer, Serialize};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Settings of the HDInsight cluster. Holds where the password is read
+/// from (`"env:VAR"`), never the password, so it is safe to `Debug`.
+///
+/// ```toml
+/// [cluster.azure]
+/// gateway = "https://etl.azurehdinsight.net"   # the cluster's HTTPS gateway
+/// username = "admin"
+/// password = "env:HDINSIGHT_PASSWORD"
+/// [cluster.azure.blob]
+/// account = "etldata"
+/// key = "env:AZURE_STORAGE_KEY"
+/// container = "flows"
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AzureConfig {
+    /// The cluster's HTTPS gateway (`https://CLUSTER.azurehdinsight.net`);
+    /// Livy and WebHCat are under it unless `livy_url` / `webhcat_url` say
+    /// otherwise. Without `[cluster.azure.arm]` it names the cluster, which
+    /// is managed outside the flow.
+    pub gateway: Option<String>,
+    /// Livy's URL (a self-hosted Livy, EMR's on port 8998). Default:
+    /// `GATEWAY/livy`.
+    pub livy_url: Option<String>,
+    /// WebHCat's URL. Default: `GATEWAY/templeton/v1`.
+    pub webhcat_url: Option<String>,
+    /// The gateway's HTTP basic login.
+    pub username: String,
+    /// Its password (a secret, `"env:VAR"`); none: requests carry no login
+    /// (a Livy without authentication).
+    pub password: Option<SecretRef>,
+    /// WebHCat's `user.name`. Default: `username`.
+    pub webhcat_user: Option<String>,
+    /// Where WebHCat jobs write their status directories (one per job,
+    /// named after it): an address (`wasbs://...`), or a key in the Blob
+    /// filesystem's default container. Read back for a failed job's
+    /// `stderr`.
+    pub statusdir: String,
+    /// How jobs are polled: floor, backoff, cap, timeout of one wait.
+    pub poll: PollConfig,
+    /// Retries of 429, 5xx and connection failures (`Retry-After` honoured).
+    pub retry: RetryConfig,
+    /// The longest wait for a cancelled job to end.
+    #[serde(with = "humantime_serde")]
+    pub cancel_timeout: Duration,
+    /// The longest wait for a TCP (and TLS) connection.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// The longest whole request (every answer is small).
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// How much of a job's log reaches the step log and its error.
+    pub job_logs: JobLogs,
+    /// The cluster's filesystem.
+    pub blob: AzureBlobConfig,
+}
+
+impl Default for AzureConfig {
+    fn default() -> Self {
+        AzureConfig {
+            gateway: None,
+            livy_url: None,
+            webhcat_url: None,
+            username: "admin".into(),
+            password: None,
+            webhcat_user: None,
+            statusdir: "flow/webhcat".into(),
+            poll: PollConfig {
+                cap: Duration::from_secs(3),
+                ..PollConfig::default()
+            },
+            retry: RetryConfig::default(),
+            cancel_timeout: Duration::from_secs(5 * 60),
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(60),
+            job_logs: JobLogs {
+                wait: Duration::from_secs(30),
+                interval: Duration::from_secs(5),
+                ..JobLogs::default()
+            },
+            blob: AzureBlobConfig::default(),
+        }
+    }
+}
+
+fn invalid(field: &'static str, message: impl Into<String>) -> Result<(), AzureError> {
+    Err(AzureError::Invalid {
+        field,
+        message: message.into(),
+    })
+}
+
+fn is_url(text: &str) -> bool {
+    text.starts_with("http://") || text.starts_with("https://")
+}
+
+impl AzureConfig {
+    /// A builder starting from these settings.
+    pub fn builder(self) -> AzureClusterFactoryBuilder {
+        AzureClusterFactoryBuilder {
+            config: self,
+            clock: None,
+        }
+    }
+
+    /// Livy's URL: the setting, else `GATEWAY/livy`.
+    pub fn livy(&self) -> Option<String> {
+        self.livy_url
+            .clone()
+            .or_else(|| {
+                self.gateway
+                    .as_ref()
+                    .map(|g| format!("{}/livy", g.trim_end_matches('/')))
+            })
+            .map(|u| u.trim_end_matches('/').to_string())
+    }
+
+    /// WebHCat's URL: the setting, else `GATEWAY/templeton/v1`.
+    pub fn webhcat(&self) -> Option<String> {
+        self.webhcat_url
+            .clone()
+            .or_else(|| {
+                self.gateway
+                    .as_ref()
+                    .map(|g| format!("{}/templeton/v1", g.trim_end_matches('/')))
+            })
+            .map(|u| u.trim_end_matches('/').to_string())
+    }
+
+    /// WebHCat's `user.name`.
+    pub fn webhcat_user(&self) -> &str {
+        self.webhcat_user.as_deref().unwrap_or(&self.username)
+    }
+
+    /// Checks the values; called when the settings are read and by
+    /// [`AzureClusterFactoryBuilder::build`].
+    pub fn validate(&self) -> Result<(), AzureError> {
+        if self.gateway.is_none() && self.livy_url.is_none() && self.webhcat_url.is_none() {
+            return invalid(
+                "gateway",
+                "required: the cluster's gateway (https://CLUSTER.azurehdinsight.net), or livy_url / webhcat_url",
+            );
+        }
+        for (field, value) in [
+            ("gateway", &self.gateway),
+            ("livy_url", &self.livy_url),
+            ("webhcat_url", &self.webhcat_url),
+        ] {
+            if let Some(url) = value {
+                if !is_url(url) {
+                    return invalid(field, format!("{url:?} is not an http:// or https:// URL"));
+                }
+            }
+        }
+        if self.username.trim().is_empty() {
+            return invalid("username", "must not be empty");
+        }
+        if self.statusdir.trim().is_empty() {
+            return invalid("statusdir", "must not be empty");
+        }
+        for (field, value) in [
+            ("cancel_timeout", self.cancel_timeout),
+            ("connect_timeout", self.connect_timeout),
+            ("request_timeout", self.request_timeout),
+        ] {
+            if value.is_zero() {
+                return invalid(field, "must not be zero");
+            }
+        }
+        self.blob.validate().map_err(|e| AzureError::Invalid {
+            field: "blob",
+            message: e.to_string(),
+        })
+    }
+}
+
+/// `deserialize_with` for `[cluster.azure]`: the settings, validated, so a
+/// bad value is reported at its place in the file.
+pub fn deserialize_validated<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<AzureConfig>, D::Error> {
+    let config = AzureConfig::deserialize(deserializer)?;
+    config.validate().map_err(serde::de::Error::custom)?;
+    Ok(Some(config))
+}
+
+/// Builds an [`AzureClusterFactory`].
+#[derive(Debug, Clone, Default)]
+pub struct AzureClusterFactoryBuilder {
+    config: AzureConfig,
+    clock: Option<Arc<dyn Clock>>,
+}
+
+impl AzureClusterFactoryBuilder {
+    /// A builder for the cluster behind `gateway`, with the default settings.
+    pub fn new(gateway: impl Into<String>) -> Self {
+        AzureConfig {
+            gateway: Some(gateway.into()),
+            ..AzureConfig::default()
+        }
+        .builder()
+    }
+
+    /// The settings so far.
+    pub fn config(&self) -> &AzureConfig {
+        &self.config
+    }
+
+    /// Changes the settings.
+    pub fn with(mut self, change: impl FnOnce(&mut AzureConfig)) -> Self {
+        change(&mut self.config);
+        self
+    }
+
+    /// The clock of polls, retries and waits (a manual one in tests).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// Reads the password and the storage credential and makes the
+    /// clients. Sends no request.
+    pub fn build(self) -> Result<AzureClusterFactory, AzureError> {
+        self.config.validate()?;
+        let clock = self
+            .clock
+            .unwrap_or_else(|| Arc::new(TokioClock::new()) as Arc<dyn Clock>);
+        AzureClusterFactory::new(self.config, clock)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_default_to_the_gateways_paths() {
+        let c = AzureConfig {
+            gateway: Some("https://etl.azurehdinsight.net/".into()),
+            ..AzureConfig::default()
+        };
+        assert_eq!(c.livy().unwrap(), "https://etl.azurehdinsight.net/livy");
+        assert_eq!(
+            c.webhcat().unwrap(),
+            "https://etl.azurehdinsight.net/templeton/v1"
+        );
+        let own = AzureConfig {
+            livy_url: Some("http://emr-master:8998".into()),
+            ..AzureConfig::default()
+        };
+        assert_eq!(own.livy().unwrap(), "http://emr-master:8998");
+        assert!(own.webhcat().is_none());
+        assert!(own.validate().is_ok());
+        assert!(AzureConfig::default().validate().is_err());
+    }
+
+    #[test]
+    fn a_plain_text_password_is_refused() {
+        let e = toml::from_str::<AzureConfig>(
+            "gateway = \"https://x.azurehdinsight.net\"\npassword = \"hunter2-hunter2\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("env:VAR"), "{e}");
+    }
+}

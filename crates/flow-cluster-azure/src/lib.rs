@@ -1,0 +1,57 @@
+//! The Azure HDInsight cluster: flow's [`Cluster`](flow_core::Cluster) on an
+//! HDInsight cluster through its HTTPS gateway, with the Blob filesystem of
+//! `flow-fs-azure` as its filesystem.
+//!
+//! - **Jobs**: Spark applications become Livy batches (`POST /livy/batches`
+//!   with `file`, `className`, `args`, `conf` and a client-chosen `name`);
+//!   Pig scripts and Hadoop jars become WebHCat jobs (`POST
+//!   /templeton/v1/pig`, `/mapreduce/jar`, `user.name` on every call) with a
+//!   client-chosen status directory on Blob storage. Paths without a scheme
+//!   are `wasbs://CONTAINER@ACCOUNT.blob.core.windows.net/PATH` of the Blob
+//!   filesystem's container. Shell jobs are
+//!   [`Unsupported`](flow_core::ClusterError::Unsupported): the gateways run
+//!   none.
+//! - **Handles**: `prepare` chooses the batch name (or status directory)
+//!   before anything is sent and the engine stores it: a submission whose
+//!   answer is lost is found by one listing and never sent twice; Livy
+//!   refuses a second batch of a name anyway.
+//! - **Waiting**: `flow_cloud`'s poller, one listing per tick per API for
+//!   all of a cluster's jobs (`GET /livy/batches?from=&size=`, `GET
+//!   /templeton/v1/jobs?fields=*`). Livy's `success` succeeds, `dead` and
+//!   `error` fail, `killed` is cancelled; a WebHCat job succeeds when its
+//!   controller `SUCCEEDED` with exit value 0. The end of the batch log
+//!   (Livy) or of `stderr` in the status directory (WebHCat, read from
+//!   Blob) goes to the step log and a failure's error.
+//! - **Cancel**: `DELETE /livy/batches/ID` or `DELETE
+//!   /templeton/v1/jobs/ID`, then waits for the job to end.
+//! - **Clusters**: the gateway names a cluster managed outside the flow:
+//!   it is used as it is and left up.
+//! - Every call is retried on 429, 5xx and connection errors with
+//!   `flow_cloud`'s policy, honouring `Retry-After`. The gateway's password
+//!   is a secret read from the environment; it never reaches a log, an
+//!   error or `Debug`.
+//!
+//! Livy is not HDInsight's alone: `livy_url` points the same cluster kind
+//! at any Livy (a self-hosted one, EMR's on port 8998).
+#![warn(missing_docs)]
+
+mod cluster;
+mod config;
+mod error;
+mod gateway;
+mod jobs;
+mod livy;
+mod webhcat;
+
+pub use cluster::{AzureCluster, AzureClusterFactory};
+pub use config::{deserialize_validated, AzureClusterFactoryBuilder, AzureConfig};
+pub use error::AzureError;
+pub use jobs::KIND;
+pub use livy::{Batch, BATCH_STATES};
+pub use webhcat::{JobState, WebHcatJob};
+
+/// The README's examples, compiled (and run unless they say otherwise) as
+/// doctests, so the crate page shows code that builds.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
