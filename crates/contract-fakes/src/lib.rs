@@ -1,5 +1,5 @@
 //! Loopback **contract fakes** of the cloud APIs flow calls that have no
-//! emulator, for tests only: one module per API ([`dataproc`], [`livy`]), on
+//! emulator, for tests only: one module per API ([`dataproc`], [`livy`], [`qubole`]), on
 //! shared scaffolding. Each fake is shaped from the published API
 //! reference and refuses what the service refuses; it is named a fake
 //! everywhere it is used.
@@ -59,4 +59,5 @@ pub mod dataproc;
 pub mod errors;
 pub mod faults;
 pub mod livy;
+pub mod qubole;
 pub mod server;

@@ -3,9 +3,9 @@
 //! http://127.0.0.1:PORT` on stdout, and exits when its standard input
 //! closes (so it never outlives the test that started it). For end-to-end
 //! tests, where the fake must outlive a killed engine. APIs: `dataproc`
-//! (flags: `src/dataproc/args.rs`).
+//! (flags: `src/dataproc/args.rs`), `qubole` (`src/qubole/args.rs`).
 
-use contract_fakes::{dataproc, server};
+use contract_fakes::{dataproc, qubole, server};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
@@ -19,7 +19,13 @@ async fn main() {
                 .map(|fake| Box::new(fake) as Box<dyn Fake>),
             Err(e) => usage(&e),
         },
-        other => usage(&format!("unknown API {other:?} (APIs: dataproc)")),
+        "qubole" => match qubole::args::parse(rest) {
+            Ok((options, port)) => qubole::FakeQubole::start(options, port)
+                .await
+                .map(|fake| Box::new(fake) as Box<dyn Fake>),
+            Err(e) => usage(&e),
+        },
+        other => usage(&format!("unknown API {other:?} (APIs: dataproc, qubole)")),
     };
     match served {
         Ok(fake) => server::until_stdin_closes(fake.url()).await,
@@ -38,6 +44,12 @@ trait Fake {
 impl Fake for dataproc::FakeDataproc {
     fn url(&self) -> &str {
         dataproc::FakeDataproc::url(self)
+    }
+}
+
+impl Fake for qubole::FakeQubole {
+    fn url(&self) -> &str {
+        qubole::FakeQubole::url(self)
     }
 }
 

@@ -294,14 +294,13 @@ impl Api {
         }
     }
 
-    /// `PUT /commands/ID {"status": "kill"}`.
-    pub async fn kill_command(&self, id: u64) -> Result<(), ApiError> {
+    /// `PUT /commands/ID {"status": "kill"}`: the command as it is now
+    /// (a finished one is left as it is).
+    pub async fn kill_command(&self, id: u64) -> Result<Command, ApiError> {
         let path = format!("/api/v1.2/commands/{id}");
         let body = serde_json::json!({ "status": "kill" });
-        let _: Value = self
-            .call("cancel command", Method::PUT, &path, &[], Some(&body))
-            .await?;
-        Ok(())
+        self.call("cancel command", Method::PUT, &path, &[], Some(&body))
+            .await
     }
 
     /// `GET /commands/ID/logs`: the answer, to be read as a stream.

@@ -361,7 +361,13 @@ impl QuboleCluster {
             return Ok(None);
         };
         match self.api().kill_command(id).await {
-            Ok(()) => info!("cancelling QDS command {id}"),
+            Ok(command) => match commands::COMMAND_STATES.phase(&command.status) {
+                Some(flow_cloud::Phase::Finished(outcome)) => {
+                    info!("QDS command {id} already ended ({})", command.status);
+                    return Ok(Some(outcome));
+                }
+                _ => info!("cancelling QDS command {id}"),
+            },
             Err(e) if e.is_not_found() => return Ok(None),
             Err(e) => return Err(self.backend_error("cancel command", e)),
         }
