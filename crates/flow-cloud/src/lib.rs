@@ -36,6 +36,8 @@ pub mod outcome;
 pub mod poll;
 pub mod retry;
 pub mod tail;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 
 pub use clock::{Clock, ManualClock, TokioClock};
 pub use lifecycle::{retry_with_lookup, wait_until, Look, Requests, Wait, WaitError};

@@ -971,3 +971,50 @@ async fn a_refused_terminate_is_returned_not_swallowed_on_emr_moto() {
     cluster.terminate().await.unwrap();
     assert_eq!(state(&id), "TERMINATED");
 }
+
+/// The moto layer's faults, for `flow_cloud::testkit`'s contracts.
+struct MotoFaults {
+    moto: MotoEmr,
+    cluster_id: String,
+}
+
+#[async_trait::async_trait]
+impl flow_cloud::testkit::BackendFaults for MotoFaults {
+    async fn break_status_requests(&self) {
+        self.moto
+            .throttle("ListSteps", 1_000_000, Some(&self.cluster_id));
+    }
+    async fn heal(&self) {
+        self.moto.heal(Some(&self.cluster_id));
+    }
+    async fn finish(&self, handle: &JobHandle) {
+        let step = handle.id("step_id").unwrap();
+        self.moto.set_step(&self.cluster_id, step, "COMPLETED");
+    }
+    async fn jobs_received(&self) -> usize {
+        self.moto.steps(&self.cluster_id).len()
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs moto with the EMR layer: run through `cargo xtask test`"]
+async fn a_step_whose_polling_gave_up_has_an_unknown_outcome_and_is_adopted_on_emr_moto() {
+    let moto = MotoEmr::from_env();
+    let factory = builder(&moto, &unique("unknown")).build().unwrap();
+    let cluster = launched(&factory, "emr-0").await;
+    let cluster_id = cluster.cluster_id().unwrap();
+    let execution = execution();
+    let cancel = CancellationToken::new();
+    let faults = MotoFaults {
+        moto: moto.clone(),
+        cluster_id,
+    };
+    flow_cloud::testkit::unknown_outcome_contract(
+        &cluster,
+        &shell("sleep 60"),
+        &cx(&execution, &cancel, "unknown"),
+        &faults,
+    )
+    .await;
+    cluster.terminate().await.unwrap();
+}
