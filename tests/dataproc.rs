@@ -243,14 +243,14 @@ endpoint = "{fake}"
 code_bucket = "{code}"
 image_version = "2.2-debian12"
 labels = {{ team = "data" }}
-cluster_poll_interval = "100ms"
+launch_poll = "100ms"
 cancel_timeout = "10s"
 
 [cluster.dataproc.poll]
 floor = "200ms"
 cap = "500ms"
 
-[cluster.dataproc.driver_output]
+[cluster.dataproc.job_logs]
 wait = "2s"
 interval = "200ms"
 

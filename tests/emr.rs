@@ -124,24 +124,26 @@ kind = "emr"
 [cluster.emr]
 name = "{name}"
 region = "us-east-1"
-endpoint_url = "{endpoint}"
+endpoint = "{endpoint}"
 release_label = "emr-7.5.0"
 applications = ["Spark"]
 log_uri = "s3://{name}/emr/"
 instance_groups = [{{ role = "MASTER", instance_type = "m5.xlarge", count = 1 }}]
 launch_poll = "50ms"
-initial_backoff = "10ms"
 
 [cluster.emr.poll]
 floor = "200ms"
 
-[cluster.emr.step_logs]
+[cluster.emr.retry]
+initial_delay = "10ms"
+
+[cluster.emr.job_logs]
 wait = "5s"
 interval = "200ms"
 
 [cluster.emr.s3]
 bucket = "{name}"
-endpoint_url = "{endpoint}"
+endpoint = "{endpoint}"
 force_path_style = true
 
 [lease]

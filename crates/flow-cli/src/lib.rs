@@ -58,6 +58,7 @@ mod commands;
 pub mod exit;
 mod logs;
 pub mod progress;
+mod renamed_keys;
 pub mod settings;
 mod store_uri;
 

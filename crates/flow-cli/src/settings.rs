@@ -333,6 +333,13 @@ impl SettingsFile {
     /// Parses and checks settings text; `path` is used in messages and to
     /// resolve relative paths.
     pub fn parse(text: &str, path: &Path) -> Result<SettingsFile, CliError> {
+        if let Some((offset, message)) = crate::renamed_keys::first_renamed(text) {
+            let (line, column) = line_col(text, offset);
+            return Err(CliError::bad_input(format!(
+                "{}:{line}:{column}: {message}",
+                path.display()
+            )));
+        }
         let spec: FileSpec = toml::from_str(text).map_err(|e| {
             let message = flow_core::spec::toml_message(text, &e);
             let (line, column) = e.span().map_or((1, 1), |s| line_col(text, s.start));

@@ -44,7 +44,9 @@ pub use lifecycle::{retry_with_lookup, wait_until, Look, Requests, Wait, WaitErr
 pub use outcome::{Outcome, Phase, StateTable};
 pub use poll::{Finished, JobSource, PollConfig, PollError, Poller};
 pub use retry::{retry, RetryConfig, Transient};
-pub use tail::{tail, JobLogs, RemoteObjects, Tail, TailError, TailOptions};
+pub use tail::{
+    deserialize_job_logs_over, tail, JobLogs, RemoteObjects, Tail, TailError, TailOptions,
+};
 
 /// The README's examples, compiled (and run unless they say otherwise) as
 /// doctests, so the crate page shows code that builds.

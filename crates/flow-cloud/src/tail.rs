@@ -99,6 +99,17 @@ impl Default for JobLogs {
 }
 
 impl JobLogs {
+    /// On, reading as `tail` says, 2 KiB into an error (a cloud's
+    /// defaults when they differ from [`JobLogs::default`]).
+    pub fn from_tail(tail: TailOptions) -> Self {
+        JobLogs {
+            max_bytes: tail.max_bytes,
+            wait: tail.wait,
+            interval: tail.interval,
+            ..JobLogs::default()
+        }
+    }
+
     /// The read's bounds.
     pub fn tail_options(&self) -> TailOptions {
         TailOptions {
@@ -107,6 +118,45 @@ impl JobLogs {
             interval: self.interval,
         }
     }
+}
+
+/// The keys of a `job_logs` table as written (each may be left out).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JobLogsKeys {
+    enabled: Option<bool>,
+    max_bytes: Option<usize>,
+    #[serde(default, with = "humantime_serde")]
+    wait: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    interval: Option<Duration>,
+    error_bytes: Option<usize>,
+}
+
+/// Reads a `job_logs` table, taking the keys it leaves out from
+/// `defaults` (a cloud's), not from [`JobLogs::default`]: for a cloud whose
+/// defaults differ (Dataproc's driver output is there at once; EMR uploads
+/// its logs minutes late).
+///
+/// ```text
+/// #[serde(deserialize_with = "job_logs")]
+/// job_logs: JobLogs,
+/// fn job_logs<'de, D: Deserializer<'de>>(d: D) -> Result<JobLogs, D::Error> {
+///     flow_cloud::deserialize_job_logs_over(d, default_job_logs())
+/// }
+/// ```
+pub fn deserialize_job_logs_over<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+    defaults: JobLogs,
+) -> Result<JobLogs, D::Error> {
+    let keys = JobLogsKeys::deserialize(deserializer)?;
+    Ok(JobLogs {
+        enabled: keys.enabled.unwrap_or(defaults.enabled),
+        max_bytes: keys.max_bytes.unwrap_or(defaults.max_bytes),
+        wait: keys.wait.unwrap_or(defaults.wait),
+        interval: keys.interval.unwrap_or(defaults.interval),
+        error_bytes: keys.error_bytes.unwrap_or(defaults.error_bytes),
+    })
 }
 
 /// The end of a log.
@@ -236,6 +286,38 @@ async fn keep_last(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug, Deserialize)]
+    struct Section {
+        #[serde(deserialize_with = "short")]
+        job_logs: JobLogs,
+    }
+
+    fn short<'de, D: serde::Deserializer<'de>>(d: D) -> Result<JobLogs, D::Error> {
+        deserialize_job_logs_over(
+            d,
+            JobLogs::from_tail(TailOptions {
+                max_bytes: 100,
+                wait: Duration::from_secs(30),
+                interval: Duration::from_secs(5),
+            }),
+        )
+    }
+
+    #[test]
+    fn a_job_logs_table_takes_the_keys_it_lacks_from_the_clouds_defaults() {
+        let s: Section = toml::from_str("[job_logs]\nmax_bytes = 7\n").unwrap();
+        assert_eq!(s.job_logs.max_bytes, 7);
+        assert_eq!(s.job_logs.wait, Duration::from_secs(30));
+        assert_eq!(s.job_logs.interval, Duration::from_secs(5));
+        assert!(s.job_logs.enabled);
+        assert_eq!(s.job_logs.error_bytes, 2048);
+        let e = toml::from_str::<Section>("[job_logs]\nmax_byte = 7\n").unwrap_err();
+        assert!(e.to_string().contains("unknown field `max_byte`"), "{e}");
+        let plain: JobLogs = toml::from_str("enabled = false\n").unwrap();
+        assert_eq!(plain.wait, TailOptions::default().wait);
+        assert!(!plain.enabled);
+    }
 
     #[test]
     fn last_lines_start_at_a_line() {

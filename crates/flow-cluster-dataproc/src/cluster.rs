@@ -22,10 +22,6 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 use tracing::{error, info, warn};
 
-/// What a failed job's error keeps of its driver output (the step log gets
-/// up to [`DataprocConfig::driver_output`]'s `max_bytes`).
-const ERROR_OUTPUT_BYTES: usize = 2048;
-
 /// What every cluster of a factory shares.
 struct DataprocBackend {
     config: DataprocConfig,
@@ -160,9 +156,9 @@ impl ClusterFactory for DataprocClusterFactory {
 }
 
 /// The Dataproc name of the run's cluster `name` (`dataproc-0` →
-/// `BASE-0`), BASE being `cluster_name` or `flow-FLOW-TIMEPERIOD`.
+/// `BASE-0`), BASE being `name` or `flow-FLOW-TIMEPERIOD`.
 fn backend_name(config: &DataprocConfig, name: &str, context: &ExecutionContext) -> String {
-    let base = match &config.cluster_name {
+    let base = match &config.name {
         Some(base) => base.clone(),
         None => {
             let mut base = label_value(&format!(
@@ -210,7 +206,7 @@ struct Launch {
 /// `wait_ready` waits on the operation and then for `RUNNING` (`ERROR` or a
 /// failed operation is a launch failure with Dataproc's message).
 /// `terminate` deletes the cluster and waits on the delete operation,
-/// unless it was reused (and `delete_reused` is off).
+/// unless it was reused (and `terminate_reused` is off).
 pub struct DataprocCluster {
     name: String,
     /// [`OWNER_LABEL`]'s value for this run.
@@ -368,12 +364,12 @@ impl DataprocCluster {
     /// How often and how long to ask about a cluster or an operation.
     fn wait(&self, timeout: Duration) -> Wait {
         Wait {
-            interval: self.config().cluster_poll_interval,
+            interval: self.config().launch_poll,
             timeout,
         }
     }
 
-    /// Asks about a long-running operation every `cluster_poll_interval`
+    /// Asks about a long-running operation every `launch_poll`
     /// until it is done; `Err` with its message when it failed or `timeout`
     /// passed.
     async fn wait_operation(&self, name: &str, timeout: Duration) -> Result<(), String> {
@@ -528,15 +524,16 @@ impl DataprocCluster {
             .driver_output_resource_uri
             .as_deref()
             .filter(|u| !u.is_empty())?;
-        let options = &self.config().driver_output;
-        if options.max_bytes == 0 {
+        let logs = &self.config().job_logs;
+        if !logs.enabled || logs.max_bytes == 0 {
             return None;
         }
-        match driver_output(&self.shared.fs, uri, options, &self.shared.clock).await {
+        let options = logs.tail_options();
+        match driver_output(&self.shared.fs, uri, &options, &self.shared.clock).await {
             Ok(Some(tail)) => Some(tail.log(
                 &format!("the driver output ({uri})"),
                 failed,
-                ERROR_OUTPUT_BYTES,
+                logs.error_bytes,
             )),
             Ok(None) => {
                 warn!("no driver output appeared at {uri}");
@@ -622,7 +619,7 @@ impl Cluster for DataprocCluster {
                 )),
                 state => Err(self.launch_error(
                     format!(
-                        "{backend} exists and is {state} ({}); delete or start it, or configure another cluster_name",
+                        "{backend} exists and is {state} ({}); delete or start it, or configure another name",
                         cluster.detail()
                     ),
                     false,
@@ -917,7 +914,7 @@ impl Cluster for DataprocCluster {
         if launch.ended {
             return Ok(());
         }
-        if handle.reused && !self.config().delete_reused {
+        if handle.reused && !self.config().terminate_reused {
             info!(
                 "leaving {} up: it was there before this run",
                 launch.backend
@@ -984,7 +981,7 @@ mod tests {
             backend_name(&config, "dataproc-12", &context),
             "flow-daily-report-2026112800-12"
         );
-        config.cluster_name = Some("etl".into());
+        config.name = Some("etl".into());
         assert_eq!(backend_name(&config, "dataproc-1", &context), "etl-1");
     }
 }

@@ -3,7 +3,7 @@
 
 use crate::cluster::DataprocClusterFactory;
 use crate::error::DataprocError;
-use flow_cloud::{Clock, PollConfig, RetryConfig, TailOptions, TokioClock};
+use flow_cloud::{Clock, JobLogs, PollConfig, RetryConfig, TailOptions, TokioClock};
 use flow_fs_gcs::GcsConfig;
 use serde::{Deserialize, Deserializer, Serialize};
 use std::collections::BTreeMap;
@@ -46,6 +46,34 @@ fn default_master() -> InstanceGroup {
     InstanceGroup::new(1)
 }
 
+/// The keys of a `master` or `workers` table as written (each may be left
+/// out, and is then the group's own default: 1 master, 2 workers).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InstanceGroupKeys {
+    machine_type: Option<String>,
+    count: Option<u32>,
+    boot_disk_gb: Option<u32>,
+}
+
+impl InstanceGroupKeys {
+    fn over(self, base: InstanceGroup) -> InstanceGroup {
+        InstanceGroup {
+            machine_type: self.machine_type.unwrap_or(base.machine_type),
+            count: self.count.unwrap_or(base.count),
+            boot_disk_gb: self.boot_disk_gb.or(base.boot_disk_gb),
+        }
+    }
+}
+
+fn master_group<'de, D: Deserializer<'de>>(deserializer: D) -> Result<InstanceGroup, D::Error> {
+    Ok(InstanceGroupKeys::deserialize(deserializer)?.over(default_master()))
+}
+
+fn workers_group<'de, D: Deserializer<'de>>(deserializer: D) -> Result<InstanceGroup, D::Error> {
+    Ok(InstanceGroupKeys::deserialize(deserializer)?.over(InstanceGroup::default()))
+}
+
 /// Settings of the Dataproc cluster. Holds a path to a key file, never a
 /// key or a token, so it is safe to `Debug` and to log.
 ///
@@ -62,6 +90,9 @@ fn default_master() -> InstanceGroup {
 /// [cluster.dataproc.gcs]
 /// bucket = "my-data"
 /// ```
+///
+/// The keys are the words every cloud cluster uses for the same idea
+/// (`docs/src/reference/settings.md`, "One vocabulary").
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DataprocConfig {
@@ -74,7 +105,7 @@ pub struct DataprocConfig {
     /// Clusters are named `NAME-0`, `NAME-1`, ...; default
     /// `flow-FLOW-TIMEPERIOD`, so concurrent runs never share one. An
     /// existing `RUNNING` cluster of that name is reused (and left up).
-    pub cluster_name: Option<String>,
+    pub name: Option<String>,
     /// Job files (applications, scripts, jars) and initialization actions
     /// written without a scheme are `gs://CODE_BUCKET/PATH`.
     pub code_bucket: Option<String>,
@@ -89,10 +120,11 @@ pub struct DataprocConfig {
     /// (`GOOGLE_APPLICATION_CREDENTIALS`, gcloud, the metadata server). Also
     /// used by the GCS filesystem unless `gcs.credentials_file` is set.
     pub credentials_file: Option<PathBuf>,
-    /// The master node group: machine type and count.
-    #[serde(default = "default_master")]
+    /// The master node group: machine type and count (1 unless set).
+    #[serde(deserialize_with = "master_group")]
     pub master: InstanceGroup,
-    /// The worker node group: machine type and count.
+    /// The worker node group: machine type and count (2 unless set).
+    #[serde(deserialize_with = "workers_group")]
     pub workers: InstanceGroup,
     /// `softwareConfig.imageVersion`, e.g. `2.2-debian12`; default: Dataproc's.
     pub image_version: Option<String>,
@@ -115,7 +147,7 @@ pub struct DataprocConfig {
     pub subnetwork: Option<String>,
     /// Also delete reused clusters (those found `RUNNING` before the run) at
     /// the end. Default: they are left up.
-    pub delete_reused: bool,
+    pub terminate_reused: bool,
     /// `jarFileUris` of every Pig job (UDF jars).
     pub pig_jar_uris: Vec<String>,
     /// Jobs a cluster runs at once: the engine gives each cluster this many
@@ -125,7 +157,7 @@ pub struct DataprocConfig {
     pub poll: PollConfig,
     /// How often a launching or deleting cluster (its operation) is asked.
     #[serde(with = "humantime_serde")]
-    pub cluster_poll_interval: Duration,
+    pub launch_poll: Duration,
     /// The longest wait for a cluster to be `RUNNING`.
     #[serde(with = "humantime_serde")]
     pub launch_timeout: Duration,
@@ -146,8 +178,9 @@ pub struct DataprocConfig {
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
     /// How much of a job's driver output goes to the step log (and its last
-    /// lines into a failed job's error), and how long to wait for it.
-    pub driver_output: TailOptions,
+    /// `error_bytes` into a failed job's error), and how long to wait for it.
+    #[serde(deserialize_with = "job_logs")]
+    pub job_logs: JobLogs,
     /// The cluster's filesystem (`mkdir`, `cp`, ... actions).
     pub gcs: GcsConfig,
 }
@@ -158,7 +191,7 @@ impl Default for DataprocConfig {
             project: String::new(),
             region: String::new(),
             zone: None,
-            cluster_name: None,
+            name: None,
             code_bucket: None,
             endpoint: None,
             endpoint_auth: false,
@@ -173,25 +206,35 @@ impl Default for DataprocConfig {
             idle_delete_ttl: None,
             service_account: None,
             subnetwork: None,
-            delete_reused: false,
+            terminate_reused: false,
             pig_jar_uris: Vec::new(),
             jobs_per_cluster: std::num::NonZeroUsize::MIN,
             poll: default_poll(),
-            cluster_poll_interval: Duration::from_secs(10),
+            launch_poll: Duration::from_secs(10),
             launch_timeout: Duration::from_secs(30 * 60),
             terminate_timeout: Duration::from_secs(30 * 60),
             cancel_timeout: Duration::from_secs(5 * 60),
             retry: RetryConfig::default(),
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(60),
-            driver_output: TailOptions {
-                max_bytes: 16 * 1024,
-                wait: Duration::from_secs(30),
-                interval: Duration::from_secs(5),
-            },
+            job_logs: default_job_logs(),
             gcs: GcsConfig::default(),
         }
     }
+}
+
+/// A driver output is written as the job runs: 30 s is long enough.
+fn default_job_logs() -> JobLogs {
+    JobLogs::from_tail(TailOptions {
+        max_bytes: 16 * 1024,
+        wait: Duration::from_secs(30),
+        interval: Duration::from_secs(5),
+    })
+}
+
+/// A `job_logs` table, the keys it leaves out from [`default_job_logs`].
+fn job_logs<'de, D: Deserializer<'de>>(deserializer: D) -> Result<JobLogs, D::Error> {
+    flow_cloud::deserialize_job_logs_over(deserializer, default_job_logs())
 }
 
 /// A 1 s floor and a 3 s cap: a job that ends is noticed 0.5 s after its
@@ -265,10 +308,10 @@ impl DataprocConfig {
                 );
             }
         }
-        if let Some(name) = &self.cluster_name {
+        if let Some(name) = &self.name {
             if !is_resource_name(name) || name.len() > MAX_BASE_NAME {
                 return invalid(
-                    "cluster_name",
+                    "name",
                     format!(
                         "{name:?}: use a lowercase letter, then up to {} lowercase letters, digits or hyphens (not ending with one); -0, -1, ... are added",
                         MAX_BASE_NAME - 1
@@ -341,8 +384,8 @@ impl DataprocConfig {
         if self.request_timeout.is_zero() {
             return invalid("request_timeout", "must not be zero");
         }
-        if self.cluster_poll_interval.is_zero() {
-            return invalid("cluster_poll_interval", "must not be zero");
+        if self.launch_poll.is_zero() {
+            return invalid("launch_poll", "must not be zero");
         }
         if self
             .idle_delete_ttl
@@ -418,9 +461,9 @@ impl DataprocClusterFactoryBuilder {
         self.config.zone = Some(zone.into());
         self
     }
-    /// Sets [`DataprocConfig::cluster_name`].
-    pub fn with_cluster_name(mut self, name: impl Into<String>) -> Self {
-        self.config.cluster_name = Some(name.into());
+    /// Sets [`DataprocConfig::name`].
+    pub fn with_name(mut self, name: impl Into<String>) -> Self {
+        self.config.name = Some(name.into());
         self
     }
     /// Sets [`DataprocConfig::jobs_per_cluster`].
@@ -480,9 +523,9 @@ impl DataprocClusterFactoryBuilder {
         self.config.idle_delete_ttl = Some(ttl);
         self
     }
-    /// Sets [`DataprocConfig::delete_reused`].
-    pub fn with_delete_reused(mut self, delete: bool) -> Self {
-        self.config.delete_reused = delete;
+    /// Sets [`DataprocConfig::terminate_reused`].
+    pub fn with_terminate_reused(mut self, terminate: bool) -> Self {
+        self.config.terminate_reused = terminate;
         self
     }
     /// Sets [`DataprocConfig::poll`].
@@ -490,9 +533,9 @@ impl DataprocClusterFactoryBuilder {
         self.config.poll = poll;
         self
     }
-    /// Sets [`DataprocConfig::cluster_poll_interval`].
-    pub fn with_cluster_poll_interval(mut self, interval: Duration) -> Self {
-        self.config.cluster_poll_interval = interval;
+    /// Sets [`DataprocConfig::launch_poll`].
+    pub fn with_launch_poll(mut self, interval: Duration) -> Self {
+        self.config.launch_poll = interval;
         self
     }
     /// Sets [`DataprocConfig::retry`].
@@ -507,9 +550,9 @@ impl DataprocClusterFactoryBuilder {
         self.config.request_timeout = request;
         self
     }
-    /// Sets [`DataprocConfig::driver_output`].
-    pub fn with_driver_output(mut self, options: TailOptions) -> Self {
-        self.config.driver_output = options;
+    /// Sets [`DataprocConfig::job_logs`].
+    pub fn with_job_logs(mut self, logs: JobLogs) -> Self {
+        self.config.job_logs = logs;
         self
     }
     /// Sets [`DataprocConfig::gcs`].
@@ -574,15 +617,31 @@ mod tests {
     }
 
     #[test]
+    fn a_group_table_keeps_the_defaults_of_its_role_for_what_it_leaves_out() {
+        let c = parse(
+            "[dataproc]\nproject = \"p\"\nregion = \"europe-west1\"\nmaster = { machine_type = \"n2-standard-8\" }\nworkers = { boot_disk_gb = 100 }\n",
+        )
+        .unwrap();
+        assert_eq!(
+            (c.master.machine_type.as_str(), c.master.count),
+            ("n2-standard-8", 1)
+        );
+        assert_eq!((c.workers.count, c.workers.boot_disk_gb), (2, Some(100)));
+        let e = parse("[dataproc]\nproject = \"p\"\nregion = \"eu\"\nmaster = { cores = 4 }\n")
+            .unwrap_err();
+        assert!(e.contains("unknown field `cores`"), "{e}");
+    }
+
+    #[test]
     fn bad_values_are_named_with_their_place() {
         let e = parse("[dataproc]\nregion = \"europe-west1\"\n").unwrap_err();
         assert!(e.contains("line 1") && e.contains("project"), "{e}");
         let e = parse("[dataproc]\nproject = \"p\"\nregion = \"eu\"\nworkers = { count = 1 }\n")
             .unwrap_err();
         assert!(e.contains("workers.count"), "{e}");
-        let e = parse("[dataproc]\nproject = \"p\"\nregion = \"eu\"\ncluster_name = \"Big_One\"\n")
+        let e = parse("[dataproc]\nproject = \"p\"\nregion = \"eu\"\nname = \"Big_One\"\n")
             .unwrap_err();
-        assert!(e.contains("cluster_name"), "{e}");
+        assert!(e.contains("name"), "{e}");
         let e = parse("[dataproc]\nproject = \"p\"\nregion = \"eu\"\ntoken = \"x\"\n").unwrap_err();
         assert!(e.contains("line 4") && e.contains("token"), "{e}");
         let e = parse("[dataproc]\nproject = \"p\"\nregion = \"eu\"\nendpoint = \"127.0.0.1:1\"\n")

@@ -4,7 +4,7 @@
 //!
 //! - **Launch**: `clusters.get` by name; a cluster that exists and is
 //!   `RUNNING` (or on its way there) is reused and left up at the end
-//!   (unless [`DataprocConfig::delete_reused`]); otherwise `clusters.create`
+//!   (unless [`DataprocConfig::terminate_reused`]); otherwise `clusters.create`
 //!   with the zone, machine types and counts, image version, initialization
 //!   actions, labels and idle-delete TTL of the settings. `provision` returns
 //!   as soon as Dataproc has the cluster (the engine records it);

@@ -63,7 +63,7 @@ async fn setup_with(tweak: impl FnOnce(&mut FakeOptions), gcs: Option<&str>) -> 
     let mut builder = DataprocClusterFactoryBuilder::new("proj", "europe-west1")
         .with_endpoint(fake.url())
         .with_code_bucket("code")
-        .with_cluster_poll_interval(Duration::from_secs(10))
+        .with_launch_poll(Duration::from_secs(10))
         .with_retry(retry())
         .with_clock(shared);
     if let Some(gcs) = gcs {
@@ -206,7 +206,7 @@ async fn a_running_cluster_of_another_flow_is_reused_and_left_up_on_contract_fak
     let shared = |flow: &str| {
         let factory = DataprocClusterFactoryBuilder::new("proj", "europe-west1")
             .with_endpoint(s.fake.url())
-            .with_cluster_name("shared-etl")
+            .with_name("shared-etl")
             .with_clock(Arc::new(s.clock.clone()))
             .build()
             .unwrap();
@@ -933,13 +933,13 @@ async fn jobs_ending_together_are_all_confirmed_on_one_tick_on_contract_fake() {
 }
 
 #[tokio::test]
-async fn a_reused_cluster_is_deleted_with_delete_reused_on_contract_fake() {
+async fn a_reused_cluster_is_deleted_with_terminate_reused_on_contract_fake() {
     let s = setup().await;
-    let shared = |flow: &str, delete_reused: bool| {
+    let shared = |flow: &str, terminate_reused: bool| {
         let factory = DataprocClusterFactoryBuilder::new("proj", "europe-west1")
             .with_endpoint(s.fake.url())
-            .with_cluster_name("shared-etl")
-            .with_delete_reused(delete_reused)
+            .with_name("shared-etl")
+            .with_terminate_reused(terminate_reused)
             .with_clock(Arc::new(s.clock.clone()))
             .build()
             .unwrap();

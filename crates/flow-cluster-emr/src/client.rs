@@ -69,9 +69,8 @@ impl EmrBackend {
         let sdk = aws::load(&AwsSettings {
             region: config.region.as_deref(),
             profile: config.profile.as_deref(),
-            endpoint_url: config.endpoint_url.as_deref(),
-            max_attempts: config.max_attempts,
-            initial_backoff: Some(config.initial_backoff),
+            endpoint: config.endpoint.as_deref(),
+            retry: config.retry,
         })
         .await
         .map_err(|aws::NoRegion| ClientError::NoRegion)?;

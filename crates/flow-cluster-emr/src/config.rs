@@ -2,7 +2,7 @@
 //! for library users. Plain serde data holding no credential (those come
 //! from the AWS chain), so `Debug` and logs can show it.
 
-use flow_cloud::{Clock, PollConfig, TailOptions, TokioClock};
+use flow_cloud::{Clock, JobLogs, PollConfig, RetryConfig, TokioClock};
 use flow_fs_s3::S3Config;
 use serde::{Deserialize, Deserializer, Serialize};
 use std::collections::BTreeMap;
@@ -23,9 +23,14 @@ use std::time::Duration;
 ///   { role = "MASTER", instance_type = "m5.xlarge", count = 1 },
 ///   { role = "CORE", instance_type = "m5.xlarge", count = 2 },
 /// ]
+/// [cluster.emr.retry]              # flow_cloud::RetryConfig
+/// max_retries = 5
 /// [cluster.emr.s3]                 # the cluster's filesystem (flow_fs_s3::S3Config)
 /// bucket = "my-data"
 /// ```
+///
+/// The keys are the words every cloud cluster uses for the same idea
+/// (`docs/src/reference/settings.md`, "One vocabulary").
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EmrConfig {
@@ -44,7 +49,7 @@ pub struct EmrConfig {
     pub profile: Option<String>,
     /// EMR's endpoint. Default: `AWS_ENDPOINT_URL_EMR`, `AWS_ENDPOINT_URL`,
     /// then the region's.
-    pub endpoint_url: Option<String>,
+    pub endpoint: Option<String>,
 
     // RunJobFlow
     /// EMR's release, e.g. `emr-7.5.0` (required to launch).
@@ -95,14 +100,16 @@ pub struct EmrConfig {
     /// How often steps are asked about (one `ListSteps` per cluster per
     /// tick for all its running steps), the backoff and the wait's timeout.
     pub poll: PollConfig,
-    /// Attempts per EMR request, with the SDK's standard retry mode
-    /// (throttling and transient errors, exponential backoff with jitter).
-    pub max_attempts: u32,
-    /// The first retry's delay (the SDK doubles it up to 20 s).
-    #[serde(with = "humantime_serde")]
-    pub initial_backoff: Duration,
-    /// Step logs in the step log and the error of a failed step.
-    pub step_logs: StepLogs,
+    /// Retries of throttled and transient EMR requests. `RunJobFlow` and
+    /// `AddJobFlowSteps`, which must not take effect twice, are retried by
+    /// flow with exactly this policy (looking the cluster or step up before
+    /// each re-send); every other request by the SDK's standard retry mode
+    /// with the same retries, first and longest delay
+    /// ([`flow_fs_s3::aws::sdk_retry`]).
+    pub retry: RetryConfig,
+    /// A failed step's logs (`LOG_URI/CLUSTER/steps/STEP/{stderr,stdout,controller}.gz`)
+    /// in the step log and its error.
+    pub job_logs: JobLogs,
     /// The cluster's filesystem. Its region and profile default to the
     /// ones above.
     pub s3: S3Config,
@@ -116,7 +123,7 @@ impl Default for EmrConfig {
             terminate_reused: false,
             region: None,
             profile: None,
-            endpoint_url: None,
+            endpoint: None,
             release_label: None,
             applications: vec!["Hadoop".into(), "Spark".into(), "Pig".into()],
             instance_groups: Vec::new(),
@@ -137,52 +144,9 @@ impl Default for EmrConfig {
             launch_timeout: Duration::from_secs(3600),
             cancel_timeout: Duration::from_secs(600),
             poll: PollConfig::default(),
-            max_attempts: 5,
-            initial_backoff: Duration::from_secs(1),
-            step_logs: StepLogs::default(),
+            retry: RetryConfig::default(),
+            job_logs: JobLogs::default(),
             s3: S3Config::default(),
-        }
-    }
-}
-
-/// The logs of a failed step (`LOG_URI/CLUSTER/steps/STEP/{stderr,stdout,controller}.gz`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct StepLogs {
-    /// Fetch them at all (needs `log_uri`).
-    pub enabled: bool,
-    /// How much of each log (after decompression) goes into the step log.
-    pub max_bytes: usize,
-    /// How long to wait for EMR to upload a log (it does so minutes after
-    /// the step ended).
-    #[serde(with = "humantime_serde")]
-    pub wait: Duration,
-    /// How often to look for it meanwhile.
-    #[serde(with = "humantime_serde")]
-    pub interval: Duration,
-    /// How much of each log the error message carries.
-    pub error_bytes: usize,
-}
-
-impl Default for StepLogs {
-    fn default() -> Self {
-        let tail = TailOptions::default();
-        StepLogs {
-            enabled: true,
-            max_bytes: tail.max_bytes,
-            wait: tail.wait,
-            interval: tail.interval,
-            error_bytes: 2048,
-        }
-    }
-}
-
-impl StepLogs {
-    pub(crate) fn tail_options(&self) -> TailOptions {
-        TailOptions {
-            max_bytes: self.max_bytes,
-            wait: self.wait,
-            interval: self.interval,
         }
     }
 }
@@ -316,20 +280,6 @@ impl EmrConfig {
         }
     }
 
-    /// How flow retries the calls it must not send twice (`RunJobFlow`,
-    /// `AddJobFlowSteps`): `max_attempts` tries, from `initial_backoff`
-    /// doubling up to 20 s, a `Retry-After` honoured.
-    pub(crate) fn call_retry(&self) -> flow_cloud::RetryConfig {
-        flow_cloud::RetryConfig {
-            max_retries: self.max_attempts.saturating_sub(1) as usize,
-            initial_delay: self.initial_backoff,
-            max_delay: Duration::from_secs(20),
-            factor: 2.0,
-            jitter: false,
-            ..flow_cloud::RetryConfig::default()
-        }
-    }
-
     /// Checks what types cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |field, message: &str| {
@@ -396,9 +346,6 @@ impl EmrConfig {
             {
                 return invalid("log_uri", "must be an s3:// address");
             }
-        }
-        if self.max_attempts == 0 {
-            return invalid("max_attempts", "must be at least 1");
         }
         if self.launch_poll.is_zero() {
             return invalid("launch_poll", "must not be zero");
@@ -491,9 +438,9 @@ impl EmrClusterBuilder {
         self.config.profile = Some(profile.into());
         self
     }
-    /// Sets [`EmrConfig::endpoint_url`].
-    pub fn with_endpoint_url(mut self, url: impl Into<String>) -> Self {
-        self.config.endpoint_url = Some(url.into());
+    /// Sets [`EmrConfig::endpoint`].
+    pub fn with_endpoint(mut self, url: impl Into<String>) -> Self {
+        self.config.endpoint = Some(url.into());
         self
     }
     /// Sets [`EmrConfig::release_label`].
@@ -582,19 +529,14 @@ impl EmrClusterBuilder {
         self.config.poll = poll;
         self
     }
-    /// Sets [`EmrConfig::max_attempts`].
-    pub fn with_max_attempts(mut self, attempts: u32) -> Self {
-        self.config.max_attempts = attempts;
+    /// Sets [`EmrConfig::retry`].
+    pub fn with_retry(mut self, retry: RetryConfig) -> Self {
+        self.config.retry = retry;
         self
     }
-    /// Sets [`EmrConfig::initial_backoff`].
-    pub fn with_initial_backoff(mut self, delay: Duration) -> Self {
-        self.config.initial_backoff = delay;
-        self
-    }
-    /// Sets [`EmrConfig::step_logs`].
-    pub fn with_step_logs(mut self, logs: StepLogs) -> Self {
-        self.config.step_logs = logs;
+    /// Sets [`EmrConfig::job_logs`].
+    pub fn with_job_logs(mut self, logs: JobLogs) -> Self {
+        self.config.job_logs = logs;
         self
     }
     /// Sets [`EmrConfig::s3`].
@@ -643,9 +585,11 @@ tags = { team = "data" }
 [poll]
 floor = "2s"
 cap = "30s"
-[step_logs]
+[job_logs]
 enabled = false
 max_bytes = 1024
+[retry]
+max_retries = 2
 [s3]
 bucket = "data"
 "#,
@@ -654,8 +598,9 @@ bucket = "data"
         assert_eq!(c.name, "etl");
         assert_eq!(c.instance_groups[1].market, Market::Spot);
         assert_eq!(c.poll.floor, Duration::from_secs(2));
-        assert!(!c.step_logs.enabled);
-        assert_eq!(c.step_logs.max_bytes, 1024);
+        assert!(!c.job_logs.enabled);
+        assert_eq!(c.job_logs.max_bytes, 1024);
+        assert_eq!(c.retry.max_retries, 2);
         assert_eq!(c.s3.bucket.as_deref(), Some("data"));
         assert!(c.keep_alive && c.reuse);
         c.validate().unwrap();

@@ -70,7 +70,7 @@ impl EmrCluster {
             .hadoop_jar_step(hadoop)
             .build();
         let sent = retry_with_lookup(
-            &self.shared.config.call_retry(),
+            &self.shared.config.retry,
             &self.shared.clock,
             "AddJobFlowSteps",
             || async {
@@ -176,7 +176,7 @@ impl EmrCluster {
         log_uri: Option<&str>,
     ) -> String {
         let mut message = step.describe();
-        let logs = &self.shared.config.step_logs;
+        let logs = &self.shared.config.job_logs;
         let Some(log_uri) = log_uri.filter(|_| logs.enabled) else {
             return message;
         };

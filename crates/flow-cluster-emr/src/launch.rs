@@ -76,7 +76,7 @@ impl EmrCluster {
         let token = format!("{:016x}", fastrand::u64(..));
         let request = self.run_job_flow_request(emr, &token);
         let sent = retry_with_lookup(
-            &self.shared.config.call_retry(),
+            &self.shared.config.retry,
             &self.shared.clock,
             "RunJobFlow",
             || {

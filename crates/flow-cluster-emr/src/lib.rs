@@ -60,7 +60,7 @@ pub use aws_sdk_emr;
 pub use cluster::{EmrCluster, KIND};
 pub use config::{
     BootstrapAction, ConfigError, Configuration, EmrClusterBuilder, EmrConfig, FleetInstanceType,
-    InstanceFleet, InstanceGroup, InstanceRole, Market, StepLogs, ValidatedEmrConfig,
+    InstanceFleet, InstanceGroup, InstanceRole, Market, ValidatedEmrConfig,
 };
 pub use factory::EmrClusterFactory;
 

@@ -10,10 +10,10 @@
 #[path = "../../../tests/peers/moto_emr.rs"]
 mod moto_emr;
 
-use flow_cloud::{ManualClock, PollConfig};
+use flow_cloud::{JobLogs, ManualClock, PollConfig, RetryConfig};
 use flow_cluster_emr::{
     BootstrapAction, Configuration, EmrCluster, EmrClusterBuilder, EmrClusterFactory,
-    InstanceGroup, InstanceRole, Market, StepLogs,
+    InstanceGroup, InstanceRole, Market,
 };
 use flow_core::{
     Cluster, ClusterError, ExecutionContext, Job, JobContext, JobHandle, JobStatus, Settings,
@@ -54,7 +54,7 @@ fn fastrand_u16() -> u16 {
 fn builder(moto: &MotoEmr, name: &str) -> EmrClusterBuilder {
     EmrClusterBuilder::new()
         .with_name(name)
-        .with_endpoint_url(&moto.endpoint)
+        .with_endpoint(&moto.endpoint)
         .with_region("us-east-1")
         .with_release_label("emr-7.5.0")
         .with_roles("EMR_DefaultRole", "EMR_EC2_DefaultRole")
@@ -68,19 +68,22 @@ fn builder(moto: &MotoEmr, name: &str) -> EmrClusterBuilder {
         })
         .with_log_uri(format!("s3://{name}/emr/"))
         .with_launch_poll(Duration::from_millis(20))
-        .with_initial_backoff(Duration::from_millis(10))
+        .with_retry(RetryConfig {
+            initial_delay: Duration::from_millis(10),
+            ..RetryConfig::default()
+        })
         .with_poll(PollConfig {
             floor: Duration::from_millis(50),
             ..PollConfig::default()
         })
-        .with_step_logs(StepLogs {
+        .with_job_logs(JobLogs {
             wait: Duration::from_secs(2),
             interval: Duration::from_millis(100),
-            ..StepLogs::default()
+            ..JobLogs::default()
         })
         .with_s3(S3Config {
             bucket: Some(name.to_string()),
-            endpoint_url: Some(moto.endpoint.clone()),
+            endpoint: Some(moto.endpoint.clone()),
             force_path_style: true,
             ..S3Config::default()
         })
@@ -636,9 +639,9 @@ async fn completed_failed_with_details_and_log_tails_and_cancelled_steps_on_emr_
     // With the logs turned off, no S3 request is made for them.
     let quiet = builder(&moto, &name)
         .with_reuse(true)
-        .with_step_logs(StepLogs {
+        .with_job_logs(JobLogs {
             enabled: false,
-            ..StepLogs::default()
+            ..JobLogs::default()
         })
         .build()
         .unwrap();
@@ -932,7 +935,7 @@ async fn polling_costs_one_list_steps_per_tick_for_all_steps_on_emr_moto() {
 async fn a_refused_terminate_is_returned_not_swallowed_on_emr_moto() {
     let moto = MotoEmr::from_env();
     let factory = builder(&moto, &unique("refused"))
-        .with_max_attempts(1)
+        .with_retry(RetryConfig::never())
         .build()
         .unwrap();
     let cluster = launched(&factory, "emr-0").await;

@@ -39,7 +39,7 @@ async fn aws_endpoint_url_emr_and_s3_reach_the_endpoint_on_emr_moto() {
             name: None,
         })
         .with_launch_poll(Duration::from_millis(20))
-        .with_max_attempts(1)
+        .with_retry(flow_cloud::RetryConfig::never())
         .with_s3(S3Config {
             bucket: Some(name.clone()),
             // Path-style addressing is not an endpoint: moto on a loopback
@@ -49,8 +49,8 @@ async fn aws_endpoint_url_emr_and_s3_reach_the_endpoint_on_emr_moto() {
         })
         .build()
         .unwrap();
-    assert_eq!(factory.config().endpoint_url, None);
-    assert_eq!(factory.config().s3.endpoint_url, None);
+    assert_eq!(factory.config().endpoint, None);
+    assert_eq!(factory.config().s3.endpoint, None);
     let cluster = factory.cluster("emr-0");
     let id = cluster.provision().await.unwrap().backend_id;
     cluster.wait_ready().await.unwrap();

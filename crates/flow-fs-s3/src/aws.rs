@@ -2,28 +2,39 @@
 //! filesystem, the EMR cluster, Qubole's S3 next), written once: the
 //! standard chain of `aws-config` (environment, profile, SSO, instance role;
 //! `AWS_ENDPOINT_URL*` honoured), the settings' region, profile and
-//! endpoint on top, the SDK's standard retry mode, and the workspace's one
+//! endpoint on top, the SDK's standard retry mode (its attempts and delays
+//! from the settings' [`flow_cloud::RetryConfig`]), and the workspace's one
 //! TLS stack (rustls on ring). It lives in this crate because every AWS
 //! cluster already depends on it, and clusters never depend on each other.
 
-use aws_config::retry::RetryConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
-use std::time::Duration;
+use flow_cloud::RetryConfig;
 
 /// What a flow setting may change in the AWS chain. Holds no credential.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct AwsSettings<'a> {
     /// Default: the chain's (`AWS_REGION`, the profile's region, ...).
     pub region: Option<&'a str>,
     /// A named profile of the shared AWS config files.
     pub profile: Option<&'a str>,
     /// An endpoint for every service (an emulator, an S3-compatible store).
-    pub endpoint_url: Option<&'a str>,
-    /// Attempts per request (standard retry mode); at least 1.
-    pub max_attempts: u32,
-    /// The first retry's delay; default: the SDK's.
-    pub initial_backoff: Option<Duration>,
+    pub endpoint: Option<&'a str>,
+    /// The settings' `retry` table, which the SDK's standard retry mode
+    /// follows ([`sdk_retry`]).
+    pub retry: RetryConfig,
+}
+
+/// The SDK's standard retry mode as close to `retry` as it goes: the same
+/// number of retries, first delay and longest delay. The SDK always
+/// doubles with jitter and keeps its own throttling budget, so `factor`,
+/// `jitter` and `max_retry_after` apply to the calls flow retries itself.
+pub fn sdk_retry(retry: &RetryConfig) -> aws_config::retry::RetryConfig {
+    let attempts = u32::try_from(retry.max_retries.saturating_add(1)).unwrap_or(u32::MAX);
+    aws_config::retry::RetryConfig::standard()
+        .with_max_attempts(attempts)
+        .with_initial_backoff(retry.initial_delay)
+        .with_max_backoff(retry.max_delay)
 }
 
 /// Neither the settings, the environment nor the profile name a region.
@@ -37,20 +48,16 @@ pub async fn load(settings: &AwsSettings<'_>) -> Result<SdkConfig, NoRegion> {
     let http_client = aws_smithy_http_client::Builder::new()
         .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
         .build_https();
-    let mut retry = RetryConfig::standard().with_max_attempts(settings.max_attempts);
-    if let Some(backoff) = settings.initial_backoff {
-        retry = retry.with_initial_backoff(backoff);
-    }
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .http_client(http_client)
-        .retry_config(retry);
+        .retry_config(sdk_retry(&settings.retry));
     if let Some(region) = settings.region {
         loader = loader.region(Region::new(region.to_string()));
     }
     if let Some(profile) = settings.profile {
         loader = loader.profile_name(profile);
     }
-    if let Some(url) = settings.endpoint_url {
+    if let Some(url) = settings.endpoint {
         loader = loader.endpoint_url(url);
     }
     let sdk = loader.load().await;

@@ -4,6 +4,7 @@
 use crate::aws::{self, AwsSettings};
 use crate::backend::S3Backend;
 use crate::S3Filesystem;
+use flow_cloud::RetryConfig;
 use flow_fs_object::{ObjectFilesystem, ObjectSettings};
 use serde::{Deserialize, Serialize};
 
@@ -22,12 +23,14 @@ pub(crate) const MAX_PART: u64 = 5 * GIB;
 /// prefix = "flows"                 # keys resolve under s3://my-data/flows/
 /// region = "eu-west-1"
 /// profile = "etl"                  # a profile of ~/.aws/config
-/// endpoint_url = "http://127.0.0.1:5000"   # an S3-compatible store or an emulator
+/// endpoint = "http://127.0.0.1:5000"       # an S3-compatible store or an emulator
 /// force_path_style = true          # needed by most emulators
 /// multipart_threshold = 67108864   # upload files above 64 MiB in parts
 /// part_size = 67108864
+/// [retry]                          # flow_cloud::RetryConfig, followed by the SDK
+/// max_retries = 4
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct S3Config {
     /// The bucket of keys without `s3://`. Without it, every key must name
@@ -42,7 +45,7 @@ pub struct S3Config {
     pub profile: Option<String>,
     /// Default: the AWS chain (`AWS_ENDPOINT_URL_S3`, `AWS_ENDPOINT_URL`,
     /// then the region's endpoint).
-    pub endpoint_url: Option<String>,
+    pub endpoint: Option<String>,
     /// Address buckets as `ENDPOINT/bucket/key` (emulators, most
     /// S3-compatible stores) instead of `bucket.ENDPOINT/key`.
     pub force_path_style: bool,
@@ -62,9 +65,11 @@ pub struct S3Config {
     pub delete_batch: usize,
     /// Objects copied or parts uploaded at the same time. Default 8.
     pub concurrency: usize,
-    /// Attempts per request, with the SDK's standard retry mode (exponential
-    /// backoff with jitter, throttling and transient errors). Default 5.
-    pub max_attempts: u32,
+    /// Retries of throttled and transient failures, by the SDK's standard
+    /// retry mode: `max_retries` after the first attempt, from
+    /// `initial_delay` doubling with jitter up to `max_delay`
+    /// ([`aws::sdk_retry`]).
+    pub retry: RetryConfig,
 }
 
 impl Default for S3Config {
@@ -74,7 +79,7 @@ impl Default for S3Config {
             prefix: None,
             region: None,
             profile: None,
-            endpoint_url: None,
+            endpoint: None,
             force_path_style: false,
             multipart_threshold: 64 * MIB,
             part_size: 64 * MIB,
@@ -83,7 +88,7 @@ impl Default for S3Config {
             list_page_size: 1000,
             delete_batch: 1000,
             concurrency: 8,
-            max_attempts: 5,
+            retry: RetryConfig::default(),
         }
     }
 }
@@ -156,9 +161,6 @@ impl S3Config {
         if self.concurrency == 0 {
             return invalid("concurrency", "must be at least 1".into());
         }
-        if self.max_attempts == 0 {
-            return invalid("max_attempts", "must be at least 1".into());
-        }
         Ok(())
     }
 }
@@ -195,9 +197,9 @@ impl S3FilesystemBuilder {
         self.config.profile = Some(profile.into());
         self
     }
-    /// Sets [`S3Config::endpoint_url`].
-    pub fn with_endpoint_url(mut self, url: impl Into<String>) -> Self {
-        self.config.endpoint_url = Some(url.into());
+    /// Sets [`S3Config::endpoint`].
+    pub fn with_endpoint(mut self, url: impl Into<String>) -> Self {
+        self.config.endpoint = Some(url.into());
         self
     }
     /// Sets [`S3Config::force_path_style`].
@@ -240,9 +242,9 @@ impl S3FilesystemBuilder {
         self.config.concurrency = n;
         self
     }
-    /// Sets [`S3Config::max_attempts`].
-    pub fn with_max_attempts(mut self, n: u32) -> Self {
-        self.config.max_attempts = n;
+    /// Sets [`S3Config::retry`].
+    pub fn with_retry(mut self, retry: RetryConfig) -> Self {
+        self.config.retry = retry;
         self
     }
 
@@ -269,9 +271,8 @@ impl S3FilesystemBuilder {
         let shared = aws::load(&AwsSettings {
             region: config.region.as_deref(),
             profile: config.profile.as_deref(),
-            endpoint_url: config.endpoint_url.as_deref(),
-            max_attempts: config.max_attempts,
-            initial_backoff: None,
+            endpoint: config.endpoint.as_deref(),
+            retry: config.retry,
         })
         .await
         .map_err(|aws::NoRegion| S3Error::NoRegion)?;
@@ -290,7 +291,7 @@ mod tests {
     #[test]
     fn settings_parse_with_defaults_and_refuse_unknown_fields() {
         let c: S3Config = toml::from_str(
-            "bucket = \"data\"\nendpoint_url = \"http://127.0.0.1:5000\"\nforce_path_style = true\npart_size = 8388608\n",
+            "bucket = \"data\"\nendpoint = \"http://127.0.0.1:5000\"\nforce_path_style = true\npart_size = 8388608\n",
         )
         .unwrap();
         assert_eq!(c.bucket.as_deref(), Some("data"));

@@ -32,7 +32,7 @@
 //! environment, profile, SSO, instance role); settings may name a profile, a
 //! region and an endpoint URL, and `AWS_ENDPOINT_URL` /
 //! `AWS_ENDPOINT_URL_S3` are honoured. Transient errors and throttling are
-//! retried by the SDK's standard retry mode ([`S3Config::max_attempts`]).
+//! retried by the SDK's standard retry mode ([`S3Config::retry`]).
 //! TLS is rustls on ring. No credential is ever held in [`S3Config`], so
 //! neither its `Debug` nor any log line can show one.
 //!

@@ -22,7 +22,7 @@ pub async fn moto(
 ) -> S3Filesystem {
     let bucket = bucket_name(test);
     let builder = S3FilesystemBuilder::new()
-        .with_endpoint_url(endpoint())
+        .with_endpoint(endpoint())
         .with_force_path_style(true)
         .with_region("us-east-1")
         .with_bucket(&bucket);
