@@ -3,10 +3,21 @@
 Runs moto's ThreadedMotoServer (S3, EMR and the rest: one real moto) with a
 small WSGI layer in front of it, because moto never moves an EMR step (the
 first stays RUNNING, the others PENDING, forever), answers CancelSteps with
-500 and gives no FailureDetails. The layer adds, and only adds:
+500, gives no FailureDetails and is laxer than EMR. The layer adds, and
+only adds:
 
-- CancelSteps: PENDING/RUNNING steps become CANCEL_PENDING, then CANCELLED
-  a moment later, answered like EMR (CancelStepsInfoList).
+- CancelSteps as EMR's API reference describes it: at most 256 StepIds, a
+  StepCancellationOption of SEND_INTERRUPT (the default) or
+  TERMINATE_PROCESS. A PENDING step becomes CANCEL_PENDING, then CANCELLED a
+  moment later; so does a RUNNING one with TERMINATE_PROCESS (SIGKILL), and
+  with SEND_INTERRUPT (SIGTERM) unless the test marked the step as ignoring
+  SIGTERM (`"ignores_interrupt": true` below): that one keeps RUNNING, as a
+  process that does not stop on SIGTERM does on EMR. Answered like EMR
+  (CancelStepsInfoList).
+- ListSteps refuses more than ten StepIds (ValidationException), as EMR does.
+- A cluster that ends (TerminateJobFlows, or a test setting TERMINATING,
+  TERMINATED or TERMINATED_WITH_ERRORS) ends its steps as EMR does: PENDING
+  ones CANCELLED, RUNNING ones INTERRUPTED.
 - FailureDetails on steps and a Code on cluster state-change reasons, set
   through the control endpoints below.
 - Request counting per EMR action and cluster, throttling injection
@@ -21,8 +32,9 @@ Control endpoints (JSON; test-only, under /_flow_test/):
   GET  /_flow_test/steps?cluster=ID          [{"id", "name", "state", "jar", "args", "action_on_failure"}]
   POST /_flow_test/bucket   {"name"}         creates an S3 bucket
   GET  /_flow_test/objects?bucket=B          [keys]
-  POST /_flow_test/step     {"cluster_id", "step_id", "state", "failure": {...}, "logs": {"stderr": "..."}}
-  POST /_flow_test/cluster  {"cluster_id", "state", "code", "message"}
+  POST /_flow_test/step     {"cluster_id", "step_id", "state"?, "failure": {...}, "logs": {"stderr": "..."},
+                             "ignores_interrupt"?}   (an EMR step state, else 400)
+  POST /_flow_test/cluster  {"cluster_id", "state", "code", "message"}   (an EMR cluster state, else 400)
   POST /_flow_test/throttle {"action", "count", "cluster_id"?}
   POST /_flow_test/lose_answer {"action", "count", "cluster_id"?}
   POST /_flow_test/fail     {"action", "count", "cluster_id"?, "status"?, "code", "message"}
@@ -56,6 +68,22 @@ from werkzeug.serving import make_server
 DEFAULT_ACCOUNT = "123456789012"
 
 TERMINAL_STEP_STATES = {"COMPLETED", "FAILED", "CANCELLED", "INTERRUPTED"}
+# EMR's StepState and ClusterState values.
+STEP_STATES = TERMINAL_STEP_STATES | {"PENDING", "CANCEL_PENDING", "RUNNING"}
+CLUSTER_STATES = {
+    "STARTING",
+    "BOOTSTRAPPING",
+    "RUNNING",
+    "WAITING",
+    "TERMINATING",
+    "TERMINATED",
+    "TERMINATED_WITH_ERRORS",
+}
+ENDED_CLUSTER_STATES = {"TERMINATING", "TERMINATED", "TERMINATED_WITH_ERRORS"}
+CANCELLATION_OPTIONS = {"SEND_INTERRUPT", "TERMINATE_PROCESS"}
+# EMR's limits: StepIds per ListSteps and per CancelSteps.
+MAX_LIST_STEP_IDS = 10
+MAX_CANCEL_STEP_IDS = 256
 
 
 # --- What moto's EMR models lack -------------------------------------------
@@ -163,12 +191,33 @@ class Layer:
                 "400 Bad Request",
                 {"__type": "ThrottlingException", "message": "Rate exceeded (flow test)"},
             )
+        invalid = validation_error(action, data)
+        if invalid:
+            return json_answer(
+                start_response,
+                "400 Bad Request",
+                {"__type": "ValidationException", "message": invalid},
+            )
         if action == "CancelSteps":
             answer = cancel_steps(data)
         else:
             answer = None
         if answer is not None:
             return json_answer(start_response, "200 OK", answer)
+        if action == "TerminateJobFlows":
+            # moto's answer, then the steps of the clusters it ended.
+            chunks = collect(self.app(environ, (lambda *a, **k: None) if lose else start_response))
+            for cluster_id in data.get("JobFlowIds") or []:
+                _, cluster = find_cluster(cluster_id)
+                if cluster is not None and cluster.state in ENDED_CLUSTER_STATES:
+                    end_steps(cluster)
+            if lose:
+                return json_answer(
+                    start_response,
+                    "500 Internal Server Error",
+                    {"__type": "InternalServerError", "message": "answer lost (flow test)"},
+                )
+            return chunks
         if lose:
             # Let moto do it, then lose the answer.
             drain(self.app(environ, lambda *a, **k: None))
@@ -252,9 +301,13 @@ class Layer:
             account_id, cluster = find_cluster(data["cluster_id"])
             if cluster is None:
                 raise LookupError(f"no cluster {data['cluster_id']}")
+            if data["state"] not in CLUSTER_STATES:
+                raise ValueError(f"{data['state']!r} is not an EMR cluster state")
             cluster.state = data["state"]
             cluster.last_state_change_reason = data.get("message")
             cluster.flow_reason_code = data.get("code")
+            if cluster.state in ENDED_CLUSTER_STATES:
+                end_steps(cluster)
             return {"ok": True}
         if method == "POST" and path in ("throttle", "lose_answer"):
             table = self.throttles if path == "throttle" else self.lost
@@ -287,7 +340,12 @@ def set_step(data):
     step = find_step(cluster, data["step_id"])
     if step is None:
         raise LookupError(f"no step {data['step_id']}")
-    step.state = data["state"]
+    state = data.get("state", step.state)
+    if state not in STEP_STATES:
+        raise ValueError(f"{state!r} is not an EMR step state")
+    if "ignores_interrupt" in data:
+        step.flow_ignores_interrupt = bool(data["ignores_interrupt"])
+    step.state = state
     if data.get("failure"):
         failure = data["failure"]
         step.flow_failure_details = {
@@ -313,16 +371,60 @@ def set_step(data):
     return {"ok": True}
 
 
+def validation_error(action, data):
+    """What EMR's request validation refuses in `data`, or None."""
+    if action == "ListSteps":
+        ids = data.get("StepIds") or []
+        if len(ids) > MAX_LIST_STEP_IDS:
+            return (
+                f"1 validation error detected: Value '{ids}' at 'stepIds' failed to satisfy "
+                f"constraint: Member must have length less than or equal to {MAX_LIST_STEP_IDS}"
+            )
+    if action == "CancelSteps":
+        ids = data.get("StepIds") or []
+        if len(ids) > MAX_CANCEL_STEP_IDS:
+            return (
+                f"1 validation error detected: Value at 'stepIds' failed to satisfy "
+                f"constraint: Member must have length less than or equal to {MAX_CANCEL_STEP_IDS}"
+            )
+        option = data.get("StepCancellationOption", "SEND_INTERRUPT")
+        if option not in CANCELLATION_OPTIONS:
+            return (
+                f"1 validation error detected: Value '{option}' at 'stepCancellationOption' "
+                f"failed to satisfy constraint: Member must satisfy enum value set: "
+                f"[SEND_INTERRUPT, TERMINATE_PROCESS]"
+            )
+    return None
+
+
+def end_steps(cluster):
+    """EMR ends the steps of a cluster that ends: pending ones are
+    cancelled, running ones interrupted."""
+    for step in cluster.steps:
+        if step.state in ("PENDING", "CANCEL_PENDING"):
+            step.state = "CANCELLED"
+        elif step.state == "RUNNING":
+            step.state = "INTERRUPTED"
+
+
 def cancel_steps(data):
     _, cluster = find_cluster(data.get("ClusterId", ""))
     if cluster is None:
         return None  # moto answers for an unknown cluster
+    option = data.get("StepCancellationOption", "SEND_INTERRUPT")
     infos = []
     for step_id in data.get("StepIds", []):
         step = find_step(cluster, step_id)
         if step is None:
             infos.append({"StepId": step_id, "Status": "FAILED", "Reason": "no such step"})
-        elif step.state in ("PENDING", "RUNNING"):
+        elif (
+            step.state == "RUNNING"
+            and option == "SEND_INTERRUPT"
+            and getattr(step, "flow_ignores_interrupt", False)
+        ):
+            # SIGTERM sent; the process carries on.
+            infos.append({"StepId": step_id, "Status": "SUBMITTED", "Reason": ""})
+        elif step.state in ("PENDING", "RUNNING", "CANCEL_PENDING"):
             step.state = "CANCEL_PENDING"
             threading.Timer(0.3, finish_cancel, (cluster, step)).start()
             infos.append({"StepId": step_id, "Status": "SUBMITTED", "Reason": ""})
@@ -350,6 +452,16 @@ def read_body(environ):
     except ValueError:
         length = 0
     return environ["wsgi.input"].read(length) if length else b""
+
+
+def collect(iterable):
+    """The chunks of a WSGI answer, read now (so its effects have happened)."""
+    try:
+        return list(iterable)
+    finally:
+        close = getattr(iterable, "close", None)
+        if close:
+            close()
 
 
 def drain(iterable):

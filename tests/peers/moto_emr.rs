@@ -34,6 +34,13 @@ impl MotoEmr {
     }
 
     fn request(&self, method: &str, path: &str, body: Option<&Value>) -> Value {
+        self.try_request(method, path, body)
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    }
+
+    /// A control request; `Err` with the head and body of an answer that is
+    /// not 200 (the layer refuses what EMR would).
+    fn try_request(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value, String> {
         let body = body.map(|b| b.to_string()).unwrap_or_default();
         let mut stream = TcpStream::connect(&self.host).expect("connect to moto");
         write!(
@@ -46,11 +53,10 @@ impl MotoEmr {
         let mut answer = String::new();
         stream.read_to_string(&mut answer).expect("read from moto");
         let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
-        assert!(
-            head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.0 200"),
-            "{method} {path}: {head}\n{body}"
-        );
-        serde_json::from_str(body).unwrap_or_else(|e| panic!("{method} {path}: {e}: {body}"))
+        if !(head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.0 200")) {
+            return Err(format!("{head}\n{body}"));
+        }
+        Ok(serde_json::from_str(body).unwrap_or_else(|e| panic!("{method} {path}: {e}: {body}")))
     }
 
     /// Requests per EMR action that named `cluster_id` (throttled and lost
@@ -91,6 +97,27 @@ impl MotoEmr {
             .as_array()
             .unwrap()
             .clone()
+    }
+
+    /// Sets a step's state, as [`MotoEmr::set_step`], or says why the layer
+    /// refused (a state EMR does not have).
+    pub fn try_set_step(&self, cluster_id: &str, step_id: &str, state: &str) -> Result<(), String> {
+        self.try_request(
+            "POST",
+            "step",
+            Some(&json!({"cluster_id": cluster_id, "step_id": step_id, "state": state})),
+        )
+        .map(|_| ())
+    }
+
+    /// The step's process ignores SIGTERM: `CancelSteps` with
+    /// `SEND_INTERRUPT` leaves it running, `TERMINATE_PROCESS` ends it.
+    pub fn ignore_interrupt(&self, cluster_id: &str, step_id: &str) {
+        self.request(
+            "POST",
+            "step",
+            Some(&json!({"cluster_id": cluster_id, "step_id": step_id, "ignores_interrupt": true})),
+        );
     }
 
     pub fn set_step(&self, cluster_id: &str, step_id: &str, state: &str) {

@@ -150,6 +150,27 @@ async fn submit(cluster: &EmrCluster, job: &Job, step: &str) -> JobHandle {
     cluster.submit(&prepared, job, &cx).await.unwrap()
 }
 
+/// A wait for each handle, each in its own task (as the engine's workers
+/// wait), all on one cluster and so on one poller.
+fn spawn_waits(
+    cluster: &Arc<EmrCluster>,
+    handles: &[JobHandle],
+    step: &'static str,
+) -> Vec<tokio::task::JoinHandle<Result<(), ClusterError>>> {
+    handles
+        .iter()
+        .map(|handle| {
+            let cluster = cluster.clone();
+            let handle = handle.clone();
+            tokio::spawn(async move {
+                let execution = execution();
+                let cancel = CancellationToken::new();
+                cluster.wait(&handle, &cx(&execution, &cancel, step)).await
+            })
+        })
+        .collect()
+}
+
 fn ids(handle: &JobHandle) -> (String, String) {
     (
         handle.id("cluster_id").unwrap().to_string(),
@@ -854,20 +875,7 @@ async fn polling_costs_one_list_steps_per_tick_for_all_steps_on_emr_moto() {
     for i in 0..3 {
         handles.push(submit(&cluster, &shell("true"), &format!("s{i}")).await);
     }
-    let mut waits: Vec<_> = handles
-        .iter()
-        .map(|handle| {
-            let cluster = cluster.clone();
-            let handle = handle.clone();
-            tokio::spawn(async move {
-                let execution = execution();
-                let cancel = CancellationToken::new();
-                cluster
-                    .wait(&handle, &cx(&execution, &cancel, "poll"))
-                    .await
-            })
-        })
-        .collect();
+    let mut waits = spawn_waits(&cluster, &handles, "poll");
     clock.wait_for_sleepers(1).await;
     let base = moto.count(&cid, "ListSteps");
     let tick = |seconds: u64| {
@@ -928,6 +936,149 @@ async fn polling_costs_one_list_steps_per_tick_for_all_steps_on_emr_moto() {
         "one request for both steps"
     );
     cluster.terminate().await.unwrap();
+}
+
+/// EMR filters `ListSteps` by at most ten step ids (the layer refuses more
+/// with a ValidationException, as EMR does): 25 steps watched on one cluster
+/// cost three `ListSteps` a tick, and every one of them is noticed.
+#[tokio::test]
+#[ignore = "needs moto with the EMR layer: run through `cargo xtask test`"]
+async fn twenty_five_steps_on_one_cluster_cost_three_list_steps_a_tick_on_emr_moto() {
+    let moto = MotoEmr::from_env();
+    let clock = ManualClock::new();
+    let factory = builder(&moto, &unique("paging"))
+        .with_clock(Arc::new(clock.clone()))
+        .with_poll(PollConfig {
+            floor: Duration::from_secs(1),
+            ..PollConfig::default()
+        })
+        .build()
+        .unwrap();
+    let cluster = Arc::new(factory.cluster("emr-0"));
+    cluster.provision().await.unwrap();
+    cluster.wait_ready().await.unwrap();
+    let cid = cluster.cluster_id().unwrap();
+    let mut handles = Vec::new();
+    for i in 0..25 {
+        handles.push(submit(&cluster, &shell("true"), &format!("p{i}")).await);
+    }
+    let waits = spawn_waits(&cluster, &handles, "paging");
+    clock.wait_for_sleepers(1).await;
+    let base = moto.count(&cid, "ListSteps");
+    for _ in 0..4 {
+        clock.advance(Duration::from_secs(1));
+        clock.wait_for_sleepers(1).await;
+    }
+    assert_eq!(
+        moto.count(&cid, "ListSteps") - base,
+        12,
+        "3 a tick for 25 steps"
+    );
+    for handle in &handles {
+        let (_, step) = ids(handle);
+        moto.set_step(&cid, &step, "COMPLETED");
+    }
+    clock.advance(Duration::from_secs(1));
+    for wait in waits {
+        tokio::time::timeout(Duration::from_secs(30), wait)
+            .await
+            .expect("every wait ends after the tick")
+            .unwrap()
+            .unwrap();
+    }
+    cluster.terminate().await.unwrap();
+}
+
+/// The layer refuses and moves steps as EMR does, so a test cannot pass by
+/// the emulator's leniency: more than ten ids per `ListSteps` are refused;
+/// `SEND_INTERRUPT` leaves a step that ignores SIGTERM running while
+/// `TERMINATE_PROCESS` ends it; the steps of a cluster that ends are
+/// `CANCELLED` (pending) or `INTERRUPTED` (running); unknown states are not
+/// settable.
+#[tokio::test]
+#[ignore = "needs moto with the EMR layer: run through `cargo xtask test`"]
+async fn the_layer_is_as_strict_as_emr_on_emr_moto() {
+    use flow_cluster_emr::aws_sdk_emr::types::{StepCancellationOption, StepState};
+    let moto = MotoEmr::from_env();
+    let factory = builder(&moto, &unique("strict")).build().unwrap();
+    let cluster = launched(&factory, "emr-0").await;
+    let cid = cluster.cluster_id().unwrap();
+    let emr = factory.emr_client().await.unwrap();
+    let mut steps = Vec::new();
+    for i in 0..11 {
+        let (_, id) = ids(&submit(&cluster, &shell("true"), &format!("x{i}")).await);
+        steps.push(id);
+    }
+    let e = emr
+        .list_steps()
+        .cluster_id(&cid)
+        .set_step_ids(Some(steps.clone()))
+        .send()
+        .await
+        .unwrap_err();
+    assert!(
+        format!("{e:?}").contains("ValidationException"),
+        "eleven ids: {e:?}"
+    );
+    let state = |id: &str| {
+        moto.steps(&cid)
+            .into_iter()
+            .find(|s| s["id"] == id)
+            .unwrap()["state"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    // The first step runs; it ignores SIGTERM.
+    let running = &steps[0];
+    assert_eq!(state(running), "RUNNING");
+    moto.ignore_interrupt(&cid, running);
+    emr.cancel_steps()
+        .cluster_id(&cid)
+        .step_ids(running)
+        .step_cancellation_option(StepCancellationOption::SendInterrupt)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(state(running), "RUNNING", "SIGTERM was ignored");
+    emr.cancel_steps()
+        .cluster_id(&cid)
+        .step_ids(running)
+        .step_cancellation_option(StepCancellationOption::TerminateProcess)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(state(running), "CANCEL_PENDING");
+    // Unknown states are refused by the control endpoint.
+    let refused = moto.try_set_step(&cid, &steps[1], "DONE");
+    assert!(
+        refused.is_err_and(|e| e.contains("400")),
+        "DONE is no EMR state"
+    );
+    // The cluster ends: its steps end with it.
+    moto.set_step(&cid, &steps[1], "RUNNING");
+    moto.set_cluster(
+        &cid,
+        "TERMINATED_WITH_ERRORS",
+        "INTERNAL_ERROR",
+        "lost its master",
+    );
+    assert_eq!(state(&steps[1]), "INTERRUPTED");
+    assert_eq!(state(&steps[2]), "CANCELLED");
+    let listed = emr
+        .list_steps()
+        .cluster_id(&cid)
+        .set_step_ids(Some(steps[1..3].to_vec()))
+        .send()
+        .await
+        .unwrap();
+    let states: Vec<_> = listed
+        .steps()
+        .iter()
+        .filter_map(|s| s.status().and_then(|st| st.state()).cloned())
+        .collect();
+    assert!(states.contains(&StepState::Interrupted), "{states:?}");
+    assert!(states.contains(&StepState::Cancelled), "{states:?}");
 }
 
 #[tokio::test]
