@@ -782,3 +782,215 @@ fn run_stops_the_step_of_a_killed_engine_before_starting_anything_on_emr_moto() 
     let status = emr.home.status_json("emr_long", TP);
     assert_eq!(status["flow"]["state"], "state_processed", "{status}");
 }
+
+/// Waits until `cid` has `n` steps that are RUNNING or PENDING.
+fn wait_for_steps(emr: &Emr, cid: &str, n: usize) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let live: Vec<String> = emr
+            .moto
+            .steps(cid)
+            .iter()
+            .filter(|s| s["state"] == "RUNNING" || s["state"] == "PENDING")
+            .map(|s| s["id"].as_str().unwrap().to_string())
+            .collect();
+        if live.len() >= n {
+            return live;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{cid} never had {n} live steps: {:?}",
+            emr.moto.steps(cid)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+#[ignore = "needs moto with the EMR layer: run through `cargo xtask test`"]
+fn two_overlapping_runs_share_one_cluster_terminated_once_after_the_last_on_emr_moto() {
+    let emr = Emr::new("shared");
+    emr.home.write("long.toml", LONG);
+    let mut first = emr.spawn(&["run", "long.toml", "--timeperiod", "2026112800"]);
+    let cid = emr.wait_for_running_step();
+    let first_step = emr.moto.steps(&cid)[0]["id"].as_str().unwrap().to_string();
+    let mut second = emr.spawn(&["run", "long.toml", "--timeperiod", "2026112900"]);
+    // The second run joins the first one's cluster (reuse by name).
+    let steps = wait_for_steps(&emr, &cid, 2);
+    assert_eq!(emr.clusters().len(), 1, "one cluster for both runs");
+    // The first run ends while the second one's step still runs.
+    emr.moto.set_step(&cid, &first_step, "COMPLETED");
+    assert_eq!(first.wait().unwrap().code(), Some(0));
+    let clusters = emr.clusters();
+    assert!(
+        clusters.len() == 1 && ["RUNNING", "WAITING"].contains(&clusters[0].1.as_str()),
+        "the first run left the cluster up for the second: {clusters:?}"
+    );
+    assert_eq!(emr.moto.count(&cid, "TerminateJobFlows"), 0);
+    let other = steps.iter().find(|s| **s != first_step).unwrap();
+    emr.moto.set_step(&cid, other, "COMPLETED");
+    assert_eq!(second.wait().unwrap().code(), Some(0));
+    for timeperiod in ["2026112800", "2026112900"] {
+        let status = emr.home.status_json("emr_long", timeperiod);
+        assert_eq!(status["flow"]["state"], "state_processed", "{status}");
+    }
+    assert_eq!(emr.clusters(), [(cid.clone(), "TERMINATED".to_string())]);
+    assert_eq!(
+        emr.moto.count(&cid, "TerminateJobFlows"),
+        1,
+        "terminated once, by the last run"
+    );
+    let out = emr.home.flow(&["clusters", "--json"]);
+    let records = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        records.contains("left_up") && records.contains("other run(s) still using it"),
+        "{records}"
+    );
+}
+
+#[test]
+#[ignore = "needs moto with the EMR layer: run through `cargo xtask test`"]
+fn twelve_concurrent_runs_launch_one_cluster_on_emr_moto() {
+    let emr = Emr::new("twelve");
+    emr.home.write("long.toml", LONG);
+    let driver = Driver::start(&emr.moto, &emr.name);
+    let mut runs: Vec<Child> = (1..=12)
+        .map(|day| {
+            emr.spawn(&[
+                "run",
+                "long.toml",
+                "--timeperiod",
+                &format!("202612{day:02}00"),
+            ])
+        })
+        .collect();
+    // Every run's step is held until all twelve runs have one: they all
+    // overlap, whatever the machine's load.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let steps: usize = emr
+            .clusters()
+            .iter()
+            .map(|(id, _)| emr.moto.steps(id).len())
+            .sum();
+        if steps == 12 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {steps} of 12 steps were added"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    driver.set(Mode::Complete);
+    let codes: Vec<Option<i32>> = runs.iter_mut().map(|r| r.wait().unwrap().code()).collect();
+    drop(driver);
+    assert_eq!(codes, vec![Some(0); 12]);
+    let clusters = emr.clusters();
+    assert_eq!(clusters.len(), 1, "twelve runs, one launch: {clusters:?}");
+    let cid = &clusters[0].0;
+    assert_eq!(clusters[0].1, "TERMINATED");
+    assert_eq!(emr.moto.count(cid, "TerminateJobFlows"), 1);
+    assert_eq!(emr.moto.steps(cid).len(), 12, "every run's step ran there");
+}
+
+#[test]
+#[ignore = "needs moto with the EMR layer: run through `cargo xtask test`"]
+fn terminate_orphans_closes_the_steps_it_ended_so_one_recover_completes_on_emr_moto() {
+    let emr = Emr::new("orphan-steps");
+    emr.home.write("long.toml", LONG);
+    let mut engine = emr.spawn(&["run", "long.toml", "--timeperiod", TP]);
+    let cid = emr.wait_for_running_step();
+    kill9(&mut engine);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while emr.clusters()[0].1 != "TERMINATED" {
+        let out = emr.home.flow(&["clusters", "--terminate-orphans"]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        assert!(
+            Instant::now() < deadline,
+            "never terminated: {}",
+            text(&out)
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let status = emr.home.status_json("emr_long", TP);
+    assert_eq!(
+        step_states(&status),
+        [("compute".to_string(), "state_invalid".to_string())],
+        "{status}"
+    );
+    assert!(
+        status.to_string().contains("--terminate-orphans"),
+        "the step says why: {status}"
+    );
+    // One recover runs the step again on a new cluster (the old step,
+    // still RUNNING in moto's eyes, is left alone).
+    let mut recover = emr.spawn(&["recover", "long.toml", "--timeperiod", TP]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    'step: loop {
+        if let Some(code) = recover.try_wait().unwrap() {
+            panic!("recover ended ({code}) before running the step again");
+        }
+        for (id, _) in emr.clusters().iter().filter(|(id, _)| *id != cid) {
+            if let Some(step) = emr.moto.steps(id).iter().find(|s| s["state"] == "RUNNING") {
+                emr.moto
+                    .set_step(id, step["id"].as_str().unwrap(), "COMPLETED");
+                break 'step;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "recover never ran the step again"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        recover.wait().unwrap().code(),
+        Some(0),
+        "one recover completes it"
+    );
+    let status = emr.home.status_json("emr_long", TP);
+    assert_eq!(status["flow"]["state"], "state_processed", "{status}");
+    assert_eq!(
+        emr.moto.steps(&cid).len(),
+        1,
+        "nothing more on the ended cluster"
+    );
+}
+
+#[test]
+#[ignore = "needs moto with the EMR layer: run through `cargo xtask test`"]
+fn a_cluster_ending_under_a_step_fails_it_at_once_with_the_reason_on_emr_moto() {
+    let emr = Emr::new("dies");
+    emr.home.write("long.toml", LONG);
+    let mut engine = emr.spawn(&["run", "long.toml", "--timeperiod", TP]);
+    let cid = emr.wait_for_running_step();
+    emr.moto.set_cluster(
+        &cid,
+        "TERMINATED_WITH_ERRORS",
+        "INSTANCE_FAILURE",
+        "the master node was lost (flow test)",
+    );
+    // Noticed by the poller's cluster check (every tenth tick), or by the
+    // step itself where EMR (the strict moto layer) interrupts it.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let code = loop {
+        if let Some(status) = engine.try_wait().unwrap() {
+            break status.code();
+        }
+        assert!(Instant::now() < deadline, "the engine never noticed");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(code, Some(1), "the flow failed");
+    let status = emr.home.status_json("emr_long", TP);
+    assert_eq!(
+        step_states(&status),
+        [("compute".to_string(), "state_invalid".to_string())]
+    );
+    let out = emr.home.flow(&["clusters"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("TERMINATED_WITH_ERRORS: INSTANCE_FAILURE"),
+        "the cluster's record keeps its end reason: {}",
+        text(&out)
+    );
+}

@@ -23,6 +23,9 @@
 //! - [`mod@tail`]: the last bytes of a remote log object, gzip-aware, waiting a
 //!   bounded time for objects that appear late (EMR uploads step logs
 //!   minutes after the step ends).
+//! - [`names`]: names a cloud limits in length, shortened with a hash of
+//!   the whole instead of cut, so two keys never share a cluster by
+//!   accident.
 //! - [`clock`]: time as a trait, so tests assert polling and retry figures
 //!   by counting requests, never by sleeping.
 //!
@@ -32,6 +35,7 @@
 
 pub mod clock;
 pub mod lifecycle;
+pub mod names;
 pub mod outcome;
 pub mod poll;
 pub mod retry;
@@ -41,6 +45,7 @@ pub mod testkit;
 
 pub use clock::{Clock, ManualClock, TokioClock};
 pub use lifecycle::{retry_with_lookup, wait_until, Look, Requests, Wait, WaitError};
+pub use names::{fit_name, short_hash};
 pub use outcome::{Outcome, Phase, StateTable};
 pub use poll::{Finished, JobSource, PollConfig, PollError, Poller};
 pub use retry::{retry, RetryConfig, Transient};

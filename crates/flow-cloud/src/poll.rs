@@ -50,7 +50,28 @@ pub trait JobSource: Send + Sync + 'static {
     /// Where a status stands; usually a [`StateTable`](crate::StateTable)
     /// lookup of its state name.
     fn phase(&self, status: &Self::Status) -> Phase;
+
+    /// True when the source can tell whether the jobs' cluster has ended
+    /// ([`JobSource::cluster_ended`]); then every
+    /// [`CLUSTER_CHECK_EVERY`]th tick asks that instead of the jobs.
+    fn checks_cluster(&self) -> bool {
+        false
+    }
+
+    /// ONE backend request about the cluster the jobs run on:
+    /// `Some(reason)` when it has ended (or is ending), which ends every
+    /// wait at once with [`PollError::ClusterEnded`].
+    async fn cluster_ended(&self) -> Result<Option<String>, Self::Error> {
+        Ok(None)
+    }
 }
+
+/// Every this many ticks, a poller whose source
+/// [`checks_cluster`](JobSource::checks_cluster) asks about the cluster
+/// instead of its jobs: a job whose cluster died is failed within ten
+/// ticks, and a tick is still one request (at the 1 s floor, at most one
+/// request a second per cluster).
+pub const CLUSTER_CHECK_EVERY: u64 = 10;
 
 /// How often to ask and for how long.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -132,6 +153,14 @@ pub enum PollError {
         /// Answers in a row without it.
         answers: u32,
     },
+    /// The cluster the job runs on ended.
+    #[error("job {job}: its cluster ended: {reason}")]
+    ClusterEnded {
+        /// The job, as the source names it.
+        job: String,
+        /// The cluster's state and the backend's reason.
+        reason: String,
+    },
     #[error("job {job}: the poller stopped before the job finished")]
     /// The poller was dropped first.
     Stopped {
@@ -178,6 +207,8 @@ struct State<S: JobSource> {
     driver_running: bool,
     last_tick: Option<Duration>,
     failed_requests: u32,
+    /// Ticks so far: every [`CLUSTER_CHECK_EVERY`]th asks about the cluster.
+    ticks: u64,
 }
 
 struct PollerCore<S: JobSource> {
@@ -227,6 +258,7 @@ impl<S: JobSource> Poller<S> {
                     driver_running: false,
                     last_tick: None,
                     failed_requests: 0,
+                    ticks: 0,
                 }),
                 wake: Notify::new(),
                 requests: AtomicU64::new(0),
@@ -348,19 +380,40 @@ async fn drive<S: JobSource>(shared: Arc<PollerCore<S>>) {
             }
         }
         let now = shared.clock.now();
-        let ids = {
+        let (ids, check_cluster) = {
             let mut state = shared.lock();
             expire(&mut state, now);
             prune(&mut state);
             match next_tick(&state, &shared.config) {
                 Some(tick) if tick <= now => {
                     state.last_tick = Some(now);
-                    state.jobs.keys().cloned().collect::<Vec<_>>()
+                    state.ticks += 1;
+                    let check = shared.source.checks_cluster()
+                        && state.ticks.is_multiple_of(CLUSTER_CHECK_EVERY);
+                    (state.jobs.keys().cloned().collect::<Vec<_>>(), check)
                 }
                 _ => continue,
             }
         };
         shared.requests.fetch_add(1, Ordering::SeqCst);
+        if check_cluster {
+            match shared.source.cluster_ended().await {
+                Ok(Some(reason)) => {
+                    let mut state = shared.lock();
+                    for id in &ids {
+                        finish(&mut state, id, |job| {
+                            Err(PollError::ClusterEnded {
+                                job,
+                                reason: reason.clone(),
+                            })
+                        });
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!("cluster status request failed: {e}"),
+            }
+            continue;
+        }
         let answer = shared.source.statuses(&ids).await;
         let mut state = shared.lock();
         settle(&shared, &mut state, &ids, answer, now);

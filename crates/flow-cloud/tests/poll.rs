@@ -291,3 +291,70 @@ async fn a_manual_clock_drives_the_ticks() {
     assert_eq!(b.await.unwrap().unwrap().outcome, Outcome::Failed);
     assert_eq!(poller.requests(), 3);
 }
+
+/// A backend whose cluster ends at a scripted instant while its jobs run on.
+struct DyingCluster {
+    jobs: Script,
+    ends_at: Duration,
+    cluster_asks: Mutex<Vec<Duration>>,
+}
+
+#[async_trait]
+impl JobSource for DyingCluster {
+    type Id = String;
+    type Status = String;
+    type Error = String;
+
+    async fn statuses(&self, ids: &[String]) -> Result<Vec<(String, String)>, String> {
+        self.jobs.statuses(ids).await
+    }
+
+    fn phase(&self, status: &String) -> Phase {
+        self.jobs.phase(status)
+    }
+
+    fn checks_cluster(&self) -> bool {
+        true
+    }
+
+    async fn cluster_ended(&self) -> Result<Option<String>, String> {
+        let now = self.jobs.clock.now();
+        self.cluster_asks.lock().unwrap().push(now);
+        Ok((now >= self.ends_at)
+            .then(|| "TERMINATED_WITH_ERRORS: BOOTSTRAP_FAILURE on the master".to_string()))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_job_whose_cluster_ends_fails_within_ten_ticks_at_one_request_per_tick() {
+    let clock: Arc<dyn Clock> = Arc::new(TokioClock::new());
+    let source = DyingCluster {
+        jobs: Script::new(clock.clone()),
+        ends_at: secs(12),
+        cluster_asks: Mutex::new(Vec::new()),
+    };
+    source.jobs.job("a", 10_000, "COMPLETED");
+    let steady = PollConfig {
+        backoff_after: secs(3600),
+        ..config()
+    };
+    let poller = Poller::new(source, steady, clock.clone());
+    let started = clock.now();
+    let outcome = poller.wait("a".to_string()).await;
+    match outcome {
+        Err(PollError::ClusterEnded { job, reason }) => {
+            assert_eq!(job, "a");
+            assert!(reason.contains("BOOTSTRAP_FAILURE"), "{reason}");
+        }
+        other => panic!("expected ClusterEnded, got {other:?}"),
+    }
+    // Ticks 1 s apart; the 10th and 20th ask about the cluster (the 20th,
+    // at 20 s, sees it ended at 12 s); every tick is one request.
+    assert_eq!(
+        *poller.source().cluster_asks.lock().unwrap(),
+        [secs(10), secs(20)]
+    );
+    assert_eq!(clock.now() - started, secs(20));
+    assert_eq!(poller.requests(), 20);
+    assert_eq!(poller.source().jobs.asked().len(), 18);
+}

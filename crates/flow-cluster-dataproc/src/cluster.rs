@@ -160,15 +160,15 @@ impl ClusterFactory for DataprocClusterFactory {
 fn backend_name(config: &DataprocConfig, name: &str, context: &ExecutionContext) -> String {
     let base = match &config.name {
         Some(base) => base.clone(),
-        None => {
-            let mut base = label_value(&format!(
+        // Two keys never share a default name: a long one ends with a hash
+        // of the whole key instead of being cut.
+        None => flow_cloud::fit_name(
+            &jobs::cluster_name_text(&format!(
                 "flow-{}-{}",
                 context.flow_name, context.timeperiod
-            ))
-            .replace('_', "-");
-            base.truncate(48);
-            base.trim_end_matches('-').to_string()
-        }
+            )),
+            48,
+        ),
     };
     let suffix = match name.rsplit_once('-') {
         Some((_, n)) if !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()) => n.to_string(),
@@ -197,6 +197,8 @@ struct Launch {
     operation: Option<String>,
     /// Deleted (or found gone) already.
     ended: bool,
+    /// Why it ended by itself, once noticed.
+    end_reason: Option<String>,
 }
 
 /// A Dataproc cluster of a run.
@@ -247,6 +249,7 @@ impl DataprocCluster {
                 handle: None,
                 operation: None,
                 ended: false,
+                end_reason: None,
             }),
         }
     }
@@ -844,6 +847,15 @@ impl Cluster for DataprocCluster {
             }
         };
         let finished = finished.map_err(|e| match e {
+            PollError::ClusterEnded { reason, .. } => {
+                error!("the cluster of Dataproc job {job} ended: {reason}");
+                self.state().end_reason.get_or_insert(reason.clone());
+                ClusterError::JobFailed {
+                    cluster: self.name.clone(),
+                    job: kind,
+                    message: format!("its cluster ended: {reason}"),
+                }
+            }
             PollError::Missing { .. } => ClusterError::JobFailed {
                 cluster: self.name.clone(),
                 job: kind,
@@ -939,6 +951,20 @@ impl Cluster for DataprocCluster {
     fn slots(&self) -> usize {
         self.config().jobs_per_cluster.get()
     }
+
+    fn end_reason(&self) -> Option<String> {
+        self.state().end_reason.clone()
+    }
+
+    /// Dataproc names are unique in a project and region: every run that
+    /// names one shares it.
+    fn shared_name(&self) -> Option<String> {
+        let state = self.state();
+        Some(format!(
+            "{}/{}/{}",
+            state.location.project, state.location.region, state.backend
+        ))
+    }
 }
 
 /// Reports how late the job's end was noticed: from the terminal state's
@@ -983,5 +1009,34 @@ mod tests {
         );
         config.name = Some("etl".into());
         assert_eq!(backend_name(&config, "dataproc-1", &context), "etl-1");
+    }
+
+    #[test]
+    fn long_flow_names_at_two_timeperiods_get_two_names_and_labels() {
+        let context = |timeperiod: &str| {
+            let timeperiod = timeperiod.parse::<Timeperiod>().unwrap();
+            ExecutionContext {
+                flow_name: "customer_lifetime_value_rollup_by_region".repeat(3)[..100].into(),
+                timeperiod,
+                start_timeperiod: timeperiod,
+                end_timeperiod: timeperiod,
+                settings: Default::default(),
+                number_of_clusters: 1,
+            }
+        };
+        let (a, b) = (context("2026112810"), context("2026112811"));
+        let config = DataprocConfig::default();
+        let (name_a, name_b) = (
+            backend_name(&config, "dataproc-0", &a),
+            backend_name(&config, "dataproc-0", &b),
+        );
+        assert_ne!(name_a, name_b);
+        assert!(name_a.len() <= 51, "{name_a}");
+        assert!(
+            name_a.starts_with("flow-customer-lifetime-value"),
+            "{name_a}"
+        );
+        assert_ne!(owner_label(&a), owner_label(&b));
+        assert!(owner_label(&a).len() <= 63);
     }
 }

@@ -112,6 +112,12 @@ fn sanitize(text: &str, lowercase: bool) -> String {
         .collect()
 }
 
+/// `text` as a Dataproc cluster name allows it: lowercase letters, digits
+/// and `-`.
+pub(crate) fn cluster_name_text(text: &str) -> String {
+    sanitize(text, true).replace('_', "-")
+}
+
 /// A client-chosen job id, unique per attempt:
 /// `FLOW-STEP-ACTION-ATTEMPT-RANDOM`, at most 100 characters.
 pub(crate) fn new_job_id(cx: &JobContext<'_>) -> String {
@@ -134,9 +140,7 @@ pub(crate) fn new_request_id() -> String {
 
 /// A Dataproc label value (lowercase, at most 63 characters).
 pub(crate) fn label_value(text: &str) -> String {
-    let mut value = sanitize(text, true);
-    value.truncate(63);
-    value
+    flow_cloud::fit_name(&sanitize(text, true), 63)
 }
 
 /// Where a job file is: as written when it has a scheme (`gs://`,
@@ -298,6 +302,8 @@ struct Queues {
     unlisted: Vec<JobRef>,
     /// Jobs no listing showed, to be read one per tick.
     to_get: VecDeque<JobRef>,
+    /// The cluster the last request's jobs run on, for the cluster check.
+    cluster: Option<(Location, String)>,
 }
 
 impl DataprocJobs {
@@ -342,8 +348,15 @@ impl JobSource for DataprocJobs {
             let job = self.api.get_job(&id.location, &id.job_id).await?;
             Ok::<_, ApiError>(job.map(|job| (id, job)))
         };
+        self.queues().cluster = ids
+            .first()
+            .map(|id| (id.location.clone(), id.cluster.clone()));
         if let [only] = ids {
-            *self.queues() = Queues::default();
+            let cluster = self.queues().cluster.take();
+            *self.queues() = Queues {
+                cluster,
+                ..Queues::default()
+            };
             return Ok(get(only.clone()).await?.into_iter().collect());
         }
         let (next_get, unlisted) = {
@@ -429,6 +442,27 @@ impl JobSource for DataprocJobs {
                 "unknown Dataproc job state {state}; still waiting"
             );
             Phase::Running
+        })
+    }
+
+    fn checks_cluster(&self) -> bool {
+        true
+    }
+
+    /// One `clusters.get` of the cluster the last request's jobs run on:
+    /// ended when DELETING, ERROR, STOPPING or STOPPED, or gone.
+    async fn cluster_ended(&self) -> Result<Option<String>, ApiError> {
+        let Some((location, cluster)) = self.queues().cluster.clone() else {
+            return Ok(None);
+        };
+        Ok(match self.api.get_cluster(&location, &cluster).await? {
+            None => Some(format!("{cluster} is gone")),
+            Some(info) => match info.state() {
+                state @ ("DELETING" | "ERROR" | "ERROR_DUE_TO_UPDATE" | "STOPPING" | "STOPPED") => {
+                    Some(format!("{cluster} is {state}: {}", info.detail()))
+                }
+                _ => None,
+            },
         })
     }
 }

@@ -268,6 +268,28 @@ impl JobSource for EmrStepSource {
     fn phase(&self, status: &EmrStepInfo) -> Phase {
         status.phase()
     }
+
+    fn checks_cluster(&self) -> bool {
+        true
+    }
+
+    /// One `DescribeCluster`: ended when TERMINATING, TERMINATED or
+    /// TERMINATED_WITH_ERRORS (EMR cancels its steps), or unknown.
+    async fn cluster_ended(&self) -> Result<Option<String>, String> {
+        let id = &self.cluster_id;
+        match self.emr.describe_cluster().cluster_id(id).send().await {
+            Ok(answer) => Ok(answer.cluster().and_then(|c| {
+                let state = crate::launch::state_of(c);
+                crate::steps::ENDED_CLUSTER_STATES
+                    .contains(&state.as_str())
+                    .then(|| format!("{state}: {}", crate::launch::reason_of(c)))
+            })),
+            Err(e) if is_unknown_cluster(&e) => {
+                Ok(Some(format!("EMR no longer knows cluster {id}")))
+            }
+            Err(e) => Err(format!("DescribeCluster {id}: {}", sdk_message(&e))),
+        }
+    }
 }
 
 /// Every step of `cluster_id` (newest first), or those with `ids`, paging

@@ -26,6 +26,8 @@ pub(crate) struct ClusterFacts {
     id: Option<String>,
     reused: bool,
     log_uri: Option<String>,
+    /// Why the cluster ended by itself, once noticed: `STATE: CODE: message`.
+    ended: Option<String>,
 }
 
 /// One EMR cluster of a run. Jobs are EMR steps added with
@@ -121,6 +123,12 @@ impl EmrCluster {
         }
     }
 
+    /// Keeps why the cluster ended by itself (the first reason noticed).
+    fn note_end(&self, reason: String) {
+        let mut known = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        known.ended.get_or_insert(reason);
+    }
+
     fn handle(&self, known: &ClusterFacts) -> ClusterHandle {
         let mut details = BTreeMap::from([("emr_name".to_string(), self.emr_name.clone())]);
         if let Some(uri) = &known.log_uri {
@@ -167,6 +175,7 @@ impl Cluster for EmrCluster {
                     id: Some(id),
                     reused: true,
                     log_uri,
+                    ended: None,
                 };
                 self.set_known(known.clone());
                 return Ok(self.handle(&known));
@@ -178,6 +187,7 @@ impl Cluster for EmrCluster {
             id: Some(id),
             reused: false,
             log_uri: config.log_uri.clone(),
+            ended: None,
         };
         self.set_known(known.clone());
         Ok(self.handle(&known))
@@ -215,6 +225,7 @@ impl Cluster for EmrCluster {
                 Ok(if state == "WAITING" || state == "RUNNING" {
                     Look::Ready(cluster)
                 } else if ENDED_CLUSTER_STATES.contains(&state.as_str()) {
+                    self.note_end(format!("{state}: {}", reason_of(&cluster)));
                     Look::Failed(format!(
                         "EMR cluster {id} became {state} while launching: {}",
                         reason_of(&cluster)
@@ -265,6 +276,7 @@ impl Cluster for EmrCluster {
             id: Some(handle.backend_id.clone()),
             reused: handle.reused,
             log_uri: cluster.log_uri().map(str::to_string),
+            ended: None,
         });
         Ok(true)
     }
@@ -370,6 +382,17 @@ impl Cluster for EmrCluster {
                     ),
                 });
             }
+            Err(PollError::ClusterEnded { reason, .. }) => {
+                error!(
+                    "EMR cluster {} ended under step {step_id}: {reason}",
+                    step.cluster_id
+                );
+                self.note_end(reason.clone());
+                return Err(self.job_failed(
+                    kind,
+                    format!("its EMR cluster {} ended: {reason}", step.cluster_id),
+                ));
+            }
             Err(e) => return Err(self.backend("ListSteps", e.to_string())),
         };
         let info = finished.status;
@@ -470,6 +493,7 @@ impl Cluster for EmrCluster {
         {
             Some(c) if ENDED_CLUSTER_STATES.contains(&state_of(&c).as_str()) => {
                 info!("EMR cluster {id} is already {}", state_of(&c));
+                self.note_end(format!("{}: {}", state_of(&c), reason_of(&c)));
                 return Ok(());
             }
             None => {
@@ -514,6 +538,23 @@ impl Cluster for EmrCluster {
             .config
             .step_concurrency_level
             .map_or(1, |level| level.max(1) as usize)
+    }
+
+    fn end_reason(&self) -> Option<String> {
+        self.known().ended
+    }
+
+    /// With `reuse`, every run configured with this name finds the same
+    /// cluster: they share it (per region).
+    fn shared_name(&self) -> Option<String> {
+        let config = &self.shared.config;
+        config.reuse.then(|| {
+            format!(
+                "{}/{}",
+                config.region.as_deref().unwrap_or("default-region"),
+                self.emr_name
+            )
+        })
     }
 }
 

@@ -429,9 +429,10 @@ impl fmt::Display for ClusterHandle {
 ///   it returns [`ClusterError::Cancelled`]; dropping it leaves the job
 ///   running.
 /// - `terminate` is called once at the end of every run that used the
-///   cluster, whatever happened; it must be safe after a failed or partial
-///   launch, and ends only clusters the run launched (or adopted from a run
-///   that launched them), never reused ones unless configured to.
+///   cluster, whatever happened (for a shared cluster, only by its last
+///   user); it must be safe after a failed or partial launch, and ends only
+///   clusters flow launched (or adopted from a run that launched them),
+///   never ones reused from outside flow unless configured to.
 /// - `prepare` starts nothing and derives the job's name from data the
 ///   handle keeps, so a job submitted twice under one handle runs once;
 ///   `status` says [`JobStatus::NotSubmitted`] for a handle the backend
@@ -497,6 +498,26 @@ pub trait Cluster: Send + Sync {
     /// the local cluster: `jobs_per_cluster`). At least 1; 1 by default.
     fn slots(&self) -> usize {
         1
+    }
+
+    /// The name under which concurrent runs find and share this cluster
+    /// (an EMR cluster reused by name, a Dataproc cluster name in its
+    /// project and region), or `None` when each run's cluster is its own.
+    /// For a shared one the engine decides in the store who launches it
+    /// and who ends it ([`SharedCluster`](crate::SharedCluster)): the
+    /// others [`adopt`](Cluster::adopt) the launcher's handle, and only
+    /// the last user's engine calls `terminate`.
+    fn shared_name(&self) -> Option<String> {
+        None
+    }
+
+    /// Why the cluster ended by itself, once this value noticed (while
+    /// launching, while waiting for a job, or at `terminate`): the
+    /// backend's state and reason, e.g. `TERMINATED_WITH_ERRORS:
+    /// BOOTSTRAP_FAILURE: ...`. The engine keeps it on the cluster's
+    /// record.
+    fn end_reason(&self) -> Option<String> {
+        None
     }
 }
 

@@ -40,6 +40,7 @@ pub mod notify;
 pub mod record;
 pub mod retry;
 pub mod schedule;
+pub mod shared_cluster;
 pub mod spec;
 pub mod state;
 pub mod store;
@@ -67,6 +68,9 @@ pub use record::{
 };
 pub use retry::RetryPolicy;
 pub use schedule::Schedule;
+pub use shared_cluster::{
+    ClusterClaim, ClusterRelease, ClusterUser, SharedCluster, SharedClusterKey, SHARED_NAME_DETAIL,
+};
 pub use spec::{ActionRegistry, SpecError};
 pub use state::{ActionSetState, FlowState, JobState, RunMode, StepState};
 pub use store::{

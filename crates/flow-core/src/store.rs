@@ -10,10 +10,12 @@
 //! while another took its stale lease over can therefore write nothing when
 //! it wakes: it gets [`StoreError::Fenced`] and stops.
 
+use crate::cluster::ClusterHandle;
 use crate::job::{JobKey, JobQuery, TimetableJob};
 use crate::record::{
     ClusterRecord, FlowKey, FlowRecord, LogLine, RecordId, RunRecord, StepRecord, StoredLogLine,
 };
+use crate::shared_cluster::{ClusterClaim, ClusterRelease, SharedClusterKey};
 use crate::state::FlowState;
 use crate::timeperiod::Timeperiod;
 use async_trait::async_trait;
@@ -271,6 +273,10 @@ impl LogQuery {
 /// - `begin_run` is atomic, or, where the backend cannot do that, ordered
 ///   so that an interruption leaves a state `recover` handles (documented by
 ///   the backend).
+/// - `claim_cluster` and `release_cluster` are atomic: among concurrent
+///   claimants of a free shared name exactly one gets
+///   [`ClusterClaim::Launch`]; they apply the rules of
+///   [`SharedCluster`](crate::SharedCluster).
 /// - Log positions grow in append order within a flow, so paging by
 ///   `after` never skips or repeats a line.
 /// - Records read back as written (timestamps to the millisecond, ids as
@@ -358,6 +364,51 @@ pub trait FlowStore: Send + Sync {
 
     /// Cluster records of `key`, or of every flow, oldest first.
     async fn list_clusters(&self, key: Option<&FlowKey>) -> Result<Vec<ClusterRecord>, StoreError>;
+
+    /// Decides, atomically, whether run `run` (holding `lease`) launches the
+    /// shared cluster `cluster`, joins it as a user, or waits, by
+    /// [`SharedCluster::claim`](crate::SharedCluster::claim); users whose
+    /// lease is not live at `now` with `ttl` count for nothing. Fenced.
+    async fn claim_cluster(
+        &self,
+        lease: &Lease,
+        run: &RecordId,
+        cluster: &SharedClusterKey,
+        now: DateTime<Utc>,
+        ttl: Duration,
+    ) -> Result<ClusterClaim, StoreError>;
+
+    /// Records the handle of the shared cluster whose launch this lease
+    /// claimed, so waiting runs join it. Fails unless the caller is its
+    /// launcher. Fenced.
+    async fn set_cluster_handle(
+        &self,
+        lease: &Lease,
+        cluster: &SharedClusterKey,
+        handle: &ClusterHandle,
+    ) -> Result<(), StoreError>;
+
+    /// Removes this lease's run from the users of `cluster`, atomically, by
+    /// [`SharedCluster::release`](crate::SharedCluster::release): `Last`
+    /// when no live user is left (the caller then ends the cluster). A name
+    /// with no record answers `Last`. Fenced.
+    async fn release_cluster(
+        &self,
+        lease: &Lease,
+        cluster: &SharedClusterKey,
+        now: DateTime<Utc>,
+        ttl: Duration,
+    ) -> Result<ClusterRelease, StoreError>;
+
+    /// Deletes the record of `cluster` if its handle names `backend_id`
+    /// (the cluster was ended, or found gone), so the next claim launches
+    /// anew. Fenced.
+    async fn forget_cluster(
+        &self,
+        lease: &Lease,
+        cluster: &SharedClusterKey,
+        backend_id: &str,
+    ) -> Result<(), StoreError>;
 
     /// Appends log lines (in the order given). Not fenced: a line is
     /// attributed to the run that wrote it.

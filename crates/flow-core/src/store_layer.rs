@@ -15,10 +15,12 @@
 //! The forwarding is written twice here (the defaults, and the blanket
 //! impl calling them), once for every wrapper there is and will be.
 
+use crate::cluster::ClusterHandle;
 use crate::job::{JobKey, JobQuery, TimetableJob};
 use crate::record::{
     ClusterRecord, FlowKey, FlowRecord, LogLine, RecordId, RunRecord, StepRecord, StoredLogLine,
 };
+use crate::shared_cluster::{ClusterClaim, ClusterRelease, SharedClusterKey};
 use crate::store::{
     FlowQuery, FlowStore, Lease, LeaseInfo, LeaseOutcome, LogQuery, RunQuery, StoreError,
 };
@@ -176,6 +178,59 @@ pub trait StoreLayer: Send + Sync {
         self.inner().list_clusters(key).await
     }
 
+    /// See [`FlowStore::claim_cluster`].
+    async fn claim_cluster(
+        &self,
+        lease: &Lease,
+        run: &RecordId,
+        cluster: &SharedClusterKey,
+        now: DateTime<Utc>,
+        ttl: Duration,
+    ) -> Result<ClusterClaim, StoreError> {
+        self.called("claim_cluster");
+        self.inner()
+            .claim_cluster(lease, run, cluster, now, ttl)
+            .await
+    }
+
+    /// See [`FlowStore::set_cluster_handle`].
+    async fn set_cluster_handle(
+        &self,
+        lease: &Lease,
+        cluster: &SharedClusterKey,
+        handle: &ClusterHandle,
+    ) -> Result<(), StoreError> {
+        self.called("set_cluster_handle");
+        self.inner()
+            .set_cluster_handle(lease, cluster, handle)
+            .await
+    }
+
+    /// See [`FlowStore::release_cluster`].
+    async fn release_cluster(
+        &self,
+        lease: &Lease,
+        cluster: &SharedClusterKey,
+        now: DateTime<Utc>,
+        ttl: Duration,
+    ) -> Result<ClusterRelease, StoreError> {
+        self.called("release_cluster");
+        self.inner().release_cluster(lease, cluster, now, ttl).await
+    }
+
+    /// See [`FlowStore::forget_cluster`].
+    async fn forget_cluster(
+        &self,
+        lease: &Lease,
+        cluster: &SharedClusterKey,
+        backend_id: &str,
+    ) -> Result<(), StoreError> {
+        self.called("forget_cluster");
+        self.inner()
+            .forget_cluster(lease, cluster, backend_id)
+            .await
+    }
+
     /// See [`FlowStore::append_logs`].
     async fn append_logs(&self, lines: &[LogLine]) -> Result<(), StoreError> {
         self.called("append_logs");
@@ -297,6 +352,41 @@ impl<T: StoreLayer> FlowStore for T {
     }
     async fn list_clusters(&self, key: Option<&FlowKey>) -> Result<Vec<ClusterRecord>, StoreError> {
         StoreLayer::list_clusters(self, key).await
+    }
+    async fn claim_cluster(
+        &self,
+        lease: &Lease,
+        run: &RecordId,
+        cluster: &SharedClusterKey,
+        now: DateTime<Utc>,
+        ttl: Duration,
+    ) -> Result<ClusterClaim, StoreError> {
+        StoreLayer::claim_cluster(self, lease, run, cluster, now, ttl).await
+    }
+    async fn set_cluster_handle(
+        &self,
+        lease: &Lease,
+        cluster: &SharedClusterKey,
+        handle: &ClusterHandle,
+    ) -> Result<(), StoreError> {
+        StoreLayer::set_cluster_handle(self, lease, cluster, handle).await
+    }
+    async fn release_cluster(
+        &self,
+        lease: &Lease,
+        cluster: &SharedClusterKey,
+        now: DateTime<Utc>,
+        ttl: Duration,
+    ) -> Result<ClusterRelease, StoreError> {
+        StoreLayer::release_cluster(self, lease, cluster, now, ttl).await
+    }
+    async fn forget_cluster(
+        &self,
+        lease: &Lease,
+        cluster: &SharedClusterKey,
+        backend_id: &str,
+    ) -> Result<(), StoreError> {
+        StoreLayer::forget_cluster(self, lease, cluster, backend_id).await
     }
     async fn append_logs(&self, lines: &[LogLine]) -> Result<(), StoreError> {
         StoreLayer::append_logs(self, lines).await

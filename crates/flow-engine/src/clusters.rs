@@ -6,15 +6,24 @@
 //! run of the flow adopts the clusters a dead run left up (they may still run
 //! jobs that run adopts) and terminates them at its end, and `flow clusters
 //! --terminate-orphans` ends those of flows nobody runs any more.
+//!
+//! A cluster that runs share by name ([`Cluster::shared_name`]) follows the
+//! store's record of its users ([`flow_core::SharedCluster`]), the same for
+//! every cloud: launching or reusing the name is one claim in the store
+//! (one run launches, the others wait for its handle and adopt it), a run
+//! that ends releases it, and only the last live user terminates it.
+//! Adoption and `--terminate-orphans` go through the same record.
 
 use crate::run_context::RunContext;
 use chrono::Utc;
 use flow_core::{
-    Cluster, ClusterError, ClusterFactory, ClusterHandle, ClusterRecord, ClusterState,
-    ExecutionContext, FlowStore, Lease, RetryPolicy, StoreError,
+    Cluster, ClusterClaim, ClusterError, ClusterFactory, ClusterHandle, ClusterRecord,
+    ClusterRelease, ClusterState, ExecutionContext, FlowStore, Lease, RetryPolicy,
+    SharedClusterKey, StoreError, SHARED_NAME_DETAIL,
 };
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::task::JoinSet;
 use tracing::{error, info, info_span, warn, Instrument, Span};
 
@@ -137,6 +146,7 @@ pub(crate) async fn launch(
                 });
             }
             LaunchOutcome::Failed(record) => set.owned.push(Owned { cluster, record }),
+            LaunchOutcome::Dropped => {}
             LaunchOutcome::Fenced(e, provisioned) => {
                 if provisioned {
                     // Nobody else knows of it: end it here.
@@ -160,16 +170,143 @@ enum LaunchOutcome {
     Up(ClusterRecord),
     /// Not usable; the record, if the backend named the cluster.
     Failed(Option<ClusterRecord>),
-    /// A store write was fenced; true when the backend has the cluster.
+    /// A store write was fenced; true when the backend has the cluster
+    /// and no one else knows of it.
     Fenced(StoreError, bool),
+    /// Not this run's: a shared cluster it could not join.
+    Dropped,
 }
 
-/// Provisions (retrying transient failures), records, waits until ready,
-/// records again.
+/// How many times a run that joined a shared cluster found gone claims the
+/// name again before it gives up.
+const CLAIM_ROUNDS: usize = 5;
+
+/// Launches `cluster`, or, when runs share it, claims its name in the store
+/// first: launches it if this run won the claim, else adopts the handle of
+/// the run that did.
 async fn launch_one(
     shared: &RunContext,
     cluster: &Arc<dyn Cluster>,
     policy: RetryPolicy,
+) -> LaunchOutcome {
+    let Some(name) = cluster.shared_name() else {
+        return launch_new(shared, cluster, policy, None).await;
+    };
+    let key = SharedClusterKey::new(cluster.kind(), name);
+    for _ in 0..CLAIM_ROUNDS {
+        let handle = match claim(shared, &key).await {
+            Ok(None) => return launch_new(shared, cluster, policy, Some(&key)).await,
+            Ok(Some(handle)) => handle,
+            Err(outcome) => return outcome,
+        };
+        let mut handle = handle;
+        handle.name = cluster.name().to_string();
+        match cluster.adopt(&handle).await {
+            Ok(true) => {
+                info!("joined {handle}, which another run launched; the last run using it terminates it");
+                return record_and_wait(shared, cluster, handle, None).await;
+            }
+            Ok(false) => {
+                warn!("{handle} is gone; claiming {key} again");
+                if let Err(e) = shared
+                    .store
+                    .forget_cluster(&shared.lease, &key, &handle.backend_id)
+                    .await
+                {
+                    return store_failure(shared, &key, e).await;
+                }
+            }
+            Err(e) => {
+                error!("cannot join {handle}: {e}");
+                release_quietly(shared, &key).await;
+                return LaunchOutcome::Dropped;
+            }
+        }
+    }
+    error!("{key} was found gone {CLAIM_ROUNDS} times in a row");
+    release_quietly(shared, &key).await;
+    LaunchOutcome::Dropped
+}
+
+/// Claims `key` until the store answers launch (`None`) or join (the
+/// handle), waiting while another run launches or ends it.
+async fn claim(
+    shared: &RunContext,
+    key: &SharedClusterKey,
+) -> Result<Option<ClusterHandle>, LaunchOutcome> {
+    let mut delay = Duration::from_millis(100);
+    let mut told = false;
+    loop {
+        let claimed = shared
+            .store
+            .claim_cluster(
+                &shared.lease,
+                &shared.run,
+                key,
+                Utc::now(),
+                shared.lease_ttl,
+            )
+            .await;
+        match claimed {
+            Ok(ClusterClaim::Launch) => return Ok(None),
+            Ok(ClusterClaim::Join(handle)) => return Ok(Some(handle)),
+            Ok(ClusterClaim::Wait) => {
+                if !told {
+                    info!("another run is launching or ending {key}: waiting for it");
+                    told = true;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = shared.cancel.cancelled() => return Err(LaunchOutcome::Dropped),
+                }
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+            Err(e) => {
+                error!("cannot claim {key}: {e}");
+                return Err(if e.is_fenced() {
+                    LaunchOutcome::Fenced(e, false)
+                } else {
+                    LaunchOutcome::Dropped
+                });
+            }
+        }
+    }
+}
+
+/// Gives up this run's use of `key` after a failure; a store error here
+/// only leaves an entry that dies with the run's lease.
+async fn release_quietly(shared: &RunContext, key: &SharedClusterKey) {
+    if let Err(e) = shared
+        .store
+        .release_cluster(&shared.lease, key, Utc::now(), shared.lease_ttl)
+        .await
+    {
+        warn!("cannot release {key}: {e}");
+    }
+}
+
+async fn store_failure(
+    shared: &RunContext,
+    key: &SharedClusterKey,
+    e: StoreError,
+) -> LaunchOutcome {
+    error!("cannot record {key}: {e}");
+    if e.is_fenced() {
+        LaunchOutcome::Fenced(e, false)
+    } else {
+        release_quietly(shared, key).await;
+        LaunchOutcome::Dropped
+    }
+}
+
+/// Provisions (retrying transient failures), records (and, for a shared
+/// name this run claimed, names it in the store so waiting runs join it),
+/// waits until ready, records again.
+async fn launch_new(
+    shared: &RunContext,
+    cluster: &Arc<dyn Cluster>,
+    policy: RetryPolicy,
+    key: Option<&SharedClusterKey>,
 ) -> LaunchOutcome {
     let mut retry = 0;
     let handle = loop {
@@ -188,16 +325,39 @@ async fn launch_one(
                 );
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
-                    _ = shared.cancel.cancelled() => return LaunchOutcome::Failed(None),
+                    _ = shared.cancel.cancelled() => {
+                        if let Some(key) = key {
+                            release_quietly(shared, key).await;
+                        }
+                        return LaunchOutcome::Failed(None);
+                    }
                 }
             }
             Err(e) => {
                 error!("launch failed: {e}");
+                if let Some(key) = key {
+                    release_quietly(shared, key).await;
+                }
                 return LaunchOutcome::Failed(None);
             }
         }
     };
     info!("provisioned {handle}");
+    record_and_wait(shared, cluster, handle, key).await
+}
+
+/// Records a provisioned or joined cluster (`key`: the shared name this run
+/// launched, to name in the store), waits until it is ready and records
+/// that.
+async fn record_and_wait(
+    shared: &RunContext,
+    cluster: &Arc<dyn Cluster>,
+    mut handle: ClusterHandle,
+    key: Option<&SharedClusterKey>,
+) -> LaunchOutcome {
+    if let Some(name) = cluster.shared_name() {
+        handle.details.insert(SHARED_NAME_DETAIL.to_string(), name);
+    }
     let mut record = record_for(shared, handle, ClusterState::Launching);
     if let Err(e) = save(
         &shared.store,
@@ -210,11 +370,31 @@ async fn launch_one(
     {
         error!("cannot record the cluster: {e}");
         return if e.is_fenced() {
-            LaunchOutcome::Fenced(e, true)
+            // A joined cluster is not this run's to end.
+            LaunchOutcome::Fenced(e, key.is_some() || cluster.shared_name().is_none())
         } else {
-            // Unrecorded, it must not be used: terminate it at the end.
+            // Unrecorded, it must not be used: terminate it at the end
+            // (a shared one: release it, so it is its last user's to end).
+            if let Some(shared_key) = SharedClusterKey::of_handle(&record.handle) {
+                release_quietly(shared, &shared_key).await;
+                if key.is_none() {
+                    return LaunchOutcome::Dropped;
+                }
+            }
             LaunchOutcome::Failed(None)
         };
+    }
+    if let Some(key) = key {
+        if let Err(e) = shared
+            .store
+            .set_cluster_handle(&shared.lease, key, &record.handle)
+            .await
+        {
+            error!("cannot record {key} for the runs sharing it: {e}");
+            if e.is_fenced() {
+                return LaunchOutcome::Fenced(e, true);
+            }
+        }
     }
     match cluster.wait_ready().await {
         Ok(()) => {
@@ -285,12 +465,55 @@ async fn adopt_previous(
                 continue;
             }
         };
+        let key = SharedClusterKey::of_handle(&record.handle);
+        if let Some(key) = &key {
+            // Its users are recorded: adopt it only as one of them.
+            let claim = shared
+                .store
+                .claim_cluster(
+                    &shared.lease,
+                    &shared.run,
+                    key,
+                    Utc::now(),
+                    shared.lease_ttl,
+                )
+                .await?;
+            let ended = match claim {
+                ClusterClaim::Join(h) if h.backend_id == record.handle.backend_id => None,
+                ClusterClaim::Launch => None,
+                ClusterClaim::Join(h) => {
+                    release_quietly(shared, key).await;
+                    Some(format!("ended; {key} is now {}", h.backend_id))
+                }
+                ClusterClaim::Wait => Some("ended by the last run that used it".to_string()),
+            };
+            if let Some(message) = ended {
+                info!("{} of run {} is {message}", record.handle, record.run);
+                save(
+                    &shared.store,
+                    &shared.lease,
+                    &mut record,
+                    ClusterState::Terminated,
+                    Some(message),
+                )
+                .await?;
+                continue;
+            }
+        }
         match cluster
             .adopt(&record.handle)
             .instrument(Span::current())
             .await
         {
             Ok(true) => {
+                if let Some(key) = &key {
+                    // Named again for the runs that claim it after this one
+                    // (a no-op refusal when another run launched it).
+                    let _ = shared
+                        .store
+                        .set_cluster_handle(&shared.lease, key, &record.handle)
+                        .await;
+                }
                 info!("adopted {} left up by run {}", record.handle, record.run);
                 let from = record.run.clone();
                 record.run = shared.run.clone();
@@ -312,6 +535,13 @@ async fn adopt_previous(
             }
             Ok(false) => {
                 info!("{} of run {} is gone", record.handle, record.run);
+                if let Some(key) = &key {
+                    shared
+                        .store
+                        .forget_cluster(&shared.lease, key, &record.handle.backend_id)
+                        .await?;
+                    release_quietly(shared, key).await;
+                }
                 save(
                     &shared.store,
                     &shared.lease,
@@ -321,7 +551,12 @@ async fn adopt_previous(
                 )
                 .await?;
             }
-            Err(e) => warn!("cannot adopt {} of run {}: {e}", record.handle, record.run),
+            Err(e) => {
+                warn!("cannot adopt {} of run {}: {e}", record.handle, record.run);
+                if let Some(key) = &key {
+                    release_quietly(shared, key).await;
+                }
+            }
         }
     }
     Ok(())
@@ -345,7 +580,44 @@ pub(crate) async fn terminate(
         let shared = shared.clone();
         terminations.spawn(
             async move {
+                let key = record
+                    .as_ref()
+                    .and_then(|r| SharedClusterKey::of_handle(&r.handle));
+                if let Some(key) = &key {
+                    match shared
+                        .store
+                        .release_cluster(&shared.lease, key, Utc::now(), shared.lease_ttl)
+                        .await
+                    {
+                        Ok(ClusterRelease::Last) => {}
+                        Ok(ClusterRelease::Others(n)) => {
+                            info!("leaving it up: {n} other run(s) still use it; the last one terminates it");
+                            if let Some(mut record) = record {
+                                let message = Some(format!("left up for the {n} other run(s) still using it"));
+                                if let Err(e) = save(&shared.store, &shared.lease, &mut record, ClusterState::LeftUp, message).await {
+                                    error!("cannot record it: {e}");
+                                }
+                            }
+                            return None;
+                        }
+                        Err(e) => {
+                            // Whether others still use it is unknown: never
+                            // end it under them.
+                            error!("cannot release {key}: {e}; leaving it up");
+                            return Some(format!("{name}: left up, since whether other runs still use it is unknown ({e})"));
+                        }
+                    }
+                }
                 let result = cluster.terminate().await;
+                if let (Some(key), Some(record), Ok(())) = (&key, &record, &result) {
+                    if let Err(e) = shared
+                        .store
+                        .forget_cluster(&shared.lease, key, &record.handle.backend_id)
+                        .await
+                    {
+                        error!("cannot record that {key} ended: {e}");
+                    }
+                }
                 let (state, message) = match &result {
                     Ok(()) => {
                         info!("terminated");
@@ -355,7 +627,8 @@ pub(crate) async fn terminate(
                         } else {
                             ClusterState::Terminated
                         };
-                        (state, None)
+                        // A cluster that ended by itself keeps why.
+                        (state, cluster.end_reason())
                     }
                     Err(e) => {
                         error!("terminate failed: {e}");
@@ -448,6 +721,7 @@ pub async fn terminate_orphans(
         let Some(lease) = lease else { continue };
         // Re-read under the lease: a run that ended in between updated them.
         let current = store.list_clusters(Some(&key)).await?;
+        let mut ended = Vec::new();
         for mut record in current.into_iter().filter(|r| r.state.may_be_up()) {
             let result = if record.handle.kind != factory.kind() {
                 Err(format!(
@@ -462,14 +736,53 @@ pub async fn terminate_orphans(
                     &*factory,
                     &context_for(&record),
                     &mut record,
+                    ttl,
                 )
                 .await
             };
+            if result == Ok(ClusterState::Terminated) {
+                ended.push(record.handle.clone());
+            }
             outcomes.push(OrphanOutcome { record, result });
         }
+        close_steps_on(&*store, &lease, &ended).await?;
         store.release_lease(&lease).await?;
     }
     Ok(outcomes)
+}
+
+/// Closes the steps that the dead run left running on the clusters just
+/// `ended` (their jobs ended with them): failed, with the reason, so the
+/// next `recover` runs them again at once instead of finding them lost.
+async fn close_steps_on(
+    store: &dyn FlowStore,
+    lease: &Lease,
+    ended: &[ClusterHandle],
+) -> Result<(), StoreError> {
+    if ended.is_empty() {
+        return Ok(());
+    }
+    for mut step in store.get_steps(&lease.key).await? {
+        let Some(cluster) = step.job.as_ref().and_then(|job| {
+            ended
+                .iter()
+                .find(|c| c.kind == job.handle.kind && c.name == job.handle.cluster)
+        }) else {
+            continue;
+        };
+        if step.state != flow_core::StepState::InProgress {
+            continue;
+        }
+        let message = format!(
+            "its job ended with {cluster}, terminated by `flow clusters --terminate-orphans`; `flow recover` runs the step again"
+        );
+        warn!(flow = %lease.key, step = step.step_name.as_str(), "{message}");
+        step.state = flow_core::StepState::Invalid;
+        step.finished_at = Some(Utc::now());
+        step.error = Some(message);
+        store.save_step(lease, &step).await?;
+    }
+    Ok(())
 }
 
 async fn terminate_recorded(
@@ -478,22 +791,50 @@ async fn terminate_recorded(
     factory: &dyn ClusterFactory,
     context: &ExecutionContext,
     record: &mut ClusterRecord,
+    ttl: std::time::Duration,
 ) -> Result<ClusterState, String> {
     let cluster = factory
         .create(&record.handle.name, context)
         .map_err(|e| e.to_string())?;
-    let (state, message) = match cluster.adopt(&record.handle).await {
-        Ok(false) => (ClusterState::Terminated, Some("found gone".to_string())),
-        Ok(true) => match cluster.terminate().await {
-            Ok(()) if record.handle.reused => (ClusterState::LeftUp, None),
-            Ok(()) => (
-                ClusterState::Terminated,
-                Some("terminated as an orphan".to_string()),
-            ),
-            Err(e) => (ClusterState::TerminateFailed, Some(e.to_string())),
+    let key = SharedClusterKey::of_handle(&record.handle);
+    let mut others = None;
+    if let Some(key) = &key {
+        // Ended only if no live run uses it any more.
+        match store
+            .release_cluster(lease, key, Utc::now(), ttl)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            ClusterRelease::Last => {}
+            ClusterRelease::Others(n) => others = Some(n),
+        }
+    }
+    let (state, message) = match others {
+        Some(n) => (
+            ClusterState::LeftUp,
+            Some(format!("left up for the {n} live run(s) still using it")),
+        ),
+        None => match cluster.adopt(&record.handle).await {
+            Ok(false) => (ClusterState::Terminated, Some("found gone".to_string())),
+            Ok(true) => match cluster.terminate().await {
+                Ok(()) if record.handle.reused => (ClusterState::LeftUp, None),
+                Ok(()) => (
+                    ClusterState::Terminated,
+                    Some("terminated as an orphan".to_string()),
+                ),
+                Err(e) => (ClusterState::TerminateFailed, Some(e.to_string())),
+            },
+            Err(e) => return Err(e.to_string()),
         },
-        Err(e) => return Err(e.to_string()),
     };
+    if let (Some(key), ClusterState::Terminated | ClusterState::LeftUp, None) =
+        (&key, state, others)
+    {
+        store
+            .forget_cluster(lease, key, &record.handle.backend_id)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
     record.state = state;
     record.message = message.clone();
     record.updated_at = Utc::now();

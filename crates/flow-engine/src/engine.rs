@@ -622,6 +622,7 @@ impl ExecutionEngine {
             cancel: self.cancel.clone(),
             lost: lost.clone(),
             grace: self.options.cancel_grace,
+            lease_ttl: self.options.lease_ttl,
             observer: self.options.observer.clone(),
             flow_span: flow_span.clone(),
             run_log: run_log.clone(),

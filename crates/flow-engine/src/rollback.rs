@@ -160,6 +160,7 @@ impl ExecutionEngine {
             cancel: self.cancel.clone(),
             lost: lost.clone(),
             grace: self.options.cancel_grace,
+            lease_ttl: self.options.lease_ttl,
             observer: None,
             flow_span: flow_span.clone(),
             run_log: run_log.clone(),

@@ -26,6 +26,9 @@ pub(crate) struct RunContext {
     /// and leaves running jobs and clusters to the new holder.
     pub lost: CancellationToken,
     pub grace: Duration,
+    /// How long a lease lives without a heartbeat: whether another run
+    /// sharing a cluster is still alive.
+    pub lease_ttl: Duration,
     pub observer: Option<Arc<dyn RunObserver>>,
     pub flow_span: Span,
     /// The run's log files; a line that cannot be written stops the run.

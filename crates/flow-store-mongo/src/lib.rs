@@ -6,7 +6,8 @@
 //! dates (see `model.rs`), so a record written by either engine reads back
 //! in the other; this engine's fields are additive. Its own collections are
 //! `flow_lease` (run leases), `flow_run` (run history), `flow_cluster`
-//! (clusters a run launched), `log_recording` (log lines, shared with
+//! (clusters a run launched), `flow_shared_cluster` (which live runs use each
+//! shared cluster, see `shared_cluster.rs`), `log_recording` (log lines, shared with
 //! Synergy's scheduler) and `flow_log_counter` (log positions). Unique
 //! indexes are created at start-up; creating one that exists is a no-op.
 //! Those on `log_recording` are partial (documents with a `position`), so
@@ -79,6 +80,7 @@ mod model;
 mod odm;
 mod records;
 mod settings;
+mod shared_cluster;
 mod store;
 mod transaction;
 mod with_runtime;

@@ -10,9 +10,9 @@ use bson::oid::ObjectId;
 use bson::{doc, Document};
 use chrono::{DateTime, Utc};
 use flow_core::{
-    ClusterRecord, FlowKey, FlowQuery, FlowRecord, FlowStore, JobKey, JobQuery, Lease, LeaseInfo,
-    LeaseOutcome, LogLine, LogQuery, RecordId, RunQuery, RunRecord, StepRecord, StoreError,
-    StoredLogLine, TimetableJob,
+    ClusterClaim, ClusterHandle, ClusterRecord, ClusterRelease, FlowKey, FlowQuery, FlowRecord,
+    FlowStore, JobKey, JobQuery, Lease, LeaseInfo, LeaseOutcome, LogLine, LogQuery, RecordId,
+    RunQuery, RunRecord, SharedClusterKey, StepRecord, StoreError, StoredLogLine, TimetableJob,
 };
 use std::time::Duration;
 
@@ -290,6 +290,45 @@ impl FlowStore for MongoStore {
             ClusterDoc::to_record,
         )
         .await
+    }
+
+    async fn claim_cluster(
+        &self,
+        lease: &Lease,
+        run: &RecordId,
+        cluster: &SharedClusterKey,
+        now: DateTime<Utc>,
+        ttl: Duration,
+    ) -> Result<ClusterClaim, StoreError> {
+        self.claim_shared(lease, run, cluster, now, ttl).await
+    }
+
+    async fn set_cluster_handle(
+        &self,
+        lease: &Lease,
+        cluster: &SharedClusterKey,
+        handle: &ClusterHandle,
+    ) -> Result<(), StoreError> {
+        self.set_shared_handle(lease, cluster, handle).await
+    }
+
+    async fn release_cluster(
+        &self,
+        lease: &Lease,
+        cluster: &SharedClusterKey,
+        now: DateTime<Utc>,
+        ttl: Duration,
+    ) -> Result<ClusterRelease, StoreError> {
+        self.release_shared(lease, cluster, now, ttl).await
+    }
+
+    async fn forget_cluster(
+        &self,
+        lease: &Lease,
+        cluster: &SharedClusterKey,
+        backend_id: &str,
+    ) -> Result<(), StoreError> {
+        self.forget_shared(lease, cluster, backend_id).await
     }
 
     async fn append_logs(&self, lines: &[LogLine]) -> Result<(), StoreError> {

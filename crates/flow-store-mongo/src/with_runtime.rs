@@ -8,9 +8,9 @@ use crate::{MongoError, MongoOptions, MongoStore};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use flow_core::{
-    ClusterRecord, FlowKey, FlowQuery, FlowRecord, FlowStore, JobKey, JobQuery, Lease, LeaseInfo,
-    LeaseOutcome, LogLine, LogQuery, RecordId, RunQuery, RunRecord, StepRecord, StoreError,
-    StoredLogLine, TimetableJob,
+    ClusterClaim, ClusterHandle, ClusterRecord, ClusterRelease, FlowKey, FlowQuery, FlowRecord,
+    FlowStore, JobKey, JobQuery, Lease, LeaseInfo, LeaseOutcome, LogLine, LogQuery, RecordId,
+    RunQuery, RunRecord, SharedClusterKey, StepRecord, StoreError, StoredLogLine, TimetableJob,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -171,6 +171,49 @@ impl FlowStore for MongoStoreWithRuntime {
     async fn list_clusters(&self, key: Option<&FlowKey>) -> Result<Vec<ClusterRecord>, StoreError> {
         let key = key.cloned();
         self.run(|s| async move { s.list_clusters(key.as_ref()).await })
+            .await
+    }
+    async fn claim_cluster(
+        &self,
+        lease: &Lease,
+        run: &RecordId,
+        cluster: &SharedClusterKey,
+        now: DateTime<Utc>,
+        ttl: Duration,
+    ) -> Result<ClusterClaim, StoreError> {
+        let (lease, run, cluster) = (lease.clone(), run.clone(), cluster.clone());
+        self.run(|s| async move { s.claim_cluster(&lease, &run, &cluster, now, ttl).await })
+            .await
+    }
+    async fn set_cluster_handle(
+        &self,
+        lease: &Lease,
+        cluster: &SharedClusterKey,
+        handle: &ClusterHandle,
+    ) -> Result<(), StoreError> {
+        let (lease, cluster, handle) = (lease.clone(), cluster.clone(), handle.clone());
+        self.run(|s| async move { s.set_cluster_handle(&lease, &cluster, &handle).await })
+            .await
+    }
+    async fn release_cluster(
+        &self,
+        lease: &Lease,
+        cluster: &SharedClusterKey,
+        now: DateTime<Utc>,
+        ttl: Duration,
+    ) -> Result<ClusterRelease, StoreError> {
+        let (lease, cluster) = (lease.clone(), cluster.clone());
+        self.run(|s| async move { s.release_cluster(&lease, &cluster, now, ttl).await })
+            .await
+    }
+    async fn forget_cluster(
+        &self,
+        lease: &Lease,
+        cluster: &SharedClusterKey,
+        backend_id: &str,
+    ) -> Result<(), StoreError> {
+        let (lease, cluster, backend_id) = (lease.clone(), cluster.clone(), backend_id.to_string());
+        self.run(|s| async move { s.forget_cluster(&lease, &cluster, &backend_id).await })
             .await
     }
     async fn append_logs(&self, lines: &[LogLine]) -> Result<(), StoreError> {

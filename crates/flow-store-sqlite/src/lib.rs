@@ -19,16 +19,18 @@
 //!
 //! What it is not: a shared store for engines on different machines (SQLite
 //! locking over network filesystems is unreliable; put the file on a local
-//! disk), or a general migration tool (it creates schema version 3, upgrades
-//! a version-1 or -2 file in place when it opens one, and refuses newer files).
+//! disk), or a general migration tool (it creates schema version 4, upgrades
+//! a version-1, -2 or -3 file in place when it opens one, and refuses newer files).
 //!
-//! Schema (`PRAGMA user_version = 3`; version 3 added `job`): tables `flow` (unique on `flow_name,
+//! Schema (`PRAGMA user_version = 4`; version 3 added `job`, version 4
+//! `shared_cluster`): tables `flow` (unique on `flow_name,
 //! timeperiod`), `step` (unique on `flow_name, timeperiod, step_name`),
 //! `lease` (primary key `flow_name, timeperiod`; released leases keep their
 //! row with an empty owner, so fencing tokens only grow), `run` (one row per
 //! engine invocation), `cluster` (clusters runs launched), `job` (the
 //! scheduler's Jobs, unique on `process_name, time_qualifier, timeperiod`;
-//! written under the lease of the Job's claim key) and `log` (recorded
+//! written under the lease of the Job's claim key), `shared_cluster` (which
+//! live runs use each shared cluster, one JSON record per name) and `log` (recorded
 //! log lines; `position` is `AUTOINCREMENT`, so it never goes back even after
 //! a purge). States are stored as their `as_str()` strings, timeperiods as
 //! their 10 digits and timestamps as RFC 3339 UTC text with microseconds
@@ -42,9 +44,9 @@ mod writer;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use flow_core::{
-    ClusterRecord, FlowKey, FlowQuery, FlowRecord, FlowStore, JobKey, JobQuery, Lease, LeaseInfo,
-    LeaseOutcome, LogLine, LogQuery, RecordId, RunQuery, RunRecord, StepRecord, StoreError,
-    StoredLogLine, TimetableJob,
+    ClusterClaim, ClusterHandle, ClusterRecord, ClusterRelease, FlowKey, FlowQuery, FlowRecord,
+    FlowStore, JobKey, JobQuery, Lease, LeaseInfo, LeaseOutcome, LogLine, LogQuery, RecordId,
+    RunQuery, RunRecord, SharedClusterKey, StepRecord, StoreError, StoredLogLine, TimetableJob,
 };
 use rusqlite::{Connection, OpenFlags};
 use std::fmt;
@@ -404,18 +406,21 @@ fn setup(conn: &Connection, options: &SqliteOptions) -> Result<(), SetupError> {
     let script = match version {
         sql::SCHEMA_VERSION => return Ok(()),
         0 => format!(
-            "{}{}{}",
+            "{}{}{}{}",
             sql::SCHEMA,
             sql::SCHEMA_V2_TABLES,
-            sql::SCHEMA_V3_TABLES
+            sql::SCHEMA_V3_TABLES,
+            sql::SCHEMA_V4_TABLES
         ),
         1 => format!(
-            "{}{}{}",
+            "{}{}{}{}",
             sql::MIGRATE_V1_TO_V2,
             sql::SCHEMA_V2_TABLES,
-            sql::SCHEMA_V3_TABLES
+            sql::SCHEMA_V3_TABLES,
+            sql::SCHEMA_V4_TABLES
         ),
-        2 => sql::SCHEMA_V3_TABLES.to_string(),
+        2 => format!("{}{}", sql::SCHEMA_V3_TABLES, sql::SCHEMA_V4_TABLES),
+        3 => sql::SCHEMA_V4_TABLES.to_string(),
         newer => {
             return Err(SetupError::Refused(format!(
                 "schema version {newer} is newer than this build understands ({})",
@@ -446,6 +451,8 @@ fn setup(conn: &Connection, options: &SqliteOptions) -> Result<(), SetupError> {
                 "upgrading the schema from version 1"
             } else if version == 2 {
                 "upgrading the schema from version 2"
+            } else if version == 3 {
+                "upgrading the schema from version 3"
             } else {
                 "creating the schema"
             },
@@ -638,6 +645,61 @@ impl FlowStore for SqliteStore {
             .map_or_else(|| "all flows".to_string(), ToString::to_string);
         self.read("list_clusters", name, move |conn| {
             sql::list_clusters(conn, key.as_ref())
+        })
+        .await
+    }
+
+    async fn claim_cluster(
+        &self,
+        lease: &Lease,
+        run: &RecordId,
+        cluster: &SharedClusterKey,
+        now: DateTime<Utc>,
+        ttl: Duration,
+    ) -> Result<ClusterClaim, StoreError> {
+        let (lease, run, cluster) = (lease.clone(), run.clone(), cluster.clone());
+        self.write("claim_cluster", cluster.to_string(), move |conn| {
+            sql::claim_cluster(conn, &lease, &run, &cluster, now, ttl)
+        })
+        .await
+    }
+
+    async fn set_cluster_handle(
+        &self,
+        lease: &Lease,
+        cluster: &SharedClusterKey,
+        handle: &ClusterHandle,
+    ) -> Result<(), StoreError> {
+        let (lease, cluster, handle) = (lease.clone(), cluster.clone(), handle.clone());
+        self.write("set_cluster_handle", cluster.to_string(), move |conn| {
+            sql::set_cluster_handle(conn, &lease, &cluster, &handle)
+        })
+        .await
+    }
+
+    async fn release_cluster(
+        &self,
+        lease: &Lease,
+        cluster: &SharedClusterKey,
+        now: DateTime<Utc>,
+        ttl: Duration,
+    ) -> Result<ClusterRelease, StoreError> {
+        let (lease, cluster) = (lease.clone(), cluster.clone());
+        self.write("release_cluster", cluster.to_string(), move |conn| {
+            sql::release_cluster(conn, &lease, &cluster, now, ttl)
+        })
+        .await
+    }
+
+    async fn forget_cluster(
+        &self,
+        lease: &Lease,
+        cluster: &SharedClusterKey,
+        backend_id: &str,
+    ) -> Result<(), StoreError> {
+        let (lease, cluster, backend_id) = (lease.clone(), cluster.clone(), backend_id.to_string());
+        self.write("forget_cluster", cluster.to_string(), move |conn| {
+            sql::forget_cluster(conn, &lease, &cluster, &backend_id)
         })
         .await
     }

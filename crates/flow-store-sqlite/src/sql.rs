@@ -16,17 +16,18 @@
 use crate::writer::DbError;
 use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use flow_core::{
-    ActionSetState, ClusterHandle, ClusterRecord, ClusterState, FlowKey, FlowQuery, FlowRecord,
-    FlowState, JobKey, JobQuery, JobRecord, JobState, Lease, LeaseInfo, LeaseOutcome, LogLevel,
-    LogLine, LogQuery, RecordId, RollbackRecord, RunMode, RunQuery, RunRecord, RunStep, StepRecord,
-    StepState, StoredLogLine, TimeQualifier, Timeperiod, TimetableJob,
+    ActionSetState, ClusterClaim, ClusterHandle, ClusterRecord, ClusterRelease, ClusterState,
+    ClusterUser, FlowKey, FlowQuery, FlowRecord, FlowState, JobKey, JobQuery, JobRecord, JobState,
+    Lease, LeaseInfo, LeaseOutcome, LogLevel, LogLine, LogQuery, RecordId, RollbackRecord, RunMode,
+    RunQuery, RunRecord, RunStep, SharedCluster, SharedClusterKey, StepRecord, StepState,
+    StoredLogLine, TimeQualifier, Timeperiod, TimetableJob,
 };
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// The `user_version` this build writes and reads.
-pub(crate) const SCHEMA_VERSION: i64 = 3;
+pub(crate) const SCHEMA_VERSION: i64 = 4;
 
 /// Schema version 2, created from scratch.
 pub(crate) const SCHEMA: &str = "
@@ -144,6 +145,17 @@ CREATE TABLE IF NOT EXISTS job (
 );
 CREATE INDEX IF NOT EXISTS job_by_state ON job (state, timeperiod);
 CREATE INDEX IF NOT EXISTS job_by_timeperiod ON job (timeperiod, process_name);
+";
+
+/// What version 4 added: which runs use each shared cluster (the record
+/// is [`SharedCluster`] as JSON; the rule is flow-core's).
+pub(crate) const SCHEMA_V4_TABLES: &str = "
+CREATE TABLE IF NOT EXISTS shared_cluster (
+    kind   TEXT NOT NULL,
+    name   TEXT NOT NULL,
+    record TEXT NOT NULL,
+    PRIMARY KEY (kind, name)
+);
 ";
 
 /// Upgrades a version-1 file in place (inside the caller's transaction).
@@ -1221,4 +1233,145 @@ fn decode_log(row: &Row<'_>) -> Result<StoredLogLine, DbError> {
             message: f.text(8, "message")?,
         },
     })
+}
+
+const GET_SHARED_CLUSTER: &str = "SELECT record FROM shared_cluster WHERE kind = ?1 AND name = ?2";
+const PUT_SHARED_CLUSTER: &str =
+    "INSERT INTO shared_cluster (kind, name, record) VALUES (?1, ?2, ?3) \
+     ON CONFLICT (kind, name) DO UPDATE SET record = excluded.record";
+const DELETE_SHARED_CLUSTER: &str = "DELETE FROM shared_cluster WHERE kind = ?1 AND name = ?2";
+
+fn get_shared_cluster(
+    conn: &Connection,
+    key: &SharedClusterKey,
+) -> Result<Option<SharedCluster>, DbError> {
+    let text: Option<String> = conn
+        .prepare_cached(GET_SHARED_CLUSTER)?
+        .query_row(params![key.kind, key.name], |row| row.get(0))
+        .optional()?;
+    text.map(|text| {
+        serde_json::from_str(&text).map_err(|e| DbError::Corrupt {
+            what: "shared cluster record",
+            key: key.to_string(),
+            message: e.to_string(),
+        })
+    })
+    .transpose()
+}
+
+fn put_shared_cluster(
+    conn: &Connection,
+    key: &SharedClusterKey,
+    record: Option<&SharedCluster>,
+) -> Result<(), DbError> {
+    match record {
+        Some(record) => {
+            let text = json(record, "the shared cluster record")?;
+            conn.prepare_cached(PUT_SHARED_CLUSTER)?
+                .execute(params![key.kind, key.name, text])?;
+        }
+        None => {
+            conn.prepare_cached(DELETE_SHARED_CLUSTER)?
+                .execute(params![key.kind, key.name])?;
+        }
+    }
+    Ok(())
+}
+
+/// True while `user`'s lease is live, read in the caller's transaction.
+fn user_live(
+    conn: &Connection,
+    user: &ClusterUser,
+    now: DateTime<Utc>,
+    ttl: Duration,
+) -> Result<bool, DbError> {
+    Ok(user.is_live(get_lease(conn, &user.key())?.as_ref(), now, ttl))
+}
+
+/// The liveness of every user `record` names, so the pure rule can ask.
+fn live_users(
+    conn: &Connection,
+    record: Option<&SharedCluster>,
+    now: DateTime<Utc>,
+    ttl: Duration,
+) -> Result<Vec<ClusterUser>, DbError> {
+    let mut live = Vec::new();
+    for user in record.map(SharedCluster::named_users).unwrap_or_default() {
+        if user_live(conn, user, now, ttl)? {
+            live.push(user.clone());
+        }
+    }
+    Ok(live)
+}
+
+pub(crate) fn claim_cluster(
+    conn: &Connection,
+    lease: &Lease,
+    run: &RecordId,
+    key: &SharedClusterKey,
+    now: DateTime<Utc>,
+    ttl: Duration,
+) -> Result<ClusterClaim, DbError> {
+    check_fence(conn, lease)?;
+    let existing = get_shared_cluster(conn, key)?;
+    let live = live_users(conn, existing.as_ref(), now, ttl)?;
+    let me = ClusterUser::new(&lease.key, run.clone(), lease.token);
+    let (claim, record) = SharedCluster::claim(existing, key, &me, |u| live.contains(u));
+    if let Some(record) = record {
+        put_shared_cluster(conn, key, Some(&record))?;
+    }
+    Ok(claim)
+}
+
+pub(crate) fn set_cluster_handle(
+    conn: &Connection,
+    lease: &Lease,
+    key: &SharedClusterKey,
+    handle: &ClusterHandle,
+) -> Result<(), DbError> {
+    check_fence(conn, lease)?;
+    match get_shared_cluster(conn, key)? {
+        Some(mut record)
+            if record.launcher.key() == lease.key && record.launcher.token == lease.token =>
+        {
+            record.handle = Some(handle.clone());
+            put_shared_cluster(conn, key, Some(&record))
+        }
+        _ => Err(DbError::Internal(format!(
+            "{key}: this run is not the one launching it"
+        ))),
+    }
+}
+
+pub(crate) fn release_cluster(
+    conn: &Connection,
+    lease: &Lease,
+    key: &SharedClusterKey,
+    now: DateTime<Utc>,
+    ttl: Duration,
+) -> Result<ClusterRelease, DbError> {
+    check_fence(conn, lease)?;
+    let Some(existing) = get_shared_cluster(conn, key)? else {
+        return Ok(ClusterRelease::Last);
+    };
+    let live = live_users(conn, Some(&existing), now, ttl)?;
+    let me = ClusterUser::new(&lease.key, RecordId::new(""), lease.token);
+    let (answer, record) = existing.release(&me, |u| live.contains(u));
+    put_shared_cluster(conn, key, record.as_ref())?;
+    Ok(answer)
+}
+
+pub(crate) fn forget_cluster(
+    conn: &Connection,
+    lease: &Lease,
+    key: &SharedClusterKey,
+    backend_id: &str,
+) -> Result<(), DbError> {
+    check_fence(conn, lease)?;
+    let names_it = get_shared_cluster(conn, key)?
+        .is_some_and(|r| r.handle.is_some_and(|h| h.backend_id == backend_id));
+    if names_it {
+        put_shared_cluster(conn, key, None)?;
+    }
+    Ok(())
 }

@@ -890,13 +890,13 @@ fn open_refuses_a_newer_schema_and_foreign_tables() {
     let dir = Dir::new();
     drop(dir.open());
     dir.other_connection()
-        .execute_batch("PRAGMA user_version = 4")
+        .execute_batch("PRAGMA user_version = 5")
         .unwrap();
     let message = expect_open_error(
         &dir.db(),
         SqliteStore::open(&dir.db(), SqliteOptions::default()),
     );
-    assert!(message.contains("schema version 4"), "{message}");
+    assert!(message.contains("schema version 5"), "{message}");
 
     let path = dir.dir.path().join("foreign.db");
     rusqlite::Connection::open(&path)
@@ -924,7 +924,7 @@ async fn wal_is_on_and_the_schema_is_versioned() {
         let version: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(version, 3);
+        assert_eq!(version, 4);
         let tables: Vec<String> = conn
             .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
             .unwrap()
@@ -941,6 +941,7 @@ async fn wal_is_on_and_the_schema_is_versioned() {
                 "lease",
                 "log",
                 "run",
+                "shared_cluster",
                 "sqlite_sequence",
                 "step"
             ]
@@ -1130,7 +1131,7 @@ async fn a_version_1_file_is_upgraded_in_place() {
         .other_connection()
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 3);
+    assert_eq!(version, 4);
 }
 
 /// A version-2 file (before Jobs) gets the `job` table when opened.
@@ -1152,7 +1153,7 @@ async fn a_version_2_file_is_upgraded_with_the_job_table() {
         .other_connection()
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 3);
+    assert_eq!(version, 4);
 }
 
 /// The database file and its WAL and shared-memory files are readable by

@@ -20,6 +20,7 @@ mod jobs;
 mod lease;
 mod logs;
 mod records;
+mod shared;
 
 use crate::cluster::{ClusterHandle, JobHandle};
 use crate::record::{
@@ -111,6 +112,7 @@ pub async fn store_conformance(store: StoreUnderTest) {
     suite.fencing().await;
     suite.runs().await;
     suite.clusters().await;
+    suite.shared_clusters().await;
     suite.logs_in_order_under_concurrent_writers().await;
     suite.log_filters_and_purge().await;
     suite.ids_round_trip_as_strings().await;
