@@ -15,7 +15,10 @@ use std::process::Command;
 /// Each API's peer name and the name filter of its end-to-end tests that
 /// need only its fake (those that also need GCS are `..._on_fake_gcs`).
 /// A new API module adds a line here.
-pub const APIS: &[(&str, &str)] = &[("fake-dataproc", "_on_fake_dataproc")];
+pub const APIS: &[(&str, &str)] = &[
+    ("fake-dataproc", "_on_fake_dataproc"),
+    ("fake-qubole", "_on_fake_qubole"),
+];
 
 /// Builds the binary (debug) from this tree and returns the environment
 /// for the tests; a failed build is the run's failure (the tests never
