@@ -91,9 +91,15 @@ struct Fake {
 impl Fake {
     /// Without `gcs`, the fake writes no driver output (a flow without GCS
     /// steps needs no GCS server).
-    fn start(gcs: Option<&str>, staging: &str) -> Fake {
+    /// It writes a service-account key at `key_file` whose `token_uri` is
+    /// its token endpoint: it takes only tokens it issued, as Dataproc.
+    fn start(gcs: Option<&str>, staging: &str, key_file: &std::path::Path, extra: &[&str]) -> Fake {
         let mut command = Command::new(fake_binary());
-        command.arg("dataproc");
+        command
+            .arg("dataproc")
+            .arg("--key-file")
+            .arg(key_file)
+            .args(extra);
         if let Some(gcs) = gcs {
             command.args(["--gcs-endpoint", gcs]);
         }
@@ -139,6 +145,21 @@ impl Fake {
 
     fn jobs(&self) -> Vec<serde_json::Value> {
         self.get("jobs")["jobs"].as_array().unwrap().clone()
+    }
+
+    fn post(&self, what: &str) {
+        let (status, body) = http("POST", &format!("{}/fake/{what}", self.url), "");
+        assert_eq!(status, 200, "{body}");
+    }
+
+    /// The access tokens the fake's token endpoint issued, in order.
+    fn tokens(&self) -> Vec<String> {
+        self.get("tokens")["tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["token"].as_str().unwrap().to_string())
+            .collect()
     }
 
     fn deleted(&self) -> Vec<String> {
@@ -187,16 +208,21 @@ impl Home {
     /// On fake-gcs-server: the buckets exist there, the fake writes driver
     /// output there.
     fn new(test: &str) -> Home {
-        Home::on(test, Some(gcs_endpoint()))
+        Home::on(test, Some(gcs_endpoint()), &[])
     }
 
     /// Without a GCS server: the GCS endpoint is a loopback port where
     /// nothing listens, so any GCS call the flow made would fail it.
     fn without_gcs(test: &str) -> Home {
-        Home::on(test, None)
+        Home::on(test, None, &[])
     }
 
-    fn on(test: &str, gcs_server: Option<String>) -> Home {
+    /// Without a GCS server, the fake started with `fake_args` too.
+    fn without_gcs_with(test: &str, fake_args: &[&str]) -> Home {
+        Home::on(test, None, fake_args)
+    }
+
+    fn on(test: &str, gcs_server: Option<String>, fake_args: &[&str]) -> Home {
         let unique = format!("{test}-{}", std::process::id());
         let (code, data, staging) = (
             format!("dp-code-{unique}"),
@@ -223,8 +249,13 @@ impl Home {
                 format!("http://127.0.0.1:{port}")
             }
         };
-        let fake = Fake::start(gcs_server.as_deref(), &staging);
         let home = support::Home::empty();
+        let fake = Fake::start(
+            gcs_server.as_deref(),
+            &staging,
+            &home.path("key.json"),
+            fake_args,
+        );
         home.write(
             "flow.toml",
             &format!(
@@ -240,6 +271,8 @@ project = "flow-test"
 region = "europe-west1"
 zone = "europe-west1-b"
 endpoint = "{fake}"
+endpoint_auth = true
+credentials_file = "{key}"
 code_bucket = "{code}"
 image_version = "2.2-debian12"
 labels = {{ team = "data" }}
@@ -265,7 +298,8 @@ heartbeat = "500ms"
 [engine]
 cancel_grace = "10s"
 "#,
-                fake = fake.url
+                fake = fake.url,
+                key = home.path("key.json").display()
             ),
         );
         home.write("count.py", "print('counting')\n");
@@ -563,7 +597,7 @@ fn recover_adopts_a_job_that_outlived_a_killed_engine_and_deletes_its_cluster_on
 /// job: one job runs, not two.
 #[test]
 #[ignore = "needs the Dataproc contract fake built from this tree: run through `cargo xtask test`"]
-fn a_job_whose_polling_gave_up_is_adopted_by_recover_not_submitted_again_on_contract_fake() {
+fn a_job_whose_polling_gave_up_is_adopted_by_recover_not_submitted_again_on_fake_dataproc() {
     let home = Home::without_gcs("unknown");
     home.write_spark_only_flow(r#""fake.run_for" = "4s""#);
     let mut engine = home
@@ -669,4 +703,116 @@ main = {{ action = "spark", application = "jobs/count.py", conf = {{ "fake.run_f
         );
     }
     assert_eq!(home.fake.count("clusters.create"), 2);
+}
+
+/// Starts `flow run` and waits until the fake has a job `RUNNING`.
+fn run_until_a_job_runs(home: &Home) -> Child {
+    let mut engine = home
+        .command(&["run", "dp.toml", "--timeperiod", TP])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !home
+        .fake
+        .jobs()
+        .iter()
+        .any(|j| j["status"]["state"] == "RUNNING")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the job never ran: {:?}",
+            home.fake.jobs()
+        );
+        assert!(
+            engine.try_wait().unwrap().is_none(),
+            "the engine ended early"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    engine
+}
+
+#[test]
+#[ignore = "needs the Dataproc contract fake built from this tree: run through `cargo xtask test`"]
+fn a_cluster_that_breaks_under_a_running_job_fails_the_step_with_its_reason_and_recover_completes_on_fake_dataproc(
+) {
+    let home = Home::without_gcs("breaks");
+    home.write_spark_only_flow(r#""fake.run_for" = "4s""#);
+    let engine = run_until_a_job_runs(&home);
+    home.fake.post(&format!(
+        "break_cluster?cluster={CLUSTER}&state=ERROR&detail={}",
+        encode("Master node flow-dp-m lost: disk failure")
+    ));
+    let out = engine.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let (flow, states) = home.states();
+    assert_eq!(flow, "state_invalid", "{}", text(&out));
+    assert_eq!(states, steps(&[("count", "state_invalid")]));
+    let log = home.read("logs/dp/count.log");
+    assert!(
+        log.contains(CLUSTER) && log.contains("Master node flow-dp-m lost: disk failure"),
+        "the step names the cluster's reason: {log}"
+    );
+    assert_eq!(
+        home.fake.deleted(),
+        [CLUSTER],
+        "the broken cluster is deleted"
+    );
+
+    // Recover makes a new cluster and completes.
+    let out = home.expect(0, &["recover", "dp.toml", "--timeperiod", TP]);
+    let (flow, states) = home.states();
+    assert_eq!(flow, "state_processed", "{}", text(&out));
+    assert_eq!(states, steps(&[("count", "state_processed")]));
+    assert_eq!(home.fake.count("clusters.create"), 2);
+    assert_eq!(home.fake.count("jobs.submit"), 2);
+    assert_eq!(home.fake.jobs()[1]["status"]["state"], "DONE");
+    assert_eq!(home.fake.deleted(), [CLUSTER, CLUSTER]);
+}
+
+#[test]
+#[ignore = "needs the Dataproc contract fake built from this tree: run through `cargo xtask test`"]
+fn a_token_that_expires_mid_run_is_refreshed_on_fake_dataproc() {
+    // Tokens live 25 s; the client (gcp_auth) renews one 20 s before its
+    // expiry, i.e. 5 s after it got it. Once the first token is issued the
+    // fake's clock jumps 18 s, so the fake refuses that token 7 s after
+    // issuing it (401): a client that kept it would fail the 10 s job.
+    let home = Home::without_gcs_with("token", &["--token-lifetime", "25s"]);
+    home.write_spark_only_flow(r#""fake.run_for" = "10s""#);
+    let engine = home
+        .command(&["run", "dp.toml", "--timeperiod", TP])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while home.fake.tokens().is_empty() {
+        assert!(Instant::now() < deadline, "no token was asked for");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    home.fake.post("clock?advance=18s");
+    let out = engine.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let tokens = home.fake.tokens();
+    assert!(tokens.len() >= 2, "the token was refreshed: {tokens:?}");
+    let seen = home.fake.get("tokens")["authorizations"].clone();
+    let seen: Vec<&str> = seen
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert!(
+        seen.contains(&format!("Bearer {}", tokens[1]).as_str()),
+        "requests carried the new token: {seen:?}"
+    );
+    assert_eq!(
+        seen.last().copied(),
+        Some(format!("Bearer {}", tokens.last().unwrap()).as_str()),
+        "the last request carried the newest token"
+    );
+    let (flow, _) = home.states();
+    assert_eq!(flow, "state_processed");
 }

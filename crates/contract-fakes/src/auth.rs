@@ -160,3 +160,22 @@ impl Tokens {
         self.ledger().authorizations.clone()
     }
 }
+
+/// A throwaway RSA key made for these tests only: it signs the JWT a
+/// client's service-account flow sends to a fake's token endpoint.
+pub const TEST_PRIVATE_KEY: &str = "-----BEGIN PRIVATE KEY-----\nMIIEvAIBADANBgkqhkiG9w0BAQEFAASCBKYwggSiAgEAAoIBAQCaR3bLTxFIoQ0z\nmOgvTh53UIhbERupsIBmAn/Gr1tpOXkg1mCQrWEhSKBoQioDJWApdD5tM7SsP/EO\nmacxEbJ/TIMrybvoPmZ+qnUgFV8BBo0nI49e3wotoHHcRn9C1HzkvwskhKgxwZbN\n0BfX5dpSGOZO0B/7cnIAWk2SGmLkP+m5KX5Sh2473vTilZgehkiw/3kLElqukSn3\ncvd0llr7ro22WWWEPZ/XzI0HCpcIUi97aPCVaxOlTRw9lsbyw3l37F1arzz9e9J1\nWxhH6yES/g7LlSAO2YLJK/xeayMIvWwwVCMslxziSwTInU9hFvkZ/x4aAcj839S6\nu9aRfoj7AgMBAAECggEABjpLR9K1wmZJ56LNAJfZL/zOvEpZAQUQcc25BbavbHR2\n+MXemQh+qr7JRtwg4QahtpqsKHFVYjykiO/X6Wmq+GuIwfw/OxVFwugzmStzrdFr\nYkCTuYMsYIIhBoDMA1Ebh4pUs1EtjvCfG0jCpaLwKK87oMPS/q30fyImDndFNax0\nwVHE1pSuebJ09eo5pvh4wt7fEoa2esraS0aNvQOd3Pwes1L0PQFvKJRwRx846Yfm\nVgR0+DY5ZkQgBwixNOz5TiMVtzlzZdEOSAjJZsQUte4nvR8omRMyvoSCvl7shy5+\ntJgz0kOuj6vpyEbAbse1E+l/8qJb+JDDU4Oq84zx0QKBgQDKFwAY3U4vTUUjDcxo\nnHZSSLz7dBiR0QeyXx5lri7JiUlboOiVQT4Rcfn0ZwjVw4NAhL5ODxze88IWATIk\nmA9hwEYXPPUudgollV8F5GUaaZiHOmRU/zy7HfaGx1hEY4PBNuHvcyJ/z9v4mvME\n6eAUDzYzejiE70Jar1PCBtvtsQKBgQDDb2eN+EtJovuvcUpQ7CgVb8t4qhuzhwri\n2Z17m8rQ0fSWiNJZh/orc3UhybbBoaCLyMUmjGIUtm1u7HD/SeWRMvFU8KpFkHKu\nj0YCRZNVem29DZiORJzYiK+zVvLZaONclWWU+sYPkBbx1tACnL800NyS8HYI+8mE\nRm+I4lEwawKBgAE6+J4uIr64+rXG7LqqUTIZDUV+pHOm0SQt3hKCZ/iEJHUxWpkm\nB4m1pu7s/anHgfIPnNT+1I8q7sCRi0ubvWQ79nFHxrpcr50g9q4jgNYTVIFmQpwd\n3bHJ8elKJ2hrLq8rdV6u1cPvcQhncRlTjzCwEwVnNhbhGgdRT/I7dnVRAoGAJ+Zi\nufVrSYlg4Ry8E3FjbZz5aZUxOqHjcxUCte3EpoV27hTY/TZpuN1FmLRZ/4ZEBMXk\nmk4m6Bumk/LpzvUDTXWdF75axQEMqN7PaD9UKStppCNWdhVEAGFHndGumvxzDr/h\nkVzxetPsG0vEBASEdP//SHCXaJYfOkY3Fzc9ZCkCgYBRsaIowpleGPiH8ZgHBZnW\n9HGuGnKfb0VNsXjrem6RD6briPBOxqCnyBRApYBn1UMLwIsE+A7npLxg4kOkNI0h\n5K0gZvH3YD7RDdVtSV3kSe0Z7cKNZgrFcaQ+Dvke4Mg3NjuBhKc7ePAsElnEJx/e\nxykQRV9I/srA5gzgiqW21A==\n-----END PRIVATE KEY-----\n";
+
+/// A service-account key file's JSON whose `token_uri` is `token_uri` (a
+/// fake's `/token`), signed with [`TEST_PRIVATE_KEY`].
+pub fn service_account_key(token_uri: &str) -> String {
+    json!({
+        "type": "service_account",
+        "project_id": "proj",
+        "private_key_id": "test",
+        "private_key": TEST_PRIVATE_KEY,
+        "client_email": "flow@proj.iam.gserviceaccount.com",
+        "client_id": "1",
+        "token_uri": token_uri,
+    })
+    .to_string()
+}

@@ -14,9 +14,15 @@ async fn main() {
     let rest: Vec<String> = args.collect();
     let served = match api.as_str() {
         "dataproc" => match dataproc::args::parse(rest) {
-            Ok((options, port)) => dataproc::FakeDataproc::start(options, port)
-                .await
-                .map(|fake| Box::new(fake) as Box<dyn Fake>),
+            Ok(args) => match dataproc::FakeDataproc::start(args.options, args.port).await {
+                Ok(fake) => match &args.key_file {
+                    Some(path) => fake
+                        .write_key_file(path)
+                        .map(|()| Box::new(fake) as Box<dyn Fake>),
+                    None => Ok(Box::new(fake) as Box<dyn Fake>),
+                },
+                Err(e) => Err(e),
+            },
             Err(e) => usage(&e),
         },
         "qubole" => match qubole::args::parse(rest) {
@@ -30,7 +36,7 @@ async fn main() {
     match served {
         Ok(fake) => server::until_stdin_closes(fake.url()).await,
         Err(e) => {
-            eprintln!("contract-fakes: cannot listen: {e}");
+            eprintln!("contract-fakes: cannot start: {e}");
             std::process::exit(1);
         }
     }

@@ -11,6 +11,7 @@
 //! never by sleeping. The `_on_fake_gcs` test also needs fake-gcs-server
 //! (started by `cargo xtask test`).
 
+use contract_fakes::auth::TEST_PRIVATE_KEY;
 use contract_fakes::dataproc::{FakeDataproc, FakeOptions};
 use flow_cloud::{Clock, ManualClock, PollConfig, RetryConfig};
 use flow_cluster_dataproc::{
@@ -53,15 +54,32 @@ fn retry() -> RetryConfig {
     }
 }
 
+/// A factory builder for `fake`, authorised like on Dataproc: its
+/// service-account key's `token_uri` is the fake's token endpoint.
+fn on_fake(fake: &FakeDataproc) -> DataprocClusterFactoryBuilder {
+    let key_file = std::env::temp_dir().join(format!(
+        "flow-dataproc-key-{}-{}.json",
+        std::process::id(),
+        fake.url().rsplit(':').next().unwrap()
+    ));
+    fake.write_key_file(&key_file).unwrap();
+    DataprocClusterFactoryBuilder::new("proj", "europe-west1")
+        .with_endpoint(fake.url())
+        .with_endpoint_auth(true)
+        .with_credentials_file(&key_file)
+}
+
 async fn setup_with(tweak: impl FnOnce(&mut FakeOptions), gcs: Option<&str>) -> Setup {
     let clock = ManualClock::new();
     let shared: Arc<dyn Clock> = Arc::new(clock.clone());
     let mut options = FakeOptions::new(shared.clone());
+    // The client's token cache runs on wall time while these tests move
+    // the fake's clock by hand (hours at times): tokens outlive the test.
+    options.token_lifetime = Duration::from_secs(365 * 86400);
     options.gcs_endpoint = gcs.map(str::to_string);
     tweak(&mut options);
     let fake = FakeDataproc::start(options, 0).await.unwrap();
-    let mut builder = DataprocClusterFactoryBuilder::new("proj", "europe-west1")
-        .with_endpoint(fake.url())
+    let mut builder = on_fake(&fake)
         .with_code_bucket("code")
         .with_launch_poll(Duration::from_secs(10))
         .with_retry(retry())
@@ -204,8 +222,7 @@ async fn launch_creates_then_waits_on_the_operation_and_running_on_contract_fake
 async fn a_running_cluster_of_another_flow_is_reused_and_left_up_on_contract_fake() {
     let s = setup().await;
     let shared = |flow: &str| {
-        let factory = DataprocClusterFactoryBuilder::new("proj", "europe-west1")
-            .with_endpoint(s.fake.url())
+        let factory = on_fake(&s.fake)
             .with_name("shared-etl")
             .with_clock(Arc::new(s.clock.clone()))
             .build()
@@ -567,8 +584,7 @@ async fn another_engine_adopts_the_cluster_and_the_job_from_their_handles_on_con
     drop(first);
 
     // A new engine: a new factory (same settings), the stored handles only.
-    let later = DataprocClusterFactoryBuilder::new("proj", "europe-west1")
-        .with_endpoint(s.fake.url())
+    let later = on_fake(&s.fake)
         .with_code_bucket("code")
         .with_clock(Arc::new(s.clock.clone()))
         .with_poll(PollConfig::default())
@@ -674,26 +690,13 @@ async fn a_failed_job_carries_its_driver_output_on_contract_fake_on_fake_gcs() {
     assert!(message.contains("driver output"), "{message}");
 }
 
-/// A throwaway RSA key made for this test only (it signs the JWT the
-/// service-account flow sends to the fake's token endpoint).
-const TEST_KEY: &str = "-----BEGIN PRIVATE KEY-----\nMIIEvAIBADANBgkqhkiG9w0BAQEFAASCBKYwggSiAgEAAoIBAQCaR3bLTxFIoQ0z\nmOgvTh53UIhbERupsIBmAn/Gr1tpOXkg1mCQrWEhSKBoQioDJWApdD5tM7SsP/EO\nmacxEbJ/TIMrybvoPmZ+qnUgFV8BBo0nI49e3wotoHHcRn9C1HzkvwskhKgxwZbN\n0BfX5dpSGOZO0B/7cnIAWk2SGmLkP+m5KX5Sh2473vTilZgehkiw/3kLElqukSn3\ncvd0llr7ro22WWWEPZ/XzI0HCpcIUi97aPCVaxOlTRw9lsbyw3l37F1arzz9e9J1\nWxhH6yES/g7LlSAO2YLJK/xeayMIvWwwVCMslxziSwTInU9hFvkZ/x4aAcj839S6\nu9aRfoj7AgMBAAECggEABjpLR9K1wmZJ56LNAJfZL/zOvEpZAQUQcc25BbavbHR2\n+MXemQh+qr7JRtwg4QahtpqsKHFVYjykiO/X6Wmq+GuIwfw/OxVFwugzmStzrdFr\nYkCTuYMsYIIhBoDMA1Ebh4pUs1EtjvCfG0jCpaLwKK87oMPS/q30fyImDndFNax0\nwVHE1pSuebJ09eo5pvh4wt7fEoa2esraS0aNvQOd3Pwes1L0PQFvKJRwRx846Yfm\nVgR0+DY5ZkQgBwixNOz5TiMVtzlzZdEOSAjJZsQUte4nvR8omRMyvoSCvl7shy5+\ntJgz0kOuj6vpyEbAbse1E+l/8qJb+JDDU4Oq84zx0QKBgQDKFwAY3U4vTUUjDcxo\nnHZSSLz7dBiR0QeyXx5lri7JiUlboOiVQT4Rcfn0ZwjVw4NAhL5ODxze88IWATIk\nmA9hwEYXPPUudgollV8F5GUaaZiHOmRU/zy7HfaGx1hEY4PBNuHvcyJ/z9v4mvME\n6eAUDzYzejiE70Jar1PCBtvtsQKBgQDDb2eN+EtJovuvcUpQ7CgVb8t4qhuzhwri\n2Z17m8rQ0fSWiNJZh/orc3UhybbBoaCLyMUmjGIUtm1u7HD/SeWRMvFU8KpFkHKu\nj0YCRZNVem29DZiORJzYiK+zVvLZaONclWWU+sYPkBbx1tACnL800NyS8HYI+8mE\nRm+I4lEwawKBgAE6+J4uIr64+rXG7LqqUTIZDUV+pHOm0SQt3hKCZ/iEJHUxWpkm\nB4m1pu7s/anHgfIPnNT+1I8q7sCRi0ubvWQ79nFHxrpcr50g9q4jgNYTVIFmQpwd\n3bHJ8elKJ2hrLq8rdV6u1cPvcQhncRlTjzCwEwVnNhbhGgdRT/I7dnVRAoGAJ+Zi\nufVrSYlg4Ry8E3FjbZz5aZUxOqHjcxUCte3EpoV27hTY/TZpuN1FmLRZ/4ZEBMXk\nmk4m6Bumk/LpzvUDTXWdF75axQEMqN7PaD9UKStppCNWdhVEAGFHndGumvxzDr/h\nkVzxetPsG0vEBASEdP//SHCXaJYfOkY3Fzc9ZCkCgYBRsaIowpleGPiH8ZgHBZnW\n9HGuGnKfb0VNsXjrem6RD6briPBOxqCnyBRApYBn1UMLwIsE+A7npLxg4kOkNI0h\n5K0gZvH3YD7RDdVtSV3kSe0Z7cKNZgrFcaQ+Dvke4Mg3NjuBhKc7ePAsElnEJx/e\nxykQRV9I/srA5gzgiqW21A==\n-----END PRIVATE KEY-----\n";
-
 #[tokio::test]
 async fn a_key_file_s_tokens_are_sent_cached_and_never_shown_on_contract_fake() {
     let s = setup().await;
     let dir = std::env::temp_dir().join(format!("flow-dataproc-key-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let key_file = dir.join("sa.json");
-    let key = serde_json::json!({
-        "type": "service_account",
-        "project_id": "proj",
-        "private_key_id": "test",
-        "private_key": TEST_KEY,
-        "client_email": "flow@proj.iam.gserviceaccount.com",
-        "client_id": "1",
-        "token_uri": format!("{}/token", s.fake.url()),
-    });
-    std::fs::write(&key_file, key.to_string()).unwrap();
+    s.fake.write_key_file(&key_file).unwrap();
     let factory = DataprocClusterFactoryBuilder::new("proj", "europe-west1")
         .with_endpoint(s.fake.url())
         .with_endpoint_auth(true)
@@ -720,12 +723,26 @@ async fn a_key_file_s_tokens_are_sent_cached_and_never_shown_on_contract_fake() 
     let shown = format!("{factory:?} {cluster:?}");
     assert!(!shown.contains("ya29."), "{shown}");
     assert!(!shown.contains("PRIVATE KEY"), "{shown}");
-    assert!(!shown.contains(&TEST_KEY[40..80]), "{shown}");
+    assert!(!shown.contains(&TEST_PRIVATE_KEY[40..80]), "{shown}");
     std::fs::remove_dir_all(&dir).unwrap();
 
-    // Without endpoint_auth the fake gets no credentials at all.
+    // Without endpoint_auth the fake gets no credentials at all, and
+    // refuses the call as Dataproc would.
+    let bare = DataprocClusterFactoryBuilder::new("proj", "europe-west1")
+        .with_endpoint(s.fake.url())
+        .with_code_bucket("code")
+        .with_retry(retry())
+        .with_clock(Arc::new(s.clock.clone()))
+        .build()
+        .unwrap();
     let before = s.fake.authorizations().len();
-    s.cluster("dataproc-0").status(&handle).await.unwrap();
+    let refused = bare
+        .cluster("dataproc-0", &s.context)
+        .status(&handle)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("401"), "{refused}");
     assert_eq!(s.fake.authorizations()[before..], [String::new()]);
 }
 
@@ -830,8 +847,7 @@ async fn a_submit_whose_answer_is_lost_is_retried_with_its_request_id_and_makes_
 #[tokio::test]
 async fn the_create_body_carries_the_settings_on_contract_fake() {
     let s = setup().await;
-    let factory = DataprocClusterFactoryBuilder::new("proj", "europe-west1")
-        .with_endpoint(s.fake.url())
+    let factory = on_fake(&s.fake)
         .with_code_bucket("code")
         .with_zone("europe-west1-b")
         .with_master("n2-highmem-4", 3)
@@ -846,36 +862,56 @@ async fn the_create_body_carries_the_settings_on_contract_fake() {
         .unwrap();
     let cluster = factory.cluster("dataproc-0", &s.context);
     cluster.provision().await.unwrap();
+    // The cluster as Dataproc returns it: the settings, with the
+    // service's expansions and defaults.
     let body = s.fake.create_body("flow-daily-2026112800-0").unwrap();
     assert_eq!(body["projectId"], "proj");
     assert_eq!(body["clusterName"], "flow-daily-2026112800-0");
     let config = &body["config"];
-    assert_eq!(config["gceClusterConfig"]["zoneUri"], "europe-west1-b");
+    let compute = "https://www.googleapis.com/compute/v1/projects/proj/zones/europe-west1-b";
+    assert_eq!(config["gceClusterConfig"]["zoneUri"], compute);
+    let master = &config["masterConfig"];
+    assert_eq!(master["numInstances"], 3);
     assert_eq!(
-        config["masterConfig"],
-        serde_json::json!({"numInstances": 3, "machineTypeUri": "n2-highmem-4"})
+        master["machineTypeUri"],
+        format!("{compute}/machineTypes/n2-highmem-4")
     );
     assert_eq!(
-        config["workerConfig"],
-        serde_json::json!({"numInstances": 5, "machineTypeUri": "n2-standard-8"})
+        master["instanceNames"],
+        serde_json::json!([
+            "flow-daily-2026112800-0-m-0",
+            "flow-daily-2026112800-0-m-1",
+            "flow-daily-2026112800-0-m-2"
+        ])
     );
-    assert_eq!(config["softwareConfig"]["imageVersion"], "2.2-debian12");
+    let workers = &config["workerConfig"];
+    assert_eq!(workers["numInstances"], 5);
+    assert_eq!(
+        workers["machineTypeUri"],
+        format!("{compute}/machineTypes/n2-standard-8")
+    );
+    let image = config["softwareConfig"]["imageVersion"].as_str().unwrap();
+    assert!(
+        image.starts_with("2.2.") && image.ends_with("-debian12"),
+        "{image}"
+    );
     assert_eq!(
         config["initializationActions"],
         serde_json::json!([
-            {"executableFile": "gs://code/init/install deps.sh"},
-            {"executableFile": "gs://tools/setup.sh"},
+            {"executableFile": "gs://code/init/install deps.sh", "executionTimeout": "600s"},
+            {"executableFile": "gs://tools/setup.sh", "executionTimeout": "600s"},
         ])
     );
     assert_eq!(config["lifecycleConfig"]["idleDeleteTtl"], "7200s");
-    assert_eq!(
-        body["labels"],
-        serde_json::json!({
-            "team": "data",
-            "flow-cluster": "dataproc-0",
-            "flow-run-key": "daily-2026112800",
-        })
-    );
+    let labels = body["labels"].as_object().unwrap();
+    for (key, value) in [
+        ("team", "data"),
+        ("flow-cluster", "dataproc-0"),
+        ("flow-run-key", "daily-2026112800"),
+        ("goog-dataproc-cluster-name", "flow-daily-2026112800-0"),
+    ] {
+        assert_eq!(labels[key], value, "{labels:?}");
+    }
 }
 
 #[tokio::test]
@@ -936,8 +972,7 @@ async fn jobs_ending_together_are_all_confirmed_on_one_tick_on_contract_fake() {
 async fn a_reused_cluster_is_deleted_with_terminate_reused_on_contract_fake() {
     let s = setup().await;
     let shared = |flow: &str, terminate_reused: bool| {
-        let factory = DataprocClusterFactoryBuilder::new("proj", "europe-west1")
-            .with_endpoint(s.fake.url())
+        let factory = on_fake(&s.fake)
             .with_name("shared-etl")
             .with_terminate_reused(terminate_reused)
             .with_clock(Arc::new(s.clock.clone()))

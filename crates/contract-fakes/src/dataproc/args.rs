@@ -1,8 +1,10 @@
 //! The binary's Dataproc flags: `contract-fakes dataproc [--port N]
 //! [--gcs-endpoint URL] [--staging-bucket B] [--cluster-create D]
 //! [--cluster-delete D] [--job-pending D] [--job-run D|forever]
-//! [--job-cancel D] [--token-lifetime D]`, on real time with short
-//! durations by default.
+//! [--job-cancel D] [--token-lifetime D] [--key-file PATH]`, on real time
+//! with short durations by default. `--key-file` writes a service-account
+//! key whose `token_uri` is the fake's token endpoint, for the client
+//! under test.
 
 use super::FakeOptions;
 use flow_cloud::TokioClock;
@@ -14,8 +16,16 @@ fn duration(flag: &str, value: Option<String>) -> Result<Duration, String> {
     humantime::parse_duration(&value).map_err(|e| format!("{flag} {value}: {e}"))
 }
 
-/// The options and the port (`0`: a free one).
-pub fn parse(args: Vec<String>) -> Result<(FakeOptions, u16), String> {
+/// What the command line asks for.
+pub struct Args {
+    pub options: FakeOptions,
+    /// `0`: a free port.
+    pub port: u16,
+    pub key_file: Option<std::path::PathBuf>,
+}
+
+/// The options, the port and the key file to write.
+pub fn parse(args: Vec<String>) -> Result<Args, String> {
     let mut options = FakeOptions::new(Arc::new(TokioClock::new()));
     options.cluster_create = Duration::from_millis(500);
     options.cluster_delete = Duration::from_millis(200);
@@ -23,6 +33,7 @@ pub fn parse(args: Vec<String>) -> Result<(FakeOptions, u16), String> {
     options.job_run = Some(Duration::from_secs(1));
     options.job_cancel = Duration::from_millis(200);
     let mut port = 0;
+    let mut key_file = None;
     let mut args = args.into_iter();
     while let Some(flag) = args.next() {
         match flag.as_str() {
@@ -50,8 +61,13 @@ pub fn parse(args: Vec<String>) -> Result<(FakeOptions, u16), String> {
             }
             "--job-cancel" => options.job_cancel = duration(&flag, args.next())?,
             "--token-lifetime" => options.token_lifetime = duration(&flag, args.next())?,
+            "--key-file" => key_file = Some(args.next().ok_or("--key-file needs a path")?.into()),
             other => return Err(format!("unknown argument {other}")),
         }
     }
-    Ok((options, port))
+    Ok(Args {
+        options,
+        port,
+        key_file,
+    })
 }

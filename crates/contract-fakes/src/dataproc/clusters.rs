@@ -1,7 +1,9 @@
 //! `clusters.create/get/delete` and `operations.get`.
 
+use super::defaults;
 use super::json::{cluster_json, cluster_path, not_found, operation_json};
-use super::state::{sweep, uuid, FakeCluster, FakeOp, Key, OpKind};
+use super::state::{sweep, uuid, FakeCluster, FakeOp, Key, OpKind, ServiceState};
+use super::validate;
 use super::Service;
 use crate::errors::google;
 use crate::server::ok;
@@ -18,33 +20,34 @@ pub(super) fn create_cluster(
     body: Value,
     q: &HashMap<String, String>,
 ) -> Response {
-    let now = shared.now();
+    let invalid = |message: String| google(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", message);
     let request_id = q.get("requestId").cloned().unwrap_or_default();
+    if let Err(e) = validate::request_id(&request_id) {
+        return invalid(e);
+    }
+    let now = shared.now();
     let mut world = shared.world();
     sweep(shared, &mut world, now);
-    if !request_id.is_empty() {
-        if let Some(op) = world
-            .operations
-            .iter()
-            .find(|op| op.request_id == request_id && matches!(op.kind, OpKind::Create))
-        {
-            return ok(operation_json(shared, &world, op, now));
-        }
+    if let Some(op) = same_request(&world, &project, &region, &request_id, OpKind::Create) {
+        return ok(operation_json(shared, &world, op, now));
+    }
+    let mut body = body;
+    if let Err(e) = validate::fields(&mut body, validate::CLUSTER, "") {
+        return invalid(e);
     }
     let Some(name) = body["clusterName"].as_str().map(str::to_string) else {
-        return google(
-            StatusCode::BAD_REQUEST,
-            "INVALID_ARGUMENT",
-            "Cluster name is required".into(),
-        );
+        return invalid("Cluster name is required".into());
     };
     if body["projectId"].as_str() != Some(project.as_str()) {
-        return google(
-            StatusCode::BAD_REQUEST,
-            "INVALID_ARGUMENT",
-            "projectId in the body must match the path".into(),
-        );
+        return invalid("projectId in the body must match the path".into());
     }
+    let body = match validate::cluster_name(&name)
+        .and_then(|()| validate::labels(body["labels"].as_object(), 64))
+        .and_then(|()| defaults::as_created(shared, &project, &region, &name, body))
+    {
+        Ok(body) => body,
+        Err(e) => return invalid(e),
+    };
     let key = (project.clone(), region.clone(), name.clone());
     if world.clusters.contains_key(&key) {
         return google(
@@ -69,6 +72,7 @@ pub(super) fn create_cluster(
             created: now,
             fail,
             delete_at: None,
+            broke: None,
         },
     );
     let op = FakeOp {
@@ -102,18 +106,15 @@ pub(super) fn delete_cluster(
     key: Key,
     q: &HashMap<String, String>,
 ) -> Response {
-    let now = shared.now();
     let request_id = q.get("requestId").cloned().unwrap_or_default();
+    if let Err(e) = validate::request_id(&request_id) {
+        return google(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", e);
+    }
+    let now = shared.now();
     let mut world = shared.world();
     sweep(shared, &mut world, now);
-    if !request_id.is_empty() {
-        if let Some(op) = world
-            .operations
-            .iter()
-            .find(|op| op.request_id == request_id && matches!(op.kind, OpKind::Delete))
-        {
-            return ok(operation_json(shared, &world, op, now));
-        }
+    if let Some(op) = same_request(&world, &key.0, &key.1, &request_id, OpKind::Delete) {
+        return ok(operation_json(shared, &world, op, now));
     }
     let Some(cluster) = world.clusters.get_mut(&key) else {
         return not_found("Cluster", cluster_path(&key));
@@ -141,4 +142,24 @@ pub(super) fn get_operation(shared: &Arc<Service>, name: &str) -> Response {
         Some(op) => ok(operation_json(shared, &world, op, now)),
         None => not_found("Operation", name.to_string()),
     }
+}
+
+/// The operation an earlier call with the same `requestId` started in this
+/// project and region (request ids are scoped to both).
+fn same_request<'a>(
+    world: &'a ServiceState,
+    project: &str,
+    region: &str,
+    request_id: &str,
+    kind: OpKind,
+) -> Option<&'a FakeOp> {
+    if request_id.is_empty() {
+        return None;
+    }
+    world.operations.iter().find(|op| {
+        op.request_id == request_id
+            && op.kind == kind
+            && op.cluster.0 == project
+            && op.cluster.1 == region
+    })
 }

@@ -1,8 +1,10 @@
 //! `jobs.submit/get/list/cancel`, and what a submitted job will do.
 
 use super::gcs::{gcs_exists, gcs_write};
-use super::json::{cluster_path, driver_prefix, job_json, job_path, not_found, JOB_TYPES};
+use super::json::{cluster_path, driver_prefix, job_json, job_path, not_found};
 use super::state::{cluster_state, is_active, job_state, sweep, uuid, FakeJob, Key, Plan};
+use super::validate;
+use super::validate::JOB_TYPES;
 use super::Service;
 use crate::errors::google;
 use crate::server::ok;
@@ -40,14 +42,31 @@ pub(super) async fn submit_job(
     region: String,
     body: Value,
 ) -> Response {
+    let mut body = body;
+    let invalid = |message: String| google(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", message);
+    if let Err(e) = validate::fields(&mut body, validate::SUBMIT, "") {
+        return invalid(e);
+    }
     let request_id = body["requestId"].as_str().unwrap_or("").to_string();
     let mut job = body["job"].clone();
     if !job.is_object() {
-        return google(
-            StatusCode::BAD_REQUEST,
-            "INVALID_ARGUMENT",
-            "job is required".into(),
-        );
+        return invalid("job is required".into());
+    }
+    let checked = validate::request_id(&request_id)
+        .and_then(|()| validate::job(&job).map(|_| ()))
+        .and_then(|()| validate::labels(job["labels"].as_object(), 32))
+        .and_then(|()| match job["reference"]["jobId"].as_str() {
+            Some(id) => validate::job_id(id),
+            None => Ok(()),
+        })
+        .and_then(|()| match job["reference"]["projectId"].as_str() {
+            Some(p) if !p.is_empty() && p != project => Err(format!(
+                "job.reference.projectId '{p}' does not match the project of the request '{project}'"
+            )),
+            _ => Ok(()),
+        });
+    if let Err(e) = checked {
+        return invalid(e);
     }
     let now = shared.now();
     let id = job["reference"]["jobId"]
@@ -63,7 +82,12 @@ pub(super) async fn submit_job(
         let mut world = shared.world();
         sweep(shared, &mut world, now);
         if !request_id.is_empty() {
-            if let Some(existing) = world.jobs.iter().find(|j| j.request_id == request_id) {
+            // Request ids are scoped to the project and region.
+            if let Some(existing) = world
+                .jobs
+                .iter()
+                .find(|j| j.request_id == request_id && j.key.0 == project && j.key.1 == region)
+            {
                 return ok(job_json(shared, existing, now));
             }
         }
@@ -75,13 +99,6 @@ pub(super) async fn submit_job(
                     "Already exists: Failed to submit job: Job {}",
                     job_path(&key)
                 ),
-            );
-        }
-        if JOB_TYPES.iter().filter(|t| job[**t].is_object()).count() != 1 {
-            return google(
-                StatusCode::BAD_REQUEST,
-                "INVALID_ARGUMENT",
-                "exactly one job type is required".into(),
             );
         }
         let ckey = (project.clone(), region.clone(), cluster_name.clone());
@@ -167,11 +184,12 @@ pub(super) async fn submit_job(
     .await;
     let mut world = shared.world();
     // A concurrent duplicate may have won meanwhile.
-    if let Some(existing) = world
-        .jobs
-        .iter()
-        .find(|j| j.request_id == fake.request_id && !fake.request_id.is_empty())
-    {
+    if let Some(existing) = world.jobs.iter().find(|j| {
+        j.request_id == fake.request_id
+            && !fake.request_id.is_empty()
+            && j.key.0 == fake.key.0
+            && j.key.1 == fake.key.1
+    }) {
         return ok(job_json(shared, existing, now));
     }
     let answer = job_json(shared, &fake, now);
@@ -194,26 +212,42 @@ pub(super) fn list_jobs(
     region: &str,
     q: &HashMap<String, String>,
 ) -> Response {
+    let invalid = |message: String| google(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", message);
+    let filter = q.get("filter").map(String::as_str).unwrap_or("");
+    // With a filter, jobStateMatcher is ignored (the reference says so).
+    let (matcher, wanted_labels) = if filter.is_empty() {
+        let matcher = q
+            .get("jobStateMatcher")
+            .map(String::as_str)
+            .unwrap_or("ALL");
+        if !matches!(matcher, "ALL" | "ACTIVE" | "NON_ACTIVE") {
+            return invalid(format!(
+                "Invalid value at 'job_state_matcher' (type.googleapis.com/google.cloud.dataproc.v1.ListJobsRequest.JobStateMatcher), \"{matcher}\""
+            ));
+        }
+        (matcher.to_string(), Vec::new())
+    } else {
+        match validate::list_filter(filter) {
+            Ok((state, labels)) => (state.unwrap_or_else(|| "ALL".into()), labels),
+            Err(e) => return invalid(e),
+        }
+    };
+    let matcher = matcher.as_str();
     let now = shared.now();
     let world = shared.world();
     let cluster = q.get("clusterName");
-    let filter = q.get("filter").map(String::as_str).unwrap_or("");
-    let matcher = if filter.contains("status.state = NON_ACTIVE") {
-        "NON_ACTIVE"
-    } else if filter.contains("status.state = ACTIVE") {
-        "ACTIVE"
-    } else if filter.is_empty() {
-        q.get("jobStateMatcher")
-            .map(String::as_str)
-            .unwrap_or("ALL")
-    } else {
-        "ALL"
-    };
     let mut jobs: Vec<&FakeJob> = world
         .jobs
         .iter()
         .filter(|j| j.key.0 == project && j.key.1 == region)
         .filter(|j| cluster.is_none_or(|c| j.resource["placement"]["clusterName"] == **c))
+        .filter(|j| {
+            wanted_labels.iter().all(|(key, value)| {
+                j.resource["labels"][key]
+                    .as_str()
+                    .is_some_and(|v| value == "*" || v == value)
+            })
+        })
         .filter(|j| {
             let active = is_active(&job_state(shared, j, now));
             match matcher {

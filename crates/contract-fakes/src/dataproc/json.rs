@@ -20,6 +20,11 @@ pub(super) fn cluster_json(shared: &Service, c: &FakeCluster, now: Duration) -> 
             None => history.push(("RUNNING", up, String::new())),
         }
     }
+    if let Some((at, state, detail)) = &c.broke {
+        if now >= *at {
+            history.push((state.as_str(), *at, detail.clone()));
+        }
+    }
     if let Some(d) = c.delete_at {
         history.retain(|(_, at, _)| *at <= d);
         history.push(("DELETING", d, String::new()));
@@ -38,7 +43,9 @@ pub(super) fn cluster_json(shared: &Service, c: &FakeCluster, now: Duration) -> 
         .get("config")
         .cloned()
         .unwrap_or_else(|| json!({}));
-    config["configBucket"] = json!(shared.options.staging_bucket);
+    if config["lifecycleConfig"].get("idleDeleteTtl").is_some() && now >= up {
+        config["lifecycleConfig"]["idleStartTime"] = json!(shared.time(up));
+    }
     let mut labels = c
         .resource
         .get("labels")
@@ -126,8 +133,6 @@ pub(super) fn operation_json(
     }
     answer
 }
-
-pub(super) const JOB_TYPES: [&str; 4] = ["pysparkJob", "sparkJob", "pigJob", "hadoopJob"];
 
 pub(super) fn job_path(key: &Key) -> String {
     format!("projects/{}/regions/{}/jobs/{}", key.0, key.1, key.2)

@@ -8,6 +8,23 @@
 //! `Job.status`/`statusHistory`, `driverOutputResourceUri`, errors as
 //! `{"error": {"code", "message", "status"}}`). Nothing else.
 //!
+//! Strict as the service (`validate.rs`, `defaults.rs`, from the REST v1
+//! reference): unknown body fields and query parameters, a job without its
+//! type's required fields (`mainPythonFileUri`; `mainJarFileUri` or
+//! `mainClass`; `queryFileUri` or `queryList`; `placement.clusterName`),
+//! malformed request ids (letters, digits, `_`, `-`, at most 40), job ids,
+//! cluster names, labels and durations, and `jobs.list` filters other than
+//! `status.state = ACTIVE|NON_ACTIVE` and `labels.KEY = VALUE|*` are 400
+//! `INVALID_ARGUMENT`; output-only fields are ignored. A created cluster is
+//! stored as Dataproc answers it (zone and machine-type URIs, instance
+//! names, resolved image version, buckets, disk defaults, 1 or 3 masters,
+//! 0 or 2+ workers). Every API request needs a bearer token its `POST
+//! /token` issued and that has not expired on its clock (401
+//! `UNAUTHENTICATED`), unless [`FakeOptions::require_token`] is off. A
+//! running cluster can go `ERROR` or `STOPPED` on demand
+//! ([`FakeDataproc::break_cluster`]); its running jobs then fail naming it
+//! and its reason.
+//!
 //! Time comes from a [`Clock`]: states are computed from it on every
 //! request (a cluster is `CREATING` for [`FakeOptions::cluster_create`],
 //! then `RUNNING`; a job `PENDING` for [`FakeOptions::job_pending`], then
@@ -31,9 +48,12 @@
 //! with `Retry-After` for the next calls of a method, a 503 before a call
 //! is carried out or after (a lost answer), a cluster whose creation fails,
 //! finishing a job by hand, the `Authorization` headers, the create bodies,
-//! the submitted `requestId`s and the answers' statuses received. A second
-//! `jobs.submit` or `clusters.create` with the same `requestId` answers the
-//! first one's job or operation (200), as the API does; the same job id
+//! the submitted `requestId`s and the answers' statuses received, the
+//! tokens issued (`GET /fake/tokens`), a cluster breaking (`POST
+//! /fake/break_cluster?cluster=C&state=ERROR&detail=D`). A second
+//! `jobs.submit` or `clusters.create` with the same `requestId` in the same
+//! project and region answers the first one's job or operation (200), as
+//! the API does (the reference gives the ids no expiry); the same job id
 //! under another or no `requestId` is 409 `ALREADY_EXISTS`. `POST /token`
 //! is an OAuth token endpoint for a test service-account key whose
 //! `token_uri` points at the fake.
@@ -41,14 +61,18 @@
 //! Files: `routes.rs` (which API method a request is, the `/fake/` control
 //! paths), `clusters.rs` and `jobs.rs` (the methods), `state.rs` (the
 //! world and its clock-driven states), `json.rs` (the resources as the API
-//! answers them), `gcs.rs` (job files and driver output on fake-gcs-server).
+//! answers them), `validate.rs` and `defaults.rs` (what the service refuses,
+//! what it fills in), `gcs.rs` (job files and driver output on
+//! fake-gcs-server), `args.rs` (the binary's flags).
 
 mod clusters;
+mod defaults;
 mod gcs;
 mod jobs;
 mod json;
 mod routes;
 mod state;
+mod validate;
 
 pub mod args;
 
@@ -86,6 +110,10 @@ pub struct FakeOptions {
     /// How long an access token from `POST /token` lives (Google's: an
     /// hour).
     pub token_lifetime: Duration,
+    /// Every API request needs a bearer token from `POST /token`, live on
+    /// the fake's clock (401 `UNAUTHENTICATED` otherwise), as on Dataproc.
+    /// `false` only for tests of a client configured to send none.
+    pub require_token: bool,
 }
 
 impl FakeOptions {
@@ -100,6 +128,7 @@ impl FakeOptions {
             job_run: Some(Duration::from_secs(60)),
             job_cancel: Duration::from_secs(2),
             token_lifetime: Duration::from_secs(3600),
+            require_token: true,
         }
     }
 }
@@ -221,14 +250,16 @@ impl FakeDataproc {
         self.shared.world().submit_request_ids.clone()
     }
 
-    /// The `Cluster` body `clusters.create` received for `name`, as sent.
+    /// Cluster `name` as `clusters.get` answers it now: what
+    /// `clusters.create` received, with the defaults Dataproc fills.
     pub fn create_body(&self, name: &str) -> Option<Value> {
+        let now = self.shared.now();
         self.shared
             .world()
             .clusters
             .values()
             .find(|c| c.name == name)
-            .map(|c| c.resource.clone())
+            .map(|c| json::cluster_json(&self.shared, c, now))
     }
 
     /// The next creation of cluster `name` fails with `message` (its
@@ -238,6 +269,24 @@ impl FakeDataproc {
             .world()
             .fail_creates
             .insert(name.to_string(), message.to_string());
+    }
+
+    /// Cluster `name` leaves `RUNNING` now: `state` `ERROR` or `STOPPED`,
+    /// with Dataproc's `detail`; its running jobs fail naming it. False
+    /// when there is no such cluster.
+    pub fn break_cluster(&self, name: &str, state: &str, detail: &str) -> bool {
+        let mut world = self.shared.world();
+        state::break_cluster(&self.shared, &mut world, name, state, detail)
+    }
+
+    /// Writes a service-account key file whose `token_uri` is this fake's
+    /// token endpoint (with a throwaway key made for tests), for a client
+    /// to get its tokens here.
+    pub fn write_key_file(&self, path: &std::path::Path) -> std::io::Result<()> {
+        std::fs::write(
+            path,
+            crate::auth::service_account_key(&format!("{}/token", self.url())),
+        )
     }
 
     /// Ends a job now with `state` (`DONE`, `ERROR`) and `details`.

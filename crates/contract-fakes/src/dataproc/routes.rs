@@ -5,6 +5,7 @@ use super::clusters::{create_cluster, delete_cluster, get_cluster, get_operation
 use super::jobs::{cancel_job, get_job, list_jobs, submit_job};
 use super::json::{cluster_json, job_json};
 use super::state::sweep;
+use super::validate;
 use super::Service;
 use crate::server::{ok, query};
 use crate::{clock, errors, faults};
@@ -40,6 +41,24 @@ impl Route {
             Route::JobList(..) => "jobs.list",
             Route::JobGet(..) => "jobs.get",
             Route::JobCancel(..) => "jobs.cancel",
+        }
+    }
+
+    /// The query parameters the method takes (system parameters aside).
+    fn query_parameters(&self) -> &'static [&'static str] {
+        match self {
+            Route::ClusterCreate(..) => &["requestId", "actionOnFailedPrimaryWorkers"],
+            Route::ClusterDelete(..) => {
+                &["requestId", "clusterUuid", "gracefulDecommissionTimeout"]
+            }
+            Route::JobList(..) => &[
+                "pageSize",
+                "pageToken",
+                "clusterName",
+                "jobStateMatcher",
+                "filter",
+            ],
+            _ => &[],
         }
     }
 
@@ -94,12 +113,29 @@ pub(super) async fn handle(
         );
     };
     let method_name = route.method_name();
-    // Recorded; the check is not enforced yet.
-    let _ = shared.tokens.check(&headers);
+    let checked = shared.tokens.check(&headers);
     if let Some(throttled) = shared.faults.arrive(method_name) {
         return throttled;
     }
+    if let Err(refusal) = checked.or_else(|r| {
+        if shared.options.require_token {
+            Err(r)
+        } else {
+            Ok(())
+        }
+    }) {
+        let response = errors::google(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHENTICATED",
+            refusal.message().into(),
+        );
+        return shared.faults.depart(method_name, true, response);
+    }
     let q = query(&uri);
+    if let Err(e) = validate::query(q.keys(), route.query_parameters()) {
+        let response = errors::google(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", e);
+        return shared.faults.depart(method_name, true, response);
+    }
     let body: Value = if body.is_empty() {
         Value::Null
     } else {
@@ -142,7 +178,16 @@ async fn dispatch(
         Route::JobSubmit(p, r) => submit_job(&shared, p, r, body).await,
         Route::JobList(p, r) => list_jobs(&shared, &p, &r, q),
         Route::JobGet(p, r, id) => get_job(&shared, &(p, r, id)),
-        Route::JobCancel(p, r, id) => cancel_job(&shared, &(p, r, id)),
+        Route::JobCancel(p, r, id) => {
+            // CancelJobRequest has no body fields.
+            let mut body = body;
+            if !body.is_null() {
+                if let Err(e) = validate::fields(&mut body, &[], "") {
+                    return errors::google(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", e);
+                }
+            }
+            cancel_job(&shared, &(p, r, id))
+        }
     }
 }
 
@@ -178,6 +223,35 @@ fn control_request(
             world.fail_creates.insert(name, message);
             ok(json!({}))
         }
+        ("POST", "break_cluster") => {
+            let name = q.get("cluster").cloned().unwrap_or_default();
+            let state = q.get("state").cloned().unwrap_or_else(|| "ERROR".into());
+            let detail = q.get("detail").cloned().unwrap_or_default();
+            if !matches!(state.as_str(), "ERROR" | "STOPPED") {
+                return errors::google(
+                    StatusCode::BAD_REQUEST,
+                    "INVALID_ARGUMENT",
+                    format!("state {state}: ERROR or STOPPED"),
+                );
+            }
+            if super::state::break_cluster(shared, &mut world, &name, &state, &detail) {
+                ok(json!({}))
+            } else {
+                errors::google(
+                    StatusCode::NOT_FOUND,
+                    "NOT_FOUND",
+                    format!("no cluster {name}"),
+                )
+            }
+        }
+        ("GET", "tokens") => ok(json!({
+            "tokens": shared.tokens.issued().iter().map(|t| json!({
+                "token": t.token,
+                "issued_at_seconds": t.issued_at.as_secs_f64(),
+                "expires_at_seconds": t.expires_at.as_secs_f64(),
+            })).collect::<Vec<_>>(),
+            "authorizations": shared.tokens.authorizations(),
+        })),
         ("POST", "finish") => {
             let id = q.get("job").cloned().unwrap_or_default();
             let state = q.get("state").cloned().unwrap_or_else(|| "DONE".into());

@@ -19,8 +19,11 @@ pub(crate) struct FakeCluster {
     /// The create operation's error, when this cluster fails to create.
     pub fail: Option<String>,
     pub delete_at: Option<Duration>,
+    /// When it left `RUNNING` on its own (`ERROR`, `STOPPED`), and why.
+    pub broke: Option<(Duration, String, String)>,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum OpKind {
     Create,
     Delete,
@@ -113,6 +116,11 @@ pub(crate) fn cluster_state(
     if now < up {
         return Some(("CREATING".into(), c.created));
     }
+    if let Some((at, state, _)) = &c.broke {
+        if now >= *at {
+            return Some((state.clone(), *at));
+        }
+    }
     Some((
         if c.fail.is_some() { "ERROR" } else { "RUNNING" }.into(),
         up,
@@ -187,4 +195,36 @@ pub(crate) fn job_state(shared: &Service, j: &FakeJob, now: Duration) -> String 
 
 pub(crate) fn is_active(state: &str) -> bool {
     !matches!(state, "DONE" | "ERROR" | "CANCELLED")
+}
+
+/// A running cluster leaves `RUNNING` now on its own: `state` is `ERROR`
+/// or `STOPPED`, `detail` Dataproc's reason. Its active jobs fail then, as
+/// on Dataproc when the agent stops reporting. False when there is no
+/// such running cluster.
+pub(crate) fn break_cluster(
+    shared: &Service,
+    world: &mut ServiceState,
+    name: &str,
+    state: &str,
+    detail: &str,
+) -> bool {
+    let now = shared.now();
+    let Some(cluster) = world
+        .clusters
+        .values_mut()
+        .find(|c| c.name == name && c.delete_at.is_none())
+    else {
+        return false;
+    };
+    cluster.broke = Some((now, state.to_string(), detail.to_string()));
+    let uuid = cluster.uuid.clone();
+    let reason = format!(
+        "Job failed: the Dataproc agent stopped reporting: cluster '{name}' is {state}: {detail}"
+    );
+    for job in world.jobs.iter_mut().filter(|j| j.cluster_uuid == uuid) {
+        if is_active(&job_state(shared, job, now)) && job.forced.is_none() {
+            job.forced = Some((now, "ERROR".into(), reason.clone()));
+        }
+    }
+    true
 }
