@@ -41,11 +41,15 @@
 //!   run) runs in one transaction where the server supports them (a replica
 //!   set or a sharded cluster: `hello` reports `setName` or `isdbgrid`).
 //!   Elsewhere (a standalone server) the writes go in this order: purge,
-//!   steps (pointing at the flow's id, chosen before the flow is written),
-//!   flow, run. Interrupted anywhere, the flow record shows the new run only
+//!   steps (pointing at the flow's id, chosen before the flow is written;
+//!   after a purge one `insertMany` of them all), flow, run. Interrupted anywhere, the flow record shows the new run only
 //!   after its steps are in place, so it is never next to step records of
 //!   the purged run; repeating `begin_run` (the next engine does, after the
-//!   lease turns stale) completes it. The conformance suite interrupts it
+//!   lease turns stale) completes it.
+//! - **Fenced writes go by `_id`**: the store remembers the id of each
+//!   document it wrote or found by key, so a step's update is one
+//!   `replaceOne` on `_id` + fence (`odm.rs` says why); a filter on
+//!   the key fields was a scan of the flow's history on both test servers. The conformance suite interrupts it
 //!   after each write ([`MongoStore::interrupt_next_begin_run_after`]).
 //! - **Log lines**: a batch bumps the flow's counter once (`$inc` by the
 //!   batch's length) and inserts its lines with those positions in one

@@ -14,7 +14,9 @@ use mongodb::options::IndexOptions;
 use mongodb::{ClientSession, IndexModel};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use std::collections::HashMap;
 use std::marker::PhantomData;
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// The field every fenced document carries: the largest lease token that
 /// wrote it or was raised onto it. A write with token `T` applies only where
@@ -75,6 +77,14 @@ pub fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
 /// A typed collection.
 pub struct Collection<M: Model> {
     pub inner: mongodb::Collection<Document>,
+    /// The ids of documents this store wrote or found, by key, so a fenced
+    /// write is one `replaceOne` by `_id`: a filter on the key fields plus
+    /// the fence's range made SecantusDB scan every document of the flow
+    /// (each earlier timeperiod's too), and nx-27017 answers any multi-field
+    /// equality filter with a scan; an `_id` filter is a lookup on both.
+    /// An entry gone stale (its document purged) costs one write that
+    /// matches nothing, then the key is looked up again.
+    ids: Arc<Mutex<HashMap<Vec<u8>, ObjectId>>>,
     model: PhantomData<M>,
 }
 
@@ -82,10 +92,15 @@ impl<M: Model> Clone for Collection<M> {
     fn clone(&self) -> Self {
         Collection {
             inner: self.inner.clone(),
+            ids: self.ids.clone(),
             model: PhantomData,
         }
     }
 }
+
+/// Ids remembered per collection before the memory is cleared (a long-lived
+/// `flow serve` or scheduler writes many flows).
+const REMEMBERED_IDS: usize = 50_000;
 
 /// The result of a fenced upsert.
 pub struct Upserted {
@@ -120,6 +135,11 @@ pub fn stamp(document: &Document) -> Option<i64> {
     }
 }
 
+/// A key filter's bytes, the id memory's key.
+fn key_bytes(key: &Document) -> Vec<u8> {
+    key.to_vec().unwrap_or_default()
+}
+
 fn token_i64(token: u64) -> i64 {
     i64::try_from(token).unwrap_or(i64::MAX)
 }
@@ -139,6 +159,7 @@ impl<M: Model> Collection<M> {
     pub fn named(db: &mongodb::Database, name: &str) -> Self {
         Collection {
             inner: db.collection(name),
+            ids: Arc::default(),
             model: PhantomData,
         }
     }
@@ -173,15 +194,34 @@ impl<M: Model> Collection<M> {
         filter
     }
 
+    /// The id remembered for the document of `key`, if any.
+    fn remembered(&self, key: &Document) -> Option<ObjectId> {
+        let ids = self.ids.lock().unwrap_or_else(PoisonError::into_inner);
+        ids.get(&key_bytes(key)).copied()
+    }
+
+    /// Remembers that the document of `key` has the id `id`.
+    pub fn remember(&self, key: &Document, id: ObjectId) {
+        let mut ids = self.ids.lock().unwrap_or_else(PoisonError::into_inner);
+        if ids.len() >= REMEMBERED_IDS {
+            ids.clear();
+        }
+        ids.insert(key_bytes(key), id);
+    }
+
     /// Inserts or replaces `model` by key, only where the stored document's
     /// fence token is at most `token`, and stamps it with `token`. A
     /// document that exists with a larger token is [`OdmError::Fenced`].
     ///
-    /// An update is one conditional `findOneAndReplace`; only when it
-    /// matches nothing does a second call tell a newer stamp (fenced) from
-    /// a missing document (inserted, with the unique key index settling a
-    /// race). No upsert: an upsert's query-to-document rules differ between
-    /// MongoDB and other wire-protocol servers.
+    /// With the document's id known (the model's own `_id`, or remembered
+    /// from an earlier write), an update is one `replaceOne` by `_id` and
+    /// fence. Otherwise, or when that matches nothing, the key is looked up:
+    /// a newer stamp is fenced, an existing document is replaced by its id,
+    /// a missing one is inserted (the unique key index settling a race). No
+    /// upsert: an upsert's query-to-document rules differ between MongoDB
+    /// and other wire-protocol servers; a replacement, not `$set`: the
+    /// document becomes exactly the record (empty fields go), and servers
+    /// that store `$set` dates as text keep BSON dates.
     pub async fn upsert_fenced(
         &self,
         model: &M,
@@ -190,93 +230,88 @@ impl<M: Model> Collection<M> {
         mut session: Option<&mut ClientSession>,
     ) -> Result<Upserted, OdmError> {
         let mut document = encode(model)?;
-        let id = document.remove("_id");
-        let key = Self::key_filter(&document);
-        let mut filter = key.clone();
-        filter.extend(fence_ok(token));
-        document.insert(FENCE, token_bson(token));
-        let insert_id = match id {
-            Some(Bson::ObjectId(id)) => id,
-            _ => new_id,
+        let own_id = match document.remove("_id") {
+            Some(Bson::ObjectId(id)) => Some(id),
+            _ => None,
         };
-        for _ in 0..4 {
-            // A replacement, not `$set`: the document becomes exactly the
-            // record (empty fields go), and servers that store `$set` dates
-            // as text keep BSON dates. `replaceOne`, not `findAndModify`:
-            // SecantusDB runs the write of a matching `findAndModify` as a
-            // collection scan, so a step's cost grew with the collection;
-            // the id is read back by the key (an index lookup everywhere).
-            let action = self.inner.replace_one(filter.clone(), document.clone());
+        let key = Self::key_filter(&document);
+        document.insert(FENCE, token_bson(token));
+        let insert_id = own_id.unwrap_or(new_id);
+        let mut target = own_id.or_else(|| self.remembered(&key));
+        for _ in 0..5 {
+            let id = match target.take() {
+                Some(id) => id,
+                None => {
+                    let action = self
+                        .inner
+                        .find_one(key.clone())
+                        .projection(doc! { "_id": 1, FENCE: 1 });
+                    let existing = match session.as_deref_mut() {
+                        Some(s) => action.session(s).await,
+                        None => action.await,
+                    }?;
+                    let Some(existing) = existing else {
+                        let mut insert = document.clone();
+                        insert.insert("_id", insert_id);
+                        let action = self.inner.insert_one(insert);
+                        let inserted = match session.as_deref_mut() {
+                            Some(s) => action.session(s).await,
+                            None => action.await,
+                        };
+                        match inserted {
+                            Ok(_) => {
+                                self.remember(&key, insert_id);
+                                return Ok(Upserted {
+                                    id: insert_id,
+                                    inserted: true,
+                                });
+                            }
+                            // Written meanwhile: look it up again.
+                            Err(e) if is_duplicate_key(&e) => continue,
+                            Err(e) => return Err(OdmError::Driver(e)),
+                        }
+                    };
+                    let id = existing.get_object_id("_id").map_err(|e| {
+                        OdmError::Encode(format!(
+                            "{} document without an ObjectId: {e}",
+                            M::COLLECTION
+                        ))
+                    })?;
+                    match stamp(&existing) {
+                        Some(stamp) if stamp > token_i64(token) => return Err(OdmError::Fenced),
+                        Some(_) => id,
+                        // Never stamped (a document another program added):
+                        // stamp it as old, then replace it.
+                        None => {
+                            let action = self.inner.update_one(
+                                doc! { "_id": id, FENCE: { "$exists": false } },
+                                doc! { "$set": { FENCE: 0_i64 } },
+                            );
+                            match session.as_deref_mut() {
+                                Some(s) => action.session(s).await,
+                                None => action.await,
+                            }?;
+                            id
+                        }
+                    }
+                }
+            };
+            let mut filter = doc! { "_id": id };
+            filter.extend(fence_ok(token));
+            let action = self.inner.replace_one(filter, document.clone());
             let replaced = match session.as_deref_mut() {
                 Some(s) => action.session(s).await,
                 None => action.await,
             }?;
             if replaced.matched_count == 1 {
-                let action = self
-                    .inner
-                    .find_one(key.clone())
-                    .projection(doc! { "_id": 1 });
-                let found = match session.as_deref_mut() {
-                    Some(s) => action.session(s).await,
-                    None => action.await,
-                }?;
-                // Gone meanwhile (a purge by the lease's holder): try again.
-                let Some(found) = found else { continue };
-                let id = found.get_object_id("_id").map_err(|e| {
-                    OdmError::Encode(format!(
-                        "{} document without an ObjectId: {e}",
-                        M::COLLECTION
-                    ))
-                })?;
+                self.remember(&key, id);
                 return Ok(Upserted {
                     id,
                     inserted: false,
                 });
             }
-            let action = self.inner.find_one(key.clone());
-            let existing = match session.as_deref_mut() {
-                Some(s) => action.session(s).await,
-                None => action.await,
-            }?;
-            match existing {
-                Some(existing) => match stamp(&existing) {
-                    Some(stamp) if stamp > token_i64(token) => return Err(OdmError::Fenced),
-                    // Written meanwhile with an older stamp, or never
-                    // stamped (a document another program added): stamp
-                    // it as old and try again.
-                    Some(_) => continue,
-                    None => {
-                        let action = self.inner.update_one(
-                            doc! { "_id": existing.get("_id").cloned().unwrap_or(Bson::Null), FENCE: { "$exists": false } },
-                            doc! { "$set": { FENCE: 0_i64 } },
-                        );
-                        match session.as_deref_mut() {
-                            Some(s) => action.session(s).await,
-                            None => action.await,
-                        }?;
-                        continue;
-                    }
-                },
-                None => {
-                    let mut insert = document.clone();
-                    insert.insert("_id", insert_id);
-                    let action = self.inner.insert_one(insert);
-                    let inserted = match session.as_deref_mut() {
-                        Some(s) => action.session(s).await,
-                        None => action.await,
-                    };
-                    match inserted {
-                        Ok(_) => {
-                            return Ok(Upserted {
-                                id: insert_id,
-                                inserted: true,
-                            })
-                        }
-                        Err(e) if is_duplicate_key(&e) => continue,
-                        Err(e) => return Err(OdmError::Driver(e)),
-                    }
-                }
-            }
+            // Gone (purged), stamped newer meanwhile, or a stale id: the
+            // key's lookup tells which.
         }
         Err(OdmError::Encode(format!(
             "{}: the document kept changing under the write",
