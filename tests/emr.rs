@@ -681,11 +681,27 @@ fn a_refused_terminate_is_logged_and_recorded_on_emr_moto() {
 }
 
 /// `flow ARGS` until the killed run's lease is stale enough for it to be
-/// accepted; its output.
+/// accepted; its output. Each attempt must end within a minute: a run that
+/// started a step behind the dead run's held one would wait forever.
 fn until_accepted(emr: &Emr, args: &[&str]) -> std::process::Output {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let out = emr.home.flow(args);
+        let mut child = emr
+            .home
+            .command(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let ends = Instant::now() + Duration::from_secs(60);
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > ends {
+                kill9(&mut child);
+                panic!("flow {args:?} did not end within 60 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let out = child.wait_with_output().unwrap();
         let refused = out.status.code() == Some(2)
             && String::from_utf8_lossy(&out.stderr).contains("already being run by");
         if !refused {

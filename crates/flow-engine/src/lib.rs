@@ -48,10 +48,10 @@
 //!         settings: Arc::new(Settings::new()),
 //!         number_of_clusters: 1,
 //!     };
-//!     let store = SqliteStore::open(
-//!         &std::env::temp_dir().join("hello-flow.db"),
-//!         SqliteOptions::default(),
-//!     )?;
+//!     // A store file of this process's own (one left by another build
+//!     // may have a newer schema).
+//!     let db = std::env::temp_dir().join(format!("hello-flow-{}.db", std::process::id()));
+//!     let store = SqliteStore::open(&db, SqliteOptions::default())?;
 //!     let clusters = LocalClusterFactory::new(LocalOptions::default());
 //!     let engine = ExecutionEngine::new(
 //!         Arc::new(graph),
@@ -63,6 +63,9 @@
 //!     let report = engine.run().await?;
 //!     println!("{}: {}", report.flow, report.state); // [hello, 2026112807]: state_processed
 //!     assert!(report.state.is_complete());
+//!     for suffix in ["", "-wal", "-shm"] {
+//!         let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+//!     }
 //!     Ok(())
 //! }
 //! ```
