@@ -194,7 +194,7 @@ interval = "200ms"
 
 [cluster.qubole.s3]
 bucket = "{bucket}"
-endpoint_url = "{s3}"
+endpoint = "{s3}"
 force_path_style = true
 
 [lease]
