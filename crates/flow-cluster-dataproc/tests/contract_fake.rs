@@ -348,8 +348,10 @@ async fn jobs_are_noticed_within_two_seconds_median_at_one_request_per_second_on
             requests as f64 <= waited.as_secs_f64() + 1.0,
             "{requests} requests in {waited:?}"
         );
-        // The 3 s cap bounds every delay.
-        assert!(delay <= Duration::from_secs(3), "{length:?}: {delay:?}");
+        // The 3 s cap bounds every delay, plus one tick where the tick after
+        // the end is the cluster check (every 10th tick asks about the
+        // cluster instead of its jobs).
+        assert!(delay <= Duration::from_secs(6), "{length:?}: {delay:?}");
         delays.push(delay);
     }
     delays.sort();
@@ -377,7 +379,11 @@ async fn many_jobs_of_one_cluster_cost_one_request_per_tick_on_contract_fake() {
         handles.push(s.submit(&cluster, &pyspark(&[])).await);
     }
     let start = s.clock.now();
-    let before = s.fake.count("jobs.get") + s.fake.count("jobs.list");
+    // Every request of the wait: the jobs' and, every 10th tick, the
+    // cluster's (asked instead of the jobs).
+    let requests_now =
+        || s.fake.count("jobs.get") + s.fake.count("jobs.list") + s.fake.count("clusters.get");
+    let before = requests_now();
     let tasks: Vec<_> = handles
         .iter()
         .map(|h| wait_task(&cluster, h, CancellationToken::new(), &s.context))
@@ -388,7 +394,7 @@ async fn many_jobs_of_one_cluster_cost_one_request_per_tick_on_contract_fake() {
         s.clock.advance(SECOND);
     }
     s.clock.wait_for_sleepers(1).await;
-    let after = s.fake.count("jobs.get") + s.fake.count("jobs.list");
+    let after = requests_now();
     assert_eq!(after - before, 20, "{:?}", s.fake.requests());
     assert_eq!(s.fake.count("jobs.get"), 0, "one jobs.list per tick");
     // They end together; one listing of the finished jobs confirms them.
@@ -405,7 +411,7 @@ async fn many_jobs_of_one_cluster_cost_one_request_per_tick_on_contract_fake() {
         matches!(&results[0], Err(ClusterError::JobFailed { message, .. }) if message.contains("it broke"))
     );
     assert!(results[1..].iter().all(Result::is_ok), "{results:?}");
-    let requests = s.fake.count("jobs.get") + s.fake.count("jobs.list") - before;
+    let requests = requests_now() - before;
     let ticks = (s.clock.now() - start).as_secs();
     assert!(
         requests <= ticks + 1,
