@@ -83,7 +83,7 @@ pub enum Command {
     /// run_mode_run_from on --step. Exit codes: 0 processed or noop, 1
     /// invalid, 2 bad unit (nothing written), 3 cancelled, 4 clusters left up.
     Drive(DriveArgs),
-    /// Run the timetable of flows with a [schedule] section: a Job per
+    /// Run the timetable of flows with a `[schedule]` section: a Job per
     /// period, its managed run started when the period closes (plus lag),
     /// failed runs retried in recovery mode with backoff, missed periods
     /// caught up oldest first. Any number of `flow schedule` processes may
@@ -92,7 +92,7 @@ pub enum Command {
     /// cancelled.
     Schedule {
         /// Flow files (or names in the flows directory), each with
-        /// [schedule]; every flow one depends on must be among them.
+        /// `[schedule]`; every flow one depends on must be among them.
         #[arg(required = true, value_name = "FLOW")]
         flows: Vec<String>,
         /// Managed runs at once, in this process.
