@@ -8,11 +8,10 @@ use async_trait::async_trait;
 use aws_sdk_emr::config::http::HttpResponse;
 use aws_sdk_emr::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use flow_cloud::{Clock, JobSource, Phase, Poller, Requests};
-use flow_core::{Filesystem, FsError};
+use flow_core::DeferredFilesystem;
 use flow_fs_s3::aws::{self, AwsSettings};
 use flow_fs_s3::S3Filesystem;
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::OnceCell;
 
@@ -350,49 +349,13 @@ pub(crate) struct LazyS3 {
     pub shared: Arc<EmrBackend>,
 }
 
-impl LazyS3 {
-    async fn fs(&self, op: &'static str, location: &str) -> Result<&S3Filesystem, FsError> {
+#[async_trait]
+impl DeferredFilesystem for LazyS3 {
+    type Fs = S3Filesystem;
+    async fn built(&self) -> Result<&S3Filesystem, String> {
         match self.shared.clients().await {
             Ok(clients) => Ok(&clients.s3),
-            Err(e) => Err(FsError::Backend {
-                op,
-                location: location.to_string(),
-                message: e.to_string(),
-            }),
+            Err(e) => Err(e.to_string()),
         }
-    }
-}
-
-#[async_trait]
-impl Filesystem for LazyS3 {
-    async fn mkdir(&self, path: &str) -> Result<(), FsError> {
-        self.fs("mkdir", path).await?.mkdir(path).await
-    }
-    async fn rmdir(&self, path: &str) -> Result<(), FsError> {
-        self.fs("rmdir", path).await?.rmdir(path).await
-    }
-    async fn rm(&self, path: &str) -> Result<(), FsError> {
-        self.fs("rm", path).await?.rm(path).await
-    }
-    async fn cp(&self, from: &str, to: &str) -> Result<(), FsError> {
-        self.fs("cp", from).await?.cp(from, to).await
-    }
-    async fn mv(&self, from: &str, to: &str) -> Result<(), FsError> {
-        self.fs("mv", from).await?.mv(from, to).await
-    }
-    async fn copy_to_local(&self, remote: &str, local: &Path) -> Result<(), FsError> {
-        self.fs("copy_to_local", remote)
-            .await?
-            .copy_to_local(remote, local)
-            .await
-    }
-    async fn copy_from_local(&self, local: &Path, remote: &str) -> Result<(), FsError> {
-        self.fs("copy_from_local", remote)
-            .await?
-            .copy_from_local(local, remote)
-            .await
-    }
-    async fn exists(&self, path: &str) -> Result<bool, FsError> {
-        self.fs("exists", path).await?.exists(path).await
     }
 }

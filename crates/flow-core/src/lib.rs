@@ -32,6 +32,7 @@ pub mod actions;
 pub mod clock;
 pub mod cluster;
 pub mod context;
+pub mod deferred;
 pub mod filesystem;
 pub mod graph;
 pub mod job;
@@ -59,6 +60,7 @@ pub use cluster::{
     SecretFile,
 };
 pub use context::{mask, secret_env_var, ExecutionContext, Secret, SettingValue, Settings};
+pub use deferred::DeferredFilesystem;
 pub use filesystem::{normalize_key, Filesystem, FsError, KeyProblem};
 pub use graph::{FlowDefinition, FlowGraph, GraphError, StepDefinition};
 pub use job::{JobKey, JobQuery, TimetableJob};

@@ -4,14 +4,13 @@
 
 use crate::{S3Config, S3Filesystem};
 use async_trait::async_trait;
-use flow_core::{Filesystem, FsError};
+use flow_core::DeferredFilesystem;
 use std::fmt;
-use std::path::Path;
 use tokio::sync::OnceCell;
 
 /// An [`S3Filesystem`] built from its [`S3Config`] by the first call; a
-/// failed build is tried again by the next call and reported as
-/// [`FsError::Backend`] naming the operation and the key.
+/// failed build is tried again by the next call (flow-core's
+/// [`DeferredFilesystem`] makes it a `Filesystem`).
 pub struct LazyS3Filesystem {
     config: S3Config,
     fs: OnceCell<S3Filesystem>,
@@ -46,46 +45,12 @@ impl LazyS3Filesystem {
             .get_or_try_init(|| self.config.clone().builder().build())
             .await
     }
-
-    async fn fs(&self, op: &'static str, location: &str) -> Result<&S3Filesystem, FsError> {
-        self.get().await.map_err(|e| FsError::Backend {
-            op,
-            location: location.to_string(),
-            message: e.to_string(),
-        })
-    }
 }
 
 #[async_trait]
-impl Filesystem for LazyS3Filesystem {
-    async fn mkdir(&self, path: &str) -> Result<(), FsError> {
-        self.fs("mkdir", path).await?.mkdir(path).await
-    }
-    async fn rmdir(&self, path: &str) -> Result<(), FsError> {
-        self.fs("rmdir", path).await?.rmdir(path).await
-    }
-    async fn rm(&self, path: &str) -> Result<(), FsError> {
-        self.fs("rm", path).await?.rm(path).await
-    }
-    async fn cp(&self, from: &str, to: &str) -> Result<(), FsError> {
-        self.fs("cp", from).await?.cp(from, to).await
-    }
-    async fn mv(&self, from: &str, to: &str) -> Result<(), FsError> {
-        self.fs("mv", from).await?.mv(from, to).await
-    }
-    async fn copy_to_local(&self, remote: &str, local: &Path) -> Result<(), FsError> {
-        self.fs("copy_to_local", remote)
-            .await?
-            .copy_to_local(remote, local)
-            .await
-    }
-    async fn copy_from_local(&self, local: &Path, remote: &str) -> Result<(), FsError> {
-        self.fs("copy_from_local", remote)
-            .await?
-            .copy_from_local(local, remote)
-            .await
-    }
-    async fn exists(&self, path: &str) -> Result<bool, FsError> {
-        self.fs("exists", path).await?.exists(path).await
+impl DeferredFilesystem for LazyS3Filesystem {
+    type Fs = S3Filesystem;
+    async fn built(&self) -> Result<&S3Filesystem, String> {
+        self.get().await.map_err(|e| e.to_string())
     }
 }
