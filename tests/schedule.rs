@@ -2,7 +2,8 @@
 //! the built binary, on the SQLite store and the local cluster: three
 //! schedulers on one store with one killed (`kill -9`) mid-run run every Job
 //! exactly once; freerun runs need a finished Job and never change it;
-//! skip and reprocess move Jobs as a person asks.
+//! skip and reprocess move Jobs as a person asks; the concurrency comes
+//! from the settings unless the flag says otherwise.
 
 mod support;
 
@@ -294,4 +295,71 @@ fn skip_and_reprocess_move_jobs_as_asked() {
     assert_eq!(states(&after)[2].1, "state_skipped");
     let out = home.expect(2, &["reprocess", "tick.toml", "--timeperiod", "2001010100"]);
     assert!(stderr(&out).contains("there is no"), "{}", text(&out));
+}
+
+/// An hourly flow whose one step notes in `overlap.txt` when another
+/// period's step is at work at the same time.
+fn overlap_flow(earliest: &str) -> String {
+    format!(
+        r#"
+name = "overlap"
+time_qualifier = "hourly"
+[schedule]
+earliest_timeperiod = "{earliest}"
+[[steps]]
+name = "a"
+main = {{ action = "shell", command = "ls running-* >> overlap.txt 2>/dev/null; touch running-{{timeperiod}}; sleep 1; rm running-{{timeperiod}}; echo {{timeperiod}} >> done.txt" }}
+"#
+    )
+}
+
+#[test]
+fn concurrency_comes_from_the_settings_unless_the_flag_says_otherwise() {
+    let home = Home::empty();
+    home.write(
+        "flow.toml",
+        &format!("{SETTINGS}\n[schedule]\nconcurrency = 1\n"),
+    );
+    home.write("overlap.toml", &overlap_flow(&hour(3)));
+    let schedule = |extra: &[&str]| {
+        let mut args = vec![
+            "schedule",
+            "overlap.toml",
+            "--until-caught-up",
+            "--poll",
+            "200ms",
+        ];
+        args.extend_from_slice(extra);
+        let child = home
+            .command(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = wait(child, "the scheduler");
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        out
+    };
+    // [schedule] concurrency = 1: the three closed hours one after another.
+    let out = schedule(&[]);
+    assert!(stderr(&out).contains("(concurrency 1)"), "{}", text(&out));
+    assert!(sorted_lines(&home.read("done.txt")).len() >= 3);
+    assert_eq!(
+        home.read("overlap.txt"),
+        "",
+        "runs overlapped with concurrency 1"
+    );
+    // The flag wins over the key.
+    let out = schedule(&["--concurrency", "3"]);
+    assert!(stderr(&out).contains("(concurrency 3)"), "{}", text(&out));
+    // A key the section does not have is refused at its place.
+    let settings = format!("{SETTINGS}\n[schedule]\nconcurrency = 1\nlag = \"1h\"\n");
+    home.write("flow.toml", &settings);
+    let out = home.expect(2, &["schedule", "overlap.toml", "--until-caught-up"]);
+    let line = 1 + settings.lines().position(|l| l.starts_with("lag")).unwrap();
+    assert!(
+        stderr(&out).contains(&format!("flow.toml:{line}:1: unknown field `lag`")),
+        "{}",
+        text(&out)
+    );
 }

@@ -95,9 +95,10 @@ pub enum Command {
         /// `[schedule]`; every flow one depends on must be among them.
         #[arg(required = true, value_name = "FLOW")]
         flows: Vec<String>,
-        /// Managed runs at once, in this process.
-        #[arg(long, value_name = "N", default_value = "4")]
-        concurrency: NonZeroUsize,
+        /// Managed runs at once, in this process. Default: the settings'
+        /// `[schedule] concurrency`, else 4.
+        #[arg(long, value_name = "N")]
+        concurrency: Option<NonZeroUsize>,
         /// Exit 0 once no Job can make progress any more (every Job up to
         /// now finished, or blocked by a skipped upstream Job).
         #[arg(long)]

@@ -120,6 +120,8 @@ struct FileSpec {
     #[serde(default)]
     serve: ServeSpec,
     #[serde(default)]
+    schedule: ScheduleSpec,
+    #[serde(default)]
     settings: BTreeMap<String, Scalar>,
     #[serde(default)]
     secrets: BTreeMap<String, String>,
@@ -225,6 +227,14 @@ struct ServeSpec {
     metrics: Option<bool>,
 }
 
+/// `[schedule]`: the `flow schedule` process (a flow file's own
+/// `[schedule]` says when that flow runs).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScheduleSpec {
+    concurrency: Option<NonZeroUsize>,
+}
+
 /// The `[serve] token` as written: `"env:VAR"` or the token itself, which
 /// `Debug` must not show.
 #[derive(Deserialize)]
@@ -288,6 +298,7 @@ const DEFAULT_CANCEL_GRACE: Duration = Duration::from_secs(30);
 const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_DATABASE: &str = "flow";
 const DEFAULT_SERVER_SELECTION_TIMEOUT: Duration = Duration::from_secs(5);
+const DEFAULT_SCHEDULE_CONCURRENCY: NonZeroUsize = NonZeroUsize::new(4).unwrap();
 const DEFAULT_LOG_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
 
 impl SettingsFile {
@@ -678,6 +689,15 @@ impl SettingsFile {
             .unwrap_or(DEFAULT_CANCEL_GRACE)
     }
 
+    /// Managed runs a `flow schedule` process runs at once unless
+    /// `--concurrency` says otherwise (`[schedule] concurrency`, default 4).
+    pub fn schedule_concurrency(&self) -> NonZeroUsize {
+        self.spec
+            .schedule
+            .concurrency
+            .unwrap_or(DEFAULT_SCHEDULE_CONCURRENCY)
+    }
+
     /// Where `flow serve` listens unless `--bind` says otherwise. Default:
     /// `127.0.0.1:8080`.
     pub fn serve_bind(&self) -> std::net::SocketAddr {
@@ -953,6 +973,18 @@ mod tests {
             SettingsFile::defaults().serve_bind().to_string(),
             "127.0.0.1:8080"
         );
+    }
+
+    #[test]
+    fn schedule_concurrency_key() {
+        assert_eq!(SettingsFile::defaults().schedule_concurrency().get(), 4);
+        let s = parse("[schedule]\nconcurrency = 8\n").unwrap();
+        assert_eq!(s.schedule_concurrency().get(), 8);
+        let e = parse("[schedule]\nconcurrency = 0\n").unwrap_err();
+        assert!(e.message.starts_with("/etc/x/flow.toml:2:15: "), "{e}");
+        let e = parse("[schedule]\nconcurrency = 2\nlag = \"1h\"\n").unwrap_err();
+        assert!(e.message.starts_with("/etc/x/flow.toml:3:1: "), "{e}");
+        assert!(e.message.contains("unknown field `lag`"), "{e}");
     }
 
     #[test]

@@ -58,7 +58,7 @@ pub fn execute(cli: Cli) -> Result<Exit, CliError> {
             settings,
             &flows,
             schedule::Options {
-                concurrency: concurrency.get(),
+                concurrency,
                 until_caught_up,
                 poll,
             },

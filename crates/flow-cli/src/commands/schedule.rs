@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 
 /// The command line's choices.
 pub struct Options {
-    pub concurrency: usize,
+    /// `--concurrency`; `None`: the settings' `[schedule] concurrency`.
+    pub concurrency: Option<std::num::NonZeroUsize>,
     pub until_caught_up: bool,
     pub poll: Duration,
 }
@@ -85,9 +86,13 @@ pub fn schedule(
         std::process::id(),
         random_u32()
     );
+    let concurrency = options
+        .concurrency
+        .unwrap_or_else(|| settings.schedule_concurrency())
+        .get();
     let timetable_options = TimetableOptions {
         owner: owner.clone(),
-        concurrency: options.concurrency,
+        concurrency,
         claim_ttl: settings.lease_ttl(),
         heartbeat: settings.heartbeat_interval(),
     };
@@ -117,7 +122,7 @@ pub fn schedule(
         };
         let mut sigint = listen(SignalKind::interrupt())?;
         let mut sigterm = listen(SignalKind::terminate())?;
-        errln!("flow schedule: {owner}: running (concurrency {})", options.concurrency);
+        errln!("flow schedule: {owner}: running (concurrency {concurrency})");
         loop {
             let tick = match timetable.tick().await {
                 Ok(tick) => tick,
