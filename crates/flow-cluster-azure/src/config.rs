@@ -163,6 +163,12 @@ impl AzureConfig {
                 }
             }
         }
+        if let Some(password) = &self.password {
+            // Never echo the value: it may be the password itself.
+            if password.variable().is_none() {
+                return invalid("password", flow_fs_azure::PLAIN_TEXT_SECRET);
+            }
+        }
         if self.username.trim().is_empty() {
             return invalid("username", "must not be empty");
         }
@@ -178,9 +184,11 @@ impl AzureConfig {
                 return invalid(field, "must not be zero");
             }
         }
-        self.blob.validate().map_err(|e| AzureError::Invalid {
-            field: "blob",
-            message: e.to_string(),
+        self.blob.validate().map_err(|e| match e {
+            flow_fs_azure::AzureBlobError::Invalid { field, message } => {
+                AzureError::InvalidBlob { field, message }
+            }
+            other => AzureError::Blob(other),
         })
     }
 }
@@ -266,12 +274,37 @@ mod tests {
     }
 
     #[test]
-    fn a_plain_text_password_is_refused() {
-        let e = toml::from_str::<AzureConfig>(
-            "gateway = \"https://x.azurehdinsight.net\"\npassword = \"hunter2-hunter2\"\n",
+    fn a_plain_text_secret_is_refused_naming_its_key_never_its_value() {
+        #[derive(Debug, Deserialize)]
+        struct Wrapper {
+            #[serde(default, deserialize_with = "deserialize_validated")]
+            #[allow(dead_code)]
+            azure: Option<AzureConfig>,
+        }
+        for (text, key) in [
+            (
+                "[azure]\ngateway = \"https://x.azurehdinsight.net\"\npassword = \"hunter2-hunter2\"\n",
+                "[cluster.azure] setting `password`",
+            ),
+            (
+                "[azure]\ngateway = \"https://x.azurehdinsight.net\"\npassword = \"env:P\"\n[azure.blob]\naccount = \"a\"\nkey = \"hunter2-hunter2\"\n",
+                "[cluster.azure.blob] setting `key`",
+            ),
+            (
+                "[azure]\ngateway = \"https://x.azurehdinsight.net\"\n[azure.blob]\nconnection_string = \"hunter2-hunter2\"\n",
+                "[cluster.azure.blob] setting `connection_string`",
+            ),
+        ] {
+            let e = toml::from_str::<Wrapper>(text).unwrap_err();
+            let shown = e.to_string();
+            assert!(shown.contains(key) && shown.contains("env:VAR"), "{shown}");
+            assert!(!shown.contains("hunter2"), "the secret is echoed: {shown}");
+            assert!(shown.contains("line 1, column 1"), "{shown}");
+        }
+        let ok: Wrapper = toml::from_str(
+            "[azure]\ngateway = \"https://x.azurehdinsight.net\"\npassword = \"env:P\"\n",
         )
-        .unwrap_err()
-        .to_string();
-        assert!(e.contains("env:VAR"), "{e}");
+        .unwrap();
+        assert_eq!(ok.azure.unwrap().password.unwrap().variable(), Some("P"));
     }
 }

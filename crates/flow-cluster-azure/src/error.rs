@@ -13,6 +13,15 @@ pub enum AzureError {
         /// What is wrong with it.
         message: String,
     },
+    /// A `[cluster.azure.blob]` setting is missing, out of range or
+    /// malformed.
+    #[error("[cluster.azure.blob] setting `{field}`: {message}")]
+    InvalidBlob {
+        /// The setting's name.
+        field: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
     /// The Blob filesystem could not be made.
     #[error(transparent)]
     Blob(#[from] flow_fs_azure::AzureBlobError),

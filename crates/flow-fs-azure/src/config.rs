@@ -19,28 +19,49 @@ pub(crate) const MAX_BLOCK: u64 = 4000 * MIB;
 pub(crate) const MAX_BLOCKS: u64 = 50_000;
 
 /// A secret setting, written `"env:VAR"`: the variable is read when the
-/// filesystem is built. A value in plain text is refused when the settings
-/// are read, so no credential sits in a settings file. Shows as written
-/// (the variable's name), never the value.
+/// filesystem is built. A value in plain text is dropped as it is read and
+/// refused by `validate` naming only its key: a refusal while parsing
+/// would make TOML's error quote the line, and so the secret. Shows as
+/// written (the variable's name), never a value.
 #[derive(Clone, PartialEq, Eq)]
-pub struct SecretRef(String);
+pub struct SecretRef(Option<String>);
+
+/// Why a secret written in plain text is refused (the value is not shown).
+pub const PLAIN_TEXT_SECRET: &str = "write \"env:VAR\" (the environment variable holding the secret); a secret written in the settings file is refused (its value is not shown)";
 
 impl SecretRef {
     /// `"env:VAR"`, or why not.
     pub fn new(written: &str) -> Result<Self, String> {
+        match Self::parse(written) {
+            SecretRef(None) => Err(PLAIN_TEXT_SECRET.to_string()),
+            ok => Ok(ok),
+        }
+    }
+
+    /// As written, a plain-text value kept as refused (and dropped).
+    fn parse(written: &str) -> Self {
         match written.strip_prefix("env:") {
-            Some(var) if !var.is_empty() => Ok(SecretRef(written.to_string())),
-            _ => Err(
-                "a secret is written \"env:VAR\" (the environment variable holding it), never in plain text"
-                    .to_string(),
-            ),
+            Some(var) if !var.is_empty() => SecretRef(Some(written.to_string())),
+            _ => SecretRef(None),
+        }
+    }
+
+    /// Refuses a secret written in plain text, naming `field` only.
+    pub fn check(&self, field: &'static str) -> Result<(), AzureBlobError> {
+        match self.0 {
+            Some(_) => Ok(()),
+            None => Err(AzureBlobError::Invalid {
+                field,
+                message: PLAIN_TEXT_SECRET.into(),
+            }),
         }
     }
 
     /// The variable's value, registered for masking; `field` names the
     /// setting in the error when the variable is not set.
     pub fn read(&self, field: &'static str) -> Result<Secret, AzureBlobError> {
-        let var = &self.0["env:".len()..];
+        self.check(field)?;
+        let var = self.variable().unwrap_or_default();
         match std::env::var(var) {
             Ok(value) if !value.is_empty() => Ok(Secret::new(value)),
             _ => Err(AzureBlobError::Invalid {
@@ -49,24 +70,35 @@ impl SecretRef {
             }),
         }
     }
+
+    /// The environment variable the secret is read from (none when it was
+    /// written in plain text).
+    pub fn variable(&self) -> Option<&str> {
+        self.0.as_deref().map(|w| &w["env:".len()..])
+    }
 }
 
 impl fmt::Debug for SecretRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?}", self.0)
+        match &self.0 {
+            Some(written) => write!(f, "{written:?}"),
+            None => f.write_str("<plain text, refused>"),
+        }
     }
 }
 
 impl Serialize for SecretRef {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.0)
+        match &self.0 {
+            Some(written) => s.serialize_str(written),
+            None => Err(serde::ser::Error::custom(PLAIN_TEXT_SECRET)),
+        }
     }
 }
 
 impl<'de> Deserialize<'de> for SecretRef {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let written = String::deserialize(d)?;
-        SecretRef::new(&written).map_err(serde::de::Error::custom)
+        Ok(SecretRef::parse(&String::deserialize(d)?))
     }
 }
 
@@ -197,6 +229,15 @@ impl AzureBlobConfig {
             .iter()
             .filter(|s| s.is_some())
             .count();
+        for (field, secret) in [
+            ("key", &self.key),
+            ("sas", &self.sas),
+            ("connection_string", &self.connection_string),
+        ] {
+            if let Some(secret) = secret {
+                secret.check(field)?;
+            }
+        }
         if secrets > 1 {
             return invalid(
                 "key",
@@ -485,11 +526,12 @@ mod tests {
 
     #[test]
     fn a_secret_in_plain_text_is_refused_and_debug_shows_only_the_variable() {
-        let e = toml::from_str::<AzureBlobConfig>("account = \"a\"\nkey = \"c2VjcmV0LWtleQ==\"\n")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("env:VAR"), "{e}");
-        assert!(e.contains("line 2"), "{e}");
+        let c = toml::from_str::<AzureBlobConfig>("account = \"a\"\nkey = \"c2VjcmV0LWtleQ==\"\n")
+            .unwrap();
+        assert!(!format!("{c:?}").contains("c2VjcmV0"), "{c:?}");
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("`key`") && e.contains("env:VAR"), "{e}");
+        assert!(!e.contains("c2VjcmV0"), "{e}");
         let c: AzureBlobConfig = toml::from_str("sas = \"env:FLOW_TEST_SAS\"\n").unwrap();
         assert_eq!(format!("{:?}", c.sas), "Some(\"env:FLOW_TEST_SAS\")");
     }

@@ -47,6 +47,7 @@ pub use backend::AzureBackend;
 pub use blob::EMULATOR_ACCOUNT;
 pub use config::{
     AzureBlobConfig, AzureBlobError, AzureBlobFilesystemBuilder, AzureCredential, SecretRef,
+    PLAIN_TEXT_SECRET,
 };
 
 /// The Blob filesystem: the shared object filesystem on [`AzureBackend`].
