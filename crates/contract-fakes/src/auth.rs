@@ -1,7 +1,8 @@
 //! Bearer tokens: an OAuth 2.0 token endpoint (`POST /token`, what a
 //! service-account key file's `token_uri` names) issuing access tokens
 //! that expire on the fake's clock, and the check of each API request's
-//! `Authorization` header against what it issued.
+//! `Authorization` header against what it issued; and the HTTP basic login
+//! of a gateway ([`BasicLogin`]: HDInsight's, in front of Livy and WebHCat).
 
 use crate::clock::FakeClock;
 use crate::server::{json, ok, query_pairs};
@@ -178,4 +179,74 @@ pub fn service_account_key(token_uri: &str) -> String {
         "token_uri": token_uri,
     })
     .to_string()
+}
+
+/// A gateway's HTTP basic login (`Authorization: Basic BASE64(user:password)`).
+#[derive(Debug, Clone)]
+pub struct BasicLogin {
+    expected: String,
+    realm: &'static str,
+}
+
+impl BasicLogin {
+    /// The login `user`:`password`, refused in `realm`'s name.
+    pub fn new(user: &str, password: &str, realm: &'static str) -> Self {
+        BasicLogin {
+            expected: format!("Basic {}", base64(&format!("{user}:{password}"))),
+            realm,
+        }
+    }
+
+    /// `None` when the request carries the login, else the 401 (with
+    /// `WWW-Authenticate`) in the API's error shape.
+    pub fn check(&self, headers: &HeaderMap, shape: crate::errors::ErrorShape) -> Option<Response> {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        if given == Some(self.expected.as_str()) {
+            return None;
+        }
+        let mut refused = shape(StatusCode::UNAUTHORIZED, "", "Unauthorized".into());
+        refused.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            format!("Basic realm=\"{}\"", self.realm)
+                .parse()
+                .expect("a header value"),
+        );
+        Some(refused)
+    }
+}
+
+/// Standard base64 of `text`.
+fn base64(text: &str) -> String {
+    const TABLE: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let bytes = text.as_bytes();
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(TABLE[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod basic_tests {
+    use super::*;
+
+    #[test]
+    fn basic_login_is_base64() {
+        assert_eq!(base64("admin:pw"), "YWRtaW46cHc=");
+        assert_eq!(base64("a"), "YQ==");
+    }
 }

@@ -1,5 +1,5 @@
 //! Loopback **contract fakes** of the cloud APIs flow calls that have no
-//! emulator, for tests only: one module per API ([`dataproc`], [`livy`], [`qubole`]), on
+//! emulator, for tests only: one module per API ([`dataproc`], [`livy`], [`qubole`], [`webhcat`]), on
 //! shared scaffolding. Each fake is shaped from the published API
 //! reference and refuses what the service refuses; it is named a fake
 //! everywhere it is used.
@@ -21,7 +21,9 @@
 //! - [`errors`]: the error bodies: Google's
 //!   `{"error": {"code": 400, "message", "status": "INVALID_ARGUMENT"}}`
 //!   and the generic `{"error": {"code": "Name", "message"}}` (Azure ARM's
-//!   shape).
+//!   shape);
+//! - [`gateway_args`]: the binary's flags of the HDInsight gateway's
+//!   fakes (`livy`, `webhcat`).
 //!
 //! **One API per process.** The binary is `contract-fakes API [--port N]
 //! [API flags]`: it serves that one API on `127.0.0.1`, prints `listening
@@ -58,6 +60,8 @@ pub mod clock;
 pub mod dataproc;
 pub mod errors;
 pub mod faults;
+pub mod gateway_args;
 pub mod livy;
 pub mod qubole;
 pub mod server;
+pub mod webhcat;

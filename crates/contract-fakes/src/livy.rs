@@ -14,20 +14,26 @@
 //!
 //! A batch is `starting` when created and stays there until a test moves
 //! it ([`FakeLivy::set_state`], [`FakeLivy::finish`] with its log lines):
-//! what a Spark application does is the test's to say. Faults, request
+//! what a Spark application does is the test's to say; or, started with a
+//! run time ([`FakeLivy::start_with`], the binary's `--run-for`), it ends
+//! `success` that long after its creation on the fake's clock. Faults, request
 //! counts and answers are [`Faults`]'s (method names `batches.create`,
 //! `batches.list`, `batches.get`, `batches.state`, `batches.log`,
 //! `batches.delete`).
 
+use crate::auth::BasicLogin;
+use crate::clock::FakeClock;
 use crate::faults::{self, Faults};
 use crate::server::{json, ok, query, serve, Served};
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::Response;
 use axum::Router;
+use flow_cloud::Clock;
 use serde_json::{json, Value};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 /// Livy's error shape: `{"msg": M}` (the code is not part of it).
 pub fn livy_error(status: StatusCode, _code: &str, message: String) -> Response {
@@ -68,6 +74,7 @@ pub struct FakeBatch {
     pub log: Vec<String>,
     /// The `POST /batches` body it was created from.
     pub body: Value,
+    created: Duration,
 }
 
 impl FakeBatch {
@@ -96,14 +103,38 @@ struct World {
 
 struct Service {
     faults: Faults,
-    /// `Basic BASE64(user:password)` the gateway requires, if any.
-    login: Option<String>,
+    /// The service's clock and the run time of every batch, if batches
+    /// end by themselves.
+    run_for: Option<(FakeClock, Duration)>,
+    /// The gateway's login, if it asks one.
+    login: Option<BasicLogin>,
     world: Mutex<World>,
 }
 
 impl Service {
+    /// The world, with batches whose run time is over ended `success`.
     fn world(&self) -> MutexGuard<'_, World> {
-        self.world.lock().unwrap_or_else(PoisonError::into_inner)
+        let mut world = self.world.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((clock, run_for)) = &self.run_for {
+            let now = clock.now();
+            for batch in world.batches.iter_mut() {
+                if matches!(batch.state.as_str(), "starting" | "running")
+                    && now >= batch.created + *run_for
+                {
+                    batch.state = "success".into();
+                    batch
+                        .log
+                        .push(format!("stdout: fake batch {} done", batch.id));
+                }
+            }
+        }
+        world
+    }
+
+    fn now(&self) -> Duration {
+        self.run_for
+            .as_ref()
+            .map_or(Duration::ZERO, |(clock, _)| clock.now())
     }
 }
 
@@ -117,10 +148,20 @@ impl FakeLivy {
     /// Serves the fake on `port` (`0`: a free one). With `login`
     /// (`(user, password)`), requests without that HTTP basic login are 401.
     pub async fn start(login: Option<(&str, &str)>, port: u16) -> std::io::Result<FakeLivy> {
+        Self::start_with(login, None, port).await
+    }
+
+    /// As [`start`](Self::start); with `run_for` (`(clock, run time)`),
+    /// every batch ends `success` its run time after its creation.
+    pub async fn start_with(
+        login: Option<(&str, &str)>,
+        run_for: Option<(Arc<dyn Clock>, Duration)>,
+        port: u16,
+    ) -> std::io::Result<FakeLivy> {
         let shared = Arc::new(Service {
             faults: Faults::new(livy_error),
-            login: login
-                .map(|(user, password)| format!("Basic {}", base64(&format!("{user}:{password}")))),
+            run_for: run_for.map(|(clock, d)| (FakeClock::new(clock), d)),
+            login: login.map(|(user, password)| BasicLogin::new(user, password, "Livy")),
             world: Mutex::new(World::default()),
         });
         let router = Router::new().fallback(handle).with_state(shared.clone());
@@ -163,29 +204,6 @@ impl FakeLivy {
             b.log.extend(log.iter().map(|l| l.to_string()));
         }
     }
-}
-
-/// Standard base64 of `text` (for the expected `Authorization` value).
-fn base64(text: &str) -> String {
-    const TABLE: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let bytes = text.as_bytes();
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(TABLE[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }
 
 fn not_found(id: &str) -> Response {
@@ -234,18 +252,12 @@ async fn handle(
             )
         }
     };
-    if let Some(expected) = &shared.login {
-        let given = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
-        if given != Some(expected.as_str()) {
-            let mut refused = livy_error(StatusCode::UNAUTHORIZED, "", "Unauthorized".into());
-            refused.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                "Basic realm=\"Livy\"".parse().expect("a header value"),
-            );
-            return refused;
-        }
+    if let Some(refused) = shared
+        .login
+        .as_ref()
+        .and_then(|l| l.check(&headers, livy_error))
+    {
+        return refused;
     }
     if let Some(throttled) = shared.faults.arrive(name) {
         return throttled;
@@ -304,6 +316,7 @@ fn act(
                 state: "starting".into(),
                 log: vec![format!("stdout: fake batch {id} accepted")],
                 body,
+                created: shared.now(),
             };
             let view = batch.view();
             world.batches.push(batch);
@@ -352,16 +365,5 @@ fn act(
             }
         }
         _ => not_found(segments.get(1).copied().unwrap_or("")),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn basic_login_is_base64() {
-        assert_eq!(base64("admin:pw"), "YWRtaW46cHc=");
-        assert_eq!(base64("a"), "YQ==");
     }
 }

@@ -3,9 +3,10 @@
 //! http://127.0.0.1:PORT` on stdout, and exits when its standard input
 //! closes (so it never outlives the test that started it). For end-to-end
 //! tests, where the fake must outlive a killed engine. APIs: `dataproc`
-//! (flags: `src/dataproc/args.rs`), `qubole` (`src/qubole/args.rs`).
+//! (flags: `src/dataproc/args.rs`), `qubole` (`src/qubole/args.rs`), `livy`
+//! and `webhcat` (`src/gateway_args.rs`).
 
-use contract_fakes::{dataproc, qubole, server};
+use contract_fakes::{dataproc, gateway_args, livy, qubole, server, webhcat};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
@@ -31,7 +32,31 @@ async fn main() {
                 .map(|fake| Box::new(fake) as Box<dyn Fake>),
             Err(e) => usage(&e),
         },
-        other => usage(&format!("unknown API {other:?} (APIs: dataproc, qubole)")),
+        "livy" => match gateway_args::parse(rest) {
+            Ok(args) => {
+                let login = args.login.as_ref().map(|(u, p)| (u.as_str(), p.as_str()));
+                livy::FakeLivy::start_with(login, Some((args.clock, args.run_for)), args.port)
+                    .await
+                    .map(|fake| Box::new(fake) as Box<dyn Fake>)
+            }
+            Err(e) => usage(&e),
+        },
+        "webhcat" => match gateway_args::parse(rest) {
+            Ok(args) => webhcat::FakeWebHcat::start(
+                webhcat::WebHcatOptions {
+                    clock: args.clock,
+                    login: args.login,
+                    run_for: Some(args.run_for),
+                },
+                args.port,
+            )
+            .await
+            .map(|fake| Box::new(fake) as Box<dyn Fake>),
+            Err(e) => usage(&e),
+        },
+        other => usage(&format!(
+            "unknown API {other:?} (APIs: dataproc, qubole, livy, webhcat)"
+        )),
     };
     match served {
         Ok(fake) => server::until_stdin_closes(fake.url()).await,
@@ -56,6 +81,18 @@ impl Fake for dataproc::FakeDataproc {
 impl Fake for qubole::FakeQubole {
     fn url(&self) -> &str {
         qubole::FakeQubole::url(self)
+    }
+}
+
+impl Fake for livy::FakeLivy {
+    fn url(&self) -> &str {
+        livy::FakeLivy::url(self)
+    }
+}
+
+impl Fake for webhcat::FakeWebHcat {
+    fn url(&self) -> &str {
+        webhcat::FakeWebHcat::url(self)
     }
 }
 

@@ -594,7 +594,12 @@ impl Cluster for AzureCluster {
                 error!("{job} is {state}");
                 let mut message = format!("{job} is {state}");
                 if let Status::WebHcat(j) = &finished.status {
-                    if let Some(info) = j.status.failure_info.as_deref().filter(|i| !i.is_empty()) {
+                    if let Some(info) = j
+                        .status
+                        .failure_info
+                        .as_deref()
+                        .filter(|i| !i.is_empty() && *i != "NA")
+                    {
                         message.push_str(": ");
                         message.push_str(info);
                     }

@@ -230,7 +230,11 @@ pub(crate) fn payload(
             args,
         } => Ok(Payload::Jar {
             jar: resolve_uri(jar, code_root)?,
-            class: main_class.clone(),
+            // WebHCat's `mapreduce/jar` requires `class` (it reads no
+            // manifest): refused here, before anything is sent.
+            class: Some(main_class.clone().ok_or_else(|| {
+                "WebHCat runs a jar only with its main class: set main_class".to_string()
+            })?),
             args: args.clone(),
         }),
     }

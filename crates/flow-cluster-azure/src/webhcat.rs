@@ -55,6 +55,12 @@ struct Listed {
     detail: Option<WebHcatJob>,
 }
 
+/// WebHCat's answer for a job it does not know: 400 `Could not find job
+/// ID` (its `StatusDelegator` throws `BadParam`; it has no 404 for jobs).
+fn unknown_job(e: &CallError) -> bool {
+    e.is_status(400) && e.to_string().contains("Could not find job")
+}
+
 /// A job to submit: `pig` (`file`) or `mapreduce/jar` (`jar`, `class`).
 pub(crate) enum Submit<'a> {
     Pig {
@@ -112,11 +118,16 @@ impl WebHcat<'_> {
     /// `GET /jobs/ID`; `None` when WebHCat does not know it.
     pub async fn get(&self, id: &str) -> Result<Option<WebHcatJob>, CallError> {
         let url = format!("{}/jobs/{id}", self.url);
-        self.gateway
+        match self
+            .gateway
             .get_json("GET /jobs/ID", &|http| {
                 http.get(&url).query(&[("user.name", self.user)])
             })
             .await
+        {
+            Err(e) if unknown_job(&e) => Ok(None),
+            other => other,
+        }
     }
 
     /// Every job of the user with its details: one request
@@ -157,7 +168,7 @@ impl WebHcat<'_> {
             .await
         {
             Ok(_) => Ok(()),
-            Err(e) if e.is_status(404) => Ok(()),
+            Err(e) if e.is_status(404) || unknown_job(&e) => Ok(()),
             Err(e) => Err(e),
         }
     }

@@ -3,31 +3,17 @@
 //! body, success, `dead` with its log tail, a lost submit answer found by
 //! name, throttling and 503s retried, cancel, shell refused, the login.
 
+mod common;
+
+use common::{context, PASSWORD};
 use contract_fakes::livy::FakeLivy;
 use flow_cloud::{Clock, ManualClock, RetryConfig};
 use flow_cluster_azure::{AzureCluster, AzureClusterFactory, AzureConfig};
-use flow_core::{
-    Cluster, ClusterError, ExecutionContext, Job, JobContext, JobStatus, Settings, Timeperiod,
-};
+use flow_core::{Cluster, ClusterError, Job, JobContext, JobStatus};
 use flow_fs_azure::{AzureBlobConfig, SecretRef};
 use serde_json::json;
 use std::sync::Arc;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-
-const PASSWORD: &str = "gateway-password-for-tests";
-
-fn context() -> ExecutionContext {
-    let timeperiod: Timeperiod = "2026112800".parse().unwrap();
-    ExecutionContext {
-        flow_name: "daily".into(),
-        timeperiod,
-        start_timeperiod: timeperiod,
-        end_timeperiod: timeperiod,
-        settings: Arc::new(Settings::new()),
-        number_of_clusters: 1,
-    }
-}
 
 struct Setup {
     clock: ManualClock,
@@ -38,11 +24,7 @@ struct Setup {
 /// The fake with a login, and a factory pointed at it (its Blob
 /// filesystem is never called here).
 async fn setup(password: Option<&str>) -> Setup {
-    std::env::set_var("FLOW_TEST_AZURE_GATEWAY_PASSWORD", PASSWORD);
-    std::env::set_var(
-        "FLOW_TEST_AZURE_STORAGE_KEY",
-        "c3RvcmFnZS1rZXktZm9yLXRlc3Rz",
-    );
+    common::set_secrets();
     let clock = ManualClock::new();
     let shared: Arc<dyn Clock> = Arc::new(clock.clone());
     let fake = FakeLivy::start(Some(("admin", PASSWORD)), 0).await.unwrap();
@@ -70,20 +52,6 @@ async fn setup(password: Option<&str>) -> Setup {
     }
 }
 
-/// Runs `task`, moving the manual clock to each sleeper's deadline.
-async fn drive<T: Send + 'static>(clock: &ManualClock, mut task: JoinHandle<T>) -> T {
-    loop {
-        tokio::select! {
-            out = &mut task => return out.unwrap(),
-            _ = clock.wait_for_sleepers(1) => {
-                if let Some(deadline) = clock.next_deadline() {
-                    clock.advance(deadline.saturating_sub(clock.now()));
-                }
-            }
-        }
-    }
-}
-
 fn spark() -> Job {
     Job::Spark {
         application: "jobs/count.py".into(),
@@ -94,32 +62,11 @@ fn spark() -> Job {
     }
 }
 
-/// Prepares and submits `job` on a fresh cluster; answers the cluster and
-/// the stored handle.
 async fn submitted(
     s: &Setup,
     job: Job,
 ) -> (Arc<AzureCluster>, flow_core::JobHandle, CancellationToken) {
-    let cluster = Arc::new(s.factory.cluster("azure-0", &context()));
-    let cancel = CancellationToken::new();
-    let (c, j, token) = (cluster.clone(), job.clone(), cancel.clone());
-    let handle = drive(
-        &s.clock,
-        tokio::spawn(async move {
-            let execution = context();
-            let cx = JobContext {
-                cancel: &token,
-                execution: &execution,
-                step: "count",
-                action: "spark",
-                attempt: 1,
-            };
-            let prepared = c.prepare(&j, &cx).unwrap();
-            c.submit(&prepared, &j, &cx).await.unwrap()
-        }),
-    )
-    .await;
-    (cluster, handle, cancel)
+    common::submitted(&s.clock, &s.factory, job, "spark").await
 }
 
 async fn wait(
@@ -128,22 +75,7 @@ async fn wait(
     handle: &flow_core::JobHandle,
     cancel: &CancellationToken,
 ) -> Result<(), ClusterError> {
-    let (c, h, token) = (cluster.clone(), handle.clone(), cancel.clone());
-    drive(
-        &s.clock,
-        tokio::spawn(async move {
-            let execution = context();
-            let cx = JobContext {
-                cancel: &token,
-                execution: &execution,
-                step: "count",
-                action: "spark",
-                attempt: 1,
-            };
-            c.wait(&h, &cx).await
-        }),
-    )
-    .await
+    common::wait(&s.clock, cluster, handle, cancel).await
 }
 
 #[tokio::test]
