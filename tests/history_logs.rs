@@ -457,7 +457,8 @@ mod mongo {
     }
 
     /// A server that does not answer: exit 2 within the selection timeout,
-    /// naming the host, never the password.
+    /// naming the host and why in one short line (the driver's error holds
+    /// the whole topology description), never the password.
     #[test]
     fn an_unreachable_mongo_store_is_bad_input_naming_the_host() {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -475,6 +476,21 @@ mod mongo {
             all.contains(&format!("cannot reach MongoDB at 127.0.0.1:{port}")),
             "{all}"
         );
+        assert!(
+            all.contains(&format!("(127.0.0.1:{port}: I/O error: Connection refused")),
+            "the address and why: {all}"
+        );
+        for dump in [
+            "Topology",
+            "Servers: [",
+            "labels",
+            "server response",
+            "source: None",
+        ] {
+            assert!(!all.contains(dump), "the driver's {dump}: {all}");
+        }
+        let error = stderr(&out);
+        assert!(error.len() < 300, "{} bytes: {error}", error.len());
         assert!(!all.contains("hunter22"), "{all}");
         assert!(!home.path("logs/recorded").exists(), "nothing may run");
     }

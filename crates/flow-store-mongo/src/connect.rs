@@ -1,7 +1,7 @@
 //! Opening the store: connecting, telling a replica set (transactions)
 //! from a standalone server, and creating the indexes.
 
-use crate::error::{command_code, first_call_failed, is_auth_failure};
+use crate::error::{command_code, driver_message, first_call_failed, is_auth_failure};
 use crate::odm::Collection;
 use crate::store::DISARMED;
 use crate::{
@@ -46,7 +46,7 @@ impl MongoStore {
         let client = Client::with_options(client_options).map_err(|e| MongoError::Setup {
             hosts: hosts.clone(),
             operation: "creating the client",
-            message: scrub(e.to_string()),
+            message: scrub(driver_message(&e)),
         })?;
         let db = client.database(&options.database);
         // The first call on a pooled connection is where the driver logs in.
@@ -56,7 +56,7 @@ impl MongoStore {
                 user.as_deref(),
                 &hosts,
                 options.server_selection_timeout,
-                scrub(e.to_string()),
+                scrub(driver_message(&e)),
             )
         })?;
         let replicated =
@@ -90,7 +90,7 @@ impl MongoStore {
                 let setup = |e: mongodb::error::Error| MongoError::Setup {
                     hosts: self.hosts.clone(),
                     operation: "creating indexes",
-                    message: format!("{collection} {keys}: {}", self.scrub(e.to_string())),
+                    message: format!("{collection} {keys}: {}", self.scrub(driver_message(&e))),
                 };
                 let target = self.db.collection::<Document>(collection);
                 match target.create_index(index.clone()).await {

@@ -85,6 +85,124 @@ pub(crate) fn first_call_failed(
     }
 }
 
+/// A driver error as one short line: its kind and what the server said
+/// (code name, code, message), or for a server selection that timed out,
+/// each server's address and why it could not be used. Never the driver's
+/// whole `Display`, which appends `labels`, `source` and `server
+/// response`, and for a selection timeout the whole topology description.
+pub(crate) fn driver_message(e: &mongodb::error::Error) -> String {
+    use mongodb::error::{ErrorKind, WriteFailure};
+    let coded = |what: &str, name: Option<&str>, code: i32, message: &str| match name {
+        Some(name) if !name.is_empty() => format!("{what}: {name} ({code}): {message}"),
+        _ => format!("{what}: code {code}: {message}"),
+    };
+    match &*e.kind {
+        ErrorKind::Command(c) => coded("command failed", Some(&c.code_name), c.code, &c.message),
+        ErrorKind::Write(WriteFailure::WriteError(w)) => {
+            coded("write failed", w.code_name.as_deref(), w.code, &w.message)
+        }
+        ErrorKind::Write(WriteFailure::WriteConcernError(w)) => coded(
+            "write concern failed",
+            Some(&w.code_name),
+            w.code,
+            &w.message,
+        ),
+        ErrorKind::InsertMany(i) => {
+            let first = i.write_errors.as_ref().and_then(|errors| errors.first());
+            match (first, &i.write_concern_error) {
+                (Some(w), _) => coded(
+                    &format!("insert failed at document {}", w.index),
+                    w.code_name.as_deref(),
+                    w.code,
+                    &w.message,
+                ),
+                (None, Some(w)) => coded(
+                    "write concern failed",
+                    Some(&w.code_name),
+                    w.code,
+                    &w.message,
+                ),
+                (None, None) => "insert failed".to_string(),
+            }
+        }
+        ErrorKind::ServerSelection { message, .. } => server_selection(message),
+        // The kind alone: its Display, without the error's labels and sources.
+        kind => kind.to_string(),
+    }
+}
+
+/// "Server selection timeout: No available servers (ADDRESS: why, ...)"
+/// out of the driver's message, which continues with the topology
+/// description (`Topology: { Type: ..., Servers: [ { Address: A, Type: T,
+/// Error: Kind: WHY, labels: {...}, source: None, server response: None }
+/// ] }`).
+fn server_selection(message: &str) -> String {
+    let Some((head, topology)) = message.split_once(". Topology:") else {
+        return message.to_string();
+    };
+    let servers: Vec<String> = topology
+        .split("{ Address: ")
+        .skip(1)
+        .map(|server| {
+            let address = server.split(',').next().unwrap_or_default().trim();
+            let why = server
+                .split_once("Error: ")
+                .map(|(_, rest)| rest.split(", labels:").next().unwrap_or(rest))
+                .map(|why| why.strip_prefix("Kind: ").unwrap_or(why).trim())
+                .filter(|why| !why.is_empty());
+            match why {
+                Some(why) => format!("{address}: {why}"),
+                None => address.to_string(),
+            }
+        })
+        .collect();
+    if servers.is_empty() {
+        head.to_string()
+    } else {
+        format!("{head} ({})", servers.join("; "))
+    }
+}
+
+/// A failure's text for a [`StoreError`] message: a driver error made
+/// short ([`driver_message`]), anything else as it displays.
+pub(crate) trait Reason {
+    fn reason(&self) -> String;
+}
+
+impl Reason for mongodb::error::Error {
+    fn reason(&self) -> String {
+        driver_message(self)
+    }
+}
+
+impl Reason for OdmError {
+    fn reason(&self) -> String {
+        match self {
+            OdmError::Fenced => "refused by a newer lease".to_string(),
+            OdmError::Driver(e) => driver_message(e),
+            OdmError::Encode(m) => m.clone(),
+        }
+    }
+}
+
+impl Reason for String {
+    fn reason(&self) -> String {
+        self.clone()
+    }
+}
+
+impl Reason for serde_json::Error {
+    fn reason(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl Reason for &str {
+    fn reason(&self) -> String {
+        (*self).to_string()
+    }
+}
+
 /// The server's error code of a command error.
 pub(crate) fn command_code(e: &mongodb::error::Error) -> Option<i32> {
     match &*e.kind {
@@ -105,12 +223,12 @@ impl MongoStore {
         &self,
         operation: &'static str,
         key: impl ToString,
-        e: impl ToString,
+        e: impl Reason,
     ) -> StoreError {
         StoreError::Operation {
             operation,
             key: key.to_string(),
-            message: self.scrub(e.to_string()),
+            message: self.scrub(e.reason()),
         }
     }
 
@@ -186,6 +304,25 @@ mod tests {
             e.to_string()
                 .starts_with("cannot reach MongoDB at db1:27017"),
             "{e}"
+        );
+    }
+
+    /// The driver's text of a selection timeout on a closed port (3.9.1),
+    /// made short: the address and why, none of the topology's fields.
+    #[test]
+    fn a_selection_timeout_names_each_server_and_why_only() {
+        let driver = "Server selection timeout: No available servers. Topology: { Type: Unknown, Servers: [ { Address: 127.0.0.1:9, Type: Unknown, Error: Kind: I/O error: Connection refused (os error 111), labels: {\"SystemOverloadedError\", \"RetryableError\"}, source: None, server response: None }, { Address: db2:27017, Type: Unknown } ] }";
+        assert_eq!(
+            server_selection(driver),
+            "Server selection timeout: No available servers (127.0.0.1:9: I/O error: Connection refused (os error 111); db2:27017)"
+        );
+        let reply = doc! { "ok": 0, "code": 13, "codeName": "Unauthorized", "errmsg": "not authorized on flow" };
+        let command: mongodb::error::CommandError =
+            bson::deserialize_from_document(reply).expect("a command error");
+        let e = mongodb::error::Error::from(mongodb::error::ErrorKind::Command(command));
+        assert_eq!(
+            driver_message(&e),
+            "command failed: Unauthorized (13): not authorized on flow"
         );
     }
 

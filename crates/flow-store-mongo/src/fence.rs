@@ -75,7 +75,7 @@ impl MongoStore {
                 .delete_one(filter)
                 .await
             {
-                warn!(flow = %lease.key, collection, "cannot remove a document written with a lost lease: {}", self.scrub(e.to_string()));
+                warn!(flow = %lease.key, collection, "cannot remove a document written with a lost lease: {}", self.scrub(crate::error::driver_message(&e)));
             }
         }
         Err(self.fenced(lease).await)

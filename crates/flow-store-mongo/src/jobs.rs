@@ -220,7 +220,7 @@ impl MongoStore {
         let mut document = crate::odm::encode(
             &JobDoc::from_job(job).map_err(|m| self.op_error("create_job", &key, m))?,
         )
-        .map_err(|e| self.op_error("create_job", &key, format!("{e:?}")))?;
+        .map_err(|e| self.op_error("create_job", &key, e))?;
         document.insert("_id", ObjectId::new());
         document.insert(FENCE, 0_i64);
         match self
@@ -264,7 +264,7 @@ impl MongoStore {
         if upserted.inserted && !self.lease_current(lease, None).await? {
             let filter = doc! { "_id": upserted.id, FENCE: token_bson(lease.token) };
             if let Err(e) = collection.inner.delete_one(filter).await {
-                tracing::warn!(job = %key, "cannot remove a Job written with a lost claim: {}", self.scrub(e.to_string()));
+                tracing::warn!(job = %key, "cannot remove a Job written with a lost claim: {}", self.scrub(crate::error::driver_message(&e)));
             }
             return Err(self.fenced(lease).await);
         }
