@@ -816,3 +816,32 @@ fn a_token_that_expires_mid_run_is_refreshed_on_fake_dataproc() {
     let (flow, _) = home.states();
     assert_eq!(flow, "state_processed");
 }
+
+/// Dataproc writes a failed job's details over several lines (the failure,
+/// then where its logs are): the step's error, the step log and the
+/// binary's output read them as one line, with no literal `\n`.
+#[test]
+#[ignore = "needs the Dataproc contract fake built from this tree: run through `cargo xtask test`"]
+fn a_failed_jobs_details_read_as_one_line_on_fake_dataproc() {
+    let home = Home::without_gcs("details");
+    home.write_spark_only_flow(r#""fake.outcome" = "ERROR""#);
+    let out = home.expect(1, &["run", "dp.toml", "--timeperiod", TP]);
+    let status = home.status_json("dp.toml", TP);
+    let error = status["steps"][0]["error"].as_str().unwrap_or_default();
+    let details = error
+        .split_once("Google Cloud Dataproc Agent reports job failure.")
+        .map(|(_, rest)| rest)
+        .unwrap_or_else(|| panic!("the job's details: {error}"));
+    // The driver output's tail, when there is one, keeps its own lines.
+    let details = details.split("\ndriver output").next().unwrap_or_default();
+    assert!(
+        details.starts_with(
+            " If logs are available, they can be found at: https://console.cloud.google.com/dataproc/jobs/"
+        ) && details.contains("; gcloud dataproc jobs wait "),
+        "{error}"
+    );
+    assert!(!details.contains('\n'), "{error}");
+    let said = home.read("logs/dp/count.log") + &text(&out);
+    assert!(said.contains("they can be found at: https://"), "{said}");
+    assert!(!said.contains("\\n"), "a literal \\n: {said}");
+}

@@ -25,6 +25,10 @@ only adds:
   client gets a 500), and refusals (the request does not take effect, the
   client gets the error named), so tests count requests instead of timing
   them.
+- Launch failures: the next RunJobFlow of a cluster of a given name makes
+  the cluster, which then ends TERMINATED_WITH_ERRORS with the reason code
+  and message given (as a failed bootstrap action ends an EMR cluster,
+  BOOTSTRAP_FAILURE).
 
 Control endpoints (JSON; test-only, under /_flow_test/):
   GET  /_flow_test/requests[?cluster=ID]    {"counts": {"ListSteps": 3, ...}}
@@ -35,10 +39,12 @@ Control endpoints (JSON; test-only, under /_flow_test/):
   POST /_flow_test/step     {"cluster_id", "step_id", "state"?, "failure": {...}, "logs": {"stderr": "..."},
                              "ignores_interrupt"?}   (an EMR step state, else 400)
   POST /_flow_test/cluster  {"cluster_id", "state", "code", "message"}   (an EMR cluster state, else 400)
-  POST /_flow_test/throttle {"action", "count", "cluster_id"?}
+  POST /_flow_test/throttle {"action", "count", "cluster_id"?}   (cluster_id: an id or a name,
+                                             here and in lose_answer and fail)
   POST /_flow_test/lose_answer {"action", "count", "cluster_id"?}
   POST /_flow_test/fail     {"action", "count", "cluster_id"?, "status"?, "code", "message"}
   POST /_flow_test/heal     {"cluster_id"?}   drops the injections above not used up yet
+  POST /_flow_test/launch_failure {"name", "count"?, "code", "message"}
 
 Usage: python moto_emr.py [-H 127.0.0.1] [-p PORT]
 """
@@ -159,6 +165,8 @@ class Layer:
         self.lost = defaultdict(list)
         # action -> list of [remaining, cluster_id or None, (status, code, message)]
         self.failures = defaultdict(list)
+        # cluster name -> list of [remaining, (code, message)]
+        self.launch_failures = defaultdict(list)
 
     def __call__(self, environ, start_response):
         path = environ.get("PATH_INFO", "")
@@ -175,13 +183,15 @@ class Layer:
         except ValueError:
             data = {}
         clusters = request_clusters(data)
+        # Injections name a cluster by id or by name.
+        named = clusters | cluster_names(clusters)
         with self.lock:
             self.counts[(action, "")] += 1
             for cluster_id in clusters:
                 self.counts[(action, cluster_id)] += 1
-            throttled = self.take(self.throttles, action, clusters)
-            lose = self.take(self.lost, action, clusters)
-            refusal = self.take(self.failures, action, clusters)
+            throttled = self.take(self.throttles, action, named)
+            lose = self.take(self.lost, action, named)
+            refusal = self.take(self.failures, action, named)
         if refusal:
             status, code, message = refusal
             return json_answer(start_response, status, {"__type": code, "message": message})
@@ -198,6 +208,11 @@ class Layer:
                 "400 Bad Request",
                 {"__type": "ValidationException", "message": invalid},
             )
+        if action == "RunJobFlow" and not lose:
+            with self.lock:
+                failure = self.take(self.launch_failures, data.get("Name"), set())
+            if failure:
+                return launch_and_fail(self.app, environ, start_response, failure)
         if action == "CancelSteps":
             answer = cancel_steps(data)
         else:
@@ -321,6 +336,11 @@ class Layer:
                     for entries in table.values():
                         entries[:] = [e for e in entries if cluster_id not in (None, e[1])]
             return {"ok": True}
+        if method == "POST" and path == "launch_failure":
+            reason = (data["code"], data["message"])
+            with self.lock:
+                self.launch_failures[data["name"]].append([int(data.get("count", 1)), None, reason])
+            return {"ok": True}
         if method == "POST" and path == "fail":
             status = int(data.get("status", 400))
             reason = {400: "Bad Request", 403: "Forbidden", 500: "Internal Server Error"}
@@ -397,6 +417,24 @@ def validation_error(action, data):
     return None
 
 
+def launch_and_fail(app, environ, start_response, failure):
+    """moto's RunJobFlow, then the new cluster ends TERMINATED_WITH_ERRORS
+    with `failure` (code, message) as its state change reason."""
+    captured = {}
+
+    def capture(status, headers, exc_info=None):
+        captured["status"], captured["headers"] = status, headers
+
+    chunks = collect(app(environ, capture))
+    answer = json.loads(b"".join(chunks) or b"{}")
+    _, cluster = find_cluster(answer.get("JobFlowId", ""))
+    if cluster is not None:
+        cluster.state = "TERMINATED_WITH_ERRORS"
+        cluster.flow_reason_code, cluster.last_state_change_reason = failure
+    start_response(captured["status"], captured["headers"])
+    return chunks
+
+
 def end_steps(cluster):
     """EMR ends the steps of a cluster that ends: pending ones are
     cancelled, running ones interrupted."""
@@ -444,6 +482,15 @@ def finish_cancel(cluster, step):
 def request_clusters(data):
     ids = [data.get("ClusterId"), data.get("JobFlowId")] + list(data.get("JobFlowIds") or [])
     return {i for i in ids if i}
+
+
+def cluster_names(cluster_ids):
+    names = set()
+    for cluster_id in cluster_ids:
+        _, cluster = find_cluster(cluster_id)
+        if cluster is not None:
+            names.add(cluster.name)
+    return names
 
 
 def read_body(environ):

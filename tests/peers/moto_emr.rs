@@ -149,8 +149,9 @@ impl MotoEmr {
         );
     }
 
-    /// The next `count` requests of `action` (for `cluster_id`, if given)
-    /// are answered with ThrottlingException.
+    /// The next `count` requests of `action` (for `cluster_id`, if given:
+    /// a cluster id, or a name, which is known before the cluster is) are
+    /// answered with ThrottlingException.
     pub fn throttle(&self, action: &str, count: u32, cluster_id: Option<&str>) {
         self.request(
             "POST",
@@ -193,6 +194,18 @@ impl MotoEmr {
     /// `cluster_id`, if given): the endpoint works again.
     pub fn heal(&self, cluster_id: Option<&str>) {
         self.request("POST", "heal", Some(&json!({"cluster_id": cluster_id})));
+    }
+
+    /// The next `RunJobFlow` of a cluster named `name` makes a cluster that
+    /// ends `TERMINATED_WITH_ERRORS` with reason `code` (e.g.
+    /// `BOOTSTRAP_FAILURE`) and `message`, as a failed bootstrap action
+    /// ends one on EMR.
+    pub fn launch_failure(&self, name: &str, code: &str, message: &str) {
+        self.request(
+            "POST",
+            "launch_failure",
+            Some(&json!({"name": name, "code": code, "message": message})),
+        );
     }
 
     /// Creates an S3 bucket in moto.

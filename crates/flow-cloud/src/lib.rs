@@ -26,6 +26,9 @@
 //! - [`names`]: names a cloud limits in length, shortened with a hash of
 //!   the whole instead of cut, so two keys never share a cluster by
 //!   accident.
+//! - [`errors`]: errors as people read them: a service's code and message
+//!   on one line, an error with its causes, how often a call was tried;
+//!   never a client library's `Debug` dump.
 //! - [`clock`]: time as a trait, so tests assert polling and retry figures
 //!   by counting requests, never by sleeping.
 //!
@@ -34,6 +37,7 @@
 #![warn(missing_docs)]
 
 pub mod clock;
+pub mod errors;
 pub mod lifecycle;
 pub mod names;
 pub mod outcome;

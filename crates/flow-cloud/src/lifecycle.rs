@@ -132,7 +132,9 @@ where
     E: Transient + fmt::Display,
 {
     let mut delays = config.delays();
+    let mut attempts = 0;
     loop {
+        attempts += 1;
         let e = match send().await {
             Ok(value) => return Ok(value),
             Err(e) => e,
@@ -148,7 +150,7 @@ where
             return Ok(found);
         }
         let Some(delay) = config.next_delay(&mut delays, &e) else {
-            return Err(e);
+            return Err(e.after_attempts(attempts));
         };
         tracing::warn!(call = what, retry_in = ?delay, "transient failure, retrying: {e}");
         clock.sleep(delay).await;

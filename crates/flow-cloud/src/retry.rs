@@ -103,6 +103,17 @@ pub trait Transient {
     fn retry_after(&self) -> Option<Duration> {
         None
     }
+    /// The error to return once the retries are spent on it, after
+    /// `attempts` attempts (the first one included). By default the error
+    /// itself; one that carries a message says how often it was tried
+    /// ([`crate::errors::after_attempts`]).
+    fn after_attempts(self, attempts: usize) -> Self
+    where
+        Self: Sized,
+    {
+        let _ = attempts;
+        self
+    }
 }
 
 /// Runs `attempt` until it succeeds, fails with an error that is not
@@ -124,7 +135,9 @@ where
     E: Transient + std::fmt::Display,
 {
     let mut delays = config.delays();
+    let mut attempts = 0;
     loop {
+        attempts += 1;
         let e = match attempt().await {
             Ok(value) => return Ok(value),
             Err(e) => e,
@@ -133,7 +146,7 @@ where
             return Err(e);
         }
         let Some(delay) = config.next_delay(&mut delays, &e) else {
-            return Err(e);
+            return Err(e.after_attempts(attempts));
         };
         tracing::warn!(call = what, retry_in = ?delay, "transient failure, retrying: {e}");
         clock.sleep(delay).await;

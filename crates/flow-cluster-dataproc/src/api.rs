@@ -4,12 +4,14 @@
 //! (honouring `Retry-After`), and counted.
 
 use crate::error::ApiError;
+use flow_cloud::errors::one_line;
 use flow_cloud::{Clock, RetryConfig};
 use flow_fs_gcs::google::{GoogleClient, NoToken, Refusal};
 use reqwest::Method;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::Value;
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,9 +57,10 @@ impl JobInfo {
     pub fn state(&self) -> &str {
         self.status.as_ref().map_or("", |s| s.state.as_str())
     }
-    /// `status.details`, or `""`.
-    pub fn details(&self) -> &str {
-        self.status.as_ref().map_or("", |s| s.details.as_str())
+    /// `status.details` on one line (Dataproc writes them over several:
+    /// the failure, then where its logs are), or `""`.
+    pub fn details(&self) -> Cow<'_, str> {
+        one_line(self.status.as_ref().map_or("", |s| s.details.as_str()))
     }
 }
 
@@ -109,8 +112,9 @@ impl ClusterInfo {
     pub fn state(&self) -> &str {
         self.status.as_ref().map_or("", |s| s.state.as_str())
     }
-    pub fn detail(&self) -> &str {
-        self.status.as_ref().map_or("", |s| s.detail.as_str())
+    /// `status.detail` on one line, or `""`.
+    pub fn detail(&self) -> Cow<'_, str> {
+        one_line(self.status.as_ref().map_or("", |s| s.detail.as_str()))
     }
 }
 
@@ -431,11 +435,16 @@ impl Api {
 /// A refused answer becomes an [`ApiError`] with the API's reason.
 impl From<Refusal> for ApiError {
     fn from(refusal: Refusal) -> Self {
+        // Google writes a list of violations over several lines.
         let (code, message) = match serde_json::from_str::<ErrorBody>(&refusal.body) {
-            Ok(body) if !body.error.message.is_empty() || !body.error.status.is_empty() => {
-                (body.error.status, body.error.message)
-            }
-            _ => (String::new(), refusal.body_prefix(500).to_string()),
+            Ok(body) if !body.error.message.is_empty() || !body.error.status.is_empty() => (
+                body.error.status,
+                one_line(&body.error.message).into_owned(),
+            ),
+            _ => (
+                String::new(),
+                one_line(refusal.body_prefix(500)).into_owned(),
+            ),
         };
         ApiError::Status {
             status: refusal.status.as_u16(),

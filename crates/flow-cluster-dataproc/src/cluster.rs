@@ -389,7 +389,11 @@ impl DataprocCluster {
                 Ok::<_, String>(match (op.done, op.error) {
                     (false, _) => Look::Pending("running".into()),
                     (true, None) => Look::Ready(()),
-                    (true, Some(e)) => Look::Failed(format!("{} (code {})", e.message, e.code)),
+                    (true, Some(e)) => Look::Failed(format!(
+                        "{} (code {})",
+                        flow_cloud::errors::one_line(&e.message),
+                        e.code
+                    )),
                 })
             },
         )
@@ -882,7 +886,7 @@ impl Cluster for DataprocCluster {
                 let mut message = format!("Dataproc job {job} is {}", info.state());
                 if !info.details().is_empty() {
                     message.push_str(": ");
-                    message.push_str(info.details().trim_end());
+                    message.push_str(&info.details());
                 }
                 if let Some(output) = self.log_driver_output(&info, true).await {
                     message.push_str("\ndriver output (last lines):\n");

@@ -6,7 +6,7 @@ use crate::config::EmrConfig;
 use crate::steps::EmrStepInfo;
 use async_trait::async_trait;
 use aws_sdk_emr::config::http::HttpResponse;
-use aws_sdk_emr::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_emr::error::{ProvideErrorMetadata, SdkError};
 use flow_cloud::{Clock, JobSource, Phase, Poller, Requests};
 use flow_core::DeferredFilesystem;
 use flow_fs_s3::aws::{self, AwsSettings};
@@ -118,13 +118,9 @@ impl EmrBackend {
     }
 }
 
-/// A failed SDK call as text with its context (code, message, request id).
-pub(crate) fn sdk_message<E>(e: &SdkError<E, HttpResponse>) -> String
-where
-    E: std::error::Error + 'static,
-{
-    DisplayErrorContext(e).to_string()
-}
+/// A failed SDK call as one line: EMR's error code and message, or what
+/// kept the call from an answer (the AWS clients' one formatter).
+pub(crate) use flow_fs_s3::aws::sdk_error_text as sdk_message;
 
 /// Worth another try: throttling, server errors, timeouts, connections.
 pub(crate) fn is_transient<E>(e: &SdkError<E, HttpResponse>) -> bool
@@ -176,7 +172,9 @@ pub(crate) enum CallError<E> {
 }
 
 impl<E> CallError<E> {
-    pub fn sdk<S>(call: &str, e: &SdkError<S, HttpResponse>) -> Self
+    /// `call` says what flow was doing: "AddJobFlowSteps on EMR cluster
+    /// j-…".
+    pub fn sdk<S>(call: impl std::fmt::Display, e: &SdkError<S, HttpResponse>) -> Self
     where
         S: std::error::Error + ProvideErrorMetadata + 'static,
     {
@@ -211,6 +209,20 @@ impl<E> flow_cloud::Transient for CallError<E> {
         match self {
             CallError::Sdk { retry_after, .. } => *retry_after,
             CallError::Final(_) => None,
+        }
+    }
+    fn after_attempts(self, attempts: usize) -> Self {
+        match self {
+            CallError::Sdk {
+                message,
+                transient,
+                retry_after,
+            } => CallError::Sdk {
+                message: flow_cloud::errors::after_attempts(&message, attempts),
+                transient,
+                retry_after,
+            },
+            e => e,
         }
     }
 }

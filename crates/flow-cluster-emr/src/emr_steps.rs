@@ -85,7 +85,12 @@ impl EmrCluster {
                     )
                     .send()
                     .await
-                    .map_err(|e| CallError::sdk("AddJobFlowSteps", &e))?;
+                    .map_err(|e| {
+                        CallError::sdk(
+                            format_args!("AddJobFlowSteps on EMR cluster {}", step.cluster_id),
+                            &e,
+                        )
+                    })?;
                 answer.step_ids().first().cloned().ok_or_else(|| {
                     CallError::Final(self.backend("AddJobFlowSteps", "the answer names no step id"))
                 })
@@ -140,7 +145,15 @@ impl EmrCluster {
             .step_cancellation_option(emr::StepCancellationOption::SendInterrupt)
             .send()
             .await
-            .map_err(|e| self.backend("CancelSteps", sdk_message(&e)))?;
+            .map_err(|e| {
+                self.backend(
+                    "CancelSteps",
+                    format!(
+                        "step {step_id} on EMR cluster {cluster_id}: {}",
+                        sdk_message(&e)
+                    ),
+                )
+            })?;
         for info in answer.cancel_steps_info_list() {
             if info.status() == Some(&emr::CancelStepsRequestStatus::Failed) {
                 // EMR refuses to cancel a step that already ended: fine.

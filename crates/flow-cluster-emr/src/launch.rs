@@ -24,7 +24,10 @@ impl EmrCluster {
         match emr.describe_cluster().cluster_id(id).send().await {
             Ok(answer) => Ok(answer.cluster().cloned()),
             Err(e) if is_unknown_cluster(&e) => Ok(None),
-            Err(e) => Err(self.backend("DescribeCluster", sdk_message(&e))),
+            Err(e) => Err(self.backend(
+                "DescribeCluster",
+                format!("EMR cluster {id}: {}", sdk_message(&e)),
+            )),
         }
     }
 
@@ -90,7 +93,12 @@ impl EmrCluster {
                         )
                         .send()
                         .await
-                        .map_err(|e| CallError::sdk("RunJobFlow", &e))?;
+                        .map_err(|e| {
+                            CallError::sdk(
+                                format_args!("RunJobFlow of EMR cluster {}", self.emr_name),
+                                &e,
+                            )
+                        })?;
                     answer.job_flow_id().map(str::to_string).ok_or_else(|| {
                         CallError::Final(
                             self.launch_error("RunJobFlow answered without a cluster id", true),

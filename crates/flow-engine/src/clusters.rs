@@ -40,6 +40,9 @@ pub(crate) struct ClusterSet {
     /// Every cluster to terminate at the end: launched, failed to launch,
     /// or adopted from a dead run.
     pub owned: Vec<Owned>,
+    /// Why each cluster that did not come up failed, as the backend said
+    /// (for the run's error when none did).
+    pub failures: Vec<String>,
 }
 
 /// What launching needs besides the shared run state.
@@ -97,6 +100,7 @@ pub(crate) async fn launch(
     let mut set = ClusterSet {
         workers: Vec::new(),
         owned: Vec::new(),
+        failures: Vec::new(),
     };
     adopt_previous(shared, factory, count, span, &mut set).await?;
 
@@ -145,7 +149,10 @@ pub(crate) async fn launch(
                     record: Some(record),
                 });
             }
-            LaunchOutcome::Failed(record) => set.owned.push(Owned { cluster, record }),
+            LaunchOutcome::Failed(record, why) => {
+                set.failures.push(why);
+                set.owned.push(Owned { cluster, record });
+            }
             LaunchOutcome::Dropped => {}
             LaunchOutcome::Fenced(e, provisioned) => {
                 if provisioned {
@@ -168,8 +175,8 @@ pub(crate) async fn launch(
 
 enum LaunchOutcome {
     Up(ClusterRecord),
-    /// Not usable; the record, if the backend named the cluster.
-    Failed(Option<ClusterRecord>),
+    /// Not usable; the record, if the backend named the cluster, and why.
+    Failed(Option<ClusterRecord>, String),
     /// A store write was fenced; true when the backend has the cluster
     /// and no one else knows of it.
     Fenced(StoreError, bool),
@@ -329,7 +336,7 @@ async fn launch_new(
                         if let Some(key) = key {
                             release_quietly(shared, key).await;
                         }
-                        return LaunchOutcome::Failed(None);
+                        return LaunchOutcome::Failed(None, format!("{}: launch cancelled", cluster.name()));
                     }
                 }
             }
@@ -338,7 +345,7 @@ async fn launch_new(
                 if let Some(key) = key {
                     release_quietly(shared, key).await;
                 }
-                return LaunchOutcome::Failed(None);
+                return LaunchOutcome::Failed(None, e.to_string());
             }
         }
     };
@@ -381,7 +388,7 @@ async fn record_and_wait(
                     return LaunchOutcome::Dropped;
                 }
             }
-            LaunchOutcome::Failed(None)
+            LaunchOutcome::Failed(None, format!("{}: cannot record it: {e}", cluster.name()))
         };
     }
     if let Some(key) = key {
@@ -412,24 +419,27 @@ async fn record_and_wait(
                 Err(e) if e.is_fenced() => LaunchOutcome::Fenced(e, false),
                 Err(e) => {
                     error!("cannot record the cluster: {e}");
-                    LaunchOutcome::Failed(Some(record))
+                    LaunchOutcome::Failed(
+                        Some(record),
+                        format!("{}: cannot record it: {e}", cluster.name()),
+                    )
                 }
             }
         }
         Err(e) => {
             error!("launch failed: {e}");
-            let message = Some(e.to_string());
+            let why = e.to_string();
             match save(
                 &shared.store,
                 &shared.lease,
                 &mut record,
                 ClusterState::LaunchFailed,
-                message,
+                Some(why.clone()),
             )
             .await
             {
                 Err(e) if e.is_fenced() => LaunchOutcome::Fenced(e, false),
-                _ => LaunchOutcome::Failed(Some(record)),
+                _ => LaunchOutcome::Failed(Some(record), why),
             }
         }
     }
@@ -618,24 +628,38 @@ pub(crate) async fn terminate(
                         error!("cannot record that {key} ended: {e}");
                     }
                 }
-                let (state, message) = match &result {
+                let (state, message, failure) = match &result {
                     Ok(()) => {
                         info!("terminated");
                         let reused = record.as_ref().is_some_and(|r| r.handle.reused);
+                        let launch_failed = record
+                            .as_ref()
+                            .is_some_and(|r| r.state == ClusterState::LaunchFailed);
                         let state = if reused {
                             ClusterState::LeftUp
+                        } else if launch_failed {
+                            // Down now; the record still says it never came up.
+                            ClusterState::LaunchFailed
                         } else {
                             ClusterState::Terminated
                         };
-                        // A cluster that ended by itself keeps why.
-                        (state, cluster.end_reason())
+                        // A cluster that ended by itself keeps why (EMR's
+                        // state change reason: `TERMINATED_WITH_ERRORS:
+                        // BOOTSTRAP_FAILURE: ...`); a failed launch keeps its
+                        // error when the backend knows no more.
+                        let why = cluster.end_reason().or_else(|| {
+                            record
+                                .as_ref()
+                                .filter(|_| launch_failed)
+                                .and_then(|r| r.message.clone())
+                        });
+                        (state, why, None)
                     }
                     Err(e) => {
                         error!("terminate failed: {e}");
-                        (ClusterState::TerminateFailed, Some(e.to_string()))
+                        (ClusterState::TerminateFailed, Some(e.to_string()), Some(format!("{name}: {e}")))
                     }
                 };
-                let failure = message.as_ref().map(|why| format!("{name}: {why}"));
                 if let Some(mut record) = record {
                     if let Err(e) =
                         save(&shared.store, &shared.lease, &mut record, state, message).await

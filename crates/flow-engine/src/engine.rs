@@ -648,7 +648,10 @@ impl ExecutionEngine {
         let clusters_launched = set.workers.len();
         let mut error = None;
         let outcome = if set.workers.is_empty() {
-            let message = format!("none of {clusters} cluster(s) launched");
+            let mut message = format!("none of {clusters} cluster(s) launched");
+            if !set.failures.is_empty() {
+                message = format!("{message}: {}", set.failures.join("; "));
+            }
             flow_span.in_scope(|| error!("{message}"));
             error = Some(message);
             None

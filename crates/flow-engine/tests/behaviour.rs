@@ -165,10 +165,16 @@ async fn a_cluster_that_fails_to_launch_is_skipped_and_none_fails_the_flow() {
         .unwrap();
     assert_eq!(report.state, FlowState::Invalid);
     assert_eq!(report.clusters_launched, 0);
-    assert!(report
-        .error
-        .unwrap()
-        .contains("none of 2 cluster(s) launched"));
+    let error = report.error.unwrap();
+    assert!(error.contains("none of 2 cluster(s) launched: "), "{error}");
+    // Each cluster's reason, as its backend gave it.
+    assert_eq!(
+        error
+            .matches("failed to launch: refused by the test")
+            .count(),
+        2,
+        "{error}"
+    );
     assert_eq!(counting.terminated.load(Ordering::SeqCst), 2);
 }
 

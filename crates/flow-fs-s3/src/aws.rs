@@ -3,11 +3,14 @@
 //! standard chain of `aws-config` (environment, profile, SSO, instance role;
 //! `AWS_ENDPOINT_URL*` honoured), the settings' region, profile and
 //! endpoint on top, the SDK's standard retry mode (its attempts and delays
-//! from the settings' [`flow_cloud::RetryConfig`]), and the workspace's one
-//! TLS stack (rustls on ring). It lives in this crate because every AWS
+//! from the settings' [`flow_cloud::RetryConfig`]), the workspace's one
+//! TLS stack (rustls on ring), and a failed call as one readable line
+//! ([`sdk_error_text`]). It lives in this crate because every AWS
 //! cluster already depends on it, and clusters never depend on each other.
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
 use flow_cloud::RetryConfig;
 
@@ -64,5 +67,67 @@ pub async fn load(settings: &AwsSettings<'_>) -> Result<SdkConfig, NoRegion> {
     match sdk.region() {
         Some(_) => Ok(sdk),
         None => Err(NoRegion),
+    }
+}
+
+/// A failed call of any AWS SDK client as one line: the service's error
+/// code and message (`ThrottlingException: Rate exceeded`), the HTTP status
+/// of an answer that named no code, or for a call that got no answer the
+/// error and its causes (`dispatch failure: io error: ... Connection
+/// refused`). Never the SDK's `Debug` text of the raw response, which
+/// `DisplayErrorContext` appends (headers, `SdkBody`, `Extensions`).
+pub fn sdk_error_text<E>(e: &SdkError<E, HttpResponse>) -> String
+where
+    E: std::error::Error + ProvideErrorMetadata + 'static,
+{
+    match e {
+        SdkError::ServiceError(service) => flow_cloud::errors::service_error(e.code(), e.message())
+            .unwrap_or_else(|| {
+                format!(
+                    "HTTP {} without an error code",
+                    service.raw().status().as_u16()
+                )
+            }),
+        _ => flow_cloud::errors::error_chain(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_s3::error::ErrorMetadata;
+    use aws_sdk_s3::operation::head_object::HeadObjectError;
+    use aws_sdk_s3::primitives::SdkBody;
+
+    fn answer(status: u16, body: &'static str) -> HttpResponse {
+        HttpResponse::new(status.try_into().unwrap(), SdkBody::from(body))
+    }
+
+    #[test]
+    fn a_refusal_is_its_code_and_message_without_the_raw_answer() {
+        let meta = ErrorMetadata::builder()
+            .code("ThrottlingException")
+            .message("Rate exceeded")
+            .build();
+        let e = SdkError::service_error(
+            HeadObjectError::generic(meta),
+            answer(400, "{\"__type\": \"ThrottlingException\"}"),
+        );
+        assert_eq!(sdk_error_text(&e), "ThrottlingException: Rate exceeded");
+        let e = SdkError::service_error(
+            HeadObjectError::generic(ErrorMetadata::builder().build()),
+            answer(404, ""),
+        );
+        assert_eq!(sdk_error_text(&e), "HTTP 404 without an error code");
+    }
+
+    #[test]
+    fn no_answer_is_the_error_and_its_causes() {
+        let e: SdkError<HeadObjectError, HttpResponse> = SdkError::timeout_error(
+            std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer within 5s"),
+        );
+        let text = sdk_error_text(&e);
+        assert!(text.contains("no answer within 5s"), "{text}");
+        assert!(!text.contains("Custom"), "no Debug text: {text}");
     }
 }

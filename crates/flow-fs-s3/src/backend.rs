@@ -4,7 +4,7 @@
 use crate::config::{S3Config, MAX_PART, MIN_PART};
 use async_trait::async_trait;
 use aws_sdk_s3::config::http::HttpResponse;
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::{ByteStream, Length};
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier};
 use aws_sdk_s3::Client;
@@ -59,7 +59,7 @@ where
     let not_found = matches!(e.code(), Some("NoSuchKey" | "NotFound" | "NoSuchBucket"))
         || e.raw_response().is_some_and(|r| r.status().as_u16() == 404);
     let missing = not_found && e.code() != Some("NoSuchBucket");
-    store_error(op, location, missing, DisplayErrorContext(&e))
+    store_error(op, location, missing, crate::aws::sdk_error_text(&e))
 }
 
 fn backend(op: &'static str, location: &impl fmt::Display, message: impl Into<String>) -> FsError {
@@ -161,7 +161,7 @@ impl S3Backend {
                 .send()
                 .await
             {
-                tracing::warn!(op, location = %to, "cannot abort the multipart upload: {}", DisplayErrorContext(&e));
+                tracing::warn!(op, location = %to, "cannot abort the multipart upload: {}", crate::aws::sdk_error_text(&e));
             }
         }
         sent
