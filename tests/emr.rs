@@ -1055,6 +1055,42 @@ fn a_throttled_add_job_flow_steps_fails_the_step_with_emrs_code_and_message_on_e
     assert!(error.len() < 300, "{} bytes: {error}", error.len());
 }
 
+/// `RunJobFlow` throttled past every retry (flow's and the engine's launch
+/// retries): the run's error is EMR's code and message with the call, the
+/// cluster's name and how often it was tried.
+#[test]
+#[ignore = "needs moto with the EMR layer: run through `cargo xtask test`"]
+fn a_throttled_run_job_flow_fails_the_run_with_emrs_code_and_message_on_emr_moto() {
+    let emr = Emr::new("throttledlaunch");
+    emr.home.write("long.toml", LONG);
+    let cluster = format!("{}-0", emr.name);
+    emr.moto.throttle("RunJobFlow", 1_000_000, Some(&cluster));
+    let out = emr.home.flow(&["run", "long.toml", "--timeperiod", TP]);
+    emr.moto.heal(Some(&cluster));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(emr.clusters().is_empty(), "{:?}", emr.clusters());
+    let runs = emr.home.flow(&["history", "long.toml", "--json"]);
+    let runs: serde_json::Value = serde_json::from_slice(&runs.stdout).unwrap();
+    let error = runs[0]["error"].as_str().unwrap_or_default();
+    assert_eq!(
+        error,
+        format!(
+            "none of 1 cluster(s) launched: cluster 'emr-0' failed to launch: RunJobFlow of EMR cluster {cluster}: ThrottlingException: Rate exceeded (flow test) (after 6 attempts)"
+        ),
+        "{runs}"
+    );
+    let output = text(&out);
+    for dump in [
+        "SdkBody",
+        "Extensions",
+        "headers",
+        "ServiceError",
+        "ErrorMetadata",
+    ] {
+        assert!(!output.contains(dump), "the output holds {dump}: {output}");
+    }
+}
+
 /// A cluster that ends while launching (a failed bootstrap action): its
 /// record keeps EMR's reason, and the run's error says it.
 #[test]

@@ -183,8 +183,10 @@ class Layer:
         except ValueError:
             data = {}
         clusters = request_clusters(data)
-        # Injections name a cluster by id or by name.
+        # Injections name a cluster by id or by name (RunJobFlow's too).
         named = clusters | cluster_names(clusters)
+        if action == "RunJobFlow" and data.get("Name"):
+            named.add(data["Name"])
         with self.lock:
             self.counts[(action, "")] += 1
             for cluster_id in clusters:
