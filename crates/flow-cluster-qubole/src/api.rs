@@ -78,6 +78,28 @@ pub(crate) struct PagingInfo {
 pub(crate) struct ClusterState {
     pub state: String,
     pub cluster_id: Option<Value>,
+    /// Why it went down, when QDS says (`null` while it is up).
+    pub terminate_reason: Option<Value>,
+    /// When it went down.
+    pub down_at: Option<String>,
+}
+
+impl ClusterState {
+    /// Its state, with QDS's reason and time when it is down: `DOWN
+    /// (since T): REASON`.
+    pub fn describe(&self) -> String {
+        let mut text = self.state.clone();
+        if let Some(at) = self.down_at.as_deref().filter(|a| !a.is_empty()) {
+            text.push_str(&format!(" (since {at})"));
+        }
+        match &self.terminate_reason {
+            None | Some(Value::Null) => {}
+            Some(Value::String(reason)) if reason.is_empty() => {}
+            Some(Value::String(reason)) => text.push_str(&format!(": {reason}")),
+            Some(other) => text.push_str(&format!(": {other}")),
+        }
+        text
+    }
 }
 
 /// The `{"error": {...}}` body of a refused call.

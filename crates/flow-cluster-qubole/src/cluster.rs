@@ -146,6 +146,7 @@ impl QuboleClusterFactory {
                 label: self.shared.config.cluster_label.clone(),
                 handle: None,
                 ended: false,
+                end_reason: None,
             }),
         }
     }
@@ -174,6 +175,8 @@ struct Launch {
     handle: Option<ClusterHandle>,
     /// Terminated (or found down) already.
     ended: bool,
+    /// Why it ended by itself, once a wait noticed.
+    end_reason: Option<String>,
 }
 
 /// The QDS cluster of a label, as one of a run's clusters.
@@ -622,6 +625,15 @@ impl Cluster for QuboleCluster {
             }
         };
         let finished = finished.map_err(|e| match e {
+            PollError::ClusterEnded { reason, .. } => {
+                error!("the cluster of QDS {command} ended: {reason}");
+                self.state().end_reason.get_or_insert(reason.clone());
+                ClusterError::JobFailed {
+                    cluster: self.name.clone(),
+                    job: kind,
+                    message: format!("QDS {command}: its cluster ended: {reason}"),
+                }
+            }
             PollError::Missing { .. } => ClusterError::JobFailed {
                 cluster: self.name.clone(),
                 job: kind,
@@ -731,5 +743,21 @@ impl Cluster for QuboleCluster {
 
     fn filesystem(&self) -> &dyn Filesystem {
         &self.shared.fs
+    }
+
+    /// `jobs_per_cluster` commands at once (1 unless set).
+    fn slots(&self) -> usize {
+        self.config().jobs_per_cluster.get()
+    }
+
+    fn end_reason(&self) -> Option<String> {
+        self.state().end_reason.clone()
+    }
+
+    /// A label names one cluster of the account: every run sending to it
+    /// shares it, so the one that started it terminates it only as its
+    /// last user (the store keeps who uses it).
+    fn shared_name(&self) -> Option<String> {
+        Some(format!("{}/{}", self.config().api_endpoint(), self.label()))
     }
 }

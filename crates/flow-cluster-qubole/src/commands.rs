@@ -303,6 +303,9 @@ struct Queues {
     page: u32,
     /// Commands no history page showed, to be read one per tick.
     to_get: VecDeque<CommandRef>,
+    /// The label of the commands last asked about: the cluster
+    /// [`JobSource::cluster_ended`] asks about.
+    label: Option<String>,
 }
 
 impl QuboleCommands {
@@ -337,8 +340,15 @@ impl JobSource for QuboleCommands {
             let command = self.api.get_command(id.id).await?;
             Ok::<_, ApiError>(command.map(|c| (id, c)))
         };
+        if let Some(first) = ids.first() {
+            self.queues().label = Some(first.label.clone());
+        }
         if let [only] = ids {
-            *self.queues() = Queues::default();
+            {
+                let mut queues = self.queues();
+                queues.page = 0;
+                queues.to_get.clear();
+            }
             return Ok(get(only.clone()).await?.into_iter().collect());
         }
         let (next_get, page) = {
@@ -405,6 +415,29 @@ impl JobSource for QuboleCommands {
             );
             Phase::Running
         })
+    }
+
+    fn checks_cluster(&self) -> bool {
+        true
+    }
+
+    /// One `GET /clusters/LABEL/state` of the label the last request's
+    /// commands run on: ended when `DOWN` or `TERMINATING` (a command sent
+    /// to a cluster that is down starts it, so a watched command's cluster
+    /// is `PENDING` or `UP` while it can still run), or when QDS has no
+    /// cluster of that label any more.
+    async fn cluster_ended(&self) -> Result<Option<String>, ApiError> {
+        let Some(label) = self.queues().label.clone() else {
+            return Ok(None);
+        };
+        match self.api.cluster_state(&label).await {
+            Ok(state) => Ok(matches!(state.state.as_str(), "DOWN" | "TERMINATING")
+                .then(|| format!("QDS cluster {label} is {}", state.describe()))),
+            Err(e) if e.is_not_found() => Ok(Some(format!(
+                "QDS has no cluster labelled {label} any more ({e})"
+            ))),
+            Err(e) => Err(e),
+        }
     }
 }
 

@@ -25,6 +25,7 @@ pub const DEFAULT_ENDPOINT: &str = "https://api.qubole.com";
 /// code_bucket = "my-code"              # application = "jobs/x.py" → s3://my-code/jobs/x.py
 /// start_cluster = true                 # start it if it is not UP ...
 /// terminate = true                     # ... and terminate it at the end if this run started it
+/// jobs_per_cluster = 4                 # commands the label runs at once
 /// [cluster.qubole.s3]
 /// bucket = "my-data"
 /// ```
@@ -53,6 +54,10 @@ pub struct QuboleConfig {
     pub terminate: bool,
     /// Terminate a cluster found `UP` at the end too (needs `terminate`).
     pub terminate_reused: bool,
+    /// Commands a cluster runs at once: the engine gives each cluster this
+    /// many steps at a time, all watched by one history listing per tick.
+    /// Default 1.
+    pub jobs_per_cluster: std::num::NonZeroUsize,
     /// How often a starting or terminating cluster is asked about.
     #[serde(with = "humantime_serde")]
     pub launch_poll: Duration,
@@ -105,6 +110,7 @@ impl Default for QuboleConfig {
             start_cluster: false,
             terminate: false,
             terminate_reused: false,
+            jobs_per_cluster: std::num::NonZeroUsize::MIN,
             launch_poll: Duration::from_secs(10),
             launch_timeout: Duration::from_secs(30 * 60),
             terminate_timeout: Duration::from_secs(30 * 60),
@@ -332,6 +338,11 @@ impl QuboleClusterFactoryBuilder {
         self.config.terminate = terminate;
         self
     }
+    /// Sets [`QuboleConfig::jobs_per_cluster`].
+    pub fn with_jobs_per_cluster(mut self, jobs: std::num::NonZeroUsize) -> Self {
+        self.config.jobs_per_cluster = jobs;
+        self
+    }
     /// Sets [`QuboleConfig::poll`].
     pub fn with_poll(mut self, poll: PollConfig) -> Self {
         self.config.poll = poll;
@@ -409,6 +420,7 @@ mod tests {
         assert_eq!(c.s3.bucket.as_deref(), Some("data"));
         assert_eq!(c.api_endpoint(), "https://api.qubole.com");
         assert_eq!(c.retry.max_retries, 7);
+        assert_eq!(c.jobs_per_cluster.get(), 1);
     }
 
     #[test]
@@ -433,6 +445,10 @@ mod tests {
         let e = parse("[qubole]\ncluster_label = \"etl\"\ntoken = \"env:T\"\n[qubole.s3]\nlist_page_size = 0\n")
             .unwrap_err();
         assert!(e.contains("list_page_size"), "{e}");
+        let e =
+            parse("[qubole]\ncluster_label = \"etl\"\ntoken = \"env:T\"\njobs_per_cluster = 0\n")
+                .unwrap_err();
+        assert!(e.contains("line 4") && e.contains("nonzero"), "{e}");
     }
 
     #[test]

@@ -11,7 +11,11 @@
 //!   `wait_ready` waits for `UP`; the handle records that the run started
 //!   it, and `terminate` (with [`QuboleConfig::terminate`]) terminates only
 //!   such a cluster, waiting for `DOWN`. A cluster found `UP` is reused and
-//!   left up.
+//!   left up. A label names one cluster of the account, so runs on it share
+//!   it ([`Cluster::shared_name`](flow_core::Cluster::shared_name)): the
+//!   engine records its users in the store and only the last one
+//!   terminates it. It runs [`QuboleConfig::jobs_per_cluster`] commands at
+//!   once (its slots).
 //! - **Commands**: Spark jobs become `SparkCommand`s (a `.py`, `.scala`,
 //!   `.R` or `.sql` application is a `script_location` with its `--conf`s
 //!   as `arguments` and its arguments as `user_program_arguments`; a JVM
@@ -30,7 +34,11 @@
 //! - **Waiting**: `flow_cloud`'s poller, one request per tick per label
 //!   whatever the number of commands (`GET /commands/ID` for one, one page
 //!   of the label's command history for several), floor 1 s, backoff to a
-//!   3 s cap. `done` is success; `error` and `cancelled` end the job. The
+//!   3 s cap; every 10th tick asks for the label's cluster state instead,
+//!   and a cluster `DOWN` or `TERMINATING` under a command fails it with
+//!   QDS's reason. Polling that gives up leaves the outcome unknown
+//!   (`ClusterError::OutcomeUnknown`), never a failure.
+//!   `done` is success; `error` and `cancelled` end the job. The
 //!   end of the command's log (`/logs`) goes to the step log and, for a
 //!   failure, its last lines into the error.
 //! - **Cancel**: `PUT /commands/ID {"status": "kill"}`, then waits for the

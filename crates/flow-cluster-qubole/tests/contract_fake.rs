@@ -3,7 +3,9 @@
 //! their end (done, error with its log's tail, cancelled), a lost submit
 //! answer found by its name, 429/503 retried after `Retry-After`, the poll
 //! budget and notice delay, starting and terminating the labelled
-//! cluster, adoption by another engine, and what QDS refuses.
+//! cluster, adoption by another engine, what QDS refuses, and the rules
+//! every cloud keeps: `flow_cloud::testkit`'s unknown-outcome contract, a
+//! cluster ending under a command, slots and the shared name.
 //!
 //! Time is a `ManualClock` shared by the fake (which computes every state
 //! from it) and the cluster (whose polls and retries sleep on it): the
@@ -373,12 +375,16 @@ async fn one_command_is_noticed_within_the_floor_at_one_request_per_second_on_co
     let s = setup().await;
     let cluster = s.launch().await;
     let before = s.fake.total();
+    let clusters_before = s.fake.count("clusters.state");
     let handle = s.submit(&cluster, &shell("echo x")).await;
     let task = wait_task(&cluster, &handle, CancellationToken::new(), &s.context);
     drive(&s.clock, task).await.unwrap();
     // waiting 2 s + running 30 s: done at 32 s, seen by the tick at 32 s.
     assert_eq!(s.clock.now(), 32 * SECOND);
-    assert_eq!(s.fake.count("commands.get"), 32);
+    // One request a tick: every 10th asks about the cluster instead.
+    assert_eq!(s.fake.count("commands.get"), 29);
+    assert_eq!(s.fake.count("clusters.state") - clusters_before, 3);
+    assert_eq!(s.factory.poll_requests(), 32);
     // The submission, 32 polls, the log.
     assert_eq!(s.fake.total() - before, 34);
 }
@@ -387,6 +393,7 @@ async fn one_command_is_noticed_within_the_floor_at_one_request_per_second_on_co
 async fn many_commands_cost_one_history_page_per_tick_on_contract_fake() {
     let s = setup().await;
     let cluster = s.launch().await;
+    let before = s.fake.total();
     let mut tasks = Vec::new();
     for i in 0..6 {
         let handle = s.submit(&cluster, &shell(&format!("echo {i}"))).await;
@@ -404,10 +411,13 @@ async fn many_commands_cost_one_history_page_per_tick_on_contract_fake() {
     });
     drive(&s.clock, all).await;
     assert_eq!(s.clock.now(), 32 * SECOND);
-    // One listing per tick for all six, however many run.
-    assert_eq!(s.fake.count("commands.list"), 32);
+    // One request per tick for all six, however many run: a listing, or
+    // (every 10th tick) the cluster's state.
+    assert_eq!(s.fake.count("commands.list"), 29);
     assert_eq!(s.fake.count("commands.get"), 0);
     assert_eq!(s.factory.poll_requests(), 32);
+    // Six submissions, 32 ticks, six logs.
+    assert_eq!(s.fake.total() - before, 6 + 32 + 6);
 }
 
 #[tokio::test]
@@ -567,4 +577,127 @@ async fn a_bad_token_an_unknown_label_and_a_refused_body_are_named_on_contract_f
     );
     assert_eq!(s.fake.count("commands.submit"), 1);
     assert_eq!(s.fake.commands().len(), 0);
+}
+
+/// The fake's faults, for `flow_cloud::testkit`'s contracts.
+struct FakeFaults<'a> {
+    fake: &'a FakeQubole,
+}
+
+#[async_trait::async_trait]
+impl flow_cloud::testkit::BackendFaults for FakeFaults<'_> {
+    async fn break_status_requests(&self) {
+        for method in ["commands.get", "commands.list"] {
+            self.fake.throttle(method, 1_000_000, 1);
+        }
+    }
+    async fn heal(&self) {
+        self.fake.heal();
+    }
+    async fn finish(&self, handle: &JobHandle) {
+        let id = handle.ids["command_id"].parse().unwrap();
+        assert!(self.fake.finish_command(id, "done"), "command {id} runs");
+    }
+    async fn jobs_received(&self) -> usize {
+        self.fake.commands().len()
+    }
+}
+
+#[tokio::test]
+async fn a_command_whose_polling_gave_up_has_an_unknown_outcome_and_is_adopted_on_contract_fake() {
+    let s = Arc::new(setup_with(|o| o.command_run = None, |b| b).await);
+    let cluster = s.launch().await;
+    let t = s.clone();
+    let contract = tokio::spawn(async move {
+        let cancel = CancellationToken::new();
+        let cx = job_context(&cancel, &t.context);
+        let faults = FakeFaults { fake: &t.fake };
+        flow_cloud::testkit::unknown_outcome_contract(
+            &*cluster,
+            &shell("sleep 3600"),
+            &cx,
+            &faults,
+        )
+        .await;
+    });
+    drive(&s.clock, contract).await;
+    assert_eq!(s.fake.count("commands.submit"), 1);
+    assert!(
+        s.fake.count("commands.get") > 5,
+        "the status requests were tried"
+    );
+}
+
+#[tokio::test]
+async fn a_cluster_that_goes_down_under_a_command_fails_it_with_its_reason_on_contract_fake() {
+    let s = setup_with(|o| o.command_run = None, |b| b).await;
+    let cluster = s.launch().await;
+    let handle = s.submit(&cluster, &shell("sleep 3600")).await;
+    let task = wait_task(&cluster, &handle, CancellationToken::new(), &s.context);
+    // Polled a few times, then the cluster is lost; the command still says
+    // running (QDS notices late), its cluster says why it went down.
+    s.clock.wait_for_sleepers(1).await;
+    s.clock.advance(3 * SECOND);
+    s.clock.wait_for_sleepers(1).await;
+    s.fake.set_cluster_state(
+        LABEL,
+        "DOWN",
+        Some("Spot nodes lost: capacity-not-available"),
+    );
+    let e = drive(&s.clock, task).await.unwrap_err();
+    let ClusterError::JobFailed { message, .. } = &e else {
+        panic!("a command whose cluster ended failed: {e:?}")
+    };
+    assert!(
+        message.contains("its cluster ended")
+            && message.contains(&format!("QDS cluster {LABEL} is DOWN"))
+            && message.contains("Spot nodes lost: capacity-not-available"),
+        "{message}"
+    );
+    // Noticed by the first cluster check: the 10th tick's request.
+    assert_eq!(s.factory.poll_requests(), 10);
+    assert_eq!(s.fake.commands()[0]["status"], "running");
+    // The reason stays on the cluster, for its record.
+    assert!(cluster
+        .end_reason()
+        .is_some_and(|r| r.contains("capacity-not-available")));
+}
+
+#[tokio::test]
+async fn slots_are_jobs_per_cluster_and_every_engine_shares_the_label_on_contract_fake() {
+    let s = setup_with(
+        |_| {},
+        |b| b.with_jobs_per_cluster(std::num::NonZeroUsize::new(4).unwrap()),
+    )
+    .await;
+    let cluster = s.cluster("qubole-0");
+    assert_eq!(cluster.slots(), 4);
+    // Another engine's cluster of the label has the same shared name: the
+    // store then decides who starts it and who terminates it.
+    let other = factory_on(&s.fake, &s.clock, "FLOW_QUBOLE_TEST_TOKEN_4", TOKEN, |b| b).unwrap();
+    let theirs = other.cluster("qubole-1", &s.context);
+    assert_eq!(theirs.slots(), 1, "one command at a time by default");
+    let name = cluster.shared_name().unwrap();
+    assert_eq!(theirs.shared_name(), Some(name.clone()));
+    assert!(name.ends_with(&format!("/{LABEL}")), "{name}");
+    // Four commands at once on the label, watched by one listing a tick.
+    let mut tasks = Vec::new();
+    for i in 0..4 {
+        let handle = s.submit(&cluster, &shell(&format!("echo {i}"))).await;
+        tasks.push(wait_task(
+            &cluster,
+            &handle,
+            CancellationToken::new(),
+            &s.context,
+        ));
+    }
+    let all = tokio::spawn(async move {
+        for task in tasks {
+            task.await.unwrap().unwrap();
+        }
+    });
+    drive(&s.clock, all).await;
+    assert_eq!(s.fake.peak_unfinished(), 4);
+    assert_eq!(s.fake.count("commands.get"), 0);
+    assert_eq!(s.factory.poll_requests(), s.fake.count("commands.list") + 3);
 }

@@ -238,6 +238,7 @@ pub(super) fn submit(shared: &Service, body: Value) -> Response {
         outcome: outcome.into(),
         killed: None,
         forced: None,
+        cluster_terminated: false,
     };
     let answer = command_json(&world, &command, now, false);
     world.commands.push(command);
@@ -403,6 +404,10 @@ pub(super) fn logs(shared: &Service, id: u64) -> Response {
         ));
     }
     match status {
+        "error" if c.cluster_terminated => log.push_str(&format!(
+            "fake QDS: cluster {} was terminated under the command\n",
+            c.label
+        )),
         "done" => log.push_str("fake QDS: the command finished successfully\n"),
         "error" => log.push_str(
             "Traceback (most recent call last):\n  File \"job\", line 1, in <module>\nRuntimeError: fake.outcome=error: the command failed on purpose\n",

@@ -26,7 +26,9 @@
 //! cluster started (by the API, or by a command sent to it while `DOWN`,
 //! as QDS does) is `PENDING` for [`FakeOptions::cluster_start`], then
 //! `UP`; a terminated one `TERMINATING` for [`FakeOptions::cluster_stop`],
-//! then `DOWN`. What a command does is read from its text (inline script,
+//! then `DOWN`, and its unfinished commands end in `error` (a cluster
+//! changed by hand, [`FakeQubole::set_cluster_state`], leaves them as they
+//! are, as QDS notices a lost cluster's commands late). What a command does is read from its text (inline script,
 //! command line, arguments, parameters): `fake.outcome=error` makes it end
 //! in `error`, `fake.run_for=D` (or `forever`) sets its run time. Its log
 //! names what it ran, then says how it ended.
@@ -37,8 +39,9 @@
 //! `commands.get`, `commands.list`, `commands.kill`, `commands.logs`,
 //! `clusters.state`, `clusters.start`, `clusters.terminate`), faults (429
 //! with `Retry-After`, 503 before or after acting), every command as QDS
-//! holds it with the body it was sent, finishing a command by hand, and
-//! each cluster's state.
+//! holds it with the body it was sent, the most commands unfinished at one
+//! time, finishing a command by hand, and each cluster's state (read, or
+//! set by hand with a `terminate_reason`).
 //!
 //! Files: `routes.rs` (which API method a request is, the `/fake/` control
 //! paths), `commands.rs` (the Command API and its validation), `state.rs`
@@ -222,9 +225,22 @@ impl FakeQubole {
     }
 
     /// Puts a cluster in `state` (`UP` or `DOWN`) now, as if someone else
-    /// started or stopped it.
-    pub fn set_cluster_state(&self, label: &str, state: &str) {
+    /// started or stopped it (or it was lost), with `reason` as its
+    /// `terminate_reason`; its commands are left as they are.
+    pub fn set_cluster_state(&self, label: &str, state: &str, reason: Option<&str>) {
         let now = self.shared.now();
-        self.shared.world().force_cluster(label, state, now);
+        self.shared.world().force_cluster(label, state, reason, now);
+    }
+
+    /// The most commands unfinished at one time so far.
+    pub fn peak_unfinished(&self) -> usize {
+        let now = self.shared.now();
+        self.shared.world().peak_unfinished(now)
+    }
+
+    /// Drops the pending 429s of [`throttle`](Self::throttle): QDS answers
+    /// again.
+    pub fn heal(&self) {
+        self.shared.faults.unthrottle();
     }
 }

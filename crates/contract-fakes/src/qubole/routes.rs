@@ -152,7 +152,7 @@ fn cluster_state(shared: &Service, label: &str) -> Response {
         "cluster_id": cluster.id,
         "start_at": (state != "DOWN").then(|| world.time(since)),
         "down_at": (state == "DOWN").then(|| world.time(since)),
-        "terminate_reason": Value::Null,
+        "terminate_reason": matches!(state, "DOWN" | "TERMINATING").then(|| cluster.terminate_reason.clone()).flatten(),
         "nodes": [],
     }))
 }
@@ -171,7 +171,9 @@ fn set_cluster_state(shared: &Service, label: &str, state: &str) -> Response {
             cluster.start(now, o.cluster_start);
         }
         "terminate" => {
-            cluster.terminate(now, o.cluster_stop);
+            if cluster.terminate(now, o.cluster_stop) {
+                world.fail_commands_on(label, now);
+            }
         }
         other => {
             return error(
@@ -206,7 +208,8 @@ fn control_request(
                 .map(|c| commands::command_json(&world, c, now, true))
                 .collect();
             let bodies: Vec<Value> = world.commands.iter().map(|c| c.body.clone()).collect();
-            ok(json!({ "commands": commands, "bodies": bodies }))
+            let peak = world.peak_unfinished(now);
+            ok(json!({ "commands": commands, "bodies": bodies, "peak_unfinished": peak }))
         }
         ("GET", "clusters") => {
             let world = shared.world();
@@ -216,6 +219,18 @@ fn control_request(
                 .map(|(label, c)| (label.clone(), json!(c.state(now))))
                 .collect();
             ok(json!({ "clusters": states }))
+        }
+        ("POST", "cluster") => {
+            let (Some(label), Some(state)) = (q.get("label"), q.get("state")) else {
+                return error(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "",
+                    "label and state are required".into(),
+                );
+            };
+            let reason = q.get("reason").map(String::as_str);
+            shared.world().force_cluster(label, state, reason, now);
+            ok(json!({}))
         }
         ("POST", "finish") => {
             let id = q.get("id").and_then(|i| i.parse().ok()).unwrap_or(0);

@@ -10,6 +10,9 @@ use std::time::Duration;
 pub(super) struct FakeCluster {
     pub id: u64,
     pub phases: Vec<(Duration, String)>,
+    /// Why it went down last (`terminate_reason`), when it did not go
+    /// down by the API.
+    pub terminate_reason: Option<String>,
 }
 
 impl FakeCluster {
@@ -45,6 +48,7 @@ impl FakeCluster {
         if self.state(now) != "DOWN" {
             return false;
         }
+        self.terminate_reason = None;
         self.go(now, "PENDING", takes, "UP");
         true
     }
@@ -54,6 +58,7 @@ impl FakeCluster {
         if !matches!(self.state(now), "UP" | "PENDING") {
             return false;
         }
+        self.terminate_reason = Some("Terminated by user".into());
         self.go(now, "TERMINATING", takes, "DOWN");
         true
     }
@@ -76,6 +81,8 @@ pub(super) struct FakeCommand {
     pub outcome: String,
     pub killed: Option<(Duration, Duration)>,
     pub forced: Option<(Duration, String)>,
+    /// Ended by its cluster's termination, not by itself.
+    pub cluster_terminated: bool,
 }
 
 impl FakeCommand {
@@ -110,6 +117,11 @@ impl FakeCommand {
     pub fn is_finished(&self, now: Duration) -> bool {
         matches!(self.status(now).0, "done" | "error" | "cancelled")
     }
+
+    /// When it ended (or will end, if that is known).
+    pub fn ended_at(&self) -> Option<Duration> {
+        self.end().map(|(at, _)| at)
+    }
 }
 
 pub(super) struct ServiceState {
@@ -129,6 +141,7 @@ impl ServiceState {
                 let cluster = FakeCluster {
                     id: 1700 + i as u64,
                     phases: vec![(Duration::ZERO, state.clone())],
+                    terminate_reason: None,
                 };
                 (label.clone(), cluster)
             })
@@ -156,16 +169,53 @@ impl ServiceState {
         self.clusters.get(label).map(|c| c.state(now).to_string())
     }
 
-    pub fn force_cluster(&mut self, label: &str, state: &str, now: Duration) {
+    /// Puts a cluster in `state` now, as if it changed outside the API
+    /// (lost, or started or stopped by someone else), with `reason` as its
+    /// `terminate_reason`. Its commands are left as they were: QDS notices
+    /// a lost cluster's commands late.
+    pub fn force_cluster(&mut self, label: &str, state: &str, reason: Option<&str>, now: Duration) {
         let cluster = self
             .clusters
             .entry(label.to_string())
             .or_insert(FakeCluster {
                 id: 1800,
                 phases: Vec::new(),
+                terminate_reason: None,
             });
         cluster.phases.retain(|(at, _)| *at <= now);
         cluster.phases.push((now, state.to_string()));
+        cluster.terminate_reason = reason.map(str::to_string);
+    }
+
+    /// Ends the commands on `label` that have not ended, with `error`: a
+    /// cluster terminated through the API takes its running commands down.
+    pub fn fail_commands_on(&mut self, label: &str, now: Duration) {
+        for command in &mut self.commands {
+            if command.label == label && !command.is_finished(now) {
+                command.forced = Some((now, "error".to_string()));
+                command.cluster_terminated = true;
+            }
+        }
+    }
+
+    /// The most commands that were in QDS's hands (`waiting`, `running` or
+    /// `cancelling`) at one time, up to `now`.
+    pub fn peak_unfinished(&self, now: Duration) -> usize {
+        let mut events: Vec<(Duration, i32)> = Vec::new();
+        for command in &self.commands {
+            events.push((command.created, 1));
+            if let Some(end) = command.ended_at().filter(|at| *at <= now) {
+                events.push((end, -1));
+            }
+        }
+        // An end before a start at the same instant.
+        events.sort();
+        let (mut now_open, mut peak) = (0i32, 0i32);
+        for (_, change) in events {
+            now_open += change;
+            peak = peak.max(now_open);
+        }
+        peak.max(0) as usize
     }
 
     pub fn finish(&mut self, id: u64, status: &str, now: Duration) -> bool {
