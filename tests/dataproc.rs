@@ -11,11 +11,9 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
+use support::fakes::{http, FakeProcess};
 use support::text;
 
 const TP: &str = "2026112800";
@@ -27,51 +25,6 @@ fn gcs_endpoint() -> String {
     })
 }
 
-/// The fake xtask built from this tree. No fallback on a binary found in
-/// `target/`: it could be left there by an older tree.
-fn fake_binary() -> PathBuf {
-    let path = std::env::var_os("FLOW_TEST_CONTRACT_FAKES").map(PathBuf::from).unwrap_or_else(|| {
-        panic!("FLOW_TEST_CONTRACT_FAKES is not set: run through `cargo xtask test`, which builds the contract fakes from this tree")
-    });
-    assert!(
-        path.is_file(),
-        "FLOW_TEST_CONTRACT_FAKES names no file: {}",
-        path.display()
-    );
-    path
-}
-
-/// One HTTP/1.1 request with std only (the test has no HTTP client):
-/// the status and the body.
-fn http(method: &str, url: &str, body: &str) -> (u16, String) {
-    let rest = url.strip_prefix("http://").expect("an http:// URL");
-    let (host, path) = rest
-        .split_once('/')
-        .map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
-    let mut stream = TcpStream::connect(host).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).unwrap();
-    let status = answer
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = answer
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
-}
-
 fn encode(name: &str) -> String {
     name.bytes()
         .map(|b| match b {
@@ -81,29 +34,24 @@ fn encode(name: &str) -> String {
         .collect()
 }
 
-/// The contract fake, stopped (by closing its stdin, then killing it) when
-/// dropped.
-struct Fake {
-    child: Child,
-    url: String,
-}
-
-impl Fake {
+/// The Dataproc contract fake's own calls (`contract-fakes dataproc`).
+impl FakeProcess {
     /// Without `gcs`, the fake writes no driver output (a flow without GCS
     /// steps needs no GCS server).
     /// It writes a service-account key at `key_file` whose `token_uri` is
     /// its token endpoint: it takes only tokens it issued, as Dataproc.
-    fn start(gcs: Option<&str>, staging: &str, key_file: &std::path::Path, extra: &[&str]) -> Fake {
-        let mut command = Command::new(fake_binary());
-        command
-            .arg("dataproc")
-            .arg("--key-file")
-            .arg(key_file)
-            .args(extra);
+    fn dataproc(
+        gcs: Option<&str>,
+        staging: &str,
+        key_file: &std::path::Path,
+        extra: &[&str],
+    ) -> FakeProcess {
+        let mut command = FakeProcess::command("dataproc");
+        command.arg("--key-file").arg(key_file).args(extra);
         if let Some(gcs) = gcs {
             command.args(["--gcs-endpoint", gcs]);
         }
-        let mut child = command
+        command
             .args(["--staging-bucket", staging])
             .args(["--cluster-create", "300ms", "--cluster-delete", "200ms"])
             .args([
@@ -113,43 +61,12 @@ impl Fake {
                 "500ms",
                 "--job-cancel",
                 "200ms",
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let url = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("the fake said {line:?}"))
-            .to_string();
-        Fake { child, url }
-    }
-
-    fn get(&self, what: &str) -> serde_json::Value {
-        let (status, body) = http("GET", &format!("{}/fake/{what}", self.url), "");
-        assert_eq!(status, 200, "{body}");
-        serde_json::from_str(&body).unwrap()
-    }
-
-    /// Requests of one API method so far.
-    fn count(&self, method: &str) -> u64 {
-        self.get("requests")["methods"][method]
-            .as_u64()
-            .unwrap_or(0)
+            ]);
+        FakeProcess::start(command)
     }
 
     fn jobs(&self) -> Vec<serde_json::Value> {
         self.get("jobs")["jobs"].as_array().unwrap().clone()
-    }
-
-    fn post(&self, what: &str) {
-        let (status, body) = http("POST", &format!("{}/fake/{what}", self.url), "");
-        assert_eq!(status, 200, "{body}");
     }
 
     /// The access tokens the fake's token endpoint issued, in order.
@@ -172,26 +89,11 @@ impl Fake {
     }
 }
 
-impl Drop for Fake {
-    fn drop(&mut self) {
-        drop(self.child.stdin.take());
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// A test directory with Dataproc settings pointing at both fakes, its own
 /// buckets, and a short lease.
 struct Home {
     home: support::Home,
-    fake: Fake,
+    fake: FakeProcess,
     gcs: String,
     code: String,
     data: String,
@@ -250,7 +152,7 @@ impl Home {
             }
         };
         let home = support::Home::empty();
-        let fake = Fake::start(
+        let fake = FakeProcess::dataproc(
             gcs_server.as_deref(),
             &staging,
             &home.path("key.json"),

@@ -10,11 +10,9 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
+use support::fakes::{http, FakeProcess};
 use support::text;
 
 const TP: &str = "2026112800";
@@ -28,91 +26,45 @@ fn s3_endpoint() -> String {
     })
 }
 
-/// The fakes binary xtask built from this tree.
-fn fake_binary() -> PathBuf {
-    let path = std::env::var_os("FLOW_TEST_CONTRACT_FAKES").map(PathBuf::from).unwrap_or_else(|| {
-        panic!("FLOW_TEST_CONTRACT_FAKES is not set: run through `cargo xtask test`, which builds the contract fakes from this tree")
-    });
-    assert!(
-        path.is_file(),
-        "FLOW_TEST_CONTRACT_FAKES names no file: {}",
-        path.display()
+/// The keys of `bucket` on moto, from a ListObjectsV2 (moto answers an
+/// anonymous listing; it refuses anonymous object reads, `GET` or `HEAD`,
+/// with 403 AccessDenied, as S3 does for a private bucket).
+fn s3_keys(bucket: &str) -> Vec<String> {
+    let (status, body) = http(
+        "GET",
+        &format!("{}/{bucket}?list-type=2", s3_endpoint()),
+        "",
     );
-    path
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("<IsTruncated>false</IsTruncated>"),
+        "one page holds them all: {body}"
+    );
+    body.split("<Key>")
+        .skip(1)
+        .filter_map(|rest| rest.split_once("</Key>"))
+        .map(|(key, _)| key.replace("&amp;", "&"))
+        .collect()
 }
 
-/// One HTTP/1.1 request with std only: the status and the body.
-fn http(method: &str, url: &str, headers: &str, body: &str) -> (u16, String) {
-    let rest = url.strip_prefix("http://").expect("an http:// URL");
-    let (host, path) = rest
-        .split_once('/')
-        .map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
-    let mut stream = TcpStream::connect(host).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n{headers}Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).unwrap();
-    let status = answer
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = answer
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
-}
-
-/// The QDS contract fake, stopped (stdin closed, then killed) when dropped.
-struct Fake {
-    child: Child,
-    url: String,
-}
-
-impl Fake {
-    fn start(cluster: &str, run: &str) -> Fake {
-        let mut child = Command::new(fake_binary())
-            .args(["qubole", "--token", TOKEN, "--cluster", cluster])
+/// The QDS contract fake's own calls (`contract-fakes qubole`).
+impl FakeProcess {
+    fn qubole(cluster: &str, run: &str) -> FakeProcess {
+        let mut command = FakeProcess::command("qubole");
+        command
+            .args(["--token", TOKEN, "--cluster", cluster])
             .args(["--command-waiting", "100ms", "--command-run", run])
-            .args(["--cluster-start", "300ms", "--cluster-stop", "200ms"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let url = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("the fake said {line:?}"))
-            .to_string();
-        Fake { child, url }
-    }
-
-    fn get(&self, what: &str) -> serde_json::Value {
-        let (status, body) = http("GET", &format!("{}/fake/{what}", self.url), "", "");
-        assert_eq!(status, 200, "{body}");
-        serde_json::from_str(&body).unwrap()
-    }
-
-    fn count(&self, method: &str) -> u64 {
-        self.get("requests")["methods"][method]
-            .as_u64()
-            .unwrap_or(0)
+            .args(["--cluster-start", "300ms", "--cluster-stop", "200ms"]);
+        FakeProcess::start(command)
     }
 
     fn commands(&self) -> Vec<serde_json::Value> {
         self.get("commands")["commands"].as_array().unwrap().clone()
+    }
+
+    /// The most commands QDS held unfinished at one time.
+    fn peak_unfinished(&self) -> u64 {
+        self.get("commands")["peak_unfinished"].as_u64().unwrap()
     }
 
     fn cluster_state(&self) -> String {
@@ -123,26 +75,11 @@ impl Fake {
     }
 }
 
-impl Drop for Fake {
-    fn drop(&mut self) {
-        drop(self.child.stdin.take());
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// A test directory whose settings point the Qubole cluster at the fake
 /// and its S3 filesystem at moto, with a bucket of its own.
 struct Home {
     home: support::Home,
-    fake: Fake,
+    fake: FakeProcess,
     bucket: String,
 }
 
@@ -157,9 +94,9 @@ impl Home {
     fn new(test: &str, cluster: &str, run: &str) -> Home {
         let s3 = s3_endpoint();
         let bucket = format!("qubole-{test}-{}", std::process::id());
-        let (status, body) = http("PUT", &format!("{s3}/{bucket}"), "", "");
+        let (status, body) = http("PUT", &format!("{s3}/{bucket}"), "");
         assert!(status == 200 || status == 409, "{status} {body}");
-        let fake = Fake::start(cluster, run);
+        let fake = FakeProcess::qubole(cluster, run);
         let home = support::Home::empty();
         home.write(
             "flow.toml",
@@ -246,6 +183,36 @@ main = { action = "cp", from = "jobs/count.py", to = "published/{timeperiod}/cou
             .unwrap()
     }
 
+    /// `flow ARGS` started with the token in its environment, its output
+    /// kept.
+    fn spawn_with_token(&self, args: &[&str]) -> Child {
+        self.command(args)
+            .env("FLOW_TEST_QDS_TOKEN", TOKEN)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    /// A flow `name` of one spark step per entry of `steps` (its name, the
+    /// fake's run time), none depending on another.
+    fn write_spark_flow(&self, name: &str, steps: &[(&str, &str)]) {
+        let mut flow = format!("name = \"{name}\"\ntime_qualifier = \"daily\"\n");
+        for (step, run_for) in steps {
+            flow.push_str(&format!(
+                "\n[[steps]]\nname = \"{step}\"\nmain = {{ action = \"spark\", application = \"jobs/count.py\", args = [\"fake.run_for={run_for}\"] }}\n"
+            ));
+        }
+        self.write(&format!("{name}.toml"), &flow);
+    }
+
+    fn flow_state(&self, flow: &str) -> String {
+        self.status_json(flow, TP)["flow"]["state"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
     fn states(&self) -> (String, Vec<(String, String)>) {
         let status = self.status_json("q.toml", TP);
         (
@@ -292,6 +259,16 @@ fn a_flow_with_spark_shell_and_s3_steps_ends_processed_on_fake_qubole_on_moto() 
         commands[1]["command"]["inline"],
         "echo reporting 2026112800"
     );
+    // The S3 steps' objects are on moto: the folder marker of `mkdir`, the
+    // uploaded application, its copy.
+    let keys = s3_keys(&home.bucket);
+    for key in [
+        "in/2026112800_$folder$",
+        "jobs/count.py",
+        "published/2026112800/count.py",
+    ] {
+        assert!(keys.iter().any(|k| k == key), "{key} in {keys:?}");
+    }
     // The run started the cluster, so it terminated it.
     assert_eq!(home.fake.count("clusters.start"), 1);
     assert_eq!(home.fake.count("clusters.terminate"), 1);
@@ -378,7 +355,6 @@ main = { action = "spark", application = "jobs/count.py" }
             "POST",
             &format!("{url}/fake/finish?id={id}&status=done"),
             "",
-            "",
         );
         assert_eq!(status, 200, "{body}");
     });
@@ -408,4 +384,92 @@ main = { action = "spark", application = "jobs/count.py" }
     assert_eq!(home.fake.commands().len(), 1);
     assert_eq!(home.fake.count("clusters.terminate"), 1);
     assert_eq!(home.fake.cluster_state(), "DOWN");
+}
+
+#[test]
+#[ignore = "needs moto and the contract fakes: run through `cargo xtask test`"]
+fn two_overlapping_runs_share_the_started_cluster_terminated_once_after_the_last_on_fake_qubole_on_moto(
+) {
+    let home = Home::new("share", &format!("{LABEL}=DOWN"), "500ms");
+    home.write_spark_flow("a", &[("count", "2s")]);
+    home.write_spark_flow("b", &[("count", "6s")]);
+    let first = home.spawn_with_token(&["run", "a.toml", "--timeperiod", TP]);
+    // The second run starts once the first one's command runs on the
+    // cluster it started.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while home.fake.commands().is_empty() {
+        assert!(Instant::now() < deadline, "the first run sent no command");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let second = home.spawn_with_token(&["run", "b.toml", "--timeperiod", TP]);
+    let first = first.wait_with_output().unwrap();
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first));
+    // The first run ended while the second still used the cluster: up.
+    assert_eq!(home.fake.cluster_state(), "UP");
+    assert_eq!(home.fake.count("clusters.terminate"), 0);
+    let second = second.wait_with_output().unwrap();
+    assert_eq!(second.status.code(), Some(0), "{}", text(&second));
+    assert_eq!(home.flow_state("a.toml"), "state_processed");
+    assert_eq!(home.flow_state("b.toml"), "state_processed");
+    // Started once, terminated once, by the last user: the second run's
+    // command ran to its end (a terminate under it would have failed it).
+    let commands = home.fake.commands();
+    assert_eq!(commands.len(), 2, "{commands:?}");
+    assert!(
+        commands.iter().all(|c| c["status"] == "done"),
+        "{commands:?}"
+    );
+    assert_eq!(home.fake.count("clusters.start"), 1);
+    assert_eq!(home.fake.count("clusters.terminate"), 1);
+    assert_eq!(home.fake.cluster_state(), "DOWN");
+    // The records say so: the first run's left up, the second's terminated.
+    let out = home.expect(0, &["clusters", "--json"]);
+    let records = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        records.contains("left_up") && records.contains("terminated"),
+        "{records}"
+    );
+}
+
+#[test]
+#[ignore = "needs moto and the contract fakes: run through `cargo xtask test`"]
+fn jobs_per_cluster_commands_run_at_once_on_the_label_on_fake_qubole_on_moto() {
+    let home = Home::new("slots", &format!("{LABEL}=UP"), "500ms");
+    let settings = home.read("flow.toml");
+    home.write(
+        "flow.toml",
+        &settings.replace(
+            "terminate = true\n",
+            "terminate = true\njobs_per_cluster = 3\n",
+        ),
+    );
+    home.write_spark_flow("wide", &[("a", "2s"), ("b", "2s"), ("c", "2s")]);
+    let out = home.flow_with_token(&["run", "wide.toml", "--timeperiod", TP]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(home.flow_state("wide.toml"), "state_processed");
+    assert_eq!(home.fake.commands().len(), 3);
+    assert_eq!(
+        home.fake.peak_unfinished(),
+        3,
+        "the three commands ran at once on the label"
+    );
+}
+
+#[test]
+#[ignore = "needs moto and the contract fakes: run through `cargo xtask test`"]
+fn a_refused_token_is_reported_with_qds_status_and_message_on_fake_qubole_on_moto() {
+    let home = Home::new("token", &format!("{LABEL}=UP"), "500ms");
+    let out = home
+        .command(&["run", "q.toml", "--timeperiod", TP])
+        .env("FLOW_TEST_QDS_TOKEN", "not-the-account-token")
+        .output()
+        .unwrap();
+    let said = format!("{}{}", text(&out), home.read("logs/q/q.log"));
+    assert_ne!(out.status.code(), Some(0), "{said}");
+    // QDS's status and message, not a client's debug dump, not the token.
+    assert!(said.contains("HTTP 401: Invalid Token"), "{said}");
+    for dump in ["reqwest::", "Error {", "kind:", "not-the-account-token"] {
+        assert!(!said.contains(dump), "{dump} in {said}");
+    }
+    assert!(home.fake.commands().is_empty());
 }

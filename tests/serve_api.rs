@@ -35,10 +35,7 @@ impl Served {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        let line = support::first_stdout_line(&mut child);
         let Some(url) = line.split_whitespace().find(|w| w.starts_with("http://")) else {
             let out = child.wait_with_output().unwrap();
             panic!(

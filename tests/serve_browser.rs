@@ -9,7 +9,6 @@
 mod support;
 
 use fantoccini::{ClientBuilder, Locator};
-use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -70,10 +69,7 @@ async fn the_flow_page_runs_fails_and_recovers_in_chromium() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(serve.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let line = support::first_stdout_line(&mut serve);
     let _serve = Killed(serve, false);
     let base = line
         .split_whitespace()

@@ -7,8 +7,11 @@
 
 #![allow(dead_code)]
 
+pub mod fakes;
+
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 
 /// The settings every test starts from: logs, store and cluster files all
 /// inside the test's directory. The lease ttl is long, so a test never
@@ -310,6 +313,16 @@ pub fn stdout(out: &Output) -> String {
 
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The first line a started process writes on its piped stdout (where a
+/// server says its address); the rest of its stdout is dropped.
+pub fn first_stdout_line(child: &mut Child) -> String {
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout is piped"))
+        .read_line(&mut line)
+        .unwrap();
+    line
 }
 
 /// Everything about a finished command, for assertion messages.

@@ -154,6 +154,27 @@ impl Setup {
         cluster
     }
 
+    /// Submits `count` commands on `cluster`, then waits for them all at
+    /// once, driving the clock.
+    async fn run_at_once(&self, cluster: &Arc<QuboleCluster>, count: usize) {
+        let mut tasks = Vec::new();
+        for i in 0..count {
+            let handle = self.submit(cluster, &shell(&format!("echo {i}"))).await;
+            tasks.push(wait_task(
+                cluster,
+                &handle,
+                CancellationToken::new(),
+                &self.context,
+            ));
+        }
+        let all = tokio::spawn(async move {
+            for task in tasks {
+                task.await.unwrap().unwrap();
+            }
+        });
+        drive(&self.clock, all).await;
+    }
+
     async fn submit(&self, cluster: &QuboleCluster, job: &Job) -> JobHandle {
         let cancel = CancellationToken::new();
         let cx = job_context(&cancel, &self.context);
@@ -394,22 +415,7 @@ async fn many_commands_cost_one_history_page_per_tick_on_contract_fake() {
     let s = setup().await;
     let cluster = s.launch().await;
     let before = s.fake.total();
-    let mut tasks = Vec::new();
-    for i in 0..6 {
-        let handle = s.submit(&cluster, &shell(&format!("echo {i}"))).await;
-        tasks.push(wait_task(
-            &cluster,
-            &handle,
-            CancellationToken::new(),
-            &s.context,
-        ));
-    }
-    let all = tokio::spawn(async move {
-        for task in tasks {
-            task.await.unwrap().unwrap();
-        }
-    });
-    drive(&s.clock, all).await;
+    s.run_at_once(&cluster, 6).await;
     assert_eq!(s.clock.now(), 32 * SECOND);
     // One request per tick for all six, however many run: a listing, or
     // (every 10th tick) the cluster's state.
@@ -681,22 +687,7 @@ async fn slots_are_jobs_per_cluster_and_every_engine_shares_the_label_on_contrac
     assert_eq!(theirs.shared_name(), Some(name.clone()));
     assert!(name.ends_with(&format!("/{LABEL}")), "{name}");
     // Four commands at once on the label, watched by one listing a tick.
-    let mut tasks = Vec::new();
-    for i in 0..4 {
-        let handle = s.submit(&cluster, &shell(&format!("echo {i}"))).await;
-        tasks.push(wait_task(
-            &cluster,
-            &handle,
-            CancellationToken::new(),
-            &s.context,
-        ));
-    }
-    let all = tokio::spawn(async move {
-        for task in tasks {
-            task.await.unwrap().unwrap();
-        }
-    });
-    drive(&s.clock, all).await;
+    s.run_at_once(&cluster, 4).await;
     assert_eq!(s.fake.peak_unfinished(), 4);
     assert_eq!(s.fake.count("commands.get"), 0);
     assert_eq!(s.factory.poll_requests(), s.fake.count("commands.list") + 3);
