@@ -7,6 +7,7 @@
 //! command up before sending it again ([`flow_cloud::retry_with_lookup`]).
 
 use crate::error::ApiError;
+use flow_cloud::errors::{error_chain, one_line};
 use flow_cloud::retry::parse_retry_after;
 use flow_cloud::{Clock, RetryConfig};
 use flow_core::Secret;
@@ -203,9 +204,12 @@ impl Api {
                     Value::String(s) => s,
                     other => other.to_string(),
                 };
-                (code, body.error.error_message)
+                (code, one_line(&body.error.error_message).into_owned())
             }
-            _ => (String::new(), prefix(&text, 500).trim().to_string()),
+            _ => (
+                String::new(),
+                one_line(prefix(&text, 500).trim()).into_owned(),
+            ),
         };
         let status = status.as_u16();
         let read = *method == Method::GET;
@@ -370,14 +374,7 @@ impl Api {
     fn transport(&self, what: &str, e: reqwest::Error) -> ApiError {
         let transient = e.is_connect() || e.is_timeout() || e.is_request() || e.is_body();
         let (timed_out, connecting) = (e.is_timeout(), e.is_connect());
-        let mut causes = String::new();
-        let mut source = std::error::Error::source(&e);
-        while let Some(cause) = source {
-            causes.push_str(": ");
-            causes.push_str(&cause.to_string());
-            source = cause.source();
-        }
-        let mut message = format!("{}{causes}", e.without_url());
+        let mut message = error_chain(&e.without_url());
         if timed_out {
             let (setting, limit) = if connecting {
                 ("connect_timeout: no connection", self.timeouts.0)

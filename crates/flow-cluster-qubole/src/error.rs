@@ -69,13 +69,10 @@ impl fmt::Display for ApiError {
                 ..
             } => {
                 write!(f, "HTTP {status}")?;
-                if !code.is_empty() {
-                    write!(f, " {code}")?;
+                match flow_cloud::errors::service_error(Some(code), Some(message)) {
+                    Some(said) => write!(f, ": {said}"),
+                    None => Ok(()),
                 }
-                if !message.is_empty() {
-                    write!(f, ": {message}")?;
-                }
-                Ok(())
             }
             ApiError::Transport { message, .. } => f.write_str(message),
             ApiError::Decode(message) => write!(f, "unexpected answer: {message}"),
@@ -95,6 +92,29 @@ impl Transient for ApiError {
         match self {
             ApiError::Status { retry_after, .. } => *retry_after,
             _ => None,
+        }
+    }
+    /// Says how often a call was tried once its retries are spent.
+    fn after_attempts(self, attempts: usize) -> Self {
+        match self {
+            ApiError::Status {
+                status,
+                code,
+                message,
+                retry_after,
+                retryable,
+            } => ApiError::Status {
+                status,
+                code,
+                message: flow_cloud::errors::after_attempts(&message, attempts),
+                retry_after,
+                retryable,
+            },
+            ApiError::Transport { message, transient } => ApiError::Transport {
+                message: flow_cloud::errors::after_attempts(&message, attempts),
+                transient,
+            },
+            other => other,
         }
     }
 }

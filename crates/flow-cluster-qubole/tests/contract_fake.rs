@@ -389,6 +389,22 @@ async fn throttling_and_unavailability_are_retried_honouring_retry_after_on_cont
     .await;
     submitted.unwrap();
     assert_eq!(s.fake.commands().len(), 2);
+    // Past its retries, a call says QDS's status and message, on one line,
+    // and how often it was tried: nothing of the HTTP client's.
+    s.fake.throttle("commands.get", 100, 1);
+    let c = cluster.clone();
+    let e = drive(
+        &s.clock,
+        tokio::spawn(async move { c.status(&handle).await }),
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("HTTP 429: Quota exceeded") && e.ends_with("rate limited (after 6 attempts)"),
+        "{e}"
+    );
+    assert!(!e.contains('\n') && !e.contains("reqwest"), "{e}");
 }
 
 #[tokio::test]
