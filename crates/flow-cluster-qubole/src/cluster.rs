@@ -244,7 +244,10 @@ impl QuboleCluster {
             kind: KIND.into(),
             name: self.name.clone(),
             backend_id: label.to_string(),
-            reused: !started,
+            // Only a cluster the run started and is set to terminate is
+            // the run's to end: any other is left up at the end, and the
+            // engine records it so (`left_up`, not `terminated`).
+            reused: !(started && self.config().terminate),
             details: BTreeMap::from([
                 ("endpoint".to_string(), self.config().api_endpoint()),
                 (STARTED.to_string(), started.to_string()),

@@ -476,6 +476,29 @@ async fn a_run_that_starts_the_cluster_terminates_it_on_contract_fake() {
 }
 
 #[tokio::test]
+async fn a_started_cluster_without_terminate_is_left_up_and_recorded_so_on_contract_fake() {
+    let s = setup_with(
+        |o| {
+            o.clusters.insert(LABEL.into(), "DOWN".into());
+        },
+        |b| b.with_start_and_terminate(true, false),
+    )
+    .await;
+    let cluster = s.cluster("qubole-0");
+    let handle = cluster.provision().await.unwrap();
+    assert_eq!(handle.details["started_by_run"], "true");
+    // Not the run's to end: the engine records it left up at the end.
+    assert!(handle.reused, "{handle:?}");
+    let c = cluster.clone();
+    drive(&s.clock, tokio::spawn(async move { c.wait_ready().await }))
+        .await
+        .unwrap();
+    cluster.terminate().await.unwrap();
+    assert_eq!(s.fake.count("clusters.terminate"), 0);
+    assert_eq!(s.fake.cluster_state(LABEL).as_deref(), Some("UP"));
+}
+
+#[tokio::test]
 async fn a_run_that_finds_the_cluster_up_leaves_it_up_on_contract_fake() {
     let s = setup_with(|_| {}, |b| b.with_start_and_terminate(true, true)).await;
     let cluster = s.cluster("qubole-0");
