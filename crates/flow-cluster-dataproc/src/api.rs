@@ -149,20 +149,6 @@ struct JobList {
     next_page_token: Option<String>,
 }
 
-/// The `{"error": {...}}` body of a failed call.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct ErrorBody {
-    error: ErrorDetail,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct ErrorDetail {
-    message: String,
-    status: String,
-}
-
 /// The client. Cheap to share behind an `Arc`.
 pub(crate) struct Api {
     /// The authorised, retried, counted call (no token for a fake endpoint).
@@ -435,17 +421,7 @@ impl Api {
 /// A refused answer becomes an [`ApiError`] with the API's reason.
 impl From<Refusal> for ApiError {
     fn from(refusal: Refusal) -> Self {
-        // Google writes a list of violations over several lines.
-        let (code, message) = match serde_json::from_str::<ErrorBody>(&refusal.body) {
-            Ok(body) if !body.error.message.is_empty() || !body.error.status.is_empty() => (
-                body.error.status,
-                one_line(&body.error.message).into_owned(),
-            ),
-            _ => (
-                String::new(),
-                one_line(refusal.body_prefix(500)).into_owned(),
-            ),
-        };
+        let (code, message) = refusal.reason();
         ApiError::Status {
             status: refusal.status.as_u16(),
             code,

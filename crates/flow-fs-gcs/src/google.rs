@@ -39,6 +39,33 @@ impl Refusal {
         }
         &self.body[..end]
     }
+
+    /// Why Google refused, readably: `error.status` (`NOT_FOUND`,
+    /// `INVALID_ARGUMENT`, ...) and `error.message` on one line, out of
+    /// Google's `{"error": {"code", "message", "status"}}` (often
+    /// pretty-printed JSON, which shown as it is put JSON escapes and
+    /// newlines into a message); for any other body, no status and the
+    /// body's first 500 bytes on one line.
+    pub fn reason(&self) -> (String, String) {
+        #[derive(Default, serde::Deserialize)]
+        #[serde(default)]
+        struct Body {
+            error: Detail,
+        }
+        #[derive(Default, serde::Deserialize)]
+        #[serde(default)]
+        struct Detail {
+            message: String,
+            status: String,
+        }
+        let one_line = |text: &str| flow_cloud::errors::one_line(text).into_owned();
+        match serde_json::from_str::<Body>(&self.body) {
+            Ok(body) if !body.error.message.is_empty() || !body.error.status.is_empty() => {
+                (body.error.status, one_line(&body.error.message))
+            }
+            _ => (String::new(), one_line(self.body_prefix(500))),
+        }
+    }
 }
 
 /// No access token could be had; the reason (never the token).
@@ -157,4 +184,38 @@ pub fn without_url(e: &reqwest::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refusal(body: &str) -> Refusal {
+        Refusal {
+            status: StatusCode::NOT_FOUND,
+            body: body.to_string(),
+            retry_after: None,
+        }
+    }
+
+    /// Google pretty-prints its error JSON: shown as it was, a message held
+    /// its escapes and newlines (a literal `\n` once logged).
+    #[test]
+    fn a_refusal_reads_as_googles_status_and_message_on_one_line() {
+        let pretty = "{\n  \"error\": {\n    \"code\": 400,\n    \"message\": \"Invalid JSON payload received. Unknown name \\\"x\\\": Cannot find field.\\nInvalid JSON payload received. Unknown name \\\"y\\\": Cannot find field.\",\n    \"status\": \"INVALID_ARGUMENT\"\n  }\n}\n";
+        assert_eq!(
+            refusal(pretty).reason(),
+            (
+                "INVALID_ARGUMENT".to_string(),
+                "Invalid JSON payload received. Unknown name \"x\": Cannot find field. Invalid JSON payload received. Unknown name \"y\": Cannot find field.".to_string()
+            )
+        );
+        assert_eq!(
+            refusal("<html>\n<body>Not Found</body>\n</html>").reason(),
+            (
+                String::new(),
+                "<html>; <body>Not Found</body>; </html>".to_string()
+            )
+        );
+    }
 }

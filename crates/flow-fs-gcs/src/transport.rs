@@ -54,7 +54,10 @@ impl From<Refusal> for CallError {
     fn from(refusal: Refusal) -> Self {
         CallError::Status {
             status: refusal.status,
-            body: refusal.body_prefix(500).to_string(),
+            body: {
+                let (status, message) = refusal.reason();
+                flow_cloud::errors::service_error(Some(&status), Some(&message)).unwrap_or_default()
+            },
             retry_after: refusal.retry_after,
         }
     }
