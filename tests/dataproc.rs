@@ -747,3 +747,31 @@ fn a_failed_jobs_details_read_as_one_line_on_fake_dataproc() {
     assert!(said.contains("they can be found at: https://"), "{said}");
     assert!(!said.contains("\\n"), "a literal \\n: {said}");
 }
+
+/// `jobs.submit` answered 429 past every retry: the step's error is
+/// Google's `error.status` and `error.message`, on one line, with how often
+/// flow tried.
+#[test]
+#[ignore = "needs the Dataproc contract fake built from this tree: run through `cargo xtask test`"]
+fn a_throttled_submit_fails_the_step_with_googles_status_and_message_on_fake_dataproc() {
+    let home = Home::without_gcs("throttled");
+    home.write_spark_only_flow("");
+    let (status, body) = http(
+        "POST",
+        &format!(
+            "{}/fake/throttle?method=jobs.submit&times=1000000&retry_after=0",
+            home.fake.url
+        ),
+        "",
+    );
+    assert_eq!(status, 200, "{body}");
+    home.expect(1, &["run", "dp.toml", "--timeperiod", TP]);
+    let status = home.status_json("dp.toml", TP);
+    let error = status["steps"][0]["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("jobs.submit failed: HTTP 429 RESOURCE_EXHAUSTED: ")
+            && error.ends_with(" (after 6 attempts)"),
+        "{error}"
+    );
+    assert!(!error.contains('\n') && !error.contains('{'), "{error}");
+}

@@ -109,4 +109,44 @@ impl Transient for ApiError {
             _ => None,
         }
     }
+    fn after_attempts(self, attempts: usize) -> Self {
+        let said = |message: String| flow_cloud::errors::after_attempts(&message, attempts);
+        match self {
+            ApiError::Status {
+                status,
+                code,
+                message,
+                retry_after,
+            } => ApiError::Status {
+                status,
+                code,
+                message: said(message),
+                retry_after,
+            },
+            ApiError::Transport { message, transient } => ApiError::Transport {
+                message: said(message),
+                transient,
+            },
+            e => e,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_call_given_up_says_how_often_it_was_tried() {
+        let e = ApiError::Status {
+            status: 429,
+            code: "RESOURCE_EXHAUSTED".into(),
+            message: "Quota exceeded".into(),
+            retry_after: None,
+        };
+        assert_eq!(
+            e.after_attempts(6).to_string(),
+            "HTTP 429 RESOURCE_EXHAUSTED: Quota exceeded (after 6 attempts)"
+        );
+    }
 }
