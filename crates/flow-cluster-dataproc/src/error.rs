@@ -109,26 +109,11 @@ impl Transient for ApiError {
             _ => None,
         }
     }
-    fn after_attempts(self, attempts: usize) -> Self {
-        let said = |message: String| flow_cloud::errors::after_attempts(&message, attempts);
-        match self {
-            ApiError::Status {
-                status,
-                code,
-                message,
-                retry_after,
-            } => ApiError::Status {
-                status,
-                code,
-                message: said(message),
-                retry_after,
-            },
-            ApiError::Transport { message, transient } => ApiError::Transport {
-                message: said(message),
-                transient,
-            },
-            e => e,
+    fn after_attempts(mut self, attempts: usize) -> Self {
+        if let ApiError::Status { message, .. } | ApiError::Transport { message, .. } = &mut self {
+            *message = flow_cloud::errors::after_attempts(message, attempts);
         }
+        self
     }
 }
 

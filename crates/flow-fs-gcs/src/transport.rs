@@ -84,21 +84,11 @@ impl Transient for CallError {
             _ => None,
         }
     }
-    fn after_attempts(self, attempts: usize) -> Self {
-        let said = |message: String| flow_cloud::errors::after_attempts(&message, attempts);
-        match self {
-            CallError::Status {
-                status,
-                body,
-                retry_after,
-            } => CallError::Status {
-                status,
-                body: said(body),
-                retry_after,
-            },
-            CallError::TimedOut(message) => CallError::TimedOut(said(message)),
-            e => e,
+    fn after_attempts(mut self, attempts: usize) -> Self {
+        if let CallError::Status { body: message, .. } | CallError::TimedOut(message) = &mut self {
+            *message = flow_cloud::errors::after_attempts(message, attempts);
         }
+        self
     }
 }
 
