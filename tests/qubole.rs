@@ -473,3 +473,48 @@ fn a_refused_token_is_reported_with_qds_status_and_message_on_fake_qubole_on_mot
     }
     assert!(home.fake.commands().is_empty());
 }
+
+#[test]
+#[ignore = "needs moto and the contract fakes: run through `cargo xtask test`"]
+fn a_cluster_lost_under_a_command_fails_its_step_with_the_reason_on_fake_qubole_on_moto() {
+    let home = Home::new("lost", &format!("{LABEL}=UP"), "forever");
+    home.write_spark_flow("lost", &[("count", "forever")]);
+    let mut run = home.spawn_with_token(&["run", "lost.toml", "--timeperiod", TP]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !home
+        .fake
+        .commands()
+        .first()
+        .is_some_and(|c| c["status"] == "running")
+    {
+        assert!(Instant::now() < deadline, "no command ran");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The cluster goes down by itself; QDS still says the command runs.
+    home.fake.post(&format!(
+        "cluster?label={LABEL}&state=DOWN&reason=Spot+nodes+lost%3A+capacity-not-available"
+    ));
+    // Bounded: an engine that never notices would wait for ever.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while run.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = run.kill();
+            panic!("the run did not notice its cluster ended within a minute");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = run.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(home.flow_state("lost.toml"), "state_invalid");
+    assert_eq!(home.fake.commands()[0]["status"], "running");
+    let log = home.read("logs/lost/count.log");
+    assert!(
+        log.contains(&format!("QDS cluster {LABEL} is DOWN"))
+            && log.contains("Spot nodes lost: capacity-not-available"),
+        "the step names the cluster's reason: {log}"
+    );
+    // The cluster's record keeps why it ended.
+    let out = home.expect(0, &["clusters", "--json"]);
+    let records = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(records.contains("capacity-not-available"), "{records}");
+}
