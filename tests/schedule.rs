@@ -3,7 +3,8 @@
 //! schedulers on one store with one killed (`kill -9`) mid-run run every Job
 //! exactly once; freerun runs need a finished Job and never change it;
 //! skip and reprocess move Jobs as a person asks; the concurrency comes
-//! from the settings unless the flag says otherwise.
+//! from the settings unless the flag says otherwise; `reprocess --cascade`
+//! finds dependants by their Jobs in the store.
 
 mod support;
 
@@ -65,19 +66,26 @@ fn home(earliest: &str) -> Home {
 }
 
 fn scheduler(home: &Home) -> Child {
-    home.command(&[
-        "schedule",
-        "tick.toml",
-        "--concurrency",
-        "2",
-        "--until-caught-up",
-        "--poll",
-        "200ms",
-    ])
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap()
+    spawn_scheduler(home, &["tick.toml", "--concurrency", "2"])
+}
+
+/// `flow schedule ARGS --until-caught-up --poll 200ms`, started.
+fn spawn_scheduler(home: &Home, args: &[&str]) -> Child {
+    let mut all = vec!["schedule"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--until-caught-up", "--poll", "200ms"]);
+    home.command(&all)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Runs `flow schedule ARGS` until it is caught up; it must exit 0.
+fn caught_up(home: &Home, args: &[&str]) -> std::process::Output {
+    let out = wait(spawn_scheduler(home, args), "the scheduler");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    out
 }
 
 fn jobs(home: &Home) -> serde_json::Value {
@@ -321,25 +329,7 @@ fn concurrency_comes_from_the_settings_unless_the_flag_says_otherwise() {
         &format!("{SETTINGS}\n[schedule]\nconcurrency = 1\n"),
     );
     home.write("overlap.toml", &overlap_flow(&hour(3)));
-    let schedule = |extra: &[&str]| {
-        let mut args = vec![
-            "schedule",
-            "overlap.toml",
-            "--until-caught-up",
-            "--poll",
-            "200ms",
-        ];
-        args.extend_from_slice(extra);
-        let child = home
-            .command(&args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let out = wait(child, "the scheduler");
-        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-        out
-    };
+    let schedule = |extra: &[&str]| caught_up(&home, &[&["overlap.toml"], extra].concat());
     // [schedule] concurrency = 1: the three closed hours one after another.
     let out = schedule(&[]);
     assert!(stderr(&out).contains("(concurrency 1)"), "{}", text(&out));
@@ -361,5 +351,89 @@ fn concurrency_comes_from_the_settings_unless_the_flag_says_otherwise() {
         stderr(&out).contains(&format!("flow.toml:{line}:1: unknown field `lag`")),
         "{}",
         text(&out)
+    );
+}
+
+/// An hourly flow from `earliest` on that waits for `upstream` (if any)
+/// and appends the period to `NAME.txt`.
+fn chained(name: &str, upstream: Option<&str>, earliest: &str) -> String {
+    let depends = upstream.map_or(String::new(), |u| format!("depends_on_flows = [\"{u}\"]"));
+    format!(
+        r#"
+name = "{name}"
+time_qualifier = "hourly"
+[schedule]
+earliest_timeperiod = "{earliest}"
+{depends}
+[[steps]]
+name = "a"
+main = {{ action = "shell", command = "echo {{timeperiod}} >> {name}.txt" }}
+"#
+    )
+}
+
+#[test]
+fn reprocess_cascade_finds_dependants_by_their_jobs_in_the_store() {
+    let earliest = hour(2);
+    let home = Home::empty();
+    // No flows_directory: the dependants' files are only where the
+    // scheduler was given them.
+    home.write("flow.toml", SETTINGS);
+    home.write("elsewhere/up.toml", &chained("up", None, &earliest));
+    home.write(
+        "elsewhere/down.toml",
+        &chained("down", Some("up"), &earliest),
+    );
+    home.write(
+        "elsewhere/last.toml",
+        &chained("last", Some("down"), &earliest),
+    );
+    home.write("other.toml", &chained("other", None, &earliest));
+    let flows = [
+        "elsewhere/up.toml",
+        "elsewhere/down.toml",
+        "elsewhere/last.toml",
+        "other.toml",
+    ];
+    let schedule = || caught_up(&home, &flows);
+    schedule();
+    let first = sorted_lines(&home.read("last.txt"));
+    assert!(first.len() >= 2, "{first:?}");
+    let period = &first[0];
+
+    let out = home.expect(
+        0,
+        &[
+            "reprocess",
+            "elsewhere/up.toml",
+            "--timeperiod",
+            period,
+            "--cascade",
+        ],
+    );
+    let said = stdout(&out);
+    for flow in ["down", "last"] {
+        assert!(
+            said.contains(&format!(
+                "job [{flow}, {period}] (hourly): back to state_embryo (--cascade)"
+            )),
+            "{}",
+            text(&out)
+        );
+    }
+    // Only the covering period, only dependants.
+    assert_eq!(said.lines().count(), 3, "{}", text(&out));
+    schedule();
+    for flow in ["up", "down", "last"] {
+        let lines = sorted_lines(&home.read(&format!("{flow}.txt")));
+        let runs = |p: &String| lines.iter().filter(|l| *l == p).count();
+        assert_eq!(runs(period), 2, "{flow}: {lines:?}");
+        assert_eq!(runs(&first[1]), 1, "{flow}: {lines:?}");
+    }
+    let other = sorted_lines(&home.read("other.txt"));
+    assert_eq!(
+        other.iter().filter(|l| *l == period).count(),
+        1,
+        "{other:?}"
     );
 }

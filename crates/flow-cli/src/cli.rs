@@ -129,8 +129,9 @@ pub enum Command {
         target: Target,
     },
     /// Send a finished Job back through a managed (nominal) run; with
-    /// --cascade, also the finished Jobs of the flows in the flows
-    /// directory that depend on it.
+    /// --cascade, also the finished Jobs that depend on it, directly or
+    /// not (found by the upstreams their Jobs record in the store, and by
+    /// the flows directory's files).
     Reprocess {
         #[command(flatten)]
         target: Target,

@@ -105,6 +105,10 @@ pub struct TimetableJob {
     pub not_before: Option<DateTime<Utc>>,
     /// Ours: when the Job was last written.
     pub updated_at: Option<DateTime<Utc>>,
+    /// Ours: the flows this Job's flow waits for (its `[schedule]
+    /// depends_on_flows` when the timetable last wrote the Job), so
+    /// `flow reprocess --cascade` finds a flow's dependants in the store.
+    pub depends_on_flows: Vec<String>,
 }
 
 impl TimetableJob {
@@ -122,6 +126,7 @@ impl TimetableJob {
             run_mode: None,
             not_before: None,
             updated_at: Some(now),
+            depends_on_flows: Vec::new(),
         };
         job.log_event(now, "created");
         job

@@ -373,9 +373,9 @@ impl Inner {
         let mut created = 0;
         while next.next(q).start() + lag <= now {
             let key = JobKey::new(name, q, next);
-            self.store
-                .create_job(&TimetableJob::embryo(&key, now))
-                .await?;
+            let mut job = TimetableJob::embryo(&key, now);
+            job.depends_on_flows = entry.schedule.depends_on_flows.clone();
+            self.store.create_job(&job).await?;
             created += 1;
             let after = next.next(q);
             if after == next {
@@ -494,6 +494,9 @@ impl Inner {
         }
         let now = self.clock.now();
         job.state = JobState::InProgress;
+        // As the flow file says now (a Job another build or Synergy wrote
+        // has none): what `flow reprocess --cascade` looks dependants up by.
+        job.depends_on_flows = entry.schedule.depends_on_flows.clone();
         job.log_event(
             now,
             &format!(
@@ -700,16 +703,59 @@ fn job_state_of(state: FlowState) -> JobState {
     }
 }
 
-/// Names of the flows among `graphs` that depend on `flow`, with their
-/// qualifiers: whose Jobs `flow reprocess --cascade` sends back too.
-pub fn dependants<'a>(graphs: &'a [Arc<FlowGraph>], flow: &str) -> Vec<&'a Arc<FlowGraph>> {
-    graphs
-        .iter()
-        .filter(|g| {
-            g.schedule()
-                .is_some_and(|s| s.depends_on_flows.iter().any(|d| d == flow))
-        })
-        .collect()
+/// The finished Jobs that depend on `key`'s, directly or through other
+/// dependants, upstream ones first: what `flow reprocess --cascade` sends
+/// back with it. A dependant is a flow whose `depends_on_flows` names the
+/// upstream: as its Jobs in the store record it (whichever host scheduled
+/// them, from whatever file), or as one of `graphs` (flow files at hand,
+/// for Jobs written without the record: by Synergy, or an older build)
+/// says. Its Jobs are those of the periods covering the upstream's.
+pub async fn cascade(
+    store: &dyn FlowStore,
+    key: &JobKey,
+    graphs: &[Arc<FlowGraph>],
+) -> Result<Vec<TimetableJob>, StoreError> {
+    let mut found: Vec<TimetableJob> = Vec::new();
+    let mut seen = std::collections::HashSet::from([key.clone()]);
+    let mut queue = std::collections::VecDeque::from([key.clone()]);
+    while let Some(upstream) = queue.pop_front() {
+        for q in [
+            TimeQualifier::Hourly,
+            TimeQualifier::Daily,
+            TimeQualifier::Monthly,
+            TimeQualifier::Yearly,
+        ] {
+            let periods = covering(upstream.timeperiod, upstream.time_qualifier, q);
+            let (Some(first), Some(last)) = (periods.first(), periods.last()) else {
+                continue;
+            };
+            let jobs = store
+                .list_jobs(&JobQuery {
+                    time_qualifier: Some(q),
+                    from: Some(*first),
+                    to: Some(last.next(q)).filter(|end| end > last),
+                    ..JobQuery::default()
+                })
+                .await?;
+            for job in jobs {
+                let by_file = || {
+                    graphs.iter().any(|g| {
+                        g.name() == job.process_name
+                            && g.time_qualifier() == q
+                            && g.schedule().is_some_and(|s| {
+                                s.depends_on_flows.contains(&upstream.process_name)
+                            })
+                    })
+                };
+                let depends = job.depends_on_flows.contains(&upstream.process_name) || by_file();
+                if depends && job.state.is_finished() && seen.insert(job.key()) {
+                    queue.push_back(job.key());
+                    found.push(job);
+                }
+            }
+        }
+    }
+    Ok(found)
 }
 
 /// The periods of `dependant_q` whose Jobs cover `tp` of `q` (the inverse

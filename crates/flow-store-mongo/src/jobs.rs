@@ -3,8 +3,8 @@
 //! `job_yearly`), keyed by `process_name` + `timeperiod`, with `state`,
 //! `number_of_failures`, `event_log` and `related_unit_of_work` written the
 //! way Synergy's ODM writes them (`_id` an ObjectId, `related_unit_of_work`
-//! its hex text, no field for a `None`). `not_before`, `run_mode`,
-//! `updated_at` and the fence stamp are this engine's additions, which
+//! its hex text, no field for a `None`). `depends_on_flows`, `not_before`,
+//! `run_mode`, `updated_at` and the fence stamp are this engine's additions, which
 //! Synergy's `Job.from_json` ignores.
 //!
 //! Writes are fenced like every other (the document's `fence_token`), by
@@ -32,6 +32,9 @@ pub struct JobDoc {
     /// The document's `_id`.
     #[serde(rename = "_id", skip_serializing_if = "Option::is_none", default)]
     pub id: Option<ObjectId>,
+    /// Ours: the flows the Job's flow waits for.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub depends_on_flows: Vec<String>,
     /// What happened, oldest first (at most 128).
     #[serde(default)]
     pub event_log: Vec<String>,
@@ -106,6 +109,7 @@ impl JobDoc {
     pub fn from_job(job: &TimetableJob) -> Result<JobDoc, Unreadable> {
         Ok(JobDoc {
             id: job.id.as_ref().map(crate::model::object_id).transpose()?,
+            depends_on_flows: job.depends_on_flows.clone(),
             event_log: job.event_log.clone(),
             not_before: job.not_before.map(DateValue::of),
             number_of_failures: i64::from(job.number_of_failures),
@@ -156,6 +160,7 @@ impl JobDoc {
                 .as_ref()
                 .map(|d| d.to_chrono("updated_at"))
                 .transpose()?,
+            depends_on_flows: self.depends_on_flows.clone(),
         })
     }
 }

@@ -102,6 +102,7 @@ async fn jobs_are_synergy_documents_both_ways_with_synergy_models_on_nx27017() {
     job.state = JobState::InProgress;
     job.number_of_failures = 1;
     job.related_unit_of_work = Some(RecordId::new("65a1b2c3d4e5f60718293a4b"));
+    job.depends_on_flows = vec!["hourly_load".into()];
     job.log_event(
         now,
         "managed run 65a1b2c3d4e5f60718293a4b failed: step 'report' invalid",
@@ -123,6 +124,11 @@ async fn jobs_are_synergy_documents_both_ways_with_synergy_models_on_nx27017() {
         "an ObjectIdField is written as text"
     );
     assert_eq!(raw.get_str("state").unwrap(), "state_in_progress");
+    assert_eq!(
+        raw.get_array("depends_on_flows").unwrap(),
+        &vec![Bson::String("hourly_load".into())],
+        "ours, additive"
+    );
 
     // Synergy's model reads and validates it.
     let answer = synergy(&serde_json::json!({ "ours": plain(&raw) }));

@@ -19,11 +19,11 @@
 //!
 //! What it is not: a shared store for engines on different machines (SQLite
 //! locking over network filesystems is unreliable; put the file on a local
-//! disk), or a general migration tool (it creates schema version 4, upgrades
-//! a version-1, -2 or -3 file in place when it opens one, and refuses newer files).
+//! disk), or a general migration tool (it creates schema version 5, upgrades
+//! a version-1 to -4 file in place when it opens one, and refuses newer files).
 //!
-//! Schema (`PRAGMA user_version = 4`; version 3 added `job`, version 4
-//! `shared_cluster`): tables `flow` (unique on `flow_name,
+//! Schema (`PRAGMA user_version = 5`; version 3 added `job`, version 4
+//! `shared_cluster`, version 5 the Jobs' `depends_on_flows`): tables `flow` (unique on `flow_name,
 //! timeperiod`), `step` (unique on `flow_name, timeperiod, step_name`),
 //! `lease` (primary key `flow_name, timeperiod`; released leases keep their
 //! row with an empty owner, so fencing tokens only grow), `run` (one row per
@@ -406,21 +406,29 @@ fn setup(conn: &Connection, options: &SqliteOptions) -> Result<(), SetupError> {
     let script = match version {
         sql::SCHEMA_VERSION => return Ok(()),
         0 => format!(
-            "{}{}{}{}",
+            "{}{}{}{}{}",
             sql::SCHEMA,
             sql::SCHEMA_V2_TABLES,
             sql::SCHEMA_V3_TABLES,
-            sql::SCHEMA_V4_TABLES
+            sql::SCHEMA_V4_TABLES,
+            sql::SCHEMA_V5_TABLES
         ),
         1 => format!(
-            "{}{}{}{}",
+            "{}{}{}{}{}",
             sql::MIGRATE_V1_TO_V2,
             sql::SCHEMA_V2_TABLES,
             sql::SCHEMA_V3_TABLES,
-            sql::SCHEMA_V4_TABLES
+            sql::SCHEMA_V4_TABLES,
+            sql::SCHEMA_V5_TABLES
         ),
-        2 => format!("{}{}", sql::SCHEMA_V3_TABLES, sql::SCHEMA_V4_TABLES),
-        3 => sql::SCHEMA_V4_TABLES.to_string(),
+        2 => format!(
+            "{}{}{}",
+            sql::SCHEMA_V3_TABLES,
+            sql::SCHEMA_V4_TABLES,
+            sql::SCHEMA_V5_TABLES
+        ),
+        3 => format!("{}{}", sql::SCHEMA_V4_TABLES, sql::SCHEMA_V5_TABLES),
+        4 => sql::SCHEMA_V5_TABLES.to_string(),
         newer => {
             return Err(SetupError::Refused(format!(
                 "schema version {newer} is newer than this build understands ({})",

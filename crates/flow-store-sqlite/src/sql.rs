@@ -27,7 +27,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// The `user_version` this build writes and reads.
-pub(crate) const SCHEMA_VERSION: i64 = 4;
+pub(crate) const SCHEMA_VERSION: i64 = 5;
 
 /// Schema version 2, created from scratch.
 pub(crate) const SCHEMA: &str = "
@@ -156,6 +156,12 @@ CREATE TABLE IF NOT EXISTS shared_cluster (
     record TEXT NOT NULL,
     PRIMARY KEY (kind, name)
 );
+";
+
+/// What version 5 added: the flows a Job's flow waits for (a JSON array
+/// of names), which `flow reprocess --cascade` looks dependants up by.
+pub(crate) const SCHEMA_V5_TABLES: &str = "
+ALTER TABLE job ADD COLUMN depends_on_flows TEXT NOT NULL DEFAULT '[]';
 ";
 
 /// Upgrades a version-1 file in place (inside the caller's transaction).
@@ -837,7 +843,7 @@ pub(crate) fn release_lease(conn: &Connection, lease: &Lease) -> Result<(), DbEr
 macro_rules! job_columns {
     () => {
         "id, process_name, time_qualifier, timeperiod, state, related_unit_of_work, event_log, \
-         number_of_failures, run_mode, not_before, updated_at"
+         number_of_failures, run_mode, not_before, updated_at, depends_on_flows"
     };
 }
 
@@ -859,14 +865,14 @@ const LIST_JOBS: &str = concat!(
 
 const INSERT_JOB: &str = "
 INSERT INTO job (process_name, time_qualifier, timeperiod, state, related_unit_of_work, event_log,
-                 number_of_failures, run_mode, not_before, updated_at)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                 number_of_failures, run_mode, not_before, updated_at, depends_on_flows)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
 ON CONFLICT (process_name, time_qualifier, timeperiod) DO NOTHING";
 
 const UPSERT_JOB: &str = "
 INSERT INTO job (process_name, time_qualifier, timeperiod, state, related_unit_of_work, event_log,
-                 number_of_failures, run_mode, not_before, updated_at)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                 number_of_failures, run_mode, not_before, updated_at, depends_on_flows)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
 ON CONFLICT (process_name, time_qualifier, timeperiod) DO UPDATE SET
     state                = excluded.state,
     related_unit_of_work = excluded.related_unit_of_work,
@@ -874,7 +880,8 @@ ON CONFLICT (process_name, time_qualifier, timeperiod) DO UPDATE SET
     number_of_failures   = excluded.number_of_failures,
     run_mode             = excluded.run_mode,
     not_before           = excluded.not_before,
-    updated_at           = excluded.updated_at";
+    updated_at           = excluded.updated_at,
+    depends_on_flows     = excluded.depends_on_flows";
 
 fn write_job(conn: &Connection, statement: &str, job: &TimetableJob) -> Result<(), DbError> {
     conn.prepare_cached(statement)?.execute(params![
@@ -888,6 +895,7 @@ fn write_job(conn: &Connection, statement: &str, job: &TimetableJob) -> Result<(
         job.run_mode.map(RunMode::as_str),
         opt_timestamp(&job.not_before),
         opt_timestamp(&job.updated_at),
+        json(&job.depends_on_flows, "the job's depends_on_flows")?,
     ])?;
     Ok(())
 }
@@ -983,6 +991,7 @@ fn decode_job(row: &Row<'_>) -> Result<TimetableJob, DbError> {
         },
         not_before: f.opt_timestamp(9, "not_before")?,
         updated_at: f.opt_timestamp(10, "updated_at")?,
+        depends_on_flows: f.json::<Vec<String>>(11, "depends_on_flows")?,
     })
 }
 

@@ -890,13 +890,13 @@ fn open_refuses_a_newer_schema_and_foreign_tables() {
     let dir = Dir::new();
     drop(dir.open());
     dir.other_connection()
-        .execute_batch("PRAGMA user_version = 5")
+        .execute_batch("PRAGMA user_version = 6")
         .unwrap();
     let message = expect_open_error(
         &dir.db(),
         SqliteStore::open(&dir.db(), SqliteOptions::default()),
     );
-    assert!(message.contains("schema version 5"), "{message}");
+    assert!(message.contains("schema version 6"), "{message}");
 
     let path = dir.dir.path().join("foreign.db");
     rusqlite::Connection::open(&path)
@@ -924,7 +924,7 @@ async fn wal_is_on_and_the_schema_is_versioned() {
         let version: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(version, 4);
+        assert_eq!(version, 5);
         let tables: Vec<String> = conn
             .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
             .unwrap()
@@ -1131,7 +1131,7 @@ async fn a_version_1_file_is_upgraded_in_place() {
         .other_connection()
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 4);
+    assert_eq!(version, 5);
 }
 
 /// A version-2 file (before Jobs) gets the `job` table when opened.
@@ -1153,7 +1153,31 @@ async fn a_version_2_file_is_upgraded_with_the_job_table() {
         .other_connection()
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 4);
+    assert_eq!(version, 5);
+}
+
+/// A version-4 file (Jobs without `depends_on_flows`) gets the column
+/// when opened; its Jobs read with none.
+#[tokio::test]
+async fn a_version_4_file_is_upgraded_with_the_jobs_upstreams() {
+    let dir = Dir::new();
+    let store = dir.open();
+    let key = flow_core::JobKey::new("old", flow_core::TimeQualifier::Daily, tp(TP));
+    let mut job = flow_core::TimetableJob::embryo(&key, Utc::now());
+    job.depends_on_flows = vec!["upstream".into()];
+    store.create_job(&job).await.unwrap();
+    drop(store);
+    dir.other_connection()
+        .execute_batch("ALTER TABLE job DROP COLUMN depends_on_flows; PRAGMA user_version = 4;")
+        .unwrap();
+    let store = dir.open();
+    let read = store.get_job(&key).await.unwrap().unwrap();
+    assert_eq!(read.depends_on_flows, Vec::<String>::new());
+    let version: i64 = dir
+        .other_connection()
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 5);
 }
 
 /// The database file and its WAL and shared-memory files are readable by

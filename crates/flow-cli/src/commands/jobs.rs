@@ -11,7 +11,7 @@ use flow_core::{
     FlowGraph, FlowKey, FlowStore, JobKey, JobQuery, JobState, Lease, LeaseOutcome, RunMode,
     Schedule, TimeQualifier, TimetableJob,
 };
-use flow_engine::timetable::{covering, readiness, Readiness};
+use flow_engine::timetable::{cascade as cascade_of, readiness, Readiness};
 use flow_engine::{cancel_flow, CancelError, CancelRequest};
 use std::collections::HashMap;
 use std::path::Path;
@@ -31,8 +31,8 @@ fn scheduled(settings: &SettingsFile, arg: &str) -> Result<(Arc<FlowGraph>, Sche
     Ok((Arc::new(graph), schedule))
 }
 
-/// The flows of the flows directory (the ones that load; for cascades and
-/// upstream qualifiers).
+/// The flows of the flows directory (the ones that load; for upstream
+/// qualifiers, and cascades over Jobs that do not record their upstreams).
 fn flows_directory_graphs(settings: &SettingsFile) -> Vec<Arc<FlowGraph>> {
     let Some(dir) = settings.flows_directory() else {
         return Vec::new();
@@ -311,14 +311,10 @@ pub fn reprocess(
     let q = graph.time_qualifier();
     let tp = parse_timeperiod("timeperiod", &target.timeperiod, Some(q))?;
     let key = JobKey::new(graph.name(), q, tp);
-    let dependants: Vec<Arc<FlowGraph>> = if cascade {
+    // Dependants are found by their Jobs in the store; the flows directory
+    // adds those whose Jobs do not record their upstreams.
+    let graphs = if cascade {
         flows_directory_graphs(&settings)
-            .into_iter()
-            .filter(|g| {
-                g.schedule()
-                    .is_some_and(|s| s.depends_on_flows.iter().any(|d| d == graph.name()))
-            })
-            .collect()
     } else {
         Vec::new()
     };
@@ -346,21 +342,19 @@ pub fn reprocess(
             }
             None => return Err(CliError::bad_input(format!("there is no {key}"))),
         }
+        let dependants = if cascade {
+            cascade_of(store.as_ref(), &key, &graphs)
+                .await
+                .map_err(|e| CliError::failed(e.to_string()))?
+        } else {
+            Vec::new()
+        };
         send_back(&store, &key, ttl).await?;
         outln!("{key}: back to state_embryo for a nominal run");
-        for dependant in &dependants {
-            for period in covering(tp, q, dependant.time_qualifier()) {
-                let k = JobKey::new(dependant.name(), dependant.time_qualifier(), period);
-                let finished = store
-                    .get_job(&k)
-                    .await
-                    .map_err(|e| CliError::failed(e.to_string()))?
-                    .is_some_and(|j| j.state.is_finished());
-                if finished {
-                    send_back(&store, &k, ttl).await?;
-                    outln!("{k}: back to state_embryo (--cascade)");
-                }
-            }
+        for dependant in dependants {
+            let k = dependant.key();
+            send_back(&store, &k, ttl).await?;
+            outln!("{k}: back to state_embryo (--cascade)");
         }
         Ok(Exit::Success)
     })

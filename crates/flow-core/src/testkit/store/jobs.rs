@@ -19,6 +19,7 @@ fn full_job(key: &JobKey, t: i64) -> TimetableJob {
     job.number_of_failures = 2;
     job.run_mode = Some(RunMode::Recovery);
     job.not_before = Some(at(t + 10));
+    job.depends_on_flows = vec!["conformance-upstream".into(), "another-upstream".into()];
     for i in 0..140 {
         job.log_event(at(t + i), &format!("event {i}: \"quoted\" and ünïcode"));
     }
