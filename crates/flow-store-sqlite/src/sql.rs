@@ -853,16 +853,6 @@ const GET_JOB: &str = concat!(
     " FROM job WHERE process_name = ?1 AND time_qualifier = ?2 AND timeperiod = ?3"
 );
 
-/// `NULL` parameters match everything; `?3` is a JSON array of states.
-const LIST_JOBS: &str = concat!(
-    "SELECT ",
-    job_columns!(),
-    " FROM job WHERE (?1 IS NULL OR process_name = ?1) AND (?2 IS NULL OR time_qualifier = ?2) \
-     AND (?3 IS NULL OR state IN (SELECT value FROM json_each(?3))) \
-     AND (?4 IS NULL OR timeperiod >= ?4) AND (?5 IS NULL OR timeperiod < ?5) \
-     ORDER BY CASE WHEN ?7 THEN timeperiod END DESC, timeperiod, process_name LIMIT ?6"
-);
-
 const INSERT_JOB: &str = "
 INSERT INTO job (process_name, time_qualifier, timeperiod, state, related_unit_of_work, event_log,
                  number_of_failures, run_mode, not_before, updated_at, depends_on_flows)
@@ -937,27 +927,46 @@ pub(crate) fn save_job(
         .ok_or_else(|| DbError::Internal(format!("{} vanished after its write", job.key())))
 }
 
+/// The statement holds only the filters asked for, so SQLite picks an
+/// index for them (a timetable's tick asks for the active states, and
+/// must cost what the active Jobs cost, not what every finished one
+/// does): `(?1 IS NULL OR ...)` for every filter scanned the whole table.
 pub(crate) fn list_jobs(conn: &Connection, query: &JobQuery) -> Result<Vec<TimetableJob>, DbError> {
-    let states = (!query.states.is_empty())
-        .then(|| {
-            json(
-                &query.states.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
-                "states",
-            )
-        })
-        .transpose()?;
-    let mut stmt = conn.prepare_cached(LIST_JOBS)?;
-    let mut rows = stmt.query(params![
-        query.process_name,
-        query.time_qualifier.map(TimeQualifier::as_str),
-        states,
-        query.from.map(|t| t.to_string()),
-        query.to.map(|t| t.to_string()),
-        query
-            .limit
-            .map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX)),
-        query.newest_first,
-    ])?;
+    use rusqlite::types::Value;
+    let mut sql = String::from(concat!("SELECT ", job_columns!(), " FROM job WHERE 1"));
+    let mut values: Vec<Value> = Vec::new();
+    let mut filter = |clause: &str, value: Value| {
+        sql.push_str(clause);
+        values.push(value);
+    };
+    if let Some(name) = &query.process_name {
+        filter(" AND process_name = ?", Value::Text(name.clone()));
+    }
+    if let Some(q) = query.time_qualifier {
+        filter(" AND time_qualifier = ?", Value::Text(q.as_str().into()));
+    }
+    if let Some(from) = query.from {
+        filter(" AND timeperiod >= ?", Value::Text(from.to_string()));
+    }
+    if let Some(to) = query.to {
+        filter(" AND timeperiod < ?", Value::Text(to.to_string()));
+    }
+    if !query.states.is_empty() {
+        let marks = vec!["?"; query.states.len()].join(", ");
+        sql.push_str(&format!(" AND state IN ({marks})"));
+        values.extend(query.states.iter().map(|s| Value::Text(s.as_str().into())));
+    }
+    sql.push_str(if query.newest_first {
+        " ORDER BY timeperiod DESC, process_name"
+    } else {
+        " ORDER BY timeperiod, process_name"
+    });
+    if let Some(limit) = query.limit {
+        sql.push_str(" LIMIT ?");
+        values.push(Value::Integer(i64::try_from(limit).unwrap_or(i64::MAX)));
+    }
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut rows = stmt.query(rusqlite::params_from_iter(values))?;
     let mut jobs = Vec::new();
     while let Some(row) = rows.next()? {
         jobs.push(decode_job(row)?);
