@@ -22,6 +22,7 @@ pub mod luigi;
 pub mod measure;
 pub mod mongo;
 pub mod report;
+pub mod schedule;
 pub mod shape;
 
 pub use report::{Report, Row};
@@ -44,10 +45,16 @@ and DIR/latest.json).
 With --shape, measures that one shape and prints its row as one JSON line.
 
 shapes: chain-N, recorded-chain-N, mongo-chain-N, mongo-crowded-chain-N,
-        fanout-N, lattice-WxL, load-N, cli-version, cli-validate
+        fanout-N, lattice-WxL, load-N, cli-version, cli-validate,
+        catchup-N, tick-N, due-start
         (default: chain-1000 recorded-chain-1000 mongo-chain-1000
          mongo-crowded-chain-1000 fanout-1000 fanout-10000 lattice-100x100
-         load-100000 cli-version cli-validate)
+         load-100000 cli-version cli-validate catchup-1000 tick-100000
+         due-start)
+        catchup-N: `flow schedule` catching up N missed hourly periods of a
+        10-step flow, 8 runs at a time; tick-N: the timetable's tick with N
+        finished Jobs against none; due-start: how long after a period is
+        due its run starts (the scheduler shapes: src/schedule.rs).
         The MongoDB shapes run once on each server of FLOW_BENCH_MONGO
         (\"NAME=URI NAME=URI\", set by `cargo xtask bench`), the row named
         \"SHAPE on NAME\"; mongo-crowded-chain-N's database already holds
@@ -223,8 +230,11 @@ fn run_all(args: &Args) -> Result<(), String> {
         report.file_create_us = file_create_us(run);
     }
     for shape in shapes {
-        if matches!(shape, Shape::CliVersion | Shape::CliValidate) && !args.setup.flow_bin.exists()
-        {
+        let needs_flow = matches!(
+            shape,
+            Shape::CliVersion | Shape::CliValidate | Shape::Catchup(_) | Shape::DueStart
+        );
+        if needs_flow && !args.setup.flow_bin.exists() {
             eprintln!(
                 "flow-bench: skipping {shape}: no flow binary at {} (build it or pass --flow-bin)",
                 args.setup.flow_bin.display()

@@ -129,6 +129,19 @@ pub fn measure(shape: Shape, setup: &Setup) -> BenchResult<Row> {
             row.detail("repeats_wall_ms", walls);
             row
         }
+        // Once: a catch-up takes long, and the other two measure many
+        // ticks or runs each.
+        Shape::Tick(jobs) => crate::schedule::tick(jobs, setup)?,
+        Shape::Catchup(periods) => {
+            let mut row = crate::schedule::catchup(periods, setup)?;
+            row.peak_rss_mb = children_peak_rss_mb();
+            return Ok(row);
+        }
+        Shape::DueStart => {
+            let mut row = crate::schedule::due_start(setup)?;
+            row.peak_rss_mb = children_peak_rss_mb();
+            return Ok(row);
+        }
         Shape::CliVersion => return cli(shape, &setup.flow_bin, &["--version".into()]),
         Shape::CliValidate => {
             let dir = setup.workdir()?;

@@ -321,6 +321,34 @@ impl Report {
                 .and_then(|r| r.peak_rss_mb)
                 .map(at_most(200.0, |v| format!("{v:.1} MB"))),
         ));
+        out.push(check(
+            "catchup-1000: 1,000 missed hourly periods of a 10-step flow caught up, 8 runs at a time, <= 60 s".into(),
+            row("catchup-1000").map(|r| r.wall_ms).map(at_most(60_000.0, ms)),
+        ));
+        let detail = |r: &Row, key: &str| r.details.get(key).and_then(|v| v.as_f64());
+        out.push(check(
+            format!(
+                "tick-100000: a tick with 100,000 finished Jobs <= {TICK_LIMIT}x one with none"
+            ),
+            row("tick-100000").and_then(|r| {
+                let (crowded, empty) = (detail(r, "due_tick_ms")?, detail(r, "due_tick_empty_ms")?);
+                let ratio = crowded / empty.max(f64::MIN_POSITIVE);
+                Some((
+                    ratio <= TICK_LIMIT,
+                    format!("{} vs {} ({ratio:.2}x)", ms(crowded), ms(empty)),
+                ))
+            }),
+        ));
+        out.push(check(
+            "due-start: a period's run starts <= 1 s after it is due".into(),
+            row("due-start").and_then(|r| {
+                let (max, median) = (detail(r, "delay_max_ms")?, detail(r, "delay_median_ms")?);
+                Some((
+                    max <= 1000.0,
+                    format!("at most {}, median {}", ms(max), ms(median)),
+                ))
+            }),
+        ));
         for r in self.rows.iter().filter(|r| r.clusters > 0) {
             let target = format!("{}: dependant start latency p99 <= 1 ms", r.shape);
             let figure = r
@@ -443,6 +471,9 @@ impl Report {
 /// dispatch target counts as missed: room for noise, far below the 10x a
 /// scan of the graph per finished step would approach.
 pub const GROWTH_LIMIT: f64 = 1.5;
+
+/// How much a history of finished Jobs may add to a timetable's tick.
+pub const TICK_LIMIT: f64 = 1.1;
 
 /// `mongo-crowded-chain-1000`'s wall over `mongo-chain-1000`'s, at most.
 pub const CROWDED_LIMIT: f64 = 1.2;

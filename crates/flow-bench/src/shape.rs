@@ -9,7 +9,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 /// The shapes `flow-bench` runs when none is named, in order.
-pub const DEFAULT_SHAPES: [&str; 10] = [
+pub const DEFAULT_SHAPES: [&str; 13] = [
     "chain-1000",
     "recorded-chain-1000",
     "mongo-chain-1000",
@@ -20,6 +20,9 @@ pub const DEFAULT_SHAPES: [&str; 10] = [
     "load-100000",
     "cli-version",
     "cli-validate",
+    "catchup-1000",
+    "tick-100000",
+    "due-start",
 ];
 
 /// How many other step documents `mongo-crowded-chain-N`'s database holds.
@@ -59,6 +62,13 @@ pub enum Shape {
         /// Whether the database holds [`CROWD`] other step documents.
         crowded: bool,
     },
+    /// `catchup-N`: `flow schedule` catching up N missed hourly periods
+    /// of a 10-step flow, 8 runs at a time ([`crate::schedule`]).
+    Catchup(usize),
+    /// `tick-N`: the timetable's tick with N finished Jobs against none.
+    Tick(usize),
+    /// `due-start`: how long after a period is due its run starts.
+    DueStart,
     /// `cli-version`: `flow --version`.
     CliVersion,
     /// `cli-validate`: `flow validate FILE` of a small file.
@@ -71,13 +81,16 @@ impl FromStr for Shape {
     fn from_str(text: &str) -> Result<Self, String> {
         let bad = || {
             format!(
-                "unknown shape '{text}': use chain-N, recorded-chain-N, mongo-chain-N, mongo-crowded-chain-N, fanout-N, lattice-WxL, load-N, cli-version or cli-validate"
+                "unknown shape '{text}': use chain-N, recorded-chain-N, mongo-chain-N, mongo-crowded-chain-N, fanout-N, lattice-WxL, load-N, catchup-N, tick-N, due-start, cli-version or cli-validate"
             )
         };
         let number = |s: &str| s.parse::<usize>().map_err(|_| bad());
         let shape = match text.split_once('-') {
             Some(("cli", "version")) => Shape::CliVersion,
             Some(("cli", "validate")) => Shape::CliValidate,
+            Some(("due", "start")) => Shape::DueStart,
+            Some(("catchup", n)) => Shape::Catchup(number(n)?),
+            Some(("tick", n)) => Shape::Tick(number(n)?),
             Some(("chain", n)) => Shape::Chain(number(n)?),
             Some(("recorded", rest)) => match rest.split_once('-') {
                 Some(("chain", n)) => Shape::RecordedChain(number(n)?),
@@ -112,7 +125,9 @@ impl FromStr for Shape {
             Shape::Chain(n)
             | Shape::RecordedChain(n)
             | Shape::Load(n)
-            | Shape::MongoChain { steps: n, .. } => n < 1,
+            | Shape::MongoChain { steps: n, .. }
+            | Shape::Catchup(n) => n < 1,
+            Shape::Tick(_) | Shape::DueStart => false,
             Shape::Fanout(n) => n < 3,
             Shape::Lattice { width, layers } => width < 2 || layers < 1,
             Shape::CliVersion | Shape::CliValidate => false,
@@ -140,6 +155,9 @@ impl fmt::Display for Shape {
             Shape::Fanout(n) => write!(f, "fanout-{n}"),
             Shape::Lattice { width, layers } => write!(f, "lattice-{width}x{layers}"),
             Shape::Load(n) => write!(f, "load-{n}"),
+            Shape::Catchup(n) => write!(f, "catchup-{n}"),
+            Shape::Tick(n) => write!(f, "tick-{n}"),
+            Shape::DueStart => f.write_str("due-start"),
             Shape::CliVersion => f.write_str("cli-version"),
             Shape::CliValidate => f.write_str("cli-validate"),
         }
@@ -156,7 +174,8 @@ impl Shape {
             | Shape::Load(n)
             | Shape::MongoChain { steps: n, .. } => n,
             Shape::Lattice { width, layers } => width * layers,
-            Shape::CliVersion | Shape::CliValidate => 0,
+            Shape::Catchup(n) => n * crate::schedule::STEPS,
+            Shape::Tick(_) | Shape::DueStart | Shape::CliVersion | Shape::CliValidate => 0,
         }
     }
 
@@ -226,7 +245,11 @@ impl Shape {
                 }
                 deps
             }
-            Shape::CliVersion | Shape::CliValidate => Vec::new(),
+            Shape::Catchup(_)
+            | Shape::Tick(_)
+            | Shape::DueStart
+            | Shape::CliVersion
+            | Shape::CliValidate => Vec::new(),
         }
     }
 
