@@ -103,7 +103,8 @@ pub enum Command {
         /// now finished, or blocked by a skipped upstream Job).
         #[arg(long)]
         until_caught_up: bool,
-        /// How often to look for due Jobs (also after every run that ends).
+        /// How often to look for due Jobs at least (also after every run
+        /// that ends, and when the next period falls due).
         #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
         poll: std::time::Duration,
     },

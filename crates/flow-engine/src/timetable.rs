@@ -126,6 +126,9 @@ struct Inner {
     engines: Arc<dyn EngineFactory>,
     options: TimetableOptions,
     cursors: Mutex<Cursors>,
+    /// When the last tick saw the next Job fall due (a period closing plus
+    /// its lag, a retry's backoff ending): the scheduler wakes then.
+    next_due: Mutex<Option<DateTime<Utc>>>,
     running: Mutex<HashMap<JobKey, CancellationToken>>,
     /// Woken whenever a run of this scheduler ends.
     finished: tokio::sync::Notify,
@@ -192,6 +195,7 @@ impl Timetable {
                 engines,
                 options,
                 cursors: Mutex::new(HashMap::new()),
+                next_due: Mutex::new(None),
                 running: Mutex::new(HashMap::new()),
                 finished: tokio::sync::Notify::new(),
                 cancel_runs: CancellationToken::new(),
@@ -206,8 +210,14 @@ impl Timetable {
         let mut report = TickReport::default();
         let mut names: Vec<&String> = inner.flows.keys().collect();
         names.sort();
+        let mut next_due: Option<DateTime<Utc>> = None;
+        let mut due_at = |at: DateTime<Utc>| {
+            next_due = Some(next_due.map_or(at, |n| n.min(at)));
+        };
         for name in names {
-            report.created += inner.create_due_jobs(name, now).await?;
+            let (created, next) = inner.create_due_jobs(name, now).await?;
+            report.created += created;
+            due_at(next);
         }
         let active = inner
             .store
@@ -238,7 +248,8 @@ impl Timetable {
                 }
             }
             report.pending += 1;
-            if job.not_before.is_some_and(|t| t > now) {
+            if let Some(t) = job.not_before.filter(|t| *t > now) {
+                due_at(t);
                 continue;
             }
             if inner.running_count() >= inner.options.concurrency.max(1) {
@@ -252,7 +263,22 @@ impl Timetable {
             self.spawn(key, claim);
         }
         report.running = inner.running_count();
+        *inner
+            .next_due
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = next_due;
         Ok(report)
+    }
+
+    /// When the next Job falls due as the last tick saw it (the next
+    /// period closing plus its lag, or a retry's backoff ending), so a
+    /// scheduler can tick then instead of waiting for its next poll.
+    pub fn next_due(&self) -> Option<DateTime<Utc>> {
+        *self
+            .inner
+            .next_due
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     fn spawn(&self, key: JobKey, claim: Lease) {
@@ -338,8 +364,12 @@ impl Inner {
     }
 
     /// Creates the embryo Jobs of `name`'s periods that closed (plus lag)
-    /// by `now`, from its cursor on.
-    async fn create_due_jobs(&self, name: &str, now: DateTime<Utc>) -> Result<usize, StoreError> {
+    /// by `now`, from its cursor on; also says when the next one is due.
+    async fn create_due_jobs(
+        &self,
+        name: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(usize, DateTime<Utc>), StoreError> {
         let entry = &self.flows[name];
         let q = entry.graph.time_qualifier();
         let lag = delta(entry.schedule.lag);
@@ -387,7 +417,7 @@ impl Inner {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(name.to_string(), next);
-        Ok(created)
+        Ok((created, next.next(q).start() + lag))
     }
 
     async fn readiness(&self, entry: &Entry, tp: Timeperiod) -> Result<Readiness, StoreError> {

@@ -139,9 +139,18 @@ pub fn schedule(
                 outln!("caught up: no Job can make progress");
                 return Ok(Exit::Success);
             }
+            // Until the next poll, or the moment the next Job falls due.
+            let wait = timetable.next_due().map_or(options.poll, |at| {
+                (at - chrono::Utc::now())
+                    .to_std()
+                    .unwrap_or_default()
+                    .min(options.poll)
+            });
             tokio::select! {
-                _ = timetable.wait_for_a_run(options.poll) => {}
-                _ = tokio::time::sleep(options.poll), if timetable.running() == 0 => {}
+                // (Only while runs go: with none it returns at once, and the
+                // loop would tick the store without pause.)
+                _ = timetable.wait_for_a_run(wait), if timetable.running() > 0 => {}
+                _ = tokio::time::sleep(wait), if timetable.running() == 0 => {}
                 _ = sigint.recv() => break,
                 _ = sigterm.recv() => break,
             }
