@@ -25,6 +25,12 @@ pub fn fake_binary() -> PathBuf {
 /// One HTTP/1.1 request (JSON body) with std only, the tests having no
 /// HTTP client: the status and the body.
 pub fn http(method: &str, url: &str, body: &str) -> (u16, String) {
+    http_with(method, url, "", body)
+}
+
+/// [`http`] with more header lines (each ending in `\r\n`), e.g. a
+/// gateway's `Authorization`.
+pub fn http_with(method: &str, url: &str, headers: &str, body: &str) -> (u16, String) {
     let rest = url.strip_prefix("http://").expect("an http:// URL");
     let (host, path) = rest
         .split_once('/')
@@ -35,7 +41,7 @@ pub fn http(method: &str, url: &str, body: &str) -> (u16, String) {
         .unwrap();
     write!(
         stream,
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n{headers}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     )
     .unwrap();

@@ -18,6 +18,8 @@ use std::process::Command;
 pub const APIS: &[(&str, &str)] = &[
     ("fake-dataproc", "_on_fake_dataproc"),
     ("fake-qubole", "_on_fake_qubole"),
+    // HDInsight's gateway: the Livy and WebHCat fakes, one process each.
+    ("fake-hdinsight", "_on_fake_hdinsight"),
 ];
 
 /// Builds the binary (debug) from this tree and returns the environment

@@ -3,7 +3,7 @@
 //! * [`tree_problems`] (run by `cargo xtask test`, seconds, no compiling):
 //!   `cargo tree` of each combination must hold none of the crates a
 //!   feature left out brings (no AWS crate without `emr`, no GCP crate
-//!   without `dataproc`, no Qubole crate without `qubole`, no shared cloud crate (`flow-cloud`,
+//!   without `dataproc`, no Qubole crate without `qubole`, no Azure crate without `azure`, no shared cloud crate (`flow-cloud`,
 //!   `flow-fs-object`) without a cloud, no MongoDB driver without `mongo`, no web server
 //!   without `serve`), and the whole workspace has one TLS stack (rustls
 //!   with ring: no `aws-lc-rs`, no OpenSSL, no native-tls).
@@ -33,8 +33,8 @@ const EMR: &[&str] = &["flow-cluster-emr"];
 /// What every cloud shares (the lifecycle machinery, the object
 /// filesystem): absent from a build without a cloud.
 const CLOUD: &[&str] = &["flow-cloud", "flow-fs-object"];
-/// The Blob filesystem and its SDK (the HDInsight cluster's, planned behind
-/// an `azure` feature): in no combination yet.
+/// The HDInsight cluster, the Blob filesystem and its SDK: only with
+/// `azure`.
 const AZURE: &[&str] = &["azure_", "flow-fs-azure", "flow-cluster-azure"];
 const MONGO: &[&str] = &["mongodb", "bson", "flow-store-mongo"];
 const SERVE: &[&str] = &["axum", "flow-server"];
@@ -65,12 +65,20 @@ fn combinations() -> Vec<Combination> {
             absent: without(&[EMR, GCP, AZURE, MONGO, SERVE]),
         },
         Combination {
+            features: "azure",
+            absent: without(&[AWS, GCP, QUBOLE, MONGO, SERVE]),
+        },
+        Combination {
             features: "mongo",
             absent: without(&[AWS, GCP, QUBOLE, AZURE, CLOUD, SERVE]),
         },
         Combination {
             features: "serve,emr,dataproc,qubole,mongo",
             absent: AZURE.to_vec(),
+        },
+        Combination {
+            features: "serve,emr,dataproc,qubole,azure,mongo",
+            absent: Vec::new(),
         },
     ]
 }

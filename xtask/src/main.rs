@@ -198,7 +198,8 @@ fn main() -> ExitCode {
 
 /// The features of flow-cli whose tests go through the binary: the MongoDB
 /// store's and the EMR, Dataproc and Qubole clusters' end-to-end tests.
-const CLI_TEST_FEATURES: &str = "flow-cli/mongo,flow-cli/emr,flow-cli/dataproc,flow-cli/qubole";
+const CLI_TEST_FEATURES: &str =
+    "flow-cli/mongo,flow-cli/emr,flow-cli/dataproc,flow-cli/qubole,flow-cli/azure";
 
 /// `cargo xtask test`.
 fn test(args: &[OsString]) -> ExitCode {

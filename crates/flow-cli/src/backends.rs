@@ -1,7 +1,6 @@
 //! Turns settings into a store and a cluster factory. The only module that
 //! knows concrete backends; cloud clusters and other stores come in behind
-//! cargo features (`emr`, `dataproc`, `qubole`, `mongo`); Azure HDInsight
-//! clusters are named in settings but not implemented.
+//! cargo features (`emr`, `dataproc`, `qubole`, `azure`, `mongo`).
 //!
 //! Everything here is split into a check that touches nothing
 //! ([`plan_store`], [`cluster_factory`]) and the one call that creates
@@ -21,19 +20,12 @@ use std::sync::Arc;
     feature = "emr",
     feature = "dataproc",
     feature = "qubole",
+    feature = "azure",
     feature = "mongo"
 )))]
 fn unavailable(settings: &SettingsFile, setting: &str, what: &str, feature: &str) -> CliError {
     CliError::bad_input(format!(
         "{}: {setting} = \"{feature}\": this build has no {what} support; rebuild flow-cli with --features {feature}",
-        settings.source
-    ))
-}
-
-/// The message for a cluster kind the settings name but no build has.
-fn not_implemented(settings: &SettingsFile, setting: &str, what: &str, kind: &str) -> CliError {
-    CliError::bad_input(format!(
-        "{}: {setting} = \"{kind}\": {what} support is not implemented yet",
         settings.source
     ))
 }
@@ -188,7 +180,6 @@ impl StorePlan {
 /// Makes the cluster factory the settings name. Creates no cluster.
 pub fn cluster_factory(settings: &SettingsFile) -> Result<Arc<dyn ClusterFactory>, CliError> {
     let cluster = settings.cluster();
-    let setting = "[cluster] kind";
     match cluster.kind {
         ClusterKind::Local => {
             let defaults = LocalOptions::default();
@@ -213,15 +204,10 @@ pub fn cluster_factory(settings: &SettingsFile) -> Result<Arc<dyn ClusterFactory
         #[cfg(feature = "emr")]
         ClusterKind::Emr => emr_factory(settings),
         #[cfg(not(feature = "emr"))]
-        ClusterKind::Emr => Err(unavailable(settings, setting, "EMR", "emr")),
+        ClusterKind::Emr => Err(unavailable(settings, "[cluster] kind", "EMR", "emr")),
         ClusterKind::Dataproc => dataproc_factory(settings),
         ClusterKind::Qubole => qubole_factory(settings),
-        ClusterKind::Azure => Err(not_implemented(
-            settings,
-            setting,
-            "Azure HDInsight",
-            "azure",
-        )),
+        ClusterKind::Azure => azure_factory(settings),
     }
 }
 
@@ -287,6 +273,34 @@ fn qubole_factory(settings: &SettingsFile) -> Result<Arc<dyn ClusterFactory>, Cl
 #[cfg(not(feature = "qubole"))]
 fn qubole_factory(settings: &SettingsFile) -> Result<Arc<dyn ClusterFactory>, CliError> {
     Err(unavailable(settings, "[cluster] kind", "Qubole", "qubole"))
+}
+
+/// The HDInsight clusters of `[cluster.azure]`: the gateway's password and
+/// the storage credential are read from their environment variables now;
+/// no request is sent.
+#[cfg(feature = "azure")]
+fn azure_factory(settings: &SettingsFile) -> Result<Arc<dyn ClusterFactory>, CliError> {
+    let config = settings.azure().ok_or_else(|| {
+        CliError::bad_input(format!(
+            "{}: [cluster] kind = \"azure\" needs a [cluster.azure] section (gateway or livy_url / webhcat_url, username, password, [cluster.azure.blob]); see docs/src/reference/clusters/azure.md",
+            settings.source
+        ))
+    })?;
+    let factory = config
+        .builder()
+        .build()
+        .map_err(|e| CliError::bad_input(format!("{}: {e}", settings.source)))?;
+    Ok(Arc::new(factory))
+}
+
+#[cfg(not(feature = "azure"))]
+fn azure_factory(settings: &SettingsFile) -> Result<Arc<dyn ClusterFactory>, CliError> {
+    Err(unavailable(
+        settings,
+        "[cluster] kind",
+        "Azure HDInsight",
+        "azure",
+    ))
 }
 
 #[cfg(test)]

@@ -201,6 +201,18 @@ struct ClusterSpec {
     #[cfg(not(feature = "qubole"))]
     #[serde(default, rename = "qubole")]
     _qubole: Option<toml::Table>,
+    /// `[cluster.azure]`, checked by the HDInsight crate's own serde type
+    /// (a secret in plain text refused naming its key, never its value).
+    #[cfg(feature = "azure")]
+    #[serde(
+        default,
+        deserialize_with = "flow_cluster_azure::deserialize_validated"
+    )]
+    azure: Option<flow_cluster_azure::AzureConfig>,
+    /// Kept (unread) so one settings file serves builds with and without it.
+    #[cfg(not(feature = "azure"))]
+    #[serde(default, rename = "azure")]
+    _azure: Option<toml::Table>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -668,6 +680,12 @@ impl SettingsFile {
         Some(config)
     }
 
+    /// `[cluster.azure]`, validated (its secrets not read yet).
+    #[cfg(feature = "azure")]
+    pub fn azure(&self) -> Option<flow_cluster_azure::AzureConfig> {
+        self.spec.cluster.azure.clone()
+    }
+
     /// `[cluster.qubole]`, validated (its token not read yet).
     #[cfg(feature = "qubole")]
     pub fn qubole(&self) -> Option<flow_cluster_qubole::QuboleConfig> {
@@ -755,11 +773,37 @@ impl SettingsFile {
             .chain(self.spec.store.uri.as_ref().map(|u| u.get_ref().as_str()))
             .chain(self.qubole_token_source())
             .filter_map(|written| written.strip_prefix("env:"))
+            .chain(self.azure_secret_variables())
             .map(str::to_string)
             .collect();
         vars.sort();
         vars.dedup();
         vars
+    }
+
+    /// The variables `[cluster.azure]`'s secrets are read from (the
+    /// gateway's password, the storage credential).
+    fn azure_secret_variables(&self) -> Vec<&str> {
+        #[cfg(feature = "azure")]
+        return self
+            .spec
+            .cluster
+            .azure
+            .as_ref()
+            .map(|a| {
+                [
+                    &a.password,
+                    &a.blob.key,
+                    &a.blob.sas,
+                    &a.blob.connection_string,
+                ]
+                .into_iter()
+                .filter_map(|s| s.as_ref().and_then(|s| s.variable()))
+                .collect()
+            })
+            .unwrap_or_default();
+        #[cfg(not(feature = "azure"))]
+        return Vec::new();
     }
 
     /// `[cluster.qubole] token` as written (`env:VAR`).

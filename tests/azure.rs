@@ -1,0 +1,312 @@
+//! The `flow` binary on Azure HDInsight (`[cluster] kind = "azure"`), end
+//! to end, against three peers: the **Livy** and **WebHCat contract
+//! fakes** (`contract-fakes livy|webhcat`, each its own process so it
+//! outlives a killed engine; real time, jobs end `--run-for` after their
+//! submission) behind the gateway's HTTP basic login, and **Azurite** (the
+//! Blob emulator `cargo xtask test` starts: the steps' filesystem).
+//!
+//! Built only with `--features azure` (xtask tests with all features).
+
+mod support;
+
+use flow_fs_azure::{AzureBlobFilesystem, AzureBlobFilesystemBuilder, AzureCredential};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use support::fakes::{http_with, FakeProcess};
+use support::text;
+
+const TP: &str = "2026112800";
+/// The gateway's password, handed to `flow` in the environment only.
+const PASSWORD: &str = "hdinsight-e2e-password-0123";
+/// Azurite's well-known development key (public, documented by Microsoft).
+const EMULATOR_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+/// `admin:PASSWORD`, base64: the gateway's login for the test's own reads.
+const LOGIN: &str = "Authorization: Basic YWRtaW46aGRpbnNpZ2h0LWUyZS1wYXNzd29yZC0wMTIz\r\n";
+
+fn azurite_endpoint() -> String {
+    std::env::var("FLOW_TEST_AZURITE_ENDPOINT").unwrap_or_else(|_| {
+        panic!("FLOW_TEST_AZURITE_ENDPOINT is not set: run the Azurite tests through `cargo xtask test`")
+    })
+}
+
+/// A test directory whose settings point the HDInsight cluster at the two
+/// fakes and its Blob filesystem at Azurite, in a container of its own.
+struct Home {
+    home: support::Home,
+    livy: FakeProcess,
+    webhcat: FakeProcess,
+    container: String,
+}
+
+impl std::ops::Deref for Home {
+    type Target = support::Home;
+    fn deref(&self) -> &support::Home {
+        &self.home
+    }
+}
+
+impl Home {
+    fn new(test: &str, run_for: &str) -> Home {
+        let container = format!("hdinsight-{test}-{}", std::process::id());
+        block_on(blob(&container).create_container(&container)).unwrap();
+        let login = format!("admin:{PASSWORD}");
+        let fake = |api: &str| {
+            let mut command = FakeProcess::command(api);
+            command.args(["--login", &login, "--run-for", run_for]);
+            FakeProcess::start(command)
+        };
+        let (livy, webhcat) = (fake("livy"), fake("webhcat"));
+        let home = support::Home::empty();
+        home.write(
+            "flow.toml",
+            &format!(
+                r#"
+log_directory = "logs"
+data_directory = "data"
+
+[cluster]
+kind = "azure"
+
+[cluster.azure]
+livy_url = "{livy}"
+webhcat_url = "{webhcat}/templeton/v1"
+username = "admin"
+password = "env:FLOW_TEST_HDINSIGHT_PASSWORD"
+cancel_timeout = "10s"
+
+[cluster.azure.poll]
+floor = "200ms"
+cap = "500ms"
+
+[cluster.azure.retry]
+initial_delay = "100ms"
+
+[cluster.azure.job_logs]
+wait = "1s"
+interval = "200ms"
+
+[cluster.azure.blob]
+account = "devstoreaccount1"
+key = "env:FLOW_TEST_AZURITE_KEY"
+container = "{container}"
+endpoint = "{azurite}"
+
+[lease]
+ttl = "2s"
+heartbeat = "500ms"
+
+[engine]
+cancel_grace = "10s"
+"#,
+                livy = livy.url,
+                webhcat = webhcat.url,
+                azurite = azurite_endpoint(),
+            ),
+        );
+        home.write("count.py", "print('counting')\n");
+        home.write("tally.pig", "rows = LOAD 'in' AS (n:int);\nDUMP rows;\n");
+        Home {
+            home,
+            livy,
+            webhcat,
+            container,
+        }
+    }
+
+    /// `flow ARGS` with the secrets in its environment.
+    fn command_with_secrets(&self, args: &[&str]) -> std::process::Command {
+        let mut command = self.command(args);
+        command
+            .env("FLOW_TEST_HDINSIGHT_PASSWORD", PASSWORD)
+            .env("FLOW_TEST_AZURITE_KEY", EMULATOR_KEY);
+        command
+    }
+
+    fn flow_with_secrets(&self, args: &[&str]) -> std::process::Output {
+        self.command_with_secrets(args).output().unwrap()
+    }
+
+    /// A listing of the real API through the gateway's login.
+    fn listed(&self, fake: &FakeProcess, path: &str) -> serde_json::Value {
+        let (status, body) = http_with("GET", &format!("{}{path}", fake.url), LOGIN, "");
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
+    }
+}
+
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(future)
+}
+
+/// Azurite's account with the test's container.
+fn blob(container: &str) -> AzureBlobFilesystem {
+    AzureBlobFilesystemBuilder::new()
+        .with_endpoint(azurite_endpoint())
+        .with_account(flow_fs_azure::EMULATOR_ACCOUNT)
+        .with_credential(AzureCredential::Key(flow_core::Secret::new(EMULATOR_KEY)))
+        .with_container(container)
+        .build()
+        .unwrap()
+}
+
+#[test]
+#[ignore = "needs Azurite and the contract fakes: run through `cargo xtask test`"]
+fn a_flow_with_spark_pig_and_blob_steps_ends_processed_on_fake_hdinsight_on_azurite() {
+    let home = Home::new("ok", "1s");
+    home.write(
+        "a.toml",
+        r#"
+name = "a"
+time_qualifier = "daily"
+
+[[steps]]
+name = "stage"
+pre = [{ action = "copy_from_local", from = "tally.pig", to = "jobs/tally.pig" }]
+main = { action = "copy_from_local", from = "count.py", to = "jobs/count.py" }
+
+[[steps]]
+name = "count"
+depends_on = ["stage"]
+main = { action = "spark", application = "jobs/count.py", args = ["--day", "{timeperiod}"] }
+
+[[steps]]
+name = "tally"
+depends_on = ["count"]
+main = { action = "pig", script = "jobs/tally.pig", params = { day = "{timeperiod}" } }
+
+[[steps]]
+name = "publish"
+depends_on = ["tally"]
+main = { action = "cp", from = "jobs/count.py", to = "published/{timeperiod}/count.py" }
+"#,
+    );
+    let out = home.flow_with_secrets(&["run", "a.toml", "--timeperiod", TP]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let status = home.status_json("a.toml", TP);
+    assert_eq!(status["flow"]["state"], "state_processed");
+    let states = support::step_states(&status);
+    assert!(
+        states.iter().all(|(_, state)| state == "state_processed"),
+        "{states:?}"
+    );
+    let wasbs = format!(
+        "wasbs://{}@devstoreaccount1.blob.core.windows.net",
+        home.container
+    );
+    // One Livy batch and one WebHCat job, shaped as the flow said.
+    let batches = home.listed(&home.livy, "/batches");
+    assert_eq!(batches["total"], 1, "{batches}");
+    let batch = &batches["sessions"][0];
+    assert_eq!(batch["state"], "success");
+    assert_eq!(home.livy.count("batches.create"), 1);
+    let jobs = home.listed(&home.webhcat, "/templeton/v1/jobs?user.name=admin&fields=*");
+    assert_eq!(jobs.as_array().unwrap().len(), 1, "{jobs}");
+    let job = &jobs[0]["detail"];
+    assert_eq!(job["status"]["state"], "SUCCEEDED");
+    assert_eq!(job["userargs"]["file"], format!("{wasbs}/jobs/tally.pig"));
+    assert_eq!(
+        job["userargs"]["arg"],
+        serde_json::json!(["-param", "day=2026112800"])
+    );
+    assert_eq!(home.webhcat.count("pig.create"), 1);
+    // The blob steps wrote to Azurite.
+    let fs = blob(&home.container);
+    use flow_core::Filesystem;
+    assert!(block_on(fs.exists("published/2026112800/count.py")).unwrap());
+    assert!(block_on(fs.exists("jobs/tally.pig")).unwrap());
+    // The jobs are in their step logs; the secrets are in no file.
+    let log = home.read("logs/a/count.log");
+    assert!(log.contains("Livy batch"), "{log}");
+    let log = home.read("logs/a/tally.log");
+    assert!(log.contains("WebHCat job job_1700000000000_0001"), "{log}");
+    for secret in [PASSWORD, EMULATOR_KEY] {
+        assert!(!home.everything().iter().any(|f| f.contains(secret)));
+    }
+}
+
+#[test]
+#[ignore = "needs Azurite and the contract fakes: run through `cargo xtask test`"]
+fn recover_adopts_the_batch_of_a_killed_engine_on_fake_hdinsight_on_azurite() {
+    let home = Home::new("adopt", "8s");
+    home.write(
+        "a.toml",
+        r#"
+name = "a"
+time_qualifier = "daily"
+
+[[steps]]
+name = "count"
+main = { action = "spark", application = "jobs/count.py" }
+"#,
+    );
+    let mut child = home
+        .command_with_secrets(&["run", "a.toml", "--timeperiod", TP])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while home.livy.count("batches.create") == 0 {
+        assert!(Instant::now() < deadline, "no batch was submitted");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The engine dies without a word while its batch runs.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGKILL);
+    }
+    let _ = child.wait();
+    assert_eq!(
+        home.listed(&home.livy, "/batches")["sessions"][0]["state"],
+        "starting"
+    );
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let out = loop {
+        let out = home.flow_with_secrets(&["recover", "a.toml", "--timeperiod", TP]);
+        let refused = out.status.code() == Some(2) && text(&out).contains("already being run by");
+        if !refused {
+            break out;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "recover never accepted: {}",
+            text(&out)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let status = home.status_json("a.toml", TP);
+    assert_eq!(status["flow"]["state"], "state_processed");
+    assert_eq!(
+        home.livy.count("batches.create"),
+        1,
+        "adopted, no second POST /batches"
+    );
+    assert_eq!(home.listed(&home.livy, "/batches")["total"], 1);
+}
+
+#[test]
+fn a_secret_written_in_plain_text_is_refused_naming_its_key_not_its_value() {
+    let home = support::Home::empty();
+    home.write(
+        "flow.toml",
+        "[cluster]\nkind = \"azure\"\n\n[cluster.azure]\ngateway = \"https://etl.azurehdinsight.net\"\npassword = \"hunter2-is-my-password\"\n",
+    );
+    home.write(
+        "a.toml",
+        "name = \"a\"\n[[steps]]\nname = \"s\"\nmain = { action = \"mkdir\", path = \"x\" }\n",
+    );
+    let out = home.flow(&["validate", "a.toml"]);
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{shown}");
+    assert!(
+        shown.contains("flow.toml:4:1") && shown.contains("[cluster.azure] setting `password`"),
+        "{shown}"
+    );
+    assert!(shown.contains("env:VAR"), "{shown}");
+    assert!(!shown.contains("hunter2"), "the secret is echoed: {shown}");
+}
