@@ -79,6 +79,7 @@ fn surroundings(table: &str) -> &'static str {
             "[cluster]\nkind = \"dataproc\"\n[cluster.dataproc]\nproject = \"p\"\nregion = \"europe-west1\"\n"
         }
         ["cluster", "emr"] => "[cluster]\nkind = \"emr\"\n",
+        ["cluster", "azure"] => "[cluster.azure]\ngateway = \"https://etl.azurehdinsight.net\"\n",
         _ => "",
     }
 }
