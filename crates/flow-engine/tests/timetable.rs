@@ -120,6 +120,10 @@ async fn a_simulated_day_recovers_a_failing_hour_and_the_daily_job_waits_for_all
             "hour {hour} starts when it closes: {tick:?}"
         );
         t.wait_idle().await;
+        if h == 1 {
+            // The scheduler wakes when the next hour closes.
+            assert_eq!(t.next_due(), Some(start() + hours(2)));
+        }
         if h == 8 {
             // Hour 07 failed: counted, recovery next, not before the backoff.
             let j = job(&bench, "load", TimeQualifier::Hourly, "2026112807").await;
@@ -140,6 +144,11 @@ async fn a_simulated_day_recovers_a_failing_hour_and_the_daily_job_waits_for_all
             clock.set(start() + hours(8) + chrono::TimeDelta::minutes(5));
             let tick = t.tick().await.unwrap();
             assert!(tick.started.is_empty(), "{tick:?}");
+            // It wakes when the backoff ends, before the next hour closes.
+            assert_eq!(
+                t.next_due(),
+                Some(start() + hours(8) + chrono::TimeDelta::minutes(10))
+            );
             // After it: the garbage collector retries it, in recovery mode.
             clock.set(start() + hours(8) + chrono::TimeDelta::minutes(10));
             let tick = t.tick().await.unwrap();
