@@ -11,7 +11,7 @@ use serde_json::Value;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use support::{stdout, text, Home};
 
 const TP: &str = "2026112800";
@@ -47,14 +47,14 @@ struct Received {
 /// (then 200), keeping every request.
 struct Receiver {
     port: u16,
-    got: Arc<Mutex<Vec<Received>>>,
+    got: Arc<(Mutex<Vec<Received>>, Condvar)>,
 }
 
 impl Receiver {
     fn start(statuses: &[u16]) -> Receiver {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        let got = Arc::new(Mutex::new(Vec::new()));
+        let got = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
         let statuses: Vec<u16> = statuses.to_vec();
         let (kept, mut statuses) = (got.clone(), statuses.into_iter());
         std::thread::spawn(move || {
@@ -82,11 +82,12 @@ impl Receiver {
                     .map_or(0, |l| l.parse().unwrap());
                 let mut body = vec![0; length];
                 reader.read_exact(&mut body).unwrap();
-                kept.lock().unwrap().push(Received {
+                kept.0.lock().unwrap().push(Received {
                     path,
                     headers,
                     body,
                 });
+                kept.1.notify_all();
                 let status = statuses.next().unwrap_or(200);
                 let _ = write!(
                     stream,
@@ -98,7 +99,30 @@ impl Receiver {
     }
 
     fn got(&self) -> Vec<Received> {
-        self.got.lock().unwrap().clone()
+        self.got.0.lock().unwrap().clone()
+    }
+
+    /// The requests so far once one carries `X-Flow-Event: event` (woken
+    /// by each arrival; a minute at most, a bound for a broken build).
+    fn wait_for_event(&self, event: &str) -> Vec<Received> {
+        let (got, arrived) = &*self.got;
+        let (got, timeout) = arrived
+            .wait_timeout_while(
+                got.lock().unwrap(),
+                std::time::Duration::from_secs(60),
+                |got| !got.iter().any(|r| r.headers["x-flow-event"] == event),
+            )
+            .unwrap();
+        assert!(!timeout.timed_out(), "no {event} arrived: {:?}", *got);
+        got.clone()
+    }
+
+    /// How many requests carried `X-Flow-Event: event`.
+    fn count(&self, event: &str) -> usize {
+        self.got()
+            .iter()
+            .filter(|r| r.headers["x-flow-event"] == event)
+            .count()
     }
 }
 
@@ -230,11 +254,17 @@ fn an_unreachable_receiver_never_fails_a_run() {
     home.write("notified.toml", &flow(&home));
     home.write("fixed", "");
     home.expect(0, &["run", "notified.toml", "--timeperiod", TP]);
-    let logs = stdout(&home.expect(0, &["logs", "notified.toml", "--timeperiod", TP]));
-    assert!(
-        logs.contains("notification 1 (webhook, success): failed after 2 attempt(s)"),
-        "{logs}"
+    assert_logged(
+        &home,
+        "notified.toml",
+        "notification 1 (webhook, success): failed after 2 attempt(s)",
     );
+}
+
+/// Asserts that `flow logs FLOW --timeperiod TP` shows `line`.
+fn assert_logged(home: &Home, flow: &str, line: &str) {
+    let logs = stdout(&home.expect(0, &["logs", flow, "--timeperiod", TP]));
+    assert!(logs.contains(line), "{line} not in:\n{logs}");
 }
 
 /// Wrong entries are refused before anything runs, at their place, in the
@@ -336,4 +366,200 @@ fn a_failure_is_mailed_on_aiosmtpd() {
         logs.contains("notification 1 (email, failure): delivered after 1 attempt(s): SMTP 250"),
         "{logs}"
     );
+}
+
+/// A flow with an `sla` whose step `b` waits for the file `go`, then
+/// fails unless `fixed` exists.
+fn sla_flow(home: &Home, sla: &str) -> String {
+    format!(
+        r#"
+name = "late"
+time_qualifier = "daily"
+{sla}
+[[steps]]
+name = "a"
+main = {{ action = "shell", command = "echo a" }}
+[[steps]]
+name = "b"
+depends_on = ["a"]
+main = {{ action = "shell", command = "while [ ! -f {go} ]; do sleep 0.05; done; test -f {fixed} || exit 3" }}
+"#,
+        go = home.path("go").display(),
+        fixed = home.path("fixed").display()
+    )
+}
+
+/// A `flow run` of [`sla_flow`] going on in the background; dropped (also
+/// when an assertion failed) it lets step `b` end and waits for the run,
+/// so no test leaves a waiting step behind.
+struct Running<'a> {
+    home: &'a Home,
+    child: std::process::Child,
+}
+
+impl<'a> Running<'a> {
+    fn start(home: &'a Home) -> Running<'a> {
+        let child = home
+            .command(&["run", "late.toml", "--timeperiod", TP])
+            .env("FLOW_TEST_HOOK_KEY", HOOK_KEY)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        Running { home, child }
+    }
+
+    fn still_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// Lets step `b` go on and returns the run's exit code.
+    fn release(mut self) -> Option<i32> {
+        self.home.write("go", "");
+        self.child.wait().unwrap().code()
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.home.write("go", "");
+        let _ = self.child.wait();
+    }
+}
+
+/// Settings posting `events` to `hook`, signed.
+fn hooked(hook: &Receiver, events: &str) -> String {
+    format!(
+        "{}\n[[notify]]\nkind = \"webhook\"\non = [{events}]\nurl = \"http://127.0.0.1:{}/hook\"\nsecret = \"env:FLOW_TEST_HOOK_KEY\"\nretry_delay = \"50ms\"\n",
+        support::SETTINGS,
+        hook.port
+    )
+}
+
+/// `sla = "2h"` from the period's end: the day 2026-11-28 ended long ago,
+/// so the run is late from its start. `sla_miss` is posted while the run
+/// still waits (the process alive, the store marked), once; the run then
+/// fails, and the `recover` that processes the timeperiod posts
+/// `recovered` but no second `sla_miss`. History and status say it.
+#[test]
+fn sla_miss_is_posted_once_while_running_and_not_again_on_recover() {
+    let home = Home::new();
+    let hook = Receiver::start(&[]);
+    home.write(
+        "flow.toml",
+        &hooked(&hook, "\"sla_miss\", \"failure\", \"recovered\""),
+    );
+    home.write("late.toml", &sla_flow(&home, "sla = \"2h\""));
+    let mut running = Running::start(&home);
+    let got = hook.wait_for_event("sla_miss");
+    assert!(running.still_running(), "posted while the run still goes");
+    let status = home.status_json("late.toml", TP);
+    assert_eq!(status["flow"]["state"], "state_in_progress", "{status}");
+    assert!(status["flow"]["sla_missed_at"].is_string(), "{status}");
+
+    let miss = got
+        .iter()
+        .find(|r| r.headers["x-flow-event"] == "sla_miss")
+        .unwrap();
+    verify(miss, HOOK_KEY);
+    let body: Value = serde_json::from_slice(&miss.body).unwrap();
+    assert_eq!(body["event"], "sla_miss");
+    assert_eq!(body["flow"], "late");
+    assert_eq!(body["timeperiod"], TP);
+    assert_eq!(body["mode"], "run_mode_nominal");
+    assert_eq!(body["state"], "state_in_progress");
+    assert_eq!(body["sla_deadline"], "2026-11-29T02:00:00Z");
+    let first_run = body["run"].as_str().unwrap().to_string();
+    assert!(!String::from_utf8_lossy(&miss.body).contains(HOOK_KEY));
+
+    assert_eq!(running.release(), Some(1));
+    home.write("fixed", "");
+    let out = home
+        .command(&["recover", "late.toml", "--timeperiod", TP])
+        .env("FLOW_TEST_HOOK_KEY", HOOK_KEY)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    // `flow recover` exits after its notifications were delivered.
+    assert_eq!(hook.count("recovered"), 1, "{:?}", hook.got());
+    assert_eq!(hook.count("failure"), 1, "{:?}", hook.got());
+    assert_eq!(hook.count("sla_miss"), 1, "once per flow and timeperiod");
+
+    let status = home.status_json("late.toml", TP);
+    assert_eq!(status["flow"]["state"], "state_processed", "{status}");
+    assert!(
+        status["flow"]["sla_missed_at"].is_string(),
+        "kept: {status}"
+    );
+    let history: Value = serde_json::from_str(&stdout(
+        &home.expect(0, &["history", "late.toml", "--timeperiod", TP, "--json"]),
+    ))
+    .unwrap();
+    let marked: Vec<(&str, bool)> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["id"].as_str().unwrap(), r["sla_missed_at"].is_string()))
+        .collect();
+    assert_eq!(marked.len(), 2, "{history}");
+    assert!(marked.contains(&(first_run.as_str(), true)), "{history}");
+    assert_eq!(marked.iter().filter(|(_, m)| *m).count(), 1, "{history}");
+    let table = stdout(&home.expect(0, &["history", "late.toml", "--timeperiod", TP]));
+    assert!(table.contains("state_invalid (SLA missed)"), "{table}");
+    assert_logged(&home, "late.toml", "SLA missed: [late, 2026112800]");
+    assert_logged(
+        &home,
+        "late.toml",
+        "notification 1 (webhook, sla_miss): delivered after 1 attempt(s)",
+    );
+}
+
+/// `sla_from = "run_start"`: the timer runs from the run's start, so the
+/// miss is posted a second in, while the step still waits, and the run
+/// then ends processed.
+#[test]
+fn an_sla_from_the_run_start_fires_on_its_timer_while_the_run_waits() {
+    let home = Home::new();
+    let hook = Receiver::start(&[]);
+    home.write("flow.toml", &hooked(&hook, "\"sla_miss\", \"success\""));
+    home.write(
+        "late.toml",
+        &sla_flow(&home, "sla = \"1s\"\nsla_from = \"run_start\""),
+    );
+    home.write("fixed", "");
+    let mut running = Running::start(&home);
+    let got = hook.wait_for_event("sla_miss");
+    assert!(running.still_running(), "posted while running");
+    let body: Value = serde_json::from_slice(&got[0].body).unwrap();
+    assert_eq!(body["event"], "sla_miss", "{body}");
+    assert_eq!(running.release(), Some(0));
+    assert_eq!(hook.count("success"), 1, "{:?}", hook.got());
+    assert_eq!(hook.count("sla_miss"), 1);
+    let status = home.status_json("late.toml", TP);
+    assert!(status["flow"]["sla_missed_at"].is_string(), "{status}");
+}
+
+/// A run processed within its SLA posts `success` and no `sla_miss`, and
+/// nothing is marked.
+#[test]
+fn a_run_within_its_sla_sends_no_sla_miss() {
+    let home = Home::new();
+    let hook = Receiver::start(&[]);
+    home.write("flow.toml", &hooked(&hook, "\"sla_miss\", \"success\""));
+    home.write(
+        "late.toml",
+        &sla_flow(&home, "sla = \"1h\"\nsla_from = \"run_start\""),
+    );
+    home.write("go", "");
+    home.write("fixed", "");
+    let out = home
+        .command(&["run", "late.toml", "--timeperiod", TP])
+        .env("FLOW_TEST_HOOK_KEY", HOOK_KEY)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(hook.count("success"), 1, "{:?}", hook.got());
+    assert_eq!(hook.count("sla_miss"), 0, "{:?}", hook.got());
+    let status = home.status_json("late.toml", TP);
+    assert!(status["flow"]["sla_missed_at"].is_null(), "{status}");
 }

@@ -1983,3 +1983,55 @@ async fn metrics_are_scraped_and_linted_on_prometheus() {
     let up = query(format!("up{{flow_test=\"{job}\"}}")).await;
     assert_eq!(up[0]["value"][1], "1");
 }
+
+/// The viewer's SLA mark: a flow whose `sla` passed (2 h after the end of
+/// a day long gone) is marked on its flow record, in the flow list, and on
+/// the run the miss happened in, not on the `recover` after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_run_that_missed_its_sla_is_marked() {
+    let home = Home::new();
+    home.write(
+        "late.toml",
+        "name = \"late\"\ntime_qualifier = \"daily\"\nsla = \"2h\"\n[[steps]]\nname = \"only\"\nmain = { action = \"shell\", command = \"test -e marker\" }\n",
+    );
+    home.expect(1, &["run", "late.toml", "--timeperiod", TP]);
+    home.write("marker", "");
+    home.expect(0, &["recover", "late.toml", "--timeperiod", TP]);
+    home.write("prompt.toml", &tiny("prompt"));
+    home.expect(0, &["run", "prompt.toml", "--timeperiod", TP]);
+
+    let s = Served::start(&home, &["late.toml", "prompt.toml"], &[]);
+    let c = client();
+    let (status, flow) = get(&c, &s.url(&format!("/api/flows/late/{TP}"))).await;
+    assert_eq!(status, 200, "{flow}");
+    assert!(flow["flow"]["sla_missed_at"].is_string(), "{flow}");
+    assert_eq!(flow["flow"]["state"], "state_processed", "{flow}");
+
+    let (_, runs) = get(&c, &s.url(&format!("/api/flows/late/{TP}/runs"))).await;
+    let marks: Vec<(&str, bool)> = runs["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["mode"].as_str().unwrap(), r["sla_missed_at"].is_string()))
+        .collect();
+    assert_eq!(
+        marks,
+        [("run_mode_recovery", false), ("run_mode_nominal", true)],
+        "{runs}"
+    );
+
+    let (_, list) = get(&c, &s.url("/api/flows")).await;
+    let marked: Vec<(&str, bool)> = list["flows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["flow_name"].as_str().unwrap(),
+                f["sla_missed_at"].is_string(),
+            )
+        })
+        .collect();
+    assert!(marked.contains(&("late", true)), "{list}");
+    assert!(marked.contains(&("prompt", false)), "{list}");
+}

@@ -95,6 +95,11 @@ pub struct FlowRecord {
     /// can tell that the file changed in between. `None` in records written
     /// before it existed (or by Synergy Flow).
     pub graph_hash: Option<String>,
+    /// When the flow's `sla` passed with this timeperiod not processed:
+    /// set once, by the run that noticed it, and kept by every later run of
+    /// the timeperiod, so `sla_miss` is sent once per flow and timeperiod.
+    #[serde(default)]
+    pub sla_missed_at: Option<DateTime<Utc>>,
 }
 
 impl FlowRecord {

@@ -205,6 +205,7 @@ mod tests {
             started_at: None,
             finished_at: None,
             graph_hash: None,
+            sla_missed_at: None,
         }
     }
 

@@ -8,6 +8,7 @@ use crate::logging;
 use crate::observer::{DefinitionChange, RunObserver};
 use crate::plan::{plan, RunPlan, Stored};
 use crate::run_context::RunContext;
+use crate::sla::{Armed, SlaWatch};
 use chrono::Utc;
 use flow_core::{
     ClusterFactory, ExecutionContext, FlowGraph, FlowKey, FlowRecord, FlowState, FlowStore, Lease,
@@ -527,6 +528,7 @@ impl ExecutionEngine {
         }
 
         let previous_state = existing_flow.as_ref().map(|f| f.state);
+        let existing_for_sla = existing_flow.clone();
         let mut flow = existing_flow.unwrap_or_else(|| FlowRecord {
             id: None,
             flow_name: key.flow_name.clone(),
@@ -539,6 +541,7 @@ impl ExecutionEngine {
             started_at: None,
             finished_at: None,
             graph_hash: None,
+            sla_missed_at: None,
         });
         flow.graph_hash = Some(shape);
         flow.start_timeperiod = self.context.start_timeperiod;
@@ -612,6 +615,25 @@ impl ExecutionEngine {
         if let Some(o) = &self.options.observer {
             o.run_started(&key, mode, count, clusters);
         }
+        let sla_watch = self
+            .graph
+            .signals()
+            .sla
+            .filter(|_| crate::sla::watches(existing_for_sla.as_ref()))
+            .map(|sla| {
+                let period_end = key.timeperiod.next(self.graph.time_qualifier()).start();
+                SlaWatch::arm(Armed {
+                    sla,
+                    deadline: crate::sla::deadline(&sla, period_end, now),
+                    store: self.store.clone(),
+                    lease: lease.clone(),
+                    flow: flow.clone(),
+                    run: run_id.clone(),
+                    mode,
+                    observer: self.options.observer.clone(),
+                    span: flow_span.clone(),
+                })
+            });
 
         let shared = Arc::new(RunContext {
             graph: self.graph.clone(),
@@ -744,6 +766,11 @@ impl ExecutionEngine {
                 (state, canceled, steps, metrics, store_error)
             }
         };
+        if let Some(watch) = sla_watch {
+            if let Some(at) = watch.end().await {
+                flow.sla_missed_at = Some(at);
+            }
+        }
         flow.state = state;
         flow.finished_at = Some(Utc::now());
         let saved = self.store.save_flow(lease, &flow).await;
@@ -919,6 +946,7 @@ mod tests {
             started_at: None,
             finished_at: None,
             graph_hash: hash.map(str::to_string),
+            sla_missed_at: None,
         }
     }
 

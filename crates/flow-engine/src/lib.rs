@@ -94,6 +94,7 @@ mod observer;
 mod plan;
 mod rollback;
 mod run_context;
+pub mod sla;
 mod step;
 pub mod timetable;
 

@@ -21,6 +21,16 @@ pub trait RunObserver: Send + Sync {
     /// (called before the mode's preconditions are checked, so also before
     /// a refusal).
     fn definition_changed(&self, _flow: &FlowKey, _change: &DefinitionChange) {}
+    /// The flow's `sla` passed with the run not ended (called once per flow
+    /// and timeperiod, after the miss was recorded on the flow record).
+    fn sla_missed(
+        &self,
+        _flow: &FlowKey,
+        _run: &flow_core::RecordId,
+        _mode: RunMode,
+        _deadline: chrono::DateTime<chrono::Utc>,
+    ) {
+    }
     /// A mode ended: its report, or why it stopped (a lost lease, a store
     /// failure, the lease held by another run). Not called for a mode
     /// refused before it took the lease.

@@ -626,12 +626,18 @@ async fn runs_of(state: &AppState, key: &FlowKey, limit: usize) -> Result<Vec<Ru
         return Ok(Vec::new());
     }
     let lease = state.store.get_lease(key).await?;
+    let sla_missed_at = state
+        .store
+        .get_flow(key)
+        .await?
+        .and_then(|f| f.sla_missed_at);
     let active = state.registry.active(key);
     let now = Utc::now();
     Ok(records
         .iter()
         .map(|r| {
             let mut view = RunView::new(r, lease.as_ref(), now, state.lease_ttl, &state.redact);
+            view.mark_sla(sla_missed_at);
             let cancelling = active
                 .as_ref()
                 .is_some_and(|a| a.cancelling && a.owner == r.owner);

@@ -25,6 +25,8 @@ pub struct FlowView {
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     pub duration_ms: Option<i64>,
+    /// When the flow's SLA passed with this timeperiod not processed.
+    pub sla_missed_at: Option<DateTime<Utc>>,
 }
 
 impl FlowView {
@@ -41,6 +43,7 @@ impl FlowView {
             started_at: r.started_at,
             finished_at: r.finished_at,
             duration_ms: duration_ms(r.started_at, r.finished_at),
+            sla_missed_at: r.sla_missed_at,
         }
     }
 }
@@ -220,6 +223,8 @@ pub struct RunView {
     /// The steps the run set out to run, with their states when it ended.
     pub steps: Vec<RunStep>,
     pub error: Option<String>,
+    /// When the flow's SLA passed during this run (the viewer's mark).
+    pub sla_missed_at: Option<DateTime<Utc>>,
 }
 
 impl RunView {
@@ -258,7 +263,15 @@ impl RunView {
             outcome: run.outcome,
             steps: run.steps.clone(),
             error: run.error.as_deref().map(|e| redact.redact(e)),
+            sla_missed_at: None,
         }
+    }
+
+    /// Marks the run as the one the flow's SLA passed in, when `missed_at`
+    /// (the flow record's) falls between its start and its end.
+    pub fn mark_sla(&mut self, missed_at: Option<DateTime<Utc>>) {
+        self.sla_missed_at = missed_at
+            .filter(|at| *at >= self.started_at && self.finished_at.is_none_or(|end| *at <= end));
     }
 }
 

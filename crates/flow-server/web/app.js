@@ -13,6 +13,9 @@
   })[c]);
   const stateClass = (s) => (s ? s.replace(/^state_/, '') : 'none');
   const stateText = (s) => (s ? s.replace(/^state_/, '').replace('_', ' ') : 'no record');
+  // The SLA-missed mark of a flow record or a run (`sla_missed_at`).
+  const slaMark = (r) => (r && r.sla_missed_at
+    ? ` <span class="badge st-invalid sla-missed" title="SLA missed at ${esc(r.sla_missed_at)}">SLA missed</span>` : '');
 
   // ------------------------------------------------------------- helpers --
 
@@ -189,7 +192,7 @@
           <td>${r.served ? `<a href="#/flows/${encodeURIComponent(r.flow_name)}/${r.timeperiod}">${esc(r.flow_name)}</a>`
             : `<span class="muted" title="no flow file for it is served here">${esc(r.flow_name)}</span>`}</td>
           <td>${r.timeperiod}</td>
-          <td><span class="badge st-${stateClass(r.state)}">${stateText(r.state)}</span></td>
+          <td><span class="badge st-${stateClass(r.state)}">${stateText(r.state)}</span>${slaMark(r)}</td>
           <td>${esc(r.run_mode.replace('run_mode_', ''))}</td>
           <td>${time(r.started_at)}</td><td>${time(r.finished_at)}</td>
           <td class="num">${duration(r.duration_ms)}</td>
@@ -281,7 +284,7 @@
         <section class="bar">
           <div class="title">
             <h1>${esc(this.name)} <span class="tp">${esc(this.tp)}</span></h1>
-            <span id="flow-state" class="badge"></span>
+            <span id="flow-state" class="badge"></span><span id="flow-sla"></span>
             <span id="flow-meta" class="muted"></span>
           </div>
           <div class="actions">
@@ -451,6 +454,8 @@
       badge.className = `badge st-${stateClass(flow && flow.state)}`;
       badge.textContent = flow ? stateText(flow.state) : 'never ran';
       badge.dataset.state = flow ? flow.state : '';
+      const sla = $('#flow-sla');
+      if (sla) sla.innerHTML = flow ? slaMark(flow) : '';
       $('#flow-meta').textContent = flow
         ? `${flow.run_mode.replace('run_mode_', '')} · window ${flow.start_timeperiod}–${flow.end_timeperiod} · started ${time(flow.started_at)}${flow.finished_at ? ` · took ${duration(flow.duration_ms)}` : ''}`
         : 'this timeperiod has no record yet';
@@ -581,7 +586,7 @@
       } else {
         const runs = (this.runs || []).slice(0, 10).map((r) => `
           <tr title="run ${esc(r.id)} by ${esc(r.user)}@${esc(r.host)}"><td>${esc(r.mode.replace('run_mode_', ''))}${r.target ? ` <code>${esc(r.target)}</code>` : ''}</td>
-          <td>${esc(r.status)}${r.outcome ? ` · ${stateText(r.outcome)}` : ''}</td><td>${time(r.started_at)}</td>
+          <td>${esc(r.status)}${r.outcome ? ` · ${stateText(r.outcome)}` : ''}${slaMark(r)}</td><td>${time(r.started_at)}</td>
           <td class="num">${duration(r.duration_ms)}</td><td class="muted">${esc(r.host)}</td></tr>`).join('');
         side.innerHTML = `
           <h2>Runs</h2>

@@ -71,6 +71,7 @@ pub use store::TimedStore;
 /// a crate adding series uses the same version.
 pub use prometheus_client;
 
+use flow_core::notify::NotifyEvent;
 use flow_core::FlowStore;
 use flow_engine::RunObserver;
 use std::sync::Arc;
@@ -129,13 +130,41 @@ impl Signals {
                 if let Some(metrics) = &metrics {
                     metrics.record(&signal);
                 }
-                if let (Some(config), Signal::RunFinished(end)) = (&notify, &signal) {
-                    deliveries.push(tokio::spawn(notify_run_end(
-                        config.clone(),
-                        (**end).clone(),
-                        http.clone(),
-                        metrics.clone(),
-                    )));
+                match (&notify, &signal) {
+                    (Some(config), Signal::RunFinished(end)) => {
+                        deliveries.push(tokio::spawn(notify_run_end(
+                            config.clone(),
+                            (**end).clone(),
+                            http.clone(),
+                            metrics.clone(),
+                        )));
+                    }
+                    (
+                        Some(config),
+                        Signal::SlaMissed {
+                            flow,
+                            run,
+                            mode,
+                            deadline,
+                        },
+                    ) => {
+                        let notice = notify::sla_notice(flow, run, *mode, *deadline, config);
+                        let sent = send(
+                            config.clone(),
+                            NotifyEvent::SlaMiss,
+                            notice,
+                            flow.clone(),
+                            Some(run.clone()),
+                            http.clone(),
+                            metrics.clone(),
+                        );
+                        deliveries.push(tokio::spawn(async move {
+                            for delivery in sent {
+                                let _ = delivery.await;
+                            }
+                        }));
+                    }
+                    _ => {}
                 }
             }
         });
@@ -182,37 +211,65 @@ async fn notify_run_end(
     let events = notify::events(&end, &*config.store).await;
     let mut sent = Vec::new();
     for event in events {
-        let entries: Vec<(usize, flow_core::notify::NotifySpec)> = config
+        if !config
             .entries(&end.flow.flow_name)
-            .enumerate()
-            .filter(|(_, e)| e.on().contains(&event))
-            .map(|(i, e)| (i + 1, e.clone()))
-            .collect();
-        if entries.is_empty() {
+            .any(|e| e.on().contains(&event))
+        {
             continue;
         }
         let notice = notify::notice(event, &end, &config).await;
-        for (number, entry) in entries {
-            let (config, notice, http, metrics, run) = (
+        sent.extend(send(
+            config.clone(),
+            event,
+            notice,
+            end.flow.clone(),
+            end.report.as_ref().map(|r| r.run.clone()),
+            http.clone(),
+            metrics.clone(),
+        ));
+    }
+    for delivery in sent {
+        let _ = delivery.await;
+    }
+}
+
+/// Delivers `notice` to every entry of its flow that is sent on `event`,
+/// each on its own task, recording each outcome.
+fn send(
+    config: Arc<NotifyConfig>,
+    event: NotifyEvent,
+    notice: Notice,
+    key: flow_core::FlowKey,
+    run: Option<flow_core::RecordId>,
+    http: reqwest::Client,
+    metrics: Option<Metrics>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let entries: Vec<(usize, flow_core::notify::NotifySpec)> = config
+        .entries(&key.flow_name)
+        .enumerate()
+        .filter(|(_, e)| e.on().contains(&event))
+        .map(|(i, e)| (i + 1, e.clone()))
+        .collect();
+    entries
+        .into_iter()
+        .map(|(number, entry)| {
+            let (config, notice, http, metrics, run, key) = (
                 config.clone(),
                 notice.clone(),
                 http.clone(),
                 metrics.clone(),
-                end.report.as_ref().map(|r| r.run.clone()),
+                run.clone(),
+                key.clone(),
             );
-            let key = end.flow.clone();
-            sent.push(tokio::spawn(async move {
+            tokio::spawn(async move {
                 let outcome = deliver(&entry, &notice, &http).await;
                 if let Some(metrics) = &metrics {
                     metrics.delivered(entry.kind(), outcome.delivered);
                 }
                 record::outcome(&config, &key, run, number, &entry, &notice, &outcome).await;
-            }));
-        }
-    }
-    for delivery in sent {
-        let _ = delivery.await;
-    }
+            })
+        })
+        .collect()
 }
 
 /// The README's examples, compiled (and run unless they say otherwise) as

@@ -354,6 +354,8 @@ impl Metrics {
                     })
                     .observe(delay.as_secs_f64());
             }
+            // Told through notifications; the flow record keeps the mark.
+            Signal::SlaMissed { .. } => {}
             Signal::StoreWrite { call, elapsed } => {
                 self.store_writes
                     .get_or_create(&CallLabels {

@@ -6,8 +6,9 @@
 //! `LOG_DIR/FLOW/FLOW.log`).
 
 use crate::signal::RunEnd;
+use chrono::{DateTime, Utc};
 use flow_core::notify::{NotifyEvent, NotifySpec};
-use flow_core::{FlowKey, FlowState, FlowStore, RecordId, RunQuery, StepState};
+use flow_core::{FlowKey, FlowState, FlowStore, RecordId, RunMode, RunQuery, StepState};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -89,6 +90,8 @@ pub struct Notice {
     pub error: Option<String>,
     /// The run in the viewer, when `viewer_url` is set.
     pub url: Option<String>,
+    /// For `sla_miss`: when the flow was due processed (RFC 3339).
+    pub sla_deadline: Option<String>,
     /// The same for every attempt of this notification to this receiver:
     /// a receiver that saw it already can drop a retry.
     pub idempotency_key: String,
@@ -127,6 +130,9 @@ impl Notice {
         }
         if let Some(error) = &self.error {
             text.push_str(&format!("\n{error}"));
+        }
+        if let Some(deadline) = &self.sla_deadline {
+            text.push_str(&format!("\nnot processed by its SLA deadline {deadline}"));
         }
         if let Some(url) = &self.url {
             text.push_str(&format!("\n{url}"));
@@ -221,6 +227,33 @@ pub(crate) async fn notice(event: NotifyEvent, end: &RunEnd, config: &NotifyConf
             .and_then(|r| r.error.clone())
             .or_else(|| end.error.clone()),
         url: viewer_link(config.viewer_url.as_deref(), key),
+        sla_deadline: None,
+    }
+}
+
+/// The notice of an SLA miss, sent while the run may still be going: its
+/// state is the flow's (`state_in_progress`), and the idempotency key is
+/// the flow and timeperiod's, since it is sent once per both.
+pub(crate) fn sla_notice(
+    key: &FlowKey,
+    run: &RecordId,
+    mode: RunMode,
+    deadline: DateTime<Utc>,
+    config: &NotifyConfig,
+) -> Notice {
+    Notice {
+        event: NotifyEvent::SlaMiss.as_str(),
+        flow: key.flow_name.clone(),
+        timeperiod: key.timeperiod.to_string(),
+        idempotency_key: idempotency_key(NotifyEvent::SlaMiss, key, None),
+        run: Some(run.to_string()),
+        mode: Some(mode.as_str()),
+        state: Some(FlowState::InProgress.as_str()),
+        failed_steps: Vec::new(),
+        clusters_left_up: Vec::new(),
+        error: None,
+        url: viewer_link(config.viewer_url.as_deref(), key),
+        sla_deadline: Some(deadline.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
     }
 }
 

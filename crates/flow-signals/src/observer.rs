@@ -3,7 +3,8 @@
 //! wraps (the CLI's progress bar, the viewer's run registry).
 
 use crate::signal::{Emitter, RunEnd, Signal};
-use flow_core::{FlowKey, JobHandle, RunMode, StepState};
+use chrono::{DateTime, Utc};
+use flow_core::{FlowKey, JobHandle, RecordId, RunMode, StepState};
 use flow_engine::{DefinitionChange, EngineError, RunObserver, RunReport};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -70,6 +71,18 @@ impl RunObserver for SignalObserver {
     fn definition_changed(&self, flow: &FlowKey, change: &DefinitionChange) {
         if let Some(o) = &self.inner {
             o.definition_changed(flow, change);
+        }
+    }
+
+    fn sla_missed(&self, flow: &FlowKey, run: &RecordId, mode: RunMode, deadline: DateTime<Utc>) {
+        self.emitter.emit(Signal::SlaMissed {
+            flow: flow.clone(),
+            run: run.clone(),
+            mode,
+            deadline,
+        });
+        if let Some(o) = &self.inner {
+            o.sla_missed(flow, run, mode, deadline);
         }
     }
 

@@ -1,7 +1,8 @@
 //! [`Signal`]: what the engine, the store and the backends report, and
 //! [`Emitter`]: the bounded queue they report into without waiting.
 
-use flow_core::{FlowKey, RunMode, StepState};
+use chrono::{DateTime, Utc};
+use flow_core::{FlowKey, RecordId, RunMode, StepState};
 use flow_engine::RunReport;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -37,6 +38,18 @@ pub enum Signal {
     /// A run mode ended (also without a report: a lost lease, a store
     /// failure).
     RunFinished(Box<RunEnd>),
+    /// The flow's SLA passed with the run not ended (once per flow and
+    /// timeperiod).
+    SlaMissed {
+        /// The run's `[flow, timeperiod]`.
+        flow: FlowKey,
+        /// The run that noticed it.
+        run: RecordId,
+        /// Its mode.
+        mode: RunMode,
+        /// When the flow was due processed.
+        deadline: DateTime<Utc>,
+    },
     /// One request to a cloud API.
     CloudRequest {
         /// `emr`, `dataproc`, `gcs`, ...

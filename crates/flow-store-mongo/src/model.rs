@@ -147,6 +147,9 @@ pub struct FlowDoc {
     pub started_at: Option<DateValue>,
     /// The state's stored string, e.g. `state_processed`.
     pub state: String,
+    /// Ours: when the flow's SLA was missed for this timeperiod.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub sla_missed_at: Option<DateValue>,
     /// The processing timeperiod, `YYYYMMDDHH`.
     pub timeperiod: String,
 }
@@ -196,6 +199,7 @@ impl FlowDoc {
             start_timeperiod: r.start_timeperiod.to_string(),
             started_at: r.started_at.map(DateValue::of),
             state: r.state.as_str().to_string(),
+            sla_missed_at: r.sla_missed_at.map(DateValue::of),
             timeperiod: r.timeperiod.to_string(),
         })
     }
@@ -215,6 +219,7 @@ impl FlowDoc {
             started_at: opt_date(&self.started_at, "started_at")?,
             finished_at: opt_date(&self.finished_at, "finished_at")?,
             graph_hash: self.graph_hash.clone(),
+            sla_missed_at: opt_date(&self.sla_missed_at, "sla_missed_at")?,
         })
     }
 }

@@ -19,11 +19,12 @@
 //!
 //! What it is not: a shared store for engines on different machines (SQLite
 //! locking over network filesystems is unreliable; put the file on a local
-//! disk), or a general migration tool (it creates schema version 5, upgrades
-//! a version-1 to -4 file in place when it opens one, and refuses newer files).
+//! disk), or a general migration tool (it creates schema version 6, upgrades
+//! a version-1 to -5 file in place when it opens one, and refuses newer files).
 //!
-//! Schema (`PRAGMA user_version = 5`; version 3 added `job`, version 4
-//! `shared_cluster`, version 5 the Jobs' `depends_on_flows`): tables `flow` (unique on `flow_name,
+//! Schema (`PRAGMA user_version = 6`; version 3 added `job`, version 4
+//! `shared_cluster`, version 5 the Jobs' `depends_on_flows`, version 6
+//! `flow.sla_missed_at`): tables `flow` (unique on `flow_name,
 //! timeperiod`), `step` (unique on `flow_name, timeperiod, step_name`),
 //! `lease` (primary key `flow_name, timeperiod`; released leases keep their
 //! row with an empty owner, so fencing tokens only grow), `run` (one row per
@@ -406,29 +407,38 @@ fn setup(conn: &Connection, options: &SqliteOptions) -> Result<(), SetupError> {
     let script = match version {
         sql::SCHEMA_VERSION => return Ok(()),
         0 => format!(
-            "{}{}{}{}{}",
+            "{}{}{}{}{}{}",
             sql::SCHEMA,
             sql::SCHEMA_V2_TABLES,
             sql::SCHEMA_V3_TABLES,
             sql::SCHEMA_V4_TABLES,
-            sql::SCHEMA_V5_TABLES
+            sql::SCHEMA_V5_TABLES,
+            sql::SCHEMA_V6_COLUMNS
         ),
         1 => format!(
-            "{}{}{}{}{}",
+            "{}{}{}{}{}{}",
             sql::MIGRATE_V1_TO_V2,
             sql::SCHEMA_V2_TABLES,
             sql::SCHEMA_V3_TABLES,
             sql::SCHEMA_V4_TABLES,
-            sql::SCHEMA_V5_TABLES
+            sql::SCHEMA_V5_TABLES,
+            sql::SCHEMA_V6_COLUMNS
         ),
         2 => format!(
-            "{}{}{}",
+            "{}{}{}{}",
             sql::SCHEMA_V3_TABLES,
             sql::SCHEMA_V4_TABLES,
-            sql::SCHEMA_V5_TABLES
+            sql::SCHEMA_V5_TABLES,
+            sql::SCHEMA_V6_COLUMNS
         ),
-        3 => format!("{}{}", sql::SCHEMA_V4_TABLES, sql::SCHEMA_V5_TABLES),
-        4 => sql::SCHEMA_V5_TABLES.to_string(),
+        3 => format!(
+            "{}{}{}",
+            sql::SCHEMA_V4_TABLES,
+            sql::SCHEMA_V5_TABLES,
+            sql::SCHEMA_V6_COLUMNS
+        ),
+        4 => format!("{}{}", sql::SCHEMA_V5_TABLES, sql::SCHEMA_V6_COLUMNS),
+        5 => sql::SCHEMA_V6_COLUMNS.to_string(),
         newer => {
             return Err(SetupError::Refused(format!(
                 "schema version {newer} is newer than this build understands ({})",
@@ -461,6 +471,10 @@ fn setup(conn: &Connection, options: &SqliteOptions) -> Result<(), SetupError> {
                 "upgrading the schema from version 2"
             } else if version == 3 {
                 "upgrading the schema from version 3"
+            } else if version == 4 {
+                "upgrading the schema from version 4"
+            } else if version == 5 {
+                "upgrading the schema from version 5"
             } else {
                 "creating the schema"
             },

@@ -27,7 +27,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// The `user_version` this build writes and reads.
-pub(crate) const SCHEMA_VERSION: i64 = 5;
+pub(crate) const SCHEMA_VERSION: i64 = 6;
 
 /// Schema version 2, created from scratch.
 pub(crate) const SCHEMA: &str = "
@@ -164,6 +164,12 @@ pub(crate) const SCHEMA_V5_TABLES: &str = "
 ALTER TABLE job ADD COLUMN depends_on_flows TEXT NOT NULL DEFAULT '[]';
 ";
 
+/// What version 6 added: when a flow's SLA was missed (a column of its
+/// own, so Synergy-shaped rows without it read as never missed).
+pub(crate) const SCHEMA_V6_COLUMNS: &str = "
+ALTER TABLE flow ADD COLUMN sla_missed_at TEXT;
+";
+
 /// Upgrades a version-1 file in place (inside the caller's transaction).
 pub(crate) const MIGRATE_V1_TO_V2: &str = "
 ALTER TABLE flow  ADD COLUMN graph_hash   TEXT;
@@ -177,7 +183,7 @@ ALTER TABLE lease ADD COLUMN token        INTEGER NOT NULL DEFAULT 0;
 macro_rules! flow_columns {
     () => {
         "id, flow_name, timeperiod, start_timeperiod, end_timeperiod, state, run_mode, \
-         created_at, started_at, finished_at, graph_hash"
+         created_at, started_at, finished_at, graph_hash, sla_missed_at"
     };
 }
 
@@ -198,8 +204,8 @@ const LIST_FLOWS: &str = concat!(
 
 const UPSERT_FLOW: &str = "
 INSERT INTO flow (flow_name, timeperiod, start_timeperiod, end_timeperiod, state, run_mode,
-                  created_at, started_at, finished_at, graph_hash)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                  created_at, started_at, finished_at, graph_hash, sla_missed_at)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
 ON CONFLICT (flow_name, timeperiod) DO UPDATE SET
     start_timeperiod = excluded.start_timeperiod,
     end_timeperiod   = excluded.end_timeperiod,
@@ -208,7 +214,8 @@ ON CONFLICT (flow_name, timeperiod) DO UPDATE SET
     created_at       = excluded.created_at,
     started_at       = excluded.started_at,
     finished_at      = excluded.finished_at,
-    graph_hash       = excluded.graph_hash
+    graph_hash       = excluded.graph_hash,
+    sla_missed_at    = excluded.sla_missed_at
 RETURNING id";
 
 const UPSERT_STEP: &str = "
@@ -412,6 +419,7 @@ pub(crate) fn upsert_flow(conn: &Connection, flow: &FlowRecord) -> Result<FlowRe
             opt_timestamp(&flow.started_at),
             opt_timestamp(&flow.finished_at),
             flow.graph_hash,
+            opt_timestamp(&flow.sla_missed_at),
         ],
         |row| row.get(0),
     )?;
@@ -1141,6 +1149,7 @@ fn decode_flow(row: &Row<'_>) -> Result<FlowRecord, DbError> {
         started_at: f.opt_timestamp(8, "started_at")?,
         finished_at: f.opt_timestamp(9, "finished_at")?,
         graph_hash: f.opt_text(10, "graph_hash")?,
+        sla_missed_at: f.opt_timestamp(11, "sla_missed_at")?,
     })
 }
 

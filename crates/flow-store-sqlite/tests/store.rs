@@ -36,6 +36,7 @@ fn flow(name: &str, timeperiod: &str) -> FlowRecord {
         started_at: None,
         finished_at: None,
         graph_hash: None,
+        sla_missed_at: None,
     }
 }
 
@@ -890,13 +891,13 @@ fn open_refuses_a_newer_schema_and_foreign_tables() {
     let dir = Dir::new();
     drop(dir.open());
     dir.other_connection()
-        .execute_batch("PRAGMA user_version = 6")
+        .execute_batch("PRAGMA user_version = 7")
         .unwrap();
     let message = expect_open_error(
         &dir.db(),
         SqliteStore::open(&dir.db(), SqliteOptions::default()),
     );
-    assert!(message.contains("schema version 6"), "{message}");
+    assert!(message.contains("schema version 7"), "{message}");
 
     let path = dir.dir.path().join("foreign.db");
     rusqlite::Connection::open(&path)
@@ -924,7 +925,7 @@ async fn wal_is_on_and_the_schema_is_versioned() {
         let version: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(version, 5);
+        assert_eq!(version, 6);
         let tables: Vec<String> = conn
             .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
             .unwrap()
@@ -1131,16 +1132,19 @@ async fn a_version_1_file_is_upgraded_in_place() {
         .other_connection()
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 5);
+    assert_eq!(version, 6);
 }
 
-/// A version-2 file (before Jobs) gets the `job` table when opened.
+/// A version-2 file (before Jobs and SLA marks) gets the `job` table and
+/// the `sla_missed_at` column when opened.
 #[tokio::test]
 async fn a_version_2_file_is_upgraded_with_the_job_table() {
     let dir = Dir::new();
     drop(dir.open());
     dir.other_connection()
-        .execute_batch("DROP TABLE job; PRAGMA user_version = 2;")
+        .execute_batch(
+            "DROP TABLE job; ALTER TABLE flow DROP COLUMN sla_missed_at; PRAGMA user_version = 2;",
+        )
         .unwrap();
     let store = dir.open();
     let key = flow_core::JobKey::new("old", flow_core::TimeQualifier::Daily, tp(TP));
@@ -1153,7 +1157,7 @@ async fn a_version_2_file_is_upgraded_with_the_job_table() {
         .other_connection()
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 5);
+    assert_eq!(version, 6);
 }
 
 /// A version-4 file (Jobs without `depends_on_flows`) gets the column
@@ -1168,7 +1172,9 @@ async fn a_version_4_file_is_upgraded_with_the_jobs_upstreams() {
     store.create_job(&job).await.unwrap();
     drop(store);
     dir.other_connection()
-        .execute_batch("ALTER TABLE job DROP COLUMN depends_on_flows; PRAGMA user_version = 4;")
+        .execute_batch(
+            "ALTER TABLE job DROP COLUMN depends_on_flows; ALTER TABLE flow DROP COLUMN sla_missed_at; PRAGMA user_version = 4;",
+        )
         .unwrap();
     let store = dir.open();
     let read = store.get_job(&key).await.unwrap().unwrap();
@@ -1177,7 +1183,7 @@ async fn a_version_4_file_is_upgraded_with_the_jobs_upstreams() {
         .other_connection()
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 5);
+    assert_eq!(version, 6);
 }
 
 /// The database file and its WAL and shared-memory files are readable by

@@ -23,7 +23,7 @@ pub fn history(
         .map(|t| parse_timeperiod("timeperiod", t, flow.qualifier()))
         .transpose()?;
     let plan = backends::plan_store(&settings)?;
-    let runs: Vec<(RunRecord, RunStanding)> = if plan.exists() {
+    let runs: Vec<(RunRecord, RunStanding, Option<SlaMissed>)> = if plan.exists() {
         let store = plan.open()?;
         let failed = |e: flow_core::StoreError| CliError::failed(e.to_string());
         small_runtime()?.block_on(async {
@@ -38,6 +38,7 @@ pub fn history(
             // An open run is running only while its engine holds the
             // flow's lease: the rule the viewer applies too.
             let mut leases: HashMap<FlowKey, Option<LeaseInfo>> = HashMap::new();
+            let mut missed: HashMap<FlowKey, Option<SlaMissed>> = HashMap::new();
             let now = chrono::Utc::now();
             let mut standings = Vec::with_capacity(runs.len());
             for run in runs {
@@ -46,9 +47,18 @@ pub fn history(
                     let lease = store.get_lease(&key).await.map_err(failed)?;
                     leases.insert(key.clone(), lease);
                 }
+                if !missed.contains_key(&key) {
+                    let flow = store.get_flow(&key).await.map_err(failed)?;
+                    missed.insert(key.clone(), flow.and_then(|f| f.sla_missed_at));
+                }
                 let lease = leases.get(&key).and_then(Option::as_ref);
                 let standing = RunStanding::of(&run, lease, now, settings.lease_ttl());
-                standings.push((run, standing));
+                let sla = missed
+                    .get(&key)
+                    .copied()
+                    .flatten()
+                    .filter(|at| during(&run, *at));
+                standings.push((run, standing, sla));
             }
             Ok::<_, CliError>(standings)
         })?
@@ -57,11 +67,15 @@ pub fn history(
     };
     if json {
         let mut values = Vec::with_capacity(runs.len());
-        for (run, standing) in &runs {
+        for (run, standing, sla) in &runs {
             let mut value =
                 serde_json::to_value(run).map_err(|e| CliError::failed(e.to_string()))?;
             if let Some(fields) = value.as_object_mut() {
                 fields.insert("status".into(), standing.as_str().into());
+                fields.insert(
+                    "sla_missed_at".into(),
+                    serde_json::to_value(sla).map_err(|e| CliError::failed(e.to_string()))?,
+                );
             }
             values.push(value);
         }
@@ -82,8 +96,17 @@ pub fn history(
     Ok(Exit::Success)
 }
 
+/// When a flow's SLA was missed (the flow record's `sla_missed_at`).
+type SlaMissed = chrono::DateTime<chrono::Utc>;
+
+/// Whether `at` falls in `run` (its start to its end, or now while open):
+/// the run the SLA miss is shown on.
+fn during(run: &RunRecord, at: SlaMissed) -> bool {
+    at >= run.started_at && run.finished_at.is_none_or(|end| at <= end)
+}
+
 /// The runs as a table: id, timeperiod, mode, who, when, how it ended.
-fn history_table(runs: &[(RunRecord, RunStanding)]) -> String {
+fn history_table(runs: &[(RunRecord, RunStanding, Option<SlaMissed>)]) -> String {
     let mut rows = vec![[
         "run",
         "timeperiod",
@@ -98,15 +121,18 @@ fn history_table(runs: &[(RunRecord, RunStanding)]) -> String {
     ]
     .map(String::from)
     .to_vec()];
-    for (r, standing) in runs {
+    for (r, standing, sla) in runs {
         let mode = match &r.target {
             Some(step) => format!("{} {step}", r.mode),
             None => r.mode.to_string(),
         };
-        let outcome = match r.outcome {
+        let mut outcome = match r.outcome {
             Some(state) => state.to_string(),
             None => standing.as_str().to_string(),
         };
+        if sla.is_some() {
+            outcome.push_str(" (SLA missed)");
+        }
         rows.push(vec![
             r.id.as_ref()
                 .map_or_else(|| "-".into(), ToString::to_string),

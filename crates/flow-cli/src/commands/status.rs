@@ -127,6 +127,13 @@ fn print_run(flow: &FlowRecord, steps: &[StepRecord]) {
                 "  duration".into(),
                 duration_text(flow.started_at, flow.finished_at)
             ],
+            vec![
+                "  sla".into(),
+                match flow.sla_missed_at {
+                    Some(at) => format!("missed ({})", format_time(Some(at))),
+                    None => "-".into(),
+                }
+            ],
         ])
     );
     if steps.is_empty() {
@@ -180,6 +187,7 @@ fn print_runs(runs: &[FlowRecord], json: bool) -> Result<(), CliError> {
         "started",
         "finished",
         "duration",
+        "sla",
     ]
     .map(String::from)
     .to_vec()];
@@ -191,6 +199,11 @@ fn print_runs(runs: &[FlowRecord], json: bool) -> Result<(), CliError> {
             format_time(r.started_at),
             format_time(r.finished_at),
             duration_text(r.started_at, r.finished_at),
+            if r.sla_missed_at.is_some() {
+                "missed".into()
+            } else {
+                "-".into()
+            },
         ]);
     }
     out!("{}", table(&rows));

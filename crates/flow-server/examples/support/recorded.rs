@@ -61,6 +61,7 @@ pub async fn record_run(
         started_at: Some(now),
         finished_at: finished,
         graph_hash: None,
+        sla_missed_at: None,
     };
     let run = RunRecord {
         id: None,

@@ -167,6 +167,7 @@ pub fn flow_record(key: &FlowKey, state: FlowState, t: i64) -> FlowRecord {
         started_at: Some(at(t + 1)),
         finished_at: None,
         graph_hash: Some("sha256:0f3a".into()),
+        sla_missed_at: Some(at(t + 3)),
     }
 }
 
