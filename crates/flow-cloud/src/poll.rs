@@ -52,8 +52,8 @@ pub trait JobSource: Send + Sync + 'static {
     fn phase(&self, status: &Self::Status) -> Phase;
 
     /// True when the source can tell whether the jobs' cluster has ended
-    /// ([`JobSource::cluster_ended`]); then every
-    /// [`CLUSTER_CHECK_EVERY`]th tick asks that instead of the jobs.
+    /// ([`JobSource::cluster_ended`]); then the cluster is asked about every
+    /// [`CLUSTER_CHECK_EVERY`] ticks (see there for how).
     fn checks_cluster(&self) -> bool {
         false
     }
@@ -67,10 +67,23 @@ pub trait JobSource: Send + Sync + 'static {
 }
 
 /// Every this many ticks, a poller whose source
-/// [`checks_cluster`](JobSource::checks_cluster) asks about the cluster
-/// instead of its jobs: a job whose cluster died is failed within ten
-/// ticks, and a tick is still one request (at the 1 s floor, at most one
-/// request a second per cluster).
+/// [`checks_cluster`](JobSource::checks_cluster) asks about the cluster too:
+/// a job whose cluster died is failed within ten ticks (twenty when the
+/// settings leave no room, below), without a job's end noticed later than
+/// `cap` or more than one request per `floor` on average. Neither API can
+/// say both in one request (EMR's `ListSteps` and Dataproc's `jobs.list`
+/// carry no cluster state), so the tick takes the first way that keeps both
+/// bounds:
+/// 1. **in addition**: the cluster request, then the jobs' as usual, when
+///    the requests since the last cluster check, these two included, fit
+///    in one per `floor` of the time since then (jobs backing off leave
+///    room);
+/// 2. **instead of the jobs**: when the jobs' next request, one interval
+///    later, still comes within `cap` of their last one (jobs polled at the
+///    floor: two floors apart, 2 s of the 3 s cap by default);
+/// 3. else the check waits for the next tick, and takes the jobs' turn
+///    once [`CLUSTER_CHECK_EVERY`] ticks overdue (only where `cap` is under
+///    two floors).
 pub const CLUSTER_CHECK_EVERY: u64 = 10;
 
 /// How often to ask and for how long.
@@ -207,8 +220,24 @@ struct State<S: JobSource> {
     driver_running: bool,
     last_tick: Option<Duration>,
     failed_requests: u32,
-    /// Ticks so far: every [`CLUSTER_CHECK_EVERY`]th asks about the cluster.
+    /// Ticks since the cluster was last asked about (or the poller began):
+    /// at [`CLUSTER_CHECK_EVERY`] a check is due.
     ticks: u64,
+    /// When the jobs were last asked about (`None`: not since the driver
+    /// started).
+    last_jobs_request: Option<Duration>,
+    /// The request budget's window: since the last cluster check or the
+    /// driver's start, and the requests made in it.
+    window_start: Duration,
+    window_requests: u64,
+}
+
+/// What one tick asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TickPlan {
+    Jobs,
+    ClusterThenJobs,
+    ClusterOnly,
 }
 
 struct PollerCore<S: JobSource> {
@@ -259,6 +288,9 @@ impl<S: JobSource> Poller<S> {
                     last_tick: None,
                     failed_requests: 0,
                     ticks: 0,
+                    last_jobs_request: None,
+                    window_start: Duration::ZERO,
+                    window_requests: 0,
                 }),
                 wake: Notify::new(),
                 requests: AtomicU64::new(0),
@@ -317,6 +349,9 @@ impl<S: JobSource> Poller<S> {
                 });
             if !state.driver_running {
                 state.driver_running = true;
+                state.last_jobs_request = None;
+                state.window_start = now;
+                state.window_requests = 0;
                 tokio::spawn(drive(self.shared.clone()));
             }
         }
@@ -380,7 +415,7 @@ async fn drive<S: JobSource>(shared: Arc<PollerCore<S>>) {
             }
         }
         let now = shared.clock.now();
-        let (ids, check_cluster) = {
+        let (ids, plan) = {
             let mut state = shared.lock();
             expire(&mut state, now);
             prune(&mut state);
@@ -388,15 +423,27 @@ async fn drive<S: JobSource>(shared: Arc<PollerCore<S>>) {
                 Some(tick) if tick <= now => {
                     state.last_tick = Some(now);
                     state.ticks += 1;
-                    let check = shared.source.checks_cluster()
-                        && state.ticks.is_multiple_of(CLUSTER_CHECK_EVERY);
-                    (state.jobs.keys().cloned().collect::<Vec<_>>(), check)
+                    let plan = if shared.source.checks_cluster() {
+                        plan_tick(&state, &shared.config, now)
+                    } else {
+                        TickPlan::Jobs
+                    };
+                    if plan != TickPlan::Jobs {
+                        state.ticks = 0;
+                        state.window_start = now;
+                        state.window_requests = 0;
+                    }
+                    if plan != TickPlan::ClusterOnly {
+                        state.last_jobs_request = Some(now);
+                        state.window_requests += 1;
+                    }
+                    (state.jobs.keys().cloned().collect::<Vec<_>>(), plan)
                 }
                 _ => continue,
             }
         };
-        shared.requests.fetch_add(1, Ordering::SeqCst);
-        if check_cluster {
+        if plan != TickPlan::Jobs {
+            shared.requests.fetch_add(1, Ordering::SeqCst);
             match shared.source.cluster_ended().await {
                 Ok(Some(reason)) => {
                     let mut state = shared.lock();
@@ -408,15 +455,50 @@ async fn drive<S: JobSource>(shared: Arc<PollerCore<S>>) {
                             })
                         });
                     }
+                    continue;
                 }
                 Ok(None) => {}
                 Err(e) => tracing::warn!("cluster status request failed: {e}"),
             }
-            continue;
+            if plan == TickPlan::ClusterOnly {
+                continue;
+            }
         }
+        shared.requests.fetch_add(1, Ordering::SeqCst);
         let answer = shared.source.statuses(&ids).await;
         let mut state = shared.lock();
         settle(&shared, &mut state, &ids, answer, now);
+    }
+}
+
+/// Whether this tick asks about the cluster, and how
+/// ([`CLUSTER_CHECK_EVERY`]); `state.ticks` counts this tick already.
+fn plan_tick<S: JobSource>(state: &State<S>, config: &PollConfig, now: Duration) -> TickPlan {
+    if state.ticks < CLUSTER_CHECK_EVERY {
+        return TickPlan::Jobs;
+    }
+    let floor = config.floor.max(Duration::from_millis(1));
+    let window = now.saturating_sub(state.window_start);
+    // This tick's two requests on top of the window's.
+    let requests = state.window_requests + 2;
+    if floor.saturating_mul(u32::try_from(requests).unwrap_or(u32::MAX)) <= window {
+        return TickPlan::ClusterThenJobs;
+    }
+    let last_jobs = state
+        .last_jobs_request
+        .unwrap_or_else(|| state.jobs.values().map(|w| w.since).min().unwrap_or(now));
+    let next_interval = state
+        .jobs
+        .values()
+        .map(|w| w.interval)
+        .min()
+        .unwrap_or(floor)
+        .max(floor);
+    let gap = now.saturating_sub(last_jobs) + next_interval;
+    if gap <= config.cap.max(floor) || state.ticks >= 2 * CLUSTER_CHECK_EVERY {
+        TickPlan::ClusterOnly
+    } else {
+        TickPlan::Jobs
     }
 }
 

@@ -358,3 +358,50 @@ async fn a_job_whose_cluster_ends_fails_within_ten_ticks_at_one_request_per_tick
     assert_eq!(poller.requests(), 20);
     assert_eq!(poller.source().jobs.asked().len(), 18);
 }
+
+/// The cluster check never makes a job's end noticed later than the cap,
+/// nor the requests more than one per floor on average: with the default
+/// settings (1 s floor, 3 s cap after a minute), jobs of many lengths, each
+/// ending at another phase of the ticks and of the checks.
+#[tokio::test(start_paused = true)]
+async fn the_cluster_check_keeps_every_notice_within_the_cap_at_one_request_per_floor() {
+    let config = PollConfig::default();
+    let mut delays = Vec::new();
+    for length in (3..=240).step_by(7) {
+        let clock: Arc<dyn Clock> = Arc::new(TokioClock::new());
+        let source = DyingCluster {
+            jobs: Script::new(clock.clone()),
+            ends_at: secs(1_000_000),
+            cluster_asks: Mutex::new(Vec::new()),
+        };
+        let started = clock.now();
+        source
+            .jobs
+            .job("a", (started + secs(length)).as_secs(), "COMPLETED");
+        let poller = Poller::new(source, config, clock.clone());
+        let finished = poller.wait("a".to_string()).await.unwrap();
+        assert_eq!(finished.outcome, Outcome::Succeeded);
+        let waited = clock.now() - started;
+        let delay = waited - secs(length);
+        assert!(
+            delay <= config.cap,
+            "a {length} s job noticed {delay:?} late"
+        );
+        let asks = poller.source().cluster_asks.lock().unwrap().len() as u64;
+        let jobs = poller.source().jobs.asked().len() as u64;
+        assert_eq!(poller.requests(), asks + jobs);
+        assert!(
+            poller.requests() <= waited.as_secs(),
+            "{} requests in {waited:?}",
+            poller.requests()
+        );
+        // The cluster is asked about at least every twenty ticks.
+        assert!(
+            asks >= jobs / 20,
+            "{asks} cluster checks for {jobs} job requests"
+        );
+        delays.push(delay);
+    }
+    delays.sort();
+    assert!(delays[delays.len() / 2] <= secs(2), "{delays:?}");
+}

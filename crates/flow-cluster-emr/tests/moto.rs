@@ -878,8 +878,9 @@ async fn polling_costs_one_list_steps_per_tick_for_all_steps_on_emr_moto() {
     let mut waits = spawn_waits(&cluster, &handles, "poll");
     clock.wait_for_sleepers(1).await;
     // Every request of the polling: ListSteps and, every 10th tick,
-    // DescribeCluster (asked instead of the steps, to notice the cluster
-    // ending under them).
+    // DescribeCluster (to notice the cluster ending under them; instead of
+    // the steps while they are polled at the floor, in addition once they
+    // back off).
     let requests = || moto.count(&cid, "ListSteps") + moto.count(&cid, "DescribeCluster");
     let base = requests();
     let tick = |seconds: u64| {
@@ -910,31 +911,63 @@ async fn polling_costs_one_list_steps_per_tick_for_all_steps_on_emr_moto() {
     assert_eq!(requests() - base, 11);
 
     // Long steps back off to the cap: from 60 s to 180 s, at most one
-    // request per 5 s once grown (plus the growing ticks).
+    // ListSteps per 5 s once grown (plus the growing ticks), and a
+    // DescribeCluster every tenth tick on top.
     tick(49).await;
     let at_60 = requests();
+    let checks_at_60 = moto.count(&cid, "DescribeCluster");
     tick(120).await;
     let grown = requests() - at_60;
+    let checks = moto.count(&cid, "DescribeCluster") - checks_at_60;
     assert!(
-        (24..=30).contains(&grown),
-        "{grown} requests in 120 s of long steps"
+        (24..=32).contains(&grown) && (2..=3).contains(&checks),
+        "{grown} requests ({checks} DescribeCluster) in 120 s of long steps"
     );
+    // Every tick from now on ends in the same place: the steps end just
+    // after a ListSteps, and the next ListSteps notices them within the cap
+    // (5 s), also when a tick in between asks about the cluster.
+    for _ in 0..12 {
+        let list_steps = moto.count(&cid, "ListSteps");
+        let mut waited = 0;
+        while moto.count(&cid, "ListSteps") == list_steps {
+            clock.advance(Duration::from_secs(1));
+            clock.wait_for_sleepers(1).await;
+            waited += 1;
+            assert!(waited <= 5, "no ListSteps for {waited} s at a 5 s cap");
+        }
+    }
     let (_, second) = ids(&handles[1]);
     let (_, third) = ids(&handles[2]);
     moto.set_step(&cid, &second, "COMPLETED");
     moto.set_step(&cid, &third, "COMPLETED");
-    // At the cap, the next tick is at most 5 s away; after it nothing is
-    // watched and the poller stops.
-    let before = requests();
-    clock.advance(Duration::from_secs(5));
+    // At the cap, the next ListSteps is at most 5 s away; after it nothing
+    // is watched and the poller stops.
+    let before = moto.count(&cid, "ListSteps");
+    let mut waited = 0;
+    while moto.count(&cid, "ListSteps") == before {
+        assert!(waited < 5, "no ListSteps within the 5 s cap");
+        clock.advance(Duration::from_secs(1));
+        waited += 1;
+        // The tick's request is made once the poller sleeps again or ends.
+        for _ in 0..3000 {
+            if clock.sleeping() > 0 || moto.count(&cid, "ListSteps") > before {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
     for wait in waits {
         tokio::time::timeout(Duration::from_secs(30), wait)
             .await
-            .expect("noticed at the next tick")
+            .expect("noticed at the next ListSteps")
             .unwrap()
             .unwrap();
     }
-    assert_eq!(requests(), before + 1, "one request for both steps");
+    assert_eq!(
+        moto.count(&cid, "ListSteps"),
+        before + 1,
+        "one request for both steps"
+    );
     cluster.terminate().await.unwrap();
 }
 
