@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use support::{step_states, text};
+use support::{days, exit_codes, step_states, text, wait_until};
 
 const TP: &str = "2026112800";
 
@@ -160,12 +160,7 @@ cancel_grace = "5s"
     }
 
     fn spawn(&self, args: &[&str]) -> Child {
-        self.home
-            .command(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap()
+        self.home.spawn(args)
     }
 
     /// The test's EMR clusters: `(id, state)`.
@@ -185,16 +180,12 @@ cancel_grace = "5s"
     /// Waits until one of the test's clusters has a RUNNING step; returns
     /// the cluster id.
     fn wait_for_running_step(&self) -> String {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            for (id, _) in self.clusters() {
-                if self.moto.steps(&id).iter().any(|s| s["state"] == "RUNNING") {
-                    return id;
-                }
-            }
-            assert!(Instant::now() < deadline, "no EMR step started");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_until("an EMR step running", || {
+            self.clusters()
+                .into_iter()
+                .map(|(id, _)| id)
+                .find(|id| self.moto.steps(id).iter().any(|s| s["state"] == "RUNNING"))
+        })
     }
 
     /// `recover` until it is accepted (the killed run's lease must turn
@@ -801,8 +792,7 @@ fn run_stops_the_step_of_a_killed_engine_before_starting_anything_on_emr_moto() 
 
 /// Waits until `cid` has `n` steps that are RUNNING or PENDING.
 fn wait_for_steps(emr: &Emr, cid: &str, n: usize) -> Vec<String> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
+    wait_until(&format!("{n} live steps on {cid}"), || {
         let live: Vec<String> = emr
             .moto
             .steps(cid)
@@ -810,16 +800,8 @@ fn wait_for_steps(emr: &Emr, cid: &str, n: usize) -> Vec<String> {
             .filter(|s| s["state"] == "RUNNING" || s["state"] == "PENDING")
             .map(|s| s["id"].as_str().unwrap().to_string())
             .collect();
-        if live.len() >= n {
-            return live;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{cid} never had {n} live steps: {:?}",
-            emr.moto.steps(cid)
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        (live.len() >= n).then_some(live)
+    })
 }
 
 #[test]
@@ -846,10 +828,8 @@ fn two_overlapping_runs_share_one_cluster_terminated_once_after_the_last_on_emr_
     let other = steps.iter().find(|s| **s != first_step).unwrap();
     emr.moto.set_step(&cid, other, "COMPLETED");
     assert_eq!(second.wait().unwrap().code(), Some(0));
-    for timeperiod in ["2026112800", "2026112900"] {
-        let status = emr.home.status_json("emr_long", timeperiod);
-        assert_eq!(status["flow"]["state"], "state_processed", "{status}");
-    }
+    emr.home
+        .assert_processed("emr_long", &["2026112800".into(), "2026112900".into()]);
     assert_eq!(emr.clusters(), [(cid.clone(), "TERMINATED".to_string())]);
     assert_eq!(
         emr.moto.count(&cid, "TerminateJobFlows"),
@@ -870,38 +850,23 @@ fn twelve_concurrent_runs_launch_one_cluster_on_emr_moto() {
     let emr = Emr::new("twelve");
     emr.home.write("long.toml", LONG);
     let driver = Driver::start(&emr.moto, &emr.name);
-    let mut runs: Vec<Child> = (1..=12)
-        .map(|day| {
-            emr.spawn(&[
-                "run",
-                "long.toml",
-                "--timeperiod",
-                &format!("202612{day:02}00"),
-            ])
-        })
-        .collect();
+    let days = days(12);
+    let runs = emr.home.spawn_runs("long.toml", &days);
     // Every run's step is held until all twelve runs have one: they all
     // overlap, whatever the machine's load.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
+    wait_until("12 steps added", || {
         let steps: usize = emr
             .clusters()
             .iter()
             .map(|(id, _)| emr.moto.steps(id).len())
             .sum();
-        if steps == 12 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "only {steps} of 12 steps were added"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+        (steps == 12).then_some(())
+    });
     driver.set(Mode::Complete);
-    let codes: Vec<Option<i32>> = runs.iter_mut().map(|r| r.wait().unwrap().code()).collect();
+    let codes = exit_codes(runs);
     drop(driver);
     assert_eq!(codes, vec![Some(0); 12]);
+    emr.home.assert_processed("emr_long", &days);
     let clusters = emr.clusters();
     assert_eq!(clusters.len(), 1, "twelve runs, one launch: {clusters:?}");
     let cid = &clusters[0].0;

@@ -8,6 +8,8 @@
 #![allow(dead_code)]
 
 pub mod fakes;
+mod runs;
+pub use runs::{days, exit_codes, wait_until};
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
