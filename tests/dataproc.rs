@@ -628,7 +628,7 @@ main = {{ action = "spark", application = "jobs/count.py", conf = {{ "fake.run_f
     );
     let days = days(2);
     let mut runs = home.spawn_runs("long.toml", &days).into_iter();
-    let (mut first, second) = (runs.next().unwrap(), runs.next().unwrap());
+    let (first, second) = (runs.next().unwrap(), runs.next().unwrap());
     // Both jobs run, each on a cluster of its own.
     let jobs = home.wait_for_running_jobs(2);
     let clusters = home.job_clusters();

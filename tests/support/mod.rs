@@ -9,6 +9,8 @@
 
 pub mod fakes;
 mod runs;
+// Not every test file uses them.
+#[allow(unused_imports)]
 pub use runs::{days, exit_codes, wait_until};
 
 use std::io::{BufRead, BufReader};
