@@ -1859,8 +1859,10 @@ fn serve_refuses_tokens_no_request_can_carry() {
 /// `/metrics` scraped by Debian's real Prometheus (started by xtask on a
 /// loopback port, with a file-based target list this test adds
 /// `flow serve` to): after a run over HTTP, Prometheus's query API answers
-/// the run, step and store-write series with this run's figures, and
-/// `promtool check metrics` accepts the classic exposition.
+/// the run, step and store-write series with this run's figures, and the
+/// timetable's series (Jobs per state, retries, due-to-start delays) with
+/// the Jobs a `flow schedule` process made; `promtool check metrics`
+/// accepts the classic exposition.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs Prometheus and promtool: run by cargo xtask test"]
 async fn metrics_are_scraped_and_linted_on_prometheus() {
@@ -1870,7 +1872,11 @@ async fn metrics_are_scraped_and_linted_on_prometheus() {
     let promtool = std::env::var("FLOW_PROMTOOL").expect("FLOW_PROMTOOL");
     let home = Home::new();
     home.write("chain.toml", CHAIN);
-    let s = Served::start(&home, &["chain.toml"], &[]);
+    // Jobs made by `flow schedule` in another process, before the server.
+    support::timetable::make(&home, &support::timetable::days());
+    let mut files = vec!["chain.toml"];
+    files.extend(support::timetable::FILES);
+    let s = Served::start(&home, &files, &[]);
     let c = client();
     run_to_end(&c, &s, "chain", "run", json!({})).await;
 
@@ -1902,8 +1908,37 @@ async fn metrics_are_scraped_and_linted_on_prometheus() {
         "flow_runs_running{flow=\"chain\"} 0",
         "flow_store_write_duration_seconds_count{call=\"save_step\"}",
         "flow_signals_dropped_total 0",
+        // The timetable's, read from the store at the scrape.
+        "flow_jobs{flow=\"load\",state=\"state_processed\"} 2",
+        "flow_jobs{flow=\"load\",state=\"failed\"} 2",
+        "flow_jobs{flow=\"load\",state=\"state_skipped\"} 0",
+        "flow_jobs{flow=\"quiet\",state=\"state_noop\"} 4",
+        "flow_jobs{flow=\"after\",state=\"state_skipped\"} 1",
+        "flow_jobs{flow=\"after\",state=\"state_embryo\"} 1",
+        "flow_jobs{flow=\"after\",state=\"state_in_progress\"} 0",
+        "flow_job_retries{flow=\"load\"} 2",
+        "flow_job_retries{flow=\"quiet\"} 0",
     ] {
         assert!(text.contains(series), "{series} missing from:\n{text}");
+    }
+    assert!(
+        !text.contains("flow_jobs{flow=\"chain\""),
+        "chain has no [schedule]:\n{text}"
+    );
+    // The newest started Job of each flow (yesterday's) was due at
+    // midnight and started during this test.
+    for flow in ["load", "quiet", "after"] {
+        let prefix = format!("flow_job_start_delay_seconds{{flow=\"{flow}\"}} ");
+        let delay: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("{prefix} missing from:\n{text}"))
+            .parse()
+            .unwrap();
+        assert!(
+            (0.0..86_400.0 + 3_600.0).contains(&delay),
+            "{prefix}{delay}"
+        );
     }
     let mut lint = std::process::Command::new(&promtool)
         .args(["check", "metrics"])
@@ -1979,6 +2014,18 @@ async fn metrics_are_scraped_and_linted_on_prometheus() {
         writes >= 4.0,
         "begin_run, a save_step per step, finish_run: {writes}"
     );
+    let failed = query(format!(
+        "flow_jobs{{flow_test=\"{job}\",flow=\"load\",state=\"failed\"}}"
+    ))
+    .await;
+    assert_eq!(failed.first().map(|s| &s["value"][1]), Some(&json!("2")));
+    let retries = query(format!("sum(flow_job_retries{{flow_test=\"{job}\"}})")).await;
+    assert_eq!(retries.first().map(|s| &s["value"][1]), Some(&json!("2")));
+    let delays = query(format!(
+        "flow_job_start_delay_seconds{{flow_test=\"{job}\"}}"
+    ))
+    .await;
+    assert_eq!(delays.len(), 3, "{delays:?}");
     // Prometheus kept what it parsed: the scrape itself succeeded.
     let up = query(format!("up{{flow_test=\"{job}\"}}")).await;
     assert_eq!(up[0]["value"][1], "1");
@@ -2034,4 +2081,149 @@ async fn the_run_that_missed_its_sla_is_marked() {
         .collect();
     assert!(marked.contains(&("late", true)), "{list}");
     assert!(marked.contains(&("prompt", false)), "{list}");
+}
+
+/// The Jobs page's API: a `flow schedule` process made the timetable; the
+/// viewer reads it from the store, newest periods first, with the given-up
+/// Jobs marked failed as `flow jobs` shows them, each Job's run the one
+/// its flow page lists, paged back by `before`, bad parameters refused
+/// (400 naming them) and a foreign Host refused like every path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_jobs_api_shows_the_timetable_newest_first_and_pages_back() {
+    let home = Home::new();
+    let days = support::timetable::days();
+    support::timetable::make(&home, &days);
+    home.write("chain.toml", CHAIN);
+    let mut files = vec!["chain.toml"];
+    files.extend(support::timetable::FILES);
+    let s = Served::start(&home, &files, &[]);
+    let c = client();
+
+    let (status, v) = get(&c, &s.url("/api/jobs")).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["periods"], 24);
+    assert_eq!(v["older"], Value::Null);
+    // Only the scheduled flows, by name.
+    let names: Vec<&str> = v["flows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["after", "load", "quiet"]);
+    let flows = [&v["flows"][1], &v["flows"][2], &v["flows"][0]];
+    let cells = |flow: &Value| -> Vec<(String, String, bool, u64)> {
+        flow["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|j| {
+                (
+                    j["timeperiod"].as_str().unwrap().to_string(),
+                    j["state"].as_str().unwrap().to_string(),
+                    j["given_up"].as_bool().unwrap(),
+                    j["number_of_failures"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let newest_first: Vec<String> = days.iter().rev().cloned().collect();
+    let row = |states: [(&str, bool, u64); 4]| -> Vec<(String, String, bool, u64)> {
+        newest_first
+            .iter()
+            .zip(states)
+            .map(|(d, (s, g, n))| (d.clone(), s.to_string(), g, n))
+            .collect()
+    };
+    assert_eq!(
+        cells(flows[0]),
+        row([
+            ("state_processed", false, 0),
+            ("state_skipped", true, 2),
+            ("state_skipped", true, 2),
+            ("state_processed", false, 0),
+        ])
+    );
+    assert_eq!(cells(flows[1]), row([("state_noop", false, 0); 4]));
+    assert_eq!(
+        cells(flows[2]),
+        row([
+            ("state_processed", false, 0),
+            ("state_embryo", false, 0),
+            ("state_skipped", false, 0),
+            ("state_processed", false, 0),
+        ])
+    );
+    let given_up = &flows[0]["jobs"][1];
+    assert!(
+        given_up["shown"]
+            .as_str()
+            .unwrap()
+            .starts_with("failed (state_skipped after 2 failed runs)"),
+        "{given_up}"
+    );
+    assert!(given_up["due_at"].is_string() && given_up["started_at"].is_string());
+    assert_eq!(
+        flows[2]["jobs"][1]["run"],
+        Value::Null,
+        "an embryo has no run"
+    );
+    // Each cell's run is the newest run its flow page lists.
+    for (flow, cell) in [(flows[0], 0), (flows[0], 1), (flows[1], 3)] {
+        let job = &flow["jobs"][cell];
+        let (status, runs) = get(
+            &c,
+            &s.url(&format!(
+                "/api/flows/{}/{}/runs",
+                flow["name"].as_str().unwrap(),
+                job["timeperiod"].as_str().unwrap()
+            )),
+        )
+        .await;
+        assert_eq!(status, 200, "{runs}");
+        assert_eq!(runs["runs"][0]["id"], job["run"], "{job} {runs}");
+    }
+
+    // Two periods a page, then the page before.
+    let (_, page) = get(&c, &s.url("/api/jobs?periods=2")).await;
+    assert!(page["flows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|f| f["more"] == true && f["jobs"].as_array().unwrap().len() == 2));
+    assert_eq!(page["older"], json!(days[2]));
+    let (_, back) = get(
+        &c,
+        &s.url(&format!("/api/jobs?periods=2&before={}", days[2])),
+    )
+    .await;
+    assert_eq!(back["before"], json!(days[2]));
+    assert_eq!(back["older"], Value::Null);
+    // `load`, as every flow here.
+    let tps: Vec<&str> = back["flows"][1]["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["timeperiod"].as_str().unwrap())
+        .collect();
+    assert_eq!(tps, [days[1].as_str(), days[0].as_str()]);
+    assert_eq!(back["flows"][1]["more"], false);
+
+    for (query, names) in [
+        ("periods=0", "periods"),
+        ("periods=201", "periods"),
+        ("before=2026x", "before"),
+        ("flow=load", "flow"),
+    ] {
+        let (status, v) = get(&c, &s.url(&format!("/api/jobs?{query}"))).await;
+        assert_eq!(status, 400, "{query}: {v}");
+        assert!(v["error"].as_str().unwrap().contains(names), "{query}: {v}");
+    }
+    let r = c
+        .get(s.url("/api/jobs"))
+        .header("host", "rebound.example:80")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "a foreign Host (DNS rebinding) is refused");
 }

@@ -51,35 +51,40 @@ fn env_path(name: &str) -> PathBuf {
     }))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs chromium and chromedriver: run through `cargo xtask test`"]
-async fn the_flow_page_runs_fails_and_recovers_in_chromium() {
-    let chromium = env_path("FLOW_CHROMIUM");
-    let chromedriver = env_path("FLOW_CHROMEDRIVER");
-    let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("serve_browser");
-    std::fs::create_dir_all(&shots).unwrap();
-
-    // The flaky example: `load` fails until out/flaky/TP/ready exists.
-    let home = Home::new();
-    let flaky = std::fs::read_to_string(support::repo_root().join("examples/flaky.toml")).unwrap();
-    home.write("flaky.toml", &flaky);
+/// `flow serve` on a free loopback port in `home`, showing `files`, and
+/// its base URL.
+fn serve(home: &Home, files: &[&str]) -> (Killed, String) {
+    let mut args = vec!["serve", "--bind", "127.0.0.1:0"];
+    args.extend_from_slice(files);
     let mut serve = home
-        .command(&["serve", "--bind", "127.0.0.1:0", "flaky.toml"])
+        .command(&args)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let line = support::first_stdout_line(&mut serve);
-    let _serve = Killed(serve, false);
     let base = line
         .split_whitespace()
         .find(|w| w.starts_with("http://"))
         .unwrap_or_else(|| panic!("flow serve did not start: {line}"))
         .trim_end_matches('/')
         .to_string();
+    (Killed(serve, false), base)
+}
 
+/// Headless Chromium driven through chromedriver, and what must live as
+/// long as it (the driver process, the profile directory).
+struct Browser {
+    client: fantoccini::Client,
+    _driver: Killed,
+    _profile: tempfile::TempDir,
+}
+
+async fn browser() -> Browser {
+    let chromium = env_path("FLOW_CHROMIUM");
+    let chromedriver = env_path("FLOW_CHROMEDRIVER");
     let port = free_port();
-    let _driver = Killed(
+    let driver = Killed(
         Command::new(&chromedriver)
             .arg(format!("--port={port}"))
             // Its own process group, so the browser it starts goes with it.
@@ -105,36 +110,59 @@ async fn the_flow_page_runs_fails_and_recovers_in_chromium() {
         }),
     );
     let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-    let mut client = None;
     for _ in 0..100 {
         match ClientBuilder::new(connector.clone())
             .capabilities(caps.clone())
             .connect(&format!("http://127.0.0.1:{port}"))
             .await
         {
-            Ok(c) => {
-                client = Some(c);
-                break;
+            Ok(client) => {
+                return Browser {
+                    client,
+                    _driver: driver,
+                    _profile: profile,
+                }
             }
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     }
-    let b = client.expect("chromedriver did not answer");
+    panic!("chromedriver did not answer");
+}
 
-    // Polls `script` (a JS expression) until it is true.
-    async fn until(b: &fantoccini::Client, script: &str, what: &str) {
-        for _ in 0..600 {
-            let v = b
-                .execute(&format!("return !!({script});"), vec![])
-                .await
-                .unwrap();
-            if v.as_bool() == Some(true) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+/// Where the screenshots go.
+fn shots() -> PathBuf {
+    let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("serve_browser");
+    std::fs::create_dir_all(&shots).unwrap();
+    shots
+}
+
+/// Polls `script` (a JS expression) until it is true.
+async fn until(b: &fantoccini::Client, script: &str, what: &str) {
+    for _ in 0..600 {
+        let v = b
+            .execute(&format!("return !!({script});"), vec![])
+            .await
+            .unwrap();
+        if v.as_bool() == Some(true) {
+            return;
         }
-        panic!("gave up waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    panic!("gave up waiting for {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs chromium and chromedriver: run through `cargo xtask test`"]
+async fn the_flow_page_runs_fails_and_recovers_in_chromium() {
+    let shots = shots();
+    // The flaky example: `load` fails until out/flaky/TP/ready exists.
+    let home = Home::new();
+    let flaky = std::fs::read_to_string(support::repo_root().join("examples/flaky.toml")).unwrap();
+    home.write("flaky.toml", &flaky);
+    let (_serve, base) = serve(&home, &["flaky.toml"]);
+    let browser = browser().await;
+    let b = &browser.client;
+
     async fn node_state(b: &fantoccini::Client, name: &str) -> String {
         b.execute(
             &format!("return document.querySelector('g.node[data-name=\"{name}\"]').getAttribute('class');"),
@@ -149,14 +177,14 @@ async fn the_flow_page_runs_fails_and_recovers_in_chromium() {
 
     // The flow page shows every node, before any run.
     b.goto(&format!("{base}/#/flows/flaky/{TP}")).await.unwrap();
-    until(&b, "document.body.dataset.ready === '1'", "the flow page").await;
+    until(b, "document.body.dataset.ready === '1'", "the flow page").await;
     let mut names = Vec::new();
     for node in b.find_all(Locator::Css("g.node")).await.unwrap() {
         assert!(node.is_displayed().await.unwrap());
         names.push(node.attr("data-name").await.unwrap().unwrap());
     }
     assert_eq!(names, ["start", "prepare", "load", "publish", "finish"]);
-    assert!(node_state(&b, "load").await.contains("st-none"));
+    assert!(node_state(b, "load").await.contains("st-none"));
 
     // Run with the button: the confirmation names the flow and timeperiod.
     b.find(Locator::Id("btn-run"))
@@ -180,19 +208,19 @@ async fn the_flow_page_runs_fails_and_recovers_in_chromium() {
         .await
         .unwrap();
     until(
-        &b,
+        b,
         "document.querySelector('g.node[data-name=\"load\"]').classList.contains('st-invalid')",
         "load to turn red",
     )
     .await;
     until(
-        &b,
+        b,
         "document.querySelector('#flow-state').dataset.state === 'state_invalid'",
         "the flow to be invalid",
     )
     .await;
-    assert!(node_state(&b, "prepare").await.contains("st-processed"));
-    assert!(node_state(&b, "publish").await.contains("st-embryo"));
+    assert!(node_state(b, "prepare").await.contains("st-processed"));
+    assert!(node_state(b, "publish").await.contains("st-embryo"));
     // The failed step's details and its log, from the page.
     b.find(Locator::Css("g.node[data-name=\"load\"]"))
         .await
@@ -200,16 +228,16 @@ async fn the_flow_page_runs_fails_and_recovers_in_chromium() {
         .click()
         .await
         .unwrap();
-    until(&b, "document.querySelector('#step-state') && document.querySelector('#step-state').dataset.state === 'state_invalid'", "load's details").await;
+    until(b, "document.querySelector('#step-state') && document.querySelector('#step-state').dataset.state === 'state_invalid'", "load's details").await;
     until(
-        &b,
+        b,
         "document.querySelector('#log').textContent.includes('ready is missing')",
         "load's log",
     )
     .await;
     // Its job handle, from the step record: the local cluster's job.
     until(
-        &b,
+        b,
         "document.querySelector('#step-job').textContent.includes('local-0') && document.querySelector('#step-job').textContent.includes('shell')",
         "load's job handle",
     )
@@ -247,21 +275,21 @@ async fn the_flow_page_runs_fails_and_recovers_in_chromium() {
         .await
         .unwrap();
     until(
-        &b,
+        b,
         "document.querySelector('#flow-state').dataset.state === 'state_processed'",
         "the flow to be processed",
     )
     .await;
     for step in ["prepare", "load", "publish", "finish"] {
         until(
-            &b,
+            b,
             &format!("document.querySelector('g.node[data-name=\"{step}\"]').classList.contains('st-processed')"),
             "every node processed",
         )
         .await;
     }
     until(
-        &b,
+        b,
         "document.querySelector('#log').textContent.includes('loading 2026112800')",
         "load's new log lines",
     )
@@ -271,5 +299,131 @@ async fn the_flow_page_runs_fails_and_recovers_in_chromium() {
         b.screenshot().await.unwrap(),
     )
     .unwrap();
-    b.close().await.unwrap();
+    b.clone().close().await.unwrap();
+}
+
+/// The Jobs page on a timetable `flow schedule` made: one cell per flow
+/// and period, coloured by the Job's state (the given-up Jobs as failed),
+/// each a link to its flow run's page, and paged back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs chromium and chromedriver: run through `cargo xtask test`"]
+async fn the_jobs_page_colours_the_timetable_in_chromium() {
+    let shots = shots();
+    let home = Home::new();
+    let days = support::timetable::days();
+    support::timetable::make(&home, &days);
+    let (_serve, base) = serve(&home, &support::timetable::FILES);
+    let browser = browser().await;
+    let b = &browser.client;
+
+    // From the flow list, the header's link.
+    b.goto(&format!("{base}/")).await.unwrap();
+    until(b, "document.body.dataset.ready === '1'", "the flow list").await;
+    b.find(Locator::Id("nav-jobs"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until(
+        b,
+        "location.hash === '#/jobs' && document.body.dataset.ready === '1'",
+        "the Jobs page",
+    )
+    .await;
+    let cells = b
+        .execute(
+            "return [...document.querySelectorAll('a.cell')].map((a) => [a.dataset.flow, a.dataset.tp,
+               a.dataset.state, getComputedStyle(a).backgroundColor, a.getAttribute('href')]);",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let cells: Vec<[String; 5]> = serde_json::from_value(cells).unwrap();
+    let colour = |state: &str| match state {
+        "processed" => "rgb(220, 252, 231)",
+        "failed" => "rgb(254, 202, 202)",
+        "noop" => "rgb(236, 252, 203)",
+        "embryo" => "rgb(243, 244, 246)",
+        "skipped" => "rgb(254, 249, 195)",
+        other => panic!("no colour expected for {other}"),
+    };
+    let mut want = Vec::new();
+    for (flow, states) in [
+        ("after", ["processed", "skipped", "embryo", "processed"]),
+        ("load", ["processed", "failed", "failed", "processed"]),
+        ("quiet", ["noop"; 4]),
+    ] {
+        // Columns newest first.
+        for (day, state) in days.iter().zip(states).rev() {
+            want.push([
+                flow.to_string(),
+                day.clone(),
+                state.to_string(),
+                colour(state).to_string(),
+                format!("#/flows/{flow}/{day}"),
+            ]);
+        }
+    }
+    assert_eq!(cells, want);
+    let columns = b
+        .execute(
+            "return document.querySelectorAll('table.jobs th.tp').length;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(columns, 4);
+    std::fs::write(shots.join("03-jobs.png"), b.screenshot().await.unwrap()).unwrap();
+
+    // A failed cell opens its flow run: the run that failed.
+    b.find(Locator::Css(&format!(
+        "a.cell[data-flow=\"load\"][data-tp=\"{}\"]",
+        days[2]
+    )))
+    .await
+    .unwrap()
+    .click()
+    .await
+    .unwrap();
+    until(
+        b,
+        &format!(
+            "location.hash === '#/flows/load/{}' && document.querySelector('#flow-state') \
+             && document.querySelector('#flow-state').dataset.state === 'state_invalid'",
+            days[2]
+        ),
+        "the failed Job's flow page",
+    )
+    .await;
+
+    // Two periods a page; the older page has the two before.
+    b.goto(&format!("{base}/#/jobs?periods=2")).await.unwrap();
+    until(
+        b,
+        "location.hash === '#/jobs?periods=2' && document.body.dataset.ready === '1' && document.querySelector('#j-older')",
+        "the first page of two periods",
+    )
+    .await;
+    b.find(Locator::Id("j-older"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until(
+        b,
+        "location.hash.startsWith('#/jobs?periods=2&before=') && document.body.dataset.ready === '1'",
+        "the older page",
+    )
+    .await;
+    let tps = b
+        .execute(
+            "return [...document.querySelectorAll('table.jobs th.tp')].map((th) => th.title);",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(tps, serde_json::json!([days[1], days[0]]));
+    b.clone().close().await.unwrap();
 }

@@ -338,3 +338,69 @@ pub fn text(out: &Output) -> String {
         stderr(out)
     )
 }
+
+/// A timetable made by `flow schedule` in a test's directory: three daily
+/// flows over the four days before today, and one Job skipped by hand.
+pub mod timetable {
+    use super::Home;
+
+    /// The flow files (`load` fails on the two middle days; `after` waits
+    /// for `load`'s day).
+    pub const FILES: [&str; 3] = ["load.toml", "quiet.toml", "after.toml"];
+
+    /// The four days the timetable covers, oldest first (`YYYYMMDD00`).
+    pub fn days() -> Vec<String> {
+        (1..=4)
+            .rev()
+            .map(|n| {
+                (chrono::Utc::now() - chrono::TimeDelta::days(n))
+                    .format("%Y%m%d00")
+                    .to_string()
+            })
+            .collect()
+    }
+
+    /// Writes the flows and runs `flow schedule` until it is caught up, then
+    /// `flow skip`s `after`'s third day. The Jobs then are: `load` processed
+    /// on days 0 and 3, failed (given up after one retry) on 1 and 2;
+    /// `quiet` noop on all four; `after` processed on 0 and 3, skipped on 1,
+    /// embryo (blocked by `load`) on 2.
+    pub fn make(home: &Home, days: &[String]) {
+        let schedule = |extra: &str| {
+            format!(
+                "[schedule]\nearliest_timeperiod = \"{}\"\nretry_limit = 1\nretry_delay = \"1s\"\n{extra}",
+                days[0]
+            )
+        };
+        home.write(
+            "load.toml",
+            &format!(
+                "name = \"load\"\ntime_qualifier = \"daily\"\n{}\n[[steps]]\nname = \"load\"\n\
+                 main = {{ action = \"shell\", command = \"test {{timeperiod}} != {} && test {{timeperiod}} != {}\" }}\n",
+                schedule(""),
+                days[1],
+                days[2]
+            ),
+        );
+        home.write(
+            "quiet.toml",
+            &format!(
+                "name = \"quiet\"\ntime_qualifier = \"daily\"\n{}\n[[steps]]\nname = \"idle\"\nmain = {{ action = \"noop\" }}\n",
+                schedule("")
+            ),
+        );
+        home.write(
+            "after.toml",
+            &format!(
+                "name = \"after\"\ntime_qualifier = \"daily\"\n{}\n[[steps]]\nname = \"report\"\n\
+                 main = {{ action = \"shell\", command = \"echo {{timeperiod}}\" }}\n",
+                schedule("depends_on_flows = [\"load\"]\n")
+            ),
+        );
+        let mut args = vec!["schedule"];
+        args.extend(FILES);
+        args.extend(["--until-caught-up", "--poll", "100ms"]);
+        home.expect(0, &args);
+        home.expect(0, &["skip", "after.toml", "--timeperiod", &days[1]]);
+    }
+}

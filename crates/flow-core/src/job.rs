@@ -10,6 +10,7 @@
 //! over after the lease's TTL.
 
 use crate::record::{FlowKey, RecordId};
+use crate::schedule::Schedule;
 use crate::state::{JobState, RunMode};
 use crate::timeperiod::{TimeQualifier, Timeperiod};
 use chrono::{DateTime, Utc};
@@ -109,6 +110,12 @@ pub struct TimetableJob {
     /// depends_on_flows` when the timetable last wrote the Job), so
     /// `flow reprocess --cascade` finds a flow's dependants in the store.
     pub depends_on_flows: Vec<String>,
+    /// Ours: when its period became due (closed, plus the flow's lag): the
+    /// start of the due-to-start delay.
+    pub due_at: Option<DateTime<Utc>>,
+    /// Ours: when its first managed run started (the end of the
+    /// due-to-start delay; retries leave it as it is).
+    pub started_at: Option<DateTime<Utc>>,
 }
 
 impl TimetableJob {
@@ -127,6 +134,8 @@ impl TimetableJob {
             not_before: None,
             updated_at: Some(now),
             depends_on_flows: Vec::new(),
+            due_at: None,
+            started_at: None,
         };
         job.log_event(now, "created");
         job
@@ -139,6 +148,37 @@ impl TimetableJob {
             self.time_qualifier,
             self.timeperiod,
         )
+    }
+
+    /// How long after its period became due its first managed run
+    /// started, once both are known.
+    pub fn start_delay(&self) -> Option<chrono::TimeDelta> {
+        Some(self.started_at? - self.due_at?)
+    }
+
+    /// True for a Job the garbage collector gave up on: `state_skipped`
+    /// after more failed runs than `schedule`'s retry limit (Synergy's way
+    /// of leaving it for a person; `flow jobs` and the viewer show it
+    /// failed).
+    pub fn given_up(&self, schedule: &Schedule) -> bool {
+        self.state == JobState::Skipped && self.number_of_failures > schedule.retry_limit
+    }
+
+    /// How `flow jobs` and the viewer show the Job's state: a Job given up
+    /// (see [`given_up`](Self::given_up)) as failed, one waiting for a
+    /// retry with its count.
+    pub fn shown_state(&self, schedule: &Schedule) -> String {
+        match self.state {
+            JobState::Skipped if self.given_up(schedule) => format!(
+                "failed (state_skipped after {} failed runs)",
+                self.number_of_failures
+            ),
+            JobState::InProgress if self.number_of_failures > 0 => format!(
+                "state_in_progress (retry {} of {})",
+                self.number_of_failures, schedule.retry_limit
+            ),
+            state => state.to_string(),
+        }
     }
 
     /// Appends `text` (stamped with `now`) to the event log, dropping the
@@ -170,6 +210,20 @@ pub struct JobQuery {
     pub limit: Option<usize>,
     /// Newest timeperiod first (where a timetable's cursor stands).
     pub newest_first: bool,
+}
+
+/// How many of a flow's Jobs are in one state with one
+/// `number_of_failures` ([`FlowStore::tally_jobs`](crate::FlowStore::tally_jobs)):
+/// enough for Jobs per state, given-up Jobs and retries, counted by the
+/// store without reading the Jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JobTally {
+    /// The Jobs' state.
+    pub state: JobState,
+    /// Their `number_of_failures`.
+    pub number_of_failures: u32,
+    /// How many Jobs.
+    pub jobs: u64,
 }
 
 #[cfg(test)]

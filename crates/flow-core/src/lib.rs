@@ -63,7 +63,7 @@ pub use context::{mask, secret_env_var, ExecutionContext, Secret, SettingValue, 
 pub use deferred::DeferredFilesystem;
 pub use filesystem::{normalize_key, Filesystem, FsError, KeyProblem};
 pub use graph::{FlowDefinition, FlowGraph, GraphError, StepDefinition};
-pub use job::{JobKey, JobQuery, TimetableJob};
+pub use job::{JobKey, JobQuery, JobTally, TimetableJob};
 pub use record::{
     ClusterRecord, ClusterState, FlowKey, FlowRecord, JobRecord, LogLevel, LogLine, RecordId,
     RollbackCause, RollbackRecord, RunRecord, RunStep, StepRecord, StoredLogLine,

@@ -11,13 +11,13 @@
 //! it wakes: it gets [`StoreError::Fenced`] and stops.
 
 use crate::cluster::ClusterHandle;
-use crate::job::{JobKey, JobQuery, TimetableJob};
+use crate::job::{JobKey, JobQuery, JobTally, TimetableJob};
 use crate::record::{
     ClusterRecord, FlowKey, FlowRecord, LogLine, RecordId, RunRecord, StepRecord, StoredLogLine,
 };
 use crate::shared_cluster::{ClusterClaim, ClusterRelease, SharedClusterKey};
 use crate::state::FlowState;
-use crate::timeperiod::Timeperiod;
+use crate::timeperiod::{TimeQualifier, Timeperiod};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use std::time::Duration;
@@ -443,4 +443,15 @@ pub trait FlowStore: Send + Sync {
     /// Jobs matching `query`, oldest timeperiod first (newest first when
     /// it asks), then by flow name.
     async fn list_jobs(&self, query: &JobQuery) -> Result<Vec<TimetableJob>, StoreError>;
+
+    /// How many of `process_name`'s Jobs of qualifier `q` there are per
+    /// state and `number_of_failures` (rows with no Job left out, in no
+    /// particular order). Counted by the store through an index, without
+    /// reading the Jobs: `flow serve` asks at every `/metrics` scrape, on a
+    /// timetable of any length.
+    async fn tally_jobs(
+        &self,
+        process_name: &str,
+        q: TimeQualifier,
+    ) -> Result<Vec<JobTally>, StoreError>;
 }

@@ -16,7 +16,7 @@
 //! impl calling them), once for every wrapper there is and will be.
 
 use crate::cluster::ClusterHandle;
-use crate::job::{JobKey, JobQuery, TimetableJob};
+use crate::job::{JobKey, JobQuery, JobTally, TimetableJob};
 use crate::record::{
     ClusterRecord, FlowKey, FlowRecord, LogLine, RecordId, RunRecord, StepRecord, StoredLogLine,
 };
@@ -24,6 +24,7 @@ use crate::shared_cluster::{ClusterClaim, ClusterRelease, SharedClusterKey};
 use crate::store::{
     FlowQuery, FlowStore, Lease, LeaseInfo, LeaseOutcome, LogQuery, RunQuery, StoreError,
 };
+use crate::timeperiod::TimeQualifier;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use std::time::Duration;
@@ -282,6 +283,16 @@ pub trait StoreLayer: Send + Sync {
         self.called("list_jobs");
         self.inner().list_jobs(query).await
     }
+
+    /// See [`FlowStore::tally_jobs`].
+    async fn tally_jobs(
+        &self,
+        process_name: &str,
+        q: TimeQualifier,
+    ) -> Result<Vec<JobTally>, StoreError> {
+        self.called("tally_jobs");
+        self.inner().tally_jobs(process_name, q).await
+    }
 }
 
 #[async_trait]
@@ -415,5 +426,12 @@ impl<T: StoreLayer> FlowStore for T {
     }
     async fn list_jobs(&self, query: &JobQuery) -> Result<Vec<TimetableJob>, StoreError> {
         StoreLayer::list_jobs(self, query).await
+    }
+    async fn tally_jobs(
+        &self,
+        process_name: &str,
+        q: TimeQualifier,
+    ) -> Result<Vec<JobTally>, StoreError> {
+        StoreLayer::tally_jobs(self, process_name, q).await
     }
 }

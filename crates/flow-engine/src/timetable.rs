@@ -405,6 +405,7 @@ impl Inner {
             let key = JobKey::new(name, q, next);
             let mut job = TimetableJob::embryo(&key, now);
             job.depends_on_flows = entry.schedule.depends_on_flows.clone();
+            job.due_at = Some(next.next(q).start() + lag);
             self.store.create_job(&job).await?;
             created += 1;
             let after = next.next(q);
@@ -527,6 +528,7 @@ impl Inner {
         // As the flow file says now (a Job another build or Synergy wrote
         // has none): what `flow reprocess --cascade` looks dependants up by.
         job.depends_on_flows = entry.schedule.depends_on_flows.clone();
+        job.started_at.get_or_insert(now);
         job.log_event(
             now,
             &format!(

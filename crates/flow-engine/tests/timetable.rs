@@ -168,6 +168,11 @@ async fn a_simulated_day_recovers_a_failing_hour_and_the_daily_job_waits_for_all
             let modes: Vec<RunMode> = runs.iter().rev().map(|r| r.mode).collect();
             assert_eq!(modes, [RunMode::Nominal, RunMode::Recovery]);
             assert_eq!(j.related_unit_of_work, runs[0].id);
+            // Due when the hour closed, started then; the retry keeps the
+            // first start (the due-to-start delay of /metrics).
+            assert_eq!(j.due_at, Some(start() + hours(8)));
+            assert_eq!(j.started_at, Some(start() + hours(8)));
+            assert_eq!(j.start_delay(), Some(chrono::TimeDelta::zero()));
         }
         // The daily Job does not exist before its day closes.
         assert!(bench
@@ -203,6 +208,9 @@ async fn a_simulated_day_recovers_a_failing_hour_and_the_daily_job_waits_for_all
     t.wait_idle().await;
     let day = job(&bench, "report", TimeQualifier::Daily, "2026112800").await;
     assert_eq!(day.state, JobState::Processed, "{:?}", day.event_log);
+    // Due at midnight, started on the next tick (the clock did not move).
+    assert_eq!(day.due_at, Some(start() + hours(24)));
+    assert_eq!(day.start_delay(), Some(chrono::TimeDelta::zero()));
 
     // Every hour exactly once, the report once, after all of them.
     let lines = std::fs::read_to_string(bench.path("load.txt")).unwrap();

@@ -47,6 +47,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// The series `/metrics` shows; `None` answers it 404.
     pub metrics: Option<flow_signals::MetricsRegistry>,
+    /// The timetable's series in `metrics`, refreshed at each scrape.
+    pub timetable: Option<crate::metrics::TimetableSeries>,
 }
 
 type Shared = State<Arc<AppState>>;
@@ -59,6 +61,7 @@ pub fn routes(state: Arc<AppState>) -> Router {
         .route("/metrics", get(crate::metrics::metrics))
         .route("/api/definitions", get(definitions))
         .route("/api/flows", get(list_flows))
+        .route("/api/jobs", get(crate::jobs::jobs))
         .route("/api/flows/{name}/run-mode", post(set_run_mode))
         .route("/api/flows/{name}/{timeperiod}", get(flow_detail))
         .route(
@@ -105,7 +108,7 @@ where
 }
 
 /// Query parameters with a JSON 400.
-struct ApiQuery<T>(T);
+pub(crate) struct ApiQuery<T>(pub T);
 
 impl<T, S> FromRequestParts<S> for ApiQuery<T>
 where
@@ -210,7 +213,12 @@ struct ListQuery {
     per_page: Option<String>,
 }
 
-fn number(field: &str, text: Option<&str>, default: usize, max: usize) -> Result<usize, ApiError> {
+pub(crate) fn number(
+    field: &str,
+    text: Option<&str>,
+    default: usize,
+    max: usize,
+) -> Result<usize, ApiError> {
     match text.filter(|t| !t.is_empty()) {
         None => Ok(default),
         Some(t) => match t.parse::<usize>() {

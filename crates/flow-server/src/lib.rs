@@ -17,7 +17,8 @@
 //! (`read_logs`, paged and resumed by store position), so it shows runs of
 //! any process or host that shares the store, not only its own.
 //!
-//! Map: [`api`] (routes and handlers), [`metrics`] (`GET /metrics`), [`events`] (per-run event journals,
+//! Map: [`api`] (routes and handlers), [`jobs`] (the timetable's page,
+//! `GET /api/jobs`), [`metrics`] (`GET /metrics`, the timetable's series too), [`events`] (per-run event journals,
 //! the SSE stream and its resumable ids), [`observed`] (the store wrapper
 //! that publishes this server's writes), [`views`] (the JSON shapes),
 //! [`layout`] (server-side DAG layout), [`runs`] (the launcher trait and
@@ -29,6 +30,7 @@ pub mod assets;
 pub mod catalog;
 mod error;
 pub mod events;
+pub mod jobs;
 pub mod layout;
 pub mod metrics;
 pub mod observed;
@@ -157,6 +159,10 @@ impl Server {
             lease_ttl: options.lease_ttl,
             owner: format!("flow-serve:{host}:{}", std::process::id()),
             shutdown,
+            timetable: options
+                .metrics
+                .as_ref()
+                .map(metrics::TimetableSeries::register),
             metrics: options.metrics,
         });
         let guard = Arc::new(Guard::new(options.token, addr));

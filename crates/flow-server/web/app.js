@@ -1,4 +1,5 @@
-// The flow viewer's page: a flow list and a flow page with the live DAG.
+// The flow viewer's page: a flow list, the scheduler's Jobs and a flow
+// page with the live DAG.
 //
 // Plain JavaScript, no build step and no library: the server lays the
 // graph out (crates/flow-server/src/layout.rs) and this file draws it as
@@ -156,6 +157,8 @@
     if (parts[0] === 'flows' && parts[1] && parts[2]) {
       page = new FlowPage(parts[1], parts[2]);
       page.load();
+    } else if (parts[0].split('?')[0] === 'jobs') {
+      jobsPage(new URLSearchParams(location.hash.split('?')[1] || ''));
     } else {
       listPage(new URLSearchParams(location.hash.split('?')[1] || ''));
     }
@@ -237,6 +240,61 @@
       $('#f-apply').addEventListener('click', () => go(1));
       if ($('#p-prev')) $('#p-prev').addEventListener('click', () => go(records.page - 1));
       if ($('#p-next')) $('#p-next').addEventListener('click', () => go(records.page + 1));
+      document.body.dataset.ready = '1';
+    } catch (e) {
+      main.innerHTML = `<p class="error">${esc(e.message)}</p>`;
+    }
+  }
+
+  // ----------------------------------------------------------- jobs page --
+
+  // The Job states of the grid, with the given-up ones shown failed (as
+  // `flow jobs` shows them).
+  const JOB_STATES = ['embryo', 'in_progress', 'final_run', 'processed', 'noop', 'skipped', 'failed'];
+  const jobClass = (job) => (job.given_up ? 'failed' : stateClass(job.state));
+
+  // The timetable: one grid per time qualifier, a row per scheduled flow,
+  // a column per period (newest first), each cell a link to its flow run.
+  async function jobsPage(params) {
+    $('#crumbs').innerHTML = '<a href="#/">flows</a> › <b>jobs</b>';
+    $('#live').className = 'live';
+    main.className = 'list';
+    main.innerHTML = '<p class="muted">Loading…</p>';
+    try {
+      const query = new URLSearchParams();
+      for (const k of ['periods', 'before']) if (params.get(k)) query.set(k, params.get(k));
+      const data = await api(`/api/jobs?${query}`);
+      const byQualifier = new Map();
+      for (const f of data.flows) {
+        if (!byQualifier.has(f.time_qualifier)) byQualifier.set(f.time_qualifier, []);
+        byQualifier.get(f.time_qualifier).push(f);
+      }
+      const grids = [...byQualifier].map(([qualifier, flows]) => {
+        const periods = [...new Set(flows.flatMap((f) => f.jobs.map((j) => j.timeperiod)))].sort().reverse();
+        const rows = flows.map((f) => {
+          const jobs = new Map(f.jobs.map((j) => [j.timeperiod, j]));
+          const cells = periods.map((tp) => {
+            const j = jobs.get(tp);
+            if (!j) return '<td class="job empty"></td>';
+            const title = [`${f.name} ${tp}: ${j.shown}`, j.run ? `run ${j.run}` : 'no run yet', j.last_event || ''].filter(Boolean).join('\n');
+            return `<td class="job"><a class="cell st-${jobClass(j)}" data-flow="${esc(f.name)}" data-tp="${tp}" data-state="${jobClass(j)}"
+              href="#/flows/${encodeURIComponent(f.name)}/${tp}" title="${esc(title)}">${j.number_of_failures ? j.number_of_failures : ''}</a></td>`;
+          }).join('');
+          return `<tr data-flow="${esc(f.name)}"><th class="flow"><b>${esc(f.name)}</b></th>${cells}</tr>`;
+        }).join('');
+        const head = periods.map((tp) => `<th class="tp" title="${tp}">${esc(tp.slice(4, qualifier === 'hourly' ? 10 : 8))}</th>`).join('');
+        return `<section><h2>${esc(qualifier)}</h2>
+          <table class="grid jobs" data-qualifier="${esc(qualifier)}"><thead><tr><th>flow</th>${head}</tr></thead><tbody>${rows}</tbody></table></section>`;
+      }).join('');
+      main.innerHTML = `
+        <section>
+          <h1>Jobs</h1>
+          <p class="muted">The timetable of <code>flow schedule</code>: the newest ${data.periods} periods of each scheduled flow${data.before ? ` before ${esc(data.before)}` : ''}. A cell opens its flow run; its number counts failed runs.</p>
+          <div class="legend-row">${JOB_STATES.map((s) => `<span class="badge st-${s}">${s.replace('_', ' ')}</span>`).join('')}</div>
+        </section>
+        ${grids || '<p class="muted">No scheduled flow is served here, or none has Jobs yet.</p>'}
+        <div class="pager">${data.before ? '<a href="#/jobs" id="j-newest">‹ newest</a>' : ''}
+          ${data.older ? `<a href="#/jobs?${new URLSearchParams({ periods: data.periods, before: data.older })}" id="j-older">older ›</a>` : ''}</div>`;
       document.body.dataset.ready = '1';
     } catch (e) {
       main.innerHTML = `<p class="error">${esc(e.message)}</p>`;

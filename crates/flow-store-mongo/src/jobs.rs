@@ -19,8 +19,8 @@ use bson::oid::ObjectId;
 use bson::{doc, Bson, Document};
 use flow_core::job::CLAIM_PREFIX;
 use flow_core::{
-    FlowKey, JobKey, JobQuery, JobState, Lease, RecordId, RunMode, StoreError, TimeQualifier,
-    TimetableJob,
+    FlowKey, JobKey, JobQuery, JobState, JobTally, Lease, RecordId, RunMode, StoreError,
+    TimeQualifier, TimetableJob,
 };
 use mongodb::IndexModel;
 use serde::{Deserialize, Serialize};
@@ -35,6 +35,9 @@ pub struct JobDoc {
     /// Ours: the flows the Job's flow waits for.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub depends_on_flows: Vec<String>,
+    /// Ours: when the period became due.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub due_at: Option<DateValue>,
     /// What happened, oldest first (at most 128).
     #[serde(default)]
     pub event_log: Vec<String>,
@@ -53,6 +56,9 @@ pub struct JobDoc {
     /// Ours: the managed mode of the next run.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub run_mode: Option<String>,
+    /// Ours: when the first managed run started.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub started_at: Option<DateValue>,
     /// Synergy's state string.
     pub state: String,
     /// `YYYYMMDDHH`.
@@ -74,6 +80,10 @@ impl Model for JobDoc {
                 .build(),
             IndexModel::builder()
                 .keys(doc! { "process_name": 1, "timeperiod": 1, FENCE: 1 })
+                .build(),
+            // What `tally_jobs` groups by, for a flow.
+            IndexModel::builder()
+                .keys(doc! { "process_name": 1, "state": 1, "number_of_failures": 1 })
                 .build(),
         ]
     }
@@ -110,6 +120,7 @@ impl JobDoc {
         Ok(JobDoc {
             id: job.id.as_ref().map(crate::model::object_id).transpose()?,
             depends_on_flows: job.depends_on_flows.clone(),
+            due_at: job.due_at.map(DateValue::of),
             event_log: job.event_log.clone(),
             not_before: job.not_before.map(DateValue::of),
             number_of_failures: i64::from(job.number_of_failures),
@@ -119,6 +130,7 @@ impl JobDoc {
                 .as_ref()
                 .map(|r| r.as_str().to_string()),
             run_mode: job.run_mode.map(|m| m.as_str().to_string()),
+            started_at: job.started_at.map(DateValue::of),
             state: job.state.as_str().to_string(),
             timeperiod: job.timeperiod.to_string(),
             updated_at: job.updated_at.map(DateValue::of),
@@ -161,6 +173,16 @@ impl JobDoc {
                 .map(|d| d.to_chrono("updated_at"))
                 .transpose()?,
             depends_on_flows: self.depends_on_flows.clone(),
+            due_at: self
+                .due_at
+                .as_ref()
+                .map(|d| d.to_chrono("due_at"))
+                .transpose()?,
+            started_at: self
+                .started_at
+                .as_ref()
+                .map(|d| d.to_chrono("started_at"))
+                .transpose()?,
         })
     }
 }
@@ -276,6 +298,59 @@ impl MongoStore {
         self.job_get(&key)
             .await?
             .ok_or_else(|| self.op_error("save_job", &key, "the Job vanished after its write"))
+    }
+
+    /// Counted by the server (a `$group` per state on the `process_name,
+    /// state, number_of_failures` index), never by reading the Jobs here.
+    /// One state at a time: nx-27017 groups by a top-level field only.
+    pub(crate) async fn job_tally(
+        &self,
+        process_name: &str,
+        q: TimeQualifier,
+    ) -> Result<Vec<JobTally>, StoreError> {
+        use futures_util::TryStreamExt;
+        let what = format!("flow '{process_name}'");
+        let mut tally = Vec::new();
+        for state in JobState::ALL {
+            let pipeline = [
+                doc! { "$match": { "process_name": process_name, "state": state.as_str() } },
+                doc! { "$group": { "_id": "$number_of_failures", "jobs": { "$sum": 1 } } },
+            ];
+            let rows: Vec<Document> = self
+                .job_collection(q)
+                .inner
+                .aggregate(pipeline)
+                .await
+                .map_err(|e| self.op_error("tally_jobs", &what, e))?
+                .try_collect()
+                .await
+                .map_err(|e| self.op_error("tally_jobs", &what, e))?;
+            for row in rows {
+                let count = |v: Option<&Bson>| match v {
+                    // Synergy's ODM may leave the field out: no failures.
+                    None | Some(Bson::Null) => Some(0),
+                    Some(Bson::Int32(n)) => u64::try_from(*n).ok(),
+                    Some(Bson::Int64(n)) => u64::try_from(*n).ok(),
+                    Some(Bson::Double(n)) if n.fract() == 0.0 && *n >= 0.0 => Some(*n as u64),
+                    Some(_) => None,
+                };
+                let failures = count(row.get("_id")).and_then(|n| u32::try_from(n).ok());
+                let jobs = count(row.get("jobs"));
+                let (Some(number_of_failures), Some(jobs)) = (failures, jobs) else {
+                    return Err(self.corrupt(
+                        "job record",
+                        &what,
+                        format!("number_of_failures or count not a count: {row}"),
+                    ));
+                };
+                tally.push(JobTally {
+                    state: *state,
+                    number_of_failures,
+                    jobs,
+                });
+            }
+        }
+        Ok(tally)
     }
 
     pub(crate) async fn job_list(&self, query: &JobQuery) -> Result<Vec<TimetableJob>, StoreError> {

@@ -11,8 +11,9 @@ use bson::{doc, Document};
 use chrono::{DateTime, Utc};
 use flow_core::{
     ClusterClaim, ClusterHandle, ClusterRecord, ClusterRelease, FlowKey, FlowQuery, FlowRecord,
-    FlowStore, JobKey, JobQuery, Lease, LeaseInfo, LeaseOutcome, LogLine, LogQuery, RecordId,
-    RunQuery, RunRecord, SharedClusterKey, StepRecord, StoreError, StoredLogLine, TimetableJob,
+    FlowStore, JobKey, JobQuery, JobTally, Lease, LeaseInfo, LeaseOutcome, LogLine, LogQuery,
+    RecordId, RunQuery, RunRecord, SharedClusterKey, StepRecord, StoreError, StoredLogLine,
+    TimeQualifier, TimetableJob,
 };
 use std::time::Duration;
 
@@ -365,5 +366,13 @@ impl FlowStore for MongoStore {
 
     async fn list_jobs(&self, query: &JobQuery) -> Result<Vec<TimetableJob>, StoreError> {
         self.job_list(query).await
+    }
+
+    async fn tally_jobs(
+        &self,
+        process_name: &str,
+        q: TimeQualifier,
+    ) -> Result<Vec<JobTally>, StoreError> {
+        self.job_tally(process_name, q).await
     }
 }

@@ -9,8 +9,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use flow_core::{
     ClusterClaim, ClusterHandle, ClusterRecord, ClusterRelease, FlowKey, FlowQuery, FlowRecord,
-    FlowStore, JobKey, JobQuery, Lease, LeaseInfo, LeaseOutcome, LogLine, LogQuery, RecordId,
-    RunQuery, RunRecord, SharedClusterKey, StepRecord, StoreError, StoredLogLine, TimetableJob,
+    FlowStore, JobKey, JobQuery, JobTally, Lease, LeaseInfo, LeaseOutcome, LogLine, LogQuery,
+    RecordId, RunQuery, RunRecord, SharedClusterKey, StepRecord, StoreError, StoredLogLine,
+    TimeQualifier, TimetableJob,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -254,5 +255,14 @@ impl FlowStore for MongoStoreWithRuntime {
     async fn list_jobs(&self, query: &JobQuery) -> Result<Vec<TimetableJob>, StoreError> {
         let query = query.clone();
         self.run(|s| async move { s.list_jobs(&query).await }).await
+    }
+    async fn tally_jobs(
+        &self,
+        process_name: &str,
+        q: TimeQualifier,
+    ) -> Result<Vec<JobTally>, StoreError> {
+        let name = process_name.to_string();
+        self.run(|s| async move { s.tally_jobs(&name, q).await })
+            .await
     }
 }

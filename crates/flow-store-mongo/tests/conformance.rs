@@ -797,6 +797,18 @@ fn read_shapes() -> Vec<(&'static str, Document, Option<Document>)> {
         ("flow_lease", key.clone(), None),
         ("flow_log_counter", key.clone(), None),
         ("flow_run", key.clone(), Some(doc! { "started_at": -1 })),
+        // A flow's Jobs: the tally's `$match` at each /metrics scrape, and
+        // the Jobs page's newest periods.
+        (
+            "job_daily",
+            doc! { "process_name": "f", "state": "state_processed" },
+            None,
+        ),
+        (
+            "job_daily",
+            doc! { "process_name": "f" },
+            Some(doc! { "timeperiod": -1 }),
+        ),
     ]
 }
 

@@ -19,12 +19,12 @@
 //!
 //! What it is not: a shared store for engines on different machines (SQLite
 //! locking over network filesystems is unreliable; put the file on a local
-//! disk), or a general migration tool (it creates schema version 6, upgrades
-//! a version-1 to -5 file in place when it opens one, and refuses newer files).
+//! disk), or a general migration tool (it creates schema version 7, upgrades
+//! a version-1 to -6 file in place when it opens one, and refuses newer files).
 //!
-//! Schema (`PRAGMA user_version = 6`; version 3 added `job`, version 4
+//! Schema (`PRAGMA user_version = 7`; version 3 added `job`, version 4
 //! `shared_cluster`, version 5 the Jobs' `depends_on_flows`, version 6
-//! `flow.sla_missed_at`): tables `flow` (unique on `flow_name,
+//! `flow.sla_missed_at`, version 7 the Jobs' `due_at` and `started_at`): tables `flow` (unique on `flow_name,
 //! timeperiod`), `step` (unique on `flow_name, timeperiod, step_name`),
 //! `lease` (primary key `flow_name, timeperiod`; released leases keep their
 //! row with an empty owner, so fencing tokens only grow), `run` (one row per
@@ -46,8 +46,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use flow_core::{
     ClusterClaim, ClusterHandle, ClusterRecord, ClusterRelease, FlowKey, FlowQuery, FlowRecord,
-    FlowStore, JobKey, JobQuery, Lease, LeaseInfo, LeaseOutcome, LogLine, LogQuery, RecordId,
-    RunQuery, RunRecord, SharedClusterKey, StepRecord, StoreError, StoredLogLine, TimetableJob,
+    FlowStore, JobKey, JobQuery, JobTally, Lease, LeaseInfo, LeaseOutcome, LogLine, LogQuery,
+    RecordId, RunQuery, RunRecord, SharedClusterKey, StepRecord, StoreError, StoredLogLine,
+    TimeQualifier, TimetableJob,
 };
 use rusqlite::{Connection, OpenFlags};
 use std::fmt;
@@ -407,38 +408,48 @@ fn setup(conn: &Connection, options: &SqliteOptions) -> Result<(), SetupError> {
     let script = match version {
         sql::SCHEMA_VERSION => return Ok(()),
         0 => format!(
-            "{}{}{}{}{}{}",
+            "{}{}{}{}{}{}{}",
             sql::SCHEMA,
             sql::SCHEMA_V2_TABLES,
             sql::SCHEMA_V3_TABLES,
             sql::SCHEMA_V4_TABLES,
             sql::SCHEMA_V5_TABLES,
-            sql::SCHEMA_V6_COLUMNS
+            sql::SCHEMA_V6_COLUMNS,
+            sql::SCHEMA_V7_CHANGES
         ),
         1 => format!(
-            "{}{}{}{}{}{}",
+            "{}{}{}{}{}{}{}",
             sql::MIGRATE_V1_TO_V2,
             sql::SCHEMA_V2_TABLES,
             sql::SCHEMA_V3_TABLES,
             sql::SCHEMA_V4_TABLES,
             sql::SCHEMA_V5_TABLES,
-            sql::SCHEMA_V6_COLUMNS
+            sql::SCHEMA_V6_COLUMNS,
+            sql::SCHEMA_V7_CHANGES
         ),
         2 => format!(
-            "{}{}{}{}",
+            "{}{}{}{}{}",
             sql::SCHEMA_V3_TABLES,
             sql::SCHEMA_V4_TABLES,
             sql::SCHEMA_V5_TABLES,
-            sql::SCHEMA_V6_COLUMNS
+            sql::SCHEMA_V6_COLUMNS,
+            sql::SCHEMA_V7_CHANGES
         ),
         3 => format!(
-            "{}{}{}",
+            "{}{}{}{}",
             sql::SCHEMA_V4_TABLES,
             sql::SCHEMA_V5_TABLES,
-            sql::SCHEMA_V6_COLUMNS
+            sql::SCHEMA_V6_COLUMNS,
+            sql::SCHEMA_V7_CHANGES
         ),
-        4 => format!("{}{}", sql::SCHEMA_V5_TABLES, sql::SCHEMA_V6_COLUMNS),
-        5 => sql::SCHEMA_V6_COLUMNS.to_string(),
+        4 => format!(
+            "{}{}{}",
+            sql::SCHEMA_V5_TABLES,
+            sql::SCHEMA_V6_COLUMNS,
+            sql::SCHEMA_V7_CHANGES
+        ),
+        5 => format!("{}{}", sql::SCHEMA_V6_COLUMNS, sql::SCHEMA_V7_CHANGES),
+        6 => sql::SCHEMA_V7_CHANGES.to_string(),
         newer => {
             return Err(SetupError::Refused(format!(
                 "schema version {newer} is newer than this build understands ({})",
@@ -798,6 +809,18 @@ impl FlowStore for SqliteStore {
         };
         self.read("list_jobs", key, move |conn| sql::list_jobs(conn, &query))
             .await
+    }
+
+    async fn tally_jobs(
+        &self,
+        process_name: &str,
+        q: TimeQualifier,
+    ) -> Result<Vec<JobTally>, StoreError> {
+        let name = process_name.to_string();
+        self.read("tally_jobs", format!("flow '{name}'"), move |conn| {
+            sql::tally_jobs(conn, &name, q)
+        })
+        .await
     }
 }
 

@@ -18,16 +18,16 @@ use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use flow_core::{
     ActionSetState, ClusterClaim, ClusterHandle, ClusterRecord, ClusterRelease, ClusterState,
     ClusterUser, FlowKey, FlowQuery, FlowRecord, FlowState, JobKey, JobQuery, JobRecord, JobState,
-    Lease, LeaseInfo, LeaseOutcome, LogLevel, LogLine, LogQuery, RecordId, RollbackRecord, RunMode,
-    RunQuery, RunRecord, RunStep, SharedCluster, SharedClusterKey, StepRecord, StepState,
-    StoredLogLine, TimeQualifier, Timeperiod, TimetableJob,
+    JobTally, Lease, LeaseInfo, LeaseOutcome, LogLevel, LogLine, LogQuery, RecordId,
+    RollbackRecord, RunMode, RunQuery, RunRecord, RunStep, SharedCluster, SharedClusterKey,
+    StepRecord, StepState, StoredLogLine, TimeQualifier, Timeperiod, TimetableJob,
 };
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// The `user_version` this build writes and reads.
-pub(crate) const SCHEMA_VERSION: i64 = 6;
+pub(crate) const SCHEMA_VERSION: i64 = 7;
 
 /// Schema version 2, created from scratch.
 pub(crate) const SCHEMA: &str = "
@@ -168,6 +168,15 @@ ALTER TABLE job ADD COLUMN depends_on_flows TEXT NOT NULL DEFAULT '[]';
 /// own, so Synergy-shaped rows without it read as never missed).
 pub(crate) const SCHEMA_V6_COLUMNS: &str = "
 ALTER TABLE flow ADD COLUMN sla_missed_at TEXT;
+";
+
+/// What version 7 added: when a Job's period became due and its first
+/// managed run started (the due-to-start delay), and the index
+/// `tally_jobs` counts through without reading the rows.
+pub(crate) const SCHEMA_V7_CHANGES: &str = "
+ALTER TABLE job ADD COLUMN due_at     TEXT;
+ALTER TABLE job ADD COLUMN started_at TEXT;
+CREATE INDEX IF NOT EXISTS job_tally ON job (process_name, time_qualifier, state, number_of_failures);
 ";
 
 /// Upgrades a version-1 file in place (inside the caller's transaction).
@@ -851,7 +860,7 @@ pub(crate) fn release_lease(conn: &Connection, lease: &Lease) -> Result<(), DbEr
 macro_rules! job_columns {
     () => {
         "id, process_name, time_qualifier, timeperiod, state, related_unit_of_work, event_log, \
-         number_of_failures, run_mode, not_before, updated_at, depends_on_flows"
+         number_of_failures, run_mode, not_before, updated_at, depends_on_flows, due_at, started_at"
     };
 }
 
@@ -863,14 +872,16 @@ const GET_JOB: &str = concat!(
 
 const INSERT_JOB: &str = "
 INSERT INTO job (process_name, time_qualifier, timeperiod, state, related_unit_of_work, event_log,
-                 number_of_failures, run_mode, not_before, updated_at, depends_on_flows)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                 number_of_failures, run_mode, not_before, updated_at, depends_on_flows, due_at,
+                 started_at)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
 ON CONFLICT (process_name, time_qualifier, timeperiod) DO NOTHING";
 
 const UPSERT_JOB: &str = "
 INSERT INTO job (process_name, time_qualifier, timeperiod, state, related_unit_of_work, event_log,
-                 number_of_failures, run_mode, not_before, updated_at, depends_on_flows)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                 number_of_failures, run_mode, not_before, updated_at, depends_on_flows, due_at,
+                 started_at)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
 ON CONFLICT (process_name, time_qualifier, timeperiod) DO UPDATE SET
     state                = excluded.state,
     related_unit_of_work = excluded.related_unit_of_work,
@@ -879,7 +890,15 @@ ON CONFLICT (process_name, time_qualifier, timeperiod) DO UPDATE SET
     run_mode             = excluded.run_mode,
     not_before           = excluded.not_before,
     updated_at           = excluded.updated_at,
-    depends_on_flows     = excluded.depends_on_flows";
+    depends_on_flows     = excluded.depends_on_flows,
+    due_at               = excluded.due_at,
+    started_at           = excluded.started_at";
+
+/// Counted on the `job_tally` index alone.
+const TALLY_JOBS: &str = "
+SELECT state, number_of_failures, COUNT(*) FROM job
+WHERE process_name = ?1 AND time_qualifier = ?2
+GROUP BY state, number_of_failures";
 
 fn write_job(conn: &Connection, statement: &str, job: &TimetableJob) -> Result<(), DbError> {
     conn.prepare_cached(statement)?.execute(params![
@@ -894,6 +913,8 @@ fn write_job(conn: &Connection, statement: &str, job: &TimetableJob) -> Result<(
         opt_timestamp(&job.not_before),
         opt_timestamp(&job.updated_at),
         json(&job.depends_on_flows, "the job's depends_on_flows")?,
+        opt_timestamp(&job.due_at),
+        opt_timestamp(&job.started_at),
     ])?;
     Ok(())
 }
@@ -1009,7 +1030,36 @@ fn decode_job(row: &Row<'_>) -> Result<TimetableJob, DbError> {
         not_before: f.opt_timestamp(9, "not_before")?,
         updated_at: f.opt_timestamp(10, "updated_at")?,
         depends_on_flows: f.json::<Vec<String>>(11, "depends_on_flows")?,
+        due_at: f.opt_timestamp(12, "due_at")?,
+        started_at: f.opt_timestamp(13, "started_at")?,
     })
+}
+
+pub(crate) fn tally_jobs(
+    conn: &Connection,
+    process_name: &str,
+    q: TimeQualifier,
+) -> Result<Vec<JobTally>, DbError> {
+    let mut stmt = conn.prepare_cached(TALLY_JOBS)?;
+    let mut rows = stmt.query(params![process_name, q.as_str()])?;
+    let mut tally = Vec::new();
+    while let Some(row) = rows.next()? {
+        let f = Fields {
+            row,
+            what: "job tally",
+            key: process_name.to_string(),
+        };
+        let failures = f.int(1, "number_of_failures")?;
+        let jobs = f.int(2, "count")?;
+        tally.push(JobTally {
+            state: f.state(0, "state", JobState::parse)?,
+            number_of_failures: u32::try_from(failures).map_err(|_| {
+                f.corrupt("number_of_failures", format!("{failures} is not a count"))
+            })?,
+            jobs: u64::try_from(jobs).unwrap_or(0),
+        });
+    }
+    Ok(tally)
 }
 
 fn parse_qualifier(text: &str) -> Option<TimeQualifier> {

@@ -891,13 +891,13 @@ fn open_refuses_a_newer_schema_and_foreign_tables() {
     let dir = Dir::new();
     drop(dir.open());
     dir.other_connection()
-        .execute_batch("PRAGMA user_version = 7")
+        .execute_batch("PRAGMA user_version = 8")
         .unwrap();
     let message = expect_open_error(
         &dir.db(),
         SqliteStore::open(&dir.db(), SqliteOptions::default()),
     );
-    assert!(message.contains("schema version 7"), "{message}");
+    assert!(message.contains("schema version 8"), "{message}");
 
     let path = dir.dir.path().join("foreign.db");
     rusqlite::Connection::open(&path)
@@ -925,7 +925,7 @@ async fn wal_is_on_and_the_schema_is_versioned() {
         let version: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(version, 6);
+        assert_eq!(version, 7);
         let tables: Vec<String> = conn
             .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
             .unwrap()
@@ -1132,7 +1132,7 @@ async fn a_version_1_file_is_upgraded_in_place() {
         .other_connection()
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 6);
+    assert_eq!(version, 7);
 }
 
 /// A version-2 file (before Jobs and SLA marks) gets the `job` table and
@@ -1157,7 +1157,7 @@ async fn a_version_2_file_is_upgraded_with_the_job_table() {
         .other_connection()
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 6);
+    assert_eq!(version, 7);
 }
 
 /// A version-4 file (Jobs without `depends_on_flows`) gets the column
@@ -1173,7 +1173,9 @@ async fn a_version_4_file_is_upgraded_with_the_jobs_upstreams() {
     drop(store);
     dir.other_connection()
         .execute_batch(
-            "ALTER TABLE job DROP COLUMN depends_on_flows; ALTER TABLE flow DROP COLUMN sla_missed_at; PRAGMA user_version = 4;",
+            "ALTER TABLE job DROP COLUMN depends_on_flows; ALTER TABLE flow DROP COLUMN sla_missed_at;
+             DROP INDEX job_tally; ALTER TABLE job DROP COLUMN due_at;
+             ALTER TABLE job DROP COLUMN started_at; PRAGMA user_version = 4;",
         )
         .unwrap();
     let store = dir.open();
@@ -1183,7 +1185,58 @@ async fn a_version_4_file_is_upgraded_with_the_jobs_upstreams() {
         .other_connection()
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 6);
+    assert_eq!(version, 7);
+}
+
+/// A version-6 file (Jobs without `due_at` and `started_at`) keeps its Jobs
+/// and gets the columns and the tally index when opened.
+#[tokio::test]
+async fn a_version_6_file_is_upgraded_with_the_jobs_delay_columns() {
+    let dir = Dir::new();
+    drop(dir.open());
+    dir.other_connection()
+        .execute_batch(
+            "DROP INDEX job_tally;
+             ALTER TABLE job DROP COLUMN due_at;
+             ALTER TABLE job DROP COLUMN started_at;
+             INSERT INTO job (process_name, time_qualifier, timeperiod, state, event_log,
+                 number_of_failures) VALUES ('old', 'daily', '2026112800', 'state_noop', '[]', 1);
+             PRAGMA user_version = 6;",
+        )
+        .unwrap();
+    let store = dir.open();
+    let key = flow_core::JobKey::new("old", flow_core::TimeQualifier::Daily, tp(TP));
+    let job = store.get_job(&key).await.unwrap().unwrap();
+    assert_eq!(job.state, flow_core::JobState::Noop);
+    assert_eq!((job.due_at, job.started_at), (None, None));
+    let tally = store
+        .tally_jobs("old", flow_core::TimeQualifier::Daily)
+        .await
+        .unwrap();
+    assert_eq!(
+        tally,
+        [flow_core::JobTally {
+            state: flow_core::JobState::Noop,
+            number_of_failures: 1,
+            jobs: 1
+        }]
+    );
+    let conn = dir.other_connection();
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 7);
+    // The tally is counted on its index alone.
+    let plan: String = conn
+        .query_row(
+            "EXPLAIN QUERY PLAN SELECT state, number_of_failures, COUNT(*) FROM job
+             WHERE process_name = 'old' AND time_qualifier = 'daily'
+             GROUP BY state, number_of_failures",
+            [],
+            |r| r.get(3),
+        )
+        .unwrap();
+    assert!(plan.contains("COVERING INDEX job_tally"), "{plan}");
 }
 
 /// The database file and its WAL and shared-memory files are readable by

@@ -75,22 +75,6 @@ async fn claim(
     }
 }
 
-/// How `flow jobs` shows a Job's state: a Job given up after its retry
-/// limit is `state_skipped` in the store (Synergy's way) and shown failed.
-fn shown_state(job: &TimetableJob, schedule: &Schedule) -> String {
-    match job.state {
-        JobState::Skipped if job.number_of_failures > schedule.retry_limit => format!(
-            "failed (state_skipped after {} failed runs)",
-            job.number_of_failures
-        ),
-        JobState::InProgress if job.number_of_failures > 0 => format!(
-            "state_in_progress (retry {} of {})",
-            job.number_of_failures, schedule.retry_limit
-        ),
-        state => state.to_string(),
-    }
-}
-
 fn list(names: &[String]) -> String {
     match names {
         [] => String::new(),
@@ -185,7 +169,7 @@ pub fn jobs(
                     unknown.join(", ")
                 );
             }
-            let shown = shown_state(job, &schedule);
+            let shown = job.shown_state(&schedule);
             rows.push(vec![
                 job.timeperiod.to_string(),
                 shown.clone(),

@@ -3,7 +3,7 @@
 //! listing's filters and order.
 
 use super::*;
-use crate::job::{JobKey, JobQuery, TimetableJob};
+use crate::job::{JobKey, JobQuery, JobTally, TimetableJob};
 use crate::state::JobState;
 use crate::timeperiod::TimeQualifier;
 
@@ -20,6 +20,8 @@ fn full_job(key: &JobKey, t: i64) -> TimetableJob {
     job.run_mode = Some(RunMode::Recovery);
     job.not_before = Some(at(t + 10));
     job.depends_on_flows = vec!["conformance-upstream".into(), "another-upstream".into()];
+    job.due_at = Some(at(t - 2));
+    job.started_at = Some(at(t + 1));
     for i in 0..140 {
         job.log_event(at(t + i), &format!("event {i}: \"quoted\" and ünïcode"));
     }
@@ -162,6 +164,7 @@ impl Suite {
                 let lease = self.lease(&key.claim_key(), "lister", 0).await;
                 let mut done = job.clone();
                 done.state = JobState::Processed;
+                done.number_of_failures = i as u32 / 2;
                 ok("save_job", &key, store.save_job(&lease, &done).await);
             }
         }
@@ -238,6 +241,37 @@ impl Suite {
             .await
             .is_empty(),
             "list_jobs by qualifier"
+        );
+
+        // The tally counts per state and number of failures.
+        let tally = |name: &'static str, q: TimeQualifier| async move {
+            let mut rows = ok("tally_jobs", &name, self.store().tally_jobs(name, q).await);
+            rows.sort_by_key(|t| (t.state.as_str(), t.number_of_failures));
+            rows
+        };
+        let row = |state, number_of_failures, jobs| JobTally {
+            state,
+            number_of_failures,
+            jobs,
+        };
+        assert_eq!(
+            tally(name, TimeQualifier::Hourly).await,
+            vec![
+                row(Embryo, 0, 2),
+                row(Processed, 0, 1),
+                row(Processed, 1, 1)
+            ],
+            "tally_jobs of {name}"
+        );
+        assert!(
+            tally(name, TimeQualifier::Daily).await.is_empty(),
+            "tally_jobs by qualifier"
+        );
+        assert!(
+            tally("conformance-no-such-flow", TimeQualifier::Hourly)
+                .await
+                .is_empty(),
+            "tally_jobs of a flow without Jobs"
         );
     }
 }
