@@ -136,6 +136,11 @@ fn shots() -> PathBuf {
     shots
 }
 
+/// Clicks the element `at` finds.
+async fn click(b: &fantoccini::Client, at: Locator<'_>) {
+    b.find(at).await.unwrap().click().await.unwrap();
+}
+
 /// Polls `script` (a JS expression) until it is true.
 async fn until(b: &fantoccini::Client, script: &str, what: &str) {
     for _ in 0..600 {
@@ -187,12 +192,7 @@ async fn the_flow_page_runs_fails_and_recovers_in_chromium() {
     assert!(node_state(b, "load").await.contains("st-none"));
 
     // Run with the button: the confirmation names the flow and timeperiod.
-    b.find(Locator::Id("btn-run"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(b, Locator::Id("btn-run")).await;
     let text = b
         .find(Locator::Id("confirm-text"))
         .await
@@ -201,12 +201,7 @@ async fn the_flow_page_runs_fails_and_recovers_in_chromium() {
         .await
         .unwrap();
     assert!(text.contains("flaky") && text.contains(TP), "{text}");
-    b.find(Locator::Id("confirm-ok"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(b, Locator::Id("confirm-ok")).await;
     until(
         b,
         "document.querySelector('g.node[data-name=\"load\"]').classList.contains('st-invalid')",
@@ -222,12 +217,7 @@ async fn the_flow_page_runs_fails_and_recovers_in_chromium() {
     assert!(node_state(b, "prepare").await.contains("st-processed"));
     assert!(node_state(b, "publish").await.contains("st-embryo"));
     // The failed step's details and its log, from the page.
-    b.find(Locator::Css("g.node[data-name=\"load\"]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(b, Locator::Css("g.node[data-name=\"load\"]")).await;
     until(b, "document.querySelector('#step-state') && document.querySelector('#step-state').dataset.state === 'state_invalid'", "load's details").await;
     until(
         b,
@@ -251,12 +241,7 @@ async fn the_flow_page_runs_fails_and_recovers_in_chromium() {
     // Fix the input, then "run from" on the failed step.
     std::fs::create_dir_all(home.path(&format!("out/flaky/{TP}"))).unwrap();
     std::fs::write(home.path(&format!("out/flaky/{TP}/ready")), "").unwrap();
-    b.find(Locator::Id("btn-run-from"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(b, Locator::Id("btn-run-from")).await;
     let text = b
         .find(Locator::Id("confirm-text"))
         .await
@@ -268,12 +253,7 @@ async fn the_flow_page_runs_fails_and_recovers_in_chromium() {
         text.contains("flaky") && text.contains(TP) && text.contains("load"),
         "{text}"
     );
-    b.find(Locator::Id("confirm-ok"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(b, Locator::Id("confirm-ok")).await;
     until(
         b,
         "document.querySelector('#flow-state').dataset.state === 'state_processed'",
@@ -319,12 +299,7 @@ async fn the_jobs_page_colours_the_timetable_in_chromium() {
     // From the flow list, the header's link.
     b.goto(&format!("{base}/")).await.unwrap();
     until(b, "document.body.dataset.ready === '1'", "the flow list").await;
-    b.find(Locator::Id("nav-jobs"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(b, Locator::Id("nav-jobs")).await;
     until(
         b,
         "location.hash === '#/jobs' && document.body.dataset.ready === '1'",
@@ -377,15 +352,14 @@ async fn the_jobs_page_colours_the_timetable_in_chromium() {
     std::fs::write(shots.join("03-jobs.png"), b.screenshot().await.unwrap()).unwrap();
 
     // A failed cell opens its flow run: the run that failed.
-    b.find(Locator::Css(&format!(
-        "a.cell[data-flow=\"load\"][data-tp=\"{}\"]",
-        days[2]
-    )))
-    .await
-    .unwrap()
-    .click()
-    .await
-    .unwrap();
+    click(
+        b,
+        Locator::Css(&format!(
+            "a.cell[data-flow=\"load\"][data-tp=\"{}\"]",
+            days[2]
+        )),
+    )
+    .await;
     until(
         b,
         &format!(
@@ -405,12 +379,7 @@ async fn the_jobs_page_colours_the_timetable_in_chromium() {
         "the first page of two periods",
     )
     .await;
-    b.find(Locator::Id("j-older"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(b, Locator::Id("j-older")).await;
     until(
         b,
         "location.hash.startsWith('#/jobs?periods=2&before=') && document.body.dataset.ready === '1'",
