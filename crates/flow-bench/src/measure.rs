@@ -142,6 +142,7 @@ pub fn measure(shape: Shape, setup: &Setup) -> BenchResult<Row> {
             row.peak_rss_mb = children_peak_rss_mb();
             return Ok(row);
         }
+        Shape::DataprocSlots(_) => return crate::slots::measure(shape),
         Shape::CliVersion => return cli(shape, &setup.flow_bin, &["--version".into()]),
         Shape::CliValidate => {
             let dir = setup.workdir()?;

@@ -9,7 +9,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 /// The shapes `flow-bench` runs when none is named, in order.
-pub const DEFAULT_SHAPES: [&str; 13] = [
+pub const DEFAULT_SHAPES: [&str; 14] = [
     "chain-1000",
     "recorded-chain-1000",
     "mongo-chain-1000",
@@ -23,6 +23,7 @@ pub const DEFAULT_SHAPES: [&str; 13] = [
     "catchup-1000",
     "tick-100000",
     "due-start",
+    "dataproc-slots-25",
 ];
 
 /// How many other step documents `mongo-crowded-chain-N`'s database holds.
@@ -69,6 +70,9 @@ pub enum Shape {
     Tick(usize),
     /// `due-start`: how long after a period is due its run starts.
     DueStart,
+    /// `dataproc-slots-N`: N jobs at once on one Dataproc cluster with N
+    /// slots, on the contract fake and a manual clock ([`crate::slots`]).
+    DataprocSlots(usize),
     /// `cli-version`: `flow --version`.
     CliVersion,
     /// `cli-validate`: `flow validate FILE` of a small file.
@@ -81,7 +85,7 @@ impl FromStr for Shape {
     fn from_str(text: &str) -> Result<Self, String> {
         let bad = || {
             format!(
-                "unknown shape '{text}': use chain-N, recorded-chain-N, mongo-chain-N, mongo-crowded-chain-N, fanout-N, lattice-WxL, load-N, catchup-N, tick-N, due-start, cli-version or cli-validate"
+                "unknown shape '{text}': use chain-N, recorded-chain-N, mongo-chain-N, mongo-crowded-chain-N, fanout-N, lattice-WxL, load-N, dataproc-slots-N, catchup-N, tick-N, due-start, cli-version or cli-validate"
             )
         };
         let number = |s: &str| s.parse::<usize>().map_err(|_| bad());
@@ -111,6 +115,10 @@ impl FromStr for Shape {
                 _ => return Err(bad()),
             },
             Some(("fanout", n)) => Shape::Fanout(number(n)?),
+            Some(("dataproc", rest)) => match rest.split_once('-') {
+                Some(("slots", n)) => Shape::DataprocSlots(number(n)?),
+                _ => return Err(bad()),
+            },
             Some(("load", n)) => Shape::Load(number(n)?),
             Some(("lattice", wl)) => {
                 let (w, l) = wl.split_once('x').ok_or_else(bad)?;
@@ -126,7 +134,8 @@ impl FromStr for Shape {
             | Shape::RecordedChain(n)
             | Shape::Load(n)
             | Shape::MongoChain { steps: n, .. }
-            | Shape::Catchup(n) => n < 1,
+            | Shape::Catchup(n)
+            | Shape::DataprocSlots(n) => n < 1,
             Shape::Tick(_) | Shape::DueStart => false,
             Shape::Fanout(n) => n < 3,
             Shape::Lattice { width, layers } => width < 2 || layers < 1,
@@ -158,6 +167,7 @@ impl fmt::Display for Shape {
             Shape::Catchup(n) => write!(f, "catchup-{n}"),
             Shape::Tick(n) => write!(f, "tick-{n}"),
             Shape::DueStart => f.write_str("due-start"),
+            Shape::DataprocSlots(n) => write!(f, "dataproc-slots-{n}"),
             Shape::CliVersion => f.write_str("cli-version"),
             Shape::CliValidate => f.write_str("cli-validate"),
         }
@@ -172,6 +182,7 @@ impl Shape {
             | Shape::RecordedChain(n)
             | Shape::Fanout(n)
             | Shape::Load(n)
+            | Shape::DataprocSlots(n)
             | Shape::MongoChain { steps: n, .. } => n,
             Shape::Lattice { width, layers } => width * layers,
             Shape::Catchup(n) => n * crate::schedule::STEPS,
@@ -248,6 +259,7 @@ impl Shape {
             Shape::Catchup(_)
             | Shape::Tick(_)
             | Shape::DueStart
+            | Shape::DataprocSlots(_)
             | Shape::CliVersion
             | Shape::CliValidate => Vec::new(),
         }
