@@ -329,7 +329,9 @@ async fn an_unknown_job_is_lost_and_webhcat_refuses_what_it_refuses_on_contract_
     let http = reqwest::Client::new();
     let base = format!("{}/templeton/v1", s.fake.url());
     let login = |r: reqwest::RequestBuilder| r.basic_auth("admin", Some(PASSWORD));
-    let answer = |r: reqwest::Response| async move {
+    // A request with the gateway login: its status and WebHCat's error.
+    let ask = |r: reqwest::RequestBuilder| async move {
+        let r = login(r).send().await.unwrap();
         let status = r.status().as_u16();
         let body: serde_json::Value = r.json().await.unwrap();
         (status, body["error"].as_str().unwrap_or("").to_string())
@@ -342,62 +344,35 @@ async fn an_unknown_job_is_lost_and_webhcat_refuses_what_it_refuses_on_contract_
         .unwrap();
     assert_eq!(r.status().as_u16(), 401);
     // No user.name.
-    let (status, error) = answer(
-        login(http.get(format!("{base}/jobs")))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, error) = ask(http.get(format!("{base}/jobs"))).await;
     assert_eq!(
         (status, error.as_str()),
         (401, "No user found.  Missing user.name parameter.")
     );
     // A jar without its class; a Pig job without a script.
-    let (status, error) = answer(
-        login(http.post(format!("{base}/mapreduce/jar")))
-            .form(&[("user.name", "etl"), ("jar", "x.jar")])
-            .send()
-            .await
-            .unwrap(),
-    )
+    let (status, error) = ask(http
+        .post(format!("{base}/mapreduce/jar"))
+        .form(&[("user.name", "etl"), ("jar", "x.jar")]))
     .await;
     assert_eq!((status, error.as_str()), (400, "Missing class parameter"));
-    let (status, error) = answer(
-        login(http.post(format!("{base}/pig")))
-            .form(&[
-                ("user.name", "etl"),
-                ("enablelog", "true"),
-                ("file", "x.pig"),
-            ])
-            .send()
-            .await
-            .unwrap(),
-    )
+    let (status, error) = ask(http.post(format!("{base}/pig")).form(&[
+        ("user.name", "etl"),
+        ("enablelog", "true"),
+        ("file", "x.pig"),
+    ]))
     .await;
     assert_eq!(
         (status, error.as_str()),
         (400, "enablelog is only applicable when statusdir is set")
     );
     // An unknown job, a malformed id.
-    let (status, error) = answer(
-        login(http.delete(format!("{base}/jobs/job_1700000000000_0099?user.name=etl")))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, error) =
+        ask(http.delete(format!("{base}/jobs/job_1700000000000_0099?user.name=etl"))).await;
     assert_eq!(
         (status, error.as_str()),
         (400, "Could not find job job_1700000000000_0099")
     );
-    let (status, _) = answer(
-        login(http.get(format!("{base}/jobs/nope?user.name=etl")))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, _) = ask(http.get(format!("{base}/jobs/nope?user.name=etl"))).await;
     assert_eq!(status, 400);
     // The listing: the user's jobs, details only with fields=*.
     let listed: serde_json::Value = login(http.get(format!("{base}/jobs?user.name=etl")))
