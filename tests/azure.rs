@@ -289,24 +289,39 @@ main = { action = "spark", application = "jobs/count.py" }
     assert_eq!(home.listed(&home.livy, "/batches")["total"], 1);
 }
 
-#[test]
-fn a_secret_written_in_plain_text_is_refused_naming_its_key_not_its_value() {
+/// `flow validate` of a one-step flow under `settings`: its exit code and
+/// what it printed.
+fn validate_with(settings: &str) -> (Option<i32>, String) {
     let home = support::Home::empty();
-    home.write(
-        "flow.toml",
-        "[cluster]\nkind = \"azure\"\n\n[cluster.azure]\ngateway = \"https://etl.azurehdinsight.net\"\npassword = \"hunter2-is-my-password\"\n",
-    );
+    home.write("flow.toml", settings);
     home.write(
         "a.toml",
         "name = \"a\"\n[[steps]]\nname = \"s\"\nmain = { action = \"mkdir\", path = \"x\" }\n",
     );
     let out = home.flow(&["validate", "a.toml"]);
-    let shown = text(&out);
-    assert_eq!(out.status.code(), Some(2), "{shown}");
+    (out.status.code(), text(&out))
+}
+
+#[test]
+fn a_secret_written_in_plain_text_is_refused_naming_its_key_not_its_value() {
+    let (code, shown) = validate_with(
+        "[cluster]\nkind = \"azure\"\n\n[cluster.azure]\ngateway = \"https://etl.azurehdinsight.net\"\npassword = \"hunter2-is-my-password\"\n",
+    );
+    assert_eq!(code, Some(2), "{shown}");
     assert!(
         shown.contains("flow.toml:4:1") && shown.contains("[cluster.azure] setting `password`"),
         "{shown}"
     );
     assert!(shown.contains("env:VAR"), "{shown}");
     assert!(!shown.contains("hunter2"), "the secret is echoed: {shown}");
+}
+
+#[test]
+fn jobs_per_cluster_zero_is_refused_at_its_place() {
+    let (code, shown) = validate_with(
+        "[cluster]\nkind = \"azure\"\n\n[cluster.azure]\ngateway = \"https://etl.azurehdinsight.net\"\njobs_per_cluster = 0\n",
+    );
+    assert_eq!(code, Some(2), "{shown}");
+    assert!(shown.contains("flow.toml:6:20"), "{shown}");
+    assert!(shown.contains("nonzero"), "{shown}");
 }

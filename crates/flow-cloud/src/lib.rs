@@ -29,6 +29,9 @@
 //! - [`errors`]: errors as people read them: a service's code and message
 //!   on one line, an error with its causes, how often a call was tried;
 //!   never a client library's `Debug` dump.
+//! - [`unfinished`]: what a cluster's `wait` answers when its poller gave
+//!   up before the job ended, the same for every cloud (an unknown outcome
+//!   is never a failed attempt).
 //! - [`clock`]: time as a trait, so tests assert polling and retry figures
 //!   by counting requests, never by sleeping.
 //!
@@ -46,6 +49,7 @@ pub mod retry;
 pub mod tail;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+pub mod unfinished;
 
 pub use clock::{Clock, ManualClock, TokioClock};
 pub use lifecycle::{retry_with_lookup, wait_until, Look, Requests, Wait, WaitError};
@@ -56,6 +60,7 @@ pub use retry::{retry, RetryConfig, Transient};
 pub use tail::{
     deserialize_job_logs_over, tail, JobLogs, RemoteObjects, Tail, TailError, TailOptions,
 };
+pub use unfinished::{unfinished_wait, Unfinished};
 
 /// The README's examples, compiled (and run unless they say otherwise) as
 /// doctests, so the crate page shows code that builds.

@@ -15,7 +15,7 @@ use flow_core::{
     JobContext, JobHandle, JobStatus,
 };
 use flow_fs_azure::AzureBlobFilesystem;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 use tracing::{error, info, warn};
@@ -33,6 +33,37 @@ struct AzureBackend {
     code_root: Option<String>,
     /// Where WebHCat status directories go (one per job).
     statusdir_root: Option<String>,
+    /// One poller per gateway: the run's clusters on one gateway share its
+    /// listings.
+    pollers: Mutex<HashMap<String, Poller<AzureJobs>>>,
+}
+
+impl AzureBackend {
+    /// The gateway's address: the cluster's identity.
+    fn endpoint(&self) -> String {
+        self.config
+            .gateway
+            .clone()
+            .or_else(|| self.livy.clone())
+            .or_else(|| self.webhcat.clone())
+            .unwrap_or_default()
+            .trim_end_matches('/')
+            .to_string()
+    }
+
+    fn poller(&self, endpoint: &str) -> Poller<AzureJobs> {
+        let mut pollers = self.pollers.lock().unwrap_or_else(PoisonError::into_inner);
+        pollers
+            .entry(endpoint.to_string())
+            .or_insert_with(|| {
+                Poller::new(
+                    AzureJobs::new(self.gateway.clone(), self.config.webhcat_user().to_string()),
+                    self.config.poll,
+                    self.clock.clone(),
+                )
+            })
+            .clone()
+    }
 }
 
 /// Makes [`AzureCluster`]s (kind `azure`) from one [`AzureConfig`]. Build it
@@ -105,6 +136,7 @@ impl AzureClusterFactory {
                 clock,
                 code_root,
                 statusdir_root,
+                pollers: Mutex::default(),
             }),
         })
     }
@@ -170,6 +202,8 @@ pub struct AzureCluster {
     shared: Arc<AzureBackend>,
     poller: Poller<AzureJobs>,
     handle: Mutex<Option<ClusterHandle>>,
+    /// Why the cluster ended under a job, once a wait noticed.
+    end_reason: Mutex<Option<String>>,
 }
 
 impl fmt::Debug for AzureCluster {
@@ -182,23 +216,18 @@ impl fmt::Debug for AzureCluster {
 
 impl AzureCluster {
     fn new(name: &str, shared: Arc<AzureBackend>) -> Self {
-        let poller = Poller::new(
-            AzureJobs::new(
-                shared.gateway.clone(),
-                shared.config.webhcat_user().to_string(),
-            ),
-            shared.config.poll,
-            shared.clock.clone(),
-        );
+        let poller = shared.poller(&shared.endpoint());
         AzureCluster {
             name: name.to_string(),
             shared,
             poller,
             handle: Mutex::new(None),
+            end_reason: Mutex::new(None),
         }
     }
 
-    /// Job status requests the poller made so far (one per tick per API).
+    /// Job status requests the poller of its gateway made so far (one per
+    /// tick per API).
     pub fn poll_requests(&self) -> u64 {
         self.poller.requests()
     }
@@ -216,14 +245,7 @@ impl AzureCluster {
     }
 
     fn backend_id(&self) -> String {
-        let url = self
-            .config()
-            .gateway
-            .clone()
-            .or_else(|| self.shared.livy.clone())
-            .or_else(|| self.shared.webhcat.clone())
-            .unwrap_or_default();
-        cluster_of(&url)
+        cluster_of(&self.shared.endpoint())
     }
 
     fn backend_error(&self, operation: &'static str, e: impl fmt::Display) -> ClusterError {
@@ -577,11 +599,15 @@ impl Cluster for AzureCluster {
                 return Err(ClusterError::Cancelled { cluster: self.name.clone(), job: kind });
             }
         };
-        let finished = finished.map_err(|e| match e {
-            PollError::Missing { .. } => {
-                self.job_failed(kind, format!("the gateway no longer knows {job} ({e})"))
+        let finished = finished.map_err(|e| {
+            let unfinished = flow_cloud::unfinished_wait(e, &self.name, kind, &job.to_string());
+            if let Some(reason) = unfinished.cluster_ended {
+                self.end_reason
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .get_or_insert(reason);
             }
-            other => self.backend_error("poll", other),
+            unfinished.error
         })?;
         match finished.outcome {
             Outcome::Succeeded => {
@@ -683,6 +709,25 @@ impl Cluster for AzureCluster {
 
     fn filesystem(&self) -> &dyn Filesystem {
         &self.shared.fs
+    }
+
+    /// `jobs_per_cluster` batches and jobs at once (1 unless set).
+    fn slots(&self) -> usize {
+        self.config().jobs_per_cluster.get()
+    }
+
+    fn end_reason(&self) -> Option<String> {
+        self.end_reason
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The gateway names one cluster: every run sending to it shares it,
+    /// so only the last user of a cluster a run created ends it (the store
+    /// keeps who uses it), and one found up is left up.
+    fn shared_name(&self) -> Option<String> {
+        Some(self.shared.endpoint())
     }
 }
 

@@ -17,6 +17,7 @@ use std::time::Duration;
 /// gateway = "https://etl.azurehdinsight.net"   # the cluster's HTTPS gateway
 /// username = "admin"
 /// password = "env:HDINSIGHT_PASSWORD"
+/// jobs_per_cluster = 4                          # batches and jobs the cluster runs at once
 /// [cluster.azure.blob]
 /// account = "etldata"
 /// key = "env:AZURE_STORAGE_KEY"
@@ -47,6 +48,10 @@ pub struct AzureConfig {
     /// filesystem's default container. Read back for a failed job's
     /// `stderr`.
     pub statusdir: String,
+    /// Jobs a cluster runs at once: the engine gives each cluster this many
+    /// steps at a time, all watched by one listing per API per tick.
+    /// Default 1.
+    pub jobs_per_cluster: std::num::NonZeroUsize,
     /// How jobs are polled: floor, backoff, cap, timeout of one wait.
     pub poll: PollConfig,
     /// Retries of 429, 5xx and connection failures (`Retry-After` honoured).
@@ -76,6 +81,7 @@ impl Default for AzureConfig {
             password: None,
             webhcat_user: None,
             statusdir: "flow/webhcat".into(),
+            jobs_per_cluster: std::num::NonZeroUsize::MIN,
             poll: PollConfig {
                 cap: Duration::from_secs(3),
                 ..PollConfig::default()
@@ -306,5 +312,24 @@ mod tests {
         )
         .unwrap();
         assert_eq!(ok.azure.unwrap().password.unwrap().variable(), Some("P"));
+    }
+
+    #[test]
+    fn jobs_per_cluster_is_one_by_default_and_zero_is_refused_at_its_place() {
+        #[derive(Debug, Deserialize)]
+        struct Wrapper {
+            #[serde(default, deserialize_with = "deserialize_validated")]
+            azure: Option<AzureConfig>,
+        }
+        let gateway = "[azure]\ngateway = \"https://x.azurehdinsight.net\"\n";
+        let default: Wrapper = toml::from_str(gateway).unwrap();
+        assert_eq!(default.azure.unwrap().jobs_per_cluster.get(), 1);
+        let four: Wrapper = toml::from_str(&format!("{gateway}jobs_per_cluster = 4\n")).unwrap();
+        assert_eq!(four.azure.unwrap().jobs_per_cluster.get(), 4);
+        let shown = toml::from_str::<Wrapper>(&format!("{gateway}jobs_per_cluster = 0\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(shown.contains("nonzero"), "{shown}");
+        assert!(shown.contains("line 3, column 20"), "{shown}");
     }
 }

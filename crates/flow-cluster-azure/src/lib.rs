@@ -25,7 +25,14 @@
 //! - **Cancel**: `DELETE /livy/batches/ID` or `DELETE
 //!   /templeton/v1/jobs/ID`, then waits for the job to end.
 //! - **Clusters**: the gateway names a cluster managed outside the flow:
-//!   it is used as it is and left up.
+//!   it is used as it is and left up. The gateway's address is its
+//!   [`shared_name`](flow_core::Cluster::shared_name) (the store records
+//!   every run using it; only the last user of a cluster a run created
+//!   ends it), and it runs `jobs_per_cluster` jobs at once (its slots).
+//! - **Unknown outcomes**: a wait whose status requests keep failing ends
+//!   with [`OutcomeUnknown`](flow_core::ClusterError::OutcomeUnknown), never
+//!   a failure, so the next engine adopts the job before anything is sent
+//!   again (`flow_cloud::unfinished_wait`).
 //! - Every call is retried on 429, 5xx and connection errors with
 //!   `flow_cloud`'s policy, honouring `Retry-After`. The gateway's password
 //!   is a secret read from the environment; it never reaches a log, an

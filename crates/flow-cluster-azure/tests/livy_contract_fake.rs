@@ -1,7 +1,8 @@
 //! The HDInsight cluster's Spark path against the Livy contract fake (in
 //! process, on a manual clock shared with the cluster): the exact batch
 //! body, success, `dead` with its log tail, a lost submit answer found by
-//! name, throttling and 503s retried, cancel, shell refused, the login.
+//! name, throttling and 503s retried, cancel, shell refused, the login,
+//! the unknown-outcome contract, slots and the shared name.
 
 mod common;
 
@@ -189,4 +190,108 @@ async fn shell_is_unsupported_and_a_missing_login_is_refused_on_contract_fake() 
     let e = cluster.wait_ready().await.unwrap_err().to_string();
     assert!(e.contains("HTTP 401"), "{e}");
     assert!(!format!("{:?}", s.factory).contains(PASSWORD));
+}
+
+/// The fake's faults, for `flow_cloud::testkit`'s contracts.
+struct LivyFaults<'a> {
+    fake: &'a FakeLivy,
+}
+
+#[async_trait::async_trait]
+impl flow_cloud::testkit::BackendFaults for LivyFaults<'_> {
+    async fn break_status_requests(&self) {
+        for method in ["batches.list", "batches.get"] {
+            self.fake.faults().throttle(method, 1_000_000, 1);
+        }
+    }
+    async fn heal(&self) {
+        self.fake.faults().unthrottle();
+    }
+    async fn finish(&self, handle: &flow_core::JobHandle) {
+        let id = handle.id("id").unwrap().parse().unwrap();
+        self.fake.finish(id, "success", &["done"]);
+    }
+    async fn jobs_received(&self) -> usize {
+        self.fake.batches().len()
+    }
+}
+
+#[tokio::test]
+async fn a_batch_whose_polling_gave_up_has_an_unknown_outcome_and_is_adopted_on_contract_fake() {
+    let s = Arc::new(setup(Some("env:FLOW_TEST_AZURE_GATEWAY_PASSWORD")).await);
+    let t = s.clone();
+    let contract = tokio::spawn(async move {
+        let cluster = t.factory.cluster("azure-0", &context());
+        let owned = common::Cx::new(CancellationToken::new());
+        let faults = LivyFaults { fake: &t.fake };
+        flow_cloud::testkit::unknown_outcome_contract(
+            &cluster,
+            &spark(),
+            &owned.cx("spark"),
+            &faults,
+        )
+        .await;
+    });
+    common::drive(&s.clock, contract).await;
+    assert_eq!(
+        s.fake.faults().count("batches.create"),
+        1,
+        "one POST /batches"
+    );
+    assert!(
+        s.fake.faults().count("batches.list") > 5,
+        "the listings were tried"
+    );
+}
+
+#[tokio::test]
+async fn slots_are_jobs_per_cluster_polled_by_one_listing_and_the_gateway_is_the_shared_name_on_contract_fake(
+) {
+    let s = setup(Some("env:FLOW_TEST_AZURE_GATEWAY_PASSWORD")).await;
+    let four = s
+        .factory
+        .config()
+        .clone()
+        .builder()
+        .with(|c| c.jobs_per_cluster = std::num::NonZeroUsize::new(4).unwrap())
+        .with_clock(Arc::new(s.clock.clone()))
+        .build()
+        .unwrap();
+    let theirs = s.factory.cluster("azure-1", &context());
+    assert_eq!(theirs.slots(), 1, "one at a time by default");
+    // Four batches at once, all watched by one listing a tick (the
+    // clusters of a gateway share its poller).
+    let mut running = Vec::new();
+    for _ in 0..4 {
+        running.push(common::submitted(&s.clock, &four, spark(), "spark").await);
+    }
+    let cluster = running[0].0.clone();
+    assert_eq!(cluster.slots(), 4);
+    // Every run's cluster on this gateway has the same shared name: the
+    // store then decides who uses it and who ends it.
+    assert_eq!(cluster.shared_name().as_deref(), Some(s.fake.url()));
+    assert_eq!(theirs.shared_name(), cluster.shared_name());
+    let waits: Vec<_> = running
+        .iter()
+        .map(|(c, h, cancel)| common::spawn_wait(c, h, cancel))
+        .collect();
+    for _ in 0..10 {
+        s.clock.wait_for_sleepers(1).await;
+        let deadline = s.clock.next_deadline().unwrap();
+        s.clock.advance(deadline.saturating_sub(s.clock.now()));
+    }
+    let listed = s.fake.faults().count("batches.list");
+    assert_eq!(
+        listed,
+        cluster.poll_requests(),
+        "one listing a tick covers the four"
+    );
+    assert!(listed >= 9, "{listed}");
+    for b in s.fake.batches() {
+        s.fake.finish(b.id, "success", &[]);
+    }
+    for w in waits {
+        common::drive(&s.clock, w).await.unwrap();
+    }
+    assert_eq!(s.fake.faults().count("batches.get"), 0);
 }

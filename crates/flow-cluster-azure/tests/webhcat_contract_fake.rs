@@ -405,3 +405,46 @@ async fn an_unknown_job_is_lost_and_webhcat_refuses_what_it_refuses_on_contract_
     assert_eq!(detail[0]["detail"]["status"]["state"], "RUNNING");
     assert_eq!(detail[0]["detail"]["userargs"]["user.name"], "etl");
 }
+
+/// The fake's faults, for `flow_cloud::testkit`'s contracts.
+struct WebHcatFaults<'a> {
+    fake: &'a FakeWebHcat,
+}
+
+#[async_trait::async_trait]
+impl flow_cloud::testkit::BackendFaults for WebHcatFaults<'_> {
+    async fn break_status_requests(&self) {
+        for method in ["jobs.list", "jobs.get"] {
+            self.fake.faults().throttle(method, 1_000_000, 1);
+        }
+    }
+    async fn heal(&self) {
+        self.fake.faults().unthrottle();
+    }
+    async fn finish(&self, handle: &flow_core::JobHandle) {
+        self.fake
+            .finish(handle.id("id").unwrap(), "SUCCEEDED", Some(0), None);
+    }
+    async fn jobs_received(&self) -> usize {
+        self.fake.jobs().len()
+    }
+}
+
+#[tokio::test]
+async fn a_job_whose_polling_gave_up_has_an_unknown_outcome_and_is_adopted_on_contract_fake() {
+    let s = Arc::new(setup(None, unused_blob()).await);
+    let t = s.clone();
+    let contract = tokio::spawn(async move {
+        let cluster = t.factory.cluster("azure-0", &common::context());
+        let owned = common::Cx::new(tokio_util::sync::CancellationToken::new());
+        let faults = WebHcatFaults { fake: &t.fake };
+        flow_cloud::testkit::unknown_outcome_contract(&cluster, &pig(), &owned.cx("pig"), &faults)
+            .await;
+    });
+    common::drive(&s.clock, contract).await;
+    assert_eq!(s.fake.faults().count("pig.create"), 1, "one POST /pig");
+    assert!(
+        s.fake.faults().count("jobs.list") > 5,
+        "the listings were tried"
+    );
+}

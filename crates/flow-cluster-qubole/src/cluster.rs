@@ -10,8 +10,8 @@ use crate::error::{ApiError, QuboleError};
 use crate::logs::command_log;
 use async_trait::async_trait;
 use flow_cloud::{
-    retry_with_lookup, wait_until, Clock, Look, Outcome, PollError, Poller, Requests, Transient,
-    Wait, WaitError,
+    retry_with_lookup, wait_until, Clock, Look, Outcome, Poller, Requests, Transient, Wait,
+    WaitError,
 };
 use flow_core::{
     Cluster, ClusterError, ClusterFactory, ClusterHandle, ExecutionContext, Filesystem, Job,
@@ -627,28 +627,13 @@ impl Cluster for QuboleCluster {
                 return Err(ClusterError::Cancelled { cluster: self.name.clone(), job: kind });
             }
         };
-        let finished = finished.map_err(|e| match e {
-            PollError::ClusterEnded { reason, .. } => {
-                error!("the cluster of QDS {command} ended: {reason}");
-                self.state().end_reason.get_or_insert(reason.clone());
-                ClusterError::JobFailed {
-                    cluster: self.name.clone(),
-                    job: kind,
-                    message: format!("QDS {command}: its cluster ended: {reason}"),
-                }
+        let finished = finished.map_err(|e| {
+            let unfinished =
+                flow_cloud::unfinished_wait(e, &self.name, kind, &format!("QDS {command}"));
+            if let Some(reason) = unfinished.cluster_ended {
+                self.state().end_reason.get_or_insert(reason);
             }
-            PollError::Missing { .. } => ClusterError::JobFailed {
-                cluster: self.name.clone(),
-                job: kind,
-                message: format!("QDS does not know {command} ({e})"),
-            },
-            e => ClusterError::OutcomeUnknown {
-                cluster: self.name.clone(),
-                job: kind,
-                message: format!(
-                    "QDS {command}: {e}; the command is left as it is for the next engine to adopt or cancel"
-                ),
-            },
+            unfinished.error
         })?;
         match finished.outcome {
             Outcome::Succeeded => {

@@ -64,14 +64,8 @@ pub async fn submitted(
     let handle = drive(
         clock,
         tokio::spawn(async move {
-            let execution = context();
-            let cx = JobContext {
-                cancel: &token,
-                execution: &execution,
-                step: "count",
-                action,
-                attempt: 1,
-            };
+            let owned = Cx::new(token);
+            let cx = owned.cx(action);
             let prepared = c.prepare(&j, &cx).unwrap();
             c.submit(&prepared, &j, &cx).await.unwrap()
         }),
@@ -87,20 +81,46 @@ pub async fn wait(
     handle: &JobHandle,
     cancel: &CancellationToken,
 ) -> Result<(), ClusterError> {
+    drive(clock, spawn_wait(cluster, handle, cancel)).await
+}
+
+/// The engine's wait for the job of `handle`, in a task (the clock is the
+/// caller's to move).
+pub fn spawn_wait(
+    cluster: &Arc<AzureCluster>,
+    handle: &JobHandle,
+    cancel: &CancellationToken,
+) -> JoinHandle<Result<(), ClusterError>> {
     let (c, h, token) = (cluster.clone(), handle.clone(), cancel.clone());
-    drive(
-        clock,
-        tokio::spawn(async move {
-            let execution = context();
-            let cx = JobContext {
-                cancel: &token,
-                execution: &execution,
-                step: "count",
-                action: "job",
-                attempt: 1,
-            };
-            c.wait(&h, &cx).await
-        }),
-    )
-    .await
+    tokio::spawn(async move {
+        let owned = Cx::new(token);
+        c.wait(&h, &owned.cx("job")).await
+    })
+}
+
+/// What a [`JobContext`] borrows (step `count`, attempt 1), owned by a
+/// test's task.
+pub struct Cx {
+    pub cancel: CancellationToken,
+    pub execution: ExecutionContext,
+}
+
+impl Cx {
+    pub fn new(cancel: CancellationToken) -> Cx {
+        Cx {
+            cancel,
+            execution: context(),
+        }
+    }
+
+    /// The context of one job of `action`.
+    pub fn cx(&self, action: &'static str) -> JobContext<'_> {
+        JobContext {
+            cancel: &self.cancel,
+            execution: &self.execution,
+            step: "count",
+            action,
+            attempt: 1,
+        }
+    }
 }
