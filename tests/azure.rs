@@ -51,12 +51,25 @@ impl Home {
         let container = format!("hdinsight-{test}-{}", std::process::id());
         block_on(blob(&container).create_container(&container)).unwrap();
         let login = format!("admin:{PASSWORD}");
-        let fake = |api: &str| {
+        let fake = |api: &str, more: &[&str]| {
             let mut command = FakeProcess::command(api);
             command.args(["--login", &login, "--run-for", run_for]);
+            command
+                .args(more)
+                .env("CONTRACT_FAKES_STORAGE_KEY", EMULATOR_KEY);
             FakeProcess::start(command)
         };
-        let (livy, webhcat) = (fake("livy"), fake("webhcat"));
+        // WebHCat's controller writes each job's stderr into its status
+        // directory on the cluster's storage (Azurite); a script named
+        // `broken` fails as Pig fails.
+        let azurite = azurite_endpoint();
+        let (livy, webhcat) = (
+            fake("livy", &[]),
+            fake(
+                "webhcat",
+                &["--storage", &azurite, "--fail-scripts", "broken"],
+            ),
+        );
         let home = support::Home::empty();
         home.write(
             "flow.toml",
@@ -101,7 +114,6 @@ cancel_grace = "10s"
 "#,
                 livy = livy.url,
                 webhcat = webhcat.url,
-                azurite = azurite_endpoint(),
             ),
         );
         home.write("count.py", "print('counting')\n");
@@ -227,6 +239,60 @@ main = { action = "cp", from = "jobs/count.py", to = "published/{timeperiod}/cou
     for secret in [PASSWORD, EMULATOR_KEY] {
         assert!(!home.everything().iter().any(|f| f.contains(secret)));
     }
+}
+
+#[test]
+#[ignore = "needs Azurite and the contract fakes: run through `cargo xtask test`"]
+fn a_failed_pig_job_shows_the_end_of_its_stderr_from_blob_on_fake_hdinsight_on_azurite() {
+    let home = Home::new("pigfail", "1s");
+    home.write(
+        "broken.pig",
+        "rows = LOAD 'in' AS (n:int);\nDUMP nothing;\n",
+    );
+    home.write(
+        "a.toml",
+        r#"
+name = "a"
+time_qualifier = "daily"
+
+[[steps]]
+name = "stage"
+main = { action = "copy_from_local", from = "broken.pig", to = "jobs/broken.pig" }
+
+[[steps]]
+name = "tally"
+depends_on = ["stage"]
+main = { action = "pig", script = "jobs/broken.pig" }
+"#,
+    );
+    let out = home.flow_with_secrets(&["run", "a.toml", "--timeperiod", TP]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let status = home.status_json("a.toml", TP);
+    assert_eq!(status["flow"]["state"], "state_invalid");
+    let steps = status["steps"].as_array().unwrap();
+    let tally = steps
+        .iter()
+        .find(|s| s["step_name"] == "tally")
+        .unwrap_or_else(|| panic!("no step tally: {status}"));
+    let error = tally["error"].as_str().unwrap_or_default();
+    // The controller ended with Pig's exit value, and the error carries
+    // the end of stderr the fake wrote into the status directory on
+    // Azurite: Pig's error, not the head of its log.
+    assert!(error.contains("exit value 6"), "{error}");
+    assert!(
+        error.contains("ERROR 1066: Unable to open iterator for alias rows"),
+        "{error}"
+    );
+    assert!(!error.contains("Apache Pig version"), "{error}");
+    let log = home.read("logs/a/tally.log");
+    assert!(log.contains("the end of wasbs://"), "{log}");
+    assert!(
+        log.contains("ERROR 1066: Unable to open iterator for alias rows"),
+        "{log}"
+    );
+    assert!(log.contains("(line 299)"), "{log}");
+    assert!(!log.contains("Apache Pig version"), "only the end: {log}");
+    assert_eq!(home.webhcat.count("pig.create"), 1, "not submitted again");
 }
 
 #[test]

@@ -38,6 +38,9 @@ pub fn prepare(
         "contract-fakes",
         "--bin",
         "contract-fakes",
+        // The WebHCat fake writes status directories to Azurite.
+        "--features",
+        "blob",
     ]);
     if target_from_env {
         cargo.env("CARGO_TARGET_DIR", target);

@@ -1,7 +1,12 @@
 //! The binary's flags of the HDInsight gateway's fakes (`livy`, `webhcat`):
 //! `contract-fakes livy|webhcat [--port N] [--login USER:PASSWORD]
-//! [--run-for D]`, on real time. `--run-for`: every job ends successfully
-//! that long after it was submitted (default 2s).
+//! [--run-for D] [--fail-scripts TEXT] [--storage BLOB_ENDPOINT]`, on real
+//! time. `--run-for`: every job ends that long after it was submitted
+//! (default 2s), successfully unless it is a Pig script whose address
+//! contains `--fail-scripts` (WebHCat only). `--storage`: the cluster's
+//! Blob storage (an emulator's endpoint with its account, the key read from
+//! `CONTRACT_FAKES_STORAGE_KEY`), where the WebHCat fake writes each job's
+//! `statusdir/stderr` (needs the `blob` feature).
 
 use flow_cloud::{Clock, TokioClock};
 use std::sync::Arc;
@@ -18,6 +23,10 @@ pub struct GatewayArgs {
     pub clock: Arc<dyn Clock>,
     /// How long each job runs.
     pub run_for: Duration,
+    /// Pig scripts whose address contains this fail.
+    pub fail_scripts: Option<String>,
+    /// The cluster's Blob endpoint (`http://127.0.0.1:PORT/ACCOUNT`).
+    pub storage: Option<String>,
 }
 
 /// Parses the flags after the API's name.
@@ -27,6 +36,8 @@ pub fn parse(args: Vec<String>) -> Result<GatewayArgs, String> {
         login: None,
         clock: Arc::new(TokioClock::new()),
         run_for: Duration::from_secs(2),
+        fail_scripts: None,
+        storage: None,
     };
     let mut args = args.into_iter();
     while let Some(flag) = args.next() {
@@ -43,6 +54,8 @@ pub fn parse(args: Vec<String>) -> Result<GatewayArgs, String> {
                 parsed.run_for = humantime::parse_duration(&value)
                     .map_err(|e| format!("--run-for {value}: {e}"))?
             }
+            "--fail-scripts" => parsed.fail_scripts = Some(value),
+            "--storage" => parsed.storage = Some(value),
             other => return Err(format!("unknown argument {other}")),
         }
     }

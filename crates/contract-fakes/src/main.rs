@@ -42,16 +42,22 @@ async fn main() {
             Err(e) => usage(&e),
         },
         "webhcat" => match gateway_args::parse(rest) {
-            Ok(args) => webhcat::FakeWebHcat::start(
-                webhcat::WebHcatOptions {
-                    clock: args.clock,
-                    login: args.login,
-                    run_for: Some(args.run_for),
-                },
-                args.port,
-            )
-            .await
-            .map(|fake| Box::new(fake) as Box<dyn Fake>),
+            Ok(args) => {
+                let storage = args.storage.as_deref().map(|endpoint| {
+                    cluster_storage(endpoint).unwrap_or_else(|e| usage(&format!("--storage: {e}")))
+                });
+                webhcat::FakeWebHcat::start(
+                    webhcat::WebHcatOptions {
+                        run_for: Some(args.run_for),
+                        fail_scripts: args.fail_scripts,
+                        storage,
+                        ..webhcat::WebHcatOptions::new(args.clock, args.login)
+                    },
+                    args.port,
+                )
+                .await
+                .map(|fake| Box::new(fake) as Box<dyn Fake>)
+            }
             Err(e) => usage(&e),
         },
         other => usage(&format!(
@@ -65,6 +71,35 @@ async fn main() {
             std::process::exit(1);
         }
     }
+}
+
+/// The HDInsight cluster's Blob storage at `endpoint`
+/// (`http://HOST:PORT/ACCOUNT`, an emulator), its key read from
+/// `CONTRACT_FAKES_STORAGE_KEY`.
+#[cfg(feature = "blob")]
+fn cluster_storage(endpoint: &str) -> Result<std::sync::Arc<dyn flow_core::Filesystem>, String> {
+    let account = endpoint
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let key = std::env::var("CONTRACT_FAKES_STORAGE_KEY")
+        .map_err(|_| "CONTRACT_FAKES_STORAGE_KEY is not set".to_string())?;
+    let fs = flow_fs_azure::AzureBlobFilesystemBuilder::new()
+        .with_endpoint(endpoint)
+        .with_account(account)
+        .with_credential(flow_fs_azure::AzureCredential::Key(flow_core::Secret::new(
+            key,
+        )))
+        .build()
+        .map_err(|e| e.to_string())?;
+    Ok(std::sync::Arc::new(fs))
+}
+
+#[cfg(not(feature = "blob"))]
+fn cluster_storage(_endpoint: &str) -> Result<std::sync::Arc<dyn flow_core::Filesystem>, String> {
+    Err("this binary was built without the blob feature (cargo build -p contract-fakes --features blob)".into())
 }
 
 /// What the binary needs of a started fake.

@@ -32,9 +32,14 @@
 //! Time comes from a [`FakeClock`]: a job is `RUNNING` from its
 //! submission; with [`WebHcatOptions::run_for`] it ends `SUCCEEDED` with
 //! exit value 0 that long after (the binary's mode), else it runs until a
-//! test ends it ([`FakeWebHcat::finish`]). The status directory's files
-//! (`stdout`, `stderr`, `exit`) are the cluster's to write, on its storage:
-//! tests put them there (Azurite). Faults, request counts and answers are
+//! test ends it ([`FakeWebHcat::finish`]). A Pig job whose script's
+//! address contains [`WebHcatOptions::fail_scripts`] fails as a broken
+//! script does on HDInsight: its controller ends `SUCCEEDED` with Pig's
+//! exit value 6. The status directory's `stderr` is the cluster's to write,
+//! on its storage: with [`WebHcatOptions::storage`] (Azurite in the tests)
+//! the fake writes Pig's log there, as the controller does, before it
+//! answers the submission (a failing script's log ends with Pig's `ERROR`
+//! line); without it tests put it there. Faults, request counts and answers are
 //! [`Faults`]'s (methods `pig.create`, `jar.create`, `jobs.get`,
 //! `jobs.list`, `jobs.delete`).
 
@@ -48,6 +53,7 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::Response;
 use axum::Router;
 use flow_cloud::Clock;
+use flow_core::Filesystem;
 use serde_json::{json, Map, Value};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -61,7 +67,7 @@ pub fn webhcat_error(status: StatusCode, _code: &str, message: String) -> Respon
 }
 
 /// How the fake behaves.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct WebHcatOptions {
     /// The service's time.
     pub clock: Arc<dyn Clock>,
@@ -71,7 +77,39 @@ pub struct WebHcatOptions {
     /// A job ends `SUCCEEDED` (exit value 0) this long after it was
     /// submitted; `None`: it runs until a test ends it.
     pub run_for: Option<Duration>,
+    /// A Pig job whose `file` contains this ends with exit value 6 (Pig's
+    /// for a failed script) instead, after `run_for`.
+    pub fail_scripts: Option<String>,
+    /// The cluster's storage, where each job's `statusdir/stderr` is
+    /// written (status directories are `wasbs://` addresses on it).
+    pub storage: Option<Arc<dyn Filesystem>>,
 }
+
+impl std::fmt::Debug for WebHcatOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebHcatOptions")
+            .field("run_for", &self.run_for)
+            .field("fail_scripts", &self.fail_scripts)
+            .field("storage", &self.storage.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl WebHcatOptions {
+    /// Jobs that run until a test ends them, no storage, no failures.
+    pub fn new(clock: Arc<dyn Clock>, login: Option<(String, String)>) -> Self {
+        WebHcatOptions {
+            clock,
+            login,
+            run_for: None,
+            fail_scripts: None,
+            storage: None,
+        }
+    }
+}
+
+/// Pig's exit value for a script that failed.
+const PIG_FAILED: i64 = 6;
 
 /// A job the fake holds.
 #[derive(Debug, Clone)]
@@ -94,6 +132,8 @@ pub struct FakeJob {
     pub form: Vec<(String, String)>,
     started: Duration,
     finished: Option<Duration>,
+    /// The exit value it ends with after `run_for`.
+    ends_with: i64,
 }
 
 impl FakeJob {
@@ -180,6 +220,8 @@ struct Service {
     /// The gateway's login, if it asks one.
     login: Option<BasicLogin>,
     run_for: Option<Duration>,
+    fail_scripts: Option<String>,
+    storage: Option<Arc<dyn Filesystem>>,
     world: Mutex<World>,
 }
 
@@ -192,7 +234,7 @@ impl Service {
             for job in world.jobs.iter_mut().filter(|j| !j.ended()) {
                 if now >= job.started + run_for {
                     job.state = "SUCCEEDED".into();
-                    job.exit_value = Some(0);
+                    job.exit_value = Some(job.ends_with);
                     job.finished = Some(job.started + run_for);
                 }
             }
@@ -217,6 +259,8 @@ impl FakeWebHcat {
                 .login
                 .map(|(user, password)| BasicLogin::new(&user, &password, "HDInsight gateway")),
             run_for: options.run_for,
+            fail_scripts: options.fail_scripts,
+            storage: options.storage,
             world: Mutex::new(World::default()),
         });
         let router = Router::new().fallback(handle).with_state(shared.clone());
@@ -315,7 +359,70 @@ async fn handle(
         params.extend(query_pairs(&String::from_utf8_lossy(&body)));
     }
     let answer = act(&shared, name, &segments, &params);
+    if answer.status().is_success() && name.ends_with(".create") {
+        if let Some(refused) = write_stderr(&shared).await {
+            return shared.faults.depart(name, false, refused);
+        }
+    }
     shared.faults.depart(name, false, answer)
+}
+
+/// Writes the newest job's `stderr` into its status directory on the
+/// cluster's storage, as the controller does; a 500 when the storage
+/// refuses (the test's setup is wrong).
+async fn write_stderr(shared: &Service) -> Option<Response> {
+    let storage = shared.storage.as_ref()?;
+    let (statusdir, text, seq) = {
+        let world = shared.world.lock().unwrap_or_else(PoisonError::into_inner);
+        let job = world.jobs.last()?;
+        let statusdir = job.userargs.get("statusdir")?.as_str()?.to_string();
+        (statusdir, pig_log(job), job.seq())
+    };
+    let local = std::env::temp_dir().join(format!(
+        "contract-fakes-webhcat-{}-{seq}-stderr",
+        std::process::id()
+    ));
+    let written = match std::fs::write(&local, text) {
+        Ok(()) => storage
+            .copy_from_local(&local, &format!("{statusdir}/stderr"))
+            .await
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    let _ = std::fs::remove_file(&local);
+    written.err().map(|e| {
+        webhcat_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "",
+            format!("the fake cannot write {statusdir}/stderr: {e}"),
+        )
+    })
+}
+
+/// What Pig writes on stderr for `job`: its progress, and for a failing
+/// script Pig's error last.
+fn pig_log(job: &FakeJob) -> String {
+    let file = job
+        .userargs
+        .get("file")
+        .and_then(Value::as_str)
+        .unwrap_or("-");
+    let mut log = format!("INFO  org.apache.pig.Main - Apache Pig version 0.16.0 running {file}\n");
+    for n in 0..300 {
+        log.push_str(&format!(
+            "INFO  org.apache.pig.backend.hadoop.executionengine.mapReduceLayer.MapReduceLauncher - {}% complete (line {n})\n",
+            n / 3
+        ));
+    }
+    if job.ends_with == PIG_FAILED {
+        log.push_str(
+            "ERROR org.apache.pig.tools.grunt.Grunt - ERROR 1066: Unable to open iterator for alias rows\n",
+        );
+        log.push_str("Details at logfile: /tmp/pig_1700000000000.log\n");
+    } else {
+        log.push_str("INFO  org.apache.pig.Main - Pig script completed\n");
+    }
+    log
 }
 
 fn not_served(method: &Method, path: &str) -> Response {
@@ -404,6 +511,10 @@ fn act(shared: &Service, name: &str, segments: &[&str], params: &[(String, Strin
             );
             userargs.insert("enablelog".into(), Value::from(flag(params, "enablelog")));
             world.next += 1;
+            let fails = name == "pig.create"
+                && shared.fail_scripts.as_deref().is_some_and(|part| {
+                    one(params, "file").is_some_and(|file| file.contains(part))
+                });
             let job = FakeJob {
                 id: format!("job_{CLUSTER_START}_{:04}", world.next),
                 user,
@@ -420,6 +531,7 @@ fn act(shared: &Service, name: &str, segments: &[&str], params: &[(String, Strin
                 form: params.to_vec(),
                 started: shared.clock.now(),
                 finished: None,
+                ends_with: if fails { PIG_FAILED } else { 0 },
             };
             let id = job.id.clone();
             world.jobs.push(job);

@@ -41,9 +41,8 @@ async fn setup(run_for: Option<Duration>, blob: AzureBlobConfig) -> Setup {
     let shared: Arc<dyn Clock> = Arc::new(clock.clone());
     let fake = FakeWebHcat::start(
         WebHcatOptions {
-            clock: shared.clone(),
-            login: Some(("admin".into(), PASSWORD.into())),
             run_for,
+            ..WebHcatOptions::new(shared.clone(), Some(("admin".into(), PASSWORD.into())))
         },
         0,
     )
