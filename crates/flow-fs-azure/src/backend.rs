@@ -338,6 +338,7 @@ mod tests {
             status,
             code: Some(code.into()),
             message: String::new(),
+            retry_after: None,
         };
         assert!(status(429, "TooManyRequests").is_transient());
         assert!(status(503, "ServerBusy").is_transient());

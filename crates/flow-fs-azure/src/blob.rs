@@ -8,7 +8,9 @@
 //! (the SDK's own are turned off; [`crate::backend`] retries with
 //! `flow_cloud`'s policy). Failures are [`CallError`]s holding the status,
 //! the service's error code and a message, never a URL (a SAS rides in the
-//! query) or a header.
+//! query) or a header, and the delay a throttling answer asked for
+//! (`x-ms-retry-after-ms`, `retry-after-ms` or `Retry-After`), which the
+//! retries honour.
 
 use async_trait::async_trait;
 use azure_core::error::ErrorKind;
@@ -18,7 +20,7 @@ use azure_storage::{CloudLocation, ConnectionString, StorageCredentials};
 use azure_storage_blobs::blob::{BlobBlockType, BlockList, CopyStatus};
 use azure_storage_blobs::prelude::{BlobServiceClient, ClientBuilder, ContainerClient};
 use bytes::Bytes;
-use flow_cloud::retry::is_transient_status;
+use flow_cloud::retry::{is_transient_status, parse_retry_after};
 use flow_cloud::tail::ObjectStream;
 use flow_cloud::Transient;
 use futures_util::{StreamExt, TryStreamExt};
@@ -26,7 +28,7 @@ use std::fmt;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 /// The well-known account of Azurite and the storage emulator.
 pub const EMULATOR_ACCOUNT: &str = azure_storage::EMULATOR_ACCOUNT;
@@ -44,11 +46,13 @@ pub(crate) enum Credential {
 /// A failed call, before it names an object.
 #[derive(Debug)]
 pub(crate) enum CallError {
-    /// The service refused: the HTTP status and its error code.
+    /// The service refused: the HTTP status and its error code, and how
+    /// long it asked to be left alone, if it did.
     Status {
         status: u16,
         code: Option<String>,
         message: String,
+        retry_after: Option<Duration>,
     },
     /// No answer: the connection failed or a timeout fired.
     Transport(String),
@@ -63,6 +67,7 @@ impl fmt::Display for CallError {
                 status,
                 code: Some(code),
                 message,
+                ..
             } => write!(f, "HTTP {status} {code}: {message}"),
             CallError::Status {
                 status, message, ..
@@ -78,6 +83,13 @@ impl Transient for CallError {
             CallError::Status { status, .. } => is_transient_status(*status),
             CallError::Transport(_) => true,
             CallError::Other(_) => false,
+        }
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            CallError::Status { retry_after, .. } => *retry_after,
+            _ => None,
         }
     }
 }
@@ -133,6 +145,7 @@ fn call_error(e: azure_core::Error, timeouts: &Timeouts) -> CallError {
             status: u16::from(*status),
             code: error_code.clone(),
             message: cut(&message, 500),
+            retry_after: e.downcast_ref::<AskedToWait>().map(|a| a.delay),
         },
         ErrorKind::Io => match timeout {
             Some((setting, limit)) => CallError::Transport(format!(
@@ -173,14 +186,70 @@ struct Counting {
 
 #[async_trait]
 impl HttpClient for Counting {
+    /// Sends the request; a throttling or server-busy answer that asks for
+    /// a delay becomes an error carrying it ([`AskedToWait`]), as the SDK
+    /// keeps no headers in its errors.
     async fn execute_request(
         &self,
         request: &azure_core::Request,
     ) -> azure_core::Result<azure_core::Response> {
         self.requests.fetch_add(1, Ordering::Relaxed);
-        self.http.execute_request(request).await
+        let response = self.http.execute_request(request).await?;
+        let status = u16::from(response.status());
+        if !is_transient_status(status) {
+            return Ok(response);
+        }
+        let Some(delay) = asked_delay(response.headers()) else {
+            return Ok(response);
+        };
+        let refused = azure_core::error::HttpError::new(response).await;
+        let kind = ErrorKind::HttpResponse {
+            status: refused.status(),
+            error_code: refused.error_code().map(str::to_string),
+        };
+        Err(azure_core::Error::new(
+            kind,
+            AskedToWait {
+                delay,
+                message: refused.error_message().map(first_line),
+            },
+        ))
     }
 }
+
+/// How long a refusal asks the client to wait: Azure's millisecond headers
+/// first, then the standard `Retry-After` (seconds or a date).
+fn asked_delay(headers: &azure_core::headers::Headers) -> Option<Duration> {
+    use azure_core::headers::{RETRY_AFTER, RETRY_AFTER_MS, X_MS_RETRY_AFTER_MS};
+    [X_MS_RETRY_AFTER_MS, RETRY_AFTER_MS]
+        .iter()
+        .find_map(|name| headers.get_optional_str(name)?.trim().parse().ok())
+        .map(Duration::from_millis)
+        .or_else(|| parse_retry_after(headers.get_optional_str(&RETRY_AFTER)?, SystemTime::now()))
+}
+
+/// A 429 or 5xx whose answer asked for a delay: the service's message
+/// (never its headers or body dump) and the delay.
+#[derive(Debug)]
+struct AskedToWait {
+    delay: Duration,
+    message: Option<String>,
+}
+
+impl fmt::Display for AskedToWait {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(message) = &self.message {
+            write!(f, "{message}; ")?;
+        }
+        write!(
+            f,
+            "the service asked to retry after {}",
+            humantime_serde::re::humantime::format_duration(self.delay)
+        )
+    }
+}
+
+impl std::error::Error for AskedToWait {}
 
 /// Where the account is and how to reach it.
 pub(crate) struct Account {

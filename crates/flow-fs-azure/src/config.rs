@@ -4,7 +4,7 @@
 use crate::backend::AzureBackend;
 use crate::blob::{Account, BlobStore, Credential, Timeouts};
 use crate::AzureBlobFilesystem;
-use flow_cloud::{RetryConfig, TokioClock};
+use flow_cloud::{Clock, RetryConfig, TokioClock};
 use flow_core::Secret;
 use flow_fs_object::{ObjectFilesystem, ObjectSettings};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -218,6 +218,7 @@ impl AzureBlobConfig {
         AzureBlobFilesystemBuilder {
             config: self,
             credential: None,
+            clock: None,
         }
     }
 
@@ -303,6 +304,7 @@ pub enum AzureCredential {
 pub struct AzureBlobFilesystemBuilder {
     config: AzureBlobConfig,
     credential: Option<AzureCredential>,
+    clock: Option<Arc<dyn Clock>>,
 }
 
 impl fmt::Debug for AzureBlobFilesystemBuilder {
@@ -323,6 +325,11 @@ impl AzureBlobFilesystemBuilder {
     /// A builder with the default settings.
     pub fn new() -> Self {
         Self::default()
+    }
+    /// The clock the retries wait on (a manual one in tests).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = Some(clock);
+        self
     }
     /// Sets [`AzureBlobConfig::account`].
     pub fn with_account(mut self, account: impl Into<String>) -> Self {
@@ -422,7 +429,12 @@ impl AzureBlobFilesystemBuilder {
                 message,
             })?;
         Ok(ObjectFilesystem::new(
-            AzureBackend::new(store, config, Arc::new(TokioClock::new())),
+            AzureBackend::new(
+                store,
+                config,
+                self.clock
+                    .unwrap_or_else(|| Arc::new(TokioClock::new()) as Arc<dyn Clock>),
+            ),
             settings,
         ))
     }

@@ -21,8 +21,10 @@
 //!   they are sent (at most [`AzureBlobConfig::upload_concurrency`] in memory),
 //!   then commits the block list; `copy_to_local` streams ranged reads.
 //! - Requests failing with 408/429/5xx, a connection error or a timeout
-//!   are retried with `flow_cloud`'s policy; the connect, request and idle
-//!   read timeouts are GCS's.
+//!   are retried with `flow_cloud`'s policy, waiting as long as a refusal
+//!   asks (`x-ms-retry-after-ms`, `retry-after-ms`, `Retry-After`; the SDK
+//!   keeps no headers in its errors, so the adapter's transport reads
+//!   them); the connect, request and idle read timeouts are GCS's.
 //! - Credentials: the account key, a SAS token or a connection string, each
 //!   a secret written `"env:VAR"` in the settings (refused in plain text),
 //!   masked once read. An emulator (Azurite) is an `endpoint` with its

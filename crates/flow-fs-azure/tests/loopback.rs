@@ -1,6 +1,7 @@
 //! Retries and timeouts against a raw HTTP server on a loopback port (no
 //! emulator answers 503 or hangs on purpose): what the service's throttling
-//! and a hung connection do to a call.
+//! and a hung connection do to a call, and the delay a throttling answer
+//! asks for.
 
 use flow_core::{Filesystem, Secret};
 use flow_fs_azure::{AzureBlobFilesystem, AzureBlobFilesystemBuilder, AzureCredential};
@@ -14,6 +15,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 const CREATED: &str = "HTTP/1.1 201 Created\r\netag: \"0x8D\"\r\nlast-modified: Mon, 07 Dec 2026 08:00:00 GMT\r\ndate: Mon, 07 Dec 2026 08:00:00 GMT\r\nx-ms-request-id: 9a0d2b0e-0000-0000-0000-000000000000\r\nx-ms-request-server-encrypted: true\r\ncontent-md5: 1B2M2Y8AsgTpgAmY7PhCfg==\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
 const BUSY: &str = "HTTP/1.1 503 Server Busy\r\nx-ms-error-code: ServerBusy\r\nx-ms-request-id: 9a0d2b0e-0000-0000-0000-000000000001\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
 const THROTTLED: &str = "HTTP/1.1 429 Too Many Requests\r\nx-ms-error-code: TooManyRequests\r\nx-ms-request-id: 9a0d2b0e-0000-0000-0000-000000000002\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+/// A 429 asking for 7 s (`Retry-After`, seconds), and a 503 asking for
+/// 1.5 s (Azure's `x-ms-retry-after-ms`).
+const THROTTLED_7S: &str = "HTTP/1.1 429 Too Many Requests\r\nx-ms-error-code: TooManyRequests\r\nretry-after: 7\r\nx-ms-request-id: 9a0d2b0e-0000-0000-0000-000000000003\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+const BUSY_1500MS: &str = "HTTP/1.1 503 Server Busy\r\nx-ms-error-code: ServerBusy\r\nx-ms-retry-after-ms: 1500\r\nx-ms-request-id: 9a0d2b0e-0000-0000-0000-000000000004\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
 
 /// A server answering its n-th request with `answers[n]` (`None`: read the
 /// request, never answer); the count of requests it read.
@@ -48,6 +53,10 @@ async fn peer(answers: Vec<Option<&'static str>>) -> (String, Arc<AtomicUsize>) 
 }
 
 fn against(url: &str) -> AzureBlobFilesystem {
+    builder(url).build().unwrap()
+}
+
+fn builder(url: &str) -> AzureBlobFilesystemBuilder {
     AzureBlobFilesystemBuilder::new()
         .with_endpoint(url)
         .with_account("devstoreaccount1")
@@ -66,8 +75,6 @@ fn against(url: &str) -> AzureBlobFilesystem {
             Duration::from_millis(300),
             Duration::from_secs(1),
         )
-        .build()
-        .unwrap()
 }
 
 /// Without the client's timeouts the call would hang forever; this bound
@@ -110,4 +117,27 @@ async fn a_hung_connection_fails_naming_the_request_timeout_and_is_retried() {
         "{e}"
     );
     assert_eq!(seen.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn a_throttled_call_waits_as_long_as_the_service_asked_on_a_manual_clock() {
+    let (url, seen) = peer(vec![Some(THROTTLED_7S), Some(BUSY_1500MS), Some(CREATED)]).await;
+    let clock = flow_cloud::ManualClock::new();
+    let fs = builder(&url)
+        .with_clock(Arc::new(clock.clone()))
+        .build()
+        .unwrap();
+    let call = tokio::spawn(async move { fs.mkdir("reports").await });
+    for _ in 0..2 {
+        bounded(clock.wait_for_sleepers(1)).await;
+        let deadline = clock.next_deadline().unwrap();
+        clock.advance(deadline.saturating_sub(flow_cloud::Clock::now(&clock)));
+    }
+    bounded(call).await.unwrap().unwrap();
+    assert_eq!(seen.load(Ordering::SeqCst), 3, "429, 503, then 201");
+    // The service's delays, not the policy's 10 ms and 20 ms.
+    assert_eq!(
+        clock.sleeps(),
+        [Duration::from_secs(7), Duration::from_millis(1500)]
+    );
 }
