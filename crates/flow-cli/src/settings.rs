@@ -130,6 +130,8 @@ struct FileSpec {
     notify: Vec<toml::Spanned<flow_core::notify::NotifySpec>>,
     /// Where the viewer is reached, for links in notifications.
     viewer_url: Option<String>,
+    /// Where OpenLineage run events go (guide/signals.md).
+    lineage: Option<toml::Spanned<flow_core::lineage::LineageSpec>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -380,7 +382,7 @@ impl SettingsFile {
         };
         settings.check(text)?;
         settings.check_store(text)?;
-        settings.check_notify(text)?;
+        settings.check_signals(text)?;
         Ok(settings)
     }
 
@@ -453,9 +455,9 @@ impl SettingsFile {
         }
     }
 
-    /// Checks each `[[notify]]` entry (what types alone cannot), at its
-    /// place.
-    fn check_notify(&self, text: &str) -> Result<(), CliError> {
+    /// Checks each `[[notify]]` entry and `[lineage]` (what types alone
+    /// cannot), at its place.
+    fn check_signals(&self, text: &str) -> Result<(), CliError> {
         for entry in &self.spec.notify {
             if let Some(problem) = entry.get_ref().problem() {
                 let (line, column) = line_col(text, entry.span().start);
@@ -465,7 +467,21 @@ impl SettingsFile {
                 )));
             }
         }
+        if let Some(lineage) = &self.spec.lineage {
+            if let Some(problem) = lineage.get_ref().problem() {
+                let (line, column) = line_col(text, lineage.span().start);
+                return Err(CliError::bad_input(format!(
+                    "{}:{line}:{column}: {problem}",
+                    self.source
+                )));
+            }
+        }
         Ok(())
+    }
+
+    /// `[lineage]`, when set.
+    pub fn lineage(&self) -> Option<&flow_core::lineage::LineageSpec> {
+        self.spec.lineage.as_ref().map(toml::Spanned::get_ref)
     }
 
     /// The `[[notify]]` entries of the settings.
@@ -774,6 +790,7 @@ impl SettingsFile {
             .chain(self.qubole_token_source())
             .filter_map(|written| written.strip_prefix("env:"))
             .chain(self.azure_secret_variables())
+            .chain(self.lineage_key_variable())
             .map(str::to_string)
             .collect();
         vars.sort();
@@ -804,6 +821,11 @@ impl SettingsFile {
             .unwrap_or_default();
         #[cfg(not(feature = "azure"))]
         return Vec::new();
+    }
+
+    /// The variable `[lineage] api_key` is read from, if it is.
+    fn lineage_key_variable(&self) -> Option<&str> {
+        self.lineage()?.api_key.as_ref()?.variable()
     }
 
     /// `[cluster.qubole] token` as written (`env:VAR`).

@@ -36,6 +36,7 @@ pub mod deferred;
 pub mod filesystem;
 pub mod graph;
 pub mod job;
+pub mod lineage;
 pub mod meter;
 pub mod notify;
 pub mod record;

@@ -71,6 +71,11 @@ impl TryFrom<String> for NotifySecret {
 }
 
 impl NotifySecret {
+    /// The environment variable it is read from, for `"env:VAR"`.
+    pub fn variable(&self) -> Option<&str> {
+        self.0.strip_prefix("env:")
+    }
+
     /// The value (read from the environment for `"env:VAR"`).
     pub fn value(&self) -> Result<String, String> {
         match self.0.strip_prefix("env:") {
@@ -327,6 +332,9 @@ pub struct FlowSignals {
     pub notify: Vec<NotifySpec>,
     /// Its `sla`.
     pub sla: Option<Sla>,
+    /// The datasets its steps declare (`inputs`, `outputs`), by step name;
+    /// steps that declare none are absent.
+    pub datasets: std::collections::BTreeMap<String, crate::lineage::StepDatasets>,
 }
 
 #[cfg(test)]

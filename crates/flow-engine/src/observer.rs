@@ -11,6 +11,11 @@ pub trait RunObserver: Send + Sync {
     /// A mode took the lease and is about to run `steps_to_run` steps on `clusters` clusters.
     fn run_started(&self, _flow: &FlowKey, _mode: RunMode, _steps_to_run: usize, _clusters: usize) {
     }
+    /// The attempt a step is about to start began at `since`: now for a
+    /// fresh attempt, earlier when it goes on with a dead run's attempt
+    /// (adopting its job). Called just before `step_started`, so an
+    /// observer can name one attempt the same in every engine that runs it.
+    fn step_attempt(&self, _step: &str, _since: chrono::DateTime<chrono::Utc>) {}
     /// A step started on `cluster`.
     fn step_started(&self, _step: &str, _cluster: &str) {}
     /// A job a dead run started was taken over instead of started again.

@@ -316,7 +316,7 @@ pub(crate) async fn run_step(
     let started = Instant::now();
     let resume = record.is_resumable();
     let writer = StepWriter::new(shared, record);
-    writer.update(|r| {
+    let since = writer.update(|r| {
         r.finished_at = None;
         r.error = None;
         if !resume {
@@ -325,8 +325,10 @@ pub(crate) async fn run_step(
             r.actions_done = 0;
             r.job = None;
         }
+        *r.started_at.get_or_insert_with(Utc::now)
     });
     if let Some(o) = &shared.observer {
+        o.step_attempt(&step.name, since);
         o.step_started(&step.name, cluster.name());
     }
 

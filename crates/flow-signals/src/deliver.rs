@@ -5,7 +5,7 @@
 //! failure never holds a secret (no URL: a Slack webhook's URL is one).
 
 use crate::notify::{hex, Notice};
-use flow_core::notify::{NotifySecret, NotifySpec, SmtpTls};
+use flow_core::notify::{Delivery, NotifySecret, NotifySpec, SmtpTls};
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use std::time::Duration;
@@ -29,9 +29,9 @@ pub struct Outcome {
 }
 
 /// One attempt's failure: retry it or not.
-struct Failed {
-    retry: bool,
-    detail: String,
+pub(crate) struct Failed {
+    pub(crate) retry: bool,
+    pub(crate) detail: String,
 }
 
 /// `sha256=HEX` of `body` keyed with `secret`.
@@ -45,12 +45,23 @@ pub fn signature(secret: &str, body: &[u8]) -> String {
 
 /// Delivers `notice` as `spec` says, with its retries.
 pub async fn deliver(spec: &NotifySpec, notice: &Notice, http: &reqwest::Client) -> Outcome {
-    let delivery = spec.delivery();
+    retrying(spec.delivery(), || once(spec, notice, http)).await
+}
+
+/// Runs `attempt` until it succeeds, fails for good, or has been tried
+/// `delivery.retries` more times, each attempt bounded by
+/// `delivery.timeout`, the waits between them doubling (every exporter's
+/// deliveries go through here).
+pub(crate) async fn retrying<F, Fut>(delivery: Delivery, mut attempt: F) -> Outcome
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<String, Failed>>,
+{
     let mut delay = delivery.retry_delay;
     let mut attempts = 0;
     loop {
         attempts += 1;
-        let attempt = tokio::time::timeout(delivery.timeout, once(spec, notice, http)).await;
+        let attempt = tokio::time::timeout(delivery.timeout, attempt()).await;
         let failed = match attempt {
             Ok(Ok(detail)) => {
                 return Outcome {
@@ -138,14 +149,14 @@ async fn once(
     }
 }
 
-fn value(secret: &NotifySecret) -> Result<String, Failed> {
+pub(crate) fn value(secret: &NotifySecret) -> Result<String, Failed> {
     secret.value().map_err(|detail| Failed {
         retry: false,
         detail,
     })
 }
 
-async fn post(request: reqwest::RequestBuilder) -> Result<String, Failed> {
+pub(crate) async fn post(request: reqwest::RequestBuilder) -> Result<String, Failed> {
     let response = request.send().await.map_err(|e| Failed {
         retry: true,
         detail: e.without_url().to_string(),

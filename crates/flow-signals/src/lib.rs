@@ -1,6 +1,7 @@
 //! What operators see without watching a flow run: the engine, the store
 //! and the cloud backends emit [`Signal`]s, and the configured exporters
-//! turn them into Prometheus series (`flow serve`'s `/metrics`).
+//! turn them into Prometheus series (`flow serve`'s `/metrics`),
+//! notifications (`[[notify]]`) and OpenLineage run events (`[lineage]`).
 //!
 //! How it stays off the steps' path: every producer only queues a signal
 //! with a non-blocking send into one bounded queue ([`Emitter`]); a full
@@ -50,6 +51,7 @@
 #![warn(missing_docs)]
 
 mod deliver;
+mod lineage;
 mod metrics;
 mod notify;
 mod observer;
@@ -59,6 +61,10 @@ mod store;
 
 pub use deliver::{
     deliver, signature, Outcome, EVENT_HEADER, IDEMPOTENCY_HEADER, SIGNATURE_HEADER,
+};
+pub use lineage::{
+    flow_run_id, run_event, step_run_id, LineageConfig, ENDPOINT as LINEAGE_ENDPOINT,
+    PRODUCER as LINEAGE_PRODUCER, RUN_EVENT_SCHEMA,
 };
 pub use metrics::{Metrics, MetricsRegistry, OPENMETRICS_CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE};
 pub use notify::{FailedStep, Notice, NotifyConfig};
@@ -88,12 +94,16 @@ pub struct Exporters {
     pub metrics: Option<MetricsRegistry>,
     /// Notifications (`[[notify]]`).
     pub notify: Option<NotifyConfig>,
+    /// OpenLineage run events (`[lineage]`).
+    pub lineage: Option<LineageConfig>,
 }
 
 impl Exporters {
     /// Whether any exporter is configured (else start no [`Signals`]).
     pub fn any(&self) -> bool {
-        self.metrics.is_some() || self.notify.as_ref().is_some_and(NotifyConfig::any)
+        self.metrics.is_some()
+            || self.notify.as_ref().is_some_and(NotifyConfig::any)
+            || self.lineage.is_some()
     }
 }
 
@@ -112,6 +122,7 @@ impl Signals {
             .as_ref()
             .map(|registry| Metrics::register(registry, emitter.dropped_counter()));
         let notify = exporters.notify.filter(NotifyConfig::any).map(Arc::new);
+        let mut lineage = exporters.lineage.map(lineage::Lineage::new);
         tokio::spawn(async move {
             let http = reqwest::Client::new();
             let mut deliveries: Vec<tokio::task::JoinHandle<()>> = Vec::new();
@@ -129,6 +140,9 @@ impl Signals {
                 };
                 if let Some(metrics) = &metrics {
                     metrics.record(&signal);
+                }
+                if let Some(lineage) = &mut lineage {
+                    deliveries.extend(lineage.observe(&signal, &http).await);
                 }
                 match (&notify, &signal) {
                     (Some(config), Signal::RunFinished(end)) => {

@@ -294,9 +294,11 @@ impl Metrics {
                     })
                     .inc();
             }
-            Signal::StepStarted { flow } => {
+            Signal::StepStarted { flow, .. } => {
                 self.steps_running
-                    .get_or_create(&FlowLabels { flow: flow.clone() })
+                    .get_or_create(&FlowLabels {
+                        flow: flow.flow_name.clone(),
+                    })
                     .inc();
             }
             Signal::StepFinished {
@@ -305,6 +307,7 @@ impl Metrics {
                 elapsed,
                 ..
             } => {
+                let flow = &flow.flow_name;
                 self.steps_running
                     .get_or_create(&FlowLabels { flow: flow.clone() })
                     .dec();

@@ -6,14 +6,19 @@ use crate::signal::{Emitter, RunEnd, Signal};
 use chrono::{DateTime, Utc};
 use flow_core::{FlowKey, JobHandle, RecordId, RunMode, StepState};
 use flow_engine::{DefinitionChange, EngineError, RunObserver, RunReport};
-use std::sync::{Arc, OnceLock};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
-/// One run's observer (the flow's name is learnt at `run_started`).
+/// One run's observer (the flow and timeperiod are learnt at
+/// `run_started`).
 pub struct SignalObserver {
     emitter: Emitter,
     inner: Option<Arc<dyn RunObserver>>,
-    flow: OnceLock<String>,
+    flow: OnceLock<FlowKey>,
+    /// When each starting step's attempt began (`step_attempt`, read at
+    /// `step_started`).
+    since: Mutex<HashMap<String, DateTime<Utc>>>,
 }
 
 impl SignalObserver {
@@ -23,17 +28,20 @@ impl SignalObserver {
             emitter,
             inner,
             flow: OnceLock::new(),
+            since: Mutex::new(HashMap::new()),
         }
     }
 
-    fn flow(&self) -> String {
-        self.flow.get().cloned().unwrap_or_default()
+    /// The run's key; `None` before `run_started` (the engine calls no
+    /// step hook before it).
+    fn flow(&self) -> Option<FlowKey> {
+        self.flow.get().cloned()
     }
 }
 
 impl RunObserver for SignalObserver {
     fn run_started(&self, flow: &FlowKey, mode: RunMode, steps_to_run: usize, clusters: usize) {
-        let _ = self.flow.set(flow.flow_name.clone());
+        let _ = self.flow.set(flow.clone());
         self.emitter.emit(Signal::RunStarted {
             flow: flow.clone(),
             mode,
@@ -43,8 +51,30 @@ impl RunObserver for SignalObserver {
         }
     }
 
+    fn step_attempt(&self, step: &str, since: DateTime<Utc>) {
+        self.since
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(step.to_string(), since);
+        if let Some(o) = &self.inner {
+            o.step_attempt(step, since);
+        }
+    }
+
     fn step_started(&self, step: &str, cluster: &str) {
-        self.emitter.emit(Signal::StepStarted { flow: self.flow() });
+        let since = self
+            .since
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(step)
+            .unwrap_or_else(Utc::now);
+        if let Some(flow) = self.flow() {
+            self.emitter.emit(Signal::StepStarted {
+                flow,
+                step: step.to_string(),
+                since,
+            });
+        }
         if let Some(o) = &self.inner {
             o.step_started(step, cluster);
         }
@@ -57,12 +87,14 @@ impl RunObserver for SignalObserver {
     }
 
     fn step_finished(&self, step: &str, state: StepState, elapsed: Duration) {
-        self.emitter.emit(Signal::StepFinished {
-            flow: self.flow(),
-            step: step.to_string(),
-            state,
-            elapsed,
-        });
+        if let Some(flow) = self.flow() {
+            self.emitter.emit(Signal::StepFinished {
+                flow,
+                step: step.to_string(),
+                state,
+                elapsed,
+            });
+        }
         if let Some(o) = &self.inner {
             o.step_finished(step, state, elapsed);
         }

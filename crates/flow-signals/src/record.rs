@@ -5,9 +5,11 @@
 use crate::deliver::Outcome;
 use crate::notify::{Notice, NotifyConfig};
 use flow_core::notify::NotifySpec;
-use flow_core::{FlowKey, LogLevel, LogLine, RecordId};
+use flow_core::{FlowKey, FlowStore, LogLevel, LogLine, RecordId};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::sync::Arc;
 use tracing::warn;
 
 /// Records how the delivery of `notice` to entry `number` went.
@@ -38,6 +40,27 @@ pub(crate) async fn outcome(
     } else {
         LogLevel::Warn
     };
+    line(
+        &config.store,
+        config.log_directory.as_deref(),
+        key,
+        run,
+        level,
+        message,
+    )
+    .await;
+}
+
+/// Writes `message` as a line of the run's flow log: in the store (with
+/// the run record `run`, when known) and in `LOG_DIR/FLOW/FLOW.log`.
+pub(crate) async fn line(
+    store: &Arc<dyn FlowStore>,
+    log_directory: Option<&Path>,
+    key: &FlowKey,
+    run: Option<RecordId>,
+    level: LogLevel,
+    message: String,
+) {
     let at = chrono::Utc::now();
     if let Some(run) = run {
         let line = LogLine {
@@ -50,11 +73,11 @@ pub(crate) async fn outcome(
             at,
             message: message.clone(),
         };
-        if let Err(e) = config.store.append_logs(&[line]).await {
-            warn!(flow = %key, "cannot record a notification's outcome in the store: {e}");
+        if let Err(e) = store.append_logs(&[line]).await {
+            warn!(flow = %key, "cannot record a delivery's outcome in the store: {e}");
         }
     }
-    if let Some(dir) = &config.log_directory {
+    if let Some(dir) = log_directory {
         let file = dir
             .join(&key.flow_name)
             .join(format!("{}.log", key.flow_name));
@@ -74,7 +97,7 @@ pub(crate) async fn outcome(
         })
         .await;
         if let Ok(Err(e)) = written {
-            warn!(flow = %key, "cannot write a notification's outcome to the flow log: {e}");
+            warn!(flow = %key, "cannot write a delivery's outcome to the flow log: {e}");
         }
     }
 }

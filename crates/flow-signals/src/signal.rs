@@ -21,13 +21,17 @@ pub enum Signal {
     },
     /// A step started.
     StepStarted {
-        /// The flow's name.
-        flow: String,
+        /// The run's `[flow, timeperiod]`.
+        flow: FlowKey,
+        /// The step.
+        step: String,
+        /// When the attempt it starts (or goes on with) began.
+        since: DateTime<Utc>,
     },
     /// A step reached its final state.
     StepFinished {
-        /// The flow's name.
-        flow: String,
+        /// The run's `[flow, timeperiod]`.
+        flow: FlowKey,
         /// The step.
         step: String,
         /// Its final state.
@@ -182,12 +186,16 @@ mod tests {
     #[test]
     fn a_full_queue_drops_and_counts_instead_of_waiting() {
         let (emitter, mut queue) = Emitter::channel(2);
+        let started = || Signal::StoreWrite {
+            call: "save_step",
+            elapsed: Duration::ZERO,
+        };
         for _ in 0..5 {
-            emitter.emit(Signal::StepStarted { flow: "f".into() });
+            emitter.emit(started());
         }
         assert_eq!(emitter.dropped(), 3);
         assert!(queue.try_recv().is_ok());
-        emitter.emit(Signal::StepStarted { flow: "f".into() });
+        emitter.emit(started());
         assert_eq!(emitter.dropped(), 3, "room again after a receive");
     }
 }

@@ -35,8 +35,9 @@ pub(super) struct Prepared {
     pub factory: Arc<dyn ClusterFactory>,
     pub store_plan: backends::StorePlan,
     pub log_directory: PathBuf,
-    /// The notifications of this run, started with its engine when any
-    /// `[[notify]]` entry concerns the flow ([`Prepared::finish_signals`]).
+    /// The notifications and lineage events of this run, started with its
+    /// engine when any `[[notify]]` entry concerns the flow or `[lineage]`
+    /// is set ([`Prepared::finish_signals`]).
     signals: std::sync::OnceLock<flow_signals::Signals>,
 }
 
@@ -181,9 +182,10 @@ impl Prepared {
     }
 
     /// Starts the run's notifications when an entry of the settings or of
-    /// the flow file exists (else nothing is emitted).
+    /// the flow file exists, and its lineage events when `[lineage]` is set
+    /// (else nothing is emitted).
     fn start_signals(&self, store: &Arc<dyn FlowStore>) -> Option<&flow_signals::Signals> {
-        let config = flow_signals::NotifyConfig {
+        let notify = flow_signals::NotifyConfig {
             global: self.settings.notify(),
             per_flow: [(
                 self.graph.name().to_string(),
@@ -194,15 +196,31 @@ impl Prepared {
             store: store.clone(),
             log_directory: Some(self.log_directory.clone()),
         };
-        if !config.any() {
+        let lineage = self
+            .settings
+            .lineage()
+            .map(|spec| flow_signals::LineageConfig {
+                spec: spec.clone(),
+                datasets: [(
+                    self.graph.name().to_string(),
+                    self.graph.signals().datasets.clone(),
+                )]
+                .into(),
+                store: store.clone(),
+                log_directory: Some(self.log_directory.clone()),
+            });
+        let exporters = flow_signals::Exporters {
+            notify: Some(notify),
+            lineage,
+            ..flow_signals::Exporters::default()
+        };
+        if !exporters.any() {
             return None;
         }
-        Some(self.signals.get_or_init(|| {
-            flow_signals::Signals::start(flow_signals::Exporters {
-                notify: Some(config),
-                ..flow_signals::Exporters::default()
-            })
-        }))
+        Some(
+            self.signals
+                .get_or_init(|| flow_signals::Signals::start(exporters)),
+        )
     }
 
     /// Waits for the run's notifications (delivered or given up) before

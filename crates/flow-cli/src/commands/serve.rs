@@ -71,8 +71,8 @@ pub fn serve(
     let _entered = runtime.enter();
     let mut store = store_plan.open()?;
     // `/metrics`: the signals of this process's runs, store and cloud
-    // calls; notifications of the runs started here. With neither nothing
-    // is emitted.
+    // calls; notifications and lineage events of the runs started here.
+    // With none of them nothing is emitted.
     let metrics = settings
         .serve_metrics()
         .then(flow_signals::MetricsRegistry::default);
@@ -85,6 +85,20 @@ pub fn serve(
                 .map(|f| (f.graph.name().to_string(), f.graph.signals().notify.clone()))
                 .collect(),
             viewer_url: settings.viewer_url().map(str::to_string),
+            store: store.clone(),
+            log_directory: Some(log_directory.clone()),
+        }),
+        lineage: settings.lineage().map(|spec| flow_signals::LineageConfig {
+            spec: spec.clone(),
+            datasets: loaded
+                .iter()
+                .map(|f| {
+                    (
+                        f.graph.name().to_string(),
+                        f.graph.signals().datasets.clone(),
+                    )
+                })
+                .collect(),
             store: store.clone(),
             log_directory: Some(log_directory.clone()),
         }),

@@ -6,6 +6,7 @@ use super::error::position;
 use super::{toml_message, ActionArgs, ActionRegistry, ArgError, SpecError, SpecProblem};
 use crate::action::ActionInstance;
 use crate::graph::{FlowDefinition, FlowGraph, GraphError, StepDefinition};
+use crate::lineage::{Dataset, StepDatasets};
 use crate::notify::{FlowSignals, NotifySpec, Sla, SlaFrom};
 use crate::retry::{RetryPolicy, MAX_RETRIES};
 use crate::timeperiod::TimeQualifier;
@@ -102,7 +103,7 @@ impl Parser<'_> {
         if !head.steps.is_empty() {
             return None;
         }
-        let signals = head.signals().ok()?;
+        let mut signals = head.signals().ok()?;
         let schedule = head
             .schedule
             .map(|s| s.check(head.time_qualifier, head.name.get_ref()))
@@ -115,6 +116,11 @@ impl Parser<'_> {
             let end = cuts.get(i + 1).copied().unwrap_or(text.len());
             let piece: StepsOnly = toml::from_str(&text[start..end]).ok()?;
             for step in piece.steps {
+                if let Some(datasets) = step.datasets().ok()? {
+                    signals
+                        .datasets
+                        .insert(step.name.get_ref().clone(), datasets);
+                }
                 definition = definition.step(self.step_definition(step).ok()?);
             }
         }
@@ -167,7 +173,7 @@ impl Parser<'_> {
         };
         let spec: FileSpec = toml::from_str(text)
             .map_err(|e| at(e.span(), SpecProblem::Syntax(toml_message(text, &e))))?;
-        let signals = spec.signals().map_err(|(span, p)| at(Some(span), p))?;
+        let mut signals = spec.signals().map_err(|(span, p)| at(Some(span), p))?;
         let mut name_spans: HashMap<String, Range<usize>> = HashMap::new();
         let schedule = spec
             .schedule
@@ -181,6 +187,11 @@ impl Parser<'_> {
             name_spans
                 .entry(step.name.get_ref().clone())
                 .or_insert(step.name.span());
+            if let Some(datasets) = step.datasets().map_err(|(span, p)| at(Some(span), p))? {
+                signals
+                    .datasets
+                    .insert(step.name.get_ref().clone(), datasets);
+            }
             let def = self
                 .step_definition(step)
                 .map_err(|(span, p)| at(Some(span), p))?;
@@ -486,7 +497,11 @@ impl FileSpec {
                 })
             }
         };
-        Ok(FlowSignals { notify, sla })
+        Ok(FlowSignals {
+            notify,
+            sla,
+            datasets: Default::default(),
+        })
     }
 }
 
@@ -539,6 +554,39 @@ struct StepFile {
     retry_max_delay: Option<Duration>,
     #[serde(default, deserialize_with = "nonzero_timeout")]
     timeout: Option<Duration>,
+    /// Datasets it reads, for OpenLineage (`flow_core::lineage::Dataset`).
+    #[serde(default)]
+    inputs: Vec<Spanned<String>>,
+    /// Datasets it writes.
+    #[serde(default)]
+    outputs: Vec<Spanned<String>>,
+}
+
+impl StepFile {
+    /// Its `inputs` and `outputs`, checked (an unknown scheme refused at
+    /// the URI), when it declares any.
+    fn datasets(&self) -> Result<Option<StepDatasets>, (Range<usize>, SpecProblem)> {
+        if self.inputs.is_empty() && self.outputs.is_empty() {
+            return Ok(None);
+        }
+        let step = self.name.get_ref();
+        let read = |list: &[Spanned<String>], key: &str| {
+            list.iter()
+                .map(|uri| {
+                    Dataset::try_from(uri.get_ref().clone()).map_err(|why| {
+                        (
+                            uri.span(),
+                            SpecProblem::Signals(format!("step '{step}': {key}: {why}")),
+                        )
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()
+        };
+        Ok(Some(StepDatasets {
+            inputs: read(&self.inputs, "inputs")?,
+            outputs: read(&self.outputs, "outputs")?,
+        }))
+    }
 }
 
 const ZERO_TIMEOUT: &str =
@@ -572,6 +620,36 @@ mod tests {
 
     fn parse(text: &str) -> Result<FlowGraph, SpecError> {
         ActionRegistry::builtin().parse(text, Path::new("f.toml"))
+    }
+
+    #[test]
+    fn step_datasets_are_read_and_checked_with_their_position() {
+        let head = "name = \"etl\"\n[[steps]]\nname = \"a\"\nmain = { action = \"noop\" }\n";
+        let good = format!(
+            "{head}inputs = [\"s3://raw/events/\", \"/srv/ref.csv\"]\noutputs = [\"gs://out/daily/\"]\n[[steps]]\nname = \"b\"\nmain = {{ action = \"noop\" }}\n"
+        );
+        let g = parse(&good).unwrap();
+        let a = &g.signals().datasets["a"];
+        assert_eq!(a.inputs.len(), 2);
+        assert_eq!(a.inputs[1].namespace(), "file");
+        assert_eq!(a.outputs[0].namespace(), "gs://out");
+        assert!(!g.signals().datasets.contains_key("b"));
+        // The step-by-step path reads them too.
+        let many: String = (0..3)
+            .map(|i| format!("[[steps]]\nname = \"s{i}\"\nmain = {{ action = \"noop\" }}\noutputs = [\"s3://b/s{i}/\"]\n"))
+            .collect();
+        let g = parse(&format!("name = \"etl\"\n{many}")).unwrap();
+        assert_eq!(g.signals().datasets["s2"].outputs[0].name(), "s2/");
+        for (line, position, says) in [
+            ("inputs = [\"ftp://h/x\"]", (5, 11), "unknown scheme ftp://"),
+            ("outputs = [\"s3://b/k\", 3]", (5, 24), "expected a string"),
+            ("inputs = \"s3://b/k\"", (5, 10), "expected a sequence"),
+            ("input = [\"s3://b/k\"]", (5, 1), "unknown field `input`"),
+        ] {
+            let e = parse(&format!("{head}{line}\n")).unwrap_err();
+            assert_eq!(e.position, Some(position), "{line}: {e}");
+            assert!(e.to_string().contains(says), "{line}: {e}");
+        }
     }
 
     #[test]

@@ -1,0 +1,423 @@
+//! OpenLineage: a `RunEvent` per step (`START` when it starts; `COMPLETE`,
+//! `FAIL` or `ABORT` when it ends), posted as JSON to `{url}/api/v1/lineage`
+//! (Marquez's endpoint) through the deliveries' retry (`deliver.rs`).
+//!
+//! Names and ids, derived (UUIDv5) rather than stored, so every engine that
+//! reports on one run names it alike:
+//! - a step is the job `FLOW.STEP` in the configured namespace; its run is
+//!   one step attempt, id `v5(flow run id, step, the attempt's start time
+//!   from the step record)`: a `recover` that goes on with a dead run's
+//!   attempt (adopting its job) reports on the same run, a fresh attempt is
+//!   a new run;
+//! - the flow run is each step run's `parent` facet: the job `FLOW`, id
+//!   `v5(flow, timeperiod, the run record of the latest fresh run of that
+//!   timeperiod)`: the same through `recover`, `run-one` and `run-from`, a
+//!   new one for each `flow run`.
+//!
+//! Each flow run's events are posted in order by one task of its own, off
+//! the steps' path. A failed delivery is a warning line of the flow log
+//! (never with the URL or the key), and the run's end adds one line
+//! counting them.
+
+use crate::deliver::{post, retrying, value, Failed};
+use crate::record;
+use chrono::{SecondsFormat, Utc};
+use flow_core::lineage::{Dataset, LineageSpec, StepDatasets};
+use flow_core::{FlowKey, FlowStore, LogLevel, RecordId, RunMode, RunQuery, StepState};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tracing::warn;
+use uuid::Uuid;
+
+use crate::signal::Signal;
+
+/// The `producer` of every event and facet: this crate, at its version.
+pub const PRODUCER: &str = concat!(
+    env!("CARGO_PKG_REPOSITORY"),
+    "/tree/v",
+    env!("CARGO_PKG_VERSION"),
+    "/crates/flow-signals"
+);
+/// The OpenLineage spec version the events follow.
+pub const RUN_EVENT_SCHEMA: &str =
+    "https://openlineage.io/spec/2-0-2/OpenLineage.json#/$defs/RunEvent";
+const PARENT_SCHEMA: &str =
+    "https://openlineage.io/spec/facets/1-2-0/ParentRunFacet.json#/$defs/ParentRunFacet";
+const JOB_TYPE_SCHEMA: &str =
+    "https://openlineage.io/spec/facets/2-0-4/JobTypeJobFacet.json#/$defs/JobTypeJobFacet";
+/// Where events are posted, under the configured URL.
+pub const ENDPOINT: &str = "/api/v1/lineage";
+/// The UUIDv5 namespace of flow's run ids.
+const ID_NAMESPACE: Uuid = Uuid::from_u128(0x6c1f_0e7a_3b58_4d2e_9a47_51c2_8e0d_f3a9);
+
+/// What is reported, where, and where outcomes are written.
+#[derive(Clone)]
+pub struct LineageConfig {
+    /// `[lineage]`.
+    pub spec: LineageSpec,
+    /// Each flow's steps' datasets, by flow name, then step name.
+    pub datasets: HashMap<String, BTreeMap<String, StepDatasets>>,
+    /// The store the runs write (the run history the flow run's id is
+    /// derived from; where delivery outcomes are recorded).
+    pub store: Arc<dyn FlowStore>,
+    /// Root of the flow log files, if they are written.
+    pub log_directory: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for LineageConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LineageConfig")
+            .field("spec", &self.spec)
+            .field("datasets", &self.datasets)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The flow run's id: the same for every mode that goes on with the
+/// fresh run whose run record is `anchor`.
+pub fn flow_run_id(key: &FlowKey, anchor: &str) -> Uuid {
+    Uuid::new_v5(
+        &ID_NAMESPACE,
+        format!("flow-run\0{}\0{}\0{anchor}", key.flow_name, key.timeperiod).as_bytes(),
+    )
+}
+
+/// A step attempt's id within the flow run `parent`.
+pub fn step_run_id(parent: Uuid, step: &str, since: chrono::DateTime<Utc>) -> Uuid {
+    Uuid::new_v5(
+        &ID_NAMESPACE,
+        format!(
+            "step-run\0{parent}\0{step}\0{}",
+            since.to_rfc3339_opts(SecondsFormat::Nanos, true)
+        )
+        .as_bytes(),
+    )
+}
+
+/// The event a step's final state is, if any: a step left in progress (its
+/// job's outcome unknown) is not over, the next engine goes on with it.
+fn end_event(state: StepState) -> Option<&'static str> {
+    match state {
+        StepState::Processed | StepState::Noop => Some("COMPLETE"),
+        StepState::Invalid => Some("FAIL"),
+        StepState::Canceled | StepState::Embryo => Some("ABORT"),
+        StepState::InProgress => None,
+    }
+}
+
+/// The exporter: the flow runs in progress and their posting tasks.
+pub(crate) struct Lineage {
+    config: Arc<LineageConfig>,
+    runs: HashMap<FlowKey, FlowRun>,
+}
+
+struct FlowRun {
+    id: Uuid,
+    /// Step runs started and not ended, by step.
+    open: HashMap<String, Uuid>,
+    events: mpsc::UnboundedSender<Event>,
+    poster: JoinHandle<()>,
+}
+
+/// One event to post.
+struct Event {
+    kind: &'static str,
+    step: String,
+    body: Vec<u8>,
+}
+
+impl Lineage {
+    pub(crate) fn new(config: LineageConfig) -> Lineage {
+        Lineage {
+            config: Arc::new(config),
+            runs: HashMap::new(),
+        }
+    }
+
+    /// Turns `signal` into events. Returns a flow run's posting task when
+    /// its run ended (it finishes once every event was posted or given up).
+    pub(crate) async fn observe(
+        &mut self,
+        signal: &Signal,
+        http: &reqwest::Client,
+    ) -> Option<JoinHandle<()>> {
+        match signal {
+            Signal::RunStarted { flow, .. } => {
+                let (id, record) = self.flow_run(flow).await;
+                let (events, queue) = mpsc::unbounded_channel();
+                let poster = tokio::spawn(post_all(
+                    self.config.clone(),
+                    flow.clone(),
+                    record,
+                    queue,
+                    http.clone(),
+                ));
+                let run = FlowRun {
+                    id,
+                    open: HashMap::new(),
+                    events,
+                    poster,
+                };
+                // A run whose end never came (cannot happen: one lease).
+                self.runs.insert(flow.clone(), run).map(|old| old.poster)
+            }
+            Signal::StepStarted { flow, step, since } => {
+                let run = self.runs.get_mut(flow)?;
+                let id = step_run_id(run.id, step, *since);
+                run.open.insert(step.clone(), id);
+                let event = self.event("START", flow, step, id);
+                let _ = self.runs.get(flow)?.events.send(event);
+                None
+            }
+            Signal::StepFinished {
+                flow, step, state, ..
+            } => {
+                let run = self.runs.get_mut(flow)?;
+                let id = run.open.remove(step)?;
+                let kind = end_event(*state)?;
+                let event = self.event(kind, flow, step, id);
+                let _ = self.runs.get(flow)?.events.send(event);
+                None
+            }
+            Signal::RunFinished(end) => {
+                let run = self.runs.remove(&end.flow)?;
+                // Steps the run left without an end (a lost lease, a store
+                // failure): aborted under it.
+                let mut open: Vec<(String, Uuid)> = run.open.into_iter().collect();
+                open.sort();
+                for (step, id) in open {
+                    let _ = run
+                        .events
+                        .send(self.event_in("ABORT", &end.flow, run.id, &step, id));
+                }
+                drop(run.events);
+                Some(run.poster)
+            }
+            _ => None,
+        }
+    }
+
+    /// The flow run's id and the current run record: the run history of
+    /// the flow and timeperiod, newest first, anchored at the latest fresh
+    /// (`run`) mode, else the oldest run.
+    async fn flow_run(&self, key: &FlowKey) -> (Uuid, Option<RecordId>) {
+        let query = RunQuery {
+            flow_name: Some(key.flow_name.clone()),
+            timeperiod: Some(key.timeperiod),
+            limit: None,
+        };
+        match self.config.store.list_runs(&query).await {
+            Ok(runs) => {
+                let anchor = runs
+                    .iter()
+                    .find(|r| r.mode == RunMode::Nominal)
+                    .or(runs.last())
+                    .and_then(|r| r.id.as_ref())
+                    .map(|id| id.as_str().to_string())
+                    .unwrap_or_default();
+                (
+                    flow_run_id(key, &anchor),
+                    runs.first().and_then(|r| r.id.clone()),
+                )
+            }
+            Err(e) => {
+                warn!(flow = %key, "lineage: cannot read the run history, the flow run's id is the flow and timeperiod's: {e}");
+                (flow_run_id(key, ""), None)
+            }
+        }
+    }
+
+    fn event(&self, kind: &'static str, flow: &FlowKey, step: &str, id: Uuid) -> Event {
+        let parent = self.runs.get(flow).map_or(Uuid::nil(), |r| r.id);
+        self.event_in(kind, flow, parent, step, id)
+    }
+
+    fn event_in(
+        &self,
+        kind: &'static str,
+        flow: &FlowKey,
+        parent: Uuid,
+        step: &str,
+        id: Uuid,
+    ) -> Event {
+        let datasets = self
+            .config
+            .datasets
+            .get(&flow.flow_name)
+            .and_then(|steps| steps.get(step));
+        let body = run_event(
+            kind,
+            self.config.spec.namespace(),
+            &flow.flow_name,
+            parent,
+            step,
+            id,
+            datasets,
+        );
+        Event {
+            kind,
+            step: step.to_string(),
+            // A JSON value always encodes.
+            body: serde_json::to_vec(&body).unwrap_or_default(),
+        }
+    }
+}
+
+/// One step run's `RunEvent`.
+pub fn run_event(
+    kind: &str,
+    namespace: &str,
+    flow: &str,
+    parent: Uuid,
+    step: &str,
+    id: Uuid,
+    datasets: Option<&StepDatasets>,
+) -> Value {
+    let list = |sets: Option<&Vec<Dataset>>| -> Vec<Value> {
+        sets.into_iter()
+            .flatten()
+            .map(|d| json!({ "namespace": d.namespace(), "name": d.name() }))
+            .collect()
+    };
+    json!({
+        "eventType": kind,
+        "eventTime": Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
+        "producer": PRODUCER,
+        "schemaURL": RUN_EVENT_SCHEMA,
+        "run": {
+            "runId": id.to_string(),
+            "facets": {
+                "parent": {
+                    "_producer": PRODUCER,
+                    "_schemaURL": PARENT_SCHEMA,
+                    "run": { "runId": parent.to_string() },
+                    "job": { "namespace": namespace, "name": flow },
+                },
+            },
+        },
+        "job": {
+            "namespace": namespace,
+            "name": format!("{flow}.{step}"),
+            "facets": {
+                "jobType": {
+                    "_producer": PRODUCER,
+                    "_schemaURL": JOB_TYPE_SCHEMA,
+                    "processingType": "BATCH",
+                    "integration": "FLOW",
+                    "jobType": "STEP",
+                },
+            },
+        },
+        "inputs": list(datasets.map(|d| &d.inputs)),
+        "outputs": list(datasets.map(|d| &d.outputs)),
+    })
+}
+
+/// Posts one flow run's events in order until the run ended, then records
+/// how many were delivered.
+async fn post_all(
+    config: Arc<LineageConfig>,
+    key: FlowKey,
+    run: Option<RecordId>,
+    mut queue: mpsc::UnboundedReceiver<Event>,
+    http: reqwest::Client,
+) {
+    let endpoint = format!(
+        "{}{ENDPOINT}",
+        config.spec.url.as_str().trim_end_matches('/')
+    );
+    let (mut delivered, mut failed) = (0u32, 0u32);
+    while let Some(event) = queue.recv().await {
+        let outcome = retrying(config.spec.delivery(), || {
+            post_one(&config.spec, &http, &endpoint, &event.body)
+        })
+        .await;
+        if outcome.delivered {
+            delivered += 1;
+            continue;
+        }
+        failed += 1;
+        let message = flow_core::mask(&format!(
+            "lineage event {} of step {}: failed after {} attempt(s): {}",
+            event.kind, event.step, outcome.attempts, outcome.detail
+        ))
+        .into_owned();
+        record::line(
+            &config.store,
+            config.log_directory.as_deref(),
+            &key,
+            run.clone(),
+            LogLevel::Warn,
+            message,
+        )
+        .await;
+    }
+    if delivered + failed == 0 {
+        return;
+    }
+    let level = if failed == 0 {
+        LogLevel::Info
+    } else {
+        LogLevel::Warn
+    };
+    record::line(
+        &config.store,
+        config.log_directory.as_deref(),
+        &key,
+        run,
+        level,
+        format!("lineage: {delivered} event(s) delivered, {failed} failed"),
+    )
+    .await;
+}
+
+async fn post_one(
+    spec: &LineageSpec,
+    http: &reqwest::Client,
+    endpoint: &str,
+    body: &[u8],
+) -> Result<String, Failed> {
+    let mut request = http
+        .post(endpoint)
+        .header("content-type", "application/json")
+        .body(body.to_vec());
+    if let Some(key) = &spec.api_key {
+        request = request.bearer_auth(value(key)?);
+    }
+    post(request).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_derived_so_every_engine_names_a_run_alike() {
+        let key = FlowKey::new("etl", "2026112800".parse().unwrap());
+        let flow = flow_run_id(&key, "7");
+        assert_eq!(flow, flow_run_id(&key, "7"));
+        assert_ne!(flow, flow_run_id(&key, "8"), "a fresh run is a new run");
+        let since = Utc::now();
+        let step = step_run_id(flow, "load", since);
+        assert_eq!(step, step_run_id(flow, "load", since));
+        assert_ne!(
+            step,
+            step_run_id(flow, "load", since + chrono::TimeDelta::seconds(1))
+        );
+        assert_ne!(step, step_run_id(flow, "clean", since));
+        assert_eq!(flow.get_version_num(), 5);
+    }
+
+    #[test]
+    fn each_final_state_is_one_event() {
+        assert_eq!(end_event(StepState::Processed), Some("COMPLETE"));
+        assert_eq!(end_event(StepState::Noop), Some("COMPLETE"));
+        assert_eq!(end_event(StepState::Invalid), Some("FAIL"));
+        assert_eq!(end_event(StepState::Canceled), Some("ABORT"));
+        assert_eq!(end_event(StepState::InProgress), None);
+    }
+}
