@@ -75,6 +75,23 @@ pub fn started_peer(
     )
 }
 
+/// A peer whose server xtask starts itself with `launch` (its environment
+/// for the tests and the running server), unless `FLOW_SKIP_EMULATORS` is
+/// set; see [`started_peer`].
+pub fn start_peer(
+    name: &'static str,
+    tests: &'static str,
+    launch: impl FnOnce() -> Result<(Vec<(String, String)>, Service), String>,
+) -> (Peer, Option<Service>) {
+    let skip = env::var_os("FLOW_SKIP_EMULATORS").is_some_and(|v| !v.is_empty() && v != "0");
+    let started = if skip {
+        Err("FLOW_SKIP_EMULATORS is set".to_string())
+    } else {
+        launch()
+    };
+    started_peer(name, tests, started)
+}
+
 /// The started emulators (stopped when dropped) and their peers.
 pub struct Emulators {
     pub peers: Vec<Peer>,

@@ -8,7 +8,8 @@
 //!   fake-gcs-server, `emulators.rs`; nx-27017 and SecantusDB, the two
 //!   MongoDB wire servers, `mongo.rs`; headless Chromium, `viewer.rs`;
 //!   Debian's Prometheus scraping `flow serve`, `prometheus.rs`; the SMTP
-//!   server aiosmtpd for email notifications, `smtp.rs`),
+//!   server aiosmtpd for email notifications, `smtp.rs`; an OpenLineage
+//!   receiver validating with openlineage-python, `openlineage.rs`),
 //!   builds the contract fakes from this tree (`contract_fakes.rs`), and
 //!   runs `cargo test --workspace ARGS...` with flow-cli's `mongo`, `emr`
 //!   and `dataproc` features (a `-p` selection holding flow-cli keeps
@@ -59,6 +60,7 @@ mod library;
 mod mongo;
 mod msrv;
 mod mutants;
+mod openlineage;
 mod prometheus;
 mod services;
 mod smtp;
@@ -281,6 +283,10 @@ fn test(args: &[OsString]) -> ExitCode {
     // An SMTP server for the email notifications (stopped when dropped).
     let (peer, smtp) = smtp::start(&target.join("tools"), &target.join("tools").join("logs"));
     peers.push(peer);
+    // An OpenLineage receiver validating every event (stopped when dropped).
+    let (peer, lineage) =
+        openlineage::start(&target.join("tools"), &target.join("tools").join("logs"));
+    peers.push(peer);
     // The contract fakes, built from this tree, or the run fails (never a
     // stale binary). Each API's end-to-end tests that need no other peer
     // are its own (`..._on_fake_dataproc`).
@@ -403,6 +409,7 @@ fn test(args: &[OsString]) -> ExitCode {
     drop(mongo);
     drop(prometheus);
     drop(smtp);
+    drop(lineage);
     strict::summary(&peers, &ignored, &verdict, &parsed.allow_skip);
     // The docs of the whole workspace, warning-free (library.rs).
     if !selects_packages(args) && code == ExitCode::SUCCESS {

@@ -18,13 +18,7 @@ pub const TESTS: &str = "_on_aiosmtpd";
 
 /// The peer, and the running server (stopped when dropped).
 pub fn start(tools: &Path, logs: &Path) -> (Peer, Option<Service>) {
-    let skip = std::env::var_os("FLOW_SKIP_EMULATORS").is_some_and(|v| !v.is_empty() && v != "0");
-    let started = if skip {
-        Err("FLOW_SKIP_EMULATORS is set".to_string())
-    } else {
-        launch(tools, logs)
-    };
-    crate::emulators::started_peer("aiosmtpd", TESTS, started)
+    crate::emulators::start_peer("aiosmtpd", TESTS, || launch(tools, logs))
 }
 
 type Env = Vec<(String, String)>;

@@ -1,0 +1,249 @@
+"""An OpenLineage receiver for the lineage tests: Marquez's endpoint shape,
+every event validated against the OpenLineage spec as PyPI's
+openlineage-python models it, and recorded for the tests to read.
+
+POST /api/v1/lineage   one RunEvent as JSON. Validated strictly by building
+                       it from the client's generated models
+                       (openlineage.client.generated.*): every field is one
+                       the model has, of the model's type, required fields
+                       present, the models' validators run (runId a UUID,
+                       eventTime an ISO 8601 date-time), eventType one of
+                       the spec's, each schemaURL and facet _schemaURL the
+                       one the client's model names, the producers
+                       absolute URIs, facets only the ones
+                       known here (parent, jobType, errorMessage,
+                       nominalTime), and every dataset's namespace and name
+                       rebuilt by the client's dataset naming helpers
+                       (openlineage.client.naming.dataset) to the same
+                       strings. Answers 201 (as Marquez does) when valid, 422
+                       with the reason otherwise.
+GET  /_flow_test/events  every POST so far, in arrival order:
+                       [{"valid", "error", "authorization", "event"}]
+                       (test-only).
+GET  /                 200, for the readiness check.
+
+Run: python openlineage_receiver.py -H 127.0.0.1 -p PORT
+"""
+
+import argparse
+import enum
+import json
+import threading
+import types
+import typing
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import attr
+from openlineage.client.generated import (
+    base,
+    error_message_run,
+    job_type_job,
+    nominal_time_run,
+    parent_run,
+)
+from openlineage.client.naming import dataset as naming
+
+RUN_FACETS = {
+    "parent": parent_run.ParentRunFacet,
+    "errorMessage": error_message_run.ErrorMessageRunFacet,
+    "nominalTime": nominal_time_run.NominalTimeRunFacet,
+}
+JOB_FACETS = {"jobType": job_type_job.JobTypeJobFacet}
+FACETS = {base.RunFacet: RUN_FACETS, base.JobFacet: JOB_FACETS}
+
+
+class Invalid(Exception):
+    pass
+
+
+def build(cls, data, path):
+    """An instance of the attrs model `cls` from JSON `data`, strictly."""
+    if not isinstance(data, dict):
+        raise Invalid(f"{path}: expected an object")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in attr.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        if key in ("schemaURL", "_schemaURL"):
+            expected = cls._get_schema()
+            if value != expected:
+                raise Invalid(f"{path}.{key}: {value!r}, the model's is {expected!r}")
+            continue
+        field = fields.get(key)
+        if field is None or not field.init:
+            raise Invalid(f"{path}.{key}: no such field in {cls.__name__}")
+        kwargs[field.alias] = convert(hints[field.name], value, f"{path}.{key}")
+    # Required by the spec's JSON schema though the models default them.
+    required = []
+    if issubclass(cls, base.BaseEvent):
+        required = ["eventTime", "producer", "schemaURL"]
+    elif issubclass(cls, base.BaseFacet):
+        required = ["_producer", "_schemaURL"]
+    for key in required:
+        if key not in data:
+            raise Invalid(f"{path}: {key} is missing")
+        if key.lstrip("_") == "producer":
+            uri = urllib.parse.urlparse(data[key]) if isinstance(data[key], str) else None
+            if uri is None or not uri.scheme or not uri.netloc:
+                raise Invalid(f"{path}.{key}: {data[key]!r} is not an absolute URI")
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as e:
+        raise Invalid(f"{path}: {cls.__name__}: {e}") from e
+
+
+def convert(tp, value, path):
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None:
+            if type(None) in args:
+                return None
+            raise Invalid(f"{path}: must not be null")
+        options = [a for a in args if a is not type(None)]
+        if len(options) != 1:
+            raise Invalid(f"{path}: no single type in {tp}")
+        return convert(options[0], value, path)
+    if value is None:
+        raise Invalid(f"{path}: must not be null")
+    if origin is list:
+        if not isinstance(value, list):
+            raise Invalid(f"{path}: expected a list")
+        return [convert(args[0], v, f"{path}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise Invalid(f"{path}: expected an object")
+        item = args[1]
+        known = FACETS.get(item)
+        if known is None:
+            raise Invalid(f"{path}: no facets of {item.__name__} are known here")
+        out = {}
+        for name, facet in value.items():
+            if name not in known:
+                raise Invalid(f"{path}.{name}: unknown facet")
+            out[name] = build(known[name], facet, f"{path}.{name}")
+        return out
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        try:
+            return tp(value)
+        except ValueError as e:
+            raise Invalid(f"{path}: {e}") from e
+    if attr.has(tp):
+        return build(tp, value, path)
+    if tp is str:
+        if not isinstance(value, str):
+            raise Invalid(f"{path}: expected a string")
+        return value
+    if tp is int:
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise Invalid(f"{path}: expected an integer")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise Invalid(f"{path}: expected true or false")
+        return value
+    raise Invalid(f"{path}: no check for type {tp}")
+
+
+def named(namespace, name):
+    """The dataset rebuilt by the client's naming helpers."""
+    scheme, _, authority = namespace.partition("://")
+    if namespace == "file":
+        return naming.LocalFileSystem(path=name)
+    if scheme == "s3":
+        return naming.S3(bucket_name=authority, object_key=name)
+    if scheme == "gs":
+        return naming.GCS(bucket_name=authority, object_key=name)
+    if scheme in ("wasbs", "abfss"):
+        container, _, host = authority.partition("@")
+        service = host.split(".")[0]
+        if scheme == "wasbs":
+            return naming.WASBS(container=container, service_name=service, object_key=name)
+        return naming.ABFSS(container=container, service=service, path=name)
+    raise Invalid(f"dataset namespace {namespace!r}: no naming helper for it")
+
+
+def validate(data):
+    event = build(base.RunEvent, data, "event")
+    if event.eventType is None:
+        raise Invalid("event.eventType is missing")
+    if not event.eventTime.endswith("Z") and "+" not in event.eventTime:
+        raise Invalid("event.eventTime has no time zone")
+    for kind, datasets in (("inputs", event.inputs or []), ("outputs", event.outputs or [])):
+        for i, d in enumerate(datasets):
+            try:
+                helper = named(d.namespace, d.name)
+            except ValueError as e:
+                raise Invalid(f"event.{kind}[{i}]: {e}") from e
+            if (helper.get_namespace(), helper.get_name()) != (d.namespace, d.name):
+                raise Invalid(
+                    f"event.{kind}[{i}]: the naming spec names it "
+                    f"{helper.get_namespace()!r} {helper.get_name()!r}"
+                )
+
+
+class Receiver(BaseHTTPRequestHandler):
+    events = []
+    lock = threading.Lock()
+
+    def log_message(self, format, *args):  # noqa: A002
+        pass
+
+    def answer(self, status, body):
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self):  # noqa: N802
+        if self.path == "/_flow_test/events":
+            with self.lock:
+                self.answer(200, self.events)
+        elif self.path == "/":
+            self.answer(200, {"receiver": "openlineage"})
+        else:
+            self.answer(404, {"error": "not found"})
+
+    def do_POST(self):  # noqa: N802
+        if self.path != "/api/v1/lineage":
+            self.answer(404, {"error": "not found"})
+            return
+        length = int(self.headers.get("content-length", "0"))
+        raw = self.rfile.read(length)
+        error = None
+        data = None
+        try:
+            if self.headers.get("content-type", "").split(";")[0] != "application/json":
+                raise Invalid("content-type is not application/json")
+            data = json.loads(raw)
+            validate(data)
+        except (Invalid, ValueError) as e:
+            error = str(e)
+        with self.lock:
+            self.events.append(
+                {
+                    "valid": error is None,
+                    "error": error,
+                    "authorization": self.headers.get("authorization"),
+                    "event": data,
+                }
+            )
+        if error is None:
+            self.answer(201, {})
+        else:
+            self.answer(422, {"error": error})
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("-H", "--host", default="127.0.0.1")
+    parser.add_argument("-p", "--port", type=int, required=True)
+    args = parser.parse_args()
+    ThreadingHTTPServer((args.host, args.port), Receiver).serve_forever()
+
+
+if __name__ == "__main__":
+    main()
