@@ -4,13 +4,13 @@
 
 use crate::gateway::{CallError, Gateway};
 use crate::livy::{Batch, CreateBatch, Livy, BATCH_STATES};
-use crate::webhcat::{Submit, WebHcat, WebHcatJob};
+use crate::webhcat::{id_before, Submit, WebHcat, WebHcatJob};
 use async_trait::async_trait;
 use flow_cloud::{JobSource, Outcome, Phase};
 use flow_core::{normalize_key, ClusterError, Job, JobContext, JobHandle};
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// The backend kind in handles and records.
 pub const KIND: &str = "azure";
@@ -358,15 +358,60 @@ fn webhcat_phase(job: &WebHcatJob) -> Phase {
 }
 
 /// The poller's source: one cluster's jobs, asked about with one listing
-/// per API per tick (`GET /livy/batches`, `GET /templeton/v1/jobs?fields=*`).
+/// per API per tick (`GET /livy/batches`, `GET
+/// /templeton/v1/jobs?fields=*&jobid=` from the oldest job watched).
 pub(crate) struct AzureJobs {
     gateway: Arc<Gateway>,
     user: String,
+    /// Where the oldest watched batch was in Livy's list last time: the
+    /// next listing starts there.
+    livy_from: Mutex<i64>,
 }
 
 impl AzureJobs {
     pub fn new(gateway: Arc<Gateway>, user: String) -> Self {
-        AzureJobs { gateway, user }
+        AzureJobs {
+            gateway,
+            user,
+            livy_from: Mutex::new(0),
+        }
+    }
+
+    /// The batches of Livy at `url` from the oldest of `watched` on: one
+    /// page from where that one was last seen (Livy lists its batches
+    /// oldest first and keeps many finished ones), from the start again
+    /// when it moved before that (Livy dropped older batches).
+    async fn livy_batches(&self, url: &str, watched: &[&JobRef]) -> Result<Vec<Batch>, CallError> {
+        let livy = Livy {
+            gateway: &self.gateway,
+            url,
+        };
+        let ids: Vec<i64> = watched
+            .iter()
+            .filter_map(|j| j.id.as_deref()?.parse().ok())
+            .collect();
+        let all_seen = |seen: &[Batch]| ids.iter().all(|id| seen.iter().any(|b| b.id == *id));
+        let oldest = ids.iter().min().copied();
+        let hint = *self
+            .livy_from
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let (mut start, mut batches) = livy.list_from(hint, all_seen).await?;
+        let moved = match (oldest, batches.first()) {
+            (Some(oldest), Some(first)) => first.id > oldest,
+            (_, None) => hint > 0,
+            _ => false,
+        };
+        if hint > 0 && moved {
+            (start, batches) = livy.list_from(0, all_seen).await?;
+        }
+        if let Some(at) = oldest.and_then(|o| batches.iter().position(|b| b.id == o)) {
+            *self
+                .livy_from
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = start + at as i64;
+        }
+        Ok(batches)
     }
 }
 
@@ -380,15 +425,7 @@ impl JobSource for AzureJobs {
         let mut answer = Vec::with_capacity(ids.len());
         let livy: Vec<&JobRef> = ids.iter().filter(|j| j.api == Api::Livy).collect();
         if let Some(first) = livy.first() {
-            let batches = Livy {
-                gateway: &self.gateway,
-                url: &first.url,
-            }
-            .list(|seen| {
-                livy.iter()
-                    .all(|j| seen.iter().any(|b| Some(b.id.to_string()) == j.id))
-            })
-            .await?;
+            let batches = self.livy_batches(&first.url, &livy).await?;
             for job in &livy {
                 if let Some(batch) = batches
                     .iter()
@@ -400,12 +437,15 @@ impl JobSource for AzureJobs {
         }
         let webhcat: Vec<&JobRef> = ids.iter().filter(|j| j.api == Api::WebHcat).collect();
         if let Some(first) = webhcat.first() {
+            // Only the jobs since the oldest one watched (the ids are known:
+            // `resolve` found each before its wait).
+            let oldest = webhcat.iter().filter_map(|j| j.id.as_deref()).min();
             let jobs = WebHcat {
                 gateway: &self.gateway,
                 url: &first.url,
                 user: &self.user,
             }
-            .list()
+            .list_after(oldest.and_then(id_before).as_deref())
             .await?;
             for job in &webhcat {
                 if let Some(found) = jobs

@@ -16,8 +16,9 @@
 //!   answer is lost is found by one listing and never sent twice; Livy
 //!   refuses a second batch of a name anyway.
 //! - **Waiting**: `flow_cloud`'s poller, one listing per tick per API for
-//!   all of a cluster's jobs (`GET /livy/batches?from=&size=`, `GET
-//!   /templeton/v1/jobs?fields=*`). Livy's `success` succeeds, `dead` and
+//!   all of a cluster's jobs (`GET /livy/batches?from=&size=` from where
+//!   the oldest watched batch was, `GET /templeton/v1/jobs?fields=*&jobid=`
+//!   after it), shared by the run's clusters on one gateway. Livy's `success` succeeds, `dead` and
 //!   `error` fail, `killed` is cancelled; a WebHCat job succeeds when its
 //!   controller `SUCCEEDED` with exit value 0. The end of the batch log
 //!   (Livy) or of `stderr` in the status directory (WebHCat, read from

@@ -99,8 +99,18 @@ impl Livy<'_> {
     /// `enough` says the pages so far suffice (one request for a run's
     /// batches, usually).
     pub async fn list(&self, enough: impl Fn(&[Batch]) -> bool) -> Result<Vec<Batch>, CallError> {
+        Ok(self.list_from(0, enough).await?.1)
+    }
+
+    /// [`list`](Self::list) from position `from` of Livy's list (oldest
+    /// first): the batches, and the position of the first.
+    pub async fn list_from(
+        &self,
+        mut from: i64,
+        enough: impl Fn(&[Batch]) -> bool,
+    ) -> Result<(i64, Vec<Batch>), CallError> {
+        let start = from;
         let mut all = Vec::new();
-        let mut from = 0;
         loop {
             let url = format!("{}/batches", self.url);
             let page: BatchList = self
@@ -119,7 +129,7 @@ impl Livy<'_> {
             all.extend(page.sessions);
             from += count;
             if count == 0 || from >= page.total || enough(&all) {
-                return Ok(all);
+                return Ok((start, all));
             }
         }
     }

@@ -61,6 +61,16 @@ fn unknown_job(e: &CallError) -> bool {
     e.is_status(400) && e.to_string().contains("Could not find job")
 }
 
+/// The id just before `id` as WebHCat sorts them (`job_START_0042` →
+/// `job_START_0041`), so a listing after it starts at `id`; `None` for the
+/// first job of a cluster start or an id of another shape.
+pub(crate) fn id_before(id: &str) -> Option<String> {
+    let (head, seq) = id.rsplit_once('_')?;
+    let n: u64 = seq.parse().ok()?;
+    let before = n.checked_sub(1).filter(|b| *b > 0)?;
+    Some(format!("{head}_{before:0width$}", width = seq.len()))
+}
+
 /// A job to submit: `pig` (`file`) or `mapreduce/jar` (`jar`, `class`).
 pub(crate) enum Submit<'a> {
     Pig {
@@ -133,15 +143,27 @@ impl WebHcat<'_> {
     /// Every job of the user with its details: one request
     /// (`GET /jobs?fields=*&showall=true`).
     pub async fn list(&self) -> Result<Vec<WebHcatJob>, CallError> {
+        self.list_after(None).await
+    }
+
+    /// The jobs whose id sorts after `after` (WebHCat's `jobid`, which it
+    /// compares as text), with their details: one request whose answer
+    /// holds only the jobs since the oldest one watched, not the
+    /// cluster's whole history.
+    pub async fn list_after(&self, after: Option<&str>) -> Result<Vec<WebHcatJob>, CallError> {
         let url = format!("{}/jobs", self.url);
         let listed: Vec<Listed> = self
             .gateway
             .get_json("GET /jobs", &|http| {
-                http.get(&url).query(&[
+                let request = http.get(&url).query(&[
                     ("user.name", self.user),
                     ("fields", "*"),
                     ("showall", "true"),
-                ])
+                ]);
+                match after {
+                    Some(id) => request.query(&[("jobid", id)]),
+                    None => request,
+                }
             })
             .await?
             .unwrap_or_default();
@@ -171,5 +193,24 @@ impl WebHcat<'_> {
             Err(e) if e.is_status(404) || unknown_job(&e) => Ok(()),
             Err(e) => Err(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_id_before_keeps_the_width_webhcat_sorts_by() {
+        assert_eq!(
+            id_before("job_1700000000000_0042").as_deref(),
+            Some("job_1700000000000_0041")
+        );
+        assert_eq!(
+            id_before("job_1700000000000_1000").as_deref(),
+            Some("job_1700000000000_0999")
+        );
+        assert_eq!(id_before("job_1700000000000_0001"), None);
+        assert_eq!(id_before("job_x"), None);
     }
 }

@@ -14,6 +14,7 @@ use flow_core::{Cluster, ClusterError, Job, JobContext, JobStatus};
 use flow_fs_azure::{AzureBlobConfig, SecretRef};
 use serde_json::json;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 struct Setup {
@@ -248,15 +249,9 @@ async fn a_batch_whose_polling_gave_up_has_an_unknown_outcome_and_is_adopted_on_
 async fn slots_are_jobs_per_cluster_polled_by_one_listing_and_the_gateway_is_the_shared_name_on_contract_fake(
 ) {
     let s = setup(Some("env:FLOW_TEST_AZURE_GATEWAY_PASSWORD")).await;
-    let four = s
-        .factory
-        .config()
-        .clone()
-        .builder()
-        .with(|c| c.jobs_per_cluster = std::num::NonZeroUsize::new(4).unwrap())
-        .with_clock(Arc::new(s.clock.clone()))
-        .build()
-        .unwrap();
+    let four = common::rebuilt(&s.factory, &s.clock, |c| {
+        c.jobs_per_cluster = std::num::NonZeroUsize::new(4).unwrap()
+    });
     let theirs = s.factory.cluster("azure-1", &context());
     assert_eq!(theirs.slots(), 1, "one at a time by default");
     // Four batches at once, all watched by one listing a tick (the
@@ -294,4 +289,62 @@ async fn slots_are_jobs_per_cluster_polled_by_one_listing_and_the_gateway_is_the
         common::drive(&s.clock, w).await.unwrap();
     }
     assert_eq!(s.fake.faults().count("batches.get"), 0);
+}
+
+#[tokio::test]
+async fn twenty_five_batches_on_one_cluster_cost_one_listing_a_tick_and_are_noticed_within_2_s_median_on_contract_fake(
+) {
+    let s = setup(Some("env:FLOW_TEST_AZURE_GATEWAY_PASSWORD")).await;
+    let factory = common::rebuilt(&s.factory, &s.clock, |c| {
+        c.jobs_per_cluster = std::num::NonZeroUsize::new(common::FIGURES_JOBS).unwrap();
+        c.job_logs.enabled = false;
+    });
+    let mut jobs = Vec::new();
+    for _ in 0..common::FIGURES_JOBS {
+        jobs.push(common::submitted(&s.clock, &factory, spark(), "spark").await);
+    }
+    let (before, listed) = (
+        s.fake.faults().total(),
+        s.fake.faults().count("batches.list"),
+    );
+    let figures = common::notice_figures(&s.clock, &jobs, &common::figures_ends(), |i| {
+        s.fake.finish(i as i64, "success", &[]);
+    })
+    .await;
+    common::check_figures(
+        "25 Livy batches on one cluster",
+        &figures,
+        s.fake.faults().total() - before,
+        s.fake.faults().count("batches.list") - listed,
+        jobs[0].0.poll_requests(),
+    );
+}
+
+#[tokio::test]
+async fn a_listing_starts_where_the_oldest_watched_batch_is_past_a_long_history_on_contract_fake() {
+    let s = setup(Some("env:FLOW_TEST_AZURE_GATEWAY_PASSWORD")).await;
+    let factory = common::rebuilt(&s.factory, &s.clock, |c| c.job_logs.enabled = false);
+    // 150 finished batches of earlier runs: more than one page (100).
+    for _ in 0..150 {
+        common::submitted(&s.clock, &factory, spark(), "spark").await;
+    }
+    for b in s.fake.batches() {
+        s.fake.finish(b.id, "success", &[]);
+    }
+    let mut jobs = Vec::new();
+    for _ in 0..2 {
+        jobs.push(common::submitted(&s.clock, &factory, spark(), "spark").await);
+    }
+    let listed = s.fake.faults().count("batches.list");
+    let ends = [Duration::from_secs(30), Duration::from_secs(40)];
+    common::notice_figures(&s.clock, &jobs, &ends, |i| {
+        s.fake.finish(150 + i as i64, "success", &[]);
+    })
+    .await;
+    let listings = s.fake.faults().count("batches.list") - listed;
+    let ticks = jobs[0].0.poll_requests();
+    assert!(ticks >= 30, "{ticks}");
+    // The first tick reads the pages up to the watched batches; every
+    // later one reads one page from there.
+    assert_eq!(listings, ticks + 1, "one request a tick after the first");
 }

@@ -447,3 +447,34 @@ async fn a_job_whose_polling_gave_up_has_an_unknown_outcome_and_is_adopted_on_co
         "the listings were tried"
     );
 }
+
+#[tokio::test]
+async fn twenty_five_pig_jobs_on_one_cluster_cost_one_listing_a_tick_and_are_noticed_within_2_s_median_on_contract_fake(
+) {
+    let s = setup(None, unused_blob()).await;
+    let factory = common::rebuilt(&s.factory, &s.clock, |c| {
+        c.jobs_per_cluster = std::num::NonZeroUsize::new(common::FIGURES_JOBS).unwrap();
+        c.job_logs.enabled = false;
+    });
+    // An older job of the cluster's history, which the listings skip.
+    common::submitted(&s.clock, &factory, pig(), "pig").await;
+    s.fake
+        .finish("job_1700000000000_0001", "SUCCEEDED", Some(0), None);
+    let mut jobs = Vec::new();
+    for _ in 0..common::FIGURES_JOBS {
+        jobs.push(common::submitted(&s.clock, &factory, pig(), "pig").await);
+    }
+    let (before, listed_before) = (s.fake.faults().total(), s.fake.faults().count("jobs.list"));
+    let figures = common::notice_figures(&s.clock, &jobs, &common::figures_ends(), |i| {
+        let id = format!("job_1700000000000_{:04}", i + 2);
+        s.fake.finish(&id, "SUCCEEDED", Some(0), None);
+    })
+    .await;
+    common::check_figures(
+        "25 WebHCat jobs on one cluster",
+        &figures,
+        s.fake.faults().total() - before,
+        s.fake.faults().count("jobs.list") - listed_before,
+        jobs[0].0.poll_requests(),
+    );
+}

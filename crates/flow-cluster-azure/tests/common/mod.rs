@@ -8,6 +8,7 @@ use flow_core::{
     Cluster, ClusterError, ExecutionContext, Job, JobContext, JobHandle, Settings, Timeperiod,
 };
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -122,5 +123,131 @@ impl Cx {
             action,
             attempt: 1,
         }
+    }
+}
+
+/// A factory of `factory`'s settings changed by `change`, on `clock`.
+pub fn rebuilt(
+    factory: &AzureClusterFactory,
+    clock: &ManualClock,
+    change: impl FnOnce(&mut flow_cluster_azure::AzureConfig),
+) -> AzureClusterFactory {
+    factory
+        .config()
+        .clone()
+        .builder()
+        .with(change)
+        .with_clock(Arc::new(clock.clone()))
+        .build()
+        .unwrap()
+}
+
+/// Jobs of the figures tests: 25 at once on one cluster with 25 slots.
+pub const FIGURES_JOBS: usize = 25;
+
+/// When the figures tests' jobs end: 20 s, 30.37 s, ... 268.9 s after
+/// their submission, so their ends fall at every phase of the polling (the
+/// first minute's 1 s ticks, then the 3 s cap).
+pub fn figures_ends() -> Vec<Duration> {
+    (0..FIGURES_JOBS as u64)
+        .map(|i| Duration::from_millis(20_000 + 10_370 * i))
+        .collect()
+}
+
+/// Prints the figures of `what` (`requests` sent while waiting, of which
+/// `listings`, over `ticks` poller ticks) and checks the goals: one
+/// listing a tick and nothing else, at most 1 request a second, a notice
+/// within 2 s median and the 3 s cap.
+pub fn check_figures(
+    what: &str,
+    figures: &NoticeFigures,
+    requests: u64,
+    listings: u64,
+    ticks: u64,
+) {
+    let per_second = requests as f64 / figures.span.as_secs_f64();
+    println!(
+        "figures: {what}: {requests} requests ({listings} listings) in {:.1} s = {per_second:.2} requests/s; notice p50 {:.2} s, max {:.2} s",
+        figures.span.as_secs_f64(),
+        figures.median().as_secs_f64(),
+        figures.max().as_secs_f64(),
+    );
+    assert_eq!(requests, listings, "only listings, no per-job request");
+    assert_eq!(listings, ticks, "one listing a tick for all the jobs");
+    assert!(per_second <= 1.0, "{per_second} requests/s");
+    assert!(figures.median() <= Duration::from_secs(2), "{figures:?}");
+    assert!(figures.max() <= Duration::from_secs(3), "{figures:?}");
+}
+
+/// What watching many jobs of one cluster cost, on the manual clock.
+#[derive(Debug)]
+pub struct NoticeFigures {
+    /// From the first job's start to the last one noticed.
+    pub span: Duration,
+    /// How late each job's end was noticed, sorted.
+    pub delays: Vec<Duration>,
+}
+
+impl NoticeFigures {
+    pub fn median(&self) -> Duration {
+        self.delays[self.delays.len() / 2]
+    }
+
+    pub fn max(&self) -> Duration {
+        *self.delays.last().unwrap()
+    }
+}
+
+/// Waits for every `(cluster, handle)` as the engine does, moving the
+/// clock from sleep to sleep; job `i` ends (`finish(i)`, by the test) at
+/// `ends[i]` after now, just before the first instant the clock reaches
+/// past it. Answers how late each end was noticed.
+pub async fn notice_figures(
+    clock: &ManualClock,
+    jobs: &[(Arc<AzureCluster>, JobHandle, CancellationToken)],
+    ends: &[Duration],
+    finish: impl Fn(usize),
+) -> NoticeFigures {
+    let start = clock.now();
+    let mut waits = tokio::task::JoinSet::new();
+    for (i, (cluster, handle, cancel)) in jobs.iter().enumerate() {
+        let (wait, clock) = (spawn_wait(cluster, handle, cancel), clock.clone());
+        waits.spawn(async move {
+            let result = wait.await.unwrap();
+            (i, result, clock.now())
+        });
+    }
+    let mut finished = vec![false; ends.len()];
+    let mut delays = Vec::new();
+    let mut last = start;
+    while !waits.is_empty() {
+        tokio::select! {
+            biased;
+            Some(done) = waits.join_next() => {
+                let (i, result, noticed) = done.unwrap();
+                result.unwrap_or_else(|e| panic!("job {i}: {e}"));
+                delays.push(noticed - (start + ends[i]));
+                last = last.max(noticed);
+            }
+            _ = clock.wait_for_sleepers(1) => {
+                // Let the waits the last tick answered return first.
+                for _ in 0..20 {
+                    tokio::task::yield_now().await;
+                }
+                let Some(next) = clock.next_deadline() else { continue };
+                for (i, end) in ends.iter().enumerate() {
+                    if !finished[i] && start + *end <= next {
+                        finish(i);
+                        finished[i] = true;
+                    }
+                }
+                clock.advance(next.saturating_sub(clock.now()));
+            }
+        }
+    }
+    delays.sort();
+    NoticeFigures {
+        span: last - start,
+        delays,
     }
 }
