@@ -39,8 +39,10 @@ pub trait JobSource: Send + Sync + 'static {
     /// failures).
     type Error: fmt::Display + Send + 'static;
 
-    /// ONE backend request about all of `ids`. Ids missing from the answer
-    /// are asked about again next tick (and fail the wait after
+    /// ONE backend request about all of `ids` (a source may add one to
+    /// confirm jobs that just ended, as Dataproc does, or page where the API
+    /// bounds a request, as EMR does: the poller counts a tick as one).
+    /// Ids missing from the answer are asked about again next tick (and fail the wait after
     /// [`PollConfig::max_failed_requests`] answers without them).
     async fn statuses(
         &self,

@@ -1,6 +1,6 @@
 //! Jobs on Dataproc: the durable handle, the `jobs.submit` body built from
 //! a flow [`Job`], and the poller's [`JobSource`] (one request per tick for
-//! all the watched jobs of a cluster).
+//! all the watched jobs of a cluster, two when some of them ended).
 
 use crate::api::{Api, JobInfo, Location};
 use crate::config::DataprocConfig;
@@ -279,17 +279,19 @@ pub(crate) fn job_resource(
 }
 
 /// The poller's view of Dataproc: one request per tick for all the watched
-/// jobs of a cluster.
+/// jobs of a cluster, two in a tick in which some of them ended.
 ///
 /// - One job watched: `jobs.get` (the whole answer, details included).
-/// - Several: one `jobs.list` of the cluster's `ACTIVE` jobs. The watched
-///   jobs missing from it have ended (or are on another cluster); on the
-///   next tick one `jobs.list` of the cluster's finished jobs (`filter =
-///   status.state = NON_ACTIVE`, newest first, whose entries carry their
-///   final status) confirms all of them at once, so jobs ending together
-///   are noticed together, one tick after their end. A job that listing
-///   does not show either (another cluster, or gone) is read with
-///   `jobs.get`, one per tick. Until confirmed a job counts as running.
+/// - Several: one `jobs.list` of the cluster's `ACTIVE` jobs. When watched
+///   jobs are missing from it (they ended, or are on another cluster), one
+///   `jobs.list` of the cluster's finished jobs (`filter = status.state =
+///   NON_ACTIVE`, newest first, whose entries carry their final status)
+///   right after it, in the same tick, confirms all of them at once: jobs
+///   ending together are noticed together, at the first tick after their
+///   end, for one request more per tick in which jobs end. A job neither
+///   listing shows (another cluster, or gone) is read with `jobs.get`, one
+///   per tick, in place of the listings. Until confirmed a job counts as
+///   running.
 pub(crate) struct DataprocJobs {
     api: Arc<Api>,
     queues: Mutex<Queues>,
@@ -297,9 +299,6 @@ pub(crate) struct DataprocJobs {
 
 #[derive(Default)]
 struct Queues {
-    /// Jobs the last `ACTIVE` listing did not show, for the next tick's
-    /// listing of finished jobs.
-    unlisted: Vec<JobRef>,
     /// Jobs no listing showed, to be read one per tick.
     to_get: VecDeque<JobRef>,
     /// The cluster the last request's jobs run on, for the cluster check.
@@ -359,76 +358,60 @@ impl JobSource for DataprocJobs {
             };
             return Ok(get(only.clone()).await?.into_iter().collect());
         }
-        let (next_get, unlisted) = {
+        let next_get = {
             let mut queues = self.queues();
             queues.to_get.retain(|id| ids.contains(id));
-            queues.unlisted.retain(|id| ids.contains(id));
-            match queues.to_get.pop_front() {
-                Some(id) => (Some(id), Vec::new()),
-                None => (None, std::mem::take(&mut queues.unlisted)),
-            }
+            queues.to_get.pop_front()
         };
         if let Some(id) = next_get {
             return Ok(answer_with(ids, get(id).await?.into_iter().collect()));
         }
-        if let Some(first) = unlisted.first() {
-            // One listing of the first one's cluster; the others (another
-            // cluster) and any it does not show go to `jobs.get`.
-            let (location, cluster) = (first.location.clone(), first.cluster.clone());
-            let (here, elsewhere): (Vec<JobRef>, Vec<JobRef>) = unlisted
-                .into_iter()
-                .partition(|id| id.location == location && id.cluster == cluster);
-            let wanted: Vec<&str> = here.iter().map(|id| id.job_id.as_str()).collect();
-            let finished = self
-                .api
-                .list_finished_jobs(&location, &cluster, &wanted)
-                .await;
-            let finished = match finished {
-                Ok(finished) => finished,
-                Err(e) => {
-                    // Asked again on the next tick.
-                    let mut queues = self.queues();
-                    queues.unlisted.extend(here);
-                    queues.unlisted.extend(elsewhere);
-                    return Err(e);
-                }
-            };
-            let mut found = Vec::new();
-            let mut queues = self.queues();
-            for id in here {
-                match finished
-                    .iter()
-                    .find(|job| job.reference.job_id == id.job_id)
-                {
-                    Some(job) => found.push((id, job.clone())),
-                    None => queues.to_get.push_back(id),
-                }
-            }
-            queues.to_get.extend(elsewhere);
-            return Ok(answer_with(ids, found));
-        }
+        // One listing of the first one's cluster; the others (another
+        // cluster) go to `jobs.get`.
         let first = &ids[0];
+        let here = |id: &JobRef| id.location == first.location && id.cluster == first.cluster;
         let active = self
             .api
             .list_active_jobs(&first.location, &first.cluster)
             .await?;
-        let mut answer = Vec::with_capacity(ids.len());
-        let mut queues = self.queues();
+        let mut found = Vec::with_capacity(ids.len());
+        let mut unlisted = Vec::new();
+        let mut elsewhere = Vec::new();
         for id in ids {
-            let listed = (id.location == first.location && id.cluster == first.cluster)
-                .then(|| active.iter().find(|job| job.reference.job_id == id.job_id))
-                .flatten();
-            match listed {
-                Some(job) => answer.push((id.clone(), job.clone())),
-                None => {
-                    if !queues.unlisted.contains(id) && !queues.to_get.contains(id) {
-                        queues.unlisted.push(id.clone());
-                    }
-                    answer.push((id.clone(), not_yet_known(id)));
-                }
+            if !here(id) {
+                elsewhere.push(id.clone());
+                continue;
+            }
+            match active.iter().find(|job| job.reference.job_id == id.job_id) {
+                Some(job) => found.push((id.clone(), job.clone())),
+                None => unlisted.push(id.clone()),
             }
         }
-        Ok(answer)
+        let mut finished = Vec::new();
+        if !unlisted.is_empty() {
+            // Failing, the tick fails: the next one lists both again.
+            let wanted: Vec<&str> = unlisted.iter().map(|id| id.job_id.as_str()).collect();
+            finished = self
+                .api
+                .list_finished_jobs(&first.location, &first.cluster, &wanted)
+                .await?;
+        }
+        let mut queues = self.queues();
+        for id in unlisted {
+            match finished
+                .iter()
+                .find(|job| job.reference.job_id == id.job_id)
+            {
+                Some(job) => found.push((id, job.clone())),
+                None => queues.to_get.push_back(id),
+            }
+        }
+        for id in elsewhere {
+            if !queues.to_get.contains(&id) {
+                queues.to_get.push_back(id);
+            }
+        }
+        Ok(answer_with(ids, found))
     }
 
     fn phase(&self, status: &JobInfo) -> Phase {
