@@ -17,6 +17,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// How an action's run ended when it did not fail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,13 +141,50 @@ impl ActionContext<'_> {
     /// Runs `job` on the cluster to its end, honouring cancellation: names
     /// it, records its handle, submits it, records the completed handle if
     /// the backend added ids, and waits for it.
+    ///
+    /// The job runs under a `job` span (`cluster`, `job_kind`, `job_id`: the
+    /// backend's ids as `name=value` pairs, and at its end `state`), which
+    /// a trace exporter turns into the job's span.
     pub async fn submit(&self, job: &Job) -> Result<(), ActionError> {
+        let span = tracing::info_span!(
+            "job",
+            cluster = self.cluster.name(),
+            job_kind = tracing::field::Empty,
+            job_id = tracing::field::Empty,
+            state = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        );
+        let result = self
+            .submit_and_wait(job, &span)
+            .instrument(span.clone())
+            .await;
+        span.record(
+            "state",
+            match &result {
+                Ok(()) => "succeeded",
+                Err(ActionError::Cancelled) => "cancelled",
+                Err(_) => "failed",
+            },
+        );
+        if !matches!(result, Ok(()) | Err(ActionError::Cancelled)) {
+            span.record("otel.status_code", "error");
+        }
+        result
+    }
+
+    async fn submit_and_wait(&self, job: &Job, span: &tracing::Span) -> Result<(), ActionError> {
         let cx = self.job_context();
         let cancelled = |e: ClusterError| match e {
             ClusterError::Cancelled { .. } => ActionError::Cancelled,
             other => ActionError::Cluster(other),
         };
+        let ids = |handle: &JobHandle| {
+            let pairs: Vec<String> = handle.ids.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            pairs.join(",")
+        };
         let prepared = self.cluster.prepare(job, &cx)?;
+        span.record("job_kind", prepared.kind.as_str());
+        span.record("job_id", ids(&prepared));
         self.jobs.record(&prepared).await?;
         if self.cancel.is_cancelled() {
             return Err(ActionError::Cancelled);
@@ -157,6 +195,7 @@ impl ActionContext<'_> {
             .await
             .map_err(cancelled)?;
         if handle != prepared {
+            span.record("job_id", ids(&handle));
             self.jobs.record(&handle).await?;
         }
         self.cluster.wait(&handle, &cx).await.map_err(cancelled)

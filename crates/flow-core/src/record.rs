@@ -100,6 +100,11 @@ pub struct FlowRecord {
     /// the timeperiod, so `sla_miss` is sent once per flow and timeperiod.
     #[serde(default)]
     pub sla_missed_at: Option<DateTime<Utc>>,
+    /// The W3C `traceparent` of the latest traced run's root span (set
+    /// when `[telemetry]` exports traces), so that a recover continues the
+    /// same trace. `None` when the run was not traced.
+    #[serde(default)]
+    pub trace_parent: Option<String>,
 }
 
 impl FlowRecord {

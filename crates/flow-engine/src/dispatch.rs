@@ -9,6 +9,7 @@
 //! turn. Work per finished step is O(its dependants): the [`Board`] keeps a
 //! count of unfinished dependencies per step and never scans the graph.
 
+use crate::engine::end_span;
 use crate::run_context::RunContext;
 use crate::step::run_step;
 use flow_core::{Cluster, FlowGraph, StepRecord, StepState, StoreError};
@@ -308,9 +309,11 @@ async fn worker(
             parent: &shared.flow_span,
             "step",
             step = shared.graph.step(index).name.as_str(),
-            cluster = cluster.name()
+            cluster = cluster.name(),
+            state = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
         );
-        let step = run_step(&shared, index, cluster.as_ref(), record).instrument(span);
+        let step = run_step(&shared, index, cluster.as_ref(), record).instrument(span.clone());
         // Losing the lease abandons the step where it is: its job (if any)
         // runs on for the new holder to adopt; nothing more is written. The
         // dispatcher has halted the board and closed the queue already (it
@@ -320,6 +323,10 @@ async fn worker(
             _ = shared.lost.cancelled() => break,
             done = step => done,
         };
+        match &result {
+            Ok(state) => end_span(&span, state.as_str(), *state == StepState::Invalid),
+            Err(_) => end_span(&span, "error", true),
+        }
         // A line of this step that could not be written stops the run
         // before the step releases anything (README, "Logs").
         shared.run_log.settle().await;

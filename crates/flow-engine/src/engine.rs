@@ -5,7 +5,7 @@ use crate::dispatch::{dispatch, Dispatched};
 use crate::error::EngineError;
 use crate::lease::{take_lease, NotTaken};
 use crate::logging;
-use crate::observer::{DefinitionChange, RunObserver};
+use crate::observer::{DefinitionChange, RunObserver, RunTracer};
 use crate::plan::{plan, RunPlan, Stored};
 use crate::run_context::RunContext;
 use crate::sla::{Armed, SlaWatch};
@@ -76,6 +76,9 @@ pub struct EngineOptions {
     /// Also record every log-file line in the store (`append_logs`, in
     /// batches; see `logging`). Needs `log_directory`.
     pub record_logs: bool,
+    /// Joins each run's span to its trace (`[telemetry]`); `None` keeps
+    /// no trace context on the flow record.
+    pub tracer: Option<Arc<dyn RunTracer>>,
 }
 
 impl Default for EngineOptions {
@@ -93,6 +96,7 @@ impl Default for EngineOptions {
             cancel_grace: Duration::from_secs(30),
             observer: None,
             record_logs: true,
+            tracer: None,
         }
     }
 }
@@ -542,6 +546,7 @@ impl ExecutionEngine {
             finished_at: None,
             graph_hash: None,
             sla_missed_at: None,
+            trace_parent: None,
         });
         flow.graph_hash = Some(shape);
         flow.start_timeperiod = self.context.start_timeperiod;
@@ -579,6 +584,29 @@ impl ExecutionEngine {
             .map(|&i| records[i].clone())
             .chain(retired)
             .collect();
+        // The run's span, opened before anything runs under it so that a
+        // trace exporter (the observer) can join it to the trace a recover
+        // continues; the flow record keeps the context it returns.
+        let flow_span = info_span!(
+            "flow",
+            run = run_log.id(),
+            flow = key.flow_name.as_str(),
+            timeperiod = %key.timeperiod,
+            mode = mode.as_str(),
+            run_id = tracing::field::Empty,
+            state = tracing::field::Empty,
+            otel.name = "run",
+            otel.status_code = tracing::field::Empty,
+        );
+        let continued = match mode {
+            RunMode::Recovery => flow.trace_parent.take(),
+            _ => None,
+        };
+        flow.trace_parent = match &self.options.tracer {
+            Some(tracer) => tracer.run_span(&flow_span, continued.as_deref()),
+            None => None,
+        }
+        .or(continued);
         let begun = self
             .store
             .begin_run(lease, &flow, purge, &to_write, &run)
@@ -586,6 +614,7 @@ impl ExecutionEngine {
         let (mut flow, mut run) = match begun {
             Ok(begun) => begun,
             Err(e) => {
+                end_span(&flow_span, "error", true);
                 run_log.finish().await;
                 return Err(store_error(e));
             }
@@ -598,7 +627,7 @@ impl ExecutionEngine {
         if self.options.record_logs {
             run_log.record_to_store(&key, &run_id, self.store.clone(), lost.clone());
         }
-        let flow_span = info_span!("flow", run = run_log.id(), flow = key.flow_name.as_str());
+        flow_span.record("run_id", run_id.as_str());
         flow_span.in_scope(|| {
             info!(
                 "{mode} of {key} started (run {run_id}): {count} of {} steps on {clusters} {} cluster(s)",
@@ -663,6 +692,7 @@ impl ExecutionEngine {
         let set = match launched {
             Ok(set) => set,
             Err(e) => {
+                end_span(&flow_span, "error", true);
                 run_log.finish().await;
                 return Err(store_error(e));
             }
@@ -688,6 +718,7 @@ impl ExecutionEngine {
                     set.owned.len()
                 )
             });
+            end_span(&flow_span, "lease_lost", true);
             run_log.finish().await;
             return Err(self.lease_lost(lease).await);
         }
@@ -773,6 +804,10 @@ impl ExecutionEngine {
         }
         flow.state = state;
         flow.finished_at = Some(Utc::now());
+        match &store_failure {
+            Some(_) => end_span(&flow_span, "error", true),
+            None => end_span(&flow_span, state.as_str(), state == FlowState::Invalid),
+        }
         let saved = self.store.save_flow(lease, &flow).await;
         run.finished_at = flow.finished_at;
         run.outcome = Some(state);
@@ -822,6 +857,17 @@ impl ExecutionEngine {
             error: error.map(|e| flow_core::mask(&e).into_owned()),
             metrics,
         })
+    }
+}
+
+/// Records how a run, step or action span ended: its `state`, and, when
+/// it `failed`, the error status trace exporters read
+/// (`otel.status_code`, tracing-opentelemetry's convention; the engine
+/// itself knows no OpenTelemetry).
+pub(crate) fn end_span(span: &tracing::Span, state: &str, failed: bool) {
+    span.record("state", state);
+    if failed {
+        span.record("otel.status_code", "error");
     }
 }
 
@@ -947,6 +993,7 @@ mod tests {
             finished_at: None,
             graph_hash: hash.map(str::to_string),
             sla_missed_at: None,
+            trace_parent: None,
         }
     }
 

@@ -102,7 +102,7 @@ pub use cancel::{cancel_flow, CancelError, CancelOutcome, CancelRequest};
 pub use clusters::{cancel_jobs, terminate_orphans, OrphanOutcome};
 pub use engine::{EngineOptions, ExecutionEngine, RunMetrics, RunReport};
 pub use error::{EngineError, Refusal};
-pub use observer::{DefinitionChange, RunObserver};
+pub use observer::{DefinitionChange, RunObserver, RunTracer};
 pub use plan::refusal;
 pub use rollback::RollbackReport;
 

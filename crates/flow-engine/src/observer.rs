@@ -48,6 +48,18 @@ pub trait RunObserver: Send + Sync {
     }
 }
 
+/// Joins a run's span to a trace (a trace exporter: flow-signals' `otel`
+/// module), so that a `recover` continues the trace of the run it
+/// recovers. The engine knows traces only as the W3C `traceparent`
+/// strings it keeps on the flow record.
+pub trait RunTracer: Send + Sync {
+    /// The run's `flow` span was opened, before anything ran under it.
+    /// `continued` is the context the flow record kept from the run a
+    /// `recover` continues. Returns the span's own context, for the flow
+    /// record to keep.
+    fn run_span(&self, span: &tracing::Span, continued: Option<&str>) -> Option<String>;
+}
+
 /// How the flow definition differs from the one the stored run used.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DefinitionChange {

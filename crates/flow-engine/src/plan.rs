@@ -281,6 +281,7 @@ mod tests {
             finished_at: None,
             graph_hash: None,
             sla_missed_at: None,
+            trace_parent: None,
         }
     }
 

@@ -9,6 +9,7 @@
 //! submitted a second time. When a step fails for good, the actions it
 //! completed are rolled back, newest first.
 
+use crate::engine::end_span;
 use crate::run_context::RunContext;
 use async_trait::async_trait;
 use chrono::Utc;
@@ -500,7 +501,16 @@ async fn run_actions(
             action: &instance.name,
             attempt,
         };
-        let outcome = run_action(shared, step, instance, cluster, token, &slot, adopt.take()).await;
+        let outcome = run_action(
+            shared,
+            step,
+            (group, instance),
+            cluster,
+            token,
+            &slot,
+            adopt.take(),
+        )
+        .await;
         match outcome {
             Ok(ActionOutcome::Done) => {
                 let next = index + 1;
@@ -629,18 +639,28 @@ async fn adopt_job(
     })
 }
 
+/// Runs one attempt of an action (`group`: 0 pre, 1 main, 2 post) under
+/// its own span.
 async fn run_action(
     shared: &RunContext,
     step: &StepDefinition,
-    instance: &ActionInstance,
+    (group, instance): (usize, &ActionInstance),
     cluster: &dyn Cluster,
     step_token: &CancellationToken,
     slot: &JobSlot<'_>,
     adopt: Option<JobRecord>,
 ) -> Result<ActionOutcome, Failure> {
-    let span = info_span!("action", action = instance.name.as_str());
+    let span = info_span!(
+        "action",
+        action = instance.name.as_str(),
+        phase = ["pre", "main", "post"][group.min(2)],
+        attempt = i64::from(slot.attempt),
+        state = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+    );
     if instance.skip {
         span.in_scope(|| info!("skipped"));
+        end_span(&span, "skipped", false);
         return Ok(ActionOutcome::Done);
     }
     let token = step_token.child_token();
@@ -711,14 +731,21 @@ async fn run_action(
             (Err(failure), None) => Err(failure),
         }
     };
-    guarded(
+    let result = guarded(
         &token,
         instance.timeout,
         shared.grace,
-        work.instrument(span),
+        work.instrument(span.clone()),
     )
     .await
-    .into_result(|| format!("action '{name}'"), instance.timeout)
+    .into_result(|| format!("action '{name}'"), instance.timeout);
+    match &result {
+        Ok(ActionOutcome::Done) => end_span(&span, "complete", false),
+        Ok(ActionOutcome::NothingToProcess) => end_span(&span, "noop", false),
+        Err(Failure::Cancelled) => end_span(&span, "canceled", false),
+        Err(_) => end_span(&span, "failed", true),
+    }
+    result
 }
 
 /// Rolls back the first `done` actions of `step` (those that completed),

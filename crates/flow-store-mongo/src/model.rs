@@ -150,6 +150,10 @@ pub struct FlowDoc {
     /// Ours: when the flow's SLA was missed for this timeperiod.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub sla_missed_at: Option<DateValue>,
+    /// Ours: the W3C `traceparent` of the latest traced run, which a
+    /// recover continues.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub trace_parent: Option<String>,
     /// The processing timeperiod, `YYYYMMDDHH`.
     pub timeperiod: String,
 }
@@ -200,6 +204,7 @@ impl FlowDoc {
             started_at: r.started_at.map(DateValue::of),
             state: r.state.as_str().to_string(),
             sla_missed_at: r.sla_missed_at.map(DateValue::of),
+            trace_parent: r.trace_parent.clone(),
             timeperiod: r.timeperiod.to_string(),
         })
     }
@@ -220,6 +225,7 @@ impl FlowDoc {
             finished_at: opt_date(&self.finished_at, "finished_at")?,
             graph_hash: self.graph_hash.clone(),
             sla_missed_at: opt_date(&self.sla_missed_at, "sla_missed_at")?,
+            trace_parent: self.trace_parent.clone(),
         })
     }
 }

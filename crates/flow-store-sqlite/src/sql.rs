@@ -27,7 +27,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// The `user_version` this build writes and reads.
-pub(crate) const SCHEMA_VERSION: i64 = 7;
+pub(crate) const SCHEMA_VERSION: i64 = 8;
 
 /// Schema version 2, created from scratch.
 pub(crate) const SCHEMA: &str = "
@@ -179,6 +179,12 @@ ALTER TABLE job ADD COLUMN started_at TEXT;
 CREATE INDEX IF NOT EXISTS job_tally ON job (process_name, time_qualifier, state, number_of_failures);
 ";
 
+/// What version 8 added: the W3C `traceparent` of a traced run's root
+/// span, which a recover continues.
+pub(crate) const SCHEMA_V8_COLUMNS: &str = "
+ALTER TABLE flow ADD COLUMN trace_parent TEXT;
+";
+
 /// Upgrades a version-1 file in place (inside the caller's transaction).
 pub(crate) const MIGRATE_V1_TO_V2: &str = "
 ALTER TABLE flow  ADD COLUMN graph_hash   TEXT;
@@ -192,7 +198,7 @@ ALTER TABLE lease ADD COLUMN token        INTEGER NOT NULL DEFAULT 0;
 macro_rules! flow_columns {
     () => {
         "id, flow_name, timeperiod, start_timeperiod, end_timeperiod, state, run_mode, \
-         created_at, started_at, finished_at, graph_hash, sla_missed_at"
+         created_at, started_at, finished_at, graph_hash, sla_missed_at, trace_parent"
     };
 }
 
@@ -213,8 +219,8 @@ const LIST_FLOWS: &str = concat!(
 
 const UPSERT_FLOW: &str = "
 INSERT INTO flow (flow_name, timeperiod, start_timeperiod, end_timeperiod, state, run_mode,
-                  created_at, started_at, finished_at, graph_hash, sla_missed_at)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                  created_at, started_at, finished_at, graph_hash, sla_missed_at, trace_parent)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
 ON CONFLICT (flow_name, timeperiod) DO UPDATE SET
     start_timeperiod = excluded.start_timeperiod,
     end_timeperiod   = excluded.end_timeperiod,
@@ -224,7 +230,8 @@ ON CONFLICT (flow_name, timeperiod) DO UPDATE SET
     started_at       = excluded.started_at,
     finished_at      = excluded.finished_at,
     graph_hash       = excluded.graph_hash,
-    sla_missed_at    = excluded.sla_missed_at
+    sla_missed_at    = excluded.sla_missed_at,
+    trace_parent     = excluded.trace_parent
 RETURNING id";
 
 const UPSERT_STEP: &str = "
@@ -429,6 +436,7 @@ pub(crate) fn upsert_flow(conn: &Connection, flow: &FlowRecord) -> Result<FlowRe
             opt_timestamp(&flow.finished_at),
             flow.graph_hash,
             opt_timestamp(&flow.sla_missed_at),
+            flow.trace_parent,
         ],
         |row| row.get(0),
     )?;
@@ -1200,6 +1208,7 @@ fn decode_flow(row: &Row<'_>) -> Result<FlowRecord, DbError> {
         finished_at: f.opt_timestamp(9, "finished_at")?,
         graph_hash: f.opt_text(10, "graph_hash")?,
         sla_missed_at: f.opt_timestamp(11, "sla_missed_at")?,
+        trace_parent: f.opt_text(12, "trace_parent")?,
     })
 }
 

@@ -37,6 +37,7 @@ fn flow(name: &str, timeperiod: &str) -> FlowRecord {
         finished_at: None,
         graph_hash: None,
         sla_missed_at: None,
+        trace_parent: None,
     }
 }
 
@@ -891,13 +892,13 @@ fn open_refuses_a_newer_schema_and_foreign_tables() {
     let dir = Dir::new();
     drop(dir.open());
     dir.other_connection()
-        .execute_batch("PRAGMA user_version = 8")
+        .execute_batch("PRAGMA user_version = 9")
         .unwrap();
     let message = expect_open_error(
         &dir.db(),
         SqliteStore::open(&dir.db(), SqliteOptions::default()),
     );
-    assert!(message.contains("schema version 8"), "{message}");
+    assert!(message.contains("schema version 9"), "{message}");
 
     let path = dir.dir.path().join("foreign.db");
     rusqlite::Connection::open(&path)
@@ -925,7 +926,7 @@ async fn wal_is_on_and_the_schema_is_versioned() {
         let version: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(version, 7);
+        assert_eq!(version, 8);
         let tables: Vec<String> = conn
             .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
             .unwrap()
@@ -1132,7 +1133,7 @@ async fn a_version_1_file_is_upgraded_in_place() {
         .other_connection()
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 7);
+    assert_eq!(version, 8);
 }
 
 /// A version-2 file (before Jobs and SLA marks) gets the `job` table and
@@ -1143,7 +1144,8 @@ async fn a_version_2_file_is_upgraded_with_the_job_table() {
     drop(dir.open());
     dir.other_connection()
         .execute_batch(
-            "DROP TABLE job; ALTER TABLE flow DROP COLUMN sla_missed_at; PRAGMA user_version = 2;",
+            "DROP TABLE job; ALTER TABLE flow DROP COLUMN sla_missed_at;
+             ALTER TABLE flow DROP COLUMN trace_parent; PRAGMA user_version = 2;",
         )
         .unwrap();
     let store = dir.open();
@@ -1157,7 +1159,7 @@ async fn a_version_2_file_is_upgraded_with_the_job_table() {
         .other_connection()
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 7);
+    assert_eq!(version, 8);
 }
 
 /// A version-4 file (Jobs without `depends_on_flows`) gets the column
@@ -1174,6 +1176,7 @@ async fn a_version_4_file_is_upgraded_with_the_jobs_upstreams() {
     dir.other_connection()
         .execute_batch(
             "ALTER TABLE job DROP COLUMN depends_on_flows; ALTER TABLE flow DROP COLUMN sla_missed_at;
+             ALTER TABLE flow DROP COLUMN trace_parent;
              DROP INDEX job_tally; ALTER TABLE job DROP COLUMN due_at;
              ALTER TABLE job DROP COLUMN started_at; PRAGMA user_version = 4;",
         )
@@ -1185,7 +1188,7 @@ async fn a_version_4_file_is_upgraded_with_the_jobs_upstreams() {
         .other_connection()
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 7);
+    assert_eq!(version, 8);
 }
 
 /// A version-6 file (Jobs without `due_at` and `started_at`) keeps its Jobs
@@ -1199,6 +1202,7 @@ async fn a_version_6_file_is_upgraded_with_the_jobs_delay_columns() {
             "DROP INDEX job_tally;
              ALTER TABLE job DROP COLUMN due_at;
              ALTER TABLE job DROP COLUMN started_at;
+             ALTER TABLE flow DROP COLUMN trace_parent;
              INSERT INTO job (process_name, time_qualifier, timeperiod, state, event_log,
                  number_of_failures) VALUES ('old', 'daily', '2026112800', 'state_noop', '[]', 1);
              PRAGMA user_version = 6;",
@@ -1225,7 +1229,7 @@ async fn a_version_6_file_is_upgraded_with_the_jobs_delay_columns() {
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 7);
+    assert_eq!(version, 8);
     // The tally is counted on its index alone.
     let plan: String = conn
         .query_row(
@@ -1237,6 +1241,35 @@ async fn a_version_6_file_is_upgraded_with_the_jobs_delay_columns() {
         )
         .unwrap();
     assert!(plan.contains("COVERING INDEX job_tally"), "{plan}");
+}
+
+/// A version-7 file gains `flow.trace_parent`; its flows read as untraced
+/// and a traced run's context is kept from then on.
+#[tokio::test]
+async fn a_version_7_file_is_upgraded_with_the_trace_parent_column() {
+    let dir = Dir::new();
+    let store = dir.open();
+    save_flow(&store, &flow("old", TP)).await.unwrap();
+    drop(store);
+    dir.other_connection()
+        .execute_batch("ALTER TABLE flow DROP COLUMN trace_parent; PRAGMA user_version = 7;")
+        .unwrap();
+    let store = dir.open();
+    let key = FlowKey::new("old", tp(TP));
+    let old = store.get_flow(&key).await.unwrap().unwrap();
+    assert_eq!(old.trace_parent, None);
+    let traced = FlowRecord {
+        trace_parent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
+        ..old
+    };
+    save_flow(&store, &traced).await.unwrap();
+    let read = store.get_flow(&key).await.unwrap().unwrap();
+    assert_eq!(read.trace_parent, traced.trace_parent);
+    let version: i64 = dir
+        .other_connection()
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 8);
 }
 
 /// The database file and its WAL and shared-memory files are readable by

@@ -62,6 +62,7 @@ pub async fn record_run(
         finished_at: finished,
         graph_hash: None,
         sla_missed_at: None,
+        trace_parent: None,
     };
     let run = RunRecord {
         id: None,

@@ -168,6 +168,7 @@ pub fn flow_record(key: &FlowKey, state: FlowState, t: i64) -> FlowRecord {
         finished_at: None,
         graph_hash: Some("sha256:0f3a".into()),
         sla_missed_at: Some(at(t + 3)),
+        trace_parent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
     }
 }
 
