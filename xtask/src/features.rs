@@ -5,8 +5,11 @@
 //!   feature left out brings (no AWS crate without `emr`, no GCP crate
 //!   without `dataproc`, no Qubole crate without `qubole`, no Azure crate without `azure`, no shared cloud crate (`flow-cloud`,
 //!   `flow-fs-object`) without a cloud, no MongoDB driver without `mongo`, no web server
-//!   without `serve`), and the whole workspace has one TLS stack (rustls
-//!   with ring: no `aws-lc-rs`, no OpenSSL, no native-tls).
+//!   without `serve`, no OpenTelemetry crate without `otel`), and the
+//!   whole workspace has one TLS stack (rustls with ring: no `aws-lc-rs`,
+//!   no OpenSSL, no native-tls) and one HTTP client (a single `reqwest`
+//!   version, no gRPC transport: the OTLP exporter uses the workspace's
+//!   reqwest).
 //! * `cargo xtask features` compiles each combination (`cargo check` into
 //!   `<target>/features`, so the test build is not churned). Not part of
 //!   `cargo xtask test`: a cold check of the cloud SDKs per combination
@@ -38,6 +41,8 @@ const CLOUD: &[&str] = &["flow-cloud", "flow-fs-object"];
 const AZURE: &[&str] = &["azure_", "flow-fs-azure", "flow-cluster-azure"];
 const MONGO: &[&str] = &["mongodb", "bson", "flow-store-mongo"];
 const SERVE: &[&str] = &["axum", "flow-server"];
+/// Traces over OTLP (`otel`): the SDK, the exporter, the layer.
+const OTEL: &[&str] = &["opentelemetry", "tracing-opentelemetry"];
 
 /// Every combination checked. `--no-default-features` is implied, so
 /// `"serve"` is the default build.
@@ -46,38 +51,42 @@ fn combinations() -> Vec<Combination> {
     vec![
         Combination {
             features: "",
-            absent: without(&[AWS, GCP, QUBOLE, AZURE, CLOUD, MONGO, SERVE]),
+            absent: without(&[AWS, GCP, QUBOLE, AZURE, CLOUD, MONGO, SERVE, OTEL]),
         },
         Combination {
             features: "serve",
-            absent: without(&[AWS, GCP, QUBOLE, AZURE, CLOUD, MONGO]),
+            absent: without(&[AWS, GCP, QUBOLE, AZURE, CLOUD, MONGO, OTEL]),
         },
         Combination {
             features: "emr",
-            absent: without(&[GCP, QUBOLE, AZURE, MONGO, SERVE]),
+            absent: without(&[GCP, QUBOLE, AZURE, MONGO, SERVE, OTEL]),
         },
         Combination {
             features: "dataproc",
-            absent: without(&[AWS, QUBOLE, AZURE, MONGO, SERVE]),
+            absent: without(&[AWS, QUBOLE, AZURE, MONGO, SERVE, OTEL]),
         },
         Combination {
             features: "qubole",
-            absent: without(&[EMR, GCP, AZURE, MONGO, SERVE]),
+            absent: without(&[EMR, GCP, AZURE, MONGO, SERVE, OTEL]),
         },
         Combination {
             features: "azure",
-            absent: without(&[AWS, GCP, QUBOLE, MONGO, SERVE]),
+            absent: without(&[AWS, GCP, QUBOLE, MONGO, SERVE, OTEL]),
         },
         Combination {
             features: "mongo",
-            absent: without(&[AWS, GCP, QUBOLE, AZURE, CLOUD, SERVE]),
+            absent: without(&[AWS, GCP, QUBOLE, AZURE, CLOUD, SERVE, OTEL]),
+        },
+        Combination {
+            features: "otel",
+            absent: without(&[AWS, GCP, QUBOLE, AZURE, CLOUD, MONGO, SERVE]),
         },
         Combination {
             features: "serve,emr,dataproc,qubole,mongo",
-            absent: AZURE.to_vec(),
+            absent: without(&[AZURE, OTEL]),
         },
         Combination {
-            features: "serve,emr,dataproc,qubole,azure,mongo",
+            features: "serve,emr,dataproc,qubole,azure,mongo,otel",
             absent: Vec::new(),
         },
     ]
@@ -91,6 +100,12 @@ const OTHER_TLS: &[&str] = &[
     "openssl-sys",
     "native-tls",
 ];
+
+/// Crates of a second HTTP stack, absent from every build: other clients,
+/// and gRPC's transport (`hyper-timeout` comes with tonic's `channel`;
+/// `otel` brings tonic for its message types only). `reqwest` may also
+/// appear in one version only.
+const OTHER_HTTP: &[&str] = &["ureq", "isahc", "surf", "hyper-timeout"];
 
 fn cargo() -> Command {
     Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
@@ -144,14 +159,30 @@ pub fn tree_problems(root: &Path) -> Vec<String> {
             .lines()
             .filter_map(|line| line.split_whitespace().next())
             .filter(|name| {
-                combination.absent.iter().any(|p| name.starts_with(p)) || OTHER_TLS.contains(name)
+                combination.absent.iter().any(|p| name.starts_with(p))
+                    || OTHER_TLS.contains(name)
+                    || OTHER_HTTP.contains(name)
             })
             .collect();
         found.sort_unstable();
         found.dedup();
+        let mut reqwests: Vec<&str> = text
+            .lines()
+            .filter(|line| line.split_whitespace().next() == Some("reqwest"))
+            .filter_map(|line| line.split_whitespace().nth(1))
+            .collect();
+        reqwests.sort_unstable();
+        reqwests.dedup();
+        if reqwests.len() > 1 {
+            problems.push(format!(
+                "flow-cli {} depends on reqwest {} (one HTTP client: one version)",
+                shown(combination.features),
+                reqwests.join(", ")
+            ));
+        }
         if !found.is_empty() {
             problems.push(format!(
-                "flow-cli {} depends on {} (left out by its features or a second TLS stack)",
+                "flow-cli {} depends on {} (left out by its features, or a second TLS or HTTP stack)",
                 shown(combination.features),
                 found.join(", ")
             ));

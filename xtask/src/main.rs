@@ -9,7 +9,8 @@
 //!   MongoDB wire servers, `mongo.rs`; headless Chromium, `viewer.rs`;
 //!   Debian's Prometheus scraping `flow serve`, `prometheus.rs`; the SMTP
 //!   server aiosmtpd for email notifications, `smtp.rs`; an OpenLineage
-//!   receiver validating with openlineage-python, `openlineage.rs`),
+//!   receiver validating with openlineage-python, `openlineage.rs`;
+//!   the OTLP/HTTP trace receiver on `opentelemetry-proto`, `otlp.rs`),
 //!   builds the contract fakes from this tree (`contract_fakes.rs`), and
 //!   runs `cargo test --workspace ARGS...` with flow-cli's `mongo`, `emr`
 //!   and `dataproc` features (a `-p` selection holding flow-cli keeps
@@ -61,6 +62,7 @@ mod mongo;
 mod msrv;
 mod mutants;
 mod openlineage;
+mod otlp;
 mod prometheus;
 mod services;
 mod smtp;
@@ -201,7 +203,7 @@ fn main() -> ExitCode {
 /// The features of flow-cli whose tests go through the binary: the MongoDB
 /// store's and the EMR, Dataproc and Qubole clusters' end-to-end tests.
 const CLI_TEST_FEATURES: &str =
-    "flow-cli/mongo,flow-cli/emr,flow-cli/dataproc,flow-cli/qubole,flow-cli/azure";
+    "flow-cli/mongo,flow-cli/emr,flow-cli/dataproc,flow-cli/qubole,flow-cli/azure,flow-cli/otel";
 
 /// `cargo xtask test`.
 fn test(args: &[OsString]) -> ExitCode {
@@ -286,6 +288,9 @@ fn test(args: &[OsString]) -> ExitCode {
     // An OpenLineage receiver validating every event (stopped when dropped).
     let (peer, lineage) =
         openlineage::start(&target.join("tools"), &target.join("tools").join("logs"));
+    peers.push(peer);
+    // An OTLP/HTTP receiver for the traces (stopped when dropped).
+    let (peer, otlp) = otlp::start(&target.join("tools"), &target.join("tools").join("logs"));
     peers.push(peer);
     // The contract fakes, built from this tree, or the run fails (never a
     // stale binary). Each API's end-to-end tests that need no other peer
@@ -410,6 +415,7 @@ fn test(args: &[OsString]) -> ExitCode {
     drop(prometheus);
     drop(smtp);
     drop(lineage);
+    drop(otlp);
     strict::summary(&peers, &ignored, &verdict, &parsed.allow_skip);
     // The docs of the whole workspace, warning-free (library.rs).
     if !selects_packages(args) && code == ExitCode::SUCCESS {

@@ -61,6 +61,7 @@ pub mod progress;
 mod renamed_keys;
 pub mod settings;
 mod store_uri;
+mod telemetry;
 
 use clap::Parser;
 use std::process::ExitCode;

@@ -24,6 +24,11 @@ pub const DEFAULT_FILTER: &str = "error";
 
 /// Installs the global subscriber. Call once, before the engine runs.
 pub fn init() {
+    init_with(&crate::telemetry::Telemetry::none());
+}
+
+/// [`init`], with the trace layer of `telemetry` when it exports traces.
+pub fn init_with(telemetry: &crate::telemetry::Telemetry) {
     let directives = std::env::var("FLOW_LOG").unwrap_or_else(|_| DEFAULT_FILTER.to_string());
     let filter = EnvFilter::try_new(&directives).unwrap_or_else(|e| {
         errln!("warning: FLOW_LOG={directives:?} is not a valid log filter ({e}); using \"{DEFAULT_FILTER}\"");
@@ -42,6 +47,10 @@ pub fn init() {
     }
     .with_filter(filter.or(filter_fn(|meta| meta.is_span())));
     let subscriber = tracing_subscriber::registry().with(files).with(stderr);
+    #[cfg(feature = "otel")]
+    let subscriber = subscriber.with(telemetry.layer());
+    #[cfg(not(feature = "otel"))]
+    let _ = telemetry;
     // Only fails if a subscriber is already installed, which then stays.
     let _ = tracing::subscriber::set_global_default(subscriber);
 }

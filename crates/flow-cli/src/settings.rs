@@ -132,6 +132,26 @@ struct FileSpec {
     viewer_url: Option<String>,
     /// Where OpenLineage run events go (guide/signals.md).
     lineage: Option<toml::Spanned<flow_core::lineage::LineageSpec>>,
+    /// Traces over OTLP/HTTP (the `otel` feature).
+    telemetry: Option<TelemetrySpec>,
+}
+
+/// `[telemetry]`: each run as a trace, exported over OTLP/HTTP
+/// (reference/settings.md).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(not(feature = "otel"), allow(dead_code))]
+struct TelemetrySpec {
+    /// The collector's OTLP/HTTP base URL; unset, nothing is exported.
+    otlp_endpoint: Option<flow_core::notify::HttpUrl>,
+    /// Request headers; values are secrets (`"env:VAR"`).
+    #[serde(default)]
+    headers: BTreeMap<String, flow_core::notify::NotifySecret>,
+    /// The traces' `service.name` (default `flow`).
+    service_name: Option<String>,
+    /// How long an export, and the flush at exit, may take (default 5s).
+    #[serde(default, with = "humantime_serde")]
+    timeout: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -383,6 +403,7 @@ impl SettingsFile {
         settings.check(text)?;
         settings.check_store(text)?;
         settings.check_signals(text)?;
+        settings.check_telemetry(text)?;
         Ok(settings)
     }
 
@@ -482,6 +503,71 @@ impl SettingsFile {
     /// `[lineage]`, when set.
     pub fn lineage(&self) -> Option<&flow_core::lineage::LineageSpec> {
         self.spec.lineage.as_ref().map(toml::Spanned::get_ref)
+    }
+
+    /// Checks `[telemetry]`: only in a build with the `otel` feature,
+    /// header names HTTP accepts, a timeout above zero.
+    fn check_telemetry(&self, text: &str) -> Result<(), CliError> {
+        let Some(telemetry) = &self.spec.telemetry else {
+            return Ok(());
+        };
+        if !cfg!(feature = "otel") {
+            return Err(self.error_at(
+                text,
+                &["telemetry"],
+                true,
+                "[telemetry] exports traces, which this build of flow leaves out; rebuild flow-cli with --features otel",
+            ));
+        }
+        for name in telemetry.headers.keys() {
+            let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+            if name.is_empty() || !name.chars().all(token) {
+                return Err(self.error_at(
+                    text,
+                    &["telemetry", "headers", name],
+                    true,
+                    format!("[telemetry] headers: {name:?} is not an HTTP header name"),
+                ));
+            }
+        }
+        if telemetry.timeout.is_some_and(|t| t.is_zero()) {
+            return Err(self.error_at(
+                text,
+                &["telemetry", "timeout"],
+                false,
+                "[telemetry] timeout must not be zero",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Where traces go, when `[telemetry] otlp_endpoint` is set: the
+    /// header secrets read now (a variable that is not set is an error
+    /// naming the header, never a value).
+    #[cfg(feature = "otel")]
+    pub fn telemetry(&self) -> Result<Option<flow_signals::otel::TraceConfig>, CliError> {
+        let Some(telemetry) = &self.spec.telemetry else {
+            return Ok(None);
+        };
+        let Some(endpoint) = &telemetry.otlp_endpoint else {
+            return Ok(None);
+        };
+        let mut headers = Vec::new();
+        for (name, secret) in &telemetry.headers {
+            let value = secret
+                .value()
+                .map_err(|e| self.error(format!("[telemetry] headers.{name}: {e}")))?;
+            headers.push((name.clone(), value));
+        }
+        Ok(Some(flow_signals::otel::TraceConfig {
+            endpoint: endpoint.as_str().to_string(),
+            headers,
+            service_name: telemetry
+                .service_name
+                .clone()
+                .unwrap_or_else(|| "flow".to_string()),
+            timeout: telemetry.timeout.unwrap_or(Duration::from_secs(5)),
+        }))
     }
 
     /// The `[[notify]]` entries of the settings.
@@ -970,6 +1056,29 @@ mod tests {
         assert_eq!(s.log_directory().unwrap(), Path::new("/etc/x/logs"));
         assert_eq!(s.store().path.unwrap(), Path::new("/var/db/f.db"));
         assert_eq!(s.cluster().root.unwrap(), Path::new("/etc/x/."));
+    }
+
+    /// `[telemetry]` in a build without `otel` is refused at its place,
+    /// naming the feature; with it, bad keys point at themselves.
+    #[test]
+    fn telemetry_needs_the_otel_feature_and_valid_keys() {
+        let text =
+            "log_directory = \"logs\"\n\n[telemetry]\notlp_endpoint = \"http://127.0.0.1:4318\"\n";
+        let parsed = parse(text);
+        if cfg!(feature = "otel") {
+            assert!(parsed.is_ok());
+            let e = parse("[telemetry]\ntimeout = \"0s\"\n").unwrap_err();
+            assert!(e.message.starts_with("/etc/x/flow.toml:2:11: "), "{e}");
+            let e = parse("[telemetry.headers]\n\"Bad Name\" = \"env:X\"\n").unwrap_err();
+            assert!(e.message.starts_with("/etc/x/flow.toml:2:1: "), "{e}");
+            assert!(e.message.contains("not an HTTP header name"), "{e}");
+        } else {
+            let e = parsed.err().expect("refused without the otel feature");
+            assert!(e.message.starts_with("/etc/x/flow.toml:3:2: "), "{e}");
+            assert!(e.message.contains("--features otel"), "{e}");
+        }
+        let e = parse("[telemetry]\notlp_endpoint = \"ftp://x\"\n").unwrap_err();
+        assert!(e.message.contains("not an http:// or https:// URL"), "{e}");
     }
 
     #[test]

@@ -45,6 +45,9 @@
 //! Use the re-exported [`prometheus_client`] so the versions match; the
 //! naming rules are on [`MetricsRegistry`].
 //!
+//! Traces are the `otel` feature's [`otel`] module: flow's `tracing`
+//! spans exported over OTLP/HTTP, beside (not through) the queue.
+//!
 //! What this crate is not: an HTTP server (`flow-server` serves
 //! `/metrics`), or a place that reads settings (the `flow` CLI decides
 //! which exporters run).
@@ -55,6 +58,8 @@ mod lineage;
 mod metrics;
 mod notify;
 mod observer;
+#[cfg(feature = "otel")]
+pub mod otel;
 mod record;
 mod signal;
 mod store;

@@ -65,7 +65,7 @@ fn drive_inner(
     args: &DriveArgs,
 ) -> Result<(serde_json::Value, Exit), CliError> {
     let unit = read_unit(args)?;
-    let prepared = prepare(settings, &unit.flow, &unit.timeperiod, &unit.window)?;
+    let mut prepared = prepare(settings, &unit.flow, &unit.timeperiod, &unit.window)?;
     let mode = unit_mode(&unit)?;
     let (early_mode, step) = match &mode {
         UnitMode::Managed { requested } => (requested.unwrap_or(RunMode::Nominal), None),
@@ -73,10 +73,12 @@ fn drive_inner(
     };
     prepared.refuse_early(early_mode, step)?;
 
-    crate::logs::init();
+    let telemetry = crate::telemetry::Telemetry::start(&prepared.settings)?;
+    prepared.tracer = telemetry.tracer();
+    crate::logs::init_with(&telemetry);
     let store = prepared.store_plan.open()?;
     let runtime = run_runtime()?;
-    runtime.block_on(async {
+    let answer = runtime.block_on(async {
         super::logs::purge_old_lines(&store, prepared.settings.store().log_retention).await;
         if matches!(mode, UnitMode::Freerun { .. }) {
             prepared.refuse_freerun(&store).await?;
@@ -131,7 +133,10 @@ fn drive_inner(
             "error": report.error,
         });
         Ok((answer, exit))
-    })
+    });
+    // The run's spans ended with its engine: export them before exiting.
+    telemetry.shutdown();
+    answer
 }
 
 /// The unit from the flags, or from stdin when no FLOW is given.

@@ -39,6 +39,9 @@ pub(super) struct Prepared {
     /// engine when any `[[notify]]` entry concerns the flow or `[lineage]`
     /// is set ([`Prepared::finish_signals`]).
     signals: std::sync::OnceLock<flow_signals::Signals>,
+    /// Joins the run's span to its trace, when `[telemetry]` exports
+    /// traces.
+    pub tracer: Option<Arc<dyn flow_engine::RunTracer>>,
 }
 
 /// Loads and checks every input of a run of `flow` at `timeperiod`, before
@@ -97,6 +100,7 @@ pub(super) fn prepare(
         store_plan,
         log_directory,
         signals: std::sync::OnceLock::new(),
+        tracer: None,
     })
 }
 
@@ -171,7 +175,10 @@ impl Prepared {
             Some(signals) => signals.observer(Some(observer)),
             None => observer,
         };
-        let options = engine_options(&self.settings, &self.log_directory, Some(observer));
+        let options = EngineOptions {
+            tracer: self.tracer.clone(),
+            ..engine_options(&self.settings, &self.log_directory, Some(observer))
+        };
         ExecutionEngine::new(
             self.graph.clone(),
             context,
@@ -290,14 +297,31 @@ pub fn run(
     window: &Window,
 ) -> Result<Exit, CliError> {
     // 1. Every input, before anything is opened.
-    let prepared = prepare(settings_path, &target.flow, &target.timeperiod, window)?;
+    let mut prepared = prepare(settings_path, &target.flow, &target.timeperiod, window)?;
     // 2. Refusals that need no store.
     prepared.refuse_early(mode, step)?;
 
     // 3. Run.
-    crate::logs::init();
+    let telemetry = crate::telemetry::Telemetry::start(&prepared.settings)?;
+    prepared.tracer = telemetry.tracer();
+    crate::logs::init_with(&telemetry);
     let store = prepared.store_plan.open()?;
     let runtime = run_runtime()?;
+    let outcome = run_on(&runtime, &prepared, store, mode, step, &target.flow);
+    // The run's spans ended with its engine: export them before exiting.
+    telemetry.shutdown();
+    outcome
+}
+
+/// Runs the mode on `runtime` and turns its report into an exit code.
+fn run_on(
+    runtime: &tokio::runtime::Runtime,
+    prepared: &Prepared,
+    store: Arc<dyn FlowStore>,
+    mode: RunMode,
+    step: Option<&str>,
+    flow_arg: &str,
+) -> Result<Exit, CliError> {
     let key = prepared.key.clone();
     runtime.block_on(async {
         // Log retention: recorded lines older than `[store] log_retention`
@@ -316,7 +340,7 @@ pub fn run(
         prepared.finish_signals().await;
         let report = result.map_err(|e| prepared.engine_error(e, mode))?;
         let errors = step_errors(&store, &key).await;
-        print_summary(&report, &errors, &prepared.log_directory, &target.flow);
+        print_summary(&report, &errors, &prepared.log_directory, flow_arg);
         Ok(if signalled {
             Exit::Cancelled
         } else if succeeded(&report) && !report.clusters_left_up.is_empty() {

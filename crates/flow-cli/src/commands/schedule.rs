@@ -31,6 +31,7 @@ struct Engines {
     store: Arc<dyn flow_core::FlowStore>,
     factory: Arc<dyn ClusterFactory>,
     log_directory: PathBuf,
+    tracer: Option<Arc<dyn flow_engine::RunTracer>>,
 }
 
 impl EngineFactory for Engines {
@@ -48,7 +49,10 @@ impl EngineFactory for Engines {
             context,
             self.store.clone(),
             self.factory.clone(),
-            engine_options(&self.settings, &self.log_directory, None),
+            flow_engine::EngineOptions {
+                tracer: self.tracer.clone(),
+                ..engine_options(&self.settings, &self.log_directory, None)
+            },
         )
     }
 }
@@ -98,7 +102,8 @@ pub fn schedule(
     };
     let grace = settings.cancel_grace();
 
-    crate::logs::init();
+    let telemetry = crate::telemetry::Telemetry::start(&settings)?;
+    crate::logs::init_with(&telemetry);
     let store = store_plan.open()?;
     let engines = Arc::new(Engines {
         settings,
@@ -106,6 +111,7 @@ pub fn schedule(
         store: store.clone(),
         factory,
         log_directory,
+        tracer: telemetry.tracer(),
     });
     let timetable = Timetable::new(
         graphs,
@@ -115,7 +121,7 @@ pub fn schedule(
         timetable_options,
     )
     .map_err(|e| CliError::bad_input(e.to_string()))?;
-    run_runtime()?.block_on(async move {
+    let ended = run_runtime()?.block_on(async move {
         use tokio::signal::unix::{signal, SignalKind};
         let listen = |kind| {
             signal(kind).map_err(|e| CliError::failed(format!("cannot listen for signals: {e}")))
@@ -179,7 +185,10 @@ pub fn schedule(
         timetable.cancel_runs();
         timetable.wait_idle().await;
         Ok(Exit::Cancelled)
-    })
+    });
+    // The runs' spans ended with their engines: export them before exiting.
+    telemetry.shutdown();
+    ended
 }
 
 /// A random number for the owner id (no random-number crate for one).

@@ -62,7 +62,8 @@ pub fn serve(
     let log_directory = settings.log_directory()?;
 
     // 2. Serve.
-    crate::logs::init();
+    let telemetry = crate::telemetry::Telemetry::start(&settings)?;
+    crate::logs::init_with(&telemetry);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -124,6 +125,7 @@ pub fn serve(
         cancel_grace: settings.cancel_grace(),
         clusters: settings.number_of_clusters(),
         owner: format!("flow-serve-cancel:{}:{}", hostname(), std::process::id()),
+        tracer: telemetry.tracer(),
     });
     let names: Vec<String> = loaded.iter().map(|f| f.graph.name().to_string()).collect();
     let mut options = ServerOptions::new(store, loaded);
@@ -134,7 +136,7 @@ pub fn serve(
     options.lease_ttl = settings.lease_ttl();
     options.metrics = metrics;
 
-    runtime.block_on(async move {
+    let served = runtime.block_on(async move {
         let server = Server::bind(options)
             .await
             .map_err(|e| CliError::bad_input(e.to_string()))?;
@@ -163,7 +165,10 @@ pub fn serve(
         result
             .map(|()| Exit::Success)
             .map_err(|e| CliError::failed(e.to_string()))
-    })
+    });
+    // The runs' spans ended with their engines: export them before exiting.
+    telemetry.shutdown();
+    served
 }
 
 /// The first SIGINT/SIGTERM stops the server (which cancels its runs and
@@ -250,6 +255,8 @@ struct CliLauncher {
     cancel_grace: Duration,
     clusters: usize,
     owner: String,
+    /// Joins each run's span to its trace (`[telemetry]`).
+    tracer: Option<Arc<dyn flow_engine::RunTracer>>,
 }
 
 #[async_trait]
@@ -278,6 +285,7 @@ impl RunLauncher for CliLauncher {
                 None => request.observer,
             }),
             record_logs: self.record_logs,
+            tracer: self.tracer.clone(),
             ..EngineOptions::default()
         };
         Ok(ExecutionEngine::new(
