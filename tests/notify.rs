@@ -19,20 +19,7 @@ const HOOK_KEY: &str = "hook-signing-key-0123";
 
 /// A flow whose step `b` fails until the file `fixed` exists.
 fn flow(home: &Home) -> String {
-    format!(
-        r#"
-name = "notified"
-time_qualifier = "daily"
-[[steps]]
-name = "a"
-main = {{ action = "shell", command = "echo a" }}
-[[steps]]
-name = "b"
-depends_on = ["a"]
-main = {{ action = "shell", command = "test -f {} || (echo broken >&2; exit 3)" }}
-"#,
-        home.path("fixed").display()
-    )
+    support::fails_until_fixed(home, "notified")
 }
 
 /// One request the receiver got.

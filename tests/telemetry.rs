@@ -19,20 +19,7 @@ const TOKEN: &str = "otlp-token-7c1f0e5a";
 
 /// A two-step flow named `name`; `b` fails until the file `fixed` exists.
 fn flow(home: &Home, name: &str) -> String {
-    format!(
-        r#"
-name = "{name}"
-time_qualifier = "daily"
-[[steps]]
-name = "a"
-main = {{ action = "shell", command = "echo a" }}
-[[steps]]
-name = "b"
-depends_on = ["a"]
-main = {{ action = "shell", command = "test -f {} || (echo broken >&2; exit 3)" }}
-"#,
-        home.path("fixed").display()
-    )
+    support::fails_until_fixed(home, name)
 }
 
 /// The test settings exporting to the receiver as `service`, with the
@@ -189,17 +176,16 @@ fn a_failed_step_is_an_error_and_recover_continues_its_trace_on_otlp() {
         .expect("a run span");
     assert_eq!(run["status_code"], ERROR, "{run}");
     assert_eq!(attr(run, "state"), "state_invalid");
-    let step_b = children(&first, run, "step")
-        .into_iter()
-        .find(|s| attr(s, "step") == "b")
-        .expect("b's span");
+    let step = |name: &str| {
+        children(&first, run, "step")
+            .into_iter()
+            .find(|s| attr(s, "step") == name)
+            .unwrap_or_else(|| panic!("no span of step {name}: {first:#?}"))
+    };
+    let step_b = step("b");
     assert_eq!(step_b["status_code"], ERROR, "{step_b}");
     assert_eq!(attr(step_b, "state"), "state_invalid");
-    let step_a = children(&first, run, "step")
-        .into_iter()
-        .find(|s| attr(s, "step") == "a")
-        .expect("a's span");
-    assert_ne!(step_a["status_code"], ERROR, "{step_a}");
+    assert_ne!(step("a")["status_code"], ERROR, "{}", step("a"));
     let attempts = children(&first, step_b, "action");
     assert!(!attempts.is_empty(), "{first:#?}");
     for attempt in &attempts {

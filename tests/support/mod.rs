@@ -37,6 +37,25 @@ heartbeat = "1s"
 cancel_grace = "10s"
 "#;
 
+/// A two-step flow named `name` whose step `b` (after `a`) fails until
+/// the file `fixed` exists in `home`.
+pub fn fails_until_fixed(home: &Home, name: &str) -> String {
+    format!(
+        r#"
+name = "{name}"
+time_qualifier = "daily"
+[[steps]]
+name = "a"
+main = {{ action = "shell", command = "echo a" }}
+[[steps]]
+name = "b"
+depends_on = ["a"]
+main = {{ action = "shell", command = "test -f {} || (echo broken >&2; exit 3)" }}
+"#,
+        home.path("fixed").display()
+    )
+}
+
 /// The repository root (where `examples/` and `tests/` are).
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

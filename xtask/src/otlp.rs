@@ -17,13 +17,7 @@ pub const TESTS: &str = "_on_otlp";
 
 /// The peer, and the running receiver (stopped when dropped).
 pub fn start(tools: &Path, logs: &Path) -> (Peer, Option<Service>) {
-    let skip = std::env::var_os("FLOW_SKIP_EMULATORS").is_some_and(|v| !v.is_empty() && v != "0");
-    let started = if skip {
-        Err("FLOW_SKIP_EMULATORS is set".to_string())
-    } else {
-        launch(tools, logs)
-    };
-    crate::emulators::started_peer("otlp-receiver", TESTS, started)
+    crate::emulators::start_peer("otlp-receiver", TESTS, || launch(tools, logs))
 }
 
 type Env = Vec<(String, String)>;

@@ -1073,7 +1073,7 @@ mod tests {
             assert!(e.message.starts_with("/etc/x/flow.toml:2:1: "), "{e}");
             assert!(e.message.contains("not an HTTP header name"), "{e}");
         } else {
-            let e = parsed.err().expect("refused without the otel feature");
+            let e = parsed.expect_err("refused without the otel feature");
             assert!(e.message.starts_with("/etc/x/flow.toml:3:2: "), "{e}");
             assert!(e.message.contains("--features otel"), "{e}");
         }
