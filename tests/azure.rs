@@ -355,6 +355,85 @@ main = { action = "spark", application = "jobs/count.py" }
     assert_eq!(home.listed(&home.livy, "/batches")["total"], 1);
 }
 
+#[test]
+#[ignore = "needs Azurite and the contract fakes: run through `cargo xtask test`"]
+fn two_overlapping_runs_share_the_gateway_run_their_slots_and_leave_it_up_on_fake_hdinsight_on_azurite(
+) {
+    let home = Home::new("share", "3s");
+    let settings = home.read("flow.toml");
+    home.write(
+        "flow.toml",
+        &settings.replace(
+            "cancel_timeout = \"10s\"\n",
+            "cancel_timeout = \"10s\"\njobs_per_cluster = 3\n",
+        ),
+    );
+    let spark_flow = |name: &str, steps: &[&str]| {
+        let mut flow = format!("name = \"{name}\"\ntime_qualifier = \"daily\"\n");
+        for step in steps {
+            flow.push_str(&format!(
+                "\n[[steps]]\nname = \"{step}\"\nmain = {{ action = \"spark\", application = \"jobs/count.py\" }}\n"
+            ));
+        }
+        home.write(&format!("{name}.toml"), &flow);
+    };
+    spark_flow("a", &["x", "y", "z"]);
+    spark_flow("b", &["w"]);
+    let spawn = |flow: &str| {
+        home.command_with_secrets(&["run", flow, "--timeperiod", TP])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let first = spawn("a.toml");
+    // Flow a's three steps run at once (its slots): three batches running
+    // together, seen before any has ended.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let batches = home.listed(&home.livy, "/batches");
+        let running = batches["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|b| b["state"] == "starting")
+            .count();
+        if running == 3 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline && home.livy.count("batches.create") < 4,
+            "three batches never ran at once: {batches}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A second run joins the gateway's cluster while the first uses it.
+    let second = spawn("b.toml");
+    for (flow, run) in [("a.toml", first), ("b.toml", second)] {
+        let out = run.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        assert_eq!(
+            home.status_json(flow, TP)["flow"]["state"],
+            "state_processed"
+        );
+    }
+    assert_eq!(home.livy.count("batches.create"), 4);
+    // Both runs recorded the cluster, neither ended it: it was found up.
+    // Both runs recorded the gateway's cluster under its shared name (the
+    // store's record of its users), and neither ended it: it was found up.
+    let out = home.flow_with_secrets(&["clusters", "--json"]);
+    let records: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let records = records.as_array().unwrap();
+    assert_eq!(records.len(), 2, "{records:?}");
+    for record in records {
+        assert_eq!(record["state"], "left_up", "{record}");
+        assert_eq!(
+            record["handle"]["details"]["shared_name"], home.livy.url,
+            "{record}"
+        );
+    }
+}
+
 /// `flow validate` of a one-step flow under `settings`: its exit code and
 /// what it printed.
 fn validate_with(settings: &str) -> (Option<i32>, String) {
