@@ -144,6 +144,7 @@ fn a_run_is_one_trace_of_run_step_action_and_job_spans_on_otlp() {
         assert!(!attr(jobs[0], "job_id").is_empty(), "{}", jobs[0]);
         assert_eq!(attr(jobs[0], "state"), "succeeded", "{}", jobs[0]);
         assert_eq!(attr(jobs[0], "cluster"), "local-0", "{}", jobs[0]);
+        assert_eq!(jobs[0]["attributes"]["adopted"], false, "{}", jobs[0]);
     }
 
     // The flow record keeps the run span's context, for a recover.
@@ -277,6 +278,17 @@ main = {{ action = "shell", command = "touch {started}; while [ ! -f {go} ]; do 
         .unwrap_or_else(|| panic!("no recover span: {all:#?}"));
     assert_eq!(run["trace_id"], trace, "{run}");
     assert_eq!(run["parent_span_id"], run_span, "{run}");
+    // The job the killed run started is adopted (still running, or ended
+    // while no engine watched): its span is under the recover's attempt.
+    let step = children(&all, run, "step");
+    assert_eq!(step.len(), 1, "{all:#?}");
+    let action = children(&all, step[0], "action");
+    assert_eq!(action.len(), 1, "{all:#?}");
+    let jobs = children(&all, action[0], "job");
+    assert_eq!(jobs.len(), 1, "{all:#?}");
+    assert_eq!(jobs[0]["attributes"]["adopted"], true, "{}", jobs[0]);
+    assert_eq!(attr(jobs[0], "state"), "succeeded", "{}", jobs[0]);
+    assert!(!attr(jobs[0], "job_id").is_empty(), "{}", jobs[0]);
     assert!(all.iter().all(|s| s["trace_id"] == trace), "{all:#?}");
     // The killed run's root span never ended, so it was never exported.
     assert!(!all.iter().any(|s| s["span_id"] == run_span), "{all:#?}");

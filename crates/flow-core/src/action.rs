@@ -142,49 +142,29 @@ impl ActionContext<'_> {
     /// it, records its handle, submits it, records the completed handle if
     /// the backend added ids, and waits for it.
     ///
-    /// The job runs under a `job` span (`cluster`, `job_kind`, `job_id`: the
-    /// backend's ids as `name=value` pairs, and at its end `state`), which
-    /// a trace exporter turns into the job's span.
+    /// The job runs under a [`JobSpan`].
     pub async fn submit(&self, job: &Job) -> Result<(), ActionError> {
-        let span = tracing::info_span!(
-            "job",
-            cluster = self.cluster.name(),
-            job_kind = tracing::field::Empty,
-            job_id = tracing::field::Empty,
-            state = tracing::field::Empty,
-            otel.status_code = tracing::field::Empty,
-        );
+        let span = JobSpan::new(self.cluster.name(), false);
         let result = self
             .submit_and_wait(job, &span)
-            .instrument(span.clone())
+            .instrument(span.span().clone())
             .await;
-        span.record(
-            "state",
-            match &result {
-                Ok(()) => "succeeded",
-                Err(ActionError::Cancelled) => "cancelled",
-                Err(_) => "failed",
-            },
-        );
-        if !matches!(result, Ok(()) | Err(ActionError::Cancelled)) {
-            span.record("otel.status_code", "error");
-        }
+        span.end(match &result {
+            Ok(()) => JobEnd::Succeeded,
+            Err(ActionError::Cancelled) => JobEnd::Cancelled,
+            Err(_) => JobEnd::Failed,
+        });
         result
     }
 
-    async fn submit_and_wait(&self, job: &Job, span: &tracing::Span) -> Result<(), ActionError> {
+    async fn submit_and_wait(&self, job: &Job, span: &JobSpan) -> Result<(), ActionError> {
         let cx = self.job_context();
         let cancelled = |e: ClusterError| match e {
             ClusterError::Cancelled { .. } => ActionError::Cancelled,
             other => ActionError::Cluster(other),
         };
-        let ids = |handle: &JobHandle| {
-            let pairs: Vec<String> = handle.ids.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            pairs.join(",")
-        };
         let prepared = self.cluster.prepare(job, &cx)?;
-        span.record("job_kind", prepared.kind.as_str());
-        span.record("job_id", ids(&prepared));
+        span.handle(&prepared);
         self.jobs.record(&prepared).await?;
         if self.cancel.is_cancelled() {
             return Err(ActionError::Cancelled);
@@ -195,10 +175,68 @@ impl ActionContext<'_> {
             .await
             .map_err(cancelled)?;
         if handle != prepared {
-            span.record("job_id", ids(&handle));
+            span.handle(&handle);
             self.jobs.record(&handle).await?;
         }
         self.cluster.wait(&handle, &cx).await.map_err(cancelled)
+    }
+}
+
+/// The `job` span a cluster job runs under, submitted or adopted after a
+/// crash: `cluster`, `job_kind`, `job_id` (the backend's ids as
+/// `name=value` pairs), `adopted`, and at its end `state` (and
+/// `otel.status_code = "error"` for a failed job), which a trace exporter
+/// turns into the job's span.
+pub struct JobSpan(tracing::Span);
+
+/// How a job ended, for its [`JobSpan`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobEnd {
+    /// It succeeded.
+    Succeeded,
+    /// It failed (an error status).
+    Failed,
+    /// It was cancelled.
+    Cancelled,
+}
+
+impl JobSpan {
+    /// A span for a job on `cluster` (a child of the current span).
+    pub fn new(cluster: &str, adopted: bool) -> JobSpan {
+        JobSpan(tracing::info_span!(
+            "job",
+            cluster,
+            adopted,
+            job_kind = tracing::field::Empty,
+            job_id = tracing::field::Empty,
+            state = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        ))
+    }
+
+    /// The span, to instrument the job's work with.
+    pub fn span(&self) -> &tracing::Span {
+        &self.0
+    }
+
+    /// Records the job's handle (again when the backend added ids).
+    pub fn handle(&self, handle: &JobHandle) {
+        let ids: Vec<String> = handle.ids.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        self.0.record("job_kind", handle.kind.as_str());
+        self.0.record("job_id", ids.join(","));
+    }
+
+    /// Records how the job ended.
+    pub fn end(&self, end: JobEnd) {
+        let state = match end {
+            JobEnd::Succeeded => "succeeded",
+            JobEnd::Failed => "failed",
+            JobEnd::Cancelled => "cancelled",
+        };
+        self.0.record("state", state);
+        if end == JobEnd::Failed {
+            self.0.record("otel.status_code", "error");
+        }
     }
 }
 

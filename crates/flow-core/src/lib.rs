@@ -53,8 +53,8 @@ pub mod testkit;
 pub mod timeperiod;
 
 pub use action::{
-    Action, ActionContext, ActionError, ActionInstance, ActionOutcome, JobRecorder, NoJobRecorder,
-    Rollback, TemplateUse,
+    Action, ActionContext, ActionError, ActionInstance, ActionOutcome, JobEnd, JobRecorder,
+    JobSpan, NoJobRecorder, Rollback, TemplateUse,
 };
 pub use cluster::{
     Cluster, ClusterError, ClusterFactory, ClusterHandle, Job, JobContext, JobHandle, JobStatus,

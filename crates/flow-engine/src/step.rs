@@ -603,20 +603,35 @@ async fn adopt_job(
             o.job_adopted(cx.step, handle);
         }
     }
+    // The job's span in the trace of this run: what became of it.
+    let span = flow_core::JobSpan::new(cx.cluster.name(), true);
+    span.handle(handle);
     Some(match status {
         JobStatus::Running => {
             info!("adopted {handle}: still running after the engine that started it stopped; waiting for it");
-            match cx.cluster.wait(handle, &cx.job_context()).await {
+            let waited = cx
+                .cluster
+                .wait(handle, &cx.job_context())
+                .instrument(span.span().clone())
+                .await;
+            span.end(match &waited {
+                Ok(()) => flow_core::JobEnd::Succeeded,
+                Err(flow_core::ClusterError::Cancelled { .. }) => flow_core::JobEnd::Cancelled,
+                Err(_) => flow_core::JobEnd::Failed,
+            });
+            match waited {
                 Ok(()) => Ok(ActionOutcome::Done),
                 Err(e) => Err(job_failure(name, e)),
             }
         }
         JobStatus::Succeeded => {
             info!("adopted {handle}: it succeeded while no engine watched; not running it again");
+            span.end(flow_core::JobEnd::Succeeded);
             Ok(ActionOutcome::Done)
         }
         other => {
             warn!("{handle} {other} while no engine watched");
+            span.end(flow_core::JobEnd::Failed);
             let mut message = format!("its job {handle} {other} while no engine watched");
             if matches!(other, JobStatus::Lost { .. }) {
                 // What the lost job started may still run: it must be gone
