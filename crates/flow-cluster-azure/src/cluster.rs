@@ -4,7 +4,7 @@
 use crate::config::AzureConfig;
 use crate::error::AzureError;
 use crate::gateway::{CallError, Gateway};
-use crate::jobs::{self, ids, Api, AzureJobs, JobRef, Payload, Status, KIND};
+use crate::jobs::{self, ids, Api, AzureJobs, ClusterWatch, JobRef, Payload, Status, KIND};
 use crate::livy::Livy;
 use crate::webhcat::WebHcat;
 use async_trait::async_trait;
@@ -36,6 +36,8 @@ struct AzureBackend {
     /// One poller per gateway: the run's clusters on one gateway share its
     /// listings.
     pollers: Mutex<HashMap<String, Poller<AzureJobs>>>,
+    /// Asks whether a gateway's cluster has ended, if anything can.
+    watch: Option<Arc<dyn ClusterWatch>>,
 }
 
 impl AzureBackend {
@@ -57,7 +59,11 @@ impl AzureBackend {
             .entry(endpoint.to_string())
             .or_insert_with(|| {
                 Poller::new(
-                    AzureJobs::new(self.gateway.clone(), self.config.webhcat_user().to_string()),
+                    AzureJobs::new(
+                        self.gateway.clone(),
+                        self.config.webhcat_user().to_string(),
+                        self.watch.clone().map(|w| (w, endpoint.to_string())),
+                    ),
                     self.config.poll,
                     self.clock.clone(),
                 )
@@ -84,7 +90,11 @@ impl fmt::Debug for AzureClusterFactory {
 }
 
 impl AzureClusterFactory {
-    pub(crate) fn new(config: AzureConfig, clock: Arc<dyn Clock>) -> Result<Self, AzureError> {
+    pub(crate) fn new(
+        config: AzureConfig,
+        clock: Arc<dyn Clock>,
+        watch: Option<Arc<dyn ClusterWatch>>,
+    ) -> Result<Self, AzureError> {
         let password = match &config.password {
             Some(written) => Some(written.read("password").map_err(|e| AzureError::Invalid {
                 field: "password",
@@ -137,6 +147,7 @@ impl AzureClusterFactory {
                 code_root,
                 statusdir_root,
                 pollers: Mutex::default(),
+                watch,
             }),
         })
     }
@@ -681,8 +692,7 @@ impl Cluster for AzureCluster {
                 reason: format!("the gateway no longer knows {job}"),
             });
         };
-        let source = AzureJobs::new(self.shared.gateway.clone(), self.user().to_string());
-        let outcome = match flow_cloud::JobSource::phase(&source, &status) {
+        let outcome = match flow_cloud::JobSource::phase(self.poller.source(), &status) {
             flow_cloud::Phase::Finished(outcome) => Some(outcome),
             _ => None,
         };

@@ -3,6 +3,7 @@
 
 use crate::cluster::AzureClusterFactory;
 use crate::error::AzureError;
+use crate::jobs::ClusterWatch;
 use flow_cloud::{Clock, JobLogs, PollConfig, RetryConfig, TokioClock};
 use flow_fs_azure::{AzureBlobConfig, SecretRef};
 use serde::{Deserialize, Deserializer, Serialize};
@@ -117,6 +118,7 @@ impl AzureConfig {
         AzureClusterFactoryBuilder {
             config: self,
             clock: None,
+            watch: None,
         }
     }
 
@@ -210,10 +212,20 @@ pub fn deserialize_validated<'de, D: Deserializer<'de>>(
 }
 
 /// Builds an [`AzureClusterFactory`].
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct AzureClusterFactoryBuilder {
     config: AzureConfig,
     clock: Option<Arc<dyn Clock>>,
+    watch: Option<Arc<dyn ClusterWatch>>,
+}
+
+impl std::fmt::Debug for AzureClusterFactoryBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AzureClusterFactoryBuilder")
+            .field("config", &self.config)
+            .field("cluster_watch", &self.watch.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl AzureClusterFactoryBuilder {
@@ -243,6 +255,14 @@ impl AzureClusterFactoryBuilder {
         self
     }
 
+    /// How the poller asks whether a gateway's cluster has ended: a job
+    /// whose cluster ended fails at once with the cluster's reason (see
+    /// [`ClusterWatch`]).
+    pub fn with_cluster_watch(mut self, watch: Arc<dyn ClusterWatch>) -> Self {
+        self.watch = Some(watch);
+        self
+    }
+
     /// Reads the password and the storage credential and makes the
     /// clients. Sends no request.
     pub fn build(self) -> Result<AzureClusterFactory, AzureError> {
@@ -250,7 +270,7 @@ impl AzureClusterFactoryBuilder {
         let clock = self
             .clock
             .unwrap_or_else(|| Arc::new(TokioClock::new()) as Arc<dyn Clock>);
-        AzureClusterFactory::new(self.config, clock)
+        AzureClusterFactory::new(self.config, clock, self.watch)
     }
 }
 

@@ -357,6 +357,21 @@ fn webhcat_phase(job: &WebHcatJob) -> Phase {
     }
 }
 
+/// How the poller asks whether the cluster behind a gateway has ended
+/// (`flow_cloud`'s cluster check, every tenth tick): a cluster created
+/// through Azure Resource Manager answers with its `clusterState`; a
+/// cluster managed outside the flow has no such question (its gateway
+/// says nothing about it), so it has none unless a library user gives one
+/// ([`AzureClusterFactoryBuilder::with_cluster_watch`](crate::AzureClusterFactoryBuilder::with_cluster_watch)).
+#[async_trait]
+pub trait ClusterWatch: Send + Sync {
+    /// `Ok(Some(reason))` once the cluster behind `gateway` has ended or
+    /// is ending (its state and the service's reason), which fails the
+    /// jobs watched on it with that reason; `Ok(None)` while it runs;
+    /// `Err` when asking failed (asked again at the next check).
+    async fn ended(&self, gateway: &str) -> Result<Option<String>, String>;
+}
+
 /// The poller's source: one cluster's jobs, asked about with one listing
 /// per API per tick (`GET /livy/batches`, `GET
 /// /templeton/v1/jobs?fields=*&jobid=` from the oldest job watched).
@@ -366,14 +381,21 @@ pub(crate) struct AzureJobs {
     /// Where the oldest watched batch was in Livy's list last time: the
     /// next listing starts there.
     livy_from: Mutex<i64>,
+    /// Whether the gateway's cluster ended, and the gateway to ask about.
+    watch: Option<(Arc<dyn ClusterWatch>, String)>,
 }
 
 impl AzureJobs {
-    pub fn new(gateway: Arc<Gateway>, user: String) -> Self {
+    pub fn new(
+        gateway: Arc<Gateway>,
+        user: String,
+        watch: Option<(Arc<dyn ClusterWatch>, String)>,
+    ) -> Self {
         AzureJobs {
             gateway,
             user,
             livy_from: Mutex::new(0),
+            watch,
         }
     }
 
@@ -470,6 +492,17 @@ impl JobSource for AzureJobs {
                 Phase::Running
             }),
             Status::WebHcat(job) => webhcat_phase(job),
+        }
+    }
+
+    fn checks_cluster(&self) -> bool {
+        self.watch.is_some()
+    }
+
+    async fn cluster_ended(&self) -> Result<Option<String>, CallError> {
+        match &self.watch {
+            Some((watch, gateway)) => watch.ended(gateway).await.map_err(CallError::Transport),
+            None => Ok(None),
         }
     }
 }

@@ -30,6 +30,9 @@
 //!   [`shared_name`](flow_core::Cluster::shared_name) (the store records
 //!   every run using it; only the last user of a cluster a run created
 //!   ends it), and it runs `jobs_per_cluster` jobs at once (its slots).
+//! - **A cluster ending under a job** fails it with the cluster's reason
+//!   when a [`ClusterWatch`] can tell (`flow_cloud`'s cluster check, every
+//!   tenth tick); a gateway alone cannot.
 //! - **Unknown outcomes**: a wait whose status requests keep failing ends
 //!   with [`OutcomeUnknown`](flow_core::ClusterError::OutcomeUnknown), never
 //!   a failure, so the next engine adopts the job before anything is sent
@@ -54,7 +57,7 @@ mod webhcat;
 pub use cluster::{AzureCluster, AzureClusterFactory};
 pub use config::{deserialize_validated, AzureClusterFactoryBuilder, AzureConfig};
 pub use error::AzureError;
-pub use jobs::KIND;
+pub use jobs::{ClusterWatch, KIND};
 pub use livy::{Batch, BATCH_STATES};
 pub use webhcat::{JobState, WebHcatJob};
 

@@ -348,3 +348,69 @@ async fn a_listing_starts_where_the_oldest_watched_batch_is_past_a_long_history_
     // later one reads one page from there.
     assert_eq!(listings, ticks + 1, "one request a tick after the first");
 }
+
+/// A cluster watch a test ends: the cluster behind the gateway is deleted
+/// once `deleted` is set.
+struct Deletable {
+    deleted: std::sync::atomic::AtomicBool,
+    asked: std::sync::atomic::AtomicUsize,
+    gateway: String,
+}
+
+#[async_trait::async_trait]
+impl flow_cluster_azure::ClusterWatch for Deletable {
+    async fn ended(&self, gateway: &str) -> Result<Option<String>, String> {
+        use std::sync::atomic::Ordering;
+        assert_eq!(gateway, self.gateway, "asked about the job's gateway");
+        self.asked.fetch_add(1, Ordering::SeqCst);
+        Ok(self
+            .deleted
+            .load(Ordering::SeqCst)
+            .then(|| "Deleting: the cluster is being deleted".to_string()))
+    }
+}
+
+#[tokio::test]
+async fn a_cluster_that_goes_away_under_a_batch_fails_it_with_the_reason_on_contract_fake() {
+    use std::sync::atomic::Ordering;
+    let s = setup(Some("env:FLOW_TEST_AZURE_GATEWAY_PASSWORD")).await;
+    let watch = Arc::new(Deletable {
+        deleted: false.into(),
+        asked: 0.into(),
+        gateway: s.fake.url().to_string(),
+    });
+    let factory = s
+        .factory
+        .config()
+        .clone()
+        .builder()
+        .with_clock(Arc::new(s.clock.clone()))
+        .with_cluster_watch(watch.clone())
+        .build()
+        .unwrap();
+    let (cluster, handle, cancel) = common::submitted(&s.clock, &factory, spark(), "spark").await;
+    let wait = common::spawn_wait(&cluster, &handle, &cancel);
+    // Polled a few ticks with the cluster up, then it is deleted; Livy
+    // still says the batch runs (it would until the gateway went).
+    for _ in 0..3 {
+        s.clock.wait_for_sleepers(1).await;
+        let next = s.clock.next_deadline().unwrap();
+        s.clock.advance(next.saturating_sub(s.clock.now()));
+    }
+    watch.deleted.store(true, Ordering::SeqCst);
+    let e = common::drive(&s.clock, wait).await.unwrap_err();
+    let ClusterError::JobFailed { message, .. } = &e else {
+        panic!("a batch whose cluster went away failed: {e:?}")
+    };
+    assert!(
+        message.contains("its cluster ended: Deleting: the cluster is being deleted"),
+        "{message}"
+    );
+    // Noticed by the first cluster check, the 10th tick's request.
+    assert_eq!(watch.asked.load(Ordering::SeqCst), 1);
+    assert_eq!(cluster.poll_requests(), 10);
+    assert_eq!(s.fake.batches()[0].state, "starting");
+    assert!(cluster
+        .end_reason()
+        .is_some_and(|r| r.contains("being deleted")));
+}
