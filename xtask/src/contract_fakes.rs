@@ -47,7 +47,19 @@ pub fn prepare(
     }
     crate::run(&mut cargo)
         .map_err(|e| format!("cannot build the contract fakes from this tree: {e}"))?;
-    let binary = target.join("debug").join("contract-fakes");
+    // A copy of its own: `cargo test` builds the same binary again for the
+    // crate's own tests, without the `blob` feature, over target/debug's.
+    let built = target.join("debug").join("contract-fakes");
+    let dir = target.join("contract-fakes");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let binary = dir.join("contract-fakes");
+    std::fs::copy(&built, &binary).map_err(|e| {
+        format!(
+            "cannot copy {} to {}: {e}",
+            built.display(),
+            binary.display()
+        )
+    })?;
     Ok(vec![(
         "FLOW_TEST_CONTRACT_FAKES".to_string(),
         binary.display().to_string(),
