@@ -943,3 +943,79 @@ fn a_throttled_submit_fails_the_step_with_googles_status_and_message_on_fake_dat
     );
     assert!(!error.contains('\n') && !error.contains('{'), "{error}");
 }
+
+/// A run's instance-hours are its cluster's master and workers (as the
+/// fake was asked to create them) × the time its record covers, and its
+/// cost those × the `[cost]` prices; the workers' machine type has no
+/// price, so their cost is reported unknown (named in the summary line),
+/// never as zero.
+#[test]
+#[ignore = "needs the Dataproc contract fake built from this tree: run through `cargo xtask test`"]
+fn a_runs_instance_hours_and_cost_are_its_groups_times_its_time_times_prices_on_fake_dataproc() {
+    let home = Home::without_gcs("cost").with_dataproc_settings(
+        "master = { machine_type = \"n2-standard-4\" }\nworkers = { machine_type = \"n2-highmem-8\", count = 3 }",
+    );
+    let settings = home.read("flow.toml");
+    home.write(
+        "flow.toml",
+        &format!("{settings}\n[cost]\ncurrency = \"EUR\"\n\n[cost.prices]\n\"n2-standard-4\" = 0.21\n\"n2-highmem-8:preemptible\" = 0.09\n"),
+    );
+    home.write_spark_only_flow(r#""fake.run_for" = "forever""#);
+    let engine = run_until_a_job_runs(&home);
+    // The cluster the fake made has the groups the record carries.
+    let created = home.fake.get("clusters")["clusters"][0]["config"].clone();
+    let job = home.wait_for_running_jobs(1);
+    home.finish_job(&job[0]);
+    let out = engine.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+
+    assert_eq!(created["masterConfig"]["numInstances"], 1, "{created}");
+    assert_eq!(created["workerConfig"]["numInstances"], 3, "{created}");
+    for (group, machine) in [
+        ("masterConfig", "n2-standard-4"),
+        ("workerConfig", "n2-highmem-8"),
+    ] {
+        let uri = created[group]["machineTypeUri"].as_str().unwrap();
+        assert!(uri.ends_with(&format!("/{machine}")), "{uri}");
+    }
+    let status = home.status_json("dp.toml", TP);
+    let clusters = status["clusters"].as_array().unwrap();
+    assert_eq!(clusters.len(), 1, "{status}");
+    let cluster = &clusters[0];
+    assert_eq!(
+        cluster["usage"]["instances"],
+        serde_json::json!([
+            {"role": "master", "instance_type": "n2-standard-4", "market": "on_demand", "count": 1},
+            {"role": "workers", "instance_type": "n2-highmem-8", "market": "on_demand", "count": 3},
+        ])
+    );
+    let hours = support::cost::billed_hours(cluster);
+    let usage = &status["usage"]["runs"][cluster["run"].as_str().unwrap()];
+    support::cost::assert_close(&usage["instance_hours"], 4.0 * hours, "instance-hours");
+    // The master is priced; the workers are on-demand, and only their
+    // preemptible price is known: unknown, with their instance-hours.
+    support::cost::assert_close(&usage["cost"]["amount"], 0.21 * hours, "cost");
+    assert_eq!(usage["cost"]["currency"], "EUR");
+    support::cost::assert_lines(
+        &usage["cost"]["unpriced"],
+        &[("n2-highmem-8", "on_demand", 3.0 * hours)],
+    );
+    assert!(
+        usage.get("normalized_instance_hours").is_none(),
+        "Dataproc reports none: {usage}"
+    );
+    let summary = support::stdout(&out);
+    let first = summary.lines().next().unwrap();
+    assert!(
+        first.starts_with("flow dp [2026112800]: state_processed, ")
+            && first.contains(" instance-hours, ~€")
+            && first.contains("+ unknown (no price for n2-highmem-8 on_demand, "),
+        "the summary line names what it cannot price: {summary}"
+    );
+    let history = support::stdout(&home.expect(0, &["history", "dp.toml"]));
+    assert!(
+        history.contains("flow dp [2026112800], all its runs: ")
+            && history.contains("no price for n2-highmem-8 on_demand"),
+        "{history}"
+    );
+}

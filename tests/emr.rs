@@ -1098,3 +1098,90 @@ fn a_failed_launch_keeps_emrs_reason_on_the_cluster_record_and_in_the_run_error_
         "{records}"
     );
 }
+
+/// A run's instance-hours are its cluster's instance groups × the time its
+/// record covers, and its cost those × the `[cost]` prices per market; the
+/// `NormalizedInstanceHours` EMR reports at termination is kept beside them.
+/// Shown by `flow status --json`, `flow history` and the run's summary line.
+#[test]
+#[ignore = "needs moto with the EMR layer: run through `cargo xtask test`"]
+fn a_runs_instance_hours_and_cost_are_its_groups_times_its_time_times_prices_on_emr_moto() {
+    let emr = Emr::new("cost");
+    let settings = emr
+        .home
+        .read("flow.toml")
+        .replace(
+            r#"instance_groups = [{ role = "MASTER", instance_type = "m5.xlarge", count = 1 }]"#,
+            r#"instance_groups = [{ role = "MASTER", instance_type = "m5.xlarge", count = 1 }, { role = "CORE", instance_type = "r5.2xlarge", count = 2, market = "SPOT" }]"#,
+        );
+    emr.home.write(
+        "flow.toml",
+        &format!(
+            "{settings}\n[cost]\ncurrency = \"USD\"\n\n[cost.prices]\n\"m5.xlarge\" = 0.192\n\"r5.2xlarge:spot\" = 0.11\n\"r5.2xlarge\" = 0.504\n"
+        ),
+    );
+    emr.home.write("long.toml", LONG);
+    let driver = Driver::start(&emr.moto, &emr.name);
+    let run = emr
+        .home
+        .command(&["run", "long.toml", "--timeperiod", TP])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let cluster_id = emr.wait_for_running_step();
+    emr.moto.set_normalized_instance_hours(&cluster_id, 24);
+    driver.set(Mode::Complete);
+    let out = run.wait_with_output().unwrap();
+    drop(driver);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+
+    let status = emr.home.status_json("emr_long", TP);
+    let clusters = status["clusters"].as_array().unwrap();
+    assert_eq!(clusters.len(), 1, "{status}");
+    let cluster = &clusters[0];
+    assert_eq!(cluster["handle"]["backend_id"], cluster_id.as_str());
+    assert_eq!(
+        cluster["usage"]["instances"],
+        json!([
+            {"role": "MASTER", "instance_type": "m5.xlarge", "market": "on_demand", "count": 1},
+            {"role": "CORE", "instance_type": "r5.2xlarge", "market": "spot", "count": 2},
+        ])
+    );
+    assert_eq!(cluster["usage"]["normalized_instance_hours"], 24.0);
+    let hours = support::cost::billed_hours(cluster);
+    let run_id = cluster["run"].as_str().unwrap();
+    let usage = &status["usage"]["runs"][run_id];
+    support::cost::assert_close(&usage["instance_hours"], 3.0 * hours, "instance-hours");
+    support::cost::assert_lines(
+        &usage["by_instance"],
+        &[
+            ("m5.xlarge", "on_demand", hours),
+            ("r5.2xlarge", "spot", 2.0 * hours),
+        ],
+    );
+    // Spot instances at the spot price, not the on-demand one.
+    support::cost::assert_close(
+        &usage["cost"]["amount"],
+        0.192 * hours + 0.11 * 2.0 * hours,
+        "cost",
+    );
+    assert_eq!(usage["cost"]["currency"], "USD");
+    assert_eq!(usage["cost"]["unpriced"], json!([]));
+    assert_eq!(usage["normalized_instance_hours"], 24.0);
+    assert_eq!(
+        status["usage"]["flow"], *usage,
+        "one run: the flow's is the run's"
+    );
+
+    let summary = String::from_utf8_lossy(&out.stdout);
+    let first = summary.lines().next().unwrap();
+    assert!(
+        first.starts_with("flow emr_long [2026112800]: state_processed, ")
+            && first.contains(" instance-hours, ~$"),
+        "the summary line says what the run used: {summary}"
+    );
+    let history = emr.home.expect(0, &["history", "emr_long", "--json"]);
+    let history: serde_json::Value = serde_json::from_slice(&history.stdout).unwrap();
+    assert_eq!(history[0]["usage"], *usage, "{history}");
+}

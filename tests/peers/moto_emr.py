@@ -25,6 +25,8 @@ only adds:
   client gets a 500), and refusals (the request does not take effect, the
   client gets the error named), so tests count requests instead of timing
   them.
+- NormalizedInstanceHours as a test sets it (moto never moves it from 0),
+  through the control endpoint below.
 - Launch failures: the next RunJobFlow of a cluster of a given name makes
   the cluster, which then ends TERMINATED_WITH_ERRORS with the reason code
   and message given (as a failed bootstrap action ends an EMR cluster,
@@ -39,6 +41,8 @@ Control endpoints (JSON; test-only, under /_flow_test/):
   POST /_flow_test/step     {"cluster_id", "step_id", "state"?, "failure": {...}, "logs": {"stderr": "..."},
                              "ignores_interrupt"?}   (an EMR step state, else 400)
   POST /_flow_test/cluster  {"cluster_id", "state", "code", "message"}   (an EMR cluster state, else 400)
+  POST /_flow_test/usage    {"cluster_id", "normalized_instance_hours"}   (what DescribeCluster
+                             reports; moto leaves it 0)
   POST /_flow_test/throttle {"action", "count", "cluster_id"?}   (cluster_id: an id or a name,
                                              here and in lose_answer and fail)
   POST /_flow_test/lose_answer {"action", "count", "cluster_id"?}
@@ -314,6 +318,16 @@ class Layer:
             return sorted(backend.get_bucket(query["bucket"]).keys.keys())
         if method == "POST" and path == "step":
             return set_step(data)
+        if method == "POST" and path == "usage":
+            # What EMR reports as it bills: moto keeps 0 forever.
+            _, cluster = find_cluster(data["cluster_id"])
+            if cluster is None:
+                raise LookupError(f"no cluster {data['cluster_id']}")
+            hours = data["normalized_instance_hours"]
+            if not isinstance(hours, int) or hours < 0:
+                raise ValueError("normalized_instance_hours is a whole number of at least 0")
+            cluster.normalized_instance_hours = hours
+            return {"ok": True}
         if method == "POST" and path == "cluster":
             account_id, cluster = find_cluster(data["cluster_id"])
             if cluster is None:

@@ -149,6 +149,16 @@ impl MotoEmr {
         );
     }
 
+    /// What `DescribeCluster` reports as the cluster's
+    /// `NormalizedInstanceHours` from now on.
+    pub fn set_normalized_instance_hours(&self, cluster_id: &str, hours: u32) {
+        self.request(
+            "POST",
+            "usage",
+            Some(&json!({"cluster_id": cluster_id, "normalized_instance_hours": hours})),
+        );
+    }
+
     /// The next `count` requests of `action` (for `cluster_id`, if given:
     /// a cluster id, or a name, which is known before the cluster is) are
     /// answered with ThrottlingException.

@@ -7,6 +7,7 @@
 
 #![allow(dead_code)]
 
+pub mod cost;
 pub mod fakes;
 mod runs;
 // Not every test file uses them.

@@ -134,6 +134,8 @@ struct FileSpec {
     lineage: Option<toml::Spanned<flow_core::lineage::LineageSpec>>,
     /// Traces over OTLP/HTTP (the `otel` feature).
     telemetry: Option<TelemetrySpec>,
+    /// Prices per instance-hour, for the cost of runs (guide/cost.md).
+    cost: Option<flow_core::PriceTable>,
 }
 
 /// `[telemetry]`: each run as a trace, exported over OTLP/HTTP
@@ -404,6 +406,7 @@ impl SettingsFile {
         settings.check_store(text)?;
         settings.check_signals(text)?;
         settings.check_telemetry(text)?;
+        settings.check_cost(text)?;
         Ok(settings)
     }
 
@@ -568,6 +571,24 @@ impl SettingsFile {
                 .unwrap_or_else(|| "flow".to_string()),
             timeout: telemetry.timeout.unwrap_or(Duration::from_secs(5)),
         }))
+    }
+
+    /// Checks `[cost]`: each price at its key.
+    fn check_cost(&self, text: &str) -> Result<(), CliError> {
+        let Some(problem) = self.spec.cost.as_ref().and_then(|c| c.problem()) else {
+            return Ok(());
+        };
+        let keys: &[&str] = if problem.key == "currency" {
+            &["cost", "currency"]
+        } else {
+            &["cost", "prices", &problem.key]
+        };
+        Err(self.error_at(text, keys, true, problem.message))
+    }
+
+    /// `[cost]`: the price table, when the settings have one.
+    pub fn prices(&self) -> Option<&flow_core::PriceTable> {
+        self.spec.cost.as_ref()
     }
 
     /// The `[[notify]]` entries of the settings.

@@ -960,6 +960,23 @@ impl Cluster for DataprocCluster {
         self.state().end_reason.clone()
     }
 
+    /// The configured master and workers (Dataproc reports no usage).
+    fn instances(&self) -> Option<Vec<flow_core::InstanceGroup>> {
+        let config = self.config();
+        Some(
+            [("master", &config.master), ("workers", &config.workers)]
+                .into_iter()
+                .filter(|(_, g)| g.count > 0)
+                .map(|(role, g)| flow_core::InstanceGroup {
+                    role: role.to_string(),
+                    instance_type: g.machine_type.clone(),
+                    market: flow_core::Market::OnDemand,
+                    count: g.count,
+                })
+                .collect(),
+        )
+    }
+
     /// Dataproc names are unique in a project and region: every run that
     /// names one shares it.
     fn shared_name(&self) -> Option<String> {

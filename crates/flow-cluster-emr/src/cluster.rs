@@ -10,7 +10,8 @@ use crate::steps::{
 use async_trait::async_trait;
 use flow_cloud::{wait_until, Look, Outcome, PollError, Wait, WaitError};
 use flow_core::{
-    Cluster, ClusterError, ClusterHandle, Filesystem, Job, JobContext, JobHandle, JobStatus,
+    Cluster, ClusterError, ClusterHandle, Filesystem, InstanceGroup, Job, JobContext, JobHandle,
+    JobStatus, Market,
 };
 use std::collections::BTreeMap;
 use std::fmt;
@@ -28,6 +29,8 @@ pub(crate) struct ClusterFacts {
     log_uri: Option<String>,
     /// Why the cluster ended by itself, once noticed: `STATE: CODE: message`.
     ended: Option<String>,
+    /// `NormalizedInstanceHours` as `DescribeCluster` last said at `terminate`.
+    normalized_instance_hours: Option<f64>,
 }
 
 /// One EMR cluster of a run. Jobs are EMR steps added with
@@ -176,6 +179,7 @@ impl Cluster for EmrCluster {
                     reused: true,
                     log_uri,
                     ended: None,
+                    normalized_instance_hours: None,
                 };
                 self.set_known(known.clone());
                 return Ok(self.handle(&known));
@@ -188,6 +192,7 @@ impl Cluster for EmrCluster {
             reused: false,
             log_uri: config.log_uri.clone(),
             ended: None,
+            normalized_instance_hours: None,
         };
         self.set_known(known.clone());
         Ok(self.handle(&known))
@@ -277,6 +282,7 @@ impl Cluster for EmrCluster {
             reused: handle.reused,
             log_uri: cluster.log_uri().map(str::to_string),
             ended: None,
+            normalized_instance_hours: None,
         });
         Ok(true)
     }
@@ -486,11 +492,18 @@ impl Cluster for EmrCluster {
             cluster: self.name.clone(),
             message,
         };
-        match self
+        let described = self
             .describe(&id)
             .await
-            .map_err(|e| terminate_error(e.to_string()))?
+            .map_err(|e| terminate_error(e.to_string()))?;
+        if let Some(hours) = described
+            .as_ref()
+            .and_then(|c| c.normalized_instance_hours())
         {
+            let mut known = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+            known.normalized_instance_hours = Some(f64::from(hours));
+        }
+        match described {
             Some(c) if ENDED_CLUSTER_STATES.contains(&state_of(&c).as_str()) => {
                 info!("EMR cluster {id} is already {}", state_of(&c));
                 self.note_end(format!("{}: {}", state_of(&c), reason_of(&c)));
@@ -542,6 +555,34 @@ impl Cluster for EmrCluster {
 
     fn end_reason(&self) -> Option<String> {
         self.known().ended
+    }
+
+    /// The configured instance groups; unknown with instance fleets (EMR
+    /// picks their types and counts).
+    fn instances(&self) -> Option<Vec<InstanceGroup>> {
+        let config = &self.shared.config;
+        if !config.instance_fleets.is_empty() {
+            return None;
+        }
+        Some(
+            config
+                .instance_groups
+                .iter()
+                .map(|g| InstanceGroup {
+                    role: g.role.as_str().to_string(),
+                    instance_type: g.instance_type.clone(),
+                    market: match g.market {
+                        crate::config::Market::OnDemand => Market::OnDemand,
+                        crate::config::Market::Spot => Market::Spot,
+                    },
+                    count: u32::try_from(g.count).unwrap_or(0),
+                })
+                .collect(),
+        )
+    }
+
+    fn normalized_instance_hours(&self) -> Option<f64> {
+        self.known().normalized_instance_hours
     }
 
     /// With `reuse`, every run configured with this name finds the same

@@ -675,6 +675,11 @@ impl Cluster for LocalCluster {
     fn slots(&self) -> usize {
         self.options.jobs_per_cluster.get()
     }
+
+    /// This machine: no instances, nothing billed.
+    fn instances(&self) -> Option<Vec<flow_core::InstanceGroup>> {
+        Some(Vec::new())
+    }
 }
 
 impl LocalCluster {

@@ -519,6 +519,19 @@ pub trait Cluster: Send + Sync {
     fn end_reason(&self) -> Option<String> {
         None
     }
+
+    /// The cluster's instances, for its record's instance-hours: `None`
+    /// when this backend cannot say (the record then shows them as
+    /// unknown, never as zero), empty when it has none (local).
+    fn instances(&self) -> Option<Vec<crate::cost::InstanceGroup>> {
+        None
+    }
+
+    /// The usage the backend reports itself, once this value asked (EMR's
+    /// `NormalizedInstanceHours` at `terminate`); kept on the record.
+    fn normalized_instance_hours(&self) -> Option<f64> {
+        None
+    }
 }
 
 /// Makes clusters of one kind; the engine asks it for as many as a run needs.

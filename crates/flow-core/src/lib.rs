@@ -32,6 +32,7 @@ pub mod actions;
 pub mod clock;
 pub mod cluster;
 pub mod context;
+pub mod cost;
 pub mod deferred;
 pub mod filesystem;
 pub mod graph;
@@ -61,6 +62,7 @@ pub use cluster::{
     SecretFile,
 };
 pub use context::{mask, secret_env_var, ExecutionContext, Secret, SettingValue, Settings};
+pub use cost::{ClusterUsage, FlowUsage, InstanceGroup, Market, PriceTable, UsageSummary};
 pub use deferred::DeferredFilesystem;
 pub use filesystem::{normalize_key, Filesystem, FsError, KeyProblem};
 pub use graph::{FlowDefinition, FlowGraph, GraphError, StepDefinition};

@@ -6,6 +6,7 @@
 //! engine, on any host, can read it back after the one that wrote it died.
 
 use crate::cluster::{ClusterHandle, JobHandle};
+use crate::cost::ClusterUsage;
 use crate::state::{ActionSetState, FlowState, RunMode, StepState};
 use crate::timeperiod::Timeperiod;
 use chrono::{DateTime, Utc};
@@ -383,9 +384,23 @@ pub struct ClusterRecord {
     pub updated_at: DateTime<Utc>,
     /// The latest problem (launch or termination failure), if any.
     pub message: Option<String>,
+    /// Its instances and billed time (crate::cost).
+    #[serde(default)]
+    pub usage: ClusterUsage,
 }
 
 impl ClusterRecord {
+    /// Sets its state, message and update time, and, when the state is
+    /// final (it stopped counting for this run), its end.
+    pub fn mark(&mut self, state: ClusterState, message: Option<String>, now: DateTime<Utc>) {
+        self.state = state;
+        self.message = message;
+        self.updated_at = now;
+        if !state.may_be_up() {
+            self.usage.ended_at = Some(now);
+        }
+    }
+
     /// The cluster's flow: `[flow_name, timeperiod]`.
     pub fn key(&self) -> FlowKey {
         FlowKey::new(self.flow_name.clone(), self.timeperiod)

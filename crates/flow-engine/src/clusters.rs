@@ -18,7 +18,7 @@ use crate::run_context::RunContext;
 use chrono::Utc;
 use flow_core::{
     Cluster, ClusterClaim, ClusterError, ClusterFactory, ClusterHandle, ClusterRecord,
-    ClusterRelease, ClusterState, ExecutionContext, FlowStore, Lease, RetryPolicy,
+    ClusterRelease, ClusterState, ClusterUsage, ExecutionContext, FlowStore, Lease, RetryPolicy,
     SharedClusterKey, StoreError, SHARED_NAME_DETAIL,
 };
 use std::collections::HashSet;
@@ -52,7 +52,12 @@ pub(crate) struct Launch<'a> {
     pub span: &'a Span,
 }
 
-fn record_for(shared: &RunContext, handle: ClusterHandle, state: ClusterState) -> ClusterRecord {
+fn record_for(
+    shared: &RunContext,
+    cluster: &dyn Cluster,
+    handle: ClusterHandle,
+    state: ClusterState,
+) -> ClusterRecord {
     let now = Utc::now();
     ClusterRecord {
         id: None,
@@ -64,6 +69,10 @@ fn record_for(shared: &RunContext, handle: ClusterHandle, state: ClusterState) -
         launched_at: now,
         updated_at: now,
         message: None,
+        usage: ClusterUsage {
+            instances: cluster.instances(),
+            ..ClusterUsage::default()
+        },
     }
 }
 
@@ -74,9 +83,7 @@ async fn save(
     state: ClusterState,
     message: Option<String>,
 ) -> Result<(), StoreError> {
-    record.state = state;
-    record.message = message;
-    record.updated_at = Utc::now();
+    record.mark(state, message, Utc::now());
     let id = store.save_cluster(lease, record).await?;
     record.id = Some(id);
     Ok(())
@@ -365,7 +372,7 @@ async fn record_and_wait(
     if let Some(name) = cluster.shared_name() {
         handle.details.insert(SHARED_NAME_DETAIL.to_string(), name);
     }
-    let mut record = record_for(shared, handle, ClusterState::Launching);
+    let mut record = record_for(shared, &**cluster, handle, ClusterState::Launching);
     if let Err(e) = save(
         &shared.store,
         &shared.lease,
@@ -661,6 +668,9 @@ pub(crate) async fn terminate(
                     }
                 };
                 if let Some(mut record) = record {
+                    if let Some(n) = cluster.normalized_instance_hours() {
+                        record.usage.normalized_instance_hours = Some(n);
+                    }
                     if let Err(e) =
                         save(&shared.store, &shared.lease, &mut record, state, message).await
                     {
@@ -859,9 +869,10 @@ async fn terminate_recorded(
             .await
             .map_err(|e| e.to_string())?;
     }
-    record.state = state;
-    record.message = message.clone();
-    record.updated_at = Utc::now();
+    if let Some(n) = cluster.normalized_instance_hours() {
+        record.usage.normalized_instance_hours = Some(n);
+    }
+    record.mark(state, message.clone(), Utc::now());
     store
         .save_cluster(lease, record)
         .await

@@ -7,7 +7,9 @@ use crate::error::ApiError;
 use crate::events::Hub;
 use crate::layout::NodeKind;
 use crate::runs::{CancelOutcome, EngineRequest, LaunchError, Observer, Registry};
-use crate::views::{FlowView, JobView, LogView, RollbackView, RunStatus, RunView, StepStateView};
+use crate::views::{
+    FlowView, JobView, LogView, RollbackView, RunStatus, RunView, StepStateView, UsageView,
+};
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
@@ -18,8 +20,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::Utc;
 use flow_core::{
-    FlowKey, FlowQuery, FlowState, FlowStore, LeaseOutcome, LogQuery, RecordId, RunMode, RunQuery,
-    Settings, StepRecord, StepState, Timeperiod,
+    FlowKey, FlowQuery, FlowState, FlowStore, FlowUsage, LeaseOutcome, LogQuery, RecordId, RunMode,
+    RunQuery, Settings, StepRecord, StepState, Timeperiod,
 };
 use flow_engine::{CancelError, CancelRequest, EngineError};
 use serde::de::DeserializeOwned;
@@ -49,6 +51,8 @@ pub struct AppState {
     pub metrics: Option<flow_signals::MetricsRegistry>,
     /// The timetable's series in `metrics`, refreshed at each scrape.
     pub timetable: Option<crate::metrics::TimetableSeries>,
+    /// `[cost]`'s prices, for the runs' and flows' estimated cost.
+    pub prices: Option<flow_core::PriceTable>,
 }
 
 type Shared = State<Arc<AppState>>;
@@ -358,6 +362,8 @@ struct FlowDetail<'a> {
     graph: GraphOut<'a>,
     /// The latest run of this flow run (any process's).
     run: Option<RunView>,
+    /// What every run's clusters used and cost.
+    usage: Option<UsageView>,
     can_run: bool,
 }
 
@@ -460,7 +466,8 @@ async fn flow_detail(
             }
         })
         .collect();
-    let run = runs_of(&state, &key, 1).await?.into_iter().next();
+    let usage = usage_of(&state, &key).await?;
+    let run = runs_of(&state, &key, 1, &usage).await?.into_iter().next();
     let detail = FlowDetail {
         flow: record.as_ref().map(FlowView::new),
         definition: DefinitionOut {
@@ -476,6 +483,7 @@ async fn flow_detail(
             edges: &layout.edges,
         },
         run,
+        usage: UsageView::of(&usage.flow),
         can_run: state.launcher.is_some(),
     };
     let mut body = Vec::with_capacity(400 * layout.nodes.len() + 1024);
@@ -619,9 +627,21 @@ async fn events(
         .into_response())
 }
 
-/// The runs of `key`, newest first, at most `limit`, each with its status:
-/// its record's end, or the flow's lease (and this server's cancel).
-async fn runs_of(state: &AppState, key: &FlowKey, limit: usize) -> Result<Vec<RunView>, ApiError> {
+/// What the clusters of `key`'s runs used and cost, per run and in all.
+async fn usage_of(state: &AppState, key: &FlowKey) -> Result<FlowUsage, ApiError> {
+    let clusters = state.store.list_clusters(Some(key)).await?;
+    Ok(FlowUsage::of(&clusters, state.prices.as_ref(), Utc::now()))
+}
+
+/// The runs of `key`, newest first, at most `limit`, each with its status
+/// (its record's end, or the flow's lease and this server's cancel) and
+/// what its clusters used (`usage`).
+async fn runs_of(
+    state: &AppState,
+    key: &FlowKey,
+    limit: usize,
+    usage: &FlowUsage,
+) -> Result<Vec<RunView>, ApiError> {
     let records = state
         .store
         .list_runs(&RunQuery {
@@ -646,6 +666,10 @@ async fn runs_of(state: &AppState, key: &FlowKey, limit: usize) -> Result<Vec<Ru
         .map(|r| {
             let mut view = RunView::new(r, lease.as_ref(), now, state.lease_ttl, &state.redact);
             view.mark_sla(sla_missed_at);
+            view.usage =
+                r.id.as_ref()
+                    .and_then(|id| usage.runs.get(id))
+                    .and_then(UsageView::of);
             let cancelling = active
                 .as_ref()
                 .is_some_and(|a| a.cancelling && a.owner == r.owner);
@@ -672,11 +696,13 @@ async fn runs(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let (_, key) = path.resolve(&state)?;
     let limit = number("limit", q.limit.as_deref(), 50, 1_000)?;
-    let runs = runs_of(&state, &key, limit).await?;
+    let usage = usage_of(&state, &key).await?;
+    let runs = runs_of(&state, &key, limit, &usage).await?;
     Ok(Json(serde_json::json!({
         "flow_name": key.flow_name,
         "timeperiod": key.timeperiod.to_string(),
         "runs": runs,
+        "usage": UsageView::of(&usage.flow),
     })))
 }
 

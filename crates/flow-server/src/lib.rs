@@ -75,6 +75,9 @@ pub struct ServerOptions {
     pub tick: Duration,
     /// The Prometheus series `GET /metrics` shows (`None`: no `/metrics`).
     pub metrics: Option<flow_signals::MetricsRegistry>,
+    /// `[cost]`: prices for the runs' estimated cost (`None`: instance-hours
+    /// only).
+    pub prices: Option<flow_core::PriceTable>,
 }
 
 impl ServerOptions {
@@ -91,6 +94,7 @@ impl ServerOptions {
             lease_ttl: Duration::from_secs(60),
             tick: Duration::from_millis(250),
             metrics: None,
+            prices: None,
         }
     }
 }
@@ -164,6 +168,7 @@ impl Server {
                 .as_ref()
                 .map(metrics::TimetableSeries::register),
             metrics: options.metrics,
+            prices: options.prices,
         });
         let guard = Arc::new(Guard::new(options.token, addr));
         Ok(Server {

@@ -225,6 +225,29 @@ pub struct RunView {
     pub error: Option<String>,
     /// When the flow's SLA passed during this run (the viewer's mark).
     pub sla_missed_at: Option<DateTime<Utc>>,
+    /// What its clusters used and cost; `None` with no cluster that has
+    /// instances (the local cluster) or when not looked up.
+    pub usage: Option<UsageView>,
+}
+
+/// What some clusters used and cost (`flow_core::UsageSummary`), with the
+/// text `flow history` shows, so the page does not format it again.
+#[derive(Debug, Clone, Serialize)]
+pub struct UsageView {
+    #[serde(flatten)]
+    pub summary: flow_core::UsageSummary,
+    /// `1.70 instance-hours, ~$0.52`, naming what is unknown.
+    pub text: String,
+}
+
+impl UsageView {
+    /// `None` when there is nothing to show.
+    pub fn of(summary: &flow_core::UsageSummary) -> Option<Self> {
+        (!summary.is_empty()).then(|| UsageView {
+            summary: summary.clone(),
+            text: summary.text(),
+        })
+    }
 }
 
 impl RunView {
@@ -264,6 +287,7 @@ impl RunView {
             steps: run.steps.clone(),
             error: run.error.as_deref().map(|e| redact.redact(e)),
             sla_missed_at: None,
+            usage: None,
         }
     }
 

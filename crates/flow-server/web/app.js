@@ -344,6 +344,7 @@
             <h1>${esc(this.name)} <span class="tp">${esc(this.tp)}</span></h1>
             <span id="flow-state" class="badge"></span><span id="flow-sla"></span>
             <span id="flow-meta" class="muted"></span>
+            <span id="flow-usage" class="muted" title="what every run's clusters used (and cost, with [cost] prices)"></span>
           </div>
           <div class="actions">
             <button type="button" id="btn-run" class="primary" title="fresh run: every step">Run</button>
@@ -368,6 +369,7 @@
       this.draw();
       const t2 = performance.now();
       this.showFlow(data.flow);
+      this.showUsage(data.usage);
       this.wire();
       this.select(null);
       this.loadRuns();
@@ -590,8 +592,16 @@
       try {
         const data = await api(`${this.base}/runs`);
         this.runs = data.runs;
+        this.showUsage(data.usage);
         if (this.selected == null || this.nodes[this.selected].kind !== 'step') this.renderSide();
       } catch (_) { /* the side panel keeps what it had */ }
+    }
+
+    // What the flow's clusters used, in all runs (`usage.text` says what
+    // is unknown).
+    showUsage(usage) {
+      const el = $('#flow-usage');
+      if (el) el.textContent = usage ? ` · ${usage.text}` : '';
     }
 
     // ---- side panel
@@ -645,7 +655,8 @@
         const runs = (this.runs || []).slice(0, 10).map((r) => `
           <tr title="run ${esc(r.id)} by ${esc(r.user)}@${esc(r.host)}"><td>${esc(r.mode.replace('run_mode_', ''))}${r.target ? ` <code>${esc(r.target)}</code>` : ''}</td>
           <td>${esc(r.status)}${r.outcome ? ` · ${stateText(r.outcome)}` : ''}${slaMark(r)}</td><td>${time(r.started_at)}</td>
-          <td class="num">${duration(r.duration_ms)}</td><td class="muted">${esc(r.host)}</td></tr>`).join('');
+          <td class="num">${duration(r.duration_ms)}</td><td class="muted">${esc(r.host)}</td>
+          <td class="muted usage">${r.usage ? esc(r.usage.text) : ''}</td></tr>`).join('');
         side.innerHTML = `
           <h2>Runs</h2>
           <table class="grid small"><tbody>${runs || '<tr><td class="muted">no runs yet</td></tr>'}</tbody></table>

@@ -94,7 +94,7 @@ pub use store::MongoStore;
 pub use with_runtime::MongoStoreWithRuntime;
 
 pub use jobs::{collection_name as job_collection_name, JobDoc};
-pub use model::{ClusterDoc, FlowDoc, LogDoc, RunDoc, StepDoc};
+pub use model::{ClusterDoc, FlowDoc, LogDoc, RunDoc, StepDoc, UsageDoc};
 
 /// The `bson` crate the document types ([`FlowDoc`], ...) are made of,
 /// re-exported so callers use the same version.

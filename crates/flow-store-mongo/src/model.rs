@@ -20,9 +20,9 @@ use bson::oid::ObjectId;
 use bson::{doc, DateTime as BsonDate};
 use chrono::{DateTime, NaiveDateTime, Utc};
 use flow_core::{
-    ActionSetState, ClusterHandle, ClusterRecord, ClusterState, FlowRecord, FlowState, JobRecord,
-    LogLevel, LogLine, RecordId, RollbackRecord, RunMode, RunRecord, RunStep, StepRecord,
-    StepState, StoredLogLine, Timeperiod,
+    ActionSetState, ClusterHandle, ClusterRecord, ClusterState, ClusterUsage, FlowRecord,
+    FlowState, InstanceGroup, JobRecord, LogLevel, LogLine, RecordId, RollbackRecord, RunMode,
+    RunRecord, RunStep, StepRecord, StepState, StoredLogLine, Timeperiod,
 };
 use mongodb::options::IndexOptions;
 use mongodb::IndexModel;
@@ -585,6 +585,25 @@ pub struct ClusterDoc {
     pub timeperiod: String,
     /// When the record last changed.
     pub updated_at: BsonDate,
+    /// Its instances and billed time; absent in documents written before
+    /// it existed (read as unknown).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub usage: Option<UsageDoc>,
+}
+
+/// A cluster's instances and billed time (`flow_core::ClusterUsage`, with a
+/// BSON date).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UsageDoc {
+    /// When it stopped counting for its run.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub ended_at: Option<BsonDate>,
+    /// Its instance groups, when known.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub instances: Option<Vec<InstanceGroup>>,
+    /// What the backend reported (EMR's normalized instance hours).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub normalized_instance_hours: Option<f64>,
 }
 
 impl Model for ClusterDoc {
@@ -610,6 +629,11 @@ impl ClusterDoc {
             state: r.state.as_str().to_string(),
             timeperiod: r.timeperiod.to_string(),
             updated_at: BsonDate::from_chrono(r.updated_at),
+            usage: (r.usage != ClusterUsage::default()).then(|| UsageDoc {
+                ended_at: r.usage.ended_at.map(BsonDate::from_chrono),
+                instances: r.usage.instances.clone(),
+                normalized_instance_hours: r.usage.normalized_instance_hours,
+            }),
         })
     }
 
@@ -626,6 +650,15 @@ impl ClusterDoc {
             launched_at: self.launched_at.to_chrono(),
             updated_at: self.updated_at.to_chrono(),
             message: self.message.clone(),
+            usage: self
+                .usage
+                .as_ref()
+                .map(|u| ClusterUsage {
+                    instances: u.instances.clone(),
+                    ended_at: u.ended_at.map(BsonDate::to_chrono),
+                    normalized_instance_hours: u.normalized_instance_hours,
+                })
+                .unwrap_or_default(),
         })
     }
 }

@@ -19,13 +19,14 @@
 //!
 //! What it is not: a shared store for engines on different machines (SQLite
 //! locking over network filesystems is unreliable; put the file on a local
-//! disk), or a general migration tool (it creates schema version 8, upgrades
-//! a version-1 to -7 file in place when it opens one, and refuses newer files).
+//! disk), or a general migration tool (it creates schema version 9, upgrades
+//! a version-1 to -8 file in place when it opens one, and refuses newer files).
 //!
-//! Schema (`PRAGMA user_version = 8`; version 3 added `job`, version 4
+//! Schema (`PRAGMA user_version = 9`; version 3 added `job`, version 4
 //! `shared_cluster`, version 5 the Jobs' `depends_on_flows`, version 6
 //! `flow.sla_missed_at`, version 7 the Jobs' `due_at` and `started_at`,
-//! version 8 `flow.trace_parent`): tables `flow` (unique on `flow_name,
+//! version 8 `flow.trace_parent`, version 9 `cluster.usage`, the instances and
+//! billed time as JSON): tables `flow` (unique on `flow_name,
 //! timeperiod`), `step` (unique on `flow_name, timeperiod, step_name`),
 //! `lease` (primary key `flow_name, timeperiod`; released leases keep their
 //! row with an empty owner, so fencing tokens only grow), `run` (one row per
@@ -409,7 +410,7 @@ fn setup(conn: &Connection, options: &SqliteOptions) -> Result<(), SetupError> {
     let script = match version {
         sql::SCHEMA_VERSION => return Ok(()),
         0 => format!(
-            "{}{}{}{}{}{}{}{}",
+            "{}{}{}{}{}{}{}{}{}",
             sql::SCHEMA,
             sql::SCHEMA_V2_TABLES,
             sql::SCHEMA_V3_TABLES,
@@ -417,10 +418,11 @@ fn setup(conn: &Connection, options: &SqliteOptions) -> Result<(), SetupError> {
             sql::SCHEMA_V5_TABLES,
             sql::SCHEMA_V6_COLUMNS,
             sql::SCHEMA_V7_CHANGES,
-            sql::SCHEMA_V8_COLUMNS
+            sql::SCHEMA_V8_COLUMNS,
+            sql::SCHEMA_V9_COLUMNS
         ),
         1 => format!(
-            "{}{}{}{}{}{}{}{}",
+            "{}{}{}{}{}{}{}{}{}",
             sql::MIGRATE_V1_TO_V2,
             sql::SCHEMA_V2_TABLES,
             sql::SCHEMA_V3_TABLES,
@@ -428,40 +430,51 @@ fn setup(conn: &Connection, options: &SqliteOptions) -> Result<(), SetupError> {
             sql::SCHEMA_V5_TABLES,
             sql::SCHEMA_V6_COLUMNS,
             sql::SCHEMA_V7_CHANGES,
-            sql::SCHEMA_V8_COLUMNS
+            sql::SCHEMA_V8_COLUMNS,
+            sql::SCHEMA_V9_COLUMNS
         ),
         2 => format!(
-            "{}{}{}{}{}{}",
+            "{}{}{}{}{}{}{}",
             sql::SCHEMA_V3_TABLES,
             sql::SCHEMA_V4_TABLES,
             sql::SCHEMA_V5_TABLES,
             sql::SCHEMA_V6_COLUMNS,
             sql::SCHEMA_V7_CHANGES,
-            sql::SCHEMA_V8_COLUMNS
+            sql::SCHEMA_V8_COLUMNS,
+            sql::SCHEMA_V9_COLUMNS
         ),
         3 => format!(
-            "{}{}{}{}{}",
+            "{}{}{}{}{}{}",
             sql::SCHEMA_V4_TABLES,
             sql::SCHEMA_V5_TABLES,
             sql::SCHEMA_V6_COLUMNS,
             sql::SCHEMA_V7_CHANGES,
-            sql::SCHEMA_V8_COLUMNS
+            sql::SCHEMA_V8_COLUMNS,
+            sql::SCHEMA_V9_COLUMNS
         ),
         4 => format!(
-            "{}{}{}{}",
+            "{}{}{}{}{}",
             sql::SCHEMA_V5_TABLES,
             sql::SCHEMA_V6_COLUMNS,
             sql::SCHEMA_V7_CHANGES,
-            sql::SCHEMA_V8_COLUMNS
+            sql::SCHEMA_V8_COLUMNS,
+            sql::SCHEMA_V9_COLUMNS
         ),
         5 => format!(
-            "{}{}{}",
+            "{}{}{}{}",
             sql::SCHEMA_V6_COLUMNS,
             sql::SCHEMA_V7_CHANGES,
-            sql::SCHEMA_V8_COLUMNS
+            sql::SCHEMA_V8_COLUMNS,
+            sql::SCHEMA_V9_COLUMNS
         ),
-        6 => format!("{}{}", sql::SCHEMA_V7_CHANGES, sql::SCHEMA_V8_COLUMNS),
-        7 => sql::SCHEMA_V8_COLUMNS.to_string(),
+        6 => format!(
+            "{}{}{}",
+            sql::SCHEMA_V7_CHANGES,
+            sql::SCHEMA_V8_COLUMNS,
+            sql::SCHEMA_V9_COLUMNS
+        ),
+        7 => format!("{}{}", sql::SCHEMA_V8_COLUMNS, sql::SCHEMA_V9_COLUMNS),
+        8 => sql::SCHEMA_V9_COLUMNS.to_string(),
         newer => {
             return Err(SetupError::Refused(format!(
                 "schema version {newer} is newer than this build understands ({})",
@@ -498,6 +511,12 @@ fn setup(conn: &Connection, options: &SqliteOptions) -> Result<(), SetupError> {
                 "upgrading the schema from version 4"
             } else if version == 5 {
                 "upgrading the schema from version 5"
+            } else if version == 6 {
+                "upgrading the schema from version 6"
+            } else if version == 7 {
+                "upgrading the schema from version 7"
+            } else if version == 8 {
+                "upgrading the schema from version 8"
             } else {
                 "creating the schema"
             },

@@ -17,17 +17,18 @@ use crate::writer::DbError;
 use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use flow_core::{
     ActionSetState, ClusterClaim, ClusterHandle, ClusterRecord, ClusterRelease, ClusterState,
-    ClusterUser, FlowKey, FlowQuery, FlowRecord, FlowState, JobKey, JobQuery, JobRecord, JobState,
-    JobTally, Lease, LeaseInfo, LeaseOutcome, LogLevel, LogLine, LogQuery, RecordId,
-    RollbackRecord, RunMode, RunQuery, RunRecord, RunStep, SharedCluster, SharedClusterKey,
-    StepRecord, StepState, StoredLogLine, TimeQualifier, Timeperiod, TimetableJob,
+    ClusterUsage, ClusterUser, FlowKey, FlowQuery, FlowRecord, FlowState, JobKey, JobQuery,
+    JobRecord, JobState, JobTally, Lease, LeaseInfo, LeaseOutcome, LogLevel, LogLine, LogQuery,
+    RecordId, RollbackRecord, RunMode, RunQuery, RunRecord, RunStep, SharedCluster,
+    SharedClusterKey, StepRecord, StepState, StoredLogLine, TimeQualifier, Timeperiod,
+    TimetableJob,
 };
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// The `user_version` this build writes and reads.
-pub(crate) const SCHEMA_VERSION: i64 = 8;
+pub(crate) const SCHEMA_VERSION: i64 = 9;
 
 /// Schema version 2, created from scratch.
 pub(crate) const SCHEMA: &str = "
@@ -185,6 +186,12 @@ pub(crate) const SCHEMA_V8_COLUMNS: &str = "
 ALTER TABLE flow ADD COLUMN trace_parent TEXT;
 ";
 
+/// What version 9 added: a cluster's instances and billed time
+/// (`flow_core::ClusterUsage` as JSON; `{}` reads as unknown).
+pub(crate) const SCHEMA_V9_COLUMNS: &str = "
+ALTER TABLE cluster ADD COLUMN usage TEXT NOT NULL DEFAULT '{}';
+";
+
 /// Upgrades a version-1 file in place (inside the caller's transaction).
 pub(crate) const MIGRATE_V1_TO_V2: &str = "
 ALTER TABLE flow  ADD COLUMN graph_hash   TEXT;
@@ -304,17 +311,17 @@ const LIST_RUNS: &str = "SELECT id, flow_name, timeperiod, mode, target, owner, 
 
 const INSERT_CLUSTER: &str = "
 INSERT INTO cluster (flow_name, timeperiod, run, kind, name, backend_id, reused, details, state,
-                     launched_at, updated_at, message)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+                     launched_at, updated_at, message, usage)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
 RETURNING id";
 
 const UPDATE_CLUSTER: &str = "
 UPDATE cluster SET run = ?2, kind = ?3, name = ?4, backend_id = ?5, reused = ?6, details = ?7,
-                   state = ?8, launched_at = ?9, updated_at = ?10, message = ?11
+                   state = ?8, launched_at = ?9, updated_at = ?10, message = ?11, usage = ?14
 WHERE id = ?1 AND flow_name = ?12 AND timeperiod = ?13";
 
 const LIST_CLUSTERS: &str = "SELECT id, flow_name, timeperiod, run, kind, name, backend_id, \
-     reused, details, state, launched_at, updated_at, message FROM cluster \
+     reused, details, state, launched_at, updated_at, message, usage FROM cluster \
      WHERE (?1 IS NULL OR (flow_name = ?1 AND timeperiod = ?2)) ORDER BY id";
 
 const INSERT_LOG: &str = "INSERT INTO log (flow_name, timeperiod, run, step, logger, level, at, \
@@ -601,6 +608,7 @@ pub(crate) fn save_cluster(
     }
     let h = &cluster.handle;
     let details = json(&h.details, "the cluster's details")?;
+    let usage = json(&cluster.usage, "the cluster's usage")?;
     let run = row_id(&cluster.run, "run")?;
     match &cluster.id {
         None => {
@@ -618,6 +626,7 @@ pub(crate) fn save_cluster(
                     timestamp(&cluster.launched_at),
                     timestamp(&cluster.updated_at),
                     cluster.message,
+                    usage,
                 ],
                 |row| row.get(0),
             )?;
@@ -638,6 +647,7 @@ pub(crate) fn save_cluster(
                 cluster.message,
                 cluster.flow_name,
                 cluster.timeperiod.to_string(),
+                usage,
             ])?;
             if changed == 0 {
                 return Err(DbError::Internal(format!(
@@ -1296,6 +1306,7 @@ fn decode_cluster(row: &Row<'_>) -> Result<ClusterRecord, DbError> {
         launched_at: f.timestamp(10, "launched_at")?,
         updated_at: f.timestamp(11, "updated_at")?,
         message: f.opt_text(12, "message")?,
+        usage: f.json::<ClusterUsage>(13, "usage")?,
     })
 }
 

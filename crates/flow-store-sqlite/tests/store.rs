@@ -672,6 +672,7 @@ async fn writes_with_an_old_lease_are_fenced_and_write_nothing() {
         launched_at: at(1),
         updated_at: at(1),
         message: None,
+        usage: Default::default(),
     };
     let mut finished = run.clone();
     finished.outcome = Some(FlowState::Invalid);
@@ -892,13 +893,13 @@ fn open_refuses_a_newer_schema_and_foreign_tables() {
     let dir = Dir::new();
     drop(dir.open());
     dir.other_connection()
-        .execute_batch("PRAGMA user_version = 9")
+        .execute_batch("PRAGMA user_version = 10")
         .unwrap();
     let message = expect_open_error(
         &dir.db(),
         SqliteStore::open(&dir.db(), SqliteOptions::default()),
     );
-    assert!(message.contains("schema version 9"), "{message}");
+    assert!(message.contains("schema version 10"), "{message}");
 
     let path = dir.dir.path().join("foreign.db");
     rusqlite::Connection::open(&path)
@@ -926,7 +927,7 @@ async fn wal_is_on_and_the_schema_is_versioned() {
         let version: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(version, 8);
+        assert_eq!(version, 9);
         let tables: Vec<String> = conn
             .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
             .unwrap()
@@ -1133,7 +1134,7 @@ async fn a_version_1_file_is_upgraded_in_place() {
         .other_connection()
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 8);
+    assert_eq!(version, 9);
 }
 
 /// A version-2 file (before Jobs and SLA marks) gets the `job` table and
@@ -1145,7 +1146,8 @@ async fn a_version_2_file_is_upgraded_with_the_job_table() {
     dir.other_connection()
         .execute_batch(
             "DROP TABLE job; ALTER TABLE flow DROP COLUMN sla_missed_at;
-             ALTER TABLE flow DROP COLUMN trace_parent; PRAGMA user_version = 2;",
+             ALTER TABLE flow DROP COLUMN trace_parent;
+             ALTER TABLE cluster DROP COLUMN usage; PRAGMA user_version = 2;",
         )
         .unwrap();
     let store = dir.open();
@@ -1159,7 +1161,7 @@ async fn a_version_2_file_is_upgraded_with_the_job_table() {
         .other_connection()
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 8);
+    assert_eq!(version, 9);
 }
 
 /// A version-4 file (Jobs without `depends_on_flows`) gets the column
@@ -1178,7 +1180,8 @@ async fn a_version_4_file_is_upgraded_with_the_jobs_upstreams() {
             "ALTER TABLE job DROP COLUMN depends_on_flows; ALTER TABLE flow DROP COLUMN sla_missed_at;
              ALTER TABLE flow DROP COLUMN trace_parent;
              DROP INDEX job_tally; ALTER TABLE job DROP COLUMN due_at;
-             ALTER TABLE job DROP COLUMN started_at; PRAGMA user_version = 4;",
+             ALTER TABLE job DROP COLUMN started_at; ALTER TABLE cluster DROP COLUMN usage;
+             PRAGMA user_version = 4;",
         )
         .unwrap();
     let store = dir.open();
@@ -1188,7 +1191,7 @@ async fn a_version_4_file_is_upgraded_with_the_jobs_upstreams() {
         .other_connection()
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 8);
+    assert_eq!(version, 9);
 }
 
 /// A version-6 file (Jobs without `due_at` and `started_at`) keeps its Jobs
@@ -1200,6 +1203,7 @@ async fn a_version_6_file_is_upgraded_with_the_jobs_delay_columns() {
     dir.other_connection()
         .execute_batch(
             "DROP INDEX job_tally;
+             ALTER TABLE cluster DROP COLUMN usage;
              ALTER TABLE job DROP COLUMN due_at;
              ALTER TABLE job DROP COLUMN started_at;
              ALTER TABLE flow DROP COLUMN trace_parent;
@@ -1229,7 +1233,7 @@ async fn a_version_6_file_is_upgraded_with_the_jobs_delay_columns() {
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 8);
+    assert_eq!(version, 9);
     // The tally is counted on its index alone.
     let plan: String = conn
         .query_row(
@@ -1252,7 +1256,10 @@ async fn a_version_7_file_is_upgraded_with_the_trace_parent_column() {
     save_flow(&store, &flow("old", TP)).await.unwrap();
     drop(store);
     dir.other_connection()
-        .execute_batch("ALTER TABLE flow DROP COLUMN trace_parent; PRAGMA user_version = 7;")
+        .execute_batch(
+            "ALTER TABLE flow DROP COLUMN trace_parent; ALTER TABLE cluster DROP COLUMN usage;
+             PRAGMA user_version = 7;",
+        )
         .unwrap();
     let store = dir.open();
     let key = FlowKey::new("old", tp(TP));
@@ -1269,7 +1276,7 @@ async fn a_version_7_file_is_upgraded_with_the_trace_parent_column() {
         .other_connection()
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 8);
+    assert_eq!(version, 9);
 }
 
 /// The database file and its WAL and shared-memory files are readable by
@@ -1307,4 +1314,32 @@ async fn the_store_file_and_its_wal_are_owner_only() {
     std::fs::set_permissions(dir.db(), std::fs::Permissions::from_mode(0o640)).unwrap();
     let _again = dir.open();
     assert_eq!(mode(""), 0o640);
+}
+
+/// A version-8 file (clusters without `usage`) keeps its cluster records,
+/// which read as of unknown instances.
+#[tokio::test]
+async fn a_version_8_file_is_upgraded_with_the_cluster_usage_column() {
+    let dir = Dir::new();
+    drop(dir.open());
+    dir.other_connection()
+        .execute_batch(
+            "ALTER TABLE cluster DROP COLUMN usage;
+             INSERT INTO cluster (flow_name, timeperiod, run, kind, name, backend_id, reused,
+                 details, state, launched_at, updated_at, message)
+             VALUES ('old', '2026112800', 1, 'emr', 'emr-0', 'j-1', 0, '{}', 'terminated',
+                 '2026-11-28T07:00:00.000000Z', '2026-11-28T08:00:00.000000Z', NULL);
+             PRAGMA user_version = 8;",
+        )
+        .unwrap();
+    let store = dir.open();
+    let clusters = store.list_clusters(None).await.unwrap();
+    assert_eq!(clusters.len(), 1);
+    assert_eq!(clusters[0].usage, flow_core::ClusterUsage::default());
+    assert_eq!(clusters[0].instance_hours(chrono::Utc::now()), None);
+    let version: i64 = dir
+        .other_connection()
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 9);
 }

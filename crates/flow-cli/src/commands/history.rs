@@ -6,7 +6,9 @@ use crate::backends;
 use crate::exit::{CliError, Exit};
 use crate::progress::format_duration;
 use crate::settings::SettingsFile;
-use flow_core::{FlowKey, LeaseInfo, RunQuery, RunRecord, RunStanding, StepState};
+use flow_core::{
+    FlowKey, FlowUsage, LeaseInfo, RunQuery, RunRecord, RunStanding, StepState, UsageSummary,
+};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
@@ -23,6 +25,7 @@ pub fn history(
         .map(|t| parse_timeperiod("timeperiod", t, flow.qualifier()))
         .transpose()?;
     let plan = backends::plan_store(&settings)?;
+    let mut usage: HashMap<FlowKey, FlowUsage> = HashMap::new();
     let runs: Vec<(RunRecord, RunStanding, Option<SlaMissed>)> = if plan.exists() {
         let store = plan.open()?;
         let failed = |e: flow_core::StoreError| CliError::failed(e.to_string());
@@ -46,6 +49,13 @@ pub fn history(
                 if !leases.contains_key(&key) {
                     let lease = store.get_lease(&key).await.map_err(failed)?;
                     leases.insert(key.clone(), lease);
+                }
+                if !usage.contains_key(&key) {
+                    let clusters = store.list_clusters(Some(&key)).await.map_err(failed)?;
+                    usage.insert(
+                        key.clone(),
+                        FlowUsage::of(&clusters, settings.prices(), now),
+                    );
                 }
                 if !missed.contains_key(&key) {
                     let flow = store.get_flow(&key).await.map_err(failed)?;
@@ -72,6 +82,13 @@ pub fn history(
                 serde_json::to_value(run).map_err(|e| CliError::failed(e.to_string()))?;
             if let Some(fields) = value.as_object_mut() {
                 fields.insert("status".into(), standing.as_str().into());
+                if let Some(summary) = run_usage(&usage, run) {
+                    fields.insert(
+                        "usage".into(),
+                        serde_json::to_value(summary)
+                            .map_err(|e| CliError::failed(e.to_string()))?,
+                    );
+                }
                 fields.insert(
                     "sla_missed_at".into(),
                     serde_json::to_value(sla).map_err(|e| CliError::failed(e.to_string()))?,
@@ -92,8 +109,32 @@ pub fn history(
         );
         return Ok(Exit::Success);
     }
-    out!("{}", history_table(&runs));
+    out!("{}", history_table(&runs, &usage));
+    let mut told = std::collections::HashSet::new();
+    for (run, _, _) in &runs {
+        let key = FlowKey::new(run.flow_name.clone(), run.timeperiod);
+        match usage.get(&key) {
+            Some(flow) if !flow.flow.is_empty() && told.insert(key.clone()) => {
+                outln!(
+                    "flow {} [{}], all its runs: {}",
+                    key.flow_name,
+                    key.timeperiod,
+                    flow.flow.text()
+                );
+            }
+            _ => {}
+        }
+    }
     Ok(Exit::Success)
+}
+
+/// What `run`'s clusters used, if it had any.
+fn run_usage<'a>(
+    usage: &'a HashMap<FlowKey, FlowUsage>,
+    run: &RunRecord,
+) -> Option<&'a UsageSummary> {
+    let key = FlowKey::new(run.flow_name.clone(), run.timeperiod);
+    usage.get(&key)?.runs.get(run.id.as_ref()?)
 }
 
 /// When a flow's SLA was missed (the flow record's `sla_missed_at`).
@@ -106,7 +147,10 @@ fn during(run: &RunRecord, at: SlaMissed) -> bool {
 }
 
 /// The runs as a table: id, timeperiod, mode, who, when, how it ended.
-fn history_table(runs: &[(RunRecord, RunStanding, Option<SlaMissed>)]) -> String {
+fn history_table(
+    runs: &[(RunRecord, RunStanding, Option<SlaMissed>)],
+    usage: &HashMap<FlowKey, FlowUsage>,
+) -> String {
     let mut rows = vec![[
         "run",
         "timeperiod",
@@ -117,6 +161,7 @@ fn history_table(runs: &[(RunRecord, RunStanding, Option<SlaMissed>)]) -> String
         "steps",
         "host",
         "user",
+        "usage",
         "error",
     ]
     .map(String::from)
@@ -144,6 +189,9 @@ fn history_table(runs: &[(RunRecord, RunStanding, Option<SlaMissed>)]) -> String
             step_summary(r.steps.iter().map(|s| s.state)),
             r.host.clone(),
             r.user.clone(),
+            run_usage(usage, r)
+                .filter(|u| !u.is_empty())
+                .map_or_else(|| "-".into(), UsageSummary::text),
             r.error.clone().unwrap_or_default().replace('\n', " "),
         ]);
     }

@@ -340,7 +340,14 @@ fn run_on(
         prepared.finish_signals().await;
         let report = result.map_err(|e| prepared.engine_error(e, mode))?;
         let errors = step_errors(&store, &key).await;
-        print_summary(&report, &errors, &prepared.log_directory, flow_arg);
+        let usage = run_usage(&store, &report, prepared.settings.prices()).await;
+        print_summary(
+            &report,
+            &errors,
+            usage.as_ref(),
+            &prepared.log_directory,
+            flow_arg,
+        );
         Ok(if signalled {
             Exit::Cancelled
         } else if succeeded(&report) && !report.clusters_left_up.is_empty() {
@@ -418,17 +425,33 @@ async fn step_errors(store: &Arc<dyn FlowStore>, key: &FlowKey) -> HashMap<Strin
     }
 }
 
-/// The end-of-run summary on stdout: flow state, one line per step run,
-/// where the logs are, and what to do next after a failure.
+/// What the run's clusters used (none for the local cluster), as its
+/// cluster records say; a store that cannot say leaves it out.
+async fn run_usage(
+    store: &Arc<dyn FlowStore>,
+    report: &RunReport,
+    prices: Option<&flow_core::PriceTable>,
+) -> Option<flow_core::UsageSummary> {
+    let clusters = store.list_clusters(Some(&report.flow)).await.ok()?;
+    let mine: Vec<_> = clusters.iter().filter(|c| c.run == report.run).collect();
+    let usage = flow_core::UsageSummary::of(mine, prices, chrono::Utc::now());
+    (!usage.is_empty()).then_some(usage)
+}
+
+/// The end-of-run summary on stdout: flow state (and what the run's
+/// clusters used), one line per step run, where the logs are, and what to
+/// do next after a failure.
 fn print_summary(
     report: &RunReport,
     errors: &HashMap<String, String>,
+    usage: Option<&flow_core::UsageSummary>,
     log_directory: &Path,
     flow_arg: &str,
 ) {
     let suffix = if report.canceled { " (cancelled)" } else { "" };
+    let used = usage.map_or_else(String::new, |u| format!(", {}", u.text()));
     outln!(
-        "flow {} [{}]: {}{suffix}",
+        "flow {} [{}]: {}{suffix}{used}",
         report.flow.flow_name,
         report.flow.timeperiod,
         report.state

@@ -135,6 +135,7 @@ pub fn serve(
     options.secrets = values;
     options.lease_ttl = settings.lease_ttl();
     options.metrics = metrics;
+    options.prices = settings.prices().cloned();
 
     let served = runtime.block_on(async move {
         let server = Server::bind(options)

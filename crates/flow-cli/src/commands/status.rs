@@ -56,24 +56,31 @@ pub fn status(
         return Err(no_record());
     }
     let store = plan.open()?;
-    let (record, steps) = small_runtime()?
+    let (record, steps, clusters) = small_runtime()?
         .block_on(async {
             let record = store.get_flow(&key).await?;
             let steps = store.get_steps(&key).await?;
-            Ok((record, steps))
+            let clusters = store.list_clusters(Some(&key)).await?;
+            Ok((record, steps, clusters))
         })
         .map_err(store_error)?;
+    let usage = flow_core::FlowUsage::of(&clusters, settings.prices(), chrono::Utc::now());
     let Some(record) = record else {
         return Err(no_record());
     };
     let steps = in_flow_order(steps, flow.graph.as_ref());
     if json {
-        let value = serde_json::json!({ "flow": record, "steps": steps });
+        let value = serde_json::json!({
+            "flow": record,
+            "steps": steps,
+            "clusters": clusters,
+            "usage": usage,
+        });
         let text =
             serde_json::to_string_pretty(&value).map_err(|e| CliError::failed(e.to_string()))?;
         outln!("{text}");
     } else {
-        print_run(&record, &steps);
+        print_run(&record, &steps, &usage.flow);
     }
     Ok(Exit::Success)
 }
@@ -106,7 +113,7 @@ fn duration_text(
     elapsed(from, to).map_or_else(|| "-".into(), format_duration)
 }
 
-fn print_run(flow: &FlowRecord, steps: &[StepRecord]) {
+fn print_run(flow: &FlowRecord, steps: &[StepRecord], usage: &flow_core::UsageSummary) {
     outln!(
         "flow {} [{}]: {}",
         flow.flow_name,
@@ -132,6 +139,14 @@ fn print_run(flow: &FlowRecord, steps: &[StepRecord]) {
                 match flow.sla_missed_at {
                     Some(at) => format!("missed ({})", format_time(Some(at))),
                     None => "-".into(),
+                }
+            ],
+            vec![
+                "  usage".into(),
+                if usage.is_empty() {
+                    "-".into()
+                } else {
+                    usage.text()
                 }
             ],
         ])

@@ -242,6 +242,15 @@ fn cluster_record(key: &FlowKey, run: &RecordId, name: &str, t: i64) -> ClusterR
         launched_at: at(t),
         updated_at: at(t),
         message: None,
+        usage: crate::cost::ClusterUsage {
+            instances: Some(vec![crate::cost::InstanceGroup {
+                role: "CORE".into(),
+                instance_type: "m5.xlarge".into(),
+                market: crate::cost::Market::Spot,
+                count: 4,
+            }]),
+            ..Default::default()
+        },
     }
 }
 

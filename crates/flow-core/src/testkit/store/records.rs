@@ -387,6 +387,9 @@ impl Suite {
         first.state = ClusterState::TerminateFailed;
         first.updated_at = at(9);
         first.message = Some("TerminateJobFlows: AccessDenied".into());
+        // Its usage is kept whole (instances, end, what EMR reported).
+        first.usage.ended_at = Some(at(9));
+        first.usage.normalized_instance_hours = Some(32.0);
         let id = ok(
             "save_cluster",
             &key,
