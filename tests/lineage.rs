@@ -101,7 +101,8 @@ fn datasets(record: &Value, which: &str) -> Vec<(String, String)> {
 
 /// A run with a failing step posts START and COMPLETE for `a`, START and
 /// FAIL for `b`, every one valid OpenLineage, with the jobs, the parent
-/// facet and the datasets the flow file declares; `recover` posts `b`'s
+/// facet, the timeperiod as nominal time and the datasets the flow file
+/// declares; `recover` posts `b`'s
 /// new attempt under the same flow run.
 #[test]
 #[ignore = "needs the OpenLineage receiver: run by cargo xtask test"]
@@ -143,6 +144,10 @@ fn step_events_are_valid_and_recover_keeps_the_flow_run_on_openlineage() {
         .unwrap()
         .to_string();
     for record in &got {
+        // The daily timeperiod the run processes.
+        let nominal = &record["event"]["run"]["facets"]["nominalTime"];
+        assert_eq!(nominal["nominalStartTime"], "2026-11-28T00:00:00.000Z");
+        assert_eq!(nominal["nominalEndTime"], "2026-11-29T00:00:00.000Z");
         assert_eq!(parent(record)["job"]["name"], "etl");
         assert_eq!(parent(record)["job"]["namespace"], namespace.as_str());
         assert_eq!(parent(record)["run"]["runId"], flow_run.as_str());

@@ -68,7 +68,7 @@ pub use deliver::{
     deliver, signature, Outcome, EVENT_HEADER, IDEMPOTENCY_HEADER, SIGNATURE_HEADER,
 };
 pub use lineage::{
-    flow_run_id, run_event, step_run_id, LineageConfig, ENDPOINT as LINEAGE_ENDPOINT,
+    flow_run_id, step_run_id, LineageConfig, LineageFlow, ENDPOINT as LINEAGE_ENDPOINT,
     PRODUCER as LINEAGE_PRODUCER, RUN_EVENT_SCHEMA,
 };
 pub use metrics::{Metrics, MetricsRegistry, OPENMETRICS_CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE};

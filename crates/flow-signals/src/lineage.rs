@@ -23,7 +23,9 @@ use crate::deliver::{post, retrying, value, Failed};
 use crate::record;
 use chrono::{SecondsFormat, Utc};
 use flow_core::lineage::{Dataset, LineageSpec, StepDatasets};
-use flow_core::{FlowKey, FlowStore, LogLevel, RecordId, RunMode, RunQuery, StepState};
+use flow_core::{
+    FlowGraph, FlowKey, FlowStore, LogLevel, RecordId, RunMode, RunQuery, StepState, TimeQualifier,
+};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -47,6 +49,8 @@ pub const RUN_EVENT_SCHEMA: &str =
     "https://openlineage.io/spec/2-0-2/OpenLineage.json#/$defs/RunEvent";
 const PARENT_SCHEMA: &str =
     "https://openlineage.io/spec/facets/1-2-0/ParentRunFacet.json#/$defs/ParentRunFacet";
+const NOMINAL_TIME_SCHEMA: &str =
+    "https://openlineage.io/spec/facets/1-0-1/NominalTimeRunFacet.json#/$defs/NominalTimeRunFacet";
 const JOB_TYPE_SCHEMA: &str =
     "https://openlineage.io/spec/facets/2-0-4/JobTypeJobFacet.json#/$defs/JobTypeJobFacet";
 /// Where events are posted, under the configured URL.
@@ -59,8 +63,8 @@ const ID_NAMESPACE: Uuid = Uuid::from_u128(0x6c1f_0e7a_3b58_4d2e_9a47_51c2_8e0d_
 pub struct LineageConfig {
     /// `[lineage]`.
     pub spec: LineageSpec,
-    /// Each flow's steps' datasets, by flow name, then step name.
-    pub datasets: HashMap<String, BTreeMap<String, StepDatasets>>,
+    /// What each flow's events say, by flow name.
+    pub flows: HashMap<String, LineageFlow>,
     /// The store the runs write (the run history the flow run's id is
     /// derived from; where delivery outcomes are recorded).
     pub store: Arc<dyn FlowStore>,
@@ -72,8 +76,28 @@ impl std::fmt::Debug for LineageConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LineageConfig")
             .field("spec", &self.spec)
-            .field("datasets", &self.datasets)
+            .field("flows", &self.flows)
             .finish_non_exhaustive()
+    }
+}
+
+/// What one flow's events say besides its names: its steps' datasets and
+/// its timeperiods' length (the runs' nominal time).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineageFlow {
+    /// The flow's time qualifier.
+    pub time_qualifier: TimeQualifier,
+    /// Its steps' datasets, by step name.
+    pub datasets: BTreeMap<String, StepDatasets>,
+}
+
+impl LineageFlow {
+    /// What the flow file `graph` says.
+    pub fn of(graph: &FlowGraph) -> LineageFlow {
+        LineageFlow {
+            time_qualifier: graph.time_qualifier(),
+            datasets: graph.signals().datasets.clone(),
+        }
     }
 }
 
@@ -244,19 +268,16 @@ impl Lineage {
         step: &str,
         id: Uuid,
     ) -> Event {
-        let datasets = self
-            .config
-            .datasets
-            .get(&flow.flow_name)
-            .and_then(|steps| steps.get(step));
         let body = run_event(
             kind,
-            self.config.spec.namespace(),
-            &flow.flow_name,
-            parent,
-            step,
-            id,
-            datasets,
+            &StepRun {
+                namespace: self.config.spec.namespace(),
+                flow,
+                parent,
+                step,
+                id,
+                about: self.config.flows.get(&flow.flow_name),
+            },
         );
         Event {
             kind,
@@ -267,38 +288,59 @@ impl Lineage {
     }
 }
 
-/// One step run's `RunEvent`.
-pub fn run_event(
-    kind: &str,
-    namespace: &str,
-    flow: &str,
+/// The step run an event is about.
+struct StepRun<'a> {
+    namespace: &'a str,
+    flow: &'a FlowKey,
     parent: Uuid,
-    step: &str,
+    step: &'a str,
     id: Uuid,
-    datasets: Option<&StepDatasets>,
-) -> Value {
+    /// The flow file's facts, when the flow is known.
+    about: Option<&'a LineageFlow>,
+}
+
+/// One step run's `RunEvent`.
+fn run_event(kind: &str, run: &StepRun<'_>) -> Value {
+    let StepRun {
+        namespace,
+        flow,
+        parent,
+        step,
+        id,
+        about,
+    } = *run;
+    let datasets = about.and_then(|a| a.datasets.get(step));
     let list = |sets: Option<&Vec<Dataset>>| -> Vec<Value> {
         sets.into_iter()
             .flatten()
             .map(|d| json!({ "namespace": d.namespace(), "name": d.name() }))
             .collect()
     };
+    let time = |at: chrono::DateTime<Utc>| at.to_rfc3339_opts(SecondsFormat::Millis, true);
+    let mut facets = json!({
+        "parent": {
+            "_producer": PRODUCER,
+            "_schemaURL": PARENT_SCHEMA,
+            "run": { "runId": parent.to_string() },
+            "job": { "namespace": namespace, "name": flow.flow_name },
+        },
+    });
+    // The timeperiod the run processes: its start, and the next one's.
+    if let Some(about) = about {
+        facets["nominalTime"] = json!({
+            "_producer": PRODUCER,
+            "_schemaURL": NOMINAL_TIME_SCHEMA,
+            "nominalStartTime": time(flow.timeperiod.start()),
+            "nominalEndTime": time(flow.timeperiod.next(about.time_qualifier).start()),
+        });
+    }
+    let flow = &flow.flow_name;
     json!({
         "eventType": kind,
         "eventTime": Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
         "producer": PRODUCER,
         "schemaURL": RUN_EVENT_SCHEMA,
-        "run": {
-            "runId": id.to_string(),
-            "facets": {
-                "parent": {
-                    "_producer": PRODUCER,
-                    "_schemaURL": PARENT_SCHEMA,
-                    "run": { "runId": parent.to_string() },
-                    "job": { "namespace": namespace, "name": flow },
-                },
-            },
-        },
+        "run": { "runId": id.to_string(), "facets": facets },
         "job": {
             "namespace": namespace,
             "name": format!("{flow}.{step}"),

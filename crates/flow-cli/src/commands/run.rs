@@ -208,9 +208,9 @@ impl Prepared {
             .lineage()
             .map(|spec| flow_signals::LineageConfig {
                 spec: spec.clone(),
-                datasets: [(
+                flows: [(
                     self.graph.name().to_string(),
-                    self.graph.signals().datasets.clone(),
+                    flow_signals::LineageFlow::of(&self.graph),
                 )]
                 .into(),
                 store: store.clone(),

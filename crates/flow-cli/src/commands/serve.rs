@@ -91,12 +91,12 @@ pub fn serve(
         }),
         lineage: settings.lineage().map(|spec| flow_signals::LineageConfig {
             spec: spec.clone(),
-            datasets: loaded
+            flows: loaded
                 .iter()
                 .map(|f| {
                     (
                         f.graph.name().to_string(),
-                        f.graph.signals().datasets.clone(),
+                        flow_signals::LineageFlow::of(&f.graph),
                     )
                 })
                 .collect(),
