@@ -13,13 +13,13 @@ use flow_core::{
     RecordId, RunQuery, RunRecord, SharedClusterKey, StepRecord, StoreError, StoredLogLine,
     TimeQualifier, TimetableJob,
 };
-use std::sync::Arc;
 use std::time::Duration;
 
 /// A [`MongoStore`] with its own two-thread runtime.
 pub struct MongoStoreWithRuntime {
     store: MongoStore,
-    runtime: Arc<tokio::runtime::Runtime>,
+    /// Taken by `drop`, which shuts it down on a thread of its own.
+    runtime: Option<tokio::runtime::Runtime>,
 }
 
 impl std::fmt::Debug for MongoStoreWithRuntime {
@@ -47,7 +47,7 @@ impl MongoStoreWithRuntime {
         let store = runtime.block_on(MongoStore::connect(options))?;
         Ok(MongoStoreWithRuntime {
             store,
-            runtime: Arc::new(runtime),
+            runtime: Some(runtime),
         })
     }
 
@@ -61,7 +61,10 @@ impl MongoStoreWithRuntime {
         T: Send + 'static,
         F: std::future::Future<Output = Result<T, StoreError>> + Send + 'static,
     {
-        let task = self.runtime.spawn(call(self.store.clone()));
+        let Some(runtime) = &self.runtime else {
+            return Err(StoreError::Closed);
+        };
+        let task = runtime.spawn(call(self.store.clone()));
         task.await.unwrap_or(Err(StoreError::Closed))
     }
 }
@@ -69,13 +72,12 @@ impl MongoStoreWithRuntime {
 impl Drop for MongoStoreWithRuntime {
     fn drop(&mut self) {
         // Dropping a runtime inside another one's async context panics:
-        // hand it to a thread that may block.
-        let runtime = self.runtime.clone();
-        std::thread::spawn(move || {
-            if let Ok(runtime) = Arc::try_unwrap(runtime) {
-                runtime.shutdown_timeout(Duration::from_secs(2));
-            }
-        });
+        // move it (the only owner) to a thread that may block. (A clone
+        // handed over there raced with this field's own drop: whichever
+        // came last dropped the runtime, here in the async context.)
+        if let Some(runtime) = self.runtime.take() {
+            std::thread::spawn(move || runtime.shutdown_timeout(Duration::from_secs(2)));
+        }
     }
 }
 

@@ -22,7 +22,8 @@ use flow_core::testkit::store::{
 };
 use flow_core::FlowStore;
 use flow_store_mongo::{
-    redact_uri, FlowDoc, MongoError, MongoOptions, MongoStore, StepDoc, Transactions,
+    redact_uri, FlowDoc, MongoError, MongoOptions, MongoStore, MongoStoreWithRuntime, StepDoc,
+    Transactions,
 };
 use std::path::Path;
 use std::sync::Arc;
@@ -183,7 +184,7 @@ async fn run_suite(server: Server, transactions: Transactions, tag: &str) {
         .expect("Synergy's index");
     let legacy = load_synergy_fixtures(&first).await;
     let mut handles: Vec<Arc<dyn FlowStore>> = vec![Arc::new(first.clone())];
-    for _ in 0..3 {
+    for _ in 0..2 {
         // Other engines: other clients, other connection pools; connecting
         // again also shows index creation is idempotent.
         handles.push(Arc::new(
@@ -192,6 +193,14 @@ async fn run_suite(server: Server, transactions: Transactions, tag: &str) {
                 .unwrap_or_else(|e| panic!("{e}")),
         ));
     }
+    // And one as the `flow` command opens it: on a runtime of its own,
+    // every call forwarded there (opened off this runtime: it blocks).
+    let opening = options.clone();
+    let on_runtime = std::thread::spawn(move || MongoStoreWithRuntime::open(&opening))
+        .join()
+        .expect("opening thread")
+        .unwrap_or_else(|e| panic!("{e}"));
+    handles.push(Arc::new(on_runtime));
     let atomic = first.uses_transactions();
     // Which path runs is the point of each test: never a silent change.
     let expected = server == Server::SecantusDb && transactions == Transactions::Auto;
