@@ -48,6 +48,7 @@ pub mod spec;
 pub mod state;
 pub mod store;
 pub mod store_layer;
+mod store_methods;
 pub mod template;
 #[cfg(feature = "testkit")]
 pub mod testkit;
