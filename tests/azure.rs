@@ -3,7 +3,10 @@
 //! fakes** (`contract-fakes livy|webhcat`, each its own process so it
 //! outlives a killed engine; real time, jobs end `--run-for` after their
 //! submission) behind the gateway's HTTP basic login, and **Azurite** (the
-//! Blob emulator `cargo xtask test` starts: the steps' filesystem).
+//! Blob emulator `cargo xtask test` starts: the steps' filesystem). With
+//! `[cluster.azure.arm]`, a fourth: the **ARM contract fake**
+//! (`contract-fakes arm`, with its Entra ID token endpoint), through which
+//! the run creates and deletes its clusters.
 //!
 //! Built only with `--features azure` (xtask tests with all features).
 
@@ -21,6 +24,8 @@ const PASSWORD: &str = "hdinsight-e2e-password-0123";
 /// Azurite's well-known development key (public, documented by Microsoft).
 const EMULATOR_KEY: &str =
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+/// The ARM application's client secret, in the environment only.
+const CLIENT_SECRET: &str = "arm-e2e-client-secret-0123";
 /// `admin:PASSWORD`, base64: the gateway's login for the test's own reads.
 const LOGIN: &str = "Authorization: Basic YWRtaW46aGRpbnNpZ2h0LWUyZS1wYXNzd29yZC0wMTIz\r\n";
 
@@ -37,6 +42,8 @@ struct Home {
     livy: FakeProcess,
     webhcat: FakeProcess,
     container: String,
+    /// The ARM fake, when the clusters are created through it.
+    arm: Option<FakeProcess>,
 }
 
 impl std::ops::Deref for Home {
@@ -48,6 +55,16 @@ impl std::ops::Deref for Home {
 
 impl Home {
     fn new(test: &str, run_for: &str) -> Home {
+        Home::start(test, run_for, false)
+    }
+
+    /// As [`new`](Self::new), the clusters created through the ARM fake
+    /// (creates and deletes of one second).
+    fn with_arm(test: &str, run_for: &str) -> Home {
+        Home::start(test, run_for, true)
+    }
+
+    fn start(test: &str, run_for: &str, with_arm: bool) -> Home {
         let container = format!("hdinsight-{test}-{}", std::process::id());
         block_on(blob(&container).create_container(&container)).unwrap();
         let login = format!("admin:{PASSWORD}");
@@ -70,6 +87,40 @@ impl Home {
                 &["--storage", &azurite, "--fail-scripts", "broken"],
             ),
         );
+        let arm = with_arm.then(|| {
+            let mut command = FakeProcess::command("arm");
+            command.args([
+                "--client-secret",
+                CLIENT_SECRET,
+                "--create-for",
+                "1s",
+                "--delete-for",
+                "1s",
+            ]);
+            FakeProcess::start(command)
+        });
+        let arm_settings = match &arm {
+            Some(arm) => format!(
+                r#"
+[cluster.azure.arm]
+subscription = "sub-1"
+resource_group = "flows"
+location = "westeurope"
+endpoint = "{url}"
+launch_poll = "200ms"
+credential = {{ kind = "client_secret", tenant = "tenant-1", client_id = "flow-app", secret = "env:FLOW_TEST_ARM_CLIENT_SECRET", authority = "{url}" }}
+
+[cluster.azure.arm.definition]
+clusterVersion = "5.1"
+osType = "Linux"
+clusterDefinition = {{ kind = "spark" }}
+computeProfile = {{ roles = [{{ name = "headnode", targetInstanceCount = 2, hardwareProfile = {{ vmSize = "Standard_E8_V3" }} }}] }}
+storageProfile = {{ storageaccounts = [{{ name = "devstoreaccount1.blob.core.windows.net", isDefault = true, container = "clusters", key = "env:FLOW_TEST_AZURITE_KEY" }}] }}
+"#,
+                url = arm.url
+            ),
+            None => String::new(),
+        };
         let home = support::Home::empty();
         home.write(
             "flow.toml",
@@ -104,7 +155,7 @@ account = "devstoreaccount1"
 key = "env:FLOW_TEST_AZURITE_KEY"
 container = "{container}"
 endpoint = "{azurite}"
-
+{arm_settings}
 [lease]
 ttl = "2s"
 heartbeat = "500ms"
@@ -123,7 +174,45 @@ cancel_grace = "10s"
             livy,
             webhcat,
             container,
+            arm,
         }
+    }
+
+    /// `flow recover a.toml`, asked again while the killed run's lease is
+    /// still live.
+    fn recover_once_accepted(&self) -> std::process::Output {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let out = self.flow_with_secrets(&["recover", "a.toml", "--timeperiod", TP]);
+            let refused =
+                out.status.code() == Some(2) && text(&out).contains("already being run by");
+            if !refused {
+                return out;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "recover never accepted: {}",
+                text(&out)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// The ARM fake's clusters: `(name, provisioningState, deleted)`.
+    fn arm_clusters(&self) -> Vec<(String, String, bool)> {
+        let arm = self.arm.as_ref().expect("the ARM fake");
+        arm.get("clusters")["clusters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                (
+                    c["name"].as_str().unwrap().to_string(),
+                    c["provisioningState"].as_str().unwrap().to_string(),
+                    c["deleted"].as_bool().unwrap(),
+                )
+            })
+            .collect()
     }
 
     /// `flow ARGS` with the secrets in its environment.
@@ -131,7 +220,8 @@ cancel_grace = "10s"
         let mut command = self.command(args);
         command
             .env("FLOW_TEST_HDINSIGHT_PASSWORD", PASSWORD)
-            .env("FLOW_TEST_AZURITE_KEY", EMULATOR_KEY);
+            .env("FLOW_TEST_AZURITE_KEY", EMULATOR_KEY)
+            .env("FLOW_TEST_ARM_CLIENT_SECRET", CLIENT_SECRET);
         command
     }
 
@@ -330,20 +420,7 @@ main = { action = "spark", application = "jobs/count.py" }
         home.listed(&home.livy, "/batches")["sessions"][0]["state"],
         "starting"
     );
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let out = loop {
-        let out = home.flow_with_secrets(&["recover", "a.toml", "--timeperiod", TP]);
-        let refused = out.status.code() == Some(2) && text(&out).contains("already being run by");
-        if !refused {
-            break out;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "recover never accepted: {}",
-            text(&out)
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let out = home.recover_once_accepted();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let status = home.status_json("a.toml", TP);
     assert_eq!(status["flow"]["state"], "state_processed");
@@ -469,4 +546,128 @@ fn jobs_per_cluster_zero_is_refused_at_its_place() {
     assert_eq!(code, Some(2), "{shown}");
     assert!(shown.contains("flow.toml:6:20"), "{shown}");
     assert!(shown.contains("nonzero"), "{shown}");
+}
+
+const ONE_SPARK_STEP: &str = r#"
+name = "a"
+time_qualifier = "daily"
+
+[[steps]]
+name = "count"
+main = { action = "spark", application = "jobs/count.py" }
+"#;
+
+#[test]
+#[ignore = "needs Azurite and the contract fakes: run through `cargo xtask test`"]
+fn a_flow_on_a_cluster_created_through_arm_ends_processed_and_deletes_it_on_fake_hdinsight_on_azurite(
+) {
+    let home = Home::with_arm("arm", "1s");
+    home.write("a.toml", ONE_SPARK_STEP);
+    let out = home.flow_with_secrets(&["run", "a.toml", "--timeperiod", TP]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let status = home.status_json("a.toml", TP);
+    assert_eq!(status["flow"]["state"], "state_processed");
+    // Created once, through ARM, and deleted at the end.
+    assert_eq!(
+        home.arm_clusters(),
+        [(
+            "flow-a-2026112800-0".to_string(),
+            "Deleting".to_string(),
+            true
+        )]
+    );
+    let arm = home.arm.as_ref().unwrap();
+    assert_eq!(arm.count("clusters.create"), 1);
+    assert_eq!(arm.count("clusters.delete"), 1);
+    assert_eq!(home.livy.count("batches.create"), 1);
+    let log = home.read("logs/a/a.log");
+    assert!(
+        log.contains("creating flow-a-2026112800-0 through Azure Resource Manager"),
+        "{log}"
+    );
+    assert!(log.contains("deleted flow-a-2026112800-0"), "{log}");
+    for secret in [PASSWORD, EMULATOR_KEY, CLIENT_SECRET] {
+        assert!(!home.everything().iter().any(|f| f.contains(secret)));
+    }
+}
+
+/// Starts `flow run` of [`ONE_SPARK_STEP`] and kills it (`kill -9`) once
+/// its batch was submitted, on a cluster created through ARM.
+fn killed_during_a_batch(home: &Home) {
+    home.write("a.toml", ONE_SPARK_STEP);
+    let mut child = home
+        .command_with_secrets(&["run", "a.toml", "--timeperiod", TP])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while home.livy.count("batches.create") == 0 {
+        assert!(Instant::now() < deadline, "no batch was submitted");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGKILL);
+    }
+    let _ = child.wait();
+    assert_eq!(
+        home.arm_clusters(),
+        [(
+            "flow-a-2026112800-0".to_string(),
+            "Succeeded".to_string(),
+            false
+        )],
+        "the killed run left its cluster up"
+    );
+}
+
+#[test]
+#[ignore = "needs Azurite and the contract fakes: run through `cargo xtask test`"]
+fn recover_adopts_the_batch_and_deletes_the_arm_cluster_of_a_killed_engine_on_fake_hdinsight_on_azurite(
+) {
+    let home = Home::with_arm("armadopt", "8s");
+    killed_during_a_batch(&home);
+    let out = home.recover_once_accepted();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let status = home.status_json("a.toml", TP);
+    assert_eq!(status["flow"]["state"], "state_processed");
+    assert_eq!(
+        home.livy.count("batches.create"),
+        1,
+        "adopted, no second POST /batches"
+    );
+    let arm = home.arm.as_ref().unwrap();
+    assert_eq!(
+        arm.count("clusters.create"),
+        1,
+        "the cluster is adopted, not made again"
+    );
+    assert_eq!(
+        home.arm_clusters(),
+        [(
+            "flow-a-2026112800-0".to_string(),
+            "Deleting".to_string(),
+            true
+        )],
+        "the recovering run deletes the cluster the killed one created"
+    );
+}
+
+#[test]
+#[ignore = "needs Azurite and the contract fakes: run through `cargo xtask test`"]
+fn terminate_orphans_deletes_the_arm_cluster_of_a_crashed_run_on_fake_hdinsight_on_azurite() {
+    let home = Home::with_arm("armorphan", "60s");
+    killed_during_a_batch(&home);
+    // Once the dead run's lease is stale, its cluster is found and deleted.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = home.flow_with_secrets(&["clusters", "--terminate-orphans"]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        if home.arm_clusters()[0].2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never deleted: {}", text(&out));
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert_eq!(home.arm.as_ref().unwrap().count("clusters.delete"), 1);
 }

@@ -18,7 +18,8 @@ use std::process::Command;
 pub const APIS: &[(&str, &str)] = &[
     ("fake-dataproc", "_on_fake_dataproc"),
     ("fake-qubole", "_on_fake_qubole"),
-    // HDInsight's gateway: the Livy and WebHCat fakes, one process each.
+    // HDInsight: the Livy and WebHCat fakes of its gateway and the ARM
+    // fake creating its clusters, one process each.
     ("fake-hdinsight", "_on_fake_hdinsight"),
 ];
 

@@ -114,9 +114,15 @@ impl Tokens {
                 )
             }
         }
+        self.grant("ya29.fake-access-token")
+    }
+
+    /// Mints a token (`PREFIX-N`) valid for the lifetime and answers it as
+    /// OAuth's `{"access_token", "expires_in", "token_type": "Bearer"}`.
+    fn grant(&self, prefix: &str) -> Response {
         let now = self.clock.now();
         let mut ledger = self.ledger();
-        let token = format!("ya29.fake-access-token-{}", ledger.issued.len() + 1);
+        let token = format!("{prefix}-{}", ledger.issued.len() + 1);
         ledger.issued.push(IssuedToken {
             token: token.clone(),
             issued_at: now,
@@ -127,6 +133,75 @@ impl Tokens {
             "expires_in": self.lifetime.as_secs(),
             "token_type": "Bearer",
         }))
+    }
+
+    /// Microsoft Entra ID's token endpoint for the client-credentials grant
+    /// (`POST /TENANT/oauth2/v2.0/token`, RFC 6749 4.4): a form body with
+    /// `grant_type=client_credentials`, `scope` the resource's `/.default`,
+    /// and the application's `client_id` and `client_secret` (`client`)
+    /// gets a token; anything else a 400 or 401 in OAuth's error shape with
+    /// Entra's `AADSTS` codes.
+    pub fn issue_client_credentials(&self, body: &[u8], client: &ClientSecret) -> Response {
+        let form = query_pairs(&String::from_utf8_lossy(body));
+        let field = |name: &str| {
+            form.iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        let refuse = |status: StatusCode, error: &str, description: String| {
+            json(
+                status,
+                json!({ "error": error, "error_description": description }),
+            )
+        };
+        match field("grant_type") {
+            Some("client_credentials") => {}
+            Some(other) => {
+                return refuse(
+                    StatusCode::BAD_REQUEST,
+                    "unsupported_grant_type",
+                    format!("AADSTS70003: The app requested an unsupported grant type '{other}'."),
+                )
+            }
+            None => {
+                return refuse(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "AADSTS900144: The request body must contain the following parameter: 'grant_type'.".into(),
+                )
+            }
+        }
+        match field("scope") {
+            Some(scope) if scope.split(' ').any(|s| s == client.scope) => {}
+            other => {
+                return refuse(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_scope",
+                    format!(
+                        "AADSTS1002012: The provided value for scope {} is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier.",
+                        other.unwrap_or("")
+                    ),
+                )
+            }
+        }
+        if field("client_id") != Some(client.client_id.as_str()) {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                "unauthorized_client",
+                format!(
+                    "AADSTS700016: Application with identifier '{}' was not found in the directory.",
+                    field("client_id").unwrap_or("")
+                ),
+            );
+        }
+        if field("client_secret") != Some(client.secret.as_str()) {
+            return refuse(
+                StatusCode::UNAUTHORIZED,
+                "invalid_client",
+                "AADSTS7000215: Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID.".into(),
+            );
+        }
+        self.grant("eyJ0eXAiOiJKV1QifQ.fake-arm-access-token")
     }
 
     /// Records a request's `Authorization` header and checks it: the token
@@ -179,6 +254,16 @@ pub fn service_account_key(token_uri: &str) -> String {
         "token_uri": token_uri,
     })
     .to_string()
+}
+
+/// An application registered in Microsoft Entra ID with a client secret,
+/// and the scope its tokens are for (ARM's
+/// `https://management.azure.com/.default`).
+#[derive(Debug, Clone)]
+pub struct ClientSecret {
+    pub client_id: String,
+    pub secret: String,
+    pub scope: String,
 }
 
 /// A gateway's HTTP basic login (`Authorization: Basic BASE64(user:password)`).

@@ -1,5 +1,5 @@
 //! Loopback **contract fakes** of the cloud APIs flow calls that have no
-//! emulator, for tests only: one module per API ([`dataproc`], [`livy`], [`qubole`], [`webhcat`]), on
+//! emulator, for tests only: one module per API ([`arm`], [`dataproc`], [`livy`], [`qubole`], [`webhcat`]), on
 //! shared scaffolding. Each fake is shaped from the published API
 //! reference and refuses what the service refuses; it is named a fake
 //! everywhere it is used.
@@ -15,9 +15,10 @@
 //! - [`faults`]: request counts per API method, and injected faults (429
 //!   with `Retry-After`, a 503 before acting, a 503 after acting: a lost
 //!   answer), with the status of every answer recorded;
-//! - [`auth`]: an OAuth token endpoint (`POST /token`, for a
-//!   service-account key whose `token_uri` points at the fake) and the
-//!   bearer-token record and check;
+//! - [`auth`]: OAuth token endpoints (`POST /token`, for a
+//!   service-account key whose `token_uri` points at the fake; Entra ID's
+//!   client-credentials grant for ARM) and the bearer-token record and
+//!   check;
 //! - [`errors`]: the error bodies: Google's
 //!   `{"error": {"code": 400, "message", "status": "INVALID_ARGUMENT"}}`
 //!   and the generic `{"error": {"code": "Name", "message"}}` (Azure ARM's
@@ -55,6 +56,7 @@
 //! 6. A line in `docs/src/dev/testing.md` (contract fakes) and in this
 //!    list of modules.
 
+pub mod arm;
 pub mod auth;
 pub mod clock;
 pub mod dataproc;

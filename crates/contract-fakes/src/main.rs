@@ -2,11 +2,12 @@
 //! fake on 127.0.0.1 in real time, prints `listening on
 //! http://127.0.0.1:PORT` on stdout, and exits when its standard input
 //! closes (so it never outlives the test that started it). For end-to-end
-//! tests, where the fake must outlive a killed engine. APIs: `dataproc`
+//! tests, where the fake must outlive a killed engine. APIs: `arm`
+//! (flags: `src/arm/args.rs`), `dataproc`
 //! (flags: `src/dataproc/args.rs`), `qubole` (`src/qubole/args.rs`), `livy`
 //! and `webhcat` (`src/gateway_args.rs`).
 
-use contract_fakes::{dataproc, gateway_args, livy, qubole, server, webhcat};
+use contract_fakes::{arm, dataproc, gateway_args, livy, qubole, server, webhcat};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
@@ -24,6 +25,12 @@ async fn main() {
                 },
                 Err(e) => Err(e),
             },
+            Err(e) => usage(&e),
+        },
+        "arm" => match arm::args::parse(rest) {
+            Ok((options, port)) => arm::FakeArm::start(options, port)
+                .await
+                .map(|fake| Box::new(fake) as Box<dyn Fake>),
             Err(e) => usage(&e),
         },
         "qubole" => match qubole::args::parse(rest) {
@@ -61,7 +68,7 @@ async fn main() {
             Err(e) => usage(&e),
         },
         other => usage(&format!(
-            "unknown API {other:?} (APIs: dataproc, qubole, livy, webhcat)"
+            "unknown API {other:?} (APIs: arm, dataproc, qubole, livy, webhcat)"
         )),
     };
     match served {
@@ -110,6 +117,12 @@ trait Fake {
 impl Fake for dataproc::FakeDataproc {
     fn url(&self) -> &str {
         dataproc::FakeDataproc::url(self)
+    }
+}
+
+impl Fake for arm::FakeArm {
+    fn url(&self) -> &str {
+        arm::FakeArm::url(self)
     }
 }
 

@@ -906,7 +906,8 @@ impl SettingsFile {
     }
 
     /// The variables `[cluster.azure]`'s secrets are read from (the
-    /// gateway's password, the storage credential).
+    /// gateway's password, the storage credential, ARM's client secret and
+    /// the cluster definition's).
     fn azure_secret_variables(&self) -> Vec<&str> {
         #[cfg(feature = "azure")]
         return self
@@ -923,6 +924,7 @@ impl SettingsFile {
                 ]
                 .into_iter()
                 .filter_map(|s| s.as_ref().and_then(|s| s.variable()))
+                .chain(a.arm.iter().flat_map(|arm| arm.secret_variables()))
                 .collect()
             })
             .unwrap_or_default();

@@ -49,6 +49,10 @@ pub enum Look<T> {
     Failed(String),
     /// Not there yet; the state, for the timeout's message.
     Pending(String),
+    /// Not there yet, and the service asked not to be asked again before
+    /// this long (ARM's `Retry-After` on an operation in progress): the
+    /// next look waits the longer of it and the interval.
+    PendingFor(String, Duration),
 }
 
 /// How often to look and for how long.
@@ -105,9 +109,16 @@ where
                 if waited >= wait.timeout {
                     return Err(WaitError::Timeout { last, waited });
                 }
+                clock.sleep(wait.interval).await;
+            }
+            Look::PendingFor(last, asked) => {
+                let waited = clock.now().saturating_sub(started);
+                if waited >= wait.timeout {
+                    return Err(WaitError::Timeout { last, waited });
+                }
+                clock.sleep(asked.max(wait.interval)).await;
             }
         }
-        clock.sleep(wait.interval).await;
     }
 }
 
@@ -192,7 +203,10 @@ mod tests {
         let result = loop {
             tokio::select! {
                 result = &mut task => break result,
-                _ = manual.wait_for_sleepers(1) => manual.advance(wait().interval),
+                _ = manual.wait_for_sleepers(1) => {
+                    let next = manual.next_deadline().unwrap() - manual.now();
+                    manual.advance(next);
+                }
             }
         };
         (result, requests.get(), manual)
@@ -213,6 +227,20 @@ mod tests {
         assert_eq!(result.unwrap(), "WAITING");
         assert_eq!(requests, 3);
         assert_eq!(clock.now(), Duration::from_secs(20));
+    }
+
+    #[tokio::test]
+    async fn a_longer_retry_after_of_the_service_spaces_the_looks() {
+        let (result, requests, clock) = run(vec![
+            Look::PendingFor("InProgress".into(), Duration::from_secs(25)),
+            Look::PendingFor("InProgress".into(), Duration::from_secs(3)),
+            Look::Ready("Succeeded"),
+        ])
+        .await;
+        assert_eq!(result.unwrap(), "Succeeded");
+        assert_eq!(requests, 3);
+        // 25 s (asked, longer than the interval), then 10 s (the interval).
+        assert_eq!(clock.now(), Duration::from_secs(35));
     }
 
     #[tokio::test]

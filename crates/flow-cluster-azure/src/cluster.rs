@@ -1,18 +1,23 @@
 //! [`AzureCluster`]: flow's [`Cluster`] on an HDInsight cluster (Livy for
 //! Spark, WebHCat for Pig and Hadoop jars), and the factory that makes them.
 
+use crate::arm::Arm;
+use crate::arm_config::name_text;
 use crate::config::AzureConfig;
 use crate::error::AzureError;
 use crate::gateway::{CallError, Gateway};
 use crate::jobs::{self, ids, Api, AzureJobs, ClusterWatch, JobRef, Payload, Status, KIND};
+use crate::launch::{create_body, Lifecycle, Place, OWNER_TAG};
 use crate::livy::Livy;
 use crate::webhcat::WebHcat;
 use async_trait::async_trait;
 use flow_cloud::tail::last_lines;
-use flow_cloud::{retry_with_lookup, Clock, Outcome, PollError, Poller, TailOptions, Transient};
+use flow_cloud::{
+    retry_with_lookup, Clock, Outcome, PollError, Poller, Requests, TailOptions, Transient,
+};
 use flow_core::{
     Cluster, ClusterError, ClusterFactory, ClusterHandle, ExecutionContext, Filesystem, Job,
-    JobContext, JobHandle, JobStatus,
+    JobContext, JobHandle, JobStatus, Secret,
 };
 use flow_fs_azure::AzureBlobFilesystem;
 use std::collections::{BTreeMap, HashMap};
@@ -38,6 +43,12 @@ struct AzureBackend {
     pollers: Mutex<HashMap<String, Poller<AzureJobs>>>,
     /// Asks whether a gateway's cluster has ended, if anything can.
     watch: Option<Arc<dyn ClusterWatch>>,
+    /// Azure Resource Manager, with `[cluster.azure.arm]`.
+    arm: Option<Arm>,
+    /// The gateway's password, for the clusters ARM creates.
+    password: Option<Secret>,
+    /// Looks at ARM's operations and clusters while waiting.
+    lifecycle_requests: Requests,
 }
 
 impl AzureBackend {
@@ -129,10 +140,21 @@ impl AzureClusterFactory {
             .map_err(|e| AzureError::Client {
                 message: e.to_string(),
             })?;
+        let arm = match &config.arm {
+            Some(arm) => Some(
+                Arm::new(arm, http.clone(), config.retry, clock.clone()).map_err(|message| {
+                    AzureError::InvalidArm {
+                        field: "credential".into(),
+                        message,
+                    }
+                })?,
+            ),
+            None => None,
+        };
         let gateway = Arc::new(Gateway::new(
             http,
             config.username.clone(),
-            password,
+            password.clone(),
             config.retry,
             clock.clone(),
         ));
@@ -148,6 +170,9 @@ impl AzureClusterFactory {
                 statusdir_root,
                 pollers: Mutex::default(),
                 watch,
+                arm,
+                password,
+                lifecycle_requests: Requests::new(),
             }),
         })
     }
@@ -163,14 +188,20 @@ impl AzureClusterFactory {
         self.shared.gateway.requests()
     }
 
+    /// ARM requests sent so far (retries included), with
+    /// `[cluster.azure.arm]`.
+    pub fn arm_requests(&self) -> u64 {
+        self.shared.arm.as_ref().map_or(0, Arm::requests)
+    }
+
     /// The clusters' Blob filesystem.
     pub fn filesystem(&self) -> &AzureBlobFilesystem {
         &self.shared.fs
     }
 
     /// A cluster called `name` in the run, without the trait object.
-    pub fn cluster(&self, name: &str, _context: &ExecutionContext) -> AzureCluster {
-        AzureCluster::new(name, self.shared.clone())
+    pub fn cluster(&self, name: &str, context: &ExecutionContext) -> AzureCluster {
+        AzureCluster::new(name, self.shared.clone(), context)
     }
 }
 
@@ -203,11 +234,46 @@ fn cluster_of(url: &str) -> String {
         .to_string()
 }
 
+/// The ARM name of the run's cluster `name` (`azure-0` → `BASE-0`), BASE
+/// being `[cluster.azure.arm] name` or `flow-FLOW-TIMEPERIOD` (shortened
+/// with a hash of the whole when long, so two keys never share a name).
+fn arm_name(base: Option<&str>, name: &str, context: &ExecutionContext) -> String {
+    let base = match base {
+        Some(base) => base.to_string(),
+        None => flow_cloud::fit_name(
+            &name_text(&format!(
+                "flow-{}-{}",
+                context.flow_name, context.timeperiod
+            )),
+            40,
+        ),
+    };
+    let suffix = match name.rsplit_once('-') {
+        Some((_, n)) if !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()) => n.to_string(),
+        _ => name_text(name),
+    };
+    format!("{base}-{suffix}")
+}
+
+/// A cluster created through ARM, in this value's hands.
+#[derive(Debug, Clone)]
+struct ArmLaunch {
+    place: Place,
+    /// The create's `Azure-AsyncOperation`, until it is followed.
+    operation: Option<String>,
+    /// Deleted (or found gone) already.
+    ended: bool,
+}
+
 /// An HDInsight cluster of a run, reached through its gateway.
 ///
 /// Without `[cluster.azure.arm]` the gateway names a cluster managed
 /// outside the flow: `provision` records it as reused, `wait_ready` checks
-/// that the gateway answers, `terminate` leaves it up.
+/// that the gateway answers, `terminate` leaves it up. With it,
+/// `provision` creates the cluster through ARM (or takes over the one of
+/// its name a dead run of this flow left, or reuses one made outside the
+/// flow) and returns once ARM took the create, `wait_ready` follows the
+/// create, `terminate` deletes what flow created.
 pub struct AzureCluster {
     name: String,
     shared: Arc<AzureBackend>,
@@ -215,6 +281,11 @@ pub struct AzureCluster {
     handle: Mutex<Option<ClusterHandle>>,
     /// Why the cluster ended under a job, once a wait noticed.
     end_reason: Mutex<Option<String>>,
+    /// [`OWNER_TAG`]'s value for this run.
+    owner: String,
+    /// With ARM: the cluster (named at creation, or from an adopted
+    /// handle).
+    launch: Mutex<Option<ArmLaunch>>,
 }
 
 impl fmt::Debug for AzureCluster {
@@ -226,14 +297,33 @@ impl fmt::Debug for AzureCluster {
 }
 
 impl AzureCluster {
-    fn new(name: &str, shared: Arc<AzureBackend>) -> Self {
-        let poller = shared.poller(&shared.endpoint());
+    fn new(name: &str, shared: Arc<AzureBackend>, context: &ExecutionContext) -> Self {
+        let launch = shared.config.arm.as_ref().map(|arm| ArmLaunch {
+            place: Place {
+                subscription: arm.subscription.clone(),
+                resource_group: arm.resource_group.clone(),
+                name: arm_name(arm.name.as_deref(), name, context),
+            },
+            operation: None,
+            ended: false,
+        });
+        // A cluster ARM creates has its own gateway, so its own poller
+        // (unless livy_url / webhcat_url send every cluster to one).
+        let endpoint = match (&shared.config.arm, &launch) {
+            (Some(arm), Some(launch)) if shared.livy.is_none() && shared.webhcat.is_none() => {
+                arm.gateway_of(&launch.place.name)
+            }
+            _ => shared.endpoint(),
+        };
+        let poller = shared.poller(&endpoint);
         AzureCluster {
             name: name.to_string(),
             shared,
             poller,
             handle: Mutex::new(None),
             end_reason: Mutex::new(None),
+            owner: name_text(&format!("{}-{}", context.flow_name, context.timeperiod)),
+            launch: Mutex::new(launch),
         }
     }
 
@@ -255,7 +345,192 @@ impl AzureCluster {
         self.config().webhcat_user()
     }
 
+    /// The ARM name of the cluster (with `[cluster.azure.arm]`).
+    pub fn arm_name(&self) -> Option<String> {
+        self.arm_launch().map(|l| l.place.name)
+    }
+
+    fn arm_launch(&self) -> Option<ArmLaunch> {
+        self.launch
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The gateway of the cluster ARM created.
+    fn arm_gateway(&self) -> Option<String> {
+        let arm = self.config().arm.as_ref()?;
+        Some(arm.gateway_of(&self.arm_name()?))
+    }
+
+    /// Livy's URL: the setting, the gateway's, or the created cluster's.
+    fn livy(&self) -> Option<String> {
+        self.shared
+            .livy
+            .clone()
+            .or_else(|| self.arm_gateway().map(|g| format!("{g}/livy")))
+    }
+
+    /// WebHCat's URL, as [`livy`](Self::livy).
+    fn webhcat(&self) -> Option<String> {
+        self.shared
+            .webhcat
+            .clone()
+            .or_else(|| self.arm_gateway().map(|g| format!("{g}/templeton/v1")))
+    }
+
+    fn lifecycle<'a>(&'a self, arm: &'a Arm) -> Option<Lifecycle<'a>> {
+        Some(Lifecycle {
+            arm,
+            config: self.config().arm.as_ref()?,
+            clock: &self.shared.clock,
+            requests: &self.shared.lifecycle_requests,
+        })
+    }
+
+    fn launch_error(&self, message: impl Into<String>, transient: bool) -> ClusterError {
+        ClusterError::Launch {
+            cluster: self.name.clone(),
+            transient,
+            message: message.into(),
+        }
+    }
+
+    fn set_launch(&self, change: impl FnOnce(&mut ArmLaunch)) {
+        if let Some(launch) = &mut *self.launch.lock().unwrap_or_else(PoisonError::into_inner) {
+            change(launch);
+        }
+    }
+
+    fn set_handle(&self, handle: ClusterHandle) {
+        *self.handle.lock().unwrap_or_else(PoisonError::into_inner) = Some(handle);
+    }
+
+    /// The handle of the ARM cluster at `place`.
+    fn arm_handle(&self, place: &Place, reused: bool, operation: Option<&str>) -> ClusterHandle {
+        let mut details = BTreeMap::from([
+            ("subscription".to_string(), place.subscription.clone()),
+            ("resource_group".to_string(), place.resource_group.clone()),
+        ]);
+        if let Some(gateway) = self.arm_gateway() {
+            details.insert("gateway".into(), gateway);
+        }
+        if let Some(op) = operation {
+            details.insert("operation".into(), op.to_string());
+        }
+        ClusterHandle {
+            kind: KIND.into(),
+            name: self.name.clone(),
+            backend_id: place.name.clone(),
+            reused,
+            details,
+        }
+    }
+
+    /// `provision` with ARM: takes over or reuses the cluster of its name,
+    /// else creates it (a lost create answer is found by name, never sent
+    /// twice).
+    async fn provision_arm(
+        &self,
+        arm: &Arm,
+        mut launch: ArmLaunch,
+    ) -> Result<ClusterHandle, ClusterError> {
+        let at = launch.place.clone();
+        let existing = arm
+            .get(&at.subscription, &at.resource_group, &at.name)
+            .await
+            .map_err(|e| {
+                self.launch_error(format!("Clusters - Get {}: {e}", at.name), e.is_transient())
+            })?;
+        if let Some(cluster) = existing {
+            let state = cluster.properties.provisioning_state.clone();
+            return match state.as_str() {
+                "Succeeded" | "InProgress" => {
+                    // Made by an earlier run of this flow and timeperiod
+                    // that died before recording it: this run's to delete.
+                    let ours = cluster.tags.get(OWNER_TAG) == Some(&self.owner);
+                    if ours {
+                        info!("taking over {} ({state}), left by an earlier run of this flow; it is deleted at the end", at.name);
+                    } else {
+                        info!(
+                            "reusing {} ({state}), made outside this flow; it is left up",
+                            at.name
+                        );
+                    }
+                    let handle = self.arm_handle(&at, !ours, None);
+                    self.set_handle(handle.clone());
+                    Ok(handle)
+                }
+                "Deleting" => Err(self.launch_error(
+                    format!(
+                        "{} exists and is being deleted; try again once it is gone",
+                        at.name
+                    ),
+                    true,
+                )),
+                _ => Err(self.launch_error(
+                    format!(
+                        "{} exists and is {state} ({}); delete it, or configure another name",
+                        at.name,
+                        cluster.failure()
+                    ),
+                    false,
+                )),
+            };
+        }
+        let (Some(arm_config), Some(password)) =
+            (self.config().arm.as_ref(), &self.shared.password)
+        else {
+            return Err(
+                self.launch_error("[cluster.azure.arm] needs [cluster.azure] password", false)
+            );
+        };
+        let body = create_body(self.config(), arm_config, password, &self.owner)
+            .map_err(|message| self.launch_error(message, false))?;
+        let created = retry_with_lookup(
+            &self.config().retry,
+            &self.shared.clock,
+            "Clusters - Create",
+            || arm.create_once(&at.name, &body),
+            || async {
+                let found = arm
+                    .get(&at.subscription, &at.resource_group, &at.name)
+                    .await?;
+                Ok(found.map(|_| None))
+            },
+        )
+        .await;
+        let operation = match created {
+            Ok(operation) => operation,
+            Err(e) if e.is_status(409) => {
+                return Err(self.launch_error(
+                    format!("{} was created by someone else meanwhile ({e})", at.name),
+                    true,
+                ))
+            }
+            Err(e) => {
+                return Err(self.launch_error(
+                    format!("Clusters - Create {}: {e}", at.name),
+                    e.is_transient(),
+                ))
+            }
+        };
+        info!(
+            "creating {} through Azure Resource Manager in {}/{}",
+            at.name, at.subscription, at.resource_group
+        );
+        launch.operation = operation.clone();
+        launch.ended = false;
+        self.set_launch(|l| *l = launch);
+        let handle = self.arm_handle(&at, false, operation.as_deref());
+        self.set_handle(handle.clone());
+        Ok(handle)
+    }
+
     fn backend_id(&self) -> String {
+        if let Some(name) = self.arm_name() {
+            return name;
+        }
         cluster_of(&self.shared.endpoint())
     }
 
@@ -427,14 +702,17 @@ impl Cluster for AzureCluster {
     }
 
     async fn provision(&self) -> Result<ClusterHandle, ClusterError> {
+        if let (Some(arm), Some(launch)) = (&self.shared.arm, self.arm_launch()) {
+            return self.provision_arm(arm, launch).await;
+        }
         let backend = self.backend_id();
         info!("{backend} is managed outside the flow: it is used as it is and left up");
         let mut details = BTreeMap::new();
-        if let Some(livy) = &self.shared.livy {
-            details.insert("livy_url".to_string(), livy.clone());
+        if let Some(livy) = self.livy() {
+            details.insert("livy_url".to_string(), livy);
         }
-        if let Some(webhcat) = &self.shared.webhcat {
-            details.insert("webhcat_url".to_string(), webhcat.clone());
+        if let Some(webhcat) = self.webhcat() {
+            details.insert("webhcat_url".to_string(), webhcat);
         }
         let handle = ClusterHandle {
             kind: KIND.into(),
@@ -448,13 +726,33 @@ impl Cluster for AzureCluster {
     }
 
     async fn wait_ready(&self) -> Result<(), ClusterError> {
+        if let (Some(arm), Some(launch)) = (&self.shared.arm, self.arm_launch()) {
+            let lifecycle = self
+                .lifecycle(arm)
+                .ok_or_else(|| self.launch_error("no [cluster.azure.arm]", false))?;
+            let at = &launch.place;
+            let created = match &launch.operation {
+                Some(op) => lifecycle.follow(op, lifecycle.config.launch_timeout).await,
+                None => lifecycle.provisioned(at).await.map(|_| ()),
+            };
+            created.map_err(|why| {
+                error!("creating {} failed: {why}", at.name);
+                self.launch_error(
+                    format!("creating {} through ARM failed: {why}", at.name),
+                    false,
+                )
+            })?;
+            self.set_launch(|l| l.operation = None);
+            info!("{} is created", at.name);
+        }
         // The gateway answers and takes the login: one listing of each API.
         let launch_error = |e: CallError| ClusterError::Launch {
             cluster: self.name.clone(),
             transient: e.is_transient(),
             message: format!("the gateway does not answer as expected: {e}"),
         };
-        if let Some(url) = &self.shared.livy {
+        let (livy, webhcat) = (self.livy(), self.webhcat());
+        if let Some(url) = &livy {
             Livy {
                 gateway: self.gateway(),
                 url,
@@ -463,8 +761,8 @@ impl Cluster for AzureCluster {
             .await
             .map_err(launch_error)?;
         }
-        if self.shared.livy.is_none() {
-            if let Some(url) = &self.shared.webhcat {
+        if livy.is_none() {
+            if let Some(url) = &webhcat {
                 WebHcat {
                     gateway: self.gateway(),
                     url,
@@ -482,8 +780,71 @@ impl Cluster for AzureCluster {
         if handle.kind != KIND {
             return Ok(false);
         }
-        *self.handle.lock().unwrap_or_else(PoisonError::into_inner) = Some(handle.clone());
-        Ok(true)
+        let (Some(arm), Some(subscription)) =
+            (&self.shared.arm, handle.details.get("subscription"))
+        else {
+            self.set_handle(handle.clone());
+            return Ok(true);
+        };
+        let at = Place {
+            subscription: subscription.clone(),
+            resource_group: handle
+                .details
+                .get("resource_group")
+                .cloned()
+                .unwrap_or_else(|| arm.resource_group().to_string()),
+            name: handle.backend_id.clone(),
+        };
+        *self.launch.lock().unwrap_or_else(PoisonError::into_inner) = Some(ArmLaunch {
+            place: at.clone(),
+            operation: None,
+            ended: false,
+        });
+        let cluster = arm
+            .get(&at.subscription, &at.resource_group, &at.name)
+            .await
+            .map_err(|e| self.backend_error("Clusters - Get", e))?;
+        let Some(cluster) = cluster else {
+            self.set_launch(|l| l.ended = true);
+            return Ok(false);
+        };
+        self.set_handle(handle.clone());
+        let state = cluster.properties.provisioning_state.clone();
+        match state.as_str() {
+            "Succeeded" => Ok(true),
+            "InProgress" => {
+                let lifecycle = self
+                    .lifecycle(arm)
+                    .ok_or_else(|| self.backend_error("adopt", "no [cluster.azure.arm]"))?;
+                match lifecycle.provisioned(&at).await {
+                    Ok(_) => Ok(true),
+                    Err(why) => {
+                        warn!("adopted {} did not come up: {why}", at.name);
+                        if !handle.reused {
+                            self.terminate().await?;
+                        }
+                        Ok(false)
+                    }
+                }
+            }
+            "Deleting" => {
+                self.set_launch(|l| l.ended = true);
+                Ok(false)
+            }
+            _ => {
+                // Failed: it takes no jobs, and costs money if this run's
+                // predecessor made it.
+                if !handle.reused {
+                    warn!(
+                        "adopted {} is {state} ({}): deleting it",
+                        at.name,
+                        cluster.failure()
+                    );
+                    self.terminate().await?;
+                }
+                Ok(false)
+            }
+        }
     }
 
     fn prepare(&self, job: &Job, cx: &JobContext<'_>) -> Result<JobHandle, ClusterError> {
@@ -505,7 +866,7 @@ impl Cluster for AzureCluster {
         )?;
         let (url, name) = match payload.api() {
             Api::Livy => (
-                self.shared.livy.clone().ok_or_else(|| {
+                self.livy().ok_or_else(|| {
                     self.job_failed(
                         job.kind(),
                         "no Livy: set gateway or livy_url in [cluster.azure]",
@@ -514,7 +875,7 @@ impl Cluster for AzureCluster {
                 name,
             ),
             Api::WebHcat => {
-                let url = self.shared.webhcat.clone().ok_or_else(|| {
+                let url = self.webhcat().ok_or_else(|| {
                     self.job_failed(
                         job.kind(),
                         "no WebHCat: set gateway or webhcat_url in [cluster.azure]",
@@ -708,7 +1069,41 @@ impl Cluster for AzureCluster {
     }
 
     async fn terminate(&self) -> Result<(), ClusterError> {
-        if let Some(handle) = &*self.handle.lock().unwrap_or_else(PoisonError::into_inner) {
+        let handle = self
+            .handle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if let (Some(arm), Some(launch)) = (&self.shared.arm, self.arm_launch()) {
+            let Some(handle) = handle else {
+                return Ok(());
+            };
+            if launch.ended {
+                return Ok(());
+            }
+            if handle.reused {
+                info!(
+                    "leaving {} up: it was there before this run",
+                    launch.place.name
+                );
+                return Ok(());
+            }
+            let lifecycle = self.lifecycle(arm).ok_or_else(|| ClusterError::Terminate {
+                cluster: self.name.clone(),
+                message: "no [cluster.azure.arm]".into(),
+            })?;
+            lifecycle
+                .delete(&launch.place)
+                .await
+                .map_err(|message| ClusterError::Terminate {
+                    cluster: self.name.clone(),
+                    message,
+                })?;
+            info!("deleted {}", launch.place.name);
+            self.set_launch(|l| l.ended = true);
+            return Ok(());
+        }
+        if let Some(handle) = &handle {
             info!(
                 "leaving {} up: it is managed outside the flow",
                 handle.backend_id
@@ -737,6 +1132,14 @@ impl Cluster for AzureCluster {
     /// so only the last user of a cluster a run created ends it (the store
     /// keeps who uses it), and one found up is left up.
     fn shared_name(&self) -> Option<String> {
+        // A cluster ARM creates is named in its subscription and group.
+        if let Some(launch) = self.arm_launch() {
+            let at = launch.place;
+            return Some(format!(
+                "{}/{}/{}",
+                at.subscription, at.resource_group, at.name
+            ));
+        }
         Some(self.shared.endpoint())
     }
 }

@@ -1,6 +1,7 @@
 //! [`AzureConfig`] (the `[cluster.azure]` section of `flow.toml`) and its
 //! builder.
 
+use crate::arm_config::ArmConfig;
 use crate::cluster::AzureClusterFactory;
 use crate::error::AzureError;
 use crate::jobs::ClusterWatch;
@@ -70,6 +71,10 @@ pub struct AzureConfig {
     pub job_logs: JobLogs,
     /// The cluster's filesystem.
     pub blob: AzureBlobConfig,
+    /// With it, launch creates the run's clusters through Azure Resource
+    /// Manager and deletes them at the end; without it `gateway` names a
+    /// cluster managed outside the flow.
+    pub arm: Option<ArmConfig>,
 }
 
 impl Default for AzureConfig {
@@ -97,6 +102,7 @@ impl Default for AzureConfig {
                 ..JobLogs::default()
             },
             blob: AzureBlobConfig::default(),
+            arm: None,
         }
     }
 }
@@ -154,7 +160,22 @@ impl AzureConfig {
     /// Checks the values; called when the settings are read and by
     /// [`AzureClusterFactoryBuilder::build`].
     pub fn validate(&self) -> Result<(), AzureError> {
-        if self.gateway.is_none() && self.livy_url.is_none() && self.webhcat_url.is_none() {
+        if let Some(arm) = &self.arm {
+            arm.validate()
+                .map_err(|(field, message)| AzureError::InvalidArm { field, message })?;
+            if self.gateway.is_some() {
+                return invalid(
+                    "gateway",
+                    "with [cluster.azure.arm] each created cluster's gateway is derived from its name: set [cluster.azure.arm] gateway to change how",
+                );
+            }
+            if self.password.is_none() {
+                return invalid(
+                    "password",
+                    "required with [cluster.azure.arm]: the gateway login of the clusters flow creates",
+                );
+            }
+        } else if self.gateway.is_none() && self.livy_url.is_none() && self.webhcat_url.is_none() {
             return invalid(
                 "gateway",
                 "required: the cluster's gateway (https://CLUSTER.azurehdinsight.net), or livy_url / webhcat_url",

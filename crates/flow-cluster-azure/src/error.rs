@@ -22,6 +22,15 @@ pub enum AzureError {
         /// What is wrong with it.
         message: String,
     },
+    /// A `[cluster.azure.arm]` setting is missing, out of range or
+    /// malformed (`field` may be a place in `definition`).
+    #[error("[cluster.azure.arm] setting `{field}`: {message}")]
+    InvalidArm {
+        /// The setting's name or place.
+        field: String,
+        /// What is wrong with it.
+        message: String,
+    },
     /// The Blob filesystem could not be made.
     #[error(transparent)]
     Blob(#[from] flow_fs_azure::AzureBlobError),

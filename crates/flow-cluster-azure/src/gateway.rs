@@ -64,7 +64,7 @@ impl CallError {
 }
 
 /// A `reqwest` error without its URL, with its causes.
-fn transport(e: reqwest::Error) -> CallError {
+pub(crate) fn transport(e: reqwest::Error) -> CallError {
     let mut text = e.to_string();
     if let Some(url) = e.url() {
         text = text.replace(&format!(" ({url})"), "");
@@ -81,7 +81,7 @@ fn transport(e: reqwest::Error) -> CallError {
 /// The service's message in an error body: Livy's `{"msg": ...}`,
 /// WebHCat's `{"error": ...}`, ARM's `{"error": {"code", "message"}}`,
 /// else the body's first 300 bytes.
-fn message_of(body: &str) -> String {
+pub(crate) fn message_of(body: &str) -> String {
     if let Ok(value) = serde_json::from_str::<serde_json::Value>(body) {
         if let Some(msg) = value.get("msg").and_then(|m| m.as_str()) {
             return msg.to_string();

@@ -25,11 +25,22 @@
 //!   Blob) goes to the step log and a failure's error.
 //! - **Cancel**: `DELETE /livy/batches/ID` or `DELETE
 //!   /templeton/v1/jobs/ID`, then waits for the job to end.
-//! - **Clusters**: the gateway names a cluster managed outside the flow:
-//!   it is used as it is and left up. The gateway's address is its
+//! - **Clusters**: by default the gateway names a cluster managed outside
+//!   the flow: it is used as it is and left up. The gateway's address is its
 //!   [`shared_name`](flow_core::Cluster::shared_name) (the store records
 //!   every run using it; only the last user of a cluster a run created
 //!   ends it), and it runs `jobs_per_cluster` jobs at once (its slots).
+//!   With `[cluster.azure.arm]` launch creates the run's clusters
+//!   `NAME-0..N-1` through Azure Resource Manager (`PUT
+//!   .../Microsoft.HDInsight/clusters/NAME`, then its
+//!   `Azure-AsyncOperation` followed with `flow_cloud::wait_until`,
+//!   honouring `Retry-After`), returns as soon as ARM took the create so
+//!   the engine records the cluster before waiting, and deletes the
+//!   clusters it created at the end (DELETE, then its operation); their
+//!   shared name is the ARM resource's. Tokens come from `azure_identity`
+//!   (client secret, managed identity, Azure CLI). A recovering run adopts
+//!   a recorded cluster (and deletes it if its run created it); `flow
+//!   clusters --terminate-orphans` deletes a dead run's.
 //! - **A cluster ending under a job** fails it with the cluster's reason
 //!   when a [`ClusterWatch`] can tell (`flow_cloud`'s cluster check, every
 //!   tenth tick); a gateway alone cannot.
@@ -46,14 +57,18 @@
 //! at any Livy (a self-hosted one, EMR's on port 8998).
 #![warn(missing_docs)]
 
+mod arm;
+mod arm_config;
 mod cluster;
 mod config;
 mod error;
 mod gateway;
 mod jobs;
+mod launch;
 mod livy;
 mod webhcat;
 
+pub use arm_config::{ArmConfig, ArmCredential, Definition};
 pub use cluster::{AzureCluster, AzureClusterFactory};
 pub use config::{deserialize_validated, AzureClusterFactoryBuilder, AzureConfig};
 pub use error::AzureError;
