@@ -125,6 +125,13 @@ fn a_run_is_one_trace_of_run_step_action_and_job_spans_on_otlp() {
     assert_eq!(attr(run, "state"), "state_processed");
     assert!(!attr(run, "run_id").is_empty(), "{run}");
 
+    let clusters = children(&all, run, "cluster");
+    assert!(!clusters.is_empty(), "the launch's span: {all:#?}");
+    assert!(
+        clusters.iter().all(|c| attr(c, "cluster") == "local-0"),
+        "{all:#?}"
+    );
+
     let steps = children(&all, run, "step");
     let mut names: Vec<&str> = steps.iter().map(|s| attr(s, "step")).collect();
     names.sort_unstable();
