@@ -1861,7 +1861,8 @@ fn serve_refuses_tokens_no_request_can_carry() {
 /// `flow serve` to): after a run over HTTP, Prometheus's query API answers
 /// the run, step and store-write series with this run's figures, and the
 /// timetable's series (Jobs per state, retries, due-to-start delays) with
-/// the Jobs a `flow schedule` process made; `promtool check metrics`
+/// the Jobs a `flow schedule` process made, and the SLA misses with the
+/// run of another process that missed one; `promtool check metrics`
 /// accepts the classic exposition.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs Prometheus and promtool: run by cargo xtask test"]
@@ -1874,7 +1875,11 @@ async fn metrics_are_scraped_and_linted_on_prometheus() {
     home.write("chain.toml", CHAIN);
     // Jobs made by `flow schedule` in another process, before the server.
     support::timetable::make(&home, &support::timetable::days());
-    let mut files = vec!["chain.toml"];
+    // A run that missed its SLA (2 h after a day long gone), in another
+    // process too.
+    home.write("late.toml", LATE);
+    home.expect(1, &["run", "late.toml", "--timeperiod", TP]);
+    let mut files = vec!["chain.toml", "late.toml"];
     files.extend(support::timetable::FILES);
     let s = Served::start(&home, &files, &[]);
     let c = client();
@@ -1918,12 +1923,18 @@ async fn metrics_are_scraped_and_linted_on_prometheus() {
         "flow_jobs{flow=\"after\",state=\"state_in_progress\"} 0",
         "flow_job_retries{flow=\"load\"} 2",
         "flow_job_retries{flow=\"quiet\"} 0",
+        // The SLA misses, read from the store at the scrape.
+        "flow_sla_missed{flow=\"late\"} 1",
     ] {
         assert!(text.contains(series), "{series} missing from:\n{text}");
     }
     assert!(
         !text.contains("flow_jobs{flow=\"chain\""),
         "chain has no [schedule]:\n{text}"
+    );
+    assert!(
+        !text.contains("flow_sla_missed{flow=\"chain\""),
+        "chain has no sla:\n{text}"
     );
     // The newest started Job of each flow (yesterday's) was due at
     // midnight and started during this test.
@@ -2026,10 +2037,18 @@ async fn metrics_are_scraped_and_linted_on_prometheus() {
     ))
     .await;
     assert_eq!(delays.len(), 3, "{delays:?}");
+    let missed = query(format!(
+        "flow_sla_missed{{flow_test=\"{job}\",flow=\"late\"}}"
+    ))
+    .await;
+    assert_eq!(missed.first().map(|s| &s["value"][1]), Some(&json!("1")));
     // Prometheus kept what it parsed: the scrape itself succeeded.
     let up = query(format!("up{{flow_test=\"{job}\"}}")).await;
     assert_eq!(up[0]["value"][1], "1");
 }
+
+/// A flow with an `sla` of 2 h whose only step fails until `marker` exists.
+const LATE: &str = "name = \"late\"\ntime_qualifier = \"daily\"\nsla = \"2h\"\n[[steps]]\nname = \"only\"\nmain = { action = \"shell\", command = \"test -e marker\" }\n";
 
 /// The viewer's SLA mark: a flow whose `sla` passed (2 h after the end of
 /// a day long gone) is marked on its flow record, in the flow list, and on
@@ -2037,10 +2056,7 @@ async fn metrics_are_scraped_and_linted_on_prometheus() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_run_that_missed_its_sla_is_marked() {
     let home = Home::new();
-    home.write(
-        "late.toml",
-        "name = \"late\"\ntime_qualifier = \"daily\"\nsla = \"2h\"\n[[steps]]\nname = \"only\"\nmain = { action = \"shell\", command = \"test -e marker\" }\n",
-    );
+    home.write("late.toml", LATE);
     home.expect(1, &["run", "late.toml", "--timeperiod", TP]);
     home.write("marker", "");
     home.expect(0, &["recover", "late.toml", "--timeperiod", TP]);

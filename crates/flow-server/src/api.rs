@@ -53,6 +53,8 @@ pub struct AppState {
     pub timetable: Option<crate::metrics::TimetableSeries>,
     /// `[cost]`'s prices, for the runs' and flows' estimated cost.
     pub prices: Option<flow_core::PriceTable>,
+    /// The SLA misses in `metrics`, refreshed at each scrape.
+    pub sla: Option<crate::metrics::SlaSeries>,
 }
 
 type Shared = State<Arc<AppState>>;

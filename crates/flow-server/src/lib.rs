@@ -167,6 +167,7 @@ impl Server {
                 .metrics
                 .as_ref()
                 .map(metrics::TimetableSeries::register),
+            sla: options.metrics.as_ref().map(metrics::SlaSeries::register),
             metrics: options.metrics,
             prices: options.prices,
         });

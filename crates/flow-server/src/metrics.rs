@@ -5,14 +5,15 @@
 //!
 //! The timetable's series ([`TimetableSeries`]) are read from the store at
 //! each scrape, not fed by signals: `flow schedule` moves the Jobs in
-//! another process (or on another host).
+//! another process (or on another host). So are the SLA misses
+//! ([`SlaSeries`]): the run that misses one may be any process's.
 
 use crate::api::AppState;
 use crate::error::ApiError;
 use axum::extract::State;
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
-use flow_core::{JobQuery, JobState, StoreError, TimetableJob};
+use flow_core::{FlowQuery, JobQuery, JobState, StoreError, TimetableJob};
 use flow_signals::MetricsRegistry;
 use flow_signals::{OPENMETRICS_CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -27,6 +28,11 @@ pub async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> 
     };
     if let Some(timetable) = &state.timetable {
         if let Err(e) = timetable.refresh(&state).await {
+            return ApiError::from(e).into_response();
+        }
+    }
+    if let Some(sla) = &state.sla {
+        if let Err(e) = sla.refresh(&state).await {
             return ApiError::from(e).into_response();
         }
     }
@@ -161,6 +167,49 @@ impl TimetableSeries {
                     .get_or_create(&labels)
                     .set(delay.as_seconds_f64());
             }
+        }
+        Ok(())
+    }
+}
+
+/// The SLA misses of every flow this server shows with an `sla`: how many
+/// of its timeperiods' runs missed it (flow records with `sla_missed_at`),
+/// read from the store at each scrape.
+#[derive(Clone, Default)]
+pub struct SlaSeries {
+    missed: Family<FlowLabels, Gauge>,
+}
+
+impl SlaSeries {
+    /// Registers the series in `registry`.
+    pub fn register(registry: &MetricsRegistry) -> SlaSeries {
+        let series = SlaSeries::default();
+        registry.register(
+            "flow_sla_missed",
+            "Timeperiods of the flow whose run missed its SLA (not processed in time)",
+            series.missed.clone(),
+        );
+        series
+    }
+
+    /// Counts each flow's records marked missed (a flow without `sla` has
+    /// no series).
+    pub async fn refresh(&self, state: &AppState) -> Result<(), StoreError> {
+        for entry in state.catalog.entries() {
+            if entry.graph.signals().sla.is_none() {
+                continue;
+            }
+            let flow = entry.graph.name();
+            let records = state
+                .store
+                .list_flows(&FlowQuery::named(Some(flow)))
+                .await?;
+            let missed = records.iter().filter(|r| r.sla_missed_at.is_some()).count();
+            self.missed
+                .get_or_create(&FlowLabels {
+                    flow: flow.to_string(),
+                })
+                .set(i64::try_from(missed).unwrap_or(i64::MAX));
         }
         Ok(())
     }
