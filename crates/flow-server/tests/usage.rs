@@ -14,6 +14,8 @@ use flow_store_sqlite::{SqliteOptions, SqliteStore};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+// Shared with first_event.rs, which uses the log-line half.
+#[allow(dead_code)]
 #[path = "../examples/support/recorded.rs"]
 mod recorded;
 
