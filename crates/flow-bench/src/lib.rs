@@ -24,6 +24,7 @@ pub mod mongo;
 pub mod report;
 pub mod schedule;
 pub mod shape;
+pub mod signals;
 pub mod slots;
 
 pub use report::{Report, Row};
@@ -45,10 +46,10 @@ JSON (--json PATH, and/or --out-dir DIR for DIR/bench-<UTC timestamp>.json
 and DIR/latest.json).
 With --shape, measures that one shape and prints its row as one JSON line.
 
-shapes: chain-N, recorded-chain-N, mongo-chain-N, mongo-crowded-chain-N,
+shapes: chain-N, recorded-chain-N, signals-chain-N, mongo-chain-N, mongo-crowded-chain-N,
         fanout-N, lattice-WxL, load-N, cli-version, cli-validate,
         catchup-N, tick-N, due-start, dataproc-slots-N
-        (default: chain-1000 recorded-chain-1000 mongo-chain-1000
+        (default: chain-1000 signals-chain-1000 recorded-chain-1000 mongo-chain-1000
          mongo-crowded-chain-1000 fanout-1000 fanout-10000 lattice-100x100
          load-100000 cli-version cli-validate catchup-1000 tick-100000
          due-start dataproc-slots-25)
@@ -56,6 +57,9 @@ shapes: chain-N, recorded-chain-N, mongo-chain-N, mongo-crowded-chain-N,
         10-step flow, 8 runs at a time; tick-N: the timetable's tick with N
         finished Jobs against none; due-start: how long after a period is
         due its run starts (the scheduler shapes: src/schedule.rs).
+        signals-chain-N: chain-N with every signal exporter on (webhook,
+        lineage, /metrics' series), posting to a loopback receiver
+        (src/signals.rs).
         dataproc-slots-N: N jobs at once on one Dataproc cluster with N
         slots, on the contract fake and a manual clock (src/slots.rs).
         The MongoDB shapes run once on each server of FLOW_BENCH_MONGO

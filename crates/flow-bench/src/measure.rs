@@ -117,6 +117,7 @@ pub fn measure(shape: Shape, setup: &Setup) -> BenchResult<Row> {
         }
         Shape::Chain(_)
         | Shape::RecordedChain(_)
+        | Shape::SignalsChain(_)
         | Shape::Fanout(_)
         | Shape::Lattice { .. }
         | Shape::Load(_) => {
@@ -178,13 +179,15 @@ pub(crate) struct EngineRun {
 
 /// Runs the shape's flow of identity actions on `store` and the real local
 /// cluster, with log files under `dir`, on the current-thread runtime
-/// `flow` uses; fails unless every step ended processed.
+/// `flow` uses, with `observer` as the engine's run observer (as `flow run`
+/// passes its signals'); fails unless every step ended processed.
 pub(crate) fn engine_run(
     shape: Shape,
     setup: &Setup,
     dir: &Path,
     runtime: tokio::runtime::Runtime,
     store: Arc<dyn FlowStore>,
+    observer: Option<Arc<dyn flow_engine::RunObserver>>,
 ) -> BenchResult<EngineRun> {
     let clusters = setup.clusters.unwrap_or(shape.default_clusters()).max(1);
     let graph = Arc::new(shape.definition().build()?);
@@ -209,6 +212,7 @@ pub(crate) fn engine_run(
     let options = EngineOptions {
         log_directory: (!setup.no_logs).then(|| logs.clone()),
         record_logs: matches!(shape, Shape::RecordedChain(_)),
+        observer,
         ..EngineOptions::default()
     };
     let engine = ExecutionEngine::new(graph.clone(), context, store, factory, options);
@@ -284,7 +288,27 @@ fn run_engine(shape: Shape, setup: &Setup) -> BenchResult<Row> {
         },
     )?);
     let recorded = matches!(shape, Shape::RecordedChain(_));
-    let run = engine_run(shape, setup, dir.path(), flow_runtime()?, store.clone())?;
+    let runtime = flow_runtime()?;
+    // signals-chain-N: the run's exporters, started as `flow run` and
+    // `flow serve` start them; their flush is part of the run's wall.
+    let exporting = match shape {
+        Shape::SignalsChain(_) => Some(crate::signals::Exporting::start(
+            &runtime,
+            &shape.definition().build()?,
+            store.clone(),
+            &dir.path().join("logs"),
+        )?),
+        _ => None,
+    };
+    let (run_store, observer): (Arc<dyn FlowStore>, _) = match &exporting {
+        Some(e) => (e.store.clone(), Some(e.observer())),
+        None => (store.clone(), None),
+    };
+    let mut run = engine_run(shape, setup, dir.path(), runtime, run_store, observer)?;
+    let signals_detail = match exporting {
+        Some(exporting) => Some(exporting.finish(&mut run)?),
+        None => None,
+    };
     let (graph, timeperiod, runtime, logs) = (&run.graph, run.timeperiod, &run.runtime, &run.logs);
 
     // Every step's final state is in the database file (read with a fresh
@@ -321,6 +345,11 @@ fn run_engine(shape: Shape, setup: &Setup) -> BenchResult<Row> {
 
     let mut row = run.row(&shape.to_string());
     row.synchronous = Some(synchronous_name(setup.synchronous).into());
+    if let Some((flush, webhook, lineage)) = signals_detail {
+        row.detail("signals_flush_ms", flush.as_secs_f64() * 1e3);
+        row.detail("webhook_requests", webhook);
+        row.detail("lineage_requests", lineage);
+    }
     row.detail("stored_steps_processed", stored);
     if recorded {
         // Every line of the log files is in the store when the run returns.

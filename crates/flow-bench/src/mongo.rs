@@ -57,7 +57,14 @@ pub fn measure(shape: Shape, setup: &Setup, name: &str) -> BenchResult<crate::Ro
         0
     };
     let transactions = store.uses_transactions();
-    let run = engine_run(shape, setup, dir.path(), runtime, Arc::new(store.clone()))?;
+    let run = engine_run(
+        shape,
+        setup,
+        dir.path(),
+        runtime,
+        Arc::new(store.clone()),
+        None,
+    )?;
     // Every step's final state is in the store.
     let key = FlowKey::new(run.graph.name(), timeperiod);
     let processed = run

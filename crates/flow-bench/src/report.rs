@@ -258,6 +258,13 @@ impl Report {
                 )
             })
         };
+        // Signals stay off the steps' path (issue 25).
+        out.push(check(
+            format!(
+                "signals-chain-1000: with every exporter on (loopback receiver), wall <= {SIGNALS_LIMIT}x chain-1000's"
+            ),
+            ratio_check(row("signals-chain-1000"), row("chain-1000"), SIGNALS_LIMIT),
+        ));
         for server in servers {
             let fresh = row(&format!("mongo-chain-1000 on {server}"));
             let crowded = row(&format!("mongo-crowded-chain-1000 on {server}"));
@@ -480,6 +487,10 @@ pub const CROWDED_LIMIT: f64 = 1.2;
 
 /// `mongo-chain-1000`'s wall over the SQLite `chain-1000`'s, at most.
 pub const MONGO_LIMIT: f64 = 3.0;
+
+/// How much slower signals-chain-1000 (every exporter on) may be than
+/// chain-1000 (none).
+pub const SIGNALS_LIMIT: f64 = 1.2;
 
 /// Milliseconds for people: `0.84 ms`, `123.4 ms`, `12.35 s`.
 pub fn ms(v: f64) -> String {

@@ -9,8 +9,9 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 /// The shapes `flow-bench` runs when none is named, in order.
-pub const DEFAULT_SHAPES: [&str; 14] = [
+pub const DEFAULT_SHAPES: [&str; 15] = [
     "chain-1000",
+    "signals-chain-1000",
     "recorded-chain-1000",
     "mongo-chain-1000",
     "mongo-crowded-chain-1000",
@@ -39,6 +40,9 @@ pub enum Shape {
     /// the store (the other shapes record none, so their figures stay
     /// comparable across versions).
     RecordedChain(usize),
+    /// `signals-chain-N`: the chain with every signal exporter `flow` has
+    /// on, posting to a loopback receiver ([`crate::signals`]).
+    SignalsChain(usize),
     /// `fanout-N`: a root, N-2 leaves that depend on it, and a sink that
     /// depends on every leaf.
     Fanout(usize),
@@ -85,7 +89,7 @@ impl FromStr for Shape {
     fn from_str(text: &str) -> Result<Self, String> {
         let bad = || {
             format!(
-                "unknown shape '{text}': use chain-N, recorded-chain-N, mongo-chain-N, mongo-crowded-chain-N, fanout-N, lattice-WxL, load-N, dataproc-slots-N, catchup-N, tick-N, due-start, cli-version or cli-validate"
+                "unknown shape '{text}': use chain-N, recorded-chain-N, signals-chain-N, mongo-chain-N, mongo-crowded-chain-N, fanout-N, lattice-WxL, load-N, dataproc-slots-N, catchup-N, tick-N, due-start, cli-version or cli-validate"
             )
         };
         let number = |s: &str| s.parse::<usize>().map_err(|_| bad());
@@ -98,6 +102,10 @@ impl FromStr for Shape {
             Some(("chain", n)) => Shape::Chain(number(n)?),
             Some(("recorded", rest)) => match rest.split_once('-') {
                 Some(("chain", n)) => Shape::RecordedChain(number(n)?),
+                _ => return Err(bad()),
+            },
+            Some(("signals", rest)) => match rest.split_once('-') {
+                Some(("chain", n)) => Shape::SignalsChain(number(n)?),
                 _ => return Err(bad()),
             },
             Some(("mongo", rest)) => match rest.split_once('-') {
@@ -132,6 +140,7 @@ impl FromStr for Shape {
         let too_small = match shape {
             Shape::Chain(n)
             | Shape::RecordedChain(n)
+            | Shape::SignalsChain(n)
             | Shape::Load(n)
             | Shape::MongoChain { steps: n, .. }
             | Shape::Catchup(n)
@@ -153,6 +162,7 @@ impl fmt::Display for Shape {
         match self {
             Shape::Chain(n) => write!(f, "chain-{n}"),
             Shape::RecordedChain(n) => write!(f, "recorded-chain-{n}"),
+            Shape::SignalsChain(n) => write!(f, "signals-chain-{n}"),
             Shape::MongoChain {
                 steps,
                 crowded: false,
@@ -180,6 +190,7 @@ impl Shape {
         match *self {
             Shape::Chain(n)
             | Shape::RecordedChain(n)
+            | Shape::SignalsChain(n)
             | Shape::Fanout(n)
             | Shape::Load(n)
             | Shape::DataprocSlots(n)
@@ -201,6 +212,7 @@ impl Shape {
             self,
             Shape::Chain(_)
                 | Shape::RecordedChain(_)
+                | Shape::SignalsChain(_)
                 | Shape::MongoChain { .. }
                 | Shape::Fanout(_)
                 | Shape::Lattice { .. }
@@ -212,7 +224,10 @@ impl Shape {
     /// does not run.
     pub fn default_clusters(&self) -> usize {
         match self {
-            Shape::Chain(_) | Shape::RecordedChain(_) | Shape::MongoChain { .. } => 1,
+            Shape::Chain(_)
+            | Shape::RecordedChain(_)
+            | Shape::SignalsChain(_)
+            | Shape::MongoChain { .. } => 1,
             Shape::Fanout(_) | Shape::Lattice { .. } => 8,
             _ => 0,
         }
@@ -221,9 +236,10 @@ impl Shape {
     /// The steps that step `i` depends on, all lower than `i`.
     pub fn dependencies_of(&self, i: usize) -> Vec<usize> {
         match *self {
-            Shape::Chain(_) | Shape::RecordedChain(_) | Shape::MongoChain { .. } => {
-                i.checked_sub(1).into_iter().collect()
-            }
+            Shape::Chain(_)
+            | Shape::RecordedChain(_)
+            | Shape::SignalsChain(_)
+            | Shape::MongoChain { .. } => i.checked_sub(1).into_iter().collect(),
             Shape::Fanout(n) => match i {
                 0 => Vec::new(),
                 i if i == n - 1 => (1..n - 1).collect(),
