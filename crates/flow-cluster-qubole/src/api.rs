@@ -186,6 +186,7 @@ impl Api {
             request = request.json(body);
         }
         self.requests.fetch_add(1, Ordering::Relaxed);
+        flow_core::meter::cloud_request("qubole", what);
         let response = request.send().await.map_err(|e| self.transport(what, e))?;
         let status = response.status();
         if status.is_success() {

@@ -731,3 +731,26 @@ async fn slots_are_jobs_per_cluster_and_every_engine_shares_the_label_on_contrac
     assert_eq!(s.fake.count("commands.get"), 0);
     assert_eq!(s.factory.poll_requests(), s.fake.count("commands.list") + 3);
 }
+
+#[tokio::test]
+async fn each_request_is_counted_on_the_meter_by_its_call_on_contract_fake() {
+    let meter = flow_core::testkit::meter::RecordingMeter::installed();
+    let submits = meter.requests("qubole", "submit command");
+    let states = meter.requests("qubole", "check cluster status");
+    let s = setup().await;
+    let cluster = s.launch().await;
+    let handle = s.submit(&cluster, &shell("echo counted")).await;
+    let task = wait_task(&cluster, &handle, CancellationToken::new(), &s.context);
+    drive(&s.clock, task).await.unwrap();
+    // Other tests of this binary add to the same process-wide counts.
+    assert!(
+        meter.requests("qubole", "submit command") > submits,
+        "{:?}",
+        meter.calls()
+    );
+    assert!(
+        meter.requests("qubole", "check cluster status") > states,
+        "{:?}",
+        meter.calls()
+    );
+}

@@ -14,6 +14,7 @@
 //! This is test code: it writes its local files with `std::fs` and panics
 //! rather than returning errors.
 
+pub mod meter;
 pub mod store;
 
 use crate::filesystem::{Filesystem, FsError, KeyProblem};
