@@ -3,6 +3,7 @@
 
 use crate::arm::Arm;
 use crate::arm_config::name_text;
+use crate::arm_watch::ArmWatch;
 use crate::config::AzureConfig;
 use crate::error::AzureError;
 use crate::gateway::{CallError, Gateway};
@@ -44,7 +45,10 @@ struct AzureBackend {
     /// Asks whether a gateway's cluster has ended, if anything can.
     watch: Option<Arc<dyn ClusterWatch>>,
     /// Azure Resource Manager, with `[cluster.azure.arm]`.
-    arm: Option<Arm>,
+    arm: Option<Arc<Arm>>,
+    /// Watches the clusters ARM creates, unless a library user gave
+    /// [`AzureBackend::watch`] (then that one).
+    arm_watch: Option<Arc<ArmWatch>>,
     /// The gateway's password, for the clusters ARM creates.
     password: Option<Secret>,
     /// Looks at ARM's operations and clusters while waiting.
@@ -141,16 +145,22 @@ impl AzureClusterFactory {
                 message: e.to_string(),
             })?;
         let arm = match &config.arm {
-            Some(arm) => Some(
+            Some(arm) => Some(Arc::new(
                 Arm::new(arm, http.clone(), config.retry, clock.clone()).map_err(|message| {
                     AzureError::InvalidArm {
                         field: "credential".into(),
                         message,
                     }
                 })?,
-            ),
+            )),
             None => None,
         };
+        // A cluster flow creates through ARM is watched through ARM.
+        let arm_watch = match (&watch, &arm) {
+            (None, Some(arm)) => Some(Arc::new(ArmWatch::new(arm.clone()))),
+            _ => None,
+        };
+        let watch = watch.or_else(|| arm_watch.clone().map(|w| w as Arc<dyn ClusterWatch>));
         let gateway = Arc::new(Gateway::new(
             http,
             config.username.clone(),
@@ -171,6 +181,7 @@ impl AzureClusterFactory {
                 pollers: Mutex::default(),
                 watch,
                 arm,
+                arm_watch,
                 password,
                 lifecycle_requests: Requests::new(),
             }),
@@ -191,7 +202,7 @@ impl AzureClusterFactory {
     /// ARM requests sent so far (retries included), with
     /// `[cluster.azure.arm]`.
     pub fn arm_requests(&self) -> u64 {
-        self.shared.arm.as_ref().map_or(0, Arm::requests)
+        self.shared.arm.as_ref().map_or(0, |arm| arm.requests())
     }
 
     /// The clusters' Blob filesystem.
@@ -316,6 +327,9 @@ impl AzureCluster {
             _ => shared.endpoint(),
         };
         let poller = shared.poller(&endpoint);
+        if let (Some(watch), Some(launch)) = (&shared.arm_watch, &launch) {
+            watch.watch(&endpoint, &launch.place);
+        }
         AzureCluster {
             name: name.to_string(),
             shared,

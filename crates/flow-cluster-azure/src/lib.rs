@@ -43,7 +43,8 @@
 //!   clusters --terminate-orphans` deletes a dead run's.
 //! - **A cluster ending under a job** fails it with the cluster's reason
 //!   when a [`ClusterWatch`] can tell (`flow_cloud`'s cluster check, every
-//!   tenth tick); a gateway alone cannot.
+//!   tenth tick); a gateway alone cannot, ARM can for the clusters flow
+//!   created there (`arm_watch`).
 //! - **Unknown outcomes**: a wait whose status requests keep failing ends
 //!   with [`OutcomeUnknown`](flow_core::ClusterError::OutcomeUnknown), never
 //!   a failure, so the next engine adopts the job before anything is sent
@@ -59,6 +60,7 @@
 
 mod arm;
 mod arm_config;
+mod arm_watch;
 mod cluster;
 mod config;
 mod error;

@@ -5,17 +5,19 @@
 //! the created cluster's gateway: the exact create body, the create
 //! followed to `Succeeded` honouring ARM's `Retry-After`, a failed create
 //! failing the launch with ARM's code and message and deleted, throttled
-//! calls retried, adoption, the delete at the end, and the fake refusing
-//! what ARM refuses.
+//! calls retried, adoption, the delete at the end, a cluster deleted
+//! under a running batch failing its wait at the next cluster check, and
+//! the fake refusing what ARM refuses.
 
 mod common;
 
 use common::{context, drive, PASSWORD};
 use contract_fakes::arm::{ArmOptions, FakeArm};
 use contract_fakes::livy::FakeLivy;
+use flow_cloud::poll::CLUSTER_CHECK_EVERY;
 use flow_cloud::{Clock, ManualClock};
 use flow_cluster_azure::{AzureCluster, AzureClusterFactory, AzureConfig};
-use flow_core::{Cluster, ClusterError, ClusterHandle};
+use flow_core::{Cluster, ClusterError, ClusterHandle, Job};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
@@ -299,6 +301,65 @@ async fn a_wrong_client_secret_fails_the_launch_without_a_token_on_contract_fake
     );
     assert!(!shown.contains(CLIENT_SECRET), "{shown}");
     assert!(s.arm.clusters().is_empty());
+}
+
+#[tokio::test]
+async fn a_cluster_deleted_under_a_running_batch_fails_its_wait_with_the_state_on_contract_fake() {
+    let s = setup(|_| {}).await;
+    let c = cluster(&s);
+    provision(&s, &c).await.unwrap();
+    wait_ready(&s, &c).await.unwrap();
+    let job = Job::Spark {
+        application: "jobs/count.py".into(),
+        main_class: None,
+        conf: vec![],
+        secret_conf: vec![],
+        args: vec![],
+    };
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let (submitter, token) = (c.clone(), cancel.clone());
+    let handle = drive(
+        &s.clock,
+        tokio::spawn(async move {
+            let owned = common::Cx::new(token);
+            let cx = owned.cx("spark");
+            let prepared = submitter.prepare(&job, &cx).unwrap();
+            submitter.submit(&prepared, &job, &cx).await.unwrap()
+        }),
+    )
+    .await;
+    let wait = common::spawn_wait(&c, &handle, &cancel);
+    // A few ticks with the cluster up; then it is deleted outside flow
+    // while Livy still says the batch runs.
+    for _ in 0..3 {
+        s.clock.wait_for_sleepers(1).await;
+        let next = s.clock.next_deadline().unwrap();
+        s.clock.advance(next.saturating_sub(s.clock.now()));
+    }
+    // The launch looked once (is the name taken?); no cluster check yet.
+    let gets = s.arm.faults().count("clusters.get");
+    assert_eq!(gets, 1, "no cluster check before the tenth tick");
+    assert!(s.arm.delete_cluster("flow-daily-2026112800-0"));
+    let deleted_at = s.clock.now();
+    let e = drive(&s.clock, wait).await.unwrap_err();
+    let ClusterError::JobFailed { message, .. } = &e else {
+        panic!("a batch whose cluster was deleted failed: {e:?}")
+    };
+    assert!(
+        message.contains("its cluster ended: flow-daily-2026112800-0 is Deleting"),
+        "{message}"
+    );
+    // Noticed by the first cluster check (one Clusters - Get), within the
+    // check interval, long before the wait's timeout.
+    assert_eq!(s.arm.faults().count("clusters.get"), gets + 1);
+    let poll = &s.factory.config().poll;
+    let waited = s.clock.now() - deleted_at;
+    assert!(
+        waited <= poll.cap * CLUSTER_CHECK_EVERY as u32,
+        "{waited:?}"
+    );
+    assert!(poll.timeout.is_none_or(|t| waited < t), "{waited:?}");
+    assert!(c.end_reason().is_some_and(|r| r.contains("Deleting")));
 }
 
 /// A token from the fake's Entra ID endpoint.

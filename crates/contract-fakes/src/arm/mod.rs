@@ -35,7 +35,9 @@
 //! `ExpiredAuthenticationToken`). A create takes
 //! [`ArmOptions::create_for`] on the fake's clock, a delete
 //! [`ArmOptions::delete_for`]; [`FakeArm::fail_next_create`] makes the next
-//! create's operation end `Failed` with a code and message. Faults and
+//! create's operation end `Failed` with a code and message;
+//! [`FakeArm::delete_cluster`] deletes a cluster as someone outside flow
+//! would. Faults and
 //! counts are [`Faults`]'s (methods `token`, `clusters.create`,
 //! `clusters.get`, `clusters.delete`, `operations.get`).
 
@@ -204,6 +206,33 @@ struct World {
     failures: VecDeque<(String, String)>,
 }
 
+impl World {
+    /// Clusters - Delete of the cluster at `at`: its running delete, else
+    /// a new one ending at `ends_at`, the cluster `Deleting` meanwhile.
+    fn start_delete(&mut self, at: usize, ends_at: Duration) -> String {
+        if let Some(running) = self
+            .operations
+            .iter()
+            .find(|o| o.cluster == at && o.kind == Kind::Delete && !o.done)
+        {
+            return running.id.clone();
+        }
+        let op = format!("delete-{}", self.operations.len() + 1);
+        self.operations.push(Operation {
+            id: op.clone(),
+            cluster: at,
+            kind: Kind::Delete,
+            ends_at,
+            failure: None,
+            done: false,
+        });
+        let cluster = &mut self.clusters[at];
+        cluster.provisioning_state = "Deleting".into();
+        cluster.cluster_state = "Deleting".into();
+        op
+    }
+}
+
 struct Service {
     options: ArmOptions,
     clock: FakeClock,
@@ -305,6 +334,29 @@ impl FakeArm {
             .world()
             .failures
             .push_back((code.to_string(), message.to_string()));
+    }
+
+    /// Deletes the cluster `name` as someone outside flow would (the
+    /// portal, another tool): `Deleting` at once, gone after
+    /// [`ArmOptions::delete_for`]. `false` when there is no such cluster.
+    pub fn delete_cluster(&self, name: &str) -> bool {
+        self.shared.delete_outside(name)
+    }
+}
+
+impl Service {
+    fn delete_outside(&self, name: &str) -> bool {
+        let ends_at = self.clock.now() + self.options.delete_for;
+        let mut world = self.world();
+        let Some(at) = world
+            .clusters
+            .iter()
+            .position(|c| !c.deleted && c.name.eq_ignore_ascii_case(name))
+        else {
+            return false;
+        };
+        world.start_delete(at, ends_at);
+        true
     }
 }
 
@@ -457,7 +509,9 @@ async fn handle(
 
 /// `GET /fake/clusters`: every cluster's name, states and whether it is
 /// deleted, for tests through the binary; `POST
-/// /fake/fail_create?code=C&message=M`: [`FakeArm::fail_next_create`].
+/// /fake/fail_create?code=C&message=M`: [`FakeArm::fail_next_create`];
+/// `POST /fake/delete?name=N`: [`FakeArm::delete_cluster`] (404 when there
+/// is no such cluster).
 fn fake_control(
     shared: &Service,
     method: &Method,
@@ -490,6 +544,13 @@ fn fake_control(
                 q.get("message").cloned().unwrap_or_default(),
             ));
             Some(ok(json!({})))
+        }
+        ("POST", "delete") => {
+            let name = q.get("name").map(String::as_str).unwrap_or_default();
+            Some(match shared.delete_outside(name) {
+                true => ok(json!({})),
+                false => json(StatusCode::NOT_FOUND, json!({"error": "no such cluster"})),
+            })
         }
         _ => None,
     }
@@ -686,29 +747,7 @@ fn act(shared: &Service, route: &Route, body: &Bytes, base: &str, version: &str)
             let Some(at) = found else {
                 return StatusCode::NO_CONTENT.into_response();
             };
-            let running = world
-                .operations
-                .iter()
-                .find(|o| o.cluster == at && o.kind == Kind::Delete && !o.done)
-                .map(|o| o.id.clone());
-            let op = match running {
-                Some(op) => op,
-                None => {
-                    let op = format!("delete-{}", world.operations.len() + 1);
-                    world.operations.push(Operation {
-                        id: op.clone(),
-                        cluster: at,
-                        kind: Kind::Delete,
-                        ends_at: now + shared.options.delete_for,
-                        failure: None,
-                        done: false,
-                    });
-                    let cluster = &mut world.clusters[at];
-                    cluster.provisioning_state = "Deleting".into();
-                    cluster.cluster_state = "Deleting".into();
-                    op
-                }
-            };
+            let op = world.start_delete(at, now + shared.options.delete_for);
             with_operation(
                 StatusCode::ACCEPTED.into_response(),
                 base,
