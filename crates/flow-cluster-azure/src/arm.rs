@@ -197,6 +197,7 @@ impl Arm {
     /// ARM's `code: message`.
     async fn send_once(
         &self,
+        what: &str,
         method: Method,
         url: &str,
         body: Option<&Value>,
@@ -207,6 +208,7 @@ impl Arm {
             request = request.json(body);
         }
         self.requests.fetch_add(1, Ordering::Relaxed);
+        flow_core::meter::cloud_request("arm", what);
         let response = request.send().await.map_err(transport)?;
         let status = response.status();
         if status.is_success() {
@@ -229,7 +231,7 @@ impl Arm {
         body: Option<&Value>,
     ) -> Result<Response, CallError> {
         flow_cloud::retry(&self.retry, &self.clock, what, || {
-            self.send_once(method.clone(), url, body)
+            self.send_once(what, method.clone(), url, body)
         })
         .await
     }
@@ -237,7 +239,9 @@ impl Arm {
     /// Clusters - Create: one PUT; the answer's `Azure-AsyncOperation`.
     pub async fn create_once(&self, name: &str, body: &Value) -> Result<Option<String>, CallError> {
         let url = self.cluster_url(&self.subscription, &self.resource_group, name);
-        let response = self.send_once(Method::PUT, &url, Some(body)).await?;
+        let response = self
+            .send_once("Clusters - Create", Method::PUT, &url, Some(body))
+            .await?;
         self.operation_of(&response)
     }
 

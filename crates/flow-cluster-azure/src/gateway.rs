@@ -146,9 +146,13 @@ impl Gateway {
     }
 
     /// One attempt of the request `make` builds, with the login; an error
-    /// status becomes [`CallError::Status`].
+    /// status becomes [`CallError::Status`]. Counted in
+    /// [`flow_core::meter`] as `backend`'s (`livy`, `webhcat`) call `what`
+    /// (a route template such as `GET /batches/ID`).
     pub async fn send_once(
         &self,
+        backend: &str,
+        what: &str,
         make: &(dyn Fn(&reqwest::Client) -> RequestBuilder + Send + Sync),
     ) -> Result<Response, CallError> {
         let mut request = make(&self.http).header("X-Requested-By", "flow");
@@ -156,6 +160,7 @@ impl Gateway {
             request = request.basic_auth(&self.username, Some(password.expose()));
         }
         self.requests.fetch_add(1, Ordering::Relaxed);
+        flow_core::meter::cloud_request(backend, what);
         let response = request.send().await.map_err(transport)?;
         let status = response.status();
         if status.is_success() {
@@ -178,19 +183,24 @@ impl Gateway {
     /// it in the retry warnings.
     pub async fn send(
         &self,
+        backend: &str,
         what: &str,
         make: &(dyn Fn(&reqwest::Client) -> RequestBuilder + Send + Sync),
     ) -> Result<Response, CallError> {
-        flow_cloud::retry(&self.retry, &self.clock, what, || self.send_once(make)).await
+        flow_cloud::retry(&self.retry, &self.clock, what, || {
+            self.send_once(backend, what, make)
+        })
+        .await
     }
 
     /// [`send`](Self::send), the answer read as JSON; 404 is `None`.
     pub async fn get_json<T: DeserializeOwned>(
         &self,
+        backend: &str,
         what: &str,
         make: &(dyn Fn(&reqwest::Client) -> RequestBuilder + Send + Sync),
     ) -> Result<Option<T>, CallError> {
-        match self.send(what, make).await {
+        match self.send(backend, what, make).await {
             Ok(response) => read_json(response).await.map(Some),
             Err(e) if e.is_status(StatusCode::NOT_FOUND.as_u16()) => Ok(None),
             Err(e) => Err(e),

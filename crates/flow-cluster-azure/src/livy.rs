@@ -78,6 +78,9 @@ struct BatchLog {
 /// Batches per listing request.
 const PAGE: i64 = 100;
 
+/// Livy's requests in [`flow_core::meter`].
+const BACKEND: &str = "livy";
+
 /// Livy at `url` (`https://CLUSTER.azurehdinsight.net/livy`).
 pub(crate) struct Livy<'a> {
     pub gateway: &'a Gateway,
@@ -90,7 +93,9 @@ impl Livy<'_> {
         let url = format!("{}/batches", self.url);
         let response = self
             .gateway
-            .send_once(&|http| http.post(&url).json(batch))
+            .send_once(BACKEND, "POST /batches", &|http| {
+                http.post(&url).json(batch)
+            })
             .await?;
         read_json(response).await
     }
@@ -115,7 +120,7 @@ impl Livy<'_> {
             let url = format!("{}/batches", self.url);
             let page: BatchList = self
                 .gateway
-                .get_json("GET /batches", &|http| {
+                .get_json(BACKEND, "GET /batches", &|http| {
                     http.get(&url)
                         .query(&[("from", from.to_string()), ("size", PAGE.to_string())])
                 })
@@ -148,7 +153,7 @@ impl Livy<'_> {
     pub async fn get(&self, id: i64) -> Result<Option<Batch>, CallError> {
         let url = format!("{}/batches/{id}", self.url);
         self.gateway
-            .get_json("GET /batches/ID", &|http| http.get(&url))
+            .get_json(BACKEND, "GET /batches/ID", &|http| http.get(&url))
             .await
     }
 
@@ -157,7 +162,7 @@ impl Livy<'_> {
         let url = format!("{}/batches/{id}/log", self.url);
         let log: Option<BatchLog> = self
             .gateway
-            .get_json("GET /batches/ID/log", &|http| {
+            .get_json(BACKEND, "GET /batches/ID/log", &|http| {
                 http.get(&url).query(&[("size", lines.to_string())])
             })
             .await?;
@@ -169,7 +174,7 @@ impl Livy<'_> {
         let url = format!("{}/batches/{id}", self.url);
         match self
             .gateway
-            .send("DELETE /batches/ID", &|http| http.delete(&url))
+            .send(BACKEND, "DELETE /batches/ID", &|http| http.delete(&url))
             .await
         {
             Ok(_) => Ok(()),

@@ -7,6 +7,9 @@
 use crate::gateway::{read_json, CallError, Gateway};
 use serde::Deserialize;
 
+/// WebHCat's requests in [`flow_core::meter`].
+const BACKEND: &str = "webhcat";
+
 /// A job as `GET /jobs/ID` (and `GET /jobs?fields=*`'s `detail`) shows it.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -119,7 +122,9 @@ impl WebHcat<'_> {
         let url = format!("{}/{path}", self.url);
         let response = self
             .gateway
-            .send_once(&|http| http.post(&url).form(&form))
+            .send_once(BACKEND, &format!("POST /{path}"), &|http| {
+                http.post(&url).form(&form)
+            })
             .await?;
         let submitted: Submitted = read_json(response).await?;
         Ok(submitted.id)
@@ -130,7 +135,7 @@ impl WebHcat<'_> {
         let url = format!("{}/jobs/{id}", self.url);
         match self
             .gateway
-            .get_json("GET /jobs/ID", &|http| {
+            .get_json(BACKEND, "GET /jobs/ID", &|http| {
                 http.get(&url).query(&[("user.name", self.user)])
             })
             .await
@@ -154,7 +159,7 @@ impl WebHcat<'_> {
         let url = format!("{}/jobs", self.url);
         let listed: Vec<Listed> = self
             .gateway
-            .get_json("GET /jobs", &|http| {
+            .get_json(BACKEND, "GET /jobs", &|http| {
                 let request = http.get(&url).query(&[
                     ("user.name", self.user),
                     ("fields", "*"),
@@ -184,7 +189,7 @@ impl WebHcat<'_> {
         let url = format!("{}/jobs/{id}", self.url);
         match self
             .gateway
-            .send("DELETE /jobs/ID", &|http| {
+            .send(BACKEND, "DELETE /jobs/ID", &|http| {
                 http.delete(&url).query(&[("user.name", self.user)])
             })
             .await

@@ -518,3 +518,18 @@ async fn the_fake_refuses_what_arm_refuses_on_contract_fake() {
         .unwrap();
     assert_eq!(r.status(), 409);
 }
+
+#[tokio::test]
+async fn each_request_is_counted_on_the_meter_by_its_operation_on_contract_fake() {
+    let meter = flow_core::testkit::meter::RecordingMeter::installed();
+    let before = meter.requests("arm", "Clusters - Create");
+    let s = setup(|_| {}).await;
+    let c = cluster(&s);
+    provision(&s, &c).await.unwrap();
+    // Other tests of this binary add to the same process-wide counts.
+    assert!(
+        meter.requests("arm", "Clusters - Create") > before,
+        "{:?}",
+        meter.calls()
+    );
+}

@@ -414,3 +414,17 @@ async fn a_cluster_that_goes_away_under_a_batch_fails_it_with_the_reason_on_cont
         .end_reason()
         .is_some_and(|r| r.contains("being deleted")));
 }
+
+#[tokio::test]
+async fn each_request_is_counted_on_the_meter_by_its_route_on_contract_fake() {
+    let meter = flow_core::testkit::meter::RecordingMeter::installed();
+    let before = meter.requests("livy", "POST /batches");
+    let s = setup(Some("env:FLOW_TEST_AZURE_GATEWAY_PASSWORD")).await;
+    submitted(&s, spark()).await;
+    // Other tests of this binary add to the same process-wide counts.
+    assert!(
+        meter.requests("livy", "POST /batches") > before,
+        "{:?}",
+        meter.calls()
+    );
+}

@@ -478,3 +478,17 @@ async fn twenty_five_pig_jobs_on_one_cluster_cost_one_listing_a_tick_and_are_not
         jobs[0].0.poll_requests(),
     );
 }
+
+#[tokio::test]
+async fn each_request_is_counted_on_the_meter_by_its_route_on_contract_fake() {
+    let meter = flow_core::testkit::meter::RecordingMeter::installed();
+    let before = meter.requests("webhcat", "POST /pig");
+    let s = setup(None, unused_blob()).await;
+    common::submitted(&s.clock, &s.factory, pig(), "pig").await;
+    // Other tests of this binary add to the same process-wide counts.
+    assert!(
+        meter.requests("webhcat", "POST /pig") > before,
+        "{:?}",
+        meter.calls()
+    );
+}

@@ -11,7 +11,7 @@ use std::time::Duration;
 /// Receives measurements. Called on the backend's task: keep it quick (an
 /// exporter queues and returns).
 pub trait Meter: Send + Sync {
-    /// One request to a cloud API: `backend` (`emr`, `dataproc`, `gcs`, `qubole`) and
+    /// One request to a cloud API: `backend` (`emr`, `dataproc`, `gcs`, `qubole`, `livy`, ...) and
     /// its call (`DescribeCluster`, `jobs.get`).
     fn cloud_request(&self, backend: &str, call: &str);
     /// A cloud job's end was noticed `delay` after the backend says it
