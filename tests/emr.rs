@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use support::{days, exit_codes, step_states, text, wait_until};
+use support::{days, exit_codes, kill9, step_states, text, wait_until};
 
 const TP: &str = "2026112800";
 
@@ -188,31 +188,79 @@ cancel_grace = "5s"
         })
     }
 
-    /// `recover` until it is accepted (the killed run's lease must turn
-    /// stale first); its exit code.
-    fn recover_until_accepted(&self, flow: &str) -> i32 {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            let out = self.home.flow(&["recover", flow, "--timeperiod", TP]);
-            let code = out.status.code().unwrap_or(-1);
-            if !(code == 2 && String::from_utf8_lossy(&out.stderr).contains("already being run by"))
-            {
-                println!("recover: {}", text(&out));
-                return code;
+    /// Starts `run` of [`LONG`] in the background; the engine and the
+    /// cluster id once its step is RUNNING on EMR.
+    fn start_long_run(&self) -> (Child, String) {
+        self.home.write("long.toml", LONG);
+        let engine = self.spawn(&["run", "long.toml", "--timeperiod", TP]);
+        let cid = self.wait_for_running_step();
+        (engine, cid)
+    }
+
+    /// A run of [`LONG`] killed with its step RUNNING on EMR: the cluster
+    /// id.
+    fn kill_long_run_mid_step(&self) -> String {
+        let (mut engine, cid) = self.start_long_run();
+        kill9(&mut engine);
+        cid
+    }
+
+    /// `recover` of [`LONG`] in the background; once it has asked EMR about
+    /// `cid`'s steps twice more (it adopted the step and waits), `driver`
+    /// completes the step. Recover's exit code.
+    fn recover_adopting(&self, driver: &Driver, cid: &str) -> i32 {
+        let asked = self.moto.count(cid, "ListSteps");
+        std::thread::scope(|scope| {
+            let recover = scope.spawn(|| self.home.recover_until_accepted("long.toml", TP));
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while self.moto.count(cid, "ListSteps") < asked + 2 {
+                assert!(
+                    Instant::now() < deadline,
+                    "recover never asked about the step"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            driver.set(Mode::Complete);
+            recover.join().unwrap()
+        })
+    }
+
+    /// What a recover that adopted `cid`'s one step leaves: the step added
+    /// once, the run processed, the cluster terminated.
+    fn assert_adopted_and_terminated(&self, cid: &str) {
+        assert_eq!(
+            self.moto.count(cid, "AddJobFlowSteps"),
+            1,
+            "the step was adopted, not added again"
+        );
+        assert_eq!(self.moto.steps(cid).len(), 1);
+        let status = self.home.status_json("emr_long", TP);
+        assert_eq!(status["flow"]["state"], "state_processed", "{status}");
+        assert_eq!(
+            self.clusters(),
+            [(cid.to_string(), "TERMINATED".to_string())],
+            "recover adopted the cluster and terminated it"
+        );
+    }
+
+    /// `flow clusters --terminate-orphans` until the test's cluster is
+    /// TERMINATED (a dead run's lease must turn stale first); with
+    /// `each_exits_0`, every attempt must exit 0.
+    fn terminate_orphans_until_terminated(&self, each_exits_0: bool) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.clusters()[0].1 != "TERMINATED" {
+            let out = self.home.flow(&["clusters", "--terminate-orphans"]);
+            if each_exits_0 {
+                assert_eq!(out.status.code(), Some(0), "{}", text(&out));
             }
             assert!(
                 Instant::now() < deadline,
-                "recover never accepted: {}",
+                "never terminated: {}",
                 text(&out)
             );
-            std::thread::sleep(Duration::from_millis(200));
+            std::thread::sleep(Duration::from_millis(300));
         }
     }
-}
-
-fn kill9(child: &mut Child) {
-    child.kill().unwrap();
-    child.wait().unwrap();
 }
 
 const REPORT: &str = r#"
@@ -416,49 +464,16 @@ main = { action = "spark", application = "s3://jobs/long.py" }
 #[ignore = "needs moto with the EMR layer: run through `cargo xtask test`"]
 fn recover_adopts_the_step_of_a_killed_engine_and_terminates_its_cluster_on_emr_moto() {
     let emr = Emr::new("adopt");
-    emr.home.write("long.toml", LONG);
     let driver = Driver::start(&emr.moto, &emr.name);
-    let mut engine = emr.spawn(&["run", "long.toml", "--timeperiod", TP]);
-    let cid = emr.wait_for_running_step();
-    kill9(&mut engine);
+    let cid = emr.kill_long_run_mid_step();
     assert_eq!(emr.moto.count(&cid, "AddJobFlowSteps"), 1);
-    let asked = emr.moto.count(&cid, "ListSteps");
 
-    // Recover in the background; once it asks EMR about the step (it
-    // adopted it and waits), the step ends.
-    let recovering = {
-        std::thread::scope(|scope| {
-            let recover = scope.spawn(|| emr.recover_until_accepted("long.toml"));
-            let deadline = Instant::now() + Duration::from_secs(120);
-            while emr.moto.count(&cid, "ListSteps") < asked + 2 {
-                assert!(
-                    Instant::now() < deadline,
-                    "recover never asked about the step"
-                );
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            driver.set(Mode::Complete);
-            recover.join().unwrap()
-        })
-    };
+    let recovering = emr.recover_adopting(&driver, &cid);
     drop(driver);
     assert_eq!(recovering, 0);
-    assert_eq!(
-        emr.moto.count(&cid, "AddJobFlowSteps"),
-        1,
-        "the step was adopted, not added again"
-    );
-    assert_eq!(emr.moto.steps(&cid).len(), 1);
-    let status = emr.home.status_json("emr_long", TP);
-    assert_eq!(status["flow"]["state"], "state_processed", "{status}");
     let log = emr.home.read("logs/emr_long/compute.log");
     assert!(log.contains("adopted"), "{log}");
-    let clusters = emr.clusters();
-    assert_eq!(
-        clusters,
-        [(cid.clone(), "TERMINATED".to_string())],
-        "recover adopted the cluster and terminated it"
-    );
+    emr.assert_adopted_and_terminated(&cid);
 }
 
 /// Giving up on polling is not a failed attempt: ListSteps throttled past
@@ -469,10 +484,8 @@ fn recover_adopts_the_step_of_a_killed_engine_and_terminates_its_cluster_on_emr_
 #[ignore = "needs moto with the EMR layer: run through `cargo xtask test`"]
 fn a_step_whose_polling_gave_up_is_adopted_by_recover_not_added_again_on_emr_moto() {
     let emr = Emr::new("unknown");
-    emr.home.write("long.toml", LONG);
     let driver = Driver::start(&emr.moto, &emr.name);
-    let mut engine = emr.spawn(&["run", "long.toml", "--timeperiod", TP]);
-    let cid = emr.wait_for_running_step();
+    let (mut engine, cid) = emr.start_long_run();
     // EMR throttles every ListSteps of this cluster from now on.
     emr.moto.throttle("ListSteps", 1_000_000, Some(&cid));
     let code = engine.wait().unwrap().code();
@@ -494,35 +507,10 @@ fn a_step_whose_polling_gave_up_is_adopted_by_recover_not_added_again_on_emr_mot
     );
 
     emr.moto.heal(Some(&cid));
-    let asked = emr.moto.count(&cid, "ListSteps");
-    let recovering = std::thread::scope(|scope| {
-        let recover = scope.spawn(|| emr.recover_until_accepted("long.toml"));
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while emr.moto.count(&cid, "ListSteps") < asked + 2 {
-            assert!(
-                Instant::now() < deadline,
-                "recover never asked about the step"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        driver.set(Mode::Complete);
-        recover.join().unwrap()
-    });
+    let recovering = emr.recover_adopting(&driver, &cid);
     drop(driver);
     assert_eq!(recovering, 0);
-    assert_eq!(
-        emr.moto.count(&cid, "AddJobFlowSteps"),
-        1,
-        "the step was adopted, not added again"
-    );
-    assert_eq!(emr.moto.steps(&cid).len(), 1);
-    let status = emr.home.status_json("emr_long", TP);
-    assert_eq!(status["flow"]["state"], "state_processed", "{status}");
-    assert_eq!(
-        emr.clusters(),
-        [(cid.clone(), "TERMINATED".to_string())],
-        "recover adopted the cluster and terminated it"
-    );
+    emr.assert_adopted_and_terminated(&cid);
 }
 
 /// A cluster has slots: with `step_concurrency_level = 14`, fourteen
@@ -585,27 +573,11 @@ fn fourteen_independent_steps_run_together_on_one_cluster_with_14_slots_on_emr_m
 #[ignore = "needs moto with the EMR layer: run through `cargo xtask test`"]
 fn terminate_orphans_ends_the_cluster_of_a_crashed_run_on_emr_moto() {
     let emr = Emr::new("orphan");
-    emr.home.write("long.toml", LONG);
     let _driver = Driver::start(&emr.moto, &emr.name);
-    let mut engine = emr.spawn(&["run", "long.toml", "--timeperiod", TP]);
-    let cid = emr.wait_for_running_step();
-    kill9(&mut engine);
+    let cid = emr.kill_long_run_mid_step();
     assert_eq!(emr.clusters(), [(cid.clone(), "RUNNING".to_string())]);
     // Once the dead run's lease is stale, the orphan is found and ended.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let out = emr.home.flow(&["clusters", "--terminate-orphans"]);
-        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-        if emr.clusters()[0].1 == "TERMINATED" {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "never terminated: {}",
-            text(&out)
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    emr.terminate_orphans_until_terminated(true);
     assert_eq!(emr.moto.count(&cid, "TerminateJobFlows"), 1);
     let out = emr.home.flow(&["clusters", "--json"]);
     assert!(
@@ -619,10 +591,8 @@ fn terminate_orphans_ends_the_cluster_of_a_crashed_run_on_emr_moto() {
 #[ignore = "needs moto with the EMR layer: run through `cargo xtask test`"]
 fn a_refused_terminate_is_logged_and_recorded_on_emr_moto() {
     let emr = Emr::new("refused");
-    emr.home.write("long.toml", LONG);
     let driver = Driver::start(&emr.moto, &emr.name);
-    let mut engine = emr.spawn(&["run", "long.toml", "--timeperiod", TP]);
-    let cid = emr.wait_for_running_step();
+    let (mut engine, cid) = emr.start_long_run();
     // EMR refuses to end this cluster (only this one: other tests share moto).
     emr.moto.fail(
         "TerminateJobFlows",
@@ -659,16 +629,7 @@ fn a_refused_terminate_is_logged_and_recorded_on_emr_moto() {
         "{records}"
     );
     // The record lets `flow clusters --terminate-orphans` finish the job.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while emr.clusters()[0].1 != "TERMINATED" {
-        let out = emr.home.flow(&["clusters", "--terminate-orphans"]);
-        assert!(
-            Instant::now() < deadline,
-            "never terminated: {}",
-            text(&out)
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    emr.terminate_orphans_until_terminated(false);
 }
 
 /// `flow ARGS` until the killed run's lease is stale enough for it to be
@@ -716,11 +677,8 @@ fn until_accepted(emr: &Emr, args: &[&str]) -> std::process::Output {
 #[ignore = "needs moto with the EMR layer: run through `cargo xtask test`"]
 fn run_stops_the_step_of_a_killed_engine_before_starting_anything_on_emr_moto() {
     let emr = Emr::new("rerun");
-    emr.home.write("long.toml", LONG);
     let driver = Driver::start(&emr.moto, &emr.name);
-    let mut engine = emr.spawn(&["run", "long.toml", "--timeperiod", TP]);
-    let cid = emr.wait_for_running_step();
-    kill9(&mut engine);
+    let cid = emr.kill_long_run_mid_step();
     let old_step = emr.moto.steps(&cid)[0]["id"].as_str().unwrap().to_string();
 
     emr.moto.fail(
@@ -808,9 +766,7 @@ fn wait_for_steps(emr: &Emr, cid: &str, n: usize) -> Vec<String> {
 #[ignore = "needs moto with the EMR layer: run through `cargo xtask test`"]
 fn two_overlapping_runs_share_one_cluster_terminated_once_after_the_last_on_emr_moto() {
     let emr = Emr::new("shared");
-    emr.home.write("long.toml", LONG);
-    let mut first = emr.spawn(&["run", "long.toml", "--timeperiod", "2026112800"]);
-    let cid = emr.wait_for_running_step();
+    let (mut first, cid) = emr.start_long_run(); // timeperiod 2026112800
     let first_step = emr.moto.steps(&cid)[0]["id"].as_str().unwrap().to_string();
     let mut second = emr.spawn(&["run", "long.toml", "--timeperiod", "2026112900"]);
     // The second run joins the first one's cluster (reuse by name).
@@ -879,21 +835,8 @@ fn twelve_concurrent_runs_launch_one_cluster_on_emr_moto() {
 #[ignore = "needs moto with the EMR layer: run through `cargo xtask test`"]
 fn terminate_orphans_closes_the_steps_it_ended_so_one_recover_completes_on_emr_moto() {
     let emr = Emr::new("orphan-steps");
-    emr.home.write("long.toml", LONG);
-    let mut engine = emr.spawn(&["run", "long.toml", "--timeperiod", TP]);
-    let cid = emr.wait_for_running_step();
-    kill9(&mut engine);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while emr.clusters()[0].1 != "TERMINATED" {
-        let out = emr.home.flow(&["clusters", "--terminate-orphans"]);
-        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-        assert!(
-            Instant::now() < deadline,
-            "never terminated: {}",
-            text(&out)
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    let cid = emr.kill_long_run_mid_step();
+    emr.terminate_orphans_until_terminated(true);
     let status = emr.home.status_json("emr_long", TP);
     assert_eq!(
         step_states(&status),
@@ -943,9 +886,7 @@ fn terminate_orphans_closes_the_steps_it_ended_so_one_recover_completes_on_emr_m
 #[ignore = "needs moto with the EMR layer: run through `cargo xtask test`"]
 fn a_cluster_ending_under_a_step_fails_it_at_once_with_the_reason_on_emr_moto() {
     let emr = Emr::new("dies");
-    emr.home.write("long.toml", LONG);
-    let mut engine = emr.spawn(&["run", "long.toml", "--timeperiod", TP]);
-    let cid = emr.wait_for_running_step();
+    let (mut engine, cid) = emr.start_long_run();
     emr.moto.set_cluster(
         &cid,
         "TERMINATED_WITH_ERRORS",

@@ -156,6 +156,29 @@ impl Home {
         out
     }
 
+    /// Runs `recover FLOW --timeperiod T` until it is accepted and finishes
+    /// (a killed run's lease must turn stale first); returns its exit code,
+    /// after printing what it said (shown when the test fails).
+    pub fn recover_until_accepted(&self, flow: &str, timeperiod: &str) -> i32 {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        loop {
+            let out = self.flow(&["recover", flow, "--timeperiod", timeperiod]);
+            let code = out.status.code().unwrap_or(-1);
+            let refused_for_lease =
+                code == 2 && String::from_utf8_lossy(&out.stderr).contains("already being run by");
+            if !refused_for_lease {
+                println!("recover: {}", text(&out));
+                return code;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "recover never accepted: {}",
+                text(&out)
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+
     /// `flow status FLOW --timeperiod T --json`, parsed.
     pub fn status_json(&self, flow: &str, timeperiod: &str) -> serde_json::Value {
         let out = self.expect(0, &["status", flow, "--timeperiod", timeperiod, "--json"]);
@@ -281,6 +304,12 @@ pub fn live_group_members(pgid: i32) -> Vec<i32> {
         }
     }
     members
+}
+
+/// Kills `child` with SIGKILL (an engine dying mid-run) and reaps it.
+pub fn kill9(child: &mut Child) {
+    child.kill().unwrap();
+    child.wait().unwrap();
 }
 
 /// The process group of the running process `pid`. A local job's own `$$`
