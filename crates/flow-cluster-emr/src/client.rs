@@ -75,7 +75,7 @@ impl EmrBackend {
         .map_err(|aws::NoRegion| ClientError::NoRegion)?;
         let emr = aws_sdk_emr::Client::from_conf(
             aws_sdk_emr::config::Builder::from(&sdk)
-                .interceptor(crate::metered::MeteredCalls)
+                .interceptor(aws::MeteredCalls("emr"))
                 .build(),
         );
         let s3 = config

@@ -49,7 +49,6 @@ mod config;
 mod emr_steps;
 mod factory;
 mod launch;
-mod metered;
 pub mod steps;
 
 pub use client::ClientError;

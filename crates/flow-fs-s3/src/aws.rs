@@ -10,8 +10,12 @@
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextRef;
+use aws_sdk_s3::config::{ConfigBag, Intercept, RuntimeComponents};
+use aws_sdk_s3::error::BoxError;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
+use aws_smithy_runtime_api::client::orchestrator::Metadata;
 use flow_cloud::RetryConfig;
 
 /// What a flow setting may change in the AWS chain. Holds no credential.
@@ -70,6 +74,30 @@ pub async fn load(settings: &AwsSettings<'_>) -> Result<SdkConfig, NoRegion> {
     }
 }
 
+/// Counts every request attempt of an AWS client (retries included) in
+/// [`flow_core::meter`] as backend `.0`'s (`s3`, `emr`) call named by the
+/// SDK's operation name (`HeadObject`, `DescribeCluster`): an interceptor
+/// sees every call a client makes.
+#[derive(Debug, Clone, Copy)]
+pub struct MeteredCalls(pub &'static str);
+
+impl Intercept for MeteredCalls {
+    fn name(&self) -> &'static str {
+        "flow-meter"
+    }
+
+    fn read_before_transmit(
+        &self,
+        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let call = cfg.load::<Metadata>().map_or("unknown", Metadata::name);
+        flow_core::meter::cloud_request(self.0, call);
+        Ok(())
+    }
+}
+
 /// A failed call of any AWS SDK client as one line: the service's error
 /// code and message (`ThrottlingException: Rate exceeded`), the HTTP status
 /// of an answer that named no code, or for a call that got no answer the
@@ -101,6 +129,36 @@ mod tests {
 
     fn answer(status: u16, body: &'static str) -> HttpResponse {
         HttpResponse::new(status.try_into().unwrap(), SdkBody::from(body))
+    }
+
+    #[tokio::test]
+    async fn each_attempt_is_counted_by_its_operation_name() {
+        let meter = flow_core::testkit::meter::RecordingMeter::installed();
+        let before = meter.requests("s3", "HeadBucket");
+        // A loopback port nobody listens on: the attempt is made (and
+        // counted) and refused.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let config = aws_sdk_s3::config::Builder::new()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .endpoint_url(format!("http://127.0.0.1:{port}"))
+            .force_path_style(true)
+            .credentials_provider(aws_sdk_s3::config::Credentials::for_tests())
+            .retry_config(aws_config::retry::RetryConfig::disabled())
+            .interceptor(MeteredCalls("s3"))
+            .build();
+        let s3 = aws_sdk_s3::Client::from_conf(config);
+        assert!(s3.head_bucket().bucket("data").send().await.is_err());
+        assert_eq!(
+            meter.requests("s3", "HeadBucket"),
+            before + 1,
+            "{:?}",
+            meter.calls()
+        );
     }
 
     #[test]

@@ -278,6 +278,7 @@ impl S3FilesystemBuilder {
         .map_err(|aws::NoRegion| S3Error::NoRegion)?;
         let s3 = aws_sdk_s3::config::Builder::from(&shared)
             .force_path_style(config.force_path_style)
+            .interceptor(aws::MeteredCalls("s3"))
             .build();
         let backend = S3Backend::new(aws_sdk_s3::Client::from_conf(s3), config);
         Ok(ObjectFilesystem::new(backend, settings))
