@@ -194,6 +194,7 @@ impl HttpClient for Counting {
         request: &azure_core::Request,
     ) -> azure_core::Result<azure_core::Response> {
         self.requests.fetch_add(1, Ordering::Relaxed);
+        flow_core::meter::cloud_request("blob", &call_name(request));
         let response = self.http.execute_request(request).await?;
         let status = u16::from(response.status());
         if !is_transient_status(status) {
@@ -215,6 +216,24 @@ impl HttpClient for Counting {
             },
         ))
     }
+}
+
+/// A Blob request's bounded name for [`flow_core::meter`]: its method and
+/// the `restype`/`comp` parameters that pick the operation
+/// (`PUT ?comp=block`, `GET ?restype=container&comp=list`), never a name.
+fn call_name(request: &azure_core::Request) -> String {
+    let mut call = request.method().to_string();
+    let mut separator = " ?";
+    for (key, value) in request.url().query_pairs() {
+        if key == "restype" || key == "comp" {
+            call.push_str(separator);
+            call.push_str(&key);
+            call.push('=');
+            call.push_str(&value);
+            separator = "&";
+        }
+    }
+    call
 }
 
 /// How long a refusal asks the client to wait: Azure's millisecond headers
@@ -567,4 +586,28 @@ impl BlobStore {
 
 fn io_error(e: azure_core::Error, timeouts: &Timeouts) -> std::io::Error {
     std::io::Error::other(call_error(e, timeouts).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::call_name;
+    use azure_core::{Method, Request, Url};
+
+    #[test]
+    fn a_call_is_named_by_its_method_and_operation_never_by_its_blob() {
+        let named = |method, url: &str| call_name(&Request::new(Url::parse(url).unwrap(), method));
+        let base = "http://127.0.0.1:10000/acct/data/day%3D1/part-0";
+        assert_eq!(named(Method::Get, base), "GET");
+        assert_eq!(
+            named(Method::Put, &format!("{base}?comp=block&blockid=QUJD")),
+            "PUT ?comp=block"
+        );
+        assert_eq!(
+            named(
+                Method::Get,
+                "http://127.0.0.1:10000/acct/data?restype=container&comp=list&prefix=day"
+            ),
+            "GET ?restype=container&comp=list"
+        );
+    }
 }

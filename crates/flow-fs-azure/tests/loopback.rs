@@ -141,3 +141,19 @@ async fn a_throttled_call_waits_as_long_as_the_service_asked_on_a_manual_clock()
         [Duration::from_secs(7), Duration::from_millis(1500)]
     );
 }
+
+#[tokio::test]
+async fn each_attempt_is_counted_on_the_meter_by_its_operation() {
+    let meter = flow_core::testkit::meter::RecordingMeter::installed();
+    let before = meter.requests("blob", "PUT");
+    let (url, seen) = peer(vec![Some(THROTTLED), Some(CREATED)]).await;
+    let fs = against(&url);
+    bounded(fs.mkdir("reports")).await.unwrap();
+    assert_eq!(seen.load(Ordering::SeqCst), 2);
+    // Both attempts; other tests of this binary add to the same counts.
+    assert!(
+        meter.requests("blob", "PUT") >= before + 2,
+        "{:?}",
+        meter.calls()
+    );
+}
