@@ -171,6 +171,22 @@ fn wait_for(home: &Home, name: &str) {
     }
 }
 
+/// Once the run's held job has touched `started`: the command lines on
+/// the machine holding the secret; then releases the job (`release`) and
+/// returns them with the run's output.
+fn secret_lines_while_held(
+    home: &Home,
+    run: std::process::Child,
+) -> (Vec<String>, std::process::Output) {
+    wait_for(home, "started");
+    let leaks: Vec<String> = every_command_line()
+        .into_iter()
+        .filter(|l| l.contains(SECRET))
+        .collect();
+    home.write("release", "");
+    (leaks, run.wait_with_output().unwrap())
+}
+
 /// The command line of every process on the machine, as `ps` shows them.
 fn every_command_line() -> Vec<String> {
     let mut lines = Vec::new();
@@ -236,13 +252,7 @@ main = { action = "rm", path = "missing/{settings.tok}/file" }
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    wait_for(&home, "started");
-    let leaks: Vec<String> = every_command_line()
-        .into_iter()
-        .filter(|l| l.contains(SECRET))
-        .collect();
-    home.write("release", "");
-    let out = child.wait_with_output().unwrap();
+    let (leaks, out) = secret_lines_while_held(&home, child);
     assert!(leaks.is_empty(), "visible in ps: {leaks:?}");
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
 
@@ -738,13 +748,7 @@ main = {{ action = "spark", application = "{here}/app.py", args = ["{here}"], co
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    wait_for(&home, "started");
-    let leaks: Vec<String> = every_command_line()
-        .into_iter()
-        .filter(|l| l.contains(SECRET))
-        .collect();
-    home.write("release", "");
-    let out = child.wait_with_output().unwrap();
+    let (leaks, out) = secret_lines_while_held(&home, child);
     assert!(leaks.is_empty(), "visible in ps: {leaks:?}");
     assert_eq!(
         out.status.code(),
