@@ -671,3 +671,42 @@ fn terminate_orphans_deletes_the_arm_cluster_of_a_crashed_run_on_fake_hdinsight_
     }
     assert_eq!(home.arm.as_ref().unwrap().count("clusters.delete"), 1);
 }
+
+#[test]
+#[ignore = "needs Azurite and the contract fakes: run through `cargo xtask test`"]
+fn a_cluster_deleted_under_a_running_batch_fails_the_step_with_its_state_on_fake_hdinsight_on_azurite(
+) {
+    // The batch would run a minute; its cluster is deleted outside flow
+    // once it was submitted.
+    let home = Home::with_arm("armgone", "60s");
+    home.write("a.toml", ONE_SPARK_STEP);
+    let started = Instant::now();
+    let mut child = home
+        .command_with_secrets(&["run", "a.toml", "--timeperiod", TP])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while home.livy.count("batches.create") == 0 {
+        assert!(Instant::now() < deadline, "no batch was submitted");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    home.arm
+        .as_ref()
+        .unwrap()
+        .post("delete?name=flow-a-2026112800-0");
+    let code = child.wait().unwrap().code();
+    assert_eq!(code, Some(1));
+    // Noticed at a cluster check (every tenth tick of at most 0.5 s), not
+    // when the batch would have ended.
+    assert!(started.elapsed() < Duration::from_secs(50));
+    let status = home.status_json("a.toml", TP);
+    assert_eq!(status["flow"]["state"], "state_invalid");
+    let error = status["steps"][0]["error"].as_str().unwrap_or_default();
+    // `Deleting`, or `Deleted` once the one-second delete ended.
+    assert!(
+        error.contains("its cluster ended: flow-a-2026112800-0 is Delet"),
+        "{status}"
+    );
+}
