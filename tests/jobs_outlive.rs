@@ -10,7 +10,7 @@ mod support;
 use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
-use support::text;
+use support::{kill9, text};
 
 const TP: &str = "2026112800";
 
@@ -67,27 +67,12 @@ cancel_grace = "5s"
         self.read("ran.txt").lines().map(str::to_string).collect()
     }
 
-    /// Runs `recover` until it is accepted and finishes (a dead run's lease
-    /// must turn stale first); returns its exit code, after printing what it
-    /// said (shown when the test fails).
-    fn recover_until_accepted(&self, flow: &str) -> i32 {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            let out = self.flow(&["recover", flow, "--timeperiod", TP]);
-            let code = out.status.code().unwrap_or(-1);
-            let refused_for_lease =
-                code == 2 && String::from_utf8_lossy(&out.stderr).contains("already being run by");
-            if !refused_for_lease {
-                println!("recover: {}", text(&out));
-                return code;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "recover never accepted: {}",
-                text(&out)
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
+    /// Starts `run FLOW` and kills the engine with SIGKILL once `ready`
+    /// (waited for as `what`).
+    fn crash_run(&self, flow: &str, what: &str, ready: impl FnMut() -> bool) {
+        let mut engine = self.spawn(&["run", flow, "--timeperiod", TP]);
+        self.wait_for(what, ready);
+        kill9(&mut engine);
     }
 
     /// Makes the dead run's lease of `flow` stale, as the passing of its
@@ -165,11 +150,6 @@ cancel_grace = "5s"
     }
 }
 
-fn kill9(child: &mut Child) {
-    child.kill().unwrap();
-    child.wait().unwrap();
-}
-
 /// `s1 -> s2 -> s3`; s2 has a `pre` job, a `main` job, a pause (an action
 /// without a job) and a `post` job, each writing one line when it ends.
 const PHASES: &str = r#"
@@ -201,10 +181,8 @@ const PHASE_LINES: [&str; 5] = ["s1", "s2-pre", "s2-main", "s2-post", "s3"];
 fn crash_at(point: &str, ready: impl Fn(&Home) -> bool) {
     let home = Home::new(1);
     home.write("phases.toml", PHASES);
-    let mut engine = home.spawn(&["run", "phases.toml", "--timeperiod", TP]);
-    home.wait_for(point, || ready(&home));
-    kill9(&mut engine);
-    assert_eq!(home.recover_until_accepted("phases.toml"), 0, "{point}");
+    home.crash_run("phases.toml", point, || ready(&home));
+    assert_eq!(home.recover_until_accepted("phases.toml", TP), 0, "{point}");
     let mut ran = home.ran();
     ran.sort();
     let mut expected = PHASE_LINES.map(String::from).to_vec();
@@ -265,11 +243,11 @@ name = "only"
 main = { action = "shell", command = "touch started; sleep 0.5; echo done >> ran.txt" }
 "#,
     );
-    let mut engine = home.spawn(&["run", "once.toml", "--timeperiod", TP]);
-    home.wait_for("the job to start", || home.path("started").exists());
-    kill9(&mut engine);
+    home.crash_run("once.toml", "the job to start", || {
+        home.path("started").exists()
+    });
     home.wait_for("the job to end", || !home.ran().is_empty());
-    assert_eq!(home.recover_until_accepted("once.toml"), 0);
+    assert_eq!(home.recover_until_accepted("once.toml", TP), 0);
     assert_eq!(home.ran(), ["done"]);
     let log = home.read("logs/once/only.log");
     assert!(log.contains("succeeded while no engine watched"), "{log}");
@@ -292,11 +270,11 @@ retry_delay = "1s"
 main = { action = "shell", command = "n=$(cat n 2>/dev/null || echo 0); n=$((n+1)); echo $n > n; touch started; sleep 0.5; touch ended$n; [ $n -ge 2 ]" }
 "#,
     );
-    let mut engine = home.spawn(&["run", "flaky.toml", "--timeperiod", TP]);
-    home.wait_for("the first attempt", || home.path("started").exists());
-    kill9(&mut engine);
+    home.crash_run("flaky.toml", "the first attempt", || {
+        home.path("started").exists()
+    });
     home.wait_for("the first attempt to end", || home.path("ended1").exists());
-    assert_eq!(home.recover_until_accepted("flaky.toml"), 0);
+    assert_eq!(home.recover_until_accepted("flaky.toml", TP), 0);
     assert_eq!(home.read("n").trim(), "2", "one failed attempt, one retry");
     let status = home.status_json("flaky.toml", TP);
     assert_eq!(status["steps"][0]["attempts"], 2, "{status}");
@@ -335,9 +313,9 @@ name = "only"
 main = { action = "shell", command = "echo $$ > job.pid; sleep 30" }
 "#,
     );
-    let mut engine = home.spawn(&["run", "reused.toml", "--timeperiod", TP]);
-    home.wait_for("the job", || !home.read("job.pid").trim().is_empty());
-    kill9(&mut engine);
+    home.crash_run("reused.toml", "the job", || {
+        !home.read("job.pid").trim().is_empty()
+    });
     // The pid in the handle is alive, but the process holding it now is not
     // the one that started the job: same pid, another start time.
     edit_stored_handle(&home.db(), "only", |job| {
@@ -348,7 +326,7 @@ main = { action = "shell", command = "echo $$ > job.pid; sleep 30" }
             .unwrap();
         job["handle"]["ids"]["start_time"] = serde_json::json!((start + 7).to_string());
     });
-    assert_eq!(home.recover_until_accepted("reused.toml"), 1);
+    assert_eq!(home.recover_until_accepted("reused.toml", TP), 1);
     let status = home.status_json("reused.toml", TP);
     let step = &status["steps"][0];
     assert_eq!(step["state"], "state_invalid", "{status}");
@@ -388,13 +366,13 @@ main = { action = "shell", command = "echo $$ > job.pid; sleep 2; echo done >> r
 fn recover_terminates_the_clusters_of_the_run_it_recovers() {
     let home = Home::new(1);
     home.write("long.toml", LONG);
-    let mut engine = home.spawn(&["run", "long.toml", "--timeperiod", TP]);
-    home.wait_for("the job", || !home.read("job.pid").trim().is_empty());
-    kill9(&mut engine);
+    home.crash_run("long.toml", "the job", || {
+        !home.read("job.pid").trim().is_empty()
+    });
     let before = cluster_states(&home);
     assert_eq!(before.len(), 1, "{before:?}");
     assert_eq!(before[0].1, "up", "recorded as it launched");
-    assert_eq!(home.recover_until_accepted("long.toml"), 0);
+    assert_eq!(home.recover_until_accepted("long.toml", TP), 0);
     assert_eq!(home.ran(), ["done"]);
     let after = cluster_states(&home);
     // The crashed run's cluster was adopted (its job ran on it) and
@@ -987,9 +965,7 @@ name = "only"
 main = { action = "shell", command = "touch started; while [ ! -e release ]; do sleep 0.05; done" }
 "#,
     );
-    let mut engine = home.spawn(&["run", "held.toml", "--timeperiod", TP]);
-    home.wait_for("the job", || home.path("started").exists());
-    kill9(&mut engine);
+    home.crash_run("held.toml", "the job", || home.path("started").exists());
     let out = home.once_accepted(&["cancel", "held.toml", "--timeperiod", TP]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     // The engine died and its flow was cancelled: the run is abandoned, in
