@@ -53,6 +53,7 @@ use flow_core::{
     TimeQualifier, TimetableJob,
 };
 use rusqlite::{Connection, OpenFlags};
+use std::borrow::Cow;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -354,7 +355,7 @@ fn check_header(path: &Path) -> Result<(), String> {
 /// Why setting up a freshly opened connection failed.
 enum SetupError {
     Sqlite {
-        step: &'static str,
+        step: Cow<'static, str>,
         error: rusqlite::Error,
     },
     Refused(String),
@@ -382,13 +383,29 @@ impl SetupError {
     }
 }
 
+/// What brings a file of version N (N >= 1) to version N + 1, at index
+/// N - 1: an older file runs every step from its own on.
+const UPGRADES: [&[&str]; sql::SCHEMA_VERSION as usize - 1] = [
+    &[sql::MIGRATE_V1_TO_V2, sql::SCHEMA_V2_TABLES],
+    &[sql::SCHEMA_V3_TABLES],
+    &[sql::SCHEMA_V4_TABLES],
+    &[sql::SCHEMA_V5_TABLES],
+    &[sql::SCHEMA_V6_COLUMNS],
+    &[sql::SCHEMA_V7_CHANGES],
+    &[sql::SCHEMA_V8_COLUMNS],
+    &[sql::SCHEMA_V9_COLUMNS],
+];
+
 /// Connection settings and schema. Another process opening the same new
 /// file at the same moment can make a step fail with SQLITE_BUSY without
 /// waiting (SQLite skips the busy handler where waiting could deadlock), so
 /// the caller retries the whole setup until `busy_timeout` has passed.
 fn setup(conn: &Connection, options: &SqliteOptions) -> Result<(), SetupError> {
     fn step(step: &'static str) -> impl Fn(rusqlite::Error) -> SetupError {
-        move |error| SetupError::Sqlite { step, error }
+        move |error| SetupError::Sqlite {
+            step: step.into(),
+            error,
+        }
     }
     conn.busy_timeout(options.busy_timeout)
         .map_err(step("setting busy_timeout"))?;
@@ -410,71 +427,14 @@ fn setup(conn: &Connection, options: &SqliteOptions) -> Result<(), SetupError> {
     let script = match version {
         sql::SCHEMA_VERSION => return Ok(()),
         0 => format!(
-            "{}{}{}{}{}{}{}{}{}",
+            "{}{}{}",
             sql::SCHEMA,
             sql::SCHEMA_V2_TABLES,
-            sql::SCHEMA_V3_TABLES,
-            sql::SCHEMA_V4_TABLES,
-            sql::SCHEMA_V5_TABLES,
-            sql::SCHEMA_V6_COLUMNS,
-            sql::SCHEMA_V7_CHANGES,
-            sql::SCHEMA_V8_COLUMNS,
-            sql::SCHEMA_V9_COLUMNS
+            UPGRADES[1..].concat().concat()
         ),
-        1 => format!(
-            "{}{}{}{}{}{}{}{}{}",
-            sql::MIGRATE_V1_TO_V2,
-            sql::SCHEMA_V2_TABLES,
-            sql::SCHEMA_V3_TABLES,
-            sql::SCHEMA_V4_TABLES,
-            sql::SCHEMA_V5_TABLES,
-            sql::SCHEMA_V6_COLUMNS,
-            sql::SCHEMA_V7_CHANGES,
-            sql::SCHEMA_V8_COLUMNS,
-            sql::SCHEMA_V9_COLUMNS
-        ),
-        2 => format!(
-            "{}{}{}{}{}{}{}",
-            sql::SCHEMA_V3_TABLES,
-            sql::SCHEMA_V4_TABLES,
-            sql::SCHEMA_V5_TABLES,
-            sql::SCHEMA_V6_COLUMNS,
-            sql::SCHEMA_V7_CHANGES,
-            sql::SCHEMA_V8_COLUMNS,
-            sql::SCHEMA_V9_COLUMNS
-        ),
-        3 => format!(
-            "{}{}{}{}{}{}",
-            sql::SCHEMA_V4_TABLES,
-            sql::SCHEMA_V5_TABLES,
-            sql::SCHEMA_V6_COLUMNS,
-            sql::SCHEMA_V7_CHANGES,
-            sql::SCHEMA_V8_COLUMNS,
-            sql::SCHEMA_V9_COLUMNS
-        ),
-        4 => format!(
-            "{}{}{}{}{}",
-            sql::SCHEMA_V5_TABLES,
-            sql::SCHEMA_V6_COLUMNS,
-            sql::SCHEMA_V7_CHANGES,
-            sql::SCHEMA_V8_COLUMNS,
-            sql::SCHEMA_V9_COLUMNS
-        ),
-        5 => format!(
-            "{}{}{}{}",
-            sql::SCHEMA_V6_COLUMNS,
-            sql::SCHEMA_V7_CHANGES,
-            sql::SCHEMA_V8_COLUMNS,
-            sql::SCHEMA_V9_COLUMNS
-        ),
-        6 => format!(
-            "{}{}{}",
-            sql::SCHEMA_V7_CHANGES,
-            sql::SCHEMA_V8_COLUMNS,
-            sql::SCHEMA_V9_COLUMNS
-        ),
-        7 => format!("{}{}", sql::SCHEMA_V8_COLUMNS, sql::SCHEMA_V9_COLUMNS),
-        8 => sql::SCHEMA_V9_COLUMNS.to_string(),
+        older @ 1.. if older < sql::SCHEMA_VERSION => {
+            UPGRADES[older as usize - 1..].concat().concat()
+        }
         newer => {
             return Err(SetupError::Refused(format!(
                 "schema version {newer} is newer than this build understands ({})",
@@ -501,24 +461,10 @@ fn setup(conn: &Connection, options: &SqliteOptions) -> Result<(), SetupError> {
             let _ = conn.execute_batch("ROLLBACK");
         }
         SetupError::Sqlite {
-            step: if version == 1 {
-                "upgrading the schema from version 1"
-            } else if version == 2 {
-                "upgrading the schema from version 2"
-            } else if version == 3 {
-                "upgrading the schema from version 3"
-            } else if version == 4 {
-                "upgrading the schema from version 4"
-            } else if version == 5 {
-                "upgrading the schema from version 5"
-            } else if version == 6 {
-                "upgrading the schema from version 6"
-            } else if version == 7 {
-                "upgrading the schema from version 7"
-            } else if version == 8 {
-                "upgrading the schema from version 8"
+            step: if version == 0 {
+                "creating the schema".into()
             } else {
-                "creating the schema"
+                format!("upgrading the schema from version {version}").into()
             },
             error,
         }
