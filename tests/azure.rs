@@ -400,22 +400,8 @@ name = "count"
 main = { action = "spark", application = "jobs/count.py" }
 "#,
     );
-    let mut child = home
-        .command_with_secrets(&["run", "a.toml", "--timeperiod", TP])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while home.livy.count("batches.create") == 0 {
-        assert!(Instant::now() < deadline, "no batch was submitted");
-        std::thread::sleep(Duration::from_millis(50));
-    }
     // The engine dies without a word while its batch runs.
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGKILL);
-    }
-    let _ = child.wait();
+    run_killed_once_a_batch_is_submitted(&home);
     assert_eq!(
         home.listed(&home.livy, "/batches")["sessions"][0]["state"],
         "starting"
@@ -591,10 +577,9 @@ fn a_flow_on_a_cluster_created_through_arm_ends_processed_and_deletes_it_on_fake
     }
 }
 
-/// Starts `flow run` of [`ONE_SPARK_STEP`] and kills it (`kill -9`) once
-/// its batch was submitted, on a cluster created through ARM.
-fn killed_during_a_batch(home: &Home) {
-    home.write("a.toml", ONE_SPARK_STEP);
+/// Starts `flow run a.toml` and kills it (`kill -9`) once the Livy fake has
+/// its first batch.
+fn run_killed_once_a_batch_is_submitted(home: &Home) {
     let mut child = home
         .command_with_secrets(&["run", "a.toml", "--timeperiod", TP])
         .stdout(Stdio::null())
@@ -606,10 +591,14 @@ fn killed_during_a_batch(home: &Home) {
         assert!(Instant::now() < deadline, "no batch was submitted");
         std::thread::sleep(Duration::from_millis(50));
     }
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGKILL);
-    }
-    let _ = child.wait();
+    support::kill9(&mut child);
+}
+
+/// Starts `flow run` of [`ONE_SPARK_STEP`] and kills it (`kill -9`) once
+/// its batch was submitted, on a cluster created through ARM.
+fn killed_during_a_batch(home: &Home) {
+    home.write("a.toml", ONE_SPARK_STEP);
+    run_killed_once_a_batch_is_submitted(home);
     assert_eq!(
         home.arm_clusters(),
         [(
