@@ -139,6 +139,13 @@ impl Dir {
         conn.busy_timeout(Duration::from_secs(5)).unwrap();
         conn
     }
+
+    /// The file's schema version, read as another process would.
+    fn user_version(&self) -> i64 {
+        self.other_connection()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap()
+    }
 }
 
 fn strip_ids(mut steps: Vec<StepRecord>) -> Vec<StepRecord> {
@@ -1130,11 +1137,7 @@ async fn a_version_1_file_is_upgraded_in_place() {
             .unwrap(),
     );
     assert_eq!(lease.token, 1);
-    let version: i64 = dir
-        .other_connection()
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(version, 9);
+    assert_eq!(dir.user_version(), 9);
 }
 
 /// A version-2 file (before Jobs and SLA marks) gets the `job` table and
@@ -1157,11 +1160,7 @@ async fn a_version_2_file_is_upgraded_with_the_job_table() {
         .await
         .unwrap();
     assert_eq!(job.state, flow_core::JobState::Embryo);
-    let version: i64 = dir
-        .other_connection()
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(version, 9);
+    assert_eq!(dir.user_version(), 9);
 }
 
 /// A version-4 file (Jobs without `depends_on_flows`) gets the column
@@ -1187,11 +1186,7 @@ async fn a_version_4_file_is_upgraded_with_the_jobs_upstreams() {
     let store = dir.open();
     let read = store.get_job(&key).await.unwrap().unwrap();
     assert_eq!(read.depends_on_flows, Vec::<String>::new());
-    let version: i64 = dir
-        .other_connection()
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(version, 9);
+    assert_eq!(dir.user_version(), 9);
 }
 
 /// A version-6 file (Jobs without `due_at` and `started_at`) keeps its Jobs
@@ -1272,11 +1267,7 @@ async fn a_version_7_file_is_upgraded_with_the_trace_parent_column() {
     save_flow(&store, &traced).await.unwrap();
     let read = store.get_flow(&key).await.unwrap().unwrap();
     assert_eq!(read.trace_parent, traced.trace_parent);
-    let version: i64 = dir
-        .other_connection()
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(version, 9);
+    assert_eq!(dir.user_version(), 9);
 }
 
 /// The database file and its WAL and shared-memory files are readable by
@@ -1337,9 +1328,5 @@ async fn a_version_8_file_is_upgraded_with_the_cluster_usage_column() {
     assert_eq!(clusters.len(), 1);
     assert_eq!(clusters[0].usage, flow_core::ClusterUsage::default());
     assert_eq!(clusters[0].instance_hours(chrono::Utc::now()), None);
-    let version: i64 = dir
-        .other_connection()
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(version, 9);
+    assert_eq!(dir.user_version(), 9);
 }
