@@ -4,13 +4,15 @@
 //! Installs the pinned `cargo-mutants` into `<target>/tools/cargo-mutants`
 //! (`cargo install --root`, once, reused while its version matches). The
 //! files are mutated in [`GROUPS`]: each group names the tests that
-//! exercise its files (the binary's end-to-end tests too, where a promise
-//! is only visible through `flow`), the features they need, whether they
-//! need the MongoDB peer (started as `cargo xtask test` starts it), and how
-//! long one mutant's tests may take. Each group's tests first run
-//! unmutated (cargo-mutants' own baseline covers only the mutated
-//! packages, and a test failing anyway would make every mutant look
-//! caught); then cargo-mutants runs once per group, one mutant at a time. The run ends with the caught share per file
+//! exercise its files (packages, test targets and test names; the
+//! binary's end-to-end tests too, where a promise is only visible through
+//! `flow`), the features they need, whether they need the MongoDB peer
+//! (started as `cargo xtask test` starts it), and how long one mutant's
+//! tests may take. Each group's tests first run unmutated, as the
+//! baseline (cargo-mutants' own covers only the mutated packages, and a
+//! test failing anyway would make every mutant look caught); then
+//! cargo-mutants runs once per group, one mutant at a time, building and
+//! running only the group's tests. The run ends with the caught share per file
 //! (caught or timed out, of the viable mutants), each file's recorded
 //! figure ([`RECORDED`]), and the survivors; it fails when a file's share
 //! drops below its recorded figure (on a complete run: a run narrowed by
@@ -19,8 +21,9 @@
 //! `cargo xtask test` or CI.
 //!
 //! Builds go to `<target>/mutants-build` (their own directory: cargo-mutants
-//! builds a copy of the tree, whose fingerprints would thrash the normal
-//! build), results to `<target>/mutants/GROUP/mutants.out`. Arguments:
+//! builds a copy of the tree with capped lints, whose fingerprints would
+//! thrash the normal build; the baseline builds there too, with the same
+//! flags, so the dependencies are built once), results to `<target>/mutants/GROUP/mutants.out`. Arguments:
 //! `--only FILE` (repeatable) mutates only those files (of their groups);
 //! anything else goes to cargo-mutants, e.g. `-F 'dispatch'` (only mutants
 //! whose name matches), `--shard 1/4`, `--iterate` (skip mutants caught by
@@ -44,6 +47,13 @@ pub struct Group {
     /// Packages whose tests run (the binary's end-to-end tests are
     /// `flow-cli`'s).
     pub packages: &'static [&'static str],
+    /// Cargo's target selection within those packages (`--lib`, `--test
+    /// NAME`), for the build and the test run alike: only these are built
+    /// and run for each mutant. Empty: every target of the packages.
+    pub targets: &'static [&'static str],
+    /// The tests' names to run, as libtest's filters (a test runs when its
+    /// path contains one of them). Empty: every test of the targets.
+    pub filters: &'static [&'static str],
     /// Cargo features those tests need.
     pub features: &'static [&'static str],
     /// Runs the ignored `_on_nx27017` and `_on_secantusdb` tests against
@@ -57,7 +67,10 @@ pub struct Group {
     pub timeout_secs: u32,
 }
 
-/// The files of issues 15 and 22, by the tests that exercise them.
+/// The files of issues 15 and 22, by the tests that exercise them. A
+/// group names the test targets (and, where a target holds much else, the
+/// tests) that check its files' promises, so a mutant builds and runs
+/// those, not the binary's whole suite (about 5 minutes a mutant).
 pub const GROUPS: &[Group] = &[
     // The engine's core and the store's file format: the engine's tests run
     // on the real store and the real local cluster; everything the binary's
@@ -73,52 +86,108 @@ pub const GROUPS: &[Group] = &[
             "crates/flow-store-sqlite/src/lib.rs",
         ],
         packages: &["flow-engine", "flow-store-sqlite"],
+        targets: &[],
+        filters: &[],
         features: &[],
         mongo: false,
         timeout_secs: 60,
     },
-    // Cluster launch, adoption and termination, rollback, the log writer,
-    // the masked store and the SQLite writer thread: promises the binary's
-    // tests show (lost log lines, secrets in output, crashes mid-run).
+    // Cluster launch, adoption and termination and the log writer:
+    // promises the binary's tests show too (lost log lines, crashes
+    // mid-run), so all of them run.
     Group {
         name: "engine-edges",
         files: &[
             "crates/flow-engine/src/clusters.rs",
-            "crates/flow-engine/src/rollback.rs",
             "crates/flow-engine/src/logging.rs",
-            "crates/flow-engine/src/masked.rs",
-            "crates/flow-store-sqlite/src/writer.rs",
         ],
-        packages: &["flow-engine", "flow-store-sqlite", "flow-cli"],
+        packages: &["flow-engine", "flow-cli"],
+        targets: &[],
+        filters: &[],
         features: &[],
         mongo: false,
         timeout_secs: 900,
     },
-    // Masking (`mask` and the secret forms, in context.rs) and key
-    // confinement (`normalize_key`, in filesystem.rs).
+    // Rollback: `flow rollback` end to end (the engine's own tests have
+    // none).
     Group {
-        name: "core",
-        files: &[
-            "crates/flow-core/src/context.rs",
-            "crates/flow-core/src/filesystem.rs",
-        ],
-        packages: &["flow-core", "flow-cluster-local", "flow-engine", "flow-cli"],
+        name: "rollback",
+        files: &["crates/flow-engine/src/rollback.rs"],
+        packages: &["flow-engine", "flow-cli"],
+        targets: &["--lib", "--test", "cli", "--test", "jobs_outlive"],
+        filters: &["rollback"],
         features: &[],
         mongo: false,
-        timeout_secs: 900,
+        timeout_secs: 300,
+    },
+    // The masked store and masking itself (`mask` and the secret forms,
+    // in context.rs): the unit tests, and the binary's secret tests
+    // (every record and log line a run writes, every form a secret takes
+    // in a job's output and in errors).
+    Group {
+        name: "masking",
+        files: &[
+            "crates/flow-engine/src/masked.rs",
+            "crates/flow-core/src/context.rs",
+        ],
+        packages: &["flow-core", "flow-engine", "flow-cli"],
+        targets: &["--lib", "--test", "hardening"],
+        filters: &["secret", "context::"],
+        features: &[],
+        mongo: false,
+        timeout_secs: 300,
+    },
+    // The SQLite writer thread: the store's own suites, and the engine's
+    // store faults (a full disk, a read-only file).
+    Group {
+        name: "sqlite-writer",
+        files: &["crates/flow-store-sqlite/src/writer.rs"],
+        packages: &["flow-store-sqlite", "flow-engine"],
+        targets: &[
+            "--lib",
+            "--test",
+            "store",
+            "--test",
+            "conformance",
+            "--test",
+            "process_race",
+            "--test",
+            "store_faults",
+        ],
+        filters: &[],
+        features: &[],
+        mongo: false,
+        timeout_secs: 300,
+    },
+    // Key confinement (`normalize_key`, in filesystem.rs): its unit tests
+    // and the local filesystem's, which refuses keys outside its root.
+    Group {
+        name: "keys",
+        files: &["crates/flow-core/src/filesystem.rs"],
+        packages: &["flow-core", "flow-cluster-local"],
+        targets: &["--lib", "--test", "filesystem"],
+        filters: &[],
+        features: &[],
+        mongo: false,
+        timeout_secs: 300,
     },
     // The local cluster's job identity (pid, start time, boot id) and its
-    // process-group kill.
+    // process-group kill: the crate's own tests run real processes
+    // (`handles.rs`: pid reuse, a reboot, another cluster's handle;
+    // `jobs.rs` and `kill_all.rs`: the group killed, SIGKILL after the
+    // grace period).
     Group {
         name: "local",
         files: &[
             "crates/flow-cluster-local/src/jobdir.rs",
             "crates/flow-cluster-local/src/process.rs",
         ],
-        packages: &["flow-cluster-local", "flow-cli"],
+        packages: &["flow-cluster-local"],
+        targets: &[],
+        filters: &[],
         features: &[],
         mongo: false,
-        timeout_secs: 900,
+        timeout_secs: 300,
     },
     // The Mongo store's fence stamps, fenced upserts, lease and begin_run,
     // on the peer.
@@ -131,23 +200,39 @@ pub const GROUPS: &[Group] = &[
             "crates/flow-store-mongo/src/odm.rs",
         ],
         packages: &["flow-store-mongo"],
+        targets: &[],
+        filters: &[],
         features: &[],
         mongo: true,
         timeout_secs: 300,
     },
-    // The viewer's token, Origin and Host checks and security headers.
+    // The viewer's token, Origin and Host checks and security headers: the
+    // guard's unit tests, and the binary's requests that check each
+    // refusal, the headers on every answer, JSON errors and the tokens
+    // refused at start.
     Group {
         name: "viewer",
         files: &["crates/flow-server/src/security.rs"],
         packages: &["flow-server", "flow-cli"],
+        targets: &["--lib", "--test", "serve_api"],
+        filters: &[
+            "security::",
+            "every_endpoint_answers_with_the_right_codes",
+            "tokens_origins_hosts_and_secrets",
+            "a_public_address_without_a_token_is_refused",
+            "security_headers_are_on_api_answers_and_errors",
+            "every_api_answer_is_json_even_axums_own_refusals",
+            "serve_refuses_a_token_shorter_than_a_secret",
+            "serve_refuses_tokens_no_request_can_carry",
+        ],
         features: &["flow-cli/serve"],
         mongo: false,
-        timeout_secs: 900,
+        timeout_secs: 300,
     },
 ];
 
 /// The caught share (percent of the viable mutants) each file had when it
-/// was last measured on the whole file with this tool (ARCHITECTURE.md,
+/// was last measured on the whole file with this tool (docs/src/dev/testing.md,
 /// "Mutation testing"); a complete run fails when a file drops below it.
 /// Files not listed are not yet measured: reported, never judged.
 pub const RECORDED: &[(&str, f64)] = &[
@@ -216,11 +301,9 @@ pub fn mutants(args: &[OsString]) -> ExitCode {
             }
             env = peers.iter().flat_map(|p| p.env.clone()).collect();
         }
-        // cargo-mutants' baseline runs only the mutated packages' tests; a
-        // failing test of the other packages would make every mutant look
-        // caught.
+        // The baseline (see `unmutated_tests`).
         if !listing {
-            let mut unmutated = unmutated_tests(&root, group);
+            let mut unmutated = unmutated_tests(&root, &target, group);
             unmutated.envs(env.clone());
             eprintln!(
                 "xtask: group {}: the unmutated tests first: {}",
@@ -241,12 +324,8 @@ pub fn mutants(args: &[OsString]) -> ExitCode {
             eprintln!("xtask: cannot create {}: {err}", output.display());
             return ExitCode::FAILURE;
         }
-        let mut command = group_command(&tool, &root, &target, group, &files, &output);
-        command.args(&passed).envs(env);
-        if group.mongo {
-            // cargo test's own arguments, then the test binaries'.
-            command.args(["--", "--", "--include-ignored"]);
-        }
+        let mut command = group_command(&tool, &root, &target, group, &files, &output, &passed);
+        command.envs(env);
         eprintln!(
             "xtask: group {}: running {}",
             group.name,
@@ -336,9 +415,32 @@ fn split_args(args: &[OsString]) -> Result<(Vec<String>, Vec<OsString>), String>
     Ok((only, passed))
 }
 
-/// `cargo test` of the group's packages, unmutated (in the normal target
-/// directory).
-fn unmutated_tests(root: &Path, group: &Group) -> Command {
+/// The target directory cargo-mutants builds in, and the flags it builds
+/// with (it caps lints through `CARGO_ENCODED_RUSTFLAGS`): the unmutated
+/// run uses both, so its build of the dependencies is the mutants' too.
+fn mutants_build_env(target: &Path) -> [(&'static str, OsString); 2] {
+    [
+        ("CARGO_TARGET_DIR", target.join("mutants-build").into()),
+        ("CARGO_ENCODED_RUSTFLAGS", "--cap-lints=warn".into()),
+    ]
+}
+
+/// What libtest is given: the group's filters, and the ignored peer tests
+/// where the group has its peers.
+fn test_binary_args(group: &Group) -> Vec<&'static str> {
+    let mut args = group.filters.to_vec();
+    if group.mongo {
+        args.push("--include-ignored");
+    }
+    args
+}
+
+/// `cargo test` of the group's tests (packages, targets, filters), on the
+/// unmutated tree: the baseline. cargo-mutants' own baseline cannot be
+/// used: it tests only the mutated packages, and a `--test` target of
+/// another package makes it fail. A test failing here would make every
+/// mutant look caught.
+fn unmutated_tests(root: &Path, target: &Path, group: &Group) -> Command {
     let mut command = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     command.current_dir(root).arg("test");
     for package in group.packages {
@@ -347,13 +449,17 @@ fn unmutated_tests(root: &Path, group: &Group) -> Command {
     for feature in group.features {
         command.args(["--features", feature]);
     }
-    if group.mongo {
-        command.args(["--", "--include-ignored"]);
+    command.args(group.targets);
+    let libtest = test_binary_args(group);
+    if !libtest.is_empty() {
+        command.arg("--").args(libtest);
     }
+    command.envs(mutants_build_env(target));
     command
 }
 
-/// The cargo-mutants command for `files` of `group`.
+/// The cargo-mutants command for `files` of `group`; `passed` are the
+/// user's arguments for cargo-mutants.
 fn group_command(
     tool: &Path,
     root: &Path,
@@ -361,6 +467,7 @@ fn group_command(
     group: &Group,
     files: &[&str],
     output: &Path,
+    passed: &[OsString],
 ) -> Command {
     let mut command = Command::new(tool);
     command
@@ -372,12 +479,18 @@ fn group_command(
         .arg(output)
         // One mutant at a time: each build already uses both cores.
         .args(["--jobs", "1", "--no-shuffle", "--colors", "never"])
+        // The unmutated run just before is the baseline.
+        .args(["--baseline", "skip"])
         .arg("--timeout")
         .arg(group.timeout_secs.to_string())
         .args(["--build-timeout", "900"])
         // A mutant that only trips a lint is still a behaviour change.
         .args(["--cap-lints", "true"])
-        .env("CARGO_TARGET_DIR", target.join("mutants-build"));
+        .env("CARGO_TARGET_DIR", target.join("mutants-build"))
+        // cargo-mutants adds the cap to these; the unmutated run's flags
+        // are exactly the cap.
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("RUSTFLAGS");
     for package in group.packages {
         command.args(["--test-package", package]);
     }
@@ -386,6 +499,17 @@ fn group_command(
     }
     for file in files {
         command.args(["--file", file]);
+    }
+    // Given to `cargo test` for the build and the run alike.
+    for arg in group.targets {
+        command.arg(format!("--cargo-arg={arg}"));
+    }
+    command.args(passed);
+    // After cargo-mutants' `--`: cargo test's arguments, whose own `--`
+    // starts the test binaries'.
+    let libtest = test_binary_args(group);
+    if !libtest.is_empty() {
+        command.args(["--", "--"]).args(libtest);
     }
     command
 }
@@ -625,6 +749,146 @@ mod tests {
             );
             assert!((0.0..=100.0).contains(figure));
         }
+    }
+
+    /// Every `.rs` file under `dir`, recursively.
+    fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
+        for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                sources(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+
+    /// A narrowed group that selected nothing would pass every mutant's
+    /// "tests": each `--test NAME` is a test target of one of the group's
+    /// packages, and each filter names a test function (or, ending in
+    /// `::`, a module) in their sources.
+    #[test]
+    fn every_target_and_filter_of_a_group_selects_tests() {
+        let root = crate::workspace_root();
+        for group in GROUPS {
+            let mut files = Vec::new();
+            let mut manifests = String::new();
+            for package in group.packages {
+                let dir = root.join("crates").join(package);
+                manifests += &fs::read_to_string(dir.join("Cargo.toml")).unwrap();
+                sources(&dir, &mut files);
+                if *package == "flow-cli" {
+                    sources(&root.join("tests"), &mut files);
+                }
+            }
+            let mut targets = group.targets.iter();
+            while let Some(arg) = targets.next() {
+                if *arg == "--test" {
+                    let name = targets.next().expect("--test needs a name");
+                    let declared = manifests.contains(&format!("name = \"{name}\""));
+                    let by_file = group.packages.iter().any(|p| {
+                        root.join("crates")
+                            .join(p)
+                            .join("tests")
+                            .join(format!("{name}.rs"))
+                            .is_file()
+                    });
+                    assert!(
+                        declared || by_file,
+                        "group {}: no test target {name}",
+                        group.name
+                    );
+                } else {
+                    assert_eq!(*arg, "--lib", "group {}: {arg}", group.name);
+                }
+            }
+            let text: String = files
+                .iter()
+                .map(|f| fs::read_to_string(f).unwrap())
+                .collect::<Vec<_>>()
+                .join("\n");
+            for filter in group.filters {
+                let found = match filter.strip_suffix("::") {
+                    Some(module) => {
+                        text.contains(&format!("mod {module};"))
+                            || text.contains(&format!("mod {module} {{"))
+                    }
+                    None => text
+                        .lines()
+                        .any(|l| l.contains("fn ") && l.contains(filter)),
+                };
+                assert!(found, "group {}: filter {filter} names no test", group.name);
+            }
+        }
+    }
+
+    /// The baseline runs exactly what each mutant runs: the same packages,
+    /// targets, features and filters, built where the mutants are.
+    #[test]
+    fn the_baseline_and_the_mutants_run_the_same_tests() {
+        let group = GROUPS.iter().find(|g| g.name == "viewer").unwrap();
+        let target = Path::new("/t");
+        let args = |c: &Command| -> Vec<String> {
+            c.get_args()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect()
+        };
+        let base = args(&unmutated_tests(Path::new("/r"), target, group));
+        let mutants = args(&group_command(
+            Path::new("cm"),
+            Path::new("/r"),
+            target,
+            group,
+            group.files,
+            Path::new("/o"),
+            &[OsString::from("-F"), OsString::from("x")],
+        ));
+        let after = |list: &[String], sep: &str| -> Vec<String> {
+            let at = list.iter().position(|a| a == sep).unwrap();
+            list[at + 1..].to_vec()
+        };
+        // libtest's arguments: the filters, in both.
+        assert_eq!(after(&base, "--"), group.filters);
+        assert_eq!(after(&after(&mutants, "--"), "--"), group.filters);
+        // cargo's target selection, in both.
+        let selection: Vec<String> = group
+            .targets
+            .iter()
+            .map(|t| format!("--cargo-arg={t}"))
+            .collect();
+        let given: Vec<String> = mutants
+            .iter()
+            .filter(|a| a.starts_with("--cargo-arg="))
+            .cloned()
+            .collect();
+        assert_eq!(given, selection);
+        assert!(
+            base.windows(2).any(|w| w == ["--test", "serve_api"]),
+            "{base:?}"
+        );
+        // The user's arguments come before cargo test's.
+        let user = mutants.iter().position(|a| a == "-F").unwrap();
+        assert!(user < mutants.iter().position(|a| a == "--").unwrap());
+        assert!(mutants.windows(2).any(|w| w == ["--baseline", "skip"]));
+        let build_dir = |c: &Command| {
+            c.get_envs()
+                .find(|(k, _)| *k == "CARGO_TARGET_DIR")
+                .and_then(|(_, v)| v.map(PathBuf::from))
+        };
+        let group_cmd = group_command(
+            Path::new("cm"),
+            Path::new("/r"),
+            target,
+            group,
+            group.files,
+            Path::new("/o"),
+            &[],
+        );
+        assert_eq!(
+            build_dir(&unmutated_tests(Path::new("/r"), target, group)),
+            Some(target.join("mutants-build"))
+        );
+        assert_eq!(build_dir(&group_cmd), Some(target.join("mutants-build")));
     }
 
     #[test]
