@@ -415,12 +415,56 @@ mod tests {
         }
     }
 
+    /// Forms only one quoting gives: Python's `repr` escaping its own
+    /// quote next to a control character, bash's octal escape, and a
+    /// `{:?}` of a longer text (its quotes far from the secret).
+    #[test]
+    fn mask_knows_the_forms_only_one_quoting_gives() {
+        let _both = Secret::new("Py'th\"on\u{1b}s3cret");
+        let _octal = Secret::new("ab\u{1}cd'ef-s3cret");
+        // `{:?}` escapes `"` and the control character, not `'`: no other
+        // form writes it so.
+        let _debug = Secret::new("dbg-it's\"q\u{1b}s3cret");
+        let debug = format!("{:?}", "/data/dbg-it's\"q\u{1b}s3cret/part-0");
+        for (printed, expected) in [
+            // python3 -c 'print(repr(s))'
+            (r#"'Py\'th"on\x1bs3cret'"#, "'***'"),
+            // bash: printf %q, ${s@Q}
+            (r"$'ab\001cd\'ef-s3cret'", "$'***'"),
+            (debug.as_str(), "\"/data/***/part-0\""),
+        ] {
+            assert_eq!(mask(printed), expected, "{printed}");
+        }
+    }
+
+    #[test]
+    fn settings_hold_plain_and_secret_values_by_name() {
+        let mut s = Settings::new()
+            .with_plain("bucket", "reports")
+            .with_secret("api-token", "settings-s3cret-1");
+        assert_eq!(s.names().collect::<Vec<_>>(), ["api-token", "bucket"]);
+        assert_eq!(s.get("bucket").map(SettingValue::expose), Some("reports"));
+        assert_eq!(
+            s.get("api-token").map(SettingValue::expose),
+            Some("settings-s3cret-1")
+        );
+        assert_eq!(s.get("missing"), None);
+        assert!(s.is_secret("api-token") && !s.is_secret("bucket") && !s.is_secret("missing"));
+        s.insert("bucket", SettingValue::Plain("archive".into()));
+        assert_eq!(s.get("bucket").map(SettingValue::expose), Some("archive"));
+        assert_eq!(s.names().count(), 2);
+    }
+
     #[test]
     fn secrets_never_print() {
         let s = Settings::new()
             .with_secret("token", "hunter2")
             .with_plain("bucket", "b");
         assert!(!format!("{s:?}").contains("hunter2"));
+        let secret = Secret::new("printed-s3cret");
+        assert_eq!(format!("{secret:?}"), "Secret(***)");
+        assert_eq!(format!("{secret}"), "***");
+        assert_eq!(secret.expose(), "printed-s3cret");
         assert_eq!(
             s.redact("--token hunter2 --bucket b"),
             "--token *** --bucket b"

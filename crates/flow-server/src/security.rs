@@ -270,6 +270,54 @@ mod tests {
             .is_err());
     }
 
+    /// A loopback address other than 127.0.0.1 (`--bind 127.0.0.2:8080`)
+    /// answers to itself as well as to the usual names; a neighbour
+    /// address does not.
+    #[test]
+    fn a_loopback_server_answers_to_its_own_address() {
+        let g = Guard::new(None, "127.0.0.2:8080".parse().unwrap());
+        for host in [
+            "127.0.0.2:8080",
+            "localhost:8080",
+            "127.0.0.1:8080",
+            "[::1]:8080",
+        ] {
+            assert!(
+                g.check(&Method::GET, &headers(&[("host", host)])).is_ok(),
+                "{host}"
+            );
+        }
+        for host in ["127.0.0.3:8080", "127.0.0.2:8081", "127.0.0.2"] {
+            assert!(
+                g.check(&Method::GET, &headers(&[("host", host)])).is_err(),
+                "{host}"
+            );
+        }
+    }
+
+    /// A browser says where a request comes from in `Sec-Fetch-Site`: the
+    /// server's own page (`same-origin`) and a typed-in or bookmarked
+    /// request (`none`) may change state; any other site may not, even
+    /// one on the same registrable domain (`same-site`).
+    #[test]
+    fn sec_fetch_site_lets_only_the_own_page_change_state() {
+        let g = Guard::new(None, "127.0.0.1:9000".parse().unwrap());
+        let post = |site: &str| {
+            g.check(
+                &Method::POST,
+                &headers(&[("host", "127.0.0.1:9000"), ("sec-fetch-site", site)]),
+            )
+        };
+        assert!(post("same-origin").is_ok());
+        assert!(post("none").is_ok());
+        for site in ["same-site", "cross-site"] {
+            assert!(
+                matches!(post(site).unwrap_err(), ApiError::Forbidden(_)),
+                "{site}"
+            );
+        }
+    }
+
     /// On port 80 clients send `Host: localhost` (curl, browsers): accepted,
     /// with the port or without, and a POST's `Origin` (also port-less)
     /// matches; other hosts are still refused.
