@@ -454,4 +454,10 @@ pub trait FlowStore: Send + Sync {
         process_name: &str,
         q: TimeQualifier,
     ) -> Result<Vec<JobTally>, StoreError>;
+
+    /// How many of `flow_name`'s flow records (its timeperiods) are marked
+    /// with an SLA miss (`sla_missed_at`). Counted by the store through an
+    /// index holding the mark, without reading the records: `flow serve`
+    /// asks at every `/metrics` scrape, on a history of any length.
+    async fn count_sla_missed(&self, flow_name: &str) -> Result<u64, StoreError>;
 }

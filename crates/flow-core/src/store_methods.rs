@@ -94,6 +94,7 @@ macro_rules! for_each_store_method {
                 process_name: owned &str,
                 q: copy $crate::TimeQualifier
             ) -> Vec<$crate::JobTally>;
+            count_sla_missed(flow_name: owned &str) -> u64;
         }
     };
 }

@@ -13,7 +13,7 @@ use crate::error::ApiError;
 use axum::extract::State;
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
-use flow_core::{FlowQuery, JobQuery, JobState, StoreError, TimetableJob};
+use flow_core::{JobQuery, JobState, StoreError, TimetableJob};
 use flow_signals::MetricsRegistry;
 use flow_signals::{OPENMETRICS_CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -174,7 +174,7 @@ impl TimetableSeries {
 
 /// The SLA misses of every flow this server shows with an `sla`: how many
 /// of its timeperiods' runs missed it (flow records with `sla_missed_at`),
-/// read from the store at each scrape.
+/// counted by the store at each scrape.
 #[derive(Clone, Default)]
 pub struct SlaSeries {
     missed: Family<FlowLabels, Gauge>,
@@ -193,18 +193,14 @@ impl SlaSeries {
     }
 
     /// Counts each flow's records marked missed (a flow without `sla` has
-    /// no series).
+    /// no series), on the store's index: a scrape reads no flow record.
     pub async fn refresh(&self, state: &AppState) -> Result<(), StoreError> {
         for entry in state.catalog.entries() {
             if entry.graph.signals().sla.is_none() {
                 continue;
             }
             let flow = entry.graph.name();
-            let records = state
-                .store
-                .list_flows(&FlowQuery::named(Some(flow)))
-                .await?;
-            let missed = records.iter().filter(|r| r.sla_missed_at.is_some()).count();
+            let missed = state.store.count_sla_missed(flow).await?;
             self.missed
                 .get_or_create(&FlowLabels {
                     flow: flow.to_string(),

@@ -162,7 +162,14 @@ impl Model for FlowDoc {
     const COLLECTION: &'static str = "flow";
     const KEY: &'static [&'static str] = &["flow_name", "timeperiod"];
     fn extra_indexes() -> Vec<IndexModel> {
-        vec![fence_index(Self::KEY)]
+        vec![
+            fence_index(Self::KEY),
+            // `count_sla_missed`: a flow's marks, a date range after the
+            // name (the shape SecantusDB serves from an index too).
+            IndexModel::builder()
+                .keys(doc! { "flow_name": 1, "sla_missed_at": 1 })
+                .build(),
+        ]
     }
 }
 

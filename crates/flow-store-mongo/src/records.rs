@@ -375,4 +375,20 @@ impl FlowStore for MongoStore {
     ) -> Result<Vec<JobTally>, StoreError> {
         self.job_tally(process_name, q).await
     }
+
+    /// Counted by the server on the `flow_name, sla_missed_at` index: the
+    /// mark is written at run time as a BSON date (never by Synergy, whose
+    /// records have none), so "a date since the epoch" is a range on the
+    /// index (`reads_use_indexes` explains this filter).
+    async fn count_sla_missed(&self, flow_name: &str) -> Result<u64, StoreError> {
+        let filter = doc! {
+            "flow_name": flow_name,
+            "sla_missed_at": { "$gte": bson::DateTime::from_millis(0) },
+        };
+        self.flows
+            .inner
+            .count_documents(filter)
+            .await
+            .map_err(|e| self.op_error("count_sla_missed", format!("flow '{flow_name}'"), e))
+    }
 }

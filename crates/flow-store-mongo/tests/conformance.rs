@@ -806,6 +806,12 @@ fn read_shapes() -> Vec<(&'static str, Document, Option<Document>)> {
         ("flow_lease", key.clone(), None),
         ("flow_log_counter", key.clone(), None),
         ("flow_run", key.clone(), Some(doc! { "started_at": -1 })),
+        // A flow's SLA misses, counted at each /metrics scrape.
+        (
+            "flow",
+            doc! { "flow_name": "f", "sla_missed_at": { "$gte": bson::DateTime::from_millis(0) } },
+            None,
+        ),
         // A flow's Jobs: the tally's `$match` at each /metrics scrape, and
         // the Jobs page's newest periods.
         (

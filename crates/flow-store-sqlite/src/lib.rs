@@ -19,14 +19,15 @@
 //!
 //! What it is not: a shared store for engines on different machines (SQLite
 //! locking over network filesystems is unreliable; put the file on a local
-//! disk), or a general migration tool (it creates schema version 9, upgrades
-//! a version-1 to -8 file in place when it opens one, and refuses newer files).
+//! disk), or a general migration tool (it creates schema version 10, upgrades
+//! a version-1 to -9 file in place when it opens one, and refuses newer files).
 //!
-//! Schema (`PRAGMA user_version = 9`; version 3 added `job`, version 4
+//! Schema (`PRAGMA user_version = 10`; version 3 added `job`, version 4
 //! `shared_cluster`, version 5 the Jobs' `depends_on_flows`, version 6
 //! `flow.sla_missed_at`, version 7 the Jobs' `due_at` and `started_at`,
 //! version 8 `flow.trace_parent`, version 9 `cluster.usage`, the instances and
-//! billed time as JSON): tables `flow` (unique on `flow_name,
+//! billed time as JSON, version 10 the partial index `flow_sla_missed` that
+//! `count_sla_missed` counts on): tables `flow` (unique on `flow_name,
 //! timeperiod`), `step` (unique on `flow_name, timeperiod, step_name`),
 //! `lease` (primary key `flow_name, timeperiod`; released leases keep their
 //! row with an empty owner, so fencing tokens only grow), `run` (one row per
@@ -52,7 +53,7 @@ use flow_core::{
     RecordId, RunQuery, RunRecord, SharedClusterKey, StepRecord, StoreError, StoredLogLine,
     TimeQualifier, TimetableJob,
 };
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use std::borrow::Cow;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -394,6 +395,7 @@ const UPGRADES: [&[&str]; sql::SCHEMA_VERSION as usize - 1] = [
     &[sql::SCHEMA_V7_CHANGES],
     &[sql::SCHEMA_V8_COLUMNS],
     &[sql::SCHEMA_V9_COLUMNS],
+    &[sql::SCHEMA_V10_INDEX],
 ];
 
 /// Connection settings and schema. Another process opening the same new
@@ -446,17 +448,38 @@ fn setup(conn: &Connection, options: &SqliteOptions) -> Result<(), SetupError> {
     // have upgraded the file in between.
     conn.execute_batch("BEGIN IMMEDIATE")
         .map_err(step("creating the schema"))?;
+    // A file without a version holding tables is another program's: its
+    // tables are left as they are (the schema's indexes would not fit them).
     let result = (|| {
         let current: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+        if current == 0 {
+            let foreign: Option<String> = conn
+                .query_row(
+                    "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name LIMIT 1",
+                    [],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            if foreign.is_some() {
+                conn.execute_batch("ROLLBACK")?;
+                return Ok(foreign);
+            }
+        }
         if current == version {
             conn.execute_batch(&format!(
                 "{script} PRAGMA user_version = {};",
                 sql::SCHEMA_VERSION
             ))?;
         }
-        conn.execute_batch("COMMIT")
+        conn.execute_batch("COMMIT")?;
+        Ok(None)
     })();
-    result.map_err(|error| {
+    if let Ok(Some(table)) = result {
+        return Err(SetupError::Refused(format!(
+            "the file does not hold a flow store this build can use: it has a table '{table}' and no schema version"
+        )));
+    }
+    result.map(|_| ()).map_err(|error| {
         if !conn.is_autocommit() {
             let _ = conn.execute_batch("ROLLBACK");
         }
@@ -796,6 +819,14 @@ impl FlowStore for SqliteStore {
         let name = process_name.to_string();
         self.read("tally_jobs", format!("flow '{name}'"), move |conn| {
             sql::tally_jobs(conn, &name, q)
+        })
+        .await
+    }
+
+    async fn count_sla_missed(&self, flow_name: &str) -> Result<u64, StoreError> {
+        let name = flow_name.to_string();
+        self.read("count_sla_missed", format!("flow '{name}'"), move |conn| {
+            sql::count_sla_missed(conn, &name)
         })
         .await
     }

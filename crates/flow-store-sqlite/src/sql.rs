@@ -28,7 +28,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// The `user_version` this build writes and reads.
-pub(crate) const SCHEMA_VERSION: i64 = 9;
+pub(crate) const SCHEMA_VERSION: i64 = 10;
 
 /// Schema version 2, created from scratch.
 pub(crate) const SCHEMA: &str = "
@@ -190,6 +190,13 @@ ALTER TABLE flow ADD COLUMN trace_parent TEXT;
 /// (`flow_core::ClusterUsage` as JSON; `{}` reads as unknown).
 pub(crate) const SCHEMA_V9_COLUMNS: &str = "
 ALTER TABLE cluster ADD COLUMN usage TEXT NOT NULL DEFAULT '{}';
+";
+
+/// What version 10 added: the index `count_sla_missed` counts a flow's
+/// SLA misses on (partial: only the marked rows, so a count reads the
+/// flow's misses in the index, never its history).
+pub(crate) const SCHEMA_V10_INDEX: &str = "
+CREATE INDEX IF NOT EXISTS flow_sla_missed ON flow (flow_name, sla_missed_at) WHERE sla_missed_at IS NOT NULL;
 ";
 
 /// Upgrades a version-1 file in place (inside the caller's transaction).
@@ -918,6 +925,10 @@ SELECT state, number_of_failures, COUNT(*) FROM job
 WHERE process_name = ?1 AND time_qualifier = ?2
 GROUP BY state, number_of_failures";
 
+/// Answered from `flow_sla_missed` alone (its `WHERE` implies the index's).
+pub(crate) const COUNT_SLA_MISSED: &str =
+    "SELECT COUNT(*) FROM flow WHERE flow_name = ?1 AND sla_missed_at IS NOT NULL";
+
 fn write_job(conn: &Connection, statement: &str, job: &TimetableJob) -> Result<(), DbError> {
     conn.prepare_cached(statement)?.execute(params![
         job.process_name,
@@ -1078,6 +1089,13 @@ pub(crate) fn tally_jobs(
         });
     }
     Ok(tally)
+}
+
+pub(crate) fn count_sla_missed(conn: &Connection, flow_name: &str) -> Result<u64, DbError> {
+    let count: i64 = conn
+        .prepare_cached(COUNT_SLA_MISSED)?
+        .query_row(params![flow_name], |row| row.get(0))?;
+    Ok(u64::try_from(count).unwrap_or(0))
 }
 
 fn parse_qualifier(text: &str) -> Option<TimeQualifier> {

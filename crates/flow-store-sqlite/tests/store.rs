@@ -11,6 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 const TP: &str = "2026112800";
+/// The schema version this build writes (`sql.rs`).
+const SCHEMA_VERSION: i64 = 10;
 
 fn tp(text: &str) -> Timeperiod {
     text.parse().unwrap()
@@ -900,13 +902,13 @@ fn open_refuses_a_newer_schema_and_foreign_tables() {
     let dir = Dir::new();
     drop(dir.open());
     dir.other_connection()
-        .execute_batch("PRAGMA user_version = 10")
+        .execute_batch("PRAGMA user_version = 11")
         .unwrap();
     let message = expect_open_error(
         &dir.db(),
         SqliteStore::open(&dir.db(), SqliteOptions::default()),
     );
-    assert!(message.contains("schema version 10"), "{message}");
+    assert!(message.contains("schema version 11"), "{message}");
 
     let path = dir.dir.path().join("foreign.db");
     rusqlite::Connection::open(&path)
@@ -915,6 +917,17 @@ fn open_refuses_a_newer_schema_and_foreign_tables() {
         .unwrap();
     let message = expect_open_error(&path, SqliteStore::open(&path, SqliteOptions::default()));
     assert!(message.contains("flow store"), "{message}");
+    // Refused before anything is written: no column added, no version.
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let columns: i64 = conn
+        .query_row("SELECT COUNT(*) FROM pragma_table_info('flow')", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!((columns, version), (2, 0));
 }
 
 #[tokio::test]
@@ -934,7 +947,7 @@ async fn wal_is_on_and_the_schema_is_versioned() {
         let version: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(version, 9);
+        assert_eq!(version, SCHEMA_VERSION);
         let tables: Vec<String> = conn
             .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
             .unwrap()
@@ -1137,7 +1150,7 @@ async fn a_version_1_file_is_upgraded_in_place() {
             .unwrap(),
     );
     assert_eq!(lease.token, 1);
-    assert_eq!(dir.user_version(), 9);
+    assert_eq!(dir.user_version(), SCHEMA_VERSION);
 }
 
 /// A version-2 file (before Jobs and SLA marks) gets the `job` table and
@@ -1148,7 +1161,7 @@ async fn a_version_2_file_is_upgraded_with_the_job_table() {
     drop(dir.open());
     dir.other_connection()
         .execute_batch(
-            "DROP TABLE job; ALTER TABLE flow DROP COLUMN sla_missed_at;
+            "DROP INDEX flow_sla_missed; DROP TABLE job; ALTER TABLE flow DROP COLUMN sla_missed_at;
              ALTER TABLE flow DROP COLUMN trace_parent;
              ALTER TABLE cluster DROP COLUMN usage; PRAGMA user_version = 2;",
         )
@@ -1160,7 +1173,7 @@ async fn a_version_2_file_is_upgraded_with_the_job_table() {
         .await
         .unwrap();
     assert_eq!(job.state, flow_core::JobState::Embryo);
-    assert_eq!(dir.user_version(), 9);
+    assert_eq!(dir.user_version(), SCHEMA_VERSION);
 }
 
 /// A version-4 file (Jobs without `depends_on_flows`) gets the column
@@ -1176,7 +1189,7 @@ async fn a_version_4_file_is_upgraded_with_the_jobs_upstreams() {
     drop(store);
     dir.other_connection()
         .execute_batch(
-            "ALTER TABLE job DROP COLUMN depends_on_flows; ALTER TABLE flow DROP COLUMN sla_missed_at;
+            "DROP INDEX flow_sla_missed; ALTER TABLE job DROP COLUMN depends_on_flows; ALTER TABLE flow DROP COLUMN sla_missed_at;
              ALTER TABLE flow DROP COLUMN trace_parent;
              DROP INDEX job_tally; ALTER TABLE job DROP COLUMN due_at;
              ALTER TABLE job DROP COLUMN started_at; ALTER TABLE cluster DROP COLUMN usage;
@@ -1186,7 +1199,7 @@ async fn a_version_4_file_is_upgraded_with_the_jobs_upstreams() {
     let store = dir.open();
     let read = store.get_job(&key).await.unwrap().unwrap();
     assert_eq!(read.depends_on_flows, Vec::<String>::new());
-    assert_eq!(dir.user_version(), 9);
+    assert_eq!(dir.user_version(), SCHEMA_VERSION);
 }
 
 /// A version-6 file (Jobs without `due_at` and `started_at`) keeps its Jobs
@@ -1197,7 +1210,7 @@ async fn a_version_6_file_is_upgraded_with_the_jobs_delay_columns() {
     drop(dir.open());
     dir.other_connection()
         .execute_batch(
-            "DROP INDEX job_tally;
+            "DROP INDEX flow_sla_missed; DROP INDEX job_tally;
              ALTER TABLE cluster DROP COLUMN usage;
              ALTER TABLE job DROP COLUMN due_at;
              ALTER TABLE job DROP COLUMN started_at;
@@ -1228,7 +1241,7 @@ async fn a_version_6_file_is_upgraded_with_the_jobs_delay_columns() {
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 9);
+    assert_eq!(version, SCHEMA_VERSION);
     // The tally is counted on its index alone.
     let plan: String = conn
         .query_row(
@@ -1252,7 +1265,7 @@ async fn a_version_7_file_is_upgraded_with_the_trace_parent_column() {
     drop(store);
     dir.other_connection()
         .execute_batch(
-            "ALTER TABLE flow DROP COLUMN trace_parent; ALTER TABLE cluster DROP COLUMN usage;
+            "DROP INDEX flow_sla_missed; ALTER TABLE flow DROP COLUMN trace_parent; ALTER TABLE cluster DROP COLUMN usage;
              PRAGMA user_version = 7;",
         )
         .unwrap();
@@ -1267,7 +1280,7 @@ async fn a_version_7_file_is_upgraded_with_the_trace_parent_column() {
     save_flow(&store, &traced).await.unwrap();
     let read = store.get_flow(&key).await.unwrap().unwrap();
     assert_eq!(read.trace_parent, traced.trace_parent);
-    assert_eq!(dir.user_version(), 9);
+    assert_eq!(dir.user_version(), SCHEMA_VERSION);
 }
 
 /// The database file and its WAL and shared-memory files are readable by
@@ -1315,7 +1328,7 @@ async fn a_version_8_file_is_upgraded_with_the_cluster_usage_column() {
     drop(dir.open());
     dir.other_connection()
         .execute_batch(
-            "ALTER TABLE cluster DROP COLUMN usage;
+            "DROP INDEX flow_sla_missed; ALTER TABLE cluster DROP COLUMN usage;
              INSERT INTO cluster (flow_name, timeperiod, run, kind, name, backend_id, reused,
                  details, state, launched_at, updated_at, message)
              VALUES ('old', '2026112800', 1, 'emr', 'emr-0', 'j-1', 0, '{}', 'terminated',
@@ -1328,5 +1341,38 @@ async fn a_version_8_file_is_upgraded_with_the_cluster_usage_column() {
     assert_eq!(clusters.len(), 1);
     assert_eq!(clusters[0].usage, flow_core::ClusterUsage::default());
     assert_eq!(clusters[0].instance_hours(chrono::Utc::now()), None);
-    assert_eq!(dir.user_version(), 9);
+    assert_eq!(dir.user_version(), SCHEMA_VERSION);
+}
+
+/// A version-9 file gains the index `count_sla_missed` counts on: its
+/// marked flows are counted, and the count is answered from the index
+/// alone (a scrape's cost follows a flow's misses, not its history).
+#[tokio::test]
+async fn a_version_9_file_is_upgraded_with_the_sla_missed_index() {
+    let dir = Dir::new();
+    let store = dir.open();
+    let mut missed = flow("late", TP);
+    missed.sla_missed_at = Some(Utc::now());
+    save_flow(&store, &missed).await.unwrap();
+    save_flow(&store, &flow("late", "2026112900"))
+        .await
+        .unwrap();
+    drop(store);
+    dir.other_connection()
+        .execute_batch("DROP INDEX flow_sla_missed; PRAGMA user_version = 9;")
+        .unwrap();
+    let store = dir.open();
+    assert_eq!(store.count_sla_missed("late").await.unwrap(), 1);
+    assert_eq!(store.count_sla_missed("other").await.unwrap(), 0);
+    assert_eq!(dir.user_version(), SCHEMA_VERSION);
+    let plan: String = dir
+        .other_connection()
+        .query_row(
+            "EXPLAIN QUERY PLAN SELECT COUNT(*) FROM flow
+             WHERE flow_name = 'late' AND sla_missed_at IS NOT NULL",
+            [],
+            |r| r.get(3),
+        )
+        .unwrap();
+    assert!(plan.contains("COVERING INDEX flow_sla_missed"), "{plan}");
 }

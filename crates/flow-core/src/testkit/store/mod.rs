@@ -105,6 +105,7 @@ pub async fn store_conformance(store: StoreUnderTest) {
     suite.legacy_fixtures_read_back().await;
     suite.crud_by_key().await;
     suite.list_flows_filters().await;
+    suite.sla_misses_counted().await;
     suite.begin_run_and_purge().await;
     suite.begin_run_interrupted().await;
     suite.lease_lifecycle().await;

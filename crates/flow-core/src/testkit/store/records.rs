@@ -273,6 +273,49 @@ impl Suite {
         );
     }
 
+    /// `count_sla_missed` counts a flow's records marked missed, no other
+    /// flow's and no unmarked record, and follows a new mark.
+    pub(super) async fn sla_misses_counted(&self) {
+        let store = self.store();
+        let (name, other) = ("conformance-sla", "conformance-sla-other");
+        let save = |name: &'static str, period: &'static str, missed: bool| async move {
+            let key = FlowKey::new(name, tp(period));
+            let lease = self.lease(&key, "sla", 0).await;
+            let mut record = flow_record(&key, FlowState::Processed, 0);
+            if !missed {
+                record.sla_missed_at = None;
+            }
+            ok("save_flow", &key, store.save_flow(&lease, &record).await);
+            ok("release_lease", &key, store.release_lease(&lease).await);
+        };
+        let count = |name: &'static str| async move {
+            ok(
+                "count_sla_missed",
+                &name,
+                store.count_sla_missed(name).await,
+            )
+        };
+        assert_eq!(
+            count(name).await,
+            0,
+            "count_sla_missed of a flow without records"
+        );
+        save(name, "2026112600", true).await;
+        save(name, "2026112700", false).await;
+        save(name, "2026112800", true).await;
+        save(name, "2026112900", false).await;
+        save(other, "2026112800", true).await;
+        assert_eq!(count(name).await, 2, "count_sla_missed of {name}");
+        assert_eq!(count(other).await, 1, "count_sla_missed of {other}");
+        save(name, "2026112900", true).await;
+        assert_eq!(count(name).await, 3, "count_sla_missed after a new mark");
+        assert_eq!(
+            count("conformance-sla-none").await,
+            0,
+            "count_sla_missed of an unknown flow"
+        );
+    }
+
     pub(super) async fn runs(&self) {
         let store = self.store();
         let key = key("history");
