@@ -9,7 +9,9 @@
 //!   (with the least the surrounding tables need) and loaded as below;
 //! - otherwise a settings file: `flow --settings FILE validate` of a small
 //!   flow must pass (the settings are read and checked as every command
-//!   reads them). Environment variables it names as `"env:VAR"` are set.
+//!   reads them). Environment variables it names as `"env:VAR"` are set;
+//!   a relative `ca_file` it names holds a CA certificate
+//!   (`tests/fixtures/smtp-ca.pem`).
 //!
 //! Built with the cloud features, so `[cluster.emr]` and `[cluster.dataproc]`
 //! are read by their crates' own checks.
@@ -123,6 +125,16 @@ fn env_vars(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// The relative `ca_file = "X"` paths in `text`.
+fn ca_files(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("ca_file"))
+        .filter_map(|rest| rest.split('"').nth(1))
+        .filter(|path| !path.starts_with('/'))
+        .map(str::to_string)
+        .collect()
+}
+
 const SMALL_FLOW: &str = "name = \"small\"\n[[steps]]\nname = \"a\"\nmain = { action = \"shell\", command = \"true\" }\n";
 
 /// `None` when the example loads; else why not.
@@ -140,6 +152,10 @@ fn load(example: &Example) -> Option<String> {
         };
         home.write("flow.toml", &settings);
         home.write("small.toml", SMALL_FLOW);
+        let ca = support::repo_root().join("tests/fixtures/smtp-ca.pem");
+        for path in ca_files(&example.text) {
+            home.write(&path, &std::fs::read_to_string(&ca).unwrap());
+        }
         let mut command = home.command(&["validate", "small.toml"]);
         for var in env_vars(&example.text) {
             command.env(var, "a-value-long-enough-for-a-secret");

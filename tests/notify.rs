@@ -292,6 +292,48 @@ fn notify_entries_are_checked_at_load_with_their_place() {
         "{at}: {message}"
     );
 
+    // `ca_file`: missing, not PEM, a PEM block that is no certificate; at
+    // the key's value.
+    let not_der = "-----BEGIN CERTIFICATE-----\nAAECAwQFBgcICQ==\n-----END CERTIFICATE-----\n";
+    home.write("not-pem.txt", "no certificate here\n");
+    home.write("not-der.pem", not_der);
+    for (ca, why) in [
+        ("missing.pem", "cannot read"),
+        ("not-pem.txt", "holds no PEM certificate"),
+        ("not-der.pem", "not a usable CA certificate"),
+    ] {
+        let settings = format!(
+            "{}\n[[notify]]\nkind = \"email\"\non = [\"failure\"]\nhost = \"127.0.0.1\"\nca_file = \"{ca}\"\nfrom = \"flow@example.org\"\nto = [\"ops@example.org\"]\n",
+            support::SETTINGS
+        );
+        home.write("flow.toml", &settings);
+        let message = text(&home.expect(2, &["run", "notified.toml", "--timeperiod", TP]));
+        let line = settings
+            .lines()
+            .position(|l| l.starts_with("ca_file"))
+            .unwrap()
+            + 1;
+        let at = format!("flow.toml:{line}:11: [[notify]] ca_file: ");
+        assert!(
+            message.contains(&at) && message.contains(ca) && message.contains(why),
+            "{at} {why}: {message}"
+        );
+    }
+    // A CA file is the settings' only (which CAs to trust is the machine's).
+    home.write("flow.toml", support::SETTINGS);
+    home.write(
+        "cafile.toml",
+        &format!(
+            "{}\n[[notify]]\nkind = \"email\"\non = [\"failure\"]\nhost = \"127.0.0.1\"\nca_file = \"not-der.pem\"\nfrom = \"flow@example.org\"\nto = [\"ops@example.org\"]\n",
+            flow(&home).replace("name = \"notified\"", "name = \"cafile\"")
+        ),
+    );
+    let message = text(&home.expect(2, &["validate", "cafile.toml"]));
+    assert!(
+        message.contains("cafile.toml:") && message.contains("ca_file belongs in the settings"),
+        "{message}"
+    );
+
     home.write("flow.toml", support::SETTINGS);
     home.write(
         "bad.toml",
@@ -353,6 +395,193 @@ fn a_failure_is_mailed_on_aiosmtpd() {
         logs.contains("notification 1 (email, failure): delivered after 1 attempt(s): SMTP 250"),
         "{logs}"
     );
+}
+
+/// The STARTTLS server xtask starts (`smtp.rs`): STARTTLS and a login
+/// required, its certificate from a CA made at its start.
+struct Smtps {
+    port: String,
+    ca: String,
+    mails: String,
+    user: String,
+    password: String,
+}
+
+/// The environment variable the settings name for the SMTP password.
+const SMTP_SECRET_VAR: &str = "FLOW_TEST_SMTP_SECRET";
+
+impl Smtps {
+    fn from_env() -> Smtps {
+        let var = |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("{name}"));
+        Smtps {
+            port: var("FLOW_TEST_SMTPS_PORT"),
+            ca: var("FLOW_TEST_SMTPS_CA"),
+            mails: var("FLOW_TEST_SMTPS_MAILS"),
+            user: var("FLOW_TEST_SMTPS_USER"),
+            password: var("FLOW_TEST_SMTPS_PASSWORD"),
+        }
+    }
+
+    /// Settings mailing `on` through it with STARTTLS and the login, the
+    /// password read from [`SMTP_SECRET_VAR`], the CA file trusted when
+    /// `trust_ca`.
+    fn settings(&self, on: &str, trust_ca: bool) -> String {
+        let ca = if trust_ca {
+            format!("ca_file = \"{}\"\n", self.ca)
+        } else {
+            String::new()
+        };
+        format!(
+            "{}\n[[notify]]\nkind = \"email\"\non = [{on}]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"starttls\"\nusername = \"{}\"\npassword = \"env:{SMTP_SECRET_VAR}\"\n{ca}from = \"flow@example.org\"\nto = [\"ops@example.org\"]\nretries = 0\n",
+            support::SETTINGS,
+            self.port,
+            self.user
+        )
+    }
+
+    /// The mails it accepted whose content holds `needle`, as JSON.
+    fn mails_with(&self, needle: &str) -> Vec<Value> {
+        std::fs::read_dir(&self.mails)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .map(|p| serde_json::from_str::<Value>(&std::fs::read_to_string(p).unwrap()).unwrap())
+            .filter(|m| m["content"].as_str().unwrap().contains(needle))
+            .collect()
+    }
+}
+
+/// Runs `flow` in `home` with `password` in [`SMTP_SECRET_VAR`]; returns
+/// the exit code and everything it printed.
+fn run_with_password(home: &Home, args: &[&str], password: &str) -> (Option<i32>, String) {
+    let out = home
+        .command(args)
+        .env(SMTP_SECRET_VAR, password)
+        .output()
+        .unwrap();
+    (out.status.code(), text(&out))
+}
+
+/// Asserts `secret` is nowhere `flow` shows a run of `flow_file`: the
+/// run's output, its logs (store and file) and its history.
+fn assert_secret_absent(home: &Home, flow_file: &str, flow_name: &str, output: &str, secret: &str) {
+    assert!(
+        !output.contains(secret),
+        "the password in the output: {output}"
+    );
+    let logs = stdout(&home.expect(0, &["logs", flow_file, "--timeperiod", TP]));
+    assert!(!logs.contains(secret), "the password in the logs");
+    let file = home.read(&format!("logs/{flow_name}/{flow_name}.log"));
+    assert!(!file.contains(secret), "the password in the log file");
+    let history = stdout(&home.expect(0, &["history", flow_file, "--timeperiod", TP, "--json"]));
+    assert!(!history.contains(secret), "the password in the history");
+}
+
+/// A flow named `prefix` and this process's id, failing until `fixed`.
+fn named_flow(home: &Home, prefix: &str) -> (String, String) {
+    let name = format!("{prefix}{}", std::process::id());
+    let file = format!("{prefix}.toml");
+    home.write(
+        &file,
+        &flow(home).replace("name = \"notified\"", &format!("name = \"{name}\"")),
+    );
+    (name, file)
+}
+
+/// A failure mailed over STARTTLS with a login (aiosmtpd requiring both,
+/// its certificate from a CA made at its start, trusted through
+/// `ca_file`): the server saw a TLS session authenticated as the
+/// configured user; the password is in no output, log or history.
+#[test]
+#[ignore = "needs aiosmtpd (STARTTLS): run by cargo xtask test"]
+fn a_failure_is_mailed_over_starttls_with_login_on_starttls_aiosmtpd() {
+    let smtps = Smtps::from_env();
+    let home = Home::new();
+    home.write("flow.toml", &smtps.settings("\"failure\"", true));
+    let (name, file) = named_flow(&home, "tlsmailed");
+    let (code, output) =
+        run_with_password(&home, &["run", &file, "--timeperiod", TP], &smtps.password);
+    assert_eq!(code, Some(1), "{output}");
+    let mails = smtps.mails_with(&name);
+    assert_eq!(mails.len(), 1, "{mails:?}");
+    let mail = &mails[0];
+    assert_eq!(mail["tls"], true, "{mail}");
+    assert_eq!(mail["authenticated"], true, "{mail}");
+    assert_eq!(mail["login"], smtps.user.as_str(), "{mail}");
+    assert_eq!(mail["rcpt_tos"], serde_json::json!(["ops@example.org"]));
+    let content = mail["content"].as_str().unwrap();
+    assert!(
+        content.contains(&format!(
+            "Subject: [flow] flow {name} {TP}: failure (state_invalid)"
+        )),
+        "{content}"
+    );
+    assert!(!content.contains(&smtps.password));
+    assert_logged(
+        &home,
+        &file,
+        "notification 1 (email, failure): delivered after 1 attempt(s): SMTP 250",
+    );
+    assert_secret_absent(&home, &file, &name, &output, &smtps.password);
+}
+
+/// A wrong password: the server's refusal (535) is the delivery's
+/// recorded failure, not retried, and the run still succeeds; neither
+/// password shows anywhere.
+#[test]
+#[ignore = "needs aiosmtpd (STARTTLS): run by cargo xtask test"]
+fn a_wrong_smtp_password_is_recorded_with_the_servers_reason_on_starttls_aiosmtpd() {
+    let smtps = Smtps::from_env();
+    let home = Home::new();
+    home.write(
+        "flow.toml",
+        &smtps
+            .settings("\"success\"", true)
+            .replace("retries = 0", "retries = 2\nretry_delay = \"10ms\""),
+    );
+    let (name, file) = named_flow(&home, "badlogin");
+    home.write("fixed", "");
+    let wrong = format!("wrong-{}", smtps.password);
+    let (code, output) = run_with_password(&home, &["run", &file, "--timeperiod", TP], &wrong);
+    assert_eq!(code, Some(0), "the run succeeds: {output}");
+    assert!(smtps.mails_with(&name).is_empty());
+    // A permanent refusal: one attempt, though two retries were allowed.
+    assert_logged(
+        &home,
+        &file,
+        "notification 1 (email, success): failed after 1 attempt(s): SMTP: permanent error (535): 5.7.8 Authentication credentials invalid",
+    );
+    let log_file = home.read(&format!("logs/{name}/{name}.log"));
+    assert!(log_file.contains("permanent error (535)"), "{log_file}");
+    assert_secret_absent(&home, &file, &name, &output, &wrong);
+    assert_secret_absent(&home, &file, &name, &output, &smtps.password);
+}
+
+/// Without `ca_file` the server's certificate (from a CA of its own) is
+/// not trusted: the delivery fails, named as a certificate problem, and
+/// nothing is sent (no login, no mail).
+#[test]
+#[ignore = "needs aiosmtpd (STARTTLS): run by cargo xtask test"]
+fn an_untrusted_smtp_certificate_is_named_on_starttls_aiosmtpd() {
+    let smtps = Smtps::from_env();
+    let home = Home::new();
+    home.write("flow.toml", &smtps.settings("\"success\"", false));
+    let (name, file) = named_flow(&home, "untrusted");
+    home.write("fixed", "");
+    let (code, output) =
+        run_with_password(&home, &["run", &file, "--timeperiod", TP], &smtps.password);
+    assert_eq!(code, Some(0), "the run succeeds: {output}");
+    assert!(smtps.mails_with(&name).is_empty());
+    let logs = stdout(&home.expect(0, &["logs", &file, "--timeperiod", TP]));
+    let line = logs
+        .lines()
+        .find(|l| l.contains("notification 1 (email, success): failed after 1 attempt(s)"))
+        .unwrap_or_else(|| panic!("no failed delivery in:\n{logs}"));
+    assert!(
+        line.contains("invalid peer certificate: UnknownIssuer"),
+        "named as a certificate problem: {line}"
+    );
+    assert_secret_absent(&home, &file, &name, &output, &smtps.password);
 }
 
 /// A flow with an `sla` whose step `b` waits for the file `go`, then

@@ -8,7 +8,7 @@
 //!   fake-gcs-server, `emulators.rs`; nx-27017 and SecantusDB, the two
 //!   MongoDB wire servers, `mongo.rs`; headless Chromium, `viewer.rs`;
 //!   Debian's Prometheus scraping `flow serve`, `prometheus.rs`; the SMTP
-//!   server aiosmtpd for email notifications, `smtp.rs`; an OpenLineage
+//!   server aiosmtpd for email notifications, plain and STARTTLS with login, `smtp.rs`; an OpenLineage
 //!   receiver validating with openlineage-python, `openlineage.rs`;
 //!   the OTLP/HTTP trace receiver on `opentelemetry-proto`, `otlp.rs`),
 //!   builds the contract fakes from this tree (`contract_fakes.rs`), and
@@ -282,9 +282,13 @@ fn test(args: &[OsString]) -> ExitCode {
     peers.push(peer);
     // Synergy Scheduler's model classes, for the Job documents' test.
     peers.push(synergy::peer(&target.join("tools")));
-    // An SMTP server for the email notifications (stopped when dropped).
-    let (peer, smtp) = smtp::start(&target.join("tools"), &target.join("tools").join("logs"));
-    peers.push(peer);
+    // The SMTP servers for the email notifications, plain and STARTTLS
+    // with login (stopped when dropped).
+    let mut smtp = Vec::new();
+    for (peer, service) in smtp::start(&target.join("tools"), &target.join("tools").join("logs")) {
+        peers.push(peer);
+        smtp.push(service);
+    }
     // An OpenLineage receiver validating every event (stopped when dropped).
     let (peer, lineage) =
         openlineage::start(&target.join("tools"), &target.join("tools").join("logs"));

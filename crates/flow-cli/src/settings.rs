@@ -461,7 +461,8 @@ impl SettingsFile {
     }
 
     /// An error at `keys` (a path of tables and a key, e.g. `["lease",
-    /// "ttl"]`) in `text`: `FILE:LINE:COL: message`. Points at the key
+    /// "ttl"]`; an index after an array's key, `["notify", "0", "to"]`)
+    /// in `text`: `FILE:LINE:COL: message`. Points at the key
     /// itself when `at_key`, else at its value.
     fn error_at(
         &self,
@@ -482,13 +483,27 @@ impl SettingsFile {
     /// Checks each `[[notify]]` entry and `[lineage]` (what types alone
     /// cannot), at its place.
     fn check_signals(&self, text: &str) -> Result<(), CliError> {
-        for entry in &self.spec.notify {
+        for (number, entry) in self.spec.notify.iter().enumerate() {
             if let Some(problem) = entry.get_ref().problem() {
                 let (line, column) = line_col(text, entry.span().start);
                 return Err(CliError::bad_input(format!(
                     "{}:{line}:{column}: {problem}",
                     self.source
                 )));
+            }
+            if let flow_core::notify::NotifySpec::Email {
+                ca_file: Some(ca_file),
+                ..
+            } = entry.get_ref()
+            {
+                if let Err(why) = flow_signals::trusted_roots(&self.resolve(ca_file)) {
+                    return Err(self.error_at(
+                        text,
+                        &["notify", &number.to_string(), "ca_file"],
+                        false,
+                        format!("[[notify]] ca_file: {why}"),
+                    ));
+                }
             }
         }
         if let Some(lineage) = &self.spec.lineage {
@@ -591,12 +606,23 @@ impl SettingsFile {
         self.spec.cost.as_ref()
     }
 
-    /// The `[[notify]]` entries of the settings.
+    /// The `[[notify]]` entries of the settings, a relative `ca_file`
+    /// made the settings file's.
     pub fn notify(&self) -> Vec<flow_core::notify::NotifySpec> {
         self.spec
             .notify
             .iter()
-            .map(|n| n.get_ref().clone())
+            .map(|n| {
+                let mut entry = n.get_ref().clone();
+                if let flow_core::notify::NotifySpec::Email {
+                    ca_file: Some(ca_file),
+                    ..
+                } = &mut entry
+                {
+                    *ca_file = self.resolve(ca_file);
+                }
+                entry
+            })
             .collect()
     }
 
@@ -1024,9 +1050,15 @@ fn locate(text: &str, keys: &[&str], at_key: bool) -> Option<usize> {
     use toml::de::{DeTable, DeValue};
     let root = DeTable::parse(text).ok()?;
     let mut table = root.get_ref();
-    for (i, key) in keys.iter().enumerate() {
-        let (k, v) = table.iter().find(|(k, _)| k.get_ref().as_ref() == *key)?;
-        if i + 1 == keys.len() {
+    let mut keys = keys.iter().peekable();
+    while let Some(key) = keys.next() {
+        let (k, mut v) = table.iter().find(|(k, _)| k.get_ref().as_ref() == *key)?;
+        // In an array (of tables), the next key is the element's index.
+        while let (DeValue::Array(items), Some(index)) = (v.get_ref(), keys.peek()) {
+            v = items.get(index.parse::<usize>().ok()?)?;
+            keys.next();
+        }
+        if keys.peek().is_none() {
             return Some(if at_key {
                 k.span().start
             } else {

@@ -184,6 +184,11 @@ pub enum NotifySpec {
         username: Option<String>,
         /// Its password.
         password: Option<NotifySecret>,
+        /// A PEM file of CA certificates trusted, besides the system's
+        /// roots, for the server's certificate under STARTTLS (a relay
+        /// with a private CA); a relative path is the settings file's.
+        /// Only in the settings: which CAs to trust is the machine's.
+        ca_file: Option<std::path::PathBuf>,
         /// The sender address.
         from: String,
         /// The recipients.
@@ -287,9 +292,16 @@ impl NotifySpec {
             to,
             username,
             password,
+            tls,
+            ca_file,
             ..
         } = self
         {
+            if ca_file.is_some() && *tls == SmtpTls::None {
+                return Some(
+                    "[[notify]] kind = \"email\": ca_file is for tls = \"starttls\" (with tls = \"none\" no certificate is checked)".into(),
+                );
+            }
             if to.is_empty() {
                 return Some("[[notify]] kind = \"email\" has no recipients in `to`".into());
             }

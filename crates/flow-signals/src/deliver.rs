@@ -8,6 +8,7 @@ use crate::notify::{hex, Notice};
 use flow_core::notify::{Delivery, NotifySecret, NotifySpec, SmtpTls};
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
+use std::path::Path;
 use std::time::Duration;
 
 /// The header carrying `sha256=HEX` of the body's HMAC-SHA256.
@@ -124,6 +125,7 @@ async fn once(
             tls,
             username,
             password,
+            ca_file,
             from,
             to,
             ..
@@ -138,6 +140,7 @@ async fn once(
                     port: *port,
                     tls: *tls,
                     credentials,
+                    ca_file: ca_file.as_deref(),
                     timeout: spec.delivery().timeout,
                 },
                 from,
@@ -177,7 +180,45 @@ struct Smtp<'a> {
     port: Option<u16>,
     tls: SmtpTls,
     credentials: Option<(String, String)>,
+    ca_file: Option<&'a Path>,
     timeout: Duration,
+}
+
+/// The certificates of the PEM file `path`, as roots to trust besides the
+/// system's, checked the way a connection will use them (each one a
+/// certificate rustls takes as a trust anchor). The settings check it at
+/// load; each delivery reads it again. The error says what is wrong, not
+/// where (the caller names the file and the place).
+pub fn trusted_roots(
+    path: &Path,
+) -> Result<Vec<lettre::transport::smtp::client::Certificate>, String> {
+    use lettre::transport::smtp::client::{Certificate, CertificateStore, TlsParameters};
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::CertificateDer;
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let ders = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{} is not a PEM file of certificates: {e}", path.display()))?;
+    if ders.is_empty() {
+        return Err(format!(
+            "{} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+            path.display()
+        ));
+    }
+    let mut roots = Vec::with_capacity(ders.len());
+    for der in ders {
+        let root =
+            Certificate::from_der(der.to_vec()).map_err(|e| format!("{}: {e}", path.display()))?;
+        // The store a connection builds: a certificate that does not parse
+        // as a trust anchor is refused here, not at the first delivery.
+        TlsParameters::builder("localhost".into())
+            .certificate_store(CertificateStore::None)
+            .add_root_certificate(root.clone())
+            .build_rustls()
+            .map_err(|e| format!("{}: not a usable CA certificate: {e}", path.display()))?;
+        roots.push(root);
+    }
+    Ok(roots)
 }
 
 async fn mail(
@@ -188,6 +229,7 @@ async fn mail(
 ) -> Result<String, Failed> {
     use lettre::message::header::ContentType;
     use lettre::transport::smtp::authentication::Credentials;
+    use lettre::transport::smtp::client::{Tls, TlsParameters};
     use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
     let refused = |detail: String| Failed {
         retry: false,
@@ -210,9 +252,21 @@ async fn mail(
         .body(notice.text())
         .map_err(|e| refused(format!("cannot build the mail: {e}")))?;
     let mut transport = match smtp.tls {
-        SmtpTls::Starttls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(smtp.host)
-            .map_err(|e| refused(format!("SMTP server {}: {e}", smtp.host)))?
-            .port(smtp.port.unwrap_or(587)),
+        SmtpTls::Starttls => {
+            // lettre's `starttls_relay`, with the CA file's roots added.
+            let mut parameters = TlsParameters::builder(smtp.host.to_string());
+            if let Some(ca_file) = smtp.ca_file {
+                for root in trusted_roots(ca_file).map_err(|e| refused(format!("ca_file: {e}")))? {
+                    parameters = parameters.add_root_certificate(root);
+                }
+            }
+            let parameters = parameters
+                .build_rustls()
+                .map_err(|e| refused(format!("SMTP server {}: {e}", smtp.host)))?;
+            AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(smtp.host)
+                .port(smtp.port.unwrap_or(587))
+                .tls(Tls::Required(parameters))
+        }
         SmtpTls::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(smtp.host)
             .port(smtp.port.unwrap_or(25)),
     }

@@ -65,7 +65,7 @@ mod signal;
 mod store;
 
 pub use deliver::{
-    deliver, signature, Outcome, EVENT_HEADER, IDEMPOTENCY_HEADER, SIGNATURE_HEADER,
+    deliver, signature, trusted_roots, Outcome, EVENT_HEADER, IDEMPOTENCY_HEADER, SIGNATURE_HEADER,
 };
 pub use lineage::{
     flow_run_id, step_run_id, LineageConfig, LineageFlow, ENDPOINT as LINEAGE_ENDPOINT,

@@ -474,6 +474,17 @@ impl FileSpec {
             if let Some(problem) = entry.get_ref().problem() {
                 return Err((entry.span(), SpecProblem::Signals(problem)));
             }
+            if let NotifySpec::Email {
+                ca_file: Some(_), ..
+            } = entry.get_ref()
+            {
+                return Err((
+                    entry.span(),
+                    SpecProblem::Signals(
+                        "[[notify]] ca_file belongs in the settings' [[notify]] entries, not in a flow file (which CAs to trust is the machine's)".into(),
+                    ),
+                ));
+            }
             notify.push(entry.get_ref().clone());
         }
         let sla = match &self.sla {
