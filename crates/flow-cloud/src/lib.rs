@@ -32,6 +32,10 @@
 //! - [`unfinished`]: what a cluster's `wait` answers when its poller gave
 //!   up before the job ended, the same for every cloud (an unknown outcome
 //!   is never a failed attempt).
+//! - [`job`]: reading a durable job handle's ids (a wrong kind or a
+//!   missing id is a bad handle naming the cluster), the job's recorded
+//!   type, unique client-chosen job names, and where a job file without a
+//!   scheme is.
 //! - [`clock`]: time as a trait, so tests assert polling and retry figures
 //!   by counting requests, never by sleeping.
 //!
@@ -41,6 +45,7 @@
 
 pub mod clock;
 pub mod errors;
+pub mod job;
 pub mod lifecycle;
 pub mod names;
 pub mod outcome;
@@ -52,6 +57,7 @@ pub mod testkit;
 pub mod unfinished;
 
 pub use clock::{Clock, ManualClock, TokioClock};
+pub use job::HandleIds;
 pub use lifecycle::{retry_with_lookup, wait_until, Look, Requests, Wait, WaitError};
 pub use names::{fit_name, short_hash};
 pub use outcome::{Outcome, Phase, StateTable};

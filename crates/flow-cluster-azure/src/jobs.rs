@@ -6,8 +6,9 @@ use crate::gateway::{CallError, Gateway};
 use crate::livy::{Batch, CreateBatch, Livy, BATCH_STATES};
 use crate::webhcat::{id_before, Submit, WebHcat, WebHcatJob};
 use async_trait::async_trait;
-use flow_cloud::{JobSource, Outcome, Phase};
-use flow_core::{normalize_key, ClusterError, Job, JobContext, JobHandle};
+use flow_cloud::job::{job_file, unique_name};
+use flow_cloud::{HandleIds, JobSource, Outcome, Phase};
+use flow_core::{ClusterError, Job, JobContext, JobHandle};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -70,80 +71,43 @@ impl fmt::Display for JobRef {
 impl JobRef {
     /// Reads a handle; `cluster` names the run's cluster in errors.
     pub fn from_handle(handle: &JobHandle, cluster: &str) -> Result<JobRef, ClusterError> {
-        let bad = |message: String| ClusterError::BadHandle {
-            cluster: cluster.to_string(),
-            handle: handle.to_string(),
-            message,
-        };
-        if handle.kind != KIND {
-            return Err(bad(format!("a {} handle, not a {KIND} one", handle.kind)));
-        }
-        let id = |name: &str| {
-            handle
-                .id(name)
-                .filter(|v| !v.is_empty())
-                .map(str::to_string)
-                .ok_or_else(|| bad(format!("no {name}")))
-        };
-        let api = match id(ids::API)?.as_str() {
+        let ids = HandleIds::read(handle, KIND, cluster)?;
+        let api = match ids.required(ids::API)?.as_str() {
             "livy" => Api::Livy,
             "webhcat" => Api::WebHcat,
-            other => return Err(bad(format!("unknown api {other:?}"))),
+            other => return Err(ids.bad(format!("unknown api {other:?}"))),
         };
         Ok(JobRef {
             api,
-            url: id(ids::URL)?,
-            name: id(ids::NAME)?,
-            id: handle
-                .id(ids::ID)
-                .filter(|v| !v.is_empty())
-                .map(String::from),
+            url: ids.required(ids::URL)?,
+            name: ids.required(ids::NAME)?,
+            id: ids.optional(ids::ID).map(String::from),
         })
     }
 }
 
 /// The job's type as recorded in its handle.
 pub(crate) fn job_type(handle: &JobHandle) -> &'static str {
-    match handle.id(ids::TYPE) {
-        Some("pig") => "pig",
-        Some("hadoop") => "hadoop",
-        _ => "spark",
-    }
+    flow_cloud::job::job_type(handle, ids::TYPE, &["spark", "pig", "hadoop"])
 }
 
 /// A client-chosen name, unique per attempt: `FLOW-STEP-ACTION-ATTEMPT-RANDOM`
 /// (letters, digits, `-`, `_`), at most 100 characters.
 pub(crate) fn new_job_name(cx: &JobContext<'_>) -> String {
-    let random = format!("{:08x}", fastrand::u32(..));
-    let mut name: String = format!(
+    let text = format!(
         "{}-{}-{}-{}",
         cx.execution.flow_name, cx.step, cx.action, cx.attempt
-    )
-    .chars()
-    .map(|c| {
-        if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-            c
-        } else {
-            '-'
-        }
-    })
-    .collect();
-    name.truncate(100 - random.len() - 1);
-    format!("{name}-{random}")
+    );
+    unique_name(&text, &format!("{:08x}", fastrand::u32(..)), 100)
 }
 
 /// Where job files without a scheme are: `wasbs://CONTAINER@ACCOUNT.blob.core.windows.net`.
 pub(crate) fn resolve_uri(path: &str, code_root: Option<&str>) -> Result<String, String> {
-    if path.contains("://") {
-        return Ok(path.to_string());
-    }
-    let Some(root) = code_root else {
-        return Err(format!(
-            "{path:?} has no scheme and the Blob filesystem names no account and container: write wasbs://CONTAINER@ACCOUNT.blob.core.windows.net/{path} or set [cluster.azure.blob] account and container"
-        ));
-    };
-    let key = normalize_key("resolve", path).map_err(|e| e.to_string())?;
-    Ok(format!("{root}/{key}"))
+    job_file(path, code_root, || {
+        format!(
+        "{path:?} has no scheme and the Blob filesystem names no account and container: write wasbs://CONTAINER@ACCOUNT.blob.core.windows.net/{path} or set [cluster.azure.blob] account and container"
+    )
+    })
 }
 
 /// Livy shows a batch's `conf` and WebHCat a job's arguments to whoever may

@@ -6,8 +6,9 @@ use crate::api::{Api, JobInfo, Location};
 use crate::config::DataprocConfig;
 use crate::error::ApiError;
 use async_trait::async_trait;
-use flow_cloud::{JobSource, Phase, StateTable};
-use flow_core::{normalize_key, ClusterError, Job, JobContext, JobHandle};
+use flow_cloud::job::{job_file, safe_chars, unique_name};
+use flow_cloud::{HandleIds, JobSource, Phase, StateTable};
+use flow_core::{ClusterError, Job, JobContext, JobHandle};
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
@@ -63,74 +64,37 @@ impl fmt::Display for JobRef {
 impl JobRef {
     /// Reads a handle; `cluster` names the run's cluster in errors.
     pub fn from_handle(handle: &JobHandle, cluster: &str) -> Result<JobRef, ClusterError> {
-        let bad = |message: String| ClusterError::BadHandle {
-            cluster: cluster.to_string(),
-            handle: handle.to_string(),
-            message,
-        };
-        if handle.kind != KIND {
-            return Err(bad(format!("a {} handle, not a {KIND} one", handle.kind)));
-        }
-        let id = |name: &str| {
-            handle
-                .id(name)
-                .filter(|v| !v.is_empty())
-                .map(str::to_string)
-                .ok_or_else(|| bad(format!("no {name}")))
-        };
+        let ids = HandleIds::read(handle, KIND, cluster)?;
         Ok(JobRef {
             location: Location {
-                project: id(ids::PROJECT)?,
-                region: id(ids::REGION)?,
+                project: ids.required(ids::PROJECT)?,
+                region: ids.required(ids::REGION)?,
             },
-            cluster: id(ids::CLUSTER)?,
-            job_id: id(ids::JOB_ID)?,
+            cluster: ids.required(ids::CLUSTER)?,
+            job_id: ids.required(ids::JOB_ID)?,
         })
     }
 }
 
 /// The job's type as recorded in its handle (`spark`, `pig`, `hadoop`).
 pub(crate) fn job_type(handle: &JobHandle) -> &'static str {
-    match handle.id(ids::TYPE) {
-        Some("pig") => "pig",
-        Some("hadoop") => "hadoop",
-        _ => "spark",
-    }
-}
-
-/// Letters, digits, `_` and `-` only (what job ids and labels allow).
-fn sanitize(text: &str, lowercase: bool) -> String {
-    text.chars()
-        .map(|c| {
-            let c = if lowercase { c.to_ascii_lowercase() } else { c };
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect()
+    flow_cloud::job::job_type(handle, ids::TYPE, &["spark", "pig", "hadoop"])
 }
 
 /// `text` as a Dataproc cluster name allows it: lowercase letters, digits
 /// and `-`.
 pub(crate) fn cluster_name_text(text: &str) -> String {
-    sanitize(text, true).replace('_', "-")
+    safe_chars(&text.to_ascii_lowercase()).replace('_', "-")
 }
 
 /// A client-chosen job id, unique per attempt:
 /// `FLOW-STEP-ACTION-ATTEMPT-RANDOM`, at most 100 characters.
 pub(crate) fn new_job_id(cx: &JobContext<'_>) -> String {
-    let random = format!("{:08x}", fastrand::u32(..));
-    let mut name = sanitize(
-        &format!(
-            "{}-{}-{}-{}",
-            cx.execution.flow_name, cx.step, cx.action, cx.attempt
-        ),
-        false,
+    let text = format!(
+        "{}-{}-{}-{}",
+        cx.execution.flow_name, cx.step, cx.action, cx.attempt
     );
-    name.truncate(100 - random.len() - 1);
-    format!("{name}-{random}")
+    unique_name(&text, &format!("{:08x}", fastrand::u32(..)), 100)
 }
 
 /// A `requestId`: 32 hex digits (the API allows up to 40 of `[a-zA-Z0-9_-]`).
@@ -140,22 +104,21 @@ pub(crate) fn new_request_id() -> String {
 
 /// A Dataproc label value (lowercase, at most 63 characters).
 pub(crate) fn label_value(text: &str) -> String {
-    flow_cloud::fit_name(&sanitize(text, true), 63)
+    flow_cloud::fit_name(&safe_chars(&text.to_ascii_lowercase()), 63)
 }
 
 /// Where a job file is: as written when it has a scheme (`gs://`,
 /// `file://`, `hdfs://`), else `gs://CODE_BUCKET/PATH`.
 pub(crate) fn resolve_uri(path: &str, code_bucket: Option<&str>) -> Result<String, String> {
-    if path.contains("://") || path.starts_with("file:") {
+    if path.starts_with("file:") {
         return Ok(path.to_string());
     }
-    let Some(bucket) = code_bucket else {
-        return Err(format!(
-            "{path:?} has no scheme and no code_bucket is configured: write gs://BUCKET/{path} or set code_bucket in [cluster.dataproc]"
-        ));
-    };
-    let key = normalize_key("resolve", path).map_err(|e| e.to_string())?;
-    Ok(format!("gs://{bucket}/{key}"))
+    let root = code_bucket.map(|bucket| format!("gs://{bucket}"));
+    job_file(path, root.as_deref(), || {
+        format!(
+        "{path:?} has no scheme and no code_bucket is configured: write gs://BUCKET/{path} or set code_bucket in [cluster.dataproc]"
+    )
+    })
 }
 
 fn properties(conf: &[(String, String)]) -> Value {

@@ -6,8 +6,9 @@ use crate::api::{Api, Command, PAGE_SIZE};
 use crate::config::QuboleConfig;
 use crate::error::ApiError;
 use async_trait::async_trait;
-use flow_cloud::{JobSource, Phase, StateTable};
-use flow_core::{normalize_key, ClusterError, Job, JobContext, JobHandle};
+use flow_cloud::job::{job_file, unique_name};
+use flow_cloud::{HandleIds, JobSource, Phase, StateTable};
+use flow_core::{ClusterError, Job, JobContext, JobHandle};
 use serde_json::{json, Map, Value};
 use std::collections::VecDeque;
 use std::fmt;
@@ -48,31 +49,17 @@ pub(crate) struct JobRef {
 impl JobRef {
     /// Reads a handle; `cluster` names the run's cluster in errors.
     pub fn from_handle(handle: &JobHandle, cluster: &str) -> Result<JobRef, ClusterError> {
-        let bad = |message: String| ClusterError::BadHandle {
-            cluster: cluster.to_string(),
-            handle: handle.to_string(),
-            message,
-        };
-        if handle.kind != KIND {
-            return Err(bad(format!("a {} handle, not a {KIND} one", handle.kind)));
-        }
-        let id = |name: &str| {
-            handle
-                .id(name)
-                .filter(|v| !v.is_empty())
-                .map(str::to_string)
-                .ok_or_else(|| bad(format!("no {name}")))
-        };
-        let command_id = match handle.id(ids::COMMAND_ID) {
-            None | Some("") => None,
+        let ids = HandleIds::read(handle, KIND, cluster)?;
+        let command_id = match ids.optional(ids::COMMAND_ID) {
+            None => None,
             Some(text) => Some(
                 text.parse::<u64>()
-                    .map_err(|_| bad(format!("command_id {text:?} is not a number")))?,
+                    .map_err(|_| ids.bad(format!("command_id {text:?} is not a number")))?,
             ),
         };
         Ok(JobRef {
-            label: id(ids::LABEL)?,
-            name: id(ids::NAME)?,
+            label: ids.required(ids::LABEL)?,
+            name: ids.required(ids::NAME)?,
             command_id,
         })
     }
@@ -93,55 +80,31 @@ impl fmt::Display for CommandRef {
 
 /// The job's type as recorded in its handle.
 pub(crate) fn job_type(handle: &JobHandle) -> &'static str {
-    match handle.id(ids::TYPE) {
-        Some("pig") => "pig",
-        Some("hadoop") => "hadoop",
-        Some("shell") => "shell",
-        _ => "spark",
-    }
-}
-
-/// Letters, digits, `_` and `-` only: a command name may hold none of the
-/// characters QDS refuses (`&`, `<`, `>`, quotes) and a tag none of the
-/// separators.
-fn sanitize(text: &str) -> String {
-    text.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect()
+    flow_cloud::job::job_type(handle, ids::TYPE, &["spark", "pig", "hadoop", "shell"])
 }
 
 /// A client-chosen name, unique per attempt:
 /// `flow-FLOW-STEP-ACTION-ATTEMPT-RANDOM`, at most 255 characters (QDS's
-/// limit for names and tags).
+/// limit for names and tags), of letters, digits, `_` and `-` only: a
+/// command name may hold none of the characters QDS refuses (`&`, `<`,
+/// `>`, quotes) and a tag none of the separators.
 pub(crate) fn new_job_name(cx: &JobContext<'_>) -> String {
-    let random = format!("{:016x}", fastrand::u64(..));
-    let mut name = sanitize(&format!(
+    let text = format!(
         "flow-{}-{}-{}-{}",
         cx.execution.flow_name, cx.step, cx.action, cx.attempt
-    ));
-    name.truncate(255 - random.len() - 1);
-    format!("{name}-{random}")
+    );
+    unique_name(&text, &format!("{:016x}", fastrand::u64(..)), 255)
 }
 
 /// Where a job file is: as written when it has a scheme (`s3://`, ...),
 /// else `s3://CODE_BUCKET/PATH`.
 pub(crate) fn resolve_uri(path: &str, code_bucket: Option<&str>) -> Result<String, String> {
-    if path.contains("://") {
-        return Ok(path.to_string());
-    }
-    let Some(bucket) = code_bucket else {
-        return Err(format!(
-            "{path:?} has no scheme and no code_bucket is configured: write s3://BUCKET/{path} or set code_bucket in [cluster.qubole]"
-        ));
-    };
-    let key = normalize_key("resolve", path).map_err(|e| e.to_string())?;
-    Ok(format!("s3://{bucket}/{key}"))
+    let root = code_bucket.map(|bucket| format!("s3://{bucket}"));
+    job_file(path, root.as_deref(), || {
+        format!(
+        "{path:?} has no scheme and no code_bucket is configured: write s3://BUCKET/{path} or set code_bucket in [cluster.qubole]"
+    )
+    })
 }
 
 /// A word for a command line QDS hands to a shell: as it is when it holds
