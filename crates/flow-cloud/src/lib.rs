@@ -36,6 +36,11 @@
 //!   missing id is a bad handle naming the cluster), the job's recorded
 //!   type, unique client-chosen job names, and where a job file without a
 //!   scheme is.
+//! - [`mod@cluster`]: the glue every cloud's `Cluster` writes alike around
+//!   its poller: the errors a cluster names itself in ([`cluster::ClusterErrors`]),
+//!   one poller per key shared by the run's clusters on it
+//!   ([`cluster::PollerMap`]), a job's wait unless the step is cancelled
+//!   ([`cluster::wait_job`]), and a job's status from its phase.
 //! - [`clock`]: time as a trait, so tests assert polling and retry figures
 //!   by counting requests, never by sleeping.
 //!
@@ -44,6 +49,7 @@
 #![warn(missing_docs)]
 
 pub mod clock;
+pub mod cluster;
 pub mod errors;
 pub mod job;
 pub mod lifecycle;

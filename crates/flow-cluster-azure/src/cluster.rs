@@ -12,6 +12,7 @@ use crate::launch::{create_body, Lifecycle, Place, OWNER_TAG};
 use crate::livy::Livy;
 use crate::webhcat::WebHcat;
 use async_trait::async_trait;
+use flow_cloud::cluster::{wait_job, ClusterErrors, PollerMap};
 use flow_cloud::tail::last_lines;
 use flow_cloud::{
     retry_with_lookup, Clock, Outcome, PollError, Poller, Requests, TailOptions, Transient,
@@ -21,7 +22,7 @@ use flow_core::{
     JobContext, JobHandle, JobStatus, Secret,
 };
 use flow_fs_azure::AzureBlobFilesystem;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 use tracing::{error, info, warn};
@@ -41,7 +42,7 @@ struct AzureBackend {
     statusdir_root: Option<String>,
     /// One poller per gateway: the run's clusters on one gateway share its
     /// listings.
-    pollers: Mutex<HashMap<String, Poller<AzureJobs>>>,
+    pollers: PollerMap<AzureJobs>,
     /// Asks whether a gateway's cluster has ended, if anything can.
     watch: Option<Arc<dyn ClusterWatch>>,
     /// Azure Resource Manager, with `[cluster.azure.arm]`.
@@ -69,21 +70,17 @@ impl AzureBackend {
     }
 
     fn poller(&self, endpoint: &str) -> Poller<AzureJobs> {
-        let mut pollers = self.pollers.lock().unwrap_or_else(PoisonError::into_inner);
-        pollers
-            .entry(endpoint.to_string())
-            .or_insert_with(|| {
-                Poller::new(
-                    AzureJobs::new(
-                        self.gateway.clone(),
-                        self.config.webhcat_user().to_string(),
-                        self.watch.clone().map(|w| (w, endpoint.to_string())),
-                    ),
-                    self.config.poll,
-                    self.clock.clone(),
-                )
-            })
-            .clone()
+        self.pollers.get(endpoint, || {
+            Poller::new(
+                AzureJobs::new(
+                    self.gateway.clone(),
+                    self.config.webhcat_user().to_string(),
+                    self.watch.clone().map(|w| (w, endpoint.to_string())),
+                ),
+                self.config.poll,
+                self.clock.clone(),
+            )
+        })
     }
 }
 
@@ -178,7 +175,7 @@ impl AzureClusterFactory {
                 clock,
                 code_root,
                 statusdir_root,
-                pollers: Mutex::default(),
+                pollers: PollerMap::default(),
                 watch,
                 arm,
                 arm_watch,
@@ -402,14 +399,6 @@ impl AzureCluster {
         })
     }
 
-    fn launch_error(&self, message: impl Into<String>, transient: bool) -> ClusterError {
-        ClusterError::Launch {
-            cluster: self.name.clone(),
-            transient,
-            message: message.into(),
-        }
-    }
-
     fn set_launch(&self, change: impl FnOnce(&mut ArmLaunch)) {
         if let Some(launch) = &mut *self.launch.lock().unwrap_or_else(PoisonError::into_inner) {
             change(launch);
@@ -548,22 +537,6 @@ impl AzureCluster {
         cluster_of(&self.shared.endpoint())
     }
 
-    fn backend_error(&self, operation: &'static str, e: impl fmt::Display) -> ClusterError {
-        ClusterError::Backend {
-            cluster: self.name.clone(),
-            operation,
-            message: e.to_string(),
-        }
-    }
-
-    fn job_failed(&self, job: &'static str, message: impl Into<String>) -> ClusterError {
-        ClusterError::JobFailed {
-            cluster: self.name.clone(),
-            job,
-            message: message.into(),
-        }
-    }
-
     /// The backend's id of `job`: the handle's, else one listing looking
     /// for its name; `None` when the backend never took it.
     async fn resolve(&self, job: &JobRef) -> Result<Option<JobRef>, ClusterError> {
@@ -694,17 +667,6 @@ impl AzureCluster {
     }
 }
 
-fn job_status(outcome: Option<Outcome>, status: &Status) -> JobStatus {
-    match outcome {
-        Some(Outcome::Succeeded) => JobStatus::Succeeded,
-        Some(Outcome::Failed) => JobStatus::Failed {
-            message: status.state(),
-        },
-        Some(Outcome::Cancelled) => JobStatus::Cancelled,
-        None => JobStatus::Running,
-    }
-}
-
 #[async_trait]
 impl Cluster for AzureCluster {
     fn name(&self) -> &str {
@@ -760,10 +722,11 @@ impl Cluster for AzureCluster {
             info!("{} is created", at.name);
         }
         // The gateway answers and takes the login: one listing of each API.
-        let launch_error = |e: CallError| ClusterError::Launch {
-            cluster: self.name.clone(),
-            transient: e.is_transient(),
-            message: format!("the gateway does not answer as expected: {e}"),
+        let launch_error = |e: CallError| {
+            self.launch_error(
+                format!("the gateway does not answer as expected: {e}"),
+                e.is_transient(),
+            )
         };
         let (livy, webhcat) = (self.livy(), self.webhcat());
         if let Some(url) = &livy {
@@ -978,23 +941,22 @@ impl Cluster for AzureCluster {
         let Some(job) = self.resolve(&job).await? else {
             return Err(self.job_failed(kind, format!("{job} was never submitted")));
         };
-        let finished = tokio::select! {
-            finished = self.poller.wait(job.clone()) => finished,
-            _ = cx.cancel.cancelled() => {
-                self.cancel_and_wait(&job).await?;
-                return Err(ClusterError::Cancelled { cluster: self.name.clone(), job: kind });
-            }
-        };
-        let finished = finished.map_err(|e| {
-            let unfinished = flow_cloud::unfinished_wait(e, &self.name, kind, &job.to_string());
-            if let Some(reason) = unfinished.cluster_ended {
+        let finished = wait_job(
+            &self.name,
+            kind,
+            &job.to_string(),
+            &self.poller,
+            job.clone(),
+            cx.cancel,
+            || self.cancel_and_wait(&job),
+            |reason| {
                 self.end_reason
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
                     .get_or_insert(reason);
-            }
-            unfinished.error
-        })?;
+            },
+        )
+        .await?;
         match finished.outcome {
             Outcome::Succeeded => {
                 info!("{job} is {}", finished.status.state());
@@ -1024,10 +986,7 @@ impl Cluster for AzureCluster {
             }
             Outcome::Cancelled => {
                 warn!("{job} was killed");
-                Err(ClusterError::Cancelled {
-                    cluster: self.name.clone(),
-                    job: kind,
-                })
+                Err(self.cancelled(kind))
             }
         }
     }
@@ -1067,11 +1026,10 @@ impl Cluster for AzureCluster {
                 reason: format!("the gateway no longer knows {job}"),
             });
         };
-        let outcome = match flow_cloud::JobSource::phase(self.poller.source(), &status) {
-            flow_cloud::Phase::Finished(outcome) => Some(outcome),
-            _ => None,
-        };
-        Ok(job_status(outcome, &status))
+        let phase = flow_cloud::JobSource::phase(self.poller.source(), &status);
+        Ok(flow_cloud::cluster::job_status(Some(phase), || {
+            status.state()
+        }))
     }
 
     async fn cancel(&self, handle: &JobHandle) -> Result<(), ClusterError> {
@@ -1102,17 +1060,13 @@ impl Cluster for AzureCluster {
                 );
                 return Ok(());
             }
-            let lifecycle = self.lifecycle(arm).ok_or_else(|| ClusterError::Terminate {
-                cluster: self.name.clone(),
-                message: "no [cluster.azure.arm]".into(),
-            })?;
+            let lifecycle = self
+                .lifecycle(arm)
+                .ok_or_else(|| self.terminate_error("no [cluster.azure.arm]"))?;
             lifecycle
                 .delete(&launch.place)
                 .await
-                .map_err(|message| ClusterError::Terminate {
-                    cluster: self.name.clone(),
-                    message,
-                })?;
+                .map_err(|message| self.terminate_error(message))?;
             info!("deleted {}", launch.place.name);
             self.set_launch(|l| l.ended = true);
             return Ok(());

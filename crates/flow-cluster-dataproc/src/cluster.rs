@@ -7,9 +7,8 @@ use crate::driver::driver_output;
 use crate::error::DataprocError;
 use crate::jobs::{self, ids, job_payload, job_resource, label_value, DataprocJobs, JobRef, KIND};
 use async_trait::async_trait;
-use flow_cloud::{
-    wait_until, Clock, Look, Outcome, PollError, Poller, Requests, Transient, Wait, WaitError,
-};
+use flow_cloud::cluster::{wait_job, ClusterErrors};
+use flow_cloud::{wait_until, Clock, Look, Outcome, Poller, Requests, Transient, Wait, WaitError};
 use flow_core::{
     Cluster, ClusterError, ClusterFactory, ClusterHandle, ExecutionContext, Filesystem, Job,
     JobContext, JobHandle, JobStatus,
@@ -274,22 +273,6 @@ impl DataprocCluster {
 
     fn api(&self) -> &Api {
         &self.shared.api
-    }
-
-    fn launch_error(&self, message: impl Into<String>, transient: bool) -> ClusterError {
-        ClusterError::Launch {
-            cluster: self.name.clone(),
-            message: message.into(),
-            transient,
-        }
-    }
-
-    fn backend_error(&self, operation: &'static str, e: impl fmt::Display) -> ClusterError {
-        ClusterError::Backend {
-            cluster: self.name.clone(),
-            operation,
-            message: e.to_string(),
-        }
     }
 
     /// The `Cluster` resource for `clusters.create`.
@@ -576,14 +559,9 @@ impl DataprocCluster {
 }
 
 fn job_status(job: &JobInfo) -> JobStatus {
-    match crate::jobs::JOB_STATES.phase(job.state()) {
-        Some(flow_cloud::Phase::Finished(Outcome::Succeeded)) => JobStatus::Succeeded,
-        Some(flow_cloud::Phase::Finished(Outcome::Failed)) => JobStatus::Failed {
-            message: format!("{}: {}", job.state(), job.details()),
-        },
-        Some(flow_cloud::Phase::Finished(Outcome::Cancelled)) => JobStatus::Cancelled,
-        _ => JobStatus::Running,
-    }
+    flow_cloud::cluster::job_status(crate::jobs::JOB_STATES.phase(job.state()), || {
+        format!("{}: {}", job.state(), job.details())
+    })
 }
 
 #[async_trait]
@@ -765,11 +743,7 @@ impl Cluster for DataprocCluster {
                     job: job.kind(),
                 }
             } else {
-                ClusterError::JobFailed {
-                    cluster: self.name.clone(),
-                    job: job.kind(),
-                    message,
-                }
+                self.job_failed(job.kind(), message)
             }
         })?;
         let state = self.state();
@@ -806,12 +780,8 @@ impl Cluster for DataprocCluster {
             handle.ids.insert(ids::CLUSTER.into(), backend);
         }
         handle.cluster = self.name.clone();
-        let (_, payload) =
-            job_payload(job, self.config()).map_err(|message| ClusterError::JobFailed {
-                cluster: self.name.clone(),
-                job: job.kind(),
-                message,
-            })?;
+        let (_, payload) = job_payload(job, self.config())
+            .map_err(|message| self.job_failed(job.kind(), message))?;
         let mut labels = self.config().labels.clone();
         labels.insert("flow-name".into(), label_value(&cx.execution.flow_name));
         labels.insert("flow-step".into(), label_value(cx.step));
@@ -843,36 +813,19 @@ impl Cluster for DataprocCluster {
     async fn wait(&self, handle: &JobHandle, cx: &JobContext<'_>) -> Result<(), ClusterError> {
         let job = JobRef::from_handle(handle, &self.name)?;
         let kind = jobs::job_type(handle);
-        let finished = tokio::select! {
-            finished = self.poller.wait(job.clone()) => finished,
-            _ = cx.cancel.cancelled() => {
-                self.cancel_and_wait(&job).await?;
-                return Err(ClusterError::Cancelled { cluster: self.name.clone(), job: kind });
-            }
-        };
-        let finished = finished.map_err(|e| match e {
-            PollError::ClusterEnded { reason, .. } => {
-                error!("the cluster of Dataproc job {job} ended: {reason}");
-                self.state().end_reason.get_or_insert(reason.clone());
-                ClusterError::JobFailed {
-                    cluster: self.name.clone(),
-                    job: kind,
-                    message: format!("its cluster ended: {reason}"),
-                }
-            }
-            PollError::Missing { .. } => ClusterError::JobFailed {
-                cluster: self.name.clone(),
-                job: kind,
-                message: format!("Dataproc does not know job {job} ({e})"),
+        let finished = wait_job(
+            &self.name,
+            kind,
+            &format!("Dataproc job {job}"),
+            &self.poller,
+            job.clone(),
+            cx.cancel,
+            || self.cancel_and_wait(&job),
+            |reason| {
+                self.state().end_reason.get_or_insert(reason);
             },
-            e => ClusterError::OutcomeUnknown {
-                cluster: self.name.clone(),
-                job: kind,
-                message: format!(
-                    "Dataproc job {job}: {e}; the job is left as it is for the next engine to adopt or cancel"
-                ),
-            },
-        })?;
+        )
+        .await?;
         let info = finished.status;
         notice_delay(&info);
         match finished.outcome {
@@ -892,18 +845,11 @@ impl Cluster for DataprocCluster {
                     message.push_str("\ndriver output (last lines):\n");
                     message.push_str(&output);
                 }
-                Err(ClusterError::JobFailed {
-                    cluster: self.name.clone(),
-                    job: kind,
-                    message,
-                })
+                Err(self.job_failed(kind, message))
             }
             Outcome::Cancelled => {
                 warn!("Dataproc job {job} was cancelled");
-                Err(ClusterError::Cancelled {
-                    cluster: self.name.clone(),
-                    job: kind,
-                })
+                Err(self.cancelled(kind))
             }
         }
     }
@@ -939,10 +885,7 @@ impl Cluster for DataprocCluster {
         }
         self.delete(&launch.location, &launch.backend)
             .await
-            .map_err(|message| ClusterError::Terminate {
-                cluster: self.name.clone(),
-                message,
-            })?;
+            .map_err(|message| self.terminate_error(message))?;
         info!("deleted {}", launch.backend);
         self.state().ended = true;
         Ok(())

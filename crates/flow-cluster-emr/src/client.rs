@@ -7,12 +7,12 @@ use crate::steps::EmrStepInfo;
 use async_trait::async_trait;
 use aws_sdk_emr::config::http::HttpResponse;
 use aws_sdk_emr::error::{ProvideErrorMetadata, SdkError};
+use flow_cloud::cluster::PollerMap;
 use flow_cloud::{Clock, JobSource, Phase, Poller, Requests};
 use flow_core::DeferredFilesystem;
 use flow_fs_s3::aws::{self, AwsSettings};
 use flow_fs_s3::S3Filesystem;
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use tokio::sync::OnceCell;
 
 /// Why the AWS clients could not be made.
@@ -41,7 +41,7 @@ pub(crate) struct EmrBackend {
     pub config: EmrConfig,
     pub clock: Arc<dyn Clock>,
     clients: OnceCell<Clients>,
-    pollers: Mutex<HashMap<String, Poller<EmrStepSource>>>,
+    pollers: PollerMap<EmrStepSource>,
     /// `DescribeCluster` requests of launch waits.
     pub lifecycle_requests: Requests,
 }
@@ -52,7 +52,7 @@ impl EmrBackend {
             config,
             clock,
             clients: OnceCell::new(),
-            pollers: Mutex::default(),
+            pollers: PollerMap::default(),
             lifecycle_requests: Requests::new(),
         }
     }
@@ -91,30 +91,21 @@ impl EmrBackend {
     /// value of this factory: one `ListSteps` per tick for all of that
     /// cluster's watched steps.
     pub fn poller(&self, emr: &aws_sdk_emr::Client, cluster_id: &str) -> Poller<EmrStepSource> {
-        let mut pollers = self.pollers.lock().unwrap_or_else(PoisonError::into_inner);
-        pollers
-            .entry(cluster_id.to_string())
-            .or_insert_with(|| {
-                Poller::new(
-                    EmrStepSource {
-                        emr: emr.clone(),
-                        cluster_id: cluster_id.to_string(),
-                    },
-                    self.config.poll,
-                    self.clock.clone(),
-                )
-            })
-            .clone()
+        self.pollers.get(cluster_id, || {
+            Poller::new(
+                EmrStepSource {
+                    emr: emr.clone(),
+                    cluster_id: cluster_id.to_string(),
+                },
+                self.config.poll,
+                self.clock.clone(),
+            )
+        })
     }
 
     /// Status requests made by every poller so far (for tests and logs).
     pub fn poll_requests(&self) -> u64 {
-        self.pollers
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .values()
-            .map(Poller::requests)
-            .sum()
+        self.pollers.requests()
     }
 }
 

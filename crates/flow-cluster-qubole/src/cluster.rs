@@ -9,6 +9,7 @@ use crate::config::QuboleConfig;
 use crate::error::{ApiError, QuboleError};
 use crate::logs::command_log;
 use async_trait::async_trait;
+use flow_cloud::cluster::{wait_job, ClusterErrors, PollerMap};
 use flow_cloud::{
     retry_with_lookup, wait_until, Clock, Look, Outcome, Poller, Requests, Transient, Wait,
     WaitError,
@@ -18,7 +19,7 @@ use flow_core::{
     JobContext, JobHandle, JobStatus, Secret,
 };
 use flow_fs_s3::LazyS3Filesystem;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -35,22 +36,18 @@ struct QuboleBackend {
     lifecycle_requests: Requests,
     /// One poller per cluster label: the run's clusters on one label share
     /// its history listing.
-    pollers: Mutex<HashMap<String, Poller<QuboleCommands>>>,
+    pollers: PollerMap<QuboleCommands>,
 }
 
 impl QuboleBackend {
     fn poller(&self, label: &str) -> Poller<QuboleCommands> {
-        let mut pollers = self.pollers.lock().unwrap_or_else(PoisonError::into_inner);
-        pollers
-            .entry(label.to_string())
-            .or_insert_with(|| {
-                Poller::new(
-                    QuboleCommands::new(self.api.clone()),
-                    self.config.poll,
-                    self.clock.clone(),
-                )
-            })
-            .clone()
+        self.pollers.get(label, || {
+            Poller::new(
+                QuboleCommands::new(self.api.clone()),
+                self.config.poll,
+                self.clock.clone(),
+            )
+        })
     }
 }
 
@@ -99,7 +96,7 @@ impl QuboleClusterFactory {
                 api,
                 clock,
                 lifecycle_requests: Requests::new(),
-                pollers: Mutex::default(),
+                pollers: PollerMap::default(),
             }),
         })
     }
@@ -117,13 +114,7 @@ impl QuboleClusterFactory {
 
     /// Command status requests of the pollers so far (one per tick).
     pub fn poll_requests(&self) -> u64 {
-        self.shared
-            .pollers
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .values()
-            .map(Poller::requests)
-            .sum()
+        self.shared.pollers.requests()
     }
 
     /// Cluster state requests sent while waiting for a cluster to start or
@@ -221,22 +212,6 @@ impl QuboleCluster {
     /// The QDS cluster label its commands go to.
     pub fn label(&self) -> String {
         self.state().label.clone()
-    }
-
-    fn launch_error(&self, message: impl Into<String>, transient: bool) -> ClusterError {
-        ClusterError::Launch {
-            cluster: self.name.clone(),
-            message: message.into(),
-            transient,
-        }
-    }
-
-    fn backend_error(&self, operation: &'static str, e: impl fmt::Display) -> ClusterError {
-        ClusterError::Backend {
-            cluster: self.name.clone(),
-            operation,
-            message: e.to_string(),
-        }
     }
 
     fn handle_for(&self, label: &str, started: bool) -> ClusterHandle {
@@ -427,14 +402,9 @@ impl QuboleCluster {
 }
 
 fn job_status(command: &Command) -> JobStatus {
-    match commands::COMMAND_STATES.phase(&command.status) {
-        Some(flow_cloud::Phase::Finished(Outcome::Succeeded)) => JobStatus::Succeeded,
-        Some(flow_cloud::Phase::Finished(Outcome::Failed)) => JobStatus::Failed {
-            message: format!("QDS command {} is {}", command.id, command.status),
-        },
-        Some(flow_cloud::Phase::Finished(Outcome::Cancelled)) => JobStatus::Cancelled,
-        _ => JobStatus::Running,
-    }
+    flow_cloud::cluster::job_status(commands::COMMAND_STATES.phase(&command.status), || {
+        format!("QDS command {} is {}", command.id, command.status)
+    })
 }
 
 #[async_trait]
@@ -547,12 +517,8 @@ impl Cluster for QuboleCluster {
     }
 
     fn prepare(&self, job: &Job, cx: &JobContext<'_>) -> Result<JobHandle, ClusterError> {
-        let (kind, _) =
-            command_payload(job, self.config()).map_err(|message| ClusterError::JobFailed {
-                cluster: self.name.clone(),
-                job: job.kind(),
-                message,
-            })?;
+        let (kind, _) = command_payload(job, self.config())
+            .map_err(|message| self.job_failed(job.kind(), message))?;
         Ok(JobHandle::new(
             KIND,
             self.name.clone(),
@@ -582,12 +548,8 @@ impl Cluster for QuboleCluster {
             handle.ids.insert(ids::LABEL.into(), label);
         }
         handle.cluster = self.name.clone();
-        let (_, payload) =
-            command_payload(job, self.config()).map_err(|message| ClusterError::JobFailed {
-                cluster: self.name.clone(),
-                job: job.kind(),
-                message,
-            })?;
+        let (_, payload) = command_payload(job, self.config())
+            .map_err(|message| self.job_failed(job.kind(), message))?;
         let body = command_body(payload, &job_ref);
         let command = self
             .send_command(&job_ref, &body)
@@ -610,31 +572,26 @@ impl Cluster for QuboleCluster {
             .command_id(&job)
             .await
             .map_err(|e| self.backend_error("command history", e))?
-            .ok_or_else(|| ClusterError::JobFailed {
-                cluster: self.name.clone(),
-                job: kind,
-                message: format!("QDS has no command named {}", job.name),
+            .ok_or_else(|| {
+                self.job_failed(kind, format!("QDS has no command named {}", job.name))
             })?;
         let command = CommandRef {
             label: job.label.clone(),
             id,
         };
-        let poller = self.shared.poller(&job.label);
-        let finished = tokio::select! {
-            finished = poller.wait(command.clone()) => finished,
-            _ = cx.cancel.cancelled() => {
-                self.cancel_and_wait(&job).await?;
-                return Err(ClusterError::Cancelled { cluster: self.name.clone(), job: kind });
-            }
-        };
-        let finished = finished.map_err(|e| {
-            let unfinished =
-                flow_cloud::unfinished_wait(e, &self.name, kind, &format!("QDS {command}"));
-            if let Some(reason) = unfinished.cluster_ended {
+        let finished = wait_job(
+            &self.name,
+            kind,
+            &format!("QDS {command}"),
+            &self.shared.poller(&job.label),
+            command,
+            cx.cancel,
+            || self.cancel_and_wait(&job),
+            |reason| {
                 self.state().end_reason.get_or_insert(reason);
-            }
-            unfinished.error
-        })?;
+            },
+        )
+        .await?;
         match finished.outcome {
             Outcome::Succeeded => {
                 info!("QDS command {id} is done");
@@ -648,18 +605,11 @@ impl Cluster for QuboleCluster {
                     message.push_str("\nits log (last lines):\n");
                     message.push_str(&log);
                 }
-                Err(ClusterError::JobFailed {
-                    cluster: self.name.clone(),
-                    job: kind,
-                    message,
-                })
+                Err(self.job_failed(kind, message))
             }
             Outcome::Cancelled => {
                 warn!("QDS command {id} was cancelled");
-                Err(ClusterError::Cancelled {
-                    cluster: self.name.clone(),
-                    job: kind,
-                })
+                Err(self.cancelled(kind))
             }
         }
     }
@@ -712,10 +662,7 @@ impl Cluster for QuboleCluster {
             );
             return Ok(());
         }
-        let terminate_error = |message: String| ClusterError::Terminate {
-            cluster: self.name.clone(),
-            message,
-        };
+        let terminate_error = |message: String| self.terminate_error(message);
         self.api()
             .set_cluster_state(&launch.label, "terminate")
             .await
