@@ -65,6 +65,16 @@ pub fn error_chain(e: &(dyn Error + 'static)) -> String {
     out
 }
 
+/// `Ok(None)` when `result` failed with what `absent` calls "not there"
+/// (a 404): a lookup of something that may not exist.
+pub fn found<T, E>(result: Result<T, E>, absent: impl FnOnce(&E) -> bool) -> Result<Option<T>, E> {
+    match result {
+        Ok(value) => Ok(Some(value)),
+        Err(e) if absent(&e) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// `message (after N attempts)`: what a call that was retried until its
 /// retries were spent says.
 pub fn after_attempts(message: &str, attempts: usize) -> String {

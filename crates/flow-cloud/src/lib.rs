@@ -41,6 +41,9 @@
 //!   one poller per key shared by the run's clusters on it
 //!   ([`cluster::PollerMap`]), a job's wait unless the step is cancelled
 //!   ([`cluster::wait_job`]), and a job's status from its phase.
+//! - `http` (feature `http`): the REST clusters' HTTP client bounded by
+//!   the settings' timeouts, a request without an answer as people read it
+//!   (naming the timeout setting that fired), an answer's `Retry-After`.
 //! - [`clock`]: time as a trait, so tests assert polling and retry figures
 //!   by counting requests, never by sleeping.
 //!
@@ -51,6 +54,8 @@
 pub mod clock;
 pub mod cluster;
 pub mod errors;
+#[cfg(feature = "http")]
+pub mod http;
 pub mod job;
 pub mod lifecycle;
 pub mod names;

@@ -13,6 +13,7 @@ use crate::livy::Livy;
 use crate::webhcat::WebHcat;
 use async_trait::async_trait;
 use flow_cloud::cluster::{wait_job, ClusterErrors, PollerMap};
+use flow_cloud::http::HttpTimeouts;
 use flow_cloud::tail::last_lines;
 use flow_cloud::{
     retry_with_lookup, Clock, Outcome, PollError, Poller, Requests, TailOptions, Transient,
@@ -134,13 +135,13 @@ impl AzureClusterFactory {
                 .as_ref()
                 .map(|root| format!("{root}/{}", config.statusdir.trim_matches('/')))
         };
-        let http = reqwest::Client::builder()
-            .connect_timeout(config.connect_timeout)
-            .timeout(config.request_timeout)
-            .build()
-            .map_err(|e| AzureError::Client {
-                message: e.to_string(),
-            })?;
+        let timeouts = HttpTimeouts {
+            connect: config.connect_timeout,
+            request: config.request_timeout,
+        };
+        let http = timeouts
+            .client()
+            .map_err(|message| AzureError::Client { message })?;
         let arm = match &config.arm {
             Some(arm) => Some(Arc::new(
                 Arm::new(arm, http.clone(), config.retry, clock.clone()).map_err(|message| {

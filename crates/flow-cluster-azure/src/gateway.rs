@@ -4,15 +4,17 @@
 //! [`CallError`], a refused or failed request holding the service's status
 //! and message (never a header, so never the password).
 
-use flow_cloud::retry::{is_transient_status, parse_retry_after};
+use flow_cloud::errors::found;
+use flow_cloud::http::retry_after;
+use flow_cloud::retry::is_transient_status;
 use flow_cloud::{Clock, RetryConfig, Transient};
 use flow_core::Secret;
-use reqwest::{header, RequestBuilder, Response, StatusCode};
+use reqwest::{RequestBuilder, Response, StatusCode};
 use serde::de::DeserializeOwned;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 /// A failed request.
 #[derive(Debug, Clone)]
@@ -166,11 +168,7 @@ impl Gateway {
         if status.is_success() {
             return Ok(response);
         }
-        let retry_after = response
-            .headers()
-            .get(header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| parse_retry_after(v, SystemTime::now()));
+        let retry_after = retry_after(&response);
         let body = response.text().await.unwrap_or_default();
         Err(CallError::Status {
             status: status.as_u16(),
@@ -200,10 +198,10 @@ impl Gateway {
         what: &str,
         make: &(dyn Fn(&reqwest::Client) -> RequestBuilder + Send + Sync),
     ) -> Result<Option<T>, CallError> {
-        match self.send(backend, what, make).await {
-            Ok(response) => read_json(response).await.map(Some),
-            Err(e) if e.is_status(StatusCode::NOT_FOUND.as_u16()) => Ok(None),
-            Err(e) => Err(e),
+        let sent = self.send(backend, what, make).await;
+        match found(sent, |e| e.is_status(StatusCode::NOT_FOUND.as_u16()))? {
+            Some(response) => read_json(response).await.map(Some),
+            None => Ok(None),
         }
     }
 }

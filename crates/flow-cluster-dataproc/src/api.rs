@@ -4,7 +4,8 @@
 //! (honouring `Retry-After`), and counted.
 
 use crate::error::ApiError;
-use flow_cloud::errors::one_line;
+use flow_cloud::errors::{found, one_line};
+use flow_cloud::http::HttpTimeouts;
 use flow_cloud::{Clock, RetryConfig};
 use flow_fs_gcs::google::{GoogleClient, NoToken, Refusal};
 use reqwest::Method;
@@ -14,7 +15,6 @@ use serde_json::Value;
 use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
 
 const SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
 
@@ -155,7 +155,7 @@ pub(crate) struct Api {
     google: GoogleClient,
     base: String,
     /// The client's connect and request timeouts, for messages.
-    timeouts: (Duration, Duration),
+    timeouts: HttpTimeouts,
 }
 
 impl fmt::Debug for Api {
@@ -175,7 +175,7 @@ impl Api {
         auth: Option<Arc<dyn gcp_auth::TokenProvider>>,
         retry: RetryConfig,
         clock: Arc<dyn Clock>,
-        timeouts: (Duration, Duration),
+        timeouts: HttpTimeouts,
     ) -> Self {
         Api {
             google: GoogleClient::new(http, auth, SCOPE, retry, clock),
@@ -228,14 +228,10 @@ impl Api {
         name: &str,
     ) -> Result<Option<ClusterInfo>, ApiError> {
         let path = format!("{at}/clusters/{name}");
-        match self
+        let got = self
             .call("clusters.get", Method::GET, &path, &[], None)
-            .await
-        {
-            Ok(cluster) => Ok(Some(cluster)),
-            Err(e) if e.is_not_found() => Ok(None),
-            Err(e) => Err(e),
-        }
+            .await;
+        found(got, ApiError::is_not_found)
     }
 
     pub async fn create_cluster(
@@ -263,7 +259,7 @@ impl Api {
         request_id: &str,
     ) -> Result<Option<Operation>, ApiError> {
         let path = format!("{at}/clusters/{name}");
-        match self
+        let deleted = self
             .call(
                 "clusters.delete",
                 Method::DELETE,
@@ -271,12 +267,8 @@ impl Api {
                 &[("requestId", request_id)],
                 None,
             )
-            .await
-        {
-            Ok(op) => Ok(Some(op)),
-            Err(e) if e.is_not_found() => Ok(None),
-            Err(e) => Err(e),
-        }
+            .await;
+        found(deleted, ApiError::is_not_found)
     }
 
     /// `operations.get`; `name` is the operation's full name.
@@ -300,11 +292,8 @@ impl Api {
     /// `None` when there is no such job.
     pub async fn get_job(&self, at: &Location, id: &str) -> Result<Option<JobInfo>, ApiError> {
         let path = format!("{at}/jobs/{id}");
-        match self.call("jobs.get", Method::GET, &path, &[], None).await {
-            Ok(job) => Ok(Some(job)),
-            Err(e) if e.is_not_found() => Ok(None),
-            Err(e) => Err(e),
-        }
+        let got = self.call("jobs.get", Method::GET, &path, &[], None).await;
+        found(got, ApiError::is_not_found)
     }
 
     /// The jobs of `cluster` that are not finished (`jobStateMatcher =
@@ -314,27 +303,14 @@ impl Api {
         at: &Location,
         cluster: &str,
     ) -> Result<Vec<JobInfo>, ApiError> {
-        let path = format!("{at}/jobs");
-        let mut jobs = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let mut query = vec![
-                ("clusterName", cluster),
-                ("jobStateMatcher", "ACTIVE"),
-                ("pageSize", LIST_PAGE_SIZE),
-            ];
-            if let Some(token) = &token {
-                query.push(("pageToken", token));
-            }
-            let page: JobList = self
-                .call("jobs.list", Method::GET, &path, &query, None)
-                .await?;
-            jobs.extend(page.jobs);
-            match page.next_page_token.filter(|t| !t.is_empty()) {
-                Some(next) => token = Some(next),
-                None => return Ok(jobs),
-            }
-        }
+        self.list_jobs(
+            at,
+            cluster,
+            ("jobStateMatcher", "ACTIVE"),
+            |_| true,
+            |_| false,
+        )
+        .await
     }
 
     /// The finished jobs of `cluster` (`filter = status.state =
@@ -347,13 +323,34 @@ impl Api {
         cluster: &str,
         wanted: &[&str],
     ) -> Result<Vec<JobInfo>, ApiError> {
+        self.list_jobs(
+            at,
+            cluster,
+            ("filter", "status.state = NON_ACTIVE"),
+            |job| wanted.contains(&job.reference.job_id.as_str()),
+            |kept| kept >= wanted.len(),
+        )
+        .await
+    }
+
+    /// `jobs.list` of `cluster` matching `matcher` (a query parameter),
+    /// page by page: the jobs `keep` wants, until `enough` of them are
+    /// kept or the last page was read.
+    async fn list_jobs(
+        &self,
+        at: &Location,
+        cluster: &str,
+        matcher: (&str, &str),
+        keep: impl Fn(&JobInfo) -> bool,
+        enough: impl Fn(usize) -> bool,
+    ) -> Result<Vec<JobInfo>, ApiError> {
         let path = format!("{at}/jobs");
-        let mut found = Vec::new();
+        let mut jobs = Vec::new();
         let mut token: Option<String> = None;
         loop {
             let mut query = vec![
                 ("clusterName", cluster),
-                ("filter", "status.state = NON_ACTIVE"),
+                matcher,
                 ("pageSize", LIST_PAGE_SIZE),
             ];
             if let Some(token) = &token {
@@ -362,14 +359,10 @@ impl Api {
             let page: JobList = self
                 .call("jobs.list", Method::GET, &path, &query, None)
                 .await?;
-            found.extend(
-                page.jobs
-                    .into_iter()
-                    .filter(|job| wanted.contains(&job.reference.job_id.as_str())),
-            );
+            jobs.extend(page.jobs.into_iter().filter(|job| keep(job)));
             match page.next_page_token.filter(|t| !t.is_empty()) {
-                Some(next) if found.len() < wanted.len() => token = Some(next),
-                _ => return Ok(found),
+                Some(next) if !enough(jobs.len()) => token = Some(next),
+                _ => return Ok(jobs),
             }
         }
     }
@@ -391,29 +384,7 @@ impl Api {
     /// No answer: the reqwest error with its causes, a timeout naming the
     /// call and the setting that bounded it.
     fn transport(&self, what: &str, e: reqwest::Error) -> ApiError {
-        let transient = e.is_connect() || e.is_timeout() || e.is_request() || e.is_body();
-        let mut causes = String::new();
-        let mut source = std::error::Error::source(&e);
-        while let Some(cause) = source {
-            causes.push_str(": ");
-            causes.push_str(&cause.to_string());
-            source = cause.source();
-        }
-        let timed_out = e.is_timeout();
-        let connecting = e.is_connect();
-        // Without the URL: long, and the caller names the resource.
-        let mut message = format!("{}{causes}", e.without_url());
-        if timed_out {
-            let (setting, limit) = if connecting {
-                ("connect_timeout: no connection", self.timeouts.0)
-            } else {
-                ("request_timeout: no complete answer", self.timeouts.1)
-            };
-            message = format!(
-                "{what} timed out ({setting} within {}): {message}",
-                humantime_serde::re::humantime::format_duration(limit)
-            );
-        }
+        let (message, transient) = self.timeouts.no_answer(what, e);
         ApiError::Transport { message, transient }
     }
 }

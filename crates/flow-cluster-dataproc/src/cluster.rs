@@ -8,6 +8,7 @@ use crate::error::DataprocError;
 use crate::jobs::{self, ids, job_payload, job_resource, label_value, DataprocJobs, JobRef, KIND};
 use async_trait::async_trait;
 use flow_cloud::cluster::{wait_job, ClusterErrors};
+use flow_cloud::http::HttpTimeouts;
 use flow_cloud::{wait_until, Clock, Look, Outcome, Poller, Requests, Transient, Wait, WaitError};
 use flow_core::{
     Cluster, ClusterError, ClusterFactory, ClusterHandle, ExecutionContext, Filesystem, Job,
@@ -81,20 +82,20 @@ impl DataprocClusterFactory {
             }
         };
         let fs = gcs.builder().build_with_credentials(shared)?;
-        let http = reqwest::Client::builder()
-            .connect_timeout(config.connect_timeout)
-            .timeout(config.request_timeout)
-            .build()
-            .map_err(|e| DataprocError::Client {
-                message: e.to_string(),
-            })?;
+        let timeouts = HttpTimeouts {
+            connect: config.connect_timeout,
+            request: config.request_timeout,
+        };
+        let http = timeouts
+            .client()
+            .map_err(|message| DataprocError::Client { message })?;
         let api = Arc::new(Api::new(
             http,
             base,
             credentials,
             config.retry,
             clock.clone(),
-            (config.connect_timeout, config.request_timeout),
+            timeouts,
         ));
         Ok(DataprocClusterFactory {
             shared: Arc::new(DataprocBackend {

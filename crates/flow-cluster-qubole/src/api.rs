@@ -7,11 +7,11 @@
 //! command up before sending it again ([`flow_cloud::retry_with_lookup`]).
 
 use crate::error::ApiError;
-use flow_cloud::errors::{error_chain, one_line};
-use flow_cloud::retry::parse_retry_after;
+use flow_cloud::errors::{found, one_line};
+use flow_cloud::http::{retry_after, HttpTimeouts};
 use flow_cloud::{Clock, RetryConfig};
 use flow_core::Secret;
-use reqwest::header::{HeaderValue, RETRY_AFTER};
+use reqwest::header::HeaderValue;
 use reqwest::{Method, Response};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -19,7 +19,6 @@ use serde_json::Value;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
 
 /// The most commands asked for per history page (the API's limit).
 pub(crate) const PAGE_SIZE: u32 = 100;
@@ -126,7 +125,7 @@ pub(crate) struct Api {
     clock: Arc<dyn Clock>,
     requests: AtomicU64,
     /// The client's connect and request timeouts, for messages.
-    timeouts: (Duration, Duration),
+    timeouts: HttpTimeouts,
 }
 
 impl fmt::Debug for Api {
@@ -146,7 +145,7 @@ impl Api {
         token: Secret,
         retry: RetryConfig,
         clock: Arc<dyn Clock>,
-        timeouts: (Duration, Duration),
+        timeouts: HttpTimeouts,
     ) -> Self {
         Api {
             http,
@@ -192,11 +191,7 @@ impl Api {
         if status.is_success() {
             return Ok(response);
         }
-        let retry_after = response
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| parse_retry_after(v, SystemTime::now()));
+        let retry_after = retry_after(&response);
         let text = response.text().await.unwrap_or_default();
         let (code, message) = match serde_json::from_str::<ErrorBody>(&text) {
             Ok(body) if !body.error.error_message.is_empty() => {
@@ -269,14 +264,10 @@ impl Api {
     /// `GET /commands/ID`; `None` when there is no such command.
     pub async fn get_command(&self, id: u64) -> Result<Option<Command>, ApiError> {
         let path = format!("/api/v1.2/commands/{id}");
-        match self
+        let got = self
             .call("view command status", Method::GET, &path, &[], None)
-            .await
-        {
-            Ok(command) => Ok(Some(command)),
-            Err(e) if e.is_not_found() => Ok(None),
-            Err(e) => Err(e),
-        }
+            .await;
+        found(got, ApiError::is_not_found)
     }
 
     /// One page (from 1) of the history of commands on `label`, newest
@@ -335,15 +326,11 @@ impl Api {
     pub async fn logs(&self, id: u64) -> Result<Option<Response>, ApiError> {
         let path = format!("/api/v1.2/commands/{id}/logs");
         let what = "view command logs";
-        match flow_cloud::retry(&self.retry, &self.clock, what, || {
+        let got = flow_cloud::retry(&self.retry, &self.clock, what, || {
             self.send_once(what, &Method::GET, &path, &[], None)
         })
-        .await
-        {
-            Ok(response) => Ok(Some(response)),
-            Err(e) if e.is_not_found() => Ok(None),
-            Err(e) => Err(e),
-        }
+        .await;
+        found(got, ApiError::is_not_found)
     }
 
     /// `GET /clusters/LABEL/state`.
@@ -373,20 +360,7 @@ impl Api {
     /// No answer: the reqwest error with its causes (without the URL), a
     /// timeout naming the setting that bounded it.
     fn transport(&self, what: &str, e: reqwest::Error) -> ApiError {
-        let transient = e.is_connect() || e.is_timeout() || e.is_request() || e.is_body();
-        let (timed_out, connecting) = (e.is_timeout(), e.is_connect());
-        let mut message = error_chain(&e.without_url());
-        if timed_out {
-            let (setting, limit) = if connecting {
-                ("connect_timeout: no connection", self.timeouts.0)
-            } else {
-                ("request_timeout: no complete answer", self.timeouts.1)
-            };
-            message = format!(
-                "{what} timed out ({setting} within {}): {message}",
-                humantime_serde::re::humantime::format_duration(limit)
-            );
-        }
+        let (message, transient) = self.timeouts.no_answer(what, e);
         ApiError::Transport { message, transient }
     }
 }

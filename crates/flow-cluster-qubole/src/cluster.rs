@@ -10,6 +10,7 @@ use crate::error::{ApiError, QuboleError};
 use crate::logs::command_log;
 use async_trait::async_trait;
 use flow_cloud::cluster::{wait_job, ClusterErrors, PollerMap};
+use flow_cloud::http::HttpTimeouts;
 use flow_cloud::{
     retry_with_lookup, wait_until, Clock, Look, Outcome, Poller, Requests, Transient, Wait,
     WaitError,
@@ -74,20 +75,20 @@ impl QuboleClusterFactory {
         token: Secret,
         clock: Arc<dyn Clock>,
     ) -> Result<QuboleClusterFactory, QuboleError> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(config.connect_timeout)
-            .timeout(config.request_timeout)
-            .build()
-            .map_err(|e| QuboleError::Client {
-                message: e.to_string(),
-            })?;
+        let timeouts = HttpTimeouts {
+            connect: config.connect_timeout,
+            request: config.request_timeout,
+        };
+        let http = timeouts
+            .client()
+            .map_err(|message| QuboleError::Client { message })?;
         let api = Arc::new(Api::new(
             http,
             config.api_endpoint(),
             token,
             config.retry,
             clock.clone(),
-            (config.connect_timeout, config.request_timeout),
+            timeouts,
         ));
         Ok(QuboleClusterFactory {
             shared: Arc::new(QuboleBackend {
