@@ -44,6 +44,10 @@
 //! - `http` (feature `http`): the REST clusters' HTTP client bounded by
 //!   the settings' timeouts, a request without an answer as people read it
 //!   (naming the timeout setting that fired), an answer's `Retry-After`.
+//! - [`cluster_builder_setters!`]: the setters every cloud cluster's
+//!   factory builder has (`with_poll`, `with_launch_poll`, `with_retry`,
+//!   `with_job_logs`, `with_clock`, `config`), written into each builder's
+//!   own `impl` block.
 //! - [`clock`]: time as a trait, so tests assert polling and retry figures
 //!   by counting requests, never by sleeping.
 //!
@@ -51,6 +55,7 @@
 //! depends on no AWS or GCP crate, so a cluster crate adds only its own.
 #![warn(missing_docs)]
 
+mod builder;
 pub mod clock;
 pub mod cluster;
 pub mod errors;

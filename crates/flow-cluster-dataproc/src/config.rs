@@ -447,6 +447,8 @@ pub struct DataprocClusterFactoryBuilder {
 }
 
 impl DataprocClusterFactoryBuilder {
+    flow_cloud::cluster_builder_setters!(DataprocConfig);
+
     /// A builder for a cluster in `project` and `region`, with the default settings.
     pub fn new(project: impl Into<String>, region: impl Into<String>) -> Self {
         DataprocConfig {
@@ -528,21 +530,6 @@ impl DataprocClusterFactoryBuilder {
         self.config.terminate_reused = terminate;
         self
     }
-    /// Sets [`DataprocConfig::poll`].
-    pub fn with_poll(mut self, poll: PollConfig) -> Self {
-        self.config.poll = poll;
-        self
-    }
-    /// Sets [`DataprocConfig::launch_poll`].
-    pub fn with_launch_poll(mut self, interval: Duration) -> Self {
-        self.config.launch_poll = interval;
-        self
-    }
-    /// Sets [`DataprocConfig::retry`].
-    pub fn with_retry(mut self, retry: RetryConfig) -> Self {
-        self.config.retry = retry;
-        self
-    }
     /// Sets [`DataprocConfig::connect_timeout`] and
     /// [`DataprocConfig::request_timeout`].
     pub fn with_timeouts(mut self, connect: Duration, request: Duration) -> Self {
@@ -550,26 +537,10 @@ impl DataprocClusterFactoryBuilder {
         self.config.request_timeout = request;
         self
     }
-    /// Sets [`DataprocConfig::job_logs`].
-    pub fn with_job_logs(mut self, logs: JobLogs) -> Self {
-        self.config.job_logs = logs;
-        self
-    }
     /// Sets [`DataprocConfig::gcs`].
     pub fn with_gcs(mut self, gcs: GcsConfig) -> Self {
         self.config.gcs = gcs;
         self
-    }
-    /// The clock polls and retries sleep on (tests pass a
-    /// [`ManualClock`](flow_cloud::ManualClock)); default tokio's.
-    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
-        self.clock = Some(clock);
-        self
-    }
-
-    /// The settings so far.
-    pub fn config(&self) -> &DataprocConfig {
-        &self.config
     }
 
     /// Validates the settings and makes the HTTP client, the credentials (a

@@ -404,6 +404,8 @@ pub struct EmrClusterBuilder {
 }
 
 impl EmrClusterBuilder {
+    flow_cloud::cluster_builder_setters!(EmrConfig);
+
     /// A builder with the default settings.
     pub fn new() -> Self {
         EmrClusterBuilder::default()
@@ -509,11 +511,6 @@ impl EmrClusterBuilder {
         self.config.termination_protected = on;
         self
     }
-    /// Sets [`EmrConfig::launch_poll`].
-    pub fn with_launch_poll(mut self, every: Duration) -> Self {
-        self.config.launch_poll = every;
-        self
-    }
     /// Sets [`EmrConfig::launch_timeout`].
     pub fn with_launch_timeout(mut self, timeout: Duration) -> Self {
         self.config.launch_timeout = timeout;
@@ -524,35 +521,10 @@ impl EmrClusterBuilder {
         self.config.cancel_timeout = timeout;
         self
     }
-    /// Sets [`EmrConfig::poll`].
-    pub fn with_poll(mut self, poll: PollConfig) -> Self {
-        self.config.poll = poll;
-        self
-    }
-    /// Sets [`EmrConfig::retry`].
-    pub fn with_retry(mut self, retry: RetryConfig) -> Self {
-        self.config.retry = retry;
-        self
-    }
-    /// Sets [`EmrConfig::job_logs`].
-    pub fn with_job_logs(mut self, logs: JobLogs) -> Self {
-        self.config.job_logs = logs;
-        self
-    }
     /// Sets [`EmrConfig::s3`].
     pub fn with_s3(mut self, s3: S3Config) -> Self {
         self.config.s3 = s3;
         self
-    }
-    /// The clock of polling and waiting (tests use a manual one).
-    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
-        self.clock = Some(clock);
-        self
-    }
-
-    /// The settings so far.
-    pub fn config(&self) -> &EmrConfig {
-        &self.config
     }
 
     /// Checks the settings and makes the factory. Makes no request: the

@@ -312,6 +312,8 @@ pub struct QuboleClusterFactoryBuilder {
 }
 
 impl QuboleClusterFactoryBuilder {
+    flow_cloud::cluster_builder_setters!(QuboleConfig);
+
     /// A builder for the QDS cluster `label`, with the token read from
     /// `token` (`"env:VAR"`), and the default settings.
     pub fn new(label: impl Into<String>, token: impl Into<String>) -> Self {
@@ -343,41 +345,10 @@ impl QuboleClusterFactoryBuilder {
         self.config.jobs_per_cluster = jobs;
         self
     }
-    /// Sets [`QuboleConfig::poll`].
-    pub fn with_poll(mut self, poll: PollConfig) -> Self {
-        self.config.poll = poll;
-        self
-    }
-    /// Sets [`QuboleConfig::launch_poll`].
-    pub fn with_launch_poll(mut self, interval: Duration) -> Self {
-        self.config.launch_poll = interval;
-        self
-    }
-    /// Sets [`QuboleConfig::retry`].
-    pub fn with_retry(mut self, retry: RetryConfig) -> Self {
-        self.config.retry = retry;
-        self
-    }
-    /// Sets [`QuboleConfig::job_logs`].
-    pub fn with_job_logs(mut self, logs: JobLogs) -> Self {
-        self.config.job_logs = logs;
-        self
-    }
     /// Sets [`QuboleConfig::s3`].
     pub fn with_s3(mut self, s3: S3Config) -> Self {
         self.config.s3 = s3;
         self
-    }
-    /// The clock polls and retries sleep on (tests pass a
-    /// [`ManualClock`](flow_cloud::ManualClock)); default tokio's.
-    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
-        self.clock = Some(clock);
-        self
-    }
-
-    /// The settings so far.
-    pub fn config(&self) -> &QuboleConfig {
-        &self.config
     }
 
     /// Validates the settings, reads the token from its environment
