@@ -521,3 +521,32 @@ pub fn write_large_file(path: &Path, mib: u64) {
     }
     file.flush().expect("flush the file");
 }
+
+/// The bounded-memory check of a filesystem that streams: a 256 MiB file
+/// up through `fs` and back down (under the key `big`, removed at the end)
+/// while this process's peak RSS grows by less than 64 MiB. Each backend
+/// runs it alone in its own test binary, so no other test moves the peak;
+/// `scratch_local_dir` holds the local file and its copy.
+pub async fn round_trip_of_256_mib_in_bounded_memory(
+    fs: &dyn Filesystem,
+    scratch_local_dir: &Path,
+) {
+    const MIB: u64 = 1024 * 1024;
+    let size = 256 * MIB;
+    let path = scratch_local_dir.join("big.bin");
+    let back = scratch_local_dir.join("back.bin");
+    write_large_file(&path, size / MIB);
+    let before = peak_rss();
+    fs.copy_from_local(&path, "big/file.bin").await.unwrap();
+    fs.copy_to_local("big/file.bin", &back).await.unwrap();
+    let grown = peak_rss().saturating_sub(before);
+    eprintln!("peak RSS grew by {} MiB", grown / MIB);
+    assert_eq!(std::fs::metadata(&back).unwrap().len(), size);
+    assert!(
+        grown < 64 * MIB,
+        "peak RSS grew by {} MiB for a {} MiB file",
+        grown / MIB,
+        size / MIB
+    );
+    fs.rmdir("big").await.unwrap();
+}

@@ -11,7 +11,7 @@ use flow_cloud::tail::ObjectStream;
 use flow_cloud::{Clock, RetryConfig};
 use flow_core::FsError;
 use flow_fs_object::{
-    delete_each, store_error, ListPage, ObjectBackend, ObjectInfo, ObjectLocation,
+    fit_part_size, part_ranges, store_error, ListPage, ObjectBackend, ObjectInfo, ObjectLocation,
 };
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 use std::fmt;
@@ -41,17 +41,14 @@ impl fmt::Debug for AzureBackend {
 /// The block size for a file of `size` bytes: the setting, or larger when
 /// the file would need more blocks than a blob may have.
 fn block_size(setting: u64, size: u64) -> u64 {
-    setting.max(size.div_ceil(MAX_BLOCKS))
+    fit_part_size(setting, size, MAX_BLOCKS)
 }
 
 /// `(block id, start, end)` of each block; ids of one length, as the
 /// service requires.
 fn blocks(size: u64, block: u64) -> Vec<(String, u64, u64)> {
-    (0..size.div_ceil(block))
-        .map(|n| {
-            let start = n * block;
-            (format!("block-{n:06}"), start, (start + block).min(size))
-        })
+    part_ranges(size, block)
+        .map(|(n, start, end)| (format!("block-{n:06}"), start, end))
         .collect()
 }
 
@@ -277,17 +274,6 @@ impl ObjectBackend for AzureBackend {
         self.call("Delete Blob", || self.store.delete(&at.bucket, &at.key))
             .await
             .map_err(|e| e.into_fs(op, at))
-    }
-
-    /// One request per blob, [`AzureBlobConfig::concurrency`] at a time
-    /// (Blob Batch is not used).
-    async fn delete_many(
-        &self,
-        op: &'static str,
-        at: &ObjectLocation,
-        keys: Vec<String>,
-    ) -> Result<(), FsError> {
-        delete_each(self, op, at, keys, self.config.concurrency).await
     }
 
     async fn copy(

@@ -6,7 +6,8 @@ use crate::blob::{Account, BlobStore, Credential, Timeouts};
 use crate::AzureBlobFilesystem;
 use flow_cloud::{Clock, RetryConfig, TokioClock};
 use flow_core::Secret;
-use flow_fs_object::{ObjectFilesystem, ObjectSettings};
+use flow_fs_object::config::{check_bucket, check_concurrency, check_not_zero, check_range};
+use flow_fs_object::{Invalid, ObjectFilesystem, ObjectSettings};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 use std::sync::Arc;
@@ -212,6 +213,12 @@ pub enum AzureBlobError {
     },
 }
 
+impl From<Invalid> for AzureBlobError {
+    fn from(Invalid { field, message }: Invalid) -> Self {
+        AzureBlobError::Invalid { field, message }
+    }
+}
+
 impl AzureBlobConfig {
     /// A builder starting from these settings.
     pub fn builder(self) -> AzureBlobFilesystemBuilder {
@@ -245,14 +252,12 @@ impl AzureBlobConfig {
                 "set one of `key`, `sas` and `connection_string`, not several".into(),
             );
         }
-        if let Some(container) = &self.container {
-            if container.len() < 3 || container.len() > 63 || container.contains('/') {
-                return invalid(
-                    "container",
-                    format!("{container:?} is not a container name (3 to 63 characters, no `/`)"),
-                );
-            }
-        }
+        check_bucket(
+            "container",
+            self.container.as_deref(),
+            Some(63),
+            "a container name (3 to 63 characters, no `/`)",
+        )?;
         if self.block_size == 0 || self.block_size > MAX_BLOCK {
             return invalid(
                 "block_size",
@@ -265,28 +270,15 @@ impl AzureBlobConfig {
                 format!("{} bytes: at most 5000 MiB", self.single_put_threshold),
             );
         }
-        if !(1..=5000).contains(&self.list_page_size) {
-            return invalid(
-                "list_page_size",
-                format!("{}: must be 1 to 5000", self.list_page_size),
-            );
-        }
-        if self.concurrency == 0 {
-            return invalid("concurrency", "must be at least 1".into());
-        }
-        if self.upload_concurrency == 0 {
-            return invalid("upload_concurrency", "must be at least 1".into());
-        }
-        for (field, value) in [
+        check_range("list_page_size", self.list_page_size, 1..=5000)?;
+        check_concurrency("concurrency", self.concurrency)?;
+        check_concurrency("upload_concurrency", self.upload_concurrency)?;
+        check_not_zero([
             ("copy_poll", self.copy_poll),
             ("connect_timeout", self.connect_timeout),
             ("request_timeout", self.request_timeout),
             ("read_timeout", self.read_timeout),
-        ] {
-            if value.is_zero() {
-                return invalid(field, "must not be zero".into());
-            }
-        }
+        ])?;
         Ok(())
     }
 }
@@ -399,16 +391,12 @@ impl AzureBlobFilesystemBuilder {
     pub fn build(self) -> Result<AzureBlobFilesystem, AzureBlobError> {
         let config = self.config;
         config.validate()?;
-        let settings = ObjectSettings::new(
+        let settings = ObjectSettings::from_config(
             config.container.clone(),
             config.prefix.as_deref(),
             config.list_page_size,
             config.concurrency,
-        )
-        .map_err(|e| AzureBlobError::Invalid {
-            field: "prefix",
-            message: e.to_string(),
-        })?;
+        )?;
         let account = account(&config, self.credential)?;
         // No total timeout on the client: downloads may take hours. API
         // calls get `request_timeout` per attempt (backend.rs).

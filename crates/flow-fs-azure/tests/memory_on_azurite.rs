@@ -5,36 +5,13 @@
 
 mod common;
 
-use common::{azurite, MIB};
-use flow_core::testkit::{peak_rss, write_large_file};
-use flow_core::Filesystem;
+use common::azurite;
+use flow_core::testkit::round_trip_of_256_mib_in_bounded_memory;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs Azurite: run through `cargo xtask test`"]
 async fn a_256_mib_file_streams_up_and_down_in_bounded_memory_on_azurite() {
     let fs = azurite("memory", |b| b).await;
-    let size = 256 * MIB;
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("big.bin");
-    write_large_file(&path, size / MIB);
-    let before = peak_rss();
-    fs.copy_from_local(&path, "big/file.bin").await.unwrap();
-    fs.copy_to_local("big/file.bin", &dir.path().join("back.bin"))
-        .await
-        .unwrap();
-    let grown = peak_rss().saturating_sub(before);
-    eprintln!("peak RSS grew by {} MiB", grown / MIB);
-    assert_eq!(
-        std::fs::metadata(dir.path().join("back.bin"))
-            .unwrap()
-            .len(),
-        size
-    );
-    assert!(
-        grown < 64 * MIB,
-        "peak RSS grew by {} MiB for a {} MiB file",
-        grown / MIB,
-        size / MIB
-    );
-    fs.rmdir("big").await.unwrap();
+    round_trip_of_256_mib_in_bounded_memory(&fs, dir.path()).await;
 }

@@ -5,7 +5,8 @@ use crate::objects::GcsBackend;
 use crate::transport::{Timeouts, Transport, SCOPE};
 use crate::GcsFilesystem;
 use flow_cloud::{RetryConfig, TokioClock};
-use flow_fs_object::{ObjectFilesystem, ObjectSettings};
+use flow_fs_object::config::{check_bucket, check_concurrency, check_not_zero, check_range};
+use flow_fs_object::{Invalid, ObjectFilesystem, ObjectSettings};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -120,6 +121,12 @@ pub enum GcsError {
     },
 }
 
+impl From<Invalid> for GcsError {
+    fn from(Invalid { field, message }: Invalid) -> Self {
+        GcsError::Invalid { field, message }
+    }
+}
+
 impl GcsConfig {
     /// A builder starting from these settings.
     pub fn builder(self) -> GcsFilesystemBuilder {
@@ -129,11 +136,7 @@ impl GcsConfig {
     /// Checks the values; called by [`GcsFilesystemBuilder::build`].
     pub fn validate(&self) -> Result<(), GcsError> {
         let invalid = |field, message: String| Err(GcsError::Invalid { field, message });
-        if let Some(bucket) = &self.bucket {
-            if bucket.len() < 3 || bucket.contains('/') {
-                return invalid("bucket", format!("{bucket:?} is not a bucket name"));
-            }
-        }
+        check_bucket("bucket", self.bucket.as_deref(), None, "a bucket name")?;
         if self.upload_chunk_size == 0 || !self.upload_chunk_size.is_multiple_of(CHUNK_QUANTUM) {
             return invalid(
                 "upload_chunk_size",
@@ -143,12 +146,7 @@ impl GcsConfig {
                 ),
             );
         }
-        if !(1..=1000).contains(&self.list_page_size) {
-            return invalid(
-                "list_page_size",
-                format!("{}: must be 1 to 1000", self.list_page_size),
-            );
-        }
+        check_range("list_page_size", self.list_page_size, 1..=1000)?;
         if let Some(n) = self.rewrite_max_bytes_per_call {
             if n == 0 || !n.is_multiple_of(MIB) {
                 return invalid(
@@ -157,18 +155,12 @@ impl GcsConfig {
                 );
             }
         }
-        if self.concurrency == 0 {
-            return invalid("concurrency", "must be at least 1".into());
-        }
-        for (field, value) in [
+        check_concurrency("concurrency", self.concurrency)?;
+        check_not_zero([
             ("connect_timeout", self.connect_timeout),
             ("request_timeout", self.request_timeout),
             ("read_timeout", self.read_timeout),
-        ] {
-            if value.is_zero() {
-                return invalid(field, "must not be zero".into());
-            }
-        }
+        ])?;
         Ok(())
     }
 }
@@ -292,16 +284,12 @@ impl GcsFilesystemBuilder {
         let emulator = self.emulator();
         let config = self.config;
         config.validate()?;
-        let settings = ObjectSettings::new(
+        let settings = ObjectSettings::from_config(
             config.bucket.clone(),
             config.prefix.as_deref(),
             config.list_page_size,
             config.concurrency,
-        )
-        .map_err(|e| GcsError::Invalid {
-            field: "prefix",
-            message: e.to_string(),
-        })?;
+        )?;
         let (endpoint, credentials) = match emulator {
             Some(endpoint) => (endpoint, None),
             None => {

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use flow_cloud::tail::ObjectStream;
 use flow_core::FsError;
-use flow_fs_object::{delete_each, ListPage, ObjectBackend, ObjectInfo, ObjectLocation};
+use flow_fs_object::{ListPage, ObjectBackend, ObjectInfo, ObjectLocation};
 use futures_util::stream::TryStreamExt;
 use percent_encoding::utf8_percent_encode;
 use reqwest::{header, Method, StatusCode};
@@ -331,17 +331,6 @@ impl ObjectBackend for GcsBackend {
             .await
             .map_err(|e| e.into_fs(op, at))?;
         Ok(())
-    }
-
-    /// One request per object, [`GcsConfig::concurrency`] at a time (the
-    /// JSON API's batch endpoint is not used).
-    async fn delete_many(
-        &self,
-        op: &'static str,
-        at: &ObjectLocation,
-        keys: Vec<String>,
-    ) -> Result<(), FsError> {
-        delete_each(self, op, at, keys, self.config.concurrency).await
     }
 
     /// `rewriteTo`, following `rewriteToken` until the service is done

@@ -2,9 +2,9 @@
 //! test`). Each test is `#[ignore]`d so a plain `cargo test` reports it
 //! ignored, never passed.
 
-use flow_core::testkit::filesystem_conformance;
 use flow_core::{Filesystem, FsError};
 use flow_fs_gcs::{GcsFilesystem, GcsFilesystemBuilder};
+use flow_fs_object::testkit;
 
 const KIB: u64 = 1024;
 
@@ -82,55 +82,26 @@ fn small(b: GcsFilesystemBuilder) -> GcsFilesystemBuilder {
 #[ignore = "needs fake-gcs-server: run through `cargo xtask test`"]
 async fn conformance_on_fake_gcs() {
     let fs = fake_gcs("conformance", small).await;
-    let scratch = tempfile::tempdir().unwrap();
-    filesystem_conformance(&fs, scratch.path(), "conformance").await;
-    assert_eq!(names(&fs, "conformance").await, Vec::<String>::new());
+    testkit::conformance_cleans_up(&fs, "conformance", async |p: &str| names(&fs, p).await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs fake-gcs-server: run through `cargo xtask test`"]
 async fn conformance_under_a_prefix_with_default_sizes_on_fake_gcs() {
     let fs = fake_gcs("prefixed", |b| b.with_prefix("team/etl")).await;
-    let scratch = tempfile::tempdir().unwrap();
-    filesystem_conformance(&fs, scratch.path(), "suite").await;
-    fs.mkdir("x/y").await.unwrap();
-    assert_eq!(
-        names(&fs, "").await,
-        [
-            "team/etl/x/y_$folder$",
-            "team/etl/x_$folder$",
-            "team/etl_$folder$",
-            "team_$folder$"
-        ]
-    );
+    testkit::markers_under_the_prefix_team_etl(&fs, async |p: &str| names(&fs, p).await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs fake-gcs-server: run through `cargo xtask test`"]
 async fn prefix_operations_page_past_one_page_on_fake_gcs() {
     let fs = fake_gcs("paging", |b| b.with_list_page_size(10)).await;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("f"), b"x").unwrap();
-    let count = 35;
-    for i in 0..count {
-        fs.copy_from_local(&dir.path().join("f"), &format!("many/part-{i:03}"))
-            .await
-            .unwrap();
-    }
-    let before = fs.requests_made();
-    assert!(fs.exists("many").await.unwrap());
-    fs.cp("many", "copied").await.unwrap();
-    let copied = names(&fs, "copied/").await;
-    assert_eq!(copied.len(), count, "cp went past the first page of 10");
-    // 1 exists-check of an object, 1 of a marker... at least 4 listings of
-    // 10 for the copy; never one listing for everything.
-    assert!(fs.requests_made() - before >= 4 + count as u64);
-    fs.mv("copied", "moved").await.unwrap();
-    assert_eq!(names(&fs, "moved/").await.len(), count);
-    assert_eq!(names(&fs, "copied/").await.len(), 0);
-    fs.rmdir("many").await.unwrap();
-    fs.rmdir("moved").await.unwrap();
-    assert_eq!(names(&fs, "").await, Vec::<String>::new());
+    testkit::prefix_operations_page_past_one_page(
+        &fs,
+        async |p: &str| names(&fs, p).await,
+        || fs.requests_made(),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

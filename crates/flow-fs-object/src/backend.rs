@@ -71,6 +71,17 @@ pub fn store_error(
     }
 }
 
+/// A failure of `op` on `location` that is not the store's answer about an
+/// object (an SDK builder refusing, an answer without a field it must have):
+/// [`FsError::Backend`] with `message`.
+pub fn backend_error(
+    op: &'static str,
+    location: &impl fmt::Display,
+    message: impl fmt::Display,
+) -> FsError {
+    store_error(op, location, false, message)
+}
+
 /// An object of a listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectInfo {
@@ -153,13 +164,19 @@ pub trait ObjectBackend: Send + Sync {
     async fn delete(&self, op: &'static str, at: &ObjectLocation) -> Result<(), FsError>;
 
     /// Deletes the objects `keys` of `at.bucket`, in as few requests as the
-    /// store allows; missing ones are fine.
+    /// store allows; missing ones are fine. Default: one request per object,
+    /// `concurrency` (the settings' [`concurrency`](crate::ObjectSettings::concurrency))
+    /// at a time ([`delete_each`]), for stores without a batch delete (GCS's
+    /// JSON API batch endpoint and Azure's Blob Batch are not used).
     async fn delete_many(
         &self,
         op: &'static str,
         at: &ObjectLocation,
         keys: Vec<String>,
-    ) -> Result<(), FsError>;
+        concurrency: usize,
+    ) -> Result<(), FsError> {
+        delete_each(self, op, at, keys, concurrency).await
+    }
 
     /// Copies the object `from` (of `size` bytes) to `to` inside the store,
     /// whatever its size.
@@ -173,9 +190,7 @@ pub trait ObjectBackend: Send + Sync {
 }
 
 /// Deletes `keys` of `at`'s bucket one request each, `concurrency` at a
-/// time, a missing one being fine: [`ObjectBackend::delete_many`] for
-/// stores without a batch delete (GCS's JSON API batch endpoint and Azure's
-/// Blob Batch are not used).
+/// time, a missing one being fine: [`ObjectBackend::delete_many`]'s default.
 pub async fn delete_each<B: ObjectBackend + ?Sized>(
     backend: &B,
     op: &'static str,

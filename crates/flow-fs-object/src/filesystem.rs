@@ -1,7 +1,7 @@
 //! [`ObjectFilesystem`]: the `Filesystem` operations (and the log tails)
 //! built from an [`ObjectBackend`]'s primitives.
 
-use crate::backend::{ObjectBackend, ObjectInfo, ObjectLocation, FOLDER_MARKER};
+use crate::backend::{backend_error, ObjectBackend, ObjectInfo, ObjectLocation, FOLDER_MARKER};
 use async_trait::async_trait;
 use bytes::Bytes;
 use flow_cloud::tail::{ObjectStream, RemoteObjects, TailError};
@@ -82,14 +82,6 @@ impl<B> Deref for ObjectFilesystem<B> {
 impl<B: fmt::Debug> fmt::Debug for ObjectFilesystem<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.backend.fmt(f)
-    }
-}
-
-fn backend_error(op: &'static str, location: &impl fmt::Display, message: &str) -> FsError {
-    FsError::Backend {
-        op,
-        location: location.to_string(),
-        message: message.to_string(),
     }
 }
 
@@ -288,7 +280,9 @@ impl<B: ObjectBackend> ObjectFilesystem<B> {
             self.copy_objects(op, &from, &to, &page.objects).await?;
             if remove {
                 let keys = page.objects.into_iter().map(|o| o.key).collect();
-                self.backend.delete_many(op, &from, keys).await?;
+                self.backend
+                    .delete_many(op, &from, keys, self.settings.concurrency)
+                    .await?;
             }
             match page.next {
                 // After deletions the listing restarts; without, it goes on.
@@ -345,7 +339,9 @@ impl<B: ObjectBackend> Filesystem for ObjectFilesystem<B> {
                 break;
             }
             let keys = page.objects.into_iter().map(|o| o.key).collect();
-            self.backend.delete_many(op, &at, keys).await?;
+            self.backend
+                .delete_many(op, &at, keys, self.settings.concurrency)
+                .await?;
             if page.next.is_none() {
                 break;
             }

@@ -27,12 +27,19 @@
 #![warn(missing_docs)]
 
 mod backend;
+pub mod config;
 mod filesystem;
+mod parts;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 
 pub use backend::{
-    delete_each, store_error, ListPage, ObjectBackend, ObjectInfo, ObjectLocation, FOLDER_MARKER,
+    backend_error, delete_each, store_error, ListPage, ObjectBackend, ObjectInfo, ObjectLocation,
+    FOLDER_MARKER,
 };
+pub use config::Invalid;
 pub use filesystem::{ObjectFilesystem, ObjectSettings};
+pub use parts::{fit_part_size, part_ranges};
 
 /// The README's examples, compiled (and run unless they say otherwise) as
 /// doctests, so the crate page shows code that builds.

@@ -11,7 +11,9 @@ use aws_sdk_s3::Client;
 use bytes::Bytes;
 use flow_cloud::tail::ObjectStream;
 use flow_core::FsError;
-use flow_fs_object::{store_error, ListPage, ObjectBackend, ObjectInfo, ObjectLocation};
+use flow_fs_object::{
+    backend_error, fit_part_size, store_error, ListPage, ObjectBackend, ObjectInfo, ObjectLocation,
+};
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use std::fmt;
@@ -62,14 +64,6 @@ where
     store_error(op, location, missing, crate::aws::sdk_error_text(&e))
 }
 
-fn backend(op: &'static str, location: &impl fmt::Display, message: impl Into<String>) -> FsError {
-    FsError::Backend {
-        op,
-        location: location.to_string(),
-        message: message.into(),
-    }
-}
-
 impl S3Backend {
     pub(crate) fn new(client: Client, config: S3Config) -> Self {
         S3Backend { client, config }
@@ -98,7 +92,7 @@ impl S3Backend {
         started
             .upload_id()
             .map(str::to_string)
-            .ok_or_else(|| backend(op, to, "CreateMultipartUpload returned no upload id"))
+            .ok_or_else(|| backend_error(op, to, "CreateMultipartUpload returned no upload id"))
     }
 
     /// A multipart upload of `size` bytes to `to` in parts of about
@@ -180,7 +174,7 @@ impl S3Backend {
         if size <= self.config.multipart_threshold {
             let body = ByteStream::from_path(local)
                 .await
-                .map_err(|e| backend(op, &shown, e.to_string()))?;
+                .map_err(|e| backend_error(op, &shown, e))?;
             self.client
                 .put_object()
                 .bucket(&at.bucket)
@@ -203,7 +197,7 @@ impl S3Backend {
                     .length(Length::Exact(end - start))
                     .build()
                     .await
-                    .map_err(|e| backend(op, shown, e.to_string()))?;
+                    .map_err(|e| backend_error(op, shown, e))?;
                 let part = self
                     .client
                     .upload_part()
@@ -217,7 +211,7 @@ impl S3Backend {
                     .map_err(|e| sdk_error(op, at, e))?;
                 part.e_tag()
                     .map(str::to_string)
-                    .ok_or_else(|| backend(op, at, "UploadPart returned no ETag"))
+                    .ok_or_else(|| backend_error(op, at, "UploadPart returned no ETag"))
             }
         })
         .await
@@ -327,24 +321,26 @@ impl ObjectBackend for S3Backend {
         Ok(())
     }
 
-    /// Deletes `keys` of `at.bucket` with `DeleteObjects`, in batches.
+    /// Deletes `keys` of `at.bucket` with `DeleteObjects`, in batches of
+    /// [`S3Config::delete_batch`] (one request each, one after the other).
     async fn delete_many(
         &self,
         op: &'static str,
         at: &ObjectLocation,
         keys: Vec<String>,
+        _concurrency: usize,
     ) -> Result<(), FsError> {
         for batch in keys.chunks(self.config.delete_batch) {
             let objects = batch
                 .iter()
                 .map(|key| ObjectIdentifier::builder().key(key).build())
                 .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| backend(op, at, e.to_string()))?;
+                .map_err(|e| backend_error(op, at, e))?;
             let delete = Delete::builder()
                 .set_objects(Some(objects))
                 .quiet(true)
                 .build()
-                .map_err(|e| backend(op, at, e.to_string()))?;
+                .map_err(|e| backend_error(op, at, e))?;
             let answer = self
                 .client
                 .delete_objects()
@@ -355,7 +351,7 @@ impl ObjectBackend for S3Backend {
                 .map_err(|e| sdk_error(op, at, e))?;
             if let Some(failed) = answer.errors().first() {
                 let key = failed.key().unwrap_or("?");
-                return Err(backend(
+                return Err(backend_error(
                     op,
                     &at.child(key.to_string()),
                     format!(
@@ -415,7 +411,7 @@ impl ObjectBackend for S3Backend {
                 part.copy_part_result()
                     .and_then(|r| r.e_tag())
                     .map(str::to_string)
-                    .ok_or_else(|| backend(op, shown, "UploadPartCopy returned no ETag"))
+                    .ok_or_else(|| backend_error(op, shown, "UploadPartCopy returned no ETag"))
             }
         })
         .await
@@ -424,18 +420,14 @@ impl ObjectBackend for S3Backend {
 
 /// A part size that fits `size` into S3's 10,000 parts.
 fn part_size(configured: u64, size: u64) -> u64 {
-    configured
-        .max(size.div_ceil(MAX_PARTS))
-        .clamp(MIN_PART, MAX_PART)
+    fit_part_size(configured, size, MAX_PARTS).clamp(MIN_PART, MAX_PART)
 }
 
-/// `(part number, start, end)` of each part, end exclusive.
+/// `(part number, start, end)` of each part, end exclusive; S3 numbers
+/// parts from 1.
 fn part_ranges(size: u64, part_size: u64) -> Vec<(i32, u64, u64)> {
-    (0..size.div_ceil(part_size))
-        .map(|i| {
-            let start = i * part_size;
-            ((i + 1) as i32, start, (start + part_size).min(size))
-        })
+    flow_fs_object::part_ranges(size, part_size)
+        .map(|(n, start, end)| ((n + 1) as i32, start, end))
         .collect()
 }
 

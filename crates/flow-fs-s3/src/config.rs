@@ -5,7 +5,8 @@ use crate::aws::{self, AwsSettings};
 use crate::backend::S3Backend;
 use crate::S3Filesystem;
 use flow_cloud::RetryConfig;
-use flow_fs_object::{ObjectFilesystem, ObjectSettings};
+use flow_fs_object::config::{check_bucket, check_concurrency, check_range};
+use flow_fs_object::{Invalid, ObjectFilesystem, ObjectSettings};
 use serde::{Deserialize, Serialize};
 
 const MIB: u64 = 1024 * 1024;
@@ -112,6 +113,12 @@ pub enum S3Error {
     NoRegion,
 }
 
+impl From<Invalid> for S3Error {
+    fn from(Invalid { field, message }: Invalid) -> Self {
+        S3Error::Invalid { field, message }
+    }
+}
+
 impl S3Config {
     /// A builder starting from these settings.
     pub fn builder(self) -> S3FilesystemBuilder {
@@ -121,11 +128,7 @@ impl S3Config {
     /// Checks the values; called by [`S3FilesystemBuilder::build`].
     pub fn validate(&self) -> Result<(), S3Error> {
         let invalid = |field, message: String| Err(S3Error::Invalid { field, message });
-        if let Some(bucket) = &self.bucket {
-            if bucket.len() < 3 || bucket.contains('/') {
-                return invalid("bucket", format!("{bucket:?} is not a bucket name"));
-            }
-        }
+        check_bucket("bucket", self.bucket.as_deref(), None, "a bucket name")?;
         for (field, size) in [
             ("part_size", self.part_size),
             ("copy_part_size", self.copy_part_size),
@@ -146,21 +149,9 @@ impl S3Config {
                 ),
             );
         }
-        if !(1..=1000).contains(&self.list_page_size) {
-            return invalid(
-                "list_page_size",
-                format!("{}: must be 1 to 1000", self.list_page_size),
-            );
-        }
-        if !(1..=1000).contains(&self.delete_batch) {
-            return invalid(
-                "delete_batch",
-                format!("{}: must be 1 to 1000", self.delete_batch),
-            );
-        }
-        if self.concurrency == 0 {
-            return invalid("concurrency", "must be at least 1".into());
-        }
+        check_range("list_page_size", self.list_page_size, 1..=1000)?;
+        check_range("delete_batch", self.delete_batch, 1..=1000)?;
+        check_concurrency("concurrency", self.concurrency)?;
         Ok(())
     }
 }
@@ -258,16 +249,12 @@ impl S3FilesystemBuilder {
     pub async fn build(self) -> Result<S3Filesystem, S3Error> {
         let config = self.config;
         config.validate()?;
-        let settings = ObjectSettings::new(
+        let settings = ObjectSettings::from_config(
             config.bucket.clone(),
             config.prefix.as_deref(),
             config.list_page_size,
             config.concurrency,
-        )
-        .map_err(|e| S3Error::Invalid {
-            field: "prefix",
-            message: e.to_string(),
-        })?;
+        )?;
         let shared = aws::load(&AwsSettings {
             region: config.region.as_deref(),
             profile: config.profile.as_deref(),
