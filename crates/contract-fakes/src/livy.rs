@@ -29,7 +29,6 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::Response;
-use axum::Router;
 use flow_cloud::Clock;
 use serde_json::{json, Value};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -164,8 +163,7 @@ impl FakeLivy {
             login: login.map(|(user, password)| BasicLogin::new(user, password, "Livy")),
             world: Mutex::new(World::default()),
         });
-        let router = Router::new().fallback(handle).with_state(shared.clone());
-        let served = serve(router, port).await?;
+        let served = serve(handle, shared.clone(), port).await?;
         Ok(FakeLivy { served, shared })
     }
 

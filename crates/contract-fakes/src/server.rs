@@ -1,5 +1,6 @@
 //! The HTTP server every fake runs on, and the binary's lifetime.
 
+use axum::handler::Handler;
 use axum::http::{header, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
@@ -7,6 +8,7 @@ use percent_encoding::percent_decode_str;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::io::Write;
+use std::sync::Arc;
 use tokio::io::AsyncReadExt;
 
 /// A fake being served, stopped when dropped.
@@ -28,8 +30,17 @@ impl Drop for Served {
     }
 }
 
-/// Serves `router` on 127.0.0.1:`port` (`0`: a free port).
-pub async fn serve(router: Router, port: u16) -> std::io::Result<Served> {
+/// Serves `handle` on 127.0.0.1:`port` (`0`: a free port) with `shared`
+/// as its state: every fake's shape, one handler for every request that
+/// routes by method and path itself (as the service's reference lists
+/// them, a path it does not serve answered in the service's error shape).
+pub async fn serve<S, H, T>(handle: H, shared: Arc<S>, port: u16) -> std::io::Result<Served>
+where
+    S: Send + Sync + 'static,
+    H: Handler<T, Arc<S>>,
+    T: 'static,
+{
+    let router = Router::new().fallback(handle).with_state(shared);
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     let url = format!("http://{}", listener.local_addr()?);
     let task = tokio::spawn(async move {

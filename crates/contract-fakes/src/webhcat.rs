@@ -51,7 +51,6 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::Response;
-use axum::Router;
 use flow_cloud::Clock;
 use flow_core::Filesystem;
 use serde_json::{json, Map, Value};
@@ -263,8 +262,7 @@ impl FakeWebHcat {
             storage: options.storage,
             world: Mutex::new(World::default()),
         });
-        let router = Router::new().fallback(handle).with_state(shared.clone());
-        let served = serve(router, port).await?;
+        let served = serve(handle, shared.clone(), port).await?;
         Ok(FakeWebHcat { served, shared })
     }
 

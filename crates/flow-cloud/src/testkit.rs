@@ -6,9 +6,50 @@
 //! is reported as [`ClusterError::OutcomeUnknown`] (never as a failed job,
 //! which the engine would submit again), and the same handle is adopted
 //! once the backend answers again: one job, not two.
+//!
+//! And what the contract-fake tests of every cluster crate set up alike:
+//! the execution context of their jobs ([`context`]) and the driving of a
+//! [`ManualClock`] under a task ([`drive`]).
 
+use crate::{Clock, ManualClock};
 use async_trait::async_trait;
-use flow_core::{Cluster, ClusterError, Job, JobContext, JobHandle, JobStatus};
+use flow_core::{
+    Cluster, ClusterError, ExecutionContext, Job, JobContext, JobHandle, JobStatus, Settings,
+    Timeperiod,
+};
+use std::sync::Arc;
+use tokio::task::JoinHandle;
+
+/// The execution context of the clusters' contract tests: flow `daily` at
+/// the timeperiod `2026112800`, no settings, one cluster.
+pub fn context() -> ExecutionContext {
+    let timeperiod: Timeperiod = "2026112800".parse().expect("a timeperiod");
+    ExecutionContext {
+        flow_name: "daily".into(),
+        timeperiod,
+        start_timeperiod: timeperiod,
+        end_timeperiod: timeperiod,
+        settings: Arc::new(Settings::new()),
+        number_of_clusters: 1,
+    }
+}
+
+/// Runs `task` to its end, moving `clock` to the next pending sleep's
+/// deadline each time the code under test is asleep (one sleeper): polls
+/// and retries happen at their instants, and the test counts requests
+/// instead of sleeping.
+pub async fn drive<T: Send + 'static>(clock: &ManualClock, mut task: JoinHandle<T>) -> T {
+    loop {
+        tokio::select! {
+            out = &mut task => return out.expect("the driven task ends without panicking"),
+            _ = clock.wait_for_sleepers(1) => {
+                if let Some(deadline) = clock.next_deadline() {
+                    clock.advance(deadline.saturating_sub(clock.now()));
+                }
+            }
+        }
+    }
+}
 
 /// What the contract needs from a cluster crate's emulator or fake.
 #[async_trait]

@@ -13,14 +13,12 @@
 
 use contract_fakes::auth::TEST_PRIVATE_KEY;
 use contract_fakes::dataproc::{FakeDataproc, FakeOptions};
+use flow_cloud::testkit::{context, drive};
 use flow_cloud::{Clock, ManualClock, PollConfig, RetryConfig};
 use flow_cluster_dataproc::{
     DataprocCluster, DataprocClusterFactory, DataprocClusterFactoryBuilder,
 };
-use flow_core::{
-    Cluster, ClusterError, ExecutionContext, Job, JobContext, JobHandle, JobStatus, Settings,
-    Timeperiod,
-};
+use flow_core::{Cluster, ClusterError, ExecutionContext, Job, JobContext, JobHandle, JobStatus};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
@@ -33,18 +31,6 @@ struct Setup {
     fake: FakeDataproc,
     factory: DataprocClusterFactory,
     context: ExecutionContext,
-}
-
-fn context() -> ExecutionContext {
-    let timeperiod: Timeperiod = "2026112800".parse().unwrap();
-    ExecutionContext {
-        flow_name: "daily".into(),
-        timeperiod,
-        start_timeperiod: timeperiod,
-        end_timeperiod: timeperiod,
-        settings: Arc::new(Settings::new()),
-        number_of_clusters: 1,
-    }
 }
 
 fn retry() -> RetryConfig {
@@ -104,21 +90,6 @@ async fn setup() -> Setup {
     setup_with(|_| {}, None).await
 }
 
-/// Runs `task` to its end, moving the clock to the next pending sleep's
-/// deadline each time the code under test is asleep (one sleeper).
-async fn drive<T: Send + 'static>(clock: &ManualClock, mut task: JoinHandle<T>) -> T {
-    loop {
-        tokio::select! {
-            out = &mut task => return out.unwrap(),
-            _ = clock.wait_for_sleepers(1) => {
-                if let Some(deadline) = clock.next_deadline() {
-                    clock.advance(deadline.saturating_sub(clock.now()));
-                }
-            }
-        }
-    }
-}
-
 fn pyspark(conf: &[(&str, &str)]) -> Job {
     Job::Spark {
         application: "jobs/count.py".into(),
@@ -150,6 +121,18 @@ impl Setup {
         .await
         .unwrap();
         cluster
+    }
+
+    /// The engine's wait for each of `handles`, each in a task.
+    fn wait_tasks(
+        &self,
+        cluster: &Arc<DataprocCluster>,
+        handles: &[JobHandle],
+    ) -> Vec<JoinHandle<Result<(), ClusterError>>> {
+        handles
+            .iter()
+            .map(|h| wait_task(cluster, h, CancellationToken::new(), &self.context))
+            .collect()
     }
 
     /// Prepares and submits `job` (attempt 1 of step `s`).
@@ -364,8 +347,9 @@ async fn jobs_are_noticed_within_two_seconds_median_at_one_request_per_second_on
     println!("notice delays: {delays:?}");
 }
 
-#[tokio::test]
-async fn many_jobs_of_one_cluster_cost_one_request_per_tick_on_contract_fake() {
+/// A launched cluster running six jobs at once, each until the test
+/// finishes it.
+async fn six_jobs_running_until_finished() -> (Setup, Arc<DataprocCluster>, Vec<JobHandle>) {
     let s = setup_with(
         |o| {
             o.job_pending = Duration::ZERO;
@@ -379,16 +363,19 @@ async fn many_jobs_of_one_cluster_cost_one_request_per_tick_on_contract_fake() {
     for _ in 0..6 {
         handles.push(s.submit(&cluster, &pyspark(&[])).await);
     }
+    (s, cluster, handles)
+}
+
+#[tokio::test]
+async fn many_jobs_of_one_cluster_cost_one_request_per_tick_on_contract_fake() {
+    let (s, cluster, handles) = six_jobs_running_until_finished().await;
     let start = s.clock.now();
     // Every request of the wait: the jobs' and, every 10th tick, the
     // cluster's (instead of the jobs' while they are polled at the floor).
     let requests_now =
         || s.fake.count("jobs.get") + s.fake.count("jobs.list") + s.fake.count("clusters.get");
     let before = requests_now();
-    let tasks: Vec<_> = handles
-        .iter()
-        .map(|h| wait_task(&cluster, h, CancellationToken::new(), &s.context))
-        .collect();
+    let tasks = s.wait_tasks(&cluster, &handles);
     // Twenty seconds with all six running: one request a second.
     for _ in 0..20 {
         s.clock.wait_for_sleepers(1).await;
@@ -923,23 +910,8 @@ async fn the_create_body_carries_the_settings_on_contract_fake() {
 
 #[tokio::test]
 async fn jobs_ending_together_are_all_confirmed_on_one_tick_on_contract_fake() {
-    let s = setup_with(
-        |o| {
-            o.job_pending = Duration::ZERO;
-            o.job_run = None;
-        },
-        None,
-    )
-    .await;
-    let cluster = s.launch("dataproc-0").await;
-    let mut handles = Vec::new();
-    for _ in 0..6 {
-        handles.push(s.submit(&cluster, &pyspark(&[])).await);
-    }
-    let mut tasks: Vec<_> = handles
-        .iter()
-        .map(|h| wait_task(&cluster, h, CancellationToken::new(), &s.context))
-        .collect();
+    let (s, cluster, handles) = six_jobs_running_until_finished().await;
+    let mut tasks = s.wait_tasks(&cluster, &handles);
     for _ in 0..5 {
         s.clock.wait_for_sleepers(1).await;
         s.clock.advance(SECOND);

@@ -13,12 +13,10 @@
 //! never by sleeping.
 
 use contract_fakes::qubole::{FakeOptions, FakeQubole};
+use flow_cloud::testkit::{context, drive};
 use flow_cloud::{Clock, JobLogs, ManualClock, RetryConfig};
 use flow_cluster_qubole::{QuboleCluster, QuboleClusterFactory, QuboleClusterFactoryBuilder};
-use flow_core::{
-    Cluster, ClusterError, ExecutionContext, Job, JobContext, JobHandle, JobStatus, Settings,
-    Timeperiod,
-};
+use flow_core::{Cluster, ClusterError, ExecutionContext, Job, JobContext, JobHandle, JobStatus};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,18 +32,6 @@ struct Setup {
     fake: FakeQubole,
     factory: QuboleClusterFactory,
     context: ExecutionContext,
-}
-
-fn context() -> ExecutionContext {
-    let timeperiod: Timeperiod = "2026112800".parse().unwrap();
-    ExecutionContext {
-        flow_name: "daily".into(),
-        timeperiod,
-        start_timeperiod: timeperiod,
-        end_timeperiod: timeperiod,
-        settings: Arc::new(Settings::new()),
-        number_of_clusters: 1,
-    }
 }
 
 fn retry() -> RetryConfig {
@@ -99,21 +85,6 @@ async fn setup_with(
 
 async fn setup() -> Setup {
     setup_with(|_| {}, |b| b).await
-}
-
-/// Runs `task` to its end, moving the clock to the next pending sleep's
-/// deadline each time the code under test is asleep (one sleeper).
-async fn drive<T: Send + 'static>(clock: &ManualClock, mut task: JoinHandle<T>) -> T {
-    loop {
-        tokio::select! {
-            out = &mut task => return out.unwrap(),
-            _ = clock.wait_for_sleepers(1) => {
-                if let Some(deadline) = clock.next_deadline() {
-                    clock.advance(deadline.saturating_sub(clock.now()));
-                }
-            }
-        }
-    }
 }
 
 fn shell(command: &str) -> Job {

@@ -52,7 +52,6 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::Router;
 use flow_cloud::Clock;
 use serde_json::{json, Value};
 use std::collections::{HashMap, VecDeque};
@@ -291,8 +290,7 @@ impl FakeArm {
             options,
             world: Mutex::default(),
         });
-        let router = Router::new().fallback(handle).with_state(shared.clone());
-        let served = serve(router, port).await?;
+        let served = serve(handle, shared.clone(), port).await?;
         Ok(FakeArm { served, shared })
     }
 

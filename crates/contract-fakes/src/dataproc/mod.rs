@@ -82,7 +82,6 @@ use crate::errors;
 use crate::faults::Faults;
 use crate::server::{serve, Served};
 use axum::http::header;
-use axum::Router;
 use chrono::{DateTime, SecondsFormat, Utc};
 use flow_cloud::Clock;
 use serde_json::{json, Value};
@@ -186,11 +185,8 @@ impl FakeDataproc {
                 .send()
                 .await;
         }
-        let app = Router::new()
-            .fallback(routes::handle)
-            .with_state(shared.clone());
         Ok(FakeDataproc {
-            served: serve(app, port).await?,
+            served: serve(routes::handle, shared.clone(), port).await?,
             shared,
         })
     }

@@ -58,7 +58,6 @@ use crate::faults::Faults;
 use crate::server::{json, serve, Served};
 use axum::http::StatusCode;
 use axum::response::Response;
-use axum::Router;
 use flow_cloud::Clock;
 use serde_json::{json as value, Value};
 use state::ServiceState;
@@ -141,10 +140,7 @@ impl FakeQubole {
             world: Mutex::new(world),
             faults: Faults::new(error),
         });
-        let router = Router::new()
-            .fallback(routes::handle)
-            .with_state(shared.clone());
-        let served = serve(router, port).await?;
+        let served = serve(routes::handle, shared.clone(), port).await?;
         Ok(FakeQubole { served, shared })
     }
 

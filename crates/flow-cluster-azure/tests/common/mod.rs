@@ -2,11 +2,10 @@
 //! manual clock, a cluster's submit and wait as the engine calls them.
 #![allow(dead_code)]
 
+pub use flow_cloud::testkit::{context, drive};
 use flow_cloud::{Clock, ManualClock};
 use flow_cluster_azure::{AzureCluster, AzureClusterFactory};
-use flow_core::{
-    Cluster, ClusterError, ExecutionContext, Job, JobContext, JobHandle, Settings, Timeperiod,
-};
+use flow_core::{Cluster, ClusterError, ExecutionContext, Job, JobContext, JobHandle};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
@@ -22,32 +21,6 @@ pub fn set_secrets() {
         "FLOW_TEST_AZURE_STORAGE_KEY",
         "c3RvcmFnZS1rZXktZm9yLXRlc3Rz",
     );
-}
-
-pub fn context() -> ExecutionContext {
-    let timeperiod: Timeperiod = "2026112800".parse().unwrap();
-    ExecutionContext {
-        flow_name: "daily".into(),
-        timeperiod,
-        start_timeperiod: timeperiod,
-        end_timeperiod: timeperiod,
-        settings: Arc::new(Settings::new()),
-        number_of_clusters: 1,
-    }
-}
-
-/// Runs `task`, moving the manual clock to each sleeper's deadline.
-pub async fn drive<T: Send + 'static>(clock: &ManualClock, mut task: JoinHandle<T>) -> T {
-    loop {
-        tokio::select! {
-            out = &mut task => return out.unwrap(),
-            _ = clock.wait_for_sleepers(1) => {
-                if let Some(deadline) = clock.next_deadline() {
-                    clock.advance(deadline.saturating_sub(clock.now()));
-                }
-            }
-        }
-    }
 }
 
 /// Prepares and submits `job` (as step `count`, action `action`) on a
