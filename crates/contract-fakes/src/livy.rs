@@ -24,7 +24,7 @@
 use crate::auth::BasicLogin;
 use crate::clock::FakeClock;
 use crate::faults::{self, Faults};
-use crate::server::{json, ok, query, serve, Served};
+use crate::server::{json, ok, query, Fake, FakeState};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
@@ -100,7 +100,8 @@ struct World {
     posted: Vec<Value>,
 }
 
-struct Service {
+/// The fake's state, shared by its handler and its handle.
+pub struct Service {
     faults: Faults,
     /// The service's clock and the run time of every batch, if batches
     /// end by themselves.
@@ -138,9 +139,12 @@ impl Service {
 }
 
 /// The fake, served until dropped.
-pub struct FakeLivy {
-    served: Served,
-    shared: Arc<Service>,
+pub type FakeLivy = Fake<Service>;
+
+impl FakeState for Service {
+    fn faults(&self) -> &Faults {
+        &self.faults
+    }
 }
 
 impl FakeLivy {
@@ -163,18 +167,7 @@ impl FakeLivy {
             login: login.map(|(user, password)| BasicLogin::new(user, password, "Livy")),
             world: Mutex::new(World::default()),
         });
-        let served = serve(handle, shared.clone(), port).await?;
-        Ok(FakeLivy { served, shared })
-    }
-
-    /// `http://127.0.0.1:PORT` (Livy's root).
-    pub fn url(&self) -> &str {
-        self.served.url()
-    }
-
-    /// Request counts and injected faults.
-    pub fn faults(&self) -> &Faults {
-        &self.shared.faults
+        Fake::serve(handle, shared, port).await
     }
 
     /// Every `POST /batches` body received, in order.

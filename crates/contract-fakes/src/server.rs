@@ -1,5 +1,6 @@
 //! The HTTP server every fake runs on, and the binary's lifetime.
 
+use crate::faults::Faults;
 use axum::handler::Handler;
 use axum::http::{header, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -27,6 +28,83 @@ impl Served {
 impl Drop for Served {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+/// A fake's state, shared by its handler and its handle: each fake's own,
+/// with the request counts and faults every fake keeps.
+pub trait FakeState: Send + Sync + 'static {
+    /// Request counts and injected faults.
+    fn faults(&self) -> &Faults;
+}
+
+/// A fake served until dropped: its address and its state `S` (each fake's
+/// module adds its own accessors, e.g. `FakeLivy::batches`).
+pub struct Fake<S> {
+    served: Served,
+    pub(crate) shared: Arc<S>,
+}
+
+impl<S: FakeState> Fake<S> {
+    /// Serves `handle` with `shared` on 127.0.0.1:`port` ([`serve`]).
+    pub(crate) async fn serve<H, T>(handle: H, shared: Arc<S>, port: u16) -> std::io::Result<Self>
+    where
+        H: Handler<T, Arc<S>>,
+        T: 'static,
+    {
+        Ok(Fake {
+            served: serve(handle, shared.clone(), port).await?,
+            shared,
+        })
+    }
+
+    /// `http://127.0.0.1:PORT`, the endpoint to configure.
+    pub fn url(&self) -> &str {
+        self.served.url()
+    }
+
+    /// Request counts and injected faults.
+    pub fn faults(&self) -> &Faults {
+        self.shared.faults()
+    }
+
+    /// Requests so far by method (`jobs.get`, `clusters.create`, ...).
+    pub fn requests(&self) -> std::collections::BTreeMap<String, u64> {
+        self.faults().requests()
+    }
+
+    /// Requests of one method so far.
+    pub fn count(&self, method: &str) -> u64 {
+        self.faults().count(method)
+    }
+
+    /// All API requests so far.
+    pub fn total(&self) -> u64 {
+        self.faults().total()
+    }
+
+    /// The next `times` calls of `method` answer 429 with `Retry-After:
+    /// retry_after_secs`.
+    pub fn throttle(&self, method: &str, times: usize, retry_after_secs: u64) {
+        self.faults().throttle(method, times, retry_after_secs);
+    }
+
+    /// The next `times` calls of `method` are carried out, then answered
+    /// 503: the answer is lost, what was asked is done.
+    pub fn lose_answers(&self, method: &str, times: usize) {
+        self.faults().lose_answers(method, times);
+    }
+
+    /// The next `times` calls of `method` are refused with 503 before
+    /// anything is done.
+    pub fn unavailable(&self, method: &str, times: usize) {
+        self.faults().unavailable(method, times);
+    }
+
+    /// The HTTP status of each answer to `method` so far, in order (the
+    /// 429s of [`throttle`](Self::throttle) aside).
+    pub fn answers(&self, method: &str) -> Vec<u16> {
+        self.faults().answers(method)
     }
 }
 

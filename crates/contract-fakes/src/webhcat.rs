@@ -46,7 +46,7 @@
 use crate::auth::BasicLogin;
 use crate::clock::FakeClock;
 use crate::faults::{self, Faults};
-use crate::server::{json, ok, query, query_pairs, serve, Served};
+use crate::server::{json, ok, query, query_pairs, Fake, FakeState};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
@@ -213,7 +213,8 @@ struct World {
     next: u64,
 }
 
-struct Service {
+/// The fake's state, shared by its handler and its handle.
+pub struct Service {
     faults: Faults,
     clock: FakeClock,
     /// The gateway's login, if it asks one.
@@ -243,9 +244,12 @@ impl Service {
 }
 
 /// The fake, served until dropped.
-pub struct FakeWebHcat {
-    served: Served,
-    shared: Arc<Service>,
+pub type FakeWebHcat = Fake<Service>;
+
+impl FakeState for Service {
+    fn faults(&self) -> &Faults {
+        &self.faults
+    }
 }
 
 impl FakeWebHcat {
@@ -262,19 +266,7 @@ impl FakeWebHcat {
             storage: options.storage,
             world: Mutex::new(World::default()),
         });
-        let served = serve(handle, shared.clone(), port).await?;
-        Ok(FakeWebHcat { served, shared })
-    }
-
-    /// `http://127.0.0.1:PORT` (the gateway's root: WebHCat is at
-    /// `/templeton/v1` under it).
-    pub fn url(&self) -> &str {
-        self.served.url()
-    }
-
-    /// Request counts and injected faults.
-    pub fn faults(&self) -> &Faults {
-        &self.shared.faults
+        Fake::serve(handle, shared, port).await
     }
 
     /// The jobs held, in submission order.

@@ -47,7 +47,7 @@ use crate::auth::{ClientSecret, Refusal, Tokens};
 use crate::clock::{self, FakeClock};
 use crate::errors::generic;
 use crate::faults::{self, Faults};
-use crate::server::{json, ok, query, serve, Served};
+use crate::server::{json, ok, query, Fake, FakeState};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
@@ -232,7 +232,8 @@ impl World {
     }
 }
 
-struct Service {
+/// The fake's state, shared by its handler and its handle.
+pub struct Service {
     options: ArmOptions,
     clock: FakeClock,
     tokens: Tokens,
@@ -274,9 +275,12 @@ impl Service {
 }
 
 /// The fake, served until dropped.
-pub struct FakeArm {
-    served: Served,
-    shared: Arc<Service>,
+pub type FakeArm = Fake<Service>;
+
+impl FakeState for Service {
+    fn faults(&self) -> &Faults {
+        &self.faults
+    }
 }
 
 impl FakeArm {
@@ -290,19 +294,7 @@ impl FakeArm {
             options,
             world: Mutex::default(),
         });
-        let served = serve(handle, shared.clone(), port).await?;
-        Ok(FakeArm { served, shared })
-    }
-
-    /// `http://127.0.0.1:PORT`: both ARM's endpoint and the token
-    /// authority.
-    pub fn url(&self) -> &str {
-        self.served.url()
-    }
-
-    /// Request counts and injected faults.
-    pub fn faults(&self) -> &Faults {
-        &self.shared.faults
+        Fake::serve(handle, shared, port).await
     }
 
     /// The tokens issued and the `Authorization` headers seen.

@@ -80,13 +80,12 @@ use crate::auth::{IssuedToken, Tokens};
 use crate::clock::FakeClock;
 use crate::errors;
 use crate::faults::Faults;
-use crate::server::{serve, Served};
+use crate::server::{Fake, FakeState};
 use axum::http::header;
 use chrono::{DateTime, SecondsFormat, Utc};
 use flow_cloud::Clock;
 use serde_json::{json, Value};
 use state::ServiceState;
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -132,7 +131,8 @@ impl FakeOptions {
     }
 }
 
-struct Service {
+/// The fake's state, shared by its handler and its handle.
+pub struct Service {
     options: FakeOptions,
     clock: FakeClock,
     /// Wall time of clock zero, for timestamps.
@@ -157,9 +157,12 @@ impl Service {
 }
 
 /// A running fake, stopped when dropped.
-pub struct FakeDataproc {
-    served: Served,
-    shared: Arc<Service>,
+pub type FakeDataproc = Fake<Service>;
+
+impl FakeState for Service {
+    fn faults(&self) -> &Faults {
+        &self.faults
+    }
 }
 
 impl FakeDataproc {
@@ -185,59 +188,12 @@ impl FakeDataproc {
                 .send()
                 .await;
         }
-        Ok(FakeDataproc {
-            served: serve(routes::handle, shared.clone(), port).await?,
-            shared,
-        })
-    }
-
-    /// `http://127.0.0.1:PORT`, the `endpoint` to configure.
-    pub fn url(&self) -> &str {
-        self.served.url()
+        Fake::serve(routes::handle, shared, port).await
     }
 
     /// The service's clock (advance it to move the fake alone).
     pub fn clock(&self) -> &FakeClock {
         &self.shared.clock
-    }
-
-    /// Requests so far by method (`jobs.get`, `clusters.create`, ...).
-    pub fn requests(&self) -> BTreeMap<String, u64> {
-        self.shared.faults.requests()
-    }
-
-    /// Requests of one method so far.
-    pub fn count(&self, method: &str) -> u64 {
-        self.shared.faults.count(method)
-    }
-
-    /// All API requests so far.
-    pub fn total(&self) -> u64 {
-        self.shared.faults.total()
-    }
-
-    /// The next `times` calls of `method` answer 429 with `Retry-After:
-    /// retry_after_secs`.
-    pub fn throttle(&self, method: &str, times: usize, retry_after_secs: u64) {
-        self.shared.faults.throttle(method, times, retry_after_secs);
-    }
-
-    /// The next `times` calls of `method` are carried out, then answered
-    /// 503 `UNAVAILABLE`: the answer is lost, what was asked is done.
-    pub fn lose_answers(&self, method: &str, times: usize) {
-        self.shared.faults.lose_answers(method, times);
-    }
-
-    /// The next `times` calls of `method` are refused with 503
-    /// `UNAVAILABLE` before anything is done.
-    pub fn unavailable(&self, method: &str, times: usize) {
-        self.shared.faults.unavailable(method, times);
-    }
-
-    /// The HTTP status of each answer to `method` so far, in order (the
-    /// 429s of [`throttle`](Self::throttle) aside).
-    pub fn answers(&self, method: &str) -> Vec<u16> {
-        self.shared.faults.answers(method)
     }
 
     /// The `requestId` of each `jobs.submit` received, in order (`""` for

@@ -55,7 +55,7 @@ pub mod args;
 
 use crate::clock::FakeClock;
 use crate::faults::Faults;
-use crate::server::{json, serve, Served};
+use crate::server::{json, Fake, FakeState};
 use axum::http::StatusCode;
 use axum::response::Response;
 use flow_cloud::Clock;
@@ -107,7 +107,8 @@ pub fn error(status: StatusCode, _code: &str, message: String) -> Response {
     )
 }
 
-struct Service {
+/// The fake's state, shared by its handler and its handle.
+pub struct Service {
     options: FakeOptions,
     clock: FakeClock,
     world: Mutex<ServiceState>,
@@ -124,9 +125,12 @@ impl Service {
 }
 
 /// A running fake, stopped when dropped.
-pub struct FakeQubole {
-    served: Served,
-    shared: Arc<Service>,
+pub type FakeQubole = Fake<Service>;
+
+impl FakeState for Service {
+    fn faults(&self) -> &Faults {
+        &self.faults
+    }
 }
 
 impl FakeQubole {
@@ -140,50 +144,7 @@ impl FakeQubole {
             world: Mutex::new(world),
             faults: Faults::new(error),
         });
-        let served = serve(routes::handle, shared.clone(), port).await?;
-        Ok(FakeQubole { served, shared })
-    }
-
-    /// `http://127.0.0.1:PORT`, the `endpoint` to configure.
-    pub fn url(&self) -> &str {
-        self.served.url()
-    }
-
-    /// Requests so far by method.
-    pub fn requests(&self) -> BTreeMap<String, u64> {
-        self.shared.faults.requests()
-    }
-
-    /// Requests of one method so far.
-    pub fn count(&self, method: &str) -> u64 {
-        self.shared.faults.count(method)
-    }
-
-    /// All API requests so far.
-    pub fn total(&self) -> u64 {
-        self.shared.faults.total()
-    }
-
-    /// The next `times` calls of `method` answer 429 with `Retry-After`.
-    pub fn throttle(&self, method: &str, times: usize, retry_after_secs: u64) {
-        self.shared.faults.throttle(method, times, retry_after_secs);
-    }
-
-    /// The next `times` calls of `method` are carried out, then answered
-    /// 503: the answer is lost, what was asked is done.
-    pub fn lose_answers(&self, method: &str, times: usize) {
-        self.shared.faults.lose_answers(method, times);
-    }
-
-    /// The next `times` calls of `method` are refused with 503 before
-    /// anything is done.
-    pub fn unavailable(&self, method: &str, times: usize) {
-        self.shared.faults.unavailable(method, times);
-    }
-
-    /// The HTTP status of each answer to `method` so far, in order.
-    pub fn answers(&self, method: &str) -> Vec<u16> {
-        self.shared.faults.answers(method)
+        Fake::serve(routes::handle, shared, port).await
     }
 
     /// Every command as `GET /commands/ID` would answer now (with tags),
