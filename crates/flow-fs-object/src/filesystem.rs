@@ -140,7 +140,7 @@ impl<B: ObjectBackend> ObjectFilesystem<B> {
             let bucket = self
                 .backend
                 .bucket_of(bucket)
-                .map_err(|why| backend_error(op, &key, &why))?;
+                .map_err(|why| backend_error(op, &key, why))?;
             let object = normalize_key(op, object).map_err(|e| match e {
                 FsError::InvalidKey { problem, .. } => FsError::invalid_key(op, key, problem),
                 other => other,
@@ -155,7 +155,7 @@ impl<B: ObjectBackend> ObjectFilesystem<B> {
             return Err(backend_error(
                 op,
                 &key,
-                &format!(
+                format!(
                     "no default bucket: set `bucket` in the settings or write {scheme}://BUCKET/KEY"
                 ),
             ));
