@@ -6,7 +6,10 @@
 //! How it stays off the steps' path: every producer only queues a signal
 //! with a non-blocking send into one bounded queue ([`Emitter`]); a full
 //! queue drops the signal and counts it (`flow_signals_dropped_total`).
-//! One task ([`Signals::start`]) drains the queue into the exporters. With
+//! One thread of its own ([`Signals::start`]), with its own runtime, drains
+//! the queue into the exporters and makes their deliveries, so they never
+//! take turns with the steps on the run's runtime (`flow run` has one
+//! thread). With
 //! no exporter configured the caller starts no [`Signals`] at all: the
 //! engine gets no [`SignalObserver`], the store is not wrapped and no
 //! [`flow_core::meter`] is installed, so nothing is emitted and nothing is
@@ -118,75 +121,30 @@ pub struct Signals {
 }
 
 impl Signals {
-    /// Starts the task that drains the queue into `exporters` (on the
-    /// current tokio runtime).
+    /// Starts the thread that drains the queue into `exporters`, on a
+    /// runtime of its own (no caller's runtime is needed or used).
+    ///
+    /// # Panics
+    /// When the thread or its runtime cannot be started (out of threads or
+    /// file descriptors at a process's start).
     pub fn start(exporters: Exporters) -> Signals {
-        let (emitter, mut queue) = Emitter::channel(QUEUE_CAPACITY);
+        let (emitter, queue) = Emitter::channel(QUEUE_CAPACITY);
         let metrics = exporters
             .metrics
             .as_ref()
             .map(|registry| Metrics::register(registry, emitter.dropped_counter()));
         let notify = exporters.notify.filter(NotifyConfig::any).map(Arc::new);
-        let mut lineage = exporters.lineage.map(lineage::Lineage::new);
-        tokio::spawn(async move {
-            let http = reqwest::Client::new();
-            let mut deliveries: Vec<tokio::task::JoinHandle<()>> = Vec::new();
-            while let Some(item) = queue.recv().await {
-                deliveries.retain(|d| !d.is_finished());
-                let signal = match item {
-                    Queued::Signal(signal) => signal,
-                    Queued::Flush(done) => {
-                        for delivery in deliveries.drain(..) {
-                            let _ = delivery.await;
-                        }
-                        let _ = done.send(());
-                        continue;
-                    }
-                };
-                if let Some(metrics) = &metrics {
-                    metrics.record(&signal);
-                }
-                if let Some(lineage) = &mut lineage {
-                    deliveries.extend(lineage.observe(&signal, &http).await);
-                }
-                match (&notify, &signal) {
-                    (Some(config), Signal::RunFinished(end)) => {
-                        deliveries.push(tokio::spawn(notify_run_end(
-                            config.clone(),
-                            (**end).clone(),
-                            http.clone(),
-                            metrics.clone(),
-                        )));
-                    }
-                    (
-                        Some(config),
-                        Signal::SlaMissed {
-                            flow,
-                            run,
-                            mode,
-                            deadline,
-                        },
-                    ) => {
-                        let notice = notify::sla_notice(flow, run, *mode, *deadline, config);
-                        let sent = send(
-                            config.clone(),
-                            NotifyEvent::SlaMiss,
-                            notice,
-                            flow.clone(),
-                            Some(run.clone()),
-                            http.clone(),
-                            metrics.clone(),
-                        );
-                        deliveries.push(tokio::spawn(async move {
-                            for delivery in sent {
-                                let _ = delivery.await;
-                            }
-                        }));
-                    }
-                    _ => {}
-                }
-            }
-        });
+        let lineage = exporters.lineage.map(lineage::Lineage::new);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| panic!("cannot start the signals' runtime: {e}"));
+        // The thread ends when every emitter is gone (the queue closed); a
+        // process exiting does not wait for it (`finish` is the wait).
+        std::thread::Builder::new()
+            .name("flow-signals".to_string())
+            .spawn(move || runtime.block_on(drain(queue, metrics, notify, lineage)))
+            .unwrap_or_else(|e| panic!("cannot start the signals' thread: {e}"));
         Signals { emitter }
     }
 
@@ -216,6 +174,74 @@ impl Signals {
     /// this queue, for the life of the process.
     pub fn install_meter(&self) {
         flow_core::meter::install(Some(Arc::new(signal::QueueMeter(self.emitter()))));
+    }
+}
+
+/// Hands every queued signal to the exporters until the queue closes.
+async fn drain(
+    mut queue: tokio::sync::mpsc::Receiver<Queued>,
+    metrics: Option<Metrics>,
+    notify: Option<Arc<NotifyConfig>>,
+    mut lineage: Option<lineage::Lineage>,
+) {
+    // One client: its connections are kept alive and shared by every
+    // delivery.
+    let http = reqwest::Client::new();
+    let mut deliveries: Vec<tokio::task::JoinHandle<()>> = Vec::new();
+    while let Some(item) = queue.recv().await {
+        deliveries.retain(|d| !d.is_finished());
+        let signal = match item {
+            Queued::Signal(signal) => signal,
+            Queued::Flush(done) => {
+                for delivery in deliveries.drain(..) {
+                    let _ = delivery.await;
+                }
+                let _ = done.send(());
+                continue;
+            }
+        };
+        if let Some(metrics) = &metrics {
+            metrics.record(&signal);
+        }
+        if let Some(lineage) = &mut lineage {
+            deliveries.extend(lineage.observe(&signal, &http).await);
+        }
+        match (&notify, &signal) {
+            (Some(config), Signal::RunFinished(end)) => {
+                deliveries.push(tokio::spawn(notify_run_end(
+                    config.clone(),
+                    (**end).clone(),
+                    http.clone(),
+                    metrics.clone(),
+                )));
+            }
+            (
+                Some(config),
+                Signal::SlaMissed {
+                    flow,
+                    run,
+                    mode,
+                    deadline,
+                },
+            ) => {
+                let notice = notify::sla_notice(flow, run, *mode, *deadline, config);
+                let sent = send(
+                    config.clone(),
+                    NotifyEvent::SlaMiss,
+                    notice,
+                    flow.clone(),
+                    Some(run.clone()),
+                    http.clone(),
+                    metrics.clone(),
+                );
+                deliveries.push(tokio::spawn(async move {
+                    for delivery in sent {
+                        let _ = delivery.await;
+                    }
+                }));
+            }
+            _ => {}
+        }
     }
 }
 

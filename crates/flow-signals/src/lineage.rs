@@ -14,8 +14,13 @@
 //!   timeperiod)`: the same through `recover`, `run-one` and `run-from`, a
 //!   new one for each `flow run`.
 //!
-//! Each flow run's events are posted in order by one task of its own, off
-//! the steps' path. A failed delivery is a warning line of the flow log
+//! Events are posted on the exporters' own thread (off the steps' path),
+//! several at once ([`IN_FLIGHT`]) on the one keep-alive client, in the
+//! order consumers rely on: a step's end after its `START`, and a step's
+//! `START` after the end of every step that ended before it started (so
+//! its upstream steps' outputs are complete before it reads them, the
+//! order Marquez versions datasets in). Steps running side by side post
+//! side by side. A failed delivery is a warning line of the flow log
 //! (never with the URL or the key), and the run's end adds one line
 //! counting them.
 
@@ -26,11 +31,13 @@ use flow_core::lineage::{Dataset, LineageSpec, StepDatasets};
 use flow_core::{
     FlowGraph, FlowKey, FlowStore, LogLevel, RecordId, RunMode, RunQuery, StepState, TimeQualifier,
 };
+use futures_util::future::{BoxFuture, FutureExt, Shared};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
-use tokio::sync::mpsc;
+use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tracing::warn;
 use uuid::Uuid;
@@ -55,6 +62,9 @@ const JOB_TYPE_SCHEMA: &str =
     "https://openlineage.io/spec/facets/2-0-4/JobTypeJobFacet.json#/$defs/JobTypeJobFacet";
 /// Where events are posted, under the configured URL.
 pub const ENDPOINT: &str = "/api/v1/lineage";
+/// How many events may be posting at once (Marquez takes one event per
+/// request: its API has no batch).
+pub(crate) const IN_FLIGHT: usize = 8;
 /// The UUIDv5 namespace of flow's run ids.
 const ID_NAMESPACE: Uuid = Uuid::from_u128(0x6c1f_0e7a_3b58_4d2e_9a47_51c2_8e0d_f3a9);
 
@@ -136,15 +146,35 @@ fn end_event(state: StepState) -> Option<&'static str> {
 /// The exporter: the flow runs in progress and their posting tasks.
 pub(crate) struct Lineage {
     config: Arc<LineageConfig>,
+    /// Bounds the posts in flight, over every flow run.
+    in_flight: Arc<Semaphore>,
     runs: HashMap<FlowKey, FlowRun>,
 }
 
+/// Resolves once an event's delivery ended (delivered or given up).
+type Posted = Shared<BoxFuture<'static, ()>>;
+
 struct FlowRun {
     id: Uuid,
-    /// Step runs started and not ended, by step.
-    open: HashMap<String, Uuid>,
-    events: mpsc::UnboundedSender<Event>,
-    poster: JoinHandle<()>,
+    /// Step runs started and not ended, by step: their id and their
+    /// `START`'s delivery.
+    open: HashMap<String, (Uuid, Posted)>,
+    /// Step ends whose delivery may not have ended yet (what the next
+    /// `START` waits for).
+    ends: Vec<Posted>,
+    /// Every event's delivery not known to have ended.
+    posts: Vec<Posted>,
+    /// Where the run's outcome lines go.
+    outcomes: Arc<Outcomes>,
+}
+
+/// One flow run's delivery outcomes.
+struct Outcomes {
+    key: FlowKey,
+    /// The run record the lines belong to.
+    record: Option<RecordId>,
+    delivered: AtomicU32,
+    failed: AtomicU32,
 }
 
 /// One event to post.
@@ -158,12 +188,14 @@ impl Lineage {
     pub(crate) fn new(config: LineageConfig) -> Lineage {
         Lineage {
             config: Arc::new(config),
+            in_flight: Arc::new(Semaphore::new(IN_FLIGHT)),
             runs: HashMap::new(),
         }
     }
 
-    /// Turns `signal` into events. Returns a flow run's posting task when
-    /// its run ended (it finishes once every event was posted or given up).
+    /// Turns `signal` into events. Returns a flow run's last task when its
+    /// run ended (it finishes once every event was posted or given up and
+    /// the count was recorded).
     pub(crate) async fn observe(
         &mut self,
         signal: &Signal,
@@ -172,54 +204,71 @@ impl Lineage {
         match signal {
             Signal::RunStarted { flow, .. } => {
                 let (id, record) = self.flow_run(flow).await;
-                let (events, queue) = mpsc::unbounded_channel();
-                let poster = tokio::spawn(post_all(
-                    self.config.clone(),
-                    flow.clone(),
-                    record,
-                    queue,
-                    http.clone(),
-                ));
                 let run = FlowRun {
                     id,
                     open: HashMap::new(),
-                    events,
-                    poster,
+                    ends: Vec::new(),
+                    posts: Vec::new(),
+                    outcomes: Arc::new(Outcomes {
+                        key: flow.clone(),
+                        record,
+                        delivered: AtomicU32::new(0),
+                        failed: AtomicU32::new(0),
+                    }),
                 };
                 // A run whose end never came (cannot happen: one lease).
-                self.runs.insert(flow.clone(), run).map(|old| old.poster)
+                let old = self.runs.insert(flow.clone(), run)?;
+                Some(tokio::spawn(summarize(self.config.clone(), old)))
             }
             Signal::StepStarted { flow, step, since } => {
+                let parent = self.runs.get(flow)?.id;
+                let id = step_run_id(parent, step, *since);
+                let event = self.event_in("START", flow, parent, step, id);
                 let run = self.runs.get_mut(flow)?;
-                let id = step_run_id(run.id, step, *since);
-                run.open.insert(step.clone(), id);
-                let event = self.event("START", flow, step, id);
-                let _ = self.runs.get(flow)?.events.send(event);
+                run.ends.retain(|end| end.peek().is_none());
+                let after = run.ends.clone();
+                let posted = post_after(&self.config, &self.in_flight, http, run, after, event);
+                run.open.insert(step.clone(), (id, posted));
                 None
             }
             Signal::StepFinished {
                 flow, step, state, ..
             } => {
-                let run = self.runs.get_mut(flow)?;
-                let id = run.open.remove(step)?;
+                let parent = self.runs.get(flow)?.id;
+                let (id, started) = self.runs.get_mut(flow)?.open.remove(step)?;
                 let kind = end_event(*state)?;
-                let event = self.event(kind, flow, step, id);
-                let _ = self.runs.get(flow)?.events.send(event);
+                let event = self.event_in(kind, flow, parent, step, id);
+                let run = self.runs.get_mut(flow)?;
+                let posted = post_after(
+                    &self.config,
+                    &self.in_flight,
+                    http,
+                    run,
+                    vec![started],
+                    event,
+                );
+                run.ends.push(posted);
                 None
             }
             Signal::RunFinished(end) => {
-                let run = self.runs.remove(&end.flow)?;
+                let mut run = self.runs.remove(&end.flow)?;
                 // Steps the run left without an end (a lost lease, a store
                 // failure): aborted under it.
-                let mut open: Vec<(String, Uuid)> = run.open.into_iter().collect();
-                open.sort();
-                for (step, id) in open {
-                    let _ = run
-                        .events
-                        .send(self.event_in("ABORT", &end.flow, run.id, &step, id));
+                let mut open: Vec<(String, (Uuid, Posted))> = run.open.drain().collect();
+                open.sort_by(|a, b| a.0.cmp(&b.0));
+                for (step, (id, started)) in open {
+                    let event = self.event_in("ABORT", &end.flow, run.id, &step, id);
+                    // Awaited with the run's other posts (`run.posts`).
+                    drop(post_after(
+                        &self.config,
+                        &self.in_flight,
+                        http,
+                        &mut run,
+                        vec![started],
+                        event,
+                    ));
                 }
-                drop(run.events);
-                Some(run.poster)
+                Some(tokio::spawn(summarize(self.config.clone(), run)))
             }
             _ => None,
         }
@@ -253,11 +302,6 @@ impl Lineage {
                 (flow_run_id(key, ""), None)
             }
         }
-    }
-
-    fn event(&self, kind: &'static str, flow: &FlowKey, step: &str, id: Uuid) -> Event {
-        let parent = self.runs.get(flow).map_or(Uuid::nil(), |r| r.id);
-        self.event_in(kind, flow, parent, step, id)
     }
 
     fn event_in(
@@ -359,30 +403,44 @@ fn run_event(kind: &str, run: &StepRun<'_>) -> Value {
     })
 }
 
-/// Posts one flow run's events in order until the run ended, then records
-/// how many were delivered.
-async fn post_all(
-    config: Arc<LineageConfig>,
-    key: FlowKey,
-    run: Option<RecordId>,
-    mut queue: mpsc::UnboundedReceiver<Event>,
-    http: reqwest::Client,
-) {
-    let endpoint = format!(
-        "{}{ENDPOINT}",
-        config.spec.url.as_str().trim_end_matches('/')
+/// Spawns the post of `event` once every delivery in `after` ended,
+/// within the bound of posts in flight; counts its outcome in `run` and
+/// writes a failure to the flow log. Returns its delivery.
+fn post_after(
+    config: &Arc<LineageConfig>,
+    in_flight: &Arc<Semaphore>,
+    http: &reqwest::Client,
+    run: &mut FlowRun,
+    after: Vec<Posted>,
+    event: Event,
+) -> Posted {
+    let (config, in_flight, http, outcomes) = (
+        config.clone(),
+        in_flight.clone(),
+        http.clone(),
+        run.outcomes.clone(),
     );
-    let (mut delivered, mut failed) = (0u32, 0u32);
-    while let Some(event) = queue.recv().await {
-        let outcome = retrying(config.spec.delivery(), || {
-            post_one(&config.spec, &http, &endpoint, &event.body)
-        })
-        .await;
-        if outcome.delivered {
-            delivered += 1;
-            continue;
+    let task = tokio::spawn(async move {
+        for earlier in after {
+            earlier.await;
         }
-        failed += 1;
+        let endpoint = format!(
+            "{}{ENDPOINT}",
+            config.spec.url.as_str().trim_end_matches('/')
+        );
+        let outcome = {
+            // Never closed, so a permit always comes.
+            let _permit = in_flight.acquire().await;
+            retrying(config.spec.delivery(), || {
+                post_one(&config.spec, &http, &endpoint, &event.body)
+            })
+            .await
+        };
+        if outcome.delivered {
+            outcomes.delivered.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        outcomes.failed.fetch_add(1, Ordering::Relaxed);
         let message = flow_core::mask(&format!(
             "lineage event {} of step {}: failed after {} attempt(s): {}",
             event.kind, event.step, outcome.attempts, outcome.detail
@@ -391,13 +449,28 @@ async fn post_all(
         record::line(
             &config.store,
             config.log_directory.as_deref(),
-            &key,
-            run.clone(),
+            &outcomes.key,
+            outcomes.record.clone(),
             LogLevel::Warn,
             message,
         )
         .await;
+    });
+    let posted: Posted = task.map(|_| ()).boxed().shared();
+    run.posts.retain(|post| post.peek().is_none());
+    run.posts.push(posted.clone());
+    posted
+}
+
+/// Waits until every event of `run` was posted or given up, then records
+/// how many were delivered.
+async fn summarize(config: Arc<LineageConfig>, run: FlowRun) {
+    for post in run.posts {
+        post.await;
     }
+    let outcomes = &run.outcomes;
+    let delivered = outcomes.delivered.load(Ordering::Relaxed);
+    let failed = outcomes.failed.load(Ordering::Relaxed);
     if delivered + failed == 0 {
         return;
     }
@@ -409,8 +482,8 @@ async fn post_all(
     record::line(
         &config.store,
         config.log_directory.as_deref(),
-        &key,
-        run,
+        &outcomes.key,
+        outcomes.record.clone(),
         level,
         format!("lineage: {delivered} event(s) delivered, {failed} failed"),
     )
