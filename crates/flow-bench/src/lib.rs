@@ -58,7 +58,7 @@ shapes: chain-N, recorded-chain-N, signals-chain-N, mongo-chain-N, mongo-crowded
         finished Jobs against none; due-start: how long after a period is
         due its run starts (the scheduler shapes: src/schedule.rs).
         signals-chain-N: chain-N with every signal exporter on (webhook,
-        lineage, /metrics' series), posting to a loopback receiver
+        lineage, /metrics' series, traces), posting to a loopback receiver
         (src/signals.rs).
         dataproc-slots-N: N jobs at once on one Dataproc cluster with N
         slots, on the contract fake and a manual clock (src/slots.rs).

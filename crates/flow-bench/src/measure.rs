@@ -177,17 +177,25 @@ pub(crate) struct EngineRun {
     pub runtime: tokio::runtime::Runtime,
 }
 
+/// What `flow run` hands the engine when signals are exported: its run
+/// observer and the tracer joining its run span to a trace.
+#[derive(Default)]
+pub(crate) struct Hooks {
+    pub observer: Option<Arc<dyn flow_engine::RunObserver>>,
+    pub tracer: Option<Arc<dyn flow_engine::RunTracer>>,
+}
+
 /// Runs the shape's flow of identity actions on `store` and the real local
 /// cluster, with log files under `dir`, on the current-thread runtime
-/// `flow` uses, with `observer` as the engine's run observer (as `flow run`
-/// passes its signals'); fails unless every step ended processed.
+/// `flow` uses, with `hooks` (as `flow run` passes its signals'); fails
+/// unless every step ended processed.
 pub(crate) fn engine_run(
     shape: Shape,
     setup: &Setup,
     dir: &Path,
     runtime: tokio::runtime::Runtime,
     store: Arc<dyn FlowStore>,
-    observer: Option<Arc<dyn flow_engine::RunObserver>>,
+    hooks: Hooks,
 ) -> BenchResult<EngineRun> {
     let clusters = setup.clusters.unwrap_or(shape.default_clusters()).max(1);
     let graph = Arc::new(shape.definition().build()?);
@@ -212,7 +220,8 @@ pub(crate) fn engine_run(
     let options = EngineOptions {
         log_directory: (!setup.no_logs).then(|| logs.clone()),
         record_logs: matches!(shape, Shape::RecordedChain(_)),
-        observer,
+        observer: hooks.observer,
+        tracer: hooks.tracer,
         ..EngineOptions::default()
     };
     let engine = ExecutionEngine::new(graph.clone(), context, store, factory, options);
@@ -277,7 +286,6 @@ impl EngineRun {
 /// Runs the shape's flow of identity actions on the real SQLite store and
 /// local cluster, with log files, on the current-thread runtime `flow` uses.
 fn run_engine(shape: Shape, setup: &Setup) -> BenchResult<Row> {
-    flow_engine::logging::init(Some("warn"));
     let dir = setup.workdir()?;
     let db = dir.path().join("flow.db");
     let store = Arc::new(SqliteStore::open(
@@ -293,18 +301,25 @@ fn run_engine(shape: Shape, setup: &Setup) -> BenchResult<Row> {
     // `flow serve` start them; their flush is part of the run's wall.
     let exporting = match shape {
         Shape::SignalsChain(_) => Some(crate::signals::Exporting::start(
-            &runtime,
             &shape.definition().build()?,
             store.clone(),
             &dir.path().join("logs"),
         )?),
         _ => None,
     };
-    let (run_store, observer): (Arc<dyn FlowStore>, _) = match &exporting {
-        Some(e) => (e.store.clone(), Some(e.observer())),
-        None => (store.clone(), None),
+    // The log subscriber `flow run` installs; with traces exported, their
+    // layer in it.
+    flow_engine::logging::init_with(
+        Some("warn"),
+        exporting
+            .as_ref()
+            .map(crate::signals::Exporting::trace_layer),
+    );
+    let (run_store, hooks): (Arc<dyn FlowStore>, _) = match &exporting {
+        Some(e) => (e.store.clone(), e.hooks()),
+        None => (store.clone(), Hooks::default()),
     };
-    let mut run = engine_run(shape, setup, dir.path(), runtime, run_store, observer)?;
+    let mut run = engine_run(shape, setup, dir.path(), runtime, run_store, hooks)?;
     let signals_detail = match exporting {
         Some(exporting) => Some(exporting.finish(&mut run)?),
         None => None,
@@ -345,10 +360,12 @@ fn run_engine(shape: Shape, setup: &Setup) -> BenchResult<Row> {
 
     let mut row = run.row(&shape.to_string());
     row.synchronous = Some(synchronous_name(setup.synchronous).into());
-    if let Some((flush, webhook, lineage)) = signals_detail {
-        row.detail("signals_flush_ms", flush.as_secs_f64() * 1e3);
-        row.detail("webhook_requests", webhook);
-        row.detail("lineage_requests", lineage);
+    if let Some(finished) = signals_detail {
+        row.detail("signals_flush_ms", finished.flush.as_secs_f64() * 1e3);
+        row.detail("traces_flush_ms", finished.traces_flush.as_secs_f64() * 1e3);
+        row.detail("webhook_requests", finished.webhook);
+        row.detail("lineage_requests", finished.lineage);
+        row.detail("trace_requests", finished.traces);
     }
     row.detail("stored_steps_processed", stored);
     if recorded {

@@ -63,7 +63,7 @@ pub fn measure(shape: Shape, setup: &Setup, name: &str) -> BenchResult<crate::Ro
         dir.path(),
         runtime,
         Arc::new(store.clone()),
-        None,
+        crate::measure::Hooks::default(),
     )?;
     // Every step's final state is in the store.
     let key = FlowKey::new(run.graph.name(), timeperiod);

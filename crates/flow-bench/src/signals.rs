@@ -3,19 +3,21 @@
 //! target of the report).
 //!
 //! The exporters are started the way `flow run` and `flow serve` start
-//! them (flow-cli's `commands/run.rs` and `commands/serve.rs`): a
-//! `[[notify]]` webhook on failure and success and `[lineage]`, parsed
-//! from settings text like the settings file's, plus `flow serve`'s
-//! Prometheus series with its timed store and cloud meter. They post to
-//! a loopback HTTP receiver on its own thread that answers 200 to
-//! everything, standing in for the receivers a deployment would have.
-//! Traces (`[telemetry]`, the `otel` feature) are not exported here: the
-//! bench is built without that feature.
+//! them (flow-cli's `commands/run.rs`, `commands/serve.rs` and
+//! `telemetry.rs`): a `[[notify]]` webhook on failure and success and
+//! `[lineage]`, parsed from settings text like the settings file's,
+//! `flow serve`'s Prometheus series with its timed store and cloud meter,
+//! and traces (`[telemetry]`, the `otel` feature): the OTLP/HTTP exporter's
+//! layer in the log subscriber and the engine's run tracer. They post to a
+//! loopback HTTP receiver on its own thread that answers 200 to
+//! everything, standing in for the receivers (and the OTLP collector) a
+//! deployment would have.
 
-use crate::measure::{BenchResult, EngineRun};
+use crate::measure::{BenchResult, EngineRun, Hooks};
 use flow_core::lineage::LineageSpec;
 use flow_core::notify::NotifySpec;
 use flow_core::{FlowGraph, FlowStore};
+use flow_signals::otel::{TraceConfig, Traces};
 use flow_signals::{Exporters, LineageConfig, LineageFlow, MetricsRegistry, NotifyConfig, Signals};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -25,6 +27,7 @@ use std::time::{Duration, Instant};
 /// The exporters of one run and the receiver they post to.
 pub struct Exporting {
     signals: Signals,
+    traces: Traces,
     receiver: Receiver,
     /// The store the run writes: the caller's, timed as `flow serve` does.
     pub store: Arc<dyn FlowStore>,
@@ -37,14 +40,31 @@ struct ExporterSettings {
     lineage: LineageSpec,
 }
 
-/// Where the webhook posts; everything else the receiver gets is lineage.
+/// Where the webhook posts; everything else the receiver gets is lineage
+/// or traces.
 const WEBHOOK_PATH: &str = "/hook";
+/// Where traces are posted (OTLP/HTTP).
+const TRACES_PATH: &str = "/v1/traces";
+/// The wait for the last spans' export (`[telemetry] timeout`'s default).
+const TRACES_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What the receiver answered, by kind.
 #[derive(Default)]
 struct Requests {
     webhook: AtomicUsize,
+    traces: AtomicUsize,
     other: AtomicUsize,
+}
+
+/// What the exporters' final wait cost and what the receiver got.
+pub(crate) struct Finished {
+    /// The wait for the queued signals and their deliveries.
+    pub flush: Duration,
+    /// The wait for the last spans' export.
+    pub traces_flush: Duration,
+    pub webhook: usize,
+    pub lineage: usize,
+    pub traces: usize,
 }
 
 fn settings(url: &str) -> Result<ExporterSettings, toml::de::Error> {
@@ -62,10 +82,10 @@ fn settings(url: &str) -> Result<ExporterSettings, toml::de::Error> {
 }
 
 impl Exporting {
-    /// Starts the receiver and, on `runtime`, every exporter for `graph`'s
-    /// run on `store` with logs under `logs`.
+    /// Starts the receiver and every exporter for `graph`'s run on
+    /// `store` with logs under `logs` (on the exporters' own thread, as in
+    /// `flow run`).
     pub fn start(
-        runtime: &tokio::runtime::Runtime,
         graph: &FlowGraph,
         store: Arc<dyn FlowStore>,
         logs: &Path,
@@ -89,43 +109,71 @@ impl Exporting {
                 log_directory: Some(logs.to_path_buf()),
             }),
         };
-        let _entered = runtime.enter();
         let signals = Signals::start(exporters);
         signals.install_meter();
         let store = signals.store(store);
+        let traces = Traces::start(&TraceConfig {
+            endpoint: receiver.url.clone(),
+            headers: Vec::new(),
+            service_name: "flow-bench".into(),
+            timeout: TRACES_TIMEOUT,
+        })?;
         Ok(Exporting {
             signals,
+            traces,
             receiver,
             store,
         })
     }
 
-    /// The engine's run observer: the signals' own.
-    pub fn observer(&self) -> Arc<dyn flow_engine::RunObserver> {
-        self.signals.observer(None)
+    /// The traces' layer, for the log subscriber.
+    pub fn trace_layer(
+        &self,
+    ) -> Box<dyn tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync> {
+        Box::new(self.traces.layer())
+    }
+
+    /// The engine's run observer (the signals' own) and run tracer.
+    pub(crate) fn hooks(&self) -> Hooks {
+        Hooks {
+            observer: Some(self.signals.observer(None)),
+            tracer: Some(self.traces.tracer()),
+        }
     }
 
     /// Waits, as `flow run` does before it exits, until every signal was
-    /// exported and every delivery ended; adds that wait to the run's wall.
-    /// Returns the wait and the webhook and lineage requests the receiver
-    /// answered, refusing a run whose exporters posted less than the
-    /// success webhook and a lineage event per step.
-    pub(crate) fn finish(self, run: &mut EngineRun) -> BenchResult<(Duration, usize, usize)> {
+    /// exported and every delivery ended, then for the last spans' export;
+    /// adds both waits to the run's wall. Refuses a run whose exporters
+    /// posted less than the success webhook, a lineage event per step and
+    /// one export of spans.
+    pub(crate) fn finish(self, run: &mut EngineRun) -> BenchResult<Finished> {
         let started = Instant::now();
         run.runtime.block_on(self.signals.finish());
         let flush = started.elapsed();
-        run.wall += flush;
+        let started = Instant::now();
+        self.traces.shutdown(TRACES_TIMEOUT);
+        let traces_flush = started.elapsed();
+        run.wall += flush + traces_flush;
         flow_core::meter::install(None);
-        let webhook = self.receiver.requests.webhook.load(Ordering::Relaxed);
-        let lineage = self.receiver.requests.other.load(Ordering::Relaxed);
-        if webhook < 1 || lineage < run.graph.len() {
+        let requests = &self.receiver.requests;
+        let finished = Finished {
+            flush,
+            traces_flush,
+            webhook: requests.webhook.load(Ordering::Relaxed),
+            lineage: requests.other.load(Ordering::Relaxed),
+            traces: requests.traces.load(Ordering::Relaxed),
+        };
+        if finished.webhook < 1 || finished.lineage < run.graph.len() || finished.traces < 1 {
             return Err(format!(
-                "the receiver got {webhook} webhook and {lineage} lineage requests for {} steps: the exporters did not post",
+                "the receiver got {} webhook, {} lineage and {} trace requests for {} steps: the exporters did not post",
+                finished.webhook,
+                finished.lineage,
+                finished.traces,
                 run.graph.len()
             )
             .into());
         }
-        Ok((flush, webhook, lineage))
+        Ok(finished)
     }
 }
 
@@ -154,6 +202,7 @@ impl Receiver {
                 let app = axum::Router::new().fallback(move |uri: axum::http::Uri| {
                     let count = match uri.path() {
                         WEBHOOK_PATH => &counted.webhook,
+                        TRACES_PATH => &counted.traces,
                         _ => &counted.other,
                     };
                     count.fetch_add(1, Ordering::Relaxed);
@@ -199,7 +248,7 @@ mod tests {
     use crate::Shape;
 
     /// The shape's exporters reach the receiver: a lineage START and
-    /// COMPLETE per step, and the success webhook.
+    /// COMPLETE per step, the success webhook and the run's spans.
     #[test]
     fn signals_chain_posts_every_event_to_the_receiver() {
         let setup = Setup {
@@ -217,5 +266,10 @@ mod tests {
         assert_eq!(row.details["stored_steps_processed"], 5);
         assert_eq!(row.details["webhook_requests"], 1, "{:?}", row.details);
         assert_eq!(row.details["lineage_requests"], 2 * 5, "{:?}", row.details);
+        assert!(
+            row.details["trace_requests"].as_u64() >= Some(1),
+            "{:?}",
+            row.details
+        );
     }
 }

@@ -767,6 +767,15 @@ pub fn flush() {
 /// Returns false if a global subscriber was already set; compose
 /// [`FileLogLayer`] into yours in that case.
 pub fn init(stderr_filter: Option<&str>) -> bool {
+    init_with(stderr_filter, None)
+}
+
+/// [`init`] with `first` (a trace exporter's layer, say) under the other
+/// layers.
+pub fn init_with(
+    stderr_filter: Option<&str>,
+    first: Option<Box<dyn Layer<tracing_subscriber::Registry> + Send + Sync>>,
+) -> bool {
     use tracing_subscriber::filter::FilterExt;
     use tracing_subscriber::prelude::*;
     let stderr = stderr_filter.map(|filter| {
@@ -776,6 +785,7 @@ pub fn init(stderr_filter: Option<&str>) -> bool {
         )
     });
     let subscriber = tracing_subscriber::registry()
+        .with(first)
         .with(FileLogLayer.with_filter(tracing_subscriber::filter::filter_fn(kept_in_files)))
         .with(stderr);
     tracing::subscriber::set_global_default(subscriber).is_ok()
