@@ -124,14 +124,10 @@ storageProfile = {{ storageaccounts = [{{ name = "devstoreaccount1.blob.core.win
         let home = support::Home::empty();
         home.write(
             "flow.toml",
-            &format!(
-                r#"
-log_directory = "logs"
-data_directory = "data"
-
-[cluster]
-kind = "azure"
-
+            &support::cloud_settings(
+                "azure",
+                &format!(
+                    r#"
 [cluster.azure]
 livy_url = "{livy}"
 webhcat_url = "{webhcat}/templeton/v1"
@@ -156,15 +152,11 @@ key = "env:FLOW_TEST_AZURITE_KEY"
 container = "{container}"
 endpoint = "{azurite}"
 {arm_settings}
-[lease]
-ttl = "2s"
-heartbeat = "500ms"
-
-[engine]
-cancel_grace = "10s"
 "#,
-                livy = livy.url,
-                webhcat = webhcat.url,
+                    livy = livy.url,
+                    webhcat = webhcat.url,
+                ),
+                "10s",
             ),
         );
         home.write("count.py", "print('counting')\n");
@@ -181,21 +173,7 @@ cancel_grace = "10s"
     /// `flow recover a.toml`, asked again while the killed run's lease is
     /// still live.
     fn recover_once_accepted(&self) -> std::process::Output {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            let out = self.flow_with_secrets(&["recover", "a.toml", "--timeperiod", TP]);
-            let refused =
-                out.status.code() == Some(2) && text(&out).contains("already being run by");
-            if !refused {
-                return out;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "recover never accepted: {}",
-                text(&out)
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        support::recover_once_accepted("a.toml", TP, |args| self.flow_with_secrets(args))
     }
 
     /// The ARM fake's clusters: `(name, provisioningState, deleted)`.

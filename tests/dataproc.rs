@@ -170,14 +170,10 @@ impl Home {
         );
         home.write(
             "flow.toml",
-            &format!(
-                r#"
-log_directory = "logs"
-data_directory = "data"
-
-[cluster]
-kind = "dataproc"
-
+            &support::cloud_settings(
+                "dataproc",
+                &format!(
+                    r#"
 [cluster.dataproc]
 project = "flow-test"
 region = "europe-west1"
@@ -203,15 +199,11 @@ interval = "200ms"
 bucket = "{data}"
 endpoint = "{gcs}"
 
-[lease]
-ttl = "2s"
-heartbeat = "500ms"
-
-[engine]
-cancel_grace = "10s"
 "#,
-                fake = fake.url,
-                key = home.path("key.json").display()
+                    fake = fake.url,
+                    key = home.path("key.json").display()
+                ),
+                "10s",
             ),
         );
         home.write("count.py", "print('counting')\n");
@@ -353,26 +345,6 @@ main = {{ action = "spark", application = "jobs/count.py", args = ["--day", "{{t
             support::step_states(&status),
         )
     }
-
-    fn recover_until_accepted(&self) -> i32 {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            let out = self.flow(&["recover", "dp.toml", "--timeperiod", TP]);
-            let code = out.status.code().unwrap_or(-1);
-            let refused =
-                code == 2 && String::from_utf8_lossy(&out.stderr).contains("already being run by");
-            if !refused {
-                println!("recover: {}", text(&out));
-                return code;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "recover never accepted: {}",
-                text(&out)
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
 }
 
 fn steps(states: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -489,12 +461,7 @@ fn a_failing_job_makes_the_flow_invalid_with_its_driver_output_and_recover_compl
 fn recover_adopts_a_job_that_outlived_a_killed_engine_and_deletes_its_cluster_on_fake_dataproc() {
     let home = Home::without_gcs("kill");
     home.write_spark_only_flow(r#""fake.run_for" = "6s""#);
-    let mut engine = home
-        .command(&["run", "dp.toml", "--timeperiod", TP])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut engine = home.spawn(&["run", "dp.toml", "--timeperiod", TP]);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let running = home
@@ -516,15 +483,14 @@ fn recover_adopts_a_job_that_outlived_a_killed_engine_and_deletes_its_cluster_on
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    engine.kill().unwrap(); // SIGKILL
-    engine.wait().unwrap();
+    support::kill9(&mut engine);
     assert_eq!(
         home.fake.deleted(),
         Vec::<String>::new(),
         "a killed engine deletes nothing"
     );
 
-    assert_eq!(home.recover_until_accepted(), 0);
+    assert_eq!(home.recover_until_accepted("dp.toml", TP), 0);
     let (flow, states) = home.states();
     assert_eq!(flow, "state_processed");
     assert!(
@@ -551,12 +517,7 @@ fn recover_adopts_a_job_that_outlived_a_killed_engine_and_deletes_its_cluster_on
 fn a_job_whose_polling_gave_up_is_adopted_by_recover_not_submitted_again_on_fake_dataproc() {
     let home = Home::without_gcs("unknown");
     home.write_spark_only_flow(r#""fake.run_for" = "4s""#);
-    let mut engine = home
-        .command(&["run", "dp.toml", "--timeperiod", TP])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut engine = home.spawn(&["run", "dp.toml", "--timeperiod", TP]);
     let deadline = Instant::now() + Duration::from_secs(60);
     while home.fake.count("jobs.submit") == 0 {
         assert!(Instant::now() < deadline, "the job was never submitted");
@@ -592,7 +553,7 @@ fn a_job_whose_polling_gave_up_is_adopted_by_recover_not_submitted_again_on_fake
 
     let (status, body) = http("POST", &format!("{}/fake/unthrottle", home.fake.url), "");
     assert_eq!(status, 200, "{body}");
-    assert_eq!(home.recover_until_accepted(), 0);
+    assert_eq!(home.recover_until_accepted("dp.toml", TP), 0);
     let (flow, states) = home.states();
     assert_eq!(flow, "state_processed");
     assert_eq!(states, steps(&[("count", "state_processed")]));

@@ -113,14 +113,10 @@ impl Emr {
         let home = support::Home::empty();
         home.write(
             "flow.toml",
-            &format!(
-                r#"
-log_directory = "logs"
-data_directory = "data"
-
-[cluster]
-kind = "emr"
-
+            &support::cloud_settings(
+                "emr",
+                &format!(
+                    r#"
 [cluster.emr]
 name = "{name}"
 region = "us-east-1"
@@ -146,14 +142,10 @@ bucket = "{name}"
 endpoint = "{endpoint}"
 force_path_style = true
 
-[lease]
-ttl = "2s"
-heartbeat = "500ms"
-
-[engine]
-cancel_grace = "5s"
 "#,
-                endpoint = moto.endpoint
+                    endpoint = moto.endpoint
+                ),
+                "5s",
             ),
         );
         Emr { home, moto, name }

@@ -100,14 +100,10 @@ impl Home {
         let home = support::Home::empty();
         home.write(
             "flow.toml",
-            &format!(
-                r#"
-log_directory = "logs"
-data_directory = "data"
-
-[cluster]
-kind = "qubole"
-
+            &support::cloud_settings(
+                "qubole",
+                &format!(
+                    r#"
 [cluster.qubole]
 cluster_label = "{LABEL}"
 token = "env:FLOW_TEST_QDS_TOKEN"
@@ -134,14 +130,10 @@ bucket = "{bucket}"
 endpoint = "{s3}"
 force_path_style = true
 
-[lease]
-ttl = "2s"
-heartbeat = "500ms"
-
-[engine]
-cancel_grace = "10s"
 "#,
-                fake = fake.url
+                    fake = fake.url
+                ),
+                "10s",
             ),
         );
         home.write("count.py", "print('counting')\n");
@@ -343,10 +335,7 @@ main = { action = "spark", application = "jobs/count.py" }
         std::thread::sleep(Duration::from_millis(100));
     };
     // The engine dies without a word.
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGKILL);
-    }
-    let _ = child.wait();
+    support::kill9(&mut child);
     // Finish the command a little later, while recover watches it.
     let url = home.fake.url.clone();
     let finisher = std::thread::spawn(move || {
@@ -358,20 +347,7 @@ main = { action = "spark", application = "jobs/count.py" }
         );
         assert_eq!(status, 200, "{body}");
     });
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let out = loop {
-        let out = home.flow_with_token(&["recover", "q.toml", "--timeperiod", TP]);
-        let refused = out.status.code() == Some(2) && text(&out).contains("already being run by");
-        if !refused {
-            break out;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "recover never accepted: {}",
-            text(&out)
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let out = support::recover_once_accepted("q.toml", TP, |args| home.flow_with_token(args));
     finisher.join().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let (flow, _) = home.states();

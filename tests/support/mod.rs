@@ -38,6 +38,30 @@ heartbeat = "1s"
 cancel_grace = "10s"
 "#;
 
+/// The settings file of a cloud cluster's end-to-end test: logs and store
+/// in the test's directory, `[cluster] kind = KIND` with `tables` (the
+/// test's own `[cluster.KIND]` tables), a short lease (ttl 2 s, heartbeat
+/// 500 ms: a killed engine's lease goes stale soon, so `recover` is
+/// accepted within seconds) and the engine's `cancel_grace`.
+pub fn cloud_settings(kind: &str, tables: &str, cancel_grace: &str) -> String {
+    format!(
+        r#"
+log_directory = "logs"
+data_directory = "data"
+
+[cluster]
+kind = "{kind}"
+{tables}
+[lease]
+ttl = "2s"
+heartbeat = "500ms"
+
+[engine]
+cancel_grace = "{cancel_grace}"
+"#
+    )
+}
+
 /// A two-step flow named `name` whose step `b` (after `a`) fails until
 /// the file `fixed` exists in `home`.
 pub fn fails_until_fixed(home: &Home, name: &str) -> String {
@@ -160,23 +184,9 @@ impl Home {
     /// (a killed run's lease must turn stale first); returns its exit code,
     /// after printing what it said (shown when the test fails).
     pub fn recover_until_accepted(&self, flow: &str, timeperiod: &str) -> i32 {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-        loop {
-            let out = self.flow(&["recover", flow, "--timeperiod", timeperiod]);
-            let code = out.status.code().unwrap_or(-1);
-            let refused_for_lease =
-                code == 2 && String::from_utf8_lossy(&out.stderr).contains("already being run by");
-            if !refused_for_lease {
-                println!("recover: {}", text(&out));
-                return code;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "recover never accepted: {}",
-                text(&out)
-            );
-            std::thread::sleep(std::time::Duration::from_millis(200));
-        }
+        let out = recover_once_accepted(flow, timeperiod, |args| self.flow(args));
+        println!("recover: {}", text(&out));
+        out.status.code().unwrap_or(-1)
     }
 
     /// `flow status FLOW --timeperiod T --json`, parsed.
@@ -304,6 +314,32 @@ pub fn live_group_members(pgid: i32) -> Vec<i32> {
         }
     }
     members
+}
+
+/// `recover FLOW --timeperiod T` through `flow` (the binary run as a test
+/// needs it, e.g. with its secrets), asked again every 200 ms while it is
+/// refused because the killed run's lease is still live (for up to two
+/// minutes); the accepted run's output.
+pub fn recover_once_accepted(
+    flow: &str,
+    timeperiod: &str,
+    run: impl Fn(&[&str]) -> Output,
+) -> Output {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let out = run(&["recover", flow, "--timeperiod", timeperiod]);
+        let refused_for_lease = out.status.code() == Some(2)
+            && String::from_utf8_lossy(&out.stderr).contains("already being run by");
+        if !refused_for_lease {
+            return out;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "recover never accepted: {}",
+            text(&out)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
 }
 
 /// Kills `child` with SIGKILL (an engine dying mid-run) and reaps it.
