@@ -256,7 +256,8 @@ mod tests {
             clusters: None,
             flow_bin: "flow".into(),
             validate_file: None,
-            repeat: 1,
+            // Each repeat exports its own traces.
+            repeat: 2,
             no_logs: false,
             scratch: None,
             mongo_server: None,

@@ -767,15 +767,23 @@ pub fn flush() {
 /// Returns false if a global subscriber was already set; compose
 /// [`FileLogLayer`] into yours in that case.
 pub fn init(stderr_filter: Option<&str>) -> bool {
-    init_with(stderr_filter, None)
+    tracing::subscriber::set_global_default(subscriber(stderr_filter, None)).is_ok()
 }
 
-/// [`init`] with `first` (a trace exporter's layer, say) under the other
-/// layers.
-pub fn init_with(
+/// The subscriber of [`init`] with `first` (a trace exporter's layer, say)
+/// under the other layers, as this thread's default until the guard is
+/// dropped (a process that exports each run's traces anew).
+pub fn scoped(
     stderr_filter: Option<&str>,
     first: Option<Box<dyn Layer<tracing_subscriber::Registry> + Send + Sync>>,
-) -> bool {
+) -> tracing::subscriber::DefaultGuard {
+    tracing::subscriber::set_default(subscriber(stderr_filter, first))
+}
+
+fn subscriber(
+    stderr_filter: Option<&str>,
+    first: Option<Box<dyn Layer<tracing_subscriber::Registry> + Send + Sync>>,
+) -> impl Subscriber + Send + Sync {
     use tracing_subscriber::filter::FilterExt;
     use tracing_subscriber::prelude::*;
     let stderr = stderr_filter.map(|filter| {
@@ -784,11 +792,10 @@ pub fn init_with(
                 .or(tracing_subscriber::filter::filter_fn(|m| m.is_span())),
         )
     });
-    let subscriber = tracing_subscriber::registry()
+    tracing_subscriber::registry()
         .with(first)
         .with(FileLogLayer.with_filter(tracing_subscriber::filter::filter_fn(kept_in_files)))
-        .with(stderr);
-    tracing::subscriber::set_global_default(subscriber).is_ok()
+        .with(stderr)
 }
 
 /// `LEVEL logger: message` on stderr, with the same text (masked) as the
