@@ -249,7 +249,7 @@ pub const RECORDED: &[(&str, f64)] = &[
     // 2026-12-07: 8 mutants, 6 caught, 2 unviable (37 min with the
     // binary's whole suite; 7 min with the `keys` group's tests, `--only`).
     ("crates/flow-core/src/filesystem.rs", 100.0),
-    // 2026-12-07: 21 mutants, 11 caught, 10 unviable (15 min, `--only`).
+    // 2026-12-07: 21 mutants, 11 caught, 10 unviable (7 min, `--only`).
     ("crates/flow-engine/src/masked.rs", 100.0),
     // 2026-12-07: 29 mutants, 27 caught, 2 timed out (63 min, `--only`).
     ("crates/flow-server/src/security.rs", 100.0),
