@@ -378,6 +378,17 @@ fn a_full_disk_mid_run_stops_the_flow_and_recover_finishes_it() {
         ));
     }
     std::fs::write(home.path("chain.toml"), flow).unwrap();
+    // The store exists before the fault, as in any installation: the limit
+    // then leaves the run room for some steps whatever the size of the
+    // schema (created in the WAL, which is what the limit catches).
+    std::fs::write(
+        home.path("setup.toml"),
+        "name = \"setup\"\ntime_qualifier = \"daily\"\n\n[[steps]]\nname = \"noop\"\n\
+         main = { action = \"shell\", command = \"true\" }\n",
+    )
+    .unwrap();
+    let out = home.run(&["run", "setup.toml", "--timeperiod", TP]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 
     let mut command = home.command(&["run", "chain.toml", "--timeperiod", TP]);
     // SAFETY: only async-signal-safe calls (setrlimit, signal) between fork
