@@ -217,6 +217,21 @@ pub struct Delivery {
     pub retry_delay: Duration,
 }
 
+impl Delivery {
+    /// The longest one delivery can take: every attempt timing out and
+    /// every wait between them (what `flow run` waits at most, at its
+    /// end, for deliveries still going).
+    pub fn longest(&self) -> Duration {
+        let mut total = self.timeout;
+        let mut delay = self.retry_delay;
+        for _ in 0..self.retries {
+            total = total.saturating_add(delay).saturating_add(self.timeout);
+            delay = delay.saturating_mul(2);
+        }
+        total
+    }
+}
+
 impl Default for Delivery {
     fn default() -> Self {
         Delivery {
@@ -352,6 +367,17 @@ pub struct FlowSignals {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_longest_delivery_is_every_attempt_timing_out_and_every_wait() {
+        // 10 s, then 1 s + 10 s, 2 s + 10 s, 4 s + 10 s (the book's 47 s).
+        assert_eq!(Delivery::default().longest(), Duration::from_secs(47));
+        let once = Delivery {
+            retries: 0,
+            ..Delivery::default()
+        };
+        assert_eq!(once.longest(), Duration::from_secs(10));
+    }
 
     #[derive(Debug, Deserialize)]
     #[serde(deny_unknown_fields)]

@@ -165,7 +165,8 @@ impl Signals {
 
     /// Waits until every signal emitted so far reached the exporters and
     /// every notification they called for was delivered or gave up (a
-    /// `flow run` calls it before it exits).
+    /// `flow run` calls it before it exits). Lineage events still unsent
+    /// after one delivery's longest time are given up and counted.
     pub async fn finish(&self) {
         self.emitter.flush().await;
     }
@@ -193,8 +194,24 @@ async fn drain(
         let signal = match item {
             Queued::Signal(signal) => signal,
             Queued::Flush(done) => {
-                for delivery in deliveries.drain(..) {
-                    let _ = delivery.await;
+                let pending = futures_util::future::join_all(deliveries.drain(..));
+                tokio::pin!(pending);
+                // Lineage events may be many (two a step), each with its
+                // retries: the wait for them is bounded, what is left is
+                // given up and counted. Notifications bound themselves.
+                match &lineage {
+                    Some(lineage) => {
+                        if tokio::time::timeout(lineage.exit_wait(), &mut pending)
+                            .await
+                            .is_err()
+                        {
+                            lineage.abandon();
+                            pending.await;
+                        }
+                    }
+                    None => {
+                        pending.await;
+                    }
                 }
                 let _ = done.send(());
                 continue;

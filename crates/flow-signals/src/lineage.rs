@@ -22,7 +22,9 @@
 //! order Marquez versions datasets in). Steps running side by side post
 //! side by side. A failed delivery is a warning line of the flow log
 //! (never with the URL or the key), and the run's end adds one line
-//! counting them.
+//! counting them. At `flow run`'s end the wait for events still unsent is
+//! bounded ([`Lineage::abandon`]): a receiver that is down cannot hold the
+//! exit for a retry budget per event of a long chain.
 
 use crate::deliver::{post, retrying, value, Failed};
 use crate::record;
@@ -37,7 +39,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 use tracing::warn;
 use uuid::Uuid;
@@ -149,6 +151,8 @@ pub(crate) struct Lineage {
     /// Bounds the posts in flight, over every flow run.
     in_flight: Arc<Semaphore>,
     runs: HashMap<FlowKey, FlowRun>,
+    /// Raised by [`Lineage::abandon`]: the posts made before it give up.
+    abandoned: watch::Sender<u64>,
 }
 
 /// Resolves once an event's delivery ended (delivered or given up).
@@ -175,6 +179,8 @@ struct Outcomes {
     record: Option<RecordId>,
     delivered: AtomicU32,
     failed: AtomicU32,
+    /// Given up unsent when the wait at exit ended.
+    abandoned: AtomicU32,
 }
 
 /// One event to post.
@@ -190,7 +196,20 @@ impl Lineage {
             config: Arc::new(config),
             in_flight: Arc::new(Semaphore::new(IN_FLIGHT)),
             runs: HashMap::new(),
+            abandoned: watch::Sender::new(0),
         }
+    }
+
+    /// How long the exit waits for events still unsent: one delivery's
+    /// longest time (the events go on being posted meanwhile).
+    pub(crate) fn exit_wait(&self) -> std::time::Duration {
+        self.config.spec.delivery().longest()
+    }
+
+    /// Gives up every event not yet delivered (each is counted as
+    /// abandoned in its run's line); events of later runs post as usual.
+    pub(crate) fn abandon(&self) {
+        self.abandoned.send_modify(|generation| *generation += 1);
     }
 
     /// Turns `signal` into events. Returns a flow run's last task when its
@@ -214,6 +233,7 @@ impl Lineage {
                         record,
                         delivered: AtomicU32::new(0),
                         failed: AtomicU32::new(0),
+                        abandoned: AtomicU32::new(0),
                     }),
                 };
                 // A run whose end never came (cannot happen: one lease).
@@ -227,7 +247,15 @@ impl Lineage {
                 let run = self.runs.get_mut(flow)?;
                 run.ends.retain(|end| end.peek().is_none());
                 let after = run.ends.clone();
-                let posted = post_after(&self.config, &self.in_flight, http, run, after, event);
+                let posted = post_after(
+                    &self.config,
+                    &self.in_flight,
+                    &self.abandoned,
+                    http,
+                    run,
+                    after,
+                    event,
+                );
                 run.open.insert(step.clone(), (id, posted));
                 None
             }
@@ -242,6 +270,7 @@ impl Lineage {
                 let posted = post_after(
                     &self.config,
                     &self.in_flight,
+                    &self.abandoned,
                     http,
                     run,
                     vec![started],
@@ -262,6 +291,7 @@ impl Lineage {
                     drop(post_after(
                         &self.config,
                         &self.in_flight,
+                        &self.abandoned,
                         http,
                         &mut run,
                         vec![started],
@@ -405,10 +435,12 @@ fn run_event(kind: &str, run: &StepRun<'_>) -> Value {
 
 /// Spawns the post of `event` once every delivery in `after` ended,
 /// within the bound of posts in flight; counts its outcome in `run` and
-/// writes a failure to the flow log. Returns its delivery.
+/// writes a failure to the flow log. Returns its delivery. A raise of
+/// `abandoned` after this call gives it up (counted, not logged).
 fn post_after(
     config: &Arc<LineageConfig>,
     in_flight: &Arc<Semaphore>,
+    abandoned: &watch::Sender<u64>,
     http: &reqwest::Client,
     run: &mut FlowRun,
     after: Vec<Posted>,
@@ -420,21 +452,30 @@ fn post_after(
         http.clone(),
         run.outcomes.clone(),
     );
+    let mut abandoned = abandoned.subscribe();
+    let generation = *abandoned.borrow();
     let task = tokio::spawn(async move {
-        for earlier in after {
-            earlier.await;
-        }
-        let endpoint = format!(
-            "{}{ENDPOINT}",
-            config.spec.url.as_str().trim_end_matches('/')
-        );
-        let outcome = {
+        let delivery = async {
+            for earlier in after {
+                earlier.await;
+            }
+            let endpoint = format!(
+                "{}{ENDPOINT}",
+                config.spec.url.as_str().trim_end_matches('/')
+            );
             // Never closed, so a permit always comes.
             let _permit = in_flight.acquire().await;
             retrying(config.spec.delivery(), || {
                 post_one(&config.spec, &http, &endpoint, &event.body)
             })
             .await
+        };
+        let outcome = tokio::select! {
+            outcome = delivery => outcome,
+            Ok(_) = abandoned.wait_for(|raised| *raised > generation) => {
+                outcomes.abandoned.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
         };
         if outcome.delivered {
             outcomes.delivered.fetch_add(1, Ordering::Relaxed);
@@ -471,10 +512,17 @@ async fn summarize(config: Arc<LineageConfig>, run: FlowRun) {
     let outcomes = &run.outcomes;
     let delivered = outcomes.delivered.load(Ordering::Relaxed);
     let failed = outcomes.failed.load(Ordering::Relaxed);
-    if delivered + failed == 0 {
+    let abandoned = outcomes.abandoned.load(Ordering::Relaxed);
+    if delivered + failed + abandoned == 0 {
         return;
     }
-    let level = if failed == 0 {
+    let mut message = format!("lineage: {delivered} event(s) delivered, {failed} failed");
+    if abandoned > 0 {
+        message.push_str(&format!(
+            ", {abandoned} abandoned unsent when the wait at exit ended"
+        ));
+    }
+    let level = if failed + abandoned == 0 {
         LogLevel::Info
     } else {
         LogLevel::Warn
@@ -485,7 +533,7 @@ async fn summarize(config: Arc<LineageConfig>, run: FlowRun) {
         &outcomes.key,
         outcomes.record.clone(),
         level,
-        format!("lineage: {delivered} event(s) delivered, {failed} failed"),
+        message,
     )
     .await;
 }

@@ -270,3 +270,69 @@ fn steps_running_side_by_side_post_at_once() {
     assert_eq!(got[1].unanswered, [got[0].event.clone()], "{got:?}");
     emitter.emit(run_finished());
 }
+
+/// A receiver that takes connections and never answers: the wait at exit
+/// for a chain's events ends after one delivery's longest time (not one
+/// per event), and the run's line counts what was given up.
+#[test]
+fn the_wait_at_exit_for_a_silent_receiver_is_bounded_and_counted() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        // Held open, never read or answered.
+        let mut held = Vec::new();
+        for stream in listener.incoming() {
+            held.push(stream);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("etl")).unwrap();
+    let spec: LineageSpec = serde_json::from_value(serde_json::json!({
+        "url": url, "timeout": "200ms", "retries": 3, "retry_delay": "50ms"
+    }))
+    .unwrap();
+    let store = flow_store_sqlite::SqliteStore::open(
+        &dir.path().join("flow.db"),
+        flow_store_sqlite::SqliteOptions::default(),
+    )
+    .unwrap();
+    let signals = Signals::start(Exporters {
+        lineage: Some(LineageConfig {
+            spec,
+            flows: Default::default(),
+            store: Arc::new(store),
+            log_directory: Some(dir.path().to_path_buf()),
+        }),
+        ..Exporters::default()
+    });
+    let runtime = driven_runtime();
+    let emitter = signals.emitter();
+    let steps = ["a", "b", "c", "d", "e"];
+    emitter.emit(run_started());
+    for step in steps {
+        emitter.emit(started(step));
+        emitter.emit(finished(step));
+    }
+    emitter.emit(run_finished());
+    runtime.block_on(signals.finish());
+    let log = std::fs::read_to_string(dir.path().join("etl/etl.log")).unwrap();
+    let line = log
+        .lines()
+        .find(|l| l.contains("lineage: "))
+        .unwrap_or_else(|| panic!("no lineage line in {log}"));
+    let counts: Vec<u32> = line
+        .split("lineage: ")
+        .nth(1)
+        .unwrap()
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|n| !n.is_empty())
+        .map(|n| n.parse().unwrap())
+        .collect();
+    assert!(
+        line.contains("abandoned unsent when the wait at exit ended") && counts.len() == 3,
+        "{line}"
+    );
+    assert_eq!(counts[0], 0, "{line}");
+    assert!(counts[2] > 0, "{line}");
+    assert_eq!(counts.iter().sum::<u32>(), 2 * steps.len() as u32, "{line}");
+}
