@@ -555,10 +555,10 @@ fn a_flow_on_a_cluster_created_through_arm_ends_processed_and_deletes_it_on_fake
     }
 }
 
-/// Starts `flow run a.toml` and kills it (`kill -9`) once the Livy fake has
-/// its first batch.
-fn run_killed_once_a_batch_is_submitted(home: &Home) {
-    let mut child = home
+/// Starts `flow run a.toml` and returns it once the Livy fake has its first
+/// batch.
+fn run_until_a_batch_is_submitted(home: &Home) -> std::process::Child {
+    let child = home
         .command_with_secrets(&["run", "a.toml", "--timeperiod", TP])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -569,7 +569,13 @@ fn run_killed_once_a_batch_is_submitted(home: &Home) {
         assert!(Instant::now() < deadline, "no batch was submitted");
         std::thread::sleep(Duration::from_millis(50));
     }
-    support::kill9(&mut child);
+    child
+}
+
+/// Starts `flow run a.toml` and kills it (`kill -9`) once the Livy fake has
+/// its first batch.
+fn run_killed_once_a_batch_is_submitted(home: &Home) {
+    support::kill9(&mut run_until_a_batch_is_submitted(home));
 }
 
 /// Starts `flow run` of [`ONE_SPARK_STEP`] and kills it (`kill -9`) once
@@ -648,17 +654,7 @@ fn a_cluster_deleted_under_a_running_batch_fails_the_step_with_its_state_on_fake
     let home = Home::with_arm("armgone", "60s");
     home.write("a.toml", ONE_SPARK_STEP);
     let started = Instant::now();
-    let mut child = home
-        .command_with_secrets(&["run", "a.toml", "--timeperiod", TP])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while home.livy.count("batches.create") == 0 {
-        assert!(Instant::now() < deadline, "no batch was submitted");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut child = run_until_a_batch_is_submitted(&home);
     home.arm
         .as_ref()
         .unwrap()
