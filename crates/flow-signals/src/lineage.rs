@@ -148,9 +148,14 @@ fn end_event(state: StepState) -> Option<&'static str> {
 /// The exporter: the flow runs in progress and their posting tasks.
 pub(crate) struct Lineage {
     config: Arc<LineageConfig>,
-    /// Bounds the posts in flight, over every flow run.
-    in_flight: Arc<Semaphore>,
+    limits: PostLimits,
     runs: HashMap<FlowKey, FlowRun>,
+}
+
+/// What bounds every flow run's posts.
+struct PostLimits {
+    /// How many are in flight at once.
+    in_flight: Arc<Semaphore>,
     /// Raised by [`Lineage::abandon`]: the posts made before it give up.
     abandoned: watch::Sender<u64>,
 }
@@ -194,9 +199,11 @@ impl Lineage {
     pub(crate) fn new(config: LineageConfig) -> Lineage {
         Lineage {
             config: Arc::new(config),
-            in_flight: Arc::new(Semaphore::new(IN_FLIGHT)),
+            limits: PostLimits {
+                in_flight: Arc::new(Semaphore::new(IN_FLIGHT)),
+                abandoned: watch::Sender::new(0),
+            },
             runs: HashMap::new(),
-            abandoned: watch::Sender::new(0),
         }
     }
 
@@ -209,7 +216,9 @@ impl Lineage {
     /// Gives up every event not yet delivered (each is counted as
     /// abandoned in its run's line); events of later runs post as usual.
     pub(crate) fn abandon(&self) {
-        self.abandoned.send_modify(|generation| *generation += 1);
+        self.limits
+            .abandoned
+            .send_modify(|generation| *generation += 1);
     }
 
     /// Turns `signal` into events. Returns a flow run's last task when its
@@ -247,15 +256,7 @@ impl Lineage {
                 let run = self.runs.get_mut(flow)?;
                 run.ends.retain(|end| end.peek().is_none());
                 let after = run.ends.clone();
-                let posted = post_after(
-                    &self.config,
-                    &self.in_flight,
-                    &self.abandoned,
-                    http,
-                    run,
-                    after,
-                    event,
-                );
+                let posted = post_after(&self.config, &self.limits, http, run, after, event);
                 run.open.insert(step.clone(), (id, posted));
                 None
             }
@@ -267,15 +268,8 @@ impl Lineage {
                 let kind = end_event(*state)?;
                 let event = self.event_in(kind, flow, parent, step, id);
                 let run = self.runs.get_mut(flow)?;
-                let posted = post_after(
-                    &self.config,
-                    &self.in_flight,
-                    &self.abandoned,
-                    http,
-                    run,
-                    vec![started],
-                    event,
-                );
+                let posted =
+                    post_after(&self.config, &self.limits, http, run, vec![started], event);
                 run.ends.push(posted);
                 None
             }
@@ -290,8 +284,7 @@ impl Lineage {
                     // Awaited with the run's other posts (`run.posts`).
                     drop(post_after(
                         &self.config,
-                        &self.in_flight,
-                        &self.abandoned,
+                        &self.limits,
                         http,
                         &mut run,
                         vec![started],
@@ -436,11 +429,10 @@ fn run_event(kind: &str, run: &StepRun<'_>) -> Value {
 /// Spawns the post of `event` once every delivery in `after` ended,
 /// within the bound of posts in flight; counts its outcome in `run` and
 /// writes a failure to the flow log. Returns its delivery. A raise of
-/// `abandoned` after this call gives it up (counted, not logged).
+/// `limits.abandoned` after this call gives it up (counted, not logged).
 fn post_after(
     config: &Arc<LineageConfig>,
-    in_flight: &Arc<Semaphore>,
-    abandoned: &watch::Sender<u64>,
+    limits: &PostLimits,
     http: &reqwest::Client,
     run: &mut FlowRun,
     after: Vec<Posted>,
@@ -448,11 +440,11 @@ fn post_after(
 ) -> Posted {
     let (config, in_flight, http, outcomes) = (
         config.clone(),
-        in_flight.clone(),
+        limits.in_flight.clone(),
         http.clone(),
         run.outcomes.clone(),
     );
-    let mut abandoned = abandoned.subscribe();
+    let mut abandoned = limits.abandoned.subscribe();
     let generation = *abandoned.borrow();
     let task = tokio::spawn(async move {
         let delivery = async {
