@@ -92,21 +92,103 @@ pub const GROUPS: &[Group] = &[
         mongo: false,
         timeout_secs: 60,
     },
-    // Cluster launch, adoption and termination and the log writer:
-    // promises the binary's tests show too (lost log lines, crashes
-    // mid-run), so all of them run.
+    // Cluster launch, adoption and termination (`clusters.rs`): the
+    // engine's tests of launching, launch failures and retries, fenced
+    // cluster records, orphan jobs and scaling, on the real local cluster;
+    // the binary's of adoption after a kill, `--terminate-orphans`,
+    // `flow cancel`, and `run` cancelling a dead run's jobs before it
+    // starts anything (or refusing to start when one cannot be stopped).
+    // The shared-cluster claims are only exercised by the cloud suites
+    // (EMR on moto, Dataproc, Qubole), whose peers this group does not
+    // start.
     Group {
-        name: "engine-edges",
-        files: &[
-            "crates/flow-engine/src/clusters.rs",
-            "crates/flow-engine/src/logging.rs",
-        ],
+        name: "clusters",
+        files: &["crates/flow-engine/src/clusters.rs"],
         packages: &["flow-engine", "flow-cli"],
-        targets: &[],
-        filters: &[],
+        targets: &[
+            "--test",
+            "behaviour",
+            "--test",
+            "failure_and_recovery",
+            "--test",
+            "fencing",
+            "--test",
+            "engine_paths",
+            "--test",
+            "run_modes",
+            "--test",
+            "jobs_outlive",
+            "--test",
+            "reliability",
+        ],
+        filters: &[
+            "two_clusters_run_independent_steps_concurrently",
+            "cleanup_runs_and_clusters_terminate_after_success_failure_and_panic",
+            "a_cluster_that_fails_to_launch_is_skipped_and_none_fails_the_flow",
+            "cancellation_stops_jobs_runs_cleanups_and_terminates_clusters",
+            "transient_launch_failures_are_retried_with_backoff",
+            "a_fenced_cluster_record_names_the_new_holder",
+            "a_fenced_write_stops_the_run_at_once_and_writes_nothing_more",
+            "the_job_of_a_step_removed_from_the_definition",
+            "run_from_also_reruns_failed_steps_and_scales_clusters",
+            "a_kill_during_main_adopts_the_main_job",
+            "a_pid_reused_by_another_process_is_not_adopted",
+            "recover_terminates_the_clusters_of_the_run_it_recovers",
+            "terminate_orphans_",
+            "run_after_a_crash_ends_the_old_jobs_whole_process_group",
+            "flow_cancel_returns_once_the_dead_runs_job_group_is_gone",
+            "recover_that_finds_a_job_lost_ends_what_it_left",
+            "run_refuses_to_start_anything_while_a_dead_runs_job_cannot_be_stopped",
+            "run_from_an_upstream_step_reruns_a_downstream_job",
+            "recover_after_sigkill_adopts_the_running_job",
+        ],
         features: &[],
         mongo: false,
-        timeout_secs: 900,
+        timeout_secs: 180,
+    },
+    // The log writer (`logging.rs`): the engine's tests of log files,
+    // their confinement, a log file that cannot be written failing the
+    // run, forged lines, and the store's recording of every line; the
+    // binary's of a lost log line halting the run (the independent step
+    // queued behind the failing one never starts), private files under any
+    // umask, `flow logs` and `history` (following a running flow, lines of
+    // a cancelled run reaching the store), and stderr's lines.
+    Group {
+        name: "logging",
+        files: &["crates/flow-engine/src/logging.rs"],
+        packages: &["flow-engine", "flow-cli"],
+        targets: &[
+            "--test",
+            "hardening",
+            "--test",
+            "log_recording",
+            "--test",
+            "behaviour",
+            "--test",
+            "history_logs",
+            "--test",
+            "cli",
+        ],
+        filters: &[
+            "no_flow_name_puts_logs_outside_the_log_directory",
+            "a_log_file_that_cannot_be_written_mid_run_fails_the_run",
+            "a_log_directory_that_is_a_file_refuses_the_run",
+            "an_action_name_cannot_forge_log_lines",
+            "every_log_file_line_is_recorded_in_the_store_for_its_run",
+            "recording_can_be_turned_off",
+            "logs_go_to_flow_and_step_files_with_logger_names",
+            "a_log_file_lost_mid_run_fails_the_run_with_exit_1",
+            "store_and_logs_are_private_whatever_the_umask",
+            "history_lists_runs_and_logs_prints_what_the_files_have",
+            "logs_follow_streams_a_running_flow_until_its_run_ends",
+            "old_lines_go_at_the_next_run_and_recording_can_be_off",
+            "lines_reach_the_store_when_a_run_is_cancelled",
+            "the_hello_example_runs_and_logs",
+            "a_log_file_that_cannot_be_opened_is_reported_once_and_fails_the_run",
+        ],
+        features: &[],
+        mongo: false,
+        timeout_secs: 120,
     },
     // Rollback: `flow rollback` end to end (the engine's own tests have
     // none).
