@@ -470,6 +470,54 @@ main = { action = "fail", message = "boom" }
     assert_eq!(status["steps"][0]["state"], "state_invalid");
 }
 
+/// A step record written before actions were counted (a store from before
+/// the `actions_done` column: its rows read 0) was processed with every
+/// action done, so `flow rollback` undoes all of them, newest first.
+#[test]
+fn rollback_of_a_step_recorded_before_actions_were_counted_undoes_every_action() {
+    let home = Home::new(1);
+    home.write(
+        "old.toml",
+        r#"
+name = "old"
+[[steps]]
+name = "s"
+pre = [{ action = "mkdir", path = "pre.dir", rollback = { action = "rmdir", path = "pre.dir" } }]
+main = { action = "shell", command = "touch main.out", rollback = { action = "rm", path = "main.out" } }
+post = [{ action = "mkdir", path = "post.dir", rollback = { action = "rmdir", path = "post.dir" } }]
+"#,
+    );
+    home.expect(0, &["run", "old.toml", "--timeperiod", TP]);
+    let conn = rusqlite::Connection::open(home.db()).unwrap();
+    let counted: i64 = conn
+        .query_row(
+            "SELECT actions_done FROM step WHERE step_name = 's'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(counted, 3, "pre, main and post were counted");
+    conn.execute("UPDATE step SET actions_done = 0 WHERE step_name = 's'", [])
+        .unwrap();
+    drop(conn);
+    home.expect(
+        0,
+        &["rollback", "old.toml", "--timeperiod", TP, "--step", "s"],
+    );
+    for made in ["pre.dir", "main.out", "post.dir"] {
+        assert!(!home.path(made).exists(), "{made} was not rolled back");
+    }
+    let status = home.status_json("old.toml", TP);
+    let rollbacks: Vec<&str> = status["steps"][0]["rollbacks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(rollbacks, ["mkdir", "shell", "mkdir"], "{status}");
+    assert_eq!(status["steps"][0]["state"], "state_embryo", "{status}");
+}
+
 const DIAMOND: &str = r#"
 name = "diamond"
 [[steps]]
