@@ -98,9 +98,10 @@ pub const GROUPS: &[Group] = &[
     // the binary's of adoption after a kill, `--terminate-orphans`,
     // `flow cancel`, and `run` cancelling a dead run's jobs before it
     // starts anything (or refusing to start when one cannot be stopped).
-    // The shared-cluster claims are only exercised by the cloud suites
-    // (EMR on moto, Dataproc, Qubole), whose peers this group does not
-    // start.
+    // The shared-cluster claims: two overlapping engine runs on the local
+    // cluster under a shared name (the cloud suites, whose peers this
+    // group does not start, show the rest: adopting a dead run's shared
+    // cluster, EMR's reused clusters).
     Group {
         name: "clusters",
         files: &["crates/flow-engine/src/clusters.rs"],
@@ -126,6 +127,7 @@ pub const GROUPS: &[Group] = &[
             "cleanup_runs_and_clusters_terminate_after_success_failure_and_panic",
             "a_cluster_that_fails_to_launch_is_skipped_and_none_fails_the_flow",
             "cancellation_stops_jobs_runs_cleanups_and_terminates_clusters",
+            "overlapping_runs_share_a_named_cluster_launched_once_and_ended_by_the_last",
             "transient_launch_failures_are_retried_with_backoff",
             "a_fenced_cluster_record_names_the_new_holder",
             "a_fenced_write_stops_the_run_at_once_and_writes_nothing_more",

@@ -462,3 +462,95 @@ async fn a_second_engine_is_refused_while_the_first_holds_the_lease() {
     ));
     assert_eq!(second.run().await.unwrap().state, FlowState::Processed);
 }
+
+/// Runs that share a cluster by name (as EMR and Dataproc clusters are
+/// shared; here the real local cluster under a shared name) follow the
+/// store's record of its users: of two overlapping runs the first launches
+/// it and the second joins it, the first to end leaves it up for the other
+/// (recorded `left_up`, saying why), and the last one terminates it, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlapping_runs_share_a_named_cluster_launched_once_and_ended_by_the_last() {
+    let bench = Bench::new();
+    let mut counting = Counting::new(bench.local());
+    counting.shared = Some("pool".to_string());
+    let counting = Arc::new(counting);
+    let (first_hold, second_hold) = (Hold::default(), Hold::default());
+    let graph = |hold: &Hold| {
+        Arc::new(
+            FlowDefinition::new("pooled")
+                .step(StepDefinition::new("wait", hold.action()))
+                .build()
+                .unwrap(),
+        )
+    };
+    let (first_graph, second_graph) = (graph(&first_hold), graph(&second_hold));
+    let first = bench.engine_with(&first_graph, TP, 1, counting.clone(), bench.options());
+    let second = bench.engine_with(
+        &second_graph,
+        "2026112900",
+        1,
+        counting.clone(),
+        bench.options(),
+    );
+    let first = tokio::spawn(async move { first.run().await });
+    first_hold.started.cancelled().await;
+    let second = tokio::spawn(async move { second.run().await });
+    second_hold.started.cancelled().await;
+    // One cluster provisioned (each local cluster is a directory).
+    let provisioned = || {
+        std::fs::read_dir(bench.path(".state/clusters"))
+            .unwrap()
+            .count()
+    };
+    assert_eq!(
+        provisioned(),
+        1,
+        "the second run joined the first one's cluster"
+    );
+    let clusters = |timeperiod: &'static str| {
+        let store = bench.store.clone();
+        async move {
+            store
+                .list_clusters(Some(&FlowKey::new("pooled", tp(timeperiod))))
+                .await
+                .unwrap()
+        }
+    };
+    let first_record = clusters(TP).await;
+    let second_record = clusters("2026112900").await;
+    assert_eq!(first_record.len(), 1, "{first_record:?}");
+    assert_eq!(second_record.len(), 1, "{second_record:?}");
+    assert_eq!(
+        first_record[0].handle.backend_id, second_record[0].handle.backend_id,
+        "one cluster"
+    );
+    assert_eq!(
+        first_record[0]
+            .handle
+            .details
+            .get(flow_core::SHARED_NAME_DETAIL),
+        Some(&"pool".to_string())
+    );
+
+    // The first run ends while the second still uses the cluster.
+    first_hold.release.cancel();
+    assert_eq!(first.await.unwrap().unwrap().state, FlowState::Processed);
+    assert_eq!(counting.terminated.load(Ordering::SeqCst), 0, "left up");
+    let first_record = clusters(TP).await;
+    assert_eq!(first_record[0].state, flow_core::ClusterState::LeftUp);
+    assert!(
+        first_record[0]
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains("1 other run(s) still using it")),
+        "{first_record:?}"
+    );
+
+    // The last one terminates it.
+    second_hold.release.cancel();
+    assert_eq!(second.await.unwrap().unwrap().state, FlowState::Processed);
+    assert_eq!(counting.terminated.load(Ordering::SeqCst), 1);
+    let second_record = clusters("2026112900").await;
+    assert_eq!(second_record[0].state, flow_core::ClusterState::Terminated);
+    assert_eq!(provisioned(), 1);
+}

@@ -270,6 +270,10 @@ pub struct Counting {
     pub created: Arc<AtomicUsize>,
     /// Clusters with these numbers fail to launch.
     pub failing: Vec<usize>,
+    /// The name runs share the clusters by ([`Cluster::shared_name`], as
+    /// EMR and Dataproc clusters are shared): the store's record of its
+    /// users decides who launches and who terminates.
+    pub shared: Option<String>,
 }
 
 impl Counting {
@@ -282,6 +286,7 @@ impl Counting {
             queried: Default::default(),
             created: Default::default(),
             failing: Vec::new(),
+            shared: None,
         }
     }
 }
@@ -293,6 +298,7 @@ struct CountingCluster {
     cancelled: Arc<AtomicUsize>,
     queried: Arc<AtomicUsize>,
     fail_launch: bool,
+    shared: Option<String>,
 }
 
 impl ClusterFactory for Counting {
@@ -312,6 +318,7 @@ impl ClusterFactory for Counting {
             cancelled: self.cancelled.clone(),
             queried: self.queried.clone(),
             fail_launch: self.failing.contains(&n),
+            shared: self.shared.clone(),
         }))
     }
 }
@@ -370,5 +377,8 @@ impl Cluster for CountingCluster {
     }
     fn filesystem(&self) -> &dyn Filesystem {
         self.inner.filesystem()
+    }
+    fn shared_name(&self) -> Option<String> {
+        self.shared.clone()
     }
 }
