@@ -231,12 +231,16 @@ pub const GROUPS: &[Group] = &[
         mongo: false,
         timeout_secs: 120,
     },
-    // The SQLite writer thread: the store's own suites, and the engine's
-    // store faults (a full disk, a read-only file).
+    // The SQLite writer thread (group commit, the inline fast path, busy
+    // waits, rollbacks, error hints): the store's own suites on the real
+    // file, other connections and processes included (`writer.rs` watches
+    // the group commits through the thread's trace events). The engine's store
+    // faults see the same errors through a run; building the engine's tests
+    // for each mutant would triple its time.
     Group {
         name: "sqlite-writer",
         files: &["crates/flow-store-sqlite/src/writer.rs"],
-        packages: &["flow-store-sqlite", "flow-engine"],
+        packages: &["flow-store-sqlite"],
         targets: &[
             "--lib",
             "--test",
@@ -246,7 +250,7 @@ pub const GROUPS: &[Group] = &[
             "--test",
             "process_race",
             "--test",
-            "store_faults",
+            "writer",
         ],
         filters: &[],
         features: &[],
@@ -269,7 +273,7 @@ pub const GROUPS: &[Group] = &[
     // process-group kill: the crate's own tests run real processes
     // (`handles.rs`: pid reuse, a reboot, another cluster's handle;
     // `jobs.rs` and `kill_all.rs`: the group killed, SIGKILL after the
-    // grace period).
+    // grace period). Its filesystem tests check neither file.
     Group {
         name: "local",
         files: &[
@@ -277,18 +281,32 @@ pub const GROUPS: &[Group] = &[
             "crates/flow-cluster-local/src/process.rs",
         ],
         packages: &["flow-cluster-local"],
-        targets: &[],
+        targets: &[
+            "--lib", "--test", "handles", "--test", "jobs", "--test", "kill_all",
+        ],
         filters: &[],
         features: &[],
         mongo: false,
         timeout_secs: 300,
     },
-    // The Mongo store's fence stamps, fenced upserts, lease and begin_run,
-    // on the peer.
+    // The Mongo store's fence stamps and fenced writes: the store
+    // conformance suite's fencing checks (every write with an old lease
+    // refused as `Fenced` and writing nothing), on both peers and on
+    // SecantusDB without transactions.
+    Group {
+        name: "mongo-fence",
+        files: &["crates/flow-store-mongo/src/fence.rs"],
+        packages: &["flow-store-mongo"],
+        targets: &["--test", "conformance"],
+        filters: &["store_conformance"],
+        features: &[],
+        mongo: true,
+        timeout_secs: 300,
+    },
+    // The Mongo store's lease and begin_run, and the ODM, on the peers.
     Group {
         name: "mongo",
         files: &[
-            "crates/flow-store-mongo/src/fence.rs",
             "crates/flow-store-mongo/src/lease.rs",
             "crates/flow-store-mongo/src/begin_run.rs",
             "crates/flow-store-mongo/src/odm.rs",

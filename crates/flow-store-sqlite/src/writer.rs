@@ -324,3 +324,38 @@ fn rollback(conn: &Connection) {
         warn!("store rollback failed: {e}");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rusqlite::ffi;
+
+    fn failure(code: i32) -> rusqlite::Error {
+        rusqlite::Error::SqliteFailure(ffi::Error::new(code), None)
+    }
+
+    /// The failures an operator can act on name what to look at; the
+    /// others are SQLite's message alone.
+    #[test]
+    fn errors_an_operator_can_act_on_carry_a_hint() {
+        let busy = Duration::from_millis(250);
+        for code in [ffi::SQLITE_BUSY, ffi::SQLITE_LOCKED] {
+            let text = describe(&failure(code), busy);
+            assert!(
+                text.contains("held the write lock for longer than busy_timeout 250ms"),
+                "{text}"
+            );
+        }
+        let text = describe(&failure(ffi::SQLITE_READONLY), busy);
+        assert!(
+            text.contains("the database file or its directory is not writable"),
+            "{text}"
+        );
+        for code in [ffi::SQLITE_FULL, ffi::SQLITE_IOERR] {
+            let text = describe(&failure(code), busy);
+            assert!(text.contains("is its disk full"), "{text}");
+        }
+        let constraint = failure(ffi::SQLITE_CONSTRAINT);
+        assert_eq!(describe(&constraint, busy), constraint.to_string());
+    }
+}
