@@ -244,6 +244,48 @@ mod tests {
         );
     }
 
+    /// The edges of "killed by signal N" (N from 1 to 64), and the
+    /// wrapper's own failure, which is no job's exit code.
+    #[test]
+    fn exit_codes_at_the_edges_of_the_signal_range() {
+        let failed = |code| match status_of_exit(code) {
+            JobStatus::Failed { message } => message,
+            other => panic!("{code}: {other:?}"),
+        };
+        assert_eq!(failed(128), "exit code 128");
+        assert_eq!(failed(129), "killed by signal 1");
+        assert_eq!(failed(192), "killed by signal 64");
+        assert_eq!(failed(193), "exit code 193");
+        assert!(
+            failed(WRAPPER_FAILED).contains("could not record the job's pid"),
+            "{}",
+            failed(WRAPPER_FAILED)
+        );
+    }
+
+    /// A file the wrapper is still writing (no newline yet) reads as
+    /// absent, never as a truncated pid or exit code.
+    #[test]
+    fn a_file_without_its_newline_is_not_there_yet() {
+        let dir = tempfile::tempdir().unwrap();
+        let job = JobDir::new(dir.path().to_path_buf());
+        std::fs::write(dir.path().join("pid"), "4242 77").unwrap();
+        std::fs::write(dir.path().join("status"), "1").unwrap();
+        assert_eq!(job.identity().unwrap(), None);
+        assert_eq!(job.exit_code().unwrap(), None);
+        std::fs::write(dir.path().join("pid"), "4242 77 boot\n").unwrap();
+        std::fs::write(dir.path().join("status"), "17\n").unwrap();
+        assert_eq!(
+            job.identity().unwrap(),
+            Some(Identity {
+                pid: 4242,
+                start_time: 77,
+                boot_id: "boot".into()
+            })
+        );
+        assert_eq!(job.exit_code().unwrap(), Some(17));
+    }
+
     #[test]
     fn our_own_start_time_is_readable_and_stable() {
         let me = std::process::id() as libc::pid_t;

@@ -211,3 +211,107 @@ impl Drop for ProcessGroup {
         self.forget();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::CommandExt;
+    use std::process::{Child, Command, Stdio};
+    use std::time::Instant;
+
+    /// Waits (up to a minute) until `done` holds.
+    fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !done() {
+            assert!(Instant::now() < deadline, "gave up waiting for {what}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// `sh` running `script` as the leader of a process group of its own.
+    fn leader(script: &str) -> (Child, Pgid) {
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .process_group(0)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        let pgid = child.id() as Pgid;
+        (child, pgid)
+    }
+
+    /// A group of a sleeping leader and `children` sleeping children, once
+    /// all of them run.
+    fn sleepers(children: usize) -> (Child, Pgid) {
+        let (child, pgid) = leader(&format!(
+            "i=0; while [ $i -lt {children} ]; do sleep 600 & i=$((i+1)); done; exec sleep 600"
+        ));
+        wait_until("the group's members", || {
+            live_members(pgid).len() == children + 1
+        });
+        (child, pgid)
+    }
+
+    /// Only once `/proc` shows no live member may something start in the
+    /// job's place; a hundred processes take a while to die.
+    #[tokio::test]
+    async fn kill_and_wait_returns_only_once_no_member_runs() {
+        let (mut leader, pgid) = sleepers(100);
+        kill_and_wait(pgid).await.unwrap();
+        assert_eq!(live_members(pgid), Vec::<libc::pid_t>::new());
+        leader.wait().unwrap();
+    }
+
+    /// A job that ends on SIGTERM gets the grace period to do so: no
+    /// SIGKILL while it cleans up, and it exits as it chose to.
+    #[tokio::test]
+    async fn end_group_lets_a_job_finish_its_sigterm_cleanup() {
+        let dir = tempfile::tempdir().unwrap();
+        let ready = dir.path().join("ready");
+        let cleaned = dir.path().join("cleaned");
+        let (mut leader, pgid) = leader(&format!(
+            "trap 'sleep 0.3; echo > {cleaned}; exit 3' TERM; echo > {ready}; while :; do sleep 1; done",
+            cleaned = cleaned.display(),
+            ready = ready.display()
+        ));
+        wait_until("the job's trap", || ready.exists());
+        end_group(pgid, Duration::from_secs(60)).await.unwrap();
+        assert!(cleaned.exists(), "the job's cleanup was cut short");
+        assert_eq!(leader.wait().unwrap().code(), Some(3));
+        assert_eq!(live_members(pgid), Vec::<libc::pid_t>::new());
+    }
+
+    /// A pgid is free for the kernel to reuse once its job is reaped: the
+    /// guard leaves both registries then (or when dropped) and never
+    /// signals the group again.
+    #[test]
+    fn a_finished_or_dropped_group_is_deregistered_and_never_signalled_again() {
+        let cluster_jobs = Arc::new(Mutex::new(BTreeSet::new()));
+        let (mut leader, pgid) = sleepers(0);
+        let mut group = ProcessGroup::register(pgid, cluster_jobs.clone());
+        assert!(lock(&LIVE_GROUPS).contains(&pgid));
+        assert!(lock(&cluster_jobs).contains(&pgid));
+        assert!(
+            group.signal(libc::SIGKILL).unwrap(),
+            "the group had its leader"
+        );
+        leader.wait().unwrap();
+        assert!(!group.finish().unwrap(), "nothing was left in the group");
+        assert!(!lock(&LIVE_GROUPS).contains(&pgid));
+        assert!(lock(&cluster_jobs).is_empty());
+        assert!(!group.signal(libc::SIGKILL).unwrap());
+
+        let (mut leader, pgid) = sleepers(0);
+        drop(ProcessGroup::register(pgid, cluster_jobs.clone()));
+        assert!(!lock(&LIVE_GROUPS).contains(&pgid));
+        assert!(lock(&cluster_jobs).is_empty());
+        assert_eq!(
+            live_members(pgid),
+            [pgid],
+            "dropping the guard ended the job"
+        );
+        assert!(signal_group(pgid, libc::SIGKILL).unwrap());
+        leader.wait().unwrap();
+    }
+}
