@@ -13,7 +13,7 @@ use flow_store_sqlite::{SqliteOptions, SqliteStore};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Mutex, Once};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Waker};
 use std::time::{Duration, Instant};
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
