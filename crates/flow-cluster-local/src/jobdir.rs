@@ -286,6 +286,67 @@ mod tests {
         assert_eq!(job.exit_code().unwrap(), Some(17));
     }
 
+    /// Signalling a job's group is safe only while it is the job's: on this
+    /// boot, and its leader gone or still the process that wrote `pid`
+    /// (a start time of 0: the wrapper could not read it, so the pid
+    /// alone decides).
+    #[test]
+    fn a_group_is_the_jobs_only_on_this_boot_with_its_leader_gone_or_unchanged() {
+        let me = std::process::id() as libc::pid_t;
+        let t = start_time(me).expect("own stat");
+        let mine = Identity {
+            pid: me,
+            start_time: t,
+            boot_id: boot_id(),
+        };
+        assert!(group_is_jobs(&mine));
+        let reused = Identity {
+            start_time: t + 1,
+            ..mine.clone()
+        };
+        assert!(!group_is_jobs(&reused), "a pid another process has now");
+        let unread = Identity {
+            start_time: 0,
+            ..mine.clone()
+        };
+        assert!(group_is_jobs(&unread));
+        let gone = Identity {
+            pid: libc::pid_t::MAX,
+            ..mine.clone()
+        };
+        assert!(group_is_jobs(&gone), "a leader gone leaves its members");
+        let rebooted = Identity {
+            boot_id: "another-boot".into(),
+            ..mine
+        };
+        assert!(!group_is_jobs(&rebooted));
+        assert!(!group_is_jobs(&Identity {
+            pid: libc::pid_t::MAX,
+            ..rebooted
+        }));
+    }
+
+    /// A wrapper that ended but was not collected yet (a zombie) is gone,
+    /// not running.
+    #[test]
+    fn a_zombie_is_gone() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id() as libc::pid_t;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while stat_of(pid).is_some_and(|(state, _)| state != "Z") {
+            assert!(std::time::Instant::now() < deadline, "{pid} never ended");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let identity = Identity {
+            pid,
+            start_time: start_time(pid).expect("a zombie keeps its stat"),
+            boot_id: boot_id(),
+        };
+        assert_eq!(liveness(&identity), Liveness::Gone);
+        child.wait().unwrap();
+        assert_eq!(liveness(&identity), Liveness::Gone);
+    }
+
     #[test]
     fn our_own_start_time_is_readable_and_stable() {
         let me = std::process::id() as libc::pid_t;
