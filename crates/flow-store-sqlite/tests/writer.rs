@@ -149,6 +149,35 @@ fn step(name: &str) -> StepRecord {
     StepRecord::embryo("writer", name, TP.parse().unwrap(), None, Utc::now())
 }
 
+type Answer = Result<RecordId, StoreError>;
+
+/// While `other` holds the write lock, `opening`'s save reaches the writer
+/// thread, which takes it alone and waits for the lock; `queued`'s saves
+/// then queue behind it. Releases the lock; returns the answers, the
+/// opening one first.
+async fn behind_the_lock(
+    store: &SqliteStore,
+    lease: &Lease,
+    other: &rusqlite::Connection,
+    opening: &StepRecord,
+    queued: &[StepRecord],
+) -> (Answer, Vec<Answer>) {
+    other.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let first = start(store.save_step(lease, opening));
+    wait_for_group(1);
+    let calls: Vec<Save> = queued
+        .iter()
+        .map(|s| start(store.save_step(lease, s)))
+        .collect();
+    other.execute_batch("ROLLBACK").unwrap();
+    let first = first.await;
+    let mut answers = Vec::new();
+    for call in calls {
+        answers.push(call.await);
+    }
+    (first, answers)
+}
+
 #[tokio::test]
 async fn calls_share_group_commits_of_at_most_512_and_a_failure_fails_only_its_caller() {
     capture();
@@ -200,31 +229,18 @@ async fn calls_share_group_commits_of_at_most_512_and_a_failure_fails_only_its_c
     // Group commit: while another connection holds the write lock, the
     // writer waits for it with one call; 600 more queue behind it and go
     // in groups of at most 512.
-    other.execute_batch("BEGIN EXCLUSIVE").unwrap();
-    let opening = step("first");
-    let first = start(store.save_step(&lease, &opening));
-    wait_for_group(1);
-    let names: Vec<String> = (0..600).map(|i| format!("g{i}")).collect();
-    let steps: Vec<StepRecord> = names.iter().map(|n| step(n)).collect();
-    let queued: Vec<Save> = steps
-        .iter()
-        .map(|s| start(store.save_step(&lease, s)))
-        .collect();
-    other.execute_batch("ROLLBACK").unwrap();
-    first.await.unwrap();
-    for call in queued {
-        call.await.unwrap();
+    let steps: Vec<StepRecord> = (0..600).map(|i| step(&format!("g{i}"))).collect();
+    let (first, answers) = behind_the_lock(&store, &lease, &other, &step("first"), &steps).await;
+    first.unwrap();
+    for answer in answers {
+        answer.unwrap();
     }
     assert_eq!(take_groups(), [1, 512, 88]);
     assert_eq!(store.get_steps(&key).await.unwrap().len(), 604);
 
     // A change that fails alone fails its caller, with no retry.
-    other.execute_batch("BEGIN EXCLUSIVE").unwrap();
-    let poison = step("poison");
-    let alone = start(store.save_step(&lease, &poison));
-    wait_for_group(1);
-    other.execute_batch("ROLLBACK").unwrap();
-    let err = alone.await.unwrap_err();
+    let (alone, _) = behind_the_lock(&store, &lease, &other, &step("poison"), &[]).await;
+    let err = alone.unwrap_err();
     assert!(err.to_string().contains("poisoned step"), "{err}");
     assert_eq!(
         warnings(),
@@ -235,20 +251,12 @@ async fn calls_share_group_commits_of_at_most_512_and_a_failure_fails_only_its_c
 
     // A change that fails in a group fails only its caller: the others
     // are retried one by one and land.
-    other.execute_batch("BEGIN EXCLUSIVE").unwrap();
-    let opening = step("second");
-    let first = start(store.save_step(&lease, &opening));
-    wait_for_group(1);
     let names = ["h1", "h2", "h3", "h4", "poison", "h5", "h6", "h7", "h8"];
     let steps: Vec<StepRecord> = names.iter().map(|n| step(n)).collect();
-    let queued: Vec<Save> = steps
-        .iter()
-        .map(|s| start(store.save_step(&lease, s)))
-        .collect();
-    other.execute_batch("ROLLBACK").unwrap();
-    first.await.unwrap();
-    for (name, call) in names.iter().zip(queued) {
-        match (*name, call.await) {
+    let (first, answers) = behind_the_lock(&store, &lease, &other, &step("second"), &steps).await;
+    first.unwrap();
+    for (name, answer) in names.iter().zip(answers) {
+        match (*name, answer) {
             ("poison", Err(e)) => assert!(e.to_string().contains("poisoned step"), "{e}"),
             ("poison", Ok(_)) => panic!("the poisoned step was saved"),
             (name, result) => {
