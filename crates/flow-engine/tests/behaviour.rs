@@ -531,6 +531,8 @@ async fn overlapping_runs_share_a_named_cluster_launched_once_and_ended_by_the_l
             .get(flow_core::SHARED_NAME_DETAIL),
         Some(&"pool".to_string())
     );
+    // A local cluster has no instances to bill (known, not unknown).
+    assert_eq!(first_record[0].usage.instances, Some(Vec::new()));
 
     // The first run ends while the second still uses the cluster.
     first_hold.release.cancel();

@@ -381,4 +381,7 @@ impl Cluster for CountingCluster {
     fn shared_name(&self) -> Option<String> {
         self.shared.clone()
     }
+    fn instances(&self) -> Option<Vec<flow_core::InstanceGroup>> {
+        self.inner.instances()
+    }
 }
