@@ -131,6 +131,7 @@ pub const GROUPS: &[Group] = &[
             "transient_launch_failures_are_retried_with_backoff",
             "a_fenced_cluster_record_names_the_new_holder",
             "a_fenced_write_stops_the_run_at_once_and_writes_nothing_more",
+            "a_lease_lost_while_a_cluster_comes_up_leaves_the_cluster_to_the_new_holder",
             "the_job_of_a_step_removed_from_the_definition",
             "run_from_also_reruns_failed_steps_and_scales_clusters",
             "a_kill_during_main_adopts_the_main_job",

@@ -153,7 +153,8 @@ async fn a_fenced_cluster_record_names_the_new_holder() {
         observer: Some(Arc::new(StealOnStart(bench.path("flow.db")))),
         ..bench.options()
     };
-    let engine = bench.engine_with(&graph, TP, 1, bench.local(), options);
+    let counting = Arc::new(Counting::new(bench.local()));
+    let engine = bench.engine_with(&graph, TP, 1, counting.clone(), options);
     match engine.run().await {
         Err(EngineError::LeaseLost { holder, .. }) => {
             assert_eq!(holder.as_deref(), Some("thief"))
@@ -165,4 +166,77 @@ async fn a_fenced_cluster_record_names_the_new_holder() {
     assert!(steps
         .iter()
         .all(|s| s.state == flow_core::StepState::Embryo));
+    // Its first record was refused, so nobody else knows of the cluster:
+    // this run ended it.
+    assert_eq!(
+        counting
+            .terminated
+            .load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the unrecorded cluster was terminated"
+    );
+}
+
+/// The lease taken over while the cluster comes up (after its first
+/// record, so the new holder knows of it): the run stops with the lease
+/// lost and leaves the cluster to the new holder, whether the cluster came
+/// up or failed to.
+#[tokio::test]
+async fn a_lease_lost_while_a_cluster_comes_up_leaves_the_cluster_to_the_new_holder() {
+    for fails in [false, true] {
+        let bench = Bench::new();
+        let graph = Arc::new(
+            FlowDefinition::new("fenced")
+                .step(StepDefinition::new(
+                    "only",
+                    ActionInstance::new(Arc::new(Identity)),
+                ))
+                .build()
+                .unwrap(),
+        );
+        let options = EngineOptions {
+            lease_ttl: Duration::from_secs(3600),
+            heartbeat_interval: Duration::from_secs(1800),
+            ..bench.options()
+        };
+        let mut counting = Counting::new(bench.local());
+        let db = bench.path("flow.db");
+        counting.before_ready = Some(Arc::new(move || {
+            rusqlite::Connection::open(&db)
+                .unwrap()
+                .execute("UPDATE lease SET owner = 'thief', token = token + 1", [])
+                .unwrap();
+            if fails {
+                Err("refused by the test".to_string())
+            } else {
+                Ok(())
+            }
+        }));
+        let counting = Arc::new(counting);
+        let engine = bench.engine_with(&graph, TP, 1, counting.clone(), options);
+        match engine.run().await {
+            Err(EngineError::LeaseLost { holder, .. }) => {
+                assert_eq!(holder.as_deref(), Some("thief"), "fails: {fails}")
+            }
+            other => panic!("fails: {fails}: expected LeaseLost, got {other:?}"),
+        }
+        assert_eq!(
+            counting
+                .terminated
+                .load(std::sync::atomic::Ordering::SeqCst),
+            0,
+            "fails: {fails}: the recorded cluster is the new holder's to end"
+        );
+        let clusters = bench
+            .store
+            .list_clusters(Some(&FlowKey::new("fenced", tp(TP))))
+            .await
+            .unwrap();
+        assert_eq!(clusters.len(), 1, "fails: {fails}: {clusters:?}");
+        assert_eq!(
+            clusters[0].state,
+            flow_core::ClusterState::Launching,
+            "fails: {fails}: no write after the lease changed hands"
+        );
+    }
 }

@@ -274,7 +274,13 @@ pub struct Counting {
     /// EMR and Dataproc clusters are shared): the store's record of its
     /// users decides who launches and who terminates.
     pub shared: Option<String>,
+    /// Called when a cluster is waited for, before the real wait; an
+    /// error fails the launch with it (a test's way to act at that moment).
+    pub before_ready: Option<BeforeReady>,
 }
+
+/// See [`Counting::before_ready`].
+pub type BeforeReady = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
 
 impl Counting {
     pub fn new(inner: Arc<dyn ClusterFactory>) -> Self {
@@ -287,6 +293,7 @@ impl Counting {
             created: Default::default(),
             failing: Vec::new(),
             shared: None,
+            before_ready: None,
         }
     }
 }
@@ -299,6 +306,7 @@ struct CountingCluster {
     queried: Arc<AtomicUsize>,
     fail_launch: bool,
     shared: Option<String>,
+    before_ready: Option<BeforeReady>,
 }
 
 impl ClusterFactory for Counting {
@@ -319,6 +327,7 @@ impl ClusterFactory for Counting {
             queried: self.queried.clone(),
             fail_launch: self.failing.contains(&n),
             shared: self.shared.clone(),
+            before_ready: self.before_ready.clone(),
         }))
     }
 }
@@ -342,6 +351,13 @@ impl Cluster for CountingCluster {
         self.inner.provision().await
     }
     async fn wait_ready(&self) -> Result<(), ClusterError> {
+        if let Some(before) = &self.before_ready {
+            before().map_err(|message| ClusterError::Launch {
+                cluster: self.name().to_string(),
+                message,
+                transient: false,
+            })?;
+        }
         self.inner.wait_ready().await?;
         self.launched.fetch_add(1, Ordering::SeqCst);
         Ok(())
