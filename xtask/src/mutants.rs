@@ -128,6 +128,7 @@ pub const GROUPS: &[Group] = &[
             "a_cluster_that_fails_to_launch_is_skipped_and_none_fails_the_flow",
             "cancellation_stops_jobs_runs_cleanups_and_terminates_clusters",
             "overlapping_runs_share_a_named_cluster_launched_once_and_ended_by_the_last",
+            "cluster_records_keep_a_failed_launch_and_a_failed_termination",
             "transient_launch_failures_are_retried_with_backoff",
             "a_fenced_cluster_record_names_the_new_holder",
             "a_fenced_write_stops_the_run_at_once_and_writes_nothing_more",

@@ -178,6 +178,76 @@ async fn a_cluster_that_fails_to_launch_is_skipped_and_none_fails_the_flow() {
     assert_eq!(counting.terminated.load(Ordering::SeqCst), 2);
 }
 
+/// A cluster that fails to come up keeps `launch_failed` and the reason on
+/// its record after the run ended it; one that cannot be terminated is in
+/// the report as possibly still up, recorded `terminate_failed` with why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_records_keep_a_failed_launch_and_a_failed_termination() {
+    let bench = Bench::new();
+    let graph = Arc::new(
+        FlowDefinition::new("ends")
+            .step(StepDefinition::new("a", act(Identity)))
+            .build()
+            .unwrap(),
+    );
+    let records = |timeperiod: &'static str| {
+        let store = bench.store.clone();
+        async move {
+            store
+                .list_clusters(Some(&FlowKey::new("ends", tp(timeperiod))))
+                .await
+                .unwrap()
+        }
+    };
+
+    let mut counting = Counting::new(bench.local());
+    counting.before_ready = Some(Arc::new(|| Err("not ready, by the test".to_string())));
+    let counting = Arc::new(counting);
+    let report = bench
+        .engine_with(&graph, TP, 1, counting.clone(), bench.options())
+        .run()
+        .await
+        .unwrap();
+    assert_eq!(report.state, FlowState::Invalid);
+    assert_eq!(counting.terminated.load(Ordering::SeqCst), 1);
+    assert!(report.clusters_left_up.is_empty(), "{report:?}");
+    let record = records(TP).await;
+    assert_eq!(record.len(), 1, "{record:?}");
+    assert_eq!(record[0].state, flow_core::ClusterState::LaunchFailed);
+    assert!(
+        record[0]
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains("not ready, by the test")),
+        "{record:?}"
+    );
+
+    let mut counting = Counting::new(bench.local());
+    counting.terminate_error = Some("refused, by the test".to_string());
+    let counting = Arc::new(counting);
+    let report = bench
+        .engine_with(&graph, "2026112900", 1, counting.clone(), bench.options())
+        .run()
+        .await
+        .unwrap();
+    assert_eq!(report.state, FlowState::Processed);
+    assert_eq!(report.clusters_left_up.len(), 1, "{report:?}");
+    assert!(
+        report.clusters_left_up[0].starts_with("local-0: ")
+            && report.clusters_left_up[0].contains("refused, by the test"),
+        "{report:?}"
+    );
+    let record = records("2026112900").await;
+    assert_eq!(record[0].state, flow_core::ClusterState::TerminateFailed);
+    assert!(
+        record[0]
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains("refused, by the test")),
+        "{record:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_go_to_flow_and_step_files_with_logger_names() {
     let bench = Bench::new();

@@ -277,6 +277,8 @@ pub struct Counting {
     /// Called when a cluster is waited for, before the real wait; an
     /// error fails the launch with it (a test's way to act at that moment).
     pub before_ready: Option<BeforeReady>,
+    /// Each cluster's `terminate` fails with this (after the real one).
+    pub terminate_error: Option<String>,
 }
 
 /// See [`Counting::before_ready`].
@@ -294,6 +296,7 @@ impl Counting {
             failing: Vec::new(),
             shared: None,
             before_ready: None,
+            terminate_error: None,
         }
     }
 }
@@ -307,6 +310,7 @@ struct CountingCluster {
     fail_launch: bool,
     shared: Option<String>,
     before_ready: Option<BeforeReady>,
+    terminate_error: Option<String>,
 }
 
 impl ClusterFactory for Counting {
@@ -328,6 +332,7 @@ impl ClusterFactory for Counting {
             fail_launch: self.failing.contains(&n),
             shared: self.shared.clone(),
             before_ready: self.before_ready.clone(),
+            terminate_error: self.terminate_error.clone(),
         }))
     }
 }
@@ -389,7 +394,14 @@ impl Cluster for CountingCluster {
     }
     async fn terminate(&self) -> Result<(), ClusterError> {
         self.terminated.fetch_add(1, Ordering::SeqCst);
-        self.inner.terminate().await
+        self.inner.terminate().await?;
+        match &self.terminate_error {
+            Some(message) => Err(ClusterError::Terminate {
+                cluster: self.name().to_string(),
+                message: message.clone(),
+            }),
+            None => Ok(()),
+        }
     }
     fn filesystem(&self) -> &dyn Filesystem {
         self.inner.filesystem()
