@@ -98,10 +98,10 @@ pub const GROUPS: &[Group] = &[
     // the binary's of adoption after a kill, `--terminate-orphans`,
     // `flow cancel`, and `run` cancelling a dead run's jobs before it
     // starts anything (or refusing to start when one cannot be stopped).
-    // The shared-cluster claims: two overlapping engine runs on the local
-    // cluster under a shared name (the cloud suites, whose peers this
-    // group does not start, show the rest: adopting a dead run's shared
-    // cluster, EMR's reused clusters).
+    // The shared-cluster claims: engine runs on the local cluster under a
+    // shared name (two overlapping runs; a dead run's cluster adopted). EMR's
+    // reused clusters only the cloud suites show, whose peers this group
+    // does not start.
     Group {
         name: "clusters",
         files: &["crates/flow-engine/src/clusters.rs"],
@@ -129,6 +129,7 @@ pub const GROUPS: &[Group] = &[
             "cancellation_stops_jobs_runs_cleanups_and_terminates_clusters",
             "overlapping_runs_share_a_named_cluster_launched_once_and_ended_by_the_last",
             "cluster_records_keep_a_failed_launch_and_a_failed_termination",
+            "a_dead_runs_shared_cluster_is_adopted_by_the_next_run_not_launched_again",
             "transient_launch_failures_are_retried_with_backoff",
             "a_fenced_cluster_record_names_the_new_holder",
             "a_fenced_write_stops_the_run_at_once_and_writes_nothing_more",

@@ -626,3 +626,83 @@ async fn overlapping_runs_share_a_named_cluster_launched_once_and_ended_by_the_l
     assert_eq!(second_record[0].state, flow_core::ClusterState::Terminated);
     assert_eq!(provisioned(), 1);
 }
+
+/// Takes the flow's lease over in the store file, as a run that found this
+/// one stalled would, with a heartbeat a day old (so the next engine takes
+/// it over at once): the run stops as if its engine had died, with its
+/// records and its cluster as they were.
+#[derive(Debug)]
+struct StealStale(PathBuf);
+
+#[async_trait]
+impl Action for StealStale {
+    fn kind(&self) -> &str {
+        "steal"
+    }
+    async fn run(&self, _cx: &ActionContext<'_>) -> Result<ActionOutcome, ActionError> {
+        let taken = rusqlite::Connection::open(&self.0)
+            .unwrap()
+            .execute(
+                "UPDATE lease SET owner = 'thief', token = token + 1, \
+                 heartbeat_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-1 day')",
+                [],
+            )
+            .unwrap();
+        assert_eq!(taken, 1);
+        Ok(ActionOutcome::Done)
+    }
+}
+
+/// A shared cluster a dead run left up is adopted by the flow's next run
+/// through the store's record of its users (the name still points at it):
+/// reused, not launched again, and terminated by that run as its last user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_runs_shared_cluster_is_adopted_by_the_next_run_not_launched_again() {
+    let bench = Bench::new();
+    let shared = || {
+        let mut counting = Counting::new(bench.local());
+        counting.shared = Some("pool".to_string());
+        Arc::new(counting)
+    };
+    let graph = |action: ActionInstance| {
+        Arc::new(
+            FlowDefinition::new("left")
+                .step(StepDefinition::new("s", action))
+                .build()
+                .unwrap(),
+        )
+    };
+    let dead = shared();
+    let dying = graph(act(StealStale(bench.path("flow.db"))));
+    match bench
+        .engine_with(&dying, TP, 1, dead.clone(), bench.options())
+        .run()
+        .await
+    {
+        Err(EngineError::LeaseLost { .. }) => {}
+        other => panic!("expected LeaseLost, got {other:?}"),
+    }
+    assert_eq!(dead.terminated.load(Ordering::SeqCst), 0, "left up");
+    let key = FlowKey::new("left", tp(TP));
+    let left = bench.store.list_clusters(Some(&key)).await.unwrap();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(left[0].state, flow_core::ClusterState::Up);
+
+    let next = shared();
+    let report = bench
+        .engine_with(&graph(act(Identity)), TP, 1, next.clone(), bench.options())
+        .recover()
+        .await
+        .unwrap();
+    assert_eq!(report.state, FlowState::Processed, "{report:?}");
+    let provisioned = std::fs::read_dir(bench.path(".state/clusters"))
+        .unwrap()
+        .count();
+    assert_eq!(provisioned, 1, "the dead run's cluster was reused");
+    assert_eq!(next.terminated.load(Ordering::SeqCst), 1);
+    let records = bench.store.list_clusters(Some(&key)).await.unwrap();
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0].handle.backend_id, left[0].handle.backend_id);
+    assert_eq!(records[0].run, report.run, "adopted by the next run");
+    assert_eq!(records[0].state, flow_core::ClusterState::Terminated);
+}
