@@ -130,6 +130,7 @@ pub const GROUPS: &[Group] = &[
             "overlapping_runs_share_a_named_cluster_launched_once_and_ended_by_the_last",
             "cluster_records_keep_a_failed_launch_and_a_failed_termination",
             "a_dead_runs_shared_cluster_is_adopted_by_the_next_run_not_launched_again",
+            "a_dead_runs_clusters_are_all_adopted_and_ended_but_only_as_many_used_as_asked",
             "transient_launch_failures_are_retried_with_backoff",
             "a_fenced_cluster_record_names_the_new_holder",
             "a_fenced_write_stops_the_run_at_once_and_writes_nothing_more",

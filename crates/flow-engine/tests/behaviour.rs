@@ -706,3 +706,56 @@ async fn a_dead_runs_shared_cluster_is_adopted_by_the_next_run_not_launched_agai
     assert_eq!(records[0].run, report.run, "adopted by the next run");
     assert_eq!(records[0].state, flow_core::ClusterState::Terminated);
 }
+
+/// The next run adopts every cluster a dead run left up (their jobs may be
+/// its to adopt) and terminates them all at its end, but takes steps on
+/// only as many as it asks for: here the dead run had two, the next asks
+/// for one, and nothing new is launched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_runs_clusters_are_all_adopted_and_ended_but_only_as_many_used_as_asked() {
+    let bench = Bench::new();
+    let graph = |action: ActionInstance| {
+        Arc::new(
+            FlowDefinition::new("two")
+                .step(StepDefinition::new("s", action))
+                .step(StepDefinition::new("t", act(Identity)))
+                .build()
+                .unwrap(),
+        )
+    };
+    let dead = Arc::new(Counting::new(bench.local()));
+    let dying = graph(act(StealStale(bench.path("flow.db"))));
+    match bench
+        .engine_with(&dying, TP, 2, dead.clone(), bench.options())
+        .run()
+        .await
+    {
+        Err(EngineError::LeaseLost { .. }) => {}
+        other => panic!("expected LeaseLost, got {other:?}"),
+    }
+    assert_eq!(dead.terminated.load(Ordering::SeqCst), 0, "left up");
+
+    let next = Arc::new(Counting::new(bench.local()));
+    let report = bench
+        .engine_with(&graph(act(Identity)), TP, 1, next.clone(), bench.options())
+        .recover()
+        .await
+        .unwrap();
+    assert_eq!(report.state, FlowState::Processed, "{report:?}");
+    assert_eq!(report.clusters_launched, 1, "one worker, as asked");
+    let provisioned = std::fs::read_dir(bench.path(".state/clusters"))
+        .unwrap()
+        .count();
+    assert_eq!(provisioned, 2, "nothing launched anew");
+    assert_eq!(next.terminated.load(Ordering::SeqCst), 2, "both ended");
+    let records = bench
+        .store
+        .list_clusters(Some(&FlowKey::new("two", tp(TP))))
+        .await
+        .unwrap();
+    assert_eq!(records.len(), 2, "{records:?}");
+    for record in &records {
+        assert_eq!(record.run, report.run, "{records:?}");
+        assert_eq!(record.state, flow_core::ClusterState::Terminated);
+    }
+}
