@@ -950,6 +950,18 @@ main = { action = "shell", command = "echo $$ > job-{timeperiod}.pid; sleep 30" 
         };
         assert_eq!(record["state"], expected, "{records}");
     }
+    // The step whose job ended with the cluster is closed (failed, saying
+    // why), so one `recover` runs it again; the other timeperiod's is not.
+    let closed = home.status_json("two.toml", TP);
+    assert_eq!(closed["steps"][0]["state"], "state_invalid", "{closed}");
+    assert!(
+        closed["steps"][0]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("terminated by `flow clusters --terminate-orphans`")),
+        "{closed}"
+    );
+    let other = home.status_json("two.toml", OTHER);
+    assert_eq!(other["steps"][0]["state"], "state_in_progress", "{other}");
     // Clean up the other one, once its dead engine's lease has run out (it
     // was killed just now: until then its cluster is held, not an orphan).
     let out = home.once_accepted(&["clusters", "--terminate-orphans"]);
