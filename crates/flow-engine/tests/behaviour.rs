@@ -567,13 +567,8 @@ async fn overlapping_runs_share_a_named_cluster_launched_once_and_ended_by_the_l
     let second = tokio::spawn(async move { second.run().await });
     second_hold.started.cancelled().await;
     // One cluster provisioned (each local cluster is a directory).
-    let provisioned = || {
-        std::fs::read_dir(bench.path(".state/clusters"))
-            .unwrap()
-            .count()
-    };
     assert_eq!(
-        provisioned(),
+        provisioned(&bench),
         1,
         "the second run joined the first one's cluster"
     );
@@ -624,7 +619,7 @@ async fn overlapping_runs_share_a_named_cluster_launched_once_and_ended_by_the_l
     assert_eq!(counting.terminated.load(Ordering::SeqCst), 1);
     let second_record = clusters("2026112900").await;
     assert_eq!(second_record[0].state, flow_core::ClusterState::Terminated);
-    assert_eq!(provisioned(), 1);
+    assert_eq!(provisioned(&bench), 1);
 }
 
 /// Takes the flow's lease over in the store file, as a run that found this
@@ -653,6 +648,63 @@ impl Action for StealStale {
     }
 }
 
+/// Flow `name`: step `s` (`first`), and `t` when `two`.
+fn dead_run_graph(name: &str, first: ActionInstance, two: bool) -> Arc<flow_core::FlowGraph> {
+    let mut flow = FlowDefinition::new(name).step(StepDefinition::new("s", first));
+    if two {
+        flow = flow.step(StepDefinition::new("t", act(Identity)));
+    }
+    Arc::new(flow.build().unwrap())
+}
+
+/// Runs flow `name` on `clusters` clusters of `factory` until its step `s`
+/// takes the lease over ([`StealStale`]): the run dies as a killed engine
+/// would, leaving its clusters up.
+async fn die_leaving_clusters_up(
+    bench: &Bench,
+    name: &str,
+    two: bool,
+    clusters: usize,
+    factory: Arc<Counting>,
+) {
+    let dying = dead_run_graph(name, act(StealStale(bench.path("flow.db"))), two);
+    match bench
+        .engine_with(&dying, TP, clusters, factory.clone(), bench.options())
+        .run()
+        .await
+    {
+        Err(EngineError::LeaseLost { .. }) => {}
+        other => panic!("expected LeaseLost, got {other:?}"),
+    }
+    assert_eq!(factory.terminated.load(Ordering::SeqCst), 0, "left up");
+}
+
+/// `recover` of what [`die_leaving_clusters_up`] left, its step `s` now
+/// doing nothing: the flow ends processed.
+async fn recover_processed(
+    bench: &Bench,
+    name: &str,
+    two: bool,
+    clusters: usize,
+    factory: Arc<Counting>,
+) -> flow_engine::RunReport {
+    let graph = dead_run_graph(name, act(Identity), two);
+    let report = bench
+        .engine_with(&graph, TP, clusters, factory, bench.options())
+        .recover()
+        .await
+        .unwrap();
+    assert_eq!(report.state, FlowState::Processed, "{report:?}");
+    report
+}
+
+/// How many local clusters were provisioned (each is a directory).
+fn provisioned(bench: &Bench) -> usize {
+    std::fs::read_dir(bench.path(".state/clusters"))
+        .unwrap()
+        .count()
+}
+
 /// A shared cluster a dead run left up is adopted by the flow's next run
 /// through the store's record of its users (the name still points at it):
 /// reused, not launched again, and terminated by that run as its last user.
@@ -664,41 +716,15 @@ async fn a_dead_runs_shared_cluster_is_adopted_by_the_next_run_not_launched_agai
         counting.shared = Some("pool".to_string());
         Arc::new(counting)
     };
-    let graph = |action: ActionInstance| {
-        Arc::new(
-            FlowDefinition::new("left")
-                .step(StepDefinition::new("s", action))
-                .build()
-                .unwrap(),
-        )
-    };
-    let dead = shared();
-    let dying = graph(act(StealStale(bench.path("flow.db"))));
-    match bench
-        .engine_with(&dying, TP, 1, dead.clone(), bench.options())
-        .run()
-        .await
-    {
-        Err(EngineError::LeaseLost { .. }) => {}
-        other => panic!("expected LeaseLost, got {other:?}"),
-    }
-    assert_eq!(dead.terminated.load(Ordering::SeqCst), 0, "left up");
+    die_leaving_clusters_up(&bench, "left", false, 1, shared()).await;
     let key = FlowKey::new("left", tp(TP));
     let left = bench.store.list_clusters(Some(&key)).await.unwrap();
     assert_eq!(left.len(), 1, "{left:?}");
     assert_eq!(left[0].state, flow_core::ClusterState::Up);
 
     let next = shared();
-    let report = bench
-        .engine_with(&graph(act(Identity)), TP, 1, next.clone(), bench.options())
-        .recover()
-        .await
-        .unwrap();
-    assert_eq!(report.state, FlowState::Processed, "{report:?}");
-    let provisioned = std::fs::read_dir(bench.path(".state/clusters"))
-        .unwrap()
-        .count();
-    assert_eq!(provisioned, 1, "the dead run's cluster was reused");
+    let report = recover_processed(&bench, "left", false, 1, next.clone()).await;
+    assert_eq!(provisioned(&bench), 1, "the dead run's cluster was reused");
     assert_eq!(next.terminated.load(Ordering::SeqCst), 1);
     let records = bench.store.list_clusters(Some(&key)).await.unwrap();
     assert_eq!(records.len(), 1, "{records:?}");
@@ -714,39 +740,13 @@ async fn a_dead_runs_shared_cluster_is_adopted_by_the_next_run_not_launched_agai
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_runs_clusters_are_all_adopted_and_ended_but_only_as_many_used_as_asked() {
     let bench = Bench::new();
-    let graph = |action: ActionInstance| {
-        Arc::new(
-            FlowDefinition::new("two")
-                .step(StepDefinition::new("s", action))
-                .step(StepDefinition::new("t", act(Identity)))
-                .build()
-                .unwrap(),
-        )
-    };
     let dead = Arc::new(Counting::new(bench.local()));
-    let dying = graph(act(StealStale(bench.path("flow.db"))));
-    match bench
-        .engine_with(&dying, TP, 2, dead.clone(), bench.options())
-        .run()
-        .await
-    {
-        Err(EngineError::LeaseLost { .. }) => {}
-        other => panic!("expected LeaseLost, got {other:?}"),
-    }
-    assert_eq!(dead.terminated.load(Ordering::SeqCst), 0, "left up");
+    die_leaving_clusters_up(&bench, "two", true, 2, dead).await;
 
     let next = Arc::new(Counting::new(bench.local()));
-    let report = bench
-        .engine_with(&graph(act(Identity)), TP, 1, next.clone(), bench.options())
-        .recover()
-        .await
-        .unwrap();
-    assert_eq!(report.state, FlowState::Processed, "{report:?}");
+    let report = recover_processed(&bench, "two", true, 1, next.clone()).await;
     assert_eq!(report.clusters_launched, 1, "one worker, as asked");
-    let provisioned = std::fs::read_dir(bench.path(".state/clusters"))
-        .unwrap()
-        .count();
-    assert_eq!(provisioned, 2, "nothing launched anew");
+    assert_eq!(provisioned(&bench), 2, "nothing launched anew");
     assert_eq!(next.terminated.load(Ordering::SeqCst), 2, "both ended");
     let records = bench
         .store

@@ -135,10 +135,9 @@ impl flow_engine::RunObserver for StealOnStart {
     }
 }
 
-#[tokio::test]
-async fn a_fenced_cluster_record_names_the_new_holder() {
-    let bench = Bench::new();
-    let graph = Arc::new(
+/// Flow `fenced`: one step that does nothing.
+fn one_step() -> Arc<flow_core::FlowGraph> {
+    Arc::new(
         FlowDefinition::new("fenced")
             .step(StepDefinition::new(
                 "only",
@@ -146,12 +145,26 @@ async fn a_fenced_cluster_record_names_the_new_holder() {
             ))
             .build()
             .unwrap(),
-    );
-    let options = EngineOptions {
+    )
+}
+
+/// Options under which only the fence notices a lease taken over: the
+/// heartbeat never runs during the test.
+fn never_renewing(bench: &Bench) -> EngineOptions {
+    EngineOptions {
         lease_ttl: Duration::from_secs(3600),
         heartbeat_interval: Duration::from_secs(1800),
-        observer: Some(Arc::new(StealOnStart(bench.path("flow.db")))),
         ..bench.options()
+    }
+}
+
+#[tokio::test]
+async fn a_fenced_cluster_record_names_the_new_holder() {
+    let bench = Bench::new();
+    let graph = one_step();
+    let options = EngineOptions {
+        observer: Some(Arc::new(StealOnStart(bench.path("flow.db")))),
+        ..never_renewing(&bench)
     };
     let counting = Arc::new(Counting::new(bench.local()));
     let engine = bench.engine_with(&graph, TP, 1, counting.clone(), options);
@@ -185,20 +198,8 @@ async fn a_fenced_cluster_record_names_the_new_holder() {
 async fn a_lease_lost_while_a_cluster_comes_up_leaves_the_cluster_to_the_new_holder() {
     for fails in [false, true] {
         let bench = Bench::new();
-        let graph = Arc::new(
-            FlowDefinition::new("fenced")
-                .step(StepDefinition::new(
-                    "only",
-                    ActionInstance::new(Arc::new(Identity)),
-                ))
-                .build()
-                .unwrap(),
-        );
-        let options = EngineOptions {
-            lease_ttl: Duration::from_secs(3600),
-            heartbeat_interval: Duration::from_secs(1800),
-            ..bench.options()
-        };
+        let graph = one_step();
+        let options = never_renewing(&bench);
         let mut counting = Counting::new(bench.local());
         let db = bench.path("flow.db");
         counting.before_ready = Some(Arc::new(move || {
