@@ -2,9 +2,11 @@
 //! written once: the errors a cluster names itself in
 //! ([`ClusterErrors`], for any [`Cluster`]), one poller per key shared by
 //! the run's clusters on that key ([`PollerMap`]), waiting for a job unless
-//! the step is cancelled ([`wait_job`]), and a job's [`JobStatus`] from its
-//! phase ([`job_status`]). What a cloud asks, and how it names its jobs in
-//! messages, stays in its crate.
+//! the step is cancelled ([`wait_job`]), a job's [`JobStatus`] from its
+//! phase ([`job_status`]), and the skeleton of a job source that lists a
+//! cluster's jobs ([`unlisted`]: the jobs no listing showed, read by id one
+//! per tick). What a cloud asks, and how it names its jobs in messages,
+//! stays in its crate.
 
 use crate::outcome::{Outcome, Phase};
 use crate::poll::{Finished, JobSource, Poller};
@@ -14,6 +16,10 @@ use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::sync::{Mutex, PoisonError};
+
+pub mod unlisted;
+
+pub use unlisted::{answer_with, Read, Unlisted};
 
 /// The errors of a cluster, each naming it (its [`Cluster::name`]).
 pub trait ClusterErrors {

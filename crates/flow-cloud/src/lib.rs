@@ -25,7 +25,8 @@
 //!   minutes after the step ends).
 //! - [`names`]: names a cloud limits in length, shortened with a hash of
 //!   the whole instead of cut, so two keys never share a cluster by
-//!   accident.
+//!   accident; the names of a run's clusters (a base, configured or from
+//!   the run key, and the run's index of the cluster).
 //! - [`errors`]: errors as people read them: a service's code and message
 //!   on one line, an error with its causes, how often a call was tried;
 //!   never a client library's `Debug` dump.
@@ -40,7 +41,10 @@
 //!   its poller: the errors a cluster names itself in ([`cluster::ClusterErrors`]),
 //!   one poller per key shared by the run's clusters on it
 //!   ([`cluster::PollerMap`]), a job's wait unless the step is cancelled
-//!   ([`cluster::wait_job`]), and a job's status from its phase.
+//!   ([`cluster::wait_job`]), a job's status from its phase, and the
+//!   skeleton of a job source that lists a cluster's jobs
+//!   ([`cluster::unlisted`]: the jobs no listing showed, read by id one per
+//!   tick, the others counting as running meanwhile).
 //! - `http` (feature `http`): the REST clusters' HTTP client bounded by
 //!   the settings' timeouts, a request without an answer as people read it
 //!   (naming the timeout setting that fired), an answer's `Retry-After`.

@@ -14,6 +14,7 @@ use crate::webhcat::WebHcat;
 use async_trait::async_trait;
 use flow_cloud::cluster::{wait_job, ClusterErrors, PollerMap};
 use flow_cloud::http::HttpTimeouts;
+use flow_cloud::names::{numbered_name, run_key_name};
 use flow_cloud::tail::last_lines;
 use flow_cloud::{
     retry_with_lookup, Clock, Outcome, PollError, Poller, Requests, TailOptions, Transient,
@@ -249,19 +250,9 @@ fn cluster_of(url: &str) -> String {
 fn arm_name(base: Option<&str>, name: &str, context: &ExecutionContext) -> String {
     let base = match base {
         Some(base) => base.to_string(),
-        None => flow_cloud::fit_name(
-            &name_text(&format!(
-                "flow-{}-{}",
-                context.flow_name, context.timeperiod
-            )),
-            40,
-        ),
+        None => run_key_name(context, name_text, 40),
     };
-    let suffix = match name.rsplit_once('-') {
-        Some((_, n)) if !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()) => n.to_string(),
-        _ => name_text(name),
-    };
-    format!("{base}-{suffix}")
+    numbered_name(&base, name, name_text)
 }
 
 /// A cluster created through ARM, in this value's hands.

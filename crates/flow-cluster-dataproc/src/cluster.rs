@@ -9,6 +9,7 @@ use crate::jobs::{self, ids, job_payload, job_resource, label_value, DataprocJob
 use async_trait::async_trait;
 use flow_cloud::cluster::{wait_job, ClusterErrors};
 use flow_cloud::http::HttpTimeouts;
+use flow_cloud::names::{numbered_name, run_key_name};
 use flow_cloud::{wait_until, Clock, Look, Outcome, Poller, Requests, Transient, Wait, WaitError};
 use flow_core::{
     Cluster, ClusterError, ClusterFactory, ClusterHandle, ExecutionContext, Filesystem, Job,
@@ -160,21 +161,9 @@ impl ClusterFactory for DataprocClusterFactory {
 fn backend_name(config: &DataprocConfig, name: &str, context: &ExecutionContext) -> String {
     let base = match &config.name {
         Some(base) => base.clone(),
-        // Two keys never share a default name: a long one ends with a hash
-        // of the whole key instead of being cut.
-        None => flow_cloud::fit_name(
-            &jobs::cluster_name_text(&format!(
-                "flow-{}-{}",
-                context.flow_name, context.timeperiod
-            )),
-            48,
-        ),
+        None => run_key_name(context, jobs::cluster_name_text, 48),
     };
-    let suffix = match name.rsplit_once('-') {
-        Some((_, n)) if !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()) => n.to_string(),
-        _ => label_value(name).replace('_', "-"),
-    };
-    format!("{base}-{suffix}")
+    numbered_name(&base, name, |name| label_value(name).replace('_', "-"))
 }
 
 /// The label saying which run key (`FLOW-TIMEPERIOD`) made a cluster.

@@ -6,11 +6,12 @@ use crate::api::{Api, JobInfo, Location};
 use crate::config::DataprocConfig;
 use crate::error::ApiError;
 use async_trait::async_trait;
+use flow_cloud::cluster::{answer_with, Unlisted};
 use flow_cloud::job::{job_file, safe_chars, unique_name};
 use flow_cloud::{HandleIds, JobSource, Phase, StateTable};
 use flow_core::{ClusterError, Job, JobContext, JobHandle};
 use serde_json::{json, Map, Value};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -263,7 +264,7 @@ pub(crate) struct DataprocJobs {
 #[derive(Default)]
 struct Queues {
     /// Jobs no listing showed, to be read one per tick.
-    to_get: VecDeque<JobRef>,
+    to_get: Unlisted<JobRef>,
     /// The cluster the last request's jobs run on, for the cluster check.
     cluster: Option<(Location, String)>,
 }
@@ -288,17 +289,6 @@ fn not_yet_known(id: &JobRef) -> JobInfo {
     info
 }
 
-/// `found` for the ids it has, "not yet known" for the others.
-fn answer_with(ids: &[JobRef], found: Vec<(JobRef, JobInfo)>) -> Vec<(JobRef, JobInfo)> {
-    let mut answer: Vec<_> = ids
-        .iter()
-        .filter(|id| !found.iter().any(|(f, _)| f == *id))
-        .map(|id| (id.clone(), not_yet_known(id)))
-        .collect();
-    answer.extend(found);
-    answer
-}
-
 #[async_trait]
 impl JobSource for DataprocJobs {
     type Id = JobRef;
@@ -313,21 +303,9 @@ impl JobSource for DataprocJobs {
         self.queues().cluster = ids
             .first()
             .map(|id| (id.location.clone(), id.cluster.clone()));
-        if let [only] = ids {
-            let cluster = self.queues().cluster.take();
-            *self.queues() = Queues {
-                cluster,
-                ..Queues::default()
-            };
-            return Ok(get(only.clone()).await?.into_iter().collect());
-        }
-        let next_get = {
-            let mut queues = self.queues();
-            queues.to_get.retain(|id| ids.contains(id));
-            queues.to_get.pop_front()
-        };
-        if let Some(id) = next_get {
-            return Ok(answer_with(ids, get(id).await?.into_iter().collect()));
+        let read = self.queues().to_get.read(ids);
+        if let Some(answer) = read.by_id(ids, get, not_yet_known).await? {
+            return Ok(answer);
         }
         // One listing of the first one's cluster; the others (another
         // cluster) go to `jobs.get`.
@@ -366,15 +344,13 @@ impl JobSource for DataprocJobs {
                 .find(|job| job.reference.job_id == id.job_id)
             {
                 Some(job) => found.push((id, job.clone())),
-                None => queues.to_get.push_back(id),
+                None => queues.to_get.push(id),
             }
         }
         for id in elsewhere {
-            if !queues.to_get.contains(&id) {
-                queues.to_get.push_back(id);
-            }
+            queues.to_get.push(id);
         }
-        Ok(answer_with(ids, found))
+        Ok(answer_with(ids, found, not_yet_known))
     }
 
     fn phase(&self, status: &JobInfo) -> Phase {

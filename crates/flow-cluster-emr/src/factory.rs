@@ -91,11 +91,7 @@ impl ClusterFactory for EmrClusterFactory {
 
 /// `NAME-N` for the run's cluster `KIND-N`; `NAME-RUNNAME` for other names.
 fn emr_name(configured: &str, run_name: &str) -> String {
-    let suffix = match run_name.rsplit_once('-') {
-        Some((_, index)) if !index.is_empty() && index.bytes().all(|b| b.is_ascii_digit()) => index,
-        _ => run_name,
-    };
-    format!("{configured}-{suffix}")
+    flow_cloud::names::numbered_name(configured, run_name, str::to_string)
 }
 
 impl Default for EmrClusterFactory {

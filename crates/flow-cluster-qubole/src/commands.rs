@@ -6,11 +6,11 @@ use crate::api::{Api, Command, PAGE_SIZE};
 use crate::config::QuboleConfig;
 use crate::error::ApiError;
 use async_trait::async_trait;
+use flow_cloud::cluster::{Read, Unlisted};
 use flow_cloud::job::{job_file, unique_name};
 use flow_cloud::{HandleIds, JobSource, Phase, StateTable};
 use flow_core::{ClusterError, Job, JobContext, JobHandle};
 use serde_json::{json, Map, Value};
-use std::collections::VecDeque;
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -265,7 +265,7 @@ struct Queues {
     /// The history page to read next (1 = the newest).
     page: u32,
     /// Commands no history page showed, to be read one per tick.
-    to_get: VecDeque<CommandRef>,
+    to_get: Unlisted<CommandRef>,
     /// The label of the commands last asked about: the cluster
     /// [`JobSource::cluster_ended`] asks about.
     label: Option<String>,
@@ -306,31 +306,16 @@ impl JobSource for QuboleCommands {
         if let Some(first) = ids.first() {
             self.queues().label = Some(first.label.clone());
         }
-        if let [only] = ids {
-            {
-                let mut queues = self.queues();
-                queues.page = 0;
-                queues.to_get.clear();
-            }
-            return Ok(get(only.clone()).await?.into_iter().collect());
-        }
-        let (next_get, page) = {
+        let (read, page) = {
             let mut queues = self.queues();
-            queues.to_get.retain(|id| ids.contains(id));
-            (queues.to_get.pop_front(), queues.page.max(1))
+            let read = queues.to_get.read(ids);
+            if let Read::Only(_) = read {
+                queues.page = 0;
+            }
+            (read, queues.page.max(1))
         };
-        if let Some(id) = next_get {
-            let found: Vec<_> = get(id.clone()).await?.into_iter().collect();
-            return Ok(ids
-                .iter()
-                .map(|i| {
-                    let status = found
-                        .iter()
-                        .find(|(f, _)| f == i)
-                        .map_or_else(|| not_yet_known(i), |(_, c)| c.clone());
-                    (i.clone(), status)
-                })
-                .collect());
+        if let Some(answer) = read.by_id(ids, get, not_yet_known).await? {
+            return Ok(answer);
         }
         let label = ids[0].label.clone();
         let history = self.api.history(&label, None, page).await?;
@@ -349,9 +334,7 @@ impl JobSource for QuboleCommands {
                     let last_page = history.paging_info.next_page.is_none()
                         || history.commands.len() < PAGE_SIZE as usize;
                     if elsewhere || last_page {
-                        if !queues.to_get.contains(id) {
-                            queues.to_get.push_back(id.clone());
-                        }
+                        queues.to_get.push(id.clone());
                     } else {
                         unseen = true;
                     }
