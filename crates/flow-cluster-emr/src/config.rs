@@ -405,6 +405,7 @@ pub struct EmrClusterBuilder {
 
 impl EmrClusterBuilder {
     flow_cloud::cluster_builder_setters!(EmrConfig);
+    flow_fs_s3::aws_builder_setters!(EmrConfig);
 
     /// A builder with the default settings.
     pub fn new() -> Self {
@@ -428,21 +429,6 @@ impl EmrClusterBuilder {
     /// Sets [`EmrConfig::terminate_reused`].
     pub fn with_terminate_reused(mut self, on: bool) -> Self {
         self.config.terminate_reused = on;
-        self
-    }
-    /// Sets [`EmrConfig::region`].
-    pub fn with_region(mut self, region: impl Into<String>) -> Self {
-        self.config.region = Some(region.into());
-        self
-    }
-    /// Sets [`EmrConfig::profile`].
-    pub fn with_profile(mut self, profile: impl Into<String>) -> Self {
-        self.config.profile = Some(profile.into());
-        self
-    }
-    /// Sets [`EmrConfig::endpoint`].
-    pub fn with_endpoint(mut self, url: impl Into<String>) -> Self {
-        self.config.endpoint = Some(url.into());
         self
     }
     /// Sets [`EmrConfig::release_label`].

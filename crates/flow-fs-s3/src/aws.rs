@@ -32,6 +32,33 @@ pub struct AwsSettings<'a> {
     pub retry: RetryConfig,
 }
 
+/// Writes the setters of the settings [`AwsSettings`] reads (`region`,
+/// `profile`, `endpoint`: `Option<String>` fields of `config`) into the
+/// `impl` block of a builder with a field `config: $config`: the S3
+/// filesystem's and the EMR cluster's builders name them alike. A macro
+/// for the reason `flow_cloud::cluster_builder_setters!` is one: inherent
+/// methods of another crate's type.
+#[macro_export]
+macro_rules! aws_builder_setters {
+    ($config:ident) => {
+        #[doc = concat!("Sets [`", stringify!($config), "::region`].")]
+        pub fn with_region(mut self, region: impl Into<String>) -> Self {
+            self.config.region = Some(region.into());
+            self
+        }
+        #[doc = concat!("Sets [`", stringify!($config), "::profile`].")]
+        pub fn with_profile(mut self, profile: impl Into<String>) -> Self {
+            self.config.profile = Some(profile.into());
+            self
+        }
+        #[doc = concat!("Sets [`", stringify!($config), "::endpoint`].")]
+        pub fn with_endpoint(mut self, url: impl Into<String>) -> Self {
+            self.config.endpoint = Some(url.into());
+            self
+        }
+    };
+}
+
 /// The SDK's standard retry mode as close to `retry` as it goes: the same
 /// number of retries, first delay and longest delay. The SDK always
 /// doubles with jitter and keeps its own throttling budget, so `factor`,

@@ -164,6 +164,8 @@ pub struct S3FilesystemBuilder {
 }
 
 impl S3FilesystemBuilder {
+    crate::aws_builder_setters!(S3Config);
+
     /// A builder with the default settings.
     pub fn new() -> Self {
         S3FilesystemBuilder::default()
@@ -176,21 +178,6 @@ impl S3FilesystemBuilder {
     /// Sets [`S3Config::prefix`].
     pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.config.prefix = Some(prefix.into());
-        self
-    }
-    /// Sets [`S3Config::region`].
-    pub fn with_region(mut self, region: impl Into<String>) -> Self {
-        self.config.region = Some(region.into());
-        self
-    }
-    /// Sets [`S3Config::profile`].
-    pub fn with_profile(mut self, profile: impl Into<String>) -> Self {
-        self.config.profile = Some(profile.into());
-        self
-    }
-    /// Sets [`S3Config::endpoint`].
-    pub fn with_endpoint(mut self, url: impl Into<String>) -> Self {
-        self.config.endpoint = Some(url.into());
         self
     }
     /// Sets [`S3Config::force_path_style`].
