@@ -758,4 +758,19 @@ async fn a_dead_runs_clusters_are_all_adopted_and_ended_but_only_as_many_used_as
         assert_eq!(record.run, report.run, "{records:?}");
         assert_eq!(record.state, flow_core::ClusterState::Terminated);
     }
+    // A later run leaves them alone: they are not up any more.
+    let graph = dead_run_graph("two", act(Identity), true);
+    let later = bench
+        .engine_with(&graph, TP, 1, bench.local(), bench.options())
+        .run_from("s")
+        .await
+        .unwrap();
+    assert_eq!(later.state, FlowState::Processed, "{later:?}");
+    let mut after = bench
+        .store
+        .list_clusters(Some(&FlowKey::new("two", tp(TP))))
+        .await
+        .unwrap();
+    after.retain(|r| r.run != later.run);
+    assert_eq!(after, records, "the ended clusters' records were rewritten");
 }
