@@ -267,6 +267,225 @@ fn a_run_without_lineage_posts_nothing_on_openlineage() {
     assert!(!logs.contains("lineage: "), "{logs}");
 }
 
+/// Settings as [`settings`] with `[lineage] batch = {batch}`.
+fn batched(namespace: &str, batch: u32) -> String {
+    format!("{}batch = {batch}\n", settings(namespace))
+}
+
+/// Asks the receiver to `what` (`hold`, `release`, `refuse`) for the
+/// events of `namespace` (see `tests/peers/openlineage_receiver.py`).
+fn control(what: &str, namespace: &str, more: &str) {
+    let (status, body) = http(
+        "POST",
+        &format!("{}/_flow_test/{what}", receiver()),
+        &format!("{{\"namespace\": \"{namespace}\"{more}}}"),
+    );
+    assert_eq!(status, 200, "{what}: {body}");
+}
+
+/// A chain of `steps`, each after the one before; the last touches the
+/// file `done` when it runs.
+fn chain(home: &Home, name: &str, steps: &[&str]) -> String {
+    let mut flow = format!("name = \"{name}\"\ntime_qualifier = \"daily\"\n");
+    for (i, step) in steps.iter().enumerate() {
+        let command = if i + 1 == steps.len() {
+            format!("touch {}", home.path("done").display())
+        } else {
+            format!("echo {step}")
+        };
+        flow.push_str(&format!(
+            "[[steps]]\nname = \"{step}\"\nmain = {{ action = \"shell\", command = \"{command}\" }}\n"
+        ));
+        if i > 0 {
+            flow.push_str(&format!("depends_on = [\"{}\"]\n", steps[i - 1]));
+        }
+    }
+    flow
+}
+
+/// Runs `flow run FILE` while the receiver holds the namespace's posts
+/// unanswered, releasing them once the chain's last step ran (so the
+/// events queue behind the first post); returns the exit code.
+fn run_held(home: &Home, namespace: &str, file: &str, timeperiod: &str) -> Option<i32> {
+    let _ = std::fs::remove_file(home.path("done"));
+    control("hold", namespace, "");
+    let child = home
+        .command(&["run", file, "--timeperiod", timeperiod])
+        .env("FLOW_TEST_LINEAGE_KEY", KEY)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    home.wait_for_file("done");
+    control("release", namespace, "");
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    out.status.code()
+}
+
+/// (request number, events in it) of each record.
+fn requests(events: &[Value]) -> Vec<(u64, u64)> {
+    events
+        .iter()
+        .map(|r| {
+            (
+                r["request"].as_u64().unwrap(),
+                r["batch"].as_u64().expect("posted to the batch path"),
+            )
+        })
+        .collect()
+}
+
+/// With `batch = 3`, a chain's events, queued behind a slow first post,
+/// go to `/api/v1/lineage/batch` at most 3 a request, in fewer requests
+/// than events, every one valid OpenLineage and in order across the
+/// batches' boundaries (each step's START before its COMPLETE, before the
+/// next step's START); the run's line counts events, not requests.
+#[test]
+#[ignore = "needs the OpenLineage receiver: run by cargo xtask test"]
+fn batched_events_are_valid_in_order_and_in_fewer_requests_on_openlineage() {
+    let home = Home::new();
+    let namespace = format!("flow-test-{}-batch", std::process::id());
+    home.write("flow.toml", &batched(&namespace, 3));
+    let steps = ["a", "b", "c", "d", "e"];
+    home.write("chain.toml", &chain(&home, "chain", &steps));
+    run_held(&home, &namespace, "chain.toml", TP);
+
+    let got = received(&namespace);
+    for record in &got {
+        assert_eq!(record["valid"], true, "refused: {record}");
+        assert_eq!(record["status"], 200, "{record}");
+        assert_eq!(record["authorization"], format!("Bearer {KEY}"));
+    }
+    let expected: Vec<(String, String)> = steps
+        .iter()
+        .flat_map(|s| ["START", "COMPLETE"].map(|k| (k.to_string(), format!("chain.{s}"))))
+        .collect();
+    assert_eq!(kinds(&got), expected);
+    let requests = requests(&got);
+    let mut numbers: Vec<u64> = requests.iter().map(|(n, _)| *n).collect();
+    numbers.dedup();
+    assert!(
+        numbers.len() < got.len(),
+        "{} events in {} requests: {requests:?}",
+        got.len(),
+        numbers.len()
+    );
+    for (number, size) in &requests {
+        assert!(*size <= 3, "request {number} held {size} events");
+        let held = requests.iter().filter(|(n, _)| n == number).count() as u64;
+        assert_eq!(held, *size, "request {number}: {requests:?}");
+    }
+    // Some step's START and COMPLETE went in different batches.
+    assert!(
+        (0..got.len())
+            .step_by(2)
+            .any(|i| requests[i].0 != requests[i + 1].0),
+        "{requests:?}"
+    );
+    let logs = stdout(&home.expect(0, &["logs", "chain.toml", "--timeperiod", TP]));
+    assert!(
+        logs.contains("lineage: 10 event(s) delivered, 0 failed"),
+        "{logs}"
+    );
+}
+
+/// A batch the receiver answers 503 is tried again and delivered; a batch
+/// it refuses with 400 is not, each of its events counts as failed, and
+/// the flow log names how many events the refused batch held.
+#[test]
+#[ignore = "needs the OpenLineage receiver: run by cargo xtask test"]
+fn a_refused_batch_is_retried_or_reported_on_openlineage() {
+    let home = Home::new();
+    let namespace = format!("flow-test-{}-refused", std::process::id());
+    home.write("flow.toml", &batched(&namespace, 3));
+    home.write("chain.toml", &chain(&home, "chain", &["a", "b", "c"]));
+
+    // 503 once: the held first batch is answered 503, then posted again.
+    control("refuse", &namespace, ", \"status\": 503, \"times\": 1");
+    run_held(&home, &namespace, "chain.toml", TP);
+    let got = received(&namespace);
+    assert_eq!(got[0]["status"], 503, "{got:?}");
+    let delivered: Vec<&Value> = got.iter().filter(|r| r["status"] == 200).collect();
+    assert_eq!(delivered.len(), 6, "{got:?}");
+    assert_eq!(
+        delivered[0]["event"], got[0]["event"],
+        "the refused batch is posted again"
+    );
+    let logs = stdout(&home.expect(0, &["logs", "chain.toml", "--timeperiod", TP]));
+    assert!(
+        logs.contains("lineage: 6 event(s) delivered, 0 failed"),
+        "{logs}"
+    );
+
+    // 400 twice: the first two batches are refused for good; the rest go.
+    let tp = "2026112900";
+    let before = got.len();
+    control("refuse", &namespace, ", \"status\": 400, \"times\": 2");
+    run_held(&home, &namespace, "chain.toml", tp);
+    let got = received(&namespace);
+    let got = &got[before..];
+    assert_eq!(
+        kinds(got),
+        ["a", "b", "c"]
+            .iter()
+            .flat_map(|s| ["START", "COMPLETE"].map(|k| (k.to_string(), format!("chain.{s}"))))
+            .collect::<Vec<_>>(),
+        "in order, refused batches not posted again"
+    );
+    let mut batches: Vec<(u64, u64, Vec<&Value>)> = Vec::new();
+    for record in got {
+        let (number, size) = (
+            record["request"].as_u64().unwrap(),
+            record["batch"].as_u64().unwrap(),
+        );
+        match batches.last_mut() {
+            Some((n, _, events)) if *n == number => events.push(record),
+            _ => batches.push((number, size, vec![record])),
+        }
+    }
+    let statuses: Vec<&Value> = batches
+        .iter()
+        .map(|(_, _, events)| &events[0]["status"])
+        .collect();
+    assert!(
+        statuses.len() >= 2
+            && statuses[..2] == [400, 400]
+            && statuses[2..].iter().all(|s| **s == 200),
+        "{statuses:?}"
+    );
+    let logs = stdout(&home.expect(0, &["logs", "chain.toml", "--timeperiod", tp]));
+    let name = |r: &Value| {
+        format!(
+            "{} of step {}",
+            r["event"]["eventType"].as_str().unwrap(),
+            r["event"]["job"]["name"]
+                .as_str()
+                .unwrap()
+                .trim_start_matches("chain.")
+        )
+    };
+    let mut failed = 0;
+    for (_, size, events) in &batches[..2] {
+        assert_eq!(events.len() as u64, *size);
+        failed += size;
+        let which = match &events[..] {
+            [one] => name(one),
+            [first, .., last] => format!("from {} to {}", name(first), name(last)),
+            [] => unreachable!(),
+        };
+        let says = format!(
+            "lineage batch of {size} event(s) failed after 1 attempt(s): HTTP 400 ({size} of them this run's: {which})"
+        );
+        assert!(logs.contains(&says), "{says}: {logs}");
+    }
+    let says = format!(
+        "lineage: {} event(s) delivered, {failed} failed",
+        6 - failed
+    );
+    assert!(logs.contains(&says), "{says}: {logs}");
+}
+
 /// Wrong `[lineage]` settings and step datasets are refused before
 /// anything runs, at their place; nothing is written.
 #[test]
@@ -289,6 +508,16 @@ fn lineage_settings_and_datasets_are_checked_at_load_with_their_place() {
             "url = \"http://127.0.0.1:5000\"\napi_key = \"short\"",
             format!("flow.toml:{}:11", line + 1),
             "at least 8 characters",
+        ),
+        (
+            "url = \"http://127.0.0.1:5000\"\nbatch = 20000",
+            format!("flow.toml:{}:9", line + 1),
+            "batch = 20000: at most 10000 events per request",
+        ),
+        (
+            "url = \"http://127.0.0.1:5000\"\nbatch = -1",
+            format!("flow.toml:{}:9", line + 1),
+            "invalid value",
         ),
     ] {
         home.write(

@@ -17,9 +17,24 @@ POST /api/v1/lineage   one RunEvent as JSON. Validated strictly by building
                        (openlineage.client.naming.dataset) to the same
                        strings. Answers 201 (as Marquez does) when valid, 422
                        with the reason otherwise.
-GET  /_flow_test/events  every POST so far, in arrival order:
-                       [{"valid", "error", "authorization", "event"}]
+POST /api/v1/lineage/batch
+                       OpenLineage's postEventBatch: a JSON array of
+                       events, each validated as above. A body that is not
+                       an array is refused with 400; 200 when every event
+                       is valid, 422 naming the invalid ones otherwise.
+GET  /_flow_test/events  every event posted so far, in arrival order:
+                       [{"valid", "error", "authorization", "event",
+                       "request" (the request's number, from 1),
+                       "batch" (the events in its request; null for a
+                       single-event post), "status" (its answer)}]
                        (test-only).
+POST /_flow_test/hold  {"namespace"}: posts holding an event in that job
+                       namespace wait unanswered until
+POST /_flow_test/release {"namespace"} (or 60 s passed) (test-only: a
+                       slow receiver, so events queue behind a post).
+POST /_flow_test/refuse {"namespace", "status", "times"}: the next `times`
+                       posts holding an event in that namespace are
+                       answered `status`, their events recorded (test-only).
 GET  /                 200, for the readiness check.
 
 Run: python openlineage_receiver.py -H 127.0.0.1 -p PORT
@@ -183,9 +198,23 @@ def validate(data):
                 )
 
 
+def namespaces(events):
+    """The job namespaces of the events that name one."""
+    return {
+        e["job"].get("namespace")
+        for e in events
+        if isinstance(e, dict) and isinstance(e.get("job"), dict)
+    }
+
+
 class Receiver(BaseHTTPRequestHandler):
     events = []
+    requests = 0
     lock = threading.Lock()
+    # Namespace -> the event set when its held posts may be answered.
+    holds = {}
+    # Namespace -> [status, times left].
+    refusals = {}
 
     def log_message(self, format, *args):  # noqa: A002
         pass
@@ -208,33 +237,90 @@ class Receiver(BaseHTTPRequestHandler):
             self.answer(404, {"error": "not found"})
 
     def do_POST(self):  # noqa: N802
-        if self.path != "/api/v1/lineage":
-            self.answer(404, {"error": "not found"})
-            return
         length = int(self.headers.get("content-length", "0"))
         raw = self.rfile.read(length)
+        if self.path.startswith("/_flow_test/"):
+            self.control(self.path, json.loads(raw))
+            return
+        if self.path not in ("/api/v1/lineage", "/api/v1/lineage/batch"):
+            self.answer(404, {"error": "not found"})
+            return
+        batch = self.path.endswith("/batch")
         error = None
         data = None
         try:
             if self.headers.get("content-type", "").split(";")[0] != "application/json":
                 raise Invalid("content-type is not application/json")
             data = json.loads(raw)
-            validate(data)
         except (Invalid, ValueError) as e:
             error = str(e)
+        if batch and error is None and not isinstance(data, list):
+            error = "the body of a batch is not a JSON array of events"
+        if batch and error is not None:
+            # Nothing to record event by event.
+            self.answer(400, {"error": error})
+            return
+        events = data if batch else [data]
+        errors = []
+        for event in events:
+            try:
+                if error is None:
+                    validate(event)
+                errors.append(error)
+            except (Invalid, ValueError) as e:
+                errors.append(str(e))
+        for ns in namespaces(events):
+            with self.lock:
+                held = self.holds.get(ns)
+            if held is not None:
+                held.wait(60)
+        status = None
         with self.lock:
-            self.events.append(
-                {
-                    "valid": error is None,
-                    "error": error,
-                    "authorization": self.headers.get("authorization"),
-                    "event": data,
-                }
-            )
-        if error is None:
-            self.answer(201, {})
+            for ns in namespaces(events):
+                refusal = self.refusals.get(ns)
+                if refusal and refusal[1] > 0:
+                    refusal[1] -= 1
+                    status = refusal[0]
+                    break
+            if status is None:
+                invalid = [f"[{i}] {e}" for i, e in enumerate(errors) if e is not None]
+                status = (422 if invalid else (200 if batch else 201))
+            Receiver.requests += 1
+            for event, event_error in zip(events, errors):
+                self.events.append(
+                    {
+                        "valid": event_error is None,
+                        "error": event_error,
+                        "authorization": self.headers.get("authorization"),
+                        "event": event,
+                        "request": Receiver.requests,
+                        "batch": len(events) if batch else None,
+                        "status": status,
+                    }
+                )
+        invalid = [f"[{i}] {e}" for i, e in enumerate(errors) if e is not None]
+        if status in (200, 201):
+            self.answer(status, {})
+        elif invalid:
+            self.answer(status, {"error": invalid[0] if not batch else invalid})
         else:
-            self.answer(422, {"error": error})
+            self.answer(status, {"error": "refused as the test asked"})
+
+    def control(self, path, body):
+        ns = body["namespace"]
+        with self.lock:
+            if path == "/_flow_test/hold":
+                self.holds[ns] = threading.Event()
+            elif path == "/_flow_test/release":
+                held = self.holds.pop(ns, None)
+                if held is not None:
+                    held.set()
+            elif path == "/_flow_test/refuse":
+                self.refusals[ns] = [int(body["status"]), int(body["times"])]
+            else:
+                self.answer(404, {"error": "not found"})
+                return
+        self.answer(200, {})
 
 
 def main():

@@ -46,11 +46,13 @@ JSON (--json PATH, and/or --out-dir DIR for DIR/bench-<UTC timestamp>.json
 and DIR/latest.json).
 With --shape, measures that one shape and prints its row as one JSON line.
 
-shapes: chain-N, recorded-chain-N, signals-chain-N, mongo-chain-N, mongo-crowded-chain-N,
+shapes: chain-N, recorded-chain-N, signals-chain-N, signals-single-chain-N,
+        mongo-chain-N, mongo-crowded-chain-N,
         fanout-N, lattice-WxL, load-N, cli-version, cli-validate,
         catchup-N, tick-N, due-start, dataproc-slots-N
-        (default: chain-1000 signals-chain-1000 recorded-chain-1000 mongo-chain-1000
-         mongo-crowded-chain-1000 fanout-1000 fanout-10000 lattice-100x100
+        (default: chain-1000 signals-chain-1000 signals-single-chain-1000
+         recorded-chain-1000 mongo-chain-1000 mongo-crowded-chain-1000
+         fanout-1000 fanout-10000 lattice-100x100
          load-100000 cli-version cli-validate catchup-1000 tick-100000
          due-start dataproc-slots-25)
         catchup-N: `flow schedule` catching up N missed hourly periods of a
@@ -59,7 +61,9 @@ shapes: chain-N, recorded-chain-N, signals-chain-N, mongo-chain-N, mongo-crowded
         due its run starts (the scheduler shapes: src/schedule.rs).
         signals-chain-N: chain-N with every signal exporter on (webhook,
         lineage, /metrics' series, traces), posting to a loopback receiver
-        (src/signals.rs).
+        (src/signals.rs), lineage events in batches of up to 100
+        ([lineage] batch); signals-single-chain-N: the same with one
+        lineage event per request.
         dataproc-slots-N: N jobs at once on one Dataproc cluster with N
         slots, on the contract fake and a manual clock (src/slots.rs).
         The MongoDB shapes run once on each server of FLOW_BENCH_MONGO

@@ -117,7 +117,7 @@ pub fn measure(shape: Shape, setup: &Setup) -> BenchResult<Row> {
         }
         Shape::Chain(_)
         | Shape::RecordedChain(_)
-        | Shape::SignalsChain(_)
+        | Shape::SignalsChain { .. }
         | Shape::Fanout(_)
         | Shape::Lattice { .. }
         | Shape::Load(_) => {
@@ -300,8 +300,9 @@ fn run_engine(shape: Shape, setup: &Setup) -> BenchResult<Row> {
     // signals-chain-N: the run's exporters, started as `flow run` and
     // `flow serve` start them; their flush is part of the run's wall.
     let exporting = match shape {
-        Shape::SignalsChain(_) => Some(crate::signals::Exporting::start(
+        Shape::SignalsChain { batched, .. } => Some(crate::signals::Exporting::start(
             &shape.definition().build()?,
+            batched,
             store.clone(),
             &dir.path().join("logs"),
         )?),
@@ -369,7 +370,9 @@ fn run_engine(shape: Shape, setup: &Setup) -> BenchResult<Row> {
         row.detail("signals_flush_ms", finished.flush.as_secs_f64() * 1e3);
         row.detail("traces_flush_ms", finished.traces_flush.as_secs_f64() * 1e3);
         row.detail("webhook_requests", finished.webhook);
-        row.detail("lineage_requests", finished.lineage);
+        row.detail("lineage_requests", finished.lineage_requests);
+        row.detail("lineage_batch_requests", finished.lineage_batches);
+        row.detail("lineage_events", finished.lineage_events);
         row.detail("trace_requests", finished.traces);
     }
     row.detail("stored_steps_processed", stored);

@@ -9,9 +9,10 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 /// The shapes `flow-bench` runs when none is named, in order.
-pub const DEFAULT_SHAPES: [&str; 15] = [
+pub const DEFAULT_SHAPES: [&str; 16] = [
     "chain-1000",
     "signals-chain-1000",
+    "signals-single-chain-1000",
     "recorded-chain-1000",
     "mongo-chain-1000",
     "mongo-crowded-chain-1000",
@@ -41,8 +42,15 @@ pub enum Shape {
     /// comparable across versions).
     RecordedChain(usize),
     /// `signals-chain-N`: the chain with every signal exporter `flow` has
-    /// on, posting to a loopback receiver ([`crate::signals`]).
-    SignalsChain(usize),
+    /// on, posting to a loopback receiver ([`crate::signals`]), lineage
+    /// events in batches (`[lineage] batch`); `signals-single-chain-N`:
+    /// the same with one lineage event per request (Marquez's way).
+    SignalsChain {
+        /// Steps.
+        steps: usize,
+        /// Whether lineage events go in batches.
+        batched: bool,
+    },
     /// `fanout-N`: a root, N-2 leaves that depend on it, and a sink that
     /// depends on every leaf.
     Fanout(usize),
@@ -89,7 +97,7 @@ impl FromStr for Shape {
     fn from_str(text: &str) -> Result<Self, String> {
         let bad = || {
             format!(
-                "unknown shape '{text}': use chain-N, recorded-chain-N, signals-chain-N, mongo-chain-N, mongo-crowded-chain-N, fanout-N, lattice-WxL, load-N, dataproc-slots-N, catchup-N, tick-N, due-start, cli-version or cli-validate"
+                "unknown shape '{text}': use chain-N, recorded-chain-N, signals-chain-N, signals-single-chain-N, mongo-chain-N, mongo-crowded-chain-N, fanout-N, lattice-WxL, load-N, dataproc-slots-N, catchup-N, tick-N, due-start, cli-version or cli-validate"
             )
         };
         let number = |s: &str| s.parse::<usize>().map_err(|_| bad());
@@ -105,7 +113,17 @@ impl FromStr for Shape {
                 _ => return Err(bad()),
             },
             Some(("signals", rest)) => match rest.split_once('-') {
-                Some(("chain", n)) => Shape::SignalsChain(number(n)?),
+                Some(("chain", n)) => Shape::SignalsChain {
+                    steps: number(n)?,
+                    batched: true,
+                },
+                Some(("single", rest)) => match rest.split_once('-') {
+                    Some(("chain", n)) => Shape::SignalsChain {
+                        steps: number(n)?,
+                        batched: false,
+                    },
+                    _ => return Err(bad()),
+                },
                 _ => return Err(bad()),
             },
             Some(("mongo", rest)) => match rest.split_once('-') {
@@ -140,7 +158,7 @@ impl FromStr for Shape {
         let too_small = match shape {
             Shape::Chain(n)
             | Shape::RecordedChain(n)
-            | Shape::SignalsChain(n)
+            | Shape::SignalsChain { steps: n, .. }
             | Shape::Load(n)
             | Shape::MongoChain { steps: n, .. }
             | Shape::Catchup(n)
@@ -162,7 +180,10 @@ impl fmt::Display for Shape {
         match self {
             Shape::Chain(n) => write!(f, "chain-{n}"),
             Shape::RecordedChain(n) => write!(f, "recorded-chain-{n}"),
-            Shape::SignalsChain(n) => write!(f, "signals-chain-{n}"),
+            Shape::SignalsChain { steps, batched } => {
+                let single = if *batched { "" } else { "single-" };
+                write!(f, "signals-{single}chain-{steps}")
+            }
             Shape::MongoChain {
                 steps,
                 crowded: false,
@@ -190,7 +211,7 @@ impl Shape {
         match *self {
             Shape::Chain(n)
             | Shape::RecordedChain(n)
-            | Shape::SignalsChain(n)
+            | Shape::SignalsChain { steps: n, .. }
             | Shape::Fanout(n)
             | Shape::Load(n)
             | Shape::DataprocSlots(n)
@@ -212,7 +233,7 @@ impl Shape {
             self,
             Shape::Chain(_)
                 | Shape::RecordedChain(_)
-                | Shape::SignalsChain(_)
+                | Shape::SignalsChain { .. }
                 | Shape::MongoChain { .. }
                 | Shape::Fanout(_)
                 | Shape::Lattice { .. }
@@ -226,7 +247,7 @@ impl Shape {
         match self {
             Shape::Chain(_)
             | Shape::RecordedChain(_)
-            | Shape::SignalsChain(_)
+            | Shape::SignalsChain { .. }
             | Shape::MongoChain { .. } => 1,
             Shape::Fanout(_) | Shape::Lattice { .. } => 8,
             _ => 0,
@@ -238,7 +259,7 @@ impl Shape {
         match *self {
             Shape::Chain(_)
             | Shape::RecordedChain(_)
-            | Shape::SignalsChain(_)
+            | Shape::SignalsChain { .. }
             | Shape::MongoChain { .. } => i.checked_sub(1).into_iter().collect(),
             Shape::Fanout(n) => match i {
                 0 => Vec::new(),

@@ -1,6 +1,9 @@
 //! `signals-chain-N`: the chain with every signal exporter on, to show
 //! that signals stay off the steps' path (the ratio to `chain-N` is a
-//! target of the report).
+//! target of the report), lineage events posted in batches
+//! (`[lineage] batch = 100`, to `/api/v1/lineage/batch`);
+//! `signals-single-chain-N`: the same with one lineage event per request
+//! (no `batch`: Marquez's endpoint).
 //!
 //! The exporters are started the way `flow run` and `flow serve` start
 //! them (flow-cli's `commands/run.rs`, `commands/serve.rs` and
@@ -18,7 +21,10 @@ use flow_core::lineage::LineageSpec;
 use flow_core::notify::NotifySpec;
 use flow_core::{FlowGraph, FlowStore};
 use flow_signals::otel::{TraceConfig, Traces};
-use flow_signals::{Exporters, LineageConfig, LineageFlow, MetricsRegistry, NotifyConfig, Signals};
+use flow_signals::{
+    Exporters, LineageConfig, LineageFlow, MetricsRegistry, NotifyConfig, Signals,
+    LINEAGE_BATCH_ENDPOINT, LINEAGE_ENDPOINT,
+};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -48,11 +54,21 @@ const TRACES_PATH: &str = "/v1/traces";
 /// The wait for the last spans' export (`[telemetry] timeout`'s default).
 const TRACES_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// `[lineage] batch` of `signals-chain-N`.
+const BATCH: usize = 100;
+
 /// What the receiver answered, by kind.
 #[derive(Default)]
 struct Requests {
     webhook: AtomicUsize,
     traces: AtomicUsize,
+    /// Lineage requests, single or batched.
+    lineage: AtomicUsize,
+    /// Those to the batch endpoint.
+    lineage_batches: AtomicUsize,
+    /// The lineage events they held.
+    lineage_events: AtomicUsize,
+    /// Anything else (none expected).
     other: AtomicUsize,
 }
 
@@ -63,11 +79,19 @@ pub(crate) struct Finished {
     /// The wait for the last spans' export.
     pub traces_flush: Duration,
     pub webhook: usize,
-    pub lineage: usize,
+    pub lineage_requests: usize,
+    /// Those of them to the batch endpoint.
+    pub lineage_batches: usize,
+    pub lineage_events: usize,
     pub traces: usize,
 }
 
-fn settings(url: &str) -> Result<ExporterSettings, toml::de::Error> {
+fn settings(url: &str, batched: bool) -> Result<ExporterSettings, toml::de::Error> {
+    let batch = if batched {
+        format!("batch = {BATCH}")
+    } else {
+        String::new()
+    };
     toml::from_str(&format!(
         r#"
         [[notify]]
@@ -77,6 +101,7 @@ fn settings(url: &str) -> Result<ExporterSettings, toml::de::Error> {
 
         [lineage]
         url = "{url}"
+        {batch}
         "#
     ))
 }
@@ -84,14 +109,15 @@ fn settings(url: &str) -> Result<ExporterSettings, toml::de::Error> {
 impl Exporting {
     /// Starts the receiver and every exporter for `graph`'s run on
     /// `store` with logs under `logs` (on the exporters' own thread, as in
-    /// `flow run`).
+    /// `flow run`), lineage events in batches when `batched`.
     pub fn start(
         graph: &FlowGraph,
+        batched: bool,
         store: Arc<dyn FlowStore>,
         logs: &Path,
     ) -> BenchResult<Exporting> {
         let receiver = Receiver::start()?;
-        let settings = settings(&receiver.url)?;
+        let settings = settings(&receiver.url, batched)?;
         let name = graph.name().to_string();
         let exporters = Exporters {
             metrics: Some(MetricsRegistry::default()),
@@ -144,8 +170,8 @@ impl Exporting {
     /// Waits, as `flow run` does before it exits, until every signal was
     /// exported and every delivery ended, then for the last spans' export;
     /// adds both waits to the run's wall. Refuses a run whose exporters
-    /// posted less than the success webhook, a lineage event per step and
-    /// one export of spans.
+    /// posted less than the success webhook, two lineage events per step
+    /// (START and COMPLETE) and one export of spans, or anything else.
     pub(crate) fn finish(self, run: &mut EngineRun) -> BenchResult<Finished> {
         let started = Instant::now();
         run.runtime.block_on(self.signals.finish());
@@ -160,14 +186,22 @@ impl Exporting {
             flush,
             traces_flush,
             webhook: requests.webhook.load(Ordering::Relaxed),
-            lineage: requests.other.load(Ordering::Relaxed),
+            lineage_requests: requests.lineage.load(Ordering::Relaxed),
+            lineage_batches: requests.lineage_batches.load(Ordering::Relaxed),
+            lineage_events: requests.lineage_events.load(Ordering::Relaxed),
             traces: requests.traces.load(Ordering::Relaxed),
         };
-        if finished.webhook < 1 || finished.lineage < run.graph.len() || finished.traces < 1 {
+        let other = requests.other.load(Ordering::Relaxed);
+        if finished.webhook < 1
+            || finished.lineage_events < 2 * run.graph.len()
+            || finished.traces < 1
+            || other > 0
+        {
             return Err(format!(
-                "the receiver got {} webhook, {} lineage and {} trace requests for {} steps: the exporters did not post",
+                "the receiver got {} webhook, {} lineage ({} events) and {} trace requests and {other} others for {} steps: the exporters did not post as set",
                 finished.webhook,
-                finished.lineage,
+                finished.lineage_requests,
+                finished.lineage_events,
                 finished.traces,
                 run.graph.len()
             )
@@ -178,7 +212,8 @@ impl Exporting {
 }
 
 /// A loopback HTTP server on its own thread answering 200 to every
-/// request, counting them; stopped when dropped.
+/// request, counting them (and the lineage events they hold: one, or a
+/// batch's array); stopped when dropped.
 struct Receiver {
     url: String,
     requests: Arc<Requests>,
@@ -199,15 +234,29 @@ impl Receiver {
             .build()?;
         let thread = std::thread::spawn(move || {
             runtime.block_on(async move {
-                let app = axum::Router::new().fallback(move |uri: axum::http::Uri| {
-                    let count = match uri.path() {
-                        WEBHOOK_PATH => &counted.webhook,
-                        TRACES_PATH => &counted.traces,
-                        _ => &counted.other,
-                    };
-                    count.fetch_add(1, Ordering::Relaxed);
-                    async { axum::http::StatusCode::OK }
-                });
+                let app = axum::Router::new().fallback(
+                    move |uri: axum::http::Uri, body: axum::body::Bytes| {
+                        let events = match uri.path() {
+                            LINEAGE_ENDPOINT => Some(1),
+                            LINEAGE_BATCH_ENDPOINT => {
+                                counted.lineage_batches.fetch_add(1, Ordering::Relaxed);
+                                Some(batch_events(&body))
+                            }
+                            _ => None,
+                        };
+                        let count = match (uri.path(), events) {
+                            (_, Some(events)) => {
+                                counted.lineage_events.fetch_add(events, Ordering::Relaxed);
+                                &counted.lineage
+                            }
+                            (WEBHOOK_PATH, None) => &counted.webhook,
+                            (TRACES_PATH, None) => &counted.traces,
+                            _ => &counted.other,
+                        };
+                        count.fetch_add(1, Ordering::Relaxed);
+                        async { axum::http::StatusCode::OK }
+                    },
+                );
                 let served = match tokio::net::TcpListener::from_std(listener) {
                     Ok(listener) => axum::serve(listener, app)
                         .with_graceful_shutdown(async {
@@ -231,6 +280,12 @@ impl Receiver {
     }
 }
 
+/// How many events a batch's body holds: the elements of its JSON array
+/// (0 for a body that is not one).
+fn batch_events(body: &[u8]) -> usize {
+    serde_json::from_slice::<Vec<serde::de::IgnoredAny>>(body).map_or(0, |events| events.len())
+}
+
 impl Drop for Receiver {
     fn drop(&mut self) {
         if let Some(stop) = self.stop.take() {
@@ -247,8 +302,9 @@ mod tests {
     use crate::measure::{measure, Setup};
     use crate::Shape;
 
-    /// The shape's exporters reach the receiver: a lineage START and
-    /// COMPLETE per step, the success webhook and the run's spans.
+    /// The shapes' exporters reach the receiver: a lineage START and
+    /// COMPLETE per step (in batches, or one a request), the success
+    /// webhook and the run's spans.
     #[test]
     fn signals_chain_posts_every_event_to_the_receiver() {
         let setup = Setup {
@@ -262,15 +318,24 @@ mod tests {
             scratch: None,
             mongo_server: None,
         };
-        let row = measure(Shape::SignalsChain(5), &setup).unwrap();
-        assert_eq!(row.shape, "signals-chain-5");
-        assert_eq!(row.details["stored_steps_processed"], 5);
-        assert_eq!(row.details["webhook_requests"], 1, "{:?}", row.details);
-        assert_eq!(row.details["lineage_requests"], 2 * 5, "{:?}", row.details);
-        assert!(
-            row.details["trace_requests"].as_u64() >= Some(1),
-            "{:?}",
-            row.details
-        );
+        for (name, batched) in [("signals-chain-5", true), ("signals-single-chain-5", false)] {
+            let shape: Shape = name.parse().unwrap();
+            assert_eq!(shape, Shape::SignalsChain { steps: 5, batched });
+            let row = measure(shape, &setup).unwrap();
+            assert_eq!(row.shape, name);
+            let details = &row.details;
+            assert_eq!(details["stored_steps_processed"], 5);
+            assert_eq!(details["webhook_requests"], 1, "{details:?}");
+            assert_eq!(details["lineage_events"], 2 * 5, "{details:?}");
+            let requests = details["lineage_requests"].as_u64().unwrap();
+            let batches = details["lineage_batch_requests"].as_u64().unwrap();
+            if batched {
+                assert!((1..=2 * 5).contains(&requests), "{details:?}");
+                assert_eq!(batches, requests, "{details:?}");
+            } else {
+                assert_eq!((requests, batches), (2 * 5, 0), "{details:?}");
+            }
+            assert!(details["trace_requests"].as_u64() >= Some(1), "{details:?}");
+        }
     }
 }

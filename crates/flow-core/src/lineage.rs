@@ -12,6 +12,8 @@ use std::time::Duration;
 
 /// The job namespace when `[lineage]` names none.
 pub const DEFAULT_NAMESPACE: &str = "flow";
+/// The most events `[lineage] batch` may put in one request.
+pub const MAX_BATCH: u32 = 10_000;
 
 /// `[lineage]`: where OpenLineage run events are posted.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -34,12 +36,39 @@ pub struct LineageSpec {
     /// The first wait between attempts, doubled each time (default 1 s).
     #[serde(default, with = "humantime_serde")]
     retry_delay: Option<Duration>,
+    /// The most events one request holds: set (and not 0), events go as
+    /// JSON arrays to `{url}/api/v1/lineage/batch` (OpenLineage's
+    /// `postEventBatch`, which Marquez lacks); unset, one event per request.
+    #[serde(default)]
+    batch: Option<Batch>,
+}
+
+/// `[lineage] batch`: 0 (one event per request) to [`MAX_BATCH`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "u32")]
+struct Batch(u32);
+
+impl TryFrom<u32> for Batch {
+    type Error = String;
+    fn try_from(events: u32) -> Result<Self, String> {
+        if events > MAX_BATCH {
+            return Err(format!(
+                "batch = {events}: at most {MAX_BATCH} events per request (0: one event per request, no batches)"
+            ));
+        }
+        Ok(Batch(events))
+    }
 }
 
 impl LineageSpec {
     /// The jobs' namespace.
     pub fn namespace(&self) -> &str {
         self.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE)
+    }
+
+    /// The most events one request holds, when events are batched.
+    pub fn batch(&self) -> Option<std::num::NonZeroUsize> {
+        std::num::NonZeroUsize::new(self.batch.map_or(0, |b| b.0 as usize))
     }
 
     /// How hard each event's delivery is tried.
@@ -243,5 +272,26 @@ mod tests {
         assert!(e.to_string().contains("not an http"), "{e}");
         let f: File = toml::from_str("[lineage]\nurl = \"http://h\"\nnamespace = \" \"\n").unwrap();
         assert!(f.lineage.problem().unwrap().contains("namespace"));
+        assert_eq!(f.lineage.batch(), None, "one event per request unless set");
+        let batch = |text: &str| {
+            toml::from_str::<File>(&format!("[lineage]\nurl = \"http://h\"\n{text}\n"))
+        };
+        assert_eq!(
+            batch("batch = 100")
+                .unwrap()
+                .lineage
+                .batch()
+                .map(|n| n.get()),
+            Some(100)
+        );
+        assert_eq!(batch("batch = 0").unwrap().lineage.batch(), None);
+        for (bad, says) in [
+            ("batch = -1", "invalid value"),
+            ("batch = \"100\"", "expected u32"),
+            ("batch = 10001", "at most 10000 events per request"),
+        ] {
+            let e = batch(bad).unwrap_err().to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
     }
 }

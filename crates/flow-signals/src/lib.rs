@@ -71,8 +71,8 @@ pub use deliver::{
     deliver, signature, trusted_roots, Outcome, EVENT_HEADER, IDEMPOTENCY_HEADER, SIGNATURE_HEADER,
 };
 pub use lineage::{
-    flow_run_id, step_run_id, LineageConfig, LineageFlow, ENDPOINT as LINEAGE_ENDPOINT,
-    PRODUCER as LINEAGE_PRODUCER, RUN_EVENT_SCHEMA,
+    flow_run_id, step_run_id, LineageConfig, LineageFlow, BATCH_ENDPOINT as LINEAGE_BATCH_ENDPOINT,
+    ENDPOINT as LINEAGE_ENDPOINT, PRODUCER as LINEAGE_PRODUCER, RUN_EVENT_SCHEMA,
 };
 pub use metrics::{Metrics, MetricsRegistry, OPENMETRICS_CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE};
 pub use notify::{FailedStep, Notice, NotifyConfig};

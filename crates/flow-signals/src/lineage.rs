@@ -15,7 +15,9 @@
 //!   new one for each `flow run`.
 //!
 //! Events are posted on the exporters' own thread (off the steps' path),
-//! several at once ([`IN_FLIGHT`]) on the one keep-alive client, in the
+//! one per request and several at once ([`IN_FLIGHT`]) on the one
+//! keep-alive client, or with `[lineage] batch` set, as JSON arrays to the
+//! batch endpoint one request at a time (`lineage/batch.rs`), in the
 //! order consumers rely on: a step's end after its `START`, and a step's
 //! `START` after the end of every step that ended before it started (so
 //! its upstream steps' outputs are complete before it reads them, the
@@ -25,6 +27,8 @@
 //! counting them. At `flow run`'s end the wait for events still unsent is
 //! bounded ([`Lineage::abandon`]): a receiver that is down cannot hold the
 //! exit for a retry budget per event of a long chain.
+
+mod batch;
 
 use crate::deliver::{post, retrying, value, Failed};
 use crate::record;
@@ -64,8 +68,9 @@ const JOB_TYPE_SCHEMA: &str =
     "https://openlineage.io/spec/facets/2-0-4/JobTypeJobFacet.json#/$defs/JobTypeJobFacet";
 /// Where events are posted, under the configured URL.
 pub const ENDPOINT: &str = "/api/v1/lineage";
-/// How many events may be posting at once (Marquez takes one event per
-/// request: its API has no batch).
+pub use batch::BATCH_ENDPOINT;
+/// How many events may be posting at once, one per request (Marquez takes
+/// one event per request: its API has no batch).
 pub(crate) const IN_FLIGHT: usize = 8;
 /// The UUIDv5 namespace of flow's run ids.
 const ID_NAMESPACE: Uuid = Uuid::from_u128(0x6c1f_0e7a_3b58_4d2e_9a47_51c2_8e0d_f3a9);
@@ -150,6 +155,8 @@ pub(crate) struct Lineage {
     config: Arc<LineageConfig>,
     limits: PostLimits,
     runs: HashMap<FlowKey, FlowRun>,
+    /// With `[lineage] batch`: the queue of events, started at the first.
+    batches: Option<batch::Batches>,
 }
 
 /// What bounds every flow run's posts.
@@ -188,6 +195,21 @@ struct Outcomes {
     abandoned: AtomicU32,
 }
 
+impl Outcomes {
+    /// Writes `message` (masked) to the run's flow log.
+    async fn line(&self, config: &LineageConfig, level: LogLevel, message: &str) {
+        record::line(
+            &config.store,
+            config.log_directory.as_deref(),
+            &self.key,
+            self.record.clone(),
+            level,
+            flow_core::mask(message).into_owned(),
+        )
+        .await;
+    }
+}
+
 /// One event to post.
 struct Event {
     kind: &'static str,
@@ -204,6 +226,7 @@ impl Lineage {
                 abandoned: watch::Sender::new(0),
             },
             runs: HashMap::new(),
+            batches: None,
         }
     }
 
@@ -229,6 +252,15 @@ impl Lineage {
         signal: &Signal,
         http: &reqwest::Client,
     ) -> Option<JoinHandle<()>> {
+        if let (None, Some(most)) = (&self.batches, self.config.spec.batch()) {
+            self.batches = Some(batch::Batches::start(
+                self.config.clone(),
+                http.clone(),
+                self.limits.abandoned.subscribe(),
+                most,
+            ));
+        }
+        let batches = self.batches.as_ref();
         match signal {
             Signal::RunStarted { flow, .. } => {
                 let (id, record) = self.flow_run(flow).await;
@@ -256,7 +288,8 @@ impl Lineage {
                 let run = self.runs.get_mut(flow)?;
                 run.ends.retain(|end| end.peek().is_none());
                 let after = run.ends.clone();
-                let posted = post_after(&self.config, &self.limits, http, run, after, event);
+                let posted =
+                    post_after(&self.config, &self.limits, batches, http, run, after, event);
                 run.open.insert(step.clone(), (id, posted));
                 None
             }
@@ -268,8 +301,15 @@ impl Lineage {
                 let kind = end_event(*state)?;
                 let event = self.event_in(kind, flow, parent, step, id);
                 let run = self.runs.get_mut(flow)?;
-                let posted =
-                    post_after(&self.config, &self.limits, http, run, vec![started], event);
+                let posted = post_after(
+                    &self.config,
+                    &self.limits,
+                    batches,
+                    http,
+                    run,
+                    vec![started],
+                    event,
+                );
                 run.ends.push(posted);
                 None
             }
@@ -285,6 +325,7 @@ impl Lineage {
                     drop(post_after(
                         &self.config,
                         &self.limits,
+                        batches,
                         http,
                         &mut run,
                         vec![started],
@@ -427,17 +468,26 @@ fn run_event(kind: &str, run: &StepRun<'_>) -> Value {
 }
 
 /// Spawns the post of `event` once every delivery in `after` ended,
-/// within the bound of posts in flight; counts its outcome in `run` and
-/// writes a failure to the flow log. Returns its delivery. A raise of
-/// `limits.abandoned` after this call gives it up (counted, not logged).
+/// within the bound of posts in flight (or, with `batches`, queues it for
+/// the next batch: the queue's order is the order `after` asks for);
+/// counts its outcome in `run` and writes a failure to the flow log.
+/// Returns its delivery. A raise of `limits.abandoned` after this call
+/// gives it up (counted, not logged).
 fn post_after(
     config: &Arc<LineageConfig>,
     limits: &PostLimits,
+    batches: Option<&batch::Batches>,
     http: &reqwest::Client,
     run: &mut FlowRun,
     after: Vec<Posted>,
     event: Event,
 ) -> Posted {
+    run.posts.retain(|post| post.peek().is_none());
+    if let Some(batches) = batches {
+        let posted = batches.post(event, run.outcomes.clone(), *limits.abandoned.borrow());
+        run.posts.push(posted.clone());
+        return posted;
+    }
     let (config, in_flight, http, outcomes) = (
         config.clone(),
         limits.in_flight.clone(),
@@ -474,23 +524,13 @@ fn post_after(
             return;
         }
         outcomes.failed.fetch_add(1, Ordering::Relaxed);
-        let message = flow_core::mask(&format!(
+        let message = format!(
             "lineage event {} of step {}: failed after {} attempt(s): {}",
             event.kind, event.step, outcome.attempts, outcome.detail
-        ))
-        .into_owned();
-        record::line(
-            &config.store,
-            config.log_directory.as_deref(),
-            &outcomes.key,
-            outcomes.record.clone(),
-            LogLevel::Warn,
-            message,
-        )
-        .await;
+        );
+        outcomes.line(&config, LogLevel::Warn, &message).await;
     });
     let posted: Posted = task.map(|_| ()).boxed().shared();
-    run.posts.retain(|post| post.peek().is_none());
     run.posts.push(posted.clone());
     posted
 }
@@ -519,15 +559,7 @@ async fn summarize(config: Arc<LineageConfig>, run: FlowRun) {
     } else {
         LogLevel::Warn
     };
-    record::line(
-        &config.store,
-        config.log_directory.as_deref(),
-        &outcomes.key,
-        outcomes.record.clone(),
-        level,
-        message,
-    )
-    .await;
+    outcomes.line(&config, level, &message).await;
 }
 
 async fn post_one(

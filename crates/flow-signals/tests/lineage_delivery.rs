@@ -276,6 +276,16 @@ fn steps_running_side_by_side_post_at_once() {
 /// per event), and the run's line counts what was given up.
 #[test]
 fn the_wait_at_exit_for_a_silent_receiver_is_bounded_and_counted() {
+    silent_receiver_counts(None);
+}
+
+/// The same with `batch`: each event of the batches given up counts once.
+#[test]
+fn the_wait_at_exit_for_a_silent_batch_receiver_is_bounded_and_counted() {
+    silent_receiver_counts(Some(3));
+}
+
+fn silent_receiver_counts(batch: Option<u32>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     std::thread::spawn(move || {
@@ -288,7 +298,7 @@ fn the_wait_at_exit_for_a_silent_receiver_is_bounded_and_counted() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("etl")).unwrap();
     let spec: LineageSpec = serde_json::from_value(serde_json::json!({
-        "url": url, "timeout": "200ms", "retries": 3, "retry_delay": "50ms"
+        "url": url, "timeout": "200ms", "retries": 3, "retry_delay": "50ms", "batch": batch
     }))
     .unwrap();
     let store = flow_store_sqlite::SqliteStore::open(
