@@ -179,6 +179,7 @@ pub const GROUPS: &[Group] = &[
             "no_flow_name_puts_logs_outside_the_log_directory",
             "a_log_file_that_cannot_be_written_mid_run_fails_the_run",
             "a_log_directory_that_is_a_file_refuses_the_run",
+            "every_place_a_log_file_cannot_go_is_refused_naming_it",
             "an_action_name_cannot_forge_log_lines",
             "every_log_file_line_is_recorded_in_the_store_for_its_run",
             "recording_can_be_turned_off",

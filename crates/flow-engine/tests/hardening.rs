@@ -161,6 +161,53 @@ async fn a_log_directory_that_is_a_file_refuses_the_run() {
     assert_eq!(bench.store.get_flow(&key).await.unwrap(), None);
 }
 
+/// Every place a run's log files cannot go is refused before the run, naming
+/// the path and why: the flow's directory or its log file taken by the wrong
+/// kind of file, a log directory to create under a file; one to create
+/// under plain directories, or one ready, is accepted.
+#[test]
+fn every_place_a_log_file_cannot_go_is_refused_naming_it() {
+    use flow_engine::logging::check_log_directory;
+    let bench = Bench::new();
+    let refused =
+        |dir: &std::path::Path, flow: &str| check_log_directory(dir, flow).expect_err("refused");
+
+    let logs = bench.path("logs");
+    std::fs::create_dir_all(logs.join("ready")).unwrap();
+    assert!(check_log_directory(&logs, "ready").is_ok());
+    assert!(
+        check_log_directory(&logs, "new").is_ok(),
+        "created at run time"
+    );
+    assert!(check_log_directory(&bench.path("a/b/c"), "new").is_ok());
+
+    let e = refused(&logs, "bad/name");
+    assert_eq!(e.path, logs);
+    assert!(e.problem.contains("cannot name a log directory"), "{e}");
+
+    std::fs::write(logs.join("filed"), "").unwrap();
+    let e = refused(&logs, "filed");
+    assert_eq!(e.path, logs.join("filed"));
+    assert!(e.problem.contains("is not a directory"), "{e}");
+
+    std::fs::create_dir_all(logs.join("dirlog/dirlog.log")).unwrap();
+    let e = refused(&logs, "dirlog");
+    assert_eq!(e.path, logs.join("dirlog/dirlog.log"));
+    assert!(e.problem.contains("is not a regular file"), "{e}");
+
+    let file = bench.path("plain");
+    std::fs::write(&file, "").unwrap();
+    let e = refused(&file.join("logs"), "flow");
+    assert_eq!(e.path, file.join("logs"));
+    assert!(
+        e.problem.contains(&format!(
+            "cannot be created: {} is not a directory",
+            file.display()
+        )),
+        "{e}"
+    );
+}
+
 /// An action name from library code is not checked like a flow file's:
 /// the log writer escapes it (and any logger name it did not make), so a
 /// newline in it cannot forge a line in the files or the store.
