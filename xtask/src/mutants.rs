@@ -183,6 +183,7 @@ pub const GROUPS: &[Group] = &[
             "an_action_name_cannot_forge_log_lines",
             "every_log_file_line_is_recorded_in_the_store_for_its_run",
             "recording_can_be_turned_off",
+            "lines_past_the_limit_are_counted_in_one_line_when_the_store_falls_behind",
             "logs_go_to_flow_and_step_files_with_logger_names",
             "a_log_file_lost_mid_run_fails_the_run_with_exit_1",
             "store_and_logs_are_private_whatever_the_umask",

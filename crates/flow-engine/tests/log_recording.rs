@@ -193,3 +193,95 @@ async fn recording_can_be_turned_off() {
         .unwrap()
         .contains("hi"));
 }
+
+/// A store that falls behind with log lines: every `append_logs` waits
+/// until the test releases it.
+struct SlowLogs {
+    inner: Arc<flow_store_sqlite::SqliteStore>,
+    release: flow_core::CancellationToken,
+}
+
+#[async_trait::async_trait]
+impl flow_core::StoreLayer for SlowLogs {
+    fn inner(&self) -> &dyn FlowStore {
+        &*self.inner
+    }
+    async fn append_logs(&self, lines: &[flow_core::LogLine]) -> Result<(), flow_core::StoreError> {
+        self.release.cancelled().await;
+        self.inner.append_logs(lines).await
+    }
+}
+
+/// Lets the store's appends go (a step after the chatty one).
+#[derive(Debug)]
+struct Release(flow_core::CancellationToken);
+
+#[async_trait::async_trait]
+impl flow_core::Action for Release {
+    fn kind(&self) -> &str {
+        "release"
+    }
+    async fn run(
+        &self,
+        _cx: &flow_core::ActionContext<'_>,
+    ) -> Result<flow_core::ActionOutcome, flow_core::ActionError> {
+        self.0.cancel();
+        Ok(flow_core::ActionOutcome::Done)
+    }
+}
+
+/// When the store falls `RECORD_LIMIT` lines behind, the run keeps that
+/// many waiting and counts the rest instead of keeping them: once the store
+/// catches up it has every kept line and one warning saying how many were
+/// not recorded (the log files have them all).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lines_past_the_limit_are_counted_in_one_line_when_the_store_falls_behind() {
+    use flow_engine::logging::RECORD_LIMIT;
+    let bench = Bench::new();
+    let release = flow_core::CancellationToken::new();
+    let store = Arc::new(SlowLogs {
+        inner: bench.store.clone(),
+        release: release.clone(),
+    });
+    // Far more than the recorder can take in one batch before the store
+    // blocks it (it takes what waits every 200 ms, or at 2,000 lines).
+    let extra = 20_000;
+    let graph = Arc::new(
+        FlowDefinition::new("behind")
+            .step(StepDefinition::new(
+                "chatty",
+                shell(&format!("seq 1 {}", RECORD_LIMIT + extra)),
+            ))
+            .step(
+                StepDefinition::new("release", ActionInstance::new(Arc::new(Release(release))))
+                    .depends_on(["chatty"]),
+            )
+            .build()
+            .unwrap(),
+    );
+    let report = flow_engine::ExecutionEngine::new(
+        graph.clone(),
+        bench.context(&graph, TP, 1),
+        store,
+        bench.local(),
+        bench.options(),
+    )
+    .run()
+    .await
+    .unwrap();
+    assert_eq!(report.state, FlowState::Processed);
+    let key = FlowKey::new("behind", tp(TP));
+    let lines = recorded(&bench, &key).await;
+    let warnings: Vec<&str> = lines
+        .iter()
+        .map(|l| l.line.message.as_str())
+        .filter(|m| m.contains("were not recorded in the store"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    let dropped: usize = warnings[0].split(' ').next().unwrap().parse().unwrap();
+    let in_files = file_lines(&bench.logs().join("behind"), "behind").len();
+    let kept = lines.len() - 1;
+    assert!(kept >= RECORD_LIMIT, "{kept} kept");
+    assert!(dropped > 0 && dropped <= extra + 100, "{dropped} dropped");
+    assert_eq!(kept + dropped, in_files, "every line kept or counted");
+}
