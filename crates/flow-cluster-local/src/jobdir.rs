@@ -286,6 +286,20 @@ mod tests {
         assert_eq!(job.exit_code().unwrap(), Some(17));
     }
 
+    /// A file that is there but cannot be read is an error, never "the
+    /// wrapper has not written it yet": that would make a started job look
+    /// never started, or a finished one still running.
+    #[test]
+    fn an_unreadable_file_is_an_error_not_absent() {
+        let dir = tempfile::tempdir().unwrap();
+        let job = JobDir::new(dir.path().to_path_buf());
+        std::fs::write(dir.path().join("pid"), b"\xff\xfe 1 boot\n").unwrap();
+        std::fs::create_dir(dir.path().join("status")).unwrap();
+        let err = job.identity().unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
+        assert!(job.exit_code().is_err());
+    }
+
     /// Signalling a job's group is safe only while it is the job's: on this
     /// boot, and its leader gone or still the process that wrote `pid`
     /// (a start time of 0: the wrapper could not read it, so the pid
