@@ -876,7 +876,8 @@ fn terminate_orphans_closes_the_steps_it_ended_so_one_recover_completes_on_emr_m
 
 #[test]
 #[ignore = "needs moto with the EMR layer: run through `cargo xtask test`"]
-fn a_cluster_ending_under_a_step_fails_it_at_once_with_the_reason_on_emr_moto() {
+fn a_cluster_ending_under_a_step_fails_it_at_once_with_the_reason_and_recover_completes_on_emr_moto(
+) {
     let emr = Emr::new("dies");
     let (mut engine, cid) = emr.start_long_run();
     emr.moto.set_cluster(
@@ -906,6 +907,28 @@ fn a_cluster_ending_under_a_step_fails_it_at_once_with_the_reason_on_emr_moto() 
         String::from_utf8_lossy(&out.stdout).contains("TERMINATED_WITH_ERRORS: INSTANCE_FAILURE"),
         "the cluster's record keeps its end reason: {}",
         text(&out)
+    );
+    let log = emr.home.read("logs/emr_long/compute.log");
+    assert!(
+        log.contains(&cid)
+            && log.contains("INSTANCE_FAILURE: the master node was lost (flow test)"),
+        "the step names its cluster and the cluster's reason: {log}"
+    );
+
+    // Recover launches a new cluster and completes.
+    let driver = Driver::start(&emr.moto, &emr.name);
+    driver.set(Mode::Complete);
+    let out = emr.home.flow(&["recover", "long.toml", "--timeperiod", TP]);
+    drop(driver);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let status = emr.home.status_json("emr_long", TP);
+    assert_eq!(status["flow"]["state"], "state_processed", "{status}");
+    let mut states: Vec<String> = emr.clusters().into_iter().map(|(_, s)| s).collect();
+    states.sort();
+    assert_eq!(
+        states,
+        ["TERMINATED", "TERMINATED_WITH_ERRORS"],
+        "a new cluster ran the step and was terminated"
     );
 }
 

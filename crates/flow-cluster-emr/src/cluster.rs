@@ -132,6 +132,21 @@ impl EmrCluster {
         known.ended.get_or_insert(reason);
     }
 
+    /// Why the cluster `cluster_id` of an `INTERRUPTED` step ended (EMR
+    /// interrupts a running step when its cluster ends, and says why only
+    /// on the cluster): `STATE: CODE: message`, kept as its end; `None`
+    /// when it has not ended or cannot be read.
+    async fn interrupted_by(&self, cluster_id: &str) -> Option<String> {
+        let cluster = self.describe(cluster_id).await.ok()??;
+        let state = state_of(&cluster);
+        if !ENDED_CLUSTER_STATES.contains(&state.as_str()) {
+            return None;
+        }
+        let reason = format!("{state}: {}", reason_of(&cluster));
+        self.note_end(reason.clone());
+        Some(reason)
+    }
+
     fn handle(&self, known: &ClusterFacts) -> ClusterHandle {
         let mut details = BTreeMap::from([("emr_name".to_string(), self.emr_name.clone())]);
         if let Some(uri) = &known.log_uri {
@@ -413,9 +428,21 @@ impl Cluster for EmrCluster {
                     .id("log_uri")
                     .map(str::to_string)
                     .or(self.known().log_uri);
-                let message = self
+                let mut message = self
                     .failure_message(&info, &step.cluster_id, log_uri.as_deref())
                     .await;
+                if info.state == "INTERRUPTED" {
+                    if let Some(reason) = self.interrupted_by(&step.cluster_id).await {
+                        error!(
+                            "EMR cluster {} ended under step {step_id}: {reason}",
+                            step.cluster_id
+                        );
+                        message = format!(
+                            "its EMR cluster {} ended: {reason}; {message}",
+                            step.cluster_id
+                        );
+                    }
+                }
                 Err(self.job_failed(kind, message))
             }
         }
