@@ -180,6 +180,7 @@ pub const GROUPS: &[Group] = &[
             "a_log_file_that_cannot_be_written_mid_run_fails_the_run",
             "a_log_directory_that_is_a_file_refuses_the_run",
             "every_place_a_log_file_cannot_go_is_refused_naming_it",
+            "step_logs_keep_flows_own_events_and_only_dependencies_info_and_above",
             "an_action_name_cannot_forge_log_lines",
             "every_log_file_line_is_recorded_in_the_store_for_its_run",
             "recording_can_be_turned_off",

@@ -258,3 +258,59 @@ async fn an_action_name_cannot_forge_log_lines() {
         );
     }
 }
+
+/// Logs events of several crates at several levels from inside a step.
+#[derive(Debug)]
+struct Chatter;
+
+#[async_trait::async_trait]
+impl Action for Chatter {
+    fn kind(&self) -> &str {
+        "chatter"
+    }
+    async fn run(
+        &self,
+        _cx: &flow_core::ActionContext<'_>,
+    ) -> Result<flow_core::ActionOutcome, flow_core::ActionError> {
+        tracing::debug!(target: "hyper_util::client::pool", "a dependency's debug");
+        tracing::trace!(target: "h2::codec", "a dependency's trace");
+        tracing::info!(target: "hyper_util::client::pool", "a dependency's info");
+        tracing::warn!(target: "rustls", "a dependency's warning");
+        tracing::debug!(target: "flow_engine::probe", "flow's own debug");
+        tracing::trace!(target: "flow", "flow's own trace");
+        tracing::debug!(target: "flowery", "a crate only named like flow");
+        Ok(flow_core::ActionOutcome::Done)
+    }
+}
+
+/// The log files get every event of flow's own crates (`flow`, `flow_*`) and
+/// other crates' events at `INFO` and above: dependencies' debug and trace
+/// events would fill step logs and the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn step_logs_keep_flows_own_events_and_only_dependencies_info_and_above() {
+    let bench = Bench::new();
+    let graph = Arc::new(
+        FlowDefinition::new("chatty")
+            .step(StepDefinition::new("talk", act(Chatter)))
+            .build()
+            .unwrap(),
+    );
+    let report = bench.engine(&graph, TP, 1).run().await.unwrap();
+    assert_eq!(report.state, FlowState::Processed);
+    let log = std::fs::read_to_string(bench.logs().join("chatty/talk.log")).unwrap();
+    for kept in [
+        "a dependency's info",
+        "a dependency's warning",
+        "flow's own debug",
+        "flow's own trace",
+    ] {
+        assert!(log.contains(kept), "{kept} missing: {log}");
+    }
+    for left_out in [
+        "a dependency's debug",
+        "a dependency's trace",
+        "a crate only named like flow",
+    ] {
+        assert!(!log.contains(left_out), "{left_out} kept: {log}");
+    }
+}
