@@ -754,6 +754,13 @@ async fn a_dead_runs_clusters_are_all_adopted_and_ended_but_only_as_many_used_as
         .await
         .unwrap();
     assert_eq!(records.len(), 2, "{records:?}");
+    let mut names: Vec<&str> = records.iter().map(|r| r.handle.name.as_str()).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["local-0", "local-1"],
+        "the dead run's clusters' names"
+    );
     for record in &records {
         assert_eq!(record.run, report.run, "{records:?}");
         assert_eq!(record.state, flow_core::ClusterState::Terminated);
