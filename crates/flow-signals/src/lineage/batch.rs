@@ -78,6 +78,9 @@ async fn send(
         config.spec.url.as_str().trim_end_matches('/')
     );
     while let Some(first) = queue.recv().await {
+        // Lets the exporters' loop hand over the signals already queued
+        // (on this one-thread runtime), so the batch takes them too.
+        tokio::task::yield_now().await;
         let mut batch = vec![first];
         while batch.len() < most.get() {
             match queue.try_recv() {
