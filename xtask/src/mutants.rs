@@ -379,6 +379,10 @@ pub const RECORDED: &[(&str, f64)] = &[
     // 2026-12-07: 40 mutants, 28 caught, 2 timed out, 1 missed
     // (equivalent), 9 unviable (41 min, `--only`, with a 300 s timeout).
     ("crates/flow-cluster-local/src/process.rs", 96.8),
+    // 2026-12-07: 61 mutants, 56 caught, 1 missed, 4 unviable (29 min,
+    // `--only`); the survivor (`read_whole`'s NotFound guard turned
+    // `true`) is caught by a test added since (`--iterate`: 17 s).
+    ("crates/flow-cluster-local/src/jobdir.rs", 100.0),
     // 2026-12-07: 18 mutants, 15 caught, 1 missed (equivalent for every
     // mode), 2 unviable (23 min, `--only`).
     ("crates/flow-engine/src/rollback.rs", 93.8),
