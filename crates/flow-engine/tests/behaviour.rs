@@ -190,15 +190,6 @@ async fn cluster_records_keep_a_failed_launch_and_a_failed_termination() {
             .build()
             .unwrap(),
     );
-    let records = |timeperiod: &'static str| {
-        let store = bench.store.clone();
-        async move {
-            store
-                .list_clusters(Some(&FlowKey::new("ends", tp(timeperiod))))
-                .await
-                .unwrap()
-        }
-    };
 
     let mut counting = Counting::new(bench.local());
     counting.before_ready = Some(Arc::new(|| Err("not ready, by the test".to_string())));
@@ -211,7 +202,7 @@ async fn cluster_records_keep_a_failed_launch_and_a_failed_termination() {
     assert_eq!(report.state, FlowState::Invalid);
     assert_eq!(counting.terminated.load(Ordering::SeqCst), 1);
     assert!(report.clusters_left_up.is_empty(), "{report:?}");
-    let record = records(TP).await;
+    let record = bench.clusters("ends", TP).await;
     assert_eq!(record.len(), 1, "{record:?}");
     assert_eq!(record[0].state, flow_core::ClusterState::LaunchFailed);
     assert!(
@@ -237,7 +228,7 @@ async fn cluster_records_keep_a_failed_launch_and_a_failed_termination() {
             && report.clusters_left_up[0].contains("refused, by the test"),
         "{report:?}"
     );
-    let record = records("2026112900").await;
+    let record = bench.clusters("ends", "2026112900").await;
     assert_eq!(record[0].state, flow_core::ClusterState::TerminateFailed);
     assert!(
         record[0]
@@ -572,17 +563,8 @@ async fn overlapping_runs_share_a_named_cluster_launched_once_and_ended_by_the_l
         1,
         "the second run joined the first one's cluster"
     );
-    let clusters = |timeperiod: &'static str| {
-        let store = bench.store.clone();
-        async move {
-            store
-                .list_clusters(Some(&FlowKey::new("pooled", tp(timeperiod))))
-                .await
-                .unwrap()
-        }
-    };
-    let first_record = clusters(TP).await;
-    let second_record = clusters("2026112900").await;
+    let first_record = bench.clusters("pooled", TP).await;
+    let second_record = bench.clusters("pooled", "2026112900").await;
     assert_eq!(first_record.len(), 1, "{first_record:?}");
     assert_eq!(second_record.len(), 1, "{second_record:?}");
     assert_eq!(
@@ -603,7 +585,7 @@ async fn overlapping_runs_share_a_named_cluster_launched_once_and_ended_by_the_l
     first_hold.release.cancel();
     assert_eq!(first.await.unwrap().unwrap().state, FlowState::Processed);
     assert_eq!(counting.terminated.load(Ordering::SeqCst), 0, "left up");
-    let first_record = clusters(TP).await;
+    let first_record = bench.clusters("pooled", TP).await;
     assert_eq!(first_record[0].state, flow_core::ClusterState::LeftUp);
     assert!(
         first_record[0]
@@ -617,7 +599,7 @@ async fn overlapping_runs_share_a_named_cluster_launched_once_and_ended_by_the_l
     second_hold.release.cancel();
     assert_eq!(second.await.unwrap().unwrap().state, FlowState::Processed);
     assert_eq!(counting.terminated.load(Ordering::SeqCst), 1);
-    let second_record = clusters("2026112900").await;
+    let second_record = bench.clusters("pooled", "2026112900").await;
     assert_eq!(second_record[0].state, flow_core::ClusterState::Terminated);
     assert_eq!(provisioned(&bench), 1);
 }
@@ -748,11 +730,7 @@ async fn a_dead_runs_clusters_are_all_adopted_and_ended_but_only_as_many_used_as
     assert_eq!(report.clusters_launched, 1, "one worker, as asked");
     assert_eq!(provisioned(&bench), 2, "nothing launched anew");
     assert_eq!(next.terminated.load(Ordering::SeqCst), 2, "both ended");
-    let records = bench
-        .store
-        .list_clusters(Some(&FlowKey::new("two", tp(TP))))
-        .await
-        .unwrap();
+    let records = bench.clusters("two", TP).await;
     assert_eq!(records.len(), 2, "{records:?}");
     let mut names: Vec<&str> = records.iter().map(|r| r.handle.name.as_str()).collect();
     names.sort();
@@ -773,11 +751,7 @@ async fn a_dead_runs_clusters_are_all_adopted_and_ended_but_only_as_many_used_as
         .await
         .unwrap();
     assert_eq!(later.state, FlowState::Processed, "{later:?}");
-    let mut after = bench
-        .store
-        .list_clusters(Some(&FlowKey::new("two", tp(TP))))
-        .await
-        .unwrap();
+    let mut after = bench.clusters("two", TP).await;
     after.retain(|r| r.run != later.run);
     assert_eq!(after, records, "the ended clusters' records were rewritten");
 }

@@ -217,11 +217,7 @@ async fn a_lease_lost_while_a_cluster_comes_up_leaves_the_cluster_to_the_new_hol
         }
         other => panic!("expected LeaseLost, got {other:?}"),
     }
-    let clusters = bench
-        .store
-        .list_clusters(Some(&FlowKey::new("fenced", tp(TP))))
-        .await
-        .unwrap();
+    let clusters = bench.clusters("fenced", TP).await;
     assert_eq!(
         counting
             .terminated

@@ -129,6 +129,14 @@ impl Bench {
             .map(|s| (s.step_name, s.state.as_str().to_string()))
             .collect()
     }
+
+    /// The cluster records of `flow` and `timeperiod`.
+    pub async fn clusters(&self, flow: &str, timeperiod: &str) -> Vec<flow_core::ClusterRecord> {
+        self.store
+            .list_clusters(Some(&FlowKey::new(flow, tp(timeperiod))))
+            .await
+            .unwrap()
+    }
 }
 
 /// Appends its step's name to `file`; fails while `fail_while` exists.
