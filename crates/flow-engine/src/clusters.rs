@@ -43,6 +43,9 @@ pub(crate) struct ClusterSet {
     /// Why each cluster that did not come up failed, as the backend said
     /// (for the run's error when none did).
     pub failures: Vec<String>,
+    /// Clusters left up unterminated, as "NAME: why" (for the run's
+    /// report: they may still be up).
+    pub left_up: Vec<String>,
 }
 
 /// What launching needs besides the shared run state.
@@ -108,6 +111,7 @@ pub(crate) async fn launch(
         workers: Vec::new(),
         owned: Vec::new(),
         failures: Vec::new(),
+        left_up: Vec::new(),
     };
     adopt_previous(shared, factory, count, span, &mut set).await?;
 
@@ -161,6 +165,10 @@ pub(crate) async fn launch(
                 set.owned.push(Owned { cluster, record });
             }
             LaunchOutcome::Dropped => {}
+            LaunchOutcome::LeftUp { why, left } => {
+                set.failures.push(why);
+                set.left_up.push(left);
+            }
             LaunchOutcome::Fenced(e, provisioned) => {
                 if provisioned {
                     // Nobody else knows of it: end it here.
@@ -189,6 +197,12 @@ enum LaunchOutcome {
     Fenced(StoreError, bool),
     /// Not this run's: a shared cluster it could not join.
     Dropped,
+    /// Not usable, and left up under its record, not known to be this
+    /// run's to end: why it is not usable, and the report's line.
+    LeftUp {
+        why: String,
+        left: String,
+    },
 }
 
 /// How many times a run that joined a shared cluster found gone claims the
@@ -423,13 +437,9 @@ async fn record_and_wait(
             .await
             {
                 Ok(()) => LaunchOutcome::Up(record),
-                Err(e) if e.is_fenced() => LaunchOutcome::Fenced(e, false),
                 Err(e) => {
-                    error!("cannot record the cluster: {e}");
-                    LaunchOutcome::Failed(
-                        Some(record),
-                        format!("{}: cannot record it: {e}", cluster.name()),
-                    )
+                    let why = format!("{}: cannot record it: {e}", cluster.name());
+                    unrecorded(shared, record, why, e).await
                 }
             }
         }
@@ -445,9 +455,49 @@ async fn record_and_wait(
             )
             .await
             {
-                Err(e) if e.is_fenced() => LaunchOutcome::Fenced(e, false),
-                _ => LaunchOutcome::Failed(Some(record), why),
+                Ok(()) => LaunchOutcome::Failed(Some(record), why),
+                Err(e) => unrecorded(shared, record, why, e).await,
             }
+        }
+    }
+}
+
+/// The outcome for a recorded cluster whose next state could not be saved
+/// (`e`): it is this run's to terminate only while the run holds its lease.
+/// A write can fail without being fenced after the lease changed hands
+/// (the new holder keeps the write lock, the store is busy), and the new
+/// holder may adopt the cluster by its record; so the lease is read before
+/// the cluster is taken as this run's, only on this failure path.
+async fn unrecorded(
+    shared: &RunContext,
+    record: ClusterRecord,
+    why: String,
+    e: StoreError,
+) -> LaunchOutcome {
+    if e.is_fenced() {
+        return LaunchOutcome::Fenced(e, false);
+    }
+    error!("cannot record the cluster: {e}");
+    let lease = &shared.lease;
+    match shared.store.get_lease(&lease.key).await {
+        // The token grows with every acquisition, by anyone: while it is
+        // this run's, so is the lease.
+        Ok(Some(held)) if held.token == lease.token => LaunchOutcome::Failed(Some(record), why),
+        Ok(held) => LaunchOutcome::Fenced(
+            StoreError::Fenced {
+                key: lease.key.to_string(),
+                token: lease.token,
+                holder: held.and_then(|h| h.owner),
+            },
+            false,
+        ),
+        Err(check) => {
+            error!("cannot tell whether this run still holds its lease ({check}): leaving the cluster up to the next run of the flow or `flow clusters --terminate-orphans`, by its record");
+            let left = format!(
+                "{}: left up, its record standing: cannot record it ({e}) nor tell whether this run still holds its lease ({check})",
+                record.handle.name
+            );
+            LaunchOutcome::LeftUp { why, left }
         }
     }
 }

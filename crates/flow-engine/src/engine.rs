@@ -134,7 +134,9 @@ pub struct RunReport {
     pub clusters_launched: usize,
     /// Clusters the run launched but could not terminate, each as "NAME:
     /// why": they may still be up (and billing). Their records say
-    /// `terminate_failed`; `flow clusters --terminate-orphans` retries.
+    /// `terminate_failed` (or still `launching`, for one left up because
+    /// the run could not tell whether it still held its lease);
+    /// `flow clusters --terminate-orphans` retries.
     pub clusters_left_up: Vec<String>,
     /// Why the flow failed without a failed step, e.g. no cluster launched.
     pub error: Option<String>,
@@ -738,7 +740,8 @@ impl ExecutionEngine {
             flow_span.in_scope(|| error!("{message}"));
             error = Some(message);
         }
-        let clusters_left_up = clusters::terminate(&shared, owned, &flow_span).await;
+        let mut clusters_left_up = clusters::terminate(&shared, owned, &flow_span).await;
+        clusters_left_up.extend(set.left_up);
 
         // Lines that could not be written make the run a failure: a run
         // whose logs are lost must not look like a success.

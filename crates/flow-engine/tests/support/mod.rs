@@ -32,10 +32,14 @@ pub struct Bench {
 
 impl Bench {
     pub fn new() -> Self {
+        Self::with_store_options(SqliteOptions::default())
+    }
+
+    /// A bench whose store is opened with `options` (a short busy timeout,
+    /// for a test that holds the write lock from another connection).
+    pub fn with_store_options(options: SqliteOptions) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(
-            SqliteStore::open(&dir.path().join("flow.db"), SqliteOptions::default()).unwrap(),
-        );
+        let store = Arc::new(SqliteStore::open(&dir.path().join("flow.db"), options).unwrap());
         Bench { dir, store }
     }
 
