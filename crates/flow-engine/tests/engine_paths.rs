@@ -224,3 +224,189 @@ async fn the_run_metrics_count_each_dependant_visited_once() {
     let report = bench.engine(&graph, TP, 1).run_one("a").await.unwrap();
     assert_eq!(report.metrics.graph_visits, 2);
 }
+
+/// A lease taken as an engine's that died a day ago: the next taker finds
+/// it stale at once.
+async fn dead_lease(bench: &Bench, key: &FlowKey) -> Lease {
+    let a_day_ago = chrono::Utc::now() - chrono::Duration::days(1);
+    match bench
+        .store
+        .acquire_lease(key, "dead-host:1:0", a_day_ago, Duration::from_secs(60))
+        .await
+        .unwrap()
+    {
+        LeaseOutcome::Acquired(lease) => lease,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A real local cluster, provisioned and up; `reused` as a backend marks a
+/// cluster it found running under the configured name (EMR's reuse).
+async fn local_cluster_up(
+    bench: &Bench,
+    context: &flow_core::ExecutionContext,
+    name: &str,
+    reused: bool,
+) -> flow_core::ClusterHandle {
+    use flow_core::ClusterFactory;
+    let cluster = bench.local().create(name, context).unwrap();
+    let mut handle = cluster.provision().await.unwrap();
+    cluster.wait_ready().await.unwrap();
+    handle.reused = reused;
+    handle
+}
+
+fn cluster_record(
+    key: &FlowKey,
+    run: &flow_core::RecordId,
+    handle: flow_core::ClusterHandle,
+) -> flow_core::ClusterRecord {
+    let now = chrono::Utc::now();
+    flow_core::ClusterRecord {
+        id: None,
+        flow_name: key.flow_name.clone(),
+        timeperiod: key.timeperiod,
+        run: run.clone(),
+        handle,
+        state: flow_core::ClusterState::Up,
+        launched_at: now,
+        updated_at: now,
+        message: None,
+        usage: Default::default(),
+    }
+}
+
+/// `flow clusters --terminate-orphans`, at the engine: of a dead run's
+/// clusters, the one it launched is terminated and the step whose job ran
+/// on it closed; the one it reused (it existed before the run) is left up,
+/// and so is the step whose job runs on it, since that job may still run;
+/// a live run's cluster is left alone, reported once. (Mutants of
+/// `terminate_orphans`, `terminate_recorded` and `close_steps_on` that
+/// the binary's single-cluster tests cannot tell apart.)
+#[tokio::test]
+async fn terminate_orphans_ends_only_what_a_dead_run_launched_and_closes_only_its_steps() {
+    use flow_core::ClusterState;
+    const OTHER: &str = "2026112900";
+    let bench = Bench::new();
+    let graph = flow("orphans", &["a", "b"]);
+    let mut runs = Vec::new();
+    for t in [TP, OTHER] {
+        let report = bench.engine(&graph, t, 1).run().await.unwrap();
+        assert_eq!(report.state, FlowState::Processed);
+        runs.push(report.run);
+    }
+    let context = bench.context(&graph, TP, 2);
+    let launched = local_cluster_up(&bench, &context, "local-0", false).await;
+    let reused = local_cluster_up(&bench, &context, "local-1", true).await;
+
+    // As a run that died leaves it: both clusters up, `a`'s job on the
+    // launched one, `b`'s on the reused one, both steps in progress.
+    let dead = FlowKey::new("orphans", tp(TP));
+    let lease = dead_lease(&bench, &dead).await;
+    for handle in [&launched, &reused] {
+        let record = cluster_record(&dead, &runs[0], handle.clone());
+        bench.store.save_cluster(&lease, &record).await.unwrap();
+    }
+    for (mut step, cluster) in bench
+        .snapshot("orphans", TP)
+        .await
+        .1
+        .into_iter()
+        .zip(["local-0", "local-1"])
+    {
+        step.state = StepState::InProgress;
+        step.finished_at = None;
+        step.job = Some(JobRecord {
+            action_index: 0,
+            action: "identity".into(),
+            attempt: 1,
+            handle: JobHandle::new(
+                "local",
+                cluster,
+                [("dir", bench.path("no-such-job").display().to_string())],
+            ),
+            submitted_at: chrono::Utc::now(),
+            adopted: false,
+        });
+        bench.store.save_step(&lease, &step).await.unwrap();
+    }
+    // The other timeperiod's run is alive (its lease is fresh).
+    let live = FlowKey::new("orphans", tp(OTHER));
+    let live_lease = match bench
+        .store
+        .acquire_lease(&live, "alive", chrono::Utc::now(), Duration::from_secs(3600))
+        .await
+        .unwrap()
+    {
+        LeaseOutcome::Acquired(lease) => lease,
+        other => panic!("{other:?}"),
+    };
+    let handle = flow_core::ClusterHandle {
+        backend_id: "the-live-runs".into(),
+        ..launched.clone()
+    };
+    let record = cluster_record(&live, &runs[1], handle);
+    bench.store.save_cluster(&live_lease, &record).await.unwrap();
+
+    let counting = Arc::new(Counting::new(bench.local()));
+    let outcomes = flow_engine::terminate_orphans(
+        bench.store.clone(),
+        counting.clone(),
+        None,
+        None,
+        |r| bench.context(&graph, &r.timeperiod.to_string(), 1),
+        "sweeper",
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
+    let mut said: Vec<(String, String, Result<ClusterState, String>)> = outcomes
+        .into_iter()
+        .map(|o| (o.record.timeperiod.to_string(), o.record.handle.name, o.result))
+        .collect();
+    said.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+    assert_eq!(
+        said,
+        [
+            (TP.into(), "local-0".into(), Ok(ClusterState::Terminated)),
+            (TP.into(), "local-1".into(), Ok(ClusterState::LeftUp)),
+            (
+                OTHER.into(),
+                "local-0".into(),
+                Err("its flow is being run by alive".into())
+            ),
+        ]
+    );
+    assert_eq!(counting.terminated.load(Ordering::SeqCst), 2);
+    let dead_records = bench.clusters("orphans", TP).await;
+    let by_id = |id: &str| {
+        dead_records
+            .iter()
+            .find(|r| r.handle.backend_id == id)
+            .unwrap_or_else(|| panic!("{id}: {dead_records:?}"))
+            .clone()
+    };
+    let ended = by_id(&launched.backend_id);
+    assert_eq!(ended.state, ClusterState::Terminated);
+    assert_eq!(ended.message.as_deref(), Some("terminated as an orphan"));
+    assert_eq!(by_id(&reused.backend_id).state, ClusterState::LeftUp);
+    let live_records = bench.clusters("orphans", OTHER).await;
+    assert!(
+        live_records
+            .iter()
+            .any(|r| r.handle.backend_id == "the-live-runs" && r.state == ClusterState::Up),
+        "the live run's cluster: {live_records:?}"
+    );
+    let steps = bench.snapshot("orphans", TP).await.1;
+    assert_eq!(steps[0].state, StepState::Invalid, "{:?}", steps[0]);
+    assert!(steps[0]
+        .error
+        .as_deref()
+        .is_some_and(|e| e.contains("terminated by `flow clusters --terminate-orphans`")));
+    assert_eq!(
+        steps[1].state,
+        StepState::InProgress,
+        "the job on the cluster left up may still run: {:?}",
+        steps[1]
+    );
+}
