@@ -176,6 +176,23 @@ async fn a_cluster_that_fails_to_launch_is_skipped_and_none_fails_the_flow() {
         "{error}"
     );
     assert_eq!(counting.terminated.load(Ordering::SeqCst), 2);
+
+    // A shared name whose launch failed is given up at once: no claim is
+    // left for other runs to wait on while this one lives.
+    let mut counting = Counting::new(bench.local());
+    counting.failing = vec![0];
+    counting.shared = Some("pool".to_string());
+    let report = bench
+        .engine_with(&graph, "2026112900", 1, Arc::new(counting), bench.options())
+        .run()
+        .await
+        .unwrap();
+    assert_eq!(report.state, FlowState::Invalid);
+    let claims: i64 = rusqlite::Connection::open(bench.path("flow.db"))
+        .unwrap()
+        .query_row("SELECT count(*) FROM shared_cluster", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(claims, 0, "the failed launch's claim on the name is left");
 }
 
 /// A cluster that fails to come up keeps `launch_failed` and the reason on
