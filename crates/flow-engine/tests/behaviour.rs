@@ -551,6 +551,8 @@ async fn overlapping_runs_share_a_named_cluster_launched_once_and_ended_by_the_l
     let bench = Bench::new();
     let mut counting = Counting::new(bench.local());
     counting.shared = Some("pool".to_string());
+    let launching = Hold::default();
+    counting.provision_gate = Some(launching.clone());
     let counting = Arc::new(counting);
     let (first_hold, second_hold) = (Hold::default(), Hold::default());
     let graph = |hold: &Hold| {
@@ -571,8 +573,22 @@ async fn overlapping_runs_share_a_named_cluster_launched_once_and_ended_by_the_l
         bench.options(),
     );
     let first = tokio::spawn(async move { first.run().await });
-    first_hold.started.cancelled().await;
+    // The first run has claimed the name and is launching the cluster: the
+    // second finds it so, says it waits (once), and joins it when it is up.
+    launching.started.cancelled().await;
     let second = tokio::spawn(async move { second.run().await });
+    let waiting = "another run is launching or ending local cluster pool: waiting for it";
+    let log = bench.logs().join("pooled").join("pooled.log");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_to_string(&log).is_ok_and(|l| l.contains(waiting)) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the second run never waited for the launch"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    launching.release.cancel();
+    first_hold.started.cancelled().await;
     second_hold.started.cancelled().await;
     // One cluster provisioned (each local cluster is a directory).
     assert_eq!(
@@ -619,6 +635,8 @@ async fn overlapping_runs_share_a_named_cluster_launched_once_and_ended_by_the_l
     let second_record = bench.clusters("pooled", "2026112900").await;
     assert_eq!(second_record[0].state, flow_core::ClusterState::Terminated);
     assert_eq!(provisioned(&bench), 1);
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(log.matches(waiting).count(), 1, "said once:\n{log}");
 }
 
 /// Takes the flow's lease over in the store file, as a run that found this

@@ -291,6 +291,9 @@ pub struct Counting {
     pub before_ready: Option<BeforeReady>,
     /// Each cluster's `terminate` fails with this (after the real one).
     pub terminate_error: Option<String>,
+    /// Each cluster's `provision` says it started, then waits for the
+    /// test's release: a launch under way for as long as the test needs.
+    pub provision_gate: Option<Hold>,
 }
 
 /// See [`Counting::before_ready`].
@@ -309,6 +312,7 @@ impl Counting {
             shared: None,
             before_ready: None,
             terminate_error: None,
+            provision_gate: None,
         }
     }
 }
@@ -323,6 +327,7 @@ struct CountingCluster {
     shared: Option<String>,
     before_ready: Option<BeforeReady>,
     terminate_error: Option<String>,
+    provision_gate: Option<Hold>,
 }
 
 impl ClusterFactory for Counting {
@@ -345,6 +350,7 @@ impl ClusterFactory for Counting {
             shared: self.shared.clone(),
             before_ready: self.before_ready.clone(),
             terminate_error: self.terminate_error.clone(),
+            provision_gate: self.provision_gate.clone(),
         }))
     }
 }
@@ -364,6 +370,10 @@ impl Cluster for CountingCluster {
                 message: "refused by the test".into(),
                 transient: false,
             });
+        }
+        if let Some(gate) = &self.provision_gate {
+            gate.started.cancel();
+            gate.release.cancelled().await;
         }
         self.inner.provision().await
     }
