@@ -195,6 +195,92 @@ async fn a_cluster_that_fails_to_launch_is_skipped_and_none_fails_the_flow() {
     assert_eq!(claims, 0, "the failed launch's claim on the name is left");
 }
 
+/// The real store, but the first write of a cluster record in `state` fails
+/// as a store that is unavailable would (not fenced).
+struct ClusterSaveFails {
+    inner: Arc<dyn FlowStore>,
+    state: flow_core::ClusterState,
+    failed: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait]
+impl flow_core::StoreLayer for ClusterSaveFails {
+    fn inner(&self) -> &dyn FlowStore {
+        &*self.inner
+    }
+    async fn save_cluster(
+        &self,
+        lease: &flow_core::Lease,
+        record: &flow_core::ClusterRecord,
+    ) -> Result<flow_core::RecordId, flow_core::StoreError> {
+        if record.state == self.state && !self.failed.swap(true, Ordering::SeqCst) {
+            return Err(flow_core::StoreError::Operation {
+                operation: "save_cluster",
+                key: record.handle.name.clone(),
+                message: "unavailable, by the test".to_string(),
+            });
+        }
+        self.inner.save_cluster(lease, record).await
+    }
+}
+
+/// A cluster whose record cannot be written when it comes up (or fails to)
+/// is not used and is terminated at the run's end; the run ends `invalid`
+/// saying why (none launched), not with the store's error as if fenced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_whose_record_cannot_be_written_is_not_used_and_is_terminated() {
+    use flow_core::ClusterState;
+    let bench = Bench::new();
+    let graph = Arc::new(
+        FlowDefinition::new("unrecorded")
+            .step(StepDefinition::new("a", act(Identity)))
+            .build()
+            .unwrap(),
+    );
+    for (timeperiod, state, comes_up) in [
+        (TP, ClusterState::Up, true),
+        ("2026112900", ClusterState::LaunchFailed, false),
+    ] {
+        let store = Arc::new(ClusterSaveFails {
+            inner: bench.store.clone(),
+            state,
+            failed: Default::default(),
+        });
+        let mut counting = Counting::new(bench.local());
+        if !comes_up {
+            counting.before_ready = Some(Arc::new(|| Err("not ready, by the test".to_string())));
+        }
+        let counting = Arc::new(counting);
+        let engine = flow_engine::ExecutionEngine::new(
+            graph.clone(),
+            bench.context(&graph, timeperiod, 1),
+            store.clone(),
+            counting.clone(),
+            bench.options(),
+        );
+        let report = engine
+            .run()
+            .await
+            .unwrap_or_else(|e| panic!("{state}: the run stopped: {e}"));
+        assert!(store.failed.load(Ordering::SeqCst), "{state}: no fault");
+        assert_eq!(report.state, FlowState::Invalid, "{state}");
+        let error = report.error.unwrap();
+        assert!(error.contains("none of 1 cluster(s) launched"), "{error}");
+        if comes_up {
+            assert!(error.contains("cannot record it"), "{error}");
+        }
+        assert_eq!(
+            counting.terminated.load(Ordering::SeqCst),
+            1,
+            "{state}: the cluster was not terminated"
+        );
+        assert_eq!(
+            bench.step_states("unrecorded", timeperiod).await,
+            [("a".to_string(), "state_embryo".to_string())]
+        );
+    }
+}
+
 /// A cluster that fails to come up keeps `launch_failed` and the reason on
 /// its record after the run ended it; one that cannot be terminated is in
 /// the report as possibly still up, recorded `terminate_failed` with why.
@@ -565,29 +651,41 @@ async fn overlapping_runs_share_a_named_cluster_launched_once_and_ended_by_the_l
     };
     let (first_graph, second_graph) = (graph(&first_hold), graph(&second_hold));
     let first = bench.engine_with(&first_graph, TP, 1, counting.clone(), bench.options());
-    let second = bench.engine_with(
-        &second_graph,
-        "2026112900",
-        1,
+    let claims = Arc::new(ClaimTimes {
+        inner: bench.store.clone(),
+        times: Default::default(),
+    });
+    let second = flow_engine::ExecutionEngine::new(
+        second_graph.clone(),
+        bench.context(&second_graph, "2026112900", 1),
+        claims.clone(),
         counting.clone(),
         bench.options(),
     );
     let first = tokio::spawn(async move { first.run().await });
     // The first run has claimed the name and is launching the cluster: the
-    // second finds it so, says it waits (once), and joins it when it is up.
+    // second finds it so, says it waits (once), asks again with a growing
+    // delay, and joins it when it is up.
     launching.started.cancelled().await;
     let second = tokio::spawn(async move { second.run().await });
-    let waiting = "another run is launching or ending local cluster pool: waiting for it";
-    let log = bench.logs().join("pooled").join("pooled.log");
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while !std::fs::read_to_string(&log).is_ok_and(|l| l.contains(waiting)) {
+    while claims.times.lock().unwrap().len() < 4 {
         assert!(
             std::time::Instant::now() < deadline,
-            "the second run never waited for the launch"
+            "the second run did not keep asking for the name"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     launching.release.cancel();
+    let times = claims.times.lock().unwrap()[..4].to_vec();
+    for (i, least) in [100, 200, 400].into_iter().enumerate() {
+        let gap = times[i + 1] - times[i];
+        assert!(
+            gap >= Duration::from_millis(least),
+            "claim {} came {gap:?} after the one before: no backoff",
+            i + 2
+        );
+    }
     first_hold.started.cancelled().await;
     second_hold.started.cancelled().await;
     // One cluster provisioned (each local cluster is a directory).
@@ -635,8 +733,27 @@ async fn overlapping_runs_share_a_named_cluster_launched_once_and_ended_by_the_l
     let second_record = bench.clusters("pooled", "2026112900").await;
     assert_eq!(second_record[0].state, flow_core::ClusterState::Terminated);
     assert_eq!(provisioned(&bench), 1);
-    let log = std::fs::read_to_string(&log).unwrap();
+    let log = std::fs::read_to_string(bench.logs().join("pooled").join("pooled.log")).unwrap();
+    let waiting = "another run is launching or ending local cluster pool: waiting for it";
     assert_eq!(log.matches(waiting).count(), 1, "said once:\n{log}");
+}
+
+/// The real store, noting when each `claim_cluster` call was made.
+struct ClaimTimes {
+    inner: Arc<dyn FlowStore>,
+    times: std::sync::Mutex<Vec<std::time::Instant>>,
+}
+
+#[async_trait]
+impl flow_core::StoreLayer for ClaimTimes {
+    fn inner(&self) -> &dyn FlowStore {
+        &*self.inner
+    }
+    fn called(&self, method: &'static str) {
+        if method == "claim_cluster" {
+            self.times.lock().unwrap().push(std::time::Instant::now());
+        }
+    }
 }
 
 /// Takes the flow's lease over in the store file, as a run that found this
