@@ -334,7 +334,12 @@ async fn terminate_orphans_ends_only_what_a_dead_run_launched_and_closes_only_it
     let live = FlowKey::new("orphans", tp(OTHER));
     let live_lease = match bench
         .store
-        .acquire_lease(&live, "alive", chrono::Utc::now(), Duration::from_secs(3600))
+        .acquire_lease(
+            &live,
+            "alive",
+            chrono::Utc::now(),
+            Duration::from_secs(3600),
+        )
         .await
         .unwrap()
     {
@@ -346,7 +351,11 @@ async fn terminate_orphans_ends_only_what_a_dead_run_launched_and_closes_only_it
         ..launched.clone()
     };
     let record = cluster_record(&live, &runs[1], handle);
-    bench.store.save_cluster(&live_lease, &record).await.unwrap();
+    bench
+        .store
+        .save_cluster(&live_lease, &record)
+        .await
+        .unwrap();
 
     let counting = Arc::new(Counting::new(bench.local()));
     let outcomes = flow_engine::terminate_orphans(
@@ -362,7 +371,13 @@ async fn terminate_orphans_ends_only_what_a_dead_run_launched_and_closes_only_it
     .unwrap();
     let mut said: Vec<(String, String, Result<ClusterState, String>)> = outcomes
         .into_iter()
-        .map(|o| (o.record.timeperiod.to_string(), o.record.handle.name, o.result))
+        .map(|o| {
+            (
+                o.record.timeperiod.to_string(),
+                o.record.handle.name,
+                o.result,
+            )
+        })
         .collect();
     said.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
     assert_eq!(
