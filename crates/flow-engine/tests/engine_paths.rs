@@ -152,34 +152,12 @@ async fn the_job_of_a_step_removed_from_the_definition_is_looked_up_as_an_orphan
         .await
         .unwrap();
     assert_eq!(report.state, FlowState::Processed);
-    // As a dead run would leave it: `b` in progress with a job on record (of
-    // a job directory that does not exist, so cancelling it stops nothing).
+    // As a dead run would leave it: `b` in progress with a job on record.
     let key = FlowKey::new("shrunk", tp(TP));
-    let lease = match bench
-        .store
-        .acquire_lease(&key, "test", chrono::Utc::now(), Duration::from_secs(60))
-        .await
-        .unwrap()
-    {
-        LeaseOutcome::Acquired(lease) => lease,
-        other => panic!("{other:?}"),
-    };
+    let lease = acquire(&bench, &key, "test", chrono::Utc::now(), 60).await;
     let mut b = bench.snapshot("shrunk", TP).await.1.remove(1);
     assert_eq!(b.step_name, "b");
-    b.state = StepState::InProgress;
-    b.finished_at = None;
-    b.job = Some(JobRecord {
-        action_index: 0,
-        action: "identity".into(),
-        attempt: 1,
-        handle: JobHandle::new(
-            "local",
-            "local-0",
-            [("dir", bench.path("no-such-job").display().to_string())],
-        ),
-        submitted_at: chrono::Utc::now(),
-        adopted: false,
-    });
+    left_in_progress(&bench, &mut b, "local-0");
     bench.store.save_step(&lease, &b).await.unwrap();
     bench.store.release_lease(&lease).await.unwrap();
 
@@ -225,19 +203,43 @@ async fn the_run_metrics_count_each_dependant_visited_once() {
     assert_eq!(report.metrics.graph_visits, 2);
 }
 
-/// A lease taken as an engine's that died a day ago: the next taker finds
-/// it stale at once.
-async fn dead_lease(bench: &Bench, key: &FlowKey) -> Lease {
-    let a_day_ago = chrono::Utc::now() - chrono::Duration::days(1);
+/// The lease of `key` for `owner`, taken at `at` for `ttl_secs`.
+async fn acquire(
+    bench: &Bench,
+    key: &FlowKey,
+    owner: &str,
+    at: chrono::DateTime<chrono::Utc>,
+    ttl_secs: u64,
+) -> Lease {
     match bench
         .store
-        .acquire_lease(key, "dead-host:1:0", a_day_ago, Duration::from_secs(60))
+        .acquire_lease(key, owner, at, Duration::from_secs(ttl_secs))
         .await
         .unwrap()
     {
         LeaseOutcome::Acquired(lease) => lease,
         other => panic!("{other:?}"),
     }
+}
+
+/// `step` as a dead run leaves it: in progress, with a job on record on
+/// `cluster` (of a job directory that does not exist, so cancelling it
+/// stops nothing).
+fn left_in_progress(bench: &Bench, step: &mut flow_core::StepRecord, cluster: &str) {
+    step.state = StepState::InProgress;
+    step.finished_at = None;
+    step.job = Some(JobRecord {
+        action_index: 0,
+        action: "identity".into(),
+        attempt: 1,
+        handle: JobHandle::new(
+            "local",
+            cluster,
+            [("dir", bench.path("no-such-job").display().to_string())],
+        ),
+        submitted_at: chrono::Utc::now(),
+        adopted: false,
+    });
 }
 
 /// A real local cluster, provisioned and up; `reused` as a backend marks a
@@ -302,7 +304,9 @@ async fn terminate_orphans_ends_only_what_a_dead_run_launched_and_closes_only_it
     // As a run that died leaves it: both clusters up, `a`'s job on the
     // launched one, `b`'s on the reused one, both steps in progress.
     let dead = FlowKey::new("orphans", tp(TP));
-    let lease = dead_lease(&bench, &dead).await;
+    // Its engine died a day ago: the next taker finds its lease stale.
+    let a_day_ago = chrono::Utc::now() - chrono::Duration::days(1);
+    let lease = acquire(&bench, &dead, "dead-host:1:0", a_day_ago, 60).await;
     for handle in [&launched, &reused] {
         let record = cluster_record(&dead, &runs[0], handle.clone());
         bench.store.save_cluster(&lease, &record).await.unwrap();
@@ -314,38 +318,12 @@ async fn terminate_orphans_ends_only_what_a_dead_run_launched_and_closes_only_it
         .into_iter()
         .zip(["local-0", "local-1"])
     {
-        step.state = StepState::InProgress;
-        step.finished_at = None;
-        step.job = Some(JobRecord {
-            action_index: 0,
-            action: "identity".into(),
-            attempt: 1,
-            handle: JobHandle::new(
-                "local",
-                cluster,
-                [("dir", bench.path("no-such-job").display().to_string())],
-            ),
-            submitted_at: chrono::Utc::now(),
-            adopted: false,
-        });
+        left_in_progress(&bench, &mut step, cluster);
         bench.store.save_step(&lease, &step).await.unwrap();
     }
     // The other timeperiod's run is alive (its lease is fresh).
     let live = FlowKey::new("orphans", tp(OTHER));
-    let live_lease = match bench
-        .store
-        .acquire_lease(
-            &live,
-            "alive",
-            chrono::Utc::now(),
-            Duration::from_secs(3600),
-        )
-        .await
-        .unwrap()
-    {
-        LeaseOutcome::Acquired(lease) => lease,
-        other => panic!("{other:?}"),
-    };
+    let live_lease = acquire(&bench, &live, "alive", chrono::Utc::now(), 3600).await;
     let handle = flow_core::ClusterHandle {
         backend_id: "the-live-runs".into(),
         ..launched.clone()
