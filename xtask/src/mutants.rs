@@ -136,6 +136,8 @@ pub const GROUPS: &[Group] = &[
             "a_fenced_cluster_record_names_the_new_holder",
             "a_fenced_write_stops_the_run_at_once_and_writes_nothing_more",
             "a_lease_lost_while_a_cluster_comes_up_leaves_the_cluster_to_the_new_holder",
+            "a_lease_lost_under_the_new_holders_write_lock_leaves_the_cluster_to_it",
+            "a_cluster_whose_owner_is_unknown_is_left_up_and_reported",
             "the_job_of_a_step_removed_from_the_definition",
             "run_from_also_reruns_failed_steps_and_scales_clusters",
             "a_kill_during_main_adopts_the_main_job",
