@@ -14,6 +14,7 @@
 //! that ends releases it, and only the last live user terminates it.
 //! Adoption and `--terminate-orphans` go through the same record.
 
+use crate::lease::{still_held, Held};
 use crate::run_context::RunContext;
 use chrono::Utc;
 use flow_core::{
@@ -478,20 +479,10 @@ async fn unrecorded(
         return LaunchOutcome::Fenced(e, false);
     }
     error!("cannot record the cluster: {e}");
-    let lease = &shared.lease;
-    match shared.store.get_lease(&lease.key).await {
-        // The token grows with every acquisition, by anyone: while it is
-        // this run's, so is the lease.
-        Ok(Some(held)) if held.token == lease.token => LaunchOutcome::Failed(Some(record), why),
-        Ok(held) => LaunchOutcome::Fenced(
-            StoreError::Fenced {
-                key: lease.key.to_string(),
-                token: lease.token,
-                holder: held.and_then(|h| h.owner),
-            },
-            false,
-        ),
-        Err(check) => {
+    match still_held(&*shared.store, &shared.lease).await {
+        Held::Yes => LaunchOutcome::Failed(Some(record), why),
+        Held::Lost(fenced) => LaunchOutcome::Fenced(fenced, false),
+        Held::Unknown(check) => {
             error!("cannot tell whether this run still holds its lease ({check}): leaving the cluster up to the next run of the flow or `flow clusters --terminate-orphans`, by its record");
             let left = format!(
                 "{}: left up, its record standing: cannot record it ({e}) nor tell whether this run still holds its lease ({check})",
@@ -627,6 +618,26 @@ async fn adopt_previous(
         }
     }
     Ok(())
+}
+
+/// Leaves every owned cluster up under its record (the next run of the
+/// flow adopts it, `flow clusters --terminate-orphans` ends it), for a run
+/// that cannot tell whether it still holds its lease (`why`): they may be
+/// the new holder's. Returns them as [`terminate`] does.
+pub(crate) fn leave_up(owned: Vec<Owned>, why: &StoreError, span: &Span) -> Vec<String> {
+    let left: Vec<String> = owned
+        .iter()
+        .map(|o| {
+            format!(
+                "{}: left up, since whether this run still holds its lease is unknown ({why})",
+                o.cluster.name()
+            )
+        })
+        .collect();
+    for line in &left {
+        span.in_scope(|| error!("{line}"));
+    }
+    left
 }
 
 /// Terminates every owned cluster concurrently and records how it went.

@@ -680,6 +680,7 @@ impl ExecutionEngine {
             flow_span: flow_span.clone(),
             run_log: run_log.clone(),
             keep_up: Default::default(),
+            unsure: Default::default(),
         });
         let launched = clusters::launch(
             &shared,
@@ -712,6 +713,7 @@ impl ExecutionEngine {
         } else {
             Some(dispatch(shared.clone(), &to_run, records, &set.workers).await)
         };
+        let unsure = shared.recheck_lease().await.err();
         if lost.is_cancelled() {
             // The new holder adopts or terminates them.
             flow_span.in_scope(|| {
@@ -740,7 +742,10 @@ impl ExecutionEngine {
             flow_span.in_scope(|| error!("{message}"));
             error = Some(message);
         }
-        let mut clusters_left_up = clusters::terminate(&shared, owned, &flow_span).await;
+        let mut clusters_left_up = match &unsure {
+            None => clusters::terminate(&shared, owned, &flow_span).await,
+            Some(why) => clusters::leave_up(owned, why, &flow_span),
+        };
         clusters_left_up.extend(set.left_up);
 
         // Lines that could not be written make the run a failure: a run

@@ -1,6 +1,6 @@
 //! Taking a flow's run lease: one call for the engine's run modes and for
 //! cancelling a flow, which each say in their own error what a held lease
-//! means.
+//! means; and reading whether a run still holds it.
 
 use chrono::{DateTime, Utc};
 use flow_core::{FlowKey, FlowStore, Lease, LeaseOutcome, StoreError};
@@ -40,5 +40,32 @@ pub(crate) async fn take_lease(
             owner,
             heartbeat_at,
         }),
+    }
+}
+
+/// Whether a run still holds its lease, as read from the store.
+pub(crate) enum Held {
+    Yes,
+    /// Another acquisition took it: the fence error its writes now get.
+    Lost(StoreError),
+    /// The read failed.
+    Unknown(StoreError),
+}
+
+/// Reads whether `lease` is still the flow's current lease: for a run
+/// whose write failed without a fence (a busy store, the new holder's
+/// write lock, a partition), which may mean the lease changed hands, before
+/// it ends anything another engine may have adopted.
+pub(crate) async fn still_held(store: &dyn FlowStore, lease: &Lease) -> Held {
+    match store.get_lease(&lease.key).await {
+        // The token grows with every acquisition, by anyone: while it is
+        // the run's, so is the lease.
+        Ok(Some(held)) if held.token == lease.token => Held::Yes,
+        Ok(held) => Held::Lost(StoreError::Fenced {
+            key: lease.key.to_string(),
+            token: lease.token,
+            holder: held.and_then(|h| h.owner),
+        }),
+        Err(e) => Held::Unknown(e),
     }
 }

@@ -165,6 +165,7 @@ impl ExecutionEngine {
             flow_span: flow_span.clone(),
             run_log: run_log.clone(),
             keep_up: Default::default(),
+            unsure: Default::default(),
         });
         let set = match clusters::launch(
             &shared,
@@ -242,11 +243,15 @@ impl ExecutionEngine {
                 }
             }
         }
+        let unsure = shared.recheck_lease().await.err();
         if lost.is_cancelled() {
             run_log.finish().await;
             return Err(self.lease_lost(lease).await);
         }
-        clusters::terminate(&shared, set.owned, &flow_span).await;
+        match &unsure {
+            None => clusters::terminate(&shared, set.owned, &flow_span).await,
+            Some(why) => clusters::leave_up(set.owned, why, &flow_span),
+        };
         if let Some(lost_lines) = run_log.flushed_failure() {
             let message = format!("the run's logs are incomplete: {lost_lines}");
             flow_span.in_scope(|| error!("{message}"));

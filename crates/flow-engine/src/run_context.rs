@@ -2,10 +2,12 @@
 //! and the lease its writes carry, the run's id, its cancellation tokens,
 //! the observer and the run's log.
 
+use crate::lease::{still_held, Held};
 use crate::logging;
 use crate::observer::RunObserver;
 use flow_core::{ExecutionContext, FlowGraph, FlowStore, Lease, RecordId, StoreError};
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -36,6 +38,9 @@ pub(crate) struct RunContext {
     /// Clusters (by name) running a job whose outcome is unknown: left up
     /// at the end, recorded, for the next engine to adopt with the job.
     pub keep_up: Mutex<BTreeSet<String>>,
+    /// Set when a store write failed without a fence: the lease may have
+    /// changed hands unnoticed ([`RunContext::recheck_lease`]).
+    pub unsure: AtomicBool,
 }
 
 impl RunContext {
@@ -56,13 +61,35 @@ impl RunContext {
             .clone()
     }
 
-    /// Notes a store failure: a fenced write means the lease is lost.
+    /// Notes a store failure: a fenced write means the lease is lost; any
+    /// other may mean it too (see [`RunContext::recheck_lease`]).
     pub(crate) fn store_failed(&self, e: &StoreError) {
-        if e.is_fenced() && !self.lost.is_cancelled() {
+        if !e.is_fenced() {
+            self.unsure.store(true, Ordering::Relaxed);
+        } else if !self.lost.is_cancelled() {
             self.flow_span.in_scope(|| {
                 error!("{e}; stopping at once, leaving running jobs to the new holder")
             });
             self.lost.cancel();
+        }
+    }
+
+    /// Before the run ends its clusters: after a store write failed
+    /// without a fence (the new holder's write lock, a partition look like
+    /// that), reads whether the lease is still the run's, and fires `lost`
+    /// when it is not. Nothing to do, and no store call, otherwise. `Err`:
+    /// that cannot be told, so the clusters are not the run's to end.
+    pub(crate) async fn recheck_lease(&self) -> Result<(), StoreError> {
+        if self.lost.is_cancelled() || !self.unsure.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        match still_held(&*self.store, &self.lease).await {
+            Held::Yes => Ok(()),
+            Held::Lost(fenced) => {
+                self.store_failed(&fenced);
+                Ok(())
+            }
+            Held::Unknown(e) => Err(e),
         }
     }
 }

@@ -142,15 +142,27 @@ impl flow_engine::RunObserver for StealOnStart {
 
 /// Flow `fenced`: one step that does nothing.
 fn one_step() -> Arc<flow_core::FlowGraph> {
+    one_step_of(ActionInstance::new(Arc::new(Identity)))
+}
+
+/// Flow `fenced`: one step, `only`, of `action`.
+fn one_step_of(action: ActionInstance) -> Arc<flow_core::FlowGraph> {
     Arc::new(
         FlowDefinition::new("fenced")
-            .step(StepDefinition::new(
-                "only",
-                ActionInstance::new(Arc::new(Identity)),
-            ))
+            .step(StepDefinition::new("only", action))
             .build()
             .unwrap(),
     )
+}
+
+/// A bench whose store waits only briefly for a write lock: every write of
+/// a stale engine waits this long for the thief's lock, which it holds for
+/// the rest of the run, and fails.
+fn briefly_waiting() -> Bench {
+    Bench::with_store_options(flow_store_sqlite::SqliteOptions {
+        busy_timeout: Duration::from_millis(100),
+        ..Default::default()
+    })
 }
 
 /// Options under which only the fence notices a lease taken over: the
@@ -248,12 +260,7 @@ impl Thief {
 /// busy timeout is short; checks the run stopped with the lease lost and
 /// left the cluster, recorded as launching, to the new holder.
 async fn lease_lost_while_the_cluster_comes_up(hold_lock: bool, fails: bool) {
-    let bench = Bench::with_store_options(flow_store_sqlite::SqliteOptions {
-        // Every write of the stale engine waits this long for the thief's
-        // lock, which it holds for the whole run, and fails.
-        busy_timeout: Duration::from_millis(100),
-        ..Default::default()
-    });
+    let bench = briefly_waiting();
     let thief = Thief::new(&bench, hold_lock);
     let mut counting = Counting::new(bench.local());
     counting.before_ready = Some(thief.before_ready(fails));
@@ -311,10 +318,20 @@ async fn a_lease_lost_under_the_new_holders_write_lock_leaves_the_cluster_to_it(
     }
 }
 
-/// Fails the writes of a cluster's state after its first record, and every
-/// read of the lease, as a store that stops answering would.
+/// What [`Unanswering`] fails, besides every read of the lease.
+#[derive(Clone, Copy, PartialEq)]
+enum Unanswered {
+    /// The writes of a cluster's state after its first record.
+    ClusterStates,
+    /// A step's final write.
+    StepEnds,
+}
+
+/// Fails some writes and every read of the lease, as a store that stops
+/// answering would.
 struct Unanswering {
     inner: Arc<flow_store_sqlite::SqliteStore>,
+    fails: Unanswered,
 }
 
 fn unanswered(operation: &'static str) -> flow_core::StoreError {
@@ -335,11 +352,22 @@ impl flow_core::StoreLayer for Unanswering {
         lease: &flow_core::Lease,
         record: &flow_core::ClusterRecord,
     ) -> Result<flow_core::RecordId, flow_core::StoreError> {
-        if record.state == flow_core::ClusterState::Launching {
-            self.inner.save_cluster(lease, record).await
-        } else {
-            Err(unanswered("save_cluster"))
+        if self.fails == Unanswered::ClusterStates
+            && record.state != flow_core::ClusterState::Launching
+        {
+            return Err(unanswered("save_cluster"));
         }
+        self.inner.save_cluster(lease, record).await
+    }
+    async fn save_step(
+        &self,
+        lease: &flow_core::Lease,
+        step: &flow_core::StepRecord,
+    ) -> Result<flow_core::RecordId, flow_core::StoreError> {
+        if self.fails == Unanswered::StepEnds && step.state.is_complete() {
+            return Err(unanswered("save_step"));
+        }
+        self.inner.save_step(lease, step).await
     }
     async fn get_lease(
         &self,
@@ -347,6 +375,26 @@ impl flow_core::StoreLayer for Unanswering {
     ) -> Result<Option<flow_core::LeaseInfo>, flow_core::StoreError> {
         Err(unanswered("get_lease"))
     }
+}
+
+/// An engine for flow `fenced` on `counting`'s clusters whose store
+/// fails what `fails` says.
+fn engine_on_unanswering(
+    bench: &Bench,
+    fails: Unanswered,
+    counting: Arc<Counting>,
+) -> flow_engine::ExecutionEngine {
+    let graph = one_step();
+    flow_engine::ExecutionEngine::new(
+        graph.clone(),
+        bench.context(&graph, TP, 1),
+        Arc::new(Unanswering {
+            inner: bench.store.clone(),
+            fails,
+        }),
+        counting,
+        bench.options(),
+    )
 }
 
 /// When neither the cluster's state can be saved nor the lease read, the
@@ -362,16 +410,7 @@ async fn a_cluster_whose_owner_is_unknown_is_left_up_and_reported() {
             counting.before_ready = Some(Arc::new(|| Err("refused by the test".to_string())));
         }
         let counting = Arc::new(counting);
-        let graph = one_step();
-        let engine = flow_engine::ExecutionEngine::new(
-            graph.clone(),
-            bench.context(&graph, TP, 1),
-            Arc::new(Unanswering {
-                inner: bench.store.clone(),
-            }),
-            counting.clone(),
-            bench.options(),
-        );
+        let engine = engine_on_unanswering(&bench, Unanswered::ClusterStates, counting.clone());
         let report = engine.run().await.unwrap();
         assert_eq!(
             counting
@@ -402,4 +441,136 @@ async fn a_cluster_whose_owner_is_unknown_is_left_up_and_reported() {
             "fails: {fails}: its record stands for the next run"
         );
     }
+}
+
+/// Steals the lease for its thief while the step runs, then succeeds.
+#[derive(Debug)]
+struct StealAndSucceed(Arc<Thief>);
+
+impl std::fmt::Debug for Thief {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Thief")
+    }
+}
+
+#[async_trait]
+impl Action for StealAndSucceed {
+    fn kind(&self) -> &str {
+        "steal-and-succeed"
+    }
+    async fn run(&self, _cx: &ActionContext<'_>) -> Result<ActionOutcome, ActionError> {
+        self.0.steal();
+        Ok(ActionOutcome::Done)
+    }
+}
+
+/// The lease taken over while a step runs, the new holder keeping the
+/// write lock: the step's end fails busy, not fenced. Before it ends its
+/// clusters the run reads the lease, finds it lost, and leaves the cluster
+/// (and the step) to the new holder.
+#[tokio::test]
+async fn a_step_write_failing_under_the_new_holders_lock_leaves_the_cluster_to_it() {
+    let bench = briefly_waiting();
+    let thief = Thief::new(&bench, true);
+    let graph = one_step_of(ActionInstance::new(Arc::new(StealAndSucceed(
+        thief.clone(),
+    ))));
+    let counting = Arc::new(Counting::new(bench.local()));
+    let engine = bench.engine_with(&graph, TP, 1, counting.clone(), never_renewing(&bench));
+    let result = engine.run().await;
+    drop(thief.holding.lock().unwrap().take());
+    let clusters = bench.clusters("fenced", TP).await;
+    assert_eq!(
+        counting
+            .terminated
+            .load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the cluster is the new holder's to end: {clusters:?}, {result:?}"
+    );
+    match result {
+        Err(EngineError::LeaseLost { holder, .. }) => {
+            assert_eq!(holder.as_deref(), Some("thief"))
+        }
+        other => panic!("expected LeaseLost, got {other:?}"),
+    }
+    assert_eq!(clusters.len(), 1, "{clusters:?}");
+    assert_eq!(clusters[0].state, flow_core::ClusterState::Up);
+    let (flow, steps) = bench.snapshot("fenced", TP).await;
+    assert_eq!(flow.unwrap().state, flow_core::FlowState::InProgress);
+    assert_eq!(steps[0].state, flow_core::StepState::InProgress);
+    assert_eq!(lease_owner(&bench).await.as_deref(), Some("thief"));
+}
+
+/// When a step's write fails without a fence and the lease cannot be read
+/// either, the run cannot tell whether its clusters are still its own: it
+/// leaves them up under their records and fails with the store's error.
+#[tokio::test]
+async fn clusters_whose_owner_is_unknown_at_the_end_are_left_up() {
+    let bench = Bench::new();
+    let counting = Arc::new(Counting::new(bench.local()));
+    let engine = engine_on_unanswering(&bench, Unanswered::StepEnds, counting.clone());
+    let result = engine.run().await;
+    assert_eq!(
+        counting
+            .terminated
+            .load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "a cluster that may be the new holder's is not ended: {result:?}"
+    );
+    assert!(
+        matches!(result, Err(EngineError::Store { .. })),
+        "{result:?}"
+    );
+    let clusters = bench.clusters("fenced", TP).await;
+    assert_eq!(clusters.len(), 1, "{clusters:?}");
+    assert_eq!(
+        clusters[0].state,
+        flow_core::ClusterState::Up,
+        "its record stands for the next run"
+    );
+}
+
+/// The same in a rollback: the rollback action steals the lease, the new
+/// holder keeping the write lock, so the step's write fails busy; the
+/// rollback reads the lease before it ends its cluster, and leaves it.
+#[tokio::test]
+async fn a_rollback_write_failing_under_the_new_holders_lock_leaves_the_cluster_to_it() {
+    let bench = briefly_waiting();
+    let thief = Thief::new(&bench, true);
+    let graph = one_step_of(
+        ActionInstance::new(Arc::new(Identity))
+            .with_rollback(Arc::new(StealAndSucceed(thief.clone()))),
+    );
+    let counting = Arc::new(Counting::new(bench.local()));
+    let engine = bench.engine_with(&graph, TP, 1, counting.clone(), never_renewing(&bench));
+    let report = engine.run().await.unwrap();
+    assert_eq!(report.state, flow_core::FlowState::Processed);
+    let terminated = || {
+        counting
+            .terminated
+            .load(std::sync::atomic::Ordering::SeqCst)
+    };
+    assert_eq!(terminated(), 1, "the run ended its cluster");
+    let result = engine.rollback("only", false).await;
+    drop(thief.holding.lock().unwrap().take());
+    let clusters = bench.clusters("fenced", TP).await;
+    assert_eq!(
+        terminated(),
+        1,
+        "the rollback's cluster is the new holder's to end: {clusters:?}, {result:?}"
+    );
+    match result {
+        Err(EngineError::LeaseLost { holder, .. }) => {
+            assert_eq!(holder.as_deref(), Some("thief"))
+        }
+        other => panic!("expected LeaseLost, got {other:?}"),
+    }
+    let states: Vec<_> = clusters.iter().map(|c| c.state).collect();
+    assert!(
+        states.contains(&flow_core::ClusterState::Up),
+        "the rollback's cluster is recorded up: {clusters:?}"
+    );
+    let (_, steps) = bench.snapshot("fenced", TP).await;
+    assert_eq!(steps[0].state, flow_core::StepState::Processed);
+    assert_eq!(lease_owner(&bench).await.as_deref(), Some("thief"));
 }

@@ -131,6 +131,8 @@ async fn a_locked_store_stops_the_run_and_recover_works_afterwards() {
 struct CountingStore {
     inner: Arc<SqliteStore>,
     save_step: AtomicU64,
+    /// Lease reads: a run reads its lease only after a write failed.
+    get_lease: AtomicU64,
     other: AtomicU64,
 }
 
@@ -145,6 +147,7 @@ impl StoreLayer for CountingStore {
     fn called(&self, method: &'static str) {
         match method {
             "save_step" => self.save_step.fetch_add(1, Ordering::Relaxed),
+            "get_lease" => self.get_lease.fetch_add(1, Ordering::Relaxed),
             "renew_lease" => 0,
             _ => self.other.fetch_add(1, Ordering::Relaxed),
         };
@@ -167,6 +170,7 @@ async fn costs(bench: &Bench, width: usize) -> (u64, u64) {
     let store = Arc::new(CountingStore {
         inner: bench.store.clone(),
         save_step: AtomicU64::new(0),
+        get_lease: AtomicU64::new(0),
         other: AtomicU64::new(0),
     });
     let engine = ExecutionEngine::new(
@@ -178,6 +182,7 @@ async fn costs(bench: &Bench, width: usize) -> (u64, u64) {
     );
     let report = engine.run().await.unwrap();
     assert_eq!(report.state, FlowState::Processed);
+    assert_eq!(store.get_lease.load(Ordering::Relaxed), 0, "no lease read");
     (
         store.save_step.load(Ordering::Relaxed),
         store.other.load(Ordering::Relaxed),
