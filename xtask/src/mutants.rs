@@ -138,6 +138,9 @@ pub const GROUPS: &[Group] = &[
             "a_lease_lost_while_a_cluster_comes_up_leaves_the_cluster_to_the_new_holder",
             "a_lease_lost_under_the_new_holders_write_lock_leaves_the_cluster_to_it",
             "a_cluster_whose_owner_is_unknown_is_left_up_and_reported",
+            "a_step_write_failing_under_the_new_holders_lock_leaves_the_cluster_to_it",
+            "a_rollback_write_failing_under_the_new_holders_lock_leaves_the_cluster_to_it",
+            "clusters_whose_owner_is_unknown_at_the_end_are_left_up",
             "the_job_of_a_step_removed_from_the_definition",
             "run_from_also_reruns_failed_steps_and_scales_clusters",
             "a_kill_during_main_adopts_the_main_job",
@@ -205,13 +208,15 @@ pub const GROUPS: &[Group] = &[
     // Rollback: `flow rollback` end to end, `jobs_outlive`'s tests named
     // so (refused with processed dependants, the cascade's order, a failing
     // rollback, records from before actions were counted; about 5 s
-    // unmutated). The engine's own tests have none, nor have the `cli`
-    // tests or flow-engine's unit tests: no longer built for each mutant.
+    // unmutated), and the engine's one in `fencing` (a rollback whose write
+    // fails under the new holder's lock leaves its cluster). The `cli`
+    // tests and flow-engine's unit tests have none: not built for each
+    // mutant.
     Group {
         name: "rollback",
         files: &["crates/flow-engine/src/rollback.rs"],
         packages: &["flow-engine", "flow-cli"],
-        targets: &["--test", "jobs_outlive"],
+        targets: &["--test", "jobs_outlive", "--test", "fencing"],
         filters: &["rollback"],
         features: &[],
         mongo: false,

@@ -528,6 +528,12 @@ async fn clusters_whose_owner_is_unknown_at_the_end_are_left_up() {
         flow_core::ClusterState::Up,
         "its record stands for the next run"
     );
+    // The run's error is the store's; its log names the cluster left up.
+    let log = std::fs::read_to_string(bench.logs().join("fenced/fenced.log")).unwrap();
+    assert!(
+        log.contains("local-0: left up, since whether this run still holds its lease is unknown"),
+        "{log}"
+    );
 }
 
 /// The same in a rollback: the rollback action steals the lease, the new
