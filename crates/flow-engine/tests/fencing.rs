@@ -325,6 +325,8 @@ enum Unanswered {
     ClusterStates,
     /// A step's final write.
     StepEnds,
+    /// A step's write back to `embryo` (a rollback's).
+    StepResets,
 }
 
 /// Fails some writes and every read of the lease, as a store that stops
@@ -364,7 +366,12 @@ impl flow_core::StoreLayer for Unanswering {
         lease: &flow_core::Lease,
         step: &flow_core::StepRecord,
     ) -> Result<flow_core::RecordId, flow_core::StoreError> {
-        if self.fails == Unanswered::StepEnds && step.state.is_complete() {
+        let fails = match self.fails {
+            Unanswered::ClusterStates => false,
+            Unanswered::StepEnds => step.state.is_complete(),
+            Unanswered::StepResets => step.state == flow_core::StepState::Embryo,
+        };
+        if fails {
             return Err(unanswered("save_step"));
         }
         self.inner.save_step(lease, step).await
@@ -377,14 +384,14 @@ impl flow_core::StoreLayer for Unanswering {
     }
 }
 
-/// An engine for flow `fenced` on `counting`'s clusters whose store
-/// fails what `fails` says.
+/// An engine for `graph` on `counting`'s clusters whose store fails what
+/// `fails` says.
 fn engine_on_unanswering(
     bench: &Bench,
+    graph: Arc<flow_core::FlowGraph>,
     fails: Unanswered,
     counting: Arc<Counting>,
 ) -> flow_engine::ExecutionEngine {
-    let graph = one_step();
     flow_engine::ExecutionEngine::new(
         graph.clone(),
         bench.context(&graph, TP, 1),
@@ -410,7 +417,12 @@ async fn a_cluster_whose_owner_is_unknown_is_left_up_and_reported() {
             counting.before_ready = Some(Arc::new(|| Err("refused by the test".to_string())));
         }
         let counting = Arc::new(counting);
-        let engine = engine_on_unanswering(&bench, Unanswered::ClusterStates, counting.clone());
+        let engine = engine_on_unanswering(
+            &bench,
+            one_step(),
+            Unanswered::ClusterStates,
+            counting.clone(),
+        );
         let report = engine.run().await.unwrap();
         assert_eq!(
             counting
@@ -508,7 +520,7 @@ async fn a_step_write_failing_under_the_new_holders_lock_leaves_the_cluster_to_i
 async fn clusters_whose_owner_is_unknown_at_the_end_are_left_up() {
     let bench = Bench::new();
     let counting = Arc::new(Counting::new(bench.local()));
-    let engine = engine_on_unanswering(&bench, Unanswered::StepEnds, counting.clone());
+    let engine = engine_on_unanswering(&bench, one_step(), Unanswered::StepEnds, counting.clone());
     let result = engine.run().await;
     assert_eq!(
         counting
@@ -549,34 +561,68 @@ async fn a_rollback_write_failing_under_the_new_holders_lock_leaves_the_cluster_
     );
     let counting = Arc::new(Counting::new(bench.local()));
     let engine = bench.engine_with(&graph, TP, 1, counting.clone(), never_renewing(&bench));
-    let report = engine.run().await.unwrap();
-    assert_eq!(report.state, flow_core::FlowState::Processed);
-    let terminated = || {
-        counting
-            .terminated
-            .load(std::sync::atomic::Ordering::SeqCst)
-    };
-    assert_eq!(terminated(), 1, "the run ended its cluster");
-    let result = engine.rollback("only", false).await;
+    let result = run_then_roll_back(&engine, &counting).await;
     drop(thief.holding.lock().unwrap().take());
-    let clusters = bench.clusters("fenced", TP).await;
-    assert_eq!(
-        terminated(),
-        1,
-        "the rollback's cluster is the new holder's to end: {clusters:?}, {result:?}"
-    );
+    rollbacks_cluster_left_up(&bench, &counting, &result).await;
     match result {
         Err(EngineError::LeaseLost { holder, .. }) => {
             assert_eq!(holder.as_deref(), Some("thief"))
         }
         other => panic!("expected LeaseLost, got {other:?}"),
     }
+    let (_, steps) = bench.snapshot("fenced", TP).await;
+    assert_eq!(steps[0].state, flow_core::StepState::Processed);
+    assert_eq!(lease_owner(&bench).await.as_deref(), Some("thief"));
+}
+
+/// The same in a rollback: its step's write and the lease read fail, so
+/// it leaves its cluster up under its record.
+#[tokio::test]
+async fn a_rollback_whose_lease_is_unknown_at_the_end_leaves_its_cluster_up() {
+    let bench = Bench::new();
+    let counting = Arc::new(Counting::new(bench.local()));
+    let graph =
+        one_step_of(ActionInstance::new(Arc::new(Identity)).with_rollback(Arc::new(Identity)));
+    let engine = engine_on_unanswering(&bench, graph, Unanswered::StepResets, counting.clone());
+    let result = run_then_roll_back(&engine, &counting).await;
+    rollbacks_cluster_left_up(&bench, &counting, &result).await;
+}
+
+/// Runs flow `fenced` (processed, its cluster ended) and rolls its step
+/// back.
+async fn run_then_roll_back(
+    engine: &flow_engine::ExecutionEngine,
+    counting: &Counting,
+) -> Result<flow_engine::RollbackReport, EngineError> {
+    let report = engine.run().await.unwrap();
+    assert_eq!(report.state, flow_core::FlowState::Processed);
+    assert_eq!(
+        counting
+            .terminated
+            .load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the run ended its cluster"
+    );
+    engine.rollback("only", false).await
+}
+
+/// Checks the rollback's cluster was not ended and is recorded up.
+async fn rollbacks_cluster_left_up(
+    bench: &Bench,
+    counting: &Counting,
+    result: &Result<flow_engine::RollbackReport, EngineError>,
+) {
+    let clusters = bench.clusters("fenced", TP).await;
+    assert_eq!(
+        counting
+            .terminated
+            .load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the rollback's cluster may be the new holder's: {clusters:?}, {result:?}"
+    );
     let states: Vec<_> = clusters.iter().map(|c| c.state).collect();
     assert!(
         states.contains(&flow_core::ClusterState::Up),
         "the rollback's cluster is recorded up: {clusters:?}"
     );
-    let (_, steps) = bench.snapshot("fenced", TP).await;
-    assert_eq!(steps[0].state, flow_core::StepState::Processed);
-    assert_eq!(lease_owner(&bench).await.as_deref(), Some("thief"));
 }
