@@ -867,6 +867,70 @@ async fn a_dead_runs_shared_cluster_is_adopted_by_the_next_run_not_launched_agai
     assert_eq!(records[0].state, flow_core::ClusterState::Terminated);
 }
 
+/// A shared cluster a dead run left, found gone by another run that then
+/// launched a new one under the name: the dead run's flow, run next,
+/// records the old cluster ended (naming the name's new cluster), joins the
+/// new one and leaves it to its other user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_runs_shared_cluster_replaced_under_its_name_is_recorded_ended() {
+    use flow_core::{ClusterFactory, ClusterState};
+    let bench = Bench::new();
+    let shared = || {
+        let mut counting = Counting::new(bench.local());
+        counting.shared = Some("pool".to_string());
+        Arc::new(counting)
+    };
+    die_leaving_clusters_up(&bench, "left", false, 1, shared()).await;
+    let old = bench.clusters("left", TP).await.remove(0);
+    assert_eq!(old.state, ClusterState::Up);
+    // The cluster goes away under its record.
+    let graph = dead_run_graph("left", act(Identity), false);
+    let cluster = bench
+        .local()
+        .create(&old.handle.name, &bench.context(&graph, TP, 1))
+        .unwrap();
+    assert!(cluster.adopt(&old.handle).await.unwrap());
+    cluster.terminate().await.unwrap();
+
+    // Another flow's run finds it gone and launches a new one for the name.
+    let hold = Hold::default();
+    let other = Arc::new(
+        FlowDefinition::new("other")
+            .step(StepDefinition::new("wait", hold.action()))
+            .build()
+            .unwrap(),
+    );
+    let other = bench.engine_with(&other, TP, 1, shared(), bench.options());
+    let other = tokio::spawn(async move { other.run().await });
+    hold.started.cancelled().await;
+    let new = bench.clusters("other", TP).await.remove(0);
+    assert_ne!(new.handle.backend_id, old.handle.backend_id);
+
+    let report = recover_processed(&bench, "left", false, 1, shared()).await;
+    let records = bench.clusters("left", TP).await;
+    let ended = records
+        .iter()
+        .find(|r| r.handle.backend_id == old.handle.backend_id)
+        .unwrap();
+    assert_eq!(ended.state, ClusterState::Terminated, "{records:?}");
+    assert_eq!(
+        ended.message.as_deref(),
+        Some(format!("ended; local cluster pool is now {}", new.handle.backend_id).as_str()),
+        "{records:?}"
+    );
+    let joined = records
+        .iter()
+        .find(|r| r.run == report.run && r.handle.backend_id == new.handle.backend_id);
+    assert_eq!(
+        joined.map(|r| r.state),
+        Some(ClusterState::LeftUp),
+        "{records:?}"
+    );
+    assert_eq!(provisioned(&bench), 2, "the old cluster and the new one");
+    hold.release.cancel();
+    assert_eq!(other.await.unwrap().unwrap().state, FlowState::Processed);
+}
+
 /// The next run adopts every cluster a dead run left up (their jobs may be
 /// its to adopt) and terminates them all at its end, but takes steps on
 /// only as many as it asks for: here the dead run had two, the next asks
