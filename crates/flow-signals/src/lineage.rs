@@ -29,20 +29,21 @@
 //! exit for a retry budget per event of a long chain.
 
 mod batch;
+mod event;
 
 use crate::deliver::{post, retrying, value, Failed};
 use crate::record;
 use chrono::{SecondsFormat, Utc};
-use flow_core::lineage::{Dataset, LineageSpec, StepDatasets};
+use flow_core::lineage::{LineageSpec, StepDatasets};
 use flow_core::{
     FlowGraph, FlowKey, FlowStore, LogLevel, RecordId, RunMode, RunQuery, StepState, TimeQualifier,
 };
 use futures_util::future::{BoxFuture, FutureExt, Shared};
-use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
+use std::task::Context;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 use tracing::warn;
@@ -170,6 +171,34 @@ struct PostLimits {
 /// Resolves once an event's delivery ended (delivered or given up).
 type Posted = Shared<BoxFuture<'static, ()>>;
 
+/// Deliveries not known to have ended. Nothing polls a [`Posted`] until
+/// something awaits it, so whether one ended is found by polling it (with
+/// a waker that does nothing); the ended ones are dropped whenever the
+/// list has doubled since it was last pruned, so a run's cost stays linear
+/// in its events (pruning at each event made a 1,000-step chain's 2,000
+/// events cost millions of checks on the exporters' thread).
+#[derive(Default)]
+struct Pending {
+    posts: Vec<Posted>,
+    /// How many were left at the last pruning.
+    kept: usize,
+}
+
+impl Pending {
+    /// The list is pruned once it holds this many more than it kept.
+    const SLACK: usize = 16;
+
+    fn push(&mut self, post: Posted) {
+        if self.posts.len() >= 2 * self.kept + Self::SLACK {
+            let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
+            self.posts
+                .retain_mut(|post| post.poll_unpin(&mut cx).is_pending());
+            self.kept = self.posts.len();
+        }
+        self.posts.push(post);
+    }
+}
+
 struct FlowRun {
     id: Uuid,
     /// Step runs started and not ended, by step: their id and their
@@ -177,9 +206,9 @@ struct FlowRun {
     open: HashMap<String, (Uuid, Posted)>,
     /// Step ends whose delivery may not have ended yet (what the next
     /// `START` waits for).
-    ends: Vec<Posted>,
+    ends: Pending,
     /// Every event's delivery not known to have ended.
-    posts: Vec<Posted>,
+    posts: Pending,
     /// Where the run's outcome lines go.
     outcomes: Arc<Outcomes>,
 }
@@ -236,6 +265,14 @@ impl Lineage {
         self.config.spec.delivery().longest()
     }
 
+    /// Sends the events waiting for a batch without lingering (the wait at
+    /// exit begins).
+    pub(crate) fn hurry(&self) {
+        if let Some(batches) = &self.batches {
+            batches.hurry();
+        }
+    }
+
     /// Gives up every event not yet delivered (each is counted as
     /// abandoned in its run's line); events of later runs post as usual.
     pub(crate) fn abandon(&self) {
@@ -267,8 +304,8 @@ impl Lineage {
                 let run = FlowRun {
                     id,
                     open: HashMap::new(),
-                    ends: Vec::new(),
-                    posts: Vec::new(),
+                    ends: Pending::default(),
+                    posts: Pending::default(),
                     outcomes: Arc::new(Outcomes {
                         key: flow.clone(),
                         record,
@@ -286,8 +323,11 @@ impl Lineage {
                 let id = step_run_id(parent, step, *since);
                 let event = self.event_in("START", flow, parent, step, id);
                 let run = self.runs.get_mut(flow)?;
-                run.ends.retain(|end| end.peek().is_none());
-                let after = run.ends.clone();
+                // A batch queue keeps the order by itself.
+                let after = match batches {
+                    Some(_) => Vec::new(),
+                    None => run.ends.posts.clone(),
+                };
                 let posted =
                     post_after(&self.config, &self.limits, batches, http, run, after, event);
                 run.open.insert(step.clone(), (id, posted));
@@ -376,9 +416,9 @@ impl Lineage {
         step: &str,
         id: Uuid,
     ) -> Event {
-        let body = run_event(
+        let body = event::run_event(
             kind,
-            &StepRun {
+            &event::StepRun {
                 namespace: self.config.spec.namespace(),
                 flow,
                 parent,
@@ -390,81 +430,9 @@ impl Lineage {
         Event {
             kind,
             step: step.to_string(),
-            // A JSON value always encodes.
-            body: serde_json::to_vec(&body).unwrap_or_default(),
+            body,
         }
     }
-}
-
-/// The step run an event is about.
-struct StepRun<'a> {
-    namespace: &'a str,
-    flow: &'a FlowKey,
-    parent: Uuid,
-    step: &'a str,
-    id: Uuid,
-    /// The flow file's facts, when the flow is known.
-    about: Option<&'a LineageFlow>,
-}
-
-/// One step run's `RunEvent`.
-fn run_event(kind: &str, run: &StepRun<'_>) -> Value {
-    let StepRun {
-        namespace,
-        flow,
-        parent,
-        step,
-        id,
-        about,
-    } = *run;
-    let datasets = about.and_then(|a| a.datasets.get(step));
-    let list = |sets: Option<&Vec<Dataset>>| -> Vec<Value> {
-        sets.into_iter()
-            .flatten()
-            .map(|d| json!({ "namespace": d.namespace(), "name": d.name() }))
-            .collect()
-    };
-    let time = |at: chrono::DateTime<Utc>| at.to_rfc3339_opts(SecondsFormat::Millis, true);
-    let mut facets = json!({
-        "parent": {
-            "_producer": PRODUCER,
-            "_schemaURL": PARENT_SCHEMA,
-            "run": { "runId": parent.to_string() },
-            "job": { "namespace": namespace, "name": flow.flow_name },
-        },
-    });
-    // The timeperiod the run processes: its start, and the next one's.
-    if let Some(about) = about {
-        facets["nominalTime"] = json!({
-            "_producer": PRODUCER,
-            "_schemaURL": NOMINAL_TIME_SCHEMA,
-            "nominalStartTime": time(flow.timeperiod.start()),
-            "nominalEndTime": time(flow.timeperiod.next(about.time_qualifier).start()),
-        });
-    }
-    let flow = &flow.flow_name;
-    json!({
-        "eventType": kind,
-        "eventTime": Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
-        "producer": PRODUCER,
-        "schemaURL": RUN_EVENT_SCHEMA,
-        "run": { "runId": id.to_string(), "facets": facets },
-        "job": {
-            "namespace": namespace,
-            "name": format!("{flow}.{step}"),
-            "facets": {
-                "jobType": {
-                    "_producer": PRODUCER,
-                    "_schemaURL": JOB_TYPE_SCHEMA,
-                    "processingType": "BATCH",
-                    "integration": "FLOW",
-                    "jobType": "STEP",
-                },
-            },
-        },
-        "inputs": list(datasets.map(|d| &d.inputs)),
-        "outputs": list(datasets.map(|d| &d.outputs)),
-    })
 }
 
 /// Spawns the post of `event` once every delivery in `after` ended,
@@ -482,7 +450,6 @@ fn post_after(
     after: Vec<Posted>,
     event: Event,
 ) -> Posted {
-    run.posts.retain(|post| post.peek().is_none());
     if let Some(batches) = batches {
         let posted = batches.post(event, run.outcomes.clone(), *limits.abandoned.borrow());
         run.posts.push(posted.clone());
@@ -538,7 +505,7 @@ fn post_after(
 /// Waits until every event of `run` was posted or given up, then records
 /// how many were delivered.
 async fn summarize(config: Arc<LineageConfig>, run: FlowRun) {
-    for post in run.posts {
+    for post in run.posts.posts {
         post.await;
     }
     let outcomes = &run.outcomes;
