@@ -390,6 +390,51 @@ fn batched_events_are_valid_in_order_and_in_fewer_requests_on_openlineage() {
     );
 }
 
+/// A batch waits `linger` for more events, but not past `flow run`'s end:
+/// with `linger = "1h"`, a chain's six events go in one request as the run
+/// exits, every one delivered (unhurried, they would wait the hour and be
+/// given up when the exit's wait ended).
+#[test]
+#[ignore = "needs the OpenLineage receiver: run by cargo xtask test"]
+fn a_lingering_batch_goes_when_the_run_exits_on_openlineage() {
+    let home = Home::new();
+    let namespace = format!("flow-test-{}-linger", std::process::id());
+    home.write(
+        "flow.toml",
+        &format!("{}linger = \"1h\"\n", batched(&namespace, 100)),
+    );
+    home.write("chain.toml", &chain(&home, "chain", &["a", "b", "c"]));
+    let out = home
+        .command(&["run", "chain.toml", "--timeperiod", TP])
+        .env("FLOW_TEST_LINEAGE_KEY", KEY)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+
+    let got = received(&namespace);
+    assert_eq!(
+        kinds(&got),
+        ["a", "b", "c"]
+            .iter()
+            .flat_map(|s| ["START", "COMPLETE"].map(|k| (k.to_string(), format!("chain.{s}"))))
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        got.iter().all(|r| r["valid"] == true && r["status"] == 200),
+        "{got:?}"
+    );
+    assert_eq!(
+        requests(&got),
+        vec![(requests(&got)[0].0, 6); 6],
+        "one request"
+    );
+    let logs = stdout(&home.expect(0, &["logs", "chain.toml", "--timeperiod", TP]));
+    assert!(
+        logs.contains("lineage: 6 event(s) delivered, 0 failed"),
+        "{logs}"
+    );
+}
+
 /// A batch the receiver answers 503 is tried again and delivered; a batch
 /// it refuses with 400 is not, each of its events counts as failed, and
 /// the flow log names how many events the refused batch held.

@@ -14,6 +14,9 @@ use std::time::Duration;
 pub const DEFAULT_NAMESPACE: &str = "flow";
 /// The most events `[lineage] batch` may put in one request.
 pub const MAX_BATCH: u32 = 10_000;
+/// How long a batch waits for more events after its first, unless
+/// `[lineage] linger` says otherwise.
+pub const DEFAULT_LINGER: Duration = Duration::from_millis(200);
 
 /// `[lineage]`: where OpenLineage run events are posted.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -41,6 +44,11 @@ pub struct LineageSpec {
     /// `postEventBatch`, which Marquez lacks); unset, one event per request.
     #[serde(default)]
     batch: Option<Batch>,
+    /// How long a batch waits for more events after its first (default
+    /// [`DEFAULT_LINGER`]; 0: it takes only those already queued). Only
+    /// with `batch`.
+    #[serde(default, with = "humantime_serde")]
+    linger: Option<Duration>,
 }
 
 /// `[lineage] batch`: 0 (one event per request) to [`MAX_BATCH`].
@@ -71,6 +79,11 @@ impl LineageSpec {
         std::num::NonZeroUsize::new(self.batch.map_or(0, |b| b.0 as usize))
     }
 
+    /// How long a batch waits for more events after its first.
+    pub fn linger(&self) -> Duration {
+        self.linger.unwrap_or(DEFAULT_LINGER)
+    }
+
     /// How hard each event's delivery is tried.
     pub fn delivery(&self) -> Delivery {
         let default = Delivery::default();
@@ -85,6 +98,11 @@ impl LineageSpec {
     pub fn problem(&self) -> Option<String> {
         if self.delivery().timeout.is_zero() {
             return Some("[lineage] timeout must not be zero".into());
+        }
+        if let (Some(linger), None) = (self.linger, self.batch()) {
+            return Some(format!(
+                "[lineage] linger = {linger:?} holds events back for a batch, but no batch is set (set batch = N, or remove linger)"
+            ));
         }
         match &self.namespace {
             Some(ns) if ns.trim().is_empty() || ns.chars().any(char::is_control) => Some(format!(
@@ -293,5 +311,22 @@ mod tests {
             let e = batch(bad).unwrap_err().to_string();
             assert!(e.contains(says), "{bad}: {e}");
         }
+        let linger = |text: &str| batch(text).unwrap().lineage;
+        assert_eq!(linger("batch = 100").linger(), DEFAULT_LINGER);
+        let set = linger("batch = 100\nlinger = \"1s\"");
+        assert_eq!(
+            (set.linger(), set.problem()),
+            (Duration::from_secs(1), None)
+        );
+        assert_eq!(
+            linger("batch = 100\nlinger = \"0s\"").linger(),
+            Duration::ZERO
+        );
+        for alone in ["linger = \"1s\"", "batch = 0\nlinger = \"1s\""] {
+            let problem = linger(alone).problem().unwrap();
+            assert!(problem.contains("no batch is set"), "{alone}: {problem}");
+        }
+        let e = batch("batch = 100\nlinger = 5").unwrap_err().to_string();
+        assert!(e.contains("linger"), "{e}");
     }
 }

@@ -1,20 +1,25 @@
 //! `[lineage] batch`: events go as JSON arrays to
 //! `{url}/api/v1/lineage/batch` (OpenLineage's `postEventBatch`), one
-//! request in flight at a time, each holding the events queued while the
-//! one before it was in flight, at most `batch` of them. No timer holds an
-//! event back (a lone event goes at once), and one request at a time in
-//! the order the events were made keeps the order consumers rely on. Each
-//! event is counted on its own (delivered, failed, abandoned) in its run's
-//! line, whatever batch it went in.
+//! request in flight at a time, in the order the events were made (the
+//! order consumers rely on). A batch takes the events queued while the one
+//! before it was in flight and waits up to `[lineage] linger` after its
+//! first event for more, at most `batch` of them: without the wait, a
+//! receiver that answers fast got a request for every two or three events,
+//! and each request costs the exporters' thread (and the machine the steps
+//! run on) far more than an event. `flow run`'s wait at exit
+//! ([`Batches::hurry`]) cuts the lingering short. Each event is counted on
+//! its own (delivered, failed, abandoned) in its run's line, whatever batch
+//! it went in.
 
 use super::{post_one, Event, LineageConfig, Outcomes, Posted};
 use crate::deliver::retrying;
 use flow_core::LogLevel;
 use futures_util::future::FutureExt;
 use std::num::NonZeroUsize;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use tokio::sync::{mpsc, oneshot, watch};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 
 /// Where batches are posted, under the configured URL.
 pub const BATCH_ENDPOINT: &str = "/api/v1/lineage/batch";
@@ -22,6 +27,16 @@ pub const BATCH_ENDPOINT: &str = "/api/v1/lineage/batch";
 /// The queue of events waiting for a batch, and its sending task.
 pub(super) struct Batches {
     queue: mpsc::UnboundedSender<Queued>,
+    hurry: Arc<Hurry>,
+}
+
+/// Set by [`Batches::hurry`]: no batch lingers until the queue was found
+/// empty (every event queued before the call is then sent or in flight).
+#[derive(Default)]
+struct Hurry {
+    now: AtomicBool,
+    /// Wakes a lingering batch.
+    wake: Notify,
 }
 
 /// One event waiting for its batch.
@@ -46,8 +61,26 @@ impl Batches {
         most: NonZeroUsize,
     ) -> Batches {
         let (queue, queued) = mpsc::unbounded_channel();
-        tokio::spawn(send(config, http, queued, abandoned, most));
-        Batches { queue }
+        let hurry = Arc::new(Hurry::default());
+        let linger = config.spec.linger();
+        tokio::spawn(send(
+            config,
+            http,
+            queued,
+            abandoned,
+            Shape {
+                most,
+                linger,
+                hurry: hurry.clone(),
+            },
+        ));
+        Batches { queue, hurry }
+    }
+
+    /// Sends what is queued without lingering (the wait at exit).
+    pub(super) fn hurry(&self) {
+        self.hurry.now.store(true, Ordering::Relaxed);
+        self.hurry.wake.notify_one();
     }
 
     /// Queues `event` of the run counted in `outcomes`; returns its
@@ -65,29 +98,37 @@ impl Batches {
     }
 }
 
+/// How batches are cut.
+struct Shape {
+    /// The most events a batch holds.
+    most: NonZeroUsize,
+    /// How long a batch waits for more after its first event.
+    linger: Duration,
+    hurry: Arc<Hurry>,
+}
+
 /// Posts the queued events, a batch at a time, until the queue closes.
 async fn send(
     config: Arc<LineageConfig>,
     http: reqwest::Client,
     mut queue: mpsc::UnboundedReceiver<Queued>,
     mut abandoned: watch::Receiver<u64>,
-    most: NonZeroUsize,
+    shape: Shape,
 ) {
     let endpoint = format!(
         "{}{BATCH_ENDPOINT}",
         config.spec.url.as_str().trim_end_matches('/')
     );
-    while let Some(first) = queue.recv().await {
-        // Lets the exporters' loop hand over the signals already queued
-        // (on this one-thread runtime), so the batch takes them too.
-        tokio::task::yield_now().await;
-        let mut batch = vec![first];
-        while batch.len() < most.get() {
-            match queue.try_recv() {
-                Ok(next) => batch.push(next),
-                Err(_) => break,
-            }
+    loop {
+        // This task and the exporters' loop share one thread: nothing
+        // queues between this check and the wait.
+        if queue.is_empty() {
+            shape.hurry.now.store(false, Ordering::Relaxed);
         }
+        let Some(first) = queue.recv().await else {
+            break;
+        };
+        let batch = fill(first, &mut queue, &shape).await;
         let generation = *abandoned.borrow_and_update();
         // Queued before the wait at exit ended: given up unsent.
         let (gone, batch): (Vec<Queued>, Vec<Queued>) = batch
@@ -134,6 +175,38 @@ async fn send(
             outcomes.line(&config, LogLevel::Warn, &message).await;
         }
     }
+}
+
+/// The batch `first` starts: the events queued after it, as many as came
+/// within `linger` of it (none when hurried), at most `most`.
+async fn fill(
+    first: Queued,
+    queue: &mut mpsc::UnboundedReceiver<Queued>,
+    shape: &Shape,
+) -> Vec<Queued> {
+    let deadline = tokio::time::Instant::now() + shape.linger;
+    // Lets the exporters' loop hand over the signals already queued (on
+    // this one-thread runtime), so the batch takes them too.
+    tokio::task::yield_now().await;
+    let mut batch = vec![first];
+    while batch.len() < shape.most.get() {
+        if let Ok(next) = queue.try_recv() {
+            batch.push(next);
+            continue;
+        }
+        if shape.linger.is_zero() || shape.hurry.now.load(Ordering::Relaxed) {
+            break;
+        }
+        tokio::select! {
+            next = queue.recv() => match next {
+                Some(next) => batch.push(next),
+                None => break,
+            },
+            () = tokio::time::sleep_until(deadline) => break,
+            () = shape.hurry.wake.notified() => break,
+        }
+    }
+    batch
 }
 
 /// The batch's request body: its events as one JSON array, in order.
