@@ -308,19 +308,11 @@ fn run_engine(shape: Shape, setup: &Setup) -> BenchResult<Row> {
         )?),
         _ => None,
     };
-    // The log subscriber `flow run` installs; with traces exported, their
-    // layer in it, for this run only (each repeat exports its own traces;
-    // the run is driven on this thread).
-    let _traced = match &exporting {
-        Some(e) => Some(flow_engine::logging::scoped(
-            Some("warn"),
-            Some(e.trace_layer()),
-        )),
-        None => {
-            flow_engine::logging::init(Some("warn"));
-            None
-        }
-    };
+    // The log subscriber `flow run` installs (with traces exported, the
+    // exporters installed it with their layer).
+    if exporting.is_none() {
+        flow_engine::logging::init(Some("warn"));
+    }
     let (run_store, hooks): (Arc<dyn FlowStore>, _) = match &exporting {
         Some(e) => (e.store.clone(), e.hooks()),
         None => (store.clone(), Hooks::default()),

@@ -767,17 +767,16 @@ pub fn flush() {
 /// Returns false if a global subscriber was already set; compose
 /// [`FileLogLayer`] into yours in that case.
 pub fn init(stderr_filter: Option<&str>) -> bool {
-    tracing::subscriber::set_global_default(subscriber(stderr_filter, None)).is_ok()
+    init_with(stderr_filter, None)
 }
 
-/// The subscriber of [`init`] with `first` (a trace exporter's layer, say)
-/// under the other layers, as this thread's default until the guard is
-/// dropped (a process that exports each run's traces anew).
-pub fn scoped(
+/// [`init`] with `first` (a trace exporter's layer, say) under the other
+/// layers.
+pub fn init_with(
     stderr_filter: Option<&str>,
     first: Option<Box<dyn Layer<tracing_subscriber::Registry> + Send + Sync>>,
-) -> tracing::subscriber::DefaultGuard {
-    tracing::subscriber::set_default(subscriber(stderr_filter, first))
+) -> bool {
+    tracing::subscriber::set_global_default(subscriber(stderr_filter, first)).is_ok()
 }
 
 fn subscriber(

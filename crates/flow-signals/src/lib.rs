@@ -6,6 +6,8 @@
 //! How it stays off the steps' path: every producer only queues a signal
 //! with a non-blocking send into one bounded queue ([`Emitter`]); a full
 //! queue drops the signal and counts it (`flow_signals_dropped_total`).
+//! (The store's write timings, two or three a step, update their histogram
+//! in place instead.)
 //! One thread of its own ([`Signals::start`]), with its own runtime, drains
 //! the queue into the exporters and makes their deliveries, so they never
 //! take turns with the steps on the run's runtime (`flow run` has one
@@ -18,7 +20,8 @@
 //! The producers:
 //! - [`SignalObserver`]: the engine's run observer (runs, steps), wrapping
 //!   the caller's own observer;
-//! - [`TimedStore`]: a store layer timing the run's writes;
+//! - [`TimedStore`]: a store layer timing the run's writes (straight into
+//!   the histogram, not through the queue: see its module);
 //! - [`flow_core::meter`]: cloud requests per backend and call, and how
 //!   late a cloud job's end was noticed, reported by the cluster crates;
 //!   [`Signals::install_meter`] routes them here.
@@ -89,6 +92,9 @@ use flow_core::notify::NotifyEvent;
 use flow_core::FlowStore;
 use flow_engine::RunObserver;
 use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc::error::TryRecvError;
+use tokio::sync::Notify;
 
 /// How many signals may wait for the exporters before new ones are
 /// dropped.
@@ -118,6 +124,8 @@ impl Exporters {
 /// The running signal queue and its exporters.
 pub struct Signals {
     emitter: Emitter,
+    /// `/metrics`' series, when they are kept.
+    metrics: Option<Metrics>,
 }
 
 impl Signals {
@@ -143,9 +151,21 @@ impl Signals {
         // process exiting does not wait for it (`finish` is the wait).
         std::thread::Builder::new()
             .name("flow-signals".to_string())
-            .spawn(move || runtime.block_on(drain(queue, metrics, notify, lineage)))
+            .spawn({
+                let (metrics, wake) = (metrics.clone(), emitter.wake());
+                move || {
+                    let exporters = Exporting {
+                        http: reqwest::Client::new(),
+                        deliveries: Vec::new(),
+                        metrics,
+                        notify,
+                        lineage,
+                    };
+                    runtime.block_on(drain(queue, wake, exporters));
+                }
+            })
             .unwrap_or_else(|e| panic!("cannot start the signals' thread: {e}"));
-        Signals { emitter }
+        Signals { emitter, metrics }
     }
 
     /// Where producers send signals.
@@ -158,9 +178,13 @@ impl Signals {
         Arc::new(SignalObserver::new(self.emitter(), inner))
     }
 
-    /// `store` with its writes timed.
+    /// `store` with its writes timed into `/metrics` (as it is when no
+    /// series are kept).
     pub fn store(&self, store: Arc<dyn FlowStore>) -> Arc<dyn FlowStore> {
-        Arc::new(TimedStore::new(store, self.emitter()))
+        match &self.metrics {
+            Some(metrics) => Arc::new(TimedStore::new(store, metrics.clone())),
+            None => store,
+        }
     }
 
     /// Waits until every signal emitted so far reached the exporters and
@@ -178,18 +202,68 @@ impl Signals {
     }
 }
 
+/// How often a busy queue is drained: producers do not wake the
+/// exporters' thread for each signal while it is busy (see [`drain`]).
+const TICK: Duration = Duration::from_millis(10);
+
 /// Hands every queued signal to the exporters until the queue closes.
+///
+/// The first signal after a quiet spell wakes the thread; while signals
+/// keep coming it takes them every [`TICK`] instead, without a wake-up per
+/// signal (a step's start and end each cost the engine's thread one
+/// otherwise), and goes back to waiting once a tick brought none. A flush
+/// ([`Emitter`]'s) cuts the tick short.
 async fn drain(
     mut queue: tokio::sync::mpsc::Receiver<Queued>,
+    wake: Arc<Notify>,
+    mut exporters: Exporting,
+) {
+    while let Some(item) = queue.recv().await {
+        exporters.handle(item).await;
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(TICK) => {}
+                () = wake.notified() => {}
+            }
+            let mut took = false;
+            loop {
+                match queue.try_recv() {
+                    Ok(item) => {
+                        took = true;
+                        exporters.handle(item).await;
+                    }
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => return,
+                }
+            }
+            if !took {
+                break;
+            }
+        }
+    }
+}
+
+/// The exporters, fed by [`drain`].
+struct Exporting {
+    /// One client: its connections are kept alive and shared by every
+    /// delivery.
+    http: reqwest::Client,
+    deliveries: Vec<tokio::task::JoinHandle<()>>,
     metrics: Option<Metrics>,
     notify: Option<Arc<NotifyConfig>>,
-    mut lineage: Option<lineage::Lineage>,
-) {
-    // One client: its connections are kept alive and shared by every
-    // delivery.
-    let http = reqwest::Client::new();
-    let mut deliveries: Vec<tokio::task::JoinHandle<()>> = Vec::new();
-    while let Some(item) = queue.recv().await {
+    lineage: Option<lineage::Lineage>,
+}
+
+impl Exporting {
+    /// Exports one signal, or waits for every delivery (a flush).
+    async fn handle(&mut self, item: Queued) {
+        let Exporting {
+            http,
+            deliveries,
+            metrics,
+            notify,
+            lineage,
+        } = self;
         deliveries.retain(|d| !d.is_finished());
         let signal = match item {
             Queued::Signal(signal) => signal,
@@ -199,8 +273,9 @@ async fn drain(
                 // Lineage events may be many (two a step), each with its
                 // retries: the wait for them is bounded, what is left is
                 // given up and counted. Notifications bound themselves.
-                match &lineage {
+                match lineage {
                     Some(lineage) => {
+                        lineage.hurry();
                         if tokio::time::timeout(lineage.exit_wait(), &mut pending)
                             .await
                             .is_err()
@@ -214,16 +289,16 @@ async fn drain(
                     }
                 }
                 let _ = done.send(());
-                continue;
+                return;
             }
         };
-        if let Some(metrics) = &metrics {
+        if let Some(metrics) = metrics {
             metrics.record(&signal);
         }
-        if let Some(lineage) = &mut lineage {
-            deliveries.extend(lineage.observe(&signal, &http).await);
+        if let Some(lineage) = lineage {
+            deliveries.extend(lineage.observe(&signal, http).await);
         }
-        match (&notify, &signal) {
+        match (&*notify, &signal) {
             (Some(config), Signal::RunFinished(end)) => {
                 deliveries.push(tokio::spawn(notify_run_end(
                     config.clone(),

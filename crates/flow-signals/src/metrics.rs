@@ -285,6 +285,16 @@ impl Metrics {
     }
 
     /// Updates the series a signal concerns.
+    /// Observes one store write of `call` (from [`crate::TimedStore`], on
+    /// the writer's own thread: an atomic update, no queued signal).
+    pub(crate) fn store_write(&self, call: &'static str, elapsed: std::time::Duration) {
+        self.store_writes
+            .get_or_create(&CallLabels {
+                call: call.to_string(),
+            })
+            .observe(elapsed.as_secs_f64());
+    }
+
     pub(crate) fn record(&self, signal: &Signal) {
         match signal {
             Signal::RunStarted { flow, .. } => {
@@ -359,13 +369,6 @@ impl Metrics {
             }
             // Told through notifications; the flow record keeps the mark.
             Signal::SlaMissed { .. } => {}
-            Signal::StoreWrite { call, elapsed } => {
-                self.store_writes
-                    .get_or_create(&CallLabels {
-                        call: (*call).to_string(),
-                    })
-                    .observe(elapsed.as_secs_f64());
-            }
         }
     }
 }

@@ -107,13 +107,22 @@ impl Traces {
 
     /// The layer to compose into the process's subscriber: flow's own
     /// spans become OpenTelemetry spans (events and other crates' spans
-    /// do not reach it).
+    /// do not reach it), with flow's attributes only. The layer's extras
+    /// are off: each cost the engine's thread work on every span (the
+    /// busy and idle times and the context activation on every poll of a
+    /// step's future) and said nothing an operator reads (the source line
+    /// and thread of a span, its `tracing` target).
     pub fn layer<S>(&self) -> impl Layer<S> + Send + Sync
     where
         S: Subscriber + for<'a> LookupSpan<'a> + Send + Sync,
     {
         tracing_opentelemetry::layer()
             .with_tracer(self.provider.tracer("flow"))
+            .with_tracked_inactivity(false)
+            .with_context_activation(false)
+            .with_location(false)
+            .with_threads(false)
+            .with_target(false)
             .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
                 let target = meta.target();
                 meta.is_span() && (target == "flow" || target.starts_with("flow_"))
@@ -124,6 +133,15 @@ impl Traces {
     /// (`EngineOptions::tracer`).
     pub fn tracer(&self) -> Arc<dyn RunTracer> {
         Arc::new(TraceJoiner)
+    }
+
+    /// Exports the spans ended so far and waits for the export (a
+    /// process running one run after another, e.g. the benchmark's
+    /// repeats).
+    pub fn flush(&self) {
+        if let Err(e) = self.provider.force_flush() {
+            tracing::error!(target: "flow_signals::otel", "[telemetry] traces not all exported: {e}");
+        }
     }
 
     /// Exports what is left and stops, waiting at most `timeout` (spans

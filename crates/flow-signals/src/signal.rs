@@ -7,7 +7,7 @@ use flow_engine::RunReport;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 
 /// One event for the exporters.
 #[derive(Debug, Clone)]
@@ -68,13 +68,6 @@ pub enum Signal {
         /// How late.
         delay: Duration,
     },
-    /// A store write (`save_step`, `append_logs`, ...) took this long.
-    StoreWrite {
-        /// The store method.
-        call: &'static str,
-        /// Its latency.
-        elapsed: Duration,
-    },
 }
 
 /// How a run mode ended.
@@ -112,6 +105,8 @@ impl RunEnd {
 pub struct Emitter {
     queue: mpsc::Sender<Queued>,
     dropped: Arc<AtomicU64>,
+    /// Wakes the exporters' thread from its tick (a flush).
+    wake: Arc<Notify>,
 }
 
 /// What the queue carries: signals, and a request to report once every
@@ -129,6 +124,7 @@ impl Emitter {
             Emitter {
                 queue,
                 dropped: Arc::new(AtomicU64::new(0)),
+                wake: Arc::new(Notify::new()),
             },
             receiver,
         )
@@ -150,8 +146,14 @@ impl Emitter {
     pub(crate) async fn flush(&self) {
         let (done, wait) = tokio::sync::oneshot::channel();
         if self.queue.send(Queued::Flush(done)).await.is_ok() {
+            self.wake.notify_one();
             let _ = wait.await;
         }
+    }
+
+    /// What a flush wakes the exporters' thread with.
+    pub(crate) fn wake(&self) -> Arc<Notify> {
+        self.wake.clone()
     }
 
     pub(crate) fn dropped_counter(&self) -> Arc<AtomicU64> {
@@ -186,9 +188,9 @@ mod tests {
     #[test]
     fn a_full_queue_drops_and_counts_instead_of_waiting() {
         let (emitter, mut queue) = Emitter::channel(2);
-        let started = || Signal::StoreWrite {
-            call: "save_step",
-            elapsed: Duration::ZERO,
+        let started = || Signal::JobNoticed {
+            backend: "emr".into(),
+            delay: Duration::ZERO,
         };
         for _ in 0..5 {
             emitter.emit(started());

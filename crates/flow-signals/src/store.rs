@@ -1,8 +1,12 @@
 //! [`TimedStore`]: a store layer that times the run's writes (flow, step
-//! and run records, log lines) and emits it as a
-//! [`Signal::StoreWrite`]; reads go straight through.
+//! and run records, log lines) into `/metrics`' store-write histogram;
+//! reads go straight through.
+//!
+//! The histogram is updated in place (an atomic update, no queued signal):
+//! a signal per write cost the engine's thread a wake-up of the exporters'
+//! thread for each of a step's two or three writes.
 
-use crate::signal::{Emitter, Signal};
+use crate::metrics::Metrics;
 use flow_core::{
     FlowRecord, FlowStore, Lease, LogLine, RecordId, RunRecord, StepRecord, StoreError, StoreLayer,
 };
@@ -13,22 +17,19 @@ use std::time::Instant;
 /// Wraps a store; see the module docs.
 pub struct TimedStore {
     inner: Arc<dyn FlowStore>,
-    emitter: Emitter,
+    metrics: Metrics,
 }
 
 impl TimedStore {
-    /// Times the writes of `inner` into `emitter`.
-    pub fn new(inner: Arc<dyn FlowStore>, emitter: Emitter) -> TimedStore {
-        TimedStore { inner, emitter }
+    /// Times the writes of `inner` into `metrics`.
+    pub fn new(inner: Arc<dyn FlowStore>, metrics: Metrics) -> TimedStore {
+        TimedStore { inner, metrics }
     }
 
     async fn timed<T>(&self, call: &'static str, write: impl Future<Output = T>) -> T {
         let started = Instant::now();
         let result = write.await;
-        self.emitter.emit(Signal::StoreWrite {
-            call,
-            elapsed: started.elapsed(),
-        });
+        self.metrics.store_write(call, started.elapsed());
         result
     }
 }
