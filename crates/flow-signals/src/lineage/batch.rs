@@ -128,7 +128,7 @@ async fn send(
         let Some(first) = queue.recv().await else {
             break;
         };
-        let batch = fill(first, &mut queue, &shape).await;
+        let batch = fill(first, &mut queue, &shape, &mut abandoned).await;
         let generation = *abandoned.borrow_and_update();
         // Queued before the wait at exit ended: given up unsent.
         let (gone, batch): (Vec<Queued>, Vec<Queued>) = batch
@@ -178,11 +178,13 @@ async fn send(
 }
 
 /// The batch `first` starts: the events queued after it, as many as came
-/// within `linger` of it (none when hurried), at most `most`.
+/// within `linger` of it (none when hurried), at most `most`; the wait
+/// ends early when events are given up (`abandoned` raised).
 async fn fill(
     first: Queued,
     queue: &mut mpsc::UnboundedReceiver<Queued>,
     shape: &Shape,
+    abandoned: &mut watch::Receiver<u64>,
 ) -> Vec<Queued> {
     let deadline = tokio::time::Instant::now() + shape.linger;
     // Lets the exporters' loop hand over the signals already queued (on
@@ -204,6 +206,7 @@ async fn fill(
             },
             () = tokio::time::sleep_until(deadline) => break,
             () = shape.hurry.wake.notified() => break,
+            _ = abandoned.changed() => break,
         }
     }
     batch
