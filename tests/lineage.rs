@@ -303,6 +303,15 @@ fn chain(home: &Home, name: &str, steps: &[&str]) -> String {
     flow
 }
 
+/// The events a chain of `steps` posts, in order: each step's START and
+/// COMPLETE, as [`kinds`] lists them.
+fn chain_kinds(steps: &[&str]) -> Vec<(String, String)> {
+    steps
+        .iter()
+        .flat_map(|s| ["START", "COMPLETE"].map(|k| (k.to_string(), format!("chain.{s}"))))
+        .collect()
+}
+
 /// Runs `flow run FILE` while the receiver holds the namespace's posts
 /// unanswered, releasing them once the chain's last step ran (so the
 /// events queue behind the first post); returns the exit code.
@@ -357,10 +366,7 @@ fn batched_events_are_valid_in_order_and_in_fewer_requests_on_openlineage() {
         assert_eq!(record["status"], 200, "{record}");
         assert_eq!(record["authorization"], format!("Bearer {KEY}"));
     }
-    let expected: Vec<(String, String)> = steps
-        .iter()
-        .flat_map(|s| ["START", "COMPLETE"].map(|k| (k.to_string(), format!("chain.{s}"))))
-        .collect();
+    let expected: Vec<(String, String)> = chain_kinds(&steps);
     assert_eq!(kinds(&got), expected);
     let requests = requests(&got);
     let mut numbers: Vec<u64> = requests.iter().map(|(n, _)| *n).collect();
@@ -412,13 +418,7 @@ fn a_lingering_batch_goes_when_the_run_exits_on_openlineage() {
     assert!(out.status.success(), "{}", text(&out));
 
     let got = received(&namespace);
-    assert_eq!(
-        kinds(&got),
-        ["a", "b", "c"]
-            .iter()
-            .flat_map(|s| ["START", "COMPLETE"].map(|k| (k.to_string(), format!("chain.{s}"))))
-            .collect::<Vec<_>>()
-    );
+    assert_eq!(kinds(&got), chain_kinds(&["a", "b", "c"]));
     assert!(
         got.iter().all(|r| r["valid"] == true && r["status"] == 200),
         "{got:?}"
@@ -472,10 +472,7 @@ fn a_refused_batch_is_retried_or_reported_on_openlineage() {
     let got = &got[before..];
     assert_eq!(
         kinds(got),
-        ["a", "b", "c"]
-            .iter()
-            .flat_map(|s| ["START", "COMPLETE"].map(|k| (k.to_string(), format!("chain.{s}"))))
-            .collect::<Vec<_>>(),
+        chain_kinds(&["a", "b", "c"]),
         "in order, refused batches not posted again"
     );
     let mut batches: Vec<(u64, u64, Vec<&Value>)> = Vec::new();
