@@ -525,37 +525,25 @@ async fn adopt_previous(
         };
         let key = SharedClusterKey::of_handle(&record.handle);
         if let Some(key) = &key {
-            // Its users are recorded: adopt it only as one of them.
-            let claim = shared
-                .store
-                .claim_cluster(
-                    &shared.lease,
-                    &shared.run,
-                    key,
-                    Utc::now(),
-                    shared.lease_ttl,
-                )
-                .await?;
-            let ended = match claim {
-                ClusterClaim::Join(h) if h.backend_id == record.handle.backend_id => None,
-                ClusterClaim::Launch => None,
-                ClusterClaim::Join(h) => {
+            // Its users are recorded: adopt it only as one of them, once the
+            // name's record says it is still this cluster (waiting while
+            // another run launches or ends the name's cluster).
+            match claim(shared, key).await {
+                Ok(None) => {}
+                Ok(Some(named)) if named.backend_id == record.handle.backend_id => {}
+                Ok(Some(named)) => {
+                    // The name is another cluster's: this one was ended by
+                    // its last user, or its launcher died before naming it.
+                    // Either way no run uses it.
                     release_quietly(shared, key).await;
-                    Some(format!("ended; {key} is now {}", h.backend_id))
+                    let now = format!("{key} is {} now", named.backend_id);
+                    end_unnamed(shared, &cluster, &mut record, &now).await?;
+                    continue;
                 }
-                ClusterClaim::Wait => Some("ended by the last run that used it".to_string()),
-            };
-            if let Some(message) = ended {
-                info!("{} of run {} is {message}", record.handle, record.run);
-                save(
-                    &shared.store,
-                    &shared.lease,
-                    &mut record,
-                    ClusterState::Terminated,
-                    Some(message),
-                )
-                .await?;
-                continue;
+                Err(LaunchOutcome::Fenced(e, _)) => return Err(e),
+                // Cancelled, or the store failed (logged): left for the
+                // flow's next run.
+                Err(_) => continue,
             }
         }
         match cluster
@@ -618,6 +606,45 @@ async fn adopt_previous(
         }
     }
     Ok(())
+}
+
+/// Ends `cluster`, a dead run's cluster that its shared name no longer
+/// names (`now` says what it names): no run knows of it, so it would be
+/// left up forever. Ended at once, before this run starts anything (a job
+/// of the dead run still on it must not run beside its step's rerun),
+/// unless it was found outside flow.
+async fn end_unnamed(
+    shared: &RunContext,
+    cluster: &Arc<dyn Cluster>,
+    record: &mut ClusterRecord,
+    now: &str,
+) -> Result<(), StoreError> {
+    let (state, message) = match cluster.adopt(&record.handle).await {
+        Ok(false) => (
+            ClusterState::Terminated,
+            format!("found gone by run {}; {now}", shared.run),
+        ),
+        Ok(true) if record.handle.reused => (
+            ClusterState::LeftUp,
+            format!("{now}; left up, since it was found outside flow"),
+        ),
+        Ok(true) => match cluster.terminate().await {
+            Ok(()) => (
+                ClusterState::Terminated,
+                format!("ended by run {}, since no run used it: {now}", shared.run),
+            ),
+            Err(e) => {
+                error!("cannot terminate {}, which no run uses: {e}", record.handle);
+                (ClusterState::TerminateFailed, e.to_string())
+            }
+        },
+        Err(e) => {
+            warn!("cannot adopt {} of run {}: {e}", record.handle, record.run);
+            return Ok(());
+        }
+    };
+    info!("{} of run {}: {message}", record.handle, record.run);
+    save(&shared.store, &shared.lease, record, state, Some(message)).await
 }
 
 /// Leaves every owned cluster up under its record (the next run of the
@@ -891,17 +918,34 @@ async fn terminate_recorded(
     let cluster = factory
         .create(&record.handle.name, context)
         .map_err(|e| e.to_string())?;
-    let key = SharedClusterKey::of_handle(&record.handle);
+    let mut key = SharedClusterKey::of_handle(&record.handle);
     let mut others = None;
-    if let Some(key) = &key {
+    if let Some(shared) = key.clone() {
+        // Claimed for the dead run that recorded it, to learn whether the
+        // name is still this cluster's: if not (its launcher died before
+        // naming it, or its last user ended it), no run uses it.
+        let claim = store
+            .claim_cluster(lease, &record.run, &shared, Utc::now(), ttl)
+            .await
+            .map_err(|e| e.to_string())?;
+        let named = match claim {
+            ClusterClaim::Join(h) => h.backend_id == record.handle.backend_id,
+            ClusterClaim::Launch => false,
+            ClusterClaim::Wait => {
+                return Err(format!(
+                    "another run is launching or ending {shared}: run this again later"
+                ))
+            }
+        };
         // Ended only if no live run uses it any more.
         match store
-            .release_cluster(lease, key, Utc::now(), ttl)
+            .release_cluster(lease, &shared, Utc::now(), ttl)
             .await
             .map_err(|e| e.to_string())?
         {
-            ClusterRelease::Last => {}
-            ClusterRelease::Others(n) => others = Some(n),
+            ClusterRelease::Others(n) if named => others = Some(n),
+            _ if named => {}
+            _ => key = None,
         }
     }
     let (state, message) = match others {

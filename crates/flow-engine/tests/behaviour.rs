@@ -868,9 +868,9 @@ async fn a_dead_runs_shared_cluster_is_adopted_by_the_next_run_not_launched_agai
 }
 
 /// A shared cluster a dead run left, found gone by another run that then
-/// launched a new one under the name: the dead run's flow, run next,
-/// records the old cluster ended (naming the name's new cluster), joins the
-/// new one and leaves it to its other user.
+/// launched a new one under the name: the dead run's flow, run next, finds
+/// the old cluster gone and records it so (naming the name's new cluster),
+/// joins the new one and leaves it to its other user.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_runs_shared_cluster_replaced_under_its_name_is_recorded_ended() {
     use flow_core::{ClusterFactory, ClusterState};
@@ -915,7 +915,13 @@ async fn a_dead_runs_shared_cluster_replaced_under_its_name_is_recorded_ended() 
     assert_eq!(ended.state, ClusterState::Terminated, "{records:?}");
     assert_eq!(
         ended.message.as_deref(),
-        Some(format!("ended; local cluster pool is now {}", new.handle.backend_id).as_str()),
+        Some(
+            format!(
+                "found gone by run {}; local cluster pool is {} now",
+                report.run, new.handle.backend_id
+            )
+            .as_str()
+        ),
         "{records:?}"
     );
     let joined = records
@@ -929,6 +935,215 @@ async fn a_dead_runs_shared_cluster_replaced_under_its_name_is_recorded_ended() 
     assert_eq!(provisioned(&bench), 2, "the old cluster and the new one");
     hold.release.cancel();
     assert_eq!(other.await.unwrap().unwrap().state, FlowState::Processed);
+}
+
+/// Runs flow `left` on a shared cluster until it dies as an engine killed
+/// between recording its cluster and naming it under the shared name
+/// would: the cluster is up and in the flow's records, the name's record
+/// has a launcher that is gone and no cluster. Returns the cluster's record.
+async fn die_before_naming(bench: &Bench, shared: Arc<Counting>) -> flow_core::ClusterRecord {
+    die_leaving_clusters_up(bench, "left", false, 1, shared).await;
+    let unnamed = rusqlite::Connection::open(bench.path("flow.db"))
+        .unwrap()
+        .execute(
+            "UPDATE shared_cluster SET record = json_set(record, '$.handle', NULL)",
+            [],
+        )
+        .unwrap();
+    assert_eq!(unnamed, 1);
+    let left = bench.clusters("left", TP).await.remove(0);
+    assert_eq!(left.state, flow_core::ClusterState::Up);
+    left
+}
+
+/// Runs flow `other` on the shared cluster's name until its step holds:
+/// it takes the name's launch over from the dead launcher and launches a
+/// new cluster (through `launching`'s gate, when given).
+fn hold_other(
+    bench: &Bench,
+    shared: Arc<Counting>,
+    hold: &Hold,
+) -> tokio::task::JoinHandle<flow_engine::RunReport> {
+    let other = Arc::new(
+        FlowDefinition::new("other")
+            .step(StepDefinition::new("wait", hold.action()))
+            .build()
+            .unwrap(),
+    );
+    let other = bench.engine_with(&other, TP, 1, shared, bench.options());
+    tokio::spawn(async move { other.run().await.unwrap() })
+}
+
+/// After the dead run's flow ran again: its unnamed cluster `old` was ended
+/// by that run (`report`) before it started anything, since no run used it
+/// (the name is `new`'s): the backend has it down and the record says so.
+async fn assert_unnamed_ended(
+    bench: &Bench,
+    old: &flow_core::ClusterRecord,
+    new: &flow_core::ClusterRecord,
+    report: &flow_engine::RunReport,
+    next: &Counting,
+) {
+    use flow_core::ClusterState;
+    assert_eq!(
+        next.terminated.load(Ordering::SeqCst),
+        1,
+        "the old one only"
+    );
+    let records = bench.clusters("left", TP).await;
+    let ended = records
+        .iter()
+        .find(|r| r.handle.backend_id == old.handle.backend_id)
+        .unwrap();
+    assert_eq!(ended.state, ClusterState::Terminated, "{records:?}");
+    assert_eq!(
+        ended.message.as_deref(),
+        Some(
+            format!(
+                "ended by run {}, since no run used it: local cluster pool is {} now",
+                report.run, new.handle.backend_id
+            )
+            .as_str()
+        ),
+        "{records:?}"
+    );
+    assert!(!still_up(bench, old).await, "leaked");
+}
+
+/// Whether the local cluster of `record` is still up.
+async fn still_up(bench: &Bench, record: &flow_core::ClusterRecord) -> bool {
+    use flow_core::ClusterFactory;
+    let graph = dead_run_graph("left", act(Identity), false);
+    let cluster = bench
+        .local()
+        .create(&record.handle.name, &bench.context(&graph, TP, 1))
+        .unwrap();
+    cluster.adopt(&record.handle).await.unwrap()
+}
+
+/// `flow clusters --terminate-orphans` ends a dead run's shared cluster
+/// that its engine never named, while another run uses the name's new
+/// cluster: no run uses the old one (it was recorded left up for the new
+/// one's user, and never ended).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminate_orphans_ends_a_dead_runs_unnamed_shared_cluster() {
+    use flow_core::ClusterState;
+    let bench = Bench::new();
+    let shared = || {
+        let mut counting = Counting::new(bench.local());
+        counting.shared = Some("pool".to_string());
+        Arc::new(counting)
+    };
+    let old = die_before_naming(&bench, shared()).await;
+    let hold = Hold::default();
+    let other = hold_other(&bench, shared(), &hold);
+    hold.started.cancelled().await;
+    let new = bench.clusters("other", TP).await.remove(0);
+
+    let sweeper = shared();
+    let graph = dead_run_graph("left", act(Identity), false);
+    let outcomes = flow_engine::terminate_orphans(
+        bench.store.clone(),
+        sweeper.clone(),
+        Some("left"),
+        None,
+        |r| bench.context(&graph, &r.timeperiod.to_string(), 1),
+        "sweeper",
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
+    let results: Vec<_> = outcomes
+        .into_iter()
+        .map(|o| (o.record.handle.backend_id, o.result))
+        .collect();
+    assert_eq!(
+        results,
+        [(old.handle.backend_id.clone(), Ok(ClusterState::Terminated))]
+    );
+    assert_eq!(sweeper.terminated.load(Ordering::SeqCst), 1);
+    assert!(!still_up(&bench, &old).await, "leaked");
+    assert!(still_up(&bench, &new).await, "the name's cluster was ended");
+    hold.release.cancel();
+    assert_eq!(other.await.unwrap().state, FlowState::Processed);
+}
+
+/// A dead run's shared cluster that its engine never named under the
+/// shared name (killed in between), while another run launched a new one
+/// under the name: the dead run's flow, run next, ends the old one, which
+/// no run uses (nobody else would ever end it), and joins the new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_runs_unnamed_shared_cluster_is_ended_when_another_has_the_name() {
+    let bench = Bench::new();
+    let shared = || {
+        let mut counting = Counting::new(bench.local());
+        counting.shared = Some("pool".to_string());
+        Arc::new(counting)
+    };
+    let old = die_before_naming(&bench, shared()).await;
+    let hold = Hold::default();
+    let other = hold_other(&bench, shared(), &hold);
+    hold.started.cancelled().await;
+    let new = bench.clusters("other", TP).await.remove(0);
+    assert_ne!(new.handle.backend_id, old.handle.backend_id);
+
+    let next = shared();
+    let report = recover_processed(&bench, "left", false, 1, next.clone()).await;
+    assert_unnamed_ended(&bench, &old, &new, &report, &next).await;
+    hold.release.cancel();
+    assert_eq!(other.await.unwrap().state, FlowState::Processed);
+}
+
+/// The same while the other run is still launching the name's new cluster:
+/// the dead run's flow waits for the name (asking again, as a launch
+/// does), then ends its unnamed cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_runs_unnamed_shared_cluster_is_ended_after_waiting_for_the_names_launch() {
+    let bench = Bench::new();
+    let shared = || {
+        let mut counting = Counting::new(bench.local());
+        counting.shared = Some("pool".to_string());
+        counting
+    };
+    let old = die_before_naming(&bench, Arc::new(shared())).await;
+    let launching = Hold::default();
+    let mut gated = shared();
+    gated.provision_gate = Some(launching.clone());
+    let hold = Hold::default();
+    let other = hold_other(&bench, Arc::new(gated), &hold);
+    launching.started.cancelled().await;
+
+    let claims = Arc::new(ClaimTimes {
+        inner: bench.store.clone(),
+        times: Default::default(),
+    });
+    let next = Arc::new(shared());
+    let graph = dead_run_graph("left", act(Identity), false);
+    let recover = flow_engine::ExecutionEngine::new(
+        graph.clone(),
+        bench.context(&graph, TP, 1),
+        claims.clone(),
+        next.clone(),
+        bench.options(),
+    );
+    let recover = tokio::spawn(async move { recover.recover().await.unwrap() });
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while claims.times.lock().unwrap().len() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the next run did not ask for the name again"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    launching.release.cancel();
+    hold.started.cancelled().await;
+    let report = recover.await.unwrap();
+    assert_eq!(report.state, FlowState::Processed, "{report:?}");
+    let new = bench.clusters("other", TP).await.remove(0);
+    assert_ne!(new.handle.backend_id, old.handle.backend_id);
+    assert_unnamed_ended(&bench, &old, &new, &report, &next).await;
+    hold.release.cancel();
+    assert_eq!(other.await.unwrap().state, FlowState::Processed);
 }
 
 /// The next run adopts every cluster a dead run left up (their jobs may be

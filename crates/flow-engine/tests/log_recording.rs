@@ -243,9 +243,11 @@ async fn lines_past_the_limit_are_counted_in_one_line_when_the_store_falls_behin
         inner: bench.store.clone(),
         release: release.clone(),
     });
-    // Far more than the recorder can take in one batch before the store
-    // blocks it (it takes what waits every 200 ms, or at 2,000 lines).
-    let extra = 20_000;
+    // More than the store can fall behind by, whenever the recorder takes
+    // its first lines (and then blocks): it takes what waits every 200 ms
+    // or at 2,000 lines, but a loaded machine may schedule it late, when
+    // up to RECORD_LIMIT lines wait; RECORD_LIMIT more then wait behind.
+    let extra = RECORD_LIMIT + 20_000;
     let graph = Arc::new(
         FlowDefinition::new("behind")
             .step(StepDefinition::new(
