@@ -154,6 +154,7 @@ impl Signals {
             .spawn({
                 let (metrics, wake) = (metrics.clone(), emitter.wake());
                 move || {
+                    lower_priority();
                     let exporters = Exporting {
                         http: reqwest::Client::new(),
                         deliveries: Vec::new(),
@@ -199,6 +200,22 @@ impl Signals {
     /// this queue, for the life of the process.
     pub fn install_meter(&self) {
         flow_core::meter::install(Some(Arc::new(signal::QueueMeter(self.emitter()))));
+    }
+}
+
+/// Lowers the calling thread's CPU priority (nice +10; threads it starts
+/// inherit it): the exporters' work yields to the engine's and the log
+/// writer's threads whenever they want a core, and takes the cores they
+/// leave idle. On 2 cores a run's own threads keep both busy; exports at
+/// equal priority took turns with them and slowed the run. Best effort
+/// (a failure leaves the priority as it was); Linux only, where a thread
+/// has its own nice value.
+pub(crate) fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: setpriority on the calling thread's own id has no memory
+    // effects; its error is ignored on purpose.
+    unsafe {
+        let _ = libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10);
     }
 }
 

@@ -77,8 +77,22 @@ pub struct Traces {
 impl Traces {
     /// Builds the exporter and the batch processor (its thread starts
     /// here). Fails only on a configuration the exporter refuses (a bad
-    /// URL, an invalid header).
+    /// URL, an invalid header). Built on a thread of its own at the
+    /// exporters' lower priority, which the batch processor's and the HTTP
+    /// client's threads inherit ([`crate::lower_priority`]).
     pub fn start(config: &TraceConfig) -> Result<Traces, String> {
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    crate::lower_priority();
+                    Self::build(config)
+                })
+                .join()
+                .unwrap_or_else(|_| Err("[telemetry] the trace export did not start".to_string()))
+        })
+    }
+
+    fn build(config: &TraceConfig) -> Result<Traces, String> {
         let url = config.traces_url();
         let headers: HashMap<String, String> = config.headers.iter().cloned().collect();
         let exporter = opentelemetry_otlp::SpanExporter::builder()
