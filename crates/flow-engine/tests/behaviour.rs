@@ -894,36 +894,21 @@ async fn a_dead_runs_shared_cluster_replaced_under_its_name_is_recorded_ended() 
 
     // Another flow's run finds it gone and launches a new one for the name.
     let hold = Hold::default();
-    let other = Arc::new(
-        FlowDefinition::new("other")
-            .step(StepDefinition::new("wait", hold.action()))
-            .build()
-            .unwrap(),
-    );
-    let other = bench.engine_with(&other, TP, 1, shared(), bench.options());
-    let other = tokio::spawn(async move { other.run().await });
+    let other = hold_other(&bench, shared(), &hold);
     hold.started.cancelled().await;
     let new = bench.clusters("other", TP).await.remove(0);
     assert_ne!(new.handle.backend_id, old.handle.backend_id);
 
     let report = recover_processed(&bench, "left", false, 1, shared()).await;
-    let records = bench.clusters("left", TP).await;
-    let ended = records
-        .iter()
-        .find(|r| r.handle.backend_id == old.handle.backend_id)
-        .unwrap();
-    assert_eq!(ended.state, ClusterState::Terminated, "{records:?}");
-    assert_eq!(
-        ended.message.as_deref(),
-        Some(
-            format!(
-                "found gone by run {}; local cluster pool is {} now",
-                report.run, new.handle.backend_id
-            )
-            .as_str()
+    let records = assert_left_ended(
+        &bench,
+        &old,
+        format!(
+            "found gone by run {}; local cluster pool is {} now",
+            report.run, new.handle.backend_id
         ),
-        "{records:?}"
-    );
+    )
+    .await;
     let joined = records
         .iter()
         .find(|r| r.run == report.run && r.handle.backend_id == new.handle.backend_id);
@@ -934,7 +919,7 @@ async fn a_dead_runs_shared_cluster_replaced_under_its_name_is_recorded_ended() 
     );
     assert_eq!(provisioned(&bench), 2, "the old cluster and the new one");
     hold.release.cancel();
-    assert_eq!(other.await.unwrap().unwrap().state, FlowState::Processed);
+    assert_eq!(other.await.unwrap().state, FlowState::Processed);
 }
 
 /// Runs flow `left` on a shared cluster until it dies as an engine killed
@@ -954,6 +939,33 @@ async fn die_before_naming(bench: &Bench, shared: Arc<Counting>) -> flow_core::C
     let left = bench.clusters("left", TP).await.remove(0);
     assert_eq!(left.state, flow_core::ClusterState::Up);
     left
+}
+
+/// A local cluster factory whose clusters runs share by the name `pool`.
+fn pooled(bench: &Bench) -> Counting {
+    let mut counting = Counting::new(bench.local());
+    counting.shared = Some("pool".to_string());
+    counting
+}
+
+/// [`die_before_naming`], then flow `other` holding its step on a new
+/// cluster it launched for the name: the dead run's cluster, the new one,
+/// the hold and the other run.
+async fn unnamed_beside_another(
+    bench: &Bench,
+) -> (
+    flow_core::ClusterRecord,
+    flow_core::ClusterRecord,
+    Hold,
+    tokio::task::JoinHandle<flow_engine::RunReport>,
+) {
+    let old = die_before_naming(bench, Arc::new(pooled(bench))).await;
+    let hold = Hold::default();
+    let other = hold_other(bench, Arc::new(pooled(bench)), &hold);
+    hold.started.cancelled().await;
+    let new = bench.clusters("other", TP).await.remove(0);
+    assert_ne!(new.handle.backend_id, old.handle.backend_id);
+    (old, new, hold, other)
 }
 
 /// Runs flow `other` on the shared cluster's name until its step holds:
@@ -984,30 +996,46 @@ async fn assert_unnamed_ended(
     report: &flow_engine::RunReport,
     next: &Counting,
 ) {
-    use flow_core::ClusterState;
     assert_eq!(
         next.terminated.load(Ordering::SeqCst),
         1,
         "the old one only"
     );
+    assert_left_ended(
+        bench,
+        old,
+        format!(
+            "ended by run {}, since no run used it: local cluster pool is {} now",
+            report.run, new.handle.backend_id
+        ),
+    )
+    .await;
+    assert!(!still_up(bench, old).await, "leaked");
+}
+
+/// Flow `left`'s cluster records, its cluster `old` among them recorded
+/// ended with `message`.
+async fn assert_left_ended(
+    bench: &Bench,
+    old: &flow_core::ClusterRecord,
+    message: String,
+) -> Vec<flow_core::ClusterRecord> {
     let records = bench.clusters("left", TP).await;
     let ended = records
         .iter()
         .find(|r| r.handle.backend_id == old.handle.backend_id)
         .unwrap();
-    assert_eq!(ended.state, ClusterState::Terminated, "{records:?}");
     assert_eq!(
-        ended.message.as_deref(),
-        Some(
-            format!(
-                "ended by run {}, since no run used it: local cluster pool is {} now",
-                report.run, new.handle.backend_id
-            )
-            .as_str()
-        ),
+        ended.state,
+        flow_core::ClusterState::Terminated,
         "{records:?}"
     );
-    assert!(!still_up(bench, old).await, "leaked");
+    assert_eq!(
+        ended.message.as_deref(),
+        Some(message.as_str()),
+        "{records:?}"
+    );
+    records
 }
 
 /// Whether the local cluster of `record` is still up.
@@ -1029,18 +1057,9 @@ async fn still_up(bench: &Bench, record: &flow_core::ClusterRecord) -> bool {
 async fn terminate_orphans_ends_a_dead_runs_unnamed_shared_cluster() {
     use flow_core::ClusterState;
     let bench = Bench::new();
-    let shared = || {
-        let mut counting = Counting::new(bench.local());
-        counting.shared = Some("pool".to_string());
-        Arc::new(counting)
-    };
-    let old = die_before_naming(&bench, shared()).await;
-    let hold = Hold::default();
-    let other = hold_other(&bench, shared(), &hold);
-    hold.started.cancelled().await;
-    let new = bench.clusters("other", TP).await.remove(0);
+    let (old, new, hold, other) = unnamed_beside_another(&bench).await;
 
-    let sweeper = shared();
+    let sweeper = Arc::new(pooled(&bench));
     let graph = dead_run_graph("left", act(Identity), false);
     let outcomes = flow_engine::terminate_orphans(
         bench.store.clone(),
@@ -1075,19 +1094,9 @@ async fn terminate_orphans_ends_a_dead_runs_unnamed_shared_cluster() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_runs_unnamed_shared_cluster_is_ended_when_another_has_the_name() {
     let bench = Bench::new();
-    let shared = || {
-        let mut counting = Counting::new(bench.local());
-        counting.shared = Some("pool".to_string());
-        Arc::new(counting)
-    };
-    let old = die_before_naming(&bench, shared()).await;
-    let hold = Hold::default();
-    let other = hold_other(&bench, shared(), &hold);
-    hold.started.cancelled().await;
-    let new = bench.clusters("other", TP).await.remove(0);
-    assert_ne!(new.handle.backend_id, old.handle.backend_id);
+    let (old, new, hold, other) = unnamed_beside_another(&bench).await;
 
-    let next = shared();
+    let next = Arc::new(pooled(&bench));
     let report = recover_processed(&bench, "left", false, 1, next.clone()).await;
     assert_unnamed_ended(&bench, &old, &new, &report, &next).await;
     hold.release.cancel();
@@ -1100,14 +1109,9 @@ async fn a_dead_runs_unnamed_shared_cluster_is_ended_when_another_has_the_name()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_runs_unnamed_shared_cluster_is_ended_after_waiting_for_the_names_launch() {
     let bench = Bench::new();
-    let shared = || {
-        let mut counting = Counting::new(bench.local());
-        counting.shared = Some("pool".to_string());
-        counting
-    };
-    let old = die_before_naming(&bench, Arc::new(shared())).await;
+    let old = die_before_naming(&bench, Arc::new(pooled(&bench))).await;
     let launching = Hold::default();
-    let mut gated = shared();
+    let mut gated = pooled(&bench);
     gated.provision_gate = Some(launching.clone());
     let hold = Hold::default();
     let other = hold_other(&bench, Arc::new(gated), &hold);
@@ -1117,7 +1121,7 @@ async fn a_dead_runs_unnamed_shared_cluster_is_ended_after_waiting_for_the_names
         inner: bench.store.clone(),
         times: Default::default(),
     });
-    let next = Arc::new(shared());
+    let next = Arc::new(pooled(&bench));
     let graph = dead_run_graph("left", act(Identity), false);
     let recover = flow_engine::ExecutionEngine::new(
         graph.clone(),
