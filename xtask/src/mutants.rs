@@ -137,7 +137,7 @@ pub const GROUPS: &[Group] = &[
             "a_cluster_whose_record_cannot_be_written_is_not_used_and_is_terminated",
             "a_dead_runs_shared_cluster_is_adopted_by_the_next_run_not_launched_again",
             "a_dead_runs_shared_cluster_replaced_under_its_name_is_recorded_ended",
-            "a_dead_runs_unnamed_shared_cluster_is_ended_",
+            "a_dead_runs_unnamed_shared_cluster_",
             "a_dead_runs_clusters_are_all_adopted_and_ended_but_only_as_many_used_as_asked",
             "transient_launch_failures_are_retried_with_backoff",
             "a_fenced_cluster_record_names_the_new_holder",

@@ -1049,6 +1049,120 @@ async fn still_up(bench: &Bench, record: &flow_core::ClusterRecord) -> bool {
     cluster.adopt(&record.handle).await.unwrap()
 }
 
+/// Ends flow `left`'s orphans as `flow clusters --terminate-orphans` does,
+/// with `sweeper`: each cluster's backend id and outcome.
+async fn sweep_left(
+    bench: &Bench,
+    sweeper: Arc<Counting>,
+) -> Vec<(String, Result<flow_core::ClusterState, String>)> {
+    let graph = dead_run_graph("left", act(Identity), false);
+    flow_engine::terminate_orphans(
+        bench.store.clone(),
+        sweeper,
+        Some("left"),
+        None,
+        |r| bench.context(&graph, &r.timeperiod.to_string(), 1),
+        "sweeper",
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap()
+    .into_iter()
+    .map(|o| (o.record.handle.backend_id, o.result))
+    .collect()
+}
+
+/// How many shared names the store has a record of.
+fn shared_names(bench: &Bench) -> i64 {
+    rusqlite::Connection::open(bench.path("flow.db"))
+        .unwrap()
+        .query_row("SELECT count(*) FROM shared_cluster", [], |row| row.get(0))
+        .unwrap()
+}
+
+/// `--terminate-orphans` leaves a dead run's shared cluster up while
+/// another live run uses it (its last user ends it), and ends one nobody
+/// uses, forgetting its name so the next claim launches anew.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminate_orphans_leaves_a_shared_cluster_to_its_live_user_and_forgets_an_ended_ones_name()
+{
+    use flow_core::ClusterState;
+    let bench = Bench::new();
+    die_leaving_clusters_up(&bench, "left", false, 1, Arc::new(pooled(&bench))).await;
+    let old = bench.clusters("left", TP).await.remove(0);
+    let hold = Hold::default();
+    let other = hold_other(&bench, Arc::new(pooled(&bench)), &hold);
+    hold.started.cancelled().await;
+    let joined = bench.clusters("other", TP).await.remove(0);
+    assert_eq!(joined.handle.backend_id, old.handle.backend_id, "joined");
+
+    let sweeper = Arc::new(pooled(&bench));
+    assert_eq!(
+        sweep_left(&bench, sweeper.clone()).await,
+        [(old.handle.backend_id.clone(), Ok(ClusterState::LeftUp))]
+    );
+    assert_eq!(sweeper.terminated.load(Ordering::SeqCst), 0);
+    assert!(still_up(&bench, &old).await, "ended under its live user");
+    hold.release.cancel();
+    assert_eq!(other.await.unwrap().state, FlowState::Processed);
+    assert!(
+        !still_up(&bench, &old).await,
+        "its last user did not end it"
+    );
+
+    // A dead run's shared cluster that nobody else uses: ended, and the
+    // name's record gone with it.
+    let bench = Bench::new();
+    die_leaving_clusters_up(&bench, "left", false, 1, Arc::new(pooled(&bench))).await;
+    let old = bench.clusters("left", TP).await.remove(0);
+    assert_eq!(shared_names(&bench), 1);
+    assert_eq!(
+        sweep_left(&bench, Arc::new(pooled(&bench))).await,
+        [(old.handle.backend_id.clone(), Ok(ClusterState::Terminated))]
+    );
+    assert!(!still_up(&bench, &old).await);
+    assert_eq!(shared_names(&bench), 0, "the ended cluster's name is kept");
+}
+
+/// A dead run's unnamed shared cluster that it found outside flow (reused,
+/// not launched) is left up, as every reused cluster is, and recorded so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_runs_unnamed_shared_cluster_found_outside_flow_is_left_up() {
+    let bench = Bench::new();
+    let (old, new, hold, other) = unnamed_beside_another(&bench).await;
+    let reused = rusqlite::Connection::open(bench.path("flow.db"))
+        .unwrap()
+        .execute(
+            "UPDATE cluster SET reused = 1 WHERE backend_id = ?1",
+            [&old.handle.backend_id],
+        )
+        .unwrap();
+    assert_eq!(reused, 1);
+
+    let next = Arc::new(pooled(&bench));
+    recover_processed(&bench, "left", false, 1, next.clone()).await;
+    assert_eq!(next.terminated.load(Ordering::SeqCst), 0);
+    assert!(still_up(&bench, &old).await, "a reused cluster was ended");
+    let records = bench.clusters("left", TP).await;
+    let left = records
+        .iter()
+        .find(|r| r.handle.backend_id == old.handle.backend_id)
+        .unwrap();
+    assert_eq!(left.state, flow_core::ClusterState::LeftUp, "{records:?}");
+    assert_eq!(
+        left.message.as_deref(),
+        Some(
+            format!(
+                "local cluster pool is {} now; left up, since it was found outside flow",
+                new.handle.backend_id
+            )
+            .as_str()
+        )
+    );
+    hold.release.cancel();
+    assert_eq!(other.await.unwrap().state, FlowState::Processed);
+}
+
 /// `flow clusters --terminate-orphans` ends a dead run's shared cluster
 /// that its engine never named, while another run uses the name's new
 /// cluster: no run uses the old one (it was recorded left up for the new
@@ -1060,24 +1174,8 @@ async fn terminate_orphans_ends_a_dead_runs_unnamed_shared_cluster() {
     let (old, new, hold, other) = unnamed_beside_another(&bench).await;
 
     let sweeper = Arc::new(pooled(&bench));
-    let graph = dead_run_graph("left", act(Identity), false);
-    let outcomes = flow_engine::terminate_orphans(
-        bench.store.clone(),
-        sweeper.clone(),
-        Some("left"),
-        None,
-        |r| bench.context(&graph, &r.timeperiod.to_string(), 1),
-        "sweeper",
-        Duration::from_secs(60),
-    )
-    .await
-    .unwrap();
-    let results: Vec<_> = outcomes
-        .into_iter()
-        .map(|o| (o.record.handle.backend_id, o.result))
-        .collect();
     assert_eq!(
-        results,
+        sweep_left(&bench, sweeper.clone()).await,
         [(old.handle.backend_id.clone(), Ok(ClusterState::Terminated))]
     );
     assert_eq!(sweeper.terminated.load(Ordering::SeqCst), 1);
