@@ -79,7 +79,7 @@ impl Traces {
     /// here). Fails only on a configuration the exporter refuses (a bad
     /// URL, an invalid header). Built on a thread of its own at the
     /// exporters' lower priority, which the batch processor's and the HTTP
-    /// client's threads inherit ([`crate::lower_priority`]).
+    /// client's threads inherit.
     pub fn start(config: &TraceConfig) -> Result<Traces, String> {
         std::thread::scope(|scope| {
             scope
